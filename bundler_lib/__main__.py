@@ -1,0 +1,119 @@
+"""`python -m bundler_lib <stage> ...`: run one stage outside Pants (the rules run exactly this)."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from bundler_lib.errors import StageError
+
+STAGES = {
+    # stage: (aliases, help)
+    "license": (["A0", "a0"], "A0: check the tree's license, write A0.license.json"),
+    "graph": (["A1", "a1"], "A1: locate the symbol and build its reachability graph"),
+    "collect-python": (["A2", "a2"], "A2: slice the Python closure verbatim"),
+    "collect-triton": (["A3", "a3"], "A3: collect the @triton.jit kernels"),
+    "collect-cuda": (["A4", "a4"], "A4: embed the CUDA sources of the compiled ops"),
+    "bind": (["A5", "a5"], "A5: merge A2/A3/A4 and rewire op call sites"),
+    "example": (["A6", "a6"], "A6: write the model-aware invocation_example()"),
+    "package": (["A7", "a7"], "A7: compose, write atomically and verify the bundle"),
+    "fetch-sdist": ([], "download a vLLM sdist through pip's index and verify its sha256"),
+    "extract-sdist": ([], "extract the parts of a vLLM sdist the stages read"),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bundler_lib", description=__doc__)
+    sub = p.add_subparsers(dest="stage", required=True)
+    s = {name: sub.add_parser(name, aliases=al, help=h) for name, (al, h) in STAGES.items()}
+
+    s["license"].add_argument("--tree", type=Path, required=True)
+
+    s["graph"].add_argument("--tree", type=Path, required=True)
+    s["graph"].add_argument("--symbol", required=True)
+    s["graph"].add_argument("--hint", default=None, help="symbol_file_hint: path in the tree")
+    s["graph"].add_argument("--variant", default="{}", help="JSON object of variant choices")
+
+    for name in ("collect-python", "collect-triton", "collect-cuda"):
+        s[name].add_argument("--tree", type=Path, required=True)
+        s[name].add_argument("--graph", type=Path, required=True, help="A1.graph.json")
+
+    s["bind"].add_argument("--inputs", type=Path, required=True,
+                           help="directory holding A1.graph.json and the A2, A3, A4 artifacts")
+
+    s["example"].add_argument("--graph", type=Path, required=True, help="A1.graph.json")
+    s["example"].add_argument("--model", default=None, help="model id, e.g. Qwen/Qwen3-30B-A3B")
+    s["example"].add_argument("--model-config", type=Path, default=None, help="its config.json")
+    s["example"].add_argument("--workload", choices=["prefill", "decode"], default=None)
+
+    s["package"].add_argument("--inputs", type=Path, required=True,
+                              help="directory holding A0.license.json, A1.graph.json, A5.module.py, A6.example.py")
+    s["package"].add_argument("--bundle-name", required=True, help="file name of the bundle, e.g. RMSNorm.py")
+    s["package"].add_argument("--import-check", choices=["required", "report"], default="required",
+                              help="report: record an import failure in A7.report.json instead of failing")
+
+    s["fetch-sdist"].add_argument("--version", required=True)
+    s["fetch-sdist"].add_argument("--sha256", required=True)
+    s["extract-sdist"].add_argument("--archive", type=Path, required=True)
+
+    for sp in s.values():
+        sp.add_argument("--out", type=Path, required=True, help="directory the artifacts go to")
+    return p
+
+
+def _canonical(stage: str) -> str:
+    for name, (aliases, _) in STAGES.items():
+        if stage == name or stage in aliases:
+            return name
+    raise AssertionError(stage)
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    stage = _canonical(args.stage)
+    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        if stage == "license":
+            from bundler_lib import license as m
+            m.run(tree=args.tree, out=args.out)
+        elif stage == "graph":
+            from bundler_lib import graph as m
+            try:
+                variant = json.loads(args.variant)
+            except json.JSONDecodeError as e:
+                raise StageError("A1 graph", "--variant", f"not valid JSON ({e})", "pass a JSON object") from None
+            m.run(tree=args.tree, out=args.out, symbol=args.symbol, hint=args.hint, variant=variant)
+        elif stage == "collect-python":
+            from bundler_lib import collect_python as m
+            m.run(tree=args.tree, graph=args.graph, out=args.out)
+        elif stage == "collect-triton":
+            from bundler_lib import collect_triton as m
+            m.run(tree=args.tree, graph=args.graph, out=args.out)
+        elif stage == "collect-cuda":
+            from bundler_lib import collect_cuda as m
+            m.run(tree=args.tree, graph=args.graph, out=args.out)
+        elif stage == "bind":
+            from bundler_lib import bind as m
+            m.run(inputs=args.inputs, out=args.out)
+        elif stage == "example":
+            from bundler_lib import example as m
+            m.run(graph=args.graph, model=args.model, model_config=args.model_config,
+                  workload=args.workload, out=args.out)
+        elif stage == "package":
+            from bundler_lib import package as m
+            m.run(inputs=args.inputs, out=args.out, bundle_name=args.bundle_name,
+                  allow_import_failure=args.import_check == "report")
+        elif stage == "fetch-sdist":
+            from bundler_lib import sdist as m
+            m.fetch(version=args.version, sha256=args.sha256, out=args.out)
+        elif stage == "extract-sdist":
+            from bundler_lib import sdist as m
+            m.extract(archive=args.archive, out=args.out)
+    except StageError as e:
+        print(f"error: {e.message()}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

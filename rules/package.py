@@ -1,0 +1,183 @@
+"""`pants package` for `monolithic_bundle`: A0 to A7 in dependency order, then the bundle and its artifacts.
+
+    A0 license ─────────────────────────────────────────────┐
+    A1 graph ─┬─ A2 python ─┐                               ├─ A7 package
+              ├─ A3 triton ─┼─ A5 bind ─────────────────────┤
+              ├─ A4 cuda ───┘                               │
+              └─ A6 example (+ model config) ───────────────┘
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+
+from pants.base.glob_match_error_behavior import GlobMatchErrorBehavior
+from pants.core.goals.package import BuiltPackage, BuiltPackageArtifact, PackageFieldSet
+from pants.core.util_rules.distdir import DistDir
+from pants.engine.addresses import Address
+from pants.engine.fs import (
+    AddPrefix,
+    CreateDigest,
+    Digest,
+    DigestContents,
+    DigestSubset,
+    FileContent,
+    MergeDigests,
+    PathGlobs,
+)
+from pants.engine.internals.native_engine import AddressInput
+from pants.engine.rules import Get, MultiGet, collect_rules, rule
+from pants.engine.target import WrappedTarget, WrappedTargetRequest
+from pants.engine.unions import UnionRule
+
+from rules.stages import StageFailed, StageOutput, StageRequest, as_inputs, read_json, tree_subset
+from rules.subsystem import BundlerSubsystem
+from rules.target_types import (
+    ImportCheckField,
+    ModelField,
+    OutputPathField,
+    SymbolField,
+    SymbolFileHintField,
+    VariantField,
+    VllmSourceField,
+    WorkloadField,
+)
+from rules.vllm_tree import VllmTree, VllmTreeRequest
+
+
+class ModelConfigMissing(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class MonolithicBundleFieldSet(PackageFieldSet):
+    required_fields = (SymbolField, VllmSourceField)
+
+    symbol: SymbolField
+    symbol_file_hint: SymbolFileHintField
+    model: ModelField
+    workload: WorkloadField
+    vllm: VllmSourceField
+    variant: VariantField
+    output_path: OutputPathField
+    import_check: ImportCheckField
+
+
+async def _model_config(model: str | None, models_dir: str, address: Address) -> Digest:
+    if not model:
+        return await Get(Digest, CreateDigest([]))
+    path = f"{models_dir}/{model.replace('/', '--')}/config.json"
+    contents = await Get(DigestContents, PathGlobs([path]))
+    if not contents:
+        raise ModelConfigMissing(
+            f"[A6 example] {address}: no config for model `{model}` at `{path}`. Remedy: copy the model's "
+            f"config.json there (the hub is not reached), or fix the `model` field."
+        )
+    return await Get(Digest, CreateDigest([FileContent("model/config.json", contents[0].content)]))
+
+
+@rule(desc="Build a monolithic bundle")
+async def package_bundle(
+    field_set: MonolithicBundleFieldSet, bundler: BundlerSubsystem, dist_dir: DistDir
+) -> BuiltPackage:
+    address = field_set.address
+    target = str(address)
+    symbol = field_set.symbol.value
+    source_address = await Get(
+        Address,
+        AddressInput,
+        AddressInput.parse(
+            field_set.vllm.value,
+            relative_to=address.spec_path,
+            description_of_origin=f"the `vllm` field of {address}",
+        ),
+    )
+    source_target = await Get(
+        WrappedTarget, WrappedTargetRequest(source_address, description_of_origin=f"the `vllm` field of {address}")
+    )
+    tree = (await Get(VllmTree, VllmTreeRequest(source_target.target))).digest
+
+    # A0 and A1 read only the tree.
+    a1_args = ["--tree", "tree", "--symbol", symbol,
+               "--variant", json.dumps(dict(field_set.variant.value or {}), sort_keys=True)]
+    if field_set.symbol_file_hint.value:
+        a1_args += ["--hint", field_set.symbol_file_hint.value]
+    a0_in, a1_in = await MultiGet(
+        Get(Digest, DigestSubset(tree, PathGlobs(["LICENSE*", "NOTICE*", "COPYING*"]))),
+        Get(Digest, DigestSubset(tree, PathGlobs(["vllm/**/*.py"]))),
+    )
+    a0_in, a1_in = await MultiGet(Get(Digest, AddPrefix(a0_in, "tree")), Get(Digest, AddPrefix(a1_in, "tree")))
+    a0, a1 = await MultiGet(
+        Get(StageOutput, StageRequest("A0", ("--tree", "tree"), a0_in, target)),
+        Get(StageOutput, StageRequest("A1", tuple(a1_args), a1_in, target)),
+    )
+
+    # A2, A3, A4, A6 read A1's graph and only the files it names (or csrc, or the model config).
+    graph = await read_json(a1, "A1.graph.json")
+    graph_in = await as_inputs(a1)
+    python_files = sorted(set(graph.get("files", [])))
+    triton_files = sorted({k["file"] for k in graph.get("triton_kernels", [])})
+    py_tree = await tree_subset(tree, python_files) if python_files else await Get(Digest, CreateDigest([]))
+    tr_tree = await tree_subset(tree, triton_files) if triton_files else await Get(Digest, CreateDigest([]))
+    cu_tree = await tree_subset(tree, ["csrc/**", "cmake/**", "CMakeLists.txt"])
+    model_cfg = await _model_config(field_set.model.value, bundler.models_dir, address)
+    a2_in, a3_in, a4_in, a6_in = await MultiGet(
+        Get(Digest, MergeDigests([graph_in, py_tree])),
+        Get(Digest, MergeDigests([graph_in, tr_tree])),
+        Get(Digest, MergeDigests([graph_in, cu_tree])),
+        Get(Digest, MergeDigests([graph_in, model_cfg])),
+    )
+    collect_args = ("--tree", "tree", "--graph", "in/A1.graph.json")
+    a6_args = ["--graph", "in/A1.graph.json"]
+    if field_set.model.value:
+        a6_args += ["--model", field_set.model.value, "--model-config", "model/config.json"]
+    if field_set.workload.value:
+        a6_args += ["--workload", field_set.workload.value]
+    a2, a3, a4, a6 = await MultiGet(
+        Get(StageOutput, StageRequest("A2", collect_args, a2_in, target)),
+        Get(StageOutput, StageRequest("A3", collect_args, a3_in, target)),
+        Get(StageOutput, StageRequest("A4", collect_args, a4_in, target)),
+        Get(StageOutput, StageRequest("A6", tuple(a6_args), a6_in, target)),
+    )
+
+    a5 = await Get(StageOutput, StageRequest("A5", ("--inputs", "in"), await as_inputs(a1, a2, a3, a4), target))
+
+    output_path = field_set.output_path.value or f"{symbol}.py"
+    bundle_name = os.path.basename(output_path)
+    a7_in = await as_inputs(a0, a1, a5, a6)
+    a7 = await Get(
+        StageOutput,
+        StageRequest(
+            "A7",
+            ("--inputs", "in", "--bundle-name", bundle_name, "--import-check", field_set.import_check.value),
+            a7_in,
+            target,
+        ),
+    )
+
+    # The bundle at output_path; every stage's artifacts under artifacts/<target name>/ beside it.
+    bundle_digest = await Get(Digest, DigestSubset(a7.digest, PathGlobs([bundle_name])))
+    bundle_contents = await Get(DigestContents, Digest, bundle_digest)
+    if not bundle_contents:
+        raise StageFailed(f"Stage A7 wrote no {bundle_name} for {target}")
+    data = bundle_contents[0].content
+    out_dir = os.path.dirname(output_path)
+    bundle_digest = await Get(Digest, AddPrefix(bundle_digest, out_dir)) if out_dir else bundle_digest
+    stage_artifacts = await Get(
+        Digest, MergeDigests([a0.digest, a1.digest, a2.digest, a3.digest, a4.digest, a5.digest, a6.digest, a7.digest])
+    )
+    stage_artifacts = await Get(Digest, DigestSubset(stage_artifacts, PathGlobs(["A*"])))
+    artifacts_dir = os.path.join(out_dir, "artifacts", address.target_name)
+    stage_artifacts = await Get(Digest, AddPrefix(stage_artifacts, artifacts_dir))
+    digest = await Get(Digest, MergeDigests([bundle_digest, stage_artifacts]))
+
+    shown = os.path.join(str(dist_dir.relpath), output_path)
+    line = f"WROTE {shown} size={len(data)} sha256={hashlib.sha256(data).hexdigest()}"
+    return BuiltPackage(digest, (BuiltPackageArtifact(None, (line,)),))
+
+
+def rules():
+    return [*collect_rules(), UnionRule(PackageFieldSet, MonolithicBundleFieldSet)]

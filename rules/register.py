@@ -1,0 +1,18 @@
+"""Pants entry point of the plugin (`backend_packages = ["rules"]`)."""
+
+from rules import package, stages, subsystem, toolchain, vllm_tree
+from rules.target_types import MonolithicBundle, VllmSdist, VllmSourceTree
+
+
+def target_types():
+    return [MonolithicBundle, VllmSdist, VllmSourceTree]
+
+
+def rules():
+    return [
+        *subsystem.rules(),
+        *toolchain.rules(),
+        *vllm_tree.rules(),
+        *stages.rules(),
+        *package.rules(),
+    ]

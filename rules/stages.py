@@ -1,0 +1,88 @@
+"""Stages A0 to A7, each one cached Pants process over exactly the inputs it reads.
+
+Every stage runs `python -m bundler_lib <stage> ... --out out` in a sandbox laid out as
+`tree/` (the part of the vLLM tree it reads), `in/` (earlier stages' artifacts it reads),
+`model/` (A6 only) and `bundler_lib/`. Its artifacts are the files it writes to `out/`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from pants.engine.fs import AddPrefix, Digest, DigestContents, DigestSubset, MergeDigests, PathGlobs, RemovePrefix
+from pants.engine.process import FallibleProcessResult
+from pants.engine.rules import Get, collect_rules, rule
+from pants.util.logging import LogLevel
+
+from rules.toolchain import StageToolchain
+
+STAGE_NAMES = {
+    "A0": "license",
+    "A1": "graph",
+    "A2": "collect-python",
+    "A3": "collect-triton",
+    "A4": "collect-cuda",
+    "A5": "bind",
+    "A6": "example",
+    "A7": "package",
+}
+
+
+class StageFailed(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class StageRequest:
+    stage: str  # "A0" ... "A7"
+    args: tuple[str, ...]
+    input_digest: Digest  # tree/, in/, model/ as the stage reads them
+    target: str  # the bundle target's address, for messages
+
+
+@dataclass(frozen=True)
+class StageOutput:
+    stage: str
+    digest: Digest  # the stage's artifacts, at the root
+
+
+@rule(desc="Run a bundler stage", level=LogLevel.DEBUG)
+async def run_stage(request: StageRequest, toolchain: StageToolchain) -> StageOutput:
+    name = STAGE_NAMES[request.stage]
+    input_digest = await Get(Digest, MergeDigests([toolchain.bundler_lib, request.input_digest]))
+    result = await Get(
+        FallibleProcessResult,
+        toolchain.process(
+            (name, *request.args, "--out", "out"),
+            description=f"{request.stage} {name}: {request.target}",
+            input_digest=input_digest,
+        ),
+    )
+    if result.exit_code != 0:
+        stderr = result.stderr.decode("utf-8", "replace").strip()
+        lines = stderr.splitlines()
+        message = lines[-1] if lines and lines[-1].startswith("error: ") else stderr[-4000:]
+        raise StageFailed(f"Stage {request.stage} ({name}) failed for {request.target}:\n{message}")
+    return StageOutput(request.stage, await Get(Digest, RemovePrefix(result.output_digest, "out")))
+
+
+async def tree_subset(tree: Digest, globs: list[str]) -> Digest:
+    subset = await Get(Digest, DigestSubset(tree, PathGlobs(globs)))
+    return await Get(Digest, AddPrefix(subset, "tree"))
+
+
+async def as_inputs(*outputs: StageOutput) -> Digest:
+    merged = await Get(Digest, MergeDigests(o.digest for o in outputs))
+    return await Get(Digest, AddPrefix(merged, "in"))
+
+
+async def read_json(output: StageOutput, name: str) -> dict:
+    contents = await Get(DigestContents, DigestSubset(output.digest, PathGlobs([name])))
+    if not contents:
+        raise StageFailed(f"Stage {output.stage} wrote no {name}")
+    return json.loads(contents[0].content)
+
+
+def rules():
+    return collect_rules()

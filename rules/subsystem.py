@@ -1,0 +1,31 @@
+"""`[bundler]` options."""
+
+from pants.engine.rules import collect_rules
+from pants.option.option_types import StrOption
+from pants.option.subsystem import Subsystem
+from pants.util.strutil import help_text
+
+
+class BundlerSubsystem(Subsystem):
+    options_scope = "bundler"
+    help = "Options of the vLLM bundle builder."
+
+    toolchain = StrOption(
+        default="",
+        help=help_text(
+            """
+            Name of the Pants named cache holding the stage interpreter (Python 3.11 with libcst,
+            torch, triton, ninja). Set by the `./pants` launcher, which creates it; the name is a
+            fingerprint of the interpreter and package versions, so it is part of every stage's
+            cache key.
+            """
+        ),
+    )
+    models_dir = StrOption(
+        default="models",
+        help="Directory, relative to the build root, of model configs: `<org>--<name>/config.json`.",
+    )
+
+
+def rules():
+    return collect_rules()

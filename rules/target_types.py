@@ -1,0 +1,155 @@
+"""Target types: a bundle of one vLLM symbol, and the two ways to provide the vLLM tree."""
+
+from pants.engine.target import (
+    COMMON_TARGET_FIELDS,
+    DictStringToStringField,
+    StringField,
+    Target,
+)
+from pants.util.strutil import help_text
+
+
+class SymbolField(StringField):
+    alias = "symbol"
+    required = True
+    help = "The class or function of the vLLM tree to bundle, e.g. `Qwen3MoeDecoderLayer`."
+
+
+class SymbolFileHintField(StringField):
+    alias = "symbol_file_hint"
+    help = help_text(
+        """
+        A path in the vLLM tree (e.g. `vllm/model_executor/layers/layernorm.py`) that picks one
+        definition when several files define `symbol`.
+        """
+    )
+
+
+class ModelField(StringField):
+    alias = "model"
+    help = help_text(
+        """
+        A model id such as `Qwen/Qwen3-Coder-480B-A35B-Instruct`. Its config is read offline from
+        `<[bundler].models_dir>/<org>--<name>/config.json` and sizes `invocation_example()`.
+        """
+    )
+
+
+class WorkloadField(StringField):
+    alias = "workload"
+    valid_choices = ("prefill", "decode")
+    help = "`prefill` or `decode`: the workload `invocation_example()` runs. Inferred when absent."
+
+
+class VllmSourceField(StringField):
+    alias = "vllm"
+    required = True
+    help = help_text(
+        """
+        Address of the vLLM tree to read: a `vllm_sdist` target (a pinned sdist) or a
+        `vllm_source_tree` target (a local directory you edit), e.g. `:vllm_0_26_0`.
+        """
+    )
+
+
+class VariantField(DictStringToStringField):
+    alias = "variant"
+    help = help_text(
+        """
+        Variant choices that prune the closure, overriding the defaults (one NVIDIA GPU: platform
+        `cuda`, dtype `bfloat16`, parallel sizes 1, no quantization, the Triton attention and MoE
+        backends, vLLM's CUDA kernels enabled). Unknown keys or values fail stage A1, listing the
+        allowed ones.
+        """
+    )
+
+
+class OutputPathField(StringField):
+    alias = "output_path"
+    help = help_text(
+        """
+        Where the bundle goes, relative to the dist dir (`bundles_out/`). Defaults to `<symbol>.py`.
+        The stage artifacts go to `artifacts/<target name>/` beside it.
+        """
+    )
+
+
+class ImportCheckField(StringField):
+    alias = "import_check"
+    valid_choices = ("required", "report")
+    default = "required"
+    help = help_text(
+        """
+        `required`: stage A7 fails the build when the bundle does not import with vLLM blocked.
+        `report`: the bundle is written and the failure is recorded in `A7.report.json`.
+        """
+    )
+
+
+class MonolithicBundle(Target):
+    alias = "monolithic_bundle"
+    core_fields = (
+        *COMMON_TARGET_FIELDS,
+        SymbolField,
+        SymbolFileHintField,
+        ModelField,
+        WorkloadField,
+        VllmSourceField,
+        VariantField,
+        OutputPathField,
+        ImportCheckField,
+    )
+    help = help_text(
+        """
+        One vLLM symbol as ONE self-contained Python module: its minimal Python closure, the
+        Triton kernels and CUDA sources it reaches, and an `invocation_example()`.
+
+        `pants package` runs stages A0 to A7, each a cached process, and writes the bundle plus
+        every stage's artifacts under the dist dir.
+        """
+    )
+
+
+class SdistVersionField(StringField):
+    alias = "version"
+    required = True
+    help = "The vLLM release, e.g. `0.26.0`."
+
+
+class SdistSha256Field(StringField):
+    alias = "sha256"
+    required = True
+    help = "The sha256 of `vllm-<version>.tar.gz`; the download is refused when it differs."
+
+
+class VllmSdist(Target):
+    alias = "vllm_sdist"
+    core_fields = (*COMMON_TARGET_FIELDS, SdistVersionField, SdistSha256Field)
+    help = help_text(
+        """
+        A pinned vLLM sdist, fetched through the package index pip is configured with, verified
+        against `sha256`, extracted and cached by Pants (never downloaded again while the pin holds).
+        """
+    )
+
+
+class SourceRootField(StringField):
+    alias = "root"
+    required = True
+    help = help_text(
+        """
+        A directory inside the workspace, relative to the build root, holding a vLLM tree
+        (`vllm/`, `csrc/`, `CMakeLists.txt`, `LICENSE`). Edits to it rebuild what they touch.
+        """
+    )
+
+
+class VllmSourceTree(Target):
+    alias = "vllm_source_tree"
+    core_fields = (*COMMON_TARGET_FIELDS, SourceRootField)
+    help = help_text(
+        """
+        A local vLLM tree that you edit. Populate it from a pinned sdist with
+        `./pants run-vllm-checkout` (see the README), then point a `monolithic_bundle` at it.
+        """
+    )

@@ -1,0 +1,75 @@
+"""The stage interpreter and the bundler_lib sources every stage process runs with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pants.base.glob_match_error_behavior import GlobMatchErrorBehavior
+from pants.engine.fs import Digest, PathGlobs
+from pants.engine.process import Process
+from pants.engine.rules import Get, collect_rules, rule
+from pants.util.frozendict import FrozenDict
+
+from rules.subsystem import BundlerSubsystem
+
+TOOLCHAIN_DIR = ".toolchain"
+
+
+class ToolchainMissing(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class StageToolchain:
+    cache_name: str
+    bundler_lib: Digest
+
+    def process(
+        self,
+        args: tuple[str, ...],
+        *,
+        description: str,
+        input_digest: Digest,
+        output_directories: tuple[str, ...] = ("out",),
+        extra_env: FrozenDict[str, str] = FrozenDict(),
+        timeout_seconds: int = 900,
+    ) -> Process:
+        env = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "PYTHONHASHSEED": "0",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTHONUNBUFFERED": "1",
+            "BUNDLER_TOOLCHAIN": self.cache_name,
+            **extra_env,
+        }
+        return Process(
+            argv=(f"{TOOLCHAIN_DIR}/bin/python", "-m", "bundler_lib", *args),
+            description=description,
+            input_digest=input_digest,
+            append_only_caches=FrozenDict({self.cache_name: TOOLCHAIN_DIR}),
+            env=FrozenDict(env),
+            output_directories=output_directories,
+            timeout_seconds=timeout_seconds,
+        )
+
+
+@rule(desc="Prepare the stage toolchain")
+async def stage_toolchain(bundler: BundlerSubsystem) -> StageToolchain:
+    if not bundler.toolchain:
+        raise ToolchainMissing(
+            "[bundler].toolchain is not set: run Pants through the repo's `./pants` launcher, "
+            "which sets up the stage interpreter and sets this option."
+        )
+    sources = await Get(
+        Digest,
+        PathGlobs(
+            ["bundler_lib/**/*.py"],
+            glob_match_error_behavior=GlobMatchErrorBehavior.error,
+            description_of_origin="the bundler plugin",
+        ),
+    )
+    return StageToolchain(bundler.toolchain, sources)
+
+
+def rules():
+    return collect_rules()

@@ -1,0 +1,97 @@
+"""The vLLM tree a bundle reads: a pinned sdist (fetched, verified, extracted) or a local directory.
+
+Both give the same digest layout: `vllm/`, `csrc/`, `cmake/`, `CMakeLists.txt`, `LICENSE`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pants.base.glob_match_error_behavior import GlobMatchErrorBehavior
+from pants.engine.env_vars import EnvironmentVars, EnvironmentVarsRequest
+from pants.engine.fs import Digest, MergeDigests, PathGlobs, RemovePrefix, Snapshot
+from pants.engine.process import ProcessResult
+from pants.engine.rules import Get, collect_rules, rule
+from pants.engine.target import Target
+from pants.util.frozendict import FrozenDict
+
+from rules.target_types import SdistSha256Field, SdistVersionField, SourceRootField, VllmSdist, VllmSourceTree
+from rules.toolchain import StageToolchain
+
+# pip's configuration, so the fetch goes through the index pip is configured with.
+_PIP_ENV = ("HOME", "PIP_INDEX_URL", "PIP_CONFIG_FILE", "PIP_CERT", "XDG_CONFIG_HOME", "XDG_CONFIG_DIRS",
+            "SSL_CERT_FILE", "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "https_proxy", "http_proxy", "no_proxy")
+TREE_GLOBS = ("vllm/**", "csrc/**", "cmake/**", "CMakeLists.txt", "LICENSE*", "NOTICE*", "COPYING*")
+
+
+class VllmTreeError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class VllmTreeRequest:
+    target: Target
+
+
+@dataclass(frozen=True)
+class VllmTree:
+    digest: Digest
+    description: str
+
+
+@dataclass(frozen=True)
+class _SdistRequest:
+    version: str
+    sha256: str
+
+
+@rule(desc="Fetch and extract a vLLM sdist")
+async def sdist_tree(request: _SdistRequest, toolchain: StageToolchain) -> VllmTree:
+    env = await Get(EnvironmentVars, EnvironmentVarsRequest(_PIP_ENV))
+    name = f"vllm-{request.version}.tar.gz"
+    fetched = await Get(
+        ProcessResult,
+        toolchain.process(
+            ("fetch-sdist", "--version", request.version, "--sha256", request.sha256, "--out", "out"),
+            description=f"Fetch {name} (sha256 {request.sha256[:12]}...)",
+            input_digest=toolchain.bundler_lib,
+            extra_env=FrozenDict(env),
+        ),
+    )
+    extracted = await Get(
+        ProcessResult,
+        toolchain.process(
+            ("extract-sdist", "--archive", f"out/{name}", "--out", "tree"),
+            description=f"Extract {name}",
+            input_digest=await Get(Digest, MergeDigests([toolchain.bundler_lib, fetched.output_digest])),
+            output_directories=("tree",),
+        ),
+    )
+    digest = await Get(Digest, RemovePrefix(extracted.output_digest, "tree"))
+    return VllmTree(digest, f"vllm {request.version} sdist")
+
+
+@rule(desc="Resolve the vLLM tree of a bundle")
+async def vllm_tree(request: VllmTreeRequest) -> VllmTree:
+    tgt = request.target
+    if isinstance(tgt, VllmSdist):
+        return await Get(VllmTree, _SdistRequest(tgt[SdistVersionField].value, tgt[SdistSha256Field].value))
+    if isinstance(tgt, VllmSourceTree):
+        root = tgt[SourceRootField].value.strip("/")
+        snapshot = await Get(Snapshot, PathGlobs([f"{root}/{g}" for g in TREE_GLOBS]))
+        if f"{root}/LICENSE" not in snapshot.files and not any(f.startswith(f"{root}/vllm/") for f in snapshot.files):
+            raise VllmTreeError(
+                f"{tgt.address}: the directory `{root}` holds no vLLM tree (no `vllm/`, no LICENSE). "
+                f"Remedy: populate it from a pinned sdist, see the README's \"Editing vLLM\" section"
+                ", or fix `root`."
+            )
+        digest = await Get(Digest, RemovePrefix(snapshot.digest, root))
+        return VllmTree(digest, f"local tree {root}")
+    raise VllmTreeError(
+        f"{tgt.address} is a `{tgt.alias}`, not a `vllm_sdist` or `vllm_source_tree`. "
+        "Remedy: point the bundle's `vllm` field at one of those."
+    )
+
+
+def rules():
+    return collect_rules()

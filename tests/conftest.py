@@ -1,0 +1,33 @@
+"""Shared fixtures: the real vLLM sdists (fetched once through pip's index, verified, cached)."""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bundler_lib.sdist import ensure_tree  # noqa: E402
+
+# The same pins as targets/BUILD.
+VLLM_PINS = {
+    "0.26.0": "23e9fa19d7e20ce7dcc1c074d41503e2116d23f19e688f5d5ea91b741f958502",
+    "0.33.0": "f4c33c2503d52bb411146afa9618a4f48bed68912f617e6803ac8d76e4c74112",
+}
+CACHE = Path(os.environ.get("VLLM_BUNDLER_CACHE", Path.home() / ".cache" / "vllm-bundler"))
+
+
+def vllm_tree(version: str) -> Path:
+    return ensure_tree(version, VLLM_PINS[version], CACHE / "sdist")
+
+
+@pytest.fixture(scope="session")
+def vllm_0_26_0() -> Path:
+    return vllm_tree("0.26.0")
+
+
+@pytest.fixture(scope="session")
+def vllm_0_33_0() -> Path:
+    return vllm_tree("0.33.0")
