@@ -17,8 +17,6 @@ STAGES = {
     "bind": (["A5", "a5"], "A5: merge A2/A3/A4 and rewire op call sites"),
     "example": (["A6", "a6"], "A6: write the model-aware invocation_example()"),
     "package": (["A7", "a7"], "A7: compose, write atomically and verify the bundle"),
-    "fetch-sdist": ([], "download a vLLM sdist through pip's index and verify its sha256"),
-    "extract-sdist": ([], "extract the parts of a vLLM sdist the stages read"),
 }
 
 
@@ -51,10 +49,6 @@ def _parser() -> argparse.ArgumentParser:
     s["package"].add_argument("--bundle-name", required=True, help="file name of the bundle, e.g. RMSNorm.py")
     s["package"].add_argument("--import-check", choices=["required", "report"], default="required",
                               help="report: record an import failure in A7.report.json instead of failing")
-
-    s["fetch-sdist"].add_argument("--version", required=True)
-    s["fetch-sdist"].add_argument("--sha256", required=True)
-    s["extract-sdist"].add_argument("--archive", type=Path, required=True)
 
     for sp in s.values():
         sp.add_argument("--out", type=Path, required=True, help="directory the artifacts go to")
@@ -103,12 +97,6 @@ def main(argv=None) -> int:
             from bundler_lib import package as m
             m.run(inputs=args.inputs, out=args.out, bundle_name=args.bundle_name,
                   allow_import_failure=args.import_check == "report")
-        elif stage == "fetch-sdist":
-            from bundler_lib import sdist as m
-            m.fetch(version=args.version, sha256=args.sha256, out=args.out)
-        elif stage == "extract-sdist":
-            from bundler_lib import sdist as m
-            m.extract(archive=args.archive, out=args.out)
     except StageError as e:
         print(f"error: {e.message()}", file=sys.stderr)
         return 2

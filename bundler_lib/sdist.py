@@ -115,3 +115,44 @@ def ensure_tree(version: str, sha256: str, cache: Path) -> Path:
             shutil.rmtree(tree)
         os.replace(staging, tree)
     return tree
+
+
+def main(argv=None) -> int:
+    """`python -m bundler_lib.sdist fetch|extract ...`: kept apart from the stage CLI so that the
+    (cached) download depends on this file only, not on every stage's code."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m bundler_lib.sdist")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    f = sub.add_parser("fetch", help="download vllm-<version>.tar.gz through pip's index, verify sha256")
+    f.add_argument("--version", required=True)
+    f.add_argument("--sha256", required=True)
+    x = sub.add_parser("extract", help="extract the parts of an sdist the stages read")
+    x.add_argument("--archive", type=Path, required=True)
+    c = sub.add_parser("checkout", help="fetch, verify and extract into a directory (a local tree to edit)")
+    c.add_argument("--version", required=True)
+    c.add_argument("--sha256", required=True)
+    for sp in (f, x, c):
+        sp.add_argument("--out", type=Path, required=True)
+    args = p.parse_args(argv)
+    try:
+        if args.cmd == "fetch":
+            args.out.mkdir(parents=True, exist_ok=True)
+            fetch(args.version, args.sha256, args.out)
+        elif args.cmd == "extract":
+            args.out.mkdir(parents=True, exist_ok=True)
+            extract(args.archive, args.out)
+        else:
+            if args.out.exists() and any(args.out.iterdir()):
+                raise StageError(STAGE, str(args.out), "exists and is not empty", "remove it or pick another --out")
+            with tempfile.TemporaryDirectory() as tmp:
+                extract(fetch(args.version, args.sha256, Path(tmp)), args.out)
+            print(f"vllm {args.version} extracted to {args.out}")
+    except StageError as e:
+        print(f"error: {e.message()}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -22,12 +22,14 @@ class ToolchainMissing(Exception):
 @dataclass(frozen=True)
 class StageToolchain:
     cache_name: str
-    bundler_lib: Digest
+    bundler_lib: Digest  # all of bundler_lib/: what the stages run
+    sdist_tool: Digest  # only what `python -m bundler_lib.sdist` needs, so the download stays cached
 
     def process(
         self,
         args: tuple[str, ...],
         *,
+        module: str = "bundler_lib",
         description: str,
         input_digest: Digest,
         output_directories: tuple[str, ...] = ("out",),
@@ -43,7 +45,7 @@ class StageToolchain:
             **extra_env,
         }
         return Process(
-            argv=(f"{TOOLCHAIN_DIR}/bin/python", "-m", "bundler_lib", *args),
+            argv=(f"{TOOLCHAIN_DIR}/bin/python", "-m", module, *args),
             description=description,
             input_digest=input_digest,
             append_only_caches=FrozenDict({self.cache_name: TOOLCHAIN_DIR}),
@@ -68,7 +70,15 @@ async def stage_toolchain(bundler: BundlerSubsystem) -> StageToolchain:
             description_of_origin="the bundler plugin",
         ),
     )
-    return StageToolchain(bundler.toolchain, sources)
+    sdist_tool = await Get(
+        Digest,
+        PathGlobs(
+            ["bundler_lib/__init__.py", "bundler_lib/errors.py", "bundler_lib/sdist.py"],
+            glob_match_error_behavior=GlobMatchErrorBehavior.error,
+            description_of_origin="the bundler plugin",
+        ),
+    )
+    return StageToolchain(bundler.toolchain, sources, sdist_tool)
 
 
 def rules():

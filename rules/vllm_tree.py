@@ -52,18 +52,20 @@ async def sdist_tree(request: _SdistRequest, toolchain: StageToolchain) -> VllmT
     fetched = await Get(
         ProcessResult,
         toolchain.process(
-            ("fetch-sdist", "--version", request.version, "--sha256", request.sha256, "--out", "out"),
+            ("fetch", "--version", request.version, "--sha256", request.sha256, "--out", "out"),
+            module="bundler_lib.sdist",
             description=f"Fetch {name} (sha256 {request.sha256[:12]}...)",
-            input_digest=toolchain.bundler_lib,
+            input_digest=toolchain.sdist_tool,
             extra_env=FrozenDict(env),
         ),
     )
     extracted = await Get(
         ProcessResult,
         toolchain.process(
-            ("extract-sdist", "--archive", f"out/{name}", "--out", "tree"),
+            ("extract", "--archive", f"out/{name}", "--out", "tree"),
+            module="bundler_lib.sdist",
             description=f"Extract {name}",
-            input_digest=await Get(Digest, MergeDigests([toolchain.bundler_lib, fetched.output_digest])),
+            input_digest=await Get(Digest, MergeDigests([toolchain.sdist_tool, fetched.output_digest])),
             output_directories=("tree",),
         ),
     )
