@@ -1,0 +1,70 @@
+"""Caching, proved with Pants' own counters over a local copy of the real vLLM 0.26.0 tree:
+a no-op rebuild executes no process; an edit outside the closure re-executes A1 only; an edit inside
+a closure file re-executes only the stages that read it (and those downstream whose inputs changed)."""
+
+import json
+import uuid
+
+import pytest
+
+from pants_workspace import Workspace
+
+pytestmark = pytest.mark.pants
+
+BUILD = """
+vllm_source_tree(name="vllm_local", root="third_party/vllm")
+monolithic_bundle(name="rms_norm", symbol="RMSNorm", vllm=":vllm_local")
+"""
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, vllm_0_26_0):
+    ws = Workspace(tmp_path_factory.mktemp("caching"))
+    ws.add_tree("third_party/vllm", vllm_0_26_0)
+    ws.write("targets/BUILD", BUILD)
+    first = ws.pants("package", "targets:rms_norm")
+    assert first.returncode == 0, first.stderr[-4000:]
+    return ws
+
+
+def _graph(ws):
+    return json.loads((ws.root / "bundles_out/artifacts/rms_norm/A1.graph.json").read_text())
+
+
+def test_noop_rebuild_executes_nothing(built):
+    run = built.pants("package", "targets:rms_norm")
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert run.executed == 0, run.stderr[-4000:]
+    assert run.executed_stages == []
+    assert [p for p, _, _ in run.wrote()] == ["bundles_out/RMSNorm.py"]
+
+
+def test_edit_outside_closure_reexecutes_a1_only(built):
+    closure = set(_graph(built)["files"])
+    outside = "vllm/entrypoints/cli/main.py"
+    assert outside not in closure
+    path = built.root / "third_party/vllm" / outside
+    path.write_text(path.read_text() + f"\n# edit {uuid.uuid4().hex}\n")
+    run = built.pants("package", "targets:rms_norm")
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert run.executed_stages == ["A1"], run.stderr[-4000:]
+    assert run.executed == 1
+
+
+def test_edit_inside_closure_reexecutes_only_its_readers(built):
+    graph = _graph(built)
+    node = next(n for n in graph["python_nodes"] if n["name"] == "RMSNorm")
+    path = built.root / "third_party/vllm" / node["file"]
+    lines = path.read_text().splitlines(keepends=True)
+    # A comment at the end of the class's last line: same line numbers, new bytes in A2's slice.
+    i = node["end_line"] - 1
+    lines[i] = lines[i].rstrip("\n") + f"  # edit {uuid.uuid4().hex}\n"
+    path.write_text("".join(lines))
+    run = built.pants("package", "targets:rms_norm")
+    assert run.returncode == 0, run.stderr[-4000:]
+    triton_files = {k["file"] for k in graph["triton_kernels"]}
+    expected = ["A1", "A2", *(["A3"] if node["file"] in triton_files else []), "A5", "A7"]
+    assert run.executed_stages == expected, run.stderr[-4000:]
+    assert run.executed == len(expected)
+    bundle = (built.root / "bundles_out/RMSNorm.py").read_text()
+    assert "# edit " in bundle
