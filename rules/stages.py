@@ -60,11 +60,16 @@ async def run_stage(request: StageRequest, toolchain: StageToolchain) -> StageOu
         ),
     )
     if result.exit_code != 0:
-        stderr = result.stderr.decode("utf-8", "replace").strip()
-        lines = stderr.splitlines()
-        message = lines[-1] if lines and lines[-1].startswith("error: ") else stderr[-4000:]
+        message = last_error(result.stderr)
         raise StageFailed(f"Stage {request.stage} ({name}) failed for {request.target}:\n{message}")
     return StageOutput(request.stage, await Get(Digest, RemovePrefix(result.output_digest, "out")))
+
+
+def last_error(stderr: bytes) -> str:
+    """The stage's one-line `error: ...` when it wrote one, else the tail of its stderr."""
+    lines = stderr.decode("utf-8", "replace").strip().splitlines()
+    errors = [line for line in lines if line.startswith("error: ")]
+    return errors[-1] if errors else "\n".join(lines[-30:])
 
 
 async def tree_subset(tree: Digest, globs: list[str]) -> Digest:

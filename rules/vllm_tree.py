@@ -10,12 +10,13 @@ from dataclasses import dataclass
 from pants.base.glob_match_error_behavior import GlobMatchErrorBehavior
 from pants.engine.env_vars import EnvironmentVars, EnvironmentVarsRequest
 from pants.engine.fs import Digest, MergeDigests, PathGlobs, RemovePrefix, Snapshot
-from pants.engine.process import ProcessResult
+from pants.engine.process import FallibleProcessResult, ProcessResult
 from pants.engine.rules import Get, collect_rules, rule
 from pants.engine.target import Target
 from pants.util.frozendict import FrozenDict
 
 from rules.target_types import SdistSha256Field, SdistVersionField, SourceRootField, VllmSdist, VllmSourceTree
+from rules.stages import last_error
 from rules.toolchain import StageToolchain
 
 # pip's configuration, so the fetch goes through the index pip is configured with.
@@ -50,7 +51,7 @@ async def sdist_tree(request: _SdistRequest, toolchain: StageToolchain) -> VllmT
     env = await Get(EnvironmentVars, EnvironmentVarsRequest(_PIP_ENV))
     name = f"vllm-{request.version}.tar.gz"
     fetched = await Get(
-        ProcessResult,
+        FallibleProcessResult,
         toolchain.process(
             ("fetch", "--version", request.version, "--sha256", request.sha256, "--out", "out"),
             module="bundler_lib.sdist",
@@ -59,6 +60,8 @@ async def sdist_tree(request: _SdistRequest, toolchain: StageToolchain) -> VllmT
             extra_env=FrozenDict(env),
         ),
     )
+    if fetched.exit_code != 0:
+        raise VllmTreeError(last_error(fetched.stderr))
     extracted = await Get(
         ProcessResult,
         toolchain.process(

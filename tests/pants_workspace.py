@@ -67,10 +67,10 @@ class Workspace:
                 shutil.copy2(src, dest / part)
         return dest
 
-    def pants(self, *args: str, timeout: int = 1800) -> PantsRun:
+    def pants(self, *args: str, pantsd: bool = False, timeout: int = 1800) -> PantsRun:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PANTS_")}
         proc = subprocess.run(
-            ["./pants", "--no-pantsd", "--stats-log", *args],
+            ["./pants", "--pantsd" if pantsd else "--no-pantsd", "--stats-log", *args],
             cwd=self.root, env=env, capture_output=True, text=True, timeout=timeout,
         )
         counters = {k: int(v) for k, v in _COUNTER.findall(proc.stderr)}
