@@ -1,0 +1,389 @@
+"""A5 binder: merge the A4 (CUDA), A3 (Triton) and A2 (Python) sections into one module and rewire every
+compiled-op call site to the bundle's own wrappers.
+
+Rewrites (libcst, on the merged module):
+- `torch.ops.<ns>.<op>` and `torch.ops.<ns>.<op>.<overload>` (e.g. `.default`), for ns != "vllm", to A4's
+  wrapper of that op (`_C_rms_norm`); called or used as a value alike;
+- `torch.ops.vllm.<op>[.<overload>]` to the inlined Python function bound to it (A1 `python_custom_ops`);
+- `hasattr(torch.ops.<ns>, "<op>")` to `True` for a bundled op;
+- the string `"<ns>::<op>"` (register_fake and friends) to the bundle's own `"<unique_ns>::<op>"`.
+Then it fails if any `vllm` import or any `torch.ops._C*`, `torch.ops._moe_C*` or `torch.ops.vllm` reference
+remains. Writes A5.module.py and A5.bindmap.json (status, rewrites, entry_symbol, public_signatures, notes)."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import libcst as cst
+from libcst.metadata import MetadataWrapper, PositionProvider
+
+from bundler_lib.artifacts import read_json, write_json, write_text
+from bundler_lib.errors import StageError
+
+STAGE = "A5 bind"
+LEFTOVER_NS = re.compile(r"^(_\w*C\w*|vllm)$")  # _C, _moe_C, _C_cache_ops, _rocm_C, vllm, ...
+
+
+# ----------------------------------------------------------------------------- inputs
+
+def _load_json(inputs: Path, name: str, required: bool = True):
+    p = inputs / name
+    if not p.exists():
+        if required:
+            raise StageError(STAGE, str(p), "not found", f"run the stage that writes {name} first")
+        return None
+    try:
+        return read_json(p)
+    except ValueError as e:
+        raise StageError(STAGE, str(p), f"not valid JSON ({e})", f"re-run the stage that writes {name}") from None
+
+
+def _load_text(inputs: Path, name: str) -> str:
+    p = inputs / name
+    if not p.exists():
+        raise StageError(STAGE, str(p), "not found", f"run the stage that writes {name} first")
+    return p.read_text(encoding="utf-8")
+
+
+def _stmt_list(value, source: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise StageError(STAGE, source, "is not a list of import statements", "re-run that stage")
+    out = []
+    for v in value:
+        if isinstance(v, dict):
+            v = v.get("stmt") or v.get("statement") or v.get("import")
+        if not isinstance(v, str) or not v.strip():
+            raise StageError(STAGE, source, f"entry {v!r} is not an import statement", "re-run that stage")
+        v = v.strip("\n")
+        if not re.match(r"^\s*(import|from|try:|if )", v):
+            v = f"import {v.strip()}"  # a bare module name
+        try:
+            ast.parse(v)
+        except SyntaxError as e:
+            raise StageError(STAGE, source, f"entry {v!r} does not parse ({e.msg})", "re-run that stage") from None
+        out.append(v)
+    return out
+
+
+def merge_imports(*lists: list[str]) -> list[str]:
+    """Union, deduplicated; `from __future__` first, then `import x`, then `from x import y`
+    (each sorted), then compound statements (try/except guards) in first-seen order."""
+    seen, uniq = set(), []
+    for lst in lists:
+        for s in lst:
+            key = "\n".join(l.rstrip() for l in s.strip("\n").splitlines())
+            if key not in seen:
+                seen.add(key)
+                uniq.append(key)
+
+    def kind(s):
+        if s.startswith("from __future__"):
+            return 0
+        if "\n" in s:
+            return 3
+        return 1 if s.startswith("import ") else 2
+
+    simple = sorted((s for s in uniq if kind(s) < 3), key=lambda s: (kind(s), s))
+    return simple + [s for s in uniq if kind(s) == 3]
+
+
+# ----------------------------------------------------------------------------- rewriting
+
+def dotted(node) -> str | None:
+    parts = []
+    while isinstance(node, cst.Attribute):
+        parts.append(node.attr.value)
+        node = node.value
+    if isinstance(node, cst.Name):
+        parts.append(node.value)
+        return ".".join(reversed(parts))
+    return None
+
+
+class Rewriter(cst.CSTTransformer):
+    def __init__(self, wrappers: dict[tuple[str, str], str], pyops: dict[str, str], bundle_ns: str | None):
+        self.wrappers = wrappers      # (ns, op) -> wrapper name
+        self.pyops = pyops            # vllm op -> python target
+        self.bundle_ns = bundle_ns
+        self.counts: dict[tuple[str, str], int] = {}
+        self._made: set[str] = set(wrappers.values()) | set(pyops.values())
+        self._made_from: dict[int, str] = {}
+
+    def _count(self, frm: str, to: str):
+        self.counts[(frm, to)] = self.counts.get((frm, to), 0) + 1
+
+    def _target(self, ns: str, op: str) -> str | None:
+        if ns == "vllm":
+            return self.pyops.get(op)
+        return self.wrappers.get((ns, op))
+
+    def leave_Attribute(self, original_node, updated_node):
+        d = dotted(original_node)
+        if d is None:
+            return updated_node
+        parts = d.split(".")
+        if len(parts) == 4 and parts[0] == "torch" and parts[1] == "ops":
+            t = self._target(parts[2], parts[3])
+            if t:
+                new = cst.Name(t)
+                self._made_from[id(new)] = d
+                return new
+        if len(parts) == 5 and parts[0] == "torch" and parts[1] == "ops" and isinstance(updated_node.value, cst.Name) \
+                and updated_node.value.value in self._made:
+            # torch.ops.<ns>.<op>.<overload>: the wrapper is the op's only overload
+            t = updated_node.value.value
+            self._made_from.pop(id(updated_node.value), None)
+            self._count(d, t)
+            return updated_node.value.with_changes()
+        return updated_node
+
+    def leave_Call(self, original_node, updated_node):
+        f = updated_node.func
+        if isinstance(f, cst.Name) and f.value == "hasattr" and len(updated_node.args) == 2:
+            d = dotted(original_node.args[0].value)
+            s = updated_node.args[1].value
+            if d and isinstance(s, cst.SimpleString):
+                parts = d.split(".")
+                if len(parts) == 3 and parts[:2] == ["torch", "ops"]:
+                    name = s.evaluated_value
+                    if isinstance(name, str) and self._target(parts[2], name):
+                        self._count(f"hasattr({d}, {name!r})", "True")
+                        return cst.Name("True")
+        return updated_node
+
+    def leave_SimpleString(self, original_node, updated_node):
+        try:
+            v = updated_node.evaluated_value
+        except Exception:
+            return updated_node
+        if not isinstance(v, str):
+            return updated_node
+        m = re.fullmatch(r"(\w+)::(\w+)(\.\w+)?", v)
+        if m and m.group(1) != "vllm" and (m.group(1), m.group(2)) in self.wrappers and self.bundle_ns:
+            new = f"{self.bundle_ns}::{m.group(2)}{m.group(3) or ''}"
+            q = updated_node.quote
+            prefix = updated_node.prefix
+            self._count(v, new)
+            return updated_node.with_changes(value=f"{prefix}{q}{new}{q}")
+        return updated_node
+
+
+def rewrite(module_text: str, wrappers, pyops, bundle_ns):
+    tree = cst.parse_module(module_text)
+    rw = Rewriter(wrappers, pyops, bundle_ns)
+    new = tree.visit(rw)
+    # 4-part rewrites: count those whose Name survived (not folded into a 5-part one)
+    for nid, frm in rw._made_from.items():
+        ns, op = frm.split(".")[2:4]
+        rw._count(frm, rw._target(ns, op))
+    return new, rw.counts
+
+
+class Leftovers(cst.CSTVisitor):
+    METADATA_DEPENDENCIES = (PositionProvider,)
+
+    def __init__(self):
+        self.ops: list[tuple[str, int]] = []
+        self.imports: list[tuple[str, int]] = []
+
+    def visit_Attribute(self, node):
+        d = dotted(node)
+        if d:
+            parts = d.split(".")
+            if len(parts) >= 3 and parts[0] == "torch" and parts[1] == "ops" and LEFTOVER_NS.match(parts[2]):
+                line = self.get_metadata(PositionProvider, node).start.line
+                self.ops.append((".".join(parts[:4]), line))
+                return False
+        return True
+
+    def visit_Import(self, node):
+        for a in node.names:
+            n = dotted(a.name) or ""
+            if n == "vllm" or n.startswith("vllm."):
+                self.imports.append((f"import {n}", self.get_metadata(PositionProvider, node).start.line))
+
+    def visit_ImportFrom(self, node):
+        mod = dotted(node.module) if node.module is not None else ""
+        line = self.get_metadata(PositionProvider, node).start.line
+        if node.relative:
+            self.imports.append((f"from {'.' * len(node.relative)}{mod or ''} import ...", line))
+        elif mod == "vllm" or (mod or "").startswith("vllm."):
+            self.imports.append((f"from {mod} import ...", line))
+
+    def visit_Call(self, node):
+        # importlib.import_module("vllm...") / __import__("vllm...")
+        d = dotted(node.func)
+        if d in ("importlib.import_module", "__import__") and node.args:
+            v = node.args[0].value
+            if isinstance(v, cst.SimpleString) and str(v.evaluated_value).split(".")[0] == "vllm":
+                self.imports.append((f"{d}({v.value})", self.get_metadata(PositionProvider, node).start.line))
+
+
+# ----------------------------------------------------------------------------- signatures
+
+def _sig(fn: cst.FunctionDef, module: cst.Module) -> str:
+    s = "(" + module.code_for_node(fn.params) + ")" + (
+        " -> " + module.code_for_node(fn.returns.annotation) if fn.returns else "")
+    s = re.sub(r"\s*\n\s*", " ", s)
+    return s.replace("( ", "(").replace(", )", ")").replace(",)", ")")
+
+
+def public_signatures(module: cst.Module, symbol: str) -> dict[str, str]:
+    out = {}
+    for stmt in module.body:
+        if isinstance(stmt, cst.FunctionDef) and stmt.name.value == symbol:
+            out[symbol] = _sig(stmt, module)
+        elif isinstance(stmt, cst.ClassDef) and stmt.name.value == symbol:
+            for s in stmt.body.body:
+                if isinstance(s, cst.FunctionDef):
+                    n = s.name.value
+                    if not n.startswith("_") or n in ("__init__", "__call__"):
+                        out[f"{symbol}.{n}"] = _sig(s, module)
+    return out
+
+
+def unresolved_names(text: str) -> list[str]:
+    """Module-level names read but never bound (builtins excepted): a cheap check for the notes."""
+    import builtins
+    t = ast.parse(text)
+    bound = set(dir(builtins)) | {"__file__", "__name__", "__doc__", "__spec__", "__builtins__", "__annotations__"}
+    for node in ast.walk(t):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            bound.add(node.id)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            for a in node.names:
+                bound.add((a.asname or a.name).split(".")[0])
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            bound.add(node.name)
+        elif isinstance(node, (ast.Global, ast.Nonlocal)):
+            bound.update(node.names)
+        elif isinstance(node, ast.MatchAs) and node.name:
+            bound.add(node.name)
+    lazy = any(isinstance(n, ast.ImportFrom) and n.module == "__future__" and
+               any(a.name == "annotations" for a in n.names) for n in t.body)
+    in_ann: set[int] = set()
+    if lazy:  # annotations are never evaluated: names only they read need no binding
+        for node in ast.walk(t):
+            anns = []
+            if isinstance(node, ast.arg) and node.annotation is not None:
+                anns.append(node.annotation)
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.returns is not None:
+                anns.append(node.returns)
+            elif isinstance(node, ast.AnnAssign):
+                anns.append(node.annotation)
+            for a in anns:
+                in_ann.update(id(x) for x in ast.walk(a))
+    used = {n.id for n in ast.walk(t) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)
+            and id(n) not in in_ann}
+    return sorted(used - bound)
+
+
+# ----------------------------------------------------------------------------- run
+
+def bind(graph: dict, a2_text: str, a2m: dict, a3_text: str, a3m: dict, a4_text: str, a4m: dict) -> tuple[str, dict]:
+    imports = merge_imports(_stmt_list(a4m.get("imports"), "A4.manifest.json imports"),
+                            _stmt_list(a3m.get("imports"), "A3.manifest.json imports"),
+                            _stmt_list(a2m.get("external_reqs"), "A2.manifest.json external_reqs"))
+    sections = []
+    for name, text in (("A4", a4_text), ("A3", a3_text), ("A2", a2_text)):
+        if text.strip():
+            sections.append(text.rstrip("\n") + "\n")
+    module_text = "\n".join(imports) + "\n\n\n" + "\n\n".join(sections)
+
+    wrappers = {}
+    for w in a4m.get("wrappers", []):
+        op = w.get("op", "")
+        if "." not in op or not w.get("wrapper"):
+            raise StageError(STAGE, "A4.manifest.json wrappers", f"entry {w!r} lacks op/wrapper", "re-run A4")
+        ns, name = op.split(".", 1)
+        wrappers[(ns, name)] = w["wrapper"]
+    pyops = {}
+    for e in graph.get("python_custom_ops", []) or []:
+        op, target = e.get("op", ""), e.get("target")
+        op = op.split(".")[-1] if op.startswith(("vllm.", "torch.ops.vllm.")) else op
+        if not op or not target:
+            raise StageError(STAGE, "A1.graph.json python_custom_ops", f"entry {e!r} lacks op/target", "re-run A1")
+        pyops[op] = target
+
+    try:
+        tree, counts = rewrite(module_text, wrappers, pyops, a4m.get("namespace"))
+    except cst.ParserSyntaxError as e:
+        raise StageError(STAGE, "merged A4+A3+A2 module", f"does not parse ({e.message} at line {e.raw_line})",
+                         "check the section artifacts; each must parse on its own") from None
+    out_text = tree.code
+
+    lv = Leftovers()
+    MetadataWrapper(cst.parse_module(out_text)).visit(lv)
+    if lv.imports:
+        what, line = lv.imports[0]
+        raise StageError(STAGE, f"A5.module.py:{line}", f"a vLLM import remains after binding: {what}"
+                         + (f" (and {len(lv.imports) - 1} more)" if len(lv.imports) > 1 else ""),
+                         "A2 must inline what it imports (rerun A1/A2), or the name must be listed in the graph")
+    if lv.ops:
+        ops = sorted({o for o, _ in lv.ops})
+        op, line = lv.ops[0]
+        raise StageError(STAGE, f"A5.module.py:{line}",
+                         f"unbound compiled-op reference(s) remain: {', '.join(ops)}; A4 bundled "
+                         f"{', '.join(f'{n}.{o}' for n, o in wrappers) or 'no ops'}, python_custom_ops: "
+                         f"{', '.join(pyops) or 'none'}",
+                         "A1 must list the op in cuda_ops (or python_custom_ops for torch.ops.vllm.*) so that A4/A5 "
+                         "can bundle and rewire it")
+    try:
+        compile(out_text, "A5.module.py", "exec", dont_inherit=True)
+    except SyntaxError as e:
+        raise StageError(STAGE, f"A5.module.py:{e.lineno}", f"does not compile ({e.msg})", "report a bundler bug") from None
+
+    symbol = graph.get("symbol")
+    entry = symbol
+    for n in graph.get("python_nodes", []):
+        if n.get("name") == symbol and n.get("file") == graph.get("def_file"):
+            entry = n.get("emit_name") or symbol
+    final = cst.parse_module(out_text)
+    sigs = public_signatures(final, entry)
+    notes = []
+    before = public_signatures(cst.parse_module(a2_text), entry) if a2_text.strip() else {}
+    if before and before != sigs:
+        raise StageError(STAGE, f"symbol {entry}", "its public signatures changed while binding",
+                         "report a bundler bug")
+    if entry and not sigs:
+        notes.append(f"entry symbol {entry} is not defined at module level of the merged module")
+    unresolved = unresolved_names(out_text)
+    if unresolved:
+        notes.append("names read but never bound in the module (check A2): " + ", ".join(unresolved))
+    unused = sorted(f"{ns}.{op}" for (ns, op), w in wrappers.items()
+                    if not any(to == w for (_, to) in counts))
+    if unused:
+        notes.append("A4 wrappers with no call site left to rewire (kept, callable): " + ", ".join(unused))
+    bindmap = {
+        "status": "ok",
+        "entry_symbol": entry,
+        "public_signatures": sigs,
+        "rewrites": [{"from": f, "to": t, "count": c} for (f, t), c in sorted(counts.items())],
+        "imports": imports,
+        "sections": [n for n, t in (("A4", a4_text), ("A3", a3_text), ("A2", a2_text)) if t.strip()],
+        "unresolved_names": unresolved,
+        "notes": notes,
+    }
+    return out_text, bindmap
+
+
+def run(inputs: Path, out: Path) -> dict:
+    inputs = Path(inputs)
+    graph = _load_json(inputs, "A1.graph.json")
+    a2m = _load_json(inputs, "A2.manifest.json")
+    a3m = _load_json(inputs, "A3.manifest.json")
+    a4m = _load_json(inputs, "A4.manifest.json")
+    text, bindmap = bind(graph, _load_text(inputs, "A2.inline.py"), a2m, _load_text(inputs, "A3.triton.py"), a3m,
+                         _load_text(inputs, "A4.cuda.py"), a4m)
+    out = Path(out)
+    write_text(out / "A5.module.py", text)
+    write_json(out / "A5.bindmap.json", bindmap)
+    return bindmap

@@ -1,0 +1,165 @@
+"""A2: slice the Python closure verbatim, in A1's emission order, with provenance comments.
+
+Reads A1.graph.json and only the files it lists (graph["files"]). Writes A2.inline.py (the inlined blocks)
+and A2.manifest.json (status, inlined, skipped, external_reqs, topo_order, notes).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from bundler_lib.artifacts import read_json, write_json, write_text
+from bundler_lib.errors import StageError
+from bundler_lib.graph.edits import apply_edits, file_header, license_of
+
+STAGE = "A2 collect-python"
+
+# Annotations of the inlined code are never evaluated (A1 does not follow them): the bundle must say so.
+FUTURE = "from __future__ import annotations"
+
+# Always available where a bundle runs: the standard library and these.
+REQUIRED_TOPS = {"torch", "triton", "typing_extensions"}
+
+
+def _top(stmt: str) -> str:
+    return stmt.split()[1].split(".")[0]
+
+
+def is_required(stmt: str) -> bool:
+    top = _top(stmt)
+    return top in REQUIRED_TOPS or top in sys.stdlib_module_names or top == "__future__"
+
+
+# Third-party modules with a drop-in replacement in the standard library.
+FALLBACKS = {"regex": "re"}
+
+
+def external_statements(stmts: list[str], runtime_only: set[str]) -> tuple[list[str], list[str]]:
+    """(statements, notes): imports of optional packages that are read only at run time are guarded, so
+    the bundle imports without them."""
+    out, notes = [], []
+    for st in stmts:
+        if is_required(st):
+            out.append(st)
+        elif _top(st) in FALLBACKS and st.startswith("import ") and " as " in st:
+            alias = st.split(" as ")[1].strip()
+            out.append(f"try:\n    {st}\nexcept ImportError:  # drop-in replacement\n"
+                       f"    import {FALLBACKS[_top(st)]} as {alias}")
+            notes.append(f"import with a standard-library fallback: {st}")
+        elif st in runtime_only:
+            out.append(f"try:\n    {st}\nexcept ImportError:  # optional: only needed at run time\n    pass")
+            notes.append(f"optional import guarded (run-time use only): {st}")
+        else:
+            out.append(st)
+            notes.append(f"import-time dependency on a package outside torch/triton/stdlib: {st}")
+    return out, notes
+
+
+def read_graph(graph: Path, stage: str) -> dict:
+    try:
+        g = read_json(graph)
+    except FileNotFoundError:
+        raise StageError(stage, f"--graph {graph}", "file not found", "run the A1 graph stage first") from None
+    except ValueError as e:
+        raise StageError(stage, f"--graph {graph}", f"not valid JSON ({e})", "rerun the A1 graph stage") from None
+    for key in ("python_nodes", "files", "symbol"):
+        if key not in g:
+            raise StageError(stage, f"--graph {graph}", f"missing field {key!r}", "rerun the A1 graph stage")
+    return g
+
+
+class SourceFiles:
+    def __init__(self, tree: Path, allowed: list[str], stage: str):
+        self.tree = Path(tree)
+        self.allowed = set(allowed)
+        self.stage = stage
+        self._cache: dict[str, list[str]] = {}
+
+    def lines(self, rel: str) -> list[str]:
+        if rel not in self.allowed:
+            raise StageError(self.stage, rel, "not among the files A1 lists", "rerun the A1 graph stage")
+        if rel not in self._cache:
+            p = self.tree / rel
+            try:
+                self._cache[rel] = p.read_text(encoding="utf-8").splitlines(keepends=True)
+            except FileNotFoundError:
+                raise StageError(self.stage, str(p), "file listed by A1 is missing from the tree",
+                                 "pass the same --tree as to the A1 graph stage") from None
+        return self._cache[rel]
+
+
+def render_blocks(g: dict, nodes: list[dict], files: SourceFiles, headers_done: set[str]) -> tuple[str, list]:
+    """Render nodes as provenance-commented blocks. Returns (text, inlined entries)."""
+    parts: list[str] = []
+    inlined = []
+    for n in nodes:
+        rel = n["file"]
+        lines = files.lines(rel)
+        a, b = n["line"], n["end_line"]
+        if b > len(lines) or a < 1:
+            raise StageError(files.stage, f"{rel}:L{a}-L{b}", "the node's lines are outside the file",
+                             "the tree changed since A1 ran: rerun the A1 graph stage")
+        header = file_header(lines)
+        lic = license_of(header)
+        if "text" in n:
+            body = n["text"]
+            prov = f"# --- Inlined from {rel}:L{a}-L{b} (synthetic: {n['name']}, {lic}) ---\n"
+        else:
+            body = apply_edits(lines, a, b, n.get("edits", []))
+            prov = f"# --- Inlined from {rel}:L{a}-L{b} ({lic}) ---\n"
+        block = prov
+        if rel not in headers_done:
+            headers_done.add(rel)
+            if header:
+                block += "\n".join(header) + "\n"
+        block += body
+        parts.append(block)
+        inlined.append({"name": n["name"], "emit_name": n["emit_name"], "id": n["id"], "file": rel,
+                        "lines": [a, b], "kind": n["kind"]})
+    return "\n\n".join(parts), inlined
+
+
+def check_syntax(text: str, path: str, stage: str) -> None:
+    try:
+        compile(text, path, "exec", dont_inherit=True)
+    except SyntaxError as e:
+        # find the provenance comment above the failing line
+        lines = text.splitlines()
+        where = ""
+        for i in range((e.lineno or 1) - 1, -1, -1):
+            if i < len(lines) and lines[i].startswith("# --- Inlined from "):
+                where = lines[i][len("# --- Inlined from "):].split(" ")[0]
+                break
+        raise StageError(stage, f"{path}:{e.lineno} (block {where})", f"the assembled section does not parse ({e.msg})",
+                         "report this as a bundler bug: an edit or a slice broke the source") from None
+
+
+def run(tree: Path, graph: Path, out: Path) -> dict:
+    g = read_graph(Path(graph), STAGE)
+    files = SourceFiles(tree, g["files"], STAGE)
+    py = [n for n in g["python_nodes"] if n.get("section", "python") == "python"]
+    skipped = [{"name": n["name"], "id": n["id"], "reason": "triton section (A3)"}
+               for n in g["python_nodes"] if n.get("section") == "triton"]
+    # a file's header goes with its first block in final order: A3 (triton) comes before A2
+    headers_done = {n["file"] for n in g["python_nodes"] if n.get("section") == "triton"}
+    text, inlined = render_blocks(g, py, files, headers_done)
+    text = (text + "\n") if text else ""
+    reqs = sorted({imp for n in py for imp in n.get("imports", [])})
+    reqs, req_notes = external_statements(reqs, set(g.get("imports_runtime_only", [])))
+    external_reqs = [FUTURE] + reqs
+    check_syntax(FUTURE + "\n" + "\n".join(reqs) + "\n" + text, "A2.inline.py", STAGE)
+    out = Path(out)
+    write_text(out / "A2.inline.py", text)
+    manifest = {
+        "status": "ok",
+        "symbol": g["symbol"],
+        "inlined": inlined,
+        "skipped": skipped,
+        "external_reqs": external_reqs,
+        "topo_order": [n["id"] for n in py],
+        "notes": list(g.get("notes", [])) + req_notes,
+        "stats": {"blocks": len(inlined), "lines": text.count("\n")},
+    }
+    write_json(out / "A2.manifest.json", manifest)
+    return manifest

@@ -1,0 +1,348 @@
+"""A4: locate each compiled op's registration, its C++ implementation and the exact in-tree include
+closure; emit the CUDA section of the bundle (embedded sources, lazy build, wrappers)."""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bundler_lib.cuda import cmake, cpp, registry
+from bundler_lib.cuda import emit
+from bundler_lib.errors import StageError
+
+STAGE = "A4 cuda"
+
+# Headers of third-party projects vLLM fetches at build time (not in the tree, not in torch/CUDA):
+# a bundle cannot embed them.
+THIRD_PARTY_PREFIXES = ("cutlass/", "cute/", "cutlass_extensions/", "flash_attn", "flashinfer", "flash/",
+                        "deep_gemm", "deepgemm", "triton_kernels", "qutlass", "flashmla", "kernels/flashmla",
+                        "vllm_flash_attn", "fmha", "cudnn", "nvshmem", "composable_kernel", "ck/", "ck_tile",
+                        "aiter")
+SOURCE_EXTS = (".cu", ".cpp", ".cc")
+
+
+@dataclass
+class OpPlan:
+    op: str
+    namespace: str
+    name: str
+    schema: str
+    abi: str
+    def_file: str
+    def_line: int
+    impl_file: str
+    impl_line: int
+    impl_key: str
+    fn: str
+    fn_expr: str
+    source_file: str
+    source_line: int
+    decl_headers: list[str] = field(default_factory=list)
+    kernels: list[str] = field(default_factory=list)
+    call_sites: list = field(default_factory=list)
+    reg_name: str = ""  # name registered in the bundle's namespace (the original name unless it collides)
+
+
+class Tree:
+    """Read-only access to tree/csrc with caching."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self._text: dict[str, str] = {}
+
+    def exists(self, rel: str) -> bool:
+        return (self.root / rel).is_file()
+
+    def text(self, rel: str) -> str:
+        if rel not in self._text:
+            self._text[rel] = (self.root / rel).read_text(encoding="utf-8", errors="replace")
+        return self._text[rel]
+
+    def raw(self, rel: str) -> bytes:
+        return (self.root / rel).read_bytes()
+
+
+def _defines(info: cmake.BuildInfo, target: cmake.Target | None) -> dict[str, str | None]:
+    d: dict[str, str | None] = {}
+    items = list(target.definitions if target else []) + list(info.torch_flag_additions) + list(info.gpu_flags)
+    for item in items:
+        item = item[2:] if item.startswith("-D") else item
+        if not item or item.startswith("-"):
+            continue
+        k, _, v = item.partition("=")
+        d[k] = v or None
+    return d
+
+
+def _resolve_include(tree: Tree, includer: str, inc: cpp.Include, include_dirs: list[str]) -> str | None:
+    cands = []
+    if not inc.angled:
+        cands.append(posixpath.normpath(posixpath.join(posixpath.dirname(includer), inc.path)))
+    cands += [posixpath.normpath(posixpath.join(d, inc.path)) for d in include_dirs]
+    for c in cands:
+        if not c.startswith("../") and tree.exists(c):
+            return c
+    return None
+
+
+def include_closure(tree: Tree, roots: list[str], include_dirs: list[str], defines: dict) -> tuple[list[str], list[str]]:
+    """(files in discovery order, including roots; external angle includes seen). StageError on a
+    quoted include that is not in the tree or an include of a third-party project."""
+    seen: list[str] = []
+    external: set[str] = set()
+    stack = list(roots)
+    while stack:
+        f = stack.pop(0)
+        if f in seen:
+            continue
+        seen.append(f)
+        for inc in cpp.includes(tree.text(f), defines):
+            r = _resolve_include(tree, f, inc, include_dirs)
+            if r is not None:
+                if r not in seen:
+                    stack.append(r)
+                continue
+            low = inc.path.lower()
+            if any(low.startswith(p) for p in THIRD_PARTY_PREFIXES):
+                raise StageError(
+                    STAGE, f"{f}:{inc.line}",
+                    f"includes <{inc.path}>, a header of a third-party project (CUTLASS, FlashAttention, ...) that "
+                    f"vLLM fetches at build time; it is not in the source tree and cannot be embedded",
+                    "choose a variant that does not use this kernel, or leave this op out of the bundle")
+            if not inc.angled:
+                raise StageError(
+                    STAGE, f"{f}:{inc.line}",
+                    f'#include "{inc.path}" is not in the tree (searched {posixpath.dirname(f) or "."}/ and '
+                    f"{', '.join(d + '/' for d in include_dirs) or 'no include dirs'}); a header outside the tree "
+                    f"(or one generated at build time) cannot be embedded", "check that tree/csrc is complete, or leave this op out of the bundle")
+            external.add(inc.path)
+    return seen, sorted(external)
+
+
+def _kernels(text: str) -> list[str]:
+    t = cpp.strip_comments(text)
+    return sorted(set(re.findall(r"__global__\s+(?:[\w:<>,*&\s]+?\s+)?(\w+)\s*\(", t)))
+
+
+def _copyright_lines(text: str) -> list[str]:
+    out = []
+    for line in text.splitlines()[:40]:
+        s = line.strip().lstrip("/*").strip().rstrip("*/").strip()
+        if re.search(r"copyright|SPDX-|adapted from", s, re.I) and s not in out:
+            out.append(s)
+    return out
+
+
+def plan_ops(tree_root: Path, graph: dict) -> tuple[list[OpPlan], dict]:
+    tree = Tree(tree_root)
+    if not (tree.root / "csrc").is_dir():
+        raise StageError(STAGE, "tree/csrc", "the tree has no csrc/ directory",
+                         "give A4 the tree's csrc/**, CMakeLists.txt and cmake/** files")
+    if not (tree.root / "CMakeLists.txt").is_file():
+        raise StageError(STAGE, "tree/CMakeLists.txt", "missing; the compile definitions and flags come from it",
+                         "give A4 the tree's CMakeLists.txt and cmake/** files")
+    info = cmake.read(tree.root)
+    reg = registry.scan(tree.root, lambda rel: (info.target_of(rel).name if info.target_of(rel) else None),
+                        _defines(info, None) | {"USE_CUDA": None})
+    all_sources = sorted(p.relative_to(tree.root).as_posix() for p in (tree.root / "csrc").rglob("*")
+                         if p.suffix in SOURCE_EXTS and p.is_file())
+    plans = []
+    for entry in graph.get("cuda_ops", []):
+        op = entry.get("op") or f"{entry.get('namespace')}.{entry.get('name')}"
+        ns = entry.get("namespace") or op.split(".", 1)[0]
+        name = entry.get("name") or op.split(".", 1)[1]
+        name = name.split(".")[0]  # an overload (`.default`) is the same op
+        defs = reg.defs.get((ns, name))
+        if not defs:
+            near = sorted(n for (s, n) in reg.defs if n == name)
+            raise StageError(
+                STAGE, f"op {op}",
+                f"no registration ops.def(\"{name}(...)\") in library {ns} among {len(reg.binding_files)} files with "
+                f"TORCH_LIBRARY blocks under csrc/ ({', '.join(reg.binding_files[:6])}"
+                f"{', ...' if len(reg.binding_files) > 6 else ''}); libraries seen: {', '.join(sorted(reg.namespaces))}"
+                + (f"; {name} is registered in {', '.join(s for (s, n) in reg.defs if n == name)}" if near else ""),
+                "check the op name against the tree's torch_bindings.cpp, or that A1 read the same vLLM version")
+        d = defs[0]
+        impls = reg.impls.get((ns, name), [])
+        impl = registry.best_impl(impls)
+        if impl is None:
+            keys = ", ".join(sorted({i.key for i in impls})) or "none"
+            raise StageError(
+                STAGE, f"op {op}",
+                f"registered in {d.file}:{d.line} but has no CUDA implementation (ops.impl(\"{name}\", ...) for "
+                f"CUDA or a composite key); keys found: {keys}", "this op cannot run on an NVIDIA GPU in a bundle")
+        fn_base = re.sub(r"<.*>$", "", impl.fn).split("::")[-1]
+        target = info.target_of(impl.file) or info.target_of(d.file)
+        candidates = [s for s in (target.sources if target else []) if tree.exists(s) and s.endswith(SOURCE_EXTS)]
+        searched = f"the {len(candidates)} sources of CMake target {target.name}" if target else ""
+        hits = _find_definition(tree, candidates, fn_base)
+        if not hits:
+            pool = [s for s in all_sources if not s.startswith(("csrc/cpu/", "csrc/rocm/"))]
+            hits = _find_definition(tree, pool, fn_base)
+            searched = (searched + " and " if searched else "") + f"{len(pool)} .cu/.cpp files under csrc/"
+        if not hits:
+            raise StageError(
+                STAGE, f"op {op}",
+                f"registered in {d.file}:{d.line} with implementation {impl.fn_expr or impl.fn} ({impl.file}:{impl.line}), "
+                f"but no definition of the C++ function {fn_base}(...) was found in {searched}",
+                "check that tree/csrc is complete (the source may be generated at build time, which a bundle cannot embed)")
+        # prefer .cu over .cpp, then closest to the binding file
+        hits.sort(key=lambda h: (not h[0].endswith(".cu"), _distance(h[0], impl.file)))
+        src, line = hits[0]
+        decls = _declaring_headers(tree, impl.file, fn_base, info.common_include_dirs)
+        plans.append(OpPlan(op=f"{ns}.{name}", namespace=ns, name=name, schema=d.schema, abi=d.abi,
+                            def_file=d.file, def_line=d.line, impl_file=impl.file, impl_line=impl.line,
+                            impl_key=impl.key, fn=impl.fn, fn_expr=impl.fn_expr or f"&{impl.fn}",
+                            source_file=src, source_line=line, decl_headers=decls,
+                            kernels=_kernels(tree.text(src)), call_sites=entry.get("call_sites", [])))
+    # The same op listed twice (e.g. once with an overload) is bundled once.
+    uniq: list[OpPlan] = []
+    for p in plans:
+        if all(q.op != p.op for q in uniq):
+            uniq.append(p)
+    plans = uniq
+    counts: dict[str, int] = {}
+    for p in plans:
+        counts[p.name] = counts.get(p.name, 0) + 1
+    for p in plans:
+        p.reg_name = p.name if counts[p.name] == 1 else f"{p.namespace.strip('_')}__{p.name}"
+    return plans, {"info": info, "tree": tree, "registry": reg}
+
+
+def _find_definition(tree: Tree, files: list[str], fn: str) -> list[tuple[str, int]]:
+    hits = []
+    pat = re.compile(r"\b" + re.escape(fn) + r"\s*\(")
+    for f in files:
+        t = tree.text(f)
+        if not pat.search(t):
+            continue
+        for line in cpp.find_function_definitions(t, fn):
+            hits.append((f, line))
+    return hits
+
+
+def _distance(a: str, b: str) -> int:
+    pa, pb = a.split("/")[:-1], b.split("/")[:-1]
+    common = 0
+    for x, y in zip(pa, pb):
+        if x != y:
+            break
+        common += 1
+    return len(pa) + len(pb) - 2 * common
+
+
+def _declaring_headers(tree: Tree, binding: str, fn: str, include_dirs: list[str]) -> list[str]:
+    out = []
+    pat = re.compile(r"\b" + re.escape(fn) + r"\s*\(")
+    for inc in cpp.includes(tree.text(binding), {"USE_CUDA": None}):
+        r = _resolve_include(tree, binding, inc, include_dirs)
+        if r and pat.search(cpp.strip_comments(tree.text(r))):
+            out.append(r)
+    return out
+
+
+def collect(tree_root: Path, graph: dict) -> tuple[str, dict]:
+    plans, ctx = plan_ops(tree_root, graph)
+    info: cmake.BuildInfo = ctx["info"]
+    tree: Tree = ctx["tree"]
+    notes: list[str] = []
+    if not plans:
+        manifest = {"status": "ok", "cuda_files": [], "ops": [], "wrappers": [], "flags": {}, "imports": [],
+                    "namespace": None, "bundle_hash": None, "notes": ["no compiled ops in A1.graph.json cuda_ops"]}
+        return emit.empty_section(), manifest
+
+    # One extension target's settings apply to all bundled sources; ops of different targets
+    # (e.g. _C and _moe_C) share the same flags in vLLM's CMake today; a difference is noted.
+    targets = []
+    for p in plans:
+        t = info.target_of(p.source_file) or info.target_of(p.impl_file)
+        if t and t not in targets:
+            targets.append(t)
+    defs_union: list[str] = []
+    for t in targets:
+        for dfn in t.definitions:
+            if dfn not in defs_union:
+                defs_union.append(dfn)
+    if len({tuple(t.definitions) for t in targets}) > 1:
+        notes.append("targets " + ", ".join(t.name for t in targets) + " have different compile definitions; "
+                     "their union is used: " + ", ".join(defs_union))
+    defines = {}
+    for item in defs_union + info.torch_flag_additions + info.gpu_flags:
+        item = item[2:] if item.startswith("-D") else item
+        if item and not item.startswith("-"):
+            k, _, v = item.partition("=")
+            defines[k] = v or None
+    include_dirs = info.common_include_dirs or ["csrc"]
+
+    files: list[str] = []
+    external: list[str] = []
+    for p in plans:
+        try:
+            fs, ext = include_closure(tree, p.decl_headers + [p.source_file], include_dirs, defines)
+        except StageError as e:
+            raise StageError(STAGE, f"op {p.op} ({p.source_file}, via {e.input})", e.problem, e.remedy) from None
+        files += [f for f in fs if f not in files]
+        external += [x for x in ext if x not in external]
+    abis = {p.abi for p in plans}
+    if "stable" in abis:
+        external_needed = ["torch/csrc/stable/library.h"]
+    else:
+        external_needed = ["torch/library.h"]
+
+    # Compile settings from CMake.
+    std = info.cuda_standard or info.cxx_standard
+    d_flags = [f"-D{x}" for x in defs_union]
+    add_flags = [f for f in info.torch_flag_additions + info.gpu_flags if f not in d_flags]
+    undef = [f"-U{f[2:]}" for f in info.torch_flag_removals if f.startswith("-D")]
+    cflags = ([f"-std=c++{info.cxx_standard}"] if info.cxx_standard else []) + d_flags + \
+        [f for f in add_flags if f.startswith(("-D", "-U"))]
+    cuda_cflags = ["-O3"] + ([f"-std=c++{std}"] if std else []) + d_flags + add_flags + undef
+    if info.skipped:
+        notes.append(f"{len(info.skipped)} CMake settings under build-machine conditions (GPU arch lists, NVCC_THREADS, "
+                     "toolkit >= 13 options) are not applied: " + "; ".join(info.skipped))
+    notes.append("CUDA version tests in CMake are evaluated for a toolkit >= "
+                 f"{cmake.MIN_CUDA[0]}.{cmake.MIN_CUDA[1]}; the GPU arch is taken from "
+                 "torch.cuda.get_device_capability() when the extension is built")
+
+    cuda_files = []
+    for f in files:
+        raw = tree.raw(f)
+        cuda_files.append({"path": f, "role": "source" if f.endswith(SOURCE_EXTS) else "header",
+                           "lines": raw.decode("utf-8", errors="replace").count("\n"),
+                           "sha256": hashlib.sha256(raw).hexdigest(),
+                           "copyright": _copyright_lines(raw.decode("utf-8", errors="replace"))})
+    registration = emit.registration_source(plans, "{NS}", [p.source_file for p in plans], abis)
+    flags = {"cflags": cflags, "cuda_cflags": cuda_cflags, "include_dirs": ["."] + include_dirs,
+             "defines": defs_union, "undefines": undef, "cxx_standard": info.cxx_standard,
+             "cuda_standard": info.cuda_standard, "arch": "torch.cuda.get_device_capability() at build time",
+             "from": info.files_read}
+    h = hashlib.sha256()
+    for f in cuda_files:
+        h.update(f["path"].encode() + b"\0" + f["sha256"].encode() + b"\0")
+    h.update(registration.encode())
+    h.update(repr((cflags, cuda_cflags, flags["include_dirs"])).encode())
+    bundle_hash = h.hexdigest()
+    ns_unique = "vllm_bundle_" + bundle_hash[:16]
+    registration = registration.replace("{NS}", ns_unique)
+    text, wrappers = emit.section(plans, {f: tree.text(f) for f in files}, cuda_files, registration,
+                                  ns_unique, bundle_hash, flags)
+    manifest = {
+        "status": "ok",
+        "namespace": ns_unique,
+        "bundle_hash": bundle_hash,
+        "cuda_files": cuda_files,
+        "ops": [{"op": p.op, "namespace": p.namespace, "name": p.name, "schema": p.schema, "abi": p.abi,
+                 "binding_file": p.def_file, "def_line": p.def_line, "impl_file": p.impl_file,
+                 "impl_line": p.impl_line, "dispatch_key": p.impl_key, "cpp_function": p.fn,
+                 "source_file": p.source_file, "source_line": p.source_line, "declared_in": p.decl_headers,
+                 "kernels": p.kernels, "bundled_as": f"torch.ops.{ns_unique}.{p.name}"} for p in plans],
+        "wrappers": wrappers,
+        "flags": flags,
+        "external_headers": sorted(set(external) | set(external_needed)),
+        "imports": list(emit.IMPORTS),
+        "notes": notes,
+    }
+    return text, manifest

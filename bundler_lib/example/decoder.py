@@ -1,0 +1,155 @@
+"""A6: the invocation example of a `*DecoderLayer`, run outside vLLM's engine.
+
+What vLLM's own code needs before a decoder layer runs (closure study, "Running a forward outside vLLM's
+engine"): a current vLLM config whose `model_config.hf_text_config` holds the model's fields, a
+single-process parallel state, the TRITON_ATTN attention backend and the triton MoE backend, a workspace
+manager, weights filled and `process_weights_after_loading` run, a KV cache bound to the attention
+layer, the attention metadata, and the call inside a forward context. The config and state come from
+`state.py` (stand-ins set on the bundle's own module state); this file adds the rest.
+"""
+
+from bundler_lib.example import state
+
+REQUIRED = ["vllm_config", "forward_context"]
+
+_BODY = '''\
+    missing = [r for r in {required!r} if not N.get(r)]
+    if missing:
+        raise RuntimeError("invocation_example: this bundle lacks vLLM's module state " + ", ".join(missing)
+                           + " (A1 did not reach it): the layer cannot be set up outside vLLM's engine")
+    if device.type != "cuda":
+        raise RuntimeError("invocation_example: {symbol} runs on a CUDA GPU (Triton attention and MoE kernels)")
+
+    layer_idx = 0
+    step = int(moe.get("decoder_sparse_step") or 1)
+    while (layer_idx + 1) % step != 0 or layer_idx in (moe.get("mlp_only_layers") or []):
+        layer_idx += 1
+    prefix = f"model.layers.{{layer_idx}}"
+    old_dtype = torch.get_default_dtype()
+    restore = _install(vllm_config)
+    try:
+        # 3. Build the layer as vLLM's loader does: default dtype, on the device; fill the weights.
+        with _Step("building {symbol}"):
+            torch.set_default_dtype(dtype)
+            with torch.device(device):
+                layer = {symbol}(vllm_config=vllm_config, prefix=prefix)
+        with _Step("filling the weights"), torch.no_grad():
+            for pname, p in layer.named_parameters():
+                if p.dim() == 1:
+                    p.fill_(1.0)  # norm weights (the layer has no biases unless attention_bias)
+                    if pname.endswith("bias"):
+                        p.zero_()
+                elif p.is_floating_point():
+                    p.normal_(0.0, p.shape[-1] ** -0.5, generator=gen if p.device.type == gen.device.type else None)
+        # As vLLM's loader (model_loader/utils.py process_weights_after_loading): quant methods, then attention.
+        qm_base = _get("QuantizeMethodBase")
+        attn_cls = _get("Attention")
+        with _Step("process_weights_after_loading"):
+            for _, m in layer.named_modules():
+                qm = getattr(m, "quant_method", None)
+                if qm is not None and (isinstance(qm, qm_base) if qm_base is not None
+                                       else hasattr(qm, "process_weights_after_loading")):
+                    qm.process_weights_after_loading(m)
+            attn_layers = [(n, m) for n, m in layer.named_modules()
+                           if (isinstance(m, attn_cls) if attn_cls is not None
+                               else hasattr(m, "impl") and hasattr(m, "kv_cache"))]
+            for _, m in attn_layers:
+                if hasattr(m, "process_weights_after_loading"):
+                    m.process_weights_after_loading(dtype)
+        if len(attn_layers) != 1:
+            raise RuntimeError(f"invocation_example: expected one attention layer in {symbol}, found {{len(attn_layers)}}")
+        attn = attn_layers[0][1]
+        attn_name = getattr(attn, "layer_name", prefix + ".self_attn.attn")
+
+        # 4. Shapes, within the memory left after the weights.
+        torch.cuda.synchronize()
+        free_now, _ = torch.cuda.mem_get_info(device)
+        live = min(max(int(free_now * 0.2), 2 * GiB), 8 * GiB, int(free_now * 0.9))
+        kv_bytes_per_token = 2 * H_kv * Dh * torch.finfo(dtype).bits // 8
+        act_bytes_per_token = 2 * (8 * H + 3 * (H_q + 2 * H_kv) * Dh) + int(moe.get("top_k", 0)) * 2 * (
+            6 * int(moe.get("moe_intermediate_size", 0)) + 2 * H) + 4 * int(moe.get("num_experts", 0))
+        if workload == "decode":
+            q_len = 1
+            ctx = 64 if small else min(max_ctx - q_len, 32768)
+            per_seq = (ctx + q_len) * kv_bytes_per_token + q_len * act_bytes_per_token
+            B = 2 if small else _clamp(live // max(1, per_seq), 1, 256)
+        else:
+            B, ctx = 1, 0
+            q_len = 32 if small else _clamp(live // (act_bytes_per_token + kv_bytes_per_token), 8192, 32768)
+            q_len = max(16, min(q_len, max_ctx) // 16 * 16)
+        T = B * q_len
+        seq_len = ctx + q_len
+        blocks_per_seq = -(-seq_len // block_size)
+        num_blocks = B * blocks_per_seq
+
+        # 5. The KV cache: logical (blocks, kv_heads, block_size, 2*head_dim), stored NHD, the context filled.
+        with _Step("allocating the KV cache"):
+            kv_cache = torch.empty(num_blocks, block_size, H_kv, 2 * Dh, device=device, dtype=dtype)
+            kv_cache.normal_(0.0, 1.0, generator=gen)
+            attn.kv_cache = kv_cache.permute(0, 2, 1, 3)
+
+        # 6. The attention metadata (TRITON_ATTN) for B sequences of q_len new tokens after ctx cached ones.
+        block_table = torch.arange(num_blocks, device=device, dtype=torch.int32).view(B, blocks_per_seq)
+        new_pos = torch.arange(ctx, seq_len, device=device)
+        slots = (block_table[:, new_pos // block_size].long() * block_size + (new_pos % block_size)).reshape(-1)
+        positions = new_pos.repeat(B)
+        min_grid = _get("MIN_LAUNCH_GRID_SIZE_2D") or 128
+        segments = _get("NUM_PAR_SOFTMAX_SEGMENTS") or 16
+        seq_threshold_3D = max(1, min_grid // H_kv)
+        dh_pad = 1 << (Dh - 1).bit_length()
+        md_fields = dict(
+            num_actual_tokens=T, max_query_len=q_len,
+            query_start_loc=torch.arange(0, T + 1, q_len, device=device, dtype=torch.int32),
+            max_seq_len=seq_len, seq_lens=torch.full((B,), seq_len, device=device, dtype=torch.int32),
+            block_table=block_table, slot_mapping=slots,
+            seq_threshold_3D=seq_threshold_3D, num_par_softmax_segments=segments,
+            softmax_segm_output=torch.empty(seq_threshold_3D, H_q, segments, dh_pad, device=device, dtype=torch.float32),
+            softmax_segm_max=torch.empty(seq_threshold_3D, H_q, segments, device=device, dtype=torch.float32),
+            softmax_segm_expsum=torch.empty(seq_threshold_3D, H_q, segments, device=device, dtype=torch.float32),
+            causal=True, use_cascade=False, common_prefix_len=0, cu_prefix_query_lens=None, prefix_kv_lens=None,
+            suffix_kv_lens=None, scheduler_metadata=None, prefix_scheduler_metadata=None, mm_prefix_range=None,
+            mm_prefix_range_tensor=None, rswa_prefix_lens=None, rswa_window=None)
+        md_cls = _get("TritonAttentionMetadata")
+        with _Step("building the attention metadata"):
+            attn_metadata = md_cls(**md_fields) if md_cls is not None else _StandIn("attn_metadata", **md_fields)
+
+        # 7. The forward context, as set_forward_context would make it, and one forward.
+        fwd = _StandIn(
+            "forward_context", no_compile_layers=compilation_config.static_forward_context,
+            attn_metadata={{attn_name: attn_metadata}}, slot_mapping={{attn_name: slots}}, dp_metadata=None,
+            cudagraph_runtime_mode=(graph_enum.NONE if graph_enum is not None else None), batch_descriptor=None,
+            ubatch_slices=None, is_padding=None, skip_compiled=False, all_moe_layers=None, moe_layer_index=0,
+            additional_kwargs={{}}, virtual_engine=0)
+        hidden_states = _randn(T, H)
+        _set("forward_context", fwd)
+        with _Step(f"the forward of {symbol} ({{workload}}: B={{B}}, new tokens={{q_len}}, context={{ctx}})"):
+            with torch.inference_mode():
+                out, residual = layer(positions, hidden_states, None)
+            torch.cuda.synchronize()
+        _check("hidden_states", out, (T, H))
+        _check("residual", residual, (T, H))
+        return {{"module": layer, "inputs": {{"positions": positions, "hidden_states": hidden_states,
+                "residual": None, "kv_cache": attn.kv_cache, "attn_metadata": attn_metadata}},
+                "outputs": {{"hidden_states": out, "residual": residual}},
+                "sizes": {{"B": B, "new_tokens": q_len, "context": ctx, "T": T, "kv_blocks": num_blocks,
+                          "block_size": block_size}}, "workload": workload, "defaults_used": list(defaults_used)}}
+    finally:
+        torch.set_default_dtype(old_dtype)
+        restore()
+'''
+
+
+def body(graph: dict, symbol: str, dims: dict, flags: dict, cfg: dict) -> tuple[str, list[str], list[str]]:
+    """(the function body, notes, the vLLM names the example needs) for a decoder layer."""
+    found, _ = state.resolve(graph)
+    missing = [f"{state.STATE[r][0]}::{state.STATE[r][1]}" for r in REQUIRED if not found[r]]
+    notes = ["decoder layer: vLLM's engine state is set by the example itself with stand-in config objects "
+             "(explicit fields plus logged defaults); best effort, to be verified on a GPU"]
+    if missing:
+        notes.append("the graph lacks " + ", ".join(missing) + ": the example will raise until A1 reaches it")
+    absent = sorted(k for k, v in found.items() if k != "groups" and not v)
+    if absent:
+        notes.append("not in the bundle (the example falls back to stand-ins or defaults): " + ", ".join(absent))
+    needs = [f"{f}::{n}" for f, n in state.STATE.values()] + [f"{state.GROUP_FILE}::{g}" for g in state.GROUPS]
+    src = state.snippet(graph, cfg, dims, flags) + _BODY.format(required=REQUIRED, symbol=symbol)
+    return src, notes, needs

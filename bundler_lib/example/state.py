@@ -1,0 +1,238 @@
+"""A6: vLLM's module-level state in a bundle, and the stand-ins the examples set it to.
+
+A bundle keeps vLLM's module-level state (`_current_vllm_config`, `_forward_context`, the `_TP`/`_EP`/...
+groups, the workspace `_manager`) but not the engine that sets it (VllmConfig, set_forward_context,
+init_distributed_environment are not reached from a layer). Even an RMSNorm reads the current config when
+it is built (CustomOp dispatch). So every example sets that state itself, around its build and forward,
+and restores it after: stand-in objects with explicit values for the fields these layers are known to
+read, and, for any other field, a logged default (`*_size` 1, `*_rank` 0, `use_*`/`enable_*`/`is_*` False,
+`*_config` a nested stand-in, else None). The state's names are looked up in the graph (A1 may rename
+them); where the bundle defines a real class (WorkspaceManager, TritonAttentionMetadata,
+AttentionBackendEnum, CompilationMode, CUDAGraphMode) the example uses it.
+"""
+
+# (file, name) of the module-level state and classes the example uses, by role.
+STATE = {
+    "vllm_config": ("vllm/config/vllm.py", "_current_vllm_config"),
+    "compilation_config_cache": ("vllm/config/vllm.py", "get_cached_compilation_config"),
+    "forward_context": ("vllm/forward_context.py", "_forward_context"),
+    "workspace": ("vllm/v1/worker/workspace.py", "_manager"),
+    "WorkspaceManager": ("vllm/v1/worker/workspace.py", "WorkspaceManager"),
+    "TritonAttentionMetadata": ("vllm/v1/attention/backends/triton_attn.py", "TritonAttentionMetadata"),
+    "MIN_LAUNCH_GRID_SIZE_2D": ("vllm/v1/attention/backends/triton_attn.py", "MIN_LAUNCH_GRID_SIZE_2D"),
+    "NUM_PAR_SOFTMAX_SEGMENTS": ("vllm/v1/attention/backends/triton_attn.py", "NUM_PAR_SOFTMAX_SEGMENTS"),
+    "AttentionBackendEnum": ("vllm/v1/attention/backends/registry.py", "AttentionBackendEnum"),
+    "CompilationMode": ("vllm/config/compilation.py", "CompilationMode"),
+    "CUDAGraphMode": ("vllm/config/compilation.py", "CUDAGraphMode"),
+    "rope_cache": ("vllm/model_executor/layers/rotary_embedding/__init__.py", "_ROPE_DICT"),
+    "QuantizeMethodBase": ("vllm/model_executor/layers/quantization/base_config.py", "QuantizeMethodBase"),
+    "Attention": ("vllm/model_executor/layers/attention/attention.py", "Attention"),
+}
+GROUPS = ["_WORLD", "_TP", "_DCP", "_PP", "_DP", "_EP", "_EPLB", "_PCP"]
+GROUP_FILE = "vllm/distributed/parallel_state.py"
+
+
+def emit_names(graph: dict) -> dict[tuple[str, str], str]:
+    """(file, original name) -> the name it has in the bundle, for every node of the graph."""
+    out: dict[tuple[str, str], str] = {}
+    for n in graph.get("python_nodes") or []:
+        f = n.get("file")
+        for pair in n.get("names") or []:
+            if pair.get("name") and pair.get("emit_name"):
+                out.setdefault((f, pair["name"]), pair["emit_name"])
+        if n.get("name") and n.get("emit_name"):
+            out.setdefault((f, n["name"]), n["emit_name"])
+    for n in graph.get("triton_kernels") or []:
+        if n.get("name") and n.get("emit_name"):
+            out.setdefault((n.get("file"), n["name"]), n["emit_name"])
+    return out
+
+
+def resolve(graph: dict) -> tuple[dict, list[str]]:
+    names = emit_names(graph)
+    found = {role: names.get(key) for role, key in STATE.items()}
+    found["groups"] = {g: names.get((GROUP_FILE, g)) for g in GROUPS}
+    missing = [f"{f}::{n}" for r, (f, n) in STATE.items() if not found[r]]
+    return found, missing
+
+
+
+def hf_fields(cfg: dict | None, dims: dict, flags: dict) -> dict:
+    """The fields of the model's text config (what vLLM's `hf_text_config` holds)."""
+    from bundler_lib.example.core import text_config
+    if cfg is None:
+        fields = {"hidden_size": dims["H"], "num_attention_heads": dims["H_q"], "num_key_value_heads": dims["H_kv"],
+                  "head_dim": dims["Dh"], "max_position_embeddings": dims["max_ctx"], "rms_norm_eps": dims["eps"],
+                  "intermediate_size": dims.get("intermediate_size", dims.get("I")), "hidden_act": "silu"}
+    else:
+        tc, _ = text_config(cfg)
+        fields = {k: v for k, v in tc.items() if isinstance(k, str) and k.isidentifier()
+                  and not k.startswith("_") and k not in ("text_config", "rope_parameters")}
+    return fields
+
+
+def snippet(graph: dict, cfg: dict | None, dims: dict, flags: dict) -> str:
+    """Code (inside invocation_example, after the prelude) that defines the stand-ins and `_install(vllm_config)`,
+    which sets the bundle's state and returns a function restoring it; also builds `vllm_config`."""
+    from bundler_lib.example.core import _py
+    found, _ = resolve(graph)
+    variant = graph.get("variant") or {}
+    custom_ops = "all" if variant.get("custom_ops", "enabled") in ("enabled", "all") else "none"
+    return _SNIPPET.format(names=_py(found), hf_fields=_py(hf_fields(cfg, dims, flags)), custom_ops=custom_ops)
+
+
+_SNIPPET = '''\
+    import collections
+    import types
+
+    G = globals()
+    N = {names}  # role -> the name it has in this bundle (None: not in the bundle)
+    hf_fields = {hf_fields}
+    defaults_used = []
+
+    class _StandIn:
+        """A vLLM config/context object: explicit fields, and a logged default for any other."""
+
+        def __init__(self, _path, **fields):
+            self.__dict__["_path"] = _path
+            self.__dict__.update(fields)
+
+        def __getattr__(self, name):
+            if name.startswith("__"):
+                raise AttributeError(name)
+            if name.endswith("_config"):
+                value = _StandIn(self._path + "." + name)
+            elif name.endswith(("_size", "_world_size")):
+                value = 1
+            elif name.endswith("_rank") or name == "rank":
+                value = 0
+            elif name.startswith(("use_", "enable_", "is_", "has_", "disable_", "needs_")):
+                value = False
+            else:
+                value = None
+            defaults_used.append(f"{{self._path}}.{{name}}={{value!r}}")
+            self.__dict__[name] = value
+            return value
+
+        def __repr__(self):
+            return f"<stand-in {{self._path}}>"
+
+    def _get(role):
+        name = N.get(role)
+        return G.get(name) if name else None
+
+    def _set(role, value):
+        name = N.get(role)
+        if name:
+            G[name] = value
+
+    class _Step:
+        def __init__(self, what):
+            self.what = what
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, et, ev, tb):
+            if ev is None or getattr(ev, "_a6_step", False):
+                return False
+            shown = "; ".join(defaults_used[-25:]) or "none"
+            err = RuntimeError(f"invocation_example: {{self.what}} failed: {{type(ev).__name__}}: {{ev}}. "
+                               f"Stand-in config defaults used so far: {{shown}}")
+            err._a6_step = True
+            raise err from ev
+
+    H, H_q, H_kv, Dh, max_ctx = dims["H"], dims["H_q"], dims["H_kv"], dims["Dh"], dims["max_ctx"]
+    moe = flags.get("moe") or {{}}
+    block_size = 16
+
+    # 1. The model's config as vLLM sees it (hf_text_config), and the engine configs around it.
+    hf = types.SimpleNamespace(**hf_fields)
+    hf.rope_parameters = dict(flags.get("rope_parameters") or {{"rope_type": "default", "rope_theta": 10000.0}})
+    hf.get_text_config = lambda *a, **k: hf
+    enum_backend = _get("AttentionBackendEnum")
+    mode_enum = _get("CompilationMode")
+    graph_enum = _get("CUDAGraphMode")
+    model_config = _StandIn(
+        "model_config", hf_config=hf, hf_text_config=hf, dtype=dtype, max_model_len=max_ctx,
+        is_mm_prefix_lm=False, rswa_window=None, use_mla=False, is_hybrid=False, quantization=None,
+        quantization_config=None, enforce_eager=True, architecture=(flags.get("architectures") or [None])[0],
+        get_num_attention_heads=lambda *a: H_q, get_num_kv_heads=lambda *a: H_kv, get_head_size=lambda: Dh,
+        get_hidden_size=lambda: H, get_vocab_size=lambda: dims.get("vocab_size"),
+        get_num_layers=lambda *a: dims.get("num_layers"), get_sliding_window=lambda: flags.get("sliding_window"))
+    compilation_config = _StandIn(
+        "compilation_config", custom_ops=[{custom_ops!r}], enabled_custom_ops=collections.Counter(),
+        disabled_custom_ops=collections.Counter(), static_forward_context={{}}, static_all_moe_layers=[],
+        mode=(mode_enum.NONE if mode_enum is not None else 0), backend="eager",
+        cudagraph_mode=(graph_enum.NONE if graph_enum is not None else None), cudagraph_capture_sizes=[],
+        max_cudagraph_capture_size=0, fast_moe_cold_start=False)
+    cache_config = _StandIn(
+        "cache_config", block_size=block_size, user_specified_block_size=True, cache_dtype="auto",
+        calculate_kv_scales=False, kv_cache_dtype_skip_layers=[], enable_prefix_caching=False,
+        sliding_window=flags.get("sliding_window"), skip_page_size_padded=None, num_blocks=None)
+    parallel_config = _StandIn(
+        "parallel_config", tensor_parallel_size=1, pipeline_parallel_size=1, data_parallel_size=1,
+        data_parallel_rank=0, prefill_context_parallel_size=1, decode_context_parallel_size=1,
+        enable_expert_parallel=False, enable_eplb=False, use_sequence_parallel_moe=False, enable_dbo=False,
+        expert_placement_strategy="linear", all2all_backend="allgather_reducescatter", worker_cls="auto",
+        cp_kv_cache_interleave_size=1, dcp_kv_cache_interleave_size=1, dcp_comm_backend="ag_rs",
+        is_moe_model=bool(moe), eplb_config=_StandIn("parallel_config.eplb_config", num_redundant_experts=0))
+    attention_config = _StandIn(
+        "attention_config", backend=(enum_backend["TRITON_ATTN"] if enum_backend is not None else "TRITON_ATTN"),
+        use_non_causal=False, flex_attn_block_m=None, flex_attn_block_n=None, use_prefill_query_quantization=False)
+    vllm_config = _StandIn(
+        "vllm_config", model_config=model_config, cache_config=cache_config, parallel_config=parallel_config,
+        compilation_config=compilation_config, attention_config=attention_config, quant_config=None,
+        lora_config=None, kv_transfer_config=None, speculative_config=None,
+        device_config=_StandIn("device_config", device=device),
+        kernel_config=_StandIn("kernel_config", moe_backend="triton", linear_backend="auto", ir_op_priority=None),
+        scheduler_config=_StandIn("scheduler_config", max_num_seqs=256, max_num_batched_tokens=32768,
+                                  is_multimodal_model=False, disable_chunked_mm_input=False))
+
+    # 2. A single-process parallel state: every group has one rank; collectives are identities.
+    class _ProcessGroup:
+        def size(self):
+            return 1
+
+        def rank(self):
+            return 0
+
+    def _identity(x, *a, **k):
+        return x
+
+    def _group(name):
+        return _StandIn(
+            "group " + name, world_size=1, rank=0, rank_in_group=0, local_rank=0, ranks=[0],
+            device=device, device_group=_ProcessGroup(), cpu_group=_ProcessGroup(), unique_name=name,
+            device_communicator=None, all_reduce=_identity, all_gather=_identity, reduce_scatter=_identity,
+            broadcast=_identity, gather=_identity, is_first_rank=True, is_last_rank=True)
+
+    def _install(vllm_config):
+        """Set the bundle's vLLM state for this example; return the function that restores it."""
+        saved = {{r: _get(r) for r in ("vllm_config", "forward_context", "workspace")}}
+        saved_groups = {{g: G.get(n) for g, n in N["groups"].items() if n}}
+        for g, n in N["groups"].items():
+            if n and G.get(n) is None:
+                G[n] = _group(g)
+        _set("vllm_config", vllm_config)
+        cache = _get("compilation_config_cache")
+        if cache is not None and hasattr(cache, "cache_clear"):
+            cache.cache_clear()
+        rope_cache = _get("rope_cache")
+        if isinstance(rope_cache, dict):
+            rope_cache.clear()
+        wm = _get("WorkspaceManager")
+        if N.get("workspace") and wm is not None and device.type == "cuda":
+            _set("workspace", wm(device))
+
+        def restore():
+            for r, v in saved.items():
+                _set(r, v)
+            for g, v in saved_groups.items():
+                G[N["groups"][g]] = v
+            if cache is not None and hasattr(cache, "cache_clear"):
+                cache.cache_clear()
+
+        return restore
+
+'''

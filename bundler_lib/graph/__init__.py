@@ -1,0 +1,134 @@
+"""A1: locate the symbol and build its reachability graph (A1.graph.json).
+
+Modules: index (tree modules, parsing cache, top-level bindings), locate (find the definition),
+refs (names a definition reads, guard pruning, edits), guards (variant predicates), resolve (name ->
+definition across imports), reach (the graph walk), emit (order, sections, renames, edits).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bundler_lib.artifacts import write_json
+from bundler_lib.errors import StageError
+from bundler_lib.variant import resolve as resolve_variant
+
+from .emit import _node_id, emit_names, external_names, node_edits, order, sections
+from .index import TreeIndex
+from .locate import locate
+from .reach import Graph
+
+STAGE = "A1 graph"
+
+
+def build(tree: Path, symbol: str, hint: str | None = None, variant: dict | None = None) -> dict:
+    tree = Path(tree)
+    if not tree.is_dir():
+        raise StageError(STAGE, f"--tree {tree}", "not a directory", "pass the extracted source tree")
+    var = resolve_variant(variant)
+    index = TreeIndex(tree)
+    if not index.files:
+        raise StageError(STAGE, f"--tree {tree}", "no Python files under it", "pass the extracted source tree")
+    module, rel = locate(index, symbol, hint)
+    g = Graph(index, var)
+    root = g.build(module, symbol)
+    nodes = order(g, root)
+    sections(g, nodes)
+    emit = emit_names(g, nodes, root)
+    ext = external_names(g, nodes)
+
+    ids = {n.key: _node_id(n) for n in nodes}
+    # ids must be unique: several statements may define the same name in one file
+    seen: dict[str, int] = {}
+    for n in nodes:
+        i = ids[n.key]
+        if i in seen:
+            seen[i] += 1
+            ids[n.key] = f"{i}#{seen[i]}"
+        else:
+            seen[i] = 1
+
+    python_nodes = []
+    triton_kernels = []
+    renames = {}
+    for n in nodes:
+        en = emit[n.key][n.name]
+        entry = {"id": ids[n.key], "name": n.name, "emit_name": en, "file": n.file, "line": n.line,
+                 "end_line": n.end_line, "kind": n.kind, "section": n.section,
+                 "names": [{"name": k, "emit_name": v} for k, v in sorted(emit[n.key].items())],
+                 "imports": sorted({ext[stmt][0] for _, stmt, _, _ in n.ext_links}),
+                 "edits": node_edits(g, n, emit, ext)}
+        if n.synthetic:
+            args = [emit[k].get(dn, dn) for k, dn in n.synthetic["deps"]]
+            text = n.synthetic["template"].replace("@@NAME@@", en)
+            for i, a in enumerate(args):
+                text = text.replace(f"@@{i}@@", a)
+            entry["text"] = text
+            entry["imports"] = sorted(set(entry["imports"]) | set(n.synthetic["imports"]))
+        python_nodes.append(entry)
+        if n.section == "triton":
+            triton_kernels.append({"name": n.name, "emit_name": en, "file": n.file, "line": n.line,
+                                   "end_line": n.end_line, "kind": n.triton or "constexpr", "id": ids[n.key]})
+        for k, v in emit[n.key].items():
+            if k != v:
+                renames[ids[n.key] if k == n.name else f"{n.file}::{k}"] = v
+
+    edges = sorted({(ids[n.key], ids[d]) for n in nodes for d in n.deps if d in ids})
+    guards = []
+    for n in nodes:
+        for sc in ([n.scan] if n.scan else []) + n.scans:
+            for gd in sc.guards:
+                guards.append({"file": n.file, "line": gd.line, "end_line": gd.end_line,
+                               "predicate": gd.predicate, "value": gd.value, "kept": gd.kept})
+    guards = sorted({tuple(sorted(x.items())) for x in guards})
+    guards = [dict(x) for x in guards]
+    imports = sorted({v[0] for v in ext.values()} | {i for n in nodes if n.synthetic for i in n.synthetic["imports"]})
+    importtime = {ext[stmt][0] for n in nodes for ref, stmt, _, _ in n.ext_links if ref.importtime}
+    importtime |= {i for n in nodes if n.synthetic for i in n.synthetic["imports"]}
+    notes = sorted(set(g.notes))
+    unresolved = sorted({tuple(sorted(u.items())) for u in g.unresolved})
+    unresolved = [dict(u) for u in unresolved]
+    for u in unresolved:
+        notes.append(f"unresolved {'import-time' if u['importtime'] else 'run-time'} reference "
+                     f"{u['name']} at {u['file']}:{u['line']}: {u['reason']}")
+    custom = [{"op": op, "target": emit[k][g.nodes[k].name] if g.nodes[k].name in emit[k] else g.nodes[k].name}
+              for op, k in sorted(g.python_custom_ops.items())]
+    cuda_ops = []
+    for k in sorted(g.cuda_ops):
+        e = dict(g.cuda_ops[k])
+        e["call_sites"] = sorted(e["call_sites"], key=lambda s: (s["file"], s["line"]))
+        cuda_ops.append(e)
+    root_def = root.stmt
+    kind = "class" if root.kind == "class" else ("function" if root.kind == "function" else root.kind)
+    files = sorted({n.file for n in nodes})
+    return {
+        "status": "ok",
+        "symbol": symbol,
+        "kind": kind,
+        "def_file": rel,
+        "def_line": getattr(root_def, "lineno", root.line),
+        "variant": var,
+        "files": files,
+        "python_nodes": python_nodes,
+        "triton_kernels": triton_kernels,
+        "cuda_ops": cuda_ops,
+        "python_custom_ops": custom,
+        "imports_external": imports,
+        "imports_runtime_only": sorted(set(imports) - importtime),
+        "edges": [list(e) for e in edges],
+        "guards": guards,
+        "renames": dict(sorted(renames.items())),
+        "unresolved": unresolved,
+        "notes": notes,
+        "stats": {"nodes": len(nodes), "files": len(files),
+                  "lines": sum(n.end_line - n.line + 1 - sum(
+                      st.end_lineno - min([st.lineno] + [d.lineno for d in st.decorator_list]) + 1
+                      for st in n.dropped.values()) for n in nodes if n.stmt is not None),
+                  "modules_parsed": len(index.parsed)},
+    }
+
+
+def run(tree: Path, out: Path, symbol: str, hint: str | None = None, variant: dict | None = None) -> dict:
+    graph = build(tree, symbol, hint, variant)
+    write_json(Path(out) / "A1.graph.json", graph)
+    return graph

@@ -1,0 +1,375 @@
+"""Turn the reached nodes into A1.graph.json: emission order, sections, renames, edits."""
+
+from __future__ import annotations
+
+import ast
+import heapq
+
+from .reach import Graph, Node
+
+_FORCE_RENAME = {"__getattr__", "__dir__", "__setattr__", "__all__"}
+
+
+def _node_id(n: Node) -> str:
+    return f"{n.file}::{n.name}"
+
+
+def order(g: Graph, root: Node) -> list[Node]:
+    """Topological order: import-time dependencies are hard constraints; otherwise DFS post-order."""
+    post: dict[tuple, int] = {}
+    seen = set()
+    stack = [(root.key, iter(sorted(root.deps, key=_sort_key(g))))]
+    seen.add(root.key)
+    while stack:
+        key, it = stack[-1]
+        nxt = next(it, None)
+        if nxt is None:
+            stack.pop()
+            post[key] = len(post)
+            continue
+        if nxt not in seen:
+            seen.add(nxt)
+            stack.append((nxt, iter(sorted(g.nodes[nxt].deps, key=_sort_key(g)))))
+    for k in sorted(g.nodes, key=_sort_key(g)):   # anything reached another way (roots of several stmts)
+        if k not in post:
+            post[k] = len(post)
+    # Kahn on hard edges, priority = post-order index. Hard: X needs Y at import time, so X comes after
+    # Y, after everything Y can reach (Y may be called), and after the statements completing Y (`Y.a = v`),
+    # except where that would contradict a path back to X.
+    keys = sorted(g.nodes, key=lambda k: post[k])
+    bit = {k: 1 << i for i, k in enumerate(keys)}
+    closure = _closure(g, keys, bit)
+    hard: dict[tuple, set] = {}
+    for k, n in g.nodes.items():
+        need = 0
+        direct = set()
+        for d, it in n.deps.items():
+            if not it or d == k:
+                continue
+            direct.add(d)
+            need |= closure[d]
+            for a in g.nodes[d].attached:
+                need |= bit[a] | closure[a]
+        hard[k] = direct | {x for x in keys if need & bit[x] and x != k and not (closure[x] & bit[k])}
+    indeg = {k: 0 for k in g.nodes}
+    users: dict[tuple, list] = {k: [] for k in g.nodes}
+    for k in keys:
+        for d in hard[k]:
+            if True:
+                indeg[k] += 1
+                users[d].append(k)
+    heap = [(post[k], k) for k, v in indeg.items() if v == 0]
+    heapq.heapify(heap)
+    out = []
+    while heap:
+        _, k = heapq.heappop(heap)
+        out.append(g.nodes[k])
+        for u in users[k]:
+            indeg[u] -= 1
+            if indeg[u] == 0:
+                heapq.heappush(heap, (post[u], u))
+    if len(out) != len(g.nodes):   # a cycle of import-time edges: fall back to post-order for the rest
+        done = {n.key for n in out}
+        rest = sorted((k for k in g.nodes if k not in done), key=lambda k: post[k])
+        g.notes.append("import-time dependency cycle among: " + ", ".join(_node_id(g.nodes[k]) for k in rest))
+        out += [g.nodes[k] for k in rest]
+    return out
+
+
+def _succ(g: Graph, k) -> list:
+    """Dependencies, plus the statements that complete a definition (reaching X reaches `X.a = v`)."""
+    n = g.nodes[k]
+    return sorted(set(n.deps) | set(n.attached))
+
+
+def _closure(g: Graph, keys: list, bit: dict) -> dict:
+    """Transitive closure (bitsets, excluding self unless on a cycle) via Tarjan's SCCs."""
+    index, low, on, stack, sccs = {}, {}, set(), [], []
+    counter = [0]
+    for root in keys:
+        if root in index:
+            continue
+        work = [(root, iter(_succ(g, root)))]
+        index[root] = low[root] = counter[0]; counter[0] += 1
+        stack.append(root); on.add(root)
+        while work:
+            v, it = work[-1]
+            w = next(it, None)
+            if w is not None:
+                if w not in index:
+                    index[w] = low[w] = counter[0]; counter[0] += 1
+                    stack.append(w); on.add(w)
+                    work.append((w, iter(_succ(g, w))))
+                elif w in on:
+                    low[v] = min(low[v], index[w])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[v])
+            if low[v] == index[v]:
+                comp = []
+                while True:
+                    x = stack.pop(); on.discard(x); comp.append(x)
+                    if x == v:
+                        break
+                sccs.append(comp)
+    # sccs come out in reverse topological order (dependencies first)
+    comp_of = {}
+    for i, c in enumerate(sccs):
+        for x in c:
+            comp_of[x] = i
+    creach = []
+    for i, c in enumerate(sccs):
+        r = 0
+        for x in c:
+            r |= bit[x]
+        inner = r if len(c) > 1 else 0
+        out = inner
+        for x in c:
+            for d in _succ(g, x):
+                j = comp_of[d]
+                if j != i:
+                    out |= creach[j][0] | creach[j][1]
+        creach.append((out, r))
+    return {x: creach[comp_of[x]][0] for x in keys}
+
+
+def _sort_key(g: Graph):
+    return lambda k: (g.nodes[k].file, g.nodes[k].line, k[1])
+
+
+def sections(g: Graph, nodes: list[Node]) -> None:
+    """Mark jitted helpers vs kernels, and pull the import-time deps of triton nodes into that section."""
+    jit = {n.key for n in nodes if n.triton}
+    called_from_python = set()
+    for n in nodes:
+        if n.key in jit:
+            continue
+        for d in n.deps:
+            if d in jit:
+                called_from_python.add(d)
+    for n in nodes:
+        if n.key in jit:
+            n.triton = "kernel" if n.key in called_from_python else "helper"
+    # the import-time deps of triton nodes, and module-level values read by kernels, go with them
+    tri = set(jit)
+    changed = True
+    while changed:
+        changed = False
+        for k in list(tri):
+            n = g.nodes[k]
+            for d, it in n.deps.items():
+                dn = g.nodes[d]
+                if d in tri:
+                    continue
+                if it or (k in jit and dn.kind in ("assign", "block", "synthetic")):
+                    tri.add(d)
+                    changed = True
+    for n in nodes:
+        n.section = "triton" if n.key in tri else "python"
+        if n.key in tri and not n.triton:
+            n.triton = "constexpr"
+
+
+def emit_names(g: Graph, nodes: list[Node], root: Node) -> dict[tuple, dict[str, str]]:
+    """{node key: {defined name: emit name}}; collisions get `<name>_<module tail>`, deterministic."""
+    by_name: dict[str, list[Node]] = {}
+    for n in nodes:
+        if n.kind == "attached":
+            continue
+        for nm in n.names:
+            by_name.setdefault(nm, []).append(n)
+    ext_names = {bound for bound, _ in g.externals.values()}
+    taken = set(by_name) | ext_names
+    out: dict[tuple, dict[str, str]] = {n.key: {nm: nm for nm in n.names} for n in nodes}
+    for nm in sorted(by_name):
+        group = by_name[nm]
+        modules = sorted({n.module for n in group}, key=lambda m: (m != root.module, g.index.files[m]))
+        keep = None if (nm in _FORCE_RENAME or nm in ext_names) else modules[0]
+        for m in modules:
+            if m == keep:
+                continue
+            parts = m.split(".")
+            i = 1
+            new = f"{nm}_{parts[-1]}" if not nm.startswith("__") else f"_{parts[-1]}{nm}"
+            while new in taken and i < len(parts):
+                i += 1
+                tail = "_".join(parts[-i:])
+                new = f"{nm}_{tail}" if not nm.startswith("__") else f"_{tail}{nm}"
+            k = 2
+            base = new
+            while new in taken:
+                new = f"{base}_{k}"
+                k += 1
+            taken.add(new)
+            for n in group:
+                if n.module == m:
+                    out[n.key][nm] = new
+    return out
+
+
+def _def_name_edits(n: Node, names: dict[str, str], lines: list[str]) -> list[dict]:
+    """Rename the definitions a node makes (def/class name, assignment targets)."""
+    edits = []
+    ren = {k: v for k, v in names.items() if k != v}
+    if not ren or n.stmt is None:
+        return edits
+
+    def visit(x: ast.AST):
+        if isinstance(x, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            if x.name in ren:
+                ln = x.lineno
+                raw = lines[ln - 1].encode()
+                kw = b"class" if isinstance(x, ast.ClassDef) else b"def"
+                pos = raw.find(kw + b" ", x.col_offset)
+                if pos >= 0:
+                    start = raw.find(x.name.encode(), pos + len(kw))
+                    edits.append({"op": "span", "line": ln, "col": start, "end_line": ln,
+                                  "end_col": start + len(x.name.encode()), "text": ren[x.name]})
+            return
+        if isinstance(x, ast.Name) and isinstance(x.ctx, ast.Store) and x.id in ren:
+            edits.append({"op": "span", "line": x.lineno, "col": x.col_offset, "end_line": x.end_lineno,
+                          "end_col": x.end_col_offset, "text": ren[x.id]})
+        for c in ast.iter_child_nodes(x):
+            visit(c)
+
+    visit(n.stmt)
+    return edits
+
+
+def _dict_entry_edits(n: Node, lines: list[str]) -> list[dict]:
+    """Delete the entries of a keyed dict that nothing asked for (whole lines only)."""
+    items = list(n.entries.items())
+    edits = []
+    value = n.stmt.value
+    for i, (key, (k, v)) in enumerate(items):
+        if key in n.entries_kept:
+            continue
+        nxt = items[i + 1][1][0].lineno if i + 1 < len(items) else value.end_lineno
+        own_line = lines[k.lineno - 1].encode()[:k.col_offset].strip() == b""
+        if not own_line or v.end_lineno >= nxt or k.lineno <= value.lineno:
+            continue
+        prev_end = items[i - 1][1][1].end_lineno if i else value.lineno
+        a = k.lineno
+        while a - 1 > prev_end and lines[a - 2].strip().startswith("#"):
+            a -= 1
+        edits.append({"op": "delete", "line": a, "end_line": v.end_lineno})
+    return edits
+
+
+def node_edits(g: Graph, n: Node, emit: dict[tuple, dict[str, str]], ext: dict) -> list[dict]:
+    info = g.index.get(n.module)
+    edits = [e for sc in ([n.scan] if n.scan else []) + n.scans for e in sc.edits] + list(n.extra_edits)
+    if n.entries is not None:
+        edits += _dict_entry_edits(n, g.index.get(n.module).lines)
+    if n.dropped and isinstance(n.stmt, ast.ClassDef):
+        body = n.stmt.body
+        kept = [st for st in body if id(st) not in n.dropped]
+        lines = g.index.get(n.module).lines
+        prev_end = n.stmt.lineno
+        for st in body:
+            a = min([st.lineno] + [d.lineno for d in getattr(st, "decorator_list", [])])
+            if id(st) in n.dropped:
+                # with the comment lines right above it
+                while a - 1 > prev_end and lines[a - 2].strip().startswith("#"):
+                    a -= 1
+                edits.append({"op": "delete", "line": a, "end_line": st.end_lineno})
+            prev_end = st.end_lineno
+        if not kept:
+            first = min([body[0].lineno] + [d.lineno for d in getattr(body[0], "decorator_list", [])])
+            edits.append({"op": "pass", "line": first, "end_line": first, "indent": body[0].col_offset})
+    for ref, stmt, bound, _ in n.ext_links:
+        new = ext[stmt][1]
+        if new != ref.name:
+            nd = ref.nodes[0]
+            edits.append({"op": "span", "line": nd.lineno, "col": nd.col_offset, "end_line": nd.end_lineno,
+                          "end_col": nd.end_col_offset, "text": new})
+    edits += _def_name_edits(n, emit[n.key], info.lines)
+    done = set()
+    for ref, key, dname, used in n.links:
+        target = g.nodes[key]
+        new = emit[key].get(dname, dname)
+        if dname == "__getattr__":
+            attr = ref.attrs[used - 1] if used else ref.name
+            used_nodes = ref.nodes[used] if used else ref.nodes[0]
+            text = f"{new}({attr!r})"
+        else:
+            used_nodes = ref.nodes[used]
+            text = new
+        old = ".".join([ref.name] + ref.attrs[:used])
+        if text == old:
+            continue
+        first = ref.nodes[0]
+        span = (first.lineno, first.col_offset, used_nodes.end_lineno, used_nodes.end_col_offset)
+        if span in done:
+            continue
+        done.add(span)
+        edits.append({"op": "span", "line": span[0], "col": span[1], "end_line": span[2],
+                      "end_col": span[3], "text": text})
+        del target
+    for ref, op, key, dname in n.op_links:
+        new = emit[key].get(dname, dname)
+        last = ref.nodes[3]
+        first = ref.nodes[0]
+        edits.append({"op": "span", "line": first.lineno, "col": first.col_offset, "end_line": last.end_lineno,
+                      "end_col": last.end_col_offset, "text": new})
+    # `global x` statements naming renamed module globals
+    if n.stmt is not None:
+        for sub in ast.walk(n.stmt):
+            if isinstance(sub, ast.Global):
+                mod_ren = {}
+                for nm in sub.names:
+                    t = g.res.name(n.module, nm)
+                    if t.kind == "node":
+                        k = (t.module, t.stmts[-1].idx)
+                        if k in emit:
+                            mod_ren[nm] = emit[k].get(nm, nm)
+                if any(mod_ren.get(x, x) != x for x in sub.names):
+                    edits.append({"op": "span", "line": sub.lineno, "col": sub.col_offset,
+                                  "end_line": sub.end_lineno, "end_col": sub.end_col_offset,
+                                  "text": "global " + ", ".join(mod_ren.get(x, x) for x in sub.names)})
+    # drop exact duplicates, keep deterministic order
+    uniq = []
+    seen = set()
+    for e in edits:
+        k = tuple(sorted(e.items()))
+        if k not in seen:
+            seen.add(k)
+            uniq.append(e)
+    uniq.sort(key=lambda e: (e["line"], e.get("col", -1), e["op"]))
+    return uniq
+
+
+def external_names(g: Graph, nodes: list[Node]) -> dict[str, tuple[str, str]]:
+    """{original import statement: (emitted statement, emitted bound name)}; names bound to different
+    objects by different modules get an alias (deterministic: first user in emission order keeps it)."""
+    first_use: dict[str, int] = {}
+    for i, n in enumerate(nodes):
+        for _, stmt, _, _ in n.ext_links:
+            first_use.setdefault(stmt, i)
+    by_bound: dict[str, list[str]] = {}
+    for stmt, (bound, obj) in g.externals.items():
+        by_bound.setdefault(bound, []).append(stmt)
+    out = {}
+    taken = {nm for n in nodes for nm in n.names} | set(by_bound)
+    for bound, stmts in sorted(by_bound.items()):
+        stmts.sort(key=lambda s: (first_use.get(s, 1 << 30), s))
+        keep_obj = g.externals[stmts[0]][1]
+        for stmt in stmts:
+            obj = g.externals[stmt][1]
+            if obj == keep_obj:
+                out[stmt] = (stmt, bound)
+                continue
+            alias = f"{bound}_" + obj.replace(".", "_").strip("_")
+            while alias in taken:
+                alias += "_"
+            taken.add(alias)
+            if stmt.startswith("from "):
+                base = stmt.split(" as ")[0]
+                new = f"{base} as {alias}"
+            else:
+                new = f"import {stmt.split()[1]} as {alias}"
+            g.notes.append(f"external name {bound!r} is bound to {keep_obj} and to {obj}: the latter is "
+                           f"imported as {alias}")
+            out[stmt] = (new, alias)
+    return out

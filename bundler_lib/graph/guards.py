@@ -1,0 +1,161 @@
+"""Guard predicates: evaluate branch conditions that the variant decides.
+
+`GuardEval(variant).evaluate(expr)` returns (value, atoms): value is True/False when the whole test is
+decided by the variant, None otherwise; atoms are the decided sub-expressions [(expr, value, text)].
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+
+from bundler_lib.variant import parallel_sizes, platform_predicates
+
+# Expert-parallel / all-to-all switches: all off on one GPU (ep == 1).
+_EP_FLAG = re.compile(r"^(use_ep|use_all2all\w*|use_\w*(deepep|pplx|nixl_ep|mori|all2all)\w*|"
+                      r"use_sequence_parallel_moe|is_sequence_parallel|use_dp_chunking)$")
+
+_SIZE_NAMES = {
+    "dp": {"dp_size", "data_parallel_size", "get_dp_group().world_size"},
+    "tp": {"tp_size", "tp_world_size", "tensor_parallel_size", "tensor_model_parallel_size",
+           "get_tensor_model_parallel_world_size"},
+    "pp": {"pp_size", "pipeline_parallel_size", "get_pipeline_model_parallel_world_size"},
+    "ep": {"ep_size", "get_ep_world_size"},
+}
+
+
+def _tail(e: ast.expr) -> str | None:
+    if isinstance(e, ast.Name):
+        return e.id
+    if isinstance(e, ast.Attribute):
+        return e.attr
+    return None
+
+
+class GuardEval:
+    def __init__(self, variant: dict):
+        self.variant = variant
+        self.platform_names = {"current_platform", "platform"}
+        self.platform = platform_predicates(variant)
+        self.sizes = parallel_sizes(variant)
+
+    # ------------------------------------------------------------- atoms
+    def _atom(self, e: ast.expr):
+        # current_platform.is_xxx()
+        if (isinstance(e, ast.Call) and not e.args and not e.keywords
+                and isinstance(e.func, ast.Attribute) and e.func.attr in self.platform
+                and _tail(e.func.value) in self.platform_names):
+            return self.platform[e.func.attr]
+        if _tail(e) == "TYPE_CHECKING":
+            return False
+        if self.sizes["ep"] == 1 and self.sizes["tp"] == 1 and _EP_FLAG.match(_tail(e) or "") and not isinstance(
+                e, ast.Call):
+            return False
+        quant_none = self.variant["quantization"] == "none"
+        # `if quant_config:` / `isinstance(quant_config, X)` with quantization off
+        if quant_none and (_tail(e) or "").endswith("quant_config"):
+            return False
+        if (quant_none and isinstance(e, ast.Call) and isinstance(e.func, ast.Name) and e.func.id == "isinstance"
+                and e.args and (_tail(e.args[0]) or "").endswith("quant_config")):
+            return False
+        if isinstance(e, ast.Compare) and len(e.ops) == 1:
+            left, op, right = e.left, e.ops[0], e.comparators[0]
+            # quant_config is None / is not None
+            if isinstance(op, (ast.Is, ast.IsNot)) and isinstance(right, ast.Constant) and right.value is None:
+                t = _tail(left)
+                if t and t.endswith("quant_config") and self.variant["quantization"] == "none":
+                    return isinstance(op, ast.Is)
+            # backend == SomeMoeBackend.MEMBER (the variant forces one backend)
+            if isinstance(op, (ast.Eq, ast.NotEq, ast.Is, ast.IsNot)):
+                v = self._backend(right)
+                if v is None:
+                    v = self._backend(left)
+                if v is not None:
+                    return v if isinstance(op, (ast.Eq, ast.Is)) else not v
+            # parallel sizes against int literals
+            size = self._size(left)
+            if size is not None and isinstance(right, ast.Constant) and type(right.value) is int:
+                return _compare(size, op, right.value)
+        return None
+
+    def _backend(self, e: ast.expr):
+        if not (isinstance(e, ast.Attribute) and isinstance(e.value, (ast.Name, ast.Attribute))):
+            return None
+        enum = _tail(e.value) or ""
+        low = enum.lower()
+        if "moe" in low and "backend" in low:
+            return e.attr.lower() == str(self.variant["moe_backend"]).lower()
+        if low in ("attentionbackendenum", "_backend", "backendenum"):
+            return e.attr == self.variant["attention_backend"]
+        return None
+
+    def _size(self, e: ast.expr):
+        if isinstance(e, ast.Call) and not e.args and not e.keywords:
+            e = e.func
+        t = _tail(e)
+        if t is None:
+            return None
+        for key, names in _SIZE_NAMES.items():
+            if t in names:
+                return self.sizes[key]
+        # get_tp_group().world_size
+        if (t == "world_size" and isinstance(e, ast.Attribute) and isinstance(e.value, ast.Call)
+                and _tail(e.value.func) in ("get_tp_group", "get_pp_group", "get_ep_group")):
+            return self.sizes.get(_tail(e.value.func)[4:6])
+        return None
+
+    # ------------------------------------------------------------- expressions
+    def evaluate(self, e: ast.expr):
+        atoms: list = []
+        v = self._eval(e, atoms)
+        return v, ([] if v is not None else atoms)
+
+    def _eval(self, e: ast.expr, atoms: list):
+        v = self._atom(e)
+        if v is not None:
+            atoms.append((e, v))
+            return v
+        if isinstance(e, ast.UnaryOp) and isinstance(e.op, ast.Not):
+            inner: list = []
+            v = self._eval(e.operand, inner)
+            if v is not None:
+                atoms.append((e, not v))
+                return not v
+            atoms.extend(inner)
+            return None
+        if isinstance(e, ast.BoolOp):
+            inner = []
+            vals = [self._eval(x, inner) for x in e.values]
+            if isinstance(e.op, ast.And):
+                if any(v is False for v in vals):
+                    atoms.append((e, False))
+                    return False
+                if all(v is True for v in vals):
+                    atoms.append((e, True))
+                    return True
+            else:
+                if any(v is True for v in vals):
+                    atoms.append((e, True))
+                    return True
+                if all(v is False for v in vals):
+                    atoms.append((e, False))
+                    return False
+            atoms.extend(inner)
+            return None
+        return None
+
+
+def _compare(a: int, op: ast.cmpop, b: int):
+    if isinstance(op, ast.Eq):
+        return a == b
+    if isinstance(op, ast.NotEq):
+        return a != b
+    if isinstance(op, ast.Gt):
+        return a > b
+    if isinstance(op, ast.GtE):
+        return a >= b
+    if isinstance(op, ast.Lt):
+        return a < b
+    if isinstance(op, ast.LtE):
+        return a <= b
+    return None

@@ -1,0 +1,285 @@
+"""The tree's modules: file <-> dotted name, parsed on demand (cached), top-level bindings."""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bundler_lib.errors import StageError
+
+STAGE = "A1 graph"
+
+
+@dataclass
+class ImportBinding:
+    name: str               # the bound name
+    module: str             # absolute dotted module
+    attr: str | None        # `from module import attr`; None for `import module [as name]`
+    external: bool
+    stmt: ast.stmt          # the import statement
+    top: bool               # directly at module level (not inside try/if)
+
+
+@dataclass
+class Stmt:
+    """A top-level statement that defines names: one graph node."""
+    idx: int
+    node: ast.stmt
+    names: list[str]
+    kind: str               # function, class, assign, block
+    line: int               # first line, decorators included
+    end_line: int
+
+
+@dataclass
+class ModuleInfo:
+    name: str
+    path: str               # tree-relative
+    source: str
+    lines: list[str]
+    tree: ast.Module
+    future_annotations: bool
+    defs: dict[str, list[Stmt]] = field(default_factory=dict)
+    imports: dict[str, ImportBinding] = field(default_factory=dict)
+    stars: list[str] = field(default_factory=list)
+    stmts: list[Stmt] = field(default_factory=list)
+    header: list[str] = field(default_factory=list)   # copyright / SPDX lines
+    attached: dict[str, list[Stmt]] = field(default_factory=dict)  # `X.attr = ...` after X's definition
+    has_getattr: bool = False
+    is_package: bool = False
+
+
+def is_type_checking(test: ast.expr) -> bool:
+    if isinstance(test, ast.Name) and test.id == "TYPE_CHECKING":
+        return True
+    if isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING":
+        return True
+    return False
+
+
+def bound_names(node: ast.AST) -> list[str]:
+    """Names a (compound) top-level statement binds at module scope, imports excluded."""
+    out: list[str] = []
+
+    def targets(t):
+        if isinstance(t, ast.Name):
+            out.append(t.id)
+        elif isinstance(t, (ast.Tuple, ast.List)):
+            for e in t.elts:
+                targets(e)
+        elif isinstance(t, ast.Starred):
+            targets(t.value)
+
+    def walk(n):
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            out.append(n.name)
+            return
+        if isinstance(n, ast.Assign):
+            for t in n.targets:
+                targets(t)
+        elif isinstance(n, (ast.AnnAssign, ast.AugAssign)):
+            if n.value is not None or isinstance(n, ast.AugAssign):
+                targets(n.target)
+        elif isinstance(n, (ast.For, ast.AsyncFor)):
+            targets(n.target)
+        elif isinstance(n, (ast.With, ast.AsyncWith)):
+            for it in n.items:
+                if it.optional_vars is not None:
+                    targets(it.optional_vars)
+        elif isinstance(n, ast.ExceptHandler) and n.name:
+            out.append(n.name)
+        for child in ast.iter_child_nodes(n):
+            if isinstance(child, ast.stmt) or isinstance(child, ast.ExceptHandler):
+                walk(child)
+            elif isinstance(child, ast.expr):
+                for sub in ast.walk(child):
+                    if isinstance(sub, ast.NamedExpr):
+                        targets(sub.target)
+
+    walk(node)
+    seen = set()
+    return [n for n in out if not (n in seen or seen.add(n))]
+
+
+def _mutated_base(st: ast.stmt) -> str | None:
+    """`X.a = v`, `X[k] = v`, `X.a += v` at module level: the name X, else None."""
+    if isinstance(st, ast.Assign):
+        targets = st.targets
+    elif isinstance(st, (ast.AugAssign, ast.AnnAssign)):
+        targets = [st.target]
+    else:
+        return None
+    bases = set()
+    for t in targets:
+        if not isinstance(t, (ast.Attribute, ast.Subscript)):
+            return None
+        while isinstance(t, (ast.Attribute, ast.Subscript)):
+            t = t.value
+        if not isinstance(t, ast.Name):
+            return None
+        bases.add(t.id)
+    return bases.pop() if len(bases) == 1 else None
+
+
+def _walk_runtime(node: ast.AST):
+    """ast.walk, skipping the bodies of `if TYPE_CHECKING:`."""
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        yield n
+        if isinstance(n, ast.If) and is_type_checking(n.test):
+            stack.extend(n.orelse)
+            continue
+        stack.extend(ast.iter_child_nodes(n))
+
+
+class TreeIndex:
+    """All Python modules of the tree, by dotted name; parses only what is asked for."""
+
+    def __init__(self, tree: Path):
+        self.root = Path(tree)
+        self.files: dict[str, str] = {}          # module -> tree-relative path
+        self.packages: set[str] = set()
+        self.top_packages: set[str] = set()
+        for p in sorted(self.root.rglob("*.py")):
+            rel = p.relative_to(self.root).as_posix()
+            parts = rel[:-3].split("/")
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+                if not parts:
+                    continue
+                self.packages.add(".".join(parts))
+            if any(not x.isidentifier() for x in parts):
+                continue
+            if not (self.root / parts[0] / "__init__.py").is_file():
+                continue
+            self.files[".".join(parts)] = rel
+        for m in self.files:
+            self.top_packages.add(m.split(".")[0])
+        self._cache: dict[str, ModuleInfo] = {}
+
+    def is_local(self, module: str) -> bool:
+        return module.split(".")[0] in self.top_packages
+
+    def has_module(self, module: str) -> bool:
+        return module in self.files
+
+    def module_of_path(self, rel: str) -> str | None:
+        for m, p in self.files.items():
+            if p == rel:
+                return m
+        return None
+
+    def get(self, module: str) -> ModuleInfo:
+        info = self._cache.get(module)
+        if info is None:
+            info = self._parse(module)
+            self._cache[module] = info
+        return info
+
+    @property
+    def parsed(self) -> dict[str, ModuleInfo]:
+        return self._cache
+
+    # ---------------------------------------------------------------- parsing
+    def _parse(self, module: str) -> ModuleInfo:
+        rel = self.files[module]
+        source = (self.root / rel).read_text(encoding="utf-8")
+        try:
+            tree = ast.parse(source, filename=rel)
+        except SyntaxError as e:
+            raise StageError(STAGE, f"{rel}:{e.lineno}", f"syntax error in a reached file ({e.msg})",
+                             "fix the file in the source tree, or pick a symbol that does not reach it") from None
+        lines = source.splitlines(keepends=True)
+        future = any(isinstance(s, ast.ImportFrom) and s.module == "__future__"
+                     and any(a.name == "annotations" for a in s.names) for s in tree.body)
+        info = ModuleInfo(name=module, path=rel, source=source, lines=lines, tree=tree,
+                          future_annotations=future, is_package=rel.endswith("__init__.py"))
+        for ln in lines[:30]:
+            s = ln.strip()
+            if not s.startswith("#"):
+                if s:
+                    break
+                continue
+            if "SPDX" in s or "opyright" in s:
+                info.header.append(ln.rstrip("\n"))
+        for i, st in enumerate(tree.body):
+            self._top(info, i, st)
+        return info
+
+    def _abs_module(self, info: ModuleInfo, node: ast.ImportFrom) -> str:
+        if not node.level:
+            return node.module or ""
+        pkg = info.name.split(".") if info.is_package else info.name.split(".")[:-1]
+        if node.level > 1:
+            pkg = pkg[: len(pkg) - (node.level - 1)]
+        base = ".".join(pkg)
+        if node.module:
+            return f"{base}.{node.module}" if base else node.module
+        return base
+
+    def import_bindings(self, info: ModuleInfo, node: ast.stmt, top: bool) -> list[ImportBinding]:
+        out = []
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if a.asname:
+                    out.append(ImportBinding(a.asname, a.name, None, not self.is_local(a.name), node, top))
+                else:
+                    first = a.name.split(".")[0]
+                    out.append(ImportBinding(first, first if self.is_local(a.name) else a.name, None,
+                                             not self.is_local(a.name), node, top))
+        elif isinstance(node, ast.ImportFrom):
+            mod = self._abs_module(info, node)
+            for a in node.names:
+                if a.name == "*":
+                    continue
+                out.append(ImportBinding(a.asname or a.name, mod, a.name, not self.is_local(mod), node, top))
+        return out
+
+    def _top(self, info: ModuleInfo, i: int, st: ast.stmt) -> None:
+        if isinstance(st, (ast.Import, ast.ImportFrom)):
+            if isinstance(st, ast.ImportFrom) and st.module == "__future__":
+                return
+            if isinstance(st, ast.ImportFrom) and any(a.name == "*" for a in st.names):
+                info.stars.append(self._abs_module(info, st))
+                return
+            for b in self.import_bindings(info, st, True):
+                info.imports[b.name] = b
+            return
+        if isinstance(st, ast.If) and is_type_checking(st.test) and not st.orelse:
+            return  # never evaluated
+        if isinstance(st, (ast.Expr, ast.Pass)):
+            return  # docstrings and side-effect calls are not definitions
+        names = bound_names(st)
+        base = _mutated_base(st)
+        if base is not None and not names:
+            s = Stmt(idx=i, node=st, names=[], kind="attached", line=st.lineno, end_line=st.end_lineno)
+            info.stmts.append(s)
+            info.attached.setdefault(base, []).append(s)
+            return        # imports nested in compound statements (try/if): record them too
+        for sub in _walk_runtime(st):
+            if isinstance(sub, (ast.Import, ast.ImportFrom)) and sub is not st:
+                for b in self.import_bindings(info, sub, False):
+                    prev = info.imports.get(b.name)
+                    if prev is None or (not prev.external and b.external):
+                        info.imports[b.name] = b
+        if not names:
+            return
+        if isinstance(st, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            kind = "function"
+        elif isinstance(st, ast.ClassDef):
+            kind = "class"
+        elif isinstance(st, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            kind = "assign"
+        else:
+            kind = "block"
+        line = st.lineno
+        for d in getattr(st, "decorator_list", []) or []:
+            line = min(line, d.lineno)
+        s = Stmt(idx=i, node=st, names=names, kind=kind, line=line, end_line=st.end_lineno)
+        info.stmts.append(s)
+        for n in names:
+            info.defs.setdefault(n, []).append(s)
+        if "__getattr__" in names and kind == "function":
+            info.has_getattr = True

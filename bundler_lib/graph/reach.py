@@ -1,0 +1,484 @@
+"""Symbol-level reachability: from the target definition, follow every reference it can make at run
+time (dead guard branches excluded), parsing only the modules it reaches."""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass, field
+
+from bundler_lib.variant import PLATFORM_CLASS
+
+from .guards import GuardEval
+from .index import Stmt, TreeIndex, _mutated_base
+from .refs import Ref, Scan, scan_expr, scan_stmt
+from .resolve import Resolver, Target
+
+STAGE = "A1 graph"
+
+
+@dataclass
+class Node:
+    key: tuple[str, int]            # (module, stmt idx) or (module, -n) for synthetic nodes
+    module: str
+    file: str
+    names: list[str]
+    kind: str                       # function, class, assign, block, synthetic
+    line: int
+    end_line: int
+    stmt: ast.stmt | None
+    scan: Scan | None = None
+    triton: str | None = None       # kernel / helper when @triton.jit
+    synthetic: dict | None = None   # {"template": "...{CudaPlatform}...", "deps": {placeholder: key}}
+    # resolved references: (ref, target node key, defined name, attrs consumed)
+    links: list[tuple[Ref, tuple[str, int], str, int]] = field(default_factory=list)
+    op_links: list[tuple[Ref, str, tuple[str, int], str]] = field(default_factory=list)
+    deps: dict[tuple[str, int], bool] = field(default_factory=dict)   # key -> importtime
+    ext_links: list[tuple[Ref, str, str, str]] = field(default_factory=list)  # ref, stmt, bound, object
+    scans: list[Scan] = field(default_factory=list)    # method scans (class nodes)
+    attached: list[tuple[str, int]] = field(default_factory=list)  # `X.a = v` statements after X
+    extra_edits: list[dict] = field(default_factory=list)
+    entries: dict | None = None       # keyed dict: {key: (key node, value node)}; None otherwise
+    entries_kept: set = field(default_factory=set)
+    dropped: dict[int, ast.stmt] = field(default_factory=dict)   # id -> class-body methods not reached
+
+    @property
+    def name(self) -> str:
+        return self.names[0]
+
+
+def _accessor_of(fn: ast.AST, dname: str) -> bool:
+    """fn(name, ...) reads dict `dname` only as `dname[name]` or `name in dname`."""
+    if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) or not fn.args.args:
+        return False
+    p = fn.args.args[0].arg
+    ok_ids = set()
+    uses = 0
+    for x in ast.walk(fn):
+        if isinstance(x, ast.Subscript) and isinstance(x.value, ast.Name) and x.value.id == dname \
+                and isinstance(x.slice, ast.Name) and x.slice.id == p:
+            ok_ids.add(id(x.value))
+        elif isinstance(x, ast.Compare) and len(x.ops) == 1 and isinstance(x.ops[0], (ast.In, ast.NotIn)) \
+                and isinstance(x.left, ast.Name) and x.left.id == p and isinstance(x.comparators[0], ast.Name) \
+                and x.comparators[0].id == dname:
+            ok_ids.add(id(x.comparators[0]))
+    for x in ast.walk(fn):
+        if isinstance(x, ast.Name) and x.id == dname:
+            uses += 1
+            if id(x) not in ok_ids:
+                return False
+    return uses > 0
+
+
+def _always_kept(name: str) -> bool:
+    """Methods called by protocol rather than by name in the code."""
+    return (name.startswith("__") and name.endswith("__")) or name == "forward"
+
+
+def _is_triton_jit(st: ast.stmt) -> bool:
+    if not isinstance(st, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return False
+    for d in st.decorator_list:
+        f = d.func if isinstance(d, ast.Call) else d
+        t = f.attr if isinstance(f, ast.Attribute) else (f.id if isinstance(f, ast.Name) else "")
+        if t == "jit":
+            base = f.value if isinstance(f, ast.Attribute) else None
+            if base is None or (isinstance(base, ast.Name) and base.id in ("triton", "tl")):
+                return True
+    return False
+
+
+def import_stmt(b) -> tuple[str, str]:
+    """(import statement text, the object it binds) for an external ImportBinding."""
+    if b.attr is None:
+        if b.name == b.module.split(".")[0] and b.name != b.module and "." in b.module:
+            return f"import {b.module}", b.name
+        if b.name == b.module:
+            return f"import {b.module}", b.module
+        return f"import {b.module} as {b.name}", b.module
+    stmt = f"from {b.module} import {b.attr}" + (f" as {b.name}" if b.name != b.attr else "")
+    return stmt, f"{b.module}.{b.attr}"
+
+
+class Graph:
+    def __init__(self, index: TreeIndex, variant: dict):
+        self.index = index
+        self.variant = variant
+        self.res = Resolver(index)
+        self.ge = GuardEval(variant)
+        self.nodes: dict[tuple[str, int], Node] = {}
+        self.externals: dict[str, tuple[str, str]] = {}   # import statement -> (bound name, object)
+        self.notes: list[str] = []
+        self.unresolved: list[dict] = []
+        self.cuda_ops: dict[str, dict] = {}
+        self.python_custom_ops: dict[str, tuple[str, int]] = {}
+        self._custom_op_index: dict[str, tuple[str, ast.Call]] | None = None
+        self._queue: list[tuple[str, int]] = []
+        self.attr_names: set[str] = set()
+        self.pending: dict[str, list[tuple[Node, ast.stmt]]] = {}
+        self._mqueue: list[tuple[Node, ast.stmt]] = []
+        self.annotated: set[tuple[str, int]] = set()
+        self.getattr_keys: dict[str, set[str]] = {}
+        self._keyed: dict[str, set[int]] = {}
+        self._full_dicts: set[tuple[str, int]] = set()   # nodes whose annotations are evaluated (custom ops)
+
+    # ------------------------------------------------------------ nodes
+    def node_for(self, module: str, st: Stmt) -> Node:
+        key = (module, st.idx)
+        n = self.nodes.get(key)
+        if n is None:
+            info = self.index.get(module)
+            n = Node(key=key, module=module, file=info.path, names=list(st.names), kind=st.kind,
+                     line=st.line, end_line=st.end_line, stmt=st.node)
+            if _is_triton_jit(st.node):
+                n.triton = "kernel"
+            if st.kind == "attached":
+                n.names = [f"{_mutated_base(st.node)}.<{st.line}>"]
+            self.nodes[key] = n
+            self._queue.append(key)
+            for nm in st.names:
+                for att in info.attached.get(nm, []):
+                    a = self.node_for(module, att)
+                    n.attached.append(a.key)
+        return n
+
+    def build(self, module: str, name: str) -> Node:
+        info = self.index.get(module)
+        stmts = info.defs[name]
+        root = None
+        for st in stmts:
+            n = self.node_for(module, st)
+            root = root or n
+        while self._queue or self._mqueue:
+            if self._mqueue:
+                n, st = self._mqueue.pop(0)
+                self._process_method(n, st)
+                continue
+            key = self._queue.pop(0)
+            self._process(self.nodes[key])
+        return root
+
+    def _process(self, n: Node) -> None:
+        if n.stmt is None:
+            return
+        info = self.index.get(n.module)
+        skip = set()
+        if isinstance(n.stmt, ast.ClassDef):
+            for st in n.stmt.body:
+                if isinstance(st, (ast.FunctionDef, ast.AsyncFunctionDef)) and not _always_kept(st.name):
+                    skip.add(id(st))
+                    n.dropped[id(st)] = st
+        if n.key[1] in self.keyed_dicts(n.module):
+            value = n.stmt.value
+            n.entries = {k.value: (k, v) for k, v in zip(value.keys, value.values)}
+            n.scan = Scan()
+            keys = self.getattr_keys.get(n.module, set())
+            if n.key in self._full_dicts:
+                keys = set(n.entries)
+            for key in sorted(keys):
+                self._mqueue.append((n, ("entry", key)))
+            return
+        n.scan = scan_stmt(self.index, info, n.stmt, self.ge, skip)
+        self._absorb(n, n.scan)
+        for st in list(n.dropped.values()):
+            if st.name in self.attr_names:
+                self._mqueue.append((n, st))
+            else:
+                self.pending.setdefault(st.name, []).append((n, st))
+
+    def keyed_dicts(self, module: str) -> set[int]:
+        """Module-level dict literals with string keys that the module's __getattr__ reads: their entries
+        are reached one by one, by the attribute names asked of the module."""
+        if module not in self._keyed:
+            info = self.index.get(module)
+            out = set()
+            ga = info.defs.get("__getattr__")
+            if ga and ga[-1].kind == "function":
+                names = {x.id for x in ast.walk(ga[-1].node) if isinstance(x, ast.Name)}
+                for nm in names:
+                    for st in info.defs.get(nm, []):
+                        v = getattr(st.node, "value", None)
+                        if (st.kind == "assign" and isinstance(v, ast.Dict) and v.keys and len(info.defs[nm]) == 1
+                                and all(isinstance(k, ast.Constant) and isinstance(k.value, str) for k in v.keys)):
+                            out.add(st.idx)
+            self._keyed[module] = out
+        return self._keyed[module]
+
+    def _is_accessor(self, n: Node, dname: str) -> bool:
+        return n.kind == "function" and _accessor_of(n.stmt, dname)
+
+    def _process_entry(self, n: Node, key: str) -> None:
+        if n.entries is None or key in n.entries_kept or key not in n.entries:
+            return
+        n.entries_kept.add(key)
+        scan = scan_expr(self.index, self.index.get(n.module), n.entries[key][1], self.ge)
+        n.scans.append(scan)
+        self._absorb(n, scan)
+
+    def _process_method(self, n: Node, st) -> None:
+        if isinstance(st, tuple):
+            if st[0] == "entry":
+                self._process_entry(n, st[1])
+            return
+        if id(st) not in n.dropped:
+            return
+        del n.dropped[id(st)]
+        scan = scan_stmt(self.index, self.index.get(n.module), st, self.ge)
+        n.scans.append(scan)
+        self._absorb(n, scan)
+
+    def _absorb(self, n: Node, scan: Scan) -> None:
+        for a in scan.attrs:
+            if a not in self.attr_names:
+                self.attr_names.add(a)
+                for item in self.pending.pop(a, []):
+                    self._mqueue.append(item)
+        for line, mod in scan.dead_imports:
+            self.notes.append(f"{n.file}:{line}: import of {mod} dropped (no Python source in the tree; "
+                              "compiled extension or generated file)")
+        for ref in scan.refs:
+            self._link(n, ref)
+
+    def _link(self, n: Node, ref: Ref) -> None:
+        if ref.binding is not None:
+            t = self.res.import_target(ref.binding)
+        else:
+            t = self.res.name(n.module, ref.name)
+        t, used = self.res.chain(t, ref.attrs)
+        if ref.annotation and not ref.decorated and n.key not in self.annotated:
+            # annotations are lazy strings in the bundle: only keep the cheap external ones
+            if t.kind == "external":
+                self._external(t, n, ref)
+            return
+        if t.kind == "node" and used < len(ref.attrs) and self._class_constant(n, ref, t, used):
+            return
+        if t.kind == "node" and len(t.stmts) == 1 and self.keyed_dicts(t.module):
+            acc = self.nodes.get((t.module, t.stmts[0].idx))
+            info = self.index.get(t.module)
+            for idx in self.keyed_dicts(t.module):
+                dname = next(s_.names[0] for s_ in info.stmts if s_.idx == idx)
+                if t.stmts[0].kind == "function" and _accessor_of(t.stmts[0].node, dname):
+                    keys = [ref.call_arg0] if ref.call_arg0 else None
+                    self.getattr_keys.setdefault(t.module, set()).update(keys or [])
+                    for k2, node in list(self.nodes.items()):
+                        if k2 == (t.module, idx):
+                            for key in (keys or sorted(k.value for k in node.stmt.value.keys)):
+                                self._mqueue.append((node, ("entry", key)))
+                    if keys is None:
+                        self._full_dicts.add((t.module, idx))
+            del acc
+        if t.kind == "node":
+            for st in t.stmts:
+                dep = self.node_for(t.module, st)
+                if st.idx in self.keyed_dicts(t.module) and not (n.module == t.module and (
+                        "__getattr__" in n.names or self._is_accessor(n, st.names[0]))):
+                    # read other than through __getattr__: keep every entry
+                    for key in sorted(k.value for k in st.node.value.keys):
+                        self._mqueue.append((dep, ("entry", key)))
+                n.deps[dep.key] = n.deps.get(dep.key, False) or ref.importtime
+                n.links.append((ref, dep.key, t.name, used))
+            return
+        if t.kind == "external":
+            self._external(t, n, ref)
+            return
+        if t.kind == "builtin":
+            return
+        if t.kind == "dynamic":
+            self._dynamic(n, ref, t, used)
+            return
+        if t.kind == "module":
+            if used == len(ref.attrs) and self._module_value(n, ref, t.module, used):
+                return
+            self._unresolved(n, ref, f"module {t.module} used as a value (not through an attribute)")
+            return
+        self._unresolved(n, ref, t.reason)
+
+    def _class_constant(self, n: Node, ref: Ref, t: Target, used: int) -> bool:
+        """`Cls.CONST` where the class body assigns CONST a literal: use the literal, not the class."""
+        st = t.stmts[-1].node
+        if len(t.stmts) != 1 or not isinstance(st, ast.ClassDef):
+            return False
+        if st.keywords or any("Enum" in ast.unparse(b) or "Flag" in ast.unparse(b) for b in st.bases):
+            return False   # enum members and metaclass-made attributes are not their literals
+        attr = ref.attrs[used]
+        value = None
+        for b in st.body:
+            if isinstance(b, ast.Assign) and len(b.targets) == 1 and isinstance(b.targets[0], ast.Name) \
+                    and b.targets[0].id == attr:
+                value = b.value
+            elif isinstance(b, ast.AnnAssign) and isinstance(b.target, ast.Name) and b.target.id == attr:
+                value = b.value
+        if value is None:
+            return False
+        try:
+            lit = ast.literal_eval(value)
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            return False
+        if not isinstance(lit, (int, float, str, bytes, bool, type(None))):
+            return False
+        first, last = ref.nodes[0], ref.nodes[used + 1]
+        text = repr(lit) if last is ref.nodes[-1] else f"({lit!r})"
+        n.extra_edits.append({"op": "span", "line": first.lineno, "col": first.col_offset,
+                              "end_line": last.end_lineno, "end_col": last.end_col_offset, "text": text})
+        return True
+
+    def _unresolved(self, n: Node, ref: Ref, reason: str) -> None:
+        text = ".".join([ref.name] + ref.attrs)
+        self.unresolved.append({"file": n.file, "line": ref.line, "name": text, "reason": reason,
+                                "importtime": ref.importtime})
+
+    # ------------------------------------------------------------ externals and ops
+    def _external(self, t: Target, n: Node, ref: Ref) -> None:
+        b = t.binding
+        stmt, obj = import_stmt(b)
+        n.ext_links.append((ref, stmt, b.name, obj))
+        self.externals.setdefault(stmt, (b.name, obj))
+        # torch.ops.<ns>.<name>
+        if b.module == "torch" and ref.name == b.name and len(ref.attrs) >= 3 and ref.attrs[0] == "ops":
+            ns, op = ref.attrs[1], ref.attrs[2]
+            if ns == "vllm":
+                self._python_custom_op(n, ref, op)
+            else:
+                entry = self.cuda_ops.setdefault(f"{ns}.{op}", {"op": f"{ns}.{op}", "namespace": ns,
+                                                               "name": op, "call_sites": []})
+                site = {"file": n.file, "line": ref.line}
+                if site not in entry["call_sites"]:
+                    entry["call_sites"].append(site)
+
+    def _python_custom_op(self, n: Node, ref: Ref, op: str) -> None:
+        reg = self._find_registration(op)
+        if reg is None:
+            self._unresolved(n, ref, f"torch.ops.vllm.{op}: no direct_register_custom_op(op_name={op!r}) found")
+            return
+        module, call = reg
+        func = None
+        for kw in call.keywords:
+            if kw.arg == "op_func":
+                func = kw.value
+        if func is None and len(call.args) >= 2:
+            func = call.args[1]
+        if not isinstance(func, ast.Name):
+            self._unresolved(n, ref, f"torch.ops.vllm.{op}: op_func is not a plain name")
+            return
+        t = self.res.name(module, func.id)
+        if t.kind != "node":
+            self._unresolved(n, ref, f"torch.ops.vllm.{op}: op_func {func.id} does not resolve ({t.reason})")
+            return
+        key = (t.module, t.stmts[-1].idx)
+        if key not in self.annotated:
+            self.annotated.add(key)
+            if key in self.nodes and self.nodes[key].scan is not None:
+                self._queue.append(key)   # scan again, following its annotations
+        dep = self.node_for(t.module, t.stmts[-1])
+        n.deps[dep.key] = n.deps.get(dep.key, False) or ref.importtime
+        n.op_links.append((ref, op, dep.key, t.name))
+        self.python_custom_ops[op] = dep.key
+
+    def _find_registration(self, op: str):
+        if self._custom_op_index is None:
+            self._custom_op_index = {}
+        if op in self._custom_op_index:
+            return self._custom_op_index[op]
+        pat = re.compile(r"op_name\s*=\s*[\"']" + re.escape(op) + r"[\"']")
+        found = None
+        for module, rel in sorted(self.index.files.items(), key=lambda kv: kv[1]):
+            try:
+                text = (self.index.root / rel).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                continue
+            if "direct_register_custom_op" not in text or not pat.search(text):
+                continue
+            info = self.index.get(module)
+            for sub in ast.walk(info.tree):
+                if isinstance(sub, ast.Call):
+                    f = sub.func
+                    fname = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "")
+                    if fname != "direct_register_custom_op":
+                        continue
+                    name = None
+                    for kw in sub.keywords:
+                        if kw.arg == "op_name" and isinstance(kw.value, ast.Constant):
+                            name = kw.value.value
+                    if name is None and sub.args and isinstance(sub.args[0], ast.Constant):
+                        name = sub.args[0].value
+                    if name == op:
+                        found = (module, sub)
+                        break
+            if found:
+                break
+        self._custom_op_index[op] = found
+        return found
+
+    # ------------------------------------------------------------ dynamic attributes
+    def _dynamic(self, n: Node, ref: Ref, t: Target, used: int) -> None:
+        # current_platform: the variant decides the platform class
+        if t.name == "current_platform" and t.module.endswith("platforms"):
+            mod, cls = PLATFORM_CLASS[self.variant["platform"]]
+            if self.index.has_module(mod):
+                ct = self.res.name(mod, cls)
+                if ct.kind == "node":
+                    syn = self._synthetic(t.module, "current_platform",
+                                          "@@NAME@@ = @@0@@()\n", [(ct.module, ct.stmts[-1], ct.name)])
+                    n.deps[syn.key] = n.deps.get(syn.key, False) or ref.importtime
+                    n.links.append((ref, syn.key, "current_platform", used))
+                    return
+        # module-level __getattr__(name): call it
+        info = self.index.get(t.module)
+        ga = info.defs.get("__getattr__")
+        if ga:
+            attr = ref.attrs[used - 1] if used else ref.name
+            self.getattr_keys.setdefault(t.module, set()).add(attr)
+            for k, node in list(self.nodes.items()):
+                if k[0] == t.module and node.entries is not None:
+                    self._mqueue.append((node, ("entry", attr)))
+            dep = self.node_for(t.module, ga[-1])
+            n.deps[dep.key] = n.deps.get(dep.key, False) or ref.importtime
+            n.links.append((ref, dep.key, "__getattr__", used))
+            self.notes.append(f"{n.file}:{ref.line}: {'.'.join([ref.name] + ref.attrs[:used])} "
+                              f"resolved through {info.path} __getattr__")
+            return
+        self._unresolved(n, ref, f"{t.name} is provided dynamically by {info.path}")
+
+    def _module_value(self, n: Node, ref: Ref, module: str, used: int) -> bool:
+        """A module object used as a value: embed a self-contained module (no repo-local imports)."""
+        info = self.index.get(module)
+        for sub in ast.walk(info.tree):
+            if isinstance(sub, (ast.Import, ast.ImportFrom)):
+                if any(not b.external for b in self.index.import_bindings(info, sub, False)):
+                    return False
+                if isinstance(sub, ast.ImportFrom) and sub.level:
+                    return False
+        name = "_module_" + module.replace(".", "_")
+        template = (f"@@NAME@@ = types.ModuleType(__name__ + '.' + {module!r})\n"
+                    "sys.modules[@@NAME@@.__name__] = @@NAME@@\n"
+                    f"exec(compile({info.source!r}, {info.path!r}, 'exec'), @@NAME@@.__dict__)\n")
+        syn = self._synthetic(module, name, template, [], imports=["import sys", "import types"], file=info.path,
+                              line=1, end_line=len(info.lines))
+        n.deps[syn.key] = n.deps.get(syn.key, False) or ref.importtime
+        n.links.append((ref, syn.key, name, used))
+        self.notes.append(f"{n.file}:{ref.line}: module {module} is used as a value: embedded whole "
+                          f"({len(info.lines)} lines, executed at import)")
+        return True
+
+    def _synthetic(self, module: str, name: str, template: str, deps: list, imports=(), file=None,
+                   line=None, end_line=None) -> Node:
+        info = self.index.get(module)
+        key = (module, -1 - sorted(info.defs).index(name) if name in info.defs else -1000)
+        for k, v in self.nodes.items():
+            if v.kind == "synthetic" and v.module == module and v.name == name:
+                return v
+        ga = info.defs.get("__getattr__", [None])[-1]
+        line = line or (ga.line if ga else 1)
+        end = end_line or (ga.end_line if ga else 1)
+        n = Node(key=(module, -1 - len([k for k in self.nodes if k[0] == module and k[1] < 0])),
+                 module=module, file=info.path, names=[name], kind="synthetic", line=line, end_line=end,
+                 stmt=None)
+        dkeys = []
+        for mod, st, dname in deps:
+            d = self.node_for(mod, st)
+            n.deps[d.key] = True
+            dkeys.append((d.key, dname))
+        n.synthetic = {"template": template, "deps": dkeys, "imports": list(imports)}
+        self.nodes[n.key] = n
+        del key
+        return n

@@ -1,0 +1,476 @@
+"""References of one top-level definition: the module-level names it reads, with scoping,
+function-local imports, guard pruning (dead branches are not followed) and the edits A2 applies.
+
+Edits (all positions are 1-based lines and 0-based UTF-8 byte columns of the original file):
+  {"op": "span", "line", "col", "end_line", "end_col", "text"}   replace a span
+  {"op": "delete", "line", "end_line"}                          drop whole lines
+  {"op": "pass", "line", "end_line", "indent"}                  replace whole lines with `pass`
+  {"op": "dedent", "line", "end_line", "cols"}                  remove `cols` leading spaces
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+
+from .guards import GuardEval
+from .index import ImportBinding, ModuleInfo, TreeIndex
+
+
+@dataclass
+class Ref:
+    name: str
+    attrs: list[str]                   # attribute chain after the name
+    nodes: list[ast.AST]               # [Name, Attribute(attrs[0]), Attribute(attrs[1]), ...]
+    importtime: bool
+    binding: ImportBinding | None = None   # a function-local import the name is bound to
+    line: int = 0
+    annotation: bool = False               # read in a function annotation (lazy in the bundle)
+    decorated: bool = False                # ... of a function with a non-trivial decorator
+    call_arg0: str | None = None           # the ref is called with this string constant first
+
+
+@dataclass
+class Guard:
+    line: int
+    end_line: int
+    predicate: str
+    value: bool
+    kept: str                          # "body", "orelse", "none"
+
+
+@dataclass
+class Scan:
+    refs: list[Ref] = field(default_factory=list)
+    edits: list[dict] = field(default_factory=list)
+    guards: list[Guard] = field(default_factory=list)
+    local_imports: list[ImportBinding] = field(default_factory=list)   # repo-local, function-level
+    ext_local_imports: list[str] = field(default_factory=list)
+    dead_imports: list[tuple[int, str]] = field(default_factory=list)  # vllm modules without source
+    attrs: set[str] = field(default_factory=set)      # attribute names read or written (method reach)
+
+
+_TRIVIAL_DECORATORS = {"staticmethod", "classmethod", "property", "setter", "getter", "deleter", "cache",
+                       "lru_cache", "cached_property", "wraps", "abstractmethod", "overload", "override",
+                       "contextmanager", "asynccontextmanager", "final"}
+
+
+def _trivial_decorator(d: ast.expr) -> bool:
+    f = d.func if isinstance(d, ast.Call) else d
+    t = f.attr if isinstance(f, ast.Attribute) else (f.id if isinstance(f, ast.Name) else "")
+    return t in _TRIVIAL_DECORATORS
+
+
+def _arg_names(a: ast.arguments) -> list[str]:
+    out = [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs]
+    if a.vararg:
+        out.append(a.vararg.arg)
+    if a.kwarg:
+        out.append(a.kwarg.arg)
+    return out
+
+
+class _Scope:
+    def __init__(self, kind: str, local: set[str], imports: dict[str, ImportBinding], globals_: set[str]):
+        self.kind = kind        # module, function, class
+        self.local = local
+        self.imports = imports
+        self.globals = globals_
+
+
+def _collect_locals(body: list[ast.stmt], index: TreeIndex, info: ModuleInfo):
+    """Names bound in a function/class body (not descending into nested scopes)."""
+    local: set[str] = set()
+    imports: dict[str, ImportBinding] = {}
+    globals_: set[str] = set()
+
+    def visit(n: ast.AST):
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            local.add(n.name)
+            for d in n.decorator_list:
+                visit(d)
+            return
+        if isinstance(n, ast.Lambda):
+            return
+        if isinstance(n, (ast.Global, ast.Nonlocal)):
+            if isinstance(n, ast.Global):
+                globals_.update(n.names)
+            return
+        if isinstance(n, (ast.Import, ast.ImportFrom)):
+            for b in index.import_bindings(info, n, False):
+                if b.external:
+                    local.add(b.name)
+                else:
+                    imports[b.name] = b
+            return
+        if isinstance(n, ast.Name) and isinstance(n.ctx, (ast.Store, ast.Del)):
+            local.add(n.id)
+        elif isinstance(n, ast.ExceptHandler) and n.name:
+            local.add(n.name)
+        elif isinstance(n, ast.MatchAs) and n.name:
+            local.add(n.name)
+        for c in ast.iter_child_nodes(n):
+            visit(c)
+
+    for st in body:
+        visit(st)
+    local -= globals_
+    for g in globals_:
+        imports.pop(g, None)
+    return local, imports, globals_
+
+
+class RefScanner:
+    def __init__(self, index: TreeIndex, info: ModuleInfo, guard_eval: GuardEval):
+        self.index = index
+        self.info = info
+        self.ge = guard_eval
+        self.scan = Scan()
+        self.scopes: list[_Scope] = []
+        self.runtime_depth = 0
+        self.follow_annotations = False
+        self.annot = None
+
+    # ------------------------------------------------------------ entry
+    def run(self, stmt: ast.stmt, skip: set | None = None) -> Scan:
+        self.skip = skip or set()
+        self.scopes = [_Scope("module", set(), {}, set())]
+        self._stmt_list([stmt], top=True)
+        return self.scan
+
+    # ------------------------------------------------------------ helpers
+    def _lookup(self, name: str):
+        """'local', an ImportBinding, or None (module global)."""
+        for sc in reversed(self.scopes[1:]):
+            if sc.kind == "class" and sc is not self.scopes[-1]:
+                continue  # class scope is invisible to nested functions
+            if name in sc.globals:
+                return None
+            if name in sc.imports:
+                return sc.imports[name]
+            if name in sc.local:
+                return "local"
+        return None
+
+    def _ref(self, name_node: ast.Name, chain: list[ast.Attribute]):
+        b = self._lookup(name_node.id)
+        if b == "local":
+            return
+        self.scan.refs.append(Ref(
+            name=name_node.id, attrs=[a.attr for a in chain], nodes=[name_node] + chain,
+            importtime=self.runtime_depth == 0 and self.annot is not False,
+            binding=b if isinstance(b, ImportBinding) else None, line=name_node.lineno,
+            annotation=self.annot is not None, decorated=bool(self.annot)))
+
+    def _lines(self, a: int, b: int) -> list[str]:
+        return self.info.lines[a - 1:b]
+
+    def _indent_of(self, line: int) -> int:
+        s = self.info.lines[line - 1]
+        return len(s) - len(s.lstrip(" "))
+
+    # ------------------------------------------------------------ statements
+    def _stmt_list(self, body: list[ast.stmt], top: bool = False):
+        for st in body:
+            self._stmt(st, sole=len(body) == 1 and not top)
+
+    def _remove_stmt(self, st: ast.stmt, sole: bool):
+        if sole:
+            self.scan.edits.append({"op": "pass", "line": st.lineno, "end_line": st.end_lineno,
+                                    "indent": st.col_offset})
+        else:
+            self.scan.edits.append({"op": "delete", "line": st.lineno, "end_line": st.end_lineno})
+
+    def _stmt(self, st: ast.stmt, sole: bool):
+        if isinstance(st, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            self._function(st)
+        elif isinstance(st, ast.ClassDef):
+            self._class(st)
+        elif isinstance(st, (ast.Import, ast.ImportFrom)):
+            if isinstance(st, ast.ImportFrom) and st.module == "__future__":
+                return
+            bs = self.index.import_bindings(self.info, st, False)
+            local = [b for b in bs if not b.external]
+            if local:
+                for b in local:
+                    mod = b.module if b.attr is None else b.module
+                    if not self._module_exists(mod):
+                        self.scan.dead_imports.append((st.lineno, mod))
+                    elif b.attr is None or b.attr:
+                        self.scan.local_imports.append(b)
+                if len(local) == len(bs):
+                    self._remove_stmt(st, sole)
+                if len(self.scopes) == 1:
+                    pass
+        elif isinstance(st, ast.If):
+            self._if(st, sole)
+        elif (isinstance(st, ast.Assign) and len(st.targets) == 1 and isinstance(st.targets[0], ast.Name)
+              and isinstance(st.value, (ast.Name, ast.Attribute))
+              and (st.value.id if isinstance(st.value, ast.Name) else st.value.attr) == "current_platform"):
+            self.ge.platform_names.add(st.targets[0].id)   # `p = current_platform`
+            self._expr(st.value)
+        elif isinstance(st, ast.AnnAssign):
+            if self.scopes[-1].kind == "class" and self.follow_annotations:
+                self._expr(st.annotation, runtime=True)
+            self._expr(st.target)
+            if st.value is not None:
+                self._expr(st.value)
+        else:
+            for field_name, value in ast.iter_fields(st):
+                if isinstance(value, list):
+                    if value and isinstance(value[0], ast.stmt):
+                        self._stmt_list(value)
+                    else:
+                        for v in value:
+                            if isinstance(v, ast.expr):
+                                self._expr(v)
+                            elif isinstance(v, ast.AST):
+                                self._generic(v)
+                elif isinstance(value, ast.expr):
+                    self._expr(value)
+                elif isinstance(value, ast.AST):
+                    self._generic(value)
+
+    def _generic(self, n: ast.AST):
+        # ExceptHandler, withitem, match_case, comprehension, keyword, arguments...
+        if isinstance(n, ast.ExceptHandler):
+            if n.type is not None:
+                self._expr(n.type)
+            self._stmt_list(n.body)
+            return
+        for field_name, value in ast.iter_fields(n):
+            if isinstance(value, list):
+                if value and isinstance(value[0], ast.stmt):
+                    self._stmt_list(value)
+                else:
+                    for v in value:
+                        if isinstance(v, ast.expr):
+                            self._expr(v)
+                        elif isinstance(v, ast.AST):
+                            self._generic(v)
+            elif isinstance(value, ast.expr):
+                self._expr(value)
+            elif isinstance(value, ast.AST):
+                self._generic(value)
+
+    def _module_exists(self, mod: str) -> bool:
+        return self.index.has_module(mod) or any(m.startswith(mod + ".") for m in self.index.files)
+
+    def _function(self, fn):
+        for d in fn.decorator_list:
+            self._expr(d)
+        args = fn.args
+        for d in args.defaults + [d for d in args.kw_defaults if d is not None]:
+            self._expr(d)
+        self.annot = any(not _trivial_decorator(d) for d in fn.decorator_list)
+        for a in args.posonlyargs + args.args + args.kwonlyargs + [args.vararg, args.kwarg]:
+            if a is not None and a.annotation is not None:
+                self._expr(a.annotation)
+        if fn.returns is not None:
+            self._expr(fn.returns)
+        self.annot = None
+        local, imports, globals_ = _collect_locals(fn.body, self.index, self.info)
+        local.update(_arg_names(args))
+        self.scopes.append(_Scope("function", local, imports, globals_))
+        self.runtime_depth += 1
+        self._stmt_list(fn.body)
+        self.runtime_depth -= 1
+        self.scopes.pop()
+
+    def _class(self, cls: ast.ClassDef):
+        for d in cls.decorator_list:
+            self._expr(d)
+        for b in cls.bases:
+            self._expr(b)
+        for k in cls.keywords:
+            self._expr(k.value)
+        local, imports, globals_ = _collect_locals(cls.body, self.index, self.info)
+        self.scopes.append(_Scope("class", local, imports, globals_))
+        prev = self.follow_annotations
+        self.follow_annotations = bool(cls.decorator_list)
+        self._stmt_list([st for st in cls.body if id(st) not in self.skip])
+        self.follow_annotations = prev
+        self.scopes.pop()
+
+    # ------------------------------------------------------------ guards
+    def _if(self, st: ast.If, sole: bool):
+        value, atoms = self.ge.evaluate(st.test)
+        if value is None:
+            for e, v in atoms:
+                self._span(e, "True" if v else "False")
+                self._record(e, v, st, "both")
+            self._expr(st.test, skip={id(e) for e, _ in atoms})
+            self._stmt_list(st.body)
+            self._stmt_list(st.orelse)
+            return
+        live = st.body if value else st.orelse
+        self._record(st.test, value, st, "body" if value else ("orelse" if st.orelse else "none"))
+        self._prune_if(st, value, sole)
+        self._stmt_list(live)
+
+    def _record(self, e, v, st, kept):
+        self.scan.guards.append(Guard(line=st.lineno, end_line=st.end_lineno,
+                                      predicate=ast.unparse(e), value=bool(v), kept=kept))
+
+    def _span(self, e: ast.AST, text: str):
+        self.scan.edits.append({"op": "span", "line": e.lineno, "col": e.col_offset,
+                                "end_line": e.end_lineno, "end_col": e.end_col_offset, "text": text})
+
+    def _dedent_ok(self, a: int, b: int, cols: int) -> bool:
+        for ln in self._lines(a, b):
+            if ln.strip() and not ln.startswith(" " * cols):
+                return False
+        return True
+
+    def _is_elif(self, st: ast.If) -> bool:
+        if len(st.orelse) != 1 or not isinstance(st.orelse[0], ast.If):
+            return False
+        o = st.orelse[0]
+        return self.info.lines[o.lineno - 1].encode()[o.col_offset:].startswith(b"elif")
+
+    def _else_line(self, st: ast.If) -> int | None:
+        first = st.orelse[0]
+        start = first.lineno
+        for ln in range(start, st.body[-1].end_lineno, -1):
+            text = self.info.lines[ln - 1].strip()
+            if text.startswith("else") and text[4:].lstrip().startswith(":"):
+                return ln
+        return None
+
+    def _prune_if(self, st: ast.If, value: bool, sole: bool):
+        E = self.scan.edits
+        if value:
+            body = st.body
+            cols = body[0].col_offset - st.col_offset
+            multi = body[0].lineno > st.test.end_lineno
+            if multi and self._dedent_ok(body[0].lineno, body[-1].end_lineno, cols):
+                E.append({"op": "delete", "line": st.lineno, "end_line": body[0].lineno - 1})
+                E.append({"op": "dedent", "line": body[0].lineno, "end_line": body[-1].end_lineno, "cols": cols})
+            else:
+                self._span(st.test, "True")
+            if st.orelse:
+                E.append({"op": "delete", "line": body[-1].end_lineno + 1, "end_line": st.end_lineno})
+            return
+        if not st.orelse:
+            self._remove_stmt(st, sole)
+            return
+        if self._is_elif(st):
+            o = st.orelse[0]
+            E.append({"op": "delete", "line": st.lineno, "end_line": o.lineno - 1})
+            E.append({"op": "span", "line": o.lineno, "col": o.col_offset, "end_line": o.lineno,
+                      "end_col": o.col_offset + 4, "text": "if"})
+            return
+        else_line = self._else_line(st)
+        first, last = st.orelse[0], st.orelse[-1]
+        cols = first.col_offset - st.col_offset
+        if else_line is not None and first.lineno > else_line and self._dedent_ok(first.lineno, last.end_lineno, cols):
+            E.append({"op": "delete", "line": st.lineno, "end_line": first.lineno - 1})
+            E.append({"op": "dedent", "line": first.lineno, "end_line": last.end_lineno, "cols": cols})
+        else:
+            self._span(st.test, "False")
+            E.append({"op": "pass", "line": st.body[0].lineno, "end_line": st.body[-1].end_lineno,
+                      "indent": st.body[0].col_offset})
+
+    # ------------------------------------------------------------ expressions
+    def _expr(self, e: ast.expr, runtime: bool = False, skip: set | None = None):
+        if runtime:
+            self.runtime_depth += 1
+        try:
+            self._walk_expr(e, skip or set())
+        finally:
+            if runtime:
+                self.runtime_depth -= 1
+
+    def _walk_expr(self, e: ast.AST, skip: set):
+        if id(e) in skip:
+            return
+        if isinstance(e, ast.Call) and isinstance(e.func, ast.Name) and e.func.id in (
+                "getattr", "hasattr", "setattr") and len(e.args) >= 2 and isinstance(e.args[1], ast.Constant) \
+                and isinstance(e.args[1].value, str):
+            self.scan.attrs.add(e.args[1].value)
+        if (isinstance(e, ast.Call) and isinstance(e.func, (ast.Name, ast.Attribute)) and e.args
+                and isinstance(e.args[0], ast.Constant) and isinstance(e.args[0].value, str)):
+            before = len(self.scan.refs)
+            self._walk_expr(e.func, skip)
+            if len(self.scan.refs) == before + 1:
+                self.scan.refs[-1].call_arg0 = e.args[0].value
+            for c in e.args + [k.value for k in e.keywords]:
+                self._walk_expr(c, skip)
+            return
+        if isinstance(e, ast.Attribute):
+            chain = []
+            self.scan.attrs.add(e.attr)
+            cur = e
+            while isinstance(cur, ast.Attribute):
+                chain.append(cur)
+                self.scan.attrs.add(cur.attr)
+                cur = cur.value
+            if isinstance(cur, ast.Name):
+                if isinstance(cur.ctx, ast.Load) or True:
+                    self._ref(cur, list(reversed(chain)))
+                return
+            self._walk_expr(cur, skip)
+            return
+        if isinstance(e, ast.Name):
+            if isinstance(e.ctx, ast.Load):
+                self._ref(e, [])
+            elif self._lookup(e.id) is None and len(self.scopes) > 1 and any(
+                    e.id in sc.globals for sc in self.scopes[1:]):
+                self._ref(e, [])
+            return
+        if isinstance(e, ast.IfExp):
+            value, atoms = self.ge.evaluate(e.test)
+            if value is not None:
+                self._span(e.test, "True" if value else "False")
+                self.scan.guards.append(Guard(line=e.lineno, end_line=e.end_lineno,
+                                              predicate=ast.unparse(e.test), value=value,
+                                              kept="body" if value else "orelse"))
+                self._walk_expr(e.body if value else e.orelse, skip)
+                return
+        if isinstance(e, ast.Lambda):
+            for d in e.args.defaults + [d for d in e.args.kw_defaults if d is not None]:
+                self._walk_expr(d, skip)
+            self.scopes.append(_Scope("function", set(_arg_names(e.args)), {}, set()))
+            self.runtime_depth += 1
+            self._walk_expr(e.body, skip)
+            self.runtime_depth -= 1
+            self.scopes.pop()
+            return
+        if isinstance(e, (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
+            names = set()
+            for g in e.generators:
+                for n in ast.walk(g.target):
+                    if isinstance(n, ast.Name):
+                        names.add(n.id)
+            self._walk_expr(e.generators[0].iter, skip)
+            self.scopes.append(_Scope("function", names, {}, set()))
+            for i, g in enumerate(e.generators):
+                if i:
+                    self._walk_expr(g.iter, skip)
+                for c in g.ifs:
+                    self._walk_expr(c, skip)
+            if isinstance(e, ast.DictComp):
+                self._walk_expr(e.key, skip)
+                self._walk_expr(e.value, skip)
+            else:
+                self._walk_expr(e.elt, skip)
+            self.scopes.pop()
+            return
+        if isinstance(e, ast.NamedExpr):
+            self._walk_expr(e.value, skip)
+            return
+        for c in ast.iter_child_nodes(e):
+            self._walk_expr(c, skip)
+
+
+def scan_stmt(index: TreeIndex, info: ModuleInfo, stmt: ast.stmt, ge: GuardEval, skip: set | None = None) -> Scan:
+    return RefScanner(index, info, ge).run(stmt, skip)
+
+
+def scan_expr(index: TreeIndex, info: ModuleInfo, expr: ast.expr, ge: GuardEval) -> Scan:
+    """References of one module-level expression (e.g. one entry of a dict literal)."""
+    r = RefScanner(index, info, ge)
+    r.skip = set()
+    r.scopes = [_Scope("module", set(), {}, set())]
+    r._expr(expr)
+    return r.scan

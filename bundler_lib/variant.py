@@ -1,0 +1,83 @@
+"""Variant choices that prune the closure (A1 guards).
+
+A variant is a dict of choices; `resolve()` fills the defaults (a bundle that runs on one NVIDIA GPU)
+and rejects unknown keys or values with a StageError that lists what is allowed.
+"""
+
+from __future__ import annotations
+
+from bundler_lib.errors import StageError
+
+STAGE = "A1 graph"
+
+# key: (default, allowed values)
+CHOICES: dict[str, tuple[object, tuple]] = {
+    "platform": ("cuda", ("cuda", "rocm", "cpu", "xpu", "tpu")),
+    "dtype": ("bfloat16", ("bfloat16", "float16", "float32")),
+    "tp": (1, (1,)),
+    "pp": (1, (1,)),
+    "ep": (1, (1,)),
+    "quantization": ("none", ("none",)),
+    "attention_backend": ("TRITON_ATTN", ("TRITON_ATTN",)),
+    "moe_backend": ("triton", ("triton",)),
+    "custom_ops": ("enabled", ("enabled", "disabled")),
+}
+
+PLATFORMS = ("cuda", "rocm", "cpu", "xpu", "tpu")
+
+
+def defaults() -> dict:
+    return {k: v[0] for k, v in CHOICES.items()}
+
+
+def resolve(variant: dict | None) -> dict:
+    """Defaults overridden by `variant`; unknown keys or values raise StageError."""
+    if variant is None:
+        variant = {}
+    if not isinstance(variant, dict):
+        raise StageError(STAGE, "variant", f"expected a JSON object, got {type(variant).__name__}",
+                         "pass a JSON object such as {\"platform\": \"cuda\"}")
+    out = defaults()
+    for key in sorted(variant):
+        value = variant[key]
+        if key not in CHOICES:
+            raise StageError(STAGE, f"variant key {key!r}", "unknown variant key",
+                             "use one of: " + ", ".join(sorted(CHOICES)))
+        allowed = CHOICES[key][1]
+        if value not in allowed:
+            raise StageError(STAGE, f"variant {key}={value!r}", "unknown variant value",
+                             f"allowed values for {key}: " + ", ".join(repr(a) for a in allowed))
+        out[key] = value
+    return out
+
+
+def platform_predicates(variant: dict) -> dict[str, bool]:
+    """Value of `current_platform.<method>()` for the variant's platform."""
+    p = variant["platform"]
+    return {
+        "is_cuda": p == "cuda",
+        "is_rocm": p == "rocm",
+        "is_cuda_alike": p in ("cuda", "rocm"),
+        "is_xpu": p == "xpu",
+        "is_cpu": p == "cpu",
+        "is_tpu": p == "tpu",
+        "is_out_of_tree": False,
+        "is_hpu": False,
+        "is_neuron": False,
+        "is_sleep_mode_available": p in ("cuda", "rocm"),
+        "is_zen_cpu": False,
+    }
+
+
+# Qualified names of the platform class for `current_platform` (a lazily resolved module attribute).
+PLATFORM_CLASS = {
+    "cuda": ("vllm.platforms.cuda", "CudaPlatform"),
+    "rocm": ("vllm.platforms.rocm", "RocmPlatform"),
+    "cpu": ("vllm.platforms.cpu", "CpuPlatform"),
+    "xpu": ("vllm.platforms.xpu", "XPUPlatform"),
+    "tpu": ("vllm.platforms.tpu", "TpuPlatform"),
+}
+
+
+def parallel_sizes(variant: dict) -> dict[str, int]:
+    return {"tp": variant["tp"], "pp": variant["pp"], "ep": variant["ep"], "dp": 1}

@@ -1,0 +1,215 @@
+"""A5 bind on hand-written A1/A2/A3 artifacts and a real A4 section (0.26.0 rms_norm, silu_and_mul)."""
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from bundler_lib import bind, collect_cuda
+from bundler_lib.artifacts import read_json
+from bundler_lib.errors import StageError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+A2_TEXT = textwrap.dedent('''\
+    # --- Inlined from vllm/_custom_ops.py:L10-L12 (Apache-2.0) ---
+    def rms_norm(out: torch.Tensor, input: torch.Tensor, weight: torch.Tensor, epsilon: float) -> None:
+        torch.ops._C.rms_norm(out, input, weight, epsilon)
+
+
+    # --- Inlined from vllm/_custom_ops.py:L14-L16 (Apache-2.0) ---
+    def fused_add_rms_norm(input, residual, weight, epsilon) -> None:
+        torch.ops._C.fused_add_rms_norm.default(input, residual, weight, epsilon)
+
+
+    # --- Inlined from vllm/model_executor/layers/activation.py:L20-L22 (Apache-2.0) ---
+    def _silu_op():
+        return torch.ops._C.silu_and_mul if hasattr(torch.ops._C, "silu_and_mul") else None
+
+
+    # --- Inlined from vllm/model_executor/layers/layernorm.py:L30-L40 (Apache-2.0) ---
+    def _fake_rms(out, input, weight, epsilon):
+        return None
+
+
+    _FAKE_NAME = "_C::rms_norm"
+
+
+    def my_python_op(x: torch.Tensor) -> torch.Tensor:
+        return x * 2
+
+
+    # --- Inlined from vllm/model_executor/layers/layernorm.py:L50-L80 (Apache-2.0) ---
+    class RMSNorm(torch.nn.Module):
+        def __init__(self, hidden_size: int, eps: float = 1e-6) -> None:
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.ones(hidden_size))
+            self.variance_epsilon = eps
+
+        def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None):
+            if residual is not None:
+                fused_add_rms_norm(x, residual, self.weight.data, self.variance_epsilon)
+                return x, residual
+            out = torch.empty_like(x)
+            rms_norm(out, x, self.weight.data, self.variance_epsilon)
+            return torch.ops.vllm.my_op(out)
+
+        def _private(self):
+            pass
+''')
+
+A3_TEXT = textwrap.dedent('''\
+    # --- Inlined from vllm/triton_utils/foo.py:L1-L5 (Apache-2.0) ---
+    @triton.jit
+    def _noop_kernel(x_ptr, BLOCK: tl.constexpr):
+        pass
+''')
+
+
+def _graph():
+    return {"status": "ok", "symbol": "RMSNorm", "kind": "class",
+            "def_file": "vllm/model_executor/layers/layernorm.py", "def_line": 50,
+            "python_nodes": [{"id": "vllm/model_executor/layers/layernorm.py::RMSNorm", "name": "RMSNorm",
+                              "emit_name": "RMSNorm", "file": "vllm/model_executor/layers/layernorm.py",
+                              "line": 50, "end_line": 80, "kind": "class", "section": "python"}],
+            "cuda_ops": [{"op": o, "namespace": "_C", "name": o.split(".")[1], "call_sites": []}
+                         for o in ("_C.rms_norm", "_C.fused_add_rms_norm", "_C.silu_and_mul")],
+            "python_custom_ops": [{"op": "my_op", "target": "my_python_op"}]}
+
+
+@pytest.fixture(scope="module")
+def a4_dir(vllm_0_26_0, tmp_path_factory):
+    d = tmp_path_factory.mktemp("a4")
+    (d / "A1.graph.json").write_text(json.dumps(_graph()))
+    collect_cuda.run(tree=vllm_0_26_0, graph=d / "A1.graph.json", out=d)
+    return d
+
+
+def _inputs(a4_dir, tmp_path, a2_text=A2_TEXT, graph=None):
+    d = tmp_path / "in"
+    d.mkdir()
+    for n in ("A4.cuda.py", "A4.manifest.json"):
+        (d / n).write_bytes((a4_dir / n).read_bytes())
+    (d / "A1.graph.json").write_text(json.dumps(graph or _graph()))
+    (d / "A2.inline.py").write_text(a2_text)
+    (d / "A2.manifest.json").write_text(json.dumps({"status": "ok", "external_reqs": [
+        "from __future__ import annotations", "import torch", "from typing import Optional"]}))
+    (d / "A3.triton.py").write_text(A3_TEXT)
+    (d / "A3.manifest.json").write_text(json.dumps({"status": "ok", "imports": [
+        "from __future__ import annotations", "import triton", "import triton.language as tl", "import torch"]}))
+    return d
+
+
+def test_bind_rewires_every_call_site(a4_dir, tmp_path):
+    bm = bind.run(inputs=_inputs(a4_dir, tmp_path), out=tmp_path / "out")
+    text = (tmp_path / "out" / "A5.module.py").read_text()
+    rewrites = {(r["from"], r["to"]): r["count"] for r in bm["rewrites"]}
+    assert rewrites[("torch.ops._C.rms_norm", "_C_rms_norm")] == 1
+    assert rewrites[("torch.ops._C.fused_add_rms_norm.default", "_C_fused_add_rms_norm")] == 1
+    assert rewrites[("torch.ops._C.silu_and_mul", "_C_silu_and_mul")] == 1
+    assert rewrites[("hasattr(torch.ops._C, 'silu_and_mul')", "True")] == 1
+    assert rewrites[("torch.ops.vllm.my_op", "my_python_op")] == 1
+    ns = read_json(a4_dir / "A4.manifest.json")["namespace"]
+    assert rewrites[("_C::rms_norm", f"{ns}::rms_norm")] == 1
+    assert "torch.ops._C" not in text and "torch.ops.vllm." not in text
+    # order: imports, then A4, A3, A2
+    lines = text.splitlines()
+    assert lines[0] == "from __future__ import annotations"
+    assert text.index("_build_cuda_extension_if_needed") < text.index("_noop_kernel") < text.index("class RMSNorm")
+    assert text.count("import torch\n") == 1
+    assert bm["entry_symbol"] == "RMSNorm"
+    assert bm["public_signatures"] == {
+        "RMSNorm.__init__": "(self, hidden_size: int, eps: float = 1e-6) -> None",
+        "RMSNorm.forward": "(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None)"}
+    assert bm["status"] == "ok"
+
+
+def test_bound_module_imports_without_building(a4_dir, tmp_path):
+    """Importing the module defines the wrappers but compiles nothing (no GPU needed)."""
+    bind.run(inputs=_inputs(a4_dir, tmp_path), out=tmp_path / "out")
+    code = textwrap.dedent(f'''
+        import importlib.util, sys, os
+        os.environ["VLLM_BUNDLE_CACHE"] = {str(tmp_path / "cache")!r}
+        spec = importlib.util.spec_from_file_location("m", {str(tmp_path / "out" / "A5.module.py")!r})
+        m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
+        import inspect
+        assert m._CUDA_EXT_PATH is None
+        assert not os.path.exists({str(tmp_path / "cache")!r})
+        print(list(inspect.signature(m._C_rms_norm).parameters))
+    ''')
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "['result', 'input', 'weight', 'epsilon']" in r.stdout
+
+
+def test_unbound_op_fails(a4_dir, tmp_path):
+    a2 = A2_TEXT + "\n\ndef other(x):\n    return torch.ops._C.gelu_new(x, x)\n"
+    with pytest.raises(StageError) as e:
+        bind.run(inputs=_inputs(a4_dir, tmp_path, a2_text=a2), out=tmp_path / "out")
+    assert "torch.ops._C.gelu_new" in str(e.value) and e.value.stage == "A5 bind"
+    assert not (tmp_path / "out" / "A5.module.py").exists()
+
+
+def test_unbound_moe_and_vllm_ops_fail(a4_dir, tmp_path):
+    for extra, needle in (("torch.ops._moe_C.topk_softmax(x)", "torch.ops._moe_C.topk_softmax"),
+                          ("torch.ops.vllm.unknown_op(x)", "torch.ops.vllm.unknown_op")):
+        d = tmp_path / needle
+        d.mkdir()
+        with pytest.raises(StageError) as e:
+            bind.run(inputs=_inputs(a4_dir, d, a2_text=A2_TEXT + f"\n\ndef other(x):\n    return {extra}\n"),
+                     out=d / "out")
+        assert needle in str(e.value)
+
+
+def test_vllm_import_fails(a4_dir, tmp_path):
+    for stmt in ("from vllm import _custom_ops as ops", "import vllm.envs as envs",
+                 "from vllm.model_executor.layers.layernorm import RMSNorm as R"):
+        d = tmp_path / str(abs(hash(stmt)))
+        d.mkdir()
+        a2 = A2_TEXT + f"\n\ndef other():\n    {stmt}\n    return 1\n"
+        with pytest.raises(StageError) as e:
+            bind.run(inputs=_inputs(a4_dir, d, a2_text=a2), out=d / "out")
+        assert "vLLM import" in str(e.value) and stmt.split()[1] in str(e.value)
+
+
+def test_missing_artifact_fails(tmp_path):
+    (tmp_path / "A1.graph.json").write_text("{}")
+    with pytest.raises(StageError) as e:
+        bind.run(inputs=tmp_path, out=tmp_path / "out")
+    assert "A2.manifest.json" in str(e.value)
+
+
+def test_no_cuda_ops(tmp_path):
+    """A bundle without compiled ops: A4 is an empty section; A5 merges A3 and A2 only."""
+    d = tmp_path / "in"
+    d.mkdir()
+    g = _graph() | {"cuda_ops": [], "python_custom_ops": []}
+    (d / "A1.graph.json").write_text(json.dumps(g))
+    (d / "A4.cuda.py").write_text("")
+    (d / "A4.manifest.json").write_text(json.dumps({"status": "ok", "wrappers": [], "imports": []}))
+    (d / "A2.inline.py").write_text("def f(x):\n    return x + 1\n")
+    (d / "A2.manifest.json").write_text(json.dumps({"status": "ok", "external_reqs": ["import torch"]}))
+    (d / "A3.triton.py").write_text("")
+    (d / "A3.manifest.json").write_text(json.dumps({"status": "ok", "imports": []}))
+    bm = bind.run(inputs=d, out=tmp_path / "out")
+    assert bm["rewrites"] == [] and bm["sections"] == ["A2"]
+
+
+def test_merge_imports_is_deterministic():
+    a = ["import torch", "from typing import Any", "from __future__ import annotations"]
+    b = ["import triton.language as tl", "import torch", "try:\n    import regex as re\nexcept ImportError:\n    import re as re"]
+    m1 = bind.merge_imports(a, b)
+    assert m1 == bind.merge_imports(a, b)
+    assert m1[0] == "from __future__ import annotations"
+    assert m1.count("import torch") == 1
+    assert m1[-1].startswith("try:")
+
+
+def test_cli_bind(a4_dir, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "bundler_lib", "bind", "--inputs", str(_inputs(a4_dir, tmp_path)),
+                        "--out", str(tmp_path / "out")], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "out" / "A5.bindmap.json").exists()

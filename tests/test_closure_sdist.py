@@ -1,0 +1,44 @@
+"""A1 + A2 + A3 on the real vLLM 0.26.0 sdist: RMSNorm and SiluAndMul bundle sections import without vLLM."""
+
+import re
+
+import pytest
+
+from tests.closure_helpers import build_all, import_in_subprocess, node_ids
+
+CASES = [
+    ("RMSNorm", "vllm/model_executor/layers/layernorm.py",
+     {"vllm/model_executor/layers/layernorm.py::RMSNorm", "vllm/model_executor/custom_op.py::CustomOp",
+      "vllm/ir/ops/layernorm.py::rms_norm", "vllm/ir/ops/layernorm.py::fused_add_rms_norm"},
+     {"vllm/model_executor/layers/layernorm.py::GemmaRMSNorm", "vllm/model_executor/layers/layernorm.py::poly_norm"}),
+    ("SiluAndMul", None,
+     {"vllm/model_executor/layers/activation.py::SiluAndMul", "vllm/model_executor/custom_op.py::CustomOp"},
+     {"vllm/model_executor/layers/activation.py::SiluAndMulWithClamp",
+      "vllm/model_executor/layers/activation.py::_swiglustep_and_mul_kernel"}),
+]
+
+
+@pytest.mark.parametrize("symbol, hint, present, absent", CASES, ids=[c[0] for c in CASES])
+def test_real_tree_closure_imports_without_vllm(vllm_0_26_0, tmp_path, symbol, hint, present, absent):
+    g, a2, a3 = build_all(vllm_0_26_0, tmp_path, symbol, hint=hint)
+    ids = node_ids(g)
+    assert present <= ids
+    assert not (absent & ids)
+    assert g["def_file"] == (hint or "vllm/model_executor/layers/activation.py")
+    assert a2["topo_order"][-1].endswith("::" + symbol)
+    assert a2["status"] == "ok" and a3["status"] == "ok"
+    # no file outside the tree's Python sources, no vllm import left in the section
+    assert all(f.startswith("vllm/") and f.endswith(".py") for f in g["files"])
+    text = (tmp_path / "A2.inline.py").read_text()
+    assert not re.search(r"^\s*(import vllm|from vllm[. ]|from \.)", text, re.M)
+    assert not any("vllm" in r.split()[1] for r in a2["external_reqs"] if r.startswith(("import", "from")))
+    assert "OK True" in import_in_subprocess(tmp_path, symbol)
+
+
+def test_silu_and_mul_keeps_the_cuda_op_and_prunes_platform_branches(vllm_0_26_0, tmp_path):
+    g, _, _ = build_all(vllm_0_26_0, tmp_path, "SiluAndMul")
+    assert [c["op"] for c in g["cuda_ops"]] == ["_C.silu_and_mul"]
+    preds = {(x["file"], x["predicate"], x["value"]) for x in g["guards"]}
+    assert ("vllm/model_executor/custom_op.py", "current_platform.is_rocm()", False) in preds
+    text = (tmp_path / "A2.inline.py").read_text()
+    assert "def forward_hip" not in text   # never reached on cuda

@@ -1,0 +1,249 @@
+"""A4 collect-cuda: a small fixture tree (tests/trees/cuda/mini) for the rules, and the real 0.26.0/0.33.0
+trees for the target ops."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bundler_lib import collect_cuda
+from bundler_lib.artifacts import read_json
+from bundler_lib.cuda import cmake, cpp
+from bundler_lib.errors import StageError
+
+ROOT = Path(__file__).resolve().parents[1]
+MINI = ROOT / "tests" / "trees" / "cuda" / "mini"
+
+
+def graph(tmp_path, *ops, name="A1.graph.json"):
+    g = {"status": "ok", "symbol": "X", "cuda_ops": [
+        {"op": op, "namespace": op.split(".")[0], "name": op.split(".", 1)[1], "call_sites": []} for op in ops]}
+    p = tmp_path / name
+    p.write_text(json.dumps(g))
+    return p
+
+
+def run(tree, tmp_path, *ops, out="out"):
+    collect_cuda.run(tree=tree, graph=graph(tmp_path, *ops), out=tmp_path / out)
+    return (tmp_path / out / "A4.cuda.py").read_text(), read_json(tmp_path / out / "A4.manifest.json")
+
+
+def load_section(tmp_path, out="out"):
+    m = read_json(tmp_path / out / "A4.manifest.json")
+    ns: dict = {}
+    exec(compile("\n".join(m["imports"]) + "\n" + (tmp_path / out / "A4.cuda.py").read_text(), "A4.cuda.py", "exec"), ns)
+    return ns
+
+
+# ----------------------------------------------------------------------------- fixture tree
+
+def test_mini_closure_is_exact(tmp_path):
+    text, m = run(MINI, tmp_path, "_C.my_op")
+    files = [f["path"] for f in m["cuda_files"]]
+    assert set(files) == {"csrc/ops.h", "csrc/my_kernels.cu", "csrc/common.h", "csrc/sub/helper.cuh"}
+    assert "csrc/unused.h" not in files and "csrc/cpu/my_kernels.cpp" not in files
+    (op,) = m["ops"]
+    assert op["op"] == "_C.my_op" and op["schema"] == "my_op(Tensor! out, Tensor x, float eps=1e-6) -> ()"
+    assert op["source_file"] == "csrc/my_kernels.cu" and op["cpp_function"] == "my_op_impl"
+    assert op["binding_file"] == "csrc/torch_bindings.cpp" and op["dispatch_key"] == "CUDA"
+    assert op["kernels"] == ["my_op_kernel", "other_kernel"]
+    assert m["status"] == "ok"
+    assert m["wrappers"] == [{"op": "_C.my_op", "wrapper": "_C_my_op", "schema": op["schema"],
+                              "registered_as": f"{m['namespace']}::my_op"}]
+
+
+def test_mini_flags_mirror_cmake(tmp_path):
+    _, m = run(MINI, tmp_path, "_C.my_op")
+    f = m["flags"]
+    assert f["cuda_standard"] == "17" and "-std=c++17" in f["cuda_cflags"]
+    assert "-DUSE_CUDA" in f["cuda_cflags"] and "-DTORCH_TARGET_VERSION=0x020B000000000000ULL" in f["cuda_cflags"]
+    assert "-DENABLE_FP8" in f["cuda_cflags"]
+    assert {"-U__CUDA_NO_HALF_OPERATORS__", "-U__CUDA_NO_HALF2_OPERATORS__"} <= set(f["cuda_cflags"])
+    assert "-U__CUDA_NO_HALF_CONVERSIONS__" not in f["cuda_cflags"]  # not removed by this CMake
+    joined = " ".join(f["cuda_cflags"] + f["cflags"])
+    assert "USE_ROCM" not in joined and "ONLY_ON_SOME_ARCHES" not in joined and "--threads" not in joined
+    assert any("ONLY_ON_SOME_ARCHES" in n for n in m["notes"])
+    assert f["include_dirs"] == [".", "csrc"]
+
+
+def test_mini_embedded_sources_are_verbatim_and_lazy(tmp_path):
+    text, m = run(MINI, tmp_path, "_C.my_op", "_C.other_op")
+    ns = load_section(tmp_path)
+    # nothing was built or written by loading the section
+    assert ns["_CUDA_EXT_PATH"] is None
+    src = Path(ns["_cuda_write_sources"](str(tmp_path / "cache")))
+    for f in m["cuda_files"]:
+        assert (src / f["path"]).read_bytes() == (MINI / f["path"]).read_bytes()
+    assert ns["_CUDA_NAMESPACE"] == m["namespace"] == "vllm_bundle_" + m["bundle_hash"][:16]
+    main = ns["_CUDA_MAIN"]
+    assert '#include "csrc/my_kernels.cu"' in main
+    assert 'ops.def("my_op(Tensor! out, Tensor x, float eps=1e-6) -> ()");' in main
+    assert "ops.impl(\"my_op\", TORCH_BOX(&my_op_impl));" in main
+    assert "STABLE_TORCH_LIBRARY_FRAGMENT({NS}, ops)" in main
+    # wrappers mirror the schema
+    import inspect
+    sig = inspect.signature(ns["_C_my_op"])
+    assert list(sig.parameters) == ["out", "x", "eps"] and sig.parameters["eps"].default == 1e-6
+    # provenance and the file's own copyright line
+    assert "# --- Inlined from csrc/my_kernels.cu:L1-L" in text
+    assert "# Copyright (c) 2024, Example Corp. All rights reserved." in text
+    # the launcher's shared-memory arithmetic stays in the C++ as is
+    assert "mini::kBlock * sizeof(float) * 2" in ns["_CUDA_SOURCES"]["csrc/my_kernels.cu"]
+
+
+def test_mini_deterministic_and_content_keyed(tmp_path):
+    t1, m1 = run(MINI, tmp_path, "_C.my_op", out="o1")
+    t2, m2 = run(MINI, tmp_path, "_C.my_op", out="o2")
+    assert t1 == t2 and m1 == m2
+    _, m3 = run(MINI, tmp_path, "_C.my_op", "_C.other_op", out="o3")
+    assert m3["namespace"] != m1["namespace"]
+
+
+def test_mini_content_change_changes_namespace(tmp_path):
+    import shutil
+    tree = tmp_path / "tree"
+    shutil.copytree(MINI, tree)
+    _, m1 = run(tree, tmp_path, "_C.my_op", out="o1")
+    (tree / "csrc" / "common.h").write_text((tree / "csrc" / "common.h").read_text().replace("256", "128"))
+    _, m2 = run(tree, tmp_path, "_C.my_op", out="o2")
+    assert m1["namespace"] != m2["namespace"]
+
+
+@pytest.mark.parametrize("op,needles", [
+    ("_C.nope", ["op _C.nope", "no registration", "csrc/torch_bindings.cpp"]),
+    ("_C.rocm_only", ["op _C.rocm_only", "no registration"]),
+    ("_C.commented_out", ["op _C.commented_out", "no registration"]),
+    ("_C.no_impl", ["op _C.no_impl", "no CUDA implementation", "CPU"]),
+    ("_C.ghost", ["op _C.ghost", "ghost_impl", "sources of CMake target _C_mini"]),
+    ("_C.cutlass_op", ["op _C.cutlass_op", "cutlass/cutlass.h", "csrc/cutlass_kernels.cu:2"]),
+    ("_other.my_op", ["op _other.my_op", "libraries seen", "_C", "my_op is registered in _C"]),
+])
+def test_mini_errors(tmp_path, op, needles):
+    with pytest.raises(StageError) as e:
+        run(MINI, tmp_path, op)
+    assert e.value.stage == "A4 cuda"
+    for n in needles:
+        assert n in str(e.value), str(e.value)
+    assert not (tmp_path / "out" / "A4.cuda.py").exists()
+
+
+def test_mini_legacy_registration(tmp_path):
+    _, m = run(MINI, tmp_path, "_legacy_C.legacy_op")
+    (op,) = m["ops"]
+    assert op["abi"] == "legacy" and op["source_file"] == "csrc/legacy/legacy.cu"
+    ns = load_section(tmp_path)
+    assert "TORCH_LIBRARY_FRAGMENT({NS}, ops)" in ns["_CUDA_MAIN"]
+    assert 'ops.impl("legacy_op", &legacy_op);' in ns["_CUDA_MAIN"]
+    import inspect
+    assert str(inspect.signature(ns["_legacy_C_legacy_op"])) == "(x: torch.Tensor, n: int = 2)"
+
+
+def test_empty_and_bad_graphs(tmp_path):
+    text, m = run(MINI, tmp_path)
+    assert m["ops"] == [] and m["wrappers"] == [] and m["imports"] == []
+    compile(text, "A4.cuda.py", "exec")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(StageError, match="not valid JSON"):
+        collect_cuda.run(tree=MINI, graph=bad, out=tmp_path / "o")
+    bad.write_text(json.dumps({"cuda_ops": [{"call_sites": []}]}))
+    with pytest.raises(StageError, match="lacks `op`"):
+        collect_cuda.run(tree=MINI, graph=bad, out=tmp_path / "o")
+    with pytest.raises(StageError, match="CMakeLists.txt"):
+        collect_cuda.run(tree=MINI / "csrc", graph=graph(tmp_path, "_C.my_op"), out=tmp_path / "o")
+
+
+def test_cli_error_exit_code(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "bundler_lib", "collect-cuda", "--tree", str(MINI),
+                        "--graph", str(graph(tmp_path, "_C.nope")), "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2 and "[A4 cuda] op _C.nope" in r.stderr
+
+
+# ----------------------------------------------------------------------------- C++ reader units
+
+def test_preprocessor_conditions():
+    text = "#ifdef USE_ROCM\nA\n#elif defined(USE_CUDA)\nB\n#else\nC\n#endif\n#if UNKNOWN_X\nD\n#endif\n"
+    lines = cpp.active_text(text, {}).split("\n")
+    assert "A" not in lines and "B" in lines and "C" not in lines and "D" in lines
+
+
+def test_function_definitions_skip_declarations_and_calls():
+    t = "void f(int);\nnamespace a {\nvoid f(int x) {\n  f(1);\n}\n}\nstruct S { void f(int) {} };\n"
+    assert cpp.find_function_definitions(t, "f") == [3]
+
+
+# ----------------------------------------------------------------------------- real trees
+
+TARGET_OPS = ["_C.rms_norm", "_C.fused_add_rms_norm", "_C.silu_and_mul", "_C.gelu_and_mul",
+              "_C.gelu_tanh_and_mul", "_C.gelu_new", "_C.gelu_fast", "_C.gelu_quick", "_C.silu_and_mul_with_clamp",
+              "_C.rotary_embedding", "_moe_C.topk_softmax", "_moe_C.moe_align_block_size", "_moe_C.moe_sum"]
+
+
+def test_real_0_26_0_norm_and_activation(vllm_0_26_0, tmp_path):
+    text, m = run(vllm_0_26_0, tmp_path, "_C.rms_norm", "_C.fused_add_rms_norm", "_C.silu_and_mul")
+    by = {o["op"]: o for o in m["ops"]}
+    assert by["_C.rms_norm"]["source_file"] == "csrc/libtorch_stable/layernorm_kernels.cu"
+    assert by["_C.silu_and_mul"]["source_file"] == "csrc/libtorch_stable/activation_kernels.cu"
+    assert by["_C.rms_norm"]["schema"] == "rms_norm(Tensor! result, Tensor input, Tensor? weight, float epsilon) -> ()"
+    assert by["_C.rms_norm"]["binding_file"] == "csrc/libtorch_stable/torch_bindings.cpp"
+    assert "rms_norm_kernel" in by["_C.rms_norm"]["kernels"]
+    files = {f["path"] for f in m["cuda_files"]}
+    assert {"csrc/libtorch_stable/ops.h", "csrc/libtorch_stable/torch_utils.h", "csrc/core/batch_invariant.hpp",
+            "csrc/cuda_compat.h", "csrc/libtorch_stable/quantization/vectorization_utils.cuh"} <= files
+    assert not any(f.startswith(("csrc/cpu/", "csrc/rocm/")) for f in files)
+    assert "csrc/libtorch_stable/torch_bindings.cpp" not in files  # a generated registration replaces it
+    f = m["flags"]
+    for flag in ("-std=c++20", "-DUSE_CUDA", "-DTORCH_TARGET_VERSION=0x020B000000000000ULL",
+                 "-U__CUDA_NO_HALF_OPERATORS__", "-U__CUDA_NO_HALF_CONVERSIONS__",
+                 "-U__CUDA_NO_BFLOAT16_CONVERSIONS__", "-U__CUDA_NO_HALF2_OPERATORS__"):
+        assert flag in f["cuda_cflags"], flag
+    assert "VLLM_ENABLE_COOPERATIVE_TOPK=1" not in " ".join(f["cuda_cflags"])
+    ns = load_section(tmp_path)
+    import inspect
+    assert list(inspect.signature(ns["_C_rms_norm"]).parameters) == ["result", "input", "weight", "epsilon"]
+    assert list(inspect.signature(ns["_C_fused_add_rms_norm"]).parameters) == ["input", "residual", "weight", "epsilon"]
+    assert list(inspect.signature(ns["_C_silu_and_mul"]).parameters) == ["result", "input"]
+
+
+@pytest.mark.parametrize("version", ["0.26.0", "0.33.0"])
+def test_real_target_ops(version, request, tmp_path):
+    tree = request.getfixturevalue("vllm_" + version.replace(".", "_"))
+    text, m = run(tree, tmp_path, *TARGET_OPS)
+    assert [o["op"] for o in m["ops"]] == TARGET_OPS
+    by = {o["op"]: o for o in m["ops"]}
+    assert by["_C.silu_and_mul_with_clamp"]["cpp_function"] == "silu_and_mul_clamp"
+    assert by["_moe_C.topk_softmax"]["source_file"].endswith("moe/topk_softmax_kernels.cu")
+    assert by["_moe_C.moe_sum"]["source_file"].endswith("moe/moe_align_sum_kernels.cu")
+    assert by["_C.rotary_embedding"]["source_file"].endswith("pos_encoding_kernels.cu")
+    ns = load_section(tmp_path)
+    import inspect
+    sig = inspect.signature(ns["_C_rotary_embedding"])
+    assert list(sig.parameters)[:6] == ["positions", "query", "key", "head_size", "cos_sin_cache", "is_neox"]
+    assert sig.parameters["rope_dim_offset"].default == 0 and sig.parameters["inverse"].default is False
+    assert "_moe_C_topk_softmax" in ns and "_moe_C_moe_align_block_size" in ns
+    # the NVIDIA copyright of topk_softmax_kernels.cu is kept with its block
+    topk = next(f for f in m["cuda_files"] if f["path"].endswith("topk_softmax_kernels.cu"))
+    assert any("NVIDIA" in c for c in topk["copyright"])
+    assert re.search(r"# --- Inlined from csrc/.*topk_softmax_kernels.cu:L1-L\d+ \(Apache-2.0\) ---\n(# .*\n)*# .*NVIDIA", text)
+    for f in m["cuda_files"]:
+        assert ns["_CUDA_SOURCES"][f["path"]] == (tree / f["path"]).read_text(encoding="utf-8")
+
+
+def test_real_cutlass_op_is_refused(vllm_0_26_0, tmp_path):
+    with pytest.raises(StageError) as e:
+        run(vllm_0_26_0, tmp_path, "_C.cutlass_scaled_mm")
+    assert "op _C.cutlass_scaled_mm" in str(e.value) and "cutlass/" in str(e.value)
+
+
+def test_cmake_reader_real(vllm_0_26_0):
+    info = cmake.read(vllm_0_26_0)
+    assert info.cuda_standard == "20"
+    t = info.target_of("csrc/libtorch_stable/layernorm_kernels.cu")
+    assert t.name == "_C_stable_libtorch"
+    assert "USE_CUDA" in t.definitions and "TORCH_TARGET_VERSION=0x020B000000000000ULL" in t.definitions
+    assert "USE_ROCM" not in t.definitions
+    assert info.target_of("csrc/libtorch_stable/moe/topk_softmax_kernels.cu").name == "_moe_C_stable_libtorch"

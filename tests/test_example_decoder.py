@@ -1,0 +1,107 @@
+"""A6 decoder-layer example: generated from the Qwen3 configs; its engine plumbing (config, groups, KV cache,
+attention metadata, forward context) checked against a mock bundle on a GPU when there is one."""
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from bundler_lib import example as a6
+from bundler_lib.example import decoder, state
+
+ROOT = Path(__file__).resolve().parents[1]
+TREES = Path(__file__).parent / "trees" / "stages" / "example"
+CODER = ROOT / "models" / "Qwen--Qwen3-Coder-480B-A35B-Instruct" / "config.json"
+TINY = TREES / "configs" / "tiny_qwen3_moe.json"
+MOCK = TREES / "decoder_mock"
+
+
+def _gen(tmp_path, graph, config, model=None, workload=None):
+    rec = a6.run(graph, model, config, workload, tmp_path)
+    return (tmp_path / "A6.example.py").read_text(), rec
+
+
+def _bundle_ns(src):
+    ns = {"__name__": "mock_bundle"}
+    exec(compile((MOCK / "mock_bundle.py").read_text(), "mock_bundle.py", "exec"), ns)
+    exec(compile(src, "A6.example.py", "exec"), ns)
+    return ns
+
+
+def test_coder_480b_decoder_example_generated(tmp_path):
+    src, rec = _gen(tmp_path, TREES / "Qwen3MoeDecoderLayer" / "A1.graph.json", CODER,
+                    "Qwen/Qwen3-Coder-480B-A35B-Instruct")
+    assert rec["template"] == "decoder_layer"
+    assert rec["workload"]["kind"] == "decode" and rec["workload"]["kv_cache"]
+    tree = ast.parse(src)
+    assert [type(n).__name__ for n in tree.body] == ["FunctionDef"]
+    assert "Qwen3MoeDecoderLayer(vllm_config=vllm_config, prefix=prefix)" in src
+    assert "'num_experts': 160" in src and "'head_dim': 128" in src
+    # The graph fixture has no python_nodes: the example says what it lacks.
+    assert any("the graph lacks" in n for n in rec["notes"])
+    ns = _bundle_ns(src)
+    with pytest.raises(RuntimeError, match="lacks vLLM's module state"):
+        ns["invocation_example"](small=True)
+
+
+def test_names_resolved_through_renames(tmp_path):
+    found, missing = state.resolve(json.loads((MOCK / "A1.graph.json").read_text()))
+    assert "vllm/config/vllm.py::_current_vllm_config" not in missing
+    assert found["workspace"] == "_manager_workspace"
+    assert found["groups"]["_EP"] == "_EP" and found["groups"]["_PP"] is None
+    assert found["TritonAttentionMetadata"] is None
+
+
+def test_real_graph_names(tmp_path, vllm_0_26_0):
+    """On A1's real graph of Qwen3MoeDecoderLayer: the state the example sets is in the closure."""
+    from bundler_lib import graph as a1
+    out = tmp_path / "a1"
+    a1.run(tree=vllm_0_26_0, out=out, symbol="Qwen3MoeDecoderLayer", hint=None, variant={})
+    g = json.loads((out / "A1.graph.json").read_text())
+    found, _ = state.resolve(g)
+    missing = [r for r in decoder.REQUIRED if not found[r]]
+    assert missing == [], missing
+    src, rec = _gen(tmp_path / "a6", out / "A1.graph.json", CODER, "Qwen/Qwen3-Coder-480B-A35B-Instruct")
+    compile(src, "A6.example.py", "exec")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CPU-only behaviour")
+def test_decoder_example_needs_a_gpu(tmp_path):
+    src, _ = _gen(tmp_path, MOCK / "A1.graph.json", TINY, "tiny/qwen3-moe")
+    ns = _bundle_ns(src)
+    with pytest.raises(RuntimeError, match="CUDA GPU"):
+        ns["invocation_example"](small=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("workload", ["decode", "prefill"])
+@pytest.mark.parametrize("small", [True, False])
+def test_decoder_example_plumbing_on_gpu(tmp_path, workload, small):
+    src, rec = _gen(tmp_path, MOCK / "A1.graph.json", TINY, "tiny/qwen3-moe", workload)
+    ns = _bundle_ns(src)
+    res = ns["invocation_example"](small=small)
+    sizes = res["sizes"]
+    T, H = sizes["T"], 256
+    assert res["outputs"]["hidden_states"].shape == (T, H)
+    if workload == "decode":
+        assert sizes["new_tokens"] == 1 and sizes["context"] == (64 if small else 4095)
+        assert sizes["B"] == (2 if small else sizes["B"]) and sizes["B"] >= 1
+    else:
+        assert sizes["B"] == 1 and sizes["context"] == 0 and T == (32 if small else 4096)  # max_ctx caps it
+    # The new tokens' K went to the slots the metadata names, in the cache's logical layout.
+    layer, inp = res["module"], res["inputs"]
+    md = inp["attn_metadata"]
+    with torch.no_grad():
+        k = (inp["hidden_states"] * layer.norm @ layer.qkv.t())[:, 512:640].view(T, 2, 64)
+    kv = inp["kv_cache"].transpose(1, 2)
+    flat = kv.reshape(-1, 2, 128)
+    assert torch.equal(flat[md.slot_mapping, :, :64], k)
+    # Positions follow the context; metadata is consistent.
+    assert int(inp["positions"][0]) == sizes["context"]
+    assert md.query_start_loc.tolist()[-1] == T and md.max_seq_len == sizes["context"] + sizes["new_tokens"]
+    # The module state is restored after the call.
+    assert ns["_current_vllm_config"] is None and ns["_forward_context"] is None
+    assert ns["_manager_workspace"] is None
+    assert isinstance(res["defaults_used"], list)

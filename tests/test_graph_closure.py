@@ -1,0 +1,150 @@
+"""A1 graph + A2/A3 collectors on small on-disk trees, one per resolution feature: exact closures."""
+
+import pytest
+
+from bundler_lib.errors import StageError
+from bundler_lib.graph import build
+from tests.closure_helpers import TREES, build_all, load, node_ids
+
+
+def test_relative_imports(tmp_path):
+    g, a2, _ = build_all(TREES / "relative", tmp_path, "target")
+    assert node_ids(g) == {"vllm/a/helpers.py::helper", "vllm/util.py::CONST", "vllm/a/mod.py::target"}
+    assert g["files"] == ["vllm/a/helpers.py", "vllm/a/mod.py", "vllm/util.py"]
+    assert load(tmp_path).target() == 42
+    text = (tmp_path / "A2.inline.py").read_text()
+    assert "# --- Inlined from vllm/a/mod.py:L7-L8 (Apache-2.0) ---" in text
+    assert text.count("SPDX-License-Identifier") == 3   # once per source file
+    assert "import" not in text   # repo-local imports dropped
+
+
+def test_reexport_through_init(tmp_path):
+    g, a2, _ = build_all(TREES / "reexport", tmp_path, "Target")
+    assert node_ids(g) == {"vllm/layers/impl.py::Thing", "vllm/user.py::Target"}
+    assert a2["external_reqs"] == ["from __future__ import annotations", "import math"]
+    assert load(tmp_path).Target().v == 2.0
+
+
+def test_aliases_are_rewritten(tmp_path):
+    g, _, _ = build_all(TREES / "alias", tmp_path, "target")
+    assert node_ids(g) == {"vllm/ops.py::compute", "vllm/ops.py::other", "vllm/main.py::target"}
+    text = (tmp_path / "A2.inline.py").read_text()
+    assert "return compute(x) + other(x)" in text
+    assert load(tmp_path).target(3) == 10
+
+
+def test_mro_methods_reached_through_self(tmp_path):
+    g, _, _ = build_all(TREES / "mro", tmp_path, "Child")
+    assert node_ids(g) == {"vllm/base.py::Base", "vllm/base.py::used_helper", "vllm/child.py::Child"}
+    text = (tmp_path / "A2.inline.py").read_text()
+    assert "def used(self)" in text and "def unused(self)" not in text and "def __init__" in text
+    assert load(tmp_path).Child().forward() == 1
+
+
+def test_decorator_registration_and_custom_ops(tmp_path):
+    g, _, _ = build_all(TREES / "decorator", tmp_path, "Target")
+    assert node_ids(g) == {"vllm/registry.py::op_registry", "vllm/registry.py::register",
+                           "vllm/layer.py::my_op_impl", "vllm/layer.py::Target"}
+    assert g["python_custom_ops"] == [{"op": "my_op", "target": "my_op_impl"}]
+    assert [c["op"] for c in g["cuda_ops"]] == ["_C.some_kernel"]
+    assert g["cuda_ops"][0]["call_sites"] == [{"file": "vllm/layer.py", "line": 20}]
+    text = (tmp_path / "A2.inline.py").read_text()
+    assert "return my_op_impl(x)" in text and "torch.ops._C.some_kernel(x)" in text
+    m = load(tmp_path)
+    assert m.op_registry == {"target": m.Target}
+
+
+def test_runtime_annotations(tmp_path):
+    g, _, _ = build_all(TREES / "annotations", tmp_path, "Target")
+    # dataclass field annotations are read at run time; parameter annotations and TYPE_CHECKING are not
+    assert node_ids(g) == {"vllm/types.py::FieldType", "vllm/conf.py::Target"}
+    assert load(tmp_path).Target().field is None
+
+
+def test_function_local_import(tmp_path):
+    g, _, _ = build_all(TREES / "localimport", tmp_path, "target")
+    assert node_ids(g) == {"vllm/lazy.py::lazy_fn", "vllm/main.py::target"}
+    text = (tmp_path / "A2.inline.py").read_text()
+    assert "from vllm." not in text and "import" not in text
+    assert load(tmp_path).target() == 7
+
+
+def test_guard_pruning(tmp_path):
+    g, _, _ = build_all(TREES / "guards", tmp_path, "target")
+    assert node_ids(g) == {"vllm/helpers.py::cuda_helper", "vllm/helpers.py::plain_helper",
+                           "vllm/main.py::target"}
+    preds = {(x["predicate"], x["value"], x["kept"]) for x in g["guards"]}
+    assert preds == {("current_platform.is_rocm()", False, "orelse"), ("quant_config is not None", False, "none")}
+    text = (tmp_path / "A2.inline.py").read_text()
+    assert "rocm" not in text and "quant_helper" not in text and "current_platform" not in text
+    assert load(tmp_path).target() == "cudaplain"
+
+
+def test_guard_pruning_other_platform(tmp_path):
+    g = build(TREES / "guards", "target", variant={"platform": "rocm"})
+    assert "vllm/helpers.py::rocm_helper" in node_ids(g)
+    assert "vllm/helpers.py::cuda_helper" not in node_ids(g)
+
+
+def test_name_collisions_renamed_consistently(tmp_path):
+    g, _, _ = build_all(TREES / "collision", tmp_path, "target")
+    assert node_ids(g) == {"vllm/one.py::logger", "vllm/one.py::rms_norm", "vllm/two.py::logger",
+                           "vllm/two.py::rms_norm", "vllm/main.py::target"}
+    assert g["renames"] == {"vllm/two.py::logger": "logger_two", "vllm/two.py::rms_norm": "rms_norm_two"}
+    m = load(tmp_path)
+    assert m.target(1) == 12
+    assert m.logger.name == "one" and m.logger_two.name == "two"
+
+
+def test_triton_kernels_helpers_and_globals(tmp_path):
+    g, a2, a3 = build_all(TREES / "triton", tmp_path, "target")
+    kinds = {(k["name"], k["kind"]) for k in g["triton_kernels"]}
+    assert kinds == {("_kernel", "kernel"), ("_helper", "helper"), ("SCALE", "constexpr")}
+    assert node_ids(g) == {"vllm/kern.py::_kernel", "vllm/kern.py::_helper", "vllm/kern.py::SCALE",
+                           "vllm/consts.py::BLOCK", "vllm/kern.py::target"}
+    assert [k["name"] for k in a3["kernels"]] == ["_kernel"]
+    assert "@triton.autotune" in (tmp_path / "A3.triton.py").read_text()
+    assert [x["name"] for x in a2["inlined"]] == ["BLOCK", "target"]
+    assert "import triton" in a3["imports"]
+    m = load(tmp_path)
+    assert callable(m.target)
+
+
+def test_unknown_symbol_lists_near_names():
+    with pytest.raises(StageError) as e:
+        build(TREES / "bad", "RMSNormis")
+    assert "not defined at top level anywhere in the tree" in str(e.value)
+    assert "RMSNormish" in str(e.value)
+
+
+def test_ambiguous_symbol_asks_for_hint():
+    with pytest.raises(StageError) as e:
+        build(TREES / "bad", "Duplicate")
+    msg = str(e.value)
+    assert "defined in several places: vllm/good.py:8, vllm/other.py:1" in msg
+    assert "symbol_file_hint" in msg
+    g = build(TREES / "bad", "Duplicate", hint="vllm/other.py")
+    assert g["def_file"] == "vllm/other.py"
+
+
+def test_syntax_error_names_file_and_line():
+    with pytest.raises(StageError) as e:
+        build(TREES / "bad", "calls_broken")
+    assert "vllm/broken.py:1" in str(e.value) and "syntax error" in str(e.value)
+
+
+@pytest.mark.parametrize("variant, text", [
+    ({"platform": "metal"}, "allowed values for platform: 'cuda', 'rocm', 'cpu', 'xpu', 'tpu'"),
+    ({"colour": "red"}, "unknown variant key"),
+    ({"tp": 2}, "allowed values for tp: 1"),
+])
+def test_bad_variant(variant, text):
+    with pytest.raises(StageError) as e:
+        build(TREES / "relative", "target", variant=variant)
+    assert text in str(e.value)
+
+
+def test_deterministic(tmp_path):
+    a = build(TREES / "collision", "target")
+    b = build(TREES / "collision", "target")
+    assert a == b

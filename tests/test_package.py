@@ -1,0 +1,192 @@
+"""A7 package: composition, checks, atomic write, failure policy."""
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bundler_lib import package as a7
+from bundler_lib.__main__ import main
+from bundler_lib.errors import StageError
+
+OK = Path(__file__).parent / "trees" / "stages" / "package" / "ok"
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    d = tmp_path / "in"
+    shutil.copytree(OK, d)
+    return d
+
+
+def _report(out):
+    return json.loads((out / "A7.report.json").read_text())
+
+
+def test_ok(inputs, tmp_path):
+    out = tmp_path / "out"
+    rep = a7.run(inputs, out, "TinyNorm.py")
+    data = (out / "TinyNorm.py").read_bytes()
+    assert rep == _report(out)
+    assert rep["status"] == "ok"
+    assert rep["path"] == "TinyNorm.py"
+    assert rep["size"] == len(data)
+    assert rep["sha256"] == hashlib.sha256(data).hexdigest()
+    assert rep["checks"] == {"syntax": "ok", "import": "ok", "undefined_names": "ok",
+                             "cuda_build": "skipped (not requested)"}
+    text = data.decode()
+    # Order: notice, module, example. The notice is comments at the very top.
+    assert text.startswith("# This file contains code from a source tree licensed under the Apache License")
+    assert text.index("limitations under the License.") < text.index("from __future__") < text.index(
+        "class TinyNorm") < text.index("def invocation_example")
+    # Nothing but the two files is left in the output folder (no temp files).
+    assert sorted(p.name for p in out.iterdir()) == ["A7.report.json", "TinyNorm.py"]
+    assert (out / "TinyNorm.py").stat().st_mode & 0o777 == 0o644
+    # The bundle imports and its example runs.
+    ns = {}
+    exec(compile(text, "TinyNorm.py", "exec"), ns)
+    assert ns["invocation_example"]().shape == (4, 16)
+
+
+def test_deterministic(inputs, tmp_path):
+    a7.run(inputs, tmp_path / "a", "TinyNorm.py")
+    a7.run(inputs, tmp_path / "b", "TinyNorm.py")
+    for n in ("TinyNorm.py", "A7.report.json"):
+        assert (tmp_path / "a" / n).read_bytes() == (tmp_path / "b" / n).read_bytes()
+    assert str(tmp_path) not in (tmp_path / "a" / "A7.report.json").read_text()
+
+
+def test_syntax_error_refused(inputs, tmp_path):
+    (inputs / "A5.module.py").write_text("import torch\n\ndef broken(:\n    pass\n")
+    out = tmp_path / "out"
+    with pytest.raises(StageError) as ei:
+        a7.run(inputs, out, "TinyNorm.py")
+    assert ei.value.input == "A5.module.py"
+    assert "A5.module.py line 3" in ei.value.problem
+    assert not (out / "TinyNorm.py").exists()
+    rep = _report(out)
+    assert rep["status"] == "failed" and rep["checks"]["syntax"].startswith("failed")
+    assert sorted(p.name for p in out.iterdir()) == ["A7.report.json"]
+
+
+def test_syntax_error_in_example_named(inputs, tmp_path):
+    (inputs / "A6.example.py").write_text("def invocation_example(small=False)\n    pass\n")
+    with pytest.raises(StageError) as ei:
+        a7.run(inputs, tmp_path / "out", "TinyNorm.py")
+    assert ei.value.input == "A6.example.py"
+
+
+def test_vllm_import_fails_clearly(inputs, tmp_path):
+    mod = (inputs / "A5.module.py").read_text()
+    (inputs / "A5.module.py").write_text(mod.replace("import torch\n", "import torch\nfrom vllm.logger import init_logger\n", 1))
+    out = tmp_path / "out"
+    # An earlier good bundle in the output folder must not survive a failed run.
+    a7.run(OK, out, "TinyNorm.py")
+    with pytest.raises(StageError) as ei:
+        a7.run(inputs, out, "TinyNorm.py")
+    msg = ei.value.message()
+    assert msg.startswith("[A7 package] A5.module.py:")
+    assert "No module named 'vllm" in msg and "must not import vllm" in msg
+    assert not (out / "TinyNorm.py").exists()
+    rep = _report(out)
+    assert rep["status"] == "failed"
+    assert rep["checks"]["import"].startswith("failed")
+    assert "from vllm.logger import init_logger" in rep["details"]["import_error"]
+    assert str(tmp_path) not in json.dumps(rep)
+    assert sorted(p.name for p in out.iterdir()) == ["A7.report.json"]
+
+
+def test_allow_import_failure(inputs, tmp_path):
+    (inputs / "A5.module.py").write_text((inputs / "A5.module.py").read_text() + "\nimport vllm\n")
+    out = tmp_path / "out"
+    rep = a7.run(inputs, out, "TinyNorm.py", allow_import_failure=True)
+    assert rep["status"] == "ok_with_failures"
+    assert rep["checks"]["import"].startswith("failed")
+    assert (out / "TinyNorm.py").exists()
+
+
+def test_compiling_at_import_is_caught(inputs, tmp_path):
+    mod = (inputs / "A5.module.py").read_text()
+    mod += "\nfrom torch.utils.cpp_extension import load_inline\n_ext = load_inline(name='x', cpp_sources=[''])\n"
+    (inputs / "A5.module.py").write_text(mod)
+    with pytest.raises(StageError) as ei:
+        a7.run(inputs, tmp_path / "out", "TinyNorm.py")
+    assert "load_inline" in ei.value.problem
+
+
+def test_example_call_at_import_is_caught_statically(inputs, tmp_path):
+    ex = (inputs / "A6.example.py").read_text() + "\nif True:\n    _r = invocation_example(small=True)\n"
+    (inputs / "A6.example.py").write_text(ex)
+    with pytest.raises(StageError) as ei:
+        a7.run(inputs, tmp_path / "out", "TinyNorm.py")
+    assert ei.value.input == "A6.example.py"
+    assert "calls invocation_example()" in ei.value.problem
+
+
+def test_example_run_at_import_is_caught(inputs, tmp_path):
+    ex = (inputs / "A6.example.py").read_text() + "\ninvocation_example()\nraise SystemExit(3)\n"
+    (inputs / "A6.example.py").write_text(ex)
+    with pytest.raises(StageError):
+        a7.run(inputs, tmp_path / "out", "TinyNorm.py")
+
+
+def test_missing_symbol(inputs, tmp_path):
+    g = json.loads((inputs / "A1.graph.json").read_text())
+    g["symbol"] = "NotThere"
+    (inputs / "A1.graph.json").write_text(json.dumps(g))
+    with pytest.raises(StageError) as ei:
+        a7.run(inputs, tmp_path / "out", "NotThere.py")
+    assert "does not define the target symbol 'NotThere'" in ei.value.problem
+
+
+def test_undefined_names_recorded(inputs, tmp_path):
+    (inputs / "A5.module.py").write_text((inputs / "A5.module.py").read_text()
+                                         + "\n\ndef uses_missing():\n    return missing_helper(1)\n")
+    rep = a7.run(inputs, tmp_path / "out", "TinyNorm.py")
+    assert rep["checks"]["undefined_names"] == "found 1"
+    assert rep["details"]["undefined_names"][0].endswith("undefined name 'missing_helper'")
+    assert rep["status"] == "ok_with_failures"
+    with pytest.raises(StageError):
+        a7.run(inputs, tmp_path / "out2", "TinyNorm.py", strict_undefined_names=True)
+
+
+def test_probe_cuda_without_gpu(inputs, tmp_path):
+    rep = a7.run(inputs, tmp_path / "out", "TinyNorm.py", probe_cuda=True)
+    assert rep["checks"]["cuda_build"] in ("not applicable (the bundle has no CUDA section)",)
+
+
+def test_import_timeout(inputs, tmp_path):
+    (inputs / "A5.module.py").write_text((inputs / "A5.module.py").read_text() + "\nimport time\ntime.sleep(60)\n")
+    with pytest.raises(StageError) as ei:
+        a7.run(inputs, tmp_path / "out", "TinyNorm.py", import_timeout=3)
+    assert "timed out" in ei.value.problem
+
+
+@pytest.mark.parametrize("name", ["../x.py", "x", "a/b.py", "1x.py", ""])
+def test_bad_bundle_name(inputs, tmp_path, name):
+    with pytest.raises(StageError):
+        a7.run(inputs, tmp_path / "out", name)
+
+
+def test_missing_input(inputs, tmp_path):
+    (inputs / "A6.example.py").unlink()
+    with pytest.raises(StageError) as ei:
+        a7.run(inputs, tmp_path / "out", "TinyNorm.py")
+    assert "A6.example.py" in ei.value.input
+
+
+def test_cli_prints_nothing(inputs, tmp_path, capsys):
+    assert main(["package", "--inputs", str(inputs), "--out", str(tmp_path / "o"), "--bundle-name", "TinyNorm.py"]) == 0
+    assert capsys.readouterr().out == ""
+
+
+def test_undefined_names_only_in_annotations_are_not_failures(inputs, tmp_path):
+    (inputs / "A5.module.py").write_text((inputs / "A5.module.py").read_text()
+                                         + "\n\nconfig: VllmConfig | None = None\n\n\ndef f(x: 'GroupCoordinator') -> LogScope:\n"
+                                           "    return x\n")
+    rep = a7.run(inputs, tmp_path / "out", "TinyNorm.py")
+    assert rep["status"] == "ok"
+    assert rep["checks"]["undefined_names"] == "ok (3 only in postponed annotations)"
+    assert len(rep["details"]["undefined_names_in_annotations"]) == 3

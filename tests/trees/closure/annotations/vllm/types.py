@@ -1,0 +1,10 @@
+class FieldType:
+    pass
+
+
+class ParamType:
+    pass
+
+
+class CheckType:
+    pass

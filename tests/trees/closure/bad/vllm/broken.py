@@ -1,0 +1,2 @@
+def broken_fn(:
+    return 1

@@ -1,0 +1,6 @@
+from vllm.base import Base
+
+
+class Child(Base):
+    def forward(self):
+        return self.used()

@@ -1,0 +1,5 @@
+from vllm.layers import Thing
+
+
+class Target(Thing):
+    pass

@@ -1,0 +1,2 @@
+#pragma once
+// not included by anything the ops need
