@@ -31,7 +31,7 @@ from pants_workspace import Workspace  # noqa: E402
 
 TARGETS = {
     "qwen3_moe_layer": ("Qwen3MoeDecoderLayer", 'model="Qwen/Qwen3-Coder-480B-A35B-Instruct", import_check="report"'),
-    "rms_norm": ("RMSNorm", ""),
+    "rms_norm": ("RMSNorm", 'symbol_file_hint="vllm/model_executor/layers/layernorm.py"'),
     "silu_and_mul": ("SiluAndMul", ""),
 }
 OUTSIDE_FILE = "vllm/entrypoints/cli/main.py"
@@ -101,7 +101,7 @@ def main() -> None:
         for _ in range(args.repeat):
             f = ws.root / "third_party/vllm" / node["file"]
             lines = f.read_text().splitlines(keepends=True)
-            i = node["end_line"] - 1
+            i = node["line"] - 1
             lines[i] = lines[i].rstrip("\n") + f"  # edit {uuid.uuid4().hex}\n"
             f.write_text("".join(lines))
             inside.append(timed(ws, args.target, store))

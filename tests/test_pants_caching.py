@@ -13,7 +13,8 @@ pytestmark = pytest.mark.pants
 
 BUILD = """
 vllm_source_tree(name="vllm_local", root="third_party/vllm")
-monolithic_bundle(name="rms_norm", symbol="RMSNorm", vllm=":vllm_local")
+monolithic_bundle(name="rms_norm", symbol="RMSNorm", vllm=":vllm_local",
+                  symbol_file_hint="vllm/model_executor/layers/layernorm.py")
 """
 
 
@@ -56,8 +57,8 @@ def test_edit_inside_closure_reexecutes_only_its_readers(built):
     node = next(n for n in graph["python_nodes"] if n["name"] == "RMSNorm")
     path = built.root / "third_party/vllm" / node["file"]
     lines = path.read_text().splitlines(keepends=True)
-    # A comment at the end of the class's last line: same line numbers, new bytes in A2's slice.
-    i = node["end_line"] - 1
+    # A comment at the end of the definition's first line: same line numbers, new bytes in A2's slice.
+    i = node["line"] - 1
     lines[i] = lines[i].rstrip("\n") + f"  # edit {uuid.uuid4().hex}\n"
     path.write_text("".join(lines))
     run = built.pants("package", "targets:rms_norm")
