@@ -105,10 +105,12 @@ def dotted(node) -> str | None:
 
 
 class Rewriter(cst.CSTTransformer):
-    def __init__(self, wrappers: dict[tuple[str, str], str], pyops: dict[str, str], bundle_ns: str | None):
+    def __init__(self, wrappers: dict[tuple[str, str], str], pyops: dict[str, str], bundle_ns: str | None,
+                 stubs: set | None = None):
         self.wrappers = wrappers      # (ns, op) -> wrapper name
         self.pyops = pyops            # vllm op -> python target
         self.bundle_ns = bundle_ns
+        self.stubs = stubs or set()   # (ns, op) whose A4 wrapper is a stub that raises (op not bundled)
         self.counts: dict[tuple[str, str], int] = {}
         self._made: set[str] = set(wrappers.values()) | set(pyops.values())
         self._made_from: dict[int, str] = {}
@@ -151,8 +153,9 @@ class Rewriter(cst.CSTTransformer):
                 if len(parts) == 3 and parts[:2] == ["torch", "ops"]:
                     name = s.evaluated_value
                     if isinstance(name, str) and self._target(parts[2], name):
-                        self._count(f"hasattr({d}, {name!r})", "True")
-                        return cst.Name("True")
+                        value = "False" if (parts[2], name) in self.stubs else "True"
+                        self._count(f"hasattr({d}, {name!r})", value)
+                        return cst.Name(value)
         return updated_node
 
     def leave_SimpleString(self, original_node, updated_node):
@@ -163,7 +166,8 @@ class Rewriter(cst.CSTTransformer):
         if not isinstance(v, str):
             return updated_node
         m = re.fullmatch(r"(\w+)::(\w+)(\.\w+)?", v)
-        if m and m.group(1) != "vllm" and (m.group(1), m.group(2)) in self.wrappers and self.bundle_ns:
+        if m and m.group(1) != "vllm" and (m.group(1), m.group(2)) in self.wrappers and self.bundle_ns \
+                and (m.group(1), m.group(2)) not in self.stubs:
             new = f"{self.bundle_ns}::{m.group(2)}{m.group(3) or ''}"
             q = updated_node.quote
             prefix = updated_node.prefix
@@ -172,9 +176,9 @@ class Rewriter(cst.CSTTransformer):
         return updated_node
 
 
-def rewrite(module_text: str, wrappers, pyops, bundle_ns):
+def rewrite(module_text: str, wrappers, pyops, bundle_ns, stubs=None):
     tree = cst.parse_module(module_text)
-    rw = Rewriter(wrappers, pyops, bundle_ns)
+    rw = Rewriter(wrappers, pyops, bundle_ns, stubs)
     new = tree.visit(rw)
     # 4-part rewrites: count those whose Name survived (not folded into a 5-part one)
     for nid, frm in rw._made_from.items():
@@ -189,6 +193,22 @@ class Leftovers(cst.CSTVisitor):
     def __init__(self):
         self.ops: list[tuple[str, int]] = []
         self.imports: list[tuple[str, int]] = []
+        self.probes: list[tuple[str, int]] = []  # importlib.import_module("vllm...") inside try/except ImportError
+        self._guarded: list[bool] = []
+
+    def visit_Try(self, node):
+        names = set()
+        for h in node.handlers:
+            if h.type is None:
+                names.add("BaseException")
+            else:
+                for n in (h.type.elements if isinstance(h.type, cst.Tuple) else [h.type]):
+                    n = n.value if isinstance(n, cst.Element) else n
+                    names.add((dotted(n) or "").split(".")[-1])
+        self._guarded.append(bool(names & {"ImportError", "ModuleNotFoundError", "Exception", "BaseException"}))
+
+    def leave_Try(self, node):
+        self._guarded.pop()
 
     def visit_Attribute(self, node):
         d = dotted(node)
@@ -220,7 +240,9 @@ class Leftovers(cst.CSTVisitor):
         if d in ("importlib.import_module", "__import__") and node.args:
             v = node.args[0].value
             if isinstance(v, cst.SimpleString) and str(v.evaluated_value).split(".")[0] == "vllm":
-                self.imports.append((f"{d}({v.value})", self.get_metadata(PositionProvider, node).start.line))
+                where = (f"{d}({v.value})", self.get_metadata(PositionProvider, node).start.line)
+                # a probe that fails gracefully without vLLM (caught ImportError) is noted, not fatal
+                (self.probes if any(self._guarded) else self.imports).append(where)
 
 
 # ----------------------------------------------------------------------------- signatures
@@ -299,12 +321,15 @@ def bind(graph: dict, a2_text: str, a2m: dict, a3_text: str, a3m: dict, a4_text:
     module_text = "\n".join(imports) + "\n\n\n" + "\n\n".join(sections)
 
     wrappers = {}
+    stubs = set()
     for w in a4m.get("wrappers", []):
         op = w.get("op", "")
         if "." not in op or not w.get("wrapper"):
             raise StageError(STAGE, "A4.manifest.json wrappers", f"entry {w!r} lacks op/wrapper", "re-run A4")
         ns, name = op.split(".", 1)
         wrappers[(ns, name)] = w["wrapper"]
+        if w.get("stub"):
+            stubs.add((ns, name))
     pyops = {}
     for e in graph.get("python_custom_ops", []) or []:
         op, target = e.get("op", ""), e.get("target")
@@ -314,7 +339,7 @@ def bind(graph: dict, a2_text: str, a2m: dict, a3_text: str, a3m: dict, a4_text:
         pyops[op] = target
 
     try:
-        tree, counts = rewrite(module_text, wrappers, pyops, a4m.get("namespace"))
+        tree, counts = rewrite(module_text, wrappers, pyops, a4m.get("namespace"), stubs)
     except cst.ParserSyntaxError as e:
         raise StageError(STAGE, "merged A4+A3+A2 module", f"does not parse ({e.message} at line {e.raw_line})",
                          "check the section artifacts; each must parse on its own") from None
@@ -355,9 +380,15 @@ def bind(graph: dict, a2_text: str, a2m: dict, a3_text: str, a3m: dict, a4_text:
                          "report a bundler bug")
     if entry and not sigs:
         notes.append(f"entry symbol {entry} is not defined at module level of the merged module")
+    for what, line in lv.probes:
+        notes.append(f"A5.module.py:{line}: {what} stays: an optional-module probe inside try/except ImportError "
+                     "(without vLLM it takes the except branch)")
     unresolved = unresolved_names(out_text)
     if unresolved:
         notes.append("names read but never bound in the module (check A2): " + ", ".join(unresolved))
+    if stubs:
+        notes.append("ops not bundled (A1 marked them optional; their wrappers raise NotImplementedError): "
+                     + ", ".join(sorted(f"{n}.{o}" for n, o in stubs)))
     unused = sorted(f"{ns}.{op}" for (ns, op), w in wrappers.items()
                     if not any(to == w for (_, to) in counts))
     if unused:

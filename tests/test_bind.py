@@ -213,3 +213,32 @@ def test_cli_bind(a4_dir, tmp_path):
                         "--out", str(tmp_path / "out")], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "out" / "A5.bindmap.json").exists()
+
+
+def test_guarded_dynamic_vllm_import_is_a_note(a4_dir, tmp_path):
+    probe = ("\n\ndef _probe():\n    try:\n        return importlib.import_module(\"vllm.third_party.deep_gemm\")\n"
+             "    except ImportError:\n        return None\n")
+    bm = bind.run(inputs=_inputs(a4_dir, tmp_path, a2_text=A2_TEXT + probe), out=tmp_path / "out")
+    assert any("vllm.third_party.deep_gemm" in n for n in bm["notes"])
+    d = tmp_path / "unguarded"
+    d.mkdir()
+    with pytest.raises(StageError, match="vllm.third_party.deep_gemm"):
+        bind.run(inputs=_inputs(a4_dir, d, a2_text=A2_TEXT + "\n\ndef _p():\n    return importlib.import_module(\"vllm.third_party.deep_gemm\")\n"),
+                 out=d / "out")
+
+
+def test_stub_wrappers_are_bound_and_hasattr_false(vllm_0_26_0, tmp_path):
+    d = tmp_path / "a4"
+    d.mkdir()
+    g = _graph()
+    g["cuda_ops"].append({"op": "_C.cutlass_scaled_mm", "namespace": "_C", "name": "cutlass_scaled_mm",
+                          "required": False})
+    (d / "A1.graph.json").write_text(json.dumps(g))
+    collect_cuda.run(tree=vllm_0_26_0, graph=d / "A1.graph.json", out=d)
+    a2 = A2_TEXT + ("\n\ndef scaled_mm(a, b):\n    if hasattr(torch.ops._C, \"cutlass_scaled_mm\"):\n"
+                    "        return torch.ops._C.cutlass_scaled_mm(a, b)\n    return a @ b\n")
+    bm = bind.run(inputs=_inputs(d, tmp_path, a2_text=a2, graph=g), out=tmp_path / "out")
+    rewrites = {(r["from"], r["to"]): r["count"] for r in bm["rewrites"]}
+    assert rewrites[("hasattr(torch.ops._C, 'cutlass_scaled_mm')", "False")] == 1
+    assert rewrites[("torch.ops._C.cutlass_scaled_mm", "_C_cutlass_scaled_mm")] == 1
+    assert any("cutlass_scaled_mm" in n for n in bm["notes"])

@@ -247,3 +247,29 @@ def test_cmake_reader_real(vllm_0_26_0):
     assert "USE_CUDA" in t.definitions and "TORCH_TARGET_VERSION=0x020B000000000000ULL" in t.definitions
     assert "USE_ROCM" not in t.definitions
     assert info.target_of("csrc/libtorch_stable/moe/topk_softmax_kernels.cu").name == "_moe_C_stable_libtorch"
+
+
+def test_optional_ops_get_stubs(tmp_path):
+    g = {"status": "ok", "symbol": "X", "cuda_ops": [
+        {"op": "_C.my_op"}, {"op": "_C.cutlass_op", "required": False}, {"op": "_C.nope", "required": False}]}
+    (tmp_path / "g.json").write_text(json.dumps(g))
+    collect_cuda.run(tree=MINI, graph=tmp_path / "g.json", out=tmp_path / "out")
+    m = read_json(tmp_path / "out" / "A4.manifest.json")
+    assert m["exported_ops"] == ["_C.my_op"]
+    assert sorted(x["op"] for x in m["skipped_ops"]) == ["_C.cutlass_op", "_C.nope"]
+    stubs = {w["op"]: w for w in m["wrappers"] if w.get("stub")}
+    assert set(stubs) == {"_C.cutlass_op", "_C.nope"}
+    ns = load_section(tmp_path)
+    with pytest.raises(NotImplementedError, match="cutlass/cutlass.h"):
+        ns["_C_cutlass_op"](None)
+    # required (the default) still fails the stage
+    g["cuda_ops"][1].pop("required")
+    (tmp_path / "g.json").write_text(json.dumps(g))
+    with pytest.raises(StageError, match="cutlass"):
+        collect_cuda.run(tree=MINI, graph=tmp_path / "g.json", out=tmp_path / "out2")
+
+
+def test_inline_header_definition(vllm_0_26_0, tmp_path):
+    """weak_ref_tensor is defined inline in ops.h, not in a .cu file."""
+    _, m = run(vllm_0_26_0, tmp_path, "_C.weak_ref_tensor")
+    assert m["ops"][0]["source_file"] == "csrc/libtorch_stable/ops.h"

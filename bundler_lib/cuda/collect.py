@@ -150,7 +150,7 @@ def plan_ops(tree_root: Path, graph: dict) -> tuple[list[OpPlan], dict]:
     all_sources = sorted(p.relative_to(tree.root).as_posix() for p in (tree.root / "csrc").rglob("*")
                          if p.suffix in SOURCE_EXTS and p.is_file())
     plans = []
-    for entry in graph.get("cuda_ops", []):
+    def plan_one(entry) -> OpPlan:
         op = entry.get("op") or f"{entry.get('namespace')}.{entry.get('name')}"
         ns = entry.get("namespace") or op.split(".", 1)[0]
         name = entry.get("name") or op.split(".", 1)[1]
@@ -180,6 +180,16 @@ def plan_ops(tree_root: Path, graph: dict) -> tuple[list[OpPlan], dict]:
         searched = f"the {len(candidates)} sources of CMake target {target.name}" if target else ""
         hits = _find_definition(tree, candidates, fn_base)
         if not hits:
+            # an inline definition in a header the binding file includes (e.g. ops.h)
+            try:
+                hdrs, _ = include_closure(tree, [impl.file], info.common_include_dirs or ["csrc"],
+                                          _defines(info, target))
+            except StageError:
+                hdrs = []
+            hdrs = [h for h in hdrs if h != impl.file and not h.endswith(SOURCE_EXTS)]
+            hits = _find_definition(tree, hdrs, fn_base)
+            searched += f"{', ' if searched else ''}the {len(hdrs)} headers {impl.file} includes"
+        if not hits:
             pool = [s for s in all_sources if not s.startswith(("csrc/cpu/", "csrc/rocm/"))]
             hits = _find_definition(tree, pool, fn_base)
             searched = (searched + " and " if searched else "") + f"{len(pool)} .cu/.cpp files under csrc/"
@@ -193,11 +203,19 @@ def plan_ops(tree_root: Path, graph: dict) -> tuple[list[OpPlan], dict]:
         hits.sort(key=lambda h: (not h[0].endswith(".cu"), _distance(h[0], impl.file)))
         src, line = hits[0]
         decls = _declaring_headers(tree, impl.file, fn_base, info.common_include_dirs)
-        plans.append(OpPlan(op=f"{ns}.{name}", namespace=ns, name=name, schema=d.schema, abi=d.abi,
+        return OpPlan(op=f"{ns}.{name}", namespace=ns, name=name, schema=d.schema, abi=d.abi,
                             def_file=d.file, def_line=d.line, impl_file=impl.file, impl_line=impl.line,
                             impl_key=impl.key, fn=impl.fn, fn_expr=impl.fn_expr or f"&{impl.fn}",
                             source_file=src, source_line=line, decl_headers=decls,
-                            kernels=_kernels(tree.text(src)), call_sites=entry.get("call_sites", [])))
+                            kernels=_kernels(tree.text(src)), call_sites=entry.get("call_sites", []))
+    skipped: list[dict] = []
+    for entry in graph.get("cuda_ops", []):
+        try:
+            plans.append(plan_one(entry))
+        except StageError as e:
+            if not is_optional(entry):
+                raise
+            skipped.append(_skip_record(entry, e, reg))
     # The same op listed twice (e.g. once with an overload) is bundled once.
     uniq: list[OpPlan] = []
     for p in plans:
@@ -209,7 +227,27 @@ def plan_ops(tree_root: Path, graph: dict) -> tuple[list[OpPlan], dict]:
         counts[p.name] = counts.get(p.name, 0) + 1
     for p in plans:
         p.reg_name = p.name if counts[p.name] == 1 else f"{p.namespace.strip('_')}__{p.name}"
-    return plans, {"info": info, "tree": tree, "registry": reg}
+    return plans, {"info": info, "tree": tree, "registry": reg, "skipped": skipped}
+
+
+def is_optional(entry: dict) -> bool:
+    """A1 may mark an op whose call sites sit only in branches the variant does not take:
+    `"required": false` (or `"optional": true`). Such an op that cannot be bundled gets a stub."""
+    return entry.get("required") is False or entry.get("optional") is True
+
+
+def _op_key(entry: dict) -> tuple[str, str]:
+    op = entry.get("op") or f"{entry.get('namespace')}.{entry.get('name')}"
+    ns = entry.get("namespace") or op.split(".", 1)[0]
+    name = (entry.get("name") or op.split(".", 1)[1]).split(".")[0]
+    return ns, name
+
+
+def _skip_record(entry: dict, err: StageError, reg) -> dict:
+    ns, name = _op_key(entry)
+    defs = reg.defs.get((ns, name)) if reg is not None else None
+    return {"op": f"{ns}.{name}", "namespace": ns, "name": name, "schema": defs[0].schema if defs else None,
+            "reason": f"{err.input}: {err.problem}"}
 
 
 def _find_definition(tree: Tree, files: list[str], fn: str) -> list[tuple[str, int]]:
@@ -248,10 +286,12 @@ def collect(tree_root: Path, graph: dict) -> tuple[str, dict]:
     plans, ctx = plan_ops(tree_root, graph)
     info: cmake.BuildInfo = ctx["info"]
     tree: Tree = ctx["tree"]
+    skipped: list[dict] = ctx["skipped"]
     notes: list[str] = []
-    if not plans:
+    if not plans and not skipped:
         manifest = {"status": "ok", "cuda_files": [], "ops": [], "wrappers": [], "flags": {}, "imports": [],
-                    "namespace": None, "bundle_hash": None, "notes": ["no compiled ops in A1.graph.json cuda_ops"]}
+                    "namespace": None, "bundle_hash": None, "exported_ops": [], "skipped_ops": [],
+                    "notes": ["no compiled ops in A1.graph.json cuda_ops"]}
         return emit.empty_section(), manifest
 
     # One extension target's settings apply to all bundled sources; ops of different targets
@@ -279,13 +319,28 @@ def collect(tree_root: Path, graph: dict) -> tuple[str, dict]:
 
     files: list[str] = []
     external: list[str] = []
+    optional_ops = {"%s.%s" % _op_key(e) for e in graph.get("cuda_ops", []) if is_optional(e)}
+    kept = []
     for p in plans:
         try:
             fs, ext = include_closure(tree, p.decl_headers + [p.source_file], include_dirs, defines)
         except StageError as e:
-            raise StageError(STAGE, f"op {p.op} ({p.source_file}, via {e.input})", e.problem, e.remedy) from None
+            err = StageError(STAGE, f"op {p.op} ({p.source_file}, via {e.input})", e.problem, e.remedy)
+            if p.op in optional_ops:
+                skipped.append({"op": p.op, "namespace": p.namespace, "name": p.name, "schema": p.schema,
+                                "reason": f"{err.input}: {err.problem}"})
+                continue
+            raise err from None
+        kept.append(p)
         files += [f for f in fs if f not in files]
         external += [x for x in ext if x not in external]
+    plans = kept
+    if not plans:
+        text, stub_wrappers = emit.stubs_only(skipped)
+        return text, {"status": "ok", "cuda_files": [], "ops": [], "wrappers": stub_wrappers, "flags": {},
+                      "imports": list(emit.STUB_IMPORTS) if skipped else [], "namespace": None,
+                      "bundle_hash": None, "skipped_ops": skipped, "exported_ops": [],
+                      "notes": notes + [f"optional op {x['op']} not bundled: {x['reason']}" for x in skipped]}
     abis = {p.abi for p in plans}
     if "stable" in abis:
         external_needed = ["torch/csrc/stable/library.h"]
@@ -328,7 +383,9 @@ def collect(tree_root: Path, graph: dict) -> tuple[str, dict]:
     ns_unique = "vllm_bundle_" + bundle_hash[:16]
     registration = registration.replace("{NS}", ns_unique)
     text, wrappers = emit.section(plans, {f: tree.text(f) for f in files}, cuda_files, registration,
-                                  ns_unique, bundle_hash, flags)
+                                  ns_unique, bundle_hash, flags, skipped)
+    notes += [f"optional op {x['op']} not bundled (its wrapper raises NotImplementedError): {x['reason']}"
+              for x in skipped]
     manifest = {
         "status": "ok",
         "namespace": ns_unique,
@@ -340,6 +397,8 @@ def collect(tree_root: Path, graph: dict) -> tuple[str, dict]:
                  "source_file": p.source_file, "source_line": p.source_line, "declared_in": p.decl_headers,
                  "kernels": p.kernels, "bundled_as": f"torch.ops.{ns_unique}.{p.name}"} for p in plans],
         "wrappers": wrappers,
+        "exported_ops": [p.op for p in plans],
+        "skipped_ops": skipped,
         "flags": flags,
         "external_headers": sorted(set(external) | set(external_needed)),
         "imports": list(emit.IMPORTS),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import types
 
 from bundler_lib.cuda import schema as schema_mod
 
@@ -151,8 +152,57 @@ def _build_cuda_extension_if_needed(verbose=False):
 '''
 
 
+STUB_IMPORTS = ("import torch",)
+
+
+def _signature(schema_text: str | None) -> tuple[str, str]:
+    """(parameter list, call arguments) of a wrapper that mirrors the op schema."""
+    if not schema_text:
+        return "*args, **kwargs", "*args, **kwargs"
+    sch = schema_mod.parse(schema_text)
+    params, call_pos, call_kw = [], [], []
+    seen_kw = seen_default = False
+    for a in sch.args:
+        ann = schema_mod.py_annotation(a.type)
+        piece = a.py_name + (f": {ann}" if ann else "")
+        if a.kwarg_only and not seen_kw:
+            params.append("*")
+            seen_kw = True
+        if a.default is not None:
+            piece += (" = " if ann else "=") + schema_mod.py_default(a)
+            seen_default = True
+        elif seen_default and not a.kwarg_only:
+            raise ValueError(f"schema {schema_text!r}: a required argument follows a default")
+        params.append(piece)
+        if a.kwarg_only:
+            call_kw.append(f"{a.name}={a.py_name}")
+        else:
+            call_pos.append(a.py_name)
+    return ", ".join(params), ", ".join(call_pos + call_kw)
+
+
+def stub_wrappers(skipped: list[dict], used: set) -> tuple[list[str], list[dict]]:
+    out, wrappers = [], []
+    for x in skipped:
+        wname = _wrapper_name(types.SimpleNamespace(namespace=x["namespace"], name=x["name"]), used)
+        used.add(wname)
+        params, _ = _signature(x.get("schema"))
+        msg = f"vLLM op {x['namespace']}::{x['name']} is not in this bundle: {x['reason']}"
+        out += ["", "", f"def {wname}({params}):",
+                f'    """Stub: vLLM op {x["namespace"]}::{x["name"]} could not be bundled (A1 marked it optional)."""',
+                f"    raise NotImplementedError({msg!r})"]
+        wrappers.append({"op": x["op"], "wrapper": wname, "schema": x.get("schema"), "stub": True})
+    return out, wrappers
+
+
+def stubs_only(skipped: list[dict]) -> tuple[str, list[dict]]:
+    lines, wrappers = stub_wrappers(skipped, set())
+    return "\n".join([SECTION_HEAD, "# (no compiled op could be bundled; the optional ones below raise)"] + lines) + "\n", \
+        wrappers
+
+
 def section(plans, texts: dict[str, str], cuda_files: list[dict], registration: str, ns: str,
-            bundle_hash: str, flags: dict) -> tuple[str, list[dict]]:
+            bundle_hash: str, flags: dict, skipped: list[dict] = ()) -> tuple[str, list[dict]]:
     out = [SECTION_HEAD, ""]
     names = []
     for i, f in enumerate(cuda_files):
@@ -184,36 +234,19 @@ def section(plans, texts: dict[str, str], cuda_files: list[dict], registration: 
     for p in plans:
         wname = _wrapper_name(p, used)
         used.add(wname)
-        sch = schema_mod.parse(p.schema)
-        params, call_pos, call_kw = [], [], []
-        seen_kw = False
-        seen_default = False
-        for a in sch.args:
-            ann = schema_mod.py_annotation(a.type)
-            piece = a.py_name + (f": {ann}" if ann else "")
-            if a.kwarg_only and not seen_kw:
-                params.append("*")
-                seen_kw = True
-            if a.default is not None:
-                piece += (" = " if ann else "=") + schema_mod.py_default(a)
-                seen_default = True
-            elif seen_default and not a.kwarg_only:
-                raise ValueError(f"schema {p.schema!r}: a required argument follows a default")
-            params.append(piece)
-            if a.kwarg_only:
-                call_kw.append(f"{a.name}={a.py_name}")
-            else:
-                call_pos.append(a.py_name)
-        call = ", ".join(call_pos + call_kw)
+        params_text, call = _signature(p.schema)
         out.append("")
         out.append("")
-        out.append(f"def {wname}({', '.join(params)}):")
+        out.append(f"def {wname}({params_text}):")
         out.append(f'    """vLLM op {p.namespace}::{p.name}, bundled: {p.schema}')
         out.append(f"    (registered in {p.def_file}, implemented by {p.fn} in {p.source_file}).")
         out.append('    """')
         out.append("    _build_cuda_extension_if_needed()")
         out.append(f"    return torch.ops.{ns}.{p.reg_name}({call})")
         wrappers.append({"op": p.op, "wrapper": wname, "schema": p.schema, "registered_as": f"{ns}::{p.reg_name}"})
+    stub_lines, stub_w = stub_wrappers(list(skipped), used)
+    out += stub_lines
+    wrappers += stub_w
     out.append("")
     return "\n".join(out), wrappers
 
