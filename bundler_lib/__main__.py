@@ -36,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
         s[name].add_argument("--tree", type=Path, required=True)
         s[name].add_argument("--graph", type=Path, required=True, help="A1.graph.json")
 
+    s["collect-cuda"].add_argument("--stub-op", action="append", default=[], metavar="PATTERN",
+                                   help="op pattern (e.g. '_C.*quant*') that may be stubbed when it cannot be embedded")
+
     s["bind"].add_argument("--inputs", type=Path, required=True,
                            help="directory holding A1.graph.json and the A2, A3, A4 artifacts")
 
@@ -85,7 +88,7 @@ def main(argv=None) -> int:
             m.run(tree=args.tree, graph=args.graph, out=args.out)
         elif stage == "collect-cuda":
             from bundler_lib import collect_cuda as m
-            m.run(tree=args.tree, graph=args.graph, out=args.out)
+            m.run(tree=args.tree, graph=args.graph, out=args.out, stub_ops=tuple(args.stub_op))
         elif stage == "bind":
             from bundler_lib import bind as m
             m.run(inputs=args.inputs, out=args.out)

@@ -14,7 +14,11 @@ from bundler_lib.errors import StageError
 STAGE = "A4 cuda"
 
 
-def run(tree: Path, graph: Path, out: Path) -> None:
+def run(tree: Path, graph: Path, out: Path, stub_ops: tuple[str, ...] = ()) -> None:
+    """`stub_ops`: fnmatch patterns (e.g. `_C.*quant*`) of ops the target lets go unbundled when they
+    cannot be embedded; each becomes a wrapper that raises NotImplementedError naming the op."""
+    import fnmatch
+
     from bundler_lib.cuda.collect import collect
 
     graph = Path(graph)
@@ -30,6 +34,10 @@ def run(tree: Path, graph: Path, out: Path) -> None:
         if not isinstance(e, dict) or not (e.get("op") or (e.get("namespace") and e.get("name"))):
             raise StageError(STAGE, str(graph), f"cuda_ops entry {e!r} lacks `op` (or `namespace` and `name`)",
                              "re-run A1 (graph); see docs/stage-contract.md")
+    for e in g.get("cuda_ops", []):
+        op = e.get("op") or f"{e.get('namespace')}.{e.get('name')}"
+        if any(fnmatch.fnmatchcase(op, p) for p in stub_ops):
+            e["optional"] = True
     text, manifest = collect(Path(tree), g)
     out = Path(out)
     write_text(out / "A4.cuda.py", text)

@@ -38,6 +38,7 @@ from rules.subsystem import BundlerSubsystem
 from rules.target_types import (
     ImportCheckField,
     ModelField,
+    StubOpsField,
     OutputPathField,
     SymbolField,
     SymbolFileHintField,
@@ -64,6 +65,7 @@ class MonolithicBundleFieldSet(PackageFieldSet):
     variant: VariantField
     output_path: OutputPathField
     import_check: ImportCheckField
+    stub_ops: StubOpsField
 
 
 async def _model_config(model: str | None, models_dir: str, address: Address) -> Digest:
@@ -131,6 +133,7 @@ async def package_bundle(
         Get(Digest, MergeDigests([graph_in, model_cfg])),
     )
     collect_args = ("--tree", "tree", "--graph", "in/A1.graph.json")
+    stub_args = tuple(a for pattern in field_set.stub_ops.value or () for a in ("--stub-op", pattern))
     a6_args = ["--graph", "in/A1.graph.json"]
     if field_set.model.value:
         a6_args += ["--model", field_set.model.value, "--model-config", "model/config.json"]
@@ -139,7 +142,7 @@ async def package_bundle(
     a2, a3, a4, a6 = await MultiGet(
         Get(StageOutput, StageRequest("A2", collect_args, a2_in, target)),
         Get(StageOutput, StageRequest("A3", collect_args, a3_in, target)),
-        Get(StageOutput, StageRequest("A4", collect_args, a4_in, target)),
+        Get(StageOutput, StageRequest("A4", collect_args + stub_args, a4_in, target)),
         Get(StageOutput, StageRequest("A6", tuple(a6_args), a6_in, target)),
     )
 

@@ -4,6 +4,7 @@ from pants.engine.target import (
     COMMON_TARGET_FIELDS,
     DictStringToStringField,
     StringField,
+    StringSequenceField,
     Target,
 )
 from pants.util.strutil import help_text
@@ -86,6 +87,18 @@ class ImportCheckField(StringField):
     )
 
 
+class StubOpsField(StringSequenceField):
+    alias = "stub_ops"
+    help = help_text(
+        """
+        Compiled ops (fnmatch patterns such as `_C.*quant*`) that may be left out of the bundle when
+        their sources cannot be embedded (e.g. they need CUTLASS): each gets a wrapper that raises
+        `NotImplementedError` naming the op, and `A5.bindmap.json` lists them. Only for ops the
+        target's variant never calls; any other op that cannot be embedded fails stage A4.
+        """
+    )
+
+
 class MonolithicBundle(Target):
     alias = "monolithic_bundle"
     core_fields = (
@@ -98,6 +111,7 @@ class MonolithicBundle(Target):
         VariantField,
         OutputPathField,
         ImportCheckField,
+        StubOpsField,
     )
     help = help_text(
         """
