@@ -346,7 +346,8 @@ def bind(graph: dict, a2_text: str, a2m: dict, a3_text: str, a3m: dict, a4_text:
     out_text = tree.code
 
     lv = Leftovers()
-    MetadataWrapper(cst.parse_module(out_text)).visit(lv)
+    final = cst.parse_module(out_text)
+    MetadataWrapper(final, unsafe_skip_copy=True).visit(lv)  # read-only visit: no defensive copy
     if lv.imports:
         what, line = lv.imports[0]
         raise StageError(STAGE, f"A5.module.py:{line}", f"a vLLM import remains after binding: {what}"
@@ -371,7 +372,6 @@ def bind(graph: dict, a2_text: str, a2m: dict, a3_text: str, a3m: dict, a4_text:
     for n in graph.get("python_nodes", []):
         if n.get("name") == symbol and n.get("file") == graph.get("def_file"):
             entry = n.get("emit_name") or symbol
-    final = cst.parse_module(out_text)
     sigs = public_signatures(final, entry)
     notes = []
     before = public_signatures(cst.parse_module(a2_text), entry) if a2_text.strip() else {}
