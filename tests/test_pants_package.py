@@ -66,3 +66,15 @@ def test_bundle_starts_with_the_license_and_has_provenance(packaged):
     assert "# --- Inlined from vllm/model_executor/layers/layernorm.py:L" in text
     assert "def invocation_example(" in text
     assert "import vllm" not in text and "from vllm" not in text
+
+
+def test_artifacts_name_no_absolute_path_or_host(packaged):
+    import socket
+
+    ws, _ = packaged
+    for p in (ws.root / "bundles_out").rglob("*"):
+        if p.is_file():
+            text = p.read_text(errors="replace")
+            host = socket.gethostname()
+            for needle in (str(ws.root), "pants-sandbox", str(REPO), *([host] if len(host) >= 6 else [])):
+                assert needle not in text, (p, needle)
