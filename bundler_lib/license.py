@@ -119,7 +119,9 @@ def identify(text: str) -> tuple[str, list[str]]:
 
 
 def _spdx_parts(spdx: str) -> list[str]:
-    return [p for p in re.split(r"\s+(?:OR|AND|WITH)\s+", spdx) if p]
+    """The licenses of an SPDX expression (an exception after WITH only adds permissions)."""
+    parts = re.split(r"\s+(?:OR|AND)\s+", spdx.strip("() "))
+    return [re.split(r"\s+WITH\s+", p)[0].strip("() ") for p in parts if p.strip("() ")]
 
 
 def is_permissive(spdx: str) -> bool:

@@ -105,3 +105,22 @@ def test_decoder_example_plumbing_on_gpu(tmp_path, workload, small):
     assert ns["_current_vllm_config"] is None and ns["_forward_context"] is None
     assert ns["_manager_workspace"] is None
     assert isinstance(res["defaults_used"], list)
+
+
+def test_extra_roots():
+    g = json.loads((TREES / "Qwen3MoeDecoderLayer" / "A1.graph.json").read_text())
+    roots = a6.extra_roots(g)
+    assert "vllm/model_executor/layers/fused_moe/unquantized_fused_moe_method.py::" \
+           "UnquantizedFusedMoEMethod.process_weights_after_loading" in roots
+    assert "vllm/v1/attention/backends/triton_attn.py::TritonAttentionBackend" in roots
+    assert a6.extra_roots(json.loads((TREES / "RMSNorm" / "A1.graph.json").read_text())) == []
+
+
+def test_qwen3_30b_a3b_decoder_example_generated(tmp_path):
+    src, rec = _gen(tmp_path, MOCK / "A1.graph.json", ROOT / "models" / "Qwen--Qwen3-30B-A3B" / "config.json",
+                    "Qwen/Qwen3-30B-A3B", "prefill")
+    assert rec["workload"] == {"kind": "prefill", "source": "given", "reason": "requested by the target",
+                               "shapes": rec["workload"]["shapes"], "kv_cache": True}
+    assert (rec["dims"]["H"], rec["dims"]["H_q"], rec["dims"]["H_kv"], rec["dims"]["Dh"]) == (2048, 32, 4, 128)
+    assert "'num_experts': 128" in src and "# workload: prefill (given" in src
+    compile(src, "A6.example.py", "exec")

@@ -128,3 +128,9 @@ def test_real_tree(vllm_0_26_0, tmp_path):
     rec = a0.run(vllm_0_26_0, tmp_path)
     assert rec["repo_license"] == "Apache-2.0"
     assert rec["license_files"] == ["LICENSE"]
+
+
+def test_spdx_exceptions_and_expressions():
+    assert a0.is_permissive("Apache-2.0 WITH LLVM-exception")
+    assert a0.is_permissive("(MIT OR Apache-2.0)")
+    assert not a0.is_permissive("GPL-2.0-only WITH Classpath-exception-2.0")

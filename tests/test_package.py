@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from bundler_lib import package as a7
 from bundler_lib.__main__ import main
@@ -35,7 +36,7 @@ def test_ok(inputs, tmp_path):
     assert rep["size"] == len(data)
     assert rep["sha256"] == hashlib.sha256(data).hexdigest()
     assert rep["checks"] == {"syntax": "ok", "import": "ok", "undefined_names": "ok",
-                             "cuda_build": "skipped (not requested)"}
+                             "cuda_build": "not applicable (the bundle has no CUDA section)"}
     text = data.decode()
     # Order: notice, module, example. The notice is comments at the very top.
     assert text.startswith("# This file contains code from a source tree licensed under the Apache License")
@@ -152,9 +153,20 @@ def test_undefined_names_recorded(inputs, tmp_path):
         a7.run(inputs, tmp_path / "out2", "TinyNorm.py", strict_undefined_names=True)
 
 
-def test_probe_cuda_without_gpu(inputs, tmp_path):
-    rep = a7.run(inputs, tmp_path / "out", "TinyNorm.py", probe_cuda=True)
-    assert rep["checks"]["cuda_build"] in ("not applicable (the bundle has no CUDA section)",)
+def test_cuda_build_check(inputs, tmp_path):
+    rep = a7.run(inputs, tmp_path / "o1", "TinyNorm.py", probe_cuda=True)
+    assert rep["checks"]["cuda_build"] == "not applicable (the bundle has no CUDA section)"
+    (inputs / "A5.module.py").write_text((inputs / "A5.module.py").read_text() + (
+        "\n\ndef _build_cuda_extension_if_needed():\n"
+        "    raise RuntimeError('the CUDA build ran')\n"))
+    rep = a7.run(inputs, tmp_path / "o2", "TinyNorm.py")
+    assert rep["checks"]["cuda_build"] == "skipped (not requested)" and rep["status"] == "ok"
+    rep = a7.run(inputs, tmp_path / "o3", "TinyNorm.py", probe_cuda=True)
+    if torch.cuda.is_available():
+        assert rep["checks"]["cuda_build"] == "failed" and "the CUDA build ran" in rep["details"]["cuda_build_error"]
+        assert rep["status"] == "ok_with_failures"
+    else:
+        assert rep["checks"]["cuda_build"] == "skipped (no GPU)" and rep["status"] == "ok"
 
 
 def test_import_timeout(inputs, tmp_path):

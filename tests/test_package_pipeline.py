@@ -45,7 +45,7 @@ def test_bundle_and_example(vllm_0_26_0, tmp_path, symbol, hint, model):
     code = (
         "import importlib.util, sys\n"
         f"spec = importlib.util.spec_from_file_location({symbol!r}, {str(bundle)!r})\n"
-        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+        "m = importlib.util.module_from_spec(spec); sys.modules[spec.name] = m; spec.loader.exec_module(m)\n"
         "r = m.invocation_example(small=True)\n"
         "print('SIZES', r['sizes'])\n"
     )

@@ -379,15 +379,37 @@ _BODIES["norm"] = '''\
     layer = {sym}(H, eps=eps).to(device=device, dtype=dtype)
     x = _randn(T, H)
     residual = _randn(T, H)
-    out = layer(x.clone())
+{weight}    out = layer(x.clone())
     _check("out", out, (T, H))
     out2, res2 = layer(x.clone(), residual.clone())
     _check("out (with residual)", out2, (T, H))
     _check("residual", res2, (T, H))
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return {{"module": layer, "inputs": {{"x": x, "residual": residual}}, "outputs": {{"out": out, "out_residual": (out2, res2)}},
-            "sizes": {{"T": T, "H": H}}, "workload": workload}}
+    errors = {{}}
+{reference}    return {{"module": layer, "inputs": {{"x": x, "residual": residual}}, "outputs": {{"out": out, "out_residual": (out2, res2)}},
+            "sizes": {{"T": T, "H": H}}, "workload": workload, "max_abs_err": errors}}
+'''
+# RMSNorm's own definition (x * rsqrt(mean(x^2) + eps) * w, in float32), checked in bf16 tolerance.
+_NORM_WEIGHT = '''\
+    with torch.no_grad():
+        layer.weight.copy_(1.0 + 0.1 * _randn(H).float())
+'''
+_NORM_REFERENCE = '''\
+    def _rms_ref(v):
+        v = v.float()
+        return v * torch.rsqrt(v.pow(2).mean(-1, keepdim=True) + eps) * layer.weight.float()
+
+    def _close(name, got, want, tol=3e-2):
+        err = (got.float() - want.float()).abs().max().item()
+        errors[name] = err
+        if err > tol * max(1.0, want.float().abs().max().item()):
+            raise AssertionError(f"{{name}}: max abs error {{err}} against the float32 reference")
+
+    _close("out", out, _rms_ref(x))
+    summed = (x.float() + residual.float()).to(dtype)
+    _close("residual", res2, summed)
+    _close("out (with residual)", out2, _rms_ref(summed))
 '''
 
 _BODIES["act_and_mul"] = '''\
@@ -399,8 +421,16 @@ _BODIES["act_and_mul"] = '''\
     _check("out", out, (T, I))
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return {{"module": layer, "inputs": {{"x": x}}, "outputs": {{"out": out}}, "sizes": {{"T": T, "I": I}},
-            "workload": workload}}
+    errors = {{}}
+{reference}    return {{"module": layer, "inputs": {{"x": x}}, "outputs": {{"out": out}}, "sizes": {{"T": T, "I": I}},
+            "workload": workload, "max_abs_err": errors}}
+'''
+# SiluAndMul's own definition: silu(x[:, :I]) * x[:, I:], in float32.
+_SILU_REFERENCE = '''\
+    want = torch.nn.functional.silu(x[:, :I].float()) * x[:, I:].float()
+    errors["out"] = (out.float() - want).abs().max().item()
+    if errors["out"] > 3e-2 * max(1.0, want.abs().max().item()):
+        raise AssertionError(f"out: max abs error {{errors['out']}} against the float32 reference")
 '''
 
 _BODIES["activation"] = '''\
@@ -589,6 +619,17 @@ def generate(graph: dict, model: str | None, model_config: Path | None, workload
         if template == "rope":
             build = _ROPE_BUILD["get_rope" if graph.get("kind") == "function" else "class"].format(sym=symbol)
             body = _BODIES["rope"].format(build=build)
+        elif template == "norm":
+            exact = symbol == "RMSNorm"  # the reference is RMSNorm's own formula, not a variant's (Gemma: 1 + w)
+            body = _BODIES["norm"].format(sym=symbol, weight=_NORM_WEIGHT if exact else "",
+                                          reference=_NORM_REFERENCE if exact else "")
+            if exact:
+                notes.append("the example also checks RMSNorm against its float32 formula (bf16 tolerance)")
+        elif template == "act_and_mul":
+            exact = symbol == "SiluAndMul"
+            body = _BODIES["act_and_mul"].format(sym=symbol, reference=_SILU_REFERENCE if exact else "")
+            if exact:
+                notes.append("the example also checks SiluAndMul against its float32 formula (bf16 tolerance)")
         else:
             body = _BODIES[template].format(sym=symbol)
         if template not in ("generic", "no_model"):

@@ -12,6 +12,31 @@ from bundler_lib.example import state
 
 REQUIRED = ["vllm_config", "forward_context"]
 
+# What the example calls or needs that a layer's own code does not reach (vLLM's loader and engine do):
+# A1 should take these as extra roots of a decoder-layer bundle, or the example stops at that step.
+# Seen on an H100 with a 0.26.0 bundle: without the process_weights_after_loading methods the MoE kernel
+# is never built (`assert self.moe_kernel is not None`); without the TRITON_ATTN classes the attention
+# backend cannot be selected (its qualname is imported at run time).
+EXAMPLE_ROOTS = [
+    "vllm/model_executor/layers/quantization/base_config.py::QuantizeMethodBase.process_weights_after_loading",
+    "vllm/model_executor/layers/linear.py::UnquantizedLinearMethod.process_weights_after_loading",
+    "vllm/model_executor/layers/fused_moe/unquantized_fused_moe_method.py::"
+    "UnquantizedFusedMoEMethod.process_weights_after_loading",
+    "vllm/model_executor/layers/attention/attention.py::Attention.process_weights_after_loading",
+    "vllm/v1/attention/backends/triton_attn.py::TritonAttentionBackend",
+    "vllm/v1/attention/backends/triton_attn.py::TritonAttentionImpl",
+    "vllm/v1/attention/backends/triton_attn.py::TritonAttentionMetadata",
+    "vllm/v1/attention/backends/triton_attn.py::MIN_LAUNCH_GRID_SIZE_2D",
+    "vllm/v1/attention/backends/triton_attn.py::NUM_PAR_SOFTMAX_SEGMENTS",
+    "vllm/v1/worker/workspace.py::WorkspaceManager",
+    "vllm/v1/worker/workspace.py::_manager",
+]
+
+
+def extra_roots() -> list[str]:
+    """`file::Name` or `file::Class.method` the decoder-layer example needs beyond the layer's closure."""
+    return list(EXAMPLE_ROOTS)
+
 _BODY = '''\
     missing = [r for r in {required!r} if not N.get(r)]
     if missing:
@@ -44,18 +69,27 @@ _BODY = '''\
         # As vLLM's loader (model_loader/utils.py process_weights_after_loading): quant methods, then attention.
         qm_base = _get("QuantizeMethodBase")
         attn_cls = _get("Attention")
+        # A method the bundle lacks was not reached from the layer (A1 follows the layer, not the loader).
+        post_load_missing = []
         with _Step("process_weights_after_loading"):
             for _, m in layer.named_modules():
                 qm = getattr(m, "quant_method", None)
-                if qm is not None and (isinstance(qm, qm_base) if qm_base is not None
-                                       else hasattr(qm, "process_weights_after_loading")):
-                    qm.process_weights_after_loading(m)
+                if qm is None or (qm_base is not None and not isinstance(qm, qm_base)):
+                    continue
+                fn = getattr(qm, "process_weights_after_loading", None)
+                if fn is None:
+                    post_load_missing.append(type(qm).__name__ + ".process_weights_after_loading")
+                else:
+                    fn(m)
             attn_layers = [(n, m) for n, m in layer.named_modules()
                            if (isinstance(m, attn_cls) if attn_cls is not None
                                else hasattr(m, "impl") and hasattr(m, "kv_cache"))]
             for _, m in attn_layers:
-                if hasattr(m, "process_weights_after_loading"):
-                    m.process_weights_after_loading(dtype)
+                fn = getattr(m, "process_weights_after_loading", None)
+                if fn is None:
+                    post_load_missing.append(type(m).__name__ + ".process_weights_after_loading")
+                else:
+                    fn(dtype)
         if len(attn_layers) != 1:
             raise RuntimeError(f"invocation_example: expected one attention layer in {symbol}, found {{len(attn_layers)}}")
         attn = attn_layers[0][1]
@@ -132,7 +166,8 @@ _BODY = '''\
                 "residual": None, "kv_cache": attn.kv_cache, "attn_metadata": attn_metadata}},
                 "outputs": {{"hidden_states": out, "residual": residual}},
                 "sizes": {{"B": B, "new_tokens": q_len, "context": ctx, "T": T, "kv_blocks": num_blocks,
-                          "block_size": block_size}}, "workload": workload, "defaults_used": list(defaults_used)}}
+                          "block_size": block_size}}, "workload": workload, "defaults_used": list(defaults_used),
+                "post_load_missing": sorted(set(post_load_missing))}}
     finally:
         torch.set_default_dtype(old_dtype)
         restore()
@@ -150,6 +185,12 @@ def body(graph: dict, symbol: str, dims: dict, flags: dict, cfg: dict) -> tuple[
     absent = sorted(k for k, v in found.items() if k != "groups" and not v)
     if absent:
         notes.append("not in the bundle (the example falls back to stand-ins or defaults): " + ", ".join(absent))
-    needs = [f"{f}::{n}" for f, n in state.STATE.values()] + [f"{state.GROUP_FILE}::{g}" for g in state.GROUPS]
+    needs = sorted(set(EXAMPLE_ROOTS) | {f"{f}::{n}" for f, n in state.STATE.values()}
+                   | {f"{state.GROUP_FILE}::{g}" for g in state.GROUPS})
+    have = state.emit_names(graph)
+    absent_roots = [r for r in EXAMPLE_ROOTS if "." not in r.split("::")[1]
+                    and tuple(r.split("::")) not in have]
+    if absent_roots:
+        notes.append("A1 did not reach (extra roots the example needs): " + ", ".join(absent_roots))
     src = state.snippet(graph, cfg, dims, flags) + _BODY.format(required=REQUIRED, symbol=symbol)
     return src, notes, needs

@@ -136,8 +136,11 @@ _SNIPPET = '''\
         def __exit__(self, et, ev, tb):
             if ev is None or getattr(ev, "_a6_step", False):
                 return False
+            import traceback
             shown = "; ".join(defaults_used[-25:]) or "none"
-            err = RuntimeError(f"invocation_example: {{self.what}} failed: {{type(ev).__name__}}: {{ev}}. "
+            frames = traceback.extract_tb(tb)
+            where = f" (in {{frames[-1].name}}, line {{frames[-1].lineno}}: {{frames[-1].line}})" if frames else ""
+            err = RuntimeError(f"invocation_example: {{self.what}} failed: {{type(ev).__name__}}: {{ev}}{{where}}. "
                                f"Stand-in config defaults used so far: {{shown}}")
             err._a6_step = True
             raise err from ev
