@@ -17,7 +17,6 @@ import re
 from pathlib import Path
 
 import libcst as cst
-from libcst.metadata import MetadataWrapper, PositionProvider
 
 from bundler_lib.artifacts import read_json, write_json, write_text
 from bundler_lib.errors import StageError
@@ -176,21 +175,61 @@ class Rewriter(cst.CSTTransformer):
         return updated_node
 
 
-def rewrite(module_text: str, wrappers, pyops, bundle_ns, stubs=None):
-    tree = cst.parse_module(module_text)
-    rw = Rewriter(wrappers, pyops, bundle_ns, stubs)
-    new = tree.visit(rw)
-    # 4-part rewrites: count those whose Name survived (not folded into a 5-part one)
-    for nid, frm in rw._made_from.items():
-        ns, op = frm.split(".")[2:4]
-        rw._count(frm, rw._target(ns, op))
-    return new, rw.counts
+_MAY_REWRITE = re.compile(r"torch\s*\.\s*ops|::|hasattr")
 
 
-class Leftovers(cst.CSTVisitor):
-    METADATA_DEPENDENCIES = (PositionProvider,)
+def top_level_blocks(text: str) -> list[tuple[int, int]]:
+    """Line ranges [start, end) (0-based) of the module's top-level statements, decorators included;
+    statements sharing a line are merged."""
+    blocks: list[list[int]] = []
+    for node in ast.parse(text).body:
+        start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])]) - 1
+        if blocks and start < blocks[-1][1]:
+            blocks[-1][1] = max(blocks[-1][1], node.end_lineno)
+        else:
+            blocks.append([start, node.end_lineno])
+    return [(a, b) for a, b in blocks]
 
-    def __init__(self):
+
+def rewrite(module_text: str, wrappers, pyops, bundle_ns, stubs=None) -> tuple[str, dict]:
+    """Rewire op references statement by statement: only top-level statements whose text can hold one
+    go through libcst (a whole 30k-line module through a libcst transformer takes tens of seconds)."""
+    lines = module_text.splitlines(keepends=True)
+    out, counts, pos = [], {}, 0
+    for start, end in top_level_blocks(module_text):
+        out.append("".join(lines[pos:start]))
+        chunk = "".join(lines[start:end])
+        if _MAY_REWRITE.search(chunk):
+            rw = Rewriter(wrappers, pyops, bundle_ns, stubs)
+            chunk = cst.parse_module(chunk).visit(rw).code
+            # 4-part rewrites: count those whose Name survived (not folded into a 5-part one)
+            for frm in rw._made_from.values():
+                ns, op = frm.split(".")[2:4]
+                rw._count(frm, rw._target(ns, op))
+            for k, v in rw.counts.items():
+                counts[k] = counts.get(k, 0) + v
+        out.append(chunk)
+        pos = end
+    out.append("".join(lines[pos:]))
+    return "".join(out), counts
+
+
+def ast_dotted(node) -> str | None:
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        parts.append(node.id)
+        return ".".join(reversed(parts))
+    return None
+
+
+class Leftovers(ast.NodeVisitor):
+    """What binding must not leave behind: vLLM imports and compiled-op references (with their lines)."""
+
+    def __init__(self, text: str):
+        self.text = text
         self.ops: list[tuple[str, int]] = []
         self.imports: list[tuple[str, int]] = []
         self.probes: list[tuple[str, int]] = []  # importlib.import_module("vllm...") inside try/except ImportError
@@ -202,47 +241,56 @@ class Leftovers(cst.CSTVisitor):
             if h.type is None:
                 names.add("BaseException")
             else:
-                for n in (h.type.elements if isinstance(h.type, cst.Tuple) else [h.type]):
-                    n = n.value if isinstance(n, cst.Element) else n
-                    names.add((dotted(n) or "").split(".")[-1])
+                for n in (h.type.elts if isinstance(h.type, ast.Tuple) else [h.type]):
+                    names.add((ast_dotted(n) or "").split(".")[-1])
         self._guarded.append(bool(names & {"ImportError", "ModuleNotFoundError", "Exception", "BaseException"}))
-
-    def leave_Try(self, node):
+        self.generic_visit(node)
         self._guarded.pop()
 
+    visit_TryStar = visit_Try
+
     def visit_Attribute(self, node):
-        d = dotted(node)
+        d = ast_dotted(node)
         if d:
             parts = d.split(".")
             if len(parts) >= 3 and parts[0] == "torch" and parts[1] == "ops" and LEFTOVER_NS.match(parts[2]):
-                line = self.get_metadata(PositionProvider, node).start.line
-                self.ops.append((".".join(parts[:4]), line))
-                return False
-        return True
+                self.ops.append((".".join(parts[:4]), node.lineno))
+                return
+        self.generic_visit(node)
 
     def visit_Import(self, node):
         for a in node.names:
-            n = dotted(a.name) or ""
-            if n == "vllm" or n.startswith("vllm."):
-                self.imports.append((f"import {n}", self.get_metadata(PositionProvider, node).start.line))
+            if a.name == "vllm" or a.name.startswith("vllm."):
+                self.imports.append((f"import {a.name}", node.lineno))
 
     def visit_ImportFrom(self, node):
-        mod = dotted(node.module) if node.module is not None else ""
-        line = self.get_metadata(PositionProvider, node).start.line
-        if node.relative:
-            self.imports.append((f"from {'.' * len(node.relative)}{mod or ''} import ...", line))
-        elif mod == "vllm" or (mod or "").startswith("vllm."):
-            self.imports.append((f"from {mod} import ...", line))
+        mod = node.module or ""
+        if node.level:
+            self.imports.append((f"from {'.' * node.level}{mod} import ...", node.lineno))
+        elif mod == "vllm" or mod.startswith("vllm."):
+            self.imports.append((f"from {mod} import ...", node.lineno))
 
     def visit_Call(self, node):
         # importlib.import_module("vllm...") / __import__("vllm...")
-        d = dotted(node.func)
+        d = ast_dotted(node.func)
         if d in ("importlib.import_module", "__import__") and node.args:
-            v = node.args[0].value
-            if isinstance(v, cst.SimpleString) and str(v.evaluated_value).split(".")[0] == "vllm":
-                where = (f"{d}({v.value})", self.get_metadata(PositionProvider, node).start.line)
+            v = node.args[0]
+            if isinstance(v, ast.Constant) and isinstance(v.value, str) and v.value.split(".")[0] == "vllm":
+                where = (f"{d}({ast.get_source_segment(self.text, v)})", node.lineno)
                 # a probe that fails gracefully without vLLM (caught ImportError) is noted, not fatal
                 (self.probes if any(self._guarded) else self.imports).append(where)
+        self.generic_visit(node)
+
+
+def entry_module(text: str, symbol: str) -> cst.Module:
+    """Only the top-level statements that define `symbol`, as a module (for its public signatures)."""
+    lines = text.splitlines(keepends=True)
+    parts = []
+    for node in ast.parse(text).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == symbol:
+            start = min([node.lineno] + [d.lineno for d in node.decorator_list]) - 1
+            parts.append("".join(lines[start:node.end_lineno]))
+    return cst.parse_module("".join(parts))
 
 
 # ----------------------------------------------------------------------------- signatures
@@ -339,15 +387,16 @@ def bind(graph: dict, a2_text: str, a2m: dict, a3_text: str, a3m: dict, a4_text:
         pyops[op] = target
 
     try:
-        tree, counts = rewrite(module_text, wrappers, pyops, a4m.get("namespace"), stubs)
+        out_text, counts = rewrite(module_text, wrappers, pyops, a4m.get("namespace"), stubs)
+    except SyntaxError as e:
+        raise StageError(STAGE, "merged A4+A3+A2 module", f"does not parse ({e.msg} at line {e.lineno})",
+                         "check the section artifacts; each must parse on its own") from None
     except cst.ParserSyntaxError as e:
         raise StageError(STAGE, "merged A4+A3+A2 module", f"does not parse ({e.message} at line {e.raw_line})",
                          "check the section artifacts; each must parse on its own") from None
-    out_text = tree.code
 
-    lv = Leftovers()
-    final = cst.parse_module(out_text)
-    MetadataWrapper(final, unsafe_skip_copy=True).visit(lv)  # read-only visit: no defensive copy
+    lv = Leftovers(out_text)
+    lv.visit(ast.parse(out_text))
     if lv.imports:
         what, line = lv.imports[0]
         raise StageError(STAGE, f"A5.module.py:{line}", f"a vLLM import remains after binding: {what}"
@@ -372,9 +421,9 @@ def bind(graph: dict, a2_text: str, a2m: dict, a3_text: str, a3m: dict, a4_text:
     for n in graph.get("python_nodes", []):
         if n.get("name") == symbol and n.get("file") == graph.get("def_file"):
             entry = n.get("emit_name") or symbol
-    sigs = public_signatures(final, entry)
+    sigs = public_signatures(entry_module(out_text, entry), entry)
     notes = []
-    before = public_signatures(cst.parse_module(a2_text), entry) if a2_text.strip() else {}
+    before = public_signatures(entry_module(a2_text, entry), entry) if a2_text.strip() else {}
     if before and before != sigs:
         raise StageError(STAGE, f"symbol {entry}", "its public signatures changed while binding",
                          "report a bundler bug")
