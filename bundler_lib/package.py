@@ -19,6 +19,7 @@ details (error tails, the undefined names), notes. Nothing here is timed or name
 """
 
 import ast
+import concurrent.futures
 import json
 import os
 import re
@@ -346,8 +347,12 @@ def run(inputs: Path, out: Path, bundle_name: str, allow_import_failure: bool = 
 
     tree = ast.parse(source, filename=bundle_name)
 
-    # 2. undefined names (pyflakes)
-    undefined, annotation_only = _undefined_names(source, bundle_name, tree)
+    # 3. starts here: the import check runs in a child interpreter while pyflakes runs in this one
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        importing = pool.submit(_check_import, source, bundle_name, symbol, probe_cuda, import_timeout)
+        # 2. undefined names (pyflakes)
+        undefined, annotation_only = _undefined_names(source, bundle_name, tree)
+        res = importing.result()
     if undefined is None:
         checks["undefined_names"] = "skipped (pyflakes is not installed)"
         undefined = []
@@ -362,7 +367,6 @@ def run(inputs: Path, out: Path, bundle_name: str, allow_import_failure: bool = 
         report["details"]["undefined_names_in_annotations"] = annotation_only
 
     # 3. import in a clean interpreter, vllm blocked, no compilation
-    res = _check_import(source, bundle_name, symbol, probe_cuda, import_timeout)
     problems = []
     fail_input = "A5.module.py"
     calls = _top_level_example_calls(tree)
