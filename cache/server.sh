@@ -9,6 +9,7 @@
 #   cache/server.sh status    print whether it runs and where (exit 0 if it runs, 3 if not)
 #   cache/server.sh restart   stop, then start
 #   cache/server.sh address   print the address to give VLLM_BUNDLER_REMOTE_CACHE
+#   cache/server.sh verify    check that every recorded action is served (prints {"actions": N, "served": N, ...})
 #   cache/server.sh lint      check the generated BuildGrid configuration
 #
 # Settings (environment):
@@ -79,8 +80,6 @@ write_config() {
 start() {
   setup
   mkdir -p "$DATA/cas" "$DATA/redis" "$RUN"
-  if alive "$RUN/bgd.pid"; then log "already running (pid $(cat "$RUN/bgd.pid")) on grpc://$HOST:$PORT"; return 0; fi
-  port_open "$PORT" && die "port $PORT on $HOST is taken by another program; set BUNDLER_CACHE_PORT"
   if ! alive "$RUN/redis.pid"; then
     port_open "$REDIS_PORT" && die "port $REDIS_PORT on $HOST is taken by another program; set BUNDLER_CACHE_REDIS_PORT"
     # Persistence: append-only file (fsync every second) plus RDB snapshots, both in $DATA/redis.
@@ -90,10 +89,12 @@ start() {
     for _ in $(seq 100); do port_open "$REDIS_PORT" && break; sleep 0.1; done
     port_open "$REDIS_PORT" || { tail -n 20 "$RUN/redis.log" >&2; die "redis-server did not start"; }
   fi
+  if alive "$RUN/bgd.pid"; then log "already running (pid $(cat "$RUN/bgd.pid")) on grpc://$HOST:$PORT"; return 0; fi
+  port_open "$PORT" && die "port $PORT on $HOST is taken by another program; set BUNDLER_CACHE_PORT"
   write_config
   setsid nohup "$VENV/bin/bgd" server start --pid-file "$RUN/bgd.pid" "$RUN/buildgrid.yml" >"$RUN/bgd.log" 2>&1 </dev/null &
   echo $! >"$RUN/bgd.pid"
-  for _ in $(seq 600); do
+  for _ in $(seq 1200); do  # about 3.5 s on an idle machine; allow for a loaded one
     port_open "$PORT" && { log "serving grpc://$HOST:$PORT (data: $DATA)"; return 0; }
     alive "$RUN/bgd.pid" || break
     sleep 0.1
@@ -136,6 +137,7 @@ case "${1:-}" in
   restart) stop; start ;;
   status) status ;;
   address) echo "grpc://$HOST:$PORT" ;;
+  verify) status >/dev/null || die "not running"; "$VENV/bin/python" "$HERE/verify.py" "$HOST:$PORT" "$HOST" "$REDIS_PORT" ;;
   lint) setup; mkdir -p "$RUN"; write_config; "$VENV/bin/bgd" server lint "$RUN/buildgrid.yml" ;;
   *) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 2 ;;
 esac

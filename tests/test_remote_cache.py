@@ -5,8 +5,8 @@ One BuildGrid + Redis server (cache/server.sh) on 127.0.0.1, free ports, its dat
      runs and is written to the server;
   2. workspace B, at another absolute path, empty local store, reads only: every stage process is served
      by the remote cache, and the bundle has the same sha256 as A's;
-  3. the server is restarted (stop, start): a third empty store still gets every stage from it;
-  4. an unreachable server: the build still succeeds from local work, with one clear warning.
+  (between 1 and 2 the server is stopped and started again: B is served from what it had stored);
+  3. an unreachable server: the build still succeeds from local work, with one clear warning.
 
 The bundle target is the repo's own `targets:qwen3_moe_layer` (targets/BUILD), with its tree taken from
 the local copy of the pinned 0.26.0 sdist (the `vllm_0_26_0` fixture, sha256-verified) instead of the
@@ -16,8 +16,8 @@ the stage processes A0..A7. The stages' cache keys are the same either way (same
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -37,6 +37,7 @@ BUNDLE = "bundles_out/Qwen3MoeDecoderLayer.py"
 TARGET = "targets:qwen3_moe_layer"
 SERVER = REPO / "cache" / "server.sh"
 PANTS_TIMEOUT = 420  # one build; the whole module stays well under CI's budget on 2 cores
+COUNTER = re.compile(r"^\s+(\w+): (\d+)$", re.M)  # Pants' --stats-log counters
 LAUNCHER_WARNING = re.compile(r"^pants launcher: WARNING: remote cache \S+ is unreachable", re.M)
 
 
@@ -69,25 +70,14 @@ class Server:
         return proc
 
 
-@contextlib.contextmanager
-def remote_cache(address: str | None, write: bool = True):
-    """The one setting that turns the remote cache on for a workspace (read by ./pants)."""
-    saved = {k: os.environ.get(k) for k in ("VLLM_BUNDLER_REMOTE_CACHE", "VLLM_BUNDLER_REMOTE_CACHE_WRITE")}
-    os.environ.pop("VLLM_BUNDLER_REMOTE_CACHE_WRITE", None)
-    if address is None:
-        os.environ.pop("VLLM_BUNDLER_REMOTE_CACHE", None)
-    else:
-        os.environ["VLLM_BUNDLER_REMOTE_CACHE"] = address
-        if not write:
-            os.environ["VLLM_BUNDLER_REMOTE_CACHE_WRITE"] = "0"
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+def _pants(ws: Workspace, settings: dict[str, str], *args: str) -> PantsRun:
+    """Like Workspace.pants, with the remote cache settings given explicitly (none inherited)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PANTS_", "VLLM_BUNDLER_REMOTE_CACHE"))}
+    env.update(settings)
+    proc = subprocess.run(["./pants", "--no-pantsd", "--stats-log", *args], cwd=ws.root, env=env,
+                          capture_output=True, text=True, timeout=PANTS_TIMEOUT)
+    counters = {k: int(v) for k, v in COUNTER.findall(proc.stderr)}
+    return PantsRun(proc.returncode, proc.stdout, proc.stderr, counters)
 
 
 def _workspace(root: Path, tree: Path) -> Workspace:
@@ -99,9 +89,12 @@ def _workspace(root: Path, tree: Path) -> Workspace:
     return ws
 
 
-def _build(ws: Workspace, store: Path, address: str | None, write: bool) -> PantsRun:
-    with remote_cache(address, write):
-        return ws.pants(f"--local-store-dir={store}", "package", TARGET, timeout=PANTS_TIMEOUT)
+def _build(ws: Workspace, store: Path, address: str, write: bool) -> PantsRun:
+    # The one setting that turns the remote cache on for a workspace (read by ./pants; cache/README.md).
+    settings = {"VLLM_BUNDLER_REMOTE_CACHE": address}
+    if not write:
+        settings["VLLM_BUNDLER_REMOTE_CACHE_WRITE"] = "0"
+    return _pants(ws, settings, f"--local-store-dir={store}", "package", TARGET)
 
 
 def _sha(ws: Workspace) -> str:
@@ -129,9 +122,17 @@ def builds(tmp_path_factory, server, vllm_0_26_0):
     # Both clones are copied before either builds: same sources, different absolute paths.
     ws_a = _workspace(base / "clone-a", vllm_0_26_0)
     ws_b = _workspace(base / "elsewhere" / "clone-b", vllm_0_26_0)
-    a = _build(ws_a, base / "store-a", server.address, write=True)
-    b = _build(ws_b, base / "store-b", server.address, write=False) if a.returncode == 0 else None
-    return {"base": base, "ws_a": ws_a, "ws_b": ws_b, "a": a, "b": b}
+    out = {"base": base, "ws_a": ws_a, "ws_b": ws_b, "b": None}
+    out["a"] = _build(ws_a, base / "store-a", server.address, write=True)
+    if out["a"].returncode == 0:
+        # The server is restarted between the writer and the reader: B's hits come from stored data.
+        out["verify_before"] = json.loads(server("verify").stdout)
+        server("stop")
+        out["status_stopped"] = subprocess.run([str(SERVER), "status"], env=server.env, capture_output=True).returncode
+        server("start", timeout=300)
+        out["verify_after"] = json.loads(server("verify").stdout)
+        out["b"] = _build(ws_b, base / "store-b", server.address, write=False)
+    return out
 
 
 def test_writer_runs_every_stage_and_writes_it(builds):
@@ -172,25 +173,23 @@ def test_bundle_is_byte_identical_local_vs_remote_and_across_clones(builds):
     assert (builds["ws_a"].root / BUNDLE).read_bytes() == (builds["ws_b"].root / BUNDLE).read_bytes()
 
 
-def test_restarted_server_still_serves_earlier_builds(builds, server):
+def test_restarted_server_still_serves_earlier_builds(builds):
     assert builds["a"].returncode == 0, _show(builds["a"])
-    server("stop")
-    assert subprocess.run([str(SERVER), "status"], env=server.env, capture_output=True).returncode == 3
-    server("start", timeout=300)
-    run = _build(builds["ws_b"], builds["base"] / "store-c", server.address, write=False)
-    assert run.returncode == 0, _show(run)
-    assert run.counters["remote_cache_requests_cached"] == len(STAGES), _show(run)
-    (_, _, sha), = run.wrote()
-    assert sha == _sha(builds["ws_a"])
+    # Every action A wrote is answered (GetActionResult, and no blob of its result missing), before the
+    # stop and after the start; and B (fresh store, see above) got every stage from the restarted server.
+    assert builds["verify_before"] == {"actions": len(STAGES), "served": len(STAGES), "missing_blobs": 0}
+    assert builds["status_stopped"] == 3
+    assert builds["verify_after"] == builds["verify_before"]
+    assert builds["b"].counters["remote_cache_requests_cached"] == len(STAGES), _show(builds["b"])
 
 
 def test_unreachable_server_builds_locally_with_one_warning(builds):
     assert builds["a"].returncode == 0, _show(builds["a"])
     ws = builds["ws_a"]
     before = _sha(ws)
-    # Real local work: an edit outside the closure makes A1 run again (see test_pants_caching.py).
-    path = ws.root / "third_party/vllm/vllm/entrypoints/cli/main.py"
-    path.write_text(path.read_text() + f"\n# edit {uuid.uuid4().hex}\n")
+    # Real local work: a new module that nothing imports changes A1's input (the whole tree) and no
+    # closure, so A1 runs again here and the stages after it hit the local cache.
+    ws.write("third_party/vllm/vllm/_remote_cache_test.py", f"# {uuid.uuid4().hex}\n")
     dead = f"grpc://127.0.0.1:{_free_port()}"  # nothing listens there
     run = _build(ws, builds["base"] / "store-a", dead, write=True)
     assert run.returncode == 0, _show(run)
@@ -201,3 +200,36 @@ def test_unreachable_server_builds_locally_with_one_warning(builds):
     assert "Failed to write to remote cache" not in run.stderr, _show(run)
     assert run.counters.get("remote_cache_requests", 0) == 0, _show(run)
     assert _sha(ws) == before
+
+
+def _launcher_settings(settings: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    """What the launcher's remote cache region (cache/pants-remote.sh) exports, without running Pants."""
+    script = ('die() { echo "die: $*" >&2; exit 1; }; source cache/pants-remote.sh "$@"; '
+              'env | grep "^PANTS_REMOTE" | sort')
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PANTS_", "VLLM_BUNDLER_REMOTE_CACHE"))}
+    return subprocess.run(["bash", "-c", script, "pants", *args], cwd=REPO, env={**env, **settings},
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_remote_cache_is_off_by_default_and_one_setting_turns_it_on():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        address = f"grpc://127.0.0.1:{listener.getsockname()[1]}"
+        for settings in ({}, {"VLLM_BUNDLER_REMOTE_CACHE": ""}, {"VLLM_BUNDLER_REMOTE_CACHE": "off"}):
+            proc = _launcher_settings(settings, "package", TARGET)
+            assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", ""), settings
+        on = _launcher_settings({"VLLM_BUNDLER_REMOTE_CACHE": address}, "package", TARGET)
+        assert on.returncode == 0 and on.stderr == "", on.stderr
+        assert on.stdout.splitlines() == [
+            "PANTS_REMOTE_CACHE_READ=true", "PANTS_REMOTE_CACHE_WARNINGS=first_only", "PANTS_REMOTE_CACHE_WRITE=true",
+            "PANTS_REMOTE_INSTANCE_NAME=", f"PANTS_REMOTE_STORE_ADDRESS={address}"]
+        read_only = _launcher_settings({"VLLM_BUNDLER_REMOTE_CACHE": address.removeprefix("grpc://"),
+                                        "VLLM_BUNDLER_REMOTE_CACHE_WRITE": "0"}, "package", TARGET)
+        assert "PANTS_REMOTE_CACHE_WRITE=false" in read_only.stdout.splitlines()
+        assert f"PANTS_REMOTE_STORE_ADDRESS={address}" in read_only.stdout.splitlines()
+        # `./pants --toolchain-python` (used by ./run-tests) neither probes nor warns.
+        quiet = _launcher_settings({"VLLM_BUNDLER_REMOTE_CACHE": "grpc://127.0.0.1:1"}, "--toolchain-python")
+        assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "", "")
+    bad = _launcher_settings({"VLLM_BUNDLER_REMOTE_CACHE": "https://cache.example:443"}, "package", TARGET)
+    assert bad.returncode == 1 and "is not grpc://HOST:PORT" in bad.stderr
