@@ -21,6 +21,16 @@ class BundlerSubsystem(Subsystem):
             """
         ),
     )
+    toolchain_packages = StrOption(
+        default="",
+        help=help_text(
+            """
+            A fingerprint of every package installed in the stage toolchain (`pip freeze --all`),
+            set by the `./pants` launcher and put into every stage's environment, so that no
+            machine is served a result computed with other package builds.
+            """
+        ),
+    )
     models_dir = StrOption(
         default="models",
         help="Directory, relative to the build root, of model configs: `<org>--<name>/config.json`.",

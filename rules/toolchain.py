@@ -22,6 +22,7 @@ class ToolchainMissing(Exception):
 @dataclass(frozen=True)
 class StageToolchain:
     cache_name: str
+    packages: str  # fingerprint of the installed packages
     bundler_lib: Digest  # all of bundler_lib/: what the stages run
     sdist_tool: Digest  # only what `python -m bundler_lib.sdist` needs, so the download stays cached
 
@@ -42,6 +43,7 @@ class StageToolchain:
             "PYTHONDONTWRITEBYTECODE": "1",
             "PYTHONUNBUFFERED": "1",
             "BUNDLER_TOOLCHAIN": self.cache_name,
+            "BUNDLER_TOOLCHAIN_PACKAGES": self.packages,
             **extra_env,
         }
         return Process(
@@ -57,7 +59,7 @@ class StageToolchain:
 
 @rule(desc="Prepare the stage toolchain")
 async def stage_toolchain(bundler: BundlerSubsystem) -> StageToolchain:
-    if not bundler.toolchain:
+    if not bundler.toolchain or not bundler.toolchain_packages:
         raise ToolchainMissing(
             "[bundler].toolchain is not set: run Pants through the repo's `./pants` launcher, "
             "which sets up the stage interpreter and sets this option."
@@ -78,7 +80,7 @@ async def stage_toolchain(bundler: BundlerSubsystem) -> StageToolchain:
             description_of_origin="the bundler plugin",
         ),
     )
-    return StageToolchain(bundler.toolchain, sources, sdist_tool)
+    return StageToolchain(bundler.toolchain, bundler.toolchain_packages, sources, sdist_tool)
 
 
 def rules():

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-COPIED = ("pants", "pants.toml", "BUILD", "rules", "bundler_lib", "3rdparty", "models")
+COPIED = ("pants", "pants.toml", "BUILD", "rules", "bundler_lib", "3rdparty", "models", "cache")
 TREE_PARTS = ("vllm", "csrc", "cmake", "CMakeLists.txt", "LICENSE")
 _COUNTER = re.compile(r"^\s+(\w+): (\d+)$", re.M)
 _STARTED = re.compile(r"\[INFO\] Starting: (A\d) ")
@@ -68,7 +68,8 @@ class Workspace:
         return dest
 
     def pants(self, *args: str, pantsd: bool = False, timeout: int = 1800) -> PantsRun:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PANTS_")}
+        # The developer's own Pants and team-cache settings must not change what a test counts.
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PANTS_", "VLLM_BUNDLER_REMOTE_CACHE"))}
         proc = subprocess.run(
             ["./pants", "--pantsd" if pantsd else "--no-pantsd", "--stats-log", *args],
             cwd=self.root, env=env, capture_output=True, text=True, timeout=timeout,
