@@ -35,7 +35,8 @@ def is_required(stmt: str) -> bool:
 FALLBACKS = {"regex": "re"}
 
 
-def external_statements(stmts: list[str], runtime_only: set[str]) -> tuple[list[str], list[str]]:
+def external_statements(stmts: list[str], runtime_only: set[str], hard: set[str] = frozenset()
+                        ) -> tuple[list[str], list[str]]:
     """(statements, notes): imports of optional packages that are read only at run time are guarded, so
     the bundle imports without them."""
     out, notes = [], []
@@ -47,9 +48,9 @@ def external_statements(stmts: list[str], runtime_only: set[str]) -> tuple[list[
             out.append(f"try:\n    {st}\nexcept ImportError:  # drop-in replacement\n"
                        f"    import {FALLBACKS[_top(st)]} as {alias}")
             notes.append(f"import with a standard-library fallback: {st}")
-        elif st in runtime_only:
-            out.append(f"try:\n    {st}\nexcept ImportError:  # optional: only needed at run time\n    pass")
-            notes.append(f"optional import guarded (run-time use only): {st}")
+        elif st in runtime_only or st not in hard:
+            out.append(f"try:\n    {st}\nexcept ImportError:  # optional package\n    pass")
+            notes.append(f"optional import guarded: {st}")
         else:
             out.append(st)
             notes.append(f"import-time dependency on a package outside torch/triton/stdlib: {st}")
@@ -89,10 +90,57 @@ class SourceFiles:
         return self._cache[rel]
 
 
+def hard_imports(g: dict) -> set[str]:
+    """Imports the target symbol itself needs at import time: never guarded."""
+    return {st for n in g["python_nodes"] if n["name"] == g["symbol"] and n["file"] == g.get("def_file")
+            for st in n.get("importtime_imports", [])}
+
+
+def optional_nodes(g: dict) -> dict[str, list[str]]:
+    """Nodes that need, at import time, a package a bundle cannot count on (directly or through another
+    such node): {id: [import statements]}. The target symbol itself is never optional."""
+    nodes = g["python_nodes"]
+    out: dict[str, list[str]] = {}
+    for n in nodes:
+        bad = [st for st in n.get("importtime_imports", []) if not is_required(st) and _top(st) not in FALLBACKS]
+        if bad:
+            out[n["id"]] = bad
+    changed = True
+    while changed:
+        changed = False
+        for n in nodes:
+            if n["id"] in out:
+                continue
+            hit = [d for d in n.get("importtime_deps", []) if d in out]
+            if hit:
+                out[n["id"]] = sorted({st for d in hit for st in out[d]})
+                changed = True
+    for n in nodes:
+        if n["name"] == g["symbol"] and n["file"] == g.get("def_file"):
+            out.pop(n["id"], None)
+    return out
+
+
+def _indent_block(text: str) -> str:
+    """Indent code by 4 spaces, leaving the inside of multi-line strings as it is."""
+    import io
+    import tokenize
+    inside: set[int] = set()
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+            if tok.type == tokenize.STRING and tok.end[0] > tok.start[0]:
+                inside.update(range(tok.start[0] + 1, tok.end[0] + 1))
+    except (tokenize.TokenError, SyntaxError):
+        pass
+    lines = text.splitlines(keepends=True)
+    return "".join(ln if (i + 1 in inside or not ln.strip()) else "    " + ln for i, ln in enumerate(lines))
+
+
 def render_blocks(g: dict, nodes: list[dict], files: SourceFiles, headers_done: set[str]) -> tuple[str, list]:
     """Render nodes as provenance-commented blocks. Returns (text, inlined entries)."""
     parts: list[str] = []
     inlined = []
+    optional = optional_nodes(g)
     for n in nodes:
         rel = n["file"]
         lines = files.lines(rel)
@@ -104,7 +152,8 @@ def render_blocks(g: dict, nodes: list[dict], files: SourceFiles, headers_done: 
         lic = license_of(header)
         if "text" in n:
             body = n["text"]
-            prov = f"# --- Inlined from {rel}:L{a}-L{b} (synthetic: {n['name']}, {lic}) ---\n"
+            prov = (f"# --- Inlined from {rel}:L{a}-L{b} ({lic}) ---\n"
+                    f"# (generated for {n['name']}: see A1.graph.json notes)\n")
         else:
             body = apply_edits(lines, a, b, n.get("edits", []))
             prov = f"# --- Inlined from {rel}:L{a}-L{b} ({lic}) ---\n"
@@ -113,10 +162,17 @@ def render_blocks(g: dict, nodes: list[dict], files: SourceFiles, headers_done: 
             headers_done.add(rel)
             if header:
                 block += "\n".join(header) + "\n"
+        if n["id"] in optional:
+            pkgs = sorted({_top(st) for st in optional[n["id"]]})
+            body = (f"try:  # needs {', '.join(pkgs)} at import time; skipped when missing\n"
+                    + _indent_block(body) + "except (ImportError, NameError, AttributeError):\n    pass\n")
         block += body
         parts.append(block)
-        inlined.append({"name": n["name"], "emit_name": n["emit_name"], "id": n["id"], "file": rel,
-                        "lines": [a, b], "kind": n["kind"]})
+        entry = {"name": n["name"], "emit_name": n["emit_name"], "id": n["id"], "file": rel,
+                 "lines": [a, b], "kind": n["kind"]}
+        if n["id"] in optional:
+            entry["optional"] = sorted({_top(st) for st in optional[n["id"]]})
+        inlined.append(entry)
     return "\n\n".join(parts), inlined
 
 
@@ -146,7 +202,7 @@ def run(tree: Path, graph: Path, out: Path) -> dict:
     text, inlined = render_blocks(g, py, files, headers_done)
     text = (text + "\n") if text else ""
     reqs = sorted({imp for n in py for imp in n.get("imports", [])})
-    reqs, req_notes = external_statements(reqs, set(g.get("imports_runtime_only", [])))
+    reqs, req_notes = external_statements(reqs, set(g.get("imports_runtime_only", [])), hard_imports(g))
     external_reqs = [FUTURE] + reqs
     check_syntax(FUTURE + "\n" + "\n".join(reqs) + "\n" + text, "A2.inline.py", STAGE)
     out = Path(out)

@@ -10,8 +10,8 @@ import ast
 from pathlib import Path
 
 from bundler_lib.artifacts import write_json, write_text
-from bundler_lib.collect_python import (FUTURE, SourceFiles, check_syntax, external_statements, read_graph,
-                                        render_blocks)
+from bundler_lib.collect_python import (FUTURE, SourceFiles, check_syntax, external_statements, hard_imports,
+                                        read_graph, render_blocks)
 
 STAGE = "A3 collect-triton"
 
@@ -42,7 +42,7 @@ def run(tree: Path, graph: Path, out: Path) -> dict:
     text, inlined = render_blocks(g, nodes, files, set())
     text = (text + "\n") if text else ""
     imports = sorted({imp for n in nodes for imp in n.get("imports", [])})
-    imports, imp_notes = external_statements(imports, set(g.get("imports_runtime_only", [])))
+    imports, imp_notes = external_statements(imports, set(g.get("imports_runtime_only", [])), hard_imports(g))
     check_syntax(FUTURE + "\n" + "\n".join(imports) + "\n" + text, "A3.triton.py", STAGE)
     kinds = {k.get("id", f"{k['file']}::{k['name']}"): k.get("kind") for k in tk}
     kernels, helpers, globals_ = [], [], []

@@ -21,6 +21,8 @@ CHOICES: dict[str, tuple[object, tuple]] = {
     "attention_backend": ("TRITON_ATTN", ("TRITON_ATTN",)),
     "moe_backend": ("triton", ("triton",)),
     "custom_ops": ("enabled", ("enabled", "disabled")),
+    # CUDA compute capability of the target GPU (major*10+minor): 90 = H100/H200
+    "cuda_capability": (90, (70, 75, 80, 86, 89, 90, 100, 103, 110, 120, 121)),
 }
 
 PLATFORMS = ("cuda", "rocm", "cpu", "xpu", "tpu")

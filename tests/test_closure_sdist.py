@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from tests.closure_helpers import build_all, import_in_subprocess, node_ids
+from tests.test_closure_helpers import build_all, import_in_subprocess, node_ids, undefined_runtime_names
 
 CASES = [
     ("RMSNorm", "vllm/model_executor/layers/layernorm.py",
@@ -33,6 +33,7 @@ def test_real_tree_closure_imports_without_vllm(vllm_0_26_0, tmp_path, symbol, h
     assert not re.search(r"^\s*(import vllm|from vllm[. ]|from \.)", text, re.M)
     assert not any("vllm" in r.split()[1] for r in a2["external_reqs"] if r.startswith(("import", "from")))
     assert "OK True" in import_in_subprocess(tmp_path, symbol)
+    assert undefined_runtime_names(tmp_path / "assembled.py") == set()
 
 
 def test_silu_and_mul_keeps_the_cuda_op_and_prunes_platform_branches(vllm_0_26_0, tmp_path):

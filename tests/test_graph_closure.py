@@ -4,7 +4,7 @@ import pytest
 
 from bundler_lib.errors import StageError
 from bundler_lib.graph import build
-from tests.closure_helpers import TREES, build_all, load, node_ids
+from tests.test_closure_helpers import TREES, build_all, load, node_ids
 
 
 def test_relative_imports(tmp_path):
@@ -99,10 +99,11 @@ def test_name_collisions_renamed_consistently(tmp_path):
 def test_triton_kernels_helpers_and_globals(tmp_path):
     g, a2, a3 = build_all(TREES / "triton", tmp_path, "target")
     kinds = {(k["name"], k["kind"]) for k in g["triton_kernels"]}
-    assert kinds == {("_kernel", "kernel"), ("_helper", "helper"), ("SCALE", "constexpr")}
+    assert kinds == {("_kernel", "kernel"), ("_helper", "helper"), ("SCALE", "constexpr"), ("_kernel2", "kernel")}
     assert node_ids(g) == {"vllm/kern.py::_kernel", "vllm/kern.py::_helper", "vllm/kern.py::SCALE",
+                           "vllm/kern2.py::_kernel2", "vllm/kern2.py::SCALE",
                            "vllm/consts.py::BLOCK", "vllm/kern.py::target"}
-    assert [k["name"] for k in a3["kernels"]] == ["_kernel"]
+    assert sorted(k["name"] for k in a3["kernels"]) == ["_kernel", "_kernel2"]
     assert "@triton.autotune" in (tmp_path / "A3.triton.py").read_text()
     assert [x["name"] for x in a2["inlined"]] == ["BLOCK", "target"]
     assert "import triton" in a3["imports"]
@@ -148,3 +149,35 @@ def test_deterministic(tmp_path):
     a = build(TREES / "collision", "target")
     b = build(TREES / "collision", "target")
     assert a == b
+
+
+def test_triton_collision_renamed_inside_kernel_body(tmp_path):
+    g, _, a3 = build_all(TREES / "triton", tmp_path, "target")
+    assert g["renames"] == {"vllm/kern2.py::SCALE": "SCALE_kern2"}
+    text = (tmp_path / "A3.triton.py").read_text()
+    assert "SCALE_kern2: tl.constexpr = 3" in text
+    assert "tl.load(x_ptr + offs) * SCALE_kern2)" in text
+    assert {k["name"] for k in a3["kernels"]} == {"_kernel", "_kernel2"}
+
+
+def test_module_getattr_dict_entries_constants_and_early_return(tmp_path):
+    g, _, _ = build_all(TREES / "envs", tmp_path, "target")
+    assert node_ids(g) == {
+        "vllm/envs.py::helper_a", "vllm/envs.py::environment_variables", "vllm/envs.py::__getattr__",
+        "vllm/shapes.py::_Shape", "vllm/shapes.py::Shape", "vllm/shapes.py::Shape.<13>", "vllm/main.py::DEFAULT",
+        "vllm/main.py::_early", "vllm/main.py::target"}
+    text = (tmp_path / "A2.inline.py").read_text()
+    assert '"A": lambda: helper_a()' in text and "helper_b" not in text and "the B flag" not in text
+    assert "return (_envs__getattr__('A'), 512, DEFAULT.col, _early())" in text
+    assert "rocm" not in text
+    assert load(tmp_path).target() == (1, 512, -1, "cuda")
+
+
+def test_target_keeps_its_name_over_an_import(tmp_path):
+    g, a2, _ = build_all(TREES / "targetname", tmp_path, "Linear")
+    assert node_ids(g) == {"vllm/other.py::make", "vllm/mod.py::Linear"}
+    assert "from torch.nn import Linear as Linear_torch_nn_Linear" in a2["external_reqs"]
+    m = load(tmp_path)
+    import torch
+    assert m.Linear.__module__ == m.__name__
+    assert isinstance(m.Linear().build(), torch.nn.Linear)

@@ -35,7 +35,7 @@ def build(tree: Path, symbol: str, hint: str | None = None, variant: dict | None
     nodes = order(g, root)
     sections(g, nodes)
     emit = emit_names(g, nodes, root)
-    ext = external_names(g, nodes)
+    ext = external_names(g, nodes, root.name)
 
     ids = {n.key: _node_id(n) for n in nodes}
     # ids must be unique: several statements may define the same name in one file
@@ -57,6 +57,8 @@ def build(tree: Path, symbol: str, hint: str | None = None, variant: dict | None
                  "end_line": n.end_line, "kind": n.kind, "section": n.section,
                  "names": [{"name": k, "emit_name": v} for k, v in sorted(emit[n.key].items())],
                  "imports": sorted({ext[stmt][0] for _, stmt, _, _ in n.ext_links}),
+                 "importtime_imports": sorted({ext[stmt][0] for r, stmt, _, _ in n.ext_links if r.importtime}),
+                 "importtime_deps": sorted(ids[d] for d, it in n.deps.items() if it and d in ids and d != n.key),
                  "edits": node_edits(g, n, emit, ext)}
         if n.synthetic:
             args = [emit[k].get(dn, dn) for k, dn in n.synthetic["deps"]]
@@ -88,6 +90,15 @@ def build(tree: Path, symbol: str, hint: str | None = None, variant: dict | None
     notes = sorted(set(g.notes))
     unresolved = sorted({tuple(sorted(u.items())) for u in g.unresolved})
     unresolved = [dict(u) for u in unresolved]
+    fatal = [u for u in unresolved if u["importtime"]]
+    if fatal:
+        listing = "; ".join(f"{u['file']}:{u['line']}: {u['name']} ({u['reason']})" for u in fatal[:10])
+        raise StageError(STAGE, f"symbol {symbol!r}", f"repo-local references needed at import time do not "
+                         f"resolve: {listing}", "fix the reference in the tree, or report it as a resolver gap")
+    dynamic = [dict(x) for x in sorted({tuple(sorted(d.items())) for d in g.dynamic})]
+    for d in dynamic:
+        notes.append(f"dynamic import {'at import time ' if d['importtime'] else ''}not followed: "
+                     f"{d['call']} at {d['file']}:{d['line']}")
     for u in unresolved:
         notes.append(f"unresolved {'import-time' if u['importtime'] else 'run-time'} reference "
                      f"{u['name']} at {u['file']}:{u['line']}: {u['reason']}")
@@ -119,6 +130,7 @@ def build(tree: Path, symbol: str, hint: str | None = None, variant: dict | None
         "guards": guards,
         "renames": dict(sorted(renames.items())),
         "unresolved": unresolved,
+        "dynamic_imports": dynamic,
         "notes": notes,
         "stats": {"nodes": len(nodes), "files": len(files),
                   "lines": sum(n.end_line - n.line + 1 - sum(

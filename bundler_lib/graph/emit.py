@@ -39,7 +39,9 @@ def order(g: Graph, root: Node) -> list[Node]:
     keys = sorted(g.nodes, key=lambda k: post[k])
     bit = {k: 1 << i for i, k in enumerate(keys)}
     closure = _closure(g, keys, bit)
+    needs_at_import = _closure(g, keys, bit, importtime_only=True)
     hard: dict[tuple, set] = {}
+    directs: dict[tuple, set] = {}
     for k, n in g.nodes.items():
         need = 0
         direct = set()
@@ -47,49 +49,68 @@ def order(g: Graph, root: Node) -> list[Node]:
             if not it or d == k:
                 continue
             direct.add(d)
-            need |= closure[d]
-            for a in g.nodes[d].attached:
-                need |= bit[a] | closure[a]
-        hard[k] = direct | {x for x in keys if need & bit[x] and x != k and not (closure[x] & bit[k])}
-    indeg = {k: 0 for k in g.nodes}
-    users: dict[tuple, list] = {k: [] for k in g.nodes}
+            if n.kind != "attached":   # statements completing X do not wait for each other
+                for a in g.nodes[d].attached:
+                    need |= bit[a]
+            if d in n.calls:   # its body runs now: whatever it can reach must exist
+                dn = g.nodes[d]
+                if dn.ctor_deps is not None and n.kind == "attached":
+                    # `X.a = X(...)` completing class X: what creating X needed is there already
+                    for c in dn.ctor_deps:
+                        need |= bit[c]
+                else:
+                    need |= closure[d]
+                    for a in dn.attached:
+                        need |= closure[a]
+        hard[k] = direct | {x for x in keys if need & bit[x] and x != k and not (needs_at_import[x] & bit[k])}
+        directs[k] = direct
+    indeg = {k: len(hard[k]) for k in keys}
+    dleft = {k: len(directs[k]) for k in keys}
+    users: dict[tuple, list] = {k: [] for k in keys}
     for k in keys:
         for d in hard[k]:
-            if True:
-                indeg[k] += 1
-                users[d].append(k)
-    heap = [(post[k], k) for k, v in indeg.items() if v == 0]
+            users[d].append(k)
+    heap = [(post[k], k) for k in keys if indeg[k] == 0]
     heapq.heapify(heap)
-    out = []
-    while heap:
-        _, k = heapq.heappop(heap)
+    out, done = [], set()
+    while len(out) < len(keys):
+        if not heap:
+            # a cycle: break it where no import-time need of the node itself is left unmet, if possible
+            k = min((x for x in keys if x not in done), key=lambda x: (dleft[x], post[x]))
+            if dleft[k]:
+                g.notes.append(f"import-time dependency cycle: {_node_id(g.nodes[k])} is emitted before "
+                               "some definitions it needs at import time")
+        else:
+            _, k = heapq.heappop(heap)
+            if k in done:
+                continue
+        done.add(k)
         out.append(g.nodes[k])
         for u in users[k]:
             indeg[u] -= 1
-            if indeg[u] == 0:
+            if k in directs[u]:
+                dleft[u] -= 1
+            if indeg[u] == 0 and u not in done:
                 heapq.heappush(heap, (post[u], u))
-    if len(out) != len(g.nodes):   # a cycle of import-time edges: fall back to post-order for the rest
-        done = {n.key for n in out}
-        rest = sorted((k for k in g.nodes if k not in done), key=lambda k: post[k])
-        g.notes.append("import-time dependency cycle among: " + ", ".join(_node_id(g.nodes[k]) for k in rest))
-        out += [g.nodes[k] for k in rest]
     return out
 
 
-def _succ(g: Graph, k) -> list:
+def _succ(g: Graph, k, importtime_only: bool = False) -> list:
     """Dependencies, plus the statements that complete a definition (reaching X reaches `X.a = v`)."""
     n = g.nodes[k]
+    if importtime_only:
+        return sorted(d for d, it in n.deps.items() if it)
     return sorted(set(n.deps) | set(n.attached))
 
 
-def _closure(g: Graph, keys: list, bit: dict) -> dict:
+def _closure(g: Graph, keys: list, bit: dict, importtime_only: bool = False) -> dict:
     """Transitive closure (bitsets, excluding self unless on a cycle) via Tarjan's SCCs."""
     index, low, on, stack, sccs = {}, {}, set(), [], []
     counter = [0]
     for root in keys:
         if root in index:
             continue
-        work = [(root, iter(_succ(g, root)))]
+        work = [(root, iter(_succ(g, root, importtime_only)))]
         index[root] = low[root] = counter[0]; counter[0] += 1
         stack.append(root); on.add(root)
         while work:
@@ -99,7 +120,7 @@ def _closure(g: Graph, keys: list, bit: dict) -> dict:
                 if w not in index:
                     index[w] = low[w] = counter[0]; counter[0] += 1
                     stack.append(w); on.add(w)
-                    work.append((w, iter(_succ(g, w))))
+                    work.append((w, iter(_succ(g, w, importtime_only))))
                 elif w in on:
                     low[v] = min(low[v], index[w])
                 continue
@@ -126,7 +147,7 @@ def _closure(g: Graph, keys: list, bit: dict) -> dict:
         inner = r if len(c) > 1 else 0
         out = inner
         for x in c:
-            for d in _succ(g, x):
+            for d in _succ(g, x, importtime_only):
                 j = comp_of[d]
                 if j != i:
                     out |= creach[j][0] | creach[j][1]
@@ -165,6 +186,18 @@ def sections(g: Graph, nodes: list[Node]) -> None:
                 if it or (k in jit and dn.kind in ("assign", "block", "synthetic")):
                     tri.add(d)
                     changed = True
+                    if d in n.calls:   # runs at import time: all it can reach goes first too
+                        stack = [d]
+                        while stack:
+                            x = stack.pop()
+                            for y in _succ(g, x):
+                                if y not in tri:
+                                    tri.add(y)
+                                    stack.append(y)
+            for a in n.attached:
+                if a not in tri:
+                    tri.add(a)
+                    changed = True
     for n in nodes:
         n.section = "triton" if n.key in tri else "python"
         if n.key in tri and not n.triton:
@@ -186,6 +219,8 @@ def emit_names(g: Graph, nodes: list[Node], root: Node) -> dict[tuple, dict[str,
         group = by_name[nm]
         modules = sorted({n.module for n in group}, key=lambda m: (m != root.module, g.index.files[m]))
         keep = None if (nm in _FORCE_RENAME or nm in ext_names) else modules[0]
+        if nm == root.name and root.module in modules:
+            keep = root.module   # the target keeps its name; a clashing import gets an alias instead
         for m in modules:
             if m == keep:
                 continue
@@ -245,15 +280,21 @@ def _dict_entry_edits(n: Node, lines: list[str]) -> list[dict]:
     for i, (key, (k, v)) in enumerate(items):
         if key in n.entries_kept:
             continue
-        nxt = items[i + 1][1][0].lineno if i + 1 < len(items) else value.end_lineno
         own_line = lines[k.lineno - 1].encode()[:k.col_offset].strip() == b""
-        if not own_line or v.end_lineno >= nxt or k.lineno <= value.lineno:
+        if i + 1 < len(items):
+            nk = items[i + 1][1][0]
+            end = nk.lineno - 1
+            while end > v.end_lineno and (not lines[end - 1].strip() or lines[end - 1].strip().startswith("#")):
+                end -= 1   # comments above the next entry belong to it
+        else:
+            end = value.end_lineno - 1
+        if not own_line or end < v.end_lineno or k.lineno <= value.lineno:
             continue
         prev_end = items[i - 1][1][1].end_lineno if i else value.lineno
         a = k.lineno
         while a - 1 > prev_end and lines[a - 2].strip().startswith("#"):
             a -= 1
-        edits.append({"op": "delete", "line": a, "end_line": v.end_lineno})
+        edits.append({"op": "delete", "line": a, "end_line": end})
     return edits
 
 
@@ -287,9 +328,11 @@ def node_edits(g: Graph, n: Node, emit: dict[tuple, dict[str, str]], ext: dict) 
     edits += _def_name_edits(n, emit[n.key], info.lines)
     done = set()
     for ref, key, dname, used in n.links:
-        target = g.nodes[key]
+        dynamic = dname.startswith("@getattr:")
+        if dynamic:
+            dname = dname.split(":", 1)[1]
         new = emit[key].get(dname, dname)
-        if dname == "__getattr__":
+        if dynamic:
             attr = ref.attrs[used - 1] if used else ref.name
             used_nodes = ref.nodes[used] if used else ref.nodes[0]
             text = f"{new}({attr!r})"
@@ -306,15 +349,14 @@ def node_edits(g: Graph, n: Node, emit: dict[tuple, dict[str, str]], ext: dict) 
         done.add(span)
         edits.append({"op": "span", "line": span[0], "col": span[1], "end_line": span[2],
                       "end_col": span[3], "text": text})
-        del target
     for ref, op, key, dname in n.op_links:
         new = emit[key].get(dname, dname)
-        last = ref.nodes[3]
+        last = ref.nodes[4] if len(ref.attrs) > 3 and ref.attrs[3] == "default" else ref.nodes[3]
         first = ref.nodes[0]
         edits.append({"op": "span", "line": first.lineno, "col": first.col_offset, "end_line": last.end_lineno,
                       "end_col": last.end_col_offset, "text": new})
     # `global x` statements naming renamed module globals
-    if n.stmt is not None:
+    if n.stmt is not None and any("global " in ln for ln in info.lines[n.line - 1:n.end_line]):
         for sub in ast.walk(n.stmt):
             if isinstance(sub, ast.Global):
                 mod_ren = {}
@@ -340,7 +382,7 @@ def node_edits(g: Graph, n: Node, emit: dict[tuple, dict[str, str]], ext: dict) 
     return uniq
 
 
-def external_names(g: Graph, nodes: list[Node]) -> dict[str, tuple[str, str]]:
+def external_names(g: Graph, nodes: list[Node], root_name: str = "") -> dict[str, tuple[str, str]]:
     """{original import statement: (emitted statement, emitted bound name)}; names bound to different
     objects by different modules get an alias (deterministic: first user in emission order keeps it)."""
     first_use: dict[str, int] = {}
@@ -355,6 +397,8 @@ def external_names(g: Graph, nodes: list[Node]) -> dict[str, tuple[str, str]]:
     for bound, stmts in sorted(by_bound.items()):
         stmts.sort(key=lambda s: (first_use.get(s, 1 << 30), s))
         keep_obj = g.externals[stmts[0]][1]
+        if bound == root_name:
+            keep_obj = None   # never shadow the target symbol
         for stmt in stmts:
             obj = g.externals[stmt][1]
             if obj == keep_obj:
@@ -369,7 +413,7 @@ def external_names(g: Graph, nodes: list[Node]) -> dict[str, tuple[str, str]]:
                 new = f"{base} as {alias}"
             else:
                 new = f"import {stmt.split()[1]} as {alias}"
-            g.notes.append(f"external name {bound!r} is bound to {keep_obj} and to {obj}: the latter is "
-                           f"imported as {alias}")
+            g.notes.append(f"external name {bound!r} is bound to {keep_obj or 'the target'} and to {obj}: "
+                           f"the latter is imported as {alias}")
             out[stmt] = (new, alias)
     return out

@@ -15,6 +15,10 @@ from bundler_lib.variant import parallel_sizes, platform_predicates
 _EP_FLAG = re.compile(r"^(use_ep|use_all2all\w*|use_\w*(deepep|pplx|nixl_ep|mori|all2all)\w*|"
                       r"use_sequence_parallel_moe|is_sequence_parallel|use_dp_chunking)$")
 
+# Names that hold the model's QuantizationConfig (None when quantization is off). Other *_quant_config
+# names (moe_quant_config, ...) hold objects that exist even unquantized: never decided.
+_QUANT_CONFIG_NAMES = {"quant_config", "hf_quant_config"}
+
 _SIZE_NAMES = {
     "dp": {"dp_size", "data_parallel_size", "get_dp_group().world_size"},
     "tp": {"tp_size", "tp_world_size", "tensor_parallel_size", "tensor_model_parallel_size",
@@ -36,6 +40,7 @@ class GuardEval:
     def __init__(self, variant: dict):
         self.variant = variant
         self.platform_names = {"current_platform", "platform"}
+        self.unquantized_bases = lambda: set()   # set by the graph: names of Unquantized* classes' bases
         self.platform = platform_predicates(variant)
         self.sizes = parallel_sizes(variant)
 
@@ -48,22 +53,43 @@ class GuardEval:
             return self.platform[e.func.attr]
         if _tail(e) == "TYPE_CHECKING":
             return False
+        # current_platform.has_device_capability(90) / is_device_capability((9, 0)) / ..._family(100)
+        if (self.variant["platform"] == "cuda" and isinstance(e, ast.Call) and len(e.args) == 1
+                and not e.keywords and isinstance(e.func, ast.Attribute)
+                and _tail(e.func.value) in self.platform_names
+                and e.func.attr in ("has_device_capability", "is_device_capability", "is_device_capability_family")):
+            want = _capability(e.args[0])
+            cap = self.variant["cuda_capability"]
+            if want is not None:
+                if e.func.attr == "has_device_capability":
+                    return cap >= want
+                if e.func.attr == "is_device_capability":
+                    return cap == want
+                return cap // 10 == want // 10
         if self.sizes["ep"] == 1 and self.sizes["tp"] == 1 and _EP_FLAG.match(_tail(e) or "") and not isinstance(
                 e, ast.Call):
             return False
         quant_none = self.variant["quantization"] == "none"
         # `if quant_config:` / `isinstance(quant_config, X)` with quantization off
-        if quant_none and (_tail(e) or "").endswith("quant_config"):
+        if quant_none and (_tail(e) or "") in _QUANT_CONFIG_NAMES:
             return False
         if (quant_none and isinstance(e, ast.Call) and isinstance(e.func, ast.Name) and e.func.id == "isinstance"
-                and e.args and (_tail(e.args[0]) or "").endswith("quant_config")):
+                and e.args and (_tail(e.args[0]) or "") in _QUANT_CONFIG_NAMES):
             return False
+        # isinstance(quant_method, SomeQuantizedMethod): with quantization off every quant_method is an
+        # Unquantized*Method, so a specific quantized method class never matches
+        if (quant_none and isinstance(e, ast.Call) and isinstance(e.func, ast.Name) and e.func.id == "isinstance"
+                and len(e.args) == 2 and (_tail(e.args[0]) or "") == "quant_method"):
+            classes = e.args[1].elts if isinstance(e.args[1], ast.Tuple) else [e.args[1]]
+            names = [_tail(c) or "" for c in classes]
+            if names and all(nm and "Unquantized" not in nm and nm not in self.unquantized_bases() for nm in names):
+                return False
         if isinstance(e, ast.Compare) and len(e.ops) == 1:
             left, op, right = e.left, e.ops[0], e.comparators[0]
             # quant_config is None / is not None
             if isinstance(op, (ast.Is, ast.IsNot)) and isinstance(right, ast.Constant) and right.value is None:
                 t = _tail(left)
-                if t and t.endswith("quant_config") and self.variant["quantization"] == "none":
+                if t in _QUANT_CONFIG_NAMES and self.variant["quantization"] == "none":
                     return isinstance(op, ast.Is)
             # backend == SomeMoeBackend.MEMBER (the variant forces one backend)
             if isinstance(op, (ast.Eq, ast.NotEq, ast.Is, ast.IsNot)):
@@ -158,4 +184,13 @@ def _compare(a: int, op: ast.cmpop, b: int):
         return a < b
     if isinstance(op, ast.LtE):
         return a <= b
+    return None
+
+
+def _capability(e: ast.expr):
+    if isinstance(e, ast.Constant) and type(e.value) is int:
+        return e.value
+    if isinstance(e, ast.Tuple) and len(e.elts) == 2 and all(
+            isinstance(x, ast.Constant) and type(x.value) is int for x in e.elts):
+        return e.elts[0].value * 10 + e.elts[1].value
     return None

@@ -131,7 +131,9 @@ def _walk_runtime(node: ast.AST):
         if isinstance(n, ast.If) and is_type_checking(n.test):
             stack.extend(n.orelse)
             continue
-        stack.extend(ast.iter_child_nodes(n))
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)) and n is not node:
+            continue   # their imports are local to them
+        stack.extend(c for c in ast.iter_child_nodes(n) if isinstance(c, (ast.stmt, ast.excepthandler)))
 
 
 class TreeIndex:
@@ -158,6 +160,16 @@ class TreeIndex:
         for m in self.files:
             self.top_packages.add(m.split(".")[0])
         self._cache: dict[str, ModuleInfo] = {}
+        self._texts: dict[str, str | None] = {}
+
+    def text(self, rel: str) -> str | None:
+        """A file's text (cached; None when unreadable)."""
+        if rel not in self._texts:
+            try:
+                self._texts[rel] = (self.root / rel).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                self._texts[rel] = None
+        return self._texts[rel]
 
     def is_local(self, module: str) -> bool:
         return module.split(".")[0] in self.top_packages
@@ -185,7 +197,9 @@ class TreeIndex:
     # ---------------------------------------------------------------- parsing
     def _parse(self, module: str) -> ModuleInfo:
         rel = self.files[module]
-        source = (self.root / rel).read_text(encoding="utf-8")
+        source = self.text(rel)
+        if source is None:
+            raise StageError(STAGE, rel, "unreadable (not UTF-8 text?)", "fix the file in the source tree")
         try:
             tree = ast.parse(source, filename=rel)
         except SyntaxError as e:
@@ -258,7 +272,8 @@ class TreeIndex:
             info.stmts.append(s)
             info.attached.setdefault(base, []).append(s)
             return        # imports nested in compound statements (try/if): record them too
-        for sub in _walk_runtime(st):
+        nested = [] if isinstance(st, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) else _walk_runtime(st)
+        for sub in nested:
             if isinstance(sub, (ast.Import, ast.ImportFrom)) and sub is not st:
                 for b in self.import_bindings(info, sub, False):
                     prev = info.imports.get(b.name)

@@ -23,9 +23,8 @@ def locate(index: TreeIndex, symbol: str, hint: str | None) -> tuple[str, str]:
     for module, rel in sorted(index.files.items(), key=lambda kv: kv[1]):
         if hint and not _hint_matches(rel, hint):
             continue
-        try:
-            text = (index.root / rel).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
+        text = index.text(rel)
+        if text is None:
             continue
         if symbol not in text or not pat.search(text):
             continue
@@ -69,9 +68,8 @@ def _near_names(index: TreeIndex, symbol: str) -> list[str]:
     names: set[str] = set()
     low = symbol.lower()
     for rel in index.files.values():
-        try:
-            text = (index.root / rel).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
+        text = index.text(rel)
+        if text is None:
             continue
         for m in _DEF_RE.finditer(text):
             names.add(m.group(1))

@@ -34,6 +34,8 @@ class Node:
     links: list[tuple[Ref, tuple[str, int], str, int]] = field(default_factory=list)
     op_links: list[tuple[Ref, str, tuple[str, int], str]] = field(default_factory=list)
     deps: dict[tuple[str, int], bool] = field(default_factory=dict)   # key -> importtime
+    calls: set = field(default_factory=set)    # deps called at import time (their bodies run)
+    ctor_deps: set | None = None               # class: what creating/instantiating it can run
     ext_links: list[tuple[Ref, str, str, str]] = field(default_factory=list)  # ref, stmt, bound, object
     scans: list[Scan] = field(default_factory=list)    # method scans (class nodes)
     attached: list[tuple[str, int]] = field(default_factory=list)  # `X.a = v` statements after X
@@ -106,21 +108,27 @@ class Graph:
         self.variant = variant
         self.res = Resolver(index)
         self.ge = GuardEval(variant)
+        self._unq: set[str] | None = None
+        self.ge.unquantized_bases = self.unquantized_bases
         self.nodes: dict[tuple[str, int], Node] = {}
         self.externals: dict[str, tuple[str, str]] = {}   # import statement -> (bound name, object)
         self.notes: list[str] = []
         self.unresolved: list[dict] = []
+        self.dynamic: list[dict] = []   # importlib.import_module / __import__ calls: not followed
         self.cuda_ops: dict[str, dict] = {}
         self.python_custom_ops: dict[str, tuple[str, int]] = {}
         self._custom_op_index: dict[str, tuple[str, ast.Call]] | None = None
+        self._py_ns: set[str] | None = None
         self._queue: list[tuple[str, int]] = []
         self.attr_names: set[str] = set()
+        self.roots: set[tuple[str, int]] = set()
         self.pending: dict[str, list[tuple[Node, ast.stmt]]] = {}
         self._mqueue: list[tuple[Node, ast.stmt]] = []
         self.annotated: set[tuple[str, int]] = set()
         self.getattr_keys: dict[str, set[str]] = {}
         self._keyed: dict[str, set[int]] = {}
-        self._full_dicts: set[tuple[str, int]] = set()   # nodes whose annotations are evaluated (custom ops)
+        self._full_dicts: set[tuple[str, int]] = set()
+        self.foreign = {mod for p, (mod, _) in PLATFORM_CLASS.items() if p != variant["platform"]}   # nodes whose annotations are evaluated (custom ops)
 
     # ------------------------------------------------------------ nodes
     def node_for(self, module: str, st: Stmt) -> Node:
@@ -146,6 +154,7 @@ class Graph:
         info = self.index.get(module)
         stmts = info.defs[name]
         root = None
+        self.roots = {(module, st.idx) for st in stmts}   # the target keeps every method (public API)
         for st in stmts:
             n = self.node_for(module, st)
             root = root or n
@@ -164,8 +173,15 @@ class Graph:
         info = self.index.get(n.module)
         skip = set()
         if isinstance(n.stmt, ast.ClassDef):
+            # names the class body itself reads (e.g. a helper def called while the class is created)
+            body_reads = set()
             for st in n.stmt.body:
-                if isinstance(st, (ast.FunctionDef, ast.AsyncFunctionDef)) and not _always_kept(st.name):
+                parts = [st] if not isinstance(st, (ast.FunctionDef, ast.AsyncFunctionDef)) else st.decorator_list
+                for part in parts:
+                    body_reads |= {x.id for x in ast.walk(part) if isinstance(x, ast.Name)}
+            for st in n.stmt.body:
+                if (isinstance(st, (ast.FunctionDef, ast.AsyncFunctionDef)) and not _always_kept(st.name)
+                        and st.name not in body_reads and n.key not in self.roots):
                     skip.add(id(st))
                     n.dropped[id(st)] = st
         if n.key[1] in self.keyed_dicts(n.module):
@@ -179,7 +195,10 @@ class Graph:
                 self._mqueue.append((n, ("entry", key)))
             return
         n.scan = scan_stmt(self.index, info, n.stmt, self.ge, skip)
+        before = set(n.deps)
         self._absorb(n, n.scan)
+        if isinstance(n.stmt, ast.ClassDef):
+            n.ctor_deps = set(n.deps) - before   # class body, bases, decorators, dunder methods
         for st in list(n.dropped.values()):
             if st.name in self.attr_names:
                 self._mqueue.append((n, st))
@@ -223,7 +242,7 @@ class Graph:
         if id(st) not in n.dropped:
             return
         del n.dropped[id(st)]
-        scan = scan_stmt(self.index, self.index.get(n.module), st, self.ge)
+        scan = scan_stmt(self.index, self.index.get(n.module), st, self.ge, cls=n.stmt)
         n.scans.append(scan)
         self._absorb(n, scan)
 
@@ -233,6 +252,8 @@ class Graph:
                 self.attr_names.add(a)
                 for item in self.pending.pop(a, []):
                     self._mqueue.append(item)
+        for line, text, importtime in scan.dynamic:
+            self.dynamic.append({"file": n.file, "line": line, "call": text, "importtime": importtime})
         for line, mod in scan.dead_imports:
             self.notes.append(f"{n.file}:{line}: import of {mod} dropped (no Python source in the tree; "
                               "compiled extension or generated file)")
@@ -252,8 +273,12 @@ class Graph:
             return
         if t.kind == "node" and used < len(ref.attrs) and self._class_constant(n, ref, t, used):
             return
+        if t.kind == "node" and not ref.importtime and t.module in self.foreign:
+            # another platform's module: only reached on that platform (vLLM imports it lazily)
+            self.notes.append(f"{n.file}:{ref.line}: {'.'.join([ref.name] + ref.attrs[:used])} not inlined: "
+                              f"{t.module} is specific to another platform than {self.variant['platform']}")
+            return
         if t.kind == "node" and len(t.stmts) == 1 and self.keyed_dicts(t.module):
-            acc = self.nodes.get((t.module, t.stmts[0].idx))
             info = self.index.get(t.module)
             for idx in self.keyed_dicts(t.module):
                 dname = next(s_.names[0] for s_ in info.stmts if s_.idx == idx)
@@ -266,10 +291,11 @@ class Graph:
                                 self._mqueue.append((node, ("entry", key)))
                     if keys is None:
                         self._full_dicts.add((t.module, idx))
-            del acc
         if t.kind == "node":
             for st in t.stmts:
                 dep = self.node_for(t.module, st)
+                if ref.importtime and (ref.called or used < len(ref.attrs)):
+                    n.calls.add(dep.key)   # called, or an attribute of it read at import time
                 if st.idx in self.keyed_dicts(t.module) and not (n.module == t.module and (
                         "__getattr__" in n.names or self._is_accessor(n, st.names[0]))):
                     # read other than through __getattr__: keep every entry
@@ -301,15 +327,27 @@ class Graph:
         if st.keywords or any("Enum" in ast.unparse(b) or "Flag" in ast.unparse(b) for b in st.bases):
             return False   # enum members and metaclass-made attributes are not their literals
         attr = ref.attrs[used]
+        if not isinstance(getattr(ref.nodes[used + 1], "ctx", None), ast.Load):
+            return False
         value = None
+        field_default = False
         for b in st.body:
             if isinstance(b, ast.Assign) and len(b.targets) == 1 and isinstance(b.targets[0], ast.Name) \
                     and b.targets[0].id == attr:
                 value = b.value
             elif isinstance(b, ast.AnnAssign) and isinstance(b.target, ast.Name) and b.target.id == attr:
                 value = b.value
+                field_default = bool(st.decorator_list)   # a dataclass-style field's default
         if value is None:
             return False
+        if not (attr.isupper() or field_default):
+            return False   # a class attribute that may change at run time: keep reading the class
+        if isinstance(value, ast.Call) and (getattr(value.func, "id", None) or getattr(value.func, "attr", "")) in (
+                "Field", "field"):
+            # dataclass / pydantic field: the class attribute is its default
+            value = next((k.value for k in value.keywords if k.arg == "default"), None)
+            if value is None:
+                return False
         try:
             lit = ast.literal_eval(value)
         except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
@@ -338,12 +376,57 @@ class Graph:
             ns, op = ref.attrs[1], ref.attrs[2]
             if ns == "vllm":
                 self._python_custom_op(n, ref, op)
+            elif ns in ("aten", "prims", "prim", "higher_order"):
+                pass   # torch's own operators
+            elif not ns.startswith("_"):
+                self.notes.append(f"{n.file}:{ref.line}: torch.ops.{ns}.{op} belongs to an external operator "
+                                  "library, not to the tree's compiled extensions")
+            elif ns in self.python_namespaces():
+                self.notes.append(f"{n.file}:{ref.line}: torch.ops.{ns}.{op} is registered from Python "
+                                  f"(torch.library.Library({ns!r})), not a compiled op")
             else:
                 entry = self.cuda_ops.setdefault(f"{ns}.{op}", {"op": f"{ns}.{op}", "namespace": ns,
                                                                "name": op, "call_sites": []})
                 site = {"file": n.file, "line": ref.line}
                 if site not in entry["call_sites"]:
                     entry["call_sites"].append(site)
+
+    def unquantized_bases(self) -> set[str]:
+        """Names of every class an `Unquantized*` class of the tree derives from (by name, textually)."""
+        if self._unq is None:
+            cls_re = re.compile(r"^class\s+(\w+)\s*\(([^)]*)\)", re.M)
+            bases: dict[str, set[str]] = {}
+            for rel in sorted(self.index.files.values()):
+                text = self.index.text(rel)
+                if text is None:
+                    continue
+                for m in cls_re.finditer(text):
+                    names = {b.strip().split(".")[-1].split("[")[0] for b in m.group(2).split(",")}
+                    bases.setdefault(m.group(1), set()).update(x for x in names if x.isidentifier())
+            out: set[str] = set()
+            stack = [c for c in bases if c.startswith("Unquantized")]
+            while stack:
+                c = stack.pop()
+                for b in bases.get(c, ()):
+                    if b not in out:
+                        out.add(b)
+                        stack.append(b)
+            self._unq = out
+        return self._unq
+
+    def python_namespaces(self) -> set[str]:
+        """Op namespaces the tree registers from Python (`Library("ns", ...)`), "vllm" aside."""
+        if self._py_ns is None:
+            pat = re.compile(r"Library\(\s*[\"'](\w+)[\"']")
+            found = set()
+            for rel in sorted(self.index.files.values()):
+                text = self.index.text(rel)
+                if text is None:
+                    continue
+                if "Library(" in text:
+                    found |= set(pat.findall(text))
+            self._py_ns = found - {"vllm", "_C", "_moe_C", "_rocm_C", "_C_cache_ops", "_C_custom_ar"}
+        return self._py_ns
 
     def _python_custom_op(self, n: Node, ref: Ref, op: str) -> None:
         reg = self._find_registration(op)
@@ -379,14 +462,18 @@ class Graph:
             self._custom_op_index = {}
         if op in self._custom_op_index:
             return self._custom_op_index[op]
+        if not hasattr(self, "_reg_texts"):
+            self._reg_texts = []   # (module, text) of the files that register custom ops
+            for module, rel in sorted(self.index.files.items(), key=lambda kv: kv[1]):
+                text = self.index.text(rel)
+                if text is None:
+                    continue
+                if "direct_register_custom_op" in text:
+                    self._reg_texts.append((module, text))
         pat = re.compile(r"op_name\s*=\s*[\"']" + re.escape(op) + r"[\"']")
         found = None
-        for module, rel in sorted(self.index.files.items(), key=lambda kv: kv[1]):
-            try:
-                text = (self.index.root / rel).read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError):
-                continue
-            if "direct_register_custom_op" not in text or not pat.search(text):
+        for module, text in self._reg_texts:
+            if not pat.search(text):
                 continue
             info = self.index.get(module)
             for sub in ast.walk(info.tree):
@@ -421,6 +508,8 @@ class Graph:
                                           "@@NAME@@ = @@0@@()\n", [(ct.module, ct.stmts[-1], ct.name)])
                     n.deps[syn.key] = n.deps.get(syn.key, False) or ref.importtime
                     n.links.append((ref, syn.key, "current_platform", used))
+                    self.notes.append(f"current_platform (resolved lazily by {t.module} __getattr__) is bound "
+                                      f"to {cls}() of {mod}: variant platform={self.variant['platform']}")
                     return
         # module-level __getattr__(name): call it
         info = self.index.get(t.module)
@@ -433,7 +522,7 @@ class Graph:
                     self._mqueue.append((node, ("entry", attr)))
             dep = self.node_for(t.module, ga[-1])
             n.deps[dep.key] = n.deps.get(dep.key, False) or ref.importtime
-            n.links.append((ref, dep.key, "__getattr__", used))
+            n.links.append((ref, dep.key, "@getattr:__getattr__", used))
             self.notes.append(f"{n.file}:{ref.line}: {'.'.join([ref.name] + ref.attrs[:used])} "
                               f"resolved through {info.path} __getattr__")
             return
@@ -463,7 +552,6 @@ class Graph:
     def _synthetic(self, module: str, name: str, template: str, deps: list, imports=(), file=None,
                    line=None, end_line=None) -> Node:
         info = self.index.get(module)
-        key = (module, -1 - sorted(info.defs).index(name) if name in info.defs else -1000)
         for k, v in self.nodes.items():
             if v.kind == "synthetic" and v.module == module and v.name == name:
                 return v
@@ -480,5 +568,4 @@ class Graph:
             dkeys.append((d.key, dname))
         n.synthetic = {"template": template, "deps": dkeys, "imports": list(imports)}
         self.nodes[n.key] = n
-        del key
         return n

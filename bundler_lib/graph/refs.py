@@ -28,6 +28,7 @@ class Ref:
     annotation: bool = False               # read in a function annotation (lazy in the bundle)
     decorated: bool = False                # ... of a function with a non-trivial decorator
     call_arg0: str | None = None           # the ref is called with this string constant first
+    called: bool = False                   # called (or used as a decorator): its body runs
 
 
 @dataclass
@@ -48,6 +49,7 @@ class Scan:
     ext_local_imports: list[str] = field(default_factory=list)
     dead_imports: list[tuple[int, str]] = field(default_factory=list)  # vllm modules without source
     attrs: set[str] = field(default_factory=set)      # attribute names read or written (method reach)
+    dynamic: list[tuple[int, str, bool]] = field(default_factory=list)  # (line, text, importtime)
 
 
 _TRIVIAL_DECORATORS = {"staticmethod", "classmethod", "property", "setter", "getter", "deleter", "cache",
@@ -130,11 +132,15 @@ class RefScanner:
         self.runtime_depth = 0
         self.follow_annotations = False
         self.annot = None
+        self.annot_importtime = False
 
     # ------------------------------------------------------------ entry
-    def run(self, stmt: ast.stmt, skip: set | None = None) -> Scan:
+    def run(self, stmt: ast.stmt, skip: set | None = None, cls: ast.ClassDef | None = None) -> Scan:
         self.skip = skip or set()
         self.scopes = [_Scope("module", set(), {}, set())]
+        if cls is not None:   # a method scanned on its own: its decorators see the class body
+            local, imports, globals_ = _collect_locals(cls.body, self.index, self.info)
+            self.scopes.append(_Scope("class", local, imports, globals_))
         self._stmt_list([stmt], top=True)
         return self.scan
 
@@ -158,9 +164,18 @@ class RefScanner:
             return
         self.scan.refs.append(Ref(
             name=name_node.id, attrs=[a.attr for a in chain], nodes=[name_node] + chain,
-            importtime=self.runtime_depth == 0 and self.annot is not False,
+            importtime=self.runtime_depth == 0 and (self.annot is None or (self.annot and self.annot_importtime)),
             binding=b if isinstance(b, ImportBinding) else None, line=name_node.lineno,
             annotation=self.annot is not None, decorated=bool(self.annot)))
+
+    def _external_root(self, d: ast.expr) -> bool:
+        f = d.func if isinstance(d, ast.Call) else d
+        while isinstance(f, ast.Attribute):
+            f = f.value
+        if not isinstance(f, ast.Name):
+            return False
+        b = self.info.imports.get(f.id)
+        return b is not None and b.external and f.id not in self.info.defs
 
     def _lines(self, a: int, b: int) -> list[str]:
         return self.info.lines[a - 1:b]
@@ -171,8 +186,17 @@ class RefScanner:
 
     # ------------------------------------------------------------ statements
     def _stmt_list(self, body: list[ast.stmt], top: bool = False):
-        for st in body:
-            self._stmt(st, sole=len(body) == 1 and not top)
+        for i, st in enumerate(body):
+            term = self._stmt(st, sole=len(body) == 1 and not top)
+            if term and i + 1 < len(body):
+                # a decided branch that always returns/raises: the rest of the block is dead
+                rest = body[i + 1:]
+                a = min([rest[0].lineno] + [d.lineno for d in getattr(rest[0], "decorator_list", [])])
+                self.scan.edits.append({"op": "delete", "line": a, "end_line": rest[-1].end_lineno})
+                self.scan.guards.append(Guard(line=a, end_line=rest[-1].end_lineno,
+                                              predicate="unreachable after a decided return/raise",
+                                              value=False, kept="none"))
+                break
 
     def _remove_stmt(self, st: ast.stmt, sole: bool):
         if sole:
@@ -193,17 +217,14 @@ class RefScanner:
             local = [b for b in bs if not b.external]
             if local:
                 for b in local:
-                    mod = b.module if b.attr is None else b.module
-                    if not self._module_exists(mod):
-                        self.scan.dead_imports.append((st.lineno, mod))
-                    elif b.attr is None or b.attr:
+                    if not self._module_exists(b.module):
+                        self.scan.dead_imports.append((st.lineno, b.module))
+                    else:
                         self.scan.local_imports.append(b)
                 if len(local) == len(bs):
                     self._remove_stmt(st, sole)
-                if len(self.scopes) == 1:
-                    pass
         elif isinstance(st, ast.If):
-            self._if(st, sole)
+            return self._if(st, sole)
         elif (isinstance(st, ast.Assign) and len(st.targets) == 1 and isinstance(st.targets[0], ast.Name)
               and isinstance(st.value, (ast.Name, ast.Attribute))
               and (st.value.id if isinstance(st.value, ast.Name) else st.value.attr) == "current_platform"):
@@ -256,13 +277,23 @@ class RefScanner:
     def _module_exists(self, mod: str) -> bool:
         return self.index.has_module(mod) or any(m.startswith(mod + ".") for m in self.index.files)
 
-    def _function(self, fn):
-        for d in fn.decorator_list:
+    def _decorators(self, decos):
+        for d in decos:
+            before = len(self.scan.refs)
             self._expr(d)
+            for r in self.scan.refs[before:]:
+                r.called = True
+
+    def _function(self, fn):
+        self._decorators(fn.decorator_list)
         args = fn.args
         for d in args.defaults + [d for d in args.kw_defaults if d is not None]:
             self._expr(d)
-        self.annot = any(not _trivial_decorator(d) for d in fn.decorator_list)
+        nontrivial = [d for d in fn.decorator_list if not _trivial_decorator(d)]
+        # annotations are followed when a decorator may read them; they are needed at import time only
+        # when that decorator is the tree's own (e.g. an op registry inferring a schema)
+        self.annot = bool(nontrivial)
+        self.annot_importtime = any(not self._external_root(d) for d in nontrivial)
         for a in args.posonlyargs + args.args + args.kwonlyargs + [args.vararg, args.kwarg]:
             if a is not None and a.annotation is not None:
                 self._expr(a.annotation)
@@ -278,8 +309,7 @@ class RefScanner:
         self.scopes.pop()
 
     def _class(self, cls: ast.ClassDef):
-        for d in cls.decorator_list:
-            self._expr(d)
+        self._decorators(cls.decorator_list)
         for b in cls.bases:
             self._expr(b)
         for k in cls.keywords:
@@ -293,7 +323,7 @@ class RefScanner:
         self.scopes.pop()
 
     # ------------------------------------------------------------ guards
-    def _if(self, st: ast.If, sole: bool):
+    def _if(self, st: ast.If, sole: bool) -> bool:
         value, atoms = self.ge.evaluate(st.test)
         if value is None:
             for e, v in atoms:
@@ -302,11 +332,12 @@ class RefScanner:
             self._expr(st.test, skip={id(e) for e, _ in atoms})
             self._stmt_list(st.body)
             self._stmt_list(st.orelse)
-            return
+            return False
         live = st.body if value else st.orelse
         self._record(st.test, value, st, "body" if value else ("orelse" if st.orelse else "none"))
         self._prune_if(st, value, sole)
         self._stmt_list(live)
+        return bool(live) and isinstance(live[-1], (ast.Return, ast.Raise)) and len(self.scopes) > 1
 
     def _record(self, e, v, st, kept):
         self.scan.guards.append(Guard(line=st.lineno, end_line=st.end_lineno,
@@ -388,11 +419,18 @@ class RefScanner:
                 "getattr", "hasattr", "setattr") and len(e.args) >= 2 and isinstance(e.args[1], ast.Constant) \
                 and isinstance(e.args[1].value, str):
             self.scan.attrs.add(e.args[1].value)
-        if (isinstance(e, ast.Call) and isinstance(e.func, (ast.Name, ast.Attribute)) and e.args
-                and isinstance(e.args[0], ast.Constant) and isinstance(e.args[0].value, str)):
+        if isinstance(e, ast.Call):
+            fname = e.func.attr if isinstance(e.func, ast.Attribute) else getattr(e.func, "id", "")
+            if fname in ("import_module", "__import__") and not (
+                    e.args and isinstance(e.args[0], ast.Constant)
+                    and not str(e.args[0].value).split(".")[0] in self.index.top_packages):
+                self.scan.dynamic.append((e.lineno, ast.unparse(e)[:120], self.runtime_depth == 0))
             before = len(self.scan.refs)
             self._walk_expr(e.func, skip)
-            if len(self.scan.refs) == before + 1:
+            for r in self.scan.refs[before:]:
+                r.called = True
+            if (len(self.scan.refs) == before + 1 and e.args and isinstance(e.args[0], ast.Constant)
+                    and isinstance(e.args[0].value, str)):
                 self.scan.refs[-1].call_arg0 = e.args[0].value
             for c in e.args + [k.value for k in e.keywords]:
                 self._walk_expr(c, skip)
@@ -406,8 +444,7 @@ class RefScanner:
                 self.scan.attrs.add(cur.attr)
                 cur = cur.value
             if isinstance(cur, ast.Name):
-                if isinstance(cur.ctx, ast.Load) or True:
-                    self._ref(cur, list(reversed(chain)))
+                self._ref(cur, list(reversed(chain)))
                 return
             self._walk_expr(cur, skip)
             return
@@ -463,8 +500,9 @@ class RefScanner:
             self._walk_expr(c, skip)
 
 
-def scan_stmt(index: TreeIndex, info: ModuleInfo, stmt: ast.stmt, ge: GuardEval, skip: set | None = None) -> Scan:
-    return RefScanner(index, info, ge).run(stmt, skip)
+def scan_stmt(index: TreeIndex, info: ModuleInfo, stmt: ast.stmt, ge: GuardEval, skip: set | None = None,
+              cls: ast.ClassDef | None = None) -> Scan:
+    return RefScanner(index, info, ge).run(stmt, skip, cls)
 
 
 def scan_expr(index: TreeIndex, info: ModuleInfo, expr: ast.expr, ge: GuardEval) -> Scan:

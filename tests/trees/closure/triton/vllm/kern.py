@@ -3,6 +3,7 @@ import triton
 import triton.language as tl
 
 from vllm.consts import BLOCK
+from vllm.kern2 import _kernel2
 
 SCALE: tl.constexpr = 2
 
@@ -22,4 +23,5 @@ def _kernel(x_ptr, n, BLOCK_SIZE: tl.constexpr):
 
 def target(x: torch.Tensor) -> torch.Tensor:
     _kernel[(1,)](x, x.numel())
+    _kernel2[(1,)](x, BLOCK_SIZE=16)
     return x + BLOCK

@@ -76,3 +76,35 @@ def import_in_subprocess(out: Path, symbol: str) -> str:
                        timeout=120)
     assert r.returncode == 0, r.stderr[-3000:]
     return r.stdout
+
+
+def undefined_runtime_names(path: Path) -> set:
+    """Names pyflakes finds undefined once annotations (never evaluated in a bundle) are stripped."""
+    import ast
+
+    from pyflakes.api import check
+    from pyflakes.reporter import Reporter
+
+    class Strip(ast.NodeTransformer):
+        def visit_arg(self, n):
+            n.annotation = None
+            return n
+
+        def visit_FunctionDef(self, n):
+            n.returns = None
+            self.generic_visit(n)
+            return n
+
+        visit_AsyncFunctionDef = visit_FunctionDef
+
+        def visit_AnnAssign(self, n):
+            if n.value is None:
+                return ast.Pass()
+            return ast.copy_location(ast.Assign(targets=[n.target], value=n.value, lineno=n.lineno), n)
+
+    tree = ast.fix_missing_locations(Strip().visit(ast.parse(Path(path).read_text())))
+    import io
+    out = io.StringIO()
+    check(ast.unparse(tree), str(path), Reporter(out, io.StringIO()))
+    return {ln.split("undefined name")[1].strip().strip("'") for ln in out.getvalue().splitlines()
+            if "undefined name" in ln}

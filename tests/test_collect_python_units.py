@@ -1,0 +1,88 @@
+"""A2/A3 building blocks: edit application, import guarding, optional sections, bad graph input."""
+
+import json
+
+import pytest
+
+from bundler_lib import collect_python, collect_triton
+from bundler_lib.collect_python import _indent_block, external_statements, optional_nodes
+from bundler_lib.errors import StageError
+from bundler_lib.graph.edits import apply_edits, file_header
+
+SRC = """\
+# SPDX-License-Identifier: Apache-2.0
+# SPDX-FileCopyrightText: Copyright someone
+def f(x):
+    if is_rocm():
+        return rocm(x)
+    else:
+        y = helper(x)
+        return y
+""".splitlines(keepends=True)
+
+
+def test_apply_edits_spans_deletes_dedent():
+    edits = [
+        {"op": "delete", "line": 4, "end_line": 6},
+        {"op": "dedent", "line": 7, "end_line": 8, "cols": 4},
+        {"op": "span", "line": 7, "col": 12, "end_line": 7, "end_col": 18, "text": "helper_two"},
+    ]
+    assert apply_edits(SRC, 3, 8, edits) == "def f(x):\n    y = helper_two(x)\n    return y\n"
+
+
+def test_apply_edits_pass_and_multiline_span():
+    edits = [{"op": "pass", "line": 4, "end_line": 8, "indent": 4}]
+    assert apply_edits(SRC, 3, 8, edits) == "def f(x):\n    pass\n"
+    edits = [{"op": "span", "line": 4, "col": 7, "end_line": 5, "end_col": 22, "text": "True: return 1"}]
+    assert apply_edits(SRC, 3, 5, edits) == "def f(x):\n    if True: return 1\n"
+
+
+def test_file_header():
+    assert file_header(SRC) == ["# SPDX-License-Identifier: Apache-2.0", "# SPDX-FileCopyrightText: Copyright someone"]
+
+
+def test_external_statements_guard_optional_packages():
+    out, notes = external_statements(
+        ["import torch", "import os", "from pydantic import Field", "import regex as re", "import cutlass"],
+        runtime_only={"from pydantic import Field"}, hard={"import cutlass"})
+    assert out[0] == "import torch" and out[1] == "import os"
+    assert out[2].startswith("try:\n    from pydantic import Field\nexcept ImportError:")
+    assert "import re as re" in out[3]
+    assert out[4] == "import cutlass"   # the target itself needs it at import time
+    assert any("cutlass" in n for n in notes)
+
+
+def test_optional_nodes_propagate_and_spare_the_target():
+    g = {"symbol": "T", "def_file": "t.py", "python_nodes": [
+        {"id": "a.py::K", "name": "K", "file": "a.py", "importtime_imports": ["from cutlass import cute"]},
+        {"id": "a.py::Sub", "name": "Sub", "file": "a.py", "importtime_deps": ["a.py::K"]},
+        {"id": "t.py::T", "name": "T", "file": "t.py", "importtime_deps": ["a.py::Sub"]},
+        {"id": "b.py::X", "name": "X", "file": "b.py", "importtime_imports": ["import torch"]},
+    ]}
+    assert optional_nodes(g) == {"a.py::K": ["from cutlass import cute"], "a.py::Sub": ["from cutlass import cute"]}
+
+
+def test_indent_block_leaves_multiline_strings():
+    text = 'def f():\n    """doc\nsecond line\n    """\n    return 1\n'
+    assert _indent_block(text) == '    def f():\n        """doc\nsecond line\n    """\n        return 1\n'
+
+
+@pytest.mark.parametrize("mod", [collect_python, collect_triton])
+def test_missing_or_bad_graph(tmp_path, mod):
+    with pytest.raises(StageError) as e:
+        mod.run(tree=tmp_path, graph=tmp_path / "nope.json", out=tmp_path)
+    assert "run the A1 graph stage first" in str(e.value)
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(StageError) as e:
+        mod.run(tree=tmp_path, graph=tmp_path / "bad.json", out=tmp_path)
+    assert "not valid JSON" in str(e.value)
+
+
+def test_file_outside_graph_is_refused(tmp_path):
+    g = {"symbol": "f", "files": [], "python_nodes": [
+        {"id": "x.py::f", "name": "f", "emit_name": "f", "file": "x.py", "line": 1, "end_line": 1,
+         "kind": "function", "section": "python"}]}
+    (tmp_path / "g.json").write_text(json.dumps(g))
+    with pytest.raises(StageError) as e:
+        collect_python.run(tree=tmp_path, graph=tmp_path / "g.json", out=tmp_path)
+    assert "not among the files A1 lists" in str(e.value)

@@ -1,0 +1,5 @@
+class Platform:
+    pass
+
+
+current_platform = Platform()

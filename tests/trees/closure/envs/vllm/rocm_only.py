@@ -1,0 +1,2 @@
+def rocm_thing():
+    return "rocm"

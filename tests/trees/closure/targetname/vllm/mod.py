@@ -1,0 +1,6 @@
+from vllm.other import make
+
+
+class Linear:
+    def build(self):
+        return make()
