@@ -23,7 +23,11 @@ def run(path: Path, small: bool) -> dict:
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except Exception:  # noqa: BLE001 - reported, not hidden
+        result.update(example="not run: the import failed", error=traceback.format_exc()[-3000:])
+        return result
     result["import_s"] = round(time.perf_counter() - t0, 3)
     t0 = time.perf_counter()
     try:
