@@ -230,6 +230,12 @@ def plan_ops(tree_root: Path, graph: dict) -> tuple[list[OpPlan], dict]:
     return plans, {"info": info, "tree": tree, "registry": reg, "skipped": skipped}
 
 
+# What find_package(Torch) adds to every CUDA compile of a CMake project such as vLLM's
+# (torch/share/cmake/Caffe2/public/cuda.cmake); load_inline adds only the first. vLLM's quantization
+# kernels use __device__ lambdas, which need the second.
+TORCH_CMAKE_NVCC_FLAGS = ["--expt-relaxed-constexpr", "--expt-extended-lambda"]
+
+
 def is_optional(entry: dict) -> bool:
     """A1 may mark an op whose call sites sit only in branches the variant does not take:
     `"required": false` (or `"optional": true`). Such an op that cannot be bundled gets a stub."""
@@ -354,7 +360,7 @@ def collect(tree_root: Path, graph: dict) -> tuple[str, dict]:
     undef = [f"-U{f[2:]}" for f in info.torch_flag_removals if f.startswith("-D")]
     cflags = ([f"-std=c++{info.cxx_standard}"] if info.cxx_standard else []) + d_flags + \
         [f for f in add_flags if f.startswith(("-D", "-U"))]
-    cuda_cflags = ["-O3"] + ([f"-std=c++{std}"] if std else []) + d_flags + add_flags + undef
+    cuda_cflags = ["-O3"] + ([f"-std=c++{std}"] if std else []) + d_flags + add_flags + undef + TORCH_CMAKE_NVCC_FLAGS
     if info.skipped:
         notes.append(f"{len(info.skipped)} CMake settings under build-machine conditions (GPU arch lists, NVCC_THREADS, "
                      "toolkit >= 13 options) are not applied: " + "; ".join(info.skipped))
