@@ -6,6 +6,10 @@ from pathlib import Path
 
 import pytest
 
+# torch.utils.cpp_extension imports setuptools, whose distutils shim refuses to load once any earlier
+# test's imports pulled in the standard library's distutils (still present on Python 3.11).
+os.environ.setdefault("SETUPTOOLS_USE_DISTUTILS", "stdlib")
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
