@@ -14,11 +14,11 @@ import json
 import os
 from dataclasses import dataclass
 
-from pants.base.glob_match_error_behavior import GlobMatchErrorBehavior
 from pants.core.goals.package import BuiltPackage, BuiltPackageArtifact, PackageFieldSet
 from pants.core.util_rules.distdir import DistDir
 from pants.engine.addresses import Address
 from pants.engine.fs import (
+    EMPTY_DIGEST,
     AddPrefix,
     CreateDigest,
     Digest,
@@ -70,7 +70,7 @@ class MonolithicBundleFieldSet(PackageFieldSet):
 
 async def _model_config(model: str | None, models_dir: str, address: Address) -> Digest:
     if not model:
-        return await Get(Digest, CreateDigest([]))
+        return EMPTY_DIGEST
     path = f"{models_dir}/{model.replace('/', '--')}/config.json"
     contents = await Get(DigestContents, PathGlobs([path]))
     if not contents:
@@ -107,11 +107,8 @@ async def package_bundle(
                "--variant", json.dumps(dict(field_set.variant.value or {}), sort_keys=True)]
     if field_set.symbol_file_hint.value:
         a1_args += ["--hint", field_set.symbol_file_hint.value]
-    a0_in, a1_in = await MultiGet(
-        Get(Digest, DigestSubset(tree, PathGlobs(["LICENSE*", "NOTICE*", "COPYING*"]))),
-        Get(Digest, DigestSubset(tree, PathGlobs(["vllm/**/*.py"]))),
-    )
-    a0_in, a1_in = await MultiGet(Get(Digest, AddPrefix(a0_in, "tree")), Get(Digest, AddPrefix(a1_in, "tree")))
+    a0_in = await tree_subset(tree, ["LICENSE*", "NOTICE*", "COPYING*"])
+    a1_in = await tree_subset(tree, ["vllm/**/*.py"])
     a0, a1 = await MultiGet(
         Get(StageOutput, StageRequest("A0", ("--tree", "tree"), a0_in, target)),
         Get(StageOutput, StageRequest("A1", tuple(a1_args), a1_in, target)),
@@ -122,8 +119,8 @@ async def package_bundle(
     graph_in = await as_inputs(a1)
     python_files = sorted(set(graph.get("files", [])))
     triton_files = sorted({k["file"] for k in graph.get("triton_kernels", [])})
-    py_tree = await tree_subset(tree, python_files) if python_files else await Get(Digest, CreateDigest([]))
-    tr_tree = await tree_subset(tree, triton_files) if triton_files else await Get(Digest, CreateDigest([]))
+    py_tree = await tree_subset(tree, python_files)
+    tr_tree = await tree_subset(tree, triton_files)
     cu_tree = await tree_subset(tree, ["csrc/**", "cmake/**", "CMakeLists.txt"])
     model_cfg = await _model_config(field_set.model.value, bundler.models_dir, address)
     a2_in, a3_in, a4_in, a6_in = await MultiGet(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from pants.engine.fs import AddPrefix, Digest, DigestContents, DigestSubset, MergeDigests, PathGlobs, RemovePrefix
+from pants.engine.fs import EMPTY_DIGEST, AddPrefix, Digest, DigestContents, DigestSubset, MergeDigests, PathGlobs, RemovePrefix
 from pants.engine.process import FallibleProcessResult
 from pants.engine.rules import Get, collect_rules, rule
 from pants.util.logging import LogLevel
@@ -73,6 +73,9 @@ def last_error(stderr: bytes) -> str:
 
 
 async def tree_subset(tree: Digest, globs: list[str]) -> Digest:
+    """The files of the tree matching `globs`, under `tree/` as the stages expect them."""
+    if not globs:
+        return EMPTY_DIGEST
     subset = await Get(Digest, DigestSubset(tree, PathGlobs(globs)))
     return await Get(Digest, AddPrefix(subset, "tree"))
 
