@@ -237,20 +237,7 @@ class RefScanner:
             if st.value is not None:
                 self._expr(st.value)
         else:
-            for field_name, value in ast.iter_fields(st):
-                if isinstance(value, list):
-                    if value and isinstance(value[0], ast.stmt):
-                        self._stmt_list(value)
-                    else:
-                        for v in value:
-                            if isinstance(v, ast.expr):
-                                self._expr(v)
-                            elif isinstance(v, ast.AST):
-                                self._generic(v)
-                elif isinstance(value, ast.expr):
-                    self._expr(value)
-                elif isinstance(value, ast.AST):
-                    self._generic(value)
+            self._generic(st)
 
     def _generic(self, n: ast.AST):
         # ExceptHandler, withitem, match_case, comprehension, keyword, arguments...
@@ -259,7 +246,7 @@ class RefScanner:
                 self._expr(n.type)
             self._stmt_list(n.body)
             return
-        for field_name, value in ast.iter_fields(n):
+        for _, value in ast.iter_fields(n):
             if isinstance(value, list):
                 if value and isinstance(value[0], ast.stmt):
                     self._stmt_list(value)
