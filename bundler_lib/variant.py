@@ -21,6 +21,14 @@ CHOICES: dict[str, tuple[object, tuple]] = {
     "attention_backend": ("TRITON_ATTN", ("TRITON_ATTN",)),
     "moe_backend": ("triton", ("triton",)),
     "custom_ops": ("enabled", ("enabled", "disabled")),
+    # KV cache dtype ("auto": the model's dtype, not quantized)
+    "kv_cache_dtype": ("auto", ("auto",)),
+    # which attention the layer does (AttentionType members, lower case)
+    "attn_type": ("decoder", ("decoder", "encoder", "encoder_only", "encoder_decoder")),
+    "lora": ("none", ("none",)),
+    # vllm.envs flags: "defaults" decides branches on them by their default values (the bundle then
+    # ignores those environment variables); "runtime" keeps every branch
+    "envs": ("defaults", ("defaults", "runtime")),
     # CUDA compute capability of the target GPU (major*10+minor): 90 = H100/H200
     "cuda_capability": (90, (70, 75, 80, 86, 89, 90, 100, 103, 110, 120, 121)),
 }
@@ -78,6 +86,14 @@ PLATFORM_CLASS = {
     "cpu": ("vllm.platforms.cpu", "CpuPlatform"),
     "xpu": ("vllm.platforms.xpu", "XPUPlatform"),
     "tpu": ("vllm.platforms.tpu", "TpuPlatform"),
+}
+
+
+# Registries whose members name classes that vLLM imports by qualified name at run time
+# (`resolve_obj_by_qualname`): variant key -> (module, enum class); the member named by the variant value
+# holds the qualified name.
+BY_NAME_REGISTRIES = {
+    "attention_backend": ("vllm.v1.attention.backends.registry", "AttentionBackendEnum"),
 }
 
 

@@ -181,3 +181,28 @@ def test_target_keeps_its_name_over_an_import(tmp_path):
     import torch
     assert m.Linear.__module__ == m.__name__
     assert isinstance(m.Linear().build(), torch.nn.Linear)
+
+
+def test_variant_guards_envs_kv_cache_quant_attn_type_lora_and_by_name_classes(tmp_path, monkeypatch):
+    g, _, _ = build_all(TREES / "variant_guards", tmp_path, "target")
+    helpers = {i.split("::")[1] for i in node_ids(g) if i.startswith("vllm/helpers.py::")}
+    # decided by the variant: envs at their defaults, kv cache "auto", unquantized, decoder, no LoRA
+    assert helpers == {"AttentionType", "plain_helper", "mode_auto_helper", "from_env_helper"}
+    preds = {(x["predicate"], x["value"]) for x in g["guards"]}
+    assert ("envs.VLLM_FAST_PATH", False) in preds and ("envs.VLLM_MODE == 'auto'", True) in preds
+    assert ("use_fp8_w8a8", False) in preds and ("quant_dtype == 'nvfp4'", False) in preds
+    assert ("is_lora_enabled", False) in preds
+    # the attention backend named by the variant is bound for resolve_obj_by_qualname; the others are not
+    assert "vllm/v1/attention/backends/triton_attn.py::TritonAttentionBackend" in node_ids(g)
+    assert not any("flash_attn" in i for i in node_ids(g))
+    monkeypatch.setenv("VLLM_FROM_ENV", "0")
+    m = load(tmp_path)
+    assert m.target() == ("plain+auto", "triton")
+    with pytest.raises(ImportError, match="not in this bundle"):
+        m.resolve_obj_by_qualname("vllm.v1.attention.backends.flash_attn.FlashAttentionBackend")
+
+
+def test_envs_runtime_variant_keeps_env_branches(tmp_path):
+    g = build(TREES / "variant_guards", "target", variant={"envs": "runtime"})
+    ids = {i.split("::")[1] for i in node_ids(g)}
+    assert {"fast_helper", "mode_auto_helper"} <= ids

@@ -32,6 +32,10 @@ def build(tree: Path, symbol: str, hint: str | None = None, variant: dict | None
     module, rel = locate(index, symbol, hint)
     g = Graph(index, var)
     root = g.build(module, symbol)
+    from bundler_lib.example import extra_roots   # what invocation_example() needs beyond the symbol
+    extra = extra_roots({"symbol": symbol, "kind": root.kind, "def_file": rel})
+    if extra:
+        g.add_roots(extra, "needed by invocation_example()")
     nodes = order(g, root)
     sections(g, nodes)
     emit = emit_names(g, nodes, root)

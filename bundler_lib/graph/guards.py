@@ -19,6 +19,13 @@ _EP_FLAG = re.compile(r"^(use_ep|use_all2all\w*|use_\w*(deepep|pplx|nixl_ep|mori
 # names (moe_quant_config, ...) hold objects that exist even unquantized: never decided.
 _QUANT_CONFIG_NAMES = {"quant_config", "hf_quant_config"}
 
+# Quantization switches and values that an unquantized layer has off / None.
+_QUANT_FLAG = re.compile(r"^(use_(fp8|int8|int4|nvfp4|mxfp4|mxfp6|mxfp8|fp4)_\w+|use_\w+_w\d+a\d+)$")
+_NONE_WHEN_UNQUANTIZED = {"quant_dtype", "ocp_mx_scheme", "block_shape"}
+_KV_DTYPE_NAMES = {"kv_cache_dtype", "cache_dtype", "kv_cache_dtype_str", "cache_dtype_str"}
+_KV_QUANT_CALLS = {"is_quantized_kv_cache", "kv_cache_uses_per_token_head_scales"}
+_LORA_FLAGS = {"is_lora_enabled", "lora_enabled", "enable_lora"}
+
 _SIZE_NAMES = {
     "dp": {"dp_size", "data_parallel_size", "get_dp_group().world_size"},
     "tp": {"tp_size", "tp_world_size", "tensor_parallel_size", "tensor_model_parallel_size",
@@ -41,6 +48,7 @@ class GuardEval:
         self.variant = variant
         self.platform_names = {"current_platform", "platform"}
         self.unquantized_bases = lambda: set()   # set by the graph: names of Unquantized* classes' bases
+        self.env_default = lambda name: _UNKNOWN   # set by the graph: default value of envs.<name>
         self.platform = platform_predicates(variant)
         self.sizes = parallel_sizes(variant)
 
@@ -70,6 +78,28 @@ class GuardEval:
                 e, ast.Call):
             return False
         quant_none = self.variant["quantization"] == "none"
+        kv_auto = self.variant.get("kv_cache_dtype") == "auto"
+        tail = _tail(e) or ""
+        if quant_none and not isinstance(e, ast.Call) and _QUANT_FLAG.match(tail):
+            return False
+        if self.variant.get("lora") == "none" and not isinstance(e, ast.Call) and tail in _LORA_FLAGS:
+            return False
+        if kv_auto and isinstance(e, ast.Call) and _tail(e.func) in _KV_QUANT_CALLS:
+            return False
+        if kv_auto and not isinstance(e, ast.Call) and tail in ("is_per_token_head", "_is_per_token_head_quant"):
+            return False
+        # kv_cache_dtype.startswith("fp8") / .endswith("per_token_head")
+        if (isinstance(e, ast.Call) and isinstance(e.func, ast.Attribute) and e.func.attr in ("startswith", "endswith")
+                and len(e.args) == 1 and not e.keywords and isinstance(e.args[0], ast.Constant)
+                and isinstance(e.args[0].value, str) and _tail(e.func.value) in _KV_DTYPE_NAMES
+                and self.variant.get("kv_cache_dtype") is not None):
+            return getattr(self.variant["kv_cache_dtype"], e.func.attr)(e.args[0].value)
+        # envs.VLLM_X: its default value
+        if (self.variant.get("envs") == "defaults" and isinstance(e, ast.Attribute) and isinstance(e.value, ast.Name)
+                and e.value.id == "envs"):
+            v = self.env_default(e.attr)
+            if v is not _UNKNOWN:
+                return bool(v)
         # `if quant_config:` / `isinstance(quant_config, X)` with quantization off
         if quant_none and (_tail(e) or "") in _QUANT_CONFIG_NAMES:
             return False
@@ -91,6 +121,9 @@ class GuardEval:
                 t = _tail(left)
                 if t in _QUANT_CONFIG_NAMES and self.variant["quantization"] == "none":
                     return isinstance(op, ast.Is)
+            decided = self._compare_values(left, op, right)
+            if decided is not None:
+                return decided
             # backend == SomeMoeBackend.MEMBER (the variant forces one backend)
             if isinstance(op, (ast.Eq, ast.NotEq, ast.Is, ast.IsNot)):
                 v = self._backend(right)
@@ -102,6 +135,62 @@ class GuardEval:
             size = self._size(left)
             if size is not None and isinstance(right, ast.Constant) and type(right.value) is int:
                 return _compare(size, op, right.value)
+        return None
+
+    def _value(self, e: ast.expr):
+        """The variant's value of `e` (quant_dtype, kv_cache_dtype, attn_type, envs.X, kv_quant_mode), or
+        _UNKNOWN. Enum members are returned as ("enum", Enum, MEMBER)."""
+        tail = _tail(e) or ""
+        if self.variant["quantization"] == "none" and tail in _NONE_WHEN_UNQUANTIZED and not isinstance(e, ast.Call):
+            return None
+        if tail in _KV_DTYPE_NAMES and not isinstance(e, ast.Call) and "kv_cache_dtype" in self.variant:
+            return self.variant["kv_cache_dtype"]
+        if "kv_quant_mode" in tail and not isinstance(e, ast.Call) and self.variant.get("kv_cache_dtype") == "auto":
+            return ("enum", "KVQuantMode", "NONE")
+        if tail == "attn_type" and not isinstance(e, ast.Call) and "attn_type" in self.variant:
+            return ("enum", "AttentionType", self.variant["attn_type"].upper())
+        if (self.variant.get("envs") == "defaults" and isinstance(e, ast.Attribute) and isinstance(e.value, ast.Name)
+                and e.value.id == "envs"):
+            return self.env_default(e.attr)
+        return _UNKNOWN
+
+    @staticmethod
+    def _literal(e: ast.expr):
+        if isinstance(e, ast.Constant):
+            return e.value
+        if (isinstance(e, ast.Attribute) and isinstance(e.value, ast.Name)
+                and e.value.id in ("KVQuantMode", "AttentionType")):
+            return ("enum", e.value.id, e.attr)
+        if isinstance(e, (ast.Tuple, ast.List, ast.Set)):
+            items = [GuardEval._literal(x) for x in e.elts]
+            return _UNKNOWN if any(x is _UNKNOWN for x in items) else tuple(items)
+        return _UNKNOWN
+
+    def _compare_values(self, left: ast.expr, op: ast.cmpop, right: ast.expr):
+        """`x <op> literal` where the variant knows x (or the reverse for ==)."""
+        a, b = self._value(left), self._literal(right)
+        if a is _UNKNOWN and isinstance(op, (ast.Eq, ast.NotEq)):
+            a, b = self._value(right), self._literal(left)
+            left, right = right, left
+        if a is None and b is _UNKNOWN and isinstance(op, (ast.Eq, ast.NotEq)) and isinstance(
+                right, (ast.Attribute, ast.Call)):
+            return isinstance(op, ast.NotEq)   # None against a dtype / enum member / call result
+        if a is _UNKNOWN or b is _UNKNOWN:
+            return None
+        # a known value against something that is not a literal: only `None == <not None>` is decided
+        if isinstance(a, tuple) and len(a) == 3 and isinstance(b, tuple) and len(b) == 3 and b[0] == "enum" \
+                and a[1] != b[1]:
+            return None
+        if isinstance(op, ast.Is):
+            return a is b if b is None else None
+        if isinstance(op, ast.IsNot):
+            return a is not b if b is None else None
+        if isinstance(op, ast.Eq):
+            return a == b
+        if isinstance(op, ast.NotEq):
+            return a != b
+        if isinstance(op, (ast.In, ast.NotIn)) and isinstance(b, tuple) and not (len(b) == 3 and b[0] == "enum"):
+            return (a in b) if isinstance(op, ast.In) else (a not in b)
         return None
 
     def _backend(self, e: ast.expr):
@@ -169,6 +258,80 @@ class GuardEval:
             atoms.extend(inner)
             return None
         return None
+
+
+def env_default_value(e: ast.expr):
+    """The value of an envs.py lambda body when no environment variable is set, or _UNKNOWN.
+    Understands os.getenv / os.environ.get with a literal default, bool/int/float/str, .lower() and the like,
+    comparisons and membership against literals, and/or/not."""
+    if isinstance(e, ast.Constant):
+        return e.value
+    if isinstance(e, (ast.Tuple, ast.List, ast.Set)):
+        items = [env_default_value(x) for x in e.elts]
+        return _UNKNOWN if any(x is _UNKNOWN for x in items) else tuple(items)
+    if isinstance(e, ast.Call) and not e.keywords:
+        f = e.func
+        src = ast.unparse(f)
+        if src in ("os.getenv", "os.environ.get") and 1 <= len(e.args) <= 2:
+            return env_default_value(e.args[1]) if len(e.args) == 2 else None
+        if isinstance(f, ast.Name) and f.id in ("bool", "int", "float", "str") and len(e.args) == 1:
+            v = env_default_value(e.args[0])
+            if v is _UNKNOWN:
+                return _UNKNOWN
+            try:
+                return {"bool": bool, "int": int, "float": float, "str": str}[f.id](v)
+            except (TypeError, ValueError):
+                return _UNKNOWN
+        if isinstance(f, ast.Attribute) and f.attr in ("lower", "upper", "strip") and not e.args:
+            v = env_default_value(f.value)
+            return getattr(v, f.attr)() if isinstance(v, str) else _UNKNOWN
+        return _UNKNOWN
+    if isinstance(e, ast.Compare) and len(e.ops) == 1:
+        a, b = env_default_value(e.left), env_default_value(e.comparators[0])
+        if a is _UNKNOWN or b is _UNKNOWN:
+            return _UNKNOWN
+        op = e.ops[0]
+        try:
+            if isinstance(op, ast.In):
+                return a in b
+            if isinstance(op, ast.NotIn):
+                return a not in b
+        except TypeError:
+            return _UNKNOWN
+        if isinstance(op, (ast.Is, ast.IsNot)) and b is None:
+            return (a is None) == isinstance(op, ast.Is)
+        return _compare_any(a, op, b)
+    if isinstance(e, ast.UnaryOp) and isinstance(e.op, ast.Not):
+        v = env_default_value(e.operand)
+        return _UNKNOWN if v is _UNKNOWN else not v
+    if isinstance(e, ast.BoolOp):
+        vals = [env_default_value(x) for x in e.values]
+        if any(v is _UNKNOWN for v in vals):
+            return _UNKNOWN
+        out = vals[0]
+        for v in vals[1:]:
+            out = (out and v) if isinstance(e.op, ast.And) else (out or v)
+        return out
+    return _UNKNOWN
+
+
+def _compare_any(a, op: ast.cmpop, b):
+    try:
+        if isinstance(op, ast.Eq):
+            return a == b
+        if isinstance(op, ast.NotEq):
+            return a != b
+        return _compare(a, op, b) if isinstance(op, (ast.Gt, ast.GtE, ast.Lt, ast.LtE)) else _UNKNOWN
+    except TypeError:
+        return _UNKNOWN
+
+
+class _Unknown:
+    def __repr__(self):
+        return "<unknown>"
+
+
+_UNKNOWN = _Unknown()
 
 
 def _compare(a: int, op: ast.cmpop, b: int):

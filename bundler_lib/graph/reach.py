@@ -7,9 +7,10 @@ import ast
 import re
 from dataclasses import dataclass, field
 
-from bundler_lib.variant import PLATFORM_CLASS
+from bundler_lib.errors import StageError
+from bundler_lib.variant import BY_NAME_REGISTRIES, PLATFORM_CLASS
 
-from .guards import GuardEval
+from .guards import _UNKNOWN, GuardEval, env_default_value
 from .index import Stmt, TreeIndex, _mutated_base
 from .refs import Ref, Scan, scan_expr, scan_stmt
 from .resolve import Resolver, Target
@@ -110,6 +111,8 @@ class Graph:
         self.ge = GuardEval(variant)
         self._unq: set[str] | None = None
         self.ge.unquantized_bases = self.unquantized_bases
+        self.ge.env_default = self.env_default
+        self._env_defaults: dict | None = None
         self.nodes: dict[tuple[str, int], Node] = {}
         self.externals: dict[str, tuple[str, str]] = {}   # import statement -> (bound name, object)
         self.notes: list[str] = []
@@ -158,6 +161,36 @@ class Graph:
         for st in stmts:
             n = self.node_for(module, st)
             root = root or n
+        self._drain()
+        return root
+
+    def add_roots(self, roots: list[str], why: str) -> list[str]:
+        """Reach `file::Name` or `file::Class.method` too (a method root keeps that method on every reached
+        class, as a caller that calls it on any module would). Returns the roots the tree does not define."""
+        missing = []
+        for r in roots:
+            path, _, qual = r.partition("::")
+            module = self.index.module_of_path(path)
+            name, _, method = qual.partition(".")
+            if module is None or name not in self.index.get(module).defs:
+                missing.append(r)
+                continue
+            for st in self.index.get(module).defs[name]:
+                self.node_for(module, st)
+            if method:
+                self._reach_attr(method)
+        self.notes.append(f"extra roots ({why}): " + ", ".join(r for r in roots if r not in missing)
+                          + (f"; not in this tree: {', '.join(missing)}" if missing else ""))
+        self._drain()
+        return missing
+
+    def _reach_attr(self, a: str) -> None:
+        if a not in self.attr_names:
+            self.attr_names.add(a)
+            for item in self.pending.pop(a, []):
+                self._mqueue.append(item)
+
+    def _drain(self) -> None:
         while self._queue or self._mqueue:
             if self._mqueue:
                 n, st = self._mqueue.pop(0)
@@ -165,7 +198,6 @@ class Graph:
                 continue
             key = self._queue.pop(0)
             self._process(self.nodes[key])
-        return root
 
     def _process(self, n: Node) -> None:
         if n.stmt is None:
@@ -248,10 +280,7 @@ class Graph:
 
     def _absorb(self, n: Node, scan: Scan) -> None:
         for a in scan.attrs:
-            if a not in self.attr_names:
-                self.attr_names.add(a)
-                for item in self.pending.pop(a, []):
-                    self._mqueue.append(item)
+            self._reach_attr(a)
         for line, text, importtime in scan.dynamic:
             self.dynamic.append({"file": n.file, "line": line, "call": text, "importtime": importtime})
         for line, mod in scan.dead_imports:
@@ -291,6 +320,11 @@ class Graph:
                                 self._mqueue.append((node, ("entry", key)))
                     if keys is None:
                         self._full_dicts.add((t.module, idx))
+        if t.kind == "node" and t.name == "resolve_obj_by_qualname" and t.module.endswith("import_utils"):
+            syn = self._by_name_resolver(t)
+            n.deps[syn.key] = n.deps.get(syn.key, False) or ref.importtime
+            n.links.append((ref, syn.key, t.name, used))
+            return
         if t.kind == "node":
             for st in t.stmts:
                 dep = self.node_for(t.module, st)
@@ -390,6 +424,19 @@ class Graph:
                 site = {"file": n.file, "line": ref.line}
                 if site not in entry["call_sites"]:
                     entry["call_sites"].append(site)
+
+    def env_default(self, name: str):
+        """Default value of envs.<name> from vllm/envs.py's environment_variables table."""
+        if self._env_defaults is None:
+            self._env_defaults = {}
+            if self.index.has_module("vllm.envs"):
+                for st in self.index.get("vllm.envs").defs.get("environment_variables", []):
+                    v = getattr(st.node, "value", None)
+                    if isinstance(v, ast.Dict):
+                        for k, val in zip(v.keys, v.values):
+                            if isinstance(k, ast.Constant) and isinstance(val, ast.Lambda):
+                                self._env_defaults[k.value] = env_default_value(val.body)
+        return self._env_defaults.get(name, _UNKNOWN)
 
     def unquantized_bases(self) -> set[str]:
         """Names of every class an `Unquantized*` class of the tree derives from (by name, textually)."""
@@ -527,6 +574,53 @@ class Graph:
                               f"resolved through {info.path} __getattr__")
             return
         self._unresolved(n, ref, f"{t.name} is provided dynamically by {info.path}")
+
+    def _by_name_resolver(self, t: Target) -> Node:
+        """vLLM's resolve_obj_by_qualname imports a module by name. The bundle has no vllm modules: it gets
+        a resolver over the classes its variant selects by name (e.g. the attention backend)."""
+        bound: list[tuple[str, tuple]] = []
+        for key, (mod, enum) in sorted(BY_NAME_REGISTRIES.items()):
+            qual = self._registry_value(mod, enum, str(self.variant[key]))
+            if qual is None:
+                continue
+            cmod, _, cname = qual.rpartition(".")
+            ct = self.res.name(cmod, cname) if self.index.has_module(cmod) else None
+            if ct is None or ct.kind != "node":
+                raise StageError(STAGE, f"variant {key}={self.variant[key]!r}",
+                                 f"{enum}.{self.variant[key]} names {qual}, which is not defined in the tree",
+                                 "choose a variant value whose class is in this vLLM tree")
+            bound.append((qual, (ct.module, ct.stmts[-1], ct.name)))
+            self.notes.append(f"resolve_obj_by_qualname({qual!r}) is bound to the inlined {cname}: "
+                              f"variant {key}={self.variant[key]}")
+        entries = "".join(f"    {q!r}: @@{i}@@,\n" for i, (q, _) in enumerate(bound))
+        template = ("def @@NAME@@(qualname: str):\n"
+                    "    \"\"\"vLLM's resolve_obj_by_qualname, bundled: the classes this bundle's variant selects by\n"
+                    "    name are bound here; other vllm names are not in the bundle.\"\"\"\n"
+                    "    bound = {\n" + entries + "    }\n"
+                    "    if qualname in bound:\n"
+                    "        return bound[qualname]\n"
+                    "    module_name, obj_name = qualname.rsplit('.', 1)\n"
+                    "    if module_name.split('.')[0] == 'vllm':\n"
+                    "        raise ImportError(f'{qualname} is not in this bundle (it holds: {sorted(bound)}); '\n"
+                    "                          'rebuild it with a variant that selects it')\n"
+                    "    return getattr(importlib.import_module(module_name), obj_name)\n")
+        info = self.index.get(t.module)
+        st = t.stmts[-1]
+        return self._synthetic(t.module, t.name, template, [d for _, d in bound], imports=["import importlib"],
+                               file=info.path, line=st.line, end_line=st.end_line)
+
+    def _registry_value(self, module: str, enum: str, member: str) -> str | None:
+        if not self.index.has_module(module):
+            return None
+        for st in self.index.get(module).defs.get(enum, []):
+            if not isinstance(st.node, ast.ClassDef):
+                continue
+            for b in st.node.body:
+                if (isinstance(b, ast.Assign) and len(b.targets) == 1 and isinstance(b.targets[0], ast.Name)
+                        and b.targets[0].id == member and isinstance(b.value, ast.Constant)
+                        and isinstance(b.value.value, str)):
+                    return b.value.value
+        return None
 
     def _module_value(self, n: Node, ref: Ref, module: str, used: int) -> bool:
         """A module object used as a value: embed a self-contained module (no repo-local imports)."""

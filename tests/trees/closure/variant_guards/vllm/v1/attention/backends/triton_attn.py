@@ -1,0 +1,2 @@
+class TritonAttentionBackend:
+    name = "triton"
