@@ -21,7 +21,8 @@ from .reach import Graph
 STAGE = "A1 graph"
 
 
-def build(tree: Path, symbol: str, hint: str | None = None, variant: dict | None = None) -> dict:
+def build(tree: Path, symbol: str, hint: str | None = None, variant: dict | None = None,
+          model_facts: dict | None = None) -> dict:
     tree = Path(tree)
     if not tree.is_dir():
         raise StageError(STAGE, f"--tree {tree}", "not a directory", "pass the extracted source tree")
@@ -30,7 +31,7 @@ def build(tree: Path, symbol: str, hint: str | None = None, variant: dict | None
     if not index.files:
         raise StageError(STAGE, f"--tree {tree}", "no Python files under it", "pass the extracted source tree")
     module, rel = locate(index, symbol, hint)
-    g = Graph(index, var)
+    g = Graph(index, {**var, "model_facts": model_facts or {}})
     root = g.build(module, symbol)
     from bundler_lib.example import extra_roots   # what invocation_example() needs beyond the symbol
     extra = extra_roots({"symbol": symbol, "kind": root.kind, "def_file": rel})
@@ -123,6 +124,7 @@ def build(tree: Path, symbol: str, hint: str | None = None, variant: dict | None
         "def_file": rel,
         "def_line": getattr(root_def, "lineno", root.line),
         "variant": var,
+        "model_facts": model_facts or {},
         "files": files,
         "python_nodes": python_nodes,
         "triton_kernels": triton_kernels,
@@ -144,7 +146,9 @@ def build(tree: Path, symbol: str, hint: str | None = None, variant: dict | None
     }
 
 
-def run(tree: Path, out: Path, symbol: str, hint: str | None = None, variant: dict | None = None) -> dict:
-    graph = build(tree, symbol, hint, variant)
+def run(tree: Path, out: Path, symbol: str, hint: str | None = None, variant: dict | None = None,
+        model_config: Path | None = None) -> dict:
+    from bundler_lib import model_facts
+    graph = build(tree, symbol, hint, variant, model_facts.load(model_config))
     write_json(Path(out) / "A1.graph.json", graph)
     return graph

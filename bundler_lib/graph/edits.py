@@ -27,6 +27,16 @@ def apply_edits(lines: list[str], start: int, end: int, edits: list[dict]) -> st
             for i in range(e["line"], e["end_line"] + 1):
                 if i in buf:
                     buf[i] = None
+    for e in sorted((e for e in edits if e["op"] == "delete"), key=lambda e: e["line"]):
+        # the blank lines that separated a deleted statement from the next one go with it, when a blank
+        # line already precedes it (no runs of empty lines where methods were dropped)
+        before = next((buf[i] for i in range(e["line"] - 1, start - 1, -1) if buf.get(i) is not None), None)
+        if before is None or before.strip():
+            continue
+        i = e["end_line"] + 1
+        while i <= end and (buf.get(i) is None or not buf[i].strip()):
+            buf[i] = None
+            i += 1
     for e in edits:
         if e["op"] == "pass":
             a = e["line"]

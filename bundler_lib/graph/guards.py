@@ -49,6 +49,8 @@ class GuardEval:
         self.platform_names = {"current_platform", "platform"}
         self.unquantized_bases = lambda: set()   # set by the graph: names of Unquantized* classes' bases
         self.env_default = lambda name: _UNKNOWN   # set by the graph: default value of envs.<name>
+        self.locals: dict[str, ast.expr] = {}   # set by the scanner per function: single assignments
+        self.model = {k: (tuple(v) if isinstance(v, list) else v) for k, v in variant.get("model_facts", {}).items()}
         self.platform = platform_predicates(variant)
         self.sizes = parallel_sizes(variant)
 
@@ -94,6 +96,19 @@ class GuardEval:
                 and isinstance(e.args[0].value, str) and _tail(e.func.value) in _KV_DTYPE_NAMES
                 and self.variant.get("kv_cache_dtype") is not None):
             return getattr(self.variant["kv_cache_dtype"], e.func.attr)(e.args[0].value)
+        # use_grouped_topk and other boolean facts of the model
+        if not isinstance(e, ast.Call) and isinstance(self.model.get(tail), bool):
+            return self.model[tail]
+        # isinstance(router, ZeroExpertRouter) for a model without zero experts
+        if (isinstance(e, ast.Call) and isinstance(e.func, ast.Name) and e.func.id == "isinstance" and len(e.args) == 2
+                and (_tail(e.args[1]) or "") in self.model.get("absent_classes", ())):
+            return False
+        # "mrope_section" in rope_parameters
+        if (isinstance(e, ast.Compare) and len(e.ops) == 1 and isinstance(e.ops[0], (ast.In, ast.NotIn))
+                and isinstance(e.left, ast.Constant) and isinstance(e.left.value, str)
+                and isinstance(self.model.get(_tail(e.comparators[0]) or ""), dict)):
+            inside = e.left.value in self.model[_tail(e.comparators[0])]
+            return inside if isinstance(e.ops[0], ast.In) else not inside
         # envs.VLLM_X: its default value
         if (self.variant.get("envs") == "defaults" and isinstance(e, ast.Attribute) and isinstance(e.value, ast.Name)
                 and e.value.id == "envs"):
@@ -141,12 +156,23 @@ class GuardEval:
         """The variant's value of `e` (quant_dtype, kv_cache_dtype, attn_type, envs.X, kv_quant_mode), or
         _UNKNOWN. Enum members are returned as ("enum", Enum, MEMBER)."""
         tail = _tail(e) or ""
+        if isinstance(e, ast.Name) and e.id in self.locals:
+            bound, self.locals = self.locals, {}   # no chains through other locals
+            try:
+                v = self._value(bound[e.id])
+            finally:
+                self.locals = bound
+            if v is not _UNKNOWN:
+                return v
         if self.variant["quantization"] == "none" and tail in _NONE_WHEN_UNQUANTIZED and not isinstance(e, ast.Call):
             return None
         if tail in _KV_DTYPE_NAMES and not isinstance(e, ast.Call) and "kv_cache_dtype" in self.variant:
             return self.variant["kv_cache_dtype"]
         if "kv_quant_mode" in tail and not isinstance(e, ast.Call) and self.variant.get("kv_cache_dtype") == "auto":
             return ("enum", "KVQuantMode", "NONE")
+        if (tail in self.model and tail != "absent_classes" and not isinstance(e, ast.Call)
+                and not isinstance(self.model[tail], (dict, bool))):
+            return self.model[tail]
         if tail == "attn_type" and not isinstance(e, ast.Call) and "attn_type" in self.variant:
             return ("enum", "AttentionType", self.variant["attn_type"].upper())
         if (self.variant.get("envs") == "defaults" and isinstance(e, ast.Attribute) and isinstance(e.value, ast.Name)
@@ -159,7 +185,7 @@ class GuardEval:
         if isinstance(e, ast.Constant):
             return e.value
         if (isinstance(e, ast.Attribute) and isinstance(e.value, ast.Name)
-                and e.value.id in ("KVQuantMode", "AttentionType")):
+                and e.value.id in ("KVQuantMode", "AttentionType", "MoEActivation")):
             return ("enum", e.value.id, e.attr)
         if isinstance(e, (ast.Tuple, ast.List, ast.Set)):
             items = [GuardEval._literal(x) for x in e.elts]

@@ -122,6 +122,24 @@ def _collect_locals(body: list[ast.stmt], index: TreeIndex, info: ModuleInfo):
     return local, imports, globals_
 
 
+def _single_assignments(fn: ast.AST, params: set) -> dict[str, ast.expr]:
+    """Local names bound exactly once in `fn` (not nested scopes), by a plain `name = expr`: guards may read
+    `expr` for `name` (e.g. `strategy = envs.X` then `if strategy != "":`)."""
+    count: dict[str, int] = {}
+    value: dict[str, ast.expr] = {}
+    stack = list(ast.iter_child_nodes(fn))
+    while stack:
+        x = stack.pop()
+        if isinstance(x, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+            continue
+        if isinstance(x, ast.Name) and isinstance(x.ctx, (ast.Store, ast.Del)):
+            count[x.id] = count.get(x.id, 0) + 1
+        if isinstance(x, ast.Assign) and len(x.targets) == 1 and isinstance(x.targets[0], ast.Name):
+            value[x.targets[0].id] = x.value
+        stack.extend(ast.iter_child_nodes(x))
+    return {k: v for k, v in value.items() if count.get(k) == 1 and k not in params}
+
+
 class RefScanner:
     def __init__(self, index: TreeIndex, info: ModuleInfo, guard_eval: GuardEval):
         self.index = index
@@ -291,7 +309,10 @@ class RefScanner:
         local.update(_arg_names(args))
         self.scopes.append(_Scope("function", local, imports, globals_))
         self.runtime_depth += 1
+        saved = self.ge.locals
+        self.ge.locals = _single_assignments(fn, _arg_names(args))
         self._stmt_list(fn.body)
+        self.ge.locals = saved
         self.runtime_depth -= 1
         self.scopes.pop()
 
@@ -324,7 +345,21 @@ class RefScanner:
         self._record(st.test, value, st, "body" if value else ("orelse" if st.orelse else "none"))
         self._prune_if(st, value, sole)
         self._stmt_list(live)
-        return bool(live) and isinstance(live[-1], (ast.Return, ast.Raise)) and len(self.scopes) > 1
+        return self._exits(live) and len(self.scopes) > 1
+
+    def _exits(self, stmts: list[ast.stmt]) -> bool:
+        """The block always returns or raises (through decided or two-sided ifs)."""
+        if not stmts:
+            return False
+        last = stmts[-1]
+        if isinstance(last, (ast.Return, ast.Raise)):
+            return True
+        if isinstance(last, ast.If):
+            v, _ = self.ge.evaluate(last.test)
+            if v is not None:
+                return self._exits(last.body if v else last.orelse)
+            return self._exits(last.body) and self._exits(last.orelse)
+        return False
 
     def _record(self, e, v, st, kept):
         self.scan.guards.append(Guard(line=st.lineno, end_line=st.end_lineno,
