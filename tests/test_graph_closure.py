@@ -206,3 +206,22 @@ def test_envs_runtime_variant_keeps_env_branches(tmp_path):
     g = build(TREES / "variant_guards", "target", variant={"envs": "runtime"})
     ids = {i.split("::")[1] for i in node_ids(g)}
     assert {"fast_helper", "mode_auto_helper"} <= ids
+
+
+def test_model_config_decides_branches(tmp_path):
+    from bundler_lib import model_facts
+    facts = model_facts.facts({"hidden_act": "silu", "rope_theta": 1000000, "rope_scaling": None})
+    g = build(TREES / "model_guards", "target", model_facts=facts)
+    helpers = {i.split("::")[1] for i in node_ids(g) if i.startswith("vllm/helpers.py::")}
+    assert helpers == {"silu"}   # the decided conditional expression keeps only its live arm
+    assert g["model_facts"]["activation"] == ["enum", "MoEActivation", "SILU"]
+    # without a model config every branch stays
+    g = build(TREES / "model_guards", "target")
+    assert {"gelu", "sigmoid_router", "grouped", "mrope", "zero_experts", "ZeroExpertRouter"} <= {
+        i.split("::")[1] for i in node_ids(g)}
+
+
+def test_missing_model_config_fails_naming_it(tmp_path):
+    from bundler_lib import model_facts
+    with pytest.raises(StageError, match="models/<org>--<name>"):
+        model_facts.load(tmp_path / "nope.json")

@@ -1,0 +1,15 @@
+from vllm.helpers import MoEActivation, ZeroExpertRouter, gelu, grouped, mrope, sigmoid_router, silu, zero_experts
+
+
+def target(activation, scoring_func="softmax", use_grouped_topk=False, rope_parameters=None, router=None):
+    out = silu() if activation == MoEActivation.SILU else gelu()
+    if scoring_func == "sigmoid":
+        out += sigmoid_router()
+    if use_grouped_topk:
+        out += grouped()
+    rope_parameters = rope_parameters or {}
+    if "mrope_section" in rope_parameters:
+        out += mrope()
+    if isinstance(router, ZeroExpertRouter):
+        out += zero_experts()
+    return out
