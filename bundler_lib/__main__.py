@@ -31,11 +31,21 @@ def _parser() -> argparse.ArgumentParser:
     s["graph"].add_argument("--symbol", required=True)
     s["graph"].add_argument("--hint", default=None, help="symbol_file_hint: path in the tree")
     s["graph"].add_argument("--variant", default="{}", help="JSON object of variant choices")
+    s["graph"].add_argument("--model-config", type=Path, default=None,
+                            help="the target model's config.json: branches it decides are pruned")
 
     for name in ("collect-python", "collect-triton", "collect-cuda"):
         s[name].add_argument("--tree", type=Path, required=True)
         s[name].add_argument("--graph", type=Path, required=True, help="A1.graph.json")
 
+    s["collect-triton"].add_argument("--scan-data-reads", action="store_true",
+                                     help="only find the data files the reached code reads next to its module: "
+                                          "write A3.data_reads.json")
+    s["collect-triton"].add_argument("--model-config", type=Path, default=None,
+                                     help="with --scan-data-reads: the model's config.json (selects e.g. the fused "
+                                          "MoE configs of its E and N)")
+    s["collect-triton"].add_argument("--data-reads", type=Path, default=None,
+                                     help="A3.data_reads.json of the scan: embed the files it selects (A3.data.py)")
     s["collect-cuda"].add_argument("--stub-op", action="append", default=[], metavar="PATTERN",
                                    help="op pattern (e.g. '_C.*quant*') that may be stubbed when it cannot be embedded")
 
@@ -79,13 +89,20 @@ def main(argv=None) -> int:
                 variant = json.loads(args.variant)
             except json.JSONDecodeError as e:
                 raise StageError("A1 graph", "--variant", f"not valid JSON ({e})", "pass a JSON object") from None
-            m.run(tree=args.tree, out=args.out, symbol=args.symbol, hint=args.hint, variant=variant)
+            m.run(tree=args.tree, out=args.out, symbol=args.symbol, hint=args.hint, variant=variant,
+                  model_config=args.model_config)
         elif stage == "collect-python":
             from bundler_lib import collect_python as m
             m.run(tree=args.tree, graph=args.graph, out=args.out)
         elif stage == "collect-triton":
             from bundler_lib import collect_triton as m
-            m.run(tree=args.tree, graph=args.graph, out=args.out)
+            if args.scan_data_reads and args.data_reads is not None:
+                raise StageError("A3 collect-triton", "--data-reads", "given with --scan-data-reads",
+                                 "run the scan first, then the collection with --data-reads")
+            if args.scan_data_reads:
+                m.scan_data_reads(tree=args.tree, graph=args.graph, out=args.out, model_config=args.model_config)
+            else:
+                m.run(tree=args.tree, graph=args.graph, out=args.out, data_reads=args.data_reads)
         elif stage == "collect-cuda":
             from bundler_lib import collect_cuda as m
             m.run(tree=args.tree, graph=args.graph, out=args.out, stub_ops=tuple(args.stub_op))

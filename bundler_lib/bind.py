@@ -6,7 +6,11 @@ Rewrites (libcst, on the merged module):
   wrapper of that op (`_C_rms_norm`); called or used as a value alike;
 - `torch.ops.vllm.<op>[.<overload>]` to the inlined Python function bound to it (A1 `python_custom_ops`);
 - `hasattr(torch.ops.<ns>, "<op>")` to `True` for a bundled op;
-- the string `"<ns>::<op>"` (register_fake and friends) to the bundle's own `"<unique_ns>::<op>"`.
+- the string `"<ns>::<op>"` (register_fake and friends) to the bundle's own `"<unique_ns>::<op>"`;
+- in a block inlined from a module whose data files A3 embedded (A3.data.json `anchors`), the expression for
+  that module's directory (`os.path.dirname(os.path.realpath(__file__))`, `Path(__file__).parent`, ...) to
+  `_bundle_data_dir("<its directory in the tree>")` (`_bundle_data_path(...)` for the Path forms), defined by
+  A3's data section (A3.data.py), which goes between the Triton and the Python sections.
 Then it fails if any `vllm` import or any `torch.ops._C*`, `torch.ops._moe_C*` or `torch.ops.vllm` reference
 remains. Writes A5.module.py and A5.bindmap.json (status, rewrites, entry_symbol, public_signatures, notes)."""
 
@@ -18,6 +22,7 @@ from pathlib import Path
 
 import libcst as cst
 
+from bundler_lib import data_files
 from bundler_lib.artifacts import read_json, write_json, write_text
 from bundler_lib.errors import StageError
 
@@ -39,8 +44,10 @@ def _load_json(inputs: Path, name: str, required: bool = True):
         raise StageError(STAGE, str(p), f"not valid JSON ({e})", f"re-run the stage that writes {name}") from None
 
 
-def _load_text(inputs: Path, name: str) -> str:
+def _load_text(inputs: Path, name: str, required: bool = True) -> str:
     p = inputs / name
+    if not p.exists() and not required:
+        return ""
     if not p.exists():
         raise StageError(STAGE, str(p), "not found", f"run the stage that writes {name} first")
     return p.read_text(encoding="utf-8")
@@ -214,6 +221,65 @@ def rewrite(module_text: str, wrappers, pyops, bundle_ns, stubs=None) -> tuple[s
     return "".join(out), counts
 
 
+# ----------------------------------------------------------------------------- module-directory anchors
+
+PROVENANCE = re.compile(r"^# --- Inlined from (\S+?):L\d+")
+DATA_SENTINEL = "# @@ A5: the data section goes here @@\n"
+
+
+def _anchor_spans(chunk: str) -> list[tuple[int, int, int, int, str, str]]:
+    """(line, col, end_line, end_col, kind, source) of the module-directory anchors in `chunk`, outermost only;
+    lines 1-based, columns UTF-8 byte offsets (as in ast)."""
+    found = []
+    for node in ast.walk(ast.parse(chunk)):
+        kind = data_files.anchor_kind(node)
+        if kind:
+            found.append((node.lineno, node.col_offset, node.end_lineno, node.end_col_offset, kind,
+                          ast.unparse(node)))
+    found.sort()
+    out = []
+    for f in found:
+        if out and (f[0], f[1]) < (out[-1][2], out[-1][3]):
+            continue  # inside the previous one
+        out.append(f)
+    return out
+
+
+def rewrite_anchors(module_text: str, dirs: dict[str, str]) -> tuple[str, dict, dict, list]:
+    """Rewrite the module-directory anchors of blocks inlined from a file of `dirs` ({file: module dir}) to
+    the data helper. Returns (text, {(from, to): count}, {file: count}, [(line, file, source) left as is])."""
+    lines = module_text.splitlines(keepends=True)
+    owner, cur = [], None
+    for ln in lines:
+        m = PROVENANCE.match(ln)
+        if m:
+            cur = m.group(1)
+        owner.append(cur)
+    out, counts, per_file, left, pos = [], {}, {}, [], 0
+    for start, end in top_level_blocks(module_text):
+        out.append("".join(lines[pos:start]))
+        chunk = "".join(lines[start:end])
+        pos = end
+        if "__file__" in chunk:
+            spans = _anchor_spans(chunk)
+            f = owner[start]
+            if f not in dirs:
+                left += [(start + a[0], f, a[5]) for a in spans]
+            elif spans:
+                buf = [ln.encode("utf-8") for ln in chunk.splitlines(keepends=True)]
+                for a, col, b, end_col, kind, src in reversed(spans):
+                    new = data_files.helper_call(kind, dirs[f])
+                    buf[a - 1] = buf[a - 1][:col] + new.encode("utf-8") + buf[b - 1][end_col:]
+                    for i in range(a, b):
+                        buf[i] = b""
+                    counts[(src, new)] = counts.get((src, new), 0) + 1
+                    per_file[f] = per_file.get(f, 0) + 1
+                chunk = b"".join(buf).decode("utf-8")
+        out.append(chunk)
+    out.append("".join(lines[pos:]))
+    return "".join(out), counts, per_file, left
+
+
 def ast_dotted(node) -> str | None:
     parts = []
     while isinstance(node, ast.Attribute):
@@ -280,6 +346,17 @@ class Leftovers(ast.NodeVisitor):
                 # a probe that fails gracefully without vLLM (caught ImportError) is noted, not fatal
                 (self.probes if any(self._guarded) else self.imports).append(where)
         self.generic_visit(node)
+
+
+def module_level_names(text: str) -> set[str]:
+    names = set()
+    for node in ast.parse(text).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            for t in (node.targets if isinstance(node, ast.Assign) else [node.target]):
+                names.update(n.id for n in ast.walk(t) if isinstance(n, ast.Name))
+    return names
 
 
 def entry_module(text: str, symbol: str) -> cst.Module:
@@ -358,15 +435,21 @@ def unresolved_names(text: str) -> list[str]:
 
 # ----------------------------------------------------------------------------- run
 
-def bind(graph: dict, a2_text: str, a2m: dict, a3_text: str, a3m: dict, a4_text: str, a4m: dict) -> tuple[str, dict]:
+def bind(graph: dict, a2_text: str, a2m: dict, a3_text: str, a3m: dict, a4_text: str, a4m: dict,
+         data_text: str = "", datam: dict | None = None) -> tuple[str, dict]:
+    datam = datam or {}
     imports = merge_imports(_stmt_list(a4m.get("imports"), "A4.manifest.json imports"),
                             _stmt_list(a3m.get("imports"), "A3.manifest.json imports"),
+                            _stmt_list(datam.get("imports"), "A3.data.json imports"),
                             _stmt_list(a2m.get("external_reqs"), "A2.manifest.json external_reqs"))
     sections = []
     for name, text in (("A4", a4_text), ("A3", a3_text), ("A2", a2_text)):
         if text.strip():
-            sections.append(text.rstrip("\n") + "\n")
+            # the data section goes before A2; it is put in after the rewrites (they need not read it)
+            sections.append((DATA_SENTINEL if name == "A2" else "") + text.rstrip("\n") + "\n")
     module_text = "\n".join(imports) + "\n\n\n" + "\n\n".join(sections)
+    if DATA_SENTINEL not in module_text and data_text.strip():
+        module_text += "\n\n" + DATA_SENTINEL
 
     wrappers = {}
     stubs = set()
@@ -394,6 +477,29 @@ def bind(graph: dict, a2_text: str, a2m: dict, a3_text: str, a3m: dict, a4_text:
     except cst.ParserSyntaxError as e:
         raise StageError(STAGE, "merged A4+A3+A2 module", f"does not parse ({e.message} at line {e.raw_line})",
                          "check the section artifacts; each must parse on its own") from None
+
+    # module-directory anchors of the modules whose data A3 embedded, then the data section itself
+    anchors = datam.get("anchors") or []
+    dirs = {a["file"]: a["dir"] for a in anchors}
+    out_text, anchor_counts, per_file, left = rewrite_anchors(out_text, dirs)
+    for k, v in anchor_counts.items():
+        counts[k] = counts.get(k, 0) + v
+    expected: dict[str, int] = {}
+    for a in anchors:
+        expected[a["file"]] = expected.get(a["file"], 0) + 1
+    if per_file != expected:
+        raise StageError(STAGE, "A3.data.json anchors",
+                         f"A3 found {expected} module-directory anchor(s) per file, the merged module has "
+                         f"{per_file}", "run A3 (--scan-data-reads and the collection) from the same A1 graph "
+                         "as A2")
+    if data_text.strip():
+        if not anchors:
+            raise StageError(STAGE, "A3.data.py", "a data section without anchors to rewrite", "re-run A3")
+        taken = sorted(set(data_files.SECTION_NAMES) & module_level_names(out_text))
+        if taken:
+            raise StageError(STAGE, "A3.data.py", f"its names are already defined in the module: {', '.join(taken)}",
+                             "report a bundler bug (rename the data helpers in bundler_lib/data_files.py)")
+    out_text = out_text.replace(DATA_SENTINEL, (data_text.rstrip("\n") + "\n\n\n") if data_text.strip() else "")
 
     lv = Leftovers(out_text)
     lv.visit(ast.parse(out_text))
@@ -435,6 +541,15 @@ def bind(graph: dict, a2_text: str, a2m: dict, a3_text: str, a3m: dict, a4_text:
     unresolved = unresolved_names(out_text)
     if unresolved:
         notes.append("names read but never bound in the module (check A2): " + ", ".join(unresolved))
+    for line, f, src in left:
+        notes.append(f"`{src}` (block from {f}) is left as is: A3 embedded no data for that module, so it "
+                     "names the bundle's directory")
+    if anchors:
+        notes.append(f"data files: {datam.get('files', 0)} embedded ({datam.get('bytes', 0)} bytes, key "
+                     f"{str(datam.get('key', ''))[:16]}); module-directory anchors rewritten: "
+                     + ", ".join(f"{f} ({n})" for f, n in sorted(per_file.items())))
+        for n in datam.get("notes", []):
+            notes.append(f"A3 data: {n}")
     if stubs:
         notes.append("ops not bundled (A1 marked them optional; their wrappers raise NotImplementedError): "
                      + ", ".join(sorted(f"{n}.{o}" for n, o in stubs)))
@@ -448,7 +563,10 @@ def bind(graph: dict, a2_text: str, a2m: dict, a3_text: str, a3m: dict, a4_text:
         "public_signatures": sigs,
         "rewrites": [{"from": f, "to": t, "count": c} for (f, t), c in sorted(counts.items())],
         "imports": imports,
-        "sections": [n for n, t in (("A4", a4_text), ("A3", a3_text), ("A2", a2_text)) if t.strip()],
+        "sections": [n for n, t in (("A4", a4_text), ("A3", a3_text), ("A3.data", data_text), ("A2", a2_text))
+                     if t.strip()],
+        "data_files": [{"root": d["root"], "rule": d["rule"], "files": [f["path"] for f in d["files"]]}
+                       for d in datam.get("data", [])],
         "unresolved_names": unresolved,
         "notes": notes,
     }
@@ -461,8 +579,10 @@ def run(inputs: Path, out: Path) -> dict:
     a2m = _load_json(inputs, "A2.manifest.json")
     a3m = _load_json(inputs, "A3.manifest.json")
     a4m = _load_json(inputs, "A4.manifest.json")
+    datam = _load_json(inputs, data_files.DATA_JSON, required=False)  # absent: artifacts of an older A3
     text, bindmap = bind(graph, _load_text(inputs, "A2.inline.py"), a2m, _load_text(inputs, "A3.triton.py"), a3m,
-                         _load_text(inputs, "A4.cuda.py"), a4m)
+                         _load_text(inputs, "A4.cuda.py"), a4m,
+                         _load_text(inputs, data_files.DATA_PY, required=False), datam)
     out = Path(out)
     write_text(out / "A5.module.py", text)
     write_json(out / "A5.bindmap.json", bindmap)

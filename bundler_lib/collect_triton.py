@@ -1,7 +1,14 @@
-"""A3: copy the @triton.jit kernels, their jitted helpers and the module globals they read, verbatim.
+"""A3: copy the @triton.jit kernels, their jitted helpers and the module globals they read, verbatim;
+and embed the data files the reached code reads next to its module (see bundler_lib/data_files.py).
 
-Reads A1.graph.json and only the files of graph["triton_kernels"]. Writes A3.triton.py and
-A3.manifest.json (status, kernels (file, lines, meta), helpers, imports, notes).
+Two runs, each a cached process over exactly what it reads:
+- `--scan-data-reads`: reads A1.graph.json, the files of graph["files"] that name `__file__` and the model's
+  config.json (if any); writes A3.data_reads.json (the anchors, the data roots, the selection rule and the
+  tree globs of the candidate files).
+- the collection: reads A1.graph.json, the files of graph["triton_kernels"] and, with `--data-reads`, that
+  A3.data_reads.json and the files its globs match. Writes A3.triton.py and A3.manifest.json (status, kernels
+  (file, lines, meta), helpers, imports, notes), A3.data.py (the data section) and A3.data.json (files,
+  sha256, selection rule, the anchors A5 rewrites).
 """
 
 from __future__ import annotations
@@ -9,6 +16,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from bundler_lib import data_files
 from bundler_lib.artifacts import write_json, write_text
 from bundler_lib.collect_python import (FUTURE, SourceFiles, check_syntax, external_statements, hard_imports,
                                         read_graph, render_blocks)
@@ -30,7 +38,13 @@ def _meta(lines: list[str], a: int, b: int) -> dict:
     return meta
 
 
-def run(tree: Path, graph: Path, out: Path) -> dict:
+def scan_data_reads(tree: Path, graph: Path, out: Path, model_config: Path | None = None) -> dict:
+    """A3.data_reads.json: what the reached code reads next to its module, and which files the target can
+    select (the Pants rule declares those files as the collection's inputs)."""
+    return data_files.run_scan(tree, read_graph(Path(graph), STAGE), model_config, out)
+
+
+def run(tree: Path, graph: Path, out: Path, data_reads: Path | None = None) -> dict:
     g = read_graph(Path(graph), STAGE)
     tk = g.get("triton_kernels", [])
     files = SourceFiles(tree, sorted({k["file"] for k in tk}), STAGE)
@@ -70,4 +84,7 @@ def run(tree: Path, graph: Path, out: Path) -> dict:
         "notes": imp_notes,
     }
     write_json(out / "A3.manifest.json", manifest)
+    reads = data_files.load_reads(data_reads) if data_reads is not None else data_files.no_reads(
+        "no data reads given (the scan found no file of the closure that names __file__, or was not run)")
+    data_files.run_embed(tree, reads, out)
     return manifest

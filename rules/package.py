@@ -1,10 +1,14 @@
 """`pants package` for `monolithic_bundle`: A0 to A7 in dependency order, then the bundle and its artifacts.
 
     A0 license ─────────────────────────────────────────────┐
-    A1 graph ─┬─ A2 python ─┐                               ├─ A7 package
+    A1 graph (+ model config) ─┬─ A2 python ─┐              ├─ A7 package
               ├─ A3 triton ─┼─ A5 bind ─────────────────────┤
               ├─ A4 cuda ───┘                               │
               └─ A6 example (+ model config) ───────────────┘
+
+A3 is two processes when the closure has a file that names `__file__`: the data scan (the graph, those
+files, the model config) finds what the reached code reads next to its module and which files the target
+can select; the collection then reads the Triton files and exactly the data files the scan's globs match.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from pants.engine.internals.native_engine import AddressInput
 from pants.engine.rules import Get, MultiGet, collect_rules, rule
 from pants.engine.target import WrappedTarget, WrappedTargetRequest
 from pants.engine.unions import UnionRule
+from pants.util.logging import LogLevel
 
 from rules.stages import StageFailed, StageOutput, StageRequest, as_inputs, read_json, tree_subset
 from rules.subsystem import BundlerSubsystem
@@ -81,6 +86,51 @@ async def _model_config(model: str | None, models_dir: str, address: Address) ->
     return await Get(Digest, CreateDigest([FileContent("model/config.json", contents[0].content)]))
 
 
+@dataclass(frozen=True)
+class TritonStageRequest:
+    tree: Digest  # the whole vLLM tree
+    graph_in: Digest  # in/A1.graph.json
+    python_files: Digest  # the closure's Python files, under tree/
+    triton_files: tuple[str, ...]
+    model_config: Digest  # model/config.json, or empty
+    has_model: bool
+    target: str
+
+
+@dataclass(frozen=True)
+class TritonStageOutput:
+    collect: StageOutput  # A3.triton.py, A3.manifest.json, A3.data.py, A3.data.json
+    scan: StageOutput | None  # A3.data_reads.json, when some file of the closure names __file__
+
+
+@rule(desc="Collect the Triton kernels and the data files of a bundle", level=LogLevel.DEBUG)
+async def collect_triton_stage(request: TritonStageRequest) -> TritonStageOutput:
+    collect_args: tuple[str, ...] = ("--tree", "tree", "--graph", "in/A1.graph.json")
+    contents = await Get(DigestContents, Digest, request.python_files)
+    # Only a file that names __file__ can read data next to its module: the scan reads just those, so an
+    # edit elsewhere in the closure does not re-run it.
+    readers = sorted(fc.path[len("tree/"):] for fc in contents if b"__file__" in fc.content)
+    tr_tree = await tree_subset(request.tree, list(request.triton_files))
+    scan = None
+    data_in = EMPTY_DIGEST
+    if readers:
+        scan_in = await Get(
+            Digest, MergeDigests([request.graph_in, await tree_subset(request.tree, readers), request.model_config])
+        )
+        scan_args = collect_args + ("--scan-data-reads",)
+        if request.has_model:
+            scan_args += ("--model-config", "model/config.json")
+        scan = await Get(StageOutput, StageRequest("A3", scan_args, scan_in, request.target))
+        reads = await read_json(scan, "A3.data_reads.json")
+        # exactly the data files the target can select: an edit to any other file leaves A3 cached
+        data_tree = await tree_subset(request.tree, list(reads.get("globs", [])))
+        data_in = await Get(Digest, MergeDigests([data_tree, await as_inputs(scan)]))
+        collect_args += ("--data-reads", "in/A3.data_reads.json")
+    a3_in = await Get(Digest, MergeDigests([request.graph_in, tr_tree, data_in]))
+    collect = await Get(StageOutput, StageRequest("A3", collect_args, a3_in, request.target))
+    return TritonStageOutput(collect, scan)
+
+
 @rule(desc="Build a monolithic bundle")
 async def package_bundle(
     field_set: MonolithicBundleFieldSet, bundler: BundlerSubsystem, dist_dir: DistDir
@@ -102,13 +152,17 @@ async def package_bundle(
     )
     tree = (await Get(VllmTree, VllmTreeRequest(source_target.target))).digest
 
-    # A0 and A1 read only the tree.
+    # A0 reads the tree's license files; A1 its Python files and the model config (whose values decide
+    # branches).
+    model_cfg = await _model_config(field_set.model.value, bundler.models_dir, address)
     a1_args = ["--tree", "tree", "--symbol", symbol,
                "--variant", json.dumps(dict(field_set.variant.value or {}), sort_keys=True)]
     if field_set.symbol_file_hint.value:
         a1_args += ["--hint", field_set.symbol_file_hint.value]
+    if field_set.model.value:
+        a1_args += ["--model-config", "model/config.json"]
     a0_in = await tree_subset(tree, ["LICENSE*", "NOTICE*", "COPYING*"])
-    a1_in = await tree_subset(tree, ["vllm/**/*.py"])
+    a1_in = await Get(Digest, MergeDigests([await tree_subset(tree, ["vllm/**/*.py"]), model_cfg]))
     a0, a1 = await MultiGet(
         Get(StageOutput, StageRequest("A0", ("--tree", "tree"), a0_in, target)),
         Get(StageOutput, StageRequest("A1", tuple(a1_args), a1_in, target)),
@@ -120,12 +174,9 @@ async def package_bundle(
     python_files = sorted(set(graph.get("files", [])))
     triton_files = sorted({k["file"] for k in graph.get("triton_kernels", [])})
     py_tree = await tree_subset(tree, python_files)
-    tr_tree = await tree_subset(tree, triton_files)
     cu_tree = await tree_subset(tree, ["csrc/**", "cmake/**", "CMakeLists.txt"])
-    model_cfg = await _model_config(field_set.model.value, bundler.models_dir, address)
-    a2_in, a3_in, a4_in, a6_in = await MultiGet(
+    a2_in, a4_in, a6_in = await MultiGet(
         Get(Digest, MergeDigests([graph_in, py_tree])),
-        Get(Digest, MergeDigests([graph_in, tr_tree])),
         Get(Digest, MergeDigests([graph_in, cu_tree])),
         Get(Digest, MergeDigests([graph_in, model_cfg])),
     )
@@ -136,12 +187,15 @@ async def package_bundle(
         a6_args += ["--model", field_set.model.value, "--model-config", "model/config.json"]
     if field_set.workload.value:
         a6_args += ["--workload", field_set.workload.value]
-    a2, a3, a4, a6 = await MultiGet(
+    a3_request = TritonStageRequest(tree, graph_in, py_tree, tuple(triton_files), model_cfg,
+                                    bool(field_set.model.value), target)
+    a2, a3_out, a4, a6 = await MultiGet(
         Get(StageOutput, StageRequest("A2", collect_args, a2_in, target)),
-        Get(StageOutput, StageRequest("A3", collect_args, a3_in, target)),
+        Get(TritonStageOutput, TritonStageRequest, a3_request),
         Get(StageOutput, StageRequest("A4", collect_args + stub_args, a4_in, target)),
         Get(StageOutput, StageRequest("A6", tuple(a6_args), a6_in, target)),
     )
+    a3 = a3_out.collect
 
     a5 = await Get(StageOutput, StageRequest("A5", ("--inputs", "in"), await as_inputs(a1, a2, a3, a4), target))
 
@@ -166,8 +220,10 @@ async def package_bundle(
     data = bundle_contents[0].content
     out_dir = os.path.dirname(output_path)
     bundle_digest = await Get(Digest, AddPrefix(bundle_digest, out_dir)) if out_dir else bundle_digest
+    a3_scan = [a3_out.scan.digest] if a3_out.scan else []
     stage_artifacts = await Get(
-        Digest, MergeDigests([a0.digest, a1.digest, a2.digest, a3.digest, a4.digest, a5.digest, a6.digest, a7.digest])
+        Digest,
+        MergeDigests([a0.digest, a1.digest, a2.digest, a3.digest, *a3_scan, a4.digest, a5.digest, a6.digest, a7.digest]),
     )
     stage_artifacts = await Get(Digest, DigestSubset(stage_artifacts, PathGlobs(["A*"])))
     artifacts_dir = os.path.join(out_dir, "artifacts", address.target_name)

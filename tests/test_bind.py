@@ -242,3 +242,100 @@ def test_stub_wrappers_are_bound_and_hasattr_false(vllm_0_26_0, tmp_path):
     assert rewrites[("hasattr(torch.ops._C, 'cutlass_scaled_mm')", "False")] == 1
     assert rewrites[("torch.ops._C.cutlass_scaled_mm", "_C_cutlass_scaled_mm")] == 1
     assert any("cutlass_scaled_mm" in n for n in bm["notes"])
+
+
+# ----------------------------------------------------------------------------- data files (A3.data.*)
+
+DATA_A2 = textwrap.dedent('''\
+    # --- Inlined from vllm/pkg/reader.py:L10-L14 (Apache-2.0) ---
+    def read_config(name):
+        path = os.path.join(
+            os.path.dirname(os.path.realpath(__file__)), "configs", name
+        )
+        return open(path).read() if os.path.exists(path) else None
+
+
+    # --- Inlined from vllm/pkg/sub/tables.py:L3-L4 (Apache-2.0) ---
+    def table(name):
+        return (pathlib.Path(__file__).resolve().parent / "t" / name).read_text()
+
+
+    # --- Inlined from vllm/other.py:L1-L2 (Apache-2.0) ---
+    def here():
+        return os.path.dirname(__file__)
+    ''')
+
+
+def _data_inputs(tmp_path, anchors, with_section=True, a2_text=DATA_A2):
+    from bundler_lib import data_files
+    d = tmp_path / "in"
+    d.mkdir()
+    g = _graph() | {"cuda_ops": [], "python_custom_ops": [], "symbol": "read_config", "def_file": "vllm/pkg/reader.py"}
+    (d / "A1.graph.json").write_text(json.dumps(g))
+    (d / "A4.cuda.py").write_text("")
+    (d / "A4.manifest.json").write_text(json.dumps({"status": "ok", "wrappers": [], "imports": []}))
+    (d / "A2.inline.py").write_text(a2_text)
+    (d / "A2.manifest.json").write_text(json.dumps({"status": "ok", "external_reqs": ["import os", "import pathlib"]}))
+    (d / "A3.triton.py").write_text("")
+    (d / "A3.manifest.json").write_text(json.dumps({"status": "ok", "imports": []}))
+    if with_section:
+        files = {"vllm/pkg/configs/a.json": ('{"a": 1}\n', "Apache-2.0")}
+        kinds = {a["kind"] for a in anchors}
+        (d / "A3.data.py").write_text(data_files.section(files, "0" * 64, kinds, []))
+        (d / "A3.data.json").write_text(json.dumps({
+            "status": "ok", "anchors": anchors, "files": 1, "bytes": 9, "key": "0" * 64, "notes": [],
+            "data": [{"root": "vllm/pkg/configs", "rule": "all", "files": [{"path": "vllm/pkg/configs/a.json"}]}],
+            "imports": list(data_files.IMPORTS)}))
+    return d
+
+
+ANCHORS = [
+    {"file": "vllm/pkg/reader.py", "dir": "vllm/pkg", "kind": "str",
+     "expr": "os.path.dirname(os.path.realpath(__file__))"},
+    {"file": "vllm/pkg/sub/tables.py", "dir": "vllm/pkg/sub", "kind": "path",
+     "expr": "pathlib.Path(__file__).resolve().parent"},
+]
+
+
+def test_bind_rewrites_module_dir_anchors_to_the_data_helper(tmp_path, monkeypatch):
+    bm = bind.run(inputs=_data_inputs(tmp_path, ANCHORS), out=tmp_path / "out")
+    text = (tmp_path / "out" / "A5.module.py").read_text()
+    rewrites = {(r["from"], r["to"]): r["count"] for r in bm["rewrites"]}
+    assert rewrites == {("os.path.dirname(os.path.realpath(__file__))", "_bundle_data_dir('vllm/pkg')"): 1,
+                        ("pathlib.Path(__file__).resolve().parent", "_bundle_data_path('vllm/pkg/sub')"): 1}
+    assert "        _bundle_data_dir('vllm/pkg'), \"configs\", name\n" in text   # the rest of the line as it was
+    assert "(_bundle_data_path('vllm/pkg/sub') / \"t\" / name)" in text
+    # a module whose data A3 did not embed keeps its own anchor, with a note
+    assert "return os.path.dirname(__file__)" in text
+    assert any("os.path.dirname(__file__)" in n and "vllm/other.py" in n for n in bm["notes"])
+    assert bm["sections"] == ["A3.data", "A2"] and bm["data_files"][0]["files"] == ["vllm/pkg/configs/a.json"]
+    assert text.index("_BUNDLE_DATA_FILES") < text.index("def read_config")
+    assert "import shutil" in bm["imports"] and "import tempfile" in bm["imports"]
+    monkeypatch.setenv("VLLM_BUNDLE_CACHE", str(tmp_path / "cache"))
+    ns: dict = {"__name__": "bound"}
+    exec(compile(text, "A5.module.py", "exec"), ns)
+    assert not (tmp_path / "cache").exists()            # importing writes nothing
+    assert ns["read_config"]("a.json") == '{"a": 1}\n'
+    assert ns["read_config"]("b.json") is None
+    assert str(tmp_path / "cache") in ns["_bundle_data_dir"]("vllm/pkg")
+
+
+def test_bind_anchor_count_mismatch_fails(tmp_path):
+    with pytest.raises(StageError) as e:
+        bind.run(inputs=_data_inputs(tmp_path, ANCHORS + [dict(ANCHORS[0], expr="x")]), out=tmp_path / "out")
+    assert "anchor" in str(e.value) and "same A1 graph" in str(e.value)
+
+
+def test_bind_without_data_artifacts_leaves_anchors_with_a_note(tmp_path):
+    bm = bind.run(inputs=_data_inputs(tmp_path, [], with_section=False), out=tmp_path / "out")
+    text = (tmp_path / "out" / "A5.module.py").read_text()
+    assert "os.path.dirname(os.path.realpath(__file__))" in text and "_bundle_data" not in text
+    assert sum("is left as is" in n for n in bm["notes"]) == 3
+    assert bm["sections"] == ["A2"] and bm["data_files"] == []
+
+
+def test_bind_data_helper_name_taken_fails(tmp_path):
+    a2 = DATA_A2 + "\n\ndef _bundle_data_dir(x):\n    return x\n"
+    with pytest.raises(StageError) as e:
+        bind.run(inputs=_data_inputs(tmp_path, ANCHORS, a2_text=a2), out=tmp_path / "out")
+    assert "_bundle_data_dir" in str(e.value)

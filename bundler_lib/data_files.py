@@ -1,0 +1,553 @@
+"""Data files that the reached code reads at run time, next to its own module (A3's data part).
+
+vLLM code finds some data through its module's location, e.g. the fused MoE kernel's tuned configs:
+
+    os.path.join(os.path.dirname(os.path.realpath(__file__)), "configs", json_file_name)
+
+In a bundle `__file__` is the bundle, so that path would point beside it. Two steps fix that:
+
+1. `scan` (A3 `--scan-data-reads`): in the reached blocks (rendered exactly as A2/A3 render them) find the
+   *anchors*, the expressions that mean "the directory of this module" (`os.path.dirname(__file__)`,
+   `os.path.dirname(os.path.realpath|abspath(__file__))`, `[pathlib.]Path(__file__)[.resolve()|.absolute()].parent`),
+   and from the path built on each (`os.path.join(anchor, "configs", name)`, `anchor / "configs" / name`) the
+   data root it reads (`vllm/model_executor/layers/fused_moe/configs`). A *selector* then says which files of
+   that root the target can read: a known reader's own rule (the fused MoE configs: the model's E and N, the
+   variant's dtype, any device name), else every non-Python file the path can reach. The result,
+   `A3.data_reads.json`, carries the anchors, the rule and its parameters, and the tree globs of the
+   candidate files: the Pants rule declares exactly those files as the embedding process's inputs.
+2. `embed` (A3 with `--data-reads`): applies the rule to the files present, embeds them (verbatim text, with
+   their sha256) in `A3.data.py`, a section that also defines `_bundle_data_dir(<module dir>)`: it writes the
+   embedded files once under the bundle cache (`$VLLM_BUNDLE_CACHE`, else `~/.cache/vllm_bundles`) in a
+   directory keyed by their content hash, laid out as in the tree, and returns the directory that stands for
+   the module's. A5 rewrites each anchor to a call of it; `A3.data.json` records files, hashes and rule.
+
+A file the rule does not select is absent from the materialised directory, so the reading code sees what
+vLLM sees on a device without a tuned file (for the MoE configs: `get_default_config`).
+"""
+
+from __future__ import annotations
+
+import ast
+import fnmatch
+import hashlib
+import posixpath
+import re
+import textwrap
+from pathlib import Path
+
+from bundler_lib.artifacts import read_json, write_json, write_text
+from bundler_lib.errors import StageError
+from bundler_lib.graph.edits import apply_edits, file_header, license_of
+
+STAGE = "A3 collect-triton (data files)"
+READS = "A3.data_reads.json"
+DATA_PY = "A3.data.py"
+DATA_JSON = "A3.data.json"
+
+HELPER = "_bundle_data_dir"            # the anchor `os.path.dirname(__file__)` becomes HELPER("<module dir>")
+PATH_HELPER = "_bundle_data_path"      # the anchor `Path(__file__).parent` becomes PATH_HELPER("<module dir>")
+SECTION_NAMES = (HELPER, PATH_HELPER, "_BUNDLE_DATA_FILES", "_BUNDLE_DATA_KEY", "_BUNDLE_DATA_ROOT")
+IMPORTS = ("import os", "import shutil", "import tempfile")
+SECTION_HEAD = "# ===== Data files section: files the inlined code reads next to its module, embedded ====="
+
+MAX_BYTES = 8 * 1024 * 1024            # more than this for one target: the selection is surely too wide
+NOT_DATA = ("*.py", "*.pyc", "*.pyi", "__pycache__", "__pycache__/*", "*/__pycache__/*")
+
+
+# ----------------------------------------------------------------------------- anchors
+
+def _dotted(node) -> str | None:
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        parts.append(node.id)
+        return ".".join(reversed(parts))
+    return None
+
+
+def _is_file(node) -> bool:
+    return isinstance(node, ast.Name) and node.id == "__file__"
+
+
+def _file_ref(node) -> bool:
+    """`__file__`, `os.path.realpath(__file__)` or `os.path.abspath(__file__)`."""
+    return _is_file(node) or (isinstance(node, ast.Call) and _dotted(node.func) in ("os.path.realpath",
+                                                                                   "os.path.abspath")
+                              and len(node.args) == 1 and not node.keywords and _is_file(node.args[0]))
+
+
+def anchor_kind(node) -> str | None:
+    """"str" for `os.path.dirname(<__file__ ref>)`, "path" for `[pathlib.]Path(__file__)[.resolve()].parent`,
+    else None: an expression that means the directory of the module it is written in."""
+    if isinstance(node, ast.Call) and _dotted(node.func) == "os.path.dirname" and len(node.args) == 1 \
+            and not node.keywords and _file_ref(node.args[0]):
+        return "str"
+    if isinstance(node, ast.Attribute) and node.attr == "parent":
+        v = node.value
+        if isinstance(v, ast.Call) and not v.args and not v.keywords and isinstance(v.func, ast.Attribute) \
+                and v.func.attr in ("resolve", "absolute"):
+            v = v.func.value
+        if isinstance(v, ast.Call) and _dotted(v.func) in ("Path", "pathlib.Path") and len(v.args) == 1 \
+                and not v.keywords and _is_file(v.args[0]):
+            return "path"
+    return None
+
+
+def helper_call(kind: str, module_dir: str) -> str:
+    return f"{HELPER if kind == 'str' else PATH_HELPER}({module_dir!r})"
+
+
+def _const_str(node) -> str | None:
+    return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
+
+
+def _read_path(anchor, parents: dict) -> tuple[list[str], int, ast.AST]:
+    """(constant parts after the anchor, number of dynamic parts, the whole path expression)."""
+    p = parents.get(id(anchor))
+    if isinstance(p, ast.Call) and _dotted(p.func) == "os.path.join" and p.args and p.args[0] is anchor:
+        consts, rest = [], p.args[1:]
+        while rest and _const_str(rest[0]) is not None:
+            consts.append(_const_str(rest[0]))
+            rest = rest[1:]
+        return consts, len(rest), p
+    if isinstance(p, ast.BinOp) and isinstance(p.op, ast.Div) and p.left is anchor:
+        consts, dyn, expr = [], 0, anchor
+        while isinstance(p, ast.BinOp) and isinstance(p.op, ast.Div) and p.left is expr:
+            s = _const_str(p.right)
+            if s is not None and dyn == 0:
+                consts.append(s)
+            else:
+                dyn += 1
+            expr, p = p, parents.get(id(p))
+        return consts, dyn, expr
+    return [], -1, anchor   # the anchor is used some other way: which files it reaches is unknown
+
+
+# ----------------------------------------------------------------------------- selectors
+
+class Selector:
+    """Which files under a data root the target can read. `params` are what the rule depends on (recorded);
+    `include`/`exclude` are name globs relative to the root (a superset of `select`, for the Pants inputs);
+    `select` is the exact rule."""
+    name = "all"
+
+    def applies(self, root: str) -> bool:
+        return True
+
+    def params(self, model: dict | None, variant: dict) -> dict:
+        return {}
+
+    def include(self, params: dict, recursive: bool) -> list[str]:
+        return ["**"] if recursive else ["*"]
+
+    def exclude(self, params: dict) -> list[str]:
+        return list(NOT_DATA)
+
+    def select(self, name: str, params: dict) -> bool:
+        return not any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(posixpath.basename(name), p)
+                       for p in NOT_DATA)
+
+    def rule(self, params: dict) -> str:
+        return "every non-Python file the path can reach (no selector knows this reader)"
+
+    def when_empty(self, root: str, params: dict) -> str:
+        return f"{root}: no file matches; the reading code finds none there"
+
+
+# E=<experts>,N=<w2.shape[2]>,device_name=<name>[,dtype=<str>][,block_shape=[n,k]][,<other>].json
+MOE_NAME = re.compile(r"E=(\d+),N=(\d+),device_name=(.+?)(?:,dtype=([^,]+?))?(?:,block_shape=(\[[\d,]+\]))?"
+                      r"(,.+)?\.json")
+EXPERT_KEYS = ("num_experts", "n_routed_experts", "num_local_experts")
+
+
+class MoeConfigs(Selector):
+    """The fused MoE kernel's tuned configs (`get_moe_configs` / `get_config_file_name` in fused_moe.py):
+    `E=<E>,N=<N>,device_name=<device>[,dtype=<d>][,block_shape=[n,k]].json`, where E is the number of
+    experts on the rank (num_experts / ep), N is `w2.shape[2]` (the expert intermediate size on the rank,
+    moe_intermediate_size / tp), dtype is None for bfloat16/float16 weights and "float32" for float32 ones
+    (`_get_config_dtype_str`, no quantization), and no block shape (unquantized). Every device name is kept:
+    the file the running GPU picks is among them when vLLM has one (an H200 maps to NVIDIA_H200)."""
+    name = "fused_moe_configs"
+
+    def applies(self, root: str) -> bool:
+        return root.endswith("model_executor/layers/fused_moe/configs")
+
+    def params(self, model: dict | None, variant: dict) -> dict:
+        out: dict = {"E": None, "N": None, "dtype": None, "block_shape": None}
+        if variant.get("dtype") == "float32":
+            out["dtype"] = "float32"
+        if model is None:
+            out["why_none"] = ("the target has no model, so no MoE shape is known: the bundle uses "
+                               "get_default_config for every shape, where vLLM would use a tuned file for a shape "
+                               "that has one; set `model` on the target to embed that model's")
+            return out
+        cfg = model
+        if not any(k in cfg for k in EXPERT_KEYS) and isinstance(model.get("text_config"), dict):
+            cfg = model["text_config"]
+        ek = next((k for k in EXPERT_KEYS if isinstance(cfg.get(k), int) and cfg[k] > 0), None)
+        nk = "moe_intermediate_size" if isinstance(cfg.get("moe_intermediate_size"), int) else (
+            "intermediate_size" if ek == "num_local_experts" and isinstance(cfg.get("intermediate_size"), int)
+            else None)
+        if ek is None or nk is None:
+            out["why_none"] = ("the model config has no MoE sizes (" + "/".join(EXPERT_KEYS) +
+                               " and moe_intermediate_size), so no MoE shape is known")
+            return out
+        ep, tp = int(variant.get("ep", 1)), int(variant.get("tp", 1))
+        out["E"] = cfg[ek] // ep
+        out["N"] = cfg[nk] // tp
+        out["from"] = f"E = {ek} ({cfg[ek]}) / ep ({ep}); N = {nk} ({cfg[nk]}) / tp ({tp})"
+        if variant.get("quantization", "none") != "none":
+            out["why_none"] = f"quantization {variant.get('quantization')!r}: its dtype/block shape rule is not known"
+            out["E"] = out["N"] = None
+        return out
+
+    def include(self, params: dict, recursive: bool) -> list[str]:
+        if params.get("E") is None:
+            return []
+        dt = f",dtype={params['dtype']}" if params.get("dtype") else ""
+        return [f"E={params['E']},N={params['N']},device_name=*{dt}.json"]
+
+    def exclude(self, params: dict) -> list[str]:
+        return [] if params.get("dtype") else ["*,dtype=*", "*,block_shape=*"]
+
+    def select(self, name: str, params: dict) -> bool:
+        m = MOE_NAME.fullmatch(name)
+        if not m or params.get("E") is None:
+            return False
+        e, n, _dev, dtype, block, other = m.groups()
+        return (int(e) == params["E"] and int(n) == params["N"] and dtype == params.get("dtype")
+                and block is None and other is None)
+
+    def when_empty(self, root: str, params: dict) -> str:
+        if params.get("E") is None:
+            return f"{root}: nothing embedded ({params.get('why_none')})"
+        return (f"{root}: vLLM has no tuned config for E={params['E']},N={params['N']} "
+                f"(dtype={params.get('dtype')}) on any device: get_moe_configs finds none and the kernel uses "
+                "get_default_config, as vLLM does")
+
+    def rule(self, params: dict) -> str:
+        if params.get("E") is None:
+            return "tuned fused-MoE configs: none embedded (" + params.get("why_none", "") + ")"
+        dt = f"dtype={params['dtype']}" if params.get("dtype") else "dtype=None (bfloat16/float16 weights)"
+        return (f"tuned fused-MoE configs E={params['E']},N={params['N']}, {dt}, no block shape (unquantized), "
+                f"any device_name ({params['from']})")
+
+
+SELECTORS: tuple[Selector, ...] = (MoeConfigs(),)
+
+
+def selector_for(root: str) -> Selector:
+    return next((s for s in SELECTORS if s.applies(root)), Selector())
+
+
+# ----------------------------------------------------------------------------- scan
+
+def _render(node: dict, lines: list[str]) -> str:
+    """The node's text exactly as A2/A3 inline it (A1's edits applied)."""
+    if "text" in node:
+        return node["text"]
+    return apply_edits(lines, node["line"], node["end_line"], node.get("edits", []))
+
+
+def scan(tree: Path, graph: dict, model: dict | None) -> dict:
+    """A3.data_reads.json: the anchors of the reached blocks, grouped by the data root they read, with the
+    selection rule and the tree globs of the candidate files. Reads only the files of graph["files"] that
+    name `__file__` (the others may be absent from the sandbox)."""
+    tree = Path(tree)
+    variant = graph.get("variant") or {}
+    texts: dict[str, list[str]] = {}
+    for rel in sorted(set(graph.get("files", [])) | {n["file"] for n in graph.get("python_nodes", [])}):
+        p = tree / rel
+        if p.is_file():
+            text = p.read_text(encoding="utf-8")
+            if "__file__" in text:
+                texts[rel] = text.splitlines(keepends=True)
+    anchors, other, notes = [], [], []
+    groups: dict[str, dict] = {}
+    for n in graph.get("python_nodes", []):
+        lines = texts.get(n["file"])
+        if lines is None:
+            continue
+        body = _render(n, lines)
+        if "__file__" not in body:
+            continue
+        try:
+            mod = ast.parse(body)
+        except SyntaxError as e:
+            raise StageError(STAGE, f"{n['file']}:L{n['line']}-L{n['end_line']}", f"the block does not parse ({e.msg})",
+                             "the tree changed since A1 ran: rerun the A1 graph stage") from None
+        parents = {id(c): p for p in ast.walk(mod) for c in ast.iter_child_nodes(p)}
+        module_dir = posixpath.dirname(n["file"])
+        seen: set[int] = set()
+        for x in ast.walk(mod):
+            kind = anchor_kind(x)
+            if kind is None:
+                continue
+            seen.update(id(y) for y in ast.walk(x))
+            consts, dyn, expr = _read_path(x, parents)
+            root = posixpath.normpath(posixpath.join(module_dir, *consts))
+            entry = {"id": n["id"], "file": n["file"], "kind": kind, "expr": ast.unparse(x),
+                     "lines": [n["line"], n["end_line"]], "block_line": x.lineno, "dir": module_dir,
+                     "to": helper_call(kind, module_dir),
+                     "path": ast.unparse(expr)}
+            anchors.append(entry)
+            if root.startswith("../") or root == "..":
+                notes.append(f"{n['id']}: `{entry['path']}` reads outside the tree; nothing embedded for it")
+                continue
+            if dyn == 0 and consts:
+                match = "file"          # a fixed path: that file (or, if it is a directory, all under it)
+            elif dyn == 1:
+                match = "children"      # one computed name: any file directly in root
+            else:
+                match = "recursive"
+                if dyn < 0:
+                    notes.append(f"{n['id']}: the module directory (`{entry['expr']}`) is used in a way A3 cannot "
+                                 "follow; every non-Python file under it is a candidate")
+            g = groups.setdefault(root, {"root": root, "readers": set(), "paths": set(), "match": set(),
+                                         "licenses": set()})
+            g["licenses"].add(license_of(file_header(lines)))
+            g["readers"].add(n["id"])
+            g["paths"].add(entry["path"])
+            g["match"].add(match)
+        for x in ast.walk(mod):
+            if _is_file(x) and id(x) not in seen:
+                other.append(n["id"])
+    for o in sorted(set(other)):
+        notes.append(f"{o}: `__file__` is used other than as the module's directory; it stays as is and "
+                     "names the bundle file")
+    data = []
+    for root in sorted(groups):
+        g = groups[root]
+        sel = selector_for(root)
+        match = "recursive" if "recursive" in g["match"] else ("children" if "children" in g["match"] else "file")
+        if match == "file":             # a fixed path is read whatever the selectors say
+            sel = Selector()
+        params = sel.params(model, variant)
+        inc = sel.include(params, match != "children")
+        exc = sel.exclude(params)
+        inc_globs = ([root] if match == "file" else []) + [f"{root}/{p}" for p in inc]
+        exc_globs = [f"!{root}/{p}" for p in exc] + ([f"!{root}/**/{p}" for p in exc] if match != "children" else [])
+        globs = inc_globs + exc_globs if inc_globs else []
+        data.append({
+            "root": root,
+            "readers": sorted(g["readers"]),
+            "paths": sorted(g["paths"]),
+            "license": " AND ".join(sorted(g["licenses"])),
+            "match": match,
+            "selector": sel.name,
+            "params": params,
+            "rule": sel.rule(params),
+            "include": inc,
+            "exclude": exc,
+            "globs": globs,
+        })
+    anchors.sort(key=lambda a: (a["file"], a["lines"], a["block_line"], a["expr"]))
+    return {
+        "status": "ok",
+        "symbol": graph.get("symbol"),
+        "model": bool(model is not None),
+        "anchors": anchors,
+        "data": data,
+        "globs": [g for d in data for g in d["globs"]],
+        "notes": sorted(set(notes)),
+    }
+
+
+def load_model(path: Path | None) -> dict | None:
+    if path is None:
+        return None
+    try:
+        return read_json(Path(path))
+    except FileNotFoundError:
+        raise StageError(STAGE, f"--model-config {path}", "file not found", "pass the model's config.json") from None
+    except ValueError as e:
+        raise StageError(STAGE, f"--model-config {path}", f"not valid JSON ({e})", "fix the model's config.json") \
+            from None
+
+
+# ----------------------------------------------------------------------------- embed
+
+def _candidates(tree: Path, d: dict) -> list[tuple[str, str]]:
+    """(tree-relative path, name relative to the root) of the files present under the root that the
+    include/exclude globs admit; a fixed path that is a file is itself."""
+    root = tree / d["root"]
+    if d["match"] == "file" and root.is_file():
+        return [(d["root"], posixpath.basename(d["root"]))]
+    if not root.is_dir():
+        return []
+    if d["match"] == "children":
+        names = sorted(p.name for p in root.iterdir() if p.is_file())
+    else:
+        names = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    out = []
+    for name in names:
+        inc = any(p == "**" or fnmatch.fnmatchcase(name, p) for p in d["include"])
+        exc = any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(posixpath.basename(name), p)
+                  for p in d["exclude"])
+        if inc and not exc:
+            out.append((f"{d['root']}/{name}", name))
+    return out
+
+
+def _py_text(text: str) -> str:
+    """A Python literal that evaluates to exactly `text`, one source line per line of the file."""
+    lines = text.splitlines(keepends=True)
+    if not lines:
+        return "''"
+    return "(\n" + "\n".join("        " + repr(ln) for ln in lines) + "\n    )"
+
+
+def embed(tree: Path, reads: dict) -> tuple[str, dict]:
+    """(A3.data.py, A3.data.json) for the reads `scan` found, over the files present in the tree."""
+    tree = Path(tree)
+    data, files, notes = [], {}, list(reads.get("notes", []))
+    for d in reads.get("data", []):
+        sel = Selector() if d["match"] == "file" else selector_for(d["root"])
+        if sel.name != d["selector"]:
+            raise StageError(STAGE, f"--data-reads ({d['root']})", f"selector {d['selector']!r} is not this "
+                             f"bundler's ({sel.name!r})", "rerun the scan with the same bundler_lib")
+        chosen = []
+        for rel, name in _candidates(tree, d):
+            if not sel.select(name, d["params"]):
+                continue
+            raw = (tree / rel).read_bytes()
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise StageError(STAGE, rel, "is not UTF-8 text; only text data files are embedded",
+                                 "add a selector in bundler_lib/data_files.py that leaves it out") from None
+            files[rel] = (text, d.get("license") or license_of([]))
+            chosen.append({"path": rel, "sha256": hashlib.sha256(raw).hexdigest(), "size": len(raw)})
+        if not chosen:
+            notes.append(sel.when_empty(d["root"], d["params"]))
+        data.append({k: d[k] for k in ("root", "readers", "paths", "license", "selector", "params", "rule", "globs")}
+                    | {"files": chosen, "bytes": sum(f["size"] for f in chosen)})
+    total = sum(len(t.encode("utf-8")) for t, _ in files.values())
+    if total > MAX_BYTES:
+        big = max(data, key=lambda d: d["bytes"])
+        raise StageError(STAGE, big["root"], f"{total} bytes of data files selected (limit {MAX_BYTES})",
+                         "add a selector for this reader in bundler_lib/data_files.py that picks what the target "
+                         "can read")
+    h = hashlib.sha256()
+    for rel in sorted(files):
+        h.update(rel.encode() + b"\0" + hashlib.sha256(files[rel][0].encode("utf-8")).digest())
+    key = h.hexdigest()
+    anchors = reads.get("anchors", [])
+    kinds = {a["kind"] for a in anchors}
+    text = section(files, key, kinds, data) if anchors else ""
+    manifest = {
+        "status": "ok",
+        "key": key,
+        "anchors": anchors,
+        "data": data,
+        "files": len(files),
+        "bytes": total,
+        "helpers": sorted(([HELPER] if anchors else []) + ([PATH_HELPER] if "path" in kinds else [])),
+        "imports": list(IMPORTS) if anchors else [],
+        "notes": notes,
+    }
+    return text, manifest
+
+
+def _comment(text: str, width: int = 110) -> list[str]:
+    return ["# " + ln for ln in textwrap.wrap(text, width - 2, break_long_words=False, break_on_hyphens=False)]
+
+
+def section(files: dict[str, tuple[str, str]], key: str, kinds: set[str], data: list[dict]) -> str:
+    out = [SECTION_HEAD]
+    for d in data:
+        out += _comment(f"{d['root']}: {len(d['files'])} file(s), read by "
+                        + ", ".join(r.split("::")[1] + f" ({r.split('::')[0]})" for r in d["readers"])
+                        + f". Selected: {d['rule']}.")
+    out += _comment(f"Where vLLM reads them next to its module (the module's directory from its file name), the "
+                    f"bundle calls {HELPER}(<that directory in the tree>) (A5; see A5.bindmap.json), which "
+                    "writes them once under the bundle cache, keyed by their content hash.")
+    out.append("_BUNDLE_DATA_FILES = {")
+    for rel in sorted(files):
+        text, lic = files[rel]
+        sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        out.append(f"    # --- Embedded from {rel} ({lic}) sha256={sha} ---")
+        out.append(f"    {rel!r}: {_py_text(text)},")
+    out.append("}")
+    out.append(f"_BUNDLE_DATA_KEY = {key!r}  # sha256 over the embedded files' paths and contents")
+    out.append("_BUNDLE_DATA_ROOT = None")
+    out.append("")
+    out.append(HELPER_CODE.strip("\n"))
+    if "path" in kinds:
+        out.append("")
+        out.append(PATH_HELPER_CODE.strip("\n"))
+    return "\n".join(out) + "\n"
+
+
+HELPER_CODE = r'''
+def _bundle_data_dir(module_dir):
+    """The directory that stands for vLLM's `module_dir` (e.g. "vllm/model_executor/layers/fused_moe"):
+    the embedded data files, written once under the bundle cache in a directory keyed by their content
+    hash and laid out as in the vLLM tree. Files that were not embedded are simply absent there."""
+    global _BUNDLE_DATA_ROOT
+    if _BUNDLE_DATA_ROOT is None:
+        base = os.environ.get("VLLM_BUNDLE_CACHE") or os.path.join(
+            os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "vllm_bundles")
+        root = os.path.join(base, "data-" + _BUNDLE_DATA_KEY[:32])
+        if not os.path.exists(os.path.join(root, ".complete")):
+            os.makedirs(base, exist_ok=True)
+            tmp = tempfile.mkdtemp(prefix=".data-", dir=base)
+            for rel, text in _BUNDLE_DATA_FILES.items():
+                path = os.path.join(tmp, *rel.split("/"))
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with open(path, "w", encoding="utf-8", newline="") as f:
+                    f.write(text)
+            with open(os.path.join(tmp, ".complete"), "w") as f:
+                f.write(_BUNDLE_DATA_KEY + "\n")
+            try:
+                os.rename(tmp, root)
+            except OSError:  # another process won the race, or a partial copy is in the way
+                if os.path.exists(os.path.join(root, ".complete")):
+                    shutil.rmtree(tmp, ignore_errors=True)
+                else:
+                    shutil.rmtree(root, ignore_errors=True)
+                    os.rename(tmp, root)
+        _BUNDLE_DATA_ROOT = root
+    return os.path.join(_BUNDLE_DATA_ROOT, *module_dir.split("/"))
+'''
+
+PATH_HELPER_CODE = r'''
+def _bundle_data_path(module_dir):
+    """`_bundle_data_dir(module_dir)` as a pathlib.Path (for `Path(__file__).parent`)."""
+    import pathlib
+    return pathlib.Path(_bundle_data_dir(module_dir))
+'''
+
+
+# ----------------------------------------------------------------------------- stage entry points
+
+def run_scan(tree: Path, graph: dict, model_config: Path | None, out: Path) -> dict:
+    reads = scan(tree, graph, load_model(model_config))
+    write_json(Path(out) / READS, reads)
+    return reads
+
+
+def load_reads(path: Path) -> dict:
+    try:
+        reads = read_json(Path(path))
+    except FileNotFoundError:
+        raise StageError(STAGE, f"--data-reads {path}", "file not found",
+                         "run `collect-triton --scan-data-reads` first (it writes A3.data_reads.json)") from None
+    except ValueError as e:
+        raise StageError(STAGE, f"--data-reads {path}", f"not valid JSON ({e})", "rerun the scan") from None
+    if not isinstance(reads, dict) or not isinstance(reads.get("anchors"), list) or not isinstance(reads.get("data"), list):
+        raise StageError(STAGE, f"--data-reads {path}", "lacks anchors/data", "rerun the scan")
+    return reads
+
+
+def no_reads(why: str) -> dict:
+    return {"status": "ok", "anchors": [], "data": [], "globs": [], "notes": [why]}
+
+
+def run_embed(tree: Path, reads: dict, out: Path) -> dict:
+    text, manifest = embed(tree, reads)
+    write_text(Path(out) / DATA_PY, text)
+    write_json(Path(out) / DATA_JSON, manifest)
+    return manifest
