@@ -62,6 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     s["package"].add_argument("--bundle-name", required=True, help="file name of the bundle, e.g. RMSNorm.py")
     s["package"].add_argument("--import-check", choices=["required", "report"], default="required",
                               help="report: record an import failure in A7.report.json instead of failing")
+    s["package"].add_argument("--unreachable", choices=["report", "error"], default="report",
+                              help="error: fail on top-level definitions or imports nothing reaches (else recorded)")
 
     for sp in s.values():
         sp.add_argument("--out", type=Path, required=True, help="directory the artifacts go to")
@@ -116,7 +118,7 @@ def main(argv=None) -> int:
         elif stage == "package":
             from bundler_lib import package as m
             m.run(inputs=args.inputs, out=args.out, bundle_name=args.bundle_name,
-                  allow_import_failure=args.import_check == "report")
+                  allow_import_failure=args.import_check == "report", unreachable=args.unreachable)
     except StageError as e:
         print(f"error: {e.message()}", file=sys.stderr)
         return 2

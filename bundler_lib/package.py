@@ -12,10 +12,19 @@ Checks, all on the composed text before it is written:
 - `undefined_names`: pyflakes' undefined-name messages (recorded, not fatal unless `strict_undefined_names`).
 - `cuda_build`: only when `probe_cuda` is set and the subprocess sees a GPU: calls the bundle's
   `_build_cuda_extension_if_needed()`.
+- `unreachable_definitions` / `unused_imports` (`bundler_lib.reachability`): top-level defs, classes, assigned
+  names and custom-op registrations that nothing reaches from the target symbol, `invocation_example` and the
+  module's import-time code, and import lines nothing reached uses: closure defects. `none` or `found N`, the
+  list (line, name, kind, the `# --- Inlined from` block it sits in) in details; fatal only with
+  `unreachable="error"`.
 
 `A7.report.json`: status (`ok`, `ok_with_failures`, `failed`), path (the bundle's name, relative to the
-output folder), size, sha256, symbol, checks {syntax, import, undefined_names, cuda_build} (one line each),
-details (error tails, the undefined names), notes. Nothing here is timed or names an absolute path.
+output folder), size, sha256, symbol, checks {syntax, import, undefined_names, cuda_build, unreachable_definitions,
+unused_imports} (one line each), details (error tails, the undefined names, the unreachable definitions and unused
+imports), notes. Nothing here is timed or names an absolute path.
+
+The import check's interpreter starts first (importing torch and the bundle is most of A7's time) and the other
+checks run in this process meanwhile, on one parse of the bundle.
 """
 
 import ast
@@ -26,8 +35,10 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
+from bundler_lib import reachability
 from bundler_lib.artifacts import read_json, sha256_bytes, write_atomic, write_json
 from bundler_lib.errors import StageError
 
@@ -37,6 +48,8 @@ IMPORT_TIMEOUT_S = 300
 _TAIL = 3000
 
 _NAME_OK = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\.py$")
+UNREACHABLE_MODES = ("report", "error")
+_LISTED_IN_ERROR = 5
 
 # Runs in the child interpreter: argv = [bundle path, module name, symbol or "", probe_cuda 0/1];
 # the parent's sys.path comes in VLLM_BUNDLER_SYS_PATH (JSON). Prints one JSON line after a marker.
@@ -202,7 +215,11 @@ def _annotation_names(tree: ast.AST) -> set[tuple[int, str]]:
                         out.add((sub.lineno, n.id))
                         out.add((sub.lineno + n.lineno - 1, n.id))
 
-    for node in ast.walk(tree):
+    # Annotations belong to statements (def, AnnAssign), and statements live only in statement lists: walking
+    # those lists finds them all without visiting the (many more) expression nodes.
+    todo = list(tree.body)
+    while todo:
+        node = todo.pop()
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             collect(node.returns)
             a = node.args
@@ -211,6 +228,10 @@ def _annotation_names(tree: ast.AST) -> set[tuple[int, str]]:
                     collect(arg.annotation)
         elif isinstance(node, ast.AnnAssign):
             collect(node.annotation)
+        for name in ("body", "orelse", "finalbody", "handlers", "cases"):
+            block = getattr(node, name, None)
+            if isinstance(block, list):
+                todo.extend(block)
     return out
 
 
@@ -238,8 +259,10 @@ def _undefined_names(source: str, filename: str, tree: ast.Module) -> tuple[list
     return runtime, annotation_only
 
 
-def _check_import(source: str, bundle_name: str, symbol: str, probe_cuda: bool, timeout: float) -> dict:
-    """Import the composed bundle in a child interpreter; return the child's result dict."""
+def _check_import(source: str, bundle_name: str, symbol: str, probe_cuda: bool, timeout: float,
+                  cancel: threading.Event | None = None, procs: list | None = None) -> dict:
+    """Import the composed bundle in a child interpreter; return the child's result dict. The child is appended
+    to `procs` once started; setting `cancel` (then killing what `procs` holds) stops it early."""
     modname = bundle_name[:-3]
     with tempfile.TemporaryDirectory(prefix="a7-import-") as td:
         td = Path(td)
@@ -260,12 +283,24 @@ def _check_import(source: str, bundle_name: str, symbol: str, probe_cuda: bool, 
         scrub = [(str(work) + os.sep, ""), (str(td), "<tmp>")] + [
             (p.rstrip(os.sep) + os.sep, "<sys.path>/") for p in sys.path if p and os.path.isabs(p)]
         cmd = [sys.executable, "-c", _CHILD, str(bundle), modname, symbol or "", "1" if probe_cuda else "0"]
-        try:
-            proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired as e:
-            err = e.stderr.decode("utf-8", "replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
-            return {"import": f"failed: timed out after {int(timeout)} s", "error": _scrub(_tail(err), scrub),
-                    "extensions_dir": []}
+        if cancel is not None and cancel.is_set():
+            return {"import": "not run", "error": "", "extensions_dir": []}
+        # subprocess.run(..., capture_output=True, text=True, timeout=timeout), with the child made reachable
+        proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if procs is not None:
+            procs.append(proc)
+        if cancel is not None and cancel.is_set():
+            proc.kill()
+        with proc:
+            try:
+                stdout, stderr = proc.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired as e:
+                proc.kill()
+                proc.wait()
+                err = e.stderr.decode("utf-8", "replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
+                return {"import": f"failed: timed out after {int(timeout)} s", "error": _scrub(_tail(err), scrub),
+                        "extensions_dir": []}
+        proc = subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
         leftovers = sorted(str(p.relative_to(ext)) for p in ext.rglob("*"))
         res = None
         for line in proc.stdout.splitlines():
@@ -282,11 +317,15 @@ def _check_import(source: str, bundle_name: str, symbol: str, probe_cuda: bool, 
 
 def run(inputs: Path, out: Path, bundle_name: str, allow_import_failure: bool = False,
         probe_cuda: bool = False, strict_undefined_names: bool = False,
-        import_timeout: float = IMPORT_TIMEOUT_S) -> dict:
+        import_timeout: float = IMPORT_TIMEOUT_S, unreachable: str = "report") -> dict:
+    """unreachable: "report" records unreachable definitions and unused imports; "error" also fails on them."""
     inputs, out = Path(inputs), Path(out)
     if not _NAME_OK.match(bundle_name or ""):
         raise StageError(STAGE, f"--bundle-name {bundle_name!r}", "is not a plain Python file name",
                          "pass the file name only, e.g. RMSNorm.py (a valid module name ending in .py)")
+    if unreachable not in UNREACHABLE_MODES:
+        raise StageError(STAGE, f"--unreachable {unreachable!r}", "is not a known mode",
+                         "pass one of: " + ", ".join(UNREACHABLE_MODES))
     need = ["A0.license.json", "A1.graph.json", "A5.module.py", "A6.example.py"]
     missing = [n for n in need if not (inputs / n).is_file()]
     if missing:
@@ -316,7 +355,8 @@ def run(inputs: Path, out: Path, bundle_name: str, allow_import_failure: bool = 
         "size": len(data),
         "sha256": sha256_bytes(data),
         "checks": {"syntax": "not run", "import": "not run", "undefined_names": "not run",
-                   "cuda_build": "skipped (not requested)"},
+                   "cuda_build": "skipped (not requested)", "unreachable_definitions": "not run",
+                   "unused_imports": "not run"},
         "details": {},
         "notes": [],
     }
@@ -332,27 +372,36 @@ def run(inputs: Path, out: Path, bundle_name: str, allow_import_failure: bool = 
         write_json(report_path, report)
         raise StageError(STAGE, input_name, problem, remedy)
 
-    # 1. syntax
+    # The import check (3.) is the slowest: its interpreter starts now and the other checks run meanwhile.
+    cancel, procs = threading.Event(), []
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    importing = pool.submit(_check_import, source, bundle_name, symbol, probe_cuda, import_timeout, cancel, procs)
     try:
-        compile(source, bundle_name, "exec", dont_inherit=True)
-        checks["syntax"] = "ok"
-    except SyntaxError as e:
-        where, rel = _locate(source, module, example, e.lineno)
-        lines = source.split("\n")
-        bad = lines[e.lineno - 1].strip() if e.lineno and e.lineno <= len(lines) else ""
-        checks["syntax"] = f"failed: {e.msg} at bundle line {e.lineno} ({where} line {rel})"
-        report["details"]["syntax"] = bad
-        fail(where, f"the composed bundle does not parse: {e.msg} at its line {e.lineno} ({where} line {rel}: {bad!r})",
-             f"fix the stage that wrote {where}; the bundle must be valid Python")
-
-    tree = ast.parse(source, filename=bundle_name)
-
-    # 3. starts here: the import check runs in a child interpreter while pyflakes runs in this one
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        importing = pool.submit(_check_import, source, bundle_name, symbol, probe_cuda, import_timeout)
+        # 1. syntax (one parse; its tree serves every check below)
+        try:
+            tree = compile(source, bundle_name, "exec", flags=ast.PyCF_ONLY_AST, dont_inherit=True)
+            compile(tree, bundle_name, "exec", dont_inherit=True)
+            checks["syntax"] = "ok"
+        except SyntaxError as e:
+            where, rel = _locate(source, module, example, e.lineno)
+            lines = source.split("\n")
+            bad = lines[e.lineno - 1].strip() if e.lineno and e.lineno <= len(lines) else ""
+            checks["syntax"] = f"failed: {e.msg} at bundle line {e.lineno} ({where} line {rel})"
+            report["details"]["syntax"] = bad
+            fail(where, f"the composed bundle does not parse: {e.msg} at its line {e.lineno} ({where} line {rel}: "
+                        f"{bad!r})", f"fix the stage that wrote {where}; the bundle must be valid Python")
         # 2. undefined names (pyflakes)
         undefined, annotation_only = _undefined_names(source, bundle_name, tree)
+        # 5. what nothing reaches
+        reach = reachability.analyze(tree, symbol)
         res = importing.result()
+    except BaseException:
+        cancel.set()
+        for p in list(procs):
+            p.kill()
+        raise
+    finally:
+        pool.shutdown(wait=True)
     if undefined is None:
         checks["undefined_names"] = "skipped (pyflakes is not installed)"
         undefined = []
@@ -434,6 +483,30 @@ def run(inputs: Path, out: Path, bundle_name: str, allow_import_failure: bool = 
         report["status"] = "ok_with_failures"
     if probe_cuda and checks["cuda_build"] == "failed":
         report["status"] = "ok_with_failures"
+
+    # 5. unreachable definitions and unused imports
+    where = reachability.Provenance(source)
+    checks["unreachable_definitions"] = f"found {len(reach.unreachable)}" if reach.unreachable else "none"
+    checks["unused_imports"] = f"found {len(reach.unused_imports)}" if reach.unused_imports else "none"
+    if reach.unreachable:
+        report["details"]["unreachable_definitions"] = [reachability.describe(d, where(d.line))
+                                                        for d in reach.unreachable]
+    if reach.unused_imports:
+        report["details"]["unused_imports"] = [reachability.describe(d, where(d.line)) for d in reach.unused_imports]
+    if reach.unreachable or reach.unused_imports:
+        found = [f"{len(reach.unreachable)} top-level definition(s)"] if reach.unreachable else []
+        found += [f"{len(reach.unused_imports)} import(s)"] if reach.unused_imports else []
+        what = " and ".join(found)
+        if unreachable == "error":
+            first = [f"L{d.line} {d.name}" for d in (reach.unreachable + reach.unused_imports)[:_LISTED_IN_ERROR]]
+            more = len(reach.unreachable) + len(reach.unused_imports) - len(first)
+            fail("A5.module.py",
+                 f"the bundle holds {what} that nothing reaches from {symbol or 'its symbol'}, invocation_example "
+                 f"or its import-time code: {', '.join(first)}" + (f" and {more} more" if more > 0 else ""),
+                 "a closure defect: report it / A1 keeps definitions nothing uses (see A7.report.json "
+                 "details.unreachable_definitions and details.unused_imports)")
+        notes.append(f"{what} nothing reaches (closure defects): see details.unreachable_definitions, "
+                     "details.unused_imports")
 
     write_atomic(bundle_path, data)
     os.chmod(bundle_path, 0o644)  # a product file, readable like any source file (mkstemp makes it 0600)

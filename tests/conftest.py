@@ -8,7 +8,8 @@ import pytest
 
 # torch.utils.cpp_extension imports setuptools, whose distutils shim refuses to load once any earlier
 # test's imports pulled in the standard library's distutils (still present on Python 3.11).
-os.environ.setdefault("SETUPTOOLS_USE_DISTUTILS", "stdlib")
+if sys.version_info < (3, 12):   # distutils left the standard library in 3.12
+    os.environ.setdefault("SETUPTOOLS_USE_DISTUTILS", "stdlib")
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))

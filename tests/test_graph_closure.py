@@ -225,3 +225,15 @@ def test_missing_model_config_fails_naming_it(tmp_path):
     from bundler_lib import model_facts
     with pytest.raises(StageError, match="models/<org>--<name>"):
         model_facts.load(tmp_path / "nope.json")
+
+
+def test_decided_elif_keeps_the_chain(tmp_path):
+    # `if A: .. elif <decided False>: .. else: ..` must keep `else` under `if A` (seen on the GPU:
+    # TritonAttentionImpl's sliding_window chain lost its else and always ran it)
+    build_all(TREES / "elif_chain", tmp_path, "target")
+    text = (tmp_path / "A2.inline.py").read_text()
+    assert "amd" not in text and "is_rocm" not in text
+    m = load(tmp_path)
+    assert m.target() == ((-1, -1), "other", "cuda", "default")
+    assert m.target(5, 1) == ((4, 0), "one", "one", "default")
+    assert m.target(None, 2) == ((-1, -1), "two", "cuda", "default")

@@ -36,7 +36,9 @@ def test_ok(inputs, tmp_path):
     assert rep["size"] == len(data)
     assert rep["sha256"] == hashlib.sha256(data).hexdigest()
     assert rep["checks"] == {"syntax": "ok", "import": "ok", "undefined_names": "ok",
-                             "cuda_build": "not applicable (the bundle has no CUDA section)"}
+                             "cuda_build": "not applicable (the bundle has no CUDA section)",
+                             "unreachable_definitions": "none", "unused_imports": "none"}
+    assert rep["notes"] == []
     text = data.decode()
     # Order: notice, module, example. The notice is comments at the very top.
     assert text.startswith("# This file contains code from a source tree licensed under the Apache License")
@@ -69,6 +71,7 @@ def test_syntax_error_refused(inputs, tmp_path):
     assert not (out / "TinyNorm.py").exists()
     rep = _report(out)
     assert rep["status"] == "failed" and rep["checks"]["syntax"].startswith("failed")
+    assert rep["checks"]["import"] == "not run" and rep["checks"]["unreachable_definitions"] == "not run"
     assert sorted(p.name for p in out.iterdir()) == ["A7.report.json"]
 
 
@@ -202,3 +205,67 @@ def test_undefined_names_only_in_annotations_are_not_failures(inputs, tmp_path):
     assert rep["status"] == "ok"
     assert rep["checks"]["undefined_names"] == "ok (3 only in postponed annotations)"
     assert len(rep["details"]["undefined_names_in_annotations"]) == 3
+
+
+ORPHANS = """
+
+# --- Inlined from vllm/model_executor/layers/orphans.py:L1-L9 (Apache-2.0) ---
+import os
+
+
+def _only_from_orphan():
+    return 1
+
+
+def orphan():
+    return _only_from_orphan()
+"""
+
+
+def test_unreachable_definitions_reported(inputs, tmp_path):
+    (inputs / "A5.module.py").write_text((inputs / "A5.module.py").read_text() + ORPHANS)
+    out = tmp_path / "out"
+    rep = a7.run(inputs, out, "TinyNorm.py")
+    assert rep["status"] == "ok" and (out / "TinyNorm.py").exists()  # report mode (the default) only records
+    assert rep["checks"]["unreachable_definitions"] == "found 2"
+    assert rep["checks"]["unused_imports"] == "found 1"
+    text = (out / "TinyNorm.py").read_text().split("\n")
+    line = {n: text.index(f"def {n}():") + 1 for n in ("_only_from_orphan", "orphan")}
+    where = "vllm/model_executor/layers/orphans.py:L1-L9 (Apache-2.0)"
+    assert rep["details"]["unreachable_definitions"] == [
+        f"L{line['_only_from_orphan']} _only_from_orphan (function; {where})",
+        f"L{line['orphan']} orphan (function; {where})"]
+    assert rep["details"]["unused_imports"] == [f"L{text.index('import os') + 1} os (import os)"]
+    assert any("2 top-level definition(s) and 1 import(s) nothing reaches" in n for n in rep["notes"])
+
+
+def test_unreachable_error_mode_fails(inputs, tmp_path):
+    (inputs / "A5.module.py").write_text((inputs / "A5.module.py").read_text() + ORPHANS)
+    out = tmp_path / "out"
+    a7.run(OK, out, "TinyNorm.py")  # a good bundle from an earlier run must not survive the failed one
+    with pytest.raises(StageError) as ei:
+        a7.run(inputs, out, "TinyNorm.py", unreachable="error")
+    assert ei.value.input == "A5.module.py"
+    assert "2 top-level definition(s) and 1 import(s) that nothing reaches" in ei.value.problem
+    assert "_only_from_orphan" in ei.value.problem and "L" in ei.value.problem
+    assert "a closure defect: report it / A1 keeps definitions nothing uses" in ei.value.remedy
+    rep = _report(out)
+    assert rep["status"] == "failed" and rep["checks"]["unreachable_definitions"] == "found 2"
+    assert sorted(p.name for p in out.iterdir()) == ["A7.report.json"]
+    # The CLI option: error fails (exit 2), report (the default) writes the bundle.
+    assert main(["package", "--inputs", str(inputs), "--out", str(tmp_path / "c1"), "--bundle-name", "TinyNorm.py",
+                 "--unreachable", "error"]) == 2
+    assert main(["package", "--inputs", str(inputs), "--out", str(tmp_path / "c2"),
+                 "--bundle-name", "TinyNorm.py"]) == 0
+    assert (tmp_path / "c2" / "TinyNorm.py").exists()
+
+
+def test_unreachable_clean_bundle_passes_error_mode(inputs, tmp_path):
+    rep = a7.run(inputs, tmp_path / "out", "TinyNorm.py", unreachable="error")
+    assert rep["status"] == "ok" and rep["checks"]["unreachable_definitions"] == "none"
+
+
+def test_unreachable_bad_mode(inputs, tmp_path):
+    with pytest.raises(StageError) as ei:
+        a7.run(inputs, tmp_path / "out", "TinyNorm.py", unreachable="fail")
+    assert "--unreachable" in ei.value.input

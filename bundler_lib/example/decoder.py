@@ -57,7 +57,13 @@ _BODY = '''\
         with _Step("building {symbol}"):
             torch.set_default_dtype(dtype)
             with torch.device(device):
-                layer = {symbol}(vllm_config=vllm_config, prefix=prefix)
+                # vLLM's decoder layers take either the whole config or (config, cache_config, quant_config)
+                params = inspect.signature({symbol}.__init__).parameters
+                if "vllm_config" in params:
+                    layer = {symbol}(vllm_config=vllm_config, prefix=prefix)
+                else:
+                    kw = {{"cache_config": vllm_config.cache_config}} if "cache_config" in params else {{}}
+                    layer = {symbol}(vllm_config.model_config.hf_text_config, prefix=prefix, **kw)
         with _Step("filling the weights"), torch.no_grad():
             for pname, p in layer.named_parameters():
                 if p.dim() == 1:

@@ -83,6 +83,7 @@ def snippet(graph: dict, cfg: dict | None, dims: dict, flags: dict) -> str:
 
 _SNIPPET = '''\
     import collections
+    import inspect
     import types
 
     G = globals()

@@ -165,28 +165,36 @@ class Graph:
         return root
 
     def add_roots(self, roots: list[str], why: str) -> list[str]:
-        """Reach `file::Name` or `file::Class.method` too, where the closure already reaches that file (a
-        method root keeps that method on every reached class, as a caller that calls it on any module would).
-        Returns the roots the tree does not define."""
-        missing = []
-        reached = {n.module for n in self.nodes.values()}
-        for r in roots:
-            path, _, qual = r.partition("::")
-            module = self.index.module_of_path(path)
-            name, _, method = qual.partition(".")
-            if module is None or name not in self.index.get(module).defs:
-                missing.append(r)
-                continue
-            if module not in reached:
-                continue
-            for st in self.index.get(module).defs[name]:
-                self.node_for(module, st)
-            if method:
-                self._reach_attr(method)
-        self.notes.append(f"extra roots ({why}): " + ", ".join(
-            r for r in roots if r not in missing and self.index.module_of_path(r.partition("::")[0]) in reached)
+        """Reach `file::Name` or `file::Class.method` too, where the closure reaches that file (a method root
+        keeps that method on every reached class, as a caller that calls it on any module would); repeated
+        until no root's file is newly reached. Returns the roots the tree does not define."""
+        missing, added = [], []
+        todo = list(roots)
+        while True:
+            reached = {n.module for n in self.nodes.values()}
+            progress = False
+            for r in list(todo):
+                path, _, qual = r.partition("::")
+                module = self.index.module_of_path(path)
+                name, _, method = qual.partition(".")
+                if module is None or name not in self.index.get(module).defs:
+                    missing.append(r)
+                    todo.remove(r)
+                    continue
+                if module not in reached:
+                    continue
+                todo.remove(r)
+                added.append(r)
+                progress = True
+                for st in self.index.get(module).defs[name]:
+                    self.node_for(module, st)
+                if method:
+                    self._reach_attr(method)
+            self._drain()
+            if not progress:
+                break
+        self.notes.append(f"extra roots ({why}): " + ", ".join(added)
                           + (f"; not in this tree: {', '.join(missing)}" if missing else ""))
-        self._drain()
         return missing
 
     def _reach_attr(self, a: str) -> None:

@@ -151,6 +151,7 @@ class RefScanner:
         self.follow_annotations = False
         self.annot = None
         self.annot_importtime = False
+        self._promoted: set[int] = set()   # `elif` nodes whose parent's pruning turned them into `if`
 
     # ------------------------------------------------------------ entry
     def run(self, stmt: ast.stmt, skip: set | None = None, cls: ast.ClassDef | None = None) -> Scan:
@@ -390,8 +391,31 @@ class RefScanner:
                 return ln
         return None
 
+    def _prune_elif(self, st: ast.If, value: bool):
+        """`elif test:` decided: the chain keeps its shape (the header before it is the parent's)."""
+        E = self.scan.edits
+        if value:
+            self._span(st.test, "True")
+            if st.orelse:
+                E.append({"op": "delete", "line": st.body[-1].end_lineno + 1, "end_line": st.end_lineno})
+            return
+        if not st.orelse:
+            E.append({"op": "delete", "line": st.lineno, "end_line": st.end_lineno})
+        elif self._is_elif(st):
+            E.append({"op": "delete", "line": st.lineno, "end_line": st.orelse[0].lineno - 1})
+        else:
+            else_line = self._else_line(st)
+            if else_line is None:   # `else:` on the body's last line: keep the text, decided
+                self._span(st.test, "False")
+            else:
+                E.append({"op": "delete", "line": st.lineno, "end_line": else_line - 1})
+
     def _prune_if(self, st: ast.If, value: bool, sole: bool):
         E = self.scan.edits
+        if (self.info.lines[st.lineno - 1].encode()[st.col_offset:].startswith(b"elif")
+                and id(st) not in self._promoted):
+            self._prune_elif(st, value)
+            return
         if value:
             body = st.body
             cols = body[0].col_offset - st.col_offset
@@ -412,6 +436,7 @@ class RefScanner:
             E.append({"op": "delete", "line": st.lineno, "end_line": o.lineno - 1})
             E.append({"op": "span", "line": o.lineno, "col": o.col_offset, "end_line": o.lineno,
                       "end_col": o.col_offset + 4, "text": "if"})
+            self._promoted.add(id(o))   # now written `if`: pruned as one
             return
         else_line = self._else_line(st)
         first, last = st.orelse[0], st.orelse[-1]
@@ -481,6 +506,7 @@ class RefScanner:
             value, atoms = self.ge.evaluate(e.test)
             if value is not None:
                 self._span(e.test, "True" if value else "False")
+                self._span(e.orelse if value else e.body, "None")   # the dead arm names nothing inlined
                 self.scan.guards.append(Guard(line=e.lineno, end_line=e.end_lineno,
                                               predicate=ast.unparse(e.test), value=value,
                                               kept="body" if value else "orelse"))

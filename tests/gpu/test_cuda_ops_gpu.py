@@ -1,6 +1,7 @@
 """Each bundled op, built from the generated CUDA section, against a float32 torch reference
 (bf16 and fp16; a small shape and model-sized shapes of Qwen3-30B-A3B / Qwen3-Coder-480B)."""
 
+import inspect
 import math
 
 import pytest
@@ -171,7 +172,7 @@ def test_topk_softmax(section, gdtype, tokens, experts, k, renorm):
     w = torch.empty(tokens, k, device="cuda", dtype=torch.float32)
     ids = torch.empty(tokens, k, device="cuda", dtype=torch.int32)
     tei = torch.empty(tokens, k, device="cuda", dtype=torch.int32)
-    import inspect
+
     params = list(inspect.signature(fn).parameters)
     args = [w, ids, tei, g, renorm]
     sig = inspect.signature(fn).parameters
@@ -236,6 +237,307 @@ def test_moe_sum(section, dtype, tokens, k, hidden):
     fn(x, out)
     torch.cuda.synchronize()
     _check(section, "_moe_C.moe_sum", dtype, (tokens, k, hidden), out, x.float().sum(1).to(dtype), TOL[dtype])
+
+
+# ---- ops the Qwen3MoeDecoderLayer bundle also reaches: clamped SwiGLU variants, weak_ref_tensor, and the
+# sigmoid / sqrt-softplus / grouped (DeepSeek-V3) routers. References follow the kernels in
+# csrc/libtorch_stable/activation_kernels.cu, csrc/libtorch_stable/ops.h and csrc/libtorch_stable/moe/*.cu.
+
+CLAMP_SHAPES = [(7, 2 * 64), (7, 2 * 63), (4096, 2 * 768), (1024, 2 * 2560)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", CLAMP_SHAPES, ids=str)
+@pytest.mark.parametrize("limit,alpha,beta", [(7.0, 1.0, 0.0), (7.0, 1.702, 1.0), (2.5, 1.0, 0.0)], ids=str)
+def test_silu_and_mul_with_clamp(section, dtype, shape, limit, alpha, beta):
+    """out = g * sigmoid(alpha * g) * (u + beta), g = x[:, :d].clamp(max=limit), u = x[:, d:].clamp(+-limit):
+    SiluAndMulWithClamp.forward_native (activation.py) and the kernel's act_first+HAS_CLAMP branch of
+    compute()/packed_compute(). d % 8 != 0 (2 * 63) takes the scalar path, the others the 128-bit one."""
+    fn = _wrapper(section, "_C.silu_and_mul_with_clamp")
+    torch.manual_seed(8)
+    x = (4 * torch.randn(shape, device="cuda")).to(dtype)  # |x| > 7 for a few per cent: both clamps are hit
+    d = shape[-1] // 2
+    out = torch.empty(shape[0], d, device="cuda", dtype=dtype)
+    fn(out, x, limit, alpha, beta)
+    torch.cuda.synchronize()
+    xf = x.float()
+    g, u = xf[:, :d].clamp(max=limit), xf[:, d:].clamp(min=-limit, max=limit)
+    ref = (g * torch.sigmoid(alpha * g) * (u + beta)).to(dtype)
+    # the kernel rounds the activated half to the input type before the multiply, as silu_and_mul does
+    _check(section, f"_C.silu_and_mul_with_clamp[limit={limit},alpha={alpha},beta={beta}]", dtype, shape, out, ref,
+           TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", [(7, 2 * 64), (7, 2 * 63), (4096, 2 * 768), (1024, 2 * 2880)], ids=str)
+@pytest.mark.parametrize("params", [None, (1.0, 3.0)], ids=["default", "alpha1_limit3"])
+def test_swigluoai_and_mul(section, dtype, shape, params):
+    """GPT-OSS SwiGLU on INTERLEAVED gate/up (gate = x[:, 0::2], up = x[:, 1::2]):
+    out = (up.clamp(+-limit) + 1) * g * sigmoid(alpha * g), g = gate.clamp(max=limit); defaults alpha=1.702,
+    limit=7.0 (SwigluOAIAndMul.forward_native; vllm::swigluoai_and_mul computes it in float, one rounding)."""
+    fn = _wrapper(section, "_C.swigluoai_and_mul")
+    torch.manual_seed(9)
+    x = (4 * torch.randn(shape, device="cuda")).to(dtype)
+    d = shape[-1] // 2
+    out = torch.empty(shape[0], d, device="cuda", dtype=dtype)
+    if params is None:
+        fn(out, x)  # the wrapper's (= the schema's) defaults
+        alpha, limit = 1.702, 7.0
+    else:
+        alpha, limit = params
+        fn(out, x, alpha, limit)
+    torch.cuda.synchronize()
+    xf = x.float()
+    g, u = xf[:, 0::2].clamp(max=limit), xf[:, 1::2].clamp(min=-limit, max=limit)
+    ref = ((u + 1) * g * torch.sigmoid(alpha * g)).to(dtype)
+    _check(section, f"_C.swigluoai_and_mul[alpha={alpha},limit={limit}]", dtype, shape, out, ref, TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES + [torch.float32, torch.int32], ids=str)
+@pytest.mark.parametrize("layout", ["contiguous", "strided"])
+def test_weak_ref_tensor(section, dtype, layout):
+    """ops.h weak_ref_tensor: from_blob(input.data_ptr, sizes, strides, device, dtype): a new tensor over the
+    same memory (no copy, same shape and strides), so writes through either one show in the other."""
+    fn = _wrapper(section, "_C.weak_ref_tensor")
+    torch.manual_seed(10)
+    base = torch.randint(-100, 100, (64, 256), device="cuda").to(dtype)
+    before = base.clone()
+    x = base if layout == "contiguous" else base[3:, 1::2]  # non-contiguous, with a storage offset
+    w = fn(x)
+    torch.cuda.synchronize()
+    assert isinstance(w, torch.Tensor) and w is not x
+    assert w.data_ptr() == x.data_ptr()
+    assert tuple(w.shape) == tuple(x.shape) and w.stride() == x.stride()
+    assert w.dtype == x.dtype and w.device == x.device
+    _check(section, f"_C.weak_ref_tensor[{layout}]", dtype, tuple(x.shape), w, x, 0.0)
+    x.mul_(2)  # a write through the original shows in the alias ...
+    torch.cuda.synchronize()
+    assert torch.equal(w, x)
+    w.fill_(3)  # ... and one through the alias in the original
+    torch.cuda.synchronize()
+    assert (x == 3).all()
+    if layout == "strided":  # memory next to the view is untouched
+        outside = torch.ones_like(base, dtype=torch.bool)
+        outside[3:, 1::2] = False
+        assert torch.equal(base[outside], before[outside])
+
+
+def _distinct_scores(tokens, experts, lo, hi, dtype, seed, device="cuda"):
+    """[tokens, experts] router logits in dtype, each row `experts` DISTINCT values drawn from the values in
+    [lo, hi) that bf16 and fp16 both hold exactly (multiples of 2**-10 that survive rounding through bf16):
+    no ties in any dtype, and each row draws its own subset."""
+    g = torch.Generator(device=device)
+    g.manual_seed(seed)
+    cand = torch.arange(lo, hi, 2.0 ** -10, device=device, dtype=torch.float32).to(torch.bfloat16).float().unique()
+    assert cand.numel() >= experts
+    pick = torch.rand(tokens, cand.numel(), device=device, generator=g).argsort(dim=-1)[:, :experts]
+    vals = cand[pick]
+    out = vals.to(dtype)
+    assert torch.equal(out.float(), vals), "grid not exact in this dtype"
+    return out.contiguous()
+
+
+def _ref_select(choice, k, eps):
+    """Top-k expert ids per row by `choice` (float32), and the rows where the k-th and (k+1)-th choice values
+    differ by more than eps, i.e. where the selection does not hinge on float rounding."""
+    vals, order = torch.sort(choice, dim=-1, descending=True, stable=True)
+    clear = torch.ones(choice.shape[0], dtype=torch.bool, device=choice.device)
+    if k < choice.shape[1]:
+        clear &= (vals[:, k - 1] - vals[:, k]) > eps
+    return order[:, :k], clear
+
+
+def _check_routing(section, op, dtype, shape, w, ids, score, ref_ids, clear, renorm, rsf, wtol, min_clear=0.9):
+    """ids: in range, distinct per row, the reference's set wherever the choice is clear (compared as sets:
+    the order within a row is not part of the contract); weights: the reference formula applied to the ids
+    the kernel returned: score[ids] (unbiased), / their sum if renorm, * routed_scaling_factor."""
+    T, E = score.shape
+    assert w.dtype == torch.float32 and tuple(w.shape) == tuple(ref_ids.shape)
+    assert tuple(ids.shape) == tuple(ref_ids.shape)
+    il = ids.long()
+    assert ((il >= 0) & (il < E)).all(), "expert id out of range"
+    got = il.sort(dim=-1).values
+    assert (got.diff(dim=-1) != 0).all(), "an expert picked twice in a row"
+    n_clear = int(clear.sum())
+    assert n_clear >= min(T - 1, min_clear * T), f"only {n_clear} of {T} rows have a clear top-k (inputs too tie-prone)"
+    want = ref_ids.long().sort(dim=-1).values
+    bad = (got != want).any(dim=-1) & clear
+    if bad.any():
+        r = int(bad.nonzero()[0, 0])
+        raise AssertionError(f"{op}: {int(bad.sum())} of {int(clear.sum())} rows select other experts than the "
+                             f"reference; row {r}: got {got[r].tolist()}, want {want[r].tolist()}")
+    section.RESULTS["checks"].append({"section": section.LABEL, "op": op + "[ids]", "dtype": str(dtype).replace(
+        "torch.", ""), "shape": list(shape), "max_abs_err": 0.0, "exact": True, "rows_compared": int(clear.sum()),
+        "rows": T})
+    ref_w = score.gather(1, il)
+    if renorm:
+        ref_w = ref_w / (ref_w.sum(dim=-1, keepdim=True) + 1e-20)
+    _check(section, op, dtype, shape, w, ref_w * rsf, wtol)
+
+
+def _routing_bufs(tokens, k):
+    w = torch.empty(tokens, k, device="cuda", dtype=torch.float32)
+    ids = torch.empty(tokens, k, device="cuda", dtype=torch.int32)
+    tei = torch.empty(tokens, k, device="cuda", dtype=torch.int32)
+    return w, ids, tei
+
+
+def _check_token_expert_indices(tei, tokens, k):
+    # source_rows[k * row + k_idx] = k_idx * num_rows + row (topk_softmax_kernels.cu / topk_softplus_sqrt_kernels.cu)
+    want = (torch.arange(k, device="cuda")[None, :] * tokens + torch.arange(tokens, device="cuda")[:, None])
+    assert torch.equal(tei.long(), want), "token_expert_indices"
+
+
+@pytest.mark.parametrize("gdtype", [torch.float32] + DTYPES, ids=str)
+@pytest.mark.parametrize("tokens,experts,k", [(7, 128, 8), (4096, 128, 8), (1024, 160, 8), (512, 256, 8)], ids=str)
+@pytest.mark.parametrize("renorm", [True, False])
+@pytest.mark.parametrize("biased,rsf", [(False, 1.0), (True, 2.5)], ids=["nobias", "bias_rsf2.5"])
+def test_topk_sigmoid(section, gdtype, tokens, experts, k, renorm, biased, rsf):
+    """sigmoid(logits) in float; experts chosen by sigmoid + bias (bias: selection only), weights the unbiased
+    sigmoid, / their sum if renormalize, * routed_scaling_factor (topkGating / moeSigmoid+moeTopK in
+    topk_softmax_kernels.cu; vllm_topk_sigmoid in fused_topk_bias_router.py). 160 experts (not a power of 2
+    nor a listed multiple of 64) takes the workspace path moeSigmoid + moeTopK."""
+    fn = _wrapper(section, "_moe_C.topk_sigmoid")
+    torch.manual_seed(11)
+    g = _distinct_scores(tokens, experts, -4.0, 4.0, gdtype, seed=11)
+    bias = (0.1 * torch.randn(experts, device="cuda")).contiguous() if biased else None  # float32, as checked
+    w, ids, tei = _routing_bufs(tokens, k)
+    extra = [None] if "is_padding" in inspect.signature(fn).parameters else []   # 0.33.0 adds is_padding
+    fn(w, ids, tei, g, renorm, bias, rsf, *extra)
+    torch.cuda.synchronize()
+    s = torch.sigmoid(g.float())
+    ref_ids, clear = _ref_select(s + (bias if biased else 0.0), k, eps=1e-5)
+    _check_routing(section, f"_moe_C.topk_sigmoid[renorm={renorm},bias={biased},rsf={rsf}]", gdtype,
+                   (tokens, experts, k), w, ids, s, ref_ids, clear, renorm, rsf, 1e-5)
+    _check_token_expert_indices(tei, tokens, k)
+
+
+def _sqrt_softplus(x):
+    # softplus with torch's (and the kernel's) threshold 20: x itself above it
+    return torch.sqrt(torch.nn.functional.softplus(x.float()))
+
+
+@pytest.mark.parametrize("gdtype", [torch.float32] + DTYPES, ids=str)
+@pytest.mark.parametrize("tokens,experts,k", [(7, 128, 8), (4096, 128, 8), (1024, 256, 6), (512, 384, 6)], ids=str)
+@pytest.mark.parametrize("renorm", [True, False])
+@pytest.mark.parametrize("biased,rsf", [(False, 1.0), (True, 2.5)], ids=["nobias", "bias_rsf2.5"])
+def test_topk_softplus_sqrt(section, gdtype, tokens, experts, k, renorm, biased, rsf):
+    """score = sqrt(softplus(logit)) (softplus = x above 20); choice = score + bias; weights = the unbiased
+    score of the chosen experts (kernel: max_val - bias[expert]), / their sum if renormalize,
+    * routed_scaling_factor (topkGatingSoftplusSqrt, USE_HASH=false; _topk_softplus_sqrt_torch in
+    fused_topk_bias_router.py). The kernel supports 1..512 powers of 2 and 192/320/384/448/576 experts only
+    (160 is refused), so the model-sized cases are 128 (Qwen3-30B-A3B), 256 and 384."""
+    fn = _wrapper(section, "_moe_C.topk_softplus_sqrt")
+    torch.manual_seed(12)
+    g = _distinct_scores(tokens, experts, -8.0, 24.0, gdtype, seed=12)  # > 20: the linear branch is hit too
+    bias = (0.5 + 0.1 * torch.randn(experts, device="cuda")).contiguous() if biased else None
+    w, ids, tei = _routing_bufs(tokens, k)
+    fn(w, ids, tei, g, renorm, rsf, bias, None, None)
+    torch.cuda.synchronize()
+    s = _sqrt_softplus(g)
+    ref_ids, clear = _ref_select(s + (bias if biased else 0.0), k, eps=1e-4)
+    # __expf/__logf intrinsics, and (s + b) - b for the biased case: 5e-5
+    _check_routing(section, f"_moe_C.topk_softplus_sqrt[renorm={renorm},bias={biased},rsf={rsf}]", gdtype,
+                   (tokens, experts, k), w, ids, s, ref_ids, clear, renorm, rsf, 5e-5)
+    _check_token_expert_indices(tei, tokens, k)
+
+
+@pytest.mark.parametrize("gdtype", [torch.float32] + DTYPES, ids=str)
+@pytest.mark.parametrize("tokens,experts,k", [(7, 256, 6), (1024, 256, 6), (512, 384, 6), (64, 128, 8)], ids=str)
+@pytest.mark.parametrize("renorm", [True, False])
+@pytest.mark.parametrize("id_dtype", [torch.int64, torch.int32], ids=str)
+def test_topk_softplus_sqrt_hash(section, gdtype, tokens, experts, k, renorm, id_dtype):
+    """Hash MoE: ids = tid2eid[input_ids] (no selection, bias unused), weights sqrt(softplus(logit)) at
+    those ids, / their sum if renormalize, * routed_scaling_factor. fp32 logits + k=6 + renormalize with
+    256/384 experts take dsv4HashTopkSoftplusSqrt; the rest the USE_HASH branch of topkGatingSoftplusSqrt."""
+    fn = _wrapper(section, "_moe_C.topk_softplus_sqrt")
+    torch.manual_seed(13)
+    vocab, rsf = 1000, 1.5
+    g = _distinct_scores(tokens, experts, -8.0, 24.0, gdtype, seed=13)
+    tid2eid = torch.rand(vocab, experts, device="cuda").argsort(dim=-1)[:, :k].to(id_dtype)  # distinct per row
+    input_ids = torch.randint(0, vocab, (tokens,), device="cuda").to(id_dtype)
+    w, ids, tei = _routing_bufs(tokens, k)
+    fn(w, ids, tei, g, renorm, rsf, None, input_ids, tid2eid)
+    torch.cuda.synchronize()
+    want = tid2eid[input_ids.long()].long()
+    assert torch.equal(ids.long(), want), "hash MoE ids are tid2eid[input_ids], in that order"
+    s = _sqrt_softplus(g)
+    clear = torch.ones(tokens, dtype=torch.bool, device="cuda")
+    _check_routing(section, f"_moe_C.topk_softplus_sqrt[hash,renorm={renorm},{str(id_dtype)[6:]}]", gdtype,
+                   (tokens, experts, k), w, ids, s, want, clear, renorm, rsf, 5e-5)
+
+
+def _ref_grouped(score, choice, n_group, topk_group, topk, eps, group_round=None):
+    """DeepSeek-V3 grouped routing: group score = sum of the top-2 biased scores of each group; keep the
+    topk_group best groups; top-k experts by biased score inside them (grouped_topk in
+    grouped_topk_router.py). Returns the ids and the rows where neither choice is within eps of a tie."""
+    T, E = choice.shape
+    epg = E // n_group
+    gs = choice.view(T, n_group, epg).topk(min(2, epg), dim=-1).values.sum(dim=-1)
+    if group_round is not None:  # the generic kernel adds the two in the score dtype
+        gs = gs.to(group_round).float()
+    gvals, gorder = torch.sort(gs, dim=-1, descending=True, stable=True)
+    clear = torch.ones(T, dtype=torch.bool, device=choice.device)
+    if topk_group < n_group:
+        clear &= (gvals[:, topk_group - 1] - gvals[:, topk_group]) > eps
+    keep = torch.zeros(T, n_group, dtype=torch.bool, device=choice.device)
+    keep.scatter_(1, gorder[:, :topk_group], True)
+    masked = choice.masked_fill(~keep.repeat_interleave(epg, dim=1), float("-inf"))
+    ids, clear_k = _ref_select(masked, topk, eps)
+    return ids, clear & clear_k
+
+
+# (tokens, experts, n_group, topk_group, topk, scoring_func, score dtypes); comments name the kernel taken
+GROUPED_CASES = [
+    (4096, 256, 8, 4, 8, 1, "all"),   # DeepSeek-V3: small_expert_count kernel, groups
+    (7, 256, 8, 4, 8, 1, "all"),      # the same with <= 16 tokens (PDL launch)
+    (33, 64, 4, 2, 4, 1, "all"),      # small: 16 experts per group
+    (1024, 128, 1, 1, 8, 1, "all"),   # one group, 128 experts (Qwen3-30B-A3B count)
+    (1024, 160, 1, 1, 8, 1, "all"),   # one group, 160 experts (Qwen3-Coder-480B count): 384-thread kernel
+    (1024, 256, 8, 4, 8, 0, "all"),   # scoring_func 0: scores given (the softmax caller), groups
+    (512, 256, 4, 2, 8, 0, "all"),    # 64 experts per group: generic grouped_topk_fused_kernel
+    (512, 256, 4, 2, 8, 1, "fp32"),   # generic kernel with sigmoid (fp32 only: it rounds to the score dtype)
+]
+
+
+def _grouped_params():
+    out = []
+    for case in GROUPED_CASES:
+        for dt in ([torch.float32] + DTYPES if case[-1] == "all" else [torch.float32]):
+            out.append(pytest.param(dt, *case[:-1], id=f"{str(dt)[6:]}-{case[:-1]}"))
+    return out
+
+
+@pytest.mark.parametrize("dtype,tokens,experts,n_group,topk_group,topk,scoring", _grouped_params())
+@pytest.mark.parametrize("renorm,rsf", [(True, 2.5), (False, 1.0)], ids=["renorm_rsf2.5", "norenorm"])
+def test_grouped_topk(section, dtype, tokens, experts, n_group, topk_group, topk, scoring, renorm, rsf):
+    """grouped_topk(scores, n_group, topk_group, topk, renormalize, routed_scaling_factor, bias, scoring_func)
+    -> (float32 weights, int32 ids): score = sigmoid(logit) (scoring_func 1) or the input (0); choice =
+    score + bias; DeepSeek-V3 group / expert selection (_ref_grouped); weights = unbiased score at the ids,
+    * routed_scaling_factor, / (their sum + 1e-20) if renormalize (grouped_topk_kernels.cu)."""
+    fn = _wrapper(section, "_moe_C.grouped_topk")
+    torch.manual_seed(14)
+    generic = (n_group > 1 and experts // n_group > 32)
+    if scoring == 1:
+        x = _distinct_scores(tokens, experts, -4.0, 4.0, dtype, seed=14)
+        score = torch.sigmoid(x.float())
+    else:  # positive "probabilities", as the softmax caller passes
+        x = _distinct_scores(tokens, experts, 2.0 ** -4, 1.0, dtype, seed=14)
+        score = x.float()
+    if generic and dtype != torch.float32:
+        # the generic kernel adds bias and group top-2 in the score dtype: a zero bias keeps choice == score
+        bias = torch.zeros(experts, device="cuda", dtype=torch.float32)
+        eps, group_round = 0.0, dtype
+    else:
+        bias = 0.05 * torch.randn(experts, device="cuda", dtype=torch.float32)
+        eps, group_round = 2e-5, None
+    vals, ids = fn(x, n_group, topk_group, topk, renorm, rsf, bias, scoring)
+    torch.cuda.synchronize()
+    assert vals.dtype == torch.float32 and ids.dtype == torch.int32
+    ref_ids, clear = _ref_grouped(score, score + bias, n_group, topk_group, topk, eps, group_round)
+    _check_routing(section, f"_moe_C.grouped_topk[groups={n_group}/{topk_group},scoring={scoring},renorm={renorm}]",
+                   dtype, (tokens, experts, n_group, topk_group, topk), vals, ids, score, ref_ids, clear, renorm,
+                   rsf, 1e-5, min_clear=0.8)
 
 
 def test_build_is_cached_and_lazy(section):

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Every GPU check, on a machine with a CUDA GPU (the `device` H100), on bundles built beforehand here:
+#   ./pants package targets:: targets/vllm_0_33_0::      # bundles_out/ (git-ignored: carry it to the GPU machine)
+#   PYTHON=$(./pants --toolchain-python) benchmarks/gpu_checks.sh a4 -    # here: the A4 sections the ops check builds
+#   benchmarks/gpu_checks.sh ops|examples|triton OUT_DIR [BUNDLE...]        # there
+# a4:       bundles_out/gpu/a4_<version>/: one A4 section per vLLM version with every op tests/gpu checks
+# ops:      tests/gpu/test_cuda_ops_gpu.py over those sections, results OUT_DIR/cuda-ops.json
+# examples: tools/run_bundle.py on each bundle (default: the 0.26.0 suite), cold (empty bundle cache, all in
+#           parallel) then warm (one at a time), small and full size; results OUT_DIR/examples-*.json
+# triton:   tests/gpu/test_triton_kernels_gpu.py over the bundles, results OUT_DIR/triton-kernels.json
+set -u
+phase=$1; out=$2; shift 2
+py=${PYTHON:-python}
+if [ "$phase" = a4 ]; then
+  exec $py - <<'PY'
+import json, sys
+from pathlib import Path
+sys.path[:0] = [".", "tests"]
+from bundler_lib import collect_cuda
+from conftest import vllm_tree
+from gpu.conftest import TARGET_OPS
+for v in ("0.26.0", "0.33.0"):
+    d = Path(f"bundles_out/gpu/a4_{v}"); d.mkdir(parents=True, exist_ok=True)
+    (d / "A1.graph.json").write_text(json.dumps({"status": "ok", "symbol": "X", "cuda_ops": [{"op": o} for o in TARGET_OPS]}))
+    collect_cuda.run(tree=vllm_tree(v), graph=d / "A1.graph.json", out=d)
+    print(v, d, len(json.loads((d / "A4.manifest.json").read_text())["ops"]), "ops")
+PY
+fi
+mkdir -p "$out"
+export VLLM_BUNDLE_GPU_A4="0.26.0=bundles_out/gpu/a4_0.26.0,0.33.0=bundles_out/gpu/a4_0.33.0"
+{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; nvcc --version | tail -2
+  $py -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)"
+} > "$out/env-$phase.txt" 2>&1
+case $phase in
+  ops)
+    VLLM_BUNDLE_GPU_RESULTS="$out/cuda-ops.json" $py -m pytest tests/gpu/test_cuda_ops_gpu.py -q -rfEs \
+      > "$out/cuda-ops.log" 2>&1
+    echo "ops rc=$?"; tail -5 "$out/cuda-ops.log" ;;
+  examples)
+    bundles=("$@"); [ ${#bundles[@]} -eq 0 ] && bundles=(bundles_out/*.py)
+    export VLLM_BUNDLE_CACHE=$(mktemp -d)
+    for b in "${bundles[@]}"; do n=$(basename "$b" .py)
+      $py tools/run_bundle.py "$b" --json "$out/examples-cold-$n.json" > "$out/examples-cold-$n.log" 2>&1 &
+    done; wait
+    for b in "${bundles[@]}"; do n=$(basename "$b" .py)
+      $py tools/run_bundle.py "$b" --json "$out/examples-warm-$n.json" > "$out/examples-warm-$n.log" 2>&1
+      $py tools/run_bundle.py "$b" --full --json "$out/examples-full-$n.json" > "$out/examples-full-$n.log" 2>&1
+    done
+    for f in "$out"/examples-*.json; do echo "$(basename "$f"): $($py -c "import json,sys; d=json.load(open(sys.argv[1])); print(d.get('example'), d.get('import_s'), d.get('example_s', d.get('error', ''))[-300:] if isinstance(d.get('example_s', d.get('error', '')), str) else d.get('example_s'))" "$f")"; done ;;
+  triton)
+    bundles=("$@"); [ ${#bundles[@]} -eq 0 ] && bundles=(bundles_out/*.py bundles_out/vllm-0.33.0/*.py)
+    VLLM_BUNDLE_GPU_BUNDLES=$(IFS=,; echo "${bundles[*]}") VLLM_BUNDLE_GPU_RESULTS="$out/triton-kernels.json" \
+    VLLM_BUNDLE_GPU_DEADLINE_S=${DEADLINE_S:-540} $py -m pytest tests/gpu/test_triton_kernels_gpu.py -q -rfEs \
+      > "$out/triton-kernels.log" 2>&1
+    echo "triton rc=$?"; tail -15 "$out/triton-kernels.log" ;;
+  *) echo "usage: $0 ops|examples|triton OUT_DIR [BUNDLE...]" >&2; exit 2 ;;
+esac
