@@ -237,3 +237,14 @@ def test_decided_elif_keeps_the_chain(tmp_path):
     assert m.target() == ((-1, -1), "other", "cuda", "default")
     assert m.target(5, 1) == ((4, 0), "one", "one", "default")
     assert m.target(None, 2) == ((-1, -1), "two", "cuda", "default")
+
+
+def test_import_of_compiled_vllm_code_raises_only_when_taken(tmp_path):
+    # vllm_flash_attn & co. are compiled parts of vLLM with no source in the tree: the name stays bound,
+    # the bundle imports, and only the path that needs it fails, naming what is missing
+    g, _, _ = build_all(TREES / "compiled_import", tmp_path, "target")
+    assert any("vllm.vllm_flash_attn.layers.rotary" in n for n in g["notes"])
+    m = load(tmp_path)
+    assert m.target(1) == 2
+    with pytest.raises(ImportError, match="vllm.vllm_flash_attn.layers.rotary.apply_rotary_emb"):
+        m.target(1, fast=True)

@@ -224,6 +224,17 @@ class RefScanner:
         else:
             self.scan.edits.append({"op": "delete", "line": st.lineno, "end_line": st.end_lineno})
 
+    def _not_bundled(self, st: ast.stmt, dead: list) -> None:
+        """A function-level import of compiled vLLM code the tree has no source for (e.g. vllm_flash_attn):
+        the names it binds become functions that raise a clear ImportError when that path is taken."""
+        pad = "\n" + " " * st.col_offset
+        defs = []
+        for b in dead:
+            what = f"{b.module}.{b.attr}" if b.attr else b.module
+            defs.append(f"def {b.name}(*args, **kwargs):{pad}    raise ImportError({what!r} + ': compiled vLLM code "
+                        f"that the source tree does not carry; this path is not in the bundle')")
+        self._span(st, pad.join(defs))
+
     def _stmt(self, st: ast.stmt, sole: bool):
         if isinstance(st, (ast.FunctionDef, ast.AsyncFunctionDef)):
             self._function(st)
@@ -235,12 +246,16 @@ class RefScanner:
             bs = self.index.import_bindings(self.info, st, False)
             local = [b for b in bs if not b.external]
             if local:
+                dead = []
                 for b in local:
                     if not self._module_exists(b.module):
                         self.scan.dead_imports.append((st.lineno, b.module))
+                        dead.append(b)
                     else:
                         self.scan.local_imports.append(b)
-                if len(local) == len(bs):
+                if len(local) == len(bs) and dead and len(self.scopes) > 1:
+                    self._not_bundled(st, dead)
+                elif len(local) == len(bs):
                     self._remove_stmt(st, sole)
         elif isinstance(st, ast.If):
             return self._if(st, sole)
