@@ -151,7 +151,12 @@ _BODY = '''\
             mm_prefix_range_tensor=None, rswa_prefix_lens=None, rswa_window=None)
         md_cls = _get("TritonAttentionMetadata")
         with _Step("building the attention metadata"):
-            attn_metadata = md_cls(**md_fields) if md_cls is not None else _StandIn("attn_metadata", **md_fields)
+            if md_cls is not None:
+                # fields differ across vLLM versions (0.33.0 dropped use_cascade): pass those it declares
+                accepted = inspect.signature(md_cls).parameters
+                attn_metadata = md_cls(**{{k: v for k, v in md_fields.items() if k in accepted}})
+            else:
+                attn_metadata = _StandIn("attn_metadata", **md_fields)
 
         # 7. The forward context, as set_forward_context would make it, and one forward.
         fwd = _StandIn(
