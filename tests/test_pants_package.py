@@ -11,7 +11,7 @@ pytestmark = pytest.mark.pants
 
 STAGE_ARTIFACTS = [
     "A0.license.json", "A1.graph.json", "A2.inline.py", "A2.manifest.json", "A3.triton.py",
-    "A3.manifest.json", "A4.cuda.py", "A4.manifest.json", "A5.module.py", "A5.bindmap.json",
+    "A3.manifest.json", "A3.data_reads.json", "A3.data.py", "A3.data.json", "A4.cuda.py", "A4.manifest.json", "A5.module.py", "A5.bindmap.json",
     "A6.example.py", "A6.model.json", "A7.report.json",
 ]
 

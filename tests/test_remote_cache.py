@@ -32,7 +32,8 @@ from pants_workspace import REPO, PantsRun, Workspace
 
 pytestmark = pytest.mark.pants
 
-STAGES = ["A0", "A1", "A2", "A3", "A4", "A5", "A6", "A7"]
+# A3 is two processes (the data-file scan, then the collection): nine stage processes in all
+STAGES = ["A0", "A1", "A2", "A3", "A3", "A4", "A5", "A6", "A7"]
 BUNDLE = "bundles_out/Qwen3MoeDecoderLayer.py"
 TARGET = "targets:qwen3_moe_layer"
 SERVER = REPO / "cache" / "server.sh"
