@@ -39,7 +39,7 @@ scopes: a name bound in an enclosing function (parameter, assignment, import, de
 walrus; minus `global` declarations) or earlier in a class body is not a global; comprehension targets and lambda
 parameters are local to them. Triton kernels are ordinary functions here: globals their bodies load
 (`tl.constexpr` constants, helpers) are Name loads. The CUDA section is ordinary Python: wrappers call
-`_build_cuda_extension_if_needed()`, which loads `_CUDA_MAIN`, `_CUDA_SOURCES`, ... by name.
+`_build_cuda_extension_if_needed()`, which loads `_CUDA_TRANSLATION_UNITS`, `_CUDA_SOURCES`, ... by name.
 `obj.attr` reaches nothing by itself (only its root name `obj`). Names in strings count where the bundle looks
 names up: a unit that calls `globals()` (or `vars()`, or reads `sys.modules[__name__]`) reaches every top-level
 name spelled by an identifier string constant it holds (`globals()["x"]`, `N = {"role": "x"}; G.get(N[role])`);

@@ -78,11 +78,19 @@ def test_mini_embedded_sources_are_verbatim_and_lazy(tmp_path):
     for f in m["cuda_files"]:
         assert (src / f["path"]).read_bytes() == (MINI / f["path"]).read_bytes()
     assert ns["_CUDA_NAMESPACE"] == m["namespace"] == "vllm_bundle_" + m["bundle_hash"][:16]
-    main = ns["_CUDA_MAIN"]
+    # both ops live in my_kernels.cu: one translation unit, which registers both
+    ((tu_id, lines, main),) = ns["_CUDA_TRANSLATION_UNITS"]
+    assert tu_id == "my_kernels" and lines == sum(f["lines"] for f in m["cuda_files"])
     assert '#include "csrc/my_kernels.cu"' in main
     assert 'ops.def("my_op(Tensor! out, Tensor x, float eps=1e-6) -> ()");' in main
     assert "ops.impl(\"my_op\", TORCH_BOX(&my_op_impl));" in main
+    assert "ops.impl(\"other_op\", TORCH_BOX(&other_op));" in main
     assert "STABLE_TORCH_LIBRARY_FRAGMENT({NS}, ops)" in main
+    assert [(t["id"], t["source_file"], t["ops"]) for t in m["translation_units"]] == [
+        ("my_kernels", "csrc/my_kernels.cu", ["_C.my_op", "_C.other_op"])]
+    assert m["translation_units"][0]["extension"] == m["namespace"] + "_my_kernels_sm<arch>"
+    assert all(f["translation_units"] == ["my_kernels"] for f in m["cuda_files"])
+    assert {o["translation_unit"] for o in m["ops"]} == {"my_kernels"}
     # wrappers mirror the schema
     import inspect
     sig = inspect.signature(ns["_C_my_op"])
@@ -135,10 +143,178 @@ def test_mini_legacy_registration(tmp_path):
     (op,) = m["ops"]
     assert op["abi"] == "legacy" and op["source_file"] == "csrc/legacy/legacy.cu"
     ns = load_section(tmp_path)
-    assert "TORCH_LIBRARY_FRAGMENT({NS}, ops)" in ns["_CUDA_MAIN"]
-    assert 'ops.impl("legacy_op", &legacy_op);' in ns["_CUDA_MAIN"]
+    ((tu_id, _, main),) = ns["_CUDA_TRANSLATION_UNITS"]
+    assert tu_id == "legacy"
+    assert "TORCH_LIBRARY_FRAGMENT({NS}, ops)" in main and "STABLE" not in main
+    assert 'ops.impl("legacy_op", &legacy_op);' in main
     import inspect
     assert str(inspect.signature(ns["_legacy_C_legacy_op"])) == "(x: torch.Tensor, n: int = 2)"
+
+
+def test_mini_one_translation_unit_per_source(tmp_path):
+    """scoring_a.cu and scoring_b.cu clash in one translation unit (the WARP_SIZE macro of compat.h against
+    scoring_b's constant, two mini::ScoringFunc enums), as vLLM's topk_softmax and grouped_topk kernels do:
+    each is compiled on its own, with the registration of its own ops."""
+    text, m = run(MINI, tmp_path, "_C.scoring_a", "_C.my_op", "_C.scoring_b", "_C.other_op")
+    assert [(t["id"], t["source_file"], t["ops"]) for t in m["translation_units"]] == [
+        ("scoring_a", "csrc/scoring_a.cu", ["_C.scoring_a"]),
+        ("my_kernels", "csrc/my_kernels.cu", ["_C.my_op", "_C.other_op"]),
+        ("scoring_b", "csrc/scoring_b.cu", ["_C.scoring_b"])]
+    by_tu = {t["id"]: t for t in m["translation_units"]}
+    assert by_tu["scoring_a"]["files"] == ["csrc/ops.h", "csrc/scoring_a.cu", "csrc/compat.h"]
+    assert by_tu["scoring_b"]["files"] == ["csrc/ops.h", "csrc/scoring_b.cu"]
+    files = {f["path"]: f for f in m["cuda_files"]}
+    assert files["csrc/ops.h"]["translation_units"] == ["scoring_a", "my_kernels", "scoring_b"]
+    assert files["csrc/compat.h"]["translation_units"] == ["scoring_a"]
+    assert {o["op"]: o["translation_unit"] for o in m["ops"]} == {
+        "_C.scoring_a": "scoring_a", "_C.my_op": "my_kernels", "_C.scoring_b": "scoring_b",
+        "_C.other_op": "my_kernels"}
+    ns = load_section(tmp_path)
+    tus = {tu: (lines, t) for tu, lines, t in ns["_CUDA_TRANSLATION_UNITS"]}
+    assert list(tus) == ["scoring_a", "my_kernels", "scoring_b"]
+    for tu, (lines, t) in tus.items():
+        src = by_tu[tu]["source_file"]
+        # its own source only, then a fragment registering only its own ops (several libraries, one namespace)
+        assert [l for l in t.splitlines() if l.startswith("#include \"")] == \
+            ['#include "csrc/ops.h"', f'#include "{src}"']
+        assert t.count("STABLE_TORCH_LIBRARY_FRAGMENT({NS}, ops) {") == 1
+        assert "STABLE_TORCH_LIBRARY({NS}" not in t
+        defs = re.findall(r'ops\.def\("(\w+)\(', t)
+        impls = re.findall(r'ops\.impl\("(\w+)"', t)
+        assert defs == impls == [op.split(".")[1] for op in by_tu[tu]["ops"]]
+        assert lines == by_tu[tu]["lines"] == sum(files[f]["lines"] for f in by_tu[tu]["files"])
+    assert 'ops.def("scoring_b(Tensor! out, int scoring_func) -> ()");' in tus["scoring_b"][1]
+    assert "ops.impl(\"scoring_b\", TORCH_BOX(&scoring_b));" in tus["scoring_b"][1]
+    # every op is registered exactly once over all units
+    all_defs = re.findall(r'ops\.def\("(\w+)\(', "".join(t for _, t in tus.values()))
+    assert sorted(all_defs) == sorted(o["name"] for o in m["ops"])
+    assert "4 translation unit" not in " ".join(m["notes"]) and any("3 translation unit(s)" in n for n in m["notes"])
+
+
+def test_translation_unit_ids():
+    from bundler_lib.cuda.collect import _tu_id
+    used: set = set()
+    out = []
+    for s in ["csrc/a/topk_kernels.cu", "csrc/b/topk_kernels.cu", "csrc/ops.h", "csrc/x-y.cpp", "csrc/1st.cu",
+              "csrc/b/topk_kernels.cuh"]:
+        out.append(_tu_id(s, used))
+        used.add(out[-1])
+    assert out == ["topk_kernels", "topk_kernels_2", "ops_h", "x_y_cpp", "tu_1st", "topk_kernels_cuh"]
+
+
+class _FakeTorch:
+    """Just what _build_cuda_extension_if_needed reads from torch, on a machine without a GPU."""
+
+    def __init__(self, loaded):
+        import types
+        self.__version__ = "2.99.0+fake"
+        self.version = types.SimpleNamespace(cuda="13.0")
+        self.cuda = types.SimpleNamespace(is_available=lambda: True, get_device_capability=lambda: (9, 0))
+        self.ops = types.SimpleNamespace(load_library=loaded.append)
+
+
+def _fake_build(tmp_path, monkeypatch, fail=(), barrier=None):
+    """Exec the section with a fake torch and a fake load_inline (it writes an empty library and records the
+    call; with `barrier`, every call waits there for the others: they must run at the same time); returns
+    (namespace, calls, loaded libraries)."""
+    import threading
+    import torch.utils.cpp_extension as ce
+    calls, loaded = [], []
+
+    def load_inline(**kw):
+        calls.append(dict(kw, thread=threading.current_thread().name))
+        if barrier is not None:
+            barrier.wait()
+        if any(f in kw["name"] for f in fail):
+            raise RuntimeError(f"Error building extension '{kw['name']}'")
+        so = Path(kw["build_directory"]) / (kw["name"] + ".so")
+        so.write_bytes(b"")
+        loaded.append(str(so))  # load_inline loads what it built
+        return str(so)
+
+    monkeypatch.setattr(ce, "load_inline", load_inline)
+    monkeypatch.setenv("VLLM_BUNDLE_CACHE", str(tmp_path / "cache"))
+    ns = load_section(tmp_path)
+    ns["torch"] = _FakeTorch(loaded)
+    return ns, calls, loaded
+
+
+def test_build_one_library_per_unit_in_parallel_then_warm(tmp_path, monkeypatch):
+    import time
+    import os
+    import threading
+    text, m = run(MINI, tmp_path, "_C.scoring_a", "_C.my_op", "_C.scoring_b")
+    tus = [t["id"] for t in m["translation_units"]]
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    ns, calls, loaded = _fake_build(tmp_path, monkeypatch, barrier=threading.Barrier(3, timeout=30))
+    build = ns["_build_cuda_extension_if_needed"]()
+    assert ns["_CUDA_EXT_PATH"] == build and Path(build).is_dir()
+    assert Path(build).parent == tmp_path / "cache" / m["bundle_hash"]
+    assert Path(build).name == "build_torch2_99_0_fake_cuda13_0_sm90"
+    # one load_inline per translation unit: its own name and build directory, the same flags, in worker threads
+    assert sorted(c["name"] for c in calls) == sorted(f"{m['namespace']}_{tu}_sm90" for tu in tus)
+    assert sorted(Path(c["build_directory"]).name for c in calls) == sorted(tus)
+    assert all(Path(c["build_directory"]).parent == Path(build) for c in calls)
+    for c in calls:
+        assert c["no_implicit_headers"] is True and c["is_python_module"] is False and c["cpp_sources"] == []
+        assert c["extra_cuda_cflags"] == list(m["flags"]["cuda_cflags"]) + ["-gencode=arch=compute_90,code=sm_90"]
+        assert c["extra_cflags"] == m["flags"]["cflags"]
+        (src,) = c["cuda_sources"]
+        assert "{NS}" not in src and f"STABLE_TORCH_LIBRARY_FRAGMENT({m['namespace']}, ops)" in src
+        assert c["thread"] != "MainThread"
+        assert (Path(c["build_directory"]) / ".complete").read_text().strip() == c["name"] + ".so"
+    assert len(loaded) == len(tus)
+    # a second call in the same process returns at once
+    assert ns["_build_cuda_extension_if_needed"]() == build and len(calls) == len(tus)
+    # warm: a fresh copy of the section (a new process) compiles nothing and loads every library
+    ns2, calls2, loaded2 = _fake_build(tmp_path, monkeypatch)
+    t0 = time.perf_counter()
+    assert ns2["_build_cuda_extension_if_needed"]() == build
+    assert time.perf_counter() - t0 < 0.5
+    assert calls2 == [] and sorted(loaded2) == sorted(loaded)
+    assert [Path(p).parent.name for p in loaded2] == tus  # in unit order
+
+
+def test_build_failure_names_the_unit_and_keeps_the_rest(tmp_path, monkeypatch):
+    import os
+    _, m = run(MINI, tmp_path, "_C.scoring_a", "_C.my_op", "_C.scoring_b")
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)  # one worker: the units are built in submission order
+    ns, calls, loaded = _fake_build(tmp_path, monkeypatch, fail=("_scoring_b_",))
+    with pytest.raises(RuntimeError, match=r"failed in 1 of 3 translation unit\(s\): scoring_b: Error building"):
+        ns["_build_cuda_extension_if_needed"]()
+    assert ns["_CUDA_EXT_PATH"] is None
+    by_size = sorted(m["translation_units"], key=lambda t: -t["lines"])  # the largest first
+    assert [Path(c["build_directory"]).name for c in calls] == [t["id"] for t in by_size]
+    # the next try builds only the unit that failed (the others are complete and loaded from disk)
+    ns2, calls2, loaded2 = _fake_build(tmp_path, monkeypatch)
+    ns2["_build_cuda_extension_if_needed"]()
+    assert [Path(c["build_directory"]).name for c in calls2] == ["scoring_b"]
+    assert calls2[0]["thread"] == "MainThread"  # a single unit is built in place
+    assert len(loaded2) == 3
+
+
+def test_section_import_builds_nothing_and_only_wrappers_build(tmp_path, monkeypatch):
+    import ast
+    import torch.utils.cpp_extension as ce
+
+    def refuse(*a, **k):
+        raise AssertionError("load_inline called while executing the section")
+    monkeypatch.setattr(ce, "load_inline", refuse)
+    monkeypatch.setenv("VLLM_BUNDLE_CACHE", str(tmp_path / "cache"))
+    text, m = run(MINI, tmp_path, "_C.scoring_a", "_C.my_op", "_C.scoring_b")
+    ns = load_section(tmp_path)
+    assert ns["_CUDA_EXT_PATH"] is None and not (tmp_path / "cache").exists()
+    tree = ast.parse(text)
+    wrappers = {w["wrapper"] for w in m["wrappers"]}
+    callers = set()
+    for fn in ast.walk(tree):
+        if isinstance(fn, ast.FunctionDef):
+            for c in ast.walk(fn):
+                if isinstance(c, ast.Call) and getattr(c.func, "id", None) == "_build_cuda_extension_if_needed":
+                    callers.add(fn.name)
+    assert callers == wrappers
+    top_calls = [n for n in tree.body if isinstance(n, ast.Expr) and isinstance(n.value, ast.Call)]
+    assert top_calls == []
 
 
 def test_empty_and_bad_graphs(tmp_path):
@@ -233,6 +409,42 @@ def test_real_target_ops(version, request, tmp_path):
         assert ns["_CUDA_SOURCES"][f["path"]] == (tree / f["path"]).read_text(encoding="utf-8")
 
 
+MOE_SET = ["_C.rms_norm", "_C.fused_add_rms_norm", "_C.silu_and_mul", "_C.rotary_embedding", "_moe_C.topk_softmax",
+           "_moe_C.moe_align_block_size", "_moe_C.moe_sum", "_moe_C.grouped_topk", "_moe_C.topk_softplus_sqrt",
+           "_moe_C.topk_sigmoid"]
+
+
+@pytest.mark.parametrize("version", ["0.26.0", "0.33.0"])
+def test_real_moe_routing_sources_are_separate_units(version, request, tmp_path):
+    """grouped_topk_kernels.cu (WARP_SIZE constant, its own vllm::moe::ScoringFunc), topk_softmax_kernels.cu
+    (another ScoringFunc, the WARP_SIZE macro of cuda_compat.h) and topk_softplus_sqrt_kernels.cu (AlignedArray,
+    toFloat, detail::TopkConstants again) clash in one translation unit: each is its own."""
+    tree = request.getfixturevalue("vllm_" + version.replace(".", "_"))
+    text, m = run(tree, tmp_path, *MOE_SET)
+    units = {t["id"]: t for t in m["translation_units"]}
+    assert list(units) == ["layernorm_kernels", "activation_kernels", "pos_encoding_kernels", "topk_softmax_kernels",
+                           "moe_align_sum_kernels", "grouped_topk_kernels", "topk_softplus_sqrt_kernels"]
+    assert units["topk_softmax_kernels"]["ops"] == ["_moe_C.topk_softmax", "_moe_C.topk_sigmoid"]
+    assert units["moe_align_sum_kernels"]["ops"] == ["_moe_C.moe_align_block_size", "_moe_C.moe_sum"]
+    assert units["grouped_topk_kernels"]["ops"] == ["_moe_C.grouped_topk"]
+    ns = load_section(tmp_path)
+    sources = {f["path"] for f in m["cuda_files"] if f["role"] == "source"}
+    for tu, _, t in ns["_CUDA_TRANSLATION_UNITS"]:
+        included = re.findall(r'#include "([^"]+)"', t)
+        assert [f for f in included if f in sources] == [units[tu]["source_file"]]
+        assert units[tu]["source_file"] in units[tu]["files"]
+    gt = units["grouped_topk_kernels"]["files"]
+    assert not any(f.endswith(("topk_softmax_kernels.cu", "topk_softplus_sqrt_kernels.cu")) for f in gt)
+    grouped = next(t for tu, _, t in ns["_CUDA_TRANSLATION_UNITS"] if tu == "grouped_topk_kernels")
+    assert ('ops.def("grouped_topk(Tensor scores, int n_group, int topk_group, int topk, bool renormalize, '
+            'float routed_scaling_factor, Tensor bias, int scoring_func) -> (Tensor, Tensor)");') in grouped
+    # the union of the units' closures is what is embedded, once
+    assert {f for u in units.values() for f in u["files"]} == {f["path"] for f in m["cuda_files"]}
+    # deterministic
+    text2, m2 = run(tree, tmp_path, *MOE_SET, out="again")
+    assert text2 == text and m2 == m
+
+
 def test_real_cutlass_op_is_refused(vllm_0_26_0, tmp_path):
     with pytest.raises(StageError) as e:
         run(vllm_0_26_0, tmp_path, "_C.cutlass_scaled_mm")
@@ -273,3 +485,7 @@ def test_inline_header_definition(vllm_0_26_0, tmp_path):
     """weak_ref_tensor is defined inline in ops.h, not in a .cu file."""
     _, m = run(vllm_0_26_0, tmp_path, "_C.weak_ref_tensor")
     assert m["ops"][0]["source_file"] == "csrc/libtorch_stable/ops.h"
+    (tu,) = m["translation_units"]
+    assert tu["id"] == "ops_h" and tu["source_file"] == "csrc/libtorch_stable/ops.h"
+    ((_, _, text),) = load_section(tmp_path)["_CUDA_TRANSLATION_UNITS"]
+    assert re.findall(r'#include "([^"]+)"', text) == ["csrc/libtorch_stable/ops.h"]

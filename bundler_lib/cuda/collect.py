@@ -44,6 +44,50 @@ class OpPlan:
     kernels: list[str] = field(default_factory=list)
     call_sites: list = field(default_factory=list)
     reg_name: str = ""  # name registered in the bundle's namespace (the original name unless it collides)
+    tu: str = ""        # id of the translation unit that compiles and registers it
+
+
+@dataclass
+class TranslationUnit:
+    """One implementing source file with the registration of its ops: compiled on its own (vLLM's CMake
+    compiles every source separately; several together clash: WARP_SIZE, vllm::moe::ScoringFunc, ...)."""
+    id: str
+    source_file: str
+    plans: list[OpPlan] = field(default_factory=list)
+    decl_headers: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)  # its include closure, in discovery order
+    lines: int = 0
+    text: str = ""
+
+
+def _tu_id(source: str, used: set[str]) -> str:
+    """A short identifier from the file name: `layernorm_kernels` (.cu), `ops_h` (another extension)."""
+    base, _, ext = posixpath.basename(source).rpartition(".")
+    stem = re.sub(r"\W", "_", base or ext) + ("" if ext == "cu" or not base else "_" + re.sub(r"\W", "_", ext))
+    stem = stem if stem and not stem[0].isdigit() else "tu_" + stem
+    name, i = stem, 2
+    while name in used:
+        name, i = f"{stem}_{i}", i + 1
+    return name
+
+
+def plan_translation_units(plans: list[OpPlan], closure: dict[str, list[str]]) -> list[TranslationUnit]:
+    """Group the ops by implementing source file, in the order of first appearance."""
+    tus: list[TranslationUnit] = []
+    by_src: dict[str, TranslationUnit] = {}
+    used: set[str] = set()
+    for p in plans:
+        tu = by_src.get(p.source_file)
+        if tu is None:
+            tu = TranslationUnit(_tu_id(p.source_file, used), p.source_file)
+            used.add(tu.id)
+            by_src[p.source_file] = tu
+            tus.append(tu)
+        tu.plans.append(p)
+        p.tu = tu.id
+        tu.decl_headers += [h for h in p.decl_headers if h not in tu.decl_headers]
+        tu.files += [f for f in closure[p.op] if f not in tu.files]
+    return tus
 
 
 class Tree:
@@ -327,6 +371,7 @@ def collect(tree_root: Path, graph: dict) -> tuple[str, dict]:
     external: list[str] = []
     optional_ops = {"%s.%s" % _op_key(e) for e in graph.get("cuda_ops", []) if is_optional(e)}
     kept = []
+    closure: dict[str, list[str]] = {}  # op -> its include closure (declaring headers, then its source)
     for p in plans:
         try:
             fs, ext = include_closure(tree, p.decl_headers + [p.source_file], include_dirs, defines)
@@ -338,6 +383,7 @@ def collect(tree_root: Path, graph: dict) -> tuple[str, dict]:
                 continue
             raise err from None
         kept.append(p)
+        closure[p.op] = fs
         files += [f for f in fs if f not in files]
         external += [x for x in ext if x not in external]
     plans = kept
@@ -368,28 +414,46 @@ def collect(tree_root: Path, graph: dict) -> tuple[str, dict]:
                  f"{cmake.MIN_CUDA[0]}.{cmake.MIN_CUDA[1]}; the GPU arch is taken from "
                  "torch.cuda.get_device_capability() when the extension is built")
 
+    tus = plan_translation_units(plans, closure)
+    tu_of_file: dict[str, list[str]] = {}
+    for tu in tus:
+        for f in tu.files:
+            tu_of_file.setdefault(f, []).append(tu.id)
     cuda_files = []
     for f in files:
         raw = tree.raw(f)
         cuda_files.append({"path": f, "role": "source" if f.endswith(SOURCE_EXTS) else "header",
                            "lines": raw.decode("utf-8", errors="replace").count("\n"),
                            "sha256": hashlib.sha256(raw).hexdigest(),
-                           "copyright": _copyright_lines(raw.decode("utf-8", errors="replace"))})
-    registration = emit.registration_source(plans, "{NS}", [p.source_file for p in plans], abis)
+                           "copyright": _copyright_lines(raw.decode("utf-8", errors="replace")),
+                           "translation_units": tu_of_file.get(f, [])})
+    lines_of = {f["path"]: f["lines"] for f in cuda_files}
+    for tu in tus:
+        tu.lines = sum(lines_of[f] for f in tu.files)
+        tu.text = emit.tu_source(tu, "{NS}")
     flags = {"cflags": cflags, "cuda_cflags": cuda_cflags, "include_dirs": ["."] + include_dirs,
              "defines": defs_union, "undefines": undef, "cxx_standard": info.cxx_standard,
              "cuda_standard": info.cuda_standard, "arch": "torch.cuda.get_device_capability() at build time",
+             "applies_to": "every translation unit",
+             "load_inline": {"name": "<namespace>_<translation unit id>_sm<arch>", "cpp_sources": [],
+                             "cuda_sources": "[the translation unit's text]", "is_python_module": False,
+                             "no_implicit_headers": True,
+                             "build_directory": "<cache>/<bundle_hash>/build_<torch>_<cuda>_sm<arch>/<translation unit id>"},
              "from": info.files_read}
     h = hashlib.sha256()
     for f in cuda_files:
         h.update(f["path"].encode() + b"\0" + f["sha256"].encode() + b"\0")
-    h.update(registration.encode())
+    for tu in tus:
+        h.update(tu.id.encode() + b"\0" + tu.text.encode() + b"\0")
     h.update(repr((cflags, cuda_cflags, flags["include_dirs"])).encode())
     bundle_hash = h.hexdigest()
     ns_unique = "vllm_bundle_" + bundle_hash[:16]
-    registration = registration.replace("{NS}", ns_unique)
-    text, wrappers = emit.section(plans, {f: tree.text(f) for f in files}, cuda_files, registration,
+    text, wrappers = emit.section(plans, {f: tree.text(f) for f in files}, cuda_files, tus,
                                   ns_unique, bundle_hash, flags, skipped)
+    notes.append(f"{len(tus)} translation unit(s), one per implementing source file as vLLM's CMake compiles them "
+                 f"({', '.join(tu.id + ': ' + tu.source_file for tu in tus)}); each is built by its own load_inline "
+                 "call into its own library (in parallel, on first use) and registers its ops into the bundle's "
+                 "namespace as a library fragment")
     notes += [f"optional op {x['op']} not bundled (its wrapper raises NotImplementedError): {x['reason']}"
               for x in skipped]
     manifest = {
@@ -397,11 +461,15 @@ def collect(tree_root: Path, graph: dict) -> tuple[str, dict]:
         "namespace": ns_unique,
         "bundle_hash": bundle_hash,
         "cuda_files": cuda_files,
+        "translation_units": [{"id": tu.id, "source_file": tu.source_file, "ops": [p.op for p in tu.plans],
+                               "files": tu.files, "lines": tu.lines,
+                               "extension": f"{ns_unique}_{tu.id}_sm<arch>"} for tu in tus],
         "ops": [{"op": p.op, "namespace": p.namespace, "name": p.name, "schema": p.schema, "abi": p.abi,
                  "binding_file": p.def_file, "def_line": p.def_line, "impl_file": p.impl_file,
                  "impl_line": p.impl_line, "dispatch_key": p.impl_key, "cpp_function": p.fn,
                  "source_file": p.source_file, "source_line": p.source_line, "declared_in": p.decl_headers,
-                 "kernels": p.kernels, "bundled_as": f"torch.ops.{ns_unique}.{p.name}"} for p in plans],
+                 "kernels": p.kernels, "bundled_as": f"torch.ops.{ns_unique}.{p.reg_name}",
+                 "translation_unit": p.tu} for p in plans],
         "wrappers": wrappers,
         "exported_ops": [p.op for p in plans],
         "skipped_ops": skipped,

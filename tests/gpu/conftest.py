@@ -24,7 +24,7 @@ RESULTS: dict = {"builds": {}, "checks": []}
 TARGET_OPS = ["_C.rms_norm", "_C.fused_add_rms_norm", "_C.silu_and_mul", "_C.gelu_and_mul", "_C.gelu_tanh_and_mul",
               "_C.gelu_new", "_C.gelu_fast", "_C.gelu_quick", "_C.rotary_embedding", "_moe_C.topk_softmax",
               "_moe_C.moe_align_block_size", "_moe_C.moe_sum", "_C.silu_and_mul_with_clamp", "_C.swigluoai_and_mul",
-              "_C.weak_ref_tensor", "_moe_C.topk_sigmoid"]
+              "_C.weak_ref_tensor", "_moe_C.topk_sigmoid", "_moe_C.grouped_topk", "_moe_C.topk_softplus_sqrt"]
 
 
 def pytest_configure(config):

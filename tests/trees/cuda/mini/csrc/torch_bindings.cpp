@@ -12,6 +12,8 @@ STABLE_TORCH_LIBRARY_FRAGMENT(_C, ops) {
   ops.def("no_impl(Tensor x) -> ()");
   ops.def("cutlass_op(Tensor! out) -> ()");
   ops.def("ghost(Tensor! out) -> ()");
+  ops.def("scoring_a(Tensor! out) -> ()");
+  ops.def("scoring_b(Tensor! out, int scoring_func) -> ()");
 #ifdef USE_ROCM
   ops.def("rocm_only(Tensor x) -> ()");
 #endif
@@ -22,6 +24,8 @@ STABLE_TORCH_LIBRARY_IMPL(_C, CUDA, ops) {
   ops.impl("other_op", TORCH_BOX(&other_op));
   ops.impl("cutlass_op", TORCH_BOX(&cutlass_op));
   ops.impl("ghost", TORCH_BOX(&ghost_impl));
+  ops.impl("scoring_a", TORCH_BOX(&scoring_a));
+  ops.impl("scoring_b", TORCH_BOX(&scoring_b));
 }
 
 STABLE_TORCH_LIBRARY_IMPL(_C, CPU, ops) {

@@ -1,0 +1,10 @@
+// like vLLM's csrc/moe/grouped_topk_kernels.cu: its own WARP_SIZE constant and another ScoringFunc
+#include "ops.h"
+
+namespace mini {
+static constexpr int WARP_SIZE = 32;
+enum ScoringFunc { SCORING_NONE = 0, SCORING_SIGMOID = 1 };
+__global__ void scoring_b_kernel(float* out, int f) { out[threadIdx.x % WARP_SIZE] = f == SCORING_SIGMOID; }
+}  // namespace mini
+
+void scoring_b(torch::stable::Tensor& out, int64_t scoring_func) { (void)out; (void)scoring_func; }
