@@ -1,4 +1,5 @@
-"""`pants package` for `monolithic_bundle`: A0 to A7 in dependency order, then the bundle and its artifacts.
+"""Build a `monolithic_bundle`: A0 to A7 in dependency order, then the bundle and its artifacts as one digest
+(rules/write_out.py puts it into the dist dir).
 
     A0 license ─────────────────────────────────────────────┐
     A1 graph (+ model config) ─┬─ A2 python ─┐              ├─ A7 package
@@ -18,8 +19,7 @@ import json
 import os
 from dataclasses import dataclass
 
-from pants.core.goals.package import BuiltPackage, BuiltPackageArtifact, PackageFieldSet
-from pants.core.util_rules.distdir import DistDir
+from pants.core.goals.package import PackageFieldSet
 from pants.engine.addresses import Address
 from pants.engine.fs import (
     EMPTY_DIGEST,
@@ -52,6 +52,18 @@ from rules.target_types import (
     WorkloadField,
 )
 from rules.vllm_tree import VllmTree, VllmTreeRequest
+
+
+@dataclass(frozen=True)
+class BuiltBundle:
+    """A bundle built by A0..A7: `digest` holds `bundle_path` and the stage artifacts under `artifacts_dir`
+    (both relative to the dist dir)."""
+
+    digest: Digest
+    bundle_path: str
+    artifacts_dir: str
+    size: int
+    sha256: str
 
 
 class ModelConfigMissing(Exception):
@@ -132,9 +144,7 @@ async def collect_triton_stage(request: TritonStageRequest) -> TritonStageOutput
 
 
 @rule(desc="Build a monolithic bundle")
-async def package_bundle(
-    field_set: MonolithicBundleFieldSet, bundler: BundlerSubsystem, dist_dir: DistDir
-) -> BuiltPackage:
+async def build_bundle(field_set: MonolithicBundleFieldSet, bundler: BundlerSubsystem) -> BuiltBundle:
     address = field_set.address
     target = str(address)
     symbol = field_set.symbol.value
@@ -230,9 +240,7 @@ async def package_bundle(
     stage_artifacts = await Get(Digest, AddPrefix(stage_artifacts, artifacts_dir))
     digest = await Get(Digest, MergeDigests([bundle_digest, stage_artifacts]))
 
-    shown = os.path.join(str(dist_dir.relpath), output_path)
-    line = f"WROTE {shown} size={len(data)} sha256={hashlib.sha256(data).hexdigest()}"
-    return BuiltPackage(digest, (BuiltPackageArtifact(None, (line,)),))
+    return BuiltBundle(digest, output_path, artifacts_dir, len(data), hashlib.sha256(data).hexdigest())
 
 
 def rules():

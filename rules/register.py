@@ -1,6 +1,6 @@
 """Pants entry point of the plugin (`backend_packages = ["rules"]`)."""
 
-from rules import package, stages, subsystem, toolchain, vllm_tree
+from rules import package, stages, subsystem, toolchain, vllm_tree, write_out
 from rules.target_types import MonolithicBundle, VllmSdist, VllmSourceTree
 
 
@@ -15,4 +15,5 @@ def rules():
         *vllm_tree.rules(),
         *stages.rules(),
         *package.rules(),
+        *write_out.rules(),
     ]

@@ -35,7 +35,14 @@ def test_package_writes_bundles_and_one_line_each(packaged):
         assert len(data) == size
         import hashlib
         assert hashlib.sha256(data).hexdigest() == sha
-    assert len(re.findall(r"WROTE bundles_out/RMSNorm.py ", run.stderr + run.stdout)) == 1
+    # exactly one line per bundle, on stdout, nothing before or after it on the line; none in the log
+    lines = [line for line in run.stdout.splitlines() if "WROTE" in line]
+    assert len(lines) == 3 and all(re.fullmatch(r"WROTE bundles_out/\w+\.py size=\d+ sha256=[0-9a-f]{64}", l)
+                                   for l in lines), run.stdout
+    assert "WROTE" not in run.stderr
+    # written by renaming complete files into place: no temporary file or directory is left behind
+    leftovers = [p for p in (ws.root / "bundles_out").rglob(".*") if ".tmp-" in p.name or ".old-" in p.name]
+    assert leftovers == []
 
 
 @pytest.mark.parametrize("name", ["rms_norm", "silu_and_mul", "qwen3_moe_layer"])
