@@ -10,7 +10,10 @@ Rewrites (libcst, on the merged module):
 - in a block inlined from a module whose data files A3 embedded (A3.data.json `anchors`), the expression for
   that module's directory (`os.path.dirname(os.path.realpath(__file__))`, `Path(__file__).parent`, ...) to
   `_bundle_data_dir("<its directory in the tree>")` (`_bundle_data_path(...)` for the Path forms), defined by
-  A3's data section (A3.data.py), which goes between the Triton and the Python sections.
+  A3's data section (A3.data.py), which goes between the Triton and the Python sections;
+- `@torch.compile(...)` and `@torch.compiler.assume_constant_result` decorators that run at import (top-level
+  functions, methods of top-level classes) to helpers defined after the imports (`LAZY_DECORATORS`): the same
+  effect without importing torch._dynamo/torch._inductor at import (torch.compile is called at the first call).
 Then it fails if any `vllm` import or any `torch.ops._C*`, `torch.ops._moe_C*` or `torch.ops.vllm` reference
 remains. Writes A5.module.py and A5.bindmap.json (status, rewrites, entry_symbol, public_signatures, notes)."""
 
@@ -219,6 +222,75 @@ def rewrite(module_text: str, wrappers, pyops, bundle_ns, stubs=None) -> tuple[s
         pos = end
     out.append("".join(lines[pos:]))
     return "".join(out), counts
+
+
+# ----------------------------------------------------------------------------- import-time torch.compile
+
+# Decorators from torch's compiler API that import torch._dynamo and torch._inductor (seconds) when they run,
+# i.e. when the bundle is imported; each is pointed at a helper that has the same effect without the import.
+LAZY_DECORATORS = {
+    "torch.compile": ("_bundle_lazy_torch_compile", '''
+def _bundle_lazy_torch_compile(model=None, **kwargs):
+    """`torch.compile` for a decorator that runs when the bundle is imported (put there by the bundle
+    builder's A5): the same call, made at the function's first call. torch.compile compiles at the first call
+    anyway; calling it at import would import torch._dynamo and torch._inductor, which takes seconds."""
+    import functools
+
+    if model is None:
+        return lambda fn: _bundle_lazy_torch_compile(fn, **kwargs)
+    compiled = None
+
+    @functools.wraps(model)
+    def compiled_on_first_call(*args, **kw):
+        nonlocal compiled
+        if compiled is None:
+            compiled = torch.compile(model, **kwargs)
+        return compiled(*args, **kw)
+
+    return compiled_on_first_call
+'''),
+    "torch.compiler.assume_constant_result": ("_bundle_lazy_assume_constant_result", '''
+def _bundle_lazy_assume_constant_result(fn):
+    """`torch.compiler.assume_constant_result` for a decorator that runs when the bundle is imported (put there
+    by the bundle builder's A5): the mark torch._dynamo.decorators.assume_constant_result sets, without
+    importing torch._dynamo (seconds); torch's own function once torch._dynamo is loaded."""
+    import sys
+
+    if "torch._dynamo" in sys.modules:
+        return torch.compiler.assume_constant_result(fn)
+    fn._dynamo_marked_constant = True
+    return fn
+'''),
+}
+
+
+def lazy_import_time_decorators(text: str) -> tuple[str, dict[str, int]]:
+    """Point the LAZY_DECORATORS (bare or called) that run at import, on top-level functions and classes and
+    on methods of top-level classes, at their helpers; calls inside function bodies stay as they are.
+    Returns the text and the count per decorator."""
+    spans = []
+
+    def decorators(body):
+        for node in body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                for d in node.decorator_list:
+                    f = d.func if isinstance(d, ast.Call) else d
+                    name = ast_dotted(f)
+                    if name in LAZY_DECORATORS:
+                        spans.append((f.lineno, f.col_offset, f.end_lineno, f.end_col_offset, name))
+            if isinstance(node, ast.ClassDef):
+                decorators(node.body)
+
+    decorators(ast.parse(text).body)
+    counts: dict[str, int] = {}
+    if not spans:
+        return text, counts
+    lines = [l.encode("utf-8") for l in text.splitlines(keepends=True)]
+    for l0, c0, l1, c1, name in sorted(spans, reverse=True):  # ast offsets are UTF-8 byte offsets
+        lines[l0 - 1] = lines[l0 - 1][:c0] + LAZY_DECORATORS[name][0].encode() + lines[l1 - 1][c1:]
+        del lines[l0:l1]
+        counts[name] = counts.get(name, 0) + 1
+    return b"".join(lines).decode("utf-8"), counts
 
 
 # ----------------------------------------------------------------------------- module-directory anchors
@@ -500,6 +572,19 @@ def bind(graph: dict, a2_text: str, a2m: dict, a3_text: str, a3m: dict, a4_text:
             raise StageError(STAGE, "A3.data.py", f"its names are already defined in the module: {', '.join(taken)}",
                              "report a bundler bug (rename the data helpers in bundler_lib/data_files.py)")
     out_text = out_text.replace(DATA_SENTINEL, (data_text.rstrip("\n") + "\n\n\n") if data_text.strip() else "")
+    out_text, lazy = lazy_import_time_decorators(out_text)
+    if lazy:
+        helpers = [LAZY_DECORATORS[name] for name in sorted(lazy)]
+        taken = sorted({h for h, _ in helpers} & module_level_names(out_text))
+        if taken:
+            raise StageError(STAGE, "merged module", f"{', '.join(taken)} already defined in it",
+                             "report a bundler bug (rename the helpers in bundler_lib/bind.py)")
+        head = "\n".join(imports) + "\n\n\n"
+        if not out_text.startswith(head):
+            raise StageError(STAGE, "merged module", "the import block changed while binding", "report a bundler bug")
+        out_text = head + "".join(d.lstrip("\n") + "\n\n" for _, d in helpers) + out_text[len(head):]
+        for name, n in lazy.items():
+            counts[(f"@{name} (run at import)", LAZY_DECORATORS[name][0])] = n
 
     lv = Leftovers(out_text)
     lv.visit(ast.parse(out_text))

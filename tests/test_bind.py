@@ -339,3 +339,98 @@ def test_bind_data_helper_name_taken_fails(tmp_path):
     with pytest.raises(StageError) as e:
         bind.run(inputs=_data_inputs(tmp_path, ANCHORS, a2_text=a2), out=tmp_path / "out")
     assert "_bundle_data_dir" in str(e.value)
+
+
+LAZY_A2 = textwrap.dedent('''\
+    # --- Inlined from vllm/model_executor/layers/fused_moe/utils.py:L1-L9 (Apache-2.0) ---
+    @torch.compile(dynamic=True, backend="eager")
+    def swiglu(x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(x)
+
+
+    @torch.compile
+    def twice(x):
+        return 2 * x
+
+
+    @torch.compiler.assume_constant_result
+    def layer_name(name: str) -> str:
+        return name.upper()
+
+
+    class Router:
+        @torch.compile(backend="eager")
+        def route(self, x):
+            return x + 1
+
+        def later(self, x):
+            fn = torch.compile(lambda y: y - 1, backend="eager")  # runs at call time: stays
+            return fn(x)
+''')
+
+
+def _bind_lazy(tmp_path, a2_text=LAZY_A2):
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "A1.graph.json").write_text(json.dumps(_graph() | {"symbol": "Router", "cuda_ops": [],
+                                                           "python_custom_ops": []}))
+    (d / "A4.cuda.py").write_text("")
+    (d / "A4.manifest.json").write_text(json.dumps({"status": "ok", "wrappers": [], "imports": []}))
+    (d / "A2.inline.py").write_text(a2_text)
+    (d / "A2.manifest.json").write_text(json.dumps({"status": "ok", "external_reqs": [
+        "from __future__ import annotations", "import torch"]}))
+    (d / "A3.triton.py").write_text("")
+    (d / "A3.manifest.json").write_text(json.dumps({"status": "ok", "imports": []}))
+    bm = bind.run(inputs=d, out=tmp_path / "out")
+    return (tmp_path / "out" / "A5.module.py").read_text(), bm
+
+
+def test_import_time_compile_decorators_become_lazy(tmp_path):
+    text, bm = _bind_lazy(tmp_path)
+    assert {(r["from"], r["to"], r["count"]) for r in bm["rewrites"]} == {
+        ("@torch.compile (run at import)", "_bundle_lazy_torch_compile", 3),
+        ("@torch.compiler.assume_constant_result (run at import)", "_bundle_lazy_assume_constant_result", 1)}
+    assert '@_bundle_lazy_torch_compile(dynamic=True, backend="eager")\ndef swiglu' in text
+    assert "@_bundle_lazy_torch_compile\ndef twice" in text
+    assert '    @_bundle_lazy_torch_compile(backend="eager")\n    def route' in text
+    assert "@_bundle_lazy_assume_constant_result\ndef layer_name" in text
+    assert 'fn = torch.compile(lambda y: y - 1, backend="eager")' in text
+    # the helpers come right after the imports, before any section
+    assert text.index("def _bundle_lazy_torch_compile") < text.index("# --- Inlined from")
+    assert text.index("import torch\n") < text.index("def _bundle_lazy_torch_compile")
+
+
+def test_lazy_decorators_import_no_dynamo_and_compute_the_same(tmp_path):
+    """Run in a fresh interpreter: importing the bound module loads neither torch._dynamo nor torch._inductor;
+    the first call compiles (then dynamo is loaded) and gives the eager result; the constant-result mark is
+    the one torch's own decorator sets."""
+    text, _ = _bind_lazy(tmp_path)
+    mod = tmp_path / "lazy_bundle.py"
+    mod.write_text(text)
+    probe = textwrap.dedent('''\
+        import sys
+        import torch
+        import lazy_bundle as m
+        assert "torch._dynamo" not in sys.modules and "torch._inductor" not in sys.modules, "imported at import"
+        assert m.layer_name._dynamo_marked_constant is True
+        x = torch.arange(6, dtype=torch.float32)
+        assert torch.equal(m.swiglu(x), x * torch.sigmoid(x))
+        assert torch.equal(m.twice.__wrapped__(x), 2 * x)
+        assert torch.equal(m.Router().route(x), x + 1) and torch.equal(m.Router().later(x), x - 1)
+        assert "torch._dynamo" in sys.modules
+        assert m.swiglu.__name__ == "swiglu" and m.swiglu.__wrapped__.__name__ == "swiglu"
+        import torch._dynamo.decorators as d
+        def f(): pass
+        def g(): pass
+        d.assume_constant_result(f)
+        m._bundle_lazy_assume_constant_result(g)
+        assert vars(f) == vars(g) == {"_dynamo_marked_constant": True}, (vars(f), vars(g))
+        print("ok")
+    ''')
+    r = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout + r.stderr[-3000:]
+
+
+def test_lazy_helper_name_taken_fails(tmp_path):
+    with pytest.raises(StageError, match="_bundle_lazy_torch_compile already defined"):
+        _bind_lazy(tmp_path, LAZY_A2 + "\n\ndef _bundle_lazy_torch_compile():\n    pass\n")
