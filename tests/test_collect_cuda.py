@@ -3,6 +3,7 @@ trees for the target ops."""
 
 import json
 import re
+import textwrap
 import subprocess
 import sys
 from pathlib import Path
@@ -191,6 +192,35 @@ def test_mini_one_translation_unit_per_source(tmp_path):
     assert "4 translation unit" not in " ".join(m["notes"]) and any("3 translation unit(s)" in n for n in m["notes"])
 
 
+def test_companion_source_defining_what_the_op_source_only_declares(tmp_path):
+    """gemm_entry.cu calls invoke_mini_gemm<N>, which it only declares; gemm_impl.cu (the same CMake target)
+    defines and instantiates it: it joins the unit (as fp32_router_gemm.cu joins fp32_router_gemm_entry.cu)."""
+    text, m = run(MINI, tmp_path, "_C.gemm_op", "_C.my_op")
+    units = {t["id"]: t for t in m["translation_units"]}
+    assert units["gemm_entry"]["companion_sources"] == ["csrc/gemm_impl.cu"]
+    assert units["my_kernels"]["companion_sources"] == []
+    assert "csrc/gemm_impl.cu" in units["gemm_entry"]["files"]
+    ns = load_section(tmp_path)
+    t = dict((tu, t) for tu, _, t in ns["_CUDA_TRANSLATION_UNITS"])["gemm_entry"]
+    assert re.findall(r'#include "([^"]+)"', t)[:3] == ["csrc/ops.h", "csrc/gemm_entry.cu", "csrc/gemm_impl.cu"]
+
+
+def test_function_declarations():
+    from bundler_lib.cuda import cpp
+    src = textwrap.dedent('''\
+        template <int N>
+        void declared_only(float* out);
+        int also_declared(int x) noexcept;
+        static Foo global_object(1, 2);
+        void defined(int x) { helper(x); declared_only<1>(nullptr); }
+        namespace inner { double in_ns(double); }
+        struct S { void method(int); };
+        #define MACRO(x) x
+        MACRO(3);
+    ''')
+    assert cpp.find_function_declarations(src) == ["declared_only", "also_declared", "global_object", "in_ns"]
+
+
 def test_translation_unit_ids():
     from bundler_lib.cuda.collect import _tu_id
     used: set = set()
@@ -213,7 +243,7 @@ class _FakeTorch:
         self.ops = types.SimpleNamespace(load_library=loaded.append)
 
 
-def _fake_build(tmp_path, monkeypatch, fail=(), barrier=None):
+def _fake_build(tmp_path, monkeypatch, fail=(), barrier=None, out="out"):
     """Exec the section with a fake torch and a fake load_inline (it writes an empty library and records the
     call; with `barrier`, every call waits there for the others: they must run at the same time); returns
     (namespace, calls, loaded libraries)."""
@@ -226,7 +256,7 @@ def _fake_build(tmp_path, monkeypatch, fail=(), barrier=None):
         if barrier is not None:
             barrier.wait()
         if any(f in kw["name"] for f in fail):
-            raise RuntimeError(f"Error building extension '{kw['name']}'")
+            raise RuntimeError(f"Error building extension '{kw['name']}'") from OSError("undefined symbol: _Z3foov")
         so = Path(kw["build_directory"]) / (kw["name"] + ".so")
         so.write_bytes(b"")
         loaded.append(str(so))  # load_inline loads what it built
@@ -234,7 +264,7 @@ def _fake_build(tmp_path, monkeypatch, fail=(), barrier=None):
 
     monkeypatch.setattr(ce, "load_inline", load_inline)
     monkeypatch.setenv("VLLM_BUNDLE_CACHE", str(tmp_path / "cache"))
-    ns = load_section(tmp_path)
+    ns = load_section(tmp_path, out)
     ns["torch"] = _FakeTorch(loaded)
     return ns, calls, loaded
 
@@ -280,7 +310,8 @@ def test_build_failure_names_the_unit_and_keeps_the_rest(tmp_path, monkeypatch):
     _, m = run(MINI, tmp_path, "_C.scoring_a", "_C.my_op", "_C.scoring_b")
     monkeypatch.setattr(os, "cpu_count", lambda: 1)  # one worker: the units are built in submission order
     ns, calls, loaded = _fake_build(tmp_path, monkeypatch, fail=("_scoring_b_",))
-    with pytest.raises(RuntimeError, match=r"failed in 1 of 3 translation unit\(s\): scoring_b: Error building"):
+    with pytest.raises(RuntimeError, match=r"failed in 1 of 3 translation unit\(s\): scoring_b: Error building"
+                                           r".*\(undefined symbol: _Z3foov\)"):
         ns["_build_cuda_extension_if_needed"]()
     assert ns["_CUDA_EXT_PATH"] is None
     by_size = sorted(m["translation_units"], key=lambda t: -t["lines"])  # the largest first
@@ -291,6 +322,11 @@ def test_build_failure_names_the_unit_and_keeps_the_rest(tmp_path, monkeypatch):
     assert [Path(c["build_directory"]).name for c in calls2] == ["scoring_b"]
     assert calls2[0]["thread"] == "MainThread"  # a single unit is built in place
     assert len(loaded2) == 3
+    # a single unit that fails is reported the same way, with its cause
+    _, m1 = run(MINI, tmp_path, "_C.scoring_b", out="one")
+    ns3, _, _ = _fake_build(tmp_path, monkeypatch, fail=("_scoring_b_",), out="one")
+    with pytest.raises(RuntimeError, match=r"failed in 1 of 1 translation unit\(s\): scoring_b: .*undefined symbol"):
+        ns3["_build_cuda_extension_if_needed"]()
 
 
 def test_section_import_builds_nothing_and_only_wrappers_build(tmp_path, monkeypatch):

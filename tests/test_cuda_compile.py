@@ -186,3 +186,19 @@ def test_moe_routing_set_compiles_unit_by_unit(version, request, tmp_path):
                                       "topk_softmax_kernels", "moe_align_sum_kernels", "grouped_topk_kernels",
                                       "topk_softplus_sqrt_kernels"])
     _check_units(m, results)
+
+
+@needs_nvcc
+def test_companion_source_is_compiled_into_the_unit(tmp_path):
+    """gemm_entry.cu only declares invoke_mini_gemm<N>; its unit carries gemm_impl.cu, so the unit's object
+    defines both instantiations (a library built from gemm_entry.cu alone would fail to load)."""
+    m, results, _ = compile_units(MINI, tmp_path, ["_C.gemm_op"])
+    assert sorted(results) == ["gemm_entry"]
+    _check_units(m, results)
+    nm = shutil.which("nm")
+    if nm is None:
+        pytest.skip("nm not found")
+    out = subprocess.run([nm, "-C", "-P", str(results["gemm_entry"]["obj"])], capture_output=True, text=True,
+                         check=True).stdout
+    defined = {l.rsplit(" ", 3)[0] for l in out.splitlines() if l.rsplit(" ", 3)[1:2] and l.rsplit(" ", 3)[1] in "TW"}
+    assert {"void invoke_mini_gemm<1>(float*)", "void invoke_mini_gemm<2>(float*)"} <= defined, out

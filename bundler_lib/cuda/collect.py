@@ -41,6 +41,7 @@ class OpPlan:
     source_file: str
     source_line: int
     decl_headers: list[str] = field(default_factory=list)
+    companions: list[str] = field(default_factory=list)  # sources defining what source_file only declares
     kernels: list[str] = field(default_factory=list)
     call_sites: list = field(default_factory=list)
     reg_name: str = ""  # name registered in the bundle's namespace (the original name unless it collides)
@@ -55,6 +56,7 @@ class TranslationUnit:
     source_file: str
     plans: list[OpPlan] = field(default_factory=list)
     decl_headers: list[str] = field(default_factory=list)
+    companions: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)  # its include closure, in discovery order
     lines: int = 0
     text: str = ""
@@ -86,6 +88,7 @@ def plan_translation_units(plans: list[OpPlan], closure: dict[str, list[str]]) -
         tu.plans.append(p)
         p.tu = tu.id
         tu.decl_headers += [h for h in p.decl_headers if h not in tu.decl_headers]
+        tu.companions += [c for c in p.companions if c not in tu.companions]
         tu.files += [f for f in closure[p.op] if f not in tu.files]
     return tus
 
@@ -247,10 +250,14 @@ def plan_ops(tree_root: Path, graph: dict) -> tuple[list[OpPlan], dict]:
         hits.sort(key=lambda h: (not h[0].endswith(".cu"), _distance(h[0], impl.file)))
         src, line = hits[0]
         decls = _declaring_headers(tree, impl.file, fn_base, info.common_include_dirs)
+        src_target = info.target_of(src)
+        companions = [] if not src.endswith(SOURCE_EXTS) else _companion_sources(  # a header (ops.h) declares every op
+            tree, src, src_target.sources if src_target else
+            [s for s in all_sources if not s.startswith(("csrc/cpu/", "csrc/rocm/"))])
         return OpPlan(op=f"{ns}.{name}", namespace=ns, name=name, schema=d.schema, abi=d.abi,
                             def_file=d.file, def_line=d.line, impl_file=impl.file, impl_line=impl.line,
                             impl_key=impl.key, fn=impl.fn, fn_expr=impl.fn_expr or f"&{impl.fn}",
-                            source_file=src, source_line=line, decl_headers=decls,
+                            source_file=src, source_line=line, decl_headers=decls, companions=companions,
                             kernels=_kernels(tree.text(src)), call_sites=entry.get("call_sites", []))
     skipped: list[dict] = []
     for entry in graph.get("cuda_ops", []):
@@ -310,6 +317,28 @@ def _find_definition(tree: Tree, files: list[str], fn: str) -> list[tuple[str, i
         for line in cpp.find_function_definitions(t, fn):
             hits.append((f, line))
     return hits
+
+
+def _companion_sources(tree: Tree, src: str, sources: list[str]) -> list[str]:
+    """The other sources of the op's build target that define what `src` declares without defining, found
+    transitively: vLLM's CMake links them into the same library (fp32_router_gemm_entry.cu calls
+    invokeFp32RouterGemm, which fp32_router_gemm.cu defines and instantiates). Where several sources define a
+    name, the one closest to `src` is taken."""
+    out: list[str] = []
+    todo = [src]
+    while todo:
+        f = todo.pop(0)
+        text = tree.text(f)
+        for name in cpp.find_function_declarations(text):
+            if cpp.find_function_definitions(text, name) or re.search(
+                    r"template\s*<\s*>[^;{]*\b" + re.escape(name) + r"\s*<", text):  # defined here (or specialised)
+                continue
+            hits = sorted({h for h, _ in _find_definition(tree, [s for s in sources if s != src], name)},
+                          key=lambda h: (_distance(h, src), h))
+            if hits and hits[0] not in out:
+                out.append(hits[0])
+                todo.append(hits[0])
+    return out
 
 
 def _distance(a: str, b: str) -> int:
@@ -374,7 +403,7 @@ def collect(tree_root: Path, graph: dict) -> tuple[str, dict]:
     closure: dict[str, list[str]] = {}  # op -> its include closure (declaring headers, then its source)
     for p in plans:
         try:
-            fs, ext = include_closure(tree, p.decl_headers + [p.source_file], include_dirs, defines)
+            fs, ext = include_closure(tree, p.decl_headers + [p.source_file] + p.companions, include_dirs, defines)
         except StageError as e:
             err = StageError(STAGE, f"op {p.op} ({p.source_file}, via {e.input})", e.problem, e.remedy)
             if p.op in optional_ops:
@@ -461,7 +490,8 @@ def collect(tree_root: Path, graph: dict) -> tuple[str, dict]:
         "namespace": ns_unique,
         "bundle_hash": bundle_hash,
         "cuda_files": cuda_files,
-        "translation_units": [{"id": tu.id, "source_file": tu.source_file, "ops": [p.op for p in tu.plans],
+        "translation_units": [{"id": tu.id, "source_file": tu.source_file, "companion_sources": tu.companions,
+                               "ops": [p.op for p in tu.plans],
                                "files": tu.files, "lines": tu.lines,
                                "extension": f"{ns_unique}_{tu.id}_sm<arch>"} for tu in tus],
         "ops": [{"op": p.op, "namespace": p.namespace, "name": p.name, "schema": p.schema, "abi": p.abi,

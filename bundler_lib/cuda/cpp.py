@@ -347,6 +347,30 @@ def find_function_definitions(text: str, name: str) -> list[int]:
     return lines
 
 
+def find_function_declarations(text: str) -> list[str]:
+    """Names of free functions declared without a body (`void f(int x);`, `template <...> T g(...);`) at
+    namespace scope, in order: what a source expects another translation unit to define. text: raw source."""
+    t = blank_strings(strip_comments(text))
+    out: list[str] = []
+    for m in re.finditer(r"(?<![\w:.>])(\w+)\s*\(", t):
+        name = m.group(1)
+        if name in _KEYWORDS or name in out or name.isupper():
+            continue
+        open_paren = m.end() - 1
+        close = match_close(t, open_paren)
+        if close < 0 or not re.match(r"\s*(?:const\s*|noexcept\s*|->\s*[\w:<>,\s*&]+?)*;", t[close + 1:close + 200]):
+            continue
+        # a return type before the name (a word, `>`, `*` or `&`), not an operator, a call or a statement
+        before = t[max(0, m.start() - 200):m.start()].rstrip()
+        prev = re.search(r"(\w+|[>*&])$", before)
+        if not prev or prev.group(1) in _KEYWORDS | {"else", "new", "delete", "throw", "case", "return"}:
+            continue
+        if not _at_namespace_scope(t, m.start()):
+            continue
+        out.append(name)
+    return out
+
+
 def _at_namespace_scope(t: str, pos: int) -> bool:
     stack = []
     i = 0

@@ -432,7 +432,8 @@ def test_topk_softplus_sqrt(section, gdtype, tokens, experts, k, renorm, biased,
     g = _distinct_scores(tokens, experts, -8.0, 24.0, gdtype, seed=12)  # > 20: the linear branch is hit too
     bias = (0.5 + 0.1 * torch.randn(experts, device="cuda")).contiguous() if biased else None
     w, ids, tei = _routing_bufs(tokens, k)
-    fn(w, ids, tei, g, renorm, rsf, bias, None, None)
+    extra = [None] if "is_padding" in inspect.signature(fn).parameters else []   # 0.33.0 adds is_padding
+    fn(w, ids, tei, g, renorm, rsf, bias, None, None, *extra)
     torch.cuda.synchronize()
     s = _sqrt_softplus(g)
     ref_ids, clear = _ref_select(s + (bias if biased else 0.0), k, eps=1e-4)
@@ -454,10 +455,12 @@ def test_topk_softplus_sqrt_hash(section, gdtype, tokens, experts, k, renorm, id
     torch.manual_seed(13)
     vocab, rsf = 1000, 1.5
     g = _distinct_scores(tokens, experts, -8.0, 24.0, gdtype, seed=13)
-    tid2eid = torch.rand(vocab, experts, device="cuda").argsort(dim=-1)[:, :k].to(id_dtype)  # distinct per row
+    # distinct per row; contiguous [vocab, k] like the model's parameter (the kernel reads row token_id * k)
+    tid2eid = torch.rand(vocab, experts, device="cuda").argsort(dim=-1)[:, :k].to(id_dtype).contiguous()
     input_ids = torch.randint(0, vocab, (tokens,), device="cuda").to(id_dtype)
     w, ids, tei = _routing_bufs(tokens, k)
-    fn(w, ids, tei, g, renorm, rsf, None, input_ids, tid2eid)
+    extra = [None] if "is_padding" in inspect.signature(fn).parameters else []   # 0.33.0 adds is_padding
+    fn(w, ids, tei, g, renorm, rsf, None, input_ids, tid2eid, *extra)
     torch.cuda.synchronize()
     want = tid2eid[input_ids.long()].long()
     assert torch.equal(ids.long(), want), "hash MoE ids are tid2eid[input_ids], in that order"

@@ -10,3 +10,5 @@ void ghost_impl(torch::stable::Tensor& out);
 // translation unit they clash (the WARP_SIZE macro against a constant, two ScoringFunc enums).
 void scoring_a(torch::stable::Tensor& out);
 void scoring_b(torch::stable::Tensor& out, int64_t scoring_func);
+// gemm_entry.cu calls a template that gemm_impl.cu defines and instantiates (as fp32_router_gemm_entry.cu does)
+void gemm_op(torch::stable::Tensor& out, int64_t n);

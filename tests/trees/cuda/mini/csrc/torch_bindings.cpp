@@ -14,6 +14,7 @@ STABLE_TORCH_LIBRARY_FRAGMENT(_C, ops) {
   ops.def("ghost(Tensor! out) -> ()");
   ops.def("scoring_a(Tensor! out) -> ()");
   ops.def("scoring_b(Tensor! out, int scoring_func) -> ()");
+  ops.def("gemm_op(Tensor! out, int n) -> ()");
 #ifdef USE_ROCM
   ops.def("rocm_only(Tensor x) -> ()");
 #endif
@@ -26,6 +27,7 @@ STABLE_TORCH_LIBRARY_IMPL(_C, CUDA, ops) {
   ops.impl("ghost", TORCH_BOX(&ghost_impl));
   ops.impl("scoring_a", TORCH_BOX(&scoring_a));
   ops.impl("scoring_b", TORCH_BOX(&scoring_b));
+  ops.impl("gemm_op", TORCH_BOX(&gemm_op));
 }
 
 STABLE_TORCH_LIBRARY_IMPL(_C, CPU, ops) {
