@@ -1,7 +1,9 @@
 """Fold the output folders of benchmarks/gpu_checks.sh (fetched from the GPU machine) into one results file,
 benchmarks/results/<date>-gpu-checks-<n>.json (never overwritten):
 
-    python benchmarks/gpu_results.py --commit <sha> DIR [DIR...]
+    python benchmarks/gpu_results.py --commit <sha> [LABEL=]DIR [[LABEL=]DIR...]
+
+With a LABEL, that folder's examples are keyed `<LABEL>/<bundle>` (e.g. one folder per vLLM version).
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ def _load(p: Path):
         return None
 
 
-def fold(dirs: list[Path]) -> dict:
+def fold(dirs: list[str]) -> dict:
     out: dict = {"env": {}, "cuda_ops": None, "triton_kernels": None, "examples": {}}
-    for d in dirs:
+    for arg in dirs:
+        label, _, path = arg.rpartition("=")
+        d = Path(path)
         for env in sorted(d.glob("env-*.txt")):
             out["env"].setdefault("machine", env.read_text().strip().splitlines())
-        ops = _load(d / "cuda-ops.json")
+        ops = next((_load(f) for f in sorted(d.glob("cuda-ops*.json"))), None)
         if ops:
             checks = ops.get("checks", [])
             out["cuda_ops"] = {
@@ -36,7 +40,8 @@ def fold(dirs: list[Path]) -> dict:
                 "checks": len(checks), "ops": sorted({c["op"] for c in checks}),
                 "worst_err_over_tol": max((c["max_abs_err"] / max(c["tol"] * (1 + c["ref_max_abs"]), 1e-30)
                                            for c in checks if c.get("tol")), default=None),
-                "log_tail": (d / "cuda-ops.log").read_text()[-400:] if (d / "cuda-ops.log").exists() else None}
+                "log_tail": next((f.read_text()[-400:] for f in sorted(d.glob("*.log")) + sorted(d.glob("log.txt"))
+                                  if "passed" in f.read_text()[-400:]), None)}
         tk = _load(d / "triton-kernels.json")
         if tk:
             checks = tk.get("checks", [])
@@ -49,7 +54,7 @@ def fold(dirs: list[Path]) -> dict:
         for f in sorted(d.glob("examples-*.json")):
             r = _load(f) or {}
             kind, _, name = f.stem[len("examples-"):].partition("-")
-            out["examples"].setdefault(name, {})[kind] = {
+            out["examples"].setdefault(f"{label}/{name}" if label else name, {})[kind] = {
                 k: r.get(k) for k in ("example", "import_s", "example_s")} | (
                 {"error_last_line": r.get("error", "").strip().splitlines()[-1][:400]} if r.get("error") else {})
     return out
@@ -57,7 +62,7 @@ def fold(dirs: list[Path]) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("dirs", type=Path, nargs="+")
+    p.add_argument("dirs", nargs="+", metavar="[LABEL=]DIR")
     p.add_argument("--commit", required=True, help="the commit the bundles were built from")
     p.add_argument("--note", default="")
     a = p.parse_args()
