@@ -35,14 +35,18 @@ def is_required(stmt: str) -> bool:
 FALLBACKS = {"regex": "re"}
 
 
-def external_statements(stmts: list[str], runtime_only: set[str], hard: set[str] = frozenset()
-                        ) -> tuple[list[str], list[str]]:
+def external_statements(stmts: list[str], runtime_only: set[str], hard: set[str] = frozenset(),
+                        annotation_only: set[str] = frozenset()) -> tuple[list[str], list[str]]:
     """(statements, notes): imports of optional packages that are read only at run time are guarded, so
-    the bundle imports without them."""
-    out, notes = [], []
+    the bundle imports without them; those read only by annotations (never evaluated) go under
+    `typing.TYPE_CHECKING`, so the bundle does not import them even where they are installed."""
+    out, notes, typed = [], [], []
     for st in stmts:
         if is_required(st):
             out.append(st)
+        elif st in annotation_only:
+            typed.append(st)
+            notes.append(f"import read only by annotations, under typing.TYPE_CHECKING: {st}")
         elif _top(st) in FALLBACKS and st.startswith("import ") and " as " in st:
             alias = st.split(" as ")[1].strip()
             out.append(f"try:\n    {st}\nexcept ImportError:  # drop-in replacement\n"
@@ -54,6 +58,11 @@ def external_statements(stmts: list[str], runtime_only: set[str], hard: set[str]
         else:
             out.append(st)
             notes.append(f"import-time dependency on a package outside torch/triton/stdlib: {st}")
+    if typed:
+        if "import typing" not in out:
+            out.append("import typing")
+        out.append("if typing.TYPE_CHECKING:  # read only by annotations, which the bundle never evaluates\n"
+                   + "".join(f"    {st}\n" for st in typed).rstrip("\n"))
     return out, notes
 
 
@@ -202,7 +211,8 @@ def run(tree: Path, graph: Path, out: Path) -> dict:
     text, inlined = render_blocks(g, py, files, headers_done)
     text = (text + "\n") if text else ""
     reqs = sorted({imp for n in py for imp in n.get("imports", [])})
-    reqs, req_notes = external_statements(reqs, set(g.get("imports_runtime_only", [])), hard_imports(g))
+    reqs, req_notes = external_statements(reqs, set(g.get("imports_runtime_only", [])), hard_imports(g),
+                                          set(g.get("imports_annotation_only", [])))
     external_reqs = [FUTURE] + reqs
     check_syntax(FUTURE + "\n" + "\n".join(reqs) + "\n" + text, "A2.inline.py", STAGE)
     out = Path(out)

@@ -2,6 +2,7 @@
 
 import pytest
 
+from bundler_lib.artifacts import read_json
 from bundler_lib.errors import StageError
 from bundler_lib.graph import build
 from tests.test_closure_helpers import TREES, build_all, load, node_ids
@@ -59,6 +60,14 @@ def test_runtime_annotations(tmp_path):
     # dataclass field annotations are read at run time; parameter annotations and TYPE_CHECKING are not
     assert node_ids(g) == {"vllm/types.py::FieldType", "vllm/conf.py::Target"}
     assert load(tmp_path).Target().field is None
+    # an external import read only by a parameter annotation is never executed (hf_like_pkg is not installed:
+    # were it installed, importing the bundle would not import it); one a dataclass field reads is guarded
+    assert g["imports_annotation_only"] == ["from hf_like_pkg import HFConfig"]
+    reqs = read_json(tmp_path / "A2.manifest.json")["external_reqs"]
+    assert "import typing" in reqs
+    assert ("if typing.TYPE_CHECKING:  # read only by annotations, which the bundle never evaluates\n"
+            "    from hf_like_pkg import HFConfig") in reqs
+    assert any(r.startswith("try:\n    from hf_like_pkg import HFFieldType\n") for r in reqs)
 
 
 def test_function_local_import(tmp_path):

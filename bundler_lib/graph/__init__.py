@@ -92,6 +92,8 @@ def build(tree: Path, symbol: str, hint: str | None = None, variant: dict | None
     imports = sorted({v[0] for v in ext.values()} | {i for n in nodes if n.synthetic for i in n.synthetic["imports"]})
     importtime = {ext[stmt][0] for n in nodes for ref, stmt, _, _ in n.ext_links if ref.importtime}
     importtime |= {i for n in nodes if n.synthetic for i in n.synthetic["imports"]}
+    evaluated = {ext[stmt][0] for n in nodes for ref, stmt, _, _ in n.ext_links if id(ref) not in g.lazy_refs}
+    evaluated |= {i for n in nodes if n.synthetic for i in n.synthetic["imports"]}
     notes = sorted(set(g.notes))
     unresolved = sorted({tuple(sorted(u.items())) for u in g.unresolved})
     unresolved = [dict(u) for u in unresolved]
@@ -132,6 +134,7 @@ def build(tree: Path, symbol: str, hint: str | None = None, variant: dict | None
         "python_custom_ops": custom,
         "imports_external": imports,
         "imports_runtime_only": sorted(set(imports) - importtime),
+        "imports_annotation_only": sorted(set(imports) - evaluated),
         "edges": [list(e) for e in edges],
         "guards": guards,
         "renames": dict(sorted(renames.items())),

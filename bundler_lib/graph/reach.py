@@ -115,6 +115,7 @@ class Graph:
         self._env_defaults: dict | None = None
         self.nodes: dict[tuple[str, int], Node] = {}
         self.externals: dict[str, tuple[str, str]] = {}   # import statement -> (bound name, object)
+        self.lazy_refs: set[int] = set()   # id() of refs read only by annotations that are never evaluated
         self.notes: list[str] = []
         self.unresolved: list[dict] = []
         self.dynamic: list[dict] = []   # importlib.import_module / __import__ calls: not followed
@@ -311,6 +312,7 @@ class Graph:
         if ref.annotation and not ref.decorated and n.key not in self.annotated:
             # annotations are lazy strings in the bundle: only keep the cheap external ones
             if t.kind == "external":
+                self.lazy_refs.add(id(ref))
                 self._external(t, n, ref)
             return
         if t.kind == "node" and used < len(ref.attrs) and self._class_constant(n, ref, t, used):

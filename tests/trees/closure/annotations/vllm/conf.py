@@ -1,6 +1,7 @@
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from hf_like_pkg import HFConfig, HFFieldType
 from vllm.types import FieldType, ParamType
 
 if TYPE_CHECKING:
@@ -10,6 +11,7 @@ if TYPE_CHECKING:
 @dataclass
 class Target:
     field: FieldType | None = None
+    hf_field: HFFieldType | None = None
 
-    def method(self, p: ParamType, c: "CheckType") -> ParamType:
+    def method(self, p: ParamType, c: "CheckType", config: HFConfig) -> ParamType:
         return p
