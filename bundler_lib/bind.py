@@ -188,38 +188,72 @@ class Rewriter(cst.CSTTransformer):
 _MAY_REWRITE = re.compile(r"torch\s*\.\s*ops|::|hasattr")
 
 
-def top_level_blocks(text: str) -> list[tuple[int, int]]:
-    """Line ranges [start, end) (0-based) of the module's top-level statements, decorators included;
-    statements sharing a line are merged."""
-    blocks: list[list[int]] = []
-    for node in ast.parse(text).body:
+def _blocks(body: list[ast.stmt]) -> list[tuple[int, int, ast.stmt]]:
+    """Line ranges [start, end) (0-based) of statements, decorators included; statements sharing a line are
+    merged (the node is then the first one's)."""
+    blocks: list[list] = []
+    for node in body:
         start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])]) - 1
         if blocks and start < blocks[-1][1]:
             blocks[-1][1] = max(blocks[-1][1], node.end_lineno)
+            blocks[-1][2] = None
         else:
-            blocks.append([start, node.end_lineno])
-    return [(a, b) for a, b in blocks]
+            blocks.append([start, node.end_lineno, node])
+    return [(a, b, n) for a, b, n in blocks]
+
+
+def top_level_blocks(text: str) -> list[tuple[int, int]]:
+    """Line ranges [start, end) (0-based) of the module's top-level statements, decorators included;
+    statements sharing a line are merged."""
+    return [(a, b) for a, b, _ in _blocks(ast.parse(text).body)]
+
+
+_WRAP = "class _A5_wrapped_block:\n"
+
+
+def _rewrite_chunk(chunk: str, indented: bool, wrappers, pyops, bundle_ns, stubs, counts: dict) -> str:
+    """libcst over one statement; an indented one (a method) is wrapped in a class to parse on its own."""
+    rw = Rewriter(wrappers, pyops, bundle_ns, stubs)
+    code = cst.parse_module(_WRAP + chunk if indented else chunk).visit(rw).code
+    if indented:
+        assert code.startswith(_WRAP)
+        code = code[len(_WRAP):]
+    # 4-part rewrites: count those whose Name survived (not folded into a 5-part one)
+    for frm in rw._made_from.values():
+        ns, op = frm.split(".")[2:4]
+        rw._count(frm, rw._target(ns, op))
+    for k, v in rw.counts.items():
+        counts[k] = counts.get(k, 0) + v
+    return code
 
 
 def rewrite(module_text: str, wrappers, pyops, bundle_ns, stubs=None) -> tuple[str, dict]:
-    """Rewire op references statement by statement: only top-level statements whose text can hold one
-    go through libcst (a whole 30k-line module through a libcst transformer takes tens of seconds)."""
+    """Rewire op references statement by statement: only statements whose text can hold one go through
+    libcst (a whole 30k-line module through a libcst transformer takes tens of seconds); in a class, only its
+    methods (and other body statements) that can."""
     lines = module_text.splitlines(keepends=True)
     out, counts, pos = [], {}, 0
-    for start, end in top_level_blocks(module_text):
+    for start, end, node in _blocks(ast.parse(module_text).body):
         out.append("".join(lines[pos:start]))
         chunk = "".join(lines[start:end])
-        if _MAY_REWRITE.search(chunk):
-            rw = Rewriter(wrappers, pyops, bundle_ns, stubs)
-            chunk = cst.parse_module(chunk).visit(rw).code
-            # 4-part rewrites: count those whose Name survived (not folded into a 5-part one)
-            for frm in rw._made_from.values():
-                ns, op = frm.split(".")[2:4]
-                rw._count(frm, rw._target(ns, op))
-            for k, v in rw.counts.items():
-                counts[k] = counts.get(k, 0) + v
-        out.append(chunk)
         pos = end
+        if not _MAY_REWRITE.search(chunk):
+            out.append(chunk)
+            continue
+        inner = _blocks(node.body) if isinstance(node, ast.ClassDef) and node.body else []
+        head_end = inner[0][0] if inner else end
+        if not inner or _MAY_REWRITE.search("".join(lines[start:head_end])):
+            out.append(_rewrite_chunk(chunk, False, wrappers, pyops, bundle_ns, stubs, counts))
+            continue
+        out.append("".join(lines[start:head_end]))
+        p2 = head_end
+        for s0, s1, _ in inner:
+            out.append("".join(lines[p2:s0]))
+            sub = "".join(lines[s0:s1])
+            out.append(_rewrite_chunk(sub, True, wrappers, pyops, bundle_ns, stubs, counts)
+                       if _MAY_REWRITE.search(sub) else sub)
+            p2 = s1
+        out.append("".join(lines[p2:end]))
     out.append("".join(lines[pos:]))
     return "".join(out), counts
 
@@ -431,11 +465,11 @@ def module_level_names(text: str) -> set[str]:
     return names
 
 
-def entry_module(text: str, symbol: str) -> cst.Module:
+def entry_module(text: str, symbol: str, tree: ast.Module | None = None) -> cst.Module:
     """Only the top-level statements that define `symbol`, as a module (for its public signatures)."""
     lines = text.splitlines(keepends=True)
     parts = []
-    for node in ast.parse(text).body:
+    for node in (tree or ast.parse(text)).body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == symbol:
             start = min([node.lineno] + [d.lineno for d in node.decorator_list]) - 1
             parts.append("".join(lines[start:node.end_lineno]))
@@ -463,46 +497,6 @@ def public_signatures(module: cst.Module, symbol: str) -> dict[str, str]:
                     if not n.startswith("_") or n in ("__init__", "__call__"):
                         out[f"{symbol}.{n}"] = _sig(s, module)
     return out
-
-
-def unresolved_names(text: str) -> list[str]:
-    """Module-level names read but never bound (builtins excepted): a cheap check for the notes."""
-    import builtins
-    t = ast.parse(text)
-    bound = set(dir(builtins)) | {"__file__", "__name__", "__doc__", "__spec__", "__builtins__", "__annotations__"}
-    for node in ast.walk(t):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            bound.add(node.name)
-        elif isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
-            bound.add(node.id)
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            for a in node.names:
-                bound.add((a.asname or a.name).split(".")[0])
-        elif isinstance(node, ast.arg):
-            bound.add(node.arg)
-        elif isinstance(node, ast.ExceptHandler) and node.name:
-            bound.add(node.name)
-        elif isinstance(node, (ast.Global, ast.Nonlocal)):
-            bound.update(node.names)
-        elif isinstance(node, ast.MatchAs) and node.name:
-            bound.add(node.name)
-    lazy = any(isinstance(n, ast.ImportFrom) and n.module == "__future__" and
-               any(a.name == "annotations" for a in n.names) for n in t.body)
-    in_ann: set[int] = set()
-    if lazy:  # annotations are never evaluated: names only they read need no binding
-        for node in ast.walk(t):
-            anns = []
-            if isinstance(node, ast.arg) and node.annotation is not None:
-                anns.append(node.annotation)
-            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.returns is not None:
-                anns.append(node.returns)
-            elif isinstance(node, ast.AnnAssign):
-                anns.append(node.annotation)
-            for a in anns:
-                in_ann.update(id(x) for x in ast.walk(a))
-    used = {n.id for n in ast.walk(t) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)
-            and id(n) not in in_ann}
-    return sorted(used - bound)
 
 
 # ----------------------------------------------------------------------------- run
@@ -586,8 +580,12 @@ def bind(graph: dict, a2_text: str, a2m: dict, a3_text: str, a3m: dict, a4_text:
         for name, n in lazy.items():
             counts[(f"@{name} (run at import)", LAZY_DECORATORS[name][0])] = n
 
+    try:
+        tree = ast.parse(out_text, "A5.module.py")
+    except SyntaxError as e:
+        raise StageError(STAGE, f"A5.module.py:{e.lineno}", f"does not parse ({e.msg})", "report a bundler bug") from None
     lv = Leftovers(out_text)
-    lv.visit(ast.parse(out_text))
+    lv.visit(tree)
     if lv.imports:
         what, line = lv.imports[0]
         raise StageError(STAGE, f"A5.module.py:{line}", f"a vLLM import remains after binding: {what}"
@@ -603,7 +601,7 @@ def bind(graph: dict, a2_text: str, a2m: dict, a3_text: str, a3m: dict, a4_text:
                          "A1 must list the op in cuda_ops (or python_custom_ops for torch.ops.vllm.*) so that A4/A5 "
                          "can bundle and rewire it")
     try:
-        compile(out_text, "A5.module.py", "exec", dont_inherit=True)
+        compile(tree, "A5.module.py", "exec", dont_inherit=True)
     except SyntaxError as e:
         raise StageError(STAGE, f"A5.module.py:{e.lineno}", f"does not compile ({e.msg})", "report a bundler bug") from None
 
@@ -612,7 +610,7 @@ def bind(graph: dict, a2_text: str, a2m: dict, a3_text: str, a3m: dict, a4_text:
     for n in graph.get("python_nodes", []):
         if n.get("name") == symbol and n.get("file") == graph.get("def_file"):
             entry = n.get("emit_name") or symbol
-    sigs = public_signatures(entry_module(out_text, entry), entry)
+    sigs = public_signatures(entry_module(out_text, entry, tree), entry)
     notes = []
     before = public_signatures(entry_module(a2_text, entry), entry) if a2_text.strip() else {}
     if before and before != sigs:
@@ -623,9 +621,6 @@ def bind(graph: dict, a2_text: str, a2m: dict, a3_text: str, a3m: dict, a4_text:
     for what, line in lv.probes:
         notes.append(f"A5.module.py:{line}: {what} stays: an optional-module probe inside try/except ImportError "
                      "(without vLLM it takes the except branch)")
-    unresolved = unresolved_names(out_text)
-    if unresolved:
-        notes.append("names read but never bound in the module (check A2): " + ", ".join(unresolved))
     for line, f, src in left:
         notes.append(f"`{src}` (block from {f}) is left as is: A3 embedded no data for that module, so it "
                      "names the bundle's directory")
@@ -652,7 +647,6 @@ def bind(graph: dict, a2_text: str, a2m: dict, a3_text: str, a3m: dict, a4_text:
                      if t.strip()],
         "data_files": [{"root": d["root"], "rule": d["rule"], "files": [f["path"] for f in d["files"]]}
                        for d in datam.get("data", [])],
-        "unresolved_names": unresolved,
         "notes": notes,
     }
     return out_text, bindmap
