@@ -80,64 +80,61 @@ class _Scope:
         self.globals = globals_
 
 
-def _collect_locals(body: list[ast.stmt], index: TreeIndex, info: ModuleInfo):
-    """Names bound in a function/class body (not descending into nested scopes)."""
+def _collect_locals(body: list[ast.stmt], index: TreeIndex, info: ModuleInfo, params: set | None = None):
+    """Names bound in a function/class body (not descending into nested scopes): (local names, repo-local
+    imports, `global` names, single assignments). Single assignments: the local names bound exactly once, by
+    a plain `name = expr`, not parameters (`params`); guards may read `expr` for `name` (e.g. `strategy =
+    envs.X` then `if strategy != "":`)."""
     local: set[str] = set()
     imports: dict[str, ImportBinding] = {}
     globals_: set[str] = set()
-
-    def visit(n: ast.AST):
-        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+    count: dict[str, int] = {}
+    value: dict[str, ast.expr] = {}
+    scopes = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+    stack: list = list(reversed(body))
+    while stack:
+        n = stack.pop()
+        if isinstance(n, scopes):
             local.add(n.name)
-            for d in n.decorator_list:
-                visit(d)
-            return
+            stack.extend(n.decorator_list)
+            continue
         if isinstance(n, ast.Lambda):
-            return
-        if isinstance(n, (ast.Global, ast.Nonlocal)):
-            if isinstance(n, ast.Global):
-                globals_.update(n.names)
-            return
+            continue
+        if isinstance(n, ast.Global):
+            globals_.update(n.names)
+            continue
+        if isinstance(n, ast.Nonlocal):
+            continue
         if isinstance(n, (ast.Import, ast.ImportFrom)):
             for b in index.import_bindings(info, n, False):
                 if b.external:
                     local.add(b.name)
                 else:
                     imports[b.name] = b
-            return
-        if isinstance(n, ast.Name) and isinstance(n.ctx, (ast.Store, ast.Del)):
-            local.add(n.id)
+            continue
+        if isinstance(n, ast.Name):
+            if isinstance(n.ctx, (ast.Store, ast.Del)):
+                local.add(n.id)
+                count[n.id] = count.get(n.id, 0) + 1
+            continue
+        if isinstance(n, ast.Assign) and len(n.targets) == 1 and isinstance(n.targets[0], ast.Name):
+            value[n.targets[0].id] = n.value
         elif isinstance(n, ast.ExceptHandler) and n.name:
             local.add(n.name)
         elif isinstance(n, ast.MatchAs) and n.name:
             local.add(n.name)
-        for c in ast.iter_child_nodes(n):
-            visit(c)
-
-    for st in body:
-        visit(st)
+        for f in n._fields:
+            v = getattr(n, f, None)
+            if isinstance(v, list):
+                stack.extend(x for x in v if isinstance(x, ast.AST))
+            elif isinstance(v, ast.AST):
+                stack.append(v)
     local -= globals_
     for g in globals_:
         imports.pop(g, None)
-    return local, imports, globals_
-
-
-def _single_assignments(fn: ast.AST, params: set) -> dict[str, ast.expr]:
-    """Local names bound exactly once in `fn` (not nested scopes), by a plain `name = expr`: guards may read
-    `expr` for `name` (e.g. `strategy = envs.X` then `if strategy != "":`)."""
-    count: dict[str, int] = {}
-    value: dict[str, ast.expr] = {}
-    stack = list(ast.iter_child_nodes(fn))
-    while stack:
-        x = stack.pop()
-        if isinstance(x, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
-            continue
-        if isinstance(x, ast.Name) and isinstance(x.ctx, (ast.Store, ast.Del)):
-            count[x.id] = count.get(x.id, 0) + 1
-        if isinstance(x, ast.Assign) and len(x.targets) == 1 and isinstance(x.targets[0], ast.Name):
-            value[x.targets[0].id] = x.value
-        stack.extend(ast.iter_child_nodes(x))
-    return {k: v for k, v in value.items() if count.get(k) == 1 and k not in params}
+    params = params or set()
+    single = {k: v for k, v in value.items() if count.get(k) == 1 and k not in params}
+    return local, imports, globals_, single
 
 
 class RefScanner:
@@ -158,7 +155,7 @@ class RefScanner:
         self.skip = skip or set()
         self.scopes = [_Scope("module", set(), {}, set())]
         if cls is not None:   # a method scanned on its own: its decorators see the class body
-            local, imports, globals_ = _collect_locals(cls.body, self.index, self.info)
+            local, imports, globals_, _ = _collect_locals(cls.body, self.index, self.info)
             self.scopes.append(_Scope("class", local, imports, globals_))
         self._stmt_list([stmt], top=True)
         return self.scan
@@ -321,12 +318,13 @@ class RefScanner:
         if fn.returns is not None:
             self._expr(fn.returns)
         self.annot = None
-        local, imports, globals_ = _collect_locals(fn.body, self.index, self.info)
-        local.update(_arg_names(args))
+        params = _arg_names(args)
+        local, imports, globals_, single = _collect_locals(fn.body, self.index, self.info, params)
+        local.update(params)
         self.scopes.append(_Scope("function", local, imports, globals_))
         self.runtime_depth += 1
         saved = self.ge.locals
-        self.ge.locals = _single_assignments(fn, _arg_names(args))
+        self.ge.locals = single
         self._stmt_list(fn.body)
         self.ge.locals = saved
         self.runtime_depth -= 1
@@ -338,7 +336,7 @@ class RefScanner:
             self._expr(b)
         for k in cls.keywords:
             self._expr(k.value)
-        local, imports, globals_ = _collect_locals(cls.body, self.index, self.info)
+        local, imports, globals_, _ = _collect_locals(cls.body, self.index, self.info)
         self.scopes.append(_Scope("class", local, imports, globals_))
         prev = self.follow_annotations
         self.follow_annotations = bool(cls.decorator_list)
