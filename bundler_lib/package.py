@@ -235,6 +235,23 @@ def _annotation_names(tree: ast.AST) -> set[tuple[int, str]]:
     return out
 
 
+_CAST_STRING = re.compile(r"""\bcast\(\s*(?:"([^"]*)"|'([^']*)')""")
+
+
+def _in_cast_string(lines: list[str], lineno: int, name: str) -> bool:
+    """`name` is read only by the type string of a `cast("T", x)` on that line (pyflakes checks it as an
+    annotation; typing.cast never evaluates it)."""
+    line = lines[lineno - 1] if 0 < lineno <= len(lines) else ""
+    for m in _CAST_STRING.finditer(line):
+        try:
+            inner = ast.parse(m.group(1) if m.group(1) is not None else m.group(2), mode="eval")
+        except SyntaxError:
+            continue
+        if any(isinstance(n, ast.Name) and n.id == name for n in ast.walk(inner)):
+            return True
+    return False
+
+
 def _undefined_names(source: str, filename: str, tree: ast.Module) -> tuple[list[str] | None, list[str]]:
     """pyflakes' undefined names, split into (used at run time, used only in annotations). With
     `from __future__ import annotations` the latter are never evaluated by the bundle itself."""
@@ -247,12 +264,13 @@ def _undefined_names(source: str, filename: str, tree: ast.Module) -> tuple[list
     in_annotations = _annotation_names(tree)
     postponed = any(isinstance(n, ast.ImportFrom) and n.module == "__future__"
                     and any(a.name == "annotations" for a in n.names) for n in tree.body)
+    lines = source.splitlines()
     runtime, annotation_only = [], []
     for m in sorted(w.messages, key=lambda m: (m.lineno, getattr(m, "col", 0), str(m.message_args))):
         if isinstance(m, kinds):
             text = f"L{m.lineno}: {m.message % m.message_args}"
             name = m.message_args[0] if m.message_args else ""
-            if postponed and (m.lineno, name) in in_annotations:
+            if (postponed and (m.lineno, name) in in_annotations) or _in_cast_string(lines, m.lineno, name):
                 annotation_only.append(text)
             else:
                 runtime.append(text)

@@ -257,3 +257,10 @@ def test_import_of_compiled_vllm_code_raises_only_when_taken(tmp_path):
     assert m.target(1) == 2
     with pytest.raises(ImportError, match="vllm.vllm_flash_attn.layers.rotary.apply_rotary_emb"):
         m.target(1, fast=True)
+    # a function-level import from another platform's module: not inlined, the name raises where it is used
+    assert "vllm/platforms/rocm.py" not in g["files"]
+    with pytest.raises(ImportError, match=r"vllm.platforms.rocm.get_cdna_version: specific to the rocm platform "
+                                          r"\(the bundle is built for cuda\)"):
+        m.target(1, rocm=True)
+    g_rocm = build(TREES / "compiled_import", "target", variant={"platform": "rocm"})
+    assert "vllm/platforms/rocm.py" in g_rocm["files"]

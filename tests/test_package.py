@@ -207,6 +207,18 @@ def test_undefined_names_only_in_annotations_are_not_failures(inputs, tmp_path):
     assert len(rep["details"]["undefined_names_in_annotations"]) == 3
 
 
+def test_type_strings_of_cast_are_not_failures(inputs, tmp_path):
+    """typing.cast never evaluates its type string (pyflakes checks it like an annotation); a real read of the
+    same name elsewhere still counts."""
+    (inputs / "A5.module.py").write_text((inputs / "A5.module.py").read_text()
+                                         + "\n\nfrom typing import cast\n\n\ndef f(q):\n"
+                                           "    c = cast(\"HummingConfig\", q)\n    return c\n\n\n"
+                                           "def g(q):\n    return HummingConfig(q)\n")
+    rep = a7.run(inputs, tmp_path / "out", "TinyNorm.py")
+    assert rep["checks"]["undefined_names"] == "found 1 (and 1 only in annotations)"
+    assert rep["details"]["undefined_names"][0].endswith("undefined name 'HummingConfig'")
+
+
 ORPHANS = """
 
 # --- Inlined from vllm/model_executor/layers/orphans.py:L1-L9 (Apache-2.0) ---

@@ -13,6 +13,8 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass, field
 
+from bundler_lib.variant import PLATFORM_CLASS
+
 from .guards import GuardEval
 from .index import ImportBinding, ModuleInfo, TreeIndex
 
@@ -222,15 +224,23 @@ class RefScanner:
             self.scan.edits.append({"op": "delete", "line": st.lineno, "end_line": st.end_lineno})
 
     def _not_bundled(self, st: ast.stmt, dead: list) -> None:
-        """A function-level import of compiled vLLM code the tree has no source for (e.g. vllm_flash_attn):
-        the names it binds become functions that raise a clear ImportError when that path is taken."""
+        """A function-level import the bundle does not carry (compiled vLLM code the tree has no source for,
+        e.g. vllm_flash_attn; another platform's module, e.g. vllm.platforms.rocm on CUDA): the names it binds
+        become functions that raise a clear ImportError when that path is taken. dead: [(binding, why)]."""
         pad = "\n" + " " * st.col_offset
         defs = []
-        for b in dead:
+        for b, why in dead:
             what = f"{b.module}.{b.attr}" if b.attr else b.module
-            defs.append(f"def {b.name}(*args, **kwargs):{pad}    raise ImportError({what!r} + ': compiled vLLM code "
-                        f"that the source tree does not carry; this path is not in the bundle')")
+            defs.append(f"def {b.name}(*args, **kwargs):{pad}    raise ImportError({what!r} + ': {why}; "
+                        f"this path is not in the bundle')")
         self._span(st, pad.join(defs))
+
+    def _foreign_module(self, module: str) -> str | None:
+        """The platform a module is specific to, when it is not the variant's (vllm.platforms.rocm on CUDA)."""
+        for platform, (mod, _) in PLATFORM_CLASS.items():
+            if platform != self.ge.variant.get("platform") and (module == mod or module.startswith(mod + ".")):
+                return platform
+        return None
 
     def _stmt(self, st: ast.stmt, sole: bool):
         if isinstance(st, (ast.FunctionDef, ast.AsyncFunctionDef)):
@@ -244,13 +254,18 @@ class RefScanner:
             local = [b for b in bs if not b.external]
             if local:
                 dead = []
+                function_level = len(local) == len(bs) and len(self.scopes) > 1
                 for b in local:
+                    platform = self._foreign_module(b.module) if function_level else None
                     if not self._module_exists(b.module):
                         self.scan.dead_imports.append((st.lineno, b.module))
-                        dead.append(b)
+                        dead.append((b, "compiled vLLM code that the source tree does not carry"))
+                    elif platform and b.attr:  # `from <other platform's module> import name`
+                        dead.append((b, f"specific to the {platform} platform (the bundle is built for "
+                                        f"{self.ge.variant.get('platform')})"))
                     else:
                         self.scan.local_imports.append(b)
-                if len(local) == len(bs) and dead and len(self.scopes) > 1:
+                if function_level and dead:
                     self._not_bundled(st, dead)
                 elif len(local) == len(bs):
                     self._remove_stmt(st, sole)

@@ -4,5 +4,14 @@ def fast_path(x):
     return rot(x)
 
 
-def target(x, fast=False):
+def rocm_path(x):
+    # another platform's module, imported where it is used (as vllm/_aiter_ops.py does)
+    from vllm.platforms.rocm import get_cdna_version
+
+    return x * get_cdna_version()
+
+
+def target(x, fast=False, rocm=False):
+    if rocm:
+        return rocm_path(x)
     return fast_path(x) if fast else x + 1

@@ -1,0 +1,2 @@
+def get_cdna_version():
+    return 3
