@@ -21,6 +21,9 @@ CHOICES: dict[str, tuple[object, tuple]] = {
     "attention_backend": ("TRITON_ATTN", ("TRITON_ATTN",)),
     "moe_backend": ("triton", ("triton",)),
     "custom_ops": ("enabled", ("enabled", "disabled")),
+    # dispatch priority of vLLM's IR ops (vllm.ir): its own CUDA kernels first, as vLLM sets it without
+    # inductor codegen ("native" only: the torch implementations)
+    "ir_op_priority": ("vllm_c,native", ("vllm_c,native", "native")),
     # KV cache dtype ("auto": the model's dtype, not quantized)
     "kv_cache_dtype": ("auto", ("auto",)),
     # which attention the layer does (AttentionType members, lower case)

@@ -264,3 +264,20 @@ def test_import_of_compiled_vllm_code_raises_only_when_taken(tmp_path):
         m.target(1, rocm=True)
     g_rocm = build(TREES / "compiled_import", "target", variant={"platform": "rocm"})
     assert "vllm/platforms/rocm.py" in g_rocm["files"]
+
+
+def test_ir_op_providers_and_priority(tmp_path):
+    """vLLM registers IR op implementations when vllm.kernels is imported and its worker sets their dispatch
+    priority: the bundle reaches the variant's providers' implementations of the IR ops it holds (not the
+    other ops', not other providers') and sets the priority at import."""
+    g, _, _ = build_all(TREES / "ir_ops", tmp_path, "Norm")
+    ids = node_ids(g)
+    assert {"vllm/kernels/vllm_c.py::rms_norm", "vllm/kernels/vllm_c.py::_fast_half",
+            "vllm/ir/ops/norm.py::_bundle_ir_op_priority"} <= ids
+    assert not any(i.startswith("vllm/kernels/other_c.py") for i in ids)
+    assert "vllm/kernels/vllm_c.py::scale" not in ids and "vllm/ir/ops/norm.py::scale" not in ids
+    m = load(tmp_path)
+    assert m.Norm().forward(4.0) == ("vllm_c", 2.0)
+    g2, _, _ = build_all(TREES / "ir_ops", tmp_path / "native", "Norm", variant={"ir_op_priority": "native"})
+    assert not any(i.startswith("vllm/kernels/") for i in node_ids(g2))
+    assert load(tmp_path / "native").Norm().forward(4.0) == ("native", 2.0)

@@ -37,6 +37,7 @@ def build(tree: Path, symbol: str, hint: str | None = None, variant: dict | None
     extra = extra_roots({"symbol": symbol, "kind": root.kind, "def_file": rel})
     if extra:
         g.add_roots(extra, "needed by invocation_example()")
+    g.add_ir_providers()
     nodes = order(g, root)
     sections(g, nodes)
     emit = emit_names(g, nodes, root)

@@ -198,6 +198,56 @@ class Graph:
                           + (f"; not in this tree: {', '.join(missing)}" if missing else ""))
         return missing
 
+    def add_ir_providers(self) -> list[str]:
+        """vLLM registers the implementations of its IR ops (vllm.ir) when vllm.kernels is imported
+        (Platform.import_ir_kernels) and dispatches by the priority the worker sets once
+        (KernelConfig.ir_op_priority.set_default(), vllm/v1/worker/worker_base.py). For each IR op the closure
+        reaches: reach the registrations of the variant's providers (vllm/kernels/<provider>.py) and a
+        statement that sets the variant's priority as the worker does. Returns the ops set."""
+        priority = str(self.variant.get("ir_op_priority", "native")).split(",")
+        ops: dict[str, tuple] = {}
+        for n in list(self.nodes.values()):
+            if not n.module.startswith("vllm.ir.ops.") or n.stmt is None:
+                continue
+            node = n.stmt
+            if isinstance(node, ast.FunctionDef) and any(
+                    (d.func if isinstance(d, ast.Call) else d).__class__ is ast.Name
+                    and (d.func if isinstance(d, ast.Call) else d).id == "register_op" for d in node.decorator_list):
+                st = next(x for x in self.index.get(n.module).defs[node.name] if x.node is node)
+                ops[node.name] = (n.module, st, node.name)
+        if not ops:
+            return []
+        impls: list[tuple] = []
+        for provider in priority:
+            module = f"vllm.kernels.{provider}"
+            if provider == "native" or not self.index.has_module(module):
+                continue
+            info = self.index.get(module)
+            for name, stmts in sorted(info.defs.items()):
+                for st in stmts:
+                    for d in getattr(st.node, "decorator_list", []):
+                        f = d.func if isinstance(d, ast.Call) else None
+                        if (isinstance(f, ast.Attribute) and f.attr == "register_impl"
+                                and isinstance(f.value, ast.Attribute) and f.value.attr in ops
+                                and d.args and isinstance(d.args[0], ast.Constant) and d.args[0].value == provider):
+                            self.node_for(module, st)
+                            impls.append((module, st, name))
+        self._drain()
+        names = sorted(ops)
+        setter = "".join(f"@@{i}@@.set_default(@@NAME@@)\n" for i in range(len(names)))
+        template = ("# The bundle builder (A1): vLLM's worker sets this dispatch priority of the IR ops at start-up\n"
+                    "# (KernelConfig.ir_op_priority.set_default(), vllm/v1/worker/worker_base.py); this bundle's\n"
+                    f"# variant (ir_op_priority={','.join(priority)}) sets it for the IR ops it holds.\n"
+                    f"@@NAME@@ = {priority!r}\n" + setter)
+        module, st, _ = ops[names[0]]
+        self._reach_attr("set_default")   # the method the statement calls on each op
+        self._synthetic(module, "_bundle_ir_op_priority", template, [ops[k] for k in names] + impls,
+                        file=self.index.get(module).path, line=st.line, end_line=st.end_line)
+        self._drain()
+        self.notes.append(f"IR ops {', '.join(names)}: priority {priority} set at import as vLLM's worker sets it; "
+                          f"implementations reached: {', '.join(f'{m}.{n}' for m, _, n in impls) or 'native only'}")
+        return names
+
     def _reach_attr(self, a: str) -> None:
         if a not in self.attr_names:
             self.attr_names.add(a)

@@ -1,0 +1,27 @@
+# like vllm/ir/op.py: ops, their implementations by provider, a dispatch priority set once
+class IrOp:
+    registry = {}
+
+    def __init__(self, name, native):
+        self.name = name
+        self.impls = {"native": native}
+        self._priority = []
+        IrOp.registry[name] = self
+
+    def register_impl(self, provider, supported=True):
+        def deco(fn):
+            if supported:
+                self.impls[provider] = fn
+            return fn
+        return deco
+
+    def set_default(self, priority):
+        self._priority = [p for p in priority if p in self.impls]
+
+    def __call__(self, *args):
+        provider = self._priority[0] if self._priority else "native"
+        return provider, self.impls[provider](*args)
+
+
+def register_op(f):
+    return IrOp(f.__name__, f)

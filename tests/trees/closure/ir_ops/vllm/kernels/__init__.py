@@ -1,0 +1,1 @@
+from . import other_c, vllm_c
