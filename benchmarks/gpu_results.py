@@ -40,8 +40,8 @@ def fold(dirs: list[str]) -> dict:
                 "checks": len(checks), "ops": sorted({c["op"] for c in checks}),
                 "worst_err_over_tol": max((c["max_abs_err"] / max(c["tol"] * (1 + c["ref_max_abs"]), 1e-30)
                                            for c in checks if c.get("tol")), default=None),
-                "log_tail": next((f.read_text()[-400:] for f in sorted(d.glob("*.log")) + sorted(d.glob("log.txt"))
-                                  if "passed" in f.read_text()[-400:]), None)}
+                "log_tail": next((tail for f in sorted(d.glob("*.log")) + sorted(d.glob("log.txt"))
+                                  if "passed" in (tail := f.read_text()[-400:])), None)}
         tk = _load(d / "triton-kernels.json")
         if tk:
             checks = tk.get("checks", [])

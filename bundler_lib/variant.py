@@ -92,6 +92,11 @@ PLATFORM_CLASS = {
 }
 
 
+def foreign_platform(module: str, platform: str) -> str | None:
+    """The platform whose module `module` is (vllm.platforms.rocm), when that is not `platform`."""
+    return next((p for p, (mod, _) in PLATFORM_CLASS.items() if mod == module and p != platform), None)
+
+
 # Registries whose members name classes that vLLM imports by qualified name at run time
 # (`resolve_obj_by_qualname`): variant key -> (module, enum class); the member named by the variant value
 # holds the qualified name.

@@ -24,8 +24,7 @@ if path.endswith("RMSNorm.py"):
                 return v * torch.rsqrt(v.pow(2).mean(-1, keepdim=True) + layer.variance_epsilon) * w
             calls = {"rms_norm": 0, "fused_add_rms_norm": 0}
             originals = {n: getattr(m, "_C_" + n) for n in calls}
-            for n in calls:
-                real = getattr(m, "_C_" + n)
+            for n, real in originals.items():
                 def counted(*a, _n=n, _real=real, **k):
                     calls[_n] += 1
                     return _real(*a, **k)

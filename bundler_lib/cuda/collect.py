@@ -325,6 +325,7 @@ def _companion_sources(tree: Tree, src: str, sources: list[str]) -> list[str]:
     invokeFp32RouterGemm, which fp32_router_gemm.cu defines and instantiates). Where several sources define a
     name, the one closest to `src` is taken."""
     out: list[str] = []
+    others = [s for s in sources if s != src]
     todo = [src]
     while todo:
         f = todo.pop(0)
@@ -333,7 +334,7 @@ def _companion_sources(tree: Tree, src: str, sources: list[str]) -> list[str]:
             if cpp.find_function_definitions(text, name) or re.search(
                     r"template\s*<\s*>[^;{]*\b" + re.escape(name) + r"\s*<", text):  # defined here (or specialised)
                 continue
-            hits = sorted({h for h, _ in _find_definition(tree, [s for s in sources if s != src], name)},
+            hits = sorted({h for h, _ in _find_definition(tree, others, name)},
                           key=lambda h: (_distance(h, src), h))
             if hits and hits[0] not in out:
                 out.append(hits[0])

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 
 from bundler_lib.errors import StageError
-from bundler_lib.variant import BY_NAME_REGISTRIES, PLATFORM_CLASS
+from bundler_lib.variant import BY_NAME_REGISTRIES, PLATFORM_CLASS, foreign_platform
 
 from .guards import _UNKNOWN, GuardEval, env_default_value
 from .index import Stmt, TreeIndex, _mutated_base
@@ -128,11 +128,10 @@ class Graph:
         self.roots: set[tuple[str, int]] = set()
         self.pending: dict[str, list[tuple[Node, ast.stmt]]] = {}
         self._mqueue: list[tuple[Node, ast.stmt]] = []
-        self.annotated: set[tuple[str, int]] = set()
+        self.annotated: set[tuple[str, int]] = set()   # nodes whose annotations are evaluated (custom ops)
         self.getattr_keys: dict[str, set[str]] = {}
         self._keyed: dict[str, set[int]] = {}
         self._full_dicts: set[tuple[str, int]] = set()
-        self.foreign = {mod for p, (mod, _) in PLATFORM_CLASS.items() if p != variant["platform"]}   # nodes whose annotations are evaluated (custom ops)
 
     # ------------------------------------------------------------ nodes
     def node_for(self, module: str, st: Stmt) -> Node:
@@ -210,9 +209,9 @@ class Graph:
             if not n.module.startswith("vllm.ir.ops.") or n.stmt is None:
                 continue
             node = n.stmt
-            if isinstance(node, ast.FunctionDef) and any(
-                    (d.func if isinstance(d, ast.Call) else d).__class__ is ast.Name
-                    and (d.func if isinstance(d, ast.Call) else d).id == "register_op" for d in node.decorator_list):
+            decorators = [getattr(d.func if isinstance(d, ast.Call) else d, "id", None)
+                          for d in getattr(node, "decorator_list", [])]
+            if isinstance(node, ast.FunctionDef) and "register_op" in decorators:
                 st = next(x for x in self.index.get(n.module).defs[node.name] if x.node is node)
                 ops[node.name] = (n.module, st, node.name)
         if not ops:
@@ -367,7 +366,7 @@ class Graph:
             return
         if t.kind == "node" and used < len(ref.attrs) and self._class_constant(n, ref, t, used):
             return
-        if t.kind == "node" and not ref.importtime and t.module in self.foreign:
+        if t.kind == "node" and not ref.importtime and foreign_platform(t.module, self.variant["platform"]):
             # another platform's module: only reached on that platform (vLLM imports it lazily)
             self.notes.append(f"{n.file}:{ref.line}: {'.'.join([ref.name] + ref.attrs[:used])} not inlined: "
                               f"{t.module} is specific to another platform than {self.variant['platform']}")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass, field
 
-from bundler_lib.variant import PLATFORM_CLASS
+from bundler_lib.variant import foreign_platform
 
 from .guards import GuardEval
 from .index import ImportBinding, ModuleInfo, TreeIndex
@@ -235,13 +235,6 @@ class RefScanner:
                         f"this path is not in the bundle')")
         self._span(st, pad.join(defs))
 
-    def _foreign_module(self, module: str) -> str | None:
-        """The platform a module is specific to, when it is not the variant's (vllm.platforms.rocm on CUDA)."""
-        for platform, (mod, _) in PLATFORM_CLASS.items():
-            if platform != self.ge.variant.get("platform") and (module == mod or module.startswith(mod + ".")):
-                return platform
-        return None
-
     def _stmt(self, st: ast.stmt, sole: bool):
         if isinstance(st, (ast.FunctionDef, ast.AsyncFunctionDef)):
             self._function(st)
@@ -256,7 +249,7 @@ class RefScanner:
                 dead = []
                 function_level = len(local) == len(bs) and len(self.scopes) > 1
                 for b in local:
-                    platform = self._foreign_module(b.module) if function_level else None
+                    platform = foreign_platform(b.module, self.ge.variant.get("platform")) if function_level else None
                     if not self._module_exists(b.module):
                         self.scan.dead_imports.append((st.lineno, b.module))
                         dead.append((b, "compiled vLLM code that the source tree does not carry"))
