@@ -38,11 +38,12 @@ case $phase in
     echo "ops rc=$?"; tail -5 "$out/cuda-ops.log" ;;
   examples)
     bundles=("$@"); [ ${#bundles[@]} -eq 0 ] && bundles=(bundles_out/*.py)
+    label() { local r=${1#bundles_out/}; r=${r%.py}; echo "${r//\//_}"; }  # vllm-0.33.0/X.py -> vllm-0.33.0_X
     export VLLM_BUNDLE_CACHE=$(mktemp -d)
-    for b in "${bundles[@]}"; do n=$(basename "$b" .py)
+    for b in "${bundles[@]}"; do n=$(label "$b")
       $py tools/run_bundle.py "$b" --json "$out/examples-cold-$n.json" > "$out/examples-cold-$n.log" 2>&1 &
     done; wait
-    for b in "${bundles[@]}"; do n=$(basename "$b" .py)
+    for b in "${bundles[@]}"; do n=$(label "$b")
       $py tools/run_bundle.py "$b" --json "$out/examples-warm-$n.json" > "$out/examples-warm-$n.log" 2>&1
       $py tools/run_bundle.py "$b" --full --json "$out/examples-full-$n.json" > "$out/examples-full-$n.log" 2>&1
     done

@@ -32,6 +32,11 @@ CHOICES: dict[str, tuple[object, tuple]] = {
     # vllm.envs flags: "defaults" decides branches on them by their default values (the bundle then
     # ignores those environment variables); "runtime" keeps every branch
     "envs": ("defaults", ("defaults", "runtime")),
+    # how vLLM's CUDA platform queries the GPU (device name, capability, memory): "torch" binds
+    # current_platform to vLLM's NonNvmlCudaPlatform (torch.cuda, as vLLM does where NVML is unavailable),
+    # "nvml" to the class vLLM picks at import (NvmlCudaPlatform when NVML initialises), which embeds the
+    # vendored vllm/third_party/pynvml.py whole (about 6,100 lines)
+    "gpu_queries": ("torch", ("torch", "nvml")),
     # CUDA compute capability of the target GPU (major*10+minor): 90 = H100/H200
     "cuda_capability": (90, (70, 75, 80, 86, 89, 90, 100, 103, 110, 120, 121)),
 }
@@ -90,6 +95,23 @@ PLATFORM_CLASS = {
     "xpu": ("vllm.platforms.xpu", "XPUPlatform"),
     "tpu": ("vllm.platforms.tpu", "TpuPlatform"),
 }
+
+
+# The method vLLM's CustomOp dispatches `forward` to, per platform ("oot": an out-of-tree platform).
+PLATFORM_FORWARD = {"cuda": "forward_cuda", "rocm": "forward_hip", "cpu": "forward_cpu", "xpu": "forward_xpu",
+                    "tpu": "forward_tpu", "oot": "forward_oot"}
+
+
+def foreign_forwards(variant: dict) -> set[str]:
+    """CustomOp's forward methods for other platforms than the variant's: dead unless called by name."""
+    return {m for p, m in PLATFORM_FORWARD.items() if p != variant["platform"]}
+
+
+def platform_class(variant: dict) -> tuple[str, str]:
+    """(module, class) that `current_platform` is bound to for the variant."""
+    if variant["platform"] == "cuda" and variant.get("gpu_queries", "torch") == "torch":
+        return "vllm.platforms.cuda", "NonNvmlCudaPlatform"
+    return PLATFORM_CLASS[variant["platform"]]
 
 
 def foreign_platform(module: str, platform: str) -> str | None:

@@ -16,9 +16,13 @@ CASES = [
      {"vllm/model_executor/layers/layernorm.py::GemmaRMSNorm", "vllm/model_executor/layers/layernorm.py::poly_norm",
       "vllm/kernels/aiter_ops.py::rms_norm", "vllm/kernels/oink_ops.py::rms_norm"}),
     ("SiluAndMul", None,
-     {"vllm/model_executor/layers/activation.py::SiluAndMul", "vllm/model_executor/custom_op.py::CustomOp"},
+     {"vllm/model_executor/layers/activation.py::SiluAndMul", "vllm/model_executor/custom_op.py::CustomOp",
+      # the variant's gpu_queries=torch: the platform vLLM uses where NVML is unavailable, no vendored pynvml
+      "vllm/platforms/cuda.py::NonNvmlCudaPlatform"},
      {"vllm/model_executor/layers/activation.py::SiluAndMulWithClamp",
-      "vllm/model_executor/layers/activation.py::_swiglustep_and_mul_kernel"}),
+      "vllm/model_executor/layers/activation.py::_swiglustep_and_mul_kernel",
+      "vllm/platforms/cuda.py::NvmlCudaPlatform", "vllm/platforms/cuda.py::CudaPlatform",
+      "vllm/platforms/cuda.py::pynvml"}),
 ]
 
 
@@ -51,3 +55,11 @@ def test_silu_and_mul_keeps_the_cuda_op_and_prunes_platform_branches(vllm_0_26_0
     assert ("vllm/model_executor/custom_op.py", "current_platform.is_rocm()", False) in preds
     text = (tmp_path / "A2.inline.py").read_text()
     assert "def forward_hip" not in text   # never reached on cuda
+
+
+def test_nvml_gpu_queries_embed_the_vendored_pynvml(vllm_0_26_0, tmp_path):
+    g, _, _ = build_all(vllm_0_26_0, tmp_path, "SiluAndMul", variant={"gpu_queries": "nvml"})
+    ids = node_ids(g)
+    assert {"vllm/platforms/cuda.py::CudaPlatform", "vllm/platforms/cuda.py::NvmlCudaPlatform",
+            "vllm/platforms/cuda.py::NonNvmlCudaPlatform"} <= ids
+    assert any("vllm/third_party/pynvml.py" in i for i in ids)

@@ -281,3 +281,23 @@ def test_ir_op_providers_and_priority(tmp_path):
     g2, _, _ = build_all(TREES / "ir_ops", tmp_path / "native", "Norm", variant={"ir_op_priority": "native"})
     assert not any(i.startswith("vllm/kernels/") for i in node_ids(g2))
     assert load(tmp_path / "native").Norm().forward(4.0) == ("native", 2.0)
+
+
+def test_unread_class_attributes_and_other_platforms_forwards_left_out(tmp_path):
+    g, _, _ = build_all(TREES / "mro", tmp_path, "Op")
+    text = (tmp_path / "A2.inline.py").read_text()
+    # the target keeps its public API but not the forwards CustomOp dispatches to on other platforms
+    assert "def extra_api" in text and "def forward_native" in text and "def forward_cuda" in text
+    assert "def forward_xpu" not in text and "def forward_hip" not in text
+    # a plain class keeps the attributes something reads (by attribute, hasattr, or its own body)
+    for kept in ('read_attr: str = "read"', "made_at_class_creation = make_default()", "hasattr_probe = True",
+                 "BODY_CONST = 3", 'read_attr = "module"'):
+        assert kept in text
+    for dropped in ("unread_attr", "unread_decl", "other_unread", "never read anywhere"):
+        assert dropped not in text
+    # dataclass fields and enum members are never left out
+    assert "unread_field: int = 2" in text and "UNUSED_MEMBER = 2" in text
+    mod = load(tmp_path)
+    op = mod.Op()
+    assert op.extra_api(1) == ("read", "module", mod.Kind.A, 1, 1) and op.probe() is True
+    assert mod.Fields(1, 5).unread_field == 5

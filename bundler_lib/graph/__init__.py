@@ -144,7 +144,7 @@ def build(tree: Path, symbol: str, hint: str | None = None, variant: dict | None
         "notes": notes,
         "stats": {"nodes": len(nodes), "files": len(files),
                   "lines": sum(n.end_line - n.line + 1 - sum(
-                      st.end_lineno - min([st.lineno] + [d.lineno for d in st.decorator_list]) + 1
+                      st.end_lineno - min([st.lineno] + [d.lineno for d in getattr(st, "decorator_list", [])]) + 1
                       for st in n.dropped.values()) for n in nodes if n.stmt is not None),
                   "modules_parsed": len(index.parsed)},
     }

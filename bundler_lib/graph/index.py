@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -136,16 +137,31 @@ def _walk_runtime(node: ast.AST):
         stack.extend(c for c in ast.iter_child_nodes(n) if isinstance(c, (ast.stmt, ast.excepthandler)))
 
 
+def _python_files(root: str) -> list[str]:
+    """Tree-relative paths (with /) of every .py file under root."""
+    out, stack = [], [""]
+    while stack:
+        rel = stack.pop()
+        with os.scandir(os.path.join(root, rel) if rel else root) as it:
+            for e in it:
+                path = f"{rel}/{e.name}" if rel else e.name
+                if e.is_dir(follow_symlinks=True):
+                    stack.append(path)
+                elif e.name.endswith(".py"):
+                    out.append(path)
+    return out
+
+
 class TreeIndex:
     """All Python modules of the tree, by dotted name; parses only what is asked for."""
 
     def __init__(self, tree: Path):
         self.root = Path(tree)
+        self._root_str = str(self.root)
         self.files: dict[str, str] = {}          # module -> tree-relative path
         self.packages: set[str] = set()
         self.top_packages: set[str] = set()
-        for p in sorted(self.root.rglob("*.py")):
-            rel = p.relative_to(self.root).as_posix()
+        for rel in sorted(_python_files(str(self.root))):
             parts = rel[:-3].split("/")
             if parts[-1] == "__init__":
                 parts = parts[:-1]
@@ -166,7 +182,8 @@ class TreeIndex:
         """A file's text (cached; None when unreadable)."""
         if rel not in self._texts:
             try:
-                self._texts[rel] = (self.root / rel).read_text(encoding="utf-8")
+                with open(os.path.join(self._root_str, rel), encoding="utf-8") as f:
+                    self._texts[rel] = f.read()
             except (OSError, UnicodeDecodeError):
                 self._texts[rel] = None
         return self._texts[rel]

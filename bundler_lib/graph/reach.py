@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 
 from bundler_lib.errors import StageError
-from bundler_lib.variant import BY_NAME_REGISTRIES, PLATFORM_CLASS, foreign_platform
+from bundler_lib.variant import BY_NAME_REGISTRIES, foreign_forwards, foreign_platform, platform_class
 
 from .guards import _UNKNOWN, GuardEval, env_default_value
 from .index import Stmt, TreeIndex, _mutated_base
@@ -76,6 +76,32 @@ def _accessor_of(fn: ast.AST, dname: str) -> bool:
 def _always_kept(name: str) -> bool:
     """Methods called by protocol rather than by name in the code."""
     return (name.startswith("__") and name.endswith("__")) or name == "forward"
+
+
+# External bases under which a class attribute stays a plain class attribute.
+_PLAIN_EXTERNAL_BASES = {"object", "ABC", "abc.ABC", "Generic", "typing.Generic", "nn.Module", "torch.nn.Module"}
+
+
+def _member_name(st: ast.stmt, attributes: bool) -> str | None:
+    """The name a class-body statement defines, where it may be left out until read by that name: a method;
+    with `attributes`, also a class attribute whose value runs no code (`name = <literal or name>`,
+    `name: T = ...`, `name: T`)."""
+    if isinstance(st, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return st.name
+    if not attributes:
+        return None
+    if isinstance(st, ast.Assign) and len(st.targets) == 1:
+        target, value = st.targets[0], st.value
+    elif isinstance(st, ast.AnnAssign) and st.simple:
+        target, value = st.target, st.value
+    else:
+        return None
+    if not isinstance(target, ast.Name) or target.id.startswith("__"):
+        return None
+    if value is not None and any(isinstance(x, (ast.Call, ast.Await, ast.Yield, ast.YieldFrom, ast.NamedExpr))
+                                 for x in ast.walk(value)):
+        return None
+    return target.id
 
 
 def _is_triton_jit(st: ast.stmt) -> bool:
@@ -157,7 +183,8 @@ class Graph:
         info = self.index.get(module)
         stmts = info.defs[name]
         root = None
-        self.roots = {(module, st.idx) for st in stmts}   # the target keeps every method (public API)
+        # the target keeps every method (its public API) but the other platforms' forwards
+        self.roots = {(module, st.idx) for st in stmts}
         for st in stmts:
             n = self.node_for(module, st)
             root = root or n
@@ -273,10 +300,14 @@ class Graph:
             for st in n.stmt.body:
                 parts = [st] if not isinstance(st, (ast.FunctionDef, ast.AsyncFunctionDef)) else st.decorator_list
                 for part in parts:
-                    body_reads |= {x.id for x in ast.walk(part) if isinstance(x, ast.Name)}
+                    body_reads |= {x.id for x in ast.walk(part) if isinstance(x, ast.Name)
+                                   and not isinstance(x.ctx, ast.Store)}
+            foreign = foreign_forwards(self.variant)
+            plain = n.key not in self.roots and self._plain_class(n.module, n.stmt)
             for st in n.stmt.body:
-                if (isinstance(st, (ast.FunctionDef, ast.AsyncFunctionDef)) and not _always_kept(st.name)
-                        and st.name not in body_reads and n.key not in self.roots):
+                name = _member_name(st, plain)
+                if (name and not _always_kept(name) and name not in body_reads
+                        and (n.key not in self.roots or name in foreign)):
                     skip.add(id(st))
                     n.dropped[id(st)] = st
         if n.key[1] in self.keyed_dicts(n.module):
@@ -295,10 +326,30 @@ class Graph:
         if isinstance(n.stmt, ast.ClassDef):
             n.ctor_deps = set(n.deps) - before   # class body, bases, decorators, dunder methods
         for st in list(n.dropped.values()):
-            if st.name in self.attr_names:
+            name = _member_name(st, True)
+            if name in self.attr_names:
                 self._mqueue.append((n, st))
             else:
-                self.pending.setdefault(st.name, []).append((n, st))
+                self.pending.setdefault(name, []).append((n, st))
+
+    def _plain_class(self, module: str, cls: ast.ClassDef, depth: int = 0) -> bool:
+        """A class whose body assignments are only class attributes: no decorator or metaclass keyword that
+        could turn them into fields (dataclass, pydantic, NamedTuple, Enum members), through every base."""
+        if cls.decorator_list or cls.keywords or depth > 20:
+            return False
+        for b in cls.bases:
+            base = b.value if isinstance(b, ast.Subscript) else b
+            text = ast.unparse(base)
+            if text in _PLAIN_EXTERNAL_BASES:
+                continue
+            if not isinstance(base, ast.Name):
+                return False
+            t = self.res.name(module, base.id)
+            if t.kind != "node" or len(t.stmts) != 1 or not isinstance(t.stmts[0].node, ast.ClassDef):
+                return False
+            if not self._plain_class(t.module, t.stmts[0].node, depth + 1):
+                return False
+        return True
 
     def keyed_dicts(self, module: str) -> set[int]:
         """Module-level dict literals with string keys that the module's __getattr__ reads: their entries
@@ -611,17 +662,22 @@ class Graph:
     def _dynamic(self, n: Node, ref: Ref, t: Target, used: int) -> None:
         # current_platform: the variant decides the platform class
         if t.name == "current_platform" and t.module.endswith("platforms"):
-            mod, cls = PLATFORM_CLASS[self.variant["platform"]]
+            mod, cls = platform_class(self.variant)
             if self.index.has_module(mod):
                 ct = self.res.name(mod, cls)
-                if ct.kind == "node":
-                    syn = self._synthetic(t.module, "current_platform",
-                                          "@@NAME@@ = @@0@@()\n", [(ct.module, ct.stmts[-1], ct.name)])
-                    n.deps[syn.key] = n.deps.get(syn.key, False) or ref.importtime
-                    n.links.append((ref, syn.key, "current_platform", used))
-                    self.notes.append(f"current_platform (resolved lazily by {t.module} __getattr__) is bound "
-                                      f"to {cls}() of {mod}: variant platform={self.variant['platform']}")
-                    return
+                if ct.kind != "node":
+                    raise StageError(STAGE, f"variant platform={self.variant['platform']} "
+                                     f"gpu_queries={self.variant.get('gpu_queries')}",
+                                     f"the variant binds current_platform to {mod}.{cls}, which this tree does "
+                                     "not define", "choose another gpu_queries value for this vLLM version")
+                syn = self._synthetic(t.module, "current_platform",
+                                      "@@NAME@@ = @@0@@()\n", [(ct.module, ct.stmts[-1], ct.name)])
+                n.deps[syn.key] = n.deps.get(syn.key, False) or ref.importtime
+                n.links.append((ref, syn.key, "current_platform", used))
+                self.notes.append(f"current_platform (resolved lazily by {t.module} __getattr__) is bound "
+                                  f"to {cls}() of {mod}: variant platform={self.variant['platform']}, "
+                                  f"gpu_queries={self.variant.get('gpu_queries')}")
+                return
         # module-level __getattr__(name): call it
         info = self.index.get(t.module)
         ga = info.defs.get("__getattr__")

@@ -82,6 +82,18 @@ class _Scope:
         self.globals = globals_
 
 
+_CLASS_LOCALS: dict[int, tuple[ast.ClassDef, set, dict, set]] = {}
+
+
+def _class_locals(cls: ast.ClassDef, index: TreeIndex, info: ModuleInfo) -> tuple[set, dict, set]:
+    """_collect_locals of a class body, computed once per class (each of its methods is scanned on its own)."""
+    hit = _CLASS_LOCALS.get(id(cls))
+    if hit is None or hit[0] is not cls:
+        local, imports, globals_, _ = _collect_locals(cls.body, index, info)
+        hit = _CLASS_LOCALS[id(cls)] = (cls, local, imports, globals_)
+    return set(hit[1]), dict(hit[2]), set(hit[3])
+
+
 def _collect_locals(body: list[ast.stmt], index: TreeIndex, info: ModuleInfo, params: set | None = None):
     """Names bound in a function/class body (not descending into nested scopes): (local names, repo-local
     imports, `global` names, single assignments). Single assignments: the local names bound exactly once, by
@@ -157,7 +169,7 @@ class RefScanner:
         self.skip = skip or set()
         self.scopes = [_Scope("module", set(), {}, set())]
         if cls is not None:   # a method scanned on its own: its decorators see the class body
-            local, imports, globals_, _ = _collect_locals(cls.body, self.index, self.info)
+            local, imports, globals_ = _class_locals(cls, self.index, self.info)
             self.scopes.append(_Scope("class", local, imports, globals_))
         self._stmt_list([stmt], top=True)
         return self.scan
@@ -344,7 +356,7 @@ class RefScanner:
             self._expr(b)
         for k in cls.keywords:
             self._expr(k.value)
-        local, imports, globals_, _ = _collect_locals(cls.body, self.index, self.info)
+        local, imports, globals_ = _class_locals(cls, self.index, self.info)
         self.scopes.append(_Scope("class", local, imports, globals_))
         prev = self.follow_annotations
         self.follow_annotations = bool(cls.decorator_list)
