@@ -1,5 +1,8 @@
 """A1 graph + A2/A3 collectors on small on-disk trees, one per resolution feature: exact closures."""
 
+import dataclasses
+import typing
+
 import pytest
 
 from bundler_lib.artifacts import read_json
@@ -56,18 +59,33 @@ def test_decorator_registration_and_custom_ops(tmp_path):
 
 
 def test_runtime_annotations(tmp_path):
-    g, _, _ = build_all(TREES / "annotations", tmp_path, "Target")
-    # dataclass field annotations are read at run time; parameter annotations and TYPE_CHECKING are not
-    assert node_ids(g) == {"vllm/types.py::FieldType", "vllm/conf.py::Target"}
-    assert load(tmp_path).Target().field is None
+    g, _, _ = build_all(TREES / "annotations", tmp_path / "std", "Target")
+    # a stdlib dataclass under the bundle's postponed annotations reads only ClassVar/InitVar of its field
+    # annotations; parameter annotations and TYPE_CHECKING imports are never read
+    assert node_ids(g) == {"vllm/conf.py::Target"}
+    mod = load(tmp_path / "std")
+    assert mod.Target().field is None
+    assert [f.name for f in dataclasses.fields(mod.Target)] == ["field", "hf_field"]   # registry: a ClassVar
+    reqs = read_json(tmp_path / "std" / "A2.manifest.json")["external_reqs"]
+    assert "from typing import ClassVar" in reqs
     # an external import read only by a parameter annotation is never executed (hf_like_pkg is not installed:
-    # were it installed, importing the bundle would not import it); one a dataclass field reads is guarded
+    # were it installed, importing the bundle would not import it)
     assert g["imports_annotation_only"] == ["from hf_like_pkg import HFConfig"]
-    reqs = read_json(tmp_path / "A2.manifest.json")["external_reqs"]
     assert "import typing" in reqs
     assert ("if typing.TYPE_CHECKING:  # read only by annotations, which the bundle never evaluates\n"
             "    from hf_like_pkg import HFConfig") in reqs
+    # a decorator of the tree's own (vLLM's pydantic @config) may read the field annotations: followed, the
+    # external one guarded
+    g, _, _ = build_all(TREES / "annotations", tmp_path / "conf", "ConfTarget")
+    assert node_ids(g) == {"vllm/types.py::FieldType", "vllm/conf.py::ConfTarget", "vllm/conf.py::config"}
+    reqs = read_json(tmp_path / "conf" / "A2.manifest.json")["external_reqs"]
     assert any(r.startswith("try:\n    from hf_like_pkg import HFFieldType\n") for r in reqs)
+    # a closure that reads annotations (typing.get_type_hints) follows every dataclass's
+    g, _, _ = build_all(TREES / "annotations", tmp_path / "hints", "HintsTarget")
+    assert node_ids(g) == {"vllm/types.py::FieldType", "vllm/hints.py::HintsTarget"}
+    assert any("typing.get_type_hints" in x for x in g["notes"])
+    mod = load(tmp_path / "hints")
+    assert mod.HintsTarget().hints()["field"] == typing.Optional[mod.FieldType]
 
 
 def test_function_local_import(tmp_path):
@@ -301,3 +319,19 @@ def test_unread_class_attributes_and_other_platforms_forwards_left_out(tmp_path)
     op = mod.Op()
     assert op.extra_api(1) == ("read", "module", mod.Kind.A, 1, 1) and op.probe() is True
     assert mod.Fields(1, 5).unread_field == 5
+
+
+def test_predicate_classmethods_decided_by_the_variant(tmp_path, monkeypatch):
+    g, _, _ = build_all(TREES / "variant_guards", tmp_path, "predicate_target")
+    helpers = {i.split("::")[1] for i in node_ids(g) if i.startswith("vllm/helpers.py::")}
+    # is_enabled (an env flag off by default, under a call-through-or-None decorator), is_fused_enabled (another
+    # predicate and a literal) and is_auto (an env comparison) are decided; an unknown decorator or a run-time
+    # value leaves the branch in
+    assert helpers == {"auto_only_helper", "wrapped_helper", "runtime_helper"}
+    preds = {(x["predicate"], x["value"]) for x in g["guards"]}
+    assert {("accel_ops.is_enabled()", False), ("not accel_ops.is_fused_enabled()", True),
+            ("accel_ops.is_auto()", True)} <= preds
+    monkeypatch.setenv("VLLM_FROM_ENV", "x")
+    assert load(tmp_path).predicate_target() == "+unfused+auto+runtime"
+    g2 = build(TREES / "variant_guards", "predicate_target", variant={"envs": "runtime"})
+    assert "vllm/helpers.py::accel_helper" in node_ids(g2)

@@ -21,6 +21,18 @@ from .reach import Graph
 STAGE = "A1 graph"
 
 
+def _reach(index: TreeIndex, variant: dict, module: str, symbol: str, rel: str, dataclass_annotations: bool):
+    g = Graph(index, variant)
+    g.ge.dataclass_annotations = dataclass_annotations
+    root = g.build(module, symbol)
+    from bundler_lib.example import extra_roots   # what invocation_example() needs beyond the symbol
+    extra = extra_roots({"symbol": symbol, "kind": root.kind, "def_file": rel})
+    if extra:
+        g.add_roots(extra, "needed by invocation_example()")
+    g.add_ir_providers()
+    return g, root
+
+
 def build(tree: Path, symbol: str, hint: str | None = None, variant: dict | None = None,
           model_facts: dict | None = None) -> dict:
     tree = Path(tree)
@@ -31,13 +43,14 @@ def build(tree: Path, symbol: str, hint: str | None = None, variant: dict | None
     if not index.files:
         raise StageError(STAGE, f"--tree {tree}", "no Python files under it", "pass the extracted source tree")
     module, rel = locate(index, symbol, hint)
-    g = Graph(index, {**var, "model_facts": model_facts or {}})
-    root = g.build(module, symbol)
-    from bundler_lib.example import extra_roots   # what invocation_example() needs beyond the symbol
-    extra = extra_roots({"symbol": symbol, "kind": root.kind, "def_file": rel})
-    if extra:
-        g.add_roots(extra, "needed by invocation_example()")
-    g.add_ir_providers()
+    g, root = _reach(index, {**var, "model_facts": model_facts or {}}, module, symbol, rel, False)
+    readers = g.annotation_readers()
+    if readers:
+        # the bundle's annotations are postponed: with a reader of them in the closure, keep what every
+        # dataclass field annotation names, not only ClassVar/InitVar
+        g, root = _reach(index, {**var, "model_facts": model_facts or {}}, module, symbol, rel, True)
+        g.notes.append(f"the closure reads annotations at run time ({', '.join(readers)}): every dataclass's "
+                       "field annotations are followed")
     nodes = order(g, root)
     sections(g, nodes)
     emit = emit_names(g, nodes, root)

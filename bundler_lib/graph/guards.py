@@ -49,6 +49,12 @@ class GuardEval:
         self.platform_names = {"current_platform", "platform"}
         self.unquantized_bases = lambda: set()   # set by the graph: names of Unquantized* classes' bases
         self.env_default = lambda name: _UNKNOWN   # set by the graph: default value of envs.<name>
+        # set by the graph: the value of `Cls.method()` (a class's predicate method), or None
+        self.method_predicate = lambda module, cls, method: None
+        self.module = ""   # the module whose code is being evaluated (set by the scanner)
+        self.constants: dict[str, bool] | None = None   # while evaluating a predicate method's body
+        # follow stdlib dataclasses' field annotations (when the closure reads annotations at run time)
+        self.dataclass_annotations = False
         self.locals: dict[str, ast.expr] = {}   # set by the scanner per function: single assignments
         self.model = {k: (tuple(v) if isinstance(v, list) else v) for k, v in variant.get("model_facts", {}).items()}
         self.platform = platform_predicates(variant)
@@ -63,6 +69,17 @@ class GuardEval:
             return self.platform[e.func.attr]
         if _tail(e) == "TYPE_CHECKING":
             return False
+        if self.constants is not None:
+            if isinstance(e, ast.Constant) and isinstance(e.value, bool):
+                return e.value
+            if isinstance(e, ast.Name) and isinstance(self.constants.get(e.id), bool):
+                return self.constants[e.id]
+        # Cls.is_x_enabled(): a predicate classmethod the variant decides (e.g. rocm_aiter_ops.is_enabled())
+        if (isinstance(e, ast.Call) and not e.args and not e.keywords and isinstance(e.func, ast.Attribute)
+                and isinstance(e.func.value, ast.Name) and e.func.value.id not in self.platform_names):
+            v = self.method_predicate(self.module, e.func.value.id, e.func.attr)
+            if v is not None:
+                return v
         # current_platform.has_device_capability(90) / is_device_capability((9, 0)) / ..._family(100)
         if (self.variant["platform"] == "cuda" and isinstance(e, ast.Call) and len(e.args) == 1
                 and not e.keywords and isinstance(e.func, ast.Attribute)

@@ -4,6 +4,7 @@ time (dead guard branches excluded), parsing only the modules it reaches."""
 from __future__ import annotations
 
 import ast
+import copy
 import re
 from dataclasses import dataclass, field
 
@@ -78,6 +79,8 @@ def _always_kept(name: str) -> bool:
     return (name.startswith("__") and name.endswith("__")) or name == "forward"
 
 
+_ANNOTATION_READERS = {"get_type_hints", "get_annotations"}
+
 # External bases under which a class attribute stays a plain class attribute.
 _PLAIN_EXTERNAL_BASES = {"object", "ABC", "abc.ABC", "Generic", "typing.Generic", "nn.Module", "torch.nn.Module"}
 
@@ -138,6 +141,8 @@ class Graph:
         self._unq: set[str] | None = None
         self.ge.unquantized_bases = self.unquantized_bases
         self.ge.env_default = self.env_default
+        self.ge.method_predicate = self.method_predicate
+        self._predicates: dict[tuple[str, str], bool | None] = {}
         self._env_defaults: dict | None = None
         self.nodes: dict[tuple[str, int], Node] = {}
         self.externals: dict[str, tuple[str, str]] = {}   # import statement -> (bound name, object)
@@ -273,6 +278,21 @@ class Graph:
         self.notes.append(f"IR ops {', '.join(names)}: priority {priority} set at import as vLLM's worker sets it; "
                           f"implementations reached: {', '.join(f'{m}.{n}' for m, _, n in impls) or 'native only'}")
         return names
+
+    def annotation_readers(self) -> list[str]:
+        """What in the closure evaluates annotations at run time (typing.get_type_hints and the like)."""
+        found = set()
+        for _, obj in self.externals.values():
+            if obj.rsplit(".", 1)[-1] in _ANNOTATION_READERS:
+                found.add(obj)
+        for n in self.nodes.values():
+            for ref, _, _, obj in n.ext_links:
+                for a in ref.attrs[:1]:
+                    if a in _ANNOTATION_READERS:
+                        found.add(f"{obj}.{a}")
+        if "__annotations__" in self.attr_names:
+            found.add(".__annotations__")
+        return sorted(found)
 
     def _reach_attr(self, a: str) -> None:
         if a not in self.attr_names:
@@ -552,6 +572,104 @@ class Graph:
                             if isinstance(k, ast.Constant) and isinstance(val, ast.Lambda):
                                 self._env_defaults[k.value] = env_default_value(val.body)
         return self._env_defaults.get(name, _UNKNOWN)
+
+    def method_predicate(self, module: str, cls_name: str, method: str) -> bool | None:
+        """The value of `Cls.method()` where the variant decides it: a classmethod/staticmethod whose body is
+        `return <test>`, the test reading class attributes bound to envs flags or literals
+        (`_AITER_ENABLED = envs.VLLM_ROCM_USE_AITER`) and other such predicates of the class. A decorator
+        that calls the method or returns None (vLLM's if_aiter_supported) keeps a False value falsy."""
+        t = self.res.name(module, cls_name)
+        if t.kind != "node" or len(t.stmts) != 1 or not isinstance(t.stmts[0].node, ast.ClassDef):
+            return None
+        key = (t.module, f"{cls_name}.{method}")
+        if key in self._predicates:
+            return self._predicates[key]
+        self._predicates[key] = None   # a predicate that reaches itself stays undecided
+        value = self._method_predicate(t.module, t.stmts[0].node, method)
+        self._predicates[key] = value
+        return value
+
+    def _method_predicate(self, module: str, cls: ast.ClassDef, method: str) -> bool | None:
+        fn = next((b for b in cls.body if isinstance(b, ast.FunctionDef) and b.name == method), None)
+        if fn is None:
+            return None
+        body = [b for b in fn.body if not (isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant))]
+        if len(body) != 1 or not isinstance(body[0], ast.Return) or body[0].value is None:
+            return None
+        kinds = set()
+        for d in fn.decorator_list:
+            name = ast.unparse(d)
+            if name in ("classmethod", "staticmethod"):
+                kinds.add(name)
+            elif name in ("cache", "functools.cache", "lru_cache", "functools.lru_cache") or name.startswith(
+                    ("lru_cache(", "functools.lru_cache(")):
+                continue
+            elif isinstance(d, ast.Name) and self._calls_through_or_none(module, d.id):
+                kinds.add("or-none")
+            else:
+                return None
+        if not kinds & {"classmethod", "staticmethod"}:
+            return None
+        attrs = {}
+        for b in cls.body:
+            if isinstance(b, (ast.Assign, ast.AnnAssign)) and b.value is not None:
+                targets = b.targets if isinstance(b, ast.Assign) else [b.target]
+                for tg in targets:
+                    if isinstance(tg, ast.Name):
+                        attrs[tg.id] = b.value if tg.id not in attrs else None   # assigned twice: unknown
+        first = fn.args.args[0].arg if fn.args.args and "classmethod" in kinds else None
+
+        class Subst(ast.NodeTransformer):
+            def visit_Attribute(self, node):
+                if isinstance(node.value, ast.Name) and node.value.id in (first, cls.name) \
+                        and attrs.get(node.attr) is not None:
+                    return attrs[node.attr]
+                return self.generic_visit(node)
+
+            def visit_Call(self, node):
+                # cls.other_predicate()
+                f = node.func
+                if (not node.args and not node.keywords and isinstance(f, ast.Attribute)
+                        and isinstance(f.value, ast.Name) and f.value.id in (first, cls.name)):
+                    return ast.Name(id=f"{cls.name}.{f.attr}()", ctx=ast.Load())
+                return self.generic_visit(node)
+
+        test = Subst().visit(copy.deepcopy(body[0].value))
+        inner = {}
+        for sub in ast.walk(test):
+            if isinstance(sub, ast.Name) and sub.id.endswith("()") and "." in sub.id:
+                inner[sub.id] = self.method_predicate(module, cls.name, sub.id[len(cls.name) + 1:-2])
+        saved = self.ge.module, self.ge.constants
+        self.ge.module, self.ge.constants = module, inner
+        try:
+            value, _ = self.ge.evaluate(test)
+        finally:
+            self.ge.module, self.ge.constants = saved
+        if value is None or (value is True and "or-none" in kinds):
+            return None
+        return value
+
+    def _calls_through_or_none(self, module: str, name: str) -> bool:
+        """A decorator whose wrapper returns the decorated function's result or None."""
+        t = self.res.name(module, name)
+        if t.kind != "node" or len(t.stmts) != 1 or not isinstance(t.stmts[0].node, ast.FunctionDef):
+            return False
+        deco = t.stmts[0].node
+        if not deco.args.args:
+            return False
+        func = deco.args.args[0].arg
+        wrappers = [b for b in deco.body if isinstance(b, ast.FunctionDef)]
+        if len(wrappers) != 1:
+            return False
+        for r in ast.walk(wrappers[0]):
+            if isinstance(r, ast.Return):
+                v = r.value
+                if v is None or (isinstance(v, ast.Constant) and v.value is None):
+                    continue
+                if isinstance(v, ast.Call) and isinstance(v.func, ast.Name) and v.func.id == func:
+                    continue
+                return False
+        return True
 
     def unquantized_bases(self) -> set[str]:
         """Names of every class an `Unquantized*` class of the tree derives from (by name, textually)."""

@@ -94,6 +94,10 @@ def _class_locals(cls: ast.ClassDef, index: TreeIndex, info: ModuleInfo) -> tupl
     return set(hit[1]), dict(hit[2]), set(hit[3])
 
 
+def _tail_name(e: ast.expr) -> str | None:
+    return e.id if isinstance(e, ast.Name) else (e.attr if isinstance(e, ast.Attribute) else None)
+
+
 def _collect_locals(body: list[ast.stmt], index: TreeIndex, info: ModuleInfo, params: set | None = None):
     """Names bound in a function/class body (not descending into nested scopes): (local names, repo-local
     imports, `global` names, single assignments). Single assignments: the local names bound exactly once, by
@@ -167,6 +171,7 @@ class RefScanner:
     # ------------------------------------------------------------ entry
     def run(self, stmt: ast.stmt, skip: set | None = None, cls: ast.ClassDef | None = None) -> Scan:
         self.skip = skip or set()
+        self.ge.module = self.info.name
         self.scopes = [_Scope("module", set(), {}, set())]
         if cls is not None:   # a method scanned on its own: its decorators see the class body
             local, imports, globals_ = _class_locals(cls, self.index, self.info)
@@ -282,7 +287,12 @@ class RefScanner:
             self.ge.platform_names.add(st.targets[0].id)   # `p = current_platform`
             self._expr(st.value)
         elif isinstance(st, ast.AnnAssign):
-            if self.scopes[-1].kind == "class" and self.follow_annotations:
+            if self.scopes[-1].kind == "class" and self.follow_annotations == "classvar":
+                # a stdlib dataclass reads only whether a field is a ClassVar / InitVar
+                head = st.annotation.value if isinstance(st.annotation, ast.Subscript) else st.annotation
+                if _tail_name(head) in ("ClassVar", "InitVar"):
+                    self._expr(head, runtime=True)
+            elif self.scopes[-1].kind == "class" and self.follow_annotations:
                 self._expr(st.annotation, runtime=True)
             self._expr(st.target)
             if st.value is not None:
@@ -311,6 +321,17 @@ class RefScanner:
                 self._expr(value)
             elif isinstance(value, ast.AST):
                 self._generic(value)
+
+    def _stdlib_dataclass(self, d: ast.expr) -> bool:
+        f = d.func if isinstance(d, ast.Call) else d
+        if isinstance(f, ast.Attribute):
+            return f.attr == "dataclass" and isinstance(f.value, ast.Name) and self._binds(f.value.id, "dataclasses", None)
+        return isinstance(f, ast.Name) and self._binds(f.id, "dataclasses", "dataclass")
+
+    def _binds(self, name: str, module: str, attr: str | None) -> bool:
+        """`name` is the module-level import of `module` (attr None) or of `module.attr`."""
+        b = self.info.imports.get(name)
+        return b is not None and b.external and b.module == module and b.attr == attr and name not in self.info.defs
 
     def _module_exists(self, mod: str) -> bool:
         return self.index.has_module(mod) or any(m.startswith(mod + ".") for m in self.index.files)
@@ -359,7 +380,12 @@ class RefScanner:
         local, imports, globals_ = _class_locals(cls, self.index, self.info)
         self.scopes.append(_Scope("class", local, imports, globals_))
         prev = self.follow_annotations
+        # field annotations are read by the decorator that makes fields of them (pydantic, vLLM's @config);
+        # a stdlib dataclass under postponed annotations (the bundle's) only asks which are ClassVar/InitVar
         self.follow_annotations = bool(cls.decorator_list)
+        if (cls.decorator_list and not self.ge.dataclass_annotations
+                and all(self._stdlib_dataclass(d) for d in cls.decorator_list)):
+            self.follow_annotations = "classvar"
         self._stmt_list([st for st in cls.body if id(st) not in self.skip])
         self.follow_annotations = prev
         self.scopes.pop()

@@ -44,3 +44,23 @@ def lora_helper():
 
 def is_quantized_kv_cache(kv_cache_dtype):
     return kv_cache_dtype != "auto"
+
+
+def accel_helper():
+    return "+accel"
+
+
+def fused_helper():
+    return "+fused"
+
+
+def auto_only_helper():
+    return "+auto"
+
+
+def wrapped_helper():
+    return "+wrapped"
+
+
+def runtime_helper():
+    return "+runtime"
