@@ -454,22 +454,24 @@ class Leftovers(ast.NodeVisitor):
         self.generic_visit(node)
 
 
-def module_level_names(text: str) -> set[str]:
-    names = set()
-    for node in ast.parse(text).body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names.add(node.name)
-        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
-            for t in (node.targets if isinstance(node, ast.Assign) else [node.target]):
-                names.update(n.id for n in ast.walk(t) if isinstance(n, ast.Name))
-    return names
+def defined_at_top(text: str, names) -> list[str]:
+    """Those of `names` that a line at column 0 of the module binds or names (a def, class, assignment, or
+    any statement starting with the name): a textual check for the bundle builder's own helper names."""
+    return sorted(n for n in names if re.search(r"^(?:(?:async\s+)?def\s+|class\s+)?" + re.escape(n) + r"\b",
+                                                 text, re.M))
 
 
 def entry_module(text: str, symbol: str, tree: ast.Module | None = None) -> cst.Module:
-    """Only the top-level statements that define `symbol`, as a module (for its public signatures)."""
+    """Only the top-level statements that define `symbol`, as a module (for its public signatures). Without
+    a tree, only the provenance blocks whose text defines it are parsed."""
+    if tree is None:
+        blocks = re.split(r"(?m)^(?=# --- Inlined from )", text)
+        pat = re.compile(r"^(?:@.*\n)*(?:class|(?:async\s+)?def)\s+" + re.escape(symbol) + r"\b", re.M)
+        text = "".join(b for b in blocks if pat.search(b))
+        tree = ast.parse(text)
     lines = text.splitlines(keepends=True)
     parts = []
-    for node in (tree or ast.parse(text)).body:
+    for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == symbol:
             start = min([node.lineno] + [d.lineno for d in node.decorator_list]) - 1
             parts.append("".join(lines[start:node.end_lineno]))
@@ -561,7 +563,7 @@ def bind(graph: dict, a2_text: str, a2m: dict, a3_text: str, a3m: dict, a4_text:
     if data_text.strip():
         if not anchors:
             raise StageError(STAGE, "A3.data.py", "a data section without anchors to rewrite", "re-run A3")
-        taken = sorted(set(data_files.SECTION_NAMES) & module_level_names(out_text))
+        taken = defined_at_top(out_text, data_files.SECTION_NAMES)
         if taken:
             raise StageError(STAGE, "A3.data.py", f"its names are already defined in the module: {', '.join(taken)}",
                              "report a bundler bug (rename the data helpers in bundler_lib/data_files.py)")
@@ -569,7 +571,7 @@ def bind(graph: dict, a2_text: str, a2m: dict, a3_text: str, a3m: dict, a4_text:
     out_text, lazy = lazy_import_time_decorators(out_text)
     if lazy:
         helpers = [LAZY_DECORATORS[name] for name in sorted(lazy)]
-        taken = sorted({h for h, _ in helpers} & module_level_names(out_text))
+        taken = defined_at_top(out_text, {h for h, _ in helpers})
         if taken:
             raise StageError(STAGE, "merged module", f"{', '.join(taken)} already defined in it",
                              "report a bundler bug (rename the helpers in bundler_lib/bind.py)")
