@@ -1,4 +1,4 @@
-"""Build-time benchmark: cold build (stage caches empty, vLLM tree already present), no-op rebuild,
+"""Build-time benchmark: cold build (stage caches and A1's memo empty, vLLM tree already present), no-op rebuild,
 edit outside the closure and edit inside it, each repeated, with the number of processes each run
 executed (Pants' own counters). Runs the real ./pants (with pantsd, as a user would) in a temporary
 workspace holding a local copy of the pinned vLLM tree.
@@ -15,6 +15,7 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -77,7 +78,11 @@ def main() -> None:
         build = (REPO / "targets/BUILD").read_text().replace('vllm=":vllm_0_26_0"', 'vllm=":vllm_local"')
         ws.write("targets/BUILD", build)
         cold = []
+        memo = Path(os.environ.get("VLLM_BUNDLER_CACHE") or Path(os.environ.get("XDG_CACHE_HOME")
+                                                                    or Path.home() / ".cache") / "vllm-bundler")
+        memo = memo / "named_caches" / "bundler_graph_memo"   # A1's memo (rules/stages.py): a stage cache too
         for i in range(args.cold_repeat):
+            shutil.rmtree(memo, ignore_errors=True)
             store = Path(tmp) / f"store{i}"
             cold.append(timed(ws, args.target, f"--local-store-dir={store}"))
             print(f"cold #{i}: {cold[-1][0]:.2f}s, {cold[-1][1]} processes", flush=True)

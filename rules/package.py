@@ -175,7 +175,7 @@ async def build_bundle(field_set: MonolithicBundleFieldSet, bundler: BundlerSubs
     a1_in = await Get(Digest, MergeDigests([await tree_subset(tree, ["vllm/**/*.py"]), model_cfg]))
     a0, a1 = await MultiGet(
         Get(StageOutput, StageRequest("A0", ("--tree", "tree"), a0_in, target)),
-        Get(StageOutput, StageRequest("A1", tuple(a1_args), a1_in, target)),
+        Get(StageOutput, StageRequest("A1", tuple(a1_args), a1_in, target, memo=True)),
     )
 
     # A2, A3, A4, A6 read A1's graph and only the files it names (or csrc, or the model config).

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pants.engine.fs import EMPTY_DIGEST, AddPrefix, Digest, DigestContents, DigestSubset, MergeDigests, PathGlobs, RemovePrefix
 from pants.engine.process import FallibleProcessResult
 from pants.engine.rules import Get, collect_rules, rule
+from pants.util.frozendict import FrozenDict
 from pants.util.logging import LogLevel
 
 from rules.toolchain import StageToolchain
@@ -29,6 +30,11 @@ STAGE_NAMES = {
 }
 
 
+# A1's memo reuses a graph while nothing it read has changed: its output is still a function of its inputs
+A1_MEMO_CACHE = "bundler_graph_memo"
+A1_MEMO_DIR = ".a1_memo"
+
+
 class StageFailed(Exception):
     pass
 
@@ -39,6 +45,7 @@ class StageRequest:
     args: tuple[str, ...]
     input_digest: Digest  # tree/, in/, model/ as the stage reads them
     target: str  # the bundle target's address, for messages
+    memo: bool = False  # A1: an append-only cache of what earlier runs read (bundler_lib/graph/memo.py)
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,8 @@ async def run_stage(request: StageRequest, toolchain: StageToolchain) -> StageOu
             (name, *request.args, "--out", "out"),
             description=f"{request.stage} {name}: {request.target}",
             input_digest=input_digest,
+            **(dict(extra_caches=FrozenDict({A1_MEMO_CACHE: A1_MEMO_DIR}),
+                    extra_env=FrozenDict({"VLLM_BUNDLER_A1_MEMO": A1_MEMO_DIR})) if request.memo else {}),
         ),
     )
     if result.exit_code != 0:

@@ -35,6 +35,7 @@ class StageToolchain:
         input_digest: Digest,
         output_directories: tuple[str, ...] = ("out",),
         extra_env: FrozenDict[str, str] = FrozenDict(),
+        extra_caches: FrozenDict[str, str] = FrozenDict(),
         timeout_seconds: int = 900,
     ) -> Process:
         env = {
@@ -50,7 +51,7 @@ class StageToolchain:
             argv=(f"{TOOLCHAIN_DIR}/bin/python", "-m", module, *args),
             description=description,
             input_digest=input_digest,
-            append_only_caches=FrozenDict({self.cache_name: TOOLCHAIN_DIR}),
+            append_only_caches=FrozenDict({self.cache_name: TOOLCHAIN_DIR, **extra_caches}),
             env=FrozenDict(env),
             output_directories=output_directories,
             timeout_seconds=timeout_seconds,

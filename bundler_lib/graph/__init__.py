@@ -7,6 +7,8 @@ definition across imports), reach (the graph walk), emit (order, sections, renam
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 from bundler_lib.artifacts import write_json
@@ -14,6 +16,7 @@ from bundler_lib.errors import StageError
 from bundler_lib.variant import resolve as resolve_variant
 
 from .emit import _node_id, emit_names, external_names, node_edits, order, sections
+from . import memo
 from .index import TreeIndex
 from .locate import locate
 from .reach import Graph
@@ -34,7 +37,8 @@ def _reach(index: TreeIndex, variant: dict, module: str, symbol: str, rel: str, 
 
 
 def build(tree: Path, symbol: str, hint: str | None = None, variant: dict | None = None,
-          model_facts: dict | None = None) -> dict:
+          model_facts: dict | None = None, memo_dir: str | None = None) -> dict:
+    """The graph; with memo_dir, reused from a previous run when nothing it read has changed (memo.py)."""
     tree = Path(tree)
     if not tree.is_dir():
         raise StageError(STAGE, f"--tree {tree}", "not a directory", "pass the extracted source tree")
@@ -42,9 +46,37 @@ def build(tree: Path, symbol: str, hint: str | None = None, variant: dict | None
     index = TreeIndex(tree)
     if not index.files:
         raise StageError(STAGE, f"--tree {tree}", "no Python files under it", "pass the extracted source tree")
+    if memo_dir:
+        k = memo.key({"symbol": symbol, "hint": hint, "variant": var, "model_facts": model_facts or {}})
+        entry = memo.load(memo_dir, k)
+        rescan = _Rescan(index, {**var, "model_facts": model_facts or {}}, symbol, hint)
+        if entry is not None and memo.still_valid(entry, index, rescan):
+            print("A1: reused the graph of a previous run (nothing it read has changed)", file=sys.stderr)
+            return entry["graph"]
+        graph, scans = _build(index, var, symbol, hint, model_facts)
+        memo.save(memo_dir, k, {"record": memo.record(index, scans), "graph": graph})
+        return graph
+    return _build(index, var, symbol, hint, model_facts)[0]
+
+
+class _Rescan:
+    """Recomputes one of the tree-wide scans a graph was built from (memo validation)."""
+
+    def __init__(self, index: TreeIndex, variant: dict, symbol: str, hint: str | None):
+        self.index, self.symbol, self.hint = index, symbol, hint
+        self.graph = Graph(index, variant)
+
+    def __call__(self, name: str):
+        if name == "locate":
+            return list(locate(self.index, self.symbol, self.hint))
+        return self.graph.scan(name)
+
+
+def _build(index: TreeIndex, var: dict, symbol: str, hint: str | None, model_facts: dict | None):
     module, rel = locate(index, symbol, hint)
     g, root = _reach(index, {**var, "model_facts": model_facts or {}}, module, symbol, rel, False)
     readers = g.annotation_readers()
+    first_scans = g.scans
     if readers:
         # the bundle's annotations are postponed: with a reader of them in the closure, keep what every
         # dataclass field annotation names, not only ClassVar/InitVar
@@ -133,7 +165,7 @@ def build(tree: Path, symbol: str, hint: str | None = None, variant: dict | None
     root_def = root.stmt
     kind = "class" if root.kind == "class" else ("function" if root.kind == "function" else root.kind)
     files = sorted({n.file for n in nodes})
-    return {
+    graph = {
         "status": "ok",
         "symbol": symbol,
         "kind": kind,
@@ -161,11 +193,12 @@ def build(tree: Path, symbol: str, hint: str | None = None, variant: dict | None
                       for st in n.dropped.values()) for n in nodes if n.stmt is not None),
                   "modules_parsed": len(index.parsed)},
     }
+    return graph, {**first_scans, **g.scans, "locate": [module, rel]}
 
 
 def run(tree: Path, out: Path, symbol: str, hint: str | None = None, variant: dict | None = None,
         model_config: Path | None = None) -> dict:
     from bundler_lib import model_facts
-    graph = build(tree, symbol, hint, variant, model_facts.load(model_config))
+    graph = build(tree, symbol, hint, variant, model_facts.load(model_config), os.environ.get(memo.ENV) or None)
     write_json(Path(out) / "A1.graph.json", graph)
     return graph

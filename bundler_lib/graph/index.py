@@ -177,6 +177,7 @@ class TreeIndex:
             self.top_packages.add(m.split(".")[0])
         self._cache: dict[str, ModuleInfo] = {}
         self._texts: dict[str, str | None] = {}
+        self.reads: set[str] = set()   # files whose content the result depends on (A1's memo records them)
 
     def text(self, rel: str) -> str | None:
         """A file's text (cached; None when unreadable)."""
@@ -214,6 +215,7 @@ class TreeIndex:
     # ---------------------------------------------------------------- parsing
     def _parse(self, module: str) -> ModuleInfo:
         rel = self.files[module]
+        self.reads.add(rel)
         source = self.text(rel)
         if source is None:
             raise StageError(STAGE, rel, "unreadable (not UTF-8 text?)", "fix the file in the source tree")

@@ -163,6 +163,7 @@ class Graph:
         self.getattr_keys: dict[str, set[str]] = {}
         self._keyed: dict[str, set[int]] = {}
         self._full_dicts: set[tuple[str, int]] = set()
+        self.scans: dict[str, object] = {}   # results of the tree-wide text scans this graph used (memo.py)
 
     # ------------------------------------------------------------ nodes
     def node_for(self, module: str, st: Stmt) -> Node:
@@ -692,6 +693,7 @@ class Graph:
                         out.add(b)
                         stack.append(b)
             self._unq = out
+            self.scans["unquantized_bases"] = sorted(out)
         return self._unq
 
     def python_namespaces(self) -> set[str]:
@@ -706,6 +708,7 @@ class Graph:
                 if "Library(" in text:
                     found |= set(pat.findall(text))
             self._py_ns = found - {"vllm", "_C", "_moe_C", "_rocm_C", "_C_cache_ops", "_C_custom_ar"}
+            self.scans["python_namespaces"] = sorted(self._py_ns)
         return self._py_ns
 
     def _python_custom_op(self, n: Node, ref: Ref, op: str) -> None:
@@ -737,11 +740,20 @@ class Graph:
         n.op_links.append((ref, op, dep.key, t.name))
         self.python_custom_ops[op] = dep.key
 
-    def _find_registration(self, op: str):
-        if self._custom_op_index is None:
-            self._custom_op_index = {}
-        if op in self._custom_op_index:
-            return self._custom_op_index[op]
+    def scan(self, name: str):
+        """Recompute a recorded tree-wide scan by its name in self.scans."""
+        if name == "unquantized_bases":
+            self._unq = None
+            return sorted(self.unquantized_bases())
+        if name == "python_namespaces":
+            self._py_ns = None
+            return sorted(self.python_namespaces())
+        if name.startswith("registration:"):
+            return self._registration_candidates(name.split(":", 1)[1])
+        raise ValueError(f"unknown scan {name!r}")
+
+    def _registration_candidates(self, op: str) -> list[str]:
+        """Modules whose text registers an op named `op` (direct_register_custom_op(op_name=...)), in order."""
         if not hasattr(self, "_reg_texts"):
             self._reg_texts = []   # (module, text) of the files that register custom ops
             for module, rel in sorted(self.index.files.items(), key=lambda kv: kv[1]):
@@ -751,10 +763,17 @@ class Graph:
                 if "direct_register_custom_op" in text:
                     self._reg_texts.append((module, text))
         pat = re.compile(r"op_name\s*=\s*[\"']" + re.escape(op) + r"[\"']")
+        return [module for module, text in self._reg_texts if pat.search(text)]
+
+    def _find_registration(self, op: str):
+        if self._custom_op_index is None:
+            self._custom_op_index = {}
+        if op in self._custom_op_index:
+            return self._custom_op_index[op]
+        candidates = self._registration_candidates(op)
+        self.scans[f"registration:{op}"] = candidates
         found = None
-        for module, text in self._reg_texts:
-            if not pat.search(text):
-                continue
+        for module in candidates:
             info = self.index.get(module)
             for sub in ast.walk(info.tree):
                 if isinstance(sub, ast.Call):
