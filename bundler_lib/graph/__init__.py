@@ -46,17 +46,17 @@ def build(tree: Path, symbol: str, hint: str | None = None, variant: dict | None
     index = TreeIndex(tree)
     if not index.files:
         raise StageError(STAGE, f"--tree {tree}", "no Python files under it", "pass the extracted source tree")
+    variant = {**var, "model_facts": model_facts or {}}
     if memo_dir:
-        k = memo.key({"symbol": symbol, "hint": hint, "variant": var, "model_facts": model_facts or {}})
+        k = memo.key({"symbol": symbol, "hint": hint, "variant": variant})
         entry = memo.load(memo_dir, k)
-        rescan = _Rescan(index, {**var, "model_facts": model_facts or {}}, symbol, hint)
-        if entry is not None and memo.still_valid(entry, index, rescan):
+        if entry is not None and memo.still_valid(entry, index, _Rescan(index, variant, symbol, hint)):
             print("A1: reused the graph of a previous run (nothing it read has changed)", file=sys.stderr)
             return entry["graph"]
-        graph, scans = _build(index, var, symbol, hint, model_facts)
+        graph, scans = _build(index, variant, symbol, hint)
         memo.save(memo_dir, k, {"record": memo.record(index, scans), "graph": graph})
         return graph
-    return _build(index, var, symbol, hint, model_facts)[0]
+    return _build(index, variant, symbol, hint)[0]
 
 
 class _Rescan:
@@ -72,15 +72,16 @@ class _Rescan:
         return self.graph.scan(name)
 
 
-def _build(index: TreeIndex, var: dict, symbol: str, hint: str | None, model_facts: dict | None):
+def _build(index: TreeIndex, variant: dict, symbol: str, hint: str | None):
+    """(graph, the tree-wide scans it was built from) for the variant (with its model_facts)."""
     module, rel = locate(index, symbol, hint)
-    g, root = _reach(index, {**var, "model_facts": model_facts or {}}, module, symbol, rel, False)
+    g, root = _reach(index, variant, module, symbol, rel, False)
     readers = g.annotation_readers()
     first_scans = g.scans
     if readers:
         # the bundle's annotations are postponed: with a reader of them in the closure, keep what every
         # dataclass field annotation names, not only ClassVar/InitVar
-        g, root = _reach(index, {**var, "model_facts": model_facts or {}}, module, symbol, rel, True)
+        g, root = _reach(index, variant, module, symbol, rel, True)
         g.notes.append(f"the closure reads annotations at run time ({', '.join(readers)}): every dataclass's "
                        "field annotations are followed")
     nodes = order(g, root)
@@ -171,8 +172,8 @@ def _build(index: TreeIndex, var: dict, symbol: str, hint: str | None, model_fac
         "kind": kind,
         "def_file": rel,
         "def_line": getattr(root_def, "lineno", root.line),
-        "variant": var,
-        "model_facts": model_facts or {},
+        "variant": {k: v for k, v in variant.items() if k != "model_facts"},
+        "model_facts": variant["model_facts"],
         "files": files,
         "python_nodes": python_nodes,
         "triton_kernels": triton_kernels,

@@ -52,7 +52,7 @@ class GuardEval:
         # set by the graph: the value of `Cls.method()` (a class's predicate method), or None
         self.method_predicate = lambda module, cls, method: None
         self.module = ""   # the module whose code is being evaluated (set by the scanner)
-        self.constants: dict[str, bool] | None = None   # while evaluating a predicate method's body
+        self.literal_bools = False   # True/False literals decide, while evaluating a predicate method's body
         # follow stdlib dataclasses' field annotations (when the closure reads annotations at run time)
         self.dataclass_annotations = False
         self.locals: dict[str, ast.expr] = {}   # set by the scanner per function: single assignments
@@ -69,11 +69,8 @@ class GuardEval:
             return self.platform[e.func.attr]
         if _tail(e) == "TYPE_CHECKING":
             return False
-        if self.constants is not None:
-            if isinstance(e, ast.Constant) and isinstance(e.value, bool):
-                return e.value
-            if isinstance(e, ast.Name) and isinstance(self.constants.get(e.id), bool):
-                return self.constants[e.id]
+        if self.literal_bools and isinstance(e, ast.Constant) and isinstance(e.value, bool):
+            return e.value
         # Cls.is_x_enabled(): a predicate classmethod the variant decides (e.g. rocm_aiter_ops.is_enabled())
         if (isinstance(e, ast.Call) and not e.args and not e.keywords and isinstance(e.func, ast.Attribute)
                 and isinstance(e.func.value, ast.Name) and e.func.value.id not in self.platform_names):

@@ -178,6 +178,7 @@ class TreeIndex:
         self._cache: dict[str, ModuleInfo] = {}
         self._texts: dict[str, str | None] = {}
         self.reads: set[str] = set()   # files whose content the result depends on (A1's memo records them)
+        self.class_locals: dict[int, tuple] = {}   # id(ClassDef) -> its body's names (refs._class_locals)
 
     def text(self, rel: str) -> str | None:
         """A file's text (cached; None when unreadable)."""

@@ -365,12 +365,17 @@ class Graph:
                 continue
             if not isinstance(base, ast.Name):
                 return False
-            t = self.res.name(module, base.id)
-            if t.kind != "node" or len(t.stmts) != 1 or not isinstance(t.stmts[0].node, ast.ClassDef):
-                return False
-            if not self._plain_class(t.module, t.stmts[0].node, depth + 1):
+            found = self._sole_def(module, base.id, ast.ClassDef)
+            if found is None or not self._plain_class(*found, depth + 1):
                 return False
         return True
+
+    def _sole_def(self, module: str, name: str, kind: type) -> tuple[str, ast.AST] | None:
+        """(module, node) of what `name` in `module` resolves to, when that is one definition of type `kind`."""
+        t = self.res.name(module, name)
+        if t.kind != "node" or len(t.stmts) != 1 or not isinstance(t.stmts[0].node, kind):
+            return None
+        return t.module, t.stmts[0].node
 
     def keyed_dicts(self, module: str) -> set[int]:
         """Module-level dict literals with string keys that the module's __getattr__ reads: their entries
@@ -579,14 +584,14 @@ class Graph:
         `return <test>`, the test reading class attributes bound to envs flags or literals
         (`_AITER_ENABLED = envs.VLLM_ROCM_USE_AITER`) and other such predicates of the class. A decorator
         that calls the method or returns None (vLLM's if_aiter_supported) keeps a False value falsy."""
-        t = self.res.name(module, cls_name)
-        if t.kind != "node" or len(t.stmts) != 1 or not isinstance(t.stmts[0].node, ast.ClassDef):
+        found = self._sole_def(module, cls_name, ast.ClassDef)
+        if found is None:
             return None
-        key = (t.module, f"{cls_name}.{method}")
+        key = (found[0], f"{cls_name}.{method}")
         if key in self._predicates:
             return self._predicates[key]
         self._predicates[key] = None   # a predicate that reaches itself stays undecided
-        value = self._method_predicate(t.module, t.stmts[0].node, method)
+        value = self._method_predicate(*found, method)
         self._predicates[key] = value
         return value
 
@@ -621,41 +626,38 @@ class Graph:
         first = fn.args.args[0].arg if fn.args.args and "classmethod" in kinds else None
 
         class Subst(ast.NodeTransformer):
-            def visit_Attribute(self, node):
+            def visit_Attribute(inner, node):
                 if isinstance(node.value, ast.Name) and node.value.id in (first, cls.name) \
                         and attrs.get(node.attr) is not None:
                     return attrs[node.attr]
-                return self.generic_visit(node)
+                return inner.generic_visit(node)
 
-            def visit_Call(self, node):
-                # cls.other_predicate()
+            def visit_Call(inner, node):
+                # cls.other_predicate(): its value, or a name nothing decides
                 f = node.func
                 if (not node.args and not node.keywords and isinstance(f, ast.Attribute)
                         and isinstance(f.value, ast.Name) and f.value.id in (first, cls.name)):
-                    return ast.Name(id=f"{cls.name}.{f.attr}()", ctx=ast.Load())
-                return self.generic_visit(node)
+                    v = self.method_predicate(module, cls.name, f.attr)
+                    return ast.Constant(value=v) if v is not None else ast.Name(id=f"{cls.name}.{f.attr}()")
+                return inner.generic_visit(node)
 
         test = Subst().visit(copy.deepcopy(body[0].value))
-        inner = {}
-        for sub in ast.walk(test):
-            if isinstance(sub, ast.Name) and sub.id.endswith("()") and "." in sub.id:
-                inner[sub.id] = self.method_predicate(module, cls.name, sub.id[len(cls.name) + 1:-2])
-        saved = self.ge.module, self.ge.constants
-        self.ge.module, self.ge.constants = module, inner
+        saved = self.ge.module, self.ge.literal_bools
+        self.ge.module, self.ge.literal_bools = module, True
         try:
             value, _ = self.ge.evaluate(test)
         finally:
-            self.ge.module, self.ge.constants = saved
+            self.ge.module, self.ge.literal_bools = saved
         if value is None or (value is True and "or-none" in kinds):
             return None
         return value
 
     def _calls_through_or_none(self, module: str, name: str) -> bool:
         """A decorator whose wrapper returns the decorated function's result or None."""
-        t = self.res.name(module, name)
-        if t.kind != "node" or len(t.stmts) != 1 or not isinstance(t.stmts[0].node, ast.FunctionDef):
+        found = self._sole_def(module, name, ast.FunctionDef)
+        if found is None:
             return False
-        deco = t.stmts[0].node
+        deco = found[1]
         if not deco.args.args:
             return False
         func = deco.args.args[0].arg

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from bundler_lib.variant import foreign_platform
 
-from .guards import GuardEval
+from .guards import GuardEval, _tail
 from .index import ImportBinding, ModuleInfo, TreeIndex
 
 
@@ -82,20 +82,13 @@ class _Scope:
         self.globals = globals_
 
 
-_CLASS_LOCALS: dict[int, tuple[ast.ClassDef, set, dict, set]] = {}
-
-
 def _class_locals(cls: ast.ClassDef, index: TreeIndex, info: ModuleInfo) -> tuple[set, dict, set]:
-    """_collect_locals of a class body, computed once per class (each of its methods is scanned on its own)."""
-    hit = _CLASS_LOCALS.get(id(cls))
-    if hit is None or hit[0] is not cls:
-        local, imports, globals_, _ = _collect_locals(cls.body, index, info)
-        hit = _CLASS_LOCALS[id(cls)] = (cls, local, imports, globals_)
-    return set(hit[1]), dict(hit[2]), set(hit[3])
-
-
-def _tail_name(e: ast.expr) -> str | None:
-    return e.id if isinstance(e, ast.Name) else (e.attr if isinstance(e, ast.Attribute) else None)
+    """_collect_locals of a class body, computed once per class (each of its methods is scanned on its own;
+    the index holds the class's tree, so its id stays its own)."""
+    hit = index.class_locals.get(id(cls))
+    if hit is None:
+        hit = index.class_locals[id(cls)] = _collect_locals(cls.body, index, info)[:3]
+    return set(hit[0]), dict(hit[1]), set(hit[2])
 
 
 def _collect_locals(body: list[ast.stmt], index: TreeIndex, info: ModuleInfo, params: set | None = None):
@@ -290,7 +283,7 @@ class RefScanner:
             if self.scopes[-1].kind == "class" and self.follow_annotations == "classvar":
                 # a stdlib dataclass reads only whether a field is a ClassVar / InitVar
                 head = st.annotation.value if isinstance(st.annotation, ast.Subscript) else st.annotation
-                if _tail_name(head) in ("ClassVar", "InitVar"):
+                if _tail(head) in ("ClassVar", "InitVar"):
                     self._expr(head, runtime=True)
             elif self.scopes[-1].kind == "class" and self.follow_annotations:
                 self._expr(st.annotation, runtime=True)
