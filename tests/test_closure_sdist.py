@@ -12,14 +12,18 @@ CASES = [
       "vllm/ir/ops/layernorm.py::rms_norm", "vllm/ir/ops/layernorm.py::fused_add_rms_norm",
       # vLLM's CUDA implementations of those IR ops, selected by the variant's priority (not aiter's, not oink's)
       "vllm/kernels/vllm_c.py::rms_norm", "vllm/kernels/vllm_c.py::fused_add_rms_norm",
-      "vllm/ir/ops/layernorm.py::_bundle_ir_op_priority"},
-     {"vllm/model_executor/layers/layernorm.py::GemmaRMSNorm", "vllm/model_executor/layers/layernorm.py::poly_norm",
-      "vllm/kernels/aiter_ops.py::rms_norm", "vllm/kernels/oink_ops.py::rms_norm"}),
-    ("SiluAndMul", None,
-     {"vllm/model_executor/layers/activation.py::SiluAndMul", "vllm/model_executor/custom_op.py::CustomOp",
+      "vllm/ir/ops/layernorm.py::_bundle_ir_op_priority",
       # the variant's gpu_queries=torch: the platform vLLM uses where NVML is unavailable, no vendored pynvml
       "vllm/platforms/cuda.py::NonNvmlCudaPlatform"},
+     {"vllm/model_executor/layers/layernorm.py::GemmaRMSNorm", "vllm/model_executor/layers/layernorm.py::poly_norm",
+      "vllm/kernels/aiter_ops.py::rms_norm", "vllm/kernels/oink_ops.py::rms_norm",
+      "vllm/platforms/cuda.py::NvmlCudaPlatform", "vllm/platforms/cuda.py::pynvml"}),
+    ("SiluAndMul", None,
+     {"vllm/model_executor/layers/activation.py::SiluAndMul", "vllm/model_executor/custom_op.py::CustomOp"},
      {"vllm/model_executor/layers/activation.py::SiluAndMulWithClamp",
+      # custom ops on: CustomOp.dispatch_forward never compiles forward_native (maybe_compile), and reads
+      # current_platform only in branches the variant decides
+      "vllm/model_executor/utils.py::maybe_disable_graph_partition", "vllm/platforms/__init__.py::current_platform",
       "vllm/model_executor/layers/activation.py::_swiglustep_and_mul_kernel",
       "vllm/platforms/cuda.py::NvmlCudaPlatform", "vllm/platforms/cuda.py::CudaPlatform",
       "vllm/platforms/cuda.py::pynvml"}),
@@ -58,7 +62,8 @@ def test_silu_and_mul_keeps_the_cuda_op_and_prunes_platform_branches(vllm_0_26_0
 
 
 def test_nvml_gpu_queries_embed_the_vendored_pynvml(vllm_0_26_0, tmp_path):
-    g, _, _ = build_all(vllm_0_26_0, tmp_path, "SiluAndMul", variant={"gpu_queries": "nvml"})
+    g, _, _ = build_all(vllm_0_26_0, tmp_path, "RMSNorm", hint="vllm/model_executor/layers/layernorm.py",
+                        variant={"gpu_queries": "nvml"})
     ids = node_ids(g)
     assert {"vllm/platforms/cuda.py::CudaPlatform", "vllm/platforms/cuda.py::NvmlCudaPlatform",
             "vllm/platforms/cuda.py::NonNvmlCudaPlatform"} <= ids

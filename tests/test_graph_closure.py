@@ -1,5 +1,6 @@
 """A1 graph + A2/A3 collectors on small on-disk trees, one per resolution feature: exact closures."""
 
+import ast
 import dataclasses
 import typing
 
@@ -335,3 +336,33 @@ def test_predicate_classmethods_decided_by_the_variant(tmp_path, monkeypatch):
     assert load(tmp_path).predicate_target() == "+unfused+auto+runtime"
     g2 = build(TREES / "variant_guards", "predicate_target", variant={"envs": "runtime"})
     assert "vllm/helpers.py::accel_helper" in node_ids(g2)
+
+
+def test_names_bound_to_decided_tests_custom_ops_on_and_overload_stubs(tmp_path):
+    g, _, _ = build_all(TREES / "decided_names", tmp_path, "target")
+    helpers = {i.split("::")[1] for i in node_ids(g) if i.startswith("vllm/helpers.py::")}
+    # IS_ROCM (bound once to a decided test) prunes its branch; REBOUND (rebound through `global`) and a
+    # parameter shadowing IS_ROCM do not; custom ops on: `enabled` (a local bound to self.enabled()) is True,
+    # so dispatch_forward never reaches maybe_compile
+    assert helpers == {"rebound_helper", "shadow_helper"}
+    preds = {(x["predicate"], x["value"]) for x in g["guards"]}
+    assert {("IS_ROCM", False), ("not enabled", False)} <= preds
+    text = (tmp_path / "A2.inline.py").read_text()
+    assert "def maybe_compile" not in text and "IS_ROCM =" not in text
+    # @overload stubs are typing only: the implementations are kept, the stubs are not
+    assert "@overload" not in text and "def stub_fn(x):" in text and "def scale(self, x):" in text
+    assert load(tmp_path).target() == (2, 4, 6, "shadow")
+    g2 = build(TREES / "decided_names", "target", variant={"custom_ops": "disabled"})
+    assert "vllm/helpers.py::compile_helper" in node_ids(g2)
+
+
+def test_abstract_stubs_nothing_can_run_are_left_out(tmp_path):
+    build_all(TREES / "abstract_stubs", tmp_path, "target")
+    tree = ast.parse((tmp_path / "A2.inline.py").read_text())
+    methods = {c.name: sorted(f.name for f in c.body if isinstance(f, ast.FunctionDef))
+               for c in tree.body if isinstance(c, ast.ClassDef)}
+    # Base is an ABC: an instance method's stub runs only through super() (via_super); a static/class
+    # method's may run on Base itself (kind); Plain is not an ABC, so its stub stays
+    assert methods["Base"] == ["kind", "run", "via_super"]
+    assert methods["Plain"] == ["apply"]
+    assert load(tmp_path).target() == (1120, -2)

@@ -446,7 +446,7 @@ def test_remove_each_reached_definition_breaks_the_bundle(vllm_0_26_0, tmp_path)
             broke = name in (_undefined(changed) - base) or _read_as_global_but_unbound(changed, name)
         if not broke:
             not_broken.append(name)
-    assert len(tested) >= 60, tested
+    assert len(tested) >= 45, tested   # the bundle has about 50 top-level names
     for name in not_broken:  # what neither static oracle sees must make the import itself fail
         res_import = a7._check_import(_without(lines, bindings[name]), "SiluAndMul.py", "SiluAndMul", False, 300)
         assert res_import["import"] != "ok", name

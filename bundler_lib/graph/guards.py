@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import re
+from contextlib import contextmanager
 
 from bundler_lib.variant import parallel_sizes, platform_predicates
 
@@ -51,6 +52,13 @@ class GuardEval:
         self.env_default = lambda name: _UNKNOWN   # set by the graph: default value of envs.<name>
         # set by the graph: the value of `Cls.method()` (a class's predicate method), or None
         self.method_predicate = lambda module, cls, method: None
+        # set by the graph: the value of a module-level name bound once to a decided test
+        # (`IS_ROCM = current_platform.is_rocm()`), or None
+        self.global_predicate = lambda module, name: None
+        # set by the graph: the class (module, ClassDef) is a CustomOp (its `enabled()` reads custom_ops)
+        self.is_custom_op = lambda module, cls: False
+        self.cls: tuple[str, ast.ClassDef] | None = None   # the class whose body or method is being scanned
+        self.local_names: frozenset = frozenset()   # set by the scanner: names local to enclosing functions
         self.module = ""   # the module whose code is being evaluated (set by the scanner)
         self.literal_bools = False   # True/False literals decide, while evaluating a predicate method's body
         # follow stdlib dataclasses' field annotations (when the closure reads annotations at run time)
@@ -59,6 +67,17 @@ class GuardEval:
         self.model = {k: (tuple(v) if isinstance(v, list) else v) for k, v in variant.get("model_facts", {}).items()}
         self.platform = platform_predicates(variant)
         self.sizes = parallel_sizes(variant)
+
+    @contextmanager
+    def evaluating_in(self, module: str, literal_bools: bool = False):
+        """Evaluate code of `module` outside the scanned function (a predicate's body or binding)."""
+        saved = self.module, self.literal_bools, self.locals, self.local_names, self.cls
+        self.module, self.literal_bools, self.locals, self.local_names, self.cls = (
+            module, literal_bools, {}, frozenset(), None)
+        try:
+            yield
+        finally:
+            self.module, self.literal_bools, self.locals, self.local_names, self.cls = saved
 
     # ------------------------------------------------------------- atoms
     def _atom(self, e: ast.expr):
@@ -143,6 +162,15 @@ class GuardEval:
             names = [_tail(c) or "" for c in classes]
             if names and all(nm and "Unquantized" not in nm and nm not in self.unquantized_bases() for nm in names):
                 return False
+        # self.enabled() in a CustomOp: on for every custom op when the variant turns custom ops on (vLLM's
+        # overrides of enabled() all return True)
+        if (self.variant.get("custom_ops") == "enabled" and isinstance(e, ast.Call) and not e.args
+                and not e.keywords and isinstance(e.func, ast.Attribute) and e.func.attr == "enabled"
+                and isinstance(e.func.value, ast.Name) and e.func.value.id in ("self", "cls")
+                and self.cls is not None and self.is_custom_op(*self.cls)):
+            return True
+        if isinstance(e, ast.Name):
+            return self._name(e)
         if isinstance(e, ast.Compare) and len(e.ops) == 1:
             left, op, right = e.left, e.ops[0], e.comparators[0]
             # quant_config is None / is not None
@@ -165,6 +193,21 @@ class GuardEval:
             if size is not None and isinstance(right, ast.Constant) and type(right.value) is int:
                 return _compare(size, op, right.value)
         return None
+
+    def _name(self, e: ast.Name):
+        """A local bound once, before `e`, to a decided test; else a module-level name that is."""
+        bound = self.locals.get(e.id)
+        if bound is not None:
+            if bound.lineno >= e.lineno:
+                return None
+            saved, self.locals = self.locals, {}   # no chains through other locals
+            try:
+                return self._eval(bound, [])
+            finally:
+                self.locals = saved
+        if e.id in self.local_names:
+            return None
+        return self.global_predicate(self.module, e.id)
 
     def _value(self, e: ast.expr):
         """The variant's value of `e` (quant_dtype, kv_cache_dtype, attn_type, envs.X, kv_quant_mode), or

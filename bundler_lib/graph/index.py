@@ -103,6 +103,18 @@ def bound_names(node: ast.AST) -> list[str]:
     return [n for n in out if not (n in seen or seen.add(n))]
 
 
+def overload_stubs(body: list[ast.stmt]) -> set[int]:
+    """id()s of the `@typing.overload` stubs in a body that also holds their implementation: typing only,
+    rebound by the implementation's definition when the body runs."""
+    def stub(st):
+        return any(ast.unparse(d) in ("overload", "typing.overload", "typing_extensions.overload")
+                   for d in st.decorator_list)
+
+    funcs = [st for st in body if isinstance(st, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    implemented = {st.name for st in funcs if not stub(st)}
+    return {id(st) for st in funcs if st.name in implemented and stub(st)}
+
+
 def _mutated_base(st: ast.stmt) -> str | None:
     """`X.a = v`, `X[k] = v`, `X.a += v` at module level: the name X, else None."""
     if isinstance(st, ast.Assign):
@@ -238,8 +250,10 @@ class TreeIndex:
                 continue
             if "SPDX" in s or "opyright" in s:
                 info.header.append(ln.rstrip("\n"))
+        stubs = overload_stubs(tree.body)
         for i, st in enumerate(tree.body):
-            self._top(info, i, st)
+            if id(st) not in stubs:
+                self._top(info, i, st)
         return info
 
     def _abs_module(self, info: ModuleInfo, node: ast.ImportFrom) -> str:

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from bundler_lib.errors import StageError
 from bundler_lib.variant import BY_NAME_REGISTRIES, foreign_forwards, foreign_platform, platform_class
 
+from .abstract import abstract_stubs, c3, declares_abc, reads_through_super
 from .guards import _UNKNOWN, GuardEval, env_default_value
-from .index import Stmt, TreeIndex, _mutated_base
+from .index import Stmt, TreeIndex, _mutated_base, overload_stubs
 from .refs import Ref, Scan, scan_expr, scan_stmt
 from .resolve import Resolver, Target
 
@@ -45,6 +46,8 @@ class Node:
     entries: dict | None = None       # keyed dict: {key: (key node, value node)}; None otherwise
     entries_kept: set = field(default_factory=set)
     dropped: dict[int, ast.stmt] = field(default_factory=dict)   # id -> class-body methods not reached
+    stubs: set[int] = field(default_factory=set)   # ids of dropped @overload stubs (never reached)
+    abstract: set[int] = field(default_factory=set)   # ids of abstract methods that do nothing (abstract.py)
 
     @property
     def name(self) -> str:
@@ -142,6 +145,8 @@ class Graph:
         self.ge.unquantized_bases = self.unquantized_bases
         self.ge.env_default = self.env_default
         self.ge.method_predicate = self.method_predicate
+        self.ge.global_predicate = self.global_predicate
+        self.ge.is_custom_op = self.is_custom_op
         self._predicates: dict[tuple[str, str], bool | None] = {}
         self._env_defaults: dict | None = None
         self.nodes: dict[tuple[str, int], Node] = {}
@@ -164,6 +169,10 @@ class Graph:
         self._keyed: dict[str, set[int]] = {}
         self._full_dicts: set[tuple[str, int]] = set()
         self.scans: dict[str, object] = {}   # results of the tree-wide text scans this graph used (memo.py)
+        self._deferred: dict[int, tuple[Node, ast.stmt]] = {}   # abstract stubs reached by name, not kept yet
+        self._released: set[int] = set()
+        self._mros: dict[int, list[ast.ClassDef]] = {}
+        self._attrs_of: dict[tuple[str, int], set[tuple[str, str]]] = {}
 
     # ------------------------------------------------------------ nodes
     def node_for(self, module: str, st: Stmt) -> Node:
@@ -302,13 +311,61 @@ class Graph:
                 self._mqueue.append(item)
 
     def _drain(self) -> None:
-        while self._queue or self._mqueue:
-            if self._mqueue:
-                n, st = self._mqueue.pop(0)
-                self._process_method(n, st)
-                continue
-            key = self._queue.pop(0)
-            self._process(self.nodes[key])
+        while True:
+            while self._queue or self._mqueue:
+                if self._mqueue:
+                    n, st = self._mqueue.pop(0)
+                    self._process_method(n, st)
+                    continue
+                key = self._queue.pop(0)
+                self._process(self.nodes[key])
+            released = [k for k, (n, st) in self._deferred.items() if self._abstract_needed(n, st)]
+            if not released:
+                return
+            for k in released:
+                self._released.add(k)
+                self._mqueue.append(self._deferred.pop(k))
+
+    # ------------------------------------------------------------ abstract methods (abstract.py)
+    def _mro(self, module: str, cls: ast.ClassDef, depth: int = 0) -> list[ast.ClassDef]:
+        """The class's method resolution order over the bases the tree defines."""
+        hit = self._mros.get(id(cls))
+        if hit is not None:
+            return hit
+        self._mros[id(cls)] = [cls]   # a cycle or a too deep chain ends here
+        bases = []
+        for b in cls.bases:
+            base = b.value if isinstance(b, ast.Subscript) else b
+            found = self._sole_def(module, base.id, ast.ClassDef) if isinstance(base, ast.Name) else None
+            if found is not None and depth < 30:
+                bases.append(self._mro(*found, depth + 1))
+        self._mros[id(cls)] = out = c3(cls, bases)
+        return out
+
+    def _abstract_needed(self, n: Node, st: ast.FunctionDef) -> bool:
+        """Something can run the abstract stub `st` of class node `n` (abstract.py)."""
+        if any(ast.unparse(d) in ("classmethod", "staticmethod") for d in st.decorator_list):
+            return True   # runs on the abstract class itself
+        if not any(declares_abc(c) for c in self._mro(n.module, n.stmt)):
+            return True   # not enforced: an instance may run the stub
+        nodes = [d for d in list(self.nodes.values()) if d.stmt is not None]
+        if any((n.stmt.name, st.name) in self._name_attrs(d) for d in nodes):
+            return True
+        for d in nodes:
+            if isinstance(d.stmt, ast.ClassDef):
+                mro = self._mro(d.module, d.stmt)
+                k = next((i for i, c in enumerate(mro) if c is n.stmt), None)
+                if k is not None and any(reads_through_super(c, st.name) for c in mro[:k + 1]):
+                    return True
+        return False
+
+    def _name_attrs(self, n: Node) -> set[tuple[str, str]]:
+        """(name, attr) of every `name.attr` in the node's statement."""
+        hit = self._attrs_of.get(n.key)
+        if hit is None:
+            hit = self._attrs_of[n.key] = {(x.value.id, x.attr) for x in ast.walk(n.stmt)
+                                            if isinstance(x, ast.Attribute) and isinstance(x.value, ast.Name)}
+        return hit
 
     def _process(self, n: Node) -> None:
         if n.stmt is None:
@@ -325,9 +382,16 @@ class Graph:
                                    and not isinstance(x.ctx, ast.Store)}
             foreign = foreign_forwards(self.variant)
             plain = n.key not in self.roots and self._plain_class(n.module, n.stmt)
+            stubs = overload_stubs(n.stmt.body)
+            if n.key not in self.roots:
+                n.abstract = abstract_stubs(n.stmt.body)
             for st in n.stmt.body:
                 name = _member_name(st, plain)
-                if (name and not _always_kept(name) and name not in body_reads
+                if id(st) in stubs:
+                    skip.add(id(st))
+                    n.dropped[id(st)] = st
+                    n.stubs.add(id(st))
+                elif (name and not _always_kept(name) and name not in body_reads
                         and (n.key not in self.roots or name in foreign)):
                     skip.add(id(st))
                     n.dropped[id(st)] = st
@@ -347,6 +411,8 @@ class Graph:
         if isinstance(n.stmt, ast.ClassDef):
             n.ctor_deps = set(n.deps) - before   # class body, bases, decorators, dunder methods
         for st in list(n.dropped.values()):
+            if id(st) in n.stubs:
+                continue
             name = _member_name(st, True)
             if name in self.attr_names:
                 self._mqueue.append((n, st))
@@ -412,6 +478,9 @@ class Graph:
                 self._process_entry(n, st[1])
             return
         if id(st) not in n.dropped:
+            return
+        if id(st) in n.abstract and id(st) not in self._released:
+            self._deferred[id(st)] = (n, st)   # reached by name: kept once a reached class inherits it
             return
         del n.dropped[id(st)]
         scan = scan_stmt(self.index, self.index.get(n.module), st, self.ge, cls=n.stmt)
@@ -595,6 +664,35 @@ class Graph:
         self._predicates[key] = value
         return value
 
+    def global_predicate(self, module: str, name: str) -> bool | None:
+        """The value of a module-level `name` that is bound once, to a test the variant decides
+        (`IS_ROCM = current_platform.is_rocm()`), and never rebound through `global`."""
+        found = self._sole_def(module, name, ast.Assign)
+        if found is None or len(found[1].targets) != 1 or not isinstance(found[1].targets[0], ast.Name):
+            return None
+        key = (found[0], name)
+        if key not in self._predicates:
+            self._predicates[key] = None   # a binding that reaches itself stays undecided
+            info = self.index.get(found[0])
+            rebound = any(isinstance(x, ast.Global) and name in x.names for x in ast.walk(info.tree))
+            if not rebound:
+                with self.ge.evaluating_in(found[0]):
+                    self._predicates[key], _ = self.ge.evaluate(found[1].value)
+        return self._predicates[key]
+
+    def is_custom_op(self, module: str, cls: ast.ClassDef, depth: int = 0) -> bool:
+        """`cls` is vLLM's CustomOp or derives from it (through bases the tree defines)."""
+        if cls.name == "CustomOp" and any(isinstance(b, ast.FunctionDef) and b.name == "enabled" for b in cls.body):
+            return True
+        if depth > 20:
+            return False
+        for b in cls.bases:
+            base = b.value if isinstance(b, ast.Subscript) else b
+            found = self._sole_def(module, base.id, ast.ClassDef) if isinstance(base, ast.Name) else None
+            if found is not None and self.is_custom_op(*found, depth + 1):
+                return True
+        return False
+
     def _method_predicate(self, module: str, cls: ast.ClassDef, method: str) -> bool | None:
         fn = next((b for b in cls.body if isinstance(b, ast.FunctionDef) and b.name == method), None)
         if fn is None:
@@ -642,12 +740,8 @@ class Graph:
                 return inner.generic_visit(node)
 
         test = Subst().visit(copy.deepcopy(body[0].value))
-        saved = self.ge.module, self.ge.literal_bools
-        self.ge.module, self.ge.literal_bools = module, True
-        try:
+        with self.ge.evaluating_in(module, literal_bools=True):
             value, _ = self.ge.evaluate(test)
-        finally:
-            self.ge.module, self.ge.literal_bools = saved
         if value is None or (value is True and "or-none" in kinds):
             return None
         return value

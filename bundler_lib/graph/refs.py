@@ -165,6 +165,7 @@ class RefScanner:
     def run(self, stmt: ast.stmt, skip: set | None = None, cls: ast.ClassDef | None = None) -> Scan:
         self.skip = skip or set()
         self.ge.module = self.info.name
+        self.ge.cls = (self.info.name, cls) if cls is not None else None
         self.scopes = [_Scope("module", set(), {}, set())]
         if cls is not None:   # a method scanned on its own: its decorators see the class body
             local, imports, globals_ = _class_locals(cls, self.index, self.info)
@@ -357,10 +358,10 @@ class RefScanner:
         local.update(params)
         self.scopes.append(_Scope("function", local, imports, globals_))
         self.runtime_depth += 1
-        saved = self.ge.locals
-        self.ge.locals = single
+        saved = self.ge.locals, self.ge.local_names
+        self.ge.locals, self.ge.local_names = single, self.ge.local_names | local | set(imports)
         self._stmt_list(fn.body)
-        self.ge.locals = saved
+        self.ge.locals, self.ge.local_names = saved
         self.runtime_depth -= 1
         self.scopes.pop()
 
@@ -372,7 +373,8 @@ class RefScanner:
             self._expr(k.value)
         local, imports, globals_ = _class_locals(cls, self.index, self.info)
         self.scopes.append(_Scope("class", local, imports, globals_))
-        prev = self.follow_annotations
+        prev, prev_cls = self.follow_annotations, self.ge.cls
+        self.ge.cls = (self.info.name, cls)
         # field annotations are read by the decorator that makes fields of them (pydantic, vLLM's @config);
         # a stdlib dataclass under postponed annotations (the bundle's) only asks which are ClassVar/InitVar
         self.follow_annotations = bool(cls.decorator_list)
@@ -380,7 +382,7 @@ class RefScanner:
                 and all(self._stdlib_dataclass(d) for d in cls.decorator_list)):
             self.follow_annotations = "classvar"
         self._stmt_list([st for st in cls.body if id(st) not in self.skip])
-        self.follow_annotations = prev
+        self.follow_annotations, self.ge.cls = prev, prev_cls
         self.scopes.pop()
 
     # ------------------------------------------------------------ guards
@@ -609,6 +611,7 @@ def scan_expr(index: TreeIndex, info: ModuleInfo, expr: ast.expr, ge: GuardEval)
     """References of one module-level expression (e.g. one entry of a dict literal)."""
     r = RefScanner(index, info, ge)
     r.skip = set()
+    ge.module, ge.cls = info.name, None
     r.scopes = [_Scope("module", set(), {}, set())]
     r._expr(expr)
     return r.scan
