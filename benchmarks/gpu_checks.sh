@@ -8,6 +8,7 @@
 # examples: tools/run_bundle.py on each bundle (default: the 0.26.0 suite), cold (empty bundle cache, all in
 #           parallel) then warm (one at a time), small and full size; results OUT_DIR/examples-*.json
 # triton:   tests/gpu/test_triton_kernels_gpu.py over the bundles, results OUT_DIR/triton-kernels.json
+# PACK=FILE.tgz packs OUT_DIR into one archive at the end (the device tool brings back a limited number of files)
 set -u
 phase=$1; out=$2; shift 2
 py=${PYTHON:-python}
@@ -56,3 +57,5 @@ case $phase in
     echo "triton rc=$?"; tail -15 "$out/triton-kernels.log" ;;
   *) echo "usage: $0 ops|examples|triton OUT_DIR [BUNDLE...]" >&2; exit 2 ;;
 esac
+[ -n "${PACK:-}" ] && tar -czf "$PACK" -C "$out" .
+exit 0
