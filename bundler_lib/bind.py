@@ -602,10 +602,6 @@ def bind(graph: dict, a2_text: str, a2m: dict, a3_text: str, a3m: dict, a4_text:
                          f"{', '.join(pyops) or 'none'}",
                          "A1 must list the op in cuda_ops (or python_custom_ops for torch.ops.vllm.*) so that A4/A5 "
                          "can bundle and rewire it")
-    try:
-        compile(tree, "A5.module.py", "exec", dont_inherit=True)
-    except SyntaxError as e:
-        raise StageError(STAGE, f"A5.module.py:{e.lineno}", f"does not compile ({e.msg})", "report a bundler bug") from None
 
     symbol = graph.get("symbol")
     entry = symbol

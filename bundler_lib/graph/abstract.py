@@ -48,10 +48,10 @@ def declares_abc(cls: ast.ClassDef) -> bool:
                    for k in cls.keywords))
 
 
-def reads_through_super(cls: ast.ClassDef, name: str) -> bool:
-    """The class body calls `super().<name>`."""
-    return any(isinstance(x, ast.Attribute) and x.attr == name and isinstance(x.value, ast.Call)
-               and isinstance(x.value.func, ast.Name) and x.value.func.id == "super" for x in ast.walk(cls))
+def super_reads(cls: ast.ClassDef) -> set[str]:
+    """The names the class body reads through `super().<name>`."""
+    return {x.attr for x in ast.walk(cls) if isinstance(x, ast.Attribute) and isinstance(x.value, ast.Call)
+            and isinstance(x.value.func, ast.Name) and x.value.func.id == "super"}
 
 
 def c3(own, bases_mros: list[list]) -> list:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from bundler_lib.errors import StageError
 from bundler_lib.variant import BY_NAME_REGISTRIES, foreign_forwards, foreign_platform, platform_class
 
-from .abstract import abstract_stubs, c3, declares_abc, reads_through_super
+from .abstract import abstract_stubs, c3, declares_abc, super_reads
 from .guards import _UNKNOWN, GuardEval, env_default_value
 from .index import Stmt, TreeIndex, _mutated_base, overload_stubs
 from .refs import Ref, Scan, scan_expr, scan_stmt
@@ -173,6 +173,7 @@ class Graph:
         self._released: set[int] = set()
         self._mros: dict[int, list[ast.ClassDef]] = {}
         self._attrs_of: dict[tuple[str, int], set[tuple[str, str]]] = {}
+        self._supers: dict[int, set[str]] = {}   # id(ClassDef) -> names it reads through super()
 
     # ------------------------------------------------------------ nodes
     def node_for(self, module: str, st: Stmt) -> Node:
@@ -349,15 +350,27 @@ class Graph:
         if not any(declares_abc(c) for c in self._mro(n.module, n.stmt)):
             return True   # not enforced: an instance may run the stub
         nodes = [d for d in list(self.nodes.values()) if d.stmt is not None]
-        if any((n.stmt.name, st.name) in self._name_attrs(d) for d in nodes):
-            return True
+        cls, meth = n.stmt.name, st.name
+        sources = {}
+        for d in nodes:
+            if d.module not in sources:
+                src = self.index.get(d.module).source
+                sources[d.module] = cls in src and meth in src
+            if sources[d.module] and (cls, meth) in self._name_attrs(d):
+                return True
         for d in nodes:
             if isinstance(d.stmt, ast.ClassDef):
                 mro = self._mro(d.module, d.stmt)
                 k = next((i for i, c in enumerate(mro) if c is n.stmt), None)
-                if k is not None and any(reads_through_super(c, st.name) for c in mro[:k + 1]):
+                if k is not None and any(st.name in self._super_reads(c) for c in mro[:k + 1]):
                     return True
         return False
+
+    def _super_reads(self, cls: ast.ClassDef) -> set[str]:
+        hit = self._supers.get(id(cls))
+        if hit is None:
+            hit = self._supers[id(cls)] = super_reads(cls)
+        return hit
 
     def _name_attrs(self, n: Node) -> set[tuple[str, str]]:
         """(name, attr) of every `name.attr` in the node's statement."""
