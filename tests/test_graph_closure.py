@@ -366,3 +366,19 @@ def test_abstract_stubs_nothing_can_run_are_left_out(tmp_path):
     assert methods["Base"] == ["kind", "run", "via_super"]
     assert methods["Plain"] == ["apply"]
     assert load(tmp_path).target() == (1120, -2)
+
+
+def test_self_reads_reach_only_the_classes_self_can_be(tmp_path):
+    build_all(TREES / "self_reach", tmp_path, "target")
+    tree = ast.parse((tmp_path / "A2.inline.py").read_text())
+    methods = {c.name: sorted(f.name for f in c.body if isinstance(f, ast.FunctionDef))
+               for c in tree.body if isinstance(c, ast.ClassDef)}
+    # self.helper() in Runner.run reaches Runner's and its subclass's helper, not Unrelated's; self.hook() in
+    # Mixin.go reaches Hooks.hook through Mixed; a base written layers_mod.Layer is followed; obj.shared()
+    # (not self) reaches `shared` on every class
+    assert methods["Unrelated"] == ["shared"]
+    assert methods["Runner"] == ["helper", "run"]
+    assert methods["FastRunner"] == ["helper"]
+    assert methods["Hooks"] == ["hook"]
+    assert methods["Layer"] == ["layer_part"]
+    assert load(tmp_path).target() == (1, 10, 100, 1000, 30000)

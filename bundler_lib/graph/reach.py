@@ -174,6 +174,10 @@ class Graph:
         self._mros: dict[int, list[ast.ClassDef]] = {}
         self._attrs_of: dict[tuple[str, int], set[tuple[str, str]]] = {}
         self._supers: dict[int, set[str]] = {}   # id(ClassDef) -> names it reads through super()
+        # `self.<name>` reads: name -> {id(ClassDef): ClassDef} of the classes whose methods read it
+        self.self_reads: dict[str, dict[int, ast.ClassDef]] = {}
+        self._open_mro: dict[int, bool] = {}
+        self._class_module: dict[int, str] = {}   # id(ClassDef) -> its module, for the classes of MROs
 
     # ------------------------------------------------------------ nodes
     def node_for(self, module: str, st: Stmt) -> Node:
@@ -320,6 +324,8 @@ class Graph:
                     continue
                 key = self._queue.pop(0)
                 self._process(self.nodes[key])
+            if self._release_self_reads():
+                continue
             released = [k for k, (n, st) in self._deferred.items() if self._abstract_needed(n, st)]
             if not released:
                 return
@@ -327,17 +333,66 @@ class Graph:
                 self._released.add(k)
                 self._mqueue.append(self._deferred.pop(k))
 
+    # ------------------------------------------------------------ members read through self
+    def _release_self_reads(self) -> bool:
+        """Queue the pending members that a `self.<name>` read can reach: `self` in a method of class C is an
+        instance of a reached class E whose MRO holds C; the member of class D runs when D is in E's MRO too.
+        A class with a base the tree does not resolve may hold any class. Returns whether any was queued."""
+        names = [a for a in self.self_reads if a in self.pending]
+        if not names:
+            return False
+        mros = []
+        for d in list(self.nodes.values()):
+            if isinstance(d.stmt, ast.ClassDef):
+                mro = self._mro(d.module, d.stmt)
+                mros.append(({id(c) for c in mro}, any(self._open_bases(self._class_module[id(c)], c) for c in mro)))
+        queued = False
+        for a in names:
+            readers = self.self_reads[a]
+            keep = []
+            for n, st in self.pending[a]:
+                d = id(n.stmt)
+                if any(opened or (d in ids and any(c in ids for c in readers)) for ids, opened in mros):
+                    self._mqueue.append((n, st))
+                    queued = True
+                else:
+                    keep.append((n, st))
+            if keep:
+                self.pending[a] = keep
+            else:
+                del self.pending[a]
+        return queued
+
+    def _open_bases(self, module: str, cls: ast.ClassDef) -> bool:
+        """The class has a base that is neither a class of the tree nor an import from outside it."""
+        hit = self._open_mro.get(id(cls))
+        if hit is None:
+            hit = False
+            for b in cls.bases:
+                base = b.value if isinstance(b, ast.Subscript) else b
+                root = base
+                while isinstance(root, ast.Attribute):
+                    root = root.value
+                if not isinstance(root, ast.Name):
+                    hit = True
+                elif self._base_def(module, base) is None:
+                    hit = self.res.name(module, root.id).kind not in ("external", "builtin")
+                if hit:
+                    break
+            self._open_mro[id(cls)] = hit
+        return hit
+
     # ------------------------------------------------------------ abstract methods (abstract.py)
     def _mro(self, module: str, cls: ast.ClassDef, depth: int = 0) -> list[ast.ClassDef]:
         """The class's method resolution order over the bases the tree defines."""
         hit = self._mros.get(id(cls))
         if hit is not None:
             return hit
+        self._class_module[id(cls)] = module
         self._mros[id(cls)] = [cls]   # a cycle or a too deep chain ends here
         bases = []
         for b in cls.bases:
-            base = b.value if isinstance(b, ast.Subscript) else b
-            found = self._sole_def(module, base.id, ast.ClassDef) if isinstance(base, ast.Name) else None
+            found = self._base_def(module, b.value if isinstance(b, ast.Subscript) else b)
             if found is not None and depth < 30:
                 bases.append(self._mro(*found, depth + 1))
         self._mros[id(cls)] = out = c3(cls, bases)
@@ -449,6 +504,21 @@ class Graph:
                 return False
         return True
 
+    def _base_def(self, module: str, base: ast.expr) -> tuple[str, ast.ClassDef] | None:
+        """(module, ClassDef) of a base class written `Name` or `module.Name`, when the tree defines it once."""
+        if isinstance(base, ast.Name):
+            return self._sole_def(module, base.id, ast.ClassDef)
+        attrs = []
+        while isinstance(base, ast.Attribute):
+            attrs.insert(0, base.attr)
+            base = base.value
+        if not isinstance(base, ast.Name):
+            return None
+        t, used = self.res.chain(self.res.name(module, base.id), attrs[:-1])
+        if used != len(attrs) - 1 or t.kind != "module":
+            return None
+        return self._sole_def(t.module, attrs[-1], ast.ClassDef)
+
     def _sole_def(self, module: str, name: str, kind: type) -> tuple[str, ast.AST] | None:
         """(module, node) of what `name` in `module` resolves to, when that is one definition of type `kind`."""
         t = self.res.name(module, name)
@@ -503,6 +573,9 @@ class Graph:
     def _absorb(self, n: Node, scan: Scan) -> None:
         for a in scan.attrs:
             self._reach_attr(a)
+        for a, _module, cls in scan.self_attrs:
+            if a not in self.attr_names:
+                self.self_reads.setdefault(a, {})[id(cls)] = cls
         for line, text, importtime in scan.dynamic:
             self.dynamic.append({"file": n.file, "line": line, "call": text, "importtime": importtime})
         for line, mod in scan.dead_imports:

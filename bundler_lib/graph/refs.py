@@ -51,6 +51,9 @@ class Scan:
     ext_local_imports: list[str] = field(default_factory=list)
     dead_imports: list[tuple[int, str]] = field(default_factory=list)  # vllm modules without source
     attrs: set[str] = field(default_factory=set)      # attribute names read or written (method reach)
+    # `self.<name>` / `cls.<name>` in a method: (name, module, class); reaches only the classes an instance
+    # of that class can be an instance of
+    self_attrs: list[tuple[str, str, ast.ClassDef]] = field(default_factory=list)
     dynamic: list[tuple[int, str, bool]] = field(default_factory=list)  # (line, text, importtime)
 
 
@@ -160,6 +163,7 @@ class RefScanner:
         self.annot = None
         self.annot_importtime = False
         self._promoted: set[int] = set()   # `elif` nodes whose parent's pruning turned them into `if`
+        self.receiver: tuple[str, ast.ClassDef] | None = None   # the method's `self`/`cls` and its class
 
     # ------------------------------------------------------------ entry
     def run(self, stmt: ast.stmt, skip: set | None = None, cls: ast.ClassDef | None = None) -> Scan:
@@ -355,6 +359,14 @@ class RefScanner:
         self.annot = None
         params = _arg_names(args)
         local, imports, globals_, single = _collect_locals(fn.body, self.index, self.info, params)
+        receiver = self.receiver
+        if self.scopes[-1].kind == "class" and self.ge.cls is not None:
+            first = (args.posonlyargs + args.args)[:1]
+            static = any(ast.unparse(d) == "staticmethod" for d in fn.decorator_list)
+            self.receiver = ((first[0].arg, self.ge.cls[1])
+                             if first and not static and first[0].arg not in local else None)
+        elif receiver is not None and (receiver[0] in params or receiver[0] in local):
+            self.receiver = None
         local.update(params)
         self.scopes.append(_Scope("function", local, imports, globals_))
         self.runtime_depth += 1
@@ -362,6 +374,7 @@ class RefScanner:
         self.ge.locals, self.ge.local_names = single, self.ge.local_names | local | set(imports)
         self._stmt_list(fn.body)
         self.ge.locals, self.ge.local_names = saved
+        self.receiver = receiver
         self.runtime_depth -= 1
         self.scopes.pop()
 
@@ -538,12 +551,16 @@ class RefScanner:
             return
         if isinstance(e, ast.Attribute):
             chain = []
-            self.scan.attrs.add(e.attr)
             cur = e
             while isinstance(cur, ast.Attribute):
                 chain.append(cur)
-                self.scan.attrs.add(cur.attr)
                 cur = cur.value
+            on_self = (isinstance(cur, ast.Name) and self.receiver is not None and cur.id == self.receiver[0]
+                       and self.ge.cls is not None)
+            for a in chain[:-1] if on_self else chain:
+                self.scan.attrs.add(a.attr)
+            if on_self:
+                self.scan.self_attrs.append((chain[-1].attr, self.ge.cls[0], self.receiver[1]))
             if isinstance(cur, ast.Name):
                 self._ref(cur, list(reversed(chain)))
                 return
@@ -569,9 +586,14 @@ class RefScanner:
         if isinstance(e, ast.Lambda):
             for d in e.args.defaults + [d for d in e.args.kw_defaults if d is not None]:
                 self._walk_expr(d, skip)
-            self.scopes.append(_Scope("function", set(_arg_names(e.args)), {}, set()))
+            names = set(_arg_names(e.args))
+            self.scopes.append(_Scope("function", names, {}, set()))
             self.runtime_depth += 1
+            receiver = self.receiver
+            if receiver is not None and receiver[0] in names:
+                self.receiver = None
             self._walk_expr(e.body, skip)
+            self.receiver = receiver
             self.runtime_depth -= 1
             self.scopes.pop()
             return
