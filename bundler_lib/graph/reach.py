@@ -175,8 +175,8 @@ class Graph:
         self._attrs_of: dict[tuple[str, int], set[tuple[str, str]]] = {}
         self._supers: dict[int, set[str]] = {}   # id(ClassDef) -> names it reads through super()
         # `self.<name>` reads: name -> {id(ClassDef): ClassDef} of the classes whose methods read it
-        self.self_reads: dict[str, dict[int, ast.ClassDef]] = {}
-        self._open_mro: dict[int, bool] = {}
+        self._self_reads: dict[str, dict[int, ast.ClassDef]] = {}
+        self._open: dict[int, bool] = {}   # id(ClassDef) -> it has a base the tree does not resolve
         self._class_module: dict[int, str] = {}   # id(ClassDef) -> its module, for the classes of MROs
 
     # ------------------------------------------------------------ nodes
@@ -338,7 +338,7 @@ class Graph:
         """Queue the pending members that a `self.<name>` read can reach: `self` in a method of class C is an
         instance of a reached class E whose MRO holds C; the member of class D runs when D is in E's MRO too.
         A class with a base the tree does not resolve may hold any class. Returns whether any was queued."""
-        names = [a for a in self.self_reads if a in self.pending]
+        names = [a for a in self._self_reads if a in self.pending]
         if not names:
             return False
         mros = []
@@ -348,7 +348,7 @@ class Graph:
                 mros.append(({id(c) for c in mro}, any(self._open_bases(self._class_module[id(c)], c) for c in mro)))
         queued = False
         for a in names:
-            readers = self.self_reads[a]
+            readers = self._self_reads[a]
             keep = []
             for n, st in self.pending[a]:
                 d = id(n.stmt)
@@ -365,7 +365,7 @@ class Graph:
 
     def _open_bases(self, module: str, cls: ast.ClassDef) -> bool:
         """The class has a base that is neither a class of the tree nor an import from outside it."""
-        hit = self._open_mro.get(id(cls))
+        hit = self._open.get(id(cls))
         if hit is None:
             hit = False
             for b in cls.bases:
@@ -379,7 +379,7 @@ class Graph:
                     hit = self.res.name(module, root.id).kind not in ("external", "builtin")
                 if hit:
                     break
-            self._open_mro[id(cls)] = hit
+            self._open[id(cls)] = hit
         return hit
 
     # ------------------------------------------------------------ abstract methods (abstract.py)
@@ -573,9 +573,9 @@ class Graph:
     def _absorb(self, n: Node, scan: Scan) -> None:
         for a in scan.attrs:
             self._reach_attr(a)
-        for a, _module, cls in scan.self_attrs:
+        for a, cls in scan.self_attrs:
             if a not in self.attr_names:
-                self.self_reads.setdefault(a, {})[id(cls)] = cls
+                self._self_reads.setdefault(a, {})[id(cls)] = cls
         for line, text, importtime in scan.dynamic:
             self.dynamic.append({"file": n.file, "line": line, "call": text, "importtime": importtime})
         for line, mod in scan.dead_imports:

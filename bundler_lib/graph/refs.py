@@ -51,9 +51,9 @@ class Scan:
     ext_local_imports: list[str] = field(default_factory=list)
     dead_imports: list[tuple[int, str]] = field(default_factory=list)  # vllm modules without source
     attrs: set[str] = field(default_factory=set)      # attribute names read or written (method reach)
-    # `self.<name>` / `cls.<name>` in a method: (name, module, class); reaches only the classes an instance
-    # of that class can be an instance of
-    self_attrs: list[tuple[str, str, ast.ClassDef]] = field(default_factory=list)
+    # `self.<name>` / `cls.<name>` in a method: (name, the method's class); reaches only the classes that
+    # `self` can be an instance of
+    self_attrs: list[tuple[str, ast.ClassDef]] = field(default_factory=list)
     dynamic: list[tuple[int, str, bool]] = field(default_factory=list)  # (line, text, importtime)
 
 
@@ -555,12 +555,11 @@ class RefScanner:
             while isinstance(cur, ast.Attribute):
                 chain.append(cur)
                 cur = cur.value
-            on_self = (isinstance(cur, ast.Name) and self.receiver is not None and cur.id == self.receiver[0]
-                       and self.ge.cls is not None)
+            on_self = isinstance(cur, ast.Name) and self.receiver is not None and cur.id == self.receiver[0]
             for a in chain[:-1] if on_self else chain:
                 self.scan.attrs.add(a.attr)
             if on_self:
-                self.scan.self_attrs.append((chain[-1].attr, self.ge.cls[0], self.receiver[1]))
+                self.scan.self_attrs.append((chain[-1].attr, self.receiver[1]))
             if isinstance(cur, ast.Name):
                 self._ref(cur, list(reversed(chain)))
                 return
