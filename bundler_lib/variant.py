@@ -29,6 +29,9 @@ CHOICES: dict[str, tuple[object, tuple]] = {
     # which attention the layer does (AttentionType members, lower case)
     "attn_type": ("decoder", ("decoder", "encoder", "encoder_only", "encoder_decoder")),
     "lora": ("none", ("none",)),
+    # KV cache transfer between vLLM instances (disaggregated prefill, KV connectors): none, so
+    # kv_transfer_config is None and no KV connector is ever created
+    "kv_transfer": ("none", ("none",)),
     # vllm.envs flags: "defaults" decides branches on them by their default values (the bundle then
     # ignores those environment variables); "runtime" keeps every branch
     "envs": ("defaults", ("defaults", "runtime")),

@@ -220,6 +220,9 @@ def test_variant_guards_envs_kv_cache_quant_attn_type_lora_and_by_name_classes(t
     assert ("envs.VLLM_FAST_PATH", False) in preds and ("envs.VLLM_MODE == 'auto'", True) in preds
     assert ("use_fp8_w8a8", False) in preds and ("quant_dtype == 'nvfp4'", False) in preds
     assert ("is_lora_enabled", False) in preds
+    # one GPU, no LoRA, no KV transfer: no EPLB state, no LoRA context, no KV connector
+    assert {("self.eplb_state is not None", False), ("lora_context is not None", False),
+            ("vllm_config.kv_transfer_config is not None or has_kv_transfer_group()", False)} <= preds
     # the attention backend named by the variant is bound for resolve_obj_by_qualname; the others are not
     assert "vllm/v1/attention/backends/triton_attn.py::TritonAttentionBackend" in node_ids(g)
     assert not any("flash_attn" in i for i in node_ids(g))
@@ -228,6 +231,31 @@ def test_variant_guards_envs_kv_cache_quant_attn_type_lora_and_by_name_classes(t
     assert m.target() == ("plain+auto", "triton")
     with pytest.raises(ImportError, match="not in this bundle"):
         m.resolve_obj_by_qualname("vllm.v1.attention.backends.flash_attn.FlashAttentionBackend")
+
+
+def test_branches_held_on_parameter_defaults(tmp_path):
+    # a branch of a module-level function that its parameters' defaults decide is dead when every call in
+    # the closure leaves them at their defaults (directly or by forwarding the caller's own defaults)
+    g, _, _ = build_all(TREES / "default_params", tmp_path, "target")
+    ids = node_ids(g)
+    assert {i for i in ids if i.startswith("vllm/deps.py::")} == {
+        "vllm/deps.py::PlainRouter", "vllm/deps.py::ReleasedDep", "vllm/deps.py::EscapedDep",
+        "vllm/deps.py::make_state"}
+    held = {(x["predicate"], x["assumes"]) for x in g["guards"] if "assumes" in x}
+    assert held == {
+        ("custom_fn is not None", "every call in the closure leaves custom_fn=None"),
+        ("bias is not None or scoring == 'sigmoid'", "every call in the closure leaves bias=None, scoring='softmax'"),
+        ("flag", "every call in the closure leaves flag=False")}
+    # released(flag=x > 100) may set flag; escaped() is also a dict value any caller may call
+    text = (tmp_path / "A2.inline.py").read_text()
+    assert "CustomRouter" not in text and "BiasRouter" not in text and "FlagDep" not in text
+    assert "return ReleasedDep(x).x" in text and "return EscapedDep(x)" in text
+    # module-level predicate functions, with and without arguments, decide branches too
+    preds = {(x["predicate"], x["value"]) for x in g["guards"]}
+    assert ("not capture_enabled()", True) in preds and ("should_load(method)", False) in preds
+    assert "BreakDep" not in text and "KVQuantDep" not in text
+    assert load(tmp_path).target(3) == ("PlainRouter", 9, 3, 2, None)
+    assert load(tmp_path).target(101)[1] == 101 + 202 + 101
 
 
 def test_envs_runtime_variant_keeps_env_branches(tmp_path):

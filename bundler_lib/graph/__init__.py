@@ -33,6 +33,7 @@ def _reach(index: TreeIndex, variant: dict, module: str, symbol: str, rel: str, 
     if extra:
         g.add_roots(extra, "needed by invocation_example()")
     g.add_ir_providers()
+    g.settle_held()
     return g, root
 
 
@@ -133,7 +134,8 @@ def _build(index: TreeIndex, variant: dict, symbol: str, hint: str | None):
         for sc in ([n.scan] if n.scan else []) + n.scans:
             for gd in sc.guards:
                 guards.append({"file": n.file, "line": gd.line, "end_line": gd.end_line,
-                               "predicate": gd.predicate, "value": gd.value, "kept": gd.kept})
+                               "predicate": gd.predicate, "value": gd.value, "kept": gd.kept,
+                               **({"assumes": gd.assumes} if gd.assumes else {})})
     guards = sorted({tuple(sorted(x.items())) for x in guards})
     guards = [dict(x) for x in guards]
     imports = sorted({v[0] for v in ext.values()} | {i for n in nodes if n.synthetic for i in n.synthetic["imports"]})

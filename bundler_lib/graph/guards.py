@@ -13,8 +13,11 @@ from contextlib import contextmanager
 from bundler_lib.variant import parallel_sizes, platform_predicates
 
 # Expert-parallel / all-to-all switches: all off on one GPU (ep == 1).
+# EPLB (expert-parallel load balancing) needs expert parallelism over more than one GPU: off too, and
+# `eplb_state` (an EplbLayerState / EplbState only made when EPLB is on) is None.
 _EP_FLAG = re.compile(r"^(use_ep|use_all2all\w*|use_\w*(deepep|pplx|nixl_ep|mori|all2all)\w*|"
-                      r"use_sequence_parallel_moe|is_sequence_parallel|use_dp_chunking)$")
+                      r"use_sequence_parallel_moe|is_sequence_parallel|use_dp_chunking|enable_eplb)$")
+_NONE_WITHOUT_EP = {"eplb_state"}
 
 # Names that hold the model's QuantizationConfig (None when quantization is off). Other *_quant_config
 # names (moe_quant_config, ...) hold objects that exist even unquantized: never decided.
@@ -26,6 +29,11 @@ _NONE_WHEN_UNQUANTIZED = {"quant_dtype", "ocp_mx_scheme", "block_shape"}
 _KV_DTYPE_NAMES = {"kv_cache_dtype", "cache_dtype", "kv_cache_dtype_str", "cache_dtype_str"}
 _KV_QUANT_CALLS = {"is_quantized_kv_cache", "kv_cache_uses_per_token_head_scales"}
 _LORA_FLAGS = {"is_lora_enabled", "lora_enabled", "enable_lora"}
+# the MoE experts' LoRA context: only set (set_lora_context) by vLLM's LoRA layers
+_NONE_WITHOUT_LORA = {"_lora_context", "lora_context"}
+# without KV transfer: the config is None and no KV connector exists (vllm/distributed/kv_transfer)
+_KV_TRANSFER_NONE = {"kv_transfer_config"}
+_KV_TRANSFER_CALLS = {"has_kv_transfer_group"}
 
 _SIZE_NAMES = {
     "dp": {"dp_size", "data_parallel_size", "get_dp_group().world_size"},
@@ -52,6 +60,9 @@ class GuardEval:
         self.env_default = lambda name: _UNKNOWN   # set by the graph: default value of envs.<name>
         # set by the graph: the value of `Cls.method()` (a class's predicate method), or None
         self.method_predicate = lambda module, cls, method: None
+        # set by the graph: the value of `f(args)`, a module-level function returning a test that the variant
+        # and the known argument values decide, or None
+        self.function_predicate = lambda module, name, args: None
         # set by the graph: the value of a module-level name bound once to a decided test
         # (`IS_ROCM = current_platform.is_rocm()`), or None
         self.global_predicate = lambda module, name: None
@@ -64,20 +75,27 @@ class GuardEval:
         # follow stdlib dataclasses' field annotations (when the closure reads annotations at run time)
         self.dataclass_annotations = False
         self.locals: dict[str, ast.expr] = {}   # set by the scanner per function: single assignments
+        # set by the scanner while it tries a held branch: parameter -> its default, and the ones read
+        self.params: dict[str, object] = {}
+        self.used_params: set[str] = set()
         self.model = {k: (tuple(v) if isinstance(v, list) else v) for k, v in variant.get("model_facts", {}).items()}
         self.platform = platform_predicates(variant)
         self.sizes = parallel_sizes(variant)
 
     @contextmanager
-    def evaluating_in(self, module: str, literal_bools: bool = False):
-        """Evaluate code of `module` outside the scanned function (a predicate's body or binding)."""
-        saved = self.module, self.literal_bools, self.locals, self.local_names, self.cls
+    def evaluating_in(self, module: str, literal_bools: bool = False, params: dict | None = None):
+        """Evaluate code of `module` outside the scanned function (a predicate's body or binding), with
+        `params` bound to known values."""
+        saved = (self.module, self.literal_bools, self.locals, self.local_names, self.cls, self.params,
+                 self.used_params)
         self.module, self.literal_bools, self.locals, self.local_names, self.cls = (
             module, literal_bools, {}, frozenset(), None)
+        self.params, self.used_params = dict(params or {}), set()
         try:
             yield
         finally:
-            self.module, self.literal_bools, self.locals, self.local_names, self.cls = saved
+            (self.module, self.literal_bools, self.locals, self.local_names, self.cls, self.params,
+             self.used_params) = saved
 
     # ------------------------------------------------------------- atoms
     def _atom(self, e: ast.expr):
@@ -96,6 +114,15 @@ class GuardEval:
             v = self.method_predicate(self.module, e.func.value.id, e.func.attr)
             if v is not None:
                 return v
+        # is_x_enabled() / should_load(quant_method): a module-level function that returns a test the variant
+        # and the values of its arguments decide
+        if (isinstance(e, ast.Call) and not e.keywords and isinstance(e.func, ast.Name)
+                and e.func.id not in self.local_names and not any(isinstance(a, ast.Starred) for a in e.args)):
+            args = [self._known(a) for a in e.args]
+            if not any(a is _UNKNOWN for a in args):
+                v = self.function_predicate(self.module, e.func.id, tuple(args))
+                if v is not None:
+                    return v
         # current_platform.has_device_capability(90) / is_device_capability((9, 0)) / ..._family(100)
         if (self.variant["platform"] == "cuda" and isinstance(e, ast.Call) and len(e.args) == 1
                 and not e.keywords and isinstance(e.func, ast.Attribute)
@@ -109,17 +136,25 @@ class GuardEval:
                 if e.func.attr == "is_device_capability":
                     return cap == want
                 return cap // 10 == want // 10
-        if self.sizes["ep"] == 1 and self.sizes["tp"] == 1 and _EP_FLAG.match(_tail(e) or "") and not isinstance(
-                e, ast.Call):
+        one_gpu = self.sizes["ep"] == 1 and self.sizes["tp"] == 1
+        if one_gpu and not isinstance(e, ast.Call) and (
+                _EP_FLAG.match(_tail(e) or "") or (_tail(e) or "") in _NONE_WITHOUT_EP):
             return False
         quant_none = self.variant["quantization"] == "none"
         kv_auto = self.variant.get("kv_cache_dtype") == "auto"
         tail = _tail(e) or ""
         if quant_none and not isinstance(e, ast.Call) and _QUANT_FLAG.match(tail):
             return False
-        if self.variant.get("lora") == "none" and not isinstance(e, ast.Call) and tail in _LORA_FLAGS:
+        if (self.variant.get("lora") == "none" and not isinstance(e, ast.Call)
+                and (tail in _LORA_FLAGS or tail in _NONE_WITHOUT_LORA)):
             return False
         if kv_auto and isinstance(e, ast.Call) and _tail(e.func) in _KV_QUANT_CALLS:
+            return False
+        no_kv_transfer = self.variant.get("kv_transfer") == "none"
+        if no_kv_transfer and not isinstance(e, ast.Call) and tail in _KV_TRANSFER_NONE:
+            return False
+        if (no_kv_transfer and isinstance(e, ast.Call) and not e.args and not e.keywords
+                and _tail(e.func) in _KV_TRANSFER_CALLS):
             return False
         if kv_auto and not isinstance(e, ast.Call) and tail in ("is_per_token_head", "_is_per_token_head_quant"):
             return False
@@ -195,7 +230,11 @@ class GuardEval:
         return None
 
     def _name(self, e: ast.Name):
-        """A local bound once, before `e`, to a decided test; else a module-level name that is."""
+        """A parameter taken at its default (a held branch); a local bound once, before `e`, to a decided test;
+        else a module-level name that is."""
+        if e.id in self.params:
+            self.used_params.add(e.id)
+            return bool(self.params[e.id])
         bound = self.locals.get(e.id)
         if bound is not None:
             if bound.lineno >= e.lineno:
@@ -213,6 +252,12 @@ class GuardEval:
         """The variant's value of `e` (quant_dtype, kv_cache_dtype, attn_type, envs.X, kv_quant_mode), or
         _UNKNOWN. Enum members are returned as ("enum", Enum, MEMBER)."""
         tail = _tail(e) or ""
+        if isinstance(e, ast.Name) and e.id in self.params:
+            self.used_params.add(e.id)
+            return self.params[e.id]
+        if isinstance(e, ast.IfExp):   # `x if <decided> else y`: the value of the arm taken
+            v = self._eval(e.test, [])
+            return _UNKNOWN if v is None else self._known(e.body if v else e.orelse)
         if isinstance(e, ast.Name) and e.id in self.locals:
             bound, self.locals = self.locals, {}   # no chains through other locals
             try:
@@ -222,6 +267,13 @@ class GuardEval:
             if v is not _UNKNOWN:
                 return v
         if self.variant["quantization"] == "none" and tail in _NONE_WHEN_UNQUANTIZED and not isinstance(e, ast.Call):
+            return None
+        if tail in _KV_TRANSFER_NONE and not isinstance(e, ast.Call) and self.variant.get("kv_transfer") == "none":
+            return None
+        if tail in _NONE_WITHOUT_LORA and not isinstance(e, ast.Call) and self.variant.get("lora") == "none":
+            return None
+        if (tail in _NONE_WITHOUT_EP and not isinstance(e, ast.Call) and self.sizes["ep"] == 1
+                and self.sizes["tp"] == 1):
             return None
         if tail in _KV_DTYPE_NAMES and not isinstance(e, ast.Call) and "kv_cache_dtype" in self.variant:
             return self.variant["kv_cache_dtype"]
@@ -236,6 +288,11 @@ class GuardEval:
                 and e.value.id == "envs"):
             return self.env_default(e.attr)
         return _UNKNOWN
+
+    def _known(self, e: ast.expr):
+        """The literal `e` is, or the variant's value of it, or _UNKNOWN."""
+        v = self._literal(e)
+        return self._value(e) if v is _UNKNOWN else v
 
     @staticmethod
     def _literal(e: ast.expr):
@@ -313,6 +370,15 @@ class GuardEval:
         if v is not None:
             atoms.append((e, v))
             return v
+        if (isinstance(e, ast.Call) and isinstance(e.func, ast.Name) and e.func.id == "bool" and len(e.args) == 1
+                and not e.keywords and "bool" not in self.local_names):
+            inner: list = []
+            v = self._eval(e.args[0], inner)
+            if v is not None:
+                atoms.append((e, v))
+                return v
+            atoms.extend(inner)
+            return None
         if isinstance(e, ast.UnaryOp) and isinstance(e.op, ast.Not):
             inner: list = []
             v = self._eval(e.operand, inner)

@@ -14,7 +14,7 @@ from bundler_lib.variant import BY_NAME_REGISTRIES, foreign_forwards, foreign_pl
 from .abstract import abstract_stubs, c3, declares_abc, super_reads
 from .guards import _UNKNOWN, GuardEval, env_default_value
 from .index import Stmt, TreeIndex, _mutated_base, overload_stubs
-from .refs import Ref, Scan, scan_expr, scan_stmt
+from .refs import Held, Ref, Scan, literal_defaults, scan_expr, scan_stmt
 from .resolve import Resolver, Target
 
 STAGE = "A1 graph"
@@ -82,6 +82,13 @@ def _always_kept(name: str) -> bool:
     return (name.startswith("__") and name.endswith("__")) or name == "forward"
 
 
+def _caches(d: ast.expr) -> bool:
+    """A decorator that only caches the function's result."""
+    name = ast.unparse(d)
+    return name in ("cache", "functools.cache", "lru_cache", "functools.lru_cache") or name.startswith(
+        ("lru_cache(", "functools.lru_cache("))
+
+
 _ANNOTATION_READERS = {"get_type_hints", "get_annotations"}
 
 # External bases under which a class attribute stays a plain class attribute.
@@ -146,6 +153,7 @@ class Graph:
         self.ge.env_default = self.env_default
         self.ge.method_predicate = self.method_predicate
         self.ge.global_predicate = self.global_predicate
+        self.ge.function_predicate = self.function_predicate
         self.ge.is_custom_op = self.is_custom_op
         self._predicates: dict[tuple[str, str], bool | None] = {}
         self._env_defaults: dict | None = None
@@ -178,10 +186,15 @@ class Graph:
         self._self_reads: dict[str, dict[int, ast.ClassDef]] = {}
         self._open: dict[int, bool] = {}   # id(ClassDef) -> it has a base the tree does not resolve
         self._class_module: dict[int, str] = {}   # id(ClassDef) -> its module, for the classes of MROs
+        self._held: list[tuple[Node, Scan, Held]] = []   # branches dead while parameters keep their defaults
+        self._entered: set[tuple[str, int]] = set()   # nodes reached other than by a reference in the code
+        self._defaults: dict[tuple[str, int], dict[str, object]] = {}
 
     # ------------------------------------------------------------ nodes
-    def node_for(self, module: str, st: Stmt) -> Node:
+    def node_for(self, module: str, st: Stmt, by_ref: bool = False) -> Node:
         key = (module, st.idx)
+        if not by_ref:
+            self._entered.add(key)
         n = self.nodes.get(key)
         if n is None:
             info = self.index.get(module)
@@ -324,7 +337,7 @@ class Graph:
                     continue
                 key = self._queue.pop(0)
                 self._process(self.nodes[key])
-            if self._release_self_reads():
+            if self._release_self_reads() or self._release_held():
                 continue
             released = [k for k, (n, st) in self._deferred.items() if self._abstract_needed(n, st)]
             if not released:
@@ -362,6 +375,99 @@ class Graph:
             else:
                 del self.pending[a]
         return queued
+
+    # ------------------------------------------------------------ branches held on parameter defaults
+    def _release_held(self) -> bool:
+        """Follow the held branches whose parameters some call in the closure may set to other than their
+        default. The closure only grows, so a branch released stays released; one still held when the closure
+        is complete is dead (settle_held). Returns whether any was released."""
+        if not self._held:
+            return False
+        sites = self._call_sites()
+        keep, released = [], []
+        for item in self._held:
+            n, _, h = item
+            if all(self._default_everywhere(n.key, p, sites, set()) for p in h.params):
+                keep.append(item)
+            else:
+                released.append(item)
+        self._held = keep
+        for n, _, h in released:
+            n.scans.append(h.scan)
+            self._absorb(n, h.scan)
+        return bool(released)
+
+    def settle_held(self) -> None:
+        """The closure is complete: prune the branches still held."""
+        for _, scan, h in self._held:
+            scan.edits.extend(h.edits)
+            scan.guards.append(h.guard)
+        self._held = []
+
+    def _call_sites(self) -> dict[tuple[str, int], list | None]:
+        """Module-level function node -> [(calling node, ast.Call)] for every reference to it in the closure,
+        or None when one is not a plain call (a value, a decorator, an attribute, a splat of arguments),
+        or when it is reached otherwise (a root, a registration, a synthetic statement)."""
+        sites: dict[tuple[str, int], list | None] = {}
+        for d in self.nodes.values():
+            linked = set()
+            for ref, key, _, used in d.links:
+                linked.add(key)
+                t = self.nodes.get(key)
+                if t is None or t.kind != "function" or sites.get(key, []) is None:
+                    continue
+                if used == len(ref.attrs) and ref.call is not None and not ref.importtime:
+                    sites.setdefault(key, []).append((d, ref.call))
+                else:
+                    sites[key] = None
+            for _, _, key, _ in d.op_links:
+                sites[key] = None
+            for key in d.deps:
+                if key not in linked:
+                    sites[key] = None
+        for key in self._entered | self.roots:
+            sites[key] = None
+        return sites
+
+    def _literal_defaults(self, n: Node) -> dict[str, object]:
+        hit = self._defaults.get(n.key)
+        if hit is None:
+            fn = n.stmt
+            ok = n.kind == "function" and isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and all(
+                _caches(d) for d in fn.decorator_list)
+            hit = self._defaults[n.key] = literal_defaults(fn) if ok else {}
+        return hit
+
+    def _default_everywhere(self, key: tuple[str, int], p: str, sites: dict, assumed: set) -> bool:
+        """Every call of function `key` in the closure leaves parameter `p` at its literal default: it omits
+        it, passes that literal, or forwards a parameter of the calling function that is the same default
+        everywhere in turn."""
+        calls = sites.get(key)
+        n = self.nodes[key]
+        defaults = self._literal_defaults(n)
+        if calls is None or p not in defaults:
+            return False
+        if (key, p) in assumed:
+            return True   # a cycle of forwards: nothing in it sets another value
+        assumed.add((key, p))
+        want = defaults[p]
+        a = n.stmt.args
+        positional = [x.arg for x in a.posonlyargs + a.args]
+        for caller, call in calls:
+            if any(isinstance(x, ast.Starred) for x in call.args) or any(k.arg is None for k in call.keywords):
+                return False
+            given = [k.value for k in call.keywords if k.arg == p]
+            if p in positional and positional.index(p) < len(call.args):
+                given.append(call.args[positional.index(p)])
+            for v in given:
+                if isinstance(v, ast.Constant) and type(v.value) is type(want) and v.value == want:
+                    continue
+                if (isinstance(v, ast.Name) and self._literal_defaults(caller).get(v.id, _UNKNOWN) == want
+                        and type(self._literal_defaults(caller)[v.id]) is type(want)
+                        and self._default_everywhere(caller.key, v.id, sites, assumed)):
+                    continue
+                return False
+        return True
 
     def _open_bases(self, module: str, cls: ast.ClassDef) -> bool:
         """The class has a base that is neither a class of the tree nor an import from outside it."""
@@ -583,6 +689,8 @@ class Graph:
                               "compiled extension or generated file)")
         for ref in scan.refs:
             self._link(n, ref)
+        for h in scan.held:
+            self._held.append((n, scan, h))
 
     def _link(self, n: Node, ref: Ref) -> None:
         if ref.binding is not None:
@@ -623,7 +731,7 @@ class Graph:
             return
         if t.kind == "node":
             for st in t.stmts:
-                dep = self.node_for(t.module, st)
+                dep = self.node_for(t.module, st, by_ref=True)
                 if ref.importtime and (ref.called or used < len(ref.attrs)):
                     n.calls.add(dep.key)   # called, or an attribute of it read at import time
                 if st.idx in self.keyed_dicts(t.module) and not (n.module == t.module and (
@@ -766,6 +874,28 @@ class Graph:
                     self._predicates[key], _ = self.ge.evaluate(found[1].value)
         return self._predicates[key]
 
+    def function_predicate(self, module: str, name: str, args: tuple = ()) -> bool | None:
+        """The value of `name(*args)` for known argument values: a module-level function with plain positional
+        parameters whose body returns a test the variant and those values decide
+        (`def is_breakable_cudagraph_enabled(): return bool(envs.X)`,
+        `def should_load_quant_weights(quant_method): return quant_method is not None and ...`)."""
+        found = self._sole_def(module, name, ast.FunctionDef)
+        if found is None:
+            return None
+        key = (found[0], f"{name}{args!r}")
+        if key not in self._predicates:
+            self._predicates[key] = None   # a predicate that reaches itself stays undecided
+            fn = found[1]
+            a = fn.args
+            body = [b for b in fn.body if not (isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant))]
+            if (not (a.posonlyargs or a.kwonlyargs or a.vararg or a.kwarg or a.defaults) and len(a.args) == len(args)
+                    and all(_caches(d) for d in fn.decorator_list)
+                    and len(body) == 1 and isinstance(body[0], ast.Return) and body[0].value is not None):
+                params = {p.arg: v for p, v in zip(a.args, args)}
+                with self.ge.evaluating_in(found[0], literal_bools=True, params=params):
+                    self._predicates[key], _ = self.ge.evaluate(body[0].value)
+        return self._predicates[key]
+
     def is_custom_op(self, module: str, cls: ast.ClassDef, depth: int = 0) -> bool:
         """`cls` is vLLM's CustomOp or derives from it (through bases the tree defines)."""
         if cls.name == "CustomOp" and any(isinstance(b, ast.FunctionDef) and b.name == "enabled" for b in cls.body):
@@ -791,8 +921,7 @@ class Graph:
             name = ast.unparse(d)
             if name in ("classmethod", "staticmethod"):
                 kinds.add(name)
-            elif name in ("cache", "functools.cache", "lru_cache", "functools.lru_cache") or name.startswith(
-                    ("lru_cache(", "functools.lru_cache(")):
+            elif _caches(d):
                 continue
             elif isinstance(d, ast.Name) and self._calls_through_or_none(module, d.id):
                 kinds.add("or-none")

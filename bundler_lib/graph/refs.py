@@ -31,6 +31,7 @@ class Ref:
     decorated: bool = False                # ... of a function with a non-trivial decorator
     call_arg0: str | None = None           # the ref is called with this string constant first
     called: bool = False                   # called (or used as a decorator): its body runs
+    call: ast.Call | None = None           # the call whose function the ref is (its arguments)
 
 
 @dataclass
@@ -40,6 +41,7 @@ class Guard:
     predicate: str
     value: bool
     kept: str                          # "body", "orelse", "none"
+    assumes: str = ""                  # the parameter defaults the value rests on (a held branch)
 
 
 @dataclass
@@ -55,6 +57,18 @@ class Scan:
     # `self` can be an instance of
     self_attrs: list[tuple[str, ast.ClassDef]] = field(default_factory=list)
     dynamic: list[tuple[int, str, bool]] = field(default_factory=list)  # (line, text, importtime)
+    held: list[Held] = field(default_factory=list)
+
+
+@dataclass
+class Held:
+    """A branch of a module-level function that is dead if the parameters `params` keep their defaults at every
+    call in the closure (the graph decides that once the closure is known). `scan` holds what the branch (and
+    its test) reads, followed if the branch is released; `edits` and `guard` prune it if it is not."""
+    params: frozenset[str]
+    scan: Scan
+    edits: list[dict]
+    guard: Guard
 
 
 _TRIVIAL_DECORATORS = {"staticmethod", "classmethod", "property", "setter", "getter", "deleter", "cache",
@@ -66,6 +80,29 @@ def _trivial_decorator(d: ast.expr) -> bool:
     f = d.func if isinstance(d, ast.Call) else d
     t = f.attr if isinstance(f, ast.Attribute) else (f.id if isinstance(f, ast.Name) else "")
     return t in _TRIVIAL_DECORATORS
+
+
+def literal_defaults(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> dict[str, object]:
+    """Parameters whose default is a literal (None, a bool, a number, a string) and that no code of the function
+    binds again (no assignment, no nested parameter or target of the same name)."""
+    a = fn.args
+    positional = a.posonlyargs + a.args
+    pairs = list(zip(positional[len(positional) - len(a.defaults):], a.defaults))
+    pairs += [(k, d) for k, d in zip(a.kwonlyargs, a.kw_defaults) if d is not None]
+    out = {k.arg: d.value for k, d in pairs
+           if isinstance(d, ast.Constant) and isinstance(d.value, (type(None), bool, int, float, str))}
+    if not out:
+        return out
+    own = {id(x) for x in positional + a.kwonlyargs}
+    for x in ast.walk(fn):
+        if isinstance(x, ast.Name) and not isinstance(x.ctx, ast.Load):
+            out.pop(x.id, None)
+        elif isinstance(x, ast.arg) and id(x) not in own:
+            out.pop(x.arg, None)
+        elif isinstance(x, (ast.Global, ast.Nonlocal)):
+            for nm in x.names:
+                out.pop(nm, None)
+    return out
 
 
 def _arg_names(a: ast.arguments) -> list[str]:
@@ -164,6 +201,9 @@ class RefScanner:
         self.annot_importtime = False
         self._promoted: set[int] = set()   # `elif` nodes whose parent's pruning turned them into `if`
         self.receiver: tuple[str, ast.ClassDef] | None = None   # the method's `self`/`cls` and its class
+        # in the body of a module-level function: its literal parameter defaults, for held branches
+        self.defaults: dict[str, object] = {}
+        self.holding = False   # scanning a held branch (no branch inside it is held)
 
     # ------------------------------------------------------------ entry
     def run(self, stmt: ast.stmt, skip: set | None = None, cls: ast.ClassDef | None = None) -> Scan:
@@ -368,12 +408,15 @@ class RefScanner:
         elif receiver is not None and (receiver[0] in params or receiver[0] in local):
             self.receiver = None
         local.update(params)
+        defaults = self.defaults
+        self.defaults = literal_defaults(fn) if len(self.scopes) == 1 else {}
         self.scopes.append(_Scope("function", local, imports, globals_))
         self.runtime_depth += 1
         saved = self.ge.locals, self.ge.local_names
         self.ge.locals, self.ge.local_names = single, self.ge.local_names | local | set(imports)
         self._stmt_list(fn.body)
         self.ge.locals, self.ge.local_names = saved
+        self.defaults = defaults
         self.receiver = receiver
         self.runtime_depth -= 1
         self.scopes.pop()
@@ -401,6 +444,8 @@ class RefScanner:
     # ------------------------------------------------------------ guards
     def _if(self, st: ast.If, sole: bool) -> bool:
         value, atoms = self.ge.evaluate(st.test)
+        if value is None and self._hold(st, sole):
+            return False
         if value is None:
             for e, v in atoms:
                 self._span(e, "True" if v else "False")
@@ -414,6 +459,41 @@ class RefScanner:
         self._prune_if(st, value, sole)
         self._stmt_list(live)
         return self._exits(live) and len(self.scopes) > 1
+
+    def _hold(self, st: ast.If, sole: bool) -> bool:
+        """In a module-level function's own body, an `if` that its parameters' defaults decide: scan the live
+        branch as usual and hold the other (Held). Returns whether it did."""
+        if (not self.defaults or self.holding or len(self.scopes) != 2 or self.scopes[-1].kind != "function"
+                or self._is_elif(st) or self.info.lines[st.lineno - 1].encode()[st.col_offset:].startswith(b"elif")):
+            return False
+        self.ge.params, self.ge.used_params = self.defaults, set()
+        try:
+            value, _ = self.ge.evaluate(st.test)
+        finally:
+            self.ge.params, used = {}, self.ge.used_params
+        if value is None or not used:
+            return False
+        main = self.scan
+        self.scan, self.holding = Scan(), True
+        try:
+            _, atoms = self.ge.evaluate(st.test)   # what the variant decides in the test, as for an undecided if
+            for e, v in atoms:
+                self._span(e, "True" if v else "False")
+                self._record(e, v, st, "both")
+            self._expr(st.test, skip={id(e) for e, _ in atoms})
+            self._stmt_list(st.orelse if value else st.body)
+            held_scan, self.scan = self.scan, Scan()
+            self._prune_if(st, value, sole)
+            edits = self.scan.edits
+        finally:
+            self.scan, self.holding = main, False
+        assumes = ", ".join(f"{p}={self.defaults[p]!r}" for p in sorted(used))
+        guard = Guard(line=st.lineno, end_line=st.end_lineno, predicate=ast.unparse(st.test), value=value,
+                      kept="body" if value else ("orelse" if st.orelse else "none"),
+                      assumes=f"every call in the closure leaves {assumes}")
+        main.held.append(Held(frozenset(used), held_scan, edits, guard))
+        self._stmt_list(st.body if value else st.orelse)
+        return True
 
     def _exits(self, stmts: list[ast.stmt]) -> bool:
         """The block always returns or raises (through decided or two-sided ifs)."""
@@ -543,6 +623,8 @@ class RefScanner:
             self._walk_expr(e.func, skip)
             for r in self.scan.refs[before:]:
                 r.called = True
+            if len(self.scan.refs) == before + 1 and self.scan.refs[-1].nodes[-1] is e.func:
+                self.scan.refs[-1].call = e
             if (len(self.scan.refs) == before + 1 and e.args and isinstance(e.args[0], ast.Constant)
                     and isinstance(e.args[0].value, str)):
                 self.scan.refs[-1].call_arg0 = e.args[0].value

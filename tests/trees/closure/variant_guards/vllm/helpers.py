@@ -64,3 +64,18 @@ def wrapped_helper():
 
 def runtime_helper():
     return "+runtime"
+
+
+def eplb_helper():
+    return "+eplb"
+
+
+def kv_transfer_helper():
+    return "+kv_transfer"
+
+
+_KV_CONNECTOR_AGENT = None
+
+
+def has_kv_transfer_group():
+    return _KV_CONNECTOR_AGENT is not None

@@ -1,14 +1,33 @@
 import vllm.envs as envs
-from vllm.helpers import (AttentionType, encoder_helper, fast_helper, fp8_helper, from_env_helper,
-                          is_quantized_kv_cache, kv_fp8_helper, lora_helper, mode_auto_helper, nvfp4_helper,
-                          plain_helper)
+from vllm.helpers import (AttentionType, encoder_helper, eplb_helper, fast_helper, fp8_helper, from_env_helper,
+                          has_kv_transfer_group, is_quantized_kv_cache, kv_fp8_helper, kv_transfer_helper,
+                          lora_helper, mode_auto_helper, nvfp4_helper, plain_helper)
 from vllm.utils.import_utils import resolve_obj_by_qualname
 from vllm.v1.attention.backends.registry import AttentionBackendEnum
 
 
+class Router:
+    """On one GPU without LoRA or KV transfer: no EPLB state, no LoRA context, no KV connector."""
+
+    def __init__(self, eplb_state=None):
+        self.eplb_state = eplb_state
+        self._lora_context = None
+
+    def route(self, vllm_config):
+        out = ""
+        if self.eplb_state is not None:
+            out += eplb_helper()
+        lora_context = self._lora_context
+        if lora_context is not None:
+            out += lora_helper()
+        if vllm_config.kv_transfer_config is not None or has_kv_transfer_group():
+            out += kv_transfer_helper()
+        return out
+
+
 def target(kv_cache_dtype="auto", attn_type=AttentionType.DECODER, quant_dtype=None, use_fp8_w8a8=False,
            is_lora_enabled=False, backend=AttentionBackendEnum.TRITON_ATTN):
-    out = plain_helper()
+    out = plain_helper() + Router().route(None)
     if envs.VLLM_FAST_PATH:
         out += fast_helper()
     if envs.VLLM_MODE == "auto":
