@@ -32,7 +32,7 @@ _LORA_FLAGS = {"is_lora_enabled", "lora_enabled", "enable_lora"}
 # the MoE experts' LoRA context: only set (set_lora_context) by vLLM's LoRA layers
 _NONE_WITHOUT_LORA = {"_lora_context", "lora_context"}
 # without KV transfer: the config is None and no KV connector exists (vllm/distributed/kv_transfer)
-_KV_TRANSFER_NONE = {"kv_transfer_config"}
+_NONE_WITHOUT_KV_TRANSFER = {"kv_transfer_config"}
 _KV_TRANSFER_CALLS = {"has_kv_transfer_group"}
 
 _SIZE_NAMES = {
@@ -81,6 +81,14 @@ class GuardEval:
         self.model = {k: (tuple(v) if isinstance(v, list) else v) for k, v in variant.get("model_facts", {}).items()}
         self.platform = platform_predicates(variant)
         self.sizes = parallel_sizes(variant)
+        # names whose value the variant makes None: false as a test, None as a value
+        self.none_names: set[str] = set()
+        if self.sizes["ep"] == 1 and self.sizes["tp"] == 1:
+            self.none_names |= _NONE_WITHOUT_EP
+        if variant.get("lora") == "none":
+            self.none_names |= _NONE_WITHOUT_LORA
+        if variant.get("kv_transfer") == "none":
+            self.none_names |= _NONE_WITHOUT_KV_TRANSFER
 
     @contextmanager
     def evaluating_in(self, module: str, literal_bools: bool = False, params: dict | None = None):
@@ -136,24 +144,21 @@ class GuardEval:
                 if e.func.attr == "is_device_capability":
                     return cap == want
                 return cap // 10 == want // 10
-        one_gpu = self.sizes["ep"] == 1 and self.sizes["tp"] == 1
-        if one_gpu and not isinstance(e, ast.Call) and (
-                _EP_FLAG.match(_tail(e) or "") or (_tail(e) or "") in _NONE_WITHOUT_EP):
+        if self.sizes["ep"] == 1 and self.sizes["tp"] == 1 and _EP_FLAG.match(_tail(e) or "") and not isinstance(
+                e, ast.Call):
+            return False
+        if not isinstance(e, ast.Call) and (_tail(e) or "") in self.none_names:
             return False
         quant_none = self.variant["quantization"] == "none"
         kv_auto = self.variant.get("kv_cache_dtype") == "auto"
         tail = _tail(e) or ""
         if quant_none and not isinstance(e, ast.Call) and _QUANT_FLAG.match(tail):
             return False
-        if (self.variant.get("lora") == "none" and not isinstance(e, ast.Call)
-                and (tail in _LORA_FLAGS or tail in _NONE_WITHOUT_LORA)):
+        if self.variant.get("lora") == "none" and not isinstance(e, ast.Call) and tail in _LORA_FLAGS:
             return False
         if kv_auto and isinstance(e, ast.Call) and _tail(e.func) in _KV_QUANT_CALLS:
             return False
-        no_kv_transfer = self.variant.get("kv_transfer") == "none"
-        if no_kv_transfer and not isinstance(e, ast.Call) and tail in _KV_TRANSFER_NONE:
-            return False
-        if (no_kv_transfer and isinstance(e, ast.Call) and not e.args and not e.keywords
+        if (self.variant.get("kv_transfer") == "none" and isinstance(e, ast.Call) and not e.args and not e.keywords
                 and _tail(e.func) in _KV_TRANSFER_CALLS):
             return False
         if kv_auto and not isinstance(e, ast.Call) and tail in ("is_per_token_head", "_is_per_token_head_quant"):
@@ -268,12 +273,7 @@ class GuardEval:
                 return v
         if self.variant["quantization"] == "none" and tail in _NONE_WHEN_UNQUANTIZED and not isinstance(e, ast.Call):
             return None
-        if tail in _KV_TRANSFER_NONE and not isinstance(e, ast.Call) and self.variant.get("kv_transfer") == "none":
-            return None
-        if tail in _NONE_WITHOUT_LORA and not isinstance(e, ast.Call) and self.variant.get("lora") == "none":
-            return None
-        if (tail in _NONE_WITHOUT_EP and not isinstance(e, ast.Call) and self.sizes["ep"] == 1
-                and self.sizes["tp"] == 1):
+        if tail in self.none_names and not isinstance(e, ast.Call):
             return None
         if tail in _KV_DTYPE_NAMES and not isinstance(e, ast.Call) and "kv_cache_dtype" in self.variant:
             return self.variant["kv_cache_dtype"]

@@ -82,6 +82,19 @@ def _always_kept(name: str) -> bool:
     return (name.startswith("__") and name.endswith("__")) or name == "forward"
 
 
+def _bases(cls: ast.ClassDef) -> list[ast.expr]:
+    """The class's bases, `Base[T]` read as `Base`."""
+    return [b.value if isinstance(b, ast.Subscript) else b for b in cls.bases]
+
+
+def _returned(fn: ast.FunctionDef) -> ast.expr | None:
+    """The expression of a function whose body (its docstring aside) is one `return <expr>`."""
+    body = [b for b in fn.body if not (isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant))]
+    if len(body) != 1 or not isinstance(body[0], ast.Return):
+        return None
+    return body[0].value
+
+
 def _caches(d: ast.expr) -> bool:
     """A decorator that only caches the function's result."""
     name = ast.unparse(d)
@@ -453,6 +466,10 @@ class Graph:
         want = defaults[p]
         a = n.stmt.args
         positional = [x.arg for x in a.posonlyargs + a.args]
+
+        def same(x) -> bool:
+            return type(x) is type(want) and x == want
+
         for caller, call in calls:
             if any(isinstance(x, ast.Starred) for x in call.args) or any(k.arg is None for k in call.keywords):
                 return False
@@ -460,10 +477,9 @@ class Graph:
             if p in positional and positional.index(p) < len(call.args):
                 given.append(call.args[positional.index(p)])
             for v in given:
-                if isinstance(v, ast.Constant) and type(v.value) is type(want) and v.value == want:
+                if isinstance(v, ast.Constant) and same(v.value):
                     continue
-                if (isinstance(v, ast.Name) and self._literal_defaults(caller).get(v.id, _UNKNOWN) == want
-                        and type(self._literal_defaults(caller)[v.id]) is type(want)
+                if (isinstance(v, ast.Name) and same(self._literal_defaults(caller).get(v.id, _UNKNOWN))
                         and self._default_everywhere(caller.key, v.id, sites, assumed)):
                     continue
                 return False
@@ -474,8 +490,7 @@ class Graph:
         hit = self._open.get(id(cls))
         if hit is None:
             hit = False
-            for b in cls.bases:
-                base = b.value if isinstance(b, ast.Subscript) else b
+            for base in _bases(cls):
                 root = base
                 while isinstance(root, ast.Attribute):
                     root = root.value
@@ -497,8 +512,8 @@ class Graph:
         self._class_module[id(cls)] = module
         self._mros[id(cls)] = [cls]   # a cycle or a too deep chain ends here
         bases = []
-        for b in cls.bases:
-            found = self._base_def(module, b.value if isinstance(b, ast.Subscript) else b)
+        for b in _bases(cls):
+            found = self._base_def(module, b)
             if found is not None and depth < 30:
                 bases.append(self._mro(*found, depth + 1))
         self._mros[id(cls)] = out = c3(cls, bases)
@@ -598,8 +613,7 @@ class Graph:
         could turn them into fields (dataclass, pydantic, NamedTuple, Enum members), through every base."""
         if cls.decorator_list or cls.keywords or depth > 20:
             return False
-        for b in cls.bases:
-            base = b.value if isinstance(b, ast.Subscript) else b
+        for base in _bases(cls):
             text = ast.unparse(base)
             if text in _PLAIN_EXTERNAL_BASES:
                 continue
@@ -887,13 +901,12 @@ class Graph:
             self._predicates[key] = None   # a predicate that reaches itself stays undecided
             fn = found[1]
             a = fn.args
-            body = [b for b in fn.body if not (isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant))]
+            test = _returned(fn)
             if (not (a.posonlyargs or a.kwonlyargs or a.vararg or a.kwarg or a.defaults) and len(a.args) == len(args)
-                    and all(_caches(d) for d in fn.decorator_list)
-                    and len(body) == 1 and isinstance(body[0], ast.Return) and body[0].value is not None):
+                    and all(_caches(d) for d in fn.decorator_list) and test is not None):
                 params = {p.arg: v for p, v in zip(a.args, args)}
                 with self.ge.evaluating_in(found[0], literal_bools=True, params=params):
-                    self._predicates[key], _ = self.ge.evaluate(body[0].value)
+                    self._predicates[key], _ = self.ge.evaluate(test)
         return self._predicates[key]
 
     def is_custom_op(self, module: str, cls: ast.ClassDef, depth: int = 0) -> bool:
@@ -902,8 +915,7 @@ class Graph:
             return True
         if depth > 20:
             return False
-        for b in cls.bases:
-            base = b.value if isinstance(b, ast.Subscript) else b
+        for base in _bases(cls):
             found = self._sole_def(module, base.id, ast.ClassDef) if isinstance(base, ast.Name) else None
             if found is not None and self.is_custom_op(*found, depth + 1):
                 return True
@@ -913,8 +925,8 @@ class Graph:
         fn = next((b for b in cls.body if isinstance(b, ast.FunctionDef) and b.name == method), None)
         if fn is None:
             return None
-        body = [b for b in fn.body if not (isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant))]
-        if len(body) != 1 or not isinstance(body[0], ast.Return) or body[0].value is None:
+        returned = _returned(fn)
+        if returned is None:
             return None
         kinds = set()
         for d in fn.decorator_list:
@@ -954,7 +966,7 @@ class Graph:
                     return ast.Constant(value=v) if v is not None else ast.Name(id=f"{cls.name}.{f.attr}()")
                 return inner.generic_visit(node)
 
-        test = Subst().visit(copy.deepcopy(body[0].value))
+        test = Subst().visit(copy.deepcopy(returned))
         with self.ge.evaluating_in(module, literal_bools=True):
             value, _ = self.ge.evaluate(test)
         if value is None or (value is True and "or-none" in kinds):

@@ -444,7 +444,7 @@ class RefScanner:
     # ------------------------------------------------------------ guards
     def _if(self, st: ast.If, sole: bool) -> bool:
         value, atoms = self.ge.evaluate(st.test)
-        if value is None and self._hold(st, sole):
+        if value is None and self._hold(st, sole, atoms):
             return False
         if value is None:
             for e, v in atoms:
@@ -460,11 +460,12 @@ class RefScanner:
         self._stmt_list(live)
         return self._exits(live) and len(self.scopes) > 1
 
-    def _hold(self, st: ast.If, sole: bool) -> bool:
+    def _hold(self, st: ast.If, sole: bool, atoms: list) -> bool:
         """In a module-level function's own body, an `if` that its parameters' defaults decide: scan the live
-        branch as usual and hold the other (Held). Returns whether it did."""
+        branch as usual and hold the other (Held). `atoms`: what the variant alone decides in the test.
+        Returns whether it did."""
         if (not self.defaults or self.holding or len(self.scopes) != 2 or self.scopes[-1].kind != "function"
-                or self._is_elif(st) or self.info.lines[st.lineno - 1].encode()[st.col_offset:].startswith(b"elif")):
+                or self._is_elif(st) or self._written_elif(st)):
             return False
         self.ge.params, self.ge.used_params = self.defaults, set()
         try:
@@ -476,8 +477,7 @@ class RefScanner:
         main = self.scan
         self.scan, self.holding = Scan(), True
         try:
-            _, atoms = self.ge.evaluate(st.test)   # what the variant decides in the test, as for an undecided if
-            for e, v in atoms:
+            for e, v in atoms:   # as for an undecided if
                 self._span(e, "True" if v else "False")
                 self._record(e, v, st, "both")
             self._expr(st.test, skip={id(e) for e, _ in atoms})
@@ -557,10 +557,12 @@ class RefScanner:
             else:
                 E.append({"op": "delete", "line": st.lineno, "end_line": else_line - 1})
 
+    def _written_elif(self, st: ast.If) -> bool:
+        return self.info.lines[st.lineno - 1].encode()[st.col_offset:].startswith(b"elif")
+
     def _prune_if(self, st: ast.If, value: bool, sole: bool):
         E = self.scan.edits
-        if (self.info.lines[st.lineno - 1].encode()[st.col_offset:].startswith(b"elif")
-                and id(st) not in self._promoted):
+        if self._written_elif(st) and id(st) not in self._promoted:
             self._prune_elif(st, value)
             return
         if value:
