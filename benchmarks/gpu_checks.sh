@@ -8,6 +8,8 @@
 # examples: tools/run_bundle.py on each bundle (default: the 0.26.0 suite), cold (empty bundle cache, all in
 #           parallel) then warm (one at a time), small and full size; results OUT_DIR/examples-*.json
 # triton:   tests/gpu/test_triton_kernels_gpu.py over the bundles, results OUT_DIR/triton-kernels.json
+# parity:   tools/parity.py on the suite's decoder layers (or the BUNDLEs), against transformers' layers with the
+#           same weights; PARITY_CASES overrides the cases; results OUT_DIR/parity-*.json
 # PACK=FILE.tgz packs OUT_DIR into one archive at the end (the device tool brings back a limited number of files)
 set -u
 phase=$1; out=$2; shift 2
@@ -55,7 +57,15 @@ case $phase in
     VLLM_BUNDLE_GPU_DEADLINE_S=${DEADLINE_S:-540} $py -m pytest tests/gpu/test_triton_kernels_gpu.py -q -rfEs \
       > "$out/triton-kernels.log" 2>&1
     echo "triton rc=$?"; tail -15 "$out/triton-kernels.log" ;;
-  *) echo "usage: $0 ops|examples|triton OUT_DIR [BUNDLE...]" >&2; exit 2 ;;
+  parity)
+    bundles=("$@"); [ ${#bundles[@]} -eq 0 ] && bundles=(bundles_out/{Qwen3Moe,Qwen3,Llama}DecoderLayer.py bundles_out/vllm-0.33.0/{Qwen3Moe,Qwen3,Llama}DecoderLayer.py)
+    label() { local r=${1#bundles_out/}; r=${r%.py}; echo "${r//\//_}"; }
+    for b in "${bundles[@]}"; do n=$(label "$b")
+      $py tools/parity.py "$b" ${PARITY_CASES:---case prefill:32 --case prefill:4096 --case decode:2x64 --case decode:8x4096} \
+        --json "$out/parity-$n.json" > "$out/parity-$n.log" 2>&1
+      echo "$n rc=$?"; grep -v '^\s*$' "$out/parity-$n.log" | tail -6
+    done ;;
+  *) echo "usage: $0 ops|examples|triton|parity OUT_DIR [BUNDLE...]" >&2; exit 2 ;;
 esac
 [ -n "${PACK:-}" ] && tar -czf "$PACK" -C "$out" .
 exit 0

@@ -321,13 +321,20 @@ def _header(symbol: str, template: str, model_name: str | None, src: str | None,
     return "\n".join(lines) + "\n"
 
 
+SIGNATURE = "small=False, workload=None, tokens=None, batch=None, context=None"
+
 # The part every template shares: device, dtype, the memory budget, and the token counts.
 _PRELUDE = '''\
     import torch
 
     dims = {dims}
     flags = {flags}
-    workload = {workload!r}
+    workload = workload or {workload!r}
+    if workload not in ("prefill", "decode"):
+        raise ValueError(f"invocation_example: workload={{workload!r}}: pass 'prefill' or 'decode'")
+    for _name, _value in (("tokens", tokens), ("batch", batch), ("context", context)):
+        if _value is not None and (not isinstance(_value, int) or _value < (0 if _name == "context" else 1)):
+            raise ValueError(f"invocation_example: {{_name}}={{_value!r}}: pass a positive integer or None")
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     dtype = getattr(torch, {dtype!r}, torch.bfloat16)
     GiB = 1 << 30
@@ -357,6 +364,8 @@ _PRELUDE = '''\
         return _clamp(budget // max(1, bytes_per_token), 1, 256)
 
     def _tokens(bytes_per_token):
+        if tokens is not None:
+            return tokens
         return _decode_tokens(bytes_per_token) if workload == "decode" else _prefill_tokens(bytes_per_token)
 
     def _check(name, t, shape):
@@ -648,9 +657,12 @@ def generate(graph: dict, model: str | None, model_config: Path | None, workload
     prelude = _PRELUDE.format(dims=_py(json_dims), flags=_py(flags), workload=wl["kind"], dtype=dtype_name)
     header = _header(symbol, template, model_name, src, sha, dims, flags, wl)
     doc = (f'    """Build {symbol} for {model_name or "generic dims"} and run one {wl["kind"]} forward on '
-           f'random inputs.\n\n    small=True: a quick sanity size. Returns a dict: module, inputs, outputs, sizes, '
-           f'workload.\n    Defined only: importing the bundle never calls it.\n    """\n')
-    source = header + "def invocation_example(small=False):\n" + doc + prelude + "\n" + body
+           f'random inputs.\n\n    small=True: a quick sanity size. workload: "prefill" or "decode" (default '
+           f'{wl["kind"]}); tokens, batch, context: the sizes (new tokens per sequence, sequences, cached tokens '
+           f'per sequence), chosen from memory when None.\n    Returns a dict: module, inputs, outputs, sizes, '
+           f'workload{", forward" if template == "decoder_layer" else ""}.\n'
+           f'    Defined only: importing the bundle never calls it.\n    """\n')
+    source = header + f"def invocation_example({SIGNATURE}):\n" + doc + prelude + "\n" + body
     compile(source, EXAMPLE, "exec")  # a template bug is ours: fail here, not in A7
 
     record = {

@@ -108,15 +108,22 @@ _BODY = '''\
         kv_bytes_per_token = 2 * H_kv * Dh * torch.finfo(dtype).bits // 8
         act_bytes_per_token = 2 * (8 * H + 3 * (H_q + 2 * H_kv) * Dh) + int(moe.get("top_k", 0)) * 2 * (
             6 * int(moe.get("moe_intermediate_size", 0)) + 2 * H) + 4 * int(moe.get("num_experts", 0))
+        # tokens, batch, context (the function's arguments) override what memory and `small` choose
         if workload == "decode":
-            q_len = 1
-            ctx = 64 if small else min(max_ctx - q_len, 32768)
+            q_len = tokens or 1
+            ctx = context if context is not None else (64 if small else min(max_ctx - q_len, 32768))
             per_seq = (ctx + q_len) * kv_bytes_per_token + q_len * act_bytes_per_token
-            B = 2 if small else _clamp(live // max(1, per_seq), 1, 256)
+            B = batch or (2 if small else _clamp(live // max(1, per_seq), 1, 256))
         else:
-            B, ctx = 1, 0
-            q_len = 32 if small else _clamp(live // (act_bytes_per_token + kv_bytes_per_token), 8192, 32768)
-            q_len = max(16, min(q_len, max_ctx) // 16 * 16)
+            B, ctx = batch or 1, context or 0
+            if tokens:
+                q_len = tokens
+            else:
+                q_len = 32 if small else _clamp(live // (act_bytes_per_token + kv_bytes_per_token), 8192, 32768)
+                q_len = max(16, min(q_len, max_ctx) // 16 * 16)
+        if ctx + q_len > max_ctx:
+            raise ValueError(f"invocation_example: context {{ctx}} + {{q_len}} new tokens exceed the model's "
+                             f"max context {{max_ctx}}")
         T = B * q_len
         seq_len = ctx + q_len
         blocks_per_seq = -(-seq_len // block_size)
@@ -166,16 +173,31 @@ _BODY = '''\
             ubatch_slices=None, is_padding=None, skip_compiled=False, all_moe_layers=None, moe_layer_index=0,
             additional_kwargs={{}}, virtual_engine=0)
         hidden_states = _randn(T, H)
+
+        def forward(x, residual=None):
+            """The layer's forward on new hidden states `x` ([T, H], the same sizes), in the same context.
+            vLLM's layers update their input in place: `x` is not changed, a copy is passed."""
+            again = _install(vllm_config)
+            try:
+                _set("forward_context", fwd)
+                with torch.inference_mode():
+                    o, r = layer(positions, x.clone(), None if residual is None else residual.clone())
+                torch.cuda.synchronize()
+                return o, r
+            finally:
+                again()
+
         _set("forward_context", fwd)
         with _Step(f"the forward of {symbol} ({{workload}}: B={{B}}, new tokens={{q_len}}, context={{ctx}})"):
             with torch.inference_mode():
-                out, residual = layer(positions, hidden_states, None)
+                out, residual = layer(positions, hidden_states.clone(), None)
             torch.cuda.synchronize()
         _check("hidden_states", out, (T, H))
         _check("residual", residual, (T, H))
         return {{"module": layer, "inputs": {{"positions": positions, "hidden_states": hidden_states,
-                "residual": None, "kv_cache": attn.kv_cache, "attn_metadata": attn_metadata}},
-                "outputs": {{"hidden_states": out, "residual": residual}},
+                "residual": None, "kv_cache": attn.kv_cache, "attn_metadata": attn_metadata,
+                "block_table": block_table}},
+                "outputs": {{"hidden_states": out, "residual": residual}}, "forward": forward, "prefix": prefix,
                 "sizes": {{"B": B, "new_tokens": q_len, "context": ctx, "T": T, "kv_blocks": num_blocks,
                           "block_size": block_size}}, "workload": workload, "defaults_used": list(defaults_used),
                 "post_load_missing": sorted(set(post_load_missing))}}

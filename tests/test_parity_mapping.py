@@ -1,0 +1,117 @@
+"""The CPU side of tools/parity.py: vLLM's merged weights of one decoder layer map onto transformers' real
+decoder layers (tiny configs, on CPU), name for name and shape for shape; the broken control maps differently;
+a weight with no counterpart is refused naming it.
+
+vLLM's side is built here the way vLLM's loader fills its merged parameters from a checkpoint (the models'
+`stacked_params_mapping`: q, k, v into qkv_proj; gate, up into gate_up_proj; experts' gate and up into
+w13_weight [E, 2I, H], down into w2_weight [E, H, I]), from transformers' own layer."""
+
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import parity  # noqa: E402
+
+TINY = {
+    "llama": dict(hidden_size=64, intermediate_size=96, num_attention_heads=4, num_key_value_heads=2,
+                  num_hidden_layers=2),
+    "qwen3": dict(hidden_size=64, intermediate_size=96, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                  num_hidden_layers=2),
+    "qwen3_moe": dict(hidden_size=64, intermediate_size=96, moe_intermediate_size=32, num_experts=4,
+                      num_experts_per_tok=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                      num_hidden_layers=2),
+}
+SYMBOL = {"llama": "LlamaDecoderLayer", "qwen3": "Qwen3DecoderLayer", "qwen3_moe": "Qwen3MoeDecoderLayer"}
+
+
+def _hf_layer(model_type):
+    config = parity.hf_config({"model_type": model_type, **TINY[model_type]})
+    cls, rope = parity.hf_classes(model_type, SYMBOL[model_type])
+    torch.manual_seed(0)
+    layer = cls(config, 0)
+    for p in layer.parameters():
+        torch.nn.init.normal_(p)
+    return layer
+
+
+def _as_vllm(hf: dict) -> dict:
+    """vLLM's parameters of the same layer, merged as its loader merges a checkpoint's."""
+    out = {}
+    for name, t in hf.items():
+        if name.endswith("self_attn.q_proj.weight"):
+            pre = name[: -len("q_proj.weight")]
+            out[pre + "qkv_proj.weight"] = torch.cat([t, hf[pre + "k_proj.weight"], hf[pre + "v_proj.weight"]])
+        elif name.endswith("mlp.gate_proj.weight"):
+            pre = name[: -len("gate_proj.weight")]
+            out[pre + "gate_up_proj.weight"] = torch.cat([t, hf[pre + "up_proj.weight"]])
+        elif name.endswith("mlp.experts.gate_up_proj"):
+            out[name[: -len("gate_up_proj")] + "w13_weight"] = t.clone()
+        elif name.endswith("mlp.experts.down_proj"):
+            out[name[: -len("down_proj")] + "w2_weight"] = t.clone()
+        elif any(name.endswith(s) for s in ("k_proj.weight", "v_proj.weight", "up_proj.weight")):
+            continue
+        else:
+            out[name] = t.clone()
+    out["self_attn.attn._k_scale"] = torch.tensor(1.0)  # vLLM's scalar scales have no counterpart
+    return out
+
+
+@pytest.mark.parametrize("model_type", sorted(TINY))
+def test_mapping_round_trips_onto_transformers_layer(model_type):
+    layer = _hf_layer(model_type)
+    hf = {n: p.detach() for n, p in layer.named_parameters()}
+    shapes = {n: tuple(t.shape) for n, t in hf.items()}
+    mapped = parity.map_weights(_as_vllm(hf), shapes)
+    assert sorted(mapped) == sorted(hf)
+    for n, t in hf.items():
+        assert torch.equal(mapped[n], t), n
+    missing, unexpected = layer.load_state_dict(mapped, strict=True)
+    assert not missing and not unexpected
+
+
+@pytest.mark.parametrize("model_type", sorted(TINY))
+def test_control_swaps_gate_and_up(model_type):
+    layer = _hf_layer(model_type)
+    hf = {n: p.detach() for n, p in layer.named_parameters()}
+    shapes = {n: tuple(t.shape) for n, t in hf.items()}
+    control = parity.map_weights(_as_vllm(hf), shapes, control=True)
+    changed = sorted(n for n in hf if not torch.equal(control[n], hf[n]))
+    want = {"qwen3_moe": ["mlp.experts.gate_up_proj"]}.get(model_type, ["mlp.gate_proj.weight", "mlp.up_proj.weight"])
+    assert changed == want
+    if model_type == "qwen3_moe":
+        half = hf["mlp.experts.gate_up_proj"].shape[1] // 2
+        assert torch.equal(control["mlp.experts.gate_up_proj"][:, :half], hf["mlp.experts.gate_up_proj"][:, half:])
+    else:
+        assert torch.equal(control["mlp.gate_proj.weight"], hf["mlp.up_proj.weight"])
+
+
+def test_unmappable_weight_names_both_sides():
+    layer = _hf_layer("qwen3")
+    hf = {n: p.detach() for n, p in layer.named_parameters()}
+    shapes = {n: tuple(t.shape) for n, t in hf.items()}
+    vllm = _as_vllm(hf)
+    vllm["mlp.mystery.weight"] = torch.zeros(3, 3)
+    with pytest.raises(parity.MappingError, match=r"vLLM parameter mlp\.mystery\.weight \(3, 3\) has no transformers"):
+        parity.map_weights(vllm, shapes)
+    vllm = _as_vllm(hf)
+    del vllm["self_attn.q_norm.weight"]
+    with pytest.raises(parity.MappingError, match=r"transformers parameter self_attn\.q_norm\.weight \(16,\) gets no"):
+        parity.map_weights(vllm, shapes)
+
+
+def test_architecture_transformers_lacks_is_no_reference():
+    assert parity.hf_classes("no_such_model_type", "NoSuchDecoderLayer") is None
+
+
+def test_case_syntax():
+    assert parity.parse_case("prefill:32") == ("prefill", 32, 1, 0)
+    assert parity.parse_case("decode:2x64") == ("decode", 1, 2, 64)
+    assert parity.parse_case("decode:8x4+100") == ("decode", 4, 8, 100)
+    with pytest.raises(Exception, match="prefill:T"):
+        parity.parse_case("sideways:3")
