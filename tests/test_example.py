@@ -120,7 +120,7 @@ def test_header_and_definition_only(tmp_path):
     # Only a function definition at the top level: nothing runs on import.
     assert [type(n).__name__ for n in tree.body] == ["FunctionDef"]
     assert tree.body[0].name == "invocation_example"
-    assert [a.arg for a in tree.body[0].args.args] == ["small"]
+    assert [a.arg for a in tree.body[0].args.args] == ["small", "workload", "tokens", "batch", "context"]
     assert rec["sources"]["config"] == "models/Qwen--Qwen3-Coder-480B-A35B-Instruct/config.json"
     assert str(ROOT) not in src and str(ROOT) not in json.dumps(rec)
 

@@ -37,7 +37,7 @@ def test_coder_480b_decoder_example_generated(tmp_path):
     assert rec["workload"]["kind"] == "decode" and rec["workload"]["kv_cache"]
     tree = ast.parse(src)
     assert [type(n).__name__ for n in tree.body] == ["FunctionDef"]
-    assert "Qwen3MoeDecoderLayer(vllm_config=vllm_config, prefix=prefix)" in src
+    assert "layer = Qwen3MoeDecoderLayer(**kw)" in src and '"vllm_config": vllm_config' in src
     assert "'num_experts': 160" in src and "'head_dim': 128" in src
     # The graph fixture has no python_nodes: the example says what it lacks.
     assert any("the graph lacks" in n for n in rec["notes"])
@@ -124,3 +124,24 @@ def test_qwen3_30b_a3b_decoder_example_generated(tmp_path):
     assert (rec["dims"]["H"], rec["dims"]["H_q"], rec["dims"]["H_kv"], rec["dims"]["Dh"]) == (2048, 32, 4, 128)
     assert "'num_experts': 128" in src and "# workload: prefill (given" in src
     compile(src, "A6.example.py", "exec")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_decoder_example_sizes_and_forward_on_gpu(tmp_path):
+    """tokens/batch/context set the sizes; `forward` reruns the layer in the same context on new inputs."""
+    src, _ = _gen(tmp_path, MOCK / "A1.graph.json", TINY, "tiny/qwen3-moe", "decode")
+    ns = _bundle_ns(src)
+    res = ns["invocation_example"](small=True, workload="decode", tokens=2, batch=3, context=20)
+    assert {k: res["sizes"][k] for k in ("B", "new_tokens", "context", "T")} == \
+        {"B": 3, "new_tokens": 2, "context": 20, "T": 6}
+    x = res["inputs"]["hidden_states"]
+    kept = x.clone()
+    out, residual = res["forward"](x)
+    assert torch.equal(x, kept)  # the input is not updated in place
+    again, _ = res["forward"](x)
+    assert torch.equal(out, again)
+    assert ns["_current_vllm_config"] is None and ns["_forward_context"] is None
+    res = ns["invocation_example"](small=True, workload="prefill", tokens=48)
+    assert res["sizes"]["T"] == 48 and res["sizes"]["context"] == 0
+    with pytest.raises(ValueError, match="workload='sideways'"):
+        ns["invocation_example"](small=True, workload="sideways")

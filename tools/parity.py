@@ -268,7 +268,7 @@ def run_case(mod, symbol: str, cfg: dict, workload: str, tokens: int, batch: int
 
     def bundle_fwd():
         o, r = ex["forward"](x)
-        return (o.float() + r.float())
+        return (o.float() + (r.float() if r is not None else 0))
 
     if top_k:
         y_bundle, bundle_sets = _router_topk(layer, bundle_fwd, top_k)

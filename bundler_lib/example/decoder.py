@@ -57,13 +57,21 @@ _BODY = '''\
         with _Step("building {symbol}"):
             torch.set_default_dtype(dtype)
             with torch.device(device):
-                # vLLM's decoder layers take either the whole config or (config, cache_config, quant_config)
-                params = inspect.signature({symbol}.__init__).parameters
-                if "vllm_config" in params:
-                    layer = {symbol}(vllm_config=vllm_config, prefix=prefix)
-                else:
-                    kw = {{"cache_config": vllm_config.cache_config}} if "cache_config" in params else {{}}
-                    layer = {symbol}(vllm_config.model_config.hf_text_config, prefix=prefix, **kw)
+                # vLLM's decoder layers take their inputs by name: the whole config, or the model's config with
+                # cache/quant configs, a prefix, a layer index; anything else has a default or is not supported
+                given = {{"vllm_config": vllm_config, "config": hf, "hf_config": hf, "text_config": hf,
+                         "cache_config": vllm_config.cache_config, "quant_config": None, "prefix": prefix,
+                         "layer_idx": layer_idx, "layer_id": layer_idx, "model_config": vllm_config.model_config,
+                         "parallel_config": vllm_config.parallel_config, "rope_parameters": hf.rope_parameters}}
+                kw = {{}}
+                for pname, prm in list(inspect.signature({symbol}.__init__).parameters.items())[1:]:
+                    if pname in given:
+                        kw[pname] = given[pname]
+                    elif prm.default is inspect.Parameter.empty and prm.kind not in (prm.VAR_POSITIONAL, prm.VAR_KEYWORD):
+                        raise NotImplementedError(
+                            f"invocation_example: {symbol}.__init__ needs {{pname!r}}, which the decoder-layer example "
+                            "cannot supply (no template for this layer's construction)")
+                layer = {symbol}(**kw)
         with _Step("filling the weights"), torch.no_grad():
             for pname, p in layer.named_parameters():
                 if p.dim() == 1:
@@ -97,7 +105,10 @@ _BODY = '''\
                 else:
                     fn(dtype)
         if len(attn_layers) != 1:
-            raise RuntimeError(f"invocation_example: expected one attention layer in {symbol}, found {{len(attn_layers)}}")
+            raise NotImplementedError(
+                f"invocation_example: {symbol} has {{len(attn_layers)}} attention layers; the decoder-layer example "
+                "runs layers with exactly one (self-)attention and its KV cache (no template for state-space, "
+                "cross-attention or attention-free layers yet)")
         attn = attn_layers[0][1]
         attn_name = getattr(attn, "layer_name", prefix + ".self_attn.attn")
 
@@ -174,6 +185,28 @@ _BODY = '''\
             additional_kwargs={{}}, virtual_engine=0)
         hidden_states = _randn(T, H)
 
+        # the forward's inputs by name (positions / position_ids, hidden_states / x, residual)
+        fparams = inspect.signature(layer.forward).parameters
+        unknown = [n for n, prm in fparams.items() if prm.default is inspect.Parameter.empty
+                   and prm.kind not in (prm.VAR_POSITIONAL, prm.VAR_KEYWORD)
+                   and n not in ("positions", "position_ids", "hidden_states", "x", "residual")]
+        if unknown:
+            raise NotImplementedError(f"invocation_example: {symbol}.forward needs {{unknown}}, which the decoder-layer "
+                                      "example cannot supply (no template for these inputs)")
+
+        def _call(x, residual):
+            """(hidden_states, residual) of one call; residual is None for a layer that adds it itself."""
+            kw = {{}}
+            for n in fparams:
+                if n in ("positions", "position_ids"):
+                    kw[n] = positions
+                elif n in ("hidden_states", "x"):
+                    kw[n] = x
+                elif n == "residual":
+                    kw[n] = residual
+            got = layer(**kw)
+            return (got[0], got[1]) if isinstance(got, tuple) else (got, None)
+
         def forward(x, residual=None):
             """The layer's forward on new hidden states `x` ([T, H], the same sizes), in the same context.
             vLLM's layers update their input in place: `x` is not changed, a copy is passed."""
@@ -181,7 +214,7 @@ _BODY = '''\
             try:
                 _set("forward_context", fwd)
                 with torch.inference_mode():
-                    o, r = layer(positions, x.clone(), None if residual is None else residual.clone())
+                    o, r = _call(x.clone(), None if residual is None else residual.clone())
                 torch.cuda.synchronize()
                 return o, r
             finally:
@@ -190,10 +223,11 @@ _BODY = '''\
         _set("forward_context", fwd)
         with _Step(f"the forward of {symbol} ({{workload}}: B={{B}}, new tokens={{q_len}}, context={{ctx}})"):
             with torch.inference_mode():
-                out, residual = layer(positions, hidden_states.clone(), None)
+                out, residual = _call(hidden_states.clone(), None)
             torch.cuda.synchronize()
         _check("hidden_states", out, (T, H))
-        _check("residual", residual, (T, H))
+        if residual is not None:
+            _check("residual", residual, (T, H))
         return {{"module": layer, "inputs": {{"positions": positions, "hidden_states": hidden_states,
                 "residual": None, "kv_cache": attn.kv_cache, "attn_metadata": attn_metadata,
                 "block_table": block_table}},

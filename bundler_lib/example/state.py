@@ -135,7 +135,7 @@ _SNIPPET = '''\
             return self
 
         def __exit__(self, et, ev, tb):
-            if ev is None or getattr(ev, "_a6_step", False):
+            if ev is None or getattr(ev, "_a6_step", False) or isinstance(ev, NotImplementedError):
                 return False
             import traceback
             shown = "; ".join(defaults_used[-25:]) or "none"
