@@ -32,7 +32,7 @@ SYMBOL = {"llama": "LlamaDecoderLayer", "qwen3": "Qwen3DecoderLayer", "qwen3_moe
 
 def _hf_layer(model_type):
     config = parity.hf_config({"model_type": model_type, **TINY[model_type]})
-    cls, rope = parity.hf_classes(model_type, SYMBOL[model_type])
+    _, cls, rope = parity.hf_classes(model_type, SYMBOL[model_type])
     torch.manual_seed(0)
     layer = cls(config, 0)
     for p in layer.parameters():
@@ -50,10 +50,10 @@ def _as_vllm(hf: dict) -> dict:
         elif name.endswith("mlp.gate_proj.weight"):
             pre = name[: -len("gate_proj.weight")]
             out[pre + "gate_up_proj.weight"] = torch.cat([t, hf[pre + "up_proj.weight"]])
-        elif name.endswith("mlp.experts.gate_up_proj"):
-            out[name[: -len("gate_up_proj")] + "w13_weight"] = t.clone()
+        elif name.endswith("mlp.experts.gate_up_proj"):  # vLLM 0.26.0's FusedMoE: experts.routed_experts.*
+            out[name[: -len("gate_up_proj")] + "routed_experts.w13_weight"] = t.clone()
         elif name.endswith("mlp.experts.down_proj"):
-            out[name[: -len("down_proj")] + "w2_weight"] = t.clone()
+            out[name[: -len("down_proj")] + "routed_experts.w2_weight"] = t.clone()
         elif any(name.endswith(s) for s in ("k_proj.weight", "v_proj.weight", "up_proj.weight")):
             continue
         else:
@@ -107,6 +107,19 @@ def test_unmappable_weight_names_both_sides():
 
 def test_architecture_transformers_lacks_is_no_reference():
     assert parity.hf_classes("no_such_model_type", "NoSuchDecoderLayer") is None
+
+
+def test_reference_layer_follows_the_symbol_not_the_config():
+    """A LlamaDecoderLayer or Qwen3DecoderLayer sized by a Qwen3-MoE config is compared with transformers' llama /
+    qwen3 layer (dense, as vLLM builds it), holding the config's fields."""
+    for symbol, want in (("LlamaDecoderLayer", "llama"), ("Qwen3DecoderLayer", "qwen3"),
+                         ("Qwen3MoeDecoderLayer", "qwen3_moe")):
+        mt, cls, _ = parity.hf_classes("qwen3_moe", symbol)
+        assert (mt, cls.__name__) == (want, symbol)
+        config = parity.hf_config({"model_type": "qwen3_moe", **TINY["qwen3_moe"]}, mt)
+        assert config.model_type == want and config.hidden_size == 64
+    # an unknown layer of a known model_type: that model_type's only decoder layer
+    assert parity.hf_classes("qwen3", "SomethingElse")[1].__name__ == "Qwen3DecoderLayer"
 
 
 def test_case_syntax():

@@ -47,11 +47,12 @@ MERGED = [
     ("mlp.gate_up_proj.weight", ["mlp.gate_proj.weight", "mlp.up_proj.weight"]),
     ("mlp.shared_expert.gate_up_proj.weight", ["mlp.shared_expert.gate_proj.weight", "mlp.shared_expert.up_proj.weight"]),
 ]
-# vLLM's fused expert tensors: [E, 2I, H] (gate then up) and [E, H, I] (down).
+# vLLM's fused expert tensors, [E, 2I, H] (gate then up) and [E, H, I] (down), under the MoE block's `experts`
+# (0.26.0's FusedMoE keeps them one level down, in `routed_experts`); transformers' fused or per-expert names.
+EXPERT_TENSOR = re.compile(r"^(?P<base>(?:.*\.)?experts)\.(?:[\w.]*\.)?(?P<which>w13|w2)_weight$")
 EXPERTS = {
-    "mlp.experts.w13_weight": {"fused": "mlp.experts.gate_up_proj", "split": ["mlp.experts.{e}.gate_proj.weight",
-                                                                           "mlp.experts.{e}.up_proj.weight"]},
-    "mlp.experts.w2_weight": {"fused": "mlp.experts.down_proj", "split": ["mlp.experts.{e}.down_proj.weight"]},
+    "w13": {"fused": "gate_up_proj", "split": ["{e}.gate_proj.weight", "{e}.up_proj.weight"]},
+    "w2": {"fused": "down_proj", "split": ["{e}.down_proj.weight"]},
 }
 # vLLM parameters with no transformers counterpart (the attention's scalar quantisation scales).
 NO_COUNTERPART = re.compile(r"(^|\.)_?(k|v|q|prob)_scale$|(^|\.)_(k|v|q|prob)_scale_float$")
@@ -81,7 +82,8 @@ def map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool = F
             used.add(vname)
             continue
         merged = next(((m, parts) for m, parts in MERGED if vname == m or vname.endswith("." + m)), None)
-        if vname in hf_shapes and merged is None and vname not in EXPERTS:
+        expert = EXPERT_TENSOR.match(vname)
+        if vname in hf_shapes and merged is None and expert is None:
             out[vname] = t
             used.add(vname)
             continue
@@ -98,13 +100,13 @@ def map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool = F
             out.update(zip(names, chunks))
             used.add(vname)
             continue
-        if vname in EXPERTS:
-            spec = EXPERTS[vname]
+        if expert is not None:
+            spec = EXPERTS[expert["which"]]
             E = t.shape[0]
-            fused = spec["fused"]
+            fused = expert["base"] + "." + spec["fused"]
             if fused in hf_shapes:
                 w = t
-                if control and vname.endswith("w13_weight"):
+                if control and expert["which"] == "w13":
                     w = w.roll(w.shape[1] // 2, dims=1)  # gate and up halves swapped
                 if tuple(hf_shapes[fused]) == (E, w.shape[2], w.shape[1]) and w.shape[1] != w.shape[2]:
                     w = w.transpose(1, 2)
@@ -113,12 +115,12 @@ def map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool = F
                                        f"{fused} {tuple(hf_shapes[fused])}")
                 out[fused] = w.contiguous()
             else:
-                names = [spec["split"][0].format(e=0)]
+                names = [expert["base"] + "." + spec["split"][0].format(e=0)]
                 if names[0] not in hf_shapes:
                     raise MappingError(f"vLLM parameter {vname} has no transformers counterpart "
                                        f"({fused} or {names[0]})")
                 for e in range(E):
-                    names = [s.format(e=e) for s in spec["split"]]
+                    names = [expert["base"] + "." + n.format(e=e) for n in spec["split"]]
                     chunks = list(t[e].split(_split_sizes(names, hf_shapes, t.shape[1]), dim=0))
                     if control and len(chunks) == 2:
                         chunks = chunks[::-1]
@@ -137,26 +139,36 @@ def map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool = F
     return out
 
 
+def _snake(name: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
+
+
 def hf_classes(model_type: str, symbol: str):
-    """(decoder layer class, rotary embedding class or None) from transformers' modeling module of this
-    model_type, or None when transformers has no such architecture."""
-    try:
-        mod = importlib.import_module(f"transformers.models.{model_type}.modeling_{model_type}")
-    except ImportError:
-        return None
-    layers = [n for n in dir(mod) if n.endswith("DecoderLayer") and isinstance(getattr(mod, n), type)]
-    name = symbol if symbol in layers else (layers[0] if len(layers) == 1 else None)
-    if name is None:
-        return None
-    ropes = [n for n in dir(mod) if n.endswith("RotaryEmbedding") and isinstance(getattr(mod, n), type)]
-    return getattr(mod, name), (getattr(mod, ropes[0]) if ropes else None)
+    """(model_type, decoder layer class, rotary embedding class or None): transformers' layer of the same name
+    as the vLLM symbol (a `LlamaDecoderLayer` is llama's, whatever config sizes it), else the only decoder layer
+    of the config's model_type; None when transformers has neither."""
+    stem = symbol[: -len("DecoderLayer")] if symbol.endswith("DecoderLayer") else symbol
+    for mt in dict.fromkeys([_snake(stem), model_type]):
+        try:
+            mod = importlib.import_module(f"transformers.models.{mt}.modeling_{mt}")
+        except ImportError:
+            continue
+        layers = [n for n in dir(mod) if n.endswith("DecoderLayer") and isinstance(getattr(mod, n), type)]
+        name = symbol if symbol in layers else (layers[0] if len(layers) == 1 and mt == model_type else None)
+        if name is None:
+            continue
+        ropes = [n for n in dir(mod) if n.endswith("RotaryEmbedding") and isinstance(getattr(mod, n), type)]
+        return mt, getattr(mod, name), (getattr(mod, ropes[0]) if ropes else None)
+    return None
 
 
-def hf_config(cfg: dict):
+def hf_config(cfg: dict, model_type: str | None = None):
+    """transformers' config of `model_type` (default: the config's own) holding the config's fields."""
     from transformers import AutoConfig
 
     fields = dict(cfg)
-    model_type = fields.pop("model_type")
+    model_type = model_type or fields["model_type"]
+    fields.pop("model_type", None)
     for k in ("architectures", "transformers_version", "torch_dtype", "dtype"):
         fields.pop(k, None)
     config = AutoConfig.for_model(model_type, **fields)
@@ -226,8 +238,8 @@ def _router_topk(module, x, k):
     for n, m in module.named_modules():
         if n.endswith("mlp.gate"):
             gate = m
-    if gate is None:
-        return None, None
+    if gate is None:  # a dense layer (the config may still be an MoE model's)
+        return x(), None
     h = gate.register_forward_hook(lambda m, i, o: got.append(o[0] if isinstance(o, tuple) else o))
     try:
         result = x()
@@ -250,11 +262,13 @@ def run_case(mod, symbol: str, cfg: dict, workload: str, tokens: int, batch: int
             if p.dim() == 1 and "norm" in n:
                 p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=gen, device=p.device))
     vllm_state = {n: p.detach() for n, p in layer.named_parameters()}
-    config = hf_config(cfg)
     found = hf_classes(cfg["model_type"], symbol)
     if found is None:
-        return dict(row, status="no reference", reason=f"transformers has no decoder layer for {cfg['model_type']}")
-    hf_cls, rope_cls = found
+        return dict(row, status="no reference", reason=f"transformers has no {symbol} and no decoder layer for "
+                                                       f"{cfg['model_type']}")
+    model_type, hf_cls, rope_cls = found
+    config = hf_config(cfg, model_type)
+    row["reference"] = f"transformers {model_type}.{hf_cls.__name__}"
     layer_idx = int(ex["prefix"].rsplit(".", 1)[-1])
     with torch.device("meta"):
         shapes = {n: tuple(p.shape) for n, p in hf_cls(config, layer_idx).named_parameters()}
