@@ -28,6 +28,7 @@ from typing import Any
 
 from bundler_lib.artifacts import read_json, write_json, write_text
 from bundler_lib.errors import StageError
+from bundler_lib.example import cli
 
 STAGE = "A6 example"
 EXAMPLE = "A6.example.py"
@@ -396,7 +397,9 @@ _BODIES["norm"] = '''\
     if device.type == "cuda":
         torch.cuda.synchronize()
     errors = {{}}
-{reference}    return {{"module": layer, "inputs": {{"x": x, "residual": residual}}, "outputs": {{"out": out, "out_residual": (out2, res2)}},
+{reference}    cost = {{"flops": 6 * T * H, "bytes": (4 * T * H + H) * torch.finfo(dtype).bits // 8}}  # read x, residual; write both
+    return {{"module": layer, "inputs": {{"x": x, "residual": residual}}, "outputs": {{"out": out, "out_residual": (out2, res2)}},
+            "forward": lambda: layer(x.clone(), residual.clone()), "cost": cost,
             "sizes": {{"T": T, "H": H}}, "workload": workload, "max_abs_err": errors}}
 '''
 # RMSNorm's own definition (x * rsqrt(mean(x^2) + eps) * w, in float32), checked in bf16 tolerance.
@@ -431,7 +434,9 @@ _BODIES["act_and_mul"] = '''\
     if device.type == "cuda":
         torch.cuda.synchronize()
     errors = {{}}
-{reference}    return {{"module": layer, "inputs": {{"x": x}}, "outputs": {{"out": out}}, "sizes": {{"T": T, "I": I}},
+{reference}    cost = {{"flops": 6 * T * I, "bytes": 3 * T * I * torch.finfo(dtype).bits // 8}}
+    return {{"module": layer, "inputs": {{"x": x}}, "outputs": {{"out": out}}, "sizes": {{"T": T, "I": I}},
+            "forward": lambda: layer(x), "cost": cost,
             "workload": workload, "max_abs_err": errors}}
 '''
 # SiluAndMul's own definition: silu(x[:, :I]) * x[:, I:], in float32.
@@ -452,6 +457,7 @@ _BODIES["activation"] = '''\
     if device.type == "cuda":
         torch.cuda.synchronize()
     return {{"module": layer, "inputs": {{"x": x}}, "outputs": {{"out": out}}, "sizes": {{"T": T, "I": I}},
+            "forward": lambda: layer(x), "cost": {{"flops": 5 * T * I, "bytes": 2 * T * I * torch.finfo(dtype).bits // 8}},
             "workload": workload}}
 '''
 
@@ -472,7 +478,9 @@ _BODIES["rope"] = '''\
     _check("key", k_out, (T, H_kv * Dh))
     if device.type == "cuda":
         torch.cuda.synchronize()
+    cost = {{"flops": 3 * T * (H_q + H_kv) * Dh, "bytes": 2 * T * (H_q + H_kv) * Dh * torch.finfo(dtype).bits // 8}}
     return {{"module": rope, "inputs": {{"positions": positions, "query": q, "key": k}},
+            "forward": lambda: rope(positions, q.clone(), k.clone()), "cost": cost,
             "outputs": {{"query": q_out, "key": k_out}}, "sizes": {{"T": T}}, "workload": workload}}
 '''
 _ROPE_BUILD = {
@@ -508,7 +516,10 @@ _BODIES["fused_experts"] = '''\
     _check("out", out, (T, H))
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return {{"module": None, "inputs": {{"hidden_states": x, "w1": w1, "w2": w2, "topk_weights": topk_weights,
+    touched = min(E, T * top_k)  # experts whose weights the kernels read
+    cost = {{"flops": 2 * T * top_k * 3 * H * I, "bytes": (touched * 3 * H * I + 2 * T * H) * torch.finfo(dtype).bits // 8}}
+    return {{"module": None, "forward": lambda: {sym}(x, w1, w2, topk_weights, topk_ids), "cost": cost,
+            "inputs": {{"hidden_states": x, "w1": w1, "w2": w2, "topk_weights": topk_weights,
             "topk_ids": topk_ids}}, "outputs": {{"out": out}}, "sizes": {{"T": T, "E": E, "top_k": top_k, "I": I}},
             "workload": workload}}
 '''
@@ -663,7 +674,6 @@ def generate(graph: dict, model: str | None, model_config: Path | None, workload
            f'workload{", forward" if template == "decoder_layer" else ""}.\n'
            f'    Defined only: importing the bundle never calls it.\n    """\n')
     source = header + f"def invocation_example({SIGNATURE}):\n" + doc + prelude + "\n" + body
-    compile(source, EXAMPLE, "exec")  # a template bug is ours: fail here, not in A7
 
     record = {
         "status": "ok",
@@ -677,6 +687,8 @@ def generate(graph: dict, model: str | None, model_config: Path | None, workload
         "needs": needs,
         "notes": notes,
     }
+    source += cli.source(graph, record)
+    compile(source, EXAMPLE, "exec")  # a template bug is ours: fail here, not in A7
     return source, record
 
 

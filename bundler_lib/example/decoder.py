@@ -207,9 +207,10 @@ _BODY = '''\
             got = layer(**kw)
             return (got[0], got[1]) if isinstance(got, tuple) else (got, None)
 
-        def forward(x, residual=None):
-            """The layer's forward on new hidden states `x` ([T, H], the same sizes), in the same context.
-            vLLM's layers update their input in place: `x` is not changed, a copy is passed."""
+        def forward(x=None, residual=None):
+            """The layer's forward on new hidden states `x` ([T, H], the same sizes; default: the example's), in
+            the same context. vLLM's layers update their input in place: `x` is not changed, a copy is passed."""
+            x = hidden_states if x is None else x
             again = _install(vllm_config)
             try:
                 _set("forward_context", fwd)
@@ -228,7 +229,18 @@ _BODY = '''\
         _check("hidden_states", out, (T, H))
         if residual is not None:
             _check("residual", residual, (T, H))
-        return {{"module": layer, "inputs": {{"positions": positions, "hidden_states": hidden_states,
+        # What one forward must compute and move at least (an estimate, for achieved TFLOP/s and GB/s): every
+        # weight once (of the experts, those T * top_k routed tokens can reach), the context's K/V, x in and out.
+        elem = torch.finfo(dtype).bits // 8
+        top_k, E = int(moe.get("top_k") or 0), int(moe.get("num_experts") or 0)
+        expert_params = sum(p.numel() for n, p in layer.named_parameters() if ".experts." in n)
+        dense_params = sum(p.numel() for n, p in layer.named_parameters()) - expert_params
+        touched = min(1.0, T * top_k / E) if E else 0.0
+        cost = {{"flops": 2 * T * dense_params + (2 * T * top_k * expert_params // E if E else 0)
+                 + 4 * B * q_len * (ctx + (q_len + 1) // 2) * H_q * Dh,
+                 "bytes": int((dense_params + touched * expert_params) * elem)
+                 + B * (ctx + q_len) * 2 * H_kv * Dh * elem + 2 * T * H * elem}}
+        return {{"module": layer, "cost": cost, "inputs": {{"positions": positions, "hidden_states": hidden_states,
                 "residual": None, "kv_cache": attn.kv_cache, "attn_metadata": attn_metadata,
                 "block_table": block_table}},
                 "outputs": {{"hidden_states": out, "residual": residual}}, "forward": forward, "prefix": prefix,

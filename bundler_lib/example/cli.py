@@ -1,0 +1,148 @@
+"""A6: the bundle's command line, `python <bundle>.py run|bench|check|info`.
+
+Written after `invocation_example()`: `_BUNDLE_INFO` (what the build knew: symbol, model, variant, the ops and
+kernels A1 reached) and `_bundle_main()`, called only under `if __name__ == "__main__":` (importing the bundle
+still runs nothing). run/bench/check need a CUDA GPU and say so in one line without one; info does not.
+"""
+
+import pprint
+
+_CLI = '''
+
+_BUNDLE_INFO = {info}
+
+
+def _bundle_main(argv=None):
+    """The bundle's command line: run the example, time it, check it, or describe the bundle."""
+    import argparse
+    import json
+    import re
+    import sys
+
+    prog = __file__.rsplit("/", 1)[-1] if "__file__" in globals() else "bundle"
+    p = argparse.ArgumentParser(prog=prog, description=f"{{_BUNDLE_INFO['symbol']}} from vLLM as one file: "
+                                "run its example, time it, check it, or describe it.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{{run,bench,check,info}}")
+
+    def sizes(sp):
+        sp.add_argument("--small", action="store_true", help="the quick sanity size")
+        sp.add_argument("--workload", choices=("prefill", "decode"), help="default: the bundle's own")
+        sp.add_argument("--tokens", type=int, help="new tokens per sequence")
+        sp.add_argument("--batch", type=int, help="sequences")
+        sp.add_argument("--context", type=int, help="cached tokens per sequence (decode)")
+
+    sizes(sub.add_parser("run", help="run invocation_example once and print what it built and computed"))
+    bench = sub.add_parser("bench", help="time the forward with CUDA events: median, spread, TFLOP/s, GB/s")
+    sizes(bench)
+    bench.add_argument("--warmup", type=int, default=5)
+    bench.add_argument("--iters", type=int, default=20)
+    bench.add_argument("--json", help="also write the result here")
+    sub.add_parser("check", help="the bundle's self-test: its example at small size, prefill and decode, "
+                                 "with the references it carries, and a repeatability check")
+    sub.add_parser("info", help="symbol, model, variant, ops and kernels embedded, dependencies, closure size")
+    args = p.parse_args(argv)
+
+    if args.command == "info":
+        text = open(__file__, encoding="utf-8").read()
+        deps = re.search(r"^# /// script\\n((?:#.*\\n)*?)# ///$", text, re.M)
+        blocks = re.findall(r"^# --- Inlined from (\\S+):L(\\d+)-L(\\d+)", text, re.M)
+        out = dict(_BUNDLE_INFO)
+        out["declared"] = "".join(l[2:] + "\\n" for l in deps.group(1).splitlines()).strip() if deps else None
+        out["inlined_blocks"] = len(blocks)
+        out["inlined_vllm_lines"] = sum(int(b) - int(a) + 1 for _, a, b in blocks)
+        out["inlined_files"] = len({{f for f, _, _ in blocks}})
+        print(json.dumps(out, indent=2))
+        return 0
+
+    import torch
+
+    if not torch.cuda.is_available():
+        print(f"{{prog}} {{args.command}}: no CUDA GPU (torch.cuda.is_available() is False): the bundle's kernels "
+              "need one; `info` works anywhere", file=sys.stderr)
+        return 2
+    kw = {{}}
+    if args.command in ("run", "bench"):
+        kw = {{k: getattr(args, k) for k in ("workload", "tokens", "batch", "context") if getattr(args, k) is not None}}
+        kw["small"] = args.small
+    if args.command == "run":
+        import time
+        t0 = time.perf_counter()
+        ex = invocation_example(**kw)
+        torch.cuda.synchronize()
+        shown = {{k: (tuple(v.shape), str(v.dtype)) if hasattr(v, "shape") else type(v).__name__
+                  for k, v in (ex.get("outputs") or {{}}).items()}}
+        print(json.dumps({{"symbol": _BUNDLE_INFO["symbol"], "workload": ex.get("workload"), "sizes": ex.get("sizes"),
+                          "outputs": shown, "seconds": round(time.perf_counter() - t0, 3)}}, indent=2, default=str))
+        return 0
+    if args.command == "check":
+        failed = 0
+        for wl in ("prefill", "decode"):
+            try:
+                ex = invocation_example(small=True, workload=wl)
+                fw = ex.get("forward")
+                if fw is not None:
+                    a, b = fw(), fw()
+                    a = a[0] if isinstance(a, tuple) else a
+                    b = b[0] if isinstance(b, tuple) else b
+                    if not torch.equal(a, b):
+                        raise AssertionError("two forwards on the same input differ")
+                print(f"check {{wl}}: ok {{ex.get('sizes')}}" + (f" max_abs_err={{ex['max_abs_err']}}"
+                                                                if ex.get("max_abs_err") else ""))
+            except NotImplementedError as e:
+                print(f"check {{wl}}: not supported: {{e}}")
+            except Exception as e:  # noqa: BLE001 - every failure is reported, then counted
+                failed += 1
+                print(f"check {{wl}}: FAILED: {{type(e).__name__}}: {{e}}")
+        return 1 if failed else 0
+    ex = invocation_example(**kw)
+    fw = ex.get("forward")
+    if fw is None:
+        print(f"{{prog}} bench: this example has no forward to time", file=sys.stderr)
+        return 2
+    for _ in range(max(1, args.warmup)):
+        fw()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(max(1, args.iters)):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fw()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    times.sort()
+    med = times[len(times) // 2]
+    cost = ex.get("cost") or {{}}
+    res = {{"symbol": _BUNDLE_INFO["symbol"], "gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
+           "workload": ex.get("workload"), "sizes": ex.get("sizes"), "iters": len(times),
+           "median_ms": round(med, 4), "min_ms": round(times[0], 4), "max_ms": round(times[-1], 4),
+           "p10_ms": round(times[len(times) // 10], 4), "p90_ms": round(times[(len(times) * 9) // 10], 4)}}
+    if cost:
+        res["tflops"] = round(cost["flops"] / (med * 1e-3) / 1e12, 3)
+        res["gbps"] = round(cost["bytes"] / (med * 1e-3) / 1e9, 1)
+        res["cost_estimate"] = cost
+    print(json.dumps(res, indent=2, default=str))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=2, default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_bundle_main())
+'''
+
+
+def source(graph: dict, record: dict) -> str:
+    """The command-line section for a bundle whose A6 record is `record`."""
+    info = {
+        "symbol": record["symbol"],
+        "template": record["template"],
+        "model": record.get("model_name"),
+        "workload": record["workload"]["kind"],
+        "variant": graph.get("variant") or {},
+        "cuda_ops": sorted(o["op"] for o in graph.get("cuda_ops") or []),
+        "triton_kernels": sorted(k["name"] for k in graph.get("triton_kernels") or [] if k.get("kind") == "kernel"),
+        "python_custom_ops": sorted(o["op"] for o in graph.get("python_custom_ops") or []),
+    }
+    return _CLI.format(info=pprint.pformat(info, width=100, sort_dicts=True))
