@@ -26,6 +26,8 @@
 #   BUNDLER_CACHE_HOST        address to bind (default 127.0.0.1)
 #   BUNDLER_CACHE_TLS_CERT    with BUNDLER_CACHE_TLS_KEY: serve TLS (grpcs://) with this PEM certificate chain
 #   BUNDLER_CACHE_TLS_KEY     ... and this PEM private key
+#   BUNDLER_CACHE_TLS_CA      PEM file of the CA that `verify` trusts (default: BUNDLER_CACHE_TLS_CERT itself,
+#                             which works when that file is the full chain, ending in the CA)
 #   BUNDLER_CACHE_DATA        data directory (default ${XDG_DATA_HOME:-~/.local/share}/vllm-bundler/team-cache)
 #   VLLM_BUNDLER_CACHE        where the BuildGrid venv goes (default ~/.cache/vllm-bundler, as ./pants)
 set -euo pipefail
@@ -38,6 +40,7 @@ HOST="${BUNDLER_CACHE_HOST:-127.0.0.1}"
 REDIS_HOST=127.0.0.1  # only BuildGrid talks to Redis
 TLS_CERT="${BUNDLER_CACHE_TLS_CERT:-}"
 TLS_KEY="${BUNDLER_CACHE_TLS_KEY:-}"
+TLS_CA="${BUNDLER_CACHE_TLS_CA:-}"
 DATA="${BUNDLER_CACHE_DATA:-${XDG_DATA_HOME:-$HOME/.local/share}/vllm-bundler/team-cache}"
 TOOLS="${VLLM_BUNDLER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vllm-bundler}"
 VENV="$TOOLS/buildgrid-$BUILDGRID_VERSION"
@@ -228,7 +231,7 @@ case "${1:-}" in
     check_tls
     line="$(status)" || die "verify: ${line}"
     dial="$HOST"; [[ "$dial" == 0.0.0.0 ]] && dial=127.0.0.1
-    "$VENV/bin/python" "$HERE/verify.py" "$dial:$PORT" "$REDIS_HOST" "$REDIS_PORT" "${TLS_CERT:+$TLS_CERT}" ;;
+    "$VENV/bin/python" "$HERE/verify.py" "$dial:$PORT" "$REDIS_HOST" "$REDIS_PORT" "$TLS_CERT" "${TLS_CA:-$TLS_CERT}" ;;
   lint) setup; check_tls; mkdir -p "$RUN"; ensure_secret; write_config; "$VENV/bin/bgd" server lint "$RUN/buildgrid.yml" ;;
   python) shift; setup; exec "$VENV/bin/python" "$@" ;;
   *) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 2 ;;

@@ -16,31 +16,32 @@ from buildgrid._protos.build.bazel.remote.execution.v2 import remote_execution_p
 TIMEOUT = 30
 
 
-def _channel(address: str, tls_cert: str) -> grpc.Channel:
+def _channel(address: str, tls_cert: str, tls_ca: str) -> grpc.Channel:
     if not tls_cert:
         return grpc.insecure_channel(address)
-    # TLS: trust the server's own certificate file (a self-signed one, or a chain that ends in its CA),
-    # and check the name it was issued for (its first DNS name), not the address dialled.
+    # TLS: trust tls_ca (by default the server's certificate file: its full chain, or a self-signed
+    # certificate), and check the name the certificate was issued for (its first DNS name), not the
+    # address dialled.
     from cryptography import x509
 
-    pem = open(tls_cert, "rb").read()
-    cert = x509.load_pem_x509_certificate(pem)
+    cert = x509.load_pem_x509_certificate(open(tls_cert, "rb").read())  # the first one: the server's own
     try:
         names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
     except x509.ExtensionNotFound:
         names = []
     options = [("grpc.ssl_target_name_override", names[0])] if names else []
-    return grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=pem), options=options)
+    roots = open(tls_ca, "rb").read()
+    return grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=roots), options=options)
 
 
-def main(address: str, redis_host: str, redis_port: int, tls_cert: str = "") -> int:
+def main(address: str, redis_host: str, redis_port: int, tls_cert: str = "", tls_ca: str = "") -> int:
     try:
         keys = sorted(k.decode() for k in redis.Redis(host=redis_host, port=redis_port).scan_iter("action-cache.*"))
     except redis.RedisError as e:
         print(f"cache/server.sh verify: Redis on {redis_host}:{redis_port} does not answer ({type(e).__name__}: "
               f"{str(e).splitlines()[0] if str(e) else 'no detail'}); run cache/server.sh status", file=sys.stderr)
         return 1
-    channel = _channel(address, tls_cert)
+    channel = _channel(address, tls_cert, tls_ca or tls_cert)
     ac, cas = re_grpc.ActionCacheStub(channel), re_grpc.ContentAddressableStorageStub(channel)
     served, missing, failed = 0, 0, {}
     for key in keys:
@@ -65,4 +66,4 @@ def main(address: str, redis_host: str, redis_port: int, tls_cert: str = "") -> 
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), *sys.argv[4:5]))
+    sys.exit(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), *sys.argv[4:6]))
