@@ -1,0 +1,203 @@
+"""`python -m bundler_lib diff <target-or-bundle> <other>`: what changed between two builds of a layer.
+
+Definitions added, removed or changed, by vLLM file (identity: file and name; text compared with the
+provenance line numbers left out), with a unified diff of each changed one; CUDA ops (A4.manifest.json) and
+Triton kernels (A3) added, removed or changed; guards that flipped (same file and predicate, another value or
+kept branch). Several targets at once: `--pair A B` repeated, `--markdown` for a report."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from pathlib import Path
+
+from bundler_lib.closure_artifacts import load_blocks, resolve
+
+
+def _json(d: Path, name: str) -> dict:
+    p = d / name
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
+def _defs(d: Path) -> dict[tuple[str, str], dict]:
+    out = {}
+    for b in load_blocks(d):
+        key = (b.file, b.name)
+        if key in out:                      # same name twice in a file (attached statements): keep both
+            key = (b.file, f"{b.name}@{sum(1 for k in out if k[0] == b.file and k[1].startswith(b.name))}")
+        out[key] = {"text": b.text, "kind": b.kind, "section": b.section, "line": b.line, "lines": b.nlines}
+    return out
+
+
+def _ops(d: Path) -> dict[str, dict]:
+    m = _json(d, "A4.manifest.json")
+    sha = {f["path"]: f.get("sha256") for f in m.get("cuda_files", [])}
+    units = {u["id"]: u for u in m.get("translation_units", [])}
+    schema = {w["op"]: w.get("schema") for w in m.get("wrappers", [])}
+    out = {}
+    for op in m.get("ops", []):
+        name = op.get("op") or f"{op.get('namespace', '_C')}.{op.get('name')}"
+        unit = units.get(op.get("translation_unit"), {})
+        files = unit.get("files", [])
+        out[name] = {"schema": schema.get(name) or op.get("schema"), "kernels": sorted(op.get("kernels", [])),
+                     "sources": {f: sha.get(f) for f in files}, "stub": bool(op.get("stub"))}
+    for w in m.get("wrappers", []):
+        out.setdefault(w["op"], {"schema": w.get("schema"), "kernels": [], "sources": {}, "stub": bool(w.get("stub"))})
+    return out
+
+
+def _kernels(d: Path, defs: dict) -> dict[tuple[str, str], dict]:
+    m = _json(d, "A3.manifest.json")
+    out = {}
+    for k in m.get("kernels", []):
+        text = defs.get((k["file"], k["name"]), {}).get("text", "")
+        out[(k["file"], k["name"])] = {"text": text, "meta": k.get("meta", {})}
+    return out
+
+
+def _guards(d: Path) -> dict[tuple[str, str], list[dict]]:
+    out: dict[tuple[str, str], list[dict]] = {}
+    for gd in _json(d, "A1.graph.json").get("guards", []):
+        out.setdefault((gd["file"], gd["predicate"]), []).append(gd)
+    return out
+
+
+def compare(a: Path, b: Path) -> dict:
+    """The differences between artifacts dirs `a` (old) and `b` (new), as data."""
+    da, db = _defs(a), _defs(b)
+    res: dict = {"old": str(a), "new": str(b),
+                 "symbol": [_json(a, "A1.graph.json").get("symbol"), _json(b, "A1.graph.json").get("symbol")]}
+    res["defs_added"] = sorted(k for k in db if k not in da)
+    res["defs_removed"] = sorted(k for k in da if k not in db)
+    changed = []
+    for k in sorted(set(da) & set(db)):
+        ta, tb = da[k]["text"], db[k]["text"]
+        if ta != tb:
+            diff = "".join(difflib.unified_diff(ta.splitlines(True), tb.splitlines(True),
+                                                f"a/{k[0]}:{k[1]} (L{da[k]['line']})",
+                                                f"b/{k[0]}:{k[1]} (L{db[k]['line']})", n=2))
+            changed.append({"file": k[0], "name": k[1], "diff": diff, "old_lines": da[k]["lines"],
+                            "new_lines": db[k]["lines"]})
+    res["defs_changed"] = changed
+    res["defs_same"] = sum(1 for k in set(da) & set(db) if da[k]["text"] == db[k]["text"])
+    res["lines"] = [sum(v["lines"] for v in da.values()), sum(v["lines"] for v in db.values())]
+    oa, ob = _ops(a), _ops(b)
+    res["ops_added"] = sorted(set(ob) - set(oa))
+    res["ops_removed"] = sorted(set(oa) - set(ob))
+    res["ops_changed"] = []
+    for k in sorted(set(oa) & set(ob)):
+        what = [f for f in ("schema", "kernels", "stub") if oa[k][f] != ob[k][f]]
+        if oa[k]["sources"] != ob[k]["sources"]:
+            srcs = sorted(f for f in set(oa[k]["sources"]) | set(ob[k]["sources"])
+                          if oa[k]["sources"].get(f) != ob[k]["sources"].get(f))
+            what.append("sources: " + ", ".join(srcs))
+        if what:
+            res["ops_changed"].append({"op": k, "what": what, "old": {f: oa[k][f] for f in ("schema", "kernels")},
+                                       "new": {f: ob[k][f] for f in ("schema", "kernels")}})
+    ka, kb = _kernels(a, da), _kernels(b, db)
+    res["kernels_added"] = sorted(set(kb) - set(ka))
+    res["kernels_removed"] = sorted(set(ka) - set(kb))
+    res["kernels_changed"] = sorted(k for k in set(ka) & set(kb) if ka[k]["text"] != kb[k]["text"]
+                                    or ka[k]["meta"] != kb[k]["meta"])
+    ga, gb = _guards(a), _guards(b)
+    flips = []
+    for k in sorted(set(ga) & set(gb)):
+        for x, y in zip(ga[k], gb[k]):
+            if x.get("value") != y.get("value") or x.get("kept") != y.get("kept"):
+                flips.append({"file": k[0], "predicate": k[1], "old": {f: x.get(f) for f in ("line", "value", "kept")},
+                              "new": {f: y.get(f) for f in ("line", "value", "kept")}})
+    res["guards_flipped"] = flips
+    res["guards_only_old"] = sorted(set(ga) - set(gb))
+    res["guards_only_new"] = sorted(set(gb) - set(ga))
+    return res
+
+
+def _by_file(keys) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for f, n in keys:
+        out.setdefault(f, []).append(n)
+    return out
+
+
+def render(res: dict, markdown: bool = False, diffs: bool = True) -> str:
+    h = (lambda s: f"### {s}") if markdown else (lambda s: f"== {s}")
+    li = "- " if markdown else "  "
+    out = [f"{'## ' if markdown else ''}{res['symbol'][0]}: {res['old']} -> {res['new']}",
+           f"definitions: {len(res['defs_added'])} added, {len(res['defs_removed'])} removed, "
+           f"{len(res['defs_changed'])} changed, {res['defs_same']} unchanged; inlined lines "
+           f"{res['lines'][0]} -> {res['lines'][1]}",
+           f"CUDA ops: {len(res['ops_added'])} added, {len(res['ops_removed'])} removed, {len(res['ops_changed'])} "
+           f"changed; Triton kernels: {len(res['kernels_added'])} added, {len(res['kernels_removed'])} removed, "
+           f"{len(res['kernels_changed'])} changed; guards flipped: {len(res['guards_flipped'])}", ""]
+    for title, keys in (("definitions added", res["defs_added"]), ("definitions removed", res["defs_removed"])):
+        if keys:
+            out.append(h(title))
+            for f, names in sorted(_by_file(keys).items()):
+                out.append(f"{li}`{f}`: {', '.join(names)}" if markdown else f"{li}{f}: {', '.join(names)}")
+            out.append("")
+    if res["defs_changed"]:
+        out.append(h("definitions changed"))
+        for f, names in sorted(_by_file((c["file"], c["name"]) for c in res["defs_changed"]).items()):
+            out.append(f"{li}`{f}`: {', '.join(names)}" if markdown else f"{li}{f}: {', '.join(names)}")
+        out.append("")
+    for title, key in (("CUDA ops added", "ops_added"), ("CUDA ops removed", "ops_removed")):
+        if res[key]:
+            out += [h(title)] + [f"{li}{o}" for o in res[key]] + [""]
+    if res["ops_changed"]:
+        out.append(h("CUDA ops changed"))
+        out += [f"{li}{c['op']}: {'; '.join(c['what'])}" for c in res["ops_changed"]] + [""]
+    for title, key in (("Triton kernels added", "kernels_added"), ("Triton kernels removed", "kernels_removed"),
+                       ("Triton kernels changed", "kernels_changed")):
+        if res[key]:
+            out += [h(title)] + [f"{li}{n} ({f})" for f, n in res[key]] + [""]
+    if res["guards_flipped"]:
+        out.append(h("guards flipped"))
+        for g in res["guards_flipped"]:
+            o, n = g["old"], g["new"]
+            out.append(f"{li}{g['file']}:{o['line']}->{n['line']}  `{g['predicate']}`: value {o['value']!r} -> "
+                       f"{n['value']!r}, kept {o['kept']} -> {n['kept']}")
+        out.append("")
+    if diffs and res["defs_changed"]:
+        out.append(h("unified diffs of the changed definitions"))
+        for c in res["defs_changed"]:
+            if markdown:
+                out += [f"<details><summary>{c['file']}: {c['name']} ({c['old_lines']} -> {c['new_lines']} lines)"
+                        "</summary>", "", "```diff", c["diff"].rstrip("\n"), "```", "", "</details>", ""]
+            else:
+                out += [c["diff"].rstrip("\n"), ""]
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+def run(args) -> int:
+    pairs = [(args.old, args.new)] if args.old else []
+    pairs += [tuple(p) for p in (args.pair or [])]
+    if not pairs:
+        raise SystemExit("diff: give <old> <new> or --pair OLD NEW")
+    parts = []
+    if args.markdown and args.title:
+        parts.append(f"# {args.title}\n")
+    for a, b in pairs:
+        res = compare(resolve(a), resolve(b))
+        if args.json:
+            parts.append(json.dumps(res, indent=1, sort_keys=True, default=list))
+        else:
+            parts.append(render(res, markdown=args.markdown, diffs=not args.no_diffs))
+    text = "\n".join(parts)
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}")
+    else:
+        print(text, end="")
+    return 0
+
+
+def add_arguments(p) -> None:
+    p.add_argument("old", nargs="?", help="target, bundle path or artifacts dir (the old build)")
+    p.add_argument("new", nargs="?", help="the same for the new build")
+    p.add_argument("--pair", nargs=2, action="append", metavar=("OLD", "NEW"), help="another pair (repeatable)")
+    p.add_argument("--markdown", action="store_true", help="a Markdown report")
+    p.add_argument("--title", default=None, help="with --markdown: the report's title")
+    p.add_argument("--no-diffs", action="store_true", help="leave the unified diffs out")
+    p.add_argument("--json", action="store_true", help="the differences as JSON")
+    p.add_argument("-o", "--output", default=None, help="write to this file")
