@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from pathlib import Path
 
 from bundler_lib.closure_artifacts import load_blocks, resolve
@@ -20,11 +21,15 @@ def _json(d: Path, name: str) -> dict:
 
 
 def _defs(d: Path) -> dict[tuple[str, str], dict]:
-    out = {}
-    for b in load_blocks(d):
-        key = (b.file, b.name)
-        if key in out:                      # same name twice in a file (attached statements): keep both
-            key = (b.file, f"{b.name}@{sum(1 for k in out if k[0] == b.file and k[1].startswith(b.name))}")
+    """{(file, name): definition}. Statements A1 attaches to a class are named by their line
+    (`GroupShape.<68>`): they are numbered in file order instead, so that an edit above them is no change."""
+    out: dict[tuple[str, str], dict] = {}
+    seen: dict[tuple[str, str], int] = {}
+    for b in sorted(load_blocks(d), key=lambda b: (b.file, b.line)):
+        name = re.sub(r"\.<\d+>$", ".<attached>", b.name)
+        base = (b.file, name)
+        seen[base] = seen.get(base, 0) + 1
+        key = base if seen[base] == 1 else (b.file, f"{name}#{seen[base]}")
         out[key] = {"text": b.text, "kind": b.kind, "section": b.section, "line": b.line, "lines": b.nlines}
     return out
 
@@ -65,6 +70,10 @@ def _guards(d: Path) -> dict[tuple[str, str], list[dict]]:
 def compare(a: Path, b: Path) -> dict:
     """The differences between artifacts dirs `a` (old) and `b` (new), as data."""
     da, db = _defs(a), _defs(b)
+    ka, kb = _kernels(a, da), _kernels(b, db)
+    # Triton kernels are listed as kernels, not as definitions
+    da = {k: v for k, v in da.items() if k not in ka}
+    db = {k: v for k, v in db.items() if k not in kb}
     res: dict = {"old": str(a), "new": str(b),
                  "symbol": [_json(a, "A1.graph.json").get("symbol"), _json(b, "A1.graph.json").get("symbol")]}
     res["defs_added"] = sorted(k for k in db if k not in da)
@@ -94,11 +103,13 @@ def compare(a: Path, b: Path) -> dict:
         if what:
             res["ops_changed"].append({"op": k, "what": what, "old": {f: oa[k][f] for f in ("schema", "kernels")},
                                        "new": {f: ob[k][f] for f in ("schema", "kernels")}})
-    ka, kb = _kernels(a, da), _kernels(b, db)
     res["kernels_added"] = sorted(set(kb) - set(ka))
     res["kernels_removed"] = sorted(set(ka) - set(kb))
     res["kernels_changed"] = sorted(k for k in set(ka) & set(kb) if ka[k]["text"] != kb[k]["text"]
                                     or ka[k]["meta"] != kb[k]["meta"])
+    res["kernel_diffs"] = [{"file": f, "name": n, "diff": "".join(difflib.unified_diff(
+        ka[(f, n)]["text"].splitlines(True), kb[(f, n)]["text"].splitlines(True), f"a/{f}:{n}", f"b/{f}:{n}", n=2))}
+        for f, n in res["kernels_changed"]]
     ga, gb = _guards(a), _guards(b)
     flips = []
     for k in sorted(set(ga) & set(gb)):
@@ -157,12 +168,12 @@ def render(res: dict, markdown: bool = False, diffs: bool = True) -> str:
             out.append(f"{li}{g['file']}:{o['line']}->{n['line']}  `{g['predicate']}`: value {o['value']!r} -> "
                        f"{n['value']!r}, kept {o['kept']} -> {n['kept']}")
         out.append("")
-    if diffs and res["defs_changed"]:
-        out.append(h("unified diffs of the changed definitions"))
-        for c in res["defs_changed"]:
+    if diffs and (res["defs_changed"] or res.get("kernel_diffs")):
+        out.append(h("unified diffs of the changed definitions and kernels"))
+        for c in res["defs_changed"] + [dict(k, old_lines="", new_lines="") for k in res.get("kernel_diffs", [])]:
             if markdown:
-                out += [f"<details><summary>{c['file']}: {c['name']} ({c['old_lines']} -> {c['new_lines']} lines)"
-                        "</summary>", "", "```diff", c["diff"].rstrip("\n"), "```", "", "</details>", ""]
+                size = f" ({c['old_lines']} -> {c['new_lines']} lines)" if c["old_lines"] != "" else " (kernel)"
+                out += [f"<details><summary>{c['file']}: {c['name']}{size}</summary>", "", "```diff", c["diff"].rstrip("\n"), "```", "", "</details>", ""]
             else:
                 out += [c["diff"].rstrip("\n"), ""]
     return "\n".join(out).rstrip("\n") + "\n"
