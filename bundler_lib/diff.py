@@ -97,9 +97,14 @@ def compare(a: Path, b: Path) -> dict:
     for k in sorted(set(oa) & set(ob)):
         what = [f for f in ("schema", "kernels", "stub") if oa[k][f] != ob[k][f]]
         if oa[k]["sources"] != ob[k]["sources"]:
-            srcs = sorted(f for f in set(oa[k]["sources"]) | set(ob[k]["sources"])
-                          if oa[k]["sources"].get(f) != ob[k]["sources"].get(f))
-            what.append("sources: " + ", ".join(srcs))
+            sa, sb = oa[k]["sources"], ob[k]["sources"]
+            parts = []
+            for label, fs in (("changed", [f for f in sa if f in sb and sa[f] != sb[f]]),
+                              ("only old", [f for f in sa if f not in sb]), ("only new", [f for f in sb if f not in sa])):
+                if fs:
+                    fs = sorted(fs)
+                    parts.append(f"{label} " + ", ".join(fs[:4]) + (f" (+{len(fs) - 4} more)" if len(fs) > 4 else ""))
+            what.append("sources: " + "; ".join(parts))
         if what:
             res["ops_changed"].append({"op": k, "what": what, "old": {f: oa[k][f] for f in ("schema", "kernels")},
                                        "new": {f: ob[k][f] for f in ("schema", "kernels")}})

@@ -81,7 +81,7 @@ def test_diff_lists_every_change(tmp_path):
     assert "-    return x + 1\n+    return x + 2\n" in r["defs_changed"][0]["diff"]
     assert r["defs_same"] == 2              # keep, moved (only its provenance line numbers differ)
     assert r["ops_added"] == ["_moe_C.new"] and r["ops_removed"] == ["_C.gone"]
-    assert [(c["op"], c["what"]) for c in r["ops_changed"]] == [("_C.edit", ["sources: csrc/_C.edit.cu"])]
+    assert [(c["op"], c["what"]) for c in r["ops_changed"]] == [("_C.edit", ["sources: changed csrc/_C.edit.cu"])]
     assert r["kernels_added"] == [("vllm/k2.py", "k_new")] and r["kernels_removed"] == [("vllm/k.py", "k_gone")]
     assert r["kernels_changed"] == [("vllm/k.py", "k_edit")]
     assert [(g["predicate"], g["old"]["value"], g["new"]["value"], g["new"]["kept"]) for g in r["guards_flipped"]] \
