@@ -197,7 +197,7 @@ class Closure:
             names = self._names(b)
             line = next((i + 1 for i, ln in enumerate(self._example)
                          if any(re.search(rf"\b{re.escape(x)}\b", ln) for x in names)), None)
-            e.update(kind="example root", file="A6.example.py", line=line, exact=line is not None,
+            e.update(kind="example root", file="A6.example.py", line=line, exact=line is not None, ref_names=sorted(names),
                      why=next((w for nid, _, w in self.extra if nid == b), ""))
             return e
         attached = (a, b) in self._attached
@@ -221,14 +221,15 @@ class Closure:
                           "or a resolution the text does not show)")
             return e
         spans = {x["line"] for x in blk.node.get("edits", []) if x["op"] == "span"}
-        # a reference A1 left as written first: its line shows the name in the original file too
-        hits.sort(key=lambda h: ((blk.orig_lines[h[0] - 1] if h[0] - 1 < len(blk.orig_lines) else 0) in spans,
-                                 KIND_RANK.get(h[1], 9), h[0]))
+        # the strongest kind first; of one kind, a reference A1 left as written (its line shows the name)
+        hits.sort(key=lambda h: (h[1] == "name string", KIND_RANK.get(h[1], 9),
+                                 (blk.orig_lines[h[0] - 1] if h[0] - 1 < len(blk.orig_lines) else 0) in spans, h[0]))
         ln, kind = hits[0]
         if attached:
-            kind = "registration" if kind in ("decorator", "registration", "call") else "attached statement"
+            kind = "registration" if kind in ("decorator", "registration") else "attached statement"
             e["note"] = f"{e['to_name']} acts on it at import time (no edge in A1.graph.json; its importtime_deps)"
         orig = blk.orig_lines[ln - 1] if ln - 1 < len(blk.orig_lines) else blk.line
+        e["ref_names"] = sorted(names)      # the names the reference at file:line is written with
         e.update(kind=kind, file=blk.file, line=orig, exact=bool(getattr(blk, "exact", False) or self.tree)
                  and not blk.generated, bundle_text=blk.text.splitlines()[ln - 1].strip())
         if blk.generated:
@@ -240,6 +241,7 @@ class Closure:
             e["rewritten"] = True
             e["original_names"] = ops + [o["op"] for o in self.graph.get("python_custom_ops", [])
                                          if o.get("target") in names]
+            e["ref_names"] = sorted(set(e["ref_names"]) | set(e["original_names"]))
             e["note"] = ("A1 rewrote this reference (" + "; ".join(r[:60] for r in rewrites) + ")"
                          + (f": the file reads {', '.join(ops)}" if ops else ""))
         return e
