@@ -10,7 +10,7 @@ import html
 import json
 from pathlib import Path
 
-W, H = 1180, 700
+W, H = 1160, 700
 
 
 def _worst(row: list[float], w: float) -> float:
@@ -119,6 +119,12 @@ function why(el) {{
 document.getElementById('map').addEventListener('click', function (ev) {{
   var el = ev.target.closest('.d'); if (el) why(el);
 }});
+// closure.html#why=<definition id> opens with that definition selected (a link to share)
+if (location.hash.indexOf('#why=') === 0) {{
+  var want = decodeURIComponent(location.hash.slice(5));
+  var boxes = document.querySelectorAll('.d');
+  for (var i = 0; i < boxes.length; i++) if (boxes[i].getAttribute('data-id') === want) why(boxes[i]);
+}}
 </script>
 </body></html>
 """
