@@ -135,14 +135,22 @@ def _by_file(keys) -> dict[str, list[str]]:
     return out
 
 
-def render(res: dict, markdown: bool = False, diffs: bool = True) -> str:
+def _cut(diff: str, max_lines: int) -> str:
+    lines = diff.rstrip("\n").split("\n")
+    if max_lines and len(lines) > max_lines:
+        return "\n".join(lines[:max_lines] + [f"... ({len(lines) - max_lines} more diff lines: run the command for all)"])
+    return "\n".join(lines)
+
+
+def render(res: dict, markdown: bool = False, diffs: bool = True, max_lines: int = 0) -> str:
     h = (lambda s: f"### {s}") if markdown else (lambda s: f"== {s}")
     li = "- " if markdown else "  "
-    out = [f"{'## ' if markdown else ''}{res['symbol'][0]}: {res['old']} -> {res['new']}",
-           f"definitions: {len(res['defs_added'])} added, {len(res['defs_removed'])} removed, "
+    b = "- " if markdown else ""
+    out = [f"{'## ' if markdown else ''}{res['symbol'][0]}: {res['old']} -> {res['new']}"] + ([""] if markdown else []) + [
+           f"{b}definitions: {len(res['defs_added'])} added, {len(res['defs_removed'])} removed, "
            f"{len(res['defs_changed'])} changed, {res['defs_same']} unchanged; inlined lines "
            f"{res['lines'][0]} -> {res['lines'][1]}",
-           f"CUDA ops: {len(res['ops_added'])} added, {len(res['ops_removed'])} removed, {len(res['ops_changed'])} "
+           f"{b}CUDA ops: {len(res['ops_added'])} added, {len(res['ops_removed'])} removed, {len(res['ops_changed'])} "
            f"changed; Triton kernels: {len(res['kernels_added'])} added, {len(res['kernels_removed'])} removed, "
            f"{len(res['kernels_changed'])} changed; guards flipped: {len(res['guards_flipped'])}", ""]
     for title, keys in (("definitions added", res["defs_added"]), ("definitions removed", res["defs_removed"])):
@@ -170,8 +178,11 @@ def render(res: dict, markdown: bool = False, diffs: bool = True) -> str:
         out.append(h("guards flipped"))
         for g in res["guards_flipped"]:
             o, n = g["old"], g["new"]
-            out.append(f"{li}{g['file']}:{o['line']}->{n['line']}  `{g['predicate']}`: value {o['value']!r} -> "
-                       f"{n['value']!r}, kept {o['kept']} -> {n['kept']}")
+            if o["value"] != n["value"]:
+                what = f"value {o['value']!r} -> {n['value']!r}, kept {o['kept']} -> {n['kept']}"
+            else:   # decided alike; what it keeps differs: the statement gained or lost a branch
+                what = f"value {o['value']!r} (same), kept {o['kept']} -> {n['kept']} (its branches changed)"
+            out.append(f"{li}{g['file']}:{o['line']}->{n['line']}  `{g['predicate']}`: {what}")
         out.append("")
     if diffs and (res["defs_changed"] or res.get("kernel_diffs")):
         out.append(h("unified diffs of the changed definitions and kernels"))
@@ -184,21 +195,43 @@ def render(res: dict, markdown: bool = False, diffs: bool = True) -> str:
     return "\n".join(out).rstrip("\n") + "\n"
 
 
+def summary_table(results: list[dict]) -> str:
+    rows = ["| symbol | definitions +/-/changed/same | inlined lines | CUDA ops +/-/changed | Triton kernels +/-/changed "
+            "| guards flipped |", "|---|---|---|---|---|---|"]
+    for r in results:
+        rows.append(f"| {r['symbol'][0]} | {len(r['defs_added'])} / {len(r['defs_removed'])} / {len(r['defs_changed'])} / "
+                    f"{r['defs_same']} | {r['lines'][0]} -> {r['lines'][1]} | {len(r['ops_added'])} / "
+                    f"{len(r['ops_removed'])} / {len(r['ops_changed'])} | {len(r['kernels_added'])} / "
+                    f"{len(r['kernels_removed'])} / {len(r['kernels_changed'])} | {len(r['guards_flipped'])} |")
+    return "\n".join(rows) + "\n"
+
+
 def run(args) -> int:
     pairs = [(args.old, args.new)] if args.old else []
     pairs += [tuple(p) for p in (args.pair or [])]
     if not pairs:
         raise SystemExit("diff: give <old> <new> or --pair OLD NEW")
-    parts = []
-    if args.markdown and args.title:
-        parts.append(f"# {args.title}\n")
+    root = Path.cwd()
+    results = []
     for a, b in pairs:
         res = compare(resolve(a), resolve(b))
-        if args.json:
-            parts.append(json.dumps(res, indent=1, sort_keys=True, default=list))
-        else:
-            parts.append(render(res, markdown=args.markdown, diffs=not args.no_diffs))
-    text = "\n".join(parts)
+        for k in ("old", "new"):          # paths as the user named them, relative where possible
+            p = Path(res[k])
+            res[k] = str(p.relative_to(root)) if p.is_relative_to(root) else str(p)
+        results.append(res)
+    if args.json:
+        text = json.dumps(results if len(results) > 1 else results[0], indent=1, sort_keys=True, default=list) + "\n"
+    else:
+        parts = []
+        if args.markdown and args.title:
+            parts.append(f"# {args.title}\n")
+            if args.preamble:
+                parts.append(args.preamble.rstrip("\n") + "\n")
+        if args.markdown and len(results) > 1:
+            parts.append(summary_table(results))
+        for res in results:
+            parts.append(render(res, markdown=args.markdown, diffs=not args.no_diffs, max_lines=args.max_diff_lines))
+        text = "\n".join(parts)
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(text)
@@ -214,6 +247,8 @@ def add_arguments(p) -> None:
     p.add_argument("--pair", nargs=2, action="append", metavar=("OLD", "NEW"), help="another pair (repeatable)")
     p.add_argument("--markdown", action="store_true", help="a Markdown report")
     p.add_argument("--title", default=None, help="with --markdown: the report's title")
+    p.add_argument("--preamble", default=None, help="with --markdown --title: a paragraph under the title")
     p.add_argument("--no-diffs", action="store_true", help="leave the unified diffs out")
+    p.add_argument("--max-diff-lines", type=int, default=0, metavar="N", help="cut each unified diff at N lines")
     p.add_argument("--json", action="store_true", help="the differences as JSON")
     p.add_argument("-o", "--output", default=None, help="write to this file")
