@@ -55,7 +55,8 @@ OLD = dict(
     ops={"_C.same": ("same(Tensor x) -> Tensor", "aa"), "_C.edit": ("edit(Tensor x) -> Tensor", "bb"),
          "_C.gone": ("gone(Tensor x) -> ()", "cc")},
     guards=[("vllm/a.py", "current_platform.is_rocm()", False, "orelse"),
-            ("vllm/b.py", "envs.FLAG", False, "none")])
+            ("vllm/b.py", "envs.FLAG", False, "none"),
+            ("vllm/b.py", "is_cpu()", False, "none")])
 
 NEW = dict(
     defs={("vllm/a.py", "keep"): (3, "def keep():\n    return 1\n"),
@@ -68,7 +69,8 @@ NEW = dict(
     ops={"_C.same": ("same(Tensor x) -> Tensor", "aa"), "_C.edit": ("edit(Tensor x) -> Tensor", "b2"),
          "_moe_C.new": ("new(Tensor x) -> ()", "dd")},
     guards=[("vllm/a.py", "current_platform.is_rocm()", False, "orelse"),
-            ("vllm/b.py", "envs.FLAG", True, "body")])
+            ("vllm/b.py", "envs.FLAG", True, "body"),
+            ("vllm/b.py", "is_cpu()", False, "orelse")])     # decided alike; an else appeared
 
 
 def test_diff_lists_every_change(tmp_path):
@@ -85,13 +87,14 @@ def test_diff_lists_every_change(tmp_path):
     assert r["kernels_added"] == [("vllm/k2.py", "k_new")] and r["kernels_removed"] == [("vllm/k.py", "k_gone")]
     assert r["kernels_changed"] == [("vllm/k.py", "k_edit")]
     assert [(g["predicate"], g["old"]["value"], g["new"]["value"], g["new"]["kept"]) for g in r["guards_flipped"]] \
-        == [("envs.FLAG", False, True, "body")]
+        == [("envs.FLAG", False, True, "body"), ("is_cpu()", False, False, "orelse")]
     text = render(r)
     for needle in ("definitions: 1 added, 1 removed, 1 changed, 2 unchanged",
                    "== definitions added\n  vllm/c.py: new_def", "== definitions removed\n  vllm/a.py: gone",
                    "== CUDA ops added\n  _moe_C.new", "== CUDA ops removed\n  _C.gone",
                    "== Triton kernels changed\n  k_edit (vllm/k.py)",
-                   "`envs.FLAG`: value False -> True, kept none -> body", "+def k_edit(x, y):"):
+                   "`envs.FLAG`: value False -> True, kept none -> body", "+def k_edit(x, y):",
+                   "`is_cpu()`: value False (same), kept none -> orelse (its branches changed)"):
         assert needle in text, needle
     md = render(r, markdown=True)
     assert "### definitions changed\n- `vllm/b.py`: edit" in md and "```diff" in md
