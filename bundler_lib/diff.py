@@ -85,8 +85,9 @@ def compare(a: Path, b: Path) -> dict:
             diff = "".join(difflib.unified_diff(ta.splitlines(True), tb.splitlines(True),
                                                 f"a/{k[0]}:{k[1]} (L{da[k]['line']})",
                                                 f"b/{k[0]}:{k[1]} (L{db[k]['line']})", n=2))
+            ca, cb = _code(ta), _code(tb)
             changed.append({"file": k[0], "name": k[1], "diff": diff, "old_lines": da[k]["lines"],
-                            "new_lines": db[k]["lines"]})
+                            "new_lines": db[k]["lines"], "code": ca is None or ca != cb})
     res["defs_changed"] = changed
     res["defs_same"] = sum(1 for k in set(da) & set(db) if da[k]["text"] == db[k]["text"])
     res["lines"] = [sum(v["lines"] for v in da.values()), sum(v["lines"] for v in db.values())]
@@ -128,6 +129,23 @@ def compare(a: Path, b: Path) -> dict:
     return res
 
 
+def _code(text: str) -> str | None:
+    """The definition's code without comments, docstrings and layout (None when it does not parse alone)."""
+    import ast
+    import textwrap
+    try:
+        tree = ast.parse(textwrap.dedent(text))
+    except SyntaxError:
+        return None
+    for n in ast.walk(tree):
+        body = getattr(n, "body", None)
+        if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body \
+                and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \
+                and isinstance(body[0].value.value, str):
+            n.body = body[1:] or [ast.Pass()]
+    return ast.unparse(tree)
+
+
 def _by_file(keys) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for f, n in keys:
@@ -148,7 +166,8 @@ def render(res: dict, markdown: bool = False, diffs: bool = True, max_lines: int
     b = "- " if markdown else ""
     out = [f"{'## ' if markdown else ''}{res['symbol'][0]}: {res['old']} -> {res['new']}"] + ([""] if markdown else []) + [
            f"{b}definitions: {len(res['defs_added'])} added, {len(res['defs_removed'])} removed, "
-           f"{len(res['defs_changed'])} changed, {res['defs_same']} unchanged; inlined lines "
+           f"{len(res['defs_changed'])} changed ({sum(1 for c in res['defs_changed'] if not c.get('code', True))} "
+           f"of them in docstrings/comments only), {res['defs_same']} unchanged; inlined lines "
            f"{res['lines'][0]} -> {res['lines'][1]}",
            f"{b}CUDA ops: {len(res['ops_added'])} added, {len(res['ops_removed'])} removed, {len(res['ops_changed'])} "
            f"changed; Triton kernels: {len(res['kernels_added'])} added, {len(res['kernels_removed'])} removed, "
@@ -159,11 +178,13 @@ def render(res: dict, markdown: bool = False, diffs: bool = True, max_lines: int
             for f, names in sorted(_by_file(keys).items()):
                 out.append(f"{li}`{f}`: {', '.join(names)}" if markdown else f"{li}{f}: {', '.join(names)}")
             out.append("")
-    if res["defs_changed"]:
-        out.append(h("definitions changed"))
-        for f, names in sorted(_by_file((c["file"], c["name"]) for c in res["defs_changed"]).items()):
-            out.append(f"{li}`{f}`: {', '.join(names)}" if markdown else f"{li}{f}: {', '.join(names)}")
-        out.append("")
+    for title, code in (("definitions changed", True), ("definitions changed in docstrings, comments or layout only", False)):
+        keys = [(c["file"], c["name"]) for c in res["defs_changed"] if c.get("code", True) == code]
+        if keys:
+            out.append(h(title))
+            for f, names in sorted(_by_file(keys).items()):
+                out.append(f"{li}`{f}`: {', '.join(names)}" if markdown else f"{li}{f}: {', '.join(names)}")
+            out.append("")
     for title, key in (("CUDA ops added", "ops_added"), ("CUDA ops removed", "ops_removed")):
         if res[key]:
             out += [h(title)] + [f"{li}{o}" for o in res[key]] + [""]
@@ -186,7 +207,10 @@ def render(res: dict, markdown: bool = False, diffs: bool = True, max_lines: int
         out.append("")
     if diffs and (res["defs_changed"] or res.get("kernel_diffs")):
         out.append(h("unified diffs of the changed definitions and kernels"))
-        for c in res["defs_changed"] + [dict(k, old_lines="", new_lines="") for k in res.get("kernel_diffs", [])]:
+        # code changes first, then the kernels, then the docstring/comment-only ones
+        for c in [c for c in res["defs_changed"] if c.get("code", True)] + \
+                [dict(k, old_lines="", new_lines="") for k in res.get("kernel_diffs", [])] + \
+                [c for c in res["defs_changed"] if not c.get("code", True)]:
             if markdown:
                 size = f" ({c['old_lines']} -> {c['new_lines']} lines)" if c["old_lines"] != "" else " (kernel)"
                 out += [f"<details><summary>{c['file']}: {c['name']}{size}</summary>", "", "```diff", c["diff"].rstrip("\n"), "```", "", "</details>", ""]
@@ -199,7 +223,9 @@ def summary_table(results: list[dict]) -> str:
     rows = ["| symbol | definitions +/-/changed/same | inlined lines | CUDA ops +/-/changed | Triton kernels +/-/changed "
             "| guards flipped |", "|---|---|---|---|---|---|"]
     for r in results:
-        rows.append(f"| {r['symbol'][0]} | {len(r['defs_added'])} / {len(r['defs_removed'])} / {len(r['defs_changed'])} / "
+        docs = sum(1 for c in r["defs_changed"] if not c.get("code", True))
+        rows.append(f"| {r['symbol'][0]} | {len(r['defs_added'])} / {len(r['defs_removed'])} / "
+                    f"{len(r['defs_changed'])} ({docs} docs only) / "
                     f"{r['defs_same']} | {r['lines'][0]} -> {r['lines'][1]} | {len(r['ops_added'])} / "
                     f"{len(r['ops_removed'])} / {len(r['ops_changed'])} | {len(r['kernels_added'])} / "
                     f"{len(r['kernels_removed'])} / {len(r['kernels_changed'])} | {len(r['guards_flipped'])} |")

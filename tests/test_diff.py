@@ -48,7 +48,8 @@ OLD = dict(
     defs={("vllm/a.py", "keep"): (3, "def keep():\n    return 1\n"),
           ("vllm/a.py", "moved"): (10, "def moved():\n    return 2\n"),
           ("vllm/a.py", "gone"): (20, "def gone():\n    return 3\n"),
-          ("vllm/b.py", "edit"): (5, "def edit(x):\n    return x + 1\n")},
+          ("vllm/b.py", "edit"): (5, "def edit(x):\n    return x + 1\n"),
+          ("vllm/b.py", "doc"): (9, 'def doc(x):\n    """Old words."""\n    return x  # old\n')},
     kernels={("vllm/k.py", "k_same"): (1, "@triton.jit\ndef k_same(x):\n    pass\n"),
              ("vllm/k.py", "k_edit"): (9, "@triton.jit\ndef k_edit(x):\n    pass\n"),
              ("vllm/k.py", "k_gone"): (20, "@triton.jit\ndef k_gone(x):\n    pass\n")},
@@ -62,6 +63,7 @@ NEW = dict(
     defs={("vllm/a.py", "keep"): (3, "def keep():\n    return 1\n"),
           ("vllm/a.py", "moved"): (40, "def moved():\n    return 2\n"),      # same text, other lines
           ("vllm/b.py", "edit"): (5, "def edit(x):\n    return x + 2\n"),
+          ("vllm/b.py", "doc"): (9, 'def doc(x):\n    """New words."""\n    return x  # new\n'),
           ("vllm/c.py", "new_def"): (1, "def new_def():\n    pass\n")},
     kernels={("vllm/k.py", "k_same"): (1, "@triton.jit\ndef k_same(x):\n    pass\n"),
              ("vllm/k.py", "k_edit"): (9, "@triton.jit\ndef k_edit(x, y):\n    pass\n"),
@@ -79,8 +81,9 @@ def test_diff_lists_every_change(tmp_path):
     r = compare(a, b)
     assert r["defs_added"] == [("vllm/c.py", "new_def")]
     assert r["defs_removed"] == [("vllm/a.py", "gone")]
-    assert [(c["file"], c["name"]) for c in r["defs_changed"]] == [("vllm/b.py", "edit")]
-    assert "-    return x + 1\n+    return x + 2\n" in r["defs_changed"][0]["diff"]
+    assert [(c["file"], c["name"], c["code"]) for c in r["defs_changed"]] == [("vllm/b.py", "doc", False),
+                                                                               ("vllm/b.py", "edit", True)]
+    assert "-    return x + 1\n+    return x + 2\n" in r["defs_changed"][1]["diff"]
     assert r["defs_same"] == 2              # keep, moved (only its provenance line numbers differ)
     assert r["ops_added"] == ["_moe_C.new"] and r["ops_removed"] == ["_C.gone"]
     assert [(c["op"], c["what"]) for c in r["ops_changed"]] == [("_C.edit", ["sources: changed csrc/_C.edit.cu"])]
@@ -89,7 +92,9 @@ def test_diff_lists_every_change(tmp_path):
     assert [(g["predicate"], g["old"]["value"], g["new"]["value"], g["new"]["kept"]) for g in r["guards_flipped"]] \
         == [("envs.FLAG", False, True, "body"), ("is_cpu()", False, False, "orelse")]
     text = render(r)
-    for needle in ("definitions: 1 added, 1 removed, 1 changed, 2 unchanged",
+    for needle in ("definitions: 1 added, 1 removed, 2 changed (1 of them in docstrings/comments only), 2 unchanged",
+                   "== definitions changed\n  vllm/b.py: edit\n",
+                   "== definitions changed in docstrings, comments or layout only\n  vllm/b.py: doc\n",
                    "== definitions added\n  vllm/c.py: new_def", "== definitions removed\n  vllm/a.py: gone",
                    "== CUDA ops added\n  _moe_C.new", "== CUDA ops removed\n  _C.gone",
                    "== Triton kernels changed\n  k_edit (vllm/k.py)",
@@ -97,7 +102,7 @@ def test_diff_lists_every_change(tmp_path):
                    "`is_cpu()`: value False (same), kept none -> orelse (its branches changed)"):
         assert needle in text, needle
     md = render(r, markdown=True)
-    assert "### definitions changed\n- `vllm/b.py`: edit" in md and "```diff" in md
+    assert "### definitions changed\n- `vllm/b.py`: edit\n" in md and "```diff" in md
 
 
 def test_diff_of_a_build_with_itself_is_empty(tmp_path, capsys):
@@ -105,6 +110,6 @@ def test_diff_of_a_build_with_itself_is_empty(tmp_path, capsys):
     from bundler_lib.__main__ import main
     assert main(["diff", str(a), str(a)]) == 0
     out = capsys.readouterr().out
-    assert "definitions: 0 added, 0 removed, 0 changed, 4 unchanged" in out
+    assert "definitions: 0 added, 0 removed, 0 changed (0 of them in docstrings/comments only), 5 unchanged" in out
     assert "CUDA ops: 0 added, 0 removed, 0 changed; Triton kernels: 0 added, 0 removed, 0 changed; " \
            "guards flipped: 0" in out
