@@ -78,6 +78,7 @@ def _canonical(stage: str) -> str:
 
 
 def main(argv=None) -> int:
+    if (sys.argv[1:] if argv is None else list(argv))[:1] in (["explain"], ["diff"]): return __import__("bundler_lib.inspect_cli", fromlist=["main"]).main(argv)  # noqa: E501,E701
     args = _parser().parse_args(argv)
     stage = _canonical(args.stage)
     args.out.mkdir(parents=True, exist_ok=True)
