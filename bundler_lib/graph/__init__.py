@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from bundler_lib.artifacts import write_json
+from bundler_lib.common.example_roots import extra_roots
 from bundler_lib.errors import StageError
 from bundler_lib.variant import resolve as resolve_variant
 
@@ -28,8 +29,7 @@ def _reach(index: TreeIndex, variant: dict, module: str, symbol: str, rel: str, 
     g = Graph(index, variant)
     g.ge.dataclass_annotations = dataclass_annotations
     root = g.build(module, symbol)
-    from bundler_lib.example import extra_roots   # what invocation_example() needs beyond the symbol
-    extra = extra_roots({"symbol": symbol, "kind": root.kind, "def_file": rel})
+    extra = extra_roots(symbol, root.kind)   # what A6's invocation_example() needs beyond the symbol (data)
     if extra:
         g.add_roots(extra, "needed by invocation_example()")
     g.add_ir_providers()
