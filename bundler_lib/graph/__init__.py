@@ -2,7 +2,9 @@
 
 Modules: index (tree modules, parsing cache, top-level bindings), locate (find the definition),
 refs (names a definition reads, guard pruning, edits), guards (variant predicates), resolve (name ->
-definition across imports), reach (the graph walk), emit (order, sections, renames, edits).
+definition across imports), engine (the worklist, calling rules), the rules (classes, held, modules; vllm/ for
+those that know vLLM's names, and the list of rules), predicates (the evaluator's oracle), scans (tree-wide
+text scans for the memo), emit (order, sections, renames, edits).
 """
 
 from __future__ import annotations
@@ -20,21 +22,19 @@ from .emit import _node_id, emit_names, external_names, node_edits, order, secti
 from . import memo
 from .index import TreeIndex
 from .locate import locate
-from .reach import Graph
+from . import vllm
 
 STAGE = "A1 graph"
 
 
-def _reach(index: TreeIndex, variant: dict, module: str, symbol: str, rel: str, dataclass_annotations: bool):
-    g = Graph(index, variant)
-    g.ge.dataclass_annotations = dataclass_annotations
-    root = g.build(module, symbol)
+def _reach(index: TreeIndex, variant: dict, module: str, symbol: str, dataclass_annotations: bool):
+    c = vllm.closure(index, variant, dataclass_annotations)
+    root = c.engine.build(module, symbol)
     extra = extra_roots(symbol, root.kind)   # what A6's invocation_example() needs beyond the symbol (data)
     if extra:
-        g.add_roots(extra, "needed by invocation_example()")
-    g.add_ir_providers()
-    g.settle_held()
-    return g, root
+        c.engine.add_roots(extra, "needed by invocation_example()")
+    c.engine.finish()
+    return c, root
 
 
 def build(tree: Path, symbol: str, hint: str | None = None, variant: dict | None = None,
@@ -65,24 +65,26 @@ class _Rescan:
 
     def __init__(self, index: TreeIndex, variant: dict, symbol: str, hint: str | None):
         self.index, self.symbol, self.hint = index, symbol, hint
-        self.graph = Graph(index, variant)
+        self.scans = vllm.tree_scans(index)
 
     def __call__(self, name: str):
         if name == "locate":
             return list(locate(self.index, self.symbol, self.hint))
-        return self.graph.scan(name)
+        return self.scans.recompute(name)
 
 
 def _build(index: TreeIndex, variant: dict, symbol: str, hint: str | None):
     """(graph, the tree-wide scans it was built from) for the variant (with its model_facts)."""
     module, rel = locate(index, symbol, hint)
-    g, root = _reach(index, variant, module, symbol, rel, False)
-    readers = g.annotation_readers()
-    first_scans = g.scans
+    c, root = _reach(index, variant, module, symbol, False)
+    readers = c.engine.annotation_readers()
+    first_scans = c.scans.record
     if readers:
         # the bundle's annotations are postponed: with a reader of them in the closure, keep what every
         # dataclass field annotation names, not only ClassVar/InitVar
-        g, root = _reach(index, variant, module, symbol, rel, True)
+        c, root = _reach(index, variant, module, symbol, True)
+    g = c.engine
+    if readers:
         g.notes.append(f"the closure reads annotations at run time ({', '.join(readers)}): every dataclass's "
                        "field annotations are followed")
     nodes = order(g, root)
@@ -159,10 +161,10 @@ def _build(index: TreeIndex, variant: dict, symbol: str, hint: str | None):
         notes.append(f"unresolved {'import-time' if u['importtime'] else 'run-time'} reference "
                      f"{u['name']} at {u['file']}:{u['line']}: {u['reason']}")
     custom = [{"op": op, "target": emit[k][g.nodes[k].name] if g.nodes[k].name in emit[k] else g.nodes[k].name}
-              for op, k in sorted(g.python_custom_ops.items())]
+              for op, k in sorted(c.ops.python_custom_ops.items())]
     cuda_ops = []
-    for k in sorted(g.cuda_ops):
-        e = dict(g.cuda_ops[k])
+    for k in sorted(c.ops.cuda_ops):
+        e = dict(c.ops.cuda_ops[k])
         e["call_sites"] = sorted(e["call_sites"], key=lambda s: (s["file"], s["line"]))
         cuda_ops.append(e)
     root_def = root.stmt
@@ -196,7 +198,7 @@ def _build(index: TreeIndex, variant: dict, symbol: str, hint: str | None):
                       for st in n.dropped.values()) for n in nodes if n.stmt is not None),
                   "modules_parsed": len(index.parsed)},
     }
-    return graph, {**first_scans, **g.scans, "locate": [module, rel]}
+    return graph, {**first_scans, **c.scans.record, "locate": [module, rel]}
 
 
 def run(tree: Path, out: Path, symbol: str, hint: str | None = None, variant: dict | None = None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 import heapq
 
-from .reach import Graph, Node
+from .engine import Engine as Graph, Node
 
 _FORCE_RENAME = {"__getattr__", "__dir__", "__setattr__", "__all__"}
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from bundler_lib.variant import foreign_platform
 
-from .guards import GuardEval, _tail
+from .guards import PLATFORM_NAMES, GuardEval, Where, _tail
 from .index import ImportBinding, ModuleInfo, TreeIndex
 
 
@@ -189,10 +189,17 @@ def _collect_locals(body: list[ast.stmt], index: TreeIndex, info: ModuleInfo, pa
 
 
 class RefScanner:
-    def __init__(self, index: TreeIndex, info: ModuleInfo, guard_eval: GuardEval):
+    def __init__(self, index: TreeIndex, info: ModuleInfo, guard_eval: GuardEval, dataclass_annotations: bool = False):
         self.index = index
         self.info = info
         self.ge = guard_eval
+        # follow stdlib dataclasses' field annotations (when the closure reads annotations at run time)
+        self.dataclass_annotations = dataclass_annotations
+        # what the evaluator is told of the code being scanned (Where)
+        self.cls: tuple[str, ast.ClassDef] | None = None   # the class whose body or method is being scanned
+        self.locals: dict[str, ast.expr] = {}   # the enclosing function's single assignments
+        self.local_names: frozenset = frozenset()   # names local to the enclosing functions
+        self.platform_names = PLATFORM_NAMES   # with the `p = current_platform` aliases this scan has seen
         self.scan = Scan()
         self.scopes: list[_Scope] = []
         self.runtime_depth = 0
@@ -208,8 +215,7 @@ class RefScanner:
     # ------------------------------------------------------------ entry
     def run(self, stmt: ast.stmt, skip: set | None = None, cls: ast.ClassDef | None = None) -> Scan:
         self.skip = skip or set()
-        self.ge.module = self.info.name
-        self.ge.cls = (self.info.name, cls) if cls is not None else None
+        self.cls = (self.info.name, cls) if cls is not None else None
         self.scopes = [_Scope("module", set(), {}, set())]
         if cls is not None:   # a method scanned on its own: its decorators see the class body
             local, imports, globals_ = _class_locals(cls, self.index, self.info)
@@ -218,6 +224,13 @@ class RefScanner:
         return self.scan
 
     # ------------------------------------------------------------ helpers
+    def _where(self, **known) -> Where:
+        return Where(module=self.info.name, cls=self.cls, locals=self.locals, local_names=self.local_names,
+                     platform_names=self.platform_names, **known)
+
+    def _evaluate(self, test: ast.expr):
+        return self.ge.evaluate(test, self._where())
+
     def _lookup(self, name: str):
         """'local', an ImportBinding, or None (module global)."""
         for sc in reversed(self.scopes[1:]):
@@ -322,7 +335,7 @@ class RefScanner:
         elif (isinstance(st, ast.Assign) and len(st.targets) == 1 and isinstance(st.targets[0], ast.Name)
               and isinstance(st.value, (ast.Name, ast.Attribute))
               and (st.value.id if isinstance(st.value, ast.Name) else st.value.attr) == "current_platform"):
-            self.ge.platform_names.add(st.targets[0].id)   # `p = current_platform`
+            self.platform_names = self.platform_names | {st.targets[0].id}   # `p = current_platform`
             self._expr(st.value)
         elif isinstance(st, ast.AnnAssign):
             if self.scopes[-1].kind == "class" and self.follow_annotations == "classvar":
@@ -400,10 +413,10 @@ class RefScanner:
         params = _arg_names(args)
         local, imports, globals_, single = _collect_locals(fn.body, self.index, self.info, params)
         receiver = self.receiver
-        if self.scopes[-1].kind == "class" and self.ge.cls is not None:
+        if self.scopes[-1].kind == "class" and self.cls is not None:
             first = (args.posonlyargs + args.args)[:1]
             static = any(ast.unparse(d) == "staticmethod" for d in fn.decorator_list)
-            self.receiver = ((first[0].arg, self.ge.cls[1])
+            self.receiver = ((first[0].arg, self.cls[1])
                              if first and not static and first[0].arg not in local else None)
         elif receiver is not None and (receiver[0] in params or receiver[0] in local):
             self.receiver = None
@@ -412,10 +425,10 @@ class RefScanner:
         self.defaults = literal_defaults(fn) if len(self.scopes) == 1 else {}
         self.scopes.append(_Scope("function", local, imports, globals_))
         self.runtime_depth += 1
-        saved = self.ge.locals, self.ge.local_names
-        self.ge.locals, self.ge.local_names = single, self.ge.local_names | local | set(imports)
+        saved = self.locals, self.local_names
+        self.locals, self.local_names = single, self.local_names | local | set(imports)
         self._stmt_list(fn.body)
-        self.ge.locals, self.ge.local_names = saved
+        self.locals, self.local_names = saved
         self.defaults = defaults
         self.receiver = receiver
         self.runtime_depth -= 1
@@ -429,21 +442,21 @@ class RefScanner:
             self._expr(k.value)
         local, imports, globals_ = _class_locals(cls, self.index, self.info)
         self.scopes.append(_Scope("class", local, imports, globals_))
-        prev, prev_cls = self.follow_annotations, self.ge.cls
-        self.ge.cls = (self.info.name, cls)
+        prev, prev_cls = self.follow_annotations, self.cls
+        self.cls = (self.info.name, cls)
         # field annotations are read by the decorator that makes fields of them (pydantic, vLLM's @config);
         # a stdlib dataclass under postponed annotations (the bundle's) only asks which are ClassVar/InitVar
         self.follow_annotations = bool(cls.decorator_list)
-        if (cls.decorator_list and not self.ge.dataclass_annotations
+        if (cls.decorator_list and not self.dataclass_annotations
                 and all(self._stdlib_dataclass(d) for d in cls.decorator_list)):
             self.follow_annotations = "classvar"
         self._stmt_list([st for st in cls.body if id(st) not in self.skip])
-        self.follow_annotations, self.ge.cls = prev, prev_cls
+        self.follow_annotations, self.cls = prev, prev_cls
         self.scopes.pop()
 
     # ------------------------------------------------------------ guards
     def _if(self, st: ast.If, sole: bool) -> bool:
-        value, atoms = self.ge.evaluate(st.test)
+        value, atoms = self._evaluate(st.test)
         if value is None and self._hold(st, sole, atoms):
             return False
         if value is None:
@@ -467,11 +480,9 @@ class RefScanner:
         if (not self.defaults or self.holding or len(self.scopes) != 2 or self.scopes[-1].kind != "function"
                 or self._is_elif(st) or self._written_elif(st)):
             return False
-        self.ge.params, self.ge.used_params = self.defaults, set()
-        try:
-            value, _ = self.ge.evaluate(st.test)
-        finally:
-            self.ge.params, used = {}, self.ge.used_params
+        where = self._where(params=self.defaults)
+        value, _ = self.ge.evaluate(st.test, where)
+        used = where.used_params
         if value is None or not used:
             return False
         main = self.scan
@@ -503,7 +514,7 @@ class RefScanner:
         if isinstance(last, (ast.Return, ast.Raise)):
             return True
         if isinstance(last, ast.If):
-            v, _ = self.ge.evaluate(last.test)
+            v, _ = self._evaluate(last.test)
             if v is not None:
                 return self._exits(last.body if v else last.orelse)
             return self._exits(last.body) and self._exits(last.orelse)
@@ -657,7 +668,7 @@ class RefScanner:
                 self._ref(e, [])
             return
         if isinstance(e, ast.IfExp):
-            value, atoms = self.ge.evaluate(e.test)
+            value, atoms = self._evaluate(e.test)
             if value is not None:
                 self._span(e.test, "True" if value else "False")
                 self._span(e.orelse if value else e.body, "None")   # the dead arm names nothing inlined
@@ -707,16 +718,21 @@ class RefScanner:
             self._walk_expr(c, skip)
 
 
-def scan_stmt(index: TreeIndex, info: ModuleInfo, stmt: ast.stmt, ge: GuardEval, skip: set | None = None,
-              cls: ast.ClassDef | None = None) -> Scan:
-    return RefScanner(index, info, ge).run(stmt, skip, cls)
+class Scanner:
+    """Scans statements of the tree with one evaluator (the graph's engine calls it for every node)."""
 
+    def __init__(self, index: TreeIndex, ge: GuardEval, dataclass_annotations: bool = False):
+        self.index, self.ge, self.dataclass_annotations = index, ge, dataclass_annotations
 
-def scan_expr(index: TreeIndex, info: ModuleInfo, expr: ast.expr, ge: GuardEval) -> Scan:
-    """References of one module-level expression (e.g. one entry of a dict literal)."""
-    r = RefScanner(index, info, ge)
-    r.skip = set()
-    ge.module, ge.cls = info.name, None
-    r.scopes = [_Scope("module", set(), {}, set())]
-    r._expr(expr)
-    return r.scan
+    def stmt(self, info: ModuleInfo, stmt: ast.stmt, skip: set | None = None, cls: ast.ClassDef | None = None) -> Scan:
+        """References of one top-level statement (`skip`: ids of class-body statements left out; `cls`: the
+        class of a method scanned on its own)."""
+        return RefScanner(self.index, info, self.ge, self.dataclass_annotations).run(stmt, skip, cls)
+
+    def expr(self, info: ModuleInfo, expr: ast.expr) -> Scan:
+        """References of one module-level expression (e.g. one entry of a dict literal)."""
+        r = RefScanner(self.index, info, self.ge, self.dataclass_annotations)
+        r.skip = set()
+        r.scopes = [_Scope("module", set(), {}, set())]
+        r._expr(expr)
+        return r.scan
