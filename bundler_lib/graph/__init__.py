@@ -91,9 +91,51 @@ def _build(index: TreeIndex, variant: dict, symbol: str, hint: str | None):
     sections(g, nodes)
     emit = emit_names(g, nodes, root)
     ext = external_names(g, nodes, root.name)
+    ids = _unique_ids(nodes)
+    python_nodes, triton_kernels, renames = _node_entries(g, nodes, ids, emit, ext)
+    edges = sorted({(ids[n.key], ids[d]) for n in nodes for d in n.deps if d in ids})
+    imports, importtime, evaluated = _imports(g, nodes, ext)
+    unresolved, dynamic, notes = _problems(g, symbol)
+    custom = [{"op": op, "target": emit[k][g.nodes[k].name] if g.nodes[k].name in emit[k] else g.nodes[k].name}
+              for op, k in sorted(c.ops.python_custom_ops.items())]
+    cuda_ops = []
+    for k in sorted(c.ops.cuda_ops):
+        e = dict(c.ops.cuda_ops[k])
+        e["call_sites"] = sorted(e["call_sites"], key=lambda s: (s["file"], s["line"]))
+        cuda_ops.append(e)
+    kind = "class" if root.kind == "class" else ("function" if root.kind == "function" else root.kind)
+    files = sorted({n.file for n in nodes})
+    graph = {
+        "status": "ok",
+        "symbol": symbol,
+        "kind": kind,
+        "def_file": rel,
+        "def_line": getattr(root.stmt, "lineno", root.line),
+        "variant": {k: v for k, v in variant.items() if k != "model_facts"},
+        "model_facts": variant["model_facts"],
+        "files": files,
+        "python_nodes": python_nodes,
+        "triton_kernels": triton_kernels,
+        "cuda_ops": cuda_ops,
+        "python_custom_ops": custom,
+        "imports_external": imports,
+        "imports_runtime_only": sorted(set(imports) - importtime),
+        "imports_annotation_only": sorted(set(imports) - evaluated),
+        "edges": [list(e) for e in edges],
+        "guards": _guards(nodes),
+        "renames": dict(sorted(renames.items())),
+        "unresolved": unresolved,
+        "dynamic_imports": dynamic,
+        "notes": notes,
+        "stats": {"nodes": len(nodes), "files": len(files), "lines": _inlined_lines(nodes),
+                  "modules_parsed": len(index.parsed)},
+    }
+    return graph, {**first_scans, **c.scans.record, "locate": [module, rel]}
 
+
+def _unique_ids(nodes: list) -> dict:
+    """Node key -> id; ids must be unique: several statements may define the same name in one file."""
     ids = {n.key: _node_id(n) for n in nodes}
-    # ids must be unique: several statements may define the same name in one file
     seen: dict[str, int] = {}
     for n in nodes:
         i = ids[n.key]
@@ -102,7 +144,11 @@ def _build(index: TreeIndex, variant: dict, symbol: str, hint: str | None):
             ids[n.key] = f"{i}#{seen[i]}"
         else:
             seen[i] = 1
+    return ids
 
+
+def _node_entries(g, nodes: list, ids: dict, emit: dict, ext: dict):
+    """(python_nodes, triton_kernels, renames) of A1.graph.json."""
     python_nodes = []
     triton_kernels = []
     renames = {}
@@ -129,8 +175,10 @@ def _build(index: TreeIndex, variant: dict, symbol: str, hint: str | None):
         for k, v in emit[n.key].items():
             if k != v:
                 renames[ids[n.key] if k == n.name else f"{n.file}::{k}"] = v
+    return python_nodes, triton_kernels, renames
 
-    edges = sorted({(ids[n.key], ids[d]) for n in nodes for d in n.deps if d in ids})
+
+def _guards(nodes: list) -> list[dict]:
     guards = []
     for n in nodes:
         for sc in ([n.scan] if n.scan else []) + n.scans:
@@ -139,12 +187,22 @@ def _build(index: TreeIndex, variant: dict, symbol: str, hint: str | None):
                                "predicate": gd.predicate, "value": gd.value, "kept": gd.kept,
                                **({"assumes": gd.assumes} if gd.assumes else {})})
     guards = sorted({tuple(sorted(x.items())) for x in guards})
-    guards = [dict(x) for x in guards]
-    imports = sorted({v[0] for v in ext.values()} | {i for n in nodes if n.synthetic for i in n.synthetic["imports"]})
+    return [dict(x) for x in guards]
+
+
+def _imports(g, nodes: list, ext: dict) -> tuple[list, set, set]:
+    """(every external import, those executed at import time, those evaluated at all)."""
+    synthetic = {i for n in nodes if n.synthetic for i in n.synthetic["imports"]}
+    imports = sorted({v[0] for v in ext.values()} | synthetic)
     importtime = {ext[stmt][0] for n in nodes for ref, stmt, _, _ in n.ext_links if ref.importtime}
-    importtime |= {i for n in nodes if n.synthetic for i in n.synthetic["imports"]}
+    importtime |= synthetic
     evaluated = {ext[stmt][0] for n in nodes for ref, stmt, _, _ in n.ext_links if id(ref) not in g.lazy_refs}
-    evaluated |= {i for n in nodes if n.synthetic for i in n.synthetic["imports"]}
+    evaluated |= synthetic
+    return imports, importtime, evaluated
+
+
+def _problems(g, symbol: str) -> tuple[list, list, list]:
+    """(unresolved references, dynamic imports, notes); an unresolved reference needed at import time fails."""
     notes = sorted(set(g.notes))
     unresolved = sorted({tuple(sorted(u.items())) for u in g.unresolved})
     unresolved = [dict(u) for u in unresolved]
@@ -160,45 +218,14 @@ def _build(index: TreeIndex, variant: dict, symbol: str, hint: str | None):
     for u in unresolved:
         notes.append(f"unresolved {'import-time' if u['importtime'] else 'run-time'} reference "
                      f"{u['name']} at {u['file']}:{u['line']}: {u['reason']}")
-    custom = [{"op": op, "target": emit[k][g.nodes[k].name] if g.nodes[k].name in emit[k] else g.nodes[k].name}
-              for op, k in sorted(c.ops.python_custom_ops.items())]
-    cuda_ops = []
-    for k in sorted(c.ops.cuda_ops):
-        e = dict(c.ops.cuda_ops[k])
-        e["call_sites"] = sorted(e["call_sites"], key=lambda s: (s["file"], s["line"]))
-        cuda_ops.append(e)
-    root_def = root.stmt
-    kind = "class" if root.kind == "class" else ("function" if root.kind == "function" else root.kind)
-    files = sorted({n.file for n in nodes})
-    graph = {
-        "status": "ok",
-        "symbol": symbol,
-        "kind": kind,
-        "def_file": rel,
-        "def_line": getattr(root_def, "lineno", root.line),
-        "variant": {k: v for k, v in variant.items() if k != "model_facts"},
-        "model_facts": variant["model_facts"],
-        "files": files,
-        "python_nodes": python_nodes,
-        "triton_kernels": triton_kernels,
-        "cuda_ops": cuda_ops,
-        "python_custom_ops": custom,
-        "imports_external": imports,
-        "imports_runtime_only": sorted(set(imports) - importtime),
-        "imports_annotation_only": sorted(set(imports) - evaluated),
-        "edges": [list(e) for e in edges],
-        "guards": guards,
-        "renames": dict(sorted(renames.items())),
-        "unresolved": unresolved,
-        "dynamic_imports": dynamic,
-        "notes": notes,
-        "stats": {"nodes": len(nodes), "files": len(files),
-                  "lines": sum(n.end_line - n.line + 1 - sum(
-                      st.end_lineno - min([st.lineno] + [d.lineno for d in getattr(st, "decorator_list", [])]) + 1
-                      for st in n.dropped.values()) for n in nodes if n.stmt is not None),
-                  "modules_parsed": len(index.parsed)},
-    }
-    return graph, {**first_scans, **c.scans.record, "locate": [module, rel]}
+    return unresolved, dynamic, notes
+
+
+def _inlined_lines(nodes: list) -> int:
+    """The lines of the tree inlined: each node's, less its class-body members left out."""
+    return sum(n.end_line - n.line + 1 - sum(
+        st.end_lineno - min([st.lineno] + [d.lineno for d in getattr(st, "decorator_list", [])]) + 1
+        for st in n.dropped.values()) for n in nodes if n.stmt is not None)
 
 
 def run(tree: Path, out: Path, symbol: str, hint: str | None = None, variant: dict | None = None,

@@ -118,6 +118,22 @@ class GuardEval:
 
     # ------------------------------------------------------------- atoms
     def _atom(self, e: ast.expr, w: Where):
+        """The value the variant gives the sub-expression `e` on its own, or None."""
+        v = self._code_atom(e, w)
+        if v is None:
+            v = self._variant_atom(e, w)
+        if v is None:
+            v = self._model_atom(e, w)
+        if v is not None:
+            return v
+        if isinstance(e, ast.Name):
+            return self._name(e, w)
+        if isinstance(e, ast.Compare) and len(e.ops) == 1:
+            return self._compare_atom(e, w)
+        return None
+
+    def _code_atom(self, e: ast.expr, w: Where):
+        """Platform queries, TYPE_CHECKING, and the tree's predicates (the oracle's)."""
         # current_platform.is_xxx()
         if (isinstance(e, ast.Call) and not e.args and not e.keywords
                 and isinstance(e.func, ast.Attribute) and e.func.attr in self.platform
@@ -155,6 +171,10 @@ class GuardEval:
                 if e.func.attr == "is_device_capability":
                     return cap == want
                 return cap // 10 == want // 10
+        return None
+
+    def _variant_atom(self, e: ast.expr, w: Where):
+        """Switches the variant turns off (expert parallelism, quantization, LoRA, KV transfer, KV cache dtype)."""
         if self.sizes["ep"] == 1 and self.sizes["tp"] == 1 and _EP_FLAG.match(_tail(e) or "") and not isinstance(
                 e, ast.Call):
             return False
@@ -180,6 +200,12 @@ class GuardEval:
                 and isinstance(e.args[0].value, str) and _tail(e.func.value) in _KV_DTYPE_NAMES
                 and self.variant.get("kv_cache_dtype") is not None):
             return getattr(self.variant["kv_cache_dtype"], e.func.attr)(e.args[0].value)
+        return None
+
+    def _model_atom(self, e: ast.expr, w: Where):
+        """The model's facts, envs defaults, quantization off, custom ops on."""
+        quant_none = self.variant["quantization"] == "none"
+        tail = _tail(e) or ""
         # use_grouped_topk and other boolean facts of the model
         if not isinstance(e, ast.Call) and isinstance(self.model.get(tail), bool):
             return self.model[tail]
@@ -220,29 +246,30 @@ class GuardEval:
                 and isinstance(e.func.value, ast.Name) and e.func.value.id in ("self", "cls")
                 and w.cls is not None and self.oracle.is_custom_op(*w.cls)):
             return True
-        if isinstance(e, ast.Name):
-            return self._name(e, w)
-        if isinstance(e, ast.Compare) and len(e.ops) == 1:
-            left, op, right = e.left, e.ops[0], e.comparators[0]
-            # quant_config is None / is not None
-            if isinstance(op, (ast.Is, ast.IsNot)) and isinstance(right, ast.Constant) and right.value is None:
-                t = _tail(left)
-                if t in _QUANT_CONFIG_NAMES and self.variant["quantization"] == "none":
-                    return isinstance(op, ast.Is)
-            decided = self._compare_values(left, op, right, w)
-            if decided is not None:
-                return decided
-            # backend == SomeMoeBackend.MEMBER (the variant forces one backend)
-            if isinstance(op, (ast.Eq, ast.NotEq, ast.Is, ast.IsNot)):
-                v = self._backend(right)
-                if v is None:
-                    v = self._backend(left)
-                if v is not None:
-                    return v if isinstance(op, (ast.Eq, ast.Is)) else not v
-            # parallel sizes against int literals
-            size = self._size(left)
-            if size is not None and isinstance(right, ast.Constant) and type(right.value) is int:
-                return _compare(size, op, right.value)
+        return None
+
+    def _compare_atom(self, e: ast.Compare, w: Where):
+        """`x <op> y` where the variant knows x (quant_config is None, backend == X.MEMBER, tp_size > 1, ...)."""
+        left, op, right = e.left, e.ops[0], e.comparators[0]
+        # quant_config is None / is not None
+        if isinstance(op, (ast.Is, ast.IsNot)) and isinstance(right, ast.Constant) and right.value is None:
+            t = _tail(left)
+            if t in _QUANT_CONFIG_NAMES and self.variant["quantization"] == "none":
+                return isinstance(op, ast.Is)
+        decided = self._compare_values(left, op, right, w)
+        if decided is not None:
+            return decided
+        # backend == SomeMoeBackend.MEMBER (the variant forces one backend)
+        if isinstance(op, (ast.Eq, ast.NotEq, ast.Is, ast.IsNot)):
+            v = self._backend(right)
+            if v is None:
+                v = self._backend(left)
+            if v is not None:
+                return v if isinstance(op, (ast.Eq, ast.Is)) else not v
+        # parallel sizes against int literals
+        size = self._size(left)
+        if size is not None and isinstance(right, ast.Constant) and type(right.value) is int:
+            return _compare(size, op, right.value)
         return None
 
     def _name(self, e: ast.Name, w: Where):

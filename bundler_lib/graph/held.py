@@ -8,7 +8,7 @@ import ast
 
 from .defs import caches
 from .guards import _UNKNOWN
-from .refs import literal_defaults
+from .scopes import literal_defaults
 
 
 class HeldBranches:

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 
 from bundler_lib.variant import foreign_platform
 
+from .branches import IfPruner, remove_stmt, span
 from .guards import PLATFORM_NAMES, GuardEval, Where, _tail
 from .index import ImportBinding, ModuleInfo, TreeIndex
+from .scopes import _arg_names, _class_locals, _collect_locals, _Scope, literal_defaults
 
 
 @dataclass
@@ -82,112 +84,6 @@ def _trivial_decorator(d: ast.expr) -> bool:
     return t in _TRIVIAL_DECORATORS
 
 
-def literal_defaults(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> dict[str, object]:
-    """Parameters whose default is a literal (None, a bool, a number, a string) and that no code of the function
-    binds again (no assignment, no nested parameter or target of the same name)."""
-    a = fn.args
-    positional = a.posonlyargs + a.args
-    pairs = list(zip(positional[len(positional) - len(a.defaults):], a.defaults))
-    pairs += [(k, d) for k, d in zip(a.kwonlyargs, a.kw_defaults) if d is not None]
-    out = {k.arg: d.value for k, d in pairs
-           if isinstance(d, ast.Constant) and isinstance(d.value, (type(None), bool, int, float, str))}
-    if not out:
-        return out
-    own = {id(x) for x in positional + a.kwonlyargs}
-    for x in ast.walk(fn):
-        if isinstance(x, ast.Name) and not isinstance(x.ctx, ast.Load):
-            out.pop(x.id, None)
-        elif isinstance(x, ast.arg) and id(x) not in own:
-            out.pop(x.arg, None)
-        elif isinstance(x, (ast.Global, ast.Nonlocal)):
-            for nm in x.names:
-                out.pop(nm, None)
-    return out
-
-
-def _arg_names(a: ast.arguments) -> list[str]:
-    out = [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs]
-    if a.vararg:
-        out.append(a.vararg.arg)
-    if a.kwarg:
-        out.append(a.kwarg.arg)
-    return out
-
-
-class _Scope:
-    def __init__(self, kind: str, local: set[str], imports: dict[str, ImportBinding], globals_: set[str]):
-        self.kind = kind        # module, function, class
-        self.local = local
-        self.imports = imports
-        self.globals = globals_
-
-
-def _class_locals(cls: ast.ClassDef, index: TreeIndex, info: ModuleInfo) -> tuple[set, dict, set]:
-    """_collect_locals of a class body, computed once per class (each of its methods is scanned on its own;
-    the index holds the class's tree, so its id stays its own)."""
-    hit = index.class_locals.get(id(cls))
-    if hit is None:
-        hit = index.class_locals[id(cls)] = _collect_locals(cls.body, index, info)[:3]
-    return set(hit[0]), dict(hit[1]), set(hit[2])
-
-
-def _collect_locals(body: list[ast.stmt], index: TreeIndex, info: ModuleInfo, params: set | None = None):
-    """Names bound in a function/class body (not descending into nested scopes): (local names, repo-local
-    imports, `global` names, single assignments). Single assignments: the local names bound exactly once, by
-    a plain `name = expr`, not parameters (`params`); guards may read `expr` for `name` (e.g. `strategy =
-    envs.X` then `if strategy != "":`)."""
-    local: set[str] = set()
-    imports: dict[str, ImportBinding] = {}
-    globals_: set[str] = set()
-    count: dict[str, int] = {}
-    value: dict[str, ast.expr] = {}
-    scopes = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
-    stack: list = list(reversed(body))
-    while stack:
-        n = stack.pop()
-        if isinstance(n, scopes):
-            local.add(n.name)
-            stack.extend(n.decorator_list)
-            continue
-        if isinstance(n, ast.Lambda):
-            continue
-        if isinstance(n, ast.Global):
-            globals_.update(n.names)
-            continue
-        if isinstance(n, ast.Nonlocal):
-            continue
-        if isinstance(n, (ast.Import, ast.ImportFrom)):
-            for b in index.import_bindings(info, n, False):
-                if b.external:
-                    local.add(b.name)
-                else:
-                    imports[b.name] = b
-            continue
-        if isinstance(n, ast.Name):
-            if isinstance(n.ctx, (ast.Store, ast.Del)):
-                local.add(n.id)
-                count[n.id] = count.get(n.id, 0) + 1
-            continue
-        if isinstance(n, ast.Assign) and len(n.targets) == 1 and isinstance(n.targets[0], ast.Name):
-            value[n.targets[0].id] = n.value
-        elif isinstance(n, ast.ExceptHandler) and n.name:
-            local.add(n.name)
-        elif isinstance(n, ast.MatchAs) and n.name:
-            local.add(n.name)
-        for f in n._fields:
-            v = getattr(n, f, None)
-            if isinstance(v, list):
-                stack.extend(x for x in v if isinstance(x, ast.AST))
-            elif isinstance(v, ast.AST):
-                stack.append(v)
-    local -= globals_
-    for g in globals_:
-        imports.pop(g, None)
-    params = params or set()
-    single = {k: v for k, v in value.items() if count.get(k) == 1 and k not in params}
-    return local, imports, globals_, single
-
-
 class RefScanner:
     def __init__(self, index: TreeIndex, info: ModuleInfo, guard_eval: GuardEval, dataclass_annotations: bool = False):
         self.index = index
@@ -206,7 +102,7 @@ class RefScanner:
         self.follow_annotations = False
         self.annot = None
         self.annot_importtime = False
-        self._promoted: set[int] = set()   # `elif` nodes whose parent's pruning turned them into `if`
+        self.branches = IfPruner(info.lines)   # the edits of decided ifs
         self.receiver: tuple[str, ast.ClassDef] | None = None   # the method's `self`/`cls` and its class
         # in the body of a module-level function: its literal parameter defaults, for held branches
         self.defaults: dict[str, object] = {}
@@ -263,13 +159,6 @@ class RefScanner:
         b = self.info.imports.get(f.id)
         return b is not None and b.external and f.id not in self.info.defs
 
-    def _lines(self, a: int, b: int) -> list[str]:
-        return self.info.lines[a - 1:b]
-
-    def _indent_of(self, line: int) -> int:
-        s = self.info.lines[line - 1]
-        return len(s) - len(s.lstrip(" "))
-
     # ------------------------------------------------------------ statements
     def _stmt_list(self, body: list[ast.stmt], top: bool = False):
         for i, st in enumerate(body):
@@ -285,11 +174,7 @@ class RefScanner:
                 break
 
     def _remove_stmt(self, st: ast.stmt, sole: bool):
-        if sole:
-            self.scan.edits.append({"op": "pass", "line": st.lineno, "end_line": st.end_lineno,
-                                    "indent": st.col_offset})
-        else:
-            self.scan.edits.append({"op": "delete", "line": st.lineno, "end_line": st.end_lineno})
+        self.scan.edits.append(remove_stmt(st, sole))
 
     def _not_bundled(self, st: ast.stmt, dead: list) -> None:
         """A function-level import the bundle does not carry (compiled vLLM code the tree has no source for,
@@ -469,7 +354,7 @@ class RefScanner:
             return False
         live = st.body if value else st.orelse
         self._record(st.test, value, st, "body" if value else ("orelse" if st.orelse else "none"))
-        self._prune_if(st, value, sole)
+        self.branches.prune_if(st, value, sole, self.scan.edits)
         self._stmt_list(live)
         return self._exits(live) and len(self.scopes) > 1
 
@@ -478,7 +363,7 @@ class RefScanner:
         branch as usual and hold the other (Held). `atoms`: what the variant alone decides in the test.
         Returns whether it did."""
         if (not self.defaults or self.holding or len(self.scopes) != 2 or self.scopes[-1].kind != "function"
-                or self._is_elif(st) or self._written_elif(st)):
+                or self.branches.is_elif(st) or self.branches.written_elif(st)):
             return False
         where = self._where(params=self.defaults)
         value, _ = self.ge.evaluate(st.test, where)
@@ -494,7 +379,7 @@ class RefScanner:
             self._expr(st.test, skip={id(e) for e, _ in atoms})
             self._stmt_list(st.orelse if value else st.body)
             held_scan, self.scan = self.scan, Scan()
-            self._prune_if(st, value, sole)
+            self.branches.prune_if(st, value, sole, self.scan.edits)
             edits = self.scan.edits
         finally:
             self.scan, self.holding = main, False
@@ -525,91 +410,8 @@ class RefScanner:
                                       predicate=ast.unparse(e), value=bool(v), kept=kept))
 
     def _span(self, e: ast.AST, text: str):
-        self.scan.edits.append({"op": "span", "line": e.lineno, "col": e.col_offset,
-                                "end_line": e.end_lineno, "end_col": e.end_col_offset, "text": text})
+        self.scan.edits.append(span(e, text))
 
-    def _dedent_ok(self, a: int, b: int, cols: int) -> bool:
-        for ln in self._lines(a, b):
-            if ln.strip() and not ln.startswith(" " * cols):
-                return False
-        return True
-
-    def _is_elif(self, st: ast.If) -> bool:
-        if len(st.orelse) != 1 or not isinstance(st.orelse[0], ast.If):
-            return False
-        o = st.orelse[0]
-        return self.info.lines[o.lineno - 1].encode()[o.col_offset:].startswith(b"elif")
-
-    def _else_line(self, st: ast.If) -> int | None:
-        first = st.orelse[0]
-        start = first.lineno
-        for ln in range(start, st.body[-1].end_lineno, -1):
-            text = self.info.lines[ln - 1].strip()
-            if text.startswith("else") and text[4:].lstrip().startswith(":"):
-                return ln
-        return None
-
-    def _prune_elif(self, st: ast.If, value: bool):
-        """`elif test:` decided: the chain keeps its shape (the header before it is the parent's)."""
-        E = self.scan.edits
-        if value:
-            self._span(st.test, "True")
-            if st.orelse:
-                E.append({"op": "delete", "line": st.body[-1].end_lineno + 1, "end_line": st.end_lineno})
-            return
-        if not st.orelse:
-            E.append({"op": "delete", "line": st.lineno, "end_line": st.end_lineno})
-        elif self._is_elif(st):
-            E.append({"op": "delete", "line": st.lineno, "end_line": st.orelse[0].lineno - 1})
-        else:
-            else_line = self._else_line(st)
-            if else_line is None:   # `else:` on the body's last line: keep the text, decided
-                self._span(st.test, "False")
-            else:
-                E.append({"op": "delete", "line": st.lineno, "end_line": else_line - 1})
-
-    def _written_elif(self, st: ast.If) -> bool:
-        return self.info.lines[st.lineno - 1].encode()[st.col_offset:].startswith(b"elif")
-
-    def _prune_if(self, st: ast.If, value: bool, sole: bool):
-        E = self.scan.edits
-        if self._written_elif(st) and id(st) not in self._promoted:
-            self._prune_elif(st, value)
-            return
-        if value:
-            body = st.body
-            cols = body[0].col_offset - st.col_offset
-            multi = body[0].lineno > st.test.end_lineno
-            if multi and self._dedent_ok(body[0].lineno, body[-1].end_lineno, cols):
-                E.append({"op": "delete", "line": st.lineno, "end_line": body[0].lineno - 1})
-                E.append({"op": "dedent", "line": body[0].lineno, "end_line": body[-1].end_lineno, "cols": cols})
-            else:
-                self._span(st.test, "True")
-            if st.orelse:
-                E.append({"op": "delete", "line": body[-1].end_lineno + 1, "end_line": st.end_lineno})
-            return
-        if not st.orelse:
-            self._remove_stmt(st, sole)
-            return
-        if self._is_elif(st):
-            o = st.orelse[0]
-            E.append({"op": "delete", "line": st.lineno, "end_line": o.lineno - 1})
-            E.append({"op": "span", "line": o.lineno, "col": o.col_offset, "end_line": o.lineno,
-                      "end_col": o.col_offset + 4, "text": "if"})
-            self._promoted.add(id(o))   # now written `if`: pruned as one
-            return
-        else_line = self._else_line(st)
-        first, last = st.orelse[0], st.orelse[-1]
-        cols = first.col_offset - st.col_offset
-        if else_line is not None and first.lineno > else_line and self._dedent_ok(first.lineno, last.end_lineno, cols):
-            E.append({"op": "delete", "line": st.lineno, "end_line": first.lineno - 1})
-            E.append({"op": "dedent", "line": first.lineno, "end_line": last.end_lineno, "cols": cols})
-        else:
-            self._span(st.test, "False")
-            E.append({"op": "pass", "line": st.body[0].lineno, "end_line": st.body[-1].end_lineno,
-                      "indent": st.body[0].col_offset})
-
-    # ------------------------------------------------------------ expressions
     def _expr(self, e: ast.expr, runtime: bool = False, skip: set | None = None):
         if runtime:
             self.runtime_depth += 1
@@ -622,43 +424,11 @@ class RefScanner:
     def _walk_expr(self, e: ast.AST, skip: set):
         if id(e) in skip:
             return
-        if isinstance(e, ast.Call) and isinstance(e.func, ast.Name) and e.func.id in (
-                "getattr", "hasattr", "setattr") and len(e.args) >= 2 and isinstance(e.args[1], ast.Constant) \
-                and isinstance(e.args[1].value, str):
-            self.scan.attrs.add(e.args[1].value)
         if isinstance(e, ast.Call):
-            fname = e.func.attr if isinstance(e.func, ast.Attribute) else getattr(e.func, "id", "")
-            if fname in ("import_module", "__import__") and not (
-                    e.args and isinstance(e.args[0], ast.Constant)
-                    and not str(e.args[0].value).split(".")[0] in self.index.top_packages):
-                self.scan.dynamic.append((e.lineno, ast.unparse(e)[:120], self.runtime_depth == 0))
-            before = len(self.scan.refs)
-            self._walk_expr(e.func, skip)
-            for r in self.scan.refs[before:]:
-                r.called = True
-            if len(self.scan.refs) == before + 1 and self.scan.refs[-1].nodes[-1] is e.func:
-                self.scan.refs[-1].call = e
-            if (len(self.scan.refs) == before + 1 and e.args and isinstance(e.args[0], ast.Constant)
-                    and isinstance(e.args[0].value, str)):
-                self.scan.refs[-1].call_arg0 = e.args[0].value
-            for c in e.args + [k.value for k in e.keywords]:
-                self._walk_expr(c, skip)
+            self._walk_call(e, skip)
             return
         if isinstance(e, ast.Attribute):
-            chain = []
-            cur = e
-            while isinstance(cur, ast.Attribute):
-                chain.append(cur)
-                cur = cur.value
-            on_self = isinstance(cur, ast.Name) and self.receiver is not None and cur.id == self.receiver[0]
-            for a in chain[:-1] if on_self else chain:
-                self.scan.attrs.add(a.attr)
-            if on_self:
-                self.scan.self_attrs.append((chain[-1].attr, self.receiver[1]))
-            if isinstance(cur, ast.Name):
-                self._ref(cur, list(reversed(chain)))
-                return
-            self._walk_expr(cur, skip)
+            self._walk_attribute(e, skip)
             return
         if isinstance(e, ast.Name):
             if isinstance(e.ctx, ast.Load):
@@ -678,44 +448,88 @@ class RefScanner:
                 self._walk_expr(e.body if value else e.orelse, skip)
                 return
         if isinstance(e, ast.Lambda):
-            for d in e.args.defaults + [d for d in e.args.kw_defaults if d is not None]:
-                self._walk_expr(d, skip)
-            names = set(_arg_names(e.args))
-            self.scopes.append(_Scope("function", names, {}, set()))
-            self.runtime_depth += 1
-            receiver = self.receiver
-            if receiver is not None and receiver[0] in names:
-                self.receiver = None
-            self._walk_expr(e.body, skip)
-            self.receiver = receiver
-            self.runtime_depth -= 1
-            self.scopes.pop()
+            self._walk_lambda(e, skip)
             return
         if isinstance(e, (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
-            names = set()
-            for g in e.generators:
-                for n in ast.walk(g.target):
-                    if isinstance(n, ast.Name):
-                        names.add(n.id)
-            self._walk_expr(e.generators[0].iter, skip)
-            self.scopes.append(_Scope("function", names, {}, set()))
-            for i, g in enumerate(e.generators):
-                if i:
-                    self._walk_expr(g.iter, skip)
-                for c in g.ifs:
-                    self._walk_expr(c, skip)
-            if isinstance(e, ast.DictComp):
-                self._walk_expr(e.key, skip)
-                self._walk_expr(e.value, skip)
-            else:
-                self._walk_expr(e.elt, skip)
-            self.scopes.pop()
+            self._walk_comprehension(e, skip)
             return
         if isinstance(e, ast.NamedExpr):
             self._walk_expr(e.value, skip)
             return
         for c in ast.iter_child_nodes(e):
             self._walk_expr(c, skip)
+
+    def _walk_call(self, e: ast.Call, skip: set):
+        if isinstance(e.func, ast.Name) and e.func.id in (
+                "getattr", "hasattr", "setattr") and len(e.args) >= 2 and isinstance(e.args[1], ast.Constant) \
+                and isinstance(e.args[1].value, str):
+            self.scan.attrs.add(e.args[1].value)
+        fname = e.func.attr if isinstance(e.func, ast.Attribute) else getattr(e.func, "id", "")
+        if fname in ("import_module", "__import__") and not (
+                e.args and isinstance(e.args[0], ast.Constant)
+                and not str(e.args[0].value).split(".")[0] in self.index.top_packages):
+            self.scan.dynamic.append((e.lineno, ast.unparse(e)[:120], self.runtime_depth == 0))
+        before = len(self.scan.refs)
+        self._walk_expr(e.func, skip)
+        for r in self.scan.refs[before:]:
+            r.called = True
+        if len(self.scan.refs) == before + 1 and self.scan.refs[-1].nodes[-1] is e.func:
+            self.scan.refs[-1].call = e
+        if (len(self.scan.refs) == before + 1 and e.args and isinstance(e.args[0], ast.Constant)
+                and isinstance(e.args[0].value, str)):
+            self.scan.refs[-1].call_arg0 = e.args[0].value
+        for c in e.args + [k.value for k in e.keywords]:
+            self._walk_expr(c, skip)
+
+    def _walk_attribute(self, e: ast.Attribute, skip: set):
+        chain = []
+        cur = e
+        while isinstance(cur, ast.Attribute):
+            chain.append(cur)
+            cur = cur.value
+        on_self = isinstance(cur, ast.Name) and self.receiver is not None and cur.id == self.receiver[0]
+        for a in chain[:-1] if on_self else chain:
+            self.scan.attrs.add(a.attr)
+        if on_self:
+            self.scan.self_attrs.append((chain[-1].attr, self.receiver[1]))
+        if isinstance(cur, ast.Name):
+            self._ref(cur, list(reversed(chain)))
+            return
+        self._walk_expr(cur, skip)
+
+    def _walk_lambda(self, e: ast.Lambda, skip: set):
+        for d in e.args.defaults + [d for d in e.args.kw_defaults if d is not None]:
+            self._walk_expr(d, skip)
+        names = set(_arg_names(e.args))
+        self.scopes.append(_Scope("function", names, {}, set()))
+        self.runtime_depth += 1
+        receiver = self.receiver
+        if receiver is not None and receiver[0] in names:
+            self.receiver = None
+        self._walk_expr(e.body, skip)
+        self.receiver = receiver
+        self.runtime_depth -= 1
+        self.scopes.pop()
+
+    def _walk_comprehension(self, e: ast.expr, skip: set):
+        names = set()
+        for g in e.generators:
+            for n in ast.walk(g.target):
+                if isinstance(n, ast.Name):
+                    names.add(n.id)
+        self._walk_expr(e.generators[0].iter, skip)
+        self.scopes.append(_Scope("function", names, {}, set()))
+        for i, g in enumerate(e.generators):
+            if i:
+                self._walk_expr(g.iter, skip)
+            for c in g.ifs:
+                self._walk_expr(c, skip)
+        if isinstance(e, ast.DictComp):
+            self._walk_expr(e.key, skip)
+            self._walk_expr(e.value, skip)
+        else:
+            self._walk_expr(e.elt, skip)
+        self.scopes.pop()
 
 
 class Scanner:
