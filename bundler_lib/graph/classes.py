@@ -224,7 +224,7 @@ class SelfReads:
         """Queue the pending members that a `self.<name>` read can reach: `self` in a method of class C is an
         instance of a reached class E whose MRO holds C; the member of class D runs when D is in E's MRO too.
         A class with a base the tree does not resolve may hold any class. Returns whether any was queued."""
-        names = [a for a in self._self_reads if a in g.pending]
+        names = [a for a in self._self_reads if g.waits_for(a)]
         if not names:
             return False
         mros = []
@@ -236,18 +236,12 @@ class SelfReads:
         queued = False
         for a in names:
             readers = self._self_reads[a]
-            keep = []
-            for n, st in g.pending[a]:
+
+            def reached(n, st) -> bool:
                 d = id(n.stmt)
-                if any(opened or (d in ids and any(c in ids for c in readers)) for ids, opened in mros):
-                    g.mqueue.append((n, st))
-                    queued = True
-                else:
-                    keep.append((n, st))
-            if keep:
-                g.pending[a] = keep
-            else:
-                del g.pending[a]
+                return any(opened or (d in ids and any(c in ids for c in readers)) for ids, opened in mros)
+
+            queued = g.release_waiting(a, reached) or queued
         return queued
 
 
@@ -272,7 +266,7 @@ class AbstractStubs:
         released = [k for k, (n, st) in self._deferred.items() if self._needed(g, n, st)]
         for k in released:
             self._released.add(k)
-            g.mqueue.append(self._deferred.pop(k))
+            g.enqueue(*self._deferred.pop(k))
         return bool(released)
 
     def _needed(self, g, n, st: ast.FunctionDef) -> bool:

@@ -237,6 +237,35 @@ class Engine:
             for item in self.pending.pop(a, []):
                 self.mqueue.append(item)
 
+    def waits_for(self, name: str) -> bool:
+        """Some member waits for attribute `name` to be read."""
+        return name in self.pending
+
+    def release_waiting(self, name: str, which) -> bool:
+        """Process the members waiting for `name` for which `which(n, st)` holds (before `name` is read);
+        returns whether any was."""
+        keep, released = [], False
+        for n, st in self.pending[name]:
+            if which(n, st):
+                self.mqueue.append((n, st))
+                released = True
+            else:
+                keep.append((n, st))
+        if keep:
+            self.pending[name] = keep
+        else:
+            del self.pending[name]
+        return released
+
+    def enqueue(self, n: Node, item) -> None:
+        """Process `item` of node n: a member statement of its class, or a rule's (handler, arg), called as
+        handler(engine, n, arg)."""
+        self.mqueue.append((n, item))
+
+    def rescan(self, key: tuple[str, int]) -> None:
+        """Scan node `key` again (a rule changed what its scan follows, e.g. g.annotated)."""
+        self.queue.append(key)
+
     def member_waits(self, n: Node, st: ast.stmt, name: str) -> None:
         """Member `st` of n is processed once attribute `name` is read (now, if it already is)."""
         if name in self.attr_names:

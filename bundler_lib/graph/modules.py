@@ -72,7 +72,7 @@ class KeyedDicts:
         self.getattr_keys.setdefault(module, set()).add(name)
         for k, node in list(g.nodes.items()):
             if k[0] == module and node.entries is not None:
-                g.mqueue.append((node, (self.entry, name)))
+                g.enqueue(node, (self.entry, name))
 
     def claim(self, g, n) -> bool:
         if n.key[1] not in self.keyed_dicts(n.module):
@@ -84,7 +84,7 @@ class KeyedDicts:
         if n.key in self._full:
             keys = set(n.entries)
         for key in sorted(keys):
-            g.mqueue.append((n, (self.entry, key)))
+            g.enqueue(n, (self.entry, key))
         return True
 
     def entry(self, g, n, key: str) -> None:
@@ -105,7 +105,7 @@ class KeyedDicts:
                 # read other than through __getattr__: keep every entry
                 dep = g.node_for(t.module, st, by_ref=True)
                 for key in sorted(k.value for k in st.node.value.keys):
-                    g.mqueue.append((dep, (self.entry, key)))
+                    g.enqueue(dep, (self.entry, key))
         return False
 
     def _accessor_call(self, g, ref, t) -> None:
@@ -120,7 +120,7 @@ class KeyedDicts:
                 for k2, node in list(g.nodes.items()):
                     if k2 == (t.module, idx):
                         for key in (keys or sorted(k.value for k in node.stmt.value.keys)):
-                            g.mqueue.append((node, (self.entry, key)))
+                            g.enqueue(node, (self.entry, key))
                 if keys is None:
                     self._full.add((t.module, idx))
 

@@ -103,7 +103,7 @@ class TorchOps:
         if key not in g.annotated:
             g.annotated.add(key)
             if key in g.nodes and g.nodes[key].scan is not None:
-                g.queue.append(key)   # scan again, following its annotations
+                g.rescan(key)   # scan again, following its annotations
         dep = g.node_for(t.module, t.stmts[-1])
         n.deps[dep.key] = n.deps.get(dep.key, False) or ref.importtime
         n.op_links.append((ref, op, dep.key, t.name))
