@@ -17,6 +17,7 @@ import ast
 
 from .abstract import abstract_stubs, c3, declares_abc, super_reads
 from .defs import Defs, bases
+from .engine import Rule
 from .index import overload_stubs
 
 # External bases under which a class attribute stays a plain class attribute.
@@ -93,7 +94,7 @@ class Mro:
         return hit
 
 
-class ClassMembers:
+class ClassMembers(Rule):
     name = "class-members"
     decides = "which methods and class attributes of a reached class are kept (those read by name)"
 
@@ -153,7 +154,7 @@ class ClassMembers:
         return True
 
 
-class ClassConstants:
+class ClassConstants(Rule):
     name = "class-constants"
     decides = "`Cls.CONST` bound to a literal in the class body is read as that literal (the class not reached)"
     link_kinds = ("node",)
@@ -206,7 +207,7 @@ def _class_binding(st: ast.ClassDef, attr: str) -> tuple[ast.expr | None, bool]:
     return value, field_default
 
 
-class SelfReads:
+class SelfReads(Rule):
     name = "self-reads"
     decides = "which classes' members a `self.<name>` read reaches (the classes `self` can be an instance of)"
 
@@ -245,7 +246,7 @@ class SelfReads:
         return queued
 
 
-class AbstractStubs:
+class AbstractStubs(Rule):
     name = "abstract-stubs"
     decides = "an abstract method that does nothing is left out unless something can run it (abstract.py)"
 

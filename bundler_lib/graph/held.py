@@ -7,11 +7,12 @@ from __future__ import annotations
 import ast
 
 from .defs import caches
+from .engine import Rule
 from .guards import _UNKNOWN
 from .scopes import literal_defaults
 
 
-class HeldBranches:
+class HeldBranches(Rule):
     name = "held-branches"
     decides = ("a branch of a module-level function that its parameters' defaults decide is pruned when every "
                "call in the closure leaves those parameters at their defaults")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 
+from .engine import Rule
 from .refs import Scan
 
 
@@ -38,7 +39,7 @@ def _accessor_of(fn: ast.AST, dname: str) -> bool:
     return uses > 0
 
 
-class KeyedDicts:
+class KeyedDicts(Rule):
     name = "keyed-dicts"
     decides = "which entries of a dict literal read by name (module __getattr__, an accessor function) are kept"
     link_kinds = ("node",)
@@ -129,7 +130,7 @@ class KeyedDicts:
         return n.kind == "function" and _accessor_of(n.stmt, dname)
 
 
-class ModuleGetattr:
+class ModuleGetattr(Rule):
     name = "module-getattr"
     decides = "a name a module provides through its __getattr__ reaches that function (and its dict entry)"
     link_kinds = ("dynamic",)
@@ -151,7 +152,7 @@ class ModuleGetattr:
         return True
 
 
-class ModuleValue:
+class ModuleValue(Rule):
     name = "module-value"
     decides = "a module object used as a value is embedded whole when it imports nothing of the tree"
     link_kinds = ("module",)

@@ -7,6 +7,7 @@ import ast
 
 from bundler_lib.errors import StageError
 from bundler_lib.variant import BY_NAME_REGISTRIES
+from ..engine import Rule
 
 STAGE = "A1 graph"
 
@@ -23,7 +24,7 @@ _TEMPLATE = ("def @@NAME@@(qualname: str):\n"
              "    return getattr(importlib.import_module(module_name), obj_name)\n")
 
 
-class ByNameResolver:
+class ByNameResolver(Rule):
     name = "by-name-resolver"
     decides = ("vLLM's resolve_obj_by_qualname is replaced by a resolver over the classes the variant selects by "
                "name (attention_backend -> its backend class, inlined)")

@@ -5,9 +5,10 @@
 from __future__ import annotations
 
 import ast
+from ..engine import Rule
 
 
-class IrOpPriority:
+class IrOpPriority(Rule):
     name = "ir-op-priority"
     decides = ("for each IR op reached: the registrations of the variant's providers (vllm/kernels/<provider>.py) "
                "and a statement that sets the variant's ir_op_priority as the worker does")

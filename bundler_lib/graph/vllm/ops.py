@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import re
 
+from ..engine import Rule
 from ..index import TreeIndex
 from ..scans import TreeScans
 
@@ -42,7 +43,7 @@ def registrations_scan(index: TreeIndex):
     return scan
 
 
-class TorchOps:
+class TorchOps(Rule):
     name = "torch-ops"
     decides = ("a torch.ops call is a compiled op of the tree (cuda_ops, for A4), a vLLM Python custom op (reaches "
                "the function registered for it) or another library's op")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from bundler_lib.errors import StageError
 from bundler_lib.variant import foreign_forwards, foreign_platform, platform_class
+from ..engine import Rule
 
 STAGE = "A1 graph"
 
@@ -14,7 +15,7 @@ def root_drops(variant: dict) -> set[str]:
     return foreign_forwards(variant)
 
 
-class ForeignPlatformModules:
+class ForeignPlatformModules(Rule):
     name = "foreign-platform-modules"
     decides = "a run-time reference into another platform's module (vllm.platforms.rocm on CUDA) is not inlined"
     link_kinds = ("node",)
@@ -31,7 +32,7 @@ class ForeignPlatformModules:
         return True
 
 
-class CurrentPlatform:
+class CurrentPlatform(Rule):
     name = "current-platform"
     decides = "`current_platform` (vllm.platforms' lazy __getattr__) is bound to the variant's platform class"
     link_kinds = ("dynamic",)
