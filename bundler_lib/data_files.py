@@ -37,7 +37,7 @@ from pathlib import Path
 
 from bundler_lib.artifacts import read_json, write_json, write_text
 from bundler_lib.errors import StageError
-from bundler_lib.graph.edits import apply_edits, file_header, license_of
+from bundler_lib.common.edits import apply_edits, file_header, license_of
 
 STAGE = "A3 collect-triton (data files)"
 READS = "A3.data_reads.json"

@@ -7,7 +7,7 @@ import pytest
 from bundler_lib import collect_python, collect_triton
 from bundler_lib.collect_python import _indent_block, external_statements, optional_nodes
 from bundler_lib.errors import StageError
-from bundler_lib.graph.edits import apply_edits, file_header
+from bundler_lib.common.edits import apply_edits, file_header
 
 SRC = """\
 # SPDX-License-Identifier: Apache-2.0

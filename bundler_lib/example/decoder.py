@@ -8,29 +8,13 @@ layer, the attention metadata, and the call inside a forward context. The config
 `state.py` (stand-ins set on the bundle's own module state); this file adds the rest.
 """
 
+from bundler_lib.common.example_roots import DECODER_LAYER_ROOTS
 from bundler_lib.example import state
 
 REQUIRED = ["vllm_config", "forward_context"]
 
-# What the example calls or needs that a layer's own code does not reach (vLLM's loader and engine do):
-# A1 should take these as extra roots of a decoder-layer bundle, or the example stops at that step.
-# Seen on an H100 with a 0.26.0 bundle: without the process_weights_after_loading methods the MoE kernel
-# is never built (`assert self.moe_kernel is not None`); without the TRITON_ATTN classes the attention
-# backend cannot be selected (its qualname is imported at run time).
-EXAMPLE_ROOTS = [
-    "vllm/model_executor/layers/quantization/base_config.py::QuantizeMethodBase.process_weights_after_loading",
-    "vllm/model_executor/layers/linear.py::UnquantizedLinearMethod.process_weights_after_loading",
-    "vllm/model_executor/layers/fused_moe/unquantized_fused_moe_method.py::"
-    "UnquantizedFusedMoEMethod.process_weights_after_loading",
-    "vllm/model_executor/layers/attention/attention.py::Attention.process_weights_after_loading",
-    "vllm/v1/attention/backends/triton_attn.py::TritonAttentionBackend",
-    "vllm/v1/attention/backends/triton_attn.py::TritonAttentionImpl",
-    "vllm/v1/attention/backends/triton_attn.py::TritonAttentionMetadata",
-    "vllm/v1/attention/backends/triton_attn.py::MIN_LAUNCH_GRID_SIZE_2D",
-    "vllm/v1/attention/backends/triton_attn.py::NUM_PAR_SOFTMAX_SEGMENTS",
-    "vllm/v1/worker/workspace.py::WorkspaceManager",
-    "vllm/v1/worker/workspace.py::_manager",
-]
+# What the example needs beyond the layer's closure: extra roots A1 reads as data (common/example_roots.py).
+EXAMPLE_ROOTS = list(DECODER_LAYER_ROOTS)
 
 
 def extra_roots() -> list[str]:

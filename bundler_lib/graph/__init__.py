@@ -2,7 +2,9 @@
 
 Modules: index (tree modules, parsing cache, top-level bindings), locate (find the definition),
 refs (names a definition reads, guard pruning, edits), guards (variant predicates), resolve (name ->
-definition across imports), reach (the graph walk), emit (order, sections, renames, edits).
+definition across imports), engine (the worklist, calling rules), the rules (classes, held, modules; vllm/ for
+those that know vLLM's names, and the list of rules), predicates (the evaluator's oracle), scans (tree-wide
+text scans for the memo), emit (order, sections, renames, edits).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import sys
 from pathlib import Path
 
 from bundler_lib.artifacts import write_json
+from bundler_lib.common.example_roots import extra_roots
 from bundler_lib.errors import StageError
 from bundler_lib.variant import resolve as resolve_variant
 
@@ -19,22 +22,19 @@ from .emit import _node_id, emit_names, external_names, node_edits, order, secti
 from . import memo
 from .index import TreeIndex
 from .locate import locate
-from .reach import Graph
+from . import vllm
 
 STAGE = "A1 graph"
 
 
-def _reach(index: TreeIndex, variant: dict, module: str, symbol: str, rel: str, dataclass_annotations: bool):
-    g = Graph(index, variant)
-    g.ge.dataclass_annotations = dataclass_annotations
-    root = g.build(module, symbol)
-    from bundler_lib.example import extra_roots   # what invocation_example() needs beyond the symbol
-    extra = extra_roots({"symbol": symbol, "kind": root.kind, "def_file": rel})
+def _reach(index: TreeIndex, variant: dict, module: str, symbol: str, dataclass_annotations: bool):
+    c = vllm.closure(index, variant, dataclass_annotations)
+    root = c.engine.build(module, symbol)
+    extra = extra_roots(symbol, root.kind)   # what A6's invocation_example() needs beyond the symbol (data)
     if extra:
-        g.add_roots(extra, "needed by invocation_example()")
-    g.add_ir_providers()
-    g.settle_held()
-    return g, root
+        c.engine.add_roots(extra, "needed by invocation_example()")
+    c.engine.finish()
+    return c, root
 
 
 def build(tree: Path, symbol: str, hint: str | None = None, variant: dict | None = None,
@@ -65,33 +65,77 @@ class _Rescan:
 
     def __init__(self, index: TreeIndex, variant: dict, symbol: str, hint: str | None):
         self.index, self.symbol, self.hint = index, symbol, hint
-        self.graph = Graph(index, variant)
+        self.scans = vllm.tree_scans(index)
 
     def __call__(self, name: str):
         if name == "locate":
             return list(locate(self.index, self.symbol, self.hint))
-        return self.graph.scan(name)
+        return self.scans.recompute(name)
 
 
 def _build(index: TreeIndex, variant: dict, symbol: str, hint: str | None):
     """(graph, the tree-wide scans it was built from) for the variant (with its model_facts)."""
     module, rel = locate(index, symbol, hint)
-    g, root = _reach(index, variant, module, symbol, rel, False)
-    readers = g.annotation_readers()
-    first_scans = g.scans
+    c, root = _reach(index, variant, module, symbol, False)
+    readers = c.engine.annotation_readers()
+    first_scans = c.scans.record
     if readers:
         # the bundle's annotations are postponed: with a reader of them in the closure, keep what every
         # dataclass field annotation names, not only ClassVar/InitVar
-        g, root = _reach(index, variant, module, symbol, rel, True)
+        c, root = _reach(index, variant, module, symbol, True)
+    g = c.engine
+    if readers:
         g.notes.append(f"the closure reads annotations at run time ({', '.join(readers)}): every dataclass's "
                        "field annotations are followed")
     nodes = order(g, root)
     sections(g, nodes)
     emit = emit_names(g, nodes, root)
     ext = external_names(g, nodes, root.name)
+    ids = _unique_ids(nodes)
+    python_nodes, triton_kernels, renames = _node_entries(g, nodes, ids, emit, ext)
+    edges = sorted({(ids[n.key], ids[d]) for n in nodes for d in n.deps if d in ids})
+    imports, importtime, evaluated = _imports(g, nodes, ext)
+    unresolved, dynamic, notes = _problems(g, symbol)
+    custom = [{"op": op, "target": emit[k][g.nodes[k].name] if g.nodes[k].name in emit[k] else g.nodes[k].name}
+              for op, k in sorted(c.ops.python_custom_ops.items())]
+    cuda_ops = []
+    for k in sorted(c.ops.cuda_ops):
+        e = dict(c.ops.cuda_ops[k])
+        e["call_sites"] = sorted(e["call_sites"], key=lambda s: (s["file"], s["line"]))
+        cuda_ops.append(e)
+    kind = "class" if root.kind == "class" else ("function" if root.kind == "function" else root.kind)
+    files = sorted({n.file for n in nodes})
+    graph = {
+        "status": "ok",
+        "symbol": symbol,
+        "kind": kind,
+        "def_file": rel,
+        "def_line": getattr(root.stmt, "lineno", root.line),
+        "variant": {k: v for k, v in variant.items() if k != "model_facts"},
+        "model_facts": variant["model_facts"],
+        "files": files,
+        "python_nodes": python_nodes,
+        "triton_kernels": triton_kernels,
+        "cuda_ops": cuda_ops,
+        "python_custom_ops": custom,
+        "imports_external": imports,
+        "imports_runtime_only": sorted(set(imports) - importtime),
+        "imports_annotation_only": sorted(set(imports) - evaluated),
+        "edges": [list(e) for e in edges],
+        "guards": _guards(nodes),
+        "renames": dict(sorted(renames.items())),
+        "unresolved": unresolved,
+        "dynamic_imports": dynamic,
+        "notes": notes,
+        "stats": {"nodes": len(nodes), "files": len(files), "lines": _inlined_lines(nodes),
+                  "modules_parsed": len(index.parsed)},
+    }
+    return graph, {**first_scans, **c.scans.record, "locate": [module, rel]}
 
+
+def _unique_ids(nodes: list) -> dict:
+    """Node key -> id; ids must be unique: several statements may define the same name in one file."""
     ids = {n.key: _node_id(n) for n in nodes}
-    # ids must be unique: several statements may define the same name in one file
     seen: dict[str, int] = {}
     for n in nodes:
         i = ids[n.key]
@@ -100,7 +144,11 @@ def _build(index: TreeIndex, variant: dict, symbol: str, hint: str | None):
             ids[n.key] = f"{i}#{seen[i]}"
         else:
             seen[i] = 1
+    return ids
 
+
+def _node_entries(g, nodes: list, ids: dict, emit: dict, ext: dict):
+    """(python_nodes, triton_kernels, renames) of A1.graph.json."""
     python_nodes = []
     triton_kernels = []
     renames = {}
@@ -127,8 +175,10 @@ def _build(index: TreeIndex, variant: dict, symbol: str, hint: str | None):
         for k, v in emit[n.key].items():
             if k != v:
                 renames[ids[n.key] if k == n.name else f"{n.file}::{k}"] = v
+    return python_nodes, triton_kernels, renames
 
-    edges = sorted({(ids[n.key], ids[d]) for n in nodes for d in n.deps if d in ids})
+
+def _guards(nodes: list) -> list[dict]:
     guards = []
     for n in nodes:
         for sc in ([n.scan] if n.scan else []) + n.scans:
@@ -137,12 +187,22 @@ def _build(index: TreeIndex, variant: dict, symbol: str, hint: str | None):
                                "predicate": gd.predicate, "value": gd.value, "kept": gd.kept,
                                **({"assumes": gd.assumes} if gd.assumes else {})})
     guards = sorted({tuple(sorted(x.items())) for x in guards})
-    guards = [dict(x) for x in guards]
-    imports = sorted({v[0] for v in ext.values()} | {i for n in nodes if n.synthetic for i in n.synthetic["imports"]})
+    return [dict(x) for x in guards]
+
+
+def _imports(g, nodes: list, ext: dict) -> tuple[list, set, set]:
+    """(every external import, those executed at import time, those evaluated at all)."""
+    synthetic = {i for n in nodes if n.synthetic for i in n.synthetic["imports"]}
+    imports = sorted({v[0] for v in ext.values()} | synthetic)
     importtime = {ext[stmt][0] for n in nodes for ref, stmt, _, _ in n.ext_links if ref.importtime}
-    importtime |= {i for n in nodes if n.synthetic for i in n.synthetic["imports"]}
+    importtime |= synthetic
     evaluated = {ext[stmt][0] for n in nodes for ref, stmt, _, _ in n.ext_links if id(ref) not in g.lazy_refs}
-    evaluated |= {i for n in nodes if n.synthetic for i in n.synthetic["imports"]}
+    evaluated |= synthetic
+    return imports, importtime, evaluated
+
+
+def _problems(g, symbol: str) -> tuple[list, list, list]:
+    """(unresolved references, dynamic imports, notes); an unresolved reference needed at import time fails."""
     notes = sorted(set(g.notes))
     unresolved = sorted({tuple(sorted(u.items())) for u in g.unresolved})
     unresolved = [dict(u) for u in unresolved]
@@ -158,45 +218,14 @@ def _build(index: TreeIndex, variant: dict, symbol: str, hint: str | None):
     for u in unresolved:
         notes.append(f"unresolved {'import-time' if u['importtime'] else 'run-time'} reference "
                      f"{u['name']} at {u['file']}:{u['line']}: {u['reason']}")
-    custom = [{"op": op, "target": emit[k][g.nodes[k].name] if g.nodes[k].name in emit[k] else g.nodes[k].name}
-              for op, k in sorted(g.python_custom_ops.items())]
-    cuda_ops = []
-    for k in sorted(g.cuda_ops):
-        e = dict(g.cuda_ops[k])
-        e["call_sites"] = sorted(e["call_sites"], key=lambda s: (s["file"], s["line"]))
-        cuda_ops.append(e)
-    root_def = root.stmt
-    kind = "class" if root.kind == "class" else ("function" if root.kind == "function" else root.kind)
-    files = sorted({n.file for n in nodes})
-    graph = {
-        "status": "ok",
-        "symbol": symbol,
-        "kind": kind,
-        "def_file": rel,
-        "def_line": getattr(root_def, "lineno", root.line),
-        "variant": {k: v for k, v in variant.items() if k != "model_facts"},
-        "model_facts": variant["model_facts"],
-        "files": files,
-        "python_nodes": python_nodes,
-        "triton_kernels": triton_kernels,
-        "cuda_ops": cuda_ops,
-        "python_custom_ops": custom,
-        "imports_external": imports,
-        "imports_runtime_only": sorted(set(imports) - importtime),
-        "imports_annotation_only": sorted(set(imports) - evaluated),
-        "edges": [list(e) for e in edges],
-        "guards": guards,
-        "renames": dict(sorted(renames.items())),
-        "unresolved": unresolved,
-        "dynamic_imports": dynamic,
-        "notes": notes,
-        "stats": {"nodes": len(nodes), "files": len(files),
-                  "lines": sum(n.end_line - n.line + 1 - sum(
-                      st.end_lineno - min([st.lineno] + [d.lineno for d in getattr(st, "decorator_list", [])]) + 1
-                      for st in n.dropped.values()) for n in nodes if n.stmt is not None),
-                  "modules_parsed": len(index.parsed)},
-    }
-    return graph, {**first_scans, **g.scans, "locate": [module, rel]}
+    return unresolved, dynamic, notes
+
+
+def _inlined_lines(nodes: list) -> int:
+    """The lines of the tree inlined: each node's, less its class-body members left out."""
+    return sum(n.end_line - n.line + 1 - sum(
+        st.end_lineno - min([st.lineno] + [d.lineno for d in getattr(st, "decorator_list", [])]) + 1
+        for st in n.dropped.values()) for n in nodes if n.stmt is not None)
 
 
 def run(tree: Path, out: Path, symbol: str, hint: str | None = None, variant: dict | None = None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 import heapq
 
-from .reach import Graph, Node
+from .engine import Engine as Graph, Node
 
 _FORCE_RENAME = {"__getattr__", "__dir__", "__setattr__", "__all__"}
 
@@ -298,27 +298,52 @@ def _dict_entry_edits(n: Node, lines: list[str]) -> list[dict]:
     return edits
 
 
+def _dropped_member_edits(n: Node, lines: list[str]) -> list[dict]:
+    """Delete the class-body members left out (with the comment lines right above each)."""
+    edits = []
+    body = n.stmt.body
+    kept = [st for st in body if id(st) not in n.dropped]
+    prev_end = n.stmt.lineno
+    for st in body:
+        a = min([st.lineno] + [d.lineno for d in getattr(st, "decorator_list", [])])
+        if id(st) in n.dropped:
+            # with the comment lines right above it
+            while a - 1 > prev_end and lines[a - 2].strip().startswith("#"):
+                a -= 1
+            edits.append({"op": "delete", "line": a, "end_line": st.end_lineno})
+        prev_end = st.end_lineno
+    if not kept:
+        first = min([body[0].lineno] + [d.lineno for d in getattr(body[0], "decorator_list", [])])
+        edits.append({"op": "pass", "line": first, "end_line": first, "indent": body[0].col_offset})
+    return edits
+
+
+def _global_edits(g: Graph, n: Node, emit: dict[tuple, dict[str, str]]) -> list[dict]:
+    """`global x` statements of the node naming renamed module globals, renamed."""
+    edits = []
+    for sub in ast.walk(n.stmt):
+        if isinstance(sub, ast.Global):
+            mod_ren = {}
+            for nm in sub.names:
+                t = g.res.name(n.module, nm)
+                if t.kind == "node":
+                    k = (t.module, t.stmts[-1].idx)
+                    if k in emit:
+                        mod_ren[nm] = emit[k].get(nm, nm)
+            if any(mod_ren.get(x, x) != x for x in sub.names):
+                edits.append({"op": "span", "line": sub.lineno, "col": sub.col_offset,
+                              "end_line": sub.end_lineno, "end_col": sub.end_col_offset,
+                              "text": "global " + ", ".join(mod_ren.get(x, x) for x in sub.names)})
+    return edits
+
+
 def node_edits(g: Graph, n: Node, emit: dict[tuple, dict[str, str]], ext: dict) -> list[dict]:
     info = g.index.get(n.module)
     edits = [e for sc in ([n.scan] if n.scan else []) + n.scans for e in sc.edits] + list(n.extra_edits)
     if n.entries is not None:
         edits += _dict_entry_edits(n, g.index.get(n.module).lines)
     if n.dropped and isinstance(n.stmt, ast.ClassDef):
-        body = n.stmt.body
-        kept = [st for st in body if id(st) not in n.dropped]
-        lines = g.index.get(n.module).lines
-        prev_end = n.stmt.lineno
-        for st in body:
-            a = min([st.lineno] + [d.lineno for d in getattr(st, "decorator_list", [])])
-            if id(st) in n.dropped:
-                # with the comment lines right above it
-                while a - 1 > prev_end and lines[a - 2].strip().startswith("#"):
-                    a -= 1
-                edits.append({"op": "delete", "line": a, "end_line": st.end_lineno})
-            prev_end = st.end_lineno
-        if not kept:
-            first = min([body[0].lineno] + [d.lineno for d in getattr(body[0], "decorator_list", [])])
-            edits.append({"op": "pass", "line": first, "end_line": first, "indent": body[0].col_offset})
+        edits += _dropped_member_edits(n, info.lines)
     for ref, stmt, bound, _ in n.ext_links:
         new = ext[stmt][1]
         if new != ref.name:
@@ -357,19 +382,7 @@ def node_edits(g: Graph, n: Node, emit: dict[tuple, dict[str, str]], ext: dict) 
                       "end_col": last.end_col_offset, "text": new})
     # `global x` statements naming renamed module globals
     if n.stmt is not None and any("global " in ln for ln in info.lines[n.line - 1:n.end_line]):
-        for sub in ast.walk(n.stmt):
-            if isinstance(sub, ast.Global):
-                mod_ren = {}
-                for nm in sub.names:
-                    t = g.res.name(n.module, nm)
-                    if t.kind == "node":
-                        k = (t.module, t.stmts[-1].idx)
-                        if k in emit:
-                            mod_ren[nm] = emit[k].get(nm, nm)
-                if any(mod_ren.get(x, x) != x for x in sub.names):
-                    edits.append({"op": "span", "line": sub.lineno, "col": sub.col_offset,
-                                  "end_line": sub.end_lineno, "end_col": sub.end_col_offset,
-                                  "text": "global " + ", ".join(mod_ren.get(x, x) for x in sub.names)})
+        edits += _global_edits(g, n, emit)
     # drop exact duplicates, keep deterministic order
     uniq = []
     seen = set()

@@ -1,14 +1,16 @@
 """Guard predicates: evaluate branch conditions that the variant decides.
 
-`GuardEval(variant).evaluate(expr)` returns (value, atoms): value is True/False when the whole test is
-decided by the variant, None otherwise; atoms are the decided sub-expressions [(expr, value, text)].
+`GuardEval(variant, oracle).evaluate(expr, where)` returns (value, atoms): value is True/False when the whole
+test is decided by the variant, None otherwise; atoms are the decided sub-expressions [(expr, value)]. `where`
+(Where) says what is known of the code around the expression; `oracle` (Oracle) answers what needs the graph.
 """
 
 from __future__ import annotations
 
 import ast
 import re
-from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Mapping
 
 from bundler_lib.variant import parallel_sizes, platform_predicates
 
@@ -52,32 +54,56 @@ def _tail(e: ast.expr) -> str | None:
     return None
 
 
+PLATFORM_NAMES = frozenset({"current_platform", "platform"})
+
+
+@dataclass(frozen=True)
+class Where:
+    """What the evaluator knows of the code around an expression, given by the caller with each evaluation
+    (the scanner for a scanned statement; a predicate for the body it evaluates)."""
+    module: str = ""                                 # the module whose code it is
+    cls: tuple | None = None                         # (module, ClassDef) whose body or method it is in
+    locals: Mapping = field(default_factory=dict)    # the enclosing function's single assignments
+    local_names: frozenset = frozenset()             # names local to the enclosing functions
+    literal_bools: bool = False                      # True/False literals decide (a predicate's body)
+    params: Mapping = field(default_factory=dict)    # parameter -> known value (a held branch, a predicate call)
+    platform_names: frozenset = PLATFORM_NAMES       # names bound to current_platform
+    used_params: set = field(default_factory=set)    # out: the parameters of `params` the value rests on
+
+
+class Oracle:
+    """What the evaluator asks the graph (predicates.py and vllm/ give the answers; these are the defaults)."""
+
+    def unquantized_bases(self) -> set[str]:
+        """Names of the classes an `Unquantized*` class of the tree derives from."""
+        return set()
+
+    def env_default(self, name: str):
+        """The default value of envs.<name>, or _UNKNOWN."""
+        return _UNKNOWN
+
+    def method_predicate(self, module: str, cls: str, method: str) -> bool | None:
+        """The value of `Cls.method()`, a class's predicate method the variant decides, or None."""
+        return None
+
+    def function_predicate(self, module: str, name: str, args: tuple) -> bool | None:
+        """The value of `f(*args)`, a module-level function returning a test the variant and the known argument
+        values decide, or None."""
+        return None
+
+    def global_predicate(self, module: str, name: str) -> bool | None:
+        """The value of a module-level name bound once to a decided test (`IS_ROCM = current_platform.is_rocm()`)."""
+        return None
+
+    def is_custom_op(self, module: str, cls: ast.ClassDef) -> bool:
+        """The class is vLLM's CustomOp or derives from it (its `enabled()` reads custom_ops)."""
+        return False
+
+
 class GuardEval:
-    def __init__(self, variant: dict):
+    def __init__(self, variant: dict, oracle: Oracle | None = None):
         self.variant = variant
-        self.platform_names = {"current_platform", "platform"}
-        self.unquantized_bases = lambda: set()   # set by the graph: names of Unquantized* classes' bases
-        self.env_default = lambda name: _UNKNOWN   # set by the graph: default value of envs.<name>
-        # set by the graph: the value of `Cls.method()` (a class's predicate method), or None
-        self.method_predicate = lambda module, cls, method: None
-        # set by the graph: the value of `f(args)`, a module-level function returning a test that the variant
-        # and the known argument values decide, or None
-        self.function_predicate = lambda module, name, args: None
-        # set by the graph: the value of a module-level name bound once to a decided test
-        # (`IS_ROCM = current_platform.is_rocm()`), or None
-        self.global_predicate = lambda module, name: None
-        # set by the graph: the class (module, ClassDef) is a CustomOp (its `enabled()` reads custom_ops)
-        self.is_custom_op = lambda module, cls: False
-        self.cls: tuple[str, ast.ClassDef] | None = None   # the class whose body or method is being scanned
-        self.local_names: frozenset = frozenset()   # set by the scanner: names local to enclosing functions
-        self.module = ""   # the module whose code is being evaluated (set by the scanner)
-        self.literal_bools = False   # True/False literals decide, while evaluating a predicate method's body
-        # follow stdlib dataclasses' field annotations (when the closure reads annotations at run time)
-        self.dataclass_annotations = False
-        self.locals: dict[str, ast.expr] = {}   # set by the scanner per function: single assignments
-        # set by the scanner while it tries a held branch: parameter -> its default, and the ones read
-        self.params: dict[str, object] = {}
-        self.used_params: set[str] = set()
+        self.oracle = oracle or Oracle()
         self.model = {k: (tuple(v) if isinstance(v, list) else v) for k, v in variant.get("model_facts", {}).items()}
         self.platform = platform_predicates(variant)
         self.sizes = parallel_sizes(variant)
@@ -90,51 +116,52 @@ class GuardEval:
         if variant.get("kv_transfer") == "none":
             self.none_names |= _NONE_WITHOUT_KV_TRANSFER
 
-    @contextmanager
-    def evaluating_in(self, module: str, literal_bools: bool = False, params: dict | None = None):
-        """Evaluate code of `module` outside the scanned function (a predicate's body or binding), with
-        `params` bound to known values."""
-        saved = (self.module, self.literal_bools, self.locals, self.local_names, self.cls, self.params,
-                 self.used_params)
-        self.module, self.literal_bools, self.locals, self.local_names, self.cls = (
-            module, literal_bools, {}, frozenset(), None)
-        self.params, self.used_params = dict(params or {}), set()
-        try:
-            yield
-        finally:
-            (self.module, self.literal_bools, self.locals, self.local_names, self.cls, self.params,
-             self.used_params) = saved
-
     # ------------------------------------------------------------- atoms
-    def _atom(self, e: ast.expr):
+    def _atom(self, e: ast.expr, w: Where):
+        """The value the variant gives the sub-expression `e` on its own, or None."""
+        v = self._code_atom(e, w)
+        if v is None:
+            v = self._variant_atom(e, w)
+        if v is None:
+            v = self._model_atom(e, w)
+        if v is not None:
+            return v
+        if isinstance(e, ast.Name):
+            return self._name(e, w)
+        if isinstance(e, ast.Compare) and len(e.ops) == 1:
+            return self._compare_atom(e, w)
+        return None
+
+    def _code_atom(self, e: ast.expr, w: Where):
+        """Platform queries, TYPE_CHECKING, and the tree's predicates (the oracle's)."""
         # current_platform.is_xxx()
         if (isinstance(e, ast.Call) and not e.args and not e.keywords
                 and isinstance(e.func, ast.Attribute) and e.func.attr in self.platform
-                and _tail(e.func.value) in self.platform_names):
+                and _tail(e.func.value) in w.platform_names):
             return self.platform[e.func.attr]
         if _tail(e) == "TYPE_CHECKING":
             return False
-        if self.literal_bools and isinstance(e, ast.Constant) and isinstance(e.value, bool):
+        if w.literal_bools and isinstance(e, ast.Constant) and isinstance(e.value, bool):
             return e.value
         # Cls.is_x_enabled(): a predicate classmethod the variant decides (e.g. rocm_aiter_ops.is_enabled())
         if (isinstance(e, ast.Call) and not e.args and not e.keywords and isinstance(e.func, ast.Attribute)
-                and isinstance(e.func.value, ast.Name) and e.func.value.id not in self.platform_names):
-            v = self.method_predicate(self.module, e.func.value.id, e.func.attr)
+                and isinstance(e.func.value, ast.Name) and e.func.value.id not in w.platform_names):
+            v = self.oracle.method_predicate(w.module, e.func.value.id, e.func.attr)
             if v is not None:
                 return v
         # is_x_enabled() / should_load(quant_method): a module-level function that returns a test the variant
         # and the values of its arguments decide
         if (isinstance(e, ast.Call) and not e.keywords and isinstance(e.func, ast.Name)
-                and e.func.id not in self.local_names and not any(isinstance(a, ast.Starred) for a in e.args)):
-            args = [self._known(a) for a in e.args]
+                and e.func.id not in w.local_names and not any(isinstance(a, ast.Starred) for a in e.args)):
+            args = [self._known(a, w) for a in e.args]
             if not any(a is _UNKNOWN for a in args):
-                v = self.function_predicate(self.module, e.func.id, tuple(args))
+                v = self.oracle.function_predicate(w.module, e.func.id, tuple(args))
                 if v is not None:
                     return v
         # current_platform.has_device_capability(90) / is_device_capability((9, 0)) / ..._family(100)
         if (self.variant["platform"] == "cuda" and isinstance(e, ast.Call) and len(e.args) == 1
                 and not e.keywords and isinstance(e.func, ast.Attribute)
-                and _tail(e.func.value) in self.platform_names
+                and _tail(e.func.value) in w.platform_names
                 and e.func.attr in ("has_device_capability", "is_device_capability", "is_device_capability_family")):
             want = _capability(e.args[0])
             cap = self.variant["cuda_capability"]
@@ -144,6 +171,10 @@ class GuardEval:
                 if e.func.attr == "is_device_capability":
                     return cap == want
                 return cap // 10 == want // 10
+        return None
+
+    def _variant_atom(self, e: ast.expr, w: Where):
+        """Switches the variant turns off (expert parallelism, quantization, LoRA, KV transfer, KV cache dtype)."""
         if self.sizes["ep"] == 1 and self.sizes["tp"] == 1 and _EP_FLAG.match(_tail(e) or "") and not isinstance(
                 e, ast.Call):
             return False
@@ -169,6 +200,12 @@ class GuardEval:
                 and isinstance(e.args[0].value, str) and _tail(e.func.value) in _KV_DTYPE_NAMES
                 and self.variant.get("kv_cache_dtype") is not None):
             return getattr(self.variant["kv_cache_dtype"], e.func.attr)(e.args[0].value)
+        return None
+
+    def _model_atom(self, e: ast.expr, w: Where):
+        """The model's facts, envs defaults, quantization off, custom ops on."""
+        quant_none = self.variant["quantization"] == "none"
+        tail = _tail(e) or ""
         # use_grouped_topk and other boolean facts of the model
         if not isinstance(e, ast.Call) and isinstance(self.model.get(tail), bool):
             return self.model[tail]
@@ -185,7 +222,7 @@ class GuardEval:
         # envs.VLLM_X: its default value
         if (self.variant.get("envs") == "defaults" and isinstance(e, ast.Attribute) and isinstance(e.value, ast.Name)
                 and e.value.id == "envs"):
-            v = self.env_default(e.attr)
+            v = self.oracle.env_default(e.attr)
             if v is not _UNKNOWN:
                 return bool(v)
         # `if quant_config:` / `isinstance(quant_config, X)` with quantization off
@@ -200,75 +237,68 @@ class GuardEval:
                 and len(e.args) == 2 and (_tail(e.args[0]) or "") == "quant_method"):
             classes = e.args[1].elts if isinstance(e.args[1], ast.Tuple) else [e.args[1]]
             names = [_tail(c) or "" for c in classes]
-            if names and all(nm and "Unquantized" not in nm and nm not in self.unquantized_bases() for nm in names):
+            if names and all(nm and "Unquantized" not in nm and nm not in self.oracle.unquantized_bases() for nm in names):
                 return False
         # self.enabled() in a CustomOp: on for every custom op when the variant turns custom ops on (vLLM's
         # overrides of enabled() all return True)
         if (self.variant.get("custom_ops") == "enabled" and isinstance(e, ast.Call) and not e.args
                 and not e.keywords and isinstance(e.func, ast.Attribute) and e.func.attr == "enabled"
                 and isinstance(e.func.value, ast.Name) and e.func.value.id in ("self", "cls")
-                and self.cls is not None and self.is_custom_op(*self.cls)):
+                and w.cls is not None and self.oracle.is_custom_op(*w.cls)):
             return True
-        if isinstance(e, ast.Name):
-            return self._name(e)
-        if isinstance(e, ast.Compare) and len(e.ops) == 1:
-            left, op, right = e.left, e.ops[0], e.comparators[0]
-            # quant_config is None / is not None
-            if isinstance(op, (ast.Is, ast.IsNot)) and isinstance(right, ast.Constant) and right.value is None:
-                t = _tail(left)
-                if t in _QUANT_CONFIG_NAMES and self.variant["quantization"] == "none":
-                    return isinstance(op, ast.Is)
-            decided = self._compare_values(left, op, right)
-            if decided is not None:
-                return decided
-            # backend == SomeMoeBackend.MEMBER (the variant forces one backend)
-            if isinstance(op, (ast.Eq, ast.NotEq, ast.Is, ast.IsNot)):
-                v = self._backend(right)
-                if v is None:
-                    v = self._backend(left)
-                if v is not None:
-                    return v if isinstance(op, (ast.Eq, ast.Is)) else not v
-            # parallel sizes against int literals
-            size = self._size(left)
-            if size is not None and isinstance(right, ast.Constant) and type(right.value) is int:
-                return _compare(size, op, right.value)
         return None
 
-    def _name(self, e: ast.Name):
+    def _compare_atom(self, e: ast.Compare, w: Where):
+        """`x <op> y` where the variant knows x (quant_config is None, backend == X.MEMBER, tp_size > 1, ...)."""
+        left, op, right = e.left, e.ops[0], e.comparators[0]
+        # quant_config is None / is not None
+        if isinstance(op, (ast.Is, ast.IsNot)) and isinstance(right, ast.Constant) and right.value is None:
+            t = _tail(left)
+            if t in _QUANT_CONFIG_NAMES and self.variant["quantization"] == "none":
+                return isinstance(op, ast.Is)
+        decided = self._compare_values(left, op, right, w)
+        if decided is not None:
+            return decided
+        # backend == SomeMoeBackend.MEMBER (the variant forces one backend)
+        if isinstance(op, (ast.Eq, ast.NotEq, ast.Is, ast.IsNot)):
+            v = self._backend(right)
+            if v is None:
+                v = self._backend(left)
+            if v is not None:
+                return v if isinstance(op, (ast.Eq, ast.Is)) else not v
+        # parallel sizes against int literals
+        size = self._size(left)
+        if size is not None and isinstance(right, ast.Constant) and type(right.value) is int:
+            return _compare(size, op, right.value)
+        return None
+
+    def _name(self, e: ast.Name, w: Where):
         """A parameter taken at its default (a held branch); a local bound once, before `e`, to a decided test;
         else a module-level name that is."""
-        if e.id in self.params:
-            self.used_params.add(e.id)
-            return bool(self.params[e.id])
-        bound = self.locals.get(e.id)
+        if e.id in w.params:
+            w.used_params.add(e.id)
+            return bool(w.params[e.id])
+        bound = w.locals.get(e.id)
         if bound is not None:
             if bound.lineno >= e.lineno:
                 return None
-            saved, self.locals = self.locals, {}   # no chains through other locals
-            try:
-                return self._eval(bound, [])
-            finally:
-                self.locals = saved
-        if e.id in self.local_names:
+            return self._eval(bound, [], replace(w, locals={}))   # no chains through other locals
+        if e.id in w.local_names:
             return None
-        return self.global_predicate(self.module, e.id)
+        return self.oracle.global_predicate(w.module, e.id)
 
-    def _value(self, e: ast.expr):
+    def _value(self, e: ast.expr, w: Where):
         """The variant's value of `e` (quant_dtype, kv_cache_dtype, attn_type, envs.X, kv_quant_mode), or
         _UNKNOWN. Enum members are returned as ("enum", Enum, MEMBER)."""
         tail = _tail(e) or ""
-        if isinstance(e, ast.Name) and e.id in self.params:
-            self.used_params.add(e.id)
-            return self.params[e.id]
+        if isinstance(e, ast.Name) and e.id in w.params:
+            w.used_params.add(e.id)
+            return w.params[e.id]
         if isinstance(e, ast.IfExp):   # `x if <decided> else y`: the value of the arm taken
-            v = self._eval(e.test, [])
-            return _UNKNOWN if v is None else self._known(e.body if v else e.orelse)
-        if isinstance(e, ast.Name) and e.id in self.locals:
-            bound, self.locals = self.locals, {}   # no chains through other locals
-            try:
-                v = self._value(bound[e.id])
-            finally:
-                self.locals = bound
+            v = self._eval(e.test, [], w)
+            return _UNKNOWN if v is None else self._known(e.body if v else e.orelse, w)
+        if isinstance(e, ast.Name) and e.id in w.locals:
+            v = self._value(w.locals[e.id], replace(w, locals={}))   # no chains through other locals
             if v is not _UNKNOWN:
                 return v
         if self.variant["quantization"] == "none" and tail in _NONE_WHEN_UNQUANTIZED and not isinstance(e, ast.Call):
@@ -286,13 +316,13 @@ class GuardEval:
             return ("enum", "AttentionType", self.variant["attn_type"].upper())
         if (self.variant.get("envs") == "defaults" and isinstance(e, ast.Attribute) and isinstance(e.value, ast.Name)
                 and e.value.id == "envs"):
-            return self.env_default(e.attr)
+            return self.oracle.env_default(e.attr)
         return _UNKNOWN
 
-    def _known(self, e: ast.expr):
+    def _known(self, e: ast.expr, w: Where):
         """The literal `e` is, or the variant's value of it, or _UNKNOWN."""
         v = self._literal(e)
-        return self._value(e) if v is _UNKNOWN else v
+        return self._value(e, w) if v is _UNKNOWN else v
 
     @staticmethod
     def _literal(e: ast.expr):
@@ -306,11 +336,11 @@ class GuardEval:
             return _UNKNOWN if any(x is _UNKNOWN for x in items) else tuple(items)
         return _UNKNOWN
 
-    def _compare_values(self, left: ast.expr, op: ast.cmpop, right: ast.expr):
+    def _compare_values(self, left: ast.expr, op: ast.cmpop, right: ast.expr, w: Where):
         """`x <op> literal` where the variant knows x (or the reverse for ==)."""
-        a, b = self._value(left), self._literal(right)
+        a, b = self._value(left, w), self._literal(right)
         if a is _UNKNOWN and isinstance(op, (ast.Eq, ast.NotEq)):
-            a, b = self._value(right), self._literal(left)
+            a, b = self._value(right, w), self._literal(left)
             left, right = right, left
         if a is None and b is _UNKNOWN and isinstance(op, (ast.Eq, ast.NotEq)) and isinstance(
                 right, (ast.Attribute, ast.Call)):
@@ -360,20 +390,20 @@ class GuardEval:
         return None
 
     # ------------------------------------------------------------- expressions
-    def evaluate(self, e: ast.expr):
+    def evaluate(self, e: ast.expr, w: Where):
         atoms: list = []
-        v = self._eval(e, atoms)
+        v = self._eval(e, atoms, w)
         return v, ([] if v is not None else atoms)
 
-    def _eval(self, e: ast.expr, atoms: list):
-        v = self._atom(e)
+    def _eval(self, e: ast.expr, atoms: list, w: Where):
+        v = self._atom(e, w)
         if v is not None:
             atoms.append((e, v))
             return v
         if (isinstance(e, ast.Call) and isinstance(e.func, ast.Name) and e.func.id == "bool" and len(e.args) == 1
-                and not e.keywords and "bool" not in self.local_names):
+                and not e.keywords and "bool" not in w.local_names):
             inner: list = []
-            v = self._eval(e.args[0], inner)
+            v = self._eval(e.args[0], inner, w)
             if v is not None:
                 atoms.append((e, v))
                 return v
@@ -381,7 +411,7 @@ class GuardEval:
             return None
         if isinstance(e, ast.UnaryOp) and isinstance(e.op, ast.Not):
             inner: list = []
-            v = self._eval(e.operand, inner)
+            v = self._eval(e.operand, inner, w)
             if v is not None:
                 atoms.append((e, not v))
                 return not v
@@ -389,7 +419,7 @@ class GuardEval:
             return None
         if isinstance(e, ast.BoolOp):
             inner = []
-            vals = [self._eval(x, inner) for x in e.values]
+            vals = [self._eval(x, inner, w) for x in e.values]
             if isinstance(e.op, ast.And):
                 if any(v is False for v in vals):
                     atoms.append((e, False))

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 
 from bundler_lib.variant import foreign_platform
 
-from .guards import GuardEval, _tail
+from .branches import IfPruner, remove_stmt, span
+from .guards import PLATFORM_NAMES, GuardEval, Where, _tail
 from .index import ImportBinding, ModuleInfo, TreeIndex
+from .scopes import _arg_names, _class_locals, _collect_locals, _Scope, literal_defaults
 
 
 @dataclass
@@ -82,124 +84,25 @@ def _trivial_decorator(d: ast.expr) -> bool:
     return t in _TRIVIAL_DECORATORS
 
 
-def literal_defaults(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> dict[str, object]:
-    """Parameters whose default is a literal (None, a bool, a number, a string) and that no code of the function
-    binds again (no assignment, no nested parameter or target of the same name)."""
-    a = fn.args
-    positional = a.posonlyargs + a.args
-    pairs = list(zip(positional[len(positional) - len(a.defaults):], a.defaults))
-    pairs += [(k, d) for k, d in zip(a.kwonlyargs, a.kw_defaults) if d is not None]
-    out = {k.arg: d.value for k, d in pairs
-           if isinstance(d, ast.Constant) and isinstance(d.value, (type(None), bool, int, float, str))}
-    if not out:
-        return out
-    own = {id(x) for x in positional + a.kwonlyargs}
-    for x in ast.walk(fn):
-        if isinstance(x, ast.Name) and not isinstance(x.ctx, ast.Load):
-            out.pop(x.id, None)
-        elif isinstance(x, ast.arg) and id(x) not in own:
-            out.pop(x.arg, None)
-        elif isinstance(x, (ast.Global, ast.Nonlocal)):
-            for nm in x.names:
-                out.pop(nm, None)
-    return out
-
-
-def _arg_names(a: ast.arguments) -> list[str]:
-    out = [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs]
-    if a.vararg:
-        out.append(a.vararg.arg)
-    if a.kwarg:
-        out.append(a.kwarg.arg)
-    return out
-
-
-class _Scope:
-    def __init__(self, kind: str, local: set[str], imports: dict[str, ImportBinding], globals_: set[str]):
-        self.kind = kind        # module, function, class
-        self.local = local
-        self.imports = imports
-        self.globals = globals_
-
-
-def _class_locals(cls: ast.ClassDef, index: TreeIndex, info: ModuleInfo) -> tuple[set, dict, set]:
-    """_collect_locals of a class body, computed once per class (each of its methods is scanned on its own;
-    the index holds the class's tree, so its id stays its own)."""
-    hit = index.class_locals.get(id(cls))
-    if hit is None:
-        hit = index.class_locals[id(cls)] = _collect_locals(cls.body, index, info)[:3]
-    return set(hit[0]), dict(hit[1]), set(hit[2])
-
-
-def _collect_locals(body: list[ast.stmt], index: TreeIndex, info: ModuleInfo, params: set | None = None):
-    """Names bound in a function/class body (not descending into nested scopes): (local names, repo-local
-    imports, `global` names, single assignments). Single assignments: the local names bound exactly once, by
-    a plain `name = expr`, not parameters (`params`); guards may read `expr` for `name` (e.g. `strategy =
-    envs.X` then `if strategy != "":`)."""
-    local: set[str] = set()
-    imports: dict[str, ImportBinding] = {}
-    globals_: set[str] = set()
-    count: dict[str, int] = {}
-    value: dict[str, ast.expr] = {}
-    scopes = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
-    stack: list = list(reversed(body))
-    while stack:
-        n = stack.pop()
-        if isinstance(n, scopes):
-            local.add(n.name)
-            stack.extend(n.decorator_list)
-            continue
-        if isinstance(n, ast.Lambda):
-            continue
-        if isinstance(n, ast.Global):
-            globals_.update(n.names)
-            continue
-        if isinstance(n, ast.Nonlocal):
-            continue
-        if isinstance(n, (ast.Import, ast.ImportFrom)):
-            for b in index.import_bindings(info, n, False):
-                if b.external:
-                    local.add(b.name)
-                else:
-                    imports[b.name] = b
-            continue
-        if isinstance(n, ast.Name):
-            if isinstance(n.ctx, (ast.Store, ast.Del)):
-                local.add(n.id)
-                count[n.id] = count.get(n.id, 0) + 1
-            continue
-        if isinstance(n, ast.Assign) and len(n.targets) == 1 and isinstance(n.targets[0], ast.Name):
-            value[n.targets[0].id] = n.value
-        elif isinstance(n, ast.ExceptHandler) and n.name:
-            local.add(n.name)
-        elif isinstance(n, ast.MatchAs) and n.name:
-            local.add(n.name)
-        for f in n._fields:
-            v = getattr(n, f, None)
-            if isinstance(v, list):
-                stack.extend(x for x in v if isinstance(x, ast.AST))
-            elif isinstance(v, ast.AST):
-                stack.append(v)
-    local -= globals_
-    for g in globals_:
-        imports.pop(g, None)
-    params = params or set()
-    single = {k: v for k, v in value.items() if count.get(k) == 1 and k not in params}
-    return local, imports, globals_, single
-
-
 class RefScanner:
-    def __init__(self, index: TreeIndex, info: ModuleInfo, guard_eval: GuardEval):
+    def __init__(self, index: TreeIndex, info: ModuleInfo, guard_eval: GuardEval, dataclass_annotations: bool = False):
         self.index = index
         self.info = info
         self.ge = guard_eval
+        # follow stdlib dataclasses' field annotations (when the closure reads annotations at run time)
+        self.dataclass_annotations = dataclass_annotations
+        # what the evaluator is told of the code being scanned (Where)
+        self.cls: tuple[str, ast.ClassDef] | None = None   # the class whose body or method is being scanned
+        self.locals: dict[str, ast.expr] = {}   # the enclosing function's single assignments
+        self.local_names: frozenset = frozenset()   # names local to the enclosing functions
+        self.platform_names = PLATFORM_NAMES   # with the `p = current_platform` aliases this scan has seen
         self.scan = Scan()
         self.scopes: list[_Scope] = []
         self.runtime_depth = 0
         self.follow_annotations = False
         self.annot = None
         self.annot_importtime = False
-        self._promoted: set[int] = set()   # `elif` nodes whose parent's pruning turned them into `if`
+        self.branches = IfPruner(info.lines)   # the edits of decided ifs
         self.receiver: tuple[str, ast.ClassDef] | None = None   # the method's `self`/`cls` and its class
         # in the body of a module-level function: its literal parameter defaults, for held branches
         self.defaults: dict[str, object] = {}
@@ -208,8 +111,7 @@ class RefScanner:
     # ------------------------------------------------------------ entry
     def run(self, stmt: ast.stmt, skip: set | None = None, cls: ast.ClassDef | None = None) -> Scan:
         self.skip = skip or set()
-        self.ge.module = self.info.name
-        self.ge.cls = (self.info.name, cls) if cls is not None else None
+        self.cls = (self.info.name, cls) if cls is not None else None
         self.scopes = [_Scope("module", set(), {}, set())]
         if cls is not None:   # a method scanned on its own: its decorators see the class body
             local, imports, globals_ = _class_locals(cls, self.index, self.info)
@@ -218,6 +120,13 @@ class RefScanner:
         return self.scan
 
     # ------------------------------------------------------------ helpers
+    def _where(self, **known) -> Where:
+        return Where(module=self.info.name, cls=self.cls, locals=self.locals, local_names=self.local_names,
+                     platform_names=self.platform_names, **known)
+
+    def _evaluate(self, test: ast.expr):
+        return self.ge.evaluate(test, self._where())
+
     def _lookup(self, name: str):
         """'local', an ImportBinding, or None (module global)."""
         for sc in reversed(self.scopes[1:]):
@@ -250,13 +159,6 @@ class RefScanner:
         b = self.info.imports.get(f.id)
         return b is not None and b.external and f.id not in self.info.defs
 
-    def _lines(self, a: int, b: int) -> list[str]:
-        return self.info.lines[a - 1:b]
-
-    def _indent_of(self, line: int) -> int:
-        s = self.info.lines[line - 1]
-        return len(s) - len(s.lstrip(" "))
-
     # ------------------------------------------------------------ statements
     def _stmt_list(self, body: list[ast.stmt], top: bool = False):
         for i, st in enumerate(body):
@@ -272,11 +174,7 @@ class RefScanner:
                 break
 
     def _remove_stmt(self, st: ast.stmt, sole: bool):
-        if sole:
-            self.scan.edits.append({"op": "pass", "line": st.lineno, "end_line": st.end_lineno,
-                                    "indent": st.col_offset})
-        else:
-            self.scan.edits.append({"op": "delete", "line": st.lineno, "end_line": st.end_lineno})
+        self.scan.edits.append(remove_stmt(st, sole))
 
     def _not_bundled(self, st: ast.stmt, dead: list) -> None:
         """A function-level import the bundle does not carry (compiled vLLM code the tree has no source for,
@@ -322,7 +220,7 @@ class RefScanner:
         elif (isinstance(st, ast.Assign) and len(st.targets) == 1 and isinstance(st.targets[0], ast.Name)
               and isinstance(st.value, (ast.Name, ast.Attribute))
               and (st.value.id if isinstance(st.value, ast.Name) else st.value.attr) == "current_platform"):
-            self.ge.platform_names.add(st.targets[0].id)   # `p = current_platform`
+            self.platform_names = self.platform_names | {st.targets[0].id}   # `p = current_platform`
             self._expr(st.value)
         elif isinstance(st, ast.AnnAssign):
             if self.scopes[-1].kind == "class" and self.follow_annotations == "classvar":
@@ -400,10 +298,10 @@ class RefScanner:
         params = _arg_names(args)
         local, imports, globals_, single = _collect_locals(fn.body, self.index, self.info, params)
         receiver = self.receiver
-        if self.scopes[-1].kind == "class" and self.ge.cls is not None:
+        if self.scopes[-1].kind == "class" and self.cls is not None:
             first = (args.posonlyargs + args.args)[:1]
             static = any(ast.unparse(d) == "staticmethod" for d in fn.decorator_list)
-            self.receiver = ((first[0].arg, self.ge.cls[1])
+            self.receiver = ((first[0].arg, self.cls[1])
                              if first and not static and first[0].arg not in local else None)
         elif receiver is not None and (receiver[0] in params or receiver[0] in local):
             self.receiver = None
@@ -412,10 +310,10 @@ class RefScanner:
         self.defaults = literal_defaults(fn) if len(self.scopes) == 1 else {}
         self.scopes.append(_Scope("function", local, imports, globals_))
         self.runtime_depth += 1
-        saved = self.ge.locals, self.ge.local_names
-        self.ge.locals, self.ge.local_names = single, self.ge.local_names | local | set(imports)
+        saved = self.locals, self.local_names
+        self.locals, self.local_names = single, self.local_names | local | set(imports)
         self._stmt_list(fn.body)
-        self.ge.locals, self.ge.local_names = saved
+        self.locals, self.local_names = saved
         self.defaults = defaults
         self.receiver = receiver
         self.runtime_depth -= 1
@@ -429,21 +327,21 @@ class RefScanner:
             self._expr(k.value)
         local, imports, globals_ = _class_locals(cls, self.index, self.info)
         self.scopes.append(_Scope("class", local, imports, globals_))
-        prev, prev_cls = self.follow_annotations, self.ge.cls
-        self.ge.cls = (self.info.name, cls)
+        prev, prev_cls = self.follow_annotations, self.cls
+        self.cls = (self.info.name, cls)
         # field annotations are read by the decorator that makes fields of them (pydantic, vLLM's @config);
         # a stdlib dataclass under postponed annotations (the bundle's) only asks which are ClassVar/InitVar
         self.follow_annotations = bool(cls.decorator_list)
-        if (cls.decorator_list and not self.ge.dataclass_annotations
+        if (cls.decorator_list and not self.dataclass_annotations
                 and all(self._stdlib_dataclass(d) for d in cls.decorator_list)):
             self.follow_annotations = "classvar"
         self._stmt_list([st for st in cls.body if id(st) not in self.skip])
-        self.follow_annotations, self.ge.cls = prev, prev_cls
+        self.follow_annotations, self.cls = prev, prev_cls
         self.scopes.pop()
 
     # ------------------------------------------------------------ guards
     def _if(self, st: ast.If, sole: bool) -> bool:
-        value, atoms = self.ge.evaluate(st.test)
+        value, atoms = self._evaluate(st.test)
         if value is None and self._hold(st, sole, atoms):
             return False
         if value is None:
@@ -456,7 +354,7 @@ class RefScanner:
             return False
         live = st.body if value else st.orelse
         self._record(st.test, value, st, "body" if value else ("orelse" if st.orelse else "none"))
-        self._prune_if(st, value, sole)
+        self.branches.prune_if(st, value, sole, self.scan.edits)
         self._stmt_list(live)
         return self._exits(live) and len(self.scopes) > 1
 
@@ -465,13 +363,11 @@ class RefScanner:
         branch as usual and hold the other (Held). `atoms`: what the variant alone decides in the test.
         Returns whether it did."""
         if (not self.defaults or self.holding or len(self.scopes) != 2 or self.scopes[-1].kind != "function"
-                or self._is_elif(st) or self._written_elif(st)):
+                or self.branches.is_elif(st) or self.branches.written_elif(st)):
             return False
-        self.ge.params, self.ge.used_params = self.defaults, set()
-        try:
-            value, _ = self.ge.evaluate(st.test)
-        finally:
-            self.ge.params, used = {}, self.ge.used_params
+        where = self._where(params=self.defaults)
+        value, _ = self.ge.evaluate(st.test, where)
+        used = where.used_params
         if value is None or not used:
             return False
         main = self.scan
@@ -483,7 +379,7 @@ class RefScanner:
             self._expr(st.test, skip={id(e) for e, _ in atoms})
             self._stmt_list(st.orelse if value else st.body)
             held_scan, self.scan = self.scan, Scan()
-            self._prune_if(st, value, sole)
+            self.branches.prune_if(st, value, sole, self.scan.edits)
             edits = self.scan.edits
         finally:
             self.scan, self.holding = main, False
@@ -503,7 +399,7 @@ class RefScanner:
         if isinstance(last, (ast.Return, ast.Raise)):
             return True
         if isinstance(last, ast.If):
-            v, _ = self.ge.evaluate(last.test)
+            v, _ = self._evaluate(last.test)
             if v is not None:
                 return self._exits(last.body if v else last.orelse)
             return self._exits(last.body) and self._exits(last.orelse)
@@ -514,91 +410,8 @@ class RefScanner:
                                       predicate=ast.unparse(e), value=bool(v), kept=kept))
 
     def _span(self, e: ast.AST, text: str):
-        self.scan.edits.append({"op": "span", "line": e.lineno, "col": e.col_offset,
-                                "end_line": e.end_lineno, "end_col": e.end_col_offset, "text": text})
+        self.scan.edits.append(span(e, text))
 
-    def _dedent_ok(self, a: int, b: int, cols: int) -> bool:
-        for ln in self._lines(a, b):
-            if ln.strip() and not ln.startswith(" " * cols):
-                return False
-        return True
-
-    def _is_elif(self, st: ast.If) -> bool:
-        if len(st.orelse) != 1 or not isinstance(st.orelse[0], ast.If):
-            return False
-        o = st.orelse[0]
-        return self.info.lines[o.lineno - 1].encode()[o.col_offset:].startswith(b"elif")
-
-    def _else_line(self, st: ast.If) -> int | None:
-        first = st.orelse[0]
-        start = first.lineno
-        for ln in range(start, st.body[-1].end_lineno, -1):
-            text = self.info.lines[ln - 1].strip()
-            if text.startswith("else") and text[4:].lstrip().startswith(":"):
-                return ln
-        return None
-
-    def _prune_elif(self, st: ast.If, value: bool):
-        """`elif test:` decided: the chain keeps its shape (the header before it is the parent's)."""
-        E = self.scan.edits
-        if value:
-            self._span(st.test, "True")
-            if st.orelse:
-                E.append({"op": "delete", "line": st.body[-1].end_lineno + 1, "end_line": st.end_lineno})
-            return
-        if not st.orelse:
-            E.append({"op": "delete", "line": st.lineno, "end_line": st.end_lineno})
-        elif self._is_elif(st):
-            E.append({"op": "delete", "line": st.lineno, "end_line": st.orelse[0].lineno - 1})
-        else:
-            else_line = self._else_line(st)
-            if else_line is None:   # `else:` on the body's last line: keep the text, decided
-                self._span(st.test, "False")
-            else:
-                E.append({"op": "delete", "line": st.lineno, "end_line": else_line - 1})
-
-    def _written_elif(self, st: ast.If) -> bool:
-        return self.info.lines[st.lineno - 1].encode()[st.col_offset:].startswith(b"elif")
-
-    def _prune_if(self, st: ast.If, value: bool, sole: bool):
-        E = self.scan.edits
-        if self._written_elif(st) and id(st) not in self._promoted:
-            self._prune_elif(st, value)
-            return
-        if value:
-            body = st.body
-            cols = body[0].col_offset - st.col_offset
-            multi = body[0].lineno > st.test.end_lineno
-            if multi and self._dedent_ok(body[0].lineno, body[-1].end_lineno, cols):
-                E.append({"op": "delete", "line": st.lineno, "end_line": body[0].lineno - 1})
-                E.append({"op": "dedent", "line": body[0].lineno, "end_line": body[-1].end_lineno, "cols": cols})
-            else:
-                self._span(st.test, "True")
-            if st.orelse:
-                E.append({"op": "delete", "line": body[-1].end_lineno + 1, "end_line": st.end_lineno})
-            return
-        if not st.orelse:
-            self._remove_stmt(st, sole)
-            return
-        if self._is_elif(st):
-            o = st.orelse[0]
-            E.append({"op": "delete", "line": st.lineno, "end_line": o.lineno - 1})
-            E.append({"op": "span", "line": o.lineno, "col": o.col_offset, "end_line": o.lineno,
-                      "end_col": o.col_offset + 4, "text": "if"})
-            self._promoted.add(id(o))   # now written `if`: pruned as one
-            return
-        else_line = self._else_line(st)
-        first, last = st.orelse[0], st.orelse[-1]
-        cols = first.col_offset - st.col_offset
-        if else_line is not None and first.lineno > else_line and self._dedent_ok(first.lineno, last.end_lineno, cols):
-            E.append({"op": "delete", "line": st.lineno, "end_line": first.lineno - 1})
-            E.append({"op": "dedent", "line": first.lineno, "end_line": last.end_lineno, "cols": cols})
-        else:
-            self._span(st.test, "False")
-            E.append({"op": "pass", "line": st.body[0].lineno, "end_line": st.body[-1].end_lineno,
-                      "indent": st.body[0].col_offset})
-
-    # ------------------------------------------------------------ expressions
     def _expr(self, e: ast.expr, runtime: bool = False, skip: set | None = None):
         if runtime:
             self.runtime_depth += 1
@@ -611,43 +424,11 @@ class RefScanner:
     def _walk_expr(self, e: ast.AST, skip: set):
         if id(e) in skip:
             return
-        if isinstance(e, ast.Call) and isinstance(e.func, ast.Name) and e.func.id in (
-                "getattr", "hasattr", "setattr") and len(e.args) >= 2 and isinstance(e.args[1], ast.Constant) \
-                and isinstance(e.args[1].value, str):
-            self.scan.attrs.add(e.args[1].value)
         if isinstance(e, ast.Call):
-            fname = e.func.attr if isinstance(e.func, ast.Attribute) else getattr(e.func, "id", "")
-            if fname in ("import_module", "__import__") and not (
-                    e.args and isinstance(e.args[0], ast.Constant)
-                    and not str(e.args[0].value).split(".")[0] in self.index.top_packages):
-                self.scan.dynamic.append((e.lineno, ast.unparse(e)[:120], self.runtime_depth == 0))
-            before = len(self.scan.refs)
-            self._walk_expr(e.func, skip)
-            for r in self.scan.refs[before:]:
-                r.called = True
-            if len(self.scan.refs) == before + 1 and self.scan.refs[-1].nodes[-1] is e.func:
-                self.scan.refs[-1].call = e
-            if (len(self.scan.refs) == before + 1 and e.args and isinstance(e.args[0], ast.Constant)
-                    and isinstance(e.args[0].value, str)):
-                self.scan.refs[-1].call_arg0 = e.args[0].value
-            for c in e.args + [k.value for k in e.keywords]:
-                self._walk_expr(c, skip)
+            self._walk_call(e, skip)
             return
         if isinstance(e, ast.Attribute):
-            chain = []
-            cur = e
-            while isinstance(cur, ast.Attribute):
-                chain.append(cur)
-                cur = cur.value
-            on_self = isinstance(cur, ast.Name) and self.receiver is not None and cur.id == self.receiver[0]
-            for a in chain[:-1] if on_self else chain:
-                self.scan.attrs.add(a.attr)
-            if on_self:
-                self.scan.self_attrs.append((chain[-1].attr, self.receiver[1]))
-            if isinstance(cur, ast.Name):
-                self._ref(cur, list(reversed(chain)))
-                return
-            self._walk_expr(cur, skip)
+            self._walk_attribute(e, skip)
             return
         if isinstance(e, ast.Name):
             if isinstance(e.ctx, ast.Load):
@@ -657,7 +438,7 @@ class RefScanner:
                 self._ref(e, [])
             return
         if isinstance(e, ast.IfExp):
-            value, atoms = self.ge.evaluate(e.test)
+            value, atoms = self._evaluate(e.test)
             if value is not None:
                 self._span(e.test, "True" if value else "False")
                 self._span(e.orelse if value else e.body, "None")   # the dead arm names nothing inlined
@@ -667,38 +448,10 @@ class RefScanner:
                 self._walk_expr(e.body if value else e.orelse, skip)
                 return
         if isinstance(e, ast.Lambda):
-            for d in e.args.defaults + [d for d in e.args.kw_defaults if d is not None]:
-                self._walk_expr(d, skip)
-            names = set(_arg_names(e.args))
-            self.scopes.append(_Scope("function", names, {}, set()))
-            self.runtime_depth += 1
-            receiver = self.receiver
-            if receiver is not None and receiver[0] in names:
-                self.receiver = None
-            self._walk_expr(e.body, skip)
-            self.receiver = receiver
-            self.runtime_depth -= 1
-            self.scopes.pop()
+            self._walk_lambda(e, skip)
             return
         if isinstance(e, (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
-            names = set()
-            for g in e.generators:
-                for n in ast.walk(g.target):
-                    if isinstance(n, ast.Name):
-                        names.add(n.id)
-            self._walk_expr(e.generators[0].iter, skip)
-            self.scopes.append(_Scope("function", names, {}, set()))
-            for i, g in enumerate(e.generators):
-                if i:
-                    self._walk_expr(g.iter, skip)
-                for c in g.ifs:
-                    self._walk_expr(c, skip)
-            if isinstance(e, ast.DictComp):
-                self._walk_expr(e.key, skip)
-                self._walk_expr(e.value, skip)
-            else:
-                self._walk_expr(e.elt, skip)
-            self.scopes.pop()
+            self._walk_comprehension(e, skip)
             return
         if isinstance(e, ast.NamedExpr):
             self._walk_expr(e.value, skip)
@@ -706,17 +459,94 @@ class RefScanner:
         for c in ast.iter_child_nodes(e):
             self._walk_expr(c, skip)
 
+    def _walk_call(self, e: ast.Call, skip: set):
+        if isinstance(e.func, ast.Name) and e.func.id in (
+                "getattr", "hasattr", "setattr") and len(e.args) >= 2 and isinstance(e.args[1], ast.Constant) \
+                and isinstance(e.args[1].value, str):
+            self.scan.attrs.add(e.args[1].value)
+        fname = e.func.attr if isinstance(e.func, ast.Attribute) else getattr(e.func, "id", "")
+        if fname in ("import_module", "__import__") and not (
+                e.args and isinstance(e.args[0], ast.Constant)
+                and not str(e.args[0].value).split(".")[0] in self.index.top_packages):
+            self.scan.dynamic.append((e.lineno, ast.unparse(e)[:120], self.runtime_depth == 0))
+        before = len(self.scan.refs)
+        self._walk_expr(e.func, skip)
+        for r in self.scan.refs[before:]:
+            r.called = True
+        if len(self.scan.refs) == before + 1 and self.scan.refs[-1].nodes[-1] is e.func:
+            self.scan.refs[-1].call = e
+        if (len(self.scan.refs) == before + 1 and e.args and isinstance(e.args[0], ast.Constant)
+                and isinstance(e.args[0].value, str)):
+            self.scan.refs[-1].call_arg0 = e.args[0].value
+        for c in e.args + [k.value for k in e.keywords]:
+            self._walk_expr(c, skip)
 
-def scan_stmt(index: TreeIndex, info: ModuleInfo, stmt: ast.stmt, ge: GuardEval, skip: set | None = None,
-              cls: ast.ClassDef | None = None) -> Scan:
-    return RefScanner(index, info, ge).run(stmt, skip, cls)
+    def _walk_attribute(self, e: ast.Attribute, skip: set):
+        chain = []
+        cur = e
+        while isinstance(cur, ast.Attribute):
+            chain.append(cur)
+            cur = cur.value
+        on_self = isinstance(cur, ast.Name) and self.receiver is not None and cur.id == self.receiver[0]
+        for a in chain[:-1] if on_self else chain:
+            self.scan.attrs.add(a.attr)
+        if on_self:
+            self.scan.self_attrs.append((chain[-1].attr, self.receiver[1]))
+        if isinstance(cur, ast.Name):
+            self._ref(cur, list(reversed(chain)))
+            return
+        self._walk_expr(cur, skip)
+
+    def _walk_lambda(self, e: ast.Lambda, skip: set):
+        for d in e.args.defaults + [d for d in e.args.kw_defaults if d is not None]:
+            self._walk_expr(d, skip)
+        names = set(_arg_names(e.args))
+        self.scopes.append(_Scope("function", names, {}, set()))
+        self.runtime_depth += 1
+        receiver = self.receiver
+        if receiver is not None and receiver[0] in names:
+            self.receiver = None
+        self._walk_expr(e.body, skip)
+        self.receiver = receiver
+        self.runtime_depth -= 1
+        self.scopes.pop()
+
+    def _walk_comprehension(self, e: ast.expr, skip: set):
+        names = set()
+        for g in e.generators:
+            for n in ast.walk(g.target):
+                if isinstance(n, ast.Name):
+                    names.add(n.id)
+        self._walk_expr(e.generators[0].iter, skip)
+        self.scopes.append(_Scope("function", names, {}, set()))
+        for i, g in enumerate(e.generators):
+            if i:
+                self._walk_expr(g.iter, skip)
+            for c in g.ifs:
+                self._walk_expr(c, skip)
+        if isinstance(e, ast.DictComp):
+            self._walk_expr(e.key, skip)
+            self._walk_expr(e.value, skip)
+        else:
+            self._walk_expr(e.elt, skip)
+        self.scopes.pop()
 
 
-def scan_expr(index: TreeIndex, info: ModuleInfo, expr: ast.expr, ge: GuardEval) -> Scan:
-    """References of one module-level expression (e.g. one entry of a dict literal)."""
-    r = RefScanner(index, info, ge)
-    r.skip = set()
-    ge.module, ge.cls = info.name, None
-    r.scopes = [_Scope("module", set(), {}, set())]
-    r._expr(expr)
-    return r.scan
+class Scanner:
+    """Scans statements of the tree with one evaluator (the graph's engine calls it for every node)."""
+
+    def __init__(self, index: TreeIndex, ge: GuardEval, dataclass_annotations: bool = False):
+        self.index, self.ge, self.dataclass_annotations = index, ge, dataclass_annotations
+
+    def stmt(self, info: ModuleInfo, stmt: ast.stmt, skip: set | None = None, cls: ast.ClassDef | None = None) -> Scan:
+        """References of one top-level statement (`skip`: ids of class-body statements left out; `cls`: the
+        class of a method scanned on its own)."""
+        return RefScanner(self.index, info, self.ge, self.dataclass_annotations).run(stmt, skip, cls)
+
+    def expr(self, info: ModuleInfo, expr: ast.expr) -> Scan:
+        """References of one module-level expression (e.g. one entry of a dict literal)."""
+        r = RefScanner(self.index, info, self.ge, self.dataclass_annotations)
+        r.skip = set()
+        r.scopes = [_Scope("module", set(), {}, set())]
+        r._expr(expr)
+        return r.scan

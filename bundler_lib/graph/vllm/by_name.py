@@ -1,0 +1,75 @@
+"""Classes vLLM imports by qualified name at run time (`resolve_obj_by_qualname`, e.g. the attention backend):
+the bundle has no vllm modules, so it gets a resolver bound to the inlined classes its variant selects."""
+
+from __future__ import annotations
+
+import ast
+
+from bundler_lib.errors import StageError
+from bundler_lib.variant import BY_NAME_REGISTRIES
+from ..engine import Rule
+
+STAGE = "A1 graph"
+
+_TEMPLATE = ("def @@NAME@@(qualname: str):\n"
+             "    \"\"\"vLLM's resolve_obj_by_qualname, bundled: the classes this bundle's variant selects by\n"
+             "    name are bound here; other vllm names are not in the bundle.\"\"\"\n"
+             "    bound = {\n@@ENTRIES@@    }\n"
+             "    if qualname in bound:\n"
+             "        return bound[qualname]\n"
+             "    module_name, obj_name = qualname.rsplit('.', 1)\n"
+             "    if module_name.split('.')[0] == 'vllm':\n"
+             "        raise ImportError(f'{qualname} is not in this bundle (it holds: {sorted(bound)}); '\n"
+             "                          'rebuild it with a variant that selects it')\n"
+             "    return getattr(importlib.import_module(module_name), obj_name)\n")
+
+
+class ByNameResolver(Rule):
+    name = "by-name-resolver"
+    decides = ("vLLM's resolve_obj_by_qualname is replaced by a resolver over the classes the variant selects by "
+               "name (attention_backend -> its backend class, inlined)")
+    link_kinds = ("node",)
+
+    def __init__(self, index, variant: dict):
+        self.index, self.variant = index, variant
+
+    def link(self, g, n, ref, t, used) -> bool:
+        if not (t.name == "resolve_obj_by_qualname" and t.module.endswith("import_utils")):
+            return False
+        syn = self._resolver(g, t)
+        g.depend(n, ref, syn.key, t.name, used)
+        return True
+
+    def _resolver(self, g, t):
+        bound: list[tuple[str, tuple]] = []
+        for key, (mod, enum) in sorted(BY_NAME_REGISTRIES.items()):
+            qual = self._registry_value(mod, enum, str(self.variant[key]))
+            if qual is None:
+                continue
+            cmod, _, cname = qual.rpartition(".")
+            ct = g.res.name(cmod, cname) if self.index.has_module(cmod) else None
+            if ct is None or ct.kind != "node":
+                raise StageError(STAGE, f"variant {key}={self.variant[key]!r}",
+                                 f"{enum}.{self.variant[key]} names {qual}, which is not defined in the tree",
+                                 "choose a variant value whose class is in this vLLM tree")
+            bound.append((qual, (ct.module, ct.stmts[-1], ct.name)))
+            g.notes.append(f"resolve_obj_by_qualname({qual!r}) is bound to the inlined {cname}: "
+                           f"variant {key}={self.variant[key]}")
+        entries = "".join(f"    {q!r}: @@{i}@@,\n" for i, (q, _) in enumerate(bound))
+        info = self.index.get(t.module)
+        st = t.stmts[-1]
+        return g.synthetic(t.module, t.name, _TEMPLATE.replace("@@ENTRIES@@", entries), [d for _, d in bound],
+                           imports=["import importlib"], file=info.path, line=st.line, end_line=st.end_line)
+
+    def _registry_value(self, module: str, enum: str, member: str) -> str | None:
+        if not self.index.has_module(module):
+            return None
+        for st in self.index.get(module).defs.get(enum, []):
+            if not isinstance(st.node, ast.ClassDef):
+                continue
+            for b in st.node.body:
+                if (isinstance(b, ast.Assign) and len(b.targets) == 1 and isinstance(b.targets[0], ast.Name)
+                        and b.targets[0].id == member and isinstance(b.value, ast.Constant)
+                        and isinstance(b.value.value, str)):
+                    return b.value.value
+        return None

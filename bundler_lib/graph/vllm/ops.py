@@ -1,0 +1,142 @@
+"""`torch.ops.<ns>.<name>` calls: vLLM's compiled ops (A4 embeds their CUDA sources) and its Python custom ops
+(`torch.ops.vllm.<op>`, registered by `direct_register_custom_op`: bound to the inlined Python function)."""
+
+from __future__ import annotations
+
+import ast
+import re
+
+from ..engine import Rule
+from ..index import TreeIndex
+from ..scans import TreeScans
+
+_COMPILED_NAMESPACES = {"vllm", "_C", "_moe_C", "_rocm_C", "_C_cache_ops", "_C_custom_ar"}
+
+
+def python_namespaces_scan(index: TreeIndex):
+    """The scan: op namespaces the tree registers from Python (`Library("ns", ...)`), vLLM's own aside."""
+    def scan(_: str) -> list[str]:
+        pat = re.compile(r"Library\(\s*[\"'](\w+)[\"']")
+        found = set()
+        for rel in sorted(index.files.values()):
+            text = index.text(rel)
+            if text is None:
+                continue
+            if "Library(" in text:
+                found |= set(pat.findall(text))
+        return sorted(found - _COMPILED_NAMESPACES)
+    return scan
+
+
+def registrations_scan(index: TreeIndex):
+    """The scan: modules whose text registers an op named `op` (direct_register_custom_op(op_name=...))."""
+    texts: list[tuple[str, str]] = []   # (module, text) of the files that register custom ops
+
+    def scan(op: str) -> list[str]:
+        if not texts:
+            for module, rel in sorted(index.files.items(), key=lambda kv: kv[1]):
+                text = index.text(rel)
+                if text is not None and "direct_register_custom_op" in text:
+                    texts.append((module, text))
+        pat = re.compile(r"op_name\s*=\s*[\"']" + re.escape(op) + r"[\"']")
+        return [module for module, text in texts if pat.search(text)]
+    return scan
+
+
+class TorchOps(Rule):
+    name = "torch-ops"
+    decides = ("a torch.ops call is a compiled op of the tree (cuda_ops, for A4), a vLLM Python custom op (reaches "
+               "the function registered for it) or another library's op")
+
+    def __init__(self, index: TreeIndex, scans: TreeScans):
+        self.index, self.scans = index, scans
+        self.cuda_ops: dict[str, dict] = {}
+        self.python_custom_ops: dict[str, tuple[str, int]] = {}
+        self._registrations: dict[str, tuple[str, ast.Call] | None] = {}
+        self._py_ns: set[str] | None = None
+
+    def external(self, g, n, ref, b) -> None:
+        if not (b.module == "torch" and ref.name == b.name and len(ref.attrs) >= 3 and ref.attrs[0] == "ops"):
+            return
+        ns, op = ref.attrs[1], ref.attrs[2]
+        if ns == "vllm":
+            self._python_custom_op(g, n, ref, op)
+        elif ns in ("aten", "prims", "prim", "higher_order"):
+            pass   # torch's own operators
+        elif not ns.startswith("_"):
+            g.notes.append(f"{n.file}:{ref.line}: torch.ops.{ns}.{op} belongs to an external operator "
+                           "library, not to the tree's compiled extensions")
+        elif ns in self._python_namespaces():
+            g.notes.append(f"{n.file}:{ref.line}: torch.ops.{ns}.{op} is registered from Python "
+                           f"(torch.library.Library({ns!r})), not a compiled op")
+        else:
+            entry = self.cuda_ops.setdefault(f"{ns}.{op}", {"op": f"{ns}.{op}", "namespace": ns,
+                                                           "name": op, "call_sites": []})
+            site = {"file": n.file, "line": ref.line}
+            if site not in entry["call_sites"]:
+                entry["call_sites"].append(site)
+
+    def _python_namespaces(self) -> set[str]:
+        if self._py_ns is None:
+            self._py_ns = set(self.scans.get("python_namespaces"))
+        return self._py_ns
+
+    def _python_custom_op(self, g, n, ref, op: str) -> None:
+        reg = self._find_registration(op)
+        if reg is None:
+            g.unresolved_ref(n, ref, f"torch.ops.vllm.{op}: no direct_register_custom_op(op_name={op!r}) found")
+            return
+        module, call = reg
+        func = None
+        for kw in call.keywords:
+            if kw.arg == "op_func":
+                func = kw.value
+        if func is None and len(call.args) >= 2:
+            func = call.args[1]
+        if not isinstance(func, ast.Name):
+            g.unresolved_ref(n, ref, f"torch.ops.vllm.{op}: op_func is not a plain name")
+            return
+        t = g.res.name(module, func.id)
+        if t.kind != "node":
+            g.unresolved_ref(n, ref, f"torch.ops.vllm.{op}: op_func {func.id} does not resolve ({t.reason})")
+            return
+        key = (t.module, t.stmts[-1].idx)
+        if key not in g.annotated:
+            g.annotated.add(key)
+            if key in g.nodes and g.nodes[key].scan is not None:
+                g.rescan(key)   # scan again, following its annotations
+        dep = g.node_for(t.module, t.stmts[-1])
+        n.deps[dep.key] = n.deps.get(dep.key, False) or ref.importtime
+        n.op_links.append((ref, op, dep.key, t.name))
+        self.python_custom_ops[op] = dep.key
+
+    def _find_registration(self, op: str):
+        """(module, the direct_register_custom_op call) registering `op`, or None."""
+        if op in self._registrations:
+            return self._registrations[op]
+        found = None
+        for module in self.scans.get("registration", op):
+            found = _registration_in(self.index.get(module).tree, op)
+            if found:
+                found = (module, found)
+                break
+        self._registrations[op] = found
+        return found
+
+
+def _registration_in(tree: ast.AST, op: str) -> ast.Call | None:
+    for sub in ast.walk(tree):
+        if isinstance(sub, ast.Call):
+            f = sub.func
+            fname = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "")
+            if fname != "direct_register_custom_op":
+                continue
+            name = None
+            for kw in sub.keywords:
+                if kw.arg == "op_name" and isinstance(kw.value, ast.Constant):
+                    name = kw.value.value
+            if name is None and sub.args and isinstance(sub.args[0], ast.Constant):
+                name = sub.args[0].value
+            if name == op:
+                return sub
+    return None
