@@ -620,8 +620,14 @@ class Leftovers(ast.NodeVisitor):
             self.imports.append((f"from {mod} import ...", node.lineno))
 
     def visit_Call(self, node):
-        # importlib.import_module("vllm...") / __import__("vllm...")
         d = ast_dotted(node.func)
+        if self.renamed and node.args:
+            # Library("<ns>", ...) / getattr(torch.ops, "<ns>") left with a namespace A5 renamed
+            first = node.args[1] if d in ("getattr", "hasattr") and len(node.args) > 1 \
+                and ast_dotted(node.args[0]) == "torch.ops" else node.args[0] if (d or "").endswith("Library") else None
+            if _const_str(first) in self.renamed:
+                self.namespaces.append((f"{d}({first.value!r}, ...)", node.lineno))
+        # importlib.import_module("vllm...") / __import__("vllm...")
         if d in ("importlib.import_module", "__import__") and node.args:
             v = node.args[0]
             if isinstance(v, ast.Constant) and isinstance(v.value, str) and v.value.split(".")[0] == "vllm":
