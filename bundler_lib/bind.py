@@ -7,6 +7,14 @@ Rewrites (libcst, on the merged module):
 - `torch.ops.vllm.<op>[.<overload>]` to the inlined Python function bound to it (A1 `python_custom_ops`);
 - `hasattr(torch.ops.<ns>, "<op>")` to `True` for a bundled op;
 - the string `"<ns>::<op>"` (register_fake and friends) to the bundle's own `"<unique_ns>::<op>"`;
+- every torch.library namespace the merged code registers ops into from Python (`registered_namespaces`:
+  `Library("vllm_ir", "FRAGMENT")` of vLLM's IR, `Library("vllm", "FRAGMENT")` that `direct_register_custom_op`
+  defines into, `torch.library.custom_op / triton_op / define("ns::op")`; not `Library(ns, "IMPL")`, not
+  torch's own) to the bundle's own, `vllm_bundle_<key[:16]>_<ns>` (`namespace_key`: sha256 over the symbol and
+  the merged sections), at the registration and at every read, together: `torch.ops.<ns>` (and longer chains),
+  `getattr/hasattr(torch.ops, "<ns>")`, `"<ns>::<op>"` strings and schemas, `f"<ns>::{...}"`, the string in
+  `Library("<ns>", ...)` and in comparisons with `.namespace`/`.ns`. So any number of bundles, and an installed
+  vLLM, register their ops in one process without a clash. A read left naming a renamed namespace fails the stage;
 - in a block inlined from a module whose data files A3 embedded (A3.data.json `anchors`), the expression for
   that module's directory (`os.path.dirname(os.path.realpath(__file__))`, `Path(__file__).parent`, ...) to
   `_bundle_data_dir("<its directory in the tree>")` (`_bundle_data_path(...)` for the Path forms), defined by
@@ -15,7 +23,8 @@ Rewrites (libcst, on the merged module):
   functions, methods of top-level classes) to helpers defined after the imports (`LAZY_DECORATORS`): the same
   effect without importing torch._dynamo/torch._inductor at import (torch.compile is called at the first call).
 Then it fails if any `vllm` import or any `torch.ops._C*`, `torch.ops._moe_C*` or `torch.ops.vllm` reference
-remains. Writes A5.module.py and A5.bindmap.json (status, rewrites, entry_symbol, public_signatures, notes)."""
+remains. Writes A5.module.py and A5.bindmap.json (status, rewrites, namespaces, entry_symbol, public_signatures,
+notes)."""
 
 from __future__ import annotations
 
