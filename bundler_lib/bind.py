@@ -355,7 +355,7 @@ def rewrite(module_text: str, wrappers, pyops, bundle_ns, stubs=None, ns_map=Non
 # Namespaces torch itself owns: code may add kernels or ops to them (`Library("aten", "IMPL")`), never rename.
 TORCH_NAMESPACES = frozenset({
     "aten", "prim", "prims", "_prims", "debugprims", "rngprims", "quantized", "_quantized", "quantized_decomposed",
-    "c10d", "_c10d_functional", "_c10d_functional_autograd", "_dtensor", "inductor", "higher_order", "profiler",
+    "c10d", "c10d_functional", "_c10d_functional", "_c10d_functional_autograd", "_dtensor", "inductor", "higher_order", "profiler",
     "fsdp", "mkldnn", "onednn", "_quantized_decomposed", "_test", "symm_mem", "streams"})
 # torch.library calls whose first argument names the op as "ns::name" and define it
 _OP_DEFINING = ("custom_op", "triton_op", "define")
@@ -632,8 +632,11 @@ class Leftovers(ast.NodeVisitor):
         d = ast_dotted(node.func)
         if self.renamed and node.args:
             # Library("<ns>", ...) / getattr(torch.ops, "<ns>") left with a namespace A5 renamed
-            first = node.args[1] if d in ("getattr", "hasattr") and len(node.args) > 1 \
-                and ast_dotted(node.args[0]) == "torch.ops" else node.args[0] if (d or "").endswith("Library") else None
+            first = None
+            if d in ("getattr", "hasattr") and len(node.args) > 1 and ast_dotted(node.args[0]) == "torch.ops":
+                first = node.args[1]
+            elif (d or "").rsplit(".", 1)[-1] == "Library":
+                first = node.args[0]
             if _const_str(first) in self.renamed:
                 self.namespaces.append((f"{d}({first.value!r}, ...)", node.lineno))
         # importlib.import_module("vllm...") / __import__("vllm...")

@@ -25,10 +25,6 @@ INSTALLED_VLLM = {
 }
 
 
-# torch's own namespaces that torch modules a bundle imports (torch.distributed) register when first loaded
-TORCH_LAZY = {"c10d_functional"}
-
-
 def _no_vllm_block() -> str:
     """A7's import-check preamble that makes vLLM unimportable (bundler_lib/package.py), verbatim."""
     child = package._CHILD
@@ -118,8 +114,8 @@ def test_every_suite_bundle_of_both_versions_shares_one_process(suite):
         assert all(e["from"] != e["to"] and e["to"].startswith("vllm_bundle_") for e in bindmap["namespaces"]["python"])
         for op in o["registered"]:
             ns = op.split("::")[0]
-            if ns in bind.TORCH_NAMESPACES or ns in TORCH_LAZY:
-                continue  # torch's own (`_c10d_functional::...`), loaded by the torch modules a bundle imports
+            if ns in bind.TORCH_NAMESPACES:
+                continue  # torch's own (`c10d_functional::...`): torch.distributed registers them when first imported
             assert ns in own, (bundle, op, own)   # else only into the bundle's own namespaces
             assert op not in owner, (op, owner.get(op), bundle)
             owner[op] = str(bundle)
