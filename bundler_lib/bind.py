@@ -7,6 +7,14 @@ Rewrites (libcst, on the merged module):
 - `torch.ops.vllm.<op>[.<overload>]` to the inlined Python function bound to it (A1 `python_custom_ops`);
 - `hasattr(torch.ops.<ns>, "<op>")` to `True` for a bundled op;
 - the string `"<ns>::<op>"` (register_fake and friends) to the bundle's own `"<unique_ns>::<op>"`;
+- every torch.library namespace the merged code registers ops into from Python (`registered_namespaces`:
+  `Library("vllm_ir", "FRAGMENT")` of vLLM's IR, `Library("vllm", "FRAGMENT")` that `direct_register_custom_op`
+  defines into, `torch.library.custom_op / triton_op / define("ns::op")`; not `Library(ns, "IMPL")`, not
+  torch's own) to the bundle's own, `vllm_bundle_<key[:16]>_<ns>` (`namespace_key`: sha256 over the symbol and
+  the merged sections), at the registration and at every read, together: `torch.ops.<ns>` (and longer chains),
+  `getattr/hasattr(torch.ops, "<ns>")`, `"<ns>::<op>"` strings and schemas, `f"<ns>::{...}"`, the string in
+  `Library("<ns>", ...)` and in comparisons with `.namespace`/`.ns`. So any number of bundles, and an installed
+  vLLM, register their ops in one process without a clash. A read left naming a renamed namespace fails the stage;
 - in a block inlined from a module whose data files A3 embedded (A3.data.json `anchors`), the expression for
   that module's directory (`os.path.dirname(os.path.realpath(__file__))`, `Path(__file__).parent`, ...) to
   `_bundle_data_dir("<its directory in the tree>")` (`_bundle_data_path(...)` for the Path forms), defined by
@@ -15,11 +23,13 @@ Rewrites (libcst, on the merged module):
   functions, methods of top-level classes) to helpers defined after the imports (`LAZY_DECORATORS`): the same
   effect without importing torch._dynamo/torch._inductor at import (torch.compile is called at the first call).
 Then it fails if any `vllm` import or any `torch.ops._C*`, `torch.ops._moe_C*` or `torch.ops.vllm` reference
-remains. Writes A5.module.py and A5.bindmap.json (status, rewrites, entry_symbol, public_signatures, notes)."""
+remains. Writes A5.module.py and A5.bindmap.json (status, rewrites, namespaces, entry_symbol, public_signatures,
+notes)."""
 
 from __future__ import annotations
 
 import ast
+import hashlib
 import re
 from pathlib import Path
 
@@ -31,6 +41,10 @@ from bundler_lib.errors import StageError
 
 STAGE = "A5 bind"
 LEFTOVER_NS = re.compile(r"^(_\w*C\w*|vllm)$")  # _C, _moe_C, _C_cache_ops, _rocm_C, vllm, ...
+# "ns::op", "ns::op.overload", "ns::op(Tensor x) -> Tensor": an op's qualified name or schema
+QUALIFIED = re.compile(r"([A-Za-z_]\w*)::([A-Za-z_]\w*)(?:\.\w+)?(?:\(.*\)(?:\s*->.*)?)?")
+# attributes whose value is a namespace (`op_overload.namespace == "vllm_ir"`, `lib.ns`)
+NAMESPACE_ATTRS = ("namespace", "ns")
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -115,14 +129,17 @@ def dotted(node) -> str | None:
 
 class Rewriter(cst.CSTTransformer):
     def __init__(self, wrappers: dict[tuple[str, str], str], pyops: dict[str, str], bundle_ns: str | None,
-                 stubs: set | None = None):
+                 stubs: set | None = None, ns_map: dict[str, str] | None = None):
         self.wrappers = wrappers      # (ns, op) -> wrapper name
         self.pyops = pyops            # vllm op -> python target
         self.bundle_ns = bundle_ns
         self.stubs = stubs or set()   # (ns, op) whose A4 wrapper is a stub that raises (op not bundled)
+        self.ns_map = ns_map or {}    # torch.library namespace the bundle registers -> the bundle's own
         self.counts: dict[tuple[str, str], int] = {}
         self._made: set[str] = set(wrappers.values()) | set(pyops.values())
         self._made_from: dict[int, str] = {}
+        self._keep_ns: set[int] = set()   # `torch.ops.<ns>` nodes inside a chain that becomes a wrapper/function
+        self._bare_ok: set[int] = set()   # string nodes that name a namespace (Library(...), getattr(torch.ops, ..))
 
     def _count(self, frm: str, to: str):
         self.counts[(frm, to)] = self.counts.get((frm, to), 0) + 1
@@ -132,11 +149,51 @@ class Rewriter(cst.CSTTransformer):
             return self.pyops.get(op)
         return self.wrappers.get((ns, op))
 
+    def visit_Attribute(self, node):
+        d = dotted(node)
+        if d is not None:
+            parts = d.split(".")
+            if len(parts) == 4 and parts[:2] == ["torch", "ops"] and self._target(parts[2], parts[3]):
+                self._keep_ns.add(id(node.value))
+        return True
+
+    def _mark_bare(self, node):
+        if isinstance(node, cst.SimpleString):
+            self._bare_ok.add(id(node))
+
+    def visit_Call(self, node):
+        # where a plain string names a namespace: Library("ns", kind), getattr/hasattr(torch.ops, "ns")
+        if not self.ns_map:
+            return True
+        f = dotted(node.func) or ""
+        if f.rsplit(".", 1)[-1] == "Library":
+            for i, a in enumerate(node.args):
+                if (a.keyword is None and i == 0) or (a.keyword is not None and a.keyword.value == "ns"):
+                    self._mark_bare(a.value)
+        elif f in ("getattr", "hasattr") and len(node.args) >= 2 and dotted(node.args[0].value) == "torch.ops":
+            self._mark_bare(node.args[1].value)
+        return True
+
+    def visit_Comparison(self, node):
+        # `op.namespace == "ns"`, `lib.ns != "ns"`
+        if not self.ns_map:
+            return True
+        sides = [node.left] + [c.comparator for c in node.comparisons]
+        if any(isinstance(x, cst.Attribute) and x.attr.value in NAMESPACE_ATTRS for x in sides):
+            for x in sides:
+                self._mark_bare(x)
+        return True
+
     def leave_Attribute(self, original_node, updated_node):
         d = dotted(original_node)
         if d is None:
             return updated_node
         parts = d.split(".")
+        if len(parts) == 3 and parts[:2] == ["torch", "ops"] and parts[2] in self.ns_map \
+                and id(original_node) not in self._keep_ns:
+            new = self.ns_map[parts[2]]
+            self._count(d, f"torch.ops.{new}")
+            return updated_node.with_changes(attr=cst.Name(new))
         if len(parts) == 4 and parts[0] == "torch" and parts[1] == "ops":
             t = self._target(parts[2], parts[3])
             if t:
@@ -167,6 +224,18 @@ class Rewriter(cst.CSTTransformer):
                         return cst.Name(value)
         return updated_node
 
+    def leave_FormattedString(self, original_node, updated_node):
+        # f"ns::{name}": the literal head names the namespace
+        parts = updated_node.parts
+        if self.ns_map and parts and isinstance(parts[0], cst.FormattedStringText):
+            m = re.match(r"(\w+)::", parts[0].value)
+            if m and m.group(1) in self.ns_map:
+                new = self.ns_map[m.group(1)]
+                self._count(f"f-string {m.group(0)}...", f"{new}::...")
+                head = parts[0].with_changes(value=new + parts[0].value[len(m.group(1)):])
+                return updated_node.with_changes(parts=[head, *parts[1:]])
+        return updated_node
+
     def leave_SimpleString(self, original_node, updated_node):
         try:
             v = updated_node.evaluated_value
@@ -174,6 +243,18 @@ class Rewriter(cst.CSTTransformer):
             return updated_node
         if not isinstance(v, str):
             return updated_node
+        if self.ns_map:
+            new = None
+            if v in self.ns_map and id(original_node) in self._bare_ok:
+                new = self.ns_map[v]
+            else:
+                m = QUALIFIED.fullmatch(v)
+                if m and m.group(1) in self.ns_map:
+                    new = self.ns_map[m.group(1)] + v[len(m.group(1)):]
+            if new is not None and updated_node.raw_value == v:  # (one with escapes is left for the check)
+                self._count(v, new)
+                q = updated_node.quote
+                return updated_node.with_changes(value=f"{updated_node.prefix}{q}{new}{q}")
         m = re.fullmatch(r"(\w+)::(\w+)(\.\w+)?", v)
         if m and m.group(1) != "vllm" and (m.group(1), m.group(2)) in self.wrappers and self.bundle_ns \
                 and (m.group(1), m.group(2)) not in self.stubs:
@@ -211,9 +292,10 @@ def top_level_blocks(text: str) -> list[tuple[int, int]]:
 _WRAP = "class _A5_wrapped_block:\n"
 
 
-def _rewrite_chunk(chunk: str, indented: bool, wrappers, pyops, bundle_ns, stubs, counts: dict) -> str:
+def _rewrite_chunk(chunk: str, indented: bool, wrappers, pyops, bundle_ns, stubs, counts: dict,
+                   ns_map: dict | None = None) -> str:
     """libcst over one statement; an indented one (a method) is wrapped in a class to parse on its own."""
-    rw = Rewriter(wrappers, pyops, bundle_ns, stubs)
+    rw = Rewriter(wrappers, pyops, bundle_ns, stubs, ns_map)
     code = cst.parse_module(_WRAP + chunk if indented else chunk).visit(rw).code
     if indented:
         assert code.startswith(_WRAP)
@@ -227,35 +309,117 @@ def _rewrite_chunk(chunk: str, indented: bool, wrappers, pyops, bundle_ns, stubs
     return code
 
 
-def rewrite(module_text: str, wrappers, pyops, bundle_ns, stubs=None) -> tuple[str, dict]:
+def _may_rewrite(ns_map: dict | None) -> re.Pattern:
+    """What a statement's text must hold for libcst to look at it: `torch.ops`, `::`, `hasattr`, and a string
+    that is (or starts with `<ns>::` for) a namespace the bundle registers."""
+    if not ns_map:
+        return _MAY_REWRITE
+    names = "|".join(re.escape(n) for n in sorted(ns_map))
+    return re.compile(_MAY_REWRITE.pattern + r"""|["'](?:""" + names + r""")(?:["']|::)""")
+
+
+def rewrite(module_text: str, wrappers, pyops, bundle_ns, stubs=None, ns_map=None) -> tuple[str, dict]:
     """Rewire op references statement by statement: only statements whose text can hold one go through
     libcst (a whole 30k-line module through a libcst transformer takes tens of seconds); in a class, only its
     methods (and other body statements) that can."""
+    may = _may_rewrite(ns_map)
     lines = module_text.splitlines(keepends=True)
     out, counts, pos = [], {}, 0
     for start, end, node in _blocks(ast.parse(module_text).body):
         out.append("".join(lines[pos:start]))
         chunk = "".join(lines[start:end])
         pos = end
-        if not _MAY_REWRITE.search(chunk):
+        if not may.search(chunk):
             out.append(chunk)
             continue
         inner = _blocks(node.body) if isinstance(node, ast.ClassDef) and node.body else []
         head_end = inner[0][0] if inner else end
-        if not inner or _MAY_REWRITE.search("".join(lines[start:head_end])):
-            out.append(_rewrite_chunk(chunk, False, wrappers, pyops, bundle_ns, stubs, counts))
+        if not inner or may.search("".join(lines[start:head_end])):
+            out.append(_rewrite_chunk(chunk, False, wrappers, pyops, bundle_ns, stubs, counts, ns_map))
             continue
         out.append("".join(lines[start:head_end]))
         p2 = head_end
         for s0, s1, _ in inner:
             out.append("".join(lines[p2:s0]))
             sub = "".join(lines[s0:s1])
-            out.append(_rewrite_chunk(sub, True, wrappers, pyops, bundle_ns, stubs, counts)
-                       if _MAY_REWRITE.search(sub) else sub)
+            out.append(_rewrite_chunk(sub, True, wrappers, pyops, bundle_ns, stubs, counts, ns_map)
+                       if may.search(sub) else sub)
             p2 = s1
         out.append("".join(lines[p2:end]))
     out.append("".join(lines[pos:]))
     return "".join(out), counts
+
+
+# ----------------------------------------------------------------------------- the bundle's own namespaces
+
+# Namespaces torch itself owns: code may add kernels or ops to them (`Library("aten", "IMPL")`), never rename.
+TORCH_NAMESPACES = frozenset({
+    "aten", "prim", "prims", "_prims", "debugprims", "rngprims", "quantized", "_quantized", "quantized_decomposed",
+    "c10d", "c10d_functional", "_c10d_functional", "_c10d_functional_autograd", "_dtensor", "inductor", "higher_order", "profiler",
+    "fsdp", "mkldnn", "onednn", "_quantized_decomposed", "_test", "symm_mem", "streams"})
+# torch.library calls whose first argument names the op as "ns::name" and define it
+_OP_DEFINING = ("custom_op", "triton_op", "define")
+BUNDLE_NS_PREFIX = "vllm_bundle_"
+
+
+def _const_str(node) -> str | None:
+    return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
+
+
+def registered_namespaces(text: str) -> dict[str, list[str]]:
+    """The torch.library namespaces the module's code registers ops into, each with how (sorted, unique):
+    `[torch.library.]Library("ns", "FRAGMENT" | "DEF")` (vLLM's `vllm_lib` that `direct_register_custom_op`
+    defines into, the IR's `vllm_ir_torch_lib`, ...), and `torch.library.custom_op / triton_op / define("ns::op")`
+    (decorators included). `Library("ns", "IMPL")` only adds kernels to ops defined elsewhere (torch's `aten`):
+    not a registration. Namespaces torch owns and the bundle's own (`vllm_bundle_*`, A4's) are left out."""
+    found: dict[str, set[str]] = {}
+    for node in ast.walk(ast.parse(text)):
+        if not isinstance(node, ast.Call):
+            continue
+        f = ast_dotted(node.func) or ""
+        tail = f.rsplit(".", 1)[-1]
+        ns = how = None
+        if tail == "Library":
+            kw = {k.arg: k.value for k in node.keywords}
+            ns = _const_str(node.args[0] if node.args else kw.get("ns"))
+            kind = _const_str(node.args[1] if len(node.args) > 1 else kw.get("kind"))
+            if ns is None or kind not in ("DEF", "FRAGMENT"):
+                continue
+            how = f"{f}({ns!r}, {kind!r})"
+        elif tail in _OP_DEFINING and node.args:
+            name = _const_str(node.args[0])
+            m = QUALIFIED.fullmatch(name) if name else None
+            if not m or (tail == "define" and "library" not in f and f != "define"):
+                continue  # `lib.define("op(...)")` names no namespace: the Library does
+            ns, how = m.group(1), f"{f}({m.group(1)}::{m.group(2)})"
+        if ns and ns not in TORCH_NAMESPACES and not ns.startswith(BUNDLE_NS_PREFIX) and ns.isidentifier():
+            found.setdefault(ns, set()).add(how)
+    return {ns: sorted(v) for ns, v in sorted(found.items())}
+
+
+def namespace_key(symbol: str, module_text: str, data_text: str = "") -> str:
+    """The bundle's namespace key: sha256 over the symbol and everything A5 merges (imports, the A4, A3 and
+    A2 sections, A3's data section) before rewriting. Deterministic (the same inputs give the same key); two
+    bundles that differ in any inlined line get different keys."""
+    h = hashlib.sha256()
+    for part in ("vllm-bundler A5 namespaces v1", symbol or "", module_text, data_text):
+        h.update(part.encode("utf-8") + b"\0")
+    return h.hexdigest()
+
+
+def namespace_map(ns_map: dict, registered: dict, key: str, a4m: dict, wrappers: dict) -> dict:
+    """A5.bindmap.json `namespaces`: every torch.library namespace the bundle's ops live in, and whose it was."""
+    cuda = sorted({ns for ns, _ in wrappers})
+    return {
+        "key": key,
+        "python": [{"from": ns, "to": ns_map[ns], "registered_by": registered[ns]} for ns in sorted(ns_map)],
+        "cuda": [{"from": ns, "to": a4m.get("namespace")} for ns in cuda] if a4m.get("namespace") else [],
+    }
+
+
+def bundle_namespaces(registered, key: str) -> dict[str, str]:
+    """{namespace the code registers: the bundle's own}: `vllm_bundle_<key[:16]>_<ns>`."""
+    return {ns: f"{BUNDLE_NS_PREFIX}{key[:16]}_{ns}" for ns in sorted(registered)}
 
 
 # ----------------------------------------------------------------------------- import-time torch.compile
@@ -400,8 +564,11 @@ def ast_dotted(node) -> str | None:
 class Leftovers(ast.NodeVisitor):
     """What binding must not leave behind: vLLM imports and compiled-op references (with their lines)."""
 
-    def __init__(self, text: str):
+    def __init__(self, text: str, renamed: dict | None = None):
         self.text = text
+        self.renamed = renamed or {}   # namespaces A5 renamed: no read of the old name may remain
+        self.namespaces: list[tuple[str, int]] = []
+        self.bare: dict[str, int] = {}  # plain strings equal to a renamed namespace, left as they are
         self.ops: list[tuple[str, int]] = []
         self.imports: list[tuple[str, int]] = []
         self.probes: list[tuple[str, int]] = []  # importlib.import_module("vllm...") inside try/except ImportError
@@ -428,6 +595,25 @@ class Leftovers(ast.NodeVisitor):
             if len(parts) >= 3 and parts[0] == "torch" and parts[1] == "ops" and LEFTOVER_NS.match(parts[2]):
                 self.ops.append((".".join(parts[:4]), node.lineno))
                 return
+            if len(parts) >= 3 and parts[:2] == ["torch", "ops"] and parts[2] in self.renamed:
+                self.namespaces.append((".".join(parts[:4]), node.lineno))
+                return
+        self.generic_visit(node)
+
+    def visit_Constant(self, node):
+        if self.renamed and isinstance(node.value, str):
+            m = QUALIFIED.fullmatch(node.value)
+            if m and m.group(1) in self.renamed:
+                self.namespaces.append((repr(node.value), node.lineno))
+            elif node.value in self.renamed:
+                self.bare[node.value] = self.bare.get(node.value, 0) + 1
+
+    def visit_JoinedStr(self, node):
+        head = node.values[0] if node.values else None
+        if self.renamed and isinstance(head, ast.Constant) and isinstance(head.value, str):
+            m = re.match(r"(\w+)::", head.value)
+            if m and m.group(1) in self.renamed:
+                self.namespaces.append((f"f-string {head.value!r}...", node.lineno))
         self.generic_visit(node)
 
     def visit_Import(self, node):
@@ -443,8 +629,17 @@ class Leftovers(ast.NodeVisitor):
             self.imports.append((f"from {mod} import ...", node.lineno))
 
     def visit_Call(self, node):
-        # importlib.import_module("vllm...") / __import__("vllm...")
         d = ast_dotted(node.func)
+        if self.renamed and node.args:
+            # Library("<ns>", ...) / getattr(torch.ops, "<ns>") left with a namespace A5 renamed
+            first = None
+            if d in ("getattr", "hasattr") and len(node.args) > 1 and ast_dotted(node.args[0]) == "torch.ops":
+                first = node.args[1]
+            elif (d or "").rsplit(".", 1)[-1] == "Library":
+                first = node.args[0]
+            if _const_str(first) in self.renamed:
+                self.namespaces.append((f"{d}({first.value!r}, ...)", node.lineno))
+        # importlib.import_module("vllm...") / __import__("vllm...")
         if d in ("importlib.import_module", "__import__") and node.args:
             v = node.args[0]
             if isinstance(v, ast.Constant) and isinstance(v.value, str) and v.value.split(".")[0] == "vllm":
@@ -538,7 +733,10 @@ def bind(graph: dict, a2_text: str, a2m: dict, a3_text: str, a3m: dict, a4_text:
         pyops[op] = target
 
     try:
-        out_text, counts = rewrite(module_text, wrappers, pyops, a4m.get("namespace"), stubs)
+        registered = registered_namespaces(module_text)
+        ns_key = namespace_key(graph.get("symbol") or "", module_text, data_text)
+        ns_map = bundle_namespaces(registered, ns_key)
+        out_text, counts = rewrite(module_text, wrappers, pyops, a4m.get("namespace"), stubs, ns_map)
     except SyntaxError as e:
         raise StageError(STAGE, "merged A4+A3+A2 module", f"does not parse ({e.msg} at line {e.lineno})",
                          "check the section artifacts; each must parse on its own") from None
@@ -586,8 +784,15 @@ def bind(graph: dict, a2_text: str, a2m: dict, a3_text: str, a3m: dict, a4_text:
         tree = ast.parse(out_text, "A5.module.py")
     except SyntaxError as e:
         raise StageError(STAGE, f"A5.module.py:{e.lineno}", f"does not parse ({e.msg})", "report a bundler bug") from None
-    lv = Leftovers(out_text)
+    lv = Leftovers(out_text, ns_map)
     lv.visit(tree)
+    if lv.namespaces:
+        what, line = lv.namespaces[0]
+        raise StageError(STAGE, f"A5.module.py:{line}",
+                         f"{what} still names a namespace the bundle registers ({', '.join(sorted(ns_map))}) after "
+                         "binding: two bundles, or a bundle and vLLM, would share it in one process",
+                         "spell it as torch.ops.<ns>.<op>, getattr(torch.ops, \"<ns>\"), \"<ns>::<op>\" or "
+                         "Library(\"<ns>\", ...), which A5 rewrites (or extend bundler_lib/bind.py's Rewriter)")
     if lv.imports:
         what, line = lv.imports[0]
         raise StageError(STAGE, f"A5.module.py:{line}", f"a vLLM import remains after binding: {what}"
@@ -628,6 +833,9 @@ def bind(graph: dict, a2_text: str, a2m: dict, a3_text: str, a3m: dict, a4_text:
                      + ", ".join(f"{f} ({n})" for f, n in sorted(per_file.items())))
         for n in datam.get("notes", []):
             notes.append(f"A3 data: {n}")
+    for ns, n in sorted(lv.bare.items()):
+        notes.append(f"{n} plain string(s) {ns!r} left as they are (not in a Library(...), getattr(torch.ops, ...) "
+                     f"or .namespace comparison; the namespace itself is {ns_map[ns]})")
     if stubs:
         notes.append("ops not bundled (A1 marked them optional; their wrappers raise NotImplementedError): "
                      + ", ".join(sorted(f"{n}.{o}" for n, o in stubs)))
@@ -640,6 +848,7 @@ def bind(graph: dict, a2_text: str, a2m: dict, a3_text: str, a3m: dict, a4_text:
         "entry_symbol": entry,
         "public_signatures": sigs,
         "rewrites": [{"from": f, "to": t, "count": c} for (f, t), c in sorted(counts.items())],
+        "namespaces": namespace_map(ns_map, registered, ns_key, a4m, wrappers),
         "imports": imports,
         "sections": [n for n, t in (("A4", a4_text), ("A3", a3_text), ("A3.data", data_text), ("A2", a2_text))
                      if t.strip()],

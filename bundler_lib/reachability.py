@@ -19,7 +19,8 @@ the `except` types, the `with` items, the `for` iterable) are loads of every uni
   and A2's module-object idiom `sys.modules[m.__name__] = m`) binds nothing but belongs to that object: it is
   reached when the object is.
 - custom ops are names too, spelled as the attribute chain that reaches them: `direct_register_custom_op(
-  op_name="x", ...)` (vLLM's helper, default library) binds `torch.ops.vllm.x` (a registration nothing reaches is
+  op_name="x", ...)` (vLLM's helper, default library) binds `torch.ops.vllm.x`, or `torch.ops.<ns>.x` where the
+  bundle's `vllm_lib` is `Library("<ns>", ...)` (A5 gives each bundle its own namespace) (a registration nothing reaches is
   reported under that name), `@torch.library.custom_op("ns::x")` makes its function bind `torch.ops.ns.x` too, and
   reaching the op reaches its `@register_fake("ns::x")` / `@f.register_fake` implementations. Reached code reaches
   an op through the chain `torch.ops.ns.x...`. (A5 rewires `torch.ops.vllm.x(...)` call sites to the Python function,
@@ -126,6 +127,7 @@ class _Module:
         self.postponed = postponed
         self.value_names: set[str] = set()  # names loaded other than as the callee of a call
         self.evaluates_annotations = False  # get_type_hints / eval_str seen
+        self.default_op_ns = "vllm"  # the namespace of vLLM's `vllm_lib` (A5 gives the bundle its own)
 
 
 def _dotted(node: ast.AST) -> str:
@@ -501,8 +503,20 @@ def _op_decorator(d: ast.AST) -> tuple[str | None, str | None]:
     return None, None
 
 
-def _registered_op(stmt: ast.Expr) -> str | None:
-    """`direct_register_custom_op(op_name="x", ...)` (vLLM's helper, default library): "torch.ops.vllm.x"."""
+def _default_op_ns(tree: ast.Module) -> str:
+    """The namespace of the library `direct_register_custom_op` defines into by default: vLLM's module-level
+    `vllm_lib = Library("vllm", "FRAGMENT")`, which A5 renames to the bundle's own namespace."""
+    for s in tree.body:
+        if (isinstance(s, ast.Assign) and [_dotted(t) for t in s.targets] == ["vllm_lib"]
+                and isinstance(s.value, ast.Call) and _dotted(s.value.func).endswith("Library") and s.value.args
+                and isinstance(s.value.args[0], ast.Constant) and isinstance(s.value.args[0].value, str)):
+            return s.value.args[0].value
+    return "vllm"
+
+
+def _registered_op(stmt: ast.Expr, default_ns: str = "vllm") -> str | None:
+    """`direct_register_custom_op(op_name="x", ...)` (vLLM's helper, default library): "torch.ops.vllm.x"
+    (`torch.ops.<ns>.x` where the bundle's `vllm_lib` is `Library("<ns>", ...)`)."""
     c = stmt.value
     if not (isinstance(c, ast.Call) and _dotted(c.func).rsplit(".", 1)[-1] == "direct_register_custom_op"):
         return None
@@ -511,7 +525,7 @@ def _registered_op(stmt: ast.Expr) -> str | None:
         return None
     name = kw.get("op_name", c.args[0] if c.args else None)
     if isinstance(name, ast.Constant) and isinstance(name.value, str) and name.value.isidentifier():
-        return f"torch.ops.vllm.{name.value}"
+        return f"torch.ops.{default_ns}.{name.value}"
     return None
 
 
@@ -592,7 +606,7 @@ class _Builder:
                 if isinstance(s.value, ast.Constant):
                     continue  # a docstring or `...`
                 into = _exec_into(s)
-                op = _registered_op(s)
+                op = _registered_op(s, self.mod.default_op_ns)
                 if op:  # direct_register_custom_op(op_name="x", ...) defines torch.ops.vllm.x
                     self.add(s, "registration", guard, self.refs(s), binds=(op,),
                              note="direct_register_custom_op")
@@ -643,6 +657,7 @@ def postponed_annotations(tree: ast.Module) -> bool:
 def analyze(tree: ast.Module, symbol: str, roots: tuple[str, ...] = ROOT_NAMES) -> Result:
     """Reachability of the module's top-level definitions from `symbol`, `roots` and its import-time code."""
     mod = _Module(postponed_annotations(tree))
+    mod.default_op_ns = _default_op_ns(tree)
     b = _Builder(mod)
     b.build(tree.body, _Refs(mod))
     units = b.units

@@ -434,3 +434,181 @@ def test_lazy_decorators_import_no_dynamo_and_compute_the_same(tmp_path):
 def test_lazy_helper_name_taken_fails(tmp_path):
     with pytest.raises(StageError, match="_bundle_lazy_torch_compile already defined"):
         _bind_lazy(tmp_path, LAZY_A2 + "\n\ndef _bundle_lazy_torch_compile():\n    pass\n")
+
+
+# ----------------------------------------------------------------------------- the bundle's own namespaces
+
+NS_A2 = textwrap.dedent('''\
+    # --- Inlined from vllm/ir/op.py:L21-L31 (Apache-2.0) ---
+    vllm_ir_torch_lib = Library("vllm_ir", "FRAGMENT")  # IR op lib
+
+
+    def _torch_ops_subtree(lib):
+        ns = getattr(lib, "ns", None)
+        if isinstance(ns, str):
+            return getattr(torch.ops, ns)
+        return torch.ops.vllm_ir
+
+
+    def _ir_rms_norm(x: torch.Tensor, weight: torch.Tensor, epsilon: float) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + epsilon) * weight
+
+
+    vllm_ir_torch_lib.define("rms_norm(Tensor x, Tensor weight, float epsilon) -> Tensor")
+    vllm_ir_torch_lib.impl("rms_norm", _ir_rms_norm, dispatch_key="CompositeExplicitAutograd")
+    IR_RMS_NORM = _torch_ops_subtree(vllm_ir_torch_lib).rms_norm.default
+
+
+    # --- Inlined from vllm/utils/torch_utils.py:L990-L1040 (Apache-2.0) ---
+    vllm_lib = Library("vllm", "FRAGMENT")  # noqa
+
+
+    def direct_register_custom_op(op_name, op_func, mutates_args=None, fake_impl=None, target_lib=None):
+        schema_str = infer_schema(op_func, mutates_args=mutates_args or [])
+        my_lib = target_lib or vllm_lib
+        my_lib.define(op_name + schema_str)
+        my_lib.impl(op_name, op_func, dispatch_key="CompositeExplicitAutograd")
+
+
+    def double(x: torch.Tensor) -> torch.Tensor:
+        return x * 2
+
+
+    def halve(x: torch.Tensor) -> torch.Tensor:
+        return x / 2
+
+
+    direct_register_custom_op("double", double)
+    direct_register_custom_op("halve", halve)
+
+
+    @torch.library.custom_op("vllm_extra::triple", mutates_args=())
+    def triple(x: torch.Tensor) -> torch.Tensor:
+        return x * 3
+
+
+    @torch.library.register_fake("vllm_extra::triple")
+    def _triple_fake(x):
+        return torch.empty_like(x)
+
+
+    _aten_impls = Library("aten", "IMPL")  # adds kernels to torch's own ops: not the bundle's namespace
+
+
+    def use(x: torch.Tensor) -> dict:
+        return {
+            "double": torch.ops.vllm.double(x),          # bound to the Python function (python_custom_ops)
+            "halve": torch.ops.vllm.halve.default(x),    # registered by the bundle: its own namespace
+            "triple": getattr(torch.ops, "vllm_extra").triple(x),
+            "ir": torch.ops.vllm_ir.rms_norm(x, torch.ones(x.shape[-1]), 1e-6),
+            "is_ir": IR_RMS_NORM.namespace == "vllm_ir",
+            "qualname": f"vllm_ir::{IR_RMS_NORM._opname}",
+            "aten": torch.ops.aten.add.Tensor(x, x),
+            "logger": "vllm",                            # a plain string: not a namespace read
+        }
+''')
+
+
+def _ns_inputs(tmp_path, symbol="RMSNorm", a2=NS_A2):
+    d = tmp_path / f"in_{symbol}"
+    d.mkdir(parents=True)
+    g = _graph() | {"symbol": symbol, "cuda_ops": [],
+                    "python_custom_ops": [{"op": "double", "target": "double"}]}
+    (d / "A1.graph.json").write_text(json.dumps(g))
+    (d / "A4.cuda.py").write_text("")
+    (d / "A4.manifest.json").write_text(json.dumps({"status": "ok", "wrappers": [], "imports": []}))
+    (d / "A2.inline.py").write_text(a2)
+    (d / "A2.manifest.json").write_text(json.dumps({"status": "ok", "external_reqs": [
+        "from __future__ import annotations", "import torch", "from torch.library import Library, infer_schema"]}))
+    (d / "A3.triton.py").write_text("")
+    (d / "A3.manifest.json").write_text(json.dumps({"status": "ok", "imports": []}))
+    return d
+
+
+def test_registered_namespaces_are_found_by_how_the_code_registers():
+    found = bind.registered_namespaces(NS_A2)
+    assert found == {"vllm": ["Library('vllm', 'FRAGMENT')"],
+                     "vllm_extra": ["torch.library.custom_op(vllm_extra::triple)"],
+                     "vllm_ir": ["Library('vllm_ir', 'FRAGMENT')"]}  # not aten (IMPL), not the fake's string
+    assert bind.registered_namespaces('torch.library.define("mylib::f", "(Tensor x) -> Tensor")\n') == {
+        "mylib": ['torch.library.define(mylib::f)']}
+    assert bind.registered_namespaces('L = Library("vllm_bundle_0123456789abcdef", "FRAGMENT")\n') == {}
+
+
+def test_bind_renames_registrations_and_reads_together(tmp_path):
+    bm = bind.run(inputs=_ns_inputs(tmp_path), out=tmp_path / "out")
+    text = (tmp_path / "out" / "A5.module.py").read_text()
+    key = bm["namespaces"]["key"]
+    own = {ns: f"vllm_bundle_{key[:16]}_{ns}" for ns in ("vllm", "vllm_extra", "vllm_ir")}
+    assert [(e["from"], e["to"]) for e in bm["namespaces"]["python"]] == sorted(own.items())
+    assert bm["namespaces"]["cuda"] == []
+    rewrites = {(r["from"], r["to"]): r["count"] for r in bm["rewrites"]}
+    # registrations
+    assert rewrites[("vllm_ir", own["vllm_ir"])] == 2  # Library("vllm_ir", ...) and `.namespace == "vllm_ir"`
+    assert f'Library("{own["vllm_ir"]}", "FRAGMENT")' in text
+    assert rewrites[("vllm", own["vllm"])] == 1 and f'vllm_lib = Library("{own["vllm"]}", "FRAGMENT")' in text
+    assert rewrites[("vllm_extra::triple", f"{own['vllm_extra']}::triple")] == 2  # custom_op + register_fake
+    assert f'@torch.library.custom_op("{own["vllm_extra"]}::triple"' in text
+    # reads
+    assert rewrites[("torch.ops.vllm_ir", f"torch.ops.{own['vllm_ir']}")] == 2
+    assert rewrites[("torch.ops.vllm", f"torch.ops.{own['vllm']}")] == 1  # halve; double is bound to the function
+    assert f"torch.ops.{own['vllm']}.halve.default(x)" in text and '"double": double(x)' in text
+    assert f'getattr(torch.ops, "{own["vllm_extra"]}").triple(x)' in text
+    assert f'IR_RMS_NORM.namespace == "{own["vllm_ir"]}"' in text
+    assert f'f"{own["vllm_ir"]}::{{IR_RMS_NORM._opname}}"' in text
+    # what is not the bundle's own stays
+    assert 'Library("aten", "IMPL")' in text and "torch.ops.aten.add.Tensor" in text and '"logger": "vllm"' in text
+    assert any("1 plain string(s) 'vllm' left as they are" in n for n in bm["notes"])
+    # nothing names the shared namespaces any more
+    for ns in own:
+        assert f"torch.ops.{ns}." not in text and f'"{ns}::' not in text and f'Library("{ns}"' not in text
+
+
+def test_bundle_namespaces_are_deterministic_and_per_bundle(tmp_path):
+    a = bind.run(inputs=_ns_inputs(tmp_path / "a"), out=tmp_path / "a" / "out")
+    a2 = bind.run(inputs=_ns_inputs(tmp_path / "a2"), out=tmp_path / "a2" / "out")
+    b = bind.run(inputs=_ns_inputs(tmp_path / "b", symbol="use"), out=tmp_path / "b" / "out")
+    assert a["namespaces"] == a2["namespaces"]
+    assert (tmp_path / "a" / "out" / "A5.module.py").read_bytes() == (tmp_path / "a2" / "out" / "A5.module.py").read_bytes()
+    assert {e["to"] for e in a["namespaces"]["python"]}.isdisjoint({e["to"] for e in b["namespaces"]["python"]})
+
+
+def test_two_bound_modules_and_vllm_share_a_process(tmp_path):
+    """Two modules bound from the same code (different keys) and a stand-in for an installed vLLM that registers
+    the original names first: all import into one interpreter, and each module's ops run its own code."""
+    for sub, symbol in (("a", "RMSNorm"), ("b", "use")):
+        bind.run(inputs=_ns_inputs(tmp_path / sub, symbol=symbol), out=tmp_path / sub / "out")
+    code = textwrap.dedent(f'''
+        import importlib.util, sys, torch
+        from torch.library import Library
+        # what an installed vLLM registers under the shared names
+        installed = [Library(ns, "FRAGMENT") for ns in ("vllm_ir", "vllm", "vllm_extra")]
+        installed[0].define("rms_norm(Tensor x, Tensor weight, float epsilon) -> Tensor")
+        installed[1].define("halve(Tensor x) -> Tensor")
+        installed[2].define("triple(Tensor x) -> Tensor")
+        mods = []
+        for name in ("a", "b"):
+            spec = importlib.util.spec_from_file_location("bundle_" + name, {str(tmp_path)!r} + f"/{{name}}/out/A5.module.py")
+            m = importlib.util.module_from_spec(spec); sys.modules[spec.name] = m; spec.loader.exec_module(m)
+            mods.append(m)
+        x = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+        ref = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
+        for m in mods:
+            r = m.use(x)
+            assert torch.equal(r["double"], 2 * x) and torch.equal(r["halve"], x / 2) and torch.equal(r["triple"], 3 * x)
+            assert torch.allclose(r["ir"], ref) and r["is_ir"] and r["qualname"].endswith("::rms_norm")
+        a, b = mods
+        assert a.vllm_ir_torch_lib.ns != b.vllm_ir_torch_lib.ns and a.vllm_lib.ns != b.vllm_lib.ns
+        assert a.IR_RMS_NORM is not b.IR_RMS_NORM
+        print("ok", a.vllm_ir_torch_lib.ns, b.vllm_ir_torch_lib.ns)
+    ''')
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert r.returncode == 0 and "ok vllm_bundle_" in r.stdout, r.stdout + r.stderr[-3000:]
+
+
+@pytest.mark.parametrize("extra", ['\n\ndef _escaped():\n    return "vllm_ir\\x3a:rms_norm"\n',
+                                   '\n\n_other = Library("vllm\\x5fir", "FRAGMENT")\n'])
+def test_a_namespace_read_the_binder_cannot_rewrite_fails(tmp_path, extra):
+    """A string with escapes is not rewritten (its text is not its value): the check after binding names it."""
+    with pytest.raises(StageError, match=r"still names a namespace the bundle registers"):
+        bind.run(inputs=_ns_inputs(tmp_path, a2=NS_A2 + extra), out=tmp_path / "out")

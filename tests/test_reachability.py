@@ -289,6 +289,14 @@ def test_custom_op_registrations():
     assert [d.name for d in res.unreachable] == ["_dead_impl", "_dead_fake", "torch.ops.vllm.dead"]
     assert {"_decorated_fake", "_used_impl", "direct_register_custom_op"} <= res.reached
 
+    # as A5 binds it: vLLM's `vllm_lib` and every read of its namespace renamed to the bundle's own
+    own = "vllm_bundle_0123456789abcdef_vllm"
+    bound = src.replace("import torch\n", f"import torch\n\n    vllm_lib = Library({own!r}, 'FRAGMENT')\n").replace(
+        "fake_impl=None):\n        pass", "fake_impl=None):\n        vllm_lib.define(op_name)")
+    res = _analyze(bound.replace("vllm::", f"{own}::").replace("torch.ops.vllm.", f"torch.ops.{own}."))
+    assert [d.name for d in res.unreachable] == ["_dead_impl", "_dead_fake", f"torch.ops.{own}.dead"]
+    assert {"_decorated_fake", "_used_impl", "direct_register_custom_op", "vllm_lib"} <= res.reached
+
 
 def test_write_only_global_is_noted():
     src = """

@@ -2,9 +2,10 @@
 
     python tools/run_bundle.py bundles_out/RMSNorm.py [--full] [--json out.json]
 
-Imports the bundle once under its own module name (a bundle registers its CUDA ops with torch.library
-when first built, so it must not be imported twice in one process), then runs the example: the first
-call builds the CUDA extension if the bundle has one (cached on disk for later processes).
+Imports the bundle once under its own module name (a bundle registers its ops with torch.library, its IR
+ops at import and its CUDA ops when first built, so the same bundle must not be imported twice in one process;
+other bundles may: each registers in namespaces of its own), then runs the example: the first call builds the
+CUDA extension if the bundle has one (cached on disk for later processes).
 """
 
 import argparse

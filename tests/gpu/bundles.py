@@ -5,9 +5,11 @@ Which bundles: $VLLM_BUNDLE_GPU_BUNDLES = "path[,path...]" (relative paths are t
 repository root), else every bundles_out/*.py and bundles_out/vllm-0.33.0/*.py that exists.
 
 A bundle is imported once per process under its own module name (its file's stem, as
-tools/run_bundle.py does): it registers torch.library ops when imported (vllm_ir::rms_norm,
-vllm::dequant_mxfp4, ...), so two bundles that register the same op cannot share a process, and
-Triton kernels find their globals through the module, which must therefore stay in sys.modules.
+tools/run_bundle.py does; `<version dir>__<stem>` when another bundle of that stem is already loaded, e.g.
+bundles_out/RMSNorm.py and bundles_out/vllm-0.33.0/RMSNorm.py): it registers torch.library ops when imported
+(vLLM's IR rms_norm, ...) in namespaces of its own (A5: `vllm_bundle_<hash>_vllm_ir`), so different bundles
+share a process but the same one must not be executed twice, and Triton kernels find their globals through the
+module, which must therefore stay in sys.modules.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,8 +147,12 @@ def load(path: Path):
     name = path.stem
     other = sys.modules.get(name)
     if other is not None and Path(getattr(other, "__file__", "") or "").resolve() != path:
-        raise RuntimeError(f"module name {name!r} is taken by {getattr(other, '__file__', other)}: "
-                           f"import one bundle of that name per process")
+        # another bundle of that stem (the same symbol of another vLLM version): a name of its own
+        name = re.sub(r"\W", "_", f"{path.parent.name}__{path.stem}")
+        other = sys.modules.get(name)
+        if other is not None and Path(getattr(other, "__file__", "") or "").resolve() != path:
+            raise RuntimeError(f"module names {path.stem!r} and {name!r} are taken by other files: "
+                               f"import one bundle of that name per process")
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module

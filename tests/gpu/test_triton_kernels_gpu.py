@@ -18,11 +18,12 @@ Triton attention kernels before the layer bundles carry them.
 How it runs
 - Bundles: $VLLM_BUNDLE_GPU_BUNDLES ("path[,path...]"), else bundles_out/*.py and
   bundles_out/vllm-0.33.0/*.py (tests/gpu/bundles.py). A bundle is imported once per process under
-  its own module name, and two bundles can't share a process (both register vllm_ir::rms_norm,
-  vllm::dequant_mxfp4, ...), so with several bundles this module fans out: test_bundle_in_own_process
-  runs this file in one child pytest per bundle ($VLLM_BUNDLE_GPU_JOBS at a time, default 3) and
-  fails with the child's failures; the kernel checks run in the children. With one bundle they run
-  in this process.
+  its own module name. Bundles could share a process (each registers its torch.library ops in
+  namespaces of its own: A5), but the checks patch the bundle's globals and CPU stand-ins, and a
+  crashed kernel takes the process with it, so with several bundles this module fans out:
+  test_bundle_in_own_process runs this file in one child pytest per bundle ($VLLM_BUNDLE_GPU_JOBS at
+  a time, default 3) and fails with the child's failures; the kernel checks run in the children.
+  With one bundle they run in this process.
 - Each check asserts that the launcher really launched the kernel (a counter stands in for the
   kernel in the bundle's globals), then compares with the float32 reference. A check whose kernel
   is not in the bundle under test skips, saying so.
