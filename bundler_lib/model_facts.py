@@ -56,7 +56,7 @@ def check(config: dict, where: str) -> None:
             if v is not None and not isinstance(v, dict):
                 raise StageError(STAGE, f"{where} {prefix}{key}", f"is {v!r}, not a JSON object or null",
                                  f"give {key} as an object such as {{\"rope_type\": \"default\"}}, or null")
-        moe = any(k in cfg for k in _MOE_SIGNS) or "moe" in str(cfg.get("model_type", "")).lower() or any(
+        moe = any(cfg.get(k) not in (None, False, 0) for k in _MOE_SIGNS) or "moe" in str(cfg.get("model_type", "")).lower() or any(
             "moe" in str(a).lower() for a in cfg.get("architectures") or [] if isinstance(cfg.get("architectures"), list))
         for key in MOE_EXPERT_KEYS:
             if key not in cfg:
