@@ -157,7 +157,7 @@ def _blocked(dist: Path, rel: str, want: str) -> str | None:
 
 
 def publish_bundle(dist: Path, store: str, bundle_path: str, artifacts_dir: str, bundle: bytes,
-                   artifacts: dict[str, bytes], expected_sha256: str) -> bool:
+                   artifacts: dict[str, bytes], expected_sha256: str, legacy_artifacts_dir: str | None = None) -> bool:
     """Put a built bundle and its stage artifacts into `dist` together, or not at all; True when anything changed.
 
     Layout (all relative symlinks, so `dist` can move):
@@ -168,7 +168,8 @@ def publish_bundle(dist: Path, store: str, bundle_path: str, artifacts_dir: str,
     A build is written complete in a temporary directory beside its place, fsynced, its bundle read back and
     checked against the sha256 that A7.report.json and the build name, then renamed into place; `current` is
     then switched by renaming a new symlink over it (atomic), so the bundle and its artifacts change in one
-    step. Paths that cannot take the links are refused before anything is written."""
+    step. Paths that cannot take the links are refused before anything is written. `legacy_artifacts_dir`: where
+    the earlier layout kept this target's artifacts (`artifacts/<target name>/`), removed once the build is in."""
     dist = Path(dist)
     bundle_name = posixpath.basename(bundle_path)
     for rel, want in ((bundle_path, "file"), (artifacts_dir, "dir")):
@@ -205,6 +206,11 @@ def publish_bundle(dist: Path, store: str, bundle_path: str, artifacts_dir: str,
         if os.readlink(link) != target if link.is_symlink() else True:
             _link(link, target)
             changed = True
+    legacy = dist / legacy_artifacts_dir if legacy_artifacts_dir else None
+    if legacy is not None and legacy != dist / artifacts_dir and legacy.is_dir() and not legacy.is_symlink() and all(
+            p.is_file() and p.name.startswith("A") for p in legacy.iterdir()):
+        shutil.rmtree(legacy, ignore_errors=True)
+        changed = True
     for entry in store_dir.iterdir():  # earlier builds, and what an interrupted write left
         if entry.name not in ("current", version):
             if entry.is_dir() and not entry.is_symlink():

@@ -43,7 +43,9 @@ async def package_bundle(field_set: MonolithicBundleFieldSet, dist_dir: DistDir,
     (bundle,) = [c.content for c in contents if c.path == built.bundle_path]
     dist = Path(build_root.path) / dist_dir.relpath
     try:
-        publish_bundle(dist, built.store_dir, built.bundle_path, built.artifacts_dir, bundle, artifacts, built.sha256)
+        legacy = os.path.join(os.path.dirname(built.bundle_path), "artifacts", field_set.address.target_name)
+        publish_bundle(dist, built.store_dir, built.bundle_path, built.artifacts_dir, bundle, artifacts, built.sha256,
+                       legacy_artifacts_dir=legacy)
     except PublishError as e:
         raise BundleTargetError(f"{field_set.address}: cannot write {dist_dir.relpath}/{built.bundle_path}: {e}") from None
     except OSError as e:

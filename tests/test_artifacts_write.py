@@ -136,7 +136,8 @@ def test_publish_replaces_the_earlier_layout(tmp_path):
     dist = tmp_path / "bundles_out"
     replace_file(dist / "B.py", b"old")
     replace_directory(dist / "artifacts" / "t", {"A7.report.json": b"{}"})
+    replace_directory(dist / "artifacts" / "name", {"A7.report.json": b"{}"})  # artifacts/<target name>/
     b1, a1, s1 = _build("one")
-    _publish(dist, b1, a1, s1)
+    publish_bundle(dist, ".bundles/t.x", "B.py", "artifacts/t", b1, a1, s1, legacy_artifacts_dir="artifacts/name")
     assert _seen(dist) == (b1, a1)
     assert sorted(os.listdir(dist / "artifacts")) == ["t"]
