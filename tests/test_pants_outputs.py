@@ -126,7 +126,7 @@ def test_case4_a_blocked_bundle_path_leaves_the_previous_build(built):
     arts = {p.name: p.read_bytes() for p in (out / "artifacts/targets.foo").iterdir()}
     current = os.readlink(out / os.readlink(out / "Foo.py").rsplit("/", 1)[0])
     tree_file = built.root / "third_party/tiny/vllm/a.py"
-    tree_file.write_text(FOO + "\n\nX = 1\n")  # a new build: other bundle, other artifacts
+    tree_file.write_text(FOO.replace("zeros(1)", "zeros(2)"))  # a new build: other bundle, other artifacts
     (out / "Foo.py").unlink()
     (out / "Foo.py").mkdir()
     try:
@@ -143,7 +143,7 @@ def test_case4_a_blocked_bundle_path_leaves_the_previous_build(built):
     (path, _, sha), = run.wrote()
     report = json.loads((out / "artifacts/targets.foo/A7.report.json").read_text())
     assert sha == report["sha256"] == hashlib.sha256((out / "Foo.py").read_bytes()).hexdigest()
-    assert "X = 1" in (out / "Foo.py").read_text()
+    assert "torch.zeros(2)" in (out / "Foo.py").read_text()
 
 
 def test_case6_symlink_out_of_the_tree_is_refused(built):
