@@ -159,7 +159,7 @@ def test_case6_symlink_out_of_the_tree_is_refused(built):
     ("textcfg", ["targets:textcfg", "models/Bad--Text/config.json text_config", "'oops'"]),
     ("experts", ["targets:experts", "models/Bad--Experts/config.json num_experts", "MoE"]),
     ("badjson", ["targets:badjson", "models/Bad--Json/config.json", "not valid JSON"]),
-    ("dotdot", ["targets:dotdot", "`output_path` 'x/../A.py'", "`..`"]),
+    ("dotdot", ["targets:dotdot", "`output_path` 'x/../A.py' contains `..`"]),
 ])
 def test_case10_bad_field_or_model_config_is_one_line_before_any_stage(built, target, needles):
     before = _state(built)
