@@ -95,7 +95,7 @@ def main() -> None:
         timed(ws, args.target, store)  # warm-up: pantsd up with this store
         noop = [timed(ws, args.target, store) for _ in range(args.repeat)]
         print("no-op:", summary(noop)["median_s"], flush=True)
-        graph = json.loads((ws.root / f"bundles_out/artifacts/{args.target}/A1.graph.json").read_text())
+        graph = json.loads((ws.root / f"bundles_out/artifacts/targets.{args.target}/A1.graph.json").read_text())
         symbol = graph["symbol"]
         assert OUTSIDE_FILE not in graph["files"]
         outside, inside = [], []

@@ -92,8 +92,13 @@ def main(argv=None) -> int:
                 variant = json.loads(args.variant)
             except json.JSONDecodeError as e:
                 raise StageError("A1 graph", "--variant", f"not valid JSON ({e})", "pass a JSON object") from None
-            m.run(tree=args.tree, out=args.out, symbol=args.symbol, hint=args.hint, variant=variant,
-                  model_config=args.model_config)
+            try:
+                m.run(tree=args.tree, out=args.out, symbol=args.symbol, hint=args.hint, variant=variant,
+                      model_config=args.model_config)
+            except StageError as e:
+                if e.input.startswith("symbol "):  # not found: perhaps in a file that is not UTF-8
+                    _refuse_undecodable_definition(args.tree, args.symbol)
+                raise
         elif stage == "collect-python":
             from bundler_lib import collect_python as m
             m.run(tree=args.tree, graph=args.graph, out=args.out)
@@ -124,6 +129,24 @@ def main(argv=None) -> int:
         print(f"error: {e.message()}", file=sys.stderr)
         return 2
     return 0
+
+
+def _refuse_undecodable_definition(tree: Path, symbol: str) -> None:
+    """A1 skips files that are not UTF-8; when the symbol is defined in one, say so (file and byte offset)
+    instead of reporting a misspelt symbol."""
+    import re
+
+    pat = re.compile(rb"^(?:class|def|async\s+def)\s+" + re.escape(symbol.encode()) + rb"\b", re.M)
+    for path in sorted(Path(tree).rglob("*.py")):
+        data = path.read_bytes()
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            if pat.search(data):
+                rel = path.relative_to(tree).as_posix()
+                raise StageError("A1 graph", f"{rel} (defines {symbol})",
+                                 f"not UTF-8: byte 0x{data[e.start]:02x} at offset {e.start}",
+                                 "save the file as UTF-8 (fix or remove that byte)") from None
 
 
 if __name__ == "__main__":

@@ -1,8 +1,12 @@
-"""Deterministic artifact writing: sorted JSON, atomic writes, no timestamps or absolute paths."""
+"""Deterministic artifact writing: sorted JSON, atomic writes, no timestamps or absolute paths; and the bundle
+writer of `pants package` (publish_bundle)."""
+
+from __future__ import annotations
 
 import hashlib
 import json
 import os
+import posixpath
 import shutil
 import tempfile
 from pathlib import Path
@@ -85,3 +89,146 @@ def read_json(path: Path) -> Any:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+class PublishError(Exception):
+    """A bundle that cannot be put into place; nothing was replaced. One line, naming the path and the remedy."""
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_tree(root: Path, files: dict[str, bytes]) -> None:
+    for name, data in sorted(files.items()):
+        p = root / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with open(p, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(p, 0o644)
+    for d in sorted({(root / n).parent for n in files} | {root}, key=lambda d: -len(d.parts)):
+        d.chmod(0o755)
+        _fsync_dir(d)
+
+
+def _link(link: Path, target: str) -> None:
+    """Make `link` a symlink to `target`, atomically (a new link renamed over the old one)."""
+    try:
+        if os.readlink(link) == target:
+            return
+    except OSError:
+        pass
+    link.parent.mkdir(parents=True, exist_ok=True)
+    tmp = link.parent / f".{link.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
+    os.symlink(target, tmp)
+    try:
+        if link.is_dir() and not link.is_symlink():  # an artifacts directory of the earlier layout
+            old = Path(tempfile.mkdtemp(prefix=f".{link.name}.old-", dir=link.parent))
+            os.replace(link, old / link.name)
+            os.replace(tmp, link)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, link)
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+
+
+def _blocked(dist: Path, rel: str, want: str) -> str | None:
+    """Why `dist/rel` cannot become our symlink (`want`: what the earlier layout left there), else None."""
+    path = dist / rel
+    for parent in list(reversed(path.relative_to(dist).parents))[1:]:
+        p = dist / parent
+        if os.path.lexists(p) and not p.is_dir():
+            return f"{dist.name}/{parent.as_posix()} is a file, where a directory must be"
+    if not os.path.lexists(path) or path.is_symlink():
+        return None
+    if want == "file" and path.is_dir():
+        return f"{dist.name}/{rel} is a directory, where the bundle goes"
+    if want == "dir" and not path.is_dir():
+        return f"{dist.name}/{rel} is a file, where the artifacts directory goes"
+    return None
+
+
+def publish_bundle(dist: Path, store: str, bundle_path: str, artifacts_dir: str, bundle: bytes,
+                   artifacts: dict[str, bytes], expected_sha256: str, legacy_artifacts_dir: str | None = None) -> bool:
+    """Put a built bundle and its stage artifacts into `dist` together, or not at all; True when anything changed.
+
+    Layout (all relative symlinks, so `dist` can move):
+        <store>/<content hash>/<bundle name>, <store>/<content hash>/artifacts/A*.json   one complete build
+        <store>/current -> <content hash>                                            the one switch
+        <bundle_path>   -> <store>/current/<bundle name>
+        <artifacts_dir> -> <store>/current/artifacts
+    A build is written complete in a temporary directory beside its place, fsynced, its bundle read back and
+    checked against the sha256 that A7.report.json and the build name, then renamed into place; `current` is
+    then switched by renaming a new symlink over it (atomic), so the bundle and its artifacts change in one
+    step. Paths that cannot take the links are refused before anything is written. `legacy_artifacts_dir`: where
+    the earlier layout kept this target's artifacts (`artifacts/<target name>/`), removed once the build is in."""
+    dist = Path(dist)
+    bundle_name = posixpath.basename(bundle_path)
+    for rel, want in ((bundle_path, "file"), (artifacts_dir, "dir")):
+        why = _blocked(dist, rel, want)
+        if why:
+            raise PublishError(f"{why}. Remedy: move it away and package again; nothing was replaced")
+    _check_sha(bundle, artifacts, expected_sha256, bundle_path)
+    h = hashlib.sha256()
+    for name, data in sorted({bundle_name: bundle, **{f"artifacts/{n}": d for n, d in artifacts.items()}}.items()):
+        h.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+    version = h.hexdigest()[:20]
+    store_dir = dist / store
+    store_dir.mkdir(parents=True, exist_ok=True)
+    current = store_dir / "current"
+    changed = False
+    if not (os.path.islink(current) and os.readlink(current) == version and (store_dir / version).is_dir()):
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=store_dir))
+        try:
+            _write_tree(tmp, {bundle_name: bundle, **{f"artifacts/{n}": d for n, d in artifacts.items()}})
+            # just before the swap: the bytes on disk are the ones A7 reported
+            _check_sha((tmp / bundle_name).read_bytes(), {"A7.report.json": (tmp / "artifacts" / "A7.report.json")
+                                                          .read_bytes()}, expected_sha256, bundle_path)
+            if os.path.lexists(store_dir / version):
+                shutil.rmtree(store_dir / version)
+            os.replace(tmp, store_dir / version)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        _link(current, version)
+        _fsync_dir(store_dir)
+        changed = True
+    for rel, inside in ((bundle_path, bundle_name), (artifacts_dir, "artifacts")):
+        link = dist / rel
+        target = os.path.relpath(current / inside, link.parent)
+        if os.readlink(link) != target if link.is_symlink() else True:
+            _link(link, target)
+            changed = True
+    legacy = dist / legacy_artifacts_dir if legacy_artifacts_dir else None
+    if legacy is not None and legacy != dist / artifacts_dir and legacy.is_dir() and not legacy.is_symlink() and all(
+            p.is_file() and p.name.startswith("A") for p in legacy.iterdir()):
+        shutil.rmtree(legacy, ignore_errors=True)
+        changed = True
+    for entry in store_dir.iterdir():  # earlier builds, and what an interrupted write left
+        if entry.name not in ("current", version):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink()
+    return changed
+
+
+def _check_sha(bundle: bytes, artifacts: dict[str, bytes], expected: str, bundle_path: str) -> None:
+    try:
+        reported = json.loads(artifacts["A7.report.json"])["sha256"]
+    except (KeyError, ValueError, TypeError):
+        raise PublishError(f"the build of {bundle_path} has no A7.report.json naming its sha256. Remedy: rebuild "
+                           "(`./pants package` after removing the cached result); nothing was replaced") from None
+    actual = sha256_bytes(bundle)
+    if not (actual == reported == expected):
+        raise PublishError(
+            f"the bundle for {bundle_path} has sha256 {actual}, but A7.report.json names {reported}: the stage "
+            "result was altered after A7 wrote it (a poisoned or corrupt cache entry). Remedy: rebuild without the "
+            "remote cache and report the cache entry; nothing was replaced")

@@ -15,19 +15,58 @@ from bundler_lib.errors import StageError
 STAGE = "A1 graph"
 
 
+MOE_EXPERT_KEYS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")
+_MOE_SIGNS = ("num_experts_per_tok", "moe_intermediate_size", "moe_topk")
+
+
 def load(path: Path | None) -> dict:
     if path is None:
         return {}
     try:
-        config = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         raise StageError(STAGE, f"--model-config {path}", "file not found",
                          "commit the model's config.json under models/<org>--<name>/") from None
+    return facts(parse(data, str(path)))
+
+
+def parse(data: bytes, where: str) -> dict:
+    """The config in `data` (a config.json), checked for what facts() and the later stages read; a bad value
+    raises StageError naming `where` (the workspace file when the Pants rule checks it)."""
+    try:
+        config = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise StageError(STAGE, where, f"not UTF-8 (byte {e.start})", "save the file as UTF-8 JSON") from None
     except json.JSONDecodeError as e:
-        raise StageError(STAGE, f"--model-config {path}", f"not valid JSON ({e})", "fix the file") from None
+        raise StageError(STAGE, where, f"not valid JSON ({e})", "fix the file") from None
     if not isinstance(config, dict):
-        raise StageError(STAGE, f"--model-config {path}", "not a JSON object", "pass the model's config.json")
-    return facts(config)
+        raise StageError(STAGE, where, "not a JSON object", "use the model's config.json")
+    check(config, where)
+    return config
+
+
+def check(config: dict, where: str) -> None:
+    text = config.get("text_config")
+    if text is not None and not isinstance(text, dict):
+        raise StageError(STAGE, f"{where} text_config", f"is {text!r}, not a JSON object",
+                         "give the language model's config as an object, or remove text_config")
+    for cfg, prefix in ((config, ""), *(((text, "text_config."),) if isinstance(text, dict) else ())):
+        for key in ("rope_scaling", "rope_parameters", "dual_chunk_attention_config"):
+            v = cfg.get(key)
+            if v is not None and not isinstance(v, dict):
+                raise StageError(STAGE, f"{where} {prefix}{key}", f"is {v!r}, not a JSON object or null",
+                                 f"give {key} as an object such as {{\"rope_type\": \"default\"}}, or null")
+        moe = any(cfg.get(k) not in (None, False, 0) for k in _MOE_SIGNS) or "moe" in str(cfg.get("model_type", "")).lower() or any(
+            "moe" in str(a).lower() for a in cfg.get("architectures") or [] if isinstance(cfg.get("architectures"), list))
+        for key in MOE_EXPERT_KEYS:
+            if key not in cfg:
+                continue
+            v = cfg[key]
+            if v is None and not moe:
+                continue
+            if not isinstance(v, int) or isinstance(v, bool) or v < (1 if moe else 0):
+                raise StageError(STAGE, f"{where} {prefix}{key}", f"is {v!r}" + (" on an MoE model" if moe else ""),
+                                 f"set {key} to the model's number of experts (a positive integer)")
 
 
 def facts(config: dict) -> dict:

@@ -45,6 +45,27 @@ CHOICES: dict[str, tuple[object, tuple]] = {
 }
 
 PLATFORMS = ("cuda", "rocm", "cpu", "xpu", "tpu")
+# keys whose values are integers: written as integers or as strings of digits ("80")
+INTEGER_KEYS = ("cuda_capability", "tp", "pp", "ep")
+PARALLEL = ("tp", "pp", "ep")
+
+
+def normalise(key: str, value: object) -> object:
+    """An integer key's value as an int (80 and "80" alike); other values as given. A value of the wrong
+    type raises StageError."""
+    if key not in INTEGER_KEYS:
+        if not isinstance(value, str):
+            raise StageError(STAGE, f"variant {key}={value!r}", "expected a string",
+                             f"write it in quotes; allowed values for {key}: "
+                             + ", ".join(repr(a) for a in CHOICES[key][1]))
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().isdigit() and value.strip().isascii():
+        return int(value.strip())
+    raise StageError(STAGE, f"variant {key}={value!r}", "expected an integer",
+                     f"write it as an integer such as {CHOICES[key][0]} (or a string of digits); allowed values for "
+                     f"{key}: " + ", ".join(repr(a) for a in CHOICES[key][1]))
 
 
 def defaults() -> dict:
@@ -65,6 +86,10 @@ def resolve(variant: dict | None) -> dict:
             raise StageError(STAGE, f"variant key {key!r}", "unknown variant key",
                              "use one of: " + ", ".join(sorted(CHOICES)))
         allowed = CHOICES[key][1]
+        value = normalise(key, value)
+        if key in PARALLEL and value != 1:
+            raise StageError(STAGE, f"variant {key}={value!r}", "only 1 is offered: multi-GPU bundles cannot be "
+                             "tested yet", f"leave {key} out (or set it to 1)")
         if value not in allowed:
             raise StageError(STAGE, f"variant {key}={value!r}", "unknown variant value",
                              f"allowed values for {key}: " + ", ".join(repr(a) for a in allowed))

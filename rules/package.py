@@ -38,6 +38,9 @@ from pants.engine.target import WrappedTarget, WrappedTargetRequest
 from pants.engine.unions import UnionRule
 from pants.util.logging import LogLevel
 
+from bundler_lib import model_facts, variant as variants
+from bundler_lib.errors import StageError
+from rules.outputs import BundleTargetError, bundle_layout
 from rules.stages import StageFailed, StageOutput, StageRequest, as_inputs, read_json, tree_subset
 from rules.subsystem import BundlerSubsystem
 from rules.target_types import (
@@ -57,11 +60,12 @@ from rules.vllm_tree import VllmTree, VllmTreeRequest
 @dataclass(frozen=True)
 class BuiltBundle:
     """A bundle built by A0..A7: `digest` holds `bundle_path` and the stage artifacts under `artifacts_dir`
-    (both relative to the dist dir)."""
+    (both relative to the dist dir); rules/write_out.py keeps the builds in `store_dir`."""
 
     digest: Digest
     bundle_path: str
     artifacts_dir: str
+    store_dir: str
     size: int
     sha256: str
 
@@ -95,6 +99,10 @@ async def _model_config(model: str | None, models_dir: str, address: Address) ->
             f"[A6 example] {address}: no config for model `{model}` at `{path}`. Remedy: copy the model's "
             f"config.json there (the hub is not reached), or fix the `model` field."
         )
+    try:  # checked here, naming the workspace file, before a stage reads it as model/config.json
+        model_facts.parse(contents[0].content, path)
+    except StageError as e:
+        raise BundleTargetError(f"{address}: `model` {model!r}: {e.input}: {e.problem}. Remedy: {e.remedy}") from None
     return await Get(Digest, CreateDigest([FileContent("model/config.json", contents[0].content)]))
 
 
@@ -143,11 +151,26 @@ async def collect_triton_stage(request: TritonStageRequest) -> TritonStageOutput
     return TritonStageOutput(collect, scan)
 
 
+def _variant(field_set: MonolithicBundleFieldSet) -> dict:
+    """The target's variant with integer values as integers ("80" -> 80), refused here when A1 would refuse it."""
+    given = dict(field_set.variant.value or {})
+    try:
+        variants.resolve({k: given[k] for k in given})
+        return {k: variants.normalise(k, v) for k, v in given.items()}
+    except StageError as e:
+        raise BundleTargetError(
+            f"{field_set.address}: `variant` {e.input.replace('variant ', '', 1)}: {e.problem}. Remedy: {e.remedy}"
+        ) from None
+
+
 @rule(desc="Build a monolithic bundle")
 async def build_bundle(field_set: MonolithicBundleFieldSet, bundler: BundlerSubsystem) -> BuiltBundle:
     address = field_set.address
     target = str(address)
     symbol = field_set.symbol.value
+    # Checked before any stage runs: where it writes, and the variant.
+    layout = bundle_layout(address, symbol, field_set.output_path.value)
+    variant = _variant(field_set)
     source_address = await Get(
         Address,
         AddressInput,
@@ -166,7 +189,7 @@ async def build_bundle(field_set: MonolithicBundleFieldSet, bundler: BundlerSubs
     # branches).
     model_cfg = await _model_config(field_set.model.value, bundler.models_dir, address)
     a1_args = ["--tree", "tree", "--symbol", symbol,
-               "--variant", json.dumps(dict(field_set.variant.value or {}), sort_keys=True)]
+               "--variant", json.dumps(variant, sort_keys=True)]
     if field_set.symbol_file_hint.value:
         a1_args += ["--hint", field_set.symbol_file_hint.value]
     if field_set.model.value:
@@ -209,7 +232,7 @@ async def build_bundle(field_set: MonolithicBundleFieldSet, bundler: BundlerSubs
 
     a5 = await Get(StageOutput, StageRequest("A5", ("--inputs", "in"), await as_inputs(a1, a2, a3, a4), target))
 
-    output_path = field_set.output_path.value or f"{symbol}.py"
+    output_path = layout.bundle_path
     bundle_name = os.path.basename(output_path)
     a7_in = await as_inputs(a0, a1, a5, a6)
     a7 = await Get(
@@ -222,7 +245,7 @@ async def build_bundle(field_set: MonolithicBundleFieldSet, bundler: BundlerSubs
         ),
     )
 
-    # The bundle at output_path; every stage's artifacts under artifacts/<target name>/ beside it.
+    # The bundle at output_path; every stage's artifacts under artifacts/<address>/ beside it.
     bundle_digest = await Get(Digest, DigestSubset(a7.digest, PathGlobs([bundle_name])))
     bundle_contents = await Get(DigestContents, Digest, bundle_digest)
     if not bundle_contents:
@@ -236,11 +259,11 @@ async def build_bundle(field_set: MonolithicBundleFieldSet, bundler: BundlerSubs
         MergeDigests([a0.digest, a1.digest, a2.digest, a3.digest, *a3_scan, a4.digest, a5.digest, a6.digest, a7.digest]),
     )
     stage_artifacts = await Get(Digest, DigestSubset(stage_artifacts, PathGlobs(["A*"])))
-    artifacts_dir = os.path.join(out_dir, "artifacts", address.target_name)
+    artifacts_dir = layout.artifacts_dir
     stage_artifacts = await Get(Digest, AddPrefix(stage_artifacts, artifacts_dir))
     digest = await Get(Digest, MergeDigests([bundle_digest, stage_artifacts]))
 
-    return BuiltBundle(digest, output_path, artifacts_dir, len(data), hashlib.sha256(data).hexdigest())
+    return BuiltBundle(digest, output_path, artifacts_dir, layout.store_dir, len(data), hashlib.sha256(data).hexdigest())
 
 
 def rules():

@@ -1,6 +1,6 @@
 """Pants entry point of the plugin (`backend_packages = ["rules"]`)."""
 
-from rules import package, stages, subsystem, toolchain, vllm_tree, write_out
+from rules import outputs, package, stages, subsystem, toolchain, vllm_tree, write_out
 from rules.target_types import MonolithicBundle, VllmSdist, VllmSourceTree
 
 
@@ -14,6 +14,7 @@ def rules():
         *toolchain.rules(),
         *vllm_tree.rules(),
         *stages.rules(),
+        *outputs.rules(),
         *package.rules(),
         *write_out.rules(),
     ]

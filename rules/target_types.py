@@ -1,12 +1,18 @@
 """Target types: a bundle of one vLLM symbol, and the two ways to provide the vLLM tree."""
 
+import collections.abc
+from typing import Any, Dict, Optional, Union
+
+from pants.engine.addresses import Address
 from pants.engine.target import (
     COMMON_TARGET_FIELDS,
-    DictStringToStringField,
+    Field,
+    InvalidFieldTypeException,
     StringField,
     StringSequenceField,
     Target,
 )
+from pants.util.frozendict import FrozenDict
 from pants.util.strutil import help_text
 
 
@@ -53,24 +59,43 @@ class VllmSourceField(StringField):
     )
 
 
-class VariantField(DictStringToStringField):
+class VariantField(Field):
     alias = "variant"
+    value: Optional[FrozenDict[str, Union[str, int]]]
+    default = None
     help = help_text(
         """
         Variant choices that prune the closure, overriding the defaults (one NVIDIA GPU: platform
-        `cuda`, dtype `bfloat16`, parallel sizes 1, no quantization, the Triton attention and MoE
-        backends, vLLM's CUDA kernels enabled). Unknown keys or values fail stage A1, listing the
-        allowed ones.
+        `cuda`, capability 90, dtype `bfloat16`, parallel sizes 1, no quantization, the Triton attention
+        and MoE backends, vLLM's CUDA kernels enabled). Values are strings, or integers for
+        `cuda_capability` (e.g. `80`, `89`, `90`, `100`; a string of digits is read the same) and `tp`/`pp`/`ep`
+        (only 1 until multi-GPU runs can be tested). Unknown keys or values are refused before any stage
+        runs, listing the allowed ones.
         """
     )
+
+    @classmethod
+    def compute_value(cls, raw_value: Optional[Dict[str, Any]], address: Address) -> Optional[FrozenDict]:
+        value = super().compute_value(raw_value, address)
+        if value is None:
+            return None
+        if not isinstance(value, collections.abc.Mapping) or not all(
+            isinstance(k, str) and isinstance(v, (str, int)) and not isinstance(v, bool) for k, v in value.items()
+        ):
+            raise InvalidFieldTypeException(
+                address, cls.alias, raw_value, expected_type="a dictionary of string -> string or integer"
+            )
+        return FrozenDict(value)
 
 
 class OutputPathField(StringField):
     alias = "output_path"
     help = help_text(
         """
-        Where the bundle goes, relative to the dist dir (`bundles_out/`). Defaults to `<symbol>.py`.
-        The stage artifacts go to `artifacts/<target name>/` beside it.
+        Where the bundle goes, relative to the dist dir (`bundles_out/`): a normalised relative path
+        without `..`, ending in a valid module name and `.py`. Defaults to `<symbol>.py`. The stage
+        artifacts go to `artifacts/<target's directory, / as .>.<target name>/` beside it. Two targets
+        writing the same path are refused before anything is built.
         """
     )
 

@@ -5,7 +5,10 @@ Both give the same digest layout: `vllm/`, `csrc/`, `cmake/`, `CMakeLists.txt`, 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+
+from pants.base.build_root import BuildRoot
 
 from pants.engine.env_vars import EnvironmentVars, EnvironmentVarsRequest
 from pants.engine.fs import Digest, MergeDigests, PathGlobs, RemovePrefix, Snapshot
@@ -75,8 +78,28 @@ async def sdist_tree(request: _SdistRequest, toolchain: StageToolchain) -> VllmT
     return VllmTree(digest, f"vllm {request.version} sdist")
 
 
+def outside_link(build_root: str, root: str, files) -> str | None:
+    """The first file of the tree (workspace-relative) whose path passes through a symlink that resolves outside
+    `root`, with where it resolves to; None when every file stays inside. Pants follows symlinks when it reads the
+    workspace, so such a link would bring an outside file into the tree under a tree path."""
+    base = os.path.realpath(os.path.join(build_root, root))
+    for f in sorted(files):
+        real = os.path.realpath(os.path.join(build_root, f))
+        if real != base and not real.startswith(base + os.sep):
+            # name the link itself: the first component of the path that is a symlink
+            link, parts = f, f.split("/")
+            for i in range(len(root.split("/")) + 1, len(parts) + 1):
+                candidate = "/".join(parts[:i])
+                if os.path.islink(os.path.join(build_root, candidate)):
+                    link = candidate
+                    break
+            shown = os.path.relpath(real, build_root)
+            return f"{link} (resolves to {shown if not shown.startswith('..') else real})"
+    return None
+
+
 @rule(desc="Resolve the vLLM tree of a bundle")
-async def vllm_tree(request: VllmTreeRequest) -> VllmTree:
+async def vllm_tree(request: VllmTreeRequest, build_root: BuildRoot) -> VllmTree:
     tgt = request.target
     if isinstance(tgt, VllmSdist):
         return await Get(VllmTree, _SdistRequest(tgt[SdistVersionField].value, tgt[SdistSha256Field].value))
@@ -88,6 +111,12 @@ async def vllm_tree(request: VllmTreeRequest) -> VllmTree:
                 f"{tgt.address}: the directory `{root}` holds no vLLM tree (no `vllm/`, no LICENSE). "
                 f"Remedy: populate it from a pinned sdist, see the README's \"Editing vLLM\" section"
                 ", or fix `root`."
+            )
+        leak = outside_link(build_root.path, root, snapshot.files)
+        if leak:
+            raise VllmTreeError(
+                f"{tgt.address}: the symlink {leak} points outside the tree `{root}`. Remedy: replace the link by "
+                "a copy of the file inside the tree, or remove it (links must stay inside `root`)."
             )
         digest = await Get(Digest, RemovePrefix(snapshot.digest, root))
         return VllmTree(digest, f"local tree {root}")

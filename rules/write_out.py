@@ -1,11 +1,17 @@
 """`pants package` for `monolithic_bundle`: put a built bundle and its stage artifacts into the dist dir
-atomically, and print its one `WROTE` line on stdout.
+together, and print its one `WROTE` line on stdout.
 
-Pants' package goal would materialise the digest file by file (a reader could see a half-written bundle) and
-log the line with its timestamp prefix. This rule is uncacheable (it runs on every `package`, cheaply: the
-build it asks for is memoised and cached) and does the write itself: the artifacts directory is built beside
-its final place and renamed into it, then the bundle is written to a temporary file and renamed over the old
-one; unchanged bytes are not rewritten. It hands Pants an empty package, so Pants writes and logs nothing.
+Pants' package goal would materialise the digest file by file (a reader could see a half-written bundle, or a
+new report beside an old bundle) and log the line with its timestamp prefix. This rule is uncacheable (it runs
+on every `package`, cheaply: the build it asks for is memoised and cached) and does the write itself
+(`bundler_lib.artifacts.publish_bundle`): one directory per build holding the bundle and its artifacts, written
+complete beside its place, the bundle checked against the sha256 in A7.report.json, then switched in by one
+atomic rename; `bundles_out/<output_path>` and `bundles_out/<dir>/artifacts/<target>/` are relative symlinks
+through that switch. Unchanged output is not rewritten. It hands Pants an empty package, so Pants writes and
+logs nothing.
+
+Before anything is built, the target's outputs are checked against every bundle target's (rules/outputs.py):
+a collision is refused, naming both targets.
 """
 
 from __future__ import annotations
@@ -20,20 +26,32 @@ from pants.core.util_rules.distdir import DistDir
 from pants.engine.fs import EMPTY_DIGEST, Digest, DigestContents
 from pants.engine.rules import Get, _uncacheable_rule, collect_rules
 
-from bundler_lib.artifacts import replace_directory, replace_file
+from bundler_lib.artifacts import PublishError, publish_bundle
+from rules.outputs import BundleLayouts, BundleTargetError, check_no_collision
 from rules.package import BuiltBundle, MonolithicBundleFieldSet
 
 
 @_uncacheable_rule(desc="Write a monolithic bundle")
 async def package_bundle(field_set: MonolithicBundleFieldSet, dist_dir: DistDir, build_root: BuildRoot) -> BuiltPackage:
+    # no stage runs while this target's outputs collide with another bundle target's
+    check_no_collision(await Get(BundleLayouts), field_set.address, field_set.symbol.value,
+                       field_set.output_path.value)
     built = await Get(BuiltBundle, MonolithicBundleFieldSet, field_set)
     contents = await Get(DigestContents, Digest, built.digest)
     prefix = built.artifacts_dir.rstrip("/") + "/"
     artifacts = {c.path[len(prefix):]: c.content for c in contents if c.path.startswith(prefix)}
     (bundle,) = [c.content for c in contents if c.path == built.bundle_path]
     dist = Path(build_root.path) / dist_dir.relpath
-    replace_directory(dist / built.artifacts_dir, artifacts)
-    replace_file(dist / built.bundle_path, bundle)
+    try:
+        legacy = os.path.join(os.path.dirname(built.bundle_path), "artifacts", field_set.address.target_name)
+        publish_bundle(dist, built.store_dir, built.bundle_path, built.artifacts_dir, bundle, artifacts, built.sha256,
+                       legacy_artifacts_dir=legacy)
+    except PublishError as e:
+        raise BundleTargetError(f"{field_set.address}: cannot write {dist_dir.relpath}/{built.bundle_path}: {e}") from None
+    except OSError as e:
+        raise BundleTargetError(
+            f"{field_set.address}: cannot write {dist_dir.relpath}/{built.bundle_path}: {e}. Remedy: fix the "
+            f"permissions or space of {dist_dir.relpath}/; the previous build is as it was") from None
     shown = os.path.join(str(dist_dir.relpath), built.bundle_path)
     print(f"WROTE {shown} size={built.size} sha256={built.sha256}", file=sys.stdout, flush=True)
     return BuiltPackage(EMPTY_DIGEST, ())

@@ -65,3 +65,79 @@ def test_a_failed_rename_into_place_puts_the_old_directory_back(tmp_path, monkey
     with pytest.raises(OSError):
         replace_directory(d, {"x": b"new"})
     assert _tree(d) == {"x": b"old"} and sorted(os.listdir(tmp_path)) == ["a"]
+
+
+# publish_bundle: the bundle and its artifacts switched in together, the bundle checked against A7.report.json
+
+import hashlib
+import json
+
+from bundler_lib.artifacts import PublishError, publish_bundle
+
+
+def _build(text):
+    bundle = text.encode()
+    sha = hashlib.sha256(bundle).hexdigest()
+    return bundle, {"A1.graph.json": text.encode(), "A7.report.json": json.dumps({"sha256": sha}).encode()}, sha
+
+
+def _publish(dist, bundle, arts, sha):
+    return publish_bundle(dist, ".bundles/t.x", "B.py", "artifacts/t", bundle, arts, sha)
+
+
+def _seen(dist):
+    return (dist / "B.py").read_bytes(), _tree(dist / "artifacts" / "t")
+
+
+def test_publish_switches_bundle_and_artifacts_together(tmp_path):
+    dist = tmp_path / "bundles_out"
+    b1, a1, s1 = _build("one")
+    assert _publish(dist, b1, a1, s1)
+    assert _seen(dist) == (b1, a1)
+    # relative symlinks through one switch, <store>/current
+    assert os.readlink(dist / "B.py") == ".bundles/t.x/current/B.py"
+    assert os.readlink(dist / "artifacts" / "t") == "../.bundles/t.x/current/artifacts"
+    before = os.readlink(dist / ".bundles/t.x/current")
+    b2, a2, s2 = _build("two")
+    assert _publish(dist, b2, a2, s2)
+    assert _seen(dist) == (b2, a2)
+    assert os.readlink(dist / ".bundles/t.x/current") != before
+    assert sorted(os.listdir(dist / ".bundles/t.x")) == sorted(["current", os.readlink(dist / ".bundles/t.x/current")])
+    assert not _publish(dist, b2, a2, s2)  # unchanged: nothing rewritten
+
+
+def test_publish_refuses_a_bundle_that_differs_from_its_report(tmp_path):
+    """The cache-poisoning defence: a bundle whose bytes are not the ones A7.report.json names replaces nothing."""
+    dist = tmp_path / "bundles_out"
+    b1, a1, s1 = _build("one")
+    _publish(dist, b1, a1, s1)
+    b2, a2, s2 = _build("two")
+    poisoned = b2 + b"\nimport os; os.system('payload')\n"
+    with pytest.raises(PublishError, match="A7.report.json names " + s2):
+        _publish(dist, poisoned, a2, hashlib.sha256(poisoned).hexdigest())
+    assert _seen(dist) == (b1, a1)
+    assert len(os.listdir(dist / ".bundles/t.x")) == 2  # current and the one build: no partial build left
+
+
+def test_publish_to_a_blocked_path_leaves_the_previous_build(tmp_path):
+    dist = tmp_path / "bundles_out"
+    b1, a1, s1 = _build("one")
+    _publish(dist, b1, a1, s1)
+    (dist / "B.py").unlink()
+    (dist / "B.py").mkdir()
+    b2, a2, s2 = _build("two")
+    with pytest.raises(PublishError, match=r"bundles_out/B.py is a directory.*Remedy"):
+        _publish(dist, b2, a2, s2)
+    assert _tree(dist / "artifacts" / "t") == a1
+
+
+def test_publish_replaces_the_earlier_layout(tmp_path):
+    """bundles_out/B.py a plain file and artifacts/t a plain directory (written before the switch existed)."""
+    dist = tmp_path / "bundles_out"
+    replace_file(dist / "B.py", b"old")
+    replace_directory(dist / "artifacts" / "t", {"A7.report.json": b"{}"})
+    replace_directory(dist / "artifacts" / "name", {"A7.report.json": b"{}"})  # artifacts/<target name>/
+    b1, a1, s1 = _build("one")
+    publish_bundle(dist, ".bundles/t.x", "B.py", "artifacts/t", b1, a1, s1, legacy_artifacts_dir="artifacts/name")
+    assert _seen(dist) == (b1, a1)
+    assert sorted(os.listdir(dist / "artifacts")) == ["t"]

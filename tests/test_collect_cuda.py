@@ -525,3 +525,24 @@ def test_inline_header_definition(vllm_0_26_0, tmp_path):
     assert tu["id"] == "ops_h" and tu["source_file"] == "csrc/libtorch_stable/ops.h"
     ((_, _, text),) = load_section(tmp_path)["_CUDA_TRANSLATION_UNITS"]
     assert re.findall(r'#include "([^"]+)"', text) == ["csrc/libtorch_stable/ops.h"]
+
+
+def test_the_variants_capability_decides_the_gencode(tmp_path, monkeypatch):
+    """Issue 15 case 5: an sm_80 bundle compiles its ops for sm_80, on an sm_86 GPU too (same major version),
+    and refuses an sm_90 GPU in one line; an sm_90 bundle keeps the namespace it had before."""
+    g = json.loads(graph(tmp_path, "_C.my_op").read_text())
+    (tmp_path / "A1.graph.json").write_text(json.dumps({**g, "variant": {"cuda_capability": 80}}))
+    collect_cuda.run(tree=MINI, graph=tmp_path / "A1.graph.json", out=tmp_path / "out")
+    m = read_json(tmp_path / "out" / "A4.manifest.json")
+    assert m["flags"]["arch"] == "80" and m["flags"]["gencode"] == ["-gencode=arch=compute_80,code=sm_80"]
+    ns, calls, _ = _fake_build(tmp_path, monkeypatch)
+    with pytest.raises(RuntimeError, match=r"built for sm_80 .* this sm_90 GPU: rebuild the bundle with "
+                                           r"variant=\{'cuda_capability': 90\}"):
+        ns["_build_cuda_extension_if_needed"]()
+    assert calls == []
+    ns["torch"].cuda.get_device_capability = lambda: (8, 6)
+    build = ns["_build_cuda_extension_if_needed"]()
+    assert build.endswith("_sm80") and calls
+    assert all(c["extra_cuda_cflags"][-1] == "-gencode=arch=compute_80,code=sm_80" for c in calls)
+    _, m90 = run(MINI, tmp_path, "_C.my_op", out="out90")
+    assert m90["flags"]["gencode"] == ["-gencode=arch=compute_90,code=sm_90"] and m90["namespace"] != m["namespace"]

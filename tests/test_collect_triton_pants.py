@@ -30,7 +30,7 @@ def built(tmp_path_factory, vllm_0_26_0):
 
 
 def _artifact(ws, name):
-    return ws.root / "bundles_out/artifacts/fused_experts" / name
+    return ws.root / "bundles_out/artifacts/targets.fused_experts" / name
 
 
 def _edit(ws, rel):

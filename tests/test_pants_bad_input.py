@@ -14,7 +14,7 @@ vllm_source_tree(name="gpl", root="third_party/gpl")
 vllm_sdist(name="bad_sha", version="0.26.0", sha256="%s")
 monolithic_bundle(name="unknown", symbol="NoSuchSymbol", vllm=":tiny")
 monolithic_bundle(name="ambiguous", symbol="Dup", vllm=":tiny")
-monolithic_bundle(name="gpl_tree", symbol="Foo", vllm=":gpl")
+monolithic_bundle(name="gpl_tree", symbol="Foo", vllm=":gpl", output_path="gpl/Foo.py")  # not Foo.py: no_model writes it
 monolithic_bundle(name="no_model", symbol="Foo", vllm=":tiny", model="NoOrg/NoModel")
 monolithic_bundle(name="sha", symbol="RMSNorm", vllm=":bad_sha")
 """ % ("0" * 64)

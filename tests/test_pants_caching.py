@@ -29,7 +29,7 @@ def built(tmp_path_factory, vllm_0_26_0):
 
 
 def _graph(ws):
-    return json.loads((ws.root / "bundles_out/artifacts/rms_norm/A1.graph.json").read_text())
+    return json.loads((ws.root / "bundles_out/artifacts/targets.rms_norm/A1.graph.json").read_text())
 
 
 def test_noop_rebuild_executes_nothing(built):

@@ -48,7 +48,7 @@ def test_package_writes_bundles_and_one_line_each(packaged):
 @pytest.mark.parametrize("name", ["rms_norm", "silu_and_mul", "qwen3_moe_layer"])
 def test_stage_artifacts_are_kept_with_status(packaged, name):
     ws, _ = packaged
-    art = ws.root / "bundles_out" / "artifacts" / name
+    art = ws.root / "bundles_out" / "artifacts" / f"targets.{name}"
     assert sorted(p.name for p in art.iterdir()) == sorted(STAGE_ARTIFACTS)
     for p in art.glob("*.json"):
         status = json.loads(p.read_text())["status"]
@@ -61,7 +61,7 @@ def test_stage_artifacts_are_kept_with_status(packaged, name):
 @pytest.mark.parametrize("name", ["rms_norm", "silu_and_mul"])
 def test_small_bundles_pass_the_import_check(packaged, name):
     ws, _ = packaged
-    report = json.loads((ws.root / "bundles_out" / "artifacts" / name / "A7.report.json").read_text())
+    report = json.loads((ws.root / "bundles_out" / "artifacts" / f"targets.{name}" / "A7.report.json").read_text())
     assert report["status"] == "ok"
     assert report["checks"]["import"] == "ok", report
 

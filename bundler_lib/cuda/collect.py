@@ -440,9 +440,11 @@ def collect(tree_root: Path, graph: dict) -> tuple[str, dict]:
     if info.skipped:
         notes.append(f"{len(info.skipped)} CMake settings under build-machine conditions (GPU arch lists, NVCC_THREADS, "
                      "toolkit >= 13 options) are not applied: " + "; ".join(info.skipped))
+    arch = str(int((graph.get("variant") or {}).get("cuda_capability", 90)))
+    gencode = [f"-gencode=arch=compute_{arch},code=sm_{arch}"]
     notes.append("CUDA version tests in CMake are evaluated for a toolkit >= "
-                 f"{cmake.MIN_CUDA[0]}.{cmake.MIN_CUDA[1]}; the GPU arch is taken from "
-                 "torch.cuda.get_device_capability() when the extension is built")
+                 f"{cmake.MIN_CUDA[0]}.{cmake.MIN_CUDA[1]}; the GPU arch is sm_{arch}, the variant's cuda_capability "
+                 f"({' '.join(gencode)})")
 
     tus = plan_translation_units(plans, closure)
     tu_of_file: dict[str, list[str]] = {}
@@ -463,7 +465,7 @@ def collect(tree_root: Path, graph: dict) -> tuple[str, dict]:
         tu.text = emit.tu_source(tu, "{NS}")
     flags = {"cflags": cflags, "cuda_cflags": cuda_cflags, "include_dirs": ["."] + include_dirs,
              "defines": defs_union, "undefines": undef, "cxx_standard": info.cxx_standard,
-             "cuda_standard": info.cuda_standard, "arch": "torch.cuda.get_device_capability() at build time",
+             "cuda_standard": info.cuda_standard, "arch": arch, "gencode": gencode,
              "applies_to": "every translation unit",
              "load_inline": {"name": "<namespace>_<translation unit id>_sm<arch>", "cpp_sources": [],
                              "cuda_sources": "[the translation unit's text]", "is_python_module": False,
@@ -476,6 +478,8 @@ def collect(tree_root: Path, graph: dict) -> tuple[str, dict]:
     for tu in tus:
         h.update(tu.id.encode() + b"\0" + tu.text.encode() + b"\0")
     h.update(repr((cflags, cuda_cflags, flags["include_dirs"])).encode())
+    if arch != "90":  # the sm_90 bundles keep the hash (and namespace) they had before the arch was recorded
+        h.update(repr(gencode).encode())
     bundle_hash = h.hexdigest()
     ns_unique = "vllm_bundle_" + bundle_hash[:16]
     text, wrappers = emit.section(plans, {f: tree.text(f) for f in files}, cuda_files, tus,

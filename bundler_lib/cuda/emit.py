@@ -133,7 +133,7 @@ def _cuda_build_unit(tu, text, src, build, arch, verbose):
         cpp_sources=[],
         cuda_sources=[text.replace("{NS}", _CUDA_NAMESPACE)],
         extra_cflags=list(_CUDA_CFLAGS),
-        extra_cuda_cflags=list(_CUDA_CUDA_CFLAGS) + [f"-gencode=arch=compute_{arch},code=sm_{arch}"],
+        extra_cuda_cflags=list(_CUDA_CUDA_CFLAGS) + list(_CUDA_GENCODE),
         extra_include_paths=[os.path.normpath(os.path.join(src, d)) for d in _CUDA_INCLUDE_DIRS],
         build_directory=tu_build,
         is_python_module=False,
@@ -160,7 +160,11 @@ def _build_cuda_extension_if_needed(verbose=False):
         if not torch.cuda.is_available():
             raise RuntimeError("the bundled CUDA ops need an NVIDIA GPU (torch.cuda.is_available() is False)")
         major, minor = torch.cuda.get_device_capability()
-        arch = f"{major}{minor}"
+        arch = _CUDA_ARCH  # the variant's cuda_capability, as A1 decided the closure for it
+        if major != int(arch) // 10 or minor < int(arch) % 10:
+            raise RuntimeError(
+                f"the bundled CUDA ops are built for sm_{arch} (variant cuda_capability={arch}) and cannot run on "
+                f"this sm_{major}{minor} GPU: rebuild the bundle with variant={{'cuda_capability': {major}{minor}}}")
         root = _cuda_bundle_root()
         src = _cuda_write_sources(root)
         tag = "".join(c if c.isalnum() else "_" for c in f"torch{torch.__version__}_cuda{torch.version.cuda}")
@@ -275,8 +279,10 @@ def section(plans, texts: dict[str, str], cuda_files: list[dict], tus: list, ns:
     out.append("")
     out.append(f"_CUDA_BUNDLE_HASH = {bundle_hash!r}")
     out.append(f"_CUDA_NAMESPACE = {ns!r}")
-    out.append("# Compile settings mirrored from the tree's CMakeLists.txt and cmake/*.cmake; the GPU arch is")
-    out.append("# added at build time from torch.cuda.get_device_capability().")
+    out.append("# Compile settings mirrored from the tree's CMakeLists.txt and cmake/*.cmake; the GPU arch is the")
+    out.append("# variant's cuda_capability (a GPU of another major version, or an older minor one, is refused).")
+    out.append(f"_CUDA_ARCH = {flags['arch']!r}")
+    out.append(f"_CUDA_GENCODE = {tuple(flags['gencode'])!r}")
     out.append(f"_CUDA_CFLAGS = {tuple(flags['cflags'])!r}")
     out.append(f"_CUDA_CUDA_CFLAGS = {tuple(flags['cuda_cflags'])!r}")
     out.append(f"_CUDA_INCLUDE_DIRS = {tuple(flags['include_dirs'])!r}")
