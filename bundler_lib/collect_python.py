@@ -31,8 +31,36 @@ def is_required(stmt: str) -> bool:
     return top in REQUIRED_TOPS or top in sys.stdlib_module_names or top == "__future__"
 
 
-# Third-party modules with a drop-in replacement in the standard library.
-FALLBACKS = {"regex": "re"}
+# Third-party modules with a drop-in replacement where every bundle runs (the standard library, or what the
+# declared torch itself ships): module -> replacement module. `import M as x`, `from M import names` and
+# `from P import m` (M = P.m) fall back to the replacement when M is not installed.
+# - `regex` -> `re`;
+# - `packaging.version` -> `torch._vendor.packaging.version`: torch vendors packaging's `version` module
+#   (Version, InvalidVersion, parse) since torch 2.2 (pytorch/pytorch#114108), so that torch itself needs no
+#   `packaging`; bundles declare torch >= 2.11. vLLM compares torch versions with it at import time
+#   (`is_torch_equal_or_newer`, `HAS_OPAQUE_TYPE`), so a guard alone would leave a NameError.
+FALLBACKS = {
+    "regex": "re",
+    "packaging.version": "torch._vendor.packaging.version",
+}
+
+
+def fallback_of(stmt: str) -> str | None:
+    """The statement binding the same names from the replacement module, or None when there is none."""
+    words = stmt.split()
+    if len(words) == 4 and words[0] == "import" and words[2] == "as" and words[1] in FALLBACKS:
+        return f"import {FALLBACKS[words[1]]} as {words[3]}"
+    if len(words) >= 4 and words[0] == "from" and words[2] == "import":
+        mod, names = words[1], stmt.split(" import ", 1)[1]
+        if mod in FALLBACKS:
+            return f"from {FALLBACKS[mod]} import {names}"
+        # from P import m [as x], where P.m is a module with a replacement
+        one = names.split()
+        if (len(one) == 1 or (len(one) == 3 and one[1] == "as")) and f"{mod}.{one[0]}" in FALLBACKS:
+            parent, _, leaf = FALLBACKS[f"{mod}.{one[0]}"].rpartition(".")
+            alias = one[2] if len(one) == 3 else one[0]
+            return f"from {parent} import {leaf}" + (f" as {alias}" if alias != leaf else "")
+    return None
 
 
 def external_statements(stmts: list[str], runtime_only: set[str], hard: set[str] = frozenset(),
@@ -47,11 +75,9 @@ def external_statements(stmts: list[str], runtime_only: set[str], hard: set[str]
         elif st in annotation_only:
             typed.append(st)
             notes.append(f"import read only by annotations, under typing.TYPE_CHECKING: {st}")
-        elif _top(st) in FALLBACKS and st.startswith("import ") and " as " in st:
-            alias = st.split(" as ")[1].strip()
-            out.append(f"try:\n    {st}\nexcept ImportError:  # drop-in replacement\n"
-                       f"    import {FALLBACKS[_top(st)]} as {alias}")
-            notes.append(f"import with a standard-library fallback: {st}")
+        elif fallback_of(st):
+            out.append(f"try:\n    {st}\nexcept ImportError:  # drop-in replacement\n    {fallback_of(st)}")
+            notes.append(f"import with a fallback every bundle has ({fallback_of(st)}): {st}")
         elif st in runtime_only or st not in hard:
             out.append(f"try:\n    {st}\nexcept ImportError:  # optional package\n    pass")
             notes.append(f"optional import guarded: {st}")
@@ -111,7 +137,7 @@ def optional_nodes(g: dict) -> dict[str, list[str]]:
     nodes = g["python_nodes"]
     out: dict[str, list[str]] = {}
     for n in nodes:
-        bad = [st for st in n.get("importtime_imports", []) if not is_required(st) and _top(st) not in FALLBACKS]
+        bad = [st for st in n.get("importtime_imports", []) if not is_required(st) and not fallback_of(st)]
         if bad:
             out[n["id"]] = bad
     changed = True
