@@ -70,11 +70,13 @@ def external_statements(stmts: list[str], runtime_only: set[str], hard: set[str]
     `typing.TYPE_CHECKING`, so the bundle does not import them even where they are installed."""
     out, notes, typed = [], [], []
     for st in stmts:
-        if is_required(st):
+        # A name of the standard library or torch/triton bound only for annotations (which the bundle never
+        # evaluates) is not imported at all: emitted, it is an import nothing in the bundle uses (A7 fails on
+        # those). A dotted `import a.b` binds `a`, which other code may read: it stays.
+        if st in annotation_only and (st.startswith("from ") or " as " in st or not is_required(st)):
+            notes.append(f"import read only by annotations, left out (annotations are never evaluated): {st}")
+        elif is_required(st):
             out.append(st)
-        elif st in annotation_only:
-            typed.append(st)
-            notes.append(f"import read only by annotations, under typing.TYPE_CHECKING: {st}")
         elif fallback_of(st):
             out.append(f"try:\n    {st}\nexcept ImportError:  # drop-in replacement\n    {fallback_of(st)}")
             notes.append(f"import with a fallback every bundle has ({fallback_of(st)}): {st}")
@@ -90,6 +92,60 @@ def external_statements(stmts: list[str], runtime_only: set[str], hard: set[str]
         out.append("if typing.TYPE_CHECKING:  # read only by annotations, which the bundle never evaluates\n"
                    + "".join(f"    {st}\n" for st in typed).rstrip("\n"))
     return out, notes
+
+
+def _bound(stmt: str) -> tuple[list[str], str | None]:
+    """(names the import statement binds, the dotted chain an `import a.b.c` without alias needs the code to
+    name, else None)."""
+    words = stmt.replace(",", " , ").split()
+    if words[0] == "import":
+        names, chain = [], None
+        for part in " ".join(words[1:]).split(" , "):
+            p = part.split()
+            if len(p) == 3 and p[1] == "as":
+                names.append(p[2])
+            else:
+                names.append(p[0].split(".")[0])
+                chain = p[0] if "." in p[0] else chain
+        return names, chain
+    names = []
+    for part in stmt.split(" import ", 1)[1].strip("() ").split(","):
+        p = part.split()
+        if p:
+            names.append(p[2] if len(p) == 3 and p[1] == "as" else p[0])
+    return names, None
+
+
+def named_imports(stmts: list[str], text: str) -> tuple[list[str], list[str]]:
+    """(the statements the section's text names, notes): an import statement nothing in the text names (A1 lists
+    a file's imports for every node that reads the name they bind: `import torch.distributed._symmetric_memory`
+    binds `torch`) would be an import nothing in the bundle uses. A dotted `import a.b.c` is kept where the text
+    names `a.b.c`; dropped where it does not, with `import a` in its place when the text reads `a` and nothing
+    else binds it. A mention anywhere (a comment, a string) keeps an import: this only removes what is surely unused."""
+    import re
+    kept, notes, dropped_tops = [], [], []
+    for st in stmts:
+        if st.startswith("from __future__"):
+            kept.append(st)
+            continue
+        names, chain = _bound(st)
+        if chain is not None and len(names) == 1:
+            if re.search(r"(?<![\w.])" + re.escape(chain) + r"\b", text):
+                kept.append(st)
+            else:
+                dropped_tops.append(names[0])
+                notes.append(f"import of a submodule nothing names, left out: {st}")
+            continue
+        if any(re.search(r"(?<![\w.])" + re.escape(n) + r"\b", text) for n in names):
+            kept.append(st)
+        else:
+            notes.append(f"import of names nothing in the section names, left out: {st}")
+    bound = {n for st in kept for n in _bound(st)[0]}
+    for top in dict.fromkeys(dropped_tops):
+        if top not in bound and re.search(r"(?<![\w.])" + re.escape(top) + r"\b", text):
+            kept.append(f"import {top}")
+            bound.add(top)
+    return sorted(set(kept), key=kept.index), notes
 
 
 def read_graph(graph: Path, stage: str) -> dict:
@@ -237,6 +293,8 @@ def run(tree: Path, graph: Path, out: Path) -> dict:
     text, inlined = render_blocks(g, py, files, headers_done)
     text = (text + "\n") if text else ""
     reqs = sorted({imp for n in py for imp in n.get("imports", [])})
+    reqs, used_notes = named_imports(reqs, text)
+    reqs = sorted(reqs)
     reqs, req_notes = external_statements(reqs, set(g.get("imports_runtime_only", [])), hard_imports(g),
                                           set(g.get("imports_annotation_only", [])))
     external_reqs = [FUTURE] + reqs
@@ -250,7 +308,7 @@ def run(tree: Path, graph: Path, out: Path) -> dict:
         "skipped": skipped,
         "external_reqs": external_reqs,
         "topo_order": [n["id"] for n in py],
-        "notes": list(g.get("notes", [])) + req_notes,
+        "notes": list(g.get("notes", [])) + used_notes + req_notes,
         "stats": {"blocks": len(inlined), "lines": text.count("\n")},
     }
     write_json(out / "A2.manifest.json", manifest)
