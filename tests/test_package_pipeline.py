@@ -58,7 +58,7 @@ def test_bundle_and_example(vllm_0_26_0, tmp_path, symbol, hint, model, runtime_
     )
     proc = subprocess.run([str(runtime_python), "-I", "-c", code], capture_output=True, text=True, timeout=600,
                           cwd=tmp_path)
-    if proc.returncode != 0 and "need an NVIDIA GPU" in proc.stderr:
+    if proc.returncode != 0 and ("need an NVIDIA GPU" in proc.stderr or "runs on a CUDA GPU" in proc.stderr):
         pytest.skip(f"{symbol}'s CUDA ops need a GPU to run its example")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "SIZES" in proc.stdout
