@@ -61,9 +61,14 @@ def _parser() -> argparse.ArgumentParser:
                               help="directory holding A0.license.json, A1.graph.json, A5.module.py, A6.example.py")
     s["package"].add_argument("--bundle-name", required=True, help="file name of the bundle, e.g. RMSNorm.py")
     s["package"].add_argument("--import-check", choices=["required", "report"], default="required",
-                              help="report: record an import failure in A7.report.json instead of failing")
-    s["package"].add_argument("--unreachable", choices=["report", "error"], default="report",
-                              help="error: fail on top-level definitions or imports nothing reaches (else recorded)")
+                              help="required (strict): an import failure, a run-time undefined name, a definition "
+                                   "or import nothing reaches fails A7; report: recorded in A7.report.json, the "
+                                   "bundle is written")
+    s["package"].add_argument("--unreachable", choices=["report", "error"], default=None,
+                              help="override --import-check for definitions or imports nothing reaches")
+    s["package"].add_argument("--runtime-python", type=Path, default=None,
+                              help="interpreter of the bundle runtime (torch, triton, ninja only) the import check "
+                                   "runs in; default: this interpreter")
 
     for sp in s.values():
         sp.add_argument("--out", type=Path, required=True, help="directory the artifacts go to")
@@ -123,8 +128,11 @@ def main(argv=None) -> int:
                   workload=args.workload, out=args.out)
         elif stage == "package":
             from bundler_lib import package as m
+            strict = args.import_check == "required"
             m.run(inputs=args.inputs, out=args.out, bundle_name=args.bundle_name,
-                  allow_import_failure=args.import_check == "report", unreachable=args.unreachable)
+                  allow_import_failure=not strict, strict_undefined_names=strict,
+                  unreachable=args.unreachable or ("error" if strict else "report"),
+                  runtime_python=args.runtime_python)
     except StageError as e:
         print(f"error: {e.message()}", file=sys.stderr)
         return 2

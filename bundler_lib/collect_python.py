@@ -31,8 +31,36 @@ def is_required(stmt: str) -> bool:
     return top in REQUIRED_TOPS or top in sys.stdlib_module_names or top == "__future__"
 
 
-# Third-party modules with a drop-in replacement in the standard library.
-FALLBACKS = {"regex": "re"}
+# Third-party modules with a drop-in replacement where every bundle runs (the standard library, or what the
+# declared torch itself ships): module -> replacement module. `import M as x`, `from M import names` and
+# `from P import m` (M = P.m) fall back to the replacement when M is not installed.
+# - `regex` -> `re`;
+# - `packaging.version` -> `torch._vendor.packaging.version`: torch vendors packaging's `version` module
+#   (Version, InvalidVersion, parse) since torch 2.2 (pytorch/pytorch#114108), so that torch itself needs no
+#   `packaging`; bundles declare torch >= 2.11. vLLM compares torch versions with it at import time
+#   (`is_torch_equal_or_newer`, `HAS_OPAQUE_TYPE`), so a guard alone would leave a NameError.
+FALLBACKS = {
+    "regex": "re",
+    "packaging.version": "torch._vendor.packaging.version",
+}
+
+
+def fallback_of(stmt: str) -> str | None:
+    """The statement binding the same names from the replacement module, or None when there is none."""
+    words = stmt.split()
+    if len(words) == 4 and words[0] == "import" and words[2] == "as" and words[1] in FALLBACKS:
+        return f"import {FALLBACKS[words[1]]} as {words[3]}"
+    if len(words) >= 4 and words[0] == "from" and words[2] == "import":
+        mod, names = words[1], stmt.split(" import ", 1)[1]
+        if mod in FALLBACKS:
+            return f"from {FALLBACKS[mod]} import {names}"
+        # from P import m [as x], where P.m is a module with a replacement
+        one = names.split()
+        if (len(one) == 1 or (len(one) == 3 and one[1] == "as")) and f"{mod}.{one[0]}" in FALLBACKS:
+            parent, _, leaf = FALLBACKS[f"{mod}.{one[0]}"].rpartition(".")
+            alias = one[2] if len(one) == 3 else one[0]
+            return f"from {parent} import {leaf}" + (f" as {alias}" if alias != leaf else "")
+    return None
 
 
 def external_statements(stmts: list[str], runtime_only: set[str], hard: set[str] = frozenset(),
@@ -42,16 +70,16 @@ def external_statements(stmts: list[str], runtime_only: set[str], hard: set[str]
     `typing.TYPE_CHECKING`, so the bundle does not import them even where they are installed."""
     out, notes, typed = [], [], []
     for st in stmts:
-        if is_required(st):
+        # A name of the standard library or torch/triton bound only for annotations (which the bundle never
+        # evaluates) is not imported at all: emitted, it is an import nothing in the bundle uses (A7 fails on
+        # those). A dotted `import a.b` binds `a`, which other code may read: it stays.
+        if st in annotation_only and (st.startswith("from ") or " as " in st or not is_required(st)):
+            notes.append(f"import read only by annotations, left out (annotations are never evaluated): {st}")
+        elif is_required(st):
             out.append(st)
-        elif st in annotation_only:
-            typed.append(st)
-            notes.append(f"import read only by annotations, under typing.TYPE_CHECKING: {st}")
-        elif _top(st) in FALLBACKS and st.startswith("import ") and " as " in st:
-            alias = st.split(" as ")[1].strip()
-            out.append(f"try:\n    {st}\nexcept ImportError:  # drop-in replacement\n"
-                       f"    import {FALLBACKS[_top(st)]} as {alias}")
-            notes.append(f"import with a standard-library fallback: {st}")
+        elif fallback_of(st):
+            out.append(f"try:\n    {st}\nexcept ImportError:  # drop-in replacement\n    {fallback_of(st)}")
+            notes.append(f"import with a fallback every bundle has ({fallback_of(st)}): {st}")
         elif st in runtime_only or st not in hard:
             out.append(f"try:\n    {st}\nexcept ImportError:  # optional package\n    pass")
             notes.append(f"optional import guarded: {st}")
@@ -64,6 +92,60 @@ def external_statements(stmts: list[str], runtime_only: set[str], hard: set[str]
         out.append("if typing.TYPE_CHECKING:  # read only by annotations, which the bundle never evaluates\n"
                    + "".join(f"    {st}\n" for st in typed).rstrip("\n"))
     return out, notes
+
+
+def _bound(stmt: str) -> tuple[list[str], str | None]:
+    """(names the import statement binds, the dotted chain an `import a.b.c` without alias needs the code to
+    name, else None)."""
+    words = stmt.replace(",", " , ").split()
+    if words[0] == "import":
+        names, chain = [], None
+        for part in " ".join(words[1:]).split(" , "):
+            p = part.split()
+            if len(p) == 3 and p[1] == "as":
+                names.append(p[2])
+            else:
+                names.append(p[0].split(".")[0])
+                chain = p[0] if "." in p[0] else chain
+        return names, chain
+    names = []
+    for part in stmt.split(" import ", 1)[1].strip("() ").split(","):
+        p = part.split()
+        if p:
+            names.append(p[2] if len(p) == 3 and p[1] == "as" else p[0])
+    return names, None
+
+
+def named_imports(stmts: list[str], text: str) -> tuple[list[str], list[str]]:
+    """(the statements the section's text names, notes): an import statement nothing in the text names (A1 lists
+    a file's imports for every node that reads the name they bind: `import torch.distributed._symmetric_memory`
+    binds `torch`) would be an import nothing in the bundle uses. A dotted `import a.b.c` is kept where the text
+    names `a.b.c`; dropped where it does not, with `import a` in its place when the text reads `a` and nothing
+    else binds it. A mention anywhere (a comment, a string) keeps an import: this only removes what is surely unused."""
+    import re
+    kept, notes, dropped_tops = [], [], []
+    for st in stmts:
+        if st.startswith("from __future__"):
+            kept.append(st)
+            continue
+        names, chain = _bound(st)
+        if chain is not None and len(names) == 1:
+            if re.search(r"(?<![\w.])" + re.escape(chain) + r"\b", text):
+                kept.append(st)
+            else:
+                dropped_tops.append(names[0])
+                notes.append(f"import of a submodule nothing names, left out: {st}")
+            continue
+        if any(re.search(r"(?<![\w.])" + re.escape(n) + r"\b", text) for n in names):
+            kept.append(st)
+        else:
+            notes.append(f"import of names nothing in the section names, left out: {st}")
+    bound = {n for st in kept for n in _bound(st)[0]}
+    for top in dict.fromkeys(dropped_tops):
+        if top not in bound and re.search(r"(?<![\w.])" + re.escape(top) + r"\b", text):
+            kept.append(f"import {top}")
+            bound.add(top)
+    return sorted(set(kept), key=kept.index), notes
 
 
 def read_graph(graph: Path, stage: str) -> dict:
@@ -111,7 +193,7 @@ def optional_nodes(g: dict) -> dict[str, list[str]]:
     nodes = g["python_nodes"]
     out: dict[str, list[str]] = {}
     for n in nodes:
-        bad = [st for st in n.get("importtime_imports", []) if not is_required(st) and _top(st) not in FALLBACKS]
+        bad = [st for st in n.get("importtime_imports", []) if not is_required(st) and not fallback_of(st)]
         if bad:
             out[n["id"]] = bad
     changed = True
@@ -211,6 +293,8 @@ def run(tree: Path, graph: Path, out: Path) -> dict:
     text, inlined = render_blocks(g, py, files, headers_done)
     text = (text + "\n") if text else ""
     reqs = sorted({imp for n in py for imp in n.get("imports", [])})
+    reqs, used_notes = named_imports(reqs, text)
+    reqs = sorted(reqs)
     reqs, req_notes = external_statements(reqs, set(g.get("imports_runtime_only", [])), hard_imports(g),
                                           set(g.get("imports_annotation_only", [])))
     external_reqs = [FUTURE] + reqs
@@ -224,7 +308,7 @@ def run(tree: Path, graph: Path, out: Path) -> dict:
         "skipped": skipped,
         "external_reqs": external_reqs,
         "topo_order": [n["id"] for n in py],
-        "notes": list(g.get("notes", [])) + req_notes,
+        "notes": list(g.get("notes", [])) + used_notes + req_notes,
         "stats": {"blocks": len(inlined), "lines": text.count("\n")},
     }
     write_json(out / "A2.manifest.json", manifest)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bundler_lib import data_files
 from bundler_lib.artifacts import write_json, write_text
-from bundler_lib.collect_python import (FUTURE, SourceFiles, check_syntax, external_statements, hard_imports,
+from bundler_lib.collect_python import (FUTURE, SourceFiles, check_syntax, external_statements, hard_imports, named_imports,
                                         read_graph, render_blocks)
 
 STAGE = "A3 collect-triton"
@@ -56,7 +56,10 @@ def run(tree: Path, graph: Path, out: Path, data_reads: Path | None = None) -> d
     text, inlined = render_blocks(g, nodes, files, set())
     text = (text + "\n") if text else ""
     imports = sorted({imp for n in nodes for imp in n.get("imports", [])})
-    imports, imp_notes = external_statements(imports, set(g.get("imports_runtime_only", [])), hard_imports(g))
+    imports, used_notes = named_imports(imports, text)
+    imports = sorted(imports)
+    imports, imp_notes = external_statements(imports, set(g.get("imports_runtime_only", [])), hard_imports(g),
+                                             set(g.get("imports_annotation_only", [])))
     check_syntax(FUTURE + "\n" + "\n".join(imports) + "\n" + text, "A3.triton.py", STAGE)
     kinds = {k.get("id", f"{k['file']}::{k['name']}"): k.get("kind") for k in tk}
     kernels, helpers, globals_ = [], [], []
@@ -81,7 +84,7 @@ def run(tree: Path, graph: Path, out: Path, data_reads: Path | None = None) -> d
         "globals": globals_,
         "imports": ([FUTURE] + imports) if nodes else [],
         "topo_order": [n["id"] for n in nodes],
-        "notes": imp_notes,
+        "notes": used_notes + imp_notes,
     }
     write_json(out / "A3.manifest.json", manifest)
     reads = data_files.load_reads(data_reads) if data_reads is not None else data_files.no_reads(

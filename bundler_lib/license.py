@@ -16,11 +16,15 @@ A permissive license gives `status: ok` and the notice to prepend; anything else
   NOTICE file verbatim. For MIT/BSD/ISC/...: the license file verbatim (those licenses require the
   copyright and permission notice in every copy).
 - `notes`: what was seen (other license texts mentioned, missing appendix, ...).
+- `runtime`: the torch and Python versions the tree targets (`torch`: "2.11", `requires_python`: ">=3.10",
+  `sources`, `notes`), read from `requirements/cuda.txt`, `pyproject.toml` or `CMakeLists.txt`
+  (`bundler_lib.runtime_deps`); A7 declares them in the bundle's PEP 723 block.
 """
 
 import re
 from pathlib import Path
 
+from bundler_lib import runtime_deps
 from bundler_lib.artifacts import write_json
 from bundler_lib.errors import StageError
 
@@ -236,5 +240,7 @@ def analyse(tree: Path) -> dict:
 
 def run(tree: Path, out: Path) -> dict:
     record = analyse(tree)
+    # What the bundle will need where it runs (torch and Python versions the tree targets): A7 declares it.
+    record["runtime"] = runtime_deps.tree_targets(Path(tree))
     write_json(Path(out) / ARTIFACT, record)
     return record

@@ -194,7 +194,9 @@ async def build_bundle(field_set: MonolithicBundleFieldSet, bundler: BundlerSubs
         a1_args += ["--hint", field_set.symbol_file_hint.value]
     if field_set.model.value:
         a1_args += ["--model-config", "model/config.json"]
-    a0_in = await tree_subset(tree, ["LICENSE*", "NOTICE*", "COPYING*"])
+    # A0 also reads the torch and Python versions the tree targets (bundler_lib/runtime_deps.py)
+    a0_in = await tree_subset(tree, ["LICENSE*", "NOTICE*", "COPYING*",
+                                     "CMakeLists.txt", "pyproject.toml", "requirements/cuda.txt"])
     a1_in = await Get(Digest, MergeDigests([await tree_subset(tree, ["vllm/**/*.py"]), model_cfg]))
     a0, a1 = await MultiGet(
         Get(StageOutput, StageRequest("A0", ("--tree", "tree"), a0_in, target)),
@@ -242,6 +244,7 @@ async def build_bundle(field_set: MonolithicBundleFieldSet, bundler: BundlerSubs
             ("--inputs", "in", "--bundle-name", bundle_name, "--import-check", field_set.import_check.value),
             a7_in,
             target,
+            runtime=True,
         ),
     )
 

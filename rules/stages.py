@@ -16,7 +16,7 @@ from pants.engine.rules import Get, collect_rules, rule
 from pants.util.frozendict import FrozenDict
 from pants.util.logging import LogLevel
 
-from rules.toolchain import StageToolchain
+from rules.toolchain import RUNTIME_DIR, StageToolchain
 
 STAGE_NAMES = {
     "A0": "license",
@@ -46,6 +46,7 @@ class StageRequest:
     input_digest: Digest  # tree/, in/, model/ as the stage reads them
     target: str  # the bundle target's address, for messages
     memo: bool = False  # A1: an append-only cache of what earlier runs read (bundler_lib/graph/memo.py)
+    runtime: bool = False  # A7: the bundle runtime venv (a named cache, so its name is in the cache key)
 
 
 @dataclass(frozen=True)
@@ -58,14 +59,23 @@ class StageOutput:
 async def run_stage(request: StageRequest, toolchain: StageToolchain) -> StageOutput:
     name = STAGE_NAMES[request.stage]
     input_digest = await Get(Digest, MergeDigests([toolchain.bundler_lib, request.input_digest]))
+    extra: dict = {}
+    args = request.args
+    if request.memo:
+        extra = dict(extra_caches=FrozenDict({A1_MEMO_CACHE: A1_MEMO_DIR}),
+                     extra_env=FrozenDict({"VLLM_BUNDLER_A1_MEMO": A1_MEMO_DIR}))
+    elif request.runtime:
+        extra = dict(extra_caches=FrozenDict({toolchain.runtime: RUNTIME_DIR}),
+                     extra_env=FrozenDict({"BUNDLER_RUNTIME": toolchain.runtime,
+                                           "BUNDLER_RUNTIME_PACKAGES": toolchain.runtime_packages}))
+        args = (*args, "--runtime-python", f"{RUNTIME_DIR}/bin/python")
     result = await Get(
         FallibleProcessResult,
         toolchain.process(
-            (name, *request.args, "--out", "out"),
+            (name, *args, "--out", "out"),
             description=f"{request.stage} {name}: {request.target}",
             input_digest=input_digest,
-            **(dict(extra_caches=FrozenDict({A1_MEMO_CACHE: A1_MEMO_DIR}),
-                    extra_env=FrozenDict({"VLLM_BUNDLER_A1_MEMO": A1_MEMO_DIR})) if request.memo else {}),
+            **extra,
         ),
     )
     if result.exit_code != 0:

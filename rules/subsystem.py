@@ -31,6 +31,22 @@ class BundlerSubsystem(Subsystem):
             """
         ),
     )
+    runtime = StrOption(
+        default="",
+        help=help_text(
+            """
+            Name of the Pants named cache holding the bundle runtime: a venv with exactly the packages a
+            bundle may declare (`3rdparty/bundle_runtime.txt`: torch CPU, triton, ninja), where stage A7
+            imports the bundle. Set by the `./pants` launcher, which creates it; the name is a fingerprint
+            of the interpreter and the pins, so it is part of A7's cache key.
+            """
+        ),
+    )
+    runtime_packages = StrOption(
+        default="",
+        help="A fingerprint of every package installed in the bundle runtime (`pip freeze --all`), set by "
+        "the `./pants` launcher and put into A7's environment.",
+    )
     models_dir = StrOption(
         default="models",
         help="Directory, relative to the build root, of model configs: `<org>--<name>/config.json`.",

@@ -106,8 +106,11 @@ class ImportCheckField(StringField):
     default = "required"
     help = help_text(
         """
-        `required`: stage A7 fails the build when the bundle does not import with vLLM blocked.
-        `report`: the bundle is written and the failure is recorded in `A7.report.json`.
+        `required` (strict): stage A7 fails the build, writing nothing, when the bundle does not import in the
+        bundle runtime (torch, triton, ninja only) with vLLM blocked, when pyflakes finds a name undefined at
+        run time, or when a top-level definition or import is unreachable from the symbol, its example and its
+        import-time code; one error line names them. `report`: the bundle is written and the problems are
+        recorded in `A7.report.json` (`status: ok_with_failures` for import and undefined-name failures).
         """
     )
 

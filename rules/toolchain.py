@@ -13,6 +13,7 @@ from pants.util.frozendict import FrozenDict
 from rules.subsystem import BundlerSubsystem
 
 TOOLCHAIN_DIR = ".toolchain"
+RUNTIME_DIR = ".runtime"  # the bundle runtime's venv in A7's sandbox
 
 
 class ToolchainMissing(Exception):
@@ -25,6 +26,8 @@ class StageToolchain:
     packages: str  # fingerprint of the installed packages
     bundler_lib: Digest  # all of bundler_lib/: what the stages run
     sdist_tool: Digest  # only what `python -m bundler_lib.sdist` needs, so the download stays cached
+    runtime: str = ""  # named cache of the bundle runtime (torch, triton, ninja only), for A7's import check
+    runtime_packages: str = ""  # fingerprint of what it holds
 
     def process(
         self,
@@ -60,10 +63,10 @@ class StageToolchain:
 
 @rule(desc="Prepare the stage toolchain")
 async def stage_toolchain(bundler: BundlerSubsystem) -> StageToolchain:
-    if not bundler.toolchain or not bundler.toolchain_packages:
+    if not bundler.toolchain or not bundler.toolchain_packages or not bundler.runtime or not bundler.runtime_packages:
         raise ToolchainMissing(
-            "[bundler].toolchain is not set: run Pants through the repo's `./pants` launcher, "
-            "which sets up the stage interpreter and sets this option."
+            "[bundler].toolchain or [bundler].runtime is not set: run Pants through the repo's `./pants` launcher, "
+            "which sets up the stage interpreter and the bundle runtime and sets these options."
         )
     sources = await Get(
         Digest,
@@ -81,7 +84,8 @@ async def stage_toolchain(bundler: BundlerSubsystem) -> StageToolchain:
             description_of_origin="the bundler plugin",
         ),
     )
-    return StageToolchain(bundler.toolchain, bundler.toolchain_packages, sources, sdist_tool)
+    return StageToolchain(bundler.toolchain, bundler.toolchain_packages, sources, sdist_tool,
+                          bundler.runtime, bundler.runtime_packages)
 
 
 def rules():

@@ -1,6 +1,7 @@
 """Shared fixtures: the real vLLM sdists (fetched once through pip's index, verified, cached)."""
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -36,3 +37,10 @@ def vllm_0_26_0() -> Path:
 @pytest.fixture(scope="session")
 def vllm_0_33_0() -> Path:
     return vllm_tree("0.33.0")
+
+
+@pytest.fixture(scope="session")
+def runtime_python() -> Path:
+    """The bundle runtime's interpreter, set up by ./pants (torch CPU, triton, ninja only: what a bundle declares)."""
+    out = subprocess.run([str(ROOT / "pants"), "--runtime-python"], capture_output=True, text=True, check=True)
+    return Path(out.stdout.strip())

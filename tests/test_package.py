@@ -264,12 +264,16 @@ def test_unreachable_error_mode_fails(inputs, tmp_path):
     rep = _report(out)
     assert rep["status"] == "failed" and rep["checks"]["unreachable_definitions"] == "found 2"
     assert sorted(p.name for p in out.iterdir()) == ["A7.report.json"]
-    # The CLI option: error fails (exit 2), report (the default) writes the bundle.
-    assert main(["package", "--inputs", str(inputs), "--out", str(tmp_path / "c1"), "--bundle-name", "TinyNorm.py",
-                 "--unreachable", "error"]) == 2
+    # The CLI: strict by default (--import-check required) fails (exit 2) and writes no bundle;
+    # --import-check report writes it, and --unreachable report overrides the strict default for this check.
+    assert main(["package", "--inputs", str(inputs), "--out", str(tmp_path / "c1"),
+                 "--bundle-name", "TinyNorm.py"]) == 2
+    assert not (tmp_path / "c1" / "TinyNorm.py").exists()
     assert main(["package", "--inputs", str(inputs), "--out", str(tmp_path / "c2"),
-                 "--bundle-name", "TinyNorm.py"]) == 0
+                 "--bundle-name", "TinyNorm.py", "--import-check", "report"]) == 0
     assert (tmp_path / "c2" / "TinyNorm.py").exists()
+    assert main(["package", "--inputs", str(inputs), "--out", str(tmp_path / "c3"),
+                 "--bundle-name", "TinyNorm.py", "--unreachable", "report"]) == 0
 
 
 def test_unreachable_clean_bundle_passes_error_mode(inputs, tmp_path):

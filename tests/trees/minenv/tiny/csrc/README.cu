@@ -1,0 +1,1 @@
+// no compiled ops: A4 reads csrc/ and finds none the closure calls
