@@ -85,7 +85,8 @@ def resolve(arg: str, root: Path | None = None) -> Path:
                     op = re.search(r"\boutput_path\s*=\s*[\"']([^\"']+)[\"']", body)
                     if op and "/" in op.group(1):
                         out_dir = str(Path("bundles_out") / Path(op.group(1)).parent)
-    d = root / out_dir / "artifacts" / name
+    # artifacts/<the target's directory, / as .>.<name>/ (a bare name is a target of targets/BUILD)
+    d = root / out_dir / "artifacts" / f"{(spec or 'targets').replace('/', '.')}.{name}"
     if (d / "A1.graph.json").exists():
         return d
     raise StageError(STAGE, arg, f"no artifacts found (looked for {d.relative_to(root) if d.is_relative_to(root) else d})",

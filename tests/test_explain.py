@@ -199,7 +199,7 @@ def test_cli_why_pruned_top_and_html(small, capsys):
 
 
 def test_resolve_bundle_path_and_target(tmp_path):
-    art = tmp_path / "bundles_out" / "vllm-x" / "artifacts" / "t1"
+    art = tmp_path / "bundles_out" / "vllm-x" / "artifacts" / "targets.v.t1"
     art.mkdir(parents=True)
     (art / "A1.graph.json").write_text("{}")
     bundle = tmp_path / "bundles_out" / "vllm-x" / "T.py"

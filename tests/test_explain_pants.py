@@ -54,7 +54,7 @@ def _verify(closure, edge, tree, art):
 
 @pytest.mark.parametrize("use_tree", [True, False], ids=["tree", "artifacts-only"])
 def test_why_paths_hold_their_references_edge_by_edge(built, vllm_0_26_0, use_tree):
-    art = built.root / "bundles_out/artifacts/qwen3_moe_layer"
+    art = built.root / "bundles_out/artifacts/targets.qwen3_moe_layer"
     c = Closure(art, tree=vllm_0_26_0 if use_tree else None, use_tree=use_tree)
     assert (c.tree is not None) == use_tree
     kinds = set()
@@ -74,7 +74,7 @@ def test_why_paths_hold_their_references_edge_by_edge(built, vllm_0_26_0, use_tr
 
 
 def test_why_cli_prints_file_line_and_kind(built):
-    art = built.root / "bundles_out/artifacts/qwen3_moe_layer"
+    art = built.root / "bundles_out/artifacts/targets.qwen3_moe_layer"
     proc = subprocess.run([sys.executable, "-m", "bundler_lib", "explain", str(built.root / "bundles_out/Qwen3MoeDecoderLayer.py"),
                            "--why", "fused_moe_kernel", "--why", "WorkspaceManager", "--pruned", "--top", "5"],
                           cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -91,8 +91,8 @@ def test_why_cli_prints_file_line_and_kind(built):
 
 
 def test_diff_026_033_structure(built):
-    old = built.root / "bundles_out/artifacts/qwen3_moe_layer"
-    new = built.root / "bundles_out/vllm-0.33.0/artifacts/qwen3_moe_layer"
+    old = built.root / "bundles_out/artifacts/targets.qwen3_moe_layer"
+    new = built.root / "bundles_out/vllm-0.33.0/artifacts/targets.vllm_0_33_0.qwen3_moe_layer"
     r = compare(old, new)
     assert r["symbol"] == ["Qwen3MoeDecoderLayer", "Qwen3MoeDecoderLayer"]
     assert r["defs_added"] and r["defs_changed"] and r["defs_same"]

@@ -364,9 +364,6 @@ class PoisonWritten(AssertionError):
     """The poisoned bundle reached the workspace: the one failure the xfail below expects."""
 
 
-@pytest.mark.xfail(strict=True, raises=PoisonWritten,
-                   reason="needs write_out to check the bundle's sha256 against A7.report.json before replacing "
-                          "anything (issue 15, another branch); remove this mark after merging")
 def test_poisoned_cached_result_does_not_reach_the_written_bundle(builds):
     """A token holder replaces the bundle inside A7's cached result; a fresh clone must not write it."""
     a = builds["a"]
