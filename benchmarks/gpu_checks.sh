@@ -9,7 +9,8 @@
 #           parallel) then warm (one at a time), small and full size; results OUT_DIR/examples-*.json
 # triton:   tests/gpu/test_triton_kernels_gpu.py over the bundles, results OUT_DIR/triton-kernels.json
 # parity:   tools/parity.py on the suite's decoder layers (or the BUNDLEs), against transformers' layers with the
-#           same weights; PARITY_CASES overrides the cases; results OUT_DIR/parity-*.json
+#           same weights, one process per case; PARITY_CASES="prefill:32 decode:2x64" overrides the cases;
+#           results OUT_DIR/parity-<bundle>-<case>.json
 # PACK=FILE.tgz packs OUT_DIR into one archive at the end (the device tool brings back a limited number of files)
 set -u
 phase=$1; out=$2; shift 2
@@ -60,10 +61,13 @@ case $phase in
   parity)
     bundles=("$@"); [ ${#bundles[@]} -eq 0 ] && bundles=(bundles_out/{Qwen3Moe,Qwen3,Llama}DecoderLayer.py bundles_out/vllm-0.33.0/{Qwen3Moe,Qwen3,Llama}DecoderLayer.py)
     label() { local r=${1#bundles_out/}; r=${r%.py}; echo "${r//\//_}"; }
+    # one process per case: a model-sized MoE layer, its float32 reference and the control fill most of an H100
+    export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
     for b in "${bundles[@]}"; do n=$(label "$b")
-      $py tools/parity.py "$b" ${PARITY_CASES:---case prefill:32 --case prefill:4096 --case decode:2x64 --case decode:8x4096} \
-        --json "$out/parity-$n.json" > "$out/parity-$n.log" 2>&1
-      echo "$n rc=$?"; grep -v '^\s*$' "$out/parity-$n.log" | tail -6
+      for c in ${PARITY_CASES:-prefill:32 prefill:4096 decode:2x64 decode:8x4096}; do
+        $py tools/parity.py "$b" --case "$c" --json "$out/parity-$n-${c//[:+]/_}.json" > "$out/parity-$n-${c//[:+]/_}.log" 2>&1
+        echo "$n $c rc=$?"; grep "^$(basename "$b")" "$out/parity-$n-${c//[:+]/_}.log" | tail -1
+      done
     done ;;
   *) echo "usage: $0 ops|examples|triton|parity OUT_DIR [BUNDLE...]" >&2; exit 2 ;;
 esac
