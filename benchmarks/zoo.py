@@ -415,7 +415,7 @@ def _last_error(output: str) -> str:
     return (lines[-1] if lines else "")[:500]
 
 
-def build(syms: list[ZooSymbol], version: str, batch: int, log) -> dict[str, dict]:
+def build(syms: list[ZooSymbol], version: str, batch: int, log, state: Path | None = None) -> dict[str, dict]:
     """Build in batches of `batch` targets. Pants stops a run at its first failure: the failures it names are
     recorded and the rest of the batch is run again (what was built is cached, so a retry costs little); a
     failed run that names no target is split in halves until each failure stands alone.
@@ -440,6 +440,8 @@ def build(syms: list[ZooSymbol], version: str, batch: int, log) -> dict[str, dic
                               "batch": len(group)}
             elif len(group) == 1:
                 results[t] = {"rc": rc, "stage": None, "message": _last_error(out), "seconds": dt, "batch": 1}
+        if state is not None:   # what --no-build reads back when a sweep is cut short
+            state.write_text(json.dumps(results, indent=1) + "\n")
         rest = [t for t in group if t not in results]
         print(f"  run {runs}: {len(group)} target(s), rc={rc}, {dt} s; failed: {sorted(failed) or '-'}; "
               f"{len(results)}/{len(syms)} done", flush=True)
@@ -464,8 +466,11 @@ def _import_time(python: str, bundle: Path) -> dict:
             f"import {bundle.stem}\n"
             "print(round(time.perf_counter() - t0, 3))\n")
     t0 = time.perf_counter()
-    r = subprocess.run(["nice", "-n", "15", python, "-c", code], cwd=bundle.parent, capture_output=True, text=True,
-                       timeout=600)
+    try:
+        r = subprocess.run(["nice", "-n", "15", python, "-c", code], cwd=bundle.parent, capture_output=True,
+                           text=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        return {"ok": False, "error": "timed out after 300 s"}
     total = time.perf_counter() - t0
     if r.returncode:
         tail = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
@@ -494,6 +499,8 @@ def row(s: ZooSymbol, version: str, built: dict | None, python: str | None) -> d
          "build": {k: v for k, v in (built or {}).items() if k in ("seconds", "batch")} or None}
     if built is not None and built["rc"] != 0:
         r["stage"], r["message"] = built["stage"], built["message"]
+    elif built is None and not r["built"]:
+        r["message"] = "not built (no build record and no bundle)"
     if r["built"]:
         rep = art / "A7.report.json"
         if rep.exists():
@@ -560,6 +567,9 @@ def main(argv: list[str] | None = None) -> int:
     python = None if a.no_import else (a.python or subprocess.run(
         [str(REPO / "pants"), "--toolchain-python"], capture_output=True, text=True, check=True).stdout.strip())
     built: dict[str, dict] = {}
+    state = REPO / "bundles_out" / "zoo" / a.version / "zoo-build.json"
+    if a.no_build and state.exists():
+        built = json.loads(state.read_text())
     t0 = time.perf_counter()
     cold = None
     if not a.no_build:
@@ -575,7 +585,7 @@ def main(argv: list[str] | None = None) -> int:
             os.environ["PANTS_LOCAL_STORE_DIR"] = str(store)
         with logp.open("w") as log:
             try:
-                built = build(chosen, a.version, a.batch, log)
+                built = build(chosen, a.version, a.batch, log, state)
             finally:
                 if store is not None:
                     shutil.rmtree(store, ignore_errors=True)
@@ -583,7 +593,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"built in {cold} s (log: {logp.relative_to(REPO)})")
     rows = []
     for s in chosen:
-        rows.append(row(s, a.version, built.get(s.target) if built else None, python))
+        rows.append(row(s, a.version, built.get(s.target), python))
         print(json.dumps({k: rows[-1][k] for k in ("symbol", "built", "stage", "a7_status", "inlined_vllm_lines")}),
               flush=True)
     if python:
