@@ -1,6 +1,6 @@
 """Model configs for the zoo, from transformers' own config classes (offline: the hub is not reached).
 
-    python3 tools/gen_model_configs.py [--version 0.26.0 ...]
+    $(./pants --toolchain-python) tools/gen_model_configs.py [--version 0.26.0 ...]
 
 1. Sets up (once) a venv with transformers==5.17.0 under ~/.cache/vllm-bundler (`VLLM_BUNDLER_CACHE`):
    Python 3.11 and pip, no torch (configs need none; `configuration_auto` and the config classes import
