@@ -500,7 +500,8 @@ def row(s: ZooSymbol, version: str, built: dict | None, python: str | None) -> d
     if built is not None and built["rc"] != 0:
         r["stage"], r["message"] = built["stage"], built["message"]
     elif built is None and not r["built"]:
-        r["message"] = "not built (no build record and no bundle)"
+        r["built"] = None
+        r["message"] = "not attempted (the sweep was cut short before this target)"
     if r["built"]:
         rep = art / "A7.report.json"
         if rep.exists():
@@ -543,6 +544,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-import", action="store_true", help="skip the import timing")
     p.add_argument("--cold", action="store_true", help="build with a fresh, empty Pants local store (a cold build; "
                    "the A1 memo and the toolchain, Pants named caches, are kept)")
+    p.add_argument("--import-budget", type=float, help="seconds the import timing may take in all; rows after it "
+                   "record `import: null` (a sweep on a busy machine)")
+    p.add_argument("--build-seconds", type=float, help="with --no-build: the build time of the earlier (--cold) run "
+                   "whose artifacts are read, as its log printed it")
+    p.add_argument("--note", help="free text recorded in the result file (e.g. why a sweep was cut short)")
     p.add_argument("--list", action="store_true", help="print the zoo and exit")
     p.add_argument("--targets-only", action="store_true", help="write the BUILD file and exit")
     a = p.parse_args(argv)
@@ -592,8 +598,10 @@ def main(argv: list[str] | None = None) -> int:
         cold = round(time.perf_counter() - t0, 1)
         print(f"built in {cold} s (log: {logp.relative_to(REPO)})")
     rows = []
+    t_rows = time.perf_counter()
     for s in chosen:
-        rows.append(row(s, a.version, built.get(s.target), python))
+        over = a.import_budget is not None and time.perf_counter() - t_rows > a.import_budget
+        rows.append(row(s, a.version, built.get(s.target), None if over else python))
         print(json.dumps({k: rows[-1][k] for k in ("symbol", "built", "stage", "a7_status", "inlined_vllm_lines")}),
               flush=True)
     if python:
@@ -603,7 +611,7 @@ def main(argv: list[str] | None = None) -> int:
         ver = []
     stages: dict[str, int] = {}
     for r in rows:
-        if not r["built"]:
+        if r["built"] is False:
             stages[r["stage"] or "unknown"] = stages.get(r["stage"] or "unknown", 0) + 1
     date = datetime.date.today().isoformat()
     path = _next_path(date, a.version)
@@ -611,20 +619,21 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         "symbols_enumerated": len(syms), "symbols_run": len(rows),
         "with_model": sum(1 for r in rows if r["model"]),
-        "built": sum(1 for r in rows if r["built"]), "failed": sum(1 for r in rows if not r["built"]),
+        "built": sum(1 for r in rows if r["built"]), "failed": sum(1 for r in rows if r["built"] is False),
+        "not_attempted": sum(1 for r in rows if r["built"] is None),
         "failed_by_stage": stages,
         "a7_status": {st: sum(1 for r in rows if r["a7_status"] == st) for st in sorted({str(r["a7_status"])
                                                                                          for r in rows if r["built"]})},
         "imported": sum(1 for r in rows if (r["import"] or {}).get("ok")),
         "model_aware_examples": sum(1 for r in rows if r["model_aware_example"]),
-        "cold_total_s": cold,
+        "cold_total_s": cold if cold is not None else a.build_seconds,
     }
     res = {"benchmark": "zoo", "date": date, "vllm": a.version, "cpus": os.cpu_count(),
            "load_avg_1_5_15": [round(x, 2) for x in os.getloadavg()], "machine": platform.platform(),
            "jobs": a.jobs, "batch": a.batch, "cold_store": a.cold, "only": a.only or None, "no_build": a.no_build,
            "import_python": python, "import_python_versions": dict(zip(("python", "torch", "triton"), ver)) or None,
            "transformers_configs": arch.get("transformers"),
-           "summary": summary, "rows": rows}
+           "note": a.note, "summary": summary, "rows": rows}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(res, indent=2) + "\n")
     print(json.dumps(summary, indent=2))

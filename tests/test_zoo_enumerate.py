@@ -66,6 +66,12 @@ def test_committed_build_is_up_to_date(zoo_0_26_0):
         assert "transformers 5.17.0" in (d / "SOURCE.txt").read_text()
 
 
+def test_committed_build_0_33_0_is_up_to_date(vllm_0_33_0):
+    committed = (ROOT / "targets" / "zoo" / "vllm_0_33_0" / "BUILD").read_text()
+    assert zoo.build_file(zoo.enumerate_zoo(vllm_0_33_0), "0.33.0") == committed, (
+        "targets/zoo/vllm_0_33_0/BUILD is stale: run `python3 benchmarks/zoo.py --version 0.33.0 --targets-only`")
+
+
 @pytest.mark.parametrize("name,file_stem,model_type", [
     ("MixtralDecoderLayer", None, "mixtral"),
     ("Qwen3MoeDecoderLayer", None, "qwen3_moe"),
