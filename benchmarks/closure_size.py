@@ -9,9 +9,9 @@ against the lines of the module-level import closure of the symbol's module (wha
 have to ship) and the lines of the modules the bundle touches. Also A1+A2+A3 build time per symbol, cold
 (a fresh process per stage, as Pants runs them).
 
-    $(./pants --toolchain-python) benchmarks/closure_size.py   # after `./pants package targets::`
+    $(./pants --toolchain-python) benchmarks/closure_size.py   # after `./pants --tag=-zoo package targets::`
 
-Reads bundles_out/**/artifacts/*/A1.graph.json; results to benchmarks/results/<date>-closure-size-<n>.json.
+Reads bundles_out/**/artifacts/*/A1.graph.json (not the zoo's, under bundles_out/zoo/); results to benchmarks/results/<date>-closure-size-<n>.json.
 """
 
 from __future__ import annotations
@@ -149,6 +149,8 @@ def timed_stages(tree: Path, graph: dict) -> float:
 def main() -> None:
     rows = []
     for gpath in sorted((REPO / "bundles_out").glob("**/artifacts/*/A1.graph.json")):
+        if "zoo" in gpath.relative_to(REPO / "bundles_out").parts:
+            continue   # the zoo has its own benchmark (benchmarks/zoo.py)
         art = gpath.parent
         graph = json.loads(gpath.read_text())
         version = "0.33.0" if "vllm-0.33.0" in str(gpath) else "0.26.0"

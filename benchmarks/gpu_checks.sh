@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every GPU check, on a machine with a CUDA GPU (the `device` H100), on bundles built beforehand here:
-#   ./pants package targets:: targets/vllm_0_33_0::      # bundles_out/ (git-ignored: carry it to the GPU machine)
+#   ./pants --tag=-zoo package targets:: targets/vllm_0_33_0::      # bundles_out/ (git-ignored: carry it to the GPU machine)
 #   PYTHON=$(./pants --toolchain-python) benchmarks/gpu_checks.sh a4 -    # here: the A4 sections the ops check builds
 #   benchmarks/gpu_checks.sh ops|examples|triton OUT_DIR [BUNDLE...]        # there
 # a4:       bundles_out/gpu/a4_<version>/: one A4 section per vLLM version with every op tests/gpu checks

@@ -1,0 +1,144 @@
+"""The zoo (benchmarks/zoo.py): what it enumerates from the tree, the BUILD it writes, and the models it maps.
+
+CPU only, no Pants: the enumeration and the model mapping read the tree and the committed
+`models/transformers-architectures.json` (tools/gen_model_configs.py writes it from transformers 5.17.0).
+"""
+
+import json
+import re
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import zoo  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def zoo_0_26_0(vllm_0_26_0):
+    return zoo.enumerate_zoo(vllm_0_26_0)
+
+
+def _by(syms, name, file_stem=None):
+    return [s for s in syms if s.name == name and (file_stem is None or Path(s.file).stem == file_stem)]
+
+
+def test_enumeration_on_the_real_sdist(zoo_0_26_0):
+    syms = zoo_0_26_0
+    # the issue counts 129 (116 *DecoderLayer, gemma4's two *DecoderLayers, 11 blocks); the stack rule also finds
+    # FalconH1ParallelHybrid and molmo's two *DecoderNormAfterLayer variants: 132 on 0.26.0
+    assert 125 <= len(syms) <= 140, len(syms)
+    names = {s.name for s in syms}
+    for expected in ("GPT2Block", "Qwen3MoeDecoderLayer", "Qwen3DecoderLayer", "BloomBlock", "MPTBlock", "GPTJBlock",
+                     "DbrxBlock", "BailingMoeBlock", "GLMBlock", "SarvamMLABlock", "GPTNeoXLayer", "PhiLayer",
+                     "FalconH1ParallelHybrid", "Gemma4SelfDecoderLayers", "WhisperDecoderLayer"):
+        assert expected in names, expected
+    # gpt_oss' TransformerBlock (built through `self.block_cls`), not pixtral's vision TransformerBlock
+    tb = _by(syms, "TransformerBlock")
+    assert [s.file for s in tb] == ["vllm/model_executor/models/gpt_oss.py"] and tb[0].hint == tb[0].file
+    # encoder stacks and per-layer helpers are not decoder layers
+    for not_a_layer in ("WhisperEncoderLayer", "WhisperCausalEncoderLayer", "LoopGateProjection", "CLIPEncoderLayer",
+                        "Qwen2VisionBlock", "PPMissingLayer"):
+        assert not_a_layer not in names, not_a_layer
+    assert sum(1 for s in syms if s.name.endswith("DecoderLayer")) == 116
+    assert sum(1 for s in syms if s.name.endswith("DecoderLayers")) == 2
+    llamas = _by(syms, "LlamaDecoderLayer")
+    assert sorted(Path(s.file).stem for s in llamas) == ["llama", "llama_eagle", "llama_eagle3"]
+    assert all(s.hint == s.file for s in llamas) and len({s.target for s in syms}) == len(syms)
+    assert _by(syms, "Qwen3MoeDecoderLayer")[0].hint is None
+
+
+def test_committed_build_is_up_to_date(zoo_0_26_0):
+    committed = (ROOT / "targets" / "zoo" / "vllm_0_26_0" / "BUILD").read_text()
+    assert zoo.build_file(zoo_0_26_0, "0.26.0") == committed, (
+        "targets/zoo/vllm_0_26_0/BUILD is stale: run `python3 benchmarks/zoo.py --version 0.26.0 --targets-only`")
+    # every output under zoo/<version>/, one per target; every model named has its generated config
+    outputs = re.findall(r'output_path="([^"]+)"', committed)
+    assert len(outputs) == len(set(outputs)) == len(zoo_0_26_0)
+    assert all(o.startswith("zoo/0.26.0/") for o in outputs)
+    for model in set(re.findall(r'model="([^"]+)"', committed)):
+        d = ROOT / "models" / model.replace("/", "--")
+        assert json.loads((d / "config.json").read_text())["model_type"], model
+        assert "transformers 5.17.0" in (d / "SOURCE.txt").read_text()
+
+
+def test_committed_build_0_33_0_is_up_to_date(vllm_0_33_0):
+    committed = (ROOT / "targets" / "zoo" / "vllm_0_33_0" / "BUILD").read_text()
+    assert zoo.build_file(zoo.enumerate_zoo(vllm_0_33_0), "0.33.0") == committed, (
+        "targets/zoo/vllm_0_33_0/BUILD is stale: run `python3 benchmarks/zoo.py --version 0.33.0 --targets-only`")
+
+
+@pytest.mark.parametrize("name,file_stem,model_type", [
+    ("MixtralDecoderLayer", None, "mixtral"),
+    ("Qwen3MoeDecoderLayer", None, "qwen3_moe"),
+    ("GPT2Block", None, "gpt2"),                       # GPT2LMHeadModel also serves gpt-sw3: the named type wins
+    ("Gemma3DecoderLayer", None, "gemma3_text"),        # Gemma3ForCausalLM is the text model
+    ("PhiMoEDecoderLayer", None, "phimoe"),             # vLLM's PhiMoEForCausalLM is transformers' PhimoeForCausalLM
+    ("TransformerBlock", None, "gpt_oss"),
+    ("LlamaDecoderLayer", "llama", "llama"),
+    ("LlamaDecoderLayer", "llama_eagle", "llama"),      # an EAGLE draft subclassing llama's layer takes its type
+    ("Ernie4_5_VLMoeDecoderLayer", None, "ernie4_5_vl_moe"),   # registered through ernie45_vl, which imports it
+    ("ArcticDecoderLayer", None, None),                 # remote code: transformers has no Arctic config
+])
+def test_model_type_mapping(zoo_0_26_0, name, file_stem, model_type):
+    (s,) = _by(zoo_0_26_0, name, file_stem)
+    assert s.model_type == model_type, s.model_reason
+    if model_type:
+        assert s.model == f"transformers/{model_type}"
+    else:
+        assert s.model is None and "knows none of the architectures" in s.model_reason
+
+
+def test_stack_rule_on_a_small_tree(tmp_path):
+    """The forms a decoder stack's layer function takes: a class, `self.<attr>`, a parameter (its default and what
+    subclasses pass), a local function choosing from a module-level dict; an encoder stack and a make_layers not
+    assigned to start/end_layer are left out."""
+    models = tmp_path / zoo.MODELS
+    models.mkdir(parents=True)
+    (models / "registry.py").write_text('_TEXT_GENERATION_MODELS = {"FooForCausalLM": ("foo", "FooForCausalLM")}\n')
+    (models / "foo.py").write_text(textwrap.dedent('''
+        import torch.nn as nn
+        from .utils import make_layers
+
+        class ABlock(nn.Module): pass
+        class BBlock(nn.Module): pass
+        class CBlock(ABlock): pass
+        class DBlock(nn.Module): pass
+        class EBlock(nn.Module): pass
+        class Gate(nn.Module): pass
+        class EncLayer(nn.Module): pass
+        class NotALayer: pass
+        KINDS = {"a": DBlock, "b": EBlock}
+
+        class FooModel(nn.Module):
+            block_cls = ABlock
+            def __init__(self, config, layer_type=BBlock):
+                self.start_layer, self.end_layer, self.layers = make_layers(2, lambda prefix: self.block_cls(prefix))
+                self.start_layer, self.end_layer, self.h = make_layers(2, lambda prefix: layer_type(prefix))
+                _, _, self.gates = make_layers(2, lambda prefix: Gate(prefix))
+
+        class BarModel(FooModel):
+            block_cls = CBlock
+            def __init__(self, config):
+                super().__init__(config, layer_type=NotALayer)
+                def get_layer(prefix):
+                    layer_class = KINDS[config.kind]
+                    return layer_class(prefix)
+                self.start_layer, self.end_layer, self.layers = make_layers(2, get_layer)
+
+        class FooEncoder(nn.Module):
+            def __init__(self):
+                self.start_layer, self.end_layer, self.layers = make_layers(2, lambda prefix: EncLayer())
+
+        class FooDecoderLayer(nn.Module): pass
+    '''))
+    syms = zoo.enumerate_zoo(tmp_path, arch_map={"architectures": {"FooForCausalLM": ["foo"]}},
+                             models_dir=tmp_path / "no-models")
+    got = {s.name: s.rules for s in syms}
+    assert got == {"ABlock": ["stack"], "BBlock": ["stack"], "CBlock": ["stack"], "DBlock": ["stack"],
+                   "EBlock": ["stack"], "FooDecoderLayer": ["name"]}
+    assert all(s.model_type == "foo" and s.model is None for s in syms)

@@ -1,0 +1,192 @@
+"""Model configs for the zoo, from transformers' own config classes (offline: the hub is not reached).
+
+    $(./pants --toolchain-python) tools/gen_model_configs.py [--version 0.26.0 ...]
+
+1. Sets up (once) a venv with transformers==5.17.0 under ~/.cache/vllm-bundler (`VLLM_BUNDLER_CACHE`):
+   Python 3.11 and pip, no torch (configs need none; `configuration_auto` and the config classes import
+   without it). 5.17.0 is the GPU machine's transformers, so a later parity run on that machine uses the
+   very classes these configs came from.
+2. Reads transformers' auto-model tables (`models/auto/modeling_auto.py`, every `*_MAPPING_NAMES`, parsed,
+   not imported: importing it needs torch) into `models/transformers-architectures.json`:
+   architecture class name -> model_type(s).
+3. Maps each zoo symbol (benchmarks/zoo.py) to a model_type: the symbol's module -> the architectures vLLM's
+   registry (`vllm/model_executor/models/registry.py`) implements in that module -> transformers' model_type
+   of those architectures (see `zoo.map_models` for the choice among several).
+4. Writes `models/transformers--<model_type>/config.json` = `AutoConfig.for_model(<model_type>).to_dict()`
+   (the config class's defaults, which describe its reference checkpoint) and `SOURCE.txt` beside it
+   (transformers version, config class, the reference checkpoint of the module's
+   `@auto_docstring(checkpoint=...)`). The class's `attribute_map` aliases are written too (the config object
+   answers to them: `num_experts_per_tok` is Ernie 4.5's `moe_k`). A target names it as
+   `model="transformers/<model_type>"`.
+   `models/transformers-zoo-<version>.tsv` lists every zoo symbol with its model or why it has none.
+
+The directory is named by model_type, not by the reference checkpoint, because the file is the class's
+defaults, not the checkpoint's published config.json (they can differ: dtype, token ids, rope extras).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TRANSFORMERS = "5.17.0"
+CACHE = Path(os.environ.get("VLLM_BUNDLER_CACHE", Path.home() / ".cache" / "vllm-bundler"))
+VENV = CACHE / f"transformers-{TRANSFORMERS}-py311"
+MODELS = REPO / "models"
+
+
+def find_python311() -> str:
+    """python3.11 on PATH, else under pyenv (as the ./pants launcher finds it)."""
+    check = "import sys; assert sys.version_info[:2] == (3, 11); print(sys.executable)"
+    cands = [shutil.which("python3.11")]
+    root = subprocess.run(["pyenv", "root"], capture_output=True, text=True).stdout.strip() if shutil.which(
+        "pyenv") else str(Path.home() / ".pyenv")
+    cands += sorted(str(p) for p in Path(root or Path.home() / ".pyenv").glob("versions/3.11.*/bin/python3.11"))
+    for c in cands:
+        if c and subprocess.run([c, "-c", check], capture_output=True).returncode == 0:
+            return c
+    raise SystemExit("gen_model_configs: Python 3.11 not found on PATH or under pyenv (e.g. `pyenv install 3.11`)")
+
+
+def ensure_venv() -> Path:
+    py = VENV / "bin" / "python"
+    if (VENV / ".ready").exists():
+        return py
+    print(f"setting up {VENV} (transformers=={TRANSFORMERS}, no torch; first run only)", file=sys.stderr)
+    shutil.rmtree(VENV, ignore_errors=True)
+    subprocess.run([find_python311(), "-m", "venv", str(VENV)], check=True)
+    subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", f"transformers=={TRANSFORMERS}"], check=True)
+    (VENV / ".ready").touch()
+    return py
+
+
+# ------------------------------------------------------------------ run inside the venv (--inner-*)
+def _transformers_dir() -> Path:
+    import importlib.util
+    return Path(importlib.util.find_spec("transformers").origin).parent
+
+
+def inner_arch(out: Path) -> None:
+    """architecture -> model_types, from every `*_MAPPING_NAMES` table of modeling_auto.py (parsed)."""
+    import transformers
+    src = (_transformers_dir() / "models" / "auto" / "modeling_auto.py").read_text(encoding="utf-8")
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+    archs: dict[str, list[str]] = {}
+    tables = []
+    for st in ast.parse(src).body:
+        if not (isinstance(st, ast.Assign) and len(st.targets) == 1 and isinstance(st.targets[0], ast.Name)
+                and st.targets[0].id.endswith("_MAPPING_NAMES")):
+            continue
+        tables.append(st.targets[0].id)
+        try:
+            pairs = ast.literal_eval(st.value.args[0] if isinstance(st.value, ast.Call) else st.value)
+        except (ValueError, IndexError, SyntaxError):
+            continue
+        for mt, names in (pairs.items() if isinstance(pairs, dict) else pairs):
+            for n in (names if isinstance(names, (tuple, list)) else (names,)):
+                if mt in CONFIG_MAPPING_NAMES:
+                    archs.setdefault(n, [])
+                    if mt not in archs[n]:
+                        archs[n].append(mt)
+    norm = lambda s: re.sub(r"[^a-z0-9]", "", s.lower())   # noqa: E731
+    for a, mts in archs.items():   # the model_type named like the architecture first (LlamaForCausalLM: llama)
+        stem = norm(re.sub(r"(For[A-Z]\w*|Model|LMHeadModel)$", "", a))
+        order = list(mts)
+        mts.sort(key=lambda mt: (norm(mt) != stem, order.index(mt)))
+    out.write_text(json.dumps({"transformers": transformers.__version__,
+                               "source": "transformers/models/auto/modeling_auto.py: " + ", ".join(tables),
+                               "model_types": sorted(CONFIG_MAPPING_NAMES),
+                               "architectures": dict(sorted(archs.items()))}, indent=1, sort_keys=True) + "\n")
+
+
+def inner_configs(model_types: list[str], out_dir: Path) -> None:
+    import transformers
+    from transformers import AutoConfig
+    report = {}
+    for mt in model_types:
+        try:
+            cfg = AutoConfig.for_model(mt)
+            data = cfg.to_dict()
+            # the config object also answers to its attribute_map's aliases (Ernie4_5_MoeConfig: num_experts_per_tok
+            # is moe_k): write them too, so a reader of the JSON sees what vLLM reads from the object
+            aliases = {k: data[v] for k, v in (getattr(type(cfg), "attribute_map", None) or {}).items()
+                       if k not in data and v in data}
+            data.update(aliases)
+            text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+        except Exception as e:   # noqa: BLE001  (recorded, never fatal)
+            report[mt] = {"ok": False, "error": f"{type(e).__name__}: {e}"[:300]}
+            continue
+        amap = getattr(type(cfg), "attribute_map", None) or {}
+        mod = sys.modules[type(cfg).__module__]
+        ckpt = re.findall(r"checkpoint\s*=\s*[\"']([^\"']+)[\"']", Path(mod.__file__).read_text(encoding="utf-8"))
+        d = out_dir / f"transformers--{mt}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "config.json").write_text(text)
+        (d / "SOURCE.txt").write_text(
+            f"generated by tools/gen_model_configs.py: AutoConfig.for_model({mt!r}).to_dict()\n"
+            f"transformers {transformers.__version__}\n"
+            f"config class {type(cfg).__module__}.{type(cfg).__name__}\n"
+            f"reference checkpoint {ckpt[0] if ckpt else '(none named in the config module)'}\n"
+            f"aliases added from attribute_map: {', '.join(f'{k}={amap[k]}' for k in sorted(aliases)) or '-'}\n")
+        report[mt] = {"ok": True, "config_class": type(cfg).__name__, "checkpoint": ckpt[0] if ckpt else None}
+    print(json.dumps(report))
+
+
+# ------------------------------------------------------------------ the driver
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="append", help="vLLM versions whose zoo needs models (default 0.26.0)")
+    p.add_argument("--inner-arch", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--inner-configs", nargs="*", help=argparse.SUPPRESS)
+    p.add_argument("--out", type=Path, default=MODELS, help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.inner_arch:
+        inner_arch(a.inner_arch)
+        return 0
+    if a.inner_configs is not None:
+        inner_configs(a.inner_configs, a.out)
+        return 0
+
+    py = ensure_venv()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    me = str(Path(__file__).resolve())
+    subprocess.run([str(py), me, "--inner-arch", str(MODELS / "transformers-architectures.json")], check=True, env=env)
+    sys.path[:0] = [str(REPO / "benchmarks"), str(REPO / "tests")]
+    import zoo
+    from conftest import vllm_tree
+    arch_map = zoo.load_arch_map()
+    per_version = {}
+    for version in a.version or ["0.26.0"]:
+        # map with no config present yet: every symbol's model_type, whether or not transformers can build it
+        per_version[version] = zoo.enumerate_zoo(vllm_tree(version), arch_map, Path("/nonexistent"))
+    wanted = sorted({s.model_type for syms in per_version.values() for s in syms if s.model_type})
+    r = subprocess.run([str(py), me, "--out", str(MODELS), "--inner-configs", *wanted], check=True, env=env,
+                       capture_output=True, text=True)
+    report = json.loads(r.stdout.strip().splitlines()[-1])
+    for mt, rep in sorted(report.items()):
+        if not rep["ok"]:
+            print(f"  {mt}: transformers could not build the config: {rep['error']}", file=sys.stderr)
+    for version in per_version:
+        syms = zoo.enumerate_zoo(vllm_tree(version), arch_map)
+        lines = ["# target\tsymbol\tfile\tmodel\treason  (generated by tools/gen_model_configs.py)"]
+        for s in syms:
+            reason = s.model_reason
+            if s.model_type and not s.model:
+                reason += f": {report.get(s.model_type, {}).get('error', '')}"
+            lines.append(f"{s.target}\t{s.name}\t{s.file}\t{s.model or '-'}\t{reason}")
+        (MODELS / f"transformers-zoo-{version}.tsv").write_text("\n".join(lines) + "\n")
+        print(f"vLLM {version}: {len(syms)} zoo symbols, {sum(1 for s in syms if s.model)} with a model "
+              f"({len(wanted)} model types wanted, {sum(1 for v in report.values() if v['ok'])} configs written)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
