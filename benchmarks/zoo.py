@@ -487,10 +487,15 @@ def _inlined_lines(bundle: Path) -> int | None:
         return None
 
 
+def artifacts_name(s: ZooSymbol, version: str) -> str:
+    """The target's artifacts directory beside its bundle: artifacts/<its BUILD's directory, / as .>.<name>."""
+    return f"targets.zoo.{version_tag(version)}.{s.target}"
+
+
 def row(s: ZooSymbol, version: str, built: dict | None, python: str | None) -> dict:
     out_dir = REPO / "bundles_out" / "zoo" / version
     bundle = out_dir / f"{s.target}.py"
-    art = out_dir / "artifacts" / s.target
+    art = out_dir / "artifacts" / artifacts_name(s, version)
     r = {"symbol": s.name, "file": s.file, "target": f"targets/zoo/{version_tag(version)}:{s.target}",
          "rules": s.rules, "model": s.model, "model_type": s.model_type, "model_reason": s.model_reason,
          "built": bundle.exists() and (built is None or built["rc"] == 0),
@@ -583,7 +588,8 @@ def main(argv: list[str] | None = None) -> int:
         logp.parent.mkdir(parents=True, exist_ok=True)
         for s in chosen:   # a failed build must not leave an earlier bundle to be read as this run's
             (REPO / "bundles_out" / "zoo" / a.version / f"{s.target}.py").unlink(missing_ok=True)
-            shutil.rmtree(REPO / "bundles_out" / "zoo" / a.version / "artifacts" / s.target, ignore_errors=True)
+            art = REPO / "bundles_out" / "zoo" / a.version / "artifacts" / artifacts_name(s, a.version)
+            art.unlink() if art.is_symlink() else shutil.rmtree(art, ignore_errors=True)
         os.environ["PANTS_PROCESS_EXECUTION_LOCAL_PARALLELISM"] = str(a.jobs)
         store = None
         if a.cold:
