@@ -107,7 +107,7 @@ def ws(tmp_path_factory):
 
 
 def _report(ws, target):
-    return json.loads((ws.root / "bundles_out" / "artifacts" / target / "A7.report.json").read_text())
+    return json.loads((ws.root / "bundles_out" / "artifacts" / f"targets.{target}" / "A7.report.json").read_text())
 
 
 def test_case1_packaging_at_import_and_case2_missing_closure_file(ws):
@@ -139,7 +139,7 @@ def test_case1_packaging_at_import_and_case2_missing_closure_file(ws):
     run = ws.pants("package", "targets:tiny_layer_report")
     assert run.returncode == 0, run.stderr[-3000:]
     assert [p for p, _, _ in run.wrote()] == ["bundles_out/report/TinyLayer.py"]
-    rep = json.loads((ws.root / "bundles_out" / "report" / "artifacts" / "tiny_layer_report" /
+    rep = json.loads((ws.root / "bundles_out" / "report" / "artifacts" / "targets.tiny_layer_report" /
                       "A7.report.json").read_text())
     assert rep["status"] == "ok_with_failures"
     assert any("SiluAndMul" in u for u in rep["details"]["undefined_names"])
