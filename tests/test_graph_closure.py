@@ -116,6 +116,21 @@ def test_guard_pruning_other_platform(tmp_path):
     assert "vllm/helpers.py::cuda_helper" not in node_ids(g)
 
 
+def test_pruned_blocks_keep_a_pass(tmp_path):
+    # every statement of a block pruned (two decided ifs, not one): the block keeps a `pass` indented like them,
+    # in an if/else/elif/for/try/finally body and a function's; a block whose keyword goes with it (the dedented
+    # branch of a decided if) gets none
+    g, _, _ = build_all(TREES / "pruned_body", tmp_path, "Config")
+    text = (tmp_path / "A2.inline.py").read_text()
+    ast.parse(text)
+    assert "is_rocm" not in text and "quant_config is not None" not in text
+    assert text.count("\n            pass\n") == 6 and text.count("\n    pass\n") == 1
+    assert "        if check:\n            pass\n\n            # a comment between" in text
+    assert "        else:\n            pass\n" in text and "        finally:\n            pass\n" in text
+    m = load(tmp_path)
+    assert m.Config().mode == "A" and m.Config(check=False, mode="b").mode == "b"
+
+
 def test_name_collisions_renamed_consistently(tmp_path):
     g, _, _ = build_all(TREES / "collision", tmp_path, "target")
     assert node_ids(g) == {"vllm/one.py::logger", "vllm/one.py::rms_norm", "vllm/two.py::logger",
