@@ -131,6 +131,19 @@ def test_pruned_blocks_keep_a_pass(tmp_path):
     assert m.Config().mode == "A" and m.Config(check=False, mode="b").mode == "b"
 
 
+def test_augmented_assignment_keeps_first_binding(tmp_path):
+    # a block reached for `fast` also does `__all__ += [...]`: the `+=` reads __all__ (as `.extend`/`.append`
+    # would), so its first binding comes too, before it; `__all__` is renamed the same in both
+    g, _, _ = build_all(TREES / "all_arith", tmp_path, "target")
+    assert node_ids(g) == {"vllm/pkg/__init__.py::__all__", "vllm/pkg/__init__.py::fast",
+                           "vllm/pkg/impl.py::HAS_FAST", "vllm/main.py::target"}
+    assert ["vllm/pkg/__init__.py::fast", "vllm/pkg/__init__.py::__all__"] in g["edges"]
+    text = (tmp_path / "A2.inline.py").read_text()
+    assert text.index("_pkg__all__ = [") < text.index("_pkg__all__ += [")
+    m = load(tmp_path)
+    assert m.target() == "fast" and m._pkg__all__ == ["helper", "fast"]
+
+
 def test_name_collisions_renamed_consistently(tmp_path):
     g, _, _ = build_all(TREES / "collision", tmp_path, "target")
     assert node_ids(g) == {"vllm/one.py::logger", "vllm/one.py::rms_norm", "vllm/two.py::logger",

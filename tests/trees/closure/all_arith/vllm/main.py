@@ -1,0 +1,5 @@
+from vllm.pkg import fast
+
+
+def target():
+    return fast()
