@@ -6,6 +6,8 @@ Rewrites (libcst, on the merged module):
   wrapper of that op (`_C_rms_norm`); called or used as a value alike;
 - `torch.ops.vllm.<op>[.<overload>]` to the inlined Python function bound to it (A1 `python_custom_ops`);
 - `hasattr(torch.ops.<ns>, "<op>")` to `True` for a bundled op;
+- `getattr(torch.ops.<ns>, "<op>"[, default])` as `torch.ops.<ns>.<op>`; to its default where A4 could only
+  stub the op (A1 marks an op whose every call site is such a getattr with a default `required: false`);
 - the string `"<ns>::<op>"` (register_fake and friends) to the bundle's own `"<unique_ns>::<op>"`;
 - every torch.library namespace the merged code registers ops into from Python (`registered_namespaces`:
   `Library("vllm_ir", "FRAGMENT")` of vLLM's IR, `Library("vllm", "FRAGMENT")` that `direct_register_custom_op`
@@ -211,6 +213,22 @@ class Rewriter(cst.CSTTransformer):
 
     def leave_Call(self, original_node, updated_node):
         f = updated_node.func
+        if (isinstance(f, cst.Name) and f.value == "getattr" and len(updated_node.args) in (2, 3)
+                and all(a.keyword is None and not a.star for a in updated_node.args)):
+            # getattr(torch.ops.<ns>, "<op>"[, default]) binds like torch.ops.<ns>.<op>; an op A4 could only
+            # stub (optional, not embedded) gives the default instead, as the lookup would without the op
+            d = dotted(original_node.args[0].value)
+            s = updated_node.args[1].value
+            parts = (d or "").split(".")
+            if len(parts) == 3 and parts[:2] == ["torch", "ops"] and isinstance(s, cst.SimpleString):
+                name = s.evaluated_value
+                t = self._target(parts[2], name) if isinstance(name, str) else None
+                if t:
+                    default = (parts[2], name) in self.stubs and len(updated_node.args) == 3
+                    new = updated_node.args[2].value if default else cst.Name(t)
+                    self._count(f"getattr({d}, {name!r}{', <default>' if len(updated_node.args) == 3 else ''})",
+                                cst.Module([]).code_for_node(new) if default else t)
+                    return new
         if isinstance(f, cst.Name) and f.value == "hasattr" and len(updated_node.args) == 2:
             d = dotted(original_node.args[0].value)
             s = updated_node.args[1].value

@@ -144,6 +144,21 @@ def test_augmented_assignment_keeps_first_binding(tmp_path):
     assert m.target() == "fast" and m._pkg__all__ == ["helper", "fast"]
 
 
+def test_getattr_op_lookup_is_an_op_reference(tmp_path):
+    # getattr(torch.ops.<ns>, "<op>"[, default]) is found like torch.ops.<ns>.<op>; with a default (and no direct
+    # reference elsewhere) the op is optional (`required: false`: A4 stubs it where it cannot embed it, and A5
+    # then binds the lookup to its default)
+    g = build(TREES / "getattr_op", "target")
+    ops = {e["op"]: e for e in g["cuda_ops"]}
+    assert set(ops) == {"_C.fused_norm", "_C.rms_norm", "_C.silu_and_mul", "_moe_C.topk_softmax"}
+    assert ops["_C.fused_norm"]["required"] is False
+    assert ops["_C.fused_norm"]["call_sites"] == [{"file": "vllm/ops.py", "line": 4, "getattr_default": True}]
+    assert all("required" not in ops[o] for o in ("_C.rms_norm", "_C.silu_and_mul", "_moe_C.topk_softmax"))
+    assert ops["_C.silu_and_mul"]["call_sites"] == [{"file": "vllm/ops.py", "line": 15}]
+    assert len(ops["_moe_C.topk_softmax"]["call_sites"]) == 2
+    assert any(n.startswith("vllm/ops.py:4: getattr(torch.ops._C, 'fused_norm', <default>)") for n in g["notes"])
+
+
 def test_name_collisions_renamed_consistently(tmp_path):
     g, _, _ = build_all(TREES / "collision", tmp_path, "target")
     assert node_ids(g) == {"vllm/one.py::logger", "vllm/one.py::rms_norm", "vllm/two.py::logger",

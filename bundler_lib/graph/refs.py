@@ -34,6 +34,10 @@ class Ref:
     call_arg0: str | None = None           # the ref is called with this string constant first
     called: bool = False                   # called (or used as a decorator): its body runs
     call: ast.Call | None = None           # the call whose function the ref is (its arguments)
+    # `getattr(<ref>, "<literal>"[, default])`: the literal (the ref reads that attribute), and whether a
+    # default is given (the lookup may fail without harm)
+    getattr_attr: str | None = None
+    getattr_default: bool = False
 
 
 @dataclass
@@ -483,8 +487,15 @@ class RefScanner:
         if (len(self.scan.refs) == before + 1 and e.args and isinstance(e.args[0], ast.Constant)
                 and isinstance(e.args[0].value, str)):
             self.scan.refs[-1].call_arg0 = e.args[0].value
-        for c in e.args + [k.value for k in e.keywords]:
+        for i, c in enumerate(e.args + [k.value for k in e.keywords]):
+            before = len(self.scan.refs)
             self._walk_expr(c, skip)
+            if (i == 0 and isinstance(e.func, ast.Name) and e.func.id == "getattr" and self._lookup("getattr") is None
+                    and 2 <= len(e.args) <= 3 and not e.keywords and isinstance(e.args[1], ast.Constant)
+                    and isinstance(e.args[1].value, str) and len(self.scan.refs) == before + 1
+                    and self.scan.refs[-1].nodes[-1] is c):
+                self.scan.refs[-1].getattr_attr = e.args[1].value
+                self.scan.refs[-1].getattr_default = len(e.args) == 3
 
     def _walk_attribute(self, e: ast.Attribute, skip: set):
         chain = []
