@@ -159,6 +159,20 @@ def test_getattr_op_lookup_is_an_op_reference(tmp_path):
     assert any(n.startswith("vllm/ops.py:4: getattr(torch.ops._C, 'fused_norm', <default>)") for n in g["notes"])
 
 
+def test_function_local_binding_shadows_the_module_level_import(tmp_path):
+    # `from other_pkg import attn_func` in one branch makes attn_func local to the whole function: the other
+    # branch's `from vllm.fa_utils import attn_func` cannot be stood in for by a module-level import (what
+    # fa_utils binds, `from flash_pkg import attn_func`, would be unused); that branch raises a clear ImportError
+    g, _, _ = build_all(TREES / "shadowed_import", tmp_path, "target")
+    assert node_ids(g) == {"vllm/main.py::target"}
+    assert g["imports_external"] == [] and g["imports_runtime_only"] == []
+    assert all(n["imports"] == [] for n in g["python_nodes"])
+    text = (tmp_path / "A2.inline.py").read_text()
+    assert "flash_pkg" not in text and "from other_pkg import attn_func" in text
+    with pytest.raises(ImportError, match="vllm.fa_utils.attn_func: bound otherwise in the same function"):
+        load(tmp_path).target(1)
+
+
 def test_name_collisions_renamed_consistently(tmp_path):
     g, _, _ = build_all(TREES / "collision", tmp_path, "target")
     assert node_ids(g) == {"vllm/one.py::logger", "vllm/one.py::rms_norm", "vllm/two.py::logger",

@@ -138,10 +138,10 @@ class RefScanner:
                 continue  # class scope is invisible to nested functions
             if name in sc.globals:
                 return None
+            if name in sc.local:   # bound locally otherwise too: local throughout (shadows the import)
+                return "local"
             if name in sc.imports:
                 return sc.imports[name]
-            if name in sc.local:
-                return "local"
         return None
 
     def _ref(self, name_node: ast.Name, chain: list[ast.Attribute]):
@@ -213,6 +213,11 @@ class RefScanner:
                     elif platform and b.attr:  # `from <other platform's module> import name`
                         dead.append((b, f"specific to the {platform} platform (the bundle is built for "
                                         f"{self.ge.variant.get('platform')})"))
+                    elif function_level and self.scopes[-1].kind == "function" and b.name in self.scopes[-1].local:
+                        # the function binds the name otherwise too (`from ext import name` in another branch):
+                        # it is local throughout, so no module-level definition can stand in for this import
+                        dead.append((b, "bound otherwise in the same function too, so local to it; the "
+                                        "bundle has no local binding for this import"))
                     else:
                         self.scan.local_imports.append(b)
                 if function_level and dead:
