@@ -131,17 +131,21 @@ def test_pruned_blocks_keep_a_pass(tmp_path):
     assert m.Config().mode == "A" and m.Config(check=False, mode="b").mode == "b"
 
 
-def test_augmented_assignment_keeps_first_binding(tmp_path):
-    # a block reached for `fast` also does `__all__ += [...]`: the `+=` reads __all__ (as `.extend`/`.append`
-    # would), so its first binding comes too, before it; `__all__` is renamed the same in both
-    g, _, _ = build_all(TREES / "all_arith", tmp_path, "target")
-    assert node_ids(g) == {"vllm/pkg/__init__.py::__all__", "vllm/pkg/__init__.py::fast",
-                           "vllm/pkg/impl.py::HAS_FAST", "vllm/main.py::target"}
+def test_augmented_assignment_kept_whole_or_dropped_whole(tmp_path):
+    # a block reached for `fast` also does `__all__ += [...]`: nothing reads __all__, so the `+=` goes (its
+    # first binding never came)
+    g, _, _ = build_all(TREES / "all_arith", tmp_path / "drop", "target")
+    assert node_ids(g) == {"vllm/pkg/__init__.py::fast", "vllm/pkg/impl.py::HAS_FAST", "vllm/main.py::target"}
+    text = (tmp_path / "drop" / "A2.inline.py").read_text()
+    assert "__all__" not in text
+    assert any(n.startswith("vllm/pkg/__init__.py:12: `__all__ += ...` dropped") for n in g["notes"])
+    assert load(tmp_path / "drop").target() == "fast"
+    # something reads pkg.__all__: its first binding is in the closure, and the `+=` comes after it
+    g, _, _ = build_all(TREES / "all_arith", tmp_path / "keep", "target_names")
     assert ["vllm/pkg/__init__.py::fast", "vllm/pkg/__init__.py::__all__"] in g["edges"]
-    text = (tmp_path / "A2.inline.py").read_text()
+    text = (tmp_path / "keep" / "A2.inline.py").read_text()
     assert text.index("_pkg__all__ = [") < text.index("_pkg__all__ += [")
-    m = load(tmp_path)
-    assert m.target() == "fast" and m._pkg__all__ == ["helper", "fast"]
+    assert load(tmp_path / "keep", "bundle_keep").target_names() == ["helper", "fast"]
 
 
 def test_getattr_op_lookup_is_an_op_reference(tmp_path):

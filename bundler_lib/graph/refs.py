@@ -231,11 +231,6 @@ class RefScanner:
               and (st.value.id if isinstance(st.value, ast.Name) else st.value.attr) == "current_platform"):
             self.platform_names = self.platform_names | {st.targets[0].id}   # `p = current_platform`
             self._expr(st.value)
-        elif isinstance(st, ast.AugAssign) and isinstance(st.target, ast.Name):
-            # `x += v` reads x: a module-level one needs x's earlier binding (`__all__ = [...]` before
-            # `__all__ += [...]`); a function's local x is not followed (_ref)
-            self._ref(st.target, [])
-            self._expr(st.value)
         elif isinstance(st, ast.AnnAssign):
             if self.scopes[-1].kind == "class" and self.follow_annotations == "classvar":
                 # a stdlib dataclass reads only whether a field is a ClassVar / InitVar
