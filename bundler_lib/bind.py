@@ -301,6 +301,20 @@ def _blocks(body: list[ast.stmt]) -> list[tuple[int, int, ast.stmt]]:
     return [(a, b, n) for a, b, n in blocks]
 
 
+def drop_unused_stubs(text: str, names: list[str]) -> tuple[str, list[str]]:
+    """Remove the A4 stub wrappers (`def <name>(...)`: docstring `Stub: ...`, `raise NotImplementedError(...)`)
+    that nothing names any more (every lookup of the op took its default): dead code in the bundle."""
+    dropped = []
+    for w in names:
+        if len(re.findall(rf"\b{re.escape(w)}\b", text)) != 1:
+            continue
+        text, k = re.subn(rf"\n*def {re.escape(w)}\([^\n]*\):\n    \"\"\"Stub:[^\n]*\n"
+                          rf"    raise NotImplementedError\([^\n]*\)\n", "\n", text)
+        if k == 1:
+            dropped.append(w)
+    return text, dropped
+
+
 def top_level_blocks(text: str) -> list[tuple[int, int]]:
     """Line ranges [start, end) (0-based) of the module's top-level statements, decorators included;
     statements sharing a line are merged."""
@@ -762,6 +776,8 @@ def bind(graph: dict, a2_text: str, a2m: dict, a3_text: str, a3m: dict, a4_text:
         raise StageError(STAGE, "merged A4+A3+A2 module", f"does not parse ({e.message} at line {e.raw_line})",
                          "check the section artifacts; each must parse on its own") from None
 
+    out_text, dropped_stubs = drop_unused_stubs(out_text, [wrappers[k] for k in sorted(stubs)])
+
     # module-directory anchors of the modules whose data A3 embedded, then the data section itself
     anchors = datam.get("anchors") or []
     dirs = {a["file"]: a["dir"] for a in anchors}
@@ -857,8 +873,11 @@ def bind(graph: dict, a2_text: str, a2m: dict, a3_text: str, a3m: dict, a4_text:
     if stubs:
         notes.append("ops not bundled (A1 marked them optional; their wrappers raise NotImplementedError): "
                      + ", ".join(sorted(f"{n}.{o}" for n, o in stubs)))
+    if dropped_stubs:
+        notes.append("stub wrappers nothing names any more (their getattr lookups took the default), left out: "
+                     + ", ".join(dropped_stubs))
     unused = sorted(f"{ns}.{op}" for (ns, op), w in wrappers.items()
-                    if not any(to == w for (_, to) in counts))
+                    if not any(to == w for (_, to) in counts) and w not in dropped_stubs)
     if unused:
         notes.append("A4 wrappers with no call site left to rewire (kept, callable): " + ", ".join(unused))
     bindmap = {

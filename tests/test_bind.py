@@ -156,6 +156,17 @@ def test_getattr_op_lookup_binds_like_a_direct_reference(a4_dir, tmp_path):
     assert "_RMS = _C_rms_norm\n_RMS2 = _C_rms_norm\n" in text and "torch.ops._C" not in text
 
 
+def test_stub_wrappers_nothing_names_are_left_out():
+    from bundler_lib.cuda import emit
+    lines, ws = emit.stub_wrappers([{"op": "_C.a", "namespace": "_C", "name": "a", "schema": "a(Tensor x) -> ()",
+                                     "reason": "no source"},
+                                    {"op": "_C.b", "namespace": "_C", "name": "b", "schema": None, "reason": "r"}], set())
+    text = "x = 1\n" + "\n".join(lines) + "\n\n\ny = None\nz = _C_b\n"
+    out, dropped = bind.drop_unused_stubs(text, [w["wrapper"] for w in ws])
+    assert dropped == ["_C_a"] and "def _C_a" not in out and "def _C_b" in out
+    assert out.startswith("x = 1\n\n\ndef _C_b(") and out.endswith("\n\n\ny = None\nz = _C_b\n")
+
+
 def test_unbound_op_fails(a4_dir, tmp_path):
     a2 = A2_TEXT + "\n\ndef other(x):\n    return torch.ops._C.gelu_new(x, x)\n"
     with pytest.raises(StageError) as e:
