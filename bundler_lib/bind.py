@@ -6,6 +6,8 @@ Rewrites (libcst, on the merged module):
   wrapper of that op (`_C_rms_norm`); called or used as a value alike;
 - `torch.ops.vllm.<op>[.<overload>]` to the inlined Python function bound to it (A1 `python_custom_ops`);
 - `hasattr(torch.ops.<ns>, "<op>")` to `True` for a bundled op;
+- `getattr(torch.ops.<ns>, "<op>"[, default])` as `torch.ops.<ns>.<op>`; to its default where A4 could only
+  stub the op (A1 marks an op whose every call site is such a getattr with a default `required: false`);
 - the string `"<ns>::<op>"` (register_fake and friends) to the bundle's own `"<unique_ns>::<op>"`;
 - every torch.library namespace the merged code registers ops into from Python (`registered_namespaces`:
   `Library("vllm_ir", "FRAGMENT")` of vLLM's IR, `Library("vllm", "FRAGMENT")` that `direct_register_custom_op`
@@ -211,6 +213,22 @@ class Rewriter(cst.CSTTransformer):
 
     def leave_Call(self, original_node, updated_node):
         f = updated_node.func
+        if (isinstance(f, cst.Name) and f.value == "getattr" and len(updated_node.args) in (2, 3)
+                and all(a.keyword is None and not a.star for a in updated_node.args)):
+            # getattr(torch.ops.<ns>, "<op>"[, default]) binds like torch.ops.<ns>.<op>; an op A4 could only
+            # stub (optional, not embedded) gives the default instead, as the lookup would without the op
+            d = dotted(original_node.args[0].value)
+            s = updated_node.args[1].value
+            parts = (d or "").split(".")
+            if len(parts) == 3 and parts[:2] == ["torch", "ops"] and isinstance(s, cst.SimpleString):
+                name = s.evaluated_value
+                t = self._target(parts[2], name) if isinstance(name, str) else None
+                if t:
+                    default = (parts[2], name) in self.stubs and len(updated_node.args) == 3
+                    new = updated_node.args[2].value if default else cst.Name(t)
+                    self._count(f"getattr({d}, {name!r}{', <default>' if len(updated_node.args) == 3 else ''})",
+                                cst.Module([]).code_for_node(new) if default else t)
+                    return new
         if isinstance(f, cst.Name) and f.value == "hasattr" and len(updated_node.args) == 2:
             d = dotted(original_node.args[0].value)
             s = updated_node.args[1].value
@@ -281,6 +299,20 @@ def _blocks(body: list[ast.stmt]) -> list[tuple[int, int, ast.stmt]]:
         else:
             blocks.append([start, node.end_lineno, node])
     return [(a, b, n) for a, b, n in blocks]
+
+
+def drop_unused_stubs(text: str, names: list[str]) -> tuple[str, list[str]]:
+    """Remove the A4 stub wrappers (`def <name>(...)`: docstring `Stub: ...`, `raise NotImplementedError(...)`)
+    that nothing names any more (every lookup of the op took its default): dead code in the bundle."""
+    dropped = []
+    for w in names:
+        if len(re.findall(rf"\b{re.escape(w)}\b", text)) != 1:
+            continue
+        text, k = re.subn(rf"\n*def {re.escape(w)}\([^\n]*\):\n    \"\"\"Stub:[^\n]*\n"
+                          rf"    raise NotImplementedError\([^\n]*\)\n", "\n", text)
+        if k == 1:
+            dropped.append(w)
+    return text, dropped
 
 
 def top_level_blocks(text: str) -> list[tuple[int, int]]:
@@ -744,6 +776,8 @@ def bind(graph: dict, a2_text: str, a2m: dict, a3_text: str, a3m: dict, a4_text:
         raise StageError(STAGE, "merged A4+A3+A2 module", f"does not parse ({e.message} at line {e.raw_line})",
                          "check the section artifacts; each must parse on its own") from None
 
+    out_text, dropped_stubs = drop_unused_stubs(out_text, [wrappers[k] for k in sorted(stubs)])
+
     # module-directory anchors of the modules whose data A3 embedded, then the data section itself
     anchors = datam.get("anchors") or []
     dirs = {a["file"]: a["dir"] for a in anchors}
@@ -839,8 +873,11 @@ def bind(graph: dict, a2_text: str, a2m: dict, a3_text: str, a3m: dict, a4_text:
     if stubs:
         notes.append("ops not bundled (A1 marked them optional; their wrappers raise NotImplementedError): "
                      + ", ".join(sorted(f"{n}.{o}" for n, o in stubs)))
+    if dropped_stubs:
+        notes.append("stub wrappers nothing names any more (their getattr lookups took the default), left out: "
+                     + ", ".join(dropped_stubs))
     unused = sorted(f"{ns}.{op}" for (ns, op), w in wrappers.items()
-                    if not any(to == w for (_, to) in counts))
+                    if not any(to == w for (_, to) in counts) and w not in dropped_stubs)
     if unused:
         notes.append("A4 wrappers with no call site left to rewire (kept, callable): " + ", ".join(unused))
     bindmap = {

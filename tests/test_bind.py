@@ -145,6 +145,28 @@ def test_bound_module_imports_without_building(a4_dir, tmp_path):
     assert "['result', 'input', 'weight', 'epsilon']" in r.stdout
 
 
+def test_getattr_op_lookup_binds_like_a_direct_reference(a4_dir, tmp_path):
+    a2 = A2_TEXT + ("\n\n_RMS = getattr(torch.ops._C, \"rms_norm\", None)\n"
+                    "_RMS2 = getattr(torch.ops._C, 'rms_norm')\n")
+    bm = bind.run(inputs=_inputs(a4_dir, tmp_path, a2_text=a2), out=tmp_path / "out")
+    text = (tmp_path / "out" / "A5.module.py").read_text()
+    rewrites = {(r["from"], r["to"]): r["count"] for r in bm["rewrites"]}
+    assert rewrites[("getattr(torch.ops._C, 'rms_norm', <default>)", "_C_rms_norm")] == 1
+    assert rewrites[("getattr(torch.ops._C, 'rms_norm')", "_C_rms_norm")] == 1
+    assert "_RMS = _C_rms_norm\n_RMS2 = _C_rms_norm\n" in text and "torch.ops._C" not in text
+
+
+def test_stub_wrappers_nothing_names_are_left_out():
+    from bundler_lib.cuda import emit
+    lines, ws = emit.stub_wrappers([{"op": "_C.a", "namespace": "_C", "name": "a", "schema": "a(Tensor x) -> ()",
+                                     "reason": "no source"},
+                                    {"op": "_C.b", "namespace": "_C", "name": "b", "schema": None, "reason": "r"}], set())
+    text = "x = 1\n" + "\n".join(lines) + "\n\n\ny = None\nz = _C_b\n"
+    out, dropped = bind.drop_unused_stubs(text, [w["wrapper"] for w in ws])
+    assert dropped == ["_C_a"] and "def _C_a" not in out and "def _C_b" in out
+    assert out.startswith("x = 1\n\n\ndef _C_b(") and out.endswith("\n\n\ny = None\nz = _C_b\n")
+
+
 def test_unbound_op_fails(a4_dir, tmp_path):
     a2 = A2_TEXT + "\n\ndef other(x):\n    return torch.ops._C.gelu_new(x, x)\n"
     with pytest.raises(StageError) as e:
@@ -236,9 +258,13 @@ def test_stub_wrappers_are_bound_and_hasattr_false(vllm_0_26_0, tmp_path):
     (d / "A1.graph.json").write_text(json.dumps(g))
     collect_cuda.run(tree=vllm_0_26_0, graph=d / "A1.graph.json", out=d)
     a2 = A2_TEXT + ("\n\ndef scaled_mm(a, b):\n    if hasattr(torch.ops._C, \"cutlass_scaled_mm\"):\n"
-                    "        return torch.ops._C.cutlass_scaled_mm(a, b)\n    return a @ b\n")
+                    "        return torch.ops._C.cutlass_scaled_mm(a, b)\n    return a @ b\n"
+                    "\n\n_MM = getattr(torch.ops._C, \"cutlass_scaled_mm\", None)\n")
     bm = bind.run(inputs=_inputs(d, tmp_path, a2_text=a2, graph=g), out=tmp_path / "out")
     rewrites = {(r["from"], r["to"]): r["count"] for r in bm["rewrites"]}
+    # a getattr with a default of an op A4 could only stub: the default, as the lookup gives without the op
+    assert rewrites[("getattr(torch.ops._C, 'cutlass_scaled_mm', <default>)", "None")] == 1
+    assert "_MM = None\n" in (tmp_path / "out" / "A5.module.py").read_text()
     assert rewrites[("hasattr(torch.ops._C, 'cutlass_scaled_mm')", "False")] == 1
     assert rewrites[("torch.ops._C.cutlass_scaled_mm", "_C_cutlass_scaled_mm")] == 1
     assert any("cutlass_scaled_mm" in n for n in bm["notes"])

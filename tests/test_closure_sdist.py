@@ -68,3 +68,23 @@ def test_nvml_gpu_queries_embed_the_vendored_pynvml(vllm_0_26_0, tmp_path):
     assert {"vllm/platforms/cuda.py::CudaPlatform", "vllm/platforms/cuda.py::NvmlCudaPlatform",
             "vllm/platforms/cuda.py::NonNvmlCudaPlatform"} <= ids
     assert any("vllm/third_party/pynvml.py" in i for i in ids)
+
+
+def test_pruned_config_checks_keep_a_pass(vllm_0_26_0, tmp_path):
+    # VllmConfig.__post_init__: both statements of an `if` body are decided away (pp > 1, a KV connector);
+    # the body keeps a `pass` and the section parses (it failed A2 before)
+    g, a2, _ = build_all(vllm_0_26_0, tmp_path, "LlamaDecoderLayer",
+                         hint="vllm/model_executor/models/llama_eagle3.py")
+    assert a2["status"] == "ok"
+    text = (tmp_path / "A2.inline.py").read_text()
+    assert re.search(r"and self\.model_config\.enable_return_routed_experts\n\s*\):\n\s+pass\n", text)
+
+
+def test_getattr_op_lookup_is_found_in_the_real_tree(vllm_0_26_0):
+    # rms_norm_tp.py: `getattr(torch.ops._C, "minimax_allreduce_rms_qk", None)` is an op reference, optional
+    from bundler_lib.graph import build
+    g = build(vllm_0_26_0, "MiniMaxM2DecoderLayer")
+    op = next(e for e in g["cuda_ops"] if e["op"] == "_C.minimax_allreduce_rms_qk")
+    assert op["required"] is False
+    assert op["call_sites"] == [{"file": "vllm/model_executor/layers/minimax_rms_norm/rms_norm_tp.py", "line": 27,
+                                 "getattr_default": True}]

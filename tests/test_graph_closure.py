@@ -116,6 +116,67 @@ def test_guard_pruning_other_platform(tmp_path):
     assert "vllm/helpers.py::cuda_helper" not in node_ids(g)
 
 
+def test_pruned_blocks_keep_a_pass(tmp_path):
+    # every statement of a block pruned (two decided ifs, not one): the block keeps a `pass` indented like them,
+    # in an if/else/elif/for/try/finally body and a function's; a block whose keyword goes with it (the dedented
+    # branch of a decided if) gets none
+    g, _, _ = build_all(TREES / "pruned_body", tmp_path, "Config")
+    text = (tmp_path / "A2.inline.py").read_text()
+    ast.parse(text)
+    assert "is_rocm" not in text and "quant_config is not None" not in text
+    assert text.count("\n            pass\n") == 6 and text.count("\n    pass\n") == 1
+    assert "        if check:\n            pass\n\n            # a comment between" in text
+    assert "        else:\n            pass\n" in text and "        finally:\n            pass\n" in text
+    m = load(tmp_path)
+    assert m.Config().mode == "A" and m.Config(check=False, mode="b").mode == "b"
+
+
+def test_augmented_assignment_kept_whole_or_dropped_whole(tmp_path):
+    # a block reached for `fast` also does `__all__ += [...]`: nothing reads __all__, so the `+=` goes (its
+    # first binding never came)
+    g, _, _ = build_all(TREES / "all_arith", tmp_path / "drop", "target")
+    assert node_ids(g) == {"vllm/pkg/__init__.py::fast", "vllm/pkg/impl.py::HAS_FAST", "vllm/main.py::target"}
+    text = (tmp_path / "drop" / "A2.inline.py").read_text()
+    assert "__all__" not in text
+    assert any(n.startswith("vllm/pkg/__init__.py:12: `__all__ += ...` dropped") for n in g["notes"])
+    assert load(tmp_path / "drop").target() == "fast"
+    # something reads pkg.__all__: its first binding is in the closure, and the `+=` comes after it
+    g, _, _ = build_all(TREES / "all_arith", tmp_path / "keep", "target_names")
+    assert ["vllm/pkg/__init__.py::fast", "vllm/pkg/__init__.py::__all__"] in g["edges"]
+    text = (tmp_path / "keep" / "A2.inline.py").read_text()
+    assert text.index("_pkg__all__ = [") < text.index("_pkg__all__ += [")
+    assert load(tmp_path / "keep", "bundle_keep").target_names() == ["helper", "fast"]
+
+
+def test_getattr_op_lookup_is_an_op_reference(tmp_path):
+    # getattr(torch.ops.<ns>, "<op>"[, default]) is found like torch.ops.<ns>.<op>; with a default (and no direct
+    # reference elsewhere) the op is optional (`required: false`: A4 stubs it where it cannot embed it, and A5
+    # then binds the lookup to its default)
+    g = build(TREES / "getattr_op", "target")
+    ops = {e["op"]: e for e in g["cuda_ops"]}
+    assert set(ops) == {"_C.fused_norm", "_C.rms_norm", "_C.silu_and_mul", "_moe_C.topk_softmax"}
+    assert ops["_C.fused_norm"]["required"] is False
+    assert ops["_C.fused_norm"]["call_sites"] == [{"file": "vllm/ops.py", "line": 4, "getattr_default": True}]
+    assert all("required" not in ops[o] for o in ("_C.rms_norm", "_C.silu_and_mul", "_moe_C.topk_softmax"))
+    assert ops["_C.silu_and_mul"]["call_sites"] == [{"file": "vllm/ops.py", "line": 15}]
+    assert len(ops["_moe_C.topk_softmax"]["call_sites"]) == 2
+    assert any(n.startswith("vllm/ops.py:4: getattr(torch.ops._C, 'fused_norm', <default>)") for n in g["notes"])
+
+
+def test_function_local_binding_shadows_the_module_level_import(tmp_path):
+    # `from other_pkg import attn_func` in one branch makes attn_func local to the whole function: the other
+    # branch's `from vllm.fa_utils import attn_func` cannot be stood in for by a module-level import (what
+    # fa_utils binds, `from flash_pkg import attn_func`, would be unused); that branch raises a clear ImportError
+    g, _, _ = build_all(TREES / "shadowed_import", tmp_path, "target")
+    assert node_ids(g) == {"vllm/main.py::target"}
+    assert g["imports_external"] == [] and g["imports_runtime_only"] == []
+    assert all(n["imports"] == [] for n in g["python_nodes"])
+    text = (tmp_path / "A2.inline.py").read_text()
+    assert "flash_pkg" not in text and "from other_pkg import attn_func" in text
+    with pytest.raises(ImportError, match="vllm.fa_utils.attn_func: bound otherwise in the same function"):
+        load(tmp_path).target(1)
+
+
 def test_name_collisions_renamed_consistently(tmp_path):
     g, _, _ = build_all(TREES / "collision", tmp_path, "target")
     assert node_ids(g) == {"vllm/one.py::logger", "vllm/one.py::rms_norm", "vllm/two.py::logger",

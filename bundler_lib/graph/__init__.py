@@ -18,6 +18,7 @@ from bundler_lib.common.example_roots import extra_roots
 from bundler_lib.errors import StageError
 from bundler_lib.variant import resolve as resolve_variant
 
+from . import augassign
 from .emit import _node_id, emit_names, external_names, node_edits, order, sections
 from . import memo
 from .index import TreeIndex
@@ -87,6 +88,7 @@ def _build(index: TreeIndex, variant: dict, symbol: str, hint: str | None):
     if readers:
         g.notes.append(f"the closure reads annotations at run time ({', '.join(readers)}): every dataclass's "
                        "field annotations are followed")
+    augassign.settle(g)   # module-level `x += v`: after x's earlier binding, or dropped with it
     nodes = order(g, root)
     sections(g, nodes)
     emit = emit_names(g, nodes, root)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import heapq
 
+from .blocks import emptied_block_edits
 from .engine import Engine as Graph, Node
 
 _FORCE_RENAME = {"__getattr__", "__dir__", "__setattr__", "__all__"}
@@ -383,6 +384,8 @@ def node_edits(g: Graph, n: Node, emit: dict[tuple, dict[str, str]], ext: dict) 
     # `global x` statements naming renamed module globals
     if n.stmt is not None and any("global " in ln for ln in info.lines[n.line - 1:n.end_line]):
         edits += _global_edits(g, n, emit)
+    # a block whose statements the edits all removed keeps a `pass`
+    edits += emptied_block_edits(n.stmt, info.lines, edits)
     # drop exact duplicates, keep deterministic order
     uniq = []
     seen = set()

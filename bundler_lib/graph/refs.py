@@ -34,6 +34,10 @@ class Ref:
     call_arg0: str | None = None           # the ref is called with this string constant first
     called: bool = False                   # called (or used as a decorator): its body runs
     call: ast.Call | None = None           # the call whose function the ref is (its arguments)
+    # `getattr(<ref>, "<literal>"[, default])`: the literal (the ref reads that attribute), and whether a
+    # default is given (the lookup may fail without harm)
+    getattr_attr: str | None = None
+    getattr_default: bool = False
 
 
 @dataclass
@@ -134,10 +138,10 @@ class RefScanner:
                 continue  # class scope is invisible to nested functions
             if name in sc.globals:
                 return None
+            if name in sc.local:   # bound locally otherwise too: local throughout (shadows the import)
+                return "local"
             if name in sc.imports:
                 return sc.imports[name]
-            if name in sc.local:
-                return "local"
         return None
 
     def _ref(self, name_node: ast.Name, chain: list[ast.Attribute]):
@@ -209,6 +213,11 @@ class RefScanner:
                     elif platform and b.attr:  # `from <other platform's module> import name`
                         dead.append((b, f"specific to the {platform} platform (the bundle is built for "
                                         f"{self.ge.variant.get('platform')})"))
+                    elif function_level and self.scopes[-1].kind == "function" and b.name in self.scopes[-1].local:
+                        # the function binds the name otherwise too (`from ext import name` in another branch):
+                        # it is local throughout, so no module-level definition can stand in for this import
+                        dead.append((b, "bound otherwise in the same function too, so local to it; the "
+                                        "bundle has no local binding for this import"))
                     else:
                         self.scan.local_imports.append(b)
                 if function_level and dead:
@@ -478,8 +487,15 @@ class RefScanner:
         if (len(self.scan.refs) == before + 1 and e.args and isinstance(e.args[0], ast.Constant)
                 and isinstance(e.args[0].value, str)):
             self.scan.refs[-1].call_arg0 = e.args[0].value
-        for c in e.args + [k.value for k in e.keywords]:
+        for i, c in enumerate(e.args + [k.value for k in e.keywords]):
+            before = len(self.scan.refs)
             self._walk_expr(c, skip)
+            if (i == 0 and isinstance(e.func, ast.Name) and e.func.id == "getattr" and self._lookup("getattr") is None
+                    and 2 <= len(e.args) <= 3 and not e.keywords and isinstance(e.args[1], ast.Constant)
+                    and isinstance(e.args[1].value, str) and len(self.scan.refs) == before + 1
+                    and self.scan.refs[-1].nodes[-1] is c):
+                self.scan.refs[-1].getattr_attr = e.args[1].value
+                self.scan.refs[-1].getattr_default = len(e.args) == 3
 
     def _walk_attribute(self, e: ast.Attribute, skip: set):
         chain = []

@@ -56,9 +56,14 @@ class TorchOps(Rule):
         self._py_ns: set[str] | None = None
 
     def external(self, g, n, ref, b) -> None:
-        if not (b.module == "torch" and ref.name == b.name and len(ref.attrs) >= 3 and ref.attrs[0] == "ops"):
+        attrs = ref.attrs
+        if len(attrs) == 2 and ref.getattr_attr:   # getattr(torch.ops.<ns>, "<op>"[, default])
+            attrs = attrs + [ref.getattr_attr]
+        if not (b.module == "torch" and ref.name == b.name and len(attrs) >= 3 and attrs[0] == "ops"):
             return
-        ns, op = ref.attrs[1], ref.attrs[2]
+        ns, op = attrs[1], attrs[2]
+        if len(ref.attrs) == 2 and ns == "vllm":
+            return   # a Python custom op looked up by name: left to the namespace renaming (A5)
         if ns == "vllm":
             self._python_custom_op(g, n, ref, op)
         elif ns in ("aten", "prims", "prim", "higher_order"):
@@ -73,6 +78,18 @@ class TorchOps(Rule):
             entry = self.cuda_ops.setdefault(f"{ns}.{op}", {"op": f"{ns}.{op}", "namespace": ns,
                                                            "name": op, "call_sites": []})
             site = {"file": n.file, "line": ref.line}
+            optional = len(ref.attrs) == 2 and ref.getattr_default
+            if optional:
+                # getattr(torch.ops.<ns>, "<op>", default): the code runs without the op (the default), so the
+                # op is optional: A4 embeds it where it can, else A5 binds the lookup to its default
+                site["getattr_default"] = True
+                g.notes.append(f"{n.file}:{ref.line}: getattr(torch.ops.{ns}, {op!r}, <default>): a lookup that "
+                               f"may fail; {ns}.{op} is optional unless also referenced directly (A5 binds the lookup "
+                               "to its wrapper, or to the default where A4 could only stub it)")
+            if not entry["call_sites"] and optional:
+                entry["required"] = False   # while every call site is such a getattr
+            elif not optional:
+                entry.pop("required", None)
             if site not in entry["call_sites"]:
                 entry["call_sites"].append(site)
 

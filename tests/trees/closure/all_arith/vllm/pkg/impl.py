@@ -1,0 +1,5 @@
+HAS_FAST = True
+
+
+def helper():
+    return "helper"
