@@ -68,3 +68,14 @@ def test_nvml_gpu_queries_embed_the_vendored_pynvml(vllm_0_26_0, tmp_path):
     assert {"vllm/platforms/cuda.py::CudaPlatform", "vllm/platforms/cuda.py::NvmlCudaPlatform",
             "vllm/platforms/cuda.py::NonNvmlCudaPlatform"} <= ids
     assert any("vllm/third_party/pynvml.py" in i for i in ids)
+
+
+def test_unquantized_mla_never_quantizes_its_output(vllm_0_26_0, tmp_path):
+    # MLAAttention.forward_impl's fused output quantization (`quant_key`, None without output scales) is
+    # pruned on an unquantized variant: no CUTLASS FP4 quant op to embed
+    from bundler_lib import graph
+    g = graph.run(tree=vllm_0_26_0, out=tmp_path, symbol="DeepseekV2DecoderLayer", hint=None, variant=None)
+    ops = {c["op"] for c in g["cuda_ops"]}
+    assert "_C.scaled_fp4_quant" not in ops
+    preds = {(x["file"], x["predicate"], x["value"]) for x in g["guards"]}
+    assert ("vllm/model_executor/layers/attention/mla_attention.py", "quant_key is not None", False) in preds

@@ -412,3 +412,17 @@ def test_self_reads_reach_only_the_classes_self_can_be(tmp_path):
     assert methods["Hooks"] == ["hook"]
     assert methods["Layer"] == ["layer_part"]
     assert load(tmp_path).target() == (1, 10, 100, 1000, 30000)
+
+
+def test_quantization_keys_decided_when_unquantized(tmp_path):
+    # with quantization none, an attention's fused output quantization scales are None (only a quantized model's
+    # compile pass passes them), so the key a function derives from them is None and every comparison of it
+    # against the QuantKey constants is False; the model's quantization method is None too
+    g, _, _ = build_all(TREES / "quant_key", tmp_path, "target")
+    assert g["cuda_ops"] == []
+    preds = {(x["predicate"], x["value"]) for x in g["guards"]}
+    assert {("quant_key == kNvfp4Dynamic", False), ("quant_key in (kFp8Dynamic128Sym, kFp8Dynamic64Sym)", False),
+            ("output_scale is not None", False), ("model_config.quantization is not None", False)} <= preds
+    text = (tmp_path / "A2.inline.py").read_text()
+    assert "return output * output_scale" in text   # a parameter its function rebinds: undecided
+    assert load(tmp_path).target() == (2, 3, None)

@@ -95,6 +95,7 @@ class RefScanner:
         self.cls: tuple[str, ast.ClassDef] | None = None   # the class whose body or method is being scanned
         self.locals: dict[str, ast.expr] = {}   # the enclosing function's single assignments
         self.local_names: frozenset = frozenset()   # names local to the enclosing functions
+        self.arg_names: frozenset = frozenset()   # parameters of the enclosing functions never rebound there
         self.platform_names = PLATFORM_NAMES   # with the `p = current_platform` aliases this scan has seen
         self.scan = Scan()
         self.scopes: list[_Scope] = []
@@ -122,7 +123,7 @@ class RefScanner:
     # ------------------------------------------------------------ helpers
     def _where(self, **known) -> Where:
         return Where(module=self.info.name, cls=self.cls, locals=self.locals, local_names=self.local_names,
-                     platform_names=self.platform_names, **known)
+                     platform_names=self.platform_names, arg_names=self.arg_names, **known)
 
     def _evaluate(self, test: ast.expr):
         return self.ge.evaluate(test, self._where())
@@ -305,15 +306,17 @@ class RefScanner:
                              if first and not static and first[0].arg not in local else None)
         elif receiver is not None and (receiver[0] in params or receiver[0] in local):
             self.receiver = None
+        arg_names = (self.arg_names | set(params)) - local
         local.update(params)
         defaults = self.defaults
         self.defaults = literal_defaults(fn) if len(self.scopes) == 1 else {}
         self.scopes.append(_Scope("function", local, imports, globals_))
         self.runtime_depth += 1
-        saved = self.locals, self.local_names
+        saved = self.locals, self.local_names, self.arg_names
         self.locals, self.local_names = single, self.local_names | local | set(imports)
+        self.arg_names = frozenset(arg_names - set(imports))
         self._stmt_list(fn.body)
-        self.locals, self.local_names = saved
+        self.locals, self.local_names, self.arg_names = saved
         self.defaults = defaults
         self.receiver = receiver
         self.runtime_depth -= 1
