@@ -79,3 +79,15 @@ def test_unquantized_mla_never_quantizes_its_output(vllm_0_26_0, tmp_path):
     assert "_C.scaled_fp4_quant" not in ops
     preds = {(x["file"], x["predicate"], x["value"]) for x in g["guards"]}
     assert ("vllm/model_executor/layers/attention/mla_attention.py", "quant_key is not None", False) in preds
+
+
+def test_unquantized_draft_layer_reaches_no_quantization_registry(vllm_0_26_0, tmp_path):
+    # get_draft_quant_config -> VllmConfig._get_quantization_config: `model_config.quantization is not None` is
+    # False without quantization, so the registry (and its CPU-only kernels) is never reached
+    from bundler_lib import graph
+    g = graph.run(tree=vllm_0_26_0, out=tmp_path, symbol="Qwen3Eagle3DecoderLayer", hint=None, variant=None)
+    ops = {c["op"] for c in g["cuda_ops"]}
+    assert not ops & {"_C.convert_weight_packed", "_C.fp8_scaled_mm_cpu", "_C.scaled_fp4_quant"}
+    assert not any(f.startswith("vllm/model_executor/kernels/linear/") for f in g["files"])
+    preds = {(x["file"], x["predicate"], x["value"]) for x in g["guards"]}
+    assert ("vllm/config/vllm.py", "model_config.quantization is not None", False) in preds
