@@ -426,3 +426,15 @@ def test_quantization_keys_decided_when_unquantized(tmp_path):
     text = (tmp_path / "A2.inline.py").read_text()
     assert "return output * output_scale" in text   # a parameter its function rebinds: undecided
     assert load(tmp_path).target() == (2, 3, None)
+
+
+def test_tensor_parallel_branches_pruned_on_one_gpu(tmp_path):
+    # tp = 1: `self.tp_world > 1`, `self.tp_group.world_size > 1` and `get_..._world_size() == 1` are decided,
+    # so the all-reduce paths and their ops are not in the closure
+    g, _, _ = build_all(TREES / "tp_one", tmp_path, "target")
+    assert g["cuda_ops"] == []
+    preds = {(x["predicate"], x["value"]) for x in g["guards"]}
+    assert {("_FUSED_AR is not None and self.tp_world > 1", False), ("self.tp_group.world_size > 1", False),
+            ("get_tensor_model_parallel_world_size() == 1", True)} <= preds
+    assert not {"vllm/norm.py::make_workspace", "vllm/norm.py::_all_reduce", "vllm/norm.py::_FUSED_AR"} & node_ids(g)
+    assert load(tmp_path).target() == 2

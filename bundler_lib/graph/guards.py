@@ -44,7 +44,7 @@ _KV_TRANSFER_CALLS = {"has_kv_transfer_group"}
 
 _SIZE_NAMES = {
     "dp": {"dp_size", "data_parallel_size", "get_dp_group().world_size"},
-    "tp": {"tp_size", "tp_world_size", "tensor_parallel_size", "tensor_model_parallel_size",
+    "tp": {"tp_size", "tp_world_size", "tp_world", "tensor_parallel_size", "tensor_model_parallel_size",
            "get_tensor_model_parallel_world_size"},
     "pp": {"pp_size", "pipeline_parallel_size", "get_pipeline_model_parallel_world_size"},
     "ep": {"ep_size", "get_ep_world_size"},
@@ -423,6 +423,10 @@ class GuardEval:
         if (t == "world_size" and isinstance(e, ast.Attribute) and isinstance(e.value, ast.Call)
                 and _tail(e.value.func) in ("get_tp_group", "get_pp_group", "get_ep_group")):
             return self.sizes.get(_tail(e.value.func)[4:6])
+        # self.tp_group.world_size
+        if (t == "world_size" and isinstance(e, ast.Attribute)
+                and _tail(e.value) in ("tp_group", "pp_group", "ep_group")):
+            return self.sizes.get(_tail(e.value)[:2])
         return None
 
     # ------------------------------------------------------------- expressions
