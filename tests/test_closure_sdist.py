@@ -79,6 +79,10 @@ def test_unquantized_mla_never_quantizes_its_output(vllm_0_26_0, tmp_path):
     assert "_C.scaled_fp4_quant" not in ops
     preds = {(x["file"], x["predicate"], x["value"]) for x in g["guards"]}
     assert ("vllm/model_executor/layers/attention/mla_attention.py", "quant_key is not None", False) in preds
+    # QuantFP8's Python custom op, registered (name positional) in fp8_utils.py, called in input_quant_fp8.py
+    assert {"op": "triton_per_token_group_quant_fp8", "target": "_triton_per_token_group_quant_fp8_impl"} in g[
+        "python_custom_ops"]
+    assert not [u for u in g["unresolved"] if u["name"].startswith("torch.ops.vllm.")]
 
 
 def test_unquantized_draft_layer_reaches_no_quantization_registry(vllm_0_26_0, tmp_path):

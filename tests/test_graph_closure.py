@@ -438,3 +438,13 @@ def test_tensor_parallel_branches_pruned_on_one_gpu(tmp_path):
             ("get_tensor_model_parallel_world_size() == 1", True)} <= preds
     assert not {"vllm/norm.py::make_workspace", "vllm/norm.py::_all_reduce", "vllm/norm.py::_FUSED_AR"} & node_ids(g)
     assert load(tmp_path).target() == 2
+
+
+def test_python_custom_op_registered_in_another_module(tmp_path):
+    # torch.ops.vllm.group_quant is called in quant/input_quant.py and registered (its name positional, as
+    # vLLM's fp8_utils.py writes it) in quant/fp8_utils.py: bound to the function registered there
+    g, _, _ = build_all(TREES / "cross_module_op", tmp_path, "target")
+    assert g["python_custom_ops"] == [{"op": "group_quant", "target": "_group_quant_impl"}]
+    assert not g["unresolved"]
+    assert "vllm/quant/fp8_utils.py::_group_quant_impl" in node_ids(g)
+    assert "vllm/quant/fp8_utils.py::_unused_impl" not in node_ids(g)
