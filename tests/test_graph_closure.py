@@ -448,3 +448,15 @@ def test_python_custom_op_registered_in_another_module(tmp_path):
     assert not g["unresolved"]
     assert "vllm/quant/fp8_utils.py::_group_quant_impl" in node_ids(g)
     assert "vllm/quant/fp8_utils.py::_unused_impl" not in node_ids(g)
+
+
+def test_another_platforms_kernel_table_entries_not_reached(tmp_path):
+    # a kernel table keyed by platform: on cuda the CPU entry is never read, so its kernel (and its CPU-only
+    # op) is not in the closure; entries of platforms the variant does not name (out of tree) stay
+    g, _, _ = build_all(TREES / "platform_table", tmp_path, "target")
+    assert g["cuda_ops"] == []
+    ids = node_ids(g)
+    assert "vllm/kernels.py::CpuKernel" not in ids
+    assert {"vllm/kernels.py::CudaKernel", "vllm/kernels.py::OotKernel"} <= ids
+    assert ("current_platform._enum == PlatformEnum.CPU", False) in {(x["predicate"], x["value"]) for x in g["guards"]}
+    assert load(tmp_path).target(1) == 2

@@ -13,7 +13,7 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass, field
 
-from bundler_lib.variant import foreign_platform
+from bundler_lib.variant import PLATFORMS, foreign_platform
 
 from .branches import IfPruner, remove_stmt, span
 from .guards import PLATFORM_NAMES, GuardEval, Where, _tail
@@ -450,6 +450,8 @@ class RefScanner:
                                               kept="body" if value else "orelse"))
                 self._walk_expr(e.body if value else e.orelse, skip)
                 return
+        if isinstance(e, ast.Dict) and self._platform_keyed(e, skip):
+            return
         if isinstance(e, ast.Lambda):
             self._walk_lambda(e, skip)
             return
@@ -461,6 +463,24 @@ class RefScanner:
             return
         for c in ast.iter_child_nodes(e):
             self._walk_expr(c, skip)
+
+    def _platform_keyed(self, e: ast.Dict, skip: set) -> bool:
+        """A dict literal keyed by platform (`{PlatformEnum.CUDA: [...], PlatformEnum.CPU: [...]}`, vLLM's kernel
+        tables): another platform's entries are read only on that platform, their values become None."""
+        platform = self.ge.variant.get("platform")
+        keyed = [k is not None and isinstance(k, ast.Attribute) and _tail(k.value) == "PlatformEnum" for k in e.keys]
+        if not e.keys or not all(keyed):
+            return False
+        for k, v in zip(e.keys, e.values):
+            self._walk_expr(k, skip)
+            if k.attr.lower() in PLATFORMS and k.attr.lower() != platform:
+                self._span(v, "None")
+                self.scan.guards.append(Guard(line=v.lineno, end_line=v.end_lineno,
+                                              predicate=f"current_platform._enum == {ast.unparse(k)}", value=False,
+                                              kept="none"))
+            else:
+                self._walk_expr(v, skip)
+        return True
 
     def _walk_call(self, e: ast.Call, skip: set):
         if isinstance(e.func, ast.Name) and e.func.id in (
