@@ -422,7 +422,7 @@ def test_quantization_keys_decided_when_unquantized(tmp_path):
     assert g["cuda_ops"] == []
     preds = {(x["predicate"], x["value"]) for x in g["guards"]}
     assert {("quant_key == kNvfp4Dynamic", False), ("quant_key in (kFp8Dynamic128Sym, kFp8Dynamic64Sym)", False),
-            ("output_scale is not None", False), ("model_config.quantization is not None", False)} <= preds
+            ("use_quant_output", False), ("model_config.quantization is not None", False)} <= preds
     text = (tmp_path / "A2.inline.py").read_text()
     assert "return output * output_scale" in text   # a parameter its function rebinds: undecided
     assert load(tmp_path).target() == (2, 3, None)

@@ -298,7 +298,9 @@ class GuardEval:
         if bound is not None:
             if bound.lineno >= e.lineno:
                 return None
-            return self._eval(bound, [], replace(w, locals={}))   # no chains through other locals
+            # through the locals bound before it (`use_q = quant_key is not None and ...`, `quant_key = f(..)`)
+            earlier = {k: v for k, v in w.locals.items() if v.lineno < bound.lineno}
+            return self._eval(bound, [], replace(w, locals=earlier))
         if e.id in w.local_names:
             return None
         return self.oracle.global_predicate(w.module, e.id)

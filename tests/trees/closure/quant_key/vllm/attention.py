@@ -18,7 +18,8 @@ class Attention:
             return ops.scaled_fp4_quant(output)
         elif quant_key in (kFp8Dynamic128Sym, kFp8Dynamic64Sym):
             return ops.per_token_group_fp8_quant(output)
-        if output_scale is not None:
+        use_quant_output = quant_key is not None and output is not None
+        if use_quant_output:
             return ops.static_fp8_quant(output)
         return output
 
