@@ -80,11 +80,38 @@ def test_pruned_config_checks_keep_a_pass(vllm_0_26_0, tmp_path):
     assert re.search(r"and self\.model_config\.enable_return_routed_experts\n\s*\):\n\s+pass\n", text)
 
 
-def test_getattr_op_lookup_is_found_in_the_real_tree(vllm_0_26_0):
-    # rms_norm_tp.py: `getattr(torch.ops._C, "minimax_allreduce_rms_qk", None)` is an op reference, optional
+def test_getattr_op_lookup_only_used_with_tp_is_pruned_in_the_real_tree(vllm_0_26_0):
+    # rms_norm_tp.py: `_MINIMAX_FUSED_AR_RMS_QK = getattr(torch.ops._C, "minimax_allreduce_rms_qk", None)` is an op
+    # reference (tests/trees/closure/getattr_op), read only under `self.tp_world > 1`: on tp=1 it is not reached
     from bundler_lib.graph import build
     g = build(vllm_0_26_0, "MiniMaxM2DecoderLayer")
-    op = next(e for e in g["cuda_ops"] if e["op"] == "_C.minimax_allreduce_rms_qk")
-    assert op["required"] is False
-    assert op["call_sites"] == [{"file": "vllm/model_executor/layers/minimax_rms_norm/rms_norm_tp.py", "line": 27,
-                                 "getattr_default": True}]
+    assert "_C.minimax_allreduce_rms_qk" not in {e["op"] for e in g["cuda_ops"]}
+    assert any(x["file"] == "vllm/model_executor/layers/minimax_rms_norm/rms_norm_tp.py" and "tp_world > 1" in
+               x["predicate"] and x["value"] is False for x in g["guards"])
+
+
+def test_unquantized_mla_never_quantizes_its_output(vllm_0_26_0, tmp_path):
+    # MLAAttention.forward_impl's fused output quantization (`quant_key`, None without output scales) is
+    # pruned on an unquantized variant: no CUTLASS FP4 quant op to embed
+    from bundler_lib import graph
+    g = graph.run(tree=vllm_0_26_0, out=tmp_path, symbol="DeepseekV2DecoderLayer", hint=None, variant=None)
+    ops = {c["op"] for c in g["cuda_ops"]}
+    assert "_C.scaled_fp4_quant" not in ops
+    preds = {(x["file"], x["predicate"], x["value"]) for x in g["guards"]}
+    assert ("vllm/model_executor/layers/attention/mla_attention.py", "quant_key is not None", False) in preds
+    # QuantFP8's Python custom op, registered (name positional) in fp8_utils.py, called in input_quant_fp8.py
+    assert {"op": "triton_per_token_group_quant_fp8", "target": "_triton_per_token_group_quant_fp8_impl"} in g[
+        "python_custom_ops"]
+    assert not [u for u in g["unresolved"] if u["name"].startswith("torch.ops.vllm.")]
+
+
+def test_unquantized_draft_layer_reaches_no_quantization_registry(vllm_0_26_0, tmp_path):
+    # get_draft_quant_config -> VllmConfig._get_quantization_config: `model_config.quantization is not None` is
+    # False without quantization, so the registry (and its CPU-only kernels) is never reached
+    from bundler_lib import graph
+    g = graph.run(tree=vllm_0_26_0, out=tmp_path, symbol="Qwen3Eagle3DecoderLayer", hint=None, variant=None)
+    ops = {c["op"] for c in g["cuda_ops"]}
+    assert not ops & {"_C.convert_weight_packed", "_C.fp8_scaled_mm_cpu", "_C.scaled_fp4_quant"}
+    assert not any(f.startswith("vllm/model_executor/kernels/linear/") for f in g["files"])
+    preds = {(x["file"], x["predicate"], x["value"]) for x in g["guards"]}
+    assert ("vllm/config/vllm.py", "model_config.quantization is not None", False) in preds

@@ -473,3 +473,51 @@ def test_self_reads_reach_only_the_classes_self_can_be(tmp_path):
     assert methods["Hooks"] == ["hook"]
     assert methods["Layer"] == ["layer_part"]
     assert load(tmp_path).target() == (1, 10, 100, 1000, 30000)
+
+
+def test_quantization_keys_decided_when_unquantized(tmp_path):
+    # with quantization none, an attention's fused output quantization scales are None (only a quantized model's
+    # compile pass passes them), so the key a function derives from them is None and every comparison of it
+    # against the QuantKey constants is False; the model's quantization method is None too
+    g, _, _ = build_all(TREES / "quant_key", tmp_path, "target")
+    assert g["cuda_ops"] == []
+    preds = {(x["predicate"], x["value"]) for x in g["guards"]}
+    assert {("quant_key == kNvfp4Dynamic", False), ("quant_key in (kFp8Dynamic128Sym, kFp8Dynamic64Sym)", False),
+            ("use_quant_output", False), ("model_config.quantization is not None", False)} <= preds
+    text = (tmp_path / "A2.inline.py").read_text()
+    assert "return output * output_scale" in text   # a parameter its function rebinds: undecided
+    assert load(tmp_path).target() == (2, 3, None)
+
+
+def test_tensor_parallel_branches_pruned_on_one_gpu(tmp_path):
+    # tp = 1: `self.tp_world > 1`, `self.tp_group.world_size > 1` and `get_..._world_size() == 1` are decided,
+    # so the all-reduce paths and their ops are not in the closure
+    g, _, _ = build_all(TREES / "tp_one", tmp_path, "target")
+    assert g["cuda_ops"] == []
+    preds = {(x["predicate"], x["value"]) for x in g["guards"]}
+    assert {("_FUSED_AR is not None and self.tp_world > 1", False), ("self.tp_group.world_size > 1", False),
+            ("get_tensor_model_parallel_world_size() == 1", True)} <= preds
+    assert not {"vllm/norm.py::make_workspace", "vllm/norm.py::_all_reduce", "vllm/norm.py::_FUSED_AR"} & node_ids(g)
+    assert load(tmp_path).target() == 2
+
+
+def test_python_custom_op_registered_in_another_module(tmp_path):
+    # torch.ops.vllm.group_quant is called in quant/input_quant.py and registered (its name positional, as
+    # vLLM's fp8_utils.py writes it) in quant/fp8_utils.py: bound to the function registered there
+    g, _, _ = build_all(TREES / "cross_module_op", tmp_path, "target")
+    assert g["python_custom_ops"] == [{"op": "group_quant", "target": "_group_quant_impl"}]
+    assert not g["unresolved"]
+    assert "vllm/quant/fp8_utils.py::_group_quant_impl" in node_ids(g)
+    assert "vllm/quant/fp8_utils.py::_unused_impl" not in node_ids(g)
+
+
+def test_another_platforms_kernel_table_entries_not_reached(tmp_path):
+    # a kernel table keyed by platform: on cuda the CPU entry is never read, so its kernel (and its CPU-only
+    # op) is not in the closure; entries of platforms the variant does not name (out of tree) stay
+    g, _, _ = build_all(TREES / "platform_table", tmp_path, "target")
+    assert g["cuda_ops"] == []
+    ids = node_ids(g)
+    assert "vllm/kernels.py::CpuKernel" not in ids
+    assert {"vllm/kernels.py::CudaKernel", "vllm/kernels.py::OotKernel"} <= ids
+    assert ("current_platform._enum == PlatformEnum.CPU", False) in {(x["predicate"], x["value"]) for x in g["guards"]}
+    assert load(tmp_path).target(1) == 2

@@ -28,6 +28,11 @@ _QUANT_CONFIG_NAMES = {"quant_config", "hf_quant_config"}
 # Quantization switches and values that an unquantized layer has off / None.
 _QUANT_FLAG = re.compile(r"^(use_(fp8|int8|int4|nvfp4|mxfp4|mxfp6|mxfp8|fp4)_\w+|use_\w+_w\d+a\d+)$")
 _NONE_WHEN_UNQUANTIZED = {"quant_dtype", "ocp_mx_scheme", "block_shape"}
+# The scales of an attention's fused output quantization: only a quantized model's compile pass (attention +
+# quant fusion) passes them, so a parameter of these names that its function never rebinds is None.
+_QUANT_OUTPUT_SCALES = {"output_scale", "output_block_scale"}
+# `<...>model_config.quantization`: the model's quantization method, None when quantization is off.
+_QUANT_METHOD_ATTR = "quantization"
 _KV_DTYPE_NAMES = {"kv_cache_dtype", "cache_dtype", "kv_cache_dtype_str", "cache_dtype_str"}
 _KV_QUANT_CALLS = {"is_quantized_kv_cache", "kv_cache_uses_per_token_head_scales"}
 _LORA_FLAGS = {"is_lora_enabled", "lora_enabled", "enable_lora"}
@@ -39,7 +44,7 @@ _KV_TRANSFER_CALLS = {"has_kv_transfer_group"}
 
 _SIZE_NAMES = {
     "dp": {"dp_size", "data_parallel_size", "get_dp_group().world_size"},
-    "tp": {"tp_size", "tp_world_size", "tensor_parallel_size", "tensor_model_parallel_size",
+    "tp": {"tp_size", "tp_world_size", "tp_world", "tensor_parallel_size", "tensor_model_parallel_size",
            "get_tensor_model_parallel_world_size"},
     "pp": {"pp_size", "pipeline_parallel_size", "get_pipeline_model_parallel_world_size"},
     "ep": {"ep_size", "get_ep_world_size"},
@@ -68,6 +73,7 @@ class Where:
     literal_bools: bool = False                      # True/False literals decide (a predicate's body)
     params: Mapping = field(default_factory=dict)    # parameter -> known value (a held branch, a predicate call)
     platform_names: frozenset = PLATFORM_NAMES       # names bound to current_platform
+    arg_names: frozenset = frozenset()               # parameters of the enclosing functions never rebound there
     used_params: set = field(default_factory=set)    # out: the parameters of `params` the value rests on
 
 
@@ -94,6 +100,16 @@ class Oracle:
     def global_predicate(self, module: str, name: str) -> bool | None:
         """The value of a module-level name bound once to a decided test (`IS_ROCM = current_platform.is_rocm()`)."""
         return None
+
+    def function_value(self, module: str, name: str, args: tuple):
+        """The value `name(*args)` returns (args: known values or _UNKNOWN), where its leading decided ifs
+        return a literal (`if scale is None: return None`), or _UNKNOWN."""
+        return _UNKNOWN
+
+    def instance_constant(self, module: str, name: str) -> bool:
+        """A module-level name bound once to an instance of a class of the tree (`kFp8 = QuantKey(...)`): never
+        None."""
+        return False
 
     def is_custom_op(self, module: str, cls: ast.ClassDef) -> bool:
         """The class is vLLM's CustomOp or derives from it (its `enabled()` reads custom_ops)."""
@@ -282,7 +298,9 @@ class GuardEval:
         if bound is not None:
             if bound.lineno >= e.lineno:
                 return None
-            return self._eval(bound, [], replace(w, locals={}))   # no chains through other locals
+            # through the locals bound before it (`use_q = quant_key is not None and ...`, `quant_key = f(..)`)
+            earlier = {k: v for k, v in w.locals.items() if v.lineno < bound.lineno}
+            return self._eval(bound, [], replace(w, locals=earlier))
         if e.id in w.local_names:
             return None
         return self.oracle.global_predicate(w.module, e.id)
@@ -303,6 +321,18 @@ class GuardEval:
                 return v
         if self.variant["quantization"] == "none" and tail in _NONE_WHEN_UNQUANTIZED and not isinstance(e, ast.Call):
             return None
+        if (self.variant["quantization"] == "none" and isinstance(e, ast.Name) and e.id in _QUANT_OUTPUT_SCALES
+                and e.id in w.arg_names):
+            return None
+        if (self.variant["quantization"] == "none" and isinstance(e, ast.Attribute) and e.attr == _QUANT_METHOD_ATTR
+                and (_tail(e.value) or "").endswith("model_config")):
+            return None
+        # f(...): a module-level function of the tree whose leading decided ifs return a literal
+        if (isinstance(e, ast.Call) and isinstance(e.func, ast.Name) and e.func.id not in w.local_names
+                and not e.keywords and not any(isinstance(a, ast.Starred) for a in e.args)):
+            v = self.oracle.function_value(w.module, e.func.id, tuple(self._known(a, w) for a in e.args))
+            if v is not _UNKNOWN:
+                return v
         if tail in self.none_names and not isinstance(e, ast.Call):
             return None
         if tail in _KV_DTYPE_NAMES and not isinstance(e, ast.Call) and "kv_cache_dtype" in self.variant:
@@ -342,9 +372,13 @@ class GuardEval:
         if a is _UNKNOWN and isinstance(op, (ast.Eq, ast.NotEq)):
             a, b = self._value(right, w), self._literal(left)
             left, right = right, left
-        if a is None and b is _UNKNOWN and isinstance(op, (ast.Eq, ast.NotEq)) and isinstance(
-                right, (ast.Attribute, ast.Call)):
-            return isinstance(op, ast.NotEq)   # None against a dtype / enum member / call result
+        if a is None and b is _UNKNOWN and isinstance(op, (ast.Eq, ast.NotEq)) and (isinstance(
+                right, (ast.Attribute, ast.Call)) or self._instance_constant(right, w)):
+            return isinstance(op, ast.NotEq)   # None against a dtype / enum member / call result / QuantKey
+        # None in (kFp8Dynamic128Sym, kFp8Dynamic64Sym): constants that are instances, never None
+        if (a is None and b is _UNKNOWN and isinstance(op, (ast.In, ast.NotIn)) and isinstance(right, (ast.Tuple,
+                ast.List, ast.Set)) and right.elts and all(self._instance_constant(x, w) for x in right.elts)):
+            return isinstance(op, ast.NotIn)
         if a is _UNKNOWN or b is _UNKNOWN:
             return None
         # a known value against something that is not a literal: only `None == <not None>` is decided
@@ -362,6 +396,10 @@ class GuardEval:
         if isinstance(op, (ast.In, ast.NotIn)) and isinstance(b, tuple) and not (len(b) == 3 and b[0] == "enum"):
             return (a in b) if isinstance(op, ast.In) else (a not in b)
         return None
+
+    def _instance_constant(self, e: ast.expr, w: Where) -> bool:
+        return (isinstance(e, ast.Name) and e.id not in w.local_names and e.id not in w.params
+                and self.oracle.instance_constant(w.module, e.id))
 
     def _backend(self, e: ast.expr):
         if not (isinstance(e, ast.Attribute) and isinstance(e.value, (ast.Name, ast.Attribute))):
@@ -387,6 +425,10 @@ class GuardEval:
         if (t == "world_size" and isinstance(e, ast.Attribute) and isinstance(e.value, ast.Call)
                 and _tail(e.value.func) in ("get_tp_group", "get_pp_group", "get_ep_group")):
             return self.sizes.get(_tail(e.value.func)[4:6])
+        # self.tp_group.world_size
+        if (t == "world_size" and isinstance(e, ast.Attribute)
+                and _tail(e.value) in ("tp_group", "pp_group", "ep_group")):
+            return self.sizes.get(_tail(e.value)[:2])
         return None
 
     # ------------------------------------------------------------- expressions

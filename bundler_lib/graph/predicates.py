@@ -10,7 +10,7 @@ import ast
 import copy
 
 from .defs import Defs, caches, returned
-from .guards import GuardEval, Oracle, Where
+from .guards import _UNKNOWN, GuardEval, Oracle, Where
 from .index import TreeIndex
 
 
@@ -18,6 +18,7 @@ class Predicates(Oracle):
     def __init__(self, index: TreeIndex, defs: Defs, variant: dict, names: Oracle):
         self.index, self.defs, self.names = index, defs, names
         self._predicates: dict[tuple[str, str], bool | None] = {}
+        self._values: dict[tuple[str, str], object] = {}
         self.ge = GuardEval(variant, self)
 
     # what vLLM's names decide
@@ -82,6 +83,64 @@ class Predicates(Oracle):
                 where = Where(module=found[0], literal_bools=True, params=params)
                 self._predicates[key], _ = self.ge.evaluate(test, where)
         return self._predicates[key]
+
+    def function_value(self, module: str, name: str, args: tuple = ()):
+        """The value `name(*args)` returns (args: known values or _UNKNOWN): a module-level function with plain
+        positional parameters whose body (its docstring aside) starts with ifs the variant and the known argument
+        values decide, the first one taken being `return <literal or decided value>`
+        (`def _detect_output_quant_key(output, output_scale, ...): if output_scale is None and ...: return None`)."""
+        found = self.defs.sole_def(module, name, ast.FunctionDef)
+        if found is None:
+            return _UNKNOWN
+        key = (found[0], f"value:{name}{args!r}")
+        if key not in self._values:
+            self._values[key] = _UNKNOWN   # a function that reaches itself stays undecided
+            self._values[key] = self._function_value(found[0], found[1], args)
+        return self._values[key]
+
+    def _function_value(self, module: str, fn: ast.FunctionDef, args: tuple):
+        a = fn.args
+        if (a.posonlyargs or a.vararg or a.kwarg or a.kwonlyargs or len(args) > len(a.args)
+                or len(args) < len(a.args) - len(a.defaults) or not all(caches(d) for d in fn.decorator_list)):
+            return _UNKNOWN
+        params = {p.arg: v for p, v in zip(a.args, args) if v is not _UNKNOWN}
+        stored = {n.id for n in ast.walk(fn) if isinstance(n, ast.Name) and isinstance(n.ctx, (ast.Store, ast.Del))}
+        if stored & set(params):
+            return _UNKNOWN   # a parameter rebound: its value is not the argument's
+        names = frozenset({p.arg for p in a.args} | stored)
+        where = Where(module=module, params=params, local_names=names)
+        for st in fn.body:
+            if isinstance(st, ast.Expr) and isinstance(st.value, ast.Constant):
+                continue   # the docstring
+            if isinstance(st, ast.Return):
+                return _UNKNOWN if st.value is None else self.ge._known(st.value, where)
+            if not isinstance(st, ast.If):
+                return _UNKNOWN
+            value, _ = self.ge.evaluate(st.test, where)
+            if value is None:
+                return _UNKNOWN
+            if value:
+                first = st.body[0]
+                if isinstance(first, ast.Return):
+                    return None if first.value is None else self.ge._known(first.value, where)
+                return _UNKNOWN
+            if st.orelse:
+                return _UNKNOWN
+        return _UNKNOWN
+
+    def instance_constant(self, module: str, name: str) -> bool:
+        """A module-level name bound once (never rebound through `global`) to a call of a class the tree
+        defines (`kNvfp4Dynamic = QuantKey(...)`): an instance, never None."""
+        found = self.defs.sole_def(module, name, ast.Assign)
+        if found is None or len(found[1].targets) != 1 or not isinstance(found[1].targets[0], ast.Name):
+            return False
+        v = found[1].value
+        if not (isinstance(v, ast.Call) and isinstance(v.func, ast.Name)):
+            return False
+        info = self.index.get(found[0])
+        if any(isinstance(x, ast.Global) and name in x.names for x in ast.walk(info.tree)):
+            return False
+        return self.defs.sole_def(found[0], v.func.id, ast.ClassDef) is not None
 
     def _method_predicate(self, module: str, cls: ast.ClassDef, method: str) -> bool | None:
         fn = next((b for b in cls.body if isinstance(b, ast.FunctionDef) and b.name == method), None)

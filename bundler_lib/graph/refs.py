@@ -13,7 +13,7 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass, field
 
-from bundler_lib.variant import foreign_platform
+from bundler_lib.variant import PLATFORMS, foreign_platform
 
 from .branches import IfPruner, remove_stmt, span
 from .guards import PLATFORM_NAMES, GuardEval, Where, _tail
@@ -99,6 +99,7 @@ class RefScanner:
         self.cls: tuple[str, ast.ClassDef] | None = None   # the class whose body or method is being scanned
         self.locals: dict[str, ast.expr] = {}   # the enclosing function's single assignments
         self.local_names: frozenset = frozenset()   # names local to the enclosing functions
+        self.arg_names: frozenset = frozenset()   # parameters of the enclosing functions never rebound there
         self.platform_names = PLATFORM_NAMES   # with the `p = current_platform` aliases this scan has seen
         self.scan = Scan()
         self.scopes: list[_Scope] = []
@@ -126,7 +127,7 @@ class RefScanner:
     # ------------------------------------------------------------ helpers
     def _where(self, **known) -> Where:
         return Where(module=self.info.name, cls=self.cls, locals=self.locals, local_names=self.local_names,
-                     platform_names=self.platform_names, **known)
+                     platform_names=self.platform_names, arg_names=self.arg_names, **known)
 
     def _evaluate(self, test: ast.expr):
         return self.ge.evaluate(test, self._where())
@@ -314,15 +315,17 @@ class RefScanner:
                              if first and not static and first[0].arg not in local else None)
         elif receiver is not None and (receiver[0] in params or receiver[0] in local):
             self.receiver = None
+        arg_names = (self.arg_names | set(params)) - local
         local.update(params)
         defaults = self.defaults
         self.defaults = literal_defaults(fn) if len(self.scopes) == 1 else {}
         self.scopes.append(_Scope("function", local, imports, globals_))
         self.runtime_depth += 1
-        saved = self.locals, self.local_names
+        saved = self.locals, self.local_names, self.arg_names
         self.locals, self.local_names = single, self.local_names | local | set(imports)
+        self.arg_names = frozenset(arg_names - set(imports))
         self._stmt_list(fn.body)
-        self.locals, self.local_names = saved
+        self.locals, self.local_names, self.arg_names = saved
         self.defaults = defaults
         self.receiver = receiver
         self.runtime_depth -= 1
@@ -456,6 +459,8 @@ class RefScanner:
                                               kept="body" if value else "orelse"))
                 self._walk_expr(e.body if value else e.orelse, skip)
                 return
+        if isinstance(e, ast.Dict) and self._platform_keyed(e, skip):
+            return
         if isinstance(e, ast.Lambda):
             self._walk_lambda(e, skip)
             return
@@ -467,6 +472,24 @@ class RefScanner:
             return
         for c in ast.iter_child_nodes(e):
             self._walk_expr(c, skip)
+
+    def _platform_keyed(self, e: ast.Dict, skip: set) -> bool:
+        """A dict literal keyed by platform (`{PlatformEnum.CUDA: [...], PlatformEnum.CPU: [...]}`, vLLM's kernel
+        tables): another platform's entries are read only on that platform, their values become None."""
+        platform = self.ge.variant.get("platform")
+        keyed = [k is not None and isinstance(k, ast.Attribute) and _tail(k.value) == "PlatformEnum" for k in e.keys]
+        if not e.keys or not all(keyed):
+            return False
+        for k, v in zip(e.keys, e.values):
+            self._walk_expr(k, skip)
+            if k.attr.lower() in PLATFORMS and k.attr.lower() != platform:
+                self._span(v, "None")
+                self.scan.guards.append(Guard(line=v.lineno, end_line=v.end_lineno,
+                                              predicate=f"current_platform._enum == {ast.unparse(k)}", value=False,
+                                              kept="none"))
+            else:
+                self._walk_expr(v, skip)
+        return True
 
     def _walk_call(self, e: ast.Call, skip: set):
         if isinstance(e.func, ast.Name) and e.func.id in (

@@ -29,7 +29,8 @@ def python_namespaces_scan(index: TreeIndex):
 
 
 def registrations_scan(index: TreeIndex):
-    """The scan: modules whose text registers an op named `op` (direct_register_custom_op(op_name=...))."""
+    """The scan: modules whose text registers an op named `op` (direct_register_custom_op(op_name="op", ...) or
+    with the name positional, direct_register_custom_op("op", ...))."""
     texts: list[tuple[str, str]] = []   # (module, text) of the files that register custom ops
 
     def scan(op: str) -> list[str]:
@@ -38,7 +39,8 @@ def registrations_scan(index: TreeIndex):
                 text = index.text(rel)
                 if text is not None and "direct_register_custom_op" in text:
                     texts.append((module, text))
-        pat = re.compile(r"op_name\s*=\s*[\"']" + re.escape(op) + r"[\"']")
+        name = r"[\"']" + re.escape(op) + r"[\"']"
+        pat = re.compile(r"op_name\s*=\s*" + name + r"|direct_register_custom_op\(\s*" + name)
         return [module for module, text in texts if pat.search(text)]
     return scan
 
