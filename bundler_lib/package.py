@@ -320,11 +320,12 @@ def _outside_tmp(executable) -> str:
     return str(Path(os.path.realpath(p.parent.parent)) / p.parent.name / p.name)
 
 
-def isolation_prefix(writable: Path, chdir: Path | None = None) -> list[str]:
+def isolation_prefix(writable: Path, chdir: Path | None = None, readable: tuple[str, ...] = ()) -> list[str]:
     """bubblewrap around the import check: the whole file system read-only, a private /tmp, no network (a new
     network namespace holds only a loopback that is down), `writable` (the check's own folder) the one place it
-    can write. Raises a StageError when bwrap is missing or cannot create its namespaces here: the check never
-    runs unisolated."""
+    can write; `readable` folders under /tmp (an interpreter's environment, e.g. VLLM_BUNDLER_CACHE=/tmp/...) stay
+    visible, read-only, in the private /tmp. Raises a StageError when bwrap is missing or cannot create its
+    namespaces here: the check never runs unisolated."""
     bwrap = shutil.which("bwrap", path=os.environ.get("PATH") or "/usr/local/bin:/usr/bin:/bin")
     if not bwrap:
         raise StageError(STAGE, "bwrap", "bubblewrap is not installed, and the import check (which runs the tree's "
@@ -332,8 +333,9 @@ def isolation_prefix(writable: Path, chdir: Path | None = None) -> list[str]:
                          "bubblewrap, or `apt-get install -y bubblewrap`")
     w = str(writable)
     prefix = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-net", "--unshare-ipc",
-              "--unshare-uts", "--tmpfs", "/tmp", "--bind", w, w, "--die-with-parent", "--new-session",
-              "--chdir", str(chdir or writable)]
+              "--unshare-uts", "--tmpfs", "/tmp",
+              *[a for r in readable for a in ("--ro-bind", r, r)],
+              "--bind", w, w, "--die-with-parent", "--new-session", "--chdir", str(chdir or writable)]
     probe = subprocess.run(prefix + ["--", "/bin/true"], capture_output=True, text=True, timeout=60)
     if probe.returncode != 0:
         msg = " ".join((probe.stderr or f"exit code {probe.returncode}").split())
@@ -385,7 +387,14 @@ def _check_import(source: str, bundle_name: str, symbol: str, probe_cuda: bool, 
         cmd = [python, *py_args, "-c", _CHILD, str(bundle), modname, symbol or "", "1" if probe_cuda else "0",
                json.dumps(list(deps))]
         if isolate:
-            cmd = isolation_prefix(td, work) + cmd
+            # what the interpreter reads (its environment; the stage interpreter's sys.path) and lies under /tmp,
+            # which the check's private /tmp would hide
+            seen = [os.path.dirname(os.path.dirname(python))] + (
+                json.loads(env["VLLM_BUNDLER_SYS_PATH"]) if runtime_python is None else [])
+            tmp_roots = sorted({os.path.realpath(r) for r in seen if os.path.isabs(r) and os.path.exists(r)
+                                and os.path.realpath(r).startswith("/tmp/")
+                                and not os.path.realpath(r).startswith(os.path.realpath(td))})
+            cmd = isolation_prefix(td, work, tuple(tmp_roots)) + cmd
         if cancel is not None and cancel.is_set():
             return {"import": "not run", "error": "", "extensions_dir": []}
         # subprocess.run(..., capture_output=True, text=True, timeout=timeout), with the child made reachable
