@@ -232,7 +232,7 @@ def test_stub_wrappers_are_bound_and_hasattr_false(vllm_0_26_0, tmp_path):
     d.mkdir()
     g = _graph()
     g["cuda_ops"].append({"op": "_C.cutlass_scaled_mm", "namespace": "_C", "name": "cutlass_scaled_mm",
-                          "required": False})
+                          "call_sites": [], "required": False})
     (d / "A1.graph.json").write_text(json.dumps(g))
     collect_cuda.run(tree=vllm_0_26_0, graph=d / "A1.graph.json", out=d)
     a2 = A2_TEXT + ("\n\ndef scaled_mm(a, b):\n    if hasattr(torch.ops._C, \"cutlass_scaled_mm\"):\n"
