@@ -39,6 +39,7 @@ import libcst as cst
 
 from bundler_lib import data_files
 from bundler_lib.artifacts import read_json, write_json, write_text
+from bundler_lib.common.contract import load_graph
 from bundler_lib.errors import StageError
 
 STAGE = "A5 bind"
@@ -898,7 +899,7 @@ def bind(graph: dict, a2_text: str, a2m: dict, a3_text: str, a3m: dict, a4_text:
 
 def run(inputs: Path, out: Path) -> dict:
     inputs = Path(inputs)
-    graph = _load_json(inputs, "A1.graph.json")
+    graph = load_graph(inputs / "A1.graph.json", STAGE)
     a2m = _load_json(inputs, "A2.manifest.json")
     a3m = _load_json(inputs, "A3.manifest.json")
     a4m = _load_json(inputs, "A4.manifest.json")

@@ -9,7 +9,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from bundler_lib.artifacts import read_json, write_json, write_text
+from bundler_lib.artifacts import write_json, write_text
+from bundler_lib.common.contract import load_graph
 from bundler_lib.errors import StageError
 from bundler_lib.graph.edits import apply_edits, file_header, license_of
 
@@ -149,16 +150,7 @@ def named_imports(stmts: list[str], text: str) -> tuple[list[str], list[str]]:
 
 
 def read_graph(graph: Path, stage: str) -> dict:
-    try:
-        g = read_json(graph)
-    except FileNotFoundError:
-        raise StageError(stage, f"--graph {graph}", "file not found", "run the A1 graph stage first") from None
-    except ValueError as e:
-        raise StageError(stage, f"--graph {graph}", f"not valid JSON ({e})", "rerun the A1 graph stage") from None
-    for key in ("python_nodes", "files", "symbol"):
-        if key not in g:
-            raise StageError(stage, f"--graph {graph}", f"missing field {key!r}", "rerun the A1 graph stage")
-    return g
+    return load_graph(graph, stage, need=("python_nodes", "files", "symbol"))
 
 
 class SourceFiles:

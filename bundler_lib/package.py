@@ -41,6 +41,7 @@ from pathlib import Path
 
 from bundler_lib import reachability, runtime_deps
 from bundler_lib.artifacts import read_json, sha256_bytes, write_atomic, write_json
+from bundler_lib.common.contract import load_graph
 from bundler_lib.errors import StageError
 
 STAGE = "A7 package"
@@ -454,10 +455,10 @@ def run(inputs: Path, out: Path, bundle_name: str, allow_import_failure: bool = 
                          "run the earlier stages (A0 license, A1 graph, A5 bind, A6 example) and pass their folder")
     try:
         a0 = read_json(inputs / "A0.license.json")
-        graph = read_json(inputs / "A1.graph.json")
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise StageError(STAGE, "A0.license.json/A1.graph.json", f"not valid JSON ({e})",
+        raise StageError(STAGE, "A0.license.json", f"not valid JSON ({e})",
                          "re-run the stage that wrote it") from None
+    graph = load_graph(inputs / "A1.graph.json", STAGE)
     if a0.get("status") != "ok":
         raise StageError(STAGE, "A0.license.json", f"license status is {a0.get('status')!r}, not 'ok'",
                          "fix the license problem A0 reported")

@@ -39,6 +39,7 @@ from pants.engine.unions import UnionRule
 from pants.util.logging import LogLevel
 
 from bundler_lib import model_facts, variant as variants
+from bundler_lib.common.contract import parse_graph
 from bundler_lib.errors import StageError
 from rules.outputs import BundleTargetError, bundle_layout
 from rules.stages import StageFailed, StageOutput, StageRequest, as_inputs, read_json, tree_subset
@@ -204,7 +205,10 @@ async def build_bundle(field_set: MonolithicBundleFieldSet, bundler: BundlerSubs
     )
 
     # A2, A3, A4, A6 read A1's graph and only the files it names (or csrc, or the model config).
-    graph = await read_json(a1, "A1.graph.json")
+    try:  # the one loader of the stage contract (bundler_lib/common/contract.py)
+        graph = parse_graph(await read_json(a1, "A1.graph.json"), "A1 graph")
+    except StageError as e:
+        raise StageFailed(f"{target}: {e}") from None
     graph_in = await as_inputs(a1)
     python_files = sorted(set(graph.get("files", [])))
     triton_files = sorted({k["file"] for k in graph.get("triton_kernels", [])})

@@ -58,7 +58,7 @@ class StageOutput:
 @rule(desc="Run a bundler stage", level=LogLevel.DEBUG)
 async def run_stage(request: StageRequest, toolchain: StageToolchain) -> StageOutput:
     name = STAGE_NAMES[request.stage]
-    input_digest = await Get(Digest, MergeDigests([toolchain.bundler_lib, request.input_digest]))
+    input_digest = await Get(Digest, MergeDigests([toolchain.sources_for(name), request.input_digest]))
     extra: dict = {}
     args = request.args
     if request.memo:

@@ -1,15 +1,16 @@
-"""The stage interpreter and the bundler_lib sources every stage process runs with."""
+"""The stage interpreter and the bundler_lib sources each stage process runs with (its import closure)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from pants.base.glob_match_error_behavior import GlobMatchErrorBehavior
-from pants.engine.fs import Digest, PathGlobs
+from pants.engine.fs import Digest, DigestContents, DigestSubset, PathGlobs
 from pants.engine.process import Process
-from pants.engine.rules import Get, collect_rules, rule
+from pants.engine.rules import Get, MultiGet, collect_rules, rule
 from pants.util.frozendict import FrozenDict
 
+from rules.stage_sources import STAGE_MODULES, stage_sources
 from rules.subsystem import BundlerSubsystem
 
 TOOLCHAIN_DIR = ".toolchain"
@@ -24,10 +25,15 @@ class ToolchainMissing(Exception):
 class StageToolchain:
     cache_name: str
     packages: str  # fingerprint of the installed packages
-    bundler_lib: Digest  # all of bundler_lib/: what the stages run
+    bundler_lib: Digest  # all of bundler_lib/
     sdist_tool: Digest  # only what `python -m bundler_lib.sdist` needs, so the download stays cached
     runtime: str = ""  # named cache of the bundle runtime (torch, triton, ninja only), for A7's import check
     runtime_packages: str = ""  # fingerprint of what it holds
+    stage_sources: FrozenDict[str, Digest] = FrozenDict()  # stage name -> the bundler_lib files it imports
+
+    def sources_for(self, stage: str) -> Digest:
+        """What `python -m bundler_lib <stage>` runs: only the modules it imports (rules/stage_sources.py)."""
+        return self.stage_sources.get(stage, self.bundler_lib)
 
     def process(
         self,
@@ -84,8 +90,13 @@ async def stage_toolchain(bundler: BundlerSubsystem) -> StageToolchain:
             description_of_origin="the bundler plugin",
         ),
     )
+    files = {c.path: c.content for c in await Get(DigestContents, Digest, sources)}
+    stages = sorted(STAGE_MODULES)
+    subsets = await MultiGet(
+        Get(Digest, DigestSubset(sources, PathGlobs(stage_sources(files, s)))) for s in stages
+    )
     return StageToolchain(bundler.toolchain, bundler.toolchain_packages, sources, sdist_tool,
-                          bundler.runtime, bundler.runtime_packages)
+                          bundler.runtime, bundler.runtime_packages, FrozenDict(zip(stages, subsets)))
 
 
 def rules():

@@ -254,7 +254,7 @@ def test_stub_wrappers_are_bound_and_hasattr_false(vllm_0_26_0, tmp_path):
     d.mkdir()
     g = _graph()
     g["cuda_ops"].append({"op": "_C.cutlass_scaled_mm", "namespace": "_C", "name": "cutlass_scaled_mm",
-                          "required": False})
+                          "call_sites": [], "required": False})
     (d / "A1.graph.json").write_text(json.dumps(g))
     collect_cuda.run(tree=vllm_0_26_0, graph=d / "A1.graph.json", out=d)
     a2 = A2_TEXT + ("\n\ndef scaled_mm(a, b):\n    if hasattr(torch.ops._C, \"cutlass_scaled_mm\"):\n"
@@ -559,6 +559,12 @@ def test_registered_namespaces_are_found_by_how_the_code_registers():
     assert bind.registered_namespaces('torch.library.define("mylib::f", "(Tensor x) -> Tensor")\n') == {
         "mylib": ['torch.library.define(mylib::f)']}
     assert bind.registered_namespaces('L = Library("vllm_bundle_0123456789abcdef", "FRAGMENT")\n') == {}
+    # IMPL adds kernels to ops defined elsewhere, even in a namespace of the tree's own: not a registration
+    assert bind.registered_namespaces('L = Library("mylib", "IMPL")\n') == {}
+    # namespaces torch owns are never the bundle's, however they are registered into
+    assert bind.registered_namespaces('L = Library("aten", "FRAGMENT")\nM = Library("prim", "DEF")\n') == {}
+    # `lib.define("op(...)")` names no namespace (the Library does); torch.library.define names one
+    assert bind.registered_namespaces('lib.define("mylib::f")\n') == {}
 
 
 def test_bind_renames_registrations_and_reads_together(tmp_path):

@@ -362,7 +362,7 @@ def test_empty_and_bad_graphs(tmp_path):
     with pytest.raises(StageError, match="not valid JSON"):
         collect_cuda.run(tree=MINI, graph=bad, out=tmp_path / "o")
     bad.write_text(json.dumps({"cuda_ops": [{"call_sites": []}]}))
-    with pytest.raises(StageError, match="lacks `op`"):
+    with pytest.raises(StageError, match=r"field cuda_ops\[0\]\.op: missing"):
         collect_cuda.run(tree=MINI, graph=bad, out=tmp_path / "o")
     with pytest.raises(StageError, match="CMakeLists.txt"):
         collect_cuda.run(tree=MINI / "csrc", graph=graph(tmp_path, "_C.my_op"), out=tmp_path / "o")
@@ -499,7 +499,8 @@ def test_cmake_reader_real(vllm_0_26_0):
 
 def test_optional_ops_get_stubs(tmp_path):
     g = {"status": "ok", "symbol": "X", "cuda_ops": [
-        {"op": "_C.my_op"}, {"op": "_C.cutlass_op", "required": False}, {"op": "_C.nope", "required": False}]}
+        {"op": op, "namespace": "_C", "name": op[3:], "call_sites": [], **extra} for op, extra in
+        [("_C.my_op", {}), ("_C.cutlass_op", {"required": False}), ("_C.nope", {"required": False})]]}
     (tmp_path / "g.json").write_text(json.dumps(g))
     collect_cuda.run(tree=MINI, graph=tmp_path / "g.json", out=tmp_path / "out")
     m = read_json(tmp_path / "out" / "A4.manifest.json")

@@ -86,3 +86,16 @@ def test_file_outside_graph_is_refused(tmp_path):
     with pytest.raises(StageError) as e:
         collect_python.run(tree=tmp_path, graph=tmp_path / "g.json", out=tmp_path)
     assert "not among the files A1 lists" in str(e.value)
+
+
+def test_named_imports_drop_what_the_text_never_names():
+    stmts = ["from __future__ import annotations", "import torch.distributed._symmetric_memory", "import math",
+             "import os.path", "from typing import Any", "import json as js", "import a.b.c"]
+    kept, notes = collect_python.named_imports(stmts, "x = math.pi\ny = os.path.join(a.q)\nz = js\n")
+    # __future__ always; a dotted import whose chain the text names stays; one it never names is dropped, with
+    # `import a` where the text reads `a`; a name nothing reads (Any) is dropped
+    assert kept == ["from __future__ import annotations", "import math", "import os.path", "import json as js",
+                    "import a"]
+    assert notes == ["import of a submodule nothing names, left out: import torch.distributed._symmetric_memory",
+                     "import of names nothing in the section names, left out: from typing import Any",
+                     "import of a submodule nothing names, left out: import a.b.c"]

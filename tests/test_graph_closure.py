@@ -2,7 +2,12 @@
 
 import ast
 import dataclasses
+import json
+import os
+import subprocess
+import sys
 import typing
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +15,8 @@ from bundler_lib.artifacts import read_json
 from bundler_lib.errors import StageError
 from bundler_lib.graph import build
 from tests.test_closure_helpers import TREES, build_all, load, node_ids
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_relative_imports(tmp_path):
@@ -237,9 +244,42 @@ def test_bad_variant(variant, text):
 
 
 def test_deterministic(tmp_path):
+    """Processes with different hash seeds build the same graph, byte for byte (the order of every list and dict
+    included: one built from a set would follow the seed); one process builds it twice the same too."""
+    code = "import json, sys; from bundler_lib.graph import build; print(json.dumps(build(sys.argv[1], 'target')))"
+    outs = set()
+    for seed in ("0", "1", "2", "3"):
+        p = subprocess.run([sys.executable, "-c", code, str(TREES / "collision")], cwd=ROOT, capture_output=True,
+                           text=True, env={**os.environ, "PYTHONHASHSEED": seed})
+        assert p.returncode == 0, p.stderr
+        outs.add(p.stdout)
+    assert len(outs) == 1
     a = build(TREES / "collision", "target")
-    b = build(TREES / "collision", "target")
-    assert a == b
+    assert json.dumps(a) + "\n" == outs.pop()
+    assert json.dumps(build(TREES / "collision", "target")) == json.dumps(a)
+
+
+@pytest.mark.parametrize("cap, kept", [
+    (90, {"at_least_90", "exactly_90", "family_9x"}),
+    (89, {"below_90", "not_90", "other_family"}),
+    (100, {"at_least_90", "not_90", "other_family"}),
+])
+def test_capability_guards(cap, kept):
+    """has_device_capability(90) is `cap >= 90`, is_device_capability(90) `cap == 90`,
+    is_device_capability_family(90) `cap // 10 == 9`: each branch the variant's capability decides is pruned."""
+    g = build(TREES / "capability", "target", variant={"cuda_capability": cap})
+    helpers = {"at_least_90", "below_90", "exactly_90", "not_90", "family_9x", "other_family"}
+    assert {n["name"] for n in g["python_nodes"]} & helpers == kept
+    assert {x["value"] for x in g["guards"]} <= {True, False} and len(g["guards"]) == 3
+
+
+def test_forward_kept_without_being_named(tmp_path):
+    """torch calls `forward` by protocol (`Layer()(x)`): kept though nothing in the closure names it, while a
+    method nothing reads is left out."""
+    g, _, _ = build_all(TREES / "protocol", tmp_path, "target")
+    text = (tmp_path / "A2.inline.py").read_text()
+    assert "def forward(self, x):" in text and "def unused" not in text
+    assert load(tmp_path).target(1) == 2
 
 
 def test_triton_collision_renamed_inside_kernel_body(tmp_path):
@@ -253,6 +293,7 @@ def test_triton_collision_renamed_inside_kernel_body(tmp_path):
 
 def test_module_getattr_dict_entries_constants_and_early_return(tmp_path):
     g, _, _ = build_all(TREES / "envs", tmp_path, "target")
+    assert g["imports_runtime_only"] == ["import os"]   # read only inside functions
     assert node_ids(g) == {
         "vllm/envs.py::helper_a", "vllm/envs.py::environment_variables", "vllm/envs.py::__getattr__",
         "vllm/shapes.py::_Shape", "vllm/shapes.py::Shape", "vllm/shapes.py::Shape.<13>", "vllm/main.py::DEFAULT",
@@ -521,3 +562,34 @@ def test_another_platforms_kernel_table_entries_not_reached(tmp_path):
     assert {"vllm/kernels.py::CudaKernel", "vllm/kernels.py::OotKernel"} <= ids
     assert ("current_platform._enum == PlatformEnum.CPU", False) in {(x["predicate"], x["value"]) for x in g["guards"]}
     assert load(tmp_path).target(1) == 2
+
+
+def test_held_branches_literals_and_values(tmp_path):
+    """A branch held on a parameter's default is pruned when every call omits it or passes the default's own
+    literal; a literal equal to it but of another type (0 for False) sets it, and a function used as a value may
+    get any argument."""
+    g, _, _ = build_all(TREES / "held_literals", tmp_path, "target")
+    ids = {i.split("::")[1] for i in node_ids(g)}
+    assert "FlagDep" not in ids
+    assert {"TypedDep", "ValueDep", "typed", "as_value"} <= ids
+    assert [(x["predicate"], x["value"], x["line"]) for x in g["guards"]] == [("flag", False, 17)]
+    assert load(tmp_path).target(3) == 3 + 3 + 30 + 3 + 300
+
+
+def test_type_checking_block_pruned(tmp_path):
+    """`if TYPE_CHECKING:` is False in the bundle: its body (imports, calls) never enters the closure."""
+    g, _, _ = build_all(TREES / "type_checking", tmp_path, "target")
+    assert node_ids(g) == {"vllm/main.py::DEFAULT", "vllm/main.py::target"}
+    assert [(x["predicate"], x["value"], x["kept"]) for x in g["guards"]] == [("TYPE_CHECKING", False, "orelse")]
+    assert load(tmp_path).target() is None and load(tmp_path).target(5) == 5
+
+
+def test_license_header_once_per_file(tmp_path):
+    """A file's copyright/SPDX lines go with the first block taken from it, once, however many blocks follow."""
+    build_all(TREES / "headers", tmp_path, "target")
+    text = (tmp_path / "A2.inline.py").read_text()
+    assert text.count("# --- Inlined from vllm/lib.py") == 2   # one and two: two blocks (unused between)
+    assert text.count("SPDX-License-Identifier") == 2
+    assert text.count("Copyright lib authors") == 1 and text.count("Copyright main authors") == 1
+    assert text.index("Copyright lib authors") < text.index("def one")
+    assert load(tmp_path).target() == 3

@@ -120,6 +120,29 @@ def test_compiling_at_import_is_caught(inputs, tmp_path):
     assert "load_inline" in ei.value.problem
 
 
+def test_compiling_at_import_is_caught_even_when_the_refusal_is_swallowed(inputs, tmp_path):
+    """A7 refuses load_inline at import; a bundle that catches the refusal still fails: the call is recorded."""
+    mod = (inputs / "A5.module.py").read_text()
+    mod += ("\nfrom torch.utils.cpp_extension import load_inline\ntry:\n    _ext = load_inline(name='x', cpp_sources=[''])\n"
+            "except Exception:\n    _ext = None\n")
+    (inputs / "A5.module.py").write_text(mod)
+    with pytest.raises(StageError) as ei:
+        a7.run(inputs, tmp_path / "out", "TinyNorm.py")
+    assert "importing the bundle called load_inline" in ei.value.problem
+    assert not (tmp_path / "out" / "TinyNorm.py").exists()
+
+
+def test_cuda_initialised_at_import_is_caught(inputs, tmp_path):
+    """Importing a bundle must not initialise CUDA (the runtime has no GPU: the module marks torch's CUDA state
+    initialised as torch.cuda.init() leaves it)."""
+    mod = (inputs / "A5.module.py").read_text() + "\ntorch.cuda._initialized = True\n"
+    (inputs / "A5.module.py").write_text(mod)
+    with pytest.raises(StageError) as ei:
+        a7.run(inputs, tmp_path / "out", "TinyNorm.py")
+    assert "importing the bundle initialised CUDA" in ei.value.problem
+    assert not (tmp_path / "out" / "TinyNorm.py").exists()
+
+
 def test_example_call_at_import_is_caught_statically(inputs, tmp_path):
     ex = (inputs / "A6.example.py").read_text() + "\nif True:\n    _r = invocation_example(small=True)\n"
     (inputs / "A6.example.py").write_text(ex)

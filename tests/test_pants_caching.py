@@ -69,3 +69,15 @@ def test_edit_inside_closure_reexecutes_only_its_readers(built):
     assert run.executed == len(expected)
     bundle = (built.root / "bundles_out/RMSNorm.py").read_text()
     assert "# edit " in bundle
+
+
+def test_edit_to_one_stage_code_reexecutes_that_stage_only(built):
+    """Each stage process takes only the bundler_lib modules it imports: an edit to A4's code (cuda/emit.py) or
+    A6's (example/cli.py) re-runs that stage alone (a comment changes no artifact, so nothing after it re-runs)."""
+    for rel, stage in (("bundler_lib/cuda/emit.py", "A4"), ("bundler_lib/example/cli.py", "A6")):
+        path = built.root / rel
+        path.write_text(path.read_text() + f"\n# edit {uuid.uuid4().hex}\n")
+        run = built.pants("package", "targets:rms_norm")
+        assert run.returncode == 0, run.stderr[-4000:]
+        assert run.executed_stages == [stage], run.stderr[-4000:]
+        assert run.executed == 1

@@ -131,6 +131,32 @@ def test_annotations_read_at_run_time_count():
     assert res.unused_imports == []
 
 
+def test_get_type_hints_makes_every_annotation_count():
+    """A module that calls get_type_hints (by name or as typing.get_type_hints) evaluates its annotations: a
+    class named only by a dataclass field's annotation is then reached; otherwise it is not."""
+    body = """
+    from dataclasses import dataclass
+    {imp}
+
+    class FieldType:
+        pass
+
+    @dataclass
+    class Cfg:
+        f: FieldType = None
+
+    class Target:
+        def f(self):
+            return Cfg(), {call}
+    """
+    def unreachable(imp, call):
+        return _unreachable(body.replace("{imp}", imp).replace("{call}", call))
+
+    assert unreachable("", "None") == ["FieldType"]
+    assert unreachable("from typing import get_type_hints", "get_type_hints(Cfg)") == []
+    assert unreachable("import typing", "typing.get_type_hints(Cfg)") == []
+
+
 def test_triton_kernel_body_reaches_globals():
     src = """
     import triton

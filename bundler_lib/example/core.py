@@ -26,7 +26,8 @@ import re
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from bundler_lib.artifacts import read_json, write_json, write_text
+from bundler_lib.artifacts import write_json, write_text
+from bundler_lib.common.contract import load_graph
 from bundler_lib.errors import StageError
 from bundler_lib.example import cli
 
@@ -693,13 +694,7 @@ def generate(graph: dict, model: str | None, model_config: Path | None, workload
 
 
 def run(graph: Path, model: str | None, model_config: Path | None, workload: str | None, out: Path) -> dict:
-    graph = Path(graph)
-    if not graph.is_file():
-        raise StageError(STAGE, "A1.graph.json", "is missing", "run A1 (graph) first")
-    try:
-        g = read_json(graph)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise StageError(STAGE, "A1.graph.json", f"is not valid JSON ({e})", "re-run A1 (graph)") from None
+    g = load_graph(graph, STAGE)
     if workload not in (None, "prefill", "decode"):
         raise StageError(STAGE, f"--workload {workload}", "is neither prefill nor decode", "pass one of them or none")
     source, record = generate(g, model, Path(model_config) if model_config else None, workload)

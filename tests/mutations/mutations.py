@@ -1,0 +1,143 @@
+"""The mutation table: each entry is one named, one-line semantic change to a rule of A1, A2, A5 or A7 (`old`
+must occur exactly once in `file`; `new` replaces it) and the pytest selection that must kill it (fast unit
+tests where they cover it). run.py applies them one at a time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    stage: str
+    file: str
+    old: str
+    new: str
+    tests: tuple[str, ...]
+
+
+G = "bundler_lib/graph/"
+CLOSURE = ("tests/test_graph_closure.py",)
+ENGINE = ("tests/test_graph_engine.py",)
+A2_UNITS = ("tests/test_collect_python_units.py",)
+# test_bind's tests that need no vLLM tree (the others run A4 over a real sdist first)
+BIND = ("tests/test_bind.py", "-k", "no_cuda_ops or merge_imports or anchors or data_helper or compile_decorators"
+        " or lazy or namespaces or registrations or share_a_process or cannot_rewrite")
+DEPS = ("tests/test_runtime_deps.py",)
+REACH = ("tests/test_reachability.py", "-k", "not remove_each_reached_definition")
+PKG = "tests/test_package.py::"
+
+
+def _m(name, stage, file, old, new, *tests):
+    return Mutation(name, stage, file, old, new, tuple(tests))
+
+
+MUTATIONS = [
+    # ---- A1: the graph (engine and rules) ----
+    _m("a1-forward-not-always-kept", "A1", G + "classes.py",
+       'or name == "forward"', "", *CLOSURE),
+    _m("a1-dunders-not-always-kept", "A1", G + "classes.py",
+       'return (name.startswith("__") and name.endswith("__")) or', "return", *CLOSURE),
+    _m("a1-files-unsorted", "A1", G + "__init__.py",
+       "files = sorted({n.file for n in nodes})", "files = list({n.file for n in nodes})",
+       "tests/test_graph_closure.py::test_deterministic"),
+    _m("a1-has-capability-strict", "A1", G + "guards.py", "return cap >= want", "return cap > want", *CLOSURE),
+    _m("a1-is-capability-negated", "A1", G + "guards.py", "return cap == want", "return cap != want", *CLOSURE),
+    _m("a1-capability-family-any-newer", "A1", G + "guards.py",
+       "return cap // 10 == want // 10", "return cap // 10 >= want // 10", *CLOSURE),
+    _m("a1-type-checking-not-pruned", "A1", G + "guards.py",
+       'if _tail(e) == "TYPE_CHECKING":', 'if _tail(e) == "TYPE_CHECKING_":', *CLOSURE),
+    _m("a1-lora-flags-kept", "A1", G + "guards.py",
+       'if self.variant.get("lora") == "none" and not isinstance(e, ast.Call) and tail in _LORA_FLAGS:',
+       'if self.variant.get("lora") == "any" and not isinstance(e, ast.Call) and tail in _LORA_FLAGS:', *CLOSURE),
+    _m("a1-held-literal-default-inverted", "A1", G + "held.py",
+       "if isinstance(v, ast.Constant) and same(v.value):",
+       "if isinstance(v, ast.Constant) and not same(v.value):", *CLOSURE),
+    _m("a1-held-ignores-function-values", "A1", G + "held.py",
+       "                    sites[key] = None\n            for _, _, key, _ in d.op_links:",
+       "                    pass\n            for _, _, key, _ in d.op_links:", *CLOSURE),
+    _m("a1-abstract-stub-on-class-not-kept", "A1", G + "classes.py",
+       "return True   # runs on the abstract class itself", "return False", *CLOSURE),
+    _m("a1-root-drops-nothing", "A1", G + "vllm/platform.py",
+       "return foreign_forwards(variant)", "return set()", *CLOSURE),
+    _m("a1-triton-jit-not-recognised", "A1", G + "engine.py",
+       'if t == "jit":', 'if t == "jit_":', *CLOSURE),
+    _m("a1-vllm-ops-as-cuda-ops", "A1", G + "vllm/ops.py",
+       'if ns == "vllm":', 'if ns == "vllm_":', *CLOSURE),
+    _m("a1-edges-unsorted", "A1", G + "__init__.py",
+       "edges = sorted({(ids[n.key], ids[d]) for n in nodes for d in n.deps if d in ids})",
+       "edges = list({(ids[n.key], ids[d]) for n in nodes for d in n.deps if d in ids})",
+       "tests/test_graph_closure.py::test_deterministic"),
+    _m("a1-annotation-only-imports-empty", "A1", G + "__init__.py",
+       '"imports_annotation_only": sorted(set(imports) - evaluated),', '"imports_annotation_only": [],', *CLOSURE),
+    _m("a1-runtime-only-imports-empty", "A1", G + "__init__.py",
+       '"imports_runtime_only": sorted(set(imports) - importtime),', '"imports_runtime_only": [],', *CLOSURE),
+    # ---- A2: Python section ----
+    _m("a2-import-guard-removed", "A2", "bundler_lib/collect_python.py",
+       'out.append(f"try:\\n    {st}\\nexcept ImportError:  # optional package\\n    pass")', "out.append(st)",
+       *A2_UNITS, *CLOSURE),
+    _m("a2-regex-fallback-removed", "A2", "bundler_lib/collect_python.py",
+       '"regex": "re",', '"regex_": "re",', *A2_UNITS, *CLOSURE),
+    _m("a2-stdlib-not-required", "A2", "bundler_lib/collect_python.py",
+       "return top in REQUIRED_TOPS or top in sys.stdlib_module_names or", "return top in REQUIRED_TOPS or",
+       *A2_UNITS, *CLOSURE),
+    _m("a2-annotation-only-imports-kept", "A2", "bundler_lib/collect_python.py",
+       'if st in annotation_only and (st.startswith("from ") or " as " in st or not is_required(st)):',
+       "if False:", *A2_UNITS, *CLOSURE),
+    _m("a2-unnamed-submodule-import-kept", "A2", "bundler_lib/collect_python.py",
+       'if re.search(r"(?<![\\w.])" + re.escape(chain) + r"\\b", text):', "if True:", *A2_UNITS, *CLOSURE),
+    _m("a2-unnamed-import-kept", "A2", "bundler_lib/collect_python.py",
+       'if any(re.search(r"(?<![\\w.])" + re.escape(n) + r"\\b", text) for n in names):', "if True:",
+       *A2_UNITS, *CLOSURE),
+    _m("a2-target-symbol-optional", "A2", "bundler_lib/collect_python.py",
+       "            out.pop(n[\"id\"], None)", "            pass", *A2_UNITS, *CLOSURE),
+    _m("a2-optional-not-propagated", "A2", "bundler_lib/collect_python.py",
+       'hit = [d for d in n.get("importtime_deps", []) if d in out]', "hit = []", *A2_UNITS, *CLOSURE),
+    _m("a2-license-header-every-block", "A2", "bundler_lib/collect_python.py",
+       "            headers_done.add(rel)", "            pass", *A2_UNITS, *CLOSURE),
+    # ---- A5: bind ----
+    _m("a5-vllm-ops-not-python", "A5", "bundler_lib/bind.py",
+       'if ns == "vllm":\n            return self.pyops.get(op)', 'if ns == "vllm_":\n            return self.pyops.get(op)',
+       *BIND),
+    _m("a5-impl-library-registers", "A5", "bundler_lib/bind.py",
+       'if ns is None or kind not in ("DEF", "FRAGMENT"):', 'if ns is None or kind not in ("DEF", "FRAGMENT", "IMPL"):',
+       *BIND),
+    _m("a5-torch-namespaces-renamed", "A5", "bundler_lib/bind.py",
+       "if ns and ns not in TORCH_NAMESPACES and not ns.startswith(BUNDLE_NS_PREFIX) and ns.isidentifier():",
+       "if ns and not ns.startswith(BUNDLE_NS_PREFIX) and ns.isidentifier():", *BIND),
+    _m("a5-bundle-namespaces-renamed", "A5", "bundler_lib/bind.py",
+       "if ns and ns not in TORCH_NAMESPACES and not ns.startswith(BUNDLE_NS_PREFIX) and ns.isidentifier():",
+       "if ns and ns not in TORCH_NAMESPACES and ns.isidentifier():", *BIND),
+    _m("a5-lazy-decorators-ignored", "A5", "bundler_lib/bind.py",
+       "if name in LAZY_DECORATORS:", "if name in ():", *BIND),
+    _m("a5-nested-class-decorators-ignored", "A5", "bundler_lib/bind.py",
+       "                decorators(node.body)", "                pass", *BIND),
+    _m("a5-define-without-namespace-counted", "A5", "bundler_lib/bind.py",
+       'if not m or (tail == "define" and "library" not in f and f != "define"):', "if not m:", *BIND),
+    # ---- A7: package, reachability, dependencies ----
+    _m("a7-cuda-initialised-not-checked", "A7", "bundler_lib/package.py",
+       'if res.get("cuda_initialized"):', "if False:", PKG + "test_cuda_initialised_at_import_is_caught"),
+    _m("a7-missing-symbol-not-checked", "A7", "bundler_lib/package.py",
+       'if res.get("symbol") is False:', "if False:", PKG + "test_missing_symbol"),
+    _m("a7-build-calls-not-checked", "A7", "bundler_lib/package.py",
+       'if res.get("build_calls") and not probe_cuda:', "if False:",
+       PKG + "test_compiling_at_import_is_caught_even_when_the_refusal_is_swallowed"),
+    _m("a7-example-call-not-checked", "A7", "bundler_lib/package.py",
+       "calls = _top_level_example_calls(tree)", "calls = []",
+       PKG + "test_example_call_at_import_is_caught_statically"),
+    _m("a7-type-checking-imports-counted", "A7", "bundler_lib/runtime_deps.py",
+       "if not _is_type_checking(st.test):", "if True:", *DEPS),
+    _m("a7-vllm-declared", "A7", "bundler_lib/runtime_deps.py",
+       "if name in PROVIDED_BY_TORCH or name in deps or name in NEVER:",
+       "if name in PROVIDED_BY_TORCH or name in deps:", *DEPS),
+    _m("a7-guarded-imports-declared", "A7", "bundler_lib/runtime_deps.py",
+       "walk(st.body, guarded if _guards_import_error(st) else into)", "walk(st.body, into)", *DEPS),
+    _m("a7-get-type-hints-ignored", "A7", "bundler_lib/reachability.py",
+       'if f.id == "get_type_hints":', 'if f.id == "get_type_hints_":', *REACH),
+    _m("a7-future-imports-reported", "A7", "bundler_lib/reachability.py",
+       'if s.module == "__future__":', 'if s.module == "__future__!":', *REACH),
+    _m("a7-sys-modules-alias-not-root", "A7", "bundler_lib/reachability.py",
+       'and _dotted(stmt.targets[0].value) == "sys.modules" and isinstance(stmt.value, ast.Name))',
+       'and _dotted(stmt.targets[0].value) == "sys.modules!" and isinstance(stmt.value, ast.Name))', *REACH),
+]

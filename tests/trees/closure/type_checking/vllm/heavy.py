@@ -1,0 +1,6 @@
+class Heavy:
+    pass
+
+
+def heavy_default():
+    return Heavy()
