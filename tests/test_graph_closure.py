@@ -593,3 +593,33 @@ def test_license_header_once_per_file(tmp_path):
     assert text.count("Copyright lib authors") == 1 and text.count("Copyright main authors") == 1
     assert text.index("Copyright lib authors") < text.index("def one")
     assert load(tmp_path).target() == 3
+
+
+def test_write_only_global_keeps_no_module_binding(tmp_path):
+    # `_lazy_init` declares four globals: `_impl_a` is read, `_counter += 1` and `del _gone` read theirs, and
+    # `_impl_b` is only assigned: its module-level `= None` is not needed (A7 would call it unreachable)
+    g, _, _ = build_all(TREES / "write_only_global", tmp_path, "target")
+    assert node_ids(g) == {"vllm/lazy.py::_impl_a", "vllm/lazy.py::_counter", "vllm/lazy.py::_gone",
+                           "vllm/lazy.py::_lazy_init", "vllm/lazy.py::target"}
+    m = load(tmp_path)
+    assert m.target(-3) == 4 and m._impl_b is len
+
+
+@pytest.mark.parametrize("symbol,with_attention", [("WithAttention", True), ("WithoutAttention", False)])
+def test_extra_roots_method_roots_and_triggers(symbol, with_attention):
+    # a method root keeps the method on reached classes and reaches no class; a root with a trigger applies
+    # only once the trigger is reached (backend.py is reached for SIZE either way)
+    from bundler_lib.graph import vllm as rules
+    from bundler_lib.graph.index import TreeIndex
+    from bundler_lib.variant import resolve as resolve_variant
+    c = rules.closure(TreeIndex(TREES / "extra_roots"), {**resolve_variant(None), "model_facts": {}}, False)
+    c.engine.build("vllm.layers", symbol)
+    missing = c.engine.add_roots(["vllm/base.py::MethodBase.process", "vllm/attn.py::Attention.process",
+                                  "vllm/backend.py::Backend", "vllm/gone.py::Nothing"], "test",
+                                 {"vllm/backend.py::Backend": "vllm/attn.py::Attention"})
+    names = {f"{n.file}::{x}" for n in c.engine.nodes.values() for x in n.names}
+    assert missing == ["vllm/gone.py::Nothing"]
+    assert "vllm/base.py::MethodBase" in names   # reached as Linear's base, not as a root
+    assert ("vllm/attn.py::Attention" in names) is with_attention
+    assert ("vllm/backend.py::Backend" in names) is with_attention
+    assert "process" in c.engine.attr_names

@@ -1,7 +1,9 @@
 """What A6's invocation_example() needs beyond a symbol's own closure: data both A1 (which reaches it) and
 A6 (which calls it) read, so that neither stage imports the other.
 
-Roots are `file::Name` or `file::Class.method` (a method root keeps that method on every reached class).
+Roots are `file::Name` or `file::Class.method` (a method root keeps that method on every reached class and
+reaches no class itself). A root with a trigger in `ROOT_TRIGGERS` applies only once the closure reaches the
+trigger, the definition that needs it at run time.
 """
 
 from __future__ import annotations
@@ -25,6 +27,11 @@ DECODER_LAYER_ROOTS = (
     "vllm/v1/worker/workspace.py::WorkspaceManager",
     "vllm/v1/worker/workspace.py::_manager",
 )
+
+_ATTENTION = "vllm/model_executor/layers/attention/attention.py::Attention"
+# The backend classes are looked up by qualname when an `Attention` layer is built: a layer without one (MLA,
+# linear attention, state-space) needs none of them.
+ROOT_TRIGGERS = {r: _ATTENTION for r in DECODER_LAYER_ROOTS if "/v1/attention/backends/" in r}
 
 
 def is_decoder_layer(symbol: str, kind: str) -> bool:

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from bundler_lib.artifacts import write_json
-from bundler_lib.common.example_roots import extra_roots
+from bundler_lib.common.example_roots import ROOT_TRIGGERS, extra_roots
 from bundler_lib.errors import StageError
 from bundler_lib.variant import resolve as resolve_variant
 
@@ -33,7 +33,7 @@ def _reach(index: TreeIndex, variant: dict, module: str, symbol: str, dataclass_
     root = c.engine.build(module, symbol)
     extra = extra_roots(symbol, root.kind)   # what A6's invocation_example() needs beyond the symbol (data)
     if extra:
-        c.engine.add_roots(extra, "needed by invocation_example()")
+        c.engine.add_roots(extra, "needed by invocation_example()", ROOT_TRIGGERS)
     c.engine.finish()
     return c, root
 

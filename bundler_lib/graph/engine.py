@@ -192,14 +192,18 @@ class Engine:
         self.drain()
         return root
 
-    def add_roots(self, roots: list[str], why: str) -> list[str]:
-        """Reach `file::Name` or `file::Class.method` too, where the closure reaches that file (a method root
-        keeps that method on every reached class, as a caller that calls it on any module would); repeated
-        until no root's file is newly reached. Returns the roots the tree does not define."""
+    def add_roots(self, roots: list[str], why: str, when: dict[str, str] | None = None) -> list[str]:
+        """Reach `file::Name` where the closure reaches that file and, when `when` names a trigger
+        `file::Name` for the root, reaches that definition too (what the root serves). A method root
+        `file::Class.method` reaches no class: it keeps that method on every class the closure reaches, as a
+        caller that calls it on any module would. Repeated until no root newly applies. Returns the roots the
+        tree does not define."""
+        when = when or {}
         missing, added = [], []
         todo = list(roots)
         while True:
             reached = {n.module for n in self.nodes.values()}
+            reached_defs = {f"{n.file}::{name}" for n in self.nodes.values() for name in n.names}
             progress = False
             for r in list(todo):
                 path, _, qual = r.partition("::")
@@ -209,15 +213,16 @@ class Engine:
                     missing.append(r)
                     todo.remove(r)
                     continue
-                if module not in reached:
+                if module not in reached or (r in when and when[r] not in reached_defs):
                     continue
                 todo.remove(r)
                 added.append(r)
                 progress = True
-                for st in self.index.get(module).defs[name]:
-                    self.node_for(module, st)
                 if method:
                     self.reach_attr(method)
+                else:
+                    for st in self.index.get(module).defs[name]:
+                        self.node_for(module, st)
             self.drain()
             if not progress:
                 break

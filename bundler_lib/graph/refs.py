@@ -145,6 +145,9 @@ class RefScanner:
                 return sc.imports[name]
         return None
 
+    def _declared_global(self, name: str) -> bool:
+        return self._lookup(name) is None and len(self.scopes) > 1 and any(name in sc.globals for sc in self.scopes[1:])
+
     def _ref(self, name_node: ast.Name, chain: list[ast.Attribute]):
         b = self._lookup(name_node.id)
         if b == "local":
@@ -231,6 +234,9 @@ class RefScanner:
               and isinstance(st.value, (ast.Name, ast.Attribute))
               and (st.value.id if isinstance(st.value, ast.Name) else st.value.attr) == "current_platform"):
             self.platform_names = self.platform_names | {st.targets[0].id}   # `p = current_platform`
+            self._expr(st.value)
+        elif isinstance(st, ast.AugAssign) and isinstance(st.target, ast.Name) and self._declared_global(st.target.id):
+            self._ref(st.target, [])
             self._expr(st.value)
         elif isinstance(st, ast.AnnAssign):
             if self.scopes[-1].kind == "class" and self.follow_annotations == "classvar":
@@ -443,10 +449,9 @@ class RefScanner:
             self._walk_attribute(e, skip)
             return
         if isinstance(e, ast.Name):
-            if isinstance(e.ctx, ast.Load):
-                self._ref(e, [])
-            elif self._lookup(e.id) is None and len(self.scopes) > 1 and any(
-                    e.id in sc.globals for sc in self.scopes[1:]):
+            # a `global x` that is only assigned needs no module-level binding of x: only a read does (`del x`
+            # and `x += ...` read it)
+            if isinstance(e.ctx, ast.Load) or (isinstance(e.ctx, ast.Del) and self._declared_global(e.id)):
                 self._ref(e, [])
             return
         if isinstance(e, ast.IfExp):
