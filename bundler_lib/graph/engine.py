@@ -123,7 +123,6 @@ class Engine:
         self.pending: dict[str, list[tuple[Node, ast.stmt]]] = {}   # attribute name -> members waiting for it
         self.roots: set[tuple[str, int]] = set()
         self.entered: set[tuple[str, int]] = set()   # nodes reached other than by a reference in the code
-        self.annotated: set[tuple[str, int]] = set()   # nodes whose annotations are evaluated (custom ops)
 
     # ------------------------------------------------------------ nodes
     def node_for(self, module: str, st: Stmt, by_ref: bool = False) -> Node:
@@ -267,10 +266,6 @@ class Engine:
         handler(engine, n, arg)."""
         self.mqueue.append((n, item))
 
-    def rescan(self, key: tuple[str, int]) -> None:
-        """Scan node `key` again (a rule changed what its scan follows, e.g. g.annotated)."""
-        self.queue.append(key)
-
     def member_waits(self, n: Node, st: ast.stmt, name: str) -> None:
         """Member `st` of n is processed once attribute `name` is read (now, if it already is)."""
         if name in self.attr_names:
@@ -353,7 +348,7 @@ class Engine:
         else:
             t = self.res.name(n.module, ref.name)
         t, used = self.res.chain(t, ref.attrs)
-        if ref.annotation and not ref.decorated and n.key not in self.annotated:
+        if ref.annotation and not ref.decorated:
             # annotations are lazy strings in the bundle: only keep the cheap external ones
             if t.kind == "external":
                 self.lazy_refs.add(id(ref))

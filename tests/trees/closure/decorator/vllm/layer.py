@@ -3,7 +3,10 @@ import torch
 from vllm.registry import direct_register_custom_op, register
 
 
-def my_op_impl(x: torch.Tensor) -> torch.Tensor:
+NameType = str
+
+
+def my_op_impl(x: torch.Tensor, name: NameType = "") -> torch.Tensor:
     return x * 3
 
 
