@@ -131,11 +131,11 @@ def dotted(node) -> str | None:
 
 
 class Rewriter(cst.CSTTransformer):
-    def __init__(self, wrappers: dict[tuple[str, str], str], pyops: dict[str, str], bundle_ns: str | None,
+    def __init__(self, wrappers: dict[tuple[str, str], str], pyops: dict[str, str], cuda_ns: dict | None,
                  stubs: set | None = None, ns_map: dict[str, str] | None = None):
         self.wrappers = wrappers      # (ns, op) -> wrapper name
         self.pyops = pyops            # vllm op -> python target
-        self.bundle_ns = bundle_ns
+        self.cuda_ns = cuda_ns or {}  # (ns, op) -> the namespace A4 registers the bundled op in
         self.stubs = stubs or set()   # (ns, op) whose A4 wrapper is a stub that raises (op not bundled)
         self.ns_map = ns_map or {}    # torch.library namespace the bundle registers -> the bundle's own
         self.counts: dict[tuple[str, str], int] = {}
@@ -275,9 +275,9 @@ class Rewriter(cst.CSTTransformer):
                 q = updated_node.quote
                 return updated_node.with_changes(value=f"{updated_node.prefix}{q}{new}{q}")
         m = re.fullmatch(r"(\w+)::(\w+)(\.\w+)?", v)
-        if m and m.group(1) != "vllm" and (m.group(1), m.group(2)) in self.wrappers and self.bundle_ns \
+        if m and m.group(1) != "vllm" and (m.group(1), m.group(2)) in self.cuda_ns \
                 and (m.group(1), m.group(2)) not in self.stubs:
-            new = f"{self.bundle_ns}::{m.group(2)}{m.group(3) or ''}"
+            new = f"{self.cuda_ns[m.group(1), m.group(2)]}::{m.group(2)}{m.group(3) or ''}"
             q = updated_node.quote
             prefix = updated_node.prefix
             self._count(v, new)
@@ -325,10 +325,10 @@ def top_level_blocks(text: str) -> list[tuple[int, int]]:
 _WRAP = "class _A5_wrapped_block:\n"
 
 
-def _rewrite_chunk(chunk: str, indented: bool, wrappers, pyops, bundle_ns, stubs, counts: dict,
+def _rewrite_chunk(chunk: str, indented: bool, wrappers, pyops, cuda_ns, stubs, counts: dict,
                    ns_map: dict | None = None) -> str:
     """libcst over one statement; an indented one (a method) is wrapped in a class to parse on its own."""
-    rw = Rewriter(wrappers, pyops, bundle_ns, stubs, ns_map)
+    rw = Rewriter(wrappers, pyops, cuda_ns, stubs, ns_map)
     code = cst.parse_module(_WRAP + chunk if indented else chunk).visit(rw).code
     if indented:
         assert code.startswith(_WRAP)
@@ -351,7 +351,7 @@ def _may_rewrite(ns_map: dict | None) -> re.Pattern:
     return re.compile(_MAY_REWRITE.pattern + r"""|["'](?:""" + names + r""")(?:["']|::)""")
 
 
-def rewrite(module_text: str, wrappers, pyops, bundle_ns, stubs=None, ns_map=None) -> tuple[str, dict]:
+def rewrite(module_text: str, wrappers, pyops, cuda_ns, stubs=None, ns_map=None) -> tuple[str, dict]:
     """Rewire op references statement by statement: only statements whose text can hold one go through
     libcst (a whole 30k-line module through a libcst transformer takes tens of seconds); in a class, only its
     methods (and other body statements) that can."""
@@ -368,14 +368,14 @@ def rewrite(module_text: str, wrappers, pyops, bundle_ns, stubs=None, ns_map=Non
         inner = _blocks(node.body) if isinstance(node, ast.ClassDef) and node.body else []
         head_end = inner[0][0] if inner else end
         if not inner or may.search("".join(lines[start:head_end])):
-            out.append(_rewrite_chunk(chunk, False, wrappers, pyops, bundle_ns, stubs, counts, ns_map))
+            out.append(_rewrite_chunk(chunk, False, wrappers, pyops, cuda_ns, stubs, counts, ns_map))
             continue
         out.append("".join(lines[start:head_end]))
         p2 = head_end
         for s0, s1, _ in inner:
             out.append("".join(lines[p2:s0]))
             sub = "".join(lines[s0:s1])
-            out.append(_rewrite_chunk(sub, True, wrappers, pyops, bundle_ns, stubs, counts, ns_map)
+            out.append(_rewrite_chunk(sub, True, wrappers, pyops, cuda_ns, stubs, counts, ns_map)
                        if may.search(sub) else sub)
             p2 = s1
         out.append("".join(lines[p2:end]))
@@ -440,13 +440,12 @@ def namespace_key(symbol: str, module_text: str, data_text: str = "") -> str:
     return h.hexdigest()
 
 
-def namespace_map(ns_map: dict, registered: dict, key: str, a4m: dict, wrappers: dict) -> dict:
+def namespace_map(ns_map: dict, registered: dict, key: str, cuda_ns: dict) -> dict:
     """A5.bindmap.json `namespaces`: every torch.library namespace the bundle's ops live in, and whose it was."""
-    cuda = sorted({ns for ns, _ in wrappers})
     return {
         "key": key,
         "python": [{"from": ns, "to": ns_map[ns], "registered_by": registered[ns]} for ns in sorted(ns_map)],
-        "cuda": [{"from": ns, "to": a4m.get("namespace")} for ns in cuda] if a4m.get("namespace") else [],
+        "cuda": [{"from": f"{ns}::{op}", "to": f"{cuda_ns[ns, op]}::{op}"} for ns, op in sorted(cuda_ns)],
     }
 
 
@@ -749,6 +748,7 @@ def bind(graph: dict, a2_text: str, a2m: dict, a3_text: str, a3m: dict, a4_text:
 
     wrappers = {}
     stubs = set()
+    cuda_ns = {}
     for w in a4m.get("wrappers", []):
         op = w.get("op", "")
         if "." not in op or not w.get("wrapper"):
@@ -757,6 +757,8 @@ def bind(graph: dict, a2_text: str, a2m: dict, a3_text: str, a3m: dict, a4_text:
         wrappers[(ns, name)] = w["wrapper"]
         if w.get("stub"):
             stubs.add((ns, name))
+        elif w.get("registered_as"):
+            cuda_ns[(ns, name)] = w["registered_as"].split("::", 1)[0]
     pyops = {}
     for e in graph.get("python_custom_ops", []) or []:
         op, target = e.get("op", ""), e.get("target")
@@ -769,7 +771,7 @@ def bind(graph: dict, a2_text: str, a2m: dict, a3_text: str, a3m: dict, a4_text:
         registered = registered_namespaces(module_text)
         ns_key = namespace_key(graph.get("symbol") or "", module_text, data_text)
         ns_map = bundle_namespaces(registered, ns_key)
-        out_text, counts = rewrite(module_text, wrappers, pyops, a4m.get("namespace"), stubs, ns_map)
+        out_text, counts = rewrite(module_text, wrappers, pyops, cuda_ns, stubs, ns_map)
     except SyntaxError as e:
         raise StageError(STAGE, "merged A4+A3+A2 module", f"does not parse ({e.msg} at line {e.lineno})",
                          "check the section artifacts; each must parse on its own") from None
@@ -886,7 +888,7 @@ def bind(graph: dict, a2_text: str, a2m: dict, a3_text: str, a3m: dict, a4_text:
         "entry_symbol": entry,
         "public_signatures": sigs,
         "rewrites": [{"from": f, "to": t, "count": c} for (f, t), c in sorted(counts.items())],
-        "namespaces": namespace_map(ns_map, registered, ns_key, a4m, wrappers),
+        "namespaces": namespace_map(ns_map, registered, ns_key, cuda_ns),
         "imports": imports,
         "sections": [n for n, t in (("A4", a4_text), ("A3", a3_text), ("A3.data", data_text), ("A2", a2_text))
                      if t.strip()],

@@ -53,7 +53,7 @@ def test_mini_closure_is_exact(tmp_path):
     assert op["kernels"] == ["my_op_kernel", "other_kernel"]
     assert m["status"] == "ok"
     assert m["wrappers"] == [{"op": "_C.my_op", "wrapper": "_C_my_op", "schema": op["schema"],
-                              "registered_as": f"{m['namespace']}::my_op"}]
+                              "registered_as": f"{m['translation_units'][0]['namespace']}::my_op"}]
 
 
 def test_mini_flags_mirror_cmake(tmp_path):
@@ -78,7 +78,9 @@ def test_mini_embedded_sources_are_verbatim_and_lazy(tmp_path):
     src = Path(ns["_cuda_write_sources"](str(tmp_path / "cache")))
     for f in m["cuda_files"]:
         assert (src / f["path"]).read_bytes() == (MINI / f["path"]).read_bytes()
-    assert ns["_CUDA_NAMESPACE"] == m["namespace"] == "vllm_bundle_" + m["bundle_hash"][:16]
+    (tu,) = m["translation_units"]
+    assert ns["_CUDA_TU_KEYS"] == {"my_kernels": (tu["key"], tu["namespace"], tuple(tu["files"]))}
+    assert tu["namespace"] == "vllm_bundle_" + tu["key"][:16]
     # both ops live in my_kernels.cu: one translation unit, which registers both
     ((tu_id, lines, main),) = ns["_CUDA_TRANSLATION_UNITS"]
     assert tu_id == "my_kernels" and lines == sum(f["lines"] for f in m["cuda_files"])
@@ -89,7 +91,7 @@ def test_mini_embedded_sources_are_verbatim_and_lazy(tmp_path):
     assert "STABLE_TORCH_LIBRARY_FRAGMENT({NS}, ops)" in main
     assert [(t["id"], t["source_file"], t["ops"]) for t in m["translation_units"]] == [
         ("my_kernels", "csrc/my_kernels.cu", ["_C.my_op", "_C.other_op"])]
-    assert m["translation_units"][0]["extension"] == m["namespace"] + "_my_kernels_sm<arch>"
+    assert m["translation_units"][0]["extension"] == tu["namespace"] + "_my_kernels_sm<arch>"
     assert all(f["translation_units"] == ["my_kernels"] for f in m["cuda_files"])
     assert {o["translation_unit"] for o in m["ops"]} == {"my_kernels"}
     # wrappers mirror the schema
@@ -103,12 +105,20 @@ def test_mini_embedded_sources_are_verbatim_and_lazy(tmp_path):
     assert "mini::kBlock * sizeof(float) * 2" in ns["_CUDA_SOURCES"]["csrc/my_kernels.cu"]
 
 
+def _keys(m):
+    return {t["id"]: t["key"] for t in m["translation_units"]}
+
+
 def test_mini_deterministic_and_content_keyed(tmp_path):
     t1, m1 = run(MINI, tmp_path, "_C.my_op", out="o1")
     t2, m2 = run(MINI, tmp_path, "_C.my_op", out="o2")
     assert t1 == t2 and m1 == m2
     _, m3 = run(MINI, tmp_path, "_C.my_op", "_C.other_op", out="o3")
-    assert m3["namespace"] != m1["namespace"]
+    assert _keys(m3)["my_kernels"] != _keys(m1)["my_kernels"]   # the unit registers another op
+    # a unit is keyed by its own content: bundles that embed the same unit share its key (and build), whatever
+    # else they embed
+    _, m4 = run(MINI, tmp_path, "_C.my_op", "_C.scoring_a", out="o4")
+    assert _keys(m4)["my_kernels"] == _keys(m1)["my_kernels"] and m4["bundle_hash"] != m1["bundle_hash"]
 
 
 def test_mini_content_change_changes_namespace(tmp_path):
@@ -118,7 +128,7 @@ def test_mini_content_change_changes_namespace(tmp_path):
     _, m1 = run(tree, tmp_path, "_C.my_op", out="o1")
     (tree / "csrc" / "common.h").write_text((tree / "csrc" / "common.h").read_text().replace("256", "128"))
     _, m2 = run(tree, tmp_path, "_C.my_op", out="o2")
-    assert m1["namespace"] != m2["namespace"]
+    assert _keys(m1) != _keys(m2)
 
 
 @pytest.mark.parametrize("op,needles", [
@@ -278,19 +288,24 @@ def test_build_one_library_per_unit_in_parallel_then_warm(tmp_path, monkeypatch)
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
     ns, calls, loaded = _fake_build(tmp_path, monkeypatch, barrier=threading.Barrier(3, timeout=30))
     build = ns["_build_cuda_extension_if_needed"]()
-    assert ns["_CUDA_EXT_PATH"] == build and Path(build).is_dir()
-    assert Path(build).parent == tmp_path / "cache" / m["bundle_hash"]
-    assert Path(build).name == "build_torch2_99_0_fake_cuda13_0_sm90"
-    # one load_inline per translation unit: its own name and build directory, the same flags, in worker threads
-    assert sorted(c["name"] for c in calls) == sorted(f"{m['namespace']}_{tu}_sm90" for tu in tus)
-    assert sorted(Path(c["build_directory"]).name for c in calls) == sorted(tus)
-    assert all(Path(c["build_directory"]).parent == Path(build) for c in calls)
+    assert ns["_CUDA_EXT_PATH"] == build and Path(build) == tmp_path / "cache" / "cuda"
+    by_id = {t["id"]: t for t in m["translation_units"]}
+    # one load_inline per translation unit: its own name and build directory (under its key), the same flags,
+    # in worker threads
+    assert sorted(c["name"] for c in calls) == sorted(f"{by_id[tu]['namespace']}_{tu}_sm90" for tu in tus)
+    assert sorted(str(c["build_directory"]) for c in calls) == sorted(
+        str(Path(build) / by_id[tu]["key"] / "build_torch2_99_0_fake_cuda13_0_sm90") for tu in tus)
     for c in calls:
         assert c["no_implicit_headers"] is True and c["is_python_module"] is False and c["cpp_sources"] == []
         assert c["extra_cuda_cflags"] == list(m["flags"]["cuda_cflags"]) + ["-gencode=arch=compute_90,code=sm_90"]
         assert c["extra_cflags"] == m["flags"]["cflags"]
         (src,) = c["cuda_sources"]
-        assert "{NS}" not in src and f"STABLE_TORCH_LIBRARY_FRAGMENT({m['namespace']}, ops)" in src
+        unit = next(t for t in m["translation_units"] if c["name"].startswith(t["namespace"] + "_" + t["id"]))
+        assert "{NS}" not in src and f"STABLE_TORCH_LIBRARY_FRAGMENT({unit['namespace']}, ops)" in src
+        # the unit's own sources only, written under its key
+        written = {p.relative_to(Path(c["build_directory"]).parent / "src").as_posix()
+                   for p in (Path(c["build_directory"]).parent / "src").rglob("*") if p.is_file()}
+        assert written == set(unit["files"]) | {".complete"}
         assert c["thread"] != "MainThread"
         assert (Path(c["build_directory"]) / ".complete").read_text().strip() == c["name"] + ".so"
     assert len(loaded) == len(tus)
@@ -302,7 +317,12 @@ def test_build_one_library_per_unit_in_parallel_then_warm(tmp_path, monkeypatch)
     assert ns2["_build_cuda_extension_if_needed"]() == build
     assert time.perf_counter() - t0 < 0.5
     assert calls2 == [] and sorted(loaded2) == sorted(loaded)
-    assert [Path(p).parent.name for p in loaded2] == tus  # in unit order
+    assert [Path(p).name.split("_sm90")[0][len("vllm_bundle_") + 17:] for p in loaded2] == tus  # in unit order
+
+
+def _unit(call):
+    """The translation unit id a load_inline call builds (its name is <namespace>_<unit id>_sm<arch>)."""
+    return call["name"][len("vllm_bundle_") + 17:].rsplit("_sm", 1)[0]
 
 
 def test_build_failure_names_the_unit_and_keeps_the_rest(tmp_path, monkeypatch):
@@ -315,15 +335,21 @@ def test_build_failure_names_the_unit_and_keeps_the_rest(tmp_path, monkeypatch):
         ns["_build_cuda_extension_if_needed"]()
     assert ns["_CUDA_EXT_PATH"] is None
     by_size = sorted(m["translation_units"], key=lambda t: -t["lines"])  # the largest first
-    assert [Path(c["build_directory"]).name for c in calls] == [t["id"] for t in by_size]
+    assert [_unit(c) for c in calls] == [t["id"] for t in by_size]
     # the next try builds only the unit that failed (the others are complete and loaded from disk)
     ns2, calls2, loaded2 = _fake_build(tmp_path, monkeypatch)
     ns2["_build_cuda_extension_if_needed"]()
-    assert [Path(c["build_directory"]).name for c in calls2] == ["scoring_b"]
+    assert [_unit(c) for c in calls2] == ["scoring_b"]
     assert calls2[0]["thread"] == "MainThread"  # a single unit is built in place
     assert len(loaded2) == 3
     # a single unit that fails is reported the same way, with its cause
     _, m1 = run(MINI, tmp_path, "_C.scoring_b", out="one")
+    # ... once its unit is not already built: another bundle embedding the same unit built it (shared)
+    ns_shared, calls_shared, loaded_shared = _fake_build(tmp_path, monkeypatch, out="one")
+    ns_shared["_build_cuda_extension_if_needed"]()
+    assert calls_shared == [] and len(loaded_shared) == 1
+    import shutil
+    shutil.rmtree(tmp_path / "cache")
     ns3, _, _ = _fake_build(tmp_path, monkeypatch, fail=("_scoring_b_",), out="one")
     with pytest.raises(RuntimeError, match=r"failed in 1 of 1 translation unit\(s\): scoring_b: .*undefined symbol"):
         ns3["_build_cuda_extension_if_needed"]()
@@ -530,7 +556,7 @@ def test_inline_header_definition(vllm_0_26_0, tmp_path):
 
 def test_the_variants_capability_decides_the_gencode(tmp_path, monkeypatch):
     """Issue 15 case 5: an sm_80 bundle compiles its ops for sm_80, on an sm_86 GPU too (same major version),
-    and refuses an sm_90 GPU in one line; an sm_90 bundle keeps the namespace it had before."""
+    and refuses an sm_90 GPU in one line; the arch is part of each unit's key."""
     g = json.loads(graph(tmp_path, "_C.my_op").read_text())
     (tmp_path / "A1.graph.json").write_text(json.dumps({**g, "variant": {"cuda_capability": 80}}))
     collect_cuda.run(tree=MINI, graph=tmp_path / "A1.graph.json", out=tmp_path / "out")
@@ -542,8 +568,8 @@ def test_the_variants_capability_decides_the_gencode(tmp_path, monkeypatch):
         ns["_build_cuda_extension_if_needed"]()
     assert calls == []
     ns["torch"].cuda.get_device_capability = lambda: (8, 6)
-    build = ns["_build_cuda_extension_if_needed"]()
-    assert build.endswith("_sm80") and calls
+    ns["_build_cuda_extension_if_needed"]()
+    assert calls and all(c["build_directory"].endswith("_sm80") for c in calls)
     assert all(c["extra_cuda_cflags"][-1] == "-gencode=arch=compute_80,code=sm_80" for c in calls)
     _, m90 = run(MINI, tmp_path, "_C.my_op", out="out90")
-    assert m90["flags"]["gencode"] == ["-gencode=arch=compute_90,code=sm_90"] and m90["namespace"] != m["namespace"]
+    assert m90["flags"]["gencode"] == ["-gencode=arch=compute_90,code=sm_90"] and _keys(m90) != _keys(m)

@@ -89,8 +89,9 @@ def compile_units(tree, tmp_path, ops, arch="90", units=None, jobs=None):
         if units is not None and tu not in units:
             continue
         f = build / f"{tu}.cu"
-        f.write_text(text.replace("{NS}", ns["_CUDA_NAMESPACE"]))
-        name = f"{ns['_CUDA_NAMESPACE']}_{tu}_sm{arch}"  # what load_inline passes as TORCH_EXTENSION_NAME
+        unit_ns = ns["_CUDA_TU_KEYS"][tu][1]
+        f.write_text(text.replace("{NS}", unit_ns))
+        name = f"{unit_ns}_{tu}_sm{arch}"  # what load_inline passes as TORCH_EXTENSION_NAME
         pending.append((tu, base[:1] + ["-c", str(f), "-o", str(build / f"{tu}.o"),
                                         f"-DTORCH_EXTENSION_NAME={name}"] + base[1:]))
     results, running = {}, []
@@ -118,8 +119,9 @@ def _check_units(m, results):
     failed = {tu: r["log"][-6000:] for tu, r in results.items() if r["rc"] != 0}
     assert not failed, "\n\n".join(f"--- {tu}\n{log}" for tu, log in failed.items())
     for tu, r in results.items():
-        # each unit registers its ops: the bundle's namespace string is in its object
-        assert r["obj"].exists() and m["namespace"].encode() in r["obj"].read_bytes(), tu
+        # each unit registers its ops: its namespace string is in its object
+        unit_ns = next(t["namespace"] for t in m["translation_units"] if t["id"] == tu)
+        assert r["obj"].exists() and unit_ns.encode() in r["obj"].read_bytes(), tu
     _no_cross_unit_symbols(results)
 
 

@@ -60,6 +60,8 @@ class TranslationUnit:
     files: list[str] = field(default_factory=list)  # its include closure, in discovery order
     lines: int = 0
     text: str = ""
+    key: str = ""        # sha256 over its files, its text and the flags: what a shared build is named by
+    namespace: str = ""  # vllm_bundle_<key[:16]>: where its ops register
 
 
 def _tu_id(source: str, used: set[str]) -> str:
@@ -370,7 +372,7 @@ def collect(tree_root: Path, graph: dict) -> tuple[str, dict]:
     notes: list[str] = []
     if not plans and not skipped:
         manifest = {"status": "ok", "cuda_files": [], "ops": [], "wrappers": [], "flags": {}, "imports": [],
-                    "namespace": None, "bundle_hash": None, "exported_ops": [], "skipped_ops": [],
+                    "bundle_hash": None, "exported_ops": [], "skipped_ops": [],
                     "notes": ["no compiled ops in A1.graph.json cuda_ops"]}
         return emit.empty_section(), manifest
 
@@ -420,7 +422,7 @@ def collect(tree_root: Path, graph: dict) -> tuple[str, dict]:
     if not plans:
         text, stub_wrappers = emit.stubs_only(skipped)
         return text, {"status": "ok", "cuda_files": [], "ops": [], "wrappers": stub_wrappers, "flags": {},
-                      "imports": list(emit.STUB_IMPORTS) if skipped else [], "namespace": None,
+                      "imports": list(emit.STUB_IMPORTS) if skipped else [],
                       "bundle_hash": None, "skipped_ops": skipped, "exported_ops": [],
                       "notes": notes + [f"optional op {x['op']} not bundled: {x['reason']}" for x in skipped]}
     abis = {p.abi for p in plans}
@@ -470,40 +472,39 @@ def collect(tree_root: Path, graph: dict) -> tuple[str, dict]:
              "load_inline": {"name": "<namespace>_<translation unit id>_sm<arch>", "cpp_sources": [],
                              "cuda_sources": "[the translation unit's text]", "is_python_module": False,
                              "no_implicit_headers": True,
-                             "build_directory": "<cache>/<bundle_hash>/build_<torch>_<cuda>_sm<arch>/<translation unit id>"},
+                             "build_directory": "<cache>/cuda/<translation unit key>/build_<torch>_<cuda>_sm<arch>"},
              "from": info.files_read}
-    h = hashlib.sha256()
-    for f in cuda_files:
-        h.update(f["path"].encode() + b"\0" + f["sha256"].encode() + b"\0")
+    sha_of = {f["path"]: f["sha256"] for f in cuda_files}
+    settings = repr((cflags, cuda_cflags, flags["include_dirs"], gencode)).encode()
     for tu in tus:
-        h.update(tu.id.encode() + b"\0" + tu.text.encode() + b"\0")
-    h.update(repr((cflags, cuda_cflags, flags["include_dirs"])).encode())
-    if arch != "90":  # the sm_90 bundles keep the hash (and namespace) they had before the arch was recorded
-        h.update(repr(gencode).encode())
-    bundle_hash = h.hexdigest()
-    ns_unique = "vllm_bundle_" + bundle_hash[:16]
-    text, wrappers = emit.section(plans, {f: tree.text(f) for f in files}, cuda_files, tus,
-                                  ns_unique, bundle_hash, flags, skipped)
+        h = hashlib.sha256(b"vllm-bundler A4 translation unit v1\0")
+        for f in tu.files:
+            h.update(f.encode() + b"\0" + sha_of[f].encode() + b"\0")
+        h.update(tu.id.encode() + b"\0" + tu.text.encode() + b"\0" + settings)
+        tu.key = h.hexdigest()
+        tu.namespace = "vllm_bundle_" + tu.key[:16]
+    bundle_hash = hashlib.sha256("\0".join(tu.key for tu in tus).encode()).hexdigest()
+    text, wrappers = emit.section(plans, {f: tree.text(f) for f in files}, cuda_files, tus, flags, skipped)
     notes.append(f"{len(tus)} translation unit(s), one per implementing source file as vLLM's CMake compiles them "
                  f"({', '.join(tu.id + ': ' + tu.source_file for tu in tus)}); each is built by its own load_inline "
-                 "call into its own library (in parallel, on first use) and registers its ops into the bundle's "
-                 "namespace as a library fragment")
+                 "call into its own library (in parallel, on first use), cached under its content key and shared "
+                 "with every bundle that embeds the same unit, and registers its ops into its own namespace")
     notes += [f"optional op {x['op']} not bundled (its wrapper raises NotImplementedError): {x['reason']}"
               for x in skipped]
+    ns_of = {tu.id: tu.namespace for tu in tus}
     manifest = {
         "status": "ok",
-        "namespace": ns_unique,
         "bundle_hash": bundle_hash,
         "cuda_files": cuda_files,
         "translation_units": [{"id": tu.id, "source_file": tu.source_file, "companion_sources": tu.companions,
                                "ops": [p.op for p in tu.plans],
-                               "files": tu.files, "lines": tu.lines,
-                               "extension": f"{ns_unique}_{tu.id}_sm<arch>"} for tu in tus],
+                               "files": tu.files, "lines": tu.lines, "key": tu.key, "namespace": tu.namespace,
+                               "extension": f"{tu.namespace}_{tu.id}_sm<arch>"} for tu in tus],
         "ops": [{"op": p.op, "namespace": p.namespace, "name": p.name, "schema": p.schema, "abi": p.abi,
                  "binding_file": p.def_file, "def_line": p.def_line, "impl_file": p.impl_file,
                  "impl_line": p.impl_line, "dispatch_key": p.impl_key, "cpp_function": p.fn,
                  "source_file": p.source_file, "source_line": p.source_line, "declared_in": p.decl_headers,
-                 "kernels": p.kernels, "bundled_as": f"torch.ops.{ns_unique}.{p.reg_name}",
+                 "kernels": p.kernels, "bundled_as": f"torch.ops.{ns_of[p.tu]}.{p.reg_name}",
                  "translation_unit": p.tu} for p in plans],
         "wrappers": wrappers,
         "exported_ops": [p.op for p in plans],
