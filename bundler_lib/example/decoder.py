@@ -29,10 +29,7 @@ _BODY = '''\
     if device.type != "cuda":
         raise RuntimeError("invocation_example: {symbol} runs on a CUDA GPU (Triton attention and MoE kernels)")
 
-    layer_idx = 0
-    step = int(moe.get("decoder_sparse_step") or 1)
-    while (layer_idx + 1) % step != 0 or layer_idx in (moe.get("mlp_only_layers") or []):
-        layer_idx += 1
+    layer_idx = dims["layer"]  # A6's choice (core.example_layer): the per-layer config values are this layer's
     prefix = f"model.layers.{{layer_idx}}"
     old_dtype = torch.get_default_dtype()
     restore = _install(vllm_config)
@@ -237,7 +234,8 @@ _BODY = '''\
 '''
 
 
-def body(graph: dict, symbol: str, dims: dict, flags: dict, cfg: dict) -> tuple[str, list[str], list[str]]:
+def body(graph: dict, symbol: str, dims: dict, flags: dict, cfg: dict,
+         config_label: str) -> tuple[str, list[str], list[str]]:
     """(the function body, notes, the vLLM names the example needs) for a decoder layer."""
     found, _ = state.resolve(graph)
     missing = [f"{state.STATE[r][0]}::{state.STATE[r][1]}" for r in REQUIRED if not found[r]]
@@ -255,5 +253,5 @@ def body(graph: dict, symbol: str, dims: dict, flags: dict, cfg: dict) -> tuple[
                     and tuple(r.split("::")) not in have]
     if absent_roots:
         notes.append("A1 did not reach (extra roots the example needs): " + ", ".join(absent_roots))
-    src = state.snippet(graph, cfg, dims, flags) + _BODY.format(required=REQUIRED, symbol=symbol)
+    src = state.snippet(graph, cfg, dims, flags, config_label) + _BODY.format(required=REQUIRED, symbol=symbol)
     return src, notes, needs
