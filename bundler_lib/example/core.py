@@ -107,7 +107,7 @@ def rope_parameters(cfg: dict) -> dict | None:
 
 
 MOE_EXPERT_KEYS = ["num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts"]
-MOE_TOPK_KEYS = ["num_experts_per_tok", "moe_topk", "moe_k", "top_k", "num_selected_experts"]
+MOE_TOPK_KEYS = ["num_experts_per_tok", "moe_topk", "moe_top_k", "moe_k", "top_k", "num_selected_experts"]
 
 
 def example_layer(tc: dict) -> int:
