@@ -28,6 +28,7 @@ from typing import Any
 
 from bundler_lib.artifacts import write_json, write_text
 from bundler_lib.common.contract import load_graph
+from bundler_lib.common.example_roots import FORWARD_INPUTS, is_decoder_layer
 from bundler_lib.errors import StageError
 from bundler_lib.example import cli
 
@@ -123,8 +124,9 @@ def example_layer(tc: dict) -> int:
     return layer
 
 
-def derive(cfg: dict, src: str) -> tuple[dict, dict, dict, list[str]]:
-    """(dims, flags, keys used, notes) of a model config. Raises StageError on an inconsistent config."""
+def derive(cfg: dict, src: str, heads_required: bool = True) -> tuple[dict, dict, dict, list[str]]:
+    """(dims, flags, keys used, notes) of a model config. Raises StageError on an inconsistent config. Without
+    `heads_required`, a config without attention heads (a state-space model's) gives H_q, H_kv, Dh = None."""
     notes: list[str] = []
     tc, nested = text_config(cfg)
     if nested:
@@ -154,28 +156,33 @@ def derive(cfg: dict, src: str) -> tuple[dict, dict, dict, list[str]]:
         return _int(v, k, src)
 
     H = need("H", ["hidden_size", "n_embd", "d_model", "dim"])
-    H_q = need("H_q", ["num_attention_heads", "n_head", "n_heads", "num_heads"])
-    v, k = pick(["num_key_value_heads", "n_kv_heads", "num_kv_heads", "multi_query_group_num"])
-    if v is None and tc.get("multi_query") is True:
-        v, k = 1, "multi_query"
-    if v is None:
-        H_kv, used["H_kv"] = H_q, "(= H_q: no num_key_value_heads)"
+    head_keys = ["num_attention_heads", "n_head", "n_heads", "num_heads"]
+    if not heads_required and pick(head_keys)[0] is None:
+        notes.append(f"no attention heads ({', '.join(head_keys)}): an attention-free layer")
+        H_q = H_kv = Dh = dh_source = None
     else:
-        H_kv, used["H_kv"] = _int(v, k, src), k
-    if H_q % H_kv != 0:
-        raise StageError(STAGE, src, f"num_attention_heads {H_q} is not a multiple of num_key_value_heads {H_kv}",
-                         "check the model's config.json (grouped-query attention needs H_q % H_kv == 0)")
-    v, k = pick(["head_dim", "kv_channels", "attention_head_dim"])
-    if v is not None:
-        Dh, dh_source, used["Dh"] = _int(v, k, src), "given", k
-        if Dh * H_q != H:
-            notes.append(f"head_dim {Dh} is given: H_q*Dh = {H_q * Dh} != hidden_size {H} (allowed when given)")
-    else:
-        # as vLLM's layers do without head_dim: hidden_size // num_attention_heads, remainder or not
-        Dh, dh_source, used["Dh"] = H // H_q, "derived", "hidden_size // num_attention_heads"
-        if Dh * H_q != H:
-            notes.append(f"no head_dim: {H} // {H_q} = {Dh} (as vLLM derives it), though {H_q} heads * {Dh} "
-                         f"!= hidden_size {H}")
+        H_q = need("H_q", head_keys)
+        v, k = pick(["num_key_value_heads", "n_kv_heads", "num_kv_heads", "multi_query_group_num"])
+        if v is None and tc.get("multi_query") is True:
+            v, k = 1, "multi_query"
+        if v is None:
+            H_kv, used["H_kv"] = H_q, "(= H_q: no num_key_value_heads)"
+        else:
+            H_kv, used["H_kv"] = _int(v, k, src), k
+        if H_q % H_kv != 0:
+            raise StageError(STAGE, src, f"num_attention_heads {H_q} is not a multiple of num_key_value_heads {H_kv}",
+                             "check the model's config.json (grouped-query attention needs H_q % H_kv == 0)")
+        v, k = pick(["head_dim", "kv_channels", "attention_head_dim"])
+        if v is not None:
+            Dh, dh_source, used["Dh"] = _int(v, k, src), "given", k
+            if Dh * H_q != H:
+                notes.append(f"head_dim {Dh} is given: H_q*Dh = {H_q * Dh} != hidden_size {H} (allowed when given)")
+        else:
+            # as vLLM's layers do without head_dim: hidden_size // num_attention_heads, remainder or not
+            Dh, dh_source, used["Dh"] = H // H_q, "derived", "hidden_size // num_attention_heads"
+            if Dh * H_q != H:
+                notes.append(f"no head_dim: {H} // {H_q} = {Dh} (as vLLM derives it), though {H_q} heads * {Dh} "
+                             f"!= hidden_size {H}")
     v, k = pick(["max_position_embeddings", "n_positions", "max_sequence_length", "seq_length",
                  "max_seq_len", "model_max_length"])
     if v is None:
@@ -267,7 +274,7 @@ def classify(graph: dict) -> str:
     kind = graph.get("kind") or ""
     f = graph.get("def_file") or ""
     base = PurePosixPath(f).name
-    if kind == "class" and sym.endswith("DecoderLayer"):
+    if is_decoder_layer(sym, kind, graph.get("root_signature")):
         return "decoder_layer"
     if kind == "class" and (re.search(r"(RMSNorm|LayerNorm)$", sym) or base == "layernorm.py"):
         return "norm"
@@ -636,7 +643,7 @@ def generate(graph: dict, model: str | None, model_config: Path | None, workload
         notes.append("no model: the layer is built from a generic Llama-like config (GENERIC_DIMS as Hugging Face "
                      "keys); not model-aware: a key the layer reads beyond those stops the example, naming it")
     if cfg is not None:
-        dims, flags, used, dnotes = derive(cfg, src or "the generic config")
+        dims, flags, used, dnotes = derive(cfg, src or "the generic config", heads_required=template != "decoder_layer")
         notes += dnotes
     else:
         config_kind, config_label = "generic", "the generic dims (no model)"
@@ -672,9 +679,11 @@ def generate(graph: dict, model: str | None, model_config: Path | None, workload
     if flags.get("dtype") and dtype_name != str(flags["dtype"]).replace("torch.", ""):
         notes.append(f"config dtype {flags['dtype']!r} is run as {dtype_name}")
 
+    missing: list[str] = []
     if template == "decoder_layer":
         from bundler_lib.example import decoder
-        body, dnotes, needs = decoder.body(graph, symbol, dims, flags, cfg, config_label)
+        missing = decoder.missing_template(graph, dims)
+        body, dnotes, needs = decoder.body(graph, symbol, dims, flags, cfg, config_label, missing)
         notes += dnotes
     else:
         needs = []
@@ -718,7 +727,8 @@ def generate(graph: dict, model: str | None, model_config: Path | None, workload
     source = header + f"def invocation_example({SIGNATURE}):\n" + doc + prelude + "\n" + body
 
     record = {
-        "status": "ok",
+        "status": "no_template" if missing else "ok",
+        "missing": missing,
         "symbol": symbol,
         "template": template,
         "model_name": model_name,
