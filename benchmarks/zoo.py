@@ -261,7 +261,9 @@ def registry(tree: Path) -> list[tuple[str, str, str, str]]:
 def tree_version(tree: Path) -> str | None:
     """The vLLM version of a tree (`vllm/_version.py`, as its sdist writes it)."""
     f = tree / "vllm" / "_version.py"
-    m = re.search(r"^__version__\s*=\s*(?:version\s*=\s*)?['\"]([^'\"]+)['\"]", f.read_text(), re.M) if f.exists() else None
+    if not f.exists():
+        return None
+    m = re.search(r"^__version__\s*=\s*(?:version\s*=\s*)?['\"]([^'\"]+)['\"]", f.read_text(), re.M)
     return m.group(1) if m else None
 
 

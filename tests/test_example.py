@@ -91,7 +91,8 @@ def test_per_layer_lists_take_the_example_layer():
     """A per-layer list (gemma3n's intermediate_size) gives the entry of the layer the example builds."""
     cfg = {"hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 3, "intermediate_size": [96, 128, 160]}
     dims, _, used, notes = a6.derive(cfg, "c")
-    assert dims["layer"] == 0 and dims["intermediate_size"] == 96 and used["intermediate_size"] == "intermediate_size[0]"
+    assert dims["layer"] == 0 and dims["intermediate_size"] == 96
+    assert used["intermediate_size"] == "intermediate_size[0]"
     # in a MoE model whose even layers are dense, the example builds layer 1: its entries are used
     moe = {**cfg, "num_experts": 4, "num_experts_per_tok": 2, "decoder_sparse_step": 2,
            "moe_intermediate_size": [32, 48, 32]}
