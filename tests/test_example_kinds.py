@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from bundler_lib import example as a6
-from bundler_lib.common.example_roots import is_decoder_layer, layer_signature
+from bundler_lib.common.example_roots import INIT_INPUTS, is_decoder_layer, layer_signature
+from bundler_lib.example import decoder
 from bundler_lib.errors import StageError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,6 +61,12 @@ def test_decoder_layers_by_signature_not_only_by_name():
     ''')
     assert not is_decoder_layer("SparseMoeBlock", "class", moe_block)
     assert not is_decoder_layer("LlamaAttention", "class", attention)  # needs dims the example cannot give
+
+
+def test_the_signature_rule_matches_what_the_example_gives():
+    """is_decoder_layer accepts the __init__ parameters the decoder example supplies, by name."""
+    given = decoder._BODY[decoder._BODY.index("given = {{"):decoder._BODY.index("kw = {{}}")]
+    assert sorted(n for n in INIT_INPUTS if f'"{n}":' in given) == sorted(INIT_INPUTS)
 
 
 def _graph(tmp_path, forward_required):

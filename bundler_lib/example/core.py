@@ -28,7 +28,7 @@ from typing import Any
 
 from bundler_lib.artifacts import write_json, write_text
 from bundler_lib.common.contract import load_graph
-from bundler_lib.common.example_roots import FORWARD_INPUTS, is_decoder_layer
+from bundler_lib.common.example_roots import is_decoder_layer
 from bundler_lib.errors import StageError
 from bundler_lib.example import cli
 
@@ -170,8 +170,8 @@ def derive(cfg: dict, src: str, heads_required: bool = True) -> tuple[dict, dict
         else:
             H_kv, used["H_kv"] = _int(v, k, src), k
         if H_q % H_kv != 0:
-            raise StageError(STAGE, src, f"num_attention_heads {H_q} is not a multiple of num_key_value_heads {H_kv}",
-                             "check the model's config.json (grouped-query attention needs H_q % H_kv == 0)")
+            raise StageError(STAGE, src, f"num_attention_heads {H_q} is not a multiple of num_key_value_heads "
+                             f"{H_kv}", "check the model's config.json (grouped-query attention needs H_q % H_kv == 0)")
         v, k = pick(["head_dim", "kv_channels", "attention_head_dim"])
         if v is not None:
             Dh, dh_source, used["Dh"] = _int(v, k, src), "given", k

@@ -177,7 +177,7 @@ _BODY = '''\
         fparams = inspect.signature(layer.forward).parameters
         unknown = [n for n, prm in fparams.items() if prm.default is inspect.Parameter.empty
                    and prm.kind not in (prm.VAR_POSITIONAL, prm.VAR_KEYWORD)
-                   and n not in ("positions", "position_ids", "hidden_states", "x", "residual")]
+                   and n not in {forward_inputs!r}]
         if unknown:
             raise NotImplementedError(f"invocation_example: {symbol}.forward needs {{unknown}}, which the decoder-layer "
                                       "example cannot supply (no template for these inputs)")
@@ -281,5 +281,5 @@ def body(graph: dict, symbol: str, dims: dict, flags: dict, cfg: dict, config_la
         notes.append("no template: the example raises NotImplementedError naming " + "; ".join(no_template))
     src = (state.snippet(graph, cfg, dims, flags, config_label)
            + (_NO_TEMPLATE.format(symbol=symbol, missing=no_template) if no_template else "")
-           + _BODY.format(required=REQUIRED, symbol=symbol))
+           + _BODY.format(required=REQUIRED, symbol=symbol, forward_inputs=FORWARD_INPUTS))
     return src, notes, needs
