@@ -145,3 +145,40 @@ def test_decoder_example_sizes_and_forward_on_gpu(tmp_path):
     assert res["sizes"]["T"] == 48 and res["sizes"]["context"] == 0
     with pytest.raises(ValueError, match="workload='sideways'"):
         ns["invocation_example"](small=True, workload="sideways")
+
+
+def test_decoder_layer_without_model_built_from_the_generic_config(tmp_path):
+    """No model: the decoder template still runs (A1's extra roots are used), from GENERIC_DIMS as HF keys,
+    recorded as not model-aware."""
+    graph = MOCK / "A1.graph.json"
+    src, rec = _gen(tmp_path, graph, None)
+    assert rec["template"] == "decoder_layer" and a6.extra_roots(json.loads(graph.read_text()))
+    assert rec["model_name"] is None and rec["config"] == "generic" and rec["sources"]["config"] is None
+    assert (rec["dims"]["H"], rec["dims"]["H_q"], rec["dims"]["H_kv"], rec["dims"]["Dh"]) == (4096, 32, 8, 128)
+    assert rec["dims"]["layer"] == 0 and rec["sources"]["keys"]["H"] == "hidden_size"
+    assert "'num_hidden_layers': 32" in src and "layer = Qwen3MoeDecoderLayer(**kw)" in src
+
+
+def test_a_config_key_the_layer_lacks_is_one_line(tmp_path, monkeypatch):
+    """A layer reading a key the (generic) config lacks stops the example with one line naming the key; a read
+    with a default still gets the default. Run on CPU with CUDA's entry points faked up to the layer's build."""
+    src, _ = _gen(tmp_path, MOCK / "A1.graph.json", None)
+    ns = _bundle_ns(src)
+    seen = {}
+
+    class Layer(torch.nn.Module):
+        def __init__(self, config, prefix=""):
+            super().__init__()
+            seen["default"] = getattr(config, "moe_layer_freq", "absent")
+            config.num_local_experts
+
+    ns["Qwen3MoeDecoderLayer"] = Layer
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (80 << 30, 80 << 30))
+    cpu_generator = torch.Generator
+    monkeypatch.setattr(torch, "Generator", lambda device=None: cpu_generator())
+    with pytest.raises(AttributeError) as ei:
+        ns["invocation_example"](small=True)
+    msg = str(ei.value)
+    assert "config.num_local_experts, which the generic Llama-like config (no model) lacks" in msg
+    assert "\n" not in msg and seen["default"] == "absent"

@@ -82,15 +82,19 @@ def test_committed_build_0_33_0_is_up_to_date(vllm_0_33_0):
     ("LlamaDecoderLayer", "llama", "llama"),
     ("LlamaDecoderLayer", "llama_eagle", "llama"),      # an EAGLE draft subclassing llama's layer takes its type
     ("Ernie4_5_VLMoeDecoderLayer", None, "ernie4_5_vl_moe"),   # registered through ernie45_vl, which imports it
-    ("ArcticDecoderLayer", None, None),                 # remote code: transformers has no Arctic config
+    ("ArcticDecoderLayer", None, "arctic"),   # remote code transformers lacks: vLLM 0.26.0's own ArcticConfig
+    ("GLMBlock", None, "chatglm"),            # ChatGLMModel -> vLLM's ChatGLMConfig
+    ("InternLMDecoderLayer", None, None),     # remote code, and vLLM defines no InternLM2 config either
 ])
 def test_model_type_mapping(zoo_0_26_0, name, file_stem, model_type):
     (s,) = _by(zoo_0_26_0, name, file_stem)
     assert s.model_type == model_type, s.model_reason
-    if model_type:
-        assert s.model == f"transformers/{model_type}"
-    else:
+    if model_type is None:
         assert s.model is None and "knows none of the architectures" in s.model_reason
+    elif name in ("ArcticDecoderLayer", "GLMBlock"):
+        assert s.model == f"vllm-0.26.0/{model_type}" and "vLLM 0.26.0's own config class" in s.model_reason
+    else:
+        assert s.model == f"transformers/{model_type}"
 
 
 def test_stack_rule_on_a_small_tree(tmp_path):

@@ -18,7 +18,16 @@
    `@auto_docstring(checkpoint=...)`). The class's `attribute_map` aliases are written too (the config object
    answers to them: `num_experts_per_tok` is Ernie 4.5's `moe_k`). A target names it as
    `model="transformers/<model_type>"`.
-   `models/transformers-zoo-<version>.tsv` lists every zoo symbol with its model or why it has none.
+      `models/transformers-zoo-<version>.tsv` lists every zoo symbol with its model or why it has none.
+5. From vLLM's OWN config classes (`vllm/transformers_utils/configs/*.py` of each version's tree, subclasses of
+   transformers' PretrainedConfig, loaded by path in the same venv, vLLM itself not imported): writes
+   `models/vllm-<version>--<model_type>/config.json` = `<Class>().to_dict()` and `SOURCE.txt`, and
+   `models/vllm-<version>-configs.json` (each model_type's module and class, or why it could not be loaded or
+   built). zoo.py maps an architecture transformers does not know to such a config
+   (`model="vllm-<version>/<model_type>"`); the directories of those no zoo symbol maps to are removed.
+
+OVERRIDES: a config class can leave None a value vLLM reads (DeepseekV2Config's num_experts_per_tok: vLLM would
+fail too); the generated config carries the reference checkpoint's published value, and records it.
 
 The directory is named by model_type, not by the reference checkpoint, because the file is the class's
 defaults, not the checkpoint's published config.json (they can differ: dtype, token ids, rope extras).
@@ -41,6 +50,12 @@ TRANSFORMERS = "5.17.0"
 CACHE = Path(os.environ.get("VLLM_BUNDLER_CACHE", Path.home() / ".cache" / "vllm-bundler"))
 VENV = CACHE / f"transformers-{TRANSFORMERS}-py311"
 MODELS = REPO / "models"
+
+# model_type -> {key: (value, where it is published)}: values the config class leaves None though vLLM reads them.
+OVERRIDES = {
+    "deepseek_v2": {"num_experts_per_tok": (6, "deepseek-ai/DeepSeek-V2-Lite config.json (64 routed experts, 6 "
+                                               "activated)")},
+}
 
 
 def find_python311() -> str:
@@ -120,6 +135,10 @@ def inner_configs(model_types: list[str], out_dir: Path) -> None:
             aliases = {k: data[v] for k, v in (getattr(type(cfg), "attribute_map", None) or {}).items()
                        if k not in data and v in data}
             data.update(aliases)
+            over = OVERRIDES.get(mt, {})
+            data.update({k: v for k, (v, _) in over.items()})
+            if over:
+                data["_overrides"] = {k: f"{v!r} from {where}" for k, (v, where) in over.items()}
             text = json.dumps(data, indent=2, sort_keys=True) + "\n"
         except Exception as e:   # noqa: BLE001  (recorded, never fatal)
             report[mt] = {"ok": False, "error": f"{type(e).__name__}: {e}"[:300]}
@@ -135,9 +154,56 @@ def inner_configs(model_types: list[str], out_dir: Path) -> None:
             f"transformers {transformers.__version__}\n"
             f"config class {type(cfg).__module__}.{type(cfg).__name__}\n"
             f"reference checkpoint {ckpt[0] if ckpt else '(none named in the config module)'}\n"
-            f"aliases added from attribute_map: {', '.join(f'{k}={amap[k]}' for k in sorted(aliases)) or '-'}\n")
+            f"aliases added from attribute_map: {', '.join(f'{k}={amap[k]}' for k in sorted(aliases)) or '-'}\n"
+            f"overrides (OVERRIDES): {'; '.join(f'{k}={v!r} from {w}' for k, (v, w) in over.items()) or '-'}\n")
         report[mt] = {"ok": True, "config_class": type(cfg).__name__, "checkpoint": ckpt[0] if ckpt else None}
     print(json.dumps(report))
+
+
+def inner_vllm_configs(tree: Path, version: str, out_dir: Path) -> None:
+    """Each PretrainedConfig subclass with a model_type that `vllm/transformers_utils/configs/*.py` defines,
+    built with its defaults: `<out_dir>/vllm-<version>--<model_type>/`, and `vllm-<version>-configs.json`."""
+    import importlib
+    import inspect
+    import types
+    import transformers
+    from transformers import PretrainedConfig
+    pkg = "vllm.transformers_utils.configs"
+    for name in ("vllm", "vllm.transformers_utils", pkg):   # packages without their __init__ (no vLLM import)
+        m = types.ModuleType(name)
+        m.__path__ = [str(tree / name.replace(".", "/"))]
+        sys.modules[name] = m
+    report: dict[str, dict] = {}
+    skipped: dict[str, str] = {}
+    for f in sorted((tree / pkg.replace(".", "/")).glob("*.py")):
+        if f.stem == "__init__":
+            continue
+        rel = f.relative_to(tree).as_posix()
+        try:
+            mod = importlib.import_module(f"{pkg}.{f.stem}")
+        except Exception as e:   # noqa: BLE001  (recorded, never fatal)
+            skipped[rel] = f"not loadable without vLLM: {type(e).__name__}: {e}"[:300]
+            continue
+        for cname, cls in sorted(vars(mod).items()):
+            mt = getattr(cls, "model_type", "") if inspect.isclass(cls) else ""
+            if not (mt and issubclass(cls, PretrainedConfig) and cls.__module__ == mod.__name__) or mt in report:
+                continue
+            try:
+                text = json.dumps(cls().to_dict(), indent=2, sort_keys=True) + "\n"
+            except Exception as e:   # noqa: BLE001
+                report[mt] = {"ok": False, "module": rel, "config_class": cname,
+                              "error": f"{cname}() with its defaults: {type(e).__name__}: {e}"[:300]}
+                continue
+            d = out_dir / f"vllm-{version}--{mt}"
+            d.mkdir(parents=True, exist_ok=True)
+            (d / "config.json").write_text(text)
+            (d / "SOURCE.txt").write_text(
+                f"generated by tools/gen_model_configs.py: {cname}().to_dict(), the class vLLM {version} defines in "
+                f"{rel} (loaded by path with transformers {transformers.__version__}; vLLM not imported)\n")
+            report[mt] = {"ok": True, "module": rel, "config_class": cname}
+    (out_dir / f"vllm-{version}-configs.json").write_text(json.dumps(
+        {"vllm": version, "transformers": transformers.__version__, "model_types": dict(sorted(report.items())),
+         "modules_skipped": skipped}, indent=1, sort_keys=True) + "\n")
 
 
 # ------------------------------------------------------------------ the driver
@@ -146,10 +212,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--version", action="append", help="vLLM versions whose zoo needs models (default 0.26.0)")
     p.add_argument("--inner-arch", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--inner-configs", nargs="*", help=argparse.SUPPRESS)
+    p.add_argument("--inner-vllm", nargs=2, metavar=("TREE", "VERSION"), help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, default=MODELS, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.inner_arch:
         inner_arch(a.inner_arch)
+        return 0
+    if a.inner_vllm:
+        inner_vllm_configs(Path(a.inner_vllm[0]), a.inner_vllm[1], a.out)
         return 0
     if a.inner_configs is not None:
         inner_configs(a.inner_configs, a.out)
@@ -163,6 +233,11 @@ def main(argv: list[str] | None = None) -> int:
     import zoo
     from conftest import vllm_tree
     arch_map = zoo.load_arch_map()
+    for version in a.version or ["0.26.0"]:
+        for old in MODELS.glob(f"vllm-{version}--*"):
+            shutil.rmtree(old)
+        subprocess.run([str(py), me, "--out", str(MODELS), "--inner-vllm", str(vllm_tree(version)), version],
+                       check=True, env=env)
     per_version = {}
     for version in a.version or ["0.26.0"]:
         # map with no config present yet: every symbol's model_type, whether or not transformers can build it
@@ -183,6 +258,10 @@ def main(argv: list[str] | None = None) -> int:
                 reason += f": {report.get(s.model_type, {}).get('error', '')}"
             lines.append(f"{s.target}\t{s.name}\t{s.file}\t{s.model or '-'}\t{reason}")
         (MODELS / f"transformers-zoo-{version}.tsv").write_text("\n".join(lines) + "\n")
+        used = {s.model for s in syms}
+        for d in MODELS.glob(f"vllm-{version}--*"):   # vLLM's own configs no zoo symbol maps to are not kept
+            if d.name.replace("--", "/", 1) not in used:
+                shutil.rmtree(d)
         print(f"vLLM {version}: {len(syms)} zoo symbols, {sum(1 for s in syms if s.model)} with a model "
               f"({len(wanted)} model types wanted, {sum(1 for v in report.values() if v['ok'])} configs written)")
     return 0

@@ -89,6 +89,7 @@ class Graph:
     kind: Optional[str] = None          # class or function
     def_file: Optional[str] = None
     def_line: Optional[int] = None
+    root_signature: Optional[Dict[str, Any]] = None   # class: its own __init__/forward parameters (A6 classifies)
     variant: Dict[str, Any] = field(default_factory=dict)   # resolved, all keys
     files: Tuple[str, ...] = ()         # sorted tree-relative paths of the Python files A2 reads
     python_nodes: Tuple[PythonNode, ...] = ()   # in emission (topological) order

@@ -8,6 +8,8 @@ trigger, the definition that needs it at run time.
 
 from __future__ import annotations
 
+import ast
+
 # What the decoder-layer example calls or needs that a layer's own code does not reach (vLLM's loader and
 # engine do): A1 takes these as extra roots of a decoder-layer bundle, or the example stops at that step.
 # Seen on an H100 with a 0.26.0 bundle: without the process_weights_after_loading methods the MoE kernel
@@ -34,11 +36,51 @@ _ATTENTION = "vllm/model_executor/layers/attention/attention.py::Attention"
 ROOT_TRIGGERS = {r: _ATTENTION for r in DECODER_LAYER_ROOTS if "/v1/attention/backends/" in r}
 
 
-def is_decoder_layer(symbol: str, kind: str) -> bool:
-    """A6's `decoder_layer` template (example/core.py classify): a class named `*DecoderLayer`."""
-    return kind == "class" and symbol.endswith("DecoderLayer")
+# What the decoder-layer example builds a layer from and passes its forward, by parameter name (example/decoder.py).
+INIT_INPUTS = ("vllm_config", "config", "hf_config", "text_config", "cache_config", "quant_config", "prefix",
+               "layer_idx", "layer_id", "model_config", "parallel_config", "rope_parameters")
+CONFIG_INPUTS = ("vllm_config", "config", "hf_config", "text_config")
+FORWARD_INPUTS = ("positions", "position_ids", "hidden_states", "x", "residual")
 
 
-def extra_roots(symbol: str, kind: str) -> list[str]:
-    """The roots A1 adds for the example of `symbol` (a `class` or `function`); empty for most symbols."""
-    return list(DECODER_LAYER_ROOTS) if is_decoder_layer(symbol, kind) else []
+def layer_signature(cls: ast.AST | None) -> dict | None:
+    """The parameters after `self` of a class's own `__init__` and `forward` (A1 records it as `root_signature`):
+    {method: {"required": [...], "optional": [...]}}; a method the class inherits is absent; None for a non-class."""
+    if not isinstance(cls, ast.ClassDef):
+        return None
+    out = {}
+    for fn in cls.body:
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and fn.name in ("__init__", "forward"):
+            a = fn.args
+            positional = (a.posonlyargs + a.args)[1:]
+            n_required = len(positional) - len(a.defaults)
+            req = [x.arg for x in positional[:n_required]]
+            opt = [x.arg for x in positional[n_required:]]
+            for x, d in zip(a.kwonlyargs, a.kw_defaults):
+                (req if d is None else opt).append(x.arg)
+            out[fn.name] = {"required": req, "optional": opt}
+    return out
+
+
+def is_decoder_layer(symbol: str, kind: str, signature: dict | None = None) -> bool:
+    """A6's `decoder_layer` template (example/core.py classify): a class named `*DecoderLayer`, or one whose own
+    signature is a decoder layer's (GPT-style blocks: BloomBlock, GPTJBlock, GPTNeoXLayer): built from a whole
+    config with nothing else required that the example cannot give, and a forward taking `hidden_states` and
+    `positions`/`position_ids` (a block whose forward takes hidden_states only, GPT2Block, is indistinguishable
+    from an MLP/MoE block by signature)."""
+    if kind != "class":
+        return False
+    if symbol.endswith("DecoderLayer"):
+        return True
+    init, fwd = (signature or {}).get("__init__"), (signature or {}).get("forward")
+    if not init or not fwd:
+        return False
+    fwd_params = set(fwd["required"]) | set(fwd["optional"])
+    return (bool(set(init["required"]) & set(CONFIG_INPUTS)) and set(init["required"]) <= set(INIT_INPUTS)
+            and "hidden_states" in fwd_params and bool(fwd_params & {"positions", "position_ids"}))
+
+
+def extra_roots(symbol: str, kind: str, signature: dict | None = None) -> list[str]:
+    """The roots A1 adds for the example of `symbol` (a `class` or `function`, with its `layer_signature`);
+    empty for most symbols."""
+    return list(DECODER_LAYER_ROOTS) if is_decoder_layer(symbol, kind, signature) else []

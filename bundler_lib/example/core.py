@@ -28,6 +28,7 @@ from typing import Any
 
 from bundler_lib.artifacts import write_json, write_text
 from bundler_lib.common.contract import load_graph
+from bundler_lib.common.example_roots import is_decoder_layer
 from bundler_lib.errors import StageError
 from bundler_lib.example import cli
 
@@ -40,6 +41,17 @@ GENERIC_DIMS = {"H": 4096, "H_q": 32, "H_kv": 8, "Dh": 128, "max_ctx": 8192, "in
                 "eps": 1e-6, "rope_theta": 10000.0}
 
 GiB = 1 << 30
+
+
+def generic_config() -> dict:
+    """GENERIC_DIMS as a Hugging Face config (the keys vLLM's Llama-like layers read): what a decoder layer is
+    built from when the target names no model."""
+    d = GENERIC_DIMS
+    return {"hidden_size": d["H"], "num_attention_heads": d["H_q"], "num_key_value_heads": d["H_kv"],
+            "head_dim": d["Dh"], "max_position_embeddings": d["max_ctx"], "intermediate_size": d["intermediate_size"],
+            "rms_norm_eps": d["eps"], "rope_parameters": {"rope_type": "default", "rope_theta": d["rope_theta"]},
+            "num_hidden_layers": 32, "vocab_size": 128256, "hidden_act": "silu", "attention_bias": False,
+            "tie_word_embeddings": False, "dtype": "bfloat16"}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -95,16 +107,48 @@ def rope_parameters(cfg: dict) -> dict | None:
     return params
 
 
-def derive(cfg: dict, src: str) -> tuple[dict, dict, dict, list[str]]:
-    """(dims, flags, keys used, notes) of a model config. Raises StageError on an inconsistent config."""
+MOE_EXPERT_KEYS = ["num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts"]
+MOE_TOPK_KEYS = ["num_experts_per_tok", "moe_topk", "moe_top_k", "moe_k", "top_k", "num_selected_experts"]
+
+
+def example_layer(tc: dict) -> int:
+    """The index of the layer the decoder example builds: 0, or in a MoE model whose dense and sparse layers
+    alternate (decoder_sparse_step, mlp_only_layers) the first sparse one."""
+    v, _ = _first(tc, MOE_EXPERT_KEYS)
+    if not (isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0):
+        return 0
+    step, dense = int(tc.get("decoder_sparse_step") or 1), list(tc.get("mlp_only_layers") or [])
+    layer = 0
+    while (layer + 1) % step != 0 or layer in dense:
+        layer += 1
+    return layer
+
+
+def derive(cfg: dict, src: str, heads_required: bool = True) -> tuple[dict, dict, dict, list[str]]:
+    """(dims, flags, keys used, notes) of a model config. Raises StageError on an inconsistent config. Without
+    `heads_required`, a config without attention heads (a state-space model's) gives H_q, H_kv, Dh = None."""
     notes: list[str] = []
     tc, nested = text_config(cfg)
     if nested:
         notes.append(f"dims read from the config's {nested}")
     used: dict[str, str] = {}
+    layer = example_layer(tc)
+    n_layers, _ = _first(tc, ["num_hidden_layers", "n_layer", "num_layers"])
+
+    def pick(keys: list[str]) -> tuple[Any, str | None]:
+        """_first, where a per-layer list (one entry per hidden layer, as vLLM indexes it by layer) gives the
+        entry of the example's layer."""
+        v, k = _first(tc, keys)
+        if isinstance(v, (list, tuple)):
+            if not isinstance(n_layers, int) or len(v) != n_layers:
+                raise StageError(STAGE, src, f"{k} is a list of {len(v)} entries, not one per layer "
+                                 f"(num_hidden_layers = {n_layers!r})", "give one value, or one per layer")
+            notes.append(f"{k} is per layer: layer {layer}'s {v[layer]!r} is used")
+            return v[layer], f"{k}[{layer}]"
+        return v, k
 
     def need(name: str, keys: list[str]) -> int:
-        v, k = _first(tc, keys)
+        v, k = pick(keys)
         if v is None:
             raise StageError(STAGE, src, f"has no {name} (looked for {', '.join(keys)})",
                              "pass the config.json of a transformer language model")
@@ -112,40 +156,43 @@ def derive(cfg: dict, src: str) -> tuple[dict, dict, dict, list[str]]:
         return _int(v, k, src)
 
     H = need("H", ["hidden_size", "n_embd", "d_model", "dim"])
-    H_q = need("H_q", ["num_attention_heads", "n_head", "n_heads", "num_heads"])
-    v, k = _first(tc, ["num_key_value_heads", "n_kv_heads", "num_kv_heads", "multi_query_group_num"])
-    if v is None and tc.get("multi_query") is True:
-        v, k = 1, "multi_query"
-    if v is None:
-        H_kv, used["H_kv"] = H_q, "(= H_q: no num_key_value_heads)"
+    head_keys = ["num_attention_heads", "n_head", "n_heads", "num_heads"]
+    if not heads_required and pick(head_keys)[0] is None:
+        notes.append(f"no attention heads ({', '.join(head_keys)}): an attention-free layer")
+        H_q = H_kv = Dh = dh_source = None
     else:
-        H_kv, used["H_kv"] = _int(v, k, src), k
-    if H_q % H_kv != 0:
-        raise StageError(STAGE, src, f"num_attention_heads {H_q} is not a multiple of num_key_value_heads {H_kv}",
-                         "check the model's config.json (grouped-query attention needs H_q % H_kv == 0)")
-    v, k = _first(tc, ["head_dim", "kv_channels", "attention_head_dim"])
-    if v is not None:
-        Dh, dh_source, used["Dh"] = _int(v, k, src), "given", k
-    else:
-        if H % H_q != 0:
-            raise StageError(STAGE, src, f"no head_dim, and hidden_size {H} is not a multiple of "
-                             f"num_attention_heads {H_q}", "give head_dim in the config")
-        Dh, dh_source, used["Dh"] = H // H_q, "derived", "hidden_size / num_attention_heads"
-    if dh_source == "derived" and Dh * H_q != H:
-        raise StageError(STAGE, src, f"derived head size {Dh} * {H_q} heads != hidden size {H}",
-                         "give head_dim in the config")
-    if dh_source == "given" and Dh * H_q != H:
-        notes.append(f"head_dim {Dh} is given: H_q*Dh = {H_q * Dh} != hidden_size {H} (allowed when given)")
-    v, k = _first(tc, ["max_position_embeddings", "n_positions", "max_sequence_length", "seq_length",
-                       "max_seq_len", "model_max_length"])
+        H_q = need("H_q", head_keys)
+        v, k = pick(["num_key_value_heads", "n_kv_heads", "num_kv_heads", "multi_query_group_num"])
+        if v is None and tc.get("multi_query") is True:
+            v, k = 1, "multi_query"
+        if v is None:
+            H_kv, used["H_kv"] = H_q, "(= H_q: no num_key_value_heads)"
+        else:
+            H_kv, used["H_kv"] = _int(v, k, src), k
+        if H_q % H_kv != 0:
+            raise StageError(STAGE, src, f"num_attention_heads {H_q} is not a multiple of num_key_value_heads "
+                             f"{H_kv}", "check the model's config.json (grouped-query attention needs H_q % H_kv == 0)")
+        v, k = pick(["head_dim", "kv_channels", "attention_head_dim"])
+        if v is not None:
+            Dh, dh_source, used["Dh"] = _int(v, k, src), "given", k
+            if Dh * H_q != H:
+                notes.append(f"head_dim {Dh} is given: H_q*Dh = {H_q * Dh} != hidden_size {H} (allowed when given)")
+        else:
+            # as vLLM's layers do without head_dim: hidden_size // num_attention_heads, remainder or not
+            Dh, dh_source, used["Dh"] = H // H_q, "derived", "hidden_size // num_attention_heads"
+            if Dh * H_q != H:
+                notes.append(f"no head_dim: {H} // {H_q} = {Dh} (as vLLM derives it), though {H_q} heads * {Dh} "
+                             f"!= hidden_size {H}")
+    v, k = pick(["max_position_embeddings", "n_positions", "max_sequence_length", "seq_length",
+                 "max_seq_len", "model_max_length"])
     if v is None:
         max_ctx, used["max_ctx"] = 4096, "(default 4096: no max_position_embeddings)"
         notes.append("the config gives no max context; 4096 assumed")
     else:
         max_ctx, used["max_ctx"] = _int(v, k, src), k
     dims: dict[str, Any] = {"H": H, "H_q": H_q, "H_kv": H_kv, "Dh": Dh, "Dh_source": dh_source,
-                            "max_ctx": max_ctx}
-    v, k = _first(tc, ["intermediate_size", "ffn_hidden_size", "n_inner"])
+                            "max_ctx": max_ctx, "layer": layer}
+    v, k = pick(["intermediate_size", "ffn_hidden_size", "n_inner"])
     if v is not None:
         dims["intermediate_size"], used["intermediate_size"] = _int(v, k, src), k
     v, k = _first(tc, ["rms_norm_eps", "layer_norm_eps", "layer_norm_epsilon", "norm_eps"])
@@ -159,19 +206,20 @@ def derive(cfg: dict, src: str) -> tuple[dict, dict, dict, list[str]]:
 
     # MoE
     flags: dict[str, Any] = {}
-    v, k = _first(tc, ["num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts"])
+    v, k = _first(tc, MOE_EXPERT_KEYS)
     E = int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else 0
     if E > 0:
         used["num_experts"] = k
-        top_k, tk = _first(tc, ["num_experts_per_tok", "moe_topk", "top_k", "num_selected_experts"])
+        top_k, tk = pick(MOE_TOPK_KEYS)
         if top_k is None:
-            raise StageError(STAGE, src, f"is a MoE config ({k} = {E}) without num_experts_per_tok",
-                             "check the model's config.json")
+            raise StageError(STAGE, src, f"is a MoE config ({k} = {E}) without num_experts_per_tok (vLLM's "
+                             "router needs it)", "give the checkpoint's num_experts_per_tok in the config (a "
+                             "generated config: in tools/gen_model_configs.py's OVERRIDES)")
         used["top_k"] = tk
         top_k = _int(top_k, tk, src)
         if top_k > E:
             raise StageError(STAGE, src, f"num_experts_per_tok {top_k} > num_experts {E}", "check the config")
-        mi, mk = _first(tc, ["moe_intermediate_size", "expert_intermediate_size"])
+        mi, mk = pick(["moe_intermediate_size", "expert_intermediate_size"])
         if mi is None:
             mi, mk = dims.get("intermediate_size"), used.get("intermediate_size")
         if mi is None:
@@ -226,7 +274,7 @@ def classify(graph: dict) -> str:
     kind = graph.get("kind") or ""
     f = graph.get("def_file") or ""
     base = PurePosixPath(f).name
-    if kind == "class" and sym.endswith("DecoderLayer"):
+    if is_decoder_layer(sym, kind, graph.get("root_signature")):
         return "decoder_layer"
     if kind == "class" and (re.search(r"(RMSNorm|LayerNorm)$", sym) or base == "layernorm.py"):
         return "norm"
@@ -292,7 +340,7 @@ def _header(symbol: str, template: str, model_name: str | None, src: str | None,
     lines = [
         "#" * width,
         f"# invocation_example: {symbol} ({template} example, written by A6)",
-        f"# model: {model_name or '(none: generic dims, shape-only example)'}",
+        f"# model: {model_name or '(none: generic Llama-like dims, not model-aware)'}",
         f"# config: {src + ' sha256=' + sha if src else '(none)'}",
         "# dims: " + ", ".join(f"{k}={dims[k]}" for k in ("H", "H_q", "H_kv", "Dh", "max_ctx") if k in dims)
         + (f" (Dh {dims['Dh_source']})" if "Dh_source" in dims else ""),
@@ -533,11 +581,6 @@ _BODIES["generic"] = '''\
     return {{"module": target, "inputs": {{}}, "outputs": {{}}, "sizes": {{}}, "workload": workload}}
 '''
 
-_BODIES["no_model"] = '''\
-    raise NotImplementedError(
-        "{sym} is built from a model's config: this bundle was made without one. Rebuild it with a model "
-        "(the bundle target's `model` field), e.g. Qwen/Qwen3-30B-A3B.")
-'''
 
 
 def _workload(template: str, requested: str | None, dims: dict, flags: dict) -> dict:
@@ -553,7 +596,7 @@ def _workload(template: str, requested: str | None, dims: dict, flags: dict) -> 
                   "2-8 GiB live set (about 20% of free GPU memory); small: B=2, 1 token, C=64"
                   if kind == "decode" else
                   "prefill: one sequence of 8k..32k tokens (within memory and max_ctx); small: 32 tokens")
-    elif template in ("generic", "no_model"):
+    elif template == "generic":
         shapes = "none (no invocation template)"
     elif kind == "decode":
         shapes = "decode: T = 1 new token for each of up to 256 sequences (memory-bound); small: T=4"
@@ -592,10 +635,18 @@ def generate(graph: dict, model: str | None, model_config: Path | None, workload
                          f"commit its config.json as models/{model.replace('/', '--')}/config.json and pass it")
     model_name = _model_name(model, model_config, cfg)
 
+    config_kind = "model" if cfg is not None else None
+    config_label = f"the config {src}"
+    if cfg is None and template == "decoder_layer":
+        # a decoder layer is built from a config: without a model, the generic one (not model-aware)
+        cfg, config_kind, config_label = generic_config(), "generic", "the generic Llama-like config (no model)"
+        notes.append("no model: the layer is built from a generic Llama-like config (GENERIC_DIMS as Hugging Face "
+                     "keys); not model-aware: a key the layer reads beyond those stops the example, naming it")
     if cfg is not None:
-        dims, flags, used, dnotes = derive(cfg, src or "config.json")
+        dims, flags, used, dnotes = derive(cfg, src or "the generic config", heads_required=template != "decoder_layer")
         notes += dnotes
     else:
+        config_kind, config_label = "generic", "the generic dims (no model)"
         dims = {k: v for k, v in GENERIC_DIMS.items() if k not in ("rope_theta",)}
         dims["Dh_source"] = "given"
         flags = {"moe": None, "sliding_window": None, "rope_parameters": {"rope_type": "default",
@@ -603,9 +654,6 @@ def generate(graph: dict, model: str | None, model_config: Path | None, workload
                  "rope_scaling": None, "qk_norm": False, "attention_bias": False, "hidden_act": "silu",
                  "dtype": "bfloat16"}
         notes.append("no model: generic Llama-like dims (shape-only example)")
-        if template == "decoder_layer":
-            template = "no_model"
-            notes.append("a decoder layer needs a model's config: the example raises NotImplementedError")
 
     # The intermediate size an activation sees: the experts' when every layer is MoE.
     moe = flags.get("moe")
@@ -631,9 +679,11 @@ def generate(graph: dict, model: str | None, model_config: Path | None, workload
     if flags.get("dtype") and dtype_name != str(flags["dtype"]).replace("torch.", ""):
         notes.append(f"config dtype {flags['dtype']!r} is run as {dtype_name}")
 
+    missing: list[str] = []
     if template == "decoder_layer":
         from bundler_lib.example import decoder
-        body, dnotes, needs = decoder.body(graph, symbol, dims, flags, cfg)
+        missing = decoder.missing_template(graph, dims)
+        body, dnotes, needs = decoder.body(graph, symbol, dims, flags, cfg, config_label, missing)
         notes += dnotes
     else:
         needs = []
@@ -653,12 +703,12 @@ def generate(graph: dict, model: str | None, model_config: Path | None, workload
                 notes.append("the example also checks SiluAndMul against its float32 formula (bf16 tolerance)")
         else:
             body = _BODIES[template].format(sym=symbol)
-        if template not in ("generic", "no_model"):
+        if template != "generic":
             # vLLM layers read the current config when built (CustomOp dispatch): set the bundle's state.
             from bundler_lib.example import state
             found, _ = state.resolve(graph)
             if found["vllm_config"]:
-                body = (state.snippet(graph, cfg, dims, flags)
+                body = (state.snippet(graph, cfg, dims, flags, config_label)
                         + "    restore = _install(vllm_config)\n    try:\n"
                         + "".join(("    " + ln if ln.strip() else ln) for ln in body.splitlines(True))
                         + "    finally:\n        restore()\n")
@@ -677,10 +727,12 @@ def generate(graph: dict, model: str | None, model_config: Path | None, workload
     source = header + f"def invocation_example({SIGNATURE}):\n" + doc + prelude + "\n" + body
 
     record = {
-        "status": "ok",
+        "status": "no_template" if missing else "ok",
+        "missing": missing,
         "symbol": symbol,
         "template": template,
         "model_name": model_name,
+        "config": config_kind,
         "dims": dims,
         "flags": flags,
         "workload": wl,

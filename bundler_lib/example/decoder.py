@@ -8,7 +8,7 @@ layer, the attention metadata, and the call inside a forward context. The config
 `state.py` (stand-ins set on the bundle's own module state); this file adds the rest.
 """
 
-from bundler_lib.common.example_roots import DECODER_LAYER_ROOTS
+from bundler_lib.common.example_roots import DECODER_LAYER_ROOTS, FORWARD_INPUTS
 from bundler_lib.example import state
 
 REQUIRED = ["vllm_config", "forward_context"]
@@ -21,6 +21,13 @@ def extra_roots() -> list[str]:
     """`file::Name` or `file::Class.method` the decoder-layer example needs beyond the layer's closure."""
     return list(EXAMPLE_ROOTS)
 
+# A layer kind without a template: the example stops first, naming what it lacks (the body after it keeps the
+# names the example roots reach, as for any decoder layer).
+_NO_TEMPLATE = '''\
+    raise NotImplementedError("invocation_example: no example template for {symbol}: it needs "
+                              + "; ".join({missing!r}))
+'''
+
 _BODY = '''\
     missing = [r for r in {required!r} if not N.get(r)]
     if missing:
@@ -29,10 +36,7 @@ _BODY = '''\
     if device.type != "cuda":
         raise RuntimeError("invocation_example: {symbol} runs on a CUDA GPU (Triton attention and MoE kernels)")
 
-    layer_idx = 0
-    step = int(moe.get("decoder_sparse_step") or 1)
-    while (layer_idx + 1) % step != 0 or layer_idx in (moe.get("mlp_only_layers") or []):
-        layer_idx += 1
+    layer_idx = dims["layer"]  # A6's choice (core.example_layer): the per-layer config values are this layer's
     prefix = f"model.layers.{{layer_idx}}"
     old_dtype = torch.get_default_dtype()
     restore = _install(vllm_config)
@@ -173,7 +177,7 @@ _BODY = '''\
         fparams = inspect.signature(layer.forward).parameters
         unknown = [n for n, prm in fparams.items() if prm.default is inspect.Parameter.empty
                    and prm.kind not in (prm.VAR_POSITIONAL, prm.VAR_KEYWORD)
-                   and n not in ("positions", "position_ids", "hidden_states", "x", "residual")]
+                   and n not in {forward_inputs!r}]
         if unknown:
             raise NotImplementedError(f"invocation_example: {symbol}.forward needs {{unknown}}, which the decoder-layer "
                                       "example cannot supply (no template for these inputs)")
@@ -237,8 +241,26 @@ _BODY = '''\
 '''
 
 
-def body(graph: dict, symbol: str, dims: dict, flags: dict, cfg: dict) -> tuple[str, list[str], list[str]]:
-    """(the function body, notes, the vLLM names the example needs) for a decoder layer."""
+def missing_template(graph: dict, dims: dict) -> list[str]:
+    """What this decoder layer needs that the example has no template for (empty: it can run): inputs its own
+    forward requires beyond positions, hidden_states and residual (A1's root_signature: cross-attention's
+    encoder_hidden_states, ...), and attention heads (a state-space layer's config has none: its mamba state)."""
+    out = []
+    fwd = ((graph.get("root_signature") or {}).get("forward") or {}).get("required", [])
+    extra = [p for p in fwd if p not in FORWARD_INPUTS]
+    if extra:
+        out.append(f"forward inputs {', '.join(extra)} (the example gives only {', '.join(FORWARD_INPUTS)}: no "
+                   "template for cross-attention or encoder/draft inputs)")
+    if dims.get("H_q") is None:
+        out.append("attention heads: the config has no num_attention_heads (a state-space layer: no template for "
+                   "its mamba/conv state)")
+    return out
+
+
+def body(graph: dict, symbol: str, dims: dict, flags: dict, cfg: dict, config_label: str,
+         no_template: list[str]) -> tuple[str, list[str], list[str]]:
+    """(the function body, notes, the vLLM names the example needs) for a decoder layer; with `no_template`
+    (missing_template's), the body raises NotImplementedError naming it first."""
     found, _ = state.resolve(graph)
     missing = [f"{state.STATE[r][0]}::{state.STATE[r][1]}" for r in REQUIRED if not found[r]]
     notes = ["decoder layer: vLLM's engine state is set by the example itself with stand-in config objects "
@@ -255,5 +277,9 @@ def body(graph: dict, symbol: str, dims: dict, flags: dict, cfg: dict) -> tuple[
                     and tuple(r.split("::")) not in have]
     if absent_roots:
         notes.append("A1 did not reach (extra roots the example needs): " + ", ".join(absent_roots))
-    src = state.snippet(graph, cfg, dims, flags) + _BODY.format(required=REQUIRED, symbol=symbol)
+    if no_template:
+        notes.append("no template: the example raises NotImplementedError naming " + "; ".join(no_template))
+    src = (state.snippet(graph, cfg, dims, flags, config_label)
+           + (_NO_TEMPLATE.format(symbol=symbol, missing=no_template) if no_template else "")
+           + _BODY.format(required=REQUIRED, symbol=symbol, forward_inputs=FORWARD_INPUTS))
     return src, notes, needs

@@ -71,14 +71,16 @@ def hf_fields(cfg: dict | None, dims: dict, flags: dict) -> dict:
     return fields
 
 
-def snippet(graph: dict, cfg: dict | None, dims: dict, flags: dict) -> str:
+def snippet(graph: dict, cfg: dict | None, dims: dict, flags: dict, config_label: str) -> str:
     """Code (inside invocation_example, after the prelude) that defines the stand-ins and `_install(vllm_config)`,
-    which sets the bundle's state and returns a function restoring it; also builds `vllm_config`."""
+    which sets the bundle's state and returns a function restoring it; also builds `vllm_config`. `config_label`
+    names the config in the error of a layer reading a key it lacks."""
     from bundler_lib.example.core import _py
     found, _ = resolve(graph)
     variant = graph.get("variant") or {}
     custom_ops = "all" if variant.get("custom_ops", "enabled") in ("enabled", "all") else "none"
-    return _SNIPPET.format(names=_py(found), hf_fields=_py(hf_fields(cfg, dims, flags)), custom_ops=custom_ops)
+    return _SNIPPET.format(names=_py(found), hf_fields=_py(hf_fields(cfg, dims, flags)), custom_ops=custom_ops,
+                           config_label=config_label)
 
 
 _SNIPPET = '''\
@@ -89,6 +91,7 @@ _SNIPPET = '''\
     G = globals()
     N = {names}  # role -> the name it has in this bundle (None: not in the bundle)
     hf_fields = {hf_fields}
+    config_label = {config_label!r}
     defaults_used = []
 
     class _StandIn:
@@ -151,7 +154,17 @@ _SNIPPET = '''\
     block_size = 16
 
     # 1. The model's config as vLLM sees it (hf_text_config), and the engine configs around it.
-    hf = types.SimpleNamespace(**hf_fields)
+    class _ModelConfig(types.SimpleNamespace):
+        """hf_text_config: the config's fields. A key it lacks stops the example with one line naming it
+        (`getattr(config, key, default)` and `hasattr` still see it as absent)."""
+
+        def __getattr__(self, name):
+            err = AttributeError(f"invocation_example: the layer reads config.{{name}}, which {{config_label}} "
+                                 "lacks: build the bundle with a model that has it (the target's `model`)")
+            err._a6_step = True
+            raise err
+
+    hf = _ModelConfig(**hf_fields)
     hf.rope_parameters = dict(flags.get("rope_parameters") or {{"rope_type": "default", "rope_theta": 10000.0}})
     hf.get_text_config = lambda *a, **k: hf
     enum_backend = _get("AttentionBackendEnum")

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from bundler_lib.artifacts import write_json
-from bundler_lib.common.example_roots import ROOT_TRIGGERS, extra_roots
+from bundler_lib.common.example_roots import ROOT_TRIGGERS, extra_roots, layer_signature
 from bundler_lib.errors import StageError
 from bundler_lib.variant import resolve as resolve_variant
 
@@ -31,7 +31,7 @@ STAGE = "A1 graph"
 def _reach(index: TreeIndex, variant: dict, module: str, symbol: str, dataclass_annotations: bool):
     c = vllm.closure(index, variant, dataclass_annotations)
     root = c.engine.build(module, symbol)
-    extra = extra_roots(symbol, root.kind)   # what A6's invocation_example() needs beyond the symbol (data)
+    extra = extra_roots(symbol, root.kind, layer_signature(root.stmt))   # what A6's example needs (data)
     if extra:
         c.engine.add_roots(extra, "needed by invocation_example()", ROOT_TRIGGERS)
     c.engine.finish()
@@ -113,6 +113,7 @@ def _build(index: TreeIndex, variant: dict, symbol: str, hint: str | None):
         "kind": kind,
         "def_file": rel,
         "def_line": getattr(root.stmt, "lineno", root.line),
+        "root_signature": layer_signature(root.stmt),
         "variant": {k: v for k, v in variant.items() if k != "model_facts"},
         "model_facts": variant["model_facts"],
         "files": files,
