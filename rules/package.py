@@ -180,6 +180,9 @@ async def build_bundle(field_set: MonolithicBundleFieldSet, bundler: BundlerSubs
     # Checked before any stage runs: where it writes, and the variant.
     layout = bundle_layout(address, symbol, field_set.output_path.value, bool(field_set.kernelbench.value))
     variant = _variant(field_set)
+    if layout.kernelbench_path and not field_set.model.value:
+        raise BundleTargetError(f"{address}: `kernelbench=True` needs `model`: the problem runs the layer at a model's "
+                                "shapes. Remedy: set `model`, or remove `kernelbench`.")
     source_address = await Get(
         Address,
         AddressInput,

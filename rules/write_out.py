@@ -27,6 +27,7 @@ from pants.engine.fs import EMPTY_DIGEST, Digest, DigestContents
 from pants.engine.rules import Get, _uncacheable_rule, collect_rules
 
 from bundler_lib.artifacts import PublishError, publish_bundle
+from bundler_lib.example.kernelbench import SUFFIX as KERNELBENCH_SUFFIX
 from rules.outputs import BundleLayouts, BundleTargetError, check_no_collision
 from rules.package import BuiltBundle, MonolithicBundleFieldSet
 
@@ -53,9 +54,20 @@ async def package_bundle(field_set: MonolithicBundleFieldSet, dist_dir: DistDir,
         raise BundleTargetError(
             f"{field_set.address}: cannot write {dist_dir.relpath}/{built.bundle_path}: {e}. Remedy: fix the "
             f"permissions or space of {dist_dir.relpath}/; the previous build is as it was") from None
+    _drop_retired_kernelbench(dist, built)
     shown = os.path.join(str(dist_dir.relpath), built.bundle_path)
     print(f"WROTE {shown} size={built.size} sha256={built.sha256}", file=sys.stdout, flush=True)
     return BuiltPackage(EMPTY_DIGEST, ())
+
+
+def _drop_retired_kernelbench(dist: Path, built: BuiltBundle) -> None:
+    """Remove this target's KernelBench link once `kernelbench` is off: it would point at nothing."""
+    if built.kernelbench_path:
+        return
+    link = dist / (built.bundle_path[:-len(".py")] + KERNELBENCH_SUFFIX)
+    ours = os.path.relpath(dist / built.store_dir / "current" / link.name, link.parent)
+    if link.is_symlink() and os.readlink(link) == ours:
+        link.unlink()
 
 
 def rules():

@@ -11,6 +11,7 @@ import ast
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -179,3 +180,13 @@ def test_pants_writes_the_problem_beside_the_bundle(tmp_path, vllm_0_26_0, runti
     # the model's sizes (Qwen3-30B-A3B: hidden 2048), decode, and the bundle's own no-GPU error from Model(...)
     assert "INPUTS [(64, 2048)] ['decode', 64, 1, 4096]" in res.stdout, res.stdout
     assert "RAISED invocation_example: Qwen3DecoderLayer runs on a CUDA GPU" in res.stdout, res.stdout
+    # off again: the link goes with it (the bundle stays); without a model it is refused before any stage
+    ws.write("targets/BUILD", re.sub(r"\n\s*kernelbench=True,[^\n]*", "", (REPO / "targets/BUILD").read_text()))
+    run = ws.pants("package", "targets:qwen3_layer")
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert (out / "Qwen3DecoderLayer.py").is_file() and not os.path.lexists(out / "Qwen3DecoderLayer.kernelbench.py")
+    ws.write("targets/other/BUILD", 'monolithic_bundle(name="nomodel", symbol="Qwen3DecoderLayer", kernelbench=True, '
+                                    'vllm="//targets:vllm_0_26_0", output_path="nomodel/Qwen3DecoderLayer.py")\n')
+    run = ws.pants("package", "targets/other:nomodel")
+    assert run.returncode != 0 and "`kernelbench=True` needs `model`" in run.stderr and not run.executed_stages, \
+        run.stderr[-3000:]
