@@ -83,13 +83,18 @@ def test_bundle_is_executed_once_per_process(problem):
     assert len(bundle.RUNS) == 2
 
 
-def test_weights_cast_by_precision_are_refused(problem):
+def test_precision_casts_only_the_input_and_output(problem):
     import torch
 
     Model, get_init_inputs, get_inputs = _load(problem)
-    model = Model(*get_init_inputs()).to(dtype=torch.float32)  # KernelBench's default precision
-    with pytest.raises(RuntimeError, match="evaluate with precision=torch.bfloat16"):
-        model(*get_inputs())
+    model = Model(*get_init_inputs())
+    weight = model.layer.weight
+    model = model.to(dtype=torch.float32)  # what KernelBench does with its default precision
+    assert model.layer.weight is weight and weight.dtype == torch.bfloat16
+    (x,) = get_inputs()
+    out = model(x)
+    assert out.dtype == torch.float32
+    assert torch.equal(out, (model.layer(x.to(torch.bfloat16)) + x.to(torch.bfloat16)).float())
 
 
 def test_embedded_bundle_is_the_bundle_byte_for_byte(problem):

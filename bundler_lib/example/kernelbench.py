@@ -9,7 +9,8 @@ with the candidate's. The file written here is such a reference:
   forward context, TRITON_ATTN metadata, a filled KV cache) through the bundle's own
   `invocation_example(...)`, which also runs one forward; `Model.forward(hidden_states)` re-runs the layer in
   that context through the example's `forward` and returns `hidden_states + residual` (the residual stream
-  after the layer, what a transformers decoder layer returns);
+  after the layer, what a transformers decoder layer returns); moving or casting the Model leaves the layer where
+  and as the example built it (its kernels expect its dtypes): KernelBench's `precision` casts input and output;
 - `get_init_inputs()` gives those sizes, `get_inputs()` the `[T, H]` hidden states (T = batch * tokens), with the
   model's H; positions, metadata and cache are context, not inputs (KernelBench casts every input tensor to its
   float precision).
@@ -42,7 +43,8 @@ _TEMPLATE = '''\
 Written by vllm-bundler beside {bundle_name}, which it embeds (at the end of this file, BUNDLE_SHA256):
 KernelBench `exec`s a reference's text, with no `__file__` to find a sibling by. Load it as KernelBench does
 (`exec(src, ctx)`; `Model(*get_init_inputs())`; `model(*get_inputs())` on a CUDA GPU) and evaluate with
-`precision=torch.{dtype}`, the bundle's dtype: Model refuses weights cast to another one.
+`precision=torch.{dtype}`, the bundle's dtype: the layer keeps its dtypes whatever the model is cast to, so
+another precision only casts the input and output.
 
 Model(*get_init_inputs()) builds the layer and its runtime context (vLLM config state, forward context,
 attention metadata, a KV cache of `context` random tokens per sequence) with the bundle's
@@ -94,17 +96,16 @@ class Model(nn.Module):
         self.layer = example["module"]
         self._forward = example["forward"]
         self._dtype = example["inputs"]["hidden_states"].dtype
-        self._dtypes = self._tensor_dtypes()
 
-    def _tensor_dtypes(self):
-        return {{n: t.dtype for n, t in [*self.layer.named_parameters(), *self.layer.named_buffers()]}}
+    def _apply(self, fn, recurse=True):
+        # .to(device, precision) / .cuda() / .float() leave the layer where and as invocation_example built it: its
+        # kernels expect its dtypes (some of its tensors are float32 by design), its context holds its device
+        return self
 
     def forward(self, hidden_states):
-        if self._tensor_dtypes() != self._dtypes:
-            raise RuntimeError(f"Model: the layer's weights were cast away from {{self._dtype}} (KernelBench's "
-                               f"`precision`): evaluate with precision={{self._dtype}}, the bundle's dtype")
         out, residual = self._forward(hidden_states.to(self._dtype))
-        return out if residual is None else out + residual
+        out = out if residual is None else out + residual
+        return out.to(hidden_states.dtype)
 
 
 def get_inputs():
