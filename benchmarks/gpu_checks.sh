@@ -35,13 +35,15 @@ export VLLM_BUNDLE_GPU_A4="0.26.0=bundles_out/gpu/a4_0.26.0,0.33.0=bundles_out/g
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; nvcc --version | tail -2
   $py -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)"
 } > "$out/env-$phase.txt" 2>&1
+# the bundles among these paths: not the KernelBench problems beside them (*.kernelbench.py)
+only_bundles() { local b; for b in "$@"; do [[ $b == *.kernelbench.py ]] || echo "$b"; done; }
 case $phase in
   ops)
     VLLM_BUNDLE_GPU_RESULTS="$out/cuda-ops.json" $py -m pytest tests/gpu/test_cuda_ops_gpu.py -q -rfEs \
       > "$out/cuda-ops.log" 2>&1
     echo "ops rc=$?"; tail -5 "$out/cuda-ops.log" ;;
   examples)
-    bundles=("$@"); [ ${#bundles[@]} -eq 0 ] && bundles=(bundles_out/*.py)
+    bundles=("$@"); [ ${#bundles[@]} -eq 0 ] && mapfile -t bundles < <(only_bundles bundles_out/*.py)
     label() { local r=${1#bundles_out/}; r=${r%.py}; echo "${r//\//_}"; }  # vllm-0.33.0/X.py -> vllm-0.33.0_X
     export VLLM_BUNDLE_CACHE=$(mktemp -d)
     for b in "${bundles[@]}"; do n=$(label "$b")
@@ -53,7 +55,7 @@ case $phase in
     done
     for f in "$out"/examples-*.json; do echo "$(basename "$f"): $($py -c "import json,sys; d=json.load(open(sys.argv[1])); print(d.get('example'), d.get('import_s'), d.get('example_s', d.get('error', ''))[-300:] if isinstance(d.get('example_s', d.get('error', '')), str) else d.get('example_s'))" "$f")"; done ;;
   triton)
-    bundles=("$@"); [ ${#bundles[@]} -eq 0 ] && bundles=(bundles_out/*.py bundles_out/vllm-0.33.0/*.py)
+    bundles=("$@"); [ ${#bundles[@]} -eq 0 ] && mapfile -t bundles < <(only_bundles bundles_out/*.py bundles_out/vllm-0.33.0/*.py)
     VLLM_BUNDLE_GPU_BUNDLES=$(IFS=,; echo "${bundles[*]}") VLLM_BUNDLE_GPU_RESULTS="$out/triton-kernels.json" \
     VLLM_BUNDLE_GPU_DEADLINE_S=${DEADLINE_S:-540} $py -m pytest tests/gpu/test_triton_kernels_gpu.py -q -rfEs \
       > "$out/triton-kernels.log" 2>&1

@@ -157,7 +157,8 @@ def _blocked(dist: Path, rel: str, want: str) -> str | None:
 
 
 def publish_bundle(dist: Path, store: str, bundle_path: str, artifacts_dir: str, bundle: bytes,
-                   artifacts: dict[str, bytes], expected_sha256: str, legacy_artifacts_dir: str | None = None) -> bool:
+                   artifacts: dict[str, bytes], expected_sha256: str, legacy_artifacts_dir: str | None = None,
+                   extra_files: dict[str, bytes] | None = None) -> bool:
     """Put a built bundle and its stage artifacts into `dist` together, or not at all; True when anything changed.
 
     Layout (all relative symlinks, so `dist` can move):
@@ -165,20 +166,25 @@ def publish_bundle(dist: Path, store: str, bundle_path: str, artifacts_dir: str,
         <store>/current -> <content hash>                                            the one switch
         <bundle_path>   -> <store>/current/<bundle name>
         <artifacts_dir> -> <store>/current/artifacts
+        <extra path>    -> <store>/current/<its name>                                 each of `extra_files`
     A build is written complete in a temporary directory beside its place, fsynced, its bundle read back and
     checked against the sha256 that A7.report.json and the build name, then renamed into place; `current` is
     then switched by renaming a new symlink over it (atomic), so the bundle and its artifacts change in one
     step. Paths that cannot take the links are refused before anything is written. `legacy_artifacts_dir`: where
-    the earlier layout kept this target's artifacts (`artifacts/<target name>/`), removed once the build is in."""
+    the earlier layout kept this target's artifacts (`artifacts/<target name>/`), removed once the build is in.
+    `extra_files`: more files of the build (path relative to `dist` -> bytes, e.g. the KernelBench problem),
+    kept beside the bundle in the build directory under their file names."""
     dist = Path(dist)
     bundle_name = posixpath.basename(bundle_path)
-    for rel, want in ((bundle_path, "file"), (artifacts_dir, "dir")):
+    extras = {rel: (posixpath.basename(rel), data) for rel, data in (extra_files or {}).items()}
+    for rel, want in ((bundle_path, "file"), (artifacts_dir, "dir"), *((rel, "file") for rel in extras)):
         why = _blocked(dist, rel, want)
         if why:
             raise PublishError(f"{why}. Remedy: move it away and package again; nothing was replaced")
     _check_sha(bundle, artifacts, expected_sha256, bundle_path)
+    build = {bundle_name: bundle, **{f"artifacts/{n}": d for n, d in artifacts.items()}, **dict(extras.values())}
     h = hashlib.sha256()
-    for name, data in sorted({bundle_name: bundle, **{f"artifacts/{n}": d for n, d in artifacts.items()}}.items()):
+    for name, data in sorted(build.items()):
         h.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
     version = h.hexdigest()[:20]
     store_dir = dist / store
@@ -188,7 +194,7 @@ def publish_bundle(dist: Path, store: str, bundle_path: str, artifacts_dir: str,
     if not (os.path.islink(current) and os.readlink(current) == version and (store_dir / version).is_dir()):
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=store_dir))
         try:
-            _write_tree(tmp, {bundle_name: bundle, **{f"artifacts/{n}": d for n, d in artifacts.items()}})
+            _write_tree(tmp, build)
             # just before the swap: the bytes on disk are the ones A7 reported
             _check_sha((tmp / bundle_name).read_bytes(), {"A7.report.json": (tmp / "artifacts" / "A7.report.json")
                                                           .read_bytes()}, expected_sha256, bundle_path)
@@ -200,7 +206,8 @@ def publish_bundle(dist: Path, store: str, bundle_path: str, artifacts_dir: str,
         _link(current, version)
         _fsync_dir(store_dir)
         changed = True
-    for rel, inside in ((bundle_path, bundle_name), (artifacts_dir, "artifacts")):
+    for rel, inside in ((bundle_path, bundle_name), (artifacts_dir, "artifacts"),
+                        *((rel, name) for rel, (name, _) in extras.items())):
         link = dist / rel
         target = os.path.relpath(current / inside, link.parent)
         if os.readlink(link) != target if link.is_symlink() else True:

@@ -1,10 +1,11 @@
 """Where a `monolithic_bundle` writes, checked at rule time before any stage runs.
 
-Each bundle target claims two paths under the dist dir (`bundles_out/`):
+Each bundle target claims two paths under the dist dir (`bundles_out/`), three with `kernelbench=True`:
 - its bundle, `output_path` (default `<symbol>.py`): relative, normalised, no `..`, a `.py` file whose name is a
   valid module name;
 - its artifacts directory, `artifacts/<spec path with / as .>.<target name>/` beside the bundle (`<target name>`
   for a target of the root BUILD file), unique per target address;
+- with `kernelbench=True`, its KernelBench problem `<bundle stem>.kernelbench.py` beside the bundle;
 and keeps its builds in `.bundles/<target name>.<address hash>/` (rules/write_out.py, bundler_lib/artifacts.py).
 
 Two targets collide when a path one claims equals a path the other claims, or lies inside it (a bundle under
@@ -26,7 +27,8 @@ from pants.engine.addresses import Address
 from pants.engine.rules import collect_rules, rule
 from pants.engine.target import AllTargets
 
-from rules.target_types import MonolithicBundle, OutputPathField, SymbolField
+from bundler_lib.example.kernelbench import SUFFIX as KERNELBENCH_SUFFIX
+from rules.target_types import KernelBenchField, MonolithicBundle, OutputPathField, SymbolField
 
 
 class BundleTargetError(Exception):
@@ -39,9 +41,11 @@ class BundleLayout:
     bundle_path: str  # relative to the dist dir
     artifacts_dir: str  # relative to the dist dir
     store_dir: str  # relative to the dist dir: this target's builds, one directory each
+    kernelbench_path: str | None = None  # relative to the dist dir, with `kernelbench=True`
 
-    def claims(self) -> tuple[str, str]:
-        return self.bundle_path, self.artifacts_dir
+    def claims(self) -> tuple[str, ...]:
+        extra = (self.kernelbench_path,) if self.kernelbench_path else ()
+        return (self.bundle_path, self.artifacts_dir, *extra)
 
 
 def _is_module_name(stem: str) -> bool:
@@ -86,12 +90,14 @@ def artifacts_key(address: Address) -> str:
     return f"{spec}.{address.target_name}" if spec else address.target_name
 
 
-def bundle_layout(address: Address, symbol: str, output_path: str | None) -> BundleLayout:
+def bundle_layout(address: Address, symbol: str, output_path: str | None, kernelbench: bool = False) -> BundleLayout:
     bundle_path = check_output_path(address, output_path, symbol)
     out_dir = posixpath.dirname(bundle_path)
     artifacts_dir = posixpath.join(out_dir, "artifacts", artifacts_key(address))
     digest = hashlib.sha256(address.spec.encode("utf-8")).hexdigest()[:12]
-    return BundleLayout(address, bundle_path, artifacts_dir, f".bundles/{address.target_name}.{digest}")
+    kernelbench_path = bundle_path[:-len(".py")] + KERNELBENCH_SUFFIX if kernelbench else None
+    return BundleLayout(address, bundle_path, artifacts_dir, f".bundles/{address.target_name}.{digest}",
+                        kernelbench_path)
 
 
 def _overlap(a: str, b: str) -> bool:
@@ -128,16 +134,18 @@ async def all_bundle_layouts(all_targets: AllTargets) -> BundleLayouts:
         if not isinstance(tgt, MonolithicBundle):
             continue
         try:
-            layouts.append(bundle_layout(tgt.address, tgt[SymbolField].value, tgt[OutputPathField].value))
+            layouts.append(bundle_layout(tgt.address, tgt[SymbolField].value, tgt[OutputPathField].value,
+                                         bool(tgt[KernelBenchField].value)))
         except BundleTargetError:
             continue  # refused when that target is packaged
     return BundleLayouts(tuple(layouts))
 
 
-def check_no_collision(everything: BundleLayouts, address: Address, symbol: str, output_path: str | None) -> BundleLayout:
+def check_no_collision(everything: BundleLayouts, address: Address, symbol: str, output_path: str | None,
+                       kernelbench: bool = False) -> BundleLayout:
     """This target's layout, or BundleTargetError when its `output_path` is bad or its outputs collide with
     another bundle target's."""
-    mine = bundle_layout(address, symbol, output_path)
+    mine = bundle_layout(address, symbol, output_path, kernelbench)
     problem = collision(list(everything.layouts), mine)
     if problem:
         raise BundleTargetError(problem)

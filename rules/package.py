@@ -10,6 +10,9 @@
 A3 is two processes when the closure has a file that names `__file__`: the data scan (the graph, those
 files, the model config) finds what the reached code reads next to its module and which files the target
 can select; the collection then reads the Triton files and exactly the data files the scan's globs match.
+
+With `kernelbench=True` the built bundle and A6.model.json also give `<bundle stem>.kernelbench.py`
+(bundler_lib/example/kernelbench.py), generated and checked here, in the rule, and published with the bundle.
 """
 
 from __future__ import annotations
@@ -41,11 +44,13 @@ from pants.util.logging import LogLevel
 from bundler_lib import model_facts, variant as variants
 from bundler_lib.common.contract import parse_graph
 from bundler_lib.errors import StageError
+from bundler_lib.example import kernelbench
 from rules.outputs import BundleTargetError, bundle_layout
 from rules.stages import StageFailed, StageOutput, StageRequest, as_inputs, read_json, tree_subset
 from rules.subsystem import BundlerSubsystem
 from rules.target_types import (
     ImportCheckField,
+    KernelBenchField,
     ModelField,
     StubOpsField,
     OutputPathField,
@@ -60,8 +65,9 @@ from rules.vllm_tree import VllmTree, VllmTreeRequest
 
 @dataclass(frozen=True)
 class BuiltBundle:
-    """A bundle built by A0..A7: `digest` holds `bundle_path` and the stage artifacts under `artifacts_dir`
-    (both relative to the dist dir); rules/write_out.py keeps the builds in `store_dir`."""
+    """A bundle built by A0..A7: `digest` holds `bundle_path`, the stage artifacts under `artifacts_dir` and
+    `kernelbench_path` when set (all relative to the dist dir); rules/write_out.py keeps the builds in
+    `store_dir`."""
 
     digest: Digest
     bundle_path: str
@@ -69,6 +75,7 @@ class BuiltBundle:
     store_dir: str
     size: int
     sha256: str
+    kernelbench_path: str | None = None
 
 
 class ModelConfigMissing(Exception):
@@ -88,6 +95,7 @@ class MonolithicBundleFieldSet(PackageFieldSet):
     output_path: OutputPathField
     import_check: ImportCheckField
     stub_ops: StubOpsField
+    kernelbench: KernelBenchField
 
 
 async def _model_config(model: str | None, models_dir: str, address: Address) -> Digest:
@@ -170,8 +178,11 @@ async def build_bundle(field_set: MonolithicBundleFieldSet, bundler: BundlerSubs
     target = str(address)
     symbol = field_set.symbol.value
     # Checked before any stage runs: where it writes, and the variant.
-    layout = bundle_layout(address, symbol, field_set.output_path.value)
+    layout = bundle_layout(address, symbol, field_set.output_path.value, bool(field_set.kernelbench.value))
     variant = _variant(field_set)
+    if layout.kernelbench_path and not field_set.model.value:
+        raise BundleTargetError(f"{address}: `kernelbench=True` needs `model`: the problem runs the layer at a model's "
+                                "shapes. Remedy: set `model`, or remove `kernelbench`.")
     source_address = await Get(
         Address,
         AddressInput,
@@ -268,9 +279,18 @@ async def build_bundle(field_set: MonolithicBundleFieldSet, bundler: BundlerSubs
     stage_artifacts = await Get(Digest, DigestSubset(stage_artifacts, PathGlobs(["A*"])))
     artifacts_dir = layout.artifacts_dir
     stage_artifacts = await Get(Digest, AddPrefix(stage_artifacts, artifacts_dir))
-    digest = await Get(Digest, MergeDigests([bundle_digest, stage_artifacts]))
+    outputs = [bundle_digest, stage_artifacts]
+    if layout.kernelbench_path:
+        try:
+            source = kernelbench.generate(data, bundle_name, await read_json(a6, "A6.model.json"))
+            kernelbench.check(source, data, layout.kernelbench_path)
+        except StageError as e:
+            raise StageFailed(f"{target}: {e}") from None
+        outputs.append(await Get(Digest, CreateDigest([FileContent(layout.kernelbench_path, source.encode())])))
+    digest = await Get(Digest, MergeDigests(outputs))
 
-    return BuiltBundle(digest, output_path, artifacts_dir, layout.store_dir, len(data), hashlib.sha256(data).hexdigest())
+    return BuiltBundle(digest, output_path, artifacts_dir, layout.store_dir, len(data), hashlib.sha256(data).hexdigest(),
+                       layout.kernelbench_path)
 
 
 def rules():

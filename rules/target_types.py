@@ -6,6 +6,7 @@ from typing import Any, Dict, Optional, Union
 from pants.engine.addresses import Address
 from pants.engine.target import (
     COMMON_TARGET_FIELDS,
+    BoolField,
     Field,
     InvalidFieldTypeException,
     StringField,
@@ -127,6 +128,18 @@ class StubOpsField(StringSequenceField):
     )
 
 
+class KernelBenchField(BoolField):
+    alias = "kernelbench"
+    default = False
+    help = help_text(
+        """
+        Also write `<bundle stem>.kernelbench.py` beside the bundle: a KernelBench reference problem (`Model`,
+        `get_init_inputs()`, `get_inputs()`) running the layer in its runtime context at the model's shapes, with
+        the bundle embedded. Only for decoder layers built with a `model`; published with the bundle, in one step.
+        """
+    )
+
+
 class MonolithicBundle(Target):
     alias = "monolithic_bundle"
     core_fields = (
@@ -140,6 +153,7 @@ class MonolithicBundle(Target):
         OutputPathField,
         ImportCheckField,
         StubOpsField,
+        KernelBenchField,
     )
     help = help_text(
         """

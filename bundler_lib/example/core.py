@@ -19,6 +19,8 @@ Everything written is deterministic: no timestamps, no absolute paths (the confi
 `models/<org>--<name>/config.json` path or file name, and its sha256).
 """
 
+from __future__ import annotations
+
 import hashlib
 import json
 import math

@@ -2,7 +2,8 @@
 kernels a bundle file holds (read with ast: nothing is imported for that).
 
 Which bundles: $VLLM_BUNDLE_GPU_BUNDLES = "path[,path...]" (relative paths are taken from the
-repository root), else every bundles_out/*.py and bundles_out/vllm-0.33.0/*.py that exists.
+repository root), else every bundles_out/*.py and bundles_out/vllm-0.33.0/*.py that exists (but the KernelBench
+problems, *.kernelbench.py, tested by test_kernelbench_gpu.py).
 
 A bundle is imported once per process under its own module name (its file's stem, as
 tools/run_bundle.py does; `<version dir>__<stem>` when another bundle of that stem is already loaded, e.g.
@@ -39,7 +40,7 @@ def bundle_paths() -> list[Path]:
         return out
     out = []
     for d in DEFAULT_DIRS:
-        out.extend(sorted(p.resolve() for p in (ROOT / d).glob("*.py")))
+        out.extend(sorted(p.resolve() for p in (ROOT / d).glob("*.py") if not p.name.endswith(".kernelbench.py")))
     return out
 
 
