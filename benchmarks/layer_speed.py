@@ -36,6 +36,7 @@ import argparse
 import ast
 import datetime
 import gc
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -214,8 +215,8 @@ def transformers_step(ex: dict, found, config):
 
     def step():
         out = parity.hf_forward(hf, xin, positions, (lambda *_: emb) if emb is not None else None, cache)
-        if cache is not None:
-            cache.crop(-q)  # back to the context: every step appends to the same length
+        if cache is not None:  # back to the context (only this layer's is filled): each step appends as much
+            cache.layers[layer_idx].crop(-q)
         return out
 
     return step
@@ -390,7 +391,8 @@ def main(argv=None) -> int:
               "layers": []}
     deadline = time.monotonic() + args.budget_s if args.budget_s else None
     for la in layers:
-        entry = dict(la, rows=[])
+        entry = dict(la, bundle=os.path.relpath(la["bundle"], REPO), rows=[],
+                     bundle_sha256=hashlib.sha256(Path(la["bundle"]).read_bytes()).hexdigest())
         result["layers"].append(entry)
         left = None if deadline is None else deadline - time.monotonic()
         if left is not None and left <= 0:

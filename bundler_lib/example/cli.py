@@ -18,10 +18,11 @@ def _bundle_cuda_graph(forward, warmup=3):
     """`forward` (no arguments) captured in a CUDA graph: (the graph, its outputs, which each replay rewrites).
 
     Warmed up on a side stream first, so Triton's compilation, workspaces and library handles are made outside the
-    capture. A decoder layer's forward installs vLLM's module state (config, forward context) on each call: Python
-    attribute writes, no GPU work, so the graph holds only the GPU work (the input copy and the layer's kernels,
-    over the example's KV cache and metadata at their fixed addresses). The forward ends with
-    torch.cuda.synchronize(), which a capturing stream refuses: it does nothing while the graph is captured."""
+    capture. A decoder layer's forward installs vLLM's module state (config, forward context, a fresh workspace
+    manager) on each call: Python attribute writes, no GPU work, so the graph holds only the GPU work (the input copy
+    and the layer's kernels, over the example's KV cache and metadata at their fixed addresses; workspace buffers
+    allocated during the capture stay in the graph's memory pool). The forward ends with torch.cuda.synchronize(),
+    which a capturing stream refuses: it does nothing while the graph is captured."""
     import torch
 
     side = torch.cuda.Stream()
