@@ -2,8 +2,10 @@
 sizes and options, result-file naming, the rates against the GPU's peak, transformers' fast settings and decode
 step (on CPU, with tools/parity.py's tiny layers), and the one-line refusals without a GPU."""
 
+import json
 import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -107,6 +109,19 @@ def test_summary_and_rates():
     assert set(layer_speed.rates({"flops": 1, "bytes": 1}, 1.0, None)) == {"tflops", "gbps"}
 
 
+def _example(state: dict, B: int, q: int, ctx: int, bs=4, H_kv=2, Dh=16) -> dict:
+    """What a decoder-layer bundle's invocation_example returns, on CPU: `state` as the layer's parameters, B
+    sequences of q new tokens after ctx cached ones in a paged KV cache of `bs`-token blocks."""
+    g = torch.Generator().manual_seed(0)
+    nb = -(-(ctx + q) // bs)
+    return {"module": types.SimpleNamespace(named_parameters=state.items), "prefix": "model.layers.0",
+            "sizes": {"B": B, "new_tokens": q, "context": ctx},
+            "inputs": {"hidden_states": torch.randn(B * q, 64, generator=g),
+                       "positions": torch.arange(ctx, ctx + q).repeat(B),
+                       "kv_cache": torch.randn(B * nb, H_kv, bs, 2 * Dh, generator=g),
+                       "block_table": torch.arange(B * nb, dtype=torch.int32).view(B, nb)}}
+
+
 class _Spy:
     def __init__(self, fn):
         self.fn, self.calls = fn, 0
@@ -130,12 +145,8 @@ def test_transformers_step_fast_settings_and_a_steady_cache(model_type, monkeypa
     ref = _hf_layer(model_type)
     state = _as_vllm({n: p.detach() for n, p in ref.named_parameters()})
     B, ctx, bs, H_kv, Dh = 2, 6, 4, 2, 16
-    g = torch.Generator().manual_seed(0)
-    ex = {"module": types.SimpleNamespace(named_parameters=state.items), "prefix": "model.layers.0",
-          "sizes": {"B": B, "new_tokens": 1, "context": ctx},
-          "inputs": {"hidden_states": torch.randn(B, 64, generator=g), "positions": torch.full((B,), ctx),
-                     "kv_cache": torch.randn(4, H_kv, bs, 2 * Dh, generator=g),
-                     "block_table": torch.tensor([[0, 1], [2, 3]], dtype=torch.int32)}}
+    ex = _example(state, B, 1, ctx)
+    assert ex["inputs"]["block_table"].tolist() == [[0, 1], [2, 3]]
     found = layer_speed.parity.hf_classes(model_type, SYMBOL[model_type])
     step = layer_speed.transformers_step(ex, found, config)
     first, second = step(), step()
@@ -253,3 +264,99 @@ def test_cuda_graph_capture_holds_only_the_forward(bundle, monkeypatch):  # noqa
     assert events == ["wait", "side", "sync", "forward", "sync", "forward", "/side", "wait",
                       "capture graph", "forward", "/capture graph"]
     assert torch.cuda.synchronize is synchronize
+
+
+def test_worker_rows_on_cpu(tmp_path, monkeypatch):
+    """The GPU path's plumbing on CPU, CUDA events replaced by a wall clock: one row per size, written as each
+    finishes, with both sides' (three for decode) timings, rates against the device's peak and the ratios."""
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps({"model_type": "qwen3_moe", **TINY["qwen3_moe"]}))
+    path = tmp_path / "Qwen3MoeDecoderLayer.py"
+    path.write_text("# invocation_example: Qwen3MoeDecoderLayer (decoder_layer example, written by A6)\n"
+                    f"# config: {cfg} sha256=0\n")
+    state = _as_vllm({n: p.detach() for n, p in _hf_layer("qwen3_moe").named_parameters()})
+    asked = []
+
+    def invocation_example(small, workload, tokens, batch, context):
+        asked.append((small, workload, tokens, batch, context))
+        ex = _example(state, batch, tokens, context)
+        ex.update(forward=lambda: ex["inputs"]["hidden_states"] * 2, cost={"flops": 10**9, "bytes": 10**8})
+        return ex
+
+    graphs = []
+    mod = types.SimpleNamespace(__file__=str(path), invocation_example=invocation_example,
+                                _bundle_cuda_graph=lambda fw, warmup: graphs.append(warmup) or
+                                (types.SimpleNamespace(replay=fw), None))
+    monkeypatch.setattr(layer_speed.parity, "load_bundle", lambda p: mod)
+
+    class Event:
+        def __init__(self, enable_timing=False):
+            self.t = None
+
+        def record(self):
+            self.t = time.perf_counter()
+
+        def elapsed_time(self, end):
+            return (end.t - self.t) * 1e3
+
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
+    rows = tmp_path / "rows.jsonl"
+    assert layer_speed.worker({"name": "moe", "bundle": str(path)}, ["prefill:8,decode:2x6"], 2, 20, rows) == 0
+    got = [json.loads(line) for line in rows.read_text().splitlines()]
+    assert asked == [(False, "prefill", 8, 1, 0), (False, "decode", 1, 2, 6)] and graphs == [2]
+    assert [r["case"] for r in got] == ["prefill:8", "decode:2x6"]
+    assert [r["status"] for r in got] == ["ok", "ok"], got
+    assert got[0]["reference"] == "transformers qwen3_moe.Qwen3MoeDecoderLayer"
+    assert "bundle_cuda_graph" not in got[0] and "ratio_cuda_graph" in got[1]
+    for r in got:
+        for side in ("bundle", "transformers"):
+            assert r[side]["iters"] == 20 and r[side]["frac_peak_bw"] > 0
+        assert r["ratio"] == round(r["transformers"]["median_ms"] / r["bundle"]["median_ms"], 3)
+
+
+def test_driver_writes_one_result_file_from_the_workers(tmp_path, monkeypatch):
+    """main() on a pretend GPU, the per-layer processes replaced: one worker per layer with the sizes, warm-ups
+    and rounds asked, its rows gathered (also from a worker stopped by --budget-s), one new result file."""
+    for name in ("Qwen3MoeDecoderLayer", "Qwen3DecoderLayer", "LlamaDecoderLayer"):
+        (tmp_path / f"{name}.py").write_text(name)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "2000-01-01-layer-speed-1.json").write_text("{}")
+    workers = []
+
+    def run(cmd, **kw):
+        if cmd[0] == "nvidia-smi":
+            return subprocess.CompletedProcess(cmd, 0, stdout="550.54.15\n", stderr="")
+        layer = json.loads(cmd[cmd.index("--worker") + 1])
+        workers.append((layer["name"], cmd[cmd.index("--sizes") + 1], cmd[cmd.index("--warmup") + 1],
+                        cmd[cmd.index("--iters") + 1], kw.get("timeout")))
+        rows = Path(cmd[cmd.index("--rows") + 1])
+        rows.write_text(json.dumps({"case": "prefill:32", "status": "ok"}) + "\n")
+        if layer["name"] == "qwen3_layer":
+            raise subprocess.TimeoutExpired(cmd, kw["timeout"])
+        return subprocess.CompletedProcess(cmd, 0)
+
+    class Date(layer_speed.datetime.date):
+        @classmethod
+        def today(cls):
+            return cls(2000, 1, 1)
+
+    monkeypatch.setattr(layer_speed.subprocess, "run", run)
+    monkeypatch.setattr(layer_speed.datetime, "date", Date)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
+    args = ["--bundles-dir", str(tmp_path), "--out-dir", str(tmp_path / "out"), "--sizes", "prefill:32,decode:8x64",
+            "--iters", "25", "--budget-s", "500"]
+    assert layer_speed.main(args) == 1  # a layer stopped, and one size each
+    assert [w[:4] for w in workers] == [(n, "prefill:32,decode:8x64", "5", "25")
+                                        for n in ("qwen3_moe_layer", "qwen3_layer", "llama_layer")]
+    assert all(0 < w[4] <= 500 for w in workers)
+    assert (tmp_path / "out" / "2000-01-01-layer-speed-1.json").read_text() == "{}"
+    result = json.loads((tmp_path / "out" / "2000-01-01-layer-speed-2.json").read_text())
+    assert (result["gpu"], result["driver"], result["peak"]["tbps"]) == ("NVIDIA H200", "550.54.15", 4.8)
+    assert result["settings"]["iters"] == 25 and result["transformers"] and result["torch"]
+    layers = result["layers"]
+    assert [la["status"] for la in layers] == ["ok", "stopped: --budget-s spent", "ok"]
+    assert all(la["rows"] == [{"case": "prefill:32", "status": "ok"}] for la in layers)
+    assert layers[0]["bundle_sha256"] == layer_speed.hashlib.sha256(b"Qwen3MoeDecoderLayer").hexdigest()
