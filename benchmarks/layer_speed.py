@@ -283,6 +283,8 @@ def worker(layer: dict, sizes: list[str], warmup: int, iters: int, rows_out: Pat
             for k in ("bundle", "transformers", "bundle_cuda_graph"):
                 if "median_ms" in row.get(k, {}):
                     short[k + "_ms"] = row[k]["median_ms"]
+            if row["status"] == "error":
+                short["error"] = row["error"].strip().splitlines()[-1][:300]
             print(f"layer_speed: {layer['name']} {row['case']} {json.dumps(short)}", flush=True)
     return 0
 
@@ -338,6 +340,8 @@ def parse_args(argv):
         p.error(f"--iters {args.iters}: at least {MIN_ITERS} timed runs give a median and spread")
     if args.warmup is None:
         args.warmup = 3 if args.quick else 5
+    if args.warmup < 1:
+        p.error(f"--warmup {args.warmup}: at least one (the first calls compile Triton kernels and load CUDA ops)")
     return args
 
 

@@ -75,6 +75,8 @@ def test_options():
     assert layer_speed.parse_args(["--quick", "--warmup", "7", "--iters", "50"]).warmup == 7
     res = _run("--iters", "19")
     assert res.returncode == 2 and "--iters 19: at least 20 timed runs" in res.stderr
+    res = _run("--warmup", "0")
+    assert res.returncode == 2 and "--warmup 0: at least one" in res.stderr
 
 
 def test_result_file_is_the_next_free_one(tmp_path):
@@ -279,6 +281,8 @@ def test_worker_rows_on_cpu(tmp_path, monkeypatch):
 
     def invocation_example(small, workload, tokens, batch, context):
         asked.append((small, workload, tokens, batch, context))
+        if tokens == 16:
+            raise RuntimeError("out of memory, say")
         ex = _example(state, batch, tokens, context)
         ex.update(forward=lambda: ex["inputs"]["hidden_states"] * 2, cost={"flops": 10**9, "bytes": 10**8})
         return ex
@@ -303,11 +307,14 @@ def test_worker_rows_on_cpu(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
     rows = tmp_path / "rows.jsonl"
-    assert layer_speed.worker({"name": "moe", "bundle": str(path)}, ["prefill:8,decode:2x6"], 2, 20, rows) == 0
+    assert layer_speed.worker({"name": "moe", "bundle": str(path)}, ["prefill:8,prefill:16,decode:2x6"], 2, 20, rows) == 0
     got = [json.loads(line) for line in rows.read_text().splitlines()]
-    assert asked == [(False, "prefill", 8, 1, 0), (False, "decode", 1, 2, 6)] and graphs == [2]
-    assert [r["case"] for r in got] == ["prefill:8", "decode:2x6"]
-    assert [r["status"] for r in got] == ["ok", "ok"], got
+    assert asked == [(False, "prefill", 8, 1, 0), (False, "prefill", 16, 1, 0), (False, "decode", 1, 2, 6)]
+    assert graphs == [2]
+    assert [r["case"] for r in got] == ["prefill:8", "prefill:16", "decode:2x6"]
+    assert [r["status"] for r in got] == ["ok", "error", "ok"], got
+    assert got[1]["error"].strip().endswith("RuntimeError: out of memory, say")
+    del got[1]
     assert got[0]["reference"] == "transformers qwen3_moe.Qwen3MoeDecoderLayer"
     assert "bundle_cuda_graph" not in got[0] and "ratio_cuda_graph" in got[1]
     for r in got:
