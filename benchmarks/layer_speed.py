@@ -393,6 +393,7 @@ def main(argv=None) -> int:
                                      "decode also CUDA-graphed (_bundle_cuda_graph)",
                            "ratio": "transformers median / bundle median"},
               "layers": []}
+    _write(path, result)
     deadline = time.monotonic() + args.budget_s if args.budget_s else None
     for la in layers:
         entry = dict(la, bundle=os.path.relpath(la["bundle"], REPO), rows=[],
