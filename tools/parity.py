@@ -184,11 +184,23 @@ def load_bundle(path: Path):
     return mod
 
 
-def _symbol_of(mod) -> str:
+def symbol_of(mod) -> str:
     m = re.search(r"^# invocation_example: (\w+)", Path(mod.__file__).read_text(encoding="utf-8"), re.M)
     if not m:
         raise SystemExit(f"parity: {mod.__file__}: no invocation_example header (not a bundle?)")
     return m.group(1)
+
+
+def bundle_config(mod) -> Path | None:
+    """The model config the bundle was built from (its `# config:` header; relative to the project root), or None."""
+    m = re.search(r"^# config: (\S+)", Path(mod.__file__).read_text(encoding="utf-8"), re.M)
+    return Path(m.group(1)) if m and m.group(1) != "(none)" else None
+
+
+def read_config(path: Path) -> dict:
+    """The model's fields (a multimodal config's `text_config`)."""
+    cfg = json.loads(Path(path).read_text())
+    return cfg.get("text_config", cfg) if isinstance(cfg.get("text_config"), dict) else cfg
 
 
 def rel_l2(a, b) -> float:
@@ -199,7 +211,7 @@ def max_abs(a, b) -> float:
     return float((a.float() - b.float()).abs().max())
 
 
-def _hf_forward(layer, x, positions, rope, cache=None):
+def hf_forward(layer, x, positions, rope, cache=None):
     import torch
 
     pos = positions
@@ -212,7 +224,7 @@ def _hf_forward(layer, x, positions, rope, cache=None):
     return out[0] if isinstance(out, tuple) else out
 
 
-def _context_cache(ex, dtype, config, layer_idx):
+def context_cache(ex, dtype, config, layer_idx):
     """transformers' cache holding the bundle's context K/V (the paged cache: K then V in the last dim)."""
     import torch
     from transformers import DynamicCache
@@ -229,6 +241,32 @@ def _context_cache(ex, dtype, config, layer_idx):
     cache = DynamicCache(config=config)
     cache.update(both[..., :Dh].contiguous(), both[..., Dh:].contiguous(), layer_idx)
     return cache
+
+
+def hf_shapes(hf_cls, config, layer_idx: int) -> dict:
+    """Every parameter of transformers' layer and its shape (built on meta: nothing allocated)."""
+    import torch
+
+    with torch.device("meta"):
+        return {n: tuple(p.shape) for n, p in hf_cls(config, layer_idx).named_parameters()}
+
+
+def hf_layer(hf_cls, config, layer_idx: int, state: dict, dtype):
+    """transformers' layer in eval mode holding `state` (map_weights' output) in `dtype`. Built on meta and given
+    the mapped tensors (assign): where the dtype is the bundle's, it shares their storage (no second copy of an MoE
+    layer's experts)."""
+    import torch
+
+    with torch.device("meta"):
+        hf = hf_cls(config, layer_idx)
+    missing, unexpected = hf.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=False, assign=True)
+    if missing or unexpected:
+        raise MappingError(f"transformers' layer did not take the mapped weights: missing {missing[:4]}, "
+                           f"unexpected {unexpected[:4]}")
+    left = [n for n, b in hf.named_buffers() if b.is_meta]
+    if left:
+        raise MappingError(f"transformers' {hf_cls.__name__} has buffers the mapping does not set: {left[:4]}")
+    return hf.eval()
 
 
 def _router_topk(module, x, k):
@@ -270,8 +308,7 @@ def run_case(mod, symbol: str, cfg: dict, workload: str, tokens: int, batch: int
     config = hf_config(cfg, model_type)
     row["reference"] = f"transformers {model_type}.{hf_cls.__name__}"
     layer_idx = int(ex["prefix"].rsplit(".", 1)[-1])
-    with torch.device("meta"):
-        shapes = {n: tuple(p.shape) for n, p in hf_cls(config, layer_idx).named_parameters()}
+    shapes = hf_shapes(hf_cls, config, layer_idx)
     hf_state = map_weights(vllm_state, shapes)
     control_state = map_weights(vllm_state, shapes, control=True)
     B, q, ctx = ex["sizes"]["B"], ex["sizes"]["new_tokens"], ex["sizes"]["context"]
@@ -291,22 +328,11 @@ def run_case(mod, symbol: str, cfg: dict, workload: str, tokens: int, batch: int
     y_bundle = y_bundle.view(B, q, H)
 
     def hf_run(state, dtype):
-        # built on meta and given the mapped tensors (assign): no second copy of an MoE layer's experts
-        with torch.device("meta"):
-            hf = hf_cls(config, layer_idx)
-        missing, unexpected = hf.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=False,
-                                                 assign=True)
-        if missing or unexpected:
-            raise MappingError(f"transformers' layer did not take the mapped weights: missing {missing[:4]}, "
-                               f"unexpected {unexpected[:4]}")
-        left = [n for n, b in hf.named_buffers() if b.is_meta]
-        if left:
-            raise MappingError(f"transformers' {hf_cls.__name__} has buffers the mapping does not set: {left[:4]}")
-        hf.eval()
+        hf = hf_layer(hf_cls, config, layer_idx, state, dtype)
         rope = rope_cls(config).to("cuda") if rope_cls is not None else None
-        cache = _context_cache(ex, dtype, config, layer_idx) if ctx else None
+        cache = context_cache(ex, dtype, config, layer_idx) if ctx else None
         xin = x.view(B, q, H).to(dtype)
-        call = lambda: _hf_forward(hf, xin, positions, rope, cache).float()  # noqa: E731
+        call = lambda: hf_forward(hf, xin, positions, rope, cache).float()  # noqa: E731
         y, sets = _router_topk(hf, call, top_k) if top_k else (call(), None)
         del hf
         torch.cuda.empty_cache()
@@ -360,16 +386,12 @@ def main(argv=None) -> int:
         print("parity: no CUDA GPU (torch.cuda.is_available() is False): the bundle's kernels need one", file=sys.stderr)
         return 2
     mod = load_bundle(args.bundle)
-    symbol = _symbol_of(mod)
-    cfg_path = args.config
+    symbol = symbol_of(mod)
+    cfg_path = args.config or bundle_config(mod)
     if cfg_path is None:
-        m = re.search(r"^# config: (\S+)", Path(mod.__file__).read_text(encoding="utf-8"), re.M)
-        if not m or m.group(1) == "(none)":
-            print(f"parity: {args.bundle}: built without a model config; pass --config", file=sys.stderr)
-            return 2
-        cfg_path = Path(m.group(1))
-    cfg = json.loads(cfg_path.read_text())
-    cfg = cfg.get("text_config", cfg) if isinstance(cfg.get("text_config"), dict) else cfg
+        print(f"parity: {args.bundle}: built without a model config; pass --config", file=sys.stderr)
+        return 2
+    cfg = read_config(cfg_path)
     cases = args.case or [parse_case("prefill:32"), parse_case("prefill:512"), parse_case("decode:2x64")]
     import transformers
 

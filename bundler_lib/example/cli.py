@@ -3,6 +3,8 @@
 Written after `invocation_example()`: `_BUNDLE_INFO` (what the build knew: symbol, model, variant, the ops and
 kernels A1 reached) and `_bundle_main()`, called only under `if __name__ == "__main__":` (importing the bundle
 still runs nothing). run/bench/check need a CUDA GPU and say so in one line without one; info does not.
+`bench --cuda-graph` also times the forward captured in a CUDA graph and replayed (`_bundle_cuda_graph()`, which
+benchmarks/layer_speed.py uses too).
 """
 
 import pprint
@@ -10,6 +12,33 @@ import pprint
 _CLI = '''
 
 _BUNDLE_INFO = {info}
+
+
+def _bundle_cuda_graph(forward, warmup=3):
+    """`forward` (no arguments) captured in a CUDA graph: (the graph, its outputs, which each replay rewrites).
+
+    Warmed up on a side stream first, so Triton's compilation, workspaces and library handles are made outside the
+    capture. A decoder layer's forward installs vLLM's module state (config, forward context, a fresh workspace
+    manager) on each call: Python attribute writes, no GPU work, so the graph holds only the GPU work (the input copy
+    and the layer's kernels, over the example's KV cache and metadata at their fixed addresses; workspace buffers
+    allocated during the capture stay in the graph's memory pool). The forward ends with torch.cuda.synchronize(),
+    which a capturing stream refuses: it does nothing while the graph is captured."""
+    import torch
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(max(1, warmup)):
+            forward()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        synchronize, torch.cuda.synchronize = torch.cuda.synchronize, lambda device=None: None
+        try:
+            out = forward()
+        finally:
+            torch.cuda.synchronize = synchronize
+    return graph, out
 
 
 def _bundle_main(argv=None):
@@ -37,6 +66,8 @@ def _bundle_main(argv=None):
     bench.add_argument("--warmup", type=int, default=5)
     bench.add_argument("--iters", type=int, default=20)
     bench.add_argument("--json", help="also write the result here")
+    bench.add_argument("--cuda-graph", action="store_true",
+                       help="also time the forward captured in a CUDA graph and replayed (as vLLM runs decode)")
     sub.add_parser("check", help="the bundle's self-test: its example at small size, prefill and decode, "
                                  "with the references it carries, and a repeatability check")
     sub.add_parser("info", help="symbol, model, variant, ops and kernels embedded, dependencies, closure size")
@@ -99,33 +130,54 @@ def _bundle_main(argv=None):
     if fw is None:
         print(f"{{prog}} bench: this example has no forward to time", file=sys.stderr)
         return 2
-    for _ in range(max(1, args.warmup)):
-        fw()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(max(1, args.iters)):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fw()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    times.sort()
-    med = times[len(times) // 2]
     cost = ex.get("cost") or {{}}
+
+    def timed(fn):
+        for _ in range(max(1, args.warmup)):
+            fn()
+        torch.cuda.synchronize()
+        times = []
+        for _ in range(max(1, args.iters)):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end))
+        times.sort()
+        med = times[len(times) // 2]
+        got = {{"iters": len(times), "median_ms": round(med, 4), "min_ms": round(times[0], 4),
+               "max_ms": round(times[-1], 4), "p10_ms": round(times[len(times) // 10], 4),
+               "p90_ms": round(times[(len(times) * 9) // 10], 4)}}
+        if cost:
+            got["tflops"] = round(cost["flops"] / (med * 1e-3) / 1e12, 3)
+            got["gbps"] = round(cost["bytes"] / (med * 1e-3) / 1e9, 1)
+        return got
+
     res = {{"symbol": _BUNDLE_INFO["symbol"], "gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
-           "workload": ex.get("workload"), "sizes": ex.get("sizes"), "iters": len(times),
-           "median_ms": round(med, 4), "min_ms": round(times[0], 4), "max_ms": round(times[-1], 4),
-           "p10_ms": round(times[len(times) // 10], 4), "p90_ms": round(times[(len(times) * 9) // 10], 4)}}
+           "workload": ex.get("workload"), "sizes": ex.get("sizes"), **timed(fw)}}
     if cost:
-        res["tflops"] = round(cost["flops"] / (med * 1e-3) / 1e12, 3)
-        res["gbps"] = round(cost["bytes"] / (med * 1e-3) / 1e9, 1)
         res["cost_estimate"] = cost
+    failed = False
+    if args.cuda_graph:
+        def tensors(o):
+            return [t for t in (o if isinstance(o, tuple) else (o,)) if hasattr(t, "shape")]
+
+        try:
+            graph, out = _bundle_cuda_graph(fw, args.warmup)
+            res["cuda_graph"] = timed(graph.replay)
+            graphed = [t.clone() for t in tensors(out)]
+            res["cuda_graph"]["max_abs_diff_vs_eager"] = max(
+                float((g.float() - e.float()).abs().max()) for g, e in zip(graphed, tensors(fw())))
+            res["cuda_graph_speedup"] = round(res["median_ms"] / res["cuda_graph"]["median_ms"], 3)
+        except Exception as e:  # noqa: BLE001 - reported beside the eager result
+            res["cuda_graph"] = {{"error": f"{{type(e).__name__}}: {{e}}"}}
+            failed = True
     print(json.dumps(res, indent=2, default=str))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=2, default=str)
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
