@@ -37,9 +37,10 @@ from pathlib import Path
 
 import libcst as cst
 
-from bundler_lib import data_files
 from bundler_lib.artifacts import read_json, write_json, write_text
 from bundler_lib.common.contract import load_graph
+from bundler_lib.common.data_anchors import DATA_JSON, DATA_PY, SECTION_NAMES, anchor_kind, helper_call
+from bundler_lib.common.names import dotted as ast_dotted
 from bundler_lib.errors import StageError
 
 STAGE = "A5 bind"
@@ -535,7 +536,7 @@ def _anchor_spans(chunk: str) -> list[tuple[int, int, int, int, str, str]]:
     lines 1-based, columns UTF-8 byte offsets (as in ast)."""
     found = []
     for node in ast.walk(ast.parse(chunk)):
-        kind = data_files.anchor_kind(node)
+        kind = anchor_kind(node)
         if kind:
             found.append((node.lineno, node.col_offset, node.end_lineno, node.end_col_offset, kind,
                           ast.unparse(node)))
@@ -571,7 +572,7 @@ def rewrite_anchors(module_text: str, dirs: dict[str, str]) -> tuple[str, dict, 
             elif spans:
                 buf = [ln.encode("utf-8") for ln in chunk.splitlines(keepends=True)]
                 for a, col, b, end_col, kind, src in reversed(spans):
-                    new = data_files.helper_call(kind, dirs[f])
+                    new = helper_call(kind, dirs[f])
                     buf[a - 1] = buf[a - 1][:col] + new.encode("utf-8") + buf[b - 1][end_col:]
                     for i in range(a, b):
                         buf[i] = b""
@@ -581,17 +582,6 @@ def rewrite_anchors(module_text: str, dirs: dict[str, str]) -> tuple[str, dict, 
         out.append(chunk)
     out.append("".join(lines[pos:]))
     return "".join(out), counts, per_file, left
-
-
-def ast_dotted(node) -> str | None:
-    parts = []
-    while isinstance(node, ast.Attribute):
-        parts.append(node.attr)
-        node = node.value
-    if isinstance(node, ast.Name):
-        parts.append(node.id)
-        return ".".join(reversed(parts))
-    return None
 
 
 class Leftovers(ast.NodeVisitor):
@@ -796,10 +786,10 @@ def bind(graph: dict, a2_text: str, a2m: dict, a3_text: str, a3m: dict, a4_text:
     if data_text.strip():
         if not anchors:
             raise StageError(STAGE, "A3.data.py", "a data section without anchors to rewrite", "re-run A3")
-        taken = defined_at_top(out_text, data_files.SECTION_NAMES)
+        taken = defined_at_top(out_text, SECTION_NAMES)
         if taken:
             raise StageError(STAGE, "A3.data.py", f"its names are already defined in the module: {', '.join(taken)}",
-                             "report a bundler bug (rename the data helpers in bundler_lib/data_files.py)")
+                             "report a bundler bug (rename the data helpers in bundler_lib/common/data_anchors.py)")
     out_text = out_text.replace(DATA_SENTINEL, (data_text.rstrip("\n") + "\n\n\n") if data_text.strip() else "")
     out_text, lazy = lazy_import_time_decorators(out_text)
     if lazy:
@@ -903,10 +893,10 @@ def run(inputs: Path, out: Path) -> dict:
     a2m = _load_json(inputs, "A2.manifest.json")
     a3m = _load_json(inputs, "A3.manifest.json")
     a4m = _load_json(inputs, "A4.manifest.json")
-    datam = _load_json(inputs, data_files.DATA_JSON, required=False)  # absent: artifacts of an older A3
+    datam = _load_json(inputs, DATA_JSON, required=False)  # absent: artifacts of an older A3
     text, bindmap = bind(graph, _load_text(inputs, "A2.inline.py"), a2m, _load_text(inputs, "A3.triton.py"), a3m,
                          _load_text(inputs, "A4.cuda.py"), a4m,
-                         _load_text(inputs, data_files.DATA_PY, required=False), datam)
+                         _load_text(inputs, DATA_PY, required=False), datam)
     out = Path(out)
     write_text(out / "A5.module.py", text)
     write_json(out / "A5.bindmap.json", bindmap)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from bundler_lib import data_files
 from bundler_lib.artifacts import write_json, write_text
-from bundler_lib.collect_python import (FUTURE, SourceFiles, check_syntax, external_statements, hard_imports, named_imports,
-                                        read_graph, render_blocks)
+from bundler_lib.common.imports import FUTURE, external_statements, hard_imports, named_imports
+from bundler_lib.common.slices import SourceFiles, check_syntax, read_graph, render_blocks
 
 STAGE = "A3 collect-triton"
 

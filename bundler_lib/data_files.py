@@ -37,66 +37,18 @@ from pathlib import Path
 
 from bundler_lib.artifacts import read_json, write_json, write_text
 from bundler_lib.errors import StageError
+from bundler_lib.common.data_anchors import (DATA_JSON, DATA_PY, HELPER, PATH_HELPER, anchor_kind, helper_call,
+                                             is_file_name)
 from bundler_lib.common.edits import apply_edits, file_header, license_of
+from bundler_lib.common.names import dotted
 
 STAGE = "A3 collect-triton (data files)"
 READS = "A3.data_reads.json"
-DATA_PY = "A3.data.py"
-DATA_JSON = "A3.data.json"
-
-HELPER = "_bundle_data_dir"            # the anchor `os.path.dirname(__file__)` becomes HELPER("<module dir>")
-PATH_HELPER = "_bundle_data_path"      # the anchor `Path(__file__).parent` becomes PATH_HELPER("<module dir>")
-SECTION_NAMES = (HELPER, PATH_HELPER, "_BUNDLE_DATA_FILES", "_BUNDLE_DATA_KEY", "_BUNDLE_DATA_ROOT")
 IMPORTS = ("import os", "import shutil", "import tempfile")
 SECTION_HEAD = "# ===== Data files section: files the inlined code reads next to its module, embedded ====="
 
 MAX_BYTES = 8 * 1024 * 1024            # more than this for one target: the selection is surely too wide
 NOT_DATA = ("*.py", "*.pyc", "*.pyi", "__pycache__", "__pycache__/*", "*/__pycache__/*")
-
-
-# ----------------------------------------------------------------------------- anchors
-
-def _dotted(node) -> str | None:
-    parts = []
-    while isinstance(node, ast.Attribute):
-        parts.append(node.attr)
-        node = node.value
-    if isinstance(node, ast.Name):
-        parts.append(node.id)
-        return ".".join(reversed(parts))
-    return None
-
-
-def _is_file(node) -> bool:
-    return isinstance(node, ast.Name) and node.id == "__file__"
-
-
-def _file_ref(node) -> bool:
-    """`__file__`, `os.path.realpath(__file__)` or `os.path.abspath(__file__)`."""
-    return _is_file(node) or (isinstance(node, ast.Call) and _dotted(node.func) in ("os.path.realpath",
-                                                                                   "os.path.abspath")
-                              and len(node.args) == 1 and not node.keywords and _is_file(node.args[0]))
-
-
-def anchor_kind(node) -> str | None:
-    """"str" for `os.path.dirname(<__file__ ref>)`, "path" for `[pathlib.]Path(__file__)[.resolve()].parent`,
-    else None: an expression that means the directory of the module it is written in."""
-    if isinstance(node, ast.Call) and _dotted(node.func) == "os.path.dirname" and len(node.args) == 1 \
-            and not node.keywords and _file_ref(node.args[0]):
-        return "str"
-    if isinstance(node, ast.Attribute) and node.attr == "parent":
-        v = node.value
-        if isinstance(v, ast.Call) and not v.args and not v.keywords and isinstance(v.func, ast.Attribute) \
-                and v.func.attr in ("resolve", "absolute"):
-            v = v.func.value
-        if isinstance(v, ast.Call) and _dotted(v.func) in ("Path", "pathlib.Path") and len(v.args) == 1 \
-                and not v.keywords and _is_file(v.args[0]):
-            return "path"
-    return None
-
-
-def helper_call(kind: str, module_dir: str) -> str:
-    return f"{HELPER if kind == 'str' else PATH_HELPER}({module_dir!r})"
 
 
 def _const_str(node) -> str | None:
@@ -106,7 +58,7 @@ def _const_str(node) -> str | None:
 def _read_path(anchor, parents: dict) -> tuple[list[str], int, ast.AST]:
     """(constant parts after the anchor, number of dynamic parts, the whole path expression)."""
     p = parents.get(id(anchor))
-    if isinstance(p, ast.Call) and _dotted(p.func) == "os.path.join" and p.args and p.args[0] is anchor:
+    if isinstance(p, ast.Call) and dotted(p.func) == "os.path.join" and p.args and p.args[0] is anchor:
         consts, rest = [], p.args[1:]
         while rest and _const_str(rest[0]) is not None:
             consts.append(_const_str(rest[0]))
@@ -312,7 +264,7 @@ def scan(tree: Path, graph: dict, model: dict | None) -> dict:
             g["paths"].add(entry["path"])
             g["match"].add(match)
         for x in ast.walk(mod):
-            if _is_file(x) and id(x) not in seen:
+            if is_file_name(x) and id(x) not in seen:
                 other.append(n["id"])
     for o in sorted(set(other)):
         notes.append(f"{o}: `__file__` is used other than as the module's directory; it stays as is and "

@@ -69,6 +69,8 @@ import bisect
 import re
 from dataclasses import dataclass, field
 
+from bundler_lib.common.names import dotted
+
 ROOT_NAMES = ("invocation_example",)
 
 # Decorators (by their last dotted part, or full dotted name) known not to read the decorated function's
@@ -131,14 +133,7 @@ class _Module:
 
 
 def _dotted(node: ast.AST) -> str:
-    parts = []
-    while isinstance(node, ast.Attribute):
-        parts.append(node.attr)
-        node = node.value
-    if isinstance(node, ast.Name):
-        parts.append(node.id)
-        return ".".join(reversed(parts))
-    return ""
+    return dotted(node) or ""
 
 
 def _decorator_name(d: ast.AST) -> str:
