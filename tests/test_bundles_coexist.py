@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from bundler_lib import bind, package
+from bundler_lib.bind.namespaces import TORCH_NAMESPACES
 from pants_workspace import REPO, Workspace
 
 pytestmark = pytest.mark.pants
@@ -114,7 +115,7 @@ def test_every_suite_bundle_of_both_versions_shares_one_process(suite):
         assert all(e["from"] != e["to"] and e["to"].startswith("vllm_bundle_") for e in bindmap["namespaces"]["python"])
         for op in o["registered"]:
             ns = op.split("::")[0]
-            if ns in bind.TORCH_NAMESPACES:
+            if ns in TORCH_NAMESPACES:
                 continue  # torch's own (`c10d_functional::...`): torch.distributed registers them when first imported
             assert ns in own, (bundle, op, own)   # else only into the bundle's own namespaces
             assert op not in owner, (op, owner.get(op), bundle)

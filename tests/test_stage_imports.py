@@ -13,7 +13,7 @@ STAGES = {
     "A2": ["collect_python.py"],
     "A3": ["collect_triton.py", "data_files.py"],
     "A4": ["collect_cuda.py", "cuda/"],
-    "A5": ["bind.py"],
+    "A5": ["bind/"],
     "A6": ["example/"],
     "A7": ["package.py", "reachability.py"],
 }
