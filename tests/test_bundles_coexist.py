@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from bundler_lib import bind, package
+from bundler_lib.package.import_check import _CHILD
 from bundler_lib.bind.namespaces import TORCH_NAMESPACES
 from pants_workspace import REPO, Workspace
 
@@ -27,8 +27,8 @@ INSTALLED_VLLM = {
 
 
 def _no_vllm_block() -> str:
-    """A7's import-check preamble that makes vLLM unimportable (bundler_lib/package.py), verbatim."""
-    child = package._CHILD
+    """A7's import-check preamble that makes vLLM unimportable (bundler_lib/package/import_check.py), verbatim."""
+    child = _CHILD
     block = child[child.index("class _NoVllm"):child.index("_build_allowed")]
     assert "sys.meta_path.insert(0, _NoVllm())" in block
     return block

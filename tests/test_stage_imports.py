@@ -15,7 +15,7 @@ STAGES = {
     "A4": ["collect_cuda.py", "cuda/"],
     "A5": ["bind/"],
     "A6": ["example/"],
-    "A7": ["package.py", "reachability.py"],
+    "A7": ["package/"],
 }
 # shared by every stage: artifacts.py, errors.py, variant.py, sdist.py, common/; __main__.py dispatches to all
 
