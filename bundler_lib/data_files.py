@@ -56,7 +56,8 @@ def _const_str(node) -> str | None:
 
 
 def _read_path(anchor, parents: dict) -> tuple[list[str], int, ast.AST]:
-    """(constant parts after the anchor, number of dynamic parts, the whole path expression)."""
+    """(constant parts after the anchor, number of dynamic parts (-1: not a path built on it), the whole path
+    expression)."""
     p = parents.get(id(anchor))
     if isinstance(p, ast.Call) and dotted(p.func) == "os.path.join" and p.args and p.args[0] is anchor:
         consts, rest = [], p.args[1:]
@@ -75,6 +76,35 @@ def _read_path(anchor, parents: dict) -> tuple[list[str], int, ast.AST]:
             expr, p = p, parents.get(id(p))
         return consts, dyn, expr
     return [], -1, anchor   # the anchor is used some other way: which files it reaches is unknown
+
+
+def _local_uses(anchor, parents: dict) -> list[ast.Name] | None:
+    """The reads of the local name the anchor is bound to (`pkg_dir = os.path.dirname(__file__)` in a function,
+    the name bound nowhere else in it); None when the anchor is not bound so (the reads of a module-level name lie
+    in other blocks)."""
+    p = parents.get(id(anchor))
+    if not (isinstance(p, ast.Assign) and p.value is anchor and len(p.targets) == 1
+            and isinstance(p.targets[0], ast.Name)):
+        return None
+    name, scope = p.targets[0].id, parents.get(id(p))
+    while scope is not None and not isinstance(scope, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        scope = parents.get(id(scope))
+    if scope is None:
+        return None
+    names = [x for x in ast.walk(scope) if isinstance(x, ast.Name) and x.id == name]
+    declared = any(isinstance(x, (ast.Global, ast.Nonlocal)) and name in x.names for x in ast.walk(scope))
+    if declared or sum(isinstance(x.ctx, ast.Store) for x in names) != 1:
+        return None
+    return [x for x in names if isinstance(x.ctx, ast.Load)]
+
+
+def _reads(anchor, parents: dict) -> list[tuple[list[str], int, ast.AST]]:
+    """The paths read through the anchor: built on it directly, or on the local name it is bound to (each use of
+    that name a path of its own, so `os.path.join(pkg_dir, "tool")` reads that file, not the whole directory)."""
+    uses = _local_uses(anchor, parents)
+    if uses is None:
+        return [_read_path(anchor, parents)]
+    return [_read_path(u, parents) for u in uses]
 
 
 # ----------------------------------------------------------------------------- selectors
@@ -238,31 +268,33 @@ def scan(tree: Path, graph: dict, model: dict | None) -> dict:
             if kind is None:
                 continue
             seen.update(id(y) for y in ast.walk(x))
-            consts, dyn, expr = _read_path(x, parents)
-            root = posixpath.normpath(posixpath.join(module_dir, *consts))
+            reads = _reads(x, parents)
             entry = {"id": n["id"], "file": n["file"], "kind": kind, "expr": ast.unparse(x),
                      "lines": [n["line"], n["end_line"]], "block_line": x.lineno, "dir": module_dir,
                      "to": helper_call(kind, module_dir),
-                     "path": ast.unparse(expr)}
+                     "path": "; ".join(ast.unparse(expr) for _, _, expr in reads) or ast.unparse(x)}
             anchors.append(entry)
-            if root.startswith("../") or root == "..":
-                notes.append(f"{n['id']}: `{entry['path']}` reads outside the tree; nothing embedded for it")
-                continue
-            if dyn == 0 and consts:
-                match = "file"          # a fixed path: that file (or, if it is a directory, all under it)
-            elif dyn == 1:
-                match = "children"      # one computed name: any file directly in root
-            else:
-                match = "recursive"
-                if dyn < 0:
-                    notes.append(f"{n['id']}: the module directory (`{entry['expr']}`) is used in a way A3 cannot "
-                                 "follow; every non-Python file under it is a candidate")
-            g = groups.setdefault(root, {"root": root, "readers": set(), "paths": set(), "match": set(),
-                                         "licenses": set()})
-            g["licenses"].add(license_of(file_header(lines)))
-            g["readers"].add(n["id"])
-            g["paths"].add(entry["path"])
-            g["match"].add(match)
+            for consts, dyn, expr in reads:
+                path = ast.unparse(expr)
+                root = posixpath.normpath(posixpath.join(module_dir, *consts))
+                if root.startswith("../") or root == "..":
+                    notes.append(f"{n['id']}: `{path}` reads outside the tree; nothing embedded for it")
+                    continue
+                if dyn == 0 and consts:
+                    match = "file"          # a fixed path: that file (or, if it is a directory, all under it)
+                elif dyn == 1:
+                    match = "children"      # one computed name: any file directly in root
+                else:
+                    match = "recursive"
+                    if dyn < 0:
+                        notes.append(f"{n['id']}: the module directory (`{entry['expr']}`) is used in a way A3 "
+                                     "cannot follow; every non-Python file under it is a candidate")
+                g = groups.setdefault(root, {"root": root, "readers": set(), "paths": set(), "match": set(),
+                                             "licenses": set()})
+                g["licenses"].add(license_of(file_header(lines)))
+                g["readers"].add(n["id"])
+                g["paths"].add(path)
+                g["match"].add(match)
         for x in ast.walk(mod):
             if is_file_name(x) and id(x) not in seen:
                 other.append(n["id"])
