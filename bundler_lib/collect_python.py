@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bundler_lib.artifacts import write_json, write_text
-from bundler_lib.common.imports import FUTURE, external_statements, hard_imports, named_imports
+from bundler_lib.common.imports import FUTURE, section_imports
 from bundler_lib.common.slices import SourceFiles, check_syntax, read_graph, render_blocks
 
 STAGE = "A2 collect-python"
@@ -25,11 +25,7 @@ def run(tree: Path, graph: Path, out: Path) -> dict:
     headers_done = {n["file"] for n in g["python_nodes"] if n.get("section") == "triton"}
     text, inlined = render_blocks(g, py, files, headers_done)
     text = (text + "\n") if text else ""
-    reqs = sorted({imp for n in py for imp in n.get("imports", [])})
-    reqs, used_notes = named_imports(reqs, text)
-    reqs = sorted(reqs)
-    reqs, req_notes = external_statements(reqs, set(g.get("imports_runtime_only", [])), hard_imports(g),
-                                          set(g.get("imports_annotation_only", [])))
+    reqs, req_notes = section_imports(g, py, text)
     external_reqs = [FUTURE] + reqs
     check_syntax(FUTURE + "\n" + "\n".join(reqs) + "\n" + text, "A2.inline.py", STAGE)
     out = Path(out)
@@ -41,7 +37,7 @@ def run(tree: Path, graph: Path, out: Path) -> dict:
         "skipped": skipped,
         "external_reqs": external_reqs,
         "topo_order": [n["id"] for n in py],
-        "notes": list(g.get("notes", [])) + used_notes + req_notes,
+        "notes": list(g.get("notes", [])) + req_notes,
         "stats": {"blocks": len(inlined), "lines": text.count("\n")},
     }
     write_json(out / "A2.manifest.json", manifest)

@@ -165,3 +165,11 @@ def optional_nodes(g: dict) -> dict[str, list[str]]:
     return out
 
 
+def section_imports(g: dict, nodes: list[dict], text: str) -> tuple[list[str], list[str]]:
+    """(the import statements a section of `nodes` rendered as `text` needs, notes): those its text names,
+    sorted, then guarded, given their fallback or left out as `external_statements` decides."""
+    stmts = sorted({imp for n in nodes for imp in n.get("imports", [])})
+    stmts, used_notes = named_imports(stmts, text)
+    stmts, notes = external_statements(sorted(stmts), set(g.get("imports_runtime_only", [])), hard_imports(g),
+                                       set(g.get("imports_annotation_only", [])))
+    return stmts, used_notes + notes
