@@ -1,4 +1,4 @@
-"""The mutation table: each entry is one named, one-line semantic change to a rule of A1, A2, A5 or A7 (`old`
+"""The mutation table: each entry is one named, one-line semantic change to a rule of A1, A2, A3, A5 or A7 (`old`
 must occur exactly once in `file`; `new` replaces it) and the pytest selection that must kill it (fast unit
 tests where they cover it). run.py applies them one at a time."""
 
@@ -96,6 +96,13 @@ MUTATIONS = [
        'hit = [d for d in n.get("importtime_deps", []) if d in out]', "hit = []", *A2_UNITS, *CLOSURE),
     _m("a2-license-header-every-block", "A2", "bundler_lib/common/slices.py",
        "            headers_done.add(rel)", "            pass", *A2_UNITS, *CLOSURE),
+    # ---- A3: data files ----
+    _m("a3-bound-module-dir-not-followed", "A3", "bundler_lib/data_files.py",
+       "uses = _local_uses(anchor, parents)", "uses = None",
+       "tests/test_collect_triton_data.py", "-k", "bound_to_a_local or used_otherwise"),
+    _m("a3-rebound-module-dir-followed", "A3", "bundler_lib/data_files.py",
+       "if declared or sum(isinstance(x.ctx, ast.Store) for x in names) != 1:", "if declared:",
+       "tests/test_collect_triton_data.py", "-k", "bound_to_a_local or used_otherwise"),
     # ---- A5: bind ----
     _m("a5-vllm-ops-not-python", "A5", "bundler_lib/bind/rewrite.py",
        'if ns == "vllm":\n            return self.pyops.get(op)', 'if ns == "vllm_":\n            return self.pyops.get(op)',
