@@ -4,7 +4,7 @@ A definition is one inlined block of `A2.inline.py` (Python section) or `A3.trit
 node in `A1.graph.json`, its text as the bundle carries it, and, for every line of that text, the line of the
 original vLLM file it comes from. The tree itself is not among the artifacts: the original line numbers are
 rebuilt from the block's provenance comment (`# --- Inlined from <path>:L<a>-L<b>`) and the node's `edits`
-(the same replay as `bundler_lib/graph/edits.py`, kept here so that this read-only tool does not depend on A1's
+(the same replay as `bundler_lib/common/edits.py`, kept here so that this read-only tool does not depend on A1's
 internals)."""
 
 from __future__ import annotations
@@ -167,7 +167,7 @@ def line_map(a: int, b: int, edits: list[dict], out_lines: list[str],
 
 
 def _exact_map(a: int, b: int, edits: list[dict], alive: dict, cands: list[int], src: list[str]) -> list[int]:
-    """The replay of graph/edits.py with the file's text: which blank lines a delete took with it."""
+    """The replay of common/edits.py with the file's text: which blank lines a delete took with it."""
     passed = {i for e in edits if e["op"] == "pass" for i in range(e["line"] + 1, e["end_line"] + 1)}
     pass_lines = {e["line"] for e in edits if e["op"] == "pass"}
     buf = {i: (src[i - 1] if ((alive.get(i) is not None and i not in pass_lines) or i in passed) else None)

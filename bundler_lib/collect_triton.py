@@ -18,8 +18,8 @@ from pathlib import Path
 
 from bundler_lib import data_files
 from bundler_lib.artifacts import write_json, write_text
-from bundler_lib.collect_python import (FUTURE, SourceFiles, check_syntax, external_statements, hard_imports, named_imports,
-                                        read_graph, render_blocks)
+from bundler_lib.common.imports import FUTURE, section_imports
+from bundler_lib.common.slices import SourceFiles, check_syntax, read_graph, render_blocks
 
 STAGE = "A3 collect-triton"
 
@@ -55,11 +55,7 @@ def run(tree: Path, graph: Path, out: Path, data_reads: Path | None = None) -> d
             nodes.append(dict(k, id=k.get("id", f"{k['file']}::{k['name']}"), edits=[], imports=[]))
     text, inlined = render_blocks(g, nodes, files, set())
     text = (text + "\n") if text else ""
-    imports = sorted({imp for n in nodes for imp in n.get("imports", [])})
-    imports, used_notes = named_imports(imports, text)
-    imports = sorted(imports)
-    imports, imp_notes = external_statements(imports, set(g.get("imports_runtime_only", [])), hard_imports(g),
-                                             set(g.get("imports_annotation_only", [])))
+    imports, imp_notes = section_imports(g, nodes, text)
     check_syntax(FUTURE + "\n" + "\n".join(imports) + "\n" + text, "A3.triton.py", STAGE)
     kinds = {k.get("id", f"{k['file']}::{k['name']}"): k.get("kind") for k in tk}
     kernels, helpers, globals_ = [], [], []
@@ -84,7 +80,7 @@ def run(tree: Path, graph: Path, out: Path, data_reads: Path | None = None) -> d
         "globals": globals_,
         "imports": ([FUTURE] + imports) if nodes else [],
         "topo_order": [n["id"] for n in nodes],
-        "notes": used_notes + imp_notes,
+        "notes": imp_notes,
     }
     write_json(out / "A3.manifest.json", manifest)
     reads = data_files.load_reads(data_reads) if data_reads is not None else data_files.no_reads(

@@ -37,16 +37,13 @@ from pathlib import Path
 
 from bundler_lib.artifacts import read_json, write_json, write_text
 from bundler_lib.errors import StageError
+from bundler_lib.common.data_anchors import (DATA_JSON, DATA_PY, HELPER, PATH_HELPER, anchor_kind, helper_call,
+                                             is_file_name)
 from bundler_lib.common.edits import apply_edits, file_header, license_of
+from bundler_lib.common.names import dotted
 
 STAGE = "A3 collect-triton (data files)"
 READS = "A3.data_reads.json"
-DATA_PY = "A3.data.py"
-DATA_JSON = "A3.data.json"
-
-HELPER = "_bundle_data_dir"            # the anchor `os.path.dirname(__file__)` becomes HELPER("<module dir>")
-PATH_HELPER = "_bundle_data_path"      # the anchor `Path(__file__).parent` becomes PATH_HELPER("<module dir>")
-SECTION_NAMES = (HELPER, PATH_HELPER, "_BUNDLE_DATA_FILES", "_BUNDLE_DATA_KEY", "_BUNDLE_DATA_ROOT")
 IMPORTS = ("import os", "import shutil", "import tempfile")
 SECTION_HEAD = "# ===== Data files section: files the inlined code reads next to its module, embedded ====="
 
@@ -54,59 +51,15 @@ MAX_BYTES = 8 * 1024 * 1024            # more than this for one target: the sele
 NOT_DATA = ("*.py", "*.pyc", "*.pyi", "__pycache__", "__pycache__/*", "*/__pycache__/*")
 
 
-# ----------------------------------------------------------------------------- anchors
-
-def _dotted(node) -> str | None:
-    parts = []
-    while isinstance(node, ast.Attribute):
-        parts.append(node.attr)
-        node = node.value
-    if isinstance(node, ast.Name):
-        parts.append(node.id)
-        return ".".join(reversed(parts))
-    return None
-
-
-def _is_file(node) -> bool:
-    return isinstance(node, ast.Name) and node.id == "__file__"
-
-
-def _file_ref(node) -> bool:
-    """`__file__`, `os.path.realpath(__file__)` or `os.path.abspath(__file__)`."""
-    return _is_file(node) or (isinstance(node, ast.Call) and _dotted(node.func) in ("os.path.realpath",
-                                                                                   "os.path.abspath")
-                              and len(node.args) == 1 and not node.keywords and _is_file(node.args[0]))
-
-
-def anchor_kind(node) -> str | None:
-    """"str" for `os.path.dirname(<__file__ ref>)`, "path" for `[pathlib.]Path(__file__)[.resolve()].parent`,
-    else None: an expression that means the directory of the module it is written in."""
-    if isinstance(node, ast.Call) and _dotted(node.func) == "os.path.dirname" and len(node.args) == 1 \
-            and not node.keywords and _file_ref(node.args[0]):
-        return "str"
-    if isinstance(node, ast.Attribute) and node.attr == "parent":
-        v = node.value
-        if isinstance(v, ast.Call) and not v.args and not v.keywords and isinstance(v.func, ast.Attribute) \
-                and v.func.attr in ("resolve", "absolute"):
-            v = v.func.value
-        if isinstance(v, ast.Call) and _dotted(v.func) in ("Path", "pathlib.Path") and len(v.args) == 1 \
-                and not v.keywords and _is_file(v.args[0]):
-            return "path"
-    return None
-
-
-def helper_call(kind: str, module_dir: str) -> str:
-    return f"{HELPER if kind == 'str' else PATH_HELPER}({module_dir!r})"
-
-
 def _const_str(node) -> str | None:
     return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
 
 
 def _read_path(anchor, parents: dict) -> tuple[list[str], int, ast.AST]:
-    """(constant parts after the anchor, number of dynamic parts, the whole path expression)."""
+    """(constant parts after the anchor, number of dynamic parts (-1: not a path built on it), the whole path
+    expression)."""
     p = parents.get(id(anchor))
-    if isinstance(p, ast.Call) and _dotted(p.func) == "os.path.join" and p.args and p.args[0] is anchor:
+    if isinstance(p, ast.Call) and dotted(p.func) == "os.path.join" and p.args and p.args[0] is anchor:
         consts, rest = [], p.args[1:]
         while rest and _const_str(rest[0]) is not None:
             consts.append(_const_str(rest[0]))
@@ -123,6 +76,35 @@ def _read_path(anchor, parents: dict) -> tuple[list[str], int, ast.AST]:
             expr, p = p, parents.get(id(p))
         return consts, dyn, expr
     return [], -1, anchor   # the anchor is used some other way: which files it reaches is unknown
+
+
+def _local_uses(anchor, parents: dict) -> list[ast.Name] | None:
+    """The reads of the local name the anchor is bound to (`pkg_dir = os.path.dirname(__file__)` in a function,
+    the name bound nowhere else in it); None when the anchor is not bound so (the reads of a module-level name lie
+    in other blocks)."""
+    p = parents.get(id(anchor))
+    if not (isinstance(p, ast.Assign) and p.value is anchor and len(p.targets) == 1
+            and isinstance(p.targets[0], ast.Name)):
+        return None
+    name, scope = p.targets[0].id, parents.get(id(p))
+    while scope is not None and not isinstance(scope, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        scope = parents.get(id(scope))
+    if scope is None:
+        return None
+    names = [x for x in ast.walk(scope) if isinstance(x, ast.Name) and x.id == name]
+    declared = any(isinstance(x, (ast.Global, ast.Nonlocal)) and name in x.names for x in ast.walk(scope))
+    if declared or sum(isinstance(x.ctx, ast.Store) for x in names) != 1:
+        return None
+    return [x for x in names if isinstance(x.ctx, ast.Load)]
+
+
+def _reads(anchor, parents: dict) -> list[tuple[list[str], int, ast.AST]]:
+    """The paths read through the anchor: built on it directly, or on the local name it is bound to (each use of
+    that name a path of its own, so `os.path.join(pkg_dir, "tool")` reads that file, not the whole directory)."""
+    uses = _local_uses(anchor, parents)
+    if uses is None:
+        return [_read_path(anchor, parents)]
+    return [_read_path(u, parents) for u in uses]
 
 
 # ----------------------------------------------------------------------------- selectors
@@ -286,33 +268,35 @@ def scan(tree: Path, graph: dict, model: dict | None) -> dict:
             if kind is None:
                 continue
             seen.update(id(y) for y in ast.walk(x))
-            consts, dyn, expr = _read_path(x, parents)
-            root = posixpath.normpath(posixpath.join(module_dir, *consts))
+            reads = _reads(x, parents)
             entry = {"id": n["id"], "file": n["file"], "kind": kind, "expr": ast.unparse(x),
                      "lines": [n["line"], n["end_line"]], "block_line": x.lineno, "dir": module_dir,
                      "to": helper_call(kind, module_dir),
-                     "path": ast.unparse(expr)}
+                     "path": "; ".join(ast.unparse(expr) for _, _, expr in reads) or ast.unparse(x)}
             anchors.append(entry)
-            if root.startswith("../") or root == "..":
-                notes.append(f"{n['id']}: `{entry['path']}` reads outside the tree; nothing embedded for it")
-                continue
-            if dyn == 0 and consts:
-                match = "file"          # a fixed path: that file (or, if it is a directory, all under it)
-            elif dyn == 1:
-                match = "children"      # one computed name: any file directly in root
-            else:
-                match = "recursive"
-                if dyn < 0:
-                    notes.append(f"{n['id']}: the module directory (`{entry['expr']}`) is used in a way A3 cannot "
-                                 "follow; every non-Python file under it is a candidate")
-            g = groups.setdefault(root, {"root": root, "readers": set(), "paths": set(), "match": set(),
-                                         "licenses": set()})
-            g["licenses"].add(license_of(file_header(lines)))
-            g["readers"].add(n["id"])
-            g["paths"].add(entry["path"])
-            g["match"].add(match)
+            for consts, dyn, expr in reads:
+                path = ast.unparse(expr)
+                root = posixpath.normpath(posixpath.join(module_dir, *consts))
+                if root.startswith("../") or root == "..":
+                    notes.append(f"{n['id']}: `{path}` reads outside the tree; nothing embedded for it")
+                    continue
+                if dyn == 0 and consts:
+                    match = "file"          # a fixed path: that file (or, if it is a directory, all under it)
+                elif dyn == 1:
+                    match = "children"      # one computed name: any file directly in root
+                else:
+                    match = "recursive"
+                    if dyn < 0:
+                        notes.append(f"{n['id']}: the module directory (`{entry['expr']}`) is used in a way A3 "
+                                     "cannot follow; every non-Python file under it is a candidate")
+                g = groups.setdefault(root, {"root": root, "readers": set(), "paths": set(), "match": set(),
+                                             "licenses": set()})
+                g["licenses"].add(license_of(file_header(lines)))
+                g["readers"].add(n["id"])
+                g["paths"].add(path)
+                g["match"].add(match)
         for x in ast.walk(mod):
-            if _is_file(x) and id(x) not in seen:
+            if is_file_name(x) and id(x) not in seen:
                 other.append(n["id"])
     for o in sorted(set(other)):
         notes.append(f"{o}: `__file__` is used other than as the module's directory; it stays as is and "

@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 
 from bundler_lib import bind, collect_cuda
+from bundler_lib.bind.namespaces import registered_namespaces
+from bundler_lib.bind.rewrite import drop_unused_stubs
+from bundler_lib.bind.stage import merge_imports
 from bundler_lib.artifacts import read_json
 from bundler_lib.errors import StageError
 
@@ -163,7 +166,7 @@ def test_stub_wrappers_nothing_names_are_left_out():
                                      "reason": "no source"},
                                     {"op": "_C.b", "namespace": "_C", "name": "b", "schema": None, "reason": "r"}], set())
     text = "x = 1\n" + "\n".join(lines) + "\n\n\ny = None\nz = _C_b\n"
-    out, dropped = bind.drop_unused_stubs(text, [w["wrapper"] for w in ws])
+    out, dropped = drop_unused_stubs(text, [w["wrapper"] for w in ws])
     assert dropped == ["_C_a"] and "def _C_a" not in out and "def _C_b" in out
     assert out.startswith("x = 1\n\n\ndef _C_b(") and out.endswith("\n\n\ny = None\nz = _C_b\n")
 
@@ -224,8 +227,8 @@ def test_no_cuda_ops(tmp_path):
 def test_merge_imports_is_deterministic():
     a = ["import torch", "from typing import Any", "from __future__ import annotations"]
     b = ["import triton.language as tl", "import torch", "try:\n    import regex as re\nexcept ImportError:\n    import re as re"]
-    m1 = bind.merge_imports(a, b)
-    assert m1 == bind.merge_imports(a, b)
+    m1 = merge_imports(a, b)
+    assert m1 == merge_imports(a, b)
     assert m1[0] == "from __future__ import annotations"
     assert m1.count("import torch") == 1
     assert m1[-1].startswith("try:")
@@ -553,19 +556,19 @@ def _ns_inputs(tmp_path, symbol="RMSNorm", a2=NS_A2):
 
 
 def test_registered_namespaces_are_found_by_how_the_code_registers():
-    found = bind.registered_namespaces(NS_A2)
+    found = registered_namespaces(NS_A2)
     assert found == {"vllm": ["Library('vllm', 'FRAGMENT')"],
                      "vllm_extra": ["torch.library.custom_op(vllm_extra::triple)"],
                      "vllm_ir": ["Library('vllm_ir', 'FRAGMENT')"]}  # not aten (IMPL), not the fake's string
-    assert bind.registered_namespaces('torch.library.define("mylib::f", "(Tensor x) -> Tensor")\n') == {
+    assert registered_namespaces('torch.library.define("mylib::f", "(Tensor x) -> Tensor")\n') == {
         "mylib": ['torch.library.define(mylib::f)']}
-    assert bind.registered_namespaces('L = Library("vllm_bundle_0123456789abcdef", "FRAGMENT")\n') == {}
+    assert registered_namespaces('L = Library("vllm_bundle_0123456789abcdef", "FRAGMENT")\n') == {}
     # IMPL adds kernels to ops defined elsewhere, even in a namespace of the tree's own: not a registration
-    assert bind.registered_namespaces('L = Library("mylib", "IMPL")\n') == {}
+    assert registered_namespaces('L = Library("mylib", "IMPL")\n') == {}
     # namespaces torch owns are never the bundle's, however they are registered into
-    assert bind.registered_namespaces('L = Library("aten", "FRAGMENT")\nM = Library("prim", "DEF")\n') == {}
+    assert registered_namespaces('L = Library("aten", "FRAGMENT")\nM = Library("prim", "DEF")\n') == {}
     # `lib.define("op(...)")` names no namespace (the Library does); torch.library.define names one
-    assert bind.registered_namespaces('lib.define("mylib::f")\n') == {}
+    assert registered_namespaces('lib.define("mylib::f")\n') == {}
 
 
 def test_bind_renames_registrations_and_reads_together(tmp_path):

@@ -11,7 +11,8 @@ import sys
 
 import pytest
 
-from bundler_lib import bind, package
+from bundler_lib.package.import_check import _CHILD
+from bundler_lib.bind.namespaces import TORCH_NAMESPACES
 from pants_workspace import REPO, Workspace
 
 pytestmark = pytest.mark.pants
@@ -26,8 +27,8 @@ INSTALLED_VLLM = {
 
 
 def _no_vllm_block() -> str:
-    """A7's import-check preamble that makes vLLM unimportable (bundler_lib/package.py), verbatim."""
-    child = package._CHILD
+    """A7's import-check preamble that makes vLLM unimportable (bundler_lib/package/import_check.py), verbatim."""
+    child = _CHILD
     block = child[child.index("class _NoVllm"):child.index("_build_allowed")]
     assert "sys.meta_path.insert(0, _NoVllm())" in block
     return block
@@ -114,7 +115,7 @@ def test_every_suite_bundle_of_both_versions_shares_one_process(suite):
         assert all(e["from"] != e["to"] and e["to"].startswith("vllm_bundle_") for e in bindmap["namespaces"]["python"])
         for op in o["registered"]:
             ns = op.split("::")[0]
-            if ns in bind.TORCH_NAMESPACES:
+            if ns in TORCH_NAMESPACES:
                 continue  # torch's own (`c10d_functional::...`): torch.distributed registers them when first imported
             assert ns in own, (bundle, op, own)   # else only into the bundle's own namespaces
             assert op not in owner, (op, owner.get(op), bundle)

@@ -5,7 +5,8 @@ import json
 import pytest
 
 from bundler_lib import collect_python, collect_triton
-from bundler_lib.collect_python import _indent_block, external_statements, optional_nodes
+from bundler_lib.common.imports import external_statements, named_imports, optional_nodes
+from bundler_lib.common.slices import _indent_block
 from bundler_lib.errors import StageError
 from bundler_lib.common.edits import apply_edits, file_header
 
@@ -91,7 +92,7 @@ def test_file_outside_graph_is_refused(tmp_path):
 def test_named_imports_drop_what_the_text_never_names():
     stmts = ["from __future__ import annotations", "import torch.distributed._symmetric_memory", "import math",
              "import os.path", "from typing import Any", "import json as js", "import a.b.c"]
-    kept, notes = collect_python.named_imports(stmts, "x = math.pi\ny = os.path.join(a.q)\nz = js\n")
+    kept, notes = named_imports(stmts, "x = math.pi\ny = os.path.join(a.q)\nz = js\n")
     # __future__ always; a dotted import whose chain the text names stays; one it never names is dropped, with
     # `import a` where the text reads `a`; a name nothing reads (Any) is dropped
     assert kept == ["from __future__ import annotations", "import math", "import os.path", "import json as js",

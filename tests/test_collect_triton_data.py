@@ -19,6 +19,7 @@ import pytest
 
 from bundler_lib import bind, collect_python, collect_triton, data_files
 from bundler_lib.artifacts import read_json
+from bundler_lib.errors import StageError
 
 ROOT = Path(__file__).resolve().parents[1]
 MOE = "vllm/model_executor/layers/fused_moe/fused_moe.py"
@@ -488,3 +489,29 @@ def test_real_tree_bound_get_moe_configs_matches_vllm(vllm_0_26_0, tmp_path, mon
         if own["get_moe_configs"](128, 768, None):
             tuned.append(dev)
     assert "NVIDIA_H100_80GB_HBM3" not in tuned and {"NVIDIA_H200", "NVIDIA_H200_NVL"} <= set(tuned)
+
+
+BOUND_DIR = ROOT / "tests/trees/data/bound_dir"
+ENVS = "vllm/pkg/envs.py"
+
+
+def test_module_dir_bound_to_a_local_name_reads_what_the_name_builds():
+    """`pkg_dir = os.path.dirname(__file__)` then `os.path.join(pkg_dir, "tool-bin")`: the data read is that file
+    (absent here: nothing embedded), not every file beside the module (a binary diagram among them)."""
+    g = _graph(BOUND_DIR, _nodes(BOUND_DIR, ENVS, ["tool_path", "table"]), symbol="tool_path")
+    reads = data_files.scan(BOUND_DIR, g, None)
+    roots = {d["root"]: d["match"] for d in reads["data"]}
+    assert roots == {"vllm/pkg/tool-bin": "file", "vllm/pkg/tables": "children"}
+    _, m = data_files.embed(BOUND_DIR, reads)
+    assert [f["path"] for d in m["data"] for f in d["files"]] == ["vllm/pkg/tables/a.txt"]
+    assert {a["to"] for a in m["anchors"]} == {"_bundle_data_dir('vllm/pkg')", "_bundle_data_path('vllm/pkg')"}
+
+
+def test_module_dir_name_used_otherwise_reads_the_whole_directory():
+    """A bound name passed to a call A3 cannot follow, bound twice or global, keeps every non-Python file beside the
+    module a candidate: the binary one then fails the stage, naming the file."""
+    g = _graph(BOUND_DIR, _nodes(BOUND_DIR, ENVS, ["listing", "rebound", "cached"]), symbol="listing")
+    reads = data_files.scan(BOUND_DIR, g, None)
+    assert [(d["root"], d["match"]) for d in reads["data"]] == [("vllm/pkg", "recursive")]
+    with pytest.raises(StageError, match="vllm/pkg/diagram.jpg: is not UTF-8 text"):
+        data_files.embed(BOUND_DIR, reads)

@@ -18,7 +18,7 @@ GRAPH = Path(__file__).resolve().parents[1] / "bundler_lib" / "graph"
 # modules of the other stages (and their helpers), which A1 must not import
 OTHER_STAGES = ("bundler_lib.example", "bundler_lib.collect_python", "bundler_lib.collect_triton",
                 "bundler_lib.collect_cuda", "bundler_lib.cuda", "bundler_lib.bind", "bundler_lib.package",
-                "bundler_lib.reachability", "bundler_lib.data_files", "bundler_lib.license")
+                "bundler_lib.data_files", "bundler_lib.license")
 
 
 def _graph_files() -> list[Path]:

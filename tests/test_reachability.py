@@ -7,8 +7,10 @@ import symtable
 import textwrap
 from pathlib import Path
 
-from bundler_lib import package as a7
-from bundler_lib import reachability as R
+from bundler_lib.package import reachability as R
+from bundler_lib.package.import_check import check_import
+from bundler_lib.package.references import target_names
+from bundler_lib.package.static_checks import find_undefined_names
 from bundler_lib.__main__ import main
 
 FUTURE = "from __future__ import annotations\n"
@@ -385,7 +387,7 @@ def _bindings(tree: ast.Module) -> dict[str, list[tuple[ast.stmt, bool]]]:
                     names = []
             elif isinstance(s, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
                 for t in (s.targets if isinstance(s, ast.Assign) else [s.target]):
-                    R._target_names(t, names)
+                    target_names(t, names)
             for n in names:
                 out.setdefault(n, []).append((s, nested))
             for field in ("body", "orelse", "finalbody"):
@@ -456,8 +458,8 @@ def test_remove_each_reached_definition_breaks_the_bundle(vllm_0_26_0, tmp_path)
     pruned = _without(text.split("\n"), [(s, n) for name, bs in _bindings(tree).items() for s, n in bs
                                          if (name, s.lineno) in unused])
     pruned_tree = ast.parse(pruned)
-    assert a7._undefined_names(pruned, "b.py", pruned_tree)[0] == a7._undefined_names(text, "b.py", tree)[0]
-    res_import = a7._check_import(pruned, "SiluAndMul.py", "SiluAndMul", False, 300)
+    assert find_undefined_names(pruned, "b.py", pruned_tree)[0] == find_undefined_names(text, "b.py", tree)[0]
+    res_import = check_import(pruned, "SiluAndMul.py", "SiluAndMul", False, 300)
     assert res_import["import"] == "ok" and res_import["symbol"] and res_import["example"], res_import
     assert R.analyze(pruned_tree, "SiluAndMul").reached == res.reached
 
@@ -482,7 +484,7 @@ def test_remove_each_reached_definition_breaks_the_bundle(vllm_0_26_0, tmp_path)
             not_broken.append(name)
     assert len(tested) >= 45, tested   # the bundle has about 50 top-level names
     for name in not_broken:  # what neither static oracle sees must make the import itself fail
-        res_import = a7._check_import(_without(lines, bindings[name]), "SiluAndMul.py", "SiluAndMul", False, 300)
+        res_import = check_import(_without(lines, bindings[name]), "SiluAndMul.py", "SiluAndMul", False, 300)
         assert res_import["import"] != "ok", name
 
 
@@ -492,6 +494,6 @@ def _bindings_names(s: ast.stmt) -> list[str]:
     if isinstance(s, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
         names: list[str] = []
         for t in (s.targets if isinstance(s, ast.Assign) else [s.target]):
-            R._target_names(t, names)
+            target_names(t, names)
         return names
     return [getattr(s, "name", "")]

@@ -1,6 +1,5 @@
 """No stage module imports another stage's module: what stages share lives in bundler_lib/common/ (or the
-shared artifacts/errors/variant helpers). KNOWN lists the imports that remain, each with what removes it; the
-test fails on any other, and on a KNOWN entry that is gone (delete it from the list then)."""
+shared artifacts/errors/variant helpers)."""
 
 import ast
 from pathlib import Path
@@ -14,24 +13,11 @@ STAGES = {
     "A2": ["collect_python.py"],
     "A3": ["collect_triton.py", "data_files.py"],
     "A4": ["collect_cuda.py", "cuda/"],
-    "A5": ["bind.py"],
+    "A5": ["bind/"],
     "A6": ["example/"],
-    "A7": ["package.py", "reachability.py"],
+    "A7": ["package/"],
 }
 # shared by every stage: artifacts.py, errors.py, variant.py, sdist.py, common/; __main__.py dispatches to all
-
-# (importing module, imported module): what removes it
-KNOWN = {
-    ("bundler_lib/collect_python.py", "bundler_lib.graph.edits"):
-        "import apply_edits, file_header, license_of from bundler_lib.common.edits (then delete graph/edits.py)",
-    ("bundler_lib/collect_triton.py", "bundler_lib.collect_python"):
-        "move FUTURE, SourceFiles, check_syntax, external_statements, hard_imports... that A2 and A3 share "
-        "into bundler_lib/common/ (A2's collect_python.py and A3 both import them from there)",
-    ("bundler_lib/bind.py", "bundler_lib.data_files"):
-        "move the data-file constants and helpers A5 reads into bundler_lib/common/ (A3 writes A3.data.json; "
-        "A5 should read only that artifact and the shared names)",
-}
-
 
 def _stage_of_path(rel: str) -> str | None:
     for stage, mods in STAGES.items():
@@ -97,8 +83,5 @@ def _cross_stage() -> dict:
 
 def test_no_stage_imports_another():
     found = _cross_stage()
-    new = {k: v for k, v in found.items() if k not in KNOWN}
-    assert not new, "a stage imports another stage's module (move what they share to bundler_lib/common/): " + \
-        "; ".join(f"{a} -> {b} ({why})" for (a, b), why in sorted(new.items()))
-    gone = [k for k in KNOWN if k not in found]
-    assert not gone, f"no longer imported, delete from KNOWN: {gone}"
+    assert not found, "a stage imports another stage's module (move what they share to bundler_lib/common/): " + \
+        "; ".join(f"{a} -> {b} ({why})" for (a, b), why in sorted(found.items()))

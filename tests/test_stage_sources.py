@@ -19,7 +19,7 @@ def test_each_stage_takes_its_import_closure_only():
     assert "bundler_lib/example/cli.py" in got["example"]
     assert not any(f.startswith("bundler_lib/example/") for s, fs in got.items() if s != "example" for f in fs)
     assert "bundler_lib/graph/engine.py" in got["graph"] and "bundler_lib/graph/engine.py" not in got["package"]
-    assert "bundler_lib/reachability.py" in got["package"] and "bundler_lib/reachability.py" not in got["graph"]
+    assert "bundler_lib/package/reachability.py" in got["package"] and "bundler_lib/package/reachability.py" not in got["graph"]
     assert "bundler_lib/common/contract.py" in got["bind"]   # through the one loader of A1.graph.json
     # no stage takes explain, diff or sdist (tools, not stages)
     assert not any({"bundler_lib/explain.py", "bundler_lib/diff.py", "bundler_lib/sdist.py"} & fs for fs in got.values())

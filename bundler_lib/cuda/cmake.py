@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bundler_lib.common.tristate import and3, or3
+
 MIN_CUDA = (12, 0)  # the toolkit version a bundle assumes when CMake tests the CUDA version
 GPU_LANG = "CUDA"
 
@@ -185,7 +187,7 @@ def eval_cond(args: list[str], variables: dict[str, list[str]]):
         while peek() == "AND":
             take()
             w = atom()
-            v = False if (v is False or w is False) else (None if (v is None or w is None) else True)
+            v = and3(v, w)
         return v
 
     def orexpr():
@@ -193,7 +195,7 @@ def eval_cond(args: list[str], variables: dict[str, list[str]]):
         while peek() == "OR":
             take()
             w = andexpr()
-            v = True if (v is True or w is True) else (None if (v is None or w is None) else False)
+            v = or3(v, w)
         return v
 
     try:

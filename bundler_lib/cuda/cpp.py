@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from bundler_lib.common.tristate import and3, or3
+
 # Macros whose value is known when the bundle targets an NVIDIA GPU through nvcc.
 KNOWN_FALSE = {"USE_ROCM", "__HIP__", "__HIPCC__", "__HIP_PLATFORM_AMD__", "__HIP_PLATFORM_HCC__",
                "USE_XPU", "VLLM_BUILD_CPU"}
@@ -61,6 +63,11 @@ def blank_strings(text: str) -> str:
 
 
 # ---------------------------------------------------------------- preprocessor conditions
+
+def _as_int(v: bool | None) -> int | None:
+    """A preprocessor truth value: 1, 0, or None (unknown)."""
+    return None if v is None else int(v)
+
 
 def _eval_cond(expr: str, defines: dict[str, str | None]):
     """Tri-state evaluation (True, False, None=unknown) of an #if expression."""
@@ -148,12 +155,7 @@ def _eval_cond(expr: str, defines: dict[str, str | None]):
         while peek() == "&&":
             take()
             w = cmp()
-            if v == 0 or w == 0:
-                v = 0
-            elif v is None or w is None:
-                v = None
-            else:
-                v = 1
+            v = _as_int(and3(v, w))
         return v
 
     def orexpr():
@@ -161,12 +163,7 @@ def _eval_cond(expr: str, defines: dict[str, str | None]):
         while peek() == "||":
             take()
             w = andexpr()
-            if v or w:
-                v = 1 if (v or w) else v
-            elif v is None or w is None:
-                v = None
-            else:
-                v = 0
+            v = _as_int(or3(v, w))
         return v
 
     try:

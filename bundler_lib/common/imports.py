@@ -1,0 +1,175 @@
+"""The import statements of an inlined section (A2's Python, A3's Triton): which are always available where a
+bundle runs, which fall back on a drop-in replacement, which are guarded as optional, which the section's text
+does not name; and which of A1's nodes need an optional package at import time."""
+
+from __future__ import annotations
+
+import re
+import sys
+
+# Annotations of the inlined code are never evaluated (A1 does not follow them): the bundle must say so.
+FUTURE = "from __future__ import annotations"
+
+# Always available where a bundle runs: the standard library and these.
+REQUIRED_TOPS = {"torch", "triton", "typing_extensions"}
+
+
+def top_package(stmt: str) -> str:
+    """The top-level package an import statement imports from."""
+    return stmt.split()[1].split(".")[0]
+
+
+def is_required(stmt: str) -> bool:
+    top = top_package(stmt)
+    return top in REQUIRED_TOPS or top in sys.stdlib_module_names or top == "__future__"
+
+
+# Third-party modules with a drop-in replacement where every bundle runs (the standard library, or what the
+# declared torch itself ships): module -> replacement module. `import M as x`, `from M import names` and
+# `from P import m` (M = P.m) fall back to the replacement when M is not installed.
+# - `regex` -> `re`;
+# - `packaging.version` -> `torch._vendor.packaging.version`: torch vendors packaging's `version` module
+#   (Version, InvalidVersion, parse) since torch 2.2 (pytorch/pytorch#114108), so that torch itself needs no
+#   `packaging`; bundles declare torch >= 2.11. vLLM compares torch versions with it at import time
+#   (`is_torch_equal_or_newer`, `HAS_OPAQUE_TYPE`), so a guard alone would leave a NameError.
+FALLBACKS = {
+    "regex": "re",
+    "packaging.version": "torch._vendor.packaging.version",
+}
+
+
+def fallback_of(stmt: str) -> str | None:
+    """The statement binding the same names from the replacement module, or None when there is none."""
+    words = stmt.split()
+    if len(words) == 4 and words[0] == "import" and words[2] == "as" and words[1] in FALLBACKS:
+        return f"import {FALLBACKS[words[1]]} as {words[3]}"
+    if len(words) >= 4 and words[0] == "from" and words[2] == "import":
+        mod, names = words[1], stmt.split(" import ", 1)[1]
+        if mod in FALLBACKS:
+            return f"from {FALLBACKS[mod]} import {names}"
+        # from P import m [as x], where P.m is a module with a replacement
+        one = names.split()
+        if (len(one) == 1 or (len(one) == 3 and one[1] == "as")) and f"{mod}.{one[0]}" in FALLBACKS:
+            parent, _, leaf = FALLBACKS[f"{mod}.{one[0]}"].rpartition(".")
+            alias = one[2] if len(one) == 3 else one[0]
+            return f"from {parent} import {leaf}" + (f" as {alias}" if alias != leaf else "")
+    return None
+
+
+def external_statements(stmts: list[str], runtime_only: set[str], hard: set[str] = frozenset(),
+                        annotation_only: set[str] = frozenset()) -> tuple[list[str], list[str]]:
+    """(statements, notes): imports of optional packages that are read only at run time are guarded, so
+    the bundle imports without them; those read only by annotations (never evaluated) are left out."""
+    out, notes = [], []
+    for st in stmts:
+        # A name of the standard library or torch/triton bound only for annotations (which the bundle never
+        # evaluates) is not imported at all: emitted, it is an import nothing in the bundle uses (A7 fails on
+        # those). A dotted `import a.b` binds `a`, which other code may read: it stays.
+        if st in annotation_only and (st.startswith("from ") or " as " in st or not is_required(st)):
+            notes.append(f"import read only by annotations, left out (annotations are never evaluated): {st}")
+        elif is_required(st):
+            out.append(st)
+        elif fallback_of(st):
+            out.append(f"try:\n    {st}\nexcept ImportError:  # drop-in replacement\n    {fallback_of(st)}")
+            notes.append(f"import with a fallback every bundle has ({fallback_of(st)}): {st}")
+        elif st in runtime_only or st not in hard:
+            out.append(f"try:\n    {st}\nexcept ImportError:  # optional package\n    pass")
+            notes.append(f"optional import guarded: {st}")
+        else:
+            out.append(st)
+            notes.append(f"import-time dependency on a package outside torch/triton/stdlib: {st}")
+    return out, notes
+
+
+def _bound(stmt: str) -> tuple[list[str], str | None]:
+    """(names the import statement binds, the dotted chain an `import a.b.c` without alias needs the code to
+    name, else None)."""
+    words = stmt.replace(",", " , ").split()
+    if words[0] == "import":
+        names, chain = [], None
+        for part in " ".join(words[1:]).split(" , "):
+            p = part.split()
+            if len(p) == 3 and p[1] == "as":
+                names.append(p[2])
+            else:
+                names.append(p[0].split(".")[0])
+                chain = p[0] if "." in p[0] else chain
+        return names, chain
+    names = []
+    for part in stmt.split(" import ", 1)[1].strip("() ").split(","):
+        p = part.split()
+        if p:
+            names.append(p[2] if len(p) == 3 and p[1] == "as" else p[0])
+    return names, None
+
+
+def named_imports(stmts: list[str], text: str) -> tuple[list[str], list[str]]:
+    """(the statements the section's text names, notes): an import statement nothing in the text names (A1 lists
+    a file's imports for every node that reads the name they bind: `import torch.distributed._symmetric_memory`
+    binds `torch`) would be an import nothing in the bundle uses. A dotted `import a.b.c` is kept where the text
+    names `a.b.c`; dropped where it does not, with `import a` in its place when the text reads `a` and nothing
+    else binds it. A mention anywhere (a comment, a string) keeps an import: this only removes what is surely unused."""
+    kept, notes, dropped_tops = [], [], []
+    for st in stmts:
+        if st.startswith("from __future__"):
+            kept.append(st)
+            continue
+        names, chain = _bound(st)
+        if chain is not None and len(names) == 1:
+            if re.search(r"(?<![\w.])" + re.escape(chain) + r"\b", text):
+                kept.append(st)
+            else:
+                dropped_tops.append(names[0])
+                notes.append(f"import of a submodule nothing names, left out: {st}")
+            continue
+        if any(re.search(r"(?<![\w.])" + re.escape(n) + r"\b", text) for n in names):
+            kept.append(st)
+        else:
+            notes.append(f"import of names nothing in the section names, left out: {st}")
+    bound = {n for st in kept for n in _bound(st)[0]}
+    for top in dict.fromkeys(dropped_tops):
+        if top not in bound and re.search(r"(?<![\w.])" + re.escape(top) + r"\b", text):
+            kept.append(f"import {top}")
+            bound.add(top)
+    return sorted(set(kept), key=kept.index), notes
+
+
+def hard_imports(g: dict) -> set[str]:
+    """Imports the target symbol itself needs at import time: never guarded."""
+    return {st for n in g["python_nodes"] if n["name"] == g["symbol"] and n["file"] == g.get("def_file")
+            for st in n.get("importtime_imports", [])}
+
+
+def optional_nodes(g: dict) -> dict[str, list[str]]:
+    """Nodes that need, at import time, a package a bundle cannot count on (directly or through another
+    such node): {id: [import statements]}. The target symbol itself is never optional."""
+    nodes = g["python_nodes"]
+    out: dict[str, list[str]] = {}
+    for n in nodes:
+        bad = [st for st in n.get("importtime_imports", []) if not is_required(st) and not fallback_of(st)]
+        if bad:
+            out[n["id"]] = bad
+    changed = True
+    while changed:
+        changed = False
+        for n in nodes:
+            if n["id"] in out:
+                continue
+            hit = [d for d in n.get("importtime_deps", []) if d in out]
+            if hit:
+                out[n["id"]] = sorted({st for d in hit for st in out[d]})
+                changed = True
+    for n in nodes:
+        if n["name"] == g["symbol"] and n["file"] == g.get("def_file"):
+            out.pop(n["id"], None)
+    return out
+
+
+def section_imports(g: dict, nodes: list[dict], text: str) -> tuple[list[str], list[str]]:
+    """(the import statements a section of `nodes` rendered as `text` needs, notes): those its text names,
+    sorted, then guarded, given their fallback or left out as `external_statements` decides."""
+    stmts = sorted({imp for n in nodes for imp in n.get("imports", [])})
+    stmts, used_notes = named_imports(stmts, text)
+    stmts, notes = external_statements(sorted(stmts), set(g.get("imports_runtime_only", [])), hard_imports(g),
+                                       set(g.get("imports_annotation_only", [])))
+    return stmts, used_notes + notes
