@@ -1,0 +1,172 @@
+"""The zoo on the GPU: every zoo bundle's invocation_example, cold once and warm, at small and at model size.
+
+    python benchmarks/zoo_gpu.py BUNDLE_DIR OUT_DIR [--jobs N] [--full-jobs N] [--only SUBSTR] [--budget-s S]
+        [--timeout-s S]
+
+BUNDLE_DIR holds the bundles (`bundles_out/zoo/<ver>/*.py`) and, beside them, their artifacts
+(`artifacts/<target>/A6.model.json`: whether the example is model-aware, its template and config). For each
+bundle, in its own processes (`tools/run_bundle.py`, which imports it with vLLM absent and calls
+`invocation_example`):
+  1. small, cold: the first run in a fresh bundle cache compiles its CUDA units and Triton kernels. The units are
+     keyed by content and shared between bundles (A4), so most bundles find theirs already built by another;
+  2. small, warm: the same again, everything cached;
+  3. model size (`--full`).
+Up to `--jobs` bundles run their small examples at once (`--full-jobs` for model size: each sizes itself from the
+free memory it sees). Each finished bundle writes `OUT_DIR/rows/<bundle>.json` at once, so a run cut short
+(`--budget-s`, or the machine's time limit) keeps what it measured, and a later run with the same OUT_DIR resumes
+where it stopped. At the end (or at the budget) `OUT_DIR/zoo-gpu.json` gathers the rows with the GPU and versions.
+Runs where torch, triton and ninja are installed; never vLLM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RUNNER = REPO / "tools" / "run_bundle.py"
+
+
+def model_record(bundle: Path) -> dict:
+    """A6.model.json of the bundle's target (artifacts/<target>/ beside it), or {} when absent."""
+    for m in sorted((bundle.parent / "artifacts").glob("*/A6.model.json")):
+        try:
+            rec = json.loads(m.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if rec.get("symbol") == bundle.stem:
+            return rec
+    return {}
+
+
+def _run(bundle: Path, full: bool, cache: str, timeout_s: float) -> dict:
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+        out = Path(f.name)
+    cmd = [sys.executable, str(RUNNER), str(bundle), "--json", str(out)] + (["--full"] if full else [])
+    env = dict(os.environ, VLLM_BUNDLE_CACHE=cache)
+    t0 = time.perf_counter()
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
+        rc, tail = p.returncode, (p.stdout + p.stderr)[-2000:]
+    except subprocess.TimeoutExpired as e:
+        rc, tail = "timeout", (((e.stdout or b"") + (e.stderr or b"")).decode("utf-8", "replace"))[-2000:]
+    wall = round(time.perf_counter() - t0, 2)
+    try:
+        res = json.loads(out.read_text())
+    except (OSError, json.JSONDecodeError):
+        res = {}
+    out.unlink(missing_ok=True)
+    ok = res.get("example") == "ok"
+    row = {"ok": ok, "wall_s": wall, "rc": rc, "import_s": res.get("import_s"), "example_s": res.get("example_s")}
+    if not ok:
+        row["error"] = (res.get("error") or res.get("example") or tail)[-1500:]
+    return row
+
+
+def one(bundle: Path, rows: Path, cache: str, timeout_s: float, full: bool) -> dict:
+    path = rows / f"{bundle.stem}.json"
+    row = json.loads(path.read_text()) if path.exists() else None
+    if row is None:
+        rec = model_record(bundle)
+        row = {"symbol": bundle.stem, "template": rec.get("template"), "status": rec.get("status"),
+               "config": rec.get("config") or ("model" if rec.get("model_name") else None),
+               "model": rec.get("model_name"),
+               "model_aware": bool(rec.get("model_name")) and rec.get("template") not in (None, "generic")
+               and rec.get("status", "ok") == "ok"}
+        row["small_cold"] = _run(bundle, False, cache, timeout_s)
+        row["small_warm"] = _run(bundle, False, cache, timeout_s) if row["small_cold"]["ok"] else None
+        path.write_text(json.dumps(row, indent=1))
+    if full and "full" not in row:
+        row["full"] = _run(bundle, True, cache, timeout_s) if row["small_cold"]["ok"] else None
+        path.write_text(json.dumps(row, indent=1))
+    return row
+
+
+def environment() -> dict:
+    env = {"date": datetime.date.today().isoformat(), "python": platform.python_version()}
+    try:
+        env["gpu"] = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
+                                     "--format=csv,noheader"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        env["gpu"] = None
+    try:
+        import torch
+        import triton
+        env.update(torch=torch.__version__, cuda=torch.version.cuda, triton=triton.__version__)
+    except ImportError as e:
+        env["import_error"] = str(e)
+    return env
+
+
+def summarize(rows: list[dict]) -> dict:
+    aware = [r for r in rows if r.get("model_aware")]
+
+    def ok(r, k):
+        return bool(r.get(k) and r[k].get("ok"))
+    return {
+        "bundles": len(rows),
+        "small_ok": sum(ok(r, "small_cold") for r in rows),
+        "full_ok": sum(ok(r, "full") for r in rows),
+        "model_aware": len(aware),
+        "model_aware_small_and_full_ok": sum(ok(r, "small_cold") and ok(r, "full") for r in aware),
+        "full_not_run": sum("full" not in r for r in rows),
+    }
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("bundle_dir", type=Path)
+    p.add_argument("out_dir", type=Path)
+    p.add_argument("--jobs", type=int, default=6)
+    p.add_argument("--full-jobs", type=int, default=2)
+    p.add_argument("--only", action="append", default=[])
+    p.add_argument("--budget-s", type=float, default=None, help="stop starting new bundles after this many seconds")
+    p.add_argument("--timeout-s", type=float, default=300.0, help="per run")
+    p.add_argument("--cache", default=None, help="bundle cache (default: OUT_DIR/cache, kept between resumed runs)")
+    a = p.parse_args(argv)
+    bundles = sorted(b for b in a.bundle_dir.glob("*.py") if not b.name.endswith(".kernelbench.py"))
+    if a.only:
+        bundles = [b for b in bundles if any(s in b.stem for s in a.only)]
+    if not bundles:
+        print(f"error: no bundles in {a.bundle_dir}: build the zoo first (./pants package targets/zoo/...)")
+        return 2
+    rows_dir = a.out_dir / "rows"
+    rows_dir.mkdir(parents=True, exist_ok=True)
+    cache = a.cache or str((a.out_dir / "cache").resolve())
+    t0 = time.perf_counter()
+
+    def within_budget() -> bool:
+        return a.budget_s is None or time.perf_counter() - t0 < a.budget_s
+
+    for full, jobs in ((False, a.jobs), (True, a.full_jobs)):
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            futs = {}
+            for b in bundles:
+                futs[pool.submit(lambda b=b: one(b, rows_dir, cache, a.timeout_s, full) if within_budget() else None)] = b
+            for f in as_completed(futs):
+                r = f.result()
+                if r is not None:
+                    k = "full" if full else "small_cold"
+                    res = r.get(k) or {}
+                    print(f"{'full ' if full else 'small'} {futs[f].stem}: {'ok' if res.get('ok') else 'FAIL'} "
+                          f"{res.get('wall_s')} s", flush=True)
+    rows = [json.loads(p.read_text()) for p in sorted(rows_dir.glob("*.json"))]
+    result = {"benchmark": "zoo-gpu", **environment(), "bundle_dir": str(a.bundle_dir), "jobs": a.jobs,
+              "full_jobs": a.full_jobs, "seconds": round(time.perf_counter() - t0, 1),
+              "summary": summarize(rows), "rows": rows}
+    (a.out_dir / "zoo-gpu.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps(result["summary"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
