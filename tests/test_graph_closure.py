@@ -625,3 +625,34 @@ def test_extra_roots_method_roots_and_triggers(symbol, with_attention):
     assert ("vllm/attn.py::Attention" in names) is with_attention
     assert ("vllm/backend.py::Backend" in names) is with_attention
     assert "process" in c.engine.attr_names
+
+
+def test_compiled_import_in_a_try_fails_as_without_the_extension(tmp_path):
+    # `from vllm.compiled_allocator import ...` has no source in the tree: in the bundle it raises the
+    # ModuleNotFoundError Python would, the rest of the try body is dead (Library is not reached) and the handler runs
+    g, _, _ = build_all(TREES / "import_guard", tmp_path, "target")
+    assert "vllm/wrapper.py::Library" not in node_ids(g)
+    text = (tmp_path / "A2.inline.py").read_text()
+    assert "raise ModuleNotFoundError(\"No module named 'vllm.compiled_allocator'" in text
+    assert "Library()" not in text
+    assert load(tmp_path).target() == (False, None, None)
+
+
+def test_except_as_name_is_renamed_with_its_uses(tmp_path):
+    # two modules bind `e` at module level (`except ... as e:`): the bundle renames one, at the `as` and its uses
+    g, _, _ = build_all(TREES / "except_name", tmp_path, "target")
+    text = (tmp_path / "A2.inline.py").read_text()
+    assert load(tmp_path).target() == ("a is missing", "b is missing")
+    assert text.count(" as e:") == 1 and text.count(" as e_") == 1
+
+
+def test_block_members_reached_name_by_name(tmp_path):
+    # `exp` is read, `log` is not: the block keeps both `exp = ...` lines and drops both `log = ...` (so
+    # fast_log is not reached); SCALE reads exp2 inside its own block, which keeps both `exp2 = ...` (both
+    # branches live: IS_ROCM is not a decided predicate)
+    g, _, _ = build_all(TREES / "block_members", tmp_path, "target")
+    ids = node_ids(g)
+    assert "vllm/helpers.py::fast_log" not in ids and "vllm/helpers.py::rocm_exp" in ids
+    text = (tmp_path / "A2.inline.py").read_text()
+    assert "log = " not in text and text.count("exp = math.exp") == 2 and "exp2 = math.exp" in text
+    assert abs(load(tmp_path).target(0.0) - 2.718281828) < 1e-6

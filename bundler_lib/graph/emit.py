@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import heapq
 
 from .blocks import emptied_block_edits
@@ -263,6 +264,14 @@ def _def_name_edits(n: Node, names: dict[str, str], lines: list[str]) -> list[di
                     edits.append({"op": "span", "line": ln, "col": start, "end_line": ln,
                                   "end_col": start + len(x.name.encode()), "text": ren[x.name]})
             return
+        if isinstance(x, ast.ExceptHandler) and x.name in ren:   # `except E as name:` (ast gives no position)
+            pat = re.compile(rb"\bas\s+(" + re.escape(x.name.encode()) + rb")\s*:")
+            for ln in range(x.type.end_lineno if x.type else x.lineno, x.body[0].lineno):
+                m = pat.search(lines[ln - 1].encode())
+                if m:
+                    edits.append({"op": "span", "line": ln, "col": m.start(1), "end_line": ln, "end_col": m.end(1),
+                                  "text": ren[x.name]})
+                    break
         if isinstance(x, ast.Name) and isinstance(x.ctx, ast.Store) and x.id in ren:
             edits.append({"op": "span", "line": x.lineno, "col": x.col_offset, "end_line": x.end_lineno,
                           "end_col": x.end_col_offset, "text": ren[x.id]})
@@ -345,6 +354,8 @@ def node_edits(g: Graph, n: Node, emit: dict[tuple, dict[str, str]], ext: dict) 
         edits += _dict_entry_edits(n, g.index.get(n.module).lines)
     if n.dropped and isinstance(n.stmt, ast.ClassDef):
         edits += _dropped_member_edits(n, info.lines)
+    elif n.dropped:   # a block's assignments nothing read (an emptied body gets its `pass` below)
+        edits += [{"op": "delete", "line": st.lineno, "end_line": st.end_lineno} for st in n.dropped.values()]
     for ref, stmt, bound, _ in n.ext_links:
         new = ext[stmt][1]
         if new != ref.name:

@@ -60,7 +60,10 @@ class Node:
     extra_edits: list[dict] = field(default_factory=list)
     entries: dict | None = None       # keyed dict: {key: (key node, value node)}; None otherwise
     entries_kept: set = field(default_factory=set)
-    dropped: dict[int, ast.stmt] = field(default_factory=dict)   # id -> class-body methods not reached
+    dropped: dict[int, ast.stmt] = field(default_factory=dict)   # id -> class-body methods, block members not reached
+    # a module-level block (`if`/`try`/...): its simple assignments by the names they bind, and the names read
+    block_members: dict[str, list[ast.stmt]] = field(default_factory=dict)
+    wanted: set[str] = field(default_factory=set)
     stubs: set[int] = field(default_factory=set)   # ids of dropped @overload stubs (never reached)
     abstract: set[int] = field(default_factory=set)   # ids of abstract methods that do nothing (abstract.py)
 
@@ -99,6 +102,20 @@ def import_stmt(b) -> tuple[str, str]:
         return f"import {b.module} as {b.name}", b.module
     stmt = f"from {b.module} import {b.attr}" + (f" as {b.name}" if b.name != b.attr else "")
     return stmt, f"{b.module}.{b.attr}"
+
+
+def _block_assignments(st: ast.stmt):
+    """The `name = value` statements (plain names only) in the bodies of a module-level compound statement,
+    outside any def or class."""
+    for field_name in ("body", "orelse", "finalbody", "handlers"):
+        for sub in getattr(st, field_name, None) or []:
+            if isinstance(sub, ast.Assign) and all(isinstance(t, ast.Name) for t in sub.targets):
+                yield sub
+            elif isinstance(sub, ast.AnnAssign) and isinstance(sub.target, ast.Name) and sub.value is not None:
+                yield sub
+            elif isinstance(sub, (ast.If, ast.Try, ast.With, ast.For, ast.While, ast.ExceptHandler)) or \
+                    type(sub).__name__ == "TryStar":
+                yield from _block_assignments(sub)
 
 
 class Engine:
@@ -173,6 +190,27 @@ class Engine:
         """n reads node `key` (as `name`) through `ref`."""
         n.deps[key] = n.deps.get(key, False) or ref.importtime
         n.links.append((ref, key, name, used))
+        t = self.nodes.get(key)
+        if t is not None and t.kind == "block" and name not in t.wanted:
+            t.wanted.add(name)
+            for st in t.block_members.get(name, ()):
+                self.mqueue.append((t, st))
+
+    def _block_members(self, n: Node) -> set[int]:
+        """A module-level block is reached name by name: its simple assignments (`log = tl.log` in an `if`/`else`
+        choosing kernels) wait until a name they bind is read; the ones never read are left out of the bundle.
+        A block entered other than by a reference (a root) keeps them all. Returns the ids to skip now."""
+        if n.key in self.entered:
+            return set()
+        skip = set()
+        for st in _block_assignments(n.stmt):
+            names = [t.id for t in st.targets] if isinstance(st, ast.Assign) else [st.target.id]
+            for name in names:
+                n.block_members.setdefault(name, []).append(st)
+            if not any(x in n.wanted for x in names):
+                n.dropped[id(st)] = st
+                skip.add(id(st))
+        return skip
 
     def unresolved_ref(self, n: Node, ref: Ref, reason: str) -> None:
         text = ".".join([ref.name] + ref.attrs)
@@ -304,12 +342,18 @@ class Engine:
     def _process(self, n: Node) -> None:
         if n.stmt is None:
             return
-        skip = set()
+        skip = self._block_members(n) if n.kind == "block" else set()
         for hook in self._hooks["skip"]:
             skip |= hook(self, n)
         if any(claim(self, n) for claim in self._hooks["claim"]):
             return
         n.scan = self.scanner.stmt(self.index.get(n.module), n.stmt, skip)
+        if n.block_members:   # members in a branch the scan pruned are gone with it: no longer members
+            live = set(n.scan.skipped)
+            for i in [i for i in n.dropped if i not in live]:
+                del n.dropped[i]
+            n.block_members = {k: [st for st in v if id(st) in live or id(st) not in skip]
+                               for k, v in n.block_members.items()}
         before = set(n.deps)
         self.absorb(n, n.scan)
         for hook in self._hooks["scanned"]:
@@ -324,7 +368,8 @@ class Engine:
         if any(defer(self, n, st) for defer in self._hooks["defer"]):
             return
         del n.dropped[id(st)]
-        scan = self.scanner.stmt(self.index.get(n.module), st, cls=n.stmt)
+        scan = self.scanner.stmt(self.index.get(n.module), st,
+                                 cls=n.stmt if isinstance(n.stmt, ast.ClassDef) else None)
         n.scans.append(scan)
         self.absorb(n, scan)
 

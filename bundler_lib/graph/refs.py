@@ -13,10 +13,11 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass, field
 
-from bundler_lib.variant import PLATFORMS, foreign_platform
+from bundler_lib.variant import PLATFORMS
 
 from .branches import IfPruner, remove_stmt, span
 from .guards import PLATFORM_NAMES, GuardEval, Where, _tail
+from .imports_scan import ImportScanning, catches_import_error
 from .index import ImportBinding, ModuleInfo, TreeIndex
 from .scopes import _arg_names, _class_locals, _collect_locals, _Scope, literal_defaults
 
@@ -58,6 +59,7 @@ class Scan:
     local_imports: list[ImportBinding] = field(default_factory=list)   # repo-local, function-level
     ext_local_imports: list[str] = field(default_factory=list)
     dead_imports: list[tuple[int, str]] = field(default_factory=list)  # vllm modules without source
+    skipped: list[int] = field(default_factory=list)   # ids of the skipped statements met in live code
     attrs: set[str] = field(default_factory=set)      # attribute names read or written (method reach)
     # `self.<name>` / `cls.<name>` in a method: (name, the method's class); reaches only the classes that
     # `self` can be an instance of
@@ -88,7 +90,7 @@ def _trivial_decorator(d: ast.expr) -> bool:
     return t in _TRIVIAL_DECORATORS
 
 
-class RefScanner:
+class RefScanner(ImportScanning):
     def __init__(self, index: TreeIndex, info: ModuleInfo, guard_eval: GuardEval, dataclass_annotations: bool = False):
         self.index = index
         self.info = info
@@ -112,6 +114,7 @@ class RefScanner:
         # in the body of a module-level function: its literal parameter defaults, for held branches
         self.defaults: dict[str, object] = {}
         self.holding = False   # scanning a held branch (no branch inside it is held)
+        self.import_guards: list[int] = []   # scope depths of the try bodies whose handlers catch ImportError
 
     # ------------------------------------------------------------ entry
     def run(self, stmt: ast.stmt, skip: set | None = None, cls: ast.ClassDef | None = None) -> Scan:
@@ -168,8 +171,12 @@ class RefScanner:
         return b is not None and b.external and f.id not in self.info.defs
 
     # ------------------------------------------------------------ statements
-    def _stmt_list(self, body: list[ast.stmt], top: bool = False):
+    def _stmt_list(self, body: list[ast.stmt], top: bool = False) -> bool:
+        """Scan a block; whether it always ends early (a decided return/raise: the rest is deleted)."""
         for i, st in enumerate(body):
+            if id(st) in self.skip:
+                self.scan.skipped.append(id(st))
+                continue   # a member scanned on its own once reached (class members, block members)
             term = self._stmt(st, sole=len(body) == 1 and not top)
             if term and i + 1 < len(body):
                 # a decided branch that always returns/raises: the rest of the block is dead
@@ -179,22 +186,12 @@ class RefScanner:
                 self.scan.guards.append(Guard(line=a, end_line=rest[-1].end_lineno,
                                               predicate="unreachable after a decided return/raise",
                                               value=False, kept="none"))
-                break
+            if term:
+                return True
+        return False
 
     def _remove_stmt(self, st: ast.stmt, sole: bool):
         self.scan.edits.append(remove_stmt(st, sole))
-
-    def _not_bundled(self, st: ast.stmt, dead: list) -> None:
-        """A function-level import the bundle does not carry (compiled vLLM code the tree has no source for,
-        e.g. vllm_flash_attn; another platform's module, e.g. vllm.platforms.rocm on CUDA): the names it binds
-        become functions that raise a clear ImportError when that path is taken. dead: [(binding, why)]."""
-        pad = "\n" + " " * st.col_offset
-        defs = []
-        for b, why in dead:
-            what = f"{b.module}.{b.attr}" if b.attr else b.module
-            defs.append(f"def {b.name}(*args, **kwargs):{pad}    raise ImportError({what!r} + ': {why}; "
-                        f"this path is not in the bundle')")
-        self._span(st, pad.join(defs))
 
     def _stmt(self, st: ast.stmt, sole: bool):
         if isinstance(st, (ast.FunctionDef, ast.AsyncFunctionDef)):
@@ -202,34 +199,19 @@ class RefScanner:
         elif isinstance(st, ast.ClassDef):
             self._class(st)
         elif isinstance(st, (ast.Import, ast.ImportFrom)):
-            if isinstance(st, ast.ImportFrom) and st.module == "__future__":
-                return
-            bs = self.index.import_bindings(self.info, st, False)
-            local = [b for b in bs if not b.external]
-            if local:
-                dead = []
-                function_level = len(local) == len(bs) and len(self.scopes) > 1
-                for b in local:
-                    platform = foreign_platform(b.module, self.ge.variant.get("platform")) if function_level else None
-                    if not self._module_exists(b.module):
-                        self.scan.dead_imports.append((st.lineno, b.module))
-                        dead.append((b, "compiled vLLM code that the source tree does not carry"))
-                    elif platform and b.attr:  # `from <other platform's module> import name`
-                        dead.append((b, f"specific to the {platform} platform (the bundle is built for "
-                                        f"{self.ge.variant.get('platform')})"))
-                    elif function_level and self.scopes[-1].kind == "function" and b.name in self.scopes[-1].local:
-                        # the function binds the name otherwise too (`from ext import name` in another branch):
-                        # it is local throughout, so no module-level definition can stand in for this import
-                        dead.append((b, "bound otherwise in the same function too, so local to it; the "
-                                        "bundle has no local binding for this import"))
-                    else:
-                        self.scan.local_imports.append(b)
-                if function_level and dead:
-                    self._not_bundled(st, dead)
-                elif len(local) == len(bs):
-                    self._remove_stmt(st, sole)
+            return self._import(st, sole)
         elif isinstance(st, ast.If):
             return self._if(st, sole)
+        elif isinstance(st, ast.Try) and any(catches_import_error(h) for h in st.handlers):
+            self.import_guards.append(len(self.scopes))
+            try:
+                self._stmt_list(st.body)
+            finally:
+                self.import_guards.pop()
+            for h in st.handlers:
+                self._generic(h)
+            self._stmt_list(st.orelse)
+            self._stmt_list(st.finalbody)
         elif (isinstance(st, ast.Assign) and len(st.targets) == 1 and isinstance(st.targets[0], ast.Name)
               and isinstance(st.value, (ast.Name, ast.Attribute))
               and (st.value.id if isinstance(st.value, ast.Name) else st.value.attr) == "current_platform"):
@@ -594,3 +576,4 @@ class Scanner:
         r.scopes = [_Scope("module", set(), {}, set())]
         r._expr(expr)
         return r.scan
+

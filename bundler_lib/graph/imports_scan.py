@@ -1,0 +1,76 @@
+"""Repo-local imports met while scanning code: kept (followed by the graph), removed (the bundle inlines the
+module instead), or, for a module the tree has no source for (compiled vLLM code) or another platform's module,
+replaced by what the bundle can honestly do: names that raise ImportError when that path runs, or, inside a
+`try` whose handler catches ImportError, the ModuleNotFoundError Python itself would raise."""
+
+from __future__ import annotations
+
+import ast
+
+from bundler_lib.variant import foreign_platform
+
+from .guards import _tail
+
+
+class ImportScanning:
+    """RefScanner's handling of import statements (a mixin: it uses the scanner's scopes, scan and edits)."""
+
+    def _import(self, st: ast.stmt, sole: bool):
+        if isinstance(st, ast.ImportFrom) and st.module == "__future__":
+            return
+        bs = self.index.import_bindings(self.info, st, False)
+        local = [b for b in bs if not b.external]
+        if local:
+            dead = []
+            function_level = len(local) == len(bs) and len(self.scopes) > 1
+            for b in local:
+                platform = foreign_platform(b.module, self.ge.variant.get("platform")) if function_level else None
+                if not self._module_exists(b.module):
+                    self.scan.dead_imports.append((st.lineno, b.module))
+                    dead.append((b, "compiled vLLM code that the source tree does not carry"))
+                elif platform and b.attr:  # `from <other platform's module> import name`
+                    dead.append((b, f"specific to the {platform} platform (the bundle is built for "
+                                    f"{self.ge.variant.get('platform')})"))
+                elif function_level and self.scopes[-1].kind == "function" and b.name in self.scopes[-1].local:
+                    # the function binds the name otherwise too (`from ext import name` in another branch):
+                    # it is local throughout, so no module-level definition can stand in for this import
+                    dead.append((b, "bound otherwise in the same function too, so local to it; the "
+                                    "bundle has no local binding for this import"))
+                else:
+                    self.scan.local_imports.append(b)
+            compiled = [b for b in local if not self._module_exists(b.module)]
+            if compiled and self.import_guards and self.import_guards[-1] == len(self.scopes):
+                return self._import_fails(st, compiled[0].module)
+            if function_level and dead:
+                self._not_bundled(st, dead)
+            elif len(local) == len(bs):
+                self._remove_stmt(st, sole)
+
+    def _not_bundled(self, st: ast.stmt, dead: list) -> None:
+        """A function-level import the bundle does not carry (compiled vLLM code the tree has no source for,
+        e.g. vllm_flash_attn; another platform's module, e.g. vllm.platforms.rocm on CUDA): the names it binds
+        become functions that raise a clear ImportError when that path is taken. dead: [(binding, why)]."""
+        pad = "\n" + " " * st.col_offset
+        defs = []
+        for b, why in dead:
+            what = f"{b.module}.{b.attr}" if b.attr else b.module
+            defs.append(f"def {b.name}(*args, **kwargs):{pad}    raise ImportError({what!r} + ': {why}; "
+                        f"this path is not in the bundle')")
+        self._span(st, pad.join(defs))
+
+    def _import_fails(self, st: ast.stmt, module: str) -> bool:
+        """An import of vLLM code the tree has no source for (a compiled extension), in a try body whose handler
+        catches ImportError: in the bundle it fails as it does where that extension is not built, so it becomes
+        the ModuleNotFoundError Python would raise, the rest of the body is dead, and the handler runs."""
+        msg = f"No module named {module!r} (compiled vLLM code, not in the bundle)"
+        self.scan.edits.append({"op": "span", "line": st.lineno, "col": st.col_offset, "end_line": st.end_lineno,
+                                "end_col": st.end_col_offset, "text": f"raise ModuleNotFoundError({msg!r})"})
+        self.scan.dead_imports.append((st.lineno, module))
+        return True
+
+
+def catches_import_error(h: ast.ExceptHandler) -> bool:
+    """The handler catches an ImportError (bare, or naming ImportError, ModuleNotFoundError, Exception, ...)."""
+    names = h.type.elts if isinstance(h.type, ast.Tuple) else [h.type]
+    return h.type is None or any(_tail(n) in ("ImportError", "ModuleNotFoundError", "Exception", "BaseException")
+                                 for n in names if isinstance(n, (ast.Name, ast.Attribute)))

@@ -1,0 +1,19 @@
+# SPDX-License-Identifier: Apache-2.0
+available = False
+lib = None
+try:
+    from vllm.compiled_allocator import (
+        init_module,
+        create,
+    )
+    from vllm.wrapper import Library
+
+    lib = Library()
+    available = True
+except ModuleNotFoundError:
+    init_module = None
+    create = None
+
+
+def target():
+    return available, lib, init_module
