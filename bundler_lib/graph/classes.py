@@ -131,8 +131,9 @@ class ClassMembers(Rule):
         return skip
 
     def scanned(self, g, n, before: set) -> None:
-        if isinstance(n.stmt, ast.ClassDef):
-            n.ctor_deps = set(n.deps) - before   # class body, bases, decorators, dunder methods
+        if not isinstance(n.stmt, ast.ClassDef):
+            return
+        n.ctor_deps = set(n.deps) - before   # class body, bases, decorators, dunder methods
         for st in list(n.dropped.values()):
             if id(st) not in n.stubs:
                 g.member_waits(n, st, member_name(st, True))
