@@ -636,6 +636,15 @@ def test_compiled_import_in_a_try_fails_as_without_the_extension(tmp_path):
     assert "raise ModuleNotFoundError(\"No module named 'vllm.compiled_allocator'" in text
     assert "Library()" not in text
     assert load(tmp_path).target() == (False, None, None)
+    # a name of the failing import that the closure reads (behind the flag the handler sets) and the handler
+    # does not bind becomes a function raising ImportError; one nothing reads gets none
+    g, _, _ = build_all(TREES / "import_guard", tmp_path / "flag", "maybe_create")
+    text = (tmp_path / "flag" / "A2.inline.py").read_text()
+    assert "def fast_path(*args, **kwargs):" in text and "def init_module(" not in text
+    m = load(tmp_path / "flag")
+    assert m.maybe_create() is None
+    with pytest.raises(ImportError, match="vllm.compiled_allocator.fast_path is compiled vLLM code"):
+        m.fast_path()
 
 
 def test_except_as_name_is_renamed_with_its_uses(tmp_path):

@@ -61,10 +61,15 @@ class ImportScanning:
     def _import_fails(self, st: ast.stmt, module: str) -> bool:
         """An import of vLLM code the tree has no source for (a compiled extension), in a try body whose handler
         catches ImportError: in the bundle it fails as it does where that extension is not built, so it becomes
-        the ModuleNotFoundError Python would raise, the rest of the body is dead, and the handler runs."""
+        the ModuleNotFoundError Python would raise, the rest of the body is dead, and the handler runs. The names
+        it binds that the closure reads (code guarded by a flag the handler sets) become functions raising
+        ImportError; the emitter writes those (`stubs`: it knows which names are read)."""
         msg = f"No module named {module!r} (compiled vLLM code, not in the bundle)"
+        stubs = {b.name: f"{b.module}.{b.attr}" if b.attr else b.module
+                 for b in self.index.import_bindings(self.info, st, False)}
         self.scan.edits.append({"op": "span", "line": st.lineno, "col": st.col_offset, "end_line": st.end_lineno,
-                                "end_col": st.end_col_offset, "text": f"raise ModuleNotFoundError({msg!r})"})
+                                "end_col": st.end_col_offset, "text": f"raise ModuleNotFoundError({msg!r})",
+                                "stubs": stubs})
         self.scan.dead_imports.append((st.lineno, module))
         return True
 

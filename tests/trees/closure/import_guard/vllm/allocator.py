@@ -5,6 +5,7 @@ try:
     from vllm.compiled_allocator import (
         init_module,
         create,
+        fast_path,
     )
     from vllm.wrapper import Library
 
@@ -17,3 +18,9 @@ except ModuleNotFoundError:
 
 def target():
     return available, lib, init_module
+
+
+def maybe_create():
+    if available:
+        return fast_path()
+    return None
