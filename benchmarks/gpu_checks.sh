@@ -11,6 +11,8 @@
 # parity:   tools/parity.py on the suite's decoder layers (or the BUNDLEs), against transformers' layers with the
 #           same weights, one process per case; PARITY_CASES="prefill:32 decode:2x64" overrides the cases;
 #           results OUT_DIR/parity-<bundle>-<case>.json
+# zoo:      benchmarks/zoo_gpu.py on a zoo bundle folder (default bundles_out/zoo/0.26.0), BUDGET_S seconds
+# speed:    benchmarks/layer_speed.py on the suite's decoder layers (SPEED_ARGS, default --quick), BUDGET_S seconds
 # PACK=FILE.tgz packs OUT_DIR into one archive at the end (the device tool brings back a limited number of files)
 set -u
 phase=$1; out=$2; shift 2
@@ -71,7 +73,16 @@ case $phase in
         echo "$n $c rc=$?"; grep "^$(basename "$b")" "$out/parity-$n-${c//[:+]/_}.log" | tail -1
       done
     done ;;
-  *) echo "usage: $0 ops|examples|triton|parity OUT_DIR [BUNDLE...]" >&2; exit 2 ;;
+  zoo)
+    # benchmarks/zoo_gpu.py on BUNDLE_DIR (default bundles_out/zoo/0.26.0): resumable rows in OUT_DIR/rows/
+    $py benchmarks/zoo_gpu.py "${1:-bundles_out/zoo/0.26.0}" "$out" --budget-s "${BUDGET_S:-480}" \
+      > "$out/zoo-gpu.log" 2>&1
+    echo "zoo rc=$?"; tail -3 "$out/zoo-gpu.log" ;;
+  speed)
+    # benchmarks/layer_speed.py (bundle vs transformers, same weights); SPEED_ARGS e.g. "--quick"
+    $py benchmarks/layer_speed.py ${SPEED_ARGS:---quick} --budget-s "${BUDGET_S:-480}" > "$out/layer-speed.log" 2>&1
+    echo "speed rc=$?"; tail -25 "$out/layer-speed.log"; cp benchmarks/results/*-layer-speed-*.json "$out/" 2>/dev/null ;;
+  *) echo "usage: $0 ops|examples|triton|parity|zoo|speed OUT_DIR [BUNDLE...]" >&2; exit 2 ;;
 esac
 [ -n "${PACK:-}" ] && tar -czf "$PACK" -C "$out" .
 exit 0
