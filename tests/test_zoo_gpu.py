@@ -1,0 +1,50 @@
+"""benchmarks/zoo_gpu.py on stand-in bundles (CPU): one row per bundle, cold/warm/model size, resumable rows,
+the model-aware count from A6.model.json. The GPU run itself is recorded in benchmarks/results/*-zoo-gpu-*.json."""
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import zoo_gpu  # noqa: E402
+
+OK = "def invocation_example(small=False):\n    return {'small': small}\n"
+FAILS = "def invocation_example(small=False):\n    raise RuntimeError('no template for this layer')\n"
+
+
+def _bundle(d: Path, name: str, text: str, model: str | None):
+    (d / f"{name}.py").write_text(text)
+    a = d / "artifacts" / f"targets.zoo.{name}"
+    a.mkdir(parents=True)
+    (a / "A6.model.json").write_text(json.dumps({"symbol": name, "template": "decoder_layer", "status": "ok",
+                                                 "model_name": model}))
+
+
+def test_rows_summary_and_resume(tmp_path):
+    d = tmp_path / "zoo"
+    d.mkdir()
+    _bundle(d, "GoodLayer", OK, "org/good")
+    _bundle(d, "BadLayer", FAILS, "org/bad")
+    _bundle(d, "GenericLayer", OK, None)
+    (d / "GoodLayer.kernelbench.py").write_text("raise SystemExit('not a bundle')\n")
+    out = tmp_path / "out"
+    assert zoo_gpu.main([str(d), str(out), "--jobs", "2", "--full-jobs", "1"]) == 0
+    res = json.loads((out / "zoo-gpu.json").read_text())
+    rows = {r["symbol"]: r for r in res["rows"]}
+    assert set(rows) == {"GoodLayer", "BadLayer", "GenericLayer"}
+    assert rows["GoodLayer"]["small_cold"]["ok"] and rows["GoodLayer"]["small_warm"]["ok"] and rows["GoodLayer"]["full"]["ok"]
+    assert not rows["BadLayer"]["small_cold"]["ok"] and "no template for this layer" in rows["BadLayer"]["small_cold"]["error"]
+    assert rows["BadLayer"]["full"] is None and rows["BadLayer"]["small_warm"] is None
+    assert [r["model_aware"] for r in (rows["GoodLayer"], rows["BadLayer"], rows["GenericLayer"])] == [True, True, False]
+    assert res["summary"] == {"bundles": 3, "small_ok": 2, "full_ok": 2, "model_aware": 2,
+                              "model_aware_small_and_full_ok": 1, "full_not_run": 0}
+    # a second run resumes: finished rows are kept as they are (the bundle is not run again)
+    (d / "GoodLayer.py").write_text(FAILS)
+    assert zoo_gpu.main([str(d), str(out)]) == 0
+    again = {r["symbol"]: r for r in json.loads((out / "zoo-gpu.json").read_text())["rows"]}
+    assert again["GoodLayer"]["small_cold"]["ok"]
+
+
+def test_no_bundles_is_one_line_and_exit_2(tmp_path, capsys):
+    assert zoo_gpu.main([str(tmp_path), str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().out.startswith(f"error: no bundles in {tmp_path}")
