@@ -7,6 +7,7 @@ import re
 import heapq
 
 from .blocks import emptied_block_edits
+from .imports_scan import raising_stub
 from .engine import Engine as Graph, Node
 
 _FORCE_RENAME = {"__getattr__", "__dir__", "__setattr__", "__all__"}
@@ -347,18 +348,18 @@ def _global_edits(g: Graph, n: Node, emit: dict[tuple, dict[str, str]]) -> list[
     return edits
 
 
-def _failing_import(n: Node, e: dict, lines: list[str]) -> dict:
+def _failing_import(n: Node, e: dict) -> dict:
     """A failing import (graph/imports_scan.py): functions raising ImportError for the names it binds that the
     closure reads (all of them outside a module-level block), then its ModuleNotFoundError."""
-    pad = "\n" + " " * (len(lines[e["line"] - 1]) - len(lines[e["line"] - 1].lstrip()))
-    stubs = [f"def {name}(*args, **kwargs):{pad}    raise ImportError({what!r} + ' is compiled vLLM code, not in "
-             f"the bundle')" for name, what in e["stubs"].items() if n.kind != "block" or name in n.wanted]
+    pad = "\n" + " " * e["col"]
+    stubs = [raising_stub(name, f"{what!r} + ' is compiled vLLM code, not in the bundle'", pad)
+             for name, what in e["stubs"].items() if n.kind != "block" or name in n.wanted]
     return {k: v for k, v in e.items() if k != "stubs"} | {"text": pad.join(stubs + [e["text"]])}
 
 
 def node_edits(g: Graph, n: Node, emit: dict[tuple, dict[str, str]], ext: dict) -> list[dict]:
     info = g.index.get(n.module)
-    edits = [_failing_import(n, e, info.lines) if "stubs" in e else e
+    edits = [_failing_import(n, e) if "stubs" in e else e
              for sc in ([n.scan] if n.scan else []) + n.scans for e in sc.edits] + list(n.extra_edits)
     if n.entries is not None:
         edits += _dict_entry_edits(n, g.index.get(n.module).lines)

@@ -21,13 +21,14 @@ class ImportScanning:
         bs = self.index.import_bindings(self.info, st, False)
         local = [b for b in bs if not b.external]
         if local:
-            dead = []
+            dead, compiled = [], []
             function_level = len(local) == len(bs) and len(self.scopes) > 1
             for b in local:
                 platform = foreign_platform(b.module, self.ge.variant.get("platform")) if function_level else None
-                if not self._module_exists(b.module):
+                if not self.index.has_source(b.module):
                     self.scan.dead_imports.append((st.lineno, b.module))
                     dead.append((b, "compiled vLLM code that the source tree does not carry"))
+                    compiled.append(b)
                 elif platform and b.attr:  # `from <other platform's module> import name`
                     dead.append((b, f"specific to the {platform} platform (the bundle is built for "
                                     f"{self.ge.variant.get('platform')})"))
@@ -38,7 +39,6 @@ class ImportScanning:
                                     "bundle has no local binding for this import"))
                 else:
                     self.scan.local_imports.append(b)
-            compiled = [b for b in local if not self._module_exists(b.module)]
             if compiled and self.import_guards and self.import_guards[-1] == len(self.scopes):
                 return self._import_fails(st, compiled[0].module)
             if function_level and dead:
@@ -51,12 +51,8 @@ class ImportScanning:
         e.g. vllm_flash_attn; another platform's module, e.g. vllm.platforms.rocm on CUDA): the names it binds
         become functions that raise a clear ImportError when that path is taken. dead: [(binding, why)]."""
         pad = "\n" + " " * st.col_offset
-        defs = []
-        for b, why in dead:
-            what = f"{b.module}.{b.attr}" if b.attr else b.module
-            defs.append(f"def {b.name}(*args, **kwargs):{pad}    raise ImportError({what!r} + ': {why}; "
-                        f"this path is not in the bundle')")
-        self._span(st, pad.join(defs))
+        self._span(st, pad.join(raising_stub(b.name, f"{_what(b)!r} + ': {why}; this path is not in the bundle'", pad)
+                                for b, why in dead))
 
     def _import_fails(self, st: ast.stmt, module: str) -> bool:
         """An import of vLLM code the tree has no source for (a compiled extension), in a try body whose handler
@@ -65,13 +61,21 @@ class ImportScanning:
         it binds that the closure reads (code guarded by a flag the handler sets) become functions raising
         ImportError; the emitter writes those (`stubs`: it knows which names are read)."""
         msg = f"No module named {module!r} (compiled vLLM code, not in the bundle)"
-        stubs = {b.name: f"{b.module}.{b.attr}" if b.attr else b.module
-                 for b in self.index.import_bindings(self.info, st, False)}
+        stubs = {b.name: _what(b) for b in self.index.import_bindings(self.info, st, False)}
         self.scan.edits.append({"op": "span", "line": st.lineno, "col": st.col_offset, "end_line": st.end_lineno,
                                 "end_col": st.end_col_offset, "text": f"raise ModuleNotFoundError({msg!r})",
                                 "stubs": stubs})
-        self.scan.dead_imports.append((st.lineno, module))
         return True
+
+
+def _what(b) -> str:
+    return f"{b.module}.{b.attr}" if b.attr else b.module
+
+
+def raising_stub(name: str, message: str, pad: str) -> str:
+    """`def name(*args, **kwargs): raise ImportError(<message>)`, `message` a Python expression, lines joined by
+    `pad` (a newline and the statement's indentation)."""
+    return f"def {name}(*args, **kwargs):{pad}    raise ImportError({message})"
 
 
 def catches_import_error(h: ast.ExceptHandler) -> bool:

@@ -208,6 +208,11 @@ class TreeIndex:
     def has_module(self, module: str) -> bool:
         return module in self.files
 
+    def has_source(self, module: str) -> bool:
+        """The tree has Python source for `module` (a file, or a package holding files); compiled vLLM code has
+        none."""
+        return module in self.files or any(m.startswith(module + ".") for m in self.files)
+
     def module_of_path(self, rel: str) -> str | None:
         for m, p in self.files.items():
             if p == rel:

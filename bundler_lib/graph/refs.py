@@ -267,9 +267,6 @@ class RefScanner(ImportScanning):
         b = self.info.imports.get(name)
         return b is not None and b.external and b.module == module and b.attr == attr and name not in self.info.defs
 
-    def _module_exists(self, mod: str) -> bool:
-        return self.index.has_module(mod) or any(m.startswith(mod + ".") for m in self.index.files)
-
     def _decorators(self, decos):
         for d in decos:
             before = len(self.scan.refs)

@@ -74,7 +74,7 @@ class Resolver:
         info = self.index.get(mod)
         t: Target | None = None
         b = info.imports.get(name)
-        if b is not None and not b.external and not b.top and not self.module_exists(b.module):
+        if b is not None and not b.external and not b.top and not self.index.has_source(b.module):
             # an import of compiled vLLM code inside a module-level block (`try: from vllm.ext import f`): the
             # name is the block's (it fails there in the bundle, graph/imports_scan.py)
             holder = [s for s in info.stmts if s.kind == "block" and s.line <= b.stmt.lineno <= s.end_line]
