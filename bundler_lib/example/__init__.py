@@ -1,4 +1,5 @@
-"""A6 example stage: see `core.py` (dims, flags, workload, templates) and `decoder.py` (decoder layers)."""
+"""A6 example stage: see `core.py` (kind, workload, the example), `model_config.py` (dims and flags), `templates.py`
+(the generated text) and `decoder.py` (decoder layers)."""
 
 from bundler_lib.example.core import classify, derive, generate, run
 

@@ -59,7 +59,7 @@ def resolve(graph: dict) -> tuple[dict, list[str]]:
 
 def hf_fields(cfg: dict | None, dims: dict, flags: dict) -> dict:
     """The fields of the model's text config (what vLLM's `hf_text_config` holds)."""
-    from bundler_lib.example.core import text_config
+    from bundler_lib.example.model_config import text_config
     if cfg is None:
         fields = {"hidden_size": dims["H"], "num_attention_heads": dims["H_q"], "num_key_value_heads": dims["H_kv"],
                   "head_dim": dims["Dh"], "max_position_embeddings": dims["max_ctx"], "rms_norm_eps": dims["eps"],
@@ -75,7 +75,7 @@ def snippet(graph: dict, cfg: dict | None, dims: dict, flags: dict, config_label
     """Code (inside invocation_example, after the prelude) that defines the stand-ins and `_install(vllm_config)`,
     which sets the bundle's state and returns a function restoring it; also builds `vllm_config`. `config_label`
     names the config in the error of a layer reading a key it lacks."""
-    from bundler_lib.example.core import _py
+    from bundler_lib.example.templates import py_literal as _py
     found, _ = resolve(graph)
     variant = graph.get("variant") or {}
     custom_ops = "all" if variant.get("custom_ops", "enabled") in ("enabled", "all") else "none"
