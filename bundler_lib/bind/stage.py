@@ -96,36 +96,9 @@ def bind(graph: dict, a2_text: str, a2m: dict, a3_text: str, a3m: dict, a4_text:
                             _stmt_list(a3m.get("imports"), "A3.manifest.json imports"),
                             _stmt_list(datam.get("imports"), "A3.data.json imports"),
                             _stmt_list(a2m.get("external_reqs"), "A2.manifest.json external_reqs"))
-    sections = []
-    for name, text in (("A4", a4_text), ("A3", a3_text), ("A2", a2_text)):
-        if text.strip():
-            # the data section goes before A2; it is put in after the rewrites (they need not read it)
-            sections.append((DATA_SENTINEL if name == "A2" else "") + text.rstrip("\n") + "\n")
-    module_text = "\n".join(imports) + "\n\n\n" + "\n\n".join(sections)
-    if DATA_SENTINEL not in module_text and data_text.strip():
-        module_text += "\n\n" + DATA_SENTINEL
-
-    wrappers = {}
-    stubs = set()
-    cuda_ns = {}
-    for w in a4m.get("wrappers", []):
-        op = w.get("op", "")
-        if "." not in op or not w.get("wrapper"):
-            raise StageError(STAGE, "A4.manifest.json wrappers", f"entry {w!r} lacks op/wrapper", "re-run A4")
-        ns, name = op.split(".", 1)
-        wrappers[(ns, name)] = w["wrapper"]
-        if w.get("stub"):
-            stubs.add((ns, name))
-        elif w.get("registered_as"):
-            cuda_ns[(ns, name)] = w["registered_as"].split("::", 1)[0]
-    pyops = {}
-    for e in graph.get("python_custom_ops", []) or []:
-        op, target = e.get("op", ""), e.get("target")
-        op = op.split(".")[-1] if op.startswith(("vllm.", "torch.ops.vllm.")) else op
-        if not op or not target:
-            raise StageError(STAGE, "A1.graph.json python_custom_ops", f"entry {e!r} lacks op/target", "re-run A1")
-        pyops[op] = target
-
+    module_text = _merged_module(imports, a2_text, a3_text, a4_text, data_text)
+    wrappers, stubs, cuda_ns = _a4_wrappers(a4m)
+    pyops = _python_custom_ops(graph)
     try:
         registered = registered_namespaces(module_text)
         ns_key = namespace_key(graph.get("symbol") or "", module_text, data_text)
@@ -139,8 +112,82 @@ def bind(graph: dict, a2_text: str, a2m: dict, a3_text: str, a3m: dict, a4_text:
                          "check the section artifacts; each must parse on its own") from None
 
     out_text, dropped_stubs = drop_unused_stubs(out_text, [wrappers[k] for k in sorted(stubs)])
+    out_text, per_file, left = _insert_data_section(out_text, data_text, datam, counts)
+    out_text = _lazy_decorators(out_text, imports, counts)
+    tree, lv = _check_leftovers(out_text, ns_map, wrappers, pyops)
+    entry, sigs = _entry_signatures(graph, out_text, tree, a2_text)
 
-    # module-directory anchors of the modules whose data A3 embedded, then the data section itself
+    notes = []
+    if entry and not sigs:
+        notes.append(f"entry symbol {entry} is not defined at module level of the merged module")
+    notes += _leftover_notes(lv, left)
+    notes += _data_notes(datam, per_file)
+    notes += [f"{n} plain string(s) {ns!r} left as they are (not in a Library(...), getattr(torch.ops, ...) "
+              f"or .namespace comparison; the namespace itself is {ns_map[ns]})" for ns, n in sorted(lv.bare.items())]
+    notes += _wrapper_notes(wrappers, stubs, dropped_stubs, counts)
+    bindmap = {
+        "status": "ok",
+        "entry_symbol": entry,
+        "public_signatures": sigs,
+        "rewrites": [{"from": f, "to": t, "count": c} for (f, t), c in sorted(counts.items())],
+        "namespaces": namespace_map(ns_map, registered, ns_key, cuda_ns),
+        "imports": imports,
+        "sections": [n for n, t in (("A4", a4_text), ("A3", a3_text), ("A3.data", data_text), ("A2", a2_text))
+                     if t.strip()],
+        "data_files": [{"root": d["root"], "rule": d["rule"], "files": [f["path"] for f in d["files"]]}
+                       for d in datam.get("data", [])],
+        "notes": notes,
+    }
+    return out_text, bindmap
+
+
+def _merged_module(imports: list[str], a2_text: str, a3_text: str, a4_text: str, data_text: str) -> str:
+    """The import block, then the A4, A3 and A2 sections; the data section's place (before A2) is marked."""
+    sections = []
+    for name, text in (("A4", a4_text), ("A3", a3_text), ("A2", a2_text)):
+        if text.strip():
+            # the data section goes before A2; it is put in after the rewrites (they need not read it)
+            sections.append((DATA_SENTINEL if name == "A2" else "") + text.rstrip("\n") + "\n")
+    module_text = "\n".join(imports) + "\n\n\n" + "\n\n".join(sections)
+    if DATA_SENTINEL not in module_text and data_text.strip():
+        module_text += "\n\n" + DATA_SENTINEL
+    return module_text
+
+
+def _a4_wrappers(a4m: dict) -> tuple[dict, set, dict]:
+    """(wrapper of each (ns, op) A4 bundled, the ops whose wrappers are stubs, the namespace each op is registered
+    under)."""
+    wrappers = {}
+    stubs = set()
+    cuda_ns = {}
+    for w in a4m.get("wrappers", []):
+        op = w.get("op", "")
+        if "." not in op or not w.get("wrapper"):
+            raise StageError(STAGE, "A4.manifest.json wrappers", f"entry {w!r} lacks op/wrapper", "re-run A4")
+        ns, name = op.split(".", 1)
+        wrappers[(ns, name)] = w["wrapper"]
+        if w.get("stub"):
+            stubs.add((ns, name))
+        elif w.get("registered_as"):
+            cuda_ns[(ns, name)] = w["registered_as"].split("::", 1)[0]
+    return wrappers, stubs, cuda_ns
+
+
+def _python_custom_ops(graph: dict) -> dict[str, str]:
+    """The Python function each torch.ops.vllm.* op A1 found calls."""
+    pyops = {}
+    for e in graph.get("python_custom_ops", []) or []:
+        op, target = e.get("op", ""), e.get("target")
+        op = op.split(".")[-1] if op.startswith(("vllm.", "torch.ops.vllm.")) else op
+        if not op or not target:
+            raise StageError(STAGE, "A1.graph.json python_custom_ops", f"entry {e!r} lacks op/target", "re-run A1")
+        pyops[op] = target
+    return pyops
+
+
+def _insert_data_section(out_text: str, data_text: str, datam: dict, counts: dict) -> tuple[str, dict, list]:
+    """Rewrites the module-directory anchors of the modules whose data A3 embedded, then puts the data section in.
+    Returns (text, anchors rewritten per file, anchors left)."""
     anchors = datam.get("anchors") or []
     dirs = {a["file"]: a["dir"] for a in anchors}
     out_text, anchor_counts, per_file, left = rewrite_anchors(out_text, dirs)
@@ -162,20 +209,30 @@ def bind(graph: dict, a2_text: str, a2m: dict, a3_text: str, a3m: dict, a4_text:
             raise StageError(STAGE, "A3.data.py", f"its names are already defined in the module: {', '.join(taken)}",
                              "report a bundler bug (rename the data helpers in bundler_lib/common/data_anchors.py)")
     out_text = out_text.replace(DATA_SENTINEL, (data_text.rstrip("\n") + "\n\n\n") if data_text.strip() else "")
-    out_text, lazy = lazy_import_time_decorators(out_text)
-    if lazy:
-        helpers = [LAZY_DECORATORS[name] for name in sorted(lazy)]
-        taken = defined_at_top(out_text, {h for h, _ in helpers})
-        if taken:
-            raise StageError(STAGE, "merged module", f"{', '.join(taken)} already defined in it",
-                             "report a bundler bug (rename the helpers in bundler_lib/bind/decorators.py)")
-        head = "\n".join(imports) + "\n\n\n"
-        if not out_text.startswith(head):
-            raise StageError(STAGE, "merged module", "the import block changed while binding", "report a bundler bug")
-        out_text = head + "".join(d.lstrip("\n") + "\n\n" for _, d in helpers) + out_text[len(head):]
-        for name, n in lazy.items():
-            counts[(f"@{name} (run at import)", LAZY_DECORATORS[name][0])] = n
+    return out_text, per_file, left
 
+
+def _lazy_decorators(out_text: str, imports: list[str], counts: dict) -> str:
+    """Defers the decorators that would run vLLM code at import; their helpers go after the import block."""
+    out_text, lazy = lazy_import_time_decorators(out_text)
+    if not lazy:
+        return out_text
+    helpers = [LAZY_DECORATORS[name] for name in sorted(lazy)]
+    taken = defined_at_top(out_text, {h for h, _ in helpers})
+    if taken:
+        raise StageError(STAGE, "merged module", f"{', '.join(taken)} already defined in it",
+                         "report a bundler bug (rename the helpers in bundler_lib/bind/decorators.py)")
+    head = "\n".join(imports) + "\n\n\n"
+    if not out_text.startswith(head):
+        raise StageError(STAGE, "merged module", "the import block changed while binding", "report a bundler bug")
+    out_text = head + "".join(d.lstrip("\n") + "\n\n" for _, d in helpers) + out_text[len(head):]
+    for name, n in lazy.items():
+        counts[(f"@{name} (run at import)", LAZY_DECORATORS[name][0])] = n
+    return out_text
+
+
+def _check_leftovers(out_text: str, ns_map: dict, wrappers: dict, pyops: dict) -> tuple[ast.Module, Leftovers]:
+    """Parses the bound module; fails on a namespace, vLLM import or compiled-op reference binding left behind."""
     try:
         tree = ast.parse(out_text, "A5.module.py")
     except SyntaxError as e:
@@ -203,35 +260,48 @@ def bind(graph: dict, a2_text: str, a2m: dict, a3_text: str, a3m: dict, a4_text:
                          f"{', '.join(pyops) or 'none'}",
                          "A1 must list the op in cuda_ops (or python_custom_ops for torch.ops.vllm.*) so that A4/A5 "
                          "can bundle and rewire it")
+    return tree, lv
 
+
+def _entry_signatures(graph: dict, out_text: str, tree: ast.Module, a2_text: str) -> tuple[str | None, dict]:
+    """(the entry symbol's name in the bundle, its public signatures), which binding must not have changed."""
     symbol = graph.get("symbol")
     entry = symbol
     for n in graph.get("python_nodes", []):
         if n.get("name") == symbol and n.get("file") == graph.get("def_file"):
             entry = n.get("emit_name") or symbol
     sigs = public_signatures(entry_module(out_text, entry, tree), entry)
-    notes = []
     before = public_signatures(entry_module(a2_text, entry), entry) if a2_text.strip() else {}
     if before and before != sigs:
         raise StageError(STAGE, f"symbol {entry}", "its public signatures changed while binding",
                          "report a bundler bug")
-    if entry and not sigs:
-        notes.append(f"entry symbol {entry} is not defined at module level of the merged module")
+    return entry, sigs
+
+
+def _leftover_notes(lv: Leftovers, left: list) -> list[str]:
+    notes = []
     for what, line in lv.probes:
         notes.append(f"A5.module.py:{line}: {what} stays: an optional-module probe inside try/except ImportError "
                      "(without vLLM it takes the except branch)")
     for line, f, src in left:
         notes.append(f"`{src}` (block from {f}) is left as is: A3 embedded no data for that module, so it "
                      "names the bundle's directory")
-    if anchors:
-        notes.append(f"data files: {datam.get('files', 0)} embedded ({datam.get('bytes', 0)} bytes, key "
-                     f"{str(datam.get('key', ''))[:16]}); module-directory anchors rewritten: "
-                     + ", ".join(f"{f} ({n})" for f, n in sorted(per_file.items())))
-        for n in datam.get("notes", []):
-            notes.append(f"A3 data: {n}")
-    for ns, n in sorted(lv.bare.items()):
-        notes.append(f"{n} plain string(s) {ns!r} left as they are (not in a Library(...), getattr(torch.ops, ...) "
-                     f"or .namespace comparison; the namespace itself is {ns_map[ns]})")
+    return notes
+
+
+def _data_notes(datam: dict, per_file: dict) -> list[str]:
+    if not datam.get("anchors"):
+        return []
+    notes = [f"data files: {datam.get('files', 0)} embedded ({datam.get('bytes', 0)} bytes, key "
+             f"{str(datam.get('key', ''))[:16]}); module-directory anchors rewritten: "
+             + ", ".join(f"{f} ({n})" for f, n in sorted(per_file.items()))]
+    for n in datam.get("notes", []):
+        notes.append(f"A3 data: {n}")
+    return notes
+
+
+def _wrapper_notes(wrappers: dict, stubs: set, dropped_stubs: list[str], counts: dict) -> list[str]:
+    notes = []
     if stubs:
         notes.append("ops not bundled (A1 marked them optional; their wrappers raise NotImplementedError): "
                      + ", ".join(sorted(f"{n}.{o}" for n, o in stubs)))
@@ -242,20 +312,7 @@ def bind(graph: dict, a2_text: str, a2m: dict, a3_text: str, a3m: dict, a4_text:
                     if not any(to == w for (_, to) in counts) and w not in dropped_stubs)
     if unused:
         notes.append("A4 wrappers with no call site left to rewire (kept, callable): " + ", ".join(unused))
-    bindmap = {
-        "status": "ok",
-        "entry_symbol": entry,
-        "public_signatures": sigs,
-        "rewrites": [{"from": f, "to": t, "count": c} for (f, t), c in sorted(counts.items())],
-        "namespaces": namespace_map(ns_map, registered, ns_key, cuda_ns),
-        "imports": imports,
-        "sections": [n for n, t in (("A4", a4_text), ("A3", a3_text), ("A3.data", data_text), ("A2", a2_text))
-                     if t.strip()],
-        "data_files": [{"root": d["root"], "rule": d["rule"], "files": [f["path"] for f in d["files"]]}
-                       for d in datam.get("data", [])],
-        "notes": notes,
-    }
-    return out_text, bindmap
+    return notes
 
 
 def run(inputs: Path, out: Path) -> dict:
