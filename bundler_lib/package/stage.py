@@ -8,6 +8,7 @@ import json
 import os
 import re
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 from bundler_lib import runtime_deps
@@ -48,6 +49,19 @@ def _header(a0: dict) -> str:
     return "#\n".join(out)
 
 
+@dataclass(frozen=True)
+class _Composed:
+    """The composed bundle, and the two inputs its lines come from."""
+    name: str
+    symbol: str
+    source: str
+    module: str
+    example: str
+
+    def locate(self, line: int) -> tuple[str, int]:
+        return locate(self.source, self.module, self.example, line)
+
+
 def run(inputs: Path, out: Path, bundle_name: str, allow_import_failure: bool = False,
         probe_cuda: bool = False, strict_undefined_names: bool = False,
         import_timeout: float = IMPORT_TIMEOUT_S, unreachable: str = "report",
@@ -57,6 +71,61 @@ def run(inputs: Path, out: Path, bundle_name: str, allow_import_failure: bool = 
     names every problem found. runtime_python: the bundle runtime's interpreter for the import check (default:
     this one). isolate: run that check under bubblewrap (never skipped silently: a StageError when impossible)."""
     inputs, out = Path(inputs), Path(out)
+    _check_options(bundle_name, unreachable, runtime_python)
+    a0, graph, module, example = _read_inputs(inputs)
+    symbol = graph.get("symbol") or ""
+
+    # What the bundle needs where it runs, declared in a PEP 723 block after the notice: the tree's torch,
+    # triton, ninja and whatever else the bundle imports unguarded at module level.
+    targets, deps, dep_details = _runtime_dependencies(a0, module)
+    block = runtime_deps.pep723_block(targets.get("requires_python"), deps)
+    dep_names = tuple(runtime_deps.requirement_name(d) for d in deps)
+
+    source = compose(_header(a0), module, example, block)
+    bundle = _Composed(bundle_name, symbol, source, module, example)
+    data = source.encode("utf-8")
+    report = _new_report(bundle_name, symbol, data, targets, deps, dep_details)
+    bundle_path = out / bundle_name
+
+    tree, undefined, annotation_only, reach, res = _check_concurrently(
+        bundle, report, bundle_path, probe_cuda, import_timeout, runtime_python, isolate, dep_names)
+    _record_runtime(report, bundle_path, res, deps, runtime_python, isolate)
+    undefined = _record_undefined_names(report, undefined, annotation_only)
+    problems, fail_input = _import_problems(bundle, tree, res, probe_cuda)
+    if problems:
+        report["checks"]["import"] = "failed: " + "; ".join(problems)
+        report["details"]["import_error"] = res.get("error") or res.get("stderr_tail", "")
+    else:
+        report["checks"]["import"] = "ok"
+    _record_cuda_build(report, tree, res, probe_cuda)
+    _record_reachability(report, source, reach)
+
+    # Every fatal problem goes into one error line: what, the first few, how many, the remedy.
+    fatal, remedies = [], []
+    if problems:
+        _import_fatal(report, problems, fail_input, allow_import_failure, fatal, remedies)
+    if undefined:
+        if strict_undefined_names:
+            _undefined_fatal(undefined, fatal, remedies)
+            fail_input = "A5.module.py" if not fatal[:-1] else fail_input
+        else:
+            report["notes"].append(f"pyflakes finds {len(undefined)} undefined name(s); see details.undefined_names")
+            report["status"] = "ok_with_failures"
+    if probe_cuda and report["checks"]["cuda_build"] == "failed":
+        report["status"] = "ok_with_failures"
+    if reach.unreachable or reach.unused_imports:
+        _unreachable_found(report, reach, symbol, unreachable == "error", fatal, remedies)
+    if fatal:
+        strict_hint = "" if allow_import_failure else " (or set import_check=\"report\" on the target to write it anyway)"
+        _fail(report, bundle_path, fail_input, "; ".join(fatal), "; ".join(remedies) + strict_hint)
+
+    write_atomic(bundle_path, data)
+    os.chmod(bundle_path, 0o644)  # a product file, readable like any source file (mkstemp makes it 0600)
+    write_json(out / REPORT, report)
+    return report
+
+
+def _check_options(bundle_name: str, unreachable: str, runtime_python: Path | None) -> None:
     if not _NAME_OK.match(bundle_name or ""):
         raise StageError(STAGE, f"--bundle-name {bundle_name!r}", "is not a plain Python file name",
                          "pass the file name only, e.g. RMSNorm.py (a valid module name ending in .py)")
@@ -66,6 +135,10 @@ def run(inputs: Path, out: Path, bundle_name: str, allow_import_failure: bool = 
     if runtime_python is not None and not Path(runtime_python).exists():
         raise StageError(STAGE, f"--runtime-python {runtime_python}", "does not exist",
                          "run Pants through ./pants, which sets up the bundle runtime (3rdparty/bundle_runtime.txt)")
+
+
+def _read_inputs(inputs: Path) -> tuple[dict, dict, str, str]:
+    """(A0.license.json, A1.graph.json, A5.module.py, A6.example.py), each checked."""
     need = ["A0.license.json", "A1.graph.json", "A5.module.py", "A6.example.py"]
     missing = [n for n in need if not (inputs / n).is_file()]
     if missing:
@@ -80,27 +153,26 @@ def run(inputs: Path, out: Path, bundle_name: str, allow_import_failure: bool = 
     if a0.get("status") != "ok":
         raise StageError(STAGE, "A0.license.json", f"license status is {a0.get('status')!r}, not 'ok'",
                          "fix the license problem A0 reported")
-    symbol = graph.get("symbol") or ""
     module = (inputs / "A5.module.py").read_text(encoding="utf-8")
     example = (inputs / "A6.example.py").read_text(encoding="utf-8")
     if not module.strip():
         raise StageError(STAGE, "A5.module.py", "is empty", "re-run A5 (bind)")
+    return a0, graph, module, example
 
-    # What the bundle needs where it runs, declared in a PEP 723 block after the notice: the tree's torch,
-    # triton, ninja and whatever else the bundle imports unguarded at module level.
+
+def _runtime_dependencies(a0: dict, module: str) -> tuple[dict, list[str], dict]:
+    """(A0's runtime targets, the requirements the module's unguarded imports declare, their details)."""
     targets = a0.get("runtime") if isinstance(a0.get("runtime"), dict) else {}
     try:
         module_tree = ast.parse(module)
     except SyntaxError:
-        module_tree = ast.Module(body=[], type_ignores=[])  # the syntax check below names the problem
+        module_tree = ast.Module(body=[], type_ignores=[])  # the syntax check names the problem
     deps, dep_details = runtime_deps.declared_dependencies(module_tree, targets)
-    requires_python = targets.get("requires_python")
-    block = runtime_deps.pep723_block(requires_python, deps)
-    dep_names = tuple(runtime_deps.requirement_name(d) for d in deps)
+    return targets, deps, dep_details
 
-    source = compose(_header(a0), module, example, block)
-    data = source.encode("utf-8")
-    report = {
+
+def _new_report(bundle_name: str, symbol: str, data: bytes, targets: dict, deps: list[str], dep_details: dict) -> dict:
+    return {
         "status": "ok",
         "path": bundle_name,
         "symbol": symbol,
@@ -109,46 +181,37 @@ def run(inputs: Path, out: Path, bundle_name: str, allow_import_failure: bool = 
         "checks": {"syntax": "not run", "import": "not run", "undefined_names": "not run",
                    "cuda_build": "skipped (not requested)", "unreachable_definitions": "not run",
                    "unused_imports": "not run"},
-        "dependencies": {"requires_python": requires_python, "declared": deps, **dep_details,
+        "dependencies": {"requires_python": targets.get("requires_python"), "declared": deps, **dep_details,
                          "targets_from": targets.get("sources", {})},
         "details": {},
         "notes": [],
     }
-    notes = report["notes"]
-    checks = report["checks"]
-    bundle_path = out / bundle_name
-    report_path = out / REPORT
 
-    def fail(input_name: str, problem: str, remedy: str):
-        report["status"] = "failed"
-        if bundle_path.exists():  # a bundle from an earlier run is not this run's result
-            bundle_path.unlink()
-        write_json(report_path, report)
-        raise StageError(STAGE, input_name, problem, remedy)
 
-    # The import check (3.) is the slowest: its interpreter starts now and the other checks run meanwhile.
+def _fail(report: dict, bundle_path: Path, input_name: str, problem: str, remedy: str):
+    """Writes the failed report (and removes an earlier run's bundle, not this run's result), then raises."""
+    report["status"] = "failed"
+    if bundle_path.exists():
+        bundle_path.unlink()
+    write_json(bundle_path.parent / REPORT, report)
+    raise StageError(STAGE, input_name, problem, remedy)
+
+
+def _check_concurrently(bundle: _Composed, report: dict, bundle_path: Path, probe_cuda: bool, import_timeout: float,
+                        runtime_python: Path | None, isolate: bool, dep_names: tuple[str, ...]) -> tuple:
+    """(the bundle's tree, undefined names, those only in annotations, what nothing reaches, the import check's
+    result). The import check (3.) is the slowest: its interpreter starts first and the other checks run meanwhile."""
     cancel, procs = threading.Event(), []
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-    importing = pool.submit(check_import, source, bundle_name, symbol, probe_cuda, import_timeout, cancel, procs,
-                            runtime_python, isolate, dep_names)
+    importing = pool.submit(check_import, bundle.source, bundle.name, bundle.symbol, probe_cuda, import_timeout,
+                            cancel, procs, runtime_python, isolate, dep_names)
     try:
         # 1. syntax (one parse; its tree serves every check below)
-        try:
-            tree = compile(source, bundle_name, "exec", flags=ast.PyCF_ONLY_AST, dont_inherit=True)
-            compile(tree, bundle_name, "exec", dont_inherit=True)
-            checks["syntax"] = "ok"
-        except SyntaxError as e:
-            where, rel = locate(source, module, example, e.lineno)
-            lines = source.split("\n")
-            bad = lines[e.lineno - 1].strip() if e.lineno and e.lineno <= len(lines) else ""
-            checks["syntax"] = f"failed: {e.msg} at bundle line {e.lineno} ({where} line {rel})"
-            report["details"]["syntax"] = bad
-            fail(where, f"the composed bundle does not parse: {e.msg} at its line {e.lineno} ({where} line {rel}: "
-                        f"{bad!r})", f"fix the stage that wrote {where}; the bundle must be valid Python")
+        tree = _syntax_tree(bundle, report, bundle_path)
         # 2. undefined names (pyflakes)
-        undefined, annotation_only = find_undefined_names(source, bundle_name, tree)
+        undefined, annotation_only = find_undefined_names(bundle.source, bundle.name, tree)
         # 5. what nothing reaches
-        reach = reachability.analyze(tree, symbol)
+        reach = reachability.analyze(tree, bundle.symbol)
         res = importing.result()
     except BaseException:
         cancel.set()
@@ -157,21 +220,48 @@ def run(inputs: Path, out: Path, bundle_name: str, allow_import_failure: bool = 
         raise
     finally:
         pool.shutdown(wait=True)
+    return tree, undefined, annotation_only, reach, res
+
+
+def _syntax_tree(bundle: _Composed, report: dict, bundle_path: Path) -> ast.Module:
+    source, name = bundle.source, bundle.name
+    try:
+        tree = compile(source, name, "exec", flags=ast.PyCF_ONLY_AST, dont_inherit=True)
+        compile(tree, name, "exec", dont_inherit=True)
+        report["checks"]["syntax"] = "ok"
+        return tree
+    except SyntaxError as e:
+        where, rel = bundle.locate(e.lineno)
+        lines = source.split("\n")
+        bad = lines[e.lineno - 1].strip() if e.lineno and e.lineno <= len(lines) else ""
+        report["checks"]["syntax"] = f"failed: {e.msg} at bundle line {e.lineno} ({where} line {rel})"
+        report["details"]["syntax"] = bad
+        _fail(report, bundle_path, where, f"the composed bundle does not parse: {e.msg} at its line {e.lineno} "
+              f"({where} line {rel}: {bad!r})", f"fix the stage that wrote {where}; the bundle must be valid Python")
+
+
+def _record_runtime(report: dict, bundle_path: Path, res: dict, deps: list[str], runtime_python: Path | None,
+                    isolate: bool) -> None:
     report["dependencies"]["runtime"] = {
         "interpreter": "bundle runtime" if runtime_python is not None else "stage interpreter",
         "isolated": "bubblewrap (read-only root, no network)" if isolate else "no",
         "installed": res.get("installed", {})}
     if res.get("missing"):
         # the environment, not the bundle: fatal whatever the import-check policy
-        checks["import"] = "not run: the runtime lacks " + ", ".join(res["missing"])
-        fail("the bundle runtime", f"the bundle declares {', '.join(res['missing'])}, which the bundle runtime "
-             "(3rdparty/bundle_runtime.txt) does not hold, so its import cannot be checked",
-             "remove the import that needs it from the closure, or add the package to 3rdparty/bundle_runtime.txt "
-             "(./pants then rebuilds the runtime)")
+        report["checks"]["import"] = "not run: the runtime lacks " + ", ".join(res["missing"])
+        _fail(report, bundle_path, "the bundle runtime", f"the bundle declares {', '.join(res['missing'])}, which the "
+              "bundle runtime (3rdparty/bundle_runtime.txt) does not hold, so its import cannot be checked",
+              "remove the import that needs it from the closure, or add the package to 3rdparty/bundle_runtime.txt "
+              "(./pants then rebuilds the runtime)")
     older = _older_than_declared(deps, res.get("installed", {}))
     if older:
-        notes.append("the import check ran with " + ", ".join(older) + " (the bundle declares newer: a CPU "
-                     "check of the module-level code, not of the declared version)")
+        report["notes"].append("the import check ran with " + ", ".join(older) + " (the bundle declares newer: a "
+                               "CPU check of the module-level code, not of the declared version)")
+
+
+def _record_undefined_names(report: dict, undefined: list[str] | None, annotation_only: list[str]) -> list[str]:
+    """Records pyflakes' undefined names; returns them ([] when pyflakes is not installed)."""
+    checks = report["checks"]
     if undefined is None:
         checks["undefined_names"] = "skipped (pyflakes is not installed)"
         undefined = []
@@ -184,13 +274,16 @@ def run(inputs: Path, out: Path, bundle_name: str, allow_import_failure: bool = 
             f" ({len(annotation_only)} only in postponed annotations)" if annotation_only else "")
     if annotation_only:
         report["details"]["undefined_names_in_annotations"] = annotation_only
+    return undefined
 
-    # 3. import in a clean interpreter, vllm blocked, no compilation
+
+def _import_problems(bundle: _Composed, tree: ast.Module, res: dict, probe_cuda: bool) -> tuple[list[str], str]:
+    """3. import in a clean interpreter, vllm blocked, no compilation: (the problems, the input to fix)."""
     problems = []
     fail_input = "A5.module.py"
     calls = top_level_example_calls(tree)
     if calls:
-        w, rel = locate(source, module, example, calls[0])
+        w, rel = bundle.locate(calls[0])
         fail_input = w
         problems.append(f"module-level code calls invocation_example() (bundle line {calls[0]}, {w} line {rel}): "
                         "importing the bundle must not run the example")
@@ -199,9 +292,9 @@ def run(inputs: Path, out: Path, bundle_name: str, allow_import_failure: bool = 
         raised = err_lines[-1] if err_lines else "an error"
         where = ""
         for ln in err_lines:  # the innermost frame inside the bundle names the input to fix
-            m = re.match(r'\s*File "%s", line (\d+)' % re.escape(bundle_name), ln)
+            m = re.match(r'\s*File "%s", line (\d+)' % re.escape(bundle.name), ln)
             if m:
-                w, rel = locate(source, module, example, int(m.group(1)))
+                w, rel = bundle.locate(int(m.group(1)))
                 where = f" at bundle line {m.group(1)} ({w} line {rel})"
                 fail_input = w if w.endswith(".py") else fail_input
         problems.append(f"importing it raised {raised}{where}")
@@ -209,7 +302,7 @@ def run(inputs: Path, out: Path, bundle_name: str, allow_import_failure: bool = 
         problems.append(res.get("import", "failed"))
     else:
         if res.get("symbol") is False:
-            problems.append(f"the bundle does not define the target symbol {symbol!r}")
+            problems.append(f"the bundle does not define the target symbol {bundle.symbol!r}")
         if res.get("example") is False:
             problems.append("the bundle does not define a callable invocation_example")
         if res.get("cuda_initialized"):
@@ -218,13 +311,12 @@ def run(inputs: Path, out: Path, bundle_name: str, allow_import_failure: bool = 
         problems.append("importing the bundle called " + ", ".join(sorted(set(res["build_calls"]))))
     if res.get("extensions_dir") and not probe_cuda:
         problems.append("importing the bundle wrote to TORCH_EXTENSIONS_DIR: " + ", ".join(res["extensions_dir"][:5]))
-    if problems:
-        checks["import"] = "failed: " + "; ".join(problems)
-        report["details"]["import_error"] = res.get("error") or res.get("stderr_tail", "")
-    else:
-        checks["import"] = "ok"
+    return problems, fail_input
 
-    # 4. cuda build probe
+
+def _record_cuda_build(report: dict, tree: ast.Module, res: dict, probe_cuda: bool) -> None:
+    """4. the CUDA build probe."""
+    checks = report["checks"]
     has_cuda = any(isinstance(n, ast.FunctionDef) and n.name == "_build_cuda_extension_if_needed"
                    for n in tree.body)
     if not has_cuda:
@@ -234,67 +326,59 @@ def run(inputs: Path, out: Path, bundle_name: str, allow_import_failure: bool = 
         if checks["cuda_build"] == "failed":
             report["details"]["cuda_build_error"] = res.get("error", "")
 
-    # 5. unreachable definitions and unused imports
+
+def _record_reachability(report: dict, source: str, reach) -> None:
+    """5. unreachable definitions and unused imports."""
+    checks, details = report["checks"], report["details"]
     where = reachability.Provenance(source)
     checks["unreachable_definitions"] = f"found {len(reach.unreachable)}" if reach.unreachable else "none"
     checks["unused_imports"] = f"found {len(reach.unused_imports)}" if reach.unused_imports else "none"
     if reach.unreachable:
-        report["details"]["unreachable_definitions"] = [reachability.describe(d, where(d.line))
-                                                        for d in reach.unreachable]
+        details["unreachable_definitions"] = [reachability.describe(d, where(d.line)) for d in reach.unreachable]
     if reach.unused_imports:
-        report["details"]["unused_imports"] = [reachability.describe(d, where(d.line)) for d in reach.unused_imports]
+        details["unused_imports"] = [reachability.describe(d, where(d.line)) for d in reach.unused_imports]
 
-    # Every fatal problem goes into one error line: what, the first few, how many, the remedy.
-    fatal, remedies = [], []
-    if problems:
-        if not allow_import_failure:
-            fatal.append(f"the bundle does not import cleanly without vLLM: {'; '.join(problems)}")
-            if "No module named 'vllm" in report["details"].get("import_error", ""):
-                remedies.append("make the closure self-contained (an import of vllm means a repo-local reference "
-                                "A1/A2 did not inline); see A7.report.json details.import_error")
-            else:
-                remedies.append(f"fix what {fail_input} does at import time (importing the bundle must only define "
-                                "things); see A7.report.json details.import_error")
-        else:
-            report["status"] = "ok_with_failures"
-            notes.append("the import check failed and allow_import_failure was set: the bundle is written anyway")
-    if undefined:
-        if strict_undefined_names:
-            first = [(lambda m: f"{m.group(2)} ({m.group(1)})" if m else u)(re.match(r"^(L\d+): .*?'([^']+)'", u))
-                     for u in undefined[:_LISTED_IN_ERROR]]
-            more = len(undefined) - len(first)
-            fatal.append(f"the bundle has {len(undefined)} undefined name(s): {', '.join(first)}"
-                         + (f" and {more} more" if more > 0 else ""))
-            remedies.append("a definition the closure needs is missing: check that every file the closure reaches "
-                            "exists in the tree (A1/A2 inline it), see A7.report.json details.undefined_names")
-            fail_input = "A5.module.py" if not fatal[:-1] else fail_input
-        else:
-            notes.append(f"pyflakes finds {len(undefined)} undefined name(s); see details.undefined_names")
-            report["status"] = "ok_with_failures"
-    if probe_cuda and checks["cuda_build"] == "failed":
+
+def _import_fatal(report: dict, problems: list[str], fail_input: str, allow_import_failure: bool,
+                  fatal: list[str], remedies: list[str]) -> None:
+    if allow_import_failure:
         report["status"] = "ok_with_failures"
-    if reach.unreachable or reach.unused_imports:
-        found = [f"{len(reach.unreachable)} top-level definition(s)"] if reach.unreachable else []
-        found += [f"{len(reach.unused_imports)} import(s)"] if reach.unused_imports else []
-        what = " and ".join(found)
-        if unreachable == "error":
-            first = [f"L{d.line} {d.name}" for d in (reach.unreachable + reach.unused_imports)[:_LISTED_IN_ERROR]]
-            more = len(reach.unreachable) + len(reach.unused_imports) - len(first)
-            fatal.append(f"the bundle holds {what} that nothing reaches from {symbol or 'its symbol'}, "
-                         f"invocation_example or its import-time code: {', '.join(first)}"
-                         + (f" and {more} more" if more > 0 else ""))
-            remedies.append("a closure defect: report it / A1 keeps definitions nothing uses (see A7.report.json "
-                            "details.unreachable_definitions and details.unused_imports)")
-        notes.append(f"{what} nothing reaches (closure defects): see details.unreachable_definitions, "
-                     "details.unused_imports")
-    if fatal:
-        strict_hint = "" if allow_import_failure else " (or set import_check=\"report\" on the target to write it anyway)"
-        fail(fail_input, "; ".join(fatal), "; ".join(remedies) + strict_hint)
+        report["notes"].append("the import check failed and allow_import_failure was set: the bundle is written anyway")
+        return
+    fatal.append(f"the bundle does not import cleanly without vLLM: {'; '.join(problems)}")
+    if "No module named 'vllm" in report["details"].get("import_error", ""):
+        remedies.append("make the closure self-contained (an import of vllm means a repo-local reference "
+                        "A1/A2 did not inline); see A7.report.json details.import_error")
+    else:
+        remedies.append(f"fix what {fail_input} does at import time (importing the bundle must only define "
+                        "things); see A7.report.json details.import_error")
 
-    write_atomic(bundle_path, data)
-    os.chmod(bundle_path, 0o644)  # a product file, readable like any source file (mkstemp makes it 0600)
-    write_json(report_path, report)
-    return report
+
+def _undefined_fatal(undefined: list[str], fatal: list[str], remedies: list[str]) -> None:
+    first = [(lambda m: f"{m.group(2)} ({m.group(1)})" if m else u)(re.match(r"^(L\d+): .*?'([^']+)'", u))
+             for u in undefined[:_LISTED_IN_ERROR]]
+    more = len(undefined) - len(first)
+    fatal.append(f"the bundle has {len(undefined)} undefined name(s): {', '.join(first)}"
+                 + (f" and {more} more" if more > 0 else ""))
+    remedies.append("a definition the closure needs is missing: check that every file the closure reaches "
+                    "exists in the tree (A1/A2 inline it), see A7.report.json details.undefined_names")
+
+
+def _unreachable_found(report: dict, reach, symbol: str, is_error: bool, fatal: list[str],
+                       remedies: list[str]) -> None:
+    found = [f"{len(reach.unreachable)} top-level definition(s)"] if reach.unreachable else []
+    found += [f"{len(reach.unused_imports)} import(s)"] if reach.unused_imports else []
+    what = " and ".join(found)
+    if is_error:
+        first = [f"L{d.line} {d.name}" for d in (reach.unreachable + reach.unused_imports)[:_LISTED_IN_ERROR]]
+        more = len(reach.unreachable) + len(reach.unused_imports) - len(first)
+        fatal.append(f"the bundle holds {what} that nothing reaches from {symbol or 'its symbol'}, "
+                     f"invocation_example or its import-time code: {', '.join(first)}"
+                     + (f" and {more} more" if more > 0 else ""))
+        remedies.append("a closure defect: report it / A1 keeps definitions nothing uses (see A7.report.json "
+                        "details.unreachable_definitions and details.unused_imports)")
+    report["notes"].append(f"{what} nothing reaches (closure defects): see details.unreachable_definitions, "
+                           "details.unused_imports")
 
 
 def _older_than_declared(deps: list[str], installed: dict) -> list[str]:
