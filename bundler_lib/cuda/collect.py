@@ -199,72 +199,10 @@ def plan_ops(tree_root: Path, graph: dict) -> tuple[list[OpPlan], dict]:
     all_sources = sorted(p.relative_to(tree.root).as_posix() for p in (tree.root / "csrc").rglob("*")
                          if p.suffix in SOURCE_EXTS and p.is_file())
     plans = []
-    def plan_one(entry) -> OpPlan:
-        op = entry.get("op") or f"{entry.get('namespace')}.{entry.get('name')}"
-        ns = entry.get("namespace") or op.split(".", 1)[0]
-        name = entry.get("name") or op.split(".", 1)[1]
-        name = name.split(".")[0]  # an overload (`.default`) is the same op
-        defs = reg.defs.get((ns, name))
-        if not defs:
-            near = sorted(n for (s, n) in reg.defs if n == name)
-            raise StageError(
-                STAGE, f"op {op}",
-                f"no registration ops.def(\"{name}(...)\") in library {ns} among {len(reg.binding_files)} files with "
-                f"TORCH_LIBRARY blocks under csrc/ ({', '.join(reg.binding_files[:6])}"
-                f"{', ...' if len(reg.binding_files) > 6 else ''}); libraries seen: {', '.join(sorted(reg.namespaces))}"
-                + (f"; {name} is registered in {', '.join(s for (s, n) in reg.defs if n == name)}" if near else ""),
-                "check the op name against the tree's torch_bindings.cpp, or that A1 read the same vLLM version")
-        d = defs[0]
-        impls = reg.impls.get((ns, name), [])
-        impl = registry.best_impl(impls)
-        if impl is None:
-            keys = ", ".join(sorted({i.key for i in impls})) or "none"
-            raise StageError(
-                STAGE, f"op {op}",
-                f"registered in {d.file}:{d.line} but has no CUDA implementation (ops.impl(\"{name}\", ...) for "
-                f"CUDA or a composite key); keys found: {keys}", "this op cannot run on an NVIDIA GPU in a bundle")
-        fn_base = re.sub(r"<.*>$", "", impl.fn).split("::")[-1]
-        target = info.target_of(impl.file) or info.target_of(d.file)
-        candidates = [s for s in (target.sources if target else []) if tree.exists(s) and s.endswith(SOURCE_EXTS)]
-        searched = f"the {len(candidates)} sources of CMake target {target.name}" if target else ""
-        hits = _find_definition(tree, candidates, fn_base)
-        if not hits:
-            # an inline definition in a header the binding file includes (e.g. ops.h)
-            try:
-                hdrs, _ = include_closure(tree, [impl.file], info.common_include_dirs or ["csrc"],
-                                          _defines(info, target))
-            except StageError:
-                hdrs = []
-            hdrs = [h for h in hdrs if h != impl.file and not h.endswith(SOURCE_EXTS)]
-            hits = _find_definition(tree, hdrs, fn_base)
-            searched += f"{', ' if searched else ''}the {len(hdrs)} headers {impl.file} includes"
-        if not hits:
-            pool = [s for s in all_sources if not s.startswith(("csrc/cpu/", "csrc/rocm/"))]
-            hits = _find_definition(tree, pool, fn_base)
-            searched = (searched + " and " if searched else "") + f"{len(pool)} .cu/.cpp files under csrc/"
-        if not hits:
-            raise StageError(
-                STAGE, f"op {op}",
-                f"registered in {d.file}:{d.line} with implementation {impl.fn_expr or impl.fn} ({impl.file}:{impl.line}), "
-                f"but no definition of the C++ function {fn_base}(...) was found in {searched}",
-                "check that tree/csrc is complete (the source may be generated at build time, which a bundle cannot embed)")
-        # prefer .cu over .cpp, then closest to the binding file
-        hits.sort(key=lambda h: (not h[0].endswith(".cu"), _distance(h[0], impl.file)))
-        src, line = hits[0]
-        decls = _declaring_headers(tree, impl.file, fn_base, info.common_include_dirs)
-        src_target = info.target_of(src)
-        companions = [] if not src.endswith(SOURCE_EXTS) else _companion_sources(  # a header (ops.h) declares every op
-            tree, src, src_target.sources if src_target else
-            [s for s in all_sources if not s.startswith(("csrc/cpu/", "csrc/rocm/"))])
-        return OpPlan(op=f"{ns}.{name}", namespace=ns, name=name, schema=d.schema, abi=d.abi,
-                            def_file=d.file, def_line=d.line, impl_file=impl.file, impl_line=impl.line,
-                            impl_key=impl.key, fn=impl.fn, fn_expr=impl.fn_expr or f"&{impl.fn}",
-                            source_file=src, source_line=line, decl_headers=decls, companions=companions,
-                            kernels=_kernels(tree.text(src)), call_sites=entry.get("call_sites", []))
     skipped: list[dict] = []
     for entry in graph.get("cuda_ops", []):
         try:
-            plans.append(plan_one(entry))
+            plans.append(_plan_op(entry, tree, info, reg, all_sources))
         except StageError as e:
             if not is_optional(entry):
                 raise
@@ -281,6 +219,76 @@ def plan_ops(tree_root: Path, graph: dict) -> tuple[list[OpPlan], dict]:
     for p in plans:
         p.reg_name = p.name if counts[p.name] == 1 else f"{p.namespace.strip('_')}__{p.name}"
     return plans, {"info": info, "tree": tree, "registry": reg, "skipped": skipped}
+
+
+def _plan_op(entry: dict, tree: Tree, info: cmake.BuildInfo, reg, all_sources: list[str]) -> OpPlan:
+    """One op of A1's cuda_ops: its registration, its CUDA implementation and the source defining it."""
+    op = entry.get("op") or f"{entry.get('namespace')}.{entry.get('name')}"
+    ns, name = _op_key(entry)
+    defs = reg.defs.get((ns, name))
+    if not defs:
+        near = sorted(n for (s, n) in reg.defs if n == name)
+        raise StageError(
+            STAGE, f"op {op}",
+            f"no registration ops.def(\"{name}(...)\") in library {ns} among {len(reg.binding_files)} files with "
+            f"TORCH_LIBRARY blocks under csrc/ ({', '.join(reg.binding_files[:6])}"
+            f"{', ...' if len(reg.binding_files) > 6 else ''}); libraries seen: {', '.join(sorted(reg.namespaces))}"
+            + (f"; {name} is registered in {', '.join(s for (s, n) in reg.defs if n == name)}" if near else ""),
+            "check the op name against the tree's torch_bindings.cpp, or that A1 read the same vLLM version")
+    d = defs[0]
+    impls = reg.impls.get((ns, name), [])
+    impl = registry.best_impl(impls)
+    if impl is None:
+        keys = ", ".join(sorted({i.key for i in impls})) or "none"
+        raise StageError(
+            STAGE, f"op {op}",
+            f"registered in {d.file}:{d.line} but has no CUDA implementation (ops.impl(\"{name}\", ...) for "
+            f"CUDA or a composite key); keys found: {keys}", "this op cannot run on an NVIDIA GPU in a bundle")
+    fn_base = re.sub(r"<.*>$", "", impl.fn).split("::")[-1]
+    src, line = _implementing_source(op, tree, info, d, impl, fn_base, all_sources)
+    decls = _declaring_headers(tree, impl.file, fn_base, info.common_include_dirs)
+    src_target = info.target_of(src)
+    companions = [] if not src.endswith(SOURCE_EXTS) else _companion_sources(  # a header (ops.h) declares every op
+        tree, src, src_target.sources if src_target else
+        [s for s in all_sources if not s.startswith(("csrc/cpu/", "csrc/rocm/"))])
+    return OpPlan(op=f"{ns}.{name}", namespace=ns, name=name, schema=d.schema, abi=d.abi,
+                  def_file=d.file, def_line=d.line, impl_file=impl.file, impl_line=impl.line,
+                  impl_key=impl.key, fn=impl.fn, fn_expr=impl.fn_expr or f"&{impl.fn}",
+                  source_file=src, source_line=line, decl_headers=decls, companions=companions,
+                  kernels=_kernels(tree.text(src)), call_sites=entry.get("call_sites", []))
+
+
+def _implementing_source(op: str, tree: Tree, info: cmake.BuildInfo, d, impl, fn_base: str,
+                         all_sources: list[str]) -> tuple[str, int]:
+    """(file, line) of the definition of the op's C++ function: in the sources of its CMake target, else in a
+    header the binding file includes, else anywhere under csrc/ (not the CPU or ROCm sources)."""
+    target = info.target_of(impl.file) or info.target_of(d.file)
+    candidates = [s for s in (target.sources if target else []) if tree.exists(s) and s.endswith(SOURCE_EXTS)]
+    searched = f"the {len(candidates)} sources of CMake target {target.name}" if target else ""
+    hits = _find_definition(tree, candidates, fn_base)
+    if not hits:
+        # an inline definition in a header the binding file includes (e.g. ops.h)
+        try:
+            hdrs, _ = include_closure(tree, [impl.file], info.common_include_dirs or ["csrc"],
+                                      _defines(info, target))
+        except StageError:
+            hdrs = []
+        hdrs = [h for h in hdrs if h != impl.file and not h.endswith(SOURCE_EXTS)]
+        hits = _find_definition(tree, hdrs, fn_base)
+        searched += f"{', ' if searched else ''}the {len(hdrs)} headers {impl.file} includes"
+    if not hits:
+        pool = [s for s in all_sources if not s.startswith(("csrc/cpu/", "csrc/rocm/"))]
+        hits = _find_definition(tree, pool, fn_base)
+        searched = (searched + " and " if searched else "") + f"{len(pool)} .cu/.cpp files under csrc/"
+    if not hits:
+        raise StageError(
+            STAGE, f"op {op}",
+            f"registered in {d.file}:{d.line} with implementation {impl.fn_expr or impl.fn} ({impl.file}:{impl.line}), "
+            f"but no definition of the C++ function {fn_base}(...) was found in {searched}",
+            "check that tree/csrc is complete (the source may be generated at build time, which a bundle cannot embed)")
+    # prefer .cu over .cpp, then closest to the binding file
+    hits.sort(key=lambda h: (not h[0].endswith(".cu"), _distance(h[0], impl.file)))
+    return hits[0]
 
 
 # What find_package(Torch) adds to every CUDA compile of a CMake project such as vLLM's
@@ -376,8 +384,62 @@ def collect(tree_root: Path, graph: dict) -> tuple[str, dict]:
                     "notes": ["no compiled ops in A1.graph.json cuda_ops"]}
         return emit.empty_section(), manifest
 
-    # One extension target's settings apply to all bundled sources; ops of different targets
-    # (e.g. _C and _moe_C) share the same flags in vLLM's CMake today; a difference is noted.
+    defs_union, defines = _compile_definitions(info, plans, notes)
+    include_dirs = info.common_include_dirs or ["csrc"]
+    optional_ops = {"%s.%s" % _op_key(e) for e in graph.get("cuda_ops", []) if is_optional(e)}
+    plans, closure, files, external = _include_closures(tree, plans, include_dirs, defines, optional_ops, skipped)
+    if not plans:
+        text, stub_wrappers = emit.stubs_only(skipped)
+        return text, {"status": "ok", "cuda_files": [], "ops": [], "wrappers": stub_wrappers, "flags": {},
+                      "imports": list(emit.STUB_IMPORTS) if skipped else [],
+                      "bundle_hash": None, "skipped_ops": skipped, "exported_ops": [],
+                      "notes": notes + [f"optional op {x['op']} not bundled: {x['reason']}" for x in skipped]}
+    abis = {p.abi for p in plans}
+    if "stable" in abis:
+        external_needed = ["torch/csrc/stable/library.h"]
+    else:
+        external_needed = ["torch/library.h"]
+
+    flags = _compile_flags(info, defs_union, include_dirs, graph, notes)
+    tus = plan_translation_units(plans, closure)
+    cuda_files = _cuda_files(tree, files, tus)
+    bundle_hash, namespaces = _key_translation_units(tus, cuda_files, flags)
+    text, wrappers = emit.section(plans, {f: tree.text(f) for f in files}, cuda_files, tus, namespaces, flags, skipped)
+    notes.append(f"{len(tus)} translation unit(s), one per implementing source file as vLLM's CMake compiles them "
+                 f"({', '.join(tu.id + ': ' + tu.source_file for tu in tus)}); each is built by its own load_inline "
+                 "call into its own library (in parallel, on first use), cached under its content key and shared "
+                 "with every bundle that embeds the same unit, and registers its ops into its own namespace")
+    notes += [f"optional op {x['op']} not bundled (its wrapper raises NotImplementedError): {x['reason']}"
+              for x in skipped]
+    manifest = {
+        "status": "ok",
+        "bundle_hash": bundle_hash,
+        "cuda_files": cuda_files,
+        "translation_units": [{"id": tu.id, "source_file": tu.source_file, "companion_sources": tu.companions,
+                               "ops": [p.op for p in tu.plans],
+                               "files": tu.files, "lines": tu.lines, "key": tu.key, "namespace": tu.namespace,
+                               "extension": f"{tu.namespace}_{tu.id}_sm<arch>"} for tu in tus],
+        "ops": [{"op": p.op, "namespace": p.namespace, "name": p.name, "schema": p.schema, "abi": p.abi,
+                 "binding_file": p.def_file, "def_line": p.def_line, "impl_file": p.impl_file,
+                 "impl_line": p.impl_line, "dispatch_key": p.impl_key, "cpp_function": p.fn,
+                 "source_file": p.source_file, "source_line": p.source_line, "declared_in": p.decl_headers,
+                 "kernels": p.kernels, "bundled_as": f"torch.ops.{namespaces[p.tu]}.{p.reg_name}",
+                 "translation_unit": p.tu} for p in plans],
+        "wrappers": wrappers,
+        "exported_ops": [p.op for p in plans],
+        "skipped_ops": skipped,
+        "flags": flags,
+        "external_headers": sorted(set(external) | set(external_needed)),
+        "imports": list(emit.IMPORTS),
+        "notes": notes,
+    }
+    return text, manifest
+
+
+def _compile_definitions(info: cmake.BuildInfo, plans: list[OpPlan], notes: list[str]) -> tuple[list[str], dict]:
+    """(the compile definitions of the ops' extension targets, the macros they and torch's flags define). One
+    target's settings apply to all bundled sources; ops of different targets (e.g. _C and _moe_C) share the same
+    flags in vLLM's CMake today; a difference is noted."""
     targets = []
     for p in plans:
         t = info.target_of(p.source_file) or info.target_of(p.impl_file)
@@ -397,13 +459,17 @@ def collect(tree_root: Path, graph: dict) -> tuple[str, dict]:
         if item and not item.startswith("-"):
             k, _, v = item.partition("=")
             defines[k] = v or None
-    include_dirs = info.common_include_dirs or ["csrc"]
+    return defs_union, defines
 
+
+def _include_closures(tree: Tree, plans: list[OpPlan], include_dirs: list[str], defines: dict,
+                      optional_ops: set[str], skipped: list[dict]) -> tuple[list[OpPlan], dict, list[str], list[str]]:
+    """(the ops kept, each op's include closure (declaring headers, then its source), every file in discovery
+    order, the external headers). An optional op whose closure cannot be embedded joins `skipped`."""
     files: list[str] = []
     external: list[str] = []
-    optional_ops = {"%s.%s" % _op_key(e) for e in graph.get("cuda_ops", []) if is_optional(e)}
     kept = []
-    closure: dict[str, list[str]] = {}  # op -> its include closure (declaring headers, then its source)
+    closure: dict[str, list[str]] = {}
     for p in plans:
         try:
             fs, ext = include_closure(tree, p.decl_headers + [p.source_file] + p.companions, include_dirs, defines)
@@ -418,20 +484,12 @@ def collect(tree_root: Path, graph: dict) -> tuple[str, dict]:
         closure[p.op] = fs
         files += [f for f in fs if f not in files]
         external += [x for x in ext if x not in external]
-    plans = kept
-    if not plans:
-        text, stub_wrappers = emit.stubs_only(skipped)
-        return text, {"status": "ok", "cuda_files": [], "ops": [], "wrappers": stub_wrappers, "flags": {},
-                      "imports": list(emit.STUB_IMPORTS) if skipped else [],
-                      "bundle_hash": None, "skipped_ops": skipped, "exported_ops": [],
-                      "notes": notes + [f"optional op {x['op']} not bundled: {x['reason']}" for x in skipped]}
-    abis = {p.abi for p in plans}
-    if "stable" in abis:
-        external_needed = ["torch/csrc/stable/library.h"]
-    else:
-        external_needed = ["torch/library.h"]
+    return kept, closure, files, external
 
-    # Compile settings from CMake.
+
+def _compile_flags(info: cmake.BuildInfo, defs_union: list[str], include_dirs: list[str], graph: dict,
+                   notes: list[str]) -> dict:
+    """The compile settings from CMake, for the variant's GPU arch (A4.manifest.json's flags)."""
     std = info.cuda_standard or info.cxx_standard
     d_flags = [f"-D{x}" for x in defs_union]
     add_flags = [f for f in info.torch_flag_additions + info.gpu_flags if f not in d_flags]
@@ -447,8 +505,19 @@ def collect(tree_root: Path, graph: dict) -> tuple[str, dict]:
     notes.append("CUDA version tests in CMake are evaluated for a toolkit >= "
                  f"{cmake.MIN_CUDA[0]}.{cmake.MIN_CUDA[1]}; the GPU arch is sm_{arch}, the variant's cuda_capability "
                  f"({' '.join(gencode)})")
+    return {"cflags": cflags, "cuda_cflags": cuda_cflags, "include_dirs": ["."] + include_dirs,
+            "defines": defs_union, "undefines": undef, "cxx_standard": info.cxx_standard,
+            "cuda_standard": info.cuda_standard, "arch": arch, "gencode": gencode,
+            "applies_to": "every translation unit",
+            "load_inline": {"name": "<namespace>_<translation unit id>_sm<arch>", "cpp_sources": [],
+                            "cuda_sources": "[the translation unit's text]", "is_python_module": False,
+                            "no_implicit_headers": True,
+                            "build_directory": "<cache>/cuda/<translation unit key>/build_<torch>_<cuda>_sm<arch>"},
+            "from": info.files_read}
 
-    tus = plan_translation_units(plans, closure)
+
+def _cuda_files(tree: Tree, files: list[str], tus: list[TranslationUnit]) -> list[dict]:
+    """The manifest's record of each embedded file; sets each unit's line count and text."""
     tu_of_file: dict[str, list[str]] = {}
     for tu in tus:
         for f in tu.files:
@@ -465,17 +534,13 @@ def collect(tree_root: Path, graph: dict) -> tuple[str, dict]:
     for tu in tus:
         tu.lines = sum(lines_of[f] for f in tu.files)
         tu.text = emit.tu_source(tu, "{NS}")
-    flags = {"cflags": cflags, "cuda_cflags": cuda_cflags, "include_dirs": ["."] + include_dirs,
-             "defines": defs_union, "undefines": undef, "cxx_standard": info.cxx_standard,
-             "cuda_standard": info.cuda_standard, "arch": arch, "gencode": gencode,
-             "applies_to": "every translation unit",
-             "load_inline": {"name": "<namespace>_<translation unit id>_sm<arch>", "cpp_sources": [],
-                             "cuda_sources": "[the translation unit's text]", "is_python_module": False,
-                             "no_implicit_headers": True,
-                             "build_directory": "<cache>/cuda/<translation unit key>/build_<torch>_<cuda>_sm<arch>"},
-             "from": info.files_read}
+    return cuda_files
+
+
+def _key_translation_units(tus: list[TranslationUnit], cuda_files: list[dict], flags: dict) -> tuple[str, dict]:
+    """Sets each unit's content key and namespace; returns (the bundle's hash, unit id -> namespace)."""
     sha_of = {f["path"]: f["sha256"] for f in cuda_files}
-    settings = repr((cflags, cuda_cflags, flags["include_dirs"], gencode)).encode()
+    settings = repr((flags["cflags"], flags["cuda_cflags"], flags["include_dirs"], flags["gencode"])).encode()
     for tu in tus:
         h = hashlib.sha256(b"vllm-bundler A4 translation unit v1\0")
         for f in tu.files:
@@ -484,34 +549,4 @@ def collect(tree_root: Path, graph: dict) -> tuple[str, dict]:
         tu.key = h.hexdigest()
         tu.namespace = "vllm_bundle_" + tu.key[:16]
     bundle_hash = hashlib.sha256("\0".join(tu.key for tu in tus).encode()).hexdigest()
-    text, wrappers = emit.section(plans, {f: tree.text(f) for f in files}, cuda_files, tus, flags, skipped)
-    notes.append(f"{len(tus)} translation unit(s), one per implementing source file as vLLM's CMake compiles them "
-                 f"({', '.join(tu.id + ': ' + tu.source_file for tu in tus)}); each is built by its own load_inline "
-                 "call into its own library (in parallel, on first use), cached under its content key and shared "
-                 "with every bundle that embeds the same unit, and registers its ops into its own namespace")
-    notes += [f"optional op {x['op']} not bundled (its wrapper raises NotImplementedError): {x['reason']}"
-              for x in skipped]
-    ns_of = {tu.id: tu.namespace for tu in tus}
-    manifest = {
-        "status": "ok",
-        "bundle_hash": bundle_hash,
-        "cuda_files": cuda_files,
-        "translation_units": [{"id": tu.id, "source_file": tu.source_file, "companion_sources": tu.companions,
-                               "ops": [p.op for p in tu.plans],
-                               "files": tu.files, "lines": tu.lines, "key": tu.key, "namespace": tu.namespace,
-                               "extension": f"{tu.namespace}_{tu.id}_sm<arch>"} for tu in tus],
-        "ops": [{"op": p.op, "namespace": p.namespace, "name": p.name, "schema": p.schema, "abi": p.abi,
-                 "binding_file": p.def_file, "def_line": p.def_line, "impl_file": p.impl_file,
-                 "impl_line": p.impl_line, "dispatch_key": p.impl_key, "cpp_function": p.fn,
-                 "source_file": p.source_file, "source_line": p.source_line, "declared_in": p.decl_headers,
-                 "kernels": p.kernels, "bundled_as": f"torch.ops.{ns_of[p.tu]}.{p.reg_name}",
-                 "translation_unit": p.tu} for p in plans],
-        "wrappers": wrappers,
-        "exported_ops": [p.op for p in plans],
-        "skipped_ops": skipped,
-        "flags": flags,
-        "external_headers": sorted(set(external) | set(external_needed)),
-        "imports": list(emit.IMPORTS),
-        "notes": notes,
-    }
-    return text, manifest
+    return bundle_hash, {tu.id: tu.namespace for tu in tus}

@@ -261,8 +261,10 @@ def stubs_only(skipped: list[dict]) -> tuple[str, list[dict]]:
         wrappers
 
 
-def section(plans, texts: dict[str, str], cuda_files: list[dict], tus: list, flags: dict,
+def section(plans, texts: dict[str, str], cuda_files: list[dict], tus: list, namespaces: dict[str, str], flags: dict,
             skipped: list[dict] = ()) -> tuple[str, list[dict]]:
+    """(the CUDA section's text, its wrappers); `namespaces`: the namespace each translation unit (by id) registers
+    its ops in."""
     out = [SECTION_HEAD, ""]
     names = []
     for i, f in enumerate(cuda_files):
@@ -304,9 +306,8 @@ def section(plans, texts: dict[str, str], cuda_files: list[dict], tus: list, fla
     out.append(BUILD_CODE)
     wrappers = []
     used = set()
-    ns_of = {tu.id: tu.namespace for tu in tus}
     for p in plans:
-        ns = ns_of[p.tu]
+        ns = namespaces[p.tu]
         wname = _wrapper_name(p, used)
         used.add(wname)
         params_text, call = _signature(p.schema)
