@@ -110,98 +110,106 @@ def _version(s: str):
 
 def eval_cond(args: list[str], variables: dict[str, list[str]]):
     """Three-valued: True, False or None."""
-    toks = list(args)
-    pos = 0
-
-    def peek():
-        return toks[pos] if pos < len(toks) else None
-
-    def take():
-        nonlocal pos
-        pos += 1
-        return toks[pos - 1]
-
-    def value_of(tok):
-        tok = re.sub(r"^\$\{(\w+)\}$", r"\1", tok)
-        return tok
-
-    def atom():
-        t = peek()
-        if t is None:
-            return None
-        if t == "NOT":
-            take()
-            v = atom()
-            return None if v is None else (not v)
-        if t == "(":
-            take()
-            v = orexpr()
-            if peek() == ")":
-                take()
-            return v
-        if t.startswith("(") and t.endswith(")"):
-            take()
-            return eval_cond(t[1:-1].split(), variables)
-        take()
-        op = peek()
-        if op in ("STREQUAL", "VERSION_GREATER_EQUAL", "VERSION_GREATER", "VERSION_LESS", "VERSION_LESS_EQUAL",
-                  "VERSION_EQUAL", "EQUAL", "MATCHES"):
-            take()
-            rhs = take() if peek() is not None else ""
-            lhs = value_of(t)
-            if op == "STREQUAL" and lhs == "VLLM_GPU_LANG":
-                return rhs == GPU_LANG
-            if op == "STREQUAL":
-                known = variables.get(lhs)
-                if known is None and not t.startswith("${") and re.fullmatch(r"[A-Z_]+", t) is None:
-                    known = [t]  # a literal
-                if known is not None and len(known) == 1:
-                    return known[0] == rhs
-                return None
-            if op == "STREQUAL" and lhs == "CMAKE_CXX_COMPILER_ID":
-                return None
-            if op.startswith("VERSION") and re.search(r"CUDA(_COMPILER)?_VERSION$", lhs):
-                r = _version(rhs)
-                if r is None:
-                    return None
-                # A toolkit at least MIN_CUDA: only `>= x` with x <= MIN_CUDA is known to hold.
-                if op == "VERSION_GREATER_EQUAL":
-                    return True if r <= MIN_CUDA else None
-                if op == "VERSION_GREATER":
-                    return True if r < MIN_CUDA else None
-                if op in ("VERSION_LESS", "VERSION_LESS_EQUAL"):
-                    return False if r <= MIN_CUDA else None
-                return None
-            return None
-        if t in ("DEFINED", "EXISTS", "TARGET", "COMMAND", "IS_ABSOLUTE", "IS_DIRECTORY"):
-            if peek() is not None:
-                take()
-            return None
-        name = value_of(t)
-        if name == "VLLM_GPU_LANG":
-            return True
+    try:
+        return _Condition(args, variables).orexpr()
+    except Exception:
         return None
 
-    def andexpr():
-        v = atom()
-        while peek() == "AND":
-            take()
-            w = atom()
-            v = and3(v, w)
-        return v
 
-    def orexpr():
-        v = andexpr()
-        while peek() == "OR":
-            take()
-            w = andexpr()
+_COMPARISONS = ("STREQUAL", "VERSION_GREATER_EQUAL", "VERSION_GREATER", "VERSION_LESS", "VERSION_LESS_EQUAL",
+                "VERSION_EQUAL", "EQUAL", "MATCHES")
+_UNARY_TESTS = ("DEFINED", "EXISTS", "TARGET", "COMMAND", "IS_ABSOLUTE", "IS_DIRECTORY")
+
+
+class _Condition:
+    """A recursive-descent reading of the tokens of one if() condition: OR of ANDs of (NOT) atoms."""
+
+    def __init__(self, args: list[str], variables: dict[str, list[str]]):
+        self.toks = list(args)
+        self.pos = 0
+        self.variables = variables
+
+    def peek(self):
+        return self.toks[self.pos] if self.pos < len(self.toks) else None
+
+    def take(self):
+        self.pos += 1
+        return self.toks[self.pos - 1]
+
+    def orexpr(self):
+        v = self.andexpr()
+        while self.peek() == "OR":
+            self.take()
+            w = self.andexpr()
             v = or3(v, w)
         return v
 
-    try:
-        return orexpr()
-    except Exception:
+    def andexpr(self):
+        v = self.atom()
+        while self.peek() == "AND":
+            self.take()
+            w = self.atom()
+            v = and3(v, w)
+        return v
+
+    def atom(self):
+        t = self.peek()
+        if t is None:
+            return None
+        if t == "NOT":
+            self.take()
+            v = self.atom()
+            return None if v is None else (not v)
+        if t == "(":
+            self.take()
+            v = self.orexpr()
+            if self.peek() == ")":
+                self.take()
+            return v
+        if t.startswith("(") and t.endswith(")"):
+            self.take()
+            return eval_cond(t[1:-1].split(), self.variables)
+        self.take()
+        op = self.peek()
+        if op in _COMPARISONS:
+            self.take()
+            rhs = self.take() if self.peek() is not None else ""
+            return _compare(t, op, rhs, self.variables)
+        if t in _UNARY_TESTS:
+            if self.peek() is not None:
+                self.take()
+            return None
+        return True if _value_of(t) == "VLLM_GPU_LANG" else None
+
+
+def _value_of(tok: str) -> str:
+    return re.sub(r"^\$\{(\w+)\}$", r"\1", tok)
+
+
+def _compare(t: str, op: str, rhs: str, variables: dict[str, list[str]]):
+    """`t op rhs`: the GPU language, a variable of one known value or a literal, or the CUDA version."""
+    lhs = _value_of(t)
+    if op == "STREQUAL":
+        if lhs == "VLLM_GPU_LANG":
+            return rhs == GPU_LANG
+        known = variables.get(lhs)
+        if known is None and not t.startswith("${") and re.fullmatch(r"[A-Z_]+", t) is None:
+            known = [t]  # a literal
+        if known is not None and len(known) == 1:
+            return known[0] == rhs
         return None
+    if op.startswith("VERSION") and re.search(r"CUDA(_COMPILER)?_VERSION$", lhs):
+        r = _version(rhs)
+        if r is None:
+            return None
+        # A toolkit at least MIN_CUDA: only `>= x` with x <= MIN_CUDA is known to hold.
+        if op == "VERSION_GREATER_EQUAL":
+            return True if r <= MIN_CUDA else None
+        if op == "VERSION_GREATER":
+            return True if r < MIN_CUDA else None
+        if op in ("VERSION_LESS", "VERSION_LESS_EQUAL"):
+            return False if r <= MIN_CUDA else None
+    return None
 
 
 @dataclass

@@ -73,104 +73,116 @@ def _eval_cond(expr: str, defines: dict[str, str | None]):
     """Tri-state evaluation (True, False, None=unknown) of an #if expression."""
     expr = expr.strip()
     toks = re.findall(r"defined\s*\(\s*\w+\s*\)|defined\s+\w+|\|\||&&|!=|==|>=|<=|[()!<>]|\w+|\S", expr)
-
-    pos = 0
-
-    def peek():
-        return toks[pos] if pos < len(toks) else None
-
-    def take():
-        nonlocal pos
-        t = toks[pos]
-        pos += 1
-        return t
-
-    def atom_value(name):
-        if name in defines:
-            v = defines[name]
-            if v is None or v == "":
-                return 1
-            try:
-                return int(v.rstrip("ULul"), 0)
-            except ValueError:
-                return None
-        if name in KNOWN_TRUE:
-            return 1
-        if name in KNOWN_FALSE:
-            return 0
-        if re.fullmatch(r"\d+[uUlL]*", name):
-            return int(name.rstrip("uUlL"))
-        if re.fullmatch(r"0[xX][0-9a-fA-F]+[uUlL]*", name):
-            return int(name.rstrip("uUlL"), 16)
-        return None
-
-    def is_defined(name):
-        if name in defines or name in KNOWN_TRUE:
-            return 1
-        if name in KNOWN_FALSE:
-            return 0
-        return None
-
-    def primary():
-        t = peek()
-        if t is None:
-            return None
-        take()
-        if t.startswith("defined"):
-            return is_defined(re.sub(r"defined|[()\s]", "", t))
-        if t == "!":
-            v = primary()
-            return None if v is None else int(not v)
-        if t == "(":
-            v = orexpr()
-            if peek() == ")":
-                take()
-            return v
-        if re.fullmatch(r"\w+", t):
-            if peek() == "(":  # function-like macro (e.g. __has_include): unknown
-                depth = 0
-                while peek() is not None:
-                    x = take()
-                    depth += x == "("
-                    depth -= x == ")"
-                    if depth == 0:
-                        break
-                return None
-            return atom_value(t)
-        return None
-
-    def cmp():
-        v = primary()
-        while peek() in ("==", "!=", ">=", "<=", "<", ">"):
-            op = take()
-            w = primary()
-            if v is None or w is None:
-                v = None
-            else:
-                v = int({"==": v == w, "!=": v != w, ">=": v >= w, "<=": v <= w, "<": v < w, ">": v > w}[op])
-        return v
-
-    def andexpr():
-        v = cmp()
-        while peek() == "&&":
-            take()
-            w = cmp()
-            v = _as_int(and3(v, w))
-        return v
-
-    def orexpr():
-        v = andexpr()
-        while peek() == "||":
-            take()
-            w = andexpr()
-            v = _as_int(or3(v, w))
-        return v
-
     try:
-        v = orexpr()
+        v = _Condition(toks, defines).orexpr()
     except Exception:
         return None
     return None if v is None else bool(v)
+
+
+_COMPARE = {"==": lambda v, w: v == w, "!=": lambda v, w: v != w, ">=": lambda v, w: v >= w,
+            "<=": lambda v, w: v <= w, "<": lambda v, w: v < w, ">": lambda v, w: v > w}
+
+
+class _Condition:
+    """A recursive-descent reading of an #if expression's tokens (||, &&, comparisons, !, defined, macros,
+    integers); each value is 1, 0 or None (unknown)."""
+
+    def __init__(self, toks: list[str], defines: dict[str, str | None]):
+        self.toks = toks
+        self.pos = 0
+        self.defines = defines
+
+    def peek(self):
+        return self.toks[self.pos] if self.pos < len(self.toks) else None
+
+    def take(self):
+        t = self.toks[self.pos]
+        self.pos += 1
+        return t
+
+    def orexpr(self):
+        v = self.andexpr()
+        while self.peek() == "||":
+            self.take()
+            w = self.andexpr()
+            v = _as_int(or3(v, w))
+        return v
+
+    def andexpr(self):
+        v = self.cmp()
+        while self.peek() == "&&":
+            self.take()
+            w = self.cmp()
+            v = _as_int(and3(v, w))
+        return v
+
+    def cmp(self):
+        v = self.primary()
+        while self.peek() in _COMPARE:
+            op = self.take()
+            w = self.primary()
+            v = None if v is None or w is None else int(_COMPARE[op](v, w))
+        return v
+
+    def primary(self):
+        t = self.peek()
+        if t is None:
+            return None
+        self.take()
+        if t.startswith("defined"):
+            return _is_defined(re.sub(r"defined|[()\s]", "", t), self.defines)
+        if t == "!":
+            v = self.primary()
+            return None if v is None else int(not v)
+        if t == "(":
+            v = self.orexpr()
+            if self.peek() == ")":
+                self.take()
+            return v
+        if re.fullmatch(r"\w+", t):
+            if self.peek() == "(":  # function-like macro (e.g. __has_include): unknown
+                self.skip_call()
+                return None
+            return _macro_value(t, self.defines)
+        return None
+
+    def skip_call(self):
+        depth = 0
+        while self.peek() is not None:
+            x = self.take()
+            depth += x == "("
+            depth -= x == ")"
+            if depth == 0:
+                break
+
+
+def _macro_value(name: str, defines: dict[str, str | None]) -> int | None:
+    if name in defines:
+        v = defines[name]
+        if v is None or v == "":
+            return 1
+        try:
+            return int(v.rstrip("ULul"), 0)
+        except ValueError:
+            return None
+    if name in KNOWN_TRUE:
+        return 1
+    if name in KNOWN_FALSE:
+        return 0
+    if re.fullmatch(r"\d+[uUlL]*", name):
+        return int(name.rstrip("uUlL"))
+    if re.fullmatch(r"0[xX][0-9a-fA-F]+[uUlL]*", name):
+        return int(name.rstrip("uUlL"), 16)
+    return None
+
+
+def _is_defined(name: str, defines: dict[str, str | None]) -> int | None:
+    if name in defines or name in KNOWN_TRUE:
+        return 1
+    if name in KNOWN_FALSE:
+        return 0
+    return None
 
 
 _DIRECTIVE = re.compile(r"^[ \t]*#[ \t]*(if|ifdef|ifndef|elif|else|endif)\b(.*)$")
