@@ -237,15 +237,8 @@ def scan(tree: Path, graph: dict, model: dict | None) -> dict:
     """A3.data_reads.json: the anchors of the reached blocks, grouped by the data root they read, with the
     selection rule and the tree globs of the candidate files. Reads only the files of graph["files"] that
     name `__file__` (the others may be absent from the sandbox)."""
-    tree = Path(tree)
     variant = graph.get("variant") or {}
-    texts: dict[str, list[str]] = {}
-    for rel in sorted(set(graph.get("files", [])) | {n["file"] for n in graph.get("python_nodes", [])}):
-        p = tree / rel
-        if p.is_file():
-            text = p.read_text(encoding="utf-8")
-            if "__file__" in text:
-                texts[rel] = text.splitlines(keepends=True)
+    texts = _texts_naming_file(Path(tree), graph)
     anchors, other, notes = [], [], []
     groups: dict[str, dict] = {}
     for n in graph.get("python_nodes", []):
@@ -261,7 +254,6 @@ def scan(tree: Path, graph: dict, model: dict | None) -> dict:
             raise StageError(STAGE, f"{n['file']}:L{n['line']}-L{n['end_line']}", f"the block does not parse ({e.msg})",
                              "the tree changed since A1 ran: rerun the A1 graph stage") from None
         parents = {id(c): p for p in ast.walk(mod) for c in ast.iter_child_nodes(p)}
-        module_dir = posixpath.dirname(n["file"])
         seen: set[int] = set()
         for x in ast.walk(mod):
             kind = anchor_kind(x)
@@ -269,64 +261,16 @@ def scan(tree: Path, graph: dict, model: dict | None) -> dict:
                 continue
             seen.update(id(y) for y in ast.walk(x))
             reads = _reads(x, parents)
-            entry = {"id": n["id"], "file": n["file"], "kind": kind, "expr": ast.unparse(x),
-                     "lines": [n["line"], n["end_line"]], "block_line": x.lineno, "dir": module_dir,
-                     "to": helper_call(kind, module_dir),
-                     "path": "; ".join(ast.unparse(expr) for _, _, expr in reads) or ast.unparse(x)}
+            entry = _anchor(n, x, kind, reads)
             anchors.append(entry)
-            for consts, dyn, expr in reads:
-                path = ast.unparse(expr)
-                root = posixpath.normpath(posixpath.join(module_dir, *consts))
-                if root.startswith("../") or root == "..":
-                    notes.append(f"{n['id']}: `{path}` reads outside the tree; nothing embedded for it")
-                    continue
-                if dyn == 0 and consts:
-                    match = "file"          # a fixed path: that file (or, if it is a directory, all under it)
-                elif dyn == 1:
-                    match = "children"      # one computed name: any file directly in root
-                else:
-                    match = "recursive"
-                    if dyn < 0:
-                        notes.append(f"{n['id']}: the module directory (`{entry['expr']}`) is used in a way A3 "
-                                     "cannot follow; every non-Python file under it is a candidate")
-                g = groups.setdefault(root, {"root": root, "readers": set(), "paths": set(), "match": set(),
-                                             "licenses": set()})
-                g["licenses"].add(license_of(file_header(lines)))
-                g["readers"].add(n["id"])
-                g["paths"].add(path)
-                g["match"].add(match)
+            _group_reads(n, entry, reads, lines, groups, notes)
         for x in ast.walk(mod):
             if is_file_name(x) and id(x) not in seen:
                 other.append(n["id"])
     for o in sorted(set(other)):
         notes.append(f"{o}: `__file__` is used other than as the module's directory; it stays as is and "
                      "names the bundle file")
-    data = []
-    for root in sorted(groups):
-        g = groups[root]
-        sel = selector_for(root)
-        match = "recursive" if "recursive" in g["match"] else ("children" if "children" in g["match"] else "file")
-        if match == "file":             # a fixed path is read whatever the selectors say
-            sel = Selector()
-        params = sel.params(model, variant)
-        inc = sel.include(params, match != "children")
-        exc = sel.exclude(params)
-        inc_globs = ([root] if match == "file" else []) + [f"{root}/{p}" for p in inc]
-        exc_globs = [f"!{root}/{p}" for p in exc] + ([f"!{root}/**/{p}" for p in exc] if match != "children" else [])
-        globs = inc_globs + exc_globs if inc_globs else []
-        data.append({
-            "root": root,
-            "readers": sorted(g["readers"]),
-            "paths": sorted(g["paths"]),
-            "license": " AND ".join(sorted(g["licenses"])),
-            "match": match,
-            "selector": sel.name,
-            "params": params,
-            "rule": sel.rule(params),
-            "include": inc,
-            "exclude": exc,
-            "globs": globs,
-        })
+    data = [_data_root(root, groups[root], model, variant) for root in sorted(groups)]
     anchors.sort(key=lambda a: (a["file"], a["lines"], a["block_line"], a["expr"]))
     return {
         "status": "ok",
@@ -336,6 +280,82 @@ def scan(tree: Path, graph: dict, model: dict | None) -> dict:
         "data": data,
         "globs": [g for d in data for g in d["globs"]],
         "notes": sorted(set(notes)),
+    }
+
+
+def _texts_naming_file(tree: Path, graph: dict) -> dict[str, list[str]]:
+    """The lines of each file of the graph that names `__file__`."""
+    texts: dict[str, list[str]] = {}
+    for rel in sorted(set(graph.get("files", [])) | {n["file"] for n in graph.get("python_nodes", [])}):
+        p = tree / rel
+        if p.is_file():
+            text = p.read_text(encoding="utf-8")
+            if "__file__" in text:
+                texts[rel] = text.splitlines(keepends=True)
+    return texts
+
+
+def _anchor(n: dict, x: ast.AST, kind: str, reads: list) -> dict:
+    """The record of one module-directory anchor `x` of node `n`, and the helper call A5 puts in its place."""
+    module_dir = posixpath.dirname(n["file"])
+    return {"id": n["id"], "file": n["file"], "kind": kind, "expr": ast.unparse(x),
+            "lines": [n["line"], n["end_line"]], "block_line": x.lineno, "dir": module_dir,
+            "to": helper_call(kind, module_dir),
+            "path": "; ".join(ast.unparse(expr) for _, _, expr in reads) or ast.unparse(x)}
+
+
+def _group_reads(n: dict, entry: dict, reads: list, lines: list[str], groups: dict[str, dict],
+                 notes: list[str]) -> None:
+    """Adds each path an anchor reads to the group of its data root: a fixed file, the root's children (one
+    computed name) or everything under it."""
+    module_dir = entry["dir"]
+    for consts, dyn, expr in reads:
+        path = ast.unparse(expr)
+        root = posixpath.normpath(posixpath.join(module_dir, *consts))
+        if root.startswith("../") or root == "..":
+            notes.append(f"{n['id']}: `{path}` reads outside the tree; nothing embedded for it")
+            continue
+        if dyn == 0 and consts:
+            match = "file"          # a fixed path: that file (or, if it is a directory, all under it)
+        elif dyn == 1:
+            match = "children"      # one computed name: any file directly in root
+        else:
+            match = "recursive"
+            if dyn < 0:
+                notes.append(f"{n['id']}: the module directory (`{entry['expr']}`) is used in a way A3 "
+                             "cannot follow; every non-Python file under it is a candidate")
+        g = groups.setdefault(root, {"root": root, "readers": set(), "paths": set(), "match": set(),
+                                     "licenses": set()})
+        g["licenses"].add(license_of(file_header(lines)))
+        g["readers"].add(n["id"])
+        g["paths"].add(path)
+        g["match"].add(match)
+
+
+def _data_root(root: str, g: dict, model: dict | None, variant: dict) -> dict:
+    """One data root: how its files are matched, the selector's rule and parameters, and the tree globs."""
+    sel = selector_for(root)
+    match = "recursive" if "recursive" in g["match"] else ("children" if "children" in g["match"] else "file")
+    if match == "file":             # a fixed path is read whatever the selectors say
+        sel = Selector()
+    params = sel.params(model, variant)
+    inc = sel.include(params, match != "children")
+    exc = sel.exclude(params)
+    inc_globs = ([root] if match == "file" else []) + [f"{root}/{p}" for p in inc]
+    exc_globs = [f"!{root}/{p}" for p in exc] + ([f"!{root}/**/{p}" for p in exc] if match != "children" else [])
+    globs = inc_globs + exc_globs if inc_globs else []
+    return {
+        "root": root,
+        "readers": sorted(g["readers"]),
+        "paths": sorted(g["paths"]),
+        "license": " AND ".join(sorted(g["licenses"])),
+        "match": match,
+        "selector": sel.name,
+        "params": params,
+        "rule": sel.rule(params),
+        "include": inc,
+        "exclude": exc,
+        "globs": globs,
     }
 
 

@@ -189,24 +189,8 @@ def check_import(source: str, bundle_name: str, symbol: str, probe_cuda: bool, t
         home.mkdir()
         bundle = work / bundle_name
         bundle.write_text(source, encoding="utf-8")
-        env = dict(os.environ)
-        env.update({
-            "TORCH_EXTENSIONS_DIR": str(ext),
-            "PYTHONDONTWRITEBYTECODE": "1",
-            "HOME": str(home),  # whatever the imported code caches goes here, inside the check's own folder
-            "XDG_CACHE_HOME": str(home / ".cache"),
-            "TRITON_CACHE_DIR": str(home / ".triton"),
-        })
-        for k in ("PYTHONPATH", "PYTHONSTARTUP", "PYTHONHOME", "VLLM_BUNDLER_SYS_PATH"):
-            env.pop(k, None)
-        if runtime_python is None:  # the stage interpreter itself (by hand, unit tests): its own sys.path
-            python = _outside_tmp(sys.executable)
-            env["VLLM_BUNDLER_SYS_PATH"] = json.dumps(
-                [p for p in sys.path if p and Path(p).resolve() != work.resolve()])
-            py_args = []
-        else:  # the bundle runtime: its own sys.path only, no user site, no current directory
-            python = _outside_tmp(runtime_python)
-            py_args = ["-I"]
+        env = _child_env(ext, home)
+        python, py_args = _interpreter(runtime_python, env, work)
         scrub = [(str(work) + os.sep, ""), (str(td), "<tmp>")] + [
             (p.rstrip(os.sep) + os.sep, "<sys.path>/") for p in sys.path if p and os.path.isabs(p)]
         if runtime_python is not None:
@@ -214,43 +198,86 @@ def check_import(source: str, bundle_name: str, symbol: str, probe_cuda: bool, t
         cmd = [python, *py_args, "-c", _CHILD, str(bundle), modname, symbol or "", "1" if probe_cuda else "0",
                json.dumps(list(deps))]
         if isolate:
-            # what the interpreter reads (its environment; the stage interpreter's sys.path) and lies under /tmp,
-            # which the check's private /tmp would hide
-            seen = [os.path.dirname(os.path.dirname(python))] + (
-                json.loads(env["VLLM_BUNDLER_SYS_PATH"]) if runtime_python is None else [])
-            tmp_roots = sorted({os.path.realpath(r) for r in seen if os.path.isabs(r) and os.path.exists(r)
-                                and os.path.realpath(r).startswith("/tmp/")
-                                and not os.path.realpath(r).startswith(os.path.realpath(td))})
-            cmd = isolation_prefix(td, work, tuple(tmp_roots)) + cmd
+            cmd = _isolation_for(python, env, runtime_python, td, work) + cmd
         if cancel is not None and cancel.is_set():
             return {"import": "not run", "error": "", "extensions_dir": []}
-        # subprocess.run(..., capture_output=True, text=True, timeout=timeout), with the child made reachable
-        proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        if procs is not None:
-            procs.append(proc)
-        if cancel is not None and cancel.is_set():
+        done = _run_child(cmd, work, env, timeout, cancel, procs, scrub)
+        if isinstance(done, dict):
+            return done
+        return _child_result(done, ext, scrub)
+
+
+def _child_env(ext: Path, home: Path) -> dict[str, str]:
+    """This environment, with the extensions folder, home and caches inside the check's own folder, and none of
+    the variables that change what the interpreter imports."""
+    env = dict(os.environ)
+    env.update({
+        "TORCH_EXTENSIONS_DIR": str(ext),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "HOME": str(home),  # whatever the imported code caches goes here, inside the check's own folder
+        "XDG_CACHE_HOME": str(home / ".cache"),
+        "TRITON_CACHE_DIR": str(home / ".triton"),
+    })
+    for k in ("PYTHONPATH", "PYTHONSTARTUP", "PYTHONHOME", "VLLM_BUNDLER_SYS_PATH"):
+        env.pop(k, None)
+    return env
+
+
+def _interpreter(runtime_python: Path | None, env: dict[str, str], work: Path) -> tuple[str, list[str]]:
+    """(the child's interpreter, its arguments): the stage interpreter with its own sys.path, handed over in
+    `env`, or the bundle runtime isolated from the user's site and the current directory."""
+    if runtime_python is None:  # the stage interpreter itself (by hand, unit tests): its own sys.path
+        env["VLLM_BUNDLER_SYS_PATH"] = json.dumps([p for p in sys.path if p and Path(p).resolve() != work.resolve()])
+        return _outside_tmp(sys.executable), []
+    return _outside_tmp(runtime_python), ["-I"]  # the bundle runtime: its own sys.path only
+
+
+def _isolation_for(python: str, env: dict[str, str], runtime_python: Path | None, td: Path, work: Path) -> list[str]:
+    # what the interpreter reads (its environment; the stage interpreter's sys.path) and lies under /tmp,
+    # which the check's private /tmp would hide
+    seen = [os.path.dirname(os.path.dirname(python))] + (
+        json.loads(env["VLLM_BUNDLER_SYS_PATH"]) if runtime_python is None else [])
+    tmp_roots = sorted({os.path.realpath(r) for r in seen if os.path.isabs(r) and os.path.exists(r)
+                        and os.path.realpath(r).startswith("/tmp/")
+                        and not os.path.realpath(r).startswith(os.path.realpath(td))})
+    return isolation_prefix(td, work, tuple(tmp_roots))
+
+
+def _run_child(cmd: list[str], work: Path, env: dict[str, str], timeout: float, cancel: threading.Event | None,
+               procs: list | None, scrub: list[tuple[str, str]]) -> subprocess.CompletedProcess | dict:
+    """subprocess.run(..., capture_output=True, text=True, timeout=timeout), with the child made reachable; on a
+    timeout, the check's result."""
+    proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if procs is not None:
+        procs.append(proc)
+    if cancel is not None and cancel.is_set():
+        proc.kill()
+    with proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired as e:
             proc.kill()
-        with proc:
-            try:
-                stdout, stderr = proc.communicate(timeout=timeout)
-            except subprocess.TimeoutExpired as e:
-                proc.kill()
-                proc.wait()
-                err = e.stderr.decode("utf-8", "replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
-                return {"import": f"failed: timed out after {int(timeout)} s", "error": _scrub(_tail(err), scrub),
-                        "extensions_dir": []}
-        proc = subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
-        leftovers = sorted(str(p.relative_to(ext)) for p in ext.rglob("*"))
-        res = None
-        for line in proc.stdout.splitlines():
-            if line.startswith("@@A7-RESULT@@"):
-                res = json.loads(line[len("@@A7-RESULT@@"):])
-        if res is None:
-            last = (proc.stderr or "").strip().splitlines()[-1:] or [""]
-            res = {"import": f"failed: the import check's interpreter exited with code {proc.returncode}"
-                             + (f" ({_scrub(last[0], scrub)[:300]})" if last[0] else ""),
-                   "error": proc.stderr}
-        res["error"] = _scrub(_tail(res.get("error") or ""), scrub)
-        res["stderr_tail"] = _scrub(_tail(proc.stderr, 1500), scrub) if res["import"] != "ok" else ""
-        res["extensions_dir"] = leftovers
-        return res
+            proc.wait()
+            err = e.stderr.decode("utf-8", "replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
+            return {"import": f"failed: timed out after {int(timeout)} s", "error": _scrub(_tail(err), scrub),
+                    "extensions_dir": []}
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+
+
+def _child_result(proc: subprocess.CompletedProcess, ext: Path, scrub: list[tuple[str, str]]) -> dict:
+    """The child's result line (or the failure its exit gives), its errors scrubbed of host paths, and what it
+    left in TORCH_EXTENSIONS_DIR."""
+    leftovers = sorted(str(p.relative_to(ext)) for p in ext.rglob("*"))
+    res = None
+    for line in proc.stdout.splitlines():
+        if line.startswith("@@A7-RESULT@@"):
+            res = json.loads(line[len("@@A7-RESULT@@"):])
+    if res is None:
+        last = (proc.stderr or "").strip().splitlines()[-1:] or [""]
+        res = {"import": f"failed: the import check's interpreter exited with code {proc.returncode}"
+                         + (f" ({_scrub(last[0], scrub)[:300]})" if last[0] else ""),
+               "error": proc.stderr}
+    res["error"] = _scrub(_tail(res.get("error") or ""), scrub)
+    res["stderr_tail"] = _scrub(_tail(proc.stderr, 1500), scrub) if res["import"] != "ok" else ""
+    res["extensions_dir"] = leftovers
+    return res

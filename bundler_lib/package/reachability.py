@@ -141,19 +141,7 @@ class _Builder:
     def build(self, stmts, guard: References) -> None:
         for s in stmts:
             if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                kind = "class" if isinstance(s, ast.ClassDef) else "function"
-                note = "decorated: " + ", ".join("@" + decorator_name(d) for d in s.decorator_list) \
-                    if s.decorator_list else ""
-                binds, owners, ops = [s.name], [], []
-                for d in s.decorator_list:
-                    role, key = op_decorator(d)
-                    if role == "defines":  # @torch.library.custom_op("ns::op"): the function is torch.ops.ns.op
-                        binds.append(key)
-                        ops.append(key)
-                    elif role == "implements":  # @torch.library.register_fake("ns::op"), @f.register_fake
-                        owners.append(key)
-                u = self.add(s, kind, guard, self.refs(s), binds=tuple(binds), owners=tuple(owners), note=note)
-                u.loads.update(ops)  # reaching the op reaches its fake/kernel registrations
+                self._definition(s, guard)
             elif isinstance(s, ast.Import):
                 for al in s.names:
                     sub = al.name if (al.asname is None and "." in al.name) else None
@@ -161,65 +149,96 @@ class _Builder:
                     self.add(s, "import", guard, binds=(al.asname or al.name.split(".")[0],), submodule=sub,
                              note=text)
             elif isinstance(s, ast.ImportFrom):
-                if s.module == "__future__":
-                    continue
-                src = "." * (s.level or 0) + (s.module or "")
-                for al in s.names:
-                    text = f"from {src} import {al.name}" + (f" as {al.asname}" if al.asname else "")
-                    if al.name == "*":
-                        self.add(s, "statement", guard, root=True, note=text)
-                    else:
-                        self.add(s, "import", guard, binds=(al.asname or al.name,), note=text)
+                self._import_from(s, guard)
             elif isinstance(s, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
-                if isinstance(s, ast.AnnAssign) and s.value is None:
-                    continue  # `x: T` binds nothing
-                targets = s.targets if isinstance(s, ast.Assign) else [s.target]
-                names: list[str] = []
-                bases: list = []
-                for t in targets:
-                    target_names(t, names)
-                    target_bases(t, bases)
-                note = "calls on its right-hand side" if any(
-                    isinstance(n, ast.Call) for n in ast.walk(s.value)) else ""
-                u = self.add(s, "assignment", guard, self.refs(s), binds=tuple(dict.fromkeys(names)),
-                             bases=tuple(bases), note=note)
-                if isinstance(s, ast.Assign) and _is_sys_modules_store(s):
-                    u.owners = (s.value.id,)  # resolved in analyze(): a module object registering itself
+                self._assignment(s, guard)
             elif isinstance(s, ast.Expr):
-                if isinstance(s.value, ast.Constant):
-                    continue  # a docstring or `...`
-                into = _exec_into(s)
-                op = registered_op(s, self.mod.default_op_ns)
-                if op:  # direct_register_custom_op(op_name="x", ...) defines torch.ops.vllm.x
-                    self.add(s, "registration", guard, self.refs(s), binds=(op,),
-                             note="direct_register_custom_op")
-                else:
-                    self.add(s, "statement", guard, self.refs(s), root=into is None,
-                             owners=(into,) if into else ())
-            elif isinstance(s, (ast.If, ast.While)):
-                self.build(s.body + s.orelse, self._merge(guard, self.refs(s.test)))
-            elif isinstance(s, (ast.For, ast.AsyncFor)):
-                g = self._merge(guard, self.refs(s.iter))
-                names = []
-                target_names(s.target, names)
-                self.add(s, "assignment", g, binds=tuple(dict.fromkeys(names)), note="a for-loop target")
-                self.build(s.body + s.orelse, g)
-            elif isinstance(s, (ast.With, ast.AsyncWith)):
-                g = self._merge(guard, self.refs(*[i.context_expr for i in s.items]))
-                for i in s.items:
-                    if i.optional_vars is not None:
-                        names = []
-                        target_names(i.optional_vars, names)
-                        self.add(s, "assignment", g, binds=tuple(names), note="a with-statement target")
-                self.build(s.body, g)
-            elif isinstance(s, (ast.Try, getattr(ast, "TryStar", ast.Try))):
-                g = self._merge(guard, self.refs(*[h.type for h in s.handlers]))
-                body = s.body + [x for h in s.handlers for x in h.body] + s.orelse + s.finalbody
-                self.build(body, g)
+                self._expression(s, guard)
+            elif isinstance(s, (ast.If, ast.While, ast.For, ast.AsyncFor, ast.With, ast.AsyncWith, ast.Try,
+                                getattr(ast, "TryStar", ast.Try))):
+                self._compound(s, guard)
             elif isinstance(s, (ast.Pass, ast.Global, ast.Nonlocal, ast.Break, ast.Continue, ast.Return)):
                 continue
             else:  # del, assert, raise, match, ...: run for their effect
                 self.add(s, "statement", guard, self.refs(s), root=True)
+
+    def _definition(self, s, guard: References) -> None:
+        kind = "class" if isinstance(s, ast.ClassDef) else "function"
+        note = "decorated: " + ", ".join("@" + decorator_name(d) for d in s.decorator_list) \
+            if s.decorator_list else ""
+        binds, owners, ops = [s.name], [], []
+        for d in s.decorator_list:
+            role, key = op_decorator(d)
+            if role == "defines":  # @torch.library.custom_op("ns::op"): the function is torch.ops.ns.op
+                binds.append(key)
+                ops.append(key)
+            elif role == "implements":  # @torch.library.register_fake("ns::op"), @f.register_fake
+                owners.append(key)
+        u = self.add(s, kind, guard, self.refs(s), binds=tuple(binds), owners=tuple(owners), note=note)
+        u.loads.update(ops)  # reaching the op reaches its fake/kernel registrations
+
+    def _import_from(self, s: ast.ImportFrom, guard: References) -> None:
+        if s.module == "__future__":
+            return
+        src = "." * (s.level or 0) + (s.module or "")
+        for al in s.names:
+            text = f"from {src} import {al.name}" + (f" as {al.asname}" if al.asname else "")
+            if al.name == "*":
+                self.add(s, "statement", guard, root=True, note=text)
+            else:
+                self.add(s, "import", guard, binds=(al.asname or al.name,), note=text)
+
+    def _assignment(self, s, guard: References) -> None:
+        if isinstance(s, ast.AnnAssign) and s.value is None:
+            return  # `x: T` binds nothing
+        targets = s.targets if isinstance(s, ast.Assign) else [s.target]
+        names: list[str] = []
+        bases: list = []
+        for t in targets:
+            target_names(t, names)
+            target_bases(t, bases)
+        note = "calls on its right-hand side" if any(
+            isinstance(n, ast.Call) for n in ast.walk(s.value)) else ""
+        u = self.add(s, "assignment", guard, self.refs(s), binds=tuple(dict.fromkeys(names)),
+                     bases=tuple(bases), note=note)
+        if isinstance(s, ast.Assign) and _is_sys_modules_store(s):
+            u.owners = (s.value.id,)  # resolved in analyze(): a module object registering itself
+
+    def _expression(self, s: ast.Expr, guard: References) -> None:
+        if isinstance(s.value, ast.Constant):
+            return  # a docstring or `...`
+        into = _exec_into(s)
+        op = registered_op(s, self.mod.default_op_ns)
+        if op:  # direct_register_custom_op(op_name="x", ...) defines torch.ops.vllm.x
+            self.add(s, "registration", guard, self.refs(s), binds=(op,),
+                     note="direct_register_custom_op")
+        else:
+            self.add(s, "statement", guard, self.refs(s), root=into is None,
+                     owners=(into,) if into else ())
+
+    def _compound(self, s, guard: References) -> None:
+        """if/while, for, with and try: their bodies, guarded by what their header reads; loop and with targets
+        are assignments."""
+        if isinstance(s, (ast.If, ast.While)):
+            self.build(s.body + s.orelse, self._merge(guard, self.refs(s.test)))
+        elif isinstance(s, (ast.For, ast.AsyncFor)):
+            g = self._merge(guard, self.refs(s.iter))
+            names = []
+            target_names(s.target, names)
+            self.add(s, "assignment", g, binds=tuple(dict.fromkeys(names)), note="a for-loop target")
+            self.build(s.body + s.orelse, g)
+        elif isinstance(s, (ast.With, ast.AsyncWith)):
+            g = self._merge(guard, self.refs(*[i.context_expr for i in s.items]))
+            for i in s.items:
+                if i.optional_vars is not None:
+                    names = []
+                    target_names(i.optional_vars, names)
+                    self.add(s, "assignment", g, binds=tuple(names), note="a with-statement target")
+            self.build(s.body, g)
+        else:
+            g = self._merge(guard, self.refs(*[h.type for h in s.handlers]))
+            body = s.body + [x for h in s.handlers for x in h.body] + s.orelse + s.finalbody
+            self.build(body, g)
 
     def _merge(self, a: References, b: References) -> References:
         r = References(self.mod)
@@ -245,8 +264,18 @@ def analyze(tree: ast.Module, symbol: str, roots: tuple[str, ...] = ROOT_NAMES) 
     b.build(tree.body, References(mod))
     units = b.units
     defined = {n for u in units for n in u.binds}
-    objects = {n for u in units if u.kind != "import" for n in u.binds}  # bundle-defined, not imported
+    by_name = _resolve_owners(units)
+    reached_units, reached = _reach(units, by_name, [n for n in (symbol, *roots) if n],
+                                    lambda u: _edges(u, mod, defined))
+    unreachable, unused = _unreached(units, reached_units)
+    key = lambda d: (d.line, d.name)  # noqa: E731
+    return Result(sorted(unreachable, key=key), sorted(unused, key=key), mod.postponed, reached)
 
+
+def _resolve_owners(units: list[Unit]) -> dict[str, list[int]]:
+    """Settles each unit's owners (an owner the bundle does not define makes the unit a root) and roots the
+    dunder assignments; returns name -> the units that bind or are owned by it."""
+    objects = {n for u in units if u.kind != "import" for n in u.binds}  # bundle-defined, not imported
     by_name: dict[str, list[int]] = {}
     for i, u in enumerate(units):
         if u.kind == "assignment" and u.bases:
@@ -266,21 +295,27 @@ def analyze(tree: ast.Module, symbol: str, roots: tuple[str, ...] = ROOT_NAMES) 
                 u.uses_globals = True
         for n in u.binds + u.owners:
             by_name.setdefault(n, []).append(i)
+    return by_name
 
-    def edges(u: Unit) -> set[str]:
-        out = set(u.loads)
-        for cond, names in u.cond:
-            if cond == "always" or cond == "all" and mod.evaluates_annotations or (
-                    isinstance(cond, tuple) and cond[1] in mod.value_names):
-                out |= names
-        if u.uses_globals:
-            out |= u.strings & defined
-        out.update(".".join(c.split(".")[:4]) for c in u.chains if c.startswith("torch.ops."))
-        return out & defined
 
+def _edges(u: Unit, mod: ModuleFacts, defined: set[str]) -> set[str]:
+    """The defined names a unit reaches: what it loads, the annotations evaluated, strings where it reads
+    globals(), and the torch.ops.<ns>.<op> it calls."""
+    out = set(u.loads)
+    for cond, names in u.cond:
+        if cond == "always" or cond == "all" and mod.evaluates_annotations or (
+                isinstance(cond, tuple) and cond[1] in mod.value_names):
+            out |= names
+    if u.uses_globals:
+        out |= u.strings & defined
+    out.update(".".join(c.split(".")[:4]) for c in u.chains if c.startswith("torch.ops."))
+    return out & defined
+
+
+def _reach(units: list[Unit], by_name: dict[str, list[int]], todo: list[str], edges) -> tuple[set[int], set[str]]:
+    """(the units reached, the names reached) from the roots `todo` and the root units."""
     reached_units: set[int] = set()
     reached: set[str] = set()
-    todo = [n for n in (symbol, *roots) if n]
     for i, u in enumerate(units):
         if u.root:
             reached_units.add(i)
@@ -296,7 +331,11 @@ def analyze(tree: ast.Module, symbol: str, roots: tuple[str, ...] = ROOT_NAMES) 
                 reached_units.add(i)
                 todo.extend(edges(units[i]))
                 todo.extend(units[i].binds)  # a unit reached through its owner keeps its names live too
+    return reached_units, reached
 
+
+def _unreached(units: list[Unit], reached_units: set[int]) -> tuple[list[Definition], list[Definition]]:
+    """(the definitions nothing reaches, the imports nothing uses)."""
     chains = {c for i in reached_units for c in units[i].chains}
     written = {n for i in reached_units for n in units[i].global_decls}
     unreachable, unused = [], []
@@ -316,8 +355,7 @@ def analyze(tree: ast.Module, symbol: str, roots: tuple[str, ...] = ROOT_NAMES) 
                 if n in written:
                     note = (note + "; " if note else "") + "reached code assigns it (`global`) but never reads it"
                 unreachable.append(Definition(n, u.line, u.kind, note))
-    key = lambda d: (d.line, d.name)  # noqa: E731
-    return Result(sorted(unreachable, key=key), sorted(unused, key=key), mod.postponed, reached)
+    return unreachable, unused
 
 
 def unreachable_definitions(tree: ast.Module, symbol: str) -> list[tuple[str, int]]:
