@@ -16,8 +16,6 @@ STAGE = "A6 example"
 GENERIC_DIMS = {"H": 4096, "H_q": 32, "H_kv": 8, "Dh": 128, "max_ctx": 8192, "intermediate_size": 14336,
                 "eps": 1e-6, "rope_theta": 10000.0}
 
-GiB = 1 << 30
-
 
 def generic_config() -> dict:
     """GENERIC_DIMS as a Hugging Face config (the keys vLLM's Llama-like layers read): what a decoder layer is
