@@ -98,6 +98,10 @@ def test_runtime_annotations(tmp_path):
     assert any("typing.get_type_hints" in x for x in g["notes"])
     mod = load(tmp_path / "hints")
     assert mod.HintsTarget().hints()["field"] == typing.Optional[mod.FieldType]
+    # decorators known not to read annotations (common/annotations.py, A7's list too) keep them unread
+    g, _, _ = build_all(TREES / "annotations", tmp_path / "proto", "ProtoTarget")
+    assert node_ids(g) == {"vllm/proto.py::ProtoTarget"}
+    assert isinstance(type("Impl", (), {"field": 1, "run": lambda self: 1})(), load(tmp_path / "proto").ProtoTarget)
 
 
 def test_function_local_import(tmp_path):
@@ -664,4 +668,19 @@ def test_block_members_reached_name_by_name(tmp_path):
     assert "vllm/helpers.py::fast_log" not in ids and "vllm/helpers.py::rocm_exp" in ids
     text = (tmp_path / "A2.inline.py").read_text()
     assert "log = " not in text and text.count("exp = math.exp") == 2 and "exp2 = math.exp" in text
+    # defs, classes and external imports of a block are members too; an import in a `try` body is a probe and
+    # stays
+    assert "fast_json" not in text and "UnreadFallback" not in text and "class Unread" not in text
+    assert "import zlib as probe_zlib" in text and "HAS_ZLIB = False" in text
     assert abs(load(tmp_path).target(0.0) - 2.718281828) < 1e-6
+
+
+def test_flag_whose_other_binding_the_variant_pruned_is_decided(tmp_path):
+    # FAST_ENABLED = False, and = True only in a branch the variant prunes: `if FAST_ENABLED and ...` is decided
+    # False, so `fast` (bound only in the pruned branch) is never needed; PLAIN, a literal bound once, decides
+    # nothing
+    g, _, _ = build_all(TREES / "pruned_binding", tmp_path, "target")
+    text = (tmp_path / "A2.inline.py").read_text()
+    assert "fast(x)" not in text and "def literal_helper" in text
+    assert ("FAST_ENABLED and x > 0", False) in {(x["predicate"], x["value"]) for x in g["guards"]}
+    assert load(tmp_path).target() == 2

@@ -4,6 +4,7 @@ does not name; and which of A1's nodes need an optional package at import time."
 
 from __future__ import annotations
 
+import ast
 import re
 import sys
 
@@ -173,3 +174,11 @@ def section_imports(g: dict, nodes: list[dict], text: str) -> tuple[list[str], l
     stmts, notes = external_statements(sorted(stmts), set(g.get("imports_runtime_only", [])), hard_imports(g),
                                        set(g.get("imports_annotation_only", [])))
     return stmts, used_notes + notes
+
+
+def catches_import_error(h: ast.ExceptHandler) -> bool:
+    """The handler catches an ImportError (bare, or naming ImportError, ModuleNotFoundError, Exception, ...)."""
+    names = h.type.elts if isinstance(h.type, ast.Tuple) else [h.type]
+    return h.type is None or any((n.id if isinstance(n, ast.Name) else n.attr)
+                                 in ("ImportError", "ModuleNotFoundError", "Exception", "BaseException")
+                                 for n in names if isinstance(n, (ast.Name, ast.Attribute)))

@@ -104,18 +104,35 @@ def import_stmt(b) -> tuple[str, str]:
     return stmt, f"{b.module}.{b.attr}"
 
 
-def _block_assignments(st: ast.stmt):
-    """The `name = value` statements (plain names only) in the bodies of a module-level compound statement,
-    outside any def or class."""
+def _members_of_block(st: ast.stmt, external, in_try: bool = False):
+    """The `name = value` statements (plain names only), the undecorated defs and classes, and the imports of
+    external modules (`external(stmt)`; the bundle keeps them as written) outside any `try` body (there an import
+    is a probe whose failure decides the rest) in the bodies of a module-level compound statement, outside any def
+    or class."""
     for field_name in ("body", "orelse", "finalbody", "handlers"):
+        probing = in_try or (field_name == "body" and isinstance(st, ast.Try))
         for sub in getattr(st, field_name, None) or []:
             if isinstance(sub, ast.Assign) and all(isinstance(t, ast.Name) for t in sub.targets):
                 yield sub
             elif isinstance(sub, ast.AnnAssign) and isinstance(sub.target, ast.Name) and sub.value is not None:
                 yield sub
+            elif isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and not sub.decorator_list:
+                yield sub
+            elif isinstance(sub, (ast.Import, ast.ImportFrom)) and not probing and external(sub):
+                yield sub
             elif isinstance(sub, (ast.If, ast.Try, ast.With, ast.For, ast.While, ast.ExceptHandler)) or \
                     type(sub).__name__ == "TryStar":
-                yield from _block_assignments(sub)
+                yield from _members_of_block(sub, external, probing)
+
+
+def _member_names(st: ast.stmt) -> list[str]:
+    if isinstance(st, ast.Assign):
+        return [t.id for t in st.targets]
+    if isinstance(st, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return [st.name]
+    if isinstance(st, (ast.Import, ast.ImportFrom)):
+        return [a.asname or a.name.split(".")[0] for a in st.names]
+    return [st.target.id]
 
 
 class Engine:
@@ -198,19 +215,24 @@ class Engine:
 
     def _block_members(self, n: Node) -> set[int]:
         """A module-level block is reached name by name: its simple assignments (`log = tl.log` in an `if`/`else`
-        choosing kernels) wait until a name they bind is read; the ones never read are left out of the bundle.
+        choosing kernels), its undecorated defs and classes and its imports (`_members_of_block`) wait until a name
+        they bind is read; the ones never read are left out of the bundle.
         A block entered other than by a reference (a root) keeps them all. Returns the ids to skip now."""
         if n.key in self.entered:
             return set()
         skip = set()
-        for st in _block_assignments(n.stmt):
-            names = [t.id for t in st.targets] if isinstance(st, ast.Assign) else [st.target.id]
+        for st in _members_of_block(n.stmt, lambda imp: self._external_import(n.module, imp)):
+            names = _member_names(st)
             for name in names:
                 n.block_members.setdefault(name, []).append(st)
             if not any(x in n.wanted for x in names):
                 n.dropped[id(st)] = st
                 skip.add(id(st))
         return skip
+
+    def _external_import(self, module: str, st: ast.stmt) -> bool:
+        info = self.index.get(module)
+        return all(b.external for b in self.index.import_bindings(info, st, False))
 
     def unresolved_ref(self, n: Node, ref: Ref, reason: str) -> None:
         text = ".".join([ref.name] + ref.attrs)

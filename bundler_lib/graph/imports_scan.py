@@ -9,8 +9,6 @@ import ast
 
 from bundler_lib.variant import foreign_platform
 
-from .guards import _tail
-
 
 class ImportScanning:
     """RefScanner's handling of import statements (a mixin: it uses the scanner's scopes, scan and edits)."""
@@ -77,9 +75,3 @@ def raising_stub(name: str, message: str, pad: str) -> str:
     `pad` (a newline and the statement's indentation)."""
     return f"def {name}(*args, **kwargs):{pad}    raise ImportError({message})"
 
-
-def catches_import_error(h: ast.ExceptHandler) -> bool:
-    """The handler catches an ImportError (bare, or naming ImportError, ModuleNotFoundError, Exception, ...)."""
-    names = h.type.elts if isinstance(h.type, ast.Tuple) else [h.type]
-    return h.type is None or any(_tail(n) in ("ImportError", "ModuleNotFoundError", "Exception", "BaseException")
-                                 for n in names if isinstance(n, (ast.Name, ast.Attribute)))

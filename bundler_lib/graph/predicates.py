@@ -11,7 +11,7 @@ import copy
 
 from .defs import Defs, caches, returned
 from .guards import _UNKNOWN, GuardEval, Oracle, Where
-from .index import TreeIndex
+from .index import TreeIndex, bound_names
 
 
 class Predicates(Oracle):
@@ -19,6 +19,7 @@ class Predicates(Oracle):
         self.index, self.defs, self.names = index, defs, names
         self._predicates: dict[tuple[str, str], bool | None] = {}
         self._values: dict[tuple[str, str], object] = {}
+        self._live: dict[tuple[str, str], tuple[str, ast.Assign] | None] = {}
         self.ge = GuardEval(variant, self)
 
     # what vLLM's names decide
@@ -51,7 +52,9 @@ class Predicates(Oracle):
     def global_predicate(self, module: str, name: str) -> bool | None:
         """The value of a module-level `name` that is bound once, to a test the variant decides
         (`IS_ROCM = current_platform.is_rocm()`), and never rebound through `global`."""
-        found = self.defs.sole_def(module, name, ast.Assign)
+        found, pruned = self.defs.sole_def(module, name, ast.Assign), False
+        if found is None:
+            found, pruned = self._sole_live_assign(module, name), True
         if found is None or len(found[1].targets) != 1 or not isinstance(found[1].targets[0], ast.Name):
             return None
         key = (found[0], name)
@@ -60,8 +63,37 @@ class Predicates(Oracle):
             info = self.index.get(found[0])
             rebound = any(isinstance(x, ast.Global) and name in x.names for x in ast.walk(info.tree))
             if not rebound:
-                self._predicates[key], _ = self.ge.evaluate(found[1].value, Where(module=found[0]))
+                # a literal decides only where the variant pruned the name's other bindings
+                self._predicates[key], _ = self.ge.evaluate(found[1].value, Where(module=found[0],
+                                                                                  literal_bools=pruned))
         return self._predicates[key]
+
+    def _sole_live_assign(self, module: str, name: str) -> tuple[str, ast.Assign] | None:
+        """(module, Assign) of a module-level name bound by one plain assignment and otherwise only inside
+        module-level `if`s whose taken branch (the variant decides the test) does not bind it
+        (`FLAG = False` / `if envs.VLLM_USE_X: ... FLAG = True`)."""
+        key = (module, name)
+        if key not in self._live:
+            self._live[key] = None   # a test that reads the name itself stays undecided
+            self._live[key] = self._find_live_assign(module, name)
+        return self._live[key]
+
+    def _find_live_assign(self, module: str, name: str) -> tuple[str, ast.Assign] | None:
+        t = self.defs.res.name(module, name)
+        if t.kind != "node" or len(t.stmts) < 2:
+            return None
+        assigns = [s.node for s in t.stmts if isinstance(s.node, ast.Assign)]
+        if len(assigns) != 1:
+            return None
+        for s in t.stmts:
+            if s.node is assigns[0]:
+                continue
+            if not isinstance(s.node, ast.If):
+                return None
+            taken, _ = self.ge.evaluate(s.node.test, Where(module=t.module))
+            if taken is None or any(name in bound_names(st) for st in (s.node.body if taken else s.node.orelse)):
+                return None
+        return t.module, assigns[0]
 
     def function_predicate(self, module: str, name: str, args: tuple = ()) -> bool | None:
         """The value of `name(*args)` for known argument values: a module-level function with plain positional

@@ -13,11 +13,13 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass, field
 
+from bundler_lib.common.annotations import safe_decorator
+from bundler_lib.common.imports import catches_import_error
 from bundler_lib.variant import PLATFORMS
 
 from .branches import IfPruner, remove_stmt, span
 from .guards import PLATFORM_NAMES, GuardEval, Where, _tail
-from .imports_scan import ImportScanning, catches_import_error
+from .imports_scan import ImportScanning
 from .index import ImportBinding, ModuleInfo, TreeIndex
 from .scopes import _arg_names, _class_locals, _collect_locals, _Scope, literal_defaults
 
@@ -77,17 +79,6 @@ class Held:
     scan: Scan
     edits: list[dict]
     guard: Guard
-
-
-_TRIVIAL_DECORATORS = {"staticmethod", "classmethod", "property", "setter", "getter", "deleter", "cache",
-                       "lru_cache", "cached_property", "wraps", "abstractmethod", "overload", "override",
-                       "contextmanager", "asynccontextmanager", "final"}
-
-
-def _trivial_decorator(d: ast.expr) -> bool:
-    f = d.func if isinstance(d, ast.Call) else d
-    t = f.attr if isinstance(f, ast.Attribute) else (f.id if isinstance(f, ast.Name) else "")
-    return t in _TRIVIAL_DECORATORS
 
 
 class RefScanner(ImportScanning):
@@ -279,7 +270,7 @@ class RefScanner(ImportScanning):
         args = fn.args
         for d in args.defaults + [d for d in args.kw_defaults if d is not None]:
             self._expr(d)
-        nontrivial = [d for d in fn.decorator_list if not _trivial_decorator(d)]
+        nontrivial = [d for d in fn.decorator_list if not safe_decorator(d)]
         # annotations are followed when a decorator may read them; they are needed at import time only
         # when that decorator is the tree's own (e.g. an op registry inferring a schema)
         self.annot = bool(nontrivial)
@@ -328,7 +319,7 @@ class RefScanner(ImportScanning):
         self.cls = (self.info.name, cls)
         # field annotations are read by the decorator that makes fields of them (pydantic, vLLM's @config);
         # a stdlib dataclass under postponed annotations (the bundle's) only asks which are ClassVar/InitVar
-        self.follow_annotations = bool(cls.decorator_list)
+        self.follow_annotations = any(not safe_decorator(d) for d in cls.decorator_list)
         if (cls.decorator_list and not self.dataclass_annotations
                 and all(self._stdlib_dataclass(d) for d in cls.decorator_list)):
             self.follow_annotations = "classvar"

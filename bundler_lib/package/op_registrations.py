@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import ast
 
-from bundler_lib.package.references import decorator_name, name_of
+from bundler_lib.common.annotations import decorator_name
+from bundler_lib.package.references import name_of
 
 
 _OP_DEFINERS = frozenset({"custom_op", "triton_op"})

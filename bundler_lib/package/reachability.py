@@ -50,7 +50,7 @@ Annotations. With `from __future__ import annotations` (every bundle has it) ann
 nothing, so names used only there are not edges, except where something evaluates them:
 - a function's signature annotations when the function escapes: it is decorated by anything but a decorator
   known not to read annotations (`property`, `classmethod`, `staticmethod`, `lru_cache`, `cache`, `wraps`,
-  `triton.jit`, ...; see `_SAFE_DECORATORS`), or its name is used as a value (passed, stored): e.g.
+  `triton.jit`, ...; see `common/annotations.py`), or its name is used as a value (passed, stored): e.g.
   `direct_register_custom_op(op_func=f)` and `@torch.library.custom_op` run `torch.library.infer_schema`, which
   evaluates `f`'s annotations in the bundle's globals;
 - class-body annotations of a class with a decorator other than the safe ones (all names; e.g. pydantic-style
@@ -69,8 +69,10 @@ import bisect
 import re
 from dataclasses import dataclass
 
+from bundler_lib.common.annotations import decorator_name
+from bundler_lib.common.imports import catches_import_error
 from bundler_lib.package.op_registrations import default_op_namespace, op_decorator, registered_op
-from bundler_lib.package.references import (DUNDER, ModuleFacts, References, Unit, decorator_name, name_of, target_bases,
+from bundler_lib.package.references import (DUNDER, ModuleFacts, References, Unit, name_of, target_bases,
                                             target_names)
 
 
@@ -138,7 +140,9 @@ class _Builder:
         self.units.append(u)
         return u
 
-    def build(self, stmts, guard: References) -> None:
+    def build(self, stmts, guard: References, probe: bool = False) -> None:
+        """`probe`: the statements run inside a `try` that catches ImportError, where an import is a probe (its
+        success or failure decides what the module defines) even when nothing reads the name it binds."""
         for s in stmts:
             if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 self._definition(s, guard)
@@ -147,16 +151,16 @@ class _Builder:
                     sub = al.name if (al.asname is None and "." in al.name) else None
                     text = f"import {al.name}" + (f" as {al.asname}" if al.asname else "")
                     self.add(s, "import", guard, binds=(al.asname or al.name.split(".")[0],), submodule=sub,
-                             note=text)
+                             note=text, probe=probe)
             elif isinstance(s, ast.ImportFrom):
-                self._import_from(s, guard)
+                self._import_from(s, guard, probe)
             elif isinstance(s, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
                 self._assignment(s, guard)
             elif isinstance(s, ast.Expr):
                 self._expression(s, guard)
             elif isinstance(s, (ast.If, ast.While, ast.For, ast.AsyncFor, ast.With, ast.AsyncWith, ast.Try,
                                 getattr(ast, "TryStar", ast.Try))):
-                self._compound(s, guard)
+                self._compound(s, guard, probe)
             elif isinstance(s, (ast.Pass, ast.Global, ast.Nonlocal, ast.Break, ast.Continue, ast.Return)):
                 continue
             else:  # del, assert, raise, match, ...: run for their effect
@@ -177,7 +181,7 @@ class _Builder:
         u = self.add(s, kind, guard, self.refs(s), binds=tuple(binds), owners=tuple(owners), note=note)
         u.loads.update(ops)  # reaching the op reaches its fake/kernel registrations
 
-    def _import_from(self, s: ast.ImportFrom, guard: References) -> None:
+    def _import_from(self, s: ast.ImportFrom, guard: References, probe: bool) -> None:
         if s.module == "__future__":
             return
         src = "." * (s.level or 0) + (s.module or "")
@@ -186,7 +190,7 @@ class _Builder:
             if al.name == "*":
                 self.add(s, "statement", guard, root=True, note=text)
             else:
-                self.add(s, "import", guard, binds=(al.asname or al.name,), note=text)
+                self.add(s, "import", guard, binds=(al.asname or al.name,), note=text, probe=probe)
 
     def _assignment(self, s, guard: References) -> None:
         if isinstance(s, ast.AnnAssign) and s.value is None:
@@ -216,17 +220,17 @@ class _Builder:
             self.add(s, "statement", guard, self.refs(s), root=into is None,
                      owners=(into,) if into else ())
 
-    def _compound(self, s, guard: References) -> None:
+    def _compound(self, s, guard: References, probe: bool) -> None:
         """if/while, for, with and try: their bodies, guarded by what their header reads; loop and with targets
         are assignments."""
         if isinstance(s, (ast.If, ast.While)):
-            self.build(s.body + s.orelse, self._merge(guard, self.refs(s.test)))
+            self.build(s.body + s.orelse, self._merge(guard, self.refs(s.test)), probe)
         elif isinstance(s, (ast.For, ast.AsyncFor)):
             g = self._merge(guard, self.refs(s.iter))
             names = []
             target_names(s.target, names)
             self.add(s, "assignment", g, binds=tuple(dict.fromkeys(names)), note="a for-loop target")
-            self.build(s.body + s.orelse, g)
+            self.build(s.body + s.orelse, g, probe)
         elif isinstance(s, (ast.With, ast.AsyncWith)):
             g = self._merge(guard, self.refs(*[i.context_expr for i in s.items]))
             for i in s.items:
@@ -234,11 +238,11 @@ class _Builder:
                     names = []
                     target_names(i.optional_vars, names)
                     self.add(s, "assignment", g, binds=tuple(names), note="a with-statement target")
-            self.build(s.body, g)
+            self.build(s.body, g, probe)
         else:
             g = self._merge(guard, self.refs(*[h.type for h in s.handlers]))
-            body = s.body + [x for h in s.handlers for x in h.body] + s.orelse + s.finalbody
-            self.build(body, g)
+            self.build(s.body, g, probe or any(catches_import_error(h) for h in s.handlers))
+            self.build([x for h in s.handlers for x in h.body] + s.orelse + s.finalbody, g, probe)
 
     def _merge(self, a: References, b: References) -> References:
         r = References(self.mod)
@@ -341,7 +345,7 @@ def _unreached(units: list[Unit], reached_units: set[int]) -> tuple[list[Definit
     unreachable, unused = [], []
     for i, u in enumerate(units):
         if u.kind == "import":
-            if i not in reached_units:
+            if i not in reached_units and not u.probe:
                 unused.append(Definition(u.binds[0], u.line, "import", u.note))
             elif u.submodule and not any(c == u.submodule or c.startswith(u.submodule + ".") for c in chains):
                 unused.append(Definition(u.binds[0], u.line, "import",

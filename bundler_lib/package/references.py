@@ -7,17 +7,8 @@ import ast
 import re
 from dataclasses import dataclass, field
 
+from bundler_lib.common.annotations import decorator_name, safe_decorator
 from bundler_lib.common.names import dotted
-
-
-# Decorators (by their last dotted part, or full dotted name) known not to read the decorated function's
-# annotations; a function with any other decorator is assumed to have them read (infer_schema, cute.jit, ...).
-_SAFE_DECORATORS = frozenset({
-    "property", "classmethod", "staticmethod", "abstractmethod", "cached_property", "lru_cache", "cache",
-    "wraps", "overload", "override", "final", "setter", "getter", "deleter", "contextmanager",
-    "asynccontextmanager", "no_grad", "inference_mode", "total_ordering", "unique", "runtime_checkable",
-    "triton.jit", "triton.autotune", "triton.heuristics",
-})
 
 
 _DATACLASS_LOOKUPS = frozenset({"ClassVar", "InitVar", "KW_ONLY"})
@@ -35,6 +26,7 @@ class Unit:
     bases: tuple[str | None, ...] = ()  # root names of attribute/subscript targets (None: not a name)
     owners: tuple[str, ...] = ()
     root: bool = False
+    probe: bool = False  # an import in a `try` that catches ImportError: never unused
     loads: set[str] = field(default_factory=set)
     chains: set[str] = field(default_factory=set)
     strings: set[str] = field(default_factory=set)
@@ -59,13 +51,6 @@ def name_of(node: ast.AST) -> str:
     return dotted(node) or ""
 
 
-def decorator_name(d: ast.AST) -> str:
-    return name_of(d.func if isinstance(d, ast.Call) else d)
-
-
-def _safe_decorator(d: ast.AST) -> bool:
-    name = decorator_name(d)
-    return name in _SAFE_DECORATORS or name.rsplit(".", 1)[-1] in _SAFE_DECORATORS
 
 
 def target_names(t: ast.AST, out: list[str]) -> None:
@@ -284,7 +269,7 @@ class References(ast.NodeVisitor):
             self.visit(d)
         if not self.mod.postponed:
             cond = "always"
-        elif any(not _safe_decorator(d) for d in node.decorator_list):
+        elif any(not safe_decorator(d) for d in node.decorator_list):
             cond = "always"
         else:
             cond = ("escapes", node.name)
@@ -346,7 +331,7 @@ class References(ast.NodeVisitor):
         for d in node.decorator_list:
             if decorator_name(d).rsplit(".", 1)[-1] == "dataclass":
                 mode = "leading" if mode == "none" else mode
-            elif not _safe_decorator(d):
+            elif not safe_decorator(d):
                 mode = "all"
         saved = self.class_bound, self.class_mode
         self.class_bound, self.class_mode = set(), mode

@@ -1,0 +1,5 @@
+from vllm.ext import run
+
+
+def target():
+    return run(1)
