@@ -172,10 +172,12 @@ def test_mini_one_translation_unit_per_source(tmp_path):
         ("my_kernels", "csrc/my_kernels.cu", ["_C.my_op", "_C.other_op"]),
         ("scoring_b", "csrc/scoring_b.cu", ["_C.scoring_b"])]
     by_tu = {t["id"]: t for t in m["translation_units"]}
-    assert by_tu["scoring_a"]["files"] == ["csrc/ops.h", "csrc/scoring_a.cu", "csrc/compat.h"]
-    assert by_tu["scoring_b"]["files"] == ["csrc/ops.h", "csrc/scoring_b.cu"]
+    assert by_tu["scoring_a"]["files"] == ["csrc/scoring_a.cu", "csrc/ops.h", "csrc/compat.h"]
+    # scoring_b.cu does not include ops.h (its unit never includes the declaring header: both give a default
+    # argument, a redefinition in one translation unit)
+    assert by_tu["scoring_b"]["files"] == ["csrc/scoring_b.cu"]
     files = {f["path"]: f for f in m["cuda_files"]}
-    assert files["csrc/ops.h"]["translation_units"] == ["scoring_a", "my_kernels", "scoring_b"]
+    assert files["csrc/ops.h"]["translation_units"] == ["scoring_a", "my_kernels"]
     assert files["csrc/compat.h"]["translation_units"] == ["scoring_a"]
     assert {o["op"]: o["translation_unit"] for o in m["ops"]} == {
         "_C.scoring_a": "scoring_a", "_C.my_op": "my_kernels", "_C.scoring_b": "scoring_b",
@@ -186,8 +188,7 @@ def test_mini_one_translation_unit_per_source(tmp_path):
     for tu, (lines, t) in tus.items():
         src = by_tu[tu]["source_file"]
         # its own source only, then a fragment registering only its own ops (several libraries, one namespace)
-        assert [l for l in t.splitlines() if l.startswith("#include \"")] == \
-            ['#include "csrc/ops.h"', f'#include "{src}"']
+        assert [l for l in t.splitlines() if l.startswith("#include \"")] == [f'#include "{src}"']
         assert t.count("STABLE_TORCH_LIBRARY_FRAGMENT({NS}, ops) {") == 1
         assert "STABLE_TORCH_LIBRARY({NS}" not in t
         defs = re.findall(r'ops\.def\("(\w+)\(', t)
@@ -212,7 +213,7 @@ def test_companion_source_defining_what_the_op_source_only_declares(tmp_path):
     assert "csrc/gemm_impl.cu" in units["gemm_entry"]["files"]
     ns = load_section(tmp_path)
     t = dict((tu, t) for tu, _, t in ns["_CUDA_TRANSLATION_UNITS"])["gemm_entry"]
-    assert re.findall(r'#include "([^"]+)"', t)[:3] == ["csrc/ops.h", "csrc/gemm_entry.cu", "csrc/gemm_impl.cu"]
+    assert re.findall(r'#include "([^"]+)"', t)[:2] == ["csrc/gemm_entry.cu", "csrc/gemm_impl.cu"]
 
 
 def test_function_declarations():
@@ -430,8 +431,9 @@ def test_real_0_26_0_norm_and_activation(vllm_0_26_0, tmp_path):
     assert by["_C.rms_norm"]["binding_file"] == "csrc/libtorch_stable/torch_bindings.cpp"
     assert "rms_norm_kernel" in by["_C.rms_norm"]["kernels"]
     files = {f["path"] for f in m["cuda_files"]}
-    assert {"csrc/libtorch_stable/ops.h", "csrc/libtorch_stable/torch_utils.h", "csrc/core/batch_invariant.hpp",
+    assert {"csrc/libtorch_stable/torch_utils.h", "csrc/core/batch_invariant.hpp",
             "csrc/cuda_compat.h", "csrc/libtorch_stable/quantization/vectorization_utils.cuh"} <= files
+    assert "csrc/libtorch_stable/ops.h" not in files   # declares the ops for torch_bindings, which no unit includes
     assert not any(f.startswith(("csrc/cpu/", "csrc/rocm/")) for f in files)
     assert "csrc/libtorch_stable/torch_bindings.cpp" not in files  # a generated registration replaces it
     f = m["flags"]

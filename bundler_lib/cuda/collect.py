@@ -55,7 +55,6 @@ class TranslationUnit:
     id: str
     source_file: str
     plans: list[OpPlan] = field(default_factory=list)
-    decl_headers: list[str] = field(default_factory=list)
     companions: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)  # its include closure, in discovery order
     lines: int = 0
@@ -89,7 +88,6 @@ def plan_translation_units(plans: list[OpPlan], closure: dict[str, list[str]]) -
             tus.append(tu)
         tu.plans.append(p)
         p.tu = tu.id
-        tu.decl_headers += [h for h in p.decl_headers if h not in tu.decl_headers]
         tu.companions += [c for c in p.companions if c not in tu.companions]
         tu.files += [f for f in closure[p.op] if f not in tu.files]
     return tus
@@ -472,7 +470,7 @@ def _include_closures(tree: Tree, plans: list[OpPlan], include_dirs: list[str], 
     closure: dict[str, list[str]] = {}
     for p in plans:
         try:
-            fs, ext = include_closure(tree, p.decl_headers + [p.source_file] + p.companions, include_dirs, defines)
+            fs, ext = include_closure(tree, [p.source_file] + p.companions, include_dirs, defines)
         except StageError as e:
             err = StageError(STAGE, f"op {p.op} ({p.source_file}, via {e.input})", e.problem, e.remedy)
             if p.op in optional_ops:
