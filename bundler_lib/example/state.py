@@ -216,12 +216,27 @@ _SNIPPET = '''\
             else:
                 raise _lacks(name)
             value = _nested(name, value)
-            setattr(self, name, value)
+            self.__dict__[name] = value
             config_assumed.append(f"config.{{name}}={{value!r}} ({{rule}})")
             print(f"invocation_example: assumed config.{{name}}={{value!r}}: {{rule}}", file=sys.stderr)
             return value
 
-    hf = _ModelConfig(**{{k: _nested(k, v) for k, v in hf_fields.items()}})
+    def _typed(cls):
+        """The stand-in as a subclass of the model's config class where the bundle defines or imports it (found by
+        the model_type it declares), so that the layer's `isinstance(config, XConfig)` holds and the class's
+        properties answer; else the plain stand-in. A derived key the class has as a plain class-level default
+        (a dataclass field) still takes the derivation rule."""
+        mt = hf_fields.get("model_type")
+        for v in list(G.values()):
+            if (mt and isinstance(v, type) and v.__dict__.get("model_type") == mt
+                    and any(b.__name__ in ("PretrainedConfig", "PreTrainedConfig") for b in v.__mro__[1:])):
+                shadow = {{k: property(lambda self, k=k: self.__dict__[k] if k in self.__dict__ else self.__getattr__(k))
+                          for k in derived if hasattr(v, k)
+                          and not isinstance(inspect.getattr_static(v, k), property)}}
+                return type(v.__name__, (cls, v), shadow)
+        return cls
+
+    hf = _typed(_ModelConfig)(**{{k: _nested(k, v) for k, v in hf_fields.items()}})
     hf.rope_parameters = dict(flags.get("rope_parameters") or {{"rope_type": "default", "rope_theta": 10000.0}})
     hf.get_text_config = lambda *a, **k: hf
     enum_backend = _get("AttentionBackendEnum")
