@@ -102,3 +102,9 @@ def test_stand_in_is_the_bundles_config_class():
     assert hf.rotary is True and hf.head_dim == 128
     hf, _ = _stand_in({**LLAMA_LIKE, "model_type": "other"}, {"ToyConfig": ToyConfig})
     assert not isinstance(hf, ToyConfig)
+
+
+def test_stand_in_takes_transformers_class_where_the_bundle_has_none():
+    transformers = pytest.importorskip("transformers")
+    hf, _ = _stand_in({**LLAMA_LIKE, "model_type": "falcon", "alibi": False})
+    assert isinstance(hf, transformers.FalconConfig) and hf.rotary is True

@@ -221,22 +221,37 @@ _SNIPPET = '''\
             print(f"invocation_example: assumed config.{{name}}={{value!r}}: {{rule}}", file=sys.stderr)
             return value
 
-    def _typed(cls):
-        """The stand-in as a subclass of the model's config class where the bundle defines or imports it (found by
-        the model_type it declares), so that the layer's `isinstance(config, XConfig)` holds and the class's
-        properties answer; else the plain stand-in. A derived key the class has as a plain class-level default
-        (a dataclass field) still takes the derivation rule."""
+    def _config_class():
+        """The model's config class: the one the bundle defines or imports (by the model_type it declares), else
+        transformers' class of that model_type where transformers is installed; None if neither."""
         mt = hf_fields.get("model_type")
+        if not mt:
+            return None
         for v in list(G.values()):
-            if (mt and isinstance(v, type) and v.__dict__.get("model_type") == mt
+            if (isinstance(v, type) and v.__dict__.get("model_type") == mt
                     and any(b.__name__ in ("PretrainedConfig", "PreTrainedConfig") for b in v.__mro__[1:])):
-                shadow = {{k: property(lambda self, k=k: self.__dict__[k] if k in self.__dict__ else self.__getattr__(k))
-                          for k in derived if hasattr(v, k)
-                          and not isinstance(inspect.getattr_static(v, k), property)}}
-                return type(v.__name__, (cls, v), shadow)
-        return cls
+                return v
+        try:
+            from transformers import CONFIG_MAPPING
+        except ImportError:
+            return None
+        return CONFIG_MAPPING[mt] if mt in CONFIG_MAPPING else None
 
-    hf = _typed(_ModelConfig)(**{{k: _nested(k, v) for k, v in hf_fields.items()}})
+    def _typed(cls):
+        """The stand-in as a subclass of the model's config class, so that the layer's `isinstance(config,
+        XConfig)` holds and the class's properties answer (Falcon's `rotary`); else the plain stand-in. A derived
+        key the class has as a plain class-level default (a dataclass field) still takes the derivation rule."""
+        v = _config_class()
+        if v is None:
+            return cls
+        shadow = {{k: property(lambda self, k=k: self.__dict__[k] if k in self.__dict__ else self.__getattr__(k))
+                  for k in derived if hasattr(v, k) and not isinstance(inspect.getattr_static(v, k), property)}}
+        return type(v.__name__, (cls, v), {{"__module__": v.__module__, **shadow}})
+
+    # the fields as given: the config class's own __init__ (defaults, validation) is not run
+    hf_cls = _typed(_ModelConfig)
+    hf = hf_cls.__new__(hf_cls)
+    hf.__dict__.update({{k: _nested(k, v) for k, v in hf_fields.items()}})
     hf.rope_parameters = dict(flags.get("rope_parameters") or {{"rope_type": "default", "rope_theta": 10000.0}})
     hf.get_text_config = lambda *a, **k: hf
     enum_backend = _get("AttentionBackendEnum")
