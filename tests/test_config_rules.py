@@ -74,12 +74,14 @@ def test_stand_in_applies_rules_logs_and_fails_clearly(capsys):
                              "attn_config": {"kv_n_heads": 2, "inner": {"x": 1}}})
     assert hf.head_dim == 128 and hf.use_residual is False and hf.qkv_bias is False
     assert assumed[0].startswith("config.head_dim=128 (") and len(assumed) == 3
+    assert hf.head_dim == 128 and len(assumed) == 3  # read once, logged once
     assert "assumed config.use_residual=False" in capsys.readouterr().err
     assert not hasattr(hf, "__wrapped__")
     # nested sub-configs: by attribute and as a mapping
     assert hf.attn_config.kv_n_heads == 2 and hf.attn_config["kv_n_heads"] == 2 and hf.attn_config.inner.x == 1
     with pytest.raises(AttributeError, match=r"config\.attn_config\.clip_qkv, which the test config lacks"):
         hf.attn_config.clip_qkv
+    assert hf.attn_config.rope_theta == 1e4  # moved out of the sub-config: the top-level rule (flags give no rope)
     with pytest.raises(AttributeError, match=r"reads config\.original_rope.*assumed so far: config\.head_dim=128"):
         hf.original_rope
     assert getattr(hf, "original_rope", None) is None

@@ -184,8 +184,23 @@ _SNIPPET = '''\
         err._a6_step = True
         return err
 
+    def _assume(path, name):
+        """The value of a key the config lacks, by the rules (`derived`; a use_*/is_*/*_bias flag reads False),
+        logged in `config_assumed` and printed; a key no rule covers stops the example with one line naming it."""
+        if name in derived:
+            value, rule = derived[name]
+        elif name.startswith({flag_prefixes!r}) or name.endswith({flag_suffixes!r}):
+            value, rule = False, {flag_rule!r}
+        else:
+            raise _lacks(path)
+        value = _nested(path, value)
+        config_assumed.append(f"config.{{path}}={{value!r}} ({{rule}})")
+        print(f"invocation_example: assumed config.{{path}}={{value!r}}: {{rule}}", file=sys.stderr)
+        return value
+
     class _SubConfig(dict):
-        """A nested sub-config (a dict in config.json), read as a mapping or by attribute."""
+        """A nested sub-config (a dict in config.json), read as a mapping or by attribute; a key it lacks by
+        attribute takes the top-level rules (a field moved out of it: Dbrx's attn_config.rope_theta)."""
 
         def __init__(self, path, items):
             super().__init__((k, _nested(f"{{path}}.{{k}}", v)) for k, v in items.items())
@@ -195,31 +210,22 @@ _SNIPPET = '''\
             if name.startswith("__"):
                 raise AttributeError(name)
             if name not in self:
-                raise _lacks(f"{{self._path}}.{{name}}")
+                self.__dict__[name] = _assume(f"{{self._path}}.{{name}}", name)
+                return self.__dict__[name]
             return self[name]
 
     def _nested(path, value):
         return _SubConfig(path, value) if isinstance(value, dict) else value
 
     class _ModelConfig(types.SimpleNamespace):
-        """hf_text_config: the config's fields. A key it lacks takes the value of a derivation rule (`derived`,
-        or a use_*/is_*/*_bias flag reads False), logged in `config_assumed` and printed; a key no rule covers
-        stops the example with one line naming it (`getattr(config, key, default)` and `hasattr` see it absent)."""
+        """hf_text_config: the config's fields; a key it lacks takes `_assume`'s value (`getattr(config, key,
+        default)` and `hasattr` see a key no rule covers as absent)."""
 
         def __getattr__(self, name):
             if name.startswith("__"):
                 raise AttributeError(name)
-            if name in derived:
-                value, rule = derived[name]
-            elif name.startswith({flag_prefixes!r}) or name.endswith({flag_suffixes!r}):
-                value, rule = False, {flag_rule!r}
-            else:
-                raise _lacks(name)
-            value = _nested(name, value)
-            self.__dict__[name] = value
-            config_assumed.append(f"config.{{name}}={{value!r}} ({{rule}})")
-            print(f"invocation_example: assumed config.{{name}}={{value!r}}: {{rule}}", file=sys.stderr)
-            return value
+            self.__dict__[name] = _assume(name, name)
+            return self.__dict__[name]
 
     def _config_class():
         """The model's config class: the one the bundle defines or imports (by the model_type it declares), else
