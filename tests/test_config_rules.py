@@ -77,6 +77,7 @@ def test_stand_in_applies_rules_logs_and_fails_clearly(capsys):
     assert hf.head_dim == 128 and len(assumed) == 3  # read once, logged once
     assert "assumed config.use_residual=False" in capsys.readouterr().err
     assert not hasattr(hf, "__wrapped__")
+    assert getattr(hf, "is_causal", True) is True and not hasattr(hf, "use_x")  # the reader's default stands
     # nested sub-configs: by attribute and as a mapping
     assert hf.attn_config.kv_n_heads == 2 and hf.attn_config["kv_n_heads"] == 2 and hf.attn_config.inner.x == 1
     with pytest.raises(AttributeError, match=r"config\.attn_config\.clip_qkv, which the test config lacks"):

@@ -18,8 +18,8 @@ _EPS_KEYS = ("layer_norm_epsilon", "layer_norm_eps", "rms_norm_eps", "norm_eps",
 _THETA_KEYS = ("rope_theta", "rotary_emb_base")
 _PARTIAL_KEYS = ("partial_rotary_factor", "rotary_pct", "rotary_emb_fraction")
 
-# A flag no config states is off: a missing `use_*` / `is_*` / `*_bias` key reads False (applied when the layer
-# reads it, so it is listed only where read).
+# A flag no config states is off: a missing `use_*` / `is_*` / `*_bias` key read as `config.key` is False (listed
+# only where read); `getattr(config, key, default)` and `hasattr` keep the reader's own default.
 FLAG_PREFIXES = ("use_", "is_")
 FLAG_SUFFIXES = ("_bias",)
 FLAG_RULE = "a use_*/is_*/*_bias flag the config does not set: off"

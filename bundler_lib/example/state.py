@@ -100,6 +100,7 @@ def snippet(graph: dict, cfg: dict | None, dims: dict, flags: dict, config_label
 
 _SNIPPET = '''\
     import collections
+    import dis
     import inspect
     import sys
     import types
@@ -184,12 +185,17 @@ _SNIPPET = '''\
         err._a6_step = True
         return err
 
-    def _assume(path, name):
-        """The value of a key the config lacks, by the rules (`derived`; a use_*/is_*/*_bias flag reads False),
-        logged in `config_assumed` and printed; a key no rule covers stops the example with one line naming it."""
+    def _direct_read(frame):
+        """Whether the reader's current instruction is `config.key` (not `getattr(config, key, default)` or
+        `hasattr`, which keep their own default: `getattr(config, "is_causal", True)`)."""
+        return dis.opname[frame.f_code.co_code[frame.f_lasti]] in ("LOAD_ATTR", "LOAD_METHOD")
+
+    def _assume(path, name, reader):
+        """The value of a key the config lacks, by the rules (`derived`; a use_*/is_*/*_bias flag read directly
+        is False), logged in `config_assumed` and printed; another key stops the example with one line naming it."""
         if name in derived:
             value, rule = derived[name]
-        elif name.startswith({flag_prefixes!r}) or name.endswith({flag_suffixes!r}):
+        elif (name.startswith({flag_prefixes!r}) or name.endswith({flag_suffixes!r})) and _direct_read(reader):
             value, rule = False, {flag_rule!r}
         else:
             raise _lacks(path)
@@ -210,7 +216,7 @@ _SNIPPET = '''\
             if name.startswith("__"):
                 raise AttributeError(name)
             if name not in self:
-                self.__dict__[name] = _assume(f"{{self._path}}.{{name}}", name)
+                self.__dict__[name] = _assume(f"{{self._path}}.{{name}}", name, sys._getframe(1))
                 return self.__dict__[name]
             return self[name]
 
@@ -224,7 +230,7 @@ _SNIPPET = '''\
         def __getattr__(self, name):
             if name.startswith("__"):
                 raise AttributeError(name)
-            self.__dict__[name] = _assume(name, name)
+            self.__dict__[name] = _assume(name, name, sys._getframe(1))
             return self.__dict__[name]
 
     def _config_class():
