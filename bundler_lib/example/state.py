@@ -200,8 +200,9 @@ _SNIPPET = '''\
         else:
             raise _lacks(path)
         value = _nested(path, value)
-        config_assumed.append(f"config.{{path}}={{value!r}} ({{rule}})")
-        print(f"invocation_example: assumed config.{{path}}={{value!r}}: {{rule}}", file=sys.stderr)
+        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+        config_assumed.append(f"config.{{path}}={{shown}} ({{rule}})")
+        print(f"invocation_example: assumed config.{{path}}={{shown}}: {{rule}}", file=sys.stderr)
         return value
 
     class _SubConfig(dict):
