@@ -51,8 +51,6 @@ def test_layer_types_and_mlp_layer_types():
 
 def test_flags_and_bias():
     assert _d({**LLAMA_LIKE, "attention_bias": True})["qkv_bias"] is True
-    assert config_rules.flag_default("use_residual") and config_rules.flag_default("is_moe")
-    assert config_rules.flag_default("qkv_bias") and not config_rules.flag_default("original_rope")
 
 
 def _stand_in(cfg, extra_globals=None):

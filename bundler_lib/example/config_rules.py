@@ -167,8 +167,3 @@ def derived(cfg: dict) -> dict[str, list]:
         except _Absent:
             pass
     return out
-
-
-def flag_default(key: str) -> bool:
-    """Whether a missing key is a flag that reads False (FLAG_PREFIXES / FLAG_SUFFIXES)."""
-    return key.startswith(FLAG_PREFIXES) or key.endswith(FLAG_SUFFIXES)
