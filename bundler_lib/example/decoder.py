@@ -92,12 +92,20 @@ _BODY = '''\
                     post_load_missing.append(type(m).__name__ + ".process_weights_after_loading")
                 else:
                     fn(dtype)
-        if len(attn_layers) != 1:
+        # vLLM's engine binds a `kv_cache` to each module holding per-sequence state (attention, mamba, short conv)
+        other_state = [n for n, m in layer.named_modules()
+                       if hasattr(m, "kv_cache") and all(m is not a for _, a in attn_layers)]
+        if len(attn_layers) > 1 or other_state:
             raise NotImplementedError(
-                f"invocation_example: {symbol} has {{len(attn_layers)}} attention layers; the decoder-layer example "
-                "runs layers with exactly one (self-)attention and its KV cache (no template for state-space, "
-                "cross-attention or attention-free layers yet)")
-        attn = attn_layers[0][1]
+                f"invocation_example: {symbol} has {{len(attn_layers)}} attention layers and other state-holding "
+                f"modules {{other_state}}; the decoder-layer example runs layers with at most one (self-)attention "
+                "and no other state (no template for state-space, conv or MLA state yet)")
+        attn = attn_layers[0][1] if attn_layers else None
+        if attn is None:
+            H_q = H_kv = 0  # an attention-free layer: no KV cache, no attention metadata, no attention cost
+        else:
+            # the cache and metadata follow the attention built (its head size can differ from the config's dims)
+            H_q, H_kv, Dh = attn.num_heads, attn.num_kv_heads, attn.head_size
         attn_name = getattr(attn, "layer_name", prefix + ".self_attn.attn")
 
         # 4. Shapes, within the memory left after the weights.
@@ -128,46 +136,50 @@ _BODY = '''\
         blocks_per_seq = -(-seq_len // block_size)
         num_blocks = B * blocks_per_seq
 
-        # 5. The KV cache: logical (blocks, kv_heads, block_size, 2*head_dim), stored NHD, the context filled.
-        with _Step("allocating the KV cache"):
-            kv_cache = torch.empty(num_blocks, block_size, H_kv, 2 * Dh, device=device, dtype=dtype)
-            kv_cache.normal_(0.0, 1.0, generator=gen)
-            attn.kv_cache = kv_cache.permute(0, 2, 1, 3)
-
-        # 6. The attention metadata (TRITON_ATTN) for B sequences of q_len new tokens after ctx cached ones.
         block_table = torch.arange(num_blocks, device=device, dtype=torch.int32).view(B, blocks_per_seq)
         new_pos = torch.arange(ctx, seq_len, device=device)
-        slots = (block_table[:, new_pos // block_size].long() * block_size + (new_pos % block_size)).reshape(-1)
         positions = new_pos.repeat(B)
-        min_grid = _get("MIN_LAUNCH_GRID_SIZE_2D") or 128
-        segments = _get("NUM_PAR_SOFTMAX_SEGMENTS") or 16
-        seq_threshold_3D = max(1, min_grid // H_kv)
-        dh_pad = 1 << (Dh - 1).bit_length()
-        md_fields = dict(
-            num_actual_tokens=T, max_query_len=q_len,
-            query_start_loc=torch.arange(0, T + 1, q_len, device=device, dtype=torch.int32),
-            max_seq_len=seq_len, seq_lens=torch.full((B,), seq_len, device=device, dtype=torch.int32),
-            block_table=block_table, slot_mapping=slots,
-            seq_threshold_3D=seq_threshold_3D, num_par_softmax_segments=segments,
-            softmax_segm_output=torch.empty(seq_threshold_3D, H_q, segments, dh_pad, device=device, dtype=torch.float32),
-            softmax_segm_max=torch.empty(seq_threshold_3D, H_q, segments, device=device, dtype=torch.float32),
-            softmax_segm_expsum=torch.empty(seq_threshold_3D, H_q, segments, device=device, dtype=torch.float32),
-            causal=True, use_cascade=False, common_prefix_len=0, cu_prefix_query_lens=None, prefix_kv_lens=None,
-            suffix_kv_lens=None, scheduler_metadata=None, prefix_scheduler_metadata=None, mm_prefix_range=None,
-            mm_prefix_range_tensor=None, rswa_prefix_lens=None, rswa_window=None)
-        md_cls = _get("TritonAttentionMetadata")
-        with _Step("building the attention metadata"):
-            if md_cls is not None:
-                # fields differ across vLLM versions (0.33.0 dropped use_cascade): pass those it declares
-                accepted = inspect.signature(md_cls).parameters
-                attn_metadata = md_cls(**{{k: v for k, v in md_fields.items() if k in accepted}})
-            else:
-                attn_metadata = _StandIn("attn_metadata", **md_fields)
+        attn_metadata, slots = None, None
+        if attn is not None:
+            # 5. The KV cache: logical (blocks, kv_heads, block_size, 2*head_dim), stored NHD, the context filled.
+            with _Step("allocating the KV cache"):
+                kv_cache = torch.empty(num_blocks, block_size, H_kv, 2 * Dh, device=device, dtype=dtype)
+                kv_cache.normal_(0.0, 1.0, generator=gen)
+                attn.kv_cache = kv_cache.permute(0, 2, 1, 3)
+
+            # 6. The attention metadata (TRITON_ATTN) for B sequences of q_len new tokens after ctx cached ones.
+            slots = (block_table[:, new_pos // block_size].long() * block_size + (new_pos % block_size)).reshape(-1)
+            min_grid = _get("MIN_LAUNCH_GRID_SIZE_2D") or 128
+            segments = _get("NUM_PAR_SOFTMAX_SEGMENTS") or 16
+            seq_threshold_3D = max(1, min_grid // H_kv)
+            dh_pad = 1 << (Dh - 1).bit_length()
+            md_fields = dict(
+                num_actual_tokens=T, max_query_len=q_len,
+                query_start_loc=torch.arange(0, T + 1, q_len, device=device, dtype=torch.int32),
+                max_seq_len=seq_len, seq_lens=torch.full((B,), seq_len, device=device, dtype=torch.int32),
+                block_table=block_table, slot_mapping=slots,
+                seq_threshold_3D=seq_threshold_3D, num_par_softmax_segments=segments,
+                softmax_segm_output=torch.empty(seq_threshold_3D, H_q, segments, dh_pad, device=device,
+                                                dtype=torch.float32),
+                softmax_segm_max=torch.empty(seq_threshold_3D, H_q, segments, device=device, dtype=torch.float32),
+                softmax_segm_expsum=torch.empty(seq_threshold_3D, H_q, segments, device=device, dtype=torch.float32),
+                causal=True, use_cascade=False, common_prefix_len=0, cu_prefix_query_lens=None, prefix_kv_lens=None,
+                suffix_kv_lens=None, scheduler_metadata=None, prefix_scheduler_metadata=None, mm_prefix_range=None,
+                mm_prefix_range_tensor=None, rswa_prefix_lens=None, rswa_window=None)
+            md_cls = _get("TritonAttentionMetadata")
+            with _Step("building the attention metadata"):
+                if md_cls is not None:
+                    # fields differ across vLLM versions (0.33.0 dropped use_cascade): pass those it declares
+                    accepted = inspect.signature(md_cls).parameters
+                    attn_metadata = md_cls(**{{k: v for k, v in md_fields.items() if k in accepted}})
+                else:
+                    attn_metadata = _StandIn("attn_metadata", **md_fields)
 
         # 7. The forward context, as set_forward_context would make it, and one forward.
         fwd = _StandIn(
             "forward_context", no_compile_layers=compilation_config.static_forward_context,
-            attn_metadata={{attn_name: attn_metadata}}, slot_mapping={{attn_name: slots}}, dp_metadata=None,
+            attn_metadata=({{}} if attn is None else {{attn_name: attn_metadata}}),
+            slot_mapping=({{}} if attn is None else {{attn_name: slots}}), dp_metadata=None,
             cudagraph_runtime_mode=(graph_enum.NONE if graph_enum is not None else None), batch_descriptor=None,
             ubatch_slices=None, is_padding=None, skip_compiled=False, all_moe_layers=None, moe_layer_index=0,
             additional_kwargs={{}}, virtual_engine=0)
@@ -229,11 +241,12 @@ _BODY = '''\
                  "bytes": int((dense_params + touched * expert_params) * elem)
                  + B * (ctx + q_len) * 2 * H_kv * Dh * elem + 2 * T * H * elem}}
         return {{"module": layer, "cost": cost, "inputs": {{"positions": positions, "hidden_states": hidden_states,
-                "residual": None, "kv_cache": attn.kv_cache, "attn_metadata": attn_metadata,
+                "residual": None, "kv_cache": None if attn is None else attn.kv_cache, "attn_metadata": attn_metadata,
                 "block_table": block_table}},
                 "outputs": {{"hidden_states": out, "residual": residual}}, "forward": forward, "prefix": prefix,
                 "sizes": {{"B": B, "new_tokens": q_len, "context": ctx, "T": T, "kv_blocks": num_blocks,
                           "block_size": block_size}}, "workload": workload, "defaults_used": list(defaults_used),
+                "config_assumed": list(config_assumed),
                 "post_load_missing": sorted(set(post_load_missing))}}
     finally:
         torch.set_default_dtype(old_dtype)

@@ -11,6 +11,8 @@ them); where the bundle defines a real class (WorkspaceManager, TritonAttentionM
 AttentionBackendEnum, CompilationMode, CUDAGraphMode) the example uses it.
 """
 
+from bundler_lib.example import config_rules
+
 # (file, name) of the module-level state and classes the example uses, by role.
 STATE = {
     "vllm_config": ("vllm/config/vllm.py", "_current_vllm_config"),
@@ -27,6 +29,8 @@ STATE = {
     "rope_cache": ("vllm/model_executor/layers/rotary_embedding/__init__.py", "_ROPE_DICT"),
     "QuantizeMethodBase": ("vllm/model_executor/layers/quantization/base_config.py", "QuantizeMethodBase"),
     "Attention": ("vllm/model_executor/layers/attention/attention.py", "Attention"),
+    # vLLM patches torch.cuda.set_stream to record the stream here (a module-level side effect a bundle drops)
+    "current_stream_tls": ("vllm/utils/torch_utils.py", "_current_stream_tls"),
 }
 GROUPS = ["_WORLD", "_TP", "_DCP", "_PP", "_DP", "_EP", "_EPLB", "_PCP"]
 GROUP_FILE = "vllm/distributed/parallel_state.py"
@@ -71,6 +75,15 @@ def hf_fields(cfg: dict | None, dims: dict, flags: dict) -> dict:
     return fields
 
 
+def config_fields(cfg: dict | None, dims: dict, flags: dict) -> tuple[dict, dict]:
+    """(hf_fields, derived): config_rules' values for the keys the fields lack or leave at None; a None field a
+    rule covers is left out of the fields, so the layer reading it gets the derived value, logged."""
+    fields = hf_fields(cfg, dims, flags)
+    rope = flags.get("rope_parameters") or {"rope_type": "default", "rope_theta": 10000.0}
+    got = config_rules.derived({**fields, "rope_parameters": rope})
+    return {k: v for k, v in fields.items() if not (v is None and k in got)}, got
+
+
 def snippet(graph: dict, cfg: dict | None, dims: dict, flags: dict, config_label: str) -> str:
     """Code (inside invocation_example, after the prelude) that defines the stand-ins and `_install(vllm_config)`,
     which sets the bundle's state and returns a function restoring it; also builds `vllm_config`. `config_label`
@@ -79,20 +92,30 @@ def snippet(graph: dict, cfg: dict | None, dims: dict, flags: dict, config_label
     found, _ = resolve(graph)
     variant = graph.get("variant") or {}
     custom_ops = "all" if variant.get("custom_ops", "enabled") in ("enabled", "all") else "none"
-    return _SNIPPET.format(names=_py(found), hf_fields=_py(hf_fields(cfg, dims, flags)), custom_ops=custom_ops,
-                           config_label=config_label)
+    fields, derived = config_fields(cfg, dims, flags)
+    return _SNIPPET.format(names=_py(found), hf_fields=_py(fields), derived=_py(derived), custom_ops=custom_ops,
+                           config_label=config_label, flag_prefixes=config_rules.FLAG_PREFIXES,
+                           flag_suffixes=config_rules.FLAG_SUFFIXES, flag_rule=config_rules.FLAG_RULE)
 
 
 _SNIPPET = '''\
     import collections
+    import dis
     import inspect
+    import sys
     import types
 
     G = globals()
     N = {names}  # role -> the name it has in this bundle (None: not in the bundle)
     hf_fields = {hf_fields}
+    # key -> [value, rule]: what the config lacks, by the general rules of A6 (bundler_lib/example/config_rules.py)
+    derived = {derived}
     config_label = {config_label!r}
     defaults_used = []
+    config_assumed = []  # the config keys the layer read that the config lacks, with the value given and why
+
+    def _assumed_text():
+        return "; ".join(config_assumed) or "none"
 
     class _StandIn:
         """A vLLM config/context object: explicit fields, and a logged default for any other."""
@@ -145,7 +168,8 @@ _SNIPPET = '''\
             frames = traceback.extract_tb(tb)
             where = f" (in {{frames[-1].name}}, line {{frames[-1].lineno}}: {{frames[-1].line}})" if frames else ""
             err = RuntimeError(f"invocation_example: {{self.what}} failed: {{type(ev).__name__}}: {{ev}}{{where}}. "
-                               f"Stand-in config defaults used so far: {{shown}}")
+                               f"Stand-in config defaults used so far: {{shown}}. "
+                               f"Config values assumed: {{_assumed_text()}}")
             err._a6_step = True
             raise err from ev
 
@@ -154,17 +178,93 @@ _SNIPPET = '''\
     block_size = 16
 
     # 1. The model's config as vLLM sees it (hf_text_config), and the engine configs around it.
-    class _ModelConfig(types.SimpleNamespace):
-        """hf_text_config: the config's fields. A key it lacks stops the example with one line naming it
-        (`getattr(config, key, default)` and `hasattr` still see it as absent)."""
+    def _lacks(path):
+        err = AttributeError(f"invocation_example: the layer reads config.{{path}}, which {{config_label}} lacks "
+                             "and no derivation rule supplies: build the bundle with a model that has it (the "
+                             f"target's `model`). Config values assumed so far: {{_assumed_text()}}")
+        err._a6_step = True
+        return err
+
+    def _direct_read(frame):
+        """Whether the reader's current instruction is `config.key` (not `getattr(config, key, default)` or
+        `hasattr`, which keep their own default: `getattr(config, "is_causal", True)`)."""
+        return dis.opname[frame.f_code.co_code[frame.f_lasti]] in ("LOAD_ATTR", "LOAD_METHOD")
+
+    def _assume(path, name, reader):
+        """The value of a key the config lacks, by the rules (`derived`; a use_*/is_*/*_bias flag read directly
+        is False), logged in `config_assumed` and printed; another key stops the example with one line naming it."""
+        if name in derived:
+            value, rule = derived[name]
+        elif (name.startswith({flag_prefixes!r}) or name.endswith({flag_suffixes!r})) and _direct_read(reader):
+            value, rule = False, {flag_rule!r}
+        else:
+            raise _lacks(path)
+        value = _nested(path, value)
+        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+        config_assumed.append(f"config.{{path}}={{shown}} ({{rule}})")
+        print(f"invocation_example: assumed config.{{path}}={{shown}}: {{rule}}", file=sys.stderr)
+        return value
+
+    class _SubConfig(dict):
+        """A nested sub-config (a dict in config.json), read as a mapping or by attribute; a key it lacks by
+        attribute takes the top-level rules (a field moved out of it: Dbrx's attn_config.rope_theta)."""
+
+        def __init__(self, path, items):
+            super().__init__((k, _nested(f"{{path}}.{{k}}", v)) for k, v in items.items())
+            self.__dict__["_path"] = path
 
         def __getattr__(self, name):
-            err = AttributeError(f"invocation_example: the layer reads config.{{name}}, which {{config_label}} "
-                                 "lacks: build the bundle with a model that has it (the target's `model`)")
-            err._a6_step = True
-            raise err
+            if name.startswith("__"):
+                raise AttributeError(name)
+            if name not in self:
+                self.__dict__[name] = _assume(f"{{self._path}}.{{name}}", name, sys._getframe(1))
+                return self.__dict__[name]
+            return self[name]
 
-    hf = _ModelConfig(**hf_fields)
+    def _nested(path, value):
+        return _SubConfig(path, value) if isinstance(value, dict) else value
+
+    class _ModelConfig(types.SimpleNamespace):
+        """hf_text_config: the config's fields; a key it lacks takes `_assume`'s value (`getattr(config, key,
+        default)` and `hasattr` see a key no rule covers as absent)."""
+
+        def __getattr__(self, name):
+            if name.startswith("__"):
+                raise AttributeError(name)
+            self.__dict__[name] = _assume(name, name, sys._getframe(1))
+            return self.__dict__[name]
+
+    def _config_class():
+        """The model's config class: the one the bundle defines or imports (by the model_type it declares), else
+        transformers' class of that model_type where transformers is installed; None if neither."""
+        mt = hf_fields.get("model_type")
+        if not mt:
+            return None
+        for v in list(G.values()):
+            if (isinstance(v, type) and v.__dict__.get("model_type") == mt
+                    and any(b.__name__ in ("PretrainedConfig", "PreTrainedConfig") for b in v.__mro__[1:])):
+                return v
+        try:
+            from transformers import CONFIG_MAPPING
+        except ImportError:
+            return None
+        return CONFIG_MAPPING[mt] if mt in CONFIG_MAPPING else None
+
+    def _typed(cls):
+        """The stand-in as a subclass of the model's config class, so that the layer's `isinstance(config,
+        XConfig)` holds and the class's properties answer (Falcon's `rotary`); else the plain stand-in. A derived
+        key the class has as a plain class-level default (a dataclass field) still takes the derivation rule."""
+        v = _config_class()
+        if v is None:
+            return cls
+        shadow = {{k: property(lambda self, k=k: self.__dict__[k] if k in self.__dict__ else self.__getattr__(k))
+                  for k in derived if hasattr(v, k) and not isinstance(inspect.getattr_static(v, k), property)}}
+        return type(v.__name__, (cls, v), {{"__module__": v.__module__, **shadow}})
+
+    # the fields as given: the config class's own __init__ (defaults, validation) is not run
+    hf_cls = _typed(_ModelConfig)
+    hf = hf_cls.__new__(hf_cls)
+    hf.__dict__.update({{k: _nested(k, v) for k, v in hf_fields.items()}})
     hf.rope_parameters = dict(flags.get("rope_parameters") or {{"rope_type": "default", "rope_theta": 10000.0}})
     hf.get_text_config = lambda *a, **k: hf
     enum_backend = _get("AttentionBackendEnum")
@@ -200,7 +300,7 @@ _SNIPPET = '''\
     vllm_config = _StandIn(
         "vllm_config", model_config=model_config, cache_config=cache_config, parallel_config=parallel_config,
         compilation_config=compilation_config, attention_config=attention_config, quant_config=None,
-        lora_config=None, kv_transfer_config=None, speculative_config=None,
+        lora_config=None, kv_transfer_config=None, speculative_config=None, num_speculative_tokens=0,
         device_config=_StandIn("device_config", device=device),
         kernel_config=_StandIn("kernel_config", moe_backend="triton", linear_backend="auto", ir_op_priority=None),
         scheduler_config=_StandIn("scheduler_config", max_num_seqs=256, max_num_batched_tokens=32768,
@@ -227,6 +327,11 @@ _SNIPPET = '''\
     def _install(vllm_config):
         """Set the bundle's vLLM state for this example; return the function that restores it."""
         saved = {{r: _get(r) for r in ("vllm_config", "forward_context", "workspace")}}
+        # the stream vLLM's patched torch.cuda.set_stream records (vllm/utils/torch_utils.py current_stream)
+        tls = _get("current_stream_tls")
+        saved_stream = getattr(tls, "value", None)
+        if tls is not None and device.type == "cuda" and saved_stream is None:
+            tls.value = torch.cuda.current_stream(device)
         saved_groups = {{g: G.get(n) for g, n in N["groups"].items() if n}}
         for g, n in N["groups"].items():
             if n and G.get(n) is None:
@@ -249,6 +354,8 @@ _SNIPPET = '''\
                 G[N["groups"][g]] = v
             if cache is not None and hasattr(cache, "cache_clear"):
                 cache.cache_clear()
+            if tls is not None:
+                tls.value = saved_stream
 
         return restore
 

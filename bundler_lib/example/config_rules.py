@@ -1,0 +1,169 @@
+"""A6: config keys a layer reads that the config class does not define, derived by general rules.
+
+A generated config (`models/*/config.json`: the config class's `to_dict()`) lacks keys that a real checkpoint's
+config.json carries or that vLLM's own config loading derives (`vllm/transformers_utils/config.py`
+`patch_rope_parameters`; `vllm/config/model.py` `get_head_size`, `get_total_num_kv_heads`, `_get_and_verify_max_len`).
+The example's config answers a missing key (or one the class leaves at None) from the first rule of `RULES` that
+applies, logs it (`config_assumed`, printed, and named in any error of the example), and stops with one line
+naming the key where no rule does. Rules are general: never one model's name or value.
+"""
+
+from __future__ import annotations
+
+# Synonyms vLLM itself accepts for one field (first present wins), from vLLM 0.26.0's config loading.
+_MAX_LEN_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "model_max_length",
+                 "max_sequence_length", "max_seq_length", "seq_len", "max_position_embedding")
+_EPS_KEYS = ("layer_norm_epsilon", "layer_norm_eps", "rms_norm_eps", "norm_eps", "norm_epsilon",
+             "layernorm_epsilon")
+_THETA_KEYS = ("rope_theta", "rotary_emb_base")
+_PARTIAL_KEYS = ("partial_rotary_factor", "rotary_pct", "rotary_emb_fraction")
+
+# A flag no config states is off: a missing `use_*` / `is_*` / `*_bias` key read as `config.key` is False (listed
+# only where read); `getattr(config, key, default)` and `hasattr` keep the reader's own default.
+FLAG_PREFIXES = ("use_", "is_")
+FLAG_SUFFIXES = ("_bias",)
+FLAG_RULE = "a use_*/is_*/*_bias flag the config does not set: off"
+
+
+class _Absent(Exception):
+    """The rule does not apply (its inputs are missing too)."""
+
+
+def _given(cfg: dict, key: str):
+    v = cfg.get(key)
+    if v is None:
+        raise _Absent(key)
+    return v
+
+
+def _first(cfg: dict, keys: tuple[str, ...], exclude: str):
+    for k in keys:
+        if k != exclude and cfg.get(k) is not None:
+            return cfg[k], k
+    raise _Absent(exclude)
+
+
+def _rope(cfg: dict) -> dict:
+    rp = cfg.get("rope_parameters")
+    return rp if isinstance(rp, dict) else {}
+
+
+def _synonym(keys):
+    def rule(cfg, key):
+        v, k = _first(cfg, keys, key)
+        return v, f"= {k} (a synonym vLLM accepts)"
+    return rule
+
+
+def _head_dim(cfg, key):
+    if cfg.get("kv_channels") is not None:
+        return cfg["kv_channels"], "= kv_channels"
+    return (_given(cfg, "hidden_size") // _given(cfg, "num_attention_heads"),
+            "= hidden_size // num_attention_heads (vLLM's ModelConfig.get_head_size)")
+
+
+def _kv_heads(cfg, key):
+    for k in ("n_head_kv", "num_kv_heads"):
+        if cfg.get(k) is not None:
+            return cfg[k], f"= {k} (a synonym vLLM accepts)"
+    return _given(cfg, "num_attention_heads"), "= num_attention_heads (no grouped-query attention stated)"
+
+
+def _rope_theta(cfg, key):
+    if _rope(cfg).get("rope_theta") is not None:
+        return _rope(cfg)["rope_theta"], "= rope_parameters['rope_theta']"
+    v, k = _first(cfg, _THETA_KEYS, key)
+    return v, f"= {k} (vLLM's patch_rope_parameters)"
+
+
+def _partial(cfg, key):
+    if _rope(cfg).get("partial_rotary_factor") is not None:
+        return _rope(cfg)["partial_rotary_factor"], "= rope_parameters['partial_rotary_factor']"
+    try:
+        v, k = _first(cfg, _PARTIAL_KEYS, key)
+        return v, f"= {k} (vLLM's patch_rope_parameters)"
+    except _Absent:
+        return 1.0, "no partial rotary stated: the whole head rotates"
+
+
+def _rope_scaling(cfg, key):
+    rp = _rope(cfg)
+    if not rp:
+        raise _Absent("rope_parameters")
+    if rp.get("rope_type", "default") == "default":
+        return None, "rope_parameters' rope_type is 'default': no scaling"
+    return {**rp, "type": rp["rope_type"]}, "= rope_parameters (the legacy field of a scaled RoPE)"
+
+
+def _rotary_dim(cfg, key):
+    head_dim, _ = derive_one(cfg, "head_dim")
+    factor, _ = derive_one(cfg, "partial_rotary_factor")
+    return int(head_dim * factor), "= int(head_dim * partial_rotary_factor)"
+
+
+def _layer_types(cfg, key):
+    n = _given(cfg, "num_hidden_layers")
+    if cfg.get("sliding_window") is not None and cfg.get("use_sliding_window") is not False:
+        raise _Absent("sliding_window")  # which layers slide is model-specific: no general rule
+    return ["full_attention"] * n, "every layer 'full_attention' (no sliding window stated)"
+
+
+def _mlp_types(cfg) -> list:
+    types = _given(cfg, "mlp_layer_types")
+    if not isinstance(types, list) or not set(types) <= {"dense", "sparse"}:
+        raise _Absent("mlp_layer_types")
+    return types
+
+
+def _first_k_dense(cfg, key):
+    types = _mlp_types(cfg)
+    k = next((i for i, t in enumerate(types) if t != "dense"), len(types))
+    return k, "= the leading 'dense' entries of mlp_layer_types"
+
+
+def _is_moe_layer(cfg, key):
+    return [t == "sparse" for t in _mlp_types(cfg)], "= [t == 'sparse' for t in mlp_layer_types]"
+
+
+def _qkv_bias(cfg, key):
+    return _given(cfg, "attention_bias"), "= attention_bias"
+
+
+# key -> rule(cfg, key) -> (value, how it was derived); raises _Absent where it does not apply. Order matters
+# only inside a rule that uses another key (rotary_dim reads head_dim and partial_rotary_factor through it).
+RULES = {
+    "head_dim": _head_dim,
+    "num_key_value_heads": _kv_heads,
+    "max_position_embeddings": _synonym(_MAX_LEN_KEYS),
+    **{k: _synonym(_EPS_KEYS) for k in _EPS_KEYS},
+    "rope_theta": _rope_theta,
+    "partial_rotary_factor": _partial,
+    "rope_scaling": _rope_scaling,
+    "rotary_dim": _rotary_dim,
+    "layer_types": _layer_types,
+    "first_k_dense_replace": _first_k_dense,
+    "is_moe_layer": _is_moe_layer,
+    "qkv_bias": _qkv_bias,
+}
+
+
+def derive_one(cfg: dict, key: str):
+    """(value, rule) for `key`: the config's own value where it has one, else the rule's; _Absent if neither."""
+    if cfg.get(key) is not None:
+        return cfg[key], "given"
+    if key not in RULES:
+        raise _Absent(key)
+    return RULES[key](cfg, key)
+
+
+def derived(cfg: dict) -> dict[str, list]:
+    """{key: [value, rule]} for every key of RULES the config lacks (or leaves at None) that a rule supplies."""
+    out = {}
+    for key in RULES:
+        if cfg.get(key) is not None:
+            continue
+        try:
+            out[key] = list(RULES[key](cfg, key))
+        except _Absent:
+            pass
+    return out

@@ -1,0 +1,111 @@
+"""A6's config derivation rules (bundler_lib/example/config_rules.py) and the example's config stand-in that
+applies them (state.py's snippet), on CPU."""
+
+import pytest
+
+from bundler_lib.example import config_rules, state
+
+LLAMA_LIKE = {"hidden_size": 4096, "num_attention_heads": 32, "num_hidden_layers": 4, "rms_norm_eps": 1e-6,
+              "max_seq_len": 8192, "rope_parameters": {"rope_type": "default", "rope_theta": 5e5}}
+
+
+def _d(cfg):
+    return {k: v for k, (v, _) in config_rules.derived(cfg).items()}
+
+
+def test_head_dim_kv_heads_and_synonyms():
+    got = _d({**LLAMA_LIKE, "num_key_value_heads": None})
+    assert got["head_dim"] == 128
+    assert got["num_key_value_heads"] == 32
+    assert got["max_position_embeddings"] == 8192
+    assert got["layer_norm_epsilon"] == got["layer_norm_eps"] == got["norm_eps"] == 1e-6
+    assert "rms_norm_eps" not in got  # present: never derived
+    assert _d({**LLAMA_LIKE, "kv_channels": 96})["head_dim"] == 96
+    assert _d({**LLAMA_LIKE, "num_kv_heads": 8})["num_key_value_heads"] == 8
+
+
+def test_rope_rules():
+    got = _d(LLAMA_LIKE)
+    assert got["rope_theta"] == 5e5
+    assert got["partial_rotary_factor"] == 1.0 and got["rotary_dim"] == 128
+    assert got["rope_scaling"] is None
+    partial = {**LLAMA_LIKE, "rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4, "factor": 4.0,
+                                                 "partial_rotary_factor": 0.5}}
+    got = _d(partial)
+    assert got["rotary_dim"] == 64
+    assert got["rope_scaling"]["type"] == "yarn" and got["rope_scaling"]["factor"] == 4.0
+    assert _d({**LLAMA_LIKE, "rotary_pct": 0.25})["rotary_dim"] == 32
+    assert _d({"hidden_size": 8, "num_attention_heads": 2, "rotary_emb_base": 1e4})["rope_theta"] == 1e4
+
+
+def test_layer_types_and_mlp_layer_types():
+    assert _d(LLAMA_LIKE)["layer_types"] == ["full_attention"] * 4
+    # which layers slide is model-specific: no rule, the key stays missing (the example names it)
+    assert "layer_types" not in _d({**LLAMA_LIKE, "sliding_window": 4096})
+    assert _d({**LLAMA_LIKE, "sliding_window": 4096, "use_sliding_window": False})["layer_types"][0] == "full_attention"
+    got = _d({**LLAMA_LIKE, "mlp_layer_types": ["dense", "dense", "sparse", "sparse"]})
+    assert got["first_k_dense_replace"] == 2
+    assert got["is_moe_layer"] == [False, False, True, True]
+    assert "first_k_dense_replace" not in _d({**LLAMA_LIKE, "mlp_layer_types": ["dense", "mixture"]})
+
+
+def test_flags_and_bias():
+    assert _d({**LLAMA_LIKE, "attention_bias": True})["qkv_bias"] is True
+
+
+def _stand_in(cfg, extra_globals=None):
+    """Run the example's config part on CPU: (hf, config_assumed)."""
+    src = ("def f(dims, flags, dtype, device):\n"
+           + state.snippet({}, cfg, DIMS, {}, "the test config")
+           + "    return hf, config_assumed\n")
+    ns = dict(extra_globals or {})
+    exec(compile(src, "snippet.py", "exec"), ns)
+    import torch
+    return ns["f"](DIMS, {}, torch.float32, torch.device("cpu"))
+
+
+DIMS = {"H": 4096, "H_q": 32, "H_kv": 8, "Dh": 128, "max_ctx": 8192, "eps": 1e-6}
+
+
+def test_stand_in_applies_rules_logs_and_fails_clearly(capsys):
+    hf, assumed = _stand_in({**LLAMA_LIKE, "num_key_value_heads": 8, "head_dim": None,
+                             "attn_config": {"kv_n_heads": 2, "inner": {"x": 1}}})
+    assert hf.head_dim == 128 and hf.use_residual is False and hf.qkv_bias is False
+    assert assumed[0].startswith("config.head_dim=128 (") and len(assumed) == 3
+    assert hf.head_dim == 128 and len(assumed) == 3  # read once, logged once
+    assert "assumed config.use_residual=False" in capsys.readouterr().err
+    assert not hasattr(hf, "__wrapped__")
+    assert getattr(hf, "is_causal", True) is True and not hasattr(hf, "use_x")  # the reader's default stands
+    # nested sub-configs: by attribute and as a mapping
+    assert hf.attn_config.kv_n_heads == 2 and hf.attn_config["kv_n_heads"] == 2 and hf.attn_config.inner.x == 1
+    with pytest.raises(AttributeError, match=r"config\.attn_config\.clip_qkv, which the test config lacks"):
+        hf.attn_config.clip_qkv
+    assert hf.attn_config.rope_theta == 1e4  # moved out of the sub-config: the top-level rule (flags give no rope)
+    with pytest.raises(AttributeError, match=r"reads config\.original_rope.*assumed so far: config\.head_dim=128"):
+        hf.original_rope
+    assert getattr(hf, "original_rope", None) is None
+
+
+def test_stand_in_is_the_bundles_config_class():
+    class PretrainedConfig:
+        pass
+
+    class ToyConfig(PretrainedConfig):
+        model_type = "toy"
+        head_dim = None  # a class-level default (a dataclass field): the derivation rule still answers
+
+        @property
+        def rotary(self):
+            return not self.alibi
+
+    hf, _ = _stand_in({**LLAMA_LIKE, "model_type": "toy", "alibi": False}, {"ToyConfig": ToyConfig})
+    assert isinstance(hf, ToyConfig)
+    assert hf.rotary is True and hf.head_dim == 128
+    hf, _ = _stand_in({**LLAMA_LIKE, "model_type": "other"}, {"ToyConfig": ToyConfig})
+    assert not isinstance(hf, ToyConfig)
+
+
+def test_stand_in_takes_transformers_class_where_the_bundle_has_none():
+    transformers = pytest.importorskip("transformers")
+    hf, _ = _stand_in({**LLAMA_LIKE, "model_type": "falcon", "alibi": False})
+    assert isinstance(hf, transformers.FalconConfig) and hf.rotary is True
