@@ -12,7 +12,8 @@
 3. Maps each zoo symbol (benchmarks/zoo.py) to a model_type: the symbol's module -> the architectures vLLM's
    registry (`vllm/model_executor/models/registry.py`) implements in that module -> transformers' model_type
    of those architectures (see `zoo.map_models` for the choice among several).
-4. Writes `models/transformers--<model_type>/config.json` = `AutoConfig.for_model(<model_type>).to_dict()`
+4. Writes `models/transformers--<model_type>/config.json` = `AutoConfig.for_model(<model_type>).to_dict()` and
+   the plain values of the properties the model's config classes define (`config_data`)
    (the config class's defaults, which describe its reference checkpoint) and `SOURCE.txt` beside it
    (transformers version, config class, the reference checkpoint of the module's
    `@auto_docstring(checkpoint=...)`). The class's `attribute_map` aliases are written too (the config object
@@ -122,6 +123,25 @@ def inner_arch(out: Path) -> None:
                                "architectures": dict(sorted(archs.items()))}, indent=1, sort_keys=True) + "\n")
 
 
+def config_data(cfg) -> dict:
+    """`cfg.to_dict()` plus the values of the public properties its model's config classes define (Falcon's
+    `rotary`, Jamba's `layers_num_experts`: vLLM reads them from the object, `to_dict()` leaves them out), where
+    they are plain JSON values."""
+    data = cfg.to_dict()
+    for klass in type(cfg).__mro__:
+        if klass.__name__ in ("PretrainedConfig", "PreTrainedConfig"):
+            break
+        for k, v in sorted(vars(klass).items()):
+            if isinstance(v, property) and not k.startswith("_") and k not in data:
+                try:
+                    value = getattr(cfg, k)
+                    json.dumps(value)
+                except Exception:   # noqa: BLE001  (not a plain value: left out)
+                    continue
+                data[k] = value
+    return data
+
+
 def inner_configs(model_types: list[str], out_dir: Path) -> None:
     import transformers
     from transformers import AutoConfig
@@ -129,7 +149,7 @@ def inner_configs(model_types: list[str], out_dir: Path) -> None:
     for mt in model_types:
         try:
             cfg = AutoConfig.for_model(mt)
-            data = cfg.to_dict()
+            data = config_data(cfg)
             # the config object also answers to its attribute_map's aliases (Ernie4_5_MoeConfig: num_experts_per_tok
             # is moe_k): write them too, so a reader of the JSON sees what vLLM reads from the object
             aliases = {k: data[v] for k, v in (getattr(type(cfg), "attribute_map", None) or {}).items()
@@ -189,7 +209,7 @@ def inner_vllm_configs(tree: Path, version: str, out_dir: Path) -> None:
             if not (mt and issubclass(cls, PretrainedConfig) and cls.__module__ == mod.__name__) or mt in report:
                 continue
             try:
-                text = json.dumps(cls().to_dict(), indent=2, sort_keys=True) + "\n"
+                text = json.dumps(config_data(cls()), indent=2, sort_keys=True) + "\n"
             except Exception as e:   # noqa: BLE001
                 report[mt] = {"ok": False, "module": rel, "config_class": cname,
                               "error": f"{cname}() with its defaults: {type(e).__name__}: {e}"[:300]}

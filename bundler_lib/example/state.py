@@ -235,8 +235,9 @@ _SNIPPET = '''\
             return self.__dict__[name]
 
     def _config_class():
-        """The model's config class: the one the bundle defines or imports (by the model_type it declares), else
-        transformers' class of that model_type where transformers is installed; None if neither."""
+        """The model's config class the bundle defines or imports (by the model_type it declares), or None. Never
+        transformers' own: the example runs the same with torch, triton and ninja alone (the properties of
+        transformers' classes are values in the model's config.json, tools/gen_model_configs.py)."""
         mt = hf_fields.get("model_type")
         if not mt:
             return None
@@ -244,11 +245,7 @@ _SNIPPET = '''\
             if (isinstance(v, type) and v.__dict__.get("model_type") == mt
                     and any(b.__name__ in ("PretrainedConfig", "PreTrainedConfig") for b in v.__mro__[1:])):
                 return v
-        try:
-            from transformers import CONFIG_MAPPING
-        except ImportError:
-            return None
-        return CONFIG_MAPPING[mt] if mt in CONFIG_MAPPING else None
+        return None
 
     def _typed(cls):
         """The stand-in as a subclass of the model's config class, so that the layer's `isinstance(config,
