@@ -546,6 +546,22 @@ def test_optional_ops_get_stubs(tmp_path):
         collect_cuda.run(tree=MINI, graph=tmp_path / "g.json", out=tmp_path / "out2")
 
 
+def test_an_op_only_another_platform_registers_gets_a_raising_wrapper(tmp_path):
+    # cpu_only_op is registered only in csrc/cpu/ (vLLM's CPU build; e.g. bmm_cpu, which 0.33.0's MLA attention
+    # calls when its impl is the CPU AMX backend's): a required op, yet no CUDA build has it
+    text, m = run(MINI, tmp_path, "_C.my_op", "_C.cpu_only_op")
+    assert m["exported_ops"] == ["_C.my_op"]
+    (x,) = m["skipped_ops"]
+    assert x["op"] == "_C.cpu_only_op" and "csrc/cpu/torch_bindings.cpp" in x["reason"]
+    assert x["schema"] == "cpu_only_op(Tensor(a!) out, Tensor mat1, bool is_vnni, Tensor? scale) -> ()"
+    ns = load_section(tmp_path)
+    with pytest.raises(NotImplementedError, match="another platform's build"):
+        ns["_C_cpu_only_op"](None, None, True, None)
+    # an op no platform registers still fails the stage
+    with pytest.raises(StageError, match="no registration"):
+        run(MINI, tmp_path, "_C.my_op", "_C.nowhere_op", out="out2")
+
+
 def test_inline_header_definition(vllm_0_26_0, tmp_path):
     """weak_ref_tensor is defined inline in ops.h, not in a .cu file."""
     _, m = run(vllm_0_26_0, tmp_path, "_C.weak_ref_tensor")

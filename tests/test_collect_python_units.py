@@ -100,3 +100,6 @@ def test_named_imports_drop_what_the_text_never_names():
     assert notes == ["import of a submodule nothing names, left out: import torch.distributed._symmetric_memory",
                      "import of names nothing in the section names, left out: from typing import Any",
                      "import of a submodule nothing names, left out: import a.b.c"]
+    # an import statement naming the chain (a function's `import a.b.c as m`) does not use the submodule
+    kept, _ = named_imports(["import a.b.c"], "def f():\n    import a.b.c as m\n    return m\n")
+    assert kept == []

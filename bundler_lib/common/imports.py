@@ -108,16 +108,19 @@ def named_imports(stmts: list[str], text: str) -> tuple[list[str], list[str]]:
     """(the statements the section's text names, notes): an import statement nothing in the text names (A1 lists
     a file's imports for every node that reads the name they bind: `import torch.distributed._symmetric_memory`
     binds `torch`) would be an import nothing in the bundle uses. A dotted `import a.b.c` is kept where the text
-    names `a.b.c`; dropped where it does not, with `import a` in its place when the text reads `a` and nothing
-    else binds it. A mention anywhere (a comment, a string) keeps an import: this only removes what is surely unused."""
+    names `a.b.c` outside import statements; dropped where it does not, with `import a` in its place when the text
+    reads `a` and nothing else binds it. Any other mention (a comment, a string) keeps an import: this only removes
+    what is surely unused."""
     kept, notes, dropped_tops = [], [], []
+    # where a submodule's chain counts as named: not in import statements (`import a.b.c as x` names x)
+    uses = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith(("import ", "from ")))
     for st in stmts:
         if st.startswith("from __future__"):
             kept.append(st)
             continue
         names, chain = _bound(st)
         if chain is not None and len(names) == 1:
-            if re.search(r"(?<![\w.])" + re.escape(chain) + r"\b", text):
+            if re.search(r"(?<![\w.])" + re.escape(chain) + r"\b", uses):
                 kept.append(st)
             else:
                 dropped_tops.append(names[0])
@@ -129,7 +132,7 @@ def named_imports(stmts: list[str], text: str) -> tuple[list[str], list[str]]:
             notes.append(f"import of names nothing in the section names, left out: {st}")
     bound = {n for st in kept for n in _bound(st)[0]}
     for top in dict.fromkeys(dropped_tops):
-        if top not in bound and re.search(r"(?<![\w.])" + re.escape(top) + r"\b", text):
+        if top not in bound and re.search(r"(?<![\w.])" + re.escape(top) + r"\b", uses):
             kept.append(f"import {top}")
             bound.add(top)
     return sorted(set(kept), key=kept.index), notes

@@ -202,9 +202,10 @@ def plan_ops(tree_root: Path, graph: dict) -> tuple[list[OpPlan], dict]:
         try:
             plans.append(_plan_op(entry, tree, info, reg, all_sources))
         except StageError as e:
-            if not is_optional(entry):
+            foreign = _foreign_registration(tree, entry, reg)
+            if not (is_optional(entry) or foreign):
                 raise
-            skipped.append(_skip_record(entry, e, reg))
+            skipped.append(_skip_record(entry, e, reg, foreign))
     # The same op listed twice (e.g. once with an overload) is bundled once.
     uniq: list[OpPlan] = []
     for p in plans:
@@ -308,11 +309,40 @@ def _op_key(entry: dict) -> tuple[str, str]:
     return ns, name
 
 
-def _skip_record(entry: dict, err: StageError, reg) -> dict:
+def _skip_record(entry: dict, err: StageError, reg, foreign: tuple[str, str] | None = None) -> dict:
     ns, name = _op_key(entry)
     defs = reg.defs.get((ns, name)) if reg is not None else None
+    if foreign:
+        return {"op": f"{ns}.{name}", "namespace": ns, "name": name, "schema": foreign[1],
+                "reason": f"registered only in {foreign[0]}, another platform's build (never built for CUDA)",
+                "why": "another platform's op"}
     return {"op": f"{ns}.{name}", "namespace": ns, "name": name, "schema": defs[0].schema if defs else None,
             "reason": f"{err.input}: {err.problem}"}
+
+
+# vLLM's CPU and ROCm builds: their bindings register ops no CUDA build has.
+_FOREIGN_BINDINGS = ("csrc/cpu", "csrc/rocm")
+
+
+def _foreign_registration(tree: Tree, entry: dict, reg) -> tuple[str, str] | None:
+    """(file, schema) of the registration of an op that the tree registers only in another platform's bindings
+    (A1 reached a call of it in a path that platform takes, e.g. a CPU attention backend's `ops.bmm_cpu`): the
+    bundle gets a wrapper that raises when called, as for an optional op; None if it is not such an op."""
+    ns, name = _op_key(entry)
+    if reg.defs.get((ns, name)):
+        return None
+    for d in _FOREIGN_BINDINGS:
+        root = tree.root / d
+        for p in sorted(root.rglob("*")) if root.is_dir() else []:
+            if p.suffix in SOURCE_EXTS and p.is_file():
+                for m in _DEF_CALL.finditer(p.read_text(encoding="utf-8", errors="replace")):
+                    schema = "".join(re.findall(r'"([^"]*)"', m.group(1)))   # adjacent literals concatenate
+                    if schema.startswith(name + "("):
+                        return p.relative_to(tree.root).as_posix(), schema
+    return None
+
+
+_DEF_CALL = re.compile(r'\.def\(\s*((?:"[^"]*"\s*)+)')
 
 
 def _find_definition(tree: Tree, files: list[str], fn: str) -> list[tuple[str, int]]:

@@ -251,7 +251,8 @@ def stub_wrappers(skipped: list[dict], used: set) -> tuple[list[str], list[dict]
         params, _ = _signature(x.get("schema"))
         msg = f"vLLM op {x['namespace']}::{x['name']} is not in this bundle: {x['reason']}"
         out += ["", "", f"def {wname}({params}):",
-                f'    """Stub: vLLM op {x["namespace"]}::{x["name"]} could not be bundled (A1 marked it optional)."""',
+                f'    """Stub: vLLM op {x["namespace"]}::{x["name"]} could not be bundled '
+                f'({x.get("why", "A1 marked it optional")})."""',
                 f"    raise NotImplementedError({msg!r})"]
         wrappers.append({"op": x["op"], "wrapper": wname, "schema": x.get("schema"), "stub": True})
     return out, wrappers
