@@ -684,3 +684,13 @@ def test_flag_whose_other_binding_the_variant_pruned_is_decided(tmp_path):
     assert "fast(x)" not in text and "def literal_helper" in text
     assert ("FAST_ENABLED and x > 0", False) in {(x["predicate"], x["value"]) for x in g["guards"]}
     assert load(tmp_path).target() == 2
+
+
+def test_compile_decorator_gets_the_dims_it_infers_from_annotations(tmp_path):
+    # vLLM's @support_torch_compile infers dynamic dims from forward's annotation objects; the bundle's postponed
+    # annotations are strings: A1 writes the dims out, as the inference would find them
+    g, _, _ = build_all(TREES / "compile_dims", tmp_path, "target")
+    text = (tmp_path / "A2.inline.py").read_text()
+    assert "lambda config: config, dynamic_arg_dims={'positions': 0, 'x': 0}" in text
+    assert "@support_torch_compile(dynamic_arg_dims={'x': 0})" in text
+    assert load(tmp_path).target() == ({"positions": 0, "x": 0}, {"x": 0})

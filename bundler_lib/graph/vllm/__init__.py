@@ -16,6 +16,7 @@ where two rules answer the same hook: the first that decides wins; see each rule
 11. current-platform         vllm.platform                 current_platform bound to the variant's class
 12. module-getattr           modules.ModuleGetattr         names a module's __getattr__ provides
 13. module-value             modules.ModuleValue           a module used as a value embedded whole
+14. compile-dims             vllm.compile_dims             @support_torch_compile given the dims it infers
 
 Branch pruning itself is the guard evaluator's (guards.py, asked by the scanner, refs.py), with the predicate
 oracle (predicates.py) and what vLLM's names decide (vllm/names.py: envs defaults, Unquantized* bases, CustomOp).
@@ -36,13 +37,14 @@ from ..refs import Scanner
 from ..resolve import Resolver
 from ..scans import TreeScans
 from .by_name import ByNameResolver
+from .compile_dims import CompileDims
 from .ir import IrOpPriority
 from .names import VllmNames, unquantized_bases_scan
 from .ops import TorchOps, python_namespaces_scan, registrations_scan
 from .platform import CurrentPlatform, ForeignPlatformModules, root_drops
 
 RULES = (ClassMembers, ClassConstants, ForeignPlatformModules, KeyedDicts, ByNameResolver, SelfReads, IrOpPriority,
-         HeldBranches, AbstractStubs, TorchOps, CurrentPlatform, ModuleGetattr, ModuleValue)
+         HeldBranches, AbstractStubs, TorchOps, CurrentPlatform, ModuleGetattr, ModuleValue, CompileDims)
 
 
 def tree_scans(index: TreeIndex) -> TreeScans:
@@ -72,7 +74,7 @@ def closure(index: TreeIndex, variant: dict, dataclass_annotations: bool = False
     rules = [ClassMembers(defs, root_drops(variant)), ClassConstants(), ForeignPlatformModules(variant), keyed,
              ByNameResolver(index, variant), SelfReads(mro), IrOpPriority(index, variant), HeldBranches(),
              AbstractStubs(index, mro), ops, CurrentPlatform(index, variant), ModuleGetattr(index, keyed),
-             ModuleValue(index)]
+             ModuleValue(index), CompileDims(index)]
     assert tuple(type(r) for r in rules) == RULES
     engine = Engine(index, res, Scanner(index, preds.ge, dataclass_annotations), rules)
     return Closure(engine, scans, ops)
