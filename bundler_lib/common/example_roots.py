@@ -33,7 +33,13 @@ DECODER_LAYER_ROOTS = (
 _ATTENTION = "vllm/model_executor/layers/attention/attention.py::Attention"
 # The backend classes are looked up by qualname when an `Attention` layer is built: a layer without one (MLA,
 # linear attention, state-space) needs none of them.
-ROOT_TRIGGERS = {r: _ATTENTION for r in DECODER_LAYER_ROOTS if "/v1/attention/backends/" in r}
+# What the example's recurrent state (example/recurrent_state.py) calls: vLLM's launch metadata of the causal-conv1d
+# kernel, which its metadata builder computes (the builder itself needs the scheduler's batch). Only for a closure
+# reaching vLLM's mamba metadata, which the state-space layers' own code asserts.
+RECURRENT_STATE_ROOTS = ("vllm/v1/attention/backends/utils.py::compute_causal_conv1d_metadata",)
+_MAMBA_METADATA = "vllm/v1/attention/backends/mamba_attn.py::BaseMambaAttentionMetadata"
+ROOT_TRIGGERS = {**{r: _ATTENTION for r in DECODER_LAYER_ROOTS if "/v1/attention/backends/" in r},
+                 **{r: _MAMBA_METADATA for r in RECURRENT_STATE_ROOTS}}
 
 
 # What the decoder-layer example builds a layer from and passes its forward, by parameter name (example/decoder.py).
@@ -83,4 +89,4 @@ def is_decoder_layer(symbol: str, kind: str, signature: dict | None = None) -> b
 def extra_roots(symbol: str, kind: str, signature: dict | None = None) -> list[str]:
     """The roots A1 adds for the example of `symbol` (a `class` or `function`, with its `layer_signature`);
     empty for most symbols."""
-    return list(DECODER_LAYER_ROOTS) if is_decoder_layer(symbol, kind, signature) else []
+    return list(DECODER_LAYER_ROOTS + RECURRENT_STATE_ROOTS) if is_decoder_layer(symbol, kind, signature) else []
