@@ -23,7 +23,8 @@ MAMBA_BASE = ("vllm/model_executor/layers/mamba/abstract.py", "MambaBase")
 METADATA_BASE = ("vllm/v1/attention/backends/mamba_attn.py", "BaseMambaAttentionMetadata")
 # role -> (file, name) of what the generated code uses from the bundle
 ROLES = {"BaseMambaAttentionMetadata": METADATA_BASE,
-         **{r.split("::")[1]: tuple(r.split("::")) for r in RECURRENT_STATE_ROOTS}}
+         "_mamba_ssu_backend": ("vllm/model_executor/layers/mamba/ops/ssu_dispatch.py", "_mamba_ssu_backend"),
+         **{r.split("::")[1]: tuple(r.split("::")) for r in RECURRENT_STATE_ROOTS if "." not in r.split("::")[1]}}
 
 
 def holds_state(graph: dict) -> bool:
@@ -162,6 +163,16 @@ _SNIPPET = '''\
         """Each module's state (one slot per sequence, random where the sequence has context, as after its
         prefill) bound to its `kv_cache`; returns {{prefix: metadata}} for the forward context."""
         out = {{}}
+        ssu = RN["_mamba_ssu_backend"]
+        if mods and ssu and G.get(ssu) is None:
+            # vLLM's model runner sets the process's selective-state-update backend once (initialize_mamba_ssu_backend,
+            # MambaConfig's default: Triton); it stays set, as in vLLM
+            backend = G.get(RN["TritonSSUBackend"] or "")
+            if backend is None:
+                raise RuntimeError("invocation_example: this bundle lacks vLLM's TritonSSUBackend (A1 did not reach "
+                                   "it): the selective-state-update backend cannot be initialized")
+            vllm_config.mamba_config = _StandIn("vllm_config.mamba_config", enable_stochastic_rounding=False)
+            G[ssu] = backend(vllm_config.mamba_config)
         for name, m, md_cls in mods:
             state = []
             for shape, dt in zip(m.get_state_shape(), m.get_state_dtype()):

@@ -286,7 +286,8 @@ _SNIPPET = '''\
         "cache_config", block_size=block_size, user_specified_block_size=True, cache_dtype="auto",
         calculate_kv_scales=False, kv_cache_dtype_skip_layers=[], enable_prefix_caching=False,
         sliding_window=flags.get("sliding_window"), skip_page_size_padded=None, num_blocks=None,
-        mamba_cache_dtype="auto", mamba_ssm_cache_dtype="auto", mamba_cache_mode="none", mamba_block_size=None)
+        mamba_cache_dtype="auto", mamba_ssm_cache_dtype="auto", mamba_cache_mode="none",
+        mamba_block_size=max_ctx)  # vLLM's rule without prefix caching (model_executor/models/config.py)
     parallel_config = _StandIn(
         "parallel_config", tensor_parallel_size=1, pipeline_parallel_size=1, data_parallel_size=1,
         data_parallel_rank=0, prefill_context_parallel_size=1, decode_context_parallel_size=1,
