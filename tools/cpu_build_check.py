@@ -104,6 +104,19 @@ def _context_summary(fwd) -> str:
     return f"state {state}; metadata {md}"
 
 
+def _forward_context_in(exc: BaseException) -> list:
+    """The forward context a frame of the exception's traceback (or its cause's) holds, as a list of at most one."""
+    while exc is not None:
+        tb = exc.__traceback__
+        while tb is not None:
+            found = [v for v in tb.tb_frame.f_locals.values() if getattr(v, "_path", None) == "forward_context"]
+            if found:
+                return found[:1]
+            tb = tb.tb_next
+        exc = exc.__cause__
+    return []
+
+
 def check_to_kernel(path: str) -> str:
     src = open(path).read()
     src, n = re.subn(r'raise RuntimeError\("invocation_example: \w+ runs on a CUDA GPU[^\n]*', "pass", src)
@@ -129,6 +142,7 @@ def check_to_kernel(path: str) -> str:
         outcome = f"FORWARD ran to the output check ({e}: the kernels were skipped)"
     except Exception as e:
         outcome = f"STOPPED {type(e).__name__}: {str(e).split('. Stand-in config defaults')[0]}"
+        seen = seen or _forward_context_in(e)
     return f"{outcome}; Triton kernels launched: {launched}; " + (_context_summary(seen[0]) if seen else "")
 
 
