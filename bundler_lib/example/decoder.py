@@ -240,7 +240,8 @@ _BODY = '''\
         cost = {{"flops": 2 * T * dense_params + (2 * T * top_k * expert_params // E if E else 0)
                  + 4 * B * q_len * (ctx + (q_len + 1) // 2) * H_q * Dh,
                  "bytes": int((dense_params + touched * expert_params) * elem)
-                 + B * (ctx + q_len) * 2 * H_kv * Dh * elem + 2 * T * H * elem}}
+                 + B * (ctx + q_len) * 2 * H_kv * Dh * elem + 2 * T * H * elem
+                 + (2 if ctx else 1) * B * _state_bytes(recurrent)}}  # recurrent state read (with context), written
         return {{"module": layer, "cost": cost, "inputs": {{"positions": positions, "hidden_states": hidden_states,
                 "residual": None, "kv_cache": None if attn is None else attn.kv_cache, "attn_metadata": attn_metadata,
                 "block_table": block_table, "state": {{m.prefix: m.kv_cache for _, m, _ in recurrent}},
