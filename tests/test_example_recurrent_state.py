@@ -31,6 +31,9 @@ def test_a_layer_holds_state_when_its_closure_reaches_mamba_base():
     notes, needs = recurrent_state.notes_and_needs({"python_nodes": [MAMBA_BASE]})
     assert any("compute_causal_conv1d_metadata" in n for n in notes if "did not reach" in n)
     assert f"{CONV_MD['file']}::{CONV_MD['name']}" in needs
+    assert not any("TritonSSUBackend" in n for n in notes)  # no selective state update reached: not needed
+    notes, _ = recurrent_state.notes_and_needs({"python_nodes": [MAMBA_BASE, SSU]})
+    assert any("TritonSSUBackend" in n for n in notes if "did not reach" in n)
     assert recurrent_state.notes_and_needs({"python_nodes": [MD_BASE]}) == ([], [])
 
 

@@ -48,7 +48,10 @@ def notes_and_needs(graph: dict) -> tuple[list[str], list[str]]:
     needs = [f"{f}::{n}" for f, n in ROLES.values()]
     notes = ["recurrent state: each mamba/short-conv module's state is allocated from its get_state_shape/"
              "get_state_dtype, one slot per sequence, with its metadata (prefill without, decode with state)"]
-    absent = [f"{ROLES[r][0]}::{ROLES[r][1]}" for r, v in found.items() if not v]
+    # the backend is needed only where the closure reaches the selective state update that reads it
+    wanted = [r for r in ROLES
+              if r != "_mamba_ssu_backend" and (r != "TritonSSUBackend" or found["_mamba_ssu_backend"])]
+    absent = [f"{ROLES[r][0]}::{ROLES[r][1]}" for r in wanted if not found[r]]
     if absent:
         notes.append("A1 did not reach (the recurrent-state example needs): " + ", ".join(absent))
     return notes, needs
