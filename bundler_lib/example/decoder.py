@@ -97,7 +97,7 @@ _BODY = '''\
         if len(attn_layers) > 1:
             raise NotImplementedError(
                 f"invocation_example: {symbol} has {{len(attn_layers)}} attention layers; the decoder-layer example "
-                "runs layers with at most one (self-)attention (no template for MLA or cross-layer KV yet)")
+                "runs layers with at most one (self-)attention (no template for several yet)")
         attn = attn_layers[0][1] if attn_layers else None
         if attn is None:
             H_q = H_kv = Dh = 0  # an attention-free layer: no KV cache, no attention metadata, no attention cost
@@ -268,8 +268,8 @@ def missing_template(graph: dict, dims: dict) -> list[str]:
         out.append(f"forward inputs {', '.join(extra)} (the example gives only {', '.join(FORWARD_INPUTS)}: no "
                    "template for cross-attention or encoder/draft inputs)")
     if dims.get("H_q") is None and not recurrent_state.holds_state(graph):
-        out.append("attention heads: the config has no num_attention_heads (a state-space layer: no template for "
-                   "its mamba/conv state)")
+        out.append("attention heads: the config has no num_attention_heads and the layer reaches no state-space "
+                   "layer (vLLM's MambaBase) whose state the example could set up")
     return out
 
 

@@ -105,7 +105,8 @@ _SNIPPET = '''\
         if other:
             raise NotImplementedError(
                 f"invocation_example: {symbol} has state-holding modules {{other}} whose metadata is not vLLM's "
-                "mamba metadata (BaseMambaAttentionMetadata): no template for that state yet")
+                "mamba metadata (BaseMambaAttentionMetadata): no template for that state yet (MLA, gated delta net, "
+                "linear attention)")
         return mods
 
     def _state_bytes(mods):
