@@ -8,6 +8,17 @@ The example's CUDA check is skipped and torch.cuda answers what layers ask while
 (its memory query before sizing the KV cache). Prints per bundle `BUILT` with the attention layers found and the
 config values the example assumed, or `FAILED` with the example's one-line error. Nothing runs a kernel: a
 layer that builds here may still fail its forward on the GPU.
+
+    python tools/cpu_build_check.py --to-kernel [--workload prefill|decode] [--tokens N] [--batch N] [--context N] \
+        bundles_out/zoo/0.26.0/Mamba2DecoderLayer.py [...]
+
+goes on through the forward: the GPU's memory query answers 80 GiB free; the example sizes its inputs, allocates the
+KV cache and the recurrent (mamba/conv) state, builds the metadata and runs the layer's forward with vLLM's custom
+ops on their native (torch) paths and every Triton launch recorded and skipped (its outputs keep whatever their
+buffers held), so the Python around the kernels runs: the metadata fields each layer reads, the shapes it splits
+and views. It stops at the first CUDA op of the bundle (which needs a GPU) or at the example's own check of the
+output's values. Prints `FORWARD` (or `STOPPED` with the error) with the Triton kernels launched in order, the
+state bound to each layer and the metadata in the forward context (per layer name: its class and fields).
 """
 
 import re
@@ -59,7 +70,96 @@ def check(path: str) -> str:
     return "FAILED: the example returned before sizing its inputs"
 
 
+def _record_launches(mod: types.ModuleType, launched: list, seen: list):
+    """Every Triton launch appends the kernel's name to `launched` and does nothing; the first records the forward
+    context then set (the bundle's module state) in `seen`."""
+    from triton.runtime import autotuner, jit
+
+    def launch(self, *a, **k):
+        fn = self
+        while not hasattr(fn, "__name__") and hasattr(fn, "fn"):
+            fn = fn.fn
+        launched.append(getattr(fn, "__name__", type(self).__name__))
+        if not seen:
+            seen.extend([v for v in list(mod.__dict__.values()) if getattr(v, "_path", None) == "forward_context"][:1])
+
+    jit.JITFunction.run = autotuner.Autotuner.run = autotuner.Heuristics.run = launch
+
+
+def _summary(value) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"{value.dtype}{list(value.shape)}".replace("torch.", "")
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_summary(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (tuple, list)):
+        return "(" + ", ".join(_summary(v) for v in value) + ")"
+    return repr(value)
+
+
+def _context_summary(fwd) -> str:
+    layers = getattr(fwd, "no_compile_layers", None) or {}
+    state = {k: _summary(m.kv_cache) for k, m in layers.items() if isinstance(getattr(m, "kv_cache", None), tuple)}
+    md = {k: f"{type(v).__name__}({_summary({f: x for f, x in vars(v).items() if x is not None})})"
+          for k, v in (getattr(fwd, "attn_metadata", None) or {}).items()}
+    return f"state {state}; metadata {md}"
+
+
+def _forward_context_in(exc: BaseException) -> list:
+    """The forward context a frame of the exception's traceback (or its cause's) holds, as a list of at most one."""
+    while exc is not None:
+        tb = exc.__traceback__
+        while tb is not None:
+            found = [v for v in tb.tb_frame.f_locals.values() if getattr(v, "_path", None) == "forward_context"]
+            if found:
+                return found[:1]
+            tb = tb.tb_next
+        exc = exc.__cause__
+    return []
+
+
+def check_to_kernel(path: str) -> str:
+    src = open(path).read()
+    src, n = re.subn(r'raise RuntimeError\("invocation_example: \w+ runs on a CUDA GPU[^\n]*', "pass", src)
+    if not n:
+        return f"SKIPPED {path}: not a decoder-layer example"
+    # vLLM's custom ops and IR ops on their torch paths
+    src = src.replace("custom_ops=['all']", "custom_ops=['none']")
+    src = re.sub(r"^_bundle_ir_op_priority = \[.*\]$", "_bundle_ir_op_priority = ['native']", src, flags=re.M)
+    name = "cpu_build_check_bundle_" + re.sub(r"\W", "_", path)
+    mod = types.ModuleType(name)
+    sys.modules[name] = mod
+    exec(compile(src, path, "exec"), mod.__dict__)
+    if "PIN_MEMORY" in mod.__dict__:
+        mod.PIN_MEMORY = False  # vLLM's pinned host buffers need a GPU
+    launched, seen = [], []
+    _record_launches(mod, launched, seen)
+    torch.cuda.synchronize = lambda *a, **k: None
+    torch.cuda.mem_get_info = lambda *a, **k: (80 << 30, 80 << 30)
+    try:
+        mod.invocation_example(small=True, **_workload_args())
+        outcome = "FORWARD ran"
+    except AssertionError as e:  # the example's output check reads the skipped kernels' buffers
+        outcome = f"FORWARD ran to the output check ({e}: the kernels were skipped)"
+    except Exception as e:
+        outcome = f"STOPPED {type(e).__name__}: {str(e).split('. Stand-in config defaults')[0]}"
+        seen = seen or _forward_context_in(e)
+    return f"{outcome}; Triton kernels launched: {launched}; " + (_context_summary(seen[0]) if seen else "")
+
+
+def _workload_args() -> dict:
+    """--workload prefill|decode, --tokens N, --batch N, --context N as invocation_example's arguments."""
+    out, argv = {}, sys.argv[1:]
+    for key in ("workload", "tokens", "batch", "context"):
+        if f"--{key}" in argv:
+            v = argv[argv.index(f"--{key}") + 1]
+            out[key] = v if key == "workload" else int(v)
+    return out
+
+
 if __name__ == "__main__":
     _as_h100()
-    for p in sys.argv[1:]:
-        print(check(p), flush=True)
+    args = sys.argv[1:]
+    paths = [a for i, a in enumerate(args) if not a.startswith("--") and not (i and args[i - 1] in (
+        "--workload", "--tokens", "--batch", "--context"))]
+    for p in paths:
+        print(check_to_kernel(p) if "--to-kernel" in args else check(p), flush=True)

@@ -33,7 +33,22 @@ DECODER_LAYER_ROOTS = (
 _ATTENTION = "vllm/model_executor/layers/attention/attention.py::Attention"
 # The backend classes are looked up by qualname when an `Attention` layer is built: a layer without one (MLA,
 # linear attention, state-space) needs none of them.
-ROOT_TRIGGERS = {r: _ATTENTION for r in DECODER_LAYER_ROOTS if "/v1/attention/backends/" in r}
+# What the example's recurrent state (example/recurrent_state.py) calls, as vLLM's engine does: each state layer's
+# get_state_shape/get_state_dtype (the engine sizes the cache with them; the layer's own code may not call them),
+# the launch metadata of the causal-conv1d kernel, which the mamba metadata builder computes (the builder itself
+# needs the scheduler's batch), and the selective-state-update backend the model runner initializes (vLLM's default,
+# Triton). Each applies only where the closure reaches what needs it.
+_MAMBA_BASE = "vllm/model_executor/layers/mamba/abstract.py::MambaBase"
+_SSU = "vllm/model_executor/layers/mamba/ops/ssu_dispatch.py"
+RECURRENT_STATE_TRIGGERS = {
+    f"{_MAMBA_BASE}.get_state_shape": _MAMBA_BASE,
+    f"{_MAMBA_BASE}.get_state_dtype": _MAMBA_BASE,
+    "vllm/v1/attention/backends/utils.py::compute_causal_conv1d_metadata": _MAMBA_BASE,
+    f"{_SSU}::TritonSSUBackend": f"{_SSU}::get_mamba_ssu_backend",
+}
+RECURRENT_STATE_ROOTS = tuple(RECURRENT_STATE_TRIGGERS)
+ROOT_TRIGGERS = {**{r: _ATTENTION for r in DECODER_LAYER_ROOTS if "/v1/attention/backends/" in r},
+                 **RECURRENT_STATE_TRIGGERS}
 
 
 # What the decoder-layer example builds a layer from and passes its forward, by parameter name (example/decoder.py).
@@ -83,4 +98,4 @@ def is_decoder_layer(symbol: str, kind: str, signature: dict | None = None) -> b
 def extra_roots(symbol: str, kind: str, signature: dict | None = None) -> list[str]:
     """The roots A1 adds for the example of `symbol` (a `class` or `function`, with its `layer_signature`);
     empty for most symbols."""
-    return list(DECODER_LAYER_ROOTS) if is_decoder_layer(symbol, kind, signature) else []
+    return list(DECODER_LAYER_ROOTS + RECURRENT_STATE_ROOTS) if is_decoder_layer(symbol, kind, signature) else []

@@ -8,8 +8,8 @@ layer, the attention metadata, and the call inside a forward context. The config
 `state.py` (stand-ins set on the bundle's own module state); this file adds the rest.
 """
 
-from bundler_lib.common.example_roots import DECODER_LAYER_ROOTS, FORWARD_INPUTS
-from bundler_lib.example import state
+from bundler_lib.common.example_roots import DECODER_LAYER_ROOTS, FORWARD_INPUTS, RECURRENT_STATE_ROOTS
+from bundler_lib.example import recurrent_state, state
 
 REQUIRED = ["vllm_config", "forward_context"]
 
@@ -19,7 +19,7 @@ EXAMPLE_ROOTS = list(DECODER_LAYER_ROOTS)
 
 def extra_roots() -> list[str]:
     """`file::Name` or `file::Class.method` the decoder-layer example needs beyond the layer's closure."""
-    return list(EXAMPLE_ROOTS)
+    return list(EXAMPLE_ROOTS) + list(RECURRENT_STATE_ROOTS)
 
 # A layer kind without a template: the example stops first, naming what it lacks (the body after it keeps the
 # names the example roots reach, as for any decoder layer).
@@ -93,16 +93,14 @@ _BODY = '''\
                 else:
                     fn(dtype)
         # vLLM's engine binds a `kv_cache` to each module holding per-sequence state (attention, mamba, short conv)
-        other_state = [n for n, m in layer.named_modules()
-                       if hasattr(m, "kv_cache") and all(m is not a for _, a in attn_layers)]
-        if len(attn_layers) > 1 or other_state:
+        recurrent = _recurrent_modules(layer, attn_layers)  # mamba/short-conv state (recurrent_state.py)
+        if len(attn_layers) > 1:
             raise NotImplementedError(
-                f"invocation_example: {symbol} has {{len(attn_layers)}} attention layers and other state-holding "
-                f"modules {{other_state}}; the decoder-layer example runs layers with at most one (self-)attention "
-                "and no other state (no template for state-space, conv or MLA state yet)")
+                f"invocation_example: {symbol} has {{len(attn_layers)}} attention layers; the decoder-layer example "
+                "runs layers with at most one (self-)attention (no template for several yet)")
         attn = attn_layers[0][1] if attn_layers else None
         if attn is None:
-            H_q = H_kv = 0  # an attention-free layer: no KV cache, no attention metadata, no attention cost
+            H_q = H_kv = Dh = 0  # an attention-free layer: no KV cache, no attention metadata, no attention cost
         else:
             # the cache and metadata follow the attention built (its head size can differ from the config's dims)
             H_q, H_kv, Dh = attn.num_heads, attn.num_kv_heads, attn.head_size
@@ -119,7 +117,7 @@ _BODY = '''\
         if workload == "decode":
             q_len = tokens or 1
             ctx = context if context is not None else (64 if small else min(max_ctx - q_len, 32768))
-            per_seq = (ctx + q_len) * kv_bytes_per_token + q_len * act_bytes_per_token
+            per_seq = (ctx + q_len) * kv_bytes_per_token + q_len * act_bytes_per_token + _state_bytes(recurrent)
             B = batch or (2 if small else _clamp(live // max(1, per_seq), 1, 256))
         else:
             B, ctx = batch or 1, context or 0
@@ -175,10 +173,13 @@ _BODY = '''\
                 else:
                     attn_metadata = _StandIn("attn_metadata", **md_fields)
 
+        with _Step("allocating the recurrent state and building its metadata"):
+            state_metadata = _bind_recurrent_state(recurrent, B, q_len, ctx)
+
         # 7. The forward context, as set_forward_context would make it, and one forward.
         fwd = _StandIn(
             "forward_context", no_compile_layers=compilation_config.static_forward_context,
-            attn_metadata=({{}} if attn is None else {{attn_name: attn_metadata}}),
+            attn_metadata={{**({{}} if attn is None else {{attn_name: attn_metadata}}), **state_metadata}},
             slot_mapping=({{}} if attn is None else {{attn_name: slots}}), dp_metadata=None,
             cudagraph_runtime_mode=(graph_enum.NONE if graph_enum is not None else None), batch_descriptor=None,
             ubatch_slices=None, is_padding=None, skip_compiled=False, all_moe_layers=None, moe_layer_index=0,
@@ -239,10 +240,12 @@ _BODY = '''\
         cost = {{"flops": 2 * T * dense_params + (2 * T * top_k * expert_params // E if E else 0)
                  + 4 * B * q_len * (ctx + (q_len + 1) // 2) * H_q * Dh,
                  "bytes": int((dense_params + touched * expert_params) * elem)
-                 + B * (ctx + q_len) * 2 * H_kv * Dh * elem + 2 * T * H * elem}}
+                 + B * (ctx + q_len) * 2 * H_kv * Dh * elem + 2 * T * H * elem
+                 + (2 if ctx else 1) * B * _state_bytes(recurrent)}}  # recurrent state read (with context), written
         return {{"module": layer, "cost": cost, "inputs": {{"positions": positions, "hidden_states": hidden_states,
                 "residual": None, "kv_cache": None if attn is None else attn.kv_cache, "attn_metadata": attn_metadata,
-                "block_table": block_table}},
+                "block_table": block_table, "state": {{m.prefix: m.kv_cache for _, m, _ in recurrent}},
+                "state_metadata": state_metadata}},
                 "outputs": {{"hidden_states": out, "residual": residual}}, "forward": forward, "prefix": prefix,
                 "sizes": {{"B": B, "new_tokens": q_len, "context": ctx, "T": T, "kv_blocks": num_blocks,
                           "block_size": block_size}}, "workload": workload, "defaults_used": list(defaults_used),
@@ -264,9 +267,9 @@ def missing_template(graph: dict, dims: dict) -> list[str]:
     if extra:
         out.append(f"forward inputs {', '.join(extra)} (the example gives only {', '.join(FORWARD_INPUTS)}: no "
                    "template for cross-attention or encoder/draft inputs)")
-    if dims.get("H_q") is None:
-        out.append("attention heads: the config has no num_attention_heads (a state-space layer: no template for "
-                   "its mamba/conv state)")
+    if dims.get("H_q") is None and not recurrent_state.holds_state(graph):
+        out.append("attention heads: the config has no num_attention_heads and the layer reaches no state-space "
+                   "layer (vLLM's MambaBase) whose state the example could set up")
     return out
 
 
@@ -292,7 +295,10 @@ def body(graph: dict, symbol: str, dims: dict, flags: dict, cfg: dict, config_la
         notes.append("A1 did not reach (extra roots the example needs): " + ", ".join(absent_roots))
     if no_template:
         notes.append("no template: the example raises NotImplementedError naming " + "; ".join(no_template))
-    src = (state.snippet(graph, cfg, dims, flags, config_label)
+    rnotes, rneeds = recurrent_state.notes_and_needs(graph)
+    notes += rnotes
+    needs = sorted(set(needs) | set(rneeds))
+    src = (state.snippet(graph, cfg, dims, flags, config_label) + recurrent_state.snippet(graph, symbol)
            + (_NO_TEMPLATE.format(symbol=symbol, missing=no_template) if no_template else "")
            + _BODY.format(required=REQUIRED, symbol=symbol, forward_inputs=FORWARD_INPUTS))
     return src, notes, needs

@@ -273,7 +273,9 @@ _SNIPPET = '''\
         quantization_config=None, enforce_eager=True, architecture=(flags.get("architectures") or [None])[0],
         get_num_attention_heads=lambda *a: H_q, get_num_kv_heads=lambda *a: H_kv, get_head_size=lambda: Dh,
         get_hidden_size=lambda: H, get_vocab_size=lambda: dims.get("vocab_size"),
-        get_num_layers=lambda *a: dims.get("num_layers"), get_sliding_window=lambda: flags.get("sliding_window"))
+        get_num_layers=lambda *a: dims.get("num_layers"), get_sliding_window=lambda: flags.get("sliding_window"),
+        # vLLM's ModelConfig.get_mamba_chunk_size: mamba_chunk_size, else chunk_size, else 2048 (Mamba1 has none)
+        get_mamba_chunk_size=lambda: getattr(hf, "mamba_chunk_size", None) or getattr(hf, "chunk_size", None) or 2048)
     compilation_config = _StandIn(
         "compilation_config", custom_ops=[{custom_ops!r}], enabled_custom_ops=collections.Counter(),
         disabled_custom_ops=collections.Counter(), static_forward_context={{}}, static_all_moe_layers=[],
@@ -283,7 +285,9 @@ _SNIPPET = '''\
     cache_config = _StandIn(
         "cache_config", block_size=block_size, user_specified_block_size=True, cache_dtype="auto",
         calculate_kv_scales=False, kv_cache_dtype_skip_layers=[], enable_prefix_caching=False,
-        sliding_window=flags.get("sliding_window"), skip_page_size_padded=None, num_blocks=None)
+        sliding_window=flags.get("sliding_window"), skip_page_size_padded=None, num_blocks=None,
+        mamba_cache_dtype="auto", mamba_ssm_cache_dtype="auto", mamba_cache_mode="none",
+        mamba_block_size=max_ctx)  # vLLM's rule without prefix caching (model_executor/models/config.py)
     parallel_config = _StandIn(
         "parallel_config", tensor_parallel_size=1, pipeline_parallel_size=1, data_parallel_size=1,
         data_parallel_rank=0, prefill_context_parallel_size=1, decode_context_parallel_size=1,
