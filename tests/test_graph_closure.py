@@ -434,10 +434,11 @@ def test_ir_op_providers_and_priority(tmp_path):
     assert not any(i.startswith("vllm/kernels/other_c.py") for i in ids)
     assert "vllm/kernels/vllm_c.py::scale" not in ids and "vllm/ir/ops/norm.py::scale" not in ids
     m = load(tmp_path)
-    assert m.Norm().forward(4.0) == ("vllm_c", 2.0)
+    # gelu has no vllm_c implementation: its priority holds only the providers that implement it
+    assert m.Norm().forward(4.0) == ("vllm_c", 2.0, "native", 5.0)
     g2, _, _ = build_all(TREES / "ir_ops", tmp_path / "native", "Norm", variant={"ir_op_priority": "native"})
     assert not any(i.startswith("vllm/kernels/") for i in node_ids(g2))
-    assert load(tmp_path / "native").Norm().forward(4.0) == ("native", 2.0)
+    assert load(tmp_path / "native").Norm().forward(4.0) == ("native", 2.0, "native", 5.0)
 
 
 def test_unread_class_attributes_and_other_platforms_forwards_left_out(tmp_path):

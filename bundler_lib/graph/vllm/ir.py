@@ -22,15 +22,17 @@ class IrOpPriority(Rule):
         ops = self._ops(g)
         if not ops:
             return []
-        impls = self._impls(g, ops)
+        impls, registered = self._impls(g, ops)
         g.drain()
         names = sorted(ops)
         priority = self.priority
-        setter = "".join(f"@@{i}@@.set_default(@@NAME@@)\n" for i in range(len(names)))
+        # an op takes the variant's providers that implement it (set_default refuses any other), native at least
+        setter = "".join(f"@@{i}@@.set_default(@@NAME@@[{k!r}])\n" for i, k in enumerate(names))
         template = ("# The bundle builder (A1): vLLM's worker sets this dispatch priority of the IR ops at start-up\n"
                     "# (KernelConfig.ir_op_priority.set_default(), vllm/v1/worker/worker_base.py); this bundle's\n"
-                    f"# variant (ir_op_priority={','.join(priority)}) sets it for the IR ops it holds.\n"
-                    f"@@NAME@@ = {priority!r}\n" + setter)
+                    f"# variant (ir_op_priority={','.join(priority)}) sets it for the IR ops it holds, each with the\n"
+                    "# providers that implement it.\n"
+                    f"@@NAME@@ = {dict((k, self._for_op(k, registered)) for k in names)!r}\n" + setter)
         module, st, _ = ops[names[0]]
         g.reach_attr("set_default")   # the method the statement calls on each op
         g.synthetic(module, "_bundle_ir_op_priority", template, [ops[k] for k in names] + impls,
@@ -54,9 +56,14 @@ class IrOpPriority(Rule):
                 ops[node.name] = (n.module, st, node.name)
         return ops
 
-    def _impls(self, g, ops: dict) -> list[tuple]:
-        """Reach the `@<op>.register_impl("<provider>")` definitions of the variant's providers."""
+    def _for_op(self, op: str, registered: set[tuple[str, str]]) -> list[str]:
+        return [p for p in self.priority if p == "native" or (op, p) in registered] or ["native"]
+
+    def _impls(self, g, ops: dict) -> tuple[list[tuple], set[tuple[str, str]]]:
+        """Reach the `@<op>.register_impl("<provider>")` definitions of the variant's providers; also returns the
+        (op, provider) pairs they register."""
         impls: list[tuple] = []
+        registered: set[tuple[str, str]] = set()
         for provider in self.priority:
             module = f"vllm.kernels.{provider}"
             if provider == "native" or not self.index.has_module(module):
@@ -71,4 +78,5 @@ class IrOpPriority(Rule):
                                 and d.args and isinstance(d.args[0], ast.Constant) and d.args[0].value == provider):
                             g.node_for(module, st)
                             impls.append((module, st, name))
-        return impls
+                            registered.add((f.value.attr, provider))
+        return impls, registered

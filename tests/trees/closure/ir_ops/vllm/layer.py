@@ -3,4 +3,4 @@ from vllm import ir
 
 class Norm:
     def forward(self, x):
-        return ir.ops.rms_norm(x)
+        return ir.ops.rms_norm(x) + ir.ops.gelu(x)

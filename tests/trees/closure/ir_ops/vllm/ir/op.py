@@ -16,7 +16,9 @@ class IrOp:
         return deco
 
     def set_default(self, priority):
-        self._priority = [p for p in priority if p in self.impls]
+        # vLLM's IrOp refuses a provider that registered no implementation of this op
+        assert all(p in self.impls for p in priority), "All providers in priority must be registered implementations."
+        self._priority = list(priority)
 
     def __call__(self, *args):
         provider = self._priority[0] if self._priority else "native"

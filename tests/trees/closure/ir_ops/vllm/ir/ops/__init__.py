@@ -1,1 +1,1 @@
-from .norm import rms_norm, scale
+from .norm import gelu, rms_norm, scale
