@@ -61,6 +61,8 @@ def test_several_gpus_bind_the_platform_communicator_to_torch_distributed(tmp_pa
     assert "vllm/distributed/device_communicators/base_device_communicator.py::DeviceCommunicatorBase" in ids
     assert not any("cuda_communicator" in i for i in ids)
     assert "ctypes" not in g["imports_external"]
+    # torch.ops.vllm.all_reduce in a module that also imports torch.distributed: the registered function, called
+    assert g["python_custom_ops"] == [{"op": "all_reduce", "target": "all_reduce"}]
     assert any("CudaCommunicator'" in n and "bound to the inlined DeviceCommunicatorBase" in n
                and "variant communicator=torch" in n for n in g["notes"])
     assert load(tmp_path).target(2) == 6
