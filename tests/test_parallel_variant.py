@@ -5,6 +5,7 @@ import ast
 
 import pytest
 
+from bundler_lib.common.example_roots import PARALLEL_ROOTS, ROOT_TRIGGERS, extra_roots
 from bundler_lib.errors import StageError
 from bundler_lib.graph.guards import GuardEval, Where
 from bundler_lib.variant import resolve, world_size
@@ -34,6 +35,8 @@ def test_world_size(variant, world):
     ("use_deepep_ll_kernels", False, False, False),
     ("dp_size > 1", False, False, False),
     ("self.eplb_state is not None", False, False, False),
+    # the engine's message-queue broadcaster (shared memory + ZeroMQ) is never made
+    ("use_message_queue_broadcaster and self.world_size > 1", False, False, False),
 ])
 def test_parallel_sizes_and_expert_parallel_switches(expr, tp1, tp2, tp2_ep2):
     assert _decide(expr) is tp1
@@ -66,3 +69,10 @@ def test_several_gpus_bind_the_platform_communicator_to_torch_distributed(tmp_pa
     assert any("CudaCommunicator'" in n and "bound to the inlined DeviceCommunicatorBase" in n
                and "variant communicator=torch" in n for n in g["notes"])
     assert load(tmp_path).target(2) == 6
+
+
+def test_a_multi_gpu_decoder_layer_reaches_the_group_coordinator():
+    one, two = (extra_roots("Qwen3MoeDecoderLayer", "class", None, w) for w in (1, 2))
+    assert "vllm/distributed/parallel_state.py::GroupCoordinator" in two and not set(PARALLEL_ROOTS) & set(one)
+    assert extra_roots("RMSNorm", "class", None, 2) == []
+    assert ROOT_TRIGGERS["vllm/distributed/parallel_state.py::GroupCoordinator"].endswith("::get_tp_group")

@@ -125,9 +125,6 @@ def _bundle_load_full_weights(torch, layer, device, dtype, seed):
         for name, p, shape, loads in _bundle_load_plan(mname, m):
             full = _bundle_full_tensor(torch, name, shape, device, dtype, seed)
             if loads is None:
-                if tuple(p.shape) != tuple(shape):
-                    raise NotImplementedError(f"invocation_example: {name} {tuple(p.shape)} has no weight loader "
-                                              "and is not the full tensor")
                 p.data.copy_(full)
             for index, args, kwargs in loads or ():
                 p.weight_loader(p, full[index], *args, **kwargs)
@@ -252,10 +249,10 @@ def hooks(graph: dict, symbol: str) -> dict[str, str]:
     """The three hooks of the decoder-layer example (`parallel_setup`, `parallel_weights`, `parallel_check`),
     indented for their places; empty for a bundle of one GPU."""
     variant = graph.get("variant") or {}
-    world = world_size(variant) if variant else 1
+    world = world_size(variant)
     if world == 1:
         return {"parallel_setup": "", "parallel_weights": "", "parallel_check": ""}
-    tp, ep = variant["tp"], variant["ep"]
+    tp, ep = variant["tp"], variant.get("ep", 1)
     names = state.emit_names(graph)
     coordinator = names.get(GROUP_COORDINATOR)
     if coordinator is None:
