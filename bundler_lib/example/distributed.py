@@ -114,8 +114,9 @@ def _bundle_full_tensor(torch, name, shape, device, dtype, seed):
     if len(shape) == 1:
         return torch.ones(shape, device=device, dtype=dtype)
     g = torch.Generator(device=device).manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
-    t = torch.empty(shape, device=device, dtype=torch.float32)
-    return t.normal_(0.0, shape[-1] ** -0.5, generator=g).to(dtype)
+    # drawn in the layer's dtype: a MoE layer's full experts (Qwen3-Coder-480B's: 15 GB in bf16) twice over in
+    # float32 would not fit beside the layer
+    return torch.empty(shape, device=device, dtype=dtype).normal_(0.0, shape[-1] ** -0.5, generator=g)
 
 
 def _bundle_load_full_weights(torch, layer, device, dtype, seed):
@@ -228,6 +229,7 @@ if _rank == 0:
     _path = _bundle_find_reference(__file__, {symbol!r}, os.environ)
     _spec = importlib.util.spec_from_file_location("_bundle_tp1_reference", _path)
     _ref = importlib.util.module_from_spec(_spec)
+    sys.modules[_spec.name] = _ref   # its dataclasses look their module up there
     _spec.loader.exec_module(_ref)
     _info = _ref._BUNDLE_INFO
     if _info.get("variant", {{}}).get("tp", 1) != 1 or _info.get("model") != _BUNDLE_INFO["model"]:
