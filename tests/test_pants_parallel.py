@@ -64,3 +64,23 @@ def test_tp2_bundle_outside_torchrun_says_how_to_run_it(built, runtime_python):
     assert r.stdout.strip().splitlines()[-1] == (
         "invocation_example: this bundle is built for tp=2 (2 GPUs, one process each) and WORLD_SIZE is not set: "
         f"run it as `torchrun --nproc-per-node 2 {bundle} run`")
+
+
+def test_tp2_bundle_groups_and_loaders_on_two_cpu_processes(built, runtime_python):
+    """The bundle's own GroupCoordinator and vLLM weight loaders, in two processes over gloo (no GPU needed)."""
+    import socket
+
+    ws, _ = built
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    bundle = ws.root / "bundles_out/parallel/tp2/Qwen3DecoderLayer.py"
+    r = subprocess.run([str(runtime_python), str(REPO / "tests/parallel_gloo_probe.py"), str(bundle), str(port)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = sorted((json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")), key=lambda x: x["rank"])
+    assert [g["rank"] for g in got] == [0, 1]
+    for g in got:
+        assert g["communicator"] == "DeviceCommunicatorBase"
+        assert g["all_reduce"] == [3.0, 3.0, 3.0] and g["all_gather"] == [[0.0, 1.0], [0.0, 1.0]]
+        assert all(g["shards"].values()), g["shards"]
