@@ -207,3 +207,10 @@ def test_the_example_of_a_tp2_bundle_stops_outside_torchrun(monkeypatch):
                                            r"each\) and WORLD_SIZE is not set: run it as `torchrun --nproc-per-node 2 "
                                            r"bundles_out/parallel/tp2/X.py run`$"):
         ns["invocation_example"]()
+
+
+def test_a6_names_the_group_coordinator_root_of_a_multi_gpu_graph():
+    from bundler_lib import example as a6
+    roots = a6.extra_roots(_graph({"tp": 2}))
+    assert "vllm/distributed/parallel_state.py::GroupCoordinator" in roots
+    assert "vllm/distributed/parallel_state.py::GroupCoordinator" not in a6.extra_roots(_graph({"tp": 1}))
