@@ -131,6 +131,7 @@ def test_the_ranks_shards_make_the_tp1_weights(tp, ep):
         n = q // tp, k // tp
         assert torch.equal(got["qkv_proj.weight"][:n[0]], full["qkv_proj.weight"][r * n[0]:(r + 1) * n[0]])
         assert torch.equal(got["qkv_proj.weight"][n[0]:n[0] + n[1]], full["qkv_proj.weight"][q + r * n[1]:q + (r + 1) * n[1]])
+        assert torch.equal(got["qkv_proj.weight"][n[0] + n[1]:], full["qkv_proj.weight"][q + k + r * (v // tp):][:v // tp])
         assert torch.equal(got["o_proj.weight"], full["o_proj.weight"][:, r * 8:(r + 1) * 8])
         assert torch.equal(got["gate.weight"], full["gate.weight"])
         assert torch.equal(got["norm"], full["norm"]) and bool((got["norm"] == 1).all())
