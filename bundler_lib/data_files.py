@@ -148,7 +148,8 @@ class MoeConfigs(Selector):
     """The fused MoE kernel's tuned configs (`get_moe_configs` / `get_config_file_name` in fused_moe.py):
     `E=<E>,N=<N>,device_name=<device>[,dtype=<d>][,block_shape=[n,k]].json`, where E is the number of
     experts on the rank (num_experts / ep), N is `w2.shape[2]` (the expert intermediate size on the rank,
-    moe_intermediate_size / tp), dtype is None for bfloat16/float16 weights and "float32" for float32 ones
+    moe_intermediate_size / tp, whole under expert parallelism), dtype is None for bfloat16/float16 weights and
+    "float32" for float32 ones
     (`_get_config_dtype_str`, no quantization), and no block shape (unquantized). Every device name is kept:
     the file the running GPU picks is among them when vLLM has one (an H200 maps to NVIDIA_H200)."""
     name = "fused_moe_configs"
@@ -177,9 +178,11 @@ class MoeConfigs(Selector):
                                " and moe_intermediate_size), so no MoE shape is known")
             return out
         ep, tp = int(variant.get("ep", 1)), int(variant.get("tp", 1))
+        # under expert parallelism each rank holds whole experts (vLLM's FusedMoEParallelConfig: the experts' tp is 1)
+        moe_tp = 1 if ep > 1 else tp
         out["E"] = cfg[ek] // ep
-        out["N"] = cfg[nk] // tp
-        out["from"] = f"E = {ek} ({cfg[ek]}) / ep ({ep}); N = {nk} ({cfg[nk]}) / tp ({tp})"
+        out["N"] = cfg[nk] // moe_tp
+        out["from"] = f"E = {ek} ({cfg[ek]}) / ep ({ep}); N = {nk} ({cfg[nk]}) / the experts' tp ({moe_tp})"
         if variant.get("quantization", "none") != "none":
             out["why_none"] = f"quantization {variant.get('quantization')!r}: its dtype/block shape rule is not known"
             out["E"] = out["N"] = None

@@ -14,9 +14,15 @@ STAGE = "A1 graph"
 CHOICES: dict[str, tuple[object, tuple]] = {
     "platform": ("cuda", ("cuda", "rocm", "cpu", "xpu", "tpu")),
     "dtype": ("bfloat16", ("bfloat16", "float16", "float32")),
-    "tp": (1, (1,)),
+    # tensor / expert parallel sizes on one node (pipeline parallelism is not offered); ep is vLLM's expert-parallel
+    # group, tp x dp ranks, with dp 1 here: 1 (experts replicated, sharded by tp) or tp (experts placed over the ranks)
+    "tp": (1, (1, 2, 4, 8)),
     "pp": (1, (1,)),
-    "ep": (1, (1,)),
+    "ep": (1, (1, 2, 4, 8)),
+    # how the groups of a multi-GPU bundle (tp or ep > 1) communicate: "torch" binds the platform's device
+    # communicator to vLLM's DeviceCommunicatorBase, NCCL through torch.distributed: custom all-reduce, quick
+    # all-reduce, symmetric memory, FlashInfer and pynccl (libnccl through ctypes) stay out of the bundle
+    "communicator": ("torch", ("torch",)),
     "quantization": ("none", ("none",)),
     "attention_backend": ("TRITON_ATTN", ("TRITON_ATTN",)),
     "moe_backend": ("triton", ("triton",)),
@@ -47,7 +53,6 @@ CHOICES: dict[str, tuple[object, tuple]] = {
 PLATFORMS = ("cuda", "rocm", "cpu", "xpu", "tpu")
 # keys whose values are integers: written as integers or as strings of digits ("80")
 INTEGER_KEYS = ("cuda_capability", "tp", "pp", "ep")
-PARALLEL = ("tp", "pp", "ep")
 
 
 def normalise(key: str, value: object) -> object:
@@ -87,14 +92,21 @@ def resolve(variant: dict | None) -> dict:
                              "use one of: " + ", ".join(sorted(CHOICES)))
         allowed = CHOICES[key][1]
         value = normalise(key, value)
-        if key in PARALLEL and value != 1:
-            raise StageError(STAGE, f"variant {key}={value!r}", "only 1 is offered: multi-GPU bundles cannot be "
-                             "tested yet", f"leave {key} out (or set it to 1)")
         if value not in allowed:
             raise StageError(STAGE, f"variant {key}={value!r}", "unknown variant value",
                              f"allowed values for {key}: " + ", ".join(repr(a) for a in allowed))
         out[key] = value
+    if out["ep"] not in (1, out["tp"]):
+        raise StageError(STAGE, f"variant ep={out['ep']!r}", f"with tp={out['tp']} the expert-parallel group is 1 "
+                         f"or tp={out['tp']} GPUs (vLLM's ep = tp x dp, dp is 1 here)",
+                         f"allowed values for ep with tp={out['tp']}: 1, {out['tp']}" if out["tp"] > 1 else
+                         "set tp to the same value (expert parallelism over tp ranks), or leave ep out")
     return out
+
+
+def world_size(variant: dict) -> int:
+    """GPUs a bundle of this variant runs on (one process each): tp x pp (x dp, 1 here); ep reuses the tp ranks."""
+    return variant.get("tp", 1) * variant.get("pp", 1)
 
 
 def platform_predicates(variant: dict) -> dict[str, bool]:
@@ -152,6 +164,15 @@ def foreign_platform(module: str, platform: str) -> str | None:
 # holds the qualified name.
 BY_NAME_REGISTRIES = {
     "attention_backend": ("vllm.v1.attention.backends.registry", "AttentionBackendEnum"),
+}
+
+
+# The device communicator of a group over several GPUs, per `communicator` choice: the platform's
+# `get_device_communicator_cls()` names its own (CudaCommunicator: pynccl, custom all-reduce, symmetric memory,
+# FlashInfer), which vLLM imports by name; the bundle binds that name to this class instead.
+COMMUNICATOR_METHOD = "get_device_communicator_cls"
+COMMUNICATORS = {
+    "torch": ("vllm.distributed.device_communicators.base_device_communicator", "DeviceCommunicatorBase"),
 }
 
 

@@ -70,8 +70,8 @@ class VariantField(Field):
         `cuda`, capability 90, dtype `bfloat16`, parallel sizes 1, no quantization, the Triton attention
         and MoE backends, vLLM's CUDA kernels enabled). Values are strings, or integers for
         `cuda_capability` (e.g. `80`, `89`, `90`, `100`; a string of digits is read the same) and `tp`/`pp`/`ep`
-        (only 1 until multi-GPU runs can be tested). Unknown keys or values are refused before any stage
-        runs, listing the allowed ones.
+        (`tp` 1, 2, 4 or 8 on one node; `ep` 1 or `tp`; `pp` 1). Unknown keys or values are refused before any
+        stage runs, listing the allowed ones.
         """
     )
 

@@ -156,9 +156,11 @@ def test_moe_params_follow_model_and_variant():
     sel = data_files.MoeConfigs()
     p = sel.params(MODEL, VARIANT)
     assert (p["E"], p["N"], p["dtype"]) == (8, 64, None)
-    assert "moe_intermediate_size (64) / tp (1)" in p["from"]
-    assert sel.params(MODEL, dict(VARIANT, tp=2, ep=2))["N"] == 32
-    assert sel.params(MODEL, dict(VARIANT, tp=2, ep=2))["E"] == 4
+    assert "moe_intermediate_size (64) / the experts' tp (1)" in p["from"]
+    # tp alone shards every expert; with ep the rank holds whole experts (the experts' tp is 1)
+    assert (sel.params(MODEL, dict(VARIANT, tp=2))["E"], sel.params(MODEL, dict(VARIANT, tp=2))["N"]) == (8, 32)
+    assert (sel.params(MODEL, dict(VARIANT, tp=2, ep=2))["E"], sel.params(MODEL, dict(VARIANT, tp=2, ep=2))["N"]) == (
+        4, 64)
     assert sel.params(MODEL, dict(VARIANT, dtype="float32"))["dtype"] == "float32"
     assert sel.params(MODEL, dict(VARIANT, dtype="float16"))["dtype"] is None
     mixtral = {"num_local_experts": 8, "intermediate_size": 14336}

@@ -241,7 +241,11 @@ def test_syntax_error_names_file_and_line():
 @pytest.mark.parametrize("variant, text", [
     ({"platform": "metal"}, "allowed values for platform: 'cuda', 'rocm', 'cpu', 'xpu', 'tpu'"),
     ({"colour": "red"}, "unknown variant key"),
-    ({"tp": 2}, "variant tp=2: only 1 is offered: multi-GPU bundles cannot be tested yet"),
+    ({"tp": 3}, "variant tp=3: unknown variant value"),
+    ({"tp": 16}, "allowed values for tp: 1, 2, 4, 8"),
+    ({"pp": 2}, "allowed values for pp: 1"),
+    ({"tp": 2, "ep": 4}, "variant ep=4: with tp=2 the expert-parallel group is 1 or tp=2 GPUs"),
+    ({"ep": 2}, "set tp to the same value"),
 ])
 def test_bad_variant(variant, text):
     with pytest.raises(StageError) as e:

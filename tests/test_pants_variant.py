@@ -15,7 +15,7 @@ monolithic_bundle(name="rms_norm_sm80", symbol="RMSNorm", symbol_file_hint="vllm
                   vllm=":vllm_0_26_0", variant={"cuda_capability": 80}, output_path="sm80/RMSNorm.py")
 monolithic_bundle(name="rms_norm_sm100", symbol="RMSNorm", symbol_file_hint="vllm/model_executor/layers/layernorm.py",
                   vllm=":vllm_0_26_0", variant={"cuda_capability": "100"}, output_path="sm100/RMSNorm.py")
-monolithic_bundle(name="tp2", symbol="RMSNorm", vllm=":vllm_0_26_0", variant={"tp": 2}, output_path="tp2/R.py")
+monolithic_bundle(name="ep4", symbol="RMSNorm", vllm=":vllm_0_26_0", variant={"tp": 2, "ep": 4}, output_path="ep4/R.py")
 monolithic_bundle(name="sm81", symbol="RMSNorm", vllm=":vllm_0_26_0", variant={"cuda_capability": "81"},
                   output_path="sm81/R.py")
 """
@@ -52,7 +52,7 @@ def test_capability_decides_the_cuda_flags(built, name, arch):
 
 
 @pytest.mark.parametrize("target, needles", [
-    ("tp2", ["targets:tp2", "`variant` tp=2", "only 1 is offered", "multi-GPU"]),
+    ("ep4", ["targets:ep4", "`variant` ep=4", "expert-parallel group is 1 or tp=2", "allowed values for ep"]),
     ("sm81", ["targets:sm81", "`variant` cuda_capability=81", "80, 86, 89, 90, 100"]),
 ])
 def test_what_is_not_offered_is_refused_in_one_line(ws, target, needles):

@@ -30,9 +30,15 @@ DECODER_LAYER_ROOTS = (
     "vllm/v1/worker/workspace.py::_manager",
 )
 
+# On several GPUs (a variant with tp or ep > 1) the example makes vLLM's parallel state itself: one GroupCoordinator
+# per group over torch.distributed (example/distributed.py), as initialize_model_parallel lays them out on one node.
+# The engine's init_distributed_environment / initialize_model_parallel are not roots: they reach elastic EP, stateless
+# groups and the TCP store, which a layer on one node never uses.
+PARALLEL_ROOTS = ("vllm/distributed/parallel_state.py::GroupCoordinator",)
+
 _ATTENTION = "vllm/model_executor/layers/attention/attention.py::Attention"
 # The backend classes are looked up by qualname when an `Attention` layer is built: a layer without one (MLA,
-# linear attention, state-space) needs none of them.
+# linear attention, state-space) needs none of them. A layer that never reads the tp group needs no coordinator.
 # What the example's recurrent state (example/recurrent_state.py) calls, as vLLM's engine does: each state layer's
 # get_state_shape/get_state_dtype (the engine sizes the cache with them; the layer's own code may not call them),
 # the launch metadata of the causal-conv1d kernel, which the mamba metadata builder computes (the builder itself
@@ -48,7 +54,8 @@ RECURRENT_STATE_TRIGGERS = {
 }
 RECURRENT_STATE_ROOTS = tuple(RECURRENT_STATE_TRIGGERS)
 ROOT_TRIGGERS = {**{r: _ATTENTION for r in DECODER_LAYER_ROOTS if "/v1/attention/backends/" in r},
-                 **RECURRENT_STATE_TRIGGERS}
+                 **RECURRENT_STATE_TRIGGERS,
+                 **{r: "vllm/distributed/parallel_state.py::get_tp_group" for r in PARALLEL_ROOTS}}
 
 
 # What the decoder-layer example builds a layer from and passes its forward, by parameter name (example/decoder.py).
@@ -95,7 +102,9 @@ def is_decoder_layer(symbol: str, kind: str, signature: dict | None = None) -> b
             and "hidden_states" in fwd_params and bool(fwd_params & {"positions", "position_ids"}))
 
 
-def extra_roots(symbol: str, kind: str, signature: dict | None = None) -> list[str]:
-    """The roots A1 adds for the example of `symbol` (a `class` or `function`, with its `layer_signature`);
-    empty for most symbols."""
-    return list(DECODER_LAYER_ROOTS + RECURRENT_STATE_ROOTS) if is_decoder_layer(symbol, kind, signature) else []
+def extra_roots(symbol: str, kind: str, signature: dict | None = None, world_size: int = 1) -> list[str]:
+    """The roots A1 adds for the example of `symbol` (a `class` or `function`, with its `layer_signature`) on
+    `world_size` GPUs; empty for most symbols."""
+    if not is_decoder_layer(symbol, kind, signature):
+        return []
+    return list(DECODER_LAYER_ROOTS + RECURRENT_STATE_ROOTS) + (list(PARALLEL_ROOTS) if world_size > 1 else [])

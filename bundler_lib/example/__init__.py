@@ -8,8 +8,10 @@ def extra_roots(graph: dict) -> list[str]:
     """What the example of this symbol needs beyond the symbol's own closure (`file::Name` or
     `file::Class.method`): roots A1 may add so that invocation_example() can run. Empty for most symbols."""
     if classify(graph) == "decoder_layer":
+        from bundler_lib.common.example_roots import PARALLEL_ROOTS
         from bundler_lib.example import decoder
-        return decoder.extra_roots()
+        from bundler_lib.variant import world_size
+        return decoder.extra_roots() + (list(PARALLEL_ROOTS) if world_size(graph.get("variant") or {}) > 1 else [])
     return []
 
 

@@ -9,7 +9,7 @@ layer, the attention metadata, and the call inside a forward context. The config
 """
 
 from bundler_lib.common.example_roots import DECODER_LAYER_ROOTS, FORWARD_INPUTS, RECURRENT_STATE_ROOTS
-from bundler_lib.example import recurrent_state, state
+from bundler_lib.example import distributed, recurrent_state, state
 
 REQUIRED = ["vllm_config", "forward_context"]
 
@@ -33,7 +33,7 @@ _BODY = '''\
     if missing:
         raise RuntimeError("invocation_example: this bundle lacks vLLM's module state " + ", ".join(missing)
                            + " (A1 did not reach it): the layer cannot be set up outside vLLM's engine")
-    if device.type != "cuda":
+{parallel_setup}    if device.type != "cuda":
         raise RuntimeError("invocation_example: {symbol} runs on a CUDA GPU (Triton attention and MoE kernels)")
 
     layer_idx = dims["layer"]  # A6's choice (core.example_layer): the per-layer config values are this layer's
@@ -68,7 +68,7 @@ _BODY = '''\
                         p.zero_()
                 elif p.is_floating_point():
                     p.normal_(0.0, p.shape[-1] ** -0.5, generator=gen if p.device.type == gen.device.type else None)
-        # As vLLM's loader (model_loader/utils.py process_weights_after_loading): quant methods, then attention.
+{parallel_weights}        # As vLLM's loader (model_loader/utils.py process_weights_after_loading): quant methods, then attention.
         qm_base = _get("QuantizeMethodBase")
         attn_cls = _get("Attention")
         # A method the bundle lacks was not reached from the layer (A1 follows the layer, not the loader).
@@ -242,7 +242,7 @@ _BODY = '''\
                  "bytes": int((dense_params + touched * expert_params) * elem)
                  + B * (ctx + q_len) * 2 * H_kv * Dh * elem + 2 * T * H * elem
                  + (2 if ctx else 1) * B * _state_bytes(recurrent)}}  # recurrent state read (with context), written
-        return {{"module": layer, "cost": cost, "inputs": {{"positions": positions, "hidden_states": hidden_states,
+{parallel_check}        return {{"module": layer, "cost": cost, "inputs": {{"positions": positions, "hidden_states": hidden_states,
                 "residual": None, "kv_cache": None if attn is None else attn.kv_cache, "attn_metadata": attn_metadata,
                 "block_table": block_table, "state": {{m.prefix: m.kv_cache for _, m, _ in recurrent}},
                 "state_metadata": state_metadata}},
@@ -300,5 +300,6 @@ def body(graph: dict, symbol: str, dims: dict, flags: dict, cfg: dict, config_la
     needs = sorted(set(needs) | set(rneeds))
     src = (state.snippet(graph, cfg, dims, flags, config_label) + recurrent_state.snippet(graph, symbol)
            + (_NO_TEMPLATE.format(symbol=symbol, missing=no_template) if no_template else "")
-           + _BODY.format(required=REQUIRED, symbol=symbol, forward_inputs=FORWARD_INPUTS))
+           + _BODY.format(required=REQUIRED, symbol=symbol, forward_inputs=FORWARD_INPUTS,
+                          **distributed.hooks(graph, symbol)))
     return src, notes, needs

@@ -95,7 +95,8 @@ def snippet(graph: dict, cfg: dict | None, dims: dict, flags: dict, config_label
     fields, derived = config_fields(cfg, dims, flags)
     return _SNIPPET.format(names=_py(found), hf_fields=_py(fields), derived=_py(derived), custom_ops=custom_ops,
                            config_label=config_label, flag_prefixes=config_rules.FLAG_PREFIXES,
-                           flag_suffixes=config_rules.FLAG_SUFFIXES, flag_rule=config_rules.FLAG_RULE)
+                           flag_suffixes=config_rules.FLAG_SUFFIXES, flag_rule=config_rules.FLAG_RULE,
+                           tp=variant.get("tp", 1), expert_parallel=variant.get("ep", 1) > 1)
 
 
 _SNIPPET = '''\
@@ -289,9 +290,9 @@ _SNIPPET = '''\
         mamba_cache_dtype="auto", mamba_ssm_cache_dtype="auto", mamba_cache_mode="none",
         mamba_block_size=max_ctx)  # vLLM's rule without prefix caching (model_executor/models/config.py)
     parallel_config = _StandIn(
-        "parallel_config", tensor_parallel_size=1, pipeline_parallel_size=1, data_parallel_size=1,
+        "parallel_config", tensor_parallel_size={tp}, pipeline_parallel_size=1, data_parallel_size=1,
         data_parallel_rank=0, prefill_context_parallel_size=1, decode_context_parallel_size=1,
-        enable_expert_parallel=False, enable_eplb=False, use_sequence_parallel_moe=False, enable_dbo=False,
+        enable_expert_parallel={expert_parallel}, enable_eplb=False, use_sequence_parallel_moe=False, enable_dbo=False,
         expert_placement_strategy="linear", all2all_backend="allgather_reducescatter", worker_cls="auto",
         cp_kv_cache_interleave_size=1, dcp_kv_cache_interleave_size=1, dcp_comm_backend="ag_rs",
         is_moe_model=bool(moe), eplb_config=_StandIn("parallel_config.eplb_config", num_redundant_experts=0))

@@ -16,7 +16,7 @@ from pathlib import Path
 from bundler_lib.artifacts import write_json
 from bundler_lib.common.example_roots import ROOT_TRIGGERS, extra_roots, layer_signature
 from bundler_lib.errors import StageError
-from bundler_lib.variant import resolve as resolve_variant
+from bundler_lib.variant import resolve as resolve_variant, world_size
 
 from . import augassign
 from .emit import _node_id, emit_names, external_names, node_edits, order, sections
@@ -31,7 +31,8 @@ STAGE = "A1 graph"
 def _reach(index: TreeIndex, variant: dict, module: str, symbol: str, dataclass_annotations: bool):
     c = vllm.closure(index, variant, dataclass_annotations)
     root = c.engine.build(module, symbol)
-    extra = extra_roots(symbol, root.kind, layer_signature(root.stmt))   # what A6's example needs (data)
+    # what A6's example needs (data)
+    extra = extra_roots(symbol, root.kind, layer_signature(root.stmt), world_size(variant))
     if extra:
         c.engine.add_roots(extra, "needed by invocation_example()", ROOT_TRIGGERS)
     c.engine.finish()

@@ -14,12 +14,14 @@ from typing import Mapping
 
 from bundler_lib.variant import parallel_sizes, platform_predicates
 
-# Expert-parallel / all-to-all switches: all off on one GPU (ep == 1).
-# EPLB (expert-parallel load balancing) needs expert parallelism over more than one GPU: off too, and
-# `eplb_state` (an EplbLayerState / EplbState only made when EPLB is on) is None.
-_EP_FLAG = re.compile(r"^(use_ep|use_all2all\w*|use_\w*(deepep|pplx|nixl_ep|mori|all2all)\w*|"
+# Expert parallelism: `use_ep` is on when the variant's ep > 1. The all-to-all switches (all-to-all kernels, DeepEP,
+# pplx, ...) need data or sequence parallelism besides (vLLM's use_all2all_kernels = use_ep and (dp, pcp or sp > 1)):
+# off with dp 1 and sequence-parallel MoE off, as the variant has them. EPLB (expert-parallel load balancing) is not
+# offered: off, and `eplb_state` (an EplbLayerState / EplbState only made when EPLB is on) is None.
+_EP_ON = "use_ep"
+_EP_FLAG = re.compile(r"^(use_all2all\w*|use_\w*(deepep|pplx|nixl_ep|mori|all2all)\w*|"
                       r"use_sequence_parallel_moe|is_sequence_parallel|use_dp_chunking|enable_eplb)$")
-_NONE_WITHOUT_EP = {"eplb_state"}
+_NONE_WITHOUT_EPLB = {"eplb_state"}
 
 # Names that hold the model's QuantizationConfig (None when quantization is off). Other *_quant_config
 # names (moe_quant_config, ...) hold objects that exist even unquantized: never decided.
@@ -41,14 +43,20 @@ _NONE_WITHOUT_LORA = {"_lora_context", "lora_context"}
 # without KV transfer: the config is None and no KV connector exists (vllm/distributed/kv_transfer)
 _NONE_WITHOUT_KV_TRANSFER = {"kv_transfer_config"}
 _KV_TRANSFER_CALLS = {"has_kv_transfer_group"}
+# vLLM's engine broadcasts the scheduler's inputs to its workers through a shared-memory message queue (ZeroMQ); a
+# bundle's ranks each make their own inputs, so a group never makes that broadcaster
+_ENGINE_BROADCAST_FLAGS = {"use_message_queue_broadcaster"}
 
 _SIZE_NAMES = {
     "dp": {"dp_size", "data_parallel_size", "get_dp_group().world_size"},
-    "tp": {"tp_size", "tp_world_size", "tp_world", "tensor_parallel_size", "tensor_model_parallel_size",
-           "get_tensor_model_parallel_world_size"},
+    "tp": {"tensor_parallel_size", "tensor_model_parallel_size", "get_tensor_model_parallel_world_size"},
     "pp": {"pp_size", "pipeline_parallel_size", "get_pipeline_model_parallel_world_size"},
     "ep": {"ep_size", "get_ep_world_size"},
 }
+# Local names of a tensor-parallel size: the tp group's, except in vLLM's MoE code under expert parallelism, where
+# `tp_size` is the experts' (1: FusedMoEParallelConfig gives the experts ep_size = tp and tp_size = 1). Decided
+# only while ep is 1, where both are the variant's tp.
+_TP_LOCAL_NAMES = {"tp_size", "tp_world_size", "tp_world"}
 
 
 def _tail(e: ast.expr) -> str | None:
@@ -125,8 +133,7 @@ class GuardEval:
         self.sizes = parallel_sizes(variant)
         # names whose value the variant makes None: false as a test, None as a value
         self.none_names: set[str] = set()
-        if self.sizes["ep"] == 1 and self.sizes["tp"] == 1:
-            self.none_names |= _NONE_WITHOUT_EP
+        self.none_names |= _NONE_WITHOUT_EPLB
         if variant.get("lora") == "none":
             self.none_names |= _NONE_WITHOUT_LORA
         if variant.get("kv_transfer") == "none":
@@ -191,8 +198,9 @@ class GuardEval:
 
     def _variant_atom(self, e: ast.expr, w: Where):
         """Switches the variant turns off (expert parallelism, quantization, LoRA, KV transfer, KV cache dtype)."""
-        if self.sizes["ep"] == 1 and self.sizes["tp"] == 1 and _EP_FLAG.match(_tail(e) or "") and not isinstance(
-                e, ast.Call):
+        if not isinstance(e, ast.Call) and _tail(e) == _EP_ON:
+            return self.sizes["ep"] > 1
+        if not isinstance(e, ast.Call) and _EP_FLAG.match(_tail(e) or ""):
             return False
         if not isinstance(e, ast.Call) and (_tail(e) or "") in self.none_names:
             return False
@@ -202,6 +210,8 @@ class GuardEval:
         if quant_none and not isinstance(e, ast.Call) and _QUANT_FLAG.match(tail):
             return False
         if self.variant.get("lora") == "none" and not isinstance(e, ast.Call) and tail in _LORA_FLAGS:
+            return False
+        if not isinstance(e, ast.Call) and tail in _ENGINE_BROADCAST_FLAGS:
             return False
         if kv_auto and isinstance(e, ast.Call) and _tail(e.func) in _KV_QUANT_CALLS:
             return False
@@ -421,6 +431,8 @@ class GuardEval:
         for key, names in _SIZE_NAMES.items():
             if t in names:
                 return self.sizes[key]
+        if t in _TP_LOCAL_NAMES and self.sizes["ep"] == 1:
+            return self.sizes["tp"]
         # get_tp_group().world_size
         if (t == "world_size" and isinstance(e, ast.Attribute) and isinstance(e.value, ast.Call)
                 and _tail(e.value.func) in ("get_tp_group", "get_pp_group", "get_ep_group")):

@@ -27,6 +27,7 @@ BIND = ("tests/test_bind.py", "-k", "no_cuda_ops or merge_imports or anchors or 
 DEPS = ("tests/test_runtime_deps.py",)
 REACH = ("tests/test_reachability.py", "-k", "not remove_each_reached_definition")
 PKG = "tests/test_package.py::"
+PARALLEL = ("tests/test_parallel_variant.py",)
 
 
 def _m(name, stage, file, old, new, *tests):
@@ -73,6 +74,18 @@ MUTATIONS = [
        '"imports_annotation_only": sorted(set(imports) - evaluated),', '"imports_annotation_only": [],', *CLOSURE),
     _m("a1-runtime-only-imports-empty", "A1", G + "__init__.py",
        '"imports_runtime_only": sorted(set(imports) - importtime),', '"imports_runtime_only": [],', *CLOSURE),
+    # A1 on several GPUs (issue 21)
+    _m("a1-use-ep-always-off", "A1", G + "guards.py",
+       'return self.sizes["ep"] > 1', "return False", *PARALLEL),
+    _m("a1-moe-tp-size-decided-under-ep", "A1", G + "guards.py",
+       'if t in _TP_LOCAL_NAMES and self.sizes["ep"] == 1:', "if t in _TP_LOCAL_NAMES:", *PARALLEL),
+    _m("a1-message-queue-broadcaster-kept", "A1", G + "guards.py",
+       "if not isinstance(e, ast.Call) and tail in _ENGINE_BROADCAST_FLAGS:", "if False:", *PARALLEL),
+    _m("a1-communicator-never-bound", "A1", G + "vllm/by_name.py",
+       "if world_size(self.variant) == 1:", "if True:", *PARALLEL),
+    _m("a1-torch-ops-missed-after-import-torch-submodule", "A1", G + "vllm/ops.py",
+       'is_torch = b.attr is None and (b.module == "torch" or (b.name == "torch" and b.module.startswith("torch.")))',
+       'is_torch = b.module == "torch"', *PARALLEL),
     # ---- A2: Python section ----
     _m("a2-import-guard-removed", "A2", "bundler_lib/common/imports.py",
        'out.append(f"try:\\n    {st}\\nexcept ImportError:  # optional package\\n    pass")', "out.append(st)",

@@ -6,7 +6,8 @@ from __future__ import annotations
 import ast
 
 from bundler_lib.errors import StageError
-from bundler_lib.variant import BY_NAME_REGISTRIES
+from bundler_lib.variant import (BY_NAME_REGISTRIES, COMMUNICATOR_METHOD, COMMUNICATORS, platform_class,
+                                  world_size)
 from ..engine import Rule
 
 STAGE = "A1 graph"
@@ -27,7 +28,8 @@ _TEMPLATE = ("def @@NAME@@(qualname: str):\n"
 class ByNameResolver(Rule):
     name = "by-name-resolver"
     decides = ("vLLM's resolve_obj_by_qualname is replaced by a resolver over the classes the variant selects by "
-               "name (attention_backend -> its backend class, inlined)")
+               "name (attention_backend -> its backend class, inlined; on several GPUs the platform's device "
+               "communicator -> the variant's `communicator` class)")
     link_kinds = ("node",)
 
     def __init__(self, index, variant: dict):
@@ -55,11 +57,40 @@ class ByNameResolver(Rule):
             bound.append((qual, (ct.module, ct.stmts[-1], ct.name)))
             g.notes.append(f"resolve_obj_by_qualname({qual!r}) is bound to the inlined {cname}: "
                            f"variant {key}={self.variant[key]}")
+        bound += self._communicator(g)
         entries = "".join(f"    {q!r}: @@{i}@@,\n" for i, (q, _) in enumerate(bound))
         info = self.index.get(t.module)
         st = t.stmts[-1]
         return g.synthetic(t.module, t.name, _TEMPLATE.replace("@@ENTRIES@@", entries), [d for _, d in bound],
                            imports=["import importlib"], file=info.path, line=st.line, end_line=st.end_line)
+
+    def _communicator(self, g) -> list[tuple[str, tuple]]:
+        """On several GPUs: the qualified name the platform's get_device_communicator_cls() returns, bound to the
+        class of the variant's `communicator` choice (recorded in the notes)."""
+        if world_size(self.variant) == 1:
+            return []
+        pmod = platform_class(self.variant)[0]
+        named = self._method_return(pmod, COMMUNICATOR_METHOD) if self.index.has_module(pmod) else None
+        cmod, cname = COMMUNICATORS[self.variant["communicator"]]
+        ct = g.res.name(cmod, cname) if self.index.has_module(cmod) else None
+        if named is None or ct is None or ct.kind != "node":
+            raise StageError(STAGE, f"variant communicator={self.variant['communicator']!r}",
+                             f"{pmod}.{COMMUNICATOR_METHOD}() or {cmod}.{cname} is not in the tree",
+                             "build a multi-GPU bundle from a vLLM tree that has both, or set tp and ep to 1")
+        g.notes.append(f"resolve_obj_by_qualname({named!r}) is bound to the inlined {cname}: variant communicator="
+                       f"{self.variant['communicator']} (collectives are NCCL through torch.distributed; custom "
+                       "all-reduce, quick all-reduce, symmetric memory, FlashInfer and pynccl are left out)")
+        return [(named, (ct.module, ct.stmts[-1], ct.name))]
+
+    def _method_return(self, module: str, method: str) -> str | None:
+        """The string constant a method of a class of `module` returns (the platform's communicator name)."""
+        for node in ast.walk(self.index.get(module).tree):
+            if isinstance(node, ast.FunctionDef) and node.name == method:
+                for r in ast.walk(node):
+                    if (isinstance(r, ast.Return) and isinstance(r.value, ast.Constant)
+                            and isinstance(r.value.value, str)):
+                        return r.value.value
+        return None
 
     def _registry_value(self, module: str, enum: str, member: str) -> str | None:
         if not self.index.has_module(module):

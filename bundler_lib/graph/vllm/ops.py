@@ -61,7 +61,9 @@ class TorchOps(Rule):
         attrs = ref.attrs
         if len(attrs) == 2 and ref.getattr_attr:   # getattr(torch.ops.<ns>, "<op>"[, default])
             attrs = attrs + [ref.getattr_attr]
-        if not (b.module == "torch" and ref.name == b.name and len(attrs) >= 3 and attrs[0] == "ops"):
+        # `import torch` or `import torch.distributed` (which binds `torch` too)
+        is_torch = b.attr is None and (b.module == "torch" or (b.name == "torch" and b.module.startswith("torch.")))
+        if not (is_torch and ref.name == b.name and len(attrs) >= 3 and attrs[0] == "ops"):
             return
         ns, op = attrs[1], attrs[2]
         if len(ref.attrs) == 2 and ns == "vllm":
