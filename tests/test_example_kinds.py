@@ -29,16 +29,43 @@ BLOCK = _sig('''
     class BloomBlock(nn.Module):
         def __init__(self, config, cache_config=None, quant_config=None, prefix=""):
             pass
-        def forward(self, position_ids, hidden_states):
+        def forward(self, position_ids: torch.Tensor, hidden_states):
             pass
 ''')
 
 
 def test_layer_signature():
-    assert BLOCK == {"__init__": {"required": ["config"], "optional": ["cache_config", "quant_config", "prefix"]},
-                     "forward": {"required": ["position_ids", "hidden_states"], "optional": []}}
-    assert _sig("class A(B):\n    x = 1\n") == {}  # inherited methods are not the class's own
+    assert BLOCK == {"__init__": {"required": ["config"], "optional": ["cache_config", "quant_config", "prefix"],
+                                  "annotations": {}},
+                     "forward": {"required": ["position_ids", "hidden_states"], "optional": [],
+                                 "annotations": {"position_ids": "torch.Tensor"}}}
+    assert _sig("class A(B):\n    x = 1\n") == {}  # without find_class, a method A inherits is absent
     assert layer_signature(ast.parse("def f(x): pass").body[0]) is None
+    kw = _sig("class A:\n    def forward(self, h, *, step: int, extra: 'torch.Tensor | None' = None): pass\n")
+    assert kw["forward"] == {"required": ["h", "step"], "optional": ["extra"],
+                             "annotations": {"step": "int", "extra": "'torch.Tensor | None'"}}
+
+
+def test_layer_signature_reads_inherited_methods_from_the_base():
+    """A method the class inherits is its nearest base's (MolmoDecoderNormAfterLayer: its own forward, its base's
+    __init__), the base found through `find_class`."""
+    mod = ast.parse(textwrap.dedent('''
+        class Base(nn.Module):
+            def __init__(self, config: Config, prefix: str = ""):
+                pass
+            def forward(self, positions, hidden_states, residual):
+                pass
+        class NormAfter(Base):
+            def forward(self, positions, hidden_states, residual, **kw):
+                pass
+    '''))
+    classes = {c.name: c for c in mod.body}
+    sig = layer_signature(classes["NormAfter"], lambda name, within: classes.get(name))
+    assert sig["__init__"] == {"required": ["config"], "optional": ["prefix"],
+                               "annotations": {"config": "Config", "prefix": "str"}}
+    assert sig["forward"]["required"] == ["positions", "hidden_states", "residual"]
+    assert is_decoder_layer("NormAfter", "class", sig)
+    assert not is_decoder_layer("NormAfter", "class", layer_signature(classes["NormAfter"]))
 
 
 def test_decoder_layers_by_signature_not_only_by_name():
