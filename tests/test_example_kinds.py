@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from bundler_lib import example as a6
-from bundler_lib.common.example_roots import INIT_INPUTS, is_decoder_layer, layer_signature
-from bundler_lib.example import decoder
+from bundler_lib.common.example_roots import (ATTENTION, DECODER_LAYER_ROOTS, INIT_INPUTS, extra_roots,
+                                              is_block_candidate, is_decoder_layer, layer_signature)
+from bundler_lib.example import decoder, forward_inputs
 from bundler_lib.errors import StageError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -148,3 +149,90 @@ def test_a1_records_the_signature_and_the_roots_of_a_block(tmp_path, vllm_0_26_0
     assert g["root_signature"]["forward"]["required"] == ["position_ids", "hidden_states"]
     assert a6.classify(g) == "decoder_layer"
     assert any(n.startswith("extra roots (needed by invocation_example())") for n in g["notes"])
+
+
+def _fwd(required, annotations, init_required=("config",), init_annotations=None):
+    return {"__init__": {"required": list(init_required), "optional": ["prefix"],
+                         "annotations": init_annotations or {}},
+            "forward": {"required": required, "optional": [], "annotations": annotations}}
+
+
+FIELDS = {"hidden_size": 64, "hidden_size_per_layer_input": 8, "vocab_size_per_layer_input": 100,
+          "num_loops": 3}
+DIMS = {"H": 64, "layer": 5}
+
+
+def test_forward_input_rules():
+    """Each rule of forward_inputs.py: an int is an index (the layer index where the name says layer), a count is
+    the config's or 1; a tensor is [T, width], the width the config's hidden-size key naming it or hidden_size for
+    hidden states/embeddings; cross-attention and an unknown width or type stay missing."""
+    sig = _fwd(["positions", "hidden_states", "step", "layer_index", "num_loops", "num_blocks", "inputs_embeds",
+                "original_hidden_states", "per_layer_input"],
+               {"step": "int", "layer_index": "int", "num_loops": "int", "num_blocks": "int",
+                "inputs_embeds": "torch.Tensor", "original_hidden_states": "torch.Tensor",
+                "per_layer_input": "torch.Tensor"})
+    init, fwd, missing = forward_inputs.derive(sig, FIELDS, DIMS)
+    assert init == {} and missing == []
+    assert {n: v[:2] for n, v in fwd.items()} == {
+        "step": ["int", 0], "layer_index": ["int", 5], "num_loops": ["int", 3], "num_blocks": ["int", 1],
+        "inputs_embeds": ["tensor", 64], "original_hidden_states": ["tensor", 64], "per_layer_input": ["tensor", 8]}
+    init, fwd, missing = forward_inputs.derive(
+        _fwd(["hidden_states", "encoder_hidden_states", "mask", "mode"],
+             {"encoder_hidden_states": "torch.Tensor | None", "mask": "torch.Tensor", "mode": "str"},
+             init_required=("config", "block_idx", "stack_kind"),
+             init_annotations={"block_idx": "int", "stack_kind": "str"}), FIELDS, DIMS)
+    assert init == {"block_idx": [init["block_idx"][0], 0, init["block_idx"][2]]} and fwd == {}
+    assert [m.split(":")[0] for m in missing] == ["__init__ input stack_kind (str)", "forward input "
+                                                  "encoder_hidden_states", "forward input mask (torch.Tensor)",
+                                                  "forward input mode (str)"]
+    assert "cross-attention" in missing[1] and "width is unknown" in missing[2]
+
+
+def test_extra_inputs_reach_the_example(tmp_path):
+    """A layer whose forward takes a step index and a per-layer tensor gets a runnable example (status ok) that
+    passes them by name; one with an input no rule covers stays no_template, naming it."""
+    p = _graph(tmp_path, ["positions", "hidden_states", "current_step", "inputs_embeds"])
+    g = json.loads(p.read_text())
+    g["root_signature"]["forward"]["annotations"] = {"current_step": "int", "inputs_embeds": "torch.Tensor"}
+    p.write_text(json.dumps(g))
+    rec = a6.run(p, "tiny/qwen3-moe", TINY, None, tmp_path / "o")
+    assert rec["status"] == "ok" and rec["missing"] == []
+    src = (tmp_path / "o" / "A6.example.py").read_text()
+    assert "{'current_step': ('int', 0), 'inputs_embeds': ('tensor', %d)}" % rec["dims"]["H"] in src
+    assert any(n.startswith("forward input current_step = 0") for n in rec["notes"])
+    g["root_signature"]["forward"]["annotations"]["current_step"] = "str"
+    p.write_text(json.dumps(g))
+    rec = a6.run(p, "tiny/qwen3-moe", TINY, None, tmp_path / "n")
+    assert rec["status"] == "no_template" and "current_step (str)" in rec["missing"][0]
+
+
+def test_a_block_without_positions_is_a_decoder_layer_only_with_attention():
+    """GPT2Block's signature (a whole config; forward(hidden_states)) is an MLP/MoE block's too: A1 gives it the
+    decoder roots behind the Attention trigger, and A6 classifies it a decoder layer only where its graph holds
+    vLLM's Attention."""
+    sig = _fwd(["hidden_states"], {"hidden_states": "torch.Tensor"})
+    assert not is_decoder_layer("GPT2Block", "class", sig) and is_block_candidate("GPT2Block", "class", sig)
+    roots, when = extra_roots("GPT2Block", "class", sig)
+    assert roots == list(DECODER_LAYER_ROOTS) and set(when) == set(roots) and set(when.values()) == {ATTENTION}
+    assert extra_roots("SomeMLP", "function", sig) == ([], {})
+    g = json.loads((MOCK / "A1.graph.json").read_text())
+    g.update(symbol="GPT2Block", root_signature=sig)
+    without = a6.classify(g)
+    f, name = ATTENTION.split("::")
+    g["python_nodes"].append({"id": ATTENTION, "file": f, "name": name, "emit_name": name, "kind": "class"})
+    assert (without, a6.classify(g)) == ("generic", "decoder_layer")
+
+
+@pytest.mark.parametrize("symbol,template", [("GPT2Block", "decoder_layer"), ("Qwen3MoeSparseMoeBlock", "generic"),
+                                             ("MolmoDecoderNormAfterLayer", "decoder_layer")])
+def test_a1_blocks_on_the_real_tree(tmp_path, vllm_0_26_0, symbol, template):
+    """GPT2Block (forward(hidden_states), reaching Attention) is a decoder layer with the decoder roots; an MoE block
+    of the same signature reaches no Attention, gets none of them and stays generic; MolmoDecoderNormAfterLayer
+    inherits its __init__ from MolmoDecoderLayer (A1 reads the base's)."""
+    from bundler_lib import graph as a1
+    a1.run(tree=vllm_0_26_0, out=tmp_path, symbol=symbol, hint=None, variant={})
+    g = json.loads((tmp_path / "A1.graph.json").read_text())
+    assert a6.classify(g) == template and g["root_signature"]["__init__"]["required"] in (["config"], ["vllm_config"])
+    ids = {n["id"] for n in g["python_nodes"]}
+    assert all((r.split(".process_weights")[0] in ids) is (template == "decoder_layer")
+               for r in DECODER_LAYER_ROOTS if "/triton_attn.py::" in r)
