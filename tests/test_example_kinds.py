@@ -236,3 +236,24 @@ def test_a1_blocks_on_the_real_tree(tmp_path, vllm_0_26_0, symbol, template):
     ids = {n["id"] for n in g["python_nodes"]}
     assert all((r.split(".process_weights")[0] in ids) is (template == "decoder_layer")
                for r in DECODER_LAYER_ROOTS if "/triton_attn.py::" in r)
+
+
+def test_cache_config_stand_in_is_replaceable(tmp_path):
+    """A layer may copy its cache_config with `dataclasses.replace` (a per-loop sliding window): the stand-in is
+    copied with its fields and the change, still a stand-in. Run on CPU up to the layer's build (cpu_build_check)."""
+    from tools.cpu_build_check import check
+    rec = a6.run(_graph(tmp_path, ["positions", "hidden_states"]), "tiny/qwen3-moe", TINY, None, tmp_path / "o")
+    layer = textwrap.dedent('''
+        import dataclasses
+        _Base = Qwen3MoeDecoderLayer
+        class Qwen3MoeDecoderLayer(_Base):
+            def __init__(self, vllm_config, prefix=""):
+                cc = vllm_config.cache_config
+                loop = dataclasses.replace(cc, sliding_window=8)
+                assert (loop.sliding_window, loop.block_size, cc.sliding_window) == (8, cc.block_size, None)
+                assert loop.not_set is None and "cache_config" in repr(loop)
+                raise NotImplementedError("replaced")  # the mock layer itself needs a GPU
+    ''')
+    path = tmp_path / "bundle.py"
+    path.write_text((MOCK / "mock_bundle.py").read_text() + layer + (tmp_path / "o" / "A6.example.py").read_text())
+    assert rec["status"] == "ok" and check(str(path)) == "FAILED NotImplementedError: replaced"
