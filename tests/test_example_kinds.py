@@ -163,29 +163,32 @@ DIMS = {"H": 64, "layer": 5}
 
 
 def test_forward_input_rules():
-    """Each rule of forward_inputs.py: an int is an index (the layer index where the name says layer), a count is
-    the config's or 1; a tensor is [T, width], the width the config's hidden-size key naming it or hidden_size for
-    hidden states/embeddings; cross-attention and an unknown width or type stay missing."""
-    sig = _fwd(["positions", "hidden_states", "step", "layer_index", "num_loops", "num_blocks", "inputs_embeds",
+    """Each rule of forward_inputs.py: a forward int is an index (the layer index where the name says layer), an
+    int the config names is the config's; an __init__ int only where its name says index; a tensor is [T, width],
+    the width the config's hidden-size key naming it or hidden_size for hidden states/embeddings; cross-attention
+    (even optional), an unknown width, size or type stay missing."""
+    sig = _fwd(["positions", "hidden_states", "step", "layer_index", "num_loops", "inputs_embeds",
                 "original_hidden_states", "per_layer_input"],
-               {"step": "int", "layer_index": "int", "num_loops": "int", "num_blocks": "int",
-                "inputs_embeds": "torch.Tensor", "original_hidden_states": "torch.Tensor",
-                "per_layer_input": "torch.Tensor"})
+               {"step": "int", "layer_index": "int", "num_loops": "int", "inputs_embeds": "torch.Tensor",
+                "original_hidden_states": "torch.Tensor", "per_layer_input": "torch.Tensor"})
     init, fwd, missing = forward_inputs.derive(sig, FIELDS, DIMS)
     assert init == {} and missing == []
     assert {n: v[:2] for n, v in fwd.items()} == {
-        "step": ["int", 0], "layer_index": ["int", 5], "num_loops": ["int", 3], "num_blocks": ["int", 1],
+        "step": ["int", 0], "layer_index": ["int", 5], "num_loops": ["int", 3],
         "inputs_embeds": ["tensor", 64], "original_hidden_states": ["tensor", 64], "per_layer_input": ["tensor", 8]}
-    init, fwd, missing = forward_inputs.derive(
-        _fwd(["hidden_states", "encoder_hidden_states", "mask", "mode"],
-             {"encoder_hidden_states": "torch.Tensor | None", "mask": "torch.Tensor", "mode": "str"},
-             init_required=("config", "block_idx", "stack_kind"),
-             init_annotations={"block_idx": "int", "stack_kind": "str"}), FIELDS, DIMS)
-    assert init == {"block_idx": [init["block_idx"][0], 0, init["block_idx"][2]]} and fwd == {}
-    assert [m.split(":")[0] for m in missing] == ["__init__ input stack_kind (str)", "forward input "
-                                                  "encoder_hidden_states", "forward input mask (torch.Tensor)",
-                                                  "forward input mode (str)"]
-    assert "cross-attention" in missing[1] and "width is unknown" in missing[2]
+    sig = _fwd(["hidden_states", "mask", "mode"], {"mask": "torch.Tensor", "mode": "str"},
+               init_required=("config", "bare_block_idx", "layer_idx_in_stack", "num_loops", "d_model",
+                              "num_hybrid_layers", "stack_kind"),
+               init_annotations={"bare_block_idx": "int", "layer_idx_in_stack": "int", "num_loops": "int",
+                                 "d_model": "int", "num_hybrid_layers": "int", "stack_kind": "str"})
+    sig["forward"]["optional"] = ["encoder_hidden_states"]
+    init, fwd, missing = forward_inputs.derive(sig, FIELDS, DIMS)
+    assert {n: v[1] for n, v in init.items()} == {"bare_block_idx": 0, "layer_idx_in_stack": 5, "num_loops": 3}
+    assert fwd == {}
+    assert [m.split(":")[0] for m in missing] == [
+        "forward input encoder_hidden_states", "__init__ input d_model (int)", "__init__ input num_hybrid_layers (int)",
+        "__init__ input stack_kind (str)", "forward input mask (torch.Tensor)", "forward input mode (str)"]
+    assert "cross-attention" in missing[0] and "width is unknown" in missing[4]
 
 
 def test_extra_inputs_reach_the_example(tmp_path):

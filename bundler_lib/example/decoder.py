@@ -101,6 +101,11 @@ _BODY = '''\
                 f"invocation_example: {symbol} has other state-holding modules {{other_state}} beside its attention "
                 "layers; the decoder-layer example runs layers with (self-)attention state only (no template for "
                 "state-space, conv or MLA state yet)")
+        cross = [n for n, a in attn_layers if getattr(a, "attn_type", "decoder") == "encoder_decoder"]
+        if cross:
+            raise NotImplementedError(
+                f"invocation_example: {symbol}'s attention layers {{cross}} attend to an encoder's output (cross-"
+                "attention: no template for the encoder KV cache and its metadata)")
         # several attention layers (one per step/loop/block of a recurrent layer): each gets its own KV cache, of
         # the same sizes, and the same metadata
         if len({{(a.num_heads, a.num_kv_heads, a.head_size) for _, a in attn_layers}}) > 1:
