@@ -260,3 +260,36 @@ def test_cache_config_stand_in_is_replaceable(tmp_path):
     path = tmp_path / "bundle.py"
     path.write_text((MOCK / "mock_bundle.py").read_text() + layer + (tmp_path / "o" / "A6.example.py").read_text())
     assert rec["status"] == "ok" and check(str(path)) == "FAILED NotImplementedError: replaced"
+
+
+def test_extra_inputs_are_passed_to_the_forward(tmp_path, monkeypatch):
+    """On CPU, with an attention-free stand-in layer (no Triton kernel runs): the example builds the layer with its
+    derived __init__ index and calls forward with the derived step index and [T, H] tensor, by name."""
+    import re
+    import torch
+    p = _graph(tmp_path, ["positions", "hidden_states", "current_step", "inputs_embeds"])
+    g = json.loads(p.read_text())
+    g["root_signature"]["__init__"] = {"required": ["vllm_config", "block_idx"], "optional": [],
+                                       "annotations": {"block_idx": "int"}}
+    g["root_signature"]["forward"]["annotations"] = {"current_step": "int", "inputs_embeds": "torch.Tensor"}
+    p.write_text(json.dumps(g))
+    rec = a6.run(p, "tiny/qwen3-moe", TINY, None, tmp_path / "o")
+    layer = textwrap.dedent('''
+        class Qwen3MoeDecoderLayer(torch.nn.Module):
+            def __init__(self, vllm_config, block_idx, prefix=""):
+                super().__init__()
+                assert block_idx == 0
+                self.scale = torch.nn.Parameter(torch.ones(1))
+            def forward(self, positions, hidden_states, current_step, inputs_embeds):
+                assert current_step == 0 and inputs_embeds.shape == hidden_states.shape
+                return hidden_states * self.scale + inputs_embeds
+    ''')
+    src = (tmp_path / "o" / "A6.example.py").read_text()
+    src = re.sub(r'raise RuntimeError\("invocation_example: \w+ runs on a CUDA GPU[^\n]*', "pass", src)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a, **k: None)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a, **k: (8 << 30, 8 << 30))
+    ns = _bundle_ns(layer + src)
+    res = ns["invocation_example"](small=True, workload="prefill")
+    x, e = res["inputs"]["hidden_states"], res["inputs"]["inputs_embeds"]
+    assert rec["status"] == "ok" and res["inputs"]["current_step"] == 0
+    assert torch.equal(res["outputs"]["hidden_states"], x + e)
