@@ -293,3 +293,25 @@ def test_extra_inputs_are_passed_to_the_forward(tmp_path, monkeypatch):
     x, e = res["inputs"]["hidden_states"], res["inputs"]["inputs_embeds"]
     assert rec["status"] == "ok" and res["inputs"]["current_step"] == 0
     assert torch.equal(res["outputs"]["hidden_states"], x + e)
+    # an attention layer reading an encoder's K/V (cross-attention) is refused, naming it, before any cache is made
+    cross = layer.replace("self.scale = ", "self.cross = CrossAttention()\n        self.scale = ")
+    cross += textwrap.dedent('''
+        class CrossAttention(torch.nn.Module):
+            impl, kv_cache, attn_type, num_heads, num_kv_heads, head_size = None, None, "encoder_decoder", 2, 2, 8
+    ''')
+    with pytest.raises(NotImplementedError, match=r"\['cross'\] attend to an encoder's output"):
+        _bundle_ns(cross + src)["invocation_example"](small=True, workload="prefill")
+    # one attention layer per step: each gets its own KV cache, and the forward context the metadata of each
+    steps = layer.replace("self.scale = ", "self.steps = torch.nn.ModuleList([Step('a'), Step('b')])\n        self.scale = ")
+    steps = steps.replace("assert current_step == 0", "assert sorted(get_forward_context().attn_metadata) == ['a', 'b']\n        assert current_step == 0")
+    steps += textwrap.dedent('''
+        class Step(torch.nn.Module):
+            impl, kv_cache, attn_type, num_heads, num_kv_heads, head_size = None, None, "decoder", 2, 2, 8
+            def __init__(self, name):
+                super().__init__()
+                self.layer_name = name
+    ''')
+    res = _bundle_ns(steps + src)["invocation_example"](small=True, workload="prefill")
+    a, b = res["module"].steps
+    assert a.kv_cache.shape == b.kv_cache.shape == (res["sizes"]["kv_blocks"], 2, 16, 16)
+    assert a.kv_cache.data_ptr() != b.kv_cache.data_ptr()
