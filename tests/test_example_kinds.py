@@ -302,8 +302,10 @@ def test_extra_inputs_are_passed_to_the_forward(tmp_path, monkeypatch):
     with pytest.raises(NotImplementedError, match=r"\['cross'\] attend to an encoder's output"):
         _bundle_ns(cross + src)["invocation_example"](small=True, workload="prefill")
     # one attention layer per step: each gets its own KV cache, and the forward context the metadata of each
-    steps = layer.replace("self.scale = ", "self.steps = torch.nn.ModuleList([Step('a'), Step('b')])\n        self.scale = ")
-    steps = steps.replace("assert current_step == 0", "assert sorted(get_forward_context().attn_metadata) == ['a', 'b']\n        assert current_step == 0")
+    steps = layer.replace("self.scale = ",
+                          "self.steps = torch.nn.ModuleList([Step('a'), Step('b')])\n        self.scale = ")
+    steps = steps.replace("assert current_step == 0", "assert sorted(get_forward_context().attn_metadata) == "
+                          "['a', 'b']\n        assert current_step == 0")
     steps += textwrap.dedent('''
         class Step(torch.nn.Module):
             impl, kv_cache, attn_type, num_heads, num_kv_heads, head_size = None, None, "decoder", 2, 2, 8
