@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from bundler_lib import example as a6
-from bundler_lib.common.example_roots import INIT_INPUTS, is_decoder_layer, layer_signature
-from bundler_lib.example import decoder
+from bundler_lib.common.example_roots import (ATTENTION, DECODER_LAYER_ROOTS, INIT_INPUTS, extra_roots,
+                                              is_block_candidate, is_decoder_layer, layer_signature)
+from bundler_lib.example import decoder, forward_inputs
 from bundler_lib.errors import StageError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,16 +30,43 @@ BLOCK = _sig('''
     class BloomBlock(nn.Module):
         def __init__(self, config, cache_config=None, quant_config=None, prefix=""):
             pass
-        def forward(self, position_ids, hidden_states):
+        def forward(self, position_ids: torch.Tensor, hidden_states):
             pass
 ''')
 
 
 def test_layer_signature():
-    assert BLOCK == {"__init__": {"required": ["config"], "optional": ["cache_config", "quant_config", "prefix"]},
-                     "forward": {"required": ["position_ids", "hidden_states"], "optional": []}}
-    assert _sig("class A(B):\n    x = 1\n") == {}  # inherited methods are not the class's own
+    assert BLOCK == {"__init__": {"required": ["config"], "optional": ["cache_config", "quant_config", "prefix"],
+                                  "annotations": {}},
+                     "forward": {"required": ["position_ids", "hidden_states"], "optional": [],
+                                 "annotations": {"position_ids": "torch.Tensor"}}}
+    assert _sig("class A(B):\n    x = 1\n") == {}  # without find_class, a method A inherits is absent
     assert layer_signature(ast.parse("def f(x): pass").body[0]) is None
+    kw = _sig("class A:\n    def forward(self, h, *, step: int, extra: 'torch.Tensor | None' = None): pass\n")
+    assert kw["forward"] == {"required": ["h", "step"], "optional": ["extra"],
+                             "annotations": {"step": "int", "extra": "'torch.Tensor | None'"}}
+
+
+def test_layer_signature_reads_inherited_methods_from_the_base():
+    """A method the class inherits is its nearest base's (MolmoDecoderNormAfterLayer: its own forward, its base's
+    __init__), the base found through `find_class`."""
+    mod = ast.parse(textwrap.dedent('''
+        class Base(nn.Module):
+            def __init__(self, config: Config, prefix: str = ""):
+                pass
+            def forward(self, positions, hidden_states, residual):
+                pass
+        class NormAfter(Base):
+            def forward(self, positions, hidden_states, residual, **kw):
+                pass
+    '''))
+    classes = {c.name: c for c in mod.body}
+    sig = layer_signature(classes["NormAfter"], lambda name, within: classes.get(name))
+    assert sig["__init__"] == {"required": ["config"], "optional": ["prefix"],
+                               "annotations": {"config": "Config", "prefix": "str"}}
+    assert sig["forward"]["required"] == ["positions", "hidden_states", "residual"]
+    assert is_decoder_layer("NormAfter", "class", sig)
+    assert not is_decoder_layer("NormAfter", "class", layer_signature(classes["NormAfter"]))
 
 
 def test_decoder_layers_by_signature_not_only_by_name():
@@ -121,3 +149,171 @@ def test_a1_records_the_signature_and_the_roots_of_a_block(tmp_path, vllm_0_26_0
     assert g["root_signature"]["forward"]["required"] == ["position_ids", "hidden_states"]
     assert a6.classify(g) == "decoder_layer"
     assert any(n.startswith("extra roots (needed by invocation_example())") for n in g["notes"])
+
+
+def _fwd(required, annotations, init_required=("config",), init_annotations=None):
+    return {"__init__": {"required": list(init_required), "optional": ["prefix"],
+                         "annotations": init_annotations or {}},
+            "forward": {"required": required, "optional": [], "annotations": annotations}}
+
+
+FIELDS = {"hidden_size": 64, "hidden_size_per_layer_input": 8, "vocab_size_per_layer_input": 100,
+          "num_loops": 3}
+DIMS = {"H": 64, "layer": 5}
+
+
+def test_forward_input_rules():
+    """Each rule of forward_inputs.py: a forward int is an index (the layer index where the name says layer), an
+    int the config names is the config's; an __init__ int only where its name says index; a tensor is [T, width],
+    the width the config's hidden-size key naming it or hidden_size for hidden states/embeddings; cross-attention
+    (even optional), an unknown width, size or type stay missing."""
+    sig = _fwd(["positions", "hidden_states", "step", "layer_index", "num_loops", "inputs_embeds",
+                "original_hidden_states", "per_layer_input"],
+               {"step": "int", "layer_index": "int", "num_loops": "int", "inputs_embeds": "torch.Tensor",
+                "original_hidden_states": "torch.Tensor", "per_layer_input": "torch.Tensor"})
+    init, fwd, missing = forward_inputs.derive(sig, FIELDS, DIMS)
+    assert init == {} and missing == []
+    assert {n: v[:2] for n, v in fwd.items()} == {
+        "step": ["int", 0], "layer_index": ["int", 5], "num_loops": ["int", 3],
+        "inputs_embeds": ["tensor", 64], "original_hidden_states": ["tensor", 64], "per_layer_input": ["tensor", 8]}
+    sig = _fwd(["hidden_states", "mask", "mode"], {"mask": "torch.Tensor", "mode": "str"},
+               init_required=("config", "bare_block_idx", "layer_idx_in_stack", "num_loops", "d_model",
+                              "num_hybrid_layers", "stack_kind"),
+               init_annotations={"bare_block_idx": "int", "layer_idx_in_stack": "int", "num_loops": "int",
+                                 "d_model": "int", "num_hybrid_layers": "int", "stack_kind": "str"})
+    sig["forward"]["optional"] = ["encoder_hidden_states"]
+    init, fwd, missing = forward_inputs.derive(sig, FIELDS, DIMS)
+    assert {n: v[1] for n, v in init.items()} == {"bare_block_idx": 0, "layer_idx_in_stack": 5, "num_loops": 3}
+    assert fwd == {}
+    assert [m.split(":")[0] for m in missing] == [
+        "forward input encoder_hidden_states", "__init__ input d_model (int)", "__init__ input num_hybrid_layers (int)",
+        "__init__ input stack_kind (str)", "forward input mask (torch.Tensor)", "forward input mode (str)"]
+    assert "cross-attention" in missing[0] and "width is unknown" in missing[4]
+
+
+def test_extra_inputs_reach_the_example(tmp_path):
+    """A layer whose forward takes a step index and a per-layer tensor gets a runnable example (status ok) that
+    passes them by name; one with an input no rule covers stays no_template, naming it."""
+    p = _graph(tmp_path, ["positions", "hidden_states", "current_step", "inputs_embeds"])
+    g = json.loads(p.read_text())
+    g["root_signature"]["forward"]["annotations"] = {"current_step": "int", "inputs_embeds": "torch.Tensor"}
+    p.write_text(json.dumps(g))
+    rec = a6.run(p, "tiny/qwen3-moe", TINY, None, tmp_path / "o")
+    assert rec["status"] == "ok" and rec["missing"] == []
+    src = (tmp_path / "o" / "A6.example.py").read_text()
+    assert "{'current_step': ('int', 0), 'inputs_embeds': ('tensor', %d)}" % rec["dims"]["H"] in src
+    assert any(n.startswith("forward input current_step = 0") for n in rec["notes"])
+    g["root_signature"]["forward"]["annotations"]["current_step"] = "str"
+    p.write_text(json.dumps(g))
+    rec = a6.run(p, "tiny/qwen3-moe", TINY, None, tmp_path / "n")
+    assert rec["status"] == "no_template" and "current_step (str)" in rec["missing"][0]
+
+
+def test_a_block_without_positions_is_a_decoder_layer_only_with_attention():
+    """GPT2Block's signature (a whole config; forward(hidden_states)) is an MLP/MoE block's too: A1 gives it the
+    decoder roots behind the Attention trigger, and A6 classifies it a decoder layer only where its graph holds
+    vLLM's Attention."""
+    sig = _fwd(["hidden_states"], {"hidden_states": "torch.Tensor"})
+    assert not is_decoder_layer("GPT2Block", "class", sig) and is_block_candidate("GPT2Block", "class", sig)
+    roots, when = extra_roots("GPT2Block", "class", sig)
+    assert roots == list(DECODER_LAYER_ROOTS) and set(when) == set(roots) and set(when.values()) == {ATTENTION}
+    assert extra_roots("SomeMLP", "function", sig) == ([], {})
+    g = json.loads((MOCK / "A1.graph.json").read_text())
+    g.update(symbol="GPT2Block", root_signature=sig)
+    without = a6.classify(g)
+    f, name = ATTENTION.split("::")
+    g["python_nodes"].append({"id": ATTENTION, "file": f, "name": name, "emit_name": name, "kind": "class"})
+    assert (without, a6.classify(g)) == ("generic", "decoder_layer")
+
+
+@pytest.mark.parametrize("symbol,template", [("GPT2Block", "decoder_layer"), ("Qwen3MoeSparseMoeBlock", "generic"),
+                                             ("MolmoDecoderNormAfterLayer", "decoder_layer")])
+def test_a1_blocks_on_the_real_tree(tmp_path, vllm_0_26_0, symbol, template):
+    """GPT2Block (forward(hidden_states), reaching Attention) is a decoder layer with the decoder roots; an MoE block
+    of the same signature reaches no Attention, gets none of them and stays generic; MolmoDecoderNormAfterLayer
+    inherits its __init__ from MolmoDecoderLayer (A1 reads the base's)."""
+    from bundler_lib import graph as a1
+    a1.run(tree=vllm_0_26_0, out=tmp_path, symbol=symbol, hint=None, variant={})
+    g = json.loads((tmp_path / "A1.graph.json").read_text())
+    assert a6.classify(g) == template and g["root_signature"]["__init__"]["required"] in (["config"], ["vllm_config"])
+    ids = {n["id"] for n in g["python_nodes"]}
+    assert all((r.split(".process_weights")[0] in ids) is (template == "decoder_layer")
+               for r in DECODER_LAYER_ROOTS if "/triton_attn.py::" in r)
+
+
+def test_cache_config_stand_in_is_replaceable(tmp_path):
+    """A layer may copy its cache_config with `dataclasses.replace` (a per-loop sliding window): the stand-in is
+    copied with its fields and the change, still a stand-in. Run on CPU up to the layer's build (cpu_build_check)."""
+    from tools.cpu_build_check import check
+    rec = a6.run(_graph(tmp_path, ["positions", "hidden_states"]), "tiny/qwen3-moe", TINY, None, tmp_path / "o")
+    layer = textwrap.dedent('''
+        import dataclasses
+        _Base = Qwen3MoeDecoderLayer
+        class Qwen3MoeDecoderLayer(_Base):
+            def __init__(self, vllm_config, prefix=""):
+                cc = vllm_config.cache_config
+                loop = dataclasses.replace(cc, sliding_window=8)
+                assert (loop.sliding_window, loop.block_size, cc.sliding_window) == (8, cc.block_size, None)
+                assert loop.not_set is None and "cache_config" in repr(loop)
+                raise NotImplementedError("replaced")  # the mock layer itself needs a GPU
+    ''')
+    path = tmp_path / "bundle.py"
+    path.write_text((MOCK / "mock_bundle.py").read_text() + layer + (tmp_path / "o" / "A6.example.py").read_text())
+    assert rec["status"] == "ok" and check(str(path)) == "FAILED NotImplementedError: replaced"
+
+
+def test_extra_inputs_are_passed_to_the_forward(tmp_path, monkeypatch):
+    """On CPU, with an attention-free stand-in layer (no Triton kernel runs): the example builds the layer with its
+    derived __init__ index and calls forward with the derived step index and [T, H] tensor, by name."""
+    import re
+    import torch
+    p = _graph(tmp_path, ["positions", "hidden_states", "current_step", "inputs_embeds"])
+    g = json.loads(p.read_text())
+    g["root_signature"]["__init__"] = {"required": ["vllm_config", "block_idx"], "optional": [],
+                                       "annotations": {"block_idx": "int"}}
+    g["root_signature"]["forward"]["annotations"] = {"current_step": "int", "inputs_embeds": "torch.Tensor"}
+    p.write_text(json.dumps(g))
+    rec = a6.run(p, "tiny/qwen3-moe", TINY, None, tmp_path / "o")
+    layer = textwrap.dedent('''
+        class Qwen3MoeDecoderLayer(torch.nn.Module):
+            def __init__(self, vllm_config, block_idx, prefix=""):
+                super().__init__()
+                assert block_idx == 0
+                self.scale = torch.nn.Parameter(torch.ones(1))
+            def forward(self, positions, hidden_states, current_step, inputs_embeds):
+                assert current_step == 0 and inputs_embeds.shape == hidden_states.shape
+                return hidden_states * self.scale + inputs_embeds
+    ''')
+    src = (tmp_path / "o" / "A6.example.py").read_text()
+    src = re.sub(r'raise RuntimeError\("invocation_example: \w+ runs on a CUDA GPU[^\n]*', "pass", src)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a, **k: None)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a, **k: (8 << 30, 8 << 30))
+    ns = _bundle_ns(layer + src)
+    res = ns["invocation_example"](small=True, workload="prefill")
+    x, e = res["inputs"]["hidden_states"], res["inputs"]["inputs_embeds"]
+    assert rec["status"] == "ok" and res["inputs"]["current_step"] == 0
+    assert torch.equal(res["outputs"]["hidden_states"], x + e)
+    # an attention layer reading an encoder's K/V (cross-attention) is refused, naming it, before any cache is made
+    cross = layer.replace("self.scale = ", "self.cross = CrossAttention()\n        self.scale = ")
+    cross += textwrap.dedent('''
+        class CrossAttention(torch.nn.Module):
+            impl, kv_cache, attn_type, num_heads, num_kv_heads, head_size = None, None, "encoder_decoder", 2, 2, 8
+    ''')
+    with pytest.raises(NotImplementedError, match=r"\['cross'\] attend to an encoder's output"):
+        _bundle_ns(cross + src)["invocation_example"](small=True, workload="prefill")
+    # one attention layer per step: each gets its own KV cache, and the forward context the metadata of each
+    steps = layer.replace("self.scale = ",
+                          "self.steps = torch.nn.ModuleList([Step('a'), Step('b')])\n        self.scale = ")
+    steps = steps.replace("assert current_step == 0", "assert sorted(get_forward_context().attn_metadata) == "
+                          "['a', 'b']\n        assert current_step == 0")
+    steps += textwrap.dedent('''
+        class Step(torch.nn.Module):
+            impl, kv_cache, attn_type, num_heads, num_kv_heads, head_size = None, None, "decoder", 2, 2, 8
+            def __init__(self, name):
+                super().__init__()
+                self.layer_name = name
+    ''')
+    res = _bundle_ns(steps + src)["invocation_example"](small=True, workload="prefill")
+    a, b = res["module"].steps
+    assert a.kv_cache.shape == b.kv_cache.shape == (res["sizes"]["kv_blocks"], 2, 16, 16)
+    assert a.kv_cache.data_ptr() != b.kv_cache.data_ptr()

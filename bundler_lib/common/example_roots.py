@@ -36,7 +36,7 @@ DECODER_LAYER_ROOTS = (
 # groups and the TCP store, which a layer on one node never uses.
 PARALLEL_ROOTS = ("vllm/distributed/parallel_state.py::GroupCoordinator",)
 
-_ATTENTION = "vllm/model_executor/layers/attention/attention.py::Attention"
+ATTENTION = "vllm/model_executor/layers/attention/attention.py::Attention"
 # The backend classes are looked up by qualname when an `Attention` layer is built: a layer without one (MLA,
 # linear attention, state-space) needs none of them. A layer that never reads the tp group needs no coordinator.
 # What the example's recurrent state (example/recurrent_state.py) calls, as vLLM's engine does: each state layer's
@@ -53,7 +53,7 @@ RECURRENT_STATE_TRIGGERS = {
     f"{_SSU}::TritonSSUBackend": f"{_SSU}::get_mamba_ssu_backend",
 }
 RECURRENT_STATE_ROOTS = tuple(RECURRENT_STATE_TRIGGERS)
-ROOT_TRIGGERS = {**{r: _ATTENTION for r in DECODER_LAYER_ROOTS if "/v1/attention/backends/" in r},
+ROOT_TRIGGERS = {**{r: ATTENTION for r in DECODER_LAYER_ROOTS if "/v1/attention/backends/" in r},
                  **RECURRENT_STATE_TRIGGERS,
                  **{r: "vllm/distributed/parallel_state.py::get_tp_group" for r in PARALLEL_ROOTS}}
 
@@ -65,46 +65,84 @@ CONFIG_INPUTS = ("vllm_config", "config", "hf_config", "text_config")
 FORWARD_INPUTS = ("positions", "position_ids", "hidden_states", "x", "residual")
 
 
-def layer_signature(cls: ast.AST | None) -> dict | None:
-    """The parameters after `self` of a class's own `__init__` and `forward` (A1 records it as `root_signature`):
-    {method: {"required": [...], "optional": [...]}}; a method the class inherits is absent; None for a non-class."""
+def layer_signature(cls: ast.AST | None, find_class=None) -> dict | None:
+    """The parameters after `self` of a class's `__init__` and `forward` (A1 records it as `root_signature`):
+    {method: {"required": [...], "optional": [...], "annotations": {param: source text}}}; None for a non-class.
+    A method the class inherits is its nearest base's (`find_class(name, cls)`: the ClassDef the base name `name`
+    that class `cls` names resolves to, or None), else absent."""
     if not isinstance(cls, ast.ClassDef):
         return None
-    out = {}
-    for fn in cls.body:
-        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and fn.name in ("__init__", "forward"):
-            a = fn.args
-            positional = (a.posonlyargs + a.args)[1:]
-            n_required = len(positional) - len(a.defaults)
-            req = [x.arg for x in positional[:n_required]]
-            opt = [x.arg for x in positional[n_required:]]
-            for x, d in zip(a.kwonlyargs, a.kw_defaults):
-                (req if d is None else opt).append(x.arg)
-            out[fn.name] = {"required": req, "optional": opt}
+    out: dict = {}
+    todo, seen = [cls], set()
+    while todo and len(out) < 2:
+        c = todo.pop(0)
+        if id(c) in seen:
+            continue
+        seen.add(id(c))
+        for fn in c.body:
+            if (isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and fn.name in ("__init__", "forward")
+                    and fn.name not in out):
+                out[fn.name] = _parameters(fn.args)
+        if find_class is not None:
+            bases = [b.id if isinstance(b, ast.Name) else b.attr for b in c.bases
+                     if isinstance(b, (ast.Name, ast.Attribute))]
+            todo += [k for k in (find_class(b, c) for b in bases) if isinstance(k, ast.ClassDef)]
     return out
 
 
+def _parameters(a: ast.arguments) -> dict:
+    positional = (a.posonlyargs + a.args)[1:]
+    n_required = len(positional) - len(a.defaults)
+    req = [x.arg for x in positional[:n_required]]
+    opt = [x.arg for x in positional[n_required:]]
+    for x, d in zip(a.kwonlyargs, a.kw_defaults):
+        (req if d is None else opt).append(x.arg)
+    ann = {x.arg: ast.unparse(x.annotation) for x in positional + a.kwonlyargs if x.annotation is not None}
+    return {"required": req, "optional": opt, "annotations": ann}
+
+
+def _builds_from_config(signature: dict | None) -> tuple[dict, dict] | None:
+    """(__init__, forward) of a class built from a whole config with nothing else required that the example
+    cannot give, whose forward takes `hidden_states`; else None."""
+    init, fwd = (signature or {}).get("__init__"), (signature or {}).get("forward")
+    if not init or not fwd:
+        return None
+    if not (set(init["required"]) & set(CONFIG_INPUTS)) or not set(init["required"]) <= set(INIT_INPUTS):
+        return None
+    return (init, fwd) if "hidden_states" in set(fwd["required"]) | set(fwd["optional"]) else None
+
+
 def is_decoder_layer(symbol: str, kind: str, signature: dict | None = None) -> bool:
-    """A6's `decoder_layer` template (example/core.py classify): a class named `*DecoderLayer`, or one whose own
+    """A6's `decoder_layer` template (example/core.py classify): a class named `*DecoderLayer`, or one whose
     signature is a decoder layer's (GPT-style blocks: BloomBlock, GPTJBlock, GPTNeoXLayer): built from a whole
-    config with nothing else required that the example cannot give, and a forward taking `hidden_states` and
-    `positions`/`position_ids` (a block whose forward takes hidden_states only, GPT2Block, is indistinguishable
-    from an MLP/MoE block by signature)."""
+    config (`_builds_from_config`), with a forward taking `positions`/`position_ids`. A block whose forward takes
+    no positions (GPT2Block) is a decoder layer only once its closure reaches `Attention` (`is_block_candidate`;
+    an MLP/MoE block has the same signature)."""
     if kind != "class":
         return False
     if symbol.endswith("DecoderLayer"):
         return True
-    init, fwd = (signature or {}).get("__init__"), (signature or {}).get("forward")
-    if not init or not fwd:
-        return False
-    fwd_params = set(fwd["required"]) | set(fwd["optional"])
-    return (bool(set(init["required"]) & set(CONFIG_INPUTS)) and set(init["required"]) <= set(INIT_INPUTS)
-            and "hidden_states" in fwd_params and bool(fwd_params & {"positions", "position_ids"}))
+    sig = _builds_from_config(signature)
+    return sig is not None and bool((set(sig[1]["required"]) | set(sig[1]["optional"]))
+                                    & {"positions", "position_ids"})
 
 
-def extra_roots(symbol: str, kind: str, signature: dict | None = None, world_size: int = 1) -> list[str]:
-    """The roots A1 adds for the example of `symbol` (a `class` or `function`, with its `layer_signature`) on
-    `world_size` GPUs; empty for most symbols."""
-    if not is_decoder_layer(symbol, kind, signature):
-        return []
-    return list(DECODER_LAYER_ROOTS + RECURRENT_STATE_ROOTS) + (list(PARALLEL_ROOTS) if world_size > 1 else [])
+def is_block_candidate(symbol: str, kind: str, signature: dict | None = None) -> bool:
+    """A class built from a whole config whose forward takes hidden_states but no positions: a decoder layer
+    (GPT2Block) when its closure reaches `ATTENTION` (A1's graph), an MLP/MoE block otherwise."""
+    return (kind == "class" and not is_decoder_layer(symbol, kind, signature)
+            and _builds_from_config(signature) is not None)
+
+
+def extra_roots(symbol: str, kind: str, signature: dict | None = None,
+                world_size: int = 1) -> tuple[list[str], dict[str, str]]:
+    """(the roots A1 adds for the example of `symbol` (a `class` or `function`, with its `layer_signature`) on
+    `world_size` GPUs, their triggers): a block candidate's roots all wait for `ATTENTION`; empty for most
+    symbols."""
+    parallel = list(PARALLEL_ROOTS) if world_size > 1 else []
+    if is_decoder_layer(symbol, kind, signature):
+        return list(DECODER_LAYER_ROOTS + RECURRENT_STATE_ROOTS) + parallel, dict(ROOT_TRIGGERS)
+    if is_block_candidate(symbol, kind, signature):
+        roots = list(DECODER_LAYER_ROOTS) + parallel
+        return roots, {r: ATTENTION for r in roots}
+    return [], {}

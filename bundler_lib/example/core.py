@@ -27,7 +27,7 @@ from pathlib import Path, PurePosixPath
 
 from bundler_lib.artifacts import write_json, write_text
 from bundler_lib.common.contract import load_graph
-from bundler_lib.common.example_roots import is_decoder_layer
+from bundler_lib.common.example_roots import ATTENTION, is_block_candidate, is_decoder_layer
 from bundler_lib.errors import StageError
 from bundler_lib.example import cli
 from bundler_lib.example.model_config import (STAGE, activation_size, derive, generic_config, generic_dims_and_flags,
@@ -47,7 +47,8 @@ def classify(graph: dict) -> str:
     kind = graph.get("kind") or ""
     f = graph.get("def_file") or ""
     base = PurePosixPath(f).name
-    if is_decoder_layer(sym, kind, graph.get("root_signature")):
+    sig = graph.get("root_signature")
+    if is_decoder_layer(sym, kind, sig) or (is_block_candidate(sym, kind, sig) and reaches_attention(graph)):
         return "decoder_layer"
     if kind == "class" and (re.search(r"(RMSNorm|LayerNorm)$", sym) or base == "layernorm.py"):
         return "norm"
@@ -59,6 +60,12 @@ def classify(graph: dict) -> str:
     if kind == "function" and sym == "fused_experts":
         return "fused_experts"
     return "generic"
+
+
+def reaches_attention(graph: dict) -> bool:
+    """Whether the symbol's closure (A1's graph) holds vLLM's `Attention` layer."""
+    from bundler_lib.example.state import emit_names
+    return tuple(ATTENTION.split("::")) in emit_names(graph)
 
 
 def uses_kv_cache(template: str) -> bool:
@@ -122,7 +129,7 @@ def _body(graph: dict, symbol: str, template: str, dims: dict, flags: dict, cfg:
     """(invocation_example's body, the roots it needs, what the decoder template misses)."""
     if template == "decoder_layer":
         from bundler_lib.example import decoder
-        missing = decoder.missing_template(graph, dims)
+        missing = decoder.missing_template(graph, dims, cfg, flags)
         body, dnotes, needs = decoder.body(graph, symbol, dims, flags, cfg, config_label, missing)
         notes += dnotes
         return body, needs, missing

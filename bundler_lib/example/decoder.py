@@ -9,7 +9,7 @@ layer, the attention metadata, and the call inside a forward context. The config
 """
 
 from bundler_lib.common.example_roots import DECODER_LAYER_ROOTS, FORWARD_INPUTS, RECURRENT_STATE_ROOTS
-from bundler_lib.example import distributed, recurrent_state, state
+from bundler_lib.example import distributed, forward_inputs, recurrent_state, state
 
 REQUIRED = ["vllm_config", "forward_context"]
 
@@ -51,6 +51,7 @@ _BODY = '''\
                          "cache_config": vllm_config.cache_config, "quant_config": None, "prefix": prefix,
                          "layer_idx": layer_idx, "layer_id": layer_idx, "model_config": vllm_config.model_config,
                          "parallel_config": vllm_config.parallel_config, "rope_parameters": hf.rope_parameters}}
+                given.update({init_inputs!r})  # A6's values for this layer's other inputs (forward_inputs.py)
                 kw = {{}}
                 for pname, prm in list(inspect.signature({symbol}.__init__).parameters.items())[1:]:
                     if pname in given:
@@ -94,23 +95,30 @@ _BODY = '''\
                     fn(dtype)
         # vLLM's engine binds a `kv_cache` to each module holding per-sequence state (attention, mamba, short conv)
         recurrent = _recurrent_modules(layer, attn_layers)  # mamba/short-conv state (recurrent_state.py)
-        if len(attn_layers) > 1:
+        cross = [n for n, a in attn_layers if getattr(a, "attn_type", "decoder") == "encoder_decoder"]
+        if cross:
             raise NotImplementedError(
-                f"invocation_example: {symbol} has {{len(attn_layers)}} attention layers; the decoder-layer example "
-                "runs layers with at most one (self-)attention (no template for several yet)")
+                f"invocation_example: {symbol}'s attention layers {{cross}} attend to an encoder's output (cross-"
+                "attention: no template for the encoder KV cache and its metadata)")
+        # several attention layers (one per step/loop/block of a recurrent layer): each gets its own KV cache, of
+        # the same sizes, and the same metadata
+        if len({{(a.num_heads, a.num_kv_heads, a.head_size) for _, a in attn_layers}}) > 1:
+            raise NotImplementedError(
+                f"invocation_example: {symbol}'s {{len(attn_layers)}} attention layers differ in heads or head size; "
+                "the decoder-layer example sizes one KV cache and one metadata for all of them")
         attn = attn_layers[0][1] if attn_layers else None
         if attn is None:
             H_q = H_kv = Dh = 0  # an attention-free layer: no KV cache, no attention metadata, no attention cost
         else:
             # the cache and metadata follow the attention built (its head size can differ from the config's dims)
             H_q, H_kv, Dh = attn.num_heads, attn.num_kv_heads, attn.head_size
-        attn_name = getattr(attn, "layer_name", prefix + ".self_attn.attn")
+        attn_names = [getattr(a, "layer_name", prefix + ".self_attn.attn") for _, a in attn_layers]
 
         # 4. Shapes, within the memory left after the weights.
         torch.cuda.synchronize()
         free_now, _ = torch.cuda.mem_get_info(device)
         live = min(max(int(free_now * 0.2), 2 * GiB), 8 * GiB, int(free_now * 0.9))
-        kv_bytes_per_token = 2 * H_kv * Dh * torch.finfo(dtype).bits // 8
+        kv_bytes_per_token = len(attn_layers) * 2 * H_kv * Dh * torch.finfo(dtype).bits // 8
         act_bytes_per_token = 2 * (8 * H + 3 * (H_q + 2 * H_kv) * Dh) + int(moe.get("top_k", 0)) * 2 * (
             6 * int(moe.get("moe_intermediate_size", 0)) + 2 * H) + 4 * int(moe.get("num_experts", 0))
         # tokens, batch, context (the function's arguments) override what memory and `small` choose
@@ -141,9 +149,10 @@ _BODY = '''\
         if attn is not None:
             # 5. The KV cache: logical (blocks, kv_heads, block_size, 2*head_dim), stored NHD, the context filled.
             with _Step("allocating the KV cache"):
-                kv_cache = torch.empty(num_blocks, block_size, H_kv, 2 * Dh, device=device, dtype=dtype)
-                kv_cache.normal_(0.0, 1.0, generator=gen)
-                attn.kv_cache = kv_cache.permute(0, 2, 1, 3)
+                for _, a in attn_layers:
+                    kv_cache = torch.empty(num_blocks, block_size, H_kv, 2 * Dh, device=device, dtype=dtype)
+                    kv_cache.normal_(0.0, 1.0, generator=gen)
+                    a.kv_cache = kv_cache.permute(0, 2, 1, 3)
 
             # 6. The attention metadata (TRITON_ATTN) for B sequences of q_len new tokens after ctx cached ones.
             slots = (block_table[:, new_pos // block_size].long() * block_size + (new_pos % block_size)).reshape(-1)
@@ -179,18 +188,20 @@ _BODY = '''\
         # 7. The forward context, as set_forward_context would make it, and one forward.
         fwd = _StandIn(
             "forward_context", no_compile_layers=compilation_config.static_forward_context,
-            attn_metadata={{**({{}} if attn is None else {{attn_name: attn_metadata}}), **state_metadata}},
-            slot_mapping=({{}} if attn is None else {{attn_name: slots}}), dp_metadata=None,
+            attn_metadata={{**{{n: attn_metadata for n in attn_names}}, **state_metadata}},
+            slot_mapping={{n: slots for n in attn_names}}, dp_metadata=None,
             cudagraph_runtime_mode=(graph_enum.NONE if graph_enum is not None else None), batch_descriptor=None,
             ubatch_slices=None, is_padding=None, skip_compiled=False, all_moe_layers=None, moe_layer_index=0,
             additional_kwargs={{}}, virtual_engine=0)
         hidden_states = _randn(T, H)
+        # the layer's other forward inputs, by A6's rules (forward_inputs.py): indices, [T, width] tensors
+        extra_inputs = {{n: (_randn(T, v) if k == "tensor" else v) for n, (k, v) in {extra_inputs!r}.items()}}
 
-        # the forward's inputs by name (positions / position_ids, hidden_states / x, residual)
+        # the forward's inputs by name (positions / position_ids, hidden_states / x, residual, the others)
         fparams = inspect.signature(layer.forward).parameters
         unknown = [n for n, prm in fparams.items() if prm.default is inspect.Parameter.empty
                    and prm.kind not in (prm.VAR_POSITIONAL, prm.VAR_KEYWORD)
-                   and n not in {forward_inputs!r}]
+                   and n not in {forward_inputs!r} and n not in extra_inputs]
         if unknown:
             raise NotImplementedError(f"invocation_example: {symbol}.forward needs {{unknown}}, which the decoder-layer "
                                       "example cannot supply (no template for these inputs)")
@@ -205,6 +216,8 @@ _BODY = '''\
                     kw[n] = x
                 elif n == "residual":
                     kw[n] = residual
+                elif n in extra_inputs:
+                    kw[n] = extra_inputs[n]
             got = layer(**kw)
             return (got[0], got[1]) if isinstance(got, tuple) else (got, None)
 
@@ -245,7 +258,7 @@ _BODY = '''\
 {parallel_check}        return {{"module": layer, "cost": cost, "inputs": {{"positions": positions, "hidden_states": hidden_states,
                 "residual": None, "kv_cache": None if attn is None else attn.kv_cache, "attn_metadata": attn_metadata,
                 "block_table": block_table, "state": {{m.prefix: m.kv_cache for _, m, _ in recurrent}},
-                "state_metadata": state_metadata}},
+                "state_metadata": state_metadata, **extra_inputs}},
                 "outputs": {{"hidden_states": out, "residual": residual}}, "forward": forward, "prefix": prefix,
                 "sizes": {{"B": B, "new_tokens": q_len, "context": ctx, "T": T, "kv_blocks": num_blocks,
                           "block_size": block_size}}, "workload": workload, "defaults_used": list(defaults_used),
@@ -257,16 +270,16 @@ _BODY = '''\
 '''
 
 
-def missing_template(graph: dict, dims: dict) -> list[str]:
+def _other_inputs(graph: dict, cfg: dict | None, dims: dict, flags: dict) -> tuple[dict, dict, list[str]]:
+    return forward_inputs.derive(graph.get("root_signature"), state.hf_fields(cfg, dims, flags), dims)
+
+
+def missing_template(graph: dict, dims: dict, cfg: dict | None = None, flags: dict | None = None) -> list[str]:
     """What this decoder layer needs that the example has no template for (empty: it can run): inputs its own
-    forward requires beyond positions, hidden_states and residual (A1's root_signature: cross-attention's
-    encoder_hidden_states, ...), and attention heads (a state-space layer's config has none: its mamba state)."""
-    out = []
-    fwd = ((graph.get("root_signature") or {}).get("forward") or {}).get("required", [])
-    extra = [p for p in fwd if p not in FORWARD_INPUTS]
-    if extra:
-        out.append(f"forward inputs {', '.join(extra)} (the example gives only {', '.join(FORWARD_INPUTS)}: no "
-                   "template for cross-attention or encoder/draft inputs)")
+    __init__/forward require beyond those every example gives that no rule of forward_inputs.py derives (A1's
+    root_signature: cross-attention's encoder_hidden_states, ...), and attention heads (a state-space layer's
+    config has none: its mamba state)."""
+    out = list(_other_inputs(graph, cfg, dims, flags or {})[2])
     if dims.get("H_q") is None and not recurrent_state.holds_state(graph):
         out.append("attention heads: the config has no num_attention_heads and the layer reaches no state-space "
                    "layer (vLLM's MambaBase) whose state the example could set up")
@@ -298,8 +311,12 @@ def body(graph: dict, symbol: str, dims: dict, flags: dict, cfg: dict, config_la
     rnotes, rneeds = recurrent_state.notes_and_needs(graph)
     notes += rnotes
     needs = sorted(set(needs) | set(rneeds))
+    init_inputs, fwd_inputs, _ = _other_inputs(graph, cfg, dims, flags)
+    notes += forward_inputs.notes(init_inputs, fwd_inputs)
     src = (state.snippet(graph, cfg, dims, flags, config_label) + recurrent_state.snippet(graph, symbol)
            + (_NO_TEMPLATE.format(symbol=symbol, missing=no_template) if no_template else "")
            + _BODY.format(required=REQUIRED, symbol=symbol, forward_inputs=FORWARD_INPUTS,
+                          init_inputs={n: v for n, (_, v, _) in init_inputs.items()},
+                          extra_inputs={n: (k, v) for n, (k, v, _) in fwd_inputs.items()},
                           **distributed.hooks(graph, symbol)))
     return src, notes, needs

@@ -283,7 +283,19 @@ _SNIPPET = '''\
         mode=(mode_enum.NONE if mode_enum is not None else 0), backend="eager",
         cudagraph_mode=(graph_enum.NONE if graph_enum is not None else None), cudagraph_capture_sizes=[],
         max_cudagraph_capture_size=0, fast_moe_cold_start=False)
-    cache_config = _StandIn(
+    def _replaceable(_path, **fields):
+        """A stand-in that `dataclasses.replace(config, key=value)` copies with its explicit fields, as it copies
+        the vLLM config dataclass it stands for (a layer's per-loop cache_config with its own sliding window)."""
+        import dataclasses
+
+        def init(self, **kw):
+            _StandIn.__init__(self, _path, **kw)
+
+        cls = dataclasses.make_dataclass("_StandIn_" + _path, list(fields), bases=(_StandIn,), init=False,
+                                         repr=False, eq=False, namespace={{"__init__": init}})
+        return cls(**fields)
+
+    cache_config = _replaceable(
         "cache_config", block_size=block_size, user_specified_block_size=True, cache_dtype="auto",
         calculate_kv_scales=False, kv_cache_dtype_skip_layers=[], enable_prefix_caching=False,
         sliding_window=flags.get("sliding_window"), skip_page_size_padded=None, num_blocks=None,

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from bundler_lib.artifacts import write_json
-from bundler_lib.common.example_roots import ROOT_TRIGGERS, extra_roots, layer_signature
+from bundler_lib.common.example_roots import extra_roots, layer_signature
 from bundler_lib.errors import StageError
 from bundler_lib.variant import resolve as resolve_variant, world_size
 
@@ -23,6 +23,7 @@ from .emit import _node_id, emit_names, external_names, node_edits, order, secti
 from . import memo
 from .index import TreeIndex
 from .locate import locate
+from .resolve import Resolver
 from . import vllm
 
 STAGE = "A1 graph"
@@ -32,11 +33,27 @@ def _reach(index: TreeIndex, variant: dict, module: str, symbol: str, dataclass_
     c = vllm.closure(index, variant, dataclass_annotations)
     root = c.engine.build(module, symbol)
     # what A6's example needs (data)
-    extra = extra_roots(symbol, root.kind, layer_signature(root.stmt), world_size(variant))
+    extra, when = extra_roots(symbol, root.kind, _signature(index, root), world_size(variant))
     if extra:
-        c.engine.add_roots(extra, "needed by invocation_example()", ROOT_TRIGGERS)
+        c.engine.add_roots(extra, "needed by invocation_example()", when)
     c.engine.finish()
     return c, root
+
+
+def _signature(index: TreeIndex, root) -> dict | None:
+    """The root's `layer_signature`; a method it inherits is read from the class a base's name resolves to (in the
+    module of the class naming it)."""
+    resolver = Resolver(index)
+    modules = {id(root.stmt): root.module}
+
+    def find_class(name: str, within):
+        t = resolver.name(modules.get(id(within), root.module), name)
+        if t.kind != "node" or not t.stmts:
+            return None
+        modules[id(t.stmts[0].node)] = t.module
+        return t.stmts[0].node
+
+    return layer_signature(root.stmt, find_class)
 
 
 def build(tree: Path, symbol: str, hint: str | None = None, variant: dict | None = None,
@@ -114,7 +131,7 @@ def _build(index: TreeIndex, variant: dict, symbol: str, hint: str | None):
         "kind": kind,
         "def_file": rel,
         "def_line": getattr(root.stmt, "lineno", root.line),
-        "root_signature": layer_signature(root.stmt),
+        "root_signature": _signature(index, root),
         "variant": {k: v for k, v in variant.items() if k != "model_facts"},
         "model_facts": variant["model_facts"],
         "files": files,

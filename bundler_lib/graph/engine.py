@@ -285,8 +285,9 @@ class Engine:
             self.drain()
             if not progress:
                 break
-        self.notes.append(f"extra roots ({why}): " + ", ".join(added)
-                          + (f"; not in this tree: {', '.join(missing)}" if missing else ""))
+        if added or missing:   # a root whose trigger the closure never reached is not worth a note
+            self.notes.append(f"extra roots ({why}): " + ", ".join(added)
+                              + (f"; not in this tree: {', '.join(missing)}" if missing else ""))
         return missing
 
     def finish(self) -> None:

@@ -1,0 +1,109 @@
+"""A6: the inputs a decoder layer takes beyond those every decoder-layer example gives (the config, cache/quant
+configs, prefix, layer index to `__init__`; positions, hidden_states, residual to `forward`), derived by general
+rules from A1's `root_signature` (each parameter's annotation text) and the model's text config:
+
+- a forward input, required or optional, naming an encoder or cross-attention (`encoder_hidden_states`): none.
+  The decoder layer reads the encoder's K/V through a cross-attention KV cache that an encoder run fills
+  (prefill) and the engine keeps (decode), with the encoder's own sequence lengths in its metadata; the example
+  has no encoder and no template for that cache, so the layer keeps `no_template`;
+- `int`: the config's value where it has a key of that name; else a forward's int selects what the layer holds
+  per step/loop/block (`current_step`, `loop_idx`): the layer index where the name says `layer`, else 0. An
+  `__init__` int is given so only where its name says index (`*_idx`, `*_index`, `*_id`); any other (`d_model`,
+  a count such as `num_hybrid_layers`) is a size no rule knows;
+- `torch.Tensor` (forward): `[T, width]` random in the model dtype: the width is the config's one
+  hidden-size/dim key naming the input (`hidden_size_per_layer_input` for `per_layer_input`, not
+  `vocab_size_per_layer_input`); an input named for hidden states or embeddings (`original_hidden_states`,
+  `inputs_embeds`, Eagle3's `embeds`) is `[T, hidden_size]`; another has no rule.
+
+An input no rule covers is named in the example's `missing` (status `no_template`), with why.
+"""
+
+from __future__ import annotations
+
+import re
+
+from bundler_lib.common.example_roots import FORWARD_INPUTS, INIT_INPUTS
+
+_INDEX_NAME = re.compile(r"(^|_)(idx|index|id)(_|$)")
+_HIDDEN_WIDTH_WORDS = ("hidden_states", "embeds")
+
+
+def _is_int(annotation: str | None) -> bool:
+    return annotation == "int"
+
+
+def _is_tensor(annotation: str | None) -> bool:
+    return bool(annotation) and annotation.split("|")[0].strip() in ("torch.Tensor", "Tensor")
+
+
+def _cross_attention(name: str) -> bool:
+    return "encoder" in name or "cross" in name
+
+
+def _int_value(name: str, fields: dict, layer: int, where: str) -> tuple[int, str] | None:
+    """(value, why) of an int input, or None where no rule gives it."""
+    if isinstance(fields.get(name), int) and not isinstance(fields.get(name), bool):
+        return fields[name], f"config.{name}"
+    if where == "__init__" and not _INDEX_NAME.search(name):
+        return None
+    if "layer" in name:
+        return layer, "the layer index (the name says layer)"
+    return 0, "an index: 0, the first step/loop/block the layer holds"
+
+
+def _tensor_width(name: str, fields: dict, hidden: int) -> tuple[int, str] | None:
+    """(width, why) of a `[T, width]` tensor input, or None where no rule gives it."""
+    sized = sorted(k for k, v in fields.items() if name in k and k != name
+                   and ("hidden_size" in k or k.endswith(("_dim", "_width")))
+                   and isinstance(v, int) and not isinstance(v, bool) and v > 0)
+    if len(sized) == 1:
+        return fields[sized[0]], f"[T, config.{sized[0]}]"
+    if any(w in name for w in _HIDDEN_WIDTH_WORDS):
+        return hidden, "[T, hidden_size] (named for hidden states or embeddings)"
+    return None
+
+
+def _one(name: str, ann: str | None, fields: dict, dims: dict, where: str) -> tuple[list | None, str | None]:
+    """([kind, value, why], None) for an input a rule covers, else (None, why not)."""
+    if _is_int(ann):
+        value = _int_value(name, fields, int(dims.get("layer") or 0), where)
+        if value is None:
+            return None, (f"{where} input {name} (int): neither an index by its name nor a config key (a size or "
+                          "count no rule knows)")
+        return ["int", value[0], value[1]], None
+    if _is_tensor(ann) and where == "forward":
+        width = _tensor_width(name, fields, dims["H"])
+        if width is None:
+            return None, (f"forward input {name} ({ann}): no config size names it and it is not named for hidden "
+                          "states, so its width is unknown")
+        return ["tensor", width[0], width[1]], None
+    return None, f"{where} input {name} ({ann or 'no annotation'}): no rule gives a value of this type"
+
+
+def derive(signature: dict | None, fields: dict, dims: dict) -> tuple[dict, dict, list[str]]:
+    """(__init__ inputs, forward inputs, what no rule covers) of a decoder layer beyond what every decoder-layer
+    example gives, for its required parameters; `fields` is the model's text config, `dims` A6's (`H`, `layer`)."""
+    sig = signature or {}
+    fwd = sig.get("forward") or {}
+    cross = [n for n in fwd.get("required", []) + fwd.get("optional", []) if _cross_attention(n)]
+    missing = [f"forward input {n}: cross-attention (an encoder's output, read through an encoder KV cache that "
+               "the example has no template for)" for n in cross]
+    out = []
+    for method, given in (("__init__", INIT_INPUTS), ("forward", FORWARD_INPUTS)):
+        m = sig.get(method) or {}
+        plan = {}
+        for name in m.get("required", []):
+            if name in given or name in cross:
+                continue
+            got, why_not = _one(name, (m.get("annotations") or {}).get(name), fields, dims, method)
+            if got is None:
+                missing.append(why_not)
+            else:
+                plan[name] = got
+        out.append(plan)
+    return out[0], out[1], missing
+
+
+def notes(init: dict, forward: dict) -> list[str]:
+    return [f"{method} input {name} = {'[T, %d] random' % v if kind == 'tensor' else v} ({why})"
+            for method, plan in (("__init__", init), ("forward", forward)) for name, (kind, v, why) in plan.items()]
