@@ -38,19 +38,20 @@ def test_a_layer_holds_state_when_its_closure_reaches_mamba_base():
 
 
 def test_a_state_space_layer_without_attention_heads_has_a_template():
-    no_heads = {"H_q": None}
+    no_heads = {"H": 64, "H_q": None, "H_kv": None, "Dh": None, "max_ctx": 128, "eps": 1e-6}
     assert decoder.missing_template(MAMBA_GRAPH, no_heads) == []
     assert "attention heads" in decoder.missing_template({"python_nodes": [MD_BASE]}, no_heads)[0]
 
 
 def test_the_roots_apply_only_where_the_closure_needs_them():
-    roots = extra_roots("ToyMambaDecoderLayer", "class")
+    roots, when = extra_roots("ToyMambaDecoderLayer", "class")
+    assert when == ROOT_TRIGGERS
     assert set(RECURRENT_STATE_ROOTS) <= set(roots)
     assert ROOT_TRIGGERS["vllm/model_executor/layers/mamba/abstract.py::MambaBase.get_state_shape"] == \
         "vllm/model_executor/layers/mamba/abstract.py::MambaBase"
     assert ROOT_TRIGGERS["vllm/model_executor/layers/mamba/ops/ssu_dispatch.py::TritonSSUBackend"].endswith(
         "::get_mamba_ssu_backend")
-    assert extra_roots("SiluAndMul", "class") == []
+    assert extra_roots("SiluAndMul", "class") == ([], {})
 
 
 # ------------------------------------------------------------------------------------------------------------------

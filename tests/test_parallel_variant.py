@@ -72,7 +72,8 @@ def test_several_gpus_bind_the_platform_communicator_to_torch_distributed(tmp_pa
 
 
 def test_a_multi_gpu_decoder_layer_reaches_the_group_coordinator():
-    one, two = (extra_roots("Qwen3MoeDecoderLayer", "class", None, w) for w in (1, 2))
+    (one, _), (two, when) = (extra_roots("Qwen3MoeDecoderLayer", "class", None, w) for w in (1, 2))
     assert "vllm/distributed/parallel_state.py::GroupCoordinator" in two and not set(PARALLEL_ROOTS) & set(one)
-    assert extra_roots("RMSNorm", "class", None, 2) == []
+    assert when == ROOT_TRIGGERS
+    assert extra_roots("RMSNorm", "class", None, 2) == ([], {})
     assert ROOT_TRIGGERS["vllm/distributed/parallel_state.py::GroupCoordinator"].endswith("::get_tp_group")
