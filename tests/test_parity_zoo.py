@@ -6,6 +6,7 @@ model file's rules, experts stacked into w13 [E, 2I, H] and w2 [E, H, I]), and p
 transformers' parameters name for name, shape for shape, value for value, at a dense and at an MoE layer; the
 broken control must map differently. EXCEPTIONS lists the symbols that do not map, each with its cause."""
 
+import json
 import math
 import re
 import sys
@@ -44,9 +45,10 @@ HEADS = re.compile(r"n_heads$|num_heads$|num_attention_heads$|num_key_value_head
 
 def tiny_config(cfg: dict, largest: int | None = None) -> dict:
     """The config with its widths divided by the largest power of two (at most `largest`) that keeps hidden_size at
-    least TINY_HIDDEN and a multiple of every head count."""
+    least TINY_HIDDEN and, where the head size derives from it (no head_dim given), a multiple of every head count."""
     hidden = cfg["hidden_size"]
-    heads = math.lcm(*[v for k, v in cfg.items() if HEADS.search(k) and isinstance(v, int) and v > 0] or [1])
+    heads = 1 if cfg.get("head_dim") else math.lcm(
+        *[v for k, v in cfg.items() if HEADS.search(k) and isinstance(v, int) and v > 0] or [1])
     factor = 1
     while (hidden // (2 * factor) >= TINY_HIDDEN and hidden % (2 * factor * heads) == 0
            and (largest is None or 2 * factor <= largest)):
@@ -193,3 +195,27 @@ def test_zoo_layer_maps(symbol, model_type, file):
 
 def test_exceptions_are_zoo_symbols():
     assert set(EXCEPTIONS) <= {c[0] for c in CASES}
+
+
+def test_loader_rules_file_is_what_the_trees_say(vllm_0_26_0, vllm_0_33_0, tmp_path):
+    """models/vllm-loader-rules.json is tools/gen_loader_rules.py's output for the pinned trees (regenerate it)."""
+    import gen_loader_rules
+
+    out = tmp_path / "rules.json"
+    assert gen_loader_rules.main([str(vllm_0_26_0), str(vllm_0_33_0), "--out", str(out)]) == 0
+    assert json.loads(out.read_text()) == json.loads(parity.LOADER_RULES.read_text())
+
+
+def test_loader_rules_read_from_source():
+    import gen_loader_rules
+
+    src = '''
+class M:
+    packed_modules_mapping = {"qkv_proj": ["q_proj", "k_proj", "v_proj"]}
+    def load_weights(self):
+        stacked_params_mapping = [(".gate_up_proj", ".up_proj", 1), (".gate_up_proj", ".gate_proj", 0)]
+        self.experts = FusedMoE(ckpt_names=("w1", "w2", "w3"))
+'''
+    assert gen_loader_rules.file_rules(src) == {
+        "packed": {"qkv_proj": ["q_proj", "k_proj", "v_proj"], "gate_up_proj": ["gate_proj", "up_proj"]},
+        "experts": {"gate": "w1", "down": "w2", "up": "w3"}}
