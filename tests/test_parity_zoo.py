@@ -72,15 +72,15 @@ def tiny_config(cfg: dict, largest: int | None = None) -> dict:
 
 def zoo_cases() -> list:
     """(symbol, model_type, vLLM model file) of every zoo symbol with a transformers model, both versions."""
-    cases = {}
+    cases = set()
     for tsv in sorted(ROOT.glob("models/transformers-zoo-*.tsv")):
         for line in tsv.read_text().splitlines():
             if line.startswith("#"):
                 continue
             _target, symbol, file, model = line.split("\t")[:4]
             if model.startswith("transformers/"):
-                cases[symbol, model.split("/", 1)[1]] = Path(file).name
-    return [(s, mt, f) for (s, mt), f in sorted(cases.items())]
+                cases.add((symbol, model.split("/", 1)[1], Path(file).name))
+    return sorted(cases)
 
 
 def _unrename(name: str, renames: list) -> str:
@@ -188,7 +188,7 @@ CASES = zoo_cases()
 
 @pytest.mark.parametrize("symbol,model_type,file", [
     pytest.param(*c, marks=pytest.mark.xfail(strict=True, reason=EXCEPTIONS[c[0]])) if c[0] in EXCEPTIONS else c
-    for c in CASES], ids=[c[0] for c in CASES])
+    for c in CASES], ids=[f"{c[0]}-{c[2][:-3]}" for c in CASES])
 def test_zoo_layer_maps(symbol, model_type, file):
     check_case(symbol, model_type, file)
 
