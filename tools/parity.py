@@ -284,11 +284,9 @@ def hf_config(cfg: dict, model_type: str | None = None):
     """transformers' config of `model_type` (default: the config's own) holding the config's fields. A field left
     None takes the class's default, except head_dim and num_key_value_heads, which take what vLLM's ModelConfig
     derives (hidden_size // num_attention_heads; num_attention_heads); a field at the base config's default, a
-    private one, or a read-only property of the class (derived from other fields) is not passed; a class that
-    takes no other keywords gets only its own. Attention is sdpa where the model supports it (eager needs tens of GiB for the scores at long
+    private one, or a read-only property of the class (derived from other fields; also through its
+    attribute_map) is not passed. Attention is sdpa where the model supports it (eager needs tens of GiB for the scores at long
     prefill), else eager."""
-    import inspect
-
     from transformers import CONFIG_MAPPING, AutoConfig, PretrainedConfig
 
     model_type = model_type or cfg["model_type"]
@@ -304,12 +302,12 @@ def hf_config(cfg: dict, model_type: str | None = None):
         return {k: own(v) if isinstance(v, dict) and "_name_or_path" in v else v for k, v in d.items()
                 if v is not None and not k.startswith("_") and (k not in base or base[k] != v)}
 
+    def read_only(k: str) -> bool:
+        return isinstance(getattr(cls, k, None), property) and getattr(cls, k).fset is None
+
     fields = {k: v for k, v in own(cfg).items() if k not in (
         "model_type", "architectures", "transformers_version", "torch_dtype", "dtype")
-        and not (isinstance(getattr(cls, k, None), property) and getattr(cls, k).fset is None)}
-    params = inspect.signature(cls.__init__).parameters
-    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        fields = {k: v for k, v in fields.items() if k in params}
+        and not read_only(cls.attribute_map.get(k, k))}
     config = AutoConfig.for_model(model_type, **fields)
     mod = _modeling(model_type)
     models = [c for c in vars(mod).values() if isinstance(c, type) and hasattr(c, "_supports_sdpa")
