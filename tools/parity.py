@@ -24,7 +24,6 @@ A weight that cannot be mapped: exit 2 naming the parameter on each side.
 from __future__ import annotations
 
 import argparse
-import copy
 import importlib
 import importlib.util
 import json
@@ -424,11 +423,12 @@ def hf_layer(hf_cls, config, layer_idx: int, state: dict, dtype):
 
 
 def _router_topk(module, x, k):
-    """Hook the router of `module` (a linear named mlp.gate) during one call of x; the top-k expert sets."""
+    """Hook the router of `module` (the MoE block's `gate` or `router`: vLLM's and transformers' names, e.g.
+    Mixtral's block_sparse_moe.gate, PhiMoE's mlp.router) during one call of x; the top-k expert sets."""
     got = []
     gate = None
     for n, m in module.named_modules():
-        if n.endswith("mlp.gate"):
+        if n.rsplit(".", 1)[-1] in ("gate", "router") and "." in n:
             gate = m
     if gate is None:  # a dense layer (the config may still be an MoE model's)
         return x(), None
