@@ -47,9 +47,6 @@ EXPERT_TENSOR = re.compile(r"^(?P<base>(?:.*\.)?experts)\.(?:[\w.]*\.)?(?P<which
 FUSED_EXPERTS = {"w13": "gate_up_proj", "w2": "down_proj"}
 # vLLM parameters with no transformers counterpart (the attention's scalar quantisation scales).
 NO_COUNTERPART = re.compile(r"(^|\.)_?(k|v|q|prob)_scale$|(^|\.)_(k|v|q|prob)_scale_float$")
-# Architectures whose transformers layer deviates from the rules (model_type -> what differs, and why); empty
-# while every mapped architecture follows them.
-OVERRIDES: dict = {}
 
 
 class MappingError(Exception):
