@@ -11,7 +11,9 @@
 # parity:   tools/parity.py on the suite's decoder layers (or the BUNDLEs), against transformers' layers with the
 #           same weights, one process per case; PARITY_CASES="prefill:32 decode:2x64" overrides the cases;
 #           results OUT_DIR/parity-<bundle>-<case>.json
-# zoo:      benchmarks/zoo_gpu.py on a zoo bundle folder (default bundles_out/zoo/0.26.0), BUDGET_S seconds
+# zoo:      benchmarks/zoo_gpu.py on a zoo bundle folder (default bundles_out/zoo/0.26.0), BUDGET_S seconds, then
+#           tools/parity.py on each bundle whose example ran: ZOO_PARITY cases (default "prefill:32,decode:2x64";
+#           ZOO_PARITY= turns it off)
 # speed:    benchmarks/layer_speed.py on the suite's decoder layers (SPEED_ARGS, default --quick), BUDGET_S seconds
 # PACK=FILE.tgz packs OUT_DIR into one archive at the end (the device tool brings back a limited number of files)
 set -u
@@ -75,8 +77,9 @@ case $phase in
     done ;;
   zoo)
     # benchmarks/zoo_gpu.py on BUNDLE_DIR (default bundles_out/zoo/0.26.0): resumable rows in OUT_DIR/rows/
+    zoo_parity=${ZOO_PARITY-prefill:32,decode:2x64}
     $py benchmarks/zoo_gpu.py "${1:-bundles_out/zoo/0.26.0}" "$out" --budget-s "${BUDGET_S:-480}" \
-      > "$out/zoo-gpu.log" 2>&1
+      ${zoo_parity:+--parity "$zoo_parity"} > "$out/zoo-gpu.log" 2>&1
     echo "zoo rc=$?"; tail -3 "$out/zoo-gpu.log" ;;
   speed)
     # benchmarks/layer_speed.py (bundle vs transformers, same weights); SPEED_ARGS e.g. "--quick"

@@ -1,7 +1,7 @@
 """The zoo on the GPU: every zoo bundle's invocation_example, cold once and warm, at small and at model size.
 
     python benchmarks/zoo_gpu.py BUNDLE_DIR OUT_DIR [--jobs N] [--full-jobs N] [--only SUBSTR] [--budget-s S]
-        [--timeout-s S]
+        [--timeout-s S] [--parity CASES [--parity-jobs N]]
 
 BUNDLE_DIR holds the bundles (`bundles_out/zoo/<ver>/*.py`) and, beside them, their artifacts
 (`artifacts/<target>/A6.model.json`: whether the example is model-aware, its template and config). For each
@@ -10,7 +10,11 @@ bundle, in its own processes (`tools/run_bundle.py`, which imports it with vLLM 
   1. small, cold: the first run in a fresh bundle cache compiles its CUDA units and Triton kernels. The units are
      keyed by content and shared between bundles (A4), so most bundles find theirs already built by another;
   2. small, warm: the same again, everything cached;
-  3. model size (`--full`).
+  3. model size (`--full`);
+  4. with `--parity CASES` (tools/parity.py's case syntax, comma-separated: `prefill:32,decode:2x64`), for each
+     bundle whose small example ran: tools/parity.py against transformers' layer with the same weights, all the
+     cases in one process. The row's `parity` holds each case's errors and verdict, or `no reference` where
+     transformers has no such layer, or the harness's one-line refusal (a weight that does not map: rc 2).
 Up to `--jobs` bundles run their small examples at once (`--full-jobs` for model size: each sizes itself from the
 free memory it sees). Each finished bundle writes `OUT_DIR/rows/<bundle>.json` at once, so a run cut short
 (`--budget-s`, or the machine's time limit) keeps what it measured, and a later run with the same OUT_DIR resumes
@@ -34,6 +38,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RUNNER = REPO / "tools" / "run_bundle.py"
+PARITY = REPO / "tools" / "parity.py"
+# Per case of tools/parity.py's rows, the fields a zoo row keeps.
+PARITY_KEYS = ("case", "status", "reference", "bundle_rel_l2", "bundle_max_abs", "hf_bf16_rel_l2", "ratio",
+               "control_rel_l2", "routing_differs_tokens", "reason", "seconds")
 
 
 def model_record(bundle: Path) -> dict:
@@ -91,6 +99,48 @@ def one(bundle: Path, rows: Path, cache: str, timeout_s: float, full: bool) -> d
     return row
 
 
+def _parity(bundle: Path, cases: list[str], timeout_s: float, cache: str) -> dict:
+    """tools/parity.py on one bundle, in its own process (from the project root: the bundle's `# config:` path is
+    relative to it): {status, rc, wall_s, cases: [...]} or the error's tail."""
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+        out = Path(f.name)
+    cmd = [sys.executable, str(PARITY), str(bundle.resolve()), "--json", str(out)]
+    for c in cases:
+        cmd += ["--case", c]
+    env = dict(os.environ, VLLM_BUNDLE_CACHE=cache)
+    t0 = time.perf_counter()
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env, cwd=REPO)
+        rc, tail = p.returncode, (p.stdout + p.stderr)[-1500:]
+    except subprocess.TimeoutExpired as e:
+        rc, tail = "timeout", (((e.stdout or b"") + (e.stderr or b"")).decode("utf-8", "replace"))[-1500:]
+    wall = round(time.perf_counter() - t0, 2)
+    try:
+        res = json.loads(out.read_text())
+    except (OSError, json.JSONDecodeError):
+        res = {}
+    out.unlink(missing_ok=True)
+    rows = [{k: r[k] for k in PARITY_KEYS if k in r} for r in res.get("rows", [])]
+    statuses = {r.get("status") for r in rows}
+    status = ("no reference" if statuses == {"no reference"} else "ok" if rows and statuses == {"ok"}
+              else "FAIL" if "FAIL" in statuses else "error")
+    row = {"status": status, "rc": rc, "wall_s": wall, "cases": rows}
+    if status == "error":
+        row["error"] = next((r.get("error") for r in res.get("rows", []) if r.get("error")), None) or tail
+        row["error"] = row["error"][-1500:]
+    return row
+
+
+def parity_one(bundle: Path, rows: Path, cache: str, timeout_s: float, cases: list[str]) -> dict | None:
+    path = rows / f"{bundle.stem}.json"
+    row = json.loads(path.read_text()) if path.exists() else None
+    if row is None or "parity" in row or not (row.get("small_cold") or {}).get("ok"):
+        return None
+    row["parity"] = _parity(bundle, cases, timeout_s, cache)
+    path.write_text(json.dumps(row, indent=1))
+    return row
+
+
 def environment() -> dict:
     env = {"date": datetime.date.today().isoformat(), "python": platform.python_version()}
     try:
@@ -112,6 +162,7 @@ def summarize(rows: list[dict]) -> dict:
 
     def ok(r, k):
         return bool(r.get(k) and r[k].get("ok"))
+    parity = [r["parity"]["status"] for r in rows if r.get("parity")]
     return {
         "bundles": len(rows),
         "small_ok": sum(ok(r, "small_cold") for r in rows),
@@ -119,6 +170,8 @@ def summarize(rows: list[dict]) -> dict:
         "model_aware": len(aware),
         "model_aware_small_and_full_ok": sum(ok(r, "small_cold") and ok(r, "full") for r in aware),
         "full_not_run": sum("full" not in r for r in rows),
+        **({"parity_" + k.replace(" ", "_"): parity.count(k) for k in ("ok", "FAIL", "no reference", "error")}
+           if parity else {}),
     }
 
 
@@ -132,7 +185,22 @@ def main(argv=None) -> int:
     p.add_argument("--budget-s", type=float, default=None, help="stop starting new bundles after this many seconds")
     p.add_argument("--timeout-s", type=float, default=300.0, help="per run")
     p.add_argument("--cache", default=None, help="bundle cache (default: OUT_DIR/cache, kept between resumed runs)")
+    p.add_argument("--parity", default=None, metavar="CASES",
+                   help="run tools/parity.py on each bundle whose example ran, with these cases (comma-separated, "
+                        "e.g. prefill:32,decode:2x64)")
+    p.add_argument("--parity-jobs", type=int, default=2)
     a = p.parse_args(argv)
+    cases = [c for c in (a.parity or "").split(",") if c]
+    if a.parity is not None:
+        sys.path.insert(0, str(REPO / "tools"))
+        from parity import parse_case  # noqa: PLC0415 - the case syntax is the harness's
+
+        for c in cases:
+            try:
+                parse_case(c)
+            except argparse.ArgumentTypeError as e:
+                print(f"error: --parity: {e}")
+                return 2
     bundles = sorted(b for b in a.bundle_dir.glob("*.py") if not b.name.endswith(".kernelbench.py"))
     if a.only:
         bundles = [b for b in bundles if any(s in b.stem for s in a.only)]
@@ -159,9 +227,18 @@ def main(argv=None) -> int:
                     res = r.get(k) or {}
                     print(f"{'full ' if full else 'small'} {futs[f].stem}: {'ok' if res.get('ok') else 'FAIL'} "
                           f"{res.get('wall_s')} s", flush=True)
+    if cases:
+        with ThreadPoolExecutor(max_workers=a.parity_jobs) as pool:
+            futs = {pool.submit(lambda b=b: parity_one(b, rows_dir, cache, a.timeout_s, cases) if within_budget()
+                                else None): b for b in bundles}
+            for f in as_completed(futs):
+                r = f.result()
+                if r is not None:
+                    worst = max((c.get("ratio") or 0 for c in r["parity"]["cases"]), default=None)
+                    print(f"parity {futs[f].stem}: {r['parity']['status']} worst ratio {worst}", flush=True)
     rows = [json.loads(p.read_text()) for p in sorted(rows_dir.glob("*.json"))]
     result = {"benchmark": "zoo-gpu", **environment(), "bundle_dir": str(a.bundle_dir), "jobs": a.jobs,
-              "full_jobs": a.full_jobs, "seconds": round(time.perf_counter() - t0, 1),
+              "full_jobs": a.full_jobs, "parity_cases": cases or None, "seconds": round(time.perf_counter() - t0, 1),
               "summary": summarize(rows), "rows": rows}
     (a.out_dir / "zoo-gpu.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result["summary"]))

@@ -48,3 +48,56 @@ def test_rows_summary_and_resume(tmp_path):
 def test_no_bundles_is_one_line_and_exit_2(tmp_path, capsys):
     assert zoo_gpu.main([str(tmp_path), str(tmp_path / "out")]) == 2
     assert capsys.readouterr().out.startswith(f"error: no bundles in {tmp_path}")
+
+
+# A stand-in for tools/parity.py: rows by the bundle's name, as the harness writes them (--json), its exit code.
+PARITY_STAND_IN = """
+import json, sys
+from pathlib import Path
+bundle, out = Path(sys.argv[1]), Path(sys.argv[sys.argv.index("--json") + 1])
+cases = [sys.argv[i + 1] for i, a in enumerate(sys.argv) if a == "--case"]
+if "Unmapped" in bundle.stem:
+    print("parity: UnmappedLayer.py: vLLM parameter mlp.mystery.weight (3, 3) has no transformers counterpart")
+    sys.exit(2)
+status = "no reference" if "NoRef" in bundle.stem else "ok"
+rows = [{"case": c, "status": status, "bundle_rel_l2": 0.004, "hf_bf16_rel_l2": 0.005, "ratio": 0.8,
+         "control_rel_l2": 0.3, "extra": 1} for c in cases]
+out.write_text(json.dumps({"bundle": str(bundle), "rows": rows[:1] if status == "no reference" else rows}))
+"""
+
+
+def test_parity_per_bundle_that_ran(tmp_path, monkeypatch):
+    d = tmp_path / "zoo"
+    d.mkdir()
+    for name, text in (("GoodLayer", OK), ("NoRefLayer", OK), ("UnmappedLayer", OK), ("BadLayer", FAILS)):
+        _bundle(d, name, text, "org/m")
+    stand_in = tmp_path / "parity_stand_in.py"
+    stand_in.write_text(PARITY_STAND_IN)
+    monkeypatch.setattr(zoo_gpu, "PARITY", stand_in)
+    out = tmp_path / "out"
+    assert zoo_gpu.main([str(d), str(out), "--parity", "prefill:32,decode:2x64"]) == 0
+    res = json.loads((out / "zoo-gpu.json").read_text())
+    rows = {r["symbol"]: r for r in res["rows"]}
+    good = rows["GoodLayer"]["parity"]
+    assert good["status"] == "ok" and [c["case"] for c in good["cases"]] == ["prefill:32", "decode:2x64"]
+    assert good["cases"][0]["ratio"] == 0.8 and "extra" not in good["cases"][0]
+    assert rows["NoRefLayer"]["parity"]["status"] == "no reference"
+    unmapped = rows["UnmappedLayer"]["parity"]
+    assert unmapped["status"] == "error" and unmapped["rc"] == 2 and "mlp.mystery.weight" in unmapped["error"]
+    assert "parity" not in rows["BadLayer"]  # its example did not run
+    assert res["parity_cases"] == ["prefill:32", "decode:2x64"]
+    assert {k: v for k, v in res["summary"].items() if k.startswith("parity_")} == {
+        "parity_ok": 1, "parity_FAIL": 0, "parity_no_reference": 1, "parity_error": 1}
+    # resumed: a row with parity keeps it (the harness is not run again)
+    stand_in.write_text("import sys; sys.exit(3)\n")
+    assert zoo_gpu.main([str(d), str(out), "--parity", "prefill:32"]) == 0
+    again = {r["symbol"]: r for r in json.loads((out / "zoo-gpu.json").read_text())["rows"]}
+    assert again["GoodLayer"]["parity"] == good
+
+
+def test_parity_case_syntax_is_checked_first(tmp_path, capsys):
+    d = tmp_path / "zoo"
+    d.mkdir()
+    _bundle(d, "GoodLayer", OK, "org/m")
+    assert zoo_gpu.main([str(d), str(tmp_path / "out"), "--parity", "sideways:3"]) == 2
+    assert capsys.readouterr().out.startswith("error: --parity: --case 'sideways:3'")

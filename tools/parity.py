@@ -24,10 +24,10 @@ A weight that cannot be mapped: exit 2 naming the parameter on each side.
 from __future__ import annotations
 
 import argparse
-import copy
 import importlib
 import importlib.util
 import json
+import os
 import re
 import sys
 import time
@@ -37,30 +37,52 @@ from pathlib import Path
 TOL_RATIO = 2.0
 TOL_ABS = 2e-2
 
-# vLLM's merged parameters and the transformers parameters they hold, in order (vLLM's stacked_params_mapping
-# in the models' load_weights; MoE experts as FusedMoE.make_expert_params_mapping lays them out). A name is a
-# suffix of the parameter name; `{e}` is an expert index. Every architecture of the suite uses these; an
-# architecture that needs more adds a row.
-MERGED = [
-    ("self_attn.qkv_proj.weight", ["self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"]),
-    ("self_attn.qkv_proj.bias", ["self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"]),
-    ("mlp.gate_up_proj.weight", ["mlp.gate_proj.weight", "mlp.up_proj.weight"]),
-    ("mlp.shared_expert.gate_up_proj.weight", ["mlp.shared_expert.gate_proj.weight", "mlp.shared_expert.up_proj.weight"]),
-]
+# vLLM's loader conventions per model file (merged parameters and the checkpoint parameters they hold, the experts'
+# checkpoint names), read from vLLM's source by tools/gen_loader_rules.py: this machine has no vLLM.
+LOADER_RULES = Path(__file__).resolve().parents[1] / "models" / "vllm-loader-rules.json"
 # vLLM's fused expert tensors, [E, 2I, H] (gate then up) and [E, H, I] (down), under the MoE block's `experts`
-# (0.26.0's FusedMoE keeps them one level down, in `routed_experts`); transformers' fused or per-expert names.
-EXPERT_TENSOR = re.compile(r"^(?P<base>(?:.*\.)?experts)\.(?:[\w.]*\.)?(?P<which>w13|w2)_weight$")
-EXPERTS = {
-    "w13": {"fused": "gate_up_proj", "split": ["{e}.gate_proj.weight", "{e}.up_proj.weight"]},
-    "w2": {"fused": "down_proj", "split": ["{e}.down_proj.weight"]},
-}
+# (0.26.0's FusedMoE keeps them one level down, in `routed_experts`), and their biases [E, 2I] and [E, H].
+EXPERT_TENSOR = re.compile(r"^(?P<base>(?:.*\.)?experts)\.(?:[\w.]*\.)?(?P<which>w13|w2)_(?P<leaf>weight|bias)$")
+# transformers' fused expert tensors where its checkpoint conversion names none.
+FUSED_EXPERTS = {"w13": "gate_up_proj", "w2": "down_proj"}
 # vLLM parameters with no transformers counterpart (the attention's scalar quantisation scales).
 NO_COUNTERPART = re.compile(r"(^|\.)_?(k|v|q|prob)_scale$|(^|\.)_(k|v|q|prob)_scale_float$")
-GATE_UP = ("gate_proj", "up_proj", "gate_up_proj", "w13_weight")
 
 
 class MappingError(Exception):
     pass
+
+
+def loader_rules(model_file: str | None = None, model_type: str | None = None) -> dict:
+    """The rules map_weights applies for a layer of vLLM's `model_file` (a name in vllm/model_executor/models/)
+    compared with transformers' `model_type`: `packed` (vLLM's merged parameter -> checkpoint parameters, in order:
+    the file's own over the default most files share), `experts` (checkpoint names of gate, up, down), `renames`
+    (transformers' checkpoint renames for the model_type, as (regex, replacement)) and `fused` (transformers' fused
+    expert tensor for gate+up and for down, from its checkpoint conversion)."""
+    table = json.loads(LOADER_RULES.read_text())
+    own = table["files"].get(model_file or "", {})
+    rules = {"packed": {**table["default"]["packed"], **own.get("packed", {})},
+             "experts": dict(own.get("experts") or table["default"]["experts"]), "renames": [], "fused": {}}
+    if model_type:
+        from transformers.conversion_mapping import get_checkpoint_conversion_mapping
+
+        for t in get_checkpoint_conversion_mapping(model_type) or []:
+            src = [t.source_patterns] if isinstance(t.source_patterns, str) else list(t.source_patterns)
+            dst = [t.target_patterns] if isinstance(t.target_patterns, str) else list(t.target_patterns)
+            if type(t).__name__ == "WeightRenaming":
+                rules["renames"] += list(zip(src, dst))
+            elif len(dst) == 1 and all("*" in s for s in src):
+                leaves = tuple(sorted(s.rsplit("*.", 1)[1].split(".")[0] for s in src))
+                rules["fused"][leaves] = dst[0].rsplit(".", 1)[-1]
+    return rules
+
+
+def _rename(name: str, renames: list) -> str:
+    """transformers' name of a checkpoint parameter of one layer (renames apply to the model-level key)."""
+    full = "model.layers.0." + name
+    for pattern, repl in renames:
+        full = re.sub(pattern, repl, full)
+    return re.sub(r"^.*?layers\.\d+\.", "", full, count=1)
 
 
 def _split_sizes(names: list[str], hf_shapes: dict[str, tuple], total: int) -> list[int]:
@@ -71,63 +93,69 @@ def _split_sizes(names: list[str], hf_shapes: dict[str, tuple], total: int) -> l
     return sizes
 
 
-def map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool = False) -> dict:
-    """transformers' state dict (name -> tensor) from vLLM's, for one decoder layer. `hf_shapes` names every
-    transformers parameter and its shape. control=True swaps the gate and up halves (a deliberately wrong
-    mapping). Raises MappingError naming the parameter on each side that has no counterpart."""
+def _packed_parts(vname: str, packed: dict) -> tuple[str, list[str]] | None:
+    """(vLLM's merged module, the checkpoint modules it holds) for a merged parameter, else None."""
+    module, _, leaf = vname.rpartition(".")
+    for merged in sorted(packed, key=len, reverse=True):
+        parts = packed[merged]
+        if parts != [merged] and (module == merged or module.endswith("." + merged)):
+            stem = module[: len(module) - len(merged)]
+            return module, [f"{stem}{p}.{leaf}" for p in parts]
+    return None
+
+
+def _is_gate_up(parts: list[str], rules: dict) -> bool:
+    leaves = [p.rsplit(".", 2)[-2] for p in parts]
+    return leaves in ([rules["experts"]["gate"], rules["experts"]["up"]], ["gate_proj", "up_proj"])
+
+
+def map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool = False, rules: dict | None = None,
+                layout: dict | None = None) -> dict:
+    """transformers' state dict (name -> tensor) from vLLM's, for one decoder layer, by vLLM's loader rules
+    (loader_rules(); default: the rules most vLLM model files share, no renames). `hf_shapes` names every
+    transformers parameter and its shape; `layout` its fused experts' layouts (hf_experts_layout).
+    control=True maps deliberately wrong: the gate and up halves swapped (a merged MLP's or the experts' w13);
+    a layer without them gets k and v of its merged qkv swapped; one with neither, the rows of its first matrix
+    rolled by one. Raises MappingError naming the parameter on each side that has no counterpart."""
+    rules = rules or loader_rules()
+    renames = rules["renames"]
+    swap_gate_up = control and any(
+        ((m := EXPERT_TENSOR.match(n)) and m["which"] == "w13") or ((pp := _packed_parts(n, rules["packed"]))
+                                                                    and _is_gate_up(pp[1], rules)) for n in vllm_state)
+    applied = swap_gate_up
     out: dict = {}
-    used: set = set()
     for vname, t in vllm_state.items():
         if NO_COUNTERPART.search(vname):
-            used.add(vname)
             continue
-        merged = next(((m, parts) for m, parts in MERGED if vname == m or vname.endswith("." + m)), None)
         expert = EXPERT_TENSOR.match(vname)
-        if vname in hf_shapes and merged is None and expert is None:
-            out[vname] = t
-            used.add(vname)
-            continue
-        if merged is not None:
-            m, parts = merged
-            prefix = vname[: len(vname) - len(m)]
-            names = [prefix + p for p in parts]
-            if not all(n in hf_shapes for n in names):
-                missing = [n for n in names if n not in hf_shapes]
-                raise MappingError(f"vLLM parameter {vname} has no transformers counterpart {missing}")
-            chunks = list(t.split(_split_sizes(names, hf_shapes, t.shape[0]), dim=0))
-            if control and len(chunks) == 2 and any(g in vname for g in GATE_UP):
-                chunks = chunks[::-1]
-            out.update(zip(names, chunks))
-            used.add(vname)
-            continue
         if expert is not None:
-            spec = EXPERTS[expert["which"]]
-            E = t.shape[0]
-            fused = expert["base"] + "." + spec["fused"]
-            if fused in hf_shapes:
-                w = t
-                if control and expert["which"] == "w13":
-                    w = w.roll(w.shape[1] // 2, dims=1)  # gate and up halves swapped
-                if tuple(hf_shapes[fused]) == (E, w.shape[2], w.shape[1]) and w.shape[1] != w.shape[2]:
-                    w = w.transpose(1, 2)
-                elif tuple(hf_shapes[fused]) != tuple(w.shape):
-                    raise MappingError(f"vLLM parameter {vname} {tuple(t.shape)} does not fit transformers' "
-                                       f"{fused} {tuple(hf_shapes[fused])}")
-                out[fused] = w.contiguous()
-            else:
-                names = [expert["base"] + "." + spec["split"][0].format(e=0)]
-                if names[0] not in hf_shapes:
-                    raise MappingError(f"vLLM parameter {vname} has no transformers counterpart "
-                                       f"({fused} or {names[0]})")
-                for e in range(E):
-                    names = [expert["base"] + "." + n.format(e=e) for n in spec["split"]]
-                    chunks = list(t[e].split(_split_sizes(names, hf_shapes, t.shape[1]), dim=0))
-                    if control and len(chunks) == 2:
-                        chunks = chunks[::-1]
-                    out.update(zip(names, chunks))
-            used.add(vname)
+            _map_experts(vname, t, expert, rules, hf_shapes, layout or {}, out, swap_gate_up)
             continue
-        raise MappingError(f"vLLM parameter {vname} {tuple(t.shape)} has no transformers counterpart")
+        packed = _packed_parts(vname, rules["packed"])
+        if packed is not None:
+            names = [_rename(n, renames) for n in packed[1]]
+            gate_up = _is_gate_up(packed[1], rules)
+            if all(n in hf_shapes for n in names):
+                chunks = list(t.split(_split_sizes(names, hf_shapes, t.shape[0]), dim=0))
+                if swap_gate_up and gate_up:
+                    chunks = chunks[::-1]
+                elif control and not swap_gate_up and len(chunks) == 3 and chunks[1].shape == chunks[2].shape:
+                    chunks, applied = [chunks[0], chunks[2], chunks[1]], True
+                out.update(zip(names, chunks))
+                continue
+            if _rename(vname, renames) not in hf_shapes:
+                missing = [n for n in names if n not in hf_shapes]
+                raise MappingError(f"vLLM parameter {vname} {tuple(t.shape)} has no transformers counterpart "
+                                   f"({', '.join(missing)} or {_rename(vname, renames)})")
+            if swap_gate_up and gate_up:  # transformers keeps it merged, as vLLM does
+                t = t.roll(t.shape[0] // 2, dims=0)
+        hname = _rename(vname, renames)
+        if hname not in hf_shapes:
+            raise MappingError(f"vLLM parameter {vname} {tuple(t.shape)} has no transformers counterpart")
+        out[hname] = t
+    if control and not applied:
+        first = next(n for n, t in out.items() if t.dim() == 2)
+        out[first] = out[first].roll(1, dims=0)
     missing = sorted(set(hf_shapes) - set(out))
     if missing:
         raise MappingError(f"transformers parameter {missing[0]} {tuple(hf_shapes[missing[0]])} gets no vLLM "
@@ -139,40 +167,148 @@ def map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool = F
     return out
 
 
+def hf_experts_layout(layer) -> dict:
+    """{experts module name: (transposed, concatenated)} of transformers' fused experts in `layer`: its
+    `use_experts_implementation` flags (transposed: [E, H, 2I] and [E, I, H]; not concatenated: gate and up
+    interleaved along 2I)."""
+    return {n: (bool(m.is_transposed), bool(getattr(m, "is_concatenated", True)))
+            for n, m in layer.named_modules() if hasattr(m, "is_transposed")}
+
+
+def _map_experts(vname, t, expert, rules, hf_shapes, layout, out, swap):
+    """vLLM's fused experts ([E, 2I, H] gate then up, [E, H, I]; biases [E, 2I], [E, H]) onto transformers' fused
+    tensor (named by its checkpoint conversion; laid out as hf_experts_layout says, else as vLLM's unless only the
+    transposed shape fits) or onto its per-expert modules (`experts.{e}.<checkpoint name>.weight`)."""
+    which, leaf, E = expert["which"], expert["leaf"], t.shape[0]
+    ckpt = [rules["experts"]["gate"], rules["experts"]["up"]] if which == "w13" else [rules["experts"]["down"]]
+    base = _rename(expert["base"] + ".0." + ckpt[0] + ".weight", rules["renames"]).rsplit(".0.", 1)[0]
+    fused = base + "." + rules["fused"].get(tuple(sorted(ckpt)), FUSED_EXPERTS[which]) + ("_bias" if leaf == "bias" else "")
+    if fused in hf_shapes:
+        transposed, concatenated = layout.get(base, (None, True))
+        w = t.roll(t.shape[1] // 2, dims=1) if swap and which == "w13" else t
+        if which == "w13" and not concatenated:  # gate and up interleaved: g0 u0 g1 u1 ...
+            g, u = w.chunk(2, dim=1)
+            w = _interleave(g, u)
+        if leaf == "weight" and (transposed or transposed is None and tuple(hf_shapes[fused]) != tuple(w.shape)):
+            w = w.transpose(1, 2)
+        if tuple(hf_shapes[fused]) != tuple(w.shape):
+            raise MappingError(f"vLLM parameter {vname} {tuple(t.shape)} does not fit transformers' "
+                               f"{fused} {tuple(hf_shapes[fused])}")
+        out[fused] = w.contiguous()
+        return
+    first = _rename(f"{expert['base']}.0.{ckpt[0]}.{leaf}", rules["renames"])
+    if first not in hf_shapes:
+        raise MappingError(f"vLLM parameter {vname} {tuple(t.shape)} has no transformers counterpart ({fused} or {first})")
+    for e in range(E):
+        names = [_rename(f"{expert['base']}.{e}.{c}.{leaf}", rules["renames"]) for c in ckpt]
+        chunks = list(t[e].split(_split_sizes(names, hf_shapes, t.shape[1]), dim=0))
+        out.update(zip(names, chunks[::-1] if swap and len(chunks) == 2 else chunks))
+
+
+def _interleave(a, b):
+    """Rows of a and b alternating along dim 1: [E, 2I, ...] from two [E, I, ...]."""
+    import torch
+
+    return torch.stack([a, b], dim=2).flatten(1, 2)
+
+
 def _snake(name: str) -> str:
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
 
 
+def _words(name: str) -> list[str]:
+    return re.findall(r"[A-Z]+[a-z0-9_]*|[a-z0-9_]+", name.lower() if name.islower() else name)
+
+
+def _modeling(model_type: str):
+    """transformers' modeling module of a model_type (its config class's package), or None."""
+    from transformers import CONFIG_MAPPING
+
+    try:
+        module = CONFIG_MAPPING[model_type].__module__
+    except KeyError:
+        return None
+    return importlib.import_module(module.replace(".configuration_", ".modeling_"))
+
+
+def hf_layer_classes(mod) -> list:
+    """The layer classes a transformers modeling module defines (its GradientCheckpointingLayer subclasses)."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    return [c for c in vars(mod).values() if isinstance(c, type) and issubclass(c, GradientCheckpointingLayer)
+            and c.__module__ == mod.__name__]
+
+
 def hf_classes(model_type: str, symbol: str):
     """(model_type, decoder layer class, rotary embedding class or None): transformers' layer of the same name
-    as the vLLM symbol (a `LlamaDecoderLayer` is llama's, whatever config sizes it), else the only decoder layer
-    of the config's model_type; None when transformers has neither."""
+    as the vLLM symbol (a `LlamaDecoderLayer` is llama's, whatever config sizes it), else, of the config's
+    model_type's layers, the one whose name shares most words with the symbol (case-insensitively; a tie goes to
+    a `...DecoderLayer`; encoder layers only for an encoder symbol or a model that has no other); None when transformers has none. The rotary
+    class is the module's `...RotaryEmbedding` whose name shares the longest prefix with the layer's."""
     stem = symbol[: -len("DecoderLayer")] if symbol.endswith("DecoderLayer") else symbol
     for mt in dict.fromkeys([_snake(stem), model_type]):
         try:
-            mod = importlib.import_module(f"transformers.models.{mt}.modeling_{mt}")
+            mod = _modeling(mt)
         except ImportError:
             continue
-        layers = [n for n in dir(mod) if n.endswith("DecoderLayer") and isinstance(getattr(mod, n), type)]
-        name = symbol if symbol in layers else (layers[0] if len(layers) == 1 and mt == model_type else None)
-        if name is None:
+        if mod is None:
             continue
-        ropes = [n for n in dir(mod) if n.endswith("RotaryEmbedding") and isinstance(getattr(mod, n), type)]
-        return mt, getattr(mod, name), (getattr(mod, ropes[0]) if ropes else None)
+        layers = hf_layer_classes(mod)
+        exact = [c for c in layers if c.__name__.lower() == symbol.lower()]
+        if not exact and mt != model_type:
+            continue
+        want = {w.lower() for w in _words(symbol)}
+        pool = exact or [c for c in layers if "Encoder" not in c.__name__ or "Encoder" in symbol] or layers
+        if not pool:
+            continue
+
+        def score(c):
+            words = {w.lower() for w in _words(c.__name__)}
+            return len(want & words) / len(want | words), c.__name__.endswith("DecoderLayer")
+
+        cls = max(pool, key=score)
+        if mt != model_type and _modeling(model_type) is mod:
+            mt = model_type  # the symbol's class is the config's own model's (a multimodal config's text model)
+        ropes = [c for c in vars(mod).values() if isinstance(c, type) and c.__name__.endswith("RotaryEmbedding")
+                 and c.__module__ == mod.__name__ and "Vision" not in c.__name__]
+        rope = max(ropes, key=lambda c: len(os.path.commonprefix([c.__name__, cls.__name__])), default=None)
+        return mt, cls, rope
     return None
 
 
 def hf_config(cfg: dict, model_type: str | None = None):
-    """transformers' config of `model_type` (default: the config's own) holding the config's fields."""
-    from transformers import AutoConfig
+    """transformers' config of `model_type` (default: the config's own) holding the config's fields. A field left
+    None takes the class's default, except head_dim and num_key_value_heads, which take what vLLM's ModelConfig
+    derives (hidden_size // num_attention_heads; num_attention_heads); a field at the base config's default, a
+    private one, or a read-only property of the class (derived from other fields; also through its
+    attribute_map) is not passed. Attention is sdpa where the model supports it (eager needs tens of GiB for the scores at long
+    prefill), else eager."""
+    from transformers import CONFIG_MAPPING, AutoConfig, PretrainedConfig
 
-    fields = dict(cfg)
-    model_type = model_type or fields["model_type"]
-    fields.pop("model_type", None)
-    for k in ("architectures", "transformers_version", "torch_dtype", "dtype"):
-        fields.pop(k, None)
+    model_type = model_type or cfg["model_type"]
+    cls = CONFIG_MAPPING[model_type]
+    cfg = dict(cfg)
+    if cfg.get("head_dim", 0) is None and cfg.get("hidden_size") and cfg.get("num_attention_heads"):
+        cfg["head_dim"] = cfg["hidden_size"] // cfg["num_attention_heads"]
+    if cfg.get("num_key_value_heads", 0) is None:
+        cfg["num_key_value_heads"] = cfg.get("num_attention_heads")
+    base = PretrainedConfig().to_dict()
+
+    def own(d: dict) -> dict:  # a config's own fields; a nested sub-config's too
+        return {k: own(v) if isinstance(v, dict) and "_name_or_path" in v else v for k, v in d.items()
+                if v is not None and not k.startswith("_") and (k not in base or base[k] != v)}
+
+    def read_only(k: str) -> bool:
+        return isinstance(getattr(cls, k, None), property) and getattr(cls, k).fset is None
+
+    fields = {k: v for k, v in own(cfg).items() if k not in (
+        "model_type", "architectures", "transformers_version", "torch_dtype", "dtype")
+        and not read_only(cls.attribute_map.get(k, k))}
     config = AutoConfig.for_model(model_type, **fields)
-    config._attn_implementation = "sdpa"  # eager needs tens of GiB for the scores at long prefill
+    mod = _modeling(model_type)
+    models = [c for c in vars(mod).values() if isinstance(c, type) and hasattr(c, "_supports_sdpa")
+              and c.__module__ == mod.__name__] if mod is not None else []
+    config._attn_implementation = "sdpa" if not models or any(c._supports_sdpa for c in models) else "eager"
     return config
 
 
@@ -195,6 +331,13 @@ def bundle_config(mod) -> Path | None:
     """The model config the bundle was built from (its `# config:` header; relative to the project root), or None."""
     m = re.search(r"^# config: (\S+)", Path(mod.__file__).read_text(encoding="utf-8"), re.M)
     return Path(m.group(1)) if m and m.group(1) != "(none)" else None
+
+
+def model_file_of(mod, symbol: str) -> str | None:
+    """The vLLM model file (a name in vllm/model_executor/models/) the bundle inlined `symbol`'s class from."""
+    m = re.search(rf"^# --- Inlined from vllm/model_executor/models/(\w+\.py):\S* .*\n(?:(?!# --- )[#@].*\n)*class {symbol}\b",
+                  Path(mod.__file__).read_text(encoding="utf-8"), re.M)
+    return m.group(1) if m else None
 
 
 def read_config(path: Path) -> dict:
@@ -243,12 +386,19 @@ def context_cache(ex, dtype, config, layer_idx):
     return cache
 
 
+def new_layer(hf_cls, config, layer_idx: int):
+    """transformers' layer `hf_cls` for layer `layer_idx` (a layer class that takes no index gets the config alone)."""
+    import inspect
+
+    return hf_cls(config, layer_idx) if len(inspect.signature(hf_cls.__init__).parameters) > 2 else hf_cls(config)
+
+
 def hf_shapes(hf_cls, config, layer_idx: int) -> dict:
     """Every parameter of transformers' layer and its shape (built on meta: nothing allocated)."""
     import torch
 
     with torch.device("meta"):
-        return {n: tuple(p.shape) for n, p in hf_cls(config, layer_idx).named_parameters()}
+        return {n: tuple(p.shape) for n, p in new_layer(hf_cls, config, layer_idx).named_parameters()}
 
 
 def hf_layer(hf_cls, config, layer_idx: int, state: dict, dtype):
@@ -258,7 +408,7 @@ def hf_layer(hf_cls, config, layer_idx: int, state: dict, dtype):
     import torch
 
     with torch.device("meta"):
-        hf = hf_cls(config, layer_idx)
+        hf = new_layer(hf_cls, config, layer_idx)
     missing, unexpected = hf.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=False, assign=True)
     if missing or unexpected:
         raise MappingError(f"transformers' layer did not take the mapped weights: missing {missing[:4]}, "
@@ -270,11 +420,12 @@ def hf_layer(hf_cls, config, layer_idx: int, state: dict, dtype):
 
 
 def _router_topk(module, x, k):
-    """Hook the router of `module` (a linear named mlp.gate) during one call of x; the top-k expert sets."""
+    """Hook the router of `module` (the MoE block's `gate` or `router`: vLLM's and transformers' names, e.g.
+    Mixtral's block_sparse_moe.gate, PhiMoE's mlp.router) during one call of x; the top-k expert sets."""
     got = []
     gate = None
     for n, m in module.named_modules():
-        if n.endswith("mlp.gate"):
+        if n.rsplit(".", 1)[-1] in ("gate", "router") and "." in n:
             gate = m
     if gate is None:  # a dense layer (the config may still be an MoE model's)
         return x(), None
@@ -308,9 +459,12 @@ def run_case(mod, symbol: str, cfg: dict, workload: str, tokens: int, batch: int
     config = hf_config(cfg, model_type)
     row["reference"] = f"transformers {model_type}.{hf_cls.__name__}"
     layer_idx = int(ex["prefix"].rsplit(".", 1)[-1])
-    shapes = hf_shapes(hf_cls, config, layer_idx)
-    hf_state = map_weights(vllm_state, shapes)
-    control_state = map_weights(vllm_state, shapes, control=True)
+    with torch.device("meta"):
+        meta = new_layer(hf_cls, config, layer_idx)
+    shapes = {n: tuple(p.shape) for n, p in meta.named_parameters()}
+    rules = loader_rules(model_file_of(mod, symbol), model_type)
+    hf_state = map_weights(vllm_state, shapes, rules=rules, layout=hf_experts_layout(meta))
+    control_state = map_weights(vllm_state, shapes, control=True, rules=rules, layout=hf_experts_layout(meta))
     B, q, ctx = ex["sizes"]["B"], ex["sizes"]["new_tokens"], ex["sizes"]["context"]
     H = ex["inputs"]["hidden_states"].shape[-1]
     x = ex["inputs"]["hidden_states"]  # [B*q, H]

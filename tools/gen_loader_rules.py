@@ -1,0 +1,108 @@
+"""vLLM's weight-loading conventions per model file, read from the source trees: models/vllm-loader-rules.json.
+
+    python tools/gen_loader_rules.py ~/.cache/vllm-bundler/sdist/vllm-0.26.0-23e9fa19d7e2 \
+        ~/.cache/vllm-bundler/sdist/vllm-0.33.0-f4c33c2503d5 [--out models/vllm-loader-rules.json]
+
+tools/parity.py maps a bundle's (vLLM's) parameters onto transformers' layer with these rules; it runs where vLLM's
+source is absent, so they are committed. For each `vllm/model_executor/models/<file>.py` (literals only, by ast):
+- `packed`: merged parameter -> the checkpoint parameters it holds, in order: the classes'
+  `packed_modules_mapping` dicts and the loaders' `stacked_params_mapping` tuples (param, shard, shard_id: shard
+  ids q, k, v or 0, 1, ... give the order);
+- `experts`: the checkpoint names of the experts' gate, up and down projections (FusedMoE's `ckpt_names=(gate,
+  down, up)`, `make_expert_params_mapping(ckpt_gate_proj_name=..., ...)`), where the file names them.
+`default` holds, for each merged name, the mapping most files give it, and FusedMoE's default expert names: the
+rules of a file that states none. Each version's file is read; where versions disagree the later one wins and the
+conflict is listed in `conflicts`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import collections
+import json
+import sys
+from pathlib import Path
+
+QKV_ORDER = {"q": 0, "k": 1, "v": 2}
+FUSED_MOE_DEFAULT = {"gate": "gate_proj", "down": "down_proj", "up": "up_proj"}
+
+
+def _const(node):
+    try:
+        return ast.literal_eval(node)
+    except (ValueError, SyntaxError, TypeError):
+        return None
+
+
+def file_rules(source: str) -> dict:
+    packed: dict = {}
+    experts: dict = {}
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            target = node.targets[0] if isinstance(node, ast.Assign) else node.target
+            name = target.id if isinstance(target, ast.Name) else getattr(target, "attr", None)
+            value = _const(node.value) if node.value is not None else None
+            if name == "packed_modules_mapping" and isinstance(value, dict):
+                for k, v in value.items():
+                    if isinstance(v, (list, tuple)) and all(isinstance(p, str) for p in v):
+                        packed[k.strip(".")] = [p.strip(".") for p in v]
+            elif name == "stacked_params_mapping" and isinstance(value, list):
+                shards = collections.defaultdict(list)
+                for item in value:
+                    if isinstance(item, tuple) and len(item) == 3 and all(isinstance(s, str) for s in item[:2]):
+                        order = QKV_ORDER.get(item[2], item[2]) if isinstance(item[2], (str, int)) else None
+                        if isinstance(order, int):
+                            shards[item[0].strip(".")].append((order, item[1].strip(".")))
+                for k, parts in shards.items():
+                    packed.setdefault(k, [p for _, p in sorted(parts)])
+        elif isinstance(node, ast.Call):
+            kw = {k.arg: _const(k.value) for k in node.keywords if k.arg}
+            names = kw.get("ckpt_names")
+            if isinstance(names, tuple) and len(names) == 3 and all(isinstance(n, str) for n in names):
+                experts = {"gate": names[0], "down": names[1], "up": names[2]}
+            elif all(isinstance(kw.get(f"ckpt_{r}_proj_name"), str) for r in ("gate", "down", "up")):
+                experts = {r: kw[f"ckpt_{r}_proj_name"] for r in ("gate", "down", "up")}
+    out = {}
+    if packed:
+        out["packed"] = packed
+    if experts:
+        out["experts"] = experts
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("trees", nargs="+", type=Path, help="extracted vLLM source trees, oldest first")
+    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "models" / "vllm-loader-rules.json")
+    a = p.parse_args(argv)
+    files: dict = {}
+    conflicts: list = []
+    counts: dict = collections.defaultdict(collections.Counter)
+    for tree in a.trees:
+        models = tree / "vllm" / "model_executor" / "models"
+        if not models.is_dir():
+            print(f"gen_loader_rules: {tree} has no vllm/model_executor/models: pass an extracted vLLM sdist", file=sys.stderr)
+            return 2
+        for f in sorted(models.glob("*.py")):
+            rules = file_rules(f.read_text(encoding="utf-8"))
+            if not rules:
+                continue
+            for k, v in rules.get("packed", {}).items():
+                counts[k][tuple(v)] += 1
+            old = files.get(f.name)
+            if old is not None and old != rules:
+                conflicts.append(f"{f.name}: {tree.name} differs from the earlier tree")
+            files[f.name] = rules
+    default = {"packed": {k: list(c.most_common(1)[0][0]) for k, c in sorted(counts.items())
+                          if c.most_common(1)[0][1] > 1 and c.most_common(1)[0][0] != (k,)},
+               "experts": FUSED_MOE_DEFAULT}
+    result = {"generated_by": "tools/gen_loader_rules.py", "trees": [t.name for t in a.trees], "default": default,
+              "conflicts": conflicts, "files": dict(sorted(files.items()))}
+    a.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"{a.out}: {len(files)} model files, {len(default['packed'])} default merges, {len(conflicts)} conflicts")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
