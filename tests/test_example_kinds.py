@@ -159,7 +159,7 @@ def _fwd(required, annotations, init_required=("config",), init_annotations=None
 
 FIELDS = {"hidden_size": 64, "hidden_size_per_layer_input": 8, "vocab_size_per_layer_input": 100,
           "num_loops": 3}
-DIMS = {"H": 64, "layer": 5}
+DIMS = {"H": 64, "layer": 5, "num_layers": 8}
 
 
 def test_forward_input_rules():
@@ -189,6 +189,12 @@ def test_forward_input_rules():
         "forward input encoder_hidden_states", "__init__ input d_model (int)", "__init__ input num_hybrid_layers (int)",
         "__init__ input stack_kind (str)", "forward input mask (torch.Tensor)", "forward input mode (str)"]
     assert "cross-attention" in missing[0] and "width is unknown" in missing[4]
+    # an __init__ input whose plural is a per-layer config list: this layer's entry (Qwen3Next's layer_type)
+    sig = _fwd(["hidden_states"], {}, init_required=("vllm_config", "layer_type"), init_annotations={"layer_type": "str"})
+    per_layer = dict(FIELDS, layer_types=[f"kind{i}" for i in range(DIMS["num_layers"])])
+    init, _, missing = forward_inputs.derive(sig, per_layer, DIMS)
+    assert init["layer_type"][1] == f"kind{DIMS['layer']}" and missing == []
+    assert forward_inputs.derive(sig, dict(FIELDS, layer_types=["a"]), DIMS)[2]   # not one entry per layer
 
 
 def test_extra_inputs_reach_the_example(tmp_path):

@@ -6,6 +6,8 @@ rules from A1's `root_signature` (each parameter's annotation text) and the mode
   The decoder layer reads the encoder's K/V through a cross-attention KV cache that an encoder run fills
   (prefill) and the engine keeps (decode), with the encoder's own sequence lengths in its metadata; the example
   has no encoder and no template for that cache, so the layer keeps `no_template`;
+- an `__init__` input `x` where the config holds a per-layer list `xs` (one entry per layer: `layer_types`): this
+  layer's entry, as vLLM's model passes it (`layer_type=config.layer_types[i]`);
 - `int`: the config's value where it has a key of that name; else a forward's int selects what the layer holds
   per step/loop/block (`current_step`, `loop_idx`): the layer index where the name says `layer`, else 0. An
   `__init__` int is given so only where its name says index (`*_idx`, `*_index`, `*_id`); any other (`d_model`,
@@ -65,8 +67,14 @@ def _tensor_width(name: str, fields: dict, hidden: int) -> tuple[int, str] | Non
 
 def _one(name: str, ann: str | None, fields: dict, dims: dict, where: str) -> tuple[list | None, str | None]:
     """([kind, value, why], None) for an input a rule covers, else (None, why not)."""
+    layer = int(dims.get("layer") or 0)
+    per_layer = fields.get(name + "s")
+    if where == "__init__" and isinstance(per_layer, list) and len(per_layer) == dims.get("num_layers") \
+            and layer < len(per_layer):
+        # vLLM's model passes each layer its entry of the per-layer list (`layer_type=config.layer_types[i]`)
+        return ["value", per_layer[layer], f"config.{name}s[{layer}] (this layer's entry of the per-layer list)"], None
     if _is_int(ann):
-        value = _int_value(name, fields, int(dims.get("layer") or 0), where)
+        value = _int_value(name, fields, layer, where)
         if value is None:
             return None, (f"{where} input {name} (int): neither an index by its name nor a config key (a size or "
                           "count no rule knows)")
