@@ -36,6 +36,18 @@ def _m(name, stage, file, old, new, *tests):
 
 MUTATIONS = [
     # ---- A1: the graph (engine and rules) ----
+    _m("a1-pruned-binding-literal-undecided", "A1", G + "predicates.py",
+       "literal_bools=pruned))", "literal_bools=False))", *CLOSURE),
+    _m("a1-block-defs-not-members", "A1", G + "engine.py",
+       "isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and not sub.decorator_list:",
+       "isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and False:", *CLOSURE),
+    _m("a1-probe-imports-are-members", "A1", G + "engine.py",
+       "and not probing and external(sub):", "and external(sub):", *CLOSURE),
+    _m("a1-compile-dims-not-written", "A1", G + "vllm/compile_dims.py",
+       "            if edit is not None:\n", "            if edit is None:\n", *CLOSURE),
+    _m("a1-ir-priority-not-per-op", "A1", G + "vllm/ir.py",
+       'return [p for p in self.priority if p == "native" or (op, p) in registered] or ["native"]',
+       "return list(self.priority)", *CLOSURE),
     _m("a1-forward-not-always-kept", "A1", G + "classes.py",
        'or name == "forward"', "", *CLOSURE),
     _m("a1-dunders-not-always-kept", "A1", G + "classes.py",
@@ -99,7 +111,7 @@ MUTATIONS = [
        'if st in annotation_only and (st.startswith("from ") or " as " in st or not is_required(st)):',
        "if False:", *A2_UNITS, *CLOSURE),
     _m("a2-unnamed-submodule-import-kept", "A2", "bundler_lib/common/imports.py",
-       'if re.search(r"(?<![\\w.])" + re.escape(chain) + r"\\b", text):', "if True:", *A2_UNITS, *CLOSURE),
+       'if re.search(r"(?<![\\w.])" + re.escape(chain) + r"\\b", uses):', "if True:", *A2_UNITS, *CLOSURE),
     _m("a2-unnamed-import-kept", "A2", "bundler_lib/common/imports.py",
        'if any(re.search(r"(?<![\\w.])" + re.escape(n) + r"\\b", text) for n in names):', "if True:",
        *A2_UNITS, *CLOSURE),
