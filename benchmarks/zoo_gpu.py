@@ -56,23 +56,31 @@ def model_record(bundle: Path) -> dict:
     return {}
 
 
-def _run(bundle: Path, full: bool, cache: str, timeout_s: float) -> dict:
+def _child(cmd: list[str], timeout_s: float, cache: str, tail_chars: int, cwd=None) -> tuple:
+    """Run `cmd --json <file>` with the bundle cache `cache`: (rc or "timeout", the output's tail, wall seconds,
+    the JSON it wrote or {})."""
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         out = Path(f.name)
-    cmd = [sys.executable, str(RUNNER), str(bundle), "--json", str(out)] + (["--full"] if full else [])
     env = dict(os.environ, VLLM_BUNDLE_CACHE=cache)
     t0 = time.perf_counter()
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
-        rc, tail = p.returncode, (p.stdout + p.stderr)[-2000:]
+        p = subprocess.run(cmd + ["--json", str(out)], capture_output=True, text=True, timeout=timeout_s, env=env,
+                           cwd=cwd)
+        rc, tail = p.returncode, (p.stdout + p.stderr)[-tail_chars:]
     except subprocess.TimeoutExpired as e:
-        rc, tail = "timeout", (((e.stdout or b"") + (e.stderr or b"")).decode("utf-8", "replace"))[-2000:]
+        rc, tail = "timeout", (((e.stdout or b"") + (e.stderr or b"")).decode("utf-8", "replace"))[-tail_chars:]
     wall = round(time.perf_counter() - t0, 2)
     try:
         res = json.loads(out.read_text())
     except (OSError, json.JSONDecodeError):
         res = {}
     out.unlink(missing_ok=True)
+    return rc, tail, wall, res
+
+
+def _run(bundle: Path, full: bool, cache: str, timeout_s: float) -> dict:
+    cmd = [sys.executable, str(RUNNER), str(bundle)] + (["--full"] if full else [])
+    rc, tail, wall, res = _child(cmd, timeout_s, cache, 2000)
     ok = res.get("example") == "ok"
     row = {"ok": ok, "wall_s": wall, "rc": rc, "import_s": res.get("import_s"), "example_s": res.get("example_s")}
     if not ok:
@@ -102,24 +110,10 @@ def one(bundle: Path, rows: Path, cache: str, timeout_s: float, full: bool) -> d
 def _parity(bundle: Path, cases: list[str], timeout_s: float, cache: str) -> dict:
     """tools/parity.py on one bundle, in its own process (from the project root: the bundle's `# config:` path is
     relative to it): {status, rc, wall_s, cases: [...]} or the error's tail."""
-    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
-        out = Path(f.name)
-    cmd = [sys.executable, str(PARITY), str(bundle.resolve()), "--json", str(out)]
+    cmd = [sys.executable, str(PARITY), str(bundle.resolve())]
     for c in cases:
         cmd += ["--case", c]
-    env = dict(os.environ, VLLM_BUNDLE_CACHE=cache)
-    t0 = time.perf_counter()
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env, cwd=REPO)
-        rc, tail = p.returncode, (p.stdout + p.stderr)[-1500:]
-    except subprocess.TimeoutExpired as e:
-        rc, tail = "timeout", (((e.stdout or b"") + (e.stderr or b"")).decode("utf-8", "replace"))[-1500:]
-    wall = round(time.perf_counter() - t0, 2)
-    try:
-        res = json.loads(out.read_text())
-    except (OSError, json.JSONDecodeError):
-        res = {}
-    out.unlink(missing_ok=True)
+    rc, tail, wall, res = _child(cmd, timeout_s, cache, 1500, cwd=REPO)
     rows = [{k: r[k] for k in PARITY_KEYS if k in r} for r in res.get("rows", [])]
     statuses = {r.get("status") for r in rows}
     status = ("no reference" if statuses == {"no reference"} else "ok" if rows and statuses == {"ok"}
