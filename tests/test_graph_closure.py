@@ -699,3 +699,14 @@ def test_compile_decorator_gets_the_dims_it_infers_from_annotations(tmp_path):
     assert "lambda config: config, dynamic_arg_dims={'positions': 0, 'x': 0}" in text
     assert "@support_torch_compile(dynamic_arg_dims={'x': 0})" in text
     assert load(tmp_path).target() == ({"positions": 0, "x": 0}, {"x": 0})
+
+
+def test_own_distribution_version_is_the_trees(tmp_path):
+    # the bundle is never installed: `version("vllm")` (importlib.metadata's) would raise PackageNotFoundError,
+    # an ImportError, where vLLM finds itself; A1 answers it with the tree's version (vllm/_version.py), so
+    # `"cpu" in version("vllm")` is decided False and the import it needed is left out
+    g, _, _ = build_all(TREES / "dist_version", tmp_path, "target")
+    text = (tmp_path / "A2.inline.py").read_text()
+    assert 'version("vllm")' not in text and "importlib.metadata" not in text
+    assert ("'cpu' in version('vllm')", False) in {(x["predicate"], x["value"]) for x in g["guards"]}
+    assert load(tmp_path).target() == 6

@@ -378,6 +378,10 @@ class GuardEval:
 
     def _compare_values(self, left: ast.expr, op: ast.cmpop, right: ast.expr, w: Where):
         """`x <op> literal` where the variant knows x (or the reverse for ==)."""
+        if isinstance(op, (ast.In, ast.NotIn)) and isinstance(self._literal(left), str):
+            whole = self._value(right, w)   # a substring of a known string (`"cpu" in version("vllm")`)
+            if isinstance(whole, str):
+                return (self._literal(left) in whole) == isinstance(op, ast.In)
         a, b = self._value(left, w), self._literal(right)
         if a is _UNKNOWN and isinstance(op, (ast.Eq, ast.NotEq)):
             a, b = self._value(right, w), self._literal(left)

@@ -121,6 +121,9 @@ class Predicates(Oracle):
         positional parameters whose body (its docstring aside) starts with ifs the variant and the known argument
         values decide, the first one taken being `return <literal or decided value>`
         (`def _detect_output_quant_key(output, output_scale, ...): if output_scale is None and ...: return None`)."""
+        dist = self._distribution_version(module, name, args)
+        if dist is not None:
+            return dist
         found = self.defs.sole_def(module, name, ast.FunctionDef)
         if found is None:
             return _UNKNOWN
@@ -129,6 +132,21 @@ class Predicates(Oracle):
             self._values[key] = _UNKNOWN   # a function that reaches itself stays undecided
             self._values[key] = self._function_value(found[0], found[1], args)
         return self._values[key]
+
+    def _distribution_version(self, module: str, name: str, args: tuple) -> str | None:
+        """`version("<pkg>")`, importlib.metadata's, for a top-level package of the tree: the version its source was
+        released at (`<pkg>/_version.py`, setuptools-scm's `__version__`). A bundle's code is never installed, so
+        the query would raise PackageNotFoundError where vLLM finds itself (`"cpu" in version("vllm")`)."""
+        b = self.index.get(module).imports.get(name)
+        if (b is None or (b.module, b.attr) != ("importlib.metadata", "version") or len(args) != 1
+                or not isinstance(args[0], str) or args[0] not in self.index.top_packages
+                or not self.index.has_module(f"{args[0]}._version")):
+            return None
+        for st in self.index.get(f"{args[0]}._version").tree.body:
+            if (isinstance(st, ast.Assign) and isinstance(st.value, ast.Constant) and isinstance(st.value.value, str)
+                    and any(isinstance(t, ast.Name) and t.id == "__version__" for t in st.targets)):
+                return st.value.value
+        return None
 
     def _function_value(self, module: str, fn: ast.FunctionDef, args: tuple):
         a = fn.args
