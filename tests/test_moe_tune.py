@@ -47,6 +47,12 @@ def test_prune_keeps_what_vllm_keeps():
     big = mt._bundle_moe_prune(SPACE, 4096, CODER)       # 32768 rows, n >= 2048 on both GEMMs: a large GEMM
     assert min(c["BLOCK_SIZE_M"] for c in big) == 64 and min(c["BLOCK_SIZE_N"] for c in big) == 64
     assert _cfg(64, 64, 64, 64) in big                   # GROUP_SIZE_M x BLOCK_SIZE_M within the rows
+    edge = mt._bundle_moe_prune(SPACE, 256, {"E": 8, "N": 1024, "H": 2048, "top_k": 8})   # 2048 rows, n 2048
+    assert min(c["BLOCK_SIZE_M"] for c in edge) == 64 and min(c["BLOCK_SIZE_N"] for c in edge) == 64
+    assert min(c["BLOCK_SIZE_M"] for c in mt._bundle_moe_prune(SPACE, 255, {"E": 8, "N": 1024, "H": 2048,
+                                                                              "top_k": 8})) == 16
+    tiny = mt._bundle_moe_prune(SPACE, 64, {"E": 4, "N": 16, "H": 64, "top_k": 2})   # only w13 (n 32, k 64) keeps any
+    assert max(c["BLOCK_SIZE_N"] for c in tiny) == 64 and {c["BLOCK_SIZE_K"] for c in tiny} == {64}
     m64 = mt._bundle_moe_prune(SPACE, 64, A3B)           # 512 rows
     assert _cfg(64, 64, 64, 16) not in m64 and _cfg(32, 64, 64, 16) in m64   # 16 x 64 > 512, 16 x 32 = 512
 
