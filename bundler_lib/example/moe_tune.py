@@ -272,14 +272,14 @@ def _bundle_tune_moe(args, prog, g):
               "GPU it is for; run it there", file=sys.stderr)
         return 2
     begin = time.monotonic()
-    deadline = begin + (args.budget_s if args.budget_s else float("inf"))
+    deadline = begin + (args.budget_s if args.budget_s is not None else float("inf"))
     lookups = _bundle_moe_shapes(g, lambda: g["invocation_example"](small=True))
     if not lookups:
         print(f"{prog} tune-moe: the bundle's example never looked up a fused-MoE config", file=sys.stderr)
         return 2
     timer = _bundle_moe_cuda_timer(g)
     for i, (key, call) in enumerate(lookups):
-        own = begin + (deadline - begin) * (i + 1) / len(lookups) if args.budget_s else deadline
+        own = begin + (deadline - begin) * (i + 1) / len(lookups) if args.budget_s is not None else deadline
         best = _bundle_moe_tune(_bundle_moe_shape(key, call), args.batch_sizes, timer, own, time.monotonic,
                                 _bundle_moe_baseline(g, call), lambda line: print(line, flush=True),
                                 (triton.runtime.errors.OutOfResources,))
