@@ -284,3 +284,52 @@ def test_embedded_helpers_compile_and_name_only_what_they_define():
     ns = {}
     exec(compile(text, "helpers", "exec"), ns)
     assert ns["_BUNDLE_MOE_SPACE"] == mt._BUNDLE_MOE_SPACE
+
+
+def test_tune_moe_end_to_end_with_a_stand_in_timer(tmp_path, monkeypatch, capsys):
+    """`_bundle_tune_moe` as the bundle runs it (the helpers' embedded text executed into a bundle's globals), with
+    the CUDA timer replaced: the example's lookups give the shapes, each is tuned and its file written where the
+    bundle's get_moe_configs finds it; one line per batch size and one per file."""
+    import torch
+
+    g = {"__name__": "bundle", "FOLDER": str(tmp_path / "configs")}
+    exec(mt.source(), g)
+    exec(
+        "import json, os\n"
+        "_config = None\n"
+        "def get_config():\n    return _config\n"
+        "def get_config_file_name(E, N, dtype, block_shape=None):\n"
+        "    return f'E={E},N={N},device_name=NVIDIA_H100_80GB_HBM3.json'\n"
+        "def get_moe_configs(E, N, dtype, block_n=None, block_k=None):\n"
+        "    path = os.path.join(FOLDER, get_config_file_name(E, N, dtype))\n"
+        "    if os.path.exists(path):\n"
+        "        return {int(k): v for k, v in json.load(open(path)).items() if k != 'triton_version'}\n"
+        "def try_get_optimal_moe_config(w1_shape, w2_shape, top_k, dtype, M, block_shape=None):\n"
+        "    E, _, N = w2_shape\n"
+        "    return get_config() or (get_moe_configs(E, N, dtype, 0, 0) or {}).get(M) or dict(\n"
+        "        BLOCK_SIZE_M=64, BLOCK_SIZE_N=64, BLOCK_SIZE_K=64, GROUP_SIZE_M=1, num_warps=4, num_stages=3)\n"
+        "def invocation_example(small=False, **kw):\n"
+        "    try_get_optimal_moe_config((128, 1536, 2048), (128, 2048, 768), 8, None, 16)\n", g)
+    clock = _Clock(0.0)
+    from triton.runtime.errors import OutOfResources
+    stand_in = _timer(clock, lambda m: 16 if m < 64 else 64)
+
+    def time_us(batch, c):      # what does not fit raises what Triton raises
+        try:
+            return stand_in(batch, c)
+        except _TooBig:
+            raise OutOfResources(300000, 232448, "shared memory") from None
+
+    g["_bundle_moe_cuda_timer"] = lambda g_: time_us
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    args = types.SimpleNamespace(batch_sizes=[1, 256], budget_s=None)
+    assert g["_bundle_tune_moe"](args, "X.py", g) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [ln.split(":")[0] for ln in out] == ["tune-moe E=128,N=768 M=1", "tune-moe E=128,N=768 M=256",
+                                               "tune-moe"]
+    path = tmp_path / "configs" / "E=128,N=768,device_name=NVIDIA_H100_80GB_HBM3.json"
+    assert out[-1].startswith(f"tune-moe: wrote {path} (2 batch sizes, ")
+    loaded = g["get_moe_configs"](128, 768, None)
+    assert loaded == {1: _cfg(16, 64, 64, 1, 4, 2), 256: _cfg(64, 64, 64, 1, 4, 2)}
+    assert g["try_get_optimal_moe_config"]((128, 1536, 2048), (128, 2048, 768), 8, None, 256) == loaded[256]
+    assert json.loads(path.read_text())["triton_version"] == __import__("triton").__version__
