@@ -104,9 +104,9 @@ def _timer(clock, target_bm):
 def test_fastest_is_the_minimum_and_skips_what_does_not_fit():
     clock = _Clock(1.0)
     cands = [_cfg(16, 64, 64, 1, 8, 5), _cfg(32), _cfg(16, 64, 64, 1, 4, 2), _cfg(16, 128)]
-    best, us, timed, skipped = mt._bundle_moe_fastest(cands, lambda c: _timer(clock, lambda m: 16)(1, c),
-                                                      float("inf"), clock, (_TooBig,))
-    assert best == _cfg(16, 64, 64, 1, 4, 2) and (timed, skipped) == (3, 1)
+    best, us, first, timed, skipped = mt._bundle_moe_fastest(cands, lambda c: _timer(clock, lambda m: 16)(1, c),
+                                                             float("inf"), clock, (_TooBig,))
+    assert best == _cfg(16, 64, 64, 1, 4, 2) and (first, timed, skipped) == (None, 3, 1)
     assert us == pytest.approx(100.0 + 0.02 + 0.064 + 0.0001)
     with pytest.raises(ZeroDivisionError):      # anything else is an error, not a skip
         mt._bundle_moe_fastest(cands, lambda c: 1 / 0, float("inf"), clock, (_TooBig,))
@@ -115,10 +115,11 @@ def test_fastest_is_the_minimum_and_skips_what_does_not_fit():
 def test_fastest_stops_at_the_deadline_but_times_one():
     clock = _Clock(1.0)
     cands = [_cfg(32), _cfg(16), _cfg(64)]
-    best, _, timed, _ = mt._bundle_moe_fastest(cands, lambda c: _timer(clock, lambda m: 16)(1, c), 0.0, clock, ())
-    assert (best, timed) == (_cfg(32), 1)
+    best, us, first, timed, _ = mt._bundle_moe_fastest(cands, lambda c: _timer(clock, lambda m: 16)(1, c), 0.0,
+                                                       clock, ())
+    assert (best, timed, first) == (_cfg(32), 1, us)
     clock = _Clock(1.0)
-    best, _, timed, _ = mt._bundle_moe_fastest(cands, lambda c: _timer(clock, lambda m: 16)(1, c), 2.0, clock, ())
+    best, _, _, timed, _ = mt._bundle_moe_fastest(cands, lambda c: _timer(clock, lambda m: 16)(1, c), 2.0, clock, ())
     assert (best, timed) == (_cfg(16), 2)
 
 
@@ -133,6 +134,8 @@ def test_tune_keeps_the_fastest_per_batch_size_with_one_line_each():
         assert best[m] == _cfg(bm, 64, 64, 1, 4, 2) and list(best[m]) == list(_cfg())
     assert len(lines) == 3 and all(ln.startswith(f"tune-moe E=128,N=768 M={m}: ") for ln, m in zip(lines, target))
     assert "with BLOCK_SIZE_M=32,BLOCK_SIZE_N=64,BLOCK_SIZE_K=64,GROUP_SIZE_M=1,num_warps=4,num_stages=2" in lines[1]
+    assert lines[1].startswith("tune-moe E=128,N=768 M=64: 100.1 us with ")
+    assert lines[1].endswith("; 132.1 us with the config before)")        # the baseline: BLOCK_SIZE_M 64, stages 3
     n1 = len(mt._bundle_moe_prune(SPACE, 1, A3B))
     assert f"(timed {n1 + 1 - n1 // 8} of {n1 + 1} configs, {n1 // 8} skipped" in lines[0]
 
@@ -143,7 +146,7 @@ def test_tune_under_a_budget_shares_it_and_keeps_the_baseline_when_nothing_beats
     best = mt._bundle_moe_tune(A3B, [1, 2, 4], _timer(clock, lambda m: 16), 6.0, clock, lambda m: base,
                                lines.append, (_TooBig,))
     assert all(b == base for b in best.values())
-    assert all("(the config it used before)" in ln for ln in lines)
+    assert all(ln.endswith("; the config it used before)") for ln in lines)
     assert clock.t <= 6.0 + 1.0 and len(lines) == 3      # each size its share (2 s), one timing over at most
 
 
@@ -286,12 +289,9 @@ def test_embedded_helpers_compile_and_name_only_what_they_define():
     assert ns["_BUNDLE_MOE_SPACE"] == mt._BUNDLE_MOE_SPACE
 
 
-def test_tune_moe_end_to_end_with_a_stand_in_timer(tmp_path, monkeypatch, capsys):
-    """`_bundle_tune_moe` as the bundle runs it (the helpers' embedded text executed into a bundle's globals), with
-    the CUDA timer replaced: the example's lookups give the shapes, each is tuned and its file written where the
-    bundle's get_moe_configs finds it; one line per batch size and one per file."""
-    import torch
-
+def _moe_bundle(tmp_path):
+    """The globals of a bundle with tune-moe's helpers (their embedded text) and a fused-MoE lookup reading
+    tmp_path/configs, whose example looks up Qwen3-30B-A3B's shape."""
     g = {"__name__": "bundle", "FOLDER": str(tmp_path / "configs")}
     exec(mt.source(), g)
     exec(
@@ -310,6 +310,16 @@ def test_tune_moe_end_to_end_with_a_stand_in_timer(tmp_path, monkeypatch, capsys
         "        BLOCK_SIZE_M=64, BLOCK_SIZE_N=64, BLOCK_SIZE_K=64, GROUP_SIZE_M=1, num_warps=4, num_stages=3)\n"
         "def invocation_example(small=False, **kw):\n"
         "    try_get_optimal_moe_config((128, 1536, 2048), (128, 2048, 768), 8, None, 16)\n", g)
+    return g
+
+
+def test_tune_moe_end_to_end_with_a_stand_in_timer(tmp_path, monkeypatch, capsys):
+    """`_bundle_tune_moe` as the bundle runs it, with the CUDA timer replaced: the example's lookups give the
+    shapes, each is tuned and its file written where the bundle's get_moe_configs finds it; one line per batch size
+    and one per file."""
+    import torch
+
+    g = _moe_bundle(tmp_path)
     clock = _Clock(0.0)
     from triton.runtime.errors import OutOfResources
     stand_in = _timer(clock, lambda m: 16 if m < 64 else 64)
@@ -333,3 +343,19 @@ def test_tune_moe_end_to_end_with_a_stand_in_timer(tmp_path, monkeypatch, capsys
     assert loaded == {1: _cfg(16, 64, 64, 1, 4, 2), 256: _cfg(64, 64, 64, 1, 4, 2)}
     assert g["try_get_optimal_moe_config"]((128, 1536, 2048), (128, 2048, 768), 8, None, 256) == loaded[256]
     assert json.loads(path.read_text())["triton_version"] == __import__("triton").__version__
+
+
+def test_tune_moe_where_nothing_fits_says_so_in_one_line(tmp_path, monkeypatch, capsys):
+    import torch
+    from triton.runtime.errors import OutOfResources
+
+    def never(batch, c):
+        raise OutOfResources(300000, 232448, "shared memory")
+
+    g = _moe_bundle(tmp_path)
+    g["_bundle_moe_cuda_timer"] = lambda g_: never
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert g["_bundle_tune_moe"](types.SimpleNamespace(batch_sizes=[1], budget_s=None), "X.py", g) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert re.fullmatch(r"X\.py tune-moe: M=1: none of the \d+ configs tried fits this GPU", err[-1]) and len(err) == 1
+    assert not (tmp_path / "configs").exists()

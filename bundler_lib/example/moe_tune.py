@@ -92,9 +92,10 @@ def _bundle_moe_candidates(space, batch, shape, baseline):
 
 
 def _bundle_moe_fastest(candidates, time_us, deadline, clock, skip):
-    """(fastest config, its time in us, configs timed, configs skipped): `time_us(config)` for each candidate until
-    `deadline` (`clock()` seconds; the first is always timed); a config raising one of `skip` is left out."""
-    best, best_us, timed, skipped = None, float("inf"), 0, 0
+    """(fastest config, its time in us, the first candidate's time (None if it did not fit), configs timed, configs
+    skipped): `time_us(config)` for each candidate until `deadline` (`clock()` seconds; the first is always timed);
+    a config raising one of `skip` is left out."""
+    best, best_us, first_us, timed, skipped = None, float("inf"), None, 0, 0
     for config in candidates:
         if timed + skipped and clock() >= deadline:
             break
@@ -103,10 +104,12 @@ def _bundle_moe_fastest(candidates, time_us, deadline, clock, skip):
         except skip:
             skipped += 1
             continue
+        if not timed + skipped:
+            first_us = us
         timed += 1
         if us < best_us:
             best, best_us = config, us
-    return best, best_us, timed, skipped
+    return best, best_us, first_us, timed, skipped
 
 
 def _bundle_moe_ordered(config):
@@ -126,15 +129,16 @@ def _bundle_moe_tune(shape, batches, time_us, deadline, clock, baseline_for, say
         share = start + (deadline - start) / (len(batches) - i)
         baseline = baseline_for(batch)
         cands = _bundle_moe_candidates(space, batch, shape, baseline)
-        config, us, timed, skipped = _bundle_moe_fastest(
+        config, us, before_us, timed, skipped = _bundle_moe_fastest(
             cands, lambda c: time_us(batch, c), share, clock, skip)
         if config is None:
             raise RuntimeError(f"tune-moe: M={batch}: none of the {skipped} configs tried fits this GPU")
         best[batch] = _bundle_moe_ordered(config)
-        was = " (the config it used before)" if baseline and config == baseline else ""
-        say(f"tune-moe E={shape['E']},N={shape['N']} M={batch}: {us:.1f} us{was} with "
+        was = "" if not baseline or before_us is None else (
+            "; the config it used before" if config == baseline else f"; {before_us:.1f} us with the config before")
+        say(f"tune-moe E={shape['E']},N={shape['N']} M={batch}: {us:.1f} us with "
             + ",".join(f"{k}={v}" for k, v in best[batch].items())
-            + f" (timed {timed} of {len(cands)} configs, {skipped} skipped, {clock() - start:.1f} s)")
+            + f" (timed {timed} of {len(cands)} configs, {skipped} skipped, {clock() - start:.1f} s{was})")
     return best
 
 
@@ -278,6 +282,18 @@ def _bundle_tune_moe(args, prog, g):
         print(f"{prog} tune-moe: the bundle's example never looked up a fused-MoE config", file=sys.stderr)
         return 2
     timer = _bundle_moe_cuda_timer(g)
+    try:
+        _bundle_moe_each(g, lookups, args, begin, deadline, timer, triton)
+    except RuntimeError as e:  # no config fits, or the loader never looks for the file: one line
+        print(f"{prog} {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _bundle_moe_each(g, lookups, args, begin, deadline, timer, triton):
+    """Tunes each looked-up shape in its share of the time left and writes its file; one line per file."""
+    import time
+
     for i, (key, call) in enumerate(lookups):
         own = begin + (deadline - begin) * (i + 1) / len(lookups) if args.budget_s is not None else deadline
         best = _bundle_moe_tune(_bundle_moe_shape(key, call), args.batch_sizes, timer, own, time.monotonic,
@@ -286,13 +302,12 @@ def _bundle_tune_moe(args, prog, g):
         name = g["get_config_file_name"](key[0], key[1], key[2], [key[3], key[4]] if key[3] and key[4] else None)
         path = _bundle_moe_write(_bundle_moe_folder(g["get_moe_configs"], key, name), name, best, triton.__version__)
         print(f"tune-moe: wrote {path} ({len(best)} batch sizes, {time.monotonic() - begin:.0f} s)", flush=True)
-    return 0
 
 
 HELPERS = (_bundle_moe_search_space, _bundle_moe_keep, _bundle_moe_prune, _bundle_moe_candidates,
            _bundle_moe_fastest, _bundle_moe_ordered, _bundle_moe_tune, _bundle_moe_write, _BundleMoeFound,
            _bundle_moe_folder, _bundle_moe_shapes, _bundle_moe_shape, _bundle_moe_cuda_timer, _bundle_moe_baseline,
-           _bundle_tune_moe)
+           _bundle_tune_moe, _bundle_moe_each)
 
 
 def source() -> str:
