@@ -91,7 +91,7 @@ case $phase in
   moe)
     bundles=("$@"); [ ${#bundles[@]} -eq 0 ] && bundles=(bundles_out/fused_experts.py bundles_out/Qwen3MoeDecoderLayer.py)
     label() { local r=${1#bundles_out/}; r=${r%.py}; echo "${r//\//_}"; }
-    export VLLM_BUNDLE_CACHE=${VLLM_BUNDLE_CACHE:-$(mktemp -d)}
+    export VLLM_BUNDLE_CACHE=${VLLM_BUNDLE_CACHE:-$(mktemp -d)} PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
     mkdir -p "$out/moe-configs"
     for b in "${bundles[@]}"; do n=$(label "$b")
       $py "$b" tune-moe --batch-sizes "${MOE_BATCH_SIZES:-1,8,64,256,1024,4096}" \

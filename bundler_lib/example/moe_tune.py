@@ -219,6 +219,8 @@ def _bundle_moe_shape(key, call):
 def _bundle_moe_cuda_timer(g):
     """time_us(M, config): the bundle's example forward at M tokens with `config` forced through vLLM's override
     hook, timed as vLLM's benchmark_config does (10 calls in one CUDA graph, 5 warm-up replays, 20 timed replays)."""
+    import gc
+
     import torch
 
     built = {}
@@ -226,6 +228,7 @@ def _bundle_moe_cuda_timer(g):
     def time_us(batch, config):
         if built.get("M") != batch:
             built.clear()
+            gc.collect()  # the previous example's layer and weights (a decoder layer's state holds cycles)
             torch.cuda.empty_cache()
             built.update(M=batch, forward=g["invocation_example"](workload="prefill", tokens=batch, batch=1)["forward"])
         g["_config"] = config
