@@ -15,6 +15,9 @@
 #           tools/parity.py on each bundle whose example ran: ZOO_PARITY cases (default "prefill:32,decode:2x64";
 #           ZOO_PARITY= turns it off)
 # speed:    benchmarks/layer_speed.py on the suite's decoder layers (SPEED_ARGS, default --quick), BUDGET_S seconds
+# moe:      `<bundle>.py tune-moe` on the suite's fused-MoE bundles (or the BUNDLEs; default fused_experts, Qwen3-30B-A3B's
+#           shape, and Qwen3MoeDecoderLayer, Qwen3-Coder-480B's), BUDGET_S seconds (default 420) shared equally,
+#           MOE_BATCH_SIZES (default 1,8,64,256,1024,4096); logs OUT_DIR/tune-moe-<bundle>.log, files OUT_DIR/moe-configs/
 # PACK=FILE.tgz packs OUT_DIR into one archive at the end (the device tool brings back a limited number of files)
 set -u
 phase=$1; out=$2; shift 2
@@ -85,7 +88,19 @@ case $phase in
     # benchmarks/layer_speed.py (bundle vs transformers, same weights); SPEED_ARGS e.g. "--quick"
     $py benchmarks/layer_speed.py ${SPEED_ARGS:---quick} --budget-s "${BUDGET_S:-480}" > "$out/layer-speed.log" 2>&1
     echo "speed rc=$?"; tail -25 "$out/layer-speed.log"; cp benchmarks/results/*-layer-speed-*.json "$out/" 2>/dev/null ;;
-  *) echo "usage: $0 ops|examples|triton|parity|zoo|speed OUT_DIR [BUNDLE...]" >&2; exit 2 ;;
+  moe)
+    bundles=("$@"); [ ${#bundles[@]} -eq 0 ] && bundles=(bundles_out/fused_experts.py bundles_out/Qwen3MoeDecoderLayer.py)
+    label() { local r=${1#bundles_out/}; r=${r%.py}; echo "${r//\//_}"; }
+    export VLLM_BUNDLE_CACHE=${VLLM_BUNDLE_CACHE:-$(mktemp -d)} PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+    mkdir -p "$out/moe-configs"
+    for b in "${bundles[@]}"; do n=$(label "$b")
+      $py "$b" tune-moe --batch-sizes "${MOE_BATCH_SIZES:-1,8,64,256,1024,4096}" \
+        --budget-s $(( ${BUDGET_S:-420} / ${#bundles[@]} )) > "$out/tune-moe-$n.log" 2>&1
+      echo "$n tune-moe rc=$?"; grep "^tune-moe" "$out/tune-moe-$n.log" | tail -8
+      sed -n 's/^tune-moe: wrote \(.*\) ([0-9]* batch sizes, [0-9]* s)$/\1/p' "$out/tune-moe-$n.log" |
+        while read -r f; do cp "$f" "$out/moe-configs/"; done
+    done ;;
+  *) echo "usage: $0 ops|examples|triton|parity|zoo|speed|moe OUT_DIR [BUNDLE...]" >&2; exit 2 ;;
 esac
 [ -n "${PACK:-}" ] && tar -czf "$PACK" -C "$out" .
 exit 0

@@ -3,6 +3,7 @@ on this GPU-less machine `info` describes the bundle and run/bench/check exit no
 The bundle is the decoder-layer mock (tests/trees/stages/example/decoder_mock) with a real A6 example."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -70,3 +71,41 @@ def test_import_runs_nothing(bundle):
            "s.loader.exec_module(m); print(callable(m._bundle_main), m._BUNDLE_INFO['symbol'])"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0 and res.stdout.split()[0] == "True", res.stderr
+
+
+def _our_line(res, prog):
+    ours = [ln for ln in res.stderr.strip().splitlines() if ln.startswith(prog)]
+    assert len(ours) == 1 and res.stderr.strip().splitlines()[-1] == ours[0], res.stderr
+    return ours[0]
+
+
+def test_tune_moe_refuses_a_bundle_without_fused_moe(bundle):
+    res = _cli(bundle, "tune-moe", "--batch-sizes", "1,64")
+    assert res.returncode == 2 and res.stdout == ""
+    assert _our_line(res, "MockBundle.py").startswith(
+        "MockBundle.py tune-moe: this bundle has no vLLM fused MoE (Triton) path (no get_moe_configs, "), res.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the no-GPU message is checked where there is no GPU")
+def test_tune_moe_needs_a_gpu(bundle, tmp_path):
+    """A bundle with vLLM's fused-MoE lookup (its names, as the inlined code defines them) on a machine without a
+    GPU: one line, exit 2, nothing written."""
+    text = bundle.read_text()
+    guard = text.rindex('\nif __name__ == "__main__":')
+    moe = ("\n_config = None\ndef get_config():\n    return _config\ndef get_moe_configs(E, N, dtype, block_n=None, "
+           "block_k=None):\n    return None\ndef get_config_file_name(E, N, dtype, block_shape=None):\n    return ''\n"
+           "def try_get_optimal_moe_config(w1_shape, w2_shape, top_k, dtype, M, block_shape=None):\n    return {}\n")
+    moe_bundle = tmp_path / "MoeBundle.py"
+    moe_bundle.write_text(text[:guard] + moe + text[guard:])
+    res = subprocess.run([sys.executable, str(moe_bundle), "tune-moe", "--budget-s", "60"], capture_output=True,
+                         text=True, timeout=300, cwd=tmp_path, env={**os.environ, "VLLM_BUNDLE_CACHE": str(tmp_path)})
+    assert res.returncode == 2 and res.stdout == ""
+    assert _our_line(res, "MoeBundle.py").startswith("MoeBundle.py tune-moe: no CUDA GPU"), res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["MoeBundle.py"]
+
+
+def test_tune_moe_options(bundle):
+    res = _cli(bundle, "tune-moe", "--help")
+    assert res.returncode == 0 and "--batch-sizes" in res.stdout and "--budget-s" in res.stdout
+    res = _cli(bundle, "tune-moe", "--batch-sizes", "1,x")
+    assert res.returncode == 2 and "--batch-sizes: invalid" in res.stderr

@@ -4,10 +4,13 @@ Written after `invocation_example()`: `_BUNDLE_INFO` (what the build knew: symbo
 kernels A1 reached) and `_bundle_main()`, called only under `if __name__ == "__main__":` (importing the bundle
 still runs nothing). run/bench/check need a CUDA GPU and say so in one line without one; info does not.
 `bench --cuda-graph` also times the forward captured in a CUDA graph and replayed (`_bundle_cuda_graph()`, which
-benchmarks/layer_speed.py uses too).
+benchmarks/layer_speed.py uses too). `tune-moe` tunes the fused-MoE kernel for this GPU (moe_tune.py, whose helpers
+come between `_bundle_main` and the `__main__` guard).
 """
 
 import pprint
+
+from bundler_lib.example import moe_tune
 
 _CLI = '''
 
@@ -51,7 +54,7 @@ def _bundle_main(argv=None):
     prog = __file__.rsplit("/", 1)[-1] if "__file__" in globals() else "bundle"
     p = argparse.ArgumentParser(prog=prog, description=f"{{_BUNDLE_INFO['symbol']}} from vLLM as one file: "
                                 "run its example, time it, check it, or describe it.")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{{run,bench,check,info}}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{{run,bench,check,info,tune-moe}}")
 
     def sizes(sp):
         sp.add_argument("--small", action="store_true", help="the quick sanity size")
@@ -71,7 +74,15 @@ def _bundle_main(argv=None):
     sub.add_parser("check", help="the bundle's self-test: its example at small size, prefill and decode, "
                                  "with the references it carries, and a repeatability check")
     sub.add_parser("info", help="symbol, model, variant, ops and kernels embedded, dependencies, closure size")
+    tune = sub.add_parser("tune-moe", help="tune the fused-MoE kernel for this GPU as vLLM's benchmark_moe.py --tune "
+                                          "does and write its config file where the bundle loads it")
+    tune.add_argument("--batch-sizes", type=lambda s: [int(x) for x in s.split(",")],
+                      default=list(_BUNDLE_MOE_BATCH_SIZES), help="comma-separated M (tokens); default: vLLM's list")
+    tune.add_argument("--budget-s", type=float, help="stop each batch size's sweep at its share of this many seconds")
     args = p.parse_args(argv)
+
+    if args.command == "tune-moe":
+        return _bundle_tune_moe(args, prog, globals())
 
     if args.command == "info":
         text = open(__file__, encoding="utf-8").read()
@@ -178,7 +189,9 @@ def _bundle_main(argv=None):
         with open(args.json, "w") as f:
             json.dump(res, f, indent=2, default=str)
     return 1 if failed else 0
+'''
 
+_MAIN = '''
 
 if __name__ == "__main__":
     raise SystemExit(_bundle_main())
@@ -197,4 +210,4 @@ def source(graph: dict, record: dict) -> str:
         "triton_kernels": sorted(k["name"] for k in graph.get("triton_kernels") or [] if k.get("kind") == "kernel"),
         "python_custom_ops": sorted(o["op"] for o in graph.get("python_custom_ops") or []),
     }
-    return _CLI.format(info=pprint.pformat(info, width=100, sort_dicts=True))
+    return _CLI.format(info=pprint.pformat(info, width=100, sort_dicts=True)) + moe_tune.source() + _MAIN

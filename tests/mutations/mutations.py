@@ -1,4 +1,4 @@
-"""The mutation table: each entry is one named, one-line semantic change to a rule of A1, A2, A3, A5 or A7 (`old`
+"""The mutation table: each entry is one named, one-line semantic change to a rule of A1, A2, A3, A5, A6 or A7 (`old`
 must occur exactly once in `file`; `new` replaces it) and the pytest selection that must kill it (fast unit
 tests where they cover it). run.py applies them one at a time."""
 
@@ -28,6 +28,8 @@ DEPS = ("tests/test_runtime_deps.py",)
 REACH = ("tests/test_reachability.py", "-k", "not remove_each_reached_definition")
 PKG = "tests/test_package.py::"
 PARALLEL = ("tests/test_parallel_variant.py",)
+MOE_TUNE = ("tests/test_moe_tune.py",)
+TUNE = "bundler_lib/example/moe_tune.py"
 
 
 def _m(name, stage, file, old, new, *tests):
@@ -147,6 +149,18 @@ MUTATIONS = [
        "                decorators(node.body)", "                pass", *BIND),
     _m("a5-define-without-namespace-counted", "A5", "bundler_lib/bind/namespaces.py",
        'if not m or (tail == "define" and "library" not in f and f != "define"):', "if not m:", *BIND),
+    # ---- A6: the bundle's tune-moe (vLLM's fused-MoE tuning) ----
+    _m("a6-tune-group-prune-inclusive", "A6", TUNE, "if group * bm > m and group != 1:",
+       "if group * bm >= m and group != 1:", *MOE_TUNE),
+    _m("a6-tune-prune-needs-both-gemms", "A6", TUNE, "return [c for c in space if any(_bundle_moe_keep",
+       "return [c for c in space if all(_bundle_moe_keep", *MOE_TUNE),
+    _m("a6-tune-large-gemm-threshold", "A6", TUNE, "if m >= 2048 and n >= 2048 and",
+       "if m >= 2048 and n >= 4096 and", *MOE_TUNE),
+    _m("a6-tune-keeps-the-slowest", "A6", TUNE, "if us < best_us:", "if us > best_us:", *MOE_TUNE),
+    _m("a6-tune-budget-not-shared", "A6", TUNE, "share = start + (deadline - start) / (len(batches) - i)",
+       "share = deadline", *MOE_TUNE),
+    _m("a6-tune-file-without-triton-version", "A6", TUNE,
+       'body = {"triton_version": triton_version, **', "body = {**", *MOE_TUNE),
     # ---- A7: package, reachability, dependencies ----
     _m("a7-cuda-initialised-not-checked", "A7", "bundler_lib/package/stage.py",
        'if res.get("cuda_initialized"):', "if False:", PKG + "test_cuda_initialised_at_import_is_caught"),
