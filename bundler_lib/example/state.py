@@ -29,8 +29,6 @@ STATE = {
     "rope_cache": ("vllm/model_executor/layers/rotary_embedding/__init__.py", "_ROPE_DICT"),
     "QuantizeMethodBase": ("vllm/model_executor/layers/quantization/base_config.py", "QuantizeMethodBase"),
     "Attention": ("vllm/model_executor/layers/attention/attention.py", "Attention"),
-    # reached only by a speculative-decoding draft's layers, which read the draft model's config from it
-    "SpeculativeConfig": ("vllm/config/speculative.py", "SpeculativeConfig"),
     # vLLM patches torch.cuda.set_stream to record the stream here (a module-level side effect a bundle drops)
     "current_stream_tls": ("vllm/utils/torch_utils.py", "_current_stream_tls"),
 }
@@ -316,10 +314,7 @@ _SNIPPET = '''\
     vllm_config = _StandIn(
         "vllm_config", model_config=model_config, cache_config=cache_config, parallel_config=parallel_config,
         compilation_config=compilation_config, attention_config=attention_config, quant_config=None,
-        lora_config=None, kv_transfer_config=None, num_speculative_tokens=0,
-        # a draft's layer is built with speculative decoding on: the draft model is the example's model
-        speculative_config=(_StandIn("speculative_config", draft_model_config=model_config)
-                            if _get("SpeculativeConfig") is not None else None),
+        lora_config=None, kv_transfer_config=None, speculative_config=None, num_speculative_tokens=0,
         device_config=_StandIn("device_config", device=device),
         kernel_config=_StandIn("kernel_config", moe_backend="triton", linear_backend="auto", ir_op_priority=None),
         scheduler_config=_StandIn("scheduler_config", max_num_seqs=256, max_num_batched_tokens=32768,
