@@ -80,12 +80,18 @@ def _child(cmd: list[str], timeout_s: float, cache: str, tail_chars: int, cwd=No
 
 def _run(bundle: Path, full: bool, cache: str, timeout_s: float) -> dict:
     cmd = [sys.executable, str(RUNNER), str(bundle)] + (["--full"] if full else [])
-    rc, tail, wall, res = _child(cmd, timeout_s, cache, 2000)
+    rc, tail, wall, res = _child(cmd, timeout_s, cache, 8000)
     ok = res.get("example") == "ok"
     row = {"ok": ok, "wall_s": wall, "rc": rc, "import_s": res.get("import_s"), "example_s": res.get("example_s")}
     if not ok:
-        row["error"] = (res.get("error") or res.get("example") or tail)[-1500:]
+        row["error"] = _ends(res.get("error") or res.get("example") or tail)
     return row
+
+
+def _ends(text: str, head: int = 800, tail: int = 1500) -> str:
+    """The start and the end of an error: a Python error's cause comes first, a C++ abort's message before its
+    stack frames."""
+    return text if len(text) <= head + tail else text[:head] + "\n[...]\n" + text[-tail:]
 
 
 def one(bundle: Path, rows: Path, cache: str, timeout_s: float, full: bool) -> dict:
