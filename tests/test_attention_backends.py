@@ -35,9 +35,9 @@ def test_variant_takes_each_backend_and_refuses_another_in_one_line():
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_every_backend_has_roots_and_a_metadata_template(backend):
-    g = {"variant": {"attention_backend": backend}}
-    assert BACKEND_ROOTS[backend] and f"({backend})" in attention_metadata.snippet(g)
-    assert set(attention_metadata.required(g)) <= set(state.roles(g))
+    variant = {"attention_backend": backend}
+    assert BACKEND_ROOTS[backend] and f"({backend})" in attention_metadata.snippet(variant)
+    assert set(attention_metadata.required(variant)) <= set(state.roles({"variant": variant}))
 
 
 def test_a1_decides_and_binds_the_variant_backend(tmp_path, monkeypatch):
@@ -73,7 +73,7 @@ def test_a1_keeps_the_chosen_backend_on_the_real_tree(tmp_path, vllm_0_26_0, bac
     qual = next(n for n in g["notes"] if n.startswith("resolve_obj_by_qualname("))
     assert qual.endswith(f"variant attention_backend={backend}")
     found, _ = state.resolve(g)
-    assert [r for r in decoder.REQUIRED + attention_metadata.required(g) if not found[r]] == []
+    assert [r for r in decoder.REQUIRED + attention_metadata.required(g["variant"]) if not found[r]] == []
 
 
 # The example on CPU (cpu_build_check's H100 answers), the KV cache write (a CUDA op) in

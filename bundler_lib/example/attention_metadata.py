@@ -76,17 +76,18 @@ _SNIPPETS = {
 }
 
 
-def backend(graph: dict) -> str:
-    return (graph.get("variant") or {}).get("attention_backend", DEFAULT_BACKEND)
+def backend(variant: dict) -> str:
+    """The variant's attention backend (the default for a graph written before the choice existed)."""
+    return variant.get("attention_backend", DEFAULT_BACKEND)
 
 
-def roles(graph: dict) -> dict:
-    return ROLES[backend(graph)]
+def roles(variant: dict) -> dict[str, tuple[str, str]]:
+    return ROLES[backend(variant)]
 
 
-def required(graph: dict) -> list[str]:
-    return REQUIRED[backend(graph)]
+def required(variant: dict) -> list[str]:
+    return REQUIRED[backend(variant)]
 
 
-def snippet(graph: dict) -> str:
-    return _SNIPPETS[backend(graph)]
+def snippet(variant: dict) -> str:
+    return _SNIPPETS[backend(variant)]

@@ -22,7 +22,7 @@ def extra_roots(variant: dict) -> list[str]:
 
 
 def example_roots(variant: dict) -> tuple[str, ...]:
-    return decoder_layer_roots(attention_metadata.backend({"variant": variant}))
+    return decoder_layer_roots(attention_metadata.backend(variant))
 
 # A layer kind without a template: the example stops first, naming what it lacks (the body after it keeps the
 # names the example roots reach, as for any decoder layer).
@@ -270,8 +270,8 @@ def body(graph: dict, symbol: str, dims: dict, flags: dict, cfg: dict, config_la
     """(the function body, notes, the vLLM names the example needs) for a decoder layer; with `no_template`
     (missing_template's), the body raises NotImplementedError naming it first."""
     found, _ = state.resolve(graph)
-    roles, required = state.roles(graph), REQUIRED + attention_metadata.required(graph)
-    roots = example_roots(graph.get("variant") or {})
+    variant = graph.get("variant") or {}
+    roles, required, roots = state.roles(graph), REQUIRED + attention_metadata.required(variant), example_roots(variant)
     missing = [f"{roles[r][0]}::{roles[r][1]}" for r in required if not found[r]]
     notes = ["decoder layer: vLLM's engine state is set by the example itself with stand-in config objects "
              "(explicit fields plus logged defaults); best effort, to be verified on a GPU"]
@@ -296,7 +296,8 @@ def body(graph: dict, symbol: str, dims: dict, flags: dict, cfg: dict, config_la
     notes += forward_inputs.notes(init_inputs, fwd_inputs)
     src = (state.snippet(graph, cfg, dims, flags, config_label) + recurrent_state.snippet(graph, symbol)
            + (_NO_TEMPLATE.format(symbol=symbol, missing=no_template) if no_template else "")
-           + _BODY.format(required=required, symbol=symbol, metadata=attention_metadata.snippet(graph), forward_inputs=FORWARD_INPUTS,
+           + _BODY.format(required=required, symbol=symbol, metadata=attention_metadata.snippet(variant),
+                          forward_inputs=FORWARD_INPUTS,
                           init_inputs={n: v for n, (_, v, _) in init_inputs.items()},
                           extra_inputs={n: (k, v) for n, (k, v, _) in fwd_inputs.items()},
                           **distributed.hooks(graph, symbol)))

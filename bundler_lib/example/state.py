@@ -52,7 +52,7 @@ def emit_names(graph: dict) -> dict[tuple[str, str], str]:
 
 def roles(graph: dict) -> dict[str, tuple[str, str]]:
     """role -> (file, name): the module state and classes the example of this graph's variant uses."""
-    return {**STATE, **attention_metadata.roles(graph)}
+    return {**STATE, **attention_metadata.roles(graph.get("variant") or {})}
 
 
 def resolve(graph: dict) -> tuple[dict, list[str]]:
@@ -101,7 +101,7 @@ def snippet(graph: dict, cfg: dict | None, dims: dict, flags: dict, config_label
                            config_label=config_label, flag_prefixes=config_rules.FLAG_PREFIXES,
                            flag_suffixes=config_rules.FLAG_SUFFIXES, flag_rule=config_rules.FLAG_RULE,
                            tp=variant.get("tp", 1), expert_parallel=variant.get("ep", 1) > 1,
-                           attention_backend=attention_metadata.backend(graph))
+                           attention_backend=attention_metadata.backend(variant))
 
 
 _SNIPPET = '''\
