@@ -18,6 +18,9 @@ large: nothing is kept from one layer to the next), side by side in that process
   transformers model does for all its layers. Decode runs over a DynamicCache filled with the bundle's context
   K/V (tools/parity.py), cropped back to that length after each step: each step pays transformers' `torch.cat`.
 
+A target with a variant is one more layer: `--only qwen3_layer,qwen3_layer_flex` times the same layer with vLLM's
+TRITON_ATTN and FLEX_ATTENTION attention backends, each against transformers (each layer's entry records its variant).
+
 Sizes (`--sizes`, tools/parity.py's case syntax): prefill of 32, 512, 4k, 8k and 32k tokens; decode of one token
 for 1, 8, 64 and 256 sequences of 4k tokens of context. CUDA events around each call, warm-ups, then the two (three)
 calls alternate for `--iters` (at least 20) rounds: median, min, p10, p90, max. From the bundle example's cost
@@ -79,19 +82,20 @@ class UsageError(Exception):
 # ------------------------------------------------------------------------------------------------ pure parts
 def suite(build_file: Path, bundles_dir: Path) -> list[dict]:
     """The decoder layers of a BUILD file: `monolithic_bundle` targets with a model whose symbol names a decoder
-    layer (as A6's classify does), in file order, with the path of their bundle."""
+    layer (as A6's classify does), in file order, with their variant (the choices given) and the path of their
+    bundle."""
     address = os.path.relpath(build_file.parent, REPO)
     layers = []
     for node in ast.walk(ast.parse(build_file.read_text(encoding="utf-8"), str(build_file))):
         if not (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "monolithic_bundle"):
             continue
         kw = {k.arg: ast.literal_eval(k.value) for k in node.keywords
-              if k.arg in ("name", "symbol", "model", "output_path")}
+              if k.arg in ("name", "symbol", "model", "output_path", "variant")}
         if not kw.get("model") or not str(kw.get("symbol", "")).endswith("DecoderLayer"):
             continue
         layers.append({"target": f"{address}:{kw['name']}", "name": kw["name"], "symbol": kw["symbol"],
-                       "model": kw["model"], "bundle": str(bundles_dir / (kw.get("output_path") or
-                                                                           kw["symbol"] + ".py"))})
+                       "model": kw["model"], "variant": kw.get("variant") or {},
+                       "bundle": str(bundles_dir / (kw.get("output_path") or kw["symbol"] + ".py"))})
     return layers
 
 
@@ -363,7 +367,9 @@ def main(argv=None) -> int:
               f"{os.path.relpath(result_path(args.out_dir, date))}")
         for la in layers:
             built = "built" if Path(la["bundle"]).exists() else f"NOT BUILT (./pants package {la['target']})"
-            print(f"  {la['target']}: {la['symbol']} ({la['model']}), {os.path.relpath(la['bundle'])} {built}")
+            variant = f" variant {json.dumps(la['variant'])}" if la["variant"] else ""
+            print(f"  {la['target']}: {la['symbol']} ({la['model']}){variant}, {os.path.relpath(la['bundle'])} "
+                  f"{built}")
         print("  sizes: " + ", ".join(sizes))
         return 0
     missing = [la for la in layers if not Path(la["bundle"]).exists()]

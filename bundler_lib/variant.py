@@ -24,7 +24,9 @@ CHOICES: dict[str, tuple[object, tuple]] = {
     # all-reduce, symmetric memory, FlashInfer and pynccl (libnccl through ctypes) stay out of the bundle
     "communicator": ("torch", ("torch",)),
     "quantization": ("none", ("none",)),
-    "attention_backend": ("TRITON_ATTN", ("TRITON_ATTN",)),
+    # vLLM's attention backend (an AttentionBackendEnum member): TRITON_ATTN, its Triton unified attention;
+    # FLEX_ATTENTION, torch's flex_attention compiled by torch (no kernel of vLLM's own)
+    "attention_backend": ("TRITON_ATTN", ("TRITON_ATTN", "FLEX_ATTENTION")),
     "moe_backend": ("triton", ("triton",)),
     "custom_ops": ("enabled", ("enabled", "disabled")),
     # dispatch priority of vLLM's IR ops (vllm.ir): its own CUDA kernels first, as vLLM sets it without

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from bundler_lib import example as a6
-from bundler_lib.common.example_roots import (ATTENTION, DECODER_LAYER_ROOTS, INIT_INPUTS, extra_roots,
-                                              is_block_candidate, is_decoder_layer, layer_signature)
+from bundler_lib.common.example_roots import (ATTENTION, BACKEND_ROOTS, INIT_INPUTS, decoder_layer_roots,
+                                              extra_roots, is_block_candidate, is_decoder_layer, layer_signature)
 from bundler_lib.example import decoder, forward_inputs
 from bundler_lib.errors import StageError
 
@@ -222,7 +222,7 @@ def test_a_block_without_positions_is_a_decoder_layer_only_with_attention():
     sig = _fwd(["hidden_states"], {"hidden_states": "torch.Tensor"})
     assert not is_decoder_layer("GPT2Block", "class", sig) and is_block_candidate("GPT2Block", "class", sig)
     roots, when = extra_roots("GPT2Block", "class", sig)
-    assert roots == list(DECODER_LAYER_ROOTS) and set(when) == set(roots) and set(when.values()) == {ATTENTION}
+    assert roots == list(decoder_layer_roots("TRITON_ATTN")) and set(when) == set(roots) and set(when.values()) == {ATTENTION}
     assert extra_roots("SomeMLP", "function", sig) == ([], {})
     g = json.loads((MOCK / "A1.graph.json").read_text())
     g.update(symbol="GPT2Block", root_signature=sig)
@@ -244,7 +244,7 @@ def test_a1_blocks_on_the_real_tree(tmp_path, vllm_0_26_0, symbol, template):
     assert a6.classify(g) == template and g["root_signature"]["__init__"]["required"] in (["config"], ["vllm_config"])
     ids = {n["id"] for n in g["python_nodes"]}
     assert all((r.split(".process_weights")[0] in ids) is (template == "decoder_layer")
-               for r in DECODER_LAYER_ROOTS if "/triton_attn.py::" in r)
+               for r in BACKEND_ROOTS["TRITON_ATTN"])
 
 
 def test_cache_config_stand_in_is_replaceable(tmp_path):

@@ -124,7 +124,9 @@ def check_to_kernel(path: str) -> str:
         return f"SKIPPED {path}: not a decoder-layer example"
     # vLLM's custom ops and IR ops on their torch paths
     src = src.replace("custom_ops=['all']", "custom_ops=['none']")
-    src = re.sub(r"^_bundle_ir_op_priority = \[.*\]$", "_bundle_ir_op_priority = ['native']", src, flags=re.M)
+    # (a list, or per IR op a list: {'rms_norm': ['vllm_c', 'native'], ...})
+    src = re.sub(r"^(_bundle_ir_op_priority = )(.*)$", lambda m: m[1] + re.sub(r"\[[^\]]*\]", "['native']", m[2]),
+                 src, flags=re.M)
     name = "cpu_build_check_bundle_" + re.sub(r"\W", "_", path)
     mod = types.ModuleType(name)
     sys.modules[name] = mod

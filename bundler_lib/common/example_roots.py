@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import ast
 
+from bundler_lib.variant import defaults
+
+DEFAULT_BACKEND = defaults()["attention_backend"]
+
 # What the decoder-layer example calls or needs that a layer's own code does not reach (vLLM's loader and
 # engine do): A1 takes these as extra roots of a decoder-layer bundle, or the example stops at that step.
 # Seen on an H100 with a 0.26.0 bundle: without the process_weights_after_loading methods the MoE kernel
-# is never built (`assert self.moe_kernel is not None`); without the TRITON_ATTN classes the attention
+# is never built (`assert self.moe_kernel is not None`); without the attention backend's classes the attention
 # backend cannot be selected (its qualname is imported at run time).
 DECODER_LAYER_ROOTS = (
     "vllm/model_executor/layers/quantization/base_config.py::QuantizeMethodBase.process_weights_after_loading",
@@ -21,14 +25,31 @@ DECODER_LAYER_ROOTS = (
     "vllm/model_executor/layers/fused_moe/unquantized_fused_moe_method.py::"
     "UnquantizedFusedMoEMethod.process_weights_after_loading",
     "vllm/model_executor/layers/attention/attention.py::Attention.process_weights_after_loading",
-    "vllm/v1/attention/backends/triton_attn.py::TritonAttentionBackend",
-    "vllm/v1/attention/backends/triton_attn.py::TritonAttentionImpl",
-    "vllm/v1/attention/backends/triton_attn.py::TritonAttentionMetadata",
-    "vllm/v1/attention/backends/triton_attn.py::MIN_LAUNCH_GRID_SIZE_2D",
-    "vllm/v1/attention/backends/triton_attn.py::NUM_PAR_SOFTMAX_SEGMENTS",
     "vllm/v1/worker/workspace.py::WorkspaceManager",
     "vllm/v1/worker/workspace.py::_manager",
 )
+
+_BACKENDS = "vllm/v1/attention/backends"
+# Per variant `attention_backend` (variant.py), the backend's definitions the example needs: its backend and impl
+# classes, and what step 6 of example/decoder.py builds the attention metadata with. TRITON_ATTN: the metadata class
+# and its launch constants (the fields are filled by hand). FLEX_ATTENTION: the backend's own metadata builder (from
+# get_builder_cls), given the layer's KV cache spec and a CommonAttentionMetadata, as vLLM's model runner does.
+BACKEND_ROOTS = {
+    "TRITON_ATTN": tuple(f"{_BACKENDS}/triton_attn.py::{n}" for n in (
+        "TritonAttentionBackend", "TritonAttentionImpl", "TritonAttentionMetadata", "MIN_LAUNCH_GRID_SIZE_2D",
+        "NUM_PAR_SOFTMAX_SEGMENTS")),
+    "FLEX_ATTENTION": tuple(f"{_BACKENDS}/flex_attention.py::{n}" for n in (
+        "FlexAttentionBackend", "FlexAttentionImpl", "FlexAttentionBackend.get_builder_cls",
+        "FlexAttentionMetadataBuilder.build")) + (
+        "vllm/v1/attention/backend.py::CommonAttentionMetadata",
+        "vllm/model_executor/layers/attention/attention.py::Attention.get_kv_cache_spec"),
+}
+
+
+def decoder_layer_roots(attention_backend: str) -> tuple[str, ...]:
+    """The decoder-layer example's extra roots with the variant's attention backend."""
+    return DECODER_LAYER_ROOTS + BACKEND_ROOTS[attention_backend]
+
 
 # On several GPUs (a variant with tp or ep > 1) the example makes vLLM's parallel state itself: one GroupCoordinator
 # per group over torch.distributed (example/distributed.py), as initialize_model_parallel lays them out on one node.
@@ -53,7 +74,7 @@ RECURRENT_STATE_TRIGGERS = {
     f"{_SSU}::TritonSSUBackend": f"{_SSU}::get_mamba_ssu_backend",
 }
 RECURRENT_STATE_ROOTS = tuple(RECURRENT_STATE_TRIGGERS)
-ROOT_TRIGGERS = {**{r: ATTENTION for r in DECODER_LAYER_ROOTS if "/v1/attention/backends/" in r},
+ROOT_TRIGGERS = {**{r: ATTENTION for roots in BACKEND_ROOTS.values() for r in roots},
                  **RECURRENT_STATE_TRIGGERS,
                  **{r: "vllm/distributed/parallel_state.py::get_tp_group" for r in PARALLEL_ROOTS}}
 
@@ -134,15 +155,15 @@ def is_block_candidate(symbol: str, kind: str, signature: dict | None = None) ->
             and _builds_from_config(signature) is not None)
 
 
-def extra_roots(symbol: str, kind: str, signature: dict | None = None,
-                world_size: int = 1) -> tuple[list[str], dict[str, str]]:
+def extra_roots(symbol: str, kind: str, signature: dict | None = None, world_size: int = 1,
+                attention_backend: str = DEFAULT_BACKEND) -> tuple[list[str], dict[str, str]]:
     """(the roots A1 adds for the example of `symbol` (a `class` or `function`, with its `layer_signature`) on
-    `world_size` GPUs, their triggers): a block candidate's roots all wait for `ATTENTION`; empty for most
-    symbols."""
+    `world_size` GPUs with `attention_backend`, their triggers): a block candidate's roots all wait for `ATTENTION`;
+    empty for most symbols."""
     parallel = list(PARALLEL_ROOTS) if world_size > 1 else []
     if is_decoder_layer(symbol, kind, signature):
-        return list(DECODER_LAYER_ROOTS + RECURRENT_STATE_ROOTS) + parallel, dict(ROOT_TRIGGERS)
+        return list(decoder_layer_roots(attention_backend) + RECURRENT_STATE_ROOTS) + parallel, dict(ROOT_TRIGGERS)
     if is_block_candidate(symbol, kind, signature):
-        roots = list(DECODER_LAYER_ROOTS) + parallel
+        roots = list(decoder_layer_roots(attention_backend)) + parallel
         return roots, {r: ATTENTION for r in roots}
     return [], {}

@@ -11,7 +11,8 @@ def extra_roots(graph: dict) -> list[str]:
         from bundler_lib.common.example_roots import PARALLEL_ROOTS
         from bundler_lib.example import decoder
         from bundler_lib.variant import world_size
-        return decoder.extra_roots() + (list(PARALLEL_ROOTS) if world_size(graph.get("variant") or {}) > 1 else [])
+        variant = graph.get("variant") or {}
+        return decoder.extra_roots(variant) + (list(PARALLEL_ROOTS) if world_size(variant) > 1 else [])
     return []
 
 

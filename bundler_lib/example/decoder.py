@@ -2,26 +2,29 @@
 
 What vLLM's own code needs before a decoder layer runs (closure study, "Running a forward outside vLLM's
 engine"): a current vLLM config whose `model_config.hf_text_config` holds the model's fields, a
-single-process parallel state, the TRITON_ATTN attention backend and the triton MoE backend, a workspace
+single-process parallel state, the variant's attention backend and the triton MoE backend, a workspace
 manager, weights filled and `process_weights_after_loading` run, a KV cache bound to the attention
 layer, the attention metadata, and the call inside a forward context. The config and state come from
-`state.py` (stand-ins set on the bundle's own module state); this file adds the rest.
+`state.py` (stand-ins set on the bundle's own module state), the attention metadata from `attention_metadata.py`;
+this file adds the rest.
 """
 
-from bundler_lib.common.example_roots import DECODER_LAYER_ROOTS, FORWARD_INPUTS, RECURRENT_STATE_ROOTS
-from bundler_lib.example import distributed, forward_inputs, recurrent_state, state
+from bundler_lib.common.example_roots import FORWARD_INPUTS, RECURRENT_STATE_ROOTS, decoder_layer_roots
+from bundler_lib.example import attention_metadata, distributed, forward_inputs, recurrent_state, state
 
 # The forward context is set where the bundle has it: a layer whose closure never reads it (an MLP-only block of a
 # hybrid model) leaves it out, and runs without it.
 REQUIRED = ["vllm_config"]
 
-# What the example needs beyond the layer's closure: extra roots A1 reads as data (common/example_roots.py).
-EXAMPLE_ROOTS = list(DECODER_LAYER_ROOTS)
+
+def extra_roots(variant: dict) -> list[str]:
+    """`file::Name` or `file::Class.method` the decoder-layer example needs beyond the layer's closure (extra roots
+    A1 reads as data, common/example_roots.py)."""
+    return list(example_roots(variant)) + list(RECURRENT_STATE_ROOTS)
 
 
-def extra_roots() -> list[str]:
-    """`file::Name` or `file::Class.method` the decoder-layer example needs beyond the layer's closure."""
-    return list(EXAMPLE_ROOTS) + list(RECURRENT_STATE_ROOTS)
+def example_roots(variant: dict) -> tuple[str, ...]:
+    return decoder_layer_roots(attention_metadata.backend(variant))
 
 # A layer kind without a template: the example stops first, naming what it lacks (the body after it keeps the
 # names the example roots reach, as for any decoder layer).
@@ -142,48 +145,24 @@ _BODY = '''\
         T = B * q_len
         seq_len = ctx + q_len
         blocks_per_seq = -(-seq_len // block_size)
-        num_blocks = B * blocks_per_seq
+        # block 0 is vLLM's null block: its block pool never hands it out (FlexAttention masks it)
+        num_blocks = B * blocks_per_seq + 1
 
-        block_table = torch.arange(num_blocks, device=device, dtype=torch.int32).view(B, blocks_per_seq)
+        block_table = torch.arange(1, num_blocks, device=device, dtype=torch.int32).view(B, blocks_per_seq)
         new_pos = torch.arange(ctx, seq_len, device=device)
         positions = new_pos.repeat(B)
         attn_metadata, slots = None, None
         if attn is not None:
-            # 5. The KV cache: logical (blocks, kv_heads, block_size, 2*head_dim), stored NHD, the context filled.
+            # 5. The KV cache: logical (blocks, kv_heads, block_size, 2*head_dim), stored NHD (the shape and stride
+            # order of TRITON_ATTN's and FLEX_ATTENTION's get_kv_cache_shape), the context filled.
             with _Step("allocating the KV cache"):
                 for _, a in attn_layers:
                     kv_cache = torch.empty(num_blocks, block_size, H_kv, 2 * Dh, device=device, dtype=dtype)
                     kv_cache.normal_(0.0, 1.0, generator=gen)
                     a.kv_cache = kv_cache.permute(0, 2, 1, 3)
 
-            # 6. The attention metadata (TRITON_ATTN) for B sequences of q_len new tokens after ctx cached ones.
             slots = (block_table[:, new_pos // block_size].long() * block_size + (new_pos % block_size)).reshape(-1)
-            min_grid = _get("MIN_LAUNCH_GRID_SIZE_2D") or 128
-            segments = _get("NUM_PAR_SOFTMAX_SEGMENTS") or 16
-            seq_threshold_3D = max(1, min_grid // H_kv)
-            dh_pad = 1 << (Dh - 1).bit_length()
-            md_fields = dict(
-                num_actual_tokens=T, max_query_len=q_len,
-                query_start_loc=torch.arange(0, T + 1, q_len, device=device, dtype=torch.int32),
-                max_seq_len=seq_len, seq_lens=torch.full((B,), seq_len, device=device, dtype=torch.int32),
-                block_table=block_table, slot_mapping=slots,
-                seq_threshold_3D=seq_threshold_3D, num_par_softmax_segments=segments,
-                softmax_segm_output=torch.empty(seq_threshold_3D, H_q, segments, dh_pad, device=device,
-                                                dtype=torch.float32),
-                softmax_segm_max=torch.empty(seq_threshold_3D, H_q, segments, device=device, dtype=torch.float32),
-                softmax_segm_expsum=torch.empty(seq_threshold_3D, H_q, segments, device=device, dtype=torch.float32),
-                causal=True, use_cascade=False, common_prefix_len=0, cu_prefix_query_lens=None, prefix_kv_lens=None,
-                suffix_kv_lens=None, scheduler_metadata=None, prefix_scheduler_metadata=None, mm_prefix_range=None,
-                mm_prefix_range_tensor=None, rswa_prefix_lens=None, rswa_window=None)
-            md_cls = _get("TritonAttentionMetadata")
-            with _Step("building the attention metadata"):
-                if md_cls is not None:
-                    # fields differ across vLLM versions (0.33.0 dropped use_cascade): pass those it declares
-                    accepted = inspect.signature(md_cls).parameters
-                    attn_metadata = md_cls(**{{k: v for k, v in md_fields.items() if k in accepted}})
-                else:
-                    attn_metadata = _StandIn("attn_metadata", **md_fields)
-
+{metadata}
         with _Step("allocating the recurrent state and building its metadata"):
             state_metadata = _bind_recurrent_state(recurrent, B, q_len, ctx)
 
@@ -293,7 +272,9 @@ def body(graph: dict, symbol: str, dims: dict, flags: dict, cfg: dict, config_la
     """(the function body, notes, the vLLM names the example needs) for a decoder layer; with `no_template`
     (missing_template's), the body raises NotImplementedError naming it first."""
     found, _ = state.resolve(graph)
-    missing = [f"{state.STATE[r][0]}::{state.STATE[r][1]}" for r in REQUIRED if not found[r]]
+    variant = graph.get("variant") or {}
+    roles, required, roots = state.roles(graph), REQUIRED + attention_metadata.required(variant), example_roots(variant)
+    missing = [f"{roles[r][0]}::{roles[r][1]}" for r in required if not found[r]]
     notes = ["decoder layer: vLLM's engine state is set by the example itself with stand-in config objects "
              "(explicit fields plus logged defaults); best effort, to be verified on a GPU"]
     if missing:
@@ -301,10 +282,10 @@ def body(graph: dict, symbol: str, dims: dict, flags: dict, cfg: dict, config_la
     absent = sorted(k for k, v in found.items() if k != "groups" and not v)
     if absent:
         notes.append("not in the bundle (the example falls back to stand-ins or defaults): " + ", ".join(absent))
-    needs = sorted(set(EXAMPLE_ROOTS) | {f"{f}::{n}" for f, n in state.STATE.values()}
+    needs = sorted(set(roots) | {f"{f}::{n}" for f, n in roles.values()}
                    | {f"{state.GROUP_FILE}::{g}" for g in state.GROUPS})
     have = state.emit_names(graph)
-    absent_roots = [r for r in EXAMPLE_ROOTS if "." not in r.split("::")[1]
+    absent_roots = [r for r in roots if "." not in r.split("::")[1]
                     and tuple(r.split("::")) not in have]
     if absent_roots:
         notes.append("A1 did not reach (extra roots the example needs): " + ", ".join(absent_roots))
@@ -317,7 +298,8 @@ def body(graph: dict, symbol: str, dims: dict, flags: dict, cfg: dict, config_la
     notes += forward_inputs.notes(init_inputs, fwd_inputs)
     src = (state.snippet(graph, cfg, dims, flags, config_label) + recurrent_state.snippet(graph, symbol)
            + (_NO_TEMPLATE.format(symbol=symbol, missing=no_template) if no_template else "")
-           + _BODY.format(required=REQUIRED, symbol=symbol, forward_inputs=FORWARD_INPUTS,
+           + _BODY.format(required=required, symbol=symbol, metadata=attention_metadata.snippet(variant),
+                          forward_inputs=FORWARD_INPUTS,
                           init_inputs={n: v for n, (_, v, _) in init_inputs.items()},
                           extra_inputs={n: (k, v) for n, (k, v, _) in fwd_inputs.items()},
                           **distributed.hooks(graph, symbol)))

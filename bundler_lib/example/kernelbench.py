@@ -6,7 +6,7 @@ and each tensor of `get_inputs()` to the GPU, cast to its `precision`, and compa
 with the candidate's. The file written here is such a reference:
 
 - `Model(workload, batch, tokens, context)` builds the layer with its runtime context (vLLM config state,
-  forward context, TRITON_ATTN metadata, a filled KV cache) through the bundle's own
+  forward context, the attention backend's metadata, a filled KV cache) through the bundle's own
   `invocation_example(...)`, which also runs one forward; `Model.forward(hidden_states)` re-runs the layer in
   that context through the example's `forward` and returns `hidden_states + residual` (the residual stream
   after the layer, what a transformers decoder layer returns); moving or casting the Model leaves the layer where

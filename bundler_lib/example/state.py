@@ -7,22 +7,20 @@ it is built (CustomOp dispatch). So every example sets that state itself, around
 and restores it after: stand-in objects with explicit values for the fields these layers are known to
 read, and, for any other field, a logged default (`*_size` 1, `*_rank` 0, `use_*`/`enable_*`/`is_*` False,
 `*_config` a nested stand-in, else None). The state's names are looked up in the graph (A1 may rename
-them); where the bundle defines a real class (WorkspaceManager, TritonAttentionMetadata,
+them); where the bundle defines a real class (WorkspaceManager, TritonAttentionMetadata, CommonAttentionMetadata,
 AttentionBackendEnum, CompilationMode, CUDAGraphMode) the example uses it.
 """
 
-from bundler_lib.example import config_rules
+from bundler_lib.example import attention_metadata, config_rules
 
-# (file, name) of the module-level state and classes the example uses, by role.
+# (file, name) of the module-level state and classes the example uses, by role (with those of the variant's
+# attention backend, attention_metadata.ROLES).
 STATE = {
     "vllm_config": ("vllm/config/vllm.py", "_current_vllm_config"),
     "compilation_config_cache": ("vllm/config/vllm.py", "get_cached_compilation_config"),
     "forward_context": ("vllm/forward_context.py", "_forward_context"),
     "workspace": ("vllm/v1/worker/workspace.py", "_manager"),
     "WorkspaceManager": ("vllm/v1/worker/workspace.py", "WorkspaceManager"),
-    "TritonAttentionMetadata": ("vllm/v1/attention/backends/triton_attn.py", "TritonAttentionMetadata"),
-    "MIN_LAUNCH_GRID_SIZE_2D": ("vllm/v1/attention/backends/triton_attn.py", "MIN_LAUNCH_GRID_SIZE_2D"),
-    "NUM_PAR_SOFTMAX_SEGMENTS": ("vllm/v1/attention/backends/triton_attn.py", "NUM_PAR_SOFTMAX_SEGMENTS"),
     "AttentionBackendEnum": ("vllm/v1/attention/backends/registry.py", "AttentionBackendEnum"),
     "CompilationMode": ("vllm/config/compilation.py", "CompilationMode"),
     "CUDAGraphMode": ("vllm/config/compilation.py", "CUDAGraphMode"),
@@ -52,11 +50,17 @@ def emit_names(graph: dict) -> dict[tuple[str, str], str]:
     return out
 
 
+def roles(graph: dict) -> dict[str, tuple[str, str]]:
+    """role -> (file, name): the module state and classes the example of this graph's variant uses."""
+    return {**STATE, **attention_metadata.roles(graph.get("variant") or {})}
+
+
 def resolve(graph: dict) -> tuple[dict, list[str]]:
     names = emit_names(graph)
-    found = {role: names.get(key) for role, key in STATE.items()}
+    wanted = roles(graph)
+    found = {role: names.get(key) for role, key in wanted.items()}
     found["groups"] = {g: names.get((GROUP_FILE, g)) for g in GROUPS}
-    missing = [f"{f}::{n}" for r, (f, n) in STATE.items() if not found[r]]
+    missing = [f"{f}::{n}" for r, (f, n) in wanted.items() if not found[r]]
     return found, missing
 
 
@@ -96,7 +100,8 @@ def snippet(graph: dict, cfg: dict | None, dims: dict, flags: dict, config_label
     return _SNIPPET.format(names=_py(found), hf_fields=_py(fields), derived=_py(derived), custom_ops=custom_ops,
                            config_label=config_label, flag_prefixes=config_rules.FLAG_PREFIXES,
                            flag_suffixes=config_rules.FLAG_SUFFIXES, flag_rule=config_rules.FLAG_RULE,
-                           tp=variant.get("tp", 1), expert_parallel=variant.get("ep", 1) > 1)
+                           tp=variant.get("tp", 1), expert_parallel=variant.get("ep", 1) > 1,
+                           attention_backend=attention_metadata.backend(variant))
 
 
 _SNIPPET = '''\
@@ -309,8 +314,10 @@ _SNIPPET = '''\
         cp_kv_cache_interleave_size=1, dcp_kv_cache_interleave_size=1, dcp_comm_backend="ag_rs",
         is_moe_model=bool(moe), eplb_config=_StandIn("parallel_config.eplb_config", num_redundant_experts=0))
     attention_config = _StandIn(
-        "attention_config", backend=(enum_backend["TRITON_ATTN"] if enum_backend is not None else "TRITON_ATTN"),
-        use_non_causal=False, flex_attn_block_m=None, flex_attn_block_n=None, use_prefill_query_quantization=False)
+        "attention_config", backend=(enum_backend[{attention_backend!r}] if enum_backend is not None
+                                     else {attention_backend!r}),
+        use_non_causal=False, flex_attn_block_m=None, flex_attn_block_n=None, flex_attn_q_block_size=None,
+        flex_attn_kv_block_size=None, use_prefill_query_quantization=False)
     vllm_config = _StandIn(
         "vllm_config", model_config=model_config, cache_config=cache_config, parallel_config=parallel_config,
         compilation_config=compilation_config, attention_config=attention_config, quant_config=None,

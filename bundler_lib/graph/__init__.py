@@ -33,7 +33,8 @@ def _reach(index: TreeIndex, variant: dict, module: str, symbol: str, dataclass_
     c = vllm.closure(index, variant, dataclass_annotations)
     root = c.engine.build(module, symbol)
     # what A6's example needs (data)
-    extra, when = extra_roots(symbol, root.kind, _signature(index, root), world_size(variant))
+    extra, when = extra_roots(symbol, root.kind, _signature(index, root), world_size(variant),
+                              variant["attention_backend"])
     if extra:
         c.engine.add_roots(extra, "needed by invocation_example()", when)
     c.engine.finish()

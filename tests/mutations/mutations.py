@@ -100,6 +100,12 @@ MUTATIONS = [
     _m("a1-torch-ops-missed-after-import-torch-submodule", "A1", G + "vllm/ops.py",
        'is_torch = b.attr is None and (b.module == "torch" or (b.name == "torch" and b.module.startswith("torch.")))',
        'is_torch = b.module == "torch"', *PARALLEL),
+    _m("a1-attention-backend-comparison-flipped", "A1", G + "guards.py",
+       'return e.attr == self.variant["attention_backend"]', 'return e.attr != self.variant["attention_backend"]',
+       "tests/test_attention_backends.py", "-k", "decides_and_binds"),
+    _m("a1-example-roots-of-the-default-backend", "A1", G + "__init__.py",
+       '                              variant["attention_backend"])', '                              "TRITON_ATTN")',
+       "tests/test_attention_backends.py", "-k", "real_tree"),
     # ---- A2: Python section ----
     _m("a2-import-guard-removed", "A2", "bundler_lib/common/imports.py",
        'out.append(f"try:\\n    {st}\\nexcept ImportError:  # optional package\\n    pass")', "out.append(st)",

@@ -79,3 +79,7 @@ _KV_CONNECTOR_AGENT = None
 
 def has_kv_transfer_group():
     return _KV_CONNECTOR_AGENT is not None
+
+
+def flex_helper():
+    return "+flex"

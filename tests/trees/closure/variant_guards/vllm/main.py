@@ -1,7 +1,7 @@
 import vllm.envs as envs
-from vllm.helpers import (AttentionType, encoder_helper, eplb_helper, fast_helper, fp8_helper, from_env_helper,
-                          has_kv_transfer_group, is_quantized_kv_cache, kv_fp8_helper, kv_transfer_helper,
-                          lora_helper, mode_auto_helper, nvfp4_helper, plain_helper)
+from vllm.helpers import (AttentionType, encoder_helper, eplb_helper, fast_helper, flex_helper, fp8_helper,
+                          from_env_helper, has_kv_transfer_group, is_quantized_kv_cache, kv_fp8_helper,
+                          kv_transfer_helper, lora_helper, mode_auto_helper, nvfp4_helper, plain_helper)
 from vllm.utils.import_utils import resolve_obj_by_qualname
 from vllm.v1.attention.backends.registry import AttentionBackendEnum
 
@@ -44,4 +44,6 @@ def target(kv_cache_dtype="auto", attn_type=AttentionType.DECODER, quant_dtype=N
         out += encoder_helper()
     if is_lora_enabled:
         out += lora_helper()
+    if backend == AttentionBackendEnum.FLEX_ATTENTION:  # decided by the variant's attention_backend
+        out += flex_helper()
     return out, resolve_obj_by_qualname(backend.value).name

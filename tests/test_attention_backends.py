@@ -1,0 +1,170 @@
+"""The variant's attention backend (issue 20): TRITON_ATTN or FLEX_ATTENTION. A1 keeps the chosen backend's classes
+only (bound for vLLM's by-name import, its branches decided), A6 builds that backend's metadata, and a
+FLEX_ATTENTION bundle's attention agrees with torch SDPA on CPU."""
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from bundler_lib.__main__ import main
+from bundler_lib.common.example_roots import BACKEND_ROOTS
+from bundler_lib.errors import StageError
+from bundler_lib.example import attention_metadata, decoder, state
+from bundler_lib.variant import CHOICES, resolve
+from tests.test_closure_helpers import TREES, build_all, load, node_ids
+
+ROOT = Path(__file__).resolve().parents[1]
+QWEN3 = "Qwen/Qwen3-30B-A3B"
+QWEN3_CONFIG = ROOT / "models" / "Qwen--Qwen3-30B-A3B" / "config.json"
+BACKENDS = CHOICES["attention_backend"][1]
+
+
+def test_variant_takes_each_backend_and_refuses_another_in_one_line():
+    assert resolve(None)["attention_backend"] == "TRITON_ATTN"
+    assert resolve({"attention_backend": "FLEX_ATTENTION"})["attention_backend"] == "FLEX_ATTENTION"
+    with pytest.raises(StageError) as e:
+        resolve({"attention_backend": "FLASH_ATTN"})
+    msg = str(e.value)
+    assert "\n" not in msg and "attention_backend='FLASH_ATTN'" in msg
+    assert "allowed values for attention_backend: 'TRITON_ATTN', 'FLEX_ATTENTION'" in msg
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_every_backend_has_roots_and_a_metadata_template(backend):
+    variant = {"attention_backend": backend}
+    assert BACKEND_ROOTS[backend] and f"({backend})" in attention_metadata.snippet(variant)
+    assert set(attention_metadata.required(variant)) <= set(state.roles({"variant": variant}))
+
+
+def test_a1_decides_and_binds_the_variant_backend(tmp_path, monkeypatch):
+    """On a tiny tree: `backend == AttentionBackendEnum.X` is decided by the variant, and vLLM's by-name import
+    resolves to the chosen backend's class only."""
+    g, _, _ = build_all(TREES / "variant_guards", tmp_path, "target", variant={"attention_backend": "FLEX_ATTENTION"})
+    ids = node_ids(g)
+    assert "vllm/helpers.py::flex_helper" in ids
+    assert "vllm/v1/attention/backends/flex_attention.py::FlexAttentionBackend" in ids
+    assert not any("triton_attn" in i or "flash_attn" in i for i in ids)
+    assert ("backend == AttentionBackendEnum.FLEX_ATTENTION", True) in {(x["predicate"], x["value"])
+                                                                         for x in g["guards"]}
+    monkeypatch.setenv("VLLM_FROM_ENV", "0")
+    m = load(tmp_path)
+    assert m.target(backend=m.AttentionBackendEnum.FLEX_ATTENTION) == ("plain+auto+flex", "flex")
+    with pytest.raises(ImportError, match="not in this bundle"):
+        m.resolve_obj_by_qualname("vllm.v1.attention.backends.triton_attn.TritonAttentionBackend")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a1_keeps_the_chosen_backend_on_the_real_tree(tmp_path, vllm_0_26_0, backend):
+    """Qwen3DecoderLayer: the chosen backend's roots (and what its metadata template uses) are in the closure, no
+    other backend's module is."""
+    from bundler_lib import graph as a1
+    g = a1.run(tree=vllm_0_26_0, out=tmp_path, symbol="Qwen3DecoderLayer", variant={"attention_backend": backend},
+               model_config=QWEN3_CONFIG)
+    ids, files = node_ids(g), {n["file"] for n in g["python_nodes"]}
+    for b, roots in BACKEND_ROOTS.items():
+        backend_file = roots[0].split("::")[0]
+        assert (backend_file in files) is (b == backend), (b, backend_file)
+    defs = {r if "." not in r.split("::")[1] else r.rsplit(".", 1)[0] for r in BACKEND_ROOTS[backend]}
+    assert defs <= ids, defs - ids
+    qual = next(n for n in g["notes"] if n.startswith("resolve_obj_by_qualname("))
+    assert qual.endswith(f"variant attention_backend={backend}")
+    found, _ = state.resolve(g)
+    assert [r for r in decoder.REQUIRED + attention_metadata.required(g["variant"]) if not found[r]] == []
+
+
+# The example on CPU (cpu_build_check's H100 answers), the KV cache write (a CUDA op) in
+# torch, flex_attention eager; each case's attention output against SDPA over the context and the new tokens.
+_COMPARE = textwrap.dedent('''
+    import json, re, sys, torch
+    import torch.nn.functional as F
+    from torch.nn.attention.flex_attention import flex_attention
+    sys.path.insert(0, sys.argv[2])
+    import cpu_build_check
+    cpu_build_check._as_h100()
+    path, names = sys.argv[1], json.loads(sys.argv[3])
+    src = re.sub(r'raise RuntimeError\\("invocation_example: \\w+ runs on a CUDA GPU[^\\n]*', "pass", open(path).read())
+    mod = type(sys)("flex_bundle")
+    sys.modules[mod.__name__] = mod
+    exec(compile(src, path, "exec"), mod.__dict__)
+    mod.PIN_MEMORY = False
+    torch.cuda.synchronize = lambda *a, **k: None
+    torch.cuda.mem_get_info = lambda *a, **k: (8 << 30, 8 << 30)
+    impl = getattr(mod, names["FlexAttentionImpl"])
+    setattr(mod, names["flex_attention_compiled"], flex_attention)
+    seen, forward = [], impl.forward
+
+    def kv_write(self, layer, key, value, kv_cache, slot_mapping):
+        flat = kv_cache.transpose(1, 2).flatten(0, 1)
+        flat[slot_mapping, :, :self.head_size] = key
+        flat[slot_mapping, :, self.head_size:] = value
+
+    def recorded(self, layer, query, key, value, kv_cache, md, output, *a, **k):
+        out = forward(self, layer, query, key, value, kv_cache, md, output, *a, **k)
+        seen.append((self, query.clone(), kv_cache, md, out.clone()))
+        return out
+
+    impl.do_kv_cache_update, impl.forward = kv_write, recorded
+    for case in json.loads(sys.argv[4]):
+        ex = mod.invocation_example(small=True, **case)
+        self, q, kv, md, out = seen[-1]
+        B, n, ctx, bs = (ex["sizes"][k] for k in ("B", "new_tokens", "context", "block_size"))
+        flat = kv.transpose(1, 2).flatten(0, 1)
+        err = 0.0
+        for b in range(B):
+            idx = (md.block_table[b].long()[:, None] * bs + torch.arange(bs)).reshape(-1)[:ctx + n]
+            k, v = (flat[idx, :, s].transpose(0, 1).float() for s in (slice(0, self.head_size),
+                                                                       slice(self.head_size, None)))
+            causal = torch.arange(ctx + n)[None, :] <= (ctx + torch.arange(n))[:, None]
+            ref = F.scaled_dot_product_attention(q[b * n:(b + 1) * n].transpose(0, 1).float(), k, v,
+                                                 attn_mask=causal, scale=self.scale, enable_gqa=True)
+            got = out[b * n:(b + 1) * n].float().transpose(0, 1)
+            err = max(err, ((got - ref).abs().max() / ref.abs().max()).item())
+        print(json.dumps({"case": case, "sizes": ex["sizes"], "metadata": type(md).__name__, "rel_err": err}))
+''')
+
+
+@pytest.fixture(scope="module")
+def flex_bundle(tmp_path_factory, vllm_0_26_0, runtime_python) -> Path:
+    """Qwen3DecoderLayer with FLEX_ATTENTION, A0 to A7 (strict), its norm and rotary on their torch paths (their
+    CUDA kernels need a GPU)."""
+    out, tree = tmp_path_factory.mktemp("flex"), str(vllm_0_26_0)
+    graph = str(out / "A1.graph.json")
+    variant = {"attention_backend": "FLEX_ATTENTION", "custom_ops": "disabled", "ir_op_priority": "native"}
+    steps = [["license", "--tree", tree],
+             ["graph", "--tree", tree, "--symbol", "Qwen3DecoderLayer", "--variant", json.dumps(variant),
+              "--model-config", str(QWEN3_CONFIG)],
+             ["collect-python", "--tree", tree, "--graph", graph],
+             ["collect-triton", "--tree", tree, "--graph", graph],
+             ["collect-cuda", "--tree", tree, "--graph", graph],
+             ["bind", "--inputs", str(out)],
+             ["example", "--graph", graph, "--model", QWEN3, "--model-config", str(QWEN3_CONFIG)],
+             ["package", "--inputs", str(out), "--bundle-name", "Qwen3DecoderLayer.py", "--runtime-python",
+              str(runtime_python)]]
+    for argv in steps:
+        assert main(argv + ["--out", str(out)]) == 0, argv[0]
+    assert json.loads((out / "A7.report.json").read_text())["status"] == "ok"
+    return out
+
+
+def test_flex_attention_matches_sdpa_on_cpu(flex_bundle):
+    """Prefill (40 tokens: not a whole number of blocks), decode over a context, and a chunk of new tokens after a
+    context: the metadata vLLM's FlexAttention builder makes from the example's batch, over the paged KV cache,
+    gives SDPA's attention (bf16). Run by the toolchain's interpreter (same torch as the bundle runtime): the
+    builder's async_tensor_h2d reads `np.ndarray`, and numpy is an optional package the bundle runtime lacks."""
+    names = state.emit_names(json.loads((flex_bundle / "A1.graph.json").read_text()))
+    flex = "vllm/v1/attention/backends/flex_attention.py"
+    names = {n: names[(flex, n)] for n in ("FlexAttentionImpl", "flex_attention_compiled")}
+    cases = [{"workload": "prefill", "tokens": 40}, {"workload": "decode", "batch": 3, "context": 50},
+             {"workload": "decode", "tokens": 3, "batch": 2, "context": 37}]
+    proc = subprocess.run([sys.executable, "-c", _COMPARE, str(flex_bundle / "Qwen3DecoderLayer.py"),
+                           str(ROOT / "tools"), json.dumps(names), json.dumps(cases)],
+                          capture_output=True, text=True, timeout=600, cwd=flex_bundle)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert [r["case"] for r in rows] == cases
+    assert all(r["metadata"] == "FlexAttentionMetadata" for r in rows)
+    assert all(r["rel_err"] < 2e-2 for r in rows), rows

@@ -1,0 +1,2 @@
+class FlexAttentionBackend:
+    name = "flex"
