@@ -11,8 +11,6 @@ A bundle embeds this file's text as the body of one function, which returns a mo
 """
 import math
 
-import torch
-
 __all__ = ["EinopsError", "rearrange", "repeat"]
 
 _ELLIPSIS = "..."
@@ -112,6 +110,8 @@ def _transform(operation, tensor, pattern, axes_lengths):
 
 
 def _apply(operation, tensor, pattern, axes_lengths):
+    import torch  # here, not at the top: the bundler reads this module where torch need not be installed
+
     if isinstance(tensor, (list, tuple)):
         if not tensor:
             raise EinopsError("an empty list of tensors")

@@ -9,8 +9,10 @@ import io
 import re
 import sys
 import tokenize
-from functools import cache
 from pathlib import Path
+from types import ModuleType
+
+from bundler_lib.common import einops_fallback
 
 # Annotations of the inlined code are never evaluated (A1 does not follow them): the bundle must say so.
 FUTURE = "from __future__ import annotations"
@@ -43,22 +45,17 @@ FALLBACKS = {
 }
 
 
-# Third-party modules with a drop-in replacement written in this project: module -> the project module (a file
-# of bundler_lib/common/) a bundle embeds where the module is not installed. Its text becomes, once per bundle,
+# Third-party modules with a drop-in replacement written in this project: module -> the project module a bundle
+# embeds where the module is not installed (imported here so that each stage's sandbox carries its file). Its text becomes, once per bundle,
 # the body of a function `_bundled_<module>()` returning a module of the names in its `__all__`; an import
 # falls back on it only where every name it takes is in that `__all__`.
 # - `einops` -> `einops_fallback` (`rearrange`, `repeat`): vLLM reads einops at run time (Mamba2's chunked scan,
 #   gated delta-net, lightning attention, vision code); a guard alone would leave a NameError.
-EMBEDDED = {"einops": "einops_fallback"}
+EMBEDDED: dict[str, ModuleType] = {"einops": einops_fallback}
 
 
-@cache
-def _embedded_source(module: str) -> tuple[str, tuple[str, ...]]:
-    """(the text of the project module standing in for `module`, its `__all__`)."""
-    text = (Path(__file__).parent / f"{EMBEDDED[module]}.py").read_text(encoding="utf-8")
-    names = next(ast.literal_eval(st.value) for st in ast.parse(text).body if isinstance(st, ast.Assign)
-                 and any(isinstance(t, ast.Name) and t.id == "__all__" for t in st.targets))
-    return text, tuple(names)
+def _embedded_file(module: str) -> str:
+    return "bundler_lib/common/" + Path(EMBEDDED[module].__file__).name
 
 
 def indent_block(text: str) -> str:
@@ -76,9 +73,9 @@ def indent_block(text: str) -> str:
 
 def embedded_definition(module: str) -> str:
     """The function a bundle carries for an embedded replacement: the project module's text as its body."""
-    body = indent_block(_embedded_source(module)[0])
+    body = indent_block(Path(EMBEDDED[module].__file__).read_text(encoding="utf-8"))
     return (f"def _bundled_{module}():\n"
-            f"    # {module} where it is not installed: vllm-bundler's bundler_lib/common/{EMBEDDED[module]}.py, its\n"
+            f"    # {module} where it is not installed: vllm-bundler's {_embedded_file(module)}, its\n"
             f"    # text as this function's body; returns a module of the names in its __all__\n"
             f"{body.rstrip()}\n"
             f"    import types\n"
@@ -93,7 +90,7 @@ def _embedded_fallback(stmt: str) -> tuple[str, str] | None:
     if words[0] == "from" and words[1] in EMBEDDED and words[2] == "import":
         pairs = [p.split() for p in stmt.split(" import ", 1)[1].strip("() ").split(",") if p.strip()]
         pairs = [(p[0], p[2] if len(p) == 3 and p[1] == "as" else p[0]) for p in pairs]
-        if all(name in _embedded_source(words[1])[1] for name, _ in pairs):
+        if all(name in EMBEDDED[words[1]].__all__ for name, _ in pairs):
             return words[1], "\n".join(f"{alias} = _bundled_{words[1]}().{name}" for name, alias in pairs)
     return None
 
@@ -139,7 +136,7 @@ def external_statements(stmts: list[str], runtime_only: set[str], hard: set[str]
             out.append(f"try:\n    {st}\nexcept ImportError:  # drop-in replacement written in this project\n"
                        + "".join(f"    {line}\n" for line in binds.splitlines()).rstrip("\n"))
             notes.append(f"import with a replacement the bundle embeds (_bundled_{module}, from "
-                         f"bundler_lib/common/{EMBEDDED[module]}.py): {st}")
+                         f"{_embedded_file(module)}): {st}")
         elif fallback_of(st):
             out.append(f"try:\n    {st}\nexcept ImportError:  # drop-in replacement\n    {fallback_of(st)}")
             notes.append(f"import with a fallback every bundle has ({fallback_of(st)}): {st}")
