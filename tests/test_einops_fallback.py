@@ -69,6 +69,7 @@ REFUSED = [
     ("rearrange", "a b c .... -> a b c", {}),
     ("rearrange", "a ... ... -> a", {}),             # two ellipses
     ("rearrange", "a (...) -> a ...", {}),           # an ellipsis in parentheses on the left
+    ("rearrange", "a b c (...) -> a b c ...", {}),
     ("rearrange", "a ... -> a", {}),                 # an ellipsis on one side only
     ("rearrange", "a a c d -> a c d", {}),           # duplicate axes
     ("rearrange", "_a b c d -> _a b c d", {}),       # names may not start or end with _

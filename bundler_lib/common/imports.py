@@ -47,8 +47,8 @@ FALLBACKS = {
 
 # Third-party modules with a drop-in replacement written in this project: module -> the project module a bundle
 # embeds where the module is not installed (imported here so that each stage's sandbox carries its file). Its
-# text becomes, once per bundle, the body of a function `_bundled_<module>()` returning a module of the names in its `__all__`; an import
-# falls back on it only where every name it takes is in that `__all__`.
+# text becomes, once per bundle, the body of a function `_bundled_<module>()` returning a module of the names in
+# its `__all__`; an import falls back on it only where every name it takes is in that `__all__`.
 # - `einops` -> `einops_fallback` (`rearrange`, `repeat`): vLLM reads einops at run time (Mamba2's chunked scan,
 #   gated delta-net, lightning attention, vision code); a guard alone would leave a NameError.
 EMBEDDED: dict[str, ModuleType] = {"einops": einops_fallback}
