@@ -146,3 +146,17 @@ def test_emitted_guards_bind_every_name_without_einops(monkeypatch):
     assert "einsum" not in ns
     assert ns["rearrange"](X, "a b c d -> d c b a").shape == (6, 4, 3, 2)
     assert any("_bundled_einops" in n and "from einops import rearrange" in n for n in notes)
+
+
+def test_a5_merges_the_sections_with_one_definition_before_every_guard(monkeypatch):
+    from bundler_lib.bind.stage import _stmt_list, merge_imports
+    monkeypatch.setitem(sys.modules, "einops", None)
+    a3, _ = external_statements(["from einops import rearrange", "import torch"], runtime_only=set())
+    a2, _ = external_statements(["import einops", "from einops import rearrange"], runtime_only=set())
+    text = "\n".join(merge_imports(_stmt_list(a3, "A3.manifest.json imports"),
+                                   _stmt_list(a2, "A2.manifest.json external_reqs")))
+    assert text.count("def _bundled_einops():") == 1
+    assert text.index("def _bundled_einops():") < text.index("try:\n    from einops import rearrange")
+    ns = {}
+    exec(text, ns)
+    assert torch.equal(ns["einops"].rearrange(X, "a b c d -> (a b) c d"), X.reshape(6, 4, 6))
