@@ -160,3 +160,18 @@ def test_a5_merges_the_sections_with_one_definition_before_every_guard(monkeypat
     ns = {}
     exec(text, ns)
     assert torch.equal(ns["einops"].rearrange(X, "a b c d -> (a b) c d"), X.reshape(6, 4, 6))
+
+
+def test_sizes_must_be_positive_ints_or_symbolic():
+    for bad in (2.0, True, "2", 0):
+        with pytest.raises(F.EinopsError, match="must be a positive int"):
+            F.rearrange(X, "(a1 a2) b c d -> a1 a2 b c d", a1=bad)
+    # under torch.compile with dynamic shapes a size read from a shape is a SymInt
+    compiled = torch.compile(lambda x: F.rearrange(x, "(a n) d -> a n d", n=x.shape[0] // 2), dynamic=True,
+                             backend="eager", fullgraph=True)
+    assert torch.equal(compiled(torch.arange(12).reshape(6, 2)), torch.arange(12).reshape(2, 3, 2))
+    # traced with symbolic shapes, the size is a torch.SymInt (not an int)
+    from torch.fx.experimental.proxy_tensor import make_fx
+    traced = make_fx(lambda x: F.rearrange(x, "(a n) d -> a n d", n=x.shape[0] // 2), tracing_mode="symbolic")
+    assert torch.equal(traced(torch.arange(12).reshape(6, 2))(torch.arange(12).reshape(6, 2)),
+                       torch.arange(12).reshape(2, 3, 2))

@@ -126,6 +126,8 @@ def _apply(operation, tensor, pattern, axes_lengths):
     if _anonymous(left):
         raise EinopsError(f"anonymous axes other than 1 are not allowed on the left side of {operation}")
     lnames, rnames = _named(left), _named(right)
+    if (_ELLIPSIS in lnames) != (_ELLIPSIS in rnames):
+        raise EinopsError("an ellipsis must be on both sides or on neither")
     if operation == "rearrange":
         if _anonymous(right):
             raise EinopsError("anonymous axes other than 1 are not allowed in rearrange")
@@ -142,7 +144,7 @@ def _apply(operation, tensor, pattern, axes_lengths):
             raise EinopsError(f"invalid axis name {name!r}")
         if name not in lnames | rnames:
             raise EinopsError(f"axis {name!r} is not used in the pattern")
-        if not isinstance(size, int) or size <= 0:
+        if isinstance(size, bool) or not isinstance(size, (int, torch.SymInt)) or size <= 0:
             raise EinopsError(f"the size of axis {name!r} must be a positive int, not {size!r}")
 
     shape = tuple(tensor.shape)
@@ -159,7 +161,7 @@ def _apply(operation, tensor, pattern, axes_lengths):
     dims, right = _expand(left, dots, sizes), _expand(right, dots, sizes)
     for g, length in zip(dims, shape):
         unknown = [a for a in g if a not in sizes]
-        known = math.prod(sizes[a] for a in g if a in sizes)
+        known = math.prod([sizes[a] for a in g if a in sizes])
         if len(unknown) > 1:
             raise EinopsError(f"cannot infer the sizes of {unknown}: give all but one by keyword")
         if unknown:
@@ -177,7 +179,7 @@ def _apply(operation, tensor, pattern, axes_lengths):
     if len(kept) != len(right_axes):
         out = out.reshape([sizes[a] if a in left_axes else 1 for a in right_axes])
         out = out.expand([sizes[a] for a in right_axes])
-    return out.reshape([math.prod(sizes[a] for a in g) for g in right])
+    return out.reshape([math.prod([sizes[a] for a in g]) for g in right])
 
 
 def rearrange(tensor, pattern, **axes_lengths):
