@@ -55,7 +55,7 @@ EMBEDDED: dict[str, ModuleType] = {"einops": einops_fallback}
 
 
 def _embedded_file(module: str) -> str:
-    return "bundler_lib/common/" + Path(EMBEDDED[module].__file__).name
+    return EMBEDDED[module].__name__.replace(".", "/") + ".py"
 
 
 def indent_block(text: str) -> str:
