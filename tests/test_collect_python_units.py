@@ -5,8 +5,7 @@ import json
 import pytest
 
 from bundler_lib import collect_python, collect_triton
-from bundler_lib.common.imports import external_statements, named_imports, optional_nodes
-from bundler_lib.common.slices import _indent_block
+from bundler_lib.common.imports import external_statements, indent_block, named_imports, optional_nodes
 from bundler_lib.errors import StageError
 from bundler_lib.common.edits import apply_edits, file_header
 
@@ -65,7 +64,7 @@ def test_optional_nodes_propagate_and_spare_the_target():
 
 def test_indent_block_leaves_multiline_strings():
     text = 'def f():\n    """doc\nsecond line\n    """\n    return 1\n'
-    assert _indent_block(text) == '    def f():\n        """doc\nsecond line\n    """\n        return 1\n'
+    assert indent_block(text) == '    def f():\n        """doc\nsecond line\n    """\n        return 1\n'
 
 
 @pytest.mark.parametrize("mod", [collect_python, collect_triton])

@@ -37,7 +37,8 @@ def test_ok(inputs, tmp_path):
     assert rep["sha256"] == hashlib.sha256(data).hexdigest()
     assert rep["checks"] == {"syntax": "ok", "import": "ok", "undefined_names": "ok",
                              "cuda_build": "not applicable (the bundle has no CUDA section)",
-                             "unreachable_definitions": "none", "unused_imports": "none"}
+                             "unreachable_definitions": "none", "unused_imports": "none",
+                             "optional_imports_read": "none"}
     assert rep["notes"] == []
     text = data.decode()
     # Order: notice, module, example. The notice is comments at the very top.
@@ -308,3 +309,20 @@ def test_unreachable_bad_mode(inputs, tmp_path):
     with pytest.raises(StageError) as ei:
         a7.run(inputs, tmp_path / "out", "TinyNorm.py", unreachable="fail")
     assert "--unreachable" in ei.value.input
+
+
+def test_optional_import_read_by_reached_code_is_reported_not_fatal(inputs, tmp_path):
+    text = (inputs / "A5.module.py").read_text().replace("import torch\n", "import torch\ntry:\n    from einops "
+                                                         "import rearrange\nexcept ImportError:  # optional package\n"
+                                                         "    pass\n", 1)
+    text = text.replace("        var = x.float()", "        x = rearrange(x, 'a b -> a b')\n        var = x.float()")
+    (inputs / "A5.module.py").write_text(text)
+    out = tmp_path / "out"
+    rep = a7.run(inputs, out, "TinyNorm.py", strict_undefined_names=True, unreachable="error")
+    assert rep["status"] == "ok" and (out / "TinyNorm.py").exists()
+    assert rep["checks"]["optional_imports_read"] == "found 1 (packages: einops)"
+    line = (out / "TinyNorm.py").read_text().split("\n").index("    from einops import rearrange") + 1
+    assert rep["details"]["optional_imports_read"] == [f"L{line} rearrange (from einops import rearrange): read by "
+                                                       "TinyNorm"]
+    assert rep["dependencies"]["optional_read_at_run_time"] == ["einops"]
+    assert any("raises NameError" in n for n in rep["notes"])

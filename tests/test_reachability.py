@@ -501,3 +501,43 @@ def _bindings_names(s: ast.stmt) -> list[str]:
             target_names(t, names)
         return names
     return [getattr(s, "name", "")]
+
+
+def test_optional_reads_names_only_bare_guarded_imports_that_reached_code_reads():
+    res = _analyze("""
+    import torch
+    try:
+        from einops import rearrange
+    except ImportError:  # optional package
+        pass
+    try:
+        import cutlass
+        HAS_CUTLASS = True
+    except ImportError:
+        HAS_CUTLASS = False
+    try:
+        import regex as re
+    except ImportError:
+        import re
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        pass
+    try:
+        import numpy as np
+    except ImportError:
+        pass
+
+    def _helper(x):
+        return rearrange(x, "a b -> b a")
+
+    class Target(torch.nn.Module):
+        def forward(self, x):
+            return _helper(x), re.compile("x"), cutlass if HAS_CUTLASS else np
+
+    def unreached():
+        return tqdm(rearrange)
+    """)
+    assert [(r.name, r.line, r.statement, r.readers) for r in res.optional_reads] == [
+        ("rearrange", 5, "from einops import rearrange", ("_helper",)),
+        ("np", 22, "import numpy as np", ("Target",))]

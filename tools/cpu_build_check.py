@@ -21,6 +21,7 @@ output's values. Prints `FORWARD` (or `STOPPED` with the error) with the Triton 
 state bound to each layer and the metadata in the forward context (per layer name: its class and fields).
 """
 
+import ast
 import re
 import sys
 import types
@@ -122,11 +123,7 @@ def check_to_kernel(path: str) -> str:
     src, n = re.subn(r'raise RuntimeError\("invocation_example: \w+ runs on a CUDA GPU[^\n]*', "pass", src)
     if not n:
         return f"SKIPPED {path}: not a decoder-layer example"
-    # vLLM's custom ops and IR ops on their torch paths
-    src = src.replace("custom_ops=['all']", "custom_ops=['none']")
-    # (a list, or per IR op a list: {'rms_norm': ['vllm_c', 'native'], ...})
-    src = re.sub(r"^(_bundle_ir_op_priority = )(.*)$", lambda m: m[1] + re.sub(r"\[[^\]]*\]", "['native']", m[2]),
-                 src, flags=re.M)
+    src = on_native_paths(src)
     name = "cpu_build_check_bundle_" + re.sub(r"\W", "_", path)
     mod = types.ModuleType(name)
     sys.modules[name] = mod
@@ -146,6 +143,18 @@ def check_to_kernel(path: str) -> str:
         outcome = f"STOPPED {type(e).__name__}: {str(e).split('. Stand-in config defaults')[0]}"
         seen = seen or _forward_context_in(e)
     return f"{outcome}; Triton kernels launched: {launched}; " + (_context_summary(seen[0]) if seen else "")
+
+
+def on_native_paths(src: str) -> str:
+    """The bundle's text with vLLM's custom ops and IR ops on their torch paths: `custom_ops=['none']`, and
+    `_bundle_ir_op_priority` (a list, or a dict of op -> list) naming only `native`."""
+    def native(m: re.Match) -> str:
+        value = ast.literal_eval(m.group(1))
+        value = {op: ["native"] for op in value} if isinstance(value, dict) else ["native"]
+        return f"_bundle_ir_op_priority = {value!r}"
+
+    src = src.replace("custom_ops=['all']", "custom_ops=['none']")
+    return re.sub(r"^_bundle_ir_op_priority = (.*)$", native, src, flags=re.M)
 
 
 def _workload_args() -> dict:

@@ -57,7 +57,7 @@ def _stmt_list(value, source: str) -> list[str]:
         if not isinstance(v, str) or not v.strip():
             raise StageError(STAGE, source, f"entry {v!r} is not an import statement", "re-run that stage")
         v = v.strip("\n")
-        if not re.match(r"^\s*(import|from|try:|if )", v):
+        if not re.match(r"^\s*(import|from|try:|if |def )", v):
             v = f"import {v.strip()}"  # a bare module name
         try:
             ast.parse(v)
@@ -69,7 +69,8 @@ def _stmt_list(value, source: str) -> list[str]:
 
 def merge_imports(*lists: list[str]) -> list[str]:
     """Union, deduplicated; `from __future__` first, then `import x`, then `from x import y`
-    (each sorted), then compound statements (try/except guards) in first-seen order."""
+    (each sorted), then compound statements (try/except guards, the function of an embedded replacement) in
+    first-seen order."""
     seen, uniq = set(), []
     for lst in lists:
         for s in lst:

@@ -5,8 +5,14 @@ does not name; and which of A1's nodes need an optional package at import time."
 from __future__ import annotations
 
 import ast
+import io
 import re
 import sys
+import tokenize
+from pathlib import Path
+from types import ModuleType
+
+from bundler_lib.common import einops_fallback
 
 # Annotations of the inlined code are never evaluated (A1 does not follow them): the bundle must say so.
 FUTURE = "from __future__ import annotations"
@@ -39,8 +45,61 @@ FALLBACKS = {
 }
 
 
+# Third-party modules with a drop-in replacement written in this project: module -> the project module a bundle
+# embeds where the module is not installed (imported here so that each stage's sandbox carries its file). Its
+# text becomes, once per bundle, the body of a function `_bundled_<module>()` returning a module of the names in
+# its `__all__`; an import falls back on it only where every name it takes is in that `__all__`.
+# - `einops` -> `einops_fallback` (`rearrange`, `repeat`): vLLM reads einops at run time (Mamba2's chunked scan,
+#   gated delta-net, lightning attention, vision code); a guard alone would leave a NameError.
+EMBEDDED: dict[str, ModuleType] = {"einops": einops_fallback}
+
+
+def _embedded_file(module: str) -> str:
+    return EMBEDDED[module].__name__.replace(".", "/") + ".py"
+
+
+def indent_block(text: str) -> str:
+    """Indent code by 4 spaces, leaving the inside of multi-line strings as it is."""
+    inside: set[int] = set()
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+            if tok.type == tokenize.STRING and tok.end[0] > tok.start[0]:
+                inside.update(range(tok.start[0] + 1, tok.end[0] + 1))
+    except (tokenize.TokenError, SyntaxError):
+        pass
+    lines = text.splitlines(keepends=True)
+    return "".join(ln if (i + 1 in inside or not ln.strip()) else "    " + ln for i, ln in enumerate(lines))
+
+
+def embedded_definition(module: str) -> str:
+    """The function a bundle carries for an embedded replacement: the project module's text as its body."""
+    body = indent_block(Path(EMBEDDED[module].__file__).read_text(encoding="utf-8"))
+    return (f"def _bundled_{module}():\n"
+            f"    # {module} where it is not installed: vllm-bundler's {_embedded_file(module)}, its\n"
+            f"    # text as this function's body; returns a module of the names in its __all__\n"
+            f"{body.rstrip()}\n"
+            f"    import types\n"
+            f"    return types.SimpleNamespace(**{{n: v for n, v in locals().items() if n in __all__}})")
+
+
+def _embedded_fallback(stmt: str) -> tuple[str, str] | None:
+    """(the module, the statements binding the same names from its embedded replacement), or None."""
+    words = stmt.replace(",", " , ").split()
+    if words[0] == "import" and words[1] in EMBEDDED and (len(words) == 2 or len(words) == 4 and words[2] == "as"):
+        return words[1], f"{words[-1]} = _bundled_{words[1]}()"
+    if words[0] == "from" and words[1] in EMBEDDED and words[2] == "import":
+        pairs = [p.split() for p in stmt.split(" import ", 1)[1].strip("() ").split(",") if p.strip()]
+        pairs = [(p[0], p[2] if len(p) == 3 and p[1] == "as" else p[0]) for p in pairs]
+        if all(name in EMBEDDED[words[1]].__all__ for name, _ in pairs):
+            return words[1], "\n".join(f"{alias} = _bundled_{words[1]}().{name}" for name, alias in pairs)
+    return None
+
+
 def fallback_of(stmt: str) -> str | None:
     """The statement binding the same names from the replacement module, or None when there is none."""
+    embedded = _embedded_fallback(stmt)
+    if embedded:
+        return embedded[1]
     words = stmt.split()
     if len(words) == 4 and words[0] == "import" and words[2] == "as" and words[1] in FALLBACKS:
         return f"import {FALLBACKS[words[1]]} as {words[3]}"
@@ -70,6 +129,14 @@ def external_statements(stmts: list[str], runtime_only: set[str], hard: set[str]
             notes.append(f"import read only by annotations, left out (annotations are never evaluated): {st}")
         elif is_required(st):
             out.append(st)
+        elif _embedded_fallback(st):
+            module, binds = _embedded_fallback(st)
+            if embedded_definition(module) not in out:
+                out.append(embedded_definition(module))
+            out.append(f"try:\n    {st}\nexcept ImportError:  # drop-in replacement written in this project\n"
+                       + "".join(f"    {line}\n" for line in binds.splitlines()).rstrip("\n"))
+            notes.append(f"import with a replacement the bundle embeds (_bundled_{module}, from "
+                         f"{_embedded_file(module)}): {st}")
         elif fallback_of(st):
             out.append(f"try:\n    {st}\nexcept ImportError:  # drop-in replacement\n    {fallback_of(st)}")
             notes.append(f"import with a fallback every bundle has ({fallback_of(st)}): {st}")

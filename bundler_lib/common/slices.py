@@ -3,13 +3,11 @@ file, its lines and its license): the text A2 and A3 assemble into their section
 
 from __future__ import annotations
 
-import io
-import tokenize
 from pathlib import Path
 
 from bundler_lib.common.contract import load_graph
 from bundler_lib.common.edits import apply_edits, file_header, license_of
-from bundler_lib.common.imports import optional_nodes, top_package
+from bundler_lib.common.imports import indent_block, optional_nodes, top_package
 from bundler_lib.errors import StageError
 
 
@@ -35,19 +33,6 @@ class SourceFiles:
                 raise StageError(self.stage, str(p), "file listed by A1 is missing from the tree",
                                  "pass the same --tree as to the A1 graph stage") from None
         return self._cache[rel]
-
-
-def _indent_block(text: str) -> str:
-    """Indent code by 4 spaces, leaving the inside of multi-line strings as it is."""
-    inside: set[int] = set()
-    try:
-        for tok in tokenize.generate_tokens(io.StringIO(text).readline):
-            if tok.type == tokenize.STRING and tok.end[0] > tok.start[0]:
-                inside.update(range(tok.start[0] + 1, tok.end[0] + 1))
-    except (tokenize.TokenError, SyntaxError):
-        pass
-    lines = text.splitlines(keepends=True)
-    return "".join(ln if (i + 1 in inside or not ln.strip()) else "    " + ln for i, ln in enumerate(lines))
 
 
 def render_blocks(g: dict, nodes: list[dict], files: SourceFiles, headers_done: set[str]) -> tuple[str, list]:
@@ -79,7 +64,7 @@ def render_blocks(g: dict, nodes: list[dict], files: SourceFiles, headers_done: 
         if n["id"] in optional:
             pkgs = sorted({top_package(st) for st in optional[n["id"]]})
             body = (f"try:  # needs {', '.join(pkgs)} at import time; skipped when missing\n"
-                    + _indent_block(body) + "except (ImportError, NameError, AttributeError):\n    pass\n")
+                    + indent_block(body) + "except (ImportError, NameError, AttributeError):\n    pass\n")
         block += body
         parts.append(block)
         entry = {"name": n["name"], "emit_name": n["emit_name"], "id": n["id"], "file": rel,

@@ -91,12 +91,23 @@ class Definition:
     note: str = ""  # the import statement; "decorated"; "calls on its right-hand side"
 
 
+@dataclass(frozen=True)
+class OptionalRead:
+    """A name only an optional import binds (its `try` handler just passes), read by reached code: without the
+    package, that code raises NameError."""
+    name: str
+    line: int
+    statement: str
+    readers: tuple[str, ...]  # the reached top-level definitions that read it (`L<line>` for statements)
+
+
 @dataclass
 class Result:
     unreachable: list[Definition]  # defs, classes, assignments nothing reaches
     unused_imports: list[Definition]
     postponed_annotations: bool
     reached: set[str]  # the top-level names reached
+    optional_reads: list[OptionalRead]
 
 
 def _is_sys_modules_store(stmt: ast.Assign) -> bool:
@@ -140,9 +151,10 @@ class _Builder:
         self.units.append(u)
         return u
 
-    def build(self, stmts, guard: References, probe: bool = False) -> None:
+    def build(self, stmts, guard: References, probe: bool = False, bare: bool = False) -> None:
         """`probe`: the statements run inside a `try` that catches ImportError, where an import is a probe (its
-        success or failure decides what the module defines) even when nothing reads the name it binds."""
+        success or failure decides what the module defines) even when nothing reads the name it binds; `bare`:
+        that `try`'s ImportError handlers only pass."""
         for s in stmts:
             if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 self._definition(s, guard)
@@ -151,9 +163,9 @@ class _Builder:
                     sub = al.name if (al.asname is None and "." in al.name) else None
                     text = f"import {al.name}" + (f" as {al.asname}" if al.asname else "")
                     self.add(s, "import", guard, binds=(al.asname or al.name.split(".")[0],), submodule=sub,
-                             note=text, probe=probe)
+                             note=text, probe=probe, bare_guard=bare)
             elif isinstance(s, ast.ImportFrom):
-                self._import_from(s, guard, probe)
+                self._import_from(s, guard, probe, bare)
             elif isinstance(s, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
                 self._assignment(s, guard)
             elif isinstance(s, ast.Expr):
@@ -181,7 +193,7 @@ class _Builder:
         u = self.add(s, kind, guard, self.refs(s), binds=tuple(binds), owners=tuple(owners), note=note)
         u.loads.update(ops)  # reaching the op reaches its fake/kernel registrations
 
-    def _import_from(self, s: ast.ImportFrom, guard: References, probe: bool) -> None:
+    def _import_from(self, s: ast.ImportFrom, guard: References, probe: bool, bare: bool) -> None:
         if s.module == "__future__":
             return
         src = "." * (s.level or 0) + (s.module or "")
@@ -190,7 +202,7 @@ class _Builder:
             if al.name == "*":
                 self.add(s, "statement", guard, root=True, note=text)
             else:
-                self.add(s, "import", guard, binds=(al.asname or al.name,), note=text, probe=probe)
+                self.add(s, "import", guard, binds=(al.asname or al.name,), note=text, probe=probe, bare_guard=bare)
 
     def _assignment(self, s, guard: References) -> None:
         if isinstance(s, ast.AnnAssign) and s.value is None:
@@ -241,7 +253,9 @@ class _Builder:
             self.build(s.body, g, probe)
         else:
             g = self._merge(guard, self.refs(*[h.type for h in s.handlers]))
-            self.build(s.body, g, probe or any(catches_import_error(h) for h in s.handlers))
+            catching = [h for h in s.handlers if catches_import_error(h)]
+            self.build(s.body, g, probe or bool(catching),
+                       bool(catching) and all(isinstance(x, ast.Pass) for h in catching for x in h.body))
             self.build([x for h in s.handlers for x in h.body] + s.orelse + s.finalbody, g, probe)
 
     def _merge(self, a: References, b: References) -> References:
@@ -273,7 +287,23 @@ def analyze(tree: ast.Module, symbol: str, roots: tuple[str, ...] = ROOT_NAMES) 
                                     lambda u: _edges(u, mod, defined))
     unreachable, unused = _unreached(units, reached_units)
     key = lambda d: (d.line, d.name)  # noqa: E731
-    return Result(sorted(unreachable, key=key), sorted(unused, key=key), mod.postponed, reached)
+    optional = _optional_reads(units, reached_units, lambda u: _edges(u, mod, defined))
+    return Result(sorted(unreachable, key=key), sorted(unused, key=key), mod.postponed, reached, optional)
+
+
+def _optional_reads(units: list[Unit], reached_units: set[int], edges) -> list[OptionalRead]:
+    """The names only a bare-guarded import binds that reached units read, with their readers."""
+    bound_otherwise = {n for u in units if not u.bare_guard for n in u.binds}
+    out = []
+    for u in units:
+        name = u.binds[0] if u.bare_guard else None
+        if name is None or name in bound_otherwise:
+            continue
+        readers = tuple(sorted({(r.binds[0] if r.binds else f"L{r.line}") for i in sorted(reached_units)
+                                for r in [units[i]] if r is not u and name in edges(r)}))
+        if readers:
+            out.append(OptionalRead(name, u.line, u.note, readers))
+    return sorted(out, key=lambda r: (r.line, r.name))
 
 
 def _resolve_owners(units: list[Unit]) -> dict[str, list[int]]:

@@ -27,6 +27,7 @@ class Unit:
     owners: tuple[str, ...] = ()
     root: bool = False
     probe: bool = False  # an import in a `try` that catches ImportError: never unused
+    bare_guard: bool = False  # ... whose ImportError handlers only `pass`: its names stay unbound without it
     loads: set[str] = field(default_factory=set)
     chains: set[str] = field(default_factory=set)
     strings: set[str] = field(default_factory=set)

@@ -14,6 +14,7 @@ from pathlib import Path
 from bundler_lib import runtime_deps
 from bundler_lib.artifacts import read_json, sha256_bytes, write_atomic, write_json
 from bundler_lib.common.contract import load_graph
+from bundler_lib.common.imports import top_package
 from bundler_lib.errors import StageError
 from bundler_lib.package import reachability
 from bundler_lib.package.compose import compose, locate
@@ -180,7 +181,7 @@ def _new_report(bundle_name: str, symbol: str, data: bytes, targets: dict, deps:
         "sha256": sha256_bytes(data),
         "checks": {"syntax": "not run", "import": "not run", "undefined_names": "not run",
                    "cuda_build": "skipped (not requested)", "unreachable_definitions": "not run",
-                   "unused_imports": "not run"},
+                   "unused_imports": "not run", "optional_imports_read": "not run"},
         "dependencies": {"requires_python": targets.get("requires_python"), "declared": deps, **dep_details,
                          "targets_from": targets.get("sources", {})},
         "details": {},
@@ -328,7 +329,7 @@ def _record_cuda_build(report: dict, tree: ast.Module, res: dict, probe_cuda: bo
 
 
 def _record_reachability(report: dict, source: str, reach) -> None:
-    """5. unreachable definitions and unused imports."""
+    """5. unreachable definitions and unused imports; names of optional packages that reached code reads."""
     checks, details = report["checks"], report["details"]
     where = reachability.Provenance(source)
     checks["unreachable_definitions"] = f"found {len(reach.unreachable)}" if reach.unreachable else "none"
@@ -337,6 +338,28 @@ def _record_reachability(report: dict, source: str, reach) -> None:
         details["unreachable_definitions"] = [reachability.describe(d, where(d.line)) for d in reach.unreachable]
     if reach.unused_imports:
         details["unused_imports"] = [reachability.describe(d, where(d.line)) for d in reach.unused_imports]
+    _record_optional_reads(report, reach.optional_reads)
+
+
+def _record_optional_reads(report: dict, reads: list) -> None:
+    """Reached code that reads a name only a guarded optional import binds (`except ImportError: pass`) raises
+    NameError where that package is missing. Recorded, not fatal even in strict mode: reachability is per
+    definition, not per path, so a read is code that may run (a CuTe-DSL kernel picked by capability at run time,
+    a progress bar), and the zoo holds such reads that its forwards never take; where a read is on the path
+    every forward takes, the class gets a replacement (common/imports.py FALLBACKS, EMBEDDED)."""
+    packages = sorted({top_package(r.statement) for r in reads})
+    report["checks"]["optional_imports_read"] = (
+        f"found {len(reads)} (packages: {', '.join(packages)})" if reads else "none")
+    if not reads:
+        return
+    report["dependencies"]["optional_read_at_run_time"] = packages
+    report["details"]["optional_imports_read"] = [
+        f"L{r.line} {r.name} ({r.statement}): read by {', '.join(r.readers[:_LISTED_IN_ERROR])}"
+        + (f" and {len(r.readers) - _LISTED_IN_ERROR} more" if len(r.readers) > _LISTED_IN_ERROR else "")
+        for r in reads]
+    report["notes"].append(f"reached code reads {len(reads)} name(s) of optional package(s) the bundle does not "
+                           f"declare ({', '.join(packages)}): where one is missing, that code raises NameError; "
+                           "see details.optional_imports_read")
 
 
 def _import_fatal(report: dict, problems: list[str], fail_input: str, allow_import_failure: bool,

@@ -27,6 +27,7 @@ BIND = ("tests/test_bind.py", "-k", "no_cuda_ops or merge_imports or anchors or 
 DEPS = ("tests/test_runtime_deps.py",)
 REACH = ("tests/test_reachability.py", "-k", "not remove_each_reached_definition")
 PKG = "tests/test_package.py::"
+EINOPS = ("tests/test_einops_fallback.py",)
 PARALLEL = ("tests/test_parallel_variant.py",)
 MOE_TUNE = ("tests/test_moe_tune.py",)
 TUNE = "bundler_lib/example/moe_tune.py"
@@ -127,6 +128,16 @@ MUTATIONS = [
        "            out.pop(n[\"id\"], None)", "            pass", *A2_UNITS, *CLOSURE),
     _m("a2-optional-not-propagated", "A2", "bundler_lib/common/imports.py",
        'hit = [d for d in n.get("importtime_deps", []) if d in out]', "hit = []", *A2_UNITS, *CLOSURE),
+    _m("a2-einops-replacement-removed", "A2", "bundler_lib/common/imports.py",
+       'EMBEDDED: dict[str, ModuleType] = {"einops": einops_fallback}',
+       'EMBEDDED: dict[str, ModuleType] = {"einops_": einops_fallback}', *EINOPS),
+    _m("a2-einops-axes-not-permuted", "A2", "bundler_lib/common/einops_fallback.py",
+       "out = out.permute([left_axes.index(a) for a in kept])", "out = out.permute(list(range(len(kept))))",
+       *EINOPS),
+    _m("a2-einops-left-parenthesised-ellipsis-accepted", "A2", "bundler_lib/common/einops_fallback.py",
+       'raise EinopsError("an ellipsis inside parentheses is not allowed on the left side")', "pass", *EINOPS),
+    _m("a2-einops-repeat-sizes-unchecked", "A2", "bundler_lib/common/einops_fallback.py",
+       "        if unsized:\n", "        if False:\n", *EINOPS),
     _m("a2-license-header-every-block", "A2", "bundler_lib/common/slices.py",
        "            headers_done.add(rel)", "            pass", *A2_UNITS, *CLOSURE),
     # ---- A3: data files ----
@@ -137,6 +148,9 @@ MUTATIONS = [
        "if declared or sum(isinstance(x.ctx, ast.Store) for x in names) != 1:", "if declared:",
        "tests/test_collect_triton_data.py", "-k", "bound_to_a_local or used_otherwise"),
     # ---- A5: bind ----
+    _m("a5-embedded-definition-refused", "A5", "bundler_lib/bind/stage.py",
+       'if not re.match(r"^\\s*(import|from|try:|if |def )", v):', 'if not re.match(r"^\\s*(import|from|try:|if )", v):',
+       "tests/test_einops_fallback.py::test_a5_merges_the_sections_with_one_definition_before_every_guard"),
     _m("a5-vllm-ops-not-python", "A5", "bundler_lib/bind/rewrite.py",
        'if ns == "vllm":\n            return self.pyops.get(op)', 'if ns == "vllm_":\n            return self.pyops.get(op)',
        *BIND),
@@ -189,6 +203,12 @@ MUTATIONS = [
        'if f.id == "get_type_hints":', 'if f.id == "get_type_hints_":', *REACH),
     _m("a7-future-imports-reported", "A7", "bundler_lib/package/reachability.py",
        'if s.module == "__future__":', 'if s.module == "__future__!":', *REACH),
+    _m("a7-optional-read-handler-not-checked", "A7", "bundler_lib/package/reachability.py",
+       "bool(catching) and all(isinstance(x, ast.Pass) for h in catching for x in h.body))", "bool(catching))",
+       *REACH),
+    _m("a7-optional-read-not-recorded", "A7", "bundler_lib/package/stage.py",
+       "    _record_optional_reads(report, reach.optional_reads)\n", "",
+       PKG + "test_optional_import_read_by_reached_code_is_reported_not_fatal"),
     _m("a7-sys-modules-alias-not-root", "A7", "bundler_lib/package/reachability.py",
        'and name_of(stmt.targets[0].value) == "sys.modules" and isinstance(stmt.value, ast.Name))',
        'and name_of(stmt.targets[0].value) == "sys.modules!" and isinstance(stmt.value, ast.Name))', *REACH),

@@ -1,0 +1,15 @@
+"""tools/cpu_build_check.py: the bundle's text it runs puts vLLM's custom ops and IR ops on their torch paths."""
+
+from tools.cpu_build_check import on_native_paths
+
+
+def test_ir_op_priority_goes_native_as_a_list_and_per_op():
+    src = ("x = dict(custom_ops=['all'])\n"
+           "_bundle_ir_op_priority = {'fused_add_rms_norm': ['vllm_c', 'native'], 'rms_norm': ['vllm_c', 'native']}\n"
+           "rms_norm.set_default(_bundle_ir_op_priority['rms_norm'])\n"
+           "_bundle_ir_op_priority = ['vllm_c', 'native']\n")
+    assert on_native_paths(src) == (
+        "x = dict(custom_ops=['none'])\n"
+        "_bundle_ir_op_priority = {'fused_add_rms_norm': ['native'], 'rms_norm': ['native']}\n"
+        "rms_norm.set_default(_bundle_ir_op_priority['rms_norm'])\n"
+        "_bundle_ir_op_priority = ['native']\n")
