@@ -5,7 +5,7 @@ import json
 import pytest
 
 from bundler_lib import collect_python, collect_triton
-from bundler_lib.common.imports import external_statements, indent_block, named_imports, optional_nodes
+from bundler_lib.common.imports import ABSENT_DEFINITION, external_statements, indent_block, named_imports, optional_nodes
 from bundler_lib.errors import StageError
 from bundler_lib.common.edits import apply_edits, file_header
 
@@ -46,10 +46,26 @@ def test_external_statements_guard_optional_packages():
         ["import torch", "import os", "from pydantic import Field", "import regex as re", "import cutlass"],
         runtime_only={"from pydantic import Field"}, hard={"import cutlass"})
     assert out[0] == "import torch" and out[1] == "import os"
-    assert out[2].startswith("try:\n    from pydantic import Field\nexcept ImportError:")
-    assert "import re as re" in out[3]
-    assert out[4] == "import cutlass"   # the target itself needs it at import time
+    assert out[2] == ABSENT_DEFINITION   # once, before the first guard that binds its stand-ins
+    assert out[3] == ("try:\n    from pydantic import Field\nexcept ImportError:  # optional package\n"
+                      "    Field = _bundle_absent('pydantic', 'pydantic.Field')")
+    assert "import re as re" in out[4]
+    assert out[5] == "import cutlass"   # the target itself needs it at import time
     assert any("cutlass" in n for n in notes)
+
+
+def test_an_absent_optional_package_is_stood_in_not_left_unbound():
+    # without numpy: `isinstance(x, np.ndarray)` is False (vLLM's async_tensor_h2d on FlexAttention's path), a call
+    # raises ModuleNotFoundError naming the package; unbound names were a NameError
+    out, _ = external_statements(["import numpy_not_installed_here as np",
+                                  "from numpy_not_installed_here.typing import NDArray"], runtime_only=set())
+    ns: dict = {}
+    exec(compile("\n".join(out), "bundle", "exec"), ns)
+    assert not isinstance(ns["np"].zeros, type(None)) and not isinstance(3, ns["np"].ndarray)
+    assert not isinstance([], ns["NDArray"])
+    with pytest.raises(ModuleNotFoundError, match="numpy_not_installed_here.repeat needs the package "
+                                                  "'numpy_not_installed_here'.*pip install numpy_not_installed_here"):
+        ns["np"].repeat([1], 2)
 
 
 def test_optional_nodes_propagate_and_spare_the_target():

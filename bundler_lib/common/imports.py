@@ -141,12 +141,61 @@ def external_statements(stmts: list[str], runtime_only: set[str], hard: set[str]
             out.append(f"try:\n    {st}\nexcept ImportError:  # drop-in replacement\n    {fallback_of(st)}")
             notes.append(f"import with a fallback every bundle has ({fallback_of(st)}): {st}")
         elif st in runtime_only or st not in hard:
-            out.append(f"try:\n    {st}\nexcept ImportError:  # optional package\n    pass")
-            notes.append(f"optional import guarded: {st}")
+            if ABSENT_DEFINITION not in out:
+                out.append(ABSENT_DEFINITION)
+            out.append(f"try:\n    {st}\nexcept ImportError:  # optional package\n"
+                       + "".join(f"    {line}\n" for line in absent_bindings(st)).rstrip("\n"))
+            notes.append(f"optional import guarded (its names bound to {ABSENT}(<package>) without it): {st}")
         else:
             out.append(st)
             notes.append(f"import-time dependency on a package outside torch/triton/stdlib: {st}")
     return out, notes
+
+
+# An optional package's names where it is not installed: stand-ins that let the code around them run as it would
+# without the package, and fail loudly where the package is needed. An attribute is a class that nothing is an
+# instance of (`isinstance(data, np.ndarray)` is False, as for every value a bundle makes without numpy); a call
+# raises ModuleNotFoundError naming the package. Left unbound, either would be a NameError.
+ABSENT = "_bundle_absent"
+ABSENT_DEFINITION = f'''def {ABSENT}(package, name=None):
+    # an optional package that is not installed: attributes are classes nothing is an instance of, calls raise
+    class _Absent(type):
+        def __call__(cls, *args, **kwargs):
+            raise ModuleNotFoundError(f"{{cls.__name__}} needs the package {{package!r}}, which is not installed: "
+                                      f"pip install {{package}}", name=package)
+
+        def __getattr__(cls, attr):
+            if attr.startswith("__"):
+                raise AttributeError(attr)
+            return _Absent(f"{{cls.__name__}}.{{attr}}", (), {{}})
+
+    return _Absent(name or package, (), {{}})'''
+
+
+def absent_bindings(stmt: str) -> list[str]:
+    """`name = _bundle_absent(package, dotted)` for each name the import statement binds."""
+    package, words = top_package(stmt), stmt.replace(",", " , ").split()
+    if words[0] == "import":
+        out = []
+        for part in " ".join(words[1:]).split(" , "):
+            p = part.split()
+            name, module = (p[2], p[0]) if len(p) == 3 and p[1] == "as" else (p[0].split(".")[0], p[0].split(".")[0])
+            out.append(f"{name} = {ABSENT}({package!r}, {module!r})")
+        return out
+    module = words[1]
+    out = []
+    for part in stmt.split(" import ", 1)[1].strip("() ").split(","):
+        p = part.split()
+        if p:
+            out.append(f"{p[2] if len(p) == 3 and p[1] == 'as' else p[0]} = {ABSENT}({package!r}, "
+                       f"{module + '.' + p[0]!r})")
+    return out
+
+
+def is_absent_binding(st: ast.stmt) -> bool:
+    """`name = _bundle_absent(...)`: the stand-in an optional import's handler binds."""
+    return (isinstance(st, ast.Assign) and isinstance(st.value, ast.Call) and isinstance(st.value.func, ast.Name)
+            and st.value.func.id == ABSENT)
 
 
 def _bound(stmt: str) -> tuple[list[str], str | None]:

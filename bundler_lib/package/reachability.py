@@ -70,7 +70,7 @@ import re
 from dataclasses import dataclass
 
 from bundler_lib.common.annotations import decorator_name
-from bundler_lib.common.imports import catches_import_error
+from bundler_lib.common.imports import catches_import_error, is_absent_binding
 from bundler_lib.package.op_registrations import default_op_namespace, op_decorator, registered_op
 from bundler_lib.package.references import (DUNDER, ModuleFacts, References, Unit, name_of, target_bases,
                                             target_names)
@@ -93,8 +93,9 @@ class Definition:
 
 @dataclass(frozen=True)
 class OptionalRead:
-    """A name only an optional import binds (its `try` handler just passes), read by reached code: without the
-    package, that code raises NameError."""
+    """A name only an optional import binds (its `try` handler passes, or binds the absent package's stand-in), read
+    by reached code: without the package, that code raises NameError, or ModuleNotFoundError naming the package
+    where it calls the stand-in."""
     name: str
     line: int
     statement: str
@@ -254,9 +255,17 @@ class _Builder:
         else:
             g = self._merge(guard, self.refs(*[h.type for h in s.handlers]))
             catching = [h for h in s.handlers if catches_import_error(h)]
-            self.build(s.body, g, probe or bool(catching),
-                       bool(catching) and all(isinstance(x, ast.Pass) for h in catching for x in h.body))
-            self.build([x for h in s.handlers for x in h.body] + s.orelse + s.finalbody, g, probe)
+            # a bare guard: its ImportError handlers pass, or bind the stand-ins of an absent package
+            bare = bool(catching) and all(isinstance(x, ast.Pass) or is_absent_binding(x)
+                                          for h in catching for x in h.body)
+            self.build(s.body, g, probe or bool(catching), bare)
+            for x in (x for h in s.handlers for x in h.body):
+                if bare and is_absent_binding(x):
+                    self.add(x, "assignment", g, self.refs(x), binds=tuple(t.id for t in x.targets),
+                             note="an absent package's stand-in", bare_guard=True)
+                else:
+                    self.build([x], g, probe)
+            self.build(s.orelse + s.finalbody, g, probe)
 
     def _merge(self, a: References, b: References) -> References:
         r = References(self.mod)
@@ -296,7 +305,7 @@ def _optional_reads(units: list[Unit], reached_units: set[int], edges) -> list[O
     bound_otherwise = {n for u in units if not u.bare_guard for n in u.binds}
     out = []
     for u in units:
-        name = u.binds[0] if u.bare_guard else None
+        name = u.binds[0] if u.bare_guard and u.kind == "import" else None
         if name is None or name in bound_otherwise:
             continue
         readers = tuple(sorted({(r.binds[0] if r.binds else f"L{r.line}") for i in sorted(reached_units)

@@ -342,8 +342,8 @@ def _record_reachability(report: dict, source: str, reach) -> None:
 
 
 def _record_optional_reads(report: dict, reads: list) -> None:
-    """Reached code that reads a name only a guarded optional import binds (`except ImportError: pass`) raises
-    NameError where that package is missing. Recorded, not fatal even in strict mode: reachability is per
+    """Reached code that reads a name only a guarded optional import binds (its handler binds the absent package's
+    stand-ins, common/imports.py ABSENT) raises ModuleNotFoundError naming the package where it calls one. Recorded, not fatal even in strict mode: reachability is per
     definition, not per path, so a read is code that may run (a CuTe-DSL kernel picked by capability at run time,
     a progress bar), and the zoo holds such reads that its forwards never take; where a read is on the path
     every forward takes, the class gets a replacement (common/imports.py FALLBACKS, EMBEDDED)."""
@@ -358,7 +358,8 @@ def _record_optional_reads(report: dict, reads: list) -> None:
         + (f" and {len(r.readers) - _LISTED_IN_ERROR} more" if len(r.readers) > _LISTED_IN_ERROR else "")
         for r in reads]
     report["notes"].append(f"reached code reads {len(reads)} name(s) of optional package(s) the bundle does not "
-                           f"declare ({', '.join(packages)}): where one is missing, that code raises NameError; "
+                           f"declare ({', '.join(packages)}): where one is missing, a call into it raises "
+                           "ModuleNotFoundError naming it; "
                            "see details.optional_imports_read")
 
 
