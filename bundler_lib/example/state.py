@@ -96,6 +96,7 @@ def snippet(graph: dict, cfg: dict | None, dims: dict, flags: dict, config_label
     return _SNIPPET.format(names=_py(found), hf_fields=_py(fields), derived=_py(derived), custom_ops=custom_ops,
                            config_label=config_label, flag_prefixes=config_rules.FLAG_PREFIXES,
                            flag_suffixes=config_rules.FLAG_SUFFIXES, flag_rule=config_rules.FLAG_RULE,
+                           list_field=config_rules.LIST_FIELD_SOURCE,
                            tp=variant.get("tp", 1), expert_parallel=variant.get("ep", 1) > 1)
 
 
@@ -222,7 +223,9 @@ _SNIPPET = '''\
                 return self.__dict__[name]
             return self[name]
 
-    def _nested(path, value):
+{list_field}    def _nested(path, value):
+        if isinstance(value, list):
+            return _ListField(path, value)
         return _SubConfig(path, value) if isinstance(value, dict) else value
 
     class _ModelConfig(types.SimpleNamespace):
