@@ -18,7 +18,9 @@ rules from A1's `root_signature` (each parameter's annotation text) and the mode
 - `torch.Tensor` (forward): `[T, width]` random in the model dtype: the width is the config's one
   hidden-size/dim key naming the input (`hidden_size_per_layer_input` for `per_layer_input`, not
   `vocab_size_per_layer_input`); an input named for hidden states or embeddings (`original_hidden_states`,
-  `inputs_embeds`, Eagle3's `embeds`) is `[T, hidden_size]`; another has no rule.
+  `inputs_embeds`, Eagle3's `embeds`) is `[T, hidden_size]`; another has no rule;
+- a forward input no rule above gives whose annotation allows None (`torch.Tensor | None`, `Optional[...]`,
+  required only by position: Ernie 4.5 VL's `visual_token_mask`): None, the input absent (text-only tokens).
 
 An input no rule covers is named in the example's `missing` (status `no_template`), with why.
 """
@@ -40,6 +42,12 @@ def _is_int(annotation: str | None) -> bool:
 
 def _is_tensor(annotation: str | None) -> bool:
     return bool(annotation) and annotation.split("|")[0].strip() in ("torch.Tensor", "Tensor")
+
+
+def _optional(annotation: str | None) -> bool:
+    """`X | None` or `Optional[X]`: None is a value the parameter takes."""
+    return bool(annotation) and ("None" in [a.strip() for a in annotation.split("|")]
+                                 or annotation.startswith(("Optional[", "typing.Optional[")))
 
 
 def _cross_attention(name: str) -> bool:
@@ -99,12 +107,14 @@ def _one(name: str, ann: str | None, fields: dict, dims: dict, where: str) -> tu
         return ["int", value[0], value[1]], None
     if ann == "bool" and where == "__init__":
         return ["value", False, "an option of the layer's construction: off (the layer keeps every part)"], None
-    if _is_tensor(ann) and where == "forward":
-        width = _tensor_width(name, fields, dims["H"])
-        if width is None:
-            return None, (f"forward input {name} ({ann}): no config size names it and it is not named for hidden "
-                          "states, so its width is unknown")
+    width = _tensor_width(name, fields, dims["H"]) if _is_tensor(ann) and where == "forward" else None
+    if width is not None:
         return ["tensor", width[0], width[1]], None
+    if _optional(ann) and where == "forward":
+        return ["value", None, f"None (its annotation {ann} allows it: the layer handles the input's absence)"], None
+    if _is_tensor(ann) and where == "forward":
+        return None, (f"forward input {name} ({ann}): no config size names it and it is not named for hidden "
+                      "states, so its width is unknown")
     return None, f"{where} input {name} ({ann or 'no annotation'}): no rule gives a value of this type"
 
 
