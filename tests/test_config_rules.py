@@ -151,3 +151,22 @@ def test_stand_in_reads_a_list_as_its_text(capsys):
     with pytest.raises(AttributeError):
         hf.moe_layers_enum.no_such_method
     assert hf.layer_types.count("full_attention") == 4  # a derived list is one too; a list's own methods stay
+
+
+def test_a_draft_layer_runs_under_a_speculative_config():
+    """A layer reaching vLLM's draft helpers (get_draft_quant_config: EAGLE drafts) gets a speculative config
+    stand-in without a draft model config (unquantized); any other layer has none, as vLLM without spec decoding."""
+    import torch
+
+    def speculative(graph):
+        src = ("def f(dims, flags, dtype, device):\n" + state.snippet(graph, LLAMA_LIKE, DIMS, {}, "the test config")
+               + "    return vllm_config.speculative_config\n")
+        ns = {}
+        exec(compile(src, "snippet.py", "exec"), ns)
+        return ns["f"](DIMS, {}, torch.float32, torch.device("cpu"))
+
+    draft = {"python_nodes": [{"file": "vllm/model_executor/models/utils.py", "name": "get_draft_quant_config",
+                               "emit_name": "get_draft_quant_config"}]}
+    spec = speculative(draft)
+    assert spec is not None and spec.draft_model_config is None
+    assert speculative({}) is None
