@@ -151,6 +151,8 @@ def test_stand_in_reads_a_list_as_its_text(capsys):
     with pytest.raises(AttributeError):
         hf.moe_layers_enum.no_such_method
     assert hf.layer_types.count("full_attention") == 4  # a derived list is one too; a list's own methods stay
+    import copy
+    assert copy.deepcopy(hf.moe_layers_enum) == [4, 5, 6]  # copied as a list (vLLM deep-copies configs)
 
 
 def test_a_draft_layer_runs_under_a_speculative_config():
