@@ -52,6 +52,28 @@ def test_layer_types_and_mlp_layer_types():
     assert "first_k_dense_replace" not in _d({**LLAMA_LIKE, "mlp_layer_types": ["dense", "mixture"]})
 
 
+def test_mlp_layer_types_as_sparse_step_and_dense_layers():
+    # the Qwen convention (mlp_only_layers, decoder_sparse_step) reproducing mlp_layer_types
+    types = ["dense", "sparse", "dense", "sparse"]
+    got = _d({**LLAMA_LIKE, "mlp_layer_types": types})
+    assert got["mlp_only_layers"] == [0, 2] and got["decoder_sparse_step"] == 1
+    assert [i not in got["mlp_only_layers"] and (i + 1) % got["decoder_sparse_step"] == 0
+            for i in range(4)] == [t == "sparse" for t in types]
+    assert "decoder_sparse_step" not in _d(LLAMA_LIKE)
+
+
+def test_hybrid_layer_pattern_marks_sliding_layers():
+    got = _d({**LLAMA_LIKE, "layer_types": ["full_attention", "sliding_attention", "sliding_attention"]})
+    assert got["hybrid_layer_pattern"] == [0, 1, 1]
+    assert "hybrid_layer_pattern" not in _d({**LLAMA_LIKE, "layer_types": ["full_attention", "linear_attention"]})
+
+
+def test_residual_stream_block_widths():
+    got = _d({**LLAMA_LIKE, "hidden_size": 2048})
+    assert got["block_dim"] == got["conv_dim"] == 2048
+    assert "block_dim" not in _d({"num_attention_heads": 2})
+
+
 def test_flags_and_bias():
     assert _d({**LLAMA_LIKE, "attention_bias": True})["qkv_bias"] is True
 
@@ -117,3 +139,36 @@ def test_stand_in_never_takes_transformers_class():
     assert "rotary" not in dir(type(hf))
     falcon = json.loads((Path(__file__).resolve().parents[1] / "models/transformers--falcon/config.json").read_text())
     assert falcon["rotary"] is True and falcon["head_dim"] == 64
+
+
+def test_stand_in_reads_a_list_as_its_text(capsys):
+    # a config class's tuple that the layer reads as a checkpoint's comma-separated string (.strip().split(","))
+    hf, assumed = _stand_in({**LLAMA_LIKE, "moe_layers_enum": [4, 5, 6]})
+    assert hf.moe_layers_enum == [4, 5, 6] and isinstance(hf.moe_layers_enum, list)
+    assert [int(i) for i in hf.moe_layers_enum.strip().split(",")] == [4, 5, 6]
+    assert assumed == ["config.moe_layers_enum='4,5,6' (" + config_rules.LIST_AS_TEXT_RULE + ")"]
+    assert "assumed config.moe_layers_enum='4,5,6'" in capsys.readouterr().err
+    with pytest.raises(AttributeError):
+        hf.moe_layers_enum.no_such_method
+    assert hf.layer_types.count("full_attention") == 4  # a derived list is one too; a list's own methods stay
+    import copy
+    assert copy.deepcopy(hf.moe_layers_enum) == [4, 5, 6]  # copied as a list (vLLM deep-copies configs)
+
+
+def test_a_draft_layer_runs_under_a_speculative_config():
+    """A layer reaching vLLM's draft helpers (get_draft_quant_config: EAGLE drafts) gets a speculative config
+    stand-in without a draft model config (unquantized); any other layer has none, as vLLM without spec decoding."""
+    import torch
+
+    def speculative(graph):
+        src = ("def f(dims, flags, dtype, device):\n" + state.snippet(graph, LLAMA_LIKE, DIMS, {}, "the test config")
+               + "    return vllm_config.speculative_config\n")
+        ns = {}
+        exec(compile(src, "snippet.py", "exec"), ns)
+        return ns["f"](DIMS, {}, torch.float32, torch.device("cpu"))
+
+    draft = {"python_nodes": [{"file": "vllm/model_executor/models/utils.py", "name": "get_draft_quant_config",
+                               "emit_name": "get_draft_quant_config"}]}
+    spec = speculative(draft)
+    assert spec is not None and spec.draft_model_config is None
+    assert speculative({}) is None

@@ -107,6 +107,19 @@ def test_list_not_per_layer_refused():
         a6.derive(cfg, "c")
 
 
+def test_per_modality_pair_takes_the_text_entry():
+    """In the text config of a multimodal model, a list with one entry per modality (Ernie 4.5 VL's
+    moe_intermediate_size [text, vision]) gives the text model's entry; without a second modality it is refused."""
+    text = {"hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 3, "num_experts": 4,
+            "num_experts_per_tok": 2, "moe_intermediate_size": [96, 32]}
+    cfg = {"text_config": text, "vision_config": {"hidden_size": 32, "model_type": "v"}}
+    dims, flags, used, notes = a6.derive(cfg, "c")
+    assert flags["moe"]["moe_intermediate_size"] == 96 and used["moe_intermediate_size"] == "moe_intermediate_size[0]"
+    assert any("per modality" in n for n in notes)
+    with pytest.raises(StageError, match="is a list of 2 entries, not one per layer"):
+        a6.derive({"text_config": text, "quantization_config": {"bits": 4}}, "c")
+
+
 def test_moe_without_top_k_refused_with_the_generator_remedy():
     """transformers' DeepseekV2Config leaves num_experts_per_tok None: vLLM's router needs it."""
     cfg = {"hidden_size": 64, "num_attention_heads": 4, "n_routed_experts": 8, "num_experts_per_tok": None,

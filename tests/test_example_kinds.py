@@ -197,6 +197,31 @@ def test_forward_input_rules():
     assert forward_inputs.derive(sig, dict(FIELDS, layer_types=["a"]), DIMS)[2]   # not one entry per layer
 
 
+def test_init_count_of_a_config_list_and_bool_option():
+    """An __init__ `num_<x>s` counts the one list the config holds of those entries (Zamba2's num_hybrid_layers =
+    len(hybrid_layer_ids)); an __init__ bool is the option off (the EAGLE draft's disable_input_layernorm)."""
+    sig = _fwd(["hidden_states"], {}, init_required=("config", "num_hybrid_layers", "disable_input_layernorm"),
+               init_annotations={"num_hybrid_layers": "int", "disable_input_layernorm": "bool"})
+    init, _, missing = forward_inputs.derive(sig, dict(FIELDS, hybrid_layer_ids=[6, 12, 18]), DIMS)
+    assert {n: v[1] for n, v in init.items()} == {"num_hybrid_layers": 3, "disable_input_layernorm": False}
+    assert missing == [] and "len(config.hybrid_layer_ids)" in init["num_hybrid_layers"][2]
+    # two lists could be counted: no rule picks one
+    _, _, missing = forward_inputs.derive(sig, dict(FIELDS, hybrid_layer_ids=[6], hybrid_layers=[1, 2]), DIMS)
+    assert [m.split(":")[0] for m in missing] == ["__init__ input num_hybrid_layers (int)"]
+
+
+def test_forward_input_that_may_be_none():
+    """A required forward input whose annotation allows None, and no other rule gives: None (Ernie 4.5 VL's
+    visual_token_mask); one a width rule gives stays a tensor; a plain tensor of unknown width stays missing."""
+    sig = _fwd(["hidden_states", "visual_token_mask", "inputs_embeds", "mode", "mask"],
+               {"visual_token_mask": "torch.Tensor | None", "inputs_embeds": "torch.Tensor | None",
+                "mode": "Optional[str]", "mask": "torch.Tensor"})
+    _, fwd, missing = forward_inputs.derive(sig, FIELDS, DIMS)
+    assert {n: v[:2] for n, v in fwd.items()} == {"visual_token_mask": ["value", None], "inputs_embeds": ["tensor", 64],
+                                                  "mode": ["value", None]}
+    assert [m.split(":")[0] for m in missing] == ["forward input mask (torch.Tensor)"]
+
+
 def test_extra_inputs_reach_the_example(tmp_path):
     """A layer whose forward takes a step index and a per-layer tensor gets a runnable example (status ok) that
     passes them by name; one with an input no rule covers stays no_template, naming it."""

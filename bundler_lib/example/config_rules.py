@@ -125,6 +125,28 @@ def _is_moe_layer(cfg, key):
     return [t == "sparse" for t in _mlp_types(cfg)], "= [t == 'sparse' for t in mlp_layer_types]"
 
 
+def _sparse_step(cfg, key):
+    _mlp_types(cfg)
+    return 1, "1, with mlp_only_layers the 'dense' entries of mlp_layer_types (every other layer sparse)"
+
+
+def _mlp_only_layers(cfg, key):
+    return [i for i, t in enumerate(_mlp_types(cfg)) if t == "dense"], "= the 'dense' indices of mlp_layer_types"
+
+
+def _hybrid_layer_pattern(cfg, key):
+    types = _given(cfg, "layer_types")
+    if not isinstance(types, list) or not set(types) <= {"full_attention", "sliding_attention"}:
+        raise _Absent("layer_types")
+    return ([int(t == "sliding_attention") for t in types],
+            "= [t == 'sliding_attention' for t in layer_types] (1 marks a sliding-window layer)")
+
+
+def _residual_width(cfg, key):
+    return _given(cfg, "hidden_size"), ("= hidden_size (the width of a block that reads and writes the residual "
+                                        "stream; the config states no other)")
+
+
 def _qkv_bias(cfg, key):
     return _given(cfg, "attention_bias"), "= attention_bias"
 
@@ -143,6 +165,11 @@ RULES = {
     "layer_types": _layer_types,
     "first_k_dense_replace": _first_k_dense,
     "is_moe_layer": _is_moe_layer,
+    "decoder_sparse_step": _sparse_step,
+    "mlp_only_layers": _mlp_only_layers,
+    "hybrid_layer_pattern": _hybrid_layer_pattern,
+    "block_dim": _residual_width,
+    "conv_dim": _residual_width,
     "qkv_bias": _qkv_bias,
 }
 
@@ -167,3 +194,26 @@ def derived(cfg: dict) -> dict[str, list]:
         except _Absent:
             pass
     return out
+
+
+# A list the config holds (a config class's tuple or list) that the layer reads as text, with a string's methods: a
+# checkpoint's config.json can store it as comma-separated text (`moe_layers_enum` "4,5,6" read with
+# `.strip().split(",")`). The example's `_nested` wraps each list field in this class (state.py's snippet).
+LIST_AS_TEXT_RULE = "a list the config holds, read as text: its entries joined with ',' (a checkpoint's text form)"
+LIST_FIELD_SOURCE = '''\
+    class _ListField(list):
+        """A list field of the config; a string's method reads it as its comma-separated text, logged."""
+
+        def __init__(self, path, items):
+            super().__init__(items)
+            self._path = path
+
+        def __getattr__(self, name):
+            if name.startswith("__") or not hasattr(str, name):
+                raise AttributeError(name)
+            text = ",".join(str(v) for v in self)
+            config_assumed.append(f"config.{self._path}={text!r} (%s)")
+            print(f"invocation_example: assumed config.{self._path}={text!r}: %s", file=sys.stderr)
+            return getattr(text, name)
+
+''' % (LIST_AS_TEXT_RULE, LIST_AS_TEXT_RULE)

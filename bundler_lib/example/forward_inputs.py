@@ -10,12 +10,17 @@ rules from A1's `root_signature` (each parameter's annotation text) and the mode
   layer's entry, as vLLM's model passes it (`layer_type=config.layer_types[i]`);
 - `int`: the config's value where it has a key of that name; else a forward's int selects what the layer holds
   per step/loop/block (`current_step`, `loop_idx`): the layer index where the name says `layer`, else 0. An
-  `__init__` int is given so only where its name says index (`*_idx`, `*_index`, `*_id`); any other (`d_model`,
-  a count such as `num_hybrid_layers`) is a size no rule knows;
+  `__init__` int is given so where its name says index (`*_idx`, `*_index`, `*_id`), or where it counts the entries
+  of one list the config holds (`num_hybrid_layers` = `len(hybrid_layer_ids)`, as vLLM's model passes it); any
+  other (`d_model`) is a size no rule knows;
+- `bool` (`__init__`): False, the option off (the EAGLE draft's `disable_input_layernorm`: the layer keeps every
+  part, as vLLM builds all but the draft's first layer);
 - `torch.Tensor` (forward): `[T, width]` random in the model dtype: the width is the config's one
   hidden-size/dim key naming the input (`hidden_size_per_layer_input` for `per_layer_input`, not
   `vocab_size_per_layer_input`); an input named for hidden states or embeddings (`original_hidden_states`,
-  `inputs_embeds`, Eagle3's `embeds`) is `[T, hidden_size]`; another has no rule.
+  `inputs_embeds`, Eagle3's `embeds`) is `[T, hidden_size]`; another has no rule;
+- a forward input no rule above gives whose annotation allows None (`torch.Tensor | None`, `Optional[...]`,
+  required only by position: Ernie 4.5 VL's `visual_token_mask`): None, the input absent (text-only tokens).
 
 An input no rule covers is named in the example's `missing` (status `no_template`), with why.
 """
@@ -27,6 +32,7 @@ import re
 from bundler_lib.common.example_roots import FORWARD_INPUTS, INIT_INPUTS
 
 _INDEX_NAME = re.compile(r"(^|_)(idx|index|id)(_|$)")
+_COUNT_NAME = re.compile(r"^num_(\w+?)s$")
 _HIDDEN_WIDTH_WORDS = ("hidden_states", "embeds")
 
 
@@ -38,6 +44,12 @@ def _is_tensor(annotation: str | None) -> bool:
     return bool(annotation) and annotation.split("|")[0].strip() in ("torch.Tensor", "Tensor")
 
 
+def _optional(annotation: str | None) -> bool:
+    """`X | None` or `Optional[X]`: None is a value the parameter takes."""
+    return bool(annotation) and ("None" in [a.strip() for a in annotation.split("|")]
+                                 or annotation.startswith(("Optional[", "typing.Optional[")))
+
+
 def _cross_attention(name: str) -> bool:
     return "encoder" in name or "cross" in name
 
@@ -47,10 +59,24 @@ def _int_value(name: str, fields: dict, layer: int, where: str) -> tuple[int, st
     if isinstance(fields.get(name), int) and not isinstance(fields.get(name), bool):
         return fields[name], f"config.{name}"
     if where == "__init__" and not _INDEX_NAME.search(name):
-        return None
+        return _count(name, fields)
     if "layer" in name:
         return layer, "the layer index (the name says layer)"
     return 0, "an index: 0, the first step/loop/block the layer holds"
+
+
+def _count(name: str, fields: dict) -> tuple[int, str] | None:
+    """`num_<stem>s` where the config holds one list of those entries (`<stem>_ids`, `<stem>_idxs`,
+    `<stem>_indices`, `<stem>s`): its length, as vLLM's model passes it (`num_hybrid_layers=len(hybrid_layer_ids)`)."""
+    m = _COUNT_NAME.match(name)
+    if not m:
+        return None
+    stem = m.group(1)
+    lists = [k for k in (f"{stem}_ids", f"{stem}_idxs", f"{stem}_indices", f"{stem}s")
+             if isinstance(fields.get(k), list)]
+    if len(lists) != 1:
+        return None
+    return len(fields[lists[0]]), f"len(config.{lists[0]}) (the count of the entries the config lists)"
 
 
 def _tensor_width(name: str, fields: dict, hidden: int) -> tuple[int, str] | None:
@@ -76,15 +102,19 @@ def _one(name: str, ann: str | None, fields: dict, dims: dict, where: str) -> tu
     if _is_int(ann):
         value = _int_value(name, fields, layer, where)
         if value is None:
-            return None, (f"{where} input {name} (int): neither an index by its name nor a config key (a size or "
-                          "count no rule knows)")
+            return None, (f"{where} input {name} (int): neither an index by its name, a config key nor the count "
+                          "of a list the config holds (a size no rule knows)")
         return ["int", value[0], value[1]], None
-    if _is_tensor(ann) and where == "forward":
-        width = _tensor_width(name, fields, dims["H"])
-        if width is None:
-            return None, (f"forward input {name} ({ann}): no config size names it and it is not named for hidden "
-                          "states, so its width is unknown")
+    if ann == "bool" and where == "__init__":
+        return ["value", False, "an option of the layer's construction: off (the layer keeps every part)"], None
+    width = _tensor_width(name, fields, dims["H"]) if _is_tensor(ann) and where == "forward" else None
+    if width is not None:
         return ["tensor", width[0], width[1]], None
+    if _optional(ann) and where == "forward":
+        return ["value", None, f"None (its annotation {ann} allows it: the layer handles the input's absence)"], None
+    if _is_tensor(ann) and where == "forward":
+        return None, (f"forward input {name} ({ann}): no config size names it and it is not named for hidden "
+                      "states, so its width is unknown")
     return None, f"{where} input {name} ({ann or 'no annotation'}): no rule gives a value of this type"
 
 

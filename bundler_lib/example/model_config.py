@@ -55,6 +55,15 @@ def text_config(cfg: dict) -> tuple[dict, str]:
     return cfg, ""
 
 
+def modalities(cfg: dict, nested: str) -> int:
+    """The modalities of a multimodal config: its text config (`nested`) and each other sub-config (vision, audio);
+    1 where the text config is the whole config."""
+    if not nested:
+        return 1
+    return 1 + sum(1 for k, v in cfg.items() if k != nested and k.endswith("_config") and isinstance(v, dict)
+                   and ("model_type" in v or "hidden_size" in v))
+
+
 def rope_parameters(cfg: dict) -> dict | None:
     """vLLM's normalised rope parameters (`rope_type`, `rope_theta`, the scaling keys), as its config patching
     gives them (`transformers_utils/config.py`: patch_rope_parameters)."""
@@ -114,8 +123,8 @@ def generic_dims_and_flags() -> tuple[dict, dict]:
 class _KeyReader:
     """Reads the text config's keys for derive(): which key each dim came from (`used`), and the notes."""
 
-    def __init__(self, tc: dict, src: str, notes: list[str]):
-        self.tc, self.src, self.notes = tc, src, notes
+    def __init__(self, tc: dict, src: str, notes: list[str], modalities: int = 1):
+        self.tc, self.src, self.notes, self.modalities = tc, src, notes, modalities
         self.used: dict[str, str] = {}
         self.layer = example_layer(tc)
         self.n_layers, _ = _first(tc, ["num_hidden_layers", "n_layer", "num_layers"])
@@ -124,6 +133,11 @@ class _KeyReader:
         """_first, where a per-layer list (one entry per hidden layer, as vLLM indexes it by layer) gives the
         entry of the example's layer."""
         v, k = _first(self.tc, keys)
+        if isinstance(v, (list, tuple)) and self.modalities > 1 and len(v) == self.modalities != self.n_layers:
+            # one entry per modality of a multimodal model, the language model's first (vLLM's Ernie 4.5 VL reads
+            # moe_intermediate_size[0] for its text experts, [1] for its vision experts)
+            self.notes.append(f"{k} is per modality: the text model's {v[0]!r} is used")
+            return v[0], f"{k}[0]"
         if isinstance(v, (list, tuple)):
             if not isinstance(self.n_layers, int) or len(v) != self.n_layers:
                 raise StageError(STAGE, self.src, f"{k} is a list of {len(v)} entries, not one per layer "
@@ -148,7 +162,7 @@ def derive(cfg: dict, src: str, heads_required: bool = True) -> tuple[dict, dict
     tc, nested = text_config(cfg)
     if nested:
         notes.append(f"dims read from the config's {nested}")
-    r = _KeyReader(tc, src, notes)
+    r = _KeyReader(tc, src, notes, modalities(cfg, nested))
     dims = _dims(r, heads_required)
     flags: dict[str, Any] = {"moe": _moe(r, dims)}
     flags.update(_layer_flags(cfg, tc, r.used, src))

@@ -97,11 +97,15 @@ def snippet(graph: dict, cfg: dict | None, dims: dict, flags: dict, config_label
     variant = graph.get("variant") or {}
     custom_ops = "all" if variant.get("custom_ops", "enabled") in ("enabled", "all") else "none"
     fields, derived = config_fields(cfg, dims, flags)
+    # a draft model's layer (it reaches vLLM's draft helpers) is built only under a speculative config
+    draft = any(f == "vllm/model_executor/models/utils.py" and n.startswith("get_draft") for f, n in emit_names(graph))
     return _SNIPPET.format(names=_py(found), hf_fields=_py(fields), derived=_py(derived), custom_ops=custom_ops,
                            config_label=config_label, flag_prefixes=config_rules.FLAG_PREFIXES,
                            flag_suffixes=config_rules.FLAG_SUFFIXES, flag_rule=config_rules.FLAG_RULE,
+                           list_field=config_rules.LIST_FIELD_SOURCE,
                            tp=variant.get("tp", 1), expert_parallel=variant.get("ep", 1) > 1,
-                           attention_backend=attention_metadata.backend(variant))
+                           attention_backend=attention_metadata.backend(variant),
+                           speculative='_StandIn("speculative_config", draft_model_config=None)' if draft else None)
 
 
 _SNIPPET = '''\
@@ -227,7 +231,9 @@ _SNIPPET = '''\
                 return self.__dict__[name]
             return self[name]
 
-    def _nested(path, value):
+{list_field}    def _nested(path, value):
+        if isinstance(value, list):
+            return _ListField(path, value)
         return _SubConfig(path, value) if isinstance(value, dict) else value
 
     class _ModelConfig(types.SimpleNamespace):
@@ -321,7 +327,7 @@ _SNIPPET = '''\
     vllm_config = _StandIn(
         "vllm_config", model_config=model_config, cache_config=cache_config, parallel_config=parallel_config,
         compilation_config=compilation_config, attention_config=attention_config, quant_config=None,
-        lora_config=None, kv_transfer_config=None, speculative_config=None, num_speculative_tokens=0,
+        lora_config=None, kv_transfer_config=None, speculative_config={speculative}, num_speculative_tokens=0,
         device_config=_StandIn("device_config", device=device),
         kernel_config=_StandIn("kernel_config", moe_backend="triton", linear_backend="auto", ir_op_priority=None),
         scheduler_config=_StandIn("scheduler_config", max_num_seqs=256, max_num_batched_tokens=32768,
