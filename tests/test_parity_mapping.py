@@ -128,3 +128,19 @@ def test_case_syntax():
     assert parity.parse_case("decode:8x4+100") == ("decode", 4, 8, 100)
     with pytest.raises(Exception, match="prefill:T"):
         parity.parse_case("sideways:3")
+
+
+@pytest.mark.parametrize("file,cls,deferred", [
+    ("llama.py", "LlamaDecoderLayer", True), ("chameleon.py", "ChameleonDecoderLayer", True),
+    ("commandr.py", "CohereDecoderLayer", False), ("cohere2_moe.py", "Cohere2MoeDecoderLayer", False),
+    ("exaone4.py", "Exaone4DecoderLayer", False), ("chameleon.py", "ChameleonSwinDecoderLayer", False)])
+def test_residual_contract_read_from_the_layer(vllm_0_26_0, file, cls, deferred):
+    """A layer that reads its `residual` argument (fused add-norm) returns the stream as hidden_states + residual;
+    Cohere's parallel block and the post-norm layers overwrite it unread and return the stream in hidden_states
+    (summing both counted the input twice: rel L2 ~0.8 on the GPU)."""
+    import ast
+
+    source = (vllm_0_26_0 / "vllm" / "model_executor" / "models" / file).read_text()
+    node = next(n for n in ast.parse(source).body if isinstance(n, ast.ClassDef) and n.name == cls)
+    forward = next(f for f in node.body if isinstance(f, ast.FunctionDef) and f.name == "forward")
+    assert parity.defers_residual(ast.get_source_segment(source, forward, padded=True)) is deferred

@@ -10,7 +10,9 @@ Runs where torch, triton, ninja and transformers are installed, never vLLM. For 
    transformers' decoder layer through the mapping vLLM's loader uses (MAPPING below), in bf16 and in float32;
 3. the bundle's forward (through the example's `forward`), transformers-bf16 and the float32 reference run on
    the same input; decode reads the context K/V back from the bundle's paged cache into a transformers cache.
-vLLM's layers return (hidden_states, residual) with the last residual add deferred: the output is their sum.
+vLLM's layers return (hidden_states, residual): a layer that reads its `residual` argument defers the last residual
+add to the next layer's norm (the output is their sum); one that overwrites it unread (Cohere's parallel block, the
+post-norm layers) returns the whole stream in hidden_states (defers_residual).
 
 Reported per case: the relative L2 error and the max abs error of the bundle and of transformers-bf16 against
 the float32 reference. Pass: the bundle's error <= 2x transformers-bf16's and < 2e-2. MoE: tokens whose top-k
@@ -346,6 +348,25 @@ def read_config(path: Path) -> dict:
     return cfg.get("text_config", cfg) if isinstance(cfg.get("text_config"), dict) else cfg
 
 
+def defers_residual(forward_source: str) -> bool:
+    """Whether a vLLM layer's forward (its source) leaves the last residual add to the next layer: it takes a
+    `residual` argument and reads it before any statement of its body assigns it (Llama's `if residual is None`,
+    a fused add-norm). Cohere's `residual = hidden_states` first discards it and returns the full stream."""
+    import ast
+    import textwrap
+
+    fn = ast.parse(textwrap.dedent(forward_source)).body[0]
+    if "residual" not in [a.arg for a in fn.args.args + fn.args.kwonlyargs]:
+        return False
+    for stmt in fn.body:
+        names = [n for n in ast.walk(stmt) if isinstance(n, ast.Name) and n.id == "residual"]
+        if any(isinstance(n.ctx, ast.Load) for n in names):
+            return True
+        if any(isinstance(n.ctx, ast.Store) for n in names):
+            return False
+    return False
+
+
 def rel_l2(a, b) -> float:
     return float((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-30))
 
@@ -439,6 +460,8 @@ def _router_topk(module, x, k):
 
 
 def run_case(mod, symbol: str, cfg: dict, workload: str, tokens: int, batch: int, context: int) -> dict:
+    import inspect
+
     import torch
 
     row = {"case": f"{workload}:{batch}x{tokens}" + (f"+{context}" if workload == "decode" else ""),
@@ -471,9 +494,11 @@ def run_case(mod, symbol: str, cfg: dict, workload: str, tokens: int, batch: int
     positions = ex["inputs"]["positions"].view(B, q)
     top_k = int(cfg.get("num_experts_per_tok") or 0)
 
+    deferred = defers_residual(inspect.getsource(type(layer).forward))
+
     def bundle_fwd():
         o, r = ex["forward"](x)
-        return (o.float() + (r.float() if r is not None else 0))
+        return o.float() + r.float() if deferred and r is not None else o.float()
 
     if top_k:
         y_bundle, bundle_sets = _router_topk(layer, bundle_fwd, top_k)
