@@ -144,3 +144,54 @@ def test_residual_contract_read_from_the_layer(vllm_0_26_0, file, cls, deferred)
     node = next(n for n in ast.parse(source).body if isinstance(n, ast.ClassDef) and n.name == cls)
     forward = next(f for f in node.body if isinstance(f, ast.FunctionDef) and f.name == "forward")
     assert parity.defers_residual(ast.get_source_segment(source, forward, padded=True)) is deferred
+
+
+def test_conv1d_weights_transposed_by_module_type():
+    """GPT-2's Conv1D stores [in, out]; vLLM's loader transposes it to [out, in] (c_attn: (3H, H))."""
+    config = parity.hf_config({"model_type": "gpt2", "n_embd": 64, "n_head": 4, "n_layer": 2})
+    _, cls, _ = parity.hf_classes("gpt2", "GPT2Block")
+    layer = cls(config, layer_idx=0)
+    hf = {n: p.detach() for n, p in layer.named_parameters()}
+    transposed = parity.hf_transposed(layer)
+    assert "attn.c_attn.weight" in transposed and "ln_1.weight" not in transposed
+    vllm = {n: t.t().contiguous() if n in transposed else t for n, t in hf.items()}
+    assert vllm["attn.c_attn.weight"].shape == (192, 64)
+    mapped = parity.map_weights(vllm, {n: tuple(t.shape) for n, t in hf.items()}, transposed=transposed)
+    assert all(torch.equal(mapped[n], t) for n, t in hf.items())
+
+
+def _tiny_layer(model_type, symbol, **fields):
+    config = parity.hf_config({"model_type": model_type, **fields})
+    _, cls, rope = parity.hf_classes(model_type, symbol)
+    torch.manual_seed(0)
+    return config, parity.new_layer(cls, config, 0).eval(), rope
+
+
+def test_forward_arguments_by_signature():
+    """Falcon's layer requires `alibi` and `attention_mask` (None: the model's value without alibi) and takes its
+    cache as `layer_past`, as GPT-J's does; a feature the config turns on is refused in one line."""
+    config, falcon, rope = _tiny_layer("falcon", "FalconDecoderLayer", hidden_size=64, num_attention_heads=4,
+                                       num_hidden_layers=2, new_decoder_architecture=False, alibi=False)
+    x, pos = torch.randn(1, 5, 64), torch.arange(5)[None]
+    assert parity.hf_forward(falcon, config, x, pos, rope(config)).shape == (1, 5, 64)
+    kw = parity.hf_forward_kwargs(type(falcon).forward, config, pos, None, cache="C")
+    assert kw["alibi"] is None and kw["layer_past"] == "C" and "past_key_values" not in kw
+    config.alibi = True
+    with pytest.raises(parity.MappingError, match="needs `alibi`, which its config turns on"):
+        parity.hf_forward_kwargs(type(falcon).forward, config, pos, None)
+    config, gptj, _ = _tiny_layer("gptj", "GPTJBlock", n_embd=64, n_head=4, n_layer=2, rotary_dim=8)
+    kw = parity.hf_forward_kwargs(type(gptj).forward, config, pos, None, cache="C")
+    assert kw["layer_past"] == "C" and "past_key_values" not in kw
+
+
+def test_gptj_decode_reads_the_context_through_layer_past():
+    """One new token after a cached context gives what the full sequence gives at that position."""
+    from transformers import DynamicCache
+
+    config, gptj, _ = _tiny_layer("gptj", "GPTJBlock", n_embd=64, n_head=4, n_layer=2, rotary_dim=8)
+    x, pos = torch.randn(1, 6, 64), torch.arange(6)[None]
+    full = parity.hf_forward(gptj, config, x, pos, None)
+    cache = DynamicCache(config=config)
+    parity.hf_forward(gptj, config, x[:, :5], pos[:, :5], None, cache)
+    step = parity.hf_forward(gptj, config, x[:, 5:], pos[:, 5:], None, cache)
+    torch.testing.assert_close(step[:, 0], full[:, 5], atol=1e-5, rtol=1e-5)

@@ -92,9 +92,11 @@ def _unrename(name: str, renames: list) -> str:
     return re.sub(r"^.*?layers\.0\.", "", full, count=1)
 
 
-def as_vllm(hf: dict, rules: dict, layout: dict) -> dict:
+def as_vllm(hf: dict, rules: dict, layout: dict, transposed: frozenset = frozenset()) -> dict:
     """vLLM's parameters of the layer, filled from transformers' the way vLLM's loader fills them from a checkpoint
-    (transformers' fused experts: laid out as `layout`, parity.hf_experts_layout, says)."""
+    (transformers' fused experts: laid out as `layout`, parity.hf_experts_layout, says; its Conv1D weights,
+    `transposed`, stored [in, out], transposed as vLLM's GPT-2 loader does)."""
+    hf = {n: t.t() if n in transposed else t for n, t in hf.items()}
     experts = rules["experts"]
     gate_up = rules["fused"].get(tuple(sorted([experts["gate"], experts["up"]])), "gate_up_proj")
     ckpt, out = {}, {}
@@ -173,13 +175,18 @@ def check_case(symbol: str, model_type: str, file: str):
         _, config, layer = build(symbol, model_type, idx)
         hf = {n: p.detach() for n, p in layer.named_parameters()}
         shapes = {n: tuple(t.shape) for n, t in hf.items()}
-        layout = parity.hf_experts_layout(layer)
-        vllm = as_vllm(hf, rules, layout)
-        mapped = parity.map_weights(vllm, shapes, rules=rules, layout=layout)
+        layout, transposed = parity.hf_experts_layout(layer), parity.hf_transposed(layer)
+        vllm = as_vllm(hf, rules, layout, transposed)
+        mapped = parity.map_weights(vllm, shapes, rules=rules, layout=layout, transposed=transposed)
         assert sorted(mapped) == sorted(hf), f"layer {idx}: names differ"
         for n, t in hf.items():
             assert torch.equal(mapped[n], t), f"layer {idx}: {n} differs"
-        control = parity.map_weights(vllm, shapes, control=True, rules=rules, layout=layout)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            loaded = parity.hf_layer(type(layer), config, idx, mapped, torch.float32)
+        for n, b in layer.named_buffers():  # transformers' own: computed by its __init__, not left on meta
+            assert torch.equal(dict(loaded.named_buffers())[n], b), f"layer {idx}: buffer {n} differs"
+        control = parity.map_weights(vllm, shapes, control=True, rules=rules, layout=layout, transposed=transposed)
         assert any(not torch.equal(control[n], hf[n]) for n in hf), f"layer {idx}: the control maps the same"
 
 

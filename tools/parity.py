@@ -26,6 +26,7 @@ A weight that cannot be mapped: exit 2 naming the parameter on each side.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import json
@@ -112,15 +113,17 @@ def _is_gate_up(parts: list[str], rules: dict) -> bool:
 
 
 def map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool = False, rules: dict | None = None,
-                layout: dict | None = None) -> dict:
+                layout: dict | None = None, transposed: frozenset = frozenset()) -> dict:
     """transformers' state dict (name -> tensor) from vLLM's, for one decoder layer, by vLLM's loader rules
     (loader_rules(); default: the rules most vLLM model files share, no renames). `hf_shapes` names every
-    transformers parameter and its shape; `layout` its fused experts' layouts (hf_experts_layout).
+    transformers parameter and its shape; `layout` its fused experts' layouts (hf_experts_layout); `transposed` its
+    weights stored [in, out] (hf_transposed: GPT-2's Conv1D), mapped in vLLM's [out, in] and transposed last.
     control=True maps deliberately wrong: the gate and up halves swapped (a merged MLP's or the experts' w13);
     a layer without them gets k and v of its merged qkv swapped; one with neither, the rows of its first matrix
     rolled by one. Raises MappingError naming the parameter on each side that has no counterpart."""
     rules = rules or loader_rules()
     renames = rules["renames"]
+    final_shapes, hf_shapes = hf_shapes, {n: s[::-1] if n in transposed else s for n, s in hf_shapes.items()}
     swap_gate_up = control and any(
         ((m := EXPERT_TENSOR.match(n)) and m["which"] == "w13") or ((pp := _packed_parts(n, rules["packed"]))
                                                                     and _is_gate_up(pp[1], rules)) for n in vllm_state)
@@ -158,6 +161,8 @@ def map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool = F
     if control and not applied:
         first = next(n for n, t in out.items() if t.dim() == 2)
         out[first] = out[first].roll(1, dims=0)
+    out = {n: t.t() if n in transposed else t for n, t in out.items()}
+    hf_shapes = final_shapes
     missing = sorted(set(hf_shapes) - set(out))
     if missing:
         raise MappingError(f"transformers parameter {missing[0]} {tuple(hf_shapes[missing[0]])} gets no vLLM "
@@ -167,6 +172,13 @@ def map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool = F
             raise MappingError(f"transformers parameter {n} {tuple(hf_shapes[n])} gets a vLLM weight of shape "
                                f"{tuple(t.shape)}")
     return out
+
+
+def hf_transposed(layer) -> frozenset:
+    """transformers' weights in `layer` stored [in, out]: those of its Conv1D modules (GPT-2's), by module type."""
+    from transformers.pytorch_utils import Conv1D
+
+    return frozenset(f"{n}.weight" for n, m in layer.named_modules() if isinstance(m, Conv1D))
 
 
 def hf_experts_layout(layer) -> dict:
@@ -375,16 +387,39 @@ def max_abs(a, b) -> float:
     return float((a.float() - b.float()).abs().max())
 
 
-def hf_forward(layer, x, positions, rope, cache=None):
+CACHE_ARGS = ("past_key_values", "layer_past", "past_key_value")
+
+
+def hf_forward_kwargs(forward, config, positions, emb, cache=None) -> dict:
+    """The keyword arguments of transformers' layer `forward` (a function; the hidden states go first, by position),
+    by its signature: position ids, position embeddings, no attention mask (causal), the cache under the name the
+    layer takes (past_key_values, or GPT-J's and Falcon's layer_past). A required argument the harness does not
+    build (Falcon's `alibi`) gets None, as the model passes it where the config turns the feature off; where the
+    config turns it on, one line names it."""
+    import inspect
+
+    params = inspect.signature(forward).parameters
+    takes_any = any(p.kind == p.VAR_KEYWORD for p in params.values())
+    kw = dict(position_ids=positions, position_embeddings=emb, attention_mask=None)
+    if cache is not None:
+        kw[next((n for n in CACHE_ARGS if n in params), "past_key_values")] = cache
+        kw["use_cache"] = True
+    kw = {k: v for k, v in kw.items() if takes_any or k in params}
+    for name, p in list(params.items())[2:]:
+        if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and name not in kw:
+            if getattr(config, name, None) or getattr(config, "use_" + name, None):
+                raise MappingError(f"transformers' layer needs `{name}`, which its config turns on "
+                                   f"({name}={getattr(config, name, None)!r}): the harness builds no {name}")
+            kw[name] = None
+    return kw
+
+
+def hf_forward(layer, config, x, positions, rope, cache=None):
     import torch
 
-    pos = positions
-    emb = rope(x, pos) if rope is not None else None
-    kw = dict(position_ids=pos, position_embeddings=emb, attention_mask=None)
-    if cache is not None:
-        kw.update(past_key_values=cache, use_cache=True)
+    emb = rope(x, positions) if rope is not None else None
     with torch.no_grad():
-        out = layer(x, **kw)
+        out = layer(x, **hf_forward_kwargs(type(layer).forward, config, positions, emb, cache))
     return out[0] if isinstance(out, tuple) else out
 
 
@@ -422,22 +457,43 @@ def hf_shapes(hf_cls, config, layer_idx: int) -> dict:
         return {n: tuple(p.shape) for n, p in new_layer(hf_cls, config, layer_idx).named_parameters()}
 
 
-def hf_layer(hf_cls, config, layer_idx: int, state: dict, dtype):
-    """transformers' layer in eval mode holding `state` (map_weights' output) in `dtype`. Built on meta and given
-    the mapped tensors (assign): where the dtype is the bundle's, it shares their storage (no second copy of an MoE
-    layer's experts)."""
+@contextlib.contextmanager
+def params_on_meta():
+    """Modules built inside get their parameters on meta (nothing allocated) and their buffers as their __init__
+    computes them: rotary inv_freq, GPT-J's embed_positions, xIELU's beta and eps are transformers' own."""
     import torch
 
-    with torch.device("meta"):
+    register = torch.nn.Module.register_parameter
+
+    def on_meta(module, name, param):
+        register(module, name, None if param is None else
+                 torch.nn.Parameter(param.to("meta"), requires_grad=param.requires_grad))
+
+    torch.nn.Module.register_parameter = on_meta
+    try:
+        yield
+    finally:
+        torch.nn.Module.register_parameter = register
+
+
+def hf_layer(hf_cls, config, layer_idx: int, state: dict, dtype, buffers: dict | None = None):
+    """transformers' layer in eval mode holding `state` (map_weights' output) in `dtype`. Its parameters are built
+    on meta and given the mapped tensors (assign): where the dtype is the bundle's, it shares their storage (no second
+    copy of an MoE layer's experts). Its buffers are those its __init__ computes, except where vLLM's layer has one of
+    the same name and shape (`buffers`: an activation's constants as vLLM set them)."""
+    import torch
+
+    with params_on_meta():
         hf = new_layer(hf_cls, config, layer_idx)
-    missing, unexpected = hf.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=False, assign=True)
+    own = {n: b for n, b in hf.state_dict().items() if n in dict(hf.named_buffers())}  # the persistent ones
+    taken = {n: b for n, b in (buffers or {}).items() if n in own and tuple(b.shape) == tuple(own[n].shape)}
+    state = {**{k: v.to(dtype) for k, v in state.items()}, **{n: b.to(own[n].dtype) for n, b in taken.items()}}
+    missing, unexpected = hf.load_state_dict(state, strict=False, assign=True)
+    missing = [n for n in missing if n not in own]
     if missing or unexpected:
         raise MappingError(f"transformers' layer did not take the mapped weights: missing {missing[:4]}, "
                            f"unexpected {unexpected[:4]}")
-    left = [n for n, b in hf.named_buffers() if b.is_meta]
-    if left:
-        raise MappingError(f"transformers' {hf_cls.__name__} has buffers the mapping does not set: {left[:4]}")
-    return hf.eval()
+    return hf.to(next(iter(state.values())).device).eval()
 
 
 def _router_topk(module, x, k):
@@ -474,6 +530,7 @@ def run_case(mod, symbol: str, cfg: dict, workload: str, tokens: int, batch: int
             if p.dim() == 1 and "norm" in n:
                 p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=gen, device=p.device))
     vllm_state = {n: p.detach() for n, p in layer.named_parameters()}
+    vllm_buffers = {n: b.detach() for n, b in layer.named_buffers()}
     found = hf_classes(cfg["model_type"], symbol)
     if found is None:
         return dict(row, status="no reference", reason=f"transformers has no {symbol} and no decoder layer for "
@@ -486,8 +543,9 @@ def run_case(mod, symbol: str, cfg: dict, workload: str, tokens: int, batch: int
         meta = new_layer(hf_cls, config, layer_idx)
     shapes = {n: tuple(p.shape) for n, p in meta.named_parameters()}
     rules = loader_rules(model_file_of(mod, symbol), model_type)
-    hf_state = map_weights(vllm_state, shapes, rules=rules, layout=hf_experts_layout(meta))
-    control_state = map_weights(vllm_state, shapes, control=True, rules=rules, layout=hf_experts_layout(meta))
+    kw = dict(rules=rules, layout=hf_experts_layout(meta), transposed=hf_transposed(meta))
+    hf_state = map_weights(vllm_state, shapes, **kw)
+    control_state = map_weights(vllm_state, shapes, control=True, **kw)
     B, q, ctx = ex["sizes"]["B"], ex["sizes"]["new_tokens"], ex["sizes"]["context"]
     H = ex["inputs"]["hidden_states"].shape[-1]
     x = ex["inputs"]["hidden_states"]  # [B*q, H]
@@ -507,11 +565,11 @@ def run_case(mod, symbol: str, cfg: dict, workload: str, tokens: int, batch: int
     y_bundle = y_bundle.view(B, q, H)
 
     def hf_run(state, dtype):
-        hf = hf_layer(hf_cls, config, layer_idx, state, dtype)
+        hf = hf_layer(hf_cls, config, layer_idx, state, dtype, vllm_buffers)
         rope = rope_cls(config).to("cuda") if rope_cls is not None else None
         cache = context_cache(ex, dtype, config, layer_idx) if ctx else None
         xin = x.view(B, q, H).to(dtype)
-        call = lambda: hf_forward(hf, xin, positions, rope, cache).float()  # noqa: E731
+        call = lambda: hf_forward(hf, config, xin, positions, rope, cache).float()  # noqa: E731
         y, sets = _router_topk(hf, call, top_k) if top_k else (call(), None)
         del hf
         torch.cuda.empty_cache()
