@@ -195,3 +195,27 @@ def test_gptj_decode_reads_the_context_through_layer_past():
     parity.hf_forward(gptj, config, x[:, :5], pos[:, :5], None, cache)
     step = parity.hf_forward(gptj, config, x[:, 5:], pos[:, 5:], None, cache)
     torch.testing.assert_close(step[:, 0], full[:, 5], atol=1e-5, rtol=1e-5)
+
+
+def test_aria_names_through_vllms_weights_mapper():
+    """Aria's vLLM layer names its router `mlp.router_weight` and loads transformers' grouped experts
+    `mlp.experts.fc1.weight` [E, H, 2I] / `fc2.weight` [E, I, H] into FusedMoE's w13 [E, 2I, H] / w2 [E, H, I]
+    (its WeightsMapper: router.weight -> router_weight, experts.fc1 -> experts.gate_up_proj): undone by the rules
+    models/vllm-loader-rules.json holds for aria.py."""
+    config, layer, _ = _tiny_layer("aria_text", "AriaTextDecoderLayer", hidden_size=64, intermediate_size=48,
+                                   num_attention_heads=4, num_key_value_heads=2, moe_num_experts=4, moe_topk=2,
+                                   num_hidden_layers=2)
+    for p in layer.parameters():
+        torch.nn.init.normal_(p)
+    hf = {n: p.detach() for n, p in layer.named_parameters()}
+    vllm = _as_vllm({n: t for n, t in hf.items() if "experts." not in n and "router" not in n})
+    vllm["mlp.shared_experts.gate_up_proj.weight"] = torch.cat(
+        [hf["mlp.shared_experts.gate_proj.weight"], hf["mlp.shared_experts.up_proj.weight"]])
+    vllm["mlp.shared_experts.down_proj.weight"] = hf["mlp.shared_experts.down_proj.weight"]
+    vllm["mlp.router_weight"] = hf["mlp.router.weight"]
+    vllm["mlp.experts.routed_experts.w13_weight"] = hf["mlp.experts.fc1.weight"].transpose(1, 2)
+    vllm["mlp.experts.routed_experts.w2_weight"] = hf["mlp.experts.fc2.weight"].transpose(1, 2)
+    rules = parity.loader_rules("aria.py", "aria_text")
+    mapped = parity.map_weights(vllm, {n: tuple(t.shape) for n, t in hf.items()}, rules=rules)
+    assert sorted(mapped) == sorted(hf)
+    assert all(torch.equal(mapped[n], t) for n, t in hf.items())

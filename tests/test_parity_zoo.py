@@ -222,7 +222,9 @@ class M:
     def load_weights(self):
         stacked_params_mapping = [(".gate_up_proj", ".up_proj", 1), (".gate_up_proj", ".gate_proj", 0)]
         self.experts = FusedMoE(ckpt_names=("w1", "w2", "w3"))
+    hf_to_vllm_mapper = WeightsMapper(orig_to_new_suffix={"router.weight": "router_weight"},
+                                      orig_to_new_prefix={"model.": ""}, orig_to_new_substr={"mlp.": "", "a": None})
 '''
     assert gen_loader_rules.file_rules(src) == {
         "packed": {"qkv_proj": ["q_proj", "k_proj", "v_proj"], "gate_up_proj": ["gate_proj", "up_proj"]},
-        "experts": {"gate": "w1", "down": "w2", "up": "w3"}}
+        "experts": {"gate": "w1", "down": "w2", "up": "w3"}, "mapper": [["suffix", "router.weight", "router_weight"]]}

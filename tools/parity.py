@@ -60,12 +60,14 @@ def loader_rules(model_file: str | None = None, model_type: str | None = None) -
     """The rules map_weights applies for a layer of vLLM's `model_file` (a name in vllm/model_executor/models/)
     compared with transformers' `model_type`: `packed` (vLLM's merged parameter -> checkpoint parameters, in order:
     the file's own over the default most files share), `experts` (checkpoint names of gate, up, down), `renames`
-    (transformers' checkpoint renames for the model_type, as (regex, replacement)) and `fused` (transformers' fused
-    expert tensor for gate+up and for down, from its checkpoint conversion)."""
+    (transformers' checkpoint renames for the model_type, as (regex, replacement)), `fused` (transformers' fused
+    expert tensor for gate+up and for down, from its checkpoint conversion) and `mapper` (the file's WeightsMapper
+    renames, checkpoint -> vLLM: [kind, checkpoint text, vLLM text])."""
     table = json.loads(LOADER_RULES.read_text())
     own = table["files"].get(model_file or "", {})
     rules = {"packed": {**table["default"]["packed"], **own.get("packed", {})},
-             "experts": dict(own.get("experts") or table["default"]["experts"]), "renames": [], "fused": {}}
+             "experts": dict(own.get("experts") or table["default"]["experts"]), "renames": [], "fused": {},
+             "mapper": own.get("mapper", [])}
     if model_type:
         from transformers.conversion_mapping import get_checkpoint_conversion_mapping
 
@@ -86,6 +88,26 @@ def _rename(name: str, renames: list) -> str:
     for pattern, repl in renames:
         full = re.sub(pattern, repl, full)
     return re.sub(r"^.*?layers\.\d+\.", "", full, count=1)
+
+
+def _from_vllm(name: str, mapper: list) -> str:
+    """The checkpoint name vLLM's WeightsMapper renames to `name` (its literal suffix and substring renames undone)."""
+    for kind, orig, new in mapper:
+        if kind == "suffix" and name.endswith(new):
+            name = name[: len(name) - len(new)] + orig
+        elif kind == "substr":
+            name = name.replace(new, orig)
+    return name
+
+
+def _hf_name(name: str, rules: dict, hf_shapes: dict) -> str:
+    """transformers' name of a checkpoint parameter `name` of vLLM's layer: by transformers' renames, else, where that
+    names none of transformers' parameters, after undoing the model file's WeightsMapper (Aria's router_weight)."""
+    plain = _rename(name, rules["renames"])
+    if plain in hf_shapes or not rules.get("mapper"):
+        return plain
+    mapped = _rename(_from_vllm(name, rules["mapper"]), rules["renames"])
+    return mapped if mapped in hf_shapes else plain
 
 
 def _split_sizes(names: list[str], hf_shapes: dict[str, tuple], total: int) -> list[int]:
@@ -122,7 +144,6 @@ def map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool = F
     a layer without them gets k and v of its merged qkv swapped; one with neither, the rows of its first matrix
     rolled by one. Raises MappingError naming the parameter on each side that has no counterpart."""
     rules = rules or loader_rules()
-    renames = rules["renames"]
     final_shapes, hf_shapes = hf_shapes, {n: s[::-1] if n in transposed else s for n, s in hf_shapes.items()}
     swap_gate_up = control and any(
         ((m := EXPERT_TENSOR.match(n)) and m["which"] == "w13") or ((pp := _packed_parts(n, rules["packed"]))
@@ -138,7 +159,7 @@ def map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool = F
             continue
         packed = _packed_parts(vname, rules["packed"])
         if packed is not None:
-            names = [_rename(n, renames) for n in packed[1]]
+            names = [_hf_name(n, rules, hf_shapes) for n in packed[1]]
             gate_up = _is_gate_up(packed[1], rules)
             if all(n in hf_shapes for n in names):
                 chunks = list(t.split(_split_sizes(names, hf_shapes, t.shape[0]), dim=0))
@@ -148,13 +169,13 @@ def map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool = F
                     chunks, applied = [chunks[0], chunks[2], chunks[1]], True
                 out.update(zip(names, chunks))
                 continue
-            if _rename(vname, renames) not in hf_shapes:
+            if _hf_name(vname, rules, hf_shapes) not in hf_shapes:
                 missing = [n for n in names if n not in hf_shapes]
                 raise MappingError(f"vLLM parameter {vname} {tuple(t.shape)} has no transformers counterpart "
-                                   f"({', '.join(missing)} or {_rename(vname, renames)})")
+                                   f"({', '.join(missing)} or {_hf_name(vname, rules, hf_shapes)})")
             if swap_gate_up and gate_up:  # transformers keeps it merged, as vLLM does
                 t = t.roll(t.shape[0] // 2, dims=0)
-        hname = _rename(vname, renames)
+        hname = _hf_name(vname, rules, hf_shapes)
         if hname not in hf_shapes:
             raise MappingError(f"vLLM parameter {vname} {tuple(t.shape)} has no transformers counterpart")
         out[hname] = t
@@ -197,6 +218,8 @@ def _map_experts(vname, t, expert, rules, hf_shapes, layout, out, swap):
     ckpt = [rules["experts"]["gate"], rules["experts"]["up"]] if which == "w13" else [rules["experts"]["down"]]
     base = _rename(expert["base"] + ".0." + ckpt[0] + ".weight", rules["renames"]).rsplit(".0.", 1)[0]
     fused = base + "." + rules["fused"].get(tuple(sorted(ckpt)), FUSED_EXPERTS[which]) + ("_bias" if leaf == "bias" else "")
+    if fused not in hf_shapes:  # a checkpoint's fused tensor vLLM's WeightsMapper renames (Aria's experts.fc1.weight)
+        fused = _hf_name(f"{expert['base']}.{FUSED_EXPERTS[which]}.{leaf}", rules, hf_shapes)
     if fused in hf_shapes:
         transposed, concatenated = layout.get(base, (None, True))
         w = t.roll(t.shape[1] // 2, dims=1) if swap and which == "w13" else t
