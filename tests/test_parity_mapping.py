@@ -219,3 +219,16 @@ def test_aria_names_through_vllms_weights_mapper():
     mapped = parity.map_weights(vllm, {n: tuple(t.shape) for n, t in hf.items()}, rules=rules)
     assert sorted(mapped) == sorted(hf)
     assert all(torch.equal(mapped[n], t) for n, t in hf.items())
+
+
+def test_bundle_built_without_a_config_is_no_reference(tmp_path, capsys):
+    """A zoo bundle whose architectures transformers lacks is built without a config: one line, `no reference`,
+    exit 0, the row recorded (before any GPU is needed)."""
+    import json
+
+    bundle = tmp_path / "XDecoderLayer.py"
+    bundle.write_text("# invocation_example: XDecoderLayer (decoder_layer example, written by A6)\n# config: (none)\n")
+    out = tmp_path / "row.json"
+    assert parity.main([str(bundle), "--json", str(out)]) == 0
+    assert "XDecoderLayer.py: no reference: built without a model config" in capsys.readouterr().out
+    assert [r["status"] for r in json.loads(out.read_text())["rows"]] == ["no reference"]
