@@ -32,8 +32,6 @@ TOP_K = re.compile(r"per_tok$|top_?k$|^moe_k$")
 
 # Zoo symbols whose weights do not map by the rules, and why (checked: each must still fail, strictly).
 EXCEPTIONS = {
-    "DbrxBlock": "transformers 5.17's DbrxAttention reads attn_config.rope_theta, which its DbrxAttentionConfig does "
-                 "not define (the model's rope is in rope_parameters): the layer cannot be built from the config",
     "Lfm2MoeAttentionDecoderLayer": "Lfm2MoeConfig's default layer_types is None (the reference checkpoint lists "
                                     "them): transformers' layer indexes it and cannot be built from the config",
     "Lfm2MoeShortConvDecoderLayer": "as Lfm2MoeAttentionDecoderLayer: Lfm2MoeConfig's layer_types is None",

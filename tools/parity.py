@@ -318,7 +318,8 @@ def hf_config(cfg: dict, model_type: str | None = None):
     None takes the class's default, except head_dim and num_key_value_heads, which take what vLLM's ModelConfig
     derives (hidden_size // num_attention_heads; num_attention_heads); a field at the base config's default, a
     private one, or a read-only property of the class (derived from other fields; also through its
-    attribute_map) is not passed. Attention is sdpa where the model supports it (eager needs tens of GiB for the scores at long
+    attribute_map) is not passed. A nested sub-config lacking a field of the top-level rope_parameters takes its value
+    (the bundle's example does the same). Attention is sdpa where the model supports it (eager needs tens of GiB for the scores at long
     prefill), else eager."""
     from transformers import CONFIG_MAPPING, AutoConfig, PretrainedConfig
 
@@ -342,6 +343,11 @@ def hf_config(cfg: dict, model_type: str | None = None):
         "model_type", "architectures", "transformers_version", "torch_dtype", "dtype")
         and not read_only(cls.attribute_map.get(k, k))}
     config = AutoConfig.for_model(model_type, **fields)
+    for sub in vars(config).values():  # rope fields transformers 5 moved to the top level, for a sub-config still
+        if isinstance(sub, PretrainedConfig):  # reading them (Dbrx's attn_config.rope_theta), as the bundle's example
+            for k, v in (getattr(config, "rope_parameters", None) or {}).items():
+                if not hasattr(sub, k):
+                    setattr(sub, k, v)
     mod = _modeling(model_type)
     models = [c for c in vars(mod).values() if isinstance(c, type) and hasattr(c, "_supports_sdpa")
               and c.__module__ == mod.__name__] if mod is not None else []
