@@ -232,3 +232,15 @@ def test_bundle_built_without_a_config_is_no_reference(tmp_path, capsys):
     assert parity.main([str(bundle), "--json", str(out)]) == 0
     assert "XDecoderLayer.py: no reference: built without a model config" in capsys.readouterr().out
     assert [r["status"] for r in json.loads(out.read_text())["rows"]] == ["no reference"]
+
+
+def test_a_part_of_transformers_layer_is_named_as_such():
+    """vLLM's FalconH1AttentionDecoderLayer is the attention alone (qkv_proj at its top); transformers' nearest
+    layer holds it under self_attn: the refusal names both sides and says where."""
+    layer = _hf_layer("qwen3")
+    hf = {n: p.detach() for n, p in layer.named_parameters()}
+    vllm = {n[len("self_attn."):]: t for n, t in _as_vllm(hf).items() if n.startswith("self_attn.")}
+    with pytest.raises(parity.MappingError, match=r"vLLM parameter qkv_proj\.weight \(128, 64\) has no transformers "
+                       r"counterpart \(q_proj\.weight or k_proj\.weight or v_proj\.weight or qkv_proj\.weight\); "
+                       r"transformers' layer has it under self_attn\."):
+        parity.map_weights(vllm, {n: tuple(t.shape) for n, t in hf.items()})

@@ -170,14 +170,13 @@ def map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool = F
                 out.update(zip(names, chunks))
                 continue
             if _hf_name(vname, rules, hf_shapes) not in hf_shapes:
-                missing = [n for n in names if n not in hf_shapes]
-                raise MappingError(f"vLLM parameter {vname} {tuple(t.shape)} has no transformers counterpart "
-                                   f"({', '.join(missing)} or {_hf_name(vname, rules, hf_shapes)})")
+                tried = [n for n in names if n not in hf_shapes] + [_hf_name(vname, rules, hf_shapes)]
+                raise _no_counterpart(vname, t, tried, hf_shapes)
             if swap_gate_up and gate_up:  # transformers keeps it merged, as vLLM does
                 t = t.roll(t.shape[0] // 2, dims=0)
         hname = _hf_name(vname, rules, hf_shapes)
         if hname not in hf_shapes:
-            raise MappingError(f"vLLM parameter {vname} {tuple(t.shape)} has no transformers counterpart")
+            raise _no_counterpart(vname, t, [hname], hf_shapes)
         out[hname] = t
     if control and not applied:
         first = next(n for n, t in out.items() if t.dim() == 2)
@@ -193,6 +192,16 @@ def map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool = F
             raise MappingError(f"transformers parameter {n} {tuple(hf_shapes[n])} gets a vLLM weight of shape "
                                f"{tuple(t.shape)}")
     return out
+
+
+def _no_counterpart(vname, t, tried: list, hf_shapes: dict) -> MappingError:
+    """The error for a vLLM parameter none of whose transformers names (`tried`) exists; where transformers' layer
+    has them one module down, it says so (vLLM's symbol is a part of transformers' layer: FalconH1's attention)."""
+    under = sorted({h[: -len(n)] for n in tried for h in hf_shapes if h.endswith("." + n)})
+    part = (f"; transformers' layer has it under {under[0]}: vLLM's layer is a part of transformers' layer, not a "
+            "layer-level reference") if under else ""
+    return MappingError(f"vLLM parameter {vname} {tuple(t.shape)} has no transformers counterpart "
+                        f"({' or '.join(tried)}){part}")
 
 
 def hf_transposed(layer) -> frozenset:
