@@ -218,7 +218,7 @@ def transformers_step(ex: dict, found, config):
     cache = parity.context_cache(ex, x.dtype, config, layer_idx) if ctx else None
 
     def step():
-        out = parity.hf_forward(hf, xin, positions, (lambda *_: emb) if emb is not None else None, cache)
+        out = parity.hf_forward(hf, config, xin, positions, (lambda *_: emb) if emb is not None else None, cache)
         if cache is not None:  # back to the context (only this layer's is filled): each step appends as much
             cache.layers[layer_idx].crop(-q)
         return out

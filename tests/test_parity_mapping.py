@@ -128,3 +128,119 @@ def test_case_syntax():
     assert parity.parse_case("decode:8x4+100") == ("decode", 4, 8, 100)
     with pytest.raises(Exception, match="prefill:T"):
         parity.parse_case("sideways:3")
+
+
+@pytest.mark.parametrize("file,cls,deferred", [
+    ("llama.py", "LlamaDecoderLayer", True), ("chameleon.py", "ChameleonDecoderLayer", True),
+    ("commandr.py", "CohereDecoderLayer", False), ("cohere2_moe.py", "Cohere2MoeDecoderLayer", False),
+    ("exaone4.py", "Exaone4DecoderLayer", False), ("chameleon.py", "ChameleonSwinDecoderLayer", False)])
+def test_residual_contract_read_from_the_layer(vllm_0_26_0, file, cls, deferred):
+    """A layer that reads its `residual` argument (fused add-norm) returns the stream as hidden_states + residual;
+    Cohere's parallel block and the post-norm layers overwrite it unread and return the stream in hidden_states
+    (summing both counted the input twice: rel L2 ~0.8 on the GPU)."""
+    import ast
+
+    source = (vllm_0_26_0 / "vllm" / "model_executor" / "models" / file).read_text()
+    node = next(n for n in ast.parse(source).body if isinstance(n, ast.ClassDef) and n.name == cls)
+    forward = next(f for f in node.body if isinstance(f, ast.FunctionDef) and f.name == "forward")
+    assert parity.defers_residual(ast.get_source_segment(source, forward, padded=True)) is deferred
+
+
+def test_conv1d_weights_transposed_by_module_type():
+    """GPT-2's Conv1D stores [in, out]; vLLM's loader transposes it to [out, in] (c_attn: (3H, H))."""
+    config = parity.hf_config({"model_type": "gpt2", "n_embd": 64, "n_head": 4, "n_layer": 2})
+    _, cls, _ = parity.hf_classes("gpt2", "GPT2Block")
+    layer = cls(config, layer_idx=0)
+    hf = {n: p.detach() for n, p in layer.named_parameters()}
+    transposed = parity.hf_transposed(layer)
+    assert "attn.c_attn.weight" in transposed and "ln_1.weight" not in transposed
+    vllm = {n: t.t().contiguous() if n in transposed else t for n, t in hf.items()}
+    assert vllm["attn.c_attn.weight"].shape == (192, 64)
+    mapped = parity.map_weights(vllm, {n: tuple(t.shape) for n, t in hf.items()}, transposed=transposed)
+    assert all(torch.equal(mapped[n], t) for n, t in hf.items())
+
+
+def _tiny_layer(model_type, symbol, **fields):
+    config = parity.hf_config({"model_type": model_type, **fields})
+    _, cls, rope = parity.hf_classes(model_type, symbol)
+    torch.manual_seed(0)
+    return config, parity.new_layer(cls, config, 0).eval(), rope
+
+
+def test_forward_arguments_by_signature():
+    """Falcon's layer requires `alibi` and `attention_mask` (None: the model's value without alibi) and takes its
+    cache as `layer_past`, as GPT-J's does; a feature the config turns on is refused in one line."""
+    config, falcon, rope = _tiny_layer("falcon", "FalconDecoderLayer", hidden_size=64, num_attention_heads=4,
+                                       num_hidden_layers=2, new_decoder_architecture=False, alibi=False)
+    x, pos = torch.randn(1, 5, 64), torch.arange(5)[None]
+    assert parity.hf_forward(falcon, config, x, pos, rope(config)).shape == (1, 5, 64)
+    kw = parity.hf_forward_kwargs(type(falcon).forward, config, pos, None, cache="C")
+    assert kw["alibi"] is None and kw["layer_past"] == "C" and "past_key_values" not in kw
+    config.alibi = True
+    with pytest.raises(parity.MappingError, match="needs `alibi`, which its config turns on"):
+        parity.hf_forward_kwargs(type(falcon).forward, config, pos, None)
+    config, gptj, _ = _tiny_layer("gptj", "GPTJBlock", n_embd=64, n_head=4, n_layer=2, rotary_dim=8)
+    kw = parity.hf_forward_kwargs(type(gptj).forward, config, pos, None, cache="C")
+    assert kw["layer_past"] == "C" and "past_key_values" not in kw
+
+
+def test_gptj_decode_reads_the_context_through_layer_past():
+    """One new token after a cached context gives what the full sequence gives at that position."""
+    from transformers import DynamicCache
+
+    config, gptj, _ = _tiny_layer("gptj", "GPTJBlock", n_embd=64, n_head=4, n_layer=2, rotary_dim=8)
+    x, pos = torch.randn(1, 6, 64), torch.arange(6)[None]
+    full = parity.hf_forward(gptj, config, x, pos, None)
+    cache = DynamicCache(config=config)
+    parity.hf_forward(gptj, config, x[:, :5], pos[:, :5], None, cache)
+    step = parity.hf_forward(gptj, config, x[:, 5:], pos[:, 5:], None, cache)
+    torch.testing.assert_close(step[:, 0], full[:, 5], atol=1e-5, rtol=1e-5)
+
+
+def test_aria_names_through_vllms_weights_mapper():
+    """Aria's vLLM layer names its router `mlp.router_weight` and loads transformers' grouped experts
+    `mlp.experts.fc1.weight` [E, H, 2I] / `fc2.weight` [E, I, H] into FusedMoE's w13 [E, 2I, H] / w2 [E, H, I]
+    (its WeightsMapper: router.weight -> router_weight, experts.fc1 -> experts.gate_up_proj): undone by the rules
+    models/vllm-loader-rules.json holds for aria.py."""
+    config, layer, _ = _tiny_layer("aria_text", "AriaTextDecoderLayer", hidden_size=64, intermediate_size=48,
+                                   num_attention_heads=4, num_key_value_heads=2, moe_num_experts=4, moe_topk=2,
+                                   num_hidden_layers=2)
+    for p in layer.parameters():
+        torch.nn.init.normal_(p)
+    hf = {n: p.detach() for n, p in layer.named_parameters()}
+    vllm = _as_vllm({n: t for n, t in hf.items() if "experts." not in n and "router" not in n})
+    vllm["mlp.shared_experts.gate_up_proj.weight"] = torch.cat(
+        [hf["mlp.shared_experts.gate_proj.weight"], hf["mlp.shared_experts.up_proj.weight"]])
+    vllm["mlp.shared_experts.down_proj.weight"] = hf["mlp.shared_experts.down_proj.weight"]
+    vllm["mlp.router_weight"] = hf["mlp.router.weight"]
+    vllm["mlp.experts.routed_experts.w13_weight"] = hf["mlp.experts.fc1.weight"].transpose(1, 2)
+    vllm["mlp.experts.routed_experts.w2_weight"] = hf["mlp.experts.fc2.weight"].transpose(1, 2)
+    rules = parity.loader_rules("aria.py", "aria_text")
+    mapped = parity.map_weights(vllm, {n: tuple(t.shape) for n, t in hf.items()}, rules=rules)
+    assert sorted(mapped) == sorted(hf)
+    assert all(torch.equal(mapped[n], t) for n, t in hf.items())
+
+
+def test_bundle_built_without_a_config_is_no_reference(tmp_path, capsys):
+    """A zoo bundle whose architectures transformers lacks is built without a config: one line, `no reference`,
+    exit 0, the row recorded (before any GPU is needed)."""
+    import json
+
+    bundle = tmp_path / "XDecoderLayer.py"
+    bundle.write_text("# invocation_example: XDecoderLayer (decoder_layer example, written by A6)\n# config: (none)\n")
+    out = tmp_path / "row.json"
+    assert parity.main([str(bundle), "--json", str(out)]) == 0
+    assert "XDecoderLayer.py: no reference: built without a model config" in capsys.readouterr().out
+    assert [r["status"] for r in json.loads(out.read_text())["rows"]] == ["no reference"]
+
+
+def test_a_part_of_transformers_layer_is_named_as_such():
+    """vLLM's FalconH1AttentionDecoderLayer is the attention alone (qkv_proj at its top); transformers' nearest
+    layer holds it under self_attn: the refusal names both sides and says where."""
+    layer = _hf_layer("qwen3")
+    hf = {n: p.detach() for n, p in layer.named_parameters()}
+    vllm = {n[len("self_attn."):]: t for n, t in _as_vllm(hf).items() if n.startswith("self_attn.")}
+    with pytest.raises(parity.MappingError, match=r"vLLM parameter qkv_proj\.weight \(128, 64\) has no transformers "
+                       r"counterpart \(q_proj\.weight or k_proj\.weight or v_proj\.weight or qkv_proj\.weight\); "
+                       r"transformers' layer has it under self_attn\."):
+        parity.map_weights(vllm, {n: tuple(t.shape) for n, t in hf.items()})

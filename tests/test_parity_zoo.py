@@ -32,8 +32,6 @@ TOP_K = re.compile(r"per_tok$|top_?k$|^moe_k$")
 
 # Zoo symbols whose weights do not map by the rules, and why (checked: each must still fail, strictly).
 EXCEPTIONS = {
-    "DbrxBlock": "transformers 5.17's DbrxAttention reads attn_config.rope_theta, which its DbrxAttentionConfig does "
-                 "not define (the model's rope is in rope_parameters): the layer cannot be built from the config",
     "Lfm2MoeAttentionDecoderLayer": "Lfm2MoeConfig's default layer_types is None (the reference checkpoint lists "
                                     "them): transformers' layer indexes it and cannot be built from the config",
     "Lfm2MoeShortConvDecoderLayer": "as Lfm2MoeAttentionDecoderLayer: Lfm2MoeConfig's layer_types is None",
@@ -92,9 +90,11 @@ def _unrename(name: str, renames: list) -> str:
     return re.sub(r"^.*?layers\.0\.", "", full, count=1)
 
 
-def as_vllm(hf: dict, rules: dict, layout: dict) -> dict:
+def as_vllm(hf: dict, rules: dict, layout: dict, transposed: frozenset = frozenset()) -> dict:
     """vLLM's parameters of the layer, filled from transformers' the way vLLM's loader fills them from a checkpoint
-    (transformers' fused experts: laid out as `layout`, parity.hf_experts_layout, says)."""
+    (transformers' fused experts: laid out as `layout`, parity.hf_experts_layout, says; its Conv1D weights,
+    `transposed`, stored [in, out], transposed as vLLM's GPT-2 loader does)."""
+    hf = {n: t.t() if n in transposed else t for n, t in hf.items()}
     experts = rules["experts"]
     gate_up = rules["fused"].get(tuple(sorted([experts["gate"], experts["up"]])), "gate_up_proj")
     ckpt, out = {}, {}
@@ -173,13 +173,18 @@ def check_case(symbol: str, model_type: str, file: str):
         _, config, layer = build(symbol, model_type, idx)
         hf = {n: p.detach() for n, p in layer.named_parameters()}
         shapes = {n: tuple(t.shape) for n, t in hf.items()}
-        layout = parity.hf_experts_layout(layer)
-        vllm = as_vllm(hf, rules, layout)
-        mapped = parity.map_weights(vllm, shapes, rules=rules, layout=layout)
+        layout, transposed = parity.hf_experts_layout(layer), parity.hf_transposed(layer)
+        vllm = as_vllm(hf, rules, layout, transposed)
+        mapped = parity.map_weights(vllm, shapes, rules=rules, layout=layout, transposed=transposed)
         assert sorted(mapped) == sorted(hf), f"layer {idx}: names differ"
         for n, t in hf.items():
             assert torch.equal(mapped[n], t), f"layer {idx}: {n} differs"
-        control = parity.map_weights(vllm, shapes, control=True, rules=rules, layout=layout)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            loaded = parity.hf_layer(type(layer), config, idx, mapped, torch.float32)
+        for n, b in layer.named_buffers():  # transformers' own: computed by its __init__, not left on meta
+            assert torch.equal(dict(loaded.named_buffers())[n], b), f"layer {idx}: buffer {n} differs"
+        control = parity.map_weights(vllm, shapes, control=True, rules=rules, layout=layout, transposed=transposed)
         assert any(not torch.equal(control[n], hf[n]) for n in hf), f"layer {idx}: the control maps the same"
 
 
@@ -215,7 +220,9 @@ class M:
     def load_weights(self):
         stacked_params_mapping = [(".gate_up_proj", ".up_proj", 1), (".gate_up_proj", ".gate_proj", 0)]
         self.experts = FusedMoE(ckpt_names=("w1", "w2", "w3"))
+    hf_to_vllm_mapper = WeightsMapper(orig_to_new_suffix={"router.weight": "router_weight"},
+                                      orig_to_new_prefix={"model.": ""}, orig_to_new_substr={"mlp.": "", "a": None})
 '''
     assert gen_loader_rules.file_rules(src) == {
         "packed": {"qkv_proj": ["q_proj", "k_proj", "v_proj"], "gate_up_proj": ["gate_proj", "up_proj"]},
-        "experts": {"gate": "w1", "down": "w2", "up": "w3"}}
+        "experts": {"gate": "w1", "down": "w2", "up": "w3"}, "mapper": [["suffix", "router.weight", "router_weight"]]}

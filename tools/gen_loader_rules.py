@@ -10,6 +10,9 @@ source is absent, so they are committed. For each `vllm/model_executor/models/<f
   ids q, k, v or 0, 1, ... give the order);
 - `experts`: the checkpoint names of the experts' gate, up and down projections (FusedMoE's `ckpt_names=(gate,
   down, up)`, `make_expert_params_mapping(ckpt_gate_proj_name=..., ...)`), where the file names them.
+- `mapper`: the literal renames of the file's `WeightsMapper(orig_to_new_suffix=..., orig_to_new_substr=...)`, as
+  [kind, checkpoint text, vLLM text] (Aria's `router.weight` -> `router_weight`, `experts.fc1` ->
+  `experts.gate_up_proj`); prefixes (model-level paths), regexes, dropped names (None) and deletions are left out.
 `default` holds, for each merged name, the mapping most files give it, and FusedMoE's default expert names: the
 rules of a file that states none. Each version's file is read; where versions disagree the later one wins and the
 conflict is listed in `conflicts`.
@@ -25,6 +28,7 @@ import sys
 from pathlib import Path
 
 QKV_ORDER = {"q": 0, "k": 1, "v": 2}
+MAPPER_KINDS = ("substr", "suffix")
 FUSED_MOE_DEFAULT = {"gate": "gate_proj", "down": "down_proj", "up": "up_proj"}
 
 
@@ -38,6 +42,7 @@ def _const(node):
 def file_rules(source: str) -> dict:
     packed: dict = {}
     experts: dict = {}
+    mapper: list = []
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, (ast.Assign, ast.AnnAssign)):
             target = node.targets[0] if isinstance(node, ast.Assign) else node.target
@@ -58,6 +63,10 @@ def file_rules(source: str) -> dict:
                     packed.setdefault(k, [p for _, p in sorted(parts)])
         elif isinstance(node, ast.Call):
             kw = {k.arg: _const(k.value) for k in node.keywords if k.arg}
+            for kind in MAPPER_KINDS:
+                for orig, new in (kw.get(f"orig_to_new_{kind}") or {}).items():
+                    if isinstance(orig, str) and isinstance(new, str) and new and [kind, orig, new] not in mapper:
+                        mapper.append([kind, orig, new])
             names = kw.get("ckpt_names")
             if isinstance(names, tuple) and len(names) == 3 and all(isinstance(n, str) for n in names):
                 experts = {"gate": names[0], "down": names[1], "up": names[2]}
@@ -68,6 +77,8 @@ def file_rules(source: str) -> dict:
         out["packed"] = packed
     if experts:
         out["experts"] = experts
+    if mapper:
+        out["mapper"] = mapper
     return out
 
 
