@@ -222,6 +222,22 @@ def test_companion_source_defining_what_the_op_source_only_declares(tmp_path):
     assert "ops.def(" in files[0][1] and "ops.def(" not in files[1][1]
 
 
+ROUTER = ROOT / "tests" / "trees" / "cuda" / "router"
+
+
+def test_sources_appended_under_an_unknown_condition_belong_to_the_target(tmp_path):
+    """The router fixture's sources are set and appended to the target's list under a GPU-arch condition (as vLLM
+    0.26.0's DSV3_ROUTER_GEMM_SRC): they are the target's, so the op's source gets the target's definitions
+    (USE_CUDA, which torch's stable-ABI headers gate the CUDA stream calls on) and its companions."""
+    info = cmake.read(ROUTER)
+    assert info.target_of("csrc/router_gemm_entry.cu").name == "_moe_C"
+    _, m = run(ROUTER, tmp_path, "_moe_C.router_gemm")
+    assert "USE_CUDA" in m["flags"]["defines"]
+    (unit,) = m["translation_units"]
+    assert unit["companion_sources"] == ["csrc/router_gemm_float_out.cu", "csrc/router_gemm_half_out.cu"]
+    assert unit["compiled_files"] == ["router_gemm_entry.cu", "router_gemm_float_out.cu", "router_gemm_half_out.cu"]
+
+
 def test_function_declarations():
     from bundler_lib.cuda import cpp
     src = textwrap.dedent('''\

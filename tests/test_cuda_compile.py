@@ -1,10 +1,11 @@
 """Compile-only check (nvcc -c, no GPU needed) of the CUDA section A4 generates, with the flags A4 recorded and
-the torch headers of the toolchain venv: every translation unit on its own, as the bundle's load_inline calls
-build them (one library each). Skips when nvcc is absent.
+the torch headers of the toolchain venv: every translation unit on its own, each of its files compiled on its own
+and its objects linked into one library, as the bundle's load calls build them (one library each). Skips when
+nvcc is absent.
 
 What CI compiles (2 cores): the two units of rms_norm/fused_add_rms_norm/silu_and_mul of 0.26.0 (about 50 s and
-20 s, run side by side) and the two small units of the fixture tree whose sources clash in one unit (a few
-seconds each). The MoE routing set of the issue (topk_softmax, grouped_topk, topk_softplus_sqrt, ...: seven
+20 s, run side by side), the two small units of the fixture tree whose sources clash in one unit (a few
+seconds each) and the router fixture's unit, whose two companion sources clash in one file (about 40 s). The MoE routing set of the issue (topk_softmax, grouped_topk, topk_softplus_sqrt, ...: seven
 units, grouped_topk alone about 450 s) runs only with VLLM_BUNDLE_SLOW_CUDA_COMPILE=1."""
 
 import json
@@ -193,9 +194,13 @@ MOE_SET = ["_C.rms_norm", "_C.fused_add_rms_norm", "_C.silu_and_mul", "_C.rotary
            "_moe_C.topk_sigmoid"]
 
 
+def _slow(what):
+    return pytest.mark.skipif(os.environ.get("VLLM_BUNDLE_SLOW_CUDA_COMPILE") != "1",
+                              reason=f"slow ({what} on 2 cores): set VLLM_BUNDLE_SLOW_CUDA_COMPILE=1")
+
+
 @needs_nvcc
-@pytest.mark.skipif(os.environ.get("VLLM_BUNDLE_SLOW_CUDA_COMPILE") != "1",
-                    reason="slow (about 4 and 6 min per version on 2 cores): set VLLM_BUNDLE_SLOW_CUDA_COMPILE=1")
+@_slow("about 4 and 6 min per version")
 @pytest.mark.parametrize("version", ["0.26.0", "0.33.0"])
 def test_moe_routing_set_compiles_unit_by_unit(version, request, tmp_path):
     tree = request.getfixturevalue("vllm_" + version.replace(".", "_"))
@@ -247,3 +252,17 @@ def test_companion_sources_compile_on_their_own_into_one_library(tmp_path):
     r = subprocess.run(base[:1] + ["-c", str(one), "-o", str(one.with_suffix(".o"))] + base[1:],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode != 0 and "has already been defined" in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+@needs_nvcc
+@_slow("about N min")
+def test_dsv3_router_gemm_companions_compile_into_one_library(vllm_0_26_0, tmp_path):
+    """The GPU's failure in the 0.26.0 zoo (DeepseekV2DecoderLayer, Gemma4): dsv3_router_gemm_entry.cu's companions
+    _float_out.cu and _bf16_out.cu both define fma() and bf16_uint4_to_float8; each compiles on its own and the
+    three objects link into one library."""
+    m, results, _ = compile_units(vllm_0_26_0, tmp_path, ["_moe_C.dsv3_router_gemm"])
+    _report(results)
+    (unit,) = m["translation_units"]
+    assert unit["compiled_files"] == ["dsv3_router_gemm_entry.cu", "dsv3_router_gemm_float_out.cu",
+                                      "dsv3_router_gemm_bf16_out.cu"]
+    _check_units(m, results)
