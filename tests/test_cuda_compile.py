@@ -255,7 +255,7 @@ def test_companion_sources_compile_on_their_own_into_one_library(tmp_path):
 
 
 @needs_nvcc
-@_slow("about N min")
+@_slow("about 3 min")
 def test_dsv3_router_gemm_companions_compile_into_one_library(vllm_0_26_0, tmp_path):
     """The GPU's failure in the 0.26.0 zoo (DeepseekV2DecoderLayer, Gemma4): dsv3_router_gemm_entry.cu's companions
     _float_out.cu and _bf16_out.cu both define fma() and bf16_uint4_to_float8; each compiles on its own and the
