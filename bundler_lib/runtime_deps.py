@@ -10,7 +10,7 @@ The tree's versions, first found wins:
 
 Dependencies: every module a bundle imports at module level without a guard (not inside `try` ... `except
 ImportError`, not under `if TYPE_CHECKING`) that is not in the standard library is a dependency, by its top-level
-name; `torch`, `triton` and `ninja` always are (`load_inline` builds with ninja). A module torch itself
+name; `torch`, `triton` and `ninja` always are (`torch.utils.cpp_extension.load` builds with ninja). A module torch itself
 requires (`typing_extensions`) comes with torch and is not declared.
 """
 

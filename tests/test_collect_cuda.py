@@ -82,8 +82,9 @@ def test_mini_embedded_sources_are_verbatim_and_lazy(tmp_path):
     assert ns["_CUDA_TU_KEYS"] == {"my_kernels": (tu["key"], tu["namespace"], tuple(tu["files"]))}
     assert tu["namespace"] == "vllm_bundle_" + tu["key"][:16]
     # both ops live in my_kernels.cu: one translation unit, which registers both
-    ((tu_id, lines, main),) = ns["_CUDA_TRANSLATION_UNITS"]
+    ((tu_id, lines, ((name, main),)),) = ns["_CUDA_TRANSLATION_UNITS"]
     assert tu_id == "my_kernels" and lines == sum(f["lines"] for f in m["cuda_files"])
+    assert name == "my_kernels.cu" and tu["compiled_files"] == ["my_kernels.cu"]
     assert '#include "csrc/my_kernels.cu"' in main
     assert 'ops.def("my_op(Tensor! out, Tensor x, float eps=1e-6) -> ()");' in main
     assert "ops.impl(\"my_op\", TORCH_BOX(&my_op_impl));" in main
@@ -154,7 +155,7 @@ def test_mini_legacy_registration(tmp_path):
     (op,) = m["ops"]
     assert op["abi"] == "legacy" and op["source_file"] == "csrc/legacy/legacy.cu"
     ns = load_section(tmp_path)
-    ((tu_id, _, main),) = ns["_CUDA_TRANSLATION_UNITS"]
+    ((tu_id, _, ((_, main),)),) = ns["_CUDA_TRANSLATION_UNITS"]
     assert tu_id == "legacy"
     assert "TORCH_LIBRARY_FRAGMENT({NS}, ops)" in main and "STABLE" not in main
     assert 'ops.impl("legacy_op", &legacy_op);' in main
@@ -183,7 +184,7 @@ def test_mini_one_translation_unit_per_source(tmp_path):
         "_C.scoring_a": "scoring_a", "_C.my_op": "my_kernels", "_C.scoring_b": "scoring_b",
         "_C.other_op": "my_kernels"}
     ns = load_section(tmp_path)
-    tus = {tu: (lines, t) for tu, lines, t in ns["_CUDA_TRANSLATION_UNITS"]}
+    tus = {tu: (lines, t) for tu, lines, ((_, t),) in ns["_CUDA_TRANSLATION_UNITS"]}
     assert list(tus) == ["scoring_a", "my_kernels", "scoring_b"]
     for tu, (lines, t) in tus.items():
         src = by_tu[tu]["source_file"]
@@ -205,15 +206,36 @@ def test_mini_one_translation_unit_per_source(tmp_path):
 
 def test_companion_source_defining_what_the_op_source_only_declares(tmp_path):
     """gemm_entry.cu calls invoke_mini_gemm<N>, which it only declares; gemm_impl.cu (the same CMake target)
-    defines and instantiates it: it joins the unit (as fp32_router_gemm.cu joins fp32_router_gemm_entry.cu)."""
+    defines and instantiates it: it joins the unit's library (as fp32_router_gemm.cu joins
+    fp32_router_gemm_entry.cu's), compiled on its own as vLLM's CMake compiles it."""
     text, m = run(MINI, tmp_path, "_C.gemm_op", "_C.my_op")
     units = {t["id"]: t for t in m["translation_units"]}
     assert units["gemm_entry"]["companion_sources"] == ["csrc/gemm_impl.cu"]
+    assert units["gemm_entry"]["compiled_files"] == ["gemm_entry.cu", "gemm_impl.cu"]
     assert units["my_kernels"]["companion_sources"] == []
     assert "csrc/gemm_impl.cu" in units["gemm_entry"]["files"]
     ns = load_section(tmp_path)
-    t = dict((tu, t) for tu, _, t in ns["_CUDA_TRANSLATION_UNITS"])["gemm_entry"]
-    assert re.findall(r'#include "([^"]+)"', t)[:2] == ["csrc/gemm_entry.cu", "csrc/gemm_impl.cu"]
+    files = dict((tu, f) for tu, _, f in ns["_CUDA_TRANSLATION_UNITS"])["gemm_entry"]
+    assert [name for name, _ in files] == ["gemm_entry.cu", "gemm_impl.cu"]
+    assert [re.findall(r'#include "([^"]+)"', t)[:1] for _, t in files] == [["csrc/gemm_entry.cu"],
+                                                                             ["csrc/gemm_impl.cu"]]
+    assert "ops.def(" in files[0][1] and "ops.def(" not in files[1][1]
+
+
+ROUTER = ROOT / "tests" / "trees" / "cuda" / "router"
+
+
+def test_sources_appended_under_an_unknown_condition_belong_to_the_target(tmp_path):
+    """The router fixture's sources are set and appended to the target's list under a GPU-arch condition (as vLLM
+    0.26.0's DSV3_ROUTER_GEMM_SRC): they are the target's, so the op's source gets the target's definitions
+    (USE_CUDA, which torch's stable-ABI headers gate the CUDA stream calls on) and its companions."""
+    info = cmake.read(ROUTER)
+    assert info.target_of("csrc/router_gemm_entry.cu").name == "_moe_C"
+    _, m = run(ROUTER, tmp_path, "_moe_C.router_gemm")
+    assert "USE_CUDA" in m["flags"]["defines"]
+    (unit,) = m["translation_units"]
+    assert unit["companion_sources"] == ["csrc/router_gemm_float_out.cu", "csrc/router_gemm_half_out.cu"]
+    assert unit["compiled_files"] == ["router_gemm_entry.cu", "router_gemm_float_out.cu", "router_gemm_half_out.cu"]
 
 
 def test_function_declarations():
@@ -255,25 +277,26 @@ class _FakeTorch:
 
 
 def _fake_build(tmp_path, monkeypatch, fail=(), barrier=None, out="out"):
-    """Exec the section with a fake torch and a fake load_inline (it writes an empty library and records the
+    """Exec the section with a fake torch and a fake cpp_extension.load (it writes an empty library and records the
     call; with `barrier`, every call waits there for the others: they must run at the same time); returns
     (namespace, calls, loaded libraries)."""
     import threading
     import torch.utils.cpp_extension as ce
     calls, loaded = [], []
 
-    def load_inline(**kw):
-        calls.append(dict(kw, thread=threading.current_thread().name))
+    def load(**kw):
+        calls.append(dict(kw, thread=threading.current_thread().name,
+                          texts=[Path(p).read_text(encoding="utf-8") for p in kw["sources"]]))
         if barrier is not None:
             barrier.wait()
         if any(f in kw["name"] for f in fail):
             raise RuntimeError(f"Error building extension '{kw['name']}'") from OSError("undefined symbol: _Z3foov")
         so = Path(kw["build_directory"]) / (kw["name"] + ".so")
         so.write_bytes(b"")
-        loaded.append(str(so))  # load_inline loads what it built
+        loaded.append(str(so))  # load loads what it built
         return str(so)
 
-    monkeypatch.setattr(ce, "load_inline", load_inline)
+    monkeypatch.setattr(ce, "load", load)
     monkeypatch.setenv("VLLM_BUNDLE_CACHE", str(tmp_path / "cache"))
     ns = load_section(tmp_path, out)
     ns["torch"] = _FakeTorch(loaded)
@@ -284,32 +307,34 @@ def test_build_one_library_per_unit_in_parallel_then_warm(tmp_path, monkeypatch)
     import time
     import os
     import threading
-    text, m = run(MINI, tmp_path, "_C.scoring_a", "_C.my_op", "_C.scoring_b")
+    text, m = run(MINI, tmp_path, "_C.scoring_a", "_C.my_op", "_C.scoring_b", "_C.gemm_op")
     tus = [t["id"] for t in m["translation_units"]]
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
-    ns, calls, loaded = _fake_build(tmp_path, monkeypatch, barrier=threading.Barrier(3, timeout=30))
+    ns, calls, loaded = _fake_build(tmp_path, monkeypatch, barrier=threading.Barrier(4, timeout=30))
     build = ns["_build_cuda_extension_if_needed"]()
     assert ns["_CUDA_EXT_PATH"] == build and Path(build) == tmp_path / "cache" / "cuda"
     by_id = {t["id"]: t for t in m["translation_units"]}
-    # one load_inline per translation unit: its own name and build directory (under its key), the same flags,
-    # in worker threads
+    # one load per translation unit: its own name and build directory (under its key), the same flags, in worker
+    # threads; its files (the unit's source with the registration, then each companion source) in that directory
     assert sorted(c["name"] for c in calls) == sorted(f"{by_id[tu]['namespace']}_{tu}_sm90" for tu in tus)
     assert sorted(str(c["build_directory"]) for c in calls) == sorted(
         str(Path(build) / by_id[tu]["key"] / "build_torch2_99_0_fake_cuda13_0_sm90") for tu in tus)
     for c in calls:
-        assert c["no_implicit_headers"] is True and c["is_python_module"] is False and c["cpp_sources"] == []
+        assert c["is_python_module"] is False
         assert c["extra_cuda_cflags"] == list(m["flags"]["cuda_cflags"]) + ["-gencode=arch=compute_90,code=sm_90"]
         assert c["extra_cflags"] == m["flags"]["cflags"]
-        (src,) = c["cuda_sources"]
         unit = next(t for t in m["translation_units"] if c["name"].startswith(t["namespace"] + "_" + t["id"]))
+        assert c["sources"] == [str(Path(c["build_directory"]) / f) for f in unit["compiled_files"]]
+        src, *companions = c["texts"]
         assert "{NS}" not in src and f"STABLE_TORCH_LIBRARY_FRAGMENT({unit['namespace']}, ops)" in src
+        assert [re.findall(r'#include "([^"]+)"', t) for t in companions] == [[f] for f in unit["companion_sources"]]
         # the unit's own sources only, written under its key
         written = {p.relative_to(Path(c["build_directory"]).parent / "src").as_posix()
                    for p in (Path(c["build_directory"]).parent / "src").rglob("*") if p.is_file()}
         assert written == set(unit["files"]) | {".complete"}
         assert c["thread"] != "MainThread"
         assert (Path(c["build_directory"]) / ".complete").read_text().strip() == c["name"] + ".so"
-    assert len(loaded) == len(tus)
+    assert len(loaded) == len(tus) and [len(c["sources"]) for c in calls if "_gemm_entry_" in c["name"]] == [2]
     # a second call in the same process returns at once
     assert ns["_build_cuda_extension_if_needed"]() == build and len(calls) == len(tus)
     # warm: a fresh copy of the section (a new process) compiles nothing and loads every library
@@ -322,7 +347,7 @@ def test_build_one_library_per_unit_in_parallel_then_warm(tmp_path, monkeypatch)
 
 
 def _unit(call):
-    """The translation unit id a load_inline call builds (its name is <namespace>_<unit id>_sm<arch>)."""
+    """The translation unit id a load call builds (its name is <namespace>_<unit id>_sm<arch>)."""
     return call["name"][len("vllm_bundle_") + 17:].rsplit("_sm", 1)[0]
 
 
@@ -361,7 +386,8 @@ def test_section_import_builds_nothing_and_only_wrappers_build(tmp_path, monkeyp
     import torch.utils.cpp_extension as ce
 
     def refuse(*a, **k):
-        raise AssertionError("load_inline called while executing the section")
+        raise AssertionError("cpp_extension called while executing the section")
+    monkeypatch.setattr(ce, "load", refuse)
     monkeypatch.setattr(ce, "load_inline", refuse)
     monkeypatch.setenv("VLLM_BUNDLE_CACHE", str(tmp_path / "cache"))
     text, m = run(MINI, tmp_path, "_C.scoring_a", "_C.my_op", "_C.scoring_b")
@@ -493,13 +519,13 @@ def test_real_moe_routing_sources_are_separate_units(version, request, tmp_path)
     assert units["grouped_topk_kernels"]["ops"] == ["_moe_C.grouped_topk"]
     ns = load_section(tmp_path)
     sources = {f["path"] for f in m["cuda_files"] if f["role"] == "source"}
-    for tu, _, t in ns["_CUDA_TRANSLATION_UNITS"]:
+    for tu, _, ((_, t),) in ns["_CUDA_TRANSLATION_UNITS"]:
         included = re.findall(r'#include "([^"]+)"', t)
         assert [f for f in included if f in sources] == [units[tu]["source_file"]]
         assert units[tu]["source_file"] in units[tu]["files"]
     gt = units["grouped_topk_kernels"]["files"]
     assert not any(f.endswith(("topk_softmax_kernels.cu", "topk_softplus_sqrt_kernels.cu")) for f in gt)
-    grouped = next(t for tu, _, t in ns["_CUDA_TRANSLATION_UNITS"] if tu == "grouped_topk_kernels")
+    grouped = next(t for tu, _, ((_, t),) in ns["_CUDA_TRANSLATION_UNITS"] if tu == "grouped_topk_kernels")
     assert ('ops.def("grouped_topk(Tensor scores, int n_group, int topk_group, int topk, bool renormalize, '
             'float routed_scaling_factor, Tensor bias, int scoring_func) -> (Tensor, Tensor)");') in grouped
     # the union of the units' closures is what is embedded, once
@@ -568,7 +594,7 @@ def test_inline_header_definition(vllm_0_26_0, tmp_path):
     assert m["ops"][0]["source_file"] == "csrc/libtorch_stable/ops.h"
     (tu,) = m["translation_units"]
     assert tu["id"] == "ops_h" and tu["source_file"] == "csrc/libtorch_stable/ops.h"
-    ((_, _, text),) = load_section(tmp_path)["_CUDA_TRANSLATION_UNITS"]
+    ((_, _, ((_, text),)),) = load_section(tmp_path)["_CUDA_TRANSLATION_UNITS"]
     assert re.findall(r'#include "([^"]+)"', text) == ["csrc/libtorch_stable/ops.h"]
 
 

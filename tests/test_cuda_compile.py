@@ -1,10 +1,11 @@
 """Compile-only check (nvcc -c, no GPU needed) of the CUDA section A4 generates, with the flags A4 recorded and
-the torch headers of the toolchain venv: every translation unit on its own, as the bundle's load_inline calls
-build them (one library each). Skips when nvcc is absent.
+the torch headers of the toolchain venv: every translation unit on its own, each of its files compiled on its own
+and its objects linked into one library, as the bundle's load calls build them (one library each). Skips when
+nvcc is absent.
 
 What CI compiles (2 cores): the two units of rms_norm/fused_add_rms_norm/silu_and_mul of 0.26.0 (about 50 s and
-20 s, run side by side) and the two small units of the fixture tree whose sources clash in one unit (a few
-seconds each). The MoE routing set of the issue (topk_softmax, grouped_topk, topk_softplus_sqrt, ...: seven
+20 s, run side by side), the two small units of the fixture tree whose sources clash in one unit (a few
+seconds each) and the router fixture's unit, whose two companion sources clash in one file (about 40 s). The MoE routing set of the issue (topk_softmax, grouped_topk, topk_softplus_sqrt, ...: seven
 units, grouped_topk alone about 450 s) runs only with VLLM_BUNDLE_SLOW_CUDA_COMPILE=1."""
 
 import json
@@ -76,30 +77,35 @@ def _nvcc_base(ns, src, tmp_path, arch):
 
 
 def compile_units(tree, tmp_path, ops, arch="90", units=None, jobs=None):
-    """Generate A4 for `ops`, write its embedded sources as the bundle would, and nvcc -c each translation unit
-    (or those named in `units`) on its own with the recorded flags, up to `jobs` (default: the CPU count) at a
-    time. Returns (manifest, {unit id: {"rc", "log", "obj", "seconds"}})."""
+    """Generate A4 for `ops`, write its embedded sources as the bundle would, nvcc -c each file of each translation
+    unit (or of those named in `units`) on its own with the recorded flags, up to `jobs` (default: the CPU count)
+    at a time, and link each unit's objects into one shared library, as the bundle's load call does. Returns
+    (manifest, {unit id: {"rc", "log", "obj" (its registration's), "objs", "lib", "seconds"}}, nvcc command)."""
     ns, m = _section(tree, tmp_path, ops)
     src = Path(ns["_cuda_write_sources"](str(tmp_path / "bundle_cache")))
     build = tmp_path / "build"
     build.mkdir()
     base = _nvcc_base(ns, src, tmp_path, arch)
-    pending = []
-    for tu, _lines, text in ns["_CUDA_TRANSLATION_UNITS"]:
+    pending, objs = [], {}
+    for tu, _lines, files in ns["_CUDA_TRANSLATION_UNITS"]:
         if units is not None and tu not in units:
             continue
-        f = build / f"{tu}.cu"
         unit_ns = ns["_CUDA_TU_KEYS"][tu][1]
-        f.write_text(text.replace("{NS}", unit_ns))
-        name = f"{unit_ns}_{tu}_sm{arch}"  # what load_inline passes as TORCH_EXTENSION_NAME
-        pending.append((tu, base[:1] + ["-c", str(f), "-o", str(build / f"{tu}.o"),
-                                        f"-DTORCH_EXTENSION_NAME={name}"] + base[1:]))
-    results, running = {}, []
+        name = f"{unit_ns}_{tu}_sm{arch}"  # what load passes as TORCH_EXTENSION_NAME
+        (build / tu).mkdir()
+        objs[tu] = []
+        for fname, text in files:
+            f = build / tu / fname
+            f.write_text(text.replace("{NS}", unit_ns))
+            objs[tu].append(f.with_suffix(".o"))
+            pending.append((tu, f, base[:1] + ["-c", str(f), "-o", str(objs[tu][-1]),
+                                               f"-DTORCH_EXTENSION_NAME={name}"] + base[1:]))
+    done, running = [], []
     jobs = jobs or max(1, os.cpu_count() or 1)
     while pending or running:
         while pending and len(running) < jobs:
-            tu, cmd = pending.pop(0)
-            log = open(build / f"{tu}.log", "w+")
+            tu, f, cmd = pending.pop(0)
+            log = open(f.with_suffix(".log"), "w+")
             running.append((tu, cmd, log, time.perf_counter(),
                             subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)))
         for item in list(running):
@@ -108,10 +114,22 @@ def compile_units(tree, tmp_path, ops, arch="90", units=None, jobs=None):
                 continue
             running.remove(item)
             log.seek(0)
-            results[tu] = {"rc": p.returncode, "log": " ".join(cmd) + "\n" + log.read(),
-                           "obj": build / f"{tu}.o", "seconds": round(time.perf_counter() - t0, 1)}
+            done.append((tu, p.returncode, " ".join(cmd) + "\n" + log.read(), time.perf_counter() - t0))
             log.close()
         time.sleep(0.2)
+    results = {}
+    for tu in objs:
+        mine = [d for d in done if d[0] == tu]
+        rc = next((d[1] for d in mine if d[1] != 0), 0)
+        log = "\n".join(d[2] for d in mine)
+        lib = build / tu / f"{tu}.so"
+        if rc == 0:  # one library of the unit's objects: a name two of them define is refused here
+            cxx = os.environ.get("CXX") or shutil.which("c++") or "g++"
+            r = subprocess.run([cxx, "-shared", "-o", str(lib)] + [str(o) for o in objs[tu]],
+                               capture_output=True, text=True)
+            rc, log = r.returncode, log + "\n" + r.stdout + r.stderr
+        results[tu] = {"rc": rc, "log": log, "obj": objs[tu][0], "objs": objs[tu], "lib": lib,
+                       "seconds": round(sum(d[3] for d in mine), 1)}
     return m, results, base
 
 
@@ -132,7 +150,7 @@ def _no_cross_unit_symbols(results):
         return
     defined, undefined = {}, {}
     for tu, r in results.items():
-        out = subprocess.run([nm, "-P", str(r["obj"])], capture_output=True, text=True, check=True).stdout
+        out = subprocess.run([nm, "-P", str(r["lib"])], capture_output=True, text=True, check=True).stdout
         rows = [line.split() for line in out.splitlines() if len(line.split()) >= 2]
         defined[tu] = {x[0] for x in rows if x[1] in "TDBRVW"}
         undefined[tu] = {x[0] for x in rows if x[1] == "U"}
@@ -176,9 +194,13 @@ MOE_SET = ["_C.rms_norm", "_C.fused_add_rms_norm", "_C.silu_and_mul", "_C.rotary
            "_moe_C.topk_sigmoid"]
 
 
+def _slow(what):
+    return pytest.mark.skipif(os.environ.get("VLLM_BUNDLE_SLOW_CUDA_COMPILE") != "1",
+                              reason=f"slow ({what} on 2 cores): set VLLM_BUNDLE_SLOW_CUDA_COMPILE=1")
+
+
 @needs_nvcc
-@pytest.mark.skipif(os.environ.get("VLLM_BUNDLE_SLOW_CUDA_COMPILE") != "1",
-                    reason="slow (about 4 and 6 min per version on 2 cores): set VLLM_BUNDLE_SLOW_CUDA_COMPILE=1")
+@_slow("about 4 and 6 min per version")
 @pytest.mark.parametrize("version", ["0.26.0", "0.33.0"])
 def test_moe_routing_set_compiles_unit_by_unit(version, request, tmp_path):
     tree = request.getfixturevalue("vllm_" + version.replace(".", "_"))
@@ -200,7 +222,47 @@ def test_companion_source_is_compiled_into_the_unit(tmp_path):
     nm = shutil.which("nm")
     if nm is None:
         pytest.skip("nm not found")
-    out = subprocess.run([nm, "-C", "-P", str(results["gemm_entry"]["obj"])], capture_output=True, text=True,
+    out = subprocess.run([nm, "-C", "-P", str(results["gemm_entry"]["lib"])], capture_output=True, text=True,
                          check=True).stdout
     defined = {l.rsplit(" ", 3)[0] for l in out.splitlines() if l.rsplit(" ", 3)[1:2] and l.rsplit(" ", 3)[1] in "TW"}
     assert {"void invoke_mini_gemm<1>(float*)", "void invoke_mini_gemm<2>(float*)"} <= defined, out
+
+
+ROUTER = ROOT / "tests" / "trees" / "cuda" / "router"
+
+
+@needs_nvcc
+def test_companion_sources_compile_on_their_own_into_one_library(tmp_path):
+    """router_gemm_entry.cu only declares what router_gemm_float_out.cu and router_gemm_half_out.cu define, and
+    those two define the same file-level helpers (as vLLM's dsv3_router_gemm sources do): each is compiled on its
+    own and the three objects link into the unit's one library, which defines both instantiations."""
+    m, results, base = compile_units(ROUTER, tmp_path, ["_moe_C.router_gemm"])
+    _report(results)
+    (unit,) = m["translation_units"]
+    assert unit["companion_sources"] == ["csrc/router_gemm_float_out.cu", "csrc/router_gemm_half_out.cu"]
+    assert unit["compiled_files"] == ["router_gemm_entry.cu", "router_gemm_float_out.cu", "router_gemm_half_out.cu"]
+    _check_units(m, results)
+    out = subprocess.run([shutil.which("nm") or "nm", "-C", "-P", str(results["router_gemm_entry"]["lib"])],
+                         capture_output=True, text=True, check=True).stdout
+    defined = {l.rsplit(" ", 3)[0] for l in out.splitlines() if l.rsplit(" ", 3)[1:2] and l.rsplit(" ", 3)[1] in "TW"}
+    assert {"void invokeRouterGemmFloatOutput<1>(float*)", "void invokeRouterGemmHalfOutput<1>(float*)"} <= defined
+    # the control: the two companions in one translation unit do not compile
+    one = tmp_path / "build" / "together.cu"
+    one.write_text('#include "csrc/router_gemm_float_out.cu"\n#include "csrc/router_gemm_half_out.cu"\n')
+    r = subprocess.run(base[:1] + ["-c", str(one), "-o", str(one.with_suffix(".o"))] + base[1:],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode != 0 and "has already been defined" in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+@needs_nvcc
+@_slow("about 3 min")
+def test_dsv3_router_gemm_companions_compile_into_one_library(vllm_0_26_0, tmp_path):
+    """The GPU's failure in the 0.26.0 zoo (DeepseekV2DecoderLayer, Gemma4): dsv3_router_gemm_entry.cu's companions
+    _float_out.cu and _bf16_out.cu both define fma() and bf16_uint4_to_float8; each compiles on its own and the
+    three objects link into one library."""
+    m, results, _ = compile_units(vllm_0_26_0, tmp_path, ["_moe_C.dsv3_router_gemm"])
+    _report(results)
+    (unit,) = m["translation_units"]
+    assert unit["compiled_files"] == ["dsv3_router_gemm_entry.cu", "dsv3_router_gemm_float_out.cu",
+                                      "dsv3_router_gemm_bf16_out.cu"]
+    _check_units(m, results)

@@ -305,10 +305,13 @@ def _apply(c: Cmd, state, info: BuildInfo, variables, union_vars) -> None:
         return
     a = c.args
     where = f"{c.file}:{c.line}"
+    # union_vars: every value a variable may hold, so the values it may take from another (a source list set
+    # under a GPU-arch condition, appended to a target's sources) are expanded from theirs
     if c.name == "set" and a:
         vals = [x for arg in a[1:] for x in _expand(arg, variables) if x not in ("CACHE", "PARENT_SCOPE")]
         union_vars.setdefault(a[0], [])
-        union_vars[a[0]] += [v for v in vals if v not in union_vars[a[0]]]
+        union_vars[a[0]] += [v for arg in a[1:] for v in _expand(arg, union_vars)
+                             if v not in ("CACHE", "PARENT_SCOPE") and v not in union_vars[a[0]]]
         if state is True:
             variables[a[0]] = vals
             if a[0] == "CMAKE_CXX_STANDARD" and vals:
@@ -318,7 +321,7 @@ def _apply(c: Cmd, state, info: BuildInfo, variables, union_vars) -> None:
     elif c.name == "list" and len(a) >= 2 and a[0] == "APPEND":
         vals = [x for arg in a[2:] for x in _expand(arg, variables)]
         union_vars.setdefault(a[1], [])
-        union_vars[a[1]] += [v for v in vals if v not in union_vars[a[1]]]
+        union_vars[a[1]] += [v for arg in a[2:] for v in _expand(arg, union_vars) if v not in union_vars[a[1]]]
         if state is True:
             variables.setdefault(a[1], []).extend(vals)
             if a[1] == "VLLM_GPU_FLAGS":

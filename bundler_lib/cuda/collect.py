@@ -50,16 +50,18 @@ class OpPlan:
 
 @dataclass
 class TranslationUnit:
-    """One implementing source file with the registration of its ops: compiled on its own (vLLM's CMake
-    compiles every source separately; several together clash: WARP_SIZE, vllm::moe::ScoringFunc, ...)."""
+    """One implementing source file with the registration of its ops, built into its own library (vLLM's CMake
+    compiles every source separately; several together clash: WARP_SIZE, vllm::moe::ScoringFunc, ...). Its
+    companion sources are linked into the same library, each compiled on its own as vLLM's CMake compiles it
+    (dsv3_router_gemm's _float_out.cu and _bf16_out.cu both define a device fma() helper)."""
     id: str
     source_file: str
     plans: list[OpPlan] = field(default_factory=list)
     companions: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)  # its include closure, in discovery order
     lines: int = 0
-    text: str = ""
-    key: str = ""        # sha256 over its files, its text and the flags: what a shared build is named by
+    sources: list[tuple[str, str]] = field(default_factory=list)  # (file name, text): the files compiled, in order
+    key: str = ""        # sha256 over its files, its compiled files and the flags: what a shared build is named by
     namespace: str = ""  # vllm_bundle_<key[:16]>: where its ops register
 
 
@@ -291,7 +293,7 @@ def _implementing_source(op: str, tree: Tree, info: cmake.BuildInfo, d, impl, fn
 
 
 # What find_package(Torch) adds to every CUDA compile of a CMake project such as vLLM's
-# (torch/share/cmake/Caffe2/public/cuda.cmake); load_inline adds only the first. vLLM's quantization
+# (torch/share/cmake/Caffe2/public/cuda.cmake); torch.utils.cpp_extension adds only the first. vLLM's quantization
 # kernels use __device__ lambdas, which need the second.
 TORCH_CMAKE_NVCC_FLAGS = ["--expt-relaxed-constexpr", "--expt-extended-lambda"]
 
@@ -434,9 +436,10 @@ def collect(tree_root: Path, graph: dict) -> tuple[str, dict]:
     bundle_hash, namespaces = _key_translation_units(tus, cuda_files, flags)
     text, wrappers = emit.section(plans, {f: tree.text(f) for f in files}, cuda_files, tus, namespaces, flags, skipped)
     notes.append(f"{len(tus)} translation unit(s), one per implementing source file as vLLM's CMake compiles them "
-                 f"({', '.join(tu.id + ': ' + tu.source_file for tu in tus)}); each is built by its own load_inline "
-                 "call into its own library (in parallel, on first use), cached under its content key and shared "
-                 "with every bundle that embeds the same unit, and registers its ops into its own namespace")
+                 f"({', '.join(tu.id + ': ' + tu.source_file for tu in tus)}); each is built by its own "
+                 "torch.utils.cpp_extension.load call into its own library (in parallel, on first use), its companion "
+                 "sources compiled on their own and linked in, cached under its content key and shared with every "
+                 "bundle that embeds the same unit, and registers its ops into its own namespace")
     notes += [f"optional op {x['op']} not bundled (its wrapper raises NotImplementedError): {x['reason']}"
               for x in skipped]
     manifest = {
@@ -444,6 +447,7 @@ def collect(tree_root: Path, graph: dict) -> tuple[str, dict]:
         "bundle_hash": bundle_hash,
         "cuda_files": cuda_files,
         "translation_units": [{"id": tu.id, "source_file": tu.source_file, "companion_sources": tu.companions,
+                               "compiled_files": [name for name, _ in tu.sources],
                                "ops": [p.op for p in tu.plans],
                                "files": tu.files, "lines": tu.lines, "key": tu.key, "namespace": tu.namespace,
                                "extension": f"{tu.namespace}_{tu.id}_sm<arch>"} for tu in tus],
@@ -537,10 +541,10 @@ def _compile_flags(info: cmake.BuildInfo, defs_union: list[str], include_dirs: l
             "defines": defs_union, "undefines": undef, "cxx_standard": info.cxx_standard,
             "cuda_standard": info.cuda_standard, "arch": arch, "gencode": gencode,
             "applies_to": "every translation unit",
-            "load_inline": {"name": "<namespace>_<translation unit id>_sm<arch>", "cpp_sources": [],
-                            "cuda_sources": "[the translation unit's text]", "is_python_module": False,
-                            "no_implicit_headers": True,
-                            "build_directory": "<cache>/cuda/<translation unit key>/build_<torch>_<cuda>_sm<arch>"},
+            "load": {"name": "<namespace>_<translation unit id>_sm<arch>",
+                     "sources": "[the unit's compiled_files, written to its build_directory]",
+                     "is_python_module": False,
+                     "build_directory": "<cache>/cuda/<translation unit key>/build_<torch>_<cuda>_sm<arch>"},
             "from": info.files_read}
 
 
@@ -561,7 +565,12 @@ def _cuda_files(tree: Tree, files: list[str], tus: list[TranslationUnit]) -> lis
     lines_of = {f["path"]: f["lines"] for f in cuda_files}
     for tu in tus:
         tu.lines = sum(lines_of[f] for f in tu.files)
-        tu.text = emit.tu_source(tu, "{NS}")
+        tu.sources = [(tu.id + ".cu", emit.tu_source(tu, "{NS}"))]
+        used = {tu.id}
+        for c in tu.companions:  # its own file name: the library's object files are named by their sources
+            name = _tu_id(c, used)
+            used.add(name)
+            tu.sources.append((name + posixpath.splitext(c)[1], emit.companion_source(tu, c)))
     return cuda_files
 
 
@@ -570,10 +579,13 @@ def _key_translation_units(tus: list[TranslationUnit], cuda_files: list[dict], f
     sha_of = {f["path"]: f["sha256"] for f in cuda_files}
     settings = repr((flags["cflags"], flags["cuda_cflags"], flags["include_dirs"], flags["gencode"])).encode()
     for tu in tus:
-        h = hashlib.sha256(b"vllm-bundler A4 translation unit v1\0")
+        h = hashlib.sha256(b"vllm-bundler A4 translation unit v2\0")
         for f in tu.files:
             h.update(f.encode() + b"\0" + sha_of[f].encode() + b"\0")
-        h.update(tu.id.encode() + b"\0" + tu.text.encode() + b"\0" + settings)
+        h.update(tu.id.encode() + b"\0")
+        for name, text in tu.sources:
+            h.update(name.encode() + b"\0" + text.encode() + b"\0")
+        h.update(settings)
         tu.key = h.hexdigest()
         tu.namespace = "vllm_bundle_" + tu.key[:16]
     bundle_hash = hashlib.sha256("\0".join(tu.key for tu in tus).encode()).hexdigest()

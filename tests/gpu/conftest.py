@@ -1,4 +1,4 @@
-"""GPU tests of the generated CUDA section: build it with load_inline, compare each op with a float32
+"""GPU tests of the generated CUDA section: build it with torch.utils.cpp_extension.load, compare each op with a float32
 torch reference. Skipped without a CUDA GPU.
 
 Where the A4 artifacts come from: $VLLM_BUNDLE_GPU_A4 = "label=DIR[,label=DIR...]" (each DIR holds
