@@ -311,8 +311,13 @@ def test_build_one_library_per_unit_in_parallel_then_warm(tmp_path, monkeypatch)
     tus = [t["id"] for t in m["translation_units"]]
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
     ns, calls, loaded = _fake_build(tmp_path, monkeypatch, barrier=threading.Barrier(4, timeout=30))
+    import ctypes
+    opened = []
+    monkeypatch.setattr(ctypes, "CDLL", lambda name, mode=0: opened.append((name, mode, len(calls))))
     build = ns["_build_cuda_extension_if_needed"]()
     assert ns["_CUDA_EXT_PATH"] == build and Path(build) == tmp_path / "cache" / "cuda"
+    # the CUDA driver, its symbols global, before any unit is built or loaded (vLLM links CUDA::cuda_driver)
+    assert opened == [("libcuda.so.1", ctypes.RTLD_GLOBAL, 0)]
     by_id = {t["id"]: t for t in m["translation_units"]}
     # one load per translation unit: its own name and build directory (under its key), the same flags, in worker
     # threads; its files (the unit's source with the registration, then each companion source) in that directory

@@ -190,6 +190,15 @@ def _build_cuda_extension_if_needed(verbose=False):
             raise RuntimeError(
                 f"the bundled CUDA ops are built for sm_{arch} (variant cuda_capability={arch}) and cannot run on "
                 f"this sm_{major}{minor} GPU: rebuild the bundle with variant={{'cuda_capability': {major}{minor}}}")
+        # vLLM links every CUDA extension with CUDA::cuda_driver (cmake/utils.cmake define_gpu_extension_target);
+        # torch's extension builder links cudart only. The driver library, loaded with its symbols global before
+        # the units are, resolves what their kernels call (cache_kernels.cu's cuGetProcAddress), where it is
+        # installed (libcuda.so.1), without a link-time libcuda.so that many machines lack.
+        import ctypes
+        try:
+            ctypes.CDLL("libcuda.so.1", mode=ctypes.RTLD_GLOBAL)
+        except OSError:  # the driver under another name: a unit that needs it then names the symbol it lacks
+            pass
         root = _cuda_cache_root()
         tag = "".join(c if c.isalnum() else "_" for c in f"torch{torch.__version__}_cuda{torch.version.cuda}")
         todo = []
