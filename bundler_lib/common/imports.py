@@ -154,22 +154,29 @@ def external_statements(stmts: list[str], runtime_only: set[str], hard: set[str]
 
 # An optional package's names where it is not installed: stand-ins that let the code around them run as it would
 # without the package, and fail loudly where the package is needed. An attribute is a class that nothing is an
-# instance of (`isinstance(data, np.ndarray)` is False, as for every value a bundle makes without numpy); a call
-# raises ModuleNotFoundError naming the package. Left unbound, either would be a NameError.
+# instance of (`isinstance(data, np.ndarray)` is False, as for every value a bundle makes without numpy); a call, or
+# arithmetic, raises ModuleNotFoundError naming the package, an ImportError: a definition that needs the package at
+# import time is skipped as before (A2's `except (ImportError, NameError, AttributeError)`). Left unbound, either
+# would be a NameError.
 ABSENT = "_bundle_absent"
 ABSENT_DEFINITION = f'''def {ABSENT}(package, name=None):
-    # an optional package that is not installed: attributes are classes nothing is an instance of, calls raise
-    class _Absent(type):
-        def __call__(cls, *args, **kwargs):
-            raise ModuleNotFoundError(f"{{cls.__name__}} needs the package {{package!r}}, which is not installed: "
-                                      f"pip install {{package}}", name=package)
+    # an optional package that is not installed: its attributes are classes nothing is an instance of; calling one,
+    # or computing with it, raises ModuleNotFoundError (an ImportError) naming the package
+    def needs(cls, *args, **kwargs):
+        raise ModuleNotFoundError(f"{{cls.__name__}} needs the package {{package!r}}, which is not installed: "
+                                  f"pip install {{package}}", name=package)
 
-        def __getattr__(cls, attr):
-            if attr.startswith("__"):
-                raise AttributeError(attr)
-            return _Absent(f"{{cls.__name__}}.{{attr}}", (), {{}})
+    def attribute(cls, attr):
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        return absent(f"{{cls.__name__}}.{{attr}}", (), {{}})
 
-    return _Absent(name or package, (), {{}})'''
+    binary = ("add", "sub", "mul", "matmul", "truediv", "floordiv", "mod", "pow", "lshift", "rshift", "and", "or",
+              "xor")
+    ops = ("call", "neg", "pos", "invert", "abs", "iter", "getitem", "len", "index", "int", "float", "lt", "le",
+           "gt", "ge") + binary + tuple("r" + op for op in binary)
+    absent = type("_Absent", (type,), {{"__getattr__": attribute, **{{f"__{{op}}__": needs for op in ops}}}})
+    return absent(name or package, (), {{}})'''
 
 
 def absent_bindings(stmt: str) -> list[str]:
