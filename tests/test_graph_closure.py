@@ -427,6 +427,22 @@ def test_import_of_compiled_vllm_code_raises_only_when_taken(tmp_path):
     assert "vllm/platforms/rocm.py" in g_rocm["files"]
 
 
+def test_platform_forward_needing_compiled_code_runs_forward_native(tmp_path):
+    # a CustomOp's forward_cuda that imports compiled vLLM code the tree lacks (vllm_flash_attn's rotary kernel)
+    # cannot run in the bundle: it delegates to forward_native (the class's own or its base's), with a note;
+    # a compiled import with an ImportError fallback keeps the forward as written
+    g, _, _ = build_all(TREES / "native_forward", tmp_path, "target")
+    notes = [n for n in g["notes"] if "runs" in n and "forward_native" in n]
+    assert len(notes) == 2 and all("vllm.vllm_flash_attn.layers.rotary" in n for n in notes)
+    assert any("Rotate.forward_cuda runs Rotate.forward_native" in n for n in notes)
+    text = (tmp_path / "A2.inline.py").read_text()
+    assert "apply_rotary_emb" not in text and text.count("return self.forward_native(x, scale)") == 2
+    assert "from vllm._fast_ops import negate" not in text and "return x * 10" in text
+    assert load(tmp_path).target(1) == (9, 2, 10)
+    g_rocm = build(TREES / "native_forward", "target", variant={"platform": "rocm"})
+    assert not any("forward_native" in n for n in g_rocm["notes"])
+
+
 def test_ir_op_providers_and_priority(tmp_path):
     """vLLM registers IR op implementations when vllm.kernels is imported and its worker sets their dispatch
     priority: the bundle reaches the variant's providers' implementations of the IR ops it holds (not the

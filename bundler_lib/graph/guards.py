@@ -123,6 +123,10 @@ class Oracle:
         """The class is vLLM's CustomOp or derives from it (its `enabled()` reads custom_ops)."""
         return False
 
+    def native_forward(self, module: str, cls: ast.ClassDef) -> bool:
+        """The class is a CustomOp with a forward_native of its own or of a base below CustomOp."""
+        return False
+
 
 class GuardEval:
     def __init__(self, variant: dict, oracle: Oracle | None = None):

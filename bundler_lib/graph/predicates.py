@@ -32,6 +32,9 @@ class Predicates(Oracle):
     def is_custom_op(self, module: str, cls: ast.ClassDef) -> bool:
         return self.names.is_custom_op(module, cls)
 
+    def native_forward(self, module: str, cls: ast.ClassDef) -> bool:
+        return self.names.native_forward(module, cls)
+
     # ------------------------------------------------------------ predicates of the tree
     def method_predicate(self, module: str, cls_name: str, method: str) -> bool | None:
         """The value of `Cls.method()` where the variant decides it: a classmethod/staticmethod whose body is

@@ -68,6 +68,7 @@ class Scan:
     self_attrs: list[tuple[str, ast.ClassDef]] = field(default_factory=list)
     dynamic: list[tuple[int, str, bool]] = field(default_factory=list)  # (line, text, importtime)
     held: list[Held] = field(default_factory=list)
+    notes: list[tuple[int, str]] = field(default_factory=list)   # (line, what A1 decided there)
 
 
 @dataclass
@@ -300,7 +301,8 @@ class RefScanner(ImportScanning):
         saved = self.locals, self.local_names, self.arg_names
         self.locals, self.local_names = single, self.local_names | local | set(imports)
         self.arg_names = frozenset(arg_names - set(imports))
-        self._stmt_list(fn.body)
+        if not self._native_instead(fn):
+            self._stmt_list(fn.body)
         self.locals, self.local_names, self.arg_names = saved
         self.defaults = defaults
         self.receiver = receiver

@@ -1,5 +1,5 @@
 """What the guard evaluator learns from vLLM's own names: the defaults of `vllm.envs` flags, the bases of the
-`Unquantized*` classes (a tree-wide scan) and which classes are CustomOps."""
+`Unquantized*` classes (a tree-wide scan), which classes are CustomOps and which have a native forward."""
 
 from __future__ import annotations
 
@@ -72,5 +72,18 @@ class VllmNames(Oracle):
         for base in bases(cls):
             found = self.defs.sole_def(module, base.id, ast.ClassDef) if isinstance(base, ast.Name) else None
             if found is not None and self.is_custom_op(*found, depth + 1):
+                return True
+        return False
+
+    def native_forward(self, module: str, cls: ast.ClassDef, depth: int = 0) -> bool:
+        """`cls` is a CustomOp that defines forward_native, itself or through a base below CustomOp (whose own
+        forward_native only raises NotImplementedError)."""
+        if cls.name == "CustomOp" or depth > 20 or not self.is_custom_op(module, cls):
+            return False
+        if any(isinstance(b, ast.FunctionDef) and b.name == "forward_native" for b in cls.body):
+            return True
+        for base in bases(cls):
+            found = self.defs.sole_def(module, base.id, ast.ClassDef) if isinstance(base, ast.Name) else None
+            if found is not None and self.native_forward(*found, depth + 1):
                 return True
         return False
