@@ -334,6 +334,8 @@ def test_variant_guards_envs_kv_cache_quant_attn_type_lora_and_by_name_classes(t
     assert ("envs.VLLM_FAST_PATH", False) in preds and ("envs.VLLM_MODE == 'auto'", True) in preds
     assert ("use_fp8_w8a8", False) in preds and ("quant_dtype == 'nvfp4'", False) in preds
     assert ("is_lora_enabled", False) in preds
+    # an attn_type parameter defaulting to None is the caller's (none given here), not the variant's decoder
+    assert not any(x["predicate"] == "attn_type is not None" for x in g["guards"])
     # one GPU, no LoRA, no KV transfer: no EPLB state, no LoRA context, no KV connector
     assert {("self.eplb_state is not None", False), ("lora_context is not None", False),
             ("vllm_config.kv_transfer_config is not None or has_kv_transfer_group()", False)} <= preds
