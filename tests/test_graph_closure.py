@@ -438,9 +438,13 @@ def test_platform_forward_needing_compiled_code_runs_forward_native(tmp_path):
     assert len(notes) == 2 and all("vllm.vllm_flash_attn.layers.rotary" in n for n in notes)
     assert any("Rotate.forward_cuda runs Rotate.forward_native" in n for n in notes)
     text = (tmp_path / "A2.inline.py").read_text()
-    assert "apply_rotary_emb" not in text and text.count("return self.forward_native(x, scale)") == 2
+    assert text.count("return self.forward_native(x, scale)") == 2 and "return apply_rotary_emb(x)" in text
     assert "from vllm._fast_ops import negate" not in text and "return x * 10" in text
-    assert load(tmp_path).target(1) == (9, 2, 10)
+    m = load(tmp_path)
+    assert m.target(1) == (9, 2, 10)
+    # a CustomOp with no forward_native below CustomOp's own: the compiled import still raises where it is taken
+    with pytest.raises(ImportError, match="vllm.vllm_flash_attn.layers.rotary.apply_rotary_emb"):
+        m.target(1, no_native=True)
     g_rocm = build(TREES / "native_forward", "target", variant={"platform": "rocm"})
     assert not any("forward_native" in n for n in g_rocm["notes"])
 

@@ -120,12 +120,9 @@ class Oracle:
         None."""
         return False
 
-    def is_custom_op(self, module: str, cls: ast.ClassDef) -> bool:
-        """The class is vLLM's CustomOp or derives from it (its `enabled()` reads custom_ops)."""
-        return False
-
-    def native_forward(self, module: str, cls: ast.ClassDef) -> bool:
-        """The class is a CustomOp with a forward_native of its own or of a base below CustomOp."""
+    def is_custom_op(self, module: str, cls: ast.ClassDef, defines: str | None = None) -> bool:
+        """The class is vLLM's CustomOp or derives from it (its `enabled()` reads custom_ops), and defines the
+        method `defines` (itself, or a base below CustomOp) when one is named."""
         return False
 
 
@@ -357,9 +354,7 @@ class GuardEval:
         if (tail in self.model and tail != "absent_classes" and not isinstance(e, ast.Call)
                 and not isinstance(self.model[tail], (dict, bool))):
             return self.model[tail]
-        # the variant fixes the attention type the layer's code passes; a parameter that defaults to None is an
-        # optional argument (EncoderOnlyAttention's attn_type, checked only when a caller gives one), whose
-        # value is whatever the call gives: usually nothing
+        # not a parameter defaulting to None: an optional argument, the caller's (EncoderOnlyAttention's attn_type)
         if (tail == "attn_type" and not isinstance(e, ast.Call) and "attn_type" in self.variant
                 and not (isinstance(e, ast.Name) and e.id in w.none_params)):
             return ("enum", "AttentionType", self.variant["attn_type"].upper())

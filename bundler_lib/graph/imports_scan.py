@@ -75,7 +75,7 @@ class ImportScanning:
         scanned. An import in a try whose handler catches ImportError has its own fallback and does not count."""
         if (self.scopes[-2].kind != "class" or self.cls is None or self.receiver is None
                 or fn.name != PLATFORM_FORWARD.get(self.ge.variant.get("platform"))
-                or not self.ge.oracle.native_forward(*self.cls)):
+                or not self.ge.oracle.is_custom_op(*self.cls, "forward_native")):
             return False
         missing = next((m for m in _unguarded_imports(fn.body, self.index, self.info)
                         if not self.index.has_source(m)), None)
