@@ -60,6 +60,9 @@ class ZooSymbol:
     model_reason: str = ""          # how the model_type was chosen, or why there is none
     model: str | None = None        # the target's `model` (when models/<model_org>--<type>/config.json exists)
     model_org: str = "transformers"  # whose config class: transformers, or vllm-<version> (vLLM's own)
+    # the target's `variant`: the attention type vLLM's model class of the chosen architecture declares
+    # (`@attn_type("encoder_only")`), where it is not the default decoder
+    variant: dict = field(default_factory=dict)
 
 
 def _parse(path: Path) -> ast.Module | None:
@@ -353,6 +356,10 @@ def map_models(tree: Path, syms: list[ZooSymbol], arch_map: dict, models_dir: Pa
         known.sort()
         arch, mt = known[0][-2:]
         s.model_type, s.model_reason = mt, f"{arch} -> {mt}{via}"
+        declared = next((declared_attn_type(tree, m, c) for a, m, c, _ in reg if a == arch), None)
+        if declared:
+            s.variant = {"attn_type": declared}
+            s.model_reason += f"; {arch} declares attn_type {declared!r}"
     by_name: dict[str, list[ZooSymbol]] = {}
     for s in syms:
         by_name.setdefault(s.name, []).append(s)
@@ -388,6 +395,25 @@ def map_models(tree: Path, syms: list[ZooSymbol], arch_map: dict, models_dir: Pa
                                "could not build it)")
 
 
+def declared_attn_type(tree: Path, module: str, cls: str) -> str | None:
+    """The attention type vLLM's model class `cls` of `module` declares with its `@attn_type("...")` decorator
+    (interfaces_base: the model runner builds that kind of attention metadata and KV cache), when it is one a
+    variant can name other than the default decoder; else None."""
+    sys.path.insert(0, str(REPO))
+    from bundler_lib.variant import CHOICES
+    default, allowed = CHOICES["attn_type"]
+    mod = _parse(tree / MODELS / (module.replace(".", "/") + ".py"))
+    for c in mod.body if mod else []:
+        if not (isinstance(c, ast.ClassDef) and c.name == cls):
+            continue
+        for d in c.decorator_list:
+            if (isinstance(d, ast.Call) and isinstance(d.func, ast.Name) and d.func.id == "attn_type" and d.args
+                    and isinstance(d.args[0], ast.Constant) and d.args[0].value in allowed
+                    and d.args[0].value != default):
+                return d.args[0].value
+    return None
+
+
 # ------------------------------------------------------------------------------------------ BUILD writing
 def version_tag(version: str) -> str:
     return "vllm_" + version.replace(".", "_")
@@ -407,6 +433,8 @@ def build_file(syms: list[ZooSymbol], version: str) -> str:
             out.append(f'    symbol_file_hint="{s.hint}",')
         if s.model:
             out.append(f'    model="{s.model}",')
+        if s.variant:
+            out.append(f"    variant={json.dumps(s.variant)},")
         out.append(f'    vllm="targets:{vt}",')
         out.append(f'    output_path="zoo/{version}/{s.target}.py",')
         out.append('    tags=["zoo"],')

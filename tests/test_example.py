@@ -155,6 +155,13 @@ def test_workload_inferred_and_given(tmp_path):
     assert rec["workload"]["kind"] == "decode" and rec["workload"]["source"] == "given"
     _, rec = _gen(tmp_path / "c", "Qwen3MoeDecoderLayer", "Qwen/Qwen3-Coder-480B-A35B-Instruct", CODER)
     assert rec["workload"]["kind"] == "decode" and rec["workload"]["kv_cache"] is True
+    # a layer whose attention keeps no KV cache (vLLM's encoder-only attention) has no decode step
+    g = json.loads((TREES / "Qwen3MoeDecoderLayer" / "A1.graph.json").read_text())
+    g["variant"] = {**(g.get("variant") or {}), "attn_type": "encoder_only"}
+    (tmp_path / "enc.json").write_text(json.dumps(g))
+    rec = a6.run(tmp_path / "enc.json", "Qwen/Qwen3-Coder-480B-A35B-Instruct", CODER, None, tmp_path / "d")
+    assert (rec["workload"]["kind"], rec["workload"]["source"]) == ("prefill", "inferred")
+    assert "encoder_only" in rec["workload"]["reason"]
 
 
 # ---------------------------------------------------------------- the generated source

@@ -334,6 +334,8 @@ def test_variant_guards_envs_kv_cache_quant_attn_type_lora_and_by_name_classes(t
     assert ("envs.VLLM_FAST_PATH", False) in preds and ("envs.VLLM_MODE == 'auto'", True) in preds
     assert ("use_fp8_w8a8", False) in preds and ("quant_dtype == 'nvfp4'", False) in preds
     assert ("is_lora_enabled", False) in preds
+    # an attn_type parameter defaulting to None is the caller's (none given here), not the variant's decoder
+    assert not any(x["predicate"] == "attn_type is not None" for x in g["guards"])
     # one GPU, no LoRA, no KV transfer: no EPLB state, no LoRA context, no KV connector
     assert {("self.eplb_state is not None", False), ("lora_context is not None", False),
             ("vllm_config.kv_transfer_config is not None or has_kv_transfer_group()", False)} <= preds
@@ -425,6 +427,26 @@ def test_import_of_compiled_vllm_code_raises_only_when_taken(tmp_path):
         m.target(1, rocm=True)
     g_rocm = build(TREES / "compiled_import", "target", variant={"platform": "rocm"})
     assert "vllm/platforms/rocm.py" in g_rocm["files"]
+
+
+def test_platform_forward_needing_compiled_code_runs_forward_native(tmp_path):
+    # a CustomOp's forward_cuda that imports compiled vLLM code the tree lacks (vllm_flash_attn's rotary kernel)
+    # cannot run in the bundle: it delegates to forward_native (the class's own or its base's), with a note;
+    # a compiled import with an ImportError fallback keeps the forward as written
+    g, _, _ = build_all(TREES / "native_forward", tmp_path, "target")
+    notes = [n for n in g["notes"] if "runs" in n and "forward_native" in n]
+    assert len(notes) == 2 and all("vllm.vllm_flash_attn.layers.rotary" in n for n in notes)
+    assert any("Rotate.forward_cuda runs Rotate.forward_native" in n for n in notes)
+    text = (tmp_path / "A2.inline.py").read_text()
+    assert text.count("return self.forward_native(x, scale)") == 2 and "return apply_rotary_emb(x)" in text
+    assert "from vllm._fast_ops import negate" not in text and "return x * 10" in text
+    m = load(tmp_path)
+    assert m.target(1) == (9, 2, 10)
+    # a CustomOp with no forward_native below CustomOp's own: the compiled import still raises where it is taken
+    with pytest.raises(ImportError, match="vllm.vllm_flash_attn.layers.rotary.apply_rotary_emb"):
+        m.target(1, no_native=True)
+    g_rocm = build(TREES / "native_forward", "target", variant={"platform": "rocm"})
+    assert not any("forward_native" in n for n in g_rocm["notes"])
 
 
 def test_ir_op_providers_and_priority(tmp_path):

@@ -97,6 +97,15 @@ def test_model_type_mapping(zoo_0_26_0, name, file_stem, model_type):
         assert s.model == f"transformers/{model_type}"
 
 
+def test_declared_attention_type_becomes_the_variant(zoo_0_26_0):
+    # OpenAIPrivacyFilterForTokenClassification is @attn_type("encoder_only"): its layer's EncoderOnlyAttention runs
+    # the backend's encoder path, which the default decoder variant would prune
+    (s,) = _by(zoo_0_26_0, "OpenAIPrivacyFilterDecoderLayer")
+    assert s.variant == {"attn_type": "encoder_only"} and "declares attn_type 'encoder_only'" in s.model_reason
+    assert [x.name for x in zoo_0_26_0 if x.variant] == ["OpenAIPrivacyFilterDecoderLayer"]
+    assert 'variant={"attn_type": "encoder_only"},' in zoo.build_file([s], "0.26.0")
+
+
 def test_stack_rule_on_a_small_tree(tmp_path):
     """The forms a decoder stack's layer function takes: a class, `self.<attr>`, a parameter (its default and what
     subclasses pass), a local function choosing from a module-level dict; an encoder stack and a make_layers not

@@ -73,10 +73,13 @@ def uses_kv_cache(template: str) -> bool:
 
 
 
-def _workload(template: str, requested: str | None, dims: dict, flags: dict) -> dict:
+def _workload(template: str, requested: str | None, dims: dict, flags: dict, attn_type: str = "decoder") -> dict:
     kv = uses_kv_cache(template)
     if requested:
         kind, source, reason = requested, "given", "requested by the target"
+    elif kv and attn_type in ("encoder", "encoder_only"):
+        # vLLM runs such attention over each sequence's own tokens, with no cached context to decode against
+        kind, source, reason = "prefill", "inferred", f"the variant's attention ({attn_type}) keeps no KV cache"
     elif kv:
         kind, source, reason = "decode", "inferred", "the example uses a KV cache and at most 4 new tokens"
     else:
@@ -163,7 +166,7 @@ def generate(graph: dict, model: str | None, model_config: Path | None, workload
     cfg, config_kind, config_label, dims, flags, used = _dims_and_flags(template, cfg, src, notes)
     activation_size(dims, flags, used)
 
-    wl = _workload(template, workload, dims, flags)
+    wl = _workload(template, workload, dims, flags, (graph.get("variant") or {}).get("attn_type", "decoder"))
     if workload == "decode" and template in ("norm", "act_and_mul", "activation", "rope", "fused_experts"):
         notes.append("decode for a layer without a KV cache: one new token per sequence of a batch")
     if template == "generic":

@@ -407,6 +407,8 @@ class Engine:
         for line, mod in scan.dead_imports:
             self.notes.append(f"{n.file}:{line}: import of {mod} dropped (no Python source in the tree; "
                               "compiled extension or generated file)")
+        for line, text in scan.notes:
+            self.notes.append(f"{n.file}:{line}: {text}")
         for ref in scan.refs:
             self._link(n, ref)
 

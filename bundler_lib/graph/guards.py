@@ -82,6 +82,7 @@ class Where:
     params: Mapping = field(default_factory=dict)    # parameter -> known value (a held branch, a predicate call)
     platform_names: frozenset = PLATFORM_NAMES       # names bound to current_platform
     arg_names: frozenset = frozenset()               # parameters of the enclosing functions never rebound there
+    none_params: frozenset = frozenset()             # parameters of the enclosing function that default to None
     used_params: set = field(default_factory=set)    # out: the parameters of `params` the value rests on
 
 
@@ -119,8 +120,9 @@ class Oracle:
         None."""
         return False
 
-    def is_custom_op(self, module: str, cls: ast.ClassDef) -> bool:
-        """The class is vLLM's CustomOp or derives from it (its `enabled()` reads custom_ops)."""
+    def is_custom_op(self, module: str, cls: ast.ClassDef, defines: str | None = None) -> bool:
+        """The class is vLLM's CustomOp or derives from it (its `enabled()` reads custom_ops), and defines the
+        method `defines` (itself, or a base below CustomOp) when one is named."""
         return False
 
 
@@ -352,7 +354,9 @@ class GuardEval:
         if (tail in self.model and tail != "absent_classes" and not isinstance(e, ast.Call)
                 and not isinstance(self.model[tail], (dict, bool))):
             return self.model[tail]
-        if tail == "attn_type" and not isinstance(e, ast.Call) and "attn_type" in self.variant:
+        # not a parameter defaulting to None: an optional argument, the caller's (EncoderOnlyAttention's attn_type)
+        if (tail == "attn_type" and not isinstance(e, ast.Call) and "attn_type" in self.variant
+                and not (isinstance(e, ast.Name) and e.id in w.none_params)):
             return ("enum", "AttentionType", self.variant["attn_type"].upper())
         if (self.variant.get("envs") == "defaults" and isinstance(e, ast.Attribute) and isinstance(e.value, ast.Name)
                 and e.value.id == "envs"):

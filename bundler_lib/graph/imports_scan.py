@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import ast
 
-from bundler_lib.variant import foreign_platform
+from bundler_lib.common.imports import catches_import_error
+from bundler_lib.variant import PLATFORM_FORWARD, foreign_platform
 
 
 class ImportScanning:
@@ -64,6 +65,51 @@ class ImportScanning:
                                 "end_col": st.end_col_offset, "text": f"raise ModuleNotFoundError({msg!r})",
                                 "stubs": stubs})
         return True
+
+
+    def _native_instead(self, fn: ast.FunctionDef) -> bool:
+        """A CustomOp's forward for the variant's platform (forward_cuda on CUDA, as CustomOp.dispatch_forward
+        picks it) whose body imports compiled vLLM code the tree has no source for (vllm_flash_attn's rotary
+        kernel): the bundle cannot run that body, and forward_native is CustomOp's PyTorch-native implementation
+        of the same op, so the body becomes `return self.forward_native(<its arguments>)`, and only that is
+        scanned. An import in a try whose handler catches ImportError has its own fallback and does not count."""
+        if (self.scopes[-2].kind != "class" or self.cls is None or self.receiver is None
+                or fn.name != PLATFORM_FORWARD.get(self.ge.variant.get("platform"))
+                or not self.ge.oracle.is_custom_op(*self.cls, "forward_native")):
+            return False
+        missing = next((m for m in _unguarded_imports(fn.body, self.index, self.info)
+                        if not self.index.has_source(m)), None)
+        if missing is None:
+            return False
+        a = fn.args
+        args = [x.arg for x in (a.posonlyargs + a.args)[1:]] + ([f"*{a.vararg.arg}"] if a.vararg else [])
+        args += [f"{k.arg}={k.arg}" for k in a.kwonlyargs] + ([f"**{a.kwarg.arg}"] if a.kwarg else [])
+        call = f"return {self.receiver[0]}.forward_native({', '.join(args)})"
+        first, last = fn.body[0], fn.body[-1]
+        self.scan.edits.append({"op": "span", "line": first.lineno, "col": first.col_offset,
+                                "end_line": last.end_lineno, "end_col": last.end_col_offset, "text": call})
+        self.scan.notes.append((fn.lineno, f"{self.cls[1].name}.{fn.name} runs {self.cls[1].name}.forward_native: "
+                                           f"its body imports {missing}, compiled vLLM code the tree has no source "
+                                           "for; forward_native is the PyTorch-native implementation of the same op"))
+        self._stmt_list(ast.parse(call).body)
+        return True
+
+
+def _unguarded_imports(body: list[ast.stmt], index, info):
+    """The repo-local modules the statements import, outside try bodies whose handlers catch ImportError."""
+    for st in body:
+        if isinstance(st, (ast.Import, ast.ImportFrom)) and getattr(st, "module", None) != "__future__":
+            yield from (b.module for b in index.import_bindings(info, st, False) if not b.external)
+        elif isinstance(st, ast.Try) and any(catches_import_error(h) for h in st.handlers):
+            for part in [h.body for h in st.handlers] + [st.orelse, st.finalbody]:
+                yield from _unguarded_imports(part, index, info)
+        else:
+            for _, value in ast.iter_fields(st):
+                if isinstance(value, list) and value and isinstance(value[0], ast.stmt):
+                    yield from _unguarded_imports(value, index, info)
+                elif isinstance(value, list) and value and isinstance(value[0], ast.ExceptHandler):
+                    for h in value:
+                        yield from _unguarded_imports(h.body, index, info)
 
 
 def _what(b) -> str:

@@ -29,8 +29,8 @@ class Predicates(Oracle):
     def env_default(self, name: str):
         return self.names.env_default(name)
 
-    def is_custom_op(self, module: str, cls: ast.ClassDef) -> bool:
-        return self.names.is_custom_op(module, cls)
+    def is_custom_op(self, module: str, cls: ast.ClassDef, defines: str | None = None) -> bool:
+        return self.names.is_custom_op(module, cls, defines)
 
     # ------------------------------------------------------------ predicates of the tree
     def method_predicate(self, module: str, cls_name: str, method: str) -> bool | None:

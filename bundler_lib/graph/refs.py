@@ -68,6 +68,7 @@ class Scan:
     self_attrs: list[tuple[str, ast.ClassDef]] = field(default_factory=list)
     dynamic: list[tuple[int, str, bool]] = field(default_factory=list)  # (line, text, importtime)
     held: list[Held] = field(default_factory=list)
+    notes: list[tuple[int, str]] = field(default_factory=list)   # (line, what A1 decided there)
 
 
 @dataclass
@@ -93,6 +94,7 @@ class RefScanner(ImportScanning):
         self.locals: dict[str, ast.expr] = {}   # the enclosing function's single assignments
         self.local_names: frozenset = frozenset()   # names local to the enclosing functions
         self.arg_names: frozenset = frozenset()   # parameters of the enclosing functions never rebound there
+        self.none_params: frozenset = frozenset()   # parameters of the enclosing function that default to None
         self.platform_names = PLATFORM_NAMES   # with the `p = current_platform` aliases this scan has seen
         self.scan = Scan()
         self.scopes: list[_Scope] = []
@@ -121,7 +123,8 @@ class RefScanner(ImportScanning):
     # ------------------------------------------------------------ helpers
     def _where(self, **known) -> Where:
         return Where(module=self.info.name, cls=self.cls, locals=self.locals, local_names=self.local_names,
-                     platform_names=self.platform_names, arg_names=self.arg_names, **known)
+                     platform_names=self.platform_names, arg_names=self.arg_names, none_params=self.none_params,
+                     **known)
 
     def _evaluate(self, test: ast.expr):
         return self.ge.evaluate(test, self._where())
@@ -297,11 +300,13 @@ class RefScanner(ImportScanning):
         self.defaults = literal_defaults(fn) if len(self.scopes) == 1 else {}
         self.scopes.append(_Scope("function", local, imports, globals_))
         self.runtime_depth += 1
-        saved = self.locals, self.local_names, self.arg_names
+        saved = self.locals, self.local_names, self.arg_names, self.none_params
         self.locals, self.local_names = single, self.local_names | local | set(imports)
         self.arg_names = frozenset(arg_names - set(imports))
-        self._stmt_list(fn.body)
-        self.locals, self.local_names, self.arg_names = saved
+        self.none_params = frozenset(k for k, v in literal_defaults(fn).items() if v is None)
+        if not self._native_instead(fn):
+            self._stmt_list(fn.body)
+        self.locals, self.local_names, self.arg_names, self.none_params = saved
         self.defaults = defaults
         self.receiver = receiver
         self.runtime_depth -= 1

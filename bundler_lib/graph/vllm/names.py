@@ -1,5 +1,5 @@
 """What the guard evaluator learns from vLLM's own names: the defaults of `vllm.envs` flags, the bases of the
-`Unquantized*` classes (a tree-wide scan) and which classes are CustomOps."""
+`Unquantized*` classes (a tree-wide scan), which classes are CustomOps and which have a native forward."""
 
 from __future__ import annotations
 
@@ -63,14 +63,17 @@ class VllmNames(Oracle):
             self._unq = set(self.scans.get("unquantized_bases"))
         return self._unq
 
-    def is_custom_op(self, module: str, cls: ast.ClassDef, depth: int = 0) -> bool:
-        """`cls` is vLLM's CustomOp or derives from it (through bases the tree defines)."""
+    def is_custom_op(self, module: str, cls: ast.ClassDef, defines: str | None = None, depth: int = 0) -> bool:
+        """`cls` is vLLM's CustomOp or derives from it (through bases the tree defines); with `defines`, `cls` or a
+        base below CustomOp defines that method (CustomOp's own forward_native only raises NotImplementedError)."""
         if cls.name == "CustomOp" and any(isinstance(b, ast.FunctionDef) and b.name == "enabled" for b in cls.body):
-            return True
+            return defines is None
         if depth > 20:
             return False
+        if any(isinstance(b, ast.FunctionDef) and b.name == defines for b in cls.body):
+            defines = None
         for base in bases(cls):
             found = self.defs.sole_def(module, base.id, ast.ClassDef) if isinstance(base, ast.Name) else None
-            if found is not None and self.is_custom_op(*found, depth + 1):
+            if found is not None and self.is_custom_op(*found, defines, depth + 1):
                 return True
         return False

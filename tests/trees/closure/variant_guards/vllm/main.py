@@ -25,9 +25,19 @@ class Router:
         return out
 
 
+class EncoderOnly:
+    """Checks an attention type only when its caller gives one (vLLM's EncoderOnlyAttention)."""
+
+    def __init__(self, attn_type=None):
+        if attn_type is not None:
+            assert attn_type == AttentionType.ENCODER_ONLY, "only encoder-only attention"
+        self.attn_type = AttentionType.ENCODER_ONLY
+
+
 def target(kv_cache_dtype="auto", attn_type=AttentionType.DECODER, quant_dtype=None, use_fp8_w8a8=False,
            is_lora_enabled=False, backend=AttentionBackendEnum.TRITON_ATTN):
     out = plain_helper() + Router().route(None)
+    EncoderOnly()
     if envs.VLLM_FAST_PATH:
         out += fast_helper()
     if envs.VLLM_MODE == "auto":
