@@ -70,6 +70,8 @@ def test_an_absent_optional_package_is_stood_in_not_left_unbound():
     # wrapper of a definition that needs the package at import time skips it as before
     with pytest.raises(ImportError):
         1 << ns["np"].uint64.width
+    with pytest.raises(ImportError, match="numpy_not_installed_here.Struct needs the package"):
+        type(ns["np"].Struct)("Params", (ns["np"].Struct,), {}, omit_defaults=True)   # class P(Struct, kw=...)
 
 
 def test_optional_nodes_propagate_and_spare_the_target():

@@ -154,8 +154,8 @@ def external_statements(stmts: list[str], runtime_only: set[str], hard: set[str]
 
 # An optional package's names where it is not installed: stand-ins that let the code around them run as it would
 # without the package, and fail loudly where the package is needed. An attribute is a class that nothing is an
-# instance of (`isinstance(data, np.ndarray)` is False, as for every value a bundle makes without numpy); a call, or
-# arithmetic, raises ModuleNotFoundError naming the package, an ImportError: a definition that needs the package at
+# instance of (`isinstance(data, np.ndarray)` is False, as for every value a bundle makes without numpy); a call,
+# arithmetic or a class deriving from it raises ModuleNotFoundError naming the package, an ImportError: a definition that needs the package at
 # import time is skipped as before (A2's `except (ImportError, NameError, AttributeError)`). Left unbound, either
 # would be a NameError.
 ABSENT = "_bundle_absent"
@@ -166,6 +166,11 @@ ABSENT_DEFINITION = f'''def {ABSENT}(package, name=None):
         raise ModuleNotFoundError(f"{{cls.__name__}} needs the package {{package!r}}, which is not installed: "
                                   f"pip install {{package}}", name=package)
 
+    def subclass(mcs, name, bases, namespace, **kwargs):
+        if bases:  # a class deriving from one (`class P(msgspec.Struct, omit_defaults=True)`) needs the package
+            needs(bases[0])
+        return type.__new__(mcs, name, bases, namespace)
+
     def attribute(cls, attr):
         if attr.startswith("__"):
             raise AttributeError(attr)
@@ -175,7 +180,8 @@ ABSENT_DEFINITION = f'''def {ABSENT}(package, name=None):
               "xor")
     ops = ("call", "neg", "pos", "invert", "abs", "iter", "getitem", "len", "index", "int", "float", "lt", "le",
            "gt", "ge") + binary + tuple("r" + op for op in binary)
-    absent = type("_Absent", (type,), {{"__getattr__": attribute, **{{f"__{{op}}__": needs for op in ops}}}})
+    absent = type("_Absent", (type,), {{"__new__": subclass, "__getattr__": attribute,
+                                        **{{f"__{{op}}__": needs for op in ops}}}})
     return absent(name or package, (), {{}})'''
 
 
