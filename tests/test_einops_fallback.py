@@ -142,13 +142,15 @@ def test_emitted_guards_bind_every_name_without_einops(monkeypatch):
     out, notes = external_statements(stmts, runtime_only=set())
     assert sum(s.startswith("def _bundled_einops():") for s in out) == 1
     assert out.index(embedded_definition("einops")) == 0
-    # einsum is not in the replacement: the import stays a plain optional guard
-    assert "try:\n    from einops import einsum\nexcept ImportError:  # optional package\n    pass" in out
+    # einsum is not in the replacement: the import stays a plain optional guard, its name the absent package's stand-in
+    assert ("try:\n    from einops import einsum\nexcept ImportError:  # optional package\n"
+            "    einsum = _bundle_absent('einops', 'einops.einsum')") in out
     ns = {}
     exec("\n".join(out), ns)
     assert {n: callable(getattr(ns[n], "rearrange", ns[n])) for n in ("einops", "E", "rearrange", "r", "repeat")} \
         == dict.fromkeys(("einops", "E", "rearrange", "r", "repeat"), True)
-    assert "einsum" not in ns
+    with pytest.raises(ModuleNotFoundError, match="einops.einsum needs the package 'einops'"):
+        ns["einsum"]("i,i->", 1, 1)
     assert ns["rearrange"](X, "a b c d -> d c b a").shape == (6, 4, 3, 2)
     assert any("_bundled_einops" in n and "from einops import rearrange" in n for n in notes)
 

@@ -16,7 +16,8 @@ QUALIFIED = re.compile(r"([A-Za-z_]\w*)::([A-Za-z_]\w*)(?:\.\w+)?(?:\(.*\)(?:\s*
 # Namespaces torch itself owns: code may add kernels or ops to them (`Library("aten", "IMPL")`), never rename.
 TORCH_NAMESPACES = frozenset({
     "aten", "prim", "prims", "_prims", "debugprims", "rngprims", "quantized", "_quantized", "quantized_decomposed",
-    "c10d", "c10d_functional", "_c10d_functional", "_c10d_functional_autograd", "_dtensor", "inductor", "higher_order", "profiler",
+    "c10d", "c10d_functional", "_c10d_functional", "_c10d_functional_autograd", "_dtensor", "inductor", "_inductor_test",
+    "higher_order", "profiler",
     "fsdp", "mkldnn", "onednn", "_quantized_decomposed", "_test", "symm_mem", "streams"})
 
 
