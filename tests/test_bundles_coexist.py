@@ -39,6 +39,9 @@ import importlib.abc, importlib.util, json, sys
 {no_vllm}
 import torch
 from torch.library import Library
+# torch's compiler stack (what a FLEX_ATTENTION bundle's torch.compile and flex_attention import) registers ops of
+# its own when first imported (flex_lib, _inductor_test, onnx, ...): imported first, they are not the bundles'
+import torch._dynamo, torch._inductor.lowering, torch.nn.attention.flex_attention  # noqa: E401
 
 installed = {{}}
 for ns, schemas in {installed!r}.items():
