@@ -13,15 +13,11 @@ from bundler_lib.common.names import dotted as ast_dotted
 QUALIFIED = re.compile(r"([A-Za-z_]\w*)::([A-Za-z_]\w*)(?:\.\w+)?(?:\(.*\)(?:\s*->.*)?)?")
 
 
-# Namespaces torch itself owns: code may add kernels or ops to them (`Library("aten", "IMPL")`), never rename. Besides
-# the core ones, those torch's own Python modules define when first imported (`Library(ns, "DEF")`, `custom_op("ns::
-# ...")` in torch 2.11-2.13: flex_attention's `flex_lib`, inductor's `_inductor_test`, ...).
+# Namespaces torch itself owns: code may add kernels or ops to them (`Library("aten", "IMPL")`), never rename.
 TORCH_NAMESPACES = frozenset({
     "aten", "prim", "prims", "_prims", "debugprims", "rngprims", "quantized", "_quantized", "quantized_decomposed",
-    "c10d", "c10d_functional", "_c10d_functional", "_c10d_functional_autograd", "_dtensor", "inductor", "higher_order",
-    "profiler", "fsdp", "mkldnn", "onednn", "_quantized_decomposed", "_test", "symm_mem", "streams",
-    "_inductor_test", "_inductor_debug", "flex_lib", "_native", "ao", "export", "triton", "torch_attn",
-    "semi_structured", "device_mesh", "bucketing", "pippy", "debug_mode_ops", "_torch_testing"})
+    "c10d", "c10d_functional", "_c10d_functional", "_c10d_functional_autograd", "_dtensor", "inductor", "higher_order", "profiler",
+    "fsdp", "mkldnn", "onednn", "_quantized_decomposed", "_test", "symm_mem", "streams"})
 
 
 # torch.library calls whose first argument names the op as "ns::name" and define it
