@@ -1,5 +1,5 @@
-"""The names Python binds in a scope, as both scope analyses read them: A1's references (graph/refs.py,
-graph/scopes.py) and A7's reachability (package/references.py, package/reachability.py)."""
+"""The names Python binds in a scope, as both scope analyses read them: A1's references (graph/refs.py, with
+graph/engine.py and graph/augassign.py) and A7's reachability (package/references.py, package/reachability.py)."""
 
 from __future__ import annotations
 
