@@ -54,6 +54,16 @@ def test_external_statements_guard_optional_packages():
     assert any("cutlass" in n for n in notes)
 
 
+def test_each_clause_of_an_import_binds_its_own_name():
+    out, _ = external_statements(["import pkgx.sub as s, pkgx.other", "from pkgx.mod import (A as B, C)",
+                                  "from einops import rearrange as r, repeat", "import einops as E"], runtime_only=set())
+    guards = [st for st in out if st.startswith("try:")]
+    assert guards[0].endswith("    s = _bundle_absent('pkgx', 'pkgx.sub')\n    pkgx = _bundle_absent('pkgx', 'pkgx')")
+    assert guards[1].endswith("    B = _bundle_absent('pkgx', 'pkgx.mod.A')\n    C = _bundle_absent('pkgx', 'pkgx.mod.C')")
+    assert guards[2].endswith("    r = _bundled_einops().rearrange\n    repeat = _bundled_einops().repeat")
+    assert guards[3].endswith("    E = _bundled_einops()")
+
+
 def test_an_absent_optional_package_is_stood_in_not_left_unbound():
     # without numpy: `isinstance(x, np.ndarray)` is False (vLLM's async_tensor_h2d on FlexAttention's path), a call
     # raises ModuleNotFoundError naming the package; unbound names were a NameError

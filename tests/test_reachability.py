@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bundler_lib.package import reachability as R
 from bundler_lib.package.import_check import check_import
-from bundler_lib.package.references import target_names
+from bundler_lib.common.scopes import target_names
 from bundler_lib.package.static_checks import find_undefined_names
 from bundler_lib.__main__ import main
 

@@ -82,16 +82,29 @@ def embedded_definition(module: str) -> str:
             f"    return types.SimpleNamespace(**{{n: v for n, v in locals().items() if n in __all__}})")
 
 
+def _clauses(stmt: str) -> list[tuple[str, str | None, str]]:
+    """(what each clause imports, its `as` name or None, the name it binds): `import a.b as c, d.e` gives
+    ("a.b", "c", "c"), ("d.e", None, "d"); `from m import (x as y, z)` gives ("x", "y", "y"), ("z", None, "z")."""
+    is_import = stmt.split()[0] == "import"
+    listed = stmt.split(None, 1)[1] if is_import else stmt.split(" import ", 1)[1].strip("() ")
+    out = []
+    for part in listed.split(","):
+        p = part.split()
+        if p:
+            alias = p[2] if len(p) == 3 and p[1] == "as" else None
+            out.append((p[0], alias, alias or (p[0].split(".")[0] if is_import else p[0])))
+    return out
+
+
 def _embedded_fallback(stmt: str) -> tuple[str, str] | None:
     """(the module, the statements binding the same names from its embedded replacement), or None."""
-    words = stmt.replace(",", " , ").split()
-    if words[0] == "import" and words[1] in EMBEDDED and (len(words) == 2 or len(words) == 4 and words[2] == "as"):
-        return words[1], f"{words[-1]} = _bundled_{words[1]}()"
+    words, clauses = stmt.split(), _clauses(stmt)
+    if words[0] == "import" and len(clauses) == 1 and clauses[0][0] in EMBEDDED:
+        module, _, name = clauses[0]
+        return module, f"{name} = _bundled_{module}()"
     if words[0] == "from" and words[1] in EMBEDDED and words[2] == "import":
-        pairs = [p.split() for p in stmt.split(" import ", 1)[1].strip("() ").split(",") if p.strip()]
-        pairs = [(p[0], p[2] if len(p) == 3 and p[1] == "as" else p[0]) for p in pairs]
-        if all(name in EMBEDDED[words[1]].__all__ for name, _ in pairs):
-            return words[1], "\n".join(f"{alias} = _bundled_{words[1]}().{name}" for name, alias in pairs)
+        if all(name in EMBEDDED[words[1]].__all__ for name, _, _ in clauses):
+            return words[1], "\n".join(f"{bound} = _bundled_{words[1]}().{name}" for name, _, bound in clauses)
     return None
 
 
@@ -187,21 +200,11 @@ ABSENT_DEFINITION = f'''def {ABSENT}(package, name=None):
 
 def absent_bindings(stmt: str) -> list[str]:
     """`name = _bundle_absent(package, dotted)` for each name the import statement binds."""
-    package, words = top_package(stmt), stmt.replace(",", " , ").split()
-    if words[0] == "import":
-        out = []
-        for part in " ".join(words[1:]).split(" , "):
-            p = part.split()
-            name, module = (p[2], p[0]) if len(p) == 3 and p[1] == "as" else (p[0].split(".")[0], p[0].split(".")[0])
-            out.append(f"{name} = {ABSENT}({package!r}, {module!r})")
-        return out
-    module = words[1]
+    package, words = top_package(stmt), stmt.split()
     out = []
-    for part in stmt.split(" import ", 1)[1].strip("() ").split(","):
-        p = part.split()
-        if p:
-            out.append(f"{p[2] if len(p) == 3 and p[1] == 'as' else p[0]} = {ABSENT}({package!r}, "
-                       f"{module + '.' + p[0]!r})")
+    for name, alias, bound in _clauses(stmt):
+        dotted = (name if alias else bound) if words[0] == "import" else f"{words[1]}.{name}"
+        out.append(f"{bound} = {ABSENT}({package!r}, {dotted!r})")
     return out
 
 
@@ -214,23 +217,11 @@ def is_absent_binding(st: ast.stmt) -> bool:
 def _bound(stmt: str) -> tuple[list[str], str | None]:
     """(names the import statement binds, the dotted chain an `import a.b.c` without alias needs the code to
     name, else None)."""
-    words = stmt.replace(",", " , ").split()
-    if words[0] == "import":
-        names, chain = [], None
-        for part in " ".join(words[1:]).split(" , "):
-            p = part.split()
-            if len(p) == 3 and p[1] == "as":
-                names.append(p[2])
-            else:
-                names.append(p[0].split(".")[0])
-                chain = p[0] if "." in p[0] else chain
-        return names, chain
-    names = []
-    for part in stmt.split(" import ", 1)[1].strip("() ").split(","):
-        p = part.split()
-        if p:
-            names.append(p[2] if len(p) == 3 and p[1] == "as" else p[0])
-    return names, None
+    clauses, chain = _clauses(stmt), None
+    if stmt.split()[0] == "import":
+        for name, alias, _ in clauses:
+            chain = name if alias is None and "." in name else chain
+    return [bound for _, _, bound in clauses], chain
 
 
 def named_imports(stmts: list[str], text: str) -> tuple[list[str], list[str]]:

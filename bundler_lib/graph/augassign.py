@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import ast
 
+from bundler_lib.common.scopes import alias_name
+
 _OPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.BitOr: "|", ast.BitAnd: "&"}
 
 
@@ -41,7 +43,7 @@ def settle(g) -> None:
             own = any(isinstance(o, (ast.Assign, ast.AnnAssign, ast.For, ast.With, ast.Import, ast.ImportFrom))
                       and o.lineno < st.lineno and x in {t.id for t in ast.walk(o) if isinstance(t, ast.Name)
                                                          and isinstance(t.ctx, ast.Store)} | {
-                          (a.asname or a.name).split(".")[0] for a in getattr(o, "names", [])}
+                          alias_name(a) for a in getattr(o, "names", [])}
                       for o in _module_level(n.stmt))
             if own or st is n.stmt:
                 continue

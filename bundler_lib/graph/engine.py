@@ -27,6 +27,8 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass, field
 
+from bundler_lib.common.scopes import alias_name
+
 from .index import Stmt, TreeIndex, _mutated_base
 from .refs import Ref, Scan, Scanner
 from .resolve import Resolver, Target
@@ -131,7 +133,7 @@ def _member_names(st: ast.stmt) -> list[str]:
     if isinstance(st, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
         return [st.name]
     if isinstance(st, (ast.Import, ast.ImportFrom)):
-        return [a.asname or a.name.split(".")[0] for a in st.names]
+        return [alias_name(a) for a in st.names]
     return [st.target.id]
 
 

@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 
 from bundler_lib.common.annotations import safe_decorator
 from bundler_lib.common.imports import catches_import_error
+from bundler_lib.common.scopes import comprehension_targets, parameter_names
 from bundler_lib.variant import PLATFORMS
 
 from .branches import IfPruner, remove_stmt, span
 from .guards import PLATFORM_NAMES, GuardEval, Where, _tail
 from .imports_scan import ImportScanning
 from .index import ImportBinding, ModuleInfo, TreeIndex
-from .scopes import _arg_names, _class_locals, _collect_locals, _Scope, literal_defaults
+from .scopes import _class_locals, _collect_locals, _Scope, literal_defaults
 
 
 @dataclass
@@ -284,7 +285,7 @@ class RefScanner(ImportScanning):
         if fn.returns is not None:
             self._expr(fn.returns)
         self.annot = None
-        params = _arg_names(args)
+        params = parameter_names(args)
         local, imports, globals_, single = _collect_locals(fn.body, self.index, self.info, params)
         receiver = self.receiver
         if self.scopes[-1].kind == "class" and self.cls is not None:
@@ -519,7 +520,7 @@ class RefScanner(ImportScanning):
     def _walk_lambda(self, e: ast.Lambda, skip: set):
         for d in e.args.defaults + [d for d in e.args.kw_defaults if d is not None]:
             self._walk_expr(d, skip)
-        names = set(_arg_names(e.args))
+        names = set(parameter_names(e.args))
         self.scopes.append(_Scope("function", names, {}, set()))
         self.runtime_depth += 1
         receiver = self.receiver
@@ -531,11 +532,7 @@ class RefScanner(ImportScanning):
         self.scopes.pop()
 
     def _walk_comprehension(self, e: ast.expr, skip: set):
-        names = set()
-        for g in e.generators:
-            for n in ast.walk(g.target):
-                if isinstance(n, ast.Name):
-                    names.add(n.id)
+        names = comprehension_targets(e.generators)
         self._walk_expr(e.generators[0].iter, skip)
         self.scopes.append(_Scope("function", names, {}, set()))
         for i, g in enumerate(e.generators):

@@ -30,15 +30,6 @@ def literal_defaults(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> dict[str, ob
     return out
 
 
-def _arg_names(a: ast.arguments) -> list[str]:
-    out = [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs]
-    if a.vararg:
-        out.append(a.vararg.arg)
-    if a.kwarg:
-        out.append(a.kwarg.arg)
-    return out
-
-
 class _Scope:
     def __init__(self, kind: str, local: set[str], imports: dict[str, ImportBinding], globals_: set[str]):
         self.kind = kind        # module, function, class

@@ -71,9 +71,9 @@ from dataclasses import dataclass
 
 from bundler_lib.common.annotations import decorator_name
 from bundler_lib.common.imports import catches_import_error, is_absent_binding
+from bundler_lib.common.scopes import alias_name, target_names
 from bundler_lib.package.op_registrations import default_op_namespace, op_decorator, registered_op
-from bundler_lib.package.references import (DUNDER, ModuleFacts, References, Unit, name_of, target_bases,
-                                            target_names)
+from bundler_lib.package.references import DUNDER, ModuleFacts, References, Unit, name_of, target_bases
 
 
 ROOT_NAMES = ("invocation_example",)
@@ -163,8 +163,8 @@ class _Builder:
                 for al in s.names:
                     sub = al.name if (al.asname is None and "." in al.name) else None
                     text = f"import {al.name}" + (f" as {al.asname}" if al.asname else "")
-                    self.add(s, "import", guard, binds=(al.asname or al.name.split(".")[0],), submodule=sub,
-                             note=text, probe=probe, bare_guard=bare)
+                    self.add(s, "import", guard, binds=(alias_name(al),), submodule=sub, note=text,
+                             probe=probe, bare_guard=bare)
             elif isinstance(s, ast.ImportFrom):
                 self._import_from(s, guard, probe, bare)
             elif isinstance(s, (ast.Assign, ast.AugAssign, ast.AnnAssign)):

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from bundler_lib.common.annotations import decorator_name, safe_decorator
 from bundler_lib.common.names import dotted
+from bundler_lib.common.scopes import alias_name, comprehension_targets, parameter_names
 
 
 _DATACLASS_LOOKUPS = frozenset({"ClassVar", "InitVar", "KW_ONLY"})
@@ -54,16 +55,6 @@ def name_of(node: ast.AST) -> str:
 
 
 
-def target_names(t: ast.AST, out: list[str]) -> None:
-    if isinstance(t, ast.Name):
-        out.append(t.id)
-    elif isinstance(t, (ast.Tuple, ast.List)):
-        for e in t.elts:
-            target_names(e, out)
-    elif isinstance(t, ast.Starred):
-        target_names(t.value, out)
-
-
 def target_bases(t: ast.AST, out: list) -> None:
     """Root names of the attribute/subscript targets in t (None where the root is not a plain name)."""
     if isinstance(t, (ast.Tuple, ast.List)):
@@ -80,9 +71,7 @@ def target_bases(t: ast.AST, out: list) -> None:
 
 def _function_locals(fn: ast.AST) -> set[str]:
     """Names local to a function or lambda scope (parameters and whatever its body binds, minus `global`)."""
-    a = fn.args
-    names = {x.arg for x in a.posonlyargs + a.args + a.kwonlyargs}
-    names.update(x.arg for x in (a.vararg, a.kwarg) if x is not None)
+    names = set(parameter_names(fn.args))
     if isinstance(fn, ast.Lambda):
         return names
     declared_global: set[str] = set()
@@ -106,7 +95,7 @@ def _function_locals(fn: ast.AST) -> set[str]:
         if isinstance(node, ast.NamedExpr):
             names.add(node.target.id)
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            names.update((al.asname or al.name.split(".")[0]) for al in node.names if al.name != "*")
+            names.update(alias_name(al) for al in node.names if al.name != "*")
         elif isinstance(node, ast.ExceptHandler) and node.name:
             names.add(node.name)
         elif isinstance(node, ast.Global):
@@ -301,12 +290,9 @@ class References(ast.NodeVisitor):
     def _comprehension(self, node, elts) -> None:
         gens = node.generators
         self.visit(gens[0].iter)  # evaluated in the enclosing scope
-        targets: list[str] = []
-        for g in gens:
-            target_names(g.target, targets)
         saved = self.class_bound
         self.class_bound = None
-        self.scopes.append(set(targets))
+        self.scopes.append(comprehension_targets(gens))
         for i, g in enumerate(gens):
             if i:
                 self.visit(g.iter)
@@ -356,7 +342,7 @@ def bound_here(stmt: ast.AST) -> set[str]:
         if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
             out.add(node.id)
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            out.update((al.asname or al.name.split(".")[0]) for al in node.names)
+            out.update(alias_name(al) for al in node.names)
         elif isinstance(node, ast.ExceptHandler) and node.name:
             out.add(node.name)
         todo.extend(ast.iter_child_nodes(node))

@@ -28,6 +28,7 @@ DEPS = ("tests/test_runtime_deps.py",)
 REACH = ("tests/test_reachability.py", "-k", "not remove_each_reached_definition")
 PKG = "tests/test_package.py::"
 EINOPS = ("tests/test_einops_fallback.py",)
+SCOPES = ("tests/test_common_scopes.py",)
 PARALLEL = ("tests/test_parallel_variant.py",)
 MOE_TUNE = ("tests/test_moe_tune.py",)
 TUNE = "bundler_lib/example/moe_tune.py"
@@ -155,6 +156,8 @@ MUTATIONS = [
     _m("a2-einops-replacement-removed", "A2", "bundler_lib/common/imports.py",
        'EMBEDDED: dict[str, ModuleType] = {"einops": einops_fallback}',
        'EMBEDDED: dict[str, ModuleType] = {"einops_": einops_fallback}', *EINOPS),
+    _m("a2-import-alias-ignored", "A2", "bundler_lib/common/imports.py",
+       'alias = p[2] if len(p) == 3 and p[1] == "as" else None', "alias = None", *A2_UNITS),
     _m("a2-einops-axes-not-permuted", "A2", "bundler_lib/common/einops_fallback.py",
        "out = out.permute([left_axes.index(a) for a in kept])", "out = out.permute(list(range(len(kept))))",
        *EINOPS),
@@ -164,6 +167,12 @@ MUTATIONS = [
        "        if unsized:\n", "        if False:\n", *EINOPS),
     _m("a2-license-header-every-block", "A2", "bundler_lib/common/slices.py",
        "            headers_done.add(rel)", "            pass", *A2_UNITS, *CLOSURE),
+    # ---- A1 and A7: the binding rules their scope analyses share (common/scopes.py) ----
+    _m("scopes-varargs-not-parameters", "A1", "bundler_lib/common/scopes.py",
+       "out.extend(x.arg for x in (a.vararg, a.kwarg) if x is not None)", "pass", *SCOPES),
+    _m("scopes-comprehension-attribute-target-local", "A7", "bundler_lib/common/scopes.py",
+       "        target_names(g.target, out)",
+       "        out.extend(n.id for n in ast.walk(g.target) if isinstance(n, ast.Name))", *SCOPES),
     # ---- A3: data files ----
     _m("a3-bound-module-dir-not-followed", "A3", "bundler_lib/data_files.py",
        "uses = _local_uses(anchor, parents)", "uses = None",
