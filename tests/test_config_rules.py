@@ -172,3 +172,13 @@ def test_a_draft_layer_runs_under_a_speculative_config():
     spec = speculative(draft)
     assert spec is not None and spec.draft_model_config is None
     assert speculative({}) is None
+
+
+def test_a_called_flag_is_never_answered():
+    # `config.is_kda_layer(i)` is a method of the model's config class (vLLM's KimiLinearConfig): the flag rule
+    # answers a read of an is_* key, never a call of one, which stops with one line naming the method
+    hf, assumed = _stand_in(LLAMA_LIKE)
+    with pytest.raises(AttributeError, match=r"calls config\.is_kda_layer\(\.\.\.\), a method of the model's config"):
+        hf.is_kda_layer(0)
+    assert assumed == []
+    assert hf.is_moe is False  # read, not called: off

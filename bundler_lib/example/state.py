@@ -188,24 +188,39 @@ _SNIPPET = '''\
     block_size = 16
 
     # 1. The model's config as vLLM sees it (hf_text_config), and the engine configs around it.
-    def _lacks(path):
-        err = AttributeError(f"invocation_example: the layer reads config.{{path}}, which {{config_label}} lacks "
-                             "and no derivation rule supplies: build the bundle with a model that has it (the "
-                             f"target's `model`). Config values assumed so far: {{_assumed_text()}}")
+    def _lacks(path, called=False):
+        if called:
+            what = (f"calls config.{{path}}(...), a method of the model's config class, which {{config_label}} "
+                    "cannot hold and no rule answers: build the bundle with a model whose config class the bundle "
+                    "defines (the target's `model`)")
+        else:
+            what = (f"reads config.{{path}}, which {{config_label}} lacks and no derivation rule supplies: build "
+                    "the bundle with a model that has it (the target's `model`)")
+        err = AttributeError(f"invocation_example: the layer {{what}}. Config values assumed so far: "
+                             f"{{_assumed_text()}}")
         err._a6_step = True
         return err
 
-    def _direct_read(frame):
-        """Whether the reader's current instruction is `config.key` (not `getattr(config, key, default)` or
-        `hasattr`, which keep their own default: `getattr(config, "is_causal", True)`)."""
-        return dis.opname[frame.f_code.co_code[frame.f_lasti]] in ("LOAD_ATTR", "LOAD_METHOD")
+    def _read_kind(frame):
+        """How the reader's current instruction reads the key: "call" for `config.key(...)` (a method of the
+        model's config class), "read" for `config.key`, None for `getattr(config, key, default)` or `hasattr`,
+        which keep their own default (`getattr(config, "is_causal", True)`)."""
+        code = frame.f_code.co_code
+        op = dis.opname[code[frame.f_lasti]]
+        # a method call loads the attribute with LOAD_METHOD (Python 3.11) or LOAD_ATTR with its low bit set (3.12+)
+        if op == "LOAD_METHOD" or (op == "LOAD_ATTR" and sys.version_info >= (3, 12) and code[frame.f_lasti + 1] & 1):
+            return "call"
+        return "read" if op == "LOAD_ATTR" else None
 
     def _assume(path, name, reader):
         """The value of a key the config lacks, by the rules (`derived`; a use_*/is_*/*_bias flag read directly
         is False), logged in `config_assumed` and printed; another key stops the example with one line naming it."""
+        how = _read_kind(reader)
+        if how == "call":
+            raise _lacks(path, called=True)
         if name in derived:
             value, rule = derived[name]
-        elif (name.startswith({flag_prefixes!r}) or name.endswith({flag_suffixes!r})) and _direct_read(reader):
+        elif (name.startswith({flag_prefixes!r}) or name.endswith({flag_suffixes!r})) and how == "read":
             value, rule = False, {flag_rule!r}
         else:
             raise _lacks(path)
