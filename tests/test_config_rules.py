@@ -182,3 +182,30 @@ def test_a_called_flag_is_never_answered():
         hf.is_kda_layer(0)
     assert assumed == []
     assert hf.is_moe is False  # read, not called: off
+
+
+def test_legacy_moe_layer_range_from_mlp_layer_types():
+    # transformers 5 replaced Ernie 4.5's moe_layer_start_index/end_index/interval by mlp_layer_types; vLLM reads
+    # the legacy fields, one entry per modality where the config's other moe_* fields are per modality
+    types = ["dense", "sparse", "sparse", "sparse"]
+    got = _d({**LLAMA_LIKE, "mlp_layer_types": types})
+    assert (got["moe_layer_start_index"], got["moe_layer_end_index"], got["moe_layer_interval"]) == (1, 3, 1)
+    got = _d({**LLAMA_LIKE, "mlp_layer_types": types, "moe_intermediate_size": [1536, 512],
+              config_rules.MODALITIES: 2})
+    assert got["moe_layer_start_index"] == [1, 1] and got["moe_layer_end_index"] == [3, 3]
+    assert "moe_layer_interval" not in _d({**LLAMA_LIKE, "mlp_layer_types": ["dense", "sparse", "dense", "sparse"]})
+    assert "moe_layer_start_index" not in _d({**LLAMA_LIKE, "mlp_layer_types": ["dense"] * 4})
+
+
+def test_an_expert_count_is_read_per_modality(capsys):
+    import copy
+    text = {**LLAMA_LIKE, "mlp_layer_types": ["dense", "sparse", "sparse", "sparse"], "moe_num_experts": 64,
+            "moe_k": 6, "moe_intermediate_size": [1536, 512]}
+    hf, assumed = _stand_in({"text_config": text, "vision_config": {"model_type": "vit", "hidden_size": 32}})
+    assert max(hf.moe_num_experts) == 64 and hf.moe_num_experts[1] == 64 and hf.moe_num_experts + 1 == 65
+    assert hf.moe_k == 6 and type(hf.moe_k) is int  # not an expert count: as given
+    assert hf.moe_layer_start_index == [1, 1]
+    assert "config.moe_num_experts=[64, 64] (" + config_rules.PER_MODALITY_RULE + ")" in assumed
+    assert copy.deepcopy(hf.moe_num_experts) == 64
+    hf, _ = _stand_in(text)  # text only: the count as given
+    assert type(hf.moe_num_experts) is int

@@ -79,13 +79,18 @@ def hf_fields(cfg: dict | None, dims: dict, flags: dict) -> dict:
     return fields
 
 
-def config_fields(cfg: dict | None, dims: dict, flags: dict) -> tuple[dict, dict]:
-    """(hf_fields, derived): config_rules' values for the keys the fields lack or leave at None; a None field a
-    rule covers is left out of the fields, so the layer reading it gets the derived value, logged."""
+def config_fields(cfg: dict | None, dims: dict, flags: dict) -> tuple[dict, dict, dict]:
+    """(hf_fields, derived, per_modality): config_rules' values for the keys the fields lack or leave at None (a
+    None field a rule covers is left out of the fields, so the layer reading it gets the derived value, logged), and
+    the expert counts read per modality (config_rules.per_modality_counts)."""
+    from bundler_lib.example.model_config import modalities, text_config
     fields = hf_fields(cfg, dims, flags)
     rope = flags.get("rope_parameters") or {"rope_type": "default", "rope_theta": 10000.0}
-    got = config_rules.derived({**fields, "rope_parameters": rope})
-    return {k: v for k, v in fields.items() if not (v is None and k in got)}, got
+    seen = {**fields, "rope_parameters": rope,
+            config_rules.MODALITIES: modalities(cfg, text_config(cfg)[1]) if cfg is not None else 1}
+    got = config_rules.derived(seen)
+    return ({k: v for k, v in fields.items() if not (v is None and k in got)}, got,
+            config_rules.per_modality_counts(seen))
 
 
 def snippet(graph: dict, cfg: dict | None, dims: dict, flags: dict, config_label: str) -> str:
@@ -96,10 +101,11 @@ def snippet(graph: dict, cfg: dict | None, dims: dict, flags: dict, config_label
     found, _ = resolve(graph)
     variant = graph.get("variant") or {}
     custom_ops = "all" if variant.get("custom_ops", "enabled") in ("enabled", "all") else "none"
-    fields, derived = config_fields(cfg, dims, flags)
+    fields, derived, per_modality = config_fields(cfg, dims, flags)
     # a draft model's layer (it reaches vLLM's draft helpers) is built only under a speculative config
     draft = any(f == "vllm/model_executor/models/utils.py" and n.startswith("get_draft") for f, n in emit_names(graph))
     return _SNIPPET.format(names=_py(found), hf_fields=_py(fields), derived=_py(derived), custom_ops=custom_ops,
+                           per_modality=_py(per_modality), per_modality_source=config_rules.PER_MODALITY_SOURCE,
                            config_label=config_label, flag_prefixes=config_rules.FLAG_PREFIXES,
                            flag_suffixes=config_rules.FLAG_SUFFIXES, flag_rule=config_rules.FLAG_RULE,
                            list_field=config_rules.LIST_FIELD_SOURCE,
@@ -120,6 +126,7 @@ _SNIPPET = '''\
     hf_fields = {hf_fields}
     # key -> [value, rule]: what the config lacks, by the general rules of A6 (bundler_lib/example/config_rules.py)
     derived = {derived}
+    per_modality = {per_modality}  # expert counts read per modality: key -> the number of modalities
     config_label = {config_label!r}
     defaults_used = []
     config_assumed = []  # the config keys the layer read that the config lacks, with the value given and why
@@ -246,7 +253,9 @@ _SNIPPET = '''\
                 return self.__dict__[name]
             return self[name]
 
-{list_field}    def _nested(path, value):
+{list_field}{per_modality_source}    def _nested(path, value):
+        if path in per_modality:
+            return _PerModality(path, value, per_modality[path])
         if isinstance(value, list):
             return _ListField(path, value)
         return _SubConfig(path, value) if isinstance(value, dict) else value
