@@ -31,7 +31,9 @@ def test_rope_rules():
     got = _d(LLAMA_LIKE)
     assert got["rope_theta"] == 5e5
     assert got["partial_rotary_factor"] == 1.0 and got["rotary_dim"] == 128
-    assert got["rope_scaling"] is None
+    # transformers 5's rope_scaling is rope_parameters, a dict even for the default rope (InternS1-Pro reads
+    # rope_scaling.get(...) from it)
+    assert got["rope_scaling"] == LLAMA_LIKE["rope_parameters"]
     partial = {**LLAMA_LIKE, "rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4, "factor": 4.0,
                                                  "partial_rotary_factor": 0.5}}
     got = _d(partial)

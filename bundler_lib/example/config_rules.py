@@ -93,7 +93,8 @@ def _rope_scaling(cfg, key):
     if not rp:
         raise _Absent("rope_parameters")
     if rp.get("rope_type", "default") == "default":
-        return None, "rope_parameters' rope_type is 'default': no scaling"
+        # not None: a layer reads keys from it (`rope_scaling.get("fope_init_factor")`)
+        return dict(rp), "= rope_parameters (transformers 5's PreTrainedConfig.rope_scaling; rope_type 'default')"
     return {**rp, "type": rp["rope_type"]}, "= rope_parameters (the legacy field of a scaled RoPE)"
 
 
