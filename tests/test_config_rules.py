@@ -76,6 +76,15 @@ def test_residual_stream_block_widths():
     assert "block_dim" not in _d({"num_attention_heads": 2})
 
 
+def test_activation_names_and_query_scalar():
+    got = _d({**LLAMA_LIKE, "hidden_act": "silu"})
+    assert got["hidden_activation"] == got["activation_function"] == "silu"
+    assert _d({**LLAMA_LIKE, "activation_function": "gelu"})["hidden_act"] == "gelu"
+    assert "hidden_act" not in _d(LLAMA_LIKE)
+    assert _d(LLAMA_LIKE)["query_pre_attn_scalar"] == 128
+    assert _d({**LLAMA_LIKE, "head_dim": 256})["query_pre_attn_scalar"] == 256
+
+
 def test_flags_and_bias():
     assert _d({**LLAMA_LIKE, "attention_bias": True})["qkv_bias"] is True
 

@@ -17,6 +17,9 @@ _EPS_KEYS = ("layer_norm_epsilon", "layer_norm_eps", "rms_norm_eps", "norm_eps",
              "layernorm_epsilon")
 _THETA_KEYS = ("rope_theta", "rotary_emb_base")
 _PARTIAL_KEYS = ("partial_rotary_factor", "rotary_pct", "rotary_emb_fraction")
+# The MLP's activation under the names config classes give it (Gemma's hidden_activation, GPT-2's and Exaone's
+# activation_function); A6's model_config reads hidden_act or activation_function alike.
+_ACT_KEYS = ("hidden_act", "hidden_activation", "activation_function")
 # The key state.config_fields adds to the fields the rules see: the number of modalities of the model (1: text only).
 MODALITIES = "_modalities"
 
@@ -102,6 +105,11 @@ def _rotary_dim(cfg, key):
     head_dim, _ = derive_one(cfg, "head_dim")
     factor, _ = derive_one(cfg, "partial_rotary_factor")
     return int(head_dim * factor), "= int(head_dim * partial_rotary_factor)"
+
+
+def _query_scalar(cfg, key):
+    head_dim, _ = derive_one(cfg, "head_dim")
+    return head_dim, "= head_dim (queries scaled by head_dim**-0.5, as standard attention)"
 
 
 def _layer_types(cfg, key):
@@ -201,6 +209,8 @@ RULES = {
     "partial_rotary_factor": _partial,
     "rope_scaling": _rope_scaling,
     "rotary_dim": _rotary_dim,
+    **{k: _synonym(_ACT_KEYS) for k in _ACT_KEYS},
+    "query_pre_attn_scalar": _query_scalar,
     "layer_types": _layer_types,
     "first_k_dense_replace": _first_k_dense,
     "is_moe_layer": _is_moe_layer,
