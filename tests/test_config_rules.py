@@ -31,7 +31,9 @@ def test_rope_rules():
     got = _d(LLAMA_LIKE)
     assert got["rope_theta"] == 5e5
     assert got["partial_rotary_factor"] == 1.0 and got["rotary_dim"] == 128
-    assert got["rope_scaling"] is None
+    # transformers 5's rope_scaling is rope_parameters, a dict even for the default rope (InternS1-Pro reads
+    # rope_scaling.get(...) from it)
+    assert got["rope_scaling"] == LLAMA_LIKE["rope_parameters"]
     partial = {**LLAMA_LIKE, "rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4, "factor": 4.0,
                                                  "partial_rotary_factor": 0.5}}
     got = _d(partial)
@@ -72,6 +74,15 @@ def test_residual_stream_block_widths():
     got = _d({**LLAMA_LIKE, "hidden_size": 2048})
     assert got["block_dim"] == got["conv_dim"] == 2048
     assert "block_dim" not in _d({"num_attention_heads": 2})
+
+
+def test_activation_names_and_query_scalar():
+    got = _d({**LLAMA_LIKE, "hidden_act": "silu"})
+    assert got["hidden_activation"] == got["activation_function"] == "silu"
+    assert _d({**LLAMA_LIKE, "activation_function": "gelu"})["hidden_act"] == "gelu"
+    assert "hidden_act" not in _d(LLAMA_LIKE)
+    assert _d(LLAMA_LIKE)["query_pre_attn_scalar"] == 128
+    assert _d({**LLAMA_LIKE, "head_dim": 256})["query_pre_attn_scalar"] == 256
 
 
 def test_flags_and_bias():
@@ -172,3 +183,40 @@ def test_a_draft_layer_runs_under_a_speculative_config():
     spec = speculative(draft)
     assert spec is not None and spec.draft_model_config is None
     assert speculative({}) is None
+
+
+def test_a_called_flag_is_never_answered():
+    # `config.is_kda_layer(i)` is a method of the model's config class (vLLM's KimiLinearConfig): the flag rule
+    # answers a read of an is_* key, never a call of one, which stops with one line naming the method
+    hf, assumed = _stand_in(LLAMA_LIKE)
+    with pytest.raises(AttributeError, match=r"calls config\.is_kda_layer\(\.\.\.\), a method of the model's config"):
+        hf.is_kda_layer(0)
+    assert assumed == []
+    assert hf.is_moe is False  # read, not called: off
+
+
+def test_legacy_moe_layer_range_from_mlp_layer_types():
+    # transformers 5 replaced Ernie 4.5's moe_layer_start_index/end_index/interval by mlp_layer_types; vLLM reads
+    # the legacy fields, one entry per modality where the config's other moe_* fields are per modality
+    types = ["dense", "sparse", "sparse", "sparse"]
+    got = _d({**LLAMA_LIKE, "mlp_layer_types": types})
+    assert (got["moe_layer_start_index"], got["moe_layer_end_index"], got["moe_layer_interval"]) == (1, 3, 1)
+    got = _d({**LLAMA_LIKE, "mlp_layer_types": types, "moe_intermediate_size": [1536, 512],
+              config_rules.MODALITIES: 2})
+    assert got["moe_layer_start_index"] == [1, 1] and got["moe_layer_end_index"] == [3, 3]
+    assert "moe_layer_interval" not in _d({**LLAMA_LIKE, "mlp_layer_types": ["dense", "sparse", "dense", "sparse"]})
+    assert "moe_layer_start_index" not in _d({**LLAMA_LIKE, "mlp_layer_types": ["dense"] * 4})
+
+
+def test_an_expert_count_is_read_per_modality(capsys):
+    import copy
+    text = {**LLAMA_LIKE, "mlp_layer_types": ["dense", "sparse", "sparse", "sparse"], "moe_num_experts": 64,
+            "moe_k": 6, "moe_intermediate_size": [1536, 512]}
+    hf, assumed = _stand_in({"text_config": text, "vision_config": {"model_type": "vit", "hidden_size": 32}})
+    assert max(hf.moe_num_experts) == 64 and hf.moe_num_experts[1] == 64 and hf.moe_num_experts + 1 == 65
+    assert hf.moe_k == 6 and type(hf.moe_k) is int  # not an expert count: as given
+    assert hf.moe_layer_start_index == [1, 1]
+    assert "config.moe_num_experts=[64, 64] (" + config_rules.PER_MODALITY_RULE + ")" in assumed
+    assert copy.deepcopy(hf.moe_num_experts) == 64
+    hf, _ = _stand_in(text)  # text only: the count as given
+    assert type(hf.moe_num_experts) is int

@@ -12,8 +12,8 @@
 3. Maps each zoo symbol (benchmarks/zoo.py) to a model_type: the symbol's module -> the architectures vLLM's
    registry (`vllm/model_executor/models/registry.py`) implements in that module -> transformers' model_type
    of those architectures (see `zoo.map_models` for the choice among several).
-4. Writes `models/transformers--<model_type>/config.json` = `AutoConfig.for_model(<model_type>).to_dict()` and
-   the plain values of the properties the model's config classes define (`config_data`)
+4. Writes `models/transformers--<model_type>/config.json` = `AutoConfig.for_model(<model_type>, **<OVERRIDES>)
+   .to_dict()` and the plain values of the properties the model's config classes define (`config_data`)
    (the config class's defaults, which describe its reference checkpoint) and `SOURCE.txt` beside it
    (transformers version, config class, the reference checkpoint of the module's
    `@auto_docstring(checkpoint=...)`). The class's `attribute_map` aliases are written too (the config object
@@ -28,7 +28,9 @@
    (`model="vllm-<version>/<model_type>"`); the directories of those no zoo symbol maps to are removed.
 
 OVERRIDES: a config class can leave None a value vLLM reads (DeepseekV2Config's num_experts_per_tok: vLLM would
-fail too); the generated config carries the reference checkpoint's published value, and records it.
+fail too), or default to a toy size no real checkpoint has (BloomConfig: hidden_size 64); the generated config carries
+the reference checkpoint's published value, and records it. The class is built with these values (its aliases and
+the fields it derives from them follow), and `tests/test_model_configs.py` refuses a toy-sized config.
 
 The directory is named by model_type, not by the reference checkpoint, because the file is the class's
 defaults, not the checkpoint's published config.json (they can differ: dtype, token ids, rope extras).
@@ -53,8 +55,13 @@ VENV = CACHE / f"transformers-{TRANSFORMERS}-py311"
 MODELS = REPO / "models"
 
 # model_type -> {key: (value, where it is published)}: values the config class leaves None or lacks though vLLM reads
-# them (vLLM would fail on the class's own config too), as the reference checkpoint publishes them.
+# them (vLLM would fail on the class's own config too), or defaults to a toy size, as the reference checkpoint
+# publishes them.
 OVERRIDES = {
+    # transformers' BloomConfig defaults are a toy (hidden_size 64, 8 heads of 8: no attention backend takes head 8)
+    "bloom": {"hidden_size": (1024, "bigscience/bloom-560m config.json"),
+              "n_head": (16, "bigscience/bloom-560m config.json"),
+              "n_layer": (24, "bigscience/bloom-560m config.json")},
     "deepseek_v2": {"num_experts_per_tok": (6, "deepseek-ai/DeepSeek-V2-Lite config.json (64 routed experts, 6 "
                                                "activated)")},
     # vLLM's chatglm.py reads config.original_rope directly; its ChatGLMConfig (adapted from ChatGLM2-6B) lacks it
@@ -149,6 +156,11 @@ def config_data(cfg) -> dict:
     return data
 
 
+def override_values(model_type: str) -> dict:
+    """OVERRIDES' values for `model_type`, as keyword arguments of its config class."""
+    return {k: v for k, (v, _) in OVERRIDES.get(model_type, {}).items()}
+
+
 def with_overrides(data: dict, model_type: str) -> dict:
     """Adds OVERRIDES' values for `model_type` to `data`, and records them in `_overrides`; returns them."""
     over = OVERRIDES.get(model_type, {})
@@ -164,7 +176,7 @@ def inner_configs(model_types: list[str], out_dir: Path) -> None:
     report = {}
     for mt in model_types:
         try:
-            cfg = AutoConfig.for_model(mt)
+            cfg = AutoConfig.for_model(mt, **override_values(mt))
             data = config_data(cfg)
             # the config object also answers to its attribute_map's aliases (Ernie4_5_MoeConfig: num_experts_per_tok
             # is moe_k): write them too, so a reader of the JSON sees what vLLM reads from the object
@@ -222,7 +234,7 @@ def inner_vllm_configs(tree: Path, version: str, out_dir: Path) -> None:
             if not (mt and issubclass(cls, PretrainedConfig) and cls.__module__ == mod.__name__) or mt in report:
                 continue
             try:
-                data = config_data(cls())
+                data = config_data(cls(**override_values(mt)))
                 over = with_overrides(data, mt)
                 text = json.dumps(data, indent=2, sort_keys=True) + "\n"
             except Exception as e:   # noqa: BLE001

@@ -17,6 +17,11 @@ _EPS_KEYS = ("layer_norm_epsilon", "layer_norm_eps", "rms_norm_eps", "norm_eps",
              "layernorm_epsilon")
 _THETA_KEYS = ("rope_theta", "rotary_emb_base")
 _PARTIAL_KEYS = ("partial_rotary_factor", "rotary_pct", "rotary_emb_fraction")
+# The MLP's activation under the names config classes give it (Gemma's hidden_activation, GPT-2's and Exaone's
+# activation_function); A6's model_config reads hidden_act or activation_function alike.
+_ACT_KEYS = ("hidden_act", "hidden_activation", "activation_function")
+# The key state.config_fields adds to the fields the rules see: the number of modalities of the model (1: text only).
+MODALITIES = "_modalities"
 
 # A flag no config states is off: a missing `use_*` / `is_*` / `*_bias` key read as `config.key` is False (listed
 # only where read); `getattr(config, key, default)` and `hasattr` keep the reader's own default.
@@ -91,7 +96,8 @@ def _rope_scaling(cfg, key):
     if not rp:
         raise _Absent("rope_parameters")
     if rp.get("rope_type", "default") == "default":
-        return None, "rope_parameters' rope_type is 'default': no scaling"
+        # not None: a layer reads keys from it (`rope_scaling.get("fope_init_factor")`)
+        return dict(rp), "= rope_parameters (transformers 5's PreTrainedConfig.rope_scaling; rope_type 'default')"
     return {**rp, "type": rp["rope_type"]}, "= rope_parameters (the legacy field of a scaled RoPE)"
 
 
@@ -99,6 +105,11 @@ def _rotary_dim(cfg, key):
     head_dim, _ = derive_one(cfg, "head_dim")
     factor, _ = derive_one(cfg, "partial_rotary_factor")
     return int(head_dim * factor), "= int(head_dim * partial_rotary_factor)"
+
+
+def _query_scalar(cfg, key):
+    head_dim, _ = derive_one(cfg, "head_dim")
+    return head_dim, "= head_dim (queries scaled by head_dim**-0.5, as standard attention)"
 
 
 def _layer_types(cfg, key):
@@ -134,6 +145,42 @@ def _mlp_only_layers(cfg, key):
     return [i for i, t in enumerate(_mlp_types(cfg)) if t == "dense"], "= the 'dense' indices of mlp_layer_types"
 
 
+def _sparse_layers(cfg) -> list[int]:
+    sparse = [i for i, t in enumerate(_mlp_types(cfg)) if t == "sparse"]
+    if not sparse:
+        raise _Absent("mlp_layer_types")
+    return sparse
+
+
+def per_modality_key(cfg: dict) -> str | None:
+    """The moe_* field a multimodal config holds per modality (a list of one entry per modality, not per layer:
+    Ernie 4.5 VL's moe_intermediate_size [text, vision]), or None. `cfg[MODALITIES]` is the model's modality count."""
+    n = cfg.get(MODALITIES) or 1
+    for k, v in cfg.items():
+        if (n > 1 and k.startswith("moe_") and isinstance(v, list) and len(v) == n
+                and len(v) != cfg.get("num_hidden_layers")):
+            return k
+    return None
+
+
+def _moe_layer_bound(index, what):
+    def rule(cfg, key):
+        value = _sparse_layers(cfg)[index]
+        per = per_modality_key(cfg)
+        if per:
+            return ([value] * len(cfg[per]), f"= the {what} 'sparse' index of mlp_layer_types, for each modality (the "
+                                               f"config's {per} is per modality)")
+        return value, f"= the {what} 'sparse' index of mlp_layer_types"
+    return rule
+
+
+def _moe_layer_interval(cfg, key):
+    sparse = _sparse_layers(cfg)
+    if sparse != list(range(sparse[0], sparse[-1] + 1)):
+        raise _Absent("mlp_layer_types")  # sparse layers with gaps: no single interval
+    return 1, "1: the 'sparse' entries of mlp_layer_types are contiguous"
+
+
 def _hybrid_layer_pattern(cfg, key):
     types = _given(cfg, "layer_types")
     if not isinstance(types, list) or not set(types) <= {"full_attention", "sliding_attention"}:
@@ -162,10 +209,16 @@ RULES = {
     "partial_rotary_factor": _partial,
     "rope_scaling": _rope_scaling,
     "rotary_dim": _rotary_dim,
+    **{k: _synonym(_ACT_KEYS) for k in _ACT_KEYS},
+    "query_pre_attn_scalar": _query_scalar,
     "layer_types": _layer_types,
     "first_k_dense_replace": _first_k_dense,
     "is_moe_layer": _is_moe_layer,
     "decoder_sparse_step": _sparse_step,
+    # Ernie 4.5's legacy fields, which transformers 5 replaced by mlp_layer_types (vLLM reads the legacy ones)
+    "moe_layer_start_index": _moe_layer_bound(0, "first"),
+    "moe_layer_end_index": _moe_layer_bound(-1, "last"),
+    "moe_layer_interval": _moe_layer_interval,
     "mlp_only_layers": _mlp_only_layers,
     "hybrid_layer_pattern": _hybrid_layer_pattern,
     "block_dim": _residual_width,
@@ -217,3 +270,46 @@ LIST_FIELD_SOURCE = '''\
             return getattr(text, name)
 
 ''' % (LIST_AS_TEXT_RULE, LIST_AS_TEXT_RULE)
+
+
+# An expert count a multimodal config holds as one number while its other moe_* fields are per modality (Ernie 4.5
+# VL: transformers 5 gives moe_num_experts 64, the checkpoint [64, 64], which vLLM indexes per modality). The example
+# wraps it in this int subclass (state.py's snippet): indexed or iterated, it is the same count for each modality.
+PER_MODALITY_RULE = "an expert count read per modality, where the config's other moe_* fields are: the same for each"
+PER_MODALITY_SOURCE = '''\
+    class _PerModality(int):
+        """An expert count of a multimodal config, read per modality (indexed, iterated): the same for each, logged."""
+
+        def __new__(cls, path, value, n):
+            self = super().__new__(cls, value)
+            self._path, self._n = path, n
+            return self
+
+        def __reduce__(self):
+            return (type(self), (self._path, int(self), self._n))
+
+        def _each(self):
+            each = [int(self)] * self._n
+            entry = f"config.{self._path}={each!r} (%s)"
+            if entry not in config_assumed:
+                config_assumed.append(entry)
+                print(f"invocation_example: assumed config.{self._path}={each!r}: %s", file=sys.stderr)
+            return each
+
+        def __getitem__(self, i):
+            return self._each()[i]
+
+        def __iter__(self):
+            return iter(self._each())
+
+''' % (PER_MODALITY_RULE, PER_MODALITY_RULE)
+
+
+def per_modality_counts(cfg: dict) -> dict[str, int]:
+    """{key: modalities} for each expert count (MOE_EXPERT_KEYS) that PER_MODALITY_SOURCE wraps in `cfg`."""
+    from bundler_lib.example.model_config import MOE_EXPERT_KEYS
+    per = per_modality_key(cfg)
+    if not per:
+        return {}
+    return {k: len(cfg[per]) for k in MOE_EXPERT_KEYS
+            if isinstance(cfg.get(k), int) and not isinstance(cfg.get(k), bool)}

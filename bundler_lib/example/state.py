@@ -79,13 +79,18 @@ def hf_fields(cfg: dict | None, dims: dict, flags: dict) -> dict:
     return fields
 
 
-def config_fields(cfg: dict | None, dims: dict, flags: dict) -> tuple[dict, dict]:
-    """(hf_fields, derived): config_rules' values for the keys the fields lack or leave at None; a None field a
-    rule covers is left out of the fields, so the layer reading it gets the derived value, logged."""
+def config_fields(cfg: dict | None, dims: dict, flags: dict) -> tuple[dict, dict, dict]:
+    """(hf_fields, derived, per_modality): config_rules' values for the keys the fields lack or leave at None (a
+    None field a rule covers is left out of the fields, so the layer reading it gets the derived value, logged), and
+    the expert counts read per modality (config_rules.per_modality_counts)."""
+    from bundler_lib.example.model_config import modalities, text_config
     fields = hf_fields(cfg, dims, flags)
     rope = flags.get("rope_parameters") or {"rope_type": "default", "rope_theta": 10000.0}
-    got = config_rules.derived({**fields, "rope_parameters": rope})
-    return {k: v for k, v in fields.items() if not (v is None and k in got)}, got
+    seen = {**fields, "rope_parameters": rope,
+            config_rules.MODALITIES: modalities(cfg, text_config(cfg)[1]) if cfg is not None else 1}
+    got = config_rules.derived(seen)
+    return ({k: v for k, v in fields.items() if not (v is None and k in got)}, got,
+            config_rules.per_modality_counts(seen))
 
 
 def snippet(graph: dict, cfg: dict | None, dims: dict, flags: dict, config_label: str) -> str:
@@ -96,10 +101,11 @@ def snippet(graph: dict, cfg: dict | None, dims: dict, flags: dict, config_label
     found, _ = resolve(graph)
     variant = graph.get("variant") or {}
     custom_ops = "all" if variant.get("custom_ops", "enabled") in ("enabled", "all") else "none"
-    fields, derived = config_fields(cfg, dims, flags)
+    fields, derived, per_modality = config_fields(cfg, dims, flags)
     # a draft model's layer (it reaches vLLM's draft helpers) is built only under a speculative config
     draft = any(f == "vllm/model_executor/models/utils.py" and n.startswith("get_draft") for f, n in emit_names(graph))
     return _SNIPPET.format(names=_py(found), hf_fields=_py(fields), derived=_py(derived), custom_ops=custom_ops,
+                           per_modality=_py(per_modality), per_modality_source=config_rules.PER_MODALITY_SOURCE,
                            config_label=config_label, flag_prefixes=config_rules.FLAG_PREFIXES,
                            flag_suffixes=config_rules.FLAG_SUFFIXES, flag_rule=config_rules.FLAG_RULE,
                            list_field=config_rules.LIST_FIELD_SOURCE,
@@ -120,6 +126,7 @@ _SNIPPET = '''\
     hf_fields = {hf_fields}
     # key -> [value, rule]: what the config lacks, by the general rules of A6 (bundler_lib/example/config_rules.py)
     derived = {derived}
+    per_modality = {per_modality}  # expert counts read per modality: key -> the number of modalities
     config_label = {config_label!r}
     defaults_used = []
     config_assumed = []  # the config keys the layer read that the config lacks, with the value given and why
@@ -188,24 +195,39 @@ _SNIPPET = '''\
     block_size = 16
 
     # 1. The model's config as vLLM sees it (hf_text_config), and the engine configs around it.
-    def _lacks(path):
-        err = AttributeError(f"invocation_example: the layer reads config.{{path}}, which {{config_label}} lacks "
-                             "and no derivation rule supplies: build the bundle with a model that has it (the "
-                             f"target's `model`). Config values assumed so far: {{_assumed_text()}}")
+    def _lacks(path, called=False):
+        if called:
+            what = (f"calls config.{{path}}(...), a method of the model's config class, which {{config_label}} "
+                    "cannot hold and no rule answers: build the bundle with a model whose config class the bundle "
+                    "defines (the target's `model`)")
+        else:
+            what = (f"reads config.{{path}}, which {{config_label}} lacks and no derivation rule supplies: build "
+                    "the bundle with a model that has it (the target's `model`)")
+        err = AttributeError(f"invocation_example: the layer {{what}}. Config values assumed so far: "
+                             f"{{_assumed_text()}}")
         err._a6_step = True
         return err
 
-    def _direct_read(frame):
-        """Whether the reader's current instruction is `config.key` (not `getattr(config, key, default)` or
-        `hasattr`, which keep their own default: `getattr(config, "is_causal", True)`)."""
-        return dis.opname[frame.f_code.co_code[frame.f_lasti]] in ("LOAD_ATTR", "LOAD_METHOD")
+    def _read_kind(frame):
+        """How the reader's current instruction reads the key: "call" for `config.key(...)` (a method of the
+        model's config class), "read" for `config.key`, None for `getattr(config, key, default)` or `hasattr`,
+        which keep their own default (`getattr(config, "is_causal", True)`)."""
+        code = frame.f_code.co_code
+        op = dis.opname[code[frame.f_lasti]]
+        # a method call loads the attribute with LOAD_METHOD (Python 3.11) or LOAD_ATTR with its low bit set (3.12+)
+        if op == "LOAD_METHOD" or (op == "LOAD_ATTR" and sys.version_info >= (3, 12) and code[frame.f_lasti + 1] & 1):
+            return "call"
+        return "read" if op == "LOAD_ATTR" else None
 
     def _assume(path, name, reader):
         """The value of a key the config lacks, by the rules (`derived`; a use_*/is_*/*_bias flag read directly
         is False), logged in `config_assumed` and printed; another key stops the example with one line naming it."""
+        how = _read_kind(reader)
+        if how == "call":
+            raise _lacks(path, called=True)
         if name in derived:
             value, rule = derived[name]
-        elif (name.startswith({flag_prefixes!r}) or name.endswith({flag_suffixes!r})) and _direct_read(reader):
+        elif (name.startswith({flag_prefixes!r}) or name.endswith({flag_suffixes!r})) and how == "read":
             value, rule = False, {flag_rule!r}
         else:
             raise _lacks(path)
@@ -231,7 +253,9 @@ _SNIPPET = '''\
                 return self.__dict__[name]
             return self[name]
 
-{list_field}    def _nested(path, value):
+{list_field}{per_modality_source}    def _nested(path, value):
+        if path in per_modality:
+            return _PerModality(path, value, per_modality[path])
         if isinstance(value, list):
             return _ListField(path, value)
         return _SubConfig(path, value) if isinstance(value, dict) else value
