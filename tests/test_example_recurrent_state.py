@@ -138,6 +138,25 @@ class ToyGatedDeltaNet(torch.nn.Module):
         assert isinstance(md, ToyGDNMetadata)
 
 
+@dataclasses.dataclass
+class ToyLinearMetadata:
+    """vLLM's LinearAttentionMetadata (linear_attn.py): one state index and query start per sequence."""
+    num_prefills: int
+    num_prefill_tokens: int
+    num_decodes: int
+    num_decode_tokens: int
+    query_start_loc: torch.Tensor
+    seq_lens: torch.Tensor
+    state_indices_tensor: torch.Tensor
+
+
+class ToyLinearAttention(ToyGatedDeltaNet):
+    prefix = "model.layers.1.self_attn"
+
+    def _forward_core(self, md):
+        assert isinstance(md, ToyLinearMetadata)
+
+
 class ToyMixerNamingItsBase(ToyMixer):
     def check(self, md):
         return isinstance(md, BaseMambaAttentionMetadata)
@@ -162,6 +181,7 @@ def _functions():
     conv_calls = []
     G = {"BaseMambaAttentionMetadata": BaseMambaAttentionMetadata, "ToyChunkedMetadata": ToyChunkedMetadata,
          "ToyOtherMetadata": ToyOtherMetadata, "ToyGDNMetadata": ToyGDNMetadata, "TritonSSUBackend": ToySSU,
+         "ToyLinearMetadata": ToyLinearMetadata,
          "_mamba_ssu_backend": None,
          "compute_causal_conv1d_metadata": lambda qsl, device: (conv_calls.append(qsl) or ({8: {}}, None, None))}
 
@@ -273,3 +293,12 @@ def test_new_tokens_after_context_are_a_prefill_from_the_state():
     assert (md.num_prefills, md.num_decodes) == (1, 0) and layer.mixer.kv_cache[0][1].abs().sum() > 0
     assert md.has_initial_states_p.tolist() == [True] and md.prep_initial_states
     assert md.cu_chunk_seqlen_p.tolist() == [0, 3, 6] and md.seq_lens.tolist() == [11]
+
+
+def test_a_linear_attention_gets_its_per_sequence_state_indices():
+    (recurrent, bind, _, _), _, _ = _functions()
+    layer = torch.nn.Module()
+    layer.self_attn = ToyLinearAttention()
+    md = bind(recurrent(layer, []), 2, 1, 7)["model.layers.1.self_attn"]
+    assert (md.num_decodes, md.num_prefills) == (2, 0) and md.seq_lens.tolist() == [8, 8]
+    assert md.state_indices_tensor.tolist() == [1, 2] and md.query_start_loc.tolist() == [0, 1, 2]

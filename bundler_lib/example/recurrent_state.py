@@ -1,17 +1,17 @@
-"""A6: the recurrent state of a decoder layer's mamba / short-conv modules, set up as vLLM's engine sets it.
+"""A6: the recurrent state of a decoder layer's mamba / short-conv / linear-attention modules, set up as vLLM's
+engine sets it.
 
 vLLM's state-space and linear-attention layers (MambaMixer, MambaMixer2, ShortConv, the gated delta nets, a
 model's own `MambaBase` subclass) register in `compilation_config.static_forward_context[prefix]`, read their state
 from `self.kv_cache` (one tensor per entry of their `get_state_shape()` / `get_state_dtype()`, indexed by a
 per-sequence slot; the engine binds it, some layers set no placeholder) and their metadata from
 `forward_context.attn_metadata[prefix]`, an instance of the metadata class their own code asserts (a subclass of
-`BaseMambaAttentionMetadata`, or the gated delta net's `GDNAttentionMetadata`). The engine builds that metadata with
-the backend's builder (`vllm/v1/attention/backends/mamba_attn.py`, `BaseMambaAttentionMetadataBuilder.
-_compute_common_metadata` and, for chunked scans, `_compute_chunk_metadata`; `gdn_attn.py`,
-`GDNAttentionMetadataBuilder.build`), which needs the scheduler's batch; the example fills the same fields for its own
-batch (mamba_cache_mode 'none', no speculative tokens, no prefix caching), by name, each class taking those it
-declares, with vLLM's `compute_causal_conv1d_metadata` for the conv kernel's launch grid (an extra root of A1,
-common/example_roots.py).
+`BaseMambaAttentionMetadata`, or `GDNAttentionMetadata`, `LinearAttentionMetadata`). The engine builds that
+metadata with the backend's builder (`vllm/v1/attention/backends/mamba_attn.py`, `BaseMambaAttentionMetadataBuilder.
+_compute_common_metadata` and, for chunked scans, `_compute_chunk_metadata`; `gdn_attn.py`, `linear_attn.py`),
+which needs the scheduler's batch; the example fills the same fields for its own batch (mamba_cache_mode 'none', no
+speculative tokens, no prefix caching), by name, each class taking those it declares, with vLLM's
+`compute_causal_conv1d_metadata` for the conv kernel's launch grid (an extra root of A1, common/example_roots.py).
 
 Nothing here names a model: a module holds recurrent state when it is not attention and has a `kv_cache` or a
 `get_state_shape`, and its metadata class is the dataclass its methods name that splits the batch into decodes and
@@ -81,9 +81,12 @@ _SNIPPET = '''\
     def _metadata_class(module):
         """The state metadata class the module's own methods name (the class they assert): a dataclass splitting
         the batch into decodes and prefills, the most derived where they name a base of it too."""
-        found = set()
+        found, seen = set(), set()
         for klass in type(module).__mro__:
-            for fn in vars(klass).values():
+            for name, fn in vars(klass).items():
+                if name in seen:
+                    continue  # a base's method the module's class replaces
+                seen.add(name)
                 code = getattr(inspect.unwrap(getattr(fn, "__func__", fn)), "__code__", None)
                 for c in (_codes(code) if code is not None else ()):
                     found |= {{v for v in (G.get(n) for n in c.co_names) if isinstance(v, type)
@@ -134,9 +137,11 @@ _SNIPPET = '''\
 
     def _state_fields(md_cls, B, q_len, ctx):
         """The metadata's fields for B sequences of q_len new tokens after ctx cached ones: those of vLLM's mamba
-        metadata (BaseMambaAttentionMetadataBuilder) and of its gated delta net's (GDNAttentionMetadataBuilder.build,
-        no speculative decodes: every sequence is a 'non-spec' one; chunk_indices/chunk_offsets left to the chunk
-        kernels, which derive them from the query start locations when None)."""
+        metadata (BaseMambaAttentionMetadataBuilder), of its linear attention's (LinearAttentionMetadataBuilder.build)
+        and of its gated delta net's (GDNAttentionMetadataBuilder.build, no speculative decodes: every sequence is a
+        'non-spec' one; chunk_indices/chunk_offsets left to the chunk kernels, which derive them from the query start
+        locations when None)."""
+        qsl = torch.arange(0, B * q_len + 1, q_len, device=device, dtype=torch.int32)
         decode = q_len == 1 and ctx > 0
         n_d, n_p = (B, 0) if decode else (0, B)
         slots = torch.arange(1, B + 1, device=device, dtype=torch.int32).unsqueeze(-1)
@@ -150,8 +155,8 @@ _SNIPPET = '''\
                  block_idx_last_scheduled_token_prev_step=None,
                  seq_lens=torch.full((B,), ctx + q_len, device=device, dtype=torch.int32),
                  num_spec_decodes=0, num_spec_decode_tokens=0, num_actual_tokens=B * q_len,
-                 non_spec_query_start_loc=torch.arange(0, B * q_len + 1, q_len, device=device, dtype=torch.int32),
-                 non_spec_state_indices_tensor=slots[:, 0], has_initial_state=None)
+                 non_spec_query_start_loc=qsl, non_spec_state_indices_tensor=slots[:, 0], has_initial_state=None,
+                 query_start_loc=qsl, state_indices_tensor=slots[:, 0])
         if n_p:
             conv_md = G.get(RN["compute_causal_conv1d_metadata"] or "")
             if conv_md is None:
