@@ -1,7 +1,8 @@
 """A6's recurrent state (example/recurrent_state.py): which layers hold it (by the closure reaching vLLM's MambaBase),
 the roots A1 adds for it, and the generated code on a small stand-in of a bundle (a mixer holding conv and ssm
 state, its metadata dataclass, vLLM's conv1d launch metadata stubbed): state allocated from get_state_shape/
-get_state_dtype, metadata filled as vLLM's mamba metadata builder fills it."""
+get_state_dtype, metadata filled as vLLM's mamba metadata builder fills it; a gated delta net (no kv_cache placeholder,
+its own metadata dataclass) as vLLM's GDN metadata builder fills it."""
 
 import dataclasses
 import types
@@ -104,6 +105,63 @@ class ToyMixer(torch.nn.Module):
         assert isinstance(md, ToyChunkedMetadata)
 
 
+@dataclasses.dataclass
+class ToyGDNMetadata:
+    """vLLM's GDNAttentionMetadata (gdn_attn.py): its own dataclass, no BaseMambaAttentionMetadata."""
+    num_prefills: int
+    num_prefill_tokens: int
+    num_decodes: int
+    num_decode_tokens: int
+    num_spec_decodes: int
+    num_spec_decode_tokens: int
+    num_actual_tokens: int
+    has_initial_state: torch.Tensor | None = None
+    non_spec_query_start_loc: torch.Tensor | None = None
+    non_spec_state_indices_tensor: torch.Tensor | None = None
+    prefill_query_start_loc: torch.Tensor | None = None
+    prefill_state_indices: torch.Tensor | None = None
+    prefill_has_initial_state: torch.Tensor | None = None
+    nums_dict: dict | None = None
+
+
+class ToyGatedDeltaNet(torch.nn.Module):
+    """As vLLM's GatedDeltaNetAttention: no `kv_cache` until the engine binds one, its metadata read by prefix."""
+    prefix = "model.layers.0.linear_attn"
+
+    def get_state_shape(self):
+        return (3, 8), (2, 4, 4)
+
+    def get_state_dtype(self):
+        return torch.bfloat16, torch.bfloat16
+
+    def _forward_core(self, md):
+        assert isinstance(md, ToyGDNMetadata)
+
+
+@dataclasses.dataclass
+class ToyLinearMetadata:
+    """vLLM's LinearAttentionMetadata (linear_attn.py): one state index and query start per sequence."""
+    num_prefills: int
+    num_prefill_tokens: int
+    num_decodes: int
+    num_decode_tokens: int
+    query_start_loc: torch.Tensor
+    seq_lens: torch.Tensor
+    state_indices_tensor: torch.Tensor
+
+
+class ToyLinearAttention(ToyGatedDeltaNet):
+    prefix = "model.layers.1.self_attn"
+
+    def _forward_core(self, md):
+        assert isinstance(md, ToyLinearMetadata)
+
+
+class ToyMixerNamingItsBase(ToyMixer):
+    def check(self, md):
+        return isinstance(md, BaseMambaAttentionMetadata)
+
+
 class ToyStateNoMetadata(torch.nn.Module):
     kv_cache = (torch.tensor([]),)
 
@@ -122,7 +180,9 @@ def _functions():
     """The snippet's functions, in a namespace standing for a bundle (what state.snippet defines, stubbed)."""
     conv_calls = []
     G = {"BaseMambaAttentionMetadata": BaseMambaAttentionMetadata, "ToyChunkedMetadata": ToyChunkedMetadata,
-         "ToyOtherMetadata": ToyOtherMetadata, "TritonSSUBackend": ToySSU, "_mamba_ssu_backend": None,
+         "ToyOtherMetadata": ToyOtherMetadata, "ToyGDNMetadata": ToyGDNMetadata, "TritonSSUBackend": ToySSU,
+         "ToyLinearMetadata": ToyLinearMetadata,
+         "_mamba_ssu_backend": None,
          "compute_causal_conv1d_metadata": lambda qsl, device: (conv_calls.append(qsl) or ({8: {}}, None, None))}
 
     class StandIn(types.SimpleNamespace):
@@ -157,6 +217,35 @@ def test_state_modules_found_by_the_metadata_class_their_code_names():
     two.mixer = ToyTwoMetadata()
     with pytest.raises(NotImplementedError, match="several state metadata classes"):
         recurrent(two, [])
+    based = torch.nn.Module()
+    based.mixer = ToyMixerNamingItsBase()
+    assert [c for _, _, c in recurrent(based, [])] == [ToyChunkedMetadata]  # the most derived
+
+
+def test_a_gated_delta_net_without_a_kv_cache_placeholder_gets_its_own_metadata_in_every_workload():
+    """A state layer the engine alone binds a kv_cache to (vLLM's gated delta nets) is found by its get_state_shape,
+    and its metadata (not mamba's) is registered under its prefix for decode, prefill and chunked prefill."""
+    (recurrent, bind, _, _), _, _ = _functions()
+    layer = torch.nn.Module()
+    layer.linear_attn = ToyGatedDeltaNet()
+    mods = recurrent(layer, [])
+    assert [(n, c) for n, _, c in mods] == [("linear_attn", ToyGDNMetadata)]
+    md = bind(mods, 3, 1, 64)["model.layers.0.linear_attn"]
+    conv, ssm = layer.linear_attn.kv_cache
+    assert (conv.shape, ssm.shape) == ((4, 3, 8), (4, 2, 4, 4)) and ssm[1:].abs().sum() > 0
+    assert (md.num_decodes, md.num_decode_tokens, md.num_prefills, md.num_spec_decodes, md.num_actual_tokens) \
+        == (3, 3, 0, 0, 3)
+    assert md.non_spec_state_indices_tensor.tolist() == [1, 2, 3]
+    assert md.non_spec_query_start_loc.tolist() == [0, 1, 2, 3]
+    assert md.has_initial_state is None and md.prefill_state_indices is None
+    md = bind(mods, 2, 6, 0)["model.layers.0.linear_attn"]
+    assert (md.num_prefills, md.num_prefill_tokens, md.num_decodes, md.num_actual_tokens) == (2, 12, 0, 12)
+    assert md.non_spec_query_start_loc.tolist() == md.prefill_query_start_loc.tolist() == [0, 6, 12]
+    assert md.prefill_state_indices.tolist() == md.non_spec_state_indices_tensor.tolist() == [1, 2]
+    assert md.has_initial_state.tolist() == md.prefill_has_initial_state.tolist() == [False, False]
+    assert md.nums_dict == {8: {}}
+    md = bind(mods, 1, 6, 5)["model.layers.0.linear_attn"]  # chunked prefill: new tokens after cached ones
+    assert (md.num_prefills, md.num_decodes) == (1, 0) and md.prefill_has_initial_state.tolist() == [True]
 
 
 def test_decode_binds_state_with_context_and_decode_metadata():
@@ -204,3 +293,12 @@ def test_new_tokens_after_context_are_a_prefill_from_the_state():
     assert (md.num_prefills, md.num_decodes) == (1, 0) and layer.mixer.kv_cache[0][1].abs().sum() > 0
     assert md.has_initial_states_p.tolist() == [True] and md.prep_initial_states
     assert md.cu_chunk_seqlen_p.tolist() == [0, 3, 6] and md.seq_lens.tolist() == [11]
+
+
+def test_a_linear_attention_gets_its_per_sequence_state_indices():
+    (recurrent, bind, _, _), _, _ = _functions()
+    layer = torch.nn.Module()
+    layer.self_attn = ToyLinearAttention()
+    md = bind(recurrent(layer, []), 2, 1, 7)["model.layers.1.self_attn"]
+    assert (md.num_decodes, md.num_prefills) == (2, 0) and md.seq_lens.tolist() == [8, 8]
+    assert md.state_indices_tensor.tolist() == [1, 2] and md.query_start_loc.tolist() == [0, 1, 2]

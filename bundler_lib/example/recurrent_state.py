@@ -1,18 +1,22 @@
-"""A6: the recurrent state of a decoder layer's mamba / short-conv modules, set up as vLLM's engine sets it.
+"""A6: the recurrent state of a decoder layer's mamba / short-conv / linear-attention modules, set up as vLLM's
+engine sets it.
 
-vLLM's state-space layers (MambaMixer, MambaMixer2, ShortConv, a model's own `MambaBase` subclass) register in
-`compilation_config.static_forward_context[prefix]`, read their state from `self.kv_cache` (one tensor per entry of
-their `get_state_shape()` / `get_state_dtype()`, indexed by a per-sequence slot) and their metadata from
+vLLM's state-space and linear-attention layers (MambaMixer, MambaMixer2, ShortConv, the gated delta nets, a
+model's own `MambaBase` subclass) register in `compilation_config.static_forward_context[prefix]`, read their state
+from `self.kv_cache` (one tensor per entry of their `get_state_shape()` / `get_state_dtype()`, indexed by a
+per-sequence slot; the engine binds it, some layers set no placeholder) and their metadata from
 `forward_context.attn_metadata[prefix]`, an instance of the metadata class their own code asserts (a subclass of
-`BaseMambaAttentionMetadata`). The engine builds that metadata with the backend's builder
-(`vllm/v1/attention/backends/mamba_attn.py`, `BaseMambaAttentionMetadataBuilder._compute_common_metadata` and, for
-chunked scans, `_compute_chunk_metadata`), which needs the scheduler's batch; the example fills the same fields for
-its own batch (mamba_cache_mode 'none', no speculative tokens, no prefix caching), with vLLM's
+`BaseMambaAttentionMetadata`, or `GDNAttentionMetadata`, `LinearAttentionMetadata`). The engine builds that
+metadata with the backend's builder (`vllm/v1/attention/backends/mamba_attn.py`, `BaseMambaAttentionMetadataBuilder.
+_compute_common_metadata` and, for chunked scans, `_compute_chunk_metadata`; `gdn_attn.py`, `linear_attn.py`),
+which needs the scheduler's batch; the example fills the same fields for its own batch (mamba_cache_mode 'none', no
+speculative tokens, no prefix caching), by name, each class taking those it declares, with vLLM's
 `compute_causal_conv1d_metadata` for the conv kernel's launch grid (an extra root of A1, common/example_roots.py).
 
-Nothing here names a model: a module holds recurrent state when it has a `kv_cache` and is not attention, and its
-metadata class is the `BaseMambaAttentionMetadata` subclass its methods name. Another state (gated delta net,
-linear attention: other metadata) stops the example naming the module.
+Nothing here names a model: a module holds recurrent state when it is not attention and has a `kv_cache` or a
+`get_state_shape`, and its metadata class is the dataclass its methods name that splits the batch into decodes and
+prefills (fields `num_decodes`, `num_prefills`; the most derived where its code names a base too). A state with
+other metadata stops the example naming the module.
 """
 
 from __future__ import annotations
@@ -20,10 +24,8 @@ from __future__ import annotations
 from bundler_lib.common.example_roots import RECURRENT_STATE_ROOTS
 
 MAMBA_BASE = ("vllm/model_executor/layers/mamba/abstract.py", "MambaBase")
-METADATA_BASE = ("vllm/v1/attention/backends/mamba_attn.py", "BaseMambaAttentionMetadata")
 # role -> (file, name) of what the generated code uses from the bundle
-ROLES = {"BaseMambaAttentionMetadata": METADATA_BASE,
-         "_mamba_ssu_backend": ("vllm/model_executor/layers/mamba/ops/ssu_dispatch.py", "_mamba_ssu_backend"),
+ROLES = {"_mamba_ssu_backend": ("vllm/model_executor/layers/mamba/ops/ssu_dispatch.py", "_mamba_ssu_backend"),
          **{r.split("::")[1]: tuple(r.split("::")) for r in RECURRENT_STATE_ROOTS if "." not in r.split("::")[1]}}
 
 
@@ -77,17 +79,19 @@ _SNIPPET = '''\
                 yield from _codes(c)
 
     def _metadata_class(module):
-        """The BaseMambaAttentionMetadata subclass the module's own methods name (the class they assert)."""
-        base = G.get(RN["BaseMambaAttentionMetadata"] or "")
-        if base is None:
-            return None
-        found = set()
+        """The state metadata class the module's own methods name (the class they assert): a dataclass splitting
+        the batch into decodes and prefills, the most derived where they name a base of it too."""
+        found, seen = set(), set()
         for klass in type(module).__mro__:
-            for fn in vars(klass).values():
+            for name, fn in vars(klass).items():
+                if name in seen:
+                    continue  # a base's method the module's class replaces
+                seen.add(name)
                 code = getattr(inspect.unwrap(getattr(fn, "__func__", fn)), "__code__", None)
                 for c in (_codes(code) if code is not None else ()):
-                    found |= {{v for v in (G.get(n) for n in c.co_names)
-                              if isinstance(v, type) and issubclass(v, base) and v is not base}}
+                    found |= {{v for v in (G.get(n) for n in c.co_names) if isinstance(v, type)
+                              and {{"num_decodes", "num_prefills"}} <= set(getattr(v, "__dataclass_fields__", ()))}}
+        found = {{c for c in found if not any(o is not c and issubclass(o, c) for o in found)}}
         if len(found) > 1:
             raise NotImplementedError(f"invocation_example: {{type(module).__name__}} names several state metadata "
                                       f"classes {{sorted(c.__name__ for c in found)}}: no template for that")
@@ -95,18 +99,18 @@ _SNIPPET = '''\
 
     def _recurrent_modules(layer, attn_layers):
         """[(name, module, its metadata class)] for each module holding per-sequence state other than attention
-        (vLLM's engine binds a `kv_cache` to each); one whose metadata the example cannot build stops it."""
+        (vLLM's engine binds a `kv_cache` to each: those with a placeholder, and the state layers sized by their
+        get_state_shape); one whose metadata the example cannot build stops it."""
         mods, other = [], []
         for n, m in layer.named_modules():
-            if not hasattr(m, "kv_cache") or any(m is a for _, a in attn_layers):
+            if not (hasattr(m, "kv_cache") or hasattr(m, "get_state_shape")) or any(m is a for _, a in attn_layers):
                 continue
             md_cls = _metadata_class(m) if hasattr(m, "get_state_shape") else None
             (mods.append((n, m, md_cls)) if md_cls is not None else other.append(f"{{n}} ({{type(m).__name__}})"))
         if other:
             raise NotImplementedError(
-                f"invocation_example: {symbol} has state-holding modules {{other}} whose metadata is not vLLM's "
-                "mamba metadata (BaseMambaAttentionMetadata): no template for that state yet (MLA, gated delta net, "
-                "linear attention)")
+                f"invocation_example: {symbol} has state-holding modules {{other}} whose metadata is no dataclass "
+                "of decodes and prefills (vLLM's mamba and gated-delta-net metadata): no template for that state yet")
         return mods
 
     def _state_bytes(mods):
@@ -132,7 +136,12 @@ _SNIPPET = '''\
         return cu + [pos], seq_idx, last
 
     def _state_fields(md_cls, B, q_len, ctx):
-        """The metadata's fields for B sequences of q_len new tokens after ctx cached ones."""
+        """The metadata's fields for B sequences of q_len new tokens after ctx cached ones: those of vLLM's mamba
+        metadata (BaseMambaAttentionMetadataBuilder), of its linear attention's (LinearAttentionMetadataBuilder.build)
+        and of its gated delta net's (GDNAttentionMetadataBuilder.build, no speculative decodes: every sequence is a
+        'non-spec' one; chunk_indices/chunk_offsets left to the chunk kernels, which derive them from the query start
+        locations when None)."""
+        qsl = torch.arange(0, B * q_len + 1, q_len, device=device, dtype=torch.int32)
         decode = q_len == 1 and ctx > 0
         n_d, n_p = (B, 0) if decode else (0, B)
         slots = torch.arange(1, B + 1, device=device, dtype=torch.int32).unsqueeze(-1)
@@ -144,14 +153,19 @@ _SNIPPET = '''\
                  query_start_loc_d=None, num_accepted_tokens=None, block_idx_last_scheduled_token=None,
                  block_idx_first_scheduled_token_p=None, block_idx_last_computed_token=None,
                  block_idx_last_scheduled_token_prev_step=None,
-                 seq_lens=torch.full((B,), ctx + q_len, device=device, dtype=torch.int32))
+                 seq_lens=torch.full((B,), ctx + q_len, device=device, dtype=torch.int32),
+                 num_spec_decodes=0, num_spec_decode_tokens=0, num_actual_tokens=B * q_len,
+                 non_spec_query_start_loc=qsl, non_spec_state_indices_tensor=slots[:, 0], has_initial_state=None,
+                 query_start_loc=qsl, state_indices_tensor=slots[:, 0])
         if n_p:
             conv_md = G.get(RN["compute_causal_conv1d_metadata"] or "")
             if conv_md is None:
                 raise RuntimeError("invocation_example: this bundle lacks vLLM's compute_causal_conv1d_metadata "
                                    "(A1 did not reach it): the prefill metadata of the conv kernel cannot be built")
-            f.update(query_start_loc_p=qsl_cpu.to(device),
-                     has_initial_states_p=torch.full((n_p,), ctx > 0, device=device, dtype=torch.bool))
+            initial = torch.full((n_p,), ctx > 0, device=device, dtype=torch.bool)
+            f.update(query_start_loc_p=qsl_cpu.to(device), has_initial_states_p=initial, has_initial_state=initial,
+                     prefill_query_start_loc=qsl_cpu.to(device), prefill_state_indices=idx_p[:, 0],
+                     prefill_has_initial_state=initial)
             f["nums_dict"], f["batch_ptr"], f["token_chunk_offset_ptr"] = conv_md(qsl_cpu, device=device)
         accepted = inspect.signature(md_cls).parameters
         if n_p and "chunk_size" in accepted:  # a chunked scan (Mamba2): vLLM's Mamba2AttentionMetadataBuilder.build
