@@ -434,17 +434,17 @@ def max_abs(a, b) -> float:
 CACHE_ARGS = ("past_key_values", "layer_past", "past_key_value")
 
 
-def hf_forward_kwargs(forward, config, positions, emb, cache=None) -> dict:
+def hf_forward_kwargs(forward, config, positions, emb, cache=None, mask=None) -> dict:
     """The keyword arguments of transformers' layer `forward` (a function; the hidden states go first, by position),
-    by its signature: position ids, position embeddings, no attention mask (causal), the cache under the name the
-    layer takes (past_key_values, or GPT-J's and Falcon's layer_past). A required argument the harness does not
+    by its signature: position ids, position embeddings, the attention mask (causal_mask's), the cache under the name
+    the layer takes (past_key_values, or GPT-J's and Falcon's layer_past). A required argument the harness does not
     build (Falcon's `alibi`) gets None, as the model passes it where the config turns the feature off; where the
     config turns it on, one line names it."""
     import inspect
 
     params = inspect.signature(forward).parameters
     takes_any = any(p.kind == p.VAR_KEYWORD for p in params.values())
-    kw = dict(position_ids=positions, position_embeddings=emb, attention_mask=None)
+    kw = dict(position_ids=positions, position_embeddings=emb, attention_mask=mask)
     if cache is not None:
         kw[next((n for n in CACHE_ARGS if n in params), "past_key_values")] = cache
         kw["use_cache"] = True
@@ -458,12 +458,23 @@ def hf_forward_kwargs(forward, config, positions, emb, cache=None) -> dict:
     return kw
 
 
-def hf_forward(layer, config, x, positions, rope, cache=None):
+def causal_mask(config, x, positions, cache, layer_idx: int):
+    """The causal mask transformers' model builds for its layers (create_causal_mask): None where the attention
+    applies causality itself (sdpa's is_causal), a 4D mask where it does not (GPT-J's eager attention adds the mask
+    it is given and nothing else). Sized by layer `layer_idx` of the cache (the one the context is in)."""
+    from transformers.masking_utils import create_causal_mask
+
+    return create_causal_mask(config=config, inputs_embeds=x, attention_mask=None, past_key_values=cache,
+                              position_ids=positions, layer_idx=layer_idx if cache is not None else None)
+
+
+def hf_forward(layer, config, x, positions, rope, cache=None, layer_idx: int = 0):
     import torch
 
     emb = rope(x, positions) if rope is not None else None
+    mask = causal_mask(config, x, positions, cache, layer_idx)
     with torch.no_grad():
-        out = layer(x, **hf_forward_kwargs(type(layer).forward, config, positions, emb, cache))
+        out = layer(x, **hf_forward_kwargs(type(layer).forward, config, positions, emb, cache, mask))
     return out[0] if isinstance(out, tuple) else out
 
 
@@ -613,7 +624,7 @@ def run_case(mod, symbol: str, cfg: dict, workload: str, tokens: int, batch: int
         rope = rope_cls(config).to("cuda") if rope_cls is not None else None
         cache = context_cache(ex, dtype, config, layer_idx) if ctx else None
         xin = x.view(B, q, H).to(dtype)
-        call = lambda: hf_forward(hf, config, xin, positions, rope, cache).float()  # noqa: E731
+        call = lambda: hf_forward(hf, config, xin, positions, rope, cache, layer_idx).float()  # noqa: E731
         y, sets = _router_topk(hf, call, top_k) if top_k else (call(), None)
         del hf
         torch.cuda.empty_cache()
