@@ -255,3 +255,22 @@ def test_prefill_is_causal_where_the_layer_adds_only_the_mask_it_is_given():
     full = parity.hf_forward(gptj, config, x, pos, None)
     prefix = parity.hf_forward(gptj, config, x[:, :3], pos[:, :3], None)
     torch.testing.assert_close(full[:, :3], prefix, atol=1e-5, rtol=1e-5)
+
+
+def test_gpt_neox_fused_qkv_regrouped_as_vllms_loader_does():
+    """GPT-NeoX's checkpoint lays query_key_value out [heads, 3, head_dim]; vLLM's loader (_repack_qkv, read by
+    tools/gen_loader_rules.py into `head_interleaved`) regroups it to [3, heads, head_dim], and its forward chunks
+    q, k, v in thirds (H100: prefill FAIL ratio 241 when mapped as is). The bundle's thirds are transformers' q, k, v."""
+    config, layer, _ = _tiny_layer("gpt_neox", "GPTNeoXLayer", hidden_size=64, num_attention_heads=4,
+                                   intermediate_size=128, num_hidden_layers=2)
+    rules = parity.loader_rules("gpt_neox.py", "gpt_neox")
+    assert rules["head_interleaved"] == ["query_key_value"]
+    hf = {n: p.detach() for n, p in layer.named_parameters()}
+    w = hf["attention.query_key_value.weight"]
+    vllm_qkv = w.view(4, 3, 16, 64).transpose(0, 1).reshape(192, 64)  # vLLM's _repack_qkv
+    vllm = {**hf, "attention.query_key_value.weight": vllm_qkv,
+            "attention.query_key_value.bias": hf["attention.query_key_value.bias"].view(4, 3, 16).transpose(0, 1).reshape(192)}
+    mapped = parity.map_weights(vllm, {n: tuple(t.shape) for n, t in hf.items()}, rules=rules, num_heads=4)
+    assert all(torch.equal(mapped[n], t) for n, t in hf.items())
+    q_vllm = vllm_qkv[:64].view(4, 16, 64)  # vLLM's first third: every head's q
+    assert torch.equal(q_vllm, w.view(4, 3, 16, 64)[:, 0])

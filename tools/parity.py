@@ -61,13 +61,14 @@ def loader_rules(model_file: str | None = None, model_type: str | None = None) -
     compared with transformers' `model_type`: `packed` (vLLM's merged parameter -> checkpoint parameters, in order:
     the file's own over the default most files share), `experts` (checkpoint names of gate, up, down), `renames`
     (transformers' checkpoint renames for the model_type, as (regex, replacement)), `fused` (transformers' fused
-    expert tensor for gate+up and for down, from its checkpoint conversion) and `mapper` (the file's WeightsMapper
-    renames, checkpoint -> vLLM: [kind, checkpoint text, vLLM text])."""
+    expert tensor for gate+up and for down, from its checkpoint conversion), `mapper` (the file's WeightsMapper
+    renames, checkpoint -> vLLM: [kind, checkpoint text, vLLM text]) and `head_interleaved` (fused q/k/v modules
+    whose checkpoint rows [heads, 3, head_dim] the loader regroups to [3, heads, head_dim])."""
     table = json.loads(LOADER_RULES.read_text())
     own = table["files"].get(model_file or "", {})
     rules = {"packed": {**table["default"]["packed"], **own.get("packed", {})},
              "experts": dict(own.get("experts") or table["default"]["experts"]), "renames": [], "fused": {},
-             "mapper": own.get("mapper", [])}
+             "mapper": own.get("mapper", []), "head_interleaved": own.get("head_interleaved", [])}
     if model_type:
         from transformers.conversion_mapping import get_checkpoint_conversion_mapping
 
@@ -134,12 +135,26 @@ def _is_gate_up(parts: list[str], rules: dict) -> bool:
     return leaves in ([rules["experts"]["gate"], rules["experts"]["up"]], ["gate_proj", "up_proj"])
 
 
+def head_interleaved(vname: str, rules: dict) -> bool:
+    """Whether vLLM's loader regrouped this parameter's checkpoint rows (rules' `head_interleaved`)."""
+    module = vname.rpartition(".")[0]
+    return any(module == m or module.endswith("." + m) for m in rules.get("head_interleaved", []))
+
+
+def regroup_heads(t, num_heads: int, to_vllm: bool):
+    """Rows [heads, 3, head_dim] (the checkpoint's) <-> [3, heads, head_dim] (vLLM's), as vLLM's loader regroups a
+    fused q/k/v weight or bias (GPT-NeoX's, Bloom's _repack_qkv)."""
+    groups = (num_heads, 3) if to_vllm else (3, num_heads)
+    return t.reshape(*groups, -1, *t.shape[1:]).transpose(0, 1).reshape(t.shape)
+
+
 def map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool = False, rules: dict | None = None,
-                layout: dict | None = None, transposed: frozenset = frozenset()) -> dict:
+                layout: dict | None = None, transposed: frozenset = frozenset(), num_heads: int | None = None) -> dict:
     """transformers' state dict (name -> tensor) from vLLM's, for one decoder layer, by vLLM's loader rules
     (loader_rules(); default: the rules most vLLM model files share, no renames). `hf_shapes` names every
     transformers parameter and its shape; `layout` its fused experts' layouts (hf_experts_layout); `transposed` its
-    weights stored [in, out] (hf_transposed: GPT-2's Conv1D), mapped in vLLM's [out, in] and transposed last.
+    weights stored [in, out] (hf_transposed: GPT-2's Conv1D), mapped in vLLM's [out, in] and transposed last;
+    `num_heads` the attention heads, for the fused q/k/v rows vLLM's loader regroups (rules' head_interleaved).
     control=True maps deliberately wrong: the gate and up halves swapped (a merged MLP's or the experts' w13);
     a layer without them gets k and v of its merged qkv swapped; one with neither, the rows of its first matrix
     rolled by one. Raises MappingError naming the parameter on each side that has no counterpart."""
@@ -153,6 +168,11 @@ def map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool = F
     for vname, t in vllm_state.items():
         if NO_COUNTERPART.search(vname):
             continue
+        if head_interleaved(vname, rules):
+            if not num_heads:
+                raise MappingError(f"vLLM parameter {vname} {tuple(t.shape)}: vLLM's loader regroups its rows by "
+                                   "head; map_weights needs num_heads (the config's num_attention_heads)")
+            t = regroup_heads(t, num_heads, to_vllm=False)
         expert = EXPERT_TENSOR.match(vname)
         if expert is not None:
             _map_experts(vname, t, expert, rules, hf_shapes, layout or {}, out, swap_gate_up)
@@ -598,7 +618,8 @@ def run_case(mod, symbol: str, cfg: dict, workload: str, tokens: int, batch: int
         meta = new_layer(hf_cls, config, layer_idx)
     shapes = {n: tuple(p.shape) for n, p in meta.named_parameters()}
     rules = loader_rules(model_file_of(mod, symbol), model_type)
-    kw = dict(rules=rules, layout=hf_experts_layout(meta), transposed=hf_transposed(meta))
+    kw = dict(rules=rules, layout=hf_experts_layout(meta), transposed=hf_transposed(meta),
+              num_heads=getattr(config, "num_attention_heads", None))
     hf_state = map_weights(vllm_state, shapes, **kw)
     control_state = map_weights(vllm_state, shapes, control=True, **kw)
     B, q, ctx = ex["sizes"]["B"], ex["sizes"]["new_tokens"], ex["sizes"]["context"]
