@@ -274,3 +274,21 @@ def test_gpt_neox_fused_qkv_regrouped_as_vllms_loader_does():
     assert all(torch.equal(mapped[n], t) for n, t in hf.items())
     q_vllm = vllm_qkv[:64].view(4, 16, 64)  # vLLM's first third: every head's q
     assert torch.equal(q_vllm, w.view(4, 3, 16, 64)[:, 0])
+
+
+def test_rotary_of_a_layer_type_gets_the_layers_type():
+    """Gemma 3's rotary keeps one table per layer type and its forward requires `layer_type` (H100: TypeError); the
+    harness passes config.layer_types[layer_idx], as the model does: a full-attention layer gets the global table."""
+    config, layer, rope_cls = _tiny_layer("gemma3_text", "Gemma3DecoderLayer", hidden_size=64, intermediate_size=96,
+                                          num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                                          num_hidden_layers=6, sliding_window=4)
+    idx = config.layer_types.index("full_attention")
+    layer = parity.new_layer(type(layer), config, idx).eval()
+    rope = rope_cls(config)
+    x, pos = torch.randn(1, 6, 64), torch.arange(6)[None]
+    got = parity.hf_forward(layer, config, x, pos, rope, layer_idx=idx)
+    with torch.no_grad():
+        want = layer(x, position_embeddings=rope(x, pos, "full_attention"), position_ids=pos, attention_mask=None)
+    torch.testing.assert_close(got, want[0] if isinstance(want, tuple) else want)
+    local = parity.rope_embeddings(rope, config, x, pos, config.layer_types.index("sliding_attention"))
+    assert not torch.equal(local[0], rope(x, pos, "full_attention")[0])

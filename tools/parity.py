@@ -478,20 +478,41 @@ def hf_forward_kwargs(forward, config, positions, emb, cache=None, mask=None) ->
     return kw
 
 
-def causal_mask(config, x, positions, cache, layer_idx: int):
-    """The causal mask transformers' model builds for its layers (create_causal_mask): None where the attention
-    applies causality itself (sdpa's is_causal), a 4D mask where it does not (GPT-J's eager attention adds the mask
-    it is given and nothing else). Sized by layer `layer_idx` of the cache (the one the context is in)."""
-    from transformers.masking_utils import create_causal_mask
+def layer_type(config, layer_idx: int) -> str | None:
+    """The config's type of layer `layer_idx` (layer_types: full_attention, sliding_attention, ...), or None."""
+    types = getattr(config, "layer_types", None)
+    return types[layer_idx] if types and layer_idx < len(types) else None
 
-    return create_causal_mask(config=config, inputs_embeds=x, attention_mask=None, past_key_values=cache,
-                              position_ids=positions, layer_idx=layer_idx if cache is not None else None)
+
+def causal_mask(config, x, positions, cache, layer_idx: int):
+    """The causal mask transformers' model builds for layer `layer_idx` (create_causal_mask, or the sliding-window
+    one for a sliding_attention layer): None where the attention applies causality itself (sdpa's is_causal), a 4D
+    mask where it does not (GPT-J's eager attention adds the mask it is given and nothing else). Sized by layer
+    `layer_idx` of the cache (the one the context is in)."""
+    from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
+
+    make = (create_sliding_window_causal_mask if layer_type(config, layer_idx) == "sliding_attention"
+            and getattr(config, "sliding_window", None) else create_causal_mask)
+    return make(config=config, inputs_embeds=x, attention_mask=None, past_key_values=cache,
+                position_ids=positions, **({"layer_idx": layer_idx} if cache is not None else {}))
+
+
+def rope_embeddings(rope, config, x, positions, layer_idx: int):
+    """transformers' rotary embedding for layer `layer_idx`: a rotary that keeps one table per layer type (Gemma 3's,
+    Gemma 4's) takes the layer's `layer_type`, as the model passes it."""
+    import inspect
+
+    if rope is None:
+        return None
+    if "layer_type" in inspect.signature(rope.forward).parameters:
+        return rope(x, positions, layer_type(config, layer_idx))
+    return rope(x, positions)
 
 
 def hf_forward(layer, config, x, positions, rope, cache=None, layer_idx: int = 0):
     import torch
 
-    emb = rope(x, positions) if rope is not None else None
+    emb = rope_embeddings(rope, config, x, positions, layer_idx)
     mask = causal_mask(config, x, positions, cache, layer_idx)
     with torch.no_grad():
         out = layer(x, **hf_forward_kwargs(type(layer).forward, config, positions, emb, cache, mask))
