@@ -234,16 +234,55 @@ def test_bundle_built_without_a_config_is_no_reference(tmp_path, capsys):
     assert [r["status"] for r in json.loads(out.read_text())["rows"]] == ["no reference"]
 
 
-def test_a_part_of_transformers_layer_is_named_as_such():
-    """vLLM's FalconH1AttentionDecoderLayer is the attention alone (qkv_proj at its top); transformers' nearest
-    layer holds it under self_attn: the refusal names both sides and says where."""
+def test_a_part_of_transformers_layer_is_no_reference():
+    """vLLM's FalconH1AttentionDecoderLayer is the attention alone (qkv_proj at its top; transformers holds it under
+    self_attn), its FalconH1SSMDecoderLayer the mixer alone (transformers' layer also has the MLP and norms): no
+    layer-level reference (PartOfLayer: the row says `no reference` and why), not a mapping error."""
     layer = _hf_layer("qwen3")
     hf = {n: p.detach() for n, p in layer.named_parameters()}
+    shapes = {n: tuple(t.shape) for n, t in hf.items()}
     vllm = {n[len("self_attn."):]: t for n, t in _as_vllm(hf).items() if n.startswith("self_attn.")}
-    with pytest.raises(parity.MappingError, match=r"vLLM parameter qkv_proj\.weight \(128, 64\) has no transformers "
-                       r"counterpart \(q_proj\.weight or k_proj\.weight or v_proj\.weight or qkv_proj\.weight\); "
-                       r"transformers' layer has it under self_attn\."):
-        parity.map_weights(vllm, {n: tuple(t.shape) for n, t in hf.items()})
+    with pytest.raises(parity.PartOfLayer, match=r"transformers' layer's `self_attn` alone"):
+        parity.map_weights(vllm, shapes)
+    vllm = {n: t for n, t in _as_vllm(hf).items() if n.startswith("self_attn.")}
+    with pytest.raises(parity.PartOfLayer, match=r"map into transformers' self_attn and none into input_layernorm, "
+                                                 r"mlp, post_attention_layernorm"):
+        parity.map_weights(vllm, shapes)
+
+
+def test_a_parameter_one_module_down_or_up_in_transformers():
+    """AXK1's vLLM layer holds post_mlp_layernorm at its top, transformers' under mlp: the one unclaimed transformers
+    parameter of the same name and shape one module down (or up) takes it; another shape is still refused."""
+    layer = _hf_layer("qwen3")
+    hf = {n: p.detach() for n, p in layer.named_parameters()}
+    shapes = {n: tuple(t.shape) for n, t in hf.items()}
+    vllm = _as_vllm(hf)
+    vllm["q_norm.weight"] = vllm.pop("self_attn.q_norm.weight")  # one module up in vLLM
+    vllm["mlp.post_attention_layernorm.weight"] = vllm.pop("post_attention_layernorm.weight")  # one down
+    mapped = parity.map_weights(vllm, shapes)
+    assert all(torch.equal(mapped[n], t) for n, t in hf.items())
+    vllm["q_norm.weight"] = torch.ones(8)
+    with pytest.raises(parity.MappingError, match=r"vLLM parameter q_norm\.weight \(8,\) has no transformers "
+                                                 r"counterpart \(q_norm\.weight\); transformers has self_attn\.q_norm"):
+        parity.map_weights(vllm, shapes)
+
+
+def test_a_bias_transformers_lacks_is_zeroed_where_its_weight_maps():
+    """Dbrx's vLLM norm_1 is a LayerNorm with bias, transformers' has none: the bias is listed to be zeroed in vLLM's
+    layer (the same computation), recorded; a bias whose weight does not map, or with no list given, is refused."""
+    layer = _hf_layer("qwen3")
+    hf = {n: p.detach() for n, p in layer.named_parameters()}
+    shapes = {n: tuple(t.shape) for n, t in hf.items()}
+    vllm = {**_as_vllm(hf), "input_layernorm.bias": torch.ones(64)}
+    zeroed = []
+    assert sorted(parity.map_weights(vllm, shapes, zeroed=zeroed)) == sorted(hf)
+    assert zeroed == ["input_layernorm.bias"]
+    with pytest.raises(parity.MappingError, match=r"vLLM parameter input_layernorm\.bias \(64,\) has no"):
+        parity.map_weights(vllm, shapes)
+    vllm = {**_as_vllm(hf), "mlp.mystery.bias": torch.ones(64)}
+    with pytest.raises(parity.MappingError, match=r"vLLM parameter mlp\.mystery\.bias \(64,\) has no"):
+        parity.map_weights(vllm, shapes, zeroed=[])
+
 
 
 def test_prefill_is_causal_where_the_layer_adds_only_the_mask_it_is_given():

@@ -56,6 +56,11 @@ class MappingError(Exception):
     pass
 
 
+class PartOfLayer(MappingError):
+    """vLLM's layer is a part of transformers' layer (FalconH1's attention alone, its SSM mixer alone): there is no
+    layer-level reference, the row records `no reference` with this reason."""
+
+
 def loader_rules(model_file: str | None = None, model_type: str | None = None) -> dict:
     """The rules map_weights applies for a layer of vLLM's `model_file` (a name in vllm/model_executor/models/)
     compared with transformers' `model_type`: `packed` (vLLM's merged parameter -> checkpoint parameters, in order:
@@ -149,7 +154,8 @@ def regroup_heads(t, num_heads: int, to_vllm: bool):
 
 
 def map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool = False, rules: dict | None = None,
-                layout: dict | None = None, transposed: frozenset = frozenset(), num_heads: int | None = None) -> dict:
+                layout: dict | None = None, transposed: frozenset = frozenset(), num_heads: int | None = None,
+                zeroed: list | None = None) -> dict:
     """transformers' state dict (name -> tensor) from vLLM's, for one decoder layer, by vLLM's loader rules
     (loader_rules(); default: the rules most vLLM model files share, no renames). `hf_shapes` names every
     transformers parameter and its shape; `layout` its fused experts' layouts (hf_experts_layout); `transposed` its
@@ -157,14 +163,41 @@ def map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool = F
     `num_heads` the attention heads, for the fused q/k/v rows vLLM's loader regroups (rules' head_interleaved).
     control=True maps deliberately wrong: the gate and up halves swapped (a merged MLP's or the experts' w13);
     a layer without them gets k and v of its merged qkv swapped; one with neither, the rows of its first matrix
-    rolled by one. Raises MappingError naming the parameter on each side that has no counterpart."""
-    rules = rules or loader_rules()
+    rolled by one.
+    A vLLM parameter whose name transformers lacks takes the one unclaimed transformers parameter of its shape one
+    module down or up (AXK1's post_mlp_layernorm, under mlp in transformers). A vLLM bias with no counterpart whose
+    weight maps (a LayerNorm with bias where transformers' has none: Dbrx's norm_1) is listed in `zeroed`, where one
+    is given: the caller zeroes it in vLLM's layer, which makes both compute the same.
+    Raises PartOfLayer where vLLM's layer is one part of transformers' (all of vLLM's parameters map under one of
+    transformers' submodules, or map and leave whole submodules of transformers' without a weight), else
+    MappingError naming the parameter on each side that has no counterpart."""
+    kw = dict(control=control, rules=rules or loader_rules(), layout=layout, transposed=transposed,
+              num_heads=num_heads, zeroed=zeroed)
+    try:
+        return _map_weights(vllm_state, hf_shapes, **kw)
+    except PartOfLayer:
+        raise
+    except MappingError as e:
+        for child in sorted({h.split(".", 1)[0] for h in hf_shapes if "." in h}):
+            inner = {h: s for h, s in hf_shapes.items() if h.startswith(child + ".")}
+            try:
+                _map_weights({f"{child}.{n}": t for n, t in vllm_state.items()}, inner, **kw)
+            except MappingError:
+                continue
+            raise PartOfLayer(f"vLLM's layer is transformers' layer's `{child}` alone (all its parameters map there): "
+                              f"no layer-level reference") from e
+        raise
+
+
+def _map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool, rules: dict, layout, transposed,
+                 num_heads, zeroed) -> dict:
     final_shapes, hf_shapes = hf_shapes, {n: s[::-1] if n in transposed else s for n, s in hf_shapes.items()}
     swap_gate_up = control and any(
         ((m := EXPERT_TENSOR.match(n)) and m["which"] == "w13") or ((pp := _packed_parts(n, rules["packed"]))
                                                                     and _is_gate_up(pp[1], rules)) for n in vllm_state)
     applied = swap_gate_up
     out: dict = {}
+    pending = []  # (vLLM name, tensor, transformers name tried): resolved once the other parameters are claimed
     for vname, t in vllm_state.items():
         if NO_COUNTERPART.search(vname):
             continue
@@ -196,14 +229,31 @@ def map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool = F
                 t = t.roll(t.shape[0] // 2, dims=0)
         hname = _hf_name(vname, rules, hf_shapes)
         if hname not in hf_shapes:
-            raise _no_counterpart(vname, t, [hname], hf_shapes)
+            pending.append((vname, t, hname))
+            continue
         out[hname] = t
+    for vname, t, hname in pending:
+        near = [h for h in hf_shapes if h not in out and tuple(hf_shapes[h]) == tuple(t.shape) and (
+            h.endswith("." + hname) and h.count(".") == hname.count(".") + 1
+            or hname.endswith("." + h) and hname.count(".") == h.count(".") + 1)]
+        if len(near) == 1:
+            out[near[0]] = t
+        elif (zeroed is not None and vname.endswith(".bias")
+              and _hf_name(vname[: -len("bias")] + "weight", rules, hf_shapes) in out):
+            zeroed.append(vname)
+        else:
+            raise _no_counterpart(vname, t, [hname], hf_shapes)
     if control and not applied:
         first = next(n for n, t in out.items() if t.dim() == 2)
         out[first] = out[first].roll(1, dims=0)
     out = {n: t.t() if n in transposed else t for n, t in out.items()}
     hf_shapes = final_shapes
     missing = sorted(set(hf_shapes) - set(out))
+    held, lacking = {n.split(".", 1)[0] for n in out}, {n.split(".", 1)[0] for n in missing}
+    if missing and out and not held & lacking:
+        raise PartOfLayer(f"vLLM's layer is a part of transformers' layer: its parameters map into transformers' "
+                          f"{', '.join(sorted(held))} and none into {', '.join(sorted(lacking))}: no layer-level "
+                          "reference")
     if missing:
         raise MappingError(f"transformers parameter {missing[0]} {tuple(hf_shapes[missing[0]])} gets no vLLM "
                            f"weight ({len(missing)} in all); vLLM has {sorted(vllm_state)[:8]}")
@@ -215,13 +265,12 @@ def map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool = F
 
 
 def _no_counterpart(vname, t, tried: list, hf_shapes: dict) -> MappingError:
-    """The error for a vLLM parameter none of whose transformers names (`tried`) exists; where transformers' layer
-    has them one module down, it says so (vLLM's symbol is a part of transformers' layer: FalconH1's attention)."""
-    under = sorted({h[: -len(n)] for n in tried for h in hf_shapes if h.endswith("." + n)})
-    part = (f"; transformers' layer has it under {under[0]}: vLLM's layer is a part of transformers' layer, not a "
-            "layer-level reference") if under else ""
+    """The error for a vLLM parameter none of whose transformers names (`tried`) exists, naming the transformers
+    parameters of the same leaf name elsewhere in the layer, if any."""
+    leaf = ".".join(tried[-1].rsplit(".", 2)[-2:])
+    like = sorted(f"{h} {tuple(s)}" for h, s in hf_shapes.items() if h.endswith("." + leaf) or h == leaf)
     return MappingError(f"vLLM parameter {vname} {tuple(t.shape)} has no transformers counterpart "
-                        f"({' or '.join(tried)}){part}")
+                        f"({' or '.join(tried)})" + (f"; transformers has {', '.join(like[:4])}" if like else ""))
 
 
 def hf_transposed(layer) -> frozenset:
@@ -641,8 +690,14 @@ def run_case(mod, symbol: str, cfg: dict, workload: str, tokens: int, batch: int
     rules = loader_rules(model_file_of(mod, symbol), model_type)
     kw = dict(rules=rules, layout=hf_experts_layout(meta), transposed=hf_transposed(meta),
               num_heads=getattr(config, "num_attention_heads", None))
-    hf_state = map_weights(vllm_state, shapes, **kw)
-    control_state = map_weights(vllm_state, shapes, control=True, **kw)
+    zeroed: list = []
+    hf_state = map_weights(vllm_state, shapes, zeroed=zeroed, **kw)
+    control_state = map_weights(vllm_state, shapes, control=True, zeroed=[], **kw)
+    if zeroed:  # biases transformers' layer lacks: zeroed in vLLM's layer, the same computation
+        with torch.no_grad():
+            for n in zeroed:
+                vllm_state[n].zero_()
+        row["zeroed_biases"] = zeroed
     B, q, ctx = ex["sizes"]["B"], ex["sizes"]["new_tokens"], ex["sizes"]["context"]
     H = ex["inputs"]["hidden_states"].shape[-1]
     x = ex["inputs"]["hidden_states"]  # [B*q, H]
@@ -739,6 +794,9 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         try:
             row = run_case(mod, symbol, cfg, kind, n, b, c)
+        except PartOfLayer as e:
+            row = {"case": f"{kind}:{b}x{n}+{c}", "status": "no reference", "reason": str(e)}
+            print(f"parity: {args.bundle.name}: no reference: {e}")
         except MappingError as e:
             print(f"parity: {args.bundle.name}: {e}", file=sys.stderr)
             return 2
