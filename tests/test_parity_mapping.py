@@ -331,3 +331,19 @@ def test_rotary_of_a_layer_type_gets_the_layers_type():
     torch.testing.assert_close(got, want[0] if isinstance(want, tuple) else want)
     local = parity.rope_embeddings(rope, config, x, pos, config.layer_types.index("sliding_attention"))
     assert not torch.equal(local[0], rope(x, pos, "full_attention")[0])
+
+
+def test_a_buffer_transformers_model_registers_on_its_layers_comes_from_vllms_layer():
+    """transformers' FalconH1Model registers mup_vector on each layer's mixer after building it: the layer alone has
+    none (H100: AttributeError). vLLM's layer holds it (mamba.mup_vector): hf_layer gives it to transformers' layer."""
+    config, layer, rope = _tiny_layer("falcon_h1", "FalconH1DecoderLayer", hidden_size=64, intermediate_size=96,
+                                   num_attention_heads=4, num_key_value_heads=2, head_dim=16, num_hidden_layers=2,
+                                   mamba_d_ssm=64, mamba_n_heads=4, mamba_d_head=16, mamba_d_state=8,
+                                   mamba_n_groups=1, mamba_chunk_size=8)
+    assert not hasattr(layer.mamba, "mup_vector")
+    state = {n: p.detach() for n, p in layer.named_parameters()}
+    vector = torch.rand(1, layer.mamba.in_proj.weight.shape[0])
+    loaded = parity.hf_layer(type(layer), config, 0, state, torch.float32, {"mamba.mup_vector": vector})
+    assert torch.equal(loaded.mamba.mup_vector, vector)
+    x, pos = torch.randn(1, 5, 64), torch.arange(5)[None]
+    assert parity.hf_forward(loaded, config, x, pos, rope(config)).shape == (1, 5, 64)

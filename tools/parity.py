@@ -625,7 +625,10 @@ def hf_layer(hf_cls, config, layer_idx: int, state: dict, dtype, buffers: dict |
     """transformers' layer in eval mode holding `state` (map_weights' output) in `dtype`. Its parameters are built
     on meta and given the mapped tensors (assign): where the dtype is the bundle's, it shares their storage (no second
     copy of an MoE layer's experts). Its buffers are those its __init__ computes, except where vLLM's layer has one of
-    the same name and shape (`buffers`: an activation's constants as vLLM set them)."""
+    the same name and shape (`buffers`: an activation's constants as vLLM set them). A buffer of vLLM's layer that
+    transformers' layer lacks, at a module it has that has no attribute of that name, is given to it: transformers'
+    model registers such buffers on its layers after building them (FalconH1Model's mup_vector on each mixer), so
+    the layer alone lacks them (H100: AttributeError 'FalconH1Mixer' object has no attribute 'mup_vector')."""
     import torch
 
     with params_on_meta():
@@ -633,6 +636,11 @@ def hf_layer(hf_cls, config, layer_idx: int, state: dict, dtype, buffers: dict |
     own = {n: b for n, b in hf.state_dict().items() if n in dict(hf.named_buffers())}  # the persistent ones
     taken = {n: b for n, b in (buffers or {}).items() if n in own and tuple(b.shape) == tuple(own[n].shape)}
     state = {**{k: v.to(dtype) for k, v in state.items()}, **{n: b.to(own[n].dtype) for n, b in taken.items()}}
+    modules = dict(hf.named_modules())
+    for n, b in (buffers or {}).items():
+        path, _, leaf = n.rpartition(".")
+        if path in modules and not hasattr(modules[path], leaf):
+            modules[path].register_buffer(leaf, b.to(dtype) if b.is_floating_point() else b.clone(), persistent=False)
     missing, unexpected = hf.load_state_dict(state, strict=False, assign=True)
     missing = [n for n in missing if n not in own]
     if missing or unexpected:
