@@ -347,3 +347,18 @@ def test_a_buffer_transformers_model_registers_on_its_layers_comes_from_vllms_la
     assert torch.equal(loaded.mamba.mup_vector, vector)
     x, pos = torch.randn(1, 5, 64), torch.arange(5)[None]
     assert parity.hf_forward(loaded, config, x, pos, rope(config)).shape == (1, 5, 64)
+
+
+def test_an_example_that_builds_no_layer_is_no_reference():
+    """A6's generic example only resolves a symbol it has no template for (Gemma4's Cross/SelfDecoderLayers, YOCO
+    halves holding a list of layers): its `module` is the class. The row says `no reference` and why (H100:
+    TypeError from named_parameters() on the class)."""
+    import types
+
+    class Layers(torch.nn.Module):
+        pass
+
+    mod = types.SimpleNamespace(invocation_example=lambda **kw: {"module": Layers, "inputs": {}, "sizes": {}})
+    row = parity.run_case(mod, "Layers", {"model_type": "gemma4_text"}, "prefill", 32, 1, 0)
+    assert row["status"] == "no reference"
+    assert "invocation_example builds no Layers (it returns Layers unbuilt)" in row["reason"]

@@ -677,6 +677,9 @@ def run_case(mod, symbol: str, cfg: dict, workload: str, tokens: int, batch: int
            "workload": workload, "batch": batch, "tokens": tokens, "context": context}
     ex = mod.invocation_example(small=True, workload=workload, tokens=tokens, batch=batch, context=context)
     layer = ex["module"]
+    if not isinstance(layer, torch.nn.Module):  # A6's generic example: no invocation template for this symbol
+        return dict(row, status="no reference", reason=f"the bundle's invocation_example builds no {symbol} (it "
+                    f"returns {getattr(layer, '__name__', type(layer).__name__)} unbuilt): no layer to compare")
     gen = torch.Generator(device="cuda").manual_seed(1)
     with torch.no_grad():
         for n, p in layer.named_parameters():
