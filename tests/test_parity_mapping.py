@@ -362,3 +362,28 @@ def test_an_example_that_builds_no_layer_is_no_reference():
     row = parity.run_case(mod, "Layers", {"model_type": "gemma4_text"}, "prefill", 32, 1, 0)
     assert row["status"] == "no reference"
     assert "invocation_example builds no Layers (it returns Layers unbuilt)" in row["reason"]
+
+
+def _paged_example(h_kv, dh, ctx=5, bs=4):
+    blocks = -(-ctx // bs)
+    kv = torch.randn(blocks + 1, h_kv, bs, 2 * dh)
+    return {"inputs": {"kv_cache": kv, "block_table": torch.arange(1, blocks + 1)[None]}, "sizes": {"context": ctx}}
+
+
+def test_decode_context_copied_only_where_transformers_caches_per_head_kv():
+    """A layer that caches per-head K and V (Llama's) gets the bundle's context as is; DeepSeek-V2's MLA caches a
+    latent and the rotary key (H100: torch.cat size mismatch): the decode case is `no reference`, with the reason."""
+    config, llama, rope = _tiny_layer("llama", "LlamaDecoderLayer", **TINY["llama"])
+    ex = _paged_example(2, 16)
+    x, pos = torch.randn(1, 1, 64), torch.zeros(1, 1, dtype=torch.long)
+    probe = lambda c: parity.hf_forward(llama, config, x, pos, rope(config), c, 0)  # noqa: E731
+    cache = parity.context_cache(ex, torch.float32, config, 0, probe)
+    assert torch.equal(cache.layers[0].keys[0, :, :4], ex["inputs"]["kv_cache"][1, :, :, :16])
+    config, mla, rope = _tiny_layer("deepseek_v2", "DeepseekV2DecoderLayer", hidden_size=64, intermediate_size=96,
+                                    moe_intermediate_size=32, num_attention_heads=4, num_key_value_heads=4,
+                                    kv_lora_rank=16, q_lora_rank=None, qk_rope_head_dim=8, qk_nope_head_dim=8,
+                                    v_head_dim=16, n_routed_experts=4, num_experts_per_tok=2, first_k_dense_replace=1,
+                                    num_hidden_layers=2)
+    probe = lambda c: parity.hf_forward(mla, config, x, pos, rope(config), c, 0)  # noqa: E731
+    with pytest.raises(parity.NoReference, match="the context cannot be copied"):
+        parity.context_cache(_paged_example(4, 16), torch.float32, config, 0, probe)

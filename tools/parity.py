@@ -56,9 +56,14 @@ class MappingError(Exception):
     pass
 
 
-class PartOfLayer(MappingError):
+class NoReference(MappingError):
+    """transformers' layer cannot be compared with the bundle's in this case: the row records `no reference` with
+    this reason."""
+
+
+class PartOfLayer(NoReference):
     """vLLM's layer is a part of transformers' layer (FalconH1's attention alone, its SSM mixer alone): there is no
-    layer-level reference, the row records `no reference` with this reason."""
+    layer-level reference."""
 
 
 def loader_rules(model_file: str | None = None, model_type: str | None = None) -> dict:
@@ -568,8 +573,11 @@ def hf_forward(layer, config, x, positions, rope, cache=None, layer_idx: int = 0
     return out[0] if isinstance(out, tuple) else out
 
 
-def context_cache(ex, dtype, config, layer_idx):
-    """transformers' cache holding the bundle's context K/V (the paged cache: K then V in the last dim)."""
+def context_cache(ex, dtype, config, layer_idx, probe=None):
+    """transformers' cache holding the bundle's context K/V (the paged cache: K then V in the last dim). `probe`
+    (a function filling a cache with one token through transformers' layer) shows what that layer caches: where it
+    is not per-head K and V of the bundle's sizes (DeepSeek's MLA caches a latent and the rotary key), the bundle's
+    context cannot be copied: NoReference."""
     import torch
     from transformers import DynamicCache
 
@@ -577,6 +585,14 @@ def context_cache(ex, dtype, config, layer_idx):
     bt = ex["inputs"]["block_table"]
     ctx = ex["sizes"]["context"]
     Dh = kv.shape[-1] // 2
+    if probe is not None:
+        probed = DynamicCache(config=config)
+        probe(probed)
+        keys, values = probed.layers[layer_idx].keys, probed.layers[layer_idx].values
+        if (keys.shape[1], keys.shape[-1], values.shape[1], values.shape[-1]) != (kv.shape[1], Dh, kv.shape[1], Dh):
+            raise NoReference(f"transformers' layer caches keys {tuple(keys.shape[1::2])} and values "
+                              f"{tuple(values.shape[1::2])} per (head, dim), the bundle's paged cache K and V of "
+                              f"{(kv.shape[1], Dh)} (a latent cache, MLA's, on one side): the context cannot be copied")
     seqs = []
     for b in range(bt.shape[0]):
         blocks = kv[bt[b].long()]  # [nb, H_kv, bs, 2Dh]
@@ -730,8 +746,9 @@ def run_case(mod, symbol: str, cfg: dict, workload: str, tokens: int, batch: int
     def hf_run(state, dtype):
         hf = hf_layer(hf_cls, config, layer_idx, state, dtype, vllm_buffers)
         rope = rope_cls(config).to("cuda") if rope_cls is not None else None
-        cache = context_cache(ex, dtype, config, layer_idx) if ctx else None
         xin = x.view(B, q, H).to(dtype)
+        probe = lambda c: hf_forward(hf, config, xin[:1, :1], positions[:1, :1], rope, c, layer_idx)  # noqa: E731
+        cache = context_cache(ex, dtype, config, layer_idx, probe) if ctx else None
         call = lambda: hf_forward(hf, config, xin, positions, rope, cache, layer_idx).float()  # noqa: E731
         y, sets = _router_topk(hf, call, top_k) if top_k else (call(), None)
         del hf
@@ -805,7 +822,7 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         try:
             row = run_case(mod, symbol, cfg, kind, n, b, c)
-        except PartOfLayer as e:
+        except NoReference as e:
             row = {"case": f"{kind}:{b}x{n}+{c}", "status": "no reference", "reason": str(e)}
             print(f"parity: {args.bundle.name}: no reference: {e}")
         except MappingError as e:
