@@ -197,12 +197,15 @@ def test_gptj_decode_reads_the_context_through_layer_past():
     torch.testing.assert_close(step[:, 0], full[:, 5], atol=1e-5, rtol=1e-5)
 
 
-def test_aria_names_through_vllms_weights_mapper():
+@pytest.mark.parametrize("intermediate", [48, 64])
+def test_aria_names_through_vllms_weights_mapper(intermediate):
     """Aria's vLLM layer names its router `mlp.router_weight` and loads transformers' grouped experts
     `mlp.experts.fc1.weight` [E, H, 2I] / `fc2.weight` [E, I, H] into FusedMoE's w13 [E, 2I, H] / w2 [E, H, I]
     (its WeightsMapper: router.weight -> router_weight, experts.fc1 -> experts.gate_up_proj): undone by the rules
-    models/vllm-loader-rules.json holds for aria.py."""
-    config, layer, _ = _tiny_layer("aria_text", "AriaTextDecoderLayer", hidden_size=64, intermediate_size=48,
+    models/vllm-loader-rules.json holds for aria.py. Where intermediate_size == hidden_size (Aria's config: 4096),
+    w2 [E, H, I] is square and fits fc2 both ways: it is transposed as its sibling w13 is (H100: FAIL ratio ~100,
+    fc2 loaded untransposed)."""
+    config, layer, _ = _tiny_layer("aria_text", "AriaTextDecoderLayer", hidden_size=64, intermediate_size=intermediate,
                                    num_attention_heads=4, num_key_value_heads=2, moe_num_experts=4, moe_topk=2,
                                    num_hidden_layers=2)
     for p in layer.parameters():

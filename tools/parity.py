@@ -203,6 +203,8 @@ def _map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool, r
     applied = swap_gate_up
     out: dict = {}
     pending = []  # (vLLM name, tensor, transformers name tried): resolved once the other parameters are claimed
+    orient: dict = {}  # experts module -> whether transformers' fused tensors are vLLM's transposed
+    square = []  # fused expert weights whose shape fits both ways: oriented as their sibling's
     for vname, t in vllm_state.items():
         if NO_COUNTERPART.search(vname):
             continue
@@ -213,7 +215,8 @@ def _map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool, r
             t = regroup_heads(t, num_heads, to_vllm=False)
         expert = EXPERT_TENSOR.match(vname)
         if expert is not None:
-            _map_experts(vname, t, expert, rules, hf_shapes, layout or {}, out, swap_gate_up)
+            if not _map_experts(vname, t, expert, rules, hf_shapes, layout or {}, out, swap_gate_up, orient):
+                square.append((vname, t, expert))
             continue
         packed = _packed_parts(vname, rules["packed"])
         if packed is not None:
@@ -237,6 +240,10 @@ def _map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool, r
             pending.append((vname, t, hname))
             continue
         out[hname] = t
+    for vname, t, expert in square:
+        if not _map_experts(vname, t, expert, rules, hf_shapes, layout or {}, out, swap_gate_up, orient):
+            raise MappingError(f"vLLM parameter {vname} {tuple(t.shape)} is square: whether transformers' fused tensor "
+                               "holds it transposed cannot be told by shape, and no sibling tensor tells it")
     for vname, t, hname in pending:
         near = [h for h in hf_shapes if h not in out and tuple(hf_shapes[h]) == tuple(t.shape) and (
             h.endswith("." + hname) and h.count(".") == hname.count(".") + 1
@@ -293,10 +300,12 @@ def hf_experts_layout(layer) -> dict:
             for n, m in layer.named_modules() if hasattr(m, "is_transposed")}
 
 
-def _map_experts(vname, t, expert, rules, hf_shapes, layout, out, swap):
+def _map_experts(vname, t, expert, rules, hf_shapes, layout, out, swap, orient: dict) -> bool:
     """vLLM's fused experts ([E, 2I, H] gate then up, [E, H, I]; biases [E, 2I], [E, H]) onto transformers' fused
     tensor (named by its checkpoint conversion; laid out as hf_experts_layout says, else as vLLM's unless only the
-    transposed shape fits) or onto its per-expert modules (`experts.{e}.<checkpoint name>.weight`)."""
+    transposed shape fits) or onto its per-expert modules (`experts.{e}.<checkpoint name>.weight`). A square weight
+    (Aria's w2 where H == I: both orientations fit) takes the orientation `orient` records for its experts module
+    from the other tensor; False where none is recorded yet (the caller retries it after the others)."""
     which, leaf, E = expert["which"], expert["leaf"], t.shape[0]
     ckpt = [rules["experts"]["gate"], rules["experts"]["up"]] if which == "w13" else [rules["experts"]["down"]]
     base = _rename(expert["base"] + ".0." + ckpt[0] + ".weight", rules["renames"]).rsplit(".0.", 1)[0]
@@ -309,13 +318,20 @@ def _map_experts(vname, t, expert, rules, hf_shapes, layout, out, swap):
         if which == "w13" and not concatenated:  # gate and up interleaved: g0 u0 g1 u1 ...
             g, u = w.chunk(2, dim=1)
             w = _interleave(g, u)
-        if leaf == "weight" and (transposed or transposed is None and tuple(hf_shapes[fused]) != tuple(w.shape)):
+        if leaf == "weight" and transposed is None:
+            fits = {flip for flip in (False, True) if tuple(hf_shapes[fused]) == tuple(w.transpose(1, 2).shape
+                                                                                        if flip else w.shape)}
+            if len(fits) == 2 and base not in orient:
+                return False
+            transposed = orient[base] if len(fits) == 2 else True in fits
+            orient.setdefault(base, transposed)
+        if leaf == "weight" and transposed:
             w = w.transpose(1, 2)
         if tuple(hf_shapes[fused]) != tuple(w.shape):
             raise MappingError(f"vLLM parameter {vname} {tuple(t.shape)} does not fit transformers' "
                                f"{fused} {tuple(hf_shapes[fused])}")
         out[fused] = w.contiguous()
-        return
+        return True
     first = _rename(f"{expert['base']}.0.{ckpt[0]}.{leaf}", rules["renames"])
     if first not in hf_shapes:
         raise MappingError(f"vLLM parameter {vname} {tuple(t.shape)} has no transformers counterpart ({fused} or {first})")
@@ -323,6 +339,7 @@ def _map_experts(vname, t, expert, rules, hf_shapes, layout, out, swap):
         names = [_rename(f"{expert['base']}.{e}.{c}.{leaf}", rules["renames"]) for c in ckpt]
         chunks = list(t[e].split(_split_sizes(names, hf_shapes, t.shape[1]), dim=0))
         out.update(zip(names, chunks[::-1] if swap and len(chunks) == 2 else chunks))
+    return True
 
 
 def _interleave(a, b):
