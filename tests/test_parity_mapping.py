@@ -390,3 +390,22 @@ def test_decode_context_copied_only_where_transformers_caches_per_head_kv():
     probe = lambda c: parity.hf_forward(mla, config, x, pos, rope(config), c, 0)  # noqa: E731
     with pytest.raises(parity.NoReference, match="the context cannot be copied"):
         parity.context_cache(_paged_example(4, 16), torch.float32, config, 0, probe)
+
+
+def test_module_renames_inside_a_layer_from_vllms_prefix_map():
+    """Cosmos3 Edge's vLLM attention layer names its attention `mixer` and its norm `norm` (a per-layer prefix map of
+    f-strings in cosmos3_edge.py: self_attn. -> mixer., input_layernorm. -> norm., mlp. -> mixer. of the next layer);
+    transformers' layer holds self_attn, mlp and both norms: vLLM's layer is its attention half, `no reference`
+    (H100: exit 2, mixer.qkv_proj.weight has no counterpart)."""
+    rules = parity.loader_rules("cosmos3_edge.py")
+    assert ["layer_prefix", ".self_attn.", ".mixer."] in rules["mapper"]
+    shapes = {"self_attn.q_proj.weight": (32, 32), "self_attn.k_proj.weight": (16, 32),
+              "self_attn.v_proj.weight": (16, 32), "self_attn.o_proj.weight": (32, 32), "mlp.fc1.weight": (64, 32),
+              "mlp.fc2.weight": (32, 64), "input_layernorm.weight": (32,), "post_attention_layernorm.weight": (32,)}
+    vllm = {"mixer.qkv_proj.weight": torch.randn(64, 32), "mixer.o_proj.weight": torch.randn(32, 32),
+            "norm.weight": torch.randn(32)}
+    with pytest.raises(parity.PartOfLayer, match="map into transformers' input_layernorm, self_attn and none into "
+                                                 "mlp, post_attention_layernorm"):
+        parity.map_weights(vllm, shapes, rules=rules)
+    assert parity._hf_name("mixer.q_proj.weight", rules, shapes) == "self_attn.q_proj.weight"
+    assert parity._hf_name("mixer.fc1.weight", rules, shapes) == "mlp.fc1.weight"

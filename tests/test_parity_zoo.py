@@ -233,8 +233,13 @@ class M:
                 w = w.view((self.heads, 3, -1) + w.shape[1:]).transpose(0, 1).reshape(w.shape)
             if "dense" in name:
                 w = w.view((self.heads, 2, -1)).flatten()
+    def prefix_map():
+        for i in range(2):
+            src, dst = f"layers.{i}", f"model.layers.{2 * i}"
+            m.update({f"{src}.self_attn.qkv_proj.": f"{dst}.mixer.qkv_proj.", f"{src}.mlp.": f"{dst}.mlp."})
 '''
     assert gen_loader_rules.file_rules(src) == {
         "packed": {"qkv_proj": ["q_proj", "k_proj", "v_proj"], "gate_up_proj": ["gate_proj", "up_proj"]},
-        "experts": {"gate": "w1", "down": "w2", "up": "w3"}, "mapper": [["suffix", "router.weight", "router_weight"]],
+        "experts": {"gate": "w1", "down": "w2", "up": "w3"},
+        "mapper": [["suffix", "router.weight", "router_weight"], ["layer_prefix", ".self_attn.", ".mixer."]],
         "head_interleaved": ["query_key_value"]}

@@ -102,7 +102,8 @@ def _rename(name: str, renames: list) -> str:
 
 
 def _from_vllm(name: str, mapper: list) -> str:
-    """The checkpoint name vLLM's WeightsMapper renames to `name` (its literal suffix and substring renames undone)."""
+    """The checkpoint name vLLM's WeightsMapper renames to `name` (its literal suffix and substring renames undone;
+    the module renames inside a layer are _hf_name's)."""
     for kind, orig, new in mapper:
         if kind == "suffix" and name.endswith(new):
             name = name[: len(name) - len(new)] + orig
@@ -113,12 +114,21 @@ def _from_vllm(name: str, mapper: list) -> str:
 
 def _hf_name(name: str, rules: dict, hf_shapes: dict) -> str:
     """transformers' name of a checkpoint parameter `name` of vLLM's layer: by transformers' renames, else, where that
-    names none of transformers' parameters, after undoing the model file's WeightsMapper (Aria's router_weight)."""
+    names none of transformers' parameters, after undoing the model file's WeightsMapper (Aria's router_weight), else
+    after undoing one of its module renames inside the layer (`layer_prefix`: Cosmos3 Edge's mixer, from self_attn
+    or mlp: the first that names a transformers parameter)."""
     plain = _rename(name, rules["renames"])
     if plain in hf_shapes or not rules.get("mapper"):
         return plain
     mapped = _rename(_from_vllm(name, rules["mapper"]), rules["renames"])
-    return mapped if mapped in hf_shapes else plain
+    if mapped in hf_shapes:
+        return mapped
+    for kind, orig, new in rules["mapper"]:
+        if kind == "layer_prefix" and ("." + name).startswith(new):
+            renamed = _rename(orig[1:] + name[len(new) - 1:], rules["renames"])
+            if renamed in hf_shapes:
+                return renamed
+    return plain
 
 
 def _split_sizes(names: list[str], hf_shapes: dict[str, tuple], total: int) -> list[int]:
