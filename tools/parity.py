@@ -585,7 +585,7 @@ def rope_embeddings(rope, config, x, positions, layer_idx: int):
 
     if rope is None:
         return None
-    if "layer_type" in inspect.signature(rope.forward).parameters:
+    if "layer_type" in inspect.signature(getattr(rope, "forward", rope)).parameters:  # a module or a function
         return rope(x, positions, layer_type(config, layer_idx))
     return rope(x, positions)
 
