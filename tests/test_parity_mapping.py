@@ -197,12 +197,15 @@ def test_gptj_decode_reads_the_context_through_layer_past():
     torch.testing.assert_close(step[:, 0], full[:, 5], atol=1e-5, rtol=1e-5)
 
 
-def test_aria_names_through_vllms_weights_mapper():
+@pytest.mark.parametrize("intermediate", [48, 64])
+def test_aria_names_through_vllms_weights_mapper(intermediate):
     """Aria's vLLM layer names its router `mlp.router_weight` and loads transformers' grouped experts
     `mlp.experts.fc1.weight` [E, H, 2I] / `fc2.weight` [E, I, H] into FusedMoE's w13 [E, 2I, H] / w2 [E, H, I]
     (its WeightsMapper: router.weight -> router_weight, experts.fc1 -> experts.gate_up_proj): undone by the rules
-    models/vllm-loader-rules.json holds for aria.py."""
-    config, layer, _ = _tiny_layer("aria_text", "AriaTextDecoderLayer", hidden_size=64, intermediate_size=48,
+    models/vllm-loader-rules.json holds for aria.py. Where intermediate_size == hidden_size (Aria's config: 4096),
+    w2 [E, H, I] is square and fits fc2 both ways: it is transposed as its sibling w13 is (H100: FAIL ratio ~100,
+    fc2 loaded untransposed)."""
+    config, layer, _ = _tiny_layer("aria_text", "AriaTextDecoderLayer", hidden_size=64, intermediate_size=intermediate,
                                    num_attention_heads=4, num_key_value_heads=2, moe_num_experts=4, moe_topk=2,
                                    num_hidden_layers=2)
     for p in layer.parameters():
@@ -234,13 +237,175 @@ def test_bundle_built_without_a_config_is_no_reference(tmp_path, capsys):
     assert [r["status"] for r in json.loads(out.read_text())["rows"]] == ["no reference"]
 
 
-def test_a_part_of_transformers_layer_is_named_as_such():
-    """vLLM's FalconH1AttentionDecoderLayer is the attention alone (qkv_proj at its top); transformers' nearest
-    layer holds it under self_attn: the refusal names both sides and says where."""
+def test_a_part_of_transformers_layer_is_no_reference():
+    """vLLM's FalconH1AttentionDecoderLayer is the attention alone (qkv_proj at its top; transformers holds it under
+    self_attn), its FalconH1SSMDecoderLayer the mixer alone (transformers' layer also has the MLP and norms): no
+    layer-level reference (PartOfLayer: the row says `no reference` and why), not a mapping error."""
     layer = _hf_layer("qwen3")
     hf = {n: p.detach() for n, p in layer.named_parameters()}
+    shapes = {n: tuple(t.shape) for n, t in hf.items()}
     vllm = {n[len("self_attn."):]: t for n, t in _as_vllm(hf).items() if n.startswith("self_attn.")}
-    with pytest.raises(parity.MappingError, match=r"vLLM parameter qkv_proj\.weight \(128, 64\) has no transformers "
-                       r"counterpart \(q_proj\.weight or k_proj\.weight or v_proj\.weight or qkv_proj\.weight\); "
-                       r"transformers' layer has it under self_attn\."):
-        parity.map_weights(vllm, {n: tuple(t.shape) for n, t in hf.items()})
+    with pytest.raises(parity.PartOfLayer, match=r"transformers' layer's `self_attn` alone"):
+        parity.map_weights(vllm, shapes)
+    vllm = {n: t for n, t in _as_vllm(hf).items() if n.startswith("self_attn.")}
+    with pytest.raises(parity.PartOfLayer, match=r"map into transformers' self_attn and none into input_layernorm, "
+                                                 r"mlp, post_attention_layernorm"):
+        parity.map_weights(vllm, shapes)
+
+
+def test_a_parameter_one_module_down_or_up_in_transformers():
+    """AXK1's vLLM layer holds post_mlp_layernorm at its top, transformers' under mlp: the one unclaimed transformers
+    parameter of the same name and shape one module down (or up) takes it; another shape is still refused."""
+    layer = _hf_layer("qwen3")
+    hf = {n: p.detach() for n, p in layer.named_parameters()}
+    shapes = {n: tuple(t.shape) for n, t in hf.items()}
+    vllm = _as_vllm(hf)
+    vllm["q_norm.weight"] = vllm.pop("self_attn.q_norm.weight")  # one module up in vLLM
+    vllm["mlp.post_attention_layernorm.weight"] = vllm.pop("post_attention_layernorm.weight")  # one down
+    mapped = parity.map_weights(vllm, shapes)
+    assert all(torch.equal(mapped[n], t) for n, t in hf.items())
+    vllm["q_norm.weight"] = torch.ones(8)
+    with pytest.raises(parity.MappingError, match=r"vLLM parameter q_norm\.weight \(8,\) has no transformers "
+                                                 r"counterpart \(q_norm\.weight\); transformers has self_attn\.q_norm"):
+        parity.map_weights(vllm, shapes)
+
+
+def test_a_bias_transformers_lacks_is_zeroed_where_its_weight_maps():
+    """Dbrx's vLLM norm_1 is a LayerNorm with bias, transformers' has none: the bias is listed to be zeroed in vLLM's
+    layer (the same computation), recorded; a bias whose weight does not map, or with no list given, is refused."""
+    layer = _hf_layer("qwen3")
+    hf = {n: p.detach() for n, p in layer.named_parameters()}
+    shapes = {n: tuple(t.shape) for n, t in hf.items()}
+    vllm = {**_as_vllm(hf), "input_layernorm.bias": torch.ones(64)}
+    zeroed = []
+    assert sorted(parity.map_weights(vllm, shapes, zeroed=zeroed)) == sorted(hf)
+    assert zeroed == ["input_layernorm.bias"]
+    with pytest.raises(parity.MappingError, match=r"vLLM parameter input_layernorm\.bias \(64,\) has no"):
+        parity.map_weights(vllm, shapes)
+    vllm = {**_as_vllm(hf), "mlp.mystery.bias": torch.ones(64)}
+    with pytest.raises(parity.MappingError, match=r"vLLM parameter mlp\.mystery\.bias \(64,\) has no"):
+        parity.map_weights(vllm, shapes, zeroed=[])
+
+
+
+def test_prefill_is_causal_where_the_layer_adds_only_the_mask_it_is_given():
+    """GPT-J's eager attention applies no causality of its own (prefill FAIL ratio 99 on the H100 with no mask): the
+    harness passes the causal mask transformers' model builds, so a token's output does not see later tokens."""
+    config, gptj, _ = _tiny_layer("gptj", "GPTJBlock", n_embd=64, n_head=4, n_layer=2, rotary_dim=8)
+    assert config._attn_implementation == "eager"
+    x, pos = torch.randn(1, 6, 64), torch.arange(6)[None]
+    full = parity.hf_forward(gptj, config, x, pos, None)
+    prefix = parity.hf_forward(gptj, config, x[:, :3], pos[:, :3], None)
+    torch.testing.assert_close(full[:, :3], prefix, atol=1e-5, rtol=1e-5)
+
+
+def test_gpt_neox_fused_qkv_regrouped_as_vllms_loader_does():
+    """GPT-NeoX's checkpoint lays query_key_value out [heads, 3, head_dim]; vLLM's loader (_repack_qkv, read by
+    tools/gen_loader_rules.py into `head_interleaved`) regroups it to [3, heads, head_dim], and its forward chunks
+    q, k, v in thirds (H100: prefill FAIL ratio 241 when mapped as is). The bundle's thirds are transformers' q, k, v."""
+    config, layer, _ = _tiny_layer("gpt_neox", "GPTNeoXLayer", hidden_size=64, num_attention_heads=4,
+                                   intermediate_size=128, num_hidden_layers=2)
+    rules = parity.loader_rules("gpt_neox.py", "gpt_neox")
+    assert rules["head_interleaved"] == ["query_key_value"]
+    hf = {n: p.detach() for n, p in layer.named_parameters()}
+    w = hf["attention.query_key_value.weight"]
+    vllm_qkv = w.view(4, 3, 16, 64).transpose(0, 1).reshape(192, 64)  # vLLM's _repack_qkv
+    vllm = {**hf, "attention.query_key_value.weight": vllm_qkv,
+            "attention.query_key_value.bias": hf["attention.query_key_value.bias"].view(4, 3, 16).transpose(0, 1).reshape(192)}
+    mapped = parity.map_weights(vllm, {n: tuple(t.shape) for n, t in hf.items()}, rules=rules, num_heads=4)
+    assert all(torch.equal(mapped[n], t) for n, t in hf.items())
+    q_vllm = vllm_qkv[:64].view(4, 16, 64)  # vLLM's first third: every head's q
+    assert torch.equal(q_vllm, w.view(4, 3, 16, 64)[:, 0])
+
+
+def test_rotary_of_a_layer_type_gets_the_layers_type():
+    """Gemma 3's rotary keeps one table per layer type and its forward requires `layer_type` (H100: TypeError); the
+    harness passes config.layer_types[layer_idx], as the model does: a full-attention layer gets the global table."""
+    config, layer, rope_cls = _tiny_layer("gemma3_text", "Gemma3DecoderLayer", hidden_size=64, intermediate_size=96,
+                                          num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                                          num_hidden_layers=6, sliding_window=4)
+    idx = config.layer_types.index("full_attention")
+    layer = parity.new_layer(type(layer), config, idx).eval()
+    rope = rope_cls(config)
+    x, pos = torch.randn(1, 6, 64), torch.arange(6)[None]
+    got = parity.hf_forward(layer, config, x, pos, rope, layer_idx=idx)
+    with torch.no_grad():
+        want = layer(x, position_embeddings=rope(x, pos, "full_attention"), position_ids=pos, attention_mask=None)
+    torch.testing.assert_close(got, want[0] if isinstance(want, tuple) else want)
+    local = parity.rope_embeddings(rope, config, x, pos, config.layer_types.index("sliding_attention"))
+    assert not torch.equal(local[0], rope(x, pos, "full_attention")[0])
+
+
+def test_a_buffer_transformers_model_registers_on_its_layers_comes_from_vllms_layer():
+    """transformers' FalconH1Model registers mup_vector on each layer's mixer after building it: the layer alone has
+    none (H100: AttributeError). vLLM's layer holds it (mamba.mup_vector): hf_layer gives it to transformers' layer."""
+    config, layer, rope = _tiny_layer("falcon_h1", "FalconH1DecoderLayer", hidden_size=64, intermediate_size=96,
+                                   num_attention_heads=4, num_key_value_heads=2, head_dim=16, num_hidden_layers=2,
+                                   mamba_d_ssm=64, mamba_n_heads=4, mamba_d_head=16, mamba_d_state=8,
+                                   mamba_n_groups=1, mamba_chunk_size=8)
+    assert not hasattr(layer.mamba, "mup_vector")
+    state = {n: p.detach() for n, p in layer.named_parameters()}
+    vector = torch.rand(1, layer.mamba.in_proj.weight.shape[0])
+    loaded = parity.hf_layer(type(layer), config, 0, state, torch.float32, {"mamba.mup_vector": vector})
+    assert torch.equal(loaded.mamba.mup_vector, vector)
+    x, pos = torch.randn(1, 5, 64), torch.arange(5)[None]
+    assert parity.hf_forward(loaded, config, x, pos, rope(config)).shape == (1, 5, 64)
+
+
+def test_an_example_that_builds_no_layer_is_no_reference():
+    """A6's generic example only resolves a symbol it has no template for (Gemma4's Cross/SelfDecoderLayers, YOCO
+    halves holding a list of layers): its `module` is the class. The row says `no reference` and why (H100:
+    TypeError from named_parameters() on the class)."""
+    import types
+
+    class Layers(torch.nn.Module):
+        pass
+
+    mod = types.SimpleNamespace(invocation_example=lambda **kw: {"module": Layers, "inputs": {}, "sizes": {}})
+    row = parity.run_case(mod, "Layers", {"model_type": "gemma4_text"}, "prefill", 32, 1, 0)
+    assert row["status"] == "no reference"
+    assert "invocation_example builds no Layers (it returns Layers unbuilt)" in row["reason"]
+
+
+def _paged_example(h_kv, dh, ctx=5, bs=4):
+    blocks = -(-ctx // bs)
+    kv = torch.randn(blocks + 1, h_kv, bs, 2 * dh)
+    return {"inputs": {"kv_cache": kv, "block_table": torch.arange(1, blocks + 1)[None]}, "sizes": {"context": ctx}}
+
+
+def test_decode_context_copied_only_where_transformers_caches_per_head_kv():
+    """A layer that caches per-head K and V (Llama's) gets the bundle's context as is; DeepSeek-V2's MLA caches a
+    latent and the rotary key (H100: torch.cat size mismatch): the decode case is `no reference`, with the reason."""
+    config, llama, rope = _tiny_layer("llama", "LlamaDecoderLayer", **TINY["llama"])
+    ex = _paged_example(2, 16)
+    x, pos = torch.randn(1, 1, 64), torch.zeros(1, 1, dtype=torch.long)
+    probe = lambda c: parity.hf_forward(llama, config, x, pos, rope(config), c, 0)  # noqa: E731
+    cache = parity.context_cache(ex, torch.float32, config, 0, probe)
+    assert torch.equal(cache.layers[0].keys[0, :, :4], ex["inputs"]["kv_cache"][1, :, :, :16])
+    config, mla, rope = _tiny_layer("deepseek_v2", "DeepseekV2DecoderLayer", hidden_size=64, intermediate_size=96,
+                                    moe_intermediate_size=32, num_attention_heads=4, num_key_value_heads=4,
+                                    kv_lora_rank=16, q_lora_rank=None, qk_rope_head_dim=8, qk_nope_head_dim=8,
+                                    v_head_dim=16, n_routed_experts=4, num_experts_per_tok=2, first_k_dense_replace=1,
+                                    num_hidden_layers=2)
+    probe = lambda c: parity.hf_forward(mla, config, x, pos, rope(config), c, 0)  # noqa: E731
+    with pytest.raises(parity.NoReference, match="the context cannot be copied"):
+        parity.context_cache(_paged_example(4, 16), torch.float32, config, 0, probe)
+
+
+def test_module_renames_inside_a_layer_from_vllms_prefix_map():
+    """Cosmos3 Edge's vLLM attention layer names its attention `mixer` and its norm `norm` (a per-layer prefix map of
+    f-strings in cosmos3_edge.py: self_attn. -> mixer., input_layernorm. -> norm., mlp. -> mixer. of the next layer);
+    transformers' layer holds self_attn, mlp and both norms: vLLM's layer is its attention half, `no reference`
+    (H100: exit 2, mixer.qkv_proj.weight has no counterpart)."""
+    rules = parity.loader_rules("cosmos3_edge.py")
+    assert ["layer_prefix", ".self_attn.", ".mixer."] in rules["mapper"]
+    shapes = {"self_attn.q_proj.weight": (32, 32), "self_attn.k_proj.weight": (16, 32),
+              "self_attn.v_proj.weight": (16, 32), "self_attn.o_proj.weight": (32, 32), "mlp.fc1.weight": (64, 32),
+              "mlp.fc2.weight": (32, 64), "input_layernorm.weight": (32,), "post_attention_layernorm.weight": (32,)}
+    vllm = {"mixer.qkv_proj.weight": torch.randn(64, 32), "mixer.o_proj.weight": torch.randn(32, 32),
+            "norm.weight": torch.randn(32)}
+    with pytest.raises(parity.PartOfLayer, match="map into transformers' input_layernorm, self_attn and none into "
+                                                 "mlp, post_attention_layernorm"):
+        parity.map_weights(vllm, shapes, rules=rules)
+    assert parity._hf_name("mixer.q_proj.weight", rules, shapes) == "self_attn.q_proj.weight"
+    assert parity._hf_name("mixer.fc1.weight", rules, shapes) == "mlp.fc1.weight"

@@ -90,11 +90,14 @@ def _unrename(name: str, renames: list) -> str:
     return re.sub(r"^.*?layers\.0\.", "", full, count=1)
 
 
-def as_vllm(hf: dict, rules: dict, layout: dict, transposed: frozenset = frozenset()) -> dict:
+def as_vllm(hf: dict, rules: dict, layout: dict, transposed: frozenset = frozenset(), num_heads: int = 0) -> dict:
     """vLLM's parameters of the layer, filled from transformers' the way vLLM's loader fills them from a checkpoint
     (transformers' fused experts: laid out as `layout`, parity.hf_experts_layout, says; its Conv1D weights,
-    `transposed`, stored [in, out], transposed as vLLM's GPT-2 loader does)."""
+    `transposed`, stored [in, out], transposed as vLLM's GPT-2 loader does; fused q/k/v rows regrouped by head
+    where the rules say the loader does, GPT-NeoX's)."""
     hf = {n: t.t() if n in transposed else t for n, t in hf.items()}
+    hf = {n: parity.regroup_heads(t, num_heads, to_vllm=True) if parity.head_interleaved(n, rules) else t
+          for n, t in hf.items()}
     experts = rules["experts"]
     gate_up = rules["fused"].get(tuple(sorted([experts["gate"], experts["up"]])), "gate_up_proj")
     ckpt, out = {}, {}
@@ -174,8 +177,9 @@ def check_case(symbol: str, model_type: str, file: str):
         hf = {n: p.detach() for n, p in layer.named_parameters()}
         shapes = {n: tuple(t.shape) for n, t in hf.items()}
         layout, transposed = parity.hf_experts_layout(layer), parity.hf_transposed(layer)
-        vllm = as_vllm(hf, rules, layout, transposed)
-        mapped = parity.map_weights(vllm, shapes, rules=rules, layout=layout, transposed=transposed)
+        heads = getattr(config, "num_attention_heads", None)
+        vllm = as_vllm(hf, rules, layout, transposed, heads)
+        mapped = parity.map_weights(vllm, shapes, rules=rules, layout=layout, transposed=transposed, num_heads=heads)
         assert sorted(mapped) == sorted(hf), f"layer {idx}: names differ"
         for n, t in hf.items():
             assert torch.equal(mapped[n], t), f"layer {idx}: {n} differs"
@@ -184,7 +188,8 @@ def check_case(symbol: str, model_type: str, file: str):
             loaded = parity.hf_layer(type(layer), config, idx, mapped, torch.float32)
         for n, b in layer.named_buffers():  # transformers' own: computed by its __init__, not left on meta
             assert torch.equal(dict(loaded.named_buffers())[n], b), f"layer {idx}: buffer {n} differs"
-        control = parity.map_weights(vllm, shapes, control=True, rules=rules, layout=layout, transposed=transposed)
+        control = parity.map_weights(vllm, shapes, control=True, rules=rules, layout=layout, transposed=transposed,
+                                     num_heads=heads)
         assert any(not torch.equal(control[n], hf[n]) for n in hf), f"layer {idx}: the control maps the same"
 
 
@@ -222,7 +227,19 @@ class M:
         self.experts = FusedMoE(ckpt_names=("w1", "w2", "w3"))
     hf_to_vllm_mapper = WeightsMapper(orig_to_new_suffix={"router.weight": "router_weight"},
                                       orig_to_new_prefix={"model.": ""}, orig_to_new_substr={"mlp.": "", "a": None})
+    def _repack_qkv(self, weights):
+        for name, w in weights:
+            if "query_key_value" in name:
+                w = w.view((self.heads, 3, -1) + w.shape[1:]).transpose(0, 1).reshape(w.shape)
+            if "dense" in name:
+                w = w.view((self.heads, 2, -1)).flatten()
+    def prefix_map():
+        for i in range(2):
+            src, dst = f"layers.{i}", f"model.layers.{2 * i}"
+            m.update({f"{src}.self_attn.qkv_proj.": f"{dst}.mixer.qkv_proj.", f"{src}.mlp.": f"{dst}.mlp."})
 '''
     assert gen_loader_rules.file_rules(src) == {
         "packed": {"qkv_proj": ["q_proj", "k_proj", "v_proj"], "gate_up_proj": ["gate_proj", "up_proj"]},
-        "experts": {"gate": "w1", "down": "w2", "up": "w3"}, "mapper": [["suffix", "router.weight", "router_weight"]]}
+        "experts": {"gate": "w1", "down": "w2", "up": "w3"},
+        "mapper": [["suffix", "router.weight", "router_weight"], ["layer_prefix", ".self_attn.", ".mixer."]],
+        "head_interleaved": ["query_key_value"]}

@@ -13,6 +13,12 @@ source is absent, so they are committed. For each `vllm/model_executor/models/<f
 - `mapper`: the literal renames of the file's `WeightsMapper(orig_to_new_suffix=..., orig_to_new_substr=...)`, as
   [kind, checkpoint text, vLLM text] (Aria's `router.weight` -> `router_weight`, `experts.fc1` ->
   `experts.gate_up_proj`); prefixes (model-level paths), regexes, dropped names (None) and deletions are left out.
+  Module renames inside a layer, written as a dict of f-strings `{f"{src}.self_attn.qkv_proj.": f"{dst}.mixer.qkv_proj."}`
+  (a per-layer prefix map: Cosmos3 Edge's), are kept as ["layer_prefix", ".self_attn.", ".mixer."]: the literal tails
+  after the layer's path, their common trailing modules dropped.
+- `head_interleaved`: the fused q/k/v parameters whose checkpoint rows the loader regroups from [heads, 3, head_dim]
+  to vLLM's [3, heads, head_dim] (GPT-NeoX's and Bloom's `query_key_value`: an `if "<name>" in name:` block that
+  views the weight as (heads, 3, -1) and transposes dims 0 and 1).
 `default` holds, for each merged name, the mapping most files give it, and FusedMoE's default expert names: the
 rules of a file that states none. Each version's file is read; where versions disagree the later one wins and the
 conflict is listed in `conflicts`.
@@ -39,12 +45,47 @@ def _const(node):
         return None
 
 
+def _regroups_heads(block: list) -> bool:
+    """Whether statements view a tensor as (heads, 3, ...) and then transpose dims 0 and 1."""
+    calls = [n for stmt in block for n in ast.walk(stmt) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)]
+    views = [c for c in calls if c.func.attr in ("view", "reshape") and c.args and any(
+        isinstance(t, ast.Tuple) and len(t.elts) > 1 and _const(t.elts[1]) == 3 for t in ast.walk(c.args[0]))]
+    return bool(views) and any(c.func.attr == "transpose" and [_const(a) for a in c.args] == [0, 1] for c in calls)
+
+
+def _tail(node) -> str | None:
+    """The literal text after the formatted values of an f-string that starts with one (`f"{prefix}.mlp."`)."""
+    if (isinstance(node, ast.JoinedStr) and len(node.values) == 2 and isinstance(node.values[0], ast.FormattedValue)
+            and isinstance(node.values[1], ast.Constant) and str(node.values[1].value).startswith(".")):
+        return node.values[1].value
+    return None
+
+
+def _layer_prefix(orig: str, new: str) -> list:
+    """["layer_prefix", orig, new] with the modules both end with dropped (".a.x." and ".b.x." -> ".a.", ".b.")."""
+    a, b = orig.strip(".").split("."), new.strip(".").split(".")
+    while len(a) > 1 and len(b) > 1 and a[-1] == b[-1]:
+        a, b = a[:-1], b[:-1]
+    return ["layer_prefix", "." + ".".join(a) + ".", "." + ".".join(b) + "."]
+
+
 def file_rules(source: str) -> dict:
     packed: dict = {}
     experts: dict = {}
     mapper: list = []
+    interleaved: list = []
     for node in ast.walk(ast.parse(source)):
-        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+        if (isinstance(node, ast.If) and isinstance(node.test, ast.Compare) and isinstance(node.test.ops[0], ast.In)
+                and isinstance(_const(node.test.left), str) and _regroups_heads(node.body)):
+            if _const(node.test.left) not in interleaved:
+                interleaved.append(_const(node.test.left))
+        elif isinstance(node, ast.Dict):
+            for k, v in zip(node.keys, node.values):
+                if _tail(k) and _tail(v) and _tail(k) != _tail(v):
+                    rule = _layer_prefix(_tail(k), _tail(v))
+                    if rule not in mapper:
+                        mapper.append(rule)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
             target = node.targets[0] if isinstance(node, ast.Assign) else node.target
             name = target.id if isinstance(target, ast.Name) else getattr(target, "attr", None)
             value = _const(node.value) if node.value is not None else None
@@ -79,6 +120,8 @@ def file_rules(source: str) -> dict:
         out["experts"] = experts
     if mapper:
         out["mapper"] = mapper
+    if interleaved:
+        out["head_interleaved"] = interleaved
     return out
 
 

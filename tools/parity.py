@@ -56,18 +56,29 @@ class MappingError(Exception):
     pass
 
 
+class NoReference(MappingError):
+    """transformers' layer cannot be compared with the bundle's in this case: the row records `no reference` with
+    this reason."""
+
+
+class PartOfLayer(NoReference):
+    """vLLM's layer is a part of transformers' layer (FalconH1's attention alone, its SSM mixer alone): there is no
+    layer-level reference."""
+
+
 def loader_rules(model_file: str | None = None, model_type: str | None = None) -> dict:
     """The rules map_weights applies for a layer of vLLM's `model_file` (a name in vllm/model_executor/models/)
     compared with transformers' `model_type`: `packed` (vLLM's merged parameter -> checkpoint parameters, in order:
     the file's own over the default most files share), `experts` (checkpoint names of gate, up, down), `renames`
     (transformers' checkpoint renames for the model_type, as (regex, replacement)), `fused` (transformers' fused
-    expert tensor for gate+up and for down, from its checkpoint conversion) and `mapper` (the file's WeightsMapper
-    renames, checkpoint -> vLLM: [kind, checkpoint text, vLLM text])."""
+    expert tensor for gate+up and for down, from its checkpoint conversion), `mapper` (the file's WeightsMapper
+    renames, checkpoint -> vLLM: [kind, checkpoint text, vLLM text]) and `head_interleaved` (fused q/k/v modules
+    whose checkpoint rows [heads, 3, head_dim] the loader regroups to [3, heads, head_dim])."""
     table = json.loads(LOADER_RULES.read_text())
     own = table["files"].get(model_file or "", {})
     rules = {"packed": {**table["default"]["packed"], **own.get("packed", {})},
              "experts": dict(own.get("experts") or table["default"]["experts"]), "renames": [], "fused": {},
-             "mapper": own.get("mapper", [])}
+             "mapper": own.get("mapper", []), "head_interleaved": own.get("head_interleaved", [])}
     if model_type:
         from transformers.conversion_mapping import get_checkpoint_conversion_mapping
 
@@ -91,7 +102,8 @@ def _rename(name: str, renames: list) -> str:
 
 
 def _from_vllm(name: str, mapper: list) -> str:
-    """The checkpoint name vLLM's WeightsMapper renames to `name` (its literal suffix and substring renames undone)."""
+    """The checkpoint name vLLM's WeightsMapper renames to `name` (its literal suffix and substring renames undone;
+    the module renames inside a layer are _hf_name's)."""
     for kind, orig, new in mapper:
         if kind == "suffix" and name.endswith(new):
             name = name[: len(name) - len(new)] + orig
@@ -102,12 +114,21 @@ def _from_vllm(name: str, mapper: list) -> str:
 
 def _hf_name(name: str, rules: dict, hf_shapes: dict) -> str:
     """transformers' name of a checkpoint parameter `name` of vLLM's layer: by transformers' renames, else, where that
-    names none of transformers' parameters, after undoing the model file's WeightsMapper (Aria's router_weight)."""
+    names none of transformers' parameters, after undoing the model file's WeightsMapper (Aria's router_weight), else
+    after undoing one of its module renames inside the layer (`layer_prefix`: Cosmos3 Edge's mixer, from self_attn
+    or mlp: the first that names a transformers parameter)."""
     plain = _rename(name, rules["renames"])
     if plain in hf_shapes or not rules.get("mapper"):
         return plain
     mapped = _rename(_from_vllm(name, rules["mapper"]), rules["renames"])
-    return mapped if mapped in hf_shapes else plain
+    if mapped in hf_shapes:
+        return mapped
+    for kind, orig, new in rules["mapper"]:
+        if kind == "layer_prefix" and ("." + name).startswith(new):
+            renamed = _rename(orig[1:] + name[len(new) - 1:], rules["renames"])
+            if renamed in hf_shapes:
+                return renamed
+    return plain
 
 
 def _split_sizes(names: list[str], hf_shapes: dict[str, tuple], total: int) -> list[int]:
@@ -134,28 +155,78 @@ def _is_gate_up(parts: list[str], rules: dict) -> bool:
     return leaves in ([rules["experts"]["gate"], rules["experts"]["up"]], ["gate_proj", "up_proj"])
 
 
+def head_interleaved(vname: str, rules: dict) -> bool:
+    """Whether vLLM's loader regrouped this parameter's checkpoint rows (rules' `head_interleaved`)."""
+    module = vname.rpartition(".")[0]
+    return any(module == m or module.endswith("." + m) for m in rules.get("head_interleaved", []))
+
+
+def regroup_heads(t, num_heads: int, to_vllm: bool):
+    """Rows [heads, 3, head_dim] (the checkpoint's) <-> [3, heads, head_dim] (vLLM's), as vLLM's loader regroups a
+    fused q/k/v weight or bias (GPT-NeoX's, Bloom's _repack_qkv)."""
+    groups = (num_heads, 3) if to_vllm else (3, num_heads)
+    return t.reshape(*groups, -1, *t.shape[1:]).transpose(0, 1).reshape(t.shape)
+
+
 def map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool = False, rules: dict | None = None,
-                layout: dict | None = None, transposed: frozenset = frozenset()) -> dict:
+                layout: dict | None = None, transposed: frozenset = frozenset(), num_heads: int | None = None,
+                zeroed: list | None = None) -> dict:
     """transformers' state dict (name -> tensor) from vLLM's, for one decoder layer, by vLLM's loader rules
     (loader_rules(); default: the rules most vLLM model files share, no renames). `hf_shapes` names every
     transformers parameter and its shape; `layout` its fused experts' layouts (hf_experts_layout); `transposed` its
-    weights stored [in, out] (hf_transposed: GPT-2's Conv1D), mapped in vLLM's [out, in] and transposed last.
+    weights stored [in, out] (hf_transposed: GPT-2's Conv1D), mapped in vLLM's [out, in] and transposed last;
+    `num_heads` the attention heads, for the fused q/k/v rows vLLM's loader regroups (rules' head_interleaved).
     control=True maps deliberately wrong: the gate and up halves swapped (a merged MLP's or the experts' w13);
     a layer without them gets k and v of its merged qkv swapped; one with neither, the rows of its first matrix
-    rolled by one. Raises MappingError naming the parameter on each side that has no counterpart."""
-    rules = rules or loader_rules()
+    rolled by one.
+    A vLLM parameter whose name transformers lacks takes the one unclaimed transformers parameter of its shape one
+    module down or up (AXK1's post_mlp_layernorm, under mlp in transformers). A vLLM bias with no counterpart whose
+    weight maps (a LayerNorm with bias where transformers' has none: Dbrx's norm_1) is listed in `zeroed`, where one
+    is given: the caller zeroes it in vLLM's layer, which makes both compute the same.
+    Raises PartOfLayer where vLLM's layer is one part of transformers' (all of vLLM's parameters map under one of
+    transformers' submodules, or map and leave whole submodules of transformers' without a weight), else
+    MappingError naming the parameter on each side that has no counterpart."""
+    kw = dict(control=control, rules=rules or loader_rules(), layout=layout, transposed=transposed,
+              num_heads=num_heads, zeroed=zeroed)
+    try:
+        return _map_weights(vllm_state, hf_shapes, **kw)
+    except PartOfLayer:
+        raise
+    except MappingError as e:
+        for child in sorted({h.split(".", 1)[0] for h in hf_shapes if "." in h}):
+            inner = {h: s for h, s in hf_shapes.items() if h.startswith(child + ".")}
+            try:
+                _map_weights({f"{child}.{n}": t for n, t in vllm_state.items()}, inner, **kw)
+            except MappingError:
+                continue
+            raise PartOfLayer(f"vLLM's layer is transformers' layer's `{child}` alone (all its parameters map there): "
+                              f"no layer-level reference") from e
+        raise
+
+
+def _map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool, rules: dict, layout, transposed,
+                 num_heads, zeroed) -> dict:
     final_shapes, hf_shapes = hf_shapes, {n: s[::-1] if n in transposed else s for n, s in hf_shapes.items()}
     swap_gate_up = control and any(
         ((m := EXPERT_TENSOR.match(n)) and m["which"] == "w13") or ((pp := _packed_parts(n, rules["packed"]))
                                                                     and _is_gate_up(pp[1], rules)) for n in vllm_state)
     applied = swap_gate_up
     out: dict = {}
+    pending = []  # (vLLM name, tensor, transformers name tried): resolved once the other parameters are claimed
+    orient: dict = {}  # experts module -> whether transformers' fused tensors are vLLM's transposed
+    square = []  # fused expert weights whose shape fits both ways: oriented as their sibling's
     for vname, t in vllm_state.items():
         if NO_COUNTERPART.search(vname):
             continue
+        if head_interleaved(vname, rules):
+            if not num_heads:
+                raise MappingError(f"vLLM parameter {vname} {tuple(t.shape)}: vLLM's loader regroups its rows by "
+                                   "head; map_weights needs num_heads (the config's num_attention_heads)")
+            t = regroup_heads(t, num_heads, to_vllm=False)
         expert = EXPERT_TENSOR.match(vname)
         if expert is not None:
-            _map_experts(vname, t, expert, rules, hf_shapes, layout or {}, out, swap_gate_up)
+            if not _map_experts(vname, t, expert, rules, hf_shapes, layout or {}, out, swap_gate_up, orient):
+                square.append((vname, t, expert))
             continue
         packed = _packed_parts(vname, rules["packed"])
         if packed is not None:
@@ -176,14 +247,35 @@ def map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool = F
                 t = t.roll(t.shape[0] // 2, dims=0)
         hname = _hf_name(vname, rules, hf_shapes)
         if hname not in hf_shapes:
-            raise _no_counterpart(vname, t, [hname], hf_shapes)
+            pending.append((vname, t, hname))
+            continue
         out[hname] = t
+    for vname, t, expert in square:
+        if not _map_experts(vname, t, expert, rules, hf_shapes, layout or {}, out, swap_gate_up, orient):
+            raise MappingError(f"vLLM parameter {vname} {tuple(t.shape)} is square: whether transformers' fused tensor "
+                               "holds it transposed cannot be told by shape, and no sibling tensor tells it")
+    for vname, t, hname in pending:
+        near = [h for h in hf_shapes if h not in out and tuple(hf_shapes[h]) == tuple(t.shape) and (
+            h.endswith("." + hname) and h.count(".") == hname.count(".") + 1
+            or hname.endswith("." + h) and hname.count(".") == h.count(".") + 1)]
+        if len(near) == 1:
+            out[near[0]] = t
+        elif (zeroed is not None and vname.endswith(".bias")
+              and _hf_name(vname[: -len("bias")] + "weight", rules, hf_shapes) in out):
+            zeroed.append(vname)
+        else:
+            raise _no_counterpart(vname, t, [hname], hf_shapes)
     if control and not applied:
         first = next(n for n, t in out.items() if t.dim() == 2)
         out[first] = out[first].roll(1, dims=0)
     out = {n: t.t() if n in transposed else t for n, t in out.items()}
     hf_shapes = final_shapes
     missing = sorted(set(hf_shapes) - set(out))
+    held, lacking = {n.split(".", 1)[0] for n in out}, {n.split(".", 1)[0] for n in missing}
+    if missing and out and not held & lacking:
+        raise PartOfLayer(f"vLLM's layer is a part of transformers' layer: its parameters map into transformers' "
+                          f"{', '.join(sorted(held))} and none into {', '.join(sorted(lacking))}: no layer-level "
+                          "reference")
     if missing:
         raise MappingError(f"transformers parameter {missing[0]} {tuple(hf_shapes[missing[0]])} gets no vLLM "
                            f"weight ({len(missing)} in all); vLLM has {sorted(vllm_state)[:8]}")
@@ -195,13 +287,12 @@ def map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool = F
 
 
 def _no_counterpart(vname, t, tried: list, hf_shapes: dict) -> MappingError:
-    """The error for a vLLM parameter none of whose transformers names (`tried`) exists; where transformers' layer
-    has them one module down, it says so (vLLM's symbol is a part of transformers' layer: FalconH1's attention)."""
-    under = sorted({h[: -len(n)] for n in tried for h in hf_shapes if h.endswith("." + n)})
-    part = (f"; transformers' layer has it under {under[0]}: vLLM's layer is a part of transformers' layer, not a "
-            "layer-level reference") if under else ""
+    """The error for a vLLM parameter none of whose transformers names (`tried`) exists, naming the transformers
+    parameters of the same leaf name elsewhere in the layer, if any."""
+    leaf = ".".join(tried[-1].rsplit(".", 2)[-2:])
+    like = sorted(f"{h} {tuple(s)}" for h, s in hf_shapes.items() if h.endswith("." + leaf) or h == leaf)
     return MappingError(f"vLLM parameter {vname} {tuple(t.shape)} has no transformers counterpart "
-                        f"({' or '.join(tried)}){part}")
+                        f"({' or '.join(tried)})" + (f"; transformers has {', '.join(like[:4])}" if like else ""))
 
 
 def hf_transposed(layer) -> frozenset:
@@ -219,10 +310,12 @@ def hf_experts_layout(layer) -> dict:
             for n, m in layer.named_modules() if hasattr(m, "is_transposed")}
 
 
-def _map_experts(vname, t, expert, rules, hf_shapes, layout, out, swap):
+def _map_experts(vname, t, expert, rules, hf_shapes, layout, out, swap, orient: dict) -> bool:
     """vLLM's fused experts ([E, 2I, H] gate then up, [E, H, I]; biases [E, 2I], [E, H]) onto transformers' fused
     tensor (named by its checkpoint conversion; laid out as hf_experts_layout says, else as vLLM's unless only the
-    transposed shape fits) or onto its per-expert modules (`experts.{e}.<checkpoint name>.weight`)."""
+    transposed shape fits) or onto its per-expert modules (`experts.{e}.<checkpoint name>.weight`). A square weight
+    (Aria's w2 where H == I: both orientations fit) takes the orientation `orient` records for its experts module
+    from the other tensor; False where none is recorded yet (the caller retries it after the others)."""
     which, leaf, E = expert["which"], expert["leaf"], t.shape[0]
     ckpt = [rules["experts"]["gate"], rules["experts"]["up"]] if which == "w13" else [rules["experts"]["down"]]
     base = _rename(expert["base"] + ".0." + ckpt[0] + ".weight", rules["renames"]).rsplit(".0.", 1)[0]
@@ -235,13 +328,20 @@ def _map_experts(vname, t, expert, rules, hf_shapes, layout, out, swap):
         if which == "w13" and not concatenated:  # gate and up interleaved: g0 u0 g1 u1 ...
             g, u = w.chunk(2, dim=1)
             w = _interleave(g, u)
-        if leaf == "weight" and (transposed or transposed is None and tuple(hf_shapes[fused]) != tuple(w.shape)):
+        if leaf == "weight" and transposed is None:
+            fits = {flip for flip in (False, True) if tuple(hf_shapes[fused]) == tuple(w.transpose(1, 2).shape
+                                                                                        if flip else w.shape)}
+            if len(fits) == 2 and base not in orient:
+                return False
+            transposed = orient[base] if len(fits) == 2 else True in fits
+            orient.setdefault(base, transposed)
+        if leaf == "weight" and transposed:
             w = w.transpose(1, 2)
         if tuple(hf_shapes[fused]) != tuple(w.shape):
             raise MappingError(f"vLLM parameter {vname} {tuple(t.shape)} does not fit transformers' "
                                f"{fused} {tuple(hf_shapes[fused])}")
         out[fused] = w.contiguous()
-        return
+        return True
     first = _rename(f"{expert['base']}.0.{ckpt[0]}.{leaf}", rules["renames"])
     if first not in hf_shapes:
         raise MappingError(f"vLLM parameter {vname} {tuple(t.shape)} has no transformers counterpart ({fused} or {first})")
@@ -249,6 +349,7 @@ def _map_experts(vname, t, expert, rules, hf_shapes, layout, out, swap):
         names = [_rename(f"{expert['base']}.{e}.{c}.{leaf}", rules["renames"]) for c in ckpt]
         chunks = list(t[e].split(_split_sizes(names, hf_shapes, t.shape[1]), dim=0))
         out.update(zip(names, chunks[::-1] if swap and len(chunks) == 2 else chunks))
+    return True
 
 
 def _interleave(a, b):
@@ -434,17 +535,17 @@ def max_abs(a, b) -> float:
 CACHE_ARGS = ("past_key_values", "layer_past", "past_key_value")
 
 
-def hf_forward_kwargs(forward, config, positions, emb, cache=None) -> dict:
+def hf_forward_kwargs(forward, config, positions, emb, cache=None, mask=None) -> dict:
     """The keyword arguments of transformers' layer `forward` (a function; the hidden states go first, by position),
-    by its signature: position ids, position embeddings, no attention mask (causal), the cache under the name the
-    layer takes (past_key_values, or GPT-J's and Falcon's layer_past). A required argument the harness does not
+    by its signature: position ids, position embeddings, the attention mask (causal_mask's), the cache under the name
+    the layer takes (past_key_values, or GPT-J's and Falcon's layer_past). A required argument the harness does not
     build (Falcon's `alibi`) gets None, as the model passes it where the config turns the feature off; where the
     config turns it on, one line names it."""
     import inspect
 
     params = inspect.signature(forward).parameters
     takes_any = any(p.kind == p.VAR_KEYWORD for p in params.values())
-    kw = dict(position_ids=positions, position_embeddings=emb, attention_mask=None)
+    kw = dict(position_ids=positions, position_embeddings=emb, attention_mask=mask)
     if cache is not None:
         kw[next((n for n in CACHE_ARGS if n in params), "past_key_values")] = cache
         kw["use_cache"] = True
@@ -458,17 +559,52 @@ def hf_forward_kwargs(forward, config, positions, emb, cache=None) -> dict:
     return kw
 
 
-def hf_forward(layer, config, x, positions, rope, cache=None):
+def layer_type(config, layer_idx: int) -> str | None:
+    """The config's type of layer `layer_idx` (layer_types: full_attention, sliding_attention, ...), or None."""
+    types = getattr(config, "layer_types", None)
+    return types[layer_idx] if types and layer_idx < len(types) else None
+
+
+def causal_mask(config, x, positions, cache, layer_idx: int):
+    """The causal mask transformers' model builds for layer `layer_idx` (create_causal_mask, or the sliding-window
+    one for a sliding_attention layer): None where the attention applies causality itself (sdpa's is_causal), a 4D
+    mask where it does not (GPT-J's eager attention adds the mask it is given and nothing else). Sized by layer
+    `layer_idx` of the cache (the one the context is in)."""
+    from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
+
+    make = (create_sliding_window_causal_mask if layer_type(config, layer_idx) == "sliding_attention"
+            and getattr(config, "sliding_window", None) else create_causal_mask)
+    return make(config=config, inputs_embeds=x, attention_mask=None, past_key_values=cache,
+                position_ids=positions, **({"layer_idx": layer_idx} if cache is not None else {}))
+
+
+def rope_embeddings(rope, config, x, positions, layer_idx: int):
+    """transformers' rotary embedding for layer `layer_idx`: a rotary that keeps one table per layer type (Gemma 3's,
+    Gemma 4's) takes the layer's `layer_type`, as the model passes it."""
+    import inspect
+
+    if rope is None:
+        return None
+    if "layer_type" in inspect.signature(getattr(rope, "forward", rope)).parameters:  # a module or a function
+        return rope(x, positions, layer_type(config, layer_idx))
+    return rope(x, positions)
+
+
+def hf_forward(layer, config, x, positions, rope, cache=None, layer_idx: int = 0):
     import torch
 
-    emb = rope(x, positions) if rope is not None else None
+    emb = rope_embeddings(rope, config, x, positions, layer_idx)
+    mask = causal_mask(config, x, positions, cache, layer_idx)
     with torch.no_grad():
-        out = layer(x, **hf_forward_kwargs(type(layer).forward, config, positions, emb, cache))
+        out = layer(x, **hf_forward_kwargs(type(layer).forward, config, positions, emb, cache, mask))
     return out[0] if isinstance(out, tuple) else out
 
 
-def context_cache(ex, dtype, config, layer_idx):
-    """transformers' cache holding the bundle's context K/V (the paged cache: K then V in the last dim)."""
+def context_cache(ex, dtype, config, layer_idx, probe=None):
+    """transformers' cache holding the bundle's context K/V (the paged cache: K then V in the last dim). `probe`
+    (a function filling a cache with one token through transformers' layer) shows what that layer caches: where it
+    is not per-head K and V of the bundle's sizes (DeepSeek's MLA caches a latent and the rotary key), the bundle's
+    context cannot be copied: NoReference."""
     import torch
     from transformers import DynamicCache
 
@@ -476,6 +612,14 @@ def context_cache(ex, dtype, config, layer_idx):
     bt = ex["inputs"]["block_table"]
     ctx = ex["sizes"]["context"]
     Dh = kv.shape[-1] // 2
+    if probe is not None:
+        probed = DynamicCache(config=config)
+        probe(probed)
+        keys, values = probed.layers[layer_idx].keys, probed.layers[layer_idx].values
+        if (keys.shape[1], keys.shape[-1], values.shape[1], values.shape[-1]) != (kv.shape[1], Dh, kv.shape[1], Dh):
+            raise NoReference(f"transformers' layer caches keys {tuple(keys.shape[1::2])} and values "
+                              f"{tuple(values.shape[1::2])} per (head, dim), the bundle's paged cache K and V of "
+                              f"{(kv.shape[1], Dh)} (a latent cache, MLA's, on one side): the context cannot be copied")
     seqs = []
     for b in range(bt.shape[0]):
         blocks = kv[bt[b].long()]  # [nb, H_kv, bs, 2Dh]
@@ -524,7 +668,10 @@ def hf_layer(hf_cls, config, layer_idx: int, state: dict, dtype, buffers: dict |
     """transformers' layer in eval mode holding `state` (map_weights' output) in `dtype`. Its parameters are built
     on meta and given the mapped tensors (assign): where the dtype is the bundle's, it shares their storage (no second
     copy of an MoE layer's experts). Its buffers are those its __init__ computes, except where vLLM's layer has one of
-    the same name and shape (`buffers`: an activation's constants as vLLM set them)."""
+    the same name and shape (`buffers`: an activation's constants as vLLM set them). A buffer of vLLM's layer that
+    transformers' layer lacks, at a module it has that has no attribute of that name, is given to it: transformers'
+    model registers such buffers on its layers after building them (FalconH1Model's mup_vector on each mixer), so
+    the layer alone lacks them (H100: AttributeError 'FalconH1Mixer' object has no attribute 'mup_vector')."""
     import torch
 
     with params_on_meta():
@@ -532,6 +679,11 @@ def hf_layer(hf_cls, config, layer_idx: int, state: dict, dtype, buffers: dict |
     own = {n: b for n, b in hf.state_dict().items() if n in dict(hf.named_buffers())}  # the persistent ones
     taken = {n: b for n, b in (buffers or {}).items() if n in own and tuple(b.shape) == tuple(own[n].shape)}
     state = {**{k: v.to(dtype) for k, v in state.items()}, **{n: b.to(own[n].dtype) for n, b in taken.items()}}
+    modules = dict(hf.named_modules())
+    for n, b in (buffers or {}).items():
+        path, _, leaf = n.rpartition(".")
+        if path in modules and not hasattr(modules[path], leaf):
+            modules[path].register_buffer(leaf, b.to(dtype) if b.is_floating_point() else b.clone(), persistent=False)
     missing, unexpected = hf.load_state_dict(state, strict=False, assign=True)
     missing = [n for n in missing if n not in own]
     if missing or unexpected:
@@ -568,6 +720,9 @@ def run_case(mod, symbol: str, cfg: dict, workload: str, tokens: int, batch: int
            "workload": workload, "batch": batch, "tokens": tokens, "context": context}
     ex = mod.invocation_example(small=True, workload=workload, tokens=tokens, batch=batch, context=context)
     layer = ex["module"]
+    if not isinstance(layer, torch.nn.Module):  # A6's generic example: no invocation template for this symbol
+        return dict(row, status="no reference", reason=f"the bundle's invocation_example builds no {symbol} (it "
+                    f"returns {getattr(layer, '__name__', type(layer).__name__)} unbuilt): no layer to compare")
     gen = torch.Generator(device="cuda").manual_seed(1)
     with torch.no_grad():
         for n, p in layer.named_parameters():
@@ -587,9 +742,16 @@ def run_case(mod, symbol: str, cfg: dict, workload: str, tokens: int, batch: int
         meta = new_layer(hf_cls, config, layer_idx)
     shapes = {n: tuple(p.shape) for n, p in meta.named_parameters()}
     rules = loader_rules(model_file_of(mod, symbol), model_type)
-    kw = dict(rules=rules, layout=hf_experts_layout(meta), transposed=hf_transposed(meta))
-    hf_state = map_weights(vllm_state, shapes, **kw)
-    control_state = map_weights(vllm_state, shapes, control=True, **kw)
+    kw = dict(rules=rules, layout=hf_experts_layout(meta), transposed=hf_transposed(meta),
+              num_heads=getattr(config, "num_attention_heads", None))
+    zeroed: list = []
+    hf_state = map_weights(vllm_state, shapes, zeroed=zeroed, **kw)
+    control_state = map_weights(vllm_state, shapes, control=True, zeroed=[], **kw)
+    if zeroed:  # biases transformers' layer lacks: zeroed in vLLM's layer, the same computation
+        with torch.no_grad():
+            for n in zeroed:
+                vllm_state[n].zero_()
+        row["zeroed_biases"] = zeroed
     B, q, ctx = ex["sizes"]["B"], ex["sizes"]["new_tokens"], ex["sizes"]["context"]
     H = ex["inputs"]["hidden_states"].shape[-1]
     x = ex["inputs"]["hidden_states"]  # [B*q, H]
@@ -611,9 +773,10 @@ def run_case(mod, symbol: str, cfg: dict, workload: str, tokens: int, batch: int
     def hf_run(state, dtype):
         hf = hf_layer(hf_cls, config, layer_idx, state, dtype, vllm_buffers)
         rope = rope_cls(config).to("cuda") if rope_cls is not None else None
-        cache = context_cache(ex, dtype, config, layer_idx) if ctx else None
         xin = x.view(B, q, H).to(dtype)
-        call = lambda: hf_forward(hf, config, xin, positions, rope, cache).float()  # noqa: E731
+        probe = lambda c: hf_forward(hf, config, xin[:1, :1], positions[:1, :1], rope, c, layer_idx)  # noqa: E731
+        cache = context_cache(ex, dtype, config, layer_idx, probe) if ctx else None
+        call = lambda: hf_forward(hf, config, xin, positions, rope, cache, layer_idx).float()  # noqa: E731
         y, sets = _router_topk(hf, call, top_k) if top_k else (call(), None)
         del hf
         torch.cuda.empty_cache()
@@ -686,6 +849,9 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         try:
             row = run_case(mod, symbol, cfg, kind, n, b, c)
+        except NoReference as e:
+            row = {"case": f"{kind}:{b}x{n}+{c}", "status": "no reference", "reason": str(e)}
+            print(f"parity: {args.bundle.name}: no reference: {e}")
         except MappingError as e:
             print(f"parity: {args.bundle.name}: {e}", file=sys.stderr)
             return 2
