@@ -1,9 +1,13 @@
-"""The names Python binds in a scope, as both scope analyses read them: A1's references (graph/refs.py, with
-graph/engine.py and graph/augassign.py) and A7's reachability (package/references.py, package/reachability.py)."""
+"""The names Python binds in a scope, as both scope analyses read them: A1's references (graph/refs.py,
+graph/scopes.py, with graph/engine.py and graph/augassign.py) and A7's reachability (package/references.py,
+package/reachability.py). One walker (body_bindings) yields every binding of a scope; each stage keeps its policy
+as a named filter on its kinds."""
 
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 
 def parameter_names(a: ast.arguments) -> list[str]:
@@ -36,3 +40,76 @@ def comprehension_targets(generators: list[ast.comprehension]) -> set[str]:
     for g in generators:
         target_names(g.target, out)
     return set(out)
+
+
+@dataclass(frozen=True)
+class Binding:
+    """One binding of a scope: the name, how it is bound (one of KINDS) and the node that binds it (the
+    statement, handler, pattern, comprehension, `arg` or walrus)."""
+    name: str
+    kind: str
+    node: ast.AST
+
+
+KINDS = ("param", "assign", "del", "import", "def", "class", "for", "with", "except", "match", "walrus", "global",
+         "nonlocal", "comprehension")
+
+_NESTED = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
+# the fields whose Store/Del names a node binds, and the kind of that binding
+_TARGETS = {ast.Assign: ("targets", "assign"), ast.AugAssign: ("target", "assign"),
+            ast.AnnAssign: ("target", "assign"), ast.Delete: ("targets", "del"), ast.For: ("target", "for"),
+            ast.AsyncFor: ("target", "for"), ast.withitem: ("optional_vars", "with"),
+            ast.NamedExpr: ("target", "walrus"), ast.comprehension: ("target", "comprehension")}
+
+
+def scope_bindings(fn: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> Iterator[Binding]:
+    """Every binding of a function's or lambda's own scope: its parameters, then what its body binds."""
+    a = fn.args
+    for x in a.posonlyargs + a.args + a.kwonlyargs + [a.vararg, a.kwarg]:
+        if x is not None:
+            yield Binding(x.arg, "param", x)
+    yield from body_bindings([fn.body] if isinstance(fn, ast.Lambda) else fn.body)
+
+
+def body_bindings(body: list[ast.AST]) -> Iterator[Binding]:
+    """Every binding the statements (or expressions) of one scope make, in source order, without entering a
+    nested scope: of a nested def, class or lambda only what the enclosing scope evaluates (decorators, defaults,
+    bases, keywords) is walked and its name bound; of a comprehension, its targets are yielded as kind
+    "comprehension" (Python binds them in the comprehension's own scope; a caller decides) and its walruses as
+    the enclosing scope's."""
+    stack: list[ast.AST] = list(reversed(body))
+    while stack:
+        n = stack.pop()
+        if isinstance(n, _NESTED):
+            if not isinstance(n, ast.Lambda):
+                yield Binding(n.name, "class" if isinstance(n, ast.ClassDef) else "def", n)
+            stack.extend(reversed(_evaluated_outside(n)))
+            continue
+        if isinstance(n, (ast.Import, ast.ImportFrom)):
+            yield from (Binding(alias_name(al), "import", n) for al in n.names if al.name != "*")
+        elif isinstance(n, (ast.Global, ast.Nonlocal)):
+            yield from (Binding(nm, type(n).__name__.lower(), n) for nm in n.names)
+        elif isinstance(n, ast.ExceptHandler) and n.name:
+            yield Binding(n.name, "except", n)
+        elif isinstance(n, (ast.MatchAs, ast.MatchStar)) and n.name:
+            yield Binding(n.name, "match", n)
+        elif isinstance(n, ast.MatchMapping) and n.rest:
+            yield Binding(n.rest, "match", n)
+        field_kind = _TARGETS.get(type(n))
+        if field_kind is not None:
+            targets = getattr(n, field_kind[0])
+            out: list[str] = []
+            for t in targets if isinstance(targets, list) else [targets]:
+                if t is not None:
+                    target_names(t, out)
+            yield from (Binding(nm, field_kind[1], n) for nm in out)
+        stack.extend(reversed(list(ast.iter_child_nodes(n))))
+
+
+def _evaluated_outside(n: ast.AST) -> list[ast.AST]:
+    """The parts of a nested def, class or lambda the enclosing scope evaluates."""
+    if isinstance(n, ast.ClassDef):
+        return n.decorator_list + n.bases + [k.value for k in n.keywords]
+    a = n.args
+    defaults = a.defaults + [d for d in a.kw_defaults if d is not None]
+    return defaults if isinstance(n, ast.Lambda) else n.decorator_list + defaults

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 
+from bundler_lib.common.scopes import body_bindings
+
 from .index import ImportBinding, ModuleInfo, TreeIndex
 
 
@@ -47,55 +49,44 @@ def _class_locals(cls: ast.ClassDef, index: TreeIndex, info: ModuleInfo) -> tupl
     return set(hit[0]), dict(hit[1]), set(hit[2])
 
 
+# A1's policy on the kinds of common/scopes.body_bindings: `global` and `nonlocal` names are not the scope's (the
+# first also drops a same-named import), imports are sorted by the index into repo-local (followed) and external
+# (plain locals), comprehension targets belong to the comprehension's scope
+_A1_NOT_LOCAL = frozenset({"global", "nonlocal", "import", "comprehension"})
+
+
 def _collect_locals(body: list[ast.stmt], index: TreeIndex, info: ModuleInfo, params: set | None = None):
     """Names bound in a function/class body (not descending into nested scopes): (local names, repo-local
     imports, `global` names, single assignments). Single assignments: the local names bound exactly once, by
     a plain `name = expr`, not parameters (`params`); guards may read `expr` for `name` (e.g. `strategy =
     envs.X` then `if strategy != "":`)."""
+    bound = [(i, b) for i, st in enumerate(body) for b in body_bindings([st])]
+    globals_ = {b.name for _, b in bound if b.kind == "global"}
     local: set[str] = set()
-    imports: dict[str, ImportBinding] = {}
-    globals_: set[str] = set()
     count: dict[str, int] = {}
     value: dict[str, ast.expr] = {}
-    scopes = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
-    stack: list = list(reversed(body))
-    while stack:
-        n = stack.pop()
-        if isinstance(n, scopes):
-            local.add(n.name)
-            stack.extend(n.decorator_list)
+    statements: dict[int, tuple[int, ast.stmt]] = {}
+    for i, b in bound:
+        if b.kind == "import":
+            statements[id(b.node)] = (i, b.node)
+        if b.kind in _A1_NOT_LOCAL:
             continue
-        if isinstance(n, ast.Lambda):
-            continue
-        if isinstance(n, ast.Global):
-            globals_.update(n.names)
-            continue
-        if isinstance(n, ast.Nonlocal):
-            continue
-        if isinstance(n, (ast.Import, ast.ImportFrom)):
-            for b in index.import_bindings(info, n, False):
-                if b.external:
-                    local.add(b.name)
-                else:
-                    imports[b.name] = b
-            continue
-        if isinstance(n, ast.Name):
-            if isinstance(n.ctx, (ast.Store, ast.Del)):
-                local.add(n.id)
-                count[n.id] = count.get(n.id, 0) + 1
-            continue
-        if isinstance(n, ast.Assign) and len(n.targets) == 1 and isinstance(n.targets[0], ast.Name):
-            value[n.targets[0].id] = n.value
-        elif isinstance(n, ast.ExceptHandler) and n.name:
-            local.add(n.name)
-        elif isinstance(n, ast.MatchAs) and n.name:
-            local.add(n.name)
-        for f in n._fields:
-            v = getattr(n, f, None)
-            if isinstance(v, list):
-                stack.extend(x for x in v if isinstance(x, ast.AST))
-            elif isinstance(v, ast.AST):
-                stack.append(v)
+        local.add(b.name)
+        count[b.name] = count.get(b.name, 0) + 1
+        if isinstance(b.node, ast.Assign) and len(b.node.targets) == 1 and isinstance(b.node.targets[0], ast.Name):
+            value[b.name] = b.node.value
+    # a name several repo-local imports bind resolves to one: that of the body's last statement importing it,
+    # and within that (compound) statement its first import
+    per_statement: dict[int, dict[str, ImportBinding]] = {}
+    for i, st in statements.values():
+        for ib in index.import_bindings(info, st, False):
+            if ib.external:
+                local.add(ib.name)
+            else:
+                per_statement.setdefault(i, {}).setdefault(ib.name, ib)
+    imports: dict[str, ImportBinding] = {}
+    for i in sorted(per_statement):
+        imports.update(per_statement[i])
     local -= globals_
     for g in globals_:
         imports.pop(g, None)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from bundler_lib.common.annotations import decorator_name, safe_decorator
 from bundler_lib.common.names import dotted
-from bundler_lib.common.scopes import alias_name, comprehension_targets, parameter_names
+from bundler_lib.common.scopes import body_bindings, comprehension_targets, scope_bindings
 
 
 _DATACLASS_LOOKUPS = frozenset({"ClassVar", "InitVar", "KW_ONLY"})
@@ -69,49 +69,16 @@ def target_bases(t: ast.AST, out: list) -> None:
         out.append(node.id if isinstance(node, ast.Name) else None)
 
 
+# A7's policy on the kinds of common/scopes.body_bindings: a comprehension's targets are its own scope's, and
+# `global`/`nonlocal` bind nothing here (a `nonlocal` name is the enclosing function's: local there already)
+_A7_NOT_BOUND = frozenset({"comprehension", "global", "nonlocal"})
+
+
 def _function_locals(fn: ast.AST) -> set[str]:
     """Names local to a function or lambda scope (parameters and whatever its body binds, minus `global`)."""
-    names = set(parameter_names(fn.args))
-    if isinstance(fn, ast.Lambda):
-        return names
-    declared_global: set[str] = set()
-    todo: list[ast.AST] = list(fn.body)
-    while todo:
-        node = todo.pop()
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names.add(node.name)
-            todo.extend(node.decorator_list)
-            if not isinstance(node, ast.ClassDef):
-                todo.extend(node.args.defaults + [d for d in node.args.kw_defaults if d is not None])
-            else:
-                todo.extend(node.bases + [k.value for k in node.keywords])
-            continue
-        if isinstance(node, ast.Lambda):
-            continue
-        if isinstance(node, ast.Name):
-            if not isinstance(node.ctx, ast.Load):
-                names.add(node.id)
-            continue
-        if isinstance(node, ast.NamedExpr):
-            names.add(node.target.id)
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            names.update(alias_name(al) for al in node.names if al.name != "*")
-        elif isinstance(node, ast.ExceptHandler) and node.name:
-            names.add(node.name)
-        elif isinstance(node, ast.Global):
-            declared_global.update(node.names)
-        elif isinstance(node, ast.Nonlocal):
-            names.update(node.names)
-        elif isinstance(node, (ast.MatchAs, ast.MatchStar)) and node.name:
-            names.add(node.name)
-        elif isinstance(node, ast.MatchMapping) and node.rest:
-            names.add(node.rest)
-        if isinstance(node, ast.comprehension):  # its target is the comprehension's, not the function's
-            todo.append(node.iter)
-            todo.extend(node.ifs)
-            continue
-        todo.extend(ast.iter_child_nodes(node))
-    return names - declared_global
+    bound = list(scope_bindings(fn))
+    declared_global = {b.name for b in bound if b.kind == "global"}
+    return {b.name for b in bound if b.kind not in _A7_NOT_BOUND} - declared_global
 
 
 def _string_names(node: ast.AST) -> set[str]:
@@ -330,20 +297,4 @@ class References(ast.NodeVisitor):
 
 def bound_here(stmt: ast.AST) -> set[str]:
     """Names a class-body statement binds in the class namespace (nested scopes' own names excluded)."""
-    out: set[str] = set()
-    todo = [stmt]
-    while todo:
-        node = todo.pop()
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            out.add(node.name)
-            continue
-        if isinstance(node, (ast.Lambda, ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
-            continue
-        if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
-            out.add(node.id)
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            out.update(alias_name(al) for al in node.names)
-        elif isinstance(node, ast.ExceptHandler) and node.name:
-            out.add(node.name)
-        todo.extend(ast.iter_child_nodes(node))
-    return out
+    return {b.name for b in body_bindings([stmt]) if b.kind not in _A7_NOT_BOUND}
