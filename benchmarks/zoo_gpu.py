@@ -45,15 +45,19 @@ PARITY_KEYS = ("case", "status", "reference", "bundle_rel_l2", "bundle_max_abs",
 
 
 def model_record(bundle: Path) -> dict:
-    """A6.model.json of the bundle's target (artifacts/<target>/ beside it), or {} when absent."""
+    """A6.model.json of the bundle's target (artifacts/<target>/ beside it), or {} when absent. The target's folder
+    ends in the bundle's name (`targets.zoo.vllm_0_26_0.LlamaDecoderLayer__llama` for a symbol that several
+    variants build); otherwise the record whose symbol the bundle is named after."""
+    records = []
     for m in sorted((bundle.parent / "artifacts").glob("*/A6.model.json")):
         try:
-            rec = json.loads(m.read_text())
+            records.append((m.parent.name, json.loads(m.read_text())))
         except (OSError, json.JSONDecodeError):
             continue
-        if rec.get("symbol") == bundle.stem:
+    for target, rec in records:
+        if target.rsplit(".", 1)[-1] == bundle.stem:
             return rec
-    return {}
+    return next((rec for _, rec in records if rec.get("symbol") == bundle.stem), {})
 
 
 def _child(cmd: list[str], timeout_s: float, cache: str, tail_chars: int, cwd=None) -> tuple:

@@ -45,6 +45,17 @@ def test_rows_summary_and_resume(tmp_path):
     assert again["GoodLayer"]["small_cold"]["ok"]
 
 
+def test_a_variant_bundle_reads_its_own_targets_record(tmp_path):
+    """Several variants of one symbol (LlamaDecoderLayer__llama, __llama_eagle): each bundle's record is its target's."""
+    for variant, model in (("llama", "org/llama"), ("llama_eagle", None)):
+        a = tmp_path / "artifacts" / f"targets.zoo.vllm_0_26_0.LlamaDecoderLayer__{variant}"
+        a.mkdir(parents=True)
+        (a / "A6.model.json").write_text(json.dumps({"symbol": "LlamaDecoderLayer", "model_name": model}))
+    assert zoo_gpu.model_record(tmp_path / "LlamaDecoderLayer__llama.py")["model_name"] == "org/llama"
+    assert zoo_gpu.model_record(tmp_path / "LlamaDecoderLayer__llama_eagle.py")["model_name"] is None
+    assert zoo_gpu.model_record(tmp_path / "OtherLayer.py") == {}
+
+
 def test_no_bundles_is_one_line_and_exit_2(tmp_path, capsys):
     assert zoo_gpu.main([str(tmp_path), str(tmp_path / "out")]) == 2
     assert capsys.readouterr().out.startswith(f"error: no bundles in {tmp_path}")
