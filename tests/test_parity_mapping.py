@@ -409,3 +409,48 @@ def test_module_renames_inside_a_layer_from_vllms_prefix_map():
         parity.map_weights(vllm, shapes, rules=rules)
     assert parity._hf_name("mixer.q_proj.weight", rules, shapes) == "self_attn.q_proj.weight"
     assert parity._hf_name("mixer.fc1.weight", rules, shapes) == "mlp.fc1.weight"
+
+
+JAMBA = dict(model_type="jamba", hidden_size=64, intermediate_size=96, num_attention_heads=4, num_key_value_heads=2,
+             num_hidden_layers=2, mamba_d_state=4, mamba_expand=2, mamba_dt_rank=8, num_experts=1,
+             attn_layer_offset=1, attn_layer_period=2, use_mamba_kernels=False)
+
+
+def _jamba_state(symbol, layer_idx):
+    config = parity.hf_config(JAMBA)
+    layer = parity.hf_classes("jamba", symbol)[1](config, layer_idx)
+    torch.manual_seed(0)
+    return {n: torch.randn(p.shape) for n, p in layer.named_parameters()}
+
+
+def _jamba_as_vllm(hf: dict) -> dict:
+    """_as_vllm's merges; Jamba's MLP is `feed_forward`."""
+    out = _as_vllm({n.replace("feed_forward.", "mlp."): t for n, t in hf.items()})
+    return {n.replace("mlp.", "feed_forward."): t for n, t in out.items()}
+
+
+def test_a_parameter_vllms_loader_transforms_is_undone():
+    """vLLM's Mamba mixers store A = -exp(A_log) (their weight loader, read from layers/mamba by gen_loader_rules)
+    under the name A (jamba.py's WeightsMapper .A_log -> .A): transformers' A_log gets log(-A) (H100: exit 2,
+    mamba.A has no transformers counterpart)."""
+    rules = parity.loader_rules("jamba.py", "jamba")
+    assert rules["transformed"]["A"] == "neg_exp"
+    hf = _jamba_state("JambaMambaDecoderLayer", 0)
+    shapes = {n: tuple(t.shape) for n, t in hf.items()}
+    vllm = {("mamba.A" if n == "mamba.A_log" else n): (-hf[n].exp() if n == "mamba.A_log" else t)
+            for n, t in _jamba_as_vllm(hf).items()}
+    out = parity.map_weights(vllm, shapes, rules=rules)
+    torch.testing.assert_close(out["mamba.A_log"], hf["mamba.A_log"])
+
+
+def test_a_module_vllms_weights_mapper_removes_is_restored():
+    """jamba.py's WeightsMapper renames `.self_attn.` to `.`: vLLM's attention layer holds qkv_proj itself;
+    transformers' holds it under self_attn (H100: exit 2, qkv_proj.weight has no counterpart)."""
+    rules = parity.loader_rules("jamba.py", "jamba")
+    hf = _jamba_state("JambaAttentionDecoderLayer", 1)
+    shapes = {n: tuple(t.shape) for n, t in hf.items()}
+    vllm = {n.replace("self_attn.", "", 1): t for n, t in _jamba_as_vllm(hf).items()}
+    out = parity.map_weights(vllm, shapes, rules=rules)
+    assert sorted(out) == sorted(hf)
+    for n in hf:
+        torch.testing.assert_close(out[n], hf[n])

@@ -22,6 +22,10 @@ source is absent, so they are committed. For each `vllm/model_executor/models/<f
 `default` holds, for each merged name, the mapping most files give it, and FusedMoE's default expert names: the
 rules of a file that states none. Each version's file is read; where versions disagree the later one wins and the
 conflict is listed in `conflicts`.
+`transformed`: parameters vLLM's layers store as a function of the checkpoint's, by the weight loader they set
+(`set_weight_attrs(self.A, {"weight_loader": loader})` where the loader, a def or an assignment in the same function,
+applies `-torch.exp(...)`: the Mamba mixers' A = -exp(A_log)), read from vllm/model_executor/layers and models:
+{parameter name: {"op": "neg_exp", "files": [...]}}.
 """
 
 from __future__ import annotations
@@ -67,6 +71,33 @@ def _layer_prefix(orig: str, new: str) -> list:
     while len(a) > 1 and len(b) > 1 and a[-1] == b[-1]:
         a, b = a[:-1], b[:-1]
     return ["layer_prefix", "." + ".".join(a) + ".", "." + ".".join(b) + "."]
+
+
+def _neg_exp(node) -> bool:
+    """Whether the subtree holds `-torch.exp(...)`."""
+    return any(isinstance(n, ast.UnaryOp) and isinstance(n.op, ast.USub) and isinstance(n.operand, ast.Call)
+               and isinstance(n.operand.func, ast.Attribute) and n.operand.func.attr == "exp"
+               and isinstance(n.operand.func.value, ast.Name) and n.operand.func.value.id == "torch"
+               for n in ast.walk(node))
+
+
+def transformed_params(source: str) -> dict:
+    """{vLLM parameter name: op} for the parameters whose weight loader transforms the checkpoint tensor."""
+    out = {}
+    for fn in ast.walk(ast.parse(source)):
+        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        loaders = {n.name for n in ast.walk(fn) if isinstance(n, ast.FunctionDef) and n is not fn and _neg_exp(n)}
+        loaders |= {t.id for n in ast.walk(fn) if isinstance(n, ast.Assign) and _neg_exp(n.value)
+                    for t in n.targets if isinstance(t, ast.Name)}
+        for call in ast.walk(fn):
+            if (isinstance(call, ast.Call) and getattr(call.func, "id", None) == "set_weight_attrs"
+                    and len(call.args) == 2 and isinstance(call.args[0], ast.Attribute)
+                    and isinstance(call.args[1], ast.Dict)):
+                for k, v in zip(call.args[1].keys, call.args[1].values):
+                    if _const(k) == "weight_loader" and isinstance(v, ast.Name) and v.id in loaders:
+                        out[call.args[0].attr] = "neg_exp"
+    return out
 
 
 def file_rules(source: str) -> dict:
@@ -133,7 +164,17 @@ def main(argv=None) -> int:
     files: dict = {}
     conflicts: list = []
     counts: dict = collections.defaultdict(collections.Counter)
+    transformed: dict = {}
     for tree in a.trees:
+        root = tree / "vllm" / "model_executor"
+        for f in sorted(root.glob("layers/**/*.py")) + sorted(root.glob("models/*.py")):
+            for param, op in transformed_params(f.read_text(encoding="utf-8")).items():
+                entry = transformed.setdefault(param, {"op": op, "files": []})
+                if entry["op"] != op:
+                    conflicts.append(f"{f.relative_to(root)}: {param} loaded as {op}, elsewhere {entry['op']}")
+                rel = str(f.relative_to(root))
+                if rel not in entry["files"]:
+                    entry["files"].append(rel)
         models = tree / "vllm" / "model_executor" / "models"
         if not models.is_dir():
             print(f"gen_loader_rules: {tree} has no vllm/model_executor/models: pass an extracted vLLM sdist", file=sys.stderr)
@@ -152,7 +193,7 @@ def main(argv=None) -> int:
                           if c.most_common(1)[0][1] > 1 and c.most_common(1)[0][0] != (k,)},
                "experts": FUSED_MOE_DEFAULT}
     result = {"generated_by": "tools/gen_loader_rules.py", "trees": [t.name for t in a.trees], "default": default,
-              "conflicts": conflicts, "files": dict(sorted(files.items()))}
+              "transformed": transformed, "conflicts": conflicts, "files": dict(sorted(files.items()))}
     a.out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"{a.out}: {len(files)} model files, {len(default['packed'])} default merges, {len(conflicts)} conflicts")
     return 0

@@ -73,12 +73,15 @@ def loader_rules(model_file: str | None = None, model_type: str | None = None) -
     (transformers' checkpoint renames for the model_type, as (regex, replacement)), `fused` (transformers' fused
     expert tensor for gate+up and for down, from its checkpoint conversion), `mapper` (the file's WeightsMapper
     renames, checkpoint -> vLLM: [kind, checkpoint text, vLLM text]) and `head_interleaved` (fused q/k/v modules
-    whose checkpoint rows [heads, 3, head_dim] the loader regroups to [3, heads, head_dim])."""
+    whose checkpoint rows [heads, 3, head_dim] the loader regroups to [3, heads, head_dim]) and `transformed`
+    (parameter name -> the function of the checkpoint tensor vLLM's weight loader stores: neg_exp, the Mamba mixers'
+    A = -exp(A_log))."""
     table = json.loads(LOADER_RULES.read_text())
     own = table["files"].get(model_file or "", {})
     rules = {"packed": {**table["default"]["packed"], **own.get("packed", {})},
              "experts": dict(own.get("experts") or table["default"]["experts"]), "renames": [], "fused": {},
-             "mapper": own.get("mapper", []), "head_interleaved": own.get("head_interleaved", [])}
+             "mapper": own.get("mapper", []), "head_interleaved": own.get("head_interleaved", []),
+             "transformed": {k: v["op"] for k, v in table.get("transformed", {}).items()}}
     if model_type:
         from transformers.conversion_mapping import get_checkpoint_conversion_mapping
 
@@ -101,15 +104,29 @@ def _rename(name: str, renames: list) -> str:
     return re.sub(r"^.*?layers\.\d+\.", "", full, count=1)
 
 
-def _from_vllm(name: str, mapper: list) -> str:
-    """The checkpoint name vLLM's WeightsMapper renames to `name` (its literal suffix and substring renames undone;
-    the module renames inside a layer are _hf_name's)."""
+def _from_vllm(name: str, mapper: list) -> list[str]:
+    """The checkpoint names vLLM's WeightsMapper may rename to `name`, nearest first: each of its literal suffix and
+    substring renames undone at one place, then all of them undone together (the module renames inside a layer are
+    _hf_name's). The layer's path is the text before `name`, so a rename's leading "." may match at its start (Jamba's
+    ".self_attn." -> "." leaves `qkv_proj.weight` of `self_attn.qkv_proj.weight`); where a rename's vLLM text occurs
+    more than once, which place it came from is not known: each is a candidate."""
+    dotted = "." + name
+    out = []
     for kind, orig, new in mapper:
-        if kind == "suffix" and name.endswith(new):
-            name = name[: len(name) - len(new)] + orig
+        if kind == "suffix" and dotted.endswith(new):
+            out.append(dotted[: len(dotted) - len(new)] + orig)
         elif kind == "substr":
-            name = name.replace(new, orig)
-    return name
+            at = dotted.find(new)
+            while at >= 0:
+                out.append(dotted[:at] + orig + dotted[at + len(new):])
+                at = dotted.find(new, at + 1)
+    whole = dotted
+    for kind, orig, new in mapper:
+        if kind == "suffix" and whole.endswith(new):
+            whole = whole[: len(whole) - len(new)] + orig
+        elif kind == "substr" and new != ".":
+            whole = whole.replace(new, orig)
+    return [n[1:] for n in dict.fromkeys(out + [whole]) if n.startswith(".")]
 
 
 def _hf_name(name: str, rules: dict, hf_shapes: dict) -> str:
@@ -120,9 +137,10 @@ def _hf_name(name: str, rules: dict, hf_shapes: dict) -> str:
     plain = _rename(name, rules["renames"])
     if plain in hf_shapes or not rules.get("mapper"):
         return plain
-    mapped = _rename(_from_vllm(name, rules["mapper"]), rules["renames"])
-    if mapped in hf_shapes:
-        return mapped
+    for candidate in _from_vllm(name, rules["mapper"]):
+        mapped = _rename(candidate, rules["renames"])
+        if mapped in hf_shapes:
+            return mapped
     for kind, orig, new in rules["mapper"]:
         if kind == "layer_prefix" and ("." + name).startswith(new):
             renamed = _rename(orig[1:] + name[len(new) - 1:], rules["renames"])
@@ -159,6 +177,17 @@ def head_interleaved(vname: str, rules: dict) -> bool:
     """Whether vLLM's loader regrouped this parameter's checkpoint rows (rules' `head_interleaved`)."""
     module = vname.rpartition(".")[0]
     return any(module == m or module.endswith("." + m) for m in rules.get("head_interleaved", []))
+
+
+# The inverse of each function a vLLM weight loader applies to a checkpoint tensor (rules' `transformed`).
+UNDO_LOADED = {"neg_exp": lambda t: (-t.float()).log().to(t.dtype)}
+
+
+def untransformed(vname: str, t, rules: dict):
+    """The checkpoint tensor of vLLM parameter `vname`, where vLLM's loader stored a function of it (rules'
+    `transformed`, by the parameter's own name)."""
+    op = rules.get("transformed", {}).get(vname.rpartition(".")[2])
+    return UNDO_LOADED[op](t) if op else t
 
 
 def regroup_heads(t, num_heads: int, to_vllm: bool):
@@ -218,6 +247,7 @@ def _map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool, r
     for vname, t in vllm_state.items():
         if NO_COUNTERPART.search(vname):
             continue
+        t = untransformed(vname, t, rules)
         if head_interleaved(vname, rules):
             if not num_heads:
                 raise MappingError(f"vLLM parameter {vname} {tuple(t.shape)}: vLLM's loader regroups its rows by "
