@@ -454,3 +454,14 @@ def test_a_module_vllms_weights_mapper_removes_is_restored():
     assert sorted(out) == sorted(hf)
     for n in hf:
         torch.testing.assert_close(out[n], hf[n])
+
+
+def test_names_vllms_load_weights_renames_literally():
+    """GraniteMoe*'s load_weights renames checkpoint names with literal str.replace (router.layer -> gate, A_log -> A;
+    read by gen_loader_rules): undone, transformers' renames then apply (H100: exit 2, block_sparse_moe.gate.weight,
+    mamba.A have no counterpart)."""
+    shared = parity.loader_rules("granitemoeshared.py", "granitemoeshared")
+    assert parity._hf_name("block_sparse_moe.gate.weight", shared, {"block_sparse_moe.router.weight": (4, 64)}) \
+        == "block_sparse_moe.router.weight"
+    hybrid = parity.loader_rules("granitemoehybrid.py", "granitemoehybrid")
+    assert parity._hf_name("mamba.A", hybrid, {"mamba.A_log": (4,)}) == "mamba.A_log"

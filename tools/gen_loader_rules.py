@@ -15,13 +15,15 @@ source is absent, so they are committed. For each `vllm/model_executor/models/<f
   `experts.gate_up_proj`); prefixes (model-level paths), regexes, dropped names (None) and deletions are left out.
   Module renames inside a layer, written as a dict of f-strings `{f"{src}.self_attn.qkv_proj.": f"{dst}.mixer.qkv_proj."}`
   (a per-layer prefix map: Cosmos3 Edge's), are kept as ["layer_prefix", ".self_attn.", ".mixer."]: the literal tails
-  after the layer's path, their common trailing modules dropped.
+  after the layer's path, their common trailing modules dropped. A `load_weights` that renames a checkpoint name
+  literally (`n = n.replace("A_log", "A")`, `n.replace(".block_sparse_moe.router.layer.weight", ".block_sparse_moe.
+  gate.weight")`: GraniteMoe*'s) gives ["substr", old, new] too.
 - `head_interleaved`: the fused q/k/v parameters whose checkpoint rows the loader regroups from [heads, 3, head_dim]
   to vLLM's [3, heads, head_dim] (GPT-NeoX's and Bloom's `query_key_value`: an `if "<name>" in name:` block that
   views the weight as (heads, 3, -1) and transposes dims 0 and 1).
 `default` holds, for each merged name, the mapping most files give it, and FusedMoE's default expert names: the
-rules of a file that states none. Each version's file is read; where versions disagree the later one wins and the
-conflict is listed in `conflicts`.
+rules of a file that states none. Each version's file is read; where versions disagree the later one wins (its
+`mapper` keeps the earlier's renames too) and the conflict is listed in `conflicts`.
 `transformed`: parameters vLLM's layers store as a function of the checkpoint's, by the weight loader they set
 (`set_weight_attrs(self.A, {"weight_loader": loader})` where the loader, a def or an assignment in the same function,
 applies `-torch.exp(...)`: the Mamba mixers' A = -exp(A_log)), read from vllm/model_executor/layers and models:
@@ -105,7 +107,16 @@ def file_rules(source: str) -> dict:
     experts: dict = {}
     mapper: list = []
     interleaved: list = []
-    for node in ast.walk(ast.parse(source)):
+    tree = ast.parse(source)
+    for fn in ast.walk(tree):
+        if isinstance(fn, ast.FunctionDef) and fn.name == "load_weights":
+            for call in ast.walk(fn):
+                if (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr == "replace"
+                        and isinstance(call.func.value, ast.Name) and len(call.args) == 2):
+                    old, new = (_const(a) for a in call.args)
+                    if isinstance(old, str) and isinstance(new, str) and old and new and ["substr", old, new] not in mapper:
+                        mapper.append(["substr", old, new])
+    for node in ast.walk(tree):
         if (isinstance(node, ast.If) and isinstance(node.test, ast.Compare) and isinstance(node.test.ops[0], ast.In)
                 and isinstance(_const(node.test.left), str) and _regroups_heads(node.body)):
             if _const(node.test.left) not in interleaved:
@@ -188,6 +199,10 @@ def main(argv=None) -> int:
             old = files.get(f.name)
             if old is not None and old != rules:
                 conflicts.append(f"{f.name}: {tree.name} differs from the earlier tree")
+                # renames only name candidates (parity keeps one that names a transformers parameter): all are kept
+                kept = [r for r in old.get("mapper", []) if r not in rules.get("mapper", [])]
+                if kept:
+                    rules["mapper"] = rules.get("mapper", []) + kept
             files[f.name] = rules
     default = {"packed": {k: list(c.most_common(1)[0][0]) for k, c in sorted(counts.items())
                           if c.most_common(1)[0][1] > 1 and c.most_common(1)[0][0] != (k,)},
