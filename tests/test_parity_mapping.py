@@ -465,3 +465,15 @@ def test_names_vllms_load_weights_renames_literally():
         == "block_sparse_moe.router.weight"
     hybrid = parity.loader_rules("granitemoehybrid.py", "granitemoehybrid")
     assert parity._hf_name("mamba.A", hybrid, {"mamba.A_log": (4,)}) == "mamba.A_log"
+
+
+def test_a_vllm_parameter_transformers_holds_as_a_buffer():
+    """MiniMax-M2's e_score_correction_bias is a parameter in vLLM's layer and a persistent buffer in transformers'
+    (H100: exit 2, no counterpart): it maps onto the buffer; the buffers need no vLLM weight."""
+    rules = parity.loader_rules("minimax_m2.py", "minimax_m2")
+    shapes = {"mlp.gate.weight": (4, 64)}
+    bias = torch.randn(4)
+    out = parity.map_weights({"block_sparse_moe.gate.weight": torch.randn(4, 64),
+                              "block_sparse_moe.e_score_correction_bias": bias}, shapes, rules=rules,
+                             buffers={"mlp.e_score_correction_bias": (4,), "mlp.other_buffer": (2,)})
+    assert out["mlp.e_score_correction_bias"] is bias

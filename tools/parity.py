@@ -199,7 +199,7 @@ def regroup_heads(t, num_heads: int, to_vllm: bool):
 
 def map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool = False, rules: dict | None = None,
                 layout: dict | None = None, transposed: frozenset = frozenset(), num_heads: int | None = None,
-                zeroed: list | None = None) -> dict:
+                zeroed: list | None = None, buffers: dict | None = None) -> dict:
     """transformers' state dict (name -> tensor) from vLLM's, for one decoder layer, by vLLM's loader rules
     (loader_rules(); default: the rules most vLLM model files share, no renames). `hf_shapes` names every
     transformers parameter and its shape; `layout` its fused experts' layouts (hf_experts_layout); `transposed` its
@@ -211,21 +211,25 @@ def map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool = F
     A vLLM parameter whose name transformers lacks takes the one unclaimed transformers parameter of its shape one
     module down or up (AXK1's post_mlp_layernorm, under mlp in transformers). A vLLM bias with no counterpart whose
     weight maps (a LayerNorm with bias where transformers' has none: Dbrx's norm_1) is listed in `zeroed`, where one
-    is given: the caller zeroes it in vLLM's layer, which makes both compute the same.
+    is given: the caller zeroes it in vLLM's layer, which makes both compute the same. `buffers` names transformers'
+    persistent buffers and their shapes: a vLLM parameter may map onto one (MiniMax-M2's e_score_correction_bias, a
+    parameter in vLLM, a buffer in transformers); none needs a vLLM weight.
     Raises PartOfLayer where vLLM's layer is one part of transformers' (all of vLLM's parameters map under one of
     transformers' submodules, or map and leave whole submodules of transformers' without a weight), else
     MappingError naming the parameter on each side that has no counterpart."""
     kw = dict(control=control, rules=rules or loader_rules(), layout=layout, transposed=transposed,
               num_heads=num_heads, zeroed=zeroed)
+    buffers = buffers or {}
     try:
-        return _map_weights(vllm_state, hf_shapes, **kw)
+        return _map_weights(vllm_state, hf_shapes, buffers=buffers, **kw)
     except PartOfLayer:
         raise
     except MappingError as e:
         for child in sorted({h.split(".", 1)[0] for h in hf_shapes if "." in h}):
             inner = {h: s for h, s in hf_shapes.items() if h.startswith(child + ".")}
             try:
-                _map_weights({f"{child}.{n}": t for n, t in vllm_state.items()}, inner, **kw)
+                _map_weights({f"{child}.{n}": t for n, t in vllm_state.items()}, inner,
+                             buffers={h: s for h, s in buffers.items() if h.startswith(child + ".")}, **kw)
             except MappingError:
                 continue
             raise PartOfLayer(f"vLLM's layer is transformers' layer's `{child}` alone (all its parameters map there): "
@@ -234,7 +238,9 @@ def map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool = F
 
 
 def _map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool, rules: dict, layout, transposed,
-                 num_heads, zeroed) -> dict:
+                 num_heads, zeroed, buffers: dict) -> dict:
+    required = set(hf_shapes)
+    hf_shapes = {**buffers, **hf_shapes}
     final_shapes, hf_shapes = hf_shapes, {n: s[::-1] if n in transposed else s for n, s in hf_shapes.items()}
     swap_gate_up = control and any(
         ((m := EXPERT_TENSOR.match(n)) and m["which"] == "w13") or ((pp := _packed_parts(n, rules["packed"]))
@@ -300,7 +306,7 @@ def _map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool, r
         out[first] = out[first].roll(1, dims=0)
     out = {n: t.t() if n in transposed else t for n, t in out.items()}
     hf_shapes = final_shapes
-    missing = sorted(set(hf_shapes) - set(out))
+    missing = sorted(required - set(out))
     held, lacking = {n.split(".", 1)[0] for n in out}, {n.split(".", 1)[0] for n in missing}
     if missing and out and not held & lacking:
         raise PartOfLayer(f"vLLM's layer is a part of transformers' layer: its parameters map into transformers' "
@@ -772,8 +778,10 @@ def run_case(mod, symbol: str, cfg: dict, workload: str, tokens: int, batch: int
         meta = new_layer(hf_cls, config, layer_idx)
     shapes = {n: tuple(p.shape) for n, p in meta.named_parameters()}
     rules = loader_rules(model_file_of(mod, symbol), model_type)
+    persistent = meta.state_dict()
     kw = dict(rules=rules, layout=hf_experts_layout(meta), transposed=hf_transposed(meta),
-              num_heads=getattr(config, "num_attention_heads", None))
+              num_heads=getattr(config, "num_attention_heads", None),
+              buffers={n: tuple(b.shape) for n, b in meta.named_buffers() if n in persistent})
     zeroed: list = []
     hf_state = map_weights(vllm_state, shapes, zeroed=zeroed, **kw)
     control_state = map_weights(vllm_state, shapes, control=True, zeroed=[], **kw)
