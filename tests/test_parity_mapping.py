@@ -477,3 +477,23 @@ def test_a_vllm_parameter_transformers_holds_as_a_buffer():
                               "block_sparse_moe.e_score_correction_bias": bias}, shapes, rules=rules,
                              buffers={"mlp.e_score_correction_bias": (4,), "mlp.other_buffer": (2,)})
     assert out["mlp.e_score_correction_bias"] is bias
+
+
+def test_a_mamba_layer_gets_no_attention_mask():
+    """transformers' Mamba model gives its layers the 2-D padding mask (None without padding), not the causal mask:
+    the mixer applies it to padding only (H100: apply_mask_to_padding_states size mismatch 768 vs 32)."""
+    config, mamba, _ = _tiny_layer("mamba", "MambaBlock", hidden_size=64, state_size=4, num_hidden_layers=2,
+                                   use_mambapy=False)
+    x, pos = torch.randn(2, 6, 64), torch.arange(6)[None].expand(2, 6)
+    assert parity.layer_mask(mamba, torch.zeros(2, 1, 6, 6)) is None
+    assert parity.hf_forward(mamba, config, x, pos, None).shape == (2, 6, 64)
+
+
+def test_an_attention_that_masks_with_masked_fill_gets_a_bool_mask():
+    """MPT's attention masks its scores with masked_fill (its model converts the causal mask to bool): prefill is
+    causal with the mask the harness passes (H100: masked_fill only supports boolean masks)."""
+    config, mpt, _ = _tiny_layer("mpt", "MptBlock", d_model=64, n_heads=4, n_layers=2)
+    x, pos = torch.randn(1, 6, 64), torch.arange(6)[None]
+    full = parity.hf_forward(mpt, config, x, pos, None)
+    prefix = parity.hf_forward(mpt, config, x[:, :3], pos[:, :3], None)
+    torch.testing.assert_close(full[:, :3], prefix, atol=1e-5, rtol=1e-5)

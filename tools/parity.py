@@ -626,11 +626,36 @@ def rope_embeddings(rope, config, x, positions, layer_idx: int):
     return rope(x, positions)
 
 
+def _class_source(module) -> str:
+    import inspect
+
+    try:
+        return inspect.getsource(type(module))
+    except (OSError, TypeError):
+        return ""
+
+
+def layer_mask(layer, mask):
+    """The mask transformers' model gives `layer`, from the causal mask (causal_mask's): None where no submodule
+    attends (each that takes an attention_mask applies it to padding only, apply_mask_to_padding_states: Mamba's,
+    Mamba2's mixers get the model's 2-D padding mask, None without padding); a bool mask (True: masked) where an
+    attention masks its scores with masked_fill (MPT's model converts its mask .to(torch.bool)); else `mask`."""
+    import inspect
+
+    takes = [m for n, m in layer.named_modules() if n and "attention_mask" in inspect.signature(m.forward).parameters]
+    sources = [_class_source(m) for m in takes]
+    if takes and all("apply_mask_to_padding_states" in src for src in sources):
+        return None
+    if mask is not None and any("masked_fill(attention_mask" in src for src in sources):
+        return mask.bool()
+    return mask
+
+
 def hf_forward(layer, config, x, positions, rope, cache=None, layer_idx: int = 0):
     import torch
 
     emb = rope_embeddings(rope, config, x, positions, layer_idx)
-    mask = causal_mask(config, x, positions, cache, layer_idx)
+    mask = layer_mask(layer, causal_mask(config, x, positions, cache, layer_idx))
     with torch.no_grad():
         out = layer(x, **hf_forward_kwargs(type(layer).forward, config, positions, emb, cache, mask))
     return out[0] if isinstance(out, tuple) else out
