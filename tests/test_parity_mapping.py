@@ -497,3 +497,17 @@ def test_an_attention_that_masks_with_masked_fill_gets_a_bool_mask():
     full = parity.hf_forward(mpt, config, x, pos, None)
     prefix = parity.hf_forward(mpt, config, x[:, :3], pos[:, :3], None)
     torch.testing.assert_close(full[:, :3], prefix, atol=1e-5, rtol=1e-5)
+
+
+def test_alibi_built_as_transformers_model_builds_it():
+    """Bloom's and MPT's layers take the ALiBi bias their model builds (build_alibi_tensor, build_mpt_alibi_tensor)
+    as a required argument (H100: Bloom 'NoneType' object has no attribute 'baddbmm')."""
+    from transformers.models.bloom.modeling_bloom import build_alibi_tensor
+
+    config, bloom, _ = _tiny_layer("bloom", "BloomBlock", hidden_size=64, n_head=4, n_layer=2)
+    x, pos = torch.randn(2, 5, 64), torch.arange(5)[None].expand(2, 5)
+    assert parity.hf_forward(bloom, config, x, pos, None).shape == (2, 5, 64)
+    kw = parity.hf_forward_kwargs(type(bloom).forward, config, pos, None, x=x)
+    torch.testing.assert_close(kw["alibi"], build_alibi_tensor(torch.ones(2, 5), 4, x.dtype))
+    config, mpt, _ = _tiny_layer("mpt", "MptBlock", d_model=64, n_heads=4, n_layers=2, max_seq_len=16)
+    assert parity.hf_forward_kwargs(type(mpt).forward, config, pos, None, x=x)["position_bias"].shape == (4, 1, 16)

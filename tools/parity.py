@@ -571,10 +571,36 @@ def max_abs(a, b) -> float:
 CACHE_ARGS = ("past_key_values", "layer_past", "past_key_value")
 
 
-def hf_forward_kwargs(forward, config, positions, emb, cache=None, mask=None) -> dict:
+# The layer arguments transformers' models fill with an ALiBi bias they build (Bloom's alibi, MPT's position_bias).
+ALIBI_ARGS = ("alibi", "position_bias")
+
+
+def alibi_bias(forward, config, x, positions):
+    """The ALiBi bias transformers' model builds for its layers, by the build_*alibi* function of the layer's modeling
+    module, called by its parameters' names (attention_mask: ones over the keys, num_heads, dtype, sequence_length:
+    config.max_seq_len as MPT's model passes it, device); None where the module has none."""
+    import inspect
+    import sys
+
+    import torch
+
+    module = sys.modules[forward.__module__]
+    build = next((f for n, f in vars(module).items() if n.startswith("build") and "alibi" in n and inspect.isfunction(f)),
+                 None)
+    if build is None:
+        return None
+    heads = next(getattr(config, k) for k in ("num_attention_heads", "n_head", "n_heads") if hasattr(config, k))
+    values = dict(attention_mask=torch.ones(x.shape[0], int(positions.max()) + 1, device=x.device), num_heads=heads,
+                  dtype=x.dtype, sequence_length=getattr(config, "max_seq_len", None), device=x.device)
+    return build(**{n: values[n] for n in inspect.signature(build).parameters if n in values})
+
+
+def hf_forward_kwargs(forward, config, positions, emb, cache=None, mask=None, x=None) -> dict:
     """The keyword arguments of transformers' layer `forward` (a function; the hidden states go first, by position),
     by its signature: position ids, position embeddings, the attention mask (causal_mask's), the cache under the name
-    the layer takes (past_key_values, or GPT-J's and Falcon's layer_past). A required argument the harness does not
+    the layer takes (past_key_values, or GPT-J's and Falcon's layer_past), the ALiBi bias the model builds (alibi_bias,
+    where `x` is given and the config does not turn alibi off: Bloom's alibi, MPT's position_bias; H100: Bloom
+    'NoneType' object has no attribute 'baddbmm'). A required argument the harness does not
     build (Falcon's `alibi`) gets None, as the model passes it where the config turns the feature off; where the
     config turns it on, one line names it."""
     import inspect
@@ -588,6 +614,11 @@ def hf_forward_kwargs(forward, config, positions, emb, cache=None, mask=None) ->
     kw = {k: v for k, v in kw.items() if takes_any or k in params}
     for name, p in list(params.items())[2:]:
         if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and name not in kw:
+            if name in ALIBI_ARGS and getattr(config, "alibi", None) is not False and x is not None:
+                bias = alibi_bias(forward, config, x, positions)
+                if bias is not None:
+                    kw[name] = bias
+                    continue
             if getattr(config, name, None) or getattr(config, "use_" + name, None):
                 raise MappingError(f"transformers' layer needs `{name}`, which its config turns on "
                                    f"({name}={getattr(config, name, None)!r}): the harness builds no {name}")
@@ -657,7 +688,7 @@ def hf_forward(layer, config, x, positions, rope, cache=None, layer_idx: int = 0
     emb = rope_embeddings(rope, config, x, positions, layer_idx)
     mask = layer_mask(layer, causal_mask(config, x, positions, cache, layer_idx))
     with torch.no_grad():
-        out = layer(x, **hf_forward_kwargs(type(layer).forward, config, positions, emb, cache, mask))
+        out = layer(x, **hf_forward_kwargs(type(layer).forward, config, positions, emb, cache, mask, x))
     return out[0] if isinstance(out, tuple) else out
 
 
