@@ -511,3 +511,17 @@ def test_alibi_built_as_transformers_model_builds_it():
     torch.testing.assert_close(kw["alibi"], build_alibi_tensor(torch.ones(2, 5), 4, x.dtype))
     config, mpt, _ = _tiny_layer("mpt", "MptBlock", d_model=64, n_heads=4, n_layers=2, max_seq_len=16)
     assert parity.hf_forward_kwargs(type(mpt).forward, config, pos, None, x=x)["position_bias"].shape == (4, 1, 16)
+
+
+def test_router_logits_found_in_a_gating_tuple():
+    """GraniteMoe's router returns (top-k indices, top-k weights, logits): the top-k sets come from its logits (H100:
+    every token's set differed, max() of an empty tensor)."""
+    config, granite, rope = _tiny_layer("granitemoe", "GraniteMoeDecoderLayer", hidden_size=64, intermediate_size=32,
+                                     num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=2,
+                                     num_local_experts=4, num_experts_per_tok=2)
+    x = torch.randn(1, 6, 64)
+    logits = []
+    granite.block_sparse_moe.router.register_forward_hook(lambda m, i, o: logits.append(o[2]))
+    run = lambda: parity.hf_forward(granite, config, x, torch.arange(6)[None], rope(config))  # noqa: E731
+    _, sets = parity._router_topk(granite, run, 2)
+    assert torch.equal(sets, logits[-1].float().topk(2, dim=-1).indices.sort(dim=-1).values)

@@ -784,6 +784,18 @@ def hf_layer(hf_cls, config, layer_idx: int, state: dict, dtype, buffers: dict |
     return hf.to(next(iter(state.values())).device).eval()
 
 
+def _router_logits(out):
+    """A router's logits from its output: the tensor, or in its tuple the floating tensor of two or more dims with the
+    most columns, the first of those (vLLM's gate returns (logits, bias); transformers' GraniteMoe router returns
+    (top-k indices, top-k weights, logits): the weights have k columns, the logits one per expert)."""
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return out
+    floats = [t for t in out if isinstance(t, torch.Tensor) and t.is_floating_point() and t.dim() >= 2]
+    return max(floats, key=lambda t: t.shape[-1])
+
+
 def _router_topk(module, x, k):
     """Hook the router of `module` (the MoE block's `gate` or `router`: vLLM's and transformers' names, e.g.
     Mixtral's block_sparse_moe.gate, PhiMoE's mlp.router) during one call of x; the top-k expert sets."""
@@ -794,7 +806,7 @@ def _router_topk(module, x, k):
             gate = m
     if gate is None:  # a dense layer (the config may still be an MoE model's)
         return x(), None
-    h = gate.register_forward_hook(lambda m, i, o: got.append(o[0] if isinstance(o, tuple) else o))
+    h = gate.register_forward_hook(lambda m, i, o: got.append(_router_logits(o)))
     try:
         result = x()
     finally:
@@ -883,6 +895,9 @@ def run_case(mod, symbol: str, cfg: dict, workload: str, tokens: int, batch: int
     if top_k and bundle_sets is not None and ref_sets is not None:
         keep = (bundle_sets == ref_sets).all(dim=-1)
         row["routing_differs_tokens"] = int((~keep).sum())
+    if not keep.any():
+        raise MappingError(f"every token's top-{top_k} experts differ between the bundle's router and transformers': "
+                           "no token to compare (a router mapped wrong, or its logits not where _router_logits looks)")
     yb, yh, yr, yc = (t.reshape(B * q, H)[keep] for t in (y_bundle, y_bf16, y_ref, y_ctl))
     row.update(
         bundle_rel_l2=rel_l2(yb, yr), bundle_max_abs=max_abs(yb, yr),
