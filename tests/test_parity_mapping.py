@@ -525,3 +525,16 @@ def test_router_logits_found_in_a_gating_tuple():
     run = lambda: parity.hf_forward(granite, config, x, torch.arange(6)[None], rope(config))  # noqa: E731
     _, sets = parity._router_topk(granite, run, 2)
     assert torch.equal(sets, logits[-1].float().topk(2, dim=-1).indices.sort(dim=-1).values)
+
+
+def test_a_multimodal_rotary_gets_positions_on_three_axes():
+    """Ernie 4.5 VL's rotary takes positions [3, batch, seq] (MRoPE); a text token's position is the same on all
+    three (H100: IndexError, too many indices for a 2-D tensor)."""
+    from transformers.models.ernie4_5_vl_moe import modeling_ernie4_5_vl_moe as ernie
+
+    config = parity.hf_config({"model_type": "ernie4_5_vl_moe_text", "hidden_size": 64, "num_attention_heads": 4,
+                               "num_key_value_heads": 2, "num_hidden_layers": 2, "head_dim": 128})
+    rope = ernie.Ernie4_5_VLMoeTextRotaryEmbedding(config)
+    x, pos = torch.randn(2, 5, 64), torch.arange(5)[None].expand(2, 5)
+    cos, sin = parity.rope_embeddings(rope, config, x, pos, 0)
+    torch.testing.assert_close(cos, rope(x, pos[None].expand(3, 2, 5))[0])

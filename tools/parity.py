@@ -647,11 +647,18 @@ def causal_mask(config, x, positions, cache, layer_idx: int):
 
 def rope_embeddings(rope, config, x, positions, layer_idx: int):
     """transformers' rotary embedding for layer `layer_idx`: a rotary that keeps one table per layer type (Gemma 3's,
-    Gemma 4's) takes the layer's `layer_type`, as the model passes it."""
+    Gemma 4's) takes the layer's `layer_type`, as the model passes it. A multimodal rotary (mrope_section in the
+    config's rope_parameters or its class) takes positions [3, batch, seq]: a text token's on all three axes, as the
+    model expands them (H100: Ernie4_5_VLMoe IndexError, too many indices for a 2-D tensor)."""
     import inspect
+
+    import torch
 
     if rope is None:
         return None
+    if "mrope_section" in (getattr(config, "rope_parameters", None) or {}) or (
+            isinstance(rope, torch.nn.Module) and "mrope_section" in _class_source(rope)):
+        positions = positions[None].expand(3, *positions.shape)  # text tokens: one position on each of t, h, w
     if "layer_type" in inspect.signature(getattr(rope, "forward", rope)).parameters:  # a module or a function
         return rope(x, positions, layer_type(config, layer_idx))
     return rope(x, positions)
