@@ -538,3 +538,19 @@ def test_a_multimodal_rotary_gets_positions_on_three_axes():
     x, pos = torch.randn(2, 5, 64), torch.arange(5)[None].expand(2, 5)
     cos, sin = parity.rope_embeddings(rope, config, x, pos, 0)
     torch.testing.assert_close(cos, rope(x, pos[None].expand(3, 2, 5))[0])
+
+
+def test_an_input_both_layers_take_by_name_is_passed():
+    """Gemma 4's layers take a per-layer input (transformers' multiplies by it unconditionally): the tensor the
+    bundle's example gives vLLM's layer goes to transformers' as [B, q, ...] (H100: Tensor * NoneType)."""
+    def vllm_forward(self, positions, hidden_states, residual, per_layer_input=None, kv_cache=None):
+        pass
+
+    def hf_forward(self, hidden_states, per_layer_input=None, attention_mask=None, position_ids=None, **kwargs):
+        pass
+
+    inputs = {"positions": torch.arange(6), "hidden_states": torch.randn(6, 8), "per_layer_input": torch.randn(6, 4),
+              "kv_cache": torch.randn(2)}
+    extra = parity.extra_inputs(hf_forward, vllm_forward, inputs, 2, 3)
+    assert list(extra) == ["per_layer_input"]
+    torch.testing.assert_close(extra["per_layer_input"], inputs["per_layer_input"].view(2, 3, 4))

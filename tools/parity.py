@@ -689,13 +689,33 @@ def layer_mask(layer, mask):
     return mask
 
 
-def hf_forward(layer, config, x, positions, rope, cache=None, layer_idx: int = 0):
+def extra_inputs(hf_forward_fn, vllm_forward_fn, inputs: dict, B: int, q: int) -> dict:
+    """The inputs beyond the hidden states and positions that the bundle's example gives vLLM's layer and
+    transformers' layer takes by the same name (Gemma 4's per_layer_input: H100 Tensor * NoneType), one row a token,
+    as [B, q, ...]."""
+    import inspect
+
+    import torch
+
+    hf_params = inspect.signature(hf_forward_fn).parameters
+    vllm_params = inspect.signature(vllm_forward_fn).parameters
+    own = {"hidden_states", "positions", "residual", "position_ids", "position_embeddings", "attention_mask",
+           "use_cache", *CACHE_ARGS}
+    return {name: inputs[name].reshape(B, q, *inputs[name].shape[1:]) for name in hf_params
+            if name not in own and name in vllm_params and isinstance(inputs.get(name), torch.Tensor)
+            and inputs[name].dim() and inputs[name].shape[0] == B * q}
+
+
+def hf_forward(layer, config, x, positions, rope, cache=None, layer_idx: int = 0, extra: dict | None = None):
     import torch
 
     emb = rope_embeddings(rope, config, x, positions, layer_idx)
     mask = layer_mask(layer, causal_mask(config, x, positions, cache, layer_idx))
+    kw = hf_forward_kwargs(type(layer).forward, config, positions, emb, cache, mask, x)
+    for name, t in (extra or {}).items():
+        kw[name] = t[: x.shape[0], : x.shape[1]].to(x.dtype)
     with torch.no_grad():
-        out = layer(x, **hf_forward_kwargs(type(layer).forward, config, positions, emb, cache, mask, x))
+        out = layer(x, **kw)
     return out[0] if isinstance(out, tuple) else out
 
 
@@ -872,6 +892,7 @@ def run_case(mod, symbol: str, cfg: dict, workload: str, tokens: int, batch: int
     top_k = int(cfg.get("num_experts_per_tok") or 0)
 
     deferred = defers_residual(inspect.getsource(type(layer).forward))
+    extra = extra_inputs(hf_cls.forward, type(layer).forward, ex["inputs"], B, q)
 
     def bundle_fwd():
         o, r = ex["forward"](x)
@@ -887,9 +908,10 @@ def run_case(mod, symbol: str, cfg: dict, workload: str, tokens: int, batch: int
         hf = hf_layer(hf_cls, config, layer_idx, state, dtype, vllm_buffers)
         rope = rope_cls(config).to("cuda") if rope_cls is not None else None
         xin = x.view(B, q, H).to(dtype)
-        probe = lambda c: hf_forward(hf, config, xin[:1, :1], positions[:1, :1], rope, c, layer_idx)  # noqa: E731
+        probe = lambda c: hf_forward(hf, config, xin[:1, :1], positions[:1, :1], rope, c, layer_idx,  # noqa: E731
+                                     extra)
         cache = context_cache(ex, dtype, config, layer_idx, probe) if ctx else None
-        call = lambda: hf_forward(hf, config, xin, positions, rope, cache, layer_idx).float()  # noqa: E731
+        call = lambda: hf_forward(hf, config, xin, positions, rope, cache, layer_idx, extra).float()  # noqa: E731
         y, sets = _router_topk(hf, call, top_k) if top_k else (call(), None)
         del hf
         torch.cuda.empty_cache()
