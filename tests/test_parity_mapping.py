@@ -554,3 +554,13 @@ def test_an_input_both_layers_take_by_name_is_passed():
     extra = parity.extra_inputs(hf_forward, vllm_forward, inputs, 2, 3)
     assert list(extra) == ["per_layer_input"]
     torch.testing.assert_close(extra["per_layer_input"], inputs["per_layer_input"].view(2, 3, 4))
+
+
+def test_falcon_h1s_nested_mamba_a_undone():
+    """FalconH1's WeightsMapper renames A_log -> A and mamba -> mamba.mamba: vLLM's mamba.mamba.A is transformers'
+    mamba.A_log, -exp undone (H100: FalconH1ParallelHybrid FAIL ratio 650 with A = -exp(A_log) loaded as A_log)."""
+    rules = parity.loader_rules("falcon_h1.py", "falcon_h1")
+    a_log = torch.randn(4)
+    out = parity.map_weights({"mamba.mamba.A": -a_log.exp(), "mamba.mamba.D": torch.randn(4)},
+                             {"mamba.A_log": (4,), "mamba.D": (4,)}, rules=rules)
+    torch.testing.assert_close(out["mamba.A_log"], a_log)
