@@ -564,3 +564,21 @@ def test_falcon_h1s_nested_mamba_a_undone():
     out = parity.map_weights({"mamba.mamba.A": -a_log.exp(), "mamba.mamba.D": torch.randn(4)},
                              {"mamba.A_log": (4,), "mamba.D": (4,)}, rules=rules)
     torch.testing.assert_close(out["mamba.A_log"], a_log)
+
+
+def test_a_hybrid_models_reference_is_the_index_of_the_same_block_type():
+    """GraniteMoeHybrid's one transformers layer class builds the config's type at each index: vLLM's attention layer
+    built at an index the config makes mamba is compared with the first attention index (H100: exit 2,
+    self_attn.qkv_proj.weight has no counterpart)."""
+    config = parity.hf_config({"model_type": "granitemoehybrid", "hidden_size": 64, "intermediate_size": 96,
+                               "num_attention_heads": 4, "num_key_value_heads": 2, "num_hidden_layers": 3,
+                               "layer_types": ["mamba", "mamba", "attention"], "mamba_d_state": 4, "mamba_n_heads": 4,
+                               "mamba_d_head": 32, "num_local_experts": 4, "num_experts_per_tok": 2,
+                               "shared_intermediate_size": 96})
+    cls = parity.hf_classes("granitemoehybrid", "GraniteMoeHybridAttentionDecoderLayer")[1]
+    hf = {n: torch.randn(p.shape) for n, p in cls(config, 2).named_parameters()}
+    rules = parity.loader_rules("granitemoehybrid.py", "granitemoehybrid")
+    vllm = _as_vllm(hf)
+    idx, meta = parity.reference_layer(cls, config, 0, vllm, rules)
+    assert idx == 2 and "self_attn.q_proj.weight" in dict(meta.named_parameters())
+    assert parity.reference_layer(cls, config, 2, vllm, rules)[0] == 2

@@ -842,6 +842,53 @@ def _router_topk(module, x, k):
     return result, logits.topk(k, dim=-1).indices.sort(dim=-1).values
 
 
+def mapping_args(meta, config, rules: dict) -> dict:
+    """map_weights' keyword arguments for transformers' layer `meta` (built on meta)."""
+    persistent = meta.state_dict()
+    return dict(rules=rules, layout=hf_experts_layout(meta), transposed=hf_transposed(meta),
+                num_heads=getattr(config, "num_attention_heads", None),
+                buffers={n: tuple(b.shape) for n, b in meta.named_buffers() if n in persistent})
+
+
+def reference_layer(hf_cls, config, layer_idx: int, vllm_state: dict, rules: dict):
+    """(index, transformers' layer on meta) to compare vLLM's layer `layer_idx` with: that index where vLLM's
+    parameters map onto it, else the first index whose layer they map onto. A hybrid model's one transformers class
+    builds the config's block type at each index (NemotronH's, GraniteMoeHybrid's layer types), which need not be the
+    type of the vLLM layer the bundle's example built at that index (H100: exit 2, mixer.up_proj.weight / self_attn.
+    qkv_proj.weight has no counterpart). Where none maps, the error is layer_idx's."""
+    import torch
+
+    def at(i):
+        with torch.device("meta"):
+            return new_layer(hf_cls, config, i)
+
+    meta = at(layer_idx)
+    try:
+        map_weights(vllm_state, {n: tuple(p.shape) for n, p in meta.named_parameters()},
+                    **mapping_args(meta, config, rules), zeroed=[])
+        return layer_idx, meta
+    except NoReference:
+        return layer_idx, meta
+    except MappingError as first:
+        seen = {tuple(sorted(n for n, _ in meta.named_parameters()))}
+        for i in range(int(getattr(config, "num_hidden_layers", 0) or 0)):
+            try:
+                other = at(i)
+            except (TypeError, ValueError, IndexError, KeyError, AttributeError):  # not buildable: no candidate
+                continue
+            names = tuple(sorted(n for n, _ in other.named_parameters()))
+            if names in seen:
+                continue
+            seen.add(names)
+            try:
+                map_weights(vllm_state, {n: tuple(p.shape) for n, p in other.named_parameters()},
+                            **mapping_args(other, config, rules), zeroed=[])
+            except MappingError:
+                continue
+            return i, other
+        raise first
+
+
 def run_case(mod, symbol: str, cfg: dict, workload: str, tokens: int, batch: int, context: int) -> dict:
     import inspect
 
@@ -868,15 +915,13 @@ def run_case(mod, symbol: str, cfg: dict, workload: str, tokens: int, batch: int
     model_type, hf_cls, rope_cls = found
     config = hf_config(cfg, model_type)
     row["reference"] = f"transformers {model_type}.{hf_cls.__name__}"
-    layer_idx = int(ex["prefix"].rsplit(".", 1)[-1])
-    with torch.device("meta"):
-        meta = new_layer(hf_cls, config, layer_idx)
-    shapes = {n: tuple(p.shape) for n, p in meta.named_parameters()}
     rules = loader_rules(model_file_of(mod, symbol), model_type)
-    persistent = meta.state_dict()
-    kw = dict(rules=rules, layout=hf_experts_layout(meta), transposed=hf_transposed(meta),
-              num_heads=getattr(config, "num_attention_heads", None),
-              buffers={n: tuple(b.shape) for n, b in meta.named_buffers() if n in persistent})
+    bundle_idx = int(ex["prefix"].rsplit(".", 1)[-1])
+    layer_idx, meta = reference_layer(hf_cls, config, bundle_idx, vllm_state, rules)
+    if layer_idx != bundle_idx:
+        row["reference_layer_idx"] = layer_idx
+    shapes = {n: tuple(p.shape) for n, p in meta.named_parameters()}
+    kw = mapping_args(meta, config, rules)
     zeroed: list = []
     hf_state = map_weights(vllm_state, shapes, zeroed=zeroed, **kw)
     control_state = map_weights(vllm_state, shapes, control=True, zeroed=[], **kw)
