@@ -582,3 +582,16 @@ def test_a_hybrid_models_reference_is_the_index_of_the_same_block_type():
     idx, meta = parity.reference_layer(cls, config, 0, vllm, rules)
     assert idx == 2 and "self_attn.q_proj.weight" in dict(meta.named_parameters())
     assert parity.reference_layer(cls, config, 2, vllm, rules)[0] == 2
+
+
+def test_non_gated_experts_w13_holds_up_alone():
+    """NemotronH's experts are not gated (FusedMoE ckpt_names=("up_proj", "down_proj", None)): vLLM's w13 is up_proj
+    alone, transformers' mixer.experts.up_proj (H100: exit 2, w13_weight has no counterpart)."""
+    rules = parity.loader_rules("nemotron_h.py", "nemotron_h")
+    assert rules["experts"]["up"] == ""
+    up, down = torch.randn(4, 32, 64), torch.randn(4, 64, 32)
+    out = parity.map_weights({"mixer.experts.routed_experts.w13_weight": up,
+                              "mixer.experts.routed_experts.w2_weight": down},
+                             {"mixer.experts.up_proj": (4, 32, 64), "mixer.experts.down_proj": (4, 64, 32)},
+                             rules=rules)
+    assert torch.equal(out["mixer.experts.up_proj"], up) and torch.equal(out["mixer.experts.down_proj"], down)

@@ -9,7 +9,8 @@ source is absent, so they are committed. For each `vllm/model_executor/models/<f
   `packed_modules_mapping` dicts and the loaders' `stacked_params_mapping` tuples (param, shard, shard_id: shard
   ids q, k, v or 0, 1, ... give the order);
 - `experts`: the checkpoint names of the experts' gate, up and down projections (FusedMoE's `ckpt_names=(gate,
-  down, up)`, `make_expert_params_mapping(ckpt_gate_proj_name=..., ...)`), where the file names them.
+  down, up)`, `make_expert_params_mapping(ckpt_gate_proj_name=..., ...)`), where the file names them; up is "" for
+  non-gated experts (NemotronH's `("up_proj", "down_proj", None)`: w13 holds up_proj alone).
 - `mapper`: the literal renames of the file's `WeightsMapper(orig_to_new_suffix=..., orig_to_new_substr=...)`, as
   [kind, checkpoint text, vLLM text] (Aria's `router.weight` -> `router_weight`, `experts.fc1` ->
   `experts.gate_up_proj`); prefixes (model-level paths), regexes, dropped names (None) and deletions are left out.
@@ -151,10 +152,12 @@ def file_rules(source: str) -> dict:
                     if isinstance(orig, str) and isinstance(new, str) and new and [kind, orig, new] not in mapper:
                         mapper.append([kind, orig, new])
             names = kw.get("ckpt_names")
-            if isinstance(names, tuple) and len(names) == 3 and all(isinstance(n, str) for n in names):
-                experts = {"gate": names[0], "down": names[1], "up": names[2]}
-            elif all(isinstance(kw.get(f"ckpt_{r}_proj_name"), str) for r in ("gate", "down", "up")):
-                experts = {r: kw[f"ckpt_{r}_proj_name"] for r in ("gate", "down", "up")}
+            if (isinstance(names, tuple) and len(names) == 3 and all(isinstance(n, str) for n in names[:2])
+                    and isinstance(names[2], (str, type(None)))):
+                experts = {"gate": names[0], "down": names[1], "up": names[2] or ""}
+            elif (all(isinstance(kw.get(f"ckpt_{r}_proj_name"), str) for r in ("gate", "down"))
+                  and "ckpt_up_proj_name" in kw and isinstance(kw["ckpt_up_proj_name"], (str, type(None)))):
+                experts = {r: kw[f"ckpt_{r}_proj_name"] or "" for r in ("gate", "down", "up")}
     out = {}
     if packed:
         out["packed"] = packed

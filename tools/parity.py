@@ -353,7 +353,8 @@ def _map_experts(vname, t, expert, rules, hf_shapes, layout, out, swap, orient: 
     (Aria's w2 where H == I: both orientations fit) takes the orientation `orient` records for its experts module
     from the other tensor; False where none is recorded yet (the caller retries it after the others)."""
     which, leaf, E = expert["which"], expert["leaf"], t.shape[0]
-    ckpt = [rules["experts"]["gate"], rules["experts"]["up"]] if which == "w13" else [rules["experts"]["down"]]
+    ckpt = [n for n in ([rules["experts"]["gate"], rules["experts"]["up"]] if which == "w13"
+                        else [rules["experts"]["down"]]) if n]  # up is "" for non-gated experts
     base = _rename(expert["base"] + ".0." + ckpt[0] + ".weight", rules["renames"]).rsplit(".0.", 1)[0]
     fused = base + "." + rules["fused"].get(tuple(sorted(ckpt)), FUSED_EXPERTS[which]) + ("_bias" if leaf == "bias" else "")
     if fused not in hf_shapes:  # a checkpoint's fused tensor vLLM's WeightsMapper renames (Aria's experts.fc1.weight)
