@@ -409,3 +409,189 @@ def test_module_renames_inside_a_layer_from_vllms_prefix_map():
         parity.map_weights(vllm, shapes, rules=rules)
     assert parity._hf_name("mixer.q_proj.weight", rules, shapes) == "self_attn.q_proj.weight"
     assert parity._hf_name("mixer.fc1.weight", rules, shapes) == "mlp.fc1.weight"
+
+
+JAMBA = dict(model_type="jamba", hidden_size=64, intermediate_size=96, num_attention_heads=4, num_key_value_heads=2,
+             num_hidden_layers=2, mamba_d_state=4, mamba_expand=2, mamba_dt_rank=8, num_experts=1,
+             attn_layer_offset=1, attn_layer_period=2, use_mamba_kernels=False)
+
+
+def _jamba_state(symbol, layer_idx):
+    config = parity.hf_config(JAMBA)
+    layer = parity.hf_classes("jamba", symbol)[1](config, layer_idx)
+    torch.manual_seed(0)
+    return {n: torch.randn(p.shape) for n, p in layer.named_parameters()}
+
+
+def _jamba_as_vllm(hf: dict) -> dict:
+    """_as_vllm's merges; Jamba's MLP is `feed_forward`."""
+    out = _as_vllm({n.replace("feed_forward.", "mlp."): t for n, t in hf.items()})
+    return {n.replace("mlp.", "feed_forward."): t for n, t in out.items()}
+
+
+def test_a_parameter_vllms_loader_transforms_is_undone():
+    """vLLM's Mamba mixers store A = -exp(A_log) (their weight loader, read from layers/mamba by gen_loader_rules)
+    under the name A (jamba.py's WeightsMapper .A_log -> .A): transformers' A_log gets log(-A) (H100: exit 2,
+    mamba.A has no transformers counterpart)."""
+    rules = parity.loader_rules("jamba.py", "jamba")
+    assert rules["transformed"]["A"] == "neg_exp"
+    hf = _jamba_state("JambaMambaDecoderLayer", 0)
+    shapes = {n: tuple(t.shape) for n, t in hf.items()}
+    vllm = {("mamba.A" if n == "mamba.A_log" else n): (-hf[n].exp() if n == "mamba.A_log" else t)
+            for n, t in _jamba_as_vllm(hf).items()}
+    out = parity.map_weights(vllm, shapes, rules=rules)
+    torch.testing.assert_close(out["mamba.A_log"], hf["mamba.A_log"])
+
+
+def test_a_module_vllms_weights_mapper_removes_is_restored():
+    """jamba.py's WeightsMapper renames `.self_attn.` to `.`: vLLM's attention layer holds qkv_proj itself;
+    transformers' holds it under self_attn (H100: exit 2, qkv_proj.weight has no counterpart)."""
+    rules = parity.loader_rules("jamba.py", "jamba")
+    hf = _jamba_state("JambaAttentionDecoderLayer", 1)
+    shapes = {n: tuple(t.shape) for n, t in hf.items()}
+    vllm = {n.replace("self_attn.", "", 1): t for n, t in _jamba_as_vllm(hf).items()}
+    out = parity.map_weights(vllm, shapes, rules=rules)
+    assert sorted(out) == sorted(hf)
+    for n in hf:
+        torch.testing.assert_close(out[n], hf[n])
+
+
+def test_names_vllms_load_weights_renames_literally():
+    """GraniteMoe*'s load_weights renames checkpoint names with literal str.replace (router.layer -> gate, A_log -> A;
+    read by gen_loader_rules): undone, transformers' renames then apply (H100: exit 2, block_sparse_moe.gate.weight,
+    mamba.A have no counterpart)."""
+    shared = parity.loader_rules("granitemoeshared.py", "granitemoeshared")
+    assert parity._hf_name("block_sparse_moe.gate.weight", shared, {"block_sparse_moe.router.weight": (4, 64)}) \
+        == "block_sparse_moe.router.weight"
+    hybrid = parity.loader_rules("granitemoehybrid.py", "granitemoehybrid")
+    assert parity._hf_name("mamba.A", hybrid, {"mamba.A_log": (4,)}) == "mamba.A_log"
+
+
+def test_a_vllm_parameter_transformers_holds_as_a_buffer():
+    """MiniMax-M2's e_score_correction_bias is a parameter in vLLM's layer and a persistent buffer in transformers'
+    (H100: exit 2, no counterpart): it maps onto the buffer; the buffers need no vLLM weight."""
+    rules = parity.loader_rules("minimax_m2.py", "minimax_m2")
+    shapes = {"mlp.gate.weight": (4, 64)}
+    bias = torch.randn(4)
+    out = parity.map_weights({"block_sparse_moe.gate.weight": torch.randn(4, 64),
+                              "block_sparse_moe.e_score_correction_bias": bias}, shapes, rules=rules,
+                             buffers={"mlp.e_score_correction_bias": (4,), "mlp.other_buffer": (2,)})
+    assert out["mlp.e_score_correction_bias"] is bias
+
+
+def test_a_mamba_layer_gets_no_attention_mask():
+    """transformers' Mamba model gives its layers the 2-D padding mask (None without padding), not the causal mask:
+    the mixer applies it to padding only (H100: apply_mask_to_padding_states size mismatch 768 vs 32)."""
+    config, mamba, _ = _tiny_layer("mamba", "MambaBlock", hidden_size=64, state_size=4, num_hidden_layers=2,
+                                   use_mambapy=False)
+    x, pos = torch.randn(2, 6, 64), torch.arange(6)[None].expand(2, 6)
+    assert parity.layer_mask(mamba, torch.zeros(2, 1, 6, 6)) is None
+    assert parity.hf_forward(mamba, config, x, pos, None).shape == (2, 6, 64)
+
+
+def test_an_attention_that_masks_with_masked_fill_gets_a_bool_mask():
+    """MPT's attention masks its scores with masked_fill (its model converts the causal mask to bool): prefill is
+    causal with the mask the harness passes (H100: masked_fill only supports boolean masks)."""
+    config, mpt, _ = _tiny_layer("mpt", "MptBlock", d_model=64, n_heads=4, n_layers=2)
+    x, pos = torch.randn(1, 6, 64), torch.arange(6)[None]
+    full = parity.hf_forward(mpt, config, x, pos, None)
+    prefix = parity.hf_forward(mpt, config, x[:, :3], pos[:, :3], None)
+    torch.testing.assert_close(full[:, :3], prefix, atol=1e-5, rtol=1e-5)
+
+
+def test_alibi_built_as_transformers_model_builds_it():
+    """Bloom's and MPT's layers take the ALiBi bias their model builds (build_alibi_tensor, build_mpt_alibi_tensor)
+    as a required argument (H100: Bloom 'NoneType' object has no attribute 'baddbmm')."""
+    from transformers.models.bloom.modeling_bloom import build_alibi_tensor
+
+    config, bloom, _ = _tiny_layer("bloom", "BloomBlock", hidden_size=64, n_head=4, n_layer=2)
+    x, pos = torch.randn(2, 5, 64), torch.arange(5)[None].expand(2, 5)
+    assert parity.hf_forward(bloom, config, x, pos, None).shape == (2, 5, 64)
+    kw = parity.hf_forward_kwargs(type(bloom).forward, config, pos, None, x=x)
+    torch.testing.assert_close(kw["alibi"], build_alibi_tensor(torch.ones(2, 5), 4, x.dtype))
+    config, mpt, _ = _tiny_layer("mpt", "MptBlock", d_model=64, n_heads=4, n_layers=2, max_seq_len=16)
+    assert parity.hf_forward_kwargs(type(mpt).forward, config, pos, None, x=x)["position_bias"].shape == (4, 1, 16)
+
+
+def test_router_logits_found_in_a_gating_tuple():
+    """GraniteMoe's router returns (top-k indices, top-k weights, logits): the top-k sets come from its logits (H100:
+    every token's set differed, max() of an empty tensor)."""
+    config, granite, rope = _tiny_layer("granitemoe", "GraniteMoeDecoderLayer", hidden_size=64, intermediate_size=32,
+                                     num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=2,
+                                     num_local_experts=4, num_experts_per_tok=2)
+    x = torch.randn(1, 6, 64)
+    logits = []
+    granite.block_sparse_moe.router.register_forward_hook(lambda m, i, o: logits.append(o[2]))
+    run = lambda: parity.hf_forward(granite, config, x, torch.arange(6)[None], rope(config))  # noqa: E731
+    _, sets = parity._router_topk(granite, run, 2)
+    assert torch.equal(sets, logits[-1].float().topk(2, dim=-1).indices.sort(dim=-1).values)
+
+
+def test_a_multimodal_rotary_gets_positions_on_three_axes():
+    """Ernie 4.5 VL's rotary takes positions [3, batch, seq] (MRoPE); a text token's position is the same on all
+    three (H100: IndexError, too many indices for a 2-D tensor)."""
+    from transformers.models.ernie4_5_vl_moe import modeling_ernie4_5_vl_moe as ernie
+
+    config = parity.hf_config({"model_type": "ernie4_5_vl_moe_text", "hidden_size": 64, "num_attention_heads": 4,
+                               "num_key_value_heads": 2, "num_hidden_layers": 2, "head_dim": 128})
+    rope = ernie.Ernie4_5_VLMoeTextRotaryEmbedding(config)
+    x, pos = torch.randn(2, 5, 64), torch.arange(5)[None].expand(2, 5)
+    cos, sin = parity.rope_embeddings(rope, config, x, pos, 0)
+    torch.testing.assert_close(cos, rope(x, pos[None].expand(3, 2, 5))[0])
+
+
+def test_an_input_both_layers_take_by_name_is_passed():
+    """Gemma 4's layers take a per-layer input (transformers' multiplies by it unconditionally): the tensor the
+    bundle's example gives vLLM's layer goes to transformers' as [B, q, ...] (H100: Tensor * NoneType)."""
+    def vllm_forward(self, positions, hidden_states, residual, per_layer_input=None, kv_cache=None):
+        pass
+
+    def hf_forward(self, hidden_states, per_layer_input=None, attention_mask=None, position_ids=None, **kwargs):
+        pass
+
+    inputs = {"positions": torch.arange(6), "hidden_states": torch.randn(6, 8), "per_layer_input": torch.randn(6, 4),
+              "kv_cache": torch.randn(2)}
+    extra = parity.extra_inputs(hf_forward, vllm_forward, inputs, 2, 3)
+    assert list(extra) == ["per_layer_input"]
+    torch.testing.assert_close(extra["per_layer_input"], inputs["per_layer_input"].view(2, 3, 4))
+
+
+def test_falcon_h1s_nested_mamba_a_undone():
+    """FalconH1's WeightsMapper renames A_log -> A and mamba -> mamba.mamba: vLLM's mamba.mamba.A is transformers'
+    mamba.A_log, -exp undone (H100: FalconH1ParallelHybrid FAIL ratio 650 with A = -exp(A_log) loaded as A_log)."""
+    rules = parity.loader_rules("falcon_h1.py", "falcon_h1")
+    a_log = torch.randn(4)
+    out = parity.map_weights({"mamba.mamba.A": -a_log.exp(), "mamba.mamba.D": torch.randn(4)},
+                             {"mamba.A_log": (4,), "mamba.D": (4,)}, rules=rules)
+    torch.testing.assert_close(out["mamba.A_log"], a_log)
+
+
+def test_a_hybrid_models_reference_is_the_index_of_the_same_block_type():
+    """GraniteMoeHybrid's one transformers layer class builds the config's type at each index: vLLM's attention layer
+    built at an index the config makes mamba is compared with the first attention index (H100: exit 2,
+    self_attn.qkv_proj.weight has no counterpart)."""
+    config = parity.hf_config({"model_type": "granitemoehybrid", "hidden_size": 64, "intermediate_size": 96,
+                               "num_attention_heads": 4, "num_key_value_heads": 2, "num_hidden_layers": 3,
+                               "layer_types": ["mamba", "mamba", "attention"], "mamba_d_state": 4, "mamba_n_heads": 4,
+                               "mamba_d_head": 32, "num_local_experts": 4, "num_experts_per_tok": 2,
+                               "shared_intermediate_size": 96})
+    cls = parity.hf_classes("granitemoehybrid", "GraniteMoeHybridAttentionDecoderLayer")[1]
+    hf = {n: torch.randn(p.shape) for n, p in cls(config, 2).named_parameters()}
+    rules = parity.loader_rules("granitemoehybrid.py", "granitemoehybrid")
+    vllm = _as_vllm(hf)
+    idx, meta = parity.reference_layer(cls, config, 0, vllm, rules)
+    assert idx == 2 and "self_attn.q_proj.weight" in dict(meta.named_parameters())
+    assert parity.reference_layer(cls, config, 2, vllm, rules)[0] == 2
+
+
+def test_non_gated_experts_w13_holds_up_alone():
+    """NemotronH's experts are not gated (FusedMoE ckpt_names=("up_proj", "down_proj", None)): vLLM's w13 is up_proj
+    alone, transformers' mixer.experts.up_proj (H100: exit 2, w13_weight has no counterpart)."""
+    rules = parity.loader_rules("nemotron_h.py", "nemotron_h")
+    assert rules["experts"]["up"] == ""
+    up, down = torch.randn(4, 32, 64), torch.randn(4, 64, 32)
+    out = parity.map_weights({"mixer.experts.routed_experts.w13_weight": up,
+                              "mixer.experts.routed_experts.w2_weight": down},
+                             {"mixer.experts.up_proj": (4, 32, 64), "mixer.experts.down_proj": (4, 64, 32)},
+                             rules=rules)
+    assert torch.equal(out["mixer.experts.up_proj"], up) and torch.equal(out["mixer.experts.down_proj"], down)

@@ -9,19 +9,26 @@ source is absent, so they are committed. For each `vllm/model_executor/models/<f
   `packed_modules_mapping` dicts and the loaders' `stacked_params_mapping` tuples (param, shard, shard_id: shard
   ids q, k, v or 0, 1, ... give the order);
 - `experts`: the checkpoint names of the experts' gate, up and down projections (FusedMoE's `ckpt_names=(gate,
-  down, up)`, `make_expert_params_mapping(ckpt_gate_proj_name=..., ...)`), where the file names them.
+  down, up)`, `make_expert_params_mapping(ckpt_gate_proj_name=..., ...)`), where the file names them; up is "" for
+  non-gated experts (NemotronH's `("up_proj", "down_proj", None)`: w13 holds up_proj alone).
 - `mapper`: the literal renames of the file's `WeightsMapper(orig_to_new_suffix=..., orig_to_new_substr=...)`, as
   [kind, checkpoint text, vLLM text] (Aria's `router.weight` -> `router_weight`, `experts.fc1` ->
   `experts.gate_up_proj`); prefixes (model-level paths), regexes, dropped names (None) and deletions are left out.
   Module renames inside a layer, written as a dict of f-strings `{f"{src}.self_attn.qkv_proj.": f"{dst}.mixer.qkv_proj."}`
   (a per-layer prefix map: Cosmos3 Edge's), are kept as ["layer_prefix", ".self_attn.", ".mixer."]: the literal tails
-  after the layer's path, their common trailing modules dropped.
+  after the layer's path, their common trailing modules dropped. A `load_weights` that renames a checkpoint name
+  literally (`n = n.replace("A_log", "A")`, `n.replace(".block_sparse_moe.router.layer.weight", ".block_sparse_moe.
+  gate.weight")`: GraniteMoe*'s) gives ["substr", old, new] too.
 - `head_interleaved`: the fused q/k/v parameters whose checkpoint rows the loader regroups from [heads, 3, head_dim]
   to vLLM's [3, heads, head_dim] (GPT-NeoX's and Bloom's `query_key_value`: an `if "<name>" in name:` block that
   views the weight as (heads, 3, -1) and transposes dims 0 and 1).
 `default` holds, for each merged name, the mapping most files give it, and FusedMoE's default expert names: the
-rules of a file that states none. Each version's file is read; where versions disagree the later one wins and the
-conflict is listed in `conflicts`.
+rules of a file that states none. Each version's file is read; where versions disagree the later one wins (its
+`mapper` keeps the earlier's renames too) and the conflict is listed in `conflicts`.
+`transformed`: parameters vLLM's layers store as a function of the checkpoint's, by the weight loader they set
+(`set_weight_attrs(self.A, {"weight_loader": loader})` where the loader, a def or an assignment in the same function,
+applies `-torch.exp(...)`: the Mamba mixers' A = -exp(A_log)), read from vllm/model_executor/layers and models:
+{parameter name: {"op": "neg_exp", "files": [...]}}.
 """
 
 from __future__ import annotations
@@ -69,12 +76,48 @@ def _layer_prefix(orig: str, new: str) -> list:
     return ["layer_prefix", "." + ".".join(a) + ".", "." + ".".join(b) + "."]
 
 
+def _neg_exp(node) -> bool:
+    """Whether the subtree holds `-torch.exp(...)`."""
+    return any(isinstance(n, ast.UnaryOp) and isinstance(n.op, ast.USub) and isinstance(n.operand, ast.Call)
+               and isinstance(n.operand.func, ast.Attribute) and n.operand.func.attr == "exp"
+               and isinstance(n.operand.func.value, ast.Name) and n.operand.func.value.id == "torch"
+               for n in ast.walk(node))
+
+
+def transformed_params(source: str) -> dict:
+    """{vLLM parameter name: op} for the parameters whose weight loader transforms the checkpoint tensor."""
+    out = {}
+    for fn in ast.walk(ast.parse(source)):
+        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        loaders = {n.name for n in ast.walk(fn) if isinstance(n, ast.FunctionDef) and n is not fn and _neg_exp(n)}
+        loaders |= {t.id for n in ast.walk(fn) if isinstance(n, ast.Assign) and _neg_exp(n.value)
+                    for t in n.targets if isinstance(t, ast.Name)}
+        for call in ast.walk(fn):
+            if (isinstance(call, ast.Call) and getattr(call.func, "id", None) == "set_weight_attrs"
+                    and len(call.args) == 2 and isinstance(call.args[0], ast.Attribute)
+                    and isinstance(call.args[1], ast.Dict)):
+                for k, v in zip(call.args[1].keys, call.args[1].values):
+                    if _const(k) == "weight_loader" and isinstance(v, ast.Name) and v.id in loaders:
+                        out[call.args[0].attr] = "neg_exp"
+    return out
+
+
 def file_rules(source: str) -> dict:
     packed: dict = {}
     experts: dict = {}
     mapper: list = []
     interleaved: list = []
-    for node in ast.walk(ast.parse(source)):
+    tree = ast.parse(source)
+    for fn in ast.walk(tree):
+        if isinstance(fn, ast.FunctionDef) and fn.name == "load_weights":
+            for call in ast.walk(fn):
+                if (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr == "replace"
+                        and isinstance(call.func.value, ast.Name) and len(call.args) == 2):
+                    old, new = (_const(a) for a in call.args)
+                    if isinstance(old, str) and isinstance(new, str) and old and new and ["substr", old, new] not in mapper:
+                        mapper.append(["substr", old, new])
+    for node in ast.walk(tree):
         if (isinstance(node, ast.If) and isinstance(node.test, ast.Compare) and isinstance(node.test.ops[0], ast.In)
                 and isinstance(_const(node.test.left), str) and _regroups_heads(node.body)):
             if _const(node.test.left) not in interleaved:
@@ -109,10 +152,12 @@ def file_rules(source: str) -> dict:
                     if isinstance(orig, str) and isinstance(new, str) and new and [kind, orig, new] not in mapper:
                         mapper.append([kind, orig, new])
             names = kw.get("ckpt_names")
-            if isinstance(names, tuple) and len(names) == 3 and all(isinstance(n, str) for n in names):
-                experts = {"gate": names[0], "down": names[1], "up": names[2]}
-            elif all(isinstance(kw.get(f"ckpt_{r}_proj_name"), str) for r in ("gate", "down", "up")):
-                experts = {r: kw[f"ckpt_{r}_proj_name"] for r in ("gate", "down", "up")}
+            if (isinstance(names, tuple) and len(names) == 3 and all(isinstance(n, str) for n in names[:2])
+                    and isinstance(names[2], (str, type(None)))):
+                experts = {"gate": names[0], "down": names[1], "up": names[2] or ""}
+            elif (all(isinstance(kw.get(f"ckpt_{r}_proj_name"), str) for r in ("gate", "down"))
+                  and "ckpt_up_proj_name" in kw and isinstance(kw["ckpt_up_proj_name"], (str, type(None)))):
+                experts = {r: kw[f"ckpt_{r}_proj_name"] or "" for r in ("gate", "down", "up")}
     out = {}
     if packed:
         out["packed"] = packed
@@ -133,7 +178,17 @@ def main(argv=None) -> int:
     files: dict = {}
     conflicts: list = []
     counts: dict = collections.defaultdict(collections.Counter)
+    transformed: dict = {}
     for tree in a.trees:
+        root = tree / "vllm" / "model_executor"
+        for f in sorted(root.glob("layers/**/*.py")) + sorted(root.glob("models/*.py")):
+            for param, op in transformed_params(f.read_text(encoding="utf-8")).items():
+                entry = transformed.setdefault(param, {"op": op, "files": []})
+                if entry["op"] != op:
+                    conflicts.append(f"{f.relative_to(root)}: {param} loaded as {op}, elsewhere {entry['op']}")
+                rel = str(f.relative_to(root))
+                if rel not in entry["files"]:
+                    entry["files"].append(rel)
         models = tree / "vllm" / "model_executor" / "models"
         if not models.is_dir():
             print(f"gen_loader_rules: {tree} has no vllm/model_executor/models: pass an extracted vLLM sdist", file=sys.stderr)
@@ -147,12 +202,16 @@ def main(argv=None) -> int:
             old = files.get(f.name)
             if old is not None and old != rules:
                 conflicts.append(f"{f.name}: {tree.name} differs from the earlier tree")
+                # renames only name candidates (parity keeps one that names a transformers parameter): all are kept
+                kept = [r for r in old.get("mapper", []) if r not in rules.get("mapper", [])]
+                if kept:
+                    rules["mapper"] = rules.get("mapper", []) + kept
             files[f.name] = rules
     default = {"packed": {k: list(c.most_common(1)[0][0]) for k, c in sorted(counts.items())
                           if c.most_common(1)[0][1] > 1 and c.most_common(1)[0][0] != (k,)},
                "experts": FUSED_MOE_DEFAULT}
     result = {"generated_by": "tools/gen_loader_rules.py", "trees": [t.name for t in a.trees], "default": default,
-              "conflicts": conflicts, "files": dict(sorted(files.items()))}
+              "transformed": transformed, "conflicts": conflicts, "files": dict(sorted(files.items()))}
     a.out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"{a.out}: {len(files)} model files, {len(default['packed'])} default merges, {len(conflicts)} conflicts")
     return 0

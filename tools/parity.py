@@ -73,12 +73,15 @@ def loader_rules(model_file: str | None = None, model_type: str | None = None) -
     (transformers' checkpoint renames for the model_type, as (regex, replacement)), `fused` (transformers' fused
     expert tensor for gate+up and for down, from its checkpoint conversion), `mapper` (the file's WeightsMapper
     renames, checkpoint -> vLLM: [kind, checkpoint text, vLLM text]) and `head_interleaved` (fused q/k/v modules
-    whose checkpoint rows [heads, 3, head_dim] the loader regroups to [3, heads, head_dim])."""
+    whose checkpoint rows [heads, 3, head_dim] the loader regroups to [3, heads, head_dim]) and `transformed`
+    (parameter name -> the function of the checkpoint tensor vLLM's weight loader stores: neg_exp, the Mamba mixers'
+    A = -exp(A_log))."""
     table = json.loads(LOADER_RULES.read_text())
     own = table["files"].get(model_file or "", {})
     rules = {"packed": {**table["default"]["packed"], **own.get("packed", {})},
              "experts": dict(own.get("experts") or table["default"]["experts"]), "renames": [], "fused": {},
-             "mapper": own.get("mapper", []), "head_interleaved": own.get("head_interleaved", [])}
+             "mapper": own.get("mapper", []), "head_interleaved": own.get("head_interleaved", []),
+             "transformed": {k: v["op"] for k, v in table.get("transformed", {}).items()}}
     if model_type:
         from transformers.conversion_mapping import get_checkpoint_conversion_mapping
 
@@ -101,15 +104,29 @@ def _rename(name: str, renames: list) -> str:
     return re.sub(r"^.*?layers\.\d+\.", "", full, count=1)
 
 
-def _from_vllm(name: str, mapper: list) -> str:
-    """The checkpoint name vLLM's WeightsMapper renames to `name` (its literal suffix and substring renames undone;
-    the module renames inside a layer are _hf_name's)."""
+def _from_vllm(name: str, mapper: list) -> list[str]:
+    """The checkpoint names vLLM's WeightsMapper may rename to `name`, nearest first: each of its literal suffix and
+    substring renames undone at one place, then all of them undone together (the module renames inside a layer are
+    _hf_name's). The layer's path is the text before `name`, so a rename's leading "." may match at its start (Jamba's
+    ".self_attn." -> "." leaves `qkv_proj.weight` of `self_attn.qkv_proj.weight`); where a rename's vLLM text occurs
+    more than once, which place it came from is not known: each is a candidate."""
+    dotted = "." + name
+    out = []
     for kind, orig, new in mapper:
-        if kind == "suffix" and name.endswith(new):
-            name = name[: len(name) - len(new)] + orig
+        if kind == "suffix" and dotted.endswith(new):
+            out.append(dotted[: len(dotted) - len(new)] + orig)
         elif kind == "substr":
-            name = name.replace(new, orig)
-    return name
+            at = dotted.find(new)
+            while at >= 0:
+                out.append(dotted[:at] + orig + dotted[at + len(new):])
+                at = dotted.find(new, at + 1)
+    whole = dotted
+    for kind, orig, new in mapper:
+        if kind == "suffix" and whole.endswith(new):
+            whole = whole[: len(whole) - len(new)] + orig
+        elif kind == "substr" and new != ".":
+            whole = whole.replace(new, orig)
+    return [n[1:] for n in dict.fromkeys(out + [whole]) if n.startswith(".")]
 
 
 def _hf_name(name: str, rules: dict, hf_shapes: dict) -> str:
@@ -120,9 +137,10 @@ def _hf_name(name: str, rules: dict, hf_shapes: dict) -> str:
     plain = _rename(name, rules["renames"])
     if plain in hf_shapes or not rules.get("mapper"):
         return plain
-    mapped = _rename(_from_vllm(name, rules["mapper"]), rules["renames"])
-    if mapped in hf_shapes:
-        return mapped
+    for candidate in _from_vllm(name, rules["mapper"]):
+        mapped = _rename(candidate, rules["renames"])
+        if mapped in hf_shapes:
+            return mapped
     for kind, orig, new in rules["mapper"]:
         if kind == "layer_prefix" and ("." + name).startswith(new):
             renamed = _rename(orig[1:] + name[len(new) - 1:], rules["renames"])
@@ -161,6 +179,17 @@ def head_interleaved(vname: str, rules: dict) -> bool:
     return any(module == m or module.endswith("." + m) for m in rules.get("head_interleaved", []))
 
 
+# The inverse of each function a vLLM weight loader applies to a checkpoint tensor (rules' `transformed`).
+UNDO_LOADED = {"neg_exp": lambda t: (-t.float()).log().to(t.dtype)}
+
+
+def untransformed(vname: str, t, rules: dict):
+    """The checkpoint tensor of vLLM parameter `vname`, where vLLM's loader stored a function of it (rules'
+    `transformed`, by the parameter's own name)."""
+    op = rules.get("transformed", {}).get(vname.rpartition(".")[2])
+    return UNDO_LOADED[op](t) if op else t
+
+
 def regroup_heads(t, num_heads: int, to_vllm: bool):
     """Rows [heads, 3, head_dim] (the checkpoint's) <-> [3, heads, head_dim] (vLLM's), as vLLM's loader regroups a
     fused q/k/v weight or bias (GPT-NeoX's, Bloom's _repack_qkv)."""
@@ -170,7 +199,7 @@ def regroup_heads(t, num_heads: int, to_vllm: bool):
 
 def map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool = False, rules: dict | None = None,
                 layout: dict | None = None, transposed: frozenset = frozenset(), num_heads: int | None = None,
-                zeroed: list | None = None) -> dict:
+                zeroed: list | None = None, buffers: dict | None = None) -> dict:
     """transformers' state dict (name -> tensor) from vLLM's, for one decoder layer, by vLLM's loader rules
     (loader_rules(); default: the rules most vLLM model files share, no renames). `hf_shapes` names every
     transformers parameter and its shape; `layout` its fused experts' layouts (hf_experts_layout); `transposed` its
@@ -182,21 +211,25 @@ def map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool = F
     A vLLM parameter whose name transformers lacks takes the one unclaimed transformers parameter of its shape one
     module down or up (AXK1's post_mlp_layernorm, under mlp in transformers). A vLLM bias with no counterpart whose
     weight maps (a LayerNorm with bias where transformers' has none: Dbrx's norm_1) is listed in `zeroed`, where one
-    is given: the caller zeroes it in vLLM's layer, which makes both compute the same.
+    is given: the caller zeroes it in vLLM's layer, which makes both compute the same. `buffers` names transformers'
+    persistent buffers and their shapes: a vLLM parameter may map onto one (MiniMax-M2's e_score_correction_bias, a
+    parameter in vLLM, a buffer in transformers); none needs a vLLM weight.
     Raises PartOfLayer where vLLM's layer is one part of transformers' (all of vLLM's parameters map under one of
     transformers' submodules, or map and leave whole submodules of transformers' without a weight), else
     MappingError naming the parameter on each side that has no counterpart."""
     kw = dict(control=control, rules=rules or loader_rules(), layout=layout, transposed=transposed,
               num_heads=num_heads, zeroed=zeroed)
+    buffers = buffers or {}
     try:
-        return _map_weights(vllm_state, hf_shapes, **kw)
+        return _map_weights(vllm_state, hf_shapes, buffers=buffers, **kw)
     except PartOfLayer:
         raise
     except MappingError as e:
         for child in sorted({h.split(".", 1)[0] for h in hf_shapes if "." in h}):
             inner = {h: s for h, s in hf_shapes.items() if h.startswith(child + ".")}
             try:
-                _map_weights({f"{child}.{n}": t for n, t in vllm_state.items()}, inner, **kw)
+                _map_weights({f"{child}.{n}": t for n, t in vllm_state.items()}, inner,
+                             buffers={h: s for h, s in buffers.items() if h.startswith(child + ".")}, **kw)
             except MappingError:
                 continue
             raise PartOfLayer(f"vLLM's layer is transformers' layer's `{child}` alone (all its parameters map there): "
@@ -205,7 +238,9 @@ def map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool = F
 
 
 def _map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool, rules: dict, layout, transposed,
-                 num_heads, zeroed) -> dict:
+                 num_heads, zeroed, buffers: dict) -> dict:
+    required = set(hf_shapes)
+    hf_shapes = {**buffers, **hf_shapes}
     final_shapes, hf_shapes = hf_shapes, {n: s[::-1] if n in transposed else s for n, s in hf_shapes.items()}
     swap_gate_up = control and any(
         ((m := EXPERT_TENSOR.match(n)) and m["which"] == "w13") or ((pp := _packed_parts(n, rules["packed"]))
@@ -218,6 +253,7 @@ def _map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool, r
     for vname, t in vllm_state.items():
         if NO_COUNTERPART.search(vname):
             continue
+        t = untransformed(vname, t, rules)
         if head_interleaved(vname, rules):
             if not num_heads:
                 raise MappingError(f"vLLM parameter {vname} {tuple(t.shape)}: vLLM's loader regroups its rows by "
@@ -270,7 +306,7 @@ def _map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool, r
         out[first] = out[first].roll(1, dims=0)
     out = {n: t.t() if n in transposed else t for n, t in out.items()}
     hf_shapes = final_shapes
-    missing = sorted(set(hf_shapes) - set(out))
+    missing = sorted(required - set(out))
     held, lacking = {n.split(".", 1)[0] for n in out}, {n.split(".", 1)[0] for n in missing}
     if missing and out and not held & lacking:
         raise PartOfLayer(f"vLLM's layer is a part of transformers' layer: its parameters map into transformers' "
@@ -317,7 +353,8 @@ def _map_experts(vname, t, expert, rules, hf_shapes, layout, out, swap, orient: 
     (Aria's w2 where H == I: both orientations fit) takes the orientation `orient` records for its experts module
     from the other tensor; False where none is recorded yet (the caller retries it after the others)."""
     which, leaf, E = expert["which"], expert["leaf"], t.shape[0]
-    ckpt = [rules["experts"]["gate"], rules["experts"]["up"]] if which == "w13" else [rules["experts"]["down"]]
+    ckpt = [n for n in ([rules["experts"]["gate"], rules["experts"]["up"]] if which == "w13"
+                        else [rules["experts"]["down"]]) if n]  # up is "" for non-gated experts
     base = _rename(expert["base"] + ".0." + ckpt[0] + ".weight", rules["renames"]).rsplit(".0.", 1)[0]
     fused = base + "." + rules["fused"].get(tuple(sorted(ckpt)), FUSED_EXPERTS[which]) + ("_bias" if leaf == "bias" else "")
     if fused not in hf_shapes:  # a checkpoint's fused tensor vLLM's WeightsMapper renames (Aria's experts.fc1.weight)
@@ -535,10 +572,36 @@ def max_abs(a, b) -> float:
 CACHE_ARGS = ("past_key_values", "layer_past", "past_key_value")
 
 
-def hf_forward_kwargs(forward, config, positions, emb, cache=None, mask=None) -> dict:
+# The layer arguments transformers' models fill with an ALiBi bias they build (Bloom's alibi, MPT's position_bias).
+ALIBI_ARGS = ("alibi", "position_bias")
+
+
+def alibi_bias(forward, config, x, positions):
+    """The ALiBi bias transformers' model builds for its layers, by the build_*alibi* function of the layer's modeling
+    module, called by its parameters' names (attention_mask: ones over the keys, num_heads, dtype, sequence_length:
+    config.max_seq_len as MPT's model passes it, device); None where the module has none."""
+    import inspect
+    import sys
+
+    import torch
+
+    module = sys.modules[forward.__module__]
+    build = next((f for n, f in vars(module).items() if n.startswith("build") and "alibi" in n and inspect.isfunction(f)),
+                 None)
+    if build is None:
+        return None
+    heads = next(getattr(config, k) for k in ("num_attention_heads", "n_head", "n_heads") if hasattr(config, k))
+    values = dict(attention_mask=torch.ones(x.shape[0], int(positions.max()) + 1, device=x.device), num_heads=heads,
+                  dtype=x.dtype, sequence_length=getattr(config, "max_seq_len", None), device=x.device)
+    return build(**{n: values[n] for n in inspect.signature(build).parameters if n in values})
+
+
+def hf_forward_kwargs(forward, config, positions, emb, cache=None, mask=None, x=None) -> dict:
     """The keyword arguments of transformers' layer `forward` (a function; the hidden states go first, by position),
     by its signature: position ids, position embeddings, the attention mask (causal_mask's), the cache under the name
-    the layer takes (past_key_values, or GPT-J's and Falcon's layer_past). A required argument the harness does not
+    the layer takes (past_key_values, or GPT-J's and Falcon's layer_past), the ALiBi bias the model builds (alibi_bias,
+    where `x` is given and the config does not turn alibi off: Bloom's alibi, MPT's position_bias; H100: Bloom
+    'NoneType' object has no attribute 'baddbmm'). A required argument the harness does not
     build (Falcon's `alibi`) gets None, as the model passes it where the config turns the feature off; where the
     config turns it on, one line names it."""
     import inspect
@@ -552,6 +615,11 @@ def hf_forward_kwargs(forward, config, positions, emb, cache=None, mask=None) ->
     kw = {k: v for k, v in kw.items() if takes_any or k in params}
     for name, p in list(params.items())[2:]:
         if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and name not in kw:
+            if name in ALIBI_ARGS and getattr(config, "alibi", None) is not False and x is not None:
+                bias = alibi_bias(forward, config, x, positions)
+                if bias is not None:
+                    kw[name] = bias
+                    continue
             if getattr(config, name, None) or getattr(config, "use_" + name, None):
                 raise MappingError(f"transformers' layer needs `{name}`, which its config turns on "
                                    f"({name}={getattr(config, name, None)!r}): the harness builds no {name}")
@@ -580,23 +648,75 @@ def causal_mask(config, x, positions, cache, layer_idx: int):
 
 def rope_embeddings(rope, config, x, positions, layer_idx: int):
     """transformers' rotary embedding for layer `layer_idx`: a rotary that keeps one table per layer type (Gemma 3's,
-    Gemma 4's) takes the layer's `layer_type`, as the model passes it."""
+    Gemma 4's) takes the layer's `layer_type`, as the model passes it. A multimodal rotary (mrope_section in the
+    config's rope_parameters or its class) takes positions [3, batch, seq]: a text token's on all three axes, as the
+    model expands them (H100: Ernie4_5_VLMoe IndexError, too many indices for a 2-D tensor)."""
     import inspect
+
+    import torch
 
     if rope is None:
         return None
+    if "mrope_section" in (getattr(config, "rope_parameters", None) or {}) or (
+            isinstance(rope, torch.nn.Module) and "mrope_section" in _class_source(rope)):
+        positions = positions[None].expand(3, *positions.shape)  # text tokens: one position on each of t, h, w
     if "layer_type" in inspect.signature(getattr(rope, "forward", rope)).parameters:  # a module or a function
         return rope(x, positions, layer_type(config, layer_idx))
     return rope(x, positions)
 
 
-def hf_forward(layer, config, x, positions, rope, cache=None, layer_idx: int = 0):
+def _class_source(module) -> str:
+    import inspect
+
+    try:
+        return inspect.getsource(type(module))
+    except (OSError, TypeError):
+        return ""
+
+
+def layer_mask(layer, mask):
+    """The mask transformers' model gives `layer`, from the causal mask (causal_mask's): None where no submodule
+    attends (each that takes an attention_mask applies it to padding only, apply_mask_to_padding_states: Mamba's,
+    Mamba2's mixers get the model's 2-D padding mask, None without padding); a bool mask (True: masked) where an
+    attention masks its scores with masked_fill (MPT's model converts its mask .to(torch.bool)); else `mask`."""
+    import inspect
+
+    takes = [m for n, m in layer.named_modules() if n and "attention_mask" in inspect.signature(m.forward).parameters]
+    sources = [_class_source(m) for m in takes]
+    if takes and all("apply_mask_to_padding_states" in src for src in sources):
+        return None
+    if mask is not None and any("masked_fill(attention_mask" in src for src in sources):
+        return mask.bool()
+    return mask
+
+
+def extra_inputs(hf_forward_fn, vllm_forward_fn, inputs: dict, B: int, q: int) -> dict:
+    """The inputs beyond the hidden states and positions that the bundle's example gives vLLM's layer and
+    transformers' layer takes by the same name (Gemma 4's per_layer_input: H100 Tensor * NoneType), one row a token,
+    as [B, q, ...]."""
+    import inspect
+
+    import torch
+
+    hf_params = inspect.signature(hf_forward_fn).parameters
+    vllm_params = inspect.signature(vllm_forward_fn).parameters
+    own = {"hidden_states", "positions", "residual", "position_ids", "position_embeddings", "attention_mask",
+           "use_cache", *CACHE_ARGS}
+    return {name: inputs[name].reshape(B, q, *inputs[name].shape[1:]) for name in hf_params
+            if name not in own and name in vllm_params and isinstance(inputs.get(name), torch.Tensor)
+            and inputs[name].dim() and inputs[name].shape[0] == B * q}
+
+
+def hf_forward(layer, config, x, positions, rope, cache=None, layer_idx: int = 0, extra: dict | None = None):
     import torch
 
     emb = rope_embeddings(rope, config, x, positions, layer_idx)
-    mask = causal_mask(config, x, positions, cache, layer_idx)
+    mask = layer_mask(layer, causal_mask(config, x, positions, cache, layer_idx))
+    kw = hf_forward_kwargs(type(layer).forward, config, positions, emb, cache, mask, x)
+    for name, t in (extra or {}).items():
+        kw[name] = t[: x.shape[0], : x.shape[1]].to(x.dtype)
     with torch.no_grad():
-        out = layer(x, **hf_forward_kwargs(type(layer).forward, config, positions, emb, cache, mask))
+        out = layer(x, **kw)
     return out[0] if isinstance(out, tuple) else out
 
 
@@ -692,6 +812,18 @@ def hf_layer(hf_cls, config, layer_idx: int, state: dict, dtype, buffers: dict |
     return hf.to(next(iter(state.values())).device).eval()
 
 
+def _router_logits(out):
+    """A router's logits from its output: the tensor, or in its tuple the floating tensor of two or more dims with the
+    most columns, the first of those (vLLM's gate returns (logits, bias); transformers' GraniteMoe router returns
+    (top-k indices, top-k weights, logits): the weights have k columns, the logits one per expert)."""
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return out
+    floats = [t for t in out if isinstance(t, torch.Tensor) and t.is_floating_point() and t.dim() >= 2]
+    return max(floats, key=lambda t: t.shape[-1])
+
+
 def _router_topk(module, x, k):
     """Hook the router of `module` (the MoE block's `gate` or `router`: vLLM's and transformers' names, e.g.
     Mixtral's block_sparse_moe.gate, PhiMoE's mlp.router) during one call of x; the top-k expert sets."""
@@ -702,13 +834,60 @@ def _router_topk(module, x, k):
             gate = m
     if gate is None:  # a dense layer (the config may still be an MoE model's)
         return x(), None
-    h = gate.register_forward_hook(lambda m, i, o: got.append(o[0] if isinstance(o, tuple) else o))
+    h = gate.register_forward_hook(lambda m, i, o: got.append(_router_logits(o)))
     try:
         result = x()
     finally:
         h.remove()
     logits = got[-1].float()
     return result, logits.topk(k, dim=-1).indices.sort(dim=-1).values
+
+
+def mapping_args(meta, config, rules: dict) -> dict:
+    """map_weights' keyword arguments for transformers' layer `meta` (built on meta)."""
+    persistent = meta.state_dict()
+    return dict(rules=rules, layout=hf_experts_layout(meta), transposed=hf_transposed(meta),
+                num_heads=getattr(config, "num_attention_heads", None),
+                buffers={n: tuple(b.shape) for n, b in meta.named_buffers() if n in persistent})
+
+
+def reference_layer(hf_cls, config, layer_idx: int, vllm_state: dict, rules: dict):
+    """(index, transformers' layer on meta) to compare vLLM's layer `layer_idx` with: that index where vLLM's
+    parameters map onto it, else the first index whose layer they map onto. A hybrid model's one transformers class
+    builds the config's block type at each index (NemotronH's, GraniteMoeHybrid's layer types), which need not be the
+    type of the vLLM layer the bundle's example built at that index (H100: exit 2, mixer.up_proj.weight / self_attn.
+    qkv_proj.weight has no counterpart). Where none maps, the error is layer_idx's."""
+    import torch
+
+    def at(i):
+        with torch.device("meta"):
+            return new_layer(hf_cls, config, i)
+
+    meta = at(layer_idx)
+    try:
+        map_weights(vllm_state, {n: tuple(p.shape) for n, p in meta.named_parameters()},
+                    **mapping_args(meta, config, rules), zeroed=[])
+        return layer_idx, meta
+    except NoReference:
+        return layer_idx, meta
+    except MappingError as first:
+        seen = {tuple(sorted(n for n, _ in meta.named_parameters()))}
+        for i in range(int(getattr(config, "num_hidden_layers", 0) or 0)):
+            try:
+                other = at(i)
+            except (TypeError, ValueError, IndexError, KeyError, AttributeError):  # not buildable: no candidate
+                continue
+            names = tuple(sorted(n for n, _ in other.named_parameters()))
+            if names in seen:
+                continue
+            seen.add(names)
+            try:
+                map_weights(vllm_state, {n: tuple(p.shape) for n, p in other.named_parameters()},
+                            **mapping_args(other, config, rules), zeroed=[])
+            except MappingError:
+                continue
+            return i, other
+        raise first
 
 
 def run_case(mod, symbol: str, cfg: dict, workload: str, tokens: int, batch: int, context: int) -> dict:
@@ -737,13 +916,13 @@ def run_case(mod, symbol: str, cfg: dict, workload: str, tokens: int, batch: int
     model_type, hf_cls, rope_cls = found
     config = hf_config(cfg, model_type)
     row["reference"] = f"transformers {model_type}.{hf_cls.__name__}"
-    layer_idx = int(ex["prefix"].rsplit(".", 1)[-1])
-    with torch.device("meta"):
-        meta = new_layer(hf_cls, config, layer_idx)
-    shapes = {n: tuple(p.shape) for n, p in meta.named_parameters()}
     rules = loader_rules(model_file_of(mod, symbol), model_type)
-    kw = dict(rules=rules, layout=hf_experts_layout(meta), transposed=hf_transposed(meta),
-              num_heads=getattr(config, "num_attention_heads", None))
+    bundle_idx = int(ex["prefix"].rsplit(".", 1)[-1])
+    layer_idx, meta = reference_layer(hf_cls, config, bundle_idx, vllm_state, rules)
+    if layer_idx != bundle_idx:
+        row["reference_layer_idx"] = layer_idx
+    shapes = {n: tuple(p.shape) for n, p in meta.named_parameters()}
+    kw = mapping_args(meta, config, rules)
     zeroed: list = []
     hf_state = map_weights(vllm_state, shapes, zeroed=zeroed, **kw)
     control_state = map_weights(vllm_state, shapes, control=True, zeroed=[], **kw)
@@ -759,6 +938,7 @@ def run_case(mod, symbol: str, cfg: dict, workload: str, tokens: int, batch: int
     top_k = int(cfg.get("num_experts_per_tok") or 0)
 
     deferred = defers_residual(inspect.getsource(type(layer).forward))
+    extra = extra_inputs(hf_cls.forward, type(layer).forward, ex["inputs"], B, q)
 
     def bundle_fwd():
         o, r = ex["forward"](x)
@@ -774,9 +954,10 @@ def run_case(mod, symbol: str, cfg: dict, workload: str, tokens: int, batch: int
         hf = hf_layer(hf_cls, config, layer_idx, state, dtype, vllm_buffers)
         rope = rope_cls(config).to("cuda") if rope_cls is not None else None
         xin = x.view(B, q, H).to(dtype)
-        probe = lambda c: hf_forward(hf, config, xin[:1, :1], positions[:1, :1], rope, c, layer_idx)  # noqa: E731
+        probe = lambda c: hf_forward(hf, config, xin[:1, :1], positions[:1, :1], rope, c, layer_idx,  # noqa: E731
+                                     extra)
         cache = context_cache(ex, dtype, config, layer_idx, probe) if ctx else None
-        call = lambda: hf_forward(hf, config, xin, positions, rope, cache, layer_idx).float()  # noqa: E731
+        call = lambda: hf_forward(hf, config, xin, positions, rope, cache, layer_idx, extra).float()  # noqa: E731
         y, sets = _router_topk(hf, call, top_k) if top_k else (call(), None)
         del hf
         torch.cuda.empty_cache()
@@ -789,6 +970,9 @@ def run_case(mod, symbol: str, cfg: dict, workload: str, tokens: int, batch: int
     if top_k and bundle_sets is not None and ref_sets is not None:
         keep = (bundle_sets == ref_sets).all(dim=-1)
         row["routing_differs_tokens"] = int((~keep).sum())
+    if not keep.any():
+        raise MappingError(f"every token's top-{top_k} experts differ between the bundle's router and transformers': "
+                           "no token to compare (a router mapped wrong, or its logits not where _router_logits looks)")
     yb, yh, yr, yc = (t.reshape(B * q, H)[keep] for t in (y_bundle, y_bf16, y_ref, y_ctl))
     row.update(
         bundle_rel_l2=rel_l2(yb, yr), bundle_max_abs=max_abs(yb, yr),
