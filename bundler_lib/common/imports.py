@@ -55,8 +55,8 @@ EMBEDDED: dict[str, ModuleType] = {"einops": einops_fallback}
 
 
 def bundle_lacks(package: str) -> bool:
-    """A top-level package that a bundle neither requires nor replaces (FALLBACKS, EMBEDDED): where it is not
-    installed, which the bundle cannot change, its imports fail or bind the absent package's stand-ins."""
+    """A top-level package that a bundle neither requires nor replaces (FALLBACKS, EMBEDDED): the bundle cannot count
+    on it (its guarded imports bind the absent package's stand-ins)."""
     return not is_required(f"import {package}") and all(m.split(".")[0] != package for m in (*FALLBACKS, *EMBEDDED))
 
 

@@ -67,7 +67,6 @@ class ImportScanning:
                                 "stubs": stubs})
         return True
 
-
     def _lacked_choice(self, st: ast.If) -> str | None:
         """The package an undecided `if` would choose, when the bundle lacks it: the branch is one `return` of a
         choice named after a package (`return backend, "flashinfer"`, a resolver's pick among implementations)
