@@ -449,6 +449,21 @@ def test_platform_forward_needing_compiled_code_runs_forward_native(tmp_path):
     assert not any("forward_native" in n for n in g_rocm["notes"])
 
 
+def test_choice_of_a_package_the_bundle_lacks_is_not_taken(tmp_path):
+    # a resolver's branch that returns a choice named after a package its module imports (that choice's
+    # implementation) and the bundle neither requires nor replaces is decided False, recorded with what it assumes:
+    # the resolver picks as where that package is not installed. A choice of a package the bundle has, or that
+    # the module does not import, stays.
+    g, _, _ = build_all(TREES / "lacked_choice", tmp_path, "target")
+    lacked = [(x["predicate"], x["value"], x["kept"], x["assumes"]) for x in g["guards"] if x.get("assumes")]
+    assert lacked == [("requested in ('fastkern', 'auto') and fast", False, "none",
+                       "the bundle lacks the package 'fastkern', which this module imports for that choice")]
+    m = load(tmp_path)
+    assert m.target(1) == m.target(1, {"backend": "fastkern"}) == ("triton", 2)
+    assert m.target(1, {"backend": "json"}) == ("json", 11)
+    assert m.target(1, {"backend": "otherkern"}) == ("otherkern", 2)
+
+
 def test_ir_op_providers_and_priority(tmp_path):
     """vLLM registers IR op implementations when vllm.kernels is imported and its worker sets their dispatch
     priority: the bundle reaches the variant's providers' implementations of the IR ops it holds (not the

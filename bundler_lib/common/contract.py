@@ -78,7 +78,8 @@ class Guard:
     predicate: str
     value: Any
     kept: str
-    assumes: Optional[str] = None   # a branch held on parameter defaults: the calls it relies on
+    assumes: Optional[str] = None   # a branch held on parameter defaults: the calls it relies on; a choice
+                                    # decided against: the package it needs that the bundle lacks
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,12 @@ FALLBACKS = {
 EMBEDDED: dict[str, ModuleType] = {"einops": einops_fallback}
 
 
+def bundle_lacks(package: str) -> bool:
+    """A top-level package that a bundle neither requires nor replaces (FALLBACKS, EMBEDDED): the bundle cannot count
+    on it (its guarded imports bind the absent package's stand-ins)."""
+    return not is_required(f"import {package}") and all(m.split(".")[0] != package for m in (*FALLBACKS, *EMBEDDED))
+
+
 def _embedded_file(module: str) -> str:
     return EMBEDDED[module].__name__.replace(".", "/") + ".py"
 

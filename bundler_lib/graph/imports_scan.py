@@ -1,13 +1,14 @@
 """Repo-local imports met while scanning code: kept (followed by the graph), removed (the bundle inlines the
 module instead), or, for a module the tree has no source for (compiled vLLM code) or another platform's module,
 replaced by what the bundle can honestly do: names that raise ImportError when that path runs, or, inside a
-`try` whose handler catches ImportError, the ModuleNotFoundError Python itself would raise."""
+`try` whose handler catches ImportError, the ModuleNotFoundError Python itself would raise. A branch that would
+choose an implementation needing a package the bundle lacks is not taken (_lacked_choice)."""
 
 from __future__ import annotations
 
 import ast
 
-from bundler_lib.common.imports import catches_import_error
+from bundler_lib.common.imports import bundle_lacks, catches_import_error
 from bundler_lib.variant import PLATFORM_FORWARD, foreign_platform
 
 
@@ -66,6 +67,23 @@ class ImportScanning:
                                 "stubs": stubs})
         return True
 
+    def _lacked_choice(self, st: ast.If) -> str | None:
+        """The package an undecided `if` would choose, when the bundle lacks it: the branch is one `return` of a
+        choice named after a package (`return backend, "flashinfer"`, a resolver's pick among implementations)
+        that this module imports (that choice's implementation: `from flashinfer.gdn_prefill import ...`) and that
+        the bundle neither requires nor replaces. The bundle cannot run that implementation, so the branch is not
+        taken and the resolver picks as it does where the package is not installed. Else None."""
+        if len(st.body) != 1 or not isinstance(st.body[0], ast.Return) or st.body[0].value is None:
+            return None
+        value = st.body[0].value
+        choices = {e.value for e in (value.elts if isinstance(value, ast.Tuple) else [value])
+                   if isinstance(e, ast.Constant) and isinstance(e.value, str)}
+        if not choices:
+            return None
+        imported = {b.module.split(".")[0] for node in ast.walk(self.info.tree)
+                    if isinstance(node, (ast.Import, ast.ImportFrom))
+                    for b in self.index.import_bindings(self.info, node, False) if b.external}
+        return next((p for p in sorted(choices & imported) if bundle_lacks(p)), None)
 
     def _native_instead(self, fn: ast.FunctionDef) -> bool:
         """A CustomOp's forward for the variant's platform (forward_cuda on CUDA, as CustomOp.dispatch_forward

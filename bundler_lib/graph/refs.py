@@ -51,7 +51,8 @@ class Guard:
     predicate: str
     value: bool
     kept: str                          # "body", "orelse", "none"
-    assumes: str = ""                  # the parameter defaults the value rests on (a held branch)
+    assumes: str = ""                  # what the value rests on besides the variant: the parameter defaults of a
+                                       # held branch, the package a choice needs that the bundle lacks
 
 
 @dataclass
@@ -336,6 +337,9 @@ class RefScanner(ImportScanning):
     # ------------------------------------------------------------ guards
     def _if(self, st: ast.If, sole: bool) -> bool:
         value, atoms = self._evaluate(st.test)
+        lacked = self._lacked_choice(st) if value is None else None
+        if lacked:   # a choice whose package the bundle lacks: not taken, as where that package is not installed
+            value = False
         if value is None and self._hold(st, sole, atoms):
             return False
         if value is None:
@@ -347,7 +351,9 @@ class RefScanner(ImportScanning):
             self._stmt_list(st.orelse)
             return False
         live = st.body if value else st.orelse
-        self._record(st.test, value, st, "body" if value else ("orelse" if st.orelse else "none"))
+        self._record(st.test, value, st, "body" if value else ("orelse" if st.orelse else "none"),
+                     f"the bundle lacks the package {lacked!r}, which this module imports for that choice"
+                     if lacked else "")
         self.branches.prune_if(st, value, sole, self.scan.edits)
         self._stmt_list(live)
         return self._exits(live) and len(self.scopes) > 1
@@ -399,9 +405,9 @@ class RefScanner(ImportScanning):
             return self._exits(last.body) and self._exits(last.orelse)
         return False
 
-    def _record(self, e, v, st, kept):
+    def _record(self, e, v, st, kept, assumes=""):
         self.scan.guards.append(Guard(line=st.lineno, end_line=st.end_lineno,
-                                      predicate=ast.unparse(e), value=bool(v), kept=kept))
+                                      predicate=ast.unparse(e), value=bool(v), kept=kept, assumes=assumes))
 
     def _span(self, e: ast.AST, text: str):
         self.scan.edits.append(span(e, text))
