@@ -69,6 +69,26 @@ def test_layer_signature_reads_inherited_methods_from_the_base():
     assert not is_decoder_layer("NormAfter", "class", layer_signature(classes["NormAfter"]))
 
 
+def test_layer_signature_records_the_literal_values_a_str_input_is_passed_to():
+    """An __init__ str the class passes on by name to a part whose own parameter is `Literal[...]` (HrmText's
+    `stack_kind`) records the Literal's values; a str passed under another name, or to a plain `str`, records none."""
+    mod = ast.parse(textwrap.dedent('''
+        class Attn(nn.Module):
+            def __init__(self, config, stack_kind: Literal["L", "H"], other: str = "x"):
+                pass
+        class Layer(nn.Module):
+            def __init__(self, config, stack_kind: str, mode: str):
+                self.attn = Attn(config, stack_kind=stack_kind, other=mode)
+                self.mlp = Attn(config, stack_kind=mode)
+            def forward(self, positions, hidden_states):
+                pass
+    '''))
+    classes = {c.name: c for c in mod.body}
+    sig = layer_signature(classes["Layer"], lambda name, within: classes.get(name))
+    assert sig["__init__"]["choices"] == {"stack_kind": ["L", "H"]}
+    assert "choices" not in layer_signature(classes["Layer"])["__init__"]
+
+
 def test_decoder_layers_by_signature_not_only_by_name():
     assert is_decoder_layer("BloomBlock", "class", BLOCK)
     assert is_decoder_layer("AnyDecoderLayer", "class", None)
@@ -208,6 +228,18 @@ def test_init_count_of_a_config_list_and_bool_option():
     # two lists could be counted: no rule picks one
     _, _, missing = forward_inputs.derive(sig, dict(FIELDS, hybrid_layer_ids=[6], hybrid_layers=[1, 2]), DIMS)
     assert [m.split(":")[0] for m in missing] == ["__init__ input num_hybrid_layers (int)"]
+
+
+def test_init_str_takes_the_first_literal_value_its_part_accepts():
+    """An __init__ str with A1's `choices` (the Literal its part takes it as) is the first value; without them no
+    rule gives a str."""
+    sig = _fwd(["hidden_states"], {}, init_required=("config", "stack_kind"), init_annotations={"stack_kind": "str"})
+    sig["__init__"]["choices"] = {"stack_kind": ["L", "H"]}
+    init, _, missing = forward_inputs.derive(sig, FIELDS, DIMS)
+    assert missing == [] and init["stack_kind"][:2] == ["value", "L"]
+    del sig["__init__"]["choices"]
+    _, _, missing = forward_inputs.derive(sig, FIELDS, DIMS)
+    assert [m.split(":")[0] for m in missing] == ["__init__ input stack_kind (str)"]
 
 
 def test_forward_input_that_may_be_none():

@@ -89,6 +89,7 @@ FORWARD_INPUTS = ("positions", "position_ids", "hidden_states", "x", "residual")
 def layer_signature(cls: ast.AST | None, find_class=None) -> dict | None:
     """The parameters after `self` of a class's `__init__` and `forward` (A1 records it as `root_signature`):
     {method: {"required": [...], "optional": [...], "annotations": {param: source text}}}; None for a non-class.
+    `__init__` also has "choices" ({param: [values]}, `_literal_choices`) where it passes a str on to a Literal.
     A method the class inherits is its nearest base's (`find_class(name, cls)`: the ClassDef the base name `name`
     that class `cls` names resolves to, or None), else absent."""
     if not isinstance(cls, ast.ClassDef):
@@ -104,11 +105,44 @@ def layer_signature(cls: ast.AST | None, find_class=None) -> dict | None:
             if (isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and fn.name in ("__init__", "forward")
                     and fn.name not in out):
                 out[fn.name] = _parameters(fn.args)
+                choices = _literal_choices(fn, c, find_class) if fn.name == "__init__" else {}
+                if choices:
+                    out[fn.name]["choices"] = choices
         if find_class is not None:
             bases = [b.id if isinstance(b, ast.Name) else b.attr for b in c.bases
                      if isinstance(b, (ast.Name, ast.Attribute))]
             todo += [k for k in (find_class(b, c) for b in bases) if isinstance(k, ast.ClassDef)]
     return out
+
+
+def _literal_choices(fn: ast.FunctionDef, cls: ast.ClassDef, find_class) -> dict:
+    """{param: [values]} for each `str` parameter of `__init__` that it passes on by the same name to a class whose
+    own `__init__` annotates that parameter `Literal[...]` (HrmText's `stack_kind: str`, passed to its attention's
+    `stack_kind: Literal["L", "H"]`): the values the part accepts."""
+    strs = {a.arg for a in fn.args.args + fn.args.kwonlyargs
+            if a.annotation is not None and ast.unparse(a.annotation) == "str"}
+    out: dict = {}
+    for call in ast.walk(fn):
+        if find_class is None or not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name)):
+            continue
+        passed = {k.arg for k in call.keywords if k.arg in strs and isinstance(k.value, ast.Name) and k.value.id == k.arg}
+        part = find_class(call.func.id, cls) if passed else None
+        init = next((f for f in getattr(part, "body", []) if isinstance(f, ast.FunctionDef) and f.name == "__init__"),
+                    None) if isinstance(part, ast.ClassDef) else None
+        for a in (init.args.args + init.args.kwonlyargs) if init else []:
+            values = _literal_values(a.annotation) if a.arg in passed else None
+            if values:
+                out.setdefault(a.arg, values)
+    return out
+
+
+def _literal_values(annotation: ast.AST | None) -> list | None:
+    """The values of a `Literal["a", "b"]` annotation, else None."""
+    if not (isinstance(annotation, ast.Subscript) and ast.unparse(annotation.value) in ("Literal", "typing.Literal")):
+        return None
+    elts = annotation.slice.elts if isinstance(annotation.slice, ast.Tuple) else [annotation.slice]
+    values = [e.value for e in elts if isinstance(e, ast.Constant)]
+    return values if len(values) == len(elts) else None
 
 
 def _parameters(a: ast.arguments) -> dict:
