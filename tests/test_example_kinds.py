@@ -149,6 +149,28 @@ def test_cross_attention_inputs_have_no_template(tmp_path):
     assert ok["status"] == "ok" and ok["missing"] == []
 
 
+def test_mla_only_attention_has_no_template(tmp_path):
+    """A layer reaching vLLM's MLAAttention and not its Attention (LongCat-Flash's FlashDecoderLayer) has no
+    template, naming MLA and the FlashAttention prefill backend it needs; one reaching both (DeepseekV2's layer,
+    standard attention under use_mla=False) keeps its template."""
+    p = _graph(tmp_path, ["positions", "hidden_states"])
+    assert a6.run(p, "tiny/qwen3-moe", TINY, None, tmp_path / "plain")["status"] == "ok"
+    g = json.loads(p.read_text())
+    for node_id in ("vllm/model_executor/layers/attention/mla_attention.py::MLAAttention", ATTENTION):
+        f, name = node_id.split("::")
+        g["python_nodes"].append(dict(g["python_nodes"][0], id=node_id, file=f, name=name, emit_name=name,
+                                      names=[{"name": name, "emit_name": name}], kind="class"))
+        p.write_text(json.dumps(g))
+        rec = a6.run(p, "tiny/qwen3-moe", TINY, None, tmp_path / name)
+        assert rec["status"] == ("no_template" if name == "MLAAttention" else "ok"), rec["missing"]
+    assert rec["missing"] == []
+    g["python_nodes"].pop()
+    p.write_text(json.dumps(g))
+    rec = a6.run(p, "tiny/qwen3-moe", TINY, None, tmp_path / "mla")
+    assert len(rec["missing"]) == 1 and rec["missing"][0].startswith("MLA attention")
+    assert "FLASH_ATTN" in rec["missing"][0] and "vllm_flash_attn" in rec["missing"][0]
+
+
 def test_attention_free_config_has_no_template(tmp_path):
     """A state-space model's config (no attention heads) builds a decoder layer's bundle; the example says what
     it lacks. A template that needs heads (a norm's, say) still refuses the config."""

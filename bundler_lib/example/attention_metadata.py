@@ -7,9 +7,10 @@ slots, seq_len, num_blocks and the attention layers are the example's). The extr
 the bundle are A1's data (common/example_roots.py BACKEND_ROOTS).
 """
 
-from bundler_lib.common.example_roots import DEFAULT_BACKEND
+from bundler_lib.common.example_roots import ATTENTION, DEFAULT_BACKEND
 
 _TRITON = "vllm/v1/attention/backends/triton_attn.py"
+_MLA = "vllm/model_executor/layers/attention/mla_attention.py::MLAAttention"
 
 ROLES = {
     "TRITON_ATTN": {
@@ -91,3 +92,16 @@ def required(variant: dict) -> list[str]:
 
 def snippet(variant: dict) -> str:
     return _SNIPPETS[backend(variant)]
+
+
+def unsupported(graph: dict) -> list[str]:
+    """The attention no backend of the example runs: MLA only, a layer reaching vLLM's MLAAttention and not its
+    `Attention` (LongCat-Flash builds DeepseekV2MLAAttention whatever `use_mla`; DeepseekV2's layer, reaching both,
+    takes its standard attention under the example's use_mla=False, as with VLLM_MLA_DISABLE)."""
+    ids = {n["id"] for n in graph.get("python_nodes", [])}
+    if _MLA not in ids or ATTENTION in ids:
+        return []
+    return ["MLA attention (vLLM's MLAAttention, no standard-attention path): building it selects an MLA prefill "
+            "backend, and on SM90 vLLM 0.26.0 has only FLASH_ATTN (flash_attn_varlen_func of vLLM's FlashAttention "
+            "extension, vllm_flash_attn, not in the sdist); its Triton decode backend TRITON_MLA has no example "
+            "template (latent KV cache, MLA metadata)"]

@@ -260,7 +260,7 @@ def missing_template(graph: dict, dims: dict, cfg: dict | None = None, flags: di
     __init__/forward require beyond those every example gives that no rule of forward_inputs.py derives (A1's
     root_signature: cross-attention's encoder_hidden_states, ...), and attention heads (a state-space layer's
     config has none: its mamba state)."""
-    out = list(_other_inputs(graph, cfg, dims, flags or {})[2])
+    out = list(_other_inputs(graph, cfg, dims, flags or {})[2]) + attention_metadata.unsupported(graph)
     if dims.get("H_q") is None and not recurrent_state.holds_state(graph):
         out.append("attention heads: the config has no num_attention_heads and the layer reaches no state-space "
                    "layer (vLLM's MambaBase) whose state the example could set up")
