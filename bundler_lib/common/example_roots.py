@@ -38,6 +38,11 @@ BACKEND_ROOTS = {
     "TRITON_ATTN": tuple(f"{_BACKENDS}/triton_attn.py::{n}" for n in (
         "TritonAttentionBackend", "TritonAttentionImpl", "TritonAttentionMetadata", "MIN_LAUNCH_GRID_SIZE_2D",
         "NUM_PAR_SOFTMAX_SEGMENTS")),
+    # V heads of their own size (`head_size_v`): TRITON_ATTN's subclasses, TRITON_ATTN's metadata
+    "TRITON_ATTN_DIFFKV": tuple(f"{_BACKENDS}/triton_attn_diffkv.py::{n}" for n in (
+        "TritonAttentionDiffKVBackend", "TritonAttentionDiffKVImpl")) + tuple(
+        f"{_BACKENDS}/triton_attn.py::{n}" for n in (
+            "TritonAttentionMetadata", "MIN_LAUNCH_GRID_SIZE_2D", "NUM_PAR_SOFTMAX_SEGMENTS")),
     "FLEX_ATTENTION": tuple(f"{_BACKENDS}/flex_attention.py::{n}" for n in (
         "FlexAttentionBackend", "FlexAttentionImpl", "FlexAttentionBackend.get_builder_cls",
         "FlexAttentionMetadataBuilder.build")) + (

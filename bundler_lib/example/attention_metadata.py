@@ -12,27 +12,29 @@ from bundler_lib.common.example_roots import ATTENTION, DEFAULT_BACKEND
 _TRITON = "vllm/v1/attention/backends/triton_attn.py"
 _MLA = "vllm/model_executor/layers/attention/mla_attention.py::MLAAttention"
 
+_TRITON_ROLES = {
+    "TritonAttentionMetadata": (_TRITON, "TritonAttentionMetadata"),
+    "MIN_LAUNCH_GRID_SIZE_2D": (_TRITON, "MIN_LAUNCH_GRID_SIZE_2D"),
+    "NUM_PAR_SOFTMAX_SEGMENTS": (_TRITON, "NUM_PAR_SOFTMAX_SEGMENTS"),
+}
+# TRITON_ATTN_DIFFKV (V heads of their own size, MiMo-V2) is TRITON_ATTN's metadata with V-sized softmax segments.
 ROLES = {
-    "TRITON_ATTN": {
-        "TritonAttentionMetadata": (_TRITON, "TritonAttentionMetadata"),
-        "MIN_LAUNCH_GRID_SIZE_2D": (_TRITON, "MIN_LAUNCH_GRID_SIZE_2D"),
-        "NUM_PAR_SOFTMAX_SEGMENTS": (_TRITON, "NUM_PAR_SOFTMAX_SEGMENTS"),
-    },
+    "TRITON_ATTN": _TRITON_ROLES,
+    "TRITON_ATTN_DIFFKV": _TRITON_ROLES,
     "FLEX_ATTENTION": {
         "CommonAttentionMetadata": ("vllm/v1/attention/backend.py", "CommonAttentionMetadata"),
     },
 }
 
 # TRITON_ATTN's metadata falls back on a stand-in with the same fields; FLEX_ATTENTION's builder needs the real one.
-REQUIRED = {"TRITON_ATTN": [], "FLEX_ATTENTION": ["CommonAttentionMetadata"]}
+REQUIRED = {"TRITON_ATTN": [], "TRITON_ATTN_DIFFKV": [], "FLEX_ATTENTION": ["CommonAttentionMetadata"]}
 
-_SNIPPETS = {
-    "TRITON_ATTN": '''\
-            # 6. The attention metadata (TRITON_ATTN): the fields of its metadata class, filled by hand.
+_TRITON_SNIPPET = '''\
+            # 6. The attention metadata (@BACKEND@): the fields of its metadata class, filled by hand.
             min_grid = _get("MIN_LAUNCH_GRID_SIZE_2D") or 128
             segments = _get("NUM_PAR_SOFTMAX_SEGMENTS") or 16
             seq_threshold_3D = max(1, min_grid // H_kv)
-            dh_pad = 1 << (Dh - 1).bit_length()
+            dh_pad = 1 << (Dv - 1).bit_length()  # the softmax segments hold outputs: V-sized
             md_fields = dict(
                 num_actual_tokens=T, max_query_len=q_len,
                 query_start_loc=torch.arange(0, T + 1, q_len, device=device, dtype=torch.int32),
@@ -54,7 +56,11 @@ _SNIPPETS = {
                     attn_metadata = md_cls(**{k: v for k, v in md_fields.items() if k in accepted})
                 else:
                     attn_metadata = _StandIn("attn_metadata", **md_fields)
-''',
+'''
+
+_SNIPPETS = {
+    "TRITON_ATTN": _TRITON_SNIPPET.replace("@BACKEND@", "TRITON_ATTN"),
+    "TRITON_ATTN_DIFFKV": _TRITON_SNIPPET.replace("@BACKEND@", "TRITON_ATTN_DIFFKV"),
     "FLEX_ATTENTION": '''\
             # 6. The attention metadata (FLEX_ATTENTION): the backend's own builder, as vLLM's model runner calls it,
             # over the batch's CommonAttentionMetadata; the builder also builds the block mask.

@@ -113,17 +113,18 @@ _BODY = '''\
                 "the decoder-layer example sizes one KV cache and one metadata for all of them")
         attn = attn_layers[0][1] if attn_layers else None
         if attn is None:
-            H_q = H_kv = Dh = 0  # an attention-free layer: no KV cache, no attention metadata, no attention cost
+            H_q = H_kv = Dh = Dv = 0  # an attention-free layer: no KV cache, no attention metadata, no attention cost
         else:
             # the cache and metadata follow the attention built (its head size can differ from the config's dims)
             H_q, H_kv, Dh = attn.num_heads, attn.num_kv_heads, attn.head_size
+            Dv = getattr(attn, "head_size_v", Dh)  # the V head's size (another than K's: DiffKV)
         attn_names = [getattr(a, "layer_name", prefix + ".self_attn.attn") for _, a in attn_layers]
 
         # 4. Shapes, within the memory left after the weights.
         torch.cuda.synchronize()
         free_now, _ = torch.cuda.mem_get_info(device)
         live = min(max(int(free_now * 0.2), 2 * GiB), 8 * GiB, int(free_now * 0.9))
-        kv_bytes_per_token = len(attn_layers) * 2 * H_kv * Dh * torch.finfo(dtype).bits // 8
+        kv_bytes_per_token = len(attn_layers) * H_kv * (Dh + Dv) * torch.finfo(dtype).bits // 8
         act_bytes_per_token = 2 * (8 * H + 3 * (H_q + 2 * H_kv) * Dh) + int(moe.get("top_k", 0)) * 2 * (
             6 * int(moe.get("moe_intermediate_size", 0)) + 2 * H) + 4 * int(moe.get("num_experts", 0))
         # tokens, batch, context (the function's arguments) override what memory and `small` choose
@@ -153,11 +154,11 @@ _BODY = '''\
         positions = new_pos.repeat(B)
         attn_metadata, slots = None, None
         if attn is not None:
-            # 5. The KV cache: logical (blocks, kv_heads, block_size, 2*head_dim), stored NHD (the shape and stride
-            # order of TRITON_ATTN's and FLEX_ATTENTION's get_kv_cache_shape), the context filled.
+            # 5. The KV cache: logical (blocks, kv_heads, block_size, K head + V head), stored NHD (the shape and
+            # stride order of the TRITON_ATTN(_DIFFKV) and FLEX_ATTENTION get_kv_cache_shape), the context filled.
             with _Step("allocating the KV cache"):
                 for _, a in attn_layers:
-                    kv_cache = torch.empty(num_blocks, block_size, H_kv, 2 * Dh, device=device, dtype=dtype)
+                    kv_cache = torch.empty(num_blocks, block_size, H_kv, Dh + Dv, device=device, dtype=dtype)
                     kv_cache.normal_(0.0, 1.0, generator=gen)
                     a.kv_cache = kv_cache.permute(0, 2, 1, 3)
 
@@ -232,9 +233,9 @@ _BODY = '''\
         dense_params = sum(p.numel() for n, p in layer.named_parameters()) - expert_params
         touched = min(1.0, T * top_k / E) if E else 0.0
         cost = {{"flops": 2 * T * dense_params + (2 * T * top_k * expert_params // E if E else 0)
-                 + 4 * B * q_len * (ctx + (q_len + 1) // 2) * H_q * Dh,
+                 + 2 * B * q_len * (ctx + (q_len + 1) // 2) * H_q * (Dh + Dv),
                  "bytes": int((dense_params + touched * expert_params) * elem)
-                 + B * (ctx + q_len) * 2 * H_kv * Dh * elem + 2 * T * H * elem
+                 + B * (ctx + q_len) * H_kv * (Dh + Dv) * elem + 2 * T * H * elem
                  + (2 if ctx else 1) * B * _state_bytes(recurrent)}}  # recurrent state read (with context), written
 {parallel_check}        return {{"module": layer, "cost": cost, "inputs": {{"positions": positions, "hidden_states": hidden_states,
                 "residual": None, "kv_cache": None if attn is None else attn.kv_cache, "attn_metadata": attn_metadata,
