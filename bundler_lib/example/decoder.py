@@ -175,7 +175,8 @@ _BODY = '''\
             cudagraph_runtime_mode=(graph_enum.NONE if graph_enum is not None else None), batch_descriptor=None,
             ubatch_slices=None, is_padding=None, skip_compiled=False, all_moe_layers=None, moe_layer_index=0,
             additional_kwargs={{}}, virtual_engine=0)
-        hidden_states = _randn(T, H)
+        hidden_shape = {hidden_shape}  # [T, H], or a stack of them (forward_inputs.hidden_stack)
+        hidden_states = _randn(*hidden_shape)
         # the layer's other forward inputs, by A6's rules (forward_inputs.py): indices, [T, width] tensors
         extra_inputs = {{n: (_randn(T, v) if k == "tensor" else v) for n, (k, v) in {extra_inputs!r}.items()}}
 
@@ -204,7 +205,7 @@ _BODY = '''\
             return (got[0], got[1]) if isinstance(got, tuple) else (got, None)
 
         def forward(x=None, residual=None):
-            """The layer's forward on new hidden states `x` ([T, H], the same sizes; default: the example's), in
+            """The layer's forward on new hidden states `x` (hidden_shape; default: the example's), in
             the same context. vLLM's layers update their input in place: `x` is not changed, a copy is passed."""
             x = hidden_states if x is None else x
             again = _install(vllm_config)
@@ -222,7 +223,7 @@ _BODY = '''\
             with torch.inference_mode():
                 out, residual = _call(hidden_states.clone(), None)
             torch.cuda.synchronize()
-        _check("hidden_states", out, (T, H))
+        _check("hidden_states", out, hidden_shape)
         if residual is not None:
             _check("residual", residual, (T, H))
         # What one forward must compute and move at least (an estimate, for achieved TFLOP/s and GB/s): every
@@ -256,12 +257,19 @@ def _other_inputs(graph: dict, cfg: dict | None, dims: dict, flags: dict) -> tup
     return forward_inputs.derive(graph.get("root_signature"), state.hf_fields(cfg, dims, flags), dims)
 
 
+def _hidden_stack(graph: dict, cfg: dict | None, dims: dict, flags: dict) -> tuple[list[int], str | None, str | None]:
+    return forward_inputs.hidden_stack(graph.get("root_signature"), state.hf_fields(cfg, dims, flags))
+
+
 def missing_template(graph: dict, dims: dict, cfg: dict | None = None, flags: dict | None = None) -> list[str]:
     """What this decoder layer needs that the example has no template for (empty: it can run): inputs its own
     __init__/forward require beyond those every example gives that no rule of forward_inputs.py derives (A1's
     root_signature: cross-attention's encoder_hidden_states, ...), and attention heads (a state-space layer's
     config has none: its mamba state)."""
     out = list(_other_inputs(graph, cfg, dims, flags or {})[2]) + attention_metadata.unsupported(graph)
+    stack_missing = _hidden_stack(graph, cfg, dims, flags or {})[2]
+    if stack_missing:
+        out.append(stack_missing)
     if dims.get("H_q") is None and not recurrent_state.holds_state(graph):
         out.append("attention heads: the config has no num_attention_heads and the layer reaches no state-space "
                    "layer (vLLM's MambaBase) whose state the example could set up")
@@ -297,10 +305,13 @@ def body(graph: dict, symbol: str, dims: dict, flags: dict, cfg: dict, config_la
     needs = sorted(set(needs) | set(rneeds))
     init_inputs, fwd_inputs, _ = _other_inputs(graph, cfg, dims, flags)
     notes += forward_inputs.notes(init_inputs, fwd_inputs)
+    stack, stack_note, _ = _hidden_stack(graph, cfg, dims, flags)
+    notes += [stack_note] if stack_note else []
     src = (state.snippet(graph, cfg, dims, flags, config_label) + recurrent_state.snippet(graph, symbol)
            + (_NO_TEMPLATE.format(symbol=symbol, missing=no_template) if no_template else "")
            + _BODY.format(required=required, symbol=symbol, metadata=attention_metadata.snippet(variant),
                           forward_inputs=FORWARD_INPUTS,
+                          hidden_shape="(" + "".join(f"{k}, " for k in stack) + "T, H)",
                           init_inputs={n: v for n, (_, v, _) in init_inputs.items()},
                           extra_inputs={n: (k, v) for n, (k, v, _) in fwd_inputs.items()},
                           **distributed.hooks(graph, symbol)))

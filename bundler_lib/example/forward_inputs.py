@@ -25,6 +25,10 @@ rules from A1's `root_signature` (each parameter's annotation text) and the mode
 - a forward input no rule above gives whose annotation allows None (`torch.Tensor | None`, `Optional[...]`,
   required only by position: Ernie 4.5 VL's `visual_token_mask`): None, the input absent (text-only tokens).
 
+The hidden states themselves are `[T, hidden_size]`, or a stack of them where A1 found the forward hands them to a
+part that indexes them by a config index (`stacks`: Gemma3n's AltUp, `[altup_num_inputs, T, hidden_size]`, as
+vLLM's model stacks its projections of the embeddings before the layers): `hidden_stack`.
+
 An input no rule covers is named in the example's `missing` (status `no_template`), with why.
 """
 
@@ -149,6 +153,22 @@ def derive(signature: dict | None, fields: dict, dims: dict) -> tuple[dict, dict
                 plan[name] = got
         out.append(plan)
     return out[0], out[1], missing
+
+
+def hidden_stack(signature: dict | None, fields: dict) -> tuple[list[int], str | None, str | None]:
+    """(the leading dimensions of the hidden-states input, a note, what is missing) from A1's forward `stacks`:
+    [config.<count>] where the layer indexes a stack of them; [] for plain [T, H] hidden states."""
+    stacks = ((signature or {}).get("forward") or {}).get("stacks") or {}
+    name = next((n for n in FORWARD_INPUTS if n in stacks), None)
+    if name is None:
+        return [], None, None
+    count, index = stacks[name]["count"], stacks[name]["index"]
+    k = fields.get(count)
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        return [], None, (f"forward input {name}: a stack indexed by config.{index}, of config.{count} entries, "
+                          "which the config lacks")
+    return [k], (f"forward input {name} = [{k}, T, H] random (a stack of config.{count} hidden states: the layer "
+                 f"indexes it with config.{index})"), None
 
 
 def notes(init: dict, forward: dict) -> list[str]:
