@@ -104,7 +104,7 @@ def unsupported(graph: dict) -> list[str]:
     """The attention no backend of the example runs: MLA only, a layer reaching vLLM's MLAAttention and not its
     `Attention` (LongCat-Flash builds DeepseekV2MLAAttention whatever `use_mla`; DeepseekV2's layer, reaching both,
     takes its standard attention under the example's use_mla=False, as with VLLM_MLA_DISABLE)."""
-    ids = {n["id"] for n in graph.get("python_nodes", [])}
+    ids = {n.get("id") for n in graph.get("python_nodes", [])}
     if _MLA not in ids or ATTENTION in ids:
         return []
     return ["MLA attention (vLLM's MLAAttention, no standard-attention path): building it selects an MLA prefill "
