@@ -360,6 +360,10 @@ def map_models(tree: Path, syms: list[ZooSymbol], arch_map: dict, models_dir: Pa
         if declared:
             s.variant = {"attn_type": declared}
             s.model_reason += f"; {arch} declares attn_type {declared!r}"
+    for s in syms:
+        diffkv = diffkv_backend(tree, s.file)
+        if diffkv:
+            s.variant = {**s.variant, "attention_backend": diffkv}
     by_name: dict[str, list[ZooSymbol]] = {}
     for s in syms:
         by_name.setdefault(s.name, []).append(s)
@@ -412,6 +416,19 @@ def declared_attn_type(tree: Path, module: str, cls: str) -> str | None:
                     and d.args[0].value != default):
                 return d.args[0].value
     return None
+
+
+def diffkv_backend(tree: Path, rel: str) -> str | None:
+    """The variant's `*_DIFFKV` attention backend (V heads of another size than K's: TRITON_ATTN_DIFFKV) where the
+    symbol's module picks its attention backend among `AttentionBackendEnum.*_DIFFKV` members (MiMo-V2: vLLM's
+    FLASH_ATTN_DIFFKV, which needs its FlashAttention extension, unless the configured backend is a DiffKV one)."""
+    sys.path.insert(0, str(REPO))
+    from bundler_lib.variant import CHOICES
+    mod = _parse(tree / rel)
+    named = {n.attr for n in ast.walk(mod) if isinstance(n, ast.Attribute) and n.attr.endswith("_DIFFKV")
+             and ast.unparse(n.value).split(".")[-1] == "AttentionBackendEnum"} if mod else set()
+    offered = [b for b in CHOICES["attention_backend"][1] if b.endswith("_DIFFKV")]
+    return offered[0] if named and offered else None
 
 
 # ------------------------------------------------------------------------------------------ BUILD writing

@@ -69,6 +69,53 @@ def test_layer_signature_reads_inherited_methods_from_the_base():
     assert not is_decoder_layer("NormAfter", "class", layer_signature(classes["NormAfter"]))
 
 
+def test_layer_signature_records_the_literal_values_a_str_input_is_passed_to():
+    """An __init__ str the class passes on by name to a part whose own parameter is `Literal[...]` (HrmText's
+    `stack_kind`) records the Literal's values; a str passed under another name, or to a plain `str`, records none."""
+    mod = ast.parse(textwrap.dedent('''
+        class Attn(nn.Module):
+            def __init__(self, config, stack_kind: Literal["L", "H"], other: str = "x"):
+                pass
+        class Layer(nn.Module):
+            def __init__(self, config, stack_kind: str, mode: str):
+                self.attn = Attn(config, stack_kind=stack_kind, other=mode)
+                self.mlp = Attn(config, stack_kind=mode)
+            def forward(self, positions, hidden_states):
+                pass
+    '''))
+    classes = {c.name: c for c in mod.body}
+    sig = layer_signature(classes["Layer"], lambda name, within: classes.get(name))
+    assert sig["__init__"]["choices"] == {"stack_kind": ["L", "H"]}
+    assert "choices" not in layer_signature(classes["Layer"])["__init__"]
+
+
+STACK_SRC = '''
+    class AltUp(nn.Module):
+        def __init__(self, hidden_size, altup_num_inputs, altup_active_idx):
+            self.altup_active_idx = altup_active_idx
+        def predict(self, hidden_states):
+            return hidden_states[self.altup_active_idx]
+        def plain(self, hidden_states):
+            return hidden_states[0]
+    class Layer(nn.Module):
+        def __init__(self, config, prefix=""):
+            self.altup = AltUp(config.hidden_size, altup_num_inputs=config.altup_num_inputs,
+                               altup_active_idx=config.altup_active_idx)
+        def forward(self, positions, hidden_states, per_layer_input):
+            return self.altup.predict(hidden_states)
+'''
+
+
+def test_layer_signature_records_a_stacked_input():
+    """A forward input handed whole to a part's method that indexes it by an index the config gives the part is a
+    stack, as many as the one count the config gives the part (Gemma3n's AltUp); indexed by a constant, it is not."""
+    classes = {c.name: c for c in ast.parse(textwrap.dedent(STACK_SRC)).body}
+    sig = layer_signature(classes["Layer"], lambda name, within: classes.get(name))
+    assert sig["forward"]["stacks"] == {"hidden_states": {"count": "altup_num_inputs", "index": "altup_active_idx"}}
+    classes = {c.name: c for c in ast.parse(textwrap.dedent(STACK_SRC.replace(".predict(", ".plain("))).body}
+    assert "stacks" not in layer_signature(classes["Layer"], lambda name, within: classes.get(name))["forward"]
+
+
 def test_decoder_layers_by_signature_not_only_by_name():
     assert is_decoder_layer("BloomBlock", "class", BLOCK)
     assert is_decoder_layer("AnyDecoderLayer", "class", None)
@@ -127,6 +174,28 @@ def test_cross_attention_inputs_have_no_template(tmp_path):
     ok = a6.run(_graph(tmp_path, ["positions", "hidden_states", "residual"]), "tiny/qwen3-moe", TINY, None,
                 tmp_path / "ok")
     assert ok["status"] == "ok" and ok["missing"] == []
+
+
+def test_mla_only_attention_has_no_template(tmp_path):
+    """A layer reaching vLLM's MLAAttention and not its Attention (LongCat-Flash's FlashDecoderLayer) has no
+    template, naming MLA and the FlashAttention prefill backend it needs; one reaching both (DeepseekV2's layer,
+    standard attention under use_mla=False) keeps its template."""
+    p = _graph(tmp_path, ["positions", "hidden_states"])
+    assert a6.run(p, "tiny/qwen3-moe", TINY, None, tmp_path / "plain")["status"] == "ok"
+    g = json.loads(p.read_text())
+    for node_id in ("vllm/model_executor/layers/attention/mla_attention.py::MLAAttention", ATTENTION):
+        f, name = node_id.split("::")
+        g["python_nodes"].append(dict(g["python_nodes"][0], id=node_id, file=f, name=name, emit_name=name,
+                                      names=[{"name": name, "emit_name": name}], kind="class"))
+        p.write_text(json.dumps(g))
+        rec = a6.run(p, "tiny/qwen3-moe", TINY, None, tmp_path / name)
+        assert rec["status"] == ("no_template" if name == "MLAAttention" else "ok"), rec["missing"]
+    assert rec["missing"] == []
+    g["python_nodes"].pop()
+    p.write_text(json.dumps(g))
+    rec = a6.run(p, "tiny/qwen3-moe", TINY, None, tmp_path / "mla")
+    assert len(rec["missing"]) == 1 and rec["missing"][0].startswith("MLA attention")
+    assert "FLASH_ATTN" in rec["missing"][0] and "vllm_flash_attn" in rec["missing"][0]
 
 
 def test_attention_free_config_has_no_template(tmp_path):
@@ -208,6 +277,28 @@ def test_init_count_of_a_config_list_and_bool_option():
     # two lists could be counted: no rule picks one
     _, _, missing = forward_inputs.derive(sig, dict(FIELDS, hybrid_layer_ids=[6], hybrid_layers=[1, 2]), DIMS)
     assert [m.split(":")[0] for m in missing] == ["__init__ input num_hybrid_layers (int)"]
+
+
+def test_init_str_takes_the_first_literal_value_its_part_accepts():
+    """An __init__ str with A1's `choices` (the Literal its part takes it as) is the first value; without them no
+    rule gives a str."""
+    sig = _fwd(["hidden_states"], {}, init_required=("config", "stack_kind"), init_annotations={"stack_kind": "str"})
+    sig["__init__"]["choices"] = {"stack_kind": ["L", "H"]}
+    init, _, missing = forward_inputs.derive(sig, FIELDS, DIMS)
+    assert missing == [] and init["stack_kind"][:2] == ["value", "L"]
+    del sig["__init__"]["choices"]
+    _, _, missing = forward_inputs.derive(sig, FIELDS, DIMS)
+    assert [m.split(":")[0] for m in missing] == ["__init__ input stack_kind (str)"]
+
+
+def test_stacked_hidden_states_take_the_config_count():
+    stacks = {"hidden_states": {"count": "altup_num_inputs", "index": "altup_active_idx"}}
+    sig = _fwd(["positions", "hidden_states"], {})
+    sig["forward"]["stacks"] = stacks
+    assert forward_inputs.hidden_stack(sig, dict(FIELDS, altup_num_inputs=4))[::2] == ([4], None)
+    assert forward_inputs.hidden_stack(_fwd(["positions", "hidden_states"], {}), FIELDS) == ([], None, None)
+    shape, _, missing = forward_inputs.hidden_stack(sig, FIELDS)
+    assert shape == [] and "config.altup_num_inputs" in missing
 
 
 def test_forward_input_that_may_be_none():
@@ -348,3 +439,38 @@ def test_extra_inputs_are_passed_to_the_forward(tmp_path, monkeypatch):
     a, b = res["module"].steps
     assert a.kv_cache.shape == b.kv_cache.shape == (res["sizes"]["kv_blocks"], 2, 16, 16)
     assert a.kv_cache.data_ptr() != b.kv_cache.data_ptr()
+
+
+def test_stacked_hidden_states_and_v_heads_of_their_own_size(tmp_path, monkeypatch):
+    """On CPU with stand-in layers: a layer taking a stack of hidden states (A1's `stacks`) gets and returns
+    [count, T, H]; an attention layer whose V heads differ from K's (`head_size_v`, TRITON_ATTN_DIFFKV) gets a KV
+    cache of K head + V head and V-sized softmax segments in its metadata."""
+    import re
+    import torch
+    p = _graph(tmp_path, ["positions", "hidden_states"])
+    g = json.loads(p.read_text())
+    g["root_signature"]["forward"]["stacks"] = {"hidden_states": {"count": "num_experts", "index": "top_k"}}
+    p.write_text(json.dumps(g))
+    rec = a6.run(p, "tiny/qwen3-moe", TINY, None, tmp_path / "o")
+    assert rec["status"] == "ok" and any("= [8, T, H] random" in n for n in rec["notes"])
+    layer = textwrap.dedent('''
+        class Qwen3MoeDecoderLayer(torch.nn.Module):
+            def __init__(self, vllm_config, prefix=""):
+                super().__init__()
+                self.attn = Attn()
+                self.scale = torch.nn.Parameter(torch.ones(1))
+            def forward(self, positions, hidden_states):
+                return hidden_states * self.scale
+        class Attn(torch.nn.Module):
+            impl, kv_cache, attn_type, num_heads, num_kv_heads, head_size = None, None, "decoder", 2, 2, 64
+            head_size_v = 32
+    ''')
+    src = (tmp_path / "o" / "A6.example.py").read_text()
+    src = re.sub(r'raise RuntimeError\("invocation_example: \w+ runs on a CUDA GPU[^\n]*', "pass", src)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a, **k: None)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a, **k: (8 << 30, 8 << 30))
+    res = _bundle_ns(layer + src)["invocation_example"](small=True, workload="prefill")
+    T = res["sizes"]["T"]
+    assert res["inputs"]["hidden_states"].shape == res["outputs"]["hidden_states"].shape == (8, T, 256)
+    assert res["module"].attn.kv_cache.shape == (res["sizes"]["kv_blocks"], 2, 16, 64 + 32)
+    assert res["inputs"]["attn_metadata"].softmax_segm_output.shape[-1] == 32

@@ -102,8 +102,18 @@ def test_declared_attention_type_becomes_the_variant(zoo_0_26_0):
     # the backend's encoder path, which the default decoder variant would prune
     (s,) = _by(zoo_0_26_0, "OpenAIPrivacyFilterDecoderLayer")
     assert s.variant == {"attn_type": "encoder_only"} and "declares attn_type 'encoder_only'" in s.model_reason
-    assert [x.name for x in zoo_0_26_0 if x.variant] == ["OpenAIPrivacyFilterDecoderLayer"]
+    assert [x.name for x in zoo_0_26_0 if "attn_type" in x.variant] == ["OpenAIPrivacyFilterDecoderLayer"]
     assert 'variant={"attn_type": "encoder_only"},' in zoo.build_file([s], "0.26.0")
+
+
+def test_a_diffkv_attention_gets_the_triton_diffkv_backend(zoo_0_26_0):
+    """mimo_v2.py picks its attention backend among AttentionBackendEnum's *_DIFFKV members (V heads of 128, K of
+    192): its layer gets the variant's Triton one (vLLM's FLASH_ATTN_DIFFKV needs its FlashAttention extension);
+    openpangu.py imports FlashAttentionDiffKVBackend itself, naming no member, and keeps the default."""
+    (s,) = _by(zoo_0_26_0, "MiMoV2FlashDecoderLayer")
+    assert s.variant == {"attention_backend": "TRITON_ATTN_DIFFKV"}
+    assert [x.name for x in zoo_0_26_0 if "attention_backend" in x.variant] == ["MiMoV2FlashDecoderLayer"]
+    assert 'variant={"attention_backend": "TRITON_ATTN_DIFFKV"},' in zoo.build_file([s], "0.26.0")
 
 
 def test_stack_rule_on_a_small_tree(tmp_path):

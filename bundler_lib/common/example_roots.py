@@ -38,6 +38,11 @@ BACKEND_ROOTS = {
     "TRITON_ATTN": tuple(f"{_BACKENDS}/triton_attn.py::{n}" for n in (
         "TritonAttentionBackend", "TritonAttentionImpl", "TritonAttentionMetadata", "MIN_LAUNCH_GRID_SIZE_2D",
         "NUM_PAR_SOFTMAX_SEGMENTS")),
+    # V heads of their own size (`head_size_v`): TRITON_ATTN's subclasses, TRITON_ATTN's metadata
+    "TRITON_ATTN_DIFFKV": tuple(f"{_BACKENDS}/triton_attn_diffkv.py::{n}" for n in (
+        "TritonAttentionDiffKVBackend", "TritonAttentionDiffKVImpl")) + tuple(
+        f"{_BACKENDS}/triton_attn.py::{n}" for n in (
+            "TritonAttentionMetadata", "MIN_LAUNCH_GRID_SIZE_2D", "NUM_PAR_SOFTMAX_SEGMENTS")),
     "FLEX_ATTENTION": tuple(f"{_BACKENDS}/flex_attention.py::{n}" for n in (
         "FlexAttentionBackend", "FlexAttentionImpl", "FlexAttentionBackend.get_builder_cls",
         "FlexAttentionMetadataBuilder.build")) + (
@@ -89,11 +94,14 @@ FORWARD_INPUTS = ("positions", "position_ids", "hidden_states", "x", "residual")
 def layer_signature(cls: ast.AST | None, find_class=None) -> dict | None:
     """The parameters after `self` of a class's `__init__` and `forward` (A1 records it as `root_signature`):
     {method: {"required": [...], "optional": [...], "annotations": {param: source text}}}; None for a non-class.
+    `__init__` also has "choices" ({param: [values]}, `_literal_choices`) where it passes a str on to a Literal;
+    `forward` has "stacks" ({param: {"count": field, "index": field}}, `_input_stacks`) for a stacked input.
     A method the class inherits is its nearest base's (`find_class(name, cls)`: the ClassDef the base name `name`
     that class `cls` names resolves to, or None), else absent."""
     if not isinstance(cls, ast.ClassDef):
         return None
     out: dict = {}
+    fns: dict = {}
     todo, seen = [cls], set()
     while todo and len(out) < 2:
         c = todo.pop(0)
@@ -104,11 +112,87 @@ def layer_signature(cls: ast.AST | None, find_class=None) -> dict | None:
             if (isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and fn.name in ("__init__", "forward")
                     and fn.name not in out):
                 out[fn.name] = _parameters(fn.args)
+                fns[fn.name] = (fn, c)
+                choices = _literal_choices(fn, c, find_class) if fn.name == "__init__" else {}
+                if choices:
+                    out[fn.name]["choices"] = choices
         if find_class is not None:
             bases = [b.id if isinstance(b, ast.Name) else b.attr for b in c.bases
                      if isinstance(b, (ast.Name, ast.Attribute))]
             todo += [k for k in (find_class(b, c) for b in bases) if isinstance(k, ast.ClassDef)]
+    stacks = _input_stacks(fns["__init__"][0], *fns["forward"], find_class) if len(fns) == 2 else {}
+    if stacks:
+        out["forward"]["stacks"] = stacks
     return out
+
+
+def _self_attr(e: ast.AST) -> str | None:
+    """`x` of `self.x`, else None."""
+    return e.attr if isinstance(e, ast.Attribute) and isinstance(e.value, ast.Name) and e.value.id == "self" else None
+
+
+def _input_stacks(init: ast.FunctionDef, fwd: ast.FunctionDef, cls: ast.ClassDef, find_class) -> dict:
+    """{input: {"count": field, "index": field}} for a forward input the layer hands whole to a method of a part
+    that indexes it with an index the config gives: a stack over its first dimension, as many as the one count
+    (`*num*`) the config gives the part (Gemma3n's AltUp: `self.altup.predict(hidden_states)` reads
+    `hidden_states[self.altup_active_idx]`, the part built with `altup_active_idx=config.altup_active_idx,
+    altup_num_inputs=config.altup_num_inputs`; the part keeps each such parameter as `self.<parameter>`)."""
+    parts = {_self_attr(st.targets[0]): st.value for st in ast.walk(init)
+             if isinstance(st, ast.Assign) and len(st.targets) == 1 and _self_attr(st.targets[0])
+             and isinstance(st.value, ast.Call) and isinstance(st.value.func, ast.Name)}
+    params = {a.arg for a in fwd.args.args[1:] + fwd.args.kwonlyargs}
+    out: dict = {}
+    for call in ast.walk(fwd):
+        if not (find_class is not None and isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
+                and _self_attr(call.func.value) in parts and call.args and isinstance(call.args[0], ast.Name)
+                and call.args[0].id in params):
+            continue
+        ctor = parts[_self_attr(call.func.value)]
+        part = find_class(ctor.func.id, cls)
+        method = next((f for f in getattr(part, "body", []) if isinstance(f, ast.FunctionDef)
+                       and f.name == call.func.attr and len(f.args.args) > 1), None)
+        if not isinstance(part, ast.ClassDef) or method is None:
+            continue
+        given = {k.arg: k.value.attr for k in ctor.keywords if k.arg and isinstance(k.value, ast.Attribute)
+                 and isinstance(k.value.value, ast.Name) and k.value.value.id == "config"}
+        x = method.args.args[1].arg
+        index = {given[_self_attr(s.slice)] for s in ast.walk(method) if isinstance(s, ast.Subscript)
+                 and isinstance(s.value, ast.Name) and s.value.id == x and _self_attr(s.slice) in given}
+        counts = {f for k, f in given.items() if "num" in k.split("_")}
+        if len(index) == 1 and len(counts) == 1:
+            out[call.args[0].id] = {"count": counts.pop(), "index": index.pop()}
+    return out
+
+
+def _literal_choices(fn: ast.FunctionDef, cls: ast.ClassDef, find_class) -> dict:
+    """{param: [values]} for each `str` parameter of `__init__` that it passes on by the same name to a class whose
+    own `__init__` annotates that parameter `Literal[...]` (HrmText's `stack_kind: str`, passed to its attention's
+    `stack_kind: Literal["L", "H"]`): the values the part accepts."""
+    strs = {a.arg for a in fn.args.args + fn.args.kwonlyargs
+            if a.annotation is not None and ast.unparse(a.annotation) == "str"}
+    out: dict = {}
+    for call in ast.walk(fn):
+        if find_class is None or not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name)):
+            continue
+        passed = {k.arg for k in call.keywords
+                  if k.arg in strs and isinstance(k.value, ast.Name) and k.value.id == k.arg}
+        part = find_class(call.func.id, cls) if passed else None
+        init = next((f for f in getattr(part, "body", []) if isinstance(f, ast.FunctionDef) and f.name == "__init__"),
+                    None) if isinstance(part, ast.ClassDef) else None
+        for a in (init.args.args + init.args.kwonlyargs) if init else []:
+            values = _literal_values(a.annotation) if a.arg in passed else None
+            if values:
+                out.setdefault(a.arg, values)
+    return out
+
+
+def _literal_values(annotation: ast.AST | None) -> list | None:
+    """The values of a `Literal["a", "b"]` annotation, else None."""
+    if not (isinstance(annotation, ast.Subscript) and ast.unparse(annotation.value) in ("Literal", "typing.Literal")):
+        return None
+    elts = annotation.slice.elts if isinstance(annotation.slice, ast.Tuple) else [annotation.slice]
+    values = [e.value for e in elts if isinstance(e, ast.Constant)]
+    return values if len(values) == len(elts) else None
 
 
 def _parameters(a: ast.arguments) -> dict:

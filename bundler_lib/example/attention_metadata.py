@@ -7,31 +7,34 @@ slots, seq_len, num_blocks and the attention layers are the example's). The extr
 the bundle are A1's data (common/example_roots.py BACKEND_ROOTS).
 """
 
-from bundler_lib.common.example_roots import DEFAULT_BACKEND
+from bundler_lib.common.example_roots import ATTENTION, DEFAULT_BACKEND
 
 _TRITON = "vllm/v1/attention/backends/triton_attn.py"
+_MLA = "vllm/model_executor/layers/attention/mla_attention.py::MLAAttention"
 
+_TRITON_ROLES = {
+    "TritonAttentionMetadata": (_TRITON, "TritonAttentionMetadata"),
+    "MIN_LAUNCH_GRID_SIZE_2D": (_TRITON, "MIN_LAUNCH_GRID_SIZE_2D"),
+    "NUM_PAR_SOFTMAX_SEGMENTS": (_TRITON, "NUM_PAR_SOFTMAX_SEGMENTS"),
+}
+# TRITON_ATTN_DIFFKV (V heads of their own size, MiMo-V2) is TRITON_ATTN's metadata with V-sized softmax segments.
 ROLES = {
-    "TRITON_ATTN": {
-        "TritonAttentionMetadata": (_TRITON, "TritonAttentionMetadata"),
-        "MIN_LAUNCH_GRID_SIZE_2D": (_TRITON, "MIN_LAUNCH_GRID_SIZE_2D"),
-        "NUM_PAR_SOFTMAX_SEGMENTS": (_TRITON, "NUM_PAR_SOFTMAX_SEGMENTS"),
-    },
+    "TRITON_ATTN": _TRITON_ROLES,
+    "TRITON_ATTN_DIFFKV": _TRITON_ROLES,
     "FLEX_ATTENTION": {
         "CommonAttentionMetadata": ("vllm/v1/attention/backend.py", "CommonAttentionMetadata"),
     },
 }
 
 # TRITON_ATTN's metadata falls back on a stand-in with the same fields; FLEX_ATTENTION's builder needs the real one.
-REQUIRED = {"TRITON_ATTN": [], "FLEX_ATTENTION": ["CommonAttentionMetadata"]}
+REQUIRED = {"TRITON_ATTN": [], "TRITON_ATTN_DIFFKV": [], "FLEX_ATTENTION": ["CommonAttentionMetadata"]}
 
-_SNIPPETS = {
-    "TRITON_ATTN": '''\
-            # 6. The attention metadata (TRITON_ATTN): the fields of its metadata class, filled by hand.
+_TRITON_SNIPPET = '''\
+            # 6. The attention metadata (@BACKEND@): the fields of its metadata class, filled by hand.
             min_grid = _get("MIN_LAUNCH_GRID_SIZE_2D") or 128
             segments = _get("NUM_PAR_SOFTMAX_SEGMENTS") or 16
             seq_threshold_3D = max(1, min_grid // H_kv)
-            dh_pad = 1 << (Dh - 1).bit_length()
+            dh_pad = 1 << (Dv - 1).bit_length()  # the softmax segments hold outputs: V-sized
             md_fields = dict(
                 num_actual_tokens=T, max_query_len=q_len,
                 query_start_loc=torch.arange(0, T + 1, q_len, device=device, dtype=torch.int32),
@@ -53,7 +56,11 @@ _SNIPPETS = {
                     attn_metadata = md_cls(**{k: v for k, v in md_fields.items() if k in accepted})
                 else:
                     attn_metadata = _StandIn("attn_metadata", **md_fields)
-''',
+'''
+
+_SNIPPETS = {
+    "TRITON_ATTN": _TRITON_SNIPPET.replace("@BACKEND@", "TRITON_ATTN"),
+    "TRITON_ATTN_DIFFKV": _TRITON_SNIPPET.replace("@BACKEND@", "TRITON_ATTN_DIFFKV"),
     "FLEX_ATTENTION": '''\
             # 6. The attention metadata (FLEX_ATTENTION): the backend's own builder, as vLLM's model runner calls it,
             # over the batch's CommonAttentionMetadata; the builder also builds the block mask.
@@ -91,3 +98,16 @@ def required(variant: dict) -> list[str]:
 
 def snippet(variant: dict) -> str:
     return _SNIPPETS[backend(variant)]
+
+
+def unsupported(graph: dict) -> list[str]:
+    """The attention no backend of the example runs: MLA only, a layer reaching vLLM's MLAAttention and not its
+    `Attention` (LongCat-Flash builds DeepseekV2MLAAttention whatever `use_mla`; DeepseekV2's layer, reaching both,
+    takes its standard attention under the example's use_mla=False, as with VLLM_MLA_DISABLE)."""
+    ids = {n.get("id") for n in graph.get("python_nodes", [])}
+    if _MLA not in ids or ATTENTION in ids:
+        return []
+    return ["MLA attention (vLLM's MLAAttention, no standard-attention path): building it selects an MLA prefill "
+            "backend, and on SM90 vLLM 0.26.0 has only FLASH_ATTN (flash_attn_varlen_func of vLLM's FlashAttention "
+            "extension, vllm_flash_attn, not in the sdist); its Triton decode backend TRITON_MLA has no example "
+            "template (latent KV cache, MLA metadata)"]

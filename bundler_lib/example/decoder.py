@@ -113,17 +113,18 @@ _BODY = '''\
                 "the decoder-layer example sizes one KV cache and one metadata for all of them")
         attn = attn_layers[0][1] if attn_layers else None
         if attn is None:
-            H_q = H_kv = Dh = 0  # an attention-free layer: no KV cache, no attention metadata, no attention cost
+            H_q = H_kv = Dh = Dv = 0  # an attention-free layer: no KV cache, no attention metadata, no attention cost
         else:
             # the cache and metadata follow the attention built (its head size can differ from the config's dims)
             H_q, H_kv, Dh = attn.num_heads, attn.num_kv_heads, attn.head_size
+            Dv = getattr(attn, "head_size_v", Dh)  # the V head's size (another than K's: DiffKV)
         attn_names = [getattr(a, "layer_name", prefix + ".self_attn.attn") for _, a in attn_layers]
 
         # 4. Shapes, within the memory left after the weights.
         torch.cuda.synchronize()
         free_now, _ = torch.cuda.mem_get_info(device)
         live = min(max(int(free_now * 0.2), 2 * GiB), 8 * GiB, int(free_now * 0.9))
-        kv_bytes_per_token = len(attn_layers) * 2 * H_kv * Dh * torch.finfo(dtype).bits // 8
+        kv_bytes_per_token = len(attn_layers) * H_kv * (Dh + Dv) * torch.finfo(dtype).bits // 8
         act_bytes_per_token = 2 * (8 * H + 3 * (H_q + 2 * H_kv) * Dh) + int(moe.get("top_k", 0)) * 2 * (
             6 * int(moe.get("moe_intermediate_size", 0)) + 2 * H) + 4 * int(moe.get("num_experts", 0))
         # tokens, batch, context (the function's arguments) override what memory and `small` choose
@@ -153,11 +154,11 @@ _BODY = '''\
         positions = new_pos.repeat(B)
         attn_metadata, slots = None, None
         if attn is not None:
-            # 5. The KV cache: logical (blocks, kv_heads, block_size, 2*head_dim), stored NHD (the shape and stride
-            # order of TRITON_ATTN's and FLEX_ATTENTION's get_kv_cache_shape), the context filled.
+            # 5. The KV cache: logical (blocks, kv_heads, block_size, K head + V head), stored NHD (the shape and
+            # stride order of the TRITON_ATTN(_DIFFKV) and FLEX_ATTENTION get_kv_cache_shape), the context filled.
             with _Step("allocating the KV cache"):
                 for _, a in attn_layers:
-                    kv_cache = torch.empty(num_blocks, block_size, H_kv, 2 * Dh, device=device, dtype=dtype)
+                    kv_cache = torch.empty(num_blocks, block_size, H_kv, Dh + Dv, device=device, dtype=dtype)
                     kv_cache.normal_(0.0, 1.0, generator=gen)
                     a.kv_cache = kv_cache.permute(0, 2, 1, 3)
 
@@ -174,7 +175,8 @@ _BODY = '''\
             cudagraph_runtime_mode=(graph_enum.NONE if graph_enum is not None else None), batch_descriptor=None,
             ubatch_slices=None, is_padding=None, skip_compiled=False, all_moe_layers=None, moe_layer_index=0,
             additional_kwargs={{}}, virtual_engine=0)
-        hidden_states = _randn(T, H)
+        hidden_shape = {hidden_shape}  # [T, H], or a stack of them (forward_inputs.hidden_stack)
+        hidden_states = _randn(*hidden_shape)
         # the layer's other forward inputs, by A6's rules (forward_inputs.py): indices, [T, width] tensors
         extra_inputs = {{n: (_randn(T, v) if k == "tensor" else v) for n, (k, v) in {extra_inputs!r}.items()}}
 
@@ -203,7 +205,7 @@ _BODY = '''\
             return (got[0], got[1]) if isinstance(got, tuple) else (got, None)
 
         def forward(x=None, residual=None):
-            """The layer's forward on new hidden states `x` ([T, H], the same sizes; default: the example's), in
+            """The layer's forward on new hidden states `x` (hidden_shape; default: the example's), in
             the same context. vLLM's layers update their input in place: `x` is not changed, a copy is passed."""
             x = hidden_states if x is None else x
             again = _install(vllm_config)
@@ -221,7 +223,7 @@ _BODY = '''\
             with torch.inference_mode():
                 out, residual = _call(hidden_states.clone(), None)
             torch.cuda.synchronize()
-        _check("hidden_states", out, (T, H))
+        _check("hidden_states", out, hidden_shape)
         if residual is not None:
             _check("residual", residual, (T, H))
         # What one forward must compute and move at least (an estimate, for achieved TFLOP/s and GB/s): every
@@ -232,9 +234,9 @@ _BODY = '''\
         dense_params = sum(p.numel() for n, p in layer.named_parameters()) - expert_params
         touched = min(1.0, T * top_k / E) if E else 0.0
         cost = {{"flops": 2 * T * dense_params + (2 * T * top_k * expert_params // E if E else 0)
-                 + 4 * B * q_len * (ctx + (q_len + 1) // 2) * H_q * Dh,
+                 + 2 * B * q_len * (ctx + (q_len + 1) // 2) * H_q * (Dh + Dv),
                  "bytes": int((dense_params + touched * expert_params) * elem)
-                 + B * (ctx + q_len) * 2 * H_kv * Dh * elem + 2 * T * H * elem
+                 + B * (ctx + q_len) * H_kv * (Dh + Dv) * elem + 2 * T * H * elem
                  + (2 if ctx else 1) * B * _state_bytes(recurrent)}}  # recurrent state read (with context), written
 {parallel_check}        return {{"module": layer, "cost": cost, "inputs": {{"positions": positions, "hidden_states": hidden_states,
                 "residual": None, "kv_cache": None if attn is None else attn.kv_cache, "attn_metadata": attn_metadata,
@@ -255,12 +257,19 @@ def _other_inputs(graph: dict, cfg: dict | None, dims: dict, flags: dict) -> tup
     return forward_inputs.derive(graph.get("root_signature"), state.hf_fields(cfg, dims, flags), dims)
 
 
+def _hidden_stack(graph: dict, cfg: dict | None, dims: dict, flags: dict) -> tuple[list[int], str | None, str | None]:
+    return forward_inputs.hidden_stack(graph.get("root_signature"), state.hf_fields(cfg, dims, flags))
+
+
 def missing_template(graph: dict, dims: dict, cfg: dict | None = None, flags: dict | None = None) -> list[str]:
     """What this decoder layer needs that the example has no template for (empty: it can run): inputs its own
     __init__/forward require beyond those every example gives that no rule of forward_inputs.py derives (A1's
     root_signature: cross-attention's encoder_hidden_states, ...), and attention heads (a state-space layer's
     config has none: its mamba state)."""
-    out = list(_other_inputs(graph, cfg, dims, flags or {})[2])
+    out = list(_other_inputs(graph, cfg, dims, flags or {})[2]) + attention_metadata.unsupported(graph)
+    stack_missing = _hidden_stack(graph, cfg, dims, flags or {})[2]
+    if stack_missing:
+        out.append(stack_missing)
     if dims.get("H_q") is None and not recurrent_state.holds_state(graph):
         out.append("attention heads: the config has no num_attention_heads and the layer reaches no state-space "
                    "layer (vLLM's MambaBase) whose state the example could set up")
@@ -296,10 +305,13 @@ def body(graph: dict, symbol: str, dims: dict, flags: dict, cfg: dict, config_la
     needs = sorted(set(needs) | set(rneeds))
     init_inputs, fwd_inputs, _ = _other_inputs(graph, cfg, dims, flags)
     notes += forward_inputs.notes(init_inputs, fwd_inputs)
+    stack, stack_note, _ = _hidden_stack(graph, cfg, dims, flags)
+    notes += [stack_note] if stack_note else []
     src = (state.snippet(graph, cfg, dims, flags, config_label) + recurrent_state.snippet(graph, symbol)
            + (_NO_TEMPLATE.format(symbol=symbol, missing=no_template) if no_template else "")
            + _BODY.format(required=required, symbol=symbol, metadata=attention_metadata.snippet(variant),
                           forward_inputs=FORWARD_INPUTS,
+                          hidden_shape="(" + "".join(f"{k}, " for k in stack) + "T, H)",
                           init_inputs={n: v for n, (_, v, _) in init_inputs.items()},
                           extra_inputs={n: (k, v) for n, (k, v, _) in fwd_inputs.items()},
                           **distributed.hooks(graph, symbol)))

@@ -13,6 +13,9 @@ rules from A1's `root_signature` (each parameter's annotation text) and the mode
   `__init__` int is given so where its name says index (`*_idx`, `*_index`, `*_id`), or where it counts the entries
   of one list the config holds (`num_hybrid_layers` = `len(hybrid_layer_ids)`, as vLLM's model passes it); any
   other (`d_model`) is a size no rule knows;
+- `str` (`__init__`) that the layer passes on to a part whose parameter of that name is a `Literal` (A1's
+  `choices`: HrmText's `stack_kind`, its attention's `Literal["L", "H"]`): the first value, one of the kinds of
+  layer vLLM's model builds;
 - `bool` (`__init__`): False, the option off (the EAGLE draft's `disable_input_layernorm`: the layer keeps every
   part, as vLLM builds all but the draft's first layer);
 - `torch.Tensor` (forward): `[T, width]` random in the model dtype: the width is the config's one
@@ -21,6 +24,10 @@ rules from A1's `root_signature` (each parameter's annotation text) and the mode
   `inputs_embeds`, Eagle3's `embeds`) is `[T, hidden_size]`; another has no rule;
 - a forward input no rule above gives whose annotation allows None (`torch.Tensor | None`, `Optional[...]`,
   required only by position: Ernie 4.5 VL's `visual_token_mask`): None, the input absent (text-only tokens).
+
+The hidden states themselves are `[T, hidden_size]`, or a stack of them where A1 found the forward hands them to a
+part that indexes them by a config index (`stacks`: Gemma3n's AltUp, `[altup_num_inputs, T, hidden_size]`, as
+vLLM's model stacks its projections of the embeddings before the layers): `hidden_stack`.
 
 An input no rule covers is named in the example's `missing` (status `no_template`), with why.
 """
@@ -91,8 +98,10 @@ def _tensor_width(name: str, fields: dict, hidden: int) -> tuple[int, str] | Non
     return None
 
 
-def _one(name: str, ann: str | None, fields: dict, dims: dict, where: str) -> tuple[list | None, str | None]:
-    """([kind, value, why], None) for an input a rule covers, else (None, why not)."""
+def _one(name: str, ann: str | None, fields: dict, dims: dict, where: str,
+         choices: list | None = None) -> tuple[list | None, str | None]:
+    """([kind, value, why], None) for an input a rule covers, else (None, why not); `choices`: the values A1 found
+    the parameter accepts."""
     layer = int(dims.get("layer") or 0)
     per_layer = fields.get(name + "s")
     if where == "__init__" and isinstance(per_layer, list) and len(per_layer) == dims.get("num_layers") \
@@ -105,6 +114,9 @@ def _one(name: str, ann: str | None, fields: dict, dims: dict, where: str) -> tu
             return None, (f"{where} input {name} (int): neither an index by its name, a config key nor the count "
                           "of a list the config holds (a size no rule knows)")
         return ["int", value[0], value[1]], None
+    if ann == "str" and where == "__init__" and choices:
+        return ["value", choices[0], f"{choices[0]!r}, the first of the values {choices} of the Literal its part "
+                "takes it as"], None
     if ann == "bool" and where == "__init__":
         return ["value", False, "an option of the layer's construction: off (the layer keeps every part)"], None
     width = _tensor_width(name, fields, dims["H"]) if _is_tensor(ann) and where == "forward" else None
@@ -133,13 +145,30 @@ def derive(signature: dict | None, fields: dict, dims: dict) -> tuple[dict, dict
         for name in m.get("required", []):
             if name in given or name in cross:
                 continue
-            got, why_not = _one(name, (m.get("annotations") or {}).get(name), fields, dims, method)
+            got, why_not = _one(name, (m.get("annotations") or {}).get(name), fields, dims, method,
+                                (m.get("choices") or {}).get(name))
             if got is None:
                 missing.append(why_not)
             else:
                 plan[name] = got
         out.append(plan)
     return out[0], out[1], missing
+
+
+def hidden_stack(signature: dict | None, fields: dict) -> tuple[list[int], str | None, str | None]:
+    """(the leading dimensions of the hidden-states input, a note, what is missing) from A1's forward `stacks`:
+    [config.<count>] where the layer indexes a stack of them; [] for plain [T, H] hidden states."""
+    stacks = ((signature or {}).get("forward") or {}).get("stacks") or {}
+    name = next((n for n in FORWARD_INPUTS if n in stacks), None)
+    if name is None:
+        return [], None, None
+    count, index = stacks[name]["count"], stacks[name]["index"]
+    k = fields.get(count)
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        return [], None, (f"forward input {name}: a stack indexed by config.{index}, of config.{count} entries, "
+                          "which the config lacks")
+    return [k], (f"forward input {name} = [{k}, T, H] random (a stack of config.{count} hidden states: the layer "
+                 f"indexes it with config.{index})"), None
 
 
 def notes(init: dict, forward: dict) -> list[str]:
