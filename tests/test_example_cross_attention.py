@@ -182,3 +182,9 @@ def test_a_layer_without_cross_input_keeps_the_refusal():
     assert notes == [] and "attend to an encoder's output" in pieces["cross_select"]
     assert set(pieces) - {"cross_select"} and not any(v for k, v in pieces.items() if k != "cross_select")
     assert "{cross_select}" in decoder._BODY
+
+
+def test_whisper_max_context_is_its_decoder_length():
+    """vLLM's max-length keys include Whisper's `max_target_positions` (its decoder's positions): 448, not 4096."""
+    from bundler_lib.example.model_config import derive
+    assert derive(json.loads(WHISPER.read_text()), "whisper")[0]["max_ctx"] == 448
