@@ -5,15 +5,16 @@ On CPU with a stand-in bundle (tests/trees/stages/example/decoder_mock): a layer
 cross-attention that reads its metadata the way vLLM's CrossAttention impl does (not causal, seq_lens the encoder
 lengths, its own block table; K/V written through the metadata's slot mapping when the encoder's output is given)."""
 
+import ast
 import json
 import re
 import textwrap
 from pathlib import Path
 
-import pytest
 import torch
 
 from bundler_lib import example as a6
+from bundler_lib.common.example_roots import layer_signature
 from bundler_lib.example import cross_attention, decoder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,7 +114,7 @@ def test_cross_template_is_chosen_and_prefill_writes_the_encoder_kv(tmp_path, mo
     assert rec["status"] == "ok" and rec["missing"] == []
     assert any(n.startswith("cross-attention: forward input encoder_hidden_states") for n in rec["notes"])
     layer, S = res["module"], cross_attention.SMALL_ENCODER_TOKENS
-    B, T, H = res["sizes"]["B"], res["sizes"]["T"], 256
+    B, H = res["sizes"]["B"], 256
     assert res["sizes"]["encoder_tokens"] == S
     enc = res["inputs"]["encoder_hidden_states"]
     assert tuple(enc.shape) == (B * S, H)
@@ -188,3 +189,19 @@ def test_whisper_max_context_is_its_decoder_length():
     """vLLM's max-length keys include Whisper's `max_target_positions` (its decoder's positions): 448, not 4096."""
     from bundler_lib.example.model_config import derive
     assert derive(json.loads(WHISPER.read_text()), "whisper")[0]["max_ctx"] == 448
+
+
+CROSS_LAYERS = [("whisper.py", "WhisperDecoderLayer"), ("nemotron_parse.py", "BartDecoderLayer"),
+                ("nemotron_parse.py", "MBartDecoderLayer"), ("cohere_asr.py", "CohereASRDecoderLayer"),
+                ("fireredlid.py", "FireRedLIDDecoderLayer")]
+
+
+def test_real_tree_cross_layers_get_the_template(vllm_0_26_0):
+    """vLLM 0.26.0's five decoder layers with cross-attention: their signature (as A1 records it) names the encoder's
+    output, which the template gives, and nothing it leaves out."""
+    for file, name in CROSS_LAYERS:
+        tree = ast.parse((vllm_0_26_0 / "vllm/model_executor/models" / file).read_text())
+        classes = {c.name: c for c in tree.body if isinstance(c, ast.ClassDef)}
+        sig = layer_signature(classes[name], lambda base, _c: classes.get(base))
+        assert cross_attention.encoder_input(sig) == "encoder_hidden_states", name
+        assert cross_attention.missing(sig, {}) == [], name
