@@ -16,7 +16,7 @@ when it has one, else `DEFAULT_ENCODER_TOKENS` (30 s of audio at Whisper's 50 fr
 The self-attention side is the decoder-layer example's own (`decoder.py`). The metadata is TRITON_ATTN's fields
 (attention_metadata.py), with the cross values; another backend has no cross template.
 
-The generated code is spliced into decoder.py's body at five points (`pieces`); a layer without a cross input gets
+The generated code is spliced into decoder.py's body at six points (`pieces`); a layer without a cross input gets
 the same text as before this template existed.
 """
 
