@@ -160,16 +160,18 @@ def _bundle_ns(src):
     return ns
 
 
-def test_cross_attention_inputs_have_no_template(tmp_path):
-    rec = a6.run(_graph(tmp_path, ["hidden_states", "encoder_hidden_states"]), "tiny/qwen3-moe", TINY, None,
+def test_cross_attention_inputs_without_the_encoder_output_have_no_template(tmp_path):
+    """The cross-attention template (test_example_cross_attention.py) gives the encoder's hidden states only: a
+    cross input naming none (mllama-like `cross_attention_states`) keeps no_template."""
+    rec = a6.run(_graph(tmp_path, ["hidden_states", "cross_attention_states"]), "tiny/qwen3-moe", TINY, None,
                  tmp_path / "o")
     assert rec["template"] == "decoder_layer" and rec["status"] == "no_template"
-    assert "encoder_hidden_states" in rec["missing"][0]
+    assert "cross_attention_states" in rec["missing"][0]
     src = (tmp_path / "o" / "A6.example.py").read_text()
     with pytest.raises(NotImplementedError) as ei:
         _bundle_ns(src)["invocation_example"](small=True)
     msg = str(ei.value)
-    assert "no example template for Qwen3MoeDecoderLayer" in msg and "encoder_hidden_states" in msg
+    assert "no example template for Qwen3MoeDecoderLayer" in msg and "cross_attention_states" in msg
     assert "\n" not in msg
     ok = a6.run(_graph(tmp_path, ["positions", "hidden_states", "residual"]), "tiny/qwen3-moe", TINY, None,
                 tmp_path / "ok")
@@ -235,7 +237,7 @@ def test_forward_input_rules():
     """Each rule of forward_inputs.py: a forward int is an index (the layer index where the name says layer), an
     int the config names is the config's; an __init__ int only where its name says index; a tensor is [T, width],
     the width the config's hidden-size key naming it or hidden_size for hidden states/embeddings; cross-attention
-    (even optional), an unknown width, size or type stay missing."""
+    inputs (even optional) are left to the cross-attention template; an unknown width, size or type stay missing."""
     sig = _fwd(["positions", "hidden_states", "step", "layer_index", "num_loops", "inputs_embeds",
                 "original_hidden_states", "per_layer_input"],
                {"step": "int", "layer_index": "int", "num_loops": "int", "inputs_embeds": "torch.Tensor",
@@ -255,9 +257,9 @@ def test_forward_input_rules():
     assert {n: v[1] for n, v in init.items()} == {"bare_block_idx": 0, "layer_idx_in_stack": 5, "num_loops": 3}
     assert fwd == {}
     assert [m.split(":")[0] for m in missing] == [
-        "forward input encoder_hidden_states", "__init__ input d_model (int)", "__init__ input num_hybrid_layers (int)",
+        "__init__ input d_model (int)", "__init__ input num_hybrid_layers (int)",
         "__init__ input stack_kind (str)", "forward input mask (torch.Tensor)", "forward input mode (str)"]
-    assert "cross-attention" in missing[0] and "width is unknown" in missing[4]
+    assert "width is unknown" in missing[3]
     # an __init__ input whose plural is a per-layer config list: this layer's entry (Qwen3Next's layer_type)
     sig = _fwd(["hidden_states"], {}, init_required=("vllm_config", "layer_type"), init_annotations={"layer_type": "str"})
     per_layer = dict(FIELDS, layer_types=[f"kind{i}" for i in range(DIMS["num_layers"])])

@@ -10,7 +10,8 @@ this file adds the rest.
 """
 
 from bundler_lib.common.example_roots import FORWARD_INPUTS, RECURRENT_STATE_ROOTS, decoder_layer_roots
-from bundler_lib.example import attention_metadata, distributed, forward_inputs, recurrent_state, state
+from bundler_lib.example import (attention_metadata, cross_attention, distributed, forward_inputs, recurrent_state,
+                                 state)
 
 # The forward context is set where the bundle has it: a layer whose closure never reads it (an MLP-only block of a
 # hybrid model) leaves it out, and runs without it.
@@ -100,12 +101,7 @@ _BODY = '''\
                     fn(dtype)
         # vLLM's engine binds a `kv_cache` to each module holding per-sequence state (attention, mamba, short conv)
         recurrent = _recurrent_modules(layer, attn_layers)  # mamba/short-conv state (recurrent_state.py)
-        cross = [n for n, a in attn_layers if getattr(a, "attn_type", "decoder") == "encoder_decoder"]
-        if cross:
-            raise NotImplementedError(
-                f"invocation_example: {symbol}'s attention layers {{cross}} attend to an encoder's output (cross-"
-                "attention: no template for the encoder KV cache and its metadata)")
-        # several attention layers (one per step/loop/block of a recurrent layer): each gets its own KV cache, of
+{cross_select}        # several attention layers (one per step/loop/block of a recurrent layer): each gets its own KV cache, of
         # the same sizes, and the same metadata
         if len({{(a.num_heads, a.num_kv_heads, a.head_size) for _, a in attn_layers}}) > 1:
             raise NotImplementedError(
@@ -132,7 +128,7 @@ _BODY = '''\
             q_len = tokens or 1
             ctx = context if context is not None else (64 if small else min(max_ctx - q_len, 32768))
             per_seq = (ctx + q_len) * kv_bytes_per_token + q_len * act_bytes_per_token + _state_bytes(recurrent)
-            B = batch or (2 if small else _clamp(live // max(1, per_seq), 1, 256))
+{cross_per_seq}            B = batch or (2 if small else _clamp(live // max(1, per_seq), 1, 256))
         else:
             B, ctx = batch or 1, context or 0
             if tokens:
@@ -163,7 +159,7 @@ _BODY = '''\
                     a.kv_cache = kv_cache.permute(0, 2, 1, 3)
 
             slots = (block_table[:, new_pos // block_size].long() * block_size + (new_pos % block_size)).reshape(-1)
-{metadata}
+{metadata}{cross_setup}
         with _Step("allocating the recurrent state and building its metadata"):
             state_metadata = _bind_recurrent_state(recurrent, B, q_len, ctx)
 
@@ -179,7 +175,7 @@ _BODY = '''\
         hidden_states = _randn(*hidden_shape)
         # the layer's other forward inputs, by A6's rules (forward_inputs.py): indices, [T, width] tensors
         extra_inputs = {{n: (_randn(T, v) if k == "tensor" else v) for n, (k, v) in {extra_inputs!r}.items()}}
-
+{cross_forward}
         # the forward's inputs by name (positions / position_ids, hidden_states / x, residual, the others)
         fparams = inspect.signature(layer.forward).parameters
         unknown = [n for n, prm in fparams.items() if prm.default is inspect.Parameter.empty
@@ -238,13 +234,13 @@ _BODY = '''\
                  "bytes": int((dense_params + touched * expert_params) * elem)
                  + B * (ctx + q_len) * H_kv * (Dh + Dv) * elem + 2 * T * H * elem
                  + (2 if ctx else 1) * B * _state_bytes(recurrent)}}  # recurrent state read (with context), written
-{parallel_check}        return {{"module": layer, "cost": cost, "inputs": {{"positions": positions, "hidden_states": hidden_states,
+{cross_cost}{parallel_check}        return {{"module": layer, "cost": cost, "inputs": {{"positions": positions, "hidden_states": hidden_states,
                 "residual": None, "kv_cache": None if attn is None else attn.kv_cache, "attn_metadata": attn_metadata,
                 "block_table": block_table, "state": {{m.prefix: m.kv_cache for _, m, _ in recurrent}},
                 "state_metadata": state_metadata, **extra_inputs}},
                 "outputs": {{"hidden_states": out, "residual": residual}}, "forward": forward, "prefix": prefix,
                 "sizes": {{"B": B, "new_tokens": q_len, "context": ctx, "T": T, "kv_blocks": num_blocks,
-                          "block_size": block_size}}, "workload": workload, "defaults_used": list(defaults_used),
+                          "block_size": block_size{cross_sizes}}}, "workload": workload, "defaults_used": list(defaults_used),
                 "config_assumed": list(config_assumed),
                 "post_load_missing": sorted(set(post_load_missing))}}
     finally:
@@ -264,9 +260,10 @@ def _hidden_stack(graph: dict, cfg: dict | None, dims: dict, flags: dict) -> tup
 def missing_template(graph: dict, dims: dict, cfg: dict | None = None, flags: dict | None = None) -> list[str]:
     """What this decoder layer needs that the example has no template for (empty: it can run): inputs its own
     __init__/forward require beyond those every example gives that no rule of forward_inputs.py derives (A1's
-    root_signature: cross-attention's encoder_hidden_states, ...), and attention heads (a state-space layer's
-    config has none: its mamba state)."""
+    root_signature) nor the cross-attention template (cross_attention.py), and attention heads (a state-space
+    layer's config has none: its mamba state)."""
     out = list(_other_inputs(graph, cfg, dims, flags or {})[2]) + attention_metadata.unsupported(graph)
+    out += cross_attention.missing(graph.get("root_signature"), graph.get("variant") or {})
     stack_missing = _hidden_stack(graph, cfg, dims, flags or {})[2]
     if stack_missing:
         out.append(stack_missing)
@@ -307,6 +304,8 @@ def body(graph: dict, symbol: str, dims: dict, flags: dict, cfg: dict, config_la
     notes += forward_inputs.notes(init_inputs, fwd_inputs)
     stack, stack_note, _ = _hidden_stack(graph, cfg, dims, flags)
     notes += [stack_note] if stack_note else []
+    cross, cnotes = cross_attention.pieces(graph.get("root_signature"), cfg, symbol)
+    notes += cnotes
     src = (state.snippet(graph, cfg, dims, flags, config_label) + recurrent_state.snippet(graph, symbol)
            + (_NO_TEMPLATE.format(symbol=symbol, missing=no_template) if no_template else "")
            + _BODY.format(required=required, symbol=symbol, metadata=attention_metadata.snippet(variant),
@@ -314,5 +313,5 @@ def body(graph: dict, symbol: str, dims: dict, flags: dict, cfg: dict, config_la
                           hidden_shape="(" + "".join(f"{k}, " for k in stack) + "T, H)",
                           init_inputs={n: v for n, (_, v, _) in init_inputs.items()},
                           extra_inputs={n: (k, v) for n, (k, v, _) in fwd_inputs.items()},
-                          **distributed.hooks(graph, symbol)))
+                          **cross, **distributed.hooks(graph, symbol)))
     return src, notes, needs

@@ -2,10 +2,8 @@
 configs, prefix, layer index to `__init__`; positions, hidden_states, residual to `forward`), derived by general
 rules from A1's `root_signature` (each parameter's annotation text) and the model's text config:
 
-- a forward input, required or optional, naming an encoder or cross-attention (`encoder_hidden_states`): none.
-  The decoder layer reads the encoder's K/V through a cross-attention KV cache that an encoder run fills
-  (prefill) and the engine keeps (decode), with the encoder's own sequence lengths in its metadata; the example
-  has no encoder and no template for that cache, so the layer keeps `no_template`;
+- a forward input, required or optional, naming an encoder or cross-attention (`encoder_hidden_states`): none
+  here; the cross-attention template gives it (`cross_attention.py`, which says what it does not cover);
 - an `__init__` input `x` where the config holds a per-layer list `xs` (one entry per layer: `layer_types`): this
   layer's entry, as vLLM's model passes it (`layer_type=config.layer_types[i]`);
 - `int`: the config's value where it has a key of that name; else a forward's int selects what the layer holds
@@ -37,6 +35,7 @@ from __future__ import annotations
 import re
 
 from bundler_lib.common.example_roots import FORWARD_INPUTS, INIT_INPUTS
+from bundler_lib.example import cross_attention
 
 _INDEX_NAME = re.compile(r"(^|_)(idx|index|id)(_|$)")
 _COUNT_NAME = re.compile(r"^num_(\w+?)s$")
@@ -55,10 +54,6 @@ def _optional(annotation: str | None) -> bool:
     """`X | None` or `Optional[X]`: None is a value the parameter takes."""
     return bool(annotation) and ("None" in [a.strip() for a in annotation.split("|")]
                                  or annotation.startswith(("Optional[", "typing.Optional[")))
-
-
-def _cross_attention(name: str) -> bool:
-    return "encoder" in name or "cross" in name
 
 
 def _int_value(name: str, fields: dict, layer: int, where: str) -> tuple[int, str] | None:
@@ -134,10 +129,8 @@ def derive(signature: dict | None, fields: dict, dims: dict) -> tuple[dict, dict
     """(__init__ inputs, forward inputs, what no rule covers) of a decoder layer beyond what every decoder-layer
     example gives, for its required parameters; `fields` is the model's text config, `dims` A6's (`H`, `layer`)."""
     sig = signature or {}
-    fwd = sig.get("forward") or {}
-    cross = [n for n in fwd.get("required", []) + fwd.get("optional", []) if _cross_attention(n)]
-    missing = [f"forward input {n}: cross-attention (an encoder's output, read through an encoder KV cache that "
-               "the example has no template for)" for n in cross]
+    cross = cross_attention.inputs(sig)
+    missing = []
     out = []
     for method, given in (("__init__", INIT_INPUTS), ("forward", FORWARD_INPUTS)):
         m = sig.get(method) or {}

@@ -174,7 +174,7 @@ def _dims(r: _KeyReader, heads_required: bool) -> dict[str, Any]:
     H = r.need("H", ["hidden_size", "n_embd", "d_model", "dim"])
     H_q, H_kv, Dh, dh_source = _head_dims(r, H, heads_required)
     v, k = r.pick(["max_position_embeddings", "n_positions", "max_sequence_length", "seq_length",
-                   "max_seq_len", "model_max_length"])
+                   "max_seq_len", "model_max_length", "max_target_positions"])  # the last: Whisper's decoder
     if v is None:
         max_ctx, r.used["max_ctx"] = 4096, "(default 4096: no max_position_embeddings)"
         r.notes.append("the config gives no max context; 4096 assumed")
