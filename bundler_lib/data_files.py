@@ -27,10 +27,10 @@ vLLM sees on a device without a tuned file (for the MoE configs: `get_default_co
 3. `embed` with `--moe-configs DIR` (the target's `moe_configs` files, at their workspace paths under DIR): tuned
    fused-MoE configs committed as data of the target are embedded next to vLLM's in its configs root, under their
    own file name, so `get_moe_configs` loads them by device name, E and N as vLLM loads its own. Each must be a vLLM
-   MoE config (`check_moe_config`: the file name pattern, the JSON layout) of a shape the target looks up (the
-   selector's rule); a file of the same name as one of vLLM's replaces it (the target's file wins: that is what
-   tuning is for), and `A3.data.json` records for each its workspace path (`from`) and the sha256 of the vLLM file it
-   replaces (`replaces`).
+   MoE config (`bundler_lib/common/moe_configs.py`: the file name pattern, the JSON layout) of a shape the target
+   looks up (the selector's rule); a file of the same name as one of vLLM's replaces it (the target's file wins: that
+   is what tuning is for), and `A3.data.json` records for each its workspace path (`from`) and the sha256 of the vLLM
+   file it replaces (`replaces`).
 """
 
 from __future__ import annotations
@@ -38,9 +38,7 @@ from __future__ import annotations
 import ast
 import fnmatch
 import hashlib
-import json
 import posixpath
-import re
 import textwrap
 from pathlib import Path
 
@@ -49,6 +47,7 @@ from bundler_lib.errors import StageError
 from bundler_lib.common.data_anchors import (DATA_JSON, DATA_PY, HELPER, PATH_HELPER, anchor_kind, helper_call,
                                              is_file_name)
 from bundler_lib.common.edits import apply_edits, file_header, license_of
+from bundler_lib.common.moe_configs import MOE_NAME, load_moe_configs
 from bundler_lib.common.names import dotted
 
 STAGE = "A3 collect-triton (data files)"
@@ -147,9 +146,6 @@ class Selector:
         return f"{root}: no file matches; the reading code finds none there"
 
 
-# E=<experts>,N=<w2.shape[2]>,device_name=<name>[,dtype=<str>][,block_shape=[n,k]][,<other>].json
-MOE_NAME = re.compile(r"E=(\d+),N=(\d+),device_name=(.+?)(?:,dtype=([^,]+?))?(?:,block_shape=(\[[\d,]+\]))?"
-                      r"(,.+)?\.json")
 EXPERT_KEYS = ("num_experts", "n_routed_experts", "num_local_experts")
 
 
@@ -230,48 +226,6 @@ class MoeConfigs(Selector):
 
 
 SELECTORS: tuple[Selector, ...] = (MoeConfigs(),)
-
-MOE_TILE_KEYS = ("BLOCK_SIZE_M", "BLOCK_SIZE_N", "BLOCK_SIZE_K", "GROUP_SIZE_M")
-MOE_CONFIG_FORMAT = ("vLLM's format: a JSON object of batch size (\"1\", \"64\", ...) -> kernel config (integers, "
-                     "with " + ", ".join(MOE_TILE_KEYS) + "), and an optional \"triton_version\" string")
-
-
-def _moe_config_problem(data) -> str | None:
-    if not isinstance(data, dict):
-        return "is not a JSON object"
-    if not isinstance(data.get("triton_version", ""), str):
-        return "has a triton_version that is not a string"
-    sizes = {k: v for k, v in data.items() if k != "triton_version"}
-    if not sizes:
-        return "has no batch size"
-    for key, cfg in sizes.items():
-        if not (key.isdigit() and int(key) > 0):
-            return f"has key {key!r}, not a batch size"
-        if not isinstance(cfg, dict) or not all(isinstance(v, int) and not isinstance(v, bool) for v in cfg.values()):
-            return f"has for batch size {key} a value that is not an object of integers"
-        missing = [k for k in MOE_TILE_KEYS if k not in cfg]
-        if missing:
-            return f"has for batch size {key} no " + "/".join(missing)
-    return None
-
-
-def check_moe_config(path: str, raw: bytes) -> None:
-    """The tuned config `path` (a workspace path) holds, as vLLM's get_moe_configs reads it; StageError naming the
-    file when its name is not vLLM's `E=<E>,N=<N>,device_name=<GPU>[,dtype=<d>][,block_shape=[n,k]].json` or its
-    JSON not a fused-MoE config."""
-    name = posixpath.basename(path)
-    if not MOE_NAME.fullmatch(name):
-        raise StageError(STAGE, path, "is not named as vLLM names a fused-MoE config",
-                         "name it E=<experts>,N=<w2.shape[2]>,device_name=<GPU name, spaces as _>[,dtype=<d>].json, "
-                         "as tune-moe writes it")
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise StageError(STAGE, path, f"is not valid JSON ({e})", "write it as tune-moe does") from None
-    problem = _moe_config_problem(data)
-    if problem:
-        raise StageError(STAGE, path, f"{problem}: not a fused-MoE config", f"write it in {MOE_CONFIG_FORMAT}")
-
 
 def selector_for(root: str) -> Selector:
     return next((s for s in SELECTORS if s.applies(root)), Selector())
@@ -454,23 +408,6 @@ def _py_text(text: str) -> str:
     if not lines:
         return "''"
     return "(\n" + "\n".join("        " + repr(ln) for ln in lines) + "\n    )"
-
-
-def load_moe_configs(folder: Path | None) -> dict[str, tuple[str, bytes]]:
-    """The target's tuned fused-MoE configs under `folder` (each at its workspace path), checked: file name ->
-    (workspace path, bytes)."""
-    out: dict[str, tuple[str, bytes]] = {}
-    if folder is None:
-        return out
-    for p in sorted(q for q in Path(folder).rglob("*") if q.is_file()):
-        source = p.relative_to(folder).as_posix()
-        raw = p.read_bytes()
-        check_moe_config(source, raw)
-        if p.name in out:
-            raise StageError(STAGE, f"moe_configs {out[p.name][0]} and {source}", "have the same file name: the "
-                             "bundle would load only one", "name one of them in the target's moe_configs")
-        out[p.name] = (source, raw)
-    return out
 
 
 def _overlay(d: dict, sel: Selector, overlay: dict[str, tuple[str, bytes]], files: dict, chosen: list[dict]) -> None:

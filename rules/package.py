@@ -44,7 +44,8 @@ from pants.engine.unions import UnionRule
 from pants.option.global_options import UnmatchedBuildFileGlobs
 from pants.util.logging import LogLevel
 
-from bundler_lib import data_files, model_facts, variant as variants
+from bundler_lib import model_facts, variant as variants
+from bundler_lib.common.moe_configs import check_moe_config
 from bundler_lib.common.contract import parse_graph
 from bundler_lib.errors import StageError
 from bundler_lib.example import kernelbench
@@ -141,7 +142,7 @@ async def _moe_configs(field: MoeConfigsField, address: Address) -> Digest:
     digest = await Get(Digest, PathGlobs, field.path_globs(UnmatchedBuildFileGlobs.ignore()))
     for fc in await Get(DigestContents, Digest, digest):
         try:
-            data_files.check_moe_config(fc.path, fc.content)
+            check_moe_config(fc.path, fc.content)
         except StageError as e:
             raise BundleTargetError(f"{address}: `moe_configs` {e.input}: {e.problem}. Remedy: {e.remedy}") from None
     return await Get(Digest, AddPrefix(digest, MOE_CONFIGS_DIR))

@@ -20,6 +20,7 @@ import pytest
 
 from bundler_lib import bind, collect_python, collect_triton, data_files
 from bundler_lib.artifacts import read_json
+from bundler_lib.common import moe_configs
 from bundler_lib.errors import StageError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -548,10 +549,10 @@ def _own(tmp_path, *names, folder=OWN) -> Path:
 
 def test_every_vllm_config_is_a_moe_config_and_bad_ones_are_named(vllm_0_26_0):
     triton = [p for p in sorted((vllm_0_26_0 / CONFIGS).glob("E=*.json"))
-              if data_files.MOE_NAME.fullmatch(p.name).group(6) is None]   # not another backend's (",backend=...")
+              if moe_configs.MOE_NAME.fullmatch(p.name).group(6) is None]   # not another backend's (",backend=...")
     assert len(triton) > 300
     for p in triton:
-        data_files.check_moe_config(f"{CONFIGS}/{p.name}", p.read_bytes())
+        moe_configs.check_moe_config(f"{CONFIGS}/{p.name}", p.read_bytes())
     good = json.loads(_tuned("x"))
     bad = [
         ("moe.json", _tuned("x"), "is not named as vLLM names a fused-MoE config"),
@@ -568,14 +569,14 @@ def test_every_vllm_config_is_a_moe_config_and_bad_ones_are_named(vllm_0_26_0):
     ]
     for name, raw, problem in bad:
         with pytest.raises(StageError, match=re.escape(f"{OWN}/{name}: ") + ".*" + re.escape(problem)):
-            data_files.check_moe_config(f"{OWN}/{name}", raw)
+            moe_configs.check_moe_config(f"{OWN}/{name}", raw)
 
 
 def test_target_configs_are_embedded_beside_vllms_with_provenance(moe_tree, tmp_path):
     h100, b200 = "E=8,N=64,device_name=NVIDIA_H100_80GB_HBM3.json", "E=8,N=64,device_name=NVIDIA_B200.json"
     reads = data_files.scan(moe_tree, _moe_graph(moe_tree), MODEL)
     plain_text, plain = data_files.embed(moe_tree, reads)
-    text, m = data_files.embed(moe_tree, reads, data_files.load_moe_configs(_own(tmp_path, h100, b200)))
+    text, m = data_files.embed(moe_tree, reads, moe_configs.load_moe_configs(_own(tmp_path, h100, b200)))
     [d] = m["data"]
     vllm_h100 = hashlib.sha256((moe_tree / CONFIGS / h100).read_bytes()).hexdigest()
     files = {f["path"].rsplit("/", 1)[1]: f for f in d["files"]}
@@ -598,22 +599,22 @@ def test_target_config_of_another_shape_or_reader_is_refused(moe_tree, tmp_path)
     other = "E=16,N=64,device_name=NVIDIA_H100_80GB_HBM3.json"
     with pytest.raises(StageError, match=re.escape(f"{OWN}/{other}: is not a config this target looks up; it reads "
                                                    "tuned fused-MoE configs E=8,N=64")):
-        data_files.embed(moe_tree, reads, data_files.load_moe_configs(_own(tmp_path, other)))
+        data_files.embed(moe_tree, reads, moe_configs.load_moe_configs(_own(tmp_path, other)))
     fp8 = "E=8,N=64,device_name=NVIDIA_H100_80GB_HBM3,dtype=fp8_w8a8.json"
     with pytest.raises(StageError, match="is not a config this target looks up"):
-        data_files.embed(moe_tree, reads, data_files.load_moe_configs(_own(tmp_path, fp8)))
+        data_files.embed(moe_tree, reads, moe_configs.load_moe_configs(_own(tmp_path, fp8)))
     # no model: no shape is known
     with pytest.raises(StageError, match="no model"):
         data_files.embed(moe_tree, data_files.scan(moe_tree, _moe_graph(moe_tree), None),
-                         data_files.load_moe_configs(_own(tmp_path, CONFIG_NAMES[0])))
+                         moe_configs.load_moe_configs(_own(tmp_path, CONFIG_NAMES[0])))
     # a closure without get_moe_configs
     with pytest.raises(StageError, match="reads no fused-MoE configs"):
-        data_files.embed(moe_tree, data_files.no_reads("none"), data_files.load_moe_configs(_own(tmp_path,
+        data_files.embed(moe_tree, data_files.no_reads("none"), moe_configs.load_moe_configs(_own(tmp_path,
                                                                                                  CONFIG_NAMES[0])))
     # two files of one name: the bundle could hold only one
     _own(tmp_path, CONFIG_NAMES[0], folder="targets/other")
     with pytest.raises(StageError, match="have the same file name"):
-        data_files.load_moe_configs(tmp_path / "own")
+        moe_configs.load_moe_configs(tmp_path / "own")
 
 
 def test_bound_module_loads_the_target_config_by_device_name(moe_tree, tmp_path, monkeypatch):

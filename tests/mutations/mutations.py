@@ -213,7 +213,7 @@ MUTATIONS = [
     _m("a3-target-moe-config-not-beside-vllms", "A3", "bundler_lib/data_files.py",
        'rel = f"{d[\'root\']}/{name}"', "rel = source",
        "tests/test_collect_triton_data.py", "-k", "target_config or moe_config"),
-    _m("a3-target-moe-config-tiles-unchecked", "A3", "bundler_lib/data_files.py",
+    _m("a3-target-moe-config-tiles-unchecked", "A3", "bundler_lib/common/moe_configs.py",
        "missing = [k for k in MOE_TILE_KEYS if k not in cfg]", "missing = []",
        "tests/test_collect_triton_data.py", "-k", "target_config or moe_config"),
     # ---- A5: bind ----
