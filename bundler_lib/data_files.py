@@ -227,6 +227,7 @@ class MoeConfigs(Selector):
 
 SELECTORS: tuple[Selector, ...] = (MoeConfigs(),)
 
+
 def selector_for(root: str) -> Selector:
     return next((s for s in SELECTORS if s.applies(root)), Selector())
 

@@ -45,8 +45,8 @@ from pants.option.global_options import UnmatchedBuildFileGlobs
 from pants.util.logging import LogLevel
 
 from bundler_lib import model_facts, variant as variants
-from bundler_lib.common.moe_configs import check_moe_config
 from bundler_lib.common.contract import parse_graph
+from bundler_lib.common.moe_configs import check_moe_config
 from bundler_lib.errors import StageError
 from bundler_lib.example import kernelbench
 from rules.outputs import BundleTargetError, bundle_layout
