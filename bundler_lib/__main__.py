@@ -46,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
                                           "MoE configs of its E and N)")
     s["collect-triton"].add_argument("--data-reads", type=Path, default=None,
                                      help="A3.data_reads.json of the scan: embed the files it selects (A3.data.py)")
+    s["collect-triton"].add_argument("--moe-configs", type=Path, default=None,
+                                     help="a directory of the target's tuned fused-MoE configs (its moe_configs, at "
+                                          "their workspace paths): embedded beside vLLM's")
     s["collect-cuda"].add_argument("--stub-op", action="append", default=[], metavar="PATTERN",
                                    help="op pattern (e.g. '_C.*quant*') that may be stubbed when it cannot be embedded")
 
@@ -115,7 +118,8 @@ def main(argv=None) -> int:
             if args.scan_data_reads:
                 m.scan_data_reads(tree=args.tree, graph=args.graph, out=args.out, model_config=args.model_config)
             else:
-                m.run(tree=args.tree, graph=args.graph, out=args.out, data_reads=args.data_reads)
+                m.run(tree=args.tree, graph=args.graph, out=args.out, data_reads=args.data_reads,
+                      moe_configs=args.moe_configs)
         elif stage == "collect-cuda":
             from bundler_lib import collect_cuda as m
             m.run(tree=args.tree, graph=args.graph, out=args.out, stub_ops=tuple(args.stub_op))

@@ -6,7 +6,8 @@ Two runs, each a cached process over exactly what it reads:
   config.json (if any); writes A3.data_reads.json (the anchors, the data roots, the selection rule and the
   tree globs of the candidate files).
 - the collection: reads A1.graph.json, the files of graph["triton_kernels"] and, with `--data-reads`, that
-  A3.data_reads.json and the files its globs match. Writes A3.triton.py and A3.manifest.json (status, kernels
+  A3.data_reads.json and the files its globs match; with `--moe-configs DIR`, the target's tuned fused-MoE configs
+  (each at its workspace path under DIR), embedded beside vLLM's. Writes A3.triton.py and A3.manifest.json (status, kernels
   (file, lines, meta), helpers, imports, notes), A3.data.py (the data section) and A3.data.json (files,
   sha256, selection rule, the anchors A5 rewrites).
 """
@@ -44,7 +45,7 @@ def scan_data_reads(tree: Path, graph: Path, out: Path, model_config: Path | Non
     return data_files.run_scan(tree, read_graph(Path(graph), STAGE), model_config, out)
 
 
-def run(tree: Path, graph: Path, out: Path, data_reads: Path | None = None) -> dict:
+def run(tree: Path, graph: Path, out: Path, data_reads: Path | None = None, moe_configs: Path | None = None) -> dict:
     g = read_graph(Path(graph), STAGE)
     tk = g.get("triton_kernels", [])
     files = SourceFiles(tree, sorted({k["file"] for k in tk}), STAGE)
@@ -85,5 +86,5 @@ def run(tree: Path, graph: Path, out: Path, data_reads: Path | None = None) -> d
     write_json(out / "A3.manifest.json", manifest)
     reads = data_files.load_reads(data_reads) if data_reads is not None else data_files.no_reads(
         "no data reads given (the scan found no file of the closure that names __file__, or was not run)")
-    data_files.run_embed(tree, reads, out)
+    data_files.run_embed(tree, reads, out, moe_configs)
     return manifest

@@ -23,6 +23,14 @@ In a bundle `__file__` is the bundle, so that path would point beside it. Two st
 
 A file the rule does not select is absent from the materialised directory, so the reading code sees what
 vLLM sees on a device without a tuned file (for the MoE configs: `get_default_config`).
+
+3. `embed` with `--moe-configs DIR` (the target's `moe_configs` files, at their workspace paths under DIR): tuned
+   fused-MoE configs committed as data of the target are embedded next to vLLM's in its configs root, under their
+   own file name, so `get_moe_configs` loads them by device name, E and N as vLLM loads its own. Each must be a vLLM
+   MoE config (`bundler_lib/common/moe_configs.py`: the file name pattern, the JSON layout) of a shape the target
+   looks up (the selector's rule); a file of the same name as one of vLLM's replaces it (the target's file wins: that
+   is what tuning is for), and `A3.data.json` records for each its workspace path (`from`) and the sha256 of the vLLM
+   file it replaces (`replaces`).
 """
 
 from __future__ import annotations
@@ -31,7 +39,6 @@ import ast
 import fnmatch
 import hashlib
 import posixpath
-import re
 import textwrap
 from pathlib import Path
 
@@ -40,6 +47,7 @@ from bundler_lib.errors import StageError
 from bundler_lib.common.data_anchors import (DATA_JSON, DATA_PY, HELPER, PATH_HELPER, anchor_kind, helper_call,
                                              is_file_name)
 from bundler_lib.common.edits import apply_edits, file_header, license_of
+from bundler_lib.common.moe_configs import MOE_NAME, load_moe_configs
 from bundler_lib.common.names import dotted
 
 STAGE = "A3 collect-triton (data files)"
@@ -138,9 +146,6 @@ class Selector:
         return f"{root}: no file matches; the reading code finds none there"
 
 
-# E=<experts>,N=<w2.shape[2]>,device_name=<name>[,dtype=<str>][,block_shape=[n,k]][,<other>].json
-MOE_NAME = re.compile(r"E=(\d+),N=(\d+),device_name=(.+?)(?:,dtype=([^,]+?))?(?:,block_shape=(\[[\d,]+\]))?"
-                      r"(,.+)?\.json")
 EXPERT_KEYS = ("num_experts", "n_routed_experts", "num_local_experts")
 
 
@@ -406,10 +411,35 @@ def _py_text(text: str) -> str:
     return "(\n" + "\n".join("        " + repr(ln) for ln in lines) + "\n    )"
 
 
-def embed(tree: Path, reads: dict) -> tuple[str, dict]:
-    """(A3.data.py, A3.data.json) for the reads `scan` found, over the files present in the tree."""
+def _overlay(d: dict, sel: Selector, overlay: dict[str, tuple[str, bytes]], files: dict, chosen: list[dict]) -> None:
+    """Adds the target's tuned configs to the data root `d` (vLLM's configs folder), each as its own file name there:
+    one of vLLM's of that name is replaced. Each must be of a shape the target looks up."""
+    replaced = {f["path"]: f["sha256"] for f in chosen}
+    for name, (source, raw) in sorted(overlay.items()):
+        if not sel.select(name, d["params"]):
+            raise StageError(STAGE, source, f"is not a config this target looks up; it reads {sel.rule(d['params'])}",
+                             "name in moe_configs only files of that shape (tune-moe writes them)")
+        rel = f"{d['root']}/{name}"
+        sha = hashlib.sha256(raw).hexdigest()
+        was = replaced.get(rel)
+        files[rel] = (raw.decode("utf-8"), f"the target's moe_configs: {source}"
+                      + (f"; replaces vLLM's file, sha256={was}" if was else ""))
+        chosen[:] = [f for f in chosen if f["path"] != rel]
+        chosen.append({"path": rel, "sha256": sha, "size": len(raw), "from": source}
+                      | ({"replaces": was} if was else {}))
+    chosen.sort(key=lambda f: f["path"])
+
+
+def embed(tree: Path, reads: dict, moe_configs: dict[str, tuple[str, bytes]] | None = None) -> tuple[str, dict]:
+    """(A3.data.py, A3.data.json) for the reads `scan` found, over the files present in the tree, and the target's
+    tuned fused-MoE configs (`load_moe_configs`) added to vLLM's."""
     tree = Path(tree)
     data, files, notes = [], {}, list(reads.get("notes", []))
+    moe_roots = [d for d in reads.get("data", []) if d["selector"] == MoeConfigs.name]
+    if moe_configs and not moe_roots:
+        raise StageError(STAGE, "moe_configs " + ", ".join(s for s, _ in moe_configs.values()),
+                         "the bundle reads no fused-MoE configs (vLLM's get_moe_configs is not in its closure)",
+                         "remove moe_configs from the target")
     for d in reads.get("data", []):
         sel = Selector() if d["match"] == "file" else selector_for(d["root"])
         if sel.name != d["selector"]:
@@ -427,6 +457,8 @@ def embed(tree: Path, reads: dict) -> tuple[str, dict]:
                                  "add a selector in bundler_lib/data_files.py that leaves it out") from None
             files[rel] = (text, d.get("license") or license_of([]))
             chosen.append({"path": rel, "sha256": hashlib.sha256(raw).hexdigest(), "size": len(raw)})
+        if moe_configs and d is moe_roots[0]:
+            _overlay(d, sel, moe_configs, files, chosen)
         if not chosen:
             notes.append(sel.when_empty(d["root"], d["params"]))
         data.append({k: d[k] for k in ("root", "readers", "paths", "license", "selector", "params", "rule", "globs")}
@@ -465,9 +497,12 @@ def _comment(text: str, width: int = 110) -> list[str]:
 def section(files: dict[str, tuple[str, str]], key: str, kinds: set[str], data: list[dict]) -> str:
     out = [SECTION_HEAD]
     for d in data:
+        own = [f["from"] for f in d["files"] if "from" in f]
         out += _comment(f"{d['root']}: {len(d['files'])} file(s), read by "
                         + ", ".join(r.split("::")[1] + f" ({r.split('::')[0]})" for r in d["readers"])
-                        + f". Selected: {d['rule']}.")
+                        + f". Selected: {d['rule']}."
+                        + (f" {len(own)} of them from the target's moe_configs (its own, not vLLM's): "
+                           + ", ".join(own) + "." if own else ""))
     out += _comment(f"Where vLLM reads them next to its module (the module's directory from its file name), the "
                     f"bundle calls {HELPER}(<that directory in the tree>) (A5; see A5.bindmap.json), which "
                     "writes them once under the bundle cache, keyed by their content hash.")
@@ -553,8 +588,8 @@ def no_reads(why: str) -> dict:
     return {"status": "ok", "anchors": [], "data": [], "globs": [], "notes": [why]}
 
 
-def run_embed(tree: Path, reads: dict, out: Path) -> dict:
-    text, manifest = embed(tree, reads)
+def run_embed(tree: Path, reads: dict, out: Path, moe_configs: Path | None = None) -> dict:
+    text, manifest = embed(tree, reads, load_moe_configs(moe_configs))
     write_text(Path(out) / DATA_PY, text)
     write_json(Path(out) / DATA_JSON, manifest)
     return manifest

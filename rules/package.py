@@ -9,7 +9,8 @@
 
 A3 is two processes when the closure has a file that names `__file__`: the data scan (the graph, those
 files, the model config) finds what the reached code reads next to its module and which files the target
-can select; the collection then reads the Triton files and exactly the data files the scan's globs match.
+can select; the collection then reads the Triton files and exactly the data files the scan's globs match, and the
+target's own `moe_configs` files (checked here first), which it embeds beside vLLM's fused-MoE configs.
 
 With `kernelbench=True` the built bundle and A6.model.json also give `<bundle stem>.kernelbench.py`
 (bundler_lib/example/kernelbench.py), generated and checked here, in the rule, and published with the bundle.
@@ -34,15 +35,18 @@ from pants.engine.fs import (
     FileContent,
     MergeDigests,
     PathGlobs,
+    Snapshot,
 )
 from pants.engine.internals.native_engine import AddressInput
 from pants.engine.rules import Get, MultiGet, collect_rules, rule
 from pants.engine.target import WrappedTarget, WrappedTargetRequest
 from pants.engine.unions import UnionRule
+from pants.option.global_options import UnmatchedBuildFileGlobs
 from pants.util.logging import LogLevel
 
 from bundler_lib import model_facts, variant as variants
 from bundler_lib.common.contract import parse_graph
+from bundler_lib.common.moe_configs import check_moe_config
 from bundler_lib.errors import StageError
 from bundler_lib.example import kernelbench
 from rules.outputs import BundleTargetError, bundle_layout
@@ -52,6 +56,7 @@ from rules.target_types import (
     ImportCheckField,
     KernelBenchField,
     ModelField,
+    MoeConfigsField,
     StubOpsField,
     OutputPathField,
     SymbolField,
@@ -96,6 +101,7 @@ class MonolithicBundleFieldSet(PackageFieldSet):
     import_check: ImportCheckField
     stub_ops: StubOpsField
     kernelbench: KernelBenchField
+    moe_configs: MoeConfigsField
 
 
 async def _model_config(model: str | None, models_dir: str, address: Address) -> Digest:
@@ -115,6 +121,33 @@ async def _model_config(model: str | None, models_dir: str, address: Address) ->
     return await Get(Digest, CreateDigest([FileContent("model/config.json", contents[0].content)]))
 
 
+MOE_CONFIGS_DIR = "moe_configs"  # where the A3 collection finds the target's tuned fused-MoE configs
+
+
+async def _moe_configs(field: MoeConfigsField, address: Address) -> Digest:
+    """The target's tuned fused-MoE configs at their workspace paths under `moe_configs/`, or empty. Checked here,
+    before any stage runs: each entry matches a file, each file is a vLLM MoE config (A3 then checks its shape)."""
+    if not field.globs:
+        return EMPTY_DIGEST
+    includes = [g for g in field.globs if not g.startswith("!")]
+    matched = await MultiGet(
+        Get(Snapshot, PathGlobs([field.prefix_glob_with_dirpath(address.spec_path, g)])) for g in includes
+    )
+    for glob, snapshot in zip(includes, matched):
+        if not snapshot.files:
+            raise BundleTargetError(
+                f"{address}: `moe_configs` {glob!r} matches no file under {address.spec_path or '.'}/. Remedy: "
+                "commit the tuned config there (`tune-moe` writes it), or fix the entry."
+            )
+    digest = await Get(Digest, PathGlobs, field.path_globs(UnmatchedBuildFileGlobs.ignore()))
+    for fc in await Get(DigestContents, Digest, digest):
+        try:
+            check_moe_config(fc.path, fc.content)
+        except StageError as e:
+            raise BundleTargetError(f"{address}: `moe_configs` {e.input}: {e.problem}. Remedy: {e.remedy}") from None
+    return await Get(Digest, AddPrefix(digest, MOE_CONFIGS_DIR))
+
+
 @dataclass(frozen=True)
 class TritonStageRequest:
     tree: Digest  # the whole vLLM tree
@@ -124,6 +157,7 @@ class TritonStageRequest:
     model_config: Digest  # model/config.json, or empty
     has_model: bool
     target: str
+    moe_configs: Digest  # the target's tuned fused-MoE configs under moe_configs/, or empty
 
 
 @dataclass(frozen=True)
@@ -155,7 +189,9 @@ async def collect_triton_stage(request: TritonStageRequest) -> TritonStageOutput
         data_tree = await tree_subset(request.tree, list(reads.get("globs", [])))
         data_in = await Get(Digest, MergeDigests([data_tree, await as_inputs(scan)]))
         collect_args += ("--data-reads", "in/A3.data_reads.json")
-    a3_in = await Get(Digest, MergeDigests([request.graph_in, tr_tree, data_in]))
+    if request.moe_configs != EMPTY_DIGEST:
+        collect_args += ("--moe-configs", MOE_CONFIGS_DIR)
+    a3_in = await Get(Digest, MergeDigests([request.graph_in, tr_tree, data_in, request.moe_configs]))
     collect = await Get(StageOutput, StageRequest("A3", collect_args, a3_in, request.target))
     return TritonStageOutput(collect, scan)
 
@@ -200,6 +236,7 @@ async def build_bundle(field_set: MonolithicBundleFieldSet, bundler: BundlerSubs
     # A0 reads the tree's license files; A1 its Python files and the model config (whose values decide
     # branches).
     model_cfg = await _model_config(field_set.model.value, bundler.models_dir, address)
+    moe_configs = await _moe_configs(field_set.moe_configs, address)
     a1_args = ["--tree", "tree", "--symbol", symbol,
                "--variant", json.dumps(variant, sort_keys=True)]
     if field_set.symbol_file_hint.value:
@@ -238,7 +275,7 @@ async def build_bundle(field_set: MonolithicBundleFieldSet, bundler: BundlerSubs
     if field_set.workload.value:
         a6_args += ["--workload", field_set.workload.value]
     a3_request = TritonStageRequest(tree, graph_in, py_tree, tuple(triton_files), model_cfg,
-                                    bool(field_set.model.value), target)
+                                    bool(field_set.model.value), target, moe_configs)
     a2, a3_out, a4, a6 = await MultiGet(
         Get(StageOutput, StageRequest("A2", collect_args, a2_in, target)),
         Get(TritonStageOutput, TritonStageRequest, a3_request),

@@ -9,6 +9,7 @@ from pants.engine.target import (
     BoolField,
     Field,
     InvalidFieldTypeException,
+    MultipleSourcesField,
     StringField,
     StringSequenceField,
     Target,
@@ -140,6 +141,23 @@ class KernelBenchField(BoolField):
     )
 
 
+class MoeConfigsField(MultipleSourcesField):
+    alias = "moe_configs"
+    default = ()
+    uses_source_roots = False
+    help = help_text(
+        """
+        Tuned fused-MoE configs committed as data of this target (files or globs relative to the BUILD file, e.g.
+        `["data/moe-configs/E=128,N=768,device_name=NVIDIA_H100_80GB_HBM3.json"]`), as the bundle's `tune-moe`
+        writes them. Each is embedded in vLLM's `fused_moe/configs/` folder of the bundle under its own name, so
+        `get_moe_configs` loads it by device name, E and N as vLLM loads its own; one named as a file of vLLM's
+        replaces it. A file that is not a vLLM MoE config (name pattern, JSON), an entry matching no file, or a
+        config of a shape the target does not look up fails the build, naming it. Editing one rebuilds only the
+        targets that name it. `A3.data.json` records each file's path and the vLLM file it replaces.
+        """
+    )
+
+
 class MonolithicBundle(Target):
     alias = "monolithic_bundle"
     core_fields = (
@@ -154,6 +172,7 @@ class MonolithicBundle(Target):
         ImportCheckField,
         StubOpsField,
         KernelBenchField,
+        MoeConfigsField,
     )
     help = help_text(
         """

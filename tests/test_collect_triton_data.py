@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import posixpath
+import re
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import pytest
 
 from bundler_lib import bind, collect_python, collect_triton, data_files
 from bundler_lib.artifacts import read_json
+from bundler_lib.common import moe_configs
 from bundler_lib.errors import StageError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -517,3 +519,116 @@ def test_module_dir_name_used_otherwise_reads_the_whole_directory():
     assert [(d["root"], d["match"]) for d in reads["data"]] == [("vllm/pkg", "recursive")]
     with pytest.raises(StageError, match="vllm/pkg/diagram.jpg: is not UTF-8 text"):
         data_files.embed(BOUND_DIR, reads)
+
+
+# ----------------------------------------------------------------------------- the target's own tuned configs (moe_configs)
+
+OWN = "targets/data/moe-configs"
+
+
+def _tuned(name: str) -> bytes:
+    """A config as tune-moe writes it; its GROUP_SIZE_M at M=4096 tells the files apart."""
+    return (json.dumps({"triton_version": "3.6.0", "1": {"BLOCK_SIZE_M": 16, "BLOCK_SIZE_N": 32, "BLOCK_SIZE_K": 64,
+                        "GROUP_SIZE_M": 1, "num_warps": 4, "num_stages": 3},
+                        "4096": {"BLOCK_SIZE_M": 128, "BLOCK_SIZE_N": 128, "BLOCK_SIZE_K": 64, "GROUP_SIZE_M": len(name),
+                                 "num_warps": 8, "num_stages": 4}}, indent=4) + "\n").encode()
+
+
+def _as_loaded(raw: bytes) -> dict:
+    """What vLLM's get_moe_configs returns for the file."""
+    return {int(k): v for k, v in json.loads(raw).items() if k != "triton_version"}
+
+
+def _own(tmp_path, *names, folder=OWN) -> Path:
+    d = tmp_path / "own"
+    for n in names:
+        (d / folder).mkdir(parents=True, exist_ok=True)
+        (d / folder / n).write_bytes(_tuned(n))
+    return d
+
+
+def test_every_vllm_config_is_a_moe_config_and_bad_ones_are_named(vllm_0_26_0):
+    triton = [p for p in sorted((vllm_0_26_0 / CONFIGS).glob("E=*.json"))
+              if moe_configs.MOE_NAME.fullmatch(p.name).group(6) is None]   # not another backend's (",backend=...")
+    assert len(triton) > 300
+    for p in triton:
+        moe_configs.check_moe_config(f"{CONFIGS}/{p.name}", p.read_bytes())
+    good = json.loads(_tuned("x"))
+    bad = [
+        ("moe.json", _tuned("x"), "is not named as vLLM names a fused-MoE config"),
+        ("E=8,N=64.json", _tuned("x"), "is not named as vLLM names"),
+        ("E=8,N=64,device_name=X.json", b'{"1": {,}', "is not valid JSON"),
+        ("E=8,N=64,device_name=X.json", b"[1, 2]", "is not a JSON object"),
+        ("E=8,N=64,device_name=X.json", b'{"triton_version": "3.6.0"}', "has no batch size"),
+        ("E=8,N=64,device_name=X.json", json.dumps({"M1": good["1"]}).encode(), "has key 'M1'"),
+        ("E=8,N=64,device_name=X.json", json.dumps({"1": dict(good["1"], num_warps=True)}).encode(),
+         "not an object of integers"),
+        ("E=8,N=64,device_name=X.json", json.dumps({"1": {"BLOCK_SIZE_M": 16}}).encode(),
+         "no BLOCK_SIZE_N/BLOCK_SIZE_K/GROUP_SIZE_M"),
+        ("E=8,N=64,device_name=X.json", json.dumps(dict(good, triton_version=3)).encode(), "triton_version"),
+    ]
+    for name, raw, problem in bad:
+        with pytest.raises(StageError, match=re.escape(f"{OWN}/{name}: ") + ".*" + re.escape(problem)):
+            moe_configs.check_moe_config(f"{OWN}/{name}", raw)
+
+
+def test_target_configs_are_embedded_beside_vllms_with_provenance(moe_tree, tmp_path):
+    h100, b200 = "E=8,N=64,device_name=NVIDIA_H100_80GB_HBM3.json", "E=8,N=64,device_name=NVIDIA_B200.json"
+    reads = data_files.scan(moe_tree, _moe_graph(moe_tree), MODEL)
+    plain_text, plain = data_files.embed(moe_tree, reads)
+    text, m = data_files.embed(moe_tree, reads, moe_configs.load_moe_configs(_own(tmp_path, h100, b200)))
+    [d] = m["data"]
+    vllm_h100 = hashlib.sha256((moe_tree / CONFIGS / h100).read_bytes()).hexdigest()
+    files = {f["path"].rsplit("/", 1)[1]: f for f in d["files"]}
+    assert sorted(files) == sorted([b200, h100, CONFIG_NAMES[1], CONFIG_NAMES[2]])
+    # the target's file wins over vLLM's of the same name, which is recorded; a new device name is added
+    assert files[h100] == {"path": f"{CONFIGS}/{h100}", "sha256": hashlib.sha256(_tuned(h100)).hexdigest(),
+                           "size": len(_tuned(h100)), "from": f"{OWN}/{h100}", "replaces": vllm_h100}
+    assert files[b200]["from"] == f"{OWN}/{b200}" and "replaces" not in files[b200]
+    assert "from" not in files[CONFIG_NAMES[1]]
+    assert f"(the target's moe_configs: {OWN}/{h100}; replaces vLLM's file, sha256={vllm_h100})" in text
+    assert "2 of them from the target's moe_configs" in text
+    assert m["key"] != plain["key"] and m["files"] == plain["files"] + 1
+    ns: dict = {}
+    exec(compile("import os, shutil, tempfile\n" + text, "A3.data.py", "exec"), ns)
+    assert ns["_BUNDLE_DATA_FILES"][f"{CONFIGS}/{h100}"] == _tuned(h100).decode()
+
+
+def test_target_config_of_another_shape_or_reader_is_refused(moe_tree, tmp_path):
+    reads = data_files.scan(moe_tree, _moe_graph(moe_tree), MODEL)
+    other = "E=16,N=64,device_name=NVIDIA_H100_80GB_HBM3.json"
+    with pytest.raises(StageError, match=re.escape(f"{OWN}/{other}: is not a config this target looks up; it reads "
+                                                   "tuned fused-MoE configs E=8,N=64")):
+        data_files.embed(moe_tree, reads, moe_configs.load_moe_configs(_own(tmp_path, other)))
+    fp8 = "E=8,N=64,device_name=NVIDIA_H100_80GB_HBM3,dtype=fp8_w8a8.json"
+    with pytest.raises(StageError, match="is not a config this target looks up"):
+        data_files.embed(moe_tree, reads, moe_configs.load_moe_configs(_own(tmp_path, fp8)))
+    # no model: no shape is known
+    with pytest.raises(StageError, match="no model"):
+        data_files.embed(moe_tree, data_files.scan(moe_tree, _moe_graph(moe_tree), None),
+                         moe_configs.load_moe_configs(_own(tmp_path, CONFIG_NAMES[0])))
+    # a closure without get_moe_configs
+    with pytest.raises(StageError, match="reads no fused-MoE configs"):
+        data_files.embed(moe_tree, data_files.no_reads("none"), moe_configs.load_moe_configs(_own(tmp_path,
+                                                                                                 CONFIG_NAMES[0])))
+    # two files of one name: the bundle could hold only one
+    _own(tmp_path, CONFIG_NAMES[0], folder="targets/other")
+    with pytest.raises(StageError, match="have the same file name"):
+        moe_configs.load_moe_configs(tmp_path / "own")
+
+
+def test_bound_module_loads_the_target_config_by_device_name(moe_tree, tmp_path, monkeypatch):
+    """Through A3 (with --moe-configs) and A5: the bound get_moe_configs returns the target's file for its device
+    name, vLLM's for the others, and the same file for the H200 family as vLLM's name mapping gives."""
+    d = _bind_inputs(moe_tree, _moe_graph(moe_tree), MODEL, tmp_path / "in")
+    own = _own(tmp_path, CONFIG_NAMES[0], CONFIG_NAMES[1])
+    collect_triton.run(moe_tree, d / "A1.graph.json", d, data_reads=d / "A3.data_reads.json", moe_configs=own)
+    bind.run(inputs=d, out=tmp_path / "out")
+    monkeypatch.setenv("VLLM_BUNDLE_CACHE", str(tmp_path / "cache"))
+    mod = _load(tmp_path / "out" / "A5.module.py", "bound_own_moe")
+    for dev, expected in (("NVIDIA_H100_80GB_HBM3", _as_loaded(_tuned(CONFIG_NAMES[0]))),
+                          ("NVIDIA_H200_NVL", _as_loaded(_tuned(CONFIG_NAMES[1]))),
+                          ("AMD_Instinct_MI300X", _as_loaded((moe_tree / CONFIGS / CONFIG_NAMES[2]).read_bytes()))):
+        mod.DEVICE[0] = dev
+        mod.get_moe_configs.cache_clear()
+        assert mod.get_moe_configs(8, 64, None) == expected, dev

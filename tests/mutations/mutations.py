@@ -214,6 +214,12 @@ MUTATIONS = [
     _m("a3-rebound-module-dir-followed", "A3", "bundler_lib/data_files.py",
        "if declared or sum(isinstance(x.ctx, ast.Store) for x in names) != 1:", "if declared:",
        "tests/test_collect_triton_data.py", "-k", "bound_to_a_local or used_otherwise"),
+    _m("a3-target-moe-config-not-beside-vllms", "A3", "bundler_lib/data_files.py",
+       'rel = f"{d[\'root\']}/{name}"', "rel = source",
+       "tests/test_collect_triton_data.py", "-k", "target_config or moe_config"),
+    _m("a3-target-moe-config-tiles-unchecked", "A3", "bundler_lib/common/moe_configs.py",
+       "missing = [k for k in MOE_TILE_KEYS if k not in cfg]", "missing = []",
+       "tests/test_collect_triton_data.py", "-k", "target_config or moe_config"),
     # ---- A5: bind ----
     _m("a5-embedded-definition-refused", "A5", "bundler_lib/bind/stage.py",
        'if not re.match(r"^\\s*(import|from|try:|if |def )", v):', 'if not re.match(r"^\\s*(import|from|try:|if )", v):',
