@@ -359,3 +359,21 @@ def test_tune_moe_where_nothing_fits_says_so_in_one_line(tmp_path, monkeypatch, 
     err = capsys.readouterr().err.strip().splitlines()
     assert re.fullmatch(r"X\.py tune-moe: M=1: none of the \d+ configs tried fits this GPU", err[-1]) and len(err) == 1
     assert not (tmp_path / "configs").exists()
+
+
+def test_a_config_tritons_compiler_fails_on_is_skipped_any_other_runtime_error_is_not():
+    ns = {}
+    exec(compile("def make_ttgir(mod):\n    raise RuntimeError('PassManager::run failed')\n",
+                 "/venv/lib/python3.12/site-packages/triton/backends/nvidia/compiler.py", "exec"), ns)
+    timed = mt._bundle_moe_compile_failures(lambda m, c: ns["make_ttgir"](c) if c["BLOCK_SIZE_M"] == 64 else 1.0)
+    with pytest.raises(mt._BundleMoeCompileFailed):
+        timed(1, _cfg(64))
+    clock = _Clock(1.0)
+    best, _, _, timed_n, skipped = mt._bundle_moe_fastest([_cfg(16), _cfg(64), _cfg(32)], lambda c: timed(1, c),
+                                                           float("inf"), clock, (mt._BundleMoeCompileFailed,))
+    assert (timed_n, skipped) == (2, 1) and best in (_cfg(16), _cfg(32))
+
+    def not_triton(m, c):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+    with pytest.raises(RuntimeError, match="illegal memory"):
+        mt._bundle_moe_compile_failures(not_triton)(1, _cfg(16))

@@ -12,7 +12,8 @@ vLLM's repository) and ships the result as `fused_moe/configs/E=<E>,N=<N>,device
   AMD-specific (vLLM applies them on ROCm only; on CUDA the whole space takes hours, see `--budget-s`);
 - each config is timed as vLLM's `benchmark_config` does: forced through the hook vLLM's `override_config` sets (the
   module's `_config`), 10 calls captured in one CUDA graph, 5 warm-up replays, 20 timed replays between CUDA events,
-  the mean per call in microseconds; a config Triton cannot fit (`OutOfResources`) is skipped, as vLLM skips it. The
+  the mean per call in microseconds; a config Triton cannot fit (`OutOfResources`) is skipped, as vLLM skips it, and
+  so is one Triton's compiler fails on (a RuntimeError raised inside Triton, an MLIR pass; vLLM's tuner would stop). The
   call is the bundle's example forward at M tokens (a decoder layer: the whole layer, whose other kernels do not
   depend on the config), where vLLM times fused_topk + fused_experts on fresh random router logits per replay;
 - per batch size the fastest is kept (the config the bundle uses today is timed first, so under a budget the file is
@@ -164,6 +165,28 @@ class _BundleMoeFound(Exception):
     pass
 
 
+class _BundleMoeCompileFailed(Exception):
+    pass
+
+
+def _bundle_moe_compile_failures(time_us):
+    """`time_us` with a RuntimeError raised inside Triton's own package (its compiler: an MLIR pass failing on one
+    config, "PassManager::run failed", seen on an H200 for E=160,N=2560 beyond M=1024) raised as
+    _BundleMoeCompileFailed, which the tuner skips like a config that does not fit; any other error stays one."""
+    import traceback
+
+    def timed(batch, config):
+        try:
+            return time_us(batch, config)
+        except RuntimeError as e:
+            frames = traceback.extract_tb(e.__traceback__)
+            if frames and "/triton/" in frames[-1].filename.replace("\\", "/"):
+                raise _BundleMoeCompileFailed(f"{e}") from e
+            raise
+
+    return timed
+
+
 def _bundle_moe_folder(get_moe_configs, key, file_name):
     """The folder the bundle's own `get_moe_configs` checks first for `file_name`, found by running it (its
     uncached body) with os.path.exists recording the paths it asks about and stopping at the first of that name."""
@@ -284,7 +307,7 @@ def _bundle_tune_moe(args, prog, g):
     if not lookups:
         print(f"{prog} tune-moe: the bundle's example never looked up a fused-MoE config", file=sys.stderr)
         return 2
-    timer = _bundle_moe_cuda_timer(g)
+    timer = _bundle_moe_compile_failures(_bundle_moe_cuda_timer(g))
     try:
         _bundle_moe_each(g, lookups, args, begin, deadline, timer, triton)
     except RuntimeError as e:  # no config fits, or the loader never looks for the file: one line
@@ -301,7 +324,8 @@ def _bundle_moe_each(g, lookups, args, begin, deadline, timer, triton):
         own = begin + (deadline - begin) * (i + 1) / len(lookups) if args.budget_s is not None else deadline
         best = _bundle_moe_tune(_bundle_moe_shape(key, call), args.batch_sizes, timer, own, time.monotonic,
                                 _bundle_moe_baseline(g, call), lambda line: print(line, flush=True),
-                                (triton.runtime.errors.OutOfResources,))
+                                (triton.runtime.errors.OutOfResources, triton.compiler.errors.CompilationError,
+                                 _BundleMoeCompileFailed))
         name = g["get_config_file_name"](key[0], key[1], key[2], [key[3], key[4]] if key[3] and key[4] else None)
         path = _bundle_moe_write(_bundle_moe_folder(g["get_moe_configs"], key, name), name, best, triton.__version__)
         print(f"tune-moe: wrote {path} ({len(best)} batch sizes, {time.monotonic() - begin:.0f} s)", flush=True)
@@ -309,6 +333,7 @@ def _bundle_moe_each(g, lookups, args, begin, deadline, timer, triton):
 
 HELPERS = (_bundle_moe_search_space, _bundle_moe_keep, _bundle_moe_prune, _bundle_moe_candidates,
            _bundle_moe_fastest, _bundle_moe_ordered, _bundle_moe_tune, _bundle_moe_write, _BundleMoeFound,
+           _BundleMoeCompileFailed, _bundle_moe_compile_failures,
            _bundle_moe_folder, _bundle_moe_shapes, _bundle_moe_shape, _bundle_moe_cuda_timer, _bundle_moe_baseline,
            _bundle_tune_moe, _bundle_moe_each)
 
