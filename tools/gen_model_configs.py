@@ -17,7 +17,9 @@
    (the config class's defaults, which describe its reference checkpoint) and `SOURCE.txt` beside it
    (transformers version, config class, the reference checkpoint of the module's
    `@auto_docstring(checkpoint=...)`). The class's `attribute_map` aliases are written too (the config object
-   answers to them: `num_experts_per_tok` is Ernie 4.5's `moe_k`). A target names it as
+   answers to them: `num_experts_per_tok` is Ernie 4.5's `moe_k`), and `_methods`: the value of each method the
+   model's config classes define that takes no argument or a layer index, for every layer (`method_values`: vLLM's
+   KimiLinearConfig.is_kda_layer(i)), which the example's config answers calls from. A target names it as
    `model="transformers/<model_type>"`.
       `models/transformers-zoo-<version>.tsv` lists every zoo symbol with its model or why it has none.
 5. From vLLM's OWN config classes (`vllm/transformers_utils/configs/*.py` of each version's tree, subclasses of
@@ -137,14 +139,57 @@ def inner_arch(out: Path) -> None:
                                "architectures": dict(sorted(archs.items()))}, indent=1, sort_keys=True) + "\n")
 
 
+def _model_classes(cfg) -> tuple[list[type], type]:
+    """(the classes of `cfg`'s MRO below transformers' PretrainedConfig: the model's own, that base)."""
+    out = []
+    for klass in type(cfg).__mro__:
+        if klass.__name__ in ("PretrainedConfig", "PreTrainedConfig"):
+            return out, klass
+        out.append(klass)
+    return out, object
+
+
+def method_values(cfg) -> dict:
+    """name -> {"value": v} or {"by_layer": [v0, v1, ...]}: each public method the model's config classes define
+    that takes no argument, or one (a layer index: unannotated or `int`) evaluated for every layer index
+    0..num_hidden_layers-1, where every value is a plain JSON value (vLLM's KimiLinearConfig.is_kda_layer(i): the
+    layer calls it; a JSON file cannot hold a method). Each is evaluated on a copy of `cfg`, so a method with side
+    effects changes neither `cfg` nor another method's values."""
+    import copy
+    import inspect
+    layers = getattr(cfg, "num_hidden_layers", None)
+    out: dict[str, dict] = {}
+    own, base = _model_classes(cfg)
+    for klass in own:
+        for k, v in sorted(vars(klass).items()):
+            # an override of the base's API (to_dict, ...) is not the model's
+            if k.startswith("_") or k in out or hasattr(base, k) or not inspect.isfunction(v):
+                continue
+            params = list(inspect.signature(v).parameters.values())[1:]
+            if any(p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params) or len(params) > 1:
+                continue
+            try:
+                if not params:
+                    entry = {"value": getattr(copy.deepcopy(cfg), k)()}
+                elif params[0].annotation in (int, "int", inspect.Parameter.empty) and isinstance(layers, int):
+                    method = getattr(copy.deepcopy(cfg), k)
+                    entry = {"by_layer": [method(i) for i in range(layers)]}
+                else:
+                    continue
+                json.dumps(entry)
+            except Exception:   # noqa: BLE001  (fails on the class's defaults, or not a plain value: left out)
+                continue
+            out[k] = entry
+    return out
+
+
 def config_data(cfg) -> dict:
     """`cfg.to_dict()` plus the values of the public properties its model's config classes define (Falcon's
     `rotary`, Jamba's `layers_num_experts`: vLLM reads them from the object, `to_dict()` leaves them out), where
-    they are plain JSON values."""
+    they are plain JSON values, and its methods' values (`method_values`) as `_methods`."""
     data = cfg.to_dict()
-    for klass in type(cfg).__mro__:
-        if klass.__name__ in ("PretrainedConfig", "PreTrainedConfig"):
-            break
+    methods = method_values(cfg)
+    for klass in _model_classes(cfg)[0]:
         for k, v in sorted(vars(klass).items()):
             if isinstance(v, property) and not k.startswith("_") and k not in data:
                 try:
@@ -153,7 +198,14 @@ def config_data(cfg) -> dict:
                 except Exception:   # noqa: BLE001  (not a plain value: left out)
                     continue
                 data[k] = value
+    if methods:
+        data["_methods"] = methods
     return data
+
+
+def _methods_line(data: dict) -> str:
+    return (f"methods recorded (_methods, method_values): {', '.join(sorted(data['_methods']))}\n"
+            if data.get("_methods") else "")
 
 
 def override_values(model_type: str) -> dict:
@@ -200,7 +252,8 @@ def inner_configs(model_types: list[str], out_dir: Path) -> None:
             f"config class {type(cfg).__module__}.{type(cfg).__name__}\n"
             f"reference checkpoint {ckpt[0] if ckpt else '(none named in the config module)'}\n"
             f"aliases added from attribute_map: {', '.join(f'{k}={amap[k]}' for k in sorted(aliases)) or '-'}\n"
-            f"overrides (OVERRIDES): {'; '.join(f'{k}={v!r} from {w}' for k, (v, w) in over.items()) or '-'}\n")
+            f"overrides (OVERRIDES): {'; '.join(f'{k}={v!r} from {w}' for k, (v, w) in over.items()) or '-'}\n"
+            f"{_methods_line(data)}")
         report[mt] = {"ok": True, "config_class": type(cfg).__name__, "checkpoint": ckpt[0] if ckpt else None}
     print(json.dumps(report))
 
@@ -248,7 +301,7 @@ def inner_vllm_configs(tree: Path, version: str, out_dir: Path) -> None:
                 f"generated by tools/gen_model_configs.py: {cname}().to_dict(), the class vLLM {version} defines in "
                 f"{rel} (loaded by path with transformers {transformers.__version__}; vLLM not imported)\n"
                 + (f"overrides (OVERRIDES): {'; '.join(f'{k}={v!r} from {w}' for k, (v, w) in over.items())}\n"
-                   if over else ""))
+                   if over else "") + _methods_line(data))
             report[mt] = {"ok": True, "module": rel, "config_class": cname}
     (out_dir / f"vllm-{version}-configs.json").write_text(json.dumps(
         {"vllm": version, "transformers": transformers.__version__, "model_types": dict(sorted(report.items())),
