@@ -85,6 +85,10 @@ def test_committed_build_0_33_0_is_up_to_date(vllm_0_33_0):
     ("ArcticDecoderLayer", None, "arctic"),   # remote code transformers lacks: vLLM 0.26.0's own ArcticConfig
     ("GLMBlock", None, "chatglm"),            # ChatGLMModel -> vLLM's ChatGLMConfig
     ("InternLMDecoderLayer", None, None),     # remote code, and vLLM defines no InternLM2 config either
+    # transformers knows no registered architecture: the config class the layer's `config` is annotated with
+    ("DeepseekV2Eagle3DecoderLayer", None, "deepseek_v2"),   # DeepseekV2Config | DeepseekV3Config | None
+    ("Rnj1DecoderLayer", None, "gemma3_text"),
+    ("MolmoDecoderLayer", None, None),        # `config: PretrainedConfig`: no model's class
 ])
 def test_model_type_mapping(zoo_0_26_0, name, file_stem, model_type):
     (s,) = _by(zoo_0_26_0, name, file_stem)
@@ -155,3 +159,34 @@ def test_stack_rule_on_a_small_tree(tmp_path):
     assert got == {"ABlock": ["stack"], "BBlock": ["stack"], "CBlock": ["stack"], "DBlock": ["stack"],
                    "EBlock": ["stack"], "FooDecoderLayer": ["name"]}
     assert all(s.model_type == "foo" and s.model is None for s in syms)
+
+
+def test_annotated_config_class_on_a_small_tree(tmp_path):
+    """A layer of an architecture transformers does not know takes the transformers config class its `config`
+    parameter is annotated with (the first, imported from transformers), its subclasses after it; an annotation
+    naming no transformers config class, or a class of an unregistered module, gives none."""
+    models = tmp_path / zoo.MODELS
+    models.mkdir(parents=True)
+    (models / "registry.py").write_text('_TEXT_GENERATION_MODELS = {"FooForCausalLM": ("foo", "FooForCausalLM")}\n')
+    src = textwrap.dedent('''
+        import torch.nn as nn
+        from transformers import BarConfig, PretrainedConfig
+        from transformers import BazConfig as Baz
+
+        class FooDecoderLayer(nn.Module):
+            def __init__(self, vllm_config, config: Baz | BarConfig | None = None): pass
+
+        class FooDraftDecoderLayer(FooDecoderLayer): pass
+
+        class QuxDecoderLayer(nn.Module):
+            def __init__(self, config: PretrainedConfig): pass
+    ''')
+    (models / "foo.py").write_text(src)
+    (models / "unregistered.py").write_text(src)
+    arch_map = {"architectures": {}, "config_classes": {"BarConfig": ["bar"], "BazConfig": ["baz"]}}
+    syms = {(s.name, Path(s.file).stem): s for s in zoo.enumerate_zoo(tmp_path, arch_map, tmp_path / "no-models")}
+    assert syms[("FooDecoderLayer", "foo")].model_type == "baz"
+    assert "annotates `config` as transformers' BazConfig" in syms[("FooDecoderLayer", "foo")].model_reason
+    assert syms[("FooDraftDecoderLayer", "foo")].model_type == "baz"
+    assert syms[("QuxDecoderLayer", "foo")].model_type is None
+    assert syms[("FooDecoderLayer", "unregistered")].model_type is None

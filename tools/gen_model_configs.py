@@ -8,10 +8,12 @@
    very classes these configs came from.
 2. Reads transformers' auto-model tables (`models/auto/modeling_auto.py`, every `*_MAPPING_NAMES`, parsed,
    not imported: importing it needs torch) into `models/transformers-architectures.json`:
-   architecture class name -> model_type(s).
+   architecture class name -> model_type(s), and config class name -> model_type(s) (`CONFIG_MAPPING_NAMES`).
 3. Maps each zoo symbol (benchmarks/zoo.py) to a model_type: the symbol's module -> the architectures vLLM's
    registry (`vllm/model_executor/models/registry.py`) implements in that module -> transformers' model_type
-   of those architectures (see `zoo.map_models` for the choice among several).
+   of those architectures (see `zoo.map_models` for the choice among several; where transformers knows none of
+   them, vLLM's own config class of that name, else the transformers config class the layer's `config` parameter
+   is annotated with).
 4. Writes `models/transformers--<model_type>/config.json` = `AutoConfig.for_model(<model_type>, **<OVERRIDES>)
    .to_dict()` and the plain values of the properties the model's config classes define (`config_data`)
    (the config class's defaults, which describe its reference checkpoint) and `SOURCE.txt` beside it
@@ -136,6 +138,8 @@ def inner_arch(out: Path) -> None:
     out.write_text(json.dumps({"transformers": transformers.__version__,
                                "source": "transformers/models/auto/modeling_auto.py: " + ", ".join(tables),
                                "model_types": sorted(CONFIG_MAPPING_NAMES),
+                               "config_classes": {c: sorted(mt for mt, n in CONFIG_MAPPING_NAMES.items() if n == c)
+                                                  for c in sorted(set(CONFIG_MAPPING_NAMES.values()))},
                                "architectures": dict(sorted(archs.items()))}, indent=1, sort_keys=True) + "\n")
 
 
