@@ -302,8 +302,11 @@ def map_models(tree: Path, syms: list[ZooSymbol], arch_map: dict, models_dir: Pa
     architectures (transformers' own auto-model tables, `arch_map`; names compared case-insensitively, as
     remote-code names such as PhiMoEForCausalLM became PhimoeForCausalLM in transformers). Among several, the
     one whose architecture (or model_type) shares the longest prefix with the symbol's name wins; then a
-    causal-LM architecture; then registry order. A symbol still without one that subclasses a zoo class with
-    one (EAGLE/MTP draft layers: `class LlamaDecoderLayer(llama.LlamaDecoderLayer)`) takes its base's."""
+    causal-LM architecture; then registry order. Where transformers knows none of them: vLLM's own config class
+    named as one of them. A symbol still without one that subclasses a zoo class with one (EAGLE/MTP draft layers:
+    `class LlamaDecoderLayer(llama.LlamaDecoderLayer)`) takes its base's; one still without (its module registered)
+    takes the transformers config class its `__init__` annotates `config` with (`annotated_config_types`), and
+    its subclasses after it."""
     reg = registry(tree)
     vllm_version, vllm_types = vllm_config_types(tree, models_dir)
     archs = arch_map.get("architectures", {})
@@ -372,23 +375,38 @@ def map_models(tree: Path, syms: list[ZooSymbol], arch_map: dict, models_dir: Pa
         mod = _parse(tree / s.file)
         classes[(s.file, s.name)] = next((c for c in (mod.body if mod else []) if isinstance(c, ast.ClassDef)
                                           and c.name == s.name and c.lineno == s.line), None)
-    changed = True
-    while changed:   # bases first, whatever the order
-        changed = False
-        for s in syms:
-            c = classes[(s.file, s.name)]
-            if s.model_type or c is None:
-                continue
-            for b in c.bases:
-                base = ast.unparse(b).split(".")[-1]
-                donors = [d for d in by_name.get(base, ()) if d is not s and d.model_type]
-                if donors:
-                    d = donors[0]
-                    s.model_type, s.model_org = d.model_type, d.model_org
-                    s.model_reason = (f"{s.model_reason}; subclasses {d.name} ({Path(d.file).name}): "
-                                      f"its model_type {d.model_type}")
-                    changed = True
-                    break
+
+    def from_bases():
+        changed = True
+        while changed:   # bases first, whatever the order
+            changed = False
+            for s in syms:
+                c = classes[(s.file, s.name)]
+                if s.model_type or c is None:
+                    continue
+                for b in c.bases:
+                    base = ast.unparse(b).split(".")[-1]
+                    donors = [d for d in by_name.get(base, ()) if d is not s and d.model_type]
+                    if donors:
+                        d = donors[0]
+                        s.model_type, s.model_org = d.model_type, d.model_org
+                        s.model_reason = (f"{s.model_reason}; subclasses {d.name} ({Path(d.file).name}): "
+                                          f"its model_type {d.model_type}")
+                        changed = True
+                        break
+
+    from_bases()
+    for s in syms:   # then the config class the layer's own signature names, and the subclasses of those
+        annotated = [] if s.model_type or not s.architectures else annotated_config_types(
+            tree / s.file, s.name, s.line, arch_map.get("config_classes", {}))
+        if annotated:
+            own_class = "." in annotated[0][1]
+            s.model_type = annotated[0][1]
+            s.model_org = f"vllm-{vllm_version}" if own_class else "transformers"
+            whose = ("its module's {} (a dataclass with a default for every field)" if own_class
+                     else "transformers' {}").format(annotated[0][0])
+            s.model_reason += f"; its __init__ annotates `config` as {whose}: model_type {annotated[0][1]}"
+    from_bases()
     for s in syms:
         if not s.model_type:
             continue
@@ -397,6 +415,47 @@ def map_models(tree: Path, syms: list[ZooSymbol], arch_map: dict, models_dir: Pa
         else:
             s.model_reason += (f" (no models/{s.model_org}--{s.model_type}/config.json: {s.model_org.split('-')[0]} "
                                "could not build it)")
+
+
+def dataclass_defaults(mod: ast.Module | None, name: str) -> dict | None:
+    """The field defaults of the top-level `@dataclass` class `name` of `mod`, where every field has a literal
+    default (molmo2.py's TextConfig), else None."""
+    cls = next((c for c in (mod.body if mod else []) if isinstance(c, ast.ClassDef) and c.name == name), None)
+    if cls is None or not any(ast.unparse(d).split("(")[0].split(".")[-1] == "dataclass" for d in cls.decorator_list):
+        return None
+    out = {}
+    for st in cls.body:
+        if isinstance(st, ast.AnnAssign) and isinstance(st.target, ast.Name):
+            try:
+                out[st.target.id] = ast.literal_eval(st.value) if st.value is not None else None
+            except ValueError:
+                return None
+            if st.value is None:
+                return None
+    return out or None
+
+
+def annotated_config_types(path: Path, name: str, line: int, config_classes: dict) -> list[tuple[str, str]]:
+    """(config class, model_type) of each config class, in the annotation's order, that the class `name` (defined
+    at `line` of `path`) annotates its `__init__`'s `config` parameter with: a transformers config class the
+    module imports (DeepseekV2Eagle3DecoderLayer's `config: DeepseekV2Config | DeepseekV3Config | None`: the layer
+    reads that class's fields; `config_classes`: transformers' config class name -> model_types), or a dataclass
+    of the module with a literal default for every field (`dataclass_defaults`; model_type `<module>.<class>`,
+    molmo2's `TextConfig`, which vLLM fills from the checkpoint's text config)."""
+    mod = _parse(path)
+    cls = next((c for c in (mod.body if mod else []) if isinstance(c, ast.ClassDef) and c.name == name
+                and c.lineno == line), None)
+    init = next((f for f in (cls.body if cls else []) if isinstance(f, ast.FunctionDef) and f.name == "__init__"),
+                None)
+    param = next((a for a in (init.args.args + init.args.kwonlyargs if init else []) if a.arg == "config"), None)
+    if param is None or param.annotation is None:
+        return []
+    imported = {a.asname or a.name: a.name for st in mod.body if isinstance(st, ast.ImportFrom)
+                and (st.module or "").split(".")[0] == "transformers" for a in st.names}
+    names = sorted((n for n in ast.walk(param.annotation) if isinstance(n, ast.Name)), key=lambda n: n.col_offset)
+    return [(imported[n.id], config_classes[imported[n.id]][0]) if n.id in imported else (n.id, f"{path.stem}.{n.id}")
+            for n in names if (n.id in imported and config_classes.get(imported[n.id]))
+            or (n.id not in imported and dataclass_defaults(mod, n.id) is not None)]
 
 
 def declared_attn_type(tree: Path, module: str, cls: str) -> str | None:

@@ -220,3 +220,21 @@ def test_an_expert_count_is_read_per_modality(capsys):
     assert copy.deepcopy(hf.moe_num_experts) == 64
     hf, _ = _stand_in(text)  # text only: the count as given
     assert type(hf.moe_num_experts) is int
+
+
+def test_the_config_answers_its_class_methods_from_the_generated_values():
+    # tools/gen_model_configs.py records a config class's methods as values (`_methods`); the example's config
+    # answers `config.is_linear_layer(i)` from them, and an index outside the table stops with one line
+    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import gen_model_configs
+    from test_model_configs import _toy_layered
+    data = gen_model_configs.config_data(_toy_layered().ToyLayeredConfig())
+    hf, assumed = _stand_in({**LLAMA_LIKE, **data})
+    assert [hf.is_linear_layer(i) for i in range(4)] == [False, True, False, True]
+    assert hf.mlp_kind() == "dense" and assumed == []
+    with pytest.raises(ValueError, match=r"config\.is_linear_layer\(4\): the test config records its values for "
+                                         r"layer indices 0\.\.3 only"):
+        hf.is_linear_layer(4)
+    with pytest.raises(AttributeError, match=r"calls config\.head_of\(\.\.\.\), a method of the model's config class"):
+        hf.head_of("q")

@@ -48,3 +48,22 @@ def test_overrides_reach_the_aliases():
     assert bloom["hidden_size"] == over["hidden_size"] == 1024
     assert bloom["num_attention_heads"] == bloom["n_head"] == over["n_head"] == 16
     assert bloom["num_hidden_layers"] == bloom["n_layer"] == 24
+
+
+def _toy_layered():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("toy_layered", REPO / "tests/trees/model_configs/toy_layered.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_a_config_class_methods_are_recorded_per_layer():
+    # a method taking a layer index is recorded for every layer, one taking nothing once; one taking anything
+    # else or giving no plain value is left out; the base's API is not the model's
+    sys.path.insert(0, str(REPO / "tools"))
+    import gen_model_configs
+    data = gen_model_configs.config_data(_toy_layered().ToyLayeredConfig())
+    assert data["_methods"] == {"is_linear_layer": {"by_layer": [False, True, False, True]},
+                                "mlp_kind": {"value": "dense"}, "grow": {"value": None}}
+    assert data["num_hidden_layers"] == 4  # evaluated on copies

@@ -8,16 +8,20 @@
    very classes these configs came from.
 2. Reads transformers' auto-model tables (`models/auto/modeling_auto.py`, every `*_MAPPING_NAMES`, parsed,
    not imported: importing it needs torch) into `models/transformers-architectures.json`:
-   architecture class name -> model_type(s).
+   architecture class name -> model_type(s), and config class name -> model_type(s) (`CONFIG_MAPPING_NAMES`).
 3. Maps each zoo symbol (benchmarks/zoo.py) to a model_type: the symbol's module -> the architectures vLLM's
    registry (`vllm/model_executor/models/registry.py`) implements in that module -> transformers' model_type
-   of those architectures (see `zoo.map_models` for the choice among several).
+   of those architectures (see `zoo.map_models` for the choice among several; where transformers knows none of
+   them, vLLM's own config class of that name, else the transformers config class the layer's `config` parameter
+   is annotated with).
 4. Writes `models/transformers--<model_type>/config.json` = `AutoConfig.for_model(<model_type>, **<OVERRIDES>)
    .to_dict()` and the plain values of the properties the model's config classes define (`config_data`)
    (the config class's defaults, which describe its reference checkpoint) and `SOURCE.txt` beside it
    (transformers version, config class, the reference checkpoint of the module's
    `@auto_docstring(checkpoint=...)`). The class's `attribute_map` aliases are written too (the config object
-   answers to them: `num_experts_per_tok` is Ernie 4.5's `moe_k`). A target names it as
+   answers to them: `num_experts_per_tok` is Ernie 4.5's `moe_k`), and `_methods`: the value of each method the
+   model's config classes define that takes no argument or a layer index, for every layer (`method_values`: vLLM's
+   KimiLinearConfig.is_kda_layer(i)), which the example's config answers calls from. A target names it as
    `model="transformers/<model_type>"`.
       `models/transformers-zoo-<version>.tsv` lists every zoo symbol with its model or why it has none.
 5. From vLLM's OWN config classes (`vllm/transformers_utils/configs/*.py` of each version's tree, subclasses of
@@ -25,7 +29,9 @@
    `models/vllm-<version>--<model_type>/config.json` = `<Class>().to_dict()` and `SOURCE.txt`, and
    `models/vllm-<version>-configs.json` (each model_type's module and class, or why it could not be loaded or
    built). zoo.py maps an architecture transformers does not know to such a config
-   (`model="vllm-<version>/<model_type>"`); the directories of those no zoo symbol maps to are removed.
+   (`model="vllm-<version>/<model_type>"`); the directories of those no zoo symbol maps to are removed. A zoo
+   layer whose `config` is annotated with a dataclass of its own module, a literal default for every field
+   (molmo2.py's TextConfig), gets `models/vllm-<version>--<module>.<Class>/` from those defaults (parsed).
 
 OVERRIDES: a config class can leave None a value vLLM reads (DeepseekV2Config's num_experts_per_tok: vLLM would
 fail too), or default to a toy size no real checkpoint has (BloomConfig: hidden_size 64); the generated config carries
@@ -134,17 +140,62 @@ def inner_arch(out: Path) -> None:
     out.write_text(json.dumps({"transformers": transformers.__version__,
                                "source": "transformers/models/auto/modeling_auto.py: " + ", ".join(tables),
                                "model_types": sorted(CONFIG_MAPPING_NAMES),
+                               "config_classes": {c: sorted(mt for mt, n in CONFIG_MAPPING_NAMES.items() if n == c)
+                                                  for c in sorted(set(CONFIG_MAPPING_NAMES.values()))},
                                "architectures": dict(sorted(archs.items()))}, indent=1, sort_keys=True) + "\n")
+
+
+def _model_classes(cfg) -> tuple[list[type], type]:
+    """(the classes of `cfg`'s MRO below transformers' PretrainedConfig: the model's own, that base)."""
+    out = []
+    for klass in type(cfg).__mro__:
+        if klass.__name__ in ("PretrainedConfig", "PreTrainedConfig"):
+            return out, klass
+        out.append(klass)
+    return out, object
+
+
+def method_values(cfg) -> dict:
+    """name -> {"value": v} or {"by_layer": [v0, v1, ...]}: each public method the model's config classes define
+    that takes no argument, or one (a layer index: unannotated or `int`) evaluated for every layer index
+    0..num_hidden_layers-1, where every value is a plain JSON value (vLLM's KimiLinearConfig.is_kda_layer(i): the
+    layer calls it; a JSON file cannot hold a method). Each is evaluated on a copy of `cfg`, so a method with side
+    effects changes neither `cfg` nor another method's values."""
+    import copy
+    import inspect
+    layers = getattr(cfg, "num_hidden_layers", None)
+    out: dict[str, dict] = {}
+    own, base = _model_classes(cfg)
+    for klass in own:
+        for k, v in sorted(vars(klass).items()):
+            # an override of the base's API (to_dict, ...) is not the model's
+            if k.startswith("_") or k in out or hasattr(base, k) or not inspect.isfunction(v):
+                continue
+            params = list(inspect.signature(v).parameters.values())[1:]
+            if any(p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params) or len(params) > 1:
+                continue
+            try:
+                if not params:
+                    entry = {"value": getattr(copy.deepcopy(cfg), k)()}
+                elif params[0].annotation in (int, "int", inspect.Parameter.empty) and isinstance(layers, int):
+                    method = getattr(copy.deepcopy(cfg), k)
+                    entry = {"by_layer": [method(i) for i in range(layers)]}
+                else:
+                    continue
+                json.dumps(entry)
+            except Exception:   # noqa: BLE001  (fails on the class's defaults, or not a plain value: left out)
+                continue
+            out[k] = entry
+    return out
 
 
 def config_data(cfg) -> dict:
     """`cfg.to_dict()` plus the values of the public properties its model's config classes define (Falcon's
     `rotary`, Jamba's `layers_num_experts`: vLLM reads them from the object, `to_dict()` leaves them out), where
-    they are plain JSON values."""
+    they are plain JSON values, and its methods' values (`method_values`) as `_methods`."""
     data = cfg.to_dict()
-    for klass in type(cfg).__mro__:
-        if klass.__name__ in ("PretrainedConfig", "PreTrainedConfig"):
-            break
+    methods = method_values(cfg)
+    for klass in _model_classes(cfg)[0]:
         for k, v in sorted(vars(klass).items()):
             if isinstance(v, property) and not k.startswith("_") and k not in data:
                 try:
@@ -153,7 +204,14 @@ def config_data(cfg) -> dict:
                 except Exception:   # noqa: BLE001  (not a plain value: left out)
                     continue
                 data[k] = value
+    if methods:
+        data["_methods"] = methods
     return data
+
+
+def _methods_line(data: dict) -> str:
+    return (f"methods recorded (_methods, method_values): {', '.join(sorted(data['_methods']))}\n"
+            if data.get("_methods") else "")
 
 
 def override_values(model_type: str) -> dict:
@@ -200,7 +258,8 @@ def inner_configs(model_types: list[str], out_dir: Path) -> None:
             f"config class {type(cfg).__module__}.{type(cfg).__name__}\n"
             f"reference checkpoint {ckpt[0] if ckpt else '(none named in the config module)'}\n"
             f"aliases added from attribute_map: {', '.join(f'{k}={amap[k]}' for k in sorted(aliases)) or '-'}\n"
-            f"overrides (OVERRIDES): {'; '.join(f'{k}={v!r} from {w}' for k, (v, w) in over.items()) or '-'}\n")
+            f"overrides (OVERRIDES): {'; '.join(f'{k}={v!r} from {w}' for k, (v, w) in over.items()) or '-'}\n"
+            f"{_methods_line(data)}")
         report[mt] = {"ok": True, "config_class": type(cfg).__name__, "checkpoint": ckpt[0] if ckpt else None}
     print(json.dumps(report))
 
@@ -248,11 +307,29 @@ def inner_vllm_configs(tree: Path, version: str, out_dir: Path) -> None:
                 f"generated by tools/gen_model_configs.py: {cname}().to_dict(), the class vLLM {version} defines in "
                 f"{rel} (loaded by path with transformers {transformers.__version__}; vLLM not imported)\n"
                 + (f"overrides (OVERRIDES): {'; '.join(f'{k}={v!r} from {w}' for k, (v, w) in over.items())}\n"
-                   if over else ""))
+                   if over else "") + _methods_line(data))
             report[mt] = {"ok": True, "module": rel, "config_class": cname}
     (out_dir / f"vllm-{version}-configs.json").write_text(json.dumps(
         {"vllm": version, "transformers": transformers.__version__, "model_types": dict(sorted(report.items())),
          "modules_skipped": skipped}, indent=1, sort_keys=True) + "\n")
+
+
+def write_dataclass_configs(zoo, tree: Path, version: str, syms: list) -> None:
+    """`models/vllm-<version>--<module>.<Class>/`: the field defaults of the dataclass a zoo layer's `config` is
+    annotated with (zoo.annotated_config_types: molmo2.py's TextConfig), parsed from the tree, not imported."""
+    for s in syms:
+        if not (s.model_org == f"vllm-{version}" and "." in (s.model_type or "")):
+            continue
+        cls = s.model_type.rsplit(".", 1)[1]
+        data = zoo.dataclass_defaults(zoo._parse(tree / s.file), cls)
+        d = MODELS / f"vllm-{version}--{s.model_type}"
+        d.mkdir(parents=True, exist_ok=True)
+        text = json.dumps({**data, "model_type": s.model_type}, indent=2, sort_keys=True)
+        (d / "config.json").write_text(text + "\n")
+        (d / "SOURCE.txt").write_text(
+            f"generated by tools/gen_model_configs.py: the field defaults of {cls}, the dataclass vLLM {version} "
+            f"defines in {s.file} (parsed, not imported), which {s.name}'s `config` is annotated with; model_type "
+            "is the module and class\n")
 
 
 # ------------------------------------------------------------------ the driver
@@ -291,7 +368,9 @@ def main(argv: list[str] | None = None) -> int:
     for version in a.version or ["0.26.0"]:
         # map with no config present yet: every symbol's model_type, whether or not transformers can build it
         per_version[version] = zoo.enumerate_zoo(vllm_tree(version), arch_map, Path("/nonexistent"))
-    wanted = sorted({s.model_type for syms in per_version.values() for s in syms if s.model_type})
+        write_dataclass_configs(zoo, vllm_tree(version), version, per_version[version])
+    wanted = sorted({s.model_type for syms in per_version.values() for s in syms
+                     if s.model_type and s.model_org == "transformers"})
     r = subprocess.run([str(py), me, "--out", str(MODELS), "--inner-configs", *wanted], check=True, env=env,
                        capture_output=True, text=True)
     report = json.loads(r.stdout.strip().splitlines()[-1])

@@ -79,6 +79,14 @@ def hf_fields(cfg: dict | None, dims: dict, flags: dict) -> dict:
     return fields
 
 
+def config_methods(cfg: dict | None) -> dict:
+    """The text config's `_methods` (tools/gen_model_configs.py `method_values`): name -> {"value": v} or
+    {"by_layer": [...]}, the values of its config class's methods."""
+    from bundler_lib.example.model_config import text_config
+    methods = text_config(cfg)[0].get("_methods") if cfg is not None else None
+    return methods if isinstance(methods, dict) else {}
+
+
 def config_fields(cfg: dict | None, dims: dict, flags: dict) -> tuple[dict, dict, dict]:
     """(hf_fields, derived, per_modality): config_rules' values for the keys the fields lack or leave at None (a
     None field a rule covers is left out of the fields, so the layer reading it gets the derived value, logged), and
@@ -105,6 +113,7 @@ def snippet(graph: dict, cfg: dict | None, dims: dict, flags: dict, config_label
     # a draft model's layer (it reaches vLLM's draft helpers) is built only under a speculative config
     draft = any(f == "vllm/model_executor/models/utils.py" and n.startswith("get_draft") for f, n in emit_names(graph))
     return _SNIPPET.format(names=_py(found), hf_fields=_py(fields), derived=_py(derived), custom_ops=custom_ops,
+                           methods=_py(config_methods(cfg)),
                            per_modality=_py(per_modality), per_modality_source=config_rules.PER_MODALITY_SOURCE,
                            config_label=config_label, flag_prefixes=config_rules.FLAG_PREFIXES,
                            flag_suffixes=config_rules.FLAG_SUFFIXES, flag_rule=config_rules.FLAG_RULE,
@@ -127,6 +136,8 @@ _SNIPPET = '''\
     # key -> [value, rule]: what the config lacks, by the general rules of A6 (bundler_lib/example/config_rules.py)
     derived = {derived}
     per_modality = {per_modality}  # expert counts read per modality: key -> the number of modalities
+    # the config class's methods, as values: name -> {{"value": v}} or {{"by_layer": [v per layer index]}}
+    config_methods = {methods}
     config_label = {config_label!r}
     defaults_used = []
     config_assumed = []  # the config keys the layer read that the config lacks, with the value given and why
@@ -197,9 +208,10 @@ _SNIPPET = '''\
     # 1. The model's config as vLLM sees it (hf_text_config), and the engine configs around it.
     def _lacks(path, called=False):
         if called:
-            what = (f"calls config.{{path}}(...), a method of the model's config class, which {{config_label}} "
-                    "cannot hold and no rule answers: build the bundle with a model whose config class the bundle "
-                    "defines (the target's `model`)")
+            what = (f"calls config.{{path}}(...), a method of the model's config class, whose values "
+                    f"{{config_label}} does not record (`_methods`: tools/gen_model_configs.py records a method "
+                    "taking no argument or a layer index) and no rule answers: build the bundle with a model whose "
+                    "config class defines it (the target's `model`)")
         else:
             what = (f"reads config.{{path}}, which {{config_label}} lacks and no derivation rule supplies: build "
                     "the bundle with a model that has it (the target's `model`)")
@@ -294,10 +306,26 @@ _SNIPPET = '''\
                   for k in derived if hasattr(v, k) and not isinstance(inspect.getattr_static(v, k), property)}}
         return type(v.__name__, (cls, v), {{"__module__": v.__module__, **shadow}})
 
+    def _method(name, entry):
+        """config.<name>(...) answered from the values the config class's method gave (`config_methods`)."""
+        if "value" in entry:
+            return lambda: entry["value"]
+        values = entry["by_layer"]
+
+        def by_layer(i):
+            if not (isinstance(i, int) and 0 <= i < len(values)):
+                err = ValueError(f"invocation_example: config.{{name}}({{i!r}}): {{config_label}} records its values "
+                                 f"for layer indices 0..{{len(values) - 1}} only (`_methods`)")
+                err._a6_step = True
+                raise err
+            return values[i]
+        return by_layer
+
     # the fields as given: the config class's own __init__ (defaults, validation) is not run
     hf_cls = _typed(_ModelConfig)
     hf = hf_cls.__new__(hf_cls)
     hf.__dict__.update({{k: _nested(k, v) for k, v in hf_fields.items()}})
+    hf.__dict__.update({{k: _method(k, e) for k, e in config_methods.items()}})
     hf.rope_parameters = dict(flags.get("rope_parameters") or {{"rope_type": "default", "rope_theta": 10000.0}})
     hf.get_text_config = lambda *a, **k: hf
     enum_backend = _get("AttentionBackendEnum")
