@@ -298,13 +298,14 @@ class RefScanner(ImportScanning):
         arg_names = (self.arg_names | set(params)) - local
         local.update(params)
         defaults = self.defaults
-        self.defaults = literal_defaults(fn) if len(self.scopes) == 1 else {}
+        literal = literal_defaults(fn)
+        self.defaults = literal if len(self.scopes) == 1 else {}
         self.scopes.append(_Scope("function", local, imports, globals_))
         self.runtime_depth += 1
         saved = self.locals, self.local_names, self.arg_names, self.none_params
         self.locals, self.local_names = single, self.local_names | local | set(imports)
         self.arg_names = frozenset(arg_names - set(imports))
-        self.none_params = frozenset(k for k, v in literal_defaults(fn).items() if v is None)
+        self.none_params = frozenset(k for k, v in literal.items() if v is None)
         if not self._native_instead(fn):
             self._stmt_list(fn.body)
         self.locals, self.local_names, self.arg_names, self.none_params = saved
