@@ -72,9 +72,9 @@ def _node_types(base: type) -> set[type]:
 
 
 # the node types that hold nothing (contexts, operators): walks need not visit them
-_TOKENS = (_node_types(ast.expr_context) | _node_types(ast.operator) | _node_types(ast.boolop)
-           | _node_types(ast.unaryop) | _node_types(ast.cmpop))
-_NODES = frozenset(_node_types(ast.AST) - _TOKENS)
+TOKENS = frozenset(_node_types(ast.expr_context) | _node_types(ast.operator) | _node_types(ast.boolop)
+                   | _node_types(ast.unaryop) | _node_types(ast.cmpop))
+_NODES = frozenset(_node_types(ast.AST) - TOKENS)
 # the nodes body_bindings need not visit either: they bind nothing and hold no node that does (a name's binding
 # is read off the target field of the node holding it; an import's aliases off the import)
 _WALKED = _NODES - {ast.Name, ast.Constant, ast.alias}

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from bundler_lib.common.annotations import safe_decorator
 from bundler_lib.common.imports import catches_import_error
-from bundler_lib.common.scopes import comprehension_targets, parameter_names
+from bundler_lib.common.scopes import TOKENS, comprehension_targets, parameter_names
 from bundler_lib.variant import PLATFORMS
 
 from .branches import IfPruner, remove_stmt, span
@@ -453,7 +453,8 @@ class RefScanner(ImportScanning):
             self._walk_expr(e.value, skip)
             return
         for c in ast.iter_child_nodes(e):
-            self._walk_expr(c, skip)
+            if type(c) not in TOKENS:
+                self._walk_expr(c, skip)
 
     def _platform_keyed(self, e: ast.Dict, skip: set) -> bool:
         """A dict literal keyed by platform (`{PlatformEnum.CUDA: [...], PlatformEnum.CPU: [...]}`, vLLM's kernel
