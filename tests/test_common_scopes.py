@@ -3,8 +3,8 @@
 import ast
 import symtable
 
-from bundler_lib.common.scopes import (KINDS, alias_name, body_bindings, comprehension_targets, parameter_names,
-                                       scope_bindings)
+from bundler_lib.common.scopes import (KINDS, alias_name, body_bindings, comprehension_targets, nodes_within,
+                                       parameter_names, scope_bindings)
 from bundler_lib.graph.index import ImportBinding
 from bundler_lib.graph.scopes import _collect_locals
 from bundler_lib.package.references import _function_locals
@@ -149,3 +149,20 @@ if c:
     # a name several repo-local imports bind: the last statement importing it, within it the first import
     assert {k: b.module for k, b in imports.items()} == {"shared": "repo.c"}
     assert set(single) == {"one"}
+
+
+def test_nodes_within_is_ast_walk_without_contexts_and_operators():
+    src = """
+@deco(k=v)
+def f(a, *, b=-1, **kw):
+    x: int = a + b if not a and b < 2 else {**kw, "k": [y for y in kw]}
+    del x
+    async def g(): await h()
+    match a:
+        case [1, *rest] | {"k": _, **more}: pass
+"""
+    tree = ast.parse(src)
+    tokens = (ast.expr_context, ast.operator, ast.boolop, ast.unaryop, ast.cmpop)
+    expected = [n for n in ast.walk(tree) if not isinstance(n, tokens)]
+    got = nodes_within(tree)
+    assert len(got) == len(expected) and {id(n) for n in got} == {id(n) for n in expected}

@@ -2,6 +2,7 @@
 size limits; A1 imports no other stage. And the engine on its own, on a tiny tree, with and without a rule."""
 
 import ast
+import gc
 from pathlib import Path
 
 from bundler_lib.graph import engine as engine_mod
@@ -100,6 +101,13 @@ def _tree(tmp_path: Path) -> TreeIndex:
         "    return x\n")
     (pkg / "b.py").write_text("def helper(x):\n    return x + 1\n\n\ndef unused():\n    return 0\n")
     return TreeIndex(tmp_path)
+
+
+def test_a_parsed_tree_is_out_of_the_cyclic_collectors_reach(tmp_path):
+    index = _tree(tmp_path)
+    gc.unfreeze()
+    tree = index.get("pkg.a").tree
+    assert tree not in gc.get_objects(), "the index left a parsed tree to the cyclic collector"
 
 
 def _engine(index: TreeIndex, rules: list) -> Engine:

@@ -54,12 +54,30 @@ class Binding:
 KINDS = ("param", "assign", "del", "import", "def", "class", "for", "with", "except", "match", "walrus", "global",
          "nonlocal", "comprehension")
 
-_NESTED = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
+_NESTED = frozenset({ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda})
 # the fields whose Store/Del names a node binds, and the kind of that binding
 _TARGETS = {ast.Assign: ("targets", "assign"), ast.AugAssign: ("target", "assign"),
             ast.AnnAssign: ("target", "assign"), ast.Delete: ("targets", "del"), ast.For: ("target", "for"),
             ast.AsyncFor: ("target", "for"), ast.withitem: ("optional_vars", "with"),
             ast.NamedExpr: ("target", "walrus"), ast.comprehension: ("target", "comprehension")}
+_BINDERS = frozenset({ast.Import, ast.ImportFrom, ast.Global, ast.Nonlocal, ast.ExceptHandler, ast.MatchAs,
+                      ast.MatchStar, ast.MatchMapping, *_TARGETS})
+
+
+def _node_types(base: type) -> set[type]:
+    out = {base}
+    for sub in base.__subclasses__():
+        out |= _node_types(sub)
+    return out
+
+
+# the node types that hold nothing (contexts, operators): walks need not visit them
+TOKENS = frozenset(_node_types(ast.expr_context) | _node_types(ast.operator) | _node_types(ast.boolop)
+                   | _node_types(ast.unaryop) | _node_types(ast.cmpop))
+_NODES = frozenset(_node_types(ast.AST) - TOKENS)
+# the nodes body_bindings need not visit either: they bind nothing and hold no node that does (a name's binding
+# is read off the target field of the node holding it; an import's aliases off the import)
+_WALKED = _NODES - {ast.Name, ast.Constant, ast.alias}
 
 
 def scope_bindings(fn: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> Iterator[Binding]:
@@ -77,33 +95,55 @@ def body_bindings(body: list[ast.AST]) -> Iterator[Binding]:
     bases, keywords) is walked and its name bound; of a comprehension, its targets are yielded as kind
     "comprehension" (Python binds them in the comprehension's own scope; a caller decides) and its walruses as
     the enclosing scope's."""
+    # the type tests keep the isinstance chain to the nodes that can bind (a few in a body's many): both scope
+    # analyses walk every body they reach, so this loop is on A1's hot path
     stack: list[ast.AST] = list(reversed(body))
     while stack:
         n = stack.pop()
-        if isinstance(n, _NESTED):
+        if type(n) in _NESTED:
             if not isinstance(n, ast.Lambda):
                 yield Binding(n.name, "class" if isinstance(n, ast.ClassDef) else "def", n)
             stack.extend(reversed(_evaluated_outside(n)))
             continue
-        if isinstance(n, (ast.Import, ast.ImportFrom)):
-            yield from (Binding(alias_name(al), "import", n) for al in n.names if al.name != "*")
-        elif isinstance(n, (ast.Global, ast.Nonlocal)):
-            yield from (Binding(nm, type(n).__name__.lower(), n) for nm in n.names)
-        elif isinstance(n, ast.ExceptHandler) and n.name:
-            yield Binding(n.name, "except", n)
-        elif isinstance(n, (ast.MatchAs, ast.MatchStar)) and n.name:
-            yield Binding(n.name, "match", n)
-        elif isinstance(n, ast.MatchMapping) and n.rest:
-            yield Binding(n.rest, "match", n)
-        field_kind = _TARGETS.get(type(n))
-        if field_kind is not None:
-            targets = getattr(n, field_kind[0])
-            out: list[str] = []
-            for t in targets if isinstance(targets, list) else [targets]:
-                if t is not None:
-                    target_names(t, out)
-            yield from (Binding(nm, field_kind[1], n) for nm in out)
-        stack.extend(reversed(list(ast.iter_child_nodes(n))))
+        if type(n) in _BINDERS:
+            if isinstance(n, (ast.Import, ast.ImportFrom)):
+                yield from (Binding(alias_name(al), "import", n) for al in n.names if al.name != "*")
+            elif isinstance(n, (ast.Global, ast.Nonlocal)):
+                yield from (Binding(nm, type(n).__name__.lower(), n) for nm in n.names)
+            elif isinstance(n, ast.ExceptHandler) and n.name:
+                yield Binding(n.name, "except", n)
+            elif isinstance(n, (ast.MatchAs, ast.MatchStar)) and n.name:
+                yield Binding(n.name, "match", n)
+            elif isinstance(n, ast.MatchMapping) and n.rest:
+                yield Binding(n.rest, "match", n)
+            field_kind = _TARGETS.get(type(n))
+            if field_kind is not None:
+                targets = getattr(n, field_kind[0])
+                out: list[str] = []
+                for t in targets if isinstance(targets, list) else [targets]:
+                    if t is not None:
+                        target_names(t, out)
+                yield from (Binding(nm, field_kind[1], n) for nm in out)
+        for field in reversed(n._fields):
+            v = getattr(n, field, None)
+            if type(v) is list:
+                stack += [x for x in reversed(v) if type(x) in _WALKED]
+            elif type(v) in _WALKED:
+                stack.append(v)
+
+
+def nodes_within(root: ast.AST) -> list[ast.AST]:
+    """Every node of `root`'s subtree, itself included, in no set order, but contexts and operators (which hold
+    nothing): ast.walk for the hot loops that look for names, parameters or statements."""
+    out = [root]
+    for n in out:   # visits what the loop appends
+        for field in n._fields:
+            v = getattr(n, field, None)
+            if type(v) is list:
+                out += [x for x in v if type(x) in _NODES]
+            elif type(v) in _NODES:
+                out.append(v)
+    return out
 
 
 def _evaluated_outside(n: ast.AST) -> list[ast.AST]:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import ast
 
+from bundler_lib.common.scopes import nodes_within
+
 from .abstract import abstract_stubs, c3, declares_abc, super_reads
 from .defs import Defs, bases
 from .engine import Rule
@@ -257,6 +259,7 @@ class AbstractStubs(Rule):
         self._released: set[int] = set()
         self._supers: dict[int, set[str]] = {}   # id(ClassDef) -> names it reads through super()
         self._attrs_of: dict[tuple[str, int], set[tuple[str, str]]] = {}
+        self._in_source: dict[tuple[str, str], bool] = {}
 
     def defer(self, g, n, st) -> bool:
         if id(st) in n.abstract and id(st) not in self._released:
@@ -282,8 +285,7 @@ class AbstractStubs(Rule):
         sources = {}
         for d in nodes:
             if d.module not in sources:
-                src = self.index.get(d.module).source
-                sources[d.module] = cls in src and meth in src
+                sources[d.module] = self._mentions(d.module, cls) and self._mentions(d.module, meth)
             if sources[d.module] and (cls, meth) in self._name_attrs(d):
                 return True
         for d in nodes:
@@ -293,6 +295,13 @@ class AbstractStubs(Rule):
                 if k is not None and any(st.name in self._super_reads(c) for c in mro[:k + 1]):
                     return True
         return False
+
+    def _mentions(self, module: str, word: str) -> bool:
+        """`word` occurs in the module's source (searched once per module and word: every release asks again)."""
+        hit = self._in_source.get((module, word))
+        if hit is None:
+            hit = self._in_source[module, word] = word in self.index.get(module).source
+        return hit
 
     def _super_reads(self, cls: ast.ClassDef) -> set[str]:
         hit = self._supers.get(id(cls))
@@ -304,6 +313,6 @@ class AbstractStubs(Rule):
         """(name, attr) of every `name.attr` in the node's statement."""
         hit = self._attrs_of.get(n.key)
         if hit is None:
-            hit = self._attrs_of[n.key] = {(x.value.id, x.attr) for x in ast.walk(n.stmt)
-                                            if isinstance(x, ast.Attribute) and isinstance(x.value, ast.Name)}
+            hit = self._attrs_of[n.key] = {(x.value.id, x.attr) for x in nodes_within(n.stmt)
+                                            if type(x) is ast.Attribute and type(x.value) is ast.Name}
         return hit

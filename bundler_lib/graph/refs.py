@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from bundler_lib.common.annotations import safe_decorator
 from bundler_lib.common.imports import catches_import_error
-from bundler_lib.common.scopes import comprehension_targets, parameter_names
+from bundler_lib.common.scopes import TOKENS, comprehension_targets, parameter_names
 from bundler_lib.variant import PLATFORMS
 
 from .branches import IfPruner, remove_stmt, span
@@ -299,13 +299,14 @@ class RefScanner(ImportScanning):
         arg_names = (self.arg_names | set(params)) - local
         local.update(params)
         defaults = self.defaults
-        self.defaults = literal_defaults(fn) if len(self.scopes) == 1 else {}
+        literal = literal_defaults(fn)
+        self.defaults = literal if len(self.scopes) == 1 else {}
         self.scopes.append(_Scope("function", local, imports, globals_))
         self.runtime_depth += 1
         saved = self.locals, self.local_names, self.arg_names, self.none_params
         self.locals, self.local_names = single, self.local_names | local | set(imports)
         self.arg_names = frozenset(arg_names - set(imports))
-        self.none_params = frozenset(k for k, v in literal_defaults(fn).items() if v is None)
+        self.none_params = frozenset(k for k, v in literal.items() if v is None)
         if not self._native_instead(fn):
             self._stmt_list(fn.body)
         self.locals, self.local_names, self.arg_names, self.none_params = saved
@@ -458,7 +459,8 @@ class RefScanner(ImportScanning):
             self._walk_expr(e.value, skip)
             return
         for c in ast.iter_child_nodes(e):
-            self._walk_expr(c, skip)
+            if type(c) not in TOKENS:
+                self._walk_expr(c, skip)
 
     def _platform_keyed(self, e: ast.Dict, skip: set) -> bool:
         """A dict literal keyed by platform (`{PlatformEnum.CUDA: [...], PlatformEnum.CPU: [...]}`, vLLM's kernel

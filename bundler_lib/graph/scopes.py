@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ast
 
-from bundler_lib.common.scopes import body_bindings
+from bundler_lib.common.scopes import body_bindings, nodes_within
 
 from .index import ImportBinding, ModuleInfo, TreeIndex
 
@@ -21,12 +21,15 @@ def literal_defaults(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> dict[str, ob
     if not out:
         return out
     own = {id(x) for x in positional + a.kwonlyargs}
-    for x in ast.walk(fn):
-        if isinstance(x, ast.Name) and not isinstance(x.ctx, ast.Load):
-            out.pop(x.id, None)
-        elif isinstance(x, ast.arg) and id(x) not in own:
-            out.pop(x.arg, None)
-        elif isinstance(x, (ast.Global, ast.Nonlocal)):
+    for x in nodes_within(fn):
+        t = type(x)
+        if t is ast.Name:
+            if type(x.ctx) is not ast.Load:
+                out.pop(x.id, None)
+        elif t is ast.arg:
+            if id(x) not in own:
+                out.pop(x.arg, None)
+        elif t is ast.Global or t is ast.Nonlocal:
             for nm in x.names:
                 out.pop(nm, None)
     return out
