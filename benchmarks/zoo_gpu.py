@@ -117,6 +117,17 @@ def one(bundle: Path, rows: Path, cache: str, timeout_s: float, full: bool) -> d
     return row
 
 
+def parity_status(case_statuses: list) -> str:
+    """A bundle's parity verdict from its cases': `ok` (every case passed), `ok_partial` (those with a reference
+    passed, the others have none: an MLA layer's latent cache cannot be copied for decode), `no reference`,
+    `FAIL` (a case failed), `error` (none of those: the harness stopped)."""
+    s = set(case_statuses)
+    if not s or not s <= {"ok", "no reference", "FAIL"}:
+        return "FAIL" if "FAIL" in s else "error"
+    return ("FAIL" if "FAIL" in s else "no reference" if s == {"no reference"} else "ok" if s == {"ok"}
+            else "ok_partial")
+
+
 def _parity(bundle: Path, cases: list[str], timeout_s: float, cache: str) -> dict:
     """tools/parity.py on one bundle, in its own process (from the project root: the bundle's `# config:` path is
     relative to it): {status, rc, wall_s, cases: [...]} or the error's tail."""
@@ -125,9 +136,7 @@ def _parity(bundle: Path, cases: list[str], timeout_s: float, cache: str) -> dic
         cmd += ["--case", c]
     rc, tail, wall, res = _child(cmd, timeout_s, cache, 1500, cwd=REPO)
     rows = [{k: r[k] for k in PARITY_KEYS if k in r} for r in res.get("rows", [])]
-    statuses = {r.get("status") for r in rows}
-    status = ("no reference" if statuses == {"no reference"} else "ok" if rows and statuses == {"ok"}
-              else "FAIL" if "FAIL" in statuses else "error")
+    status = parity_status([r.get("status") for r in rows])
     row = {"status": status, "rc": rc, "wall_s": wall, "cases": rows}
     if status == "error":
         row["error"] = next((r.get("error") for r in res.get("rows", []) if r.get("error")), None) or tail
@@ -174,7 +183,8 @@ def summarize(rows: list[dict]) -> dict:
         "model_aware": len(aware),
         "model_aware_small_and_full_ok": sum(ok(r, "small_cold") and ok(r, "full") for r in aware),
         "full_not_run": sum("full" not in r for r in rows),
-        **({"parity_" + k.replace(" ", "_"): parity.count(k) for k in ("ok", "FAIL", "no reference", "error")}
+        **({"parity_" + k.replace(" ", "_"): parity.count(k) for k in ("ok", "ok_partial", "FAIL", "no reference",
+                                                                            "error")}
            if parity else {}),
     }
 

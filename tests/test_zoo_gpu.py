@@ -98,7 +98,7 @@ def test_parity_per_bundle_that_ran(tmp_path, monkeypatch):
     assert "parity" not in rows["BadLayer"]  # its example did not run
     assert res["parity_cases"] == ["prefill:32", "decode:2x64"]
     assert {k: v for k, v in res["summary"].items() if k.startswith("parity_")} == {
-        "parity_ok": 1, "parity_FAIL": 0, "parity_no_reference": 1, "parity_error": 1}
+        "parity_ok": 1, "parity_ok_partial": 0, "parity_FAIL": 0, "parity_no_reference": 1, "parity_error": 1}
     # resumed: a row with parity keeps it (the harness is not run again)
     stand_in.write_text("import sys; sys.exit(3)\n")
     assert zoo_gpu.main([str(d), str(out), "--parity", "prefill:32"]) == 0
@@ -112,3 +112,13 @@ def test_parity_case_syntax_is_checked_first(tmp_path, capsys):
     _bundle(d, "GoodLayer", OK, "org/m")
     assert zoo_gpu.main([str(d), str(tmp_path / "out"), "--parity", "sideways:3"]) == 2
     assert capsys.readouterr().out.startswith("error: --parity: --case 'sideways:3'")
+
+
+def test_parity_status_of_a_bundle_from_its_cases():
+    assert zoo_gpu.parity_status(["ok", "ok"]) == "ok"
+    assert zoo_gpu.parity_status(["ok", "no reference"]) == "ok_partial"  # prefill compared, decode has none
+    assert zoo_gpu.parity_status(["no reference"]) == "no reference"
+    assert zoo_gpu.parity_status(["ok", "FAIL"]) == "FAIL"
+    assert zoo_gpu.parity_status(["ok", "error"]) == "error"
+    assert zoo_gpu.parity_status(["FAIL", "error"]) == "FAIL"
+    assert zoo_gpu.parity_status([]) == "error"
