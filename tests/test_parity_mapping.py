@@ -597,3 +597,60 @@ def test_non_gated_experts_w13_holds_up_alone():
                              {"mixer.experts.up_proj": (4, 32, 64), "mixer.experts.down_proj": (4, 64, 32)},
                              rules=rules)
     assert torch.equal(out["mixer.experts.up_proj"], up) and torch.equal(out["mixer.experts.down_proj"], down)
+
+
+def _vllm_rotary_permute(w, n_heads):
+    """llama4.py's permute_qk_weight_for_rotary, as vLLM 0.26.0 writes it."""
+    f_out, f_in = w.shape
+    return w.view(n_heads, f_out // n_heads // 2, 2, f_in).transpose(1, 2).reshape(f_out, f_in)
+
+
+def test_q_k_rows_vllms_loader_permutes_for_its_rotary_are_restored():
+    """Llama 4's loader permutes the rows of q_proj and k_proj in each head from interleaved pairs to halves: vLLM's
+    rotary is neox-style, transformers' complex (read from the source into the rules' rotary_permuted; H100:
+    Llama4DecoderLayer prefill FAIL ratio 2.4, decode 43 with the rows mapped as they lie). vLLM's rotary on the
+    permuted rows is transformers' rotary on the checkpoint's, permuted: undone, both compute the same."""
+    from transformers.models.llama4 import modeling_llama4 as llama4
+
+    config = parity_reference.hf_config({"model_type": "llama4_text", "hidden_size": 64, "intermediate_size": 32,
+                                         "intermediate_size_mlp": 96, "num_attention_heads": 4,
+                                         "num_key_value_heads": 2, "head_dim": 16, "num_hidden_layers": 4,
+                                         "num_local_experts": 4, "num_experts_per_tok": 1})
+    rules = parity_mapping.loader_rules("llama4.py", "llama4_text")
+    assert sorted(rules["rotary_permuted"]) == ["k_proj", "q_proj"]
+    hf = {n: torch.randn(p.shape) for n, p in llama4.Llama4TextDecoderLayer(config, 0).named_parameters()}
+    q, k, v = "self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"
+    vllm = {n: t for n, t in hf.items() if n not in (q, k, v)}
+    vllm["self_attn.qkv_proj.weight"] = torch.cat([_vllm_rotary_permute(hf[q], 4), _vllm_rotary_permute(hf[k], 2),
+                                                   hf[v]])
+    out = parity_mapping.map_weights(vllm, {n: tuple(t.shape) for n, t in hf.items()}, rules=rules,
+                                     head_dim=parity_reference.head_dim(config))
+    assert torch.equal(out[q], hf[q]) and torch.equal(out[k], hf[k])
+
+    x, pos = torch.randn(1, 5, 64), torch.arange(5)[None]
+    freqs = llama4.Llama4TextRotaryEmbedding(config)(x, pos)[:, :, None]  # [1, 5, 1, head_dim / 2], complex
+    q_hf = llama4.apply_rotary_emb((x @ hf[q].T).view(1, 5, 4, 16), x.new_zeros(1, 5, 1, 16), freqs.squeeze(2))[0]
+    a, b = (x @ _vllm_rotary_permute(hf[q], 4).T).view(1, 5, 4, 16).chunk(2, dim=-1)
+    q_vllm = torch.cat([a * freqs.real - b * freqs.imag, b * freqs.real + a * freqs.imag], dim=-1)
+    torch.testing.assert_close(q_vllm.reshape(5, 64).T,
+                               parity_mapping.permute_rotary(q_hf.reshape(5, 64).T, 16, to_vllm=True))
+    with pytest.raises(parity_mapping.MappingError, match="needs head_dim"):
+        parity_mapping.map_weights(vllm, {n: tuple(t.shape) for n, t in hf.items()}, rules=rules)
+
+
+def test_tokens_either_bf16_router_sends_elsewhere_are_left_out():
+    """A token whose top-k experts differ from the float32 reference's on the bundle's side or on transformers-bf16's
+    is not judged (a near-tie of Llama 4's top-1 router: H100 prefill hf_bf16_rel_l2 0.089 with transformers-bf16's
+    flips judged); each side's count is recorded."""
+    ex = {"sizes": {"B": 1, "new_tokens": 4}, "inputs": {"hidden_states": torch.zeros(4, 8)}}
+    ref = torch.randn(1, 4, 8)
+    sets = torch.tensor([[0], [1], [2], [3]])
+    bundle = ref + 1e-3 * torch.randn(1, 4, 8)
+    bundle[0, 2] += 5  # routed elsewhere by the bundle
+    bf16 = ref + 1e-3 * torch.randn(1, 4, 8)
+    bf16[0, 1] += 5  # routed elsewhere by transformers-bf16
+    flip = lambda i: torch.where(torch.arange(4)[:, None] == i, sets + 1, sets)  # noqa: E731
+    row = parity._judged({}, ex, 1, (bundle.reshape(4, 8), flip(2)), (bf16, flip(1)), (ref, sets), ref + 1)
+    assert (row["routing_differs_tokens"], row["routing_differs"], row["judged_tokens"]) == (2, {"bundle": 1,
+                                                                                                 "hf_bf16": 1}, 2)
+    assert row["hf_bf16_rel_l2"] < 1e-2 and row["status"] == "ok"

@@ -91,13 +91,18 @@ def _unrename(name: str, renames: list) -> str:
     return re.sub(r"^.*?layers\.0\.", "", full, count=1)
 
 
-def as_vllm(hf: dict, rules: dict, layout: dict, transposed: frozenset = frozenset(), num_heads: int = 0) -> dict:
+def as_vllm(hf: dict, rules: dict, layout: dict, transposed: frozenset = frozenset(), num_heads: int = 0,
+            head_dim: int = 0) -> dict:
     """vLLM's parameters of the layer, filled from transformers' the way vLLM's loader fills them from a checkpoint
     (transformers' fused experts: laid out as `layout`, parity_mapping.hf_experts_layout, says; its Conv1D weights,
     `transposed`, stored [in, out], transposed as vLLM's GPT-2 loader does; fused q/k/v rows regrouped by head
-    where the rules say the loader does, GPT-NeoX's)."""
+    where the rules say the loader does, GPT-NeoX's; q/k rows permuted in each head where they say so, Llama 4's)."""
     hf = {n: t.t() if n in transposed else t for n, t in hf.items()}
     hf = {n: parity_mapping.regroup_heads(t, num_heads, to_vllm=True) if parity_mapping.head_interleaved(n, rules) else t
+          for n, t in hf.items()}
+    permuted = set(rules["rotary_permuted"])
+    hf = {n: parity_mapping.permute_rotary(t, head_dim, to_vllm=True)
+          if n.endswith(".weight") and permuted & set(_unrename(n, rules["renames"]).split(".")[:-1]) else t
           for n, t in hf.items()}
     experts = rules["experts"]
     gate_up = rules["fused"].get(tuple(sorted([experts["gate"], experts["up"]])), "gate_up_proj")
@@ -178,9 +183,10 @@ def check_case(symbol: str, model_type: str, file: str):
         hf = {n: p.detach() for n, p in layer.named_parameters()}
         shapes = {n: tuple(t.shape) for n, t in hf.items()}
         layout, transposed = parity_mapping.hf_experts_layout(layer), parity_mapping.hf_transposed(layer)
-        heads = getattr(config, "num_attention_heads", None)
-        vllm = as_vllm(hf, rules, layout, transposed, heads)
-        mapped = parity_mapping.map_weights(vllm, shapes, rules=rules, layout=layout, transposed=transposed, num_heads=heads)
+        heads, head_dim = getattr(config, "num_attention_heads", None), parity_reference.head_dim(config)
+        vllm = as_vllm(hf, rules, layout, transposed, heads, head_dim)
+        mapped = parity_mapping.map_weights(vllm, shapes, rules=rules, layout=layout, transposed=transposed, num_heads=heads,
+                                            head_dim=head_dim)
         assert sorted(mapped) == sorted(hf), f"layer {idx}: names differ"
         for n, t in hf.items():
             assert torch.equal(mapped[n], t), f"layer {idx}: {n} differs"
@@ -189,8 +195,8 @@ def check_case(symbol: str, model_type: str, file: str):
             loaded = parity_reference.hf_layer(type(layer), config, idx, mapped, torch.float32)
         for n, b in layer.named_buffers():  # transformers' own: computed by its __init__, not left on meta
             assert torch.equal(dict(loaded.named_buffers())[n], b), f"layer {idx}: buffer {n} differs"
-        control = parity_mapping.map_weights(vllm, shapes, control=True, rules=rules, layout=layout, transposed=transposed,
-                                     num_heads=heads)
+        control = parity_mapping.map_weights(vllm, shapes, control=True, rules=rules, layout=layout,
+                                             transposed=transposed, num_heads=heads, head_dim=head_dim)
         assert any(not torch.equal(control[n], hf[n]) for n in hf), f"layer {idx}: the control maps the same"
 
 
@@ -244,3 +250,25 @@ class M:
         "experts": {"gate": "w1", "down": "w2", "up": "w3"},
         "mapper": [["suffix", "router.weight", "router_weight"], ["layer_prefix", ".self_attn.", ".mixer."]],
         "head_interleaved": ["query_key_value"]}
+
+
+def test_rotary_permuted_modules_read_from_source():
+    """A function viewing a weight as (heads, rows // heads // 2, 2, in) and transposing dims 1 and 2 (Llama 4's
+    permute_qk_weight_for_rotary) names the merged parts it tests; Mistral's own format's wq/wk (no merged part) and
+    a merely reshaping function give none."""
+    import gen_loader_rules
+
+    src = '''
+class M:
+    packed_modules_mapping = {"qkv_proj": ["q_proj", "k_proj", "v_proj"]}
+    def permute(self, name, w):
+        modules = name.split(".")
+        if "wk" in modules or "k_proj" in modules or "embed_tokens" in modules:
+            w = w.view(n_heads, f_out // n_heads // 2, 2, f_in).transpose(1, 2).reshape(f_out, f_in)
+        return w
+    def other(self, w):
+        if "q_proj" in modules:
+            return w.view(n_heads, f_out // n_heads // 2, 2, f_in)
+'''
+    assert gen_loader_rules.file_rules(src)["rotary_permuted"] == ["k_proj"]
+    assert "rotary_permuted" not in gen_loader_rules.file_rules(src.replace(".transpose(1, 2)", ""))

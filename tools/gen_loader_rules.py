@@ -22,6 +22,10 @@ source is absent, so they are committed. For each `vllm/model_executor/models/<f
 - `head_interleaved`: the fused q/k/v parameters whose checkpoint rows the loader regroups from [heads, 3, head_dim]
   to vLLM's [3, heads, head_dim] (GPT-NeoX's and Bloom's `query_key_value`: an `if "<name>" in name:` block that
   views the weight as (heads, 3, -1) and transposes dims 0 and 1).
+- `rotary_permuted`: the checkpoint modules (parts of a merged parameter) whose weight rows the loader permutes in
+  each head from interleaved pairs [head_dim/2, 2] to halves [2, head_dim/2], for a neox-style rotary (Llama 4's
+  `permute_qk_weight_for_rotary`: a function that views the weight as (heads, rows // heads // 2, 2, in) and
+  transposes dims 1 and 2, for the names it tests with `"<name>" in modules`, of the file's merged parts).
 `default` holds, for each merged name, the mapping most files give it, and FusedMoE's default expert names: the
 rules of a file that states none. Each version's file is read; where versions disagree the later one wins (its
 `mapper` keeps the earlier's renames too) and the conflict is listed in `conflicts`.
@@ -58,6 +62,25 @@ def _regroups_heads(block: list) -> bool:
     views = [c for c in calls if c.func.attr in ("view", "reshape") and c.args and any(
         isinstance(t, ast.Tuple) and len(t.elts) > 1 and _const(t.elts[1]) == 3 for t in ast.walk(c.args[0]))]
     return bool(views) and any(c.func.attr == "transpose" and [_const(a) for a in c.args] == [0, 1] for c in calls)
+
+
+def _permutes_rotary(fn) -> bool:
+    """Whether a function views a tensor as (heads, rows // heads // 2, 2, in) and transposes dims 1 and 2."""
+    calls = [n for n in ast.walk(fn) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)]
+    views = [c for c in calls if c.func.attr in ("view", "reshape") and len(c.args) == 4 and _const(c.args[2]) == 2]
+    return bool(views) and any(c.func.attr == "transpose" and [_const(a) for a in c.args] == [1, 2] for c in calls)
+
+
+def rotary_permuted(tree, packed: dict) -> list:
+    """The checkpoint modules a permuting function (_permutes_rotary) tests by name, of those merged into a parameter
+    (`packed`): the names it tests otherwise (Mistral's own format's wq, wk; an embedding) are not a layer's."""
+    parts = {p for v in packed.values() for p in v}
+    out = []
+    for fn in ast.walk(tree):
+        if isinstance(fn, ast.FunctionDef) and _permutes_rotary(fn):
+            out += [_const(n.left) for n in ast.walk(fn) if isinstance(n, ast.Compare) and isinstance(n.ops[0], ast.In)
+                    and _const(n.left) in parts and _const(n.left) not in out]
+    return out
 
 
 def _tail(node) -> str | None:
@@ -158,6 +181,7 @@ def file_rules(source: str) -> dict:
             elif (all(isinstance(kw.get(f"ckpt_{r}_proj_name"), str) for r in ("gate", "down"))
                   and "ckpt_up_proj_name" in kw and isinstance(kw["ckpt_up_proj_name"], (str, type(None)))):
                 experts = {r: kw[f"ckpt_{r}_proj_name"] or "" for r in ("gate", "down", "up")}
+    permuted = rotary_permuted(tree, packed)
     out = {}
     if packed:
         out["packed"] = packed
@@ -167,6 +191,8 @@ def file_rules(source: str) -> dict:
         out["mapper"] = mapper
     if interleaved:
         out["head_interleaved"] = interleaved
+    if permuted:
+        out["rotary_permuted"] = permuted
     return out
 
 

@@ -242,20 +242,26 @@ def _hf_output(ex, layer, ref: dict, state: dict, dtype, top_k: int):
 
 def _judged(row: dict, ex, top_k: int, bundle, bf16, ref, y_ctl) -> dict:
     """`row` with the errors of the bundle's and transformers-bf16's outputs ((output, top-k sets) each) and the
-    control's against the float32 reference's, over the tokens whose top-k expert set is the reference's on the
-    bundle's side, and the verdict."""
+    control's against the float32 reference's, over the tokens whose top-k expert set is the reference's on both
+    bf16 sides (a near-tie one of them breaks the other way sends the token through other experts: Llama 4's top-1
+    router), and the verdict. routing_differs_tokens counts the tokens left out, routing_differs each side's."""
     import torch
 
     B, q = ex["sizes"]["B"], ex["sizes"]["new_tokens"]
     H = ex["inputs"]["hidden_states"].shape[-1]
-    (y_bundle, bundle_sets), (y_bf16, _), (y_ref, ref_sets) = bundle, bf16, ref
-    keep = torch.ones(B * q, dtype=torch.bool, device="cuda")
-    if top_k and bundle_sets is not None and ref_sets is not None:
-        keep = (bundle_sets == ref_sets).all(dim=-1)
+    (y_bundle, bundle_sets), (y_bf16, bf16_sets), (y_ref, ref_sets) = bundle, bf16, ref
+    keep = torch.ones(B * q, dtype=torch.bool, device=y_bundle.device)
+    if top_k and ref_sets is not None:
+        differs = {side: (sets != ref_sets).any(dim=-1) for side, sets in (("bundle", bundle_sets),
+                                                                            ("hf_bf16", bf16_sets)) if sets is not None}
+        for side_differs in differs.values():
+            keep &= ~side_differs
         row["routing_differs_tokens"] = int((~keep).sum())
+        row["routing_differs"] = {side: int(d.sum()) for side, d in differs.items()}
     if not keep.any():
-        raise MappingError(f"every token's top-{top_k} experts differ between the bundle's router and transformers': "
-                           "no token to compare (a router mapped wrong, or its logits not where _router_logits looks)")
+        raise MappingError(f"every token's top-{top_k} experts differ between a bf16 router (the bundle's or "
+                           "transformers') and the float32 reference's: no token to compare (a router mapped wrong, or "
+                           "its logits not where _router_logits looks)")
     yb, yh, yr, yc = (t.reshape(B * q, H)[keep] for t in (y_bundle, y_bf16, y_ref, y_ctl))
     row.update(
         bundle_rel_l2=rel_l2(yb, yr), bundle_max_abs=max_abs(yb, yr),

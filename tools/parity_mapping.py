@@ -42,14 +42,16 @@ def loader_rules(model_file: str | None = None, model_type: str | None = None) -
     (transformers' checkpoint renames for the model_type, as (regex, replacement)), `fused` (transformers' fused
     expert tensor for gate+up and for down, from its checkpoint conversion), `mapper` (the file's WeightsMapper
     renames, checkpoint -> vLLM: [kind, checkpoint text, vLLM text]) and `head_interleaved` (fused q/k/v modules
-    whose checkpoint rows [heads, 3, head_dim] the loader regroups to [3, heads, head_dim]) and `transformed`
-    (parameter name -> the function of the checkpoint tensor vLLM's weight loader stores: neg_exp, the Mamba mixers'
-    A = -exp(A_log))."""
+    whose checkpoint rows [heads, 3, head_dim] the loader regroups to [3, heads, head_dim]), `rotary_permuted`
+    (checkpoint modules whose weight rows the loader permutes in each head for a neox-style rotary: Llama 4's q_proj,
+    k_proj) and `transformed` (parameter name -> the function of the checkpoint tensor vLLM's weight loader stores:
+    neg_exp, the Mamba mixers' A = -exp(A_log))."""
     table = json.loads(LOADER_RULES.read_text())
     own = table["files"].get(model_file or "", {})
     rules = {"packed": {**table["default"]["packed"], **own.get("packed", {})},
              "experts": dict(own.get("experts") or table["default"]["experts"]), "renames": [], "fused": {},
              "mapper": own.get("mapper", []), "head_interleaved": own.get("head_interleaved", []),
+             "rotary_permuted": own.get("rotary_permuted", []),
              "transformed": {k: v["op"] for k, v in table.get("transformed", {}).items()}}
     if model_type:
         from transformers.conversion_mapping import get_checkpoint_conversion_mapping
@@ -166,14 +168,34 @@ def regroup_heads(t, num_heads: int, to_vllm: bool):
     return t.reshape(*groups, -1, *t.shape[1:]).transpose(0, 1).reshape(t.shape)
 
 
+def permute_rotary(t, head_dim: int, to_vllm: bool):
+    """The rows of each head: interleaved pairs [head_dim/2, 2] (the checkpoint's, for transformers' complex rotary)
+    <-> halves [2, head_dim/2] (vLLM's, for its neox-style rotary), as Llama 4's loader permutes q_proj and k_proj
+    (permute_qk_weight_for_rotary)."""
+    groups = (head_dim // 2, 2) if to_vllm else (2, head_dim // 2)
+    return t.reshape(-1, *groups, *t.shape[1:]).transpose(1, 2).reshape(t.shape)
+
+
+def rotary_unpermuted(ckpt_name: str, t, rules: dict, head_dim: int | None):
+    """The checkpoint's rows of weight `ckpt_name`, where vLLM's loader permuted them (rules' rotary_permuted)."""
+    module, _, leaf = ckpt_name.rpartition(".")
+    if leaf != "weight" or not set(module.split(".")) & set(rules.get("rotary_permuted", [])):
+        return t
+    if not head_dim:
+        raise MappingError(f"vLLM parameter {ckpt_name} {tuple(t.shape)}: vLLM's loader permutes its rows in each "
+                           "head for its rotary; map_weights needs head_dim (the config's)")
+    return permute_rotary(t, head_dim, to_vllm=False)
+
+
 def map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool = False, rules: dict | None = None,
                 layout: dict | None = None, transposed: frozenset = frozenset(), num_heads: int | None = None,
-                zeroed: list | None = None, buffers: dict | None = None) -> dict:
+                zeroed: list | None = None, buffers: dict | None = None, head_dim: int | None = None) -> dict:
     """transformers' state dict (name -> tensor) from vLLM's, for one decoder layer, by vLLM's loader rules
     (loader_rules(); default: the rules most vLLM model files share, no renames). `hf_shapes` names every
     transformers parameter and its shape; `layout` its fused experts' layouts (hf_experts_layout); `transposed` its
     weights stored [in, out] (hf_transposed: GPT-2's Conv1D), mapped in vLLM's [out, in] and transposed last;
-    `num_heads` the attention heads, for the fused q/k/v rows vLLM's loader regroups (rules' head_interleaved).
+    `num_heads` the attention heads, for the fused q/k/v rows vLLM's loader regroups (rules' head_interleaved);
+    `head_dim` for the q/k rows it permutes in each head (rules' rotary_permuted).
     control=True maps deliberately wrong: the gate and up halves swapped (a merged MLP's or the experts' w13);
     a layer without them gets k and v of its merged qkv swapped; one with neither, the rows of its first matrix
     rolled by one.
@@ -187,7 +209,7 @@ def map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool = F
     transformers' submodules, or map and leave whole submodules of transformers' without a weight), else
     MappingError naming the parameter on each side that has no counterpart."""
     kw = dict(control=control, rules=rules or loader_rules(), layout=layout, transposed=transposed,
-              num_heads=num_heads, zeroed=zeroed)
+              num_heads=num_heads, zeroed=zeroed, head_dim=head_dim)
     buffers = buffers or {}
     try:
         return _map_weights(vllm_state, hf_shapes, buffers=buffers, **kw)
@@ -207,7 +229,7 @@ def map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool = F
 
 
 def _map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool, rules: dict, layout, transposed,
-                 num_heads, zeroed, buffers: dict) -> dict:
+                 num_heads, zeroed, buffers: dict, head_dim) -> dict:
     required = set(hf_shapes)
     hf_shapes = {**buffers, **hf_shapes}
     final_shapes, hf_shapes = hf_shapes, {n: s[::-1] if n in transposed else s for n, s in hf_shapes.items()}
@@ -222,7 +244,7 @@ def _map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool, r
     for vname, t in vllm_state.items():
         if NO_COUNTERPART.search(vname):
             continue
-        t = _checkpoint_tensor(vname, t, rules, num_heads)
+        t = _checkpoint_tensor(vname, t, rules, num_heads, head_dim)
         expert = EXPERT_TENSOR.match(vname)
         if expert is not None:
             if not _map_experts(vname, t, expert, rules, hf_shapes, layout or {}, out, swap_gate_up, orient):
@@ -230,7 +252,8 @@ def _map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool, r
             continue
         packed = _packed_parts(vname, rules["packed"])
         if packed is not None:
-            parts, t, swapped_kv = _split_packed(vname, t, packed[1], rules, hf_shapes, control, swap_gate_up)
+            parts, t, swapped_kv = _split_packed(vname, t, packed[1], rules, hf_shapes, control, swap_gate_up,
+                                                 head_dim)
             applied |= swapped_kv
             if parts is not None:
                 out.update(parts)
@@ -253,9 +276,10 @@ def _map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool, r
     return out
 
 
-def _checkpoint_tensor(vname: str, t, rules: dict, num_heads):
-    """The checkpoint's tensor of vLLM parameter `vname`: the loader's transform undone, its rows regrouped back."""
-    t = untransformed(vname, t, rules)
+def _checkpoint_tensor(vname: str, t, rules: dict, num_heads, head_dim):
+    """The checkpoint's tensor of vLLM parameter `vname`: the loader's transform undone, its rows regrouped and
+    permuted back."""
+    t = rotary_unpermuted(vname, untransformed(vname, t, rules), rules, head_dim)
     if head_interleaved(vname, rules):
         if not num_heads:
             raise MappingError(f"vLLM parameter {vname} {tuple(t.shape)}: vLLM's loader regroups its rows by "
@@ -264,14 +288,16 @@ def _checkpoint_tensor(vname: str, t, rules: dict, num_heads):
     return t
 
 
-def _split_packed(vname: str, t, parts: list, rules: dict, hf_shapes: dict, control: bool, swap_gate_up: bool):
+def _split_packed(vname: str, t, parts: list, rules: dict, hf_shapes: dict, control: bool, swap_gate_up: bool,
+                  head_dim):
     """(transformers' parameters -> rows, t, whether the control's k/v swap was applied) for vLLM's merged parameter
     `vname` holding checkpoint `parts`; (None, t, False) where transformers keeps it merged, as vLLM does (t rolled by
     half for the control's gate/up swap)."""
     names = [_hf_name(n, rules, hf_shapes) for n in parts]
     gate_up = _is_gate_up(parts, rules)
     if all(n in hf_shapes for n in names):
-        chunks = list(t.split(_split_sizes(names, hf_shapes, t.shape[0]), dim=0))
+        chunks = [rotary_unpermuted(p, c, rules, head_dim)
+                  for p, c in zip(parts, t.split(_split_sizes(names, hf_shapes, t.shape[0]), dim=0))]
         swapped_kv = False
         if swap_gate_up and gate_up:
             chunks = chunks[::-1]

@@ -366,11 +366,17 @@ def hf_layer(hf_cls, config, layer_idx: int, state: dict, dtype, buffers: dict |
     return hf.to(next(iter(state.values())).device).eval()
 
 
+def head_dim(config) -> int | None:
+    """The attention's head_dim: the config's, else hidden_size // num_attention_heads (vLLM's ModelConfig's)."""
+    heads, hidden = getattr(config, "num_attention_heads", None), getattr(config, "hidden_size", None)
+    return getattr(config, "head_dim", None) or (hidden // heads if heads and hidden else None)
+
+
 def mapping_args(meta, config, rules: dict) -> dict:
     """map_weights' keyword arguments for transformers' layer `meta` (built on meta)."""
     persistent = meta.state_dict()
     return dict(rules=rules, layout=hf_experts_layout(meta), transposed=hf_transposed(meta),
-                num_heads=getattr(config, "num_attention_heads", None),
+                num_heads=getattr(config, "num_attention_heads", None), head_dim=head_dim(config),
                 buffers={n: tuple(b.shape) for n, b in meta.named_buffers() if n in persistent})
 
 
