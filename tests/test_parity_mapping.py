@@ -384,6 +384,10 @@ def test_decode_context_copied_only_where_transformers_caches_per_head_kv():
     probe = lambda c: parity_reference.hf_forward(llama, config, x, pos, rope(config), c, 0)  # noqa: E731
     cache = parity_reference.context_cache(ex, torch.float32, config, 0, probe)
     assert torch.equal(cache.layers[0].keys[0, :, :4], ex["inputs"]["kv_cache"][1, :, :, :16])
+    permuted = parity_reference.context_cache(ex, torch.float32, config, 0, probe, keys_permuted=True)
+    assert torch.equal(permuted.layers[0].values, cache.layers[0].values)
+    assert torch.equal(parity_mapping.permute_rotary(permuted.layers[0].keys.movedim(-1, 0), 16, to_vllm=True),
+                       cache.layers[0].keys.movedim(-1, 0))  # Llama 4's: vLLM's loader permuted k's rows per head
     config, mla, rope = _tiny_layer("deepseek_v2", "DeepseekV2DecoderLayer", hidden_size=64, intermediate_size=96,
                                     moe_intermediate_size=32, num_attention_heads=4, num_key_value_heads=4,
                                     kv_lora_rank=16, q_lora_rank=None, qk_rope_head_dim=8, qk_nope_head_dim=8,

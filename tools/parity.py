@@ -199,7 +199,8 @@ def _reference(mod, symbol: str, cfg: dict, found: tuple, layer, bundle_idx: int
             for n in zeroed:
                 vllm_state[n].zero_()
         row["zeroed_biases"] = zeroed
-    return dict(cls=hf_cls, rope_cls=rope_cls, config=config, layer_idx=layer_idx, state=state, control=control)
+    return dict(cls=hf_cls, rope_cls=rope_cls, config=config, layer_idx=layer_idx, state=state, control=control,
+                keys_permuted=bool(rules["rotary_permuted"]))
 
 
 def _bundle_output(ex, layer, top_k: int):
@@ -232,7 +233,7 @@ def _hf_output(ex, layer, ref: dict, state: dict, dtype, top_k: int):
 
     probe = functools.partial(hf_forward, hf, config, xin[:1, :1], positions[:1, :1], rope, layer_idx=idx,
                               extra=extra)
-    cache = context_cache(ex, dtype, config, idx, probe) if ctx else None
+    cache = context_cache(ex, dtype, config, idx, probe, ref["keys_permuted"]) if ctx else None
     run = functools.partial(hf_forward, hf, config, xin, positions, rope, cache, idx, extra)
     y, sets = _router_topk(hf, run, top_k) if top_k else (run(), None)
     del hf, probe, run

@@ -11,7 +11,7 @@ import os
 import re
 from pathlib import Path
 
-from parity_mapping import MappingError, NoReference, hf_experts_layout, hf_transposed, map_weights
+from parity_mapping import MappingError, NoReference, hf_experts_layout, hf_transposed, map_weights, permute_rotary
 
 def _snake(name: str) -> str:
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
@@ -276,11 +276,13 @@ def hf_forward(layer, config, x, positions, rope, cache=None, layer_idx: int = 0
     return out[0] if isinstance(out, tuple) else out
 
 
-def context_cache(ex, dtype, config, layer_idx, probe=None):
+def context_cache(ex, dtype, config, layer_idx, probe=None, keys_permuted: bool = False):
     """transformers' cache holding the bundle's context K/V (the paged cache: K then V in the last dim). `probe`
     (a function filling a cache with one token through transformers' layer) shows what that layer caches: where it
     is not per-head K and V of the bundle's sizes (DeepSeek's MLA caches a latent and the rotary key), the bundle's
-    context cannot be copied: NoReference."""
+    context cannot be copied: NoReference. `keys_permuted`: vLLM's loader permuted q's and k's rows in each head for its
+    rotary (rules' rotary_permuted: Llama 4's), so its cached keys hold each head's dims in that order: put back in the
+    checkpoint's, which transformers' queries have (q.k is the same only with both in one order)."""
     import torch
     from transformers import DynamicCache
 
@@ -301,8 +303,11 @@ def context_cache(ex, dtype, config, layer_idx, probe=None):
         blocks = kv[bt[b].long()]  # [nb, H_kv, bs, 2Dh]
         seqs.append(blocks.permute(1, 0, 2, 3).reshape(kv.shape[1], -1, 2 * Dh)[:, :ctx])
     both = torch.stack(seqs).to(dtype)  # [B, H_kv, ctx, 2Dh]
+    keys = both[..., :Dh]
+    if keys_permuted:
+        keys = permute_rotary(keys.movedim(-1, 0), Dh, to_vllm=False).movedim(0, -1)
     cache = DynamicCache(config=config)
-    cache.update(both[..., :Dh].contiguous(), both[..., Dh:].contiguous(), layer_idx)
+    cache.update(keys.contiguous(), both[..., Dh:].contiguous(), layer_idx)
     return cache
 
 
