@@ -658,3 +658,26 @@ def test_tokens_either_bf16_router_sends_elsewhere_are_left_out():
     assert (row["routing_differs_tokens"], row["routing_differs"], row["judged_tokens"]) == (2, {"bundle": 1,
                                                                                                  "hf_bf16": 1}, 2)
     assert row["hf_bf16_rel_l2"] < 1e-2 and row["status"] == "ok"
+
+
+def test_flattened_experts_from_vllms_fused_ones():
+    """Dbrx's transformers experts are flattened: w1, v1 and w2 each [E*F, H] (w2 the down projection transposed);
+    vLLM's loader fills w13 [E, 2F, H] from w1 then v1 and w2 [E, H, F] (the checkpoint names read from dbrx.py's
+    expert_params_mapping; H100: exit 2, w13_weight has no counterpart)."""
+    rules = parity_mapping.loader_rules("dbrx.py", "dbrx")
+    assert rules["experts"] == {"gate": "w1", "up": "v1", "down": "w2"}
+    config = parity_reference.hf_config({"model_type": "dbrx", "d_model": 32, "n_heads": 4, "n_layers": 2,
+                                         "ffn_config": {"ffn_hidden_size": 8, "moe_num_experts": 4, "moe_top_k": 2},
+                                         "attn_config": {"kv_n_heads": 2}})
+    layer = parity_reference.hf_classes("dbrx", "DbrxBlock")[1](config, 0)
+    hf = {n: torch.randn(p.shape) for n, p in layer.named_parameters() if ".experts." in n}
+    assert sorted(hf) == ["ffn.experts.mlp.v1", "ffn.experts.mlp.w1", "ffn.experts.mlp.w2"]
+    E, F, H = 4, 8, 32
+    w1, v1, w2 = (hf[f"ffn.experts.mlp.{n}"] for n in ("w1", "v1", "w2"))
+    vllm = {"ffn.experts.routed_experts.w13_weight": torch.cat([w1.view(E, F, H), v1.view(E, F, H)], dim=1),
+            "ffn.experts.routed_experts.w2_weight": w2.view(E, F, H).transpose(1, 2)}  # DbrxExperts.weight_loader
+    shapes = {n: tuple(t.shape) for n, t in hf.items()}
+    out = parity_mapping.map_weights(vllm, shapes, rules=rules)
+    assert all(torch.equal(out[n], t) for n, t in hf.items())
+    control = parity_mapping.map_weights(vllm, shapes, rules=rules, control=True)
+    assert torch.equal(control["ffn.experts.mlp.w1"], v1) and torch.equal(control["ffn.experts.mlp.v1"], w1)

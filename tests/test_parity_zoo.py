@@ -183,7 +183,8 @@ def check_case(symbol: str, model_type: str, file: str):
         hf = {n: p.detach() for n, p in layer.named_parameters()}
         shapes = {n: tuple(t.shape) for n, t in hf.items()}
         layout, transposed = parity_mapping.hf_experts_layout(layer), parity_mapping.hf_transposed(layer)
-        heads, head_dim = getattr(config, "num_attention_heads", None), parity_reference.head_dim(config)
+        heads = getattr(config, "num_attention_heads", None)
+        head_dim = parity_reference.head_dim(config) if rules["rotary_permuted"] else 0
         vllm = as_vllm(hf, rules, layout, transposed, heads, head_dim)
         mapped = parity_mapping.map_weights(vllm, shapes, rules=rules, layout=layout, transposed=transposed, num_heads=heads,
                                             head_dim=head_dim)

@@ -10,7 +10,9 @@ source is absent, so they are committed. For each `vllm/model_executor/models/<f
   ids q, k, v or 0, 1, ... give the order);
 - `experts`: the checkpoint names of the experts' gate, up and down projections (FusedMoE's `ckpt_names=(gate,
   down, up)`, `make_expert_params_mapping(ckpt_gate_proj_name=..., ...)`), where the file names them; up is "" for
-  non-gated experts (NemotronH's `("up_proj", "down_proj", None)`: w13 holds up_proj alone).
+  non-gated experts (NemotronH's `("up_proj", "down_proj", None)`: w13 holds up_proj alone); or an
+  `expert_params_mapping` comprehension over literal names choosing "w13" or "w2" by a literal test (Dbrx's
+  `("w13" if weight_name in ["w1", "v1"] else "w2", ...) for weight_name in ["w1", "v1", "w2"]`: w1, v1 gate and up).
 - `mapper`: the literal renames of the file's `WeightsMapper(orig_to_new_suffix=..., orig_to_new_substr=...)`, as
   [kind, checkpoint text, vLLM text] (Aria's `router.weight` -> `router_weight`, `experts.fc1` ->
   `experts.gate_up_proj`); prefixes (model-level paths), regexes, dropped names (None) and deletions are left out.
@@ -81,6 +83,22 @@ def rotary_permuted(tree, packed: dict) -> list:
             out += [_const(n.left) for n in ast.walk(fn) if isinstance(n, ast.Compare) and isinstance(n.ops[0], ast.In)
                     and _const(n.left) in parts and _const(n.left) not in out]
     return out
+
+
+def _comprehension_experts(node) -> dict:
+    """{gate, up, down} from `[("w13" if n in [a, b] else "w2", ...) for n in [a, b, c]]` (a, b, c literal), else {}."""
+    if not (isinstance(node, ast.ListComp) and len(node.generators) == 1 and isinstance(node.elt, ast.Tuple)
+            and isinstance(node.generators[0].target, ast.Name) and isinstance(node.elt.elts[0], ast.IfExp)):
+        return {}
+    names, choice = _const(node.generators[0].iter), node.elt.elts[0]
+    test = choice.test
+    if not (isinstance(names, list) and all(isinstance(n, str) for n in names) and isinstance(test, ast.Compare)
+            and isinstance(test.left, ast.Name) and test.left.id == node.generators[0].target.id
+            and isinstance(test.ops[0], ast.In) and isinstance(_const(test.comparators[0]), (list, tuple))):
+        return {}
+    merged = {n: _const(choice.body) if n in _const(test.comparators[0]) else _const(choice.orelse) for n in names}
+    w13, w2 = [n for n in names if merged[n] == "w13"], [n for n in names if merged[n] == "w2"]
+    return {"gate": w13[0], "up": w13[1], "down": w2[0]} if len(w13) == 2 and len(w2) == 1 else {}
 
 
 def _tail(node) -> str | None:
@@ -155,7 +173,9 @@ def file_rules(source: str) -> dict:
             target = node.targets[0] if isinstance(node, ast.Assign) else node.target
             name = target.id if isinstance(target, ast.Name) else getattr(target, "attr", None)
             value = _const(node.value) if node.value is not None else None
-            if name == "packed_modules_mapping" and isinstance(value, dict):
+            if name == "expert_params_mapping" and _comprehension_experts(node.value):
+                experts = _comprehension_experts(node.value)
+            elif name == "packed_modules_mapping" and isinstance(value, dict):
                 for k, v in value.items():
                     if isinstance(v, (list, tuple)) and all(isinstance(p, str) for p in v):
                         packed[k.strip(".")] = [p.strip(".") for p in v]

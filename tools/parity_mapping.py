@@ -403,6 +403,8 @@ def _map_experts(vname, t, expert, rules, hf_shapes, layout, out, swap, orient: 
                                f"{fused} {tuple(hf_shapes[fused])}")
         out[fused] = w.contiguous()
         return True
+    if _map_flattened(t, which, leaf, base, ckpt, hf_shapes, out, swap):
+        return True
     first = _rename(f"{expert['base']}.0.{ckpt[0]}.{leaf}", rules["renames"])
     if first not in hf_shapes:
         raise MappingError(f"vLLM parameter {vname} {tuple(t.shape)} has no transformers counterpart ({fused} or {first})")
@@ -410,6 +412,20 @@ def _map_experts(vname, t, expert, rules, hf_shapes, layout, out, swap, orient: 
         names = [_rename(f"{expert['base']}.{e}.{c}.{leaf}", rules["renames"]) for c in ckpt]
         chunks = list(t[e].split(_split_sizes(names, hf_shapes, t.shape[1]), dim=0))
         out.update(zip(names, chunks[::-1] if swap and len(chunks) == 2 else chunks))
+    return True
+
+
+def _map_flattened(t, which: str, leaf: str, base: str, ckpt: list, hf_shapes: dict, out: dict, swap: bool) -> bool:
+    """vLLM's fused expert weight onto transformers' flattened experts: one 2-D tensor per checkpoint name under the
+    experts module `base`, every expert's rows stacked, [E*F, H] (Dbrx's experts.mlp.w1, v1 and w2, the down
+    projection transposed so); False where transformers has none."""
+    names = [next((h for h, s in hf_shapes.items() if h.startswith(base + ".") and h.rsplit(".", 1)[-1] == c
+                   and len(s) == 2), None) for c in ckpt]
+    if leaf != "weight" or None in names:
+        return False
+    chunks = (t if which == "w13" else t.transpose(1, 2)).chunk(len(names), dim=1)  # each [E, F, H]
+    out.update({n: c.reshape(-1, c.shape[-1]) for n, c in zip(names, chunks[::-1] if swap and len(chunks) == 2
+                                                                  else chunks)})
     return True
 
 

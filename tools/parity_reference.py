@@ -381,7 +381,8 @@ def mapping_args(meta, config, rules: dict) -> dict:
     """map_weights' keyword arguments for transformers' layer `meta` (built on meta)."""
     persistent = meta.state_dict()
     return dict(rules=rules, layout=hf_experts_layout(meta), transposed=hf_transposed(meta),
-                num_heads=getattr(config, "num_attention_heads", None), head_dim=head_dim(config),
+                num_heads=getattr(config, "num_attention_heads", None),
+                head_dim=head_dim(config) if rules["rotary_permuted"] else None,
                 buffers={n: tuple(b.shape) for n, b in meta.named_buffers() if n in persistent})
 
 
