@@ -681,3 +681,37 @@ def test_flattened_experts_from_vllms_fused_ones():
     assert all(torch.equal(out[n], t) for n, t in hf.items())
     control = parity_mapping.map_weights(vllm, shapes, rules=rules, control=True)
     assert torch.equal(control["ffn.experts.mlp.w1"], v1) and torch.equal(control["ffn.experts.mlp.v1"], w1)
+
+
+def test_a_dense_mlp_against_a_moe_block_is_a_different_layer():
+    """HunYuan with num_experts=1: vLLM's layer builds its dense MLP (_is_moe: num_experts > 1), transformers'
+    hunyuan_v1_moe layer always a MoE block (gate, experts, shared MLP): `no reference`, naming both (H100: exit 2,
+    mlp.gate_up_proj.weight has no counterpart)."""
+    config = parity_reference.hf_config({"model_type": "hunyuan_v1_moe", "hidden_size": 64, "intermediate_size": 96,
+                                         "moe_intermediate_size": 32, "num_attention_heads": 4,
+                                         "num_key_value_heads": 2, "head_dim": 16, "num_hidden_layers": 2, "num_experts": 1,
+                                         "moe_topk": 1})
+    cls = parity_reference.hf_classes("hunyuan_v1_moe", "HunYuanDecoderLayer")[1]
+    hf = {n: torch.randn(p.shape) for n, p in cls(config, 0).named_parameters()}
+    vllm = {n: t for n, t in hf.items() if not n.startswith("mlp.")}
+    vllm.update({"mlp.gate_up_proj.weight": torch.randn(192, 64), "mlp.down_proj.weight": torch.randn(64, 96)})
+    rules = parity_mapping.loader_rules("hunyuan_v1.py", "hunyuan_v1_moe")
+    with pytest.raises(parity_mapping.DifferentLayer, match=r"dense MLP where transformers' builds a MoE block "
+                                                           r"\(mlp\.experts\)"):
+        parity_reference.reference_layer(cls, config, 0, vllm, rules)
+
+
+def test_norms_vllms_layer_does_not_build_are_a_different_layer():
+    """HY-V3: vLLM's attention applies q/k norms only where the config sets qk_norm (transformers' HYV3Config has no
+    such field), transformers' always: `no reference`, naming the norms (H100: exit 2, self_attn.k_norm.weight gets no
+    vLLM weight)."""
+    config = parity_reference.hf_config({"model_type": "hy_v3", "hidden_size": 64, "intermediate_size": 96,
+                                         "moe_intermediate_size": 32, "num_attention_heads": 4,
+                                         "num_key_value_heads": 2, "head_dim": 16, "num_hidden_layers": 2,
+                                         "num_experts": 4, "num_experts_per_tok": 2, "first_k_dense_replace": 1})
+    cls = parity_reference.hf_classes("hy_v3", "HYV3DecoderLayer")[1]
+    hf = {n: torch.randn(p.shape) for n, p in cls(config, 0).named_parameters()}
+    vllm = {n: t for n, t in hf.items() if "_norm." not in n or "layernorm" in n}
+    with pytest.raises(parity_mapping.DifferentLayer, match=r"applies self_attn\.[qk]_norm, self_attn\.[qk]_norm, "
+                                                           r"which vLLM's layer does not build"):
+        parity_mapping.map_weights(vllm, {n: tuple(t.shape) for n, t in hf.items()})

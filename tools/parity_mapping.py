@@ -30,6 +30,12 @@ class NoReference(MappingError):
     this reason."""
 
 
+class DifferentLayer(NoReference):
+    """vLLM's and transformers' layers compute differently for this config: vLLM builds a dense MLP where transformers
+    builds a MoE block (HunYuan's num_experts=1: vLLM's dense path), or transformers applies norms vLLM's layer does
+    not build (a flag transformers' config lacks turns them off in vLLM: HY-V3's qk_norm)."""
+
+
 class PartOfLayer(NoReference):
     """vLLM's layer is a part of transformers' layer (FalconH1's attention alone, its SSM mixer alone): there is no
     layer-level reference."""
@@ -213,7 +219,7 @@ def map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool = F
     buffers = buffers or {}
     try:
         return _map_weights(vllm_state, hf_shapes, buffers=buffers, **kw)
-    except PartOfLayer:
+    except NoReference:
         raise
     except MappingError as e:
         for child in sorted({h.split(".", 1)[0] for h in hf_shapes if "." in h}):
@@ -225,6 +231,7 @@ def map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool = F
                 continue
             raise PartOfLayer(f"vLLM's layer is transformers' layer's `{child}` alone (all its parameters map there): "
                               f"no layer-level reference") from e
+        _raise_if_dense_against_experts(vllm_state, hf_shapes, e)
         raise
 
 
@@ -337,6 +344,10 @@ def _check_complete(out: dict, required: set, hf_shapes: dict, vllm_state: dict)
         raise PartOfLayer(f"vLLM's layer is a part of transformers' layer: its parameters map into transformers' "
                           f"{', '.join(sorted(held))} and none into {', '.join(sorted(lacking))}: no layer-level "
                           "reference")
+    if missing and all(len(hf_shapes[n]) == 1 and "norm" in n.rpartition(".")[0] for n in missing):
+        raise DifferentLayer(f"transformers' layer applies {', '.join(n.rpartition('.')[0] for n in missing)}, which "
+                             "vLLM's layer does not build (for this config it skips that normalisation): they compute "
+                             "differently")
     if missing:
         raise MappingError(f"transformers parameter {missing[0]} {tuple(hf_shapes[missing[0]])} gets no vLLM "
                            f"weight ({len(missing)} in all); vLLM has {sorted(vllm_state)[:8]}")
@@ -344,6 +355,17 @@ def _check_complete(out: dict, required: set, hf_shapes: dict, vllm_state: dict)
         if tuple(t.shape) != tuple(hf_shapes[n]):
             raise MappingError(f"transformers parameter {n} {tuple(hf_shapes[n])} gets a vLLM weight of shape "
                                f"{tuple(t.shape)}")
+
+
+def _raise_if_dense_against_experts(vllm_state: dict, hf_shapes: dict, error: MappingError) -> None:
+    """DifferentLayer where vLLM's layer holds no experts and transformers' does, and vLLM has parameters in the module
+    transformers' experts are in: vLLM built its dense MLP there."""
+    experts = sorted({h.split(".experts.", 1)[0] for h in hf_shapes if ".experts." in h})
+    if (experts and not any(EXPERT_TENSOR.match(n) or ".experts." in n for n in vllm_state)
+            and any(n.startswith(e + ".") for n in vllm_state for e in experts)):
+        raise DifferentLayer(f"vLLM's layer builds a dense MLP where transformers' builds a MoE block "
+                             f"({', '.join(e + '.experts' for e in experts)}): for this config they compute "
+                             f"differently ({error})") from error
 
 
 def _no_counterpart(vname, t, tried: list, hf_shapes: dict) -> MappingError:

@@ -11,7 +11,8 @@ import os
 import re
 from pathlib import Path
 
-from parity_mapping import MappingError, NoReference, hf_experts_layout, hf_transposed, map_weights, permute_rotary
+from parity_mapping import (MappingError, NoReference, PartOfLayer, hf_experts_layout, hf_transposed, map_weights,
+                            permute_rotary)
 
 def _snake(name: str) -> str:
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
@@ -403,7 +404,7 @@ def reference_layer(hf_cls, config, layer_idx: int, vllm_state: dict, rules: dic
         map_weights(vllm_state, {n: tuple(p.shape) for n, p in meta.named_parameters()},
                     **mapping_args(meta, config, rules), zeroed=[])
         return layer_idx, meta
-    except NoReference:
+    except PartOfLayer:
         return layer_idx, meta
     except MappingError as first:
         seen = {tuple(sorted(n for n, _ in meta.named_parameters()))}
