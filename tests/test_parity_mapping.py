@@ -715,3 +715,40 @@ def test_norms_vllms_layer_does_not_build_are_a_different_layer():
     with pytest.raises(parity_mapping.DifferentLayer, match=r"applies self_attn\.[qk]_norm, self_attn\.[qk]_norm, "
                                                            r"which vLLM's layer does not build"):
         parity_mapping.map_weights(vllm, {n: tuple(t.shape) for n, t in hf.items()})
+
+
+def test_a_variant_layer_transformers_lacks_is_no_reference():
+    """llama_eagle3.py's LlamaDecoderLayer (an EAGLE-3 draft layer: hidden_norm, qkv_proj over [embeddings, hidden
+    states]) extends transformers' llama layer, which has neither: `no reference` naming the file (H100: exit 2,
+    hidden_norm.weight has no counterpart). The same failure for llama.py's own layer stays an error."""
+    config = parity_reference.hf_config({"model_type": "llama", **TINY["llama"]})
+    cls = parity_reference.hf_classes("llama", "LlamaDecoderLayer")[1]
+    vllm = _as_vllm({n: torch.randn(p.shape) for n, p in cls(config, 0).named_parameters()})
+    vllm["hidden_norm.weight"] = torch.randn(64)
+    with pytest.raises(parity_mapping.MappingError) as e:
+        parity_reference.reference_layer(cls, config, 0, vllm, parity_mapping.loader_rules("llama_eagle3.py", "llama"))
+    unref = parity._unreferenced(e.value, "LlamaDecoderLayer", "llama_eagle3.py", cls, {})
+    assert isinstance(unref, parity_mapping.NoReference)
+    assert "llama_eagle3.py's, a variant of transformers' llama layer" in str(unref) and "hidden_norm" in str(unref)
+    assert parity._unreferenced(e.value, "LlamaDecoderLayer", "llama.py", cls, {}) is e.value
+
+
+def test_per_layer_fields_the_example_assumed_build_transformers_layer(tmp_path):
+    """Lfm2MoeConfig leaves layer_types None (its checkpoint lists them), which its layer indexes; the bundle's example
+    assumed every layer 'full_attention' (its `derived` table): transformers' config takes that (H100: TypeError
+    'NoneType' object is not subscriptable). Under it transformers builds no short-conv layer: vLLM's is `no reference`."""
+    bundle = tmp_path / "Lfm2MoeAttentionDecoderLayer.py"
+    bundle.write_text("def invocation_example():\n    derived = {'layer_types': [['full_attention', 'full_attention'], "
+                      "\"every layer 'full_attention' (no sliding window stated)\"], 'rope_theta': [1.0, 'x']}\n")
+    cfg = {"model_type": "lfm2_moe", "hidden_size": 64, "intermediate_size": 96, "moe_intermediate_size": 32,
+           "num_attention_heads": 4, "num_key_value_heads": 2, "num_hidden_layers": 2, "num_experts": 4,
+           "num_experts_per_tok": 2, "num_dense_layers": 1}
+    per_layer = parity_reference.per_layer_assumed(cfg, parity.example_assumed(bundle))
+    assert per_layer == {"layer_types": ["full_attention", "full_attention"]}
+    cls = parity_reference.hf_classes("lfm2_moe", "Lfm2MoeAttentionDecoderLayer")[1]
+    with pytest.raises(TypeError):
+        cls(parity_reference.hf_config(cfg), 0)
+    assert cls(parity_reference.hf_config(cfg, per_layer=per_layer), 0).is_attention_layer
+    unref = parity._unreferenced(parity_mapping.MappingError("short_conv.conv.weight"), "Lfm2MoeShortConvDecoderLayer",
+                                 "lfm2_moe.py", cls, per_layer)
+    assert isinstance(unref, parity_mapping.NoReference) and "the config states no layer_types" in str(unref)

@@ -40,7 +40,7 @@ from pathlib import Path
 
 from parity_mapping import MappingError, NoReference, loader_rules, map_weights
 from parity_reference import (context_cache, extra_inputs, hf_classes, hf_config, hf_forward, hf_layer,
-                              mapping_args, read_config, reference_layer)
+                              mapping_args, per_layer_assumed, read_config, reference_layer)
 from parity_reference import hf_shapes  # noqa: F401 - benchmarks/layer_speed.py's parity.hf_shapes
 
 TOL_RATIO = 2.0
@@ -72,6 +72,15 @@ def bundle_config(bundle) -> Path | None:
     project root), or None."""
     m = re.search(r"^# config: (\S+)", _source(bundle), re.M)
     return Path(m.group(1)) if m and m.group(1) != "(none)" else None
+
+
+def example_assumed(bundle) -> dict:
+    """The config fields the bundle's example assumed where the config states none (its `derived` table: field ->
+    [value, rule]; printed as `invocation_example: assumed config.<field>=...`), as field -> value."""
+    import ast
+
+    m = re.search(r"^    derived = (\{.*\})$", _source(bundle), re.M)
+    return {k: v[0] for k, v in ast.literal_eval(m.group(1)).items()} if m else {}
 
 
 def model_file_of(mod, symbol: str) -> str | None:
@@ -182,11 +191,17 @@ def _reference(mod, symbol: str, cfg: dict, found: tuple, layer, bundle_idx: int
     import torch
 
     model_type, hf_cls, rope_cls = found
-    config = hf_config(cfg, model_type)
+    per_layer = per_layer_assumed(cfg, example_assumed(mod))
+    config = hf_config(cfg, model_type, per_layer)
     row["reference"] = f"transformers {model_type}.{hf_cls.__name__}"
     rules = loader_rules(model_file_of(mod, symbol), model_type)
     vllm_state = {n: p.detach() for n, p in layer.named_parameters()}
-    layer_idx, meta = reference_layer(hf_cls, config, bundle_idx, vllm_state, rules)
+    try:
+        layer_idx, meta = reference_layer(hf_cls, config, bundle_idx, vllm_state, rules)
+    except NoReference:
+        raise
+    except MappingError as e:
+        raise _unreferenced(e, symbol, model_file_of(mod, symbol), hf_cls, per_layer) from e
     if layer_idx != bundle_idx:
         row["reference_layer_idx"] = layer_idx
     shapes = {n: tuple(p.shape) for n, p in meta.named_parameters()}
@@ -201,6 +216,23 @@ def _reference(mod, symbol: str, cfg: dict, found: tuple, layer, bundle_idx: int
         row["zeroed_biases"] = zeroed
     return dict(cls=hf_cls, rope_cls=rope_cls, config=config, layer_idx=layer_idx, state=state, control=control,
                 keys_permuted=bool(rules["rotary_permuted"]))
+
+
+def _unreferenced(error: MappingError, symbol: str, model_file: str | None, hf_cls, per_layer: dict) -> MappingError:
+    """The error where no transformers layer of the config takes vLLM's parameters: NoReference where vLLM's class is
+    a variant of the model transformers lacks (its model file extends the name of transformers' modeling module:
+    llama_eagle3.py's EAGLE-3 draft layer, its hidden_norm and its qkv_proj over [embeddings, hidden states]), or
+    where the per-layer fields are the example's assumption (per_layer: under every layer 'full_attention'
+    transformers builds no Lfm2Moe short-conv layer); else `error`."""
+    module = hf_cls.__module__.rpartition(".modeling_")[2]
+    if model_file and Path(model_file).stem.startswith(module + "_"):
+        return NoReference(f"vLLM's {symbol} is {model_file}'s, a variant of transformers' {module} layer that "
+                           f"transformers does not have ({error})")
+    if per_layer:
+        return NoReference(f"the config states no {', '.join(per_layer)} (the bundle's example assumed "
+                           f"{'; '.join(f'{k}={v[:2]}...' for k, v in per_layer.items())}): under them transformers "
+                           f"builds no layer vLLM's parameters map onto ({error})")
+    return error
 
 
 def _bundle_output(ex, layer, top_k: int):

@@ -78,13 +78,15 @@ def hf_classes(model_type: str, symbol: str):
     return None
 
 
-def hf_config(cfg: dict, model_type: str | None = None):
+def hf_config(cfg: dict, model_type: str | None = None, per_layer: dict | None = None):
     """transformers' config of `model_type` (default: the config's own) holding the config's fields. A field left
     None takes the class's default, except head_dim and num_key_value_heads, which take what vLLM's ModelConfig
     derives (hidden_size // num_attention_heads; num_attention_heads); a field at the base config's default, a
     private one, or a read-only property of the class (derived from other fields; also through its
     attribute_map) is not passed. A nested sub-config lacking a field of the top-level rope_parameters takes its value
-    (the bundle's example does the same). Attention is sdpa where the model supports it (eager needs tens of GiB for the scores at long
+    (the bundle's example does the same). A per-layer field (`per_layer`: the bundle's example's assumptions, per_layer_
+    assumed) that transformers' config leaves None, which its layers index, takes the example's value (Lfm2MoeConfig's
+    layer_types). Attention is sdpa where the model supports it (eager needs tens of GiB for the scores at long
     prefill), else eager."""
     from transformers import CONFIG_MAPPING, AutoConfig, PretrainedConfig
 
@@ -117,7 +119,17 @@ def hf_config(cfg: dict, model_type: str | None = None):
     models = [c for c in vars(mod).values() if isinstance(c, type) and hasattr(c, "_supports_sdpa")
               and c.__module__ == mod.__name__] if mod is not None else []
     config._attn_implementation = "sdpa" if not models or any(c._supports_sdpa for c in models) else "eager"
+    for k, v in (per_layer or {}).items():
+        if config.__dict__.get(k, 0) is None:
+            setattr(config, k, v)
     return config
+
+
+def per_layer_assumed(cfg: dict, assumed: dict) -> dict:
+    """Of the fields the bundle's example assumed (`assumed`: field -> value), those the config states none of that
+    hold one entry per layer (layer_types: the example's every layer 'full_attention')."""
+    layers = cfg.get("num_hidden_layers")
+    return {k: v for k, v in assumed.items() if cfg.get(k) is None and isinstance(v, list) and len(v) == layers}
 
 
 def read_config(path: Path) -> dict:
