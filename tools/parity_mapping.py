@@ -344,7 +344,8 @@ def _check_complete(out: dict, required: set, hf_shapes: dict, vllm_state: dict)
         raise PartOfLayer(f"vLLM's layer is a part of transformers' layer: its parameters map into transformers' "
                           f"{', '.join(sorted(held))} and none into {', '.join(sorted(lacking))}: no layer-level "
                           "reference")
-    if missing and all(len(hf_shapes[n]) == 1 and "norm" in n.rpartition(".")[0] for n in missing):
+    if missing and all(len(hf_shapes[n]) == 1 and "norm" in n.rpartition(".")[0] and _norms_absent(n, out)
+                       for n in missing):
         raise DifferentLayer(f"transformers' layer applies {', '.join(n.rpartition('.')[0] for n in missing)}, which "
                              "vLLM's layer does not build (for this config it skips that normalisation): they compute "
                              "differently")
@@ -366,6 +367,14 @@ def _raise_if_dense_against_experts(vllm_state: dict, hf_shapes: dict, error: Ma
         raise DifferentLayer(f"vLLM's layer builds a dense MLP where transformers' builds a MoE block "
                              f"({', '.join(e + '.experts' for e in experts)}): for this config they compute "
                              f"differently ({error})") from error
+
+
+def _norms_absent(norm_weight: str, out: dict) -> bool:
+    """Whether the module holding transformers' norm `norm_weight` (self_attn for self_attn.k_norm.weight) gets no
+    norm of vLLM's at all: vLLM's layer skips that normalisation there (one norm of several left out is a mapping
+    error)."""
+    parent = norm_weight.rsplit(".", 2)[0] + "." if norm_weight.count(".") > 1 else ""
+    return not any(o.startswith(parent) and "norm" in o.rpartition(".")[0] for o in out)
 
 
 def _no_counterpart(vname, t, tried: list, hf_shapes: dict) -> MappingError:
