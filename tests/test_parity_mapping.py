@@ -6,7 +6,6 @@ vLLM's side is built here the way vLLM's loader fills its merged parameters from
 `stacked_params_mapping`: q, k, v into qkv_proj; gate, up into gate_up_proj; experts' gate and up into
 w13_weight [E, 2I, H], down into w2_weight [E, H, I]), from transformers' own layer."""
 
-import importlib
 import sys
 from pathlib import Path
 
@@ -251,7 +250,7 @@ def test_a_part_of_transformers_layer_is_no_reference():
         parity_mapping.map_weights(vllm, shapes)
     vllm = {n: t for n, t in _as_vllm(hf).items() if n.startswith("self_attn.")}
     with pytest.raises(parity_mapping.PartOfLayer, match=r"map into transformers' self_attn and none into input_layernorm, "
-                                                 r"mlp, post_attention_layernorm"):
+                                                         r"mlp, post_attention_layernorm"):
         parity_mapping.map_weights(vllm, shapes)
 
 
@@ -268,7 +267,7 @@ def test_a_parameter_one_module_down_or_up_in_transformers():
     assert all(torch.equal(mapped[n], t) for n, t in hf.items())
     vllm["q_norm.weight"] = torch.ones(8)
     with pytest.raises(parity_mapping.MappingError, match=r"vLLM parameter q_norm\.weight \(8,\) has no transformers "
-                                                 r"counterpart \(q_norm\.weight\); transformers has self_attn\.q_norm"):
+                                                         r"counterpart \(q_norm\.weight\); transformers has self_attn\.q_norm"):
         parity_mapping.map_weights(vllm, shapes)
 
 
@@ -411,7 +410,7 @@ def test_module_renames_inside_a_layer_from_vllms_prefix_map():
     vllm = {"mixer.qkv_proj.weight": torch.randn(64, 32), "mixer.o_proj.weight": torch.randn(32, 32),
             "norm.weight": torch.randn(32)}
     with pytest.raises(parity_mapping.PartOfLayer, match="map into transformers' input_layernorm, self_attn and none into "
-                                                 "mlp, post_attention_layernorm"):
+                                                         "mlp, post_attention_layernorm"):
         parity_mapping.map_weights(vllm, shapes, rules=rules)
     assert parity_mapping._hf_name("mixer.q_proj.weight", rules, shapes) == "self_attn.q_proj.weight"
     assert parity_mapping._hf_name("mixer.fc1.weight", rules, shapes) == "mlp.fc1.weight"
@@ -480,8 +479,8 @@ def test_a_vllm_parameter_transformers_holds_as_a_buffer():
     shapes = {"mlp.gate.weight": (4, 64)}
     bias = torch.randn(4)
     out = parity_mapping.map_weights({"block_sparse_moe.gate.weight": torch.randn(4, 64),
-                              "block_sparse_moe.e_score_correction_bias": bias}, shapes, rules=rules,
-                             buffers={"mlp.e_score_correction_bias": (4,), "mlp.other_buffer": (2,)})
+                                      "block_sparse_moe.e_score_correction_bias": bias}, shapes, rules=rules,
+                                     buffers={"mlp.e_score_correction_bias": (4,), "mlp.other_buffer": (2,)})
     assert out["mlp.e_score_correction_bias"] is bias
 
 
@@ -539,7 +538,7 @@ def test_a_multimodal_rotary_gets_positions_on_three_axes():
     from transformers.models.ernie4_5_vl_moe import modeling_ernie4_5_vl_moe as ernie
 
     config = parity_reference.hf_config({"model_type": "ernie4_5_vl_moe_text", "hidden_size": 64, "num_attention_heads": 4,
-                               "num_key_value_heads": 2, "num_hidden_layers": 2, "head_dim": 128})
+                                         "num_key_value_heads": 2, "num_hidden_layers": 2, "head_dim": 128})
     rope = ernie.Ernie4_5_VLMoeTextRotaryEmbedding(config)
     x, pos = torch.randn(2, 5, 64), torch.arange(5)[None].expand(2, 5)
     cos, sin = parity_reference.rope_embeddings(rope, config, x, pos, 0)
@@ -568,7 +567,7 @@ def test_falcon_h1s_nested_mamba_a_undone():
     rules = parity_mapping.loader_rules("falcon_h1.py", "falcon_h1")
     a_log = torch.randn(4)
     out = parity_mapping.map_weights({"mamba.mamba.A": -a_log.exp(), "mamba.mamba.D": torch.randn(4)},
-                             {"mamba.A_log": (4,), "mamba.D": (4,)}, rules=rules)
+                                     {"mamba.A_log": (4,), "mamba.D": (4,)}, rules=rules)
     torch.testing.assert_close(out["mamba.A_log"], a_log)
 
 
@@ -577,10 +576,10 @@ def test_a_hybrid_models_reference_is_the_index_of_the_same_block_type():
     built at an index the config makes mamba is compared with the first attention index (H100: exit 2,
     self_attn.qkv_proj.weight has no counterpart)."""
     config = parity_reference.hf_config({"model_type": "granitemoehybrid", "hidden_size": 64, "intermediate_size": 96,
-                               "num_attention_heads": 4, "num_key_value_heads": 2, "num_hidden_layers": 3,
-                               "layer_types": ["mamba", "mamba", "attention"], "mamba_d_state": 4, "mamba_n_heads": 4,
-                               "mamba_d_head": 32, "num_local_experts": 4, "num_experts_per_tok": 2,
-                               "shared_intermediate_size": 96})
+                                         "num_attention_heads": 4, "num_key_value_heads": 2, "num_hidden_layers": 3,
+                                         "layer_types": ["mamba", "mamba", "attention"], "mamba_d_state": 4, "mamba_n_heads": 4,
+                                         "mamba_d_head": 32, "num_local_experts": 4, "num_experts_per_tok": 2,
+                                         "shared_intermediate_size": 96})
     cls = parity_reference.hf_classes("granitemoehybrid", "GraniteMoeHybridAttentionDecoderLayer")[1]
     hf = {n: torch.randn(p.shape) for n, p in cls(config, 2).named_parameters()}
     rules = parity_mapping.loader_rules("granitemoehybrid.py", "granitemoehybrid")
@@ -597,9 +596,9 @@ def test_non_gated_experts_w13_holds_up_alone():
     assert rules["experts"]["up"] == ""
     up, down = torch.randn(4, 32, 64), torch.randn(4, 64, 32)
     out = parity_mapping.map_weights({"mixer.experts.routed_experts.w13_weight": up,
-                              "mixer.experts.routed_experts.w2_weight": down},
-                             {"mixer.experts.up_proj": (4, 32, 64), "mixer.experts.down_proj": (4, 64, 32)},
-                             rules=rules)
+                                      "mixer.experts.routed_experts.w2_weight": down},
+                                     {"mixer.experts.up_proj": (4, 32, 64), "mixer.experts.down_proj": (4, 64, 32)},
+                                     rules=rules)
     assert torch.equal(out["mixer.experts.up_proj"], up) and torch.equal(out["mixer.experts.down_proj"], down)
 
 
