@@ -6,7 +6,6 @@ vLLM's side is built here the way vLLM's loader fills its merged parameters from
 `stacked_params_mapping`: q, k, v into qkv_proj; gate, up into gate_up_proj; experts' gate and up into
 w13_weight [E, 2I, H], down into w2_weight [E, H, I]), from transformers' own layer."""
 
-import importlib
 import sys
 from pathlib import Path
 
@@ -17,6 +16,8 @@ transformers = pytest.importorskip("transformers")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import parity  # noqa: E402
+import parity_mapping  # noqa: E402
+import parity_reference  # noqa: E402
 
 TINY = {
     "llama": dict(hidden_size=64, intermediate_size=96, num_attention_heads=4, num_key_value_heads=2,
@@ -31,8 +32,8 @@ SYMBOL = {"llama": "LlamaDecoderLayer", "qwen3": "Qwen3DecoderLayer", "qwen3_moe
 
 
 def _hf_layer(model_type):
-    config = parity.hf_config({"model_type": model_type, **TINY[model_type]})
-    _, cls, rope = parity.hf_classes(model_type, SYMBOL[model_type])
+    config = parity_reference.hf_config({"model_type": model_type, **TINY[model_type]})
+    _, cls, rope = parity_reference.hf_classes(model_type, SYMBOL[model_type])
     torch.manual_seed(0)
     layer = cls(config, 0)
     for p in layer.parameters():
@@ -67,7 +68,7 @@ def test_mapping_round_trips_onto_transformers_layer(model_type):
     layer = _hf_layer(model_type)
     hf = {n: p.detach() for n, p in layer.named_parameters()}
     shapes = {n: tuple(t.shape) for n, t in hf.items()}
-    mapped = parity.map_weights(_as_vllm(hf), shapes)
+    mapped = parity_mapping.map_weights(_as_vllm(hf), shapes)
     assert sorted(mapped) == sorted(hf)
     for n, t in hf.items():
         assert torch.equal(mapped[n], t), n
@@ -80,7 +81,7 @@ def test_control_swaps_gate_and_up(model_type):
     layer = _hf_layer(model_type)
     hf = {n: p.detach() for n, p in layer.named_parameters()}
     shapes = {n: tuple(t.shape) for n, t in hf.items()}
-    control = parity.map_weights(_as_vllm(hf), shapes, control=True)
+    control = parity_mapping.map_weights(_as_vllm(hf), shapes, control=True)
     changed = sorted(n for n in hf if not torch.equal(control[n], hf[n]))
     want = {"qwen3_moe": ["mlp.experts.gate_up_proj"]}.get(model_type, ["mlp.gate_proj.weight", "mlp.up_proj.weight"])
     assert changed == want
@@ -97,16 +98,16 @@ def test_unmappable_weight_names_both_sides():
     shapes = {n: tuple(t.shape) for n, t in hf.items()}
     vllm = _as_vllm(hf)
     vllm["mlp.mystery.weight"] = torch.zeros(3, 3)
-    with pytest.raises(parity.MappingError, match=r"vLLM parameter mlp\.mystery\.weight \(3, 3\) has no transformers"):
-        parity.map_weights(vllm, shapes)
+    with pytest.raises(parity_mapping.MappingError, match=r"vLLM parameter mlp\.mystery\.weight \(3, 3\) has no transformers"):
+        parity_mapping.map_weights(vllm, shapes)
     vllm = _as_vllm(hf)
     del vllm["self_attn.q_norm.weight"]
-    with pytest.raises(parity.MappingError, match=r"transformers parameter self_attn\.q_norm\.weight \(16,\) gets no"):
-        parity.map_weights(vllm, shapes)
+    with pytest.raises(parity_mapping.MappingError, match=r"transformers parameter self_attn\.q_norm\.weight \(16,\) gets no"):
+        parity_mapping.map_weights(vllm, shapes)
 
 
 def test_architecture_transformers_lacks_is_no_reference():
-    assert parity.hf_classes("no_such_model_type", "NoSuchDecoderLayer") is None
+    assert parity_reference.hf_classes("no_such_model_type", "NoSuchDecoderLayer") is None
 
 
 def test_reference_layer_follows_the_symbol_not_the_config():
@@ -114,12 +115,12 @@ def test_reference_layer_follows_the_symbol_not_the_config():
     qwen3 layer (dense, as vLLM builds it), holding the config's fields."""
     for symbol, want in (("LlamaDecoderLayer", "llama"), ("Qwen3DecoderLayer", "qwen3"),
                          ("Qwen3MoeDecoderLayer", "qwen3_moe")):
-        mt, cls, _ = parity.hf_classes("qwen3_moe", symbol)
+        mt, cls, _ = parity_reference.hf_classes("qwen3_moe", symbol)
         assert (mt, cls.__name__) == (want, symbol)
-        config = parity.hf_config({"model_type": "qwen3_moe", **TINY["qwen3_moe"]}, mt)
+        config = parity_reference.hf_config({"model_type": "qwen3_moe", **TINY["qwen3_moe"]}, mt)
         assert config.model_type == want and config.hidden_size == 64
     # an unknown layer of a known model_type: that model_type's only decoder layer
-    assert parity.hf_classes("qwen3", "SomethingElse")[1].__name__ == "Qwen3DecoderLayer"
+    assert parity_reference.hf_classes("qwen3", "SomethingElse")[1].__name__ == "Qwen3DecoderLayer"
 
 
 def test_case_syntax():
@@ -148,23 +149,23 @@ def test_residual_contract_read_from_the_layer(vllm_0_26_0, file, cls, deferred)
 
 def test_conv1d_weights_transposed_by_module_type():
     """GPT-2's Conv1D stores [in, out]; vLLM's loader transposes it to [out, in] (c_attn: (3H, H))."""
-    config = parity.hf_config({"model_type": "gpt2", "n_embd": 64, "n_head": 4, "n_layer": 2})
-    _, cls, _ = parity.hf_classes("gpt2", "GPT2Block")
+    config = parity_reference.hf_config({"model_type": "gpt2", "n_embd": 64, "n_head": 4, "n_layer": 2})
+    _, cls, _ = parity_reference.hf_classes("gpt2", "GPT2Block")
     layer = cls(config, layer_idx=0)
     hf = {n: p.detach() for n, p in layer.named_parameters()}
-    transposed = parity.hf_transposed(layer)
+    transposed = parity_mapping.hf_transposed(layer)
     assert "attn.c_attn.weight" in transposed and "ln_1.weight" not in transposed
     vllm = {n: t.t().contiguous() if n in transposed else t for n, t in hf.items()}
     assert vllm["attn.c_attn.weight"].shape == (192, 64)
-    mapped = parity.map_weights(vllm, {n: tuple(t.shape) for n, t in hf.items()}, transposed=transposed)
+    mapped = parity_mapping.map_weights(vllm, {n: tuple(t.shape) for n, t in hf.items()}, transposed=transposed)
     assert all(torch.equal(mapped[n], t) for n, t in hf.items())
 
 
 def _tiny_layer(model_type, symbol, **fields):
-    config = parity.hf_config({"model_type": model_type, **fields})
-    _, cls, rope = parity.hf_classes(model_type, symbol)
+    config = parity_reference.hf_config({"model_type": model_type, **fields})
+    _, cls, rope = parity_reference.hf_classes(model_type, symbol)
     torch.manual_seed(0)
-    return config, parity.new_layer(cls, config, 0).eval(), rope
+    return config, parity_reference.new_layer(cls, config, 0).eval(), rope
 
 
 def test_forward_arguments_by_signature():
@@ -173,14 +174,14 @@ def test_forward_arguments_by_signature():
     config, falcon, rope = _tiny_layer("falcon", "FalconDecoderLayer", hidden_size=64, num_attention_heads=4,
                                        num_hidden_layers=2, new_decoder_architecture=False, alibi=False)
     x, pos = torch.randn(1, 5, 64), torch.arange(5)[None]
-    assert parity.hf_forward(falcon, config, x, pos, rope(config)).shape == (1, 5, 64)
-    kw = parity.hf_forward_kwargs(type(falcon).forward, config, pos, None, cache="C")
+    assert parity_reference.hf_forward(falcon, config, x, pos, rope(config)).shape == (1, 5, 64)
+    kw = parity_reference.hf_forward_kwargs(type(falcon).forward, config, pos, None, cache="C")
     assert kw["alibi"] is None and kw["layer_past"] == "C" and "past_key_values" not in kw
     config.alibi = True
-    with pytest.raises(parity.MappingError, match="needs `alibi`, which its config turns on"):
-        parity.hf_forward_kwargs(type(falcon).forward, config, pos, None)
+    with pytest.raises(parity_mapping.MappingError, match="needs `alibi`, which its config turns on"):
+        parity_reference.hf_forward_kwargs(type(falcon).forward, config, pos, None)
     config, gptj, _ = _tiny_layer("gptj", "GPTJBlock", n_embd=64, n_head=4, n_layer=2, rotary_dim=8)
-    kw = parity.hf_forward_kwargs(type(gptj).forward, config, pos, None, cache="C")
+    kw = parity_reference.hf_forward_kwargs(type(gptj).forward, config, pos, None, cache="C")
     assert kw["layer_past"] == "C" and "past_key_values" not in kw
 
 
@@ -190,10 +191,10 @@ def test_gptj_decode_reads_the_context_through_layer_past():
 
     config, gptj, _ = _tiny_layer("gptj", "GPTJBlock", n_embd=64, n_head=4, n_layer=2, rotary_dim=8)
     x, pos = torch.randn(1, 6, 64), torch.arange(6)[None]
-    full = parity.hf_forward(gptj, config, x, pos, None)
+    full = parity_reference.hf_forward(gptj, config, x, pos, None)
     cache = DynamicCache(config=config)
-    parity.hf_forward(gptj, config, x[:, :5], pos[:, :5], None, cache)
-    step = parity.hf_forward(gptj, config, x[:, 5:], pos[:, 5:], None, cache)
+    parity_reference.hf_forward(gptj, config, x[:, :5], pos[:, :5], None, cache)
+    step = parity_reference.hf_forward(gptj, config, x[:, 5:], pos[:, 5:], None, cache)
     torch.testing.assert_close(step[:, 0], full[:, 5], atol=1e-5, rtol=1e-5)
 
 
@@ -218,8 +219,8 @@ def test_aria_names_through_vllms_weights_mapper(intermediate):
     vllm["mlp.router_weight"] = hf["mlp.router.weight"]
     vllm["mlp.experts.routed_experts.w13_weight"] = hf["mlp.experts.fc1.weight"].transpose(1, 2)
     vllm["mlp.experts.routed_experts.w2_weight"] = hf["mlp.experts.fc2.weight"].transpose(1, 2)
-    rules = parity.loader_rules("aria.py", "aria_text")
-    mapped = parity.map_weights(vllm, {n: tuple(t.shape) for n, t in hf.items()}, rules=rules)
+    rules = parity_mapping.loader_rules("aria.py", "aria_text")
+    mapped = parity_mapping.map_weights(vllm, {n: tuple(t.shape) for n, t in hf.items()}, rules=rules)
     assert sorted(mapped) == sorted(hf)
     assert all(torch.equal(mapped[n], t) for n, t in hf.items())
 
@@ -245,12 +246,12 @@ def test_a_part_of_transformers_layer_is_no_reference():
     hf = {n: p.detach() for n, p in layer.named_parameters()}
     shapes = {n: tuple(t.shape) for n, t in hf.items()}
     vllm = {n[len("self_attn."):]: t for n, t in _as_vllm(hf).items() if n.startswith("self_attn.")}
-    with pytest.raises(parity.PartOfLayer, match=r"transformers' layer's `self_attn` alone"):
-        parity.map_weights(vllm, shapes)
+    with pytest.raises(parity_mapping.PartOfLayer, match=r"transformers' layer's `self_attn` alone"):
+        parity_mapping.map_weights(vllm, shapes)
     vllm = {n: t for n, t in _as_vllm(hf).items() if n.startswith("self_attn.")}
-    with pytest.raises(parity.PartOfLayer, match=r"map into transformers' self_attn and none into input_layernorm, "
-                                                 r"mlp, post_attention_layernorm"):
-        parity.map_weights(vllm, shapes)
+    with pytest.raises(parity_mapping.PartOfLayer, match=r"map into transformers' self_attn and none into input_layernorm, "
+                                                         r"mlp, post_attention_layernorm"):
+        parity_mapping.map_weights(vllm, shapes)
 
 
 def test_a_parameter_one_module_down_or_up_in_transformers():
@@ -262,12 +263,12 @@ def test_a_parameter_one_module_down_or_up_in_transformers():
     vllm = _as_vllm(hf)
     vllm["q_norm.weight"] = vllm.pop("self_attn.q_norm.weight")  # one module up in vLLM
     vllm["mlp.post_attention_layernorm.weight"] = vllm.pop("post_attention_layernorm.weight")  # one down
-    mapped = parity.map_weights(vllm, shapes)
+    mapped = parity_mapping.map_weights(vllm, shapes)
     assert all(torch.equal(mapped[n], t) for n, t in hf.items())
     vllm["q_norm.weight"] = torch.ones(8)
-    with pytest.raises(parity.MappingError, match=r"vLLM parameter q_norm\.weight \(8,\) has no transformers "
-                                                 r"counterpart \(q_norm\.weight\); transformers has self_attn\.q_norm"):
-        parity.map_weights(vllm, shapes)
+    with pytest.raises(parity_mapping.MappingError, match=r"vLLM parameter q_norm\.weight \(8,\) has no transformers "
+                                                         r"counterpart \(q_norm\.weight\); transformers has self_attn\.q_norm"):
+        parity_mapping.map_weights(vllm, shapes)
 
 
 def test_a_bias_transformers_lacks_is_zeroed_where_its_weight_maps():
@@ -278,13 +279,13 @@ def test_a_bias_transformers_lacks_is_zeroed_where_its_weight_maps():
     shapes = {n: tuple(t.shape) for n, t in hf.items()}
     vllm = {**_as_vllm(hf), "input_layernorm.bias": torch.ones(64)}
     zeroed = []
-    assert sorted(parity.map_weights(vllm, shapes, zeroed=zeroed)) == sorted(hf)
+    assert sorted(parity_mapping.map_weights(vllm, shapes, zeroed=zeroed)) == sorted(hf)
     assert zeroed == ["input_layernorm.bias"]
-    with pytest.raises(parity.MappingError, match=r"vLLM parameter input_layernorm\.bias \(64,\) has no"):
-        parity.map_weights(vllm, shapes)
+    with pytest.raises(parity_mapping.MappingError, match=r"vLLM parameter input_layernorm\.bias \(64,\) has no"):
+        parity_mapping.map_weights(vllm, shapes)
     vllm = {**_as_vllm(hf), "mlp.mystery.bias": torch.ones(64)}
-    with pytest.raises(parity.MappingError, match=r"vLLM parameter mlp\.mystery\.bias \(64,\) has no"):
-        parity.map_weights(vllm, shapes, zeroed=[])
+    with pytest.raises(parity_mapping.MappingError, match=r"vLLM parameter mlp\.mystery\.bias \(64,\) has no"):
+        parity_mapping.map_weights(vllm, shapes, zeroed=[])
 
 
 
@@ -294,8 +295,8 @@ def test_prefill_is_causal_where_the_layer_adds_only_the_mask_it_is_given():
     config, gptj, _ = _tiny_layer("gptj", "GPTJBlock", n_embd=64, n_head=4, n_layer=2, rotary_dim=8)
     assert config._attn_implementation == "eager"
     x, pos = torch.randn(1, 6, 64), torch.arange(6)[None]
-    full = parity.hf_forward(gptj, config, x, pos, None)
-    prefix = parity.hf_forward(gptj, config, x[:, :3], pos[:, :3], None)
+    full = parity_reference.hf_forward(gptj, config, x, pos, None)
+    prefix = parity_reference.hf_forward(gptj, config, x[:, :3], pos[:, :3], None)
     torch.testing.assert_close(full[:, :3], prefix, atol=1e-5, rtol=1e-5)
 
 
@@ -305,14 +306,14 @@ def test_gpt_neox_fused_qkv_regrouped_as_vllms_loader_does():
     q, k, v in thirds (H100: prefill FAIL ratio 241 when mapped as is). The bundle's thirds are transformers' q, k, v."""
     config, layer, _ = _tiny_layer("gpt_neox", "GPTNeoXLayer", hidden_size=64, num_attention_heads=4,
                                    intermediate_size=128, num_hidden_layers=2)
-    rules = parity.loader_rules("gpt_neox.py", "gpt_neox")
+    rules = parity_mapping.loader_rules("gpt_neox.py", "gpt_neox")
     assert rules["head_interleaved"] == ["query_key_value"]
     hf = {n: p.detach() for n, p in layer.named_parameters()}
     w = hf["attention.query_key_value.weight"]
     vllm_qkv = w.view(4, 3, 16, 64).transpose(0, 1).reshape(192, 64)  # vLLM's _repack_qkv
     vllm = {**hf, "attention.query_key_value.weight": vllm_qkv,
             "attention.query_key_value.bias": hf["attention.query_key_value.bias"].view(4, 3, 16).transpose(0, 1).reshape(192)}
-    mapped = parity.map_weights(vllm, {n: tuple(t.shape) for n, t in hf.items()}, rules=rules, num_heads=4)
+    mapped = parity_mapping.map_weights(vllm, {n: tuple(t.shape) for n, t in hf.items()}, rules=rules, num_heads=4)
     assert all(torch.equal(mapped[n], t) for n, t in hf.items())
     q_vllm = vllm_qkv[:64].view(4, 16, 64)  # vLLM's first third: every head's q
     assert torch.equal(q_vllm, w.view(4, 3, 16, 64)[:, 0])
@@ -325,14 +326,14 @@ def test_rotary_of_a_layer_type_gets_the_layers_type():
                                           num_attention_heads=4, num_key_value_heads=2, head_dim=16,
                                           num_hidden_layers=6, sliding_window=4)
     idx = config.layer_types.index("full_attention")
-    layer = parity.new_layer(type(layer), config, idx).eval()
+    layer = parity_reference.new_layer(type(layer), config, idx).eval()
     rope = rope_cls(config)
     x, pos = torch.randn(1, 6, 64), torch.arange(6)[None]
-    got = parity.hf_forward(layer, config, x, pos, rope, layer_idx=idx)
+    got = parity_reference.hf_forward(layer, config, x, pos, rope, layer_idx=idx)
     with torch.no_grad():
         want = layer(x, position_embeddings=rope(x, pos, "full_attention"), position_ids=pos, attention_mask=None)
     torch.testing.assert_close(got, want[0] if isinstance(want, tuple) else want)
-    local = parity.rope_embeddings(rope, config, x, pos, config.layer_types.index("sliding_attention"))
+    local = parity_reference.rope_embeddings(rope, config, x, pos, config.layer_types.index("sliding_attention"))
     assert not torch.equal(local[0], rope(x, pos, "full_attention")[0])
 
 
@@ -346,10 +347,10 @@ def test_a_buffer_transformers_model_registers_on_its_layers_comes_from_vllms_la
     assert not hasattr(layer.mamba, "mup_vector")
     state = {n: p.detach() for n, p in layer.named_parameters()}
     vector = torch.rand(1, layer.mamba.in_proj.weight.shape[0])
-    loaded = parity.hf_layer(type(layer), config, 0, state, torch.float32, {"mamba.mup_vector": vector})
+    loaded = parity_reference.hf_layer(type(layer), config, 0, state, torch.float32, {"mamba.mup_vector": vector})
     assert torch.equal(loaded.mamba.mup_vector, vector)
     x, pos = torch.randn(1, 5, 64), torch.arange(5)[None]
-    assert parity.hf_forward(loaded, config, x, pos, rope(config)).shape == (1, 5, 64)
+    assert parity_reference.hf_forward(loaded, config, x, pos, rope(config)).shape == (1, 5, 64)
 
 
 def test_an_example_that_builds_no_layer_is_no_reference():
@@ -379,17 +380,21 @@ def test_decode_context_copied_only_where_transformers_caches_per_head_kv():
     config, llama, rope = _tiny_layer("llama", "LlamaDecoderLayer", **TINY["llama"])
     ex = _paged_example(2, 16)
     x, pos = torch.randn(1, 1, 64), torch.zeros(1, 1, dtype=torch.long)
-    probe = lambda c: parity.hf_forward(llama, config, x, pos, rope(config), c, 0)  # noqa: E731
-    cache = parity.context_cache(ex, torch.float32, config, 0, probe)
+    probe = lambda c: parity_reference.hf_forward(llama, config, x, pos, rope(config), c, 0)  # noqa: E731
+    cache = parity_reference.context_cache(ex, torch.float32, config, 0, probe)
     assert torch.equal(cache.layers[0].keys[0, :, :4], ex["inputs"]["kv_cache"][1, :, :, :16])
+    permuted = parity_reference.context_cache(ex, torch.float32, config, 0, probe, keys_permuted=True)
+    assert torch.equal(permuted.layers[0].values, cache.layers[0].values)
+    assert torch.equal(parity_mapping.permute_rotary(permuted.layers[0].keys.movedim(-1, 0), 16, to_vllm=True),
+                       cache.layers[0].keys.movedim(-1, 0))  # Llama 4's: vLLM's loader permuted k's rows per head
     config, mla, rope = _tiny_layer("deepseek_v2", "DeepseekV2DecoderLayer", hidden_size=64, intermediate_size=96,
                                     moe_intermediate_size=32, num_attention_heads=4, num_key_value_heads=4,
                                     kv_lora_rank=16, q_lora_rank=None, qk_rope_head_dim=8, qk_nope_head_dim=8,
                                     v_head_dim=16, n_routed_experts=4, num_experts_per_tok=2, first_k_dense_replace=1,
                                     num_hidden_layers=2)
-    probe = lambda c: parity.hf_forward(mla, config, x, pos, rope(config), c, 0)  # noqa: E731
-    with pytest.raises(parity.NoReference, match="the context cannot be copied"):
-        parity.context_cache(_paged_example(4, 16), torch.float32, config, 0, probe)
+    probe = lambda c: parity_reference.hf_forward(mla, config, x, pos, rope(config), c, 0)  # noqa: E731
+    with pytest.raises(parity_mapping.NoReference, match="the context cannot be copied"):
+        parity_reference.context_cache(_paged_example(4, 16), torch.float32, config, 0, probe)
 
 
 def test_module_renames_inside_a_layer_from_vllms_prefix_map():
@@ -397,18 +402,18 @@ def test_module_renames_inside_a_layer_from_vllms_prefix_map():
     f-strings in cosmos3_edge.py: self_attn. -> mixer., input_layernorm. -> norm., mlp. -> mixer. of the next layer);
     transformers' layer holds self_attn, mlp and both norms: vLLM's layer is its attention half, `no reference`
     (H100: exit 2, mixer.qkv_proj.weight has no counterpart)."""
-    rules = parity.loader_rules("cosmos3_edge.py")
+    rules = parity_mapping.loader_rules("cosmos3_edge.py")
     assert ["layer_prefix", ".self_attn.", ".mixer."] in rules["mapper"]
     shapes = {"self_attn.q_proj.weight": (32, 32), "self_attn.k_proj.weight": (16, 32),
               "self_attn.v_proj.weight": (16, 32), "self_attn.o_proj.weight": (32, 32), "mlp.fc1.weight": (64, 32),
               "mlp.fc2.weight": (32, 64), "input_layernorm.weight": (32,), "post_attention_layernorm.weight": (32,)}
     vllm = {"mixer.qkv_proj.weight": torch.randn(64, 32), "mixer.o_proj.weight": torch.randn(32, 32),
             "norm.weight": torch.randn(32)}
-    with pytest.raises(parity.PartOfLayer, match="map into transformers' input_layernorm, self_attn and none into "
-                                                 "mlp, post_attention_layernorm"):
-        parity.map_weights(vllm, shapes, rules=rules)
-    assert parity._hf_name("mixer.q_proj.weight", rules, shapes) == "self_attn.q_proj.weight"
-    assert parity._hf_name("mixer.fc1.weight", rules, shapes) == "mlp.fc1.weight"
+    with pytest.raises(parity_mapping.PartOfLayer, match="map into transformers' input_layernorm, self_attn and none into "
+                                                         "mlp, post_attention_layernorm"):
+        parity_mapping.map_weights(vllm, shapes, rules=rules)
+    assert parity_mapping._hf_name("mixer.q_proj.weight", rules, shapes) == "self_attn.q_proj.weight"
+    assert parity_mapping._hf_name("mixer.fc1.weight", rules, shapes) == "mlp.fc1.weight"
 
 
 JAMBA = dict(model_type="jamba", hidden_size=64, intermediate_size=96, num_attention_heads=4, num_key_value_heads=2,
@@ -417,8 +422,8 @@ JAMBA = dict(model_type="jamba", hidden_size=64, intermediate_size=96, num_atten
 
 
 def _jamba_state(symbol, layer_idx):
-    config = parity.hf_config(JAMBA)
-    layer = parity.hf_classes("jamba", symbol)[1](config, layer_idx)
+    config = parity_reference.hf_config(JAMBA)
+    layer = parity_reference.hf_classes("jamba", symbol)[1](config, layer_idx)
     torch.manual_seed(0)
     return {n: torch.randn(p.shape) for n, p in layer.named_parameters()}
 
@@ -433,24 +438,24 @@ def test_a_parameter_vllms_loader_transforms_is_undone():
     """vLLM's Mamba mixers store A = -exp(A_log) (their weight loader, read from layers/mamba by gen_loader_rules)
     under the name A (jamba.py's WeightsMapper .A_log -> .A): transformers' A_log gets log(-A) (H100: exit 2,
     mamba.A has no transformers counterpart)."""
-    rules = parity.loader_rules("jamba.py", "jamba")
+    rules = parity_mapping.loader_rules("jamba.py", "jamba")
     assert rules["transformed"]["A"] == "neg_exp"
     hf = _jamba_state("JambaMambaDecoderLayer", 0)
     shapes = {n: tuple(t.shape) for n, t in hf.items()}
     vllm = {("mamba.A" if n == "mamba.A_log" else n): (-hf[n].exp() if n == "mamba.A_log" else t)
             for n, t in _jamba_as_vllm(hf).items()}
-    out = parity.map_weights(vllm, shapes, rules=rules)
+    out = parity_mapping.map_weights(vllm, shapes, rules=rules)
     torch.testing.assert_close(out["mamba.A_log"], hf["mamba.A_log"])
 
 
 def test_a_module_vllms_weights_mapper_removes_is_restored():
     """jamba.py's WeightsMapper renames `.self_attn.` to `.`: vLLM's attention layer holds qkv_proj itself;
     transformers' holds it under self_attn (H100: exit 2, qkv_proj.weight has no counterpart)."""
-    rules = parity.loader_rules("jamba.py", "jamba")
+    rules = parity_mapping.loader_rules("jamba.py", "jamba")
     hf = _jamba_state("JambaAttentionDecoderLayer", 1)
     shapes = {n: tuple(t.shape) for n, t in hf.items()}
     vllm = {n.replace("self_attn.", "", 1): t for n, t in _jamba_as_vllm(hf).items()}
-    out = parity.map_weights(vllm, shapes, rules=rules)
+    out = parity_mapping.map_weights(vllm, shapes, rules=rules)
     assert sorted(out) == sorted(hf)
     for n in hf:
         torch.testing.assert_close(out[n], hf[n])
@@ -460,22 +465,22 @@ def test_names_vllms_load_weights_renames_literally():
     """GraniteMoe*'s load_weights renames checkpoint names with literal str.replace (router.layer -> gate, A_log -> A;
     read by gen_loader_rules): undone, transformers' renames then apply (H100: exit 2, block_sparse_moe.gate.weight,
     mamba.A have no counterpart)."""
-    shared = parity.loader_rules("granitemoeshared.py", "granitemoeshared")
-    assert parity._hf_name("block_sparse_moe.gate.weight", shared, {"block_sparse_moe.router.weight": (4, 64)}) \
+    shared = parity_mapping.loader_rules("granitemoeshared.py", "granitemoeshared")
+    assert parity_mapping._hf_name("block_sparse_moe.gate.weight", shared, {"block_sparse_moe.router.weight": (4, 64)}) \
         == "block_sparse_moe.router.weight"
-    hybrid = parity.loader_rules("granitemoehybrid.py", "granitemoehybrid")
-    assert parity._hf_name("mamba.A", hybrid, {"mamba.A_log": (4,)}) == "mamba.A_log"
+    hybrid = parity_mapping.loader_rules("granitemoehybrid.py", "granitemoehybrid")
+    assert parity_mapping._hf_name("mamba.A", hybrid, {"mamba.A_log": (4,)}) == "mamba.A_log"
 
 
 def test_a_vllm_parameter_transformers_holds_as_a_buffer():
     """MiniMax-M2's e_score_correction_bias is a parameter in vLLM's layer and a persistent buffer in transformers'
     (H100: exit 2, no counterpart): it maps onto the buffer; the buffers need no vLLM weight."""
-    rules = parity.loader_rules("minimax_m2.py", "minimax_m2")
+    rules = parity_mapping.loader_rules("minimax_m2.py", "minimax_m2")
     shapes = {"mlp.gate.weight": (4, 64)}
     bias = torch.randn(4)
-    out = parity.map_weights({"block_sparse_moe.gate.weight": torch.randn(4, 64),
-                              "block_sparse_moe.e_score_correction_bias": bias}, shapes, rules=rules,
-                             buffers={"mlp.e_score_correction_bias": (4,), "mlp.other_buffer": (2,)})
+    out = parity_mapping.map_weights({"block_sparse_moe.gate.weight": torch.randn(4, 64),
+                                      "block_sparse_moe.e_score_correction_bias": bias}, shapes, rules=rules,
+                                     buffers={"mlp.e_score_correction_bias": (4,), "mlp.other_buffer": (2,)})
     assert out["mlp.e_score_correction_bias"] is bias
 
 
@@ -485,8 +490,8 @@ def test_a_mamba_layer_gets_no_attention_mask():
     config, mamba, _ = _tiny_layer("mamba", "MambaBlock", hidden_size=64, state_size=4, num_hidden_layers=2,
                                    use_mambapy=False)
     x, pos = torch.randn(2, 6, 64), torch.arange(6)[None].expand(2, 6)
-    assert parity.layer_mask(mamba, torch.zeros(2, 1, 6, 6)) is None
-    assert parity.hf_forward(mamba, config, x, pos, None).shape == (2, 6, 64)
+    assert parity_reference.layer_mask(mamba, torch.zeros(2, 1, 6, 6)) is None
+    assert parity_reference.hf_forward(mamba, config, x, pos, None).shape == (2, 6, 64)
 
 
 def test_an_attention_that_masks_with_masked_fill_gets_a_bool_mask():
@@ -494,8 +499,8 @@ def test_an_attention_that_masks_with_masked_fill_gets_a_bool_mask():
     causal with the mask the harness passes (H100: masked_fill only supports boolean masks)."""
     config, mpt, _ = _tiny_layer("mpt", "MptBlock", d_model=64, n_heads=4, n_layers=2)
     x, pos = torch.randn(1, 6, 64), torch.arange(6)[None]
-    full = parity.hf_forward(mpt, config, x, pos, None)
-    prefix = parity.hf_forward(mpt, config, x[:, :3], pos[:, :3], None)
+    full = parity_reference.hf_forward(mpt, config, x, pos, None)
+    prefix = parity_reference.hf_forward(mpt, config, x[:, :3], pos[:, :3], None)
     torch.testing.assert_close(full[:, :3], prefix, atol=1e-5, rtol=1e-5)
 
 
@@ -506,11 +511,11 @@ def test_alibi_built_as_transformers_model_builds_it():
 
     config, bloom, _ = _tiny_layer("bloom", "BloomBlock", hidden_size=64, n_head=4, n_layer=2)
     x, pos = torch.randn(2, 5, 64), torch.arange(5)[None].expand(2, 5)
-    assert parity.hf_forward(bloom, config, x, pos, None).shape == (2, 5, 64)
-    kw = parity.hf_forward_kwargs(type(bloom).forward, config, pos, None, x=x)
+    assert parity_reference.hf_forward(bloom, config, x, pos, None).shape == (2, 5, 64)
+    kw = parity_reference.hf_forward_kwargs(type(bloom).forward, config, pos, None, x=x)
     torch.testing.assert_close(kw["alibi"], build_alibi_tensor(torch.ones(2, 5), 4, x.dtype))
     config, mpt, _ = _tiny_layer("mpt", "MptBlock", d_model=64, n_heads=4, n_layers=2, max_seq_len=16)
-    assert parity.hf_forward_kwargs(type(mpt).forward, config, pos, None, x=x)["position_bias"].shape == (4, 1, 16)
+    assert parity_reference.hf_forward_kwargs(type(mpt).forward, config, pos, None, x=x)["position_bias"].shape == (4, 1, 16)
 
 
 def test_router_logits_found_in_a_gating_tuple():
@@ -522,7 +527,7 @@ def test_router_logits_found_in_a_gating_tuple():
     x = torch.randn(1, 6, 64)
     logits = []
     granite.block_sparse_moe.router.register_forward_hook(lambda m, i, o: logits.append(o[2]))
-    run = lambda: parity.hf_forward(granite, config, x, torch.arange(6)[None], rope(config))  # noqa: E731
+    run = lambda: parity_reference.hf_forward(granite, config, x, torch.arange(6)[None], rope(config))  # noqa: E731
     _, sets = parity._router_topk(granite, run, 2)
     assert torch.equal(sets, logits[-1].float().topk(2, dim=-1).indices.sort(dim=-1).values)
 
@@ -532,11 +537,11 @@ def test_a_multimodal_rotary_gets_positions_on_three_axes():
     three (H100: IndexError, too many indices for a 2-D tensor)."""
     from transformers.models.ernie4_5_vl_moe import modeling_ernie4_5_vl_moe as ernie
 
-    config = parity.hf_config({"model_type": "ernie4_5_vl_moe_text", "hidden_size": 64, "num_attention_heads": 4,
-                               "num_key_value_heads": 2, "num_hidden_layers": 2, "head_dim": 128})
+    config = parity_reference.hf_config({"model_type": "ernie4_5_vl_moe_text", "hidden_size": 64, "num_attention_heads": 4,
+                                         "num_key_value_heads": 2, "num_hidden_layers": 2, "head_dim": 128})
     rope = ernie.Ernie4_5_VLMoeTextRotaryEmbedding(config)
     x, pos = torch.randn(2, 5, 64), torch.arange(5)[None].expand(2, 5)
-    cos, sin = parity.rope_embeddings(rope, config, x, pos, 0)
+    cos, sin = parity_reference.rope_embeddings(rope, config, x, pos, 0)
     torch.testing.assert_close(cos, rope(x, pos[None].expand(3, 2, 5))[0])
 
 
@@ -551,7 +556,7 @@ def test_an_input_both_layers_take_by_name_is_passed():
 
     inputs = {"positions": torch.arange(6), "hidden_states": torch.randn(6, 8), "per_layer_input": torch.randn(6, 4),
               "kv_cache": torch.randn(2)}
-    extra = parity.extra_inputs(hf_forward, vllm_forward, inputs, 2, 3)
+    extra = parity_reference.extra_inputs(hf_forward, vllm_forward, inputs, 2, 3)
     assert list(extra) == ["per_layer_input"]
     torch.testing.assert_close(extra["per_layer_input"], inputs["per_layer_input"].view(2, 3, 4))
 
@@ -559,10 +564,10 @@ def test_an_input_both_layers_take_by_name_is_passed():
 def test_falcon_h1s_nested_mamba_a_undone():
     """FalconH1's WeightsMapper renames A_log -> A and mamba -> mamba.mamba: vLLM's mamba.mamba.A is transformers'
     mamba.A_log, -exp undone (H100: FalconH1ParallelHybrid FAIL ratio 650 with A = -exp(A_log) loaded as A_log)."""
-    rules = parity.loader_rules("falcon_h1.py", "falcon_h1")
+    rules = parity_mapping.loader_rules("falcon_h1.py", "falcon_h1")
     a_log = torch.randn(4)
-    out = parity.map_weights({"mamba.mamba.A": -a_log.exp(), "mamba.mamba.D": torch.randn(4)},
-                             {"mamba.A_log": (4,), "mamba.D": (4,)}, rules=rules)
+    out = parity_mapping.map_weights({"mamba.mamba.A": -a_log.exp(), "mamba.mamba.D": torch.randn(4)},
+                                     {"mamba.A_log": (4,), "mamba.D": (4,)}, rules=rules)
     torch.testing.assert_close(out["mamba.A_log"], a_log)
 
 
@@ -570,28 +575,179 @@ def test_a_hybrid_models_reference_is_the_index_of_the_same_block_type():
     """GraniteMoeHybrid's one transformers layer class builds the config's type at each index: vLLM's attention layer
     built at an index the config makes mamba is compared with the first attention index (H100: exit 2,
     self_attn.qkv_proj.weight has no counterpart)."""
-    config = parity.hf_config({"model_type": "granitemoehybrid", "hidden_size": 64, "intermediate_size": 96,
-                               "num_attention_heads": 4, "num_key_value_heads": 2, "num_hidden_layers": 3,
-                               "layer_types": ["mamba", "mamba", "attention"], "mamba_d_state": 4, "mamba_n_heads": 4,
-                               "mamba_d_head": 32, "num_local_experts": 4, "num_experts_per_tok": 2,
-                               "shared_intermediate_size": 96})
-    cls = parity.hf_classes("granitemoehybrid", "GraniteMoeHybridAttentionDecoderLayer")[1]
+    config = parity_reference.hf_config({"model_type": "granitemoehybrid", "hidden_size": 64, "intermediate_size": 96,
+                                         "num_attention_heads": 4, "num_key_value_heads": 2, "num_hidden_layers": 3,
+                                         "layer_types": ["mamba", "mamba", "attention"], "mamba_d_state": 4, "mamba_n_heads": 4,
+                                         "mamba_d_head": 32, "num_local_experts": 4, "num_experts_per_tok": 2,
+                                         "shared_intermediate_size": 96})
+    cls = parity_reference.hf_classes("granitemoehybrid", "GraniteMoeHybridAttentionDecoderLayer")[1]
     hf = {n: torch.randn(p.shape) for n, p in cls(config, 2).named_parameters()}
-    rules = parity.loader_rules("granitemoehybrid.py", "granitemoehybrid")
+    rules = parity_mapping.loader_rules("granitemoehybrid.py", "granitemoehybrid")
     vllm = _as_vllm(hf)
-    idx, meta = parity.reference_layer(cls, config, 0, vllm, rules)
+    idx, meta = parity_reference.reference_layer(cls, config, 0, vllm, rules)
     assert idx == 2 and "self_attn.q_proj.weight" in dict(meta.named_parameters())
-    assert parity.reference_layer(cls, config, 2, vllm, rules)[0] == 2
+    assert parity_reference.reference_layer(cls, config, 2, vllm, rules)[0] == 2
 
 
 def test_non_gated_experts_w13_holds_up_alone():
     """NemotronH's experts are not gated (FusedMoE ckpt_names=("up_proj", "down_proj", None)): vLLM's w13 is up_proj
     alone, transformers' mixer.experts.up_proj (H100: exit 2, w13_weight has no counterpart)."""
-    rules = parity.loader_rules("nemotron_h.py", "nemotron_h")
+    rules = parity_mapping.loader_rules("nemotron_h.py", "nemotron_h")
     assert rules["experts"]["up"] == ""
     up, down = torch.randn(4, 32, 64), torch.randn(4, 64, 32)
-    out = parity.map_weights({"mixer.experts.routed_experts.w13_weight": up,
-                              "mixer.experts.routed_experts.w2_weight": down},
-                             {"mixer.experts.up_proj": (4, 32, 64), "mixer.experts.down_proj": (4, 64, 32)},
-                             rules=rules)
+    out = parity_mapping.map_weights({"mixer.experts.routed_experts.w13_weight": up,
+                                      "mixer.experts.routed_experts.w2_weight": down},
+                                     {"mixer.experts.up_proj": (4, 32, 64), "mixer.experts.down_proj": (4, 64, 32)},
+                                     rules=rules)
     assert torch.equal(out["mixer.experts.up_proj"], up) and torch.equal(out["mixer.experts.down_proj"], down)
+
+
+def _vllm_rotary_permute(w, n_heads):
+    """llama4.py's permute_qk_weight_for_rotary, as vLLM 0.26.0 writes it."""
+    f_out, f_in = w.shape
+    return w.view(n_heads, f_out // n_heads // 2, 2, f_in).transpose(1, 2).reshape(f_out, f_in)
+
+
+def test_q_k_rows_vllms_loader_permutes_for_its_rotary_are_restored():
+    """Llama 4's loader permutes the rows of q_proj and k_proj in each head from interleaved pairs to halves: vLLM's
+    rotary is neox-style, transformers' complex (read from the source into the rules' rotary_permuted; H100:
+    Llama4DecoderLayer prefill FAIL ratio 2.4, decode 43 with the rows mapped as they lie). vLLM's rotary on the
+    permuted rows is transformers' rotary on the checkpoint's, permuted: undone, both compute the same."""
+    from transformers.models.llama4 import modeling_llama4 as llama4
+
+    config = parity_reference.hf_config({"model_type": "llama4_text", "hidden_size": 64, "intermediate_size": 32,
+                                         "intermediate_size_mlp": 96, "num_attention_heads": 4,
+                                         "num_key_value_heads": 2, "head_dim": 16, "num_hidden_layers": 4,
+                                         "num_local_experts": 4, "num_experts_per_tok": 1})
+    rules = parity_mapping.loader_rules("llama4.py", "llama4_text")
+    assert sorted(rules["rotary_permuted"]) == ["k_proj", "q_proj"]
+    hf = {n: torch.randn(p.shape) for n, p in llama4.Llama4TextDecoderLayer(config, 0).named_parameters()}
+    q, k, v = "self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"
+    vllm = {n: t for n, t in hf.items() if n not in (q, k, v)}
+    vllm["self_attn.qkv_proj.weight"] = torch.cat([_vllm_rotary_permute(hf[q], 4), _vllm_rotary_permute(hf[k], 2),
+                                                   hf[v]])
+    out = parity_mapping.map_weights(vllm, {n: tuple(t.shape) for n, t in hf.items()}, rules=rules,
+                                     head_dim=parity_reference.head_dim(config))
+    assert torch.equal(out[q], hf[q]) and torch.equal(out[k], hf[k])
+
+    x, pos = torch.randn(1, 5, 64), torch.arange(5)[None]
+    freqs = llama4.Llama4TextRotaryEmbedding(config)(x, pos)[:, :, None]  # [1, 5, 1, head_dim / 2], complex
+    q_hf = llama4.apply_rotary_emb((x @ hf[q].T).view(1, 5, 4, 16), x.new_zeros(1, 5, 1, 16), freqs.squeeze(2))[0]
+    a, b = (x @ _vllm_rotary_permute(hf[q], 4).T).view(1, 5, 4, 16).chunk(2, dim=-1)
+    q_vllm = torch.cat([a * freqs.real - b * freqs.imag, b * freqs.real + a * freqs.imag], dim=-1)
+    torch.testing.assert_close(q_vllm.reshape(5, 64).T,
+                               parity_mapping.permute_rotary(q_hf.reshape(5, 64).T, 16, to_vllm=True))
+    with pytest.raises(parity_mapping.MappingError, match="needs head_dim"):
+        parity_mapping.map_weights(vllm, {n: tuple(t.shape) for n, t in hf.items()}, rules=rules)
+
+
+def test_tokens_either_bf16_router_sends_elsewhere_are_left_out():
+    """A token whose top-k experts differ from the float32 reference's on the bundle's side or on transformers-bf16's
+    is not judged (a near-tie of Llama 4's top-1 router: H100 prefill hf_bf16_rel_l2 0.089 with transformers-bf16's
+    flips judged); each side's count is recorded."""
+    ex = {"sizes": {"B": 1, "new_tokens": 4}, "inputs": {"hidden_states": torch.zeros(4, 8)}}
+    ref = torch.randn(1, 4, 8)
+    sets = torch.tensor([[0], [1], [2], [3]])
+    bundle = ref + 1e-3 * torch.randn(1, 4, 8)
+    bundle[0, 2] += 5  # routed elsewhere by the bundle
+    bf16 = ref + 1e-3 * torch.randn(1, 4, 8)
+    bf16[0, 1] += 5  # routed elsewhere by transformers-bf16
+    flip = lambda i: torch.where(torch.arange(4)[:, None] == i, sets + 1, sets)  # noqa: E731
+    row = parity._judged({}, ex, 1, (bundle.reshape(4, 8), flip(2)), (bf16, flip(1)), (ref, sets), ref + 1)
+    assert (row["routing_differs_tokens"], row["routing_differs"], row["judged_tokens"]) == (2, {"bundle": 1,
+                                                                                                 "hf_bf16": 1}, 2)
+    assert row["hf_bf16_rel_l2"] < 1e-2 and row["status"] == "ok"
+
+
+def test_flattened_experts_from_vllms_fused_ones():
+    """Dbrx's transformers experts are flattened: w1, v1 and w2 each [E*F, H] (w2 the down projection transposed);
+    vLLM's loader fills w13 [E, 2F, H] from w1 then v1 and w2 [E, H, F] (the checkpoint names read from dbrx.py's
+    expert_params_mapping; H100: exit 2, w13_weight has no counterpart)."""
+    rules = parity_mapping.loader_rules("dbrx.py", "dbrx")
+    assert rules["experts"] == {"gate": "w1", "up": "v1", "down": "w2"}
+    config = parity_reference.hf_config({"model_type": "dbrx", "d_model": 32, "n_heads": 4, "n_layers": 2,
+                                         "ffn_config": {"ffn_hidden_size": 8, "moe_num_experts": 4, "moe_top_k": 2},
+                                         "attn_config": {"kv_n_heads": 2}})
+    layer = parity_reference.hf_classes("dbrx", "DbrxBlock")[1](config, 0)
+    hf = {n: torch.randn(p.shape) for n, p in layer.named_parameters() if ".experts." in n}
+    assert sorted(hf) == ["ffn.experts.mlp.v1", "ffn.experts.mlp.w1", "ffn.experts.mlp.w2"]
+    E, F, H = 4, 8, 32
+    w1, v1, w2 = (hf[f"ffn.experts.mlp.{n}"] for n in ("w1", "v1", "w2"))
+    vllm = {"ffn.experts.routed_experts.w13_weight": torch.cat([w1.view(E, F, H), v1.view(E, F, H)], dim=1),
+            "ffn.experts.routed_experts.w2_weight": w2.view(E, F, H).transpose(1, 2)}  # DbrxExperts.weight_loader
+    shapes = {n: tuple(t.shape) for n, t in hf.items()}
+    out = parity_mapping.map_weights(vllm, shapes, rules=rules)
+    assert all(torch.equal(out[n], t) for n, t in hf.items())
+    control = parity_mapping.map_weights(vllm, shapes, rules=rules, control=True)
+    assert torch.equal(control["ffn.experts.mlp.w1"], v1) and torch.equal(control["ffn.experts.mlp.v1"], w1)
+
+
+def test_a_dense_mlp_against_a_moe_block_is_a_different_layer():
+    """HunYuan with num_experts=1: vLLM's layer builds its dense MLP (_is_moe: num_experts > 1), transformers'
+    hunyuan_v1_moe layer always a MoE block (gate, experts, shared MLP): `no reference`, naming both (H100: exit 2,
+    mlp.gate_up_proj.weight has no counterpart)."""
+    config = parity_reference.hf_config({"model_type": "hunyuan_v1_moe", "hidden_size": 64, "intermediate_size": 96,
+                                         "moe_intermediate_size": 32, "num_attention_heads": 4,
+                                         "num_key_value_heads": 2, "head_dim": 16, "num_hidden_layers": 2, "num_experts": 1,
+                                         "moe_topk": 1})
+    cls = parity_reference.hf_classes("hunyuan_v1_moe", "HunYuanDecoderLayer")[1]
+    hf = {n: torch.randn(p.shape) for n, p in cls(config, 0).named_parameters()}
+    vllm = {n: t for n, t in hf.items() if not n.startswith("mlp.")}
+    vllm.update({"mlp.gate_up_proj.weight": torch.randn(192, 64), "mlp.down_proj.weight": torch.randn(64, 96)})
+    rules = parity_mapping.loader_rules("hunyuan_v1.py", "hunyuan_v1_moe")
+    with pytest.raises(parity_mapping.DifferentLayer, match=r"dense MLP where transformers' builds a MoE block "
+                                                           r"\(mlp\.experts\)"):
+        parity_reference.reference_layer(cls, config, 0, vllm, rules)
+
+
+def test_norms_vllms_layer_does_not_build_are_a_different_layer():
+    """HY-V3: vLLM's attention applies q/k norms only where the config sets qk_norm (transformers' HYV3Config has no
+    such field), transformers' always: `no reference`, naming the norms (H100: exit 2, self_attn.k_norm.weight gets no
+    vLLM weight)."""
+    config = parity_reference.hf_config({"model_type": "hy_v3", "hidden_size": 64, "intermediate_size": 96,
+                                         "moe_intermediate_size": 32, "num_attention_heads": 4,
+                                         "num_key_value_heads": 2, "head_dim": 16, "num_hidden_layers": 2,
+                                         "num_experts": 4, "num_experts_per_tok": 2, "first_k_dense_replace": 1})
+    cls = parity_reference.hf_classes("hy_v3", "HYV3DecoderLayer")[1]
+    hf = {n: torch.randn(p.shape) for n, p in cls(config, 0).named_parameters()}
+    vllm = {n: t for n, t in hf.items() if "_norm." not in n or "layernorm" in n}
+    with pytest.raises(parity_mapping.DifferentLayer, match=r"applies self_attn\.[qk]_norm, self_attn\.[qk]_norm, "
+                                                           r"which vLLM's layer does not build"):
+        parity_mapping.map_weights(vllm, {n: tuple(t.shape) for n, t in hf.items()})
+
+
+def test_a_variant_layer_transformers_lacks_is_no_reference():
+    """llama_eagle3.py's LlamaDecoderLayer (an EAGLE-3 draft layer: hidden_norm, qkv_proj over [embeddings, hidden
+    states]) extends transformers' llama layer, which has neither: `no reference` naming the file (H100: exit 2,
+    hidden_norm.weight has no counterpart). The same failure for llama.py's own layer stays an error."""
+    config = parity_reference.hf_config({"model_type": "llama", **TINY["llama"]})
+    cls = parity_reference.hf_classes("llama", "LlamaDecoderLayer")[1]
+    vllm = _as_vllm({n: torch.randn(p.shape) for n, p in cls(config, 0).named_parameters()})
+    vllm["hidden_norm.weight"] = torch.randn(64)
+    with pytest.raises(parity_mapping.MappingError) as e:
+        parity_reference.reference_layer(cls, config, 0, vllm, parity_mapping.loader_rules("llama_eagle3.py", "llama"))
+    unref = parity._unreferenced(e.value, "LlamaDecoderLayer", "llama_eagle3.py", cls, {})
+    assert isinstance(unref, parity_mapping.NoReference)
+    assert "llama_eagle3.py's, a variant of transformers' llama layer" in str(unref) and "hidden_norm" in str(unref)
+    assert parity._unreferenced(e.value, "LlamaDecoderLayer", "llama.py", cls, {}) is e.value
+
+
+def test_per_layer_fields_the_example_assumed_build_transformers_layer(tmp_path):
+    """Lfm2MoeConfig leaves layer_types None (its checkpoint lists them), which its layer indexes; the bundle's example
+    assumed every layer 'full_attention' (its `derived` table): transformers' config takes that (H100: TypeError
+    'NoneType' object is not subscriptable). Under it transformers builds no short-conv layer: vLLM's is `no reference`."""
+    bundle = tmp_path / "Lfm2MoeAttentionDecoderLayer.py"
+    bundle.write_text("def invocation_example():\n    derived = {'layer_types': [['full_attention', 'full_attention'], "
+                      "\"every layer 'full_attention' (no sliding window stated)\"], 'rope_theta': [1.0, 'x']}\n")
+    cfg = {"model_type": "lfm2_moe", "hidden_size": 64, "intermediate_size": 96, "moe_intermediate_size": 32,
+           "num_attention_heads": 4, "num_key_value_heads": 2, "num_hidden_layers": 2, "num_experts": 4,
+           "num_experts_per_tok": 2, "num_dense_layers": 1}
+    per_layer = parity_reference.per_layer_assumed(cfg, parity.example_assumed(bundle))
+    assert per_layer == {"layer_types": ["full_attention", "full_attention"]}
+    cls = parity_reference.hf_classes("lfm2_moe", "Lfm2MoeAttentionDecoderLayer")[1]
+    with pytest.raises(TypeError):
+        cls(parity_reference.hf_config(cfg), 0)
+    assert cls(parity_reference.hf_config(cfg, per_layer=per_layer), 0).is_attention_layer
+    unref = parity._unreferenced(parity_mapping.MappingError("short_conv.conv.weight"), "Lfm2MoeShortConvDecoderLayer",
+                                 "lfm2_moe.py", cls, per_layer)
+    assert isinstance(unref, parity_mapping.NoReference) and "the config states no layer_types" in str(unref)

@@ -10,7 +10,9 @@ source is absent, so they are committed. For each `vllm/model_executor/models/<f
   ids q, k, v or 0, 1, ... give the order);
 - `experts`: the checkpoint names of the experts' gate, up and down projections (FusedMoE's `ckpt_names=(gate,
   down, up)`, `make_expert_params_mapping(ckpt_gate_proj_name=..., ...)`), where the file names them; up is "" for
-  non-gated experts (NemotronH's `("up_proj", "down_proj", None)`: w13 holds up_proj alone).
+  non-gated experts (NemotronH's `("up_proj", "down_proj", None)`: w13 holds up_proj alone); or an
+  `expert_params_mapping` comprehension over literal names choosing "w13" or "w2" by a literal test (Dbrx's
+  `("w13" if weight_name in ["w1", "v1"] else "w2", ...) for weight_name in ["w1", "v1", "w2"]`: w1, v1 gate and up).
 - `mapper`: the literal renames of the file's `WeightsMapper(orig_to_new_suffix=..., orig_to_new_substr=...)`, as
   [kind, checkpoint text, vLLM text] (Aria's `router.weight` -> `router_weight`, `experts.fc1` ->
   `experts.gate_up_proj`); prefixes (model-level paths), regexes, dropped names (None) and deletions are left out.
@@ -22,6 +24,10 @@ source is absent, so they are committed. For each `vllm/model_executor/models/<f
 - `head_interleaved`: the fused q/k/v parameters whose checkpoint rows the loader regroups from [heads, 3, head_dim]
   to vLLM's [3, heads, head_dim] (GPT-NeoX's and Bloom's `query_key_value`: an `if "<name>" in name:` block that
   views the weight as (heads, 3, -1) and transposes dims 0 and 1).
+- `rotary_permuted`: the checkpoint modules (parts of a merged parameter) whose weight rows the loader permutes in
+  each head from interleaved pairs [head_dim/2, 2] to halves [2, head_dim/2], for a neox-style rotary (Llama 4's
+  `permute_qk_weight_for_rotary`: a function that views the weight as (heads, rows // heads // 2, 2, in) and
+  transposes dims 1 and 2, for the names it tests with `"<name>" in modules`, of the file's merged parts).
 `default` holds, for each merged name, the mapping most files give it, and FusedMoE's default expert names: the
 rules of a file that states none. Each version's file is read; where versions disagree the later one wins (its
 `mapper` keeps the earlier's renames too) and the conflict is listed in `conflicts`.
@@ -58,6 +64,41 @@ def _regroups_heads(block: list) -> bool:
     views = [c for c in calls if c.func.attr in ("view", "reshape") and c.args and any(
         isinstance(t, ast.Tuple) and len(t.elts) > 1 and _const(t.elts[1]) == 3 for t in ast.walk(c.args[0]))]
     return bool(views) and any(c.func.attr == "transpose" and [_const(a) for a in c.args] == [0, 1] for c in calls)
+
+
+def _permutes_rotary(fn) -> bool:
+    """Whether a function views a tensor as (heads, rows // heads // 2, 2, in) and transposes dims 1 and 2."""
+    calls = [n for n in ast.walk(fn) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)]
+    views = [c for c in calls if c.func.attr in ("view", "reshape") and len(c.args) == 4 and _const(c.args[2]) == 2]
+    return bool(views) and any(c.func.attr == "transpose" and [_const(a) for a in c.args] == [1, 2] for c in calls)
+
+
+def rotary_permuted(tree, packed: dict) -> list:
+    """The checkpoint modules a permuting function (_permutes_rotary) tests by name, of those merged into a parameter
+    (`packed`): the names it tests otherwise (Mistral's own format's wq, wk; an embedding) are not a layer's."""
+    parts = {p for v in packed.values() for p in v}
+    out = []
+    for fn in ast.walk(tree):
+        if isinstance(fn, ast.FunctionDef) and _permutes_rotary(fn):
+            out += [_const(n.left) for n in ast.walk(fn) if isinstance(n, ast.Compare) and isinstance(n.ops[0], ast.In)
+                    and _const(n.left) in parts and _const(n.left) not in out]
+    return out
+
+
+def _comprehension_experts(node) -> dict:
+    """{gate, up, down} from `[("w13" if n in [a, b] else "w2", ...) for n in [a, b, c]]` (a, b, c literal), else {}."""
+    if not (isinstance(node, ast.ListComp) and len(node.generators) == 1 and isinstance(node.elt, ast.Tuple)
+            and isinstance(node.generators[0].target, ast.Name) and isinstance(node.elt.elts[0], ast.IfExp)):
+        return {}
+    names, choice = _const(node.generators[0].iter), node.elt.elts[0]
+    test = choice.test
+    if not (isinstance(names, list) and all(isinstance(n, str) for n in names) and isinstance(test, ast.Compare)
+            and isinstance(test.left, ast.Name) and test.left.id == node.generators[0].target.id
+            and isinstance(test.ops[0], ast.In) and isinstance(_const(test.comparators[0]), (list, tuple))):
+        return {}
+    merged = {n: _const(choice.body) if n in _const(test.comparators[0]) else _const(choice.orelse) for n in names}
+    w13, w2 = [n for n in names if merged[n] == "w13"], [n for n in names if merged[n] == "w2"]
+    return {"gate": w13[0], "up": w13[1], "down": w2[0]} if len(w13) == 2 and len(w2) == 1 else {}
 
 
 def _tail(node) -> str | None:
@@ -132,7 +173,9 @@ def file_rules(source: str) -> dict:
             target = node.targets[0] if isinstance(node, ast.Assign) else node.target
             name = target.id if isinstance(target, ast.Name) else getattr(target, "attr", None)
             value = _const(node.value) if node.value is not None else None
-            if name == "packed_modules_mapping" and isinstance(value, dict):
+            if name == "expert_params_mapping" and _comprehension_experts(node.value):
+                experts = _comprehension_experts(node.value)
+            elif name == "packed_modules_mapping" and isinstance(value, dict):
                 for k, v in value.items():
                     if isinstance(v, (list, tuple)) and all(isinstance(p, str) for p in v):
                         packed[k.strip(".")] = [p.strip(".") for p in v]
@@ -158,6 +201,7 @@ def file_rules(source: str) -> dict:
             elif (all(isinstance(kw.get(f"ckpt_{r}_proj_name"), str) for r in ("gate", "down"))
                   and "ckpt_up_proj_name" in kw and isinstance(kw["ckpt_up_proj_name"], (str, type(None)))):
                 experts = {r: kw[f"ckpt_{r}_proj_name"] or "" for r in ("gate", "down", "up")}
+    permuted = rotary_permuted(tree, packed)
     out = {}
     if packed:
         out["packed"] = packed
@@ -167,6 +211,8 @@ def file_rules(source: str) -> dict:
         out["mapper"] = mapper
     if interleaved:
         out["head_interleaved"] = interleaved
+    if permuted:
+        out["rotary_permuted"] = permuted
     return out
 
 

@@ -1,0 +1,467 @@
+"""tools/parity.py's weight mapping: transformers' state dict of one decoder layer from vLLM's, by the conventions
+vLLM's loader applies to a checkpoint (models/vllm-loader-rules.json, read from vLLM's source by
+tools/gen_loader_rules.py: merged parameters, fused experts, WeightsMapper renames, transforms of the loaded tensor),
+each undone. Torch is needed only for the tensors passed in."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+# vLLM's loader conventions per model file (merged parameters and the checkpoint parameters they hold, the experts'
+# checkpoint names), read from vLLM's source by tools/gen_loader_rules.py: this machine has no vLLM.
+LOADER_RULES = Path(__file__).resolve().parents[1] / "models" / "vllm-loader-rules.json"
+# vLLM's fused expert tensors, [E, 2I, H] (gate then up) and [E, H, I] (down), under the MoE block's `experts`
+# (0.26.0's FusedMoE keeps them one level down, in `routed_experts`), and their biases [E, 2I] and [E, H].
+EXPERT_TENSOR = re.compile(r"^(?P<base>(?:.*\.)?experts)\.(?:[\w.]*\.)?(?P<which>w13|w2)_(?P<leaf>weight|bias)$")
+# transformers' fused expert tensors where its checkpoint conversion names none.
+FUSED_EXPERTS = {"w13": "gate_up_proj", "w2": "down_proj"}
+# vLLM parameters with no transformers counterpart (the attention's scalar quantisation scales).
+NO_COUNTERPART = re.compile(r"(^|\.)_?(k|v|q|prob)_scale$|(^|\.)_(k|v|q|prob)_scale_float$")
+
+
+class MappingError(Exception):
+    pass
+
+
+class NoReference(MappingError):
+    """transformers' layer cannot be compared with the bundle's in this case: the row records `no reference` with
+    this reason."""
+
+
+class DifferentLayer(NoReference):
+    """vLLM's and transformers' layers compute differently for this config: vLLM builds a dense MLP where transformers
+    builds a MoE block (HunYuan's num_experts=1: vLLM's dense path), or transformers applies norms vLLM's layer does
+    not build (a flag transformers' config lacks turns them off in vLLM: HY-V3's qk_norm)."""
+
+
+class PartOfLayer(NoReference):
+    """vLLM's layer is a part of transformers' layer (FalconH1's attention alone, its SSM mixer alone): there is no
+    layer-level reference."""
+
+
+def loader_rules(model_file: str | None = None, model_type: str | None = None) -> dict:
+    """The rules map_weights applies for a layer of vLLM's `model_file` (a name in vllm/model_executor/models/)
+    compared with transformers' `model_type`: `packed` (vLLM's merged parameter -> checkpoint parameters, in order:
+    the file's own over the default most files share), `experts` (checkpoint names of gate, up, down), `renames`
+    (transformers' checkpoint renames for the model_type, as (regex, replacement)), `fused` (transformers' fused
+    expert tensor for gate+up and for down, from its checkpoint conversion), `mapper` (the file's WeightsMapper
+    renames, checkpoint -> vLLM: [kind, checkpoint text, vLLM text]) and `head_interleaved` (fused q/k/v modules
+    whose checkpoint rows [heads, 3, head_dim] the loader regroups to [3, heads, head_dim]), `rotary_permuted`
+    (checkpoint modules whose weight rows the loader permutes in each head for a neox-style rotary: Llama 4's q_proj,
+    k_proj) and `transformed` (parameter name -> the function of the checkpoint tensor vLLM's weight loader stores:
+    neg_exp, the Mamba mixers' A = -exp(A_log))."""
+    table = json.loads(LOADER_RULES.read_text())
+    own = table["files"].get(model_file or "", {})
+    rules = {"packed": {**table["default"]["packed"], **own.get("packed", {})},
+             "experts": dict(own.get("experts") or table["default"]["experts"]), "renames": [], "fused": {},
+             "mapper": own.get("mapper", []), "head_interleaved": own.get("head_interleaved", []),
+             "rotary_permuted": own.get("rotary_permuted", []),
+             "transformed": {k: v["op"] for k, v in table.get("transformed", {}).items()}}
+    if model_type:
+        from transformers.conversion_mapping import get_checkpoint_conversion_mapping
+
+        for t in get_checkpoint_conversion_mapping(model_type) or []:
+            src = [t.source_patterns] if isinstance(t.source_patterns, str) else list(t.source_patterns)
+            dst = [t.target_patterns] if isinstance(t.target_patterns, str) else list(t.target_patterns)
+            if type(t).__name__ == "WeightRenaming":
+                rules["renames"] += list(zip(src, dst))
+            elif len(dst) == 1 and all("*" in s for s in src):
+                leaves = tuple(sorted(s.rsplit("*.", 1)[1].split(".")[0] for s in src))
+                rules["fused"][leaves] = dst[0].rsplit(".", 1)[-1]
+    return rules
+
+
+def _rename(name: str, renames: list) -> str:
+    """transformers' name of a checkpoint parameter of one layer (renames apply to the model-level key)."""
+    full = "model.layers.0." + name
+    for pattern, repl in renames:
+        full = re.sub(pattern, repl, full)
+    return re.sub(r"^.*?layers\.\d+\.", "", full, count=1)
+
+
+def _from_vllm(name: str, mapper: list) -> list[str]:
+    """The checkpoint names vLLM's WeightsMapper may rename to `name`, nearest first: each of its literal suffix and
+    substring renames undone at one place, then all of them undone together (the module renames inside a layer are
+    _hf_name's). The layer's path is the text before `name`, so a rename's leading "." may match at its start (Jamba's
+    ".self_attn." -> "." leaves `qkv_proj.weight` of `self_attn.qkv_proj.weight`); where a rename's vLLM text occurs
+    more than once, which place it came from is not known: each is a candidate."""
+    dotted = "." + name
+    out = []
+    for kind, orig, new in mapper:
+        if kind == "suffix" and dotted.endswith(new):
+            out.append(dotted[: len(dotted) - len(new)] + orig)
+        elif kind == "substr":
+            at = dotted.find(new)
+            while at >= 0:
+                out.append(dotted[:at] + orig + dotted[at + len(new):])
+                at = dotted.find(new, at + 1)
+    whole = dotted
+    for kind, orig, new in mapper:
+        if kind == "suffix" and whole.endswith(new):
+            whole = whole[: len(whole) - len(new)] + orig
+        elif kind == "substr" and new != ".":
+            whole = whole.replace(new, orig)
+    return [n[1:] for n in dict.fromkeys(out + [whole]) if n.startswith(".")]
+
+
+def _hf_name(name: str, rules: dict, hf_shapes: dict) -> str:
+    """transformers' name of a checkpoint parameter `name` of vLLM's layer: by transformers' renames, else, where that
+    names none of transformers' parameters, after undoing the model file's WeightsMapper (Aria's router_weight), else
+    after undoing one of its module renames inside the layer (`layer_prefix`: Cosmos3 Edge's mixer, from self_attn
+    or mlp: the first that names a transformers parameter)."""
+    plain = _rename(name, rules["renames"])
+    if plain in hf_shapes or not rules.get("mapper"):
+        return plain
+    for candidate in _from_vllm(name, rules["mapper"]):
+        mapped = _rename(candidate, rules["renames"])
+        if mapped in hf_shapes:
+            return mapped
+    for kind, orig, new in rules["mapper"]:
+        if kind == "layer_prefix" and ("." + name).startswith(new):
+            renamed = _rename(orig[1:] + name[len(new) - 1:], rules["renames"])
+            if renamed in hf_shapes:
+                return renamed
+    return plain
+
+
+def _split_sizes(names: list[str], hf_shapes: dict[str, tuple], total: int) -> list[int]:
+    sizes = [hf_shapes[n][0] for n in names]
+    if sum(sizes) != total:
+        raise MappingError(f"vLLM's merged parameter has {total} rows, transformers' {', '.join(names)} "
+                           f"have {sizes} (sum {sum(sizes)})")
+    return sizes
+
+
+def _packed_parts(vname: str, packed: dict) -> tuple[str, list[str]] | None:
+    """(vLLM's merged module, the checkpoint modules it holds) for a merged parameter, else None."""
+    module, _, leaf = vname.rpartition(".")
+    for merged in sorted(packed, key=len, reverse=True):
+        parts = packed[merged]
+        if parts != [merged] and (module == merged or module.endswith("." + merged)):
+            stem = module[: len(module) - len(merged)]
+            return module, [f"{stem}{p}.{leaf}" for p in parts]
+    return None
+
+
+def _is_gate_up(parts: list[str], rules: dict) -> bool:
+    leaves = [p.rsplit(".", 2)[-2] for p in parts]
+    return leaves in ([rules["experts"]["gate"], rules["experts"]["up"]], ["gate_proj", "up_proj"])
+
+
+def head_interleaved(vname: str, rules: dict) -> bool:
+    """Whether vLLM's loader regrouped this parameter's checkpoint rows (rules' `head_interleaved`)."""
+    module = vname.rpartition(".")[0]
+    return any(module == m or module.endswith("." + m) for m in rules.get("head_interleaved", []))
+
+
+# The inverse of each function a vLLM weight loader applies to a checkpoint tensor (rules' `transformed`).
+UNDO_LOADED = {"neg_exp": lambda t: (-t.float()).log().to(t.dtype)}
+
+
+def untransformed(vname: str, t, rules: dict):
+    """The checkpoint tensor of vLLM parameter `vname`, where vLLM's loader stored a function of it (rules'
+    `transformed`, by the parameter's own name)."""
+    op = rules.get("transformed", {}).get(vname.rpartition(".")[2])
+    return UNDO_LOADED[op](t) if op else t
+
+
+def regroup_heads(t, num_heads: int, to_vllm: bool):
+    """Rows [heads, 3, head_dim] (the checkpoint's) <-> [3, heads, head_dim] (vLLM's), as vLLM's loader regroups a
+    fused q/k/v weight or bias (GPT-NeoX's, Bloom's _repack_qkv)."""
+    groups = (num_heads, 3) if to_vllm else (3, num_heads)
+    return t.reshape(*groups, -1, *t.shape[1:]).transpose(0, 1).reshape(t.shape)
+
+
+def permute_rotary(t, head_dim: int, to_vllm: bool):
+    """The rows of each head: interleaved pairs [head_dim/2, 2] (the checkpoint's, for transformers' complex rotary)
+    <-> halves [2, head_dim/2] (vLLM's, for its neox-style rotary), as Llama 4's loader permutes q_proj and k_proj
+    (permute_qk_weight_for_rotary)."""
+    groups = (head_dim // 2, 2) if to_vllm else (2, head_dim // 2)
+    return t.reshape(-1, *groups, *t.shape[1:]).transpose(1, 2).reshape(t.shape)
+
+
+def rotary_unpermuted(ckpt_name: str, t, rules: dict, head_dim: int | None):
+    """The checkpoint's rows of weight `ckpt_name`, where vLLM's loader permuted them (rules' rotary_permuted)."""
+    module, _, leaf = ckpt_name.rpartition(".")
+    if leaf != "weight" or not set(module.split(".")) & set(rules.get("rotary_permuted", [])):
+        return t
+    if not head_dim:
+        raise MappingError(f"vLLM parameter {ckpt_name} {tuple(t.shape)}: vLLM's loader permutes its rows in each "
+                           "head for its rotary; map_weights needs head_dim (the config's)")
+    return permute_rotary(t, head_dim, to_vllm=False)
+
+
+def map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool = False, rules: dict | None = None,
+                layout: dict | None = None, transposed: frozenset = frozenset(), num_heads: int | None = None,
+                zeroed: list | None = None, buffers: dict | None = None, head_dim: int | None = None) -> dict:
+    """transformers' state dict (name -> tensor) from vLLM's, for one decoder layer, by vLLM's loader rules
+    (loader_rules(); default: the rules most vLLM model files share, no renames). `hf_shapes` names every
+    transformers parameter and its shape; `layout` its fused experts' layouts (hf_experts_layout); `transposed` its
+    weights stored [in, out] (hf_transposed: GPT-2's Conv1D), mapped in vLLM's [out, in] and transposed last;
+    `num_heads` the attention heads, for the fused q/k/v rows vLLM's loader regroups (rules' head_interleaved);
+    `head_dim` for the q/k rows it permutes in each head (rules' rotary_permuted).
+    control=True maps deliberately wrong: the gate and up halves swapped (a merged MLP's or the experts' w13);
+    a layer without them gets k and v of its merged qkv swapped; one with neither, the rows of its first matrix
+    rolled by one.
+    A vLLM parameter whose name transformers lacks takes the one unclaimed transformers parameter of its shape one
+    module down or up (AXK1's post_mlp_layernorm, under mlp in transformers). A vLLM bias with no counterpart whose
+    weight maps (a LayerNorm with bias where transformers' has none: Dbrx's norm_1) is listed in `zeroed`, where one
+    is given: the caller zeroes it in vLLM's layer, which makes both compute the same. `buffers` names transformers'
+    persistent buffers and their shapes: a vLLM parameter may map onto one (MiniMax-M2's e_score_correction_bias, a
+    parameter in vLLM, a buffer in transformers); none needs a vLLM weight.
+    Raises PartOfLayer where vLLM's layer is one part of transformers' (all of vLLM's parameters map under one of
+    transformers' submodules, or map and leave whole submodules of transformers' without a weight), else
+    MappingError naming the parameter on each side that has no counterpart."""
+    kw = dict(control=control, rules=rules or loader_rules(), layout=layout, transposed=transposed,
+              num_heads=num_heads, zeroed=zeroed, head_dim=head_dim)
+    buffers = buffers or {}
+    try:
+        return _map_weights(vllm_state, hf_shapes, buffers=buffers, **kw)
+    except NoReference:
+        raise
+    except MappingError as e:
+        for child in sorted({h.split(".", 1)[0] for h in hf_shapes if "." in h}):
+            inner = {h: s for h, s in hf_shapes.items() if h.startswith(child + ".")}
+            try:
+                _map_weights({f"{child}.{n}": t for n, t in vllm_state.items()}, inner,
+                             buffers={h: s for h, s in buffers.items() if h.startswith(child + ".")}, **kw)
+            except MappingError:
+                continue
+            raise PartOfLayer(f"vLLM's layer is transformers' layer's `{child}` alone (all its parameters map there): "
+                              f"no layer-level reference") from e
+        _raise_if_dense_against_experts(vllm_state, hf_shapes, e)
+        raise
+
+
+def _map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool, rules: dict, layout, transposed,
+                 num_heads, zeroed, buffers: dict, head_dim) -> dict:
+    required = set(hf_shapes)
+    hf_shapes = {**buffers, **hf_shapes}
+    final_shapes, hf_shapes = hf_shapes, {n: s[::-1] if n in transposed else s for n, s in hf_shapes.items()}
+    swap_gate_up = control and any(
+        ((m := EXPERT_TENSOR.match(n)) and m["which"] == "w13") or ((pp := _packed_parts(n, rules["packed"]))
+                                                                    and _is_gate_up(pp[1], rules)) for n in vllm_state)
+    applied = swap_gate_up
+    out: dict = {}
+    pending = []  # (vLLM name, tensor, transformers name tried): resolved once the other parameters are claimed
+    orient: dict = {}  # experts module -> whether transformers' fused tensors are vLLM's transposed
+    square = []  # fused expert weights whose shape fits both ways: oriented as their sibling's
+    for vname, t in vllm_state.items():
+        if NO_COUNTERPART.search(vname):
+            continue
+        t = _checkpoint_tensor(vname, t, rules, num_heads, head_dim)
+        expert = EXPERT_TENSOR.match(vname)
+        if expert is not None:
+            if not _map_experts(vname, t, expert, rules, hf_shapes, layout or {}, out, swap_gate_up, orient):
+                square.append((vname, t, expert))
+            continue
+        packed = _packed_parts(vname, rules["packed"])
+        if packed is not None:
+            parts, t, swapped_kv = _split_packed(vname, t, packed[1], rules, hf_shapes, control, swap_gate_up,
+                                                 head_dim)
+            applied |= swapped_kv
+            if parts is not None:
+                out.update(parts)
+                continue
+        hname = _hf_name(vname, rules, hf_shapes)
+        if hname not in hf_shapes:
+            pending.append((vname, t, hname))
+            continue
+        out[hname] = t
+    for vname, t, expert in square:
+        if not _map_experts(vname, t, expert, rules, hf_shapes, layout or {}, out, swap_gate_up, orient):
+            raise MappingError(f"vLLM parameter {vname} {tuple(t.shape)} is square: whether transformers' fused tensor "
+                               "holds it transposed cannot be told by shape, and no sibling tensor tells it")
+    _resolve_pending(pending, out, hf_shapes, rules, zeroed)
+    if control and not applied:
+        first = next(n for n, t in out.items() if t.dim() == 2)
+        out[first] = out[first].roll(1, dims=0)
+    out = {n: t.t() if n in transposed else t for n, t in out.items()}
+    _check_complete(out, required, final_shapes, vllm_state)
+    return out
+
+
+def _checkpoint_tensor(vname: str, t, rules: dict, num_heads, head_dim):
+    """The checkpoint's tensor of vLLM parameter `vname`: the loader's transform undone, its rows regrouped and
+    permuted back."""
+    t = rotary_unpermuted(vname, untransformed(vname, t, rules), rules, head_dim)
+    if head_interleaved(vname, rules):
+        if not num_heads:
+            raise MappingError(f"vLLM parameter {vname} {tuple(t.shape)}: vLLM's loader regroups its rows by "
+                               "head; map_weights needs num_heads (the config's num_attention_heads)")
+        t = regroup_heads(t, num_heads, to_vllm=False)
+    return t
+
+
+def _split_packed(vname: str, t, parts: list, rules: dict, hf_shapes: dict, control: bool, swap_gate_up: bool,
+                  head_dim):
+    """(transformers' parameters -> rows, t, whether the control's k/v swap was applied) for vLLM's merged parameter
+    `vname` holding checkpoint `parts`; (None, t, False) where transformers keeps it merged, as vLLM does (t rolled by
+    half for the control's gate/up swap)."""
+    names = [_hf_name(n, rules, hf_shapes) for n in parts]
+    gate_up = _is_gate_up(parts, rules)
+    if all(n in hf_shapes for n in names):
+        chunks = [rotary_unpermuted(p, c, rules, head_dim)
+                  for p, c in zip(parts, t.split(_split_sizes(names, hf_shapes, t.shape[0]), dim=0))]
+        swapped_kv = False
+        if swap_gate_up and gate_up:
+            chunks = chunks[::-1]
+        elif control and not swap_gate_up and len(chunks) == 3 and chunks[1].shape == chunks[2].shape:
+            chunks, swapped_kv = [chunks[0], chunks[2], chunks[1]], True
+        return dict(zip(names, chunks)), t, swapped_kv
+    if _hf_name(vname, rules, hf_shapes) not in hf_shapes:
+        tried = [n for n in names if n not in hf_shapes] + [_hf_name(vname, rules, hf_shapes)]
+        raise _no_counterpart(vname, t, tried, hf_shapes)
+    if swap_gate_up and gate_up:
+        t = t.roll(t.shape[0] // 2, dims=0)
+    return None, t, False
+
+
+def _resolve_pending(pending: list, out: dict, hf_shapes: dict, rules: dict, zeroed) -> None:
+    """Each vLLM parameter whose transformers name is missing takes the one unclaimed transformers parameter of its
+    shape one module down or up; else, a bias whose weight maps is listed in `zeroed` (where given)."""
+    for vname, t, hname in pending:
+        near = [h for h in hf_shapes if h not in out and tuple(hf_shapes[h]) == tuple(t.shape) and (
+            h.endswith("." + hname) and h.count(".") == hname.count(".") + 1
+            or hname.endswith("." + h) and hname.count(".") == h.count(".") + 1)]
+        if len(near) == 1:
+            out[near[0]] = t
+        elif (zeroed is not None and vname.endswith(".bias")
+              and _hf_name(vname[: -len("bias")] + "weight", rules, hf_shapes) in out):
+            zeroed.append(vname)
+        else:
+            raise _no_counterpart(vname, t, [hname], hf_shapes)
+
+
+def _check_complete(out: dict, required: set, hf_shapes: dict, vllm_state: dict) -> None:
+    """Every required transformers parameter mapped, each of its shape: PartOfLayer where vLLM's parameters fill some
+    of transformers' submodules and none of the others, else MappingError naming the first parameter left out."""
+    missing = sorted(required - set(out))
+    held, lacking = {n.split(".", 1)[0] for n in out}, {n.split(".", 1)[0] for n in missing}
+    if missing and out and not held & lacking:
+        raise PartOfLayer(f"vLLM's layer is a part of transformers' layer: its parameters map into transformers' "
+                          f"{', '.join(sorted(held))} and none into {', '.join(sorted(lacking))}: no layer-level "
+                          "reference")
+    if missing and all(len(hf_shapes[n]) == 1 and "norm" in n.rpartition(".")[0] and _norms_absent(n, out)
+                       for n in missing):
+        raise DifferentLayer(f"transformers' layer applies {', '.join(n.rpartition('.')[0] for n in missing)}, which "
+                             "vLLM's layer does not build (for this config it skips that normalisation): they compute "
+                             "differently")
+    if missing:
+        raise MappingError(f"transformers parameter {missing[0]} {tuple(hf_shapes[missing[0]])} gets no vLLM "
+                           f"weight ({len(missing)} in all); vLLM has {sorted(vllm_state)[:8]}")
+    for n, t in out.items():
+        if tuple(t.shape) != tuple(hf_shapes[n]):
+            raise MappingError(f"transformers parameter {n} {tuple(hf_shapes[n])} gets a vLLM weight of shape "
+                               f"{tuple(t.shape)}")
+
+
+def _raise_if_dense_against_experts(vllm_state: dict, hf_shapes: dict, error: MappingError) -> None:
+    """DifferentLayer where vLLM's layer holds no experts and transformers' does, and vLLM has parameters in the module
+    transformers' experts are in: vLLM built its dense MLP there."""
+    experts = sorted({h.split(".experts.", 1)[0] for h in hf_shapes if ".experts." in h})
+    if (experts and not any(EXPERT_TENSOR.match(n) or ".experts." in n for n in vllm_state)
+            and any(n.startswith(e + ".") for n in vllm_state for e in experts)):
+        raise DifferentLayer(f"vLLM's layer builds a dense MLP where transformers' builds a MoE block "
+                             f"({', '.join(e + '.experts' for e in experts)}): for this config they compute "
+                             f"differently ({error})") from error
+
+
+def _norms_absent(norm_weight: str, out: dict) -> bool:
+    """Whether the module holding transformers' norm `norm_weight` (self_attn for self_attn.k_norm.weight) gets no
+    norm of vLLM's at all: vLLM's layer skips that normalisation there (one norm of several left out is a mapping
+    error)."""
+    parent = norm_weight.rsplit(".", 2)[0] + "." if norm_weight.count(".") > 1 else ""
+    return not any(o.startswith(parent) and "norm" in o.rpartition(".")[0] for o in out)
+
+
+def _no_counterpart(vname, t, tried: list, hf_shapes: dict) -> MappingError:
+    """The error for a vLLM parameter none of whose transformers names (`tried`) exists, naming the transformers
+    parameters of the same leaf name elsewhere in the layer, if any."""
+    leaf = ".".join(tried[-1].rsplit(".", 2)[-2:])
+    like = sorted(f"{h} {tuple(s)}" for h, s in hf_shapes.items() if h.endswith("." + leaf) or h == leaf)
+    return MappingError(f"vLLM parameter {vname} {tuple(t.shape)} has no transformers counterpart "
+                        f"({' or '.join(tried)})" + (f"; transformers has {', '.join(like[:4])}" if like else ""))
+
+
+def hf_transposed(layer) -> frozenset:
+    """transformers' weights in `layer` stored [in, out]: those of its Conv1D modules (GPT-2's), by module type."""
+    from transformers.pytorch_utils import Conv1D
+
+    return frozenset(f"{n}.weight" for n, m in layer.named_modules() if isinstance(m, Conv1D))
+
+
+def hf_experts_layout(layer) -> dict:
+    """{experts module name: (transposed, concatenated)} of transformers' fused experts in `layer`: its
+    `use_experts_implementation` flags (transposed: [E, H, 2I] and [E, I, H]; not concatenated: gate and up
+    interleaved along 2I)."""
+    return {n: (bool(m.is_transposed), bool(getattr(m, "is_concatenated", True)))
+            for n, m in layer.named_modules() if hasattr(m, "is_transposed")}
+
+
+def _map_experts(vname, t, expert, rules, hf_shapes, layout, out, swap, orient: dict) -> bool:
+    """vLLM's fused experts ([E, 2I, H] gate then up, [E, H, I]; biases [E, 2I], [E, H]) onto transformers' fused
+    tensor (named by its checkpoint conversion; laid out as hf_experts_layout says, else as vLLM's unless only the
+    transposed shape fits) or onto its per-expert modules (`experts.{e}.<checkpoint name>.weight`). A square weight
+    (Aria's w2 where H == I: both orientations fit) takes the orientation `orient` records for its experts module
+    from the other tensor; False where none is recorded yet (the caller retries it after the others)."""
+    which, leaf, E = expert["which"], expert["leaf"], t.shape[0]
+    ckpt = [n for n in ([rules["experts"]["gate"], rules["experts"]["up"]] if which == "w13"
+                        else [rules["experts"]["down"]]) if n]  # up is "" for non-gated experts
+    base = _rename(expert["base"] + ".0." + ckpt[0] + ".weight", rules["renames"]).rsplit(".0.", 1)[0]
+    fused = base + "." + rules["fused"].get(tuple(sorted(ckpt)), FUSED_EXPERTS[which]) + ("_bias" if leaf == "bias" else "")
+    if fused not in hf_shapes:  # a checkpoint's fused tensor vLLM's WeightsMapper renames (Aria's experts.fc1.weight)
+        fused = _hf_name(f"{expert['base']}.{FUSED_EXPERTS[which]}.{leaf}", rules, hf_shapes)
+    if fused in hf_shapes:
+        transposed, concatenated = layout.get(base, (None, True))
+        w = t.roll(t.shape[1] // 2, dims=1) if swap and which == "w13" else t
+        if which == "w13" and not concatenated:  # gate and up interleaved: g0 u0 g1 u1 ...
+            g, u = w.chunk(2, dim=1)
+            w = _interleave(g, u)
+        if leaf == "weight" and transposed is None:
+            fits = {flip for flip in (False, True) if tuple(hf_shapes[fused]) == tuple(w.transpose(1, 2).shape
+                                                                                        if flip else w.shape)}
+            if len(fits) == 2 and base not in orient:
+                return False
+            transposed = orient[base] if len(fits) == 2 else True in fits
+            orient.setdefault(base, transposed)
+        if leaf == "weight" and transposed:
+            w = w.transpose(1, 2)
+        if tuple(hf_shapes[fused]) != tuple(w.shape):
+            raise MappingError(f"vLLM parameter {vname} {tuple(t.shape)} does not fit transformers' "
+                               f"{fused} {tuple(hf_shapes[fused])}")
+        out[fused] = w.contiguous()
+        return True
+    if _map_flattened(t, which, leaf, base, ckpt, hf_shapes, out, swap):
+        return True
+    first = _rename(f"{expert['base']}.0.{ckpt[0]}.{leaf}", rules["renames"])
+    if first not in hf_shapes:
+        raise MappingError(f"vLLM parameter {vname} {tuple(t.shape)} has no transformers counterpart ({fused} or {first})")
+    for e in range(E):
+        names = [_rename(f"{expert['base']}.{e}.{c}.{leaf}", rules["renames"]) for c in ckpt]
+        chunks = list(t[e].split(_split_sizes(names, hf_shapes, t.shape[1]), dim=0))
+        out.update(zip(names, chunks[::-1] if swap and len(chunks) == 2 else chunks))
+    return True
+
+
+def _map_flattened(t, which: str, leaf: str, base: str, ckpt: list, hf_shapes: dict, out: dict, swap: bool) -> bool:
+    """vLLM's fused expert weight onto transformers' flattened experts: one 2-D tensor per checkpoint name under the
+    experts module `base`, every expert's rows stacked, [E*F, H] (Dbrx's experts.mlp.w1, v1 and w2, the down
+    projection transposed so); False where transformers has none."""
+    names = [next((h for h, s in hf_shapes.items() if h.startswith(base + ".") and h.rsplit(".", 1)[-1] == c
+                   and len(s) == 2), None) for c in ckpt]
+    if leaf != "weight" or None in names:
+        return False
+    chunks = (t if which == "w13" else t.transpose(1, 2)).chunk(len(names), dim=1)  # each [E, F, H]
+    out.update({n: c.reshape(-1, c.shape[-1]) for n, c in zip(names, chunks[::-1] if swap and len(chunks) == 2
+                                                                  else chunks)})
+    return True
+
+
+def _interleave(a, b):
+    """Rows of a and b alternating along dim 1: [E, 2I, ...] from two [E, I, ...]."""
+    import torch
+
+    return torch.stack([a, b], dim=2).flatten(1, 2)

@@ -1,0 +1,438 @@
+"""tools/parity.py's transformers side: the decoder layer of the bundle's architecture (class, config, built on meta
+and given the mapped weights) and the inputs its model gives it (rotary embeddings, causal mask, ALiBi bias, cache,
+extra inputs), as transformers' model builds them for one layer."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import os
+import re
+from pathlib import Path
+
+from parity_mapping import (MappingError, NoReference, PartOfLayer, hf_experts_layout, hf_transposed, map_weights,
+                            permute_rotary)
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
+
+
+def _words(name: str) -> list[str]:
+    return re.findall(r"[A-Z]+[a-z0-9_]*|[a-z0-9_]+", name.lower() if name.islower() else name)
+
+
+def _modeling(model_type: str):
+    """transformers' modeling module of a model_type (its config class's package), or None."""
+    from transformers import CONFIG_MAPPING
+
+    try:
+        module = CONFIG_MAPPING[model_type].__module__
+    except KeyError:
+        return None
+    return importlib.import_module(module.replace(".configuration_", ".modeling_"))
+
+
+def hf_layer_classes(mod) -> list:
+    """The layer classes a transformers modeling module defines (its GradientCheckpointingLayer subclasses)."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    return [c for c in vars(mod).values() if isinstance(c, type) and issubclass(c, GradientCheckpointingLayer)
+            and c.__module__ == mod.__name__]
+
+
+def hf_classes(model_type: str, symbol: str):
+    """(model_type, decoder layer class, rotary embedding class or None): transformers' layer of the same name
+    as the vLLM symbol (a `LlamaDecoderLayer` is llama's, whatever config sizes it), else, of the config's
+    model_type's layers, the one whose name shares most words with the symbol (case-insensitively; a tie goes to
+    a `...DecoderLayer`; encoder layers only for an encoder symbol or a model that has no other); None when transformers has none. The rotary
+    class is the module's `...RotaryEmbedding` whose name shares the longest prefix with the layer's."""
+    stem = symbol[: -len("DecoderLayer")] if symbol.endswith("DecoderLayer") else symbol
+    for mt in dict.fromkeys([_snake(stem), model_type]):
+        try:
+            mod = _modeling(mt)
+        except ImportError:
+            continue
+        if mod is None:
+            continue
+        layers = hf_layer_classes(mod)
+        exact = [c for c in layers if c.__name__.lower() == symbol.lower()]
+        if not exact and mt != model_type:
+            continue
+        want = {w.lower() for w in _words(symbol)}
+        pool = exact or [c for c in layers if "Encoder" not in c.__name__ or "Encoder" in symbol] or layers
+        if not pool:
+            continue
+
+        def score(c):
+            words = {w.lower() for w in _words(c.__name__)}
+            return len(want & words) / len(want | words), c.__name__.endswith("DecoderLayer")
+
+        cls = max(pool, key=score)
+        if mt != model_type and _modeling(model_type) is mod:
+            mt = model_type  # the symbol's class is the config's own model's (a multimodal config's text model)
+        ropes = [c for c in vars(mod).values() if isinstance(c, type) and c.__name__.endswith("RotaryEmbedding")
+                 and c.__module__ == mod.__name__ and "Vision" not in c.__name__]
+        rope = max(ropes, key=lambda c: len(os.path.commonprefix([c.__name__, cls.__name__])), default=None)
+        return mt, cls, rope
+    return None
+
+
+def hf_config(cfg: dict, model_type: str | None = None, per_layer: dict | None = None):
+    """transformers' config of `model_type` (default: the config's own) holding the config's fields. A field left
+    None takes the class's default, except head_dim and num_key_value_heads, which take what vLLM's ModelConfig
+    derives (hidden_size // num_attention_heads; num_attention_heads); a field at the base config's default, a
+    private one, or a read-only property of the class (derived from other fields; also through its
+    attribute_map) is not passed. A nested sub-config lacking a field of the top-level rope_parameters takes its value
+    (the bundle's example does the same). A per-layer field (`per_layer`: the bundle's example's assumptions, per_layer_
+    assumed) that transformers' config leaves None, which its layers index, takes the example's value (Lfm2MoeConfig's
+    layer_types). Attention is sdpa where the model supports it (eager needs tens of GiB for the scores at long
+    prefill), else eager."""
+    from transformers import CONFIG_MAPPING, AutoConfig, PretrainedConfig
+
+    model_type = model_type or cfg["model_type"]
+    cls = CONFIG_MAPPING[model_type]
+    cfg = dict(cfg)
+    if cfg.get("head_dim", 0) is None and cfg.get("hidden_size") and cfg.get("num_attention_heads"):
+        cfg["head_dim"] = cfg["hidden_size"] // cfg["num_attention_heads"]
+    if cfg.get("num_key_value_heads", 0) is None:
+        cfg["num_key_value_heads"] = cfg.get("num_attention_heads")
+    base = PretrainedConfig().to_dict()
+
+    def own(d: dict) -> dict:  # a config's own fields; a nested sub-config's too
+        return {k: own(v) if isinstance(v, dict) and "_name_or_path" in v else v for k, v in d.items()
+                if v is not None and not k.startswith("_") and (k not in base or base[k] != v)}
+
+    def read_only(k: str) -> bool:
+        return isinstance(getattr(cls, k, None), property) and getattr(cls, k).fset is None
+
+    fields = {k: v for k, v in own(cfg).items() if k not in (
+        "model_type", "architectures", "transformers_version", "torch_dtype", "dtype")
+        and not read_only(cls.attribute_map.get(k, k))}
+    config = AutoConfig.for_model(model_type, **fields)
+    for sub in vars(config).values():  # rope fields transformers 5 moved to the top level, for a sub-config still
+        if isinstance(sub, PretrainedConfig):  # reading them (Dbrx's attn_config.rope_theta), as the bundle's example
+            for k, v in (getattr(config, "rope_parameters", None) or {}).items():
+                if not hasattr(sub, k):
+                    setattr(sub, k, v)
+    mod = _modeling(model_type)
+    models = [c for c in vars(mod).values() if isinstance(c, type) and hasattr(c, "_supports_sdpa")
+              and c.__module__ == mod.__name__] if mod is not None else []
+    config._attn_implementation = "sdpa" if not models or any(c._supports_sdpa for c in models) else "eager"
+    for k, v in (per_layer or {}).items():
+        if config.__dict__.get(k, 0) is None:
+            setattr(config, k, v)
+    return config
+
+
+def per_layer_assumed(cfg: dict, assumed: dict) -> dict:
+    """Of the fields the bundle's example assumed (`assumed`: field -> value), those the config states none of that
+    hold one entry per layer (layer_types: the example's every layer 'full_attention')."""
+    layers = cfg.get("num_hidden_layers")
+    return {k: v for k, v in assumed.items() if cfg.get(k) is None and isinstance(v, list) and len(v) == layers}
+
+
+def read_config(path: Path) -> dict:
+    """The model's fields (a multimodal config's `text_config`)."""
+    cfg = json.loads(Path(path).read_text())
+    return cfg.get("text_config", cfg) if isinstance(cfg.get("text_config"), dict) else cfg
+
+
+CACHE_ARGS = ("past_key_values", "layer_past", "past_key_value")
+
+
+# The layer arguments transformers' models fill with an ALiBi bias they build (Bloom's alibi, MPT's position_bias).
+ALIBI_ARGS = ("alibi", "position_bias")
+
+
+def alibi_bias(forward, config, x, positions):
+    """The ALiBi bias transformers' model builds for its layers, by the build_*alibi* function of the layer's modeling
+    module, called by its parameters' names (attention_mask: ones over the keys, num_heads, dtype, sequence_length:
+    config.max_seq_len as MPT's model passes it, device); None where the module has none."""
+    import inspect
+    import sys
+
+    import torch
+
+    module = sys.modules[forward.__module__]
+    build = next((f for n, f in vars(module).items() if n.startswith("build") and "alibi" in n and inspect.isfunction(f)),
+                 None)
+    if build is None:
+        return None
+    heads = next(getattr(config, k) for k in ("num_attention_heads", "n_head", "n_heads") if hasattr(config, k))
+    values = dict(attention_mask=torch.ones(x.shape[0], int(positions.max()) + 1, device=x.device), num_heads=heads,
+                  dtype=x.dtype, sequence_length=getattr(config, "max_seq_len", None), device=x.device)
+    return build(**{n: values[n] for n in inspect.signature(build).parameters if n in values})
+
+
+def hf_forward_kwargs(forward, config, positions, emb, cache=None, mask=None, x=None) -> dict:
+    """The keyword arguments of transformers' layer `forward` (a function; the hidden states go first, by position),
+    by its signature: position ids, position embeddings, the attention mask (causal_mask's), the cache under the name
+    the layer takes (past_key_values, or GPT-J's and Falcon's layer_past), the ALiBi bias the model builds (alibi_bias,
+    where `x` is given and the config does not turn alibi off: Bloom's alibi, MPT's position_bias; H100: Bloom
+    'NoneType' object has no attribute 'baddbmm'). A required argument the harness does not
+    build (Falcon's `alibi`) gets None, as the model passes it where the config turns the feature off; where the
+    config turns it on, one line names it."""
+    import inspect
+
+    params = inspect.signature(forward).parameters
+    takes_any = any(p.kind == p.VAR_KEYWORD for p in params.values())
+    kw = dict(position_ids=positions, position_embeddings=emb, attention_mask=mask)
+    if cache is not None:
+        kw[next((n for n in CACHE_ARGS if n in params), "past_key_values")] = cache
+        kw["use_cache"] = True
+    kw = {k: v for k, v in kw.items() if takes_any or k in params}
+    for name, p in list(params.items())[2:]:
+        if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and name not in kw:
+            if name in ALIBI_ARGS and getattr(config, "alibi", None) is not False and x is not None:
+                bias = alibi_bias(forward, config, x, positions)
+                if bias is not None:
+                    kw[name] = bias
+                    continue
+            if getattr(config, name, None) or getattr(config, "use_" + name, None):
+                raise MappingError(f"transformers' layer needs `{name}`, which its config turns on "
+                                   f"({name}={getattr(config, name, None)!r}): the harness builds no {name}")
+            kw[name] = None
+    return kw
+
+
+def layer_type(config, layer_idx: int) -> str | None:
+    """The config's type of layer `layer_idx` (layer_types: full_attention, sliding_attention, ...), or None."""
+    types = getattr(config, "layer_types", None)
+    return types[layer_idx] if types and layer_idx < len(types) else None
+
+
+def causal_mask(config, x, positions, cache, layer_idx: int):
+    """The causal mask transformers' model builds for layer `layer_idx` (create_causal_mask, or the sliding-window
+    one for a sliding_attention layer): None where the attention applies causality itself (sdpa's is_causal), a 4D
+    mask where it does not (GPT-J's eager attention adds the mask it is given and nothing else). Sized by layer
+    `layer_idx` of the cache (the one the context is in)."""
+    from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
+
+    make = (create_sliding_window_causal_mask if layer_type(config, layer_idx) == "sliding_attention"
+            and getattr(config, "sliding_window", None) else create_causal_mask)
+    return make(config=config, inputs_embeds=x, attention_mask=None, past_key_values=cache,
+                position_ids=positions, **({"layer_idx": layer_idx} if cache is not None else {}))
+
+
+def rope_embeddings(rope, config, x, positions, layer_idx: int):
+    """transformers' rotary embedding for layer `layer_idx`: a rotary that keeps one table per layer type (Gemma 3's,
+    Gemma 4's) takes the layer's `layer_type`, as the model passes it. A multimodal rotary (mrope_section in the
+    config's rope_parameters or its class) takes positions [3, batch, seq]: a text token's on all three axes, as the
+    model expands them (H100: Ernie4_5_VLMoe IndexError, too many indices for a 2-D tensor)."""
+    import inspect
+
+    import torch
+
+    if rope is None:
+        return None
+    if "mrope_section" in (getattr(config, "rope_parameters", None) or {}) or (
+            isinstance(rope, torch.nn.Module) and "mrope_section" in _class_source(rope)):
+        positions = positions[None].expand(3, *positions.shape)  # text tokens: one position on each of t, h, w
+    if "layer_type" in inspect.signature(getattr(rope, "forward", rope)).parameters:  # a module or a function
+        return rope(x, positions, layer_type(config, layer_idx))
+    return rope(x, positions)
+
+
+def _class_source(module) -> str:
+    import inspect
+
+    try:
+        return inspect.getsource(type(module))
+    except (OSError, TypeError):
+        return ""
+
+
+def layer_mask(layer, mask):
+    """The mask transformers' model gives `layer`, from the causal mask (causal_mask's): None where no submodule
+    attends (each that takes an attention_mask applies it to padding only, apply_mask_to_padding_states: Mamba's,
+    Mamba2's mixers get the model's 2-D padding mask, None without padding); a bool mask (True: masked) where an
+    attention masks its scores with masked_fill (MPT's model converts its mask .to(torch.bool)); else `mask`."""
+    import inspect
+
+    takes = [m for n, m in layer.named_modules() if n and "attention_mask" in inspect.signature(m.forward).parameters]
+    sources = [_class_source(m) for m in takes]
+    if takes and all("apply_mask_to_padding_states" in src for src in sources):
+        return None
+    if mask is not None and any("masked_fill(attention_mask" in src for src in sources):
+        return mask.bool()
+    return mask
+
+
+def extra_inputs(hf_forward_fn, vllm_forward_fn, inputs: dict, B: int, q: int) -> dict:
+    """The inputs beyond the hidden states and positions that the bundle's example gives vLLM's layer and
+    transformers' layer takes by the same name (Gemma 4's per_layer_input: H100 Tensor * NoneType), one row a token,
+    as [B, q, ...]."""
+    import inspect
+
+    import torch
+
+    hf_params = inspect.signature(hf_forward_fn).parameters
+    vllm_params = inspect.signature(vllm_forward_fn).parameters
+    own = {"hidden_states", "positions", "residual", "position_ids", "position_embeddings", "attention_mask",
+           "use_cache", *CACHE_ARGS}
+    return {name: inputs[name].reshape(B, q, *inputs[name].shape[1:]) for name in hf_params
+            if name not in own and name in vllm_params and isinstance(inputs.get(name), torch.Tensor)
+            and inputs[name].dim() and inputs[name].shape[0] == B * q}
+
+
+def hf_forward(layer, config, x, positions, rope, cache=None, layer_idx: int = 0, extra: dict | None = None):
+    import torch
+
+    emb = rope_embeddings(rope, config, x, positions, layer_idx)
+    mask = layer_mask(layer, causal_mask(config, x, positions, cache, layer_idx))
+    kw = hf_forward_kwargs(type(layer).forward, config, positions, emb, cache, mask, x)
+    for name, t in (extra or {}).items():
+        kw[name] = t[: x.shape[0], : x.shape[1]].to(x.dtype)
+    with torch.no_grad():
+        out = layer(x, **kw)
+    return out[0] if isinstance(out, tuple) else out
+
+
+def context_cache(ex, dtype, config, layer_idx, probe=None, keys_permuted: bool = False):
+    """transformers' cache holding the bundle's context K/V (the paged cache: K then V in the last dim). `probe`
+    (a function filling a cache with one token through transformers' layer) shows what that layer caches: where it
+    is not per-head K and V of the bundle's sizes (DeepSeek's MLA caches a latent and the rotary key), the bundle's
+    context cannot be copied: NoReference. `keys_permuted`: vLLM's loader permuted q's and k's rows in each head for its
+    rotary (rules' rotary_permuted: Llama 4's), so its cached keys hold each head's dims in that order: put back in the
+    checkpoint's, which transformers' queries have (q.k is the same only with both in one order)."""
+    import torch
+    from transformers import DynamicCache
+
+    kv = ex["inputs"]["kv_cache"]  # [blocks, H_kv, block_size, 2*Dh] (a view of NHD storage)
+    bt = ex["inputs"]["block_table"]
+    ctx = ex["sizes"]["context"]
+    Dh = kv.shape[-1] // 2
+    if probe is not None:
+        probed = DynamicCache(config=config)
+        probe(probed)
+        keys, values = probed.layers[layer_idx].keys, probed.layers[layer_idx].values
+        if (keys.shape[1], keys.shape[-1], values.shape[1], values.shape[-1]) != (kv.shape[1], Dh, kv.shape[1], Dh):
+            raise NoReference(f"transformers' layer caches keys {tuple(keys.shape[1::2])} and values "
+                              f"{tuple(values.shape[1::2])} per (head, dim), the bundle's paged cache K and V of "
+                              f"{(kv.shape[1], Dh)} (a latent cache, MLA's, on one side): the context cannot be copied")
+    seqs = []
+    for b in range(bt.shape[0]):
+        blocks = kv[bt[b].long()]  # [nb, H_kv, bs, 2Dh]
+        seqs.append(blocks.permute(1, 0, 2, 3).reshape(kv.shape[1], -1, 2 * Dh)[:, :ctx])
+    both = torch.stack(seqs).to(dtype)  # [B, H_kv, ctx, 2Dh]
+    keys = both[..., :Dh]
+    if keys_permuted:
+        keys = permute_rotary(keys.movedim(-1, 0), Dh, to_vllm=False).movedim(0, -1)
+    cache = DynamicCache(config=config)
+    cache.update(keys.contiguous(), both[..., Dh:].contiguous(), layer_idx)
+    return cache
+
+
+def new_layer(hf_cls, config, layer_idx: int):
+    """transformers' layer `hf_cls` for layer `layer_idx` (a layer class that takes no index gets the config alone)."""
+    import inspect
+
+    return hf_cls(config, layer_idx) if len(inspect.signature(hf_cls.__init__).parameters) > 2 else hf_cls(config)
+
+
+def hf_shapes(hf_cls, config, layer_idx: int) -> dict:
+    """Every parameter of transformers' layer and its shape (built on meta: nothing allocated)."""
+    import torch
+
+    with torch.device("meta"):
+        return {n: tuple(p.shape) for n, p in new_layer(hf_cls, config, layer_idx).named_parameters()}
+
+
+@contextlib.contextmanager
+def params_on_meta():
+    """Modules built inside get their parameters on meta (nothing allocated) and their buffers as their __init__
+    computes them: rotary inv_freq, GPT-J's embed_positions, xIELU's beta and eps are transformers' own."""
+    import torch
+
+    register = torch.nn.Module.register_parameter
+
+    def on_meta(module, name, param):
+        register(module, name, None if param is None else
+                 torch.nn.Parameter(param.to("meta"), requires_grad=param.requires_grad))
+
+    torch.nn.Module.register_parameter = on_meta
+    try:
+        yield
+    finally:
+        torch.nn.Module.register_parameter = register
+
+
+def hf_layer(hf_cls, config, layer_idx: int, state: dict, dtype, buffers: dict | None = None):
+    """transformers' layer in eval mode holding `state` (map_weights' output) in `dtype`. Its parameters are built
+    on meta and given the mapped tensors (assign): where the dtype is the bundle's, it shares their storage (no second
+    copy of an MoE layer's experts). Its buffers are those its __init__ computes, except where vLLM's layer has one of
+    the same name and shape (`buffers`: an activation's constants as vLLM set them). A buffer of vLLM's layer that
+    transformers' layer lacks, at a module it has that has no attribute of that name, is given to it: transformers'
+    model registers such buffers on its layers after building them (FalconH1Model's mup_vector on each mixer), so
+    the layer alone lacks them (H100: AttributeError 'FalconH1Mixer' object has no attribute 'mup_vector')."""
+    with params_on_meta():
+        hf = new_layer(hf_cls, config, layer_idx)
+    own = {n: b for n, b in hf.state_dict().items() if n in dict(hf.named_buffers())}  # the persistent ones
+    taken = {n: b for n, b in (buffers or {}).items() if n in own and tuple(b.shape) == tuple(own[n].shape)}
+    state = {**{k: v.to(dtype) for k, v in state.items()}, **{n: b.to(own[n].dtype) for n, b in taken.items()}}
+    modules = dict(hf.named_modules())
+    for n, b in (buffers or {}).items():
+        path, _, leaf = n.rpartition(".")
+        if path in modules and not hasattr(modules[path], leaf):
+            modules[path].register_buffer(leaf, b.to(dtype) if b.is_floating_point() else b.clone(), persistent=False)
+    missing, unexpected = hf.load_state_dict(state, strict=False, assign=True)
+    missing = [n for n in missing if n not in own]
+    if missing or unexpected:
+        raise MappingError(f"transformers' layer did not take the mapped weights: missing {missing[:4]}, "
+                           f"unexpected {unexpected[:4]}")
+    return hf.to(next(iter(state.values())).device).eval()
+
+
+def head_dim(config) -> int | None:
+    """The attention's head_dim: the config's, else hidden_size // num_attention_heads (vLLM's ModelConfig's)."""
+    heads, hidden = getattr(config, "num_attention_heads", None), getattr(config, "hidden_size", None)
+    return getattr(config, "head_dim", None) or (hidden // heads if heads and hidden else None)
+
+
+def mapping_args(meta, config, rules: dict) -> dict:
+    """map_weights' keyword arguments for transformers' layer `meta` (built on meta)."""
+    persistent = meta.state_dict()
+    return dict(rules=rules, layout=hf_experts_layout(meta), transposed=hf_transposed(meta),
+                num_heads=getattr(config, "num_attention_heads", None),
+                head_dim=head_dim(config) if rules["rotary_permuted"] else None,
+                buffers={n: tuple(b.shape) for n, b in meta.named_buffers() if n in persistent})
+
+
+def reference_layer(hf_cls, config, layer_idx: int, vllm_state: dict, rules: dict):
+    """(index, transformers' layer on meta) to compare vLLM's layer `layer_idx` with: that index where vLLM's
+    parameters map onto it, else the first index whose layer they map onto. A hybrid model's one transformers class
+    builds the config's block type at each index (NemotronH's, GraniteMoeHybrid's layer types), which need not be the
+    type of the vLLM layer the bundle's example built at that index (H100: exit 2, mixer.up_proj.weight / self_attn.
+    qkv_proj.weight has no counterpart). Where none maps, the error is layer_idx's."""
+    import torch
+
+    def at(i):
+        with torch.device("meta"):
+            return new_layer(hf_cls, config, i)
+
+    meta = at(layer_idx)
+    try:
+        map_weights(vllm_state, {n: tuple(p.shape) for n, p in meta.named_parameters()},
+                    **mapping_args(meta, config, rules), zeroed=[])
+        return layer_idx, meta
+    except PartOfLayer:
+        return layer_idx, meta
+    except MappingError as first:
+        seen = {tuple(sorted(n for n, _ in meta.named_parameters()))}
+        for i in range(int(getattr(config, "num_hidden_layers", 0) or 0)):
+            try:
+                other = at(i)
+            except (TypeError, ValueError, IndexError, KeyError, AttributeError):  # not buildable: no candidate
+                continue
+            names = tuple(sorted(n for n, _ in other.named_parameters()))
+            if names in seen:
+                continue
+            seen.add(names)
+            try:
+                map_weights(vllm_state, {n: tuple(p.shape) for n, p in other.named_parameters()},
+                            **mapping_args(other, config, rules), zeroed=[])
+            except MappingError:
+                continue
+            return i, other
+        raise first
