@@ -448,6 +448,22 @@ def test_a_parameter_vllms_loader_transforms_is_undone():
     torch.testing.assert_close(out["mamba.A_log"], hf["mamba.A_log"])
 
 
+def test_a_transformed_parameter_the_example_filled_is_put_in_its_transforms_image():
+    """The example fills Mamba's A as any weight (entries of either sign; Mamba2's 1-D A with 1.0), outside the image
+    of vLLM's A = -exp(A_log): undone, transformers' A_log was log of a positive A (H200: NaN in the reference, the
+    bundle and transformers-bf16 for the whole Mamba family). into_loaded_image writes -exp of the filled values, which
+    transformers' A_log then gets back."""
+    rules = parity_mapping.loader_rules("jamba.py", "jamba")
+    hf = _jamba_state("JambaMambaDecoderLayer", 0)
+    shapes = {n: tuple(t.shape) for n, t in hf.items()}
+    vllm = {("mamba.A" if n == "mamba.A_log" else n): t.clone() for n, t in _jamba_as_vllm(hf).items()}
+    assert (vllm["mamba.A"] > 0).any()
+    assert parity_mapping.into_loaded_image(vllm, rules) == ["mamba.A"]
+    assert (vllm["mamba.A"] < 0).all()
+    out = parity_mapping.map_weights(vllm, shapes, rules=rules)
+    torch.testing.assert_close(out["mamba.A_log"], hf["mamba.A_log"])
+
+
 def test_a_module_vllms_weights_mapper_removes_is_restored():
     """jamba.py's WeightsMapper renames `.self_attn.` to `.`: vLLM's attention layer holds qkv_proj itself;
     transformers' holds it under self_attn (H100: exit 2, qkv_proj.weight has no counterpart)."""

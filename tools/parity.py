@@ -38,7 +38,7 @@ import time
 import traceback
 from pathlib import Path
 
-from parity_mapping import MappingError, NoReference, loader_rules, map_weights
+from parity_mapping import MappingError, NoReference, into_loaded_image, loader_rules, map_weights
 from parity_reference import (context_cache, extra_inputs, hf_classes, hf_config, hf_forward, hf_layer,
                               mapping_args, per_layer_assumed, read_config, reference_layer)
 from parity_reference import hf_shapes  # noqa: F401 - benchmarks/layer_speed.py's parity.hf_shapes
@@ -187,7 +187,8 @@ def _randomise_norms(layer) -> None:
 def _reference(mod, symbol: str, cfg: dict, found: tuple, layer, bundle_idx: int, row: dict) -> dict:
     """transformers' side of a case: its layer class, rotary class, config and layer index, and the mapped weights
     (`state`, and the broken `control`). A bias transformers' layer lacks is zeroed in vLLM's layer (the same
-    computation). Records the reference, its index where it is not the bundle's, and the zeroed biases in `row`."""
+    computation); a parameter vLLM's loader stores transformed is first put in its transform's image
+    (into_loaded_image). Records the reference, its index where it is not the bundle's, and the zeroed biases in `row`."""
     import torch
 
     model_type, hf_cls, rope_cls = found
@@ -196,6 +197,7 @@ def _reference(mod, symbol: str, cfg: dict, found: tuple, layer, bundle_idx: int
     row["reference"] = f"transformers {model_type}.{hf_cls.__name__}"
     rules = loader_rules(model_file_of(mod, symbol), model_type)
     vllm_state = {n: p.detach() for n, p in layer.named_parameters()}
+    into_loaded_image(vllm_state, rules)
     try:
         layer_idx, meta = reference_layer(hf_cls, config, bundle_idx, vllm_state, rules)
     except NoReference:

@@ -160,6 +160,27 @@ def head_interleaved(vname: str, rules: dict) -> bool:
 UNDO_LOADED = {"neg_exp": lambda t: (-t.float()).log().to(t.dtype)}
 
 
+# Each function a vLLM weight loader applies to a checkpoint tensor, forward.
+LOADED = {"neg_exp": lambda t: -t.float().exp()}
+
+
+def into_loaded_image(vllm_state: dict, rules: dict) -> list[str]:
+    """vLLM's parameters that its loader stores as a function of the checkpoint's tensor (rules' `transformed`),
+    overwritten in place by that function of their current values, which are the checkpoint's then: the example fills
+    them as any weight (Mamba2's A with 1.0, Mamba's with entries of either sign), outside the function's image
+    (A = -exp(A_log) < 0), where undoing it gives transformers NaN (log of a positive A). The names written."""
+    import torch
+
+    written = []
+    with torch.no_grad():
+        for vname, t in vllm_state.items():
+            op = rules.get("transformed", {}).get(vname.rpartition(".")[2])
+            if op:
+                t.copy_(LOADED[op](t).to(t.dtype))
+                written.append(vname)
+    return written
+
+
 def untransformed(vname: str, t, rules: dict):
     """The checkpoint tensor of vLLM parameter `vname`, where vLLM's loader stored a function of it (rules'
     `transformed`, by the parameter's own name)."""
