@@ -288,6 +288,22 @@ def test_a_bias_transformers_lacks_is_zeroed_where_its_weight_maps():
         parity_mapping.map_weights(vllm, shapes, zeroed=[])
 
 
+def test_a_merged_bias_transformers_lacks_is_zeroed_where_its_parts_weights_map():
+    """vLLM's PhiMoE builds qkv_proj with a bias whatever the config's attention_bias (false: transformers' q/k/v_proj
+    have none): listed to be zeroed, as a plain bias is (H200: exit 2, self_attn.qkv_proj.bias has no counterpart);
+    with no list given, refused."""
+    layer = _hf_layer("qwen3")
+    hf = {n: p.detach() for n, p in layer.named_parameters()}
+    shapes = {n: tuple(t.shape) for n, t in hf.items()}
+    rows = hf["self_attn.q_proj.weight"].shape[0] + 2 * hf["self_attn.k_proj.weight"].shape[0]
+    vllm = {**_as_vllm(hf), "self_attn.qkv_proj.bias": torch.ones(rows)}
+    zeroed = []
+    assert sorted(parity_mapping.map_weights(vllm, shapes, zeroed=zeroed)) == sorted(hf)
+    assert zeroed == ["self_attn.qkv_proj.bias"]
+    with pytest.raises(parity_mapping.MappingError, match=r"vLLM parameter self_attn\.qkv_proj\.bias .* has no"):
+        parity_mapping.map_weights(vllm, shapes)
+
+
 
 def test_prefill_is_causal_where_the_layer_adds_only_the_mask_it_is_given():
     """GPT-J's eager attention applies no causality of its own (prefill FAIL ratio 99 on the H100 with no mask): the

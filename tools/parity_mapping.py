@@ -279,6 +279,9 @@ def _map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool, r
                 square.append((vname, t, expert))
             continue
         packed = _packed_parts(vname, rules["packed"])
+        if packed is not None and _merged_bias_unheld(vname, packed[1], rules, hf_shapes):
+            pending.append((vname, t, _hf_name(vname, rules, hf_shapes)))
+            continue
         if packed is not None:
             parts, t, swapped_kv = _split_packed(vname, t, packed[1], rules, hf_shapes, control, swap_gate_up,
                                                  head_dim)
@@ -349,11 +352,25 @@ def _resolve_pending(pending: list, out: dict, hf_shapes: dict, rules: dict, zer
             or hname.endswith("." + h) and hname.count(".") == h.count(".") + 1)]
         if len(near) == 1:
             out[near[0]] = t
-        elif (zeroed is not None and vname.endswith(".bias")
-              and _hf_name(vname[: -len("bias")] + "weight", rules, hf_shapes) in out):
+        elif zeroed is not None and vname.endswith(".bias") and _weight_mapped(vname, rules, hf_shapes, out):
             zeroed.append(vname)
         else:
             raise _no_counterpart(vname, t, [hname], hf_shapes)
+
+
+def _merged_bias_unheld(vname: str, parts: list, rules: dict, hf_shapes: dict) -> bool:
+    """Whether `vname` is a merged bias transformers holds neither merged nor in parts (PhiMoE's qkv_proj.bias, which
+    vLLM always builds, where the config's attention_bias is false): _resolve_pending's bias rule decides it."""
+    return vname.endswith(".bias") and not any(
+        _hf_name(n, rules, hf_shapes) in hf_shapes for n in [*parts, vname])
+
+
+def _weight_mapped(bias: str, rules: dict, hf_shapes: dict, out: dict) -> bool:
+    """Whether the weight of vLLM's `bias` was mapped: merged or each of the checkpoint parts it holds."""
+    weight = bias[: -len("bias")] + "weight"
+    packed = _packed_parts(weight, rules["packed"])
+    parts = [_hf_name(n, rules, hf_shapes) for n in (packed[1] if packed else [])]
+    return _hf_name(weight, rules, hf_shapes) in out or bool(parts) and all(n in out for n in parts)
 
 
 def _check_complete(out: dict, required: set, hf_shapes: dict, vllm_state: dict) -> None:
