@@ -783,3 +783,20 @@ def test_per_layer_fields_the_example_assumed_build_transformers_layer(tmp_path)
     unref = parity._unreferenced(parity_mapping.MappingError("short_conv.conv.weight"), "Lfm2MoeShortConvDecoderLayer",
                                  "lfm2_moe.py", cls, per_layer)
     assert isinstance(unref, parity_mapping.NoReference) and "the config states no layer_types" in str(unref)
+
+
+def test_another_layer_class_of_the_model_where_the_named_one_takes_none_of_vllms_parameters():
+    """vLLM's one OlmoHybridDecoderLayer builds either block type; transformers has one class per type and the name
+    picks the attention one: the linear-attention class, which takes vLLM's in_proj_qkvg, is the reference (H200:
+    exit 2, linear_attn.in_proj_qkvg.weight has no counterpart)."""
+    config = parity_reference.hf_config({"model_type": "olmo_hybrid", **TINY["llama"],
+                                         "layer_types": ["linear_attention", "full_attention"]})
+    _, named, rope = parity_reference.hf_classes("olmo_hybrid", "OlmoHybridDecoderLayer")
+    assert named.__name__ == "OlmoHybridAttentionDecoderLayer"
+    linear = parity_reference._modeling("olmo_hybrid").OlmoHybridLinearAttentionDecoderLayer
+    hf = {n: p.detach() for n, p in parity_reference.new_layer(linear, config, 0).named_parameters()}
+    parts = [hf.pop(f"linear_attn.{p}_proj.weight") for p in "qkvg"]
+    vllm = {**hf, "linear_attn.in_proj_qkvg.weight": torch.cat(parts)}
+    rules = parity_mapping.loader_rules("olmo_hybrid.py", "olmo_hybrid")
+    cls, _, idx, _ = parity_reference.reference_class(named, rope, config, 0, vllm, rules)
+    assert (cls, idx) == (linear, 0)

@@ -40,7 +40,7 @@ from pathlib import Path
 
 from parity_mapping import MappingError, NoReference, into_loaded_image, loader_rules, map_weights
 from parity_reference import (context_cache, extra_inputs, hf_classes, hf_config, hf_forward, hf_layer,
-                              mapping_args, per_layer_assumed, read_config, reference_layer)
+                              mapping_args, per_layer_assumed, read_config, reference_class)
 from parity_reference import hf_shapes  # noqa: F401 - benchmarks/layer_speed.py's parity.hf_shapes
 
 TOL_RATIO = 2.0
@@ -199,11 +199,12 @@ def _reference(mod, symbol: str, cfg: dict, found: tuple, layer, bundle_idx: int
     vllm_state = {n: p.detach() for n, p in layer.named_parameters()}
     into_loaded_image(vllm_state, rules)
     try:
-        layer_idx, meta = reference_layer(hf_cls, config, bundle_idx, vllm_state, rules)
+        hf_cls, rope_cls, layer_idx, meta = reference_class(hf_cls, rope_cls, config, bundle_idx, vllm_state, rules)
     except NoReference:
         raise
     except MappingError as e:
         raise _unreferenced(e, symbol, model_file_of(mod, symbol), hf_cls, per_layer) from e
+    row["reference"] = f"transformers {model_type}.{hf_cls.__name__}"
     if layer_idx != bundle_idx:
         row["reference_layer_idx"] = layer_idx
     shapes = {n: tuple(p.shape) for n, p in meta.named_parameters()}

@@ -71,11 +71,15 @@ def hf_classes(model_type: str, symbol: str):
         cls = max(pool, key=score)
         if mt != model_type and _modeling(model_type) is mod:
             mt = model_type  # the symbol's class is the config's own model's (a multimodal config's text model)
-        ropes = [c for c in vars(mod).values() if isinstance(c, type) and c.__name__.endswith("RotaryEmbedding")
-                 and c.__module__ == mod.__name__ and "Vision" not in c.__name__]
-        rope = max(ropes, key=lambda c: len(os.path.commonprefix([c.__name__, cls.__name__])), default=None)
-        return mt, cls, rope
+        return mt, cls, _rotary(mod, cls)
     return None
+
+
+def _rotary(mod, cls):
+    """The module's `...RotaryEmbedding` whose name shares the longest prefix with layer class `cls`'s, or None."""
+    ropes = [c for c in vars(mod).values() if isinstance(c, type) and c.__name__.endswith("RotaryEmbedding")
+             and c.__module__ == mod.__name__ and "Vision" not in c.__name__]
+    return max(ropes, key=lambda c: len(os.path.commonprefix([c.__name__, cls.__name__])), default=None)
 
 
 def hf_config(cfg: dict, model_type: str | None = None, per_layer: dict | None = None):
@@ -435,4 +439,28 @@ def reference_layer(hf_cls, config, layer_idx: int, vllm_state: dict, rules: dic
             except MappingError:
                 continue
             return i, other
+        raise first
+
+
+def reference_class(hf_cls, rope_cls, config, layer_idx: int, vllm_state: dict, rules: dict):
+    """(layer class, rotary class, index, transformers' layer on meta): reference_layer's for `hf_cls`, else for the
+    first other layer class of its modeling module vLLM's parameters map onto. transformers may build one class per
+    block type where vLLM's one class builds either (OlmoHybrid's attention and linear-attention layers: the name
+    picks the attention one; H200: exit 2, linear_attn.in_proj_qkvg.weight has no counterpart). Where none maps, the
+    error is `hf_cls`'s."""
+    import sys
+
+    try:
+        return (hf_cls, rope_cls, *reference_layer(hf_cls, config, layer_idx, vllm_state, rules))
+    except NoReference:
+        raise
+    except MappingError as first:
+        mod = sys.modules[hf_cls.__module__]
+        for cls in hf_layer_classes(mod):
+            if cls is hf_cls:
+                continue
+            try:
+                return (cls, _rotary(mod, cls), *reference_layer(cls, config, layer_idx, vllm_state, rules))
+            except (MappingError, TypeError):  # TypeError: a class built from other arguments than (config, index)
+                continue
         raise first
