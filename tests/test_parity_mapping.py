@@ -413,6 +413,14 @@ def test_decode_context_copied_only_where_transformers_caches_per_head_kv():
         parity_reference.context_cache(_paged_example(4, 16), torch.float32, config, 0, probe)
 
 
+def test_decode_of_a_layer_the_example_gives_no_cache_gets_no_context():
+    """NemotronH's MLP block keeps no context: the bundle's example gives it no kv_cache, and transformers' layer gets
+    no cache (H200: AttributeError, 'NoneType' object has no attribute 'shape')."""
+    config, _, _ = _tiny_layer("llama", "LlamaDecoderLayer", **TINY["llama"])
+    ex = {"inputs": {"kv_cache": None, "block_table": None}, "sizes": {"context": 64}}
+    assert parity_reference.context_cache(ex, torch.float32, config, 0) is None
+
+
 def test_module_renames_inside_a_layer_from_vllms_prefix_map():
     """Cosmos3 Edge's vLLM attention layer names its attention `mixer` and its norm `norm` (a per-layer prefix map of
     f-strings in cosmos3_edge.py: self_attn. -> mixer., input_layernorm. -> norm., mlp. -> mixer. of the next layer);

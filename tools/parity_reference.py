@@ -299,11 +299,14 @@ def context_cache(ex, dtype, config, layer_idx, probe=None, keys_permuted: bool 
     is not per-head K and V of the bundle's sizes (DeepSeek's MLA caches a latent and the rotary key), the bundle's
     context cannot be copied: NoReference. `keys_permuted`: vLLM's loader permuted q's and k's rows in each head for its
     rotary (rules' rotary_permuted: Llama 4's), so its cached keys hold each head's dims in that order: put back in the
-    checkpoint's, which transformers' queries have (q.k is the same only with both in one order)."""
+    checkpoint's, which transformers' queries have (q.k is the same only with both in one order). None where the
+    bundle's example gives the layer no cache."""
     import torch
     from transformers import DynamicCache
 
     kv = ex["inputs"]["kv_cache"]  # [blocks, H_kv, block_size, 2*Dh] (a view of NHD storage)
+    if kv is None:  # a layer that keeps no context (NemotronH's MLP block): its decode needs none
+        return None
     bt = ex["inputs"]["block_table"]
     ctx = ex["sizes"]["context"]
     Dh = kv.shape[-1] // 2
