@@ -413,6 +413,20 @@ def test_decode_context_copied_only_where_transformers_caches_per_head_kv():
         parity_reference.context_cache(_paged_example(4, 16), torch.float32, config, 0, probe)
 
 
+def test_decode_context_of_an_attention_layer_at_an_index_the_config_gives_another_block_type():
+    """Jamba's attention class built at index 0, a Mamba layer in the config, whose cache keeps no K/V there: the
+    context goes into a K/V layer put at that index (H200: 'LinearAttentionLayer' object has no attribute 'update')."""
+    config = parity_reference.hf_config(JAMBA)
+    assert parity_reference.layer_type(config, 0) == "linear_attention"
+    _, cls, _ = parity_reference.hf_classes("jamba", "JambaAttentionDecoderLayer")
+    layer = parity_reference.new_layer(cls, config, 0).eval()
+    x, pos = torch.randn(1, 1, 64), torch.zeros(1, 1, dtype=torch.long)
+    probe = lambda c: parity_reference.hf_forward(layer, config, x, pos, None, c, 0)  # noqa: E731
+    ex = _paged_example(2, 16)
+    cache = parity_reference.context_cache(ex, torch.float32, config, 0, probe)
+    assert torch.equal(cache.layers[0].keys[0, :, :4], ex["inputs"]["kv_cache"][1, :, :, :16])
+
+
 def test_decode_of_a_layer_the_example_gives_no_cache_gets_no_context():
     """NemotronH's MLP block keeps no context: the bundle's example gives it no kv_cache, and transformers' layer gets
     no cache (H200: AttributeError, 'NoneType' object has no attribute 'shape')."""

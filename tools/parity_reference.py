@@ -302,7 +302,6 @@ def context_cache(ex, dtype, config, layer_idx, probe=None, keys_permuted: bool 
     checkpoint's, which transformers' queries have (q.k is the same only with both in one order). None where the
     bundle's example gives the layer no cache."""
     import torch
-    from transformers import DynamicCache
 
     kv = ex["inputs"]["kv_cache"]  # [blocks, H_kv, block_size, 2*Dh] (a view of NHD storage)
     if kv is None:  # a layer that keeps no context (NemotronH's MLP block): its decode needs none
@@ -311,7 +310,7 @@ def context_cache(ex, dtype, config, layer_idx, probe=None, keys_permuted: bool 
     ctx = ex["sizes"]["context"]
     Dh = kv.shape[-1] // 2
     if probe is not None:
-        probed = DynamicCache(config=config)
+        probed = kv_cache(config, layer_idx)
         probe(probed)
         keys, values = probed.layers[layer_idx].keys, probed.layers[layer_idx].values
         if (keys.shape[1], keys.shape[-1], values.shape[1], values.shape[-1]) != (kv.shape[1], Dh, kv.shape[1], Dh):
@@ -326,8 +325,22 @@ def context_cache(ex, dtype, config, layer_idx, probe=None, keys_permuted: bool 
     keys = both[..., :Dh]
     if keys_permuted:
         keys = permute_rotary(keys.movedim(-1, 0), Dh, to_vllm=False).movedim(0, -1)
-    cache = DynamicCache(config=config)
+    cache = kv_cache(config, layer_idx)
     cache.update(keys.contiguous(), both[..., Dh:].contiguous(), layer_idx)
+    return cache
+
+
+def kv_cache(config, layer_idx: int):
+    """transformers' cache for `config`, keeping K/V at `layer_idx`: where the config's block type there keeps
+    recurrent state alone (a linear-attention layer), a K/V layer replaces it, for an attention class built at that
+    index (Jamba's attention layer at the bundle's index, a Mamba one in the config; H200: 'LinearAttentionLayer'
+    object has no attribute 'update')."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import CacheLayerMixin, DynamicLayer
+
+    cache = DynamicCache(config=config)
+    if layer_idx < len(cache.layers) and not isinstance(cache.layers[layer_idx], CacheLayerMixin):
+        cache.layers[layer_idx] = DynamicLayer()
     return cache
 
 
