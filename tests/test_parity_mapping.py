@@ -558,6 +558,12 @@ def test_an_attention_that_masks_with_masked_fill_gets_a_bool_mask():
     torch.testing.assert_close(full[:, :3], prefix, atol=1e-5, rtol=1e-5)
 
 
+def _dynamic_cache(config):
+    from transformers import DynamicCache
+
+    return DynamicCache(config=config)
+
+
 def test_alibi_built_as_transformers_model_builds_it():
     """Bloom's and MPT's layers take the ALiBi bias their model builds (build_alibi_tensor, build_mpt_alibi_tensor)
     as a required argument (H100: Bloom 'NoneType' object has no attribute 'baddbmm')."""
@@ -568,6 +574,8 @@ def test_alibi_built_as_transformers_model_builds_it():
     assert parity_reference.hf_forward(bloom, config, x, pos, None).shape == (2, 5, 64)
     kw = parity_reference.hf_forward_kwargs(type(bloom).forward, config, pos, None, x=x)
     torch.testing.assert_close(kw["alibi"], build_alibi_tensor(torch.ones(2, 5), 4, x.dtype))
+    probe = parity_reference.hf_forward(bloom, config, x[:1, :1], pos[:1, -1:], None, _dynamic_cache(config))
+    assert probe.shape == (1, 1, 64)  # one token at position 4, nothing cached: one key
     config, mpt, _ = _tiny_layer("mpt", "MptBlock", d_model=64, n_heads=4, n_layers=2, max_seq_len=16)
     assert parity_reference.hf_forward_kwargs(type(mpt).forward, config, pos, None, x=x)["position_bias"].shape == (4, 1, 16)
 

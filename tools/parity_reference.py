@@ -149,9 +149,10 @@ CACHE_ARGS = ("past_key_values", "layer_past", "past_key_value")
 ALIBI_ARGS = ("alibi", "position_bias")
 
 
-def alibi_bias(forward, config, x, positions):
-    """The ALiBi bias transformers' model builds for its layers, by the build_*alibi* function of the layer's modeling
-    module, called by its parameters' names (attention_mask: ones over the keys, num_heads, dtype, sequence_length:
+def alibi_bias(forward, config, x, keys: int):
+    """The ALiBi bias transformers' model builds for its layers over `keys` keys (the cached ones and x's), by the
+    build_*alibi* function of the layer's modeling module, called by its parameters' names (attention_mask: ones
+    over the keys, num_heads, dtype, sequence_length:
     config.max_seq_len as MPT's model passes it, device); None where the module has none."""
     import inspect
     import sys
@@ -164,7 +165,7 @@ def alibi_bias(forward, config, x, positions):
     if build is None:
         return None
     heads = next(getattr(config, k) for k in ("num_attention_heads", "n_head", "n_heads") if hasattr(config, k))
-    values = dict(attention_mask=torch.ones(x.shape[0], int(positions.max()) + 1, device=x.device), num_heads=heads,
+    values = dict(attention_mask=torch.ones(x.shape[0], keys, device=x.device), num_heads=heads,
                   dtype=x.dtype, sequence_length=getattr(config, "max_seq_len", None), device=x.device)
     return build(**{n: values[n] for n in inspect.signature(build).parameters if n in values})
 
@@ -174,7 +175,9 @@ def hf_forward_kwargs(forward, config, positions, emb, cache=None, mask=None, x=
     by its signature: position ids, position embeddings, the attention mask (causal_mask's), the cache under the name
     the layer takes (past_key_values, or GPT-J's and Falcon's layer_past), the ALiBi bias the model builds (alibi_bias,
     where `x` is given and the config does not turn alibi off: Bloom's alibi, MPT's position_bias; H100: Bloom
-    'NoneType' object has no attribute 'baddbmm'). A required argument the harness does not
+    'NoneType' object has no attribute 'baddbmm'), over the keys the layer sees: the cache's and x's, not the
+    positions' (the decode probe puts one token at the decode position in an empty cache; H200: Bloom alibi [16, 1,
+    65] against scores [16, 1, 1]). A required argument the harness does not
     build (Falcon's `alibi`) gets None, as the model passes it where the config turns the feature off; where the
     config turns it on, one line names it."""
     import inspect
@@ -189,7 +192,7 @@ def hf_forward_kwargs(forward, config, positions, emb, cache=None, mask=None, x=
     for name, p in list(params.items())[2:]:
         if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and name not in kw:
             if name in ALIBI_ARGS and getattr(config, "alibi", None) is not False and x is not None:
-                bias = alibi_bias(forward, config, x, positions)
+                bias = alibi_bias(forward, config, x, (cache.get_seq_length() if cache is not None else 0) + x.shape[1])
                 if bias is not None:
                     kw[name] = bias
                     continue
