@@ -830,3 +830,37 @@ def test_another_layer_class_of_the_model_where_the_named_one_takes_none_of_vllm
     rules = parity_mapping.loader_rules("olmo_hybrid.py", "olmo_hybrid")
     cls, _, idx, _ = parity_reference.reference_class(named, rope, config, 0, vllm, rules)
     assert (cls, idx) == (linear, 0)
+
+
+def test_w13_vllms_swigluoai_experts_hold_interleaved_maps_as_is():
+    """vLLM's gpt-oss experts (activation swigluoai) keep the checkpoint's gate/up interleaved rows in w13, not gate
+    then up: they map onto transformers' interleaved gate_up_proj as they are (H200: prefill FAIL ratio 50, decode 67:
+    mapped as halves, the gate and up rows were mixed)."""
+    from enum import Enum
+
+    config, layer, _ = _tiny_layer("gpt_oss", "TransformerBlock", hidden_size=64, intermediate_size=32,
+                                   num_attention_heads=4, num_key_value_heads=2, head_dim=16, num_local_experts=4,
+                                   num_experts_per_tok=2, num_hidden_layers=2)
+    for p in layer.parameters():
+        torch.nn.init.normal_(p)
+    hf = {n: p.detach() for n, p in layer.named_parameters()}
+    vllm = {n: t for n, t in hf.items() if ".experts." not in n}
+    vllm.update({"mlp.experts.w13_weight": hf["mlp.experts.gate_up_proj"].transpose(1, 2),  # gpt_oss.py's loader
+                 "mlp.experts.w13_bias": hf["mlp.experts.gate_up_proj_bias"],
+                 "mlp.experts.w2_weight": hf["mlp.experts.down_proj"].transpose(1, 2),
+                 "mlp.experts.w2_bias": hf["mlp.experts.down_proj_bias"]})
+    experts = torch.nn.Module()
+    experts.activation = Enum("MoEActivation", {"SWIGLUOAI": "swigluoai"}).SWIGLUOAI
+    experts.w13_weight = torch.nn.Parameter(vllm["mlp.experts.w13_weight"])
+    experts.w13_bias = torch.nn.Parameter(vllm["mlp.experts.w13_bias"])
+    experts.w2_weight = torch.nn.Parameter(vllm["mlp.experts.w2_weight"])
+    vllm_layer = torch.nn.Module()
+    vllm_layer.mlp = torch.nn.Module()
+    vllm_layer.mlp.experts = experts
+    interleaved = parity_mapping.w13_interleaved(vllm_layer)
+    assert interleaved == ["mlp.experts.w13_bias", "mlp.experts.w13_weight"]
+    rules = dict(parity_mapping.loader_rules("gpt_oss.py", "gpt_oss"), w13_interleaved=interleaved)
+    out = parity_mapping.map_weights(vllm, {n: tuple(t.shape) for n, t in hf.items()}, rules=rules,
+                                     layout=parity_mapping.hf_experts_layout(layer))
+    for n in ("mlp.experts.gate_up_proj", "mlp.experts.gate_up_proj_bias"):
+        torch.testing.assert_close(out[n], hf[n])

@@ -38,7 +38,7 @@ import time
 import traceback
 from pathlib import Path
 
-from parity_mapping import MappingError, NoReference, into_loaded_image, loader_rules, map_weights
+from parity_mapping import MappingError, NoReference, into_loaded_image, loader_rules, map_weights, w13_interleaved
 from parity_reference import (context_cache, extra_inputs, hf_classes, hf_config, hf_forward, hf_layer,
                               mapping_args, per_layer_assumed, read_config, reference_class)
 from parity_reference import hf_shapes  # noqa: F401 - benchmarks/layer_speed.py's parity.hf_shapes
@@ -195,7 +195,7 @@ def _reference(mod, symbol: str, cfg: dict, found: tuple, layer, bundle_idx: int
     per_layer = per_layer_assumed(cfg, example_assumed(mod))
     config = hf_config(cfg, model_type, per_layer)
     row["reference"] = f"transformers {model_type}.{hf_cls.__name__}"
-    rules = loader_rules(model_file_of(mod, symbol), model_type)
+    rules = dict(loader_rules(model_file_of(mod, symbol), model_type), w13_interleaved=w13_interleaved(layer))
     vllm_state = {n: p.detach() for n, p in layer.named_parameters()}
     into_loaded_image(vllm_state, rules)
     try:

@@ -17,6 +17,10 @@ LOADER_RULES = Path(__file__).resolve().parents[1] / "models" / "vllm-loader-rul
 EXPERT_TENSOR = re.compile(r"^(?P<base>(?:.*\.)?experts)\.(?:[\w.]*\.)?(?P<which>w13|w2)_(?P<leaf>weight|bias)$")
 # transformers' fused expert tensors where its checkpoint conversion names none.
 FUSED_EXPERTS = {"w13": "gate_up_proj", "w2": "down_proj"}
+# vLLM's MoE activations that take w13's rows gate and up interleaved (g0 u0 g1 u1 ...), as its loader keeps them
+# from the checkpoint (MoEActivation's comment: SWIGLUOAI "expects gate/up *interleaved* in w13", gpt-oss's layout);
+# every other gated one takes them gate then up.
+W13_INTERLEAVED = {"swigluoai"}
 # vLLM parameters with no transformers counterpart (the attention's scalar quantisation scales).
 NO_COUNTERPART = re.compile(r"(^|\.)_?(k|v|q|prob)_scale$|(^|\.)_(k|v|q|prob)_scale_float$")
 
@@ -51,7 +55,8 @@ def loader_rules(model_file: str | None = None, model_type: str | None = None) -
     whose checkpoint rows [heads, 3, head_dim] the loader regroups to [3, heads, head_dim]), `rotary_permuted`
     (checkpoint modules whose weight rows the loader permutes in each head for a neox-style rotary: Llama 4's q_proj,
     k_proj) and `transformed` (parameter name -> the function of the checkpoint tensor vLLM's weight loader stores:
-    neg_exp, the Mamba mixers' A = -exp(A_log))."""
+    neg_exp, the Mamba mixers' A = -exp(A_log)); the caller adds `w13_interleaved` (w13_interleaved(layer): vLLM's
+    expert tensors whose rows hold gate and up interleaved)."""
     table = json.loads(LOADER_RULES.read_text())
     own = table["files"].get(model_file or "", {})
     rules = {"packed": {**table["default"]["packed"], **own.get("packed", {})},
@@ -188,6 +193,21 @@ def untransformed(vname: str, t, rules: dict):
     return UNDO_LOADED[op](t) if op else t
 
 
+def w13_interleaved(layer) -> list[str]:
+    """vLLM's w13 parameters of `layer` (name -> for loader_rules' `w13_interleaved`) whose experts' activation takes
+    gate and up interleaved (W13_INTERLEAVED: gpt-oss's swigluoai)."""
+    return sorted(f"{m_name}.{n}".lstrip(".") for m_name, m in layer.named_modules()
+                  if getattr(getattr(m, "activation", None), "value", None) in W13_INTERLEAVED
+                  for n, _ in m.named_parameters() if n.rpartition(".")[2].startswith("w13_"))
+
+
+def uninterleaved(t):
+    """vLLM's w13 rows (dim 1) interleaved g0 u0 g1 u1 ... as gate then up, the layout map_weights takes."""
+    import torch
+
+    return torch.cat([t[:, 0::2], t[:, 1::2]], dim=1)
+
+
 def regroup_heads(t, num_heads: int, to_vllm: bool):
     """Rows [heads, 3, head_dim] (the checkpoint's) <-> [3, heads, head_dim] (vLLM's), as vLLM's loader regroups a
     fused q/k/v weight or bias (GPT-NeoX's, Bloom's _repack_qkv)."""
@@ -311,6 +331,8 @@ def _checkpoint_tensor(vname: str, t, rules: dict, num_heads, head_dim):
     """The checkpoint's tensor of vLLM parameter `vname`: the loader's transform undone, its rows regrouped and
     permuted back."""
     t = rotary_unpermuted(vname, untransformed(vname, t, rules), rules, head_dim)
+    if vname in rules.get("w13_interleaved", ()):
+        t = uninterleaved(t)
     if head_interleaved(vname, rules):
         if not num_heads:
             raise MappingError(f"vLLM parameter {vname} {tuple(t.shape)}: vLLM's loader regroups its rows by "
