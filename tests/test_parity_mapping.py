@@ -864,3 +864,20 @@ def test_w13_vllms_swigluoai_experts_hold_interleaved_maps_as_is():
                                      layout=parity_mapping.hf_experts_layout(layer))
     for n in ("mlp.experts.gate_up_proj", "mlp.experts.gate_up_proj_bias"):
         torch.testing.assert_close(out[n], hf[n])
+
+
+def test_a_layer_type_the_config_holds_nowhere_for_vllms_layer():
+    """GraniteMoeHybrid's default config makes every layer linear_attention; vLLM's attention layer class, built at
+    the bundle's index, maps onto transformers' layer once that index is full_attention, which the config then holds
+    (H200: exit 2, self_attn.qkv_proj.weight has no counterpart)."""
+    fields = dict(TINY["llama"], model_type="granitemoehybrid", layer_types=["linear_attention"] * 2)
+    config = parity_reference.hf_config(fields)
+    _, cls, rope = parity_reference.hf_classes("granitemoehybrid", "GraniteMoeHybridAttentionDecoderLayer")
+    attention = parity_reference.hf_config(dict(fields, layer_types=["full_attention", "linear_attention"]))
+    torch.manual_seed(0)
+    hf = {n: p.detach() for n, p in parity_reference.new_layer(cls, attention, 0).named_parameters()}
+    vllm = _as_vllm(hf)
+    rules = parity_mapping.loader_rules("granitemoehybrid.py", "granitemoehybrid")
+    _, _, idx, meta = parity_reference.reference_class(cls, rope, config, 0, vllm, rules)
+    assert idx == 0 and config.layer_types[0] == "full_attention"
+    assert sorted(n for n, _ in meta.named_parameters()) == sorted(hf)

@@ -198,6 +198,7 @@ def _reference(mod, symbol: str, cfg: dict, found: tuple, layer, bundle_idx: int
     rules = dict(loader_rules(model_file_of(mod, symbol), model_type), w13_interleaved=w13_interleaved(layer))
     vllm_state = {n: p.detach() for n, p in layer.named_parameters()}
     into_loaded_image(vllm_state, rules)
+    types = list(getattr(config, "layer_types", None) or [])
     try:
         hf_cls, rope_cls, layer_idx, meta = reference_class(hf_cls, rope_cls, config, bundle_idx, vllm_state, rules)
     except NoReference:
@@ -205,6 +206,8 @@ def _reference(mod, symbol: str, cfg: dict, found: tuple, layer, bundle_idx: int
     except MappingError as e:
         raise _unreferenced(e, symbol, model_file_of(mod, symbol), hf_cls, per_layer) from e
     row["reference"] = f"transformers {model_type}.{hf_cls.__name__}"
+    if types and types != config.layer_types:  # reference_class gave the index a type the config holds nowhere
+        row["reference_layer_type"] = config.layer_types[layer_idx]
     if layer_idx != bundle_idx:
         row["reference_layer_idx"] = layer_idx
     shapes = {n: tuple(p.shape) for n, p in meta.named_parameters()}

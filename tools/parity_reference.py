@@ -465,8 +465,9 @@ def reference_class(hf_cls, rope_cls, config, layer_idx: int, vllm_state: dict, 
     """(layer class, rotary class, index, transformers' layer on meta): reference_layer's for `hf_cls`, else for the
     first other layer class of its modeling module vLLM's parameters map onto. transformers may build one class per
     block type where vLLM's one class builds either (OlmoHybrid's attention and linear-attention layers: the name
-    picks the attention one; H200: exit 2, linear_attn.in_proj_qkvg.weight has no counterpart). Where none maps, the
-    error is `hf_cls`'s."""
+    picks the attention one; H200: exit 2, linear_attn.in_proj_qkvg.weight has no counterpart), else `hf_cls`'s layer at
+    `layer_idx` under a layer type the config holds nowhere (_retyped_layer: `config.layer_types` changed in place).
+    Where none maps, the error is `hf_cls`'s."""
     import sys
 
     try:
@@ -482,4 +483,34 @@ def reference_class(hf_cls, rope_cls, config, layer_idx: int, vllm_state: dict, 
                 return (cls, _rotary(mod, cls), *reference_layer(cls, config, layer_idx, vllm_state, rules))
             except (MappingError, TypeError):  # TypeError: a class built from other arguments than (config, index)
                 continue
-        raise first
+        retyped = _retyped_layer(hf_cls, config, layer_idx, vllm_state, rules)
+        if retyped is None:
+            raise first
+        return (hf_cls, rope_cls, layer_idx, retyped)
+
+
+def _retyped_layer(hf_cls, config, layer_idx: int, vllm_state: dict, rules: dict):
+    """transformers' layer on meta at `layer_idx` under the first layer type (transformers' ALLOWED_LAYER_TYPES) the
+    config's `layer_types` holds nowhere that vLLM's parameters map onto, that entry of `config.layer_types` set to it
+    in place; None where none does (the entry kept). A config with no layer of vLLM's layer's type (GraniteMoeHybrid's
+    default: every layer linear_attention, vLLM's attention layer built at the bundle's index; H200: exit 2,
+    self_attn.qkv_proj.weight has no counterpart)."""
+    import torch
+    from transformers.configuration_utils import ALLOWED_LAYER_TYPES
+
+    types = getattr(config, "layer_types", None)
+    if not isinstance(types, list) or not 0 <= layer_idx < len(types):
+        return None
+    kept = types[layer_idx]
+    for kind in (t for t in ALLOWED_LAYER_TYPES if t not in types):
+        types[layer_idx] = kind
+        try:
+            with torch.device("meta"):
+                meta = new_layer(hf_cls, config, layer_idx)
+            map_weights(vllm_state, {n: tuple(p.shape) for n, p in meta.named_parameters()},
+                        **mapping_args(meta, config, rules), zeroed=[])
+            return meta
+        except (MappingError, TypeError, ValueError, KeyError, AttributeError):
+            continue
+    types[layer_idx] = kept
+    return None
