@@ -188,7 +188,8 @@ def _reference(mod, symbol: str, cfg: dict, found: tuple, layer, bundle_idx: int
     """transformers' side of a case: its layer class, rotary class, config and layer index, and the mapped weights
     (`state`, and the broken `control`). A bias transformers' layer lacks is zeroed in vLLM's layer (the same
     computation); a parameter vLLM's loader stores transformed is first put in its transform's image
-    (into_loaded_image). Records the reference, its index where it is not the bundle's, and the zeroed biases in `row`."""
+    (into_loaded_image). Records the reference, its index where it is not the bundle's, the layer type it was given
+    where the config holds none that fits, and the zeroed biases in `row`."""
     import torch
 
     model_type, hf_cls, rope_cls = found
