@@ -429,10 +429,18 @@ def test_decode_context_of_an_attention_layer_at_an_index_the_config_gives_anoth
 
 def test_decode_of_a_layer_the_example_gives_no_cache_gets_no_context():
     """NemotronH's MLP block keeps no context: the bundle's example gives it no kv_cache, and transformers' layer gets
-    no cache (H200: AttributeError, 'NoneType' object has no attribute 'shape')."""
+    no cache (H200: AttributeError, 'NoneType' object has no attribute 'shape'); a Mamba layer's context is its
+    recurrent state, which is not copied: no reference, with K/V beside it too (FalconH1's parallel hybrid)."""
     config, _, _ = _tiny_layer("llama", "LlamaDecoderLayer", **TINY["llama"])
-    ex = {"inputs": {"kv_cache": None, "block_table": None}, "sizes": {"context": 64}}
+    ex = {"inputs": {"kv_cache": None, "block_table": None, "state": {}}, "sizes": {"context": 64}}
     assert parity_reference.context_cache(ex, torch.float32, config, 0) is None
+    ex["inputs"]["state"] = {"mixer": (torch.randn(3, 4, 2), torch.randn(3, 2, 4, 4))}  # a Mamba layer's context
+    with pytest.raises(parity_mapping.NoReference, match="recurrent state"):
+        parity_reference.context_cache(ex, torch.float32, config, 0)
+    hybrid = _paged_example(2, 16)  # FalconH1's parallel hybrid: K/V and a Mamba state
+    hybrid["inputs"]["state"] = ex["inputs"]["state"]
+    with pytest.raises(parity_mapping.NoReference, match="recurrent state"):
+        parity_reference.context_cache(hybrid, torch.float32, config, 0)
 
 
 def test_module_renames_inside_a_layer_from_vllms_prefix_map():

@@ -303,10 +303,15 @@ def context_cache(ex, dtype, config, layer_idx, probe=None, keys_permuted: bool 
     context cannot be copied: NoReference. `keys_permuted`: vLLM's loader permuted q's and k's rows in each head for its
     rotary (rules' rotary_permuted: Llama 4's), so its cached keys hold each head's dims in that order: put back in the
     checkpoint's, which transformers' queries have (q.k is the same only with both in one order). None where the
-    bundle's example gives the layer no cache."""
+    bundle's example gives the layer no cache and no recurrent state; NoReference where its context includes a
+    recurrent state (a Mamba mixer's, FalconH1's parallel hybrid's too)."""
     import torch
 
     kv = ex["inputs"]["kv_cache"]  # [blocks, H_kv, block_size, 2*Dh] (a view of NHD storage)
+    if any(ex["inputs"].get("state") or {}):
+        raise NoReference("the bundle's decode context includes its layer's recurrent state (Mamba's conv and SSM "
+                          "state per sequence, random as after a prefill), which the harness does not copy into "
+                          "transformers' cache")
     if kv is None:  # a layer that keeps no context (NemotronH's MLP block): its decode needs none
         return None
     bt = ex["inputs"]["block_table"]
