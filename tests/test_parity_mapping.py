@@ -288,6 +288,22 @@ def test_a_bias_transformers_lacks_is_zeroed_where_its_weight_maps():
         parity_mapping.map_weights(vllm, shapes, zeroed=[])
 
 
+def test_a_merged_bias_transformers_lacks_is_zeroed_where_its_parts_weights_map():
+    """vLLM's PhiMoE builds qkv_proj with a bias whatever the config's attention_bias (false: transformers' q/k/v_proj
+    have none): listed to be zeroed, as a plain bias is (H200: exit 2, self_attn.qkv_proj.bias has no counterpart);
+    with no list given, refused."""
+    layer = _hf_layer("qwen3")
+    hf = {n: p.detach() for n, p in layer.named_parameters()}
+    shapes = {n: tuple(t.shape) for n, t in hf.items()}
+    rows = hf["self_attn.q_proj.weight"].shape[0] + 2 * hf["self_attn.k_proj.weight"].shape[0]
+    vllm = {**_as_vllm(hf), "self_attn.qkv_proj.bias": torch.ones(rows)}
+    zeroed = []
+    assert sorted(parity_mapping.map_weights(vllm, shapes, zeroed=zeroed)) == sorted(hf)
+    assert zeroed == ["self_attn.qkv_proj.bias"]
+    with pytest.raises(parity_mapping.MappingError, match=r"vLLM parameter self_attn\.qkv_proj\.bias .* has no"):
+        parity_mapping.map_weights(vllm, shapes)
+
+
 
 def test_prefill_is_causal_where_the_layer_adds_only_the_mask_it_is_given():
     """GPT-J's eager attention applies no causality of its own (prefill FAIL ratio 99 on the H100 with no mask): the
@@ -397,6 +413,36 @@ def test_decode_context_copied_only_where_transformers_caches_per_head_kv():
         parity_reference.context_cache(_paged_example(4, 16), torch.float32, config, 0, probe)
 
 
+def test_decode_context_of_an_attention_layer_at_an_index_the_config_gives_another_block_type():
+    """Jamba's attention class built at index 0, a Mamba layer in the config, whose cache keeps no K/V there: the
+    context goes into a K/V layer put at that index (H200: 'LinearAttentionLayer' object has no attribute 'update')."""
+    config = parity_reference.hf_config(JAMBA)
+    assert parity_reference.layer_type(config, 0) == "linear_attention"
+    _, cls, _ = parity_reference.hf_classes("jamba", "JambaAttentionDecoderLayer")
+    layer = parity_reference.new_layer(cls, config, 0).eval()
+    x, pos = torch.randn(1, 1, 64), torch.zeros(1, 1, dtype=torch.long)
+    probe = lambda c: parity_reference.hf_forward(layer, config, x, pos, None, c, 0)  # noqa: E731
+    ex = _paged_example(2, 16)
+    cache = parity_reference.context_cache(ex, torch.float32, config, 0, probe)
+    assert torch.equal(cache.layers[0].keys[0, :, :4], ex["inputs"]["kv_cache"][1, :, :, :16])
+
+
+def test_decode_of_a_layer_the_example_gives_no_cache_gets_no_context():
+    """NemotronH's MLP block keeps no context: the bundle's example gives it no kv_cache, and transformers' layer gets
+    no cache (H200: AttributeError, 'NoneType' object has no attribute 'shape'); a Mamba layer's context is its
+    recurrent state, which is not copied: no reference, with K/V beside it too (FalconH1's parallel hybrid)."""
+    config, _, _ = _tiny_layer("llama", "LlamaDecoderLayer", **TINY["llama"])
+    ex = {"inputs": {"kv_cache": None, "block_table": None, "state": {}}, "sizes": {"context": 64}}
+    assert parity_reference.context_cache(ex, torch.float32, config, 0) is None
+    ex["inputs"]["state"] = {"mixer": (torch.randn(3, 4, 2), torch.randn(3, 2, 4, 4))}  # a Mamba layer's context
+    with pytest.raises(parity_mapping.NoReference, match="recurrent state"):
+        parity_reference.context_cache(ex, torch.float32, config, 0)
+    hybrid = _paged_example(2, 16)  # FalconH1's parallel hybrid: K/V and a Mamba state
+    hybrid["inputs"]["state"] = ex["inputs"]["state"]
+    with pytest.raises(parity_mapping.NoReference, match="recurrent state"):
+        parity_reference.context_cache(hybrid, torch.float32, config, 0)
+
+
 def test_module_renames_inside_a_layer_from_vllms_prefix_map():
     """Cosmos3 Edge's vLLM attention layer names its attention `mixer` and its norm `norm` (a per-layer prefix map of
     f-strings in cosmos3_edge.py: self_attn. -> mixer., input_layernorm. -> norm., mlp. -> mixer. of the next layer);
@@ -444,6 +490,22 @@ def test_a_parameter_vllms_loader_transforms_is_undone():
     shapes = {n: tuple(t.shape) for n, t in hf.items()}
     vllm = {("mamba.A" if n == "mamba.A_log" else n): (-hf[n].exp() if n == "mamba.A_log" else t)
             for n, t in _jamba_as_vllm(hf).items()}
+    out = parity_mapping.map_weights(vllm, shapes, rules=rules)
+    torch.testing.assert_close(out["mamba.A_log"], hf["mamba.A_log"])
+
+
+def test_a_transformed_parameter_the_example_filled_is_put_in_its_transforms_image():
+    """The example fills Mamba's A as any weight (entries of either sign; Mamba2's 1-D A with 1.0), outside the image
+    of vLLM's A = -exp(A_log): undone, transformers' A_log was log of a positive A (H200: NaN in the reference, the
+    bundle and transformers-bf16 for the whole Mamba family). into_loaded_image writes -exp of the filled values, which
+    transformers' A_log then gets back."""
+    rules = parity_mapping.loader_rules("jamba.py", "jamba")
+    hf = _jamba_state("JambaMambaDecoderLayer", 0)
+    shapes = {n: tuple(t.shape) for n, t in hf.items()}
+    vllm = {("mamba.A" if n == "mamba.A_log" else n): t.clone() for n, t in _jamba_as_vllm(hf).items()}
+    assert (vllm["mamba.A"] > 0).any()
+    assert parity_mapping.into_loaded_image(vllm, rules) == ["mamba.A"]
+    assert (vllm["mamba.A"] < 0).all()
     out = parity_mapping.map_weights(vllm, shapes, rules=rules)
     torch.testing.assert_close(out["mamba.A_log"], hf["mamba.A_log"])
 
@@ -504,6 +566,12 @@ def test_an_attention_that_masks_with_masked_fill_gets_a_bool_mask():
     torch.testing.assert_close(full[:, :3], prefix, atol=1e-5, rtol=1e-5)
 
 
+def _dynamic_cache(config):
+    from transformers import DynamicCache
+
+    return DynamicCache(config=config)
+
+
 def test_alibi_built_as_transformers_model_builds_it():
     """Bloom's and MPT's layers take the ALiBi bias their model builds (build_alibi_tensor, build_mpt_alibi_tensor)
     as a required argument (H100: Bloom 'NoneType' object has no attribute 'baddbmm')."""
@@ -514,6 +582,8 @@ def test_alibi_built_as_transformers_model_builds_it():
     assert parity_reference.hf_forward(bloom, config, x, pos, None).shape == (2, 5, 64)
     kw = parity_reference.hf_forward_kwargs(type(bloom).forward, config, pos, None, x=x)
     torch.testing.assert_close(kw["alibi"], build_alibi_tensor(torch.ones(2, 5), 4, x.dtype))
+    probe = parity_reference.hf_forward(bloom, config, x[:1, :1], pos[:1, -1:], None, _dynamic_cache(config))
+    assert probe.shape == (1, 1, 64)  # one token at position 4, nothing cached: one key
     config, mpt, _ = _tiny_layer("mpt", "MptBlock", d_model=64, n_heads=4, n_layers=2, max_seq_len=16)
     assert parity_reference.hf_forward_kwargs(type(mpt).forward, config, pos, None, x=x)["position_bias"].shape == (4, 1, 16)
 
@@ -751,3 +821,71 @@ def test_per_layer_fields_the_example_assumed_build_transformers_layer(tmp_path)
     unref = parity._unreferenced(parity_mapping.MappingError("short_conv.conv.weight"), "Lfm2MoeShortConvDecoderLayer",
                                  "lfm2_moe.py", cls, per_layer)
     assert isinstance(unref, parity_mapping.NoReference) and "the config states no layer_types" in str(unref)
+
+
+def test_another_layer_class_of_the_model_where_the_named_one_takes_none_of_vllms_parameters():
+    """vLLM's one OlmoHybridDecoderLayer builds either block type; transformers has one class per type and the name
+    picks the attention one: the linear-attention class, which takes vLLM's in_proj_qkvg, is the reference (H200:
+    exit 2, linear_attn.in_proj_qkvg.weight has no counterpart)."""
+    config = parity_reference.hf_config({"model_type": "olmo_hybrid", **TINY["llama"],
+                                         "layer_types": ["linear_attention", "full_attention"]})
+    _, named, rope = parity_reference.hf_classes("olmo_hybrid", "OlmoHybridDecoderLayer")
+    assert named.__name__ == "OlmoHybridAttentionDecoderLayer"
+    linear = parity_reference._modeling("olmo_hybrid").OlmoHybridLinearAttentionDecoderLayer
+    hf = {n: p.detach() for n, p in parity_reference.new_layer(linear, config, 0).named_parameters()}
+    parts = [hf.pop(f"linear_attn.{p}_proj.weight") for p in "qkvg"]
+    vllm = {**hf, "linear_attn.in_proj_qkvg.weight": torch.cat(parts)}
+    rules = parity_mapping.loader_rules("olmo_hybrid.py", "olmo_hybrid")
+    cls, _, idx, _ = parity_reference.reference_class(named, rope, config, 0, vllm, rules)
+    assert (cls, idx) == (linear, 0)
+
+
+def test_w13_vllms_swigluoai_experts_hold_interleaved_maps_as_is():
+    """vLLM's gpt-oss experts (activation swigluoai) keep the checkpoint's gate/up interleaved rows in w13, not gate
+    then up: they map onto transformers' interleaved gate_up_proj as they are (H200: prefill FAIL ratio 50, decode 67:
+    mapped as halves, the gate and up rows were mixed)."""
+    from enum import Enum
+
+    config, layer, _ = _tiny_layer("gpt_oss", "TransformerBlock", hidden_size=64, intermediate_size=32,
+                                   num_attention_heads=4, num_key_value_heads=2, head_dim=16, num_local_experts=4,
+                                   num_experts_per_tok=2, num_hidden_layers=2)
+    for p in layer.parameters():
+        torch.nn.init.normal_(p)
+    hf = {n: p.detach() for n, p in layer.named_parameters()}
+    vllm = {n: t for n, t in hf.items() if ".experts." not in n}
+    vllm.update({"mlp.experts.w13_weight": hf["mlp.experts.gate_up_proj"].transpose(1, 2),  # gpt_oss.py's loader
+                 "mlp.experts.w13_bias": hf["mlp.experts.gate_up_proj_bias"],
+                 "mlp.experts.w2_weight": hf["mlp.experts.down_proj"].transpose(1, 2),
+                 "mlp.experts.w2_bias": hf["mlp.experts.down_proj_bias"]})
+    experts = torch.nn.Module()
+    experts.activation = Enum("MoEActivation", {"SWIGLUOAI": "swigluoai"}).SWIGLUOAI
+    experts.w13_weight = torch.nn.Parameter(vllm["mlp.experts.w13_weight"])
+    experts.w13_bias = torch.nn.Parameter(vllm["mlp.experts.w13_bias"])
+    experts.w2_weight = torch.nn.Parameter(vllm["mlp.experts.w2_weight"])
+    vllm_layer = torch.nn.Module()
+    vllm_layer.mlp = torch.nn.Module()
+    vllm_layer.mlp.experts = experts
+    interleaved = parity_mapping.w13_interleaved(vllm_layer)
+    assert interleaved == ["mlp.experts.w13_bias", "mlp.experts.w13_weight"]
+    rules = dict(parity_mapping.loader_rules("gpt_oss.py", "gpt_oss"), w13_interleaved=interleaved)
+    out = parity_mapping.map_weights(vllm, {n: tuple(t.shape) for n, t in hf.items()}, rules=rules,
+                                     layout=parity_mapping.hf_experts_layout(layer))
+    for n in ("mlp.experts.gate_up_proj", "mlp.experts.gate_up_proj_bias"):
+        torch.testing.assert_close(out[n], hf[n])
+
+
+def test_a_layer_type_the_config_holds_nowhere_for_vllms_layer():
+    """GraniteMoeHybrid's default config makes every layer linear_attention; vLLM's attention layer class, built at
+    the bundle's index, maps onto transformers' layer once that index is full_attention, which the config then holds
+    (H200: exit 2, self_attn.qkv_proj.weight has no counterpart)."""
+    fields = dict(TINY["llama"], model_type="granitemoehybrid", layer_types=["linear_attention"] * 2)
+    config = parity_reference.hf_config(fields)
+    _, cls, rope = parity_reference.hf_classes("granitemoehybrid", "GraniteMoeHybridAttentionDecoderLayer")
+    attention = parity_reference.hf_config(dict(fields, layer_types=["full_attention", "linear_attention"]))
+    torch.manual_seed(0)
+    hf = {n: p.detach() for n, p in parity_reference.new_layer(cls, attention, 0).named_parameters()}
+    vllm = _as_vllm(hf)
+    rules = parity_mapping.loader_rules("granitemoehybrid.py", "granitemoehybrid")
+    _, _, idx, meta = parity_reference.reference_class(cls, rope, config, 0, vllm, rules)
+    assert idx == 0 and config.layer_types[0] == "full_attention"
+    assert sorted(n for n, _ in meta.named_parameters()) == sorted(hf)

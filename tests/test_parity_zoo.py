@@ -274,3 +274,21 @@ class M:
 '''
     assert gen_loader_rules.file_rules(src)["rotary_permuted"] == ["k_proj"]
     assert "rotary_permuted" not in gen_loader_rules.file_rules(src.replace(".transpose(1, 2)", ""))
+
+
+def test_a_borrowed_weights_mapper_is_the_lenders():
+    """openai_privacy_filter.py's class borrows gpt_oss.py's mapper (`hf_to_vllm_mapper = GptOssForCausalLM.
+    hf_to_vllm_mapper`): its rules hold gpt_oss.py's renames (.self_attn. -> .attn.), so vLLM's attn.qkv_proj splits
+    onto transformers' self_attn.q/k/v_proj (H200: exit 2, attn.qkv_proj.weight has no counterpart); a mapper of a
+    class the file defines is read from the file itself."""
+    import gen_loader_rules
+    import torch
+
+    src = "class P:\n    hf_to_vllm_mapper = GptOssForCausalLM.hf_to_vllm_mapper\n"
+    assert gen_loader_rules.file_rules(src) == {"mapper_from": "GptOssForCausalLM"}
+    assert gen_loader_rules.file_rules(src + "class GptOssForCausalLM:\n    pass\n") == {}
+    rules = parity_mapping.loader_rules("openai_privacy_filter.py")
+    assert ["substr", ".self_attn.", ".attn."] in rules["mapper"]
+    shapes = {"self_attn.q_proj.weight": (8, 4), "self_attn.k_proj.weight": (2, 4), "self_attn.v_proj.weight": (2, 4)}
+    out = parity_mapping.map_weights({"attn.qkv_proj.weight": torch.randn(12, 4)}, shapes, rules=rules)
+    assert sorted(out) == sorted(shapes)

@@ -20,7 +20,9 @@ source is absent, so they are committed. For each `vllm/model_executor/models/<f
   (a per-layer prefix map: Cosmos3 Edge's), are kept as ["layer_prefix", ".self_attn.", ".mixer."]: the literal tails
   after the layer's path, their common trailing modules dropped. A `load_weights` that renames a checkpoint name
   literally (`n = n.replace("A_log", "A")`, `n.replace(".block_sparse_moe.router.layer.weight", ".block_sparse_moe.
-  gate.weight")`: GraniteMoe*'s) gives ["substr", old, new] too.
+  gate.weight")`: GraniteMoe*'s) gives ["substr", old, new] too. A class that borrows another's mapper
+  (`hf_to_vllm_mapper = GptOssForCausalLM.hf_to_vllm_mapper`: openai_privacy_filter.py's) names it in
+  `mapper_from`, and the file's `mapper` holds the renames of the file that defines that class.
 - `head_interleaved`: the fused q/k/v parameters whose checkpoint rows the loader regroups from [heads, 3, head_dim]
   to vLLM's [3, heads, head_dim] (GPT-NeoX's and Bloom's `query_key_value`: an `if "<name>" in name:` block that
   views the weight as (heads, 3, -1) and transposes dims 0 and 1).
@@ -43,6 +45,7 @@ import argparse
 import ast
 import collections
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -149,6 +152,7 @@ def file_rules(source: str) -> dict:
     experts: dict = {}
     mapper: list = []
     interleaved: list = []
+    borrowed = None
     tree = ast.parse(source)
     for fn in ast.walk(tree):
         if isinstance(fn, ast.FunctionDef) and fn.name == "load_weights":
@@ -173,7 +177,10 @@ def file_rules(source: str) -> dict:
             target = node.targets[0] if isinstance(node, ast.Assign) else node.target
             name = target.id if isinstance(target, ast.Name) else getattr(target, "attr", None)
             value = _const(node.value) if node.value is not None else None
-            if name == "expert_params_mapping" and _comprehension_experts(node.value):
+            if (name == "hf_to_vllm_mapper" and isinstance(node.value, ast.Attribute)
+                    and node.value.attr == name and isinstance(node.value.value, ast.Name)):
+                borrowed = node.value.value.id
+            elif name == "expert_params_mapping" and _comprehension_experts(node.value):
                 experts = _comprehension_experts(node.value)
             elif name == "packed_modules_mapping" and isinstance(value, dict):
                 for k, v in value.items():
@@ -209,6 +216,8 @@ def file_rules(source: str) -> dict:
         out["experts"] = experts
     if mapper:
         out["mapper"] = mapper
+    if borrowed and borrowed not in {c.name for c in ast.walk(tree) if isinstance(c, ast.ClassDef)}:
+        out["mapper_from"] = borrowed
     if interleaved:
         out["head_interleaved"] = interleaved
     if permuted:
@@ -225,6 +234,7 @@ def main(argv=None) -> int:
     conflicts: list = []
     counts: dict = collections.defaultdict(collections.Counter)
     transformed: dict = {}
+    defined_in: dict = {}  # model class -> the file defining it
     for tree in a.trees:
         root = tree / "vllm" / "model_executor"
         for f in sorted(root.glob("layers/**/*.py")) + sorted(root.glob("models/*.py")):
@@ -240,6 +250,9 @@ def main(argv=None) -> int:
             print(f"gen_loader_rules: {tree} has no vllm/model_executor/models: pass an extracted vLLM sdist", file=sys.stderr)
             return 2
         for f in sorted(models.glob("*.py")):
+            for cls in re.findall(r"^class (\w+)", f.read_text(encoding="utf-8"), re.M):
+                defined_in[cls] = f.name
+        for f in sorted(models.glob("*.py")):
             rules = file_rules(f.read_text(encoding="utf-8"))
             if not rules:
                 continue
@@ -253,6 +266,10 @@ def main(argv=None) -> int:
                 if kept:
                     rules["mapper"] = rules.get("mapper", []) + kept
             files[f.name] = rules
+    for rules in files.values():
+        lent = files.get(defined_in.get(rules.get("mapper_from")), {}).get("mapper", [])
+        if lent:
+            rules["mapper"] = rules.get("mapper", []) + [r for r in lent if r not in rules.get("mapper", [])]
     default = {"packed": {k: list(c.most_common(1)[0][0]) for k, c in sorted(counts.items())
                           if c.most_common(1)[0][1] > 1 and c.most_common(1)[0][0] != (k,)},
                "experts": FUSED_MOE_DEFAULT}

@@ -38,9 +38,9 @@ import time
 import traceback
 from pathlib import Path
 
-from parity_mapping import MappingError, NoReference, loader_rules, map_weights
+from parity_mapping import MappingError, NoReference, into_loaded_image, loader_rules, map_weights, w13_interleaved
 from parity_reference import (context_cache, extra_inputs, hf_classes, hf_config, hf_forward, hf_layer,
-                              mapping_args, per_layer_assumed, read_config, reference_layer)
+                              mapping_args, per_layer_assumed, read_config, reference_class)
 from parity_reference import hf_shapes  # noqa: F401 - benchmarks/layer_speed.py's parity.hf_shapes
 
 TOL_RATIO = 2.0
@@ -187,21 +187,28 @@ def _randomise_norms(layer) -> None:
 def _reference(mod, symbol: str, cfg: dict, found: tuple, layer, bundle_idx: int, row: dict) -> dict:
     """transformers' side of a case: its layer class, rotary class, config and layer index, and the mapped weights
     (`state`, and the broken `control`). A bias transformers' layer lacks is zeroed in vLLM's layer (the same
-    computation). Records the reference, its index where it is not the bundle's, and the zeroed biases in `row`."""
+    computation); a parameter vLLM's loader stores transformed is first put in its transform's image
+    (into_loaded_image). Records the reference, its index where it is not the bundle's, the layer type it was given
+    where the config holds none that fits, and the zeroed biases in `row`."""
     import torch
 
     model_type, hf_cls, rope_cls = found
     per_layer = per_layer_assumed(cfg, example_assumed(mod))
     config = hf_config(cfg, model_type, per_layer)
     row["reference"] = f"transformers {model_type}.{hf_cls.__name__}"
-    rules = loader_rules(model_file_of(mod, symbol), model_type)
+    rules = dict(loader_rules(model_file_of(mod, symbol), model_type), w13_interleaved=w13_interleaved(layer))
     vllm_state = {n: p.detach() for n, p in layer.named_parameters()}
+    into_loaded_image(vllm_state, rules)
+    types = list(getattr(config, "layer_types", None) or [])
     try:
-        layer_idx, meta = reference_layer(hf_cls, config, bundle_idx, vllm_state, rules)
+        hf_cls, rope_cls, layer_idx, meta = reference_class(hf_cls, rope_cls, config, bundle_idx, vllm_state, rules)
     except NoReference:
         raise
     except MappingError as e:
         raise _unreferenced(e, symbol, model_file_of(mod, symbol), hf_cls, per_layer) from e
+    row["reference"] = f"transformers {model_type}.{hf_cls.__name__}"
+    if types and types != config.layer_types:  # reference_class gave the index a type the config holds nowhere
+        row["reference_layer_type"] = config.layer_types[layer_idx]
     if layer_idx != bundle_idx:
         row["reference_layer_idx"] = layer_idx
     shapes = {n: tuple(p.shape) for n, p in meta.named_parameters()}

@@ -17,6 +17,10 @@ LOADER_RULES = Path(__file__).resolve().parents[1] / "models" / "vllm-loader-rul
 EXPERT_TENSOR = re.compile(r"^(?P<base>(?:.*\.)?experts)\.(?:[\w.]*\.)?(?P<which>w13|w2)_(?P<leaf>weight|bias)$")
 # transformers' fused expert tensors where its checkpoint conversion names none.
 FUSED_EXPERTS = {"w13": "gate_up_proj", "w2": "down_proj"}
+# vLLM's MoE activations that take w13's rows gate and up interleaved (g0 u0 g1 u1 ...), as its loader keeps them
+# from the checkpoint (MoEActivation's comment: SWIGLUOAI "expects gate/up *interleaved* in w13", gpt-oss's layout);
+# every other gated one takes them gate then up.
+W13_INTERLEAVED = {"swigluoai"}
 # vLLM parameters with no transformers counterpart (the attention's scalar quantisation scales).
 NO_COUNTERPART = re.compile(r"(^|\.)_?(k|v|q|prob)_scale$|(^|\.)_(k|v|q|prob)_scale_float$")
 
@@ -51,7 +55,8 @@ def loader_rules(model_file: str | None = None, model_type: str | None = None) -
     whose checkpoint rows [heads, 3, head_dim] the loader regroups to [3, heads, head_dim]), `rotary_permuted`
     (checkpoint modules whose weight rows the loader permutes in each head for a neox-style rotary: Llama 4's q_proj,
     k_proj) and `transformed` (parameter name -> the function of the checkpoint tensor vLLM's weight loader stores:
-    neg_exp, the Mamba mixers' A = -exp(A_log))."""
+    neg_exp, the Mamba mixers' A = -exp(A_log)); the caller adds `w13_interleaved` (w13_interleaved(layer): vLLM's
+    expert tensors whose rows hold gate and up interleaved)."""
     table = json.loads(LOADER_RULES.read_text())
     own = table["files"].get(model_file or "", {})
     rules = {"packed": {**table["default"]["packed"], **own.get("packed", {})},
@@ -160,11 +165,47 @@ def head_interleaved(vname: str, rules: dict) -> bool:
 UNDO_LOADED = {"neg_exp": lambda t: (-t.float()).log().to(t.dtype)}
 
 
+# Each function a vLLM weight loader applies to a checkpoint tensor, forward.
+LOADED = {"neg_exp": lambda t: -t.float().exp()}
+
+
+def into_loaded_image(vllm_state: dict, rules: dict) -> list[str]:
+    """vLLM's parameters that its loader stores as a function of the checkpoint's tensor (rules' `transformed`),
+    overwritten in place by that function of their current values, which are the checkpoint's then: the example fills
+    them as any weight (Mamba2's A with 1.0, Mamba's with entries of either sign), outside the function's image
+    (A = -exp(A_log) < 0), where undoing it gives transformers NaN (log of a positive A). The names written."""
+    import torch
+
+    written = []
+    with torch.no_grad():
+        for vname, t in vllm_state.items():
+            op = rules.get("transformed", {}).get(vname.rpartition(".")[2])
+            if op:
+                t.copy_(LOADED[op](t).to(t.dtype))
+                written.append(vname)
+    return written
+
+
 def untransformed(vname: str, t, rules: dict):
     """The checkpoint tensor of vLLM parameter `vname`, where vLLM's loader stored a function of it (rules'
     `transformed`, by the parameter's own name)."""
     op = rules.get("transformed", {}).get(vname.rpartition(".")[2])
     return UNDO_LOADED[op](t) if op else t
+
+
+def w13_interleaved(layer) -> list[str]:
+    """vLLM's w13 parameters of `layer` (name -> for loader_rules' `w13_interleaved`) whose experts' activation takes
+    gate and up interleaved (W13_INTERLEAVED: gpt-oss's swigluoai)."""
+    return sorted(f"{m_name}.{n}".lstrip(".") for m_name, m in layer.named_modules()
+                  if getattr(getattr(m, "activation", None), "value", None) in W13_INTERLEAVED
+                  for n, _ in m.named_parameters() if n.rpartition(".")[2].startswith("w13_"))
+
+
+def uninterleaved(t):
+    """vLLM's w13 rows (dim 1) interleaved g0 u0 g1 u1 ... as gate then up, the layout map_weights takes."""
+    import torch
+
+    return torch.cat([t[:, 0::2], t[:, 1::2]], dim=1)
 
 
 def regroup_heads(t, num_heads: int, to_vllm: bool):
@@ -258,6 +299,9 @@ def _map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool, r
                 square.append((vname, t, expert))
             continue
         packed = _packed_parts(vname, rules["packed"])
+        if packed is not None and _merged_bias_unheld(vname, packed[1], rules, hf_shapes):
+            pending.append((vname, t, _hf_name(vname, rules, hf_shapes)))
+            continue
         if packed is not None:
             parts, t, swapped_kv = _split_packed(vname, t, packed[1], rules, hf_shapes, control, swap_gate_up,
                                                  head_dim)
@@ -287,6 +331,8 @@ def _checkpoint_tensor(vname: str, t, rules: dict, num_heads, head_dim):
     """The checkpoint's tensor of vLLM parameter `vname`: the loader's transform undone, its rows regrouped and
     permuted back."""
     t = rotary_unpermuted(vname, untransformed(vname, t, rules), rules, head_dim)
+    if vname in rules.get("w13_interleaved", ()):
+        t = uninterleaved(t)
     if head_interleaved(vname, rules):
         if not num_heads:
             raise MappingError(f"vLLM parameter {vname} {tuple(t.shape)}: vLLM's loader regroups its rows by "
@@ -328,11 +374,25 @@ def _resolve_pending(pending: list, out: dict, hf_shapes: dict, rules: dict, zer
             or hname.endswith("." + h) and hname.count(".") == h.count(".") + 1)]
         if len(near) == 1:
             out[near[0]] = t
-        elif (zeroed is not None and vname.endswith(".bias")
-              and _hf_name(vname[: -len("bias")] + "weight", rules, hf_shapes) in out):
+        elif zeroed is not None and vname.endswith(".bias") and _weight_mapped(vname, rules, hf_shapes, out):
             zeroed.append(vname)
         else:
             raise _no_counterpart(vname, t, [hname], hf_shapes)
+
+
+def _merged_bias_unheld(vname: str, parts: list, rules: dict, hf_shapes: dict) -> bool:
+    """Whether `vname` is a merged bias transformers holds neither merged nor in parts (PhiMoE's qkv_proj.bias, which
+    vLLM always builds, where the config's attention_bias is false): _resolve_pending's bias rule decides it."""
+    return vname.endswith(".bias") and not any(
+        _hf_name(n, rules, hf_shapes) in hf_shapes for n in [*parts, vname])
+
+
+def _weight_mapped(bias: str, rules: dict, hf_shapes: dict, out: dict) -> bool:
+    """Whether the weight of vLLM's `bias` was mapped: merged or each of the checkpoint parts it holds."""
+    weight = bias[: -len("bias")] + "weight"
+    packed = _packed_parts(weight, rules["packed"])
+    parts = [_hf_name(n, rules, hf_shapes) for n in (packed[1] if packed else [])]
+    return _hf_name(weight, rules, hf_shapes) in out or bool(parts) and all(n in out for n in parts)
 
 
 def _check_complete(out: dict, required: set, hf_shapes: dict, vllm_state: dict) -> None:

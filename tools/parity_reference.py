@@ -71,11 +71,15 @@ def hf_classes(model_type: str, symbol: str):
         cls = max(pool, key=score)
         if mt != model_type and _modeling(model_type) is mod:
             mt = model_type  # the symbol's class is the config's own model's (a multimodal config's text model)
-        ropes = [c for c in vars(mod).values() if isinstance(c, type) and c.__name__.endswith("RotaryEmbedding")
-                 and c.__module__ == mod.__name__ and "Vision" not in c.__name__]
-        rope = max(ropes, key=lambda c: len(os.path.commonprefix([c.__name__, cls.__name__])), default=None)
-        return mt, cls, rope
+        return mt, cls, _rotary(mod, cls)
     return None
+
+
+def _rotary(mod, cls):
+    """The module's `...RotaryEmbedding` whose name shares the longest prefix with layer class `cls`'s, or None."""
+    ropes = [c for c in vars(mod).values() if isinstance(c, type) and c.__name__.endswith("RotaryEmbedding")
+             and c.__module__ == mod.__name__ and "Vision" not in c.__name__]
+    return max(ropes, key=lambda c: len(os.path.commonprefix([c.__name__, cls.__name__])), default=None)
 
 
 def hf_config(cfg: dict, model_type: str | None = None, per_layer: dict | None = None):
@@ -145,9 +149,10 @@ CACHE_ARGS = ("past_key_values", "layer_past", "past_key_value")
 ALIBI_ARGS = ("alibi", "position_bias")
 
 
-def alibi_bias(forward, config, x, positions):
-    """The ALiBi bias transformers' model builds for its layers, by the build_*alibi* function of the layer's modeling
-    module, called by its parameters' names (attention_mask: ones over the keys, num_heads, dtype, sequence_length:
+def alibi_bias(forward, config, x, keys: int):
+    """The ALiBi bias transformers' model builds for its layers over `keys` keys (the cached ones and x's), by the
+    build_*alibi* function of the layer's modeling module, called by its parameters' names (attention_mask: ones
+    over the keys, num_heads, dtype, sequence_length:
     config.max_seq_len as MPT's model passes it, device); None where the module has none."""
     import inspect
     import sys
@@ -160,7 +165,7 @@ def alibi_bias(forward, config, x, positions):
     if build is None:
         return None
     heads = next(getattr(config, k) for k in ("num_attention_heads", "n_head", "n_heads") if hasattr(config, k))
-    values = dict(attention_mask=torch.ones(x.shape[0], int(positions.max()) + 1, device=x.device), num_heads=heads,
+    values = dict(attention_mask=torch.ones(x.shape[0], keys, device=x.device), num_heads=heads,
                   dtype=x.dtype, sequence_length=getattr(config, "max_seq_len", None), device=x.device)
     return build(**{n: values[n] for n in inspect.signature(build).parameters if n in values})
 
@@ -170,7 +175,9 @@ def hf_forward_kwargs(forward, config, positions, emb, cache=None, mask=None, x=
     by its signature: position ids, position embeddings, the attention mask (causal_mask's), the cache under the name
     the layer takes (past_key_values, or GPT-J's and Falcon's layer_past), the ALiBi bias the model builds (alibi_bias,
     where `x` is given and the config does not turn alibi off: Bloom's alibi, MPT's position_bias; H100: Bloom
-    'NoneType' object has no attribute 'baddbmm'). A required argument the harness does not
+    'NoneType' object has no attribute 'baddbmm'), over the keys the layer sees: the cache's and x's, not the
+    positions' (the decode probe puts one token at the decode position in an empty cache; H200: Bloom alibi [16, 1,
+    65] against scores [16, 1, 1]). A required argument the harness does not
     build (Falcon's `alibi`) gets None, as the model passes it where the config turns the feature off; where the
     config turns it on, one line names it."""
     import inspect
@@ -185,7 +192,7 @@ def hf_forward_kwargs(forward, config, positions, emb, cache=None, mask=None, x=
     for name, p in list(params.items())[2:]:
         if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and name not in kw:
             if name in ALIBI_ARGS and getattr(config, "alibi", None) is not False and x is not None:
-                bias = alibi_bias(forward, config, x, positions)
+                bias = alibi_bias(forward, config, x, (cache.get_seq_length() if cache is not None else 0) + x.shape[1])
                 if bias is not None:
                     kw[name] = bias
                     continue
@@ -295,16 +302,23 @@ def context_cache(ex, dtype, config, layer_idx, probe=None, keys_permuted: bool 
     is not per-head K and V of the bundle's sizes (DeepSeek's MLA caches a latent and the rotary key), the bundle's
     context cannot be copied: NoReference. `keys_permuted`: vLLM's loader permuted q's and k's rows in each head for its
     rotary (rules' rotary_permuted: Llama 4's), so its cached keys hold each head's dims in that order: put back in the
-    checkpoint's, which transformers' queries have (q.k is the same only with both in one order)."""
+    checkpoint's, which transformers' queries have (q.k is the same only with both in one order). None where the
+    bundle's example gives the layer no cache and no recurrent state; NoReference where its context includes a
+    recurrent state (a Mamba mixer's, FalconH1's parallel hybrid's too)."""
     import torch
-    from transformers import DynamicCache
 
     kv = ex["inputs"]["kv_cache"]  # [blocks, H_kv, block_size, 2*Dh] (a view of NHD storage)
+    if any(ex["inputs"].get("state") or {}):
+        raise NoReference("the bundle's decode context includes its layer's recurrent state (Mamba's conv and SSM "
+                          "state per sequence, random as after a prefill), which the harness does not copy into "
+                          "transformers' cache")
+    if kv is None:  # a layer that keeps no context (NemotronH's MLP block): its decode needs none
+        return None
     bt = ex["inputs"]["block_table"]
     ctx = ex["sizes"]["context"]
     Dh = kv.shape[-1] // 2
     if probe is not None:
-        probed = DynamicCache(config=config)
+        probed = kv_cache(config, layer_idx)
         probe(probed)
         keys, values = probed.layers[layer_idx].keys, probed.layers[layer_idx].values
         if (keys.shape[1], keys.shape[-1], values.shape[1], values.shape[-1]) != (kv.shape[1], Dh, kv.shape[1], Dh):
@@ -319,8 +333,22 @@ def context_cache(ex, dtype, config, layer_idx, probe=None, keys_permuted: bool 
     keys = both[..., :Dh]
     if keys_permuted:
         keys = permute_rotary(keys.movedim(-1, 0), Dh, to_vllm=False).movedim(0, -1)
-    cache = DynamicCache(config=config)
+    cache = kv_cache(config, layer_idx)
     cache.update(keys.contiguous(), both[..., Dh:].contiguous(), layer_idx)
+    return cache
+
+
+def kv_cache(config, layer_idx: int):
+    """transformers' cache for `config`, keeping K/V at `layer_idx`: where the config's block type there keeps
+    recurrent state alone (a linear-attention layer), a K/V layer replaces it, for an attention class built at that
+    index (Jamba's attention layer at the bundle's index, a Mamba one in the config; H200: 'LinearAttentionLayer'
+    object has no attribute 'update')."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import CacheLayerMixin, DynamicLayer
+
+    cache = DynamicCache(config=config)
+    if layer_idx < len(cache.layers) and not isinstance(cache.layers[layer_idx], CacheLayerMixin):
+        cache.layers[layer_idx] = DynamicLayer()
     return cache
 
 
@@ -436,3 +464,58 @@ def reference_layer(hf_cls, config, layer_idx: int, vllm_state: dict, rules: dic
                 continue
             return i, other
         raise first
+
+
+def reference_class(hf_cls, rope_cls, config, layer_idx: int, vllm_state: dict, rules: dict):
+    """(layer class, rotary class, index, transformers' layer on meta): reference_layer's for `hf_cls`, else for the
+    first other layer class of its modeling module vLLM's parameters map onto. transformers may build one class per
+    block type where vLLM's one class builds either (OlmoHybrid's attention and linear-attention layers: the name
+    picks the attention one; H200: exit 2, linear_attn.in_proj_qkvg.weight has no counterpart), else `hf_cls`'s layer at
+    `layer_idx` under a layer type the config holds nowhere (_retyped_layer: `config.layer_types` changed in place).
+    Where none maps, the error is `hf_cls`'s."""
+    import sys
+
+    try:
+        return (hf_cls, rope_cls, *reference_layer(hf_cls, config, layer_idx, vllm_state, rules))
+    except NoReference:
+        raise
+    except MappingError as first:
+        mod = sys.modules[hf_cls.__module__]
+        for cls in hf_layer_classes(mod):
+            if cls is hf_cls:
+                continue
+            try:
+                return (cls, _rotary(mod, cls), *reference_layer(cls, config, layer_idx, vllm_state, rules))
+            except (MappingError, TypeError):  # TypeError: a class built from other arguments than (config, index)
+                continue
+        retyped = _retyped_layer(hf_cls, config, layer_idx, vllm_state, rules)
+        if retyped is None:
+            raise first
+        return (hf_cls, rope_cls, layer_idx, retyped)
+
+
+def _retyped_layer(hf_cls, config, layer_idx: int, vllm_state: dict, rules: dict):
+    """transformers' layer on meta at `layer_idx` under the first layer type (transformers' ALLOWED_LAYER_TYPES) the
+    config's `layer_types` holds nowhere that vLLM's parameters map onto, that entry of `config.layer_types` set to it
+    in place; None where none does (the entry kept). A config with no layer of vLLM's layer's type (GraniteMoeHybrid's
+    default: every layer linear_attention, vLLM's attention layer built at the bundle's index; H200: exit 2,
+    self_attn.qkv_proj.weight has no counterpart)."""
+    import torch
+    from transformers.configuration_utils import ALLOWED_LAYER_TYPES
+
+    types = getattr(config, "layer_types", None)
+    if not isinstance(types, list) or not 0 <= layer_idx < len(types):
+        return None
+    kept = types[layer_idx]
+    for kind in (t for t in ALLOWED_LAYER_TYPES if t not in types):
+        types[layer_idx] = kind
+        try:
+            with torch.device("meta"):
+                meta = new_layer(hf_cls, config, layer_idx)
+            map_weights(vllm_state, {n: tuple(p.shape) for n, p in meta.named_parameters()},
+                        **mapping_args(meta, config, rules), zeroed=[])
+            return meta
+        except (MappingError, TypeError, ValueError, KeyError, AttributeError):
+            continue
+    types[layer_idx] = kept
+    return None
