@@ -122,10 +122,11 @@ def parity_status(case_statuses: list) -> str:
     passed, the others have none: an MLA layer's latent cache cannot be copied for decode), `no reference`,
     `FAIL` (a case failed), `error` (none of those: the harness stopped)."""
     s = set(case_statuses)
-    if not s or not s <= {"ok", "no reference", "FAIL"}:
-        return "FAIL" if "FAIL" in s else "error"
-    return ("FAIL" if "FAIL" in s else "no reference" if s == {"no reference"} else "ok" if s == {"ok"}
-            else "ok_partial")
+    if "FAIL" in s:
+        return "FAIL"
+    if not s or not s <= {"ok", "no reference"}:
+        return "error"
+    return "no reference" if s == {"no reference"} else "ok" if s == {"ok"} else "ok_partial"
 
 
 def _parity(bundle: Path, cases: list[str], timeout_s: float, cache: str) -> dict:
