@@ -89,6 +89,19 @@ def test_layer_signature_records_the_literal_values_a_str_input_is_passed_to():
     assert "choices" not in layer_signature(classes["Layer"])["__init__"]
 
 
+def test_layer_signature_records_the_values_of_an_input_annotated_literal():
+    """An __init__ parameter annotated `Literal[...]` itself (vLLM 0.33.0's HrmTextDecoderLayer `stack_kind`) records
+    its values, with no part to look into; a Literal of a non-constant records none."""
+    sig = _sig('''
+        class Layer(nn.Module):
+            def __init__(self, config, stack_kind: Literal["L", "H"], mode: typing.Literal[X, "b"] = "b"):
+                pass
+            def forward(self, positions, hidden_states):
+                pass
+    ''')
+    assert sig["__init__"]["choices"] == {"stack_kind": ["L", "H"]}
+
+
 STACK_SRC = '''
     class AltUp(nn.Module):
         def __init__(self, hidden_size, altup_num_inputs, altup_active_idx):
@@ -288,9 +301,12 @@ def test_init_str_takes_the_first_literal_value_its_part_accepts():
     sig["__init__"]["choices"] = {"stack_kind": ["L", "H"]}
     init, _, missing = forward_inputs.derive(sig, FIELDS, DIMS)
     assert missing == [] and init["stack_kind"][:2] == ["value", "L"]
+    sig["__init__"]["annotations"]["stack_kind"] = "Literal['L', 'H']"
+    init, _, missing = forward_inputs.derive(sig, FIELDS, DIMS)
+    assert missing == [] and init["stack_kind"][:2] == ["value", "L"]
     del sig["__init__"]["choices"]
     _, _, missing = forward_inputs.derive(sig, FIELDS, DIMS)
-    assert [m.split(":")[0] for m in missing] == ["__init__ input stack_kind (str)"]
+    assert [m.split(":")[0] for m in missing] == ["__init__ input stack_kind (Literal['L', 'H'])"]
 
 
 def test_stacked_hidden_states_take_the_config_count():

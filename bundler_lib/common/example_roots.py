@@ -165,12 +165,13 @@ def _input_stacks(init: ast.FunctionDef, fwd: ast.FunctionDef, cls: ast.ClassDef
 
 
 def _literal_choices(fn: ast.FunctionDef, cls: ast.ClassDef, find_class) -> dict:
-    """{param: [values]} for each `str` parameter of `__init__` that it passes on by the same name to a class whose
-    own `__init__` annotates that parameter `Literal[...]` (HrmText's `stack_kind: str`, passed to its attention's
-    `stack_kind: Literal["L", "H"]`): the values the part accepts."""
-    strs = {a.arg for a in fn.args.args + fn.args.kwonlyargs
-            if a.annotation is not None and ast.unparse(a.annotation) == "str"}
-    out: dict = {}
+    """{param: [values]} for each parameter of `__init__` annotated `Literal[...]` itself (vLLM 0.33.0's HrmText
+    `stack_kind: Literal["L", "H"]`), and each `str` one that it passes on by the same name to a class whose own
+    `__init__` annotates that parameter `Literal[...]` (0.26.0's HrmText `stack_kind: str`, passed to its
+    attention's `stack_kind: Literal["L", "H"]`): the values the layer or its part accepts."""
+    params = fn.args.args + fn.args.kwonlyargs
+    strs = {a.arg for a in params if a.annotation is not None and ast.unparse(a.annotation) == "str"}
+    out: dict = {a.arg: v for a in params if (v := _literal_values(a.annotation))}
     for call in ast.walk(fn):
         if find_class is None or not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name)):
             continue

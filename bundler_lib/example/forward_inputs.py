@@ -11,9 +11,9 @@ rules from A1's `root_signature` (each parameter's annotation text) and the mode
   `__init__` int is given so where its name says index (`*_idx`, `*_index`, `*_id`), or where it counts the entries
   of one list the config holds (`num_hybrid_layers` = `len(hybrid_layer_ids)`, as vLLM's model passes it); any
   other (`d_model`) is a size no rule knows;
-- `str` (`__init__`) that the layer passes on to a part whose parameter of that name is a `Literal` (A1's
-  `choices`: HrmText's `stack_kind`, its attention's `Literal["L", "H"]`): the first value, one of the kinds of
-  layer vLLM's model builds;
+- an `__init__` input annotated `Literal[...]`, or a `str` that the layer passes on to a part whose parameter of
+  that name is a `Literal` (A1's `choices`: HrmText's `stack_kind`, `Literal["L", "H"]`): the first value, one of
+  the kinds of layer vLLM's model builds;
 - `bool` (`__init__`): False, the option off (the EAGLE draft's `disable_input_layernorm`: the layer keeps every
   part, as vLLM builds all but the draft's first layer);
 - `torch.Tensor` (forward): `[T, width]` random in the model dtype: the width is the config's one
@@ -109,9 +109,9 @@ def _one(name: str, ann: str | None, fields: dict, dims: dict, where: str,
             return None, (f"{where} input {name} (int): neither an index by its name, a config key nor the count "
                           "of a list the config holds (a size no rule knows)")
         return ["int", value[0], value[1]], None
-    if ann == "str" and where == "__init__" and choices:
-        return ["value", choices[0], f"{choices[0]!r}, the first of the values {choices} of the Literal its part "
-                "takes it as"], None
+    if where == "__init__" and choices:
+        return ["value", choices[0], f"{choices[0]!r}, the first of the values {choices} of the Literal it or its "
+                "part is annotated"], None
     if ann == "bool" and where == "__init__":
         return ["value", False, "an option of the layer's construction: off (the layer keeps every part)"], None
     width = _tensor_width(name, fields, dims["H"]) if _is_tensor(ann) and where == "forward" else None
