@@ -294,6 +294,31 @@ def test_init_count_of_a_config_list_and_bool_option():
     assert [m.split(":")[0] for m in missing] == ["__init__ input num_hybrid_layers (int)"]
 
 
+def test_init_max_position_is_the_configs_max_position():
+    """An __init__ int named for the max position (EmbeddingGemma2's `max_position`) is the config's
+    max_position_embeddings, or the synonym vLLM accepts that the config holds; with neither it stays missing."""
+    sig = _fwd(["hidden_states"], {}, init_required=("config", "max_position"), init_annotations={"max_position": "int"})
+    init, _, missing = forward_inputs.derive(sig, dict(FIELDS, max_position_embeddings=4096), DIMS)
+    assert missing == [] and init["max_position"][:2] == ["int", 4096]
+    init, _, missing = forward_inputs.derive(sig, dict(FIELDS, n_positions=2048), DIMS)
+    assert missing == [] and init["max_position"][:2] == ["int", 2048] and "config.n_positions" in init["max_position"][2]
+    _, _, missing = forward_inputs.derive(sig, FIELDS, DIMS)
+    assert [m.split(":")[0] for m in missing] == ["__init__ input max_position (int)"]
+
+
+def test_init_per_layer_entry_of_a_derived_list():
+    """The per-layer list rule also reads a list config_rules derives for the example's config (the generic config
+    has no layer_types: every layer 'full_attention'), as InternS2Mobius's `layer_type`, and says it was assumed."""
+    from bundler_lib.example.model_config import derive, generic_config
+    cfg = generic_config()
+    dims, flags, _, _ = derive(cfg, "generic", heads_required=False)
+    graph = {"root_signature": _fwd(["positions", "hidden_states"], {}, init_required=("vllm_config", "layer_type"),
+                                    init_annotations={"layer_type": "str"})}
+    init, _, missing = decoder._other_inputs(graph, cfg, dims, flags)
+    assert missing == [] and init["layer_type"][:2] == ["value", "full_attention"]
+    assert "assumed: every layer 'full_attention'" in init["layer_type"][2]
+
+
 def test_init_str_takes_the_first_literal_value_its_part_accepts():
     """An __init__ str with A1's `choices` (the Literal its part takes it as) is the first value; without them no
     rule gives a str."""

@@ -11,8 +11,8 @@ naming the key where no rule does. Rules are general: never one model's name or 
 from __future__ import annotations
 
 # Synonyms vLLM itself accepts for one field (first present wins), from vLLM 0.26.0's config loading.
-_MAX_LEN_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "model_max_length",
-                 "max_sequence_length", "max_seq_length", "seq_len", "max_position_embedding")
+MAX_LEN_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "model_max_length",
+                "max_sequence_length", "max_seq_length", "seq_len", "max_position_embedding")
 _EPS_KEYS = ("layer_norm_epsilon", "layer_norm_eps", "rms_norm_eps", "norm_eps", "norm_epsilon",
              "layernorm_epsilon")
 _THETA_KEYS = ("rope_theta", "rotary_emb_base")
@@ -203,7 +203,7 @@ def _qkv_bias(cfg, key):
 RULES = {
     "head_dim": _head_dim,
     "num_key_value_heads": _kv_heads,
-    "max_position_embeddings": _synonym(_MAX_LEN_KEYS),
+    "max_position_embeddings": _synonym(MAX_LEN_KEYS),
     **{k: _synonym(_EPS_KEYS) for k in _EPS_KEYS},
     "rope_theta": _rope_theta,
     "partial_rotary_factor": _partial,
@@ -225,6 +225,11 @@ RULES = {
     "conv_dim": _residual_width,
     "qkv_bias": _qkv_bias,
 }
+
+
+def max_len(cfg: dict) -> tuple[int, str] | None:
+    """(value, key) of the config's max position: max_position_embeddings or the first synonym vLLM accepts."""
+    return next(((cfg[k], k) for k in MAX_LEN_KEYS if isinstance(cfg.get(k), int)), None)
 
 
 def derive_one(cfg: dict, key: str):

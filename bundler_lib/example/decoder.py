@@ -250,7 +250,10 @@ _BODY = '''\
 
 
 def _other_inputs(graph: dict, cfg: dict | None, dims: dict, flags: dict) -> tuple[dict, dict, list[str]]:
-    return forward_inputs.derive(graph.get("root_signature"), state.hf_fields(cfg, dims, flags), dims)
+    # the config as the example's answers it: its fields, and config_rules' values for the keys it lacks
+    fields, derived, _ = state.config_fields(cfg, dims, flags)
+    return forward_inputs.derive(graph.get("root_signature"), {**{k: v for k, (v, _) in derived.items()}, **fields},
+                                 dims, {k: rule for k, (_, rule) in derived.items()})
 
 
 def _hidden_stack(graph: dict, cfg: dict | None, dims: dict, flags: dict) -> tuple[list[int], str | None, str | None]:

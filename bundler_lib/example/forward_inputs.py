@@ -6,7 +6,8 @@ rules from A1's `root_signature` (each parameter's annotation text) and the mode
   here; the cross-attention template gives it (`cross_attention.py`, which says what it does not cover);
 - an `__init__` input `x` where the config holds a per-layer list `xs` (one entry per layer: `layer_types`): this
   layer's entry, as vLLM's model passes it (`layer_type=config.layer_types[i]`);
-- `int`: the config's value where it has a key of that name; else a forward's int selects what the layer holds
+- `int`: the config's value where it has a key of that name; one named for the max position (`max_position`,
+  EmbeddingGemma2's `__init__`) is the config's max_position_embeddings (or a synonym); else a forward's int selects what the layer holds
   per step/loop/block (`current_step`, `loop_idx`): the layer index where the name says `layer`, else 0. An
   `__init__` int is given so where its name says index (`*_idx`, `*_index`, `*_id`), or where it counts the entries
   of one list the config holds (`num_hybrid_layers` = `len(hybrid_layer_ids)`, as vLLM's model passes it); any
@@ -35,7 +36,7 @@ from __future__ import annotations
 import re
 
 from bundler_lib.common.example_roots import FORWARD_INPUTS, INIT_INPUTS
-from bundler_lib.example import cross_attention
+from bundler_lib.example import config_rules, cross_attention
 
 _INDEX_NAME = re.compile(r"(^|_)(idx|index|id)(_|$)")
 _COUNT_NAME = re.compile(r"^num_(\w+?)s$")
@@ -60,6 +61,10 @@ def _int_value(name: str, fields: dict, layer: int, where: str) -> tuple[int, st
     """(value, why) of an int input, or None where no rule gives it."""
     if isinstance(fields.get(name), int) and not isinstance(fields.get(name), bool):
         return fields[name], f"config.{name}"
+    if name.startswith("max_position") or name in config_rules.MAX_LEN_KEYS:
+        got = config_rules.max_len(fields)
+        return None if got is None else (got[0], f"config.{got[1]} (the config's max position, as vLLM's model "
+                                                 "passes it)")
     if where == "__init__" and not _INDEX_NAME.search(name):
         return _count(name, fields)
     if "layer" in name:
@@ -94,15 +99,17 @@ def _tensor_width(name: str, fields: dict, hidden: int) -> tuple[int, str] | Non
 
 
 def _one(name: str, ann: str | None, fields: dict, dims: dict, where: str,
-         choices: list | None = None) -> tuple[list | None, str | None]:
+         choices: list | None = None, assumed: dict | None = None) -> tuple[list | None, str | None]:
     """([kind, value, why], None) for an input a rule covers, else (None, why not); `choices`: the values A1 found
-    the parameter accepts."""
+    the parameter accepts; `assumed`: {key: rule} of the fields config_rules derived."""
     layer = int(dims.get("layer") or 0)
     per_layer = fields.get(name + "s")
     if where == "__init__" and isinstance(per_layer, list) and len(per_layer) == dims.get("num_layers") \
             and layer < len(per_layer):
         # vLLM's model passes each layer its entry of the per-layer list (`layer_type=config.layer_types[i]`)
-        return ["value", per_layer[layer], f"config.{name}s[{layer}] (this layer's entry of the per-layer list)"], None
+        rule = (assumed or {}).get(name + "s")
+        return ["value", per_layer[layer], f"config.{name}s[{layer}] (this layer's entry of the per-layer list"
+                + (f"; assumed: {rule})" if rule else ")")], None
     if _is_int(ann):
         value = _int_value(name, fields, layer, where)
         if value is None:
@@ -125,9 +132,11 @@ def _one(name: str, ann: str | None, fields: dict, dims: dict, where: str,
     return None, f"{where} input {name} ({ann or 'no annotation'}): no rule gives a value of this type"
 
 
-def derive(signature: dict | None, fields: dict, dims: dict) -> tuple[dict, dict, list[str]]:
+def derive(signature: dict | None, fields: dict, dims: dict,
+           assumed: dict | None = None) -> tuple[dict, dict, list[str]]:
     """(__init__ inputs, forward inputs, what no rule covers) of a decoder layer beyond what every decoder-layer
-    example gives, for its required parameters; `fields` is the model's text config, `dims` A6's (`H`, `layer`)."""
+    example gives, for its required parameters; `fields` is the model's text config (with the keys config_rules
+    derives, `assumed`: {key: rule}), `dims` A6's (`H`, `layer`)."""
     sig = signature or {}
     cross = cross_attention.inputs(sig)
     missing = []
@@ -139,7 +148,7 @@ def derive(signature: dict | None, fields: dict, dims: dict) -> tuple[dict, dict
             if name in given or name in cross:
                 continue
             got, why_not = _one(name, (m.get("annotations") or {}).get(name), fields, dims, method,
-                                (m.get("choices") or {}).get(name))
+                                (m.get("choices") or {}).get(name), assumed)
             if got is None:
                 missing.append(why_not)
             else:
