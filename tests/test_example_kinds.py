@@ -129,6 +129,44 @@ def test_layer_signature_records_a_stacked_input():
     assert "stacks" not in layer_signature(classes["Layer"], lambda name, within: classes.get(name))["forward"]
 
 
+ENABLED_SRC = '''
+    class Layer(nn.Module):
+        def __init__(self, config, prefix=""):
+            self.ple_dim = getattr(config, "hidden_size_per_layer_input", 0)
+            if self.ple_dim is not None and self.ple_dim > 0:
+                self.gate = Linear(config.hidden_size, self.ple_dim)
+            else:
+                self.gate = None
+            if config.use_extra:
+                self.extra = Linear(config.hidden_size, config.hidden_size)
+        def forward(self, positions, hidden_states, residual, per_layer_input=None, mask=None, scale=None):
+            if per_layer_input is not None and self.gate is not None:
+                hidden_states = hidden_states + self.gate(hidden_states) * per_layer_input
+            if mask is not None:
+                hidden_states = hidden_states * mask
+            if scale is not None and self.extra is not None:
+                hidden_states = hidden_states * scale
+            return hidden_states, None
+    class Model(nn.Module):
+        def forward(self, positions, h, per_layer_inputs):
+            for i, layer in enumerate(self.layers):
+                h, _ = layer(positions, h, None, per_layer_input=per_layer_inputs[:, i], mask=None)
+            return h
+'''
+
+
+def test_layer_signature_records_optional_inputs_a_config_enables():
+    """An optional forward input that a loop over layers in the module passes by name, used under an `if` on a part
+    __init__ builds under one config key (Gemma4's per_layer_input, hidden_size_per_layer_input) records that key;
+    one the loop passes as None (mask), or does not pass (scale, though config-guarded), records none."""
+    mod = ast.parse(textwrap.dedent(ENABLED_SRC))
+    sig = layer_signature(mod.body[0], None, mod)
+    assert sig["forward"]["enabled_by"] == {"per_layer_input": "hidden_size_per_layer_input"}
+    assert "enabled_by" not in layer_signature(mod.body[0])["forward"]   # no module: no call site to read
+    mod = ast.parse(textwrap.dedent(ENABLED_SRC.replace("self.gate = Linear", "self.gate2 = Linear")))
+    assert "enabled_by" not in layer_signature(mod.body[0], None, mod)["forward"]   # the part is not config-built
+
+
 def test_decoder_layers_by_signature_not_only_by_name():
     assert is_decoder_layer("BloomBlock", "class", BLOCK)
     assert is_decoder_layer("AnyDecoderLayer", "class", None)
@@ -332,6 +370,21 @@ def test_init_str_takes_the_first_literal_value_its_part_accepts():
     del sig["__init__"]["choices"]
     _, _, missing = forward_inputs.derive(sig, FIELDS, DIMS)
     assert [m.split(":")[0] for m in missing] == ["__init__ input stack_kind (Literal['L', 'H'])"]
+
+
+def test_optional_input_the_config_enables_is_a_tensor():
+    """An optional forward input A1 found enabled by a config key (`enabled_by`) is [T, width] where the config
+    enables it (non-zero), left out (the layer's default None) where not, and missing where its width is unknown."""
+    sig = _fwd(["positions", "hidden_states"], {"per_layer_input": "torch.Tensor | None"})
+    sig["forward"]["optional"] = ["per_layer_input"]
+    sig["forward"]["enabled_by"] = {"per_layer_input": "hidden_size_per_layer_input"}
+    _, fwd, missing = forward_inputs.derive(sig, FIELDS, DIMS)
+    assert missing == [] and fwd["per_layer_input"][:2] == ["tensor", 8]
+    _, fwd, missing = forward_inputs.derive(sig, dict(FIELDS, hidden_size_per_layer_input=0), DIMS)
+    assert missing == [] and fwd == {}
+    sig["forward"]["enabled_by"] = {"per_layer_input": "use_ple"}
+    _, fwd, missing = forward_inputs.derive(sig, {"hidden_size": 64, "use_ple": True}, DIMS)
+    assert fwd == {} and [m.split(":")[0] for m in missing] == ["forward input per_layer_input (torch.Tensor | None)"]
 
 
 def test_stacked_hidden_states_take_the_config_count():

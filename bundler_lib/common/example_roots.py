@@ -91,11 +91,13 @@ CONFIG_INPUTS = ("vllm_config", "config", "hf_config", "text_config")
 FORWARD_INPUTS = ("positions", "position_ids", "hidden_states", "x", "residual")
 
 
-def layer_signature(cls: ast.AST | None, find_class=None) -> dict | None:
+def layer_signature(cls: ast.AST | None, find_class=None, module: ast.Module | None = None) -> dict | None:
     """The parameters after `self` of a class's `__init__` and `forward` (A1 records it as `root_signature`):
     {method: {"required": [...], "optional": [...], "annotations": {param: source text}}}; None for a non-class.
     `__init__` also has "choices" ({param: [values]}, `_literal_choices`) where it passes a str on to a Literal;
-    `forward` has "stacks" ({param: {"count": field, "index": field}}, `_input_stacks`) for a stacked input.
+    `forward` has "stacks" ({param: {"count": field, "index": field}}, `_input_stacks`) for a stacked input, and
+    "enabled_by" ({param: config key}, `_config_enabled_inputs`, read in `module`, the class's own module) for an
+    optional input the model passes where the config enables the part that uses it.
     A method the class inherits is its nearest base's (`find_class(name, cls)`: the ClassDef the base name `name`
     that class `cls` names resolves to, or None), else absent."""
     if not isinstance(cls, ast.ClassDef):
@@ -123,6 +125,68 @@ def layer_signature(cls: ast.AST | None, find_class=None) -> dict | None:
     stacks = _input_stacks(fns["__init__"][0], *fns["forward"], find_class) if len(fns) == 2 else {}
     if stacks:
         out["forward"]["stacks"] = stacks
+    enabled = _config_enabled_inputs(fns["__init__"][0], fns["forward"][0], module) if len(fns) == 2 else {}
+    if enabled:
+        out["forward"]["enabled_by"] = enabled
+    return out
+
+
+def _config_enabled_inputs(init: ast.FunctionDef, fwd: ast.FunctionDef, module: ast.Module | None) -> dict:
+    """{input: config key} for each forward input whose default is None that a loop over layers in the layer's
+    module passes by name (`for i, layer in enumerate(layers): layer(..., per_layer_input=x)`) and that the forward
+    uses under an `if` reading a part (`self.<part>`) which `__init__` builds under an `if` reading one config key
+    (`config.<key>`, or `self.<attr>` set from `config.<key>` or `getattr(config, "<key>", ...)`): Gemma4's
+    `per_layer_input`, whose gate exists only where `hidden_size_per_layer_input > 0`."""
+    a = fwd.args
+    positional = a.posonlyargs + a.args
+    defaults = list(zip(positional[len(positional) - len(a.defaults):], a.defaults)) + list(zip(a.kwonlyargs,
+                                                                                               a.kw_defaults))
+    optional = {p.arg for p, d in defaults if isinstance(d, ast.Constant) and d.value is None}
+    if not optional or module is None:
+        return {}
+    passed = set()
+    for loop in ast.walk(module):
+        if isinstance(loop, (ast.For, ast.AsyncFor)):
+            items = {n.id for n in ast.walk(loop.target) if isinstance(n, ast.Name)}
+            passed |= {k.arg for st in loop.body for c in ast.walk(st)
+                       if isinstance(c, ast.Call) and isinstance(c.func, ast.Name) and c.func.id in items
+                       for k in c.keywords if k.arg in optional
+                       and not (isinstance(k.value, ast.Constant) and k.value.value is None)}
+    if not passed:
+        return {}
+    configs = {p.arg for p in init.args.args + init.args.kwonlyargs if p.arg in CONFIG_INPUTS}
+
+    def config_key(e: ast.AST) -> str | None:
+        if isinstance(e, ast.Attribute) and isinstance(e.value, ast.Name) and e.value.id in configs:
+            return e.attr
+        if (isinstance(e, ast.Call) and isinstance(e.func, ast.Name) and e.func.id == "getattr" and len(e.args) >= 2
+                and isinstance(e.args[0], ast.Name) and e.args[0].id in configs
+                and isinstance(e.args[1], ast.Constant) and isinstance(e.args[1].value, str)):
+            return e.args[1].value
+        return None
+
+    from_config = {_self_attr(st.targets[0]): config_key(st.value) for st in ast.walk(init)
+                   if isinstance(st, ast.Assign) and len(st.targets) == 1 and _self_attr(st.targets[0])
+                   and config_key(st.value)}
+
+    def keys_read(test: ast.AST) -> set:
+        return {k for e in ast.walk(test) for k in (config_key(e), from_config.get(_self_attr(e))) if k}
+
+    built_under = {}
+    for cond in ast.walk(init):
+        keys = keys_read(cond.test) if isinstance(cond, ast.If) else set()
+        if len(keys) == 1:
+            built_under.update({_self_attr(st.targets[0]): next(iter(keys)) for b in cond.body for st in ast.walk(b)
+                                if isinstance(st, ast.Assign) and len(st.targets) == 1 and _self_attr(st.targets[0])
+                                and not (isinstance(st.value, ast.Constant) and st.value.value is None)})
+    out = {}
+    for cond in ast.walk(fwd):
+        if not isinstance(cond, ast.If):
+            continue
+        names = {e.id for e in ast.walk(cond.test) if isinstance(e, ast.Name)} & passed
+        keys = {built_under[p] for e in ast.walk(cond.test) if (p := _self_attr(e)) in built_under}
+        if len(names) == 1 and len(keys) == 1:
+            out[names.pop()] = keys.pop()
     return out
 
 

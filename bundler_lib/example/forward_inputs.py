@@ -21,6 +21,9 @@ rules from A1's `root_signature` (each parameter's annotation text) and the mode
   hidden-size/dim key naming the input (`hidden_size_per_layer_input` for `per_layer_input`, not
   `vocab_size_per_layer_input`); an input named for hidden states or embeddings (`original_hidden_states`,
   `inputs_embeds`, Eagle3's `embeds`) is `[T, hidden_size]`; another has no rule;
+- an optional forward input (default None) that vLLM's model passes the layer where the config enables the part
+  using it (A1's `enabled_by`: Gemma4's `per_layer_input`, under `hidden_size_per_layer_input` > 0): a tensor by
+  the rule above where the config enables it (the layer would otherwise skip a part it builds), else left out;
 - a forward input no rule above gives whose annotation allows None (`torch.Tensor | None`, `Optional[...]`,
   required only by position: Ernie 4.5 VL's `visual_token_mask`): None, the input absent (text-only tokens).
 
@@ -154,7 +157,29 @@ def derive(signature: dict | None, fields: dict, dims: dict,
             else:
                 plan[name] = got
         out.append(plan)
+    for name, key in ((sig.get("forward") or {}).get("enabled_by") or {}).items():
+        got, why_not = _enabled(name, key, ((sig.get("forward") or {}).get("annotations") or {}).get(name), fields,
+                                dims)
+        if got is not None:
+            out[1][name] = got
+        elif why_not:
+            missing.append(why_not)
     return out[0], out[1], missing
+
+
+def _enabled(name: str, key: str, ann: str | None, fields: dict, dims: dict) -> tuple[list | None, str | None]:
+    """An optional forward input the model passes where config.<key> enables the part using it (A1's `enabled_by`):
+    ([kind, value, why], None) where the config enables it, (None, None) where it does not (the default None, as
+    the layer's part is not built), (None, why not) where it does and no rule gives the tensor."""
+    v = fields.get(key)
+    if not v or (isinstance(v, (int, float)) and v < 0):
+        return None, None
+    width = _tensor_width(name, fields, dims["H"]) if _is_tensor(ann) else None
+    if width is None:
+        return None, (f"forward input {name} ({ann}): config.{key}={v!r} enables the part that uses it and vLLM's "
+                      "model passes it, but no config size names it and it is not named for hidden states")
+    return ["tensor", width[0], f"{width[1]}: config.{key}={v!r} enables the part that uses it, and vLLM's model "
+            "passes it"], None
 
 
 def hidden_stack(signature: dict | None, fields: dict) -> tuple[list[int], str | None, str | None]:

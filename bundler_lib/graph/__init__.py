@@ -54,7 +54,7 @@ def _signature(index: TreeIndex, root) -> dict | None:
         modules[id(t.stmts[0].node)] = t.module
         return t.stmts[0].node
 
-    return layer_signature(root.stmt, find_class)
+    return layer_signature(root.stmt, find_class, index.get(root.module).tree)
 
 
 def build(tree: Path, symbol: str, hint: str | None = None, variant: dict | None = None,
