@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from bundler_lib import example as a6
-from bundler_lib.common.example_roots import (ATTENTION, BACKEND_ROOTS, INIT_INPUTS, decoder_layer_roots,
-                                              extra_roots, is_block_candidate, is_decoder_layer, layer_signature)
+from bundler_lib.common.example_roots import (ATTENTION, BACKEND_ROOTS, DEFAULT_BACKEND, INIT_INPUTS,
+                                              decoder_layer_roots, extra_roots, is_block_candidate, is_decoder_layer,
+                                              is_layer_stack, layer_signature)
 from bundler_lib.example import decoder, forward_inputs
 from bundler_lib.errors import StageError
 
@@ -570,3 +571,109 @@ def test_stacked_hidden_states_and_v_heads_of_their_own_size(tmp_path, monkeypat
     assert res["inputs"]["hidden_states"].shape == res["outputs"]["hidden_states"].shape == (8, T, 256)
     assert res["module"].attn.kv_cache.shape == (res["sizes"]["kv_blocks"], 2, 16, 64 + 32)
     assert res["inputs"]["attn_metadata"].softmax_segm_output.shape[-1] == 32
+
+
+STACK_SIG_SRC = '''
+    class FooDecoderLayer(nn.Module):
+        def __init__(self, config, prefix=""):
+            pass
+        def forward(self, positions, hidden_states, residual):
+            pass
+    class Linear(nn.Module):
+        def __init__(self, n):
+            pass
+    class FooDecoderLayers(nn.Module):
+        def __init__(self, *, vllm_config, decoder_layers: list[FooDecoderLayer], parts: "list[Linear]",
+                     layer_idx_start: int):
+            self.decoder_layers = decoder_layers
+        def forward(self, positions, hidden_states):
+            for layer in self.decoder_layers:
+                hidden_states, _ = layer(positions, hidden_states, None)
+            return hidden_states
+'''
+
+
+def test_layer_signature_records_the_decoder_layers_a_stack_is_built_from():
+    """An __init__ parameter annotated as a list of a decoder-layer class (Gemma4's Self/CrossDecoderLayers:
+    `decoder_layers: list[Gemma4DecoderLayer]`) is a layer stack's; a list of another class is not. A stack is a
+    decoder-layer example (core.classify) whose extra roots add the decoder layer's class, once A1 qualified it."""
+    classes = {c.name: c for c in ast.parse(textwrap.dedent(STACK_SIG_SRC)).body}
+    sig = layer_signature(classes["FooDecoderLayers"], lambda name, within: classes.get(name))
+    assert sig["__init__"]["layer_lists"] == {"decoder_layers": "FooDecoderLayer"}
+    assert is_layer_stack("class", sig) and not is_layer_stack("class", BLOCK)
+    assert a6.classify({"symbol": "FooDecoderLayers", "kind": "class", "root_signature": sig}) == "decoder_layer"
+    sig["__init__"]["layer_lists"]["decoder_layers"] = "m.py::FooDecoderLayer"
+    roots, _ = extra_roots("FooDecoderLayers", "class", sig)
+    assert "m.py::FooDecoderLayer" in roots and set(decoder_layer_roots(DEFAULT_BACKEND)) <= set(roots)
+    assert "layer_lists" not in layer_signature(classes["FooDecoderLayers"])["__init__"]  # the class is not found
+
+
+def _stack_graph(tmp_path, layer_file="vllm/model_executor/models/qwen3_moe.py"):
+    g = json.loads((MOCK / "A1.graph.json").read_text())
+    g["symbol"] = "Stack"
+    g["root_signature"] = {
+        "__init__": {"required": ["vllm_config", "decoder_layers", "layer_idx_start"], "optional": ["prefix"],
+                     "annotations": {"decoder_layers": "list[Qwen3MoeDecoderLayer]", "layer_idx_start": "int"},
+                     "layer_lists": {"decoder_layers": f"{layer_file}::Qwen3MoeDecoderLayer"}},
+        "forward": {"required": ["positions", "hidden_states"], "optional": [], "annotations": {}}}
+    p = tmp_path / "A1.graph.json"
+    p.write_text(json.dumps(g))
+    return p
+
+
+def test_layer_stack_runs_the_layers_it_is_built_from(tmp_path, monkeypatch):
+    """On CPU with stand-in layers: the stack example builds STACK_LAYERS decoder layers as vLLM's model does (prefix
+    model.layers.<i>), hands them to the stack (which keeps them in a plain list, as Gemma4's, behind a decorator
+    hiding its __init__'s parameters, as support_torch_compile does), fills their weights,
+    gives each attention its own KV cache and runs the stack's forward; a stack whose layer class the bundle lacks
+    has no template, naming it."""
+    import re
+    import torch
+    from bundler_lib.example.layer_stack import STACK_LAYERS
+    rec = a6.run(_stack_graph(tmp_path), "tiny/qwen3-moe", TINY, None, tmp_path / "o")
+    assert rec["template"] == "decoder_layer" and rec["status"] == "ok", rec["missing"]
+    layer = textwrap.dedent('''
+        class Qwen3MoeDecoderLayer(torch.nn.Module):
+            def __init__(self, vllm_config, prefix=""):
+                super().__init__()
+                self.prefix = prefix
+                self.attn = Attn(prefix + ".self_attn.attn")
+                self.scale = torch.nn.Parameter(torch.empty(1))
+            def forward(self, positions, hidden_states, residual):
+                return hidden_states * self.scale, None
+        class Attn(torch.nn.Module):
+            impl, kv_cache, attn_type, num_heads, num_kv_heads, head_size = None, None, "decoder", 2, 2, 8
+            def __init__(self, name):
+                super().__init__()
+                self.layer_name = name
+        def compiled(cls):  # as vLLM's support_torch_compile: a wrapper hides the parameters of __init__
+            old_init = cls.__init__
+            def __init__(self, *args, vllm_config=None, prefix="", **kwargs):
+                old_init(self, *args, vllm_config=vllm_config, prefix=prefix, **kwargs)
+            cls.__init__ = __init__
+            return cls
+        @compiled
+        class Stack(torch.nn.Module):
+            def __init__(self, *, vllm_config, decoder_layers, layer_idx_start, prefix=""):
+                super().__init__()
+                self.decoder_layers, self.layer_idx_start = decoder_layers, layer_idx_start
+            def forward(self, positions, hidden_states):
+                assert sorted(get_forward_context().attn_metadata) == [
+                    l.prefix + ".self_attn.attn" for l in self.decoder_layers]
+                for layer in self.decoder_layers:
+                    hidden_states, _ = layer(positions, hidden_states, None)
+                return hidden_states
+    ''')
+    src = (tmp_path / "o" / "A6.example.py").read_text()
+    src = re.sub(r'raise RuntimeError\("invocation_example: \w+ runs on a CUDA GPU[^\n]*', "pass", src)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a, **k: None)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a, **k: (8 << 30, 8 << 30))
+    res = _bundle_ns(layer + src)["invocation_example"](small=True, workload="prefill")
+    layers = res["module"].decoder_layers
+    assert [l.prefix for l in layers] == [f"model.layers.{i}" for i in range(STACK_LAYERS)]
+    assert res["module"].layer_idx_start == 0 and all(l.scale.item() == 1.0 for l in layers)
+    assert len({l.attn.kv_cache.data_ptr() for l in layers}) == STACK_LAYERS
+    assert torch.equal(res["outputs"]["hidden_states"], res["inputs"]["hidden_states"])
+    rec = a6.run(_stack_graph(tmp_path, "vllm/model_executor/models/other.py"), "tiny/qwen3-moe", TINY, None,
+                 tmp_path / "o2")
+    assert rec["status"] == "no_template" and "other.py::Qwen3MoeDecoderLayer" in rec["missing"][0]

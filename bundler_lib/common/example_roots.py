@@ -95,6 +95,8 @@ def layer_signature(cls: ast.AST | None, find_class=None, module: ast.Module | N
     """The parameters after `self` of a class's `__init__` and `forward` (A1 records it as `root_signature`):
     {method: {"required": [...], "optional": [...], "annotations": {param: source text}}}; None for a non-class.
     `__init__` also has "choices" ({param: [values]}, `_literal_choices`) where it passes a str on to a Literal;
+    `__init__` has "layer_lists" ({param: class name}, `_layer_lists`) where it takes a list of decoder layers (a
+    layer stack; A1 qualifies each name as `file::Name`);
     `forward` has "stacks" ({param: {"count": field, "index": field}}, `_input_stacks`) for a stacked input, and
     "enabled_by" ({param: config key}, `_config_enabled_inputs`, read in `module`, the class's own module) for an
     optional input the model passes where the config enables the part that uses it.
@@ -118,6 +120,9 @@ def layer_signature(cls: ast.AST | None, find_class=None, module: ast.Module | N
                 choices = _literal_choices(fn, c, find_class) if fn.name == "__init__" else {}
                 if choices:
                     out[fn.name]["choices"] = choices
+                stack = _layer_lists(fn, c, find_class) if fn.name == "__init__" else {}
+                if stack:
+                    out[fn.name]["layer_lists"] = stack
         if find_class is not None:
             bases = [b.id if isinstance(b, ast.Name) else b.attr for b in c.bases
                      if isinstance(b, (ast.Name, ast.Attribute))]
@@ -188,6 +193,39 @@ def _config_enabled_inputs(init: ast.FunctionDef, fwd: ast.FunctionDef, module: 
         if len(names) == 1 and len(keys) == 1:
             out[names.pop()] = keys.pop()
     return out
+
+
+_LIST_TYPES = ("list", "List", "Sequence", "tuple", "Tuple")
+
+
+def _layer_lists(fn: ast.FunctionDef, cls: ast.ClassDef, find_class) -> dict:
+    """{param: class name} for each `__init__` parameter annotated as a list of one class that is a decoder layer
+    (`list[X]`, `Sequence[X]`; X found through `find_class`, by `is_decoder_layer`): the layers a layer stack runs,
+    which vLLM's model builds and hands it (Gemma4's Self/CrossDecoderLayers: `decoder_layers: list[Gemma4DecoderLayer]`)."""
+    out: dict = {}
+    for a in fn.args.args + fn.args.kwonlyargs:
+        ann = a.annotation
+        if isinstance(ann, ast.Constant) and isinstance(ann.value, str):
+            ann = ast.parse(ann.value, mode="eval").body   # a quoted annotation
+        if not (isinstance(ann, ast.Subscript) and ast.unparse(ann.value).split(".")[-1] in _LIST_TYPES
+                and isinstance(ann.slice, ast.Name)):
+            continue
+        elem = find_class(ann.slice.id, cls) if find_class is not None else None
+        if isinstance(elem, ast.ClassDef) and is_decoder_layer(elem.name, "class", layer_signature(elem, find_class)):
+            out[a.arg] = ann.slice.id
+    return out
+
+
+def is_layer_stack(kind: str, signature: dict | None) -> bool:
+    """A class built from the decoder layers it runs (`layer_lists`): A6 builds a few of them and runs the stack with
+    the decoder-layer example's inputs."""
+    return kind == "class" and bool(((signature or {}).get("__init__") or {}).get("layer_lists"))
+
+
+def stack_layer_roots(signature: dict | None) -> list[str]:
+    """The `file::Name` of each decoder-layer class a layer stack is built from (A1 qualified them)."""
+    return sorted({v for v in (((signature or {}).get("__init__") or {}).get("layer_lists") or {}).values()
+                   if "::" in v})
 
 
 def _self_attr(e: ast.AST) -> str | None:
@@ -310,6 +348,9 @@ def extra_roots(symbol: str, kind: str, signature: dict | None = None, world_siz
     `world_size` GPUs with `attention_backend`, their triggers): a block candidate's roots all wait for `ATTENTION`;
     empty for most symbols."""
     parallel = list(PARALLEL_ROOTS) if world_size > 1 else []
+    if is_layer_stack(kind, signature):
+        return (stack_layer_roots(signature) + list(decoder_layer_roots(attention_backend) + RECURRENT_STATE_ROOTS)
+                + parallel, dict(ROOT_TRIGGERS))
     if is_decoder_layer(symbol, kind, signature):
         return list(decoder_layer_roots(attention_backend) + RECURRENT_STATE_ROOTS) + parallel, dict(ROOT_TRIGGERS)
     if is_block_candidate(symbol, kind, signature):

@@ -9,7 +9,8 @@ source of `invocation_example(small=False)` for the kind of symbol:
 - `act_and_mul`: SiluAndMul-like layers on `[T, 2*I]` -> `[T, I]`; `activation`: elementwise `[T, I]`;
 - `rope`: `get_rope(Dh, max_ctx, ...)` (or a RotaryEmbedding class) on positions, q `[T, H_q*Dh]`, k `[T, H_kv*Dh]`;
 - `fused_experts`: the Triton MoE function on `[T, H]` with `w1 [E, 2I, H]`, `w2 [E, H, I]` and routed top-k;
-- `decoder_layer`: a `*DecoderLayer` built and run through vLLM's own engine setup (see `decoder.py`);
+- `decoder_layer`: a `*DecoderLayer` built and run through vLLM's own engine setup (see `decoder.py`), or a layer stack
+  built from a few of them (`layer_stack.py`);
 - `generic`: no template: the example only resolves the symbol (said in the notes).
 
 The example is a function definition only (never run on import); it sizes itself with
@@ -27,7 +28,7 @@ from pathlib import Path, PurePosixPath
 
 from bundler_lib.artifacts import write_json, write_text
 from bundler_lib.common.contract import load_graph
-from bundler_lib.common.example_roots import ATTENTION, is_block_candidate, is_decoder_layer
+from bundler_lib.common.example_roots import ATTENTION, is_block_candidate, is_decoder_layer, is_layer_stack
 from bundler_lib.errors import StageError
 from bundler_lib.example import cli
 from bundler_lib.example.model_config import (STAGE, activation_size, derive, generic_config, generic_dims_and_flags,
@@ -48,7 +49,8 @@ def classify(graph: dict) -> str:
     f = graph.get("def_file") or ""
     base = PurePosixPath(f).name
     sig = graph.get("root_signature")
-    if is_decoder_layer(sym, kind, sig) or (is_block_candidate(sym, kind, sig) and reaches_attention(graph)):
+    if (is_decoder_layer(sym, kind, sig) or is_layer_stack(kind, sig)
+            or (is_block_candidate(sym, kind, sig) and reaches_attention(graph))):
         return "decoder_layer"
     if kind == "class" and (re.search(r"(RMSNorm|LayerNorm)$", sym) or base == "layernorm.py"):
         return "norm"

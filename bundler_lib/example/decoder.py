@@ -10,8 +10,8 @@ this file adds the rest.
 """
 
 from bundler_lib.common.example_roots import FORWARD_INPUTS, RECURRENT_STATE_ROOTS, decoder_layer_roots
-from bundler_lib.example import (attention_metadata, cross_attention, distributed, forward_inputs, recurrent_state,
-                                 state)
+from bundler_lib.example import (attention_metadata, cross_attention, distributed, forward_inputs, layer_stack,
+                                 recurrent_state, state)
 
 # The forward context is set where the bundle has it: a layer whose closure never reads it (an MLP-only block of a
 # hybrid model) leaves it out, and runs without it.
@@ -58,7 +58,7 @@ _BODY = '''\
                          "layer_idx": layer_idx, "layer_id": layer_idx, "model_config": vllm_config.model_config,
                          "parallel_config": vllm_config.parallel_config, "rope_parameters": hf.rope_parameters}}
                 given.update({init_inputs!r})  # A6's values for this layer's other inputs (forward_inputs.py)
-                kw = {{}}
+{stack_build}                kw = {{}}
                 for pname, prm in list(inspect.signature({symbol}.__init__).parameters.items())[1:]:
                     if pname in given:
                         kw[pname] = given[pname]
@@ -66,8 +66,7 @@ _BODY = '''\
                         raise NotImplementedError(
                             f"invocation_example: {symbol}.__init__ needs {{pname!r}}, which the decoder-layer example "
                             "cannot supply (no template for this layer's construction)")
-                layer = {symbol}(**kw)
-        with _Step("filling the weights"), torch.no_grad():
+{construct}        with _Step("filling the weights"), torch.no_grad():
             for pname, p in layer.named_parameters():
                 if p.dim() == 1:
                     p.fill_(1.0)  # norm weights (the layer has no biases unless attention_bias)
@@ -267,6 +266,7 @@ def missing_template(graph: dict, dims: dict, cfg: dict | None = None, flags: di
     layer's config has none: its mamba state)."""
     out = list(_other_inputs(graph, cfg, dims, flags or {})[2]) + attention_metadata.unsupported(graph)
     out += cross_attention.missing(graph.get("root_signature"), graph.get("variant") or {})
+    out += layer_stack.missing(graph)
     stack_missing = _hidden_stack(graph, cfg, dims, flags or {})[2]
     if stack_missing:
         out.append(stack_missing)
@@ -309,6 +309,8 @@ def body(graph: dict, symbol: str, dims: dict, flags: dict, cfg: dict, config_la
     notes += [stack_note] if stack_note else []
     cross, cnotes = cross_attention.pieces(graph.get("root_signature"), cfg, symbol)
     notes += cnotes
+    stack_code, snotes = layer_stack.pieces(graph, symbol)
+    notes += snotes
     src = (state.snippet(graph, cfg, dims, flags, config_label) + recurrent_state.snippet(graph, symbol)
            + (_NO_TEMPLATE.format(symbol=symbol, missing=no_template) if no_template else "")
            + _BODY.format(required=required, symbol=symbol, metadata=attention_metadata.snippet(variant),
@@ -316,5 +318,5 @@ def body(graph: dict, symbol: str, dims: dict, flags: dict, cfg: dict, config_la
                           hidden_shape="(" + "".join(f"{k}, " for k in stack) + "T, H)",
                           init_inputs={n: v for n, (_, v, _) in init_inputs.items()},
                           extra_inputs={n: (k, v) for n, (k, v, _) in fwd_inputs.items()},
-                          **cross, **distributed.hooks(graph, symbol)))
+                          **cross, **stack_code, **distributed.hooks(graph, symbol)))
     return src, notes, needs

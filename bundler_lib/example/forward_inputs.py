@@ -148,7 +148,7 @@ def derive(signature: dict | None, fields: dict, dims: dict,
         m = sig.get(method) or {}
         plan = {}
         for name in m.get("required", []):
-            if name in given or name in cross:
+            if name in given or name in cross or name in (m.get("layer_lists") or {}):  # a stack's layers: layer_stack.py
                 continue
             got, why_not = _one(name, (m.get("annotations") or {}).get(name), fields, dims, method,
                                 (m.get("choices") or {}).get(name), assumed)

@@ -54,7 +54,13 @@ def _signature(index: TreeIndex, root) -> dict | None:
         modules[id(t.stmts[0].node)] = t.module
         return t.stmts[0].node
 
-    return layer_signature(root.stmt, find_class, index.get(root.module).tree)
+    sig = layer_signature(root.stmt, find_class, index.get(root.module).tree)
+    lists = ((sig or {}).get("__init__") or {}).get("layer_lists") or {}
+    for param, name in lists.items():
+        t = resolver.name(root.module, name)
+        if t.kind == "node" and t.stmts:
+            lists[param] = f"{index.files[t.module]}::{t.stmts[0].node.name}"
+    return sig
 
 
 def build(tree: Path, symbol: str, hint: str | None = None, variant: dict | None = None,
