@@ -677,3 +677,34 @@ def test_layer_stack_runs_the_layers_it_is_built_from(tmp_path, monkeypatch):
     rec = a6.run(_stack_graph(tmp_path, "vllm/model_executor/models/other.py"), "tiny/qwen3-moe", TINY, None,
                  tmp_path / "o2")
     assert rec["status"] == "no_template" and "other.py::Qwen3MoeDecoderLayer" in rec["missing"][0]
+
+
+def test_heterogeneous_config_per_layer(tmp_path, monkeypatch):
+    """transformers' heterogeneous config (`per_layer_config`: layer index as text -> the fields it overrides) is read
+    as transformers' per-layer view: `config.per_layer_config[i]` is the config with layer i's overrides (vLLM
+    0.33.0's Gemma4DecoderLayer reads its head_dim there); the global config keeps its own."""
+    import re
+    import torch
+    cfg = json.loads(TINY.read_text())
+    cfg["per_layer_config"] = {"01": {"head_dim": 128}}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    rec = a6.run(_graph(tmp_path, ["positions", "hidden_states"]), "tiny/qwen3-moe", path, None, tmp_path / "o")
+    layer = textwrap.dedent('''
+        class Qwen3MoeDecoderLayer(torch.nn.Module):
+            def __init__(self, vllm_config, prefix=""):
+                super().__init__()
+                hf = vllm_config.model_config.hf_text_config
+                plc = hf.per_layer_config
+                assert (plc[0].head_dim, plc[1].head_dim, hf.head_dim, len(plc)) == (64, 128, 64, 2)
+                assert plc[1].hidden_size == hf.hidden_size and [c.head_dim for c in plc] == [64, 128]
+                self.scale = torch.nn.Parameter(torch.ones(1))
+            def forward(self, positions, hidden_states):
+                return hidden_states * self.scale
+    ''')
+    src = (tmp_path / "o" / "A6.example.py").read_text()
+    src = re.sub(r'raise RuntimeError\("invocation_example: \w+ runs on a CUDA GPU[^\n]*', "pass", src)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a, **k: None)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a, **k: (8 << 30, 8 << 30))
+    res = _bundle_ns(layer + src)["invocation_example"](small=True, workload="prefill")
+    assert rec["status"] == "ok" and res["outputs"]["hidden_states"].shape == res["inputs"]["hidden_states"].shape

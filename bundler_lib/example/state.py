@@ -265,9 +265,36 @@ _SNIPPET = '''\
                 return self.__dict__[name]
             return self[name]
 
-{list_field}{per_modality_source}    def _nested(path, value):
+{list_field}{per_modality_source}    class _PerLayerConfig:
+        """transformers' heterogeneous config: `per_layer_config` holds the fields each listed layer overrides, keyed
+        by its index (as text in config.json); `[i]` is the config with layer i's overrides (a layer type: that of
+        its first layer), as transformers' per-layer view gives it (vLLM 0.33.0's Gemma4 reads its head_dim)."""
+
+        def __init__(self, overrides):
+            self._overrides = {{int(k): v for k, v in overrides.items()}}
+
+        def __len__(self):
+            return hf.num_hidden_layers
+
+        def __iter__(self):
+            return (self[i] for i in range(len(self)))
+
+        def __getitem__(self, i):
+            if isinstance(i, str):
+                i = list(hf.layer_types).index(i)
+            if not 0 <= i < len(self):
+                raise IndexError(f"config.per_layer_config[{{i}}]: the config has {{len(self)}} layers")
+            layer = type(hf).__new__(type(hf))
+            layer.__dict__.update(hf.__dict__)
+            layer.__dict__.update({{k: _nested(f"per_layer_config[{{i}}].{{k}}", v)
+                                    for k, v in self._overrides.get(i, {{}}).items()}})
+            return layer
+
+    def _nested(path, value):
         if path in per_modality:
             return _PerModality(path, value, per_modality[path])
+        if path == "per_layer_config" and isinstance(value, dict):
+            return _PerLayerConfig(value)
         if isinstance(value, list):
             return _ListField(path, value)
         return _SubConfig(path, value) if isinstance(value, dict) else value
