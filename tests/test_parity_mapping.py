@@ -147,6 +147,24 @@ def test_residual_contract_read_from_the_layer(vllm_0_26_0, file, cls, deferred)
     assert parity.defers_residual(ast.get_source_segment(source, forward, padded=True)) is deferred
 
 
+@pytest.mark.parametrize("sparse,unapplied", [(False, ["post_mlp_layernorm"]), (True, [])])
+def test_a_module_the_forward_never_applies_in_this_layer(vllm_0_26_0, sparse, unapplied):
+    """AXK1's vLLM layer builds post_mlp_layernorm in every layer and applies it `if self.is_layer_sparse`: a dense
+    layer's is never applied, and transformers' dense layer has none (H100: exit 2, post_mlp_layernorm.weight has no
+    transformers counterpart). Branches whose test reads an input or calls (`residual is None`, isinstance) count as
+    reachable."""
+    import ast
+
+    source = (vllm_0_26_0 / "vllm" / "model_executor" / "models" / "AXK1.py").read_text()
+    node = next(n for n in ast.parse(source).body if isinstance(n, ast.ClassDef) and n.name == "AXK1DecoderLayer")
+    forward = next(f for f in node.body if isinstance(f, ast.FunctionDef) and f.name == "forward")
+    layer = torch.nn.Module()
+    for name in ("self_attn", "mlp", "input_layernorm", "post_attention_layernorm", "post_mlp_layernorm"):
+        layer.add_module(name, torch.nn.Linear(2, 2))
+    layer.is_layer_sparse, layer.use_mha, layer.layer_idx, layer.routed_scaling_factor = sparse, False, 1, 2.5
+    assert parity.modules_unapplied(layer, ast.get_source_segment(source, forward, padded=True)) == unapplied
+
+
 def test_conv1d_weights_transposed_by_module_type():
     """GPT-2's Conv1D stores [in, out]; vLLM's loader transposes it to [out, in] (c_attn: (3H, H))."""
     config = parity_reference.hf_config({"model_type": "gpt2", "n_embd": 64, "n_head": 4, "n_layer": 2})
