@@ -804,6 +804,28 @@ def test_norms_vllms_layer_does_not_build_are_a_different_layer():
         parity_mapping.map_weights(vllm, {n: tuple(t.shape) for n, t in hf.items()})
 
 
+def test_modules_vllms_layer_does_not_build_are_a_different_layer():
+    """Step-3.5: vLLM's attention builds its head-wise gate g_proj only where the config sets use_head_wise_attn_gate
+    (the zoo's: false), transformers' (step3p5 is its Step3p7 layer) always: `no reference`, naming g_proj (H100: exit
+    2, self_attn.g_proj.weight gets no vLLM weight). A module vLLM builds in part is still a mapping error."""
+    config = parity_reference.hf_config({"model_type": "step3p5", "hidden_size": 64, "intermediate_size": 96,
+                                         "num_attention_heads": 4, "num_attention_groups": 2, "head_dim": 16,
+                                         "num_hidden_layers": 2})
+    cls = parity_reference.hf_classes("step3p5", "Step3p5DecoderLayer")[1]
+    hf = {n: torch.randn(p.shape) for n, p in cls(config, 0).named_parameters()}
+    shapes = {n: tuple(t.shape) for n, t in hf.items()}
+    vllm = {n: t for n, t in _as_vllm(hf).items() if ".g_proj." not in n}
+    with pytest.raises(parity_mapping.DifferentLayer, match=r"applies self_attn\.g_proj, which vLLM's layer does not "
+                                                           r"build for this config"):
+        parity_mapping.map_weights(vllm, shapes)
+    shapes["self_attn.g_proj.bias"] = (4,)
+    vllm["self_attn.g_proj.weight"] = hf["self_attn.g_proj.weight"]
+    with pytest.raises(parity_mapping.MappingError, match=r"transformers parameter self_attn\.g_proj\.bias \(4,\) gets "
+                                                         r"no vLLM weight") as e:
+        parity_mapping.map_weights(vllm, shapes)
+    assert not isinstance(e.value, parity_mapping.DifferentLayer)
+
+
 def test_a_variant_layer_transformers_lacks_is_no_reference():
     """llama_eagle3.py's LlamaDecoderLayer (an EAGLE-3 draft layer: hidden_norm, qkv_proj over [embeddings, hidden
     states]) extends transformers' llama layer, which has neither: `no reference` naming the file (H100: exit 2,

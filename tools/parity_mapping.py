@@ -36,8 +36,9 @@ class NoReference(MappingError):
 
 class DifferentLayer(NoReference):
     """vLLM's and transformers' layers compute differently for this config: vLLM builds a dense MLP where transformers
-    builds a MoE block (HunYuan's num_experts=1: vLLM's dense path), or transformers applies norms vLLM's layer does
-    not build (a flag transformers' config lacks turns them off in vLLM: HY-V3's qk_norm)."""
+    builds a MoE block (HunYuan's num_experts=1: vLLM's dense path), or transformers applies norms or whole modules
+    vLLM's layer does not build (a flag transformers' config lacks or ignores turns them off in vLLM: HY-V3's qk_norm,
+    Step-3.5's head-wise attention gate g_proj)."""
 
 
 class PartOfLayer(NoReference):
@@ -409,6 +410,11 @@ def _check_complete(out: dict, required: set, hf_shapes: dict, vllm_state: dict)
         raise DifferentLayer(f"transformers' layer applies {', '.join(n.rpartition('.')[0] for n in missing)}, which "
                              "vLLM's layer does not build (for this config it skips that normalisation): they compute "
                              "differently")
+    modules = sorted({n.rpartition(".")[0] for n in missing})
+    if missing and all("norm" not in m and not any(o.startswith(m + ".") for o in out) for m in modules):
+        raise DifferentLayer(f"transformers' layer applies {', '.join(modules)}, which vLLM's layer does not build for "
+                             "this config (every vLLM parameter has its counterpart; these modules have none): they "
+                             "compute differently")
     if missing:
         raise MappingError(f"transformers parameter {missing[0]} {tuple(hf_shapes[missing[0]])} gets no vLLM "
                            f"weight ({len(missing)} in all); vLLM has {sorted(vllm_state)[:8]}")
