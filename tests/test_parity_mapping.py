@@ -690,6 +690,75 @@ def test_non_gated_experts_w13_holds_up_alone():
     assert torch.equal(out["mixer.experts.up_proj"], up) and torch.equal(out["mixer.experts.down_proj"], down)
 
 
+def _nemotron_h_moe_layer(state: dict, x, eps: float, scoring: str):
+    """vLLM 0.26.0's NemotronHMoEDecoderLayer on `state` (vLLM's names), in float32, term by term from its source:
+    RMSNorm; NemotronHMoE: the fp32 GateLinear, FusedMoE's grouped top-k (scoring_func="sigmoid", the
+    e_score_correction_bias choosing the experts, the unbiased scores weighting them, renormalize=norm_topk_prob),
+    fc1_latent_proj as the routed input transform, non-gated relu2 experts (w13 = up alone), routed_scaling_factor on
+    the routed output (apply_routed_scale_to_output), fc2_latent_proj, plus the shared experts' relu2 MLP on the
+    normed input; the residual added last. `scoring`: the function the grouped top-k scores with."""
+    cfg = state["config"]
+    h = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * state["norm.weight"]
+    logits = h @ state["mixer.gate.weight"].t()
+    scores = logits.sigmoid() if scoring == "sigmoid" else logits.softmax(-1)
+    choice = scores + state["mixer.gate.e_score_correction_bias"]
+    groups = choice.view(len(x), cfg["n_group"], -1)
+    kept = groups.topk(2, dim=-1)[0].sum(-1).topk(cfg["topk_group"], dim=-1)[1]
+    mask = torch.zeros_like(groups[..., 0]).scatter_(1, kept, 1).bool()
+    ids = choice.masked_fill(~mask.repeat_interleave(groups.shape[-1], 1), float("-inf")).topk(cfg["top_k"])[1]
+    weights = scores.gather(1, ids)
+    weights = weights / weights.sum(-1, keepdim=True)
+    latent = h @ state["mixer.fc1_latent_proj.weight"].t()
+    routed = torch.zeros_like(latent)
+    for t in range(len(x)):
+        for k in range(cfg["top_k"]):
+            e = ids[t, k]
+            up = torch.relu(latent[t] @ state["mixer.experts.w13_weight"][e].t()) ** 2
+            routed[t] += weights[t, k] * (up @ state["mixer.experts.w2_weight"][e].t())
+    routed = (routed * cfg["routed_scaling_factor"]) @ state["mixer.fc2_latent_proj.weight"].t()
+    shared = (torch.relu(h @ state["mixer.shared_experts.up_proj.weight"].t()) ** 2) @ \
+        state["mixer.shared_experts.down_proj.weight"].t()
+    return routed + shared + x
+
+
+@pytest.mark.parametrize("scoring,agrees", [("sigmoid", True), ("softmax", False)])
+def test_nemotron_h_moe_layer_computes_as_transformers_through_the_mapping(scoring, agrees):
+    """NemotronH's MoE layer (H100: FAIL at 24x transformers-bf16's error with the routing agreeing): vLLM's math, from
+    its source (_nemotron_h_moe_layer: latent projections, non-gated relu2 experts, routed_scaling_factor, shared
+    experts, the e_score_correction_bias, the norm), on random weights agrees with transformers' NemotronHBlock holding
+    them as map_weights maps them; the harness's side is right. Scored by softmax instead (what a bundle computes whose
+    grouped top-k kept scoring_func's default branch: bundler_lib/model_facts.py's scoring_func fact is "softmax"
+    where the config states none, and nemotron_h.py passes "sigmoid" as a literal) the experts rank alike (both
+    functions order the logits alike) and the output is far off (rel L2 0.35 here; 0.12 on the H100)."""
+    cfg = {"model_type": "nemotron_h", "hidden_size": 64, "num_hidden_layers": 1, "layers_block_type": ["moe"],
+           "n_routed_experts": 8, "num_experts_per_tok": 2, "moe_intermediate_size": 48,
+           "moe_shared_expert_intermediate_size": 40, "n_shared_experts": 1, "n_group": 2, "topk_group": 1,
+           "norm_topk_prob": True, "routed_scaling_factor": 2.5, "moe_latent_size": 32, "mlp_hidden_act": "relu2",
+           "layer_norm_epsilon": 1e-5}
+    config = parity_reference.hf_config(cfg)
+    cls = parity_reference.hf_classes("nemotron_h", "NemotronHMoEDecoderLayer")[1]
+    meta = cls(config, 0)
+    torch.manual_seed(0)
+    vllm = {"norm.weight": 1 + 0.2 * torch.randn(64), "mixer.gate.weight": torch.randn(8, 64) / 8,
+            "mixer.gate.e_score_correction_bias": 0.01 * torch.randn(8),
+            "mixer.experts.w13_weight": torch.randn(8, 48, 32) / 32 ** 0.5,
+            "mixer.experts.w2_weight": torch.randn(8, 32, 48) / 48 ** 0.5,
+            "mixer.fc1_latent_proj.weight": torch.randn(32, 64) / 8, "mixer.fc2_latent_proj.weight": torch.randn(64, 32) / 32 ** 0.5,
+            "mixer.shared_experts.up_proj.weight": torch.randn(40, 64) / 8,
+            "mixer.shared_experts.down_proj.weight": torch.randn(64, 40) / 40 ** 0.5}
+    rules = parity_mapping.loader_rules("nemotron_h.py", "nemotron_h")
+    state = parity_mapping.map_weights(vllm, {n: tuple(p.shape) for n, p in meta.named_parameters()},
+                                       **parity_reference.mapping_args(meta, config, rules))
+    hf = parity_reference.hf_layer(cls, config, 0, state, torch.float32)
+    x = torch.randn(16, 64)
+    with torch.no_grad():
+        want = hf(x[None])[0]
+    got = _nemotron_h_moe_layer({**vllm, "config": {"n_group": 2, "topk_group": 1, "top_k": 2,
+                                                    "routed_scaling_factor": 2.5}}, x, 1e-5, scoring)
+    err = float((got - want).norm() / want.norm())
+    assert (err < 1e-5) is agrees, err
+
+
 def _vllm_rotary_permute(w, n_heads):
     """llama4.py's permute_qk_weight_for_rotary, as vLLM 0.26.0 writes it."""
     f_out, f_in = w.shape
