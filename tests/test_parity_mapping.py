@@ -895,6 +895,18 @@ def test_modules_vllms_layer_does_not_build_are_a_different_layer():
     assert not isinstance(e.value, parity_mapping.DifferentLayer)
 
 
+def test_a_class_transformers_has_only_as_part_of_a_layer_is_no_reference():
+    """transformers' Zamba2AttentionDecoderLayer is no layer class (an nn.Module its Zamba2HybridLayer calls as its
+    shared_transformer): `no reference` naming both, not the nearest layer class by name (H100: exit 2, qkv_proj has no
+    counterpart in the Mamba layer hf_classes picks by name); the model's layer classes are not refused."""
+    with pytest.raises(parity_mapping.PartOfLayer, match=r"transformers' Zamba2AttentionDecoderLayer is no decoder "
+                                                         r"layer of its own \(no layer class\): it is a part of its "
+                                                         r"Zamba2HybridLayer"):
+        parity_reference.raise_if_part_of_layer("zamba2", "Zamba2AttentionDecoderLayer")
+    parity_reference.raise_if_part_of_layer("zamba2", "Zamba2MambaDecoderLayer")
+    parity_reference.raise_if_part_of_layer("qwen3", "Qwen3DecoderLayer")
+
+
 def test_a_variant_layer_transformers_lacks_is_no_reference():
     """llama_eagle3.py's LlamaDecoderLayer (an EAGLE-3 draft layer: hidden_norm, qkv_proj over [embeddings, hidden
     states]) extends transformers' llama layer, which has neither: `no reference` naming the file (H100: exit 2,

@@ -40,7 +40,8 @@ from pathlib import Path
 
 from parity_mapping import MappingError, NoReference, into_loaded_image, loader_rules, map_weights, w13_interleaved
 from parity_reference import (context_cache, extra_inputs, hf_classes, hf_config, hf_forward, hf_layer,
-                              mapping_args, per_layer_assumed, read_config, reference_class)
+                              mapping_args, per_layer_assumed, raise_if_part_of_layer, read_config,
+                              reference_class)
 from parity_reference import hf_shapes  # noqa: F401 - benchmarks/layer_speed.py's parity.hf_shapes
 
 TOL_RATIO = 2.0
@@ -198,6 +199,7 @@ def run_case(mod, symbol: str, cfg: dict, workload: str, tokens: int, batch: int
         return dict(row, status="no reference", reason=f"the bundle's invocation_example builds no {symbol} (it "
                     f"returns {getattr(layer, '__name__', type(layer).__name__)} unbuilt): no layer to compare")
     _randomise_norms(layer)
+    raise_if_part_of_layer(cfg["model_type"], symbol)
     found = hf_classes(cfg["model_type"], symbol)
     if found is None:
         return dict(row, status="no reference", reason=f"transformers has no {symbol} and no decoder layer for "

@@ -75,6 +75,31 @@ def hf_classes(model_type: str, symbol: str):
     return None
 
 
+def raise_if_part_of_layer(model_type: str, symbol: str) -> None:
+    """PartOfLayer where transformers' modeling module of `model_type` defines a class of the symbol's name that is no
+    layer class (hf_layer_classes) and one of its layer classes names it (takes or builds it): transformers has that
+    block only as a part of its layer (Zamba2's Zamba2AttentionDecoderLayer, the shared_transformer its
+    Zamba2HybridLayer calls with the model's layer index and the original embeddings before its own linear and Mamba
+    layer; hf_classes would pick the nearest layer class by name)."""
+    import inspect
+
+    import torch
+
+    mod = _modeling(model_type)
+    if mod is None:
+        return
+    layers = hf_layer_classes(mod)
+    part = next((c for c in vars(mod).values() if isinstance(c, type) and issubclass(c, torch.nn.Module)
+                 and c.__module__ == mod.__name__ and c.__name__.lower() == symbol.lower()), None)
+    if part is None or part in layers:
+        return
+    holders = [c.__name__ for c in layers if re.search(rf"\b{part.__name__}\b", inspect.getsource(c))]
+    if holders:
+        raise PartOfLayer(f"transformers' {part.__name__} is no decoder layer of its own (no layer class): it is a "
+                          f"part of its {', '.join(holders)}, which calls it inside its own forward: no layer-level "
+                          "reference")
+
+
 def _rotary(mod, cls):
     """The module's `...RotaryEmbedding` whose name shares the longest prefix with layer class `cls`'s, or None."""
     ropes = [c for c in vars(mod).values() if isinstance(c, type) and c.__name__.endswith("RotaryEmbedding")
