@@ -649,6 +649,32 @@ def test_an_input_both_layers_take_by_name_is_passed():
     torch.testing.assert_close(extra["per_layer_input"], inputs["per_layer_input"].view(2, 3, 4))
 
 
+def test_an_index_both_layers_take_by_name_is_passed_as_it_is():
+    """A6 gives a forward's `int` input a value (the layer index where its name says layer); transformers' layer that
+    takes it by the same name gets it as it is, and integer tensors keep their dtype in the forward's arguments."""
+    def vllm_forward(self, positions, hidden_states, layer_idx: int, token_ids=None):
+        pass
+
+    def hf_forward(self, hidden_states, layer_idx, token_ids=None, attention_mask=None, **kwargs):
+        pass
+
+    inputs = {"positions": torch.arange(6), "hidden_states": torch.randn(6, 8), "layer_idx": 3,
+              "token_ids": torch.arange(6)}
+    extra = parity_reference.extra_inputs(hf_forward, vllm_forward, inputs, 2, 3)
+    assert extra["layer_idx"] == 3 and extra["token_ids"].shape == (2, 3)
+    got = {}
+
+    class Layer(torch.nn.Module):
+        def forward(self, hidden_states, layer_idx, token_ids=None, attention_mask=None, **kwargs):
+            got.update(layer_idx=layer_idx, token_ids=token_ids)
+            return hidden_states
+
+    x = torch.randn(2, 3, 8, dtype=torch.bfloat16)
+    parity_reference.hf_forward(Layer(), parity_reference.hf_config({"model_type": "llama", **TINY["llama"]}), x,
+                                inputs["positions"].view(2, 3), None, extra=extra)
+    assert got["layer_idx"] == 3 and got["token_ids"].dtype == torch.int64
+
+
 def test_falcon_h1s_nested_mamba_a_undone():
     """FalconH1's WeightsMapper renames A_log -> A and mamba -> mamba.mamba: vLLM's mamba.mamba.A is transformers'
     mamba.A_log, -exp undone (H100: FalconH1ParallelHybrid FAIL ratio 650 with A = -exp(A_log) loaded as A_log)."""

@@ -293,8 +293,8 @@ def layer_mask(layer, mask):
 
 def extra_inputs(hf_forward_fn, vllm_forward_fn, inputs: dict, B: int, q: int) -> dict:
     """The inputs beyond the hidden states and positions that the bundle's example gives vLLM's layer and
-    transformers' layer takes by the same name (Gemma 4's per_layer_input: H100 Tensor * NoneType), one row a token,
-    as [B, q, ...]."""
+    transformers' layer takes by the same name: a tensor of one row a token as [B, q, ...] (Gemma 4's per_layer_input:
+    H100 Tensor * NoneType), a number as it is (an index the example derives: A6's forward `int` inputs)."""
     import inspect
 
     import torch
@@ -303,9 +303,14 @@ def extra_inputs(hf_forward_fn, vllm_forward_fn, inputs: dict, B: int, q: int) -
     vllm_params = inspect.signature(vllm_forward_fn).parameters
     own = {"hidden_states", "positions", "residual", "position_ids", "position_embeddings", "attention_mask",
            "use_cache", *CACHE_ARGS}
-    return {name: inputs[name].reshape(B, q, *inputs[name].shape[1:]) for name in hf_params
-            if name not in own and name in vllm_params and isinstance(inputs.get(name), torch.Tensor)
-            and inputs[name].dim() and inputs[name].shape[0] == B * q}
+    out = {}
+    for name in (n for n in hf_params if n not in own and n in vllm_params and n in inputs):
+        value = inputs[name]
+        if isinstance(value, torch.Tensor) and value.dim() and value.shape[0] == B * q:
+            out[name] = value.reshape(B, q, *value.shape[1:])
+        elif isinstance(value, (int, float)):
+            out[name] = value
+    return out
 
 
 def hf_forward(layer, config, x, positions, rope, cache=None, layer_idx: int = 0, extra: dict | None = None):
@@ -315,7 +320,10 @@ def hf_forward(layer, config, x, positions, rope, cache=None, layer_idx: int = 0
     mask = layer_mask(layer, causal_mask(config, x, positions, cache, layer_idx))
     kw = hf_forward_kwargs(type(layer).forward, config, positions, emb, cache, mask, x)
     for name, t in (extra or {}).items():
-        kw[name] = t[: x.shape[0], : x.shape[1]].to(x.dtype)
+        if isinstance(t, torch.Tensor):  # the rows of x's tokens (the decode probe's one); floats in x's dtype
+            t = t[: x.shape[0], : x.shape[1]]
+            t = t.to(x.dtype) if t.is_floating_point() else t
+        kw[name] = t
     with torch.no_grad():
         out = layer(x, **kw)
     return out[0] if isinstance(out, tuple) else out
