@@ -165,6 +165,22 @@ def test_a_module_the_forward_never_applies_in_this_layer(vllm_0_26_0, sparse, u
     assert parity.modules_unapplied(layer, ast.get_source_segment(source, forward, padded=True)) == unapplied
 
 
+def test_a_parameter_of_an_unapplied_module_without_counterpart_is_left_out():
+    """AXK1's dense layer: vLLM's post_mlp_layernorm (never applied there) has no transformers counterpart and is left
+    out where the rules name its module unapplied, refused where they do not; an unapplied module transformers has too
+    keeps its mapping (both build it, neither applies it: the same computation)."""
+    layer = _hf_layer("qwen3")
+    hf = {n: p.detach() for n, p in layer.named_parameters()}
+    shapes = {n: tuple(t.shape) for n, t in hf.items()}
+    vllm = {**_as_vllm(hf), "post_mlp_layernorm.weight": torch.randn(64)}
+    rules = dict(parity_mapping.loader_rules(), unapplied=["post_mlp_layernorm", "input_layernorm"])
+    mapped = parity_mapping.map_weights(vllm, shapes, rules=rules)
+    assert sorted(mapped) == sorted(hf) and torch.equal(mapped["input_layernorm.weight"], hf["input_layernorm.weight"])
+    with pytest.raises(parity_mapping.MappingError, match=r"vLLM parameter post_mlp_layernorm\.weight \(64,\) has no "
+                                                         r"transformers counterpart"):
+        parity_mapping.map_weights(vllm, shapes)
+
+
 def test_conv1d_weights_transposed_by_module_type():
     """GPT-2's Conv1D stores [in, out]; vLLM's loader transposes it to [out, in] (c_attn: (3H, H))."""
     config = parity_reference.hf_config({"model_type": "gpt2", "n_embd": 64, "n_head": 4, "n_layer": 2})

@@ -228,9 +228,10 @@ def _reference(mod, symbol: str, cfg: dict, found: tuple, layer, bundle_idx: int
     """transformers' side of a case: its layer class, rotary class, config and layer index, and the mapped weights
     (`state`, and the broken `control`). A bias transformers' layer lacks is zeroed in vLLM's layer (the same
     computation); a parameter vLLM's loader stores transformed is first put in its transform's image
-    (into_loaded_image); the parameters of a module vLLM's forward never applies in this layer (modules_unapplied) are
-    left out. Records the reference, its index where it is not the bundle's, the layer type it was given where the
-    config holds none that fits, the zeroed biases and the modules left out in `row`."""
+    (into_loaded_image); a parameter of a module vLLM's forward never applies in this layer (modules_unapplied, the
+    rules' `unapplied`) that transformers has no counterpart of is left out. Records the reference, its index where it
+    is not the bundle's, the layer type it was given where the config holds none that fits, the zeroed biases and the
+    unapplied modules in `row`."""
     import inspect
 
     import torch
@@ -239,11 +240,11 @@ def _reference(mod, symbol: str, cfg: dict, found: tuple, layer, bundle_idx: int
     per_layer = per_layer_assumed(cfg, example_assumed(mod))
     config = hf_config(cfg, model_type, per_layer)
     row["reference"] = f"transformers {model_type}.{hf_cls.__name__}"
-    rules = dict(loader_rules(model_file_of(mod, symbol), model_type), w13_interleaved=w13_interleaved(layer))
-    unapplied = modules_unapplied(layer, inspect.getsource(type(layer).forward))
-    if unapplied:
-        row["unapplied_modules"] = unapplied
-    vllm_state = {n: p.detach() for n, p in layer.named_parameters() if n.split(".", 1)[0] not in unapplied}
+    rules = dict(loader_rules(model_file_of(mod, symbol), model_type), w13_interleaved=w13_interleaved(layer),
+                 unapplied=modules_unapplied(layer, inspect.getsource(type(layer).forward)))
+    if rules["unapplied"]:
+        row["unapplied_modules"] = rules["unapplied"]
+    vllm_state = {n: p.detach() for n, p in layer.named_parameters()}
     into_loaded_image(vllm_state, rules)
     types = list(getattr(config, "layer_types", None) or [])
     try:
