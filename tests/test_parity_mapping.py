@@ -785,7 +785,8 @@ def test_nemotron_h_moe_layer_computes_as_transformers_through_the_mapping(scori
             "mixer.gate.e_score_correction_bias": 0.01 * torch.randn(8),
             "mixer.experts.w13_weight": torch.randn(8, 48, 32) / 32 ** 0.5,
             "mixer.experts.w2_weight": torch.randn(8, 32, 48) / 48 ** 0.5,
-            "mixer.fc1_latent_proj.weight": torch.randn(32, 64) / 8, "mixer.fc2_latent_proj.weight": torch.randn(64, 32) / 32 ** 0.5,
+            "mixer.fc1_latent_proj.weight": torch.randn(32, 64) / 8,
+            "mixer.fc2_latent_proj.weight": torch.randn(64, 32) / 32 ** 0.5,
             "mixer.shared_experts.up_proj.weight": torch.randn(40, 64) / 8,
             "mixer.shared_experts.down_proj.weight": torch.randn(64, 40) / 40 ** 0.5}
     rules = parity_mapping.loader_rules("nemotron_h.py", "nemotron_h")
