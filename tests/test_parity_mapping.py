@@ -946,6 +946,14 @@ def test_a_class_transformers_has_only_as_part_of_a_layer_is_no_reference():
                                                          r"layer of its own \(no layer class\): it is a part of its "
                                                          r"Zamba2HybridLayer"):
         parity_reference.raise_if_part_of_layer("zamba2", "Zamba2AttentionDecoderLayer")
+
+    def vllm_forward(self, hidden_states, original_hidden_states, block_idx: int, positions):  # zamba2.py's
+        pass
+
+    with pytest.raises(parity_mapping.PartOfLayer, match=r"Zamba2HybridLayer, which calls it inside its own forward "
+                                                         r"with inputs vLLM's layer does not take \(layer_idx\): no "
+                                                         r"layer-level reference"):
+        parity_reference.raise_if_part_of_layer("zamba2", "Zamba2AttentionDecoderLayer", vllm_forward)
     parity_reference.raise_if_part_of_layer("zamba2", "Zamba2MambaDecoderLayer")
     parity_reference.raise_if_part_of_layer("qwen3", "Qwen3DecoderLayer")
 

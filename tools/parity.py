@@ -199,7 +199,7 @@ def run_case(mod, symbol: str, cfg: dict, workload: str, tokens: int, batch: int
         return dict(row, status="no reference", reason=f"the bundle's invocation_example builds no {symbol} (it "
                     f"returns {getattr(layer, '__name__', type(layer).__name__)} unbuilt): no layer to compare")
     _randomise_norms(layer)
-    raise_if_part_of_layer(cfg["model_type"], symbol)
+    raise_if_part_of_layer(cfg["model_type"], symbol, type(layer).forward)
     found = hf_classes(cfg["model_type"], symbol)
     if found is None:
         return dict(row, status="no reference", reason=f"transformers has no {symbol} and no decoder layer for "

@@ -75,12 +75,13 @@ def hf_classes(model_type: str, symbol: str):
     return None
 
 
-def raise_if_part_of_layer(model_type: str, symbol: str) -> None:
+def raise_if_part_of_layer(model_type: str, symbol: str, vllm_forward=None) -> None:
     """PartOfLayer where transformers' modeling module of `model_type` defines a class of the symbol's name that is no
     layer class (hf_layer_classes) and one of its layer classes names it (takes or builds it): transformers has that
     block only as a part of its layer (Zamba2's Zamba2AttentionDecoderLayer, the shared_transformer its
     Zamba2HybridLayer calls with the model's layer index and the original embeddings before its own linear and Mamba
-    layer; hf_classes would pick the nearest layer class by name)."""
+    layer; hf_classes would pick the nearest layer class by name). The reason names the inputs its forward requires
+    that vLLM's (`vllm_forward`, where given) does not take."""
     import inspect
 
     import torch
@@ -94,10 +95,17 @@ def raise_if_part_of_layer(model_type: str, symbol: str) -> None:
     if part is None or part in layers:
         return
     holders = [c.__name__ for c in layers if re.search(rf"\b{part.__name__}\b", inspect.getsource(c))]
-    if holders:
-        raise PartOfLayer(f"transformers' {part.__name__} is no decoder layer of its own (no layer class): it is a "
-                          f"part of its {', '.join(holders)}, which calls it inside its own forward: no layer-level "
-                          "reference")
+    if not holders:
+        return
+    lacking = []
+    if vllm_forward is not None:
+        theirs = inspect.signature(vllm_forward).parameters
+        lacking = [n for n, p in list(inspect.signature(part.forward).parameters.items())[1:]
+                   if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n not in theirs]
+    raise PartOfLayer(f"transformers' {part.__name__} is no decoder layer of its own (no layer class): it is a part of "
+                      f"its {', '.join(holders)}, which calls it inside its own forward"
+                      + (f" with inputs vLLM's layer does not take ({', '.join(lacking)})" if lacking else "")
+                      + ": no layer-level reference")
 
 
 def _rotary(mod, cls):
