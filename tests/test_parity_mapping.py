@@ -147,6 +147,40 @@ def test_residual_contract_read_from_the_layer(vllm_0_26_0, file, cls, deferred)
     assert parity.defers_residual(ast.get_source_segment(source, forward, padded=True)) is deferred
 
 
+@pytest.mark.parametrize("sparse,unapplied", [(False, ["post_mlp_layernorm"]), (True, [])])
+def test_a_module_the_forward_never_applies_in_this_layer(vllm_0_26_0, sparse, unapplied):
+    """AXK1's vLLM layer builds post_mlp_layernorm in every layer and applies it `if self.is_layer_sparse`: a dense
+    layer's is never applied, and transformers' dense layer has none (H100: exit 2, post_mlp_layernorm.weight has no
+    transformers counterpart). Branches whose test reads an input or calls (`residual is None`, isinstance) count as
+    reachable."""
+    import ast
+
+    source = (vllm_0_26_0 / "vllm" / "model_executor" / "models" / "AXK1.py").read_text()
+    node = next(n for n in ast.parse(source).body if isinstance(n, ast.ClassDef) and n.name == "AXK1DecoderLayer")
+    forward = next(f for f in node.body if isinstance(f, ast.FunctionDef) and f.name == "forward")
+    layer = torch.nn.Module()
+    for name in ("self_attn", "mlp", "input_layernorm", "post_attention_layernorm", "post_mlp_layernorm"):
+        layer.add_module(name, torch.nn.Linear(2, 2))
+    layer.is_layer_sparse, layer.use_mha, layer.layer_idx, layer.routed_scaling_factor = sparse, False, 1, 2.5
+    assert parity.modules_unapplied(layer, ast.get_source_segment(source, forward, padded=True)) == unapplied
+
+
+def test_a_parameter_of_an_unapplied_module_without_counterpart_is_left_out():
+    """AXK1's dense layer: vLLM's post_mlp_layernorm (never applied there) has no transformers counterpart and is left
+    out where the rules name its module unapplied, refused where they do not; an unapplied module transformers has too
+    keeps its mapping (both build it, neither applies it: the same computation)."""
+    layer = _hf_layer("qwen3")
+    hf = {n: p.detach() for n, p in layer.named_parameters()}
+    shapes = {n: tuple(t.shape) for n, t in hf.items()}
+    vllm = {**_as_vllm(hf), "post_mlp_layernorm.weight": torch.randn(64)}
+    rules = dict(parity_mapping.loader_rules(), unapplied=["post_mlp_layernorm", "input_layernorm"])
+    mapped = parity_mapping.map_weights(vllm, shapes, rules=rules)
+    assert sorted(mapped) == sorted(hf) and torch.equal(mapped["input_layernorm.weight"], hf["input_layernorm.weight"])
+    with pytest.raises(parity_mapping.MappingError, match=r"vLLM parameter post_mlp_layernorm\.weight \(64,\) has no "
+                                                         r"transformers counterpart"):
+        parity_mapping.map_weights(vllm, shapes)
+
+
 def test_conv1d_weights_transposed_by_module_type():
     """GPT-2's Conv1D stores [in, out]; vLLM's loader transposes it to [out, in] (c_attn: (3H, H))."""
     config = parity_reference.hf_config({"model_type": "gpt2", "n_embd": 64, "n_head": 4, "n_layer": 2})
@@ -631,6 +665,32 @@ def test_an_input_both_layers_take_by_name_is_passed():
     torch.testing.assert_close(extra["per_layer_input"], inputs["per_layer_input"].view(2, 3, 4))
 
 
+def test_an_index_both_layers_take_by_name_is_passed_as_it_is():
+    """A6 gives a forward's `int` input a value (the layer index where its name says layer); transformers' layer that
+    takes it by the same name gets it as it is, and integer tensors keep their dtype in the forward's arguments."""
+    def vllm_forward(self, positions, hidden_states, layer_idx: int, token_ids=None):
+        pass
+
+    def hf_forward(self, hidden_states, layer_idx, token_ids=None, attention_mask=None, **kwargs):
+        pass
+
+    inputs = {"positions": torch.arange(6), "hidden_states": torch.randn(6, 8), "layer_idx": 3,
+              "token_ids": torch.arange(6)}
+    extra = parity_reference.extra_inputs(hf_forward, vllm_forward, inputs, 2, 3)
+    assert extra["layer_idx"] == 3 and extra["token_ids"].shape == (2, 3)
+    got = {}
+
+    class Layer(torch.nn.Module):
+        def forward(self, hidden_states, layer_idx, token_ids=None, attention_mask=None, **kwargs):
+            got.update(layer_idx=layer_idx, token_ids=token_ids)
+            return hidden_states
+
+    x = torch.randn(2, 3, 8, dtype=torch.bfloat16)
+    parity_reference.hf_forward(Layer(), parity_reference.hf_config({"model_type": "llama", **TINY["llama"]}), x,
+                                inputs["positions"].view(2, 3), None, extra=extra)
+    assert got["layer_idx"] == 3 and got["token_ids"].dtype == torch.int64
+
+
 def test_falcon_h1s_nested_mamba_a_undone():
     """FalconH1's WeightsMapper renames A_log -> A and mamba -> mamba.mamba: vLLM's mamba.mamba.A is transformers'
     mamba.A_log, -exp undone (H100: FalconH1ParallelHybrid FAIL ratio 650 with A = -exp(A_log) loaded as A_log)."""
@@ -670,6 +730,76 @@ def test_non_gated_experts_w13_holds_up_alone():
                                      {"mixer.experts.up_proj": (4, 32, 64), "mixer.experts.down_proj": (4, 64, 32)},
                                      rules=rules)
     assert torch.equal(out["mixer.experts.up_proj"], up) and torch.equal(out["mixer.experts.down_proj"], down)
+
+
+def _nemotron_h_moe_layer(state: dict, x, eps: float, scoring: str):
+    """vLLM 0.26.0's NemotronHMoEDecoderLayer on `state` (vLLM's names), in float32, term by term from its source:
+    RMSNorm; NemotronHMoE: the fp32 GateLinear, FusedMoE's grouped top-k (scoring_func="sigmoid", the
+    e_score_correction_bias choosing the experts, the unbiased scores weighting them, renormalize=norm_topk_prob),
+    fc1_latent_proj as the routed input transform, non-gated relu2 experts (w13 = up alone), routed_scaling_factor on
+    the routed output (apply_routed_scale_to_output), fc2_latent_proj, plus the shared experts' relu2 MLP on the
+    normed input; the residual added last. `scoring`: the function the grouped top-k scores with."""
+    cfg = state["config"]
+    h = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * state["norm.weight"]
+    logits = h @ state["mixer.gate.weight"].t()
+    scores = logits.sigmoid() if scoring == "sigmoid" else logits.softmax(-1)
+    choice = scores + state["mixer.gate.e_score_correction_bias"]
+    groups = choice.view(len(x), cfg["n_group"], -1)
+    kept = groups.topk(2, dim=-1)[0].sum(-1).topk(cfg["topk_group"], dim=-1)[1]
+    mask = torch.zeros_like(groups[..., 0]).scatter_(1, kept, 1).bool()
+    ids = choice.masked_fill(~mask.repeat_interleave(groups.shape[-1], 1), float("-inf")).topk(cfg["top_k"])[1]
+    weights = scores.gather(1, ids)
+    weights = weights / weights.sum(-1, keepdim=True)
+    latent = h @ state["mixer.fc1_latent_proj.weight"].t()
+    routed = torch.zeros_like(latent)
+    for t in range(len(x)):
+        for k in range(cfg["top_k"]):
+            e = ids[t, k]
+            up = torch.relu(latent[t] @ state["mixer.experts.w13_weight"][e].t()) ** 2
+            routed[t] += weights[t, k] * (up @ state["mixer.experts.w2_weight"][e].t())
+    routed = (routed * cfg["routed_scaling_factor"]) @ state["mixer.fc2_latent_proj.weight"].t()
+    shared = (torch.relu(h @ state["mixer.shared_experts.up_proj.weight"].t()) ** 2) @ \
+        state["mixer.shared_experts.down_proj.weight"].t()
+    return routed + shared + x
+
+
+@pytest.mark.parametrize("scoring,agrees", [("sigmoid", True), ("softmax", False)])
+def test_nemotron_h_moe_layer_computes_as_transformers_through_the_mapping(scoring, agrees):
+    """NemotronH's MoE layer (H100: FAIL at 24x transformers-bf16's error with the routing agreeing): vLLM's math, from
+    its source (_nemotron_h_moe_layer: latent projections, non-gated relu2 experts, routed_scaling_factor, shared
+    experts, the e_score_correction_bias, the norm), on random weights agrees with transformers' NemotronHBlock holding
+    them as map_weights maps them; the harness's side is right. Scored by softmax instead (what a bundle computes whose
+    grouped top-k kept scoring_func's default branch: bundler_lib/model_facts.py's scoring_func fact is "softmax"
+    where the config states none, and nemotron_h.py passes "sigmoid" as a literal) the experts rank alike (both
+    functions order the logits alike) and the output is far off (rel L2 0.35 here; 0.12 on the H100)."""
+    cfg = {"model_type": "nemotron_h", "hidden_size": 64, "num_hidden_layers": 1, "layers_block_type": ["moe"],
+           "n_routed_experts": 8, "num_experts_per_tok": 2, "moe_intermediate_size": 48,
+           "moe_shared_expert_intermediate_size": 40, "n_shared_experts": 1, "n_group": 2, "topk_group": 1,
+           "norm_topk_prob": True, "routed_scaling_factor": 2.5, "moe_latent_size": 32, "mlp_hidden_act": "relu2",
+           "layer_norm_epsilon": 1e-5}
+    config = parity_reference.hf_config(cfg)
+    cls = parity_reference.hf_classes("nemotron_h", "NemotronHMoEDecoderLayer")[1]
+    meta = cls(config, 0)
+    torch.manual_seed(0)
+    vllm = {"norm.weight": 1 + 0.2 * torch.randn(64), "mixer.gate.weight": torch.randn(8, 64) / 8,
+            "mixer.gate.e_score_correction_bias": 0.01 * torch.randn(8),
+            "mixer.experts.w13_weight": torch.randn(8, 48, 32) / 32 ** 0.5,
+            "mixer.experts.w2_weight": torch.randn(8, 32, 48) / 48 ** 0.5,
+            "mixer.fc1_latent_proj.weight": torch.randn(32, 64) / 8,
+            "mixer.fc2_latent_proj.weight": torch.randn(64, 32) / 32 ** 0.5,
+            "mixer.shared_experts.up_proj.weight": torch.randn(40, 64) / 8,
+            "mixer.shared_experts.down_proj.weight": torch.randn(64, 40) / 40 ** 0.5}
+    rules = parity_mapping.loader_rules("nemotron_h.py", "nemotron_h")
+    state = parity_mapping.map_weights(vllm, {n: tuple(p.shape) for n, p in meta.named_parameters()},
+                                       **parity_reference.mapping_args(meta, config, rules))
+    hf = parity_reference.hf_layer(cls, config, 0, state, torch.float32)
+    x = torch.randn(16, 64)
+    with torch.no_grad():
+        want = hf(x[None])[0]
+    got = _nemotron_h_moe_layer({**vllm, "config": {"n_group": 2, "topk_group": 1, "top_k": 2,
+                                                    "routed_scaling_factor": 2.5}}, x, 1e-5, scoring)
+    err = float((got - want).norm() / want.norm())
+    assert (err < 1e-5) is agrees, err
 
 
 def _vllm_rotary_permute(w, n_heads):
@@ -784,6 +914,48 @@ def test_norms_vllms_layer_does_not_build_are_a_different_layer():
     with pytest.raises(parity_mapping.DifferentLayer, match=r"applies self_attn\.[qk]_norm, self_attn\.[qk]_norm, "
                                                            r"which vLLM's layer does not build"):
         parity_mapping.map_weights(vllm, {n: tuple(t.shape) for n, t in hf.items()})
+
+
+def test_modules_vllms_layer_does_not_build_are_a_different_layer():
+    """Step-3.5: vLLM's attention builds its head-wise gate g_proj only where the config sets use_head_wise_attn_gate
+    (the zoo's: false), transformers' (step3p5 is its Step3p7 layer) always: `no reference`, naming g_proj (H100: exit
+    2, self_attn.g_proj.weight gets no vLLM weight). A module vLLM builds in part is still a mapping error."""
+    config = parity_reference.hf_config({"model_type": "step3p5", "hidden_size": 64, "intermediate_size": 96,
+                                         "num_attention_heads": 4, "num_attention_groups": 2, "head_dim": 16,
+                                         "num_hidden_layers": 2})
+    cls = parity_reference.hf_classes("step3p5", "Step3p5DecoderLayer")[1]
+    hf = {n: torch.randn(p.shape) for n, p in cls(config, 0).named_parameters()}
+    shapes = {n: tuple(t.shape) for n, t in hf.items()}
+    vllm = {n: t for n, t in _as_vllm(hf).items() if ".g_proj." not in n}
+    with pytest.raises(parity_mapping.DifferentLayer, match=r"applies self_attn\.g_proj, which vLLM's layer does not "
+                                                           r"build for this config"):
+        parity_mapping.map_weights(vllm, shapes)
+    shapes["self_attn.g_proj.bias"] = (4,)
+    vllm["self_attn.g_proj.weight"] = hf["self_attn.g_proj.weight"]
+    with pytest.raises(parity_mapping.MappingError, match=r"transformers parameter self_attn\.g_proj\.bias \(4,\) gets "
+                                                         r"no vLLM weight") as e:
+        parity_mapping.map_weights(vllm, shapes)
+    assert not isinstance(e.value, parity_mapping.DifferentLayer)
+
+
+def test_a_class_transformers_has_only_as_part_of_a_layer_is_no_reference():
+    """transformers' Zamba2AttentionDecoderLayer is no layer class (an nn.Module its Zamba2HybridLayer calls as its
+    shared_transformer): `no reference` naming both, not the nearest layer class by name (H100: exit 2, qkv_proj has no
+    counterpart in the Mamba layer hf_classes picks by name); the model's layer classes are not refused."""
+    with pytest.raises(parity_mapping.PartOfLayer, match=r"transformers' Zamba2AttentionDecoderLayer is no decoder "
+                                                         r"layer of its own \(no layer class\): it is a part of its "
+                                                         r"Zamba2HybridLayer"):
+        parity_reference.raise_if_part_of_layer("zamba2", "Zamba2AttentionDecoderLayer")
+
+    def vllm_forward(self, hidden_states, original_hidden_states, block_idx: int, positions):  # zamba2.py's
+        pass
+
+    with pytest.raises(parity_mapping.PartOfLayer, match=r"Zamba2HybridLayer, which calls it inside its own forward "
+                                                         r"with inputs vLLM's layer does not take \(layer_idx\): no "
+                                                         r"layer-level reference"):
+        parity_reference.raise_if_part_of_layer("zamba2", "Zamba2AttentionDecoderLayer", vllm_forward)
+    parity_reference.raise_if_part_of_layer("zamba2", "Zamba2MambaDecoderLayer")
+    parity_reference.raise_if_part_of_layer("qwen3", "Qwen3DecoderLayer")
 
 
 def test_a_variant_layer_transformers_lacks_is_no_reference():

@@ -40,7 +40,8 @@ from pathlib import Path
 
 from parity_mapping import MappingError, NoReference, into_loaded_image, loader_rules, map_weights, w13_interleaved
 from parity_reference import (context_cache, extra_inputs, hf_classes, hf_config, hf_forward, hf_layer,
-                              mapping_args, per_layer_assumed, read_config, reference_class)
+                              mapping_args, per_layer_assumed, raise_if_part_of_layer, read_config,
+                              reference_class)
 from parity_reference import hf_shapes  # noqa: F401 - benchmarks/layer_speed.py's parity.hf_shapes
 
 TOL_RATIO = 2.0
@@ -109,6 +110,44 @@ def defers_residual(forward_source: str) -> bool:
     return False
 
 
+def modules_unapplied(layer, forward_source: str) -> list[str]:
+    """The child modules of vLLM's `layer` its forward (its source) names only in branches a test over `self` alone
+    (its attributes and constants, no call) rules out for this layer: built and never applied (AXK1's
+    post_mlp_layernorm, applied `if self.is_layer_sparse`, is in every layer; a dense one never applies it). A branch
+    whose test reads anything else (an input, a call) counts as reachable."""
+    import ast
+    import textwrap
+
+    children = {n for n, _ in layer.named_children()}
+    named: dict = {}  # child -> whether a reachable statement names it
+
+    def value(test):
+        if any(isinstance(n, (ast.Call, ast.Lambda, ast.NamedExpr)) or isinstance(n, ast.Name) and n.id != "self"
+               for n in ast.walk(test)):
+            return None
+        try:
+            return bool(eval(compile(ast.Expression(test), "<test>", "eval"), {"__builtins__": {}}, {"self": layer}))
+        except Exception:  # noqa: BLE001 - an attribute the layer lacks, an unorderable comparison: not decided
+            return None
+
+    def visit(node, live: bool):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self" \
+                and node.attr in children:
+            named[node.attr] = named.get(node.attr, False) or live
+        if isinstance(node, (ast.If, ast.IfExp)):
+            taken = value(node.test)
+            visit(node.test, live)
+            for branch, reached in ((node.body, taken is not False), (node.orelse, taken is not True)):
+                for child in branch if isinstance(branch, list) else [branch]:
+                    visit(child, live and reached)
+            return
+        for child in ast.iter_child_nodes(node):
+            visit(child, live)
+
+    visit(ast.parse(textwrap.dedent(forward_source)).body[0], True)
+    return sorted(n for n, reached in named.items() if not reached)
+
+
 def rel_l2(a, b) -> float:
     return float((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-30))
 
@@ -160,6 +199,7 @@ def run_case(mod, symbol: str, cfg: dict, workload: str, tokens: int, batch: int
         return dict(row, status="no reference", reason=f"the bundle's invocation_example builds no {symbol} (it "
                     f"returns {getattr(layer, '__name__', type(layer).__name__)} unbuilt): no layer to compare")
     _randomise_norms(layer)
+    raise_if_part_of_layer(cfg["model_type"], symbol, type(layer).forward)
     found = hf_classes(cfg["model_type"], symbol)
     if found is None:
         return dict(row, status="no reference", reason=f"transformers has no {symbol} and no decoder layer for "
@@ -188,15 +228,22 @@ def _reference(mod, symbol: str, cfg: dict, found: tuple, layer, bundle_idx: int
     """transformers' side of a case: its layer class, rotary class, config and layer index, and the mapped weights
     (`state`, and the broken `control`). A bias transformers' layer lacks is zeroed in vLLM's layer (the same
     computation); a parameter vLLM's loader stores transformed is first put in its transform's image
-    (into_loaded_image). Records the reference, its index where it is not the bundle's, the layer type it was given
-    where the config holds none that fits, and the zeroed biases in `row`."""
+    (into_loaded_image); a parameter of a module vLLM's forward never applies in this layer (modules_unapplied, the
+    rules' `unapplied`) that transformers has no counterpart of is left out. Records the reference, its index where it
+    is not the bundle's, the layer type it was given where the config holds none that fits, the zeroed biases and the
+    unapplied modules in `row`."""
+    import inspect
+
     import torch
 
     model_type, hf_cls, rope_cls = found
     per_layer = per_layer_assumed(cfg, example_assumed(mod))
     config = hf_config(cfg, model_type, per_layer)
     row["reference"] = f"transformers {model_type}.{hf_cls.__name__}"
-    rules = dict(loader_rules(model_file_of(mod, symbol), model_type), w13_interleaved=w13_interleaved(layer))
+    rules = dict(loader_rules(model_file_of(mod, symbol), model_type), w13_interleaved=w13_interleaved(layer),
+                 unapplied=modules_unapplied(layer, inspect.getsource(type(layer).forward)))
+    if rules["unapplied"]:
+        row["unapplied_modules"] = rules["unapplied"]
     vllm_state = {n: p.detach() for n, p in layer.named_parameters()}
     into_loaded_image(vllm_state, rules)
     types = list(getattr(config, "layer_types", None) or [])

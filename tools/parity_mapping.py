@@ -36,8 +36,9 @@ class NoReference(MappingError):
 
 class DifferentLayer(NoReference):
     """vLLM's and transformers' layers compute differently for this config: vLLM builds a dense MLP where transformers
-    builds a MoE block (HunYuan's num_experts=1: vLLM's dense path), or transformers applies norms vLLM's layer does
-    not build (a flag transformers' config lacks turns them off in vLLM: HY-V3's qk_norm)."""
+    builds a MoE block (HunYuan's num_experts=1: vLLM's dense path), or transformers applies norms or whole modules
+    vLLM's layer does not build (a flag transformers' config lacks or ignores turns them off in vLLM: HY-V3's qk_norm,
+    Step-3.5's head-wise attention gate g_proj)."""
 
 
 class PartOfLayer(NoReference):
@@ -56,7 +57,8 @@ def loader_rules(model_file: str | None = None, model_type: str | None = None) -
     (checkpoint modules whose weight rows the loader permutes in each head for a neox-style rotary: Llama 4's q_proj,
     k_proj) and `transformed` (parameter name -> the function of the checkpoint tensor vLLM's weight loader stores:
     neg_exp, the Mamba mixers' A = -exp(A_log)); the caller adds `w13_interleaved` (w13_interleaved(layer): vLLM's
-    expert tensors whose rows hold gate and up interleaved)."""
+    expert tensors whose rows hold gate and up interleaved) and `unapplied` (vLLM's modules of the layer its forward
+    never applies: parity.modules_unapplied)."""
     table = json.loads(LOADER_RULES.read_text())
     own = table["files"].get(model_file or "", {})
     rules = {"packed": {**table["default"]["packed"], **own.get("packed", {})},
@@ -249,7 +251,9 @@ def map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool = F
     A vLLM parameter whose name transformers lacks takes the one unclaimed transformers parameter of its shape one
     module down or up (AXK1's post_mlp_layernorm, under mlp in transformers). A vLLM bias with no counterpart whose
     weight maps (a LayerNorm with bias where transformers' has none: Dbrx's norm_1) is listed in `zeroed`, where one
-    is given: the caller zeroes it in vLLM's layer, which makes both compute the same. `buffers` names transformers'
+    is given: the caller zeroes it in vLLM's layer, which makes both compute the same. A vLLM parameter with no
+    counterpart under a module vLLM's forward never applies (rules' `unapplied`: AXK1's post_mlp_layernorm of a dense
+    layer) is left out. `buffers` names transformers'
     persistent buffers and their shapes: a vLLM parameter may map onto one (MiniMax-M2's e_score_correction_bias, a
     parameter in vLLM, a buffer in transformers); none needs a vLLM weight.
     Raises PartOfLayer where vLLM's layer is one part of transformers' (all of vLLM's parameters map under one of
@@ -367,7 +371,8 @@ def _split_packed(vname: str, t, parts: list, rules: dict, hf_shapes: dict, cont
 
 def _resolve_pending(pending: list, out: dict, hf_shapes: dict, rules: dict, zeroed) -> None:
     """Each vLLM parameter whose transformers name is missing takes the one unclaimed transformers parameter of its
-    shape one module down or up; else, a bias whose weight maps is listed in `zeroed` (where given)."""
+    shape one module down or up; else, a bias whose weight maps is listed in `zeroed` (where given); else, one of a
+    module vLLM's forward never applies (rules' `unapplied`) is left out."""
     for vname, t, hname in pending:
         near = [h for h in hf_shapes if h not in out and tuple(hf_shapes[h]) == tuple(t.shape) and (
             h.endswith("." + hname) and h.count(".") == hname.count(".") + 1
@@ -376,6 +381,8 @@ def _resolve_pending(pending: list, out: dict, hf_shapes: dict, rules: dict, zer
             out[near[0]] = t
         elif zeroed is not None and vname.endswith(".bias") and _weight_mapped(vname, rules, hf_shapes, out):
             zeroed.append(vname)
+        elif vname.split(".", 1)[0] in rules.get("unapplied", ()):
+            continue
         else:
             raise _no_counterpart(vname, t, [hname], hf_shapes)
 
@@ -409,6 +416,11 @@ def _check_complete(out: dict, required: set, hf_shapes: dict, vllm_state: dict)
         raise DifferentLayer(f"transformers' layer applies {', '.join(n.rpartition('.')[0] for n in missing)}, which "
                              "vLLM's layer does not build (for this config it skips that normalisation): they compute "
                              "differently")
+    modules = sorted({n.rpartition(".")[0] for n in missing})
+    if missing and all("norm" not in m and not any(o.startswith(m + ".") for o in out) for m in modules):
+        raise DifferentLayer(f"transformers' layer applies {', '.join(modules)}, which vLLM's layer does not build for "
+                             "this config (every vLLM parameter has its counterpart; these modules have none): they "
+                             "compute differently")
     if missing:
         raise MappingError(f"transformers parameter {missing[0]} {tuple(hf_shapes[missing[0]])} gets no vLLM "
                            f"weight ({len(missing)} in all); vLLM has {sorted(vllm_state)[:8]}")

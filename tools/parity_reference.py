@@ -75,6 +75,39 @@ def hf_classes(model_type: str, symbol: str):
     return None
 
 
+def raise_if_part_of_layer(model_type: str, symbol: str, vllm_forward=None) -> None:
+    """PartOfLayer where transformers' modeling module of `model_type` defines a class of the symbol's name that is no
+    layer class (hf_layer_classes) and one of its layer classes names it (takes or builds it): transformers has that
+    block only as a part of its layer (Zamba2's Zamba2AttentionDecoderLayer, the shared_transformer its
+    Zamba2HybridLayer calls with the model's layer index and the original embeddings before its own linear and Mamba
+    layer; hf_classes would pick the nearest layer class by name). The reason names the inputs its forward requires
+    that vLLM's (`vllm_forward`, where given) does not take."""
+    import inspect
+
+    import torch
+
+    mod = _modeling(model_type)
+    if mod is None:
+        return
+    layers = hf_layer_classes(mod)
+    part = next((c for c in vars(mod).values() if isinstance(c, type) and issubclass(c, torch.nn.Module)
+                 and c.__module__ == mod.__name__ and c.__name__.lower() == symbol.lower()), None)
+    if part is None or part in layers:
+        return
+    holders = [c.__name__ for c in layers if re.search(rf"\b{part.__name__}\b", inspect.getsource(c))]
+    if not holders:
+        return
+    lacking = []
+    if vllm_forward is not None:
+        theirs = inspect.signature(vllm_forward).parameters
+        lacking = [n for n, p in list(inspect.signature(part.forward).parameters.items())[1:]
+                   if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n not in theirs]
+    raise PartOfLayer(f"transformers' {part.__name__} is no decoder layer of its own (no layer class): it is a part of "
+                      f"its {', '.join(holders)}, which calls it inside its own forward"
+                      + (f" with inputs vLLM's layer does not take ({', '.join(lacking)})" if lacking else "")
+                      + ": no layer-level reference")
+
+
 def _rotary(mod, cls):
     """The module's `...RotaryEmbedding` whose name shares the longest prefix with layer class `cls`'s, or None."""
     ropes = [c for c in vars(mod).values() if isinstance(c, type) and c.__name__.endswith("RotaryEmbedding")
@@ -268,8 +301,8 @@ def layer_mask(layer, mask):
 
 def extra_inputs(hf_forward_fn, vllm_forward_fn, inputs: dict, B: int, q: int) -> dict:
     """The inputs beyond the hidden states and positions that the bundle's example gives vLLM's layer and
-    transformers' layer takes by the same name (Gemma 4's per_layer_input: H100 Tensor * NoneType), one row a token,
-    as [B, q, ...]."""
+    transformers' layer takes by the same name: a tensor of one row a token as [B, q, ...] (Gemma 4's per_layer_input:
+    H100 Tensor * NoneType), a number as it is (an index the example derives: A6's forward `int` inputs)."""
     import inspect
 
     import torch
@@ -278,9 +311,14 @@ def extra_inputs(hf_forward_fn, vllm_forward_fn, inputs: dict, B: int, q: int) -
     vllm_params = inspect.signature(vllm_forward_fn).parameters
     own = {"hidden_states", "positions", "residual", "position_ids", "position_embeddings", "attention_mask",
            "use_cache", *CACHE_ARGS}
-    return {name: inputs[name].reshape(B, q, *inputs[name].shape[1:]) for name in hf_params
-            if name not in own and name in vllm_params and isinstance(inputs.get(name), torch.Tensor)
-            and inputs[name].dim() and inputs[name].shape[0] == B * q}
+    out = {}
+    for name in (n for n in hf_params if n not in own and n in vllm_params and n in inputs):
+        value = inputs[name]
+        if isinstance(value, torch.Tensor) and value.dim() and value.shape[0] == B * q:
+            out[name] = value.reshape(B, q, *value.shape[1:])
+        elif isinstance(value, (int, float)):
+            out[name] = value
+    return out
 
 
 def hf_forward(layer, config, x, positions, rope, cache=None, layer_idx: int = 0, extra: dict | None = None):
@@ -290,7 +328,10 @@ def hf_forward(layer, config, x, positions, rope, cache=None, layer_idx: int = 0
     mask = layer_mask(layer, causal_mask(config, x, positions, cache, layer_idx))
     kw = hf_forward_kwargs(type(layer).forward, config, positions, emb, cache, mask, x)
     for name, t in (extra or {}).items():
-        kw[name] = t[: x.shape[0], : x.shape[1]].to(x.dtype)
+        if isinstance(t, torch.Tensor):  # the rows of x's tokens (the decode probe's one); floats in x's dtype
+            t = t[: x.shape[0], : x.shape[1]]
+            t = t.to(x.dtype) if t.is_floating_point() else t
+        kw[name] = t
     with torch.no_grad():
         out = layer(x, **kw)
     return out[0] if isinstance(out, tuple) else out
