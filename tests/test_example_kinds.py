@@ -185,7 +185,7 @@ def _with_nodes(p, node_ids, backend):
         g["python_nodes"].append(dict(g["python_nodes"][0], id=node_id, file=f, name=name, emit_name=name,
                                       names=[{"name": name, "emit_name": name}], kind="class"))
     g["variant"] = {**g.get("variant", {}), "attention_backend": backend}
-    out = p.parent / f"{len(node_ids)}-{backend}" / "A1.graph.json"
+    out = p.parent / "-".join([n.split("::")[1] for n in node_ids] + [backend]) / "A1.graph.json"
     out.parent.mkdir()
     out.write_text(json.dumps(g))
     return out
@@ -194,8 +194,9 @@ def _with_nodes(p, node_ids, backend):
 def test_mla_only_attention_takes_the_decode_only_mla_template(tmp_path):
     """A layer reaching vLLM's MLAAttention and not its Attention (LongCat-Flash's FlashDecoderLayer), which A1 gives
     TRITON_MLA, gets the decode-only MLA template (mla.py): the prefill selector stood in for, the latent cache, the
-    MLA metadata, use_mla. One reaching both (DeepseekV2's layer, standard attention under use_mla=False) keeps the
-    standard template; each with the other's backend has none, naming why."""
+    MLA metadata, use_mla. One reaching both (DeepseekV2's layer) keeps the standard template under a standard backend
+    (use_mla=False) and takes the MLA one under TRITON_MLA; an MLA-only layer under a standard backend, or a layer
+    without MLA under TRITON_MLA, has none, naming why."""
     p = _graph(tmp_path, ["positions", "hidden_states"])
     mla_only, both = [MLA_ATTENTION], [MLA_ATTENTION, ATTENTION]
     rec = a6.run(_with_nodes(p, mla_only, "TRITON_MLA"), "tiny/qwen3-moe", TINY, None, tmp_path / "mla")
@@ -213,7 +214,9 @@ def test_mla_only_attention_takes_the_decode_only_mla_template(tmp_path):
     rec = a6.run(_with_nodes(p, mla_only, "TRITON_ATTN"), "tiny/qwen3-moe", TINY, None, tmp_path / "mla_triton")
     assert len(rec["missing"]) == 1 and rec["missing"][0].startswith("MLA attention") and "TRITON_MLA" in rec["missing"][0]
     rec = a6.run(_with_nodes(p, both, "TRITON_MLA"), "tiny/qwen3-moe", TINY, None, tmp_path / "both_mla")
-    assert len(rec["missing"]) == 1 and "not MLA only" in rec["missing"][0]
+    assert rec["status"] == "ok" and "_DecodeOnlyPrefill" in (tmp_path / "both_mla" / "A6.example.py").read_text()
+    rec = a6.run(_with_nodes(p, [ATTENTION], "TRITON_MLA"), "tiny/qwen3-moe", TINY, None, tmp_path / "plain_mla")
+    assert len(rec["missing"]) == 1 and "without MLA attention" in rec["missing"][0]
 
 
 def test_attention_free_config_has_no_template(tmp_path):

@@ -7,7 +7,7 @@ slots, seq_len, num_blocks and the attention layers are the example's). The extr
 the bundle are A1's data (common/example_roots.py BACKEND_ROOTS).
 """
 
-from bundler_lib.common.example_roots import DEFAULT_BACKEND, MLA_BACKEND, mla_only
+from bundler_lib.common.example_roots import DEFAULT_BACKEND, MLA_ATTENTION, MLA_BACKEND, mla_only
 from bundler_lib.example import mla
 
 _TRITON = "vllm/v1/attention/backends/triton_attn.py"
@@ -106,18 +106,18 @@ def snippet(variant: dict) -> str:
 
 def unsupported(graph: dict) -> list[str]:
     """The attention the variant's backend does not run: an MLA-only layer (vLLM's MLAAttention and not its
-    `Attention`; DeepseekV2's layer, reaching both, takes its standard attention under the example's use_mla=False,
-    as with VLLM_MLA_DISABLE) with another backend than TRITON_MLA (A1 gives it TRITON_MLA), or TRITON_MLA for a
-    layer that is not MLA only."""
+    `Attention`) with another backend than TRITON_MLA (A1 gives it TRITON_MLA), or TRITON_MLA for a layer without
+    MLAAttention. A layer reaching both (DeepseekV2's) takes its standard attention under a standard backend (the
+    example's use_mla=False, as with VLLM_MLA_DISABLE) and its MLA attention under TRITON_MLA (use_mla=True)."""
     ids = {n.get("id") for n in graph.get("python_nodes", [])}
     b = backend(graph.get("variant") or {})
-    if mla_only(ids) == (b == MLA_BACKEND):
-        return []
-    if b == MLA_BACKEND:
-        return [f"attention backend {MLA_BACKEND} for a layer whose attention is not MLA only: build it with a "
-                "standard backend (the variant's attention_backend)"]
-    return [f"MLA attention (vLLM's MLAAttention, no standard-attention path) with attention backend {b}, which "
-            f"refuses use_mla: rebuild the graph (A1 gives an MLA-only layer {MLA_BACKEND})"]
+    if b == MLA_BACKEND and MLA_ATTENTION not in ids:
+        return [f"attention backend {MLA_BACKEND} for a layer without MLA attention (vLLM's MLAAttention): build it "
+                "with a standard backend (the variant's attention_backend)"]
+    if b != MLA_BACKEND and mla_only(ids):
+        return [f"MLA attention (vLLM's MLAAttention, no standard-attention path) with attention backend {b}, "
+                f"which refuses use_mla: rebuild the graph (A1 gives an MLA-only layer {MLA_BACKEND})"]
+    return []
 
 
 def is_mla(variant: dict) -> bool:

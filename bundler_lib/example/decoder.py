@@ -43,7 +43,7 @@ _KV_CACHE = '''\
 '''
 
 _BODY = '''\
-    missing = [r for r in {required!r} if not N.get(r)]
+{attn_check}    missing = [r for r in {required!r} if not N.get(r)]
     if missing:
         raise RuntimeError("invocation_example: this bundle lacks vLLM's module state " + ", ".join(missing)
                            + " (A1 did not reach it): the layer cannot be set up outside vLLM's engine")
@@ -257,9 +257,9 @@ _BODY = '''\
 def _attention_pieces(variant: dict, symbol: str) -> dict:
     """The parts of the body that follow the attention: MLA's decode-only setup, latent cache and width (mla.py)."""
     if attention_metadata.is_mla(variant):
-        return {"install": mla.SETUP.format(symbol=symbol), "attn_role": mla.ATTENTION_ROLE, "kv_cache": mla.KV_CACHE,
+        return {"attn_check": mla.CHECK.format(symbol=symbol), "install": mla.SETUP, "attn_role": mla.ATTENTION_ROLE, "kv_cache": mla.KV_CACHE,
                 "kv_width": mla.KV_WIDTH}
-    return {"install": _INSTALL, "attn_role": "Attention", "kv_cache": _KV_CACHE,
+    return {"attn_check": "", "install": _INSTALL, "attn_role": "Attention", "kv_cache": _KV_CACHE,
             "kv_width": "H_kv * (Dh + Dv)  # K and V heads per token"}
 
 

@@ -24,8 +24,8 @@ NOTE = ("decode only (MLA): every request has one new token over a random latent
         "vLLM's FlashAttention extension (the only MLA prefill backend on SM90 in vLLM 0.26.0), so the example "
         "stands in for the prefill backend selector while the layer is built")
 
-# Before step 3 (the build): decode only, and the prefill backend selector stood in for until the example returns.
-SETUP = '''\
+# First, before anything is built: decode only.
+CHECK = '''\
     if workload != "decode" or (tokens or 1) != 1:
         raise NotImplementedError(
             f"invocation_example: {symbol} is decode only (MLA attention, TRITON_MLA): workload={{workload!r}}, "
@@ -33,7 +33,10 @@ SETUP = '''\
             "(vllm_flash_attn, not in the sdist): pass workload='decode' and tokens=None or 1")
     print("invocation_example: {symbol}: decode only (MLA attention, TRITON_MLA): one new token per request over "
           "a random latent KV cache; prefill needs vLLM's FlashAttention extension", file=sys.stderr)
+'''
 
+# Before step 3 (the build): the prefill backend selector stood in for until the example returns.
+SETUP = '''\
     class _DecodeOnlyPrefill:
         """The MLA prefill backend the layer holds: decode (forward_mqa) never calls it."""
 
