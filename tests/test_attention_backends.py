@@ -1,6 +1,6 @@
-"""The variant's attention backend (issue 20): TRITON_ATTN, FLEX_ATTENTION or (an MLA-only layer) TRITON_MLA. A1 keeps the chosen backend's classes
-only (bound for vLLM's by-name import, its branches decided), A6 builds that backend's metadata, and a
-FLEX_ATTENTION bundle's attention agrees with torch SDPA on CPU."""
+"""The variant's attention backend (issue 20): TRITON_ATTN, FLEX_ATTENTION or (an MLA-only layer) TRITON_MLA. A1
+keeps the chosen backend's classes only (bound for vLLM's by-name import, its branches decided), A6 builds that
+backend's metadata, and a FLEX_ATTENTION bundle's attention agrees with torch SDPA on CPU."""
 
 import json
 import subprocess

@@ -257,8 +257,8 @@ _BODY = '''\
 def _attention_pieces(variant: dict, symbol: str) -> dict:
     """The parts of the body that follow the attention: MLA's decode-only setup, latent cache and width (mla.py)."""
     if attention_metadata.is_mla(variant):
-        return {"attn_check": mla.CHECK.format(symbol=symbol), "install": mla.SETUP, "attn_role": mla.ATTENTION_ROLE, "kv_cache": mla.KV_CACHE,
-                "kv_width": mla.KV_WIDTH}
+        return {"attn_check": mla.CHECK.format(symbol=symbol), "install": mla.SETUP, "attn_role": mla.ATTENTION_ROLE,
+                "kv_cache": mla.KV_CACHE, "kv_width": mla.KV_WIDTH}
     return {"attn_check": "", "install": _INSTALL, "attn_role": "Attention", "kv_cache": _KV_CACHE,
             "kv_width": "H_kv * (Dh + Dv)  # K and V heads per token"}
 

@@ -20,9 +20,9 @@ ROLES = {
 }
 REQUIRED = list(ROLES)
 ATTENTION_ROLE = "MLAAttention"
-NOTE = ("decode only (MLA): every request has one new token over a random latent KV cache; the prefill path needs "
-        "vLLM's FlashAttention extension (the only MLA prefill backend on SM90 in vLLM 0.26.0), so the example "
-        "stands in for the prefill backend selector while the layer is built")
+NOTE = ("decode only (MLA, attention backend TRITON_MLA): every request has one new token over a random latent KV "
+        "cache; the prefill path needs vLLM's FlashAttention extension (the only MLA prefill backend on SM90 in vLLM "
+        "0.26.0), so the example stands in for the prefill backend selector while the layer is built")
 
 # First, before anything is built: decode only.
 CHECK = '''\
