@@ -27,8 +27,10 @@ CHOICES: dict[str, tuple[object, tuple]] = {
     # vLLM's attention backend (an AttentionBackendEnum member): TRITON_ATTN, its Triton unified attention;
     # TRITON_ATTN_DIFFKV, the same for V heads of another size than K's (the Triton choice of a layer that asks for a
     # `*_DIFFKV` backend, MiMo-V2; vLLM's FLASH_ATTN_DIFFKV needs its FlashAttention extension); FLEX_ATTENTION,
-    # torch's flex_attention compiled by torch (no kernel of vLLM's own)
-    "attention_backend": ("TRITON_ATTN", ("TRITON_ATTN", "TRITON_ATTN_DIFFKV", "FLEX_ATTENTION")),
+    # torch's flex_attention compiled by torch (no kernel of vLLM's own); TRITON_MLA, the Triton decode backend of an
+    # MLA-only layer (vLLM's MLAAttention and not its Attention: A1 gives such a layer this backend, since the others
+    # refuse use_mla)
+    "attention_backend": ("TRITON_ATTN", ("TRITON_ATTN", "TRITON_ATTN_DIFFKV", "FLEX_ATTENTION", "TRITON_MLA")),
     "moe_backend": ("triton", ("triton",)),
     "custom_ops": ("enabled", ("enabled", "disabled")),
     # dispatch priority of vLLM's IR ops (vllm.ir): its own CUDA kernels first, as vLLM sets it without

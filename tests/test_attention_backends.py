@@ -1,6 +1,6 @@
-"""The variant's attention backend (issue 20): TRITON_ATTN or FLEX_ATTENTION. A1 keeps the chosen backend's classes
-only (bound for vLLM's by-name import, its branches decided), A6 builds that backend's metadata, and a
-FLEX_ATTENTION bundle's attention agrees with torch SDPA on CPU."""
+"""The variant's attention backend (issue 20): TRITON_ATTN, FLEX_ATTENTION or (an MLA-only layer) TRITON_MLA. A1
+keeps the chosen backend's classes only (bound for vLLM's by-name import, its branches decided), A6 builds that
+backend's metadata, and a FLEX_ATTENTION bundle's attention agrees with torch SDPA on CPU."""
 
 import json
 import subprocess
@@ -57,7 +57,18 @@ def test_a1_decides_and_binds_the_variant_backend(tmp_path, monkeypatch):
         m.resolve_obj_by_qualname("vllm.v1.attention.backends.triton_attn.TritonAttentionBackend")
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+def test_a1_gives_an_mla_only_layer_the_mla_backend(tmp_path):
+    """A layer whose closure reaches vLLM's MLAAttention and not its Attention is built with TRITON_MLA (the other
+    backends refuse use_mla), said in a note; one reaching both keeps the variant's backend."""
+    from bundler_lib import graph as a1
+    g = a1.run(tree=TREES / "mla_only", out=tmp_path / "mla", symbol="MlaDecoderLayer")
+    assert g["variant"]["attention_backend"] == "TRITON_MLA"
+    assert any(n.startswith("attention_backend TRITON_ATTN -> TRITON_MLA: ") for n in g["notes"])
+    g = a1.run(tree=TREES / "mla_only", out=tmp_path / "both", symbol="BothDecoderLayer")
+    assert g["variant"]["attention_backend"] == "TRITON_ATTN" and not any("TRITON_MLA" in n for n in g["notes"])
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "TRITON_MLA"])
 def test_a1_keeps_the_chosen_backend_on_the_real_tree(tmp_path, vllm_0_26_0, backend):
     """Qwen3DecoderLayer: the chosen backend's roots (and what its metadata template uses) are in the closure, no
     other backend's module is."""

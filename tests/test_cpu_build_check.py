@@ -13,3 +13,17 @@ def test_ir_op_priority_goes_native_as_a_list_and_per_op():
         "_bundle_ir_op_priority = {'fused_add_rms_norm': ['native'], 'rms_norm': ['native']}\n"
         "rms_norm.set_default(_bundle_ir_op_priority['rms_norm'])\n"
         "_bundle_ir_op_priority = ['native']\n")
+
+
+def test_the_gpu_answers_as_an_h100(monkeypatch):
+    """TRITON_MLA's impl sizes its KV splits by the SM count when built: get_device_properties answers too."""
+    import torch
+
+    from tools import cpu_build_check
+    for name in ("get_device_capability", "get_device_name", "device_count", "current_device", "Stream",
+                 "get_device_properties"):
+        monkeypatch.setattr(torch.cuda, name, getattr(torch.cuda, name))
+    cpu_build_check._as_h100()
+    props = torch.cuda.get_device_properties(0)
+    assert (props.major, props.minor, props.multi_processor_count) == (9, 0, 132)
+    assert torch.cuda.get_device_capability() == (9, 0)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bundler_lib import example as a6
-from bundler_lib.common.example_roots import (ATTENTION, BACKEND_ROOTS, DEFAULT_BACKEND, INIT_INPUTS,
+from bundler_lib.common.example_roots import (ATTENTION, BACKEND_ROOTS, DEFAULT_BACKEND, INIT_INPUTS, MLA_ATTENTION,
                                               decoder_layer_roots, extra_roots, is_block_candidate, is_decoder_layer,
                                               is_layer_stack, layer_signature)
 from bundler_lib.example import decoder, forward_inputs
@@ -230,26 +230,47 @@ def test_cross_attention_inputs_without_the_encoder_output_have_no_template(tmp_
     assert ok["status"] == "ok" and ok["missing"] == []
 
 
-def test_mla_only_attention_has_no_template(tmp_path):
-    """A layer reaching vLLM's MLAAttention and not its Attention (LongCat-Flash's FlashDecoderLayer) has no
-    template, naming MLA and the FlashAttention prefill backend it needs; one reaching both (DeepseekV2's layer,
-    standard attention under use_mla=False) keeps its template."""
-    p = _graph(tmp_path, ["positions", "hidden_states"])
-    assert a6.run(p, "tiny/qwen3-moe", TINY, None, tmp_path / "plain")["status"] == "ok"
+def _with_nodes(p, node_ids, backend):
     g = json.loads(p.read_text())
-    for node_id in ("vllm/model_executor/layers/attention/mla_attention.py::MLAAttention", ATTENTION):
+    for node_id in node_ids:
         f, name = node_id.split("::")
         g["python_nodes"].append(dict(g["python_nodes"][0], id=node_id, file=f, name=name, emit_name=name,
                                       names=[{"name": name, "emit_name": name}], kind="class"))
-        p.write_text(json.dumps(g))
-        rec = a6.run(p, "tiny/qwen3-moe", TINY, None, tmp_path / name)
-        assert rec["status"] == ("no_template" if name == "MLAAttention" else "ok"), rec["missing"]
-    assert rec["missing"] == []
-    g["python_nodes"].pop()
-    p.write_text(json.dumps(g))
-    rec = a6.run(p, "tiny/qwen3-moe", TINY, None, tmp_path / "mla")
+    g["variant"] = {**g.get("variant", {}), "attention_backend": backend}
+    out = p.parent / "-".join([n.split("::")[1] for n in node_ids] + [backend]) / "A1.graph.json"
+    out.parent.mkdir()
+    out.write_text(json.dumps(g))
+    return out
+
+
+def test_mla_only_attention_takes_the_decode_only_mla_template(tmp_path):
+    """A layer reaching vLLM's MLAAttention and not its Attention (LongCat-Flash's FlashDecoderLayer), which A1 gives
+    TRITON_MLA, gets the decode-only MLA template (mla.py): the prefill selector stood in for, the latent cache, the
+    MLA metadata, use_mla. One reaching both (DeepseekV2's layer) keeps the standard template under a standard backend
+    (use_mla=False) and takes the MLA one under TRITON_MLA; an MLA-only layer under a standard backend, or a layer
+    without MLA under TRITON_MLA, has none, naming why."""
+    p = _graph(tmp_path, ["positions", "hidden_states"])
+    mla_only, both = [MLA_ATTENTION], [MLA_ATTENTION, ATTENTION]
+    rec = a6.run(_with_nodes(p, mla_only, "TRITON_MLA"), "tiny/qwen3-moe", TINY, None, tmp_path / "mla")
+    assert rec["status"] == "ok" and rec["missing"] == []
+    assert any(n.startswith("decode only (MLA, attention backend TRITON_MLA): ") for n in rec["notes"])
+    src = (tmp_path / "mla" / "A6.example.py").read_text()
+    assert "_DecodeOnlyPrefill" in src and "_get('MLAAttention')" in src and "use_mla=True" in src
+    assert "num_decodes=B, num_decode_tokens=T, num_prefills=0" in src
+    with pytest.raises(NotImplementedError, match="decode only") as ei:
+        _bundle_ns(src)["invocation_example"](small=True, workload="prefill")
+    assert "\n" not in str(ei.value)
+    rec = a6.run(_with_nodes(p, both, "TRITON_ATTN"), "tiny/qwen3-moe", TINY, None, tmp_path / "both")
+    assert rec["status"] == "ok", rec["missing"]
+    src = (tmp_path / "both" / "A6.example.py").read_text()
+    assert "_DecodeOnlyPrefill" not in src and "_get('Attention')" in src and "use_mla=False" in src
+    rec = a6.run(_with_nodes(p, mla_only, "TRITON_ATTN"), "tiny/qwen3-moe", TINY, None, tmp_path / "mla_triton")
     assert len(rec["missing"]) == 1 and rec["missing"][0].startswith("MLA attention")
-    assert "FLASH_ATTN" in rec["missing"][0] and "vllm_flash_attn" in rec["missing"][0]
+    assert "TRITON_MLA" in rec["missing"][0]
+    rec = a6.run(_with_nodes(p, both, "TRITON_MLA"), "tiny/qwen3-moe", TINY, None, tmp_path / "both_mla")
+    assert rec["status"] == "ok" and "_DecodeOnlyPrefill" in (tmp_path / "both_mla" / "A6.example.py").read_text()
+    rec = a6.run(_with_nodes(p, [ATTENTION], "TRITON_MLA"), "tiny/qwen3-moe", TINY, None, tmp_path / "plain_mla")
+    assert len(rec["missing"]) == 1 and "without MLA attention" in rec["missing"][0]
 
 
 def test_attention_free_config_has_no_template(tmp_path):

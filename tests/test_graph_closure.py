@@ -717,6 +717,19 @@ def test_block_members_reached_name_by_name(tmp_path):
     assert abs(load(tmp_path).target(0.0) - 2.718281828) < 1e-6
 
 
+def test_block_keeps_the_op_function_the_closure_calls_and_drops_its_registrations(tmp_path):
+    # an `if` block (vLLM's `if has_flashinfer():`) defines several custom ops; the closure calls one through
+    # torch.ops.vllm: the block keeps that op's function only. Registrations (direct_register_custom_op, the
+    # torch.library-decorated defs and their fakes) bind nothing a bundle reads (A5 calls the function directly)
+    g, _, _ = build_all(TREES / "block_ops", tmp_path, "target")
+    assert g["python_custom_ops"] == [{"op": "fast_concat", "target": "_fast_concat"}]
+    text = (tmp_path / "A2.inline.py").read_text()
+    assert "def _fast_concat(" in text
+    for gone in ("_fast_concat_fake", "direct_register_custom_op", "fast_mm", "register_fake", "custom_op("):
+        assert gone not in text, gone
+    assert load(tmp_path).target(1) == 1
+
+
 def test_flag_whose_other_binding_the_variant_pruned_is_decided(tmp_path):
     # FAST_ENABLED = False, and = True only in a branch the variant prunes: `if FAST_ENABLED and ...` is decided
     # False, so `fast` (bound only in the pruned branch) is never needed; PLAIN, a literal bound once, decides

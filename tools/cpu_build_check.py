@@ -47,6 +47,9 @@ def _as_h100():
     torch.cuda.device_count = lambda: 1
     torch.cuda.current_device = lambda: 0
     torch.cuda.Stream = _Stream
+    # an H100 SXM's: 132 SMs (TRITON_MLA sizes its KV splits by them), 80 GiB
+    torch.cuda.get_device_properties = lambda *a, **k: types.SimpleNamespace(
+        name="NVIDIA H100 (cpu_build_check)", major=9, minor=0, multi_processor_count=132, total_memory=80 << 30)
 
 
 def check(path: str) -> str:

@@ -48,7 +48,14 @@ BACKEND_ROOTS = {
         "FlexAttentionMetadataBuilder.build")) + (
         "vllm/v1/attention/backend.py::CommonAttentionMetadata",
         "vllm/model_executor/layers/attention/attention.py::Attention.get_kv_cache_spec"),
+    # an MLA-only layer (decode only, example/mla.py): the backend and impl, the MLA metadata the example fills by
+    # hand, MLAAttention's post-load step (W_UK_T, W_UV from kv_b_proj) and the prefill selector it stands in for
+    "TRITON_MLA": tuple(f"{_BACKENDS}/mla/triton_mla.py::{n}" for n in ("TritonMLABackend", "TritonMLAImpl")) + tuple(
+        f"vllm/model_executor/layers/attention/mla_attention.py::{n}" for n in (
+            "MLACommonMetadata", "MLACommonDecodeMetadata", "MLAAttention.process_weights_after_loading")) + (
+        f"{_BACKENDS}/mla/prefill/selector.py::get_mla_prefill_backend",),
 }
+MLA_BACKEND = "TRITON_MLA"
 
 
 def decoder_layer_roots(attention_backend: str) -> tuple[str, ...]:
@@ -63,6 +70,18 @@ def decoder_layer_roots(attention_backend: str) -> tuple[str, ...]:
 PARALLEL_ROOTS = ("vllm/distributed/parallel_state.py::GroupCoordinator",)
 
 ATTENTION = "vllm/model_executor/layers/attention/attention.py::Attention"
+MLA_ATTENTION = "vllm/model_executor/layers/attention/mla_attention.py::MLAAttention"
+
+
+def backend_trigger(attention_backend: str) -> str:
+    """The definition whose reach makes a backend's roots apply: MLAAttention for the MLA backend, else `Attention`."""
+    return MLA_ATTENTION if attention_backend == MLA_BACKEND else ATTENTION
+
+
+def mla_only(reached: set[str]) -> bool:
+    """Whether a closure (its `file::Name` definitions) reaches vLLM's MLAAttention and not its `Attention`: no
+    backend but an MLA one builds it (DeepseekV2's layer, reaching both, keeps its standard attention)."""
+    return MLA_ATTENTION in reached and ATTENTION not in reached
 # The backend classes are looked up by qualname when an `Attention` layer is built: a layer without one (MLA,
 # linear attention, state-space) needs none of them. A layer that never reads the tp group needs no coordinator.
 # What the example's recurrent state (example/recurrent_state.py) calls, as vLLM's engine does: each state layer's
@@ -79,7 +98,7 @@ RECURRENT_STATE_TRIGGERS = {
     f"{_SSU}::TritonSSUBackend": f"{_SSU}::get_mamba_ssu_backend",
 }
 RECURRENT_STATE_ROOTS = tuple(RECURRENT_STATE_TRIGGERS)
-ROOT_TRIGGERS = {**{r: ATTENTION for roots in BACKEND_ROOTS.values() for r in roots},
+ROOT_TRIGGERS = {**{r: backend_trigger(b) for b, roots in BACKEND_ROOTS.items() for r in roots},
                  **RECURRENT_STATE_TRIGGERS,
                  **{r: "vllm/distributed/parallel_state.py::get_tp_group" for r in PARALLEL_ROOTS}}
 
@@ -355,5 +374,5 @@ def extra_roots(symbol: str, kind: str, signature: dict | None = None, world_siz
         return list(decoder_layer_roots(attention_backend) + RECURRENT_STATE_ROOTS) + parallel, dict(ROOT_TRIGGERS)
     if is_block_candidate(symbol, kind, signature):
         roots = list(decoder_layer_roots(attention_backend)) + parallel
-        return roots, {r: ATTENTION for r in roots}
+        return roots, {r: backend_trigger(attention_backend) for r in roots}
     return [], {}

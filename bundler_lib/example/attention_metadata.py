@@ -7,7 +7,8 @@ slots, seq_len, num_blocks and the attention layers are the example's). The extr
 the bundle are A1's data (common/example_roots.py BACKEND_ROOTS).
 """
 
-from bundler_lib.common.example_roots import ATTENTION, DEFAULT_BACKEND
+from bundler_lib.common.example_roots import DEFAULT_BACKEND, MLA_ATTENTION, MLA_BACKEND, mla_only
+from bundler_lib.example import mla
 
 _TRITON = "vllm/v1/attention/backends/triton_attn.py"
 _MLA = "vllm/model_executor/layers/attention/mla_attention.py::MLAAttention"
@@ -24,10 +25,12 @@ ROLES = {
     "FLEX_ATTENTION": {
         "CommonAttentionMetadata": ("vllm/v1/attention/backend.py", "CommonAttentionMetadata"),
     },
+    MLA_BACKEND: mla.ROLES,
 }
 
 # TRITON_ATTN's metadata falls back on a stand-in with the same fields; FLEX_ATTENTION's builder needs the real one.
-REQUIRED = {"TRITON_ATTN": [], "TRITON_ATTN_DIFFKV": [], "FLEX_ATTENTION": ["CommonAttentionMetadata"]}
+REQUIRED = {"TRITON_ATTN": [], "TRITON_ATTN_DIFFKV": [], "FLEX_ATTENTION": ["CommonAttentionMetadata"],
+            MLA_BACKEND: mla.REQUIRED}
 
 _TRITON_SNIPPET = '''\
             # 6. The attention metadata (@BACKEND@): the fields of its metadata class, filled by hand.
@@ -59,6 +62,7 @@ _TRITON_SNIPPET = '''\
 '''
 
 _SNIPPETS = {
+    MLA_BACKEND: mla.SNIPPET,
     "TRITON_ATTN": _TRITON_SNIPPET.replace("@BACKEND@", "TRITON_ATTN"),
     "TRITON_ATTN_DIFFKV": _TRITON_SNIPPET.replace("@BACKEND@", "TRITON_ATTN_DIFFKV"),
     "FLEX_ATTENTION": '''\
@@ -101,13 +105,20 @@ def snippet(variant: dict) -> str:
 
 
 def unsupported(graph: dict) -> list[str]:
-    """The attention no backend of the example runs: MLA only, a layer reaching vLLM's MLAAttention and not its
-    `Attention` (LongCat-Flash builds DeepseekV2MLAAttention whatever `use_mla`; DeepseekV2's layer, reaching both,
-    takes its standard attention under the example's use_mla=False, as with VLLM_MLA_DISABLE)."""
+    """The attention the variant's backend does not run: an MLA-only layer (vLLM's MLAAttention and not its
+    `Attention`) with another backend than TRITON_MLA (A1 gives it TRITON_MLA), or TRITON_MLA for a layer without
+    MLAAttention. A layer reaching both (DeepseekV2's) takes its standard attention under a standard backend (the
+    example's use_mla=False, as with VLLM_MLA_DISABLE) and its MLA attention under TRITON_MLA (use_mla=True)."""
     ids = {n.get("id") for n in graph.get("python_nodes", [])}
-    if _MLA not in ids or ATTENTION in ids:
-        return []
-    return ["MLA attention (vLLM's MLAAttention, no standard-attention path): building it selects an MLA prefill "
-            "backend, and on SM90 vLLM 0.26.0 has only FLASH_ATTN (flash_attn_varlen_func of vLLM's FlashAttention "
-            "extension, vllm_flash_attn, not in the sdist); its Triton decode backend TRITON_MLA has no example "
-            "template (latent KV cache, MLA metadata)"]
+    b = backend(graph.get("variant") or {})
+    if b == MLA_BACKEND and MLA_ATTENTION not in ids:
+        return [f"attention backend {MLA_BACKEND} for a layer without MLA attention (vLLM's MLAAttention): build it "
+                "with a standard backend (the variant's attention_backend)"]
+    if b != MLA_BACKEND and mla_only(ids):
+        return [f"MLA attention (vLLM's MLAAttention, no standard-attention path) with attention backend {b}, "
+                f"which refuses use_mla: rebuild the graph (A1 gives an MLA-only layer {MLA_BACKEND})"]
+    return []
+
+
+def is_mla(variant: dict) -> bool:
+    return backend(variant) == MLA_BACKEND

@@ -10,7 +10,7 @@ this file adds the rest.
 """
 
 from bundler_lib.common.example_roots import FORWARD_INPUTS, RECURRENT_STATE_ROOTS, decoder_layer_roots
-from bundler_lib.example import (attention_metadata, cross_attention, distributed, forward_inputs, layer_stack,
+from bundler_lib.example import (attention_metadata, cross_attention, distributed, forward_inputs, layer_stack, mla,
                                  recurrent_state, state)
 
 # The forward context is set where the bundle has it: a layer whose closure never reads it (an MLP-only block of a
@@ -34,8 +34,16 @@ _NO_TEMPLATE = '''\
                               + "; ".join({missing!r}))
 '''
 
+_INSTALL = "    restore = _install(vllm_config)\n"
+_KV_CACHE = '''\
+                for _, a in attn_layers:
+                    kv_cache = torch.empty(num_blocks, block_size, H_kv, Dh + Dv, device=device, dtype=dtype)
+                    kv_cache.normal_(0.0, 1.0, generator=gen)
+                    a.kv_cache = kv_cache.permute(0, 2, 1, 3)
+'''
+
 _BODY = '''\
-    missing = [r for r in {required!r} if not N.get(r)]
+{attn_check}    missing = [r for r in {required!r} if not N.get(r)]
     if missing:
         raise RuntimeError("invocation_example: this bundle lacks vLLM's module state " + ", ".join(missing)
                            + " (A1 did not reach it): the layer cannot be set up outside vLLM's engine")
@@ -45,8 +53,7 @@ _BODY = '''\
     layer_idx = dims["layer"]  # A6's choice (core.example_layer): the per-layer config values are this layer's
     prefix = f"model.layers.{{layer_idx}}"
     old_dtype = torch.get_default_dtype()
-    restore = _install(vllm_config)
-    try:
+{install}    try:
         # 3. Build the layer as vLLM's loader does: default dtype, on the device; fill the weights.
         with _Step("building {symbol}"):
             torch.set_default_dtype(dtype)
@@ -76,7 +83,7 @@ _BODY = '''\
                     p.normal_(0.0, p.shape[-1] ** -0.5, generator=gen if p.device.type == gen.device.type else None)
 {parallel_weights}        # As vLLM's loader (model_loader/utils.py process_weights_after_loading): quant methods, then attention.
         qm_base = _get("QuantizeMethodBase")
-        attn_cls = _get("Attention")
+        attn_cls = _get({attn_role!r})
         # A method the bundle lacks was not reached from the layer (A1 follows the layer, not the loader).
         post_load_missing = []
         with _Step("process_weights_after_loading"):
@@ -112,14 +119,16 @@ _BODY = '''\
         else:
             # the cache and metadata follow the attention built (its head size can differ from the config's dims)
             H_q, H_kv, Dh = attn.num_heads, attn.num_kv_heads, attn.head_size
-            Dv = getattr(attn, "head_size_v", Dh)  # the V head's size (another than K's: DiffKV)
+            # the V head's size (another than K's: DiffKV; MLA's output of its latent attention: kv_lora_rank)
+            Dv = getattr(attn, "head_size_v", getattr(attn, "kv_lora_rank", Dh))
+        kv_width = {kv_width}
         attn_names = [getattr(a, "layer_name", prefix + ".self_attn.attn") for _, a in attn_layers]
 
         # 4. Shapes, within the memory left after the weights.
         torch.cuda.synchronize()
         free_now, _ = torch.cuda.mem_get_info(device)
         live = min(max(int(free_now * 0.2), 2 * GiB), 8 * GiB, int(free_now * 0.9))
-        kv_bytes_per_token = len(attn_layers) * H_kv * (Dh + Dv) * torch.finfo(dtype).bits // 8
+        kv_bytes_per_token = len(attn_layers) * kv_width * torch.finfo(dtype).bits // 8
         act_bytes_per_token = 2 * (8 * H + 3 * (H_q + 2 * H_kv) * Dh) + int(moe.get("top_k", 0)) * 2 * (
             6 * int(moe.get("moe_intermediate_size", 0)) + 2 * H) + 4 * int(moe.get("num_experts", 0))
         # tokens, batch, context (the function's arguments) override what memory and `small` choose
@@ -152,11 +161,7 @@ _BODY = '''\
             # 5. The KV cache: logical (blocks, kv_heads, block_size, K head + V head), stored NHD (the shape and
             # stride order of the TRITON_ATTN(_DIFFKV) and FLEX_ATTENTION get_kv_cache_shape), the context filled.
             with _Step("allocating the KV cache"):
-                for _, a in attn_layers:
-                    kv_cache = torch.empty(num_blocks, block_size, H_kv, Dh + Dv, device=device, dtype=dtype)
-                    kv_cache.normal_(0.0, 1.0, generator=gen)
-                    a.kv_cache = kv_cache.permute(0, 2, 1, 3)
-
+{kv_cache}
             slots = (block_table[:, new_pos // block_size].long() * block_size + (new_pos % block_size)).reshape(-1)
 {metadata}{cross_setup}
         with _Step("allocating the recurrent state and building its metadata"):
@@ -231,7 +236,7 @@ _BODY = '''\
         cost = {{"flops": 2 * T * dense_params + (2 * T * top_k * expert_params // E if E else 0)
                  + 2 * B * q_len * (ctx + (q_len + 1) // 2) * H_q * (Dh + Dv),
                  "bytes": int((dense_params + touched * expert_params) * elem)
-                 + B * (ctx + q_len) * H_kv * (Dh + Dv) * elem + 2 * T * H * elem
+                 + B * (ctx + q_len) * kv_width * elem + 2 * T * H * elem
                  + (2 if ctx else 1) * B * _state_bytes(recurrent)}}  # recurrent state read (with context), written
 {cross_cost}{parallel_check}        return {{"module": layer, "cost": cost, "inputs": {{"positions": positions, "hidden_states": hidden_states,
                 "residual": None, "kv_cache": None if attn is None else attn.kv_cache, "attn_metadata": attn_metadata,
@@ -246,6 +251,15 @@ _BODY = '''\
         torch.set_default_dtype(old_dtype)
         restore()
 '''
+
+
+def _attention_pieces(variant: dict, symbol: str) -> dict:
+    """The parts of the body that follow the attention: MLA's decode-only setup, latent cache and width (mla.py)."""
+    if attention_metadata.is_mla(variant):
+        return {"attn_check": mla.CHECK.format(symbol=symbol), "install": mla.SETUP, "attn_role": mla.ATTENTION_ROLE,
+                "kv_cache": mla.KV_CACHE, "kv_width": mla.KV_WIDTH}
+    return {"attn_check": "", "install": _INSTALL, "attn_role": "Attention", "kv_cache": _KV_CACHE,
+            "kv_width": "H_kv * (Dh + Dv)  # K and V heads per token"}
 
 
 def _other_inputs(graph: dict, cfg: dict | None, dims: dict, flags: dict) -> tuple[dict, dict, list[str]]:
@@ -300,6 +314,8 @@ def body(graph: dict, symbol: str, dims: dict, flags: dict, cfg: dict, config_la
         notes.append("A1 did not reach (extra roots the example needs): " + ", ".join(absent_roots))
     if no_template:
         notes.append("no template: the example raises NotImplementedError naming " + "; ".join(no_template))
+    elif attention_metadata.is_mla(variant):
+        notes.append(mla.NOTE)
     rnotes, rneeds = recurrent_state.notes_and_needs(graph)
     notes += rnotes
     needs = sorted(set(needs) | set(rneeds))
@@ -314,7 +330,7 @@ def body(graph: dict, symbol: str, dims: dict, flags: dict, cfg: dict, config_la
     src = (state.snippet(graph, cfg, dims, flags, config_label) + recurrent_state.snippet(graph, symbol)
            + (_NO_TEMPLATE.format(symbol=symbol, missing=no_template) if no_template else "")
            + _BODY.format(required=required, symbol=symbol, metadata=attention_metadata.snippet(variant),
-                          forward_inputs=FORWARD_INPUTS,
+                          forward_inputs=FORWARD_INPUTS, **_attention_pieces(variant, symbol),
                           hidden_shape="(" + "".join(f"{k}, " for k in stack) + "T, H)",
                           init_inputs={n: v for n, (_, v, _) in init_inputs.items()},
                           extra_inputs={n: (k, v) for n, (k, v, _) in fwd_inputs.items()},

@@ -120,6 +120,7 @@ def snippet(graph: dict, cfg: dict | None, dims: dict, flags: dict, config_label
                            list_field=config_rules.LIST_FIELD_SOURCE,
                            tp=variant.get("tp", 1), expert_parallel=variant.get("ep", 1) > 1,
                            attention_backend=attention_metadata.backend(variant),
+                           use_mla=attention_metadata.is_mla(variant),
                            speculative='_StandIn("speculative_config", draft_model_config=None)' if draft else None)
 
 
@@ -360,7 +361,7 @@ _SNIPPET = '''\
     graph_enum = _get("CUDAGraphMode")
     model_config = _StandIn(
         "model_config", hf_config=hf, hf_text_config=hf, dtype=dtype, max_model_len=max_ctx,
-        is_mm_prefix_lm=False, rswa_window=None, use_mla=False, is_hybrid=False, quantization=None,
+        is_mm_prefix_lm=False, rswa_window=None, use_mla={use_mla}, is_hybrid=False, quantization=None,
         quantization_config=None, enforce_eager=True, architecture=(flags.get("architectures") or [None])[0],
         get_num_attention_heads=lambda *a: H_q, get_num_kv_heads=lambda *a: H_kv, get_head_size=lambda: Dh,
         get_hidden_size=lambda: H, get_vocab_size=lambda: dims.get("vocab_size"),

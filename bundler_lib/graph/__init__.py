@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from bundler_lib.artifacts import write_json
-from bundler_lib.common.example_roots import extra_roots, layer_signature
+from bundler_lib.common.example_roots import MLA_BACKEND, extra_roots, layer_signature, mla_only
 from bundler_lib.errors import StageError
 from bundler_lib.variant import resolve as resolve_variant, world_size
 
@@ -103,6 +103,14 @@ def _build(index: TreeIndex, variant: dict, symbol: str, hint: str | None):
     """(graph, the tree-wide scans it was built from) for the variant (with its model_facts)."""
     module, rel = locate(index, symbol, hint)
     c, root = _reach(index, variant, module, symbol, False)
+    mla_note = None
+    if variant["attention_backend"] != MLA_BACKEND and mla_only(
+            {f"{n.file}::{name}" for n in c.engine.nodes.values() for name in n.names}):
+        # vLLM's other backends refuse use_mla: the layer is built only with an MLA backend, the Triton one here
+        mla_note = (f"attention_backend {variant['attention_backend']} -> {MLA_BACKEND}: the layer's attention is "
+                    "MLA only (vLLM's MLAAttention, not its Attention), which no other backend builds")
+        variant = {**variant, "attention_backend": MLA_BACKEND}
+        c, root = _reach(index, variant, module, symbol, False)
     readers = c.engine.annotation_readers()
     first_scans = c.scans.record
     if readers:
@@ -110,6 +118,8 @@ def _build(index: TreeIndex, variant: dict, symbol: str, hint: str | None):
         # dataclass field annotation names, not only ClassVar/InitVar
         c, root = _reach(index, variant, module, symbol, True)
     g = c.engine
+    if mla_note:
+        g.notes.append(mla_note)
     if readers:
         g.notes.append(f"the closure reads annotations at run time ({', '.join(readers)}): every dataclass's "
                        "field annotations are followed")

@@ -366,7 +366,8 @@ def node_edits(g: Graph, n: Node, emit: dict[tuple, dict[str, str]], ext: dict) 
     if n.dropped and isinstance(n.stmt, ast.ClassDef):
         edits += _dropped_member_edits(n, info.lines)
     elif n.dropped:   # a block's assignments nothing read (an emptied body gets its `pass` below)
-        edits += [{"op": "delete", "line": st.lineno, "end_line": st.end_lineno} for st in n.dropped.values()]
+        edits += [{"op": "delete", "line": min([st.lineno] + [d.lineno for d in getattr(st, "decorator_list", [])]),
+                   "end_line": st.end_lineno} for st in n.dropped.values()]   # a decorated member with its decorators
     for ref, stmt, bound, _ in n.ext_links:
         new = ext[stmt][1]
         if new != ref.name:

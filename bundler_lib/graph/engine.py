@@ -107,10 +107,10 @@ def import_stmt(b) -> tuple[str, str]:
 
 
 def _members_of_block(st: ast.stmt, external, in_try: bool = False):
-    """The `name = value` statements (plain names only), the undecorated defs and classes, and the imports of
-    external modules (`external(stmt)`; the bundle keeps them as written) outside any `try` body (there an import
-    is a probe whose failure decides the rest) in the bodies of a module-level compound statement, outside any def
-    or class."""
+    """The `name = value` statements (plain names only), the undecorated defs and classes (and those only a custom-op
+    registration decorates), custom-op registration calls (`_registers_op`), and the imports of external modules
+    (`external(stmt)`; the bundle keeps them as written) outside any `try` body (there an import is a probe whose
+    failure decides the rest) in the bodies of a module-level compound statement, outside any def or class."""
     for field_name in ("body", "orelse", "finalbody", "handlers"):
         probing = in_try or (field_name == "body" and isinstance(st, ast.Try))
         for sub in getattr(st, field_name, None) or []:
@@ -118,7 +118,10 @@ def _members_of_block(st: ast.stmt, external, in_try: bool = False):
                 yield sub
             elif isinstance(sub, ast.AnnAssign) and isinstance(sub.target, ast.Name) and sub.value is not None:
                 yield sub
-            elif isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and not sub.decorator_list:
+            elif isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and (
+                    not sub.decorator_list or all(_registers_op(d) for d in sub.decorator_list)):
+                yield sub
+            elif isinstance(sub, ast.Expr) and _registers_op(sub.value):
                 yield sub
             elif isinstance(sub, (ast.Import, ast.ImportFrom)) and not probing and external(sub):
                 yield sub
@@ -127,7 +130,19 @@ def _members_of_block(st: ast.stmt, external, in_try: bool = False):
                 yield from _members_of_block(sub, external, probing)
 
 
+def _registers_op(e: ast.expr) -> bool:
+    """A custom-op registration: `direct_register_custom_op(...)`, `@torch.library.custom_op(...)`,
+    `@torch.library.register_fake(...)` / `@f.register_fake`. A5 binds `torch.ops.vllm.<op>` call sites to the
+    op's Python function, so in a block the registration binds nothing the bundle reads (a block member never
+    wanted); a def so decorated is wanted by its name, as an undecorated one."""
+    f = e.func if isinstance(e, ast.Call) else e
+    name = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "")
+    return name in ("direct_register_custom_op", "register_fake") or ast.unparse(f) == "torch.library.custom_op"
+
+
 def _member_names(st: ast.stmt) -> list[str]:
+    if isinstance(st, ast.Expr):
+        return []
     if isinstance(st, ast.Assign):
         return [t.id for t in st.targets]
     if isinstance(st, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
@@ -209,7 +224,10 @@ class Engine:
         """n reads node `key` (as `name`) through `ref`."""
         n.deps[key] = n.deps.get(key, False) or ref.importtime
         n.links.append((ref, key, name, used))
-        t = self.nodes.get(key)
+        self.want(self.nodes.get(key), name)
+
+    def want(self, t: Node | None, name: str) -> None:
+        """The closure reads `name` of node `t`: where `t` is a module-level block, the members binding it."""
         if t is not None and t.kind == "block" and name not in t.wanted:
             t.wanted.add(name)
             for st in t.block_members.get(name, ()):

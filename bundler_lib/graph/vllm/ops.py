@@ -123,7 +123,10 @@ class TorchOps(Rule):
             return
         # A5 binds the op to this function: it is called directly, never registered, so nothing evaluates
         # its annotations (no schema is inferred)
-        dep = g.node_for(t.module, t.stmts[-1])
+        st = t.stmts[-1]
+        # in a module-level block (`if has_flashinfer(): def f ...; direct_register_custom_op(...)`), f only
+        dep = g.node_for(t.module, st, by_ref=st.kind == "block")
+        g.want(dep, t.name)
         n.deps[dep.key] = n.deps.get(dep.key, False) or ref.importtime
         n.op_links.append((ref, op, dep.key, t.name))
         self.python_custom_ops[op] = dep.key

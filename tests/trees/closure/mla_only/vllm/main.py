@@ -1,0 +1,13 @@
+# SPDX-License-Identifier: Apache-2.0
+from vllm.model_executor.layers.attention.attention import Attention
+from vllm.model_executor.layers.attention.mla_attention import MLAAttention
+
+
+class MlaDecoderLayer:   # LongCat-Flash's layer: MLA whatever use_mla
+    def __init__(self, n):
+        self.attn = MLAAttention(n)
+
+
+class BothDecoderLayer:   # DeepseekV2's layer: MLA or standard attention, by use_mla
+    def __init__(self, n, use_mla=False):
+        self.attn = MLAAttention(n) if use_mla else Attention(n)
