@@ -81,13 +81,16 @@ def facts(config: dict) -> dict:
         "rope_type": rope_type,
         "scaling_type": rope_type,
         "dual_chunk_attention_config": text.get("dual_chunk_attention_config"),
-        "scoring_func": text.get("scoring_func", "softmax"),
         "use_grouped_topk": bool(text.get("n_group") or text.get("num_expert_group") or text.get("topk_group")),
         "zero_expert_type": text.get("zero_expert_type"),
         # clamped SwiGLU (GPT-OSS style `swiglu_limit`)
         "gemm1_clamp_limit": text.get("swiglu_limit"),
         "clamp_limit": text.get("swiglu_limit"),
     }
+    # only where the config states it: a model file may pass its own literal (NemotronH's scoring_func="sigmoid"), so
+    # vLLM's default is no fact about this model
+    if "scoring_func" in text:
+        out["scoring_func"] = text["scoring_func"]
     # router classes this model never builds: `isinstance(x, Cls)` is False
     out["absent_classes"] = sorted(
         ([] if out["zero_expert_type"] is not None else ["ZeroExpertRouter"])

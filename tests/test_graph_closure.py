@@ -385,8 +385,14 @@ def test_model_config_decides_branches(tmp_path):
     facts = model_facts.facts({"hidden_act": "silu", "rope_theta": 1000000, "rope_scaling": None})
     g = build(TREES / "model_guards", "target", model_facts=facts)
     helpers = {i.split("::")[1] for i in node_ids(g) if i.startswith("vllm/helpers.py::")}
-    assert helpers == {"silu"}   # the decided conditional expression keeps only its live arm
+    # the decided conditional expression keeps only its live arm; scoring_func, which the config does not state, stays
+    # undecided (a model file may pass its own literal)
+    assert helpers == {"silu", "sigmoid_router"}
     assert g["model_facts"]["activation"] == ["enum", "MoEActivation", "SILU"]
+    for stated, kept in (("softmax", False), ("sigmoid", True)):
+        g = build(TREES / "model_guards", "target", model_facts=model_facts.facts({"hidden_act": "silu",
+                                                                                    "scoring_func": stated}))
+        assert ("sigmoid_router" in {i.split("::")[1] for i in node_ids(g)}) is kept, stated
     # without a model config every branch stays
     g = build(TREES / "model_guards", "target")
     assert {"gelu", "sigmoid_router", "grouped", "mrope", "zero_experts", "ZeroExpertRouter"} <= {

@@ -769,7 +769,7 @@ def test_nemotron_h_moe_layer_computes_as_transformers_through_the_mapping(scori
     its source (_nemotron_h_moe_layer: latent projections, non-gated relu2 experts, routed_scaling_factor, shared
     experts, the e_score_correction_bias, the norm), on random weights agrees with transformers' NemotronHBlock holding
     them as map_weights maps them; the harness's side is right. Scored by softmax instead (what a bundle computes whose
-    grouped top-k kept scoring_func's default branch: bundler_lib/model_facts.py's scoring_func fact is "softmax"
+    grouped top-k kept scoring_func's default branch, as before bundler_lib/model_facts.py stopped making "softmax" a fact
     where the config states none, and nemotron_h.py passes "sigmoid" as a literal) the experts rank alike (both
     functions order the logits alike) and the output is far off (rel L2 0.35 here; 0.12 on the H100)."""
     cfg = {"model_type": "nemotron_h", "hidden_size": 64, "num_hidden_layers": 1, "layers_block_type": ["moe"],
