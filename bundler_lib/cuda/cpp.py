@@ -3,6 +3,7 @@ function definitions. Only what A4 needs to locate op registrations and their so
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -14,6 +15,8 @@ KNOWN_FALSE = {"USE_ROCM", "__HIP__", "__HIPCC__", "__HIP_PLATFORM_AMD__", "__HI
 KNOWN_TRUE = {"USE_CUDA", "__CUDACC__", "__NVCC__", "__cplusplus"}
 
 
+# A4 asks for the same file's comment-free text once per name it looks for (hundreds of times): kept per text.
+@functools.lru_cache(maxsize=None)
 def strip_comments(text: str) -> str:
     """Replace comments with spaces (newlines kept, so offsets and line numbers survive);
     string and char literals are kept as they are."""
@@ -54,6 +57,7 @@ def strip_comments(text: str) -> str:
     return "".join(out)
 
 
+@functools.lru_cache(maxsize=None)
 def blank_strings(text: str) -> str:
     """Replace the contents of string/char literals by spaces (the quotes stay). Input: comment-free."""
     def rep(m):
