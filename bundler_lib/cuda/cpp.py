@@ -15,6 +15,10 @@ KNOWN_FALSE = {"USE_ROCM", "__HIP__", "__HIPCC__", "__HIP_PLATFORM_AMD__", "__HI
 KNOWN_TRUE = {"USE_CUDA", "__CUDACC__", "__NVCC__", "__cplusplus"}
 
 
+_LITERAL_OR_COMMENT = re.compile(r'/[/*]|R"|["\']')   # where strip_comments has something to decide
+_RAW_OPEN = re.compile(r'R"([^(\s]*)\(')
+
+
 # A4 asks for the same file's comment-free text once per name it looks for (hundreds of times): kept per text.
 @functools.lru_cache(maxsize=None)
 def strip_comments(text: str) -> str:
@@ -23,37 +27,40 @@ def strip_comments(text: str) -> str:
     out = []
     i, n = 0, len(text)
     while i < n:
+        start = _LITERAL_OR_COMMENT.search(text, i)
+        if start is None:
+            out.append(text[i:])
+            break
+        out.append(text[i:start.start()])   # nothing to decide before it: kept as it is
+        i = start.start()
         c = text[i]
-        if c == "/" and i + 1 < n and text[i + 1] == "/":
+        if text.startswith("//", i):
             j = text.find("\n", i)
             j = n if j < 0 else j
             out.append(" " * (j - i))
             i = j
-        elif c == "/" and i + 1 < n and text[i + 1] == "*":
+        elif text.startswith("/*", i):
             j = text.find("*/", i + 2)
             j = n if j < 0 else j + 2
-            out.append("".join(ch if ch == "\n" else " " for ch in text[i:j]))
+            out.append(re.sub(r"[^\n]", " ", text[i:j]))
             i = j
-        elif c == 'R' and text.startswith('R"', i) and (i == 0 or not (text[i - 1].isalnum() or text[i - 1] == "_")):
-            m = re.match(r'R"([^(\s]*)\(', text[i:])
+        elif c == "R":
+            m = _RAW_OPEN.match(text, i) if i == 0 or not (text[i - 1].isalnum() or text[i - 1] == "_") else None
             if m:
-                end = text.find(")" + m.group(1) + '"', i + m.end())
+                end = text.find(")" + m.group(1) + '"', m.end())
                 end = n if end < 0 else end + len(m.group(1)) + 2
                 out.append(text[i:end])
                 i = end
             else:
                 out.append(c)
                 i += 1
-        elif c in "\"'":
+        else:   # a string or char literal
             j = i + 1
             while j < n and text[j] != c and text[j] != "\n":
                 j += 2 if text[j] == "\\" else 1
             j = min(j + 1, n)
             out.append(text[i:j])
             i = j
-        else:
-            out.append(c)
-            i += 1
     return "".join(out)
 
 
