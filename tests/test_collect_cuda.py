@@ -466,6 +466,12 @@ def test_function_definitions_skip_declarations_and_calls():
     assert cpp.find_function_definitions(t, "f") == [3]
 
 
+def test_function_definitions_global_qualifier_not_members_or_longer_names():
+    t = ("int ::f(int a) {\n}\nvoid g() { s.f(1); p->f(2); }\nint ns::f(int) {}\nint f (int) {}\n"
+         "int ff(int) {}\nint f_(int) {}\n")
+    assert cpp.find_function_definitions(t, "f") == [1, 5]
+
+
 # ----------------------------------------------------------------------------- real trees
 
 TARGET_OPS = ["_C.rms_norm", "_C.fused_add_rms_norm", "_C.silu_and_mul", "_C.gelu_and_mul",

@@ -342,9 +342,8 @@ def find_function_definitions(text: str, name: str) -> list[int]:
     outside any function body. text: raw source."""
     t = blank_strings(strip_comments(text))
     lines = []
-    for m in re.finditer(r"(?<![\w:.>])(?:::)?" + re.escape(name) + r"\s*\(", t):
-        start = m.start()
-        open_paren = t.index("(", m.start() + len(name) - 1)
+    for start in _call_starts(t, name):
+        open_paren = t.index("(", start + len(name) - 1)
         close = match_close(t, open_paren)
         if close < 0:
             continue
@@ -365,6 +364,24 @@ def find_function_definitions(text: str, name: str) -> list[int]:
             continue
         lines.append(t.count("\n", 0, start) + 1)
     return lines
+
+
+_NOT_BEFORE_CALL = re.compile(r"[\w:.>]")
+_OPEN_PAREN = re.compile(r"\s*\(")
+
+
+def _call_starts(t: str, name: str):
+    """The starts of what re.finditer(r"(?<![\\w:.>])(?:::)?<name>\\s*\\(", t) matches, found from the name's
+    occurrences (a plain text search; the regex engine would try the pattern at every offset)."""
+    p = t.find(name)
+    while p >= 0:
+        paren = _OPEN_PAREN.match(t, p + len(name))
+        start = p - 2 if p >= 2 and t.startswith("::", p - 2) else p
+        if paren and not (start > 0 and _NOT_BEFORE_CALL.match(t, start - 1)):
+            yield start
+            p = t.find(name, paren.end())
+        else:
+            p = t.find(name, p + 1)
 
 
 def find_function_declarations(text: str) -> list[str]:
