@@ -548,19 +548,49 @@ def _last_error(output: str) -> str:
     return (lines[-1] if lines else "")[:500]
 
 
+# Pants' own workunit logger backend writes each run's workunits as JSON: the stage processes among them (described
+# "A1 graph: <address>", rules/stages.py) give each target's seconds per stage.
+_WORKUNIT_LOG = ["--backend-packages=+['pants.backend.experimental.tools.workunit_logger']",
+                 "--workunit-logger-enabled", "--streaming-workunits-level=debug"]
+_STAGE_PROCESS = re.compile(r"(A\d) [\w-]+: (\S+)$")
+
+
+def stage_seconds(logdir: Path) -> dict[str, dict[str, float]]:
+    """address -> {stage: seconds its processes ran} over the workunit logs in `logdir`. Only processes that ran
+    count: one a target found cached (already run by this or an earlier run, e.g. A0 on the same tree for
+    every target) is not counted again; A3's data scan and collection are summed."""
+    out: dict[str, dict[str, float]] = {}
+    for path in sorted(logdir.glob("*.json")):
+        for wu in json.loads(path.read_text()):
+            m = _STAGE_PROCESS.match(wu.get("description") or "")
+            if wu.get("name") == "run_local_process" and m:
+                stages = out.setdefault(m.group(2), {})
+                stages[m.group(1)] = stages.get(m.group(1), 0.0) + wu.get("duration_secs", 0) + \
+                    wu.get("duration_nanos", 0) / 1e9
+    return out
+
+
 def build(syms: list[ZooSymbol], version: str, batch: int, log, state: Path | None = None) -> dict[str, dict]:
     """Build in batches of `batch` targets. Pants stops a run at its first failure: the failures it names are
     recorded and the rest of the batch is run again (what was built is cached, so a retry costs little); a
     failed run that names no target is split in halves until each failure stands alone.
-    target -> {rc, stage, message, seconds, runs}."""
+    target -> {rc, stage, message, seconds, runs, stage_s}; stage_s: seconds each stage's processes ran for it,
+    over all runs."""
     base = f"targets/zoo/{version_tag(version)}"
     results: dict[str, dict] = {}
     todo = [[s.target for s in syms[i:i + batch]] for i in range(0, len(syms), batch)]
     runs = 0
+    ran: dict[str, dict[str, float]] = {}
     while todo:
         group = todo.pop(0)
         t0 = time.perf_counter()
-        rc, out = _pants(["package", *[f"{base}:{t}" for t in group]], log)
+        with tempfile.TemporaryDirectory(prefix="zoo-workunits-") as wu:
+            rc, out = _pants([*_WORKUNIT_LOG, f"--workunit-logger-logdir={wu}", "package",
+                              *[f"{base}:{t}" for t in group]], log)
+            for address, stages in stage_seconds(Path(wu)).items():
+                mine = ran.setdefault(address.split(":")[-1], {})
+                for st, sec in stages.items():
+                    mine[st] = mine.get(st, 0.0) + sec
         runs += 1
         dt = round(time.perf_counter() - t0, 1)
         wrote = set(re.findall(r"WROTE bundles_out/zoo/[^/]+/(\w+)\.py ", out))
@@ -573,6 +603,9 @@ def build(syms: list[ZooSymbol], version: str, batch: int, log, state: Path | No
                               "batch": len(group)}
             elif len(group) == 1:
                 results[t] = {"rc": rc, "stage": None, "message": _last_error(out), "seconds": dt, "batch": 1}
+        for t in group:
+            if t in results:
+                results[t]["stage_s"] = {st: round(sec, 2) for st, sec in sorted(ran.get(t, {}).items())}
         if state is not None:   # what --no-build reads back when a sweep is cut short
             state.write_text(json.dumps(results, indent=1) + "\n")
         rest = [t for t in group if t not in results]
@@ -634,7 +667,7 @@ def row(s: ZooSymbol, version: str, built: dict | None, python: str | None) -> d
          "built": bundle.exists() and (built is None or built["rc"] == 0),
          "stage": None, "message": None, "a7_status": None, "a7_checks": None,
          "inlined_vllm_lines": None, "import": None, "model_aware_example": None,
-         "build": {k: v for k, v in (built or {}).items() if k in ("seconds", "batch")} or None}
+         "build": {k: v for k, v in (built or {}).items() if k in ("seconds", "batch", "stage_s")} or None}
     if built is not None and built["rc"] != 0:
         r["stage"], r["message"] = built["stage"], built["message"]
     elif built is None and not r["built"]:
@@ -768,6 +801,9 @@ def main(argv: list[str] | None = None) -> int:
         # the example raises NotImplementedError naming what its layer kind needs (A6.model.json status no_template)
         "examples_without_template": sum(1 for r in rows if (r.get("example") or {}).get("status") == "no_template"),
         "cold_total_s": cold if cold is not None else a.build_seconds,
+        # seconds each stage's processes ran, over all targets (what ran: cached processes are not counted)
+        "stage_s_total": {st: round(sum(((r["build"] or {}).get("stage_s") or {}).get(st, 0.0) for r in rows), 1)
+                          for st in sorted({st for r in rows for st in ((r["build"] or {}).get("stage_s") or {})})},
     }
     res = {"benchmark": "zoo", "date": date, "vllm": a.version, "cpus": os.cpu_count(),
            "load_avg_1_5_15": [round(x, 2) for x in os.getloadavg()], "machine": platform.platform(),

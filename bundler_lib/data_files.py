@@ -47,10 +47,9 @@ from bundler_lib.errors import StageError
 from bundler_lib.common.data_anchors import (DATA_JSON, DATA_PY, HELPER, PATH_HELPER, anchor_kind, helper_call,
                                              is_file_name)
 from bundler_lib.common.edits import apply_edits, file_header, license_of
-from bundler_lib.common.moe_configs import MOE_NAME, load_moe_configs
+from bundler_lib.common.moe_configs import MOE_NAME, STAGE, load_moe_configs
 from bundler_lib.common.names import dotted
 
-STAGE = "A3 collect-triton (data files)"
 READS = "A3.data_reads.json"
 IMPORTS = ("import os", "import shutil", "import tempfile")
 SECTION_HEAD = "# ===== Data files section: files the inlined code reads next to its module, embedded ====="

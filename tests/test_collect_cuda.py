@@ -441,9 +441,35 @@ def test_preprocessor_conditions():
     assert "A" not in lines and "B" in lines and "C" not in lines and "D" in lines
 
 
+def test_strip_comments_keeps_literals_offsets_and_lines():
+    src = ('int a; // line "x"\n'
+           '/* block\n "y" */ b = "//s" + \'/\' + "q\\"//" ;\n'
+           'c = FOOR"//"; auto r = R"d(a" // /* b)d";\n'
+           'FOOR"d(" // e )d";\n'
+           'd = "open // no close\n// after\n/* unterminated')
+    out = cpp.strip_comments(src)
+    assert len(out) == len(src) and out.count("\n") == src.count("\n")
+    assert out.split("\n") == [
+        "int a;            ",
+        "        ",
+        '        b = "//s" + \'/\' + "q\\"//" ;',
+        'c = FOOR"//"; auto r = R"d(a" // /* b)d";',
+        'FOOR"d(" ' + " " * 9,
+        'd = "open // no close',
+        "        ",
+        "               ",
+    ]
+
+
 def test_function_definitions_skip_declarations_and_calls():
     t = "void f(int);\nnamespace a {\nvoid f(int x) {\n  f(1);\n}\n}\nstruct S { void f(int) {} };\n"
     assert cpp.find_function_definitions(t, "f") == [3]
+
+
+def test_function_definitions_global_qualifier_not_members_or_longer_names():
+    t = ("int ::f(int a) {\n}\nvoid g() { s.f(1); p->f(2); }\nint ns::f(int) {}\nint f (int) {}\n"
+         "int ff(int) {}\nint f_(int) {}\n")
+    assert cpp.find_function_definitions(t, "f") == [1, 5]
 
 
 # ----------------------------------------------------------------------------- real trees

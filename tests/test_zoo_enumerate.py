@@ -226,3 +226,20 @@ def test_annotated_config_class_on_a_small_tree(tmp_path):
     assert zoo.dataclass_defaults(zoo._parse(models / "foo.py"), "TextConfig") == {
         "hidden_size": 1024, "rope_scaling_layers": None}
     assert syms[("PartialDecoderLayer", "foo")].model_type is None
+
+
+def test_stage_seconds_from_the_workunit_log(tmp_path):
+    """Each target's seconds per stage: the stage processes that ran (rules/stages.py's descriptions), A3's two
+    summed, across the log files of a run; other workunits and other processes are not counted."""
+    def wu(name, description, secs, nanos=0):
+        return {"name": name, "description": description, "duration_secs": secs, "duration_nanos": nanos}
+    t = "targets/zoo/vllm_0_26_0:FooDecoderLayer"
+    (tmp_path / "run1.json").write_text(json.dumps([
+        wu("run_local_process", f"A1 graph: {t}", 2, 500_000_000),
+        wu("run_local_process", f"A3 collect-triton: {t}", 1),
+        wu("run_local_process", f"A3 collect-triton: {t}", 0, 250_000_000),
+        wu("rules.stages.run_stage", f"A1 graph: {t}", 9),
+        wu("run_local_process", "Extract vllm-0.26.0.tar.gz", 3),
+    ]))
+    (tmp_path / "run2.json").write_text(json.dumps([wu("run_local_process", f"A7 package: {t}", 4)]))
+    assert zoo.stage_seconds(tmp_path) == {t: {"A1": 2.5, "A3": 1.25, "A7": 4.0}}

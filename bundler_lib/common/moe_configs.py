@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bundler_lib.errors import StageError
 
-STAGE = "A3 collect-triton (data files)"
+STAGE = "A3 collect-triton (data files)"  # data_files.py's too: the configs are A3's data files
 
 # E=<experts>,N=<w2.shape[2]>,device_name=<name>[,dtype=<str>][,block_shape=[n,k]][,<other>].json
 MOE_NAME = re.compile(r"E=(\d+),N=(\d+),device_name=(.+?)(?:,dtype=([^,]+?))?(?:,block_shape=(\[[\d,]+\]))?"

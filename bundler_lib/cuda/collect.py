@@ -352,7 +352,7 @@ def _find_definition(tree: Tree, files: list[str], fn: str) -> list[tuple[str, i
     pat = re.compile(r"\b" + re.escape(fn) + r"\s*\(")
     for f in files:
         t = tree.text(f)
-        if not pat.search(t):
+        if fn not in t or not pat.search(t):   # the plain text test first: most files do not name it at all
             continue
         for line in cpp.find_function_definitions(t, fn):
             hits.append((f, line))

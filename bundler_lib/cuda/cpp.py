@@ -3,6 +3,7 @@ function definitions. Only what A4 needs to locate op registrations and their so
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -14,46 +15,56 @@ KNOWN_FALSE = {"USE_ROCM", "__HIP__", "__HIPCC__", "__HIP_PLATFORM_AMD__", "__HI
 KNOWN_TRUE = {"USE_CUDA", "__CUDACC__", "__NVCC__", "__cplusplus"}
 
 
+_LITERAL_OR_COMMENT = re.compile(r'/[/*]|R"|["\']')   # where strip_comments has something to decide
+_RAW_OPEN = re.compile(r'R"([^(\s]*)\(')
+
+
+# A4 asks for the same file's comment-free text once per name it looks for (hundreds of times): kept per text.
+@functools.lru_cache(maxsize=None)
 def strip_comments(text: str) -> str:
     """Replace comments with spaces (newlines kept, so offsets and line numbers survive);
     string and char literals are kept as they are."""
     out = []
     i, n = 0, len(text)
     while i < n:
+        start = _LITERAL_OR_COMMENT.search(text, i)
+        if start is None:
+            out.append(text[i:])
+            break
+        out.append(text[i:start.start()])   # nothing to decide before it: kept as it is
+        i = start.start()
         c = text[i]
-        if c == "/" and i + 1 < n and text[i + 1] == "/":
+        if text.startswith("//", i):
             j = text.find("\n", i)
             j = n if j < 0 else j
             out.append(" " * (j - i))
             i = j
-        elif c == "/" and i + 1 < n and text[i + 1] == "*":
+        elif text.startswith("/*", i):
             j = text.find("*/", i + 2)
             j = n if j < 0 else j + 2
-            out.append("".join(ch if ch == "\n" else " " for ch in text[i:j]))
+            out.append(re.sub(r"[^\n]", " ", text[i:j]))
             i = j
-        elif c == 'R' and text.startswith('R"', i) and (i == 0 or not (text[i - 1].isalnum() or text[i - 1] == "_")):
-            m = re.match(r'R"([^(\s]*)\(', text[i:])
+        elif c == "R":
+            m = _RAW_OPEN.match(text, i) if i == 0 or not (text[i - 1].isalnum() or text[i - 1] == "_") else None
             if m:
-                end = text.find(")" + m.group(1) + '"', i + m.end())
+                end = text.find(")" + m.group(1) + '"', m.end())
                 end = n if end < 0 else end + len(m.group(1)) + 2
                 out.append(text[i:end])
                 i = end
             else:
                 out.append(c)
                 i += 1
-        elif c in "\"'":
+        else:   # a string or char literal
             j = i + 1
             while j < n and text[j] != c and text[j] != "\n":
                 j += 2 if text[j] == "\\" else 1
             j = min(j + 1, n)
             out.append(text[i:j])
             i = j
-        else:
-            out.append(c)
-            i += 1
     return "".join(out)
 
 
+@functools.lru_cache(maxsize=None)
 def blank_strings(text: str) -> str:
     """Replace the contents of string/char literals by spaces (the quotes stay). Input: comment-free."""
     def rep(m):
@@ -331,9 +342,8 @@ def find_function_definitions(text: str, name: str) -> list[int]:
     outside any function body. text: raw source."""
     t = blank_strings(strip_comments(text))
     lines = []
-    for m in re.finditer(r"(?<![\w:.>])(?:::)?" + re.escape(name) + r"\s*\(", t):
-        start = m.start()
-        open_paren = t.index("(", m.start() + len(name) - 1)
+    for start in _call_starts(t, name):
+        open_paren = t.index("(", start + len(name) - 1)
         close = match_close(t, open_paren)
         if close < 0:
             continue
@@ -354,6 +364,24 @@ def find_function_definitions(text: str, name: str) -> list[int]:
             continue
         lines.append(t.count("\n", 0, start) + 1)
     return lines
+
+
+_NOT_BEFORE_CALL = re.compile(r"[\w:.>]")
+_OPEN_PAREN = re.compile(r"\s*\(")
+
+
+def _call_starts(t: str, name: str):
+    """The starts of what re.finditer(r"(?<![\\w:.>])(?:::)?<name>\\s*\\(", t) matches, found from the name's
+    occurrences (a plain text search; the regex engine would try the pattern at every offset)."""
+    p = t.find(name)
+    while p >= 0:
+        paren = _OPEN_PAREN.match(t, p + len(name))
+        start = p - 2 if p >= 2 and t.startswith("::", p - 2) else p
+        if paren and not (start > 0 and _NOT_BEFORE_CALL.match(t, start - 1)):
+            yield start
+            p = t.find(name, paren.end())
+        else:
+            p = t.find(name, p + 1)
 
 
 def find_function_declarations(text: str) -> list[str]:

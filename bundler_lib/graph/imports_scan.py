@@ -80,10 +80,7 @@ class ImportScanning:
                    if isinstance(e, ast.Constant) and isinstance(e.value, str)}
         if not choices:
             return None
-        imported = {b.module.split(".")[0] for node in ast.walk(self.info.tree)
-                    if isinstance(node, (ast.Import, ast.ImportFrom))
-                    for b in self.index.import_bindings(self.info, node, False) if b.external}
-        return next((p for p in sorted(choices & imported) if bundle_lacks(p)), None)
+        return next((p for p in sorted(choices & self.index.external_packages(self.info)) if bundle_lacks(p)), None)
 
     def _native_instead(self, fn: ast.FunctionDef) -> bool:
         """A CustomOp's forward for the variant's platform (forward_cuda on CUDA, as CustomOp.dispatch_forward

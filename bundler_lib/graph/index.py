@@ -192,6 +192,7 @@ class TreeIndex:
         self._texts: dict[str, str | None] = {}
         self.reads: set[str] = set()   # files whose content the result depends on (A1's memo records them)
         self.class_locals: dict[int, tuple] = {}   # id(ClassDef) -> its body's names (refs._class_locals)
+        self._external_packages: dict[str, frozenset[str]] = {}
 
     def text(self, rel: str) -> str | None:
         """A file's text (cached; None when unreadable)."""
@@ -294,6 +295,16 @@ class TreeIndex:
                     continue
                 out.append(ImportBinding(a.asname or a.name, mod, a.name, not self.is_local(mod), node, top))
         return out
+
+    def external_packages(self, info: ModuleInfo) -> frozenset[str]:
+        """The top-level packages outside the tree that the module imports anywhere, function bodies included."""
+        found = self._external_packages.get(info.name)
+        if found is None:
+            found = frozenset(b.module.split(".")[0] for node in ast.walk(info.tree)
+                              if isinstance(node, (ast.Import, ast.ImportFrom))
+                              for b in self.import_bindings(info, node, False) if b.external)
+            self._external_packages[info.name] = found
+        return found
 
     def _top(self, info: ModuleInfo, i: int, st: ast.stmt) -> None:
         if isinstance(st, (ast.Import, ast.ImportFrom)):

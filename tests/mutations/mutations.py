@@ -63,7 +63,7 @@ MUTATIONS = [
     _m("a1-lacked-package-choice-taken", "A1", G + "refs.py",
        "        if lacked:   # a choice whose package", "        if False:   # a choice whose package", *CLOSURE),
     _m("a1-lacked-choice-not-imported-by-module", "A1", G + "imports_scan.py",
-       "sorted(choices & imported)", "sorted(choices)", *CLOSURE),
+       "sorted(choices & self.index.external_packages(self.info))", "sorted(choices)", *CLOSURE),
     _m("a1-optional-attn-type-param-decided", "A1", G + "guards.py",
        "                and not (isinstance(e, ast.Name) and e.id in w.none_params)):",
        "                and True):", *CLOSURE),
