@@ -36,6 +36,7 @@ class ToyConfig(PretrainedConfig):
         self.hidden_size = hidden_size
         self.moe_intermediate_size = expert_size or 2 * hidden_size
         self.linear_layers = linear_layers
+        self.zero_experts = None
         self.first_k_dense_replace = first_k_dense_replace
         self.scale = math.sqrt(hidden_size)
 
@@ -90,9 +91,10 @@ def _tree(tmp_path):
 def test_the_registry_class_gives_its_derived_keys_properties_and_methods(tmp_path):
     cfg, prov, notes = config_class.apply(TOY_CFG, LAYER, _tree(tmp_path))
     assert prov == {"class": "ToyConfig", "file": "vllm/transformers_utils/configs/toy.py",
-                    "values": ["is_moe", "moe_intermediate_size", "scale"], "methods": ["is_dense_layer",
+                    "values": ["is_moe", "linear_layers", "moe_intermediate_size", "scale", "zero_experts"], "methods": ["is_dense_layer",
                                                                                       "is_linear_layer"]}
     assert cfg["moe_intermediate_size"] == 32 and cfg["scale"] == 8.0 and cfg["is_moe"] is True
+    assert cfg["zero_experts"] is None and "zero_experts" in cfg  # vLLM's config has the key: the layer reads None
     assert "first_k_dense_replace" not in cfg  # config_rules derives it (mlp_layer_types): its rule stays
     # the class was built with the rules' values: first_k_dense_replace 1 from mlp_layer_types
     assert cfg["_methods"] == {"is_dense_layer": {"by_layer": [True, False, False, False]},
@@ -112,6 +114,7 @@ def test_the_example_config_answers_from_the_class(tmp_path):
     cfg, _, _ = config_class.apply(TOY_CFG, LAYER, _tree(tmp_path))
     hf, assumed = _stand_in(cfg)
     assert hf.moe_intermediate_size == 32 and hf.is_moe is True and hf.is_linear_layer(2) is False
+    assert hf.zero_experts is None
     assert hf.first_k_dense_replace == 1 and assumed[0].startswith("config.first_k_dense_replace=1 (")
 
 

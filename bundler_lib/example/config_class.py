@@ -183,7 +183,7 @@ def apply(cfg: dict, graph: dict, tree: Path) -> tuple[dict, dict | None, list[s
             v = getattr(obj, k)
         except Exception:   # noqa: BLE001  (a property failing on this config: left to the layer)
             continue
-        if v is not None and _plain(v):
+        if _plain(v) and not (v is None and k in seen):   # None too: vLLM's config has the key (zero_expert_type)
             values[k] = v
     recorded = tc.get("_methods") if isinstance(tc.get("_methods"), dict) else {}
     methods = {k: e for k, e in _methods(cls, obj, seen.get("num_hidden_layers")).items()
