@@ -127,3 +127,18 @@ def test_no_class_or_one_that_cannot_run_leaves_the_config(tmp_path):
     assert cfg == broken and prov is None
     assert notes == ["vLLM's BrokenConfig (vllm/transformers_utils/configs/toy.py) could not be run on the config "
                      "(NameError: name 'logger' is not defined); the config is read as generated"]
+
+
+def test_a6_applies_the_class_given_the_tree(tmp_path):
+    # the stage's CLI, as the rule runs it (--tree): the dims see the class's values, the record names the class
+    import json
+    from bundler_lib.__main__ import main
+    from test_example import TREES
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps({**TOY_CFG, "intermediate_size": 128, "num_experts": 4, "num_experts_per_tok": 2}))
+    assert main(["example", "--graph", str(TREES / "RMSNorm" / "A1.graph.json"), "--model-config", str(cfg),
+                 "--tree", str(_tree(tmp_path / "tree")), "--out", str(tmp_path / "o")]) == 0
+    rec = json.loads((tmp_path / "o" / "A6.model.json").read_text())
+    assert rec["flags"]["moe"]["moe_intermediate_size"] == 32
+    assert rec["sources"]["config_class"]["class"] == "ToyConfig"
+    assert any(n.startswith("vLLM loads the config through its ToyConfig") for n in rec["notes"])
