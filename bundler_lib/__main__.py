@@ -59,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     s["example"].add_argument("--model", default=None, help="model id, e.g. Qwen/Qwen3-30B-A3B")
     s["example"].add_argument("--model-config", type=Path, default=None, help="its config.json")
     s["example"].add_argument("--workload", choices=["prefill", "decode"], default=None)
+    s["example"].add_argument("--tree", type=Path, default=None,
+                              help="the vLLM files A6 reads: the graph's, and the config registry's")
 
     s["package"].add_argument("--inputs", type=Path, required=True,
                               help="directory holding A0.license.json, A1.graph.json, A5.module.py, A6.example.py")
@@ -129,7 +131,7 @@ def main(argv=None) -> int:
         elif stage == "example":
             from bundler_lib import example as m
             m.run(graph=args.graph, model=args.model, model_config=args.model_config,
-                  workload=args.workload, out=args.out)
+                  workload=args.workload, out=args.out, tree=args.tree)
         elif stage == "package":
             from bundler_lib import package as m
             strict = args.import_check == "required"

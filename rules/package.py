@@ -48,7 +48,7 @@ from bundler_lib import model_facts, variant as variants
 from bundler_lib.common.contract import parse_graph
 from bundler_lib.common.moe_configs import check_moe_config
 from bundler_lib.errors import StageError
-from bundler_lib.example import kernelbench
+from bundler_lib.example import config_class, kernelbench
 from rules.outputs import BundleTargetError, bundle_layout
 from rules.stages import StageFailed, StageOutput, StageRequest, as_inputs, read_json, tree_subset
 from rules.subsystem import BundlerSubsystem
@@ -262,14 +262,15 @@ async def build_bundle(field_set: MonolithicBundleFieldSet, bundler: BundlerSubs
     triton_files = sorted({k["file"] for k in graph.get("triton_kernels", [])})
     py_tree = await tree_subset(tree, python_files)
     cu_tree = await tree_subset(tree, ["csrc/**", "cmake/**", "CMakeLists.txt"])
+    config_tree = await tree_subset(tree, python_files + list(config_class.TREE_GLOBS))
     a2_in, a4_in, a6_in = await MultiGet(
         Get(Digest, MergeDigests([graph_in, py_tree])),
         Get(Digest, MergeDigests([graph_in, cu_tree])),
-        Get(Digest, MergeDigests([graph_in, model_cfg])),
+        Get(Digest, MergeDigests([graph_in, model_cfg, config_tree])),
     )
     collect_args = ("--tree", "tree", "--graph", "in/A1.graph.json")
     stub_args = tuple(a for pattern in field_set.stub_ops.value or () for a in ("--stub-op", pattern))
-    a6_args = ["--graph", "in/A1.graph.json"]
+    a6_args = ["--graph", "in/A1.graph.json", "--tree", "tree"]
     if field_set.model.value:
         a6_args += ["--model", field_set.model.value, "--model-config", "model/config.json"]
     if field_set.workload.value:

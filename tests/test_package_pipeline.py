@@ -26,7 +26,7 @@ def _pipeline(tree: Path, out: Path, symbol: str, hint: str | None, model: str, 
         ["collect-triton", "--tree", str(tree), "--graph", graph],
         ["collect-cuda", "--tree", str(tree), "--graph", graph],
         ["bind", "--inputs", str(out)],
-        ["example", "--graph", graph, "--model", model, "--model-config", str(cfg)],
+        ["example", "--graph", graph, "--model", model, "--model-config", str(cfg), "--tree", str(tree)],
         ["package", "--inputs", str(out), "--bundle-name", f"{symbol}.py", "--runtime-python", str(runtime)],
     ]
     for argv in steps:

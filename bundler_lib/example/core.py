@@ -156,8 +156,10 @@ def _body(graph: dict, symbol: str, template: str, dims: dict, flags: dict, cfg:
     return body, needs, []
 
 
-def generate(graph: dict, model: str | None, model_config: Path | None, workload: str | None) -> tuple[str, dict]:
-    """(source of A6.example.py, the A6.model.json record)."""
+def generate(graph: dict, model: str | None, model_config: Path | None, workload: str | None,
+             tree: Path | None = None) -> tuple[str, dict]:
+    """(source of A6.example.py, the A6.model.json record). `tree`: the vLLM files A6 reads (config_class.TREE_GLOBS
+    and the graph's files), for the config class vLLM loads the model's config through."""
     symbol = graph.get("symbol")
     if not symbol or not isinstance(symbol, str):
         raise StageError(STAGE, "A1.graph.json", "has no symbol", "re-run A1 (graph)")
@@ -165,6 +167,11 @@ def generate(graph: dict, model: str | None, model_config: Path | None, workload
     notes: list[str] = []
     cfg, src, sha = read_config(model, model_config)
     model_name = model_name_of(model, model_config, cfg)
+    config_class = None
+    if cfg is not None and tree is not None:
+        from bundler_lib.example import config_class as cc
+        cfg, config_class, cnotes = cc.apply(cfg, graph, tree)
+        notes += cnotes
     cfg, config_kind, config_label, dims, flags, used = _dims_and_flags(template, cfg, src, notes)
     activation_size(dims, flags, used)
 
@@ -191,7 +198,7 @@ def generate(graph: dict, model: str | None, model_config: Path | None, workload
         "dims": dims,
         "flags": flags,
         "workload": wl,
-        "sources": {"config": src, "config_sha256": sha, "keys": used},
+        "sources": {"config": src, "config_sha256": sha, "keys": used, "config_class": config_class},
         "needs": needs,
         "notes": notes,
     }
@@ -200,11 +207,13 @@ def generate(graph: dict, model: str | None, model_config: Path | None, workload
     return source, record
 
 
-def run(graph: Path, model: str | None, model_config: Path | None, workload: str | None, out: Path) -> dict:
+def run(graph: Path, model: str | None, model_config: Path | None, workload: str | None, out: Path,
+        tree: Path | None = None) -> dict:
     g = load_graph(graph, STAGE)
     if workload not in (None, "prefill", "decode"):
         raise StageError(STAGE, f"--workload {workload}", "is neither prefill nor decode", "pass one of them or none")
-    source, record = generate(g, model, Path(model_config) if model_config else None, workload)
+    source, record = generate(g, model, Path(model_config) if model_config else None, workload,
+                              Path(tree) if tree else None)
     out = Path(out)
     write_text(out / EXAMPLE, source)
     write_json(out / MODEL_JSON, record)
