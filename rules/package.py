@@ -262,7 +262,9 @@ async def build_bundle(field_set: MonolithicBundleFieldSet, bundler: BundlerSubs
     triton_files = sorted({k["file"] for k in graph.get("triton_kernels", [])})
     py_tree = await tree_subset(tree, python_files)
     cu_tree = await tree_subset(tree, ["csrc/**", "cmake/**", "CMakeLists.txt"])
-    config_tree = await tree_subset(tree, python_files + list(config_class.TREE_GLOBS))
+    # A6 reads the config classes (vLLM's registry, or the layer's own module): an edit elsewhere does not re-run it
+    def_file = graph.get("def_file")
+    config_tree = await tree_subset(tree, [def_file] * isinstance(def_file, str) + list(config_class.TREE_GLOBS))
     a2_in, a4_in, a6_in = await MultiGet(
         Get(Digest, MergeDigests([graph_in, py_tree])),
         Get(Digest, MergeDigests([graph_in, cu_tree])),

@@ -16,6 +16,8 @@ it, in the order they were given):
                                    True: the rule linked it, the engine does nothing more
     external(g, n, ref, binding)   a reference to an import from outside the tree (after the engine records
                                    the import)
+    registers(expr) -> bool        `expr` (a call, or a decorator) registers an op whose uses a later stage binds:
+                                   in a module-level block it binds nothing the bundle reads (_members_of_block)
     release(g) -> bool             the worklist is empty: queue what the closure now reaches; True if it did
     finish(g)                      the closure is complete (may still reach more, then settles)
 
@@ -34,7 +36,7 @@ from .refs import Ref, Scan, Scanner
 from .resolve import Resolver, Target
 
 _ANNOTATION_READERS = {"get_type_hints", "get_annotations"}
-HOOKS = ("skip", "claim", "scanned", "defer", "absorb", "link", "external", "release", "finish")
+HOOKS = ("skip", "claim", "scanned", "defer", "absorb", "link", "external", "registers", "release", "finish")
 
 
 @dataclass
@@ -106,9 +108,9 @@ def import_stmt(b) -> tuple[str, str]:
     return stmt, f"{b.module}.{b.attr}"
 
 
-def _members_of_block(st: ast.stmt, external, in_try: bool = False):
-    """The `name = value` statements (plain names only), the undecorated defs and classes (and those only a custom-op
-    registration decorates), custom-op registration calls (`_registers_op`), and the imports of external modules
+def _members_of_block(st: ast.stmt, external, registers, in_try: bool = False):
+    """The `name = value` statements (plain names only), the undecorated defs and classes (and those only an op
+    registration decorates), op registration calls (`registers(expr)`: the rules' hook), and the imports of external modules
     (`external(stmt)`; the bundle keeps them as written) outside any `try` body (there an import is a probe whose
     failure decides the rest) in the bodies of a module-level compound statement, outside any def or class."""
     for field_name in ("body", "orelse", "finalbody", "handlers"):
@@ -119,25 +121,15 @@ def _members_of_block(st: ast.stmt, external, in_try: bool = False):
             elif isinstance(sub, ast.AnnAssign) and isinstance(sub.target, ast.Name) and sub.value is not None:
                 yield sub
             elif isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and (
-                    not sub.decorator_list or all(_registers_op(d) for d in sub.decorator_list)):
+                    not sub.decorator_list or all(registers(d) for d in sub.decorator_list)):
                 yield sub
-            elif isinstance(sub, ast.Expr) and _registers_op(sub.value):
+            elif isinstance(sub, ast.Expr) and registers(sub.value):
                 yield sub
             elif isinstance(sub, (ast.Import, ast.ImportFrom)) and not probing and external(sub):
                 yield sub
             elif isinstance(sub, (ast.If, ast.Try, ast.With, ast.For, ast.While, ast.ExceptHandler)) or \
                     type(sub).__name__ == "TryStar":
-                yield from _members_of_block(sub, external, probing)
-
-
-def _registers_op(e: ast.expr) -> bool:
-    """A custom-op registration: `direct_register_custom_op(...)`, `@torch.library.custom_op(...)`,
-    `@torch.library.register_fake(...)` / `@f.register_fake`. A5 binds `torch.ops.vllm.<op>` call sites to the
-    op's Python function, so in a block the registration binds nothing the bundle reads (a block member never
-    wanted); a def so decorated is wanted by its name, as an undecorated one."""
-    f = e.func if isinstance(e, ast.Call) else e
-    name = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "")
-    return name in ("direct_register_custom_op", "register_fake") or ast.unparse(f) == "torch.library.custom_op"
+                yield from _members_of_block(sub, external, registers, probing)
 
 
 def _member_names(st: ast.stmt) -> list[str]:
@@ -241,7 +233,8 @@ class Engine:
         if n.key in self.entered:
             return set()
         skip = set()
-        for st in _members_of_block(n.stmt, lambda imp: self._external_import(n.module, imp)):
+        for st in _members_of_block(n.stmt, lambda imp: self._external_import(n.module, imp),
+                                    lambda e: any(h(e) for h in self._hooks["registers"])):
             names = _member_names(st)
             for name in names:
                 n.block_members.setdefault(name, []).append(st)

@@ -57,6 +57,16 @@ class TorchOps(Rule):
         self._registrations: dict[str, tuple[str, ast.Call] | None] = {}
         self._py_ns: set[str] | None = None
 
+    @staticmethod
+    def registers(e: ast.expr) -> bool:
+        """A custom-op registration: `direct_register_custom_op(...)`, `@torch.library.custom_op(...)`,
+        `@torch.library.register_fake(...)` / `@f.register_fake`. A5 binds `torch.ops.vllm.<op>` call sites to the
+        op's Python function, so in a block the registration binds nothing the bundle reads (a block member never
+        wanted); a def so decorated is wanted by its name, as an undecorated one."""
+        f = e.func if isinstance(e, ast.Call) else e
+        name = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "")
+        return name in ("direct_register_custom_op", "register_fake") or ast.unparse(f) == "torch.library.custom_op"
+
     def external(self, g, n, ref, b) -> None:
         attrs = ref.attrs
         if len(attrs) == 2 and ref.getattr_attr:   # getattr(torch.ops.<ns>, "<op>"[, default])
