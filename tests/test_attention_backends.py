@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bundler_lib.__main__ import main
+from tests.stage_steps import build_bundle
 from bundler_lib.common.example_roots import BACKEND_ROOTS
 from bundler_lib.errors import StageError
 from bundler_lib.example import attention_metadata, decoder, state
@@ -143,22 +143,10 @@ _COMPARE = textwrap.dedent('''
 def flex_bundle(tmp_path_factory, vllm_0_26_0, runtime_python) -> Path:
     """Qwen3DecoderLayer with FLEX_ATTENTION, A0 to A7 (strict), its norm and rotary on their torch paths (their
     CUDA kernels need a GPU)."""
-    out, tree = tmp_path_factory.mktemp("flex"), str(vllm_0_26_0)
-    graph = str(out / "A1.graph.json")
+    out = tmp_path_factory.mktemp("flex")
     variant = {"attention_backend": "FLEX_ATTENTION", "custom_ops": "disabled", "ir_op_priority": "native"}
-    steps = [["license", "--tree", tree],
-             ["graph", "--tree", tree, "--symbol", "Qwen3DecoderLayer", "--variant", json.dumps(variant),
-              "--model-config", str(QWEN3_CONFIG)],
-             ["collect-python", "--tree", tree, "--graph", graph],
-             ["collect-triton", "--tree", tree, "--graph", graph],
-             ["collect-cuda", "--tree", tree, "--graph", graph],
-             ["bind", "--inputs", str(out)],
-             ["example", "--graph", graph, "--model", QWEN3, "--model-config", str(QWEN3_CONFIG)],
-             ["package", "--inputs", str(out), "--bundle-name", "Qwen3DecoderLayer.py", "--runtime-python",
-              str(runtime_python)]]
-    for argv in steps:
-        assert main(argv + ["--out", str(out)]) == 0, argv[0]
-    assert json.loads((out / "A7.report.json").read_text())["status"] == "ok"
+    report = build_bundle(vllm_0_26_0, out, "Qwen3DecoderLayer", QWEN3, QWEN3_CONFIG, runtime_python, variant)
+    assert report["status"] == "ok"
     return out
 
 

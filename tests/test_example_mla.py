@@ -6,12 +6,11 @@ launched with the metadata the example filled."""
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from bundler_lib.__main__ import main
+from tests.stage_steps import build_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "models" / "transformers--deepseek_v2" / "config.json"
@@ -57,21 +56,10 @@ print(json.dumps({"launched": launched, "error": error, "metadata": type(md).__n
 
 @pytest.fixture(scope="module")
 def mla_bundle(tmp_path_factory, vllm_0_26_0, runtime_python) -> Path:
-    out, tree = tmp_path_factory.mktemp("mla"), str(vllm_0_26_0)
-    graph = str(out / "A1.graph.json")
-    steps = [["license", "--tree", tree],
-             ["graph", "--tree", tree, "--symbol", "DeepseekV2DecoderLayer", "--variant",
-              json.dumps({"attention_backend": "TRITON_MLA"}), "--model-config", str(CONFIG)],
-             ["collect-python", "--tree", tree, "--graph", graph],
-             ["collect-triton", "--tree", tree, "--graph", graph],
-             ["collect-cuda", "--tree", tree, "--graph", graph],
-             ["bind", "--inputs", str(out)],
-             ["example", "--graph", graph, "--model", "transformers/deepseek_v2", "--model-config", str(CONFIG)],
-             ["package", "--inputs", str(out), "--bundle-name", "DeepseekV2DecoderLayer.py", "--runtime-python",
-              str(runtime_python)]]
-    for argv in steps:
-        assert main(argv + ["--out", str(out)]) == 0, argv[0]
-    assert json.loads((out / "A7.report.json").read_text())["status"] == "ok"
+    out = tmp_path_factory.mktemp("mla")
+    report = build_bundle(vllm_0_26_0, out, "DeepseekV2DecoderLayer", "transformers/deepseek_v2", CONFIG,
+                          runtime_python, {"attention_backend": "TRITON_MLA"})
+    assert report["status"] == "ok"
     return out
 
 
