@@ -3,35 +3,16 @@ triton, ninja only: no packaging) without vLLM, and its invocation_example(small
 on a GPU where there is one). LlamaDecoderLayer and Qwen3DecoderLayer are issue 15 case 1: they failed with
 NameError 'Version' where packaging is not installed."""
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from bundler_lib.__main__ import main
+from tests.stage_steps import build_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
-
-
-def _pipeline(tree: Path, out: Path, symbol: str, hint: str | None, model: str, runtime: Path) -> dict:
-    cfg = MODELS / model.replace("/", "--") / "config.json"
-    graph = str(out / "A1.graph.json")
-    steps = [
-        ["license", "--tree", str(tree)],
-        ["graph", "--tree", str(tree), "--symbol", symbol] + (["--hint", hint] if hint else []),
-        ["collect-python", "--tree", str(tree), "--graph", graph],
-        ["collect-triton", "--tree", str(tree), "--graph", graph],
-        ["collect-cuda", "--tree", str(tree), "--graph", graph],
-        ["bind", "--inputs", str(out)],
-        ["example", "--graph", graph, "--model", model, "--model-config", str(cfg), "--tree", str(tree)],
-        ["package", "--inputs", str(out), "--bundle-name", f"{symbol}.py", "--runtime-python", str(runtime)],
-    ]
-    for argv in steps:
-        assert main(argv + ["--out", str(out)]) == 0, argv[0]
-    return json.loads((out / "A7.report.json").read_text())
 
 
 @pytest.mark.parametrize("symbol,hint,model", [
@@ -41,7 +22,8 @@ def _pipeline(tree: Path, out: Path, symbol: str, hint: str | None, model: str, 
     ("Qwen3DecoderLayer", None, "Qwen/Qwen3-30B-A3B"),
 ])
 def test_bundle_and_example(vllm_0_26_0, tmp_path, symbol, hint, model, runtime_python):
-    rep = _pipeline(vllm_0_26_0, tmp_path, symbol, hint, model, runtime_python)
+    cfg = MODELS / model.replace("/", "--") / "config.json"
+    rep = build_bundle(vllm_0_26_0, tmp_path, symbol, model, cfg, runtime_python, hint=hint)
     assert rep["status"] == "ok", rep
     assert rep["checks"]["import"] == "ok" and rep["checks"]["syntax"] == "ok"
     assert rep["dependencies"]["runtime"]["interpreter"] == "bundle runtime"

@@ -84,3 +84,22 @@ def test_edit_to_one_stage_code_reexecutes_that_stage_only(built):
         assert run.returncode == 0, run.stderr[-4000:]
         assert run.executed_stages == [stage], run.stderr[-4000:]
         assert run.executed == 1
+
+def test_edit_elsewhere_in_closure_leaves_a6_cached(built):
+    """A6 reads the layer's own module and vLLM's config-class files alone: an edit to another closure file
+    re-runs the stages that read it and leaves A6's cached output in place."""
+    from fnmatch import fnmatch
+
+    from bundler_lib.example.config_class import TREE_GLOBS
+
+    graph = _graph(built)
+    node = next(n for n in graph["python_nodes"] if n["file"] != graph["def_file"]
+                and not any(fnmatch(n["file"], g) for g in TREE_GLOBS))
+    path = built.root / "third_party/vllm" / node["file"]
+    lines = path.read_text().splitlines(keepends=True)
+    i = node["line"] - 1
+    lines[i] = lines[i].rstrip("\n") + f"  # edit {uuid.uuid4().hex}\n"
+    path.write_text("".join(lines))
+    run = built.pants("package", "targets:rms_norm")
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert "A2" in run.executed_stages and "A6" not in run.executed_stages, run.stderr[-4000:]
