@@ -55,6 +55,12 @@ class Workspace:
         path.write_text(text)
         return path
 
+    def write_targets(self, text: str) -> Path:
+        """`text` as targets/BUILD, with the repo's targets/data/ beside it (the files its targets name)."""
+        if not (self.root / "targets/data").exists():
+            shutil.copytree(REPO / "targets/data", self.root / "targets/data")
+        return self.write("targets/BUILD", text)
+
     def add_tree(self, relpath: str, tree: Path) -> Path:
         """Copy the parts of a vLLM tree the stages read to `relpath` (a local checkout)."""
         dest = self.root / relpath

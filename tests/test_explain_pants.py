@@ -27,7 +27,7 @@ WHY = ["vllm/model_executor/layers/fused_moe/fused_moe.py::fused_moe_kernel",
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, vllm_0_26_0, vllm_0_33_0):
     ws = Workspace(tmp_path_factory.mktemp("explain"))
-    ws.write("targets/BUILD", (REPO / "targets/BUILD").read_text())
+    ws.write_targets((REPO / "targets/BUILD").read_text())
     ws.write("targets/vllm_0_33_0/BUILD", (REPO / "targets/vllm_0_33_0/BUILD").read_text())
     run = ws.pants("package", "targets:qwen3_moe_layer", "targets/vllm_0_33_0:qwen3_moe_layer")
     assert run.returncode == 0, run.stderr[-4000:]

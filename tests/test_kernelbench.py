@@ -163,7 +163,7 @@ def test_pants_writes_the_problem_beside_the_bundle(tmp_path, vllm_0_26_0, runti
     from pants_workspace import REPO, Workspace
 
     ws = Workspace(tmp_path / "ws")
-    ws.write("targets/BUILD", (REPO / "targets/BUILD").read_text())
+    ws.write_targets((REPO / "targets/BUILD").read_text())
     ws.write("targets/other/BUILD", 'monolithic_bundle(name="inner", symbol="Bar", vllm="//targets:vllm_0_26_0", '
                                     'output_path="Qwen3DecoderLayer.kernelbench.py/Inner.py")\n')
     run = ws.pants("package", "targets/other:inner")
@@ -186,7 +186,7 @@ def test_pants_writes_the_problem_beside_the_bundle(tmp_path, vllm_0_26_0, runti
     assert "INPUTS [(64, 2048)] ['decode', 64, 1, 4096]" in res.stdout, res.stdout
     assert "RAISED invocation_example: Qwen3DecoderLayer runs on a CUDA GPU" in res.stdout, res.stdout
     # off again: the link goes with it (the bundle stays); without a model it is refused before any stage
-    ws.write("targets/BUILD", re.sub(r"\n\s*kernelbench=True,[^\n]*", "", (REPO / "targets/BUILD").read_text()))
+    ws.write_targets(re.sub(r"\n\s*kernelbench=True,[^\n]*", "", (REPO / "targets/BUILD").read_text()))
     run = ws.pants("package", "targets:qwen3_layer")
     assert run.returncode == 0, run.stderr[-4000:]
     assert (out / "Qwen3DecoderLayer.py").is_file() and not os.path.lexists(out / "Qwen3DecoderLayer.kernelbench.py")

@@ -19,7 +19,7 @@ STAGE_ARTIFACTS = [
 @pytest.fixture(scope="module")
 def packaged(tmp_path_factory, vllm_0_26_0):
     ws = Workspace(tmp_path_factory.mktemp("package"))
-    ws.write("targets/BUILD", (REPO / "targets/BUILD").read_text())
+    ws.write_targets((REPO / "targets/BUILD").read_text())
     run = ws.pants("package", "targets:rms_norm", "targets:silu_and_mul", "targets:qwen3_moe_layer")
     return ws, run
 

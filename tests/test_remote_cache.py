@@ -216,7 +216,7 @@ def _workspace(root: Path, tree: Path) -> Workspace:
     if not (ws.root / "cache").exists():  # tests/pants_workspace.py does not copy cache/ (yet)
         shutil.copytree(REPO / "cache", ws.root / "cache", ignore=shutil.ignore_patterns("__pycache__"))
     ws.add_tree("third_party/vllm", tree)
-    ws.write("targets/BUILD", _build_file())
+    ws.write_targets(_build_file())
     return ws
 
 
