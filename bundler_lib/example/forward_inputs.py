@@ -60,6 +60,21 @@ def _optional(annotation: str | None) -> bool:
                                  or annotation.startswith(("Optional[", "typing.Optional[")))
 
 
+def _read(name: str, key: str, fields: dict) -> tuple[list | None, str | None]:
+    """A forward input the layer hands to a part built with config.<key> first: token ids where the key is the
+    vocabulary's (an embedding's rows), the hidden states where it is hidden_size, else a [T, width] tensor."""
+    v = fields.get(key)
+    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        return None, (f"forward input {name}: the layer hands it to a part built with config.{key}, which the "
+                      "config lacks")
+    why = f"the layer hands it to a part built with config.{key} first"
+    if "vocab" in key:
+        return ["ids", v, f"[T] token ids in [0, config.{key}) ({why}: an embedding's rows)"], None
+    if key == "hidden_size":
+        return ["hidden", v, f"the hidden states ({why})"], None
+    return ["tensor", v, f"[T, config.{key}] ({why})"], None
+
+
 def _int_value(name: str, fields: dict, layer: int, where: str) -> tuple[int, str] | None:
     """(value, why) of an int input, or None where no rule gives it."""
     if isinstance(fields.get(name), int) and not isinstance(fields.get(name), bool):
@@ -102,10 +117,14 @@ def _tensor_width(name: str, fields: dict, hidden: int) -> tuple[int, str] | Non
 
 
 def _one(name: str, ann: str | None, fields: dict, dims: dict, where: str,
-         choices: list | None = None, assumed: dict | None = None) -> tuple[list | None, str | None]:
+         choices: list | None = None, assumed: dict | None = None,
+         reads: str | None = None) -> tuple[list | None, str | None]:
     """([kind, value, why], None) for an input a rule covers, else (None, why not); `choices`: the values A1 found
-    the parameter accepts; `assumed`: {key: rule} of the fields config_rules derived."""
+    the parameter accepts; `assumed`: {key: rule} of the fields config_rules derived; `reads`: the config key of the
+    width of the part the forward hands the input to (A1's `reads`)."""
     layer = int(dims.get("layer") or 0)
+    if reads and where == "forward":
+        return _read(name, reads, fields)
     per_layer = fields.get(name + "s")
     if where == "__init__" and isinstance(per_layer, list) and len(per_layer) == dims.get("num_layers") \
             and layer < len(per_layer):
@@ -150,10 +169,15 @@ def derive(signature: dict | None, fields: dict, dims: dict,
         for name in m.get("required", []):
             if name in given or name in cross or name in (m.get("layer_lists") or {}):  # a stack's layers: layer_stack.py
                 continue
+            if name in (m.get("owner_parts") or {}):  # the model's parts: model_parts.py
+                continue
             got, why_not = _one(name, (m.get("annotations") or {}).get(name), fields, dims, method,
-                                (m.get("choices") or {}).get(name), assumed)
+                                (m.get("choices") or {}).get(name), assumed, (m.get("reads") or {}).get(name))
             if got is None:
                 missing.append(why_not)
+            elif got[0] == "hidden" and {"hidden_states", "x"} & set(m.get("required", []) + m.get("optional", [])):
+                plan[name] = ["tensor", got[1], got[2].replace("the hidden states", "[T, hidden_size]", 1)
+                              + " beside the hidden states the layer takes"]
             else:
                 plan[name] = got
         out.append(plan)
@@ -199,5 +223,7 @@ def hidden_stack(signature: dict | None, fields: dict) -> tuple[list[int], str |
 
 
 def notes(init: dict, forward: dict) -> list[str]:
-    return [f"{method} input {name} = {'[T, %d] random' % v if kind == 'tensor' else v} ({why})"
+    shown = {"tensor": lambda v: f"[T, {v}] random", "ids": lambda v: f"[T] random in [0, {v})",
+             "hidden": lambda v: "the hidden states"}
+    return [f"{method} input {name} = {shown.get(kind, lambda v: v)(v)} ({why})"
             for method, plan in (("__init__", init), ("forward", forward)) for name, (kind, v, why) in plan.items()]
