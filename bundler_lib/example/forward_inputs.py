@@ -24,6 +24,12 @@ rules from A1's `root_signature` (each parameter's annotation text) and the mode
 - an optional forward input (default None) that vLLM's model passes the layer where the config enables the part
   using it (A1's `enabled_by`: Gemma4's `per_layer_input`, under `hidden_size_per_layer_input` > 0): a tensor by
   the rule above where the config enables it (the layer would otherwise skip a part it builds), else left out;
+- a forward input the layer hands first to a part built with a config width (A1's `reads`: EmbeddingGemma2's
+  `self.input_layernorm(h)`, the norm built `RMSNorm(config.hidden_size, ...)`), before any rule above: token ids in
+  [0, config.<key>) where the key is the vocabulary's (an embedding: Gemma4SelfDecoderLayers' `input_ids`), the
+  hidden states where it is hidden_size (a [T, hidden_size] tensor where the forward takes `hidden_states` too),
+  else `[T, config.<key>]`;
+- an input vLLM's model passes as its own attribute: built as the model builds it (`model_parts.py`);
 - a forward input no rule above gives whose annotation allows None (`torch.Tensor | None`, `Optional[...]`,
   required only by position: Ernie 4.5 VL's `visual_token_mask`): None, the input absent (text-only tokens).
 
@@ -71,7 +77,7 @@ def _read(name: str, key: str, fields: dict) -> tuple[list | None, str | None]:
     if "vocab" in key:
         return ["ids", v, f"[T] token ids in [0, config.{key}) ({why}: an embedding's rows)"], None
     if key == "hidden_size":
-        return ["hidden", v, f"the hidden states ({why})"], None
+        return ["hidden", v, why], None
     return ["tensor", v, f"[T, config.{key}] ({why})"], None
 
 
@@ -176,8 +182,7 @@ def derive(signature: dict | None, fields: dict, dims: dict,
             if got is None:
                 missing.append(why_not)
             elif got[0] == "hidden" and {"hidden_states", "x"} & set(m.get("required", []) + m.get("optional", [])):
-                plan[name] = ["tensor", got[1], got[2].replace("the hidden states", "[T, hidden_size]", 1)
-                              + " beside the hidden states the layer takes"]
+                plan[name] = ["tensor", got[1], f"[T, config.hidden_size] ({got[2]}), beside the hidden states"]
             else:
                 plan[name] = got
         out.append(plan)
