@@ -159,7 +159,8 @@ def layer_signature(cls: ast.AST | None, find_class=None, module: ast.Module | N
     if len(fns) == 2:
         skip = {"__init__": set(INIT_INPUTS) | set(out["__init__"].get("layer_lists") or {}),
                 "forward": set(FORWARD_INPUTS)}
-        parts = owner_parts.owner_parts(cls.name, fns["__init__"][0], fns["forward"][0], module, skip)
+        want = {m: [p for p in out[m]["required"] if p not in skip[m]] for m in skip}
+        parts = owner_parts.owner_parts(cls.name, want, module)
         for method, found in parts.items():
             out[method]["owner_parts"] = found
         reads = {p: k for p, k in owner_parts.forward_reads(fns["__init__"][0], *fns["forward"],

@@ -142,15 +142,11 @@ def _part(init: ast.FunctionDef, attr: str) -> dict | None:
             "names": {n: None for n in free}}
 
 
-def owner_parts(name: str, init: ast.FunctionDef, fwd: ast.FunctionDef, module: ast.Module | None,
-                skip: dict) -> dict:
-    """{method: {param: part}} for the required inputs of class `name`'s `__init__`/`forward` (those in
-    `skip[method]` aside) that a class of `module` passes as its own attribute: to `name(...)` (`__init__`), or to a
-    layer it calls in a loop (`forward`)."""
+def owner_parts(name: str, want: dict, module: ast.Module | None) -> dict:
+    """{method: {param: part}} for the inputs `want[method]` of class `name`'s `__init__`/`forward` that a class of
+    `module` passes as its own attribute: to `name(...)` (`__init__`), or to a layer it calls in a loop (`forward`)."""
     if module is None:
         return {}
-    want = {m: [p for p in _required(f) if p not in skip.get(m, ())] for m, f in (("__init__", init),
-                                                                               ("forward", fwd))}
     out: dict = {}
     for owner in (c for c in ast.walk(module) if isinstance(c, ast.ClassDef) and c.name != name):
         oinit = _init(owner)
@@ -169,13 +165,6 @@ def owner_parts(name: str, init: ast.FunctionDef, fwd: ast.FunctionDef, module: 
                     if part is not None:
                         out.setdefault(method, {})[k.arg] = part
     return out
-
-
-def _required(fn: ast.FunctionDef) -> list[str]:
-    a = fn.args
-    positional = (a.posonlyargs + a.args)[1:]
-    req = [x.arg for x in positional[:len(positional) - len(a.defaults)]]
-    return req + [x.arg for x, d in zip(a.kwonlyargs, a.kw_defaults) if d is None]
 
 
 def _width_key(call: ast.expr, configs: set) -> str | None:

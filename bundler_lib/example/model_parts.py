@@ -66,11 +66,6 @@ def missing(graph: dict) -> list[str]:
     return out
 
 
-def covered(graph: dict, method: str) -> set[str]:
-    """The inputs of `method` the model's parts give."""
-    return set(_parts(graph).get(method) or {})
-
-
 def pieces(graph: dict) -> tuple[dict, list[str]]:
     """(the decoder template's `model_parts`, `attach_parts` and `forward_parts` code, notes)."""
     parts = _parts(graph)
