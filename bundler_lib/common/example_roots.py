@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 
+from bundler_lib.common import owner_parts
 from bundler_lib.variant import defaults
 
 DEFAULT_BACKEND = defaults()["attention_backend"]
@@ -118,7 +119,10 @@ def layer_signature(cls: ast.AST | None, find_class=None, module: ast.Module | N
     layer stack; A1 qualifies each name as `file::Name`);
     `forward` has "stacks" ({param: {"count": field, "index": field}}, `_input_stacks`) for a stacked input, and
     "enabled_by" ({param: config key}, `_config_enabled_inputs`, read in `module`, the class's own module) for an
-    optional input the model passes where the config enables the part that uses it.
+    optional input the model passes where the config enables the part that uses it, and "reads" ({param: config
+    key}, owner_parts.forward_reads) for an input the layer hands to a part built with that config width first.
+    Either method has "owner_parts" ({param: part}, owner_parts.py) for a required input the model (a class of
+    `module`) passes as its own attribute, built as the model builds it (A1 qualifies each part's names).
     A method the class inherits is its nearest base's (`find_class(name, cls)`: the ClassDef the base name `name`
     that class `cls` names resolves to, or None), else absent."""
     if not isinstance(cls, ast.ClassDef):
@@ -152,6 +156,18 @@ def layer_signature(cls: ast.AST | None, find_class=None, module: ast.Module | N
     enabled = _config_enabled_inputs(fns["__init__"][0], fns["forward"][0], module) if len(fns) == 2 else {}
     if enabled:
         out["forward"]["enabled_by"] = enabled
+    if len(fns) == 2:
+        skip = {"__init__": set(INIT_INPUTS) | set(out["__init__"].get("layer_lists") or {}),
+                "forward": set(FORWARD_INPUTS)}
+        want = {m: [p for p in out[m]["required"] if p not in skip[m]] for m in skip}
+        parts = owner_parts.owner_parts(cls.name, want, module)
+        for method, found in parts.items():
+            out[method]["owner_parts"] = found
+        reads = {p: k for p, k in owner_parts.forward_reads(fns["__init__"][0], *fns["forward"],
+                                                             parts.get("__init__") or {}).items()
+                 if p not in FORWARD_INPUTS}
+        if reads:
+            out["forward"]["reads"] = reads
     return out
 
 
@@ -245,6 +261,13 @@ def stack_layer_roots(signature: dict | None) -> list[str]:
     """The `file::Name` of each decoder-layer class a layer stack is built from (A1 qualified them)."""
     return sorted({v for v in (((signature or {}).get("__init__") or {}).get("layer_lists") or {}).values()
                    if "::" in v})
+
+
+def owner_part_roots(signature: dict | None) -> list[str]:
+    """The `file::Name` each model part a layer takes reads (`owner_parts`, A1 qualified them)."""
+    return sorted({v for m in (signature or {}).values() if isinstance(m, dict)
+                   for part in (m.get("owner_parts") or {}).values() for v in part["names"].values()
+                   if v and "::" in v})
 
 
 def _self_attr(e: ast.AST) -> str | None:
@@ -368,10 +391,11 @@ def extra_roots(symbol: str, kind: str, signature: dict | None = None, world_siz
     empty for most symbols."""
     parallel = list(PARALLEL_ROOTS) if world_size > 1 else []
     if is_layer_stack(kind, signature):
-        return (stack_layer_roots(signature) + list(decoder_layer_roots(attention_backend) + RECURRENT_STATE_ROOTS)
-                + parallel, dict(ROOT_TRIGGERS))
+        return (stack_layer_roots(signature) + owner_part_roots(signature)
+                + list(decoder_layer_roots(attention_backend) + RECURRENT_STATE_ROOTS) + parallel, dict(ROOT_TRIGGERS))
     if is_decoder_layer(symbol, kind, signature):
-        return list(decoder_layer_roots(attention_backend) + RECURRENT_STATE_ROOTS) + parallel, dict(ROOT_TRIGGERS)
+        return (owner_part_roots(signature) + list(decoder_layer_roots(attention_backend) + RECURRENT_STATE_ROOTS)
+                + parallel, dict(ROOT_TRIGGERS))
     if is_block_candidate(symbol, kind, signature):
         roots = list(decoder_layer_roots(attention_backend)) + parallel
         return roots, {r: backend_trigger(attention_backend) for r in roots}

@@ -11,7 +11,7 @@ this file adds the rest.
 
 from bundler_lib.common.example_roots import FORWARD_INPUTS, RECURRENT_STATE_ROOTS, decoder_layer_roots
 from bundler_lib.example import (attention_metadata, cross_attention, distributed, forward_inputs, layer_stack, mla,
-                                 recurrent_state, state)
+                                 model_parts, recurrent_state, state)
 
 # The forward context is set where the bundle has it: a layer whose closure never reads it (an MLP-only block of a
 # hybrid model) leaves it out, and runs without it.
@@ -65,7 +65,7 @@ _BODY = '''\
                          "layer_idx": layer_idx, "layer_id": layer_idx, "model_config": vllm_config.model_config,
                          "parallel_config": vllm_config.parallel_config, "rope_parameters": hf.rope_parameters}}
                 given.update({init_inputs!r})  # A6's values for this layer's other inputs (forward_inputs.py)
-{stack_build}                kw = {{}}
+{model_parts}{stack_build}                kw = {{}}
                 for pname, prm in list(inspect.signature({symbol}.__init__).parameters.items())[1:]:
                     if pname in given:
                         kw[pname] = given[pname]
@@ -73,7 +73,7 @@ _BODY = '''\
                         raise NotImplementedError(
                             f"invocation_example: {symbol}.__init__ needs {{pname!r}}, which the decoder-layer example "
                             "cannot supply (no template for this layer's construction)")
-{construct}        with _Step("filling the weights"), torch.no_grad():
+{construct}{attach_parts}        with _Step("filling the weights"), torch.no_grad():
             for pname, p in layer.named_parameters():
                 if p.dim() == 1:
                     p.fill_(1.0)  # norm weights (the layer has no biases unless attention_bias)
@@ -178,13 +178,15 @@ _BODY = '''\
         hidden_shape = {hidden_shape}  # [T, H], or a stack of them (forward_inputs.hidden_stack)
         hidden_states = _randn(*hidden_shape)
         # the layer's other forward inputs, by A6's rules (forward_inputs.py): indices, [T, width] tensors
-        extra_inputs = {{n: (_randn(T, v) if k == "tensor" else v) for n, (k, v) in {extra_inputs!r}.items()}}
-{cross_forward}
+        # token ids ("ids": [T] in [0, vocab)); an input that is the hidden states is given them (_call)
+        extra_inputs = {{n: (_randn(T, v) if k == "tensor" else torch.randint(0, v, (T,), generator=gen, device=device)
+                            if k == "ids" else v) for n, (k, v) in {extra_inputs!r}.items() if k != "hidden"}}
+{forward_parts}{cross_forward}
         # the forward's inputs by name (positions / position_ids, hidden_states / x, residual, the others)
         fparams = inspect.signature(layer.forward).parameters
         unknown = [n for n, prm in fparams.items() if prm.default is inspect.Parameter.empty
                    and prm.kind not in (prm.VAR_POSITIONAL, prm.VAR_KEYWORD)
-                   and n not in {forward_inputs!r} and n not in extra_inputs]
+                   and n not in {forward_inputs!r} and n not in extra_inputs and n not in {hidden_inputs!r}]
         if unknown:
             raise NotImplementedError(f"invocation_example: {symbol}.forward needs {{unknown}}, which the decoder-layer "
                                       "example cannot supply (no template for these inputs)")
@@ -195,7 +197,7 @@ _BODY = '''\
             for n in fparams:
                 if n in ("positions", "position_ids"):
                     kw[n] = positions
-                elif n in ("hidden_states", "x"):
+                elif n in {hidden_inputs!r}:
                     kw[n] = x
                 elif n == "residual":
                     kw[n] = residual
@@ -281,6 +283,7 @@ def missing_template(graph: dict, dims: dict, cfg: dict | None = None, flags: di
     out = list(_other_inputs(graph, cfg, dims, flags or {})[2]) + attention_metadata.unsupported(graph)
     out += cross_attention.missing(graph.get("root_signature"), graph.get("variant") or {})
     out += layer_stack.missing(graph)
+    out += model_parts.missing(graph)
     stack_missing = _hidden_stack(graph, cfg, dims, flags or {})[2]
     if stack_missing:
         out.append(stack_missing)
@@ -327,6 +330,8 @@ def body(graph: dict, symbol: str, dims: dict, flags: dict, cfg: dict, config_la
     notes += cnotes
     stack_code, snotes = layer_stack.pieces(graph, symbol)
     notes += snotes
+    parts_code, pnotes = model_parts.pieces(graph)
+    notes += pnotes
     src = (state.snippet(graph, cfg, dims, flags, config_label) + recurrent_state.snippet(graph, symbol)
            + (_NO_TEMPLATE.format(symbol=symbol, missing=no_template) if no_template else "")
            + _BODY.format(required=required, symbol=symbol, metadata=attention_metadata.snippet(variant),
@@ -334,5 +339,7 @@ def body(graph: dict, symbol: str, dims: dict, flags: dict, cfg: dict, config_la
                           hidden_shape="(" + "".join(f"{k}, " for k in stack) + "T, H)",
                           init_inputs={n: v for n, (_, v, _) in init_inputs.items()},
                           extra_inputs={n: (k, v) for n, (k, v, _) in fwd_inputs.items()},
-                          **cross, **stack_code, **distributed.hooks(graph, symbol)))
+                          hidden_inputs=("hidden_states", "x") + tuple(sorted(
+                              n for n, (k, _, _) in fwd_inputs.items() if k == "hidden")),
+                          **cross, **stack_code, **parts_code, **distributed.hooks(graph, symbol)))
     return src, notes, needs

@@ -24,6 +24,12 @@ rules from A1's `root_signature` (each parameter's annotation text) and the mode
 - an optional forward input (default None) that vLLM's model passes the layer where the config enables the part
   using it (A1's `enabled_by`: Gemma4's `per_layer_input`, under `hidden_size_per_layer_input` > 0): a tensor by
   the rule above where the config enables it (the layer would otherwise skip a part it builds), else left out;
+- a forward input the layer hands first to a part built with a config width (A1's `reads`: EmbeddingGemma2's
+  `self.input_layernorm(h)`, the norm built `RMSNorm(config.hidden_size, ...)`), before any rule above: token ids in
+  [0, config.<key>) where the key is the vocabulary's (an embedding: Gemma4SelfDecoderLayers' `input_ids`), the
+  hidden states where it is hidden_size (a [T, hidden_size] tensor where the forward takes `hidden_states` too),
+  else `[T, config.<key>]`;
+- an input vLLM's model passes as its own attribute: built as the model builds it (`model_parts.py`);
 - a forward input no rule above gives whose annotation allows None (`torch.Tensor | None`, `Optional[...]`,
   required only by position: Ernie 4.5 VL's `visual_token_mask`): None, the input absent (text-only tokens).
 
@@ -58,6 +64,21 @@ def _optional(annotation: str | None) -> bool:
     """`X | None` or `Optional[X]`: None is a value the parameter takes."""
     return bool(annotation) and ("None" in [a.strip() for a in annotation.split("|")]
                                  or annotation.startswith(("Optional[", "typing.Optional[")))
+
+
+def _read(name: str, key: str, fields: dict) -> tuple[list | None, str | None]:
+    """A forward input the layer hands to a part built with config.<key> first: token ids where the key is the
+    vocabulary's (an embedding's rows), the hidden states where it is hidden_size, else a [T, width] tensor."""
+    v = fields.get(key)
+    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        return None, (f"forward input {name}: the layer hands it to a part built with config.{key}, which the "
+                      "config lacks")
+    why = f"the layer hands it to a part built with config.{key} first"
+    if "vocab" in key:
+        return ["ids", v, f"[T] token ids in [0, config.{key}) ({why}: an embedding's rows)"], None
+    if key == "hidden_size":
+        return ["hidden", v, why], None
+    return ["tensor", v, f"[T, config.{key}] ({why})"], None
 
 
 def _int_value(name: str, fields: dict, layer: int, where: str) -> tuple[int, str] | None:
@@ -102,10 +123,14 @@ def _tensor_width(name: str, fields: dict, hidden: int) -> tuple[int, str] | Non
 
 
 def _one(name: str, ann: str | None, fields: dict, dims: dict, where: str,
-         choices: list | None = None, assumed: dict | None = None) -> tuple[list | None, str | None]:
+         choices: list | None = None, assumed: dict | None = None,
+         reads: str | None = None) -> tuple[list | None, str | None]:
     """([kind, value, why], None) for an input a rule covers, else (None, why not); `choices`: the values A1 found
-    the parameter accepts; `assumed`: {key: rule} of the fields config_rules derived."""
+    the parameter accepts; `assumed`: {key: rule} of the fields config_rules derived; `reads`: the config key of the
+    width of the part the forward hands the input to (A1's `reads`)."""
     layer = int(dims.get("layer") or 0)
+    if reads and where == "forward":
+        return _read(name, reads, fields)
     per_layer = fields.get(name + "s")
     if where == "__init__" and isinstance(per_layer, list) and len(per_layer) == dims.get("num_layers") \
             and layer < len(per_layer):
@@ -150,10 +175,14 @@ def derive(signature: dict | None, fields: dict, dims: dict,
         for name in m.get("required", []):
             if name in given or name in cross or name in (m.get("layer_lists") or {}):  # a stack's layers: layer_stack.py
                 continue
+            if name in (m.get("owner_parts") or {}):  # the model's parts: model_parts.py
+                continue
             got, why_not = _one(name, (m.get("annotations") or {}).get(name), fields, dims, method,
-                                (m.get("choices") or {}).get(name), assumed)
+                                (m.get("choices") or {}).get(name), assumed, (m.get("reads") or {}).get(name))
             if got is None:
                 missing.append(why_not)
+            elif got[0] == "hidden" and {"hidden_states", "x"} & set(m.get("required", []) + m.get("optional", [])):
+                plan[name] = ["tensor", got[1], f"[T, config.hidden_size] ({got[2]}), beside the hidden states"]
             else:
                 plan[name] = got
         out.append(plan)
@@ -199,5 +228,7 @@ def hidden_stack(signature: dict | None, fields: dict) -> tuple[list[int], str |
 
 
 def notes(init: dict, forward: dict) -> list[str]:
-    return [f"{method} input {name} = {'[T, %d] random' % v if kind == 'tensor' else v} ({why})"
+    shown = {"tensor": lambda v: f"[T, {v}] random", "ids": lambda v: f"[T] random in [0, {v})",
+             "hidden": lambda v: "the hidden states"}
+    return [f"{method} input {name} = {shown.get(kind, lambda v: v)(v)} ({why})"
             for method, plan in (("__init__", init), ("forward", forward)) for name, (kind, v, why) in plan.items()]

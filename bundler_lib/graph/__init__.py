@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from bundler_lib.artifacts import write_json
-from bundler_lib.common.example_roots import MLA_BACKEND, extra_roots, layer_signature, mla_only
+from bundler_lib.common.example_roots import MLA_BACKEND, extra_roots, layer_signature, mla_only, owner_part_roots
 from bundler_lib.errors import StageError
 from bundler_lib.variant import resolve as resolve_variant, world_size
 
@@ -33,10 +33,11 @@ def _reach(index: TreeIndex, variant: dict, module: str, symbol: str, dataclass_
     c = vllm.closure(index, variant, dataclass_annotations)
     root = c.engine.build(module, symbol)
     # what A6's example needs (data)
-    extra, when = extra_roots(symbol, root.kind, _signature(index, root), world_size(variant),
-                              variant["attention_backend"])
+    sig = _signature(index, root)
+    extra, when = extra_roots(symbol, root.kind, sig, world_size(variant), variant["attention_backend"])
     if extra:
-        c.engine.add_roots(extra, "needed by invocation_example()", when)
+        # the model's parts the example builds come from the model's module, which the layer need not reach
+        c.engine.add_roots(extra, "needed by invocation_example()", when, anywhere=owner_part_roots(sig))
     c.engine.finish()
     return c, root
 
@@ -60,7 +61,20 @@ def _signature(index: TreeIndex, root) -> dict | None:
         t = resolver.name(root.module, name)
         if t.kind == "node" and t.stmts:
             lists[param] = f"{index.files[t.module]}::{t.stmts[0].node.name}"
+    for method in (sig or {}).values():
+        for part in (method.get("owner_parts") or {}).values():
+            part["names"] = {n: _qualified(resolver, index, root.module, n) for n in part["names"]}
     return sig
+
+
+def _qualified(resolver: Resolver, index: TreeIndex, module: str, name: str) -> str | None:
+    """`file::Name` of a name a model part reads, or the dotted path of a torch import; None for anything else."""
+    t = resolver.name(module, name)
+    if t.kind == "node" and t.stmts:
+        return f"{index.files[t.module]}::{t.name}"
+    if t.kind == "external" and t.binding is not None and t.binding.module.split(".")[0] == "torch":
+        return t.binding.module + (f".{t.binding.attr}" if t.binding.attr else "")
+    return None
 
 
 def build(tree: Path, symbol: str, hint: str | None = None, variant: dict | None = None,

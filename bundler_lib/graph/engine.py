@@ -264,12 +264,13 @@ class Engine:
         self.drain()
         return root
 
-    def add_roots(self, roots: list[str], why: str, when: dict[str, str] | None = None) -> list[str]:
-        """Reach `file::Name` where the closure reaches that file and, when `when` names a trigger
-        `file::Name` for the root, reaches that definition too (what the root serves). A method root
-        `file::Class.method` reaches no class: it keeps that method on every class the closure reaches, as a
-        caller that calls it on any module would. Repeated until no root newly applies. Returns the roots the
-        tree does not define."""
+    def add_roots(self, roots: list[str], why: str, when: dict[str, str] | None = None,
+                  anywhere: tuple[str, ...] | list[str] = ()) -> list[str]:
+        """Reach `file::Name` where the closure reaches that file (a root in `anywhere`: whether or not it does)
+        and, when `when` names a trigger `file::Name` for the root, reaches that definition too (what the root
+        serves). A method root `file::Class.method` reaches no class: it keeps that method on every class the
+        closure reaches, as a caller that calls it on any module would. Repeated until no root newly applies.
+        Returns the roots the tree does not define."""
         when = when or {}
         missing, added = [], []
         todo = list(roots)
@@ -285,7 +286,7 @@ class Engine:
                     missing.append(r)
                     todo.remove(r)
                     continue
-                if module not in reached or (r in when and when[r] not in reached_defs):
+                if (module not in reached and r not in anywhere) or (r in when and when[r] not in reached_defs):
                     continue
                 todo.remove(r)
                 added.append(r)
