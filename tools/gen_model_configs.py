@@ -98,7 +98,11 @@ OVERRIDES = {
     # experts identities (modeling_longcat_flash.py)
     "longcat_flash": {"zero_expert_type": ("identity", _LONGCAT),
                       "mla_scale_q_lora": (True, _LONGCAT),
-                      "mla_scale_kv_lora": (True, _LONGCAT)},
+                      "mla_scale_kv_lora": (True, _LONGCAT),
+                      # 0.33.0 reads it from transformers' class, which (like the checkpoint) lacks it
+                      "moe_intermediate_size": (2048, "derived, not published: LongCat-Flash-Chat's config.json names "
+                                                      "it expert_ffn_hidden_size (2048), as vLLM 0.26.0's FlashConfig "
+                                                      "reads it (moe_intermediate_size = expert_ffn_hidden_size)")},
 }
 
 
