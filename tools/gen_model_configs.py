@@ -103,6 +103,11 @@ OVERRIDES = {
                       "moe_intermediate_size": (2048, "derived, not published: LongCat-Flash-Chat's config.json names "
                                                       "it expert_ffn_hidden_size (2048), as vLLM 0.26.0's FlashConfig "
                                                       "reads it (moe_intermediate_size = expert_ffn_hidden_size)")},
+    # vLLM 0.33.0's BailingMoeV3TextConfig (Ling 3.0) defaults no_kda_lora to False, which its own KDA layer refuses
+    # ("BailingMoeV3 KDA currently expects no_kda_lora=True"); every Ling 3.0 checkpoint sets it
+    "bailing_hybrid": {"no_kda_lora": (True, "inclusionAI/Ling-3.0-tiny config.json at revision "
+                                             "a2ee06c0f2de5b171701aee7f73f70a1da75483b (as a public test file pins "
+                                             "and quotes it)")},
 }
 
 
