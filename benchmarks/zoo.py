@@ -348,9 +348,11 @@ def map_models(tree: Path, syms: list[ZooSymbol], arch_map: dict, models_dir: Pa
         if not known:
             s.model_reason = (f"transformers {tv} knows none of the architectures registered for {module}.py"
                               f"{via}: {', '.join(s.architectures)}")
-            # vLLM's own config class of that architecture: its model_type named as the architecture
+            # vLLM's own config class of that architecture: its model_type, or the class (a VL model's text config:
+            # BailingMoeV3TextConfig, model_type bailing_hybrid), named as the architecture
             own = [(a, mt) for a, _, _ in cands for mt in sorted(vllm_types)
-                   if re.sub(r"[^a-z0-9]", "", mt.lower()) == _stem(a)]
+                   if _stem(a) in (re.sub(r"[^a-z0-9]", "", mt.lower()),
+                                   _stem(re.sub(r"(Text)?Config$", "", vllm_types[mt]["config_class"])))]
             if own:
                 s.model_type, s.model_org = own[0][1], f"vllm-{vllm_version}"
                 s.model_reason += (f"; {own[0][0]} -> {own[0][1]}: vLLM {vllm_version}'s own config class "

@@ -27,3 +27,18 @@ def test_the_gpu_answers_as_an_h100(monkeypatch):
     props = torch.cuda.get_device_properties(0)
     assert (props.major, props.minor, props.multi_processor_count) == (9, 0, 132)
     assert torch.cuda.get_device_capability() == (9, 0)
+
+
+def test_tensors_over_the_limit_go_to_meta(monkeypatch):
+    """--meta-over: a layer's weights larger than the machine's memory (LongCat-Flash's experts) are built on meta."""
+    import torch
+
+    from tools import cpu_build_check
+    for name in ("empty", "zeros", "ones", "rand", "randn"):
+        monkeypatch.setattr(torch, name, getattr(torch, name))
+    cpu_build_check.tensors_over_on_meta(1 / 1024)   # 1 MiB
+    big = torch.empty(512, 1024, dtype=torch.bfloat16)   # 1 MiB: kept
+    assert big.device.type == "cpu"
+    assert torch.zeros((1024, 1024), dtype=torch.bfloat16).device.type == "meta"
+    assert torch.randn(1024, 1024).shape == (1024, 1024) and torch.randn(1024, 1024).device.type == "meta"
+    assert torch.ones(4).device.type == "cpu"

@@ -387,7 +387,7 @@ def test_model_config_decides_branches(tmp_path):
     helpers = {i.split("::")[1] for i in node_ids(g) if i.startswith("vllm/helpers.py::")}
     # the decided conditional expression keeps only its live arm; scoring_func, which the config does not state, stays
     # undecided (a model file may pass its own literal)
-    assert helpers == {"silu", "sigmoid_router"}
+    assert helpers == {"silu", "sigmoid_router", "norm_weight"}
     assert g["model_facts"]["activation"] == ["enum", "MoEActivation", "SILU"]
     for stated, kept in (("softmax", False), ("sigmoid", True)):
         g = build(TREES / "model_guards", "target", model_facts=model_facts.facts({"hidden_act": "silu",

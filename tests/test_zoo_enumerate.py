@@ -105,6 +105,14 @@ def test_model_type_mapping(zoo_0_26_0, name, file_stem, model_type):
         assert s.model == f"transformers/{model_type}"
 
 
+def test_a_vllm_text_config_class_named_for_the_architecture(vllm_0_33_0):
+    # BailingMoeV3ForCausalLM: transformers knows it not; vLLM 0.33.0's BailingMoeV3TextConfig (the text config of
+    # its VL model, model_type bailing_hybrid) is named for it
+    (s,) = _by(zoo.enumerate_zoo(vllm_0_33_0), "BailingMoeV3DecoderLayer")
+    assert s.model_type == "bailing_hybrid" and s.model == "vllm-0.33.0/bailing_hybrid", s.model_reason
+    assert "BailingMoeV3TextConfig" in s.model_reason
+
+
 def test_declared_attention_type_becomes_the_variant(zoo_0_26_0):
     # OpenAIPrivacyFilterForTokenClassification is @attn_type("encoder_only"): its layer's EncoderOnlyAttention runs
     # the backend's encoder path, which the default decoder variant would prune

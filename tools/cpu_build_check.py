@@ -19,9 +19,16 @@ buffers held), so the Python around the kernels runs: the metadata fields each l
 and views. It stops at the first CUDA op of the bundle (which needs a GPU) or at the example's own check of the
 output's values. Prints `FORWARD` (or `STOPPED` with the error) with the Triton kernels launched in order, the
 state bound to each layer and the metadata in the forward context (per layer name: its class and fields).
+
+    python tools/cpu_build_check.py --meta-over 2 bundles_out/zoo/0.26.0/FlashDecoderLayer.py
+
+makes each tensor of more than 2 GiB that torch.empty/zeros/ones/rand/randn create on the meta device (shape and
+dtype kept, no memory): a layer whose model-size weights exceed this machine's memory (LongCat-Flash's 512 experts:
+24 GiB) is built all the same; a forward over such weights computes nothing, so use it to check the build.
 """
 
 import ast
+import math
 import re
 import sys
 import types
@@ -50,6 +57,23 @@ def _as_h100():
     # an H100 SXM's: 132 SMs (TRITON_MLA sizes its KV splits by them), 80 GiB
     torch.cuda.get_device_properties = lambda *a, **k: types.SimpleNamespace(
         name="NVIDIA H100 (cpu_build_check)", major=9, minor=0, multi_processor_count=132, total_memory=80 << 30)
+
+
+def tensors_over_on_meta(gib: float) -> None:
+    """torch's factories put a tensor of more than `gib` GiB (a shape of ints, its dtype's size) on the meta device."""
+    limit = gib * (1 << 30)
+
+    def wrap(factory):
+        def made(*size, **kw):
+            shape = size[0] if len(size) == 1 and isinstance(size[0], (tuple, list, torch.Size)) else size
+            itemsize = (kw.get("dtype") or torch.get_default_dtype()).itemsize
+            if shape and all(isinstance(n, int) for n in shape) and math.prod(shape) * itemsize > limit:
+                kw["device"] = "meta"
+            return factory(*size, **kw)
+        return made
+
+    for name in ("empty", "zeros", "ones", "rand", "randn"):
+        setattr(torch, name, wrap(getattr(torch, name)))
 
 
 def check(path: str) -> str:
@@ -173,7 +197,9 @@ def _workload_args() -> dict:
 if __name__ == "__main__":
     _as_h100()
     args = sys.argv[1:]
+    if "--meta-over" in args:
+        tensors_over_on_meta(float(args[args.index("--meta-over") + 1]))
     paths = [a for i, a in enumerate(args) if not a.startswith("--") and not (i and args[i - 1] in (
-        "--workload", "--tokens", "--batch", "--context"))]
+        "--workload", "--tokens", "--batch", "--context", "--meta-over"))]
     for p in paths:
         print(check_to_kernel(p) if "--to-kernel" in args else check(p), flush=True)

@@ -63,6 +63,10 @@ MODELS = REPO / "models"
 # model_type -> {key: (value, where it is published)}: values the config class leaves None or lacks though vLLM reads
 # them (vLLM would fail on the class's own config too), or defaults to a toy size, as the reference checkpoint
 # publishes them.
+_KIMI = ("moonshotai/Kimi-Linear-48B-A3B-Instruct config.json at revision e1df551a447157d4658b573f9a695d57658590e9 "
+         "(its fields as a public test file quotes them verbatim, pinned by that revision)")
+_LONGCAT = ("meituan-longcat/LongCat-Flash-Chat config.json (as mlx-community/LongCat-Flash-Chat-bf16 republishes it; "
+            "hf-internal-testing/LongCat-ShortCat, transformers' test checkpoint, sets the same)")
 OVERRIDES = {
     # transformers' BloomConfig defaults are a toy (hidden_size 64, 8 heads of 8: no attention backend takes head 8)
     "bloom": {"hidden_size": (1024, "bigscience/bloom-560m config.json"),
@@ -76,6 +80,34 @@ OVERRIDES = {
     # code always routes by sigmoid with a score-correction bias (modeling_minimax_m2.py)
     "minimax_m2": {"scoring_func": ("sigmoid", "MiniMaxAI/MiniMax-M2 config.json"),
                    "use_routing_bias": (True, "MiniMaxAI/MiniMax-M2 config.json")},
+    # vLLM's kimi_linear.py asserts its MLA's use_nope and reads the checkpoint's linear_attn_config block (which
+    # layers are KDA, 1-based; the KDA heads) and the MoE keys below through its own KimiLinearConfig, whose
+    # defaults differ (first_k_dense_replace 0); transformers' class folds that block into layer_types and
+    # linear_* fields and lacks the rest, its modeling having them built in
+    "kimi_linear": {
+        "mla_use_nope": (True, _KIMI),
+        "linear_attn_config": ({"head_dim": 128, "num_heads": 32, "short_conv_kernel_size": 4,
+                                "kda_layers": [1, 2, 3, 5, 6, 7, 9, 10, 11, 13, 14, 15, 17, 18, 19, 21, 22, 23, 25, 26],
+                                "full_attn_layers": [4, 8, 12, 16, 20, 24, 27]}, _KIMI),
+        "first_k_dense_replace": (1, _KIMI),
+        "moe_layer_freq": (1, _KIMI),
+        "moe_router_activation_func": ("sigmoid", _KIMI),
+        "use_grouped_topk": (True, _KIMI)},
+    # vLLM's longcat_flash.py asserts zero_expert_type and (0.33.0) reads mla_scale_q_lora/mla_scale_kv_lora;
+    # transformers' class lacks them because its modeling always scales the LoRA ranks and makes the zero
+    # experts identities (modeling_longcat_flash.py)
+    "longcat_flash": {"zero_expert_type": ("identity", _LONGCAT),
+                      "mla_scale_q_lora": (True, _LONGCAT),
+                      "mla_scale_kv_lora": (True, _LONGCAT),
+                      # 0.33.0 reads it from transformers' class, which (like the checkpoint) lacks it
+                      "moe_intermediate_size": (2048, "derived, not published: LongCat-Flash-Chat's config.json names "
+                                                      "it expert_ffn_hidden_size (2048), as vLLM 0.26.0's FlashConfig "
+                                                      "reads it (moe_intermediate_size = expert_ffn_hidden_size)")},
+    # vLLM 0.33.0's BailingMoeV3TextConfig (Ling 3.0) defaults no_kda_lora to False, which its own KDA layer refuses
+    # ("BailingMoeV3 KDA currently expects no_kda_lora=True"); every Ling 3.0 checkpoint sets it
+    "bailing_hybrid": {"no_kda_lora": (True, "inclusionAI/Ling-3.0-tiny config.json at revision "
+                                             "a2ee06c0f2de5b171701aee7f73f70a1da75483b (as a public test file pins "
+                                             "and quotes it)")},
 }
 
 

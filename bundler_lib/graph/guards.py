@@ -116,8 +116,7 @@ class Oracle:
         return _UNKNOWN
 
     def instance_constant(self, module: str, name: str) -> bool:
-        """A module-level name bound once to an instance of a class of the tree (`kFp8 = QuantKey(...)`): never
-        None."""
+        """A module-level name bound once to an instance of a tree's class (`kFp8 = QuantKey(...)`): never None."""
         return False
 
     def is_custom_op(self, module: str, cls: ast.ClassDef, defines: str | None = None) -> bool:
@@ -399,9 +398,10 @@ class GuardEval:
             return isinstance(op, ast.NotIn)
         if a is _UNKNOWN or b is _UNKNOWN:
             return None
-        # a known value against something that is not a literal: only `None == <not None>` is decided
-        if isinstance(a, tuple) and len(a) == 3 and isinstance(b, tuple) and len(b) == 3 and b[0] == "enum" \
-                and a[1] != b[1]:
+        same = lambda m: isinstance(m, tuple) and m[:2] == ("enum", a[1])   # noqa: E731
+        # an enum member against another enum's or against strings (a str `activation` beside MoEActivation): undecided
+        if isinstance(a, tuple) and a[:1] == ("enum",) and b is not None and not (same(b) or (
+                isinstance(b, tuple) and all(map(same, b)))):
             return None
         if isinstance(op, ast.Is):
             return a is b if b is None else None

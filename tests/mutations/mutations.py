@@ -52,6 +52,8 @@ MUTATIONS = [
        "and not probing and external(sub):", "and external(sub):", *CLOSURE),
     _m("a1-own-distribution-version-unknown", "A1", G + "predicates.py",
        "        if dist is not None:\n            return dist\n", "", *CLOSURE),
+    _m("a1-enum-fact-decides-strings", "A1", G + "guards.py",
+       "and b is not None and not (same(b) or (", "and b is None and not (same(b) or (", *CLOSURE),
     _m("a1-substring-of-known-string-undecided", "A1", G + "guards.py",
        "            if isinstance(whole, str):\n", "            if False:\n", *CLOSURE),
     _m("a1-compiled-platform-forward-kept", "A1", G + "refs.py",

@@ -32,3 +32,7 @@ def mrope():
 
 def zero_experts():
     return "+zero"
+
+
+def norm_weight():
+    return "+norm"

@@ -1,4 +1,14 @@
-from vllm.helpers import MoEActivation, ZeroExpertRouter, gelu, grouped, mrope, sigmoid_router, silu, zero_experts
+from vllm.helpers import (MoEActivation, ZeroExpertRouter, gelu, grouped, mrope, norm_weight, sigmoid_router, silu,
+                          zero_experts)
+
+
+class GatedNorm:
+    # a string `activation`, not the model's MoEActivation: the model's fact does not decide it
+    def __init__(self, activation="swish"):
+        self.activation = activation
+        if self.activation not in ["swish", "silu", "sigmoid"]:
+            raise ValueError(self.activation)
+        self.weight = norm_weight()
 
 
 def target(activation, scoring_func="softmax", use_grouped_topk=False, rope_parameters=None, router=None):
@@ -12,4 +22,4 @@ def target(activation, scoring_func="softmax", use_grouped_topk=False, rope_para
         out += mrope()
     if isinstance(router, ZeroExpertRouter):
         out += zero_experts()
-    return out
+    return out + GatedNorm(activation="sigmoid").weight
