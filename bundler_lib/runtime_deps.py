@@ -22,6 +22,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+from bundler_lib.common.scopes import statements_within
+
 # Files A0 reads for them (tree-relative); the rule declares them as A0's inputs.
 TREE_FILES = ("requirements/cuda.txt", "pyproject.toml", "CMakeLists.txt")
 
@@ -112,7 +114,7 @@ def module_imports(tree: ast.Module) -> tuple[set[str], set[str], set[str]]:
         for st in stmts:
             into.update(names(st))
             if isinstance(st, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                for sub in ast.walk(st):
+                for sub in statements_within(st.body):
                     inner.update(names(sub))
             elif isinstance(st, ast.Try):
                 walk(st.body, guarded if _guards_import_error(st) else into)

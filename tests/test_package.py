@@ -3,6 +3,7 @@
 import hashlib
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import torch
 from bundler_lib import package as a7
 from bundler_lib.__main__ import main
 from bundler_lib.errors import StageError
+from bundler_lib.package.import_check import check_import
 
 OK = Path(__file__).parent / "trees" / "stages" / "package" / "ok"
 
@@ -326,3 +328,30 @@ def test_optional_import_read_by_reached_code_is_reported_not_fatal(inputs, tmp_
                                                        "TinyNorm"]
     assert rep["dependencies"]["optional_read_at_run_time"] == ["einops"]
     assert any("raises ModuleNotFoundError naming it" in n for n in rep["notes"])
+
+
+def _handed_over(source: str) -> dict:
+    """The import check of `source` handed a code object that also defines `Marker` (the source does not)."""
+    code = compile(source + "\nMarker = 1\n", "B.py", "exec", dont_inherit=True, optimize=0)
+    return check_import(source, "B.py", "Marker", False, 120, code=code)
+
+
+EXAMPLE_ONLY = "def invocation_example():\n    return 1\n"
+
+
+def test_import_check_runs_the_stage_bytecode(tmp_path):
+    """The child runs the code object A7 compiled for its syntax check instead of compiling the bundle again."""
+    assert _handed_over(EXAMPLE_ONLY)["symbol"] is True
+    assert check_import(EXAMPLE_ONLY, "B.py", "Marker", False, 120)["symbol"] is False
+
+
+def test_import_check_compiles_where_its_interpreter_differs(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "version", sys.version + " (another build)")
+    res = _handed_over(EXAMPLE_ONLY)
+    assert res["import"] == "ok" and res["symbol"] is False
+
+
+def test_import_check_compiles_a_bundle_with_a_coding_cookie(tmp_path):
+    """The child decodes such a file as its cookie says: the stage's code object (from the text) may differ."""
+    res = _handed_over("# -*- coding: latin-1 -*-\n" + EXAMPLE_ONLY)
+    assert res["import"] == "ok" and res["symbol"] is False

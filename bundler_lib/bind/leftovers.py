@@ -12,6 +12,10 @@ from bundler_lib.common.names import dotted as ast_dotted
 LEFTOVER_NS = re.compile(r"^(_\w*C\w*|vllm)$")  # _C, _moe_C, _C_cache_ops, _rocm_C, vllm, ...
 
 
+# A line as the parser (and ast.get_source_segment) splits the source: at \r\n, \r or \n only, its end kept
+_SOURCE_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
+
+
 class Leftovers(ast.NodeVisitor):
     """What binding must not leave behind: vLLM imports and compiled-op references (with their lines)."""
 
@@ -24,6 +28,16 @@ class Leftovers(ast.NodeVisitor):
         self.imports: list[tuple[str, int]] = []
         self.probes: list[tuple[str, int]] = []  # importlib.import_module("vllm...") inside try/except ImportError
         self._guarded: list[bool] = []
+        self._lines: list[str] | None = None
+
+    def _segment(self, node: ast.expr) -> str | None:
+        """ast.get_source_segment(self.text, node), over the node's own lines: that function splits the whole
+        text, character by character, on every call (0.2 s on a 1.3 MB module)."""
+        if self._lines is None:
+            self._lines = _SOURCE_LINE.findall(self.text)
+        span = ast.Constant(None, lineno=1, end_lineno=node.end_lineno - node.lineno + 1,
+                            col_offset=node.col_offset, end_col_offset=node.end_col_offset)
+        return ast.get_source_segment("".join(self._lines[node.lineno - 1:node.end_lineno]), span)
 
     def visit_Try(self, node):
         names = set()
@@ -94,7 +108,7 @@ class Leftovers(ast.NodeVisitor):
         if d in ("importlib.import_module", "__import__") and node.args:
             v = node.args[0]
             if isinstance(v, ast.Constant) and isinstance(v.value, str) and v.value.split(".")[0] == "vllm":
-                where = (f"{d}({ast.get_source_segment(self.text, v)})", node.lineno)
+                where = (f"{d}({self._segment(v)})", node.lineno)
                 # a probe that fails gracefully without vLLM (caught ImportError) is noted, not fatal
                 (self.probes if any(self._guarded) else self.imports).append(where)
         self.generic_visit(node)

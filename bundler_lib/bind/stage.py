@@ -16,6 +16,7 @@ from bundler_lib.bind.leftovers import Leftovers, defined_at_top
 from bundler_lib.bind.namespaces import bundle_namespaces, namespace_key, namespace_map, registered_namespaces
 from bundler_lib.bind.rewrite import drop_unused_stubs, rewrite
 from bundler_lib.bind.signatures import entry_module, public_signatures
+from bundler_lib.common.collector import without_cycle_collection
 from bundler_lib.common.contract import load_graph
 from bundler_lib.common.data_anchors import DATA_JSON, DATA_PY, SECTION_NAMES
 from bundler_lib.errors import StageError
@@ -316,6 +317,7 @@ def _wrapper_notes(wrappers: dict, stubs: set, dropped_stubs: list[str], counts:
     return notes
 
 
+@without_cycle_collection  # the collector was a quarter of the stage's CPU time (2 MB bundle: 5.6 -> 4.2 s)
 def run(inputs: Path, out: Path) -> dict:
     inputs = Path(inputs)
     graph = load_graph(inputs / "A1.graph.json", STAGE)

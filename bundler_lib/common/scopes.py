@@ -146,6 +146,22 @@ def nodes_within(root: ast.AST) -> list[ast.AST]:
     return out
 
 
+_STATEMENT_LISTS = ("body", "orelse", "finalbody", "handlers", "cases")
+
+
+def statements_within(stmts: list[ast.AST]) -> list[ast.AST]:
+    """Every statement of `stmts` and of the blocks nested in them (defs and classes included; with the
+    `except` handlers and `match` cases that hold blocks), in no set order: statements live only in these
+    lists, so this finds every import, def or annotated assignment without visiting the expressions."""
+    out = list(stmts)
+    for n in out:   # visits what the loop appends
+        for field in _STATEMENT_LISTS:
+            block = getattr(n, field, None)
+            if type(block) is list:
+                out += block
+    return out
+
+
 def _evaluated_outside(n: ast.AST) -> list[ast.AST]:
     """The parts of a nested def, class or lambda the enclosing scope evaluates."""
     if isinstance(n, ast.ClassDef):

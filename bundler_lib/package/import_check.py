@@ -3,7 +3,10 @@ isolated (bubblewrap) so that it reads nothing of the host's but the interpreter
 
 from __future__ import annotations
 
+import importlib.util
+import io
 import json
+import marshal
 import os
 import re
 import shutil
@@ -11,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import tokenize
 from pathlib import Path
 
 from bundler_lib.errors import StageError
@@ -24,14 +28,19 @@ _TAIL = 3000
 
 
 # Runs in the child interpreter: argv = [bundle path, module name, symbol or "", probe_cuda 0/1, declared
-# distribution names (JSON)]; in the stage interpreter (no bundle runtime) the parent's sys.path comes in
-# VLLM_BUNDLER_SYS_PATH (JSON). Prints one JSON line after a marker.
+# distribution names (JSON), the stage interpreter's sys.version]; in the stage interpreter (no bundle runtime)
+# the parent's sys.path comes in VLLM_BUNDLER_SYS_PATH (JSON). Prints one JSON line after a marker.
 _CHILD = r'''
 import importlib.abc, importlib.metadata, importlib.util, json, os, sys, traceback
 if "VLLM_BUNDLER_SYS_PATH" in os.environ:
     sys.path[:] = [p for p in json.loads(os.environ.pop("VLLM_BUNDLER_SYS_PATH")) if p]
 _MARK = "@@A7-RESULT@@"
 path, modname, symbol, probe = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
+if sys.argv[6] != sys.version:  # the stage's bytecode is its interpreter's: another one compiles the bundle itself
+    try:
+        os.remove(importlib.util.cache_from_source(path))
+    except (OSError, NotImplementedError):
+        pass
 res = {"import": "not run", "error": "", "symbol": None, "example": None, "cuda_build": None, "build_calls": [],
        "installed": {}, "missing": []}
 for _d in json.loads(sys.argv[5]):
@@ -174,10 +183,13 @@ def isolation_prefix(writable: Path, chdir: Path | None = None, readable: tuple[
 
 def check_import(source: str, bundle_name: str, symbol: str, probe_cuda: bool, timeout: float,
                   cancel: threading.Event | None = None, procs: list | None = None,
-                  runtime_python: Path | None = None, isolate: bool = True, deps: tuple[str, ...] = ()) -> dict:
+                  runtime_python: Path | None = None, isolate: bool = True, deps: tuple[str, ...] = (),
+                  code=None) -> dict:
     """Import the composed bundle in a child interpreter (the bundle runtime's when given, under bubblewrap
     when `isolate`); return the child's result dict. The child is appended to `procs` once started; setting
-    `cancel` (then killing what `procs` holds) stops it early."""
+    `cancel` (then killing what `procs` holds) stops it early. `code`: the bundle compiled by this interpreter
+    (`compile(source, ..., dont_inherit=True, optimize=0)`), which the child runs instead of compiling the
+    source again where it is this same interpreter version."""
     modname = bundle_name[:-3]
     with tempfile.TemporaryDirectory(prefix="a7-import-") as td:
         td = Path(td)
@@ -188,7 +200,10 @@ def check_import(source: str, bundle_name: str, symbol: str, probe_cuda: bool, t
         ext.mkdir()
         home.mkdir()
         bundle = work / bundle_name
-        bundle.write_text(source, encoding="utf-8")
+        data = source.encode("utf-8")
+        bundle.write_bytes(data)
+        if code is not None:
+            _write_bytecode(bundle, data, code)
         env = _child_env(ext, home)
         python, py_args = _interpreter(runtime_python, env, work)
         scrub = [(str(work) + os.sep, ""), (str(td), "<tmp>")] + [
@@ -196,7 +211,7 @@ def check_import(source: str, bundle_name: str, symbol: str, probe_cuda: bool, t
         if runtime_python is not None:
             scrub.append((os.path.dirname(os.path.dirname(python)) + os.sep, "<runtime>/"))
         cmd = [python, *py_args, "-c", _CHILD, str(bundle), modname, symbol or "", "1" if probe_cuda else "0",
-               json.dumps(list(deps))]
+               json.dumps(list(deps)), sys.version]
         if isolate:
             cmd = _isolation_for(python, env, runtime_python, td, work) + cmd
         if cancel is not None and cancel.is_set():
@@ -205,6 +220,22 @@ def check_import(source: str, bundle_name: str, symbol: str, probe_cuda: bool, t
         if isinstance(done, dict):
             return done
         return _child_result(done, ext, scrub)
+
+
+def _write_bytecode(bundle: Path, data: bytes, code) -> None:
+    """`code` as the .pyc the child's import looks for beside the bundle: hash-based and checked, so the import
+    uses it only for exactly these source bytes (and only an interpreter with the same bytecode: its magic
+    number; the child also drops it when its sys.version differs)."""
+    try:
+        if tokenize.detect_encoding(io.BytesIO(data).readline)[0] != "utf-8":
+            return  # the child decodes the file as its coding cookie says, not as the stage's text
+    except SyntaxError:
+        return
+    pyc = Path(importlib.util.cache_from_source(str(bundle)))
+    pyc.parent.mkdir(exist_ok=True)
+    checked_hash = 0b11
+    pyc.write_bytes(importlib.util.MAGIC_NUMBER + checked_hash.to_bytes(4, "little")
+                    + importlib.util.source_hash(data) + marshal.dumps(code))
 
 
 def _child_env(ext: Path, home: Path) -> dict[str, str]:

@@ -292,11 +292,18 @@ def analyze(tree: ast.Module, symbol: str, roots: tuple[str, ...] = ROOT_NAMES) 
     units = b.units
     defined = {n for u in units for n in u.binds}
     by_name = _resolve_owners(units)
-    reached_units, reached = _reach(units, by_name, [n for n in (symbol, *roots) if n],
-                                    lambda u: _edges(u, mod, defined))
+    known: dict[int, set[str]] = {}  # id(unit) -> its edges, asked again for every optional name's readers
+
+    def edges(u: Unit) -> set[str]:
+        out = known.get(id(u))
+        if out is None:
+            out = known[id(u)] = _edges(u, mod, defined)
+        return out
+
+    reached_units, reached = _reach(units, by_name, [n for n in (symbol, *roots) if n], edges)
     unreachable, unused = _unreached(units, reached_units)
     key = lambda d: (d.line, d.name)  # noqa: E731
-    optional = _optional_reads(units, reached_units, lambda u: _edges(u, mod, defined))
+    optional = _optional_reads(units, reached_units, edges)
     return Result(sorted(unreachable, key=key), sorted(unused, key=key), mod.postponed, reached, optional)
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from bundler_lib import runtime_deps
 from bundler_lib.artifacts import read_json, sha256_bytes, write_atomic, write_json
+from bundler_lib.common.collector import without_cycle_collection
 from bundler_lib.common.contract import load_graph
 from bundler_lib.common.imports import top_package
 from bundler_lib.errors import StageError
@@ -63,6 +64,7 @@ class _Composed:
         return locate(self.source, self.module, self.example, line)
 
 
+@without_cycle_collection  # the collector was a third of the stage's CPU time (2 MB bundle: 2.9 -> 2.1 s)
 def run(inputs: Path, out: Path, bundle_name: str, allow_import_failure: bool = False,
         probe_cuda: bool = False, strict_undefined_names: bool = False,
         import_timeout: float = IMPORT_TIMEOUT_S, unreachable: str = "report",
@@ -201,14 +203,15 @@ def _fail(report: dict, bundle_path: Path, input_name: str, problem: str, remedy
 def _check_concurrently(bundle: _Composed, report: dict, bundle_path: Path, probe_cuda: bool, import_timeout: float,
                         runtime_python: Path | None, isolate: bool, dep_names: tuple[str, ...]) -> tuple:
     """(the bundle's tree, undefined names, those only in annotations, what nothing reaches, the import check's
-    result). The import check (3.) is the slowest: its interpreter starts first and the other checks run meanwhile."""
+    result). The import check (3.) is the slowest: its interpreter starts once the bundle is compiled (it runs
+    that code object instead of compiling the bundle again) and the other checks run meanwhile."""
+    # 1. syntax (one parse; its tree serves every check below)
+    tree, code = _syntax_tree(bundle, report, bundle_path)
     cancel, procs = threading.Event(), []
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
     importing = pool.submit(check_import, bundle.source, bundle.name, bundle.symbol, probe_cuda, import_timeout,
-                            cancel, procs, runtime_python, isolate, dep_names)
+                            cancel, procs, runtime_python, isolate, dep_names, code)
     try:
-        # 1. syntax (one parse; its tree serves every check below)
-        tree = _syntax_tree(bundle, report, bundle_path)
         # 2. undefined names (pyflakes)
         undefined, annotation_only = find_undefined_names(bundle.source, bundle.name, tree)
         # 5. what nothing reaches
@@ -224,13 +227,14 @@ def _check_concurrently(bundle: _Composed, report: dict, bundle_path: Path, prob
     return tree, undefined, annotation_only, reach, res
 
 
-def _syntax_tree(bundle: _Composed, report: dict, bundle_path: Path) -> ast.Module:
+def _syntax_tree(bundle: _Composed, report: dict, bundle_path: Path) -> tuple[ast.Module, object]:
+    """(the bundle's tree, its code object, as the import check's interpreter compiles it: not optimised)."""
     source, name = bundle.source, bundle.name
     try:
         tree = compile(source, name, "exec", flags=ast.PyCF_ONLY_AST, dont_inherit=True)
-        compile(tree, name, "exec", dont_inherit=True)
+        code = compile(tree, name, "exec", dont_inherit=True, optimize=0)
         report["checks"]["syntax"] = "ok"
-        return tree
+        return tree, code
     except SyntaxError as e:
         where, rel = bundle.locate(e.lineno)
         lines = source.split("\n")

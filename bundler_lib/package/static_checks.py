@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 import re
 
+from bundler_lib.common.scopes import statements_within
+
 
 def top_level_example_calls(tree: ast.Module) -> list[int]:
     """Lines where module-level code (outside any def/class body) calls invocation_example."""
@@ -47,11 +49,8 @@ def _annotation_names(tree: ast.AST) -> set[tuple[int, str]]:
                         out.add((sub.lineno, n.id))
                         out.add((sub.lineno + n.lineno - 1, n.id))
 
-    # Annotations belong to statements (def, AnnAssign), and statements live only in statement lists: walking
-    # those lists finds them all without visiting the (many more) expression nodes.
-    todo = list(tree.body)
-    while todo:
-        node = todo.pop()
+    # Annotations belong to statements (def, AnnAssign)
+    for node in statements_within(tree.body):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             collect(node.returns)
             a = node.args
@@ -60,10 +59,6 @@ def _annotation_names(tree: ast.AST) -> set[tuple[int, str]]:
                     collect(arg.annotation)
         elif isinstance(node, ast.AnnAssign):
             collect(node.annotation)
-        for name in ("body", "orelse", "finalbody", "handlers", "cases"):
-            block = getattr(node, name, None)
-            if isinstance(block, list):
-                todo.extend(block)
     return out
 
 
