@@ -1061,3 +1061,30 @@ def test_a_layer_type_the_config_holds_nowhere_for_vllms_layer():
     _, _, idx, meta = parity_reference.reference_class(cls, rope, config, 0, vllm, rules)
     assert idx == 0 and config.layer_types[0] == "full_attention"
     assert sorted(n for n, _ in meta.named_parameters()) == sorted(hf)
+
+
+def test_an_encoders_layer_attends_both_ways_and_has_no_decode():
+    """OpenAI's privacy filter is gpt-oss as a bidirectional encoder (vLLM's EncoderOnlyAttention, transformers'
+    model builds a bidirectional sliding-window mask): its layer gets the mask its model builds, so a token sees the
+    later ones (the causal one made the reference causal where vLLM's layer is not); a decoder's layer stays causal;
+    decode over a cached context is no reference."""
+    config, enc, rope = _tiny_layer("openai_privacy_filter", "OpenAIPrivacyFilterDecoderLayer", hidden_size=64,
+                                    head_dim=16, num_attention_heads=4, num_key_value_heads=2, intermediate_size=32,
+                                    num_local_experts=4, num_experts_per_tok=2, num_hidden_layers=2)
+    _, llama, llama_rope = _tiny_layer("llama", "LlamaDecoderLayer", **TINY["llama"])
+    assert parity_reference.bidirectional(enc) and not parity_reference.bidirectional(llama)
+    for p in enc.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    x, pos = torch.randn(1, 6, 64), torch.arange(6)[None]
+    later = x.clone()
+    later[:, -1] += 1.0
+    first = [parity_reference.hf_forward(enc, config, t, pos, rope(config))[0, 0] for t in (x, later)]
+    assert not torch.allclose(*first)
+    llama_config = parity_reference.hf_config({"model_type": "llama", **TINY["llama"]})
+    first = [parity_reference.hf_forward(llama, llama_config, t, pos, llama_rope(llama_config))[0, 0] for t in (x, later)]
+    torch.testing.assert_close(*first)
+    ex = {"sizes": {"B": 1, "new_tokens": 1, "context": 4},
+          "inputs": {"hidden_states": torch.randn(1, 64), "positions": torch.tensor([4])}}
+    ref = {"cls": type(enc), "config": config, "layer_idx": 0, "rope_cls": rope}
+    with pytest.raises(parity_mapping.NoReference, match="attends both ways"):
+        parity._hf_output(ex, enc, ref, dict(enc.named_parameters()), torch.float32, 0)

@@ -39,7 +39,7 @@ import traceback
 from pathlib import Path
 
 from parity_mapping import MappingError, NoReference, into_loaded_image, loader_rules, map_weights, w13_interleaved
-from parity_reference import (context_cache, extra_inputs, hf_classes, hf_config, hf_forward, hf_layer,
+from parity_reference import (bidirectional, context_cache, extra_inputs, hf_classes, hf_config, hf_forward, hf_layer,
                               mapping_args, per_layer_assumed, raise_if_part_of_layer, read_config,
                               reference_class)
 from parity_reference import hf_shapes  # noqa: F401 - benchmarks/layer_speed.py's parity.hf_shapes
@@ -314,6 +314,9 @@ def _hf_output(ex, layer, ref: dict, state: dict, dtype, top_k: int):
     extra = extra_inputs(ref["cls"].forward, type(layer).forward, ex["inputs"], B, q)
     buffers = {n: b.detach() for n, b in layer.named_buffers()}
     hf = hf_layer(ref["cls"], config, idx, state, dtype, buffers)
+    if ctx and bidirectional(hf):
+        raise NoReference(f"transformers' {ref['cls'].__name__} attends both ways (an encoder's layer: none of its "
+                          "attentions is causal), so it has no decode over a cached context to compare")
     rope = ref["rope_cls"](config).to("cuda") if ref["rope_cls"] is not None else None
     xin = x.view(B, q, -1).to(dtype)
 
