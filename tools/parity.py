@@ -19,6 +19,10 @@ the float32 reference. Pass: the bundle's error <= 2x transformers-bf16's and < 
 expert set differs from the float32 reference's (a bf16 near-tie) are counted and left out of the judged error.
 One broken control per case (the gate/up halves swapped in the reference's weights) must fail the same check.
 
+Without a GPU, `--cpu` runs transformers' side alone (cpu_reference): the bundle's layer built on CPU
+(tools/cpu_build_check.py), its weights mapped and transformers' layer run in float32 and bf16, so a mapping error,
+a `no reference` or a non-finite reference shows before a GPU run.
+
 A bundle whose architecture transformers lacks: one line, `no reference`, exit 0 with the row recorded.
 A weight that cannot be mapped: exit 2 naming the parameter on each side.
 
@@ -217,7 +221,7 @@ def _randomise_norms(layer) -> None:
     """The norm weights randomised: the example fills them with 1, which would hide a norm mapped wrong."""
     import torch
 
-    gen = torch.Generator(device="cuda").manual_seed(1)
+    gen = torch.Generator(device=next((p.device for p in layer.parameters()), "cpu")).manual_seed(1)
     with torch.no_grad():
         for n, p in layer.named_parameters():
             if p.dim() == 1 and "norm" in n:
@@ -270,6 +274,60 @@ def _reference(mod, symbol: str, cfg: dict, found: tuple, layer, bundle_idx: int
         row["zeroed_biases"] = zeroed
     return dict(cls=hf_cls, rope_cls=rope_cls, config=config, layer_idx=layer_idx, state=state, control=control,
                 keys_permuted=bool(rules["rotary_permuted"]))
+
+
+def cpu_reference(path: Path, cfg: dict) -> dict:
+    """--cpu: the harness's transformers side alone, without a GPU: the bundle's layer built on CPU as
+    cpu_build_check builds it (no kernel runs), its norms randomised, its weights mapped onto transformers' layer
+    (_reference), and that layer run in float32 and bf16 on random tokens. The row records the reference, the mapping's
+    records, whether the float32 output is finite (FAIL where not: a weight put outside what transformers takes,
+    Mamba's A before into_loaded_image) and transformers-bf16's error against it. A mapping error or `no reference`
+    shows as it would on the GPU. Inputs beyond the hidden states and positions are the example's, which stops before
+    making them: a layer that needs one (Gemma 4's per_layer_input) fails its forward here."""
+    import torch
+
+    import cpu_build_check
+
+    cpu_build_check._as_h100()
+    mod, layer, _attn, _assumed, prefix = cpu_build_check.build(str(path))
+    symbol = symbol_of(path)
+    row = {"case": "cpu"}
+    _randomise_norms(layer)
+    raise_if_part_of_layer(cfg["model_type"], symbol, type(layer).forward)
+    found = hf_classes(cfg["model_type"], symbol)
+    if found is None:
+        return dict(row, status="no reference", reason=f"transformers has no {symbol} and no decoder layer for "
+                                                       f"{cfg['model_type']}")
+    ref = _reference(mod, symbol, cfg, found, layer, int(prefix.rsplit(".", 1)[-1]), row)
+    B, q = 1, 8
+    x = torch.randn(B, q, ref["config"].hidden_size, generator=torch.Generator().manual_seed(2))
+    positions = torch.arange(q).view(B, q)
+    extra = extra_inputs(ref["cls"].forward, type(layer).forward, {}, B, q)
+    buffers = {n: b.detach() for n, b in layer.named_buffers()}
+    out = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        hf = hf_layer(ref["cls"], ref["config"], ref["layer_idx"], ref["state"], dtype, buffers)
+        rope = ref["rope_cls"](ref["config"]) if ref["rope_cls"] is not None else None
+        out[dtype] = hf_forward(hf, ref["config"], x.to(dtype), positions, rope, None, ref["layer_idx"], extra).float()
+    finite = bool(torch.isfinite(out[torch.float32]).all())
+    return dict(row, status="ok" if finite else "FAIL", hf_fp32_finite=finite,
+                hf_bf16_rel_l2=rel_l2(out[torch.bfloat16], out[torch.float32]))
+
+
+def _cpu_main(bundle: Path, cfg_path: Path, json_out: Path | None) -> int:
+    """--cpu's CLI: one row, printed and written like the GPU run's; exit 2 on a mapping error."""
+    try:
+        row = cpu_reference(bundle, read_config(cfg_path))
+    except NoReference as e:
+        row = {"case": "cpu", "status": "no reference", "reason": str(e)}
+    except MappingError as e:
+        print(f"parity: {bundle.name}: {e}", file=sys.stderr)
+        return 2
+    print(bundle.name, json.dumps(row), flush=True)
+    if json_out:
+        json_out.write_text(json.dumps({"bundle": str(bundle), "symbol": symbol_of(bundle), "config": str(cfg_path),
+                                        "device": "cpu", "rows": [row]}, indent=2) + "\n")
+    return 0 if row["status"] in ("ok", "no reference") else 1
 
 
 def _unreferenced(error: MappingError, symbol: str, model_file: str | None, hf_cls, per_layer: dict) -> MappingError:
@@ -386,6 +444,7 @@ def main(argv=None) -> int:
     p.add_argument("--case", action="append", type=parse_case,
                    help="prefill:T, prefill:BxT, decode:BxC, decode:BxT+C (default: prefill:32, prefill:512, decode:2x64)")
     p.add_argument("--json", type=Path, help="write the rows here")
+    p.add_argument("--cpu", action="store_true", help="without a GPU: transformers' side alone (cpu_reference)")
     args = p.parse_args(argv)
     symbol = symbol_of(args.bundle)
     cfg_path = args.config or bundle_config(args.bundle)
@@ -397,6 +456,8 @@ def main(argv=None) -> int:
             args.json.write_text(json.dumps({"bundle": str(args.bundle), "symbol": symbol, "config": None,
                                              "rows": [row]}, indent=2) + "\n")
         return 0
+    if args.cpu:
+        return _cpu_main(args.bundle, cfg_path, args.json)
     import torch
 
     if not torch.cuda.is_available():
