@@ -281,7 +281,8 @@ def cpu_reference(path: Path, cfg: dict) -> dict:
     cpu_build_check builds it (no kernel runs), its norms randomised, its weights mapped onto transformers' layer
     (_reference), and that layer run in float32 and bf16 on random tokens. The row records the reference, the mapping's
     records, whether the float32 output is finite (FAIL where not: a weight put outside what transformers takes,
-    Mamba's A before into_loaded_image) and transformers-bf16's error against it. A mapping error or `no reference`
+    Mamba's A before into_loaded_image) and transformers-bf16's error against it over the tokens whose top-k experts
+    are the same in both (routing_differs_tokens: the others). A mapping error or `no reference`
     shows as it would on the GPU. Inputs beyond the hidden states and positions are the example's, which stops before
     making them: a layer that needs one (Gemma 4's per_layer_input) fails its forward here."""
     import torch
@@ -304,14 +305,22 @@ def cpu_reference(path: Path, cfg: dict) -> dict:
     positions = torch.arange(q).view(B, q)
     extra = extra_inputs(ref["cls"].forward, type(layer).forward, {}, B, q)
     buffers = {n: b.detach() for n, b in layer.named_buffers()}
-    out = {}
+    top_k = int(cfg.get("num_experts_per_tok") or 0)
+    out, sets = {}, {}
     for dtype in (torch.float32, torch.bfloat16):
         hf = hf_layer(ref["cls"], ref["config"], ref["layer_idx"], ref["state"], dtype, buffers)
         rope = ref["rope_cls"](ref["config"]) if ref["rope_cls"] is not None else None
-        out[dtype] = hf_forward(hf, ref["config"], x.to(dtype), positions, rope, None, ref["layer_idx"], extra).float()
+        run = functools.partial(hf_forward, hf, ref["config"], x.to(dtype), positions, rope, None, ref["layer_idx"],
+                                extra)
+        y, sets[dtype] = _router_topk(hf, run, top_k) if top_k else (run(), None)
+        out[dtype] = y.float().reshape(B * q, -1)
+    keep = torch.ones(B * q, dtype=torch.bool)
+    if sets[torch.float32] is not None:  # a bf16 near-tie sending a token to other experts, as _judged leaves out
+        keep = ~(sets[torch.bfloat16] != sets[torch.float32]).any(dim=-1)
+        row["routing_differs_tokens"] = int((~keep).sum())
     finite = bool(torch.isfinite(out[torch.float32]).all())
     return dict(row, status="ok" if finite else "FAIL", hf_fp32_finite=finite,
-                hf_bf16_rel_l2=rel_l2(out[torch.bfloat16], out[torch.float32]))
+                hf_bf16_rel_l2=rel_l2(out[torch.bfloat16][keep], out[torch.float32][keep]))
 
 
 def _cpu_main(bundle: Path, cfg_path: Path, json_out: Path | None) -> int:
