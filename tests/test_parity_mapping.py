@@ -1081,7 +1081,8 @@ def test_an_encoders_layer_attends_both_ways_and_has_no_decode():
     first = [parity_reference.hf_forward(enc, config, t, pos, rope(config))[0, 0] for t in (x, later)]
     assert not torch.allclose(*first)
     llama_config = parity_reference.hf_config({"model_type": "llama", **TINY["llama"]})
-    first = [parity_reference.hf_forward(llama, llama_config, t, pos, llama_rope(llama_config))[0, 0] for t in (x, later)]
+    rotary = llama_rope(llama_config)
+    first = [parity_reference.hf_forward(llama, llama_config, t, pos, rotary)[0, 0] for t in (x, later)]
     torch.testing.assert_close(*first)
     ex = {"sizes": {"B": 1, "new_tokens": 1, "context": 4},
           "inputs": {"hidden_states": torch.randn(1, 64), "positions": torch.tensor([4])}}
