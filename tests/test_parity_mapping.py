@@ -1061,3 +1061,90 @@ def test_a_layer_type_the_config_holds_nowhere_for_vllms_layer():
     _, _, idx, meta = parity_reference.reference_class(cls, rope, config, 0, vllm, rules)
     assert idx == 0 and config.layer_types[0] == "full_attention"
     assert sorted(n for n, _ in meta.named_parameters()) == sorted(hf)
+
+
+def test_an_encoders_layer_attends_both_ways_and_has_no_decode():
+    """OpenAI's privacy filter is gpt-oss as a bidirectional encoder (vLLM's EncoderOnlyAttention, transformers'
+    model builds a bidirectional sliding-window mask): its layer gets the mask its model builds, so a token sees the
+    later ones (the causal one made the reference causal where vLLM's layer is not); a decoder's layer stays causal;
+    decode over a cached context is no reference."""
+    config, enc, rope = _tiny_layer("openai_privacy_filter", "OpenAIPrivacyFilterDecoderLayer", hidden_size=64,
+                                    head_dim=16, num_attention_heads=4, num_key_value_heads=2, intermediate_size=32,
+                                    num_local_experts=4, num_experts_per_tok=2, num_hidden_layers=2)
+    _, llama, llama_rope = _tiny_layer("llama", "LlamaDecoderLayer", **TINY["llama"])
+    assert parity_reference.bidirectional(enc) and not parity_reference.bidirectional(llama)
+    for p in enc.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    x, pos = torch.randn(1, 6, 64), torch.arange(6)[None]
+    later = x.clone()
+    later[:, -1] += 1.0
+    first = [parity_reference.hf_forward(enc, config, t, pos, rope(config))[0, 0] for t in (x, later)]
+    assert not torch.allclose(*first)
+    llama_config = parity_reference.hf_config({"model_type": "llama", **TINY["llama"]})
+    rotary = llama_rope(llama_config)
+    first = [parity_reference.hf_forward(llama, llama_config, t, pos, rotary)[0, 0] for t in (x, later)]
+    torch.testing.assert_close(*first)
+    ex = {"sizes": {"B": 1, "new_tokens": 1, "context": 4},
+          "inputs": {"hidden_states": torch.randn(1, 64), "positions": torch.tensor([4])}}
+    ref = {"cls": type(enc), "config": config, "layer_idx": 0, "rope_cls": rope}
+    with pytest.raises(parity_mapping.NoReference, match="attends both ways"):
+        parity._hf_output(ex, enc, ref, dict(enc.named_parameters()), torch.float32, 0)
+
+
+FAKE_BUNDLE = '''# invocation_example: LlamaDecoderLayer
+# config: {config}
+import torch
+from torch import nn
+
+
+def _linear(rows, cols):
+    m = nn.Module()
+    m.weight = nn.Parameter(torch.randn(rows, cols) * 0.1)
+    return m
+
+
+# --- Inlined from vllm/model_executor/models/llama.py:1 (a stand-in of vLLM's layer, its parameters' names)
+class LlamaDecoderLayer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.self_attn, self.mlp = nn.Module(), nn.Module()
+        self.self_attn.qkv_proj, self.self_attn.o_proj = _linear(128, 64), _linear(64, 64)
+        self.mlp.gate_up_proj, self.mlp.down_proj = _linear(192, 64), _linear(64, 96)
+        self.input_layernorm, self.post_attention_layernorm = _linear(64, 1), _linear(64, 1)
+        self.input_layernorm.weight = nn.Parameter(torch.ones(64))
+        self.post_attention_layernorm.weight = nn.Parameter(torch.ones(64))
+{extra}
+
+    def forward(self, positions, hidden_states, residual):
+        return self.mlp(self.self_attn(self.input_layernorm(hidden_states))), residual
+
+
+def invocation_example(small=False, workload=None, tokens=None, batch=None, context=None):
+    if not torch.cuda.is_available():
+        raise RuntimeError("invocation_example: LlamaDecoderLayer runs on a CUDA GPU (torch.cuda.is_available())")
+    prefix, attn_layers, config_assumed = "model.layers.1", [], {{}}
+    layer = LlamaDecoderLayer()
+    # 4. Shapes
+    torch.cuda.synchronize()
+'''
+
+
+@pytest.mark.parametrize("extra,rc", [("", 0), ("        self.mlp.down_proj.weight.data[0, 0] = float('nan')", 1),
+                                      ("        self.extra = _linear(4, 4)", 2)])
+def test_cpu_runs_transformers_side_on_the_bundles_layer(tmp_path, capsys, extra, rc):
+    """--cpu, without a GPU: the bundle's layer built on CPU up to its sizing (cpu_build_check), its weights mapped
+    onto transformers' layer and that run in float32 and bf16: ok where the reference is finite, FAIL (exit 1) where a
+    weight makes it NaN (the Mamba family's A before into_loaded_image), exit 2 naming a weight that does not map."""
+    config = tmp_path / "config.json"
+    config.write_text('{"model_type": "llama", "hidden_size": 64, "intermediate_size": 96, "num_attention_heads": 4, '
+                      '"num_key_value_heads": 2, "num_hidden_layers": 2}')
+    bundle = tmp_path / "LlamaDecoderLayer.py"
+    bundle.write_text(FAKE_BUNDLE.format(config=config, extra=extra))
+    assert parity.main(["--cpu", str(bundle), "--json", str(tmp_path / "row.json")]) == rc
+    out = capsys.readouterr()
+    if rc == 2:
+        assert "extra.weight" in out.err
+        return
+    row = __import__("json").loads((tmp_path / "row.json").read_text())["rows"][0]
+    assert row["reference"] == "transformers llama.LlamaDecoderLayer" and row["hf_fp32_finite"] == (rc == 0)
+    assert row["status"] == ("ok" if rc == 0 else "FAIL")

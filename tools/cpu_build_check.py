@@ -76,26 +76,43 @@ def tensors_over_on_meta(gib: float) -> None:
         setattr(torch, name, wrap(getattr(torch, name)))
 
 
-def check(path: str) -> str:
+class NotDecoderLayerExample(Exception):
+    pass
+
+
+def build(path: str):
+    """(the bundle's module, its layer, its attention layers, the config values assumed, the layer's prefix): the
+    bundle's invocation_example(small=True) run on CPU up to the built layer. The example's own error propagates;
+    NotDecoderLayerExample where the bundle has no decoder-layer example; RuntimeError where it returns before sizing
+    its inputs."""
     src = open(path).read()
     src, n = re.subn(r'raise RuntimeError\("invocation_example: \w+ runs on a CUDA GPU[^\n]*', "pass", src)
     if not n or "# 4. Shapes" not in src:
-        return f"SKIPPED {path}: not a decoder-layer example"
+        raise NotDecoderLayerExample(path)
     i = src.index("torch.cuda.synchronize()", src.index("# 4. Shapes"))
-    src = src[:i] + "raise _Built(layer, attn_layers, config_assumed)" + src[i + len("torch.cuda.synchronize()"):]
+    src = (src[:i] + "raise _Built(layer, attn_layers, config_assumed, prefix)"
+           + src[i + len("torch.cuda.synchronize()"):])
     name = "cpu_build_check_bundle_" + re.sub(r"\W", "_", path)
     mod = types.ModuleType(name)
+    mod.__file__ = path
     sys.modules[name] = mod  # dataclasses in the bundle look their module up
     mod.__dict__["_Built"] = _Built
     exec(compile(src, path, "exec"), mod.__dict__)
     try:
         mod.invocation_example(small=True)
     except _Built as e:
-        layer, attn, assumed = e.args
-        return f"BUILT {type(layer).__name__}: {len(attn)} attention layer(s); config assumed: {assumed}"
+        return (mod, *e.args)
+    raise RuntimeError("the example returned before sizing its inputs")
+
+
+def check(path: str) -> str:
+    try:
+        _mod, layer, attn, assumed, _prefix = build(path)
+    except NotDecoderLayerExample:
+        return f"SKIPPED {path}: not a decoder-layer example"
     except Exception as e:  # the example's own one-line error is the result
         return f"FAILED {type(e).__name__}: {e}"
-    return "FAILED: the example returned before sizing its inputs"
+    return f"BUILT {type(layer).__name__}: {len(attn)} attention layer(s); config assumed: {assumed}"
 
 
 def _record_launches(mod: types.ModuleType, launched: list, seen: list):

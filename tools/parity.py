@@ -19,6 +19,10 @@ the float32 reference. Pass: the bundle's error <= 2x transformers-bf16's and < 
 expert set differs from the float32 reference's (a bf16 near-tie) are counted and left out of the judged error.
 One broken control per case (the gate/up halves swapped in the reference's weights) must fail the same check.
 
+Without a GPU, `--cpu` runs transformers' side alone (cpu_reference): the bundle's layer built on CPU
+(tools/cpu_build_check.py), its weights mapped and transformers' layer run in float32 and bf16, so a mapping error,
+a `no reference` or a non-finite reference shows before a GPU run.
+
 A bundle whose architecture transformers lacks: one line, `no reference`, exit 0 with the row recorded.
 A weight that cannot be mapped: exit 2 naming the parameter on each side.
 
@@ -39,7 +43,7 @@ import traceback
 from pathlib import Path
 
 from parity_mapping import MappingError, NoReference, into_loaded_image, loader_rules, map_weights, w13_interleaved
-from parity_reference import (context_cache, extra_inputs, hf_classes, hf_config, hf_forward, hf_layer,
+from parity_reference import (bidirectional, context_cache, extra_inputs, hf_classes, hf_config, hf_forward, hf_layer,
                               mapping_args, per_layer_assumed, raise_if_part_of_layer, read_config,
                               reference_class)
 from parity_reference import hf_shapes  # noqa: F401 - benchmarks/layer_speed.py's parity.hf_shapes
@@ -217,7 +221,7 @@ def _randomise_norms(layer) -> None:
     """The norm weights randomised: the example fills them with 1, which would hide a norm mapped wrong."""
     import torch
 
-    gen = torch.Generator(device="cuda").manual_seed(1)
+    gen = torch.Generator(device=next((p.device for p in layer.parameters()), "cpu")).manual_seed(1)
     with torch.no_grad():
         for n, p in layer.named_parameters():
             if p.dim() == 1 and "norm" in n:
@@ -272,6 +276,69 @@ def _reference(mod, symbol: str, cfg: dict, found: tuple, layer, bundle_idx: int
                 keys_permuted=bool(rules["rotary_permuted"]))
 
 
+def cpu_reference(path: Path, cfg: dict) -> dict:
+    """--cpu: the harness's transformers side alone, without a GPU: the bundle's layer built on CPU as
+    cpu_build_check builds it (no kernel runs), its norms randomised, its weights mapped onto transformers' layer
+    (_reference), and that layer run in float32 and bf16 on random tokens. The row records the reference, the mapping's
+    records, whether the float32 output is finite (FAIL where not: a weight put outside what transformers takes,
+    Mamba's A before into_loaded_image) and transformers-bf16's error against it over the tokens whose top-k experts
+    are the same in both (routing_differs_tokens: the others). A mapping error or `no reference`
+    shows as it would on the GPU. Inputs beyond the hidden states and positions are the example's, which stops before
+    making them: a layer that needs one (Gemma 4's per_layer_input) fails its forward here."""
+    import torch
+
+    import cpu_build_check
+
+    cpu_build_check._as_h100()
+    mod, layer, _attn, _assumed, prefix = cpu_build_check.build(str(path))
+    symbol = symbol_of(path)
+    row = {"case": "cpu"}
+    _randomise_norms(layer)
+    raise_if_part_of_layer(cfg["model_type"], symbol, type(layer).forward)
+    found = hf_classes(cfg["model_type"], symbol)
+    if found is None:
+        return dict(row, status="no reference", reason=f"transformers has no {symbol} and no decoder layer for "
+                                                       f"{cfg['model_type']}")
+    ref = _reference(mod, symbol, cfg, found, layer, int(prefix.rsplit(".", 1)[-1]), row)
+    B, q = 1, 8
+    x = torch.randn(B, q, ref["config"].hidden_size, generator=torch.Generator().manual_seed(2))
+    positions = torch.arange(q).view(B, q)
+    extra = extra_inputs(ref["cls"].forward, type(layer).forward, {}, B, q)
+    buffers = {n: b.detach() for n, b in layer.named_buffers()}
+    top_k = int(cfg.get("num_experts_per_tok") or 0)
+    out, sets = {}, {}
+    for dtype in (torch.float32, torch.bfloat16):
+        hf = hf_layer(ref["cls"], ref["config"], ref["layer_idx"], ref["state"], dtype, buffers)
+        rope = ref["rope_cls"](ref["config"]) if ref["rope_cls"] is not None else None
+        run = functools.partial(hf_forward, hf, ref["config"], x.to(dtype), positions, rope, None, ref["layer_idx"],
+                                extra)
+        y, sets[dtype] = _router_topk(hf, run, top_k) if top_k else (run(), None)
+        out[dtype] = y.float().reshape(B * q, -1)
+    keep = torch.ones(B * q, dtype=torch.bool)
+    if sets[torch.float32] is not None:  # a bf16 near-tie sending a token to other experts, as _judged leaves out
+        keep = ~(sets[torch.bfloat16] != sets[torch.float32]).any(dim=-1)
+        row["routing_differs_tokens"] = int((~keep).sum())
+    finite = bool(torch.isfinite(out[torch.float32]).all())
+    return dict(row, status="ok" if finite else "FAIL", hf_fp32_finite=finite,
+                hf_bf16_rel_l2=rel_l2(out[torch.bfloat16][keep], out[torch.float32][keep]))
+
+
+def _cpu_main(bundle: Path, cfg_path: Path, json_out: Path | None) -> int:
+    """--cpu's CLI: one row, printed and written like the GPU run's; exit 2 on a mapping error."""
+    try:
+        row = cpu_reference(bundle, read_config(cfg_path))
+    except NoReference as e:
+        row = {"case": "cpu", "status": "no reference", "reason": str(e)}
+    except MappingError as e:
+        print(f"parity: {bundle.name}: {e}", file=sys.stderr)
+        return 2
+    print(bundle.name, json.dumps(row), flush=True)
+    if json_out:
+        json_out.write_text(json.dumps({"bundle": str(bundle), "symbol": symbol_of(bundle), "config": str(cfg_path),
+                                        "device": "cpu", "rows": [row]}, indent=2) + "\n")
+    return 0 if row["status"] in ("ok", "no reference") else 1
+
+
 def _unreferenced(error: MappingError, symbol: str, model_file: str | None, hf_cls, per_layer: dict) -> MappingError:
     """The error where no transformers layer of the config takes vLLM's parameters: NoReference where vLLM's class is
     a variant of the model transformers lacks (its model file extends the name of transformers' modeling module:
@@ -314,6 +381,9 @@ def _hf_output(ex, layer, ref: dict, state: dict, dtype, top_k: int):
     extra = extra_inputs(ref["cls"].forward, type(layer).forward, ex["inputs"], B, q)
     buffers = {n: b.detach() for n, b in layer.named_buffers()}
     hf = hf_layer(ref["cls"], config, idx, state, dtype, buffers)
+    if ctx and bidirectional(hf):
+        raise NoReference(f"transformers' {ref['cls'].__name__} attends both ways (an encoder's layer: none of its "
+                          "attentions is causal), so it has no decode over a cached context to compare")
     rope = ref["rope_cls"](config).to("cuda") if ref["rope_cls"] is not None else None
     xin = x.view(B, q, -1).to(dtype)
 
@@ -383,6 +453,7 @@ def main(argv=None) -> int:
     p.add_argument("--case", action="append", type=parse_case,
                    help="prefill:T, prefill:BxT, decode:BxC, decode:BxT+C (default: prefill:32, prefill:512, decode:2x64)")
     p.add_argument("--json", type=Path, help="write the rows here")
+    p.add_argument("--cpu", action="store_true", help="without a GPU: transformers' side alone (cpu_reference)")
     args = p.parse_args(argv)
     symbol = symbol_of(args.bundle)
     cfg_path = args.config or bundle_config(args.bundle)
@@ -394,6 +465,8 @@ def main(argv=None) -> int:
             args.json.write_text(json.dumps({"bundle": str(args.bundle), "symbol": symbol, "config": None,
                                              "rows": [row]}, indent=2) + "\n")
         return 0
+    if args.cpu:
+        return _cpu_main(args.bundle, cfg_path, args.json)
     import torch
 
     if not torch.cuda.is_available():

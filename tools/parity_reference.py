@@ -242,15 +242,28 @@ def layer_type(config, layer_idx: int) -> str | None:
     return types[layer_idx] if types and layer_idx < len(types) else None
 
 
-def causal_mask(config, x, positions, cache, layer_idx: int):
-    """The causal mask transformers' model builds for layer `layer_idx` (create_causal_mask, or the sliding-window
-    one for a sliding_attention layer): None where the attention applies causality itself (sdpa's is_causal), a 4D
-    mask where it does not (GPT-J's eager attention adds the mask it is given and nothing else). Sized by layer
-    `layer_idx` of the cache (the one the context is in)."""
-    from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
+def bidirectional(layer) -> bool:
+    """Whether transformers' `layer` attends both ways: it has attention modules (an `is_causal` flag) and none is
+    causal (an encoder's: OpenAIPrivacyFilterEncoderLayer, vLLM's EncoderOnlyAttention)."""
+    flags = [m.is_causal for m in layer.modules() if isinstance(getattr(m, "is_causal", None), bool)]
+    return bool(flags) and not any(flags)
 
-    make = (create_sliding_window_causal_mask if layer_type(config, layer_idx) == "sliding_attention"
-            and getattr(config, "sliding_window", None) else create_causal_mask)
+
+def causal_mask(config, x, positions, cache, layer_idx: int, both_ways: bool = False):
+    """The mask transformers' model builds for layer `layer_idx` (create_causal_mask, or the sliding-window one for a
+    sliding_attention layer; `both_ways`, an encoder's layer: the bidirectional one, sliding where the config has a
+    window and no other layer type there): None where the attention applies causality itself (sdpa's is_causal), a
+    4D mask where it does not (GPT-J's eager attention adds the mask it is given and nothing else). Sized by layer
+    `layer_idx` of the cache (the one the context is in)."""
+    from transformers.masking_utils import (create_bidirectional_mask, create_bidirectional_sliding_window_mask,
+                                            create_causal_mask, create_sliding_window_causal_mask)
+
+    window = getattr(config, "sliding_window", None) and layer_type(config, layer_idx) in (
+        ("sliding_attention", None) if both_ways else ("sliding_attention",))
+    if both_ways:
+        make = create_bidirectional_sliding_window_mask if window else create_bidirectional_mask
+        return make(config=config, inputs_embeds=x, attention_mask=None)
+    make = create_sliding_window_causal_mask if window else create_causal_mask
     return make(config=config, inputs_embeds=x, attention_mask=None, past_key_values=cache,
                 position_ids=positions, **({"layer_idx": layer_idx} if cache is not None else {}))
 
@@ -325,7 +338,7 @@ def hf_forward(layer, config, x, positions, rope, cache=None, layer_idx: int = 0
     import torch
 
     emb = rope_embeddings(rope, config, x, positions, layer_idx)
-    mask = layer_mask(layer, causal_mask(config, x, positions, cache, layer_idx))
+    mask = layer_mask(layer, causal_mask(config, x, positions, cache, layer_idx, bidirectional(layer)))
     kw = hf_forward_kwargs(type(layer).forward, config, positions, emb, cache, mask, x)
     for name, t in (extra or {}).items():
         if isinstance(t, torch.Tensor):  # the rows of x's tokens (the decode probe's one); floats in x's dtype
