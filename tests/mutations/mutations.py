@@ -137,7 +137,7 @@ MUTATIONS = [
        'return e.attr == self.variant["attention_backend"]', 'return e.attr != self.variant["attention_backend"]',
        "tests/test_attention_backends.py", "-k", "decides_and_binds"),
     _m("a1-example-roots-of-the-default-backend", "A1", G + "__init__.py",
-       '                              variant["attention_backend"])', '                              "TRITON_ATTN")',
+       'world_size(variant), variant["attention_backend"])', 'world_size(variant), "TRITON_ATTN")',
        "tests/test_attention_backends.py", "-k", "real_tree"),
     # ---- A2: Python section ----
     _m("a2-import-guard-removed", "A2", "bundler_lib/common/imports.py",
