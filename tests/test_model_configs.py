@@ -188,12 +188,11 @@ def _zoo_rows(version: str) -> list[tuple[str, str, str]]:
 
 
 @pytest.mark.parametrize("version", ["0.26.0", "0.33.0"])
-def test_committed_configs_meet_what_vllm_asserts(version):
+def test_committed_configs_meet_what_vllm_asserts(version, request):
     # a checkpoint vLLM runs meets the asserts its model module makes of the config (LongCat-Flash's
     # zero_expert_type, Kimi-Linear's mla_use_nope, the KDA heads in its linear_attn_config): the generated config
     # carries the published values (OVERRIDES), else the example stops where vLLM would on that config
-    from conftest import vllm_tree
-    tree = vllm_tree(version)
+    tree = request.getfixturevalue(f"vllm_{version.replace('.', '_')}")
     bad = []
     for target, file, model in _zoo_rows(version):
         cfg = json.loads((REPO / "models" / model.replace("/", "--", 1) / "config.json").read_text())
