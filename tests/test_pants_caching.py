@@ -33,6 +33,15 @@ def _graph(ws):
     return json.loads((ws.root / "bundles_out/artifacts/targets.rms_norm/A1.graph.json").read_text())
 
 
+def _comment_on_first_line(ws, node: dict) -> None:
+    """A comment at the end of the definition's first line: same line numbers, new bytes in A2's slice."""
+    path = ws.root / "third_party/vllm" / node["file"]
+    lines = path.read_text().splitlines(keepends=True)
+    i = node["line"] - 1
+    lines[i] = lines[i].rstrip("\n") + f"  # edit {uuid.uuid4().hex}\n"
+    path.write_text("".join(lines))
+
+
 def test_noop_rebuild_executes_nothing(built):
     run = built.pants("package", "targets:rms_norm")
     assert run.returncode == 0, run.stderr[-4000:]
@@ -56,12 +65,7 @@ def test_edit_outside_closure_reexecutes_a1_only(built):
 def test_edit_inside_closure_reexecutes_only_its_readers(built):
     graph = _graph(built)
     node = next(n for n in graph["python_nodes"] if n["name"] == "RMSNorm")
-    path = built.root / "third_party/vllm" / node["file"]
-    lines = path.read_text().splitlines(keepends=True)
-    # A comment at the end of the definition's first line: same line numbers, new bytes in A2's slice.
-    i = node["line"] - 1
-    lines[i] = lines[i].rstrip("\n") + f"  # edit {uuid.uuid4().hex}\n"
-    path.write_text("".join(lines))
+    _comment_on_first_line(built, node)
     run = built.pants("package", "targets:rms_norm")
     assert run.returncode == 0, run.stderr[-4000:]
     triton_files = {k["file"] for k in graph["triton_kernels"]}
@@ -85,6 +89,7 @@ def test_edit_to_one_stage_code_reexecutes_that_stage_only(built):
         assert run.executed_stages == [stage], run.stderr[-4000:]
         assert run.executed == 1
 
+
 def test_edit_elsewhere_in_closure_leaves_a6_cached(built):
     """A6 reads the layer's own module and vLLM's config-class files alone: an edit to another closure file
     re-runs the stages that read it and leaves A6's cached output in place."""
@@ -95,11 +100,7 @@ def test_edit_elsewhere_in_closure_leaves_a6_cached(built):
     graph = _graph(built)
     node = next(n for n in graph["python_nodes"] if n["file"] != graph["def_file"]
                 and not any(fnmatch(n["file"], g) for g in TREE_GLOBS))
-    path = built.root / "third_party/vllm" / node["file"]
-    lines = path.read_text().splitlines(keepends=True)
-    i = node["line"] - 1
-    lines[i] = lines[i].rstrip("\n") + f"  # edit {uuid.uuid4().hex}\n"
-    path.write_text("".join(lines))
+    _comment_on_first_line(built, node)
     run = built.pants("package", "targets:rms_norm")
     assert run.returncode == 0, run.stderr[-4000:]
     assert "A2" in run.executed_stages and "A6" not in run.executed_stages, run.stderr[-4000:]

@@ -202,19 +202,27 @@ def run_case(mod, symbol: str, cfg: dict, workload: str, tokens: int, batch: int
     if not isinstance(layer, torch.nn.Module):  # A6's generic example: no invocation template for this symbol
         return dict(row, status="no reference", reason=f"the bundle's invocation_example builds no {symbol} (it "
                     f"returns {getattr(layer, '__name__', type(layer).__name__)} unbuilt): no layer to compare")
-    _randomise_norms(layer)
-    raise_if_part_of_layer(cfg["model_type"], symbol, type(layer).forward)
-    found = hf_classes(cfg["model_type"], symbol)
-    if found is None:
-        return dict(row, status="no reference", reason=f"transformers has no {symbol} and no decoder layer for "
-                                                       f"{cfg['model_type']}")
-    ref = _reference(mod, symbol, cfg, found, layer, int(ex["prefix"].rsplit(".", 1)[-1]), row)
+    ref, no_ref = _layer_reference(mod, symbol, cfg, layer, ex["prefix"], row)
+    if no_ref:
+        return no_ref
     top_k = int(cfg.get("num_experts_per_tok") or 0)
     y_bundle, bundle_sets = _bundle_output(ex, layer, top_k)
     bf16 = _hf_output(ex, layer, ref, ref["state"], torch.bfloat16, top_k)
     fp32 = _hf_output(ex, layer, ref, ref["state"], torch.float32, top_k)
     y_ctl, _ = _hf_output(ex, layer, ref, ref["control"], torch.float32, top_k)
     return _judged(row, ex, top_k, (y_bundle, bundle_sets), bf16, fp32, y_ctl)
+
+
+def _layer_reference(mod, symbol: str, cfg: dict, layer, prefix: str, row: dict):
+    """`layer`'s norms randomised, then transformers' side of a case for it (_reference): (ref, None), or (None, the
+    row's `no reference` verdict) where transformers has neither `symbol` nor a decoder layer of the model type."""
+    _randomise_norms(layer)
+    raise_if_part_of_layer(cfg["model_type"], symbol, type(layer).forward)
+    found = hf_classes(cfg["model_type"], symbol)
+    if found is None:
+        return None, dict(row, status="no reference", reason=f"transformers has no {symbol} and no decoder layer for "
+                                                             f"{cfg['model_type']}")
+    return _reference(mod, symbol, cfg, found, layer, int(prefix.rsplit(".", 1)[-1]), row), None
 
 
 def _randomise_norms(layer) -> None:
@@ -293,13 +301,9 @@ def cpu_reference(path: Path, cfg: dict) -> dict:
     mod, layer, _attn, _assumed, prefix = cpu_build_check.build(str(path))
     symbol = symbol_of(path)
     row = {"case": "cpu"}
-    _randomise_norms(layer)
-    raise_if_part_of_layer(cfg["model_type"], symbol, type(layer).forward)
-    found = hf_classes(cfg["model_type"], symbol)
-    if found is None:
-        return dict(row, status="no reference", reason=f"transformers has no {symbol} and no decoder layer for "
-                                                       f"{cfg['model_type']}")
-    ref = _reference(mod, symbol, cfg, found, layer, int(prefix.rsplit(".", 1)[-1]), row)
+    ref, no_ref = _layer_reference(mod, symbol, cfg, layer, prefix, row)
+    if no_ref:
+        return no_ref
     B, q = 1, 8
     x = torch.randn(B, q, ref["config"].hidden_size, generator=torch.Generator().manual_seed(2))
     positions = torch.arange(q).view(B, q)
