@@ -68,6 +68,10 @@ _KIMI = ("moonshotai/Kimi-Linear-48B-A3B-Instruct config.json at revision e1df55
 _LONGCAT = ("meituan-longcat/LongCat-Flash-Chat config.json (as mlx-community/LongCat-Flash-Chat-bf16 republishes it; "
             "hf-internal-testing/LongCat-ShortCat, transformers' test checkpoint, sets the same)")
 OVERRIDES = {
+    # transformers' DbrxAttention clamps q/k/v by clip_qkv unconditionally (its class default None fails there);
+    # vLLM's dbrx.py clamps only where it is set
+    "dbrx": {"attn_config": ({"clip_qkv": 8}, "databricks/dbrx-instruct config.json (attn_config.clip_qkv; "
+                                              "dbrx-base publishes the same)")},
     # transformers' BloomConfig defaults are a toy (hidden_size 64, 8 heads of 8: no attention backend takes head 8)
     "bloom": {"hidden_size": (1024, "bigscience/bloom-560m config.json"),
               "n_head": (16, "bigscience/bloom-560m config.json"),
@@ -252,9 +256,11 @@ def override_values(model_type: str) -> dict:
 
 
 def with_overrides(data: dict, model_type: str) -> dict:
-    """Adds OVERRIDES' values for `model_type` to `data`, and records them in `_overrides`; returns them."""
+    """Adds OVERRIDES' values for `model_type` to `data`, and records them in `_overrides`; returns them. A dict given
+    for a nested sub-config (DBRX's attn_config) sets those of its fields; the others keep the class's values."""
     over = OVERRIDES.get(model_type, {})
-    data.update({k: v for k, (v, _) in over.items()})
+    for k, (v, _) in over.items():
+        data[k] = {**data[k], **v} if isinstance(v, dict) and isinstance(data.get(k), dict) else v
     if over:
         data["_overrides"] = {k: f"{v!r} from {where}" for k, (v, where) in over.items()}
     return over
