@@ -82,6 +82,34 @@ def test_committed_configs_carry_their_overrides():
     assert not bad, "rerun tools/gen_model_configs.py:\n" + "\n".join(bad)
 
 
+_EXPERT_COUNTS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts", "num_routed_experts")
+
+
+def expert_counts(cfg: dict, where: str = "") -> list[tuple[str, object]]:
+    """(key, value) of each expert count the config states (a nested sub-config's too; None: no MoE)."""
+    out = []
+    for k, v in cfg.items():
+        if isinstance(v, dict) and not k.startswith("_"):
+            out += expert_counts(v, f"{where}{k}.")
+        elif k in _EXPERT_COUNTS and v is not None:
+            out.append((where + k, v))
+    return out
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.parent.name)
+def test_no_committed_config_has_a_single_expert(path):
+    # a config class's default of one expert (HunYuanMoEV1Config's num_experts 1) is no MoE checkpoint: vLLM builds a
+    # dense MLP where transformers builds a MoE block
+    one = [f"{k}={v!r}" for k, v in expert_counts(json.loads(path.read_text())) if not (isinstance(v, int) and v > 1)]
+    assert not one, (f"{path.relative_to(REPO)} states {', '.join(one)}: give the reference checkpoint's published "
+                     "expert counts in tools/gen_model_configs.py's OVERRIDES and rerun it")
+
+
+def test_single_experts_are_found():
+    assert expert_counts({"num_experts": 1, "ffn_config": {"moe_num_experts": 4}, "num_local_experts": None}) == [
+        ("num_experts", 1), ("ffn_config.moe_num_experts", 4)]
+
+
 def _toy_layered():
     import importlib.util
     spec = importlib.util.spec_from_file_location("toy_layered", REPO / "tests/trees/model_configs/toy_layered.py")

@@ -67,6 +67,7 @@ _KIMI = ("moonshotai/Kimi-Linear-48B-A3B-Instruct config.json at revision e1df55
          "(its fields as a public test file quotes them verbatim, pinned by that revision)")
 _LONGCAT = ("meituan-longcat/LongCat-Flash-Chat config.json (as mlx-community/LongCat-Flash-Chat-bf16 republishes it; "
             "hf-internal-testing/LongCat-ShortCat, transformers' test checkpoint, sets the same)")
+_HUNYUAN = "tencent/Hunyuan-A13B-Instruct config.json (recalled offline, not re-read; its card: 64+1 experts, 8 active)"
 OVERRIDES = {
     # transformers' DbrxAttention clamps q/k/v by clip_qkv unconditionally (its class default None fails there);
     # vLLM's dbrx.py clamps only where it is set
@@ -84,6 +85,19 @@ OVERRIDES = {
     # code always routes by sigmoid with a score-correction bias (modeling_minimax_m2.py)
     "minimax_m2": {"scoring_func": ("sigmoid", "MiniMaxAI/MiniMax-M2 config.json"),
                    "use_routing_bias": (True, "MiniMaxAI/MiniMax-M2 config.json")},
+    # transformers' HunYuanMoEV1Config defaults to one expert (num_experts 1), where vLLM's hunyuan_v1.py builds a dense
+    # MLP and transformers' layer a MoE block. vLLM reads the keys below; transformers' class lacks
+    # moe_intermediate_size, use_mixed_mlp_moe, num_shared_expert and use_qk_norm, its modeling always building one
+    # shared expert of intermediate_size and the q/k norms. The checkpoint gives moe_topk, moe_intermediate_size and
+    # num_shared_expert per layer, every entry the same: given here as the int both take
+    "hunyuan_v1_moe": {"num_experts": (64, _HUNYUAN),
+                       "moe_topk": (8, _HUNYUAN),
+                       "intermediate_size": (3072, _HUNYUAN),
+                       "moe_intermediate_size": (3072, _HUNYUAN),
+                       "use_mixed_mlp_moe": (True, _HUNYUAN),
+                       "num_shared_expert": (1, _HUNYUAN),
+                       "use_qk_norm": (True, _HUNYUAN),
+                       "num_key_value_heads": (8, _HUNYUAN)},
     # vLLM's kimi_linear.py asserts its MLA's use_nope and reads the checkpoint's linear_attn_config block (which
     # layers are KDA, 1-based; the KDA heads) and the MoE keys below through its own KimiLinearConfig, whose
     # defaults differ (first_k_dense_replace 0); transformers' class folds that block into layer_types and
