@@ -1148,3 +1148,32 @@ def test_cpu_runs_transformers_side_on_the_bundles_layer(tmp_path, capsys, extra
     row = __import__("json").loads((tmp_path / "row.json").read_text())["rows"][0]
     assert row["reference"] == "transformers llama.LlamaDecoderLayer" and row["hf_fp32_finite"] == (rc == 0)
     assert row["status"] == ("ok" if rc == 0 else "FAIL")
+
+
+def test_cpu_gives_the_inputs_the_examples_table_makes(tmp_path, monkeypatch):
+    """--cpu stops the example before it makes the layer's other inputs: the harness makes them from the example's
+    table, so a transformers layer that multiplies by one (Gemma 4's per_layer_input) gets it (parity-cpu-1: TypeError
+    Tensor * NoneType)."""
+    from transformers.models.llama.modeling_llama import LlamaDecoderLayer
+
+    plain = LlamaDecoderLayer.forward
+
+    def forward(self, hidden_states, per_layer_input=None, attention_mask=None, position_ids=None,
+                past_key_values=None, use_cache=False, position_embeddings=None, **kwargs):
+        out = plain(self, hidden_states, attention_mask=attention_mask, position_ids=position_ids,
+                    past_key_values=past_key_values, use_cache=use_cache, position_embeddings=position_embeddings)
+        return out * per_layer_input[..., :1]
+
+    monkeypatch.setattr(LlamaDecoderLayer, "forward", forward)
+    config = tmp_path / "config.json"
+    config.write_text('{"model_type": "llama", "hidden_size": 64, "intermediate_size": 96, "num_attention_heads": 4, '
+                      '"num_key_value_heads": 2, "num_hidden_layers": 2}')
+    bundle = tmp_path / "LlamaDecoderLayer.py"
+    table = ("    extra_inputs = {n: (_randn(T, v) if k == 'tensor' else v) for n, (k, v) in "
+             "{'per_layer_input': ('tensor', 16), 'x': ('hidden', 64)}.items() if k != \"hidden\"}\n")
+    bundle.write_text(FAKE_BUNDLE.format(config=config, extra="").replace(
+        "positions, hidden_states, residual", "positions, hidden_states, residual, per_layer_input") + table)
+    assert {n: t.shape for n, t in parity.example_inputs(bundle, 8).items()} == {"per_layer_input": (8, 16)}
+    assert parity.main(["--cpu", str(bundle), "--json", str(tmp_path / "row.json")]) == 0
+    row = __import__("json").loads((tmp_path / "row.json").read_text())["rows"][0]
+    assert row["status"] == "ok" and row["hf_fp32_finite"]

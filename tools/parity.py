@@ -88,6 +88,27 @@ def example_assumed(bundle) -> dict:
     return {k: v[0] for k, v in ast.literal_eval(m.group(1)).items()} if m else {}
 
 
+def example_inputs(bundle, rows: int) -> dict:
+    """The forward inputs beyond the hidden states and positions that the bundle's example makes (its `extra_inputs`
+    table, by A6's forward_inputs rules), made as it makes them for `rows` tokens: ("tensor", width) [rows, width]
+    random, ("ids", n) [rows] ids in [0, n), another kind its value; ("hidden", _) is the hidden states, left out."""
+    import ast
+
+    import torch
+
+    m = re.search(r"for n, \(k, v\) in (\{.*?\})\.items\(\) if k != \"hidden\"", _source(bundle))
+    gen = torch.Generator().manual_seed(3)
+    out = {}
+    for name, (kind, value) in (ast.literal_eval(m.group(1)) if m else {}).items():
+        if kind == "tensor":
+            out[name] = torch.randn(rows, value, generator=gen)
+        elif kind == "ids":
+            out[name] = torch.randint(0, value, (rows,), generator=gen)
+        elif kind != "hidden":
+            out[name] = value
+    return out
+
+
 def model_file_of(mod, symbol: str) -> str | None:
     """The vLLM model file (a name in vllm/model_executor/models/) the bundle inlined `symbol`'s class from."""
     m = re.search(rf"^# --- Inlined from vllm/model_executor/models/(\w+\.py):\S* .*\n(?:(?!# --- )[#@].*\n)*class {symbol}\b",
@@ -291,8 +312,8 @@ def cpu_reference(path: Path, cfg: dict) -> dict:
     records, whether the float32 output is finite (FAIL where not: a weight put outside what transformers takes,
     Mamba's A before into_loaded_image) and transformers-bf16's error against it over the tokens whose top-k experts
     are the same in both (routing_differs_tokens: the others). A mapping error or `no reference`
-    shows as it would on the GPU. Inputs beyond the hidden states and positions are the example's, which stops before
-    making them: a layer that needs one (Gemma 4's per_layer_input) fails its forward here."""
+    shows as it would on the GPU. Inputs beyond the hidden states and positions (Gemma 4's per_layer_input) are made
+    by the example's table (example_inputs), the example stopping before it makes them."""
     import torch
 
     import cpu_build_check
@@ -307,7 +328,7 @@ def cpu_reference(path: Path, cfg: dict) -> dict:
     B, q = 1, 8
     x = torch.randn(B, q, ref["config"].hidden_size, generator=torch.Generator().manual_seed(2))
     positions = torch.arange(q).view(B, q)
-    extra = extra_inputs(ref["cls"].forward, type(layer).forward, {}, B, q)
+    extra = extra_inputs(ref["cls"].forward, type(layer).forward, example_inputs(path, B * q), B, q)
     buffers = {n: b.detach() for n, b in layer.named_buffers()}
     top_k = int(cfg.get("num_experts_per_tok") or 0)
     out, sets = {}, {}
