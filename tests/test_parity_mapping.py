@@ -1177,3 +1177,27 @@ def test_cpu_gives_the_inputs_the_examples_table_makes(tmp_path, monkeypatch):
     assert parity.main(["--cpu", str(bundle), "--json", str(tmp_path / "row.json")]) == 0
     row = __import__("json").loads((tmp_path / "row.json").read_text())["rows"][0]
     assert row["status"] == "ok" and row["hf_fp32_finite"]
+
+
+def test_a_layer_vllm_states_non_causal_gets_a_reference_attending_both_ways():
+    """vLLM's DFlash drafter layers state `causal` False (its attention's holder); the bundle's example gives the
+    metadata that flag, so transformers' reference attends both ways too: token 0's output then depends on token 1."""
+    vllm = torch.nn.Module()
+    vllm.self_attn = torch.nn.Module()
+    vllm.self_attn.attn = torch.nn.Module()
+    vllm.self_attn.attn.impl, vllm.self_attn.attn.kv_cache = object(), torch.tensor([])
+    assert not parity_reference.states_both_ways(vllm)
+    vllm.self_attn.causal = False
+    assert parity_reference.states_both_ways(vllm)
+    config = parity_reference.hf_config({"model_type": "llama", **TINY["llama"]})
+    _, cls, rope_cls = parity_reference.hf_classes("llama", "LlamaDecoderLayer")
+    state = dict(_hf_layer("llama").state_dict())
+    x = torch.randn(1, 3, 64)
+    later = x.clone()
+    later[0, 1] += 1
+    pos = torch.arange(3).view(1, 3)
+    for both_ways in (False, True):
+        hf = parity_reference.hf_layer(cls, config, 0, state, torch.float32, both_ways=both_ways)
+        assert parity_reference.bidirectional(hf) == both_ways
+        first = [parity_reference.hf_forward(hf, config, t, pos, rope_cls(config))[0, 0] for t in (x, later)]
+        assert torch.allclose(*first) != both_ways
