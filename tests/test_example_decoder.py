@@ -185,3 +185,47 @@ def test_a_config_key_the_layer_lacks_is_one_line(tmp_path, monkeypatch):
     msg = str(ei.value)
     assert "config.num_local_experts, which the generic Llama-like config (no model) lacks" in msg
     assert "\n" not in msg and seen["default"] == "absent"
+
+
+@pytest.mark.parametrize("where,causal", [(None, True), ("attention", False), ("holder", False), ("holder", True)])
+@torch.no_grad()
+def test_metadata_causal_is_what_the_layer_states(tmp_path, monkeypatch, where, causal):
+    """The attention metadata's causal flag is the layer's: False where its attention, or the module holding it,
+    states `causal` False (vLLM's DFlash drafter puts its layers' causal into CommonAttentionMetadata), else True
+    (the example had causal=True for every layer)."""
+    import re
+    src, _ = _gen(tmp_path, MOCK / "A1.graph.json", TINY, "tiny/qwen3-moe", "prefill")
+    src = re.sub(r'raise RuntimeError\("invocation_example: \w+ runs on a CUDA GPU[^\n]*', "pass", src)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a, **k: None)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a, **k: (8 << 30, 8 << 30))
+    ns = _bundle_ns(src)
+    seen = []
+
+    class Recording(ns["_Attention"]):
+        def __init__(self, *args):
+            super().__init__(*args)
+            if where == "attention":
+                self.causal = causal
+
+        def forward(self, q, k, v):
+            seen.append(ns["get_forward_context"]().attn_metadata[self.layer_name].causal)
+            return super().forward(q, k, v)
+
+    class Layer(torch.nn.Module):
+        def __init__(self, vllm_config, prefix=""):
+            super().__init__()
+            hf = vllm_config.model_config.hf_text_config
+            H, Hq, Hkv, Dh = hf.hidden_size, hf.num_attention_heads, hf.num_key_value_heads, hf.head_dim
+            self.sizes = [Hq * Dh, Hkv * Dh, Hkv * Dh]
+            self.qkv = torch.nn.Parameter(torch.empty(sum(self.sizes), H))
+            self.o = torch.nn.Parameter(torch.empty(H, Hq * Dh))
+            self.attn = Recording(Hq, Dh, Hkv, prefix + ".self_attn.attn")
+            if where == "holder":
+                self.causal = causal
+
+        def forward(self, positions, hidden_states, residual):
+            return self.attn(*(hidden_states @ self.qkv.t()).split(self.sizes, dim=-1)) @ self.o.t(), hidden_states
+
+    ns["_Attention"], ns["Qwen3MoeDecoderLayer"] = Recording, Layer
+    ns["invocation_example"](small=True)
+    assert seen and set(seen) == {causal}

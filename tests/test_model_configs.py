@@ -50,6 +50,66 @@ def test_overrides_reach_the_aliases():
     assert bloom["num_hidden_layers"] == bloom["n_layer"] == 24
 
 
+def test_a_sub_config_override_keeps_its_other_fields(monkeypatch):
+    # DBRX's attn_config.clip_qkv: the override sets that field of the nested sub-config, the others stay the class's
+    sys.path.insert(0, str(REPO / "tools"))
+    import gen_model_configs
+    monkeypatch.setitem(gen_model_configs.OVERRIDES, "toy", {"attn_config": ({"clip_qkv": 8}, "w"), "n": (2, "w")})
+    data = {"attn_config": {"clip_qkv": None, "kv_n_heads": 8}, "n": 1}
+    gen_model_configs.with_overrides(data, "toy")
+    assert data["attn_config"] == {"clip_qkv": 8, "kv_n_heads": 8} and data["n"] == 2
+
+
+def _carries(committed, value) -> bool:
+    if isinstance(value, dict) and isinstance(committed, dict):
+        return all(_carries(committed.get(k), v) for k, v in value.items())
+    return committed == value
+
+
+def test_committed_configs_carry_their_overrides():
+    # a value added to OVERRIDES reaches the committed config only when tools/gen_model_configs.py is rerun
+    sys.path.insert(0, str(REPO / "tools"))
+    import gen_model_configs
+    bad = []
+    for mt, over in gen_model_configs.OVERRIDES.items():
+        paths = [p for p in CONFIGS if p.parent.name.split("--", 1)[-1] == mt]
+        if not paths:
+            bad.append(f"{mt}: no committed config")
+        for path in paths:
+            cfg = json.loads(path.read_text())
+            bad += [f"{path.parent.name}: {k}={cfg.get(k)!r}, OVERRIDES {v!r}" for k, (v, _) in over.items()
+                    if not _carries(cfg.get(k), v)]
+    assert not bad, "rerun tools/gen_model_configs.py:\n" + "\n".join(bad)
+
+
+_EXPERT_COUNTS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts", "num_routed_experts")
+
+
+def expert_counts(cfg: dict, where: str = "") -> list[tuple[str, object]]:
+    """(key, value) of each expert count the config states (a nested sub-config's too; None: no MoE)."""
+    out = []
+    for k, v in cfg.items():
+        if isinstance(v, dict) and not k.startswith("_"):
+            out += expert_counts(v, f"{where}{k}.")
+        elif k in _EXPERT_COUNTS and v is not None:
+            out.append((where + k, v))
+    return out
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.parent.name)
+def test_no_committed_config_has_a_single_expert(path):
+    # a config class's default of one expert (HunYuanMoEV1Config's num_experts 1) is no MoE checkpoint: vLLM builds a
+    # dense MLP where transformers builds a MoE block
+    one = [f"{k}={v!r}" for k, v in expert_counts(json.loads(path.read_text())) if not (isinstance(v, int) and v > 1)]
+    assert not one, (f"{path.relative_to(REPO)} states {', '.join(one)}: give the reference checkpoint's published "
+                     "expert counts in tools/gen_model_configs.py's OVERRIDES and rerun it")
+
+
+def test_single_experts_are_found():
+    assert expert_counts({"num_experts": 1, "ffn_config": {"moe_num_experts": 4}, "num_local_experts": None}) == [
+        ("num_experts", 1), ("ffn_config.moe_num_experts", 4)]
+
+
 def _toy_layered():
     import importlib.util
     spec = importlib.util.spec_from_file_location("toy_layered", REPO / "tests/trees/model_configs/toy_layered.py")

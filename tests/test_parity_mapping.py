@@ -1148,3 +1148,56 @@ def test_cpu_runs_transformers_side_on_the_bundles_layer(tmp_path, capsys, extra
     row = __import__("json").loads((tmp_path / "row.json").read_text())["rows"][0]
     assert row["reference"] == "transformers llama.LlamaDecoderLayer" and row["hf_fp32_finite"] == (rc == 0)
     assert row["status"] == ("ok" if rc == 0 else "FAIL")
+
+
+def test_cpu_gives_the_inputs_the_examples_table_makes(tmp_path, monkeypatch):
+    """--cpu stops the example before it makes the layer's other inputs: the harness makes them from the example's
+    table, so a transformers layer that multiplies by one (Gemma 4's per_layer_input) gets it (parity-cpu-1: TypeError
+    Tensor * NoneType)."""
+    from transformers.models.llama.modeling_llama import LlamaDecoderLayer
+
+    plain = LlamaDecoderLayer.forward
+
+    def forward(self, hidden_states, per_layer_input=None, attention_mask=None, position_ids=None,
+                past_key_values=None, use_cache=False, position_embeddings=None, **kwargs):
+        out = plain(self, hidden_states, attention_mask=attention_mask, position_ids=position_ids,
+                    past_key_values=past_key_values, use_cache=use_cache, position_embeddings=position_embeddings)
+        return out * per_layer_input[..., :1]
+
+    monkeypatch.setattr(LlamaDecoderLayer, "forward", forward)
+    config = tmp_path / "config.json"
+    config.write_text('{"model_type": "llama", "hidden_size": 64, "intermediate_size": 96, "num_attention_heads": 4, '
+                      '"num_key_value_heads": 2, "num_hidden_layers": 2}')
+    bundle = tmp_path / "LlamaDecoderLayer.py"
+    table = ("    extra_inputs = {n: (_randn(T, v) if k == 'tensor' else v) for n, (k, v) in "
+             "{'per_layer_input': ('tensor', 16), 'x': ('hidden', 64)}.items() if k != \"hidden\"}\n")
+    bundle.write_text(FAKE_BUNDLE.format(config=config, extra="").replace(
+        "positions, hidden_states, residual", "positions, hidden_states, residual, per_layer_input") + table)
+    assert {n: t.shape for n, t in parity.example_inputs(bundle, 8).items()} == {"per_layer_input": (8, 16)}
+    assert parity.main(["--cpu", str(bundle), "--json", str(tmp_path / "row.json")]) == 0
+    row = __import__("json").loads((tmp_path / "row.json").read_text())["rows"][0]
+    assert row["status"] == "ok" and row["hf_fp32_finite"]
+
+
+def test_a_layer_vllm_states_non_causal_gets_a_reference_attending_both_ways():
+    """vLLM's DFlash drafter layers state `causal` False (its attention's holder); the bundle's example gives the
+    metadata that flag, so transformers' reference attends both ways too: token 0's output then depends on token 1."""
+    vllm = torch.nn.Module()
+    vllm.self_attn = torch.nn.Module()
+    vllm.self_attn.attn = torch.nn.Module()
+    vllm.self_attn.attn.impl, vllm.self_attn.attn.kv_cache = object(), torch.tensor([])
+    assert not parity_reference.states_both_ways(vllm)
+    vllm.self_attn.causal = False
+    assert parity_reference.states_both_ways(vllm)
+    config = parity_reference.hf_config({"model_type": "llama", **TINY["llama"]})
+    _, cls, rope_cls = parity_reference.hf_classes("llama", "LlamaDecoderLayer")
+    state = dict(_hf_layer("llama").state_dict())
+    x = torch.randn(1, 3, 64)
+    later = x.clone()
+    later[0, 1] += 1
+    pos = torch.arange(3).view(1, 3)
+    for both_ways in (False, True):
+        hf = parity_reference.hf_layer(cls, config, 0, state, torch.float32, both_ways=both_ways)
+        assert parity_reference.bidirectional(hf) == both_ways
+        first = [parity_reference.hf_forward(hf, config, t, pos, rope_cls(config))[0, 0] for t in (x, later)]
+        assert torch.allclose(*first) != both_ways

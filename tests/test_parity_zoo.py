@@ -292,3 +292,24 @@ def test_a_borrowed_weights_mapper_is_the_lenders():
     shapes = {"self_attn.q_proj.weight": (8, 4), "self_attn.k_proj.weight": (2, 4), "self_attn.v_proj.weight": (2, 4)}
     out = parity_mapping.map_weights({"attn.qkv_proj.weight": torch.randn(12, 4)}, shapes, rules=rules)
     assert sorted(out) == sorted(shapes)
+
+
+def test_a_deletion_under_a_test_naming_its_place_is_a_rename_of_that_place():
+    """HunYuan's loader drops "wg." where the name holds "mlp.gate.wg." (its router's weight is mlp.gate.weight in
+    vLLM, mlp.gate.wg.weight in the checkpoint and transformers): the test names where, so the rule can be undone
+    there; a deletion with no such place (or of the whole place) gives none."""
+    import gen_loader_rules
+
+    src = '''
+class M:
+    def load_weights(self, weights):
+        for name, w in weights:
+            if "mlp.gate.wg." in name:
+                name = name.replace("wg.", "")
+            if "_timm_module." in name:
+                name = name.replace("_timm_module.", "")
+            name = name.replace("rotary_emb.", "")
+'''
+    assert gen_loader_rules.file_rules(src)["mapper"] == [["substr", "mlp.gate.wg.", "mlp.gate."]]
+    rules = {"renames": [], "mapper": [["substr", "mlp.gate.wg.", "mlp.gate."]]}
+    assert parity_mapping._hf_name("mlp.gate.weight", rules, {"mlp.gate.wg.weight": (4, 8)}) == "mlp.gate.wg.weight"

@@ -20,7 +20,9 @@ source is absent, so they are committed. For each `vllm/model_executor/models/<f
   (a per-layer prefix map: Cosmos3 Edge's), are kept as ["layer_prefix", ".self_attn.", ".mixer."]: the literal tails
   after the layer's path, their common trailing modules dropped. A `load_weights` that renames a checkpoint name
   literally (`n = n.replace("A_log", "A")`, `n.replace(".block_sparse_moe.router.layer.weight", ".block_sparse_moe.
-  gate.weight")`: GraniteMoe*'s) gives ["substr", old, new] too. A class that borrows another's mapper
+  gate.weight")`: GraniteMoe*'s) gives ["substr", old, new] too; one that deletes text under a test naming where
+  (`if "mlp.gate.wg." in name: name = name.replace("wg.", "")`: HunYuan's) gives that place without it,
+  ["substr", "mlp.gate.wg.", "mlp.gate."]. A class that borrows another's mapper
   (`hf_to_vllm_mapper = GptOssForCausalLM.hf_to_vllm_mapper`: openai_privacy_filter.py's) names it in
   `mapper_from`, and the file's `mapper` holds the renames of the file that defines that class.
 - `head_interleaved`: the fused q/k/v parameters whose checkpoint rows the loader regroups from [heads, 3, head_dim]
@@ -147,6 +149,26 @@ def transformed_params(source: str) -> dict:
     return out
 
 
+def _deletions_in_place(fn: ast.FunctionDef) -> list[list[str]]:
+    """["substr", place, place without old] for each `n.replace(old, "")` under `if "<place>" in n:` where place
+    holds old and more: a deletion alone names no place to undo it at (any text would do), the test names it."""
+    out = []
+    for node in ast.walk(fn):
+        if not (isinstance(node, ast.If) and isinstance(node.test, ast.Compare) and len(node.test.ops) == 1
+                and isinstance(node.test.ops[0], ast.In) and isinstance(_const(node.test.left), str)
+                and isinstance(node.test.comparators[0], ast.Name)):
+            continue
+        place, var = _const(node.test.left), node.test.comparators[0].id
+        for call in (c for st in node.body for c in ast.walk(st)):
+            if (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr == "replace"
+                    and getattr(call.func.value, "id", None) == var and len(call.args) == 2):
+                old, new = (_const(a) for a in call.args)
+                kept = place.replace(old, "") if isinstance(old, str) and old and old in place else ""
+                if new == "" and kept.strip("."):
+                    out.append(["substr", place, kept])
+    return out
+
+
 def file_rules(source: str) -> dict:
     packed: dict = {}
     experts: dict = {}
@@ -162,6 +184,9 @@ def file_rules(source: str) -> dict:
                     old, new = (_const(a) for a in call.args)
                     if isinstance(old, str) and isinstance(new, str) and old and new and ["substr", old, new] not in mapper:
                         mapper.append(["substr", old, new])
+            for rule in _deletions_in_place(fn):
+                if rule not in mapper:
+                    mapper.append(rule)
     for node in ast.walk(tree):
         if (isinstance(node, ast.If) and isinstance(node.test, ast.Compare) and isinstance(node.test.ops[0], ast.In)
                 and isinstance(_const(node.test.left), str) and _regroups_heads(node.body)):

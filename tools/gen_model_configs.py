@@ -67,7 +67,12 @@ _KIMI = ("moonshotai/Kimi-Linear-48B-A3B-Instruct config.json at revision e1df55
          "(its fields as a public test file quotes them verbatim, pinned by that revision)")
 _LONGCAT = ("meituan-longcat/LongCat-Flash-Chat config.json (as mlx-community/LongCat-Flash-Chat-bf16 republishes it; "
             "hf-internal-testing/LongCat-ShortCat, transformers' test checkpoint, sets the same)")
+_HUNYUAN = "tencent/Hunyuan-A13B-Instruct config.json (recalled offline, not re-read; its card: 64+1 experts, 8 active)"
 OVERRIDES = {
+    # transformers' DbrxAttention clamps q/k/v by clip_qkv unconditionally (its class default None fails there);
+    # vLLM's dbrx.py clamps only where it is set
+    "dbrx": {"attn_config": ({"clip_qkv": 8}, "databricks/dbrx-instruct config.json (attn_config.clip_qkv; "
+                                              "dbrx-base publishes the same)")},
     # transformers' BloomConfig defaults are a toy (hidden_size 64, 8 heads of 8: no attention backend takes head 8)
     "bloom": {"hidden_size": (1024, "bigscience/bloom-560m config.json"),
               "n_head": (16, "bigscience/bloom-560m config.json"),
@@ -80,6 +85,19 @@ OVERRIDES = {
     # code always routes by sigmoid with a score-correction bias (modeling_minimax_m2.py)
     "minimax_m2": {"scoring_func": ("sigmoid", "MiniMaxAI/MiniMax-M2 config.json"),
                    "use_routing_bias": (True, "MiniMaxAI/MiniMax-M2 config.json")},
+    # transformers' HunYuanMoEV1Config defaults to one expert (num_experts 1), where vLLM's hunyuan_v1.py builds a dense
+    # MLP and transformers' layer a MoE block. vLLM reads the keys below; transformers' class lacks
+    # moe_intermediate_size, use_mixed_mlp_moe, num_shared_expert and use_qk_norm, its modeling always building one
+    # shared expert of intermediate_size and the q/k norms. The checkpoint gives moe_topk, moe_intermediate_size and
+    # num_shared_expert per layer, every entry the same: given here as the int both take
+    "hunyuan_v1_moe": {"num_experts": (64, _HUNYUAN),
+                       "moe_topk": (8, _HUNYUAN),
+                       "intermediate_size": (3072, _HUNYUAN),
+                       "moe_intermediate_size": (3072, _HUNYUAN),
+                       "use_mixed_mlp_moe": (True, _HUNYUAN),
+                       "num_shared_expert": (1, _HUNYUAN),
+                       "use_qk_norm": (True, _HUNYUAN),
+                       "num_key_value_heads": (8, _HUNYUAN)},
     # vLLM's kimi_linear.py asserts its MLA's use_nope and reads the checkpoint's linear_attn_config block (which
     # layers are KDA, 1-based; the KDA heads) and the MoE keys below through its own KimiLinearConfig, whose
     # defaults differ (first_k_dense_replace 0); transformers' class folds that block into layer_types and
@@ -252,9 +270,11 @@ def override_values(model_type: str) -> dict:
 
 
 def with_overrides(data: dict, model_type: str) -> dict:
-    """Adds OVERRIDES' values for `model_type` to `data`, and records them in `_overrides`; returns them."""
+    """Adds OVERRIDES' values for `model_type` to `data`, and records them in `_overrides`; returns them. A dict given
+    for a nested sub-config (DBRX's attn_config) sets those of its fields; the others keep the class's values."""
     over = OVERRIDES.get(model_type, {})
-    data.update({k: v for k, (v, _) in over.items()})
+    for k, (v, _) in over.items():
+        data[k] = {**data[k], **v} if isinstance(v, dict) and isinstance(data.get(k), dict) else v
     if over:
         data["_overrides"] = {k: f"{v!r} from {where}" for k, (v, where) in over.items()}
     return over

@@ -45,7 +45,7 @@ from pathlib import Path
 from parity_mapping import MappingError, NoReference, into_loaded_image, loader_rules, map_weights, w13_interleaved
 from parity_reference import (bidirectional, context_cache, extra_inputs, hf_classes, hf_config, hf_forward, hf_layer,
                               mapping_args, per_layer_assumed, raise_if_part_of_layer, read_config,
-                              reference_class)
+                              reference_class, states_both_ways)
 from parity_reference import hf_shapes  # noqa: F401 - benchmarks/layer_speed.py's parity.hf_shapes
 
 TOL_RATIO = 2.0
@@ -86,6 +86,27 @@ def example_assumed(bundle) -> dict:
 
     m = re.search(r"^    derived = (\{.*\})$", _source(bundle), re.M)
     return {k: v[0] for k, v in ast.literal_eval(m.group(1)).items()} if m else {}
+
+
+def example_inputs(bundle, rows: int) -> dict:
+    """The forward inputs beyond the hidden states and positions that the bundle's example makes (its `extra_inputs`
+    table, by A6's forward_inputs rules), made as it makes them for `rows` tokens: ("tensor", width) [rows, width]
+    random, ("ids", n) [rows] ids in [0, n), another kind its value; ("hidden", _) is the hidden states, left out."""
+    import ast
+
+    import torch
+
+    m = re.search(r"for n, \(k, v\) in (\{.*?\})\.items\(\) if k != \"hidden\"", _source(bundle))
+    gen = torch.Generator().manual_seed(3)
+    out = {}
+    for name, (kind, value) in (ast.literal_eval(m.group(1)) if m else {}).items():
+        if kind == "tensor":
+            out[name] = torch.randn(rows, value, generator=gen)
+        elif kind == "ids":
+            out[name] = torch.randint(0, value, (rows,), generator=gen)
+        elif kind != "hidden":
+            out[name] = value
+    return out
 
 
 def model_file_of(mod, symbol: str) -> str | None:
@@ -243,7 +264,8 @@ def _reference(mod, symbol: str, cfg: dict, found: tuple, layer, bundle_idx: int
     (into_loaded_image); a parameter of a module vLLM's forward never applies in this layer (modules_unapplied, the
     rules' `unapplied`) that transformers has no counterpart of is left out. Records the reference, its index where it
     is not the bundle's, the layer type it was given where the config holds none that fits, the zeroed biases and the
-    unapplied modules in `row`."""
+    unapplied modules in `row`. Where vLLM's layer states that it attends both ways (states_both_ways), so does the
+    reference (`both_ways`; the row's attends_both_ways)."""
     import inspect
 
     import torch
@@ -280,8 +302,10 @@ def _reference(mod, symbol: str, cfg: dict, found: tuple, layer, bundle_idx: int
             for n in zeroed:
                 vllm_state[n].zero_()
         row["zeroed_biases"] = zeroed
+    if states_both_ways(layer):
+        row["attends_both_ways"] = True
     return dict(cls=hf_cls, rope_cls=rope_cls, config=config, layer_idx=layer_idx, state=state, control=control,
-                keys_permuted=bool(rules["rotary_permuted"]))
+                keys_permuted=bool(rules["rotary_permuted"]), both_ways=states_both_ways(layer))
 
 
 def cpu_reference(path: Path, cfg: dict) -> dict:
@@ -291,8 +315,8 @@ def cpu_reference(path: Path, cfg: dict) -> dict:
     records, whether the float32 output is finite (FAIL where not: a weight put outside what transformers takes,
     Mamba's A before into_loaded_image) and transformers-bf16's error against it over the tokens whose top-k experts
     are the same in both (routing_differs_tokens: the others). A mapping error or `no reference`
-    shows as it would on the GPU. Inputs beyond the hidden states and positions are the example's, which stops before
-    making them: a layer that needs one (Gemma 4's per_layer_input) fails its forward here."""
+    shows as it would on the GPU. Inputs beyond the hidden states and positions (Gemma 4's per_layer_input) are made
+    by the example's table (example_inputs), the example stopping before it makes them."""
     import torch
 
     import cpu_build_check
@@ -304,15 +328,16 @@ def cpu_reference(path: Path, cfg: dict) -> dict:
     ref, no_ref = _layer_reference(mod, symbol, cfg, layer, prefix, row)
     if no_ref:
         return no_ref
+    del ref["control"]  # the GPU run's; freed before transformers' layers are built (a MoE's experts: GiBs)
     B, q = 1, 8
     x = torch.randn(B, q, ref["config"].hidden_size, generator=torch.Generator().manual_seed(2))
     positions = torch.arange(q).view(B, q)
-    extra = extra_inputs(ref["cls"].forward, type(layer).forward, {}, B, q)
+    extra = extra_inputs(ref["cls"].forward, type(layer).forward, example_inputs(path, B * q), B, q)
     buffers = {n: b.detach() for n, b in layer.named_buffers()}
     top_k = int(cfg.get("num_experts_per_tok") or 0)
     out, sets = {}, {}
     for dtype in (torch.float32, torch.bfloat16):
-        hf = hf_layer(ref["cls"], ref["config"], ref["layer_idx"], ref["state"], dtype, buffers)
+        hf = hf_layer(ref["cls"], ref["config"], ref["layer_idx"], ref["state"], dtype, buffers, ref["both_ways"])
         rope = ref["rope_cls"](ref["config"]) if ref["rope_cls"] is not None else None
         run = functools.partial(hf_forward, hf, ref["config"], x.to(dtype), positions, rope, None, ref["layer_idx"],
                                 extra)
@@ -384,10 +409,10 @@ def _hf_output(ex, layer, ref: dict, state: dict, dtype, top_k: int):
     config, idx = ref["config"], ref["layer_idx"]
     extra = extra_inputs(ref["cls"].forward, type(layer).forward, ex["inputs"], B, q)
     buffers = {n: b.detach() for n, b in layer.named_buffers()}
-    hf = hf_layer(ref["cls"], config, idx, state, dtype, buffers)
+    hf = hf_layer(ref["cls"], config, idx, state, dtype, buffers, ref.get("both_ways", False))
     if ctx and bidirectional(hf):
-        raise NoReference(f"transformers' {ref['cls'].__name__} attends both ways (an encoder's layer: none of its "
-                          "attentions is causal), so it has no decode over a cached context to compare")
+        raise NoReference(f"transformers' {ref['cls'].__name__} attends both ways (an encoder's layer, or vLLM's "
+                          "states none of its attentions causal), so it has no decode over a cached context to compare")
     rope = ref["rope_cls"](config).to("cuda") if ref["rope_cls"] is not None else None
     xin = x.view(B, q, -1).to(dtype)
 

@@ -249,6 +249,15 @@ def bidirectional(layer) -> bool:
     return bool(flags) and not any(flags)
 
 
+def states_both_ways(layer) -> bool:
+    """Whether vLLM's `layer` states that it attends both ways: an attention of it (a module with `impl` and
+    `kv_cache`), or the module holding one, has `causal` False (DFlash's drafter layers; the bundle's example gives
+    its attention metadata the same flag)."""
+    mods = dict(layer.named_modules())
+    return any(getattr(m, "causal", None) is False for n, a in mods.items() if hasattr(a, "impl") and hasattr(
+        a, "kv_cache") for m in (a, mods[n.rpartition(".")[0]]))
+
+
 def causal_mask(config, x, positions, cache, layer_idx: int, both_ways: bool = False):
     """The mask transformers' model builds for layer `layer_idx` (create_causal_mask, or the sliding-window one for a
     sliding_attention layer; `both_ways`, an encoder's layer: the bidirectional one, sliding where the config has a
@@ -440,14 +449,15 @@ def params_on_meta():
         torch.nn.Module.register_parameter = register
 
 
-def hf_layer(hf_cls, config, layer_idx: int, state: dict, dtype, buffers: dict | None = None):
+def hf_layer(hf_cls, config, layer_idx: int, state: dict, dtype, buffers: dict | None = None, both_ways: bool = False):
     """transformers' layer in eval mode holding `state` (map_weights' output) in `dtype`. Its parameters are built
     on meta and given the mapped tensors (assign): where the dtype is the bundle's, it shares their storage (no second
     copy of an MoE layer's experts). Its buffers are those its __init__ computes, except where vLLM's layer has one of
     the same name and shape (`buffers`: an activation's constants as vLLM set them). A buffer of vLLM's layer that
     transformers' layer lacks, at a module it has that has no attribute of that name, is given to it: transformers'
     model registers such buffers on its layers after building them (FalconH1Model's mup_vector on each mixer), so
-    the layer alone lacks them (H100: AttributeError 'FalconH1Mixer' object has no attribute 'mup_vector')."""
+    the layer alone lacks them (H100: AttributeError 'FalconH1Mixer' object has no attribute 'mup_vector').
+    `both_ways`: its attentions made non-causal (is_causal False), as vLLM's layer states its own (states_both_ways)."""
     with params_on_meta():
         hf = new_layer(hf_cls, config, layer_idx)
     own = {n: b for n, b in hf.state_dict().items() if n in dict(hf.named_buffers())}  # the persistent ones
@@ -463,6 +473,9 @@ def hf_layer(hf_cls, config, layer_idx: int, state: dict, dtype, buffers: dict |
     if missing or unexpected:
         raise MappingError(f"transformers' layer did not take the mapped weights: missing {missing[:4]}, "
                            f"unexpected {unexpected[:4]}")
+    for m in hf.modules() if both_ways else ():
+        if isinstance(getattr(m, "is_causal", None), bool):
+            m.is_causal = False
     return hf.to(next(iter(state.values())).device).eval()
 
 

@@ -48,7 +48,7 @@ _TRITON_SNIPPET = '''\
                                                 dtype=torch.float32),
                 softmax_segm_max=torch.empty(seq_threshold_3D, H_q, segments, device=device, dtype=torch.float32),
                 softmax_segm_expsum=torch.empty(seq_threshold_3D, H_q, segments, device=device, dtype=torch.float32),
-                causal=True, use_cascade=False, common_prefix_len=0, cu_prefix_query_lens=None, prefix_kv_lens=None,
+                causal=causal, use_cascade=False, common_prefix_len=0, cu_prefix_query_lens=None, prefix_kv_lens=None,
                 suffix_kv_lens=None, scheduler_metadata=None, prefix_scheduler_metadata=None, mm_prefix_range=None,
                 mm_prefix_range_tensor=None, rswa_prefix_lens=None, rswa_window=None)
             md_cls = _get("TritonAttentionMetadata")
@@ -79,7 +79,7 @@ _SNIPPETS = {
                     query_start_loc=qsl.to(device), query_start_loc_cpu=qsl,
                     seq_lens=torch.full((B,), seq_len, device=device, dtype=torch.int32), num_reqs=B,
                     num_actual_tokens=T, max_query_len=q_len, max_seq_len=seq_len, block_table_tensor=block_table,
-                    slot_mapping=slots, causal=True)
+                    slot_mapping=slots, causal=causal)
                 builder = attn.attn_backend.get_builder_cls()(attn.get_kv_cache_spec(vllm_config), attn_names,
                                                               vllm_config, device)
                 attn_metadata = builder.build(common_prefix_len=0, common_attn_metadata=common)

@@ -123,6 +123,10 @@ _BODY = '''\
             Dv = getattr(attn, "head_size_v", getattr(attn, "kv_lora_rank", Dh))
         kv_width = {kv_width}
         attn_names = [getattr(a, "layer_name", prefix + ".self_attn.attn") for _, a in attn_layers]
+        # the metadata's causal flag, as the layer decides it: False where an attention, or the module holding it,
+        # states `causal` False (vLLM's DFlash drafter puts its layers' causal into CommonAttentionMetadata)
+        causal = not any(getattr(m, "causal", None) is False for n, a in attn_layers
+                         for m in (a, layer.get_submodule(n.rpartition(".")[0])))
 
         # 4. Shapes, within the memory left after the weights.
         torch.cuda.synchronize()

@@ -398,10 +398,9 @@ class GuardEval:
             return isinstance(op, ast.NotIn)
         if a is _UNKNOWN or b is _UNKNOWN:
             return None
-        same = lambda m: isinstance(m, tuple) and m[:2] == ("enum", a[1])   # noqa: E731
         # an enum member against another enum's or against strings (a str `activation` beside MoEActivation): undecided
-        if isinstance(a, tuple) and a[:1] == ("enum",) and b is not None and not (same(b) or (
-                isinstance(b, tuple) and all(map(same, b)))):
+        if isinstance(a, tuple) and a[:1] == ("enum",) and b is not None and not (_member_of(b, a[1]) or (
+                isinstance(b, tuple) and all(_member_of(m, a[1]) for m in b))):
             return None
         if isinstance(op, ast.Is):
             return a is b if b is None else None
@@ -554,6 +553,11 @@ def env_default_value(e: ast.expr):
             out = (out and v) if isinstance(e.op, ast.And) else (out or v)
         return out
     return _UNKNOWN
+
+
+def _member_of(value, enum: str) -> bool:
+    """Whether `value` is a known member ("enum", `enum`, member) of the enum class named `enum`."""
+    return isinstance(value, tuple) and value[:2] == ("enum", enum)
 
 
 def _compare_any(a, op: ast.cmpop, b):

@@ -53,7 +53,7 @@ MUTATIONS = [
     _m("a1-own-distribution-version-unknown", "A1", G + "predicates.py",
        "        if dist is not None:\n            return dist\n", "", *CLOSURE),
     _m("a1-enum-fact-decides-strings", "A1", G + "guards.py",
-       "and b is not None and not (same(b) or (", "and b is None and not (same(b) or (", *CLOSURE),
+       "and b is not None and not (_member_of(b, a[1]) or (", "and b is None and not (_member_of(b, a[1]) or (", *CLOSURE),
     _m("a1-substring-of-known-string-undecided", "A1", G + "guards.py",
        "            if isinstance(whole, str):\n", "            if False:\n", *CLOSURE),
     _m("a1-compiled-platform-forward-kept", "A1", G + "refs.py",
