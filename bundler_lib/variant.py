@@ -27,10 +27,13 @@ CHOICES: dict[str, tuple[object, tuple]] = {
     # vLLM's attention backend (an AttentionBackendEnum member): TRITON_ATTN, its Triton unified attention;
     # TRITON_ATTN_DIFFKV, the same for V heads of another size than K's (the Triton choice of a layer that asks for a
     # `*_DIFFKV` backend, MiMo-V2; vLLM's FLASH_ATTN_DIFFKV needs its FlashAttention extension); FLEX_ATTENTION,
-    # torch's flex_attention compiled by torch (no kernel of vLLM's own); TRITON_MLA, the Triton decode backend of an
-    # MLA-only layer (vLLM's MLAAttention and not its Attention: A1 gives such a layer this backend, since the others
-    # refuse use_mla)
-    "attention_backend": ("TRITON_ATTN", ("TRITON_ATTN", "TRITON_ATTN_DIFFKV", "FLEX_ATTENTION", "TRITON_MLA")),
+    # torch's flex_attention compiled by torch (no kernel of vLLM's own); ROCM_ATTN, vLLM's "PagedAttention and Triton
+    # prefix prefill" backend, whose kernels are Triton (prefill in 128-row blocks: prefix_prefill.py) and so run on
+    # NVIDIA too (its ROCm-only kernels sit behind platform checks A1 decides); TRITON_MLA, the Triton decode backend
+    # of an MLA-only layer (vLLM's MLAAttention and not its Attention: A1 gives such a layer this backend, since the
+    # others refuse use_mla)
+    "attention_backend": ("TRITON_ATTN", ("TRITON_ATTN", "TRITON_ATTN_DIFFKV", "FLEX_ATTENTION", "ROCM_ATTN",
+                                          "TRITON_MLA")),
     "moe_backend": ("triton", ("triton",)),
     "custom_ops": ("enabled", ("enabled", "disabled")),
     # dispatch priority of vLLM's IR ops (vllm.ir): its own CUDA kernels first, as vLLM sets it without

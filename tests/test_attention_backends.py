@@ -16,6 +16,7 @@ from bundler_lib.errors import StageError
 from bundler_lib.example import attention_metadata, decoder, state
 from bundler_lib.variant import CHOICES, resolve
 from tests.test_closure_helpers import TREES, build_all, load, node_ids
+from tests.triton_interpreter import PREAMBLE
 
 ROOT = Path(__file__).resolve().parents[1]
 QWEN3 = "Qwen/Qwen3-30B-A3B"
@@ -168,3 +169,112 @@ def test_flex_attention_matches_sdpa_on_cpu(flex_bundle):
     assert [r["case"] for r in rows] == cases
     assert all(r["metadata"] == "FlexAttentionMetadata" for r in rows)
     assert all(r["rel_err"] < 2e-2 for r in rows), rows
+
+
+# ROCM_ATTN's example on CPU: its Triton kernels (prefix_prefill's prefill, the paged decode kernel) in Triton's
+# interpreter (the example in float16), the KV cache write (vLLM's reshape_and_cache, a CUDA op) in torch into the backend's paged layout;
+# each case's attention output against SDPA over the cache's context and new tokens, and the example's context
+# (`inputs["kv_cache"]`, the other backends' layout) against what the backend's cache holds.
+_ROCM_COMPARE = PREAMBLE + textwrap.dedent('''
+    import json, re, sys, torch
+    import torch.nn.functional as F
+    sys.path.insert(0, sys.argv[2])
+    import cpu_build_check
+    cpu_build_check._as_h100()
+    path, names = sys.argv[1], json.loads(sys.argv[3])
+    src = re.sub(r'raise RuntimeError\\("invocation_example: \\w+ runs on a CUDA GPU[^\\n]*', "pass", open(path).read())
+    # the example in float16 (tests/triton_interpreter.py)
+    src = re.sub(r"\\n    dtype = getattr\\(torch, 'bfloat16'.*", "\\n    dtype = torch.float16", src)
+    mod = type(sys)("rocm_bundle")
+    sys.modules[mod.__name__] = mod
+    exec(compile(src, path, "exec"), mod.__dict__)
+    mod.PIN_MEMORY = False
+    torch.cuda.synchronize = lambda *a, **k: None
+    torch.cuda.mem_get_info = lambda *a, **k: (8 << 30, 8 << 30)
+    impl, paged = getattr(mod, names["RocmAttentionImpl"]), getattr(mod, names["PagedAttention"])
+    seen, forward = [], impl.forward
+
+    def logical(self, kv_cache):
+        """[blocks, H_kv, block_size, Dh] K and V of the backend's paged cache."""
+        k, v = paged.split_kv_cache(kv_cache, self.num_kv_heads, self.head_size)
+        return k.permute(0, 1, 3, 2, 4).flatten(-2), v.transpose(2, 3)
+
+    def kv_write(self, layer, key, value, kv_cache, slot_mapping):
+        k, v = paged.split_kv_cache(kv_cache, self.num_kv_heads, self.head_size)
+        blk, off = slot_mapping // v.shape[3], slot_mapping % v.shape[3]
+        k[blk, :, :, off, :] = key.view(key.shape[0], key.shape[1], k.shape[2], k.shape[4])
+        v[blk, :, :, off] = value
+
+    def recorded(self, layer, query, key, value, kv_cache, md, output, *a, **k):
+        out = forward(self, layer, query, key, value, kv_cache, md, output, *a, **k)
+        seen.append((self, query.clone(), kv_cache, md, out.clone()))
+        return out
+
+    impl.do_kv_cache_update, impl.forward = kv_write, recorded
+    for case in json.loads(sys.argv[4]):
+        ex = mod.invocation_example(small=True, **case)
+        self, q, kv, md, out = seen[-1]
+        B, n, ctx, bs = (ex["sizes"][k] for k in ("B", "new_tokens", "context", "block_size"))
+        K, V = logical(self, kv)
+        given = ex["inputs"]["kv_cache"]
+        err, ctx_same = 0.0, True
+        for b in range(B):
+            blocks = md.block_table[b].long()
+            k, v = (c[blocks].transpose(0, 1).flatten(1, 2)[:, :ctx + n].float() for c in (K, V))
+            g = given[blocks].transpose(0, 1).flatten(1, 2)[:, :ctx]
+            ctx_same &= torch.equal(g[..., :self.head_size], K[blocks].transpose(0, 1).flatten(1, 2)[:, :ctx])
+            ctx_same &= torch.equal(g[..., self.head_size:], V[blocks].transpose(0, 1).flatten(1, 2)[:, :ctx])
+            causal = torch.arange(ctx + n)[None, :] <= (ctx + torch.arange(n))[:, None]
+            ref = F.scaled_dot_product_attention(q[b * n:(b + 1) * n].transpose(0, 1).float(), k, v,
+                                                 attn_mask=causal, scale=self.scale, enable_gqa=True)
+            got = out[b * n:(b + 1) * n].float().transpose(0, 1)
+            err = max(err, ((got - ref).abs().max() / ref.abs().max()).item())
+        print(json.dumps({"case": case, "metadata": type(md).__name__, "rel_err": err, "context_same": ctx_same}))
+''')
+
+
+@pytest.fixture(scope="module")
+def rocm_bundle(tmp_path_factory, vllm_0_26_0, runtime_python) -> Path:
+    """Qwen3DecoderLayer with ROCM_ATTN, A0 to A7 (strict), its norm and rotary on their torch paths."""
+    out = tmp_path_factory.mktemp("rocm")
+    variant = {"attention_backend": "ROCM_ATTN", "custom_ops": "disabled", "ir_op_priority": "native"}
+    report = build_bundle(vllm_0_26_0, out, "Qwen3DecoderLayer", QWEN3, QWEN3_CONFIG, runtime_python, variant)
+    assert report["status"] == "ok"
+    return out
+
+
+def test_rocm_attn_bundle_has_no_rocm_only_path(rocm_bundle):
+    """vLLM's ROCm-only kernels sit behind `use_rocm_custom_paged_attention` (vllm.platforms.rocm) and a module-level
+    `if is_cuda_alike(): ops = _custom_ops / elif is_xpu(): ops = xpu_ops`: A1 decides both for CUDA."""
+    text = (rocm_bundle / "Qwen3DecoderLayer.py").read_text()
+    assert "paged_attention_rocm" not in text and "xpu_ops" not in text and "_rocm_C" not in text
+    assert "reshape_and_cache(" in text   # _custom_ops' KV cache write, the CUDA op
+
+
+def test_rocm_attn_matches_sdpa_on_cpu(rocm_bundle):
+    """Prefill (40 tokens: not a whole number of blocks) and decode over a context: the metadata ROCM_ATTN's own
+    builder makes, its Triton kernels over its paged cache, give SDPA's attention (fp16); the example's context in
+    the common layout is what the backend's cache holds."""
+    names = state.emit_names(json.loads((rocm_bundle / "A1.graph.json").read_text()))
+    names = {"RocmAttentionImpl": names[("vllm/v1/attention/backends/rocm_attn.py", "RocmAttentionImpl")],
+             "PagedAttention": names[("vllm/v1/attention/ops/paged_attn.py", "PagedAttention")]}
+    cases = [{"workload": "prefill", "tokens": 40}, {"workload": "decode", "batch": 2, "context": 37}]
+    proc = subprocess.run([sys.executable, "-c", _ROCM_COMPARE, str(rocm_bundle / "Qwen3DecoderLayer.py"),
+                           str(ROOT / "tools"), json.dumps(names), json.dumps(cases)],
+                          capture_output=True, text=True, timeout=900, cwd=rocm_bundle)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert [r["case"] for r in rows] == cases
+    assert all(r["metadata"] == "RocmAttentionMetadata" and r["context_same"] for r in rows), rows
+    assert all(r["rel_err"] < 2e-2 for r in rows), rows
+
+
+def test_a_backend_with_its_own_kv_layout_has_no_multi_gpu_example():
+    """ROCM_ATTN's paged cache is not the layout whose heads the multi-GPU example fills per rank: with tp > 1 the
+    example names that in one line (a standard-layout backend keeps its multi-GPU example)."""
+    def missing(variant):
+        return attention_metadata.unsupported({"python_nodes": [], "variant": variant})
+
+    msg = missing({"attention_backend": "ROCM_ATTN", "tp": 2})
+    assert len(msg) == 1 and "ROCM_ATTN on several GPUs" in msg[0] and "tp=1" in msg[0] and "\n" not in msg[0]
+    assert missing({"attention_backend": "ROCM_ATTN"}) == missing({"attention_backend": "TRITON_ATTN", "tp": 2}) == []

@@ -766,3 +766,18 @@ def test_own_distribution_version_is_the_trees(tmp_path):
     assert 'version("vllm")' not in text and "importlib.metadata" not in text
     assert ("'cpu' in version('vllm')", False) in {(x["predicate"], x["value"]) for x in g["guards"]}
     assert load(tmp_path).target() == 6
+
+
+@pytest.mark.parametrize("cap, precision", [(90, None), (75, "ieee")])
+def test_platform_queries_the_variant_answers(tmp_path, cap, precision):
+    """On CUDA: a module-level `if`/`elif` of platform tests binding one name by import in each branch resolves to
+    the taken branch's (vLLM's paged_attn.py: `ops` is _custom_ops, not xpu_ops); another platform's `-> bool`
+    function (vllm.platforms.rocm's use_rocm_custom_paged_attention) is False, so a local bound only to it and to
+    False is too, and the branch it chose goes; `get_device_capability() == (7, 5)` is the variant's capability."""
+    g, _, _ = build_all(TREES / "foreign_platform_queries", tmp_path, "target", variant={"cuda_capability": cap})
+    text = (tmp_path / "A2.inline.py").read_text()
+    assert "xpu" not in text and "rocm_kernel" not in text and "get_device_capability" not in text
+    assert ("use_custom_kernel(...)", False) in {(x["predicate"], x["value"]) for x in g["guards"]}
+    m = load(tmp_path)
+    assert m.target(1) == (("cuda", ("triton", 1)), precision)
+    assert m.target(1, pow2=False) == (("cuda", ("triton", 1)), precision)

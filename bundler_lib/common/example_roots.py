@@ -33,8 +33,9 @@ DECODER_LAYER_ROOTS = (
 _BACKENDS = "vllm/v1/attention/backends"
 # Per variant `attention_backend` (variant.py), the backend's definitions the example needs: its backend and impl
 # classes, and what step 6 of example/decoder.py builds the attention metadata with. TRITON_ATTN: the metadata class
-# and its launch constants (the fields are filled by hand). FLEX_ATTENTION: the backend's own metadata builder (from
-# get_builder_cls), given the layer's KV cache spec and a CommonAttentionMetadata, as vLLM's model runner does.
+# and its launch constants (the fields are filled by hand). FLEX_ATTENTION and ROCM_ATTN: the backend's own metadata
+# builder (from get_builder_cls), given the layer's KV cache spec and a CommonAttentionMetadata, as vLLM's model
+# runner does; ROCM_ATTN's cache also has its own shape (get_kv_cache_shape) and views (PagedAttention.split_kv_cache).
 BACKEND_ROOTS = {
     "TRITON_ATTN": tuple(f"{_BACKENDS}/triton_attn.py::{n}" for n in (
         "TritonAttentionBackend", "TritonAttentionImpl", "TritonAttentionMetadata", "MIN_LAUNCH_GRID_SIZE_2D",
@@ -47,6 +48,12 @@ BACKEND_ROOTS = {
     "FLEX_ATTENTION": tuple(f"{_BACKENDS}/flex_attention.py::{n}" for n in (
         "FlexAttentionBackend", "FlexAttentionImpl", "FlexAttentionBackend.get_builder_cls",
         "FlexAttentionMetadataBuilder.build")) + (
+        "vllm/v1/attention/backend.py::CommonAttentionMetadata",
+        "vllm/model_executor/layers/attention/attention.py::Attention.get_kv_cache_spec"),
+    "ROCM_ATTN": tuple(f"{_BACKENDS}/rocm_attn.py::{n}" for n in (
+        "RocmAttentionBackend", "RocmAttentionImpl", "RocmAttentionBackend.get_builder_cls",
+        "RocmAttentionBackend.get_kv_cache_shape", "RocmAttentionMetadataBuilder.build")) + (
+        "vllm/v1/attention/ops/paged_attn.py::PagedAttention.split_kv_cache",
         "vllm/v1/attention/backend.py::CommonAttentionMetadata",
         "vllm/model_executor/layers/attention/attention.py::Attention.get_kv_cache_spec"),
     # an MLA-only layer (decode only, example/mla.py): the backend and impl, the MLA metadata the example fills by

@@ -3,12 +3,15 @@
 Each backend has the names the example looks up in the bundle (`ROLES`, role -> (file, name), resolved by
 state.py like its own state), the roles without which its example cannot run (`REQUIRED`), and the code of step 6
 (`_SNIPPETS`), which sets `attn_metadata` for B sequences of q_len new tokens after ctx cached ones (block_table,
-slots, seq_len, num_blocks and the attention layers are the example's). The extra roots that put these names in
+slots, seq_len, num_blocks and the attention layers are the example's). A backend whose KV cache is not the others'
+(NHD, K and V heads side by side) also has the code of step 5 (`_KV_CACHES`) and the name of the context as the
+example's readers take it (`_KV_INPUTS`). The extra roots that put these names in
 the bundle are A1's data (common/example_roots.py BACKEND_ROOTS).
 """
 
 from bundler_lib.common.example_roots import DEFAULT_BACKEND, MLA_ATTENTION, MLA_BACKEND, mla_only
 from bundler_lib.example import mla
+from bundler_lib.variant import world_size
 
 _TRITON = "vllm/v1/attention/backends/triton_attn.py"
 _MLA = "vllm/model_executor/layers/attention/mla_attention.py::MLAAttention"
@@ -25,12 +28,17 @@ ROLES = {
     "FLEX_ATTENTION": {
         "CommonAttentionMetadata": ("vllm/v1/attention/backend.py", "CommonAttentionMetadata"),
     },
+    "ROCM_ATTN": {
+        "CommonAttentionMetadata": ("vllm/v1/attention/backend.py", "CommonAttentionMetadata"),
+        "PagedAttention": ("vllm/v1/attention/ops/paged_attn.py", "PagedAttention"),
+    },
     MLA_BACKEND: mla.ROLES,
 }
 
-# TRITON_ATTN's metadata falls back on a stand-in with the same fields; FLEX_ATTENTION's builder needs the real one.
+# TRITON_ATTN's metadata falls back on a stand-in with the same fields; the builders (FLEX_ATTENTION's, ROCM_ATTN's)
+# need the real one, ROCM_ATTN's cache its PagedAttention views.
 REQUIRED = {"TRITON_ATTN": [], "TRITON_ATTN_DIFFKV": [], "FLEX_ATTENTION": ["CommonAttentionMetadata"],
-            MLA_BACKEND: mla.REQUIRED}
+            "ROCM_ATTN": ["CommonAttentionMetadata", "PagedAttention"], MLA_BACKEND: mla.REQUIRED}
 
 _TRITON_SNIPPET = '''\
             # 6. The attention metadata (@BACKEND@): the fields of its metadata class, filled by hand.
@@ -61,13 +69,9 @@ _TRITON_SNIPPET = '''\
                     attn_metadata = _StandIn("attn_metadata", **md_fields)
 '''
 
-_SNIPPETS = {
-    MLA_BACKEND: mla.SNIPPET,
-    "TRITON_ATTN": _TRITON_SNIPPET.replace("@BACKEND@", "TRITON_ATTN"),
-    "TRITON_ATTN_DIFFKV": _TRITON_SNIPPET.replace("@BACKEND@", "TRITON_ATTN_DIFFKV"),
-    "FLEX_ATTENTION": '''\
-            # 6. The attention metadata (FLEX_ATTENTION): the backend's own builder, as vLLM's model runner calls it,
-            # over the batch's CommonAttentionMetadata; the builder also builds the block mask.
+_BUILDER_SNIPPET = '''\
+            # 6. The attention metadata (@BACKEND@): the backend's own builder, as vLLM's model runner calls it,
+            # over the batch's CommonAttentionMetadata@NOTE@.
             with _Step("building the attention metadata"):
                 # what the engine sets once it has sized the KV cache and the batch (the builder's buffers)
                 vllm_config.cache_config.num_gpu_blocks = num_blocks
@@ -83,8 +87,47 @@ _SNIPPETS = {
                 builder = attn.attn_backend.get_builder_cls()(attn.get_kv_cache_spec(vllm_config), attn_names,
                                                               vllm_config, device)
                 attn_metadata = builder.build(common_prefix_len=0, common_attn_metadata=common)
-''',
+'''
+
+_SNIPPETS = {
+    MLA_BACKEND: mla.SNIPPET,
+    "TRITON_ATTN": _TRITON_SNIPPET.replace("@BACKEND@", "TRITON_ATTN"),
+    "TRITON_ATTN_DIFFKV": _TRITON_SNIPPET.replace("@BACKEND@", "TRITON_ATTN_DIFFKV"),
+    "FLEX_ATTENTION": _BUILDER_SNIPPET.replace("@BACKEND@", "FLEX_ATTENTION").replace(
+        "@NOTE@", "; the builder also builds the block mask"),
+    "ROCM_ATTN": _BUILDER_SNIPPET.replace("@BACKEND@", "ROCM_ATTN").replace("@NOTE@", ""),
 }
+
+
+# ROCM_ATTN's cache (step 5): get_kv_cache_shape's (2, blocks, block_size, H_kv, Dh), which its
+# PagedAttention.split_kv_cache views as K [blocks, H_kv, Dh/x, block_size, x] and V [blocks, H_kv, Dh, block_size]
+# (x: 16 bytes of elements), filled from a random context in the other backends' layout; `kv_logical` keeps that
+# layout for the example's readers (a copy of the context: the layer reads and writes its own cache).
+_PAGED_KV_CACHE = '''\
+                split, kv_logical = _get("PagedAttention").split_kv_cache, {}
+                for _, a in attn_layers:
+                    logical = torch.empty(num_blocks, block_size, H_kv, Dh + Dv, device=device, dtype=dtype)
+                    logical.normal_(0.0, 1.0, generator=gen)
+                    kv_logical[a] = logical.permute(0, 2, 1, 3)
+                    a.kv_cache = torch.empty(a.attn_backend.get_kv_cache_shape(num_blocks, block_size, H_kv, Dh),
+                                             device=device, dtype=dtype)
+                    k_cache, v_cache = split(a.kv_cache, H_kv, Dh)
+                    pack = k_cache.shape[-1]
+                    k_cache.copy_(kv_logical[a][..., :Dh].unflatten(-1, (Dh // pack, pack)).permute(0, 1, 3, 2, 4))
+                    v_cache.copy_(kv_logical[a][..., Dh:].transpose(2, 3))
+'''
+_KV_CACHES = {"ROCM_ATTN": _PAGED_KV_CACHE}
+_KV_INPUTS = {"ROCM_ATTN": "kv_logical[attn]"}
+
+
+def kv_cache(variant: dict, default: str) -> str:
+    """Step 5 for the variant's backend: its own (`_KV_CACHES`), else `default` (NHD)."""
+    return _KV_CACHES.get(backend(variant), default)
+
+
+def kv_input(variant: dict) -> str:
+    """The expression of the context the example hands its readers, [blocks, H_kv, block_size, Dh + Dv]."""
+    return _KV_INPUTS.get(backend(variant), "attn.kv_cache")
 
 
 def backend(variant: dict) -> str:
@@ -108,9 +151,14 @@ def unsupported(graph: dict) -> list[str]:
     """The attention the variant's backend does not run: an MLA-only layer (vLLM's MLAAttention and not its
     `Attention`) with another backend than TRITON_MLA (A1 gives it TRITON_MLA), or TRITON_MLA for a layer without
     MLAAttention. A layer reaching both (DeepseekV2's) takes its standard attention under a standard backend (the
-    example's use_mla=False, as with VLLM_MLA_DISABLE) and its MLA attention under TRITON_MLA (use_mla=True)."""
+    example's use_mla=False, as with VLLM_MLA_DISABLE) and its MLA attention under TRITON_MLA (use_mla=True). A
+    backend with a KV cache of its own layout (`_KV_CACHES`) runs on one GPU only: the multi-GPU example fills each
+    rank's heads of the common layout (distributed.py)."""
     ids = {n.get("id") for n in graph.get("python_nodes", [])}
     b = backend(graph.get("variant") or {})
+    if b in _KV_CACHES and world_size(graph.get("variant") or {}) > 1:
+        return [f"attention backend {b} on several GPUs: its KV cache has a layout of its own, whose heads the "
+                "multi-GPU example does not fill per rank; build it with tp=1 and ep=1, or another backend"]
     if b == MLA_BACKEND and MLA_ATTENTION not in ids:
         return [f"attention backend {MLA_BACKEND} for a layer without MLA attention (vLLM's MLAAttention): build it "
                 "with a standard backend (the variant's attention_backend)"]

@@ -163,7 +163,8 @@ _BODY = '''\
         attn_metadata, slots = None, None
         if attn is not None:
             # 5. The KV cache: logical (blocks, kv_heads, block_size, K head + V head), stored NHD (the shape and
-            # stride order of the TRITON_ATTN(_DIFFKV) and FLEX_ATTENTION get_kv_cache_shape), the context filled.
+            # stride order of the TRITON_ATTN(_DIFFKV) and FLEX_ATTENTION get_kv_cache_shape; another backend's own:
+            # attention_metadata.py), the context filled.
             with _Step("allocating the KV cache"):
 {kv_cache}
             slots = (block_table[:, new_pos // block_size].long() * block_size + (new_pos % block_size)).reshape(-1)
@@ -245,7 +246,7 @@ _BODY = '''\
                  + B * (ctx + q_len) * kv_width * elem + 2 * T * H * elem
                  + (2 if ctx else 1) * B * _state_bytes(recurrent)}}  # recurrent state read (with context), written
 {cross_cost}{parallel_check}        return {{"module": layer, "cost": cost, "inputs": {{"positions": positions, "hidden_states": hidden_states,
-                "residual": None, "kv_cache": None if attn is None else attn.kv_cache, "attn_metadata": attn_metadata,
+                "residual": None, "kv_cache": None if attn is None else {kv_input}, "attn_metadata": attn_metadata,
                 "block_table": block_table, "state": {{m.prefix: m.kv_cache for _, m, _ in recurrent}},
                 "state_metadata": state_metadata, **extra_inputs}},
                 "outputs": {{"hidden_states": out, "residual": residual}}, "forward": forward, "prefix": prefix,
@@ -263,9 +264,10 @@ def _attention_pieces(variant: dict, symbol: str) -> dict:
     """The parts of the body that follow the attention: MLA's decode-only setup, latent cache and width (mla.py)."""
     if attention_metadata.is_mla(variant):
         return {"attn_check": mla.CHECK.format(symbol=symbol), "install": mla.SETUP, "attn_role": mla.ATTENTION_ROLE,
-                "kv_cache": mla.KV_CACHE, "kv_width": mla.KV_WIDTH}
-    return {"attn_check": "", "install": _INSTALL, "attn_role": "Attention", "kv_cache": _KV_CACHE,
-            "kv_width": "H_kv * (Dh + Dv)  # K and V heads per token"}
+                "kv_cache": mla.KV_CACHE, "kv_input": "attn.kv_cache", "kv_width": mla.KV_WIDTH}
+    return {"attn_check": "", "install": _INSTALL, "attn_role": "Attention",
+            "kv_cache": attention_metadata.kv_cache(variant, _KV_CACHE),
+            "kv_input": attention_metadata.kv_input(variant), "kv_width": "H_kv * (Dh + Dv)  # K and V heads per token"}
 
 
 def _other_inputs(graph: dict, cfg: dict | None, dims: dict, flags: dict) -> tuple[dict, dict, list[str]]:

@@ -14,6 +14,8 @@ from typing import Mapping
 
 from bundler_lib.variant import parallel_sizes, platform_predicates
 
+from . import capability
+
 # Expert parallelism: `use_ep` is on when the variant's ep > 1. The all-to-all switches (all-to-all kernels, DeepEP,
 # pplx, ...) need data or sequence parallelism besides (vLLM's use_all2all_kernels = use_ep and (dp, pcp or sp > 1)):
 # off with dp 1 and sequence-parallel MoE off, as the variant has them. EPLB (expert-parallel load balancing) is not
@@ -77,6 +79,8 @@ class Where:
     module: str = ""                                 # the module whose code it is
     cls: tuple | None = None                         # (module, ClassDef) whose body or method it is in
     locals: Mapping = field(default_factory=dict)    # the enclosing function's single assignments
+    repeated: Mapping = field(default_factory=dict)  # its locals bound several times, each by `name = expr`: values
+    foreign_predicates: frozenset = frozenset()      # names bound to another platform's `-> bool` functions
     local_names: frozenset = frozenset()             # names local to the enclosing functions
     literal_bools: bool = False                      # True/False literals decide (a predicate's body)
     params: Mapping = field(default_factory=dict)    # parameter -> known value (a held branch, a predicate call)
@@ -165,6 +169,10 @@ class GuardEval:
             return self.platform[e.func.attr]
         if _tail(e) == "TYPE_CHECKING":
             return False
+        # a function of another platform's module answering yes/no (`-> bool`: `use_rocm_custom_paged_attention` on
+        # CUDA) asks about that platform's hardware: no
+        if isinstance(e, ast.Call) and isinstance(e.func, ast.Name) and e.func.id in w.foreign_predicates:
+            return False
         if w.literal_bools and isinstance(e, ast.Constant) and isinstance(e.value, bool):
             return e.value
         # Cls.is_x_enabled(): a predicate classmethod the variant decides (e.g. rocm_aiter_ops.is_enabled())
@@ -182,19 +190,8 @@ class GuardEval:
                 v = self.oracle.function_predicate(w.module, e.func.id, tuple(args))
                 if v is not None:
                     return v
-        # current_platform.has_device_capability(90) / is_device_capability((9, 0)) / ..._family(100)
-        if (self.variant["platform"] == "cuda" and isinstance(e, ast.Call) and len(e.args) == 1
-                and not e.keywords and isinstance(e.func, ast.Attribute)
-                and _tail(e.func.value) in w.platform_names
-                and e.func.attr in ("has_device_capability", "is_device_capability", "is_device_capability_family")):
-            want = _capability(e.args[0])
-            cap = self.variant["cuda_capability"]
-            if want is not None:
-                if e.func.attr == "has_device_capability":
-                    return cap >= want
-                if e.func.attr == "is_device_capability":
-                    return cap == want
-                return cap // 10 == want // 10
+        if self.variant["platform"] == "cuda":
+            return capability.query(e, self.variant["cuda_capability"], w.platform_names)
         return None
 
     def _variant_atom(self, e: ast.expr, w: Where):
@@ -293,6 +290,10 @@ class GuardEval:
                 v = self._backend(left)
             if v is not None:
                 return v if isinstance(op, (ast.Eq, ast.Is)) else not v
+        if self.variant["platform"] == "cuda":
+            v = capability.compared(e, self.variant["cuda_capability"], w.platform_names)
+            if v is not None:
+                return v
         # parallel sizes against int literals
         size = self._size(left)
         if size is not None and isinstance(right, ast.Constant) and type(right.value) is int:
@@ -312,6 +313,11 @@ class GuardEval:
             # through the locals bound before it (`use_q = quant_key is not None and ...`, `quant_key = f(..)`)
             earlier = {k: v for k, v in w.locals.items() if v.lineno < bound.lineno}
             return self._eval(bound, [], replace(w, locals=earlier))
+        values = w.repeated.get(e.id)
+        if values:
+            # every binding decided, to one value (a literal bound too: `use_custom = False`)
+            got = {self._eval(v, [], replace(w, locals={}, repeated={}, literal_bools=True)) for v in values}
+            return got.pop() if len(got) == 1 and None not in got else None
         if e.id in w.local_names:
             return None
         return self.oracle.global_predicate(w.module, e.id)
@@ -592,13 +598,4 @@ def _compare(a: int, op: ast.cmpop, b: int):
         return a < b
     if isinstance(op, ast.LtE):
         return a <= b
-    return None
-
-
-def _capability(e: ast.expr):
-    if isinstance(e, ast.Constant) and type(e.value) is int:
-        return e.value
-    if isinstance(e, ast.Tuple) and len(e.elts) == 2 and all(
-            isinstance(x, ast.Constant) and type(x.value) is int for x in e.elts):
-        return e.elts[0].value * 10 + e.elts[1].value
     return None

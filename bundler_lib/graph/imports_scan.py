@@ -46,6 +46,18 @@ class ImportScanning:
             elif len(local) == len(bs):
                 self._remove_stmt(st, sole)
 
+    def _foreign_predicates(self, imports: dict) -> set[str]:
+        """The names a function's imports bind to functions of another platform's module (vllm.platforms.rocm
+        on CUDA) annotated `-> bool`."""
+        out = set()
+        for name, b in imports.items():
+            if b.attr and foreign_platform(b.module, self.ge.variant.get("platform")) and self.index.has_source(b.module):
+                fn = next((st for st in self.index.get(b.module).tree.body
+                           if isinstance(st, ast.FunctionDef) and st.name == b.attr), None)
+                if fn is not None and isinstance(fn.returns, ast.Name) and fn.returns.id == "bool":
+                    out.add(name)
+        return out
+
     def _not_bundled(self, st: ast.stmt, dead: list) -> None:
         """A function-level import the bundle does not carry (compiled vLLM code the tree has no source for,
         e.g. vllm_flash_attn; another platform's module, e.g. vllm.platforms.rocm on CUDA): the names it binds

@@ -50,6 +50,9 @@ class ModuleInfo:
     attached: dict[str, list[Stmt]] = field(default_factory=dict)  # `X.attr = ...` after X's definition
     has_getattr: bool = False
     is_package: bool = False
+    # a name a module-level `if` binds by import: each binding with its branches ((If, in its body), outermost
+    # first), from which the variant's decided tests pick (resolve.py)
+    branch_imports: dict[str, list] = field(default_factory=dict)
 
 
 def is_type_checking(test: ast.expr) -> bool:
@@ -306,6 +309,15 @@ class TreeIndex:
             self._external_packages[info.name] = found
         return found
 
+    def _branch_imports(self, info: ModuleInfo, st: ast.If, path: tuple) -> None:
+        for in_body, body in ((True, st.body), (False, st.orelse)):
+            for sub in body:
+                if isinstance(sub, ast.If):
+                    self._branch_imports(info, sub, path + ((st, in_body),))
+                elif isinstance(sub, (ast.Import, ast.ImportFrom)):
+                    for b in self.import_bindings(info, sub, False):
+                        info.branch_imports.setdefault(b.name, []).append((b, path + ((st, in_body),)))
+
     def _top(self, info: ModuleInfo, i: int, st: ast.stmt) -> None:
         if isinstance(st, (ast.Import, ast.ImportFrom)):
             if isinstance(st, ast.ImportFrom) and st.module == "__future__":
@@ -327,6 +339,8 @@ class TreeIndex:
             info.stmts.append(s)
             info.attached.setdefault(base, []).append(s)
             return        # imports nested in compound statements (try/if): record them too
+        if isinstance(st, ast.If):
+            self._branch_imports(info, st, ())
         nested = [] if isinstance(st, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) else _walk_runtime(st)
         for sub in nested:
             if isinstance(sub, (ast.Import, ast.ImportFrom)) and sub is not st:

@@ -22,7 +22,7 @@ from .branches import IfPruner, remove_stmt, span
 from .guards import PLATFORM_NAMES, GuardEval, Where, _tail
 from .imports_scan import ImportScanning
 from .index import ImportBinding, ModuleInfo, TreeIndex
-from .scopes import _class_locals, _collect_locals, _Scope, literal_defaults
+from .scopes import _class_locals, _collect_locals, _Scope, literal_defaults, repeated_assignments
 
 
 @dataclass
@@ -94,6 +94,8 @@ class RefScanner(ImportScanning):
         # what the evaluator is told of the code being scanned (Where)
         self.cls: tuple[str, ast.ClassDef] | None = None   # the class whose body or method is being scanned
         self.locals: dict[str, ast.expr] = {}   # the enclosing function's single assignments
+        self.repeated: dict[str, tuple] = {}   # its locals bound several times by plain assignments: their values
+        self.foreign_predicates: frozenset = frozenset()   # names bound to another platform's `-> bool` functions
         self.local_names: frozenset = frozenset()   # names local to the enclosing functions
         self.arg_names: frozenset = frozenset()   # parameters of the enclosing functions never rebound there
         self.none_params: frozenset = frozenset()   # parameters of the enclosing function that default to None
@@ -124,7 +126,8 @@ class RefScanner(ImportScanning):
 
     # ------------------------------------------------------------ helpers
     def _where(self, **known) -> Where:
-        return Where(module=self.info.name, cls=self.cls, locals=self.locals, local_names=self.local_names,
+        return Where(module=self.info.name, cls=self.cls, locals=self.locals, repeated=self.repeated,
+                     foreign_predicates=self.foreign_predicates, local_names=self.local_names,
                      platform_names=self.platform_names, arg_names=self.arg_names, none_params=self.none_params,
                      **known)
 
@@ -303,13 +306,17 @@ class RefScanner(ImportScanning):
         self.defaults = literal if len(self.scopes) == 1 else {}
         self.scopes.append(_Scope("function", local, imports, globals_))
         self.runtime_depth += 1
-        saved = self.locals, self.local_names, self.arg_names, self.none_params
+        saved = (self.locals, self.local_names, self.arg_names, self.none_params, self.repeated,
+                 self.foreign_predicates)
         self.locals, self.local_names = single, self.local_names | local | set(imports)
+        self.repeated = repeated_assignments(fn.body, set(params))
+        self.foreign_predicates = self.foreign_predicates | self._foreign_predicates(imports)
         self.arg_names = frozenset(arg_names - set(imports))
         self.none_params = frozenset(k for k, v in literal.items() if v is None)
         if not self._native_instead(fn):
             self._stmt_list(fn.body)
-        self.locals, self.local_names, self.arg_names, self.none_params = saved
+        (self.locals, self.local_names, self.arg_names, self.none_params, self.repeated,
+         self.foreign_predicates) = saved
         self.defaults = defaults
         self.receiver = receiver
         self.runtime_depth -= 1
@@ -481,6 +488,12 @@ class RefScanner(ImportScanning):
         return True
 
     def _walk_call(self, e: ast.Call, skip: set):
+        if isinstance(e.func, ast.Name) and e.func.id in self.foreign_predicates:
+            # another platform's yes/no question (guards.py): no; the call, and the stub its import became, never run
+            self._span(e, "False")
+            self.scan.guards.append(Guard(line=e.lineno, end_line=e.end_lineno, predicate=ast.unparse(e.func) + "(...)",
+                                          value=False, kept="none"))
+            return
         if isinstance(e.func, ast.Name) and e.func.id in (
                 "getattr", "hasattr", "setattr") and len(e.args) >= 2 and isinstance(e.args[1], ast.Constant) \
                 and isinstance(e.args[1].value, str):

@@ -26,6 +26,9 @@ class Resolver:
         self.index = index
         self._memo: dict[tuple[str, str, bool], Target] = {}
         self._active: set[tuple[str, str, bool]] = set()
+        # (module, If) -> the branch the variant takes (True: its body), None where undecided; set by the variant's
+        # closure (vllm/__init__.py)
+        self.branch_taken = None
 
     def module_exists(self, mod: str) -> bool:
         return self.index.has_module(mod)
@@ -74,6 +77,13 @@ class Resolver:
         info = self.index.get(mod)
         t: Target | None = None
         b = info.imports.get(name)
+        if b is not None and not b.top and len(info.branch_imports.get(name, ())) > 1 and self.branch_taken:
+            # bound by imports in several branches of module-level ifs (`if is_cuda_alike(): from vllm import
+            # _custom_ops as ops` / `elif is_xpu(): ... as ops`): the one binding whose branches the variant takes
+            live = [a for a, path in info.branch_imports[name]
+                    if all(self.branch_taken(mod, st) is taken for st, taken in path)]
+            if len(live) == 1:
+                b = live[0]
         if b is not None and not b.external and not b.top and not self.index.has_source(b.module):
             # an import of compiled vLLM code inside a module-level block (`try: from vllm.ext import f`): the
             # name is the block's (it fails there in the bundle, graph/imports_scan.py)

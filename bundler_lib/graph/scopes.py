@@ -96,3 +96,17 @@ def _collect_locals(body: list[ast.stmt], index: TreeIndex, info: ModuleInfo, pa
     params = params or set()
     single = {k: v for k, v in value.items() if count.get(k) == 1 and k not in params}
     return local, imports, globals_, single
+
+
+def repeated_assignments(body: list[ast.stmt], params: set) -> dict[str, tuple[ast.expr, ...]]:
+    """{name: its values} for each local a function body binds more than once, every time by a plain
+    `name = expr` (`use_custom = f(...)`, then `use_custom = False` under an `if`); not parameters. Whatever
+    binding a read sees, its value is one of these."""
+    values: dict[str, list] = {}
+    other: set[str] = set()
+    for b in body_bindings(body):
+        if isinstance(b.node, ast.Assign) and len(b.node.targets) == 1 and isinstance(b.node.targets[0], ast.Name):
+            values.setdefault(b.name, []).append(b.node.value)
+        else:
+            other.add(b.name)
+    return {k: tuple(v) for k, v in values.items() if len(v) > 1 and k not in other and k not in params}

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from ..classes import AbstractStubs, ClassConstants, ClassMembers, Mro, SelfReads
 from ..defs import Defs
 from ..engine import Engine
+from ..guards import Where
 from ..held import HeldBranches
 from ..index import TreeIndex
 from ..modules import KeyedDicts, ModuleGetattr, ModuleValue
@@ -68,6 +69,7 @@ def closure(index: TreeIndex, variant: dict, dataclass_annotations: bool = False
     defs = Defs(index, res)
     scans = tree_scans(index)
     preds = Predicates(index, defs, variant, VllmNames(index, defs, scans))
+    res.branch_taken = lambda module, st: preds.ge.evaluate(st.test, Where(module=module))[0]
     mro = Mro(defs)
     keyed = KeyedDicts(index)
     ops = TorchOps(index, scans)

@@ -1,0 +1,4 @@
+class xpu_ops:
+    @staticmethod
+    def write(x):
+        return ("xpu", x)
