@@ -106,8 +106,7 @@ class Oracle:
         return None
 
     def function_predicate(self, module: str, name: str, args: tuple) -> bool | None:
-        """The value of `f(*args)`, a module-level function returning a test the variant and the known argument
-        values decide, or None."""
+        """The value of `f(*args)`, a module-level function returning a test the variant and args decide, or None."""
         return None
 
     def global_predicate(self, module: str, name: str) -> bool | None:
