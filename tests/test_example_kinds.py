@@ -419,6 +419,16 @@ def test_stacked_hidden_states_take_the_config_count():
     assert shape == [] and "config.altup_num_inputs" in missing
 
 
+def test_hidden_states_under_their_own_name():
+    """A forward taking neither hidden_states nor x: its input named *_hidden_states is the hidden states (Bart's
+    decoder_hidden_states), not a random tensor beside them; beside hidden_states it stays a tensor."""
+    sig = _fwd(["decoder_hidden_states"], {"decoder_hidden_states": "torch.Tensor"})
+    _, fwd, missing = forward_inputs.derive(sig, FIELDS, DIMS)
+    assert missing == [] and fwd["decoder_hidden_states"][:2] == ["hidden", 64]
+    sig = _fwd(["hidden_states", "original_hidden_states"], {"original_hidden_states": "torch.Tensor"})
+    assert forward_inputs.derive(sig, FIELDS, DIMS)[1]["original_hidden_states"][:2] == ["tensor", 64]
+
+
 def test_forward_input_that_may_be_none():
     """A required forward input whose annotation allows None, and no other rule gives: None (Ernie 4.5 VL's
     visual_token_mask); one a width rule gives stays a tensor; a plain tensor of unknown width stays missing."""
