@@ -665,6 +665,32 @@ def test_an_input_both_layers_take_by_name_is_passed():
     torch.testing.assert_close(extra["per_layer_input"], inputs["per_layer_input"].view(2, 3, 4))
 
 
+def test_the_encoders_output_is_passed_per_sequence():
+    """A6's cross-attention example gives vLLM's Bart layer the encoder's output, [B * encoder tokens, H]: transformers'
+    layer gets it as [B, encoder tokens, H], whole (without it, it skips its cross-attention: H100 BartDecoderLayer
+    rel L2 0.84)."""
+    def vllm_forward(self, decoder_hidden_states, encoder_hidden_states=None):
+        pass
+
+    def hf_forward(self, hidden_states, attention_mask=None, encoder_hidden_states=None, **kwargs):
+        pass
+
+    inputs = {"hidden_states": torch.randn(6, 8), "encoder_hidden_states": torch.randn(2 * 5, 8)}
+    extra = parity_reference.extra_inputs(hf_forward, vllm_forward, inputs, 2, 3)
+    torch.testing.assert_close(extra["encoder_hidden_states"], inputs["encoder_hidden_states"].view(2, 5, 8))
+    got = {}
+
+    class Layer(torch.nn.Module):
+        def forward(self, hidden_states, attention_mask=None, encoder_hidden_states=None, **kwargs):
+            got["encoder"] = encoder_hidden_states
+            return hidden_states
+
+    x = torch.randn(2, 3, 8)
+    parity_reference.hf_forward(Layer(), parity_reference.hf_config({"model_type": "llama", **TINY["llama"]}), x,
+                                torch.arange(3).expand(2, 3), None, extra=extra)
+    assert got["encoder"].shape == (2, 5, 8)
+
+
 def test_an_index_both_layers_take_by_name_is_passed_as_it_is():
     """A6 gives a forward's `int` input a value (the layer index where its name says layer); transformers' layer that
     takes it by the same name gets it as it is, and integer tensors keep their dtype in the forward's arguments."""

@@ -388,6 +388,9 @@ def _hf_output(ex, layer, ref: dict, state: dict, dtype, top_k: int):
     if ctx and bidirectional(hf):
         raise NoReference(f"transformers' {ref['cls'].__name__} attends both ways (an encoder's layer: none of its "
                           "attentions is causal), so it has no decode over a cached context to compare")
+    if ctx and ex["sizes"].get("encoder_tokens"):
+        raise NoReference("the bundle's decode reads the encoder's K/V from its cross-attention cache (random, as a "
+                          "prior step would leave it), which the harness does not copy into transformers' cache")
     rope = ref["rope_cls"](config).to("cuda") if ref["rope_cls"] is not None else None
     xin = x.view(B, q, -1).to(dtype)
 

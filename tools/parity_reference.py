@@ -315,7 +315,9 @@ def layer_mask(layer, mask):
 def extra_inputs(hf_forward_fn, vllm_forward_fn, inputs: dict, B: int, q: int) -> dict:
     """The inputs beyond the hidden states and positions that the bundle's example gives vLLM's layer and
     transformers' layer takes by the same name: a tensor of one row a token as [B, q, ...] (Gemma 4's per_layer_input:
-    H100 Tensor * NoneType), a number as it is (an index the example derives: A6's forward `int` inputs)."""
+    H100 Tensor * NoneType), the encoder's output (an `encoder_*` input: the sequences' encoder tokens back to back,
+    A6's cross-attention example) as [B, encoder tokens, ...] (without it transformers' Bart layer skips its
+    cross-attention), a number as it is (an index the example derives: A6's forward `int` inputs)."""
     import inspect
 
     import torch
@@ -327,11 +329,18 @@ def extra_inputs(hf_forward_fn, vllm_forward_fn, inputs: dict, B: int, q: int) -
     out = {}
     for name in (n for n in hf_params if n not in own and n in vllm_params and n in inputs):
         value = inputs[name]
-        if isinstance(value, torch.Tensor) and value.dim() and value.shape[0] == B * q:
+        if isinstance(value, torch.Tensor) and value.dim() and value.shape[0] == B * q and not _encoder_input(name):
             out[name] = value.reshape(B, q, *value.shape[1:])
+        elif isinstance(value, torch.Tensor) and value.dim() and value.shape[0] % B == 0 and _encoder_input(name):
+            out[name] = value.reshape(B, -1, *value.shape[1:])
         elif isinstance(value, (int, float)):
             out[name] = value
     return out
+
+
+def _encoder_input(name: str) -> bool:
+    """An input holding the encoder's output, one row an encoder token (as A6's cross-attention template names it)."""
+    return name.startswith("encoder_")
 
 
 def hf_forward(layer, config, x, positions, rope, cache=None, layer_idx: int = 0, extra: dict | None = None):
@@ -342,7 +351,7 @@ def hf_forward(layer, config, x, positions, rope, cache=None, layer_idx: int = 0
     kw = hf_forward_kwargs(type(layer).forward, config, positions, emb, cache, mask, x)
     for name, t in (extra or {}).items():
         if isinstance(t, torch.Tensor):  # the rows of x's tokens (the decode probe's one); floats in x's dtype
-            t = t[: x.shape[0], : x.shape[1]]
+            t = t[: x.shape[0]] if _encoder_input(name) else t[: x.shape[0], : x.shape[1]]
             t = t.to(x.dtype) if t.is_floating_point() else t
         kw[name] = t
     with torch.no_grad():
