@@ -255,12 +255,25 @@ _BODY = '''\
 '''
 
 
+# First, before anything is built: attention that keeps no KV cache (an encoder's) has no context to run over.
+_CACHELESS_CHECK = '''\
+    if workload == "decode" or context:
+        raise NotImplementedError(
+            f"invocation_example: {symbol}'s attention is {attn_type} (vLLM keeps no KV cache for it: it runs over "
+            f"each sequence's own tokens), so workload={{workload!r}}, context={{context!r}} has no cached context to "
+            "run over: pass workload='prefill' and context=None")
+'''
+
+
 def _attention_pieces(variant: dict, symbol: str) -> dict:
-    """The parts of the body that follow the attention: MLA's decode-only setup, latent cache and width (mla.py)."""
+    """The parts of the body that follow the attention: MLA's decode-only setup, latent cache and width (mla.py);
+    an encoder's attention refuses a cached context."""
     if attention_metadata.is_mla(variant):
         return {"attn_check": mla.CHECK.format(symbol=symbol), "install": mla.SETUP, "attn_role": mla.ATTENTION_ROLE,
                 "kv_cache": mla.KV_CACHE, "kv_width": mla.KV_WIDTH}
-    return {"attn_check": "", "install": _INSTALL, "attn_role": "Attention", "kv_cache": _KV_CACHE,
+    check = (_CACHELESS_CHECK.format(symbol=symbol, attn_type=variant["attn_type"])
+             if attention_metadata.is_cacheless(variant) else "")
+    return {"attn_check": check, "install": _INSTALL, "attn_role": "Attention", "kv_cache": _KV_CACHE,
             "kv_width": "H_kv * (Dh + Dv)  # K and V heads per token"}
 
 
