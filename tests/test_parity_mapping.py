@@ -1174,3 +1174,29 @@ def test_cpu_runs_transformers_side_on_the_bundles_layer(tmp_path, capsys, extra
     row = __import__("json").loads((tmp_path / "row.json").read_text())["rows"][0]
     assert row["reference"] == "transformers llama.LlamaDecoderLayer" and row["hf_fp32_finite"] == (rc == 0)
     assert row["status"] == ("ok" if rc == 0 else "FAIL")
+
+
+def test_a_gated_norm_grouped_on_one_side_only_is_no_reference():
+    """vLLM's Mamba2 gated norm normalizes in groups of width // n_groups; transformers' mamba2 MambaRMSNormGated
+    normalizes the whole width (H100: Mamba2DecoderLayer rel L2 0.36, the grouped norm on transformers' side gives the
+    bundle's output): no reference. A grouped transformers norm (Zamba2's), or n_groups 1 in vLLM, is compared."""
+    from transformers.models.mamba2.modeling_mamba2 import MambaRMSNormGated
+    from transformers.models.zamba2.modeling_zamba2 import Zamba2RMSNormGated
+
+    class VllmNorm(torch.nn.Module):  # Mixer2RMSNormGated's attributes
+        def __init__(self, width, n_groups):
+            super().__init__()
+            self.weight, self.group_size = torch.nn.Parameter(torch.ones(width)), width // n_groups
+
+    def holder(norm):
+        m = torch.nn.Module()
+        m.mixer = torch.nn.Module()
+        m.mixer.norm = norm
+        return m
+
+    with torch.device("meta"):
+        whole, grouped = holder(MambaRMSNormGated(64)), holder(Zamba2RMSNormGated(64, group_size=16))
+    with pytest.raises(parity_mapping.NoReference, match="groups of 16.*mixer.norm .MambaRMSNormGated"):
+        parity_reference.raise_if_norm_groups_differ(holder(VllmNorm(64, 4)), whole)
+    parity_reference.raise_if_norm_groups_differ(holder(VllmNorm(64, 4)), grouped)
+    parity_reference.raise_if_norm_groups_differ(holder(VllmNorm(64, 1)), whole)

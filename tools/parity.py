@@ -44,8 +44,8 @@ from pathlib import Path
 
 from parity_mapping import MappingError, NoReference, into_loaded_image, loader_rules, map_weights, w13_interleaved
 from parity_reference import (bidirectional, context_cache, extra_inputs, hf_classes, hf_config, hf_forward, hf_layer,
-                              mapping_args, per_layer_assumed, raise_if_part_of_layer, read_config,
-                              reference_class)
+                              mapping_args, per_layer_assumed, raise_if_norm_groups_differ, raise_if_part_of_layer,
+                              read_config, reference_class)
 from parity_reference import hf_shapes  # noqa: F401 - benchmarks/layer_speed.py's parity.hf_shapes
 
 TOL_RATIO = 2.0
@@ -270,6 +270,7 @@ def _reference(mod, symbol: str, cfg: dict, found: tuple, layer, bundle_idx: int
         row["reference_layer_type"] = config.layer_types[layer_idx]
     if layer_idx != bundle_idx:
         row["reference_layer_idx"] = layer_idx
+    raise_if_norm_groups_differ(layer, meta)
     shapes = {n: tuple(p.shape) for n, p in meta.named_parameters()}
     kw = mapping_args(meta, config, rules)
     zeroed: list = []

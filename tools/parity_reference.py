@@ -108,6 +108,38 @@ def raise_if_part_of_layer(model_type: str, symbol: str, vllm_forward=None) -> N
                       + ": no layer-level reference")
 
 
+def raise_if_norm_groups_differ(layer, hf_meta) -> None:
+    """NoReference where vLLM's `layer` holds a gated norm that normalizes in groups (Mamba2's Mixer2RMSNormGated
+    under n_groups > 1: the width in `group_size` slices, as mamba_ssm's RMSNormGated) and transformers' layer
+    (`hf_meta`, on meta) has a gated norm of that width (its forward takes a `gate`) that normalizes it whole: the two
+    compute different layers (transformers 5.17's mamba2.MambaRMSNormGated ignores n_groups; H100: Mamba2DecoderLayer
+    rel L2 0.36, the grouped norm on transformers' side gives the bundle's output). Probed: a copy of transformers' norm,
+    weight 1, on a row whose groups hold different constants, must give each group the same RMS."""
+    import copy
+    import inspect
+
+    import torch
+
+    grouped = {int(m.weight.numel()): int(m.group_size) for m in layer.modules()
+               if isinstance(getattr(m, "group_size", None), int) and isinstance(getattr(m, "weight", None), torch.Tensor)
+               and m.weight.dim() == 1 and m.weight.numel() > m.group_size}
+    for name, m in hf_meta.named_modules():
+        w = getattr(m, "weight", None)
+        if not (isinstance(w, torch.Tensor) and w.dim() == 1 and int(w.numel()) in grouped
+                and "gate" in inspect.signature(m.forward).parameters):
+            continue
+        width, size = int(w.numel()), grouped[int(w.numel())]
+        probe = copy.deepcopy(m).to_empty(device="cpu").float()
+        with torch.no_grad():
+            probe.weight.fill_(1.0)
+            x = torch.arange(1, width // size + 1, dtype=torch.float32).repeat_interleave(size)[None]
+            rms = probe(x, gate=torch.full_like(x, 30.0)).view(-1, size).pow(2).mean(-1).sqrt()
+        if not torch.allclose(rms, rms[0].expand_as(rms), rtol=1e-3):
+            raise NoReference(f"vLLM's gated norm normalizes its {width} channels in groups of {size} (n_groups "
+                              f"{width // size}, as mamba_ssm's RMSNormGated), transformers' {name} "
+                              f"({type(m).__name__}) normalizes them whole: different layers")
+
+
 def _rotary(mod, cls):
     """The module's `...RotaryEmbedding` whose name shares the longest prefix with layer class `cls`'s, or None."""
     ropes = [c for c in vars(mod).values() if isinstance(c, type) and c.__name__.endswith("RotaryEmbedding")
