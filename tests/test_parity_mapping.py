@@ -1200,3 +1200,49 @@ def test_a_gated_norm_grouped_on_one_side_only_is_no_reference():
         parity_reference.raise_if_norm_groups_differ(holder(VllmNorm(64, 4)), whole)
     parity_reference.raise_if_norm_groups_differ(holder(VllmNorm(64, 4)), grouped)
     parity_reference.raise_if_norm_groups_differ(holder(VllmNorm(64, 1)), whole)
+
+
+def test_a_cross_attention_decode_reads_the_encoders_kv_from_the_bundles_cross_cache():
+    """A cross-attention layer's decode (Bart's): the bundle's example gives vLLM's layer no encoder output and the
+    encoder's K/V in its paged cross cache; transformers' layer over an EncoderDecoderCache holding them (and the
+    context's K/V) gives what it gives when it projects the encoder's output itself."""
+    from transformers import BartConfig, DynamicCache, EncoderDecoderCache
+    from transformers.models.bart.modeling_bart import BartDecoderLayer
+
+    config = BartConfig(d_model=16, decoder_attention_heads=2, decoder_ffn_dim=32, decoder_layers=1)
+    config._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    layer = BartDecoderLayer(config, layer_idx=0).eval()
+    B, ctx, S, bs, heads, Dh = 2, 5, 7, 4, 2, 8
+    enc = torch.randn(B, S, 16)
+
+    def heads_of(t):  # [B, n, 16] -> [B, heads, n, Dh]
+        return t.view(B, -1, heads, Dh).transpose(1, 2)
+
+    def paged(k, v, n):  # [B, heads, n, Dh] K and V -> a paged cache [blocks, heads, bs, 2Dh] and its block table
+        nb = -(-n // bs)
+        both = torch.cat([k, v], -1)
+        both = torch.nn.functional.pad(both, (0, 0, 0, nb * bs - n))
+        blocks = both.view(B, heads, nb, bs, 2 * Dh).permute(0, 2, 1, 3, 4).reshape(B * nb, heads, bs, 2 * Dh)
+        return torch.cat([torch.zeros(1, heads, bs, 2 * Dh), blocks]), torch.arange(1, 1 + B * nb).view(B, nb)
+
+    with torch.no_grad():
+        ck, cv = heads_of(layer.encoder_attn.k_proj(enc)), heads_of(layer.encoder_attn.v_proj(enc))
+    sk, sv = torch.randn(B, heads, ctx, Dh), torch.randn(B, heads, ctx, Dh)
+    kv, bt = paged(sk, sv, ctx)
+    cross_kv, cross_bt = paged(ck, cv, S)
+    x = torch.randn(B, 1, 16)
+    pos = torch.full((B, 1), ctx)
+    ex = {"inputs": {"kv_cache": kv, "block_table": bt, "state": {}, "hidden_states": x.view(B, 16),
+                     "encoder_hidden_states": None, "cross_kv_caches": [cross_kv], "cross_block_table": cross_bt},
+          "sizes": {"B": B, "context": ctx, "encoder_tokens": S}}
+    cache = parity_reference.context_cache(ex, torch.float32, config, 0)
+    cache, encoder = parity_reference.cross_context(ex, torch.float32, config, 0, cache, BartDecoderLayer.forward)
+    got = parity_reference.hf_forward(layer, config, x, pos, None, cache, 0, encoder)
+    own = DynamicCache()
+    own.update(sk, sv, 0)
+    want = parity_reference.hf_forward(layer, config, x, pos, None, EncoderDecoderCache(own, DynamicCache()), 0,
+                                       {"encoder_hidden_states": enc})
+    torch.testing.assert_close(got, want)
+    assert not torch.allclose(got, parity_reference.hf_forward(layer, config, x, pos, None, parity_reference.context_cache(
+        ex, torch.float32, config, 0), 0, {}))  # without the cross cache the layer skips its cross-attention

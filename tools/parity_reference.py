@@ -420,17 +420,52 @@ def context_cache(ex, dtype, config, layer_idx, probe=None, keys_permuted: bool 
             raise NoReference(f"transformers' layer caches keys {tuple(keys.shape[1::2])} and values "
                               f"{tuple(values.shape[1::2])} per (head, dim), the bundle's paged cache K and V of "
                               f"{(kv.shape[1], Dh)} (a latent cache, MLA's, on one side): the context cannot be copied")
-    seqs = []
-    for b in range(bt.shape[0]):
-        blocks = kv[bt[b].long()]  # [nb, H_kv, bs, 2Dh]
-        seqs.append(blocks.permute(1, 0, 2, 3).reshape(kv.shape[1], -1, 2 * Dh)[:, :ctx])
-    both = torch.stack(seqs).to(dtype)  # [B, H_kv, ctx, 2Dh]
+    both = _paged(kv, bt, ctx, dtype)
     keys = both[..., :Dh]
     if keys_permuted:
         keys = permute_rotary(keys.movedim(-1, 0), Dh, to_vllm=False).movedim(0, -1)
     cache = kv_cache(config, layer_idx)
     cache.update(keys.contiguous(), both[..., Dh:].contiguous(), layer_idx)
     return cache
+
+
+def _paged(kv, block_table, n: int, dtype):
+    """The first `n` tokens of each sequence in a paged cache ([blocks, H_kv, block_size, 2*Dh], a sequence's blocks
+    its row of `block_table`), as [B, H_kv, n, 2*Dh] in `dtype`."""
+    import torch
+
+    seqs = []
+    for b in range(block_table.shape[0]):
+        blocks = kv[block_table[b].long()]  # [nb, H_kv, bs, 2Dh]
+        seqs.append(blocks.permute(1, 0, 2, 3).reshape(kv.shape[1], -1, kv.shape[-1])[:, :n])
+    return torch.stack(seqs).to(dtype)
+
+
+def cross_context(ex, dtype, config, layer_idx: int, self_cache, hf_forward_fn):
+    """(transformers' cache, the encoder inputs to give its layer) for a decode step of a cross-attention layer: the
+    bundle's example gives vLLM's layer no encoder output (None) and the encoder's K/V in its cross cache (random, as
+    a first step leaves it); transformers' EncoderDecoderCache holds them beside `self_cache` (the context's); its
+    cross cache filled, the layer reads them (is_updated) and not the zero encoder output of the same length it gets,
+    there only for its presence (Bart's layer skips its cross-attention without one). NoReference for more than one
+    cross layer."""
+    import inspect
+
+    import torch
+    from transformers import EncoderDecoderCache
+
+    caches, S = ex["inputs"]["cross_kv_caches"], ex["sizes"]["encoder_tokens"]
+    if len(caches) != 1:
+        raise NoReference(f"the bundle's layer holds {len(caches)} cross-attention layers: the harness copies one")
+    both = _paged(caches[0], ex["inputs"]["cross_block_table"], S, dtype)
+    Dh = both.shape[-1] // 2
+    cross = kv_cache(config, layer_idx)
+    cross.update(both[..., :Dh].contiguous(), both[..., Dh:].contiguous(), layer_idx)
+    cache = EncoderDecoderCache(self_cache if self_cache is not None else kv_cache(config, layer_idx), cross)
+    params = inspect.signature(hf_forward_fn).parameters
+    B, H = ex["sizes"]["B"], ex["inputs"]["hidden_states"].shape[-1]
+    encoder = {n: torch.zeros(B, S, H, dtype=dtype, device=both.device) for n, v in ex["inputs"].items()
+               if _encoder_input(n) and v is None and n in params}
+    return cache, encoder
 
 
 def kv_cache(config, layer_idx: int):

@@ -243,7 +243,7 @@ _BODY = '''\
 {cross_cost}{parallel_check}        return {{"module": layer, "cost": cost, "inputs": {{"positions": positions, "hidden_states": hidden_states,
                 "residual": None, "kv_cache": None if attn is None else attn.kv_cache, "attn_metadata": attn_metadata,
                 "block_table": block_table, "state": {{m.prefix: m.kv_cache for _, m, _ in recurrent}},
-                "state_metadata": state_metadata, **extra_inputs}},
+                "state_metadata": state_metadata, **extra_inputs{cross_inputs}}},
                 "outputs": {{"hidden_states": out, "residual": residual}}, "forward": forward, "prefix": prefix,
                 "sizes": {{"B": B, "new_tokens": q_len, "context": ctx, "T": T, "kv_blocks": num_blocks,
                           "block_size": block_size{cross_sizes}}}, "workload": workload, "defaults_used": list(defaults_used),
