@@ -147,6 +147,9 @@ def test_decode_reads_the_cross_cache_without_encoder_output(tmp_path, monkeypat
     bs = res["sizes"]["block_size"]
     blocks = -(-S // bs)
     assert a.kv_cache.shape[0] == 1 + B * blocks
+    # the result names the cross cache and its block table (parity copies the encoder's K/V from them)
+    assert res["inputs"]["cross_kv_caches"][0] is a.kv_cache
+    assert res["inputs"]["cross_block_table"].tolist() == [[1 + b * blocks + i for i in range(blocks)] for b in range(B)]
     # each sequence's one new token attends to the S encoder tokens its cross cache holds (its blocks after block 0)
     flat = a.kv_cache.transpose(1, 2).reshape(-1, a.num_kv_heads, 2 * a.head_size)
     h, want = layer.last_h, []

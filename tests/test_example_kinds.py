@@ -212,6 +212,27 @@ def _bundle_ns(src):
     return ns
 
 
+def test_encoder_attention_refuses_a_cached_context(tmp_path):
+    """A layer whose attention keeps no KV cache (the variant's attn_type encoder_only: the privacy filter's) runs
+    prefill; asked for decode or a context it refuses in one line before building anything (H100: parity's decode
+    ran the privacy filter over a random paged cache: 'residual: non-finite values'). A decoder's does not refuse."""
+    p = _graph(tmp_path, ["positions", "hidden_states"])
+    g = json.loads(p.read_text())
+    g["variant"] = {**(g.get("variant") or {}), "attn_type": "encoder_only"}
+    p.write_text(json.dumps(g))
+    rec = a6.run(p, "tiny/qwen3-moe", TINY, None, tmp_path / "enc")
+    assert rec["status"] == "ok" and rec["workload"]["kind"] == "prefill"
+    fn = _bundle_ns((tmp_path / "enc" / "A6.example.py").read_text())["invocation_example"]
+    for kw in ({"workload": "decode"}, {"workload": "prefill", "context": 64}):
+        with pytest.raises(NotImplementedError, match="encoder_only.*no cached context") as ei:
+            fn(small=True, **kw)
+        assert "\n" not in str(ei.value)
+    g["variant"]["attn_type"] = "decoder"
+    p.write_text(json.dumps(g))
+    a6.run(p, "tiny/qwen3-moe", TINY, None, tmp_path / "dec")
+    assert "no cached context" not in (tmp_path / "dec" / "A6.example.py").read_text()
+
+
 def test_cross_attention_inputs_without_the_encoder_output_have_no_template(tmp_path):
     """The cross-attention template (test_example_cross_attention.py) gives the encoder's hidden states only: a
     cross input naming none (mllama-like `cross_attention_states`) keeps no_template."""
@@ -417,6 +438,16 @@ def test_stacked_hidden_states_take_the_config_count():
     assert forward_inputs.hidden_stack(_fwd(["positions", "hidden_states"], {}), FIELDS) == ([], None, None)
     shape, _, missing = forward_inputs.hidden_stack(sig, FIELDS)
     assert shape == [] and "config.altup_num_inputs" in missing
+
+
+def test_hidden_states_under_their_own_name():
+    """A forward taking neither hidden_states nor x: its input named *_hidden_states is the hidden states (Bart's
+    decoder_hidden_states), not a random tensor beside them; beside hidden_states it stays a tensor."""
+    sig = _fwd(["decoder_hidden_states"], {"decoder_hidden_states": "torch.Tensor"})
+    _, fwd, missing = forward_inputs.derive(sig, FIELDS, DIMS)
+    assert missing == [] and fwd["decoder_hidden_states"][:2] == ["hidden", 64]
+    sig = _fwd(["hidden_states", "original_hidden_states"], {"original_hidden_states": "torch.Tensor"})
+    assert forward_inputs.derive(sig, FIELDS, DIMS)[1]["original_hidden_states"][:2] == ["tensor", 64]
 
 
 def test_forward_input_that_may_be_none():

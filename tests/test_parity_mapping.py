@@ -665,6 +665,32 @@ def test_an_input_both_layers_take_by_name_is_passed():
     torch.testing.assert_close(extra["per_layer_input"], inputs["per_layer_input"].view(2, 3, 4))
 
 
+def test_the_encoders_output_is_passed_per_sequence():
+    """A6's cross-attention example gives vLLM's Bart layer the encoder's output, [B * encoder tokens, H]: transformers'
+    layer gets it as [B, encoder tokens, H], whole (without it, it skips its cross-attention: H100 BartDecoderLayer
+    rel L2 0.84)."""
+    def vllm_forward(self, decoder_hidden_states, encoder_hidden_states=None):
+        pass
+
+    def hf_forward(self, hidden_states, attention_mask=None, encoder_hidden_states=None, **kwargs):
+        pass
+
+    inputs = {"hidden_states": torch.randn(6, 8), "encoder_hidden_states": torch.randn(2 * 5, 8)}
+    extra = parity_reference.extra_inputs(hf_forward, vllm_forward, inputs, 2, 3)
+    torch.testing.assert_close(extra["encoder_hidden_states"], inputs["encoder_hidden_states"].view(2, 5, 8))
+    got = {}
+
+    class Layer(torch.nn.Module):
+        def forward(self, hidden_states, attention_mask=None, encoder_hidden_states=None, **kwargs):
+            got["encoder"] = encoder_hidden_states
+            return hidden_states
+
+    x = torch.randn(2, 3, 8)
+    parity_reference.hf_forward(Layer(), parity_reference.hf_config({"model_type": "llama", **TINY["llama"]}), x,
+                                torch.arange(3).expand(2, 3), None, extra=extra)
+    assert got["encoder"].shape == (2, 5, 8)
+
+
 def test_an_index_both_layers_take_by_name_is_passed_as_it_is():
     """A6 gives a forward's `int` input a value (the layer index where its name says layer); transformers' layer that
     takes it by the same name gets it as it is, and integer tensors keep their dtype in the forward's arguments."""
@@ -1201,3 +1227,75 @@ def test_a_layer_vllm_states_non_causal_gets_a_reference_attending_both_ways():
         assert parity_reference.bidirectional(hf) == both_ways
         first = [parity_reference.hf_forward(hf, config, t, pos, rope_cls(config))[0, 0] for t in (x, later)]
         assert torch.allclose(*first) != both_ways
+
+
+def test_a_gated_norm_grouped_on_one_side_only_is_no_reference():
+    """vLLM's Mamba2 gated norm normalizes in groups of width // n_groups; transformers' mamba2 MambaRMSNormGated
+    normalizes the whole width (H100: Mamba2DecoderLayer rel L2 0.36, the grouped norm on transformers' side gives the
+    bundle's output): no reference. A grouped transformers norm (Zamba2's), or n_groups 1 in vLLM, is compared."""
+    from transformers.models.mamba2.modeling_mamba2 import MambaRMSNormGated
+    from transformers.models.zamba2.modeling_zamba2 import Zamba2RMSNormGated
+
+    class VllmNorm(torch.nn.Module):  # Mixer2RMSNormGated's attributes
+        def __init__(self, width, n_groups):
+            super().__init__()
+            self.weight, self.group_size = torch.nn.Parameter(torch.ones(width)), width // n_groups
+
+    def holder(norm):
+        m = torch.nn.Module()
+        m.mixer = torch.nn.Module()
+        m.mixer.norm = norm
+        return m
+
+    with torch.device("meta"):
+        whole, grouped = holder(MambaRMSNormGated(64)), holder(Zamba2RMSNormGated(64, group_size=16))
+    with pytest.raises(parity_mapping.NoReference, match="groups of 16.*mixer.norm .MambaRMSNormGated"):
+        parity_reference.raise_if_norm_groups_differ(holder(VllmNorm(64, 4)), whole)
+    parity_reference.raise_if_norm_groups_differ(holder(VllmNorm(64, 4)), grouped)
+    parity_reference.raise_if_norm_groups_differ(holder(VllmNorm(64, 1)), whole)
+
+
+def test_a_cross_attention_decode_reads_the_encoders_kv_from_the_bundles_cross_cache():
+    """A cross-attention layer's decode (Bart's): the bundle's example gives vLLM's layer no encoder output and the
+    encoder's K/V in its paged cross cache; transformers' layer over an EncoderDecoderCache holding them (and the
+    context's K/V) gives what it gives when it projects the encoder's output itself."""
+    from transformers import BartConfig, DynamicCache, EncoderDecoderCache
+    from transformers.models.bart.modeling_bart import BartDecoderLayer
+
+    config = BartConfig(d_model=16, decoder_attention_heads=2, decoder_ffn_dim=32, decoder_layers=1)
+    config._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    layer = BartDecoderLayer(config, layer_idx=0).eval()
+    B, ctx, S, bs, heads, Dh = 2, 5, 7, 4, 2, 8
+    enc = torch.randn(B, S, 16)
+
+    def heads_of(t):  # [B, n, 16] -> [B, heads, n, Dh]
+        return t.view(B, -1, heads, Dh).transpose(1, 2)
+
+    def paged(k, v, n):  # [B, heads, n, Dh] K and V -> a paged cache [blocks, heads, bs, 2Dh] and its block table
+        nb = -(-n // bs)
+        both = torch.cat([k, v], -1)
+        both = torch.nn.functional.pad(both, (0, 0, 0, nb * bs - n))
+        blocks = both.view(B, heads, nb, bs, 2 * Dh).permute(0, 2, 1, 3, 4).reshape(B * nb, heads, bs, 2 * Dh)
+        return torch.cat([torch.zeros(1, heads, bs, 2 * Dh), blocks]), torch.arange(1, 1 + B * nb).view(B, nb)
+
+    with torch.no_grad():
+        ck, cv = heads_of(layer.encoder_attn.k_proj(enc)), heads_of(layer.encoder_attn.v_proj(enc))
+    sk, sv = torch.randn(B, heads, ctx, Dh), torch.randn(B, heads, ctx, Dh)
+    kv, bt = paged(sk, sv, ctx)
+    cross_kv, cross_bt = paged(ck, cv, S)
+    x = torch.randn(B, 1, 16)
+    pos = torch.full((B, 1), ctx)
+    ex = {"inputs": {"kv_cache": kv, "block_table": bt, "state": {}, "hidden_states": x.view(B, 16),
+                     "encoder_hidden_states": None, "cross_kv_caches": [cross_kv], "cross_block_table": cross_bt},
+          "sizes": {"B": B, "context": ctx, "encoder_tokens": S}}
+    cache = parity_reference.context_cache(ex, torch.float32, config, 0)
+    cache, encoder = parity_reference.cross_context(ex, torch.float32, config, 0, cache, BartDecoderLayer.forward)
+    got = parity_reference.hf_forward(layer, config, x, pos, None, cache, 0, encoder)
+    own = DynamicCache()
+    own.update(sk, sv, 0)
+    want = parity_reference.hf_forward(layer, config, x, pos, None, EncoderDecoderCache(own, DynamicCache()), 0,
+                                       {"encoder_hidden_states": enc})
+    torch.testing.assert_close(got, want)
+    assert not torch.allclose(got, parity_reference.hf_forward(layer, config, x, pos, None, parity_reference.context_cache(
+        ex, torch.float32, config, 0), 0, {}))  # without the cross cache the layer skips its cross-attention

@@ -43,9 +43,9 @@ import traceback
 from pathlib import Path
 
 from parity_mapping import MappingError, NoReference, into_loaded_image, loader_rules, map_weights, w13_interleaved
-from parity_reference import (bidirectional, context_cache, extra_inputs, hf_classes, hf_config, hf_forward, hf_layer,
-                              mapping_args, per_layer_assumed, raise_if_part_of_layer, read_config,
-                              reference_class, states_both_ways)
+from parity_reference import (bidirectional, context_cache, cross_context, extra_inputs, hf_classes, hf_config,
+                              hf_forward, hf_layer, mapping_args, per_layer_assumed, raise_if_norm_groups_differ,
+                              raise_if_part_of_layer, read_config, reference_class, states_both_ways)
 from parity_reference import hf_shapes  # noqa: F401 - benchmarks/layer_speed.py's parity.hf_shapes
 
 TOL_RATIO = 2.0
@@ -292,6 +292,7 @@ def _reference(mod, symbol: str, cfg: dict, found: tuple, layer, bundle_idx: int
         row["reference_layer_type"] = config.layer_types[layer_idx]
     if layer_idx != bundle_idx:
         row["reference_layer_idx"] = layer_idx
+    raise_if_norm_groups_differ(layer, meta)
     shapes = {n: tuple(p.shape) for n, p in meta.named_parameters()}
     kw = mapping_args(meta, config, rules)
     zeroed: list = []
@@ -419,6 +420,9 @@ def _hf_output(ex, layer, ref: dict, state: dict, dtype, top_k: int):
     probe = functools.partial(hf_forward, hf, config, xin[:1, :1], positions[:1, :1], rope, layer_idx=idx,
                               extra=extra)
     cache = context_cache(ex, dtype, config, idx, probe, ref["keys_permuted"]) if ctx else None
+    if ctx and ex["sizes"].get("encoder_tokens"):  # a cross-attention layer's decode: the encoder's K/V cached
+        cache, encoder = cross_context(ex, dtype, config, idx, cache, ref["cls"].forward)
+        extra = {**extra, **encoder}
     run = functools.partial(hf_forward, hf, config, xin, positions, rope, cache, idx, extra)
     y, sets = _router_topk(hf, run, top_k) if top_k else (run(), None)
     del hf, probe, run

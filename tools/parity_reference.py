@@ -108,6 +108,38 @@ def raise_if_part_of_layer(model_type: str, symbol: str, vllm_forward=None) -> N
                       + ": no layer-level reference")
 
 
+def raise_if_norm_groups_differ(layer, hf_meta) -> None:
+    """NoReference where vLLM's `layer` holds a gated norm that normalizes in groups (Mamba2's Mixer2RMSNormGated
+    under n_groups > 1: the width in `group_size` slices, as mamba_ssm's RMSNormGated) and transformers' layer
+    (`hf_meta`, on meta) has a gated norm of that width (its forward takes a `gate`) that normalizes it whole: the two
+    compute different layers (transformers 5.17's mamba2.MambaRMSNormGated ignores n_groups; H100: Mamba2DecoderLayer
+    rel L2 0.36, the grouped norm on transformers' side gives the bundle's output). Probed: a copy of transformers' norm,
+    weight 1, on a row whose groups hold different constants, must give each group the same RMS."""
+    import copy
+    import inspect
+
+    import torch
+
+    grouped = {int(m.weight.numel()): int(m.group_size) for m in layer.modules()
+               if isinstance(getattr(m, "group_size", None), int) and isinstance(getattr(m, "weight", None), torch.Tensor)
+               and m.weight.dim() == 1 and m.weight.numel() > m.group_size}
+    for name, m in hf_meta.named_modules():
+        w = getattr(m, "weight", None)
+        if not (isinstance(w, torch.Tensor) and w.dim() == 1 and int(w.numel()) in grouped
+                and "gate" in inspect.signature(m.forward).parameters):
+            continue
+        width, size = int(w.numel()), grouped[int(w.numel())]
+        probe = copy.deepcopy(m).to_empty(device="cpu").float()
+        with torch.no_grad():
+            probe.weight.fill_(1.0)
+            x = torch.arange(1, width // size + 1, dtype=torch.float32).repeat_interleave(size)[None]
+            rms = probe(x, gate=torch.full_like(x, 30.0)).view(-1, size).pow(2).mean(-1).sqrt()
+        if not torch.allclose(rms, rms[0].expand_as(rms), rtol=1e-3):
+            raise NoReference(f"vLLM's gated norm normalizes its {width} channels in groups of {size} (n_groups "
+                              f"{width // size}, as mamba_ssm's RMSNormGated), transformers' {name} "
+                              f"({type(m).__name__}) normalizes them whole: different layers")
+
+
 def _rotary(mod, cls):
     """The module's `...RotaryEmbedding` whose name shares the longest prefix with layer class `cls`'s, or None."""
     ropes = [c for c in vars(mod).values() if isinstance(c, type) and c.__name__.endswith("RotaryEmbedding")
@@ -324,7 +356,9 @@ def layer_mask(layer, mask):
 def extra_inputs(hf_forward_fn, vllm_forward_fn, inputs: dict, B: int, q: int) -> dict:
     """The inputs beyond the hidden states and positions that the bundle's example gives vLLM's layer and
     transformers' layer takes by the same name: a tensor of one row a token as [B, q, ...] (Gemma 4's per_layer_input:
-    H100 Tensor * NoneType), a number as it is (an index the example derives: A6's forward `int` inputs)."""
+    H100 Tensor * NoneType), the encoder's output (an `encoder_*` input: the sequences' encoder tokens back to back,
+    A6's cross-attention example) as [B, encoder tokens, ...] (without it transformers' Bart layer skips its
+    cross-attention), a number as it is (an index the example derives: A6's forward `int` inputs)."""
     import inspect
 
     import torch
@@ -336,11 +370,18 @@ def extra_inputs(hf_forward_fn, vllm_forward_fn, inputs: dict, B: int, q: int) -
     out = {}
     for name in (n for n in hf_params if n not in own and n in vllm_params and n in inputs):
         value = inputs[name]
-        if isinstance(value, torch.Tensor) and value.dim() and value.shape[0] == B * q:
+        if isinstance(value, torch.Tensor) and value.dim() and value.shape[0] == B * q and not _encoder_input(name):
             out[name] = value.reshape(B, q, *value.shape[1:])
+        elif isinstance(value, torch.Tensor) and value.dim() and value.shape[0] % B == 0 and _encoder_input(name):
+            out[name] = value.reshape(B, -1, *value.shape[1:])
         elif isinstance(value, (int, float)):
             out[name] = value
     return out
+
+
+def _encoder_input(name: str) -> bool:
+    """An input holding the encoder's output, one row an encoder token (as A6's cross-attention template names it)."""
+    return name.startswith("encoder_")
 
 
 def hf_forward(layer, config, x, positions, rope, cache=None, layer_idx: int = 0, extra: dict | None = None):
@@ -351,7 +392,7 @@ def hf_forward(layer, config, x, positions, rope, cache=None, layer_idx: int = 0
     kw = hf_forward_kwargs(type(layer).forward, config, positions, emb, cache, mask, x)
     for name, t in (extra or {}).items():
         if isinstance(t, torch.Tensor):  # the rows of x's tokens (the decode probe's one); floats in x's dtype
-            t = t[: x.shape[0], : x.shape[1]]
+            t = t[: x.shape[0]] if _encoder_input(name) else t[: x.shape[0], : x.shape[1]]
             t = t.to(x.dtype) if t.is_floating_point() else t
         kw[name] = t
     with torch.no_grad():
@@ -388,17 +429,52 @@ def context_cache(ex, dtype, config, layer_idx, probe=None, keys_permuted: bool 
             raise NoReference(f"transformers' layer caches keys {tuple(keys.shape[1::2])} and values "
                               f"{tuple(values.shape[1::2])} per (head, dim), the bundle's paged cache K and V of "
                               f"{(kv.shape[1], Dh)} (a latent cache, MLA's, on one side): the context cannot be copied")
-    seqs = []
-    for b in range(bt.shape[0]):
-        blocks = kv[bt[b].long()]  # [nb, H_kv, bs, 2Dh]
-        seqs.append(blocks.permute(1, 0, 2, 3).reshape(kv.shape[1], -1, 2 * Dh)[:, :ctx])
-    both = torch.stack(seqs).to(dtype)  # [B, H_kv, ctx, 2Dh]
+    both = _paged(kv, bt, ctx, dtype)
     keys = both[..., :Dh]
     if keys_permuted:
         keys = permute_rotary(keys.movedim(-1, 0), Dh, to_vllm=False).movedim(0, -1)
     cache = kv_cache(config, layer_idx)
     cache.update(keys.contiguous(), both[..., Dh:].contiguous(), layer_idx)
     return cache
+
+
+def _paged(kv, block_table, n: int, dtype):
+    """The first `n` tokens of each sequence in a paged cache ([blocks, H_kv, block_size, 2*Dh], a sequence's blocks
+    its row of `block_table`), as [B, H_kv, n, 2*Dh] in `dtype`."""
+    import torch
+
+    seqs = []
+    for b in range(block_table.shape[0]):
+        blocks = kv[block_table[b].long()]  # [nb, H_kv, bs, 2Dh]
+        seqs.append(blocks.permute(1, 0, 2, 3).reshape(kv.shape[1], -1, kv.shape[-1])[:, :n])
+    return torch.stack(seqs).to(dtype)
+
+
+def cross_context(ex, dtype, config, layer_idx: int, self_cache, hf_forward_fn):
+    """(transformers' cache, the encoder inputs to give its layer) for a decode step of a cross-attention layer: the
+    bundle's example gives vLLM's layer no encoder output (None) and the encoder's K/V in its cross cache (random, as
+    a first step leaves it); transformers' EncoderDecoderCache holds them beside `self_cache` (the context's); its
+    cross cache filled, the layer reads them (is_updated) and not the zero encoder output of the same length it gets,
+    there only for its presence (Bart's layer skips its cross-attention without one). NoReference for more than one
+    cross layer."""
+    import inspect
+
+    import torch
+    from transformers import EncoderDecoderCache
+
+    caches, S = ex["inputs"]["cross_kv_caches"], ex["sizes"]["encoder_tokens"]
+    if len(caches) != 1:
+        raise NoReference(f"the bundle's layer holds {len(caches)} cross-attention layers: the harness copies one")
+    both = _paged(caches[0], ex["inputs"]["cross_block_table"], S, dtype)
+    Dh = both.shape[-1] // 2
+    cross = kv_cache(config, layer_idx)
+    cross.update(both[..., :Dh].contiguous(), both[..., Dh:].contiguous(), layer_idx)
+    cache = EncoderDecoderCache(self_cache if self_cache is not None else kv_cache(config, layer_idx), cross)
+    params = inspect.signature(hf_forward_fn).parameters
+    B, H = ex["sizes"]["B"], ex["inputs"]["hidden_states"].shape[-1]
+    encoder = {n: torch.zeros(B, S, H, dtype=dtype, device=both.device) for n, v in ex["inputs"].items()
+               if _encoder_input(n) and v is None and n in params}
+    return cache, encoder
 
 
 def kv_cache(config, layer_idx: int):

@@ -170,3 +170,11 @@ def unsupported(graph: dict) -> list[str]:
 
 def is_mla(variant: dict) -> bool:
     return backend(variant) == MLA_BACKEND
+
+
+# vLLM runs attention of these types over each sequence's own tokens, keeping no KV cache (no context to decode over)
+CACHELESS_ATTN_TYPES = ("encoder", "encoder_only")
+
+
+def is_cacheless(variant: dict) -> bool:
+    return (variant or {}).get("attn_type", "decoder") in CACHELESS_ATTN_TYPES

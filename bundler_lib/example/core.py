@@ -30,7 +30,7 @@ from bundler_lib.artifacts import write_json, write_text
 from bundler_lib.common.contract import load_graph
 from bundler_lib.common.example_roots import ATTENTION, is_block_candidate, is_decoder_layer, is_layer_stack
 from bundler_lib.errors import StageError
-from bundler_lib.example import cli
+from bundler_lib.example import attention_metadata, cli
 from bundler_lib.example.model_config import (STAGE, activation_size, derive, generic_config, generic_dims_and_flags,
                                               model_name_of, read_config)
 from bundler_lib.example.templates import PRELUDE, SIGNATURE, docstring, header, py_literal, template_body
@@ -79,7 +79,7 @@ def _workload(template: str, requested: str | None, dims: dict, flags: dict, att
     kv = uses_kv_cache(template)
     if requested:
         kind, source, reason = requested, "given", "requested by the target"
-    elif kv and attn_type in ("encoder", "encoder_only"):
+    elif kv and attn_type in attention_metadata.CACHELESS_ATTN_TYPES:
         # vLLM runs such attention over each sequence's own tokens, with no cached context to decode against
         kind, source, reason = "prefill", "inferred", f"the variant's attention ({attn_type}) keeps no KV cache"
     elif kv:

@@ -16,7 +16,8 @@ when it has one, else `DEFAULT_ENCODER_TOKENS` (30 s of audio at Whisper's 50 fr
 The self-attention side is the decoder-layer example's own (`decoder.py`). The metadata is TRITON_ATTN's fields
 (attention_metadata.py), with the cross values; another backend has no cross template.
 
-The generated code is spliced into decoder.py's body at six points (`pieces`); a layer without a cross input gets
+The result's `inputs` hold the cross caches (`cross_kv_caches`, one a cross layer) and their `cross_block_table`.
+The generated code is spliced into decoder.py's body at seven points (`pieces`); a layer without a cross input gets
 the same text as before this template existed.
 """
 
@@ -152,11 +153,11 @@ def encoder_tokens(cfg: dict | None) -> tuple[int, str]:
 
 
 def pieces(signature: dict | None, cfg: dict | None, symbol: str) -> tuple[dict, list[str]]:
-    """(the text decoder.py's body splices in: select, per_seq, setup, forward, cost, sizes; notes)."""
+    """(the text decoder.py's body splices in: select, per_seq, setup, forward, cost, sizes, inputs; notes)."""
     name = encoder_input(signature)
     if name is None:
         return {"cross_select": _REFUSE.format(symbol=symbol), "cross_per_seq": "", "cross_setup": "",
-                "cross_forward": "", "cross_cost": "", "cross_sizes": ""}, []
+                "cross_forward": "", "cross_cost": "", "cross_sizes": "", "cross_inputs": ""}, []
     tokens, source = encoder_tokens(cfg)
     return {
         "cross_select": _SELECT.format(symbol=symbol, input=name, tokens=tokens, small=SMALL_ENCODER_TOKENS,
@@ -166,6 +167,8 @@ def pieces(signature: dict | None, cfg: dict | None, symbol: str) -> tuple[dict,
         "cross_forward": _FORWARD.format(input=name),
         "cross_cost": _COST,
         "cross_sizes": ', "encoder_tokens": S_enc',
+        # the cross caches (one a cross layer) and their block table: what a decode step reads the encoder's K/V from
+        "cross_inputs": ', "cross_kv_caches": [a.kv_cache for _, a in cross_layers], "cross_block_table": cross_block_table',
     }, [f"cross-attention: forward input {name} = [B * {tokens}, H] random (the encoder's output, {source}; "
         f"small: {SMALL_ENCODER_TOKENS}) where a sequence has no context, else None (its K/V read from the cross "
         "KV cache, random as a first step leaves it); the cross layers get their own cache and TRITON_ATTN metadata "

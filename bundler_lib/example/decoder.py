@@ -248,7 +248,7 @@ _BODY = '''\
 {cross_cost}{parallel_check}        return {{"module": layer, "cost": cost, "inputs": {{"positions": positions, "hidden_states": hidden_states,
                 "residual": None, "kv_cache": None if attn is None else {kv_input}, "attn_metadata": attn_metadata,
                 "block_table": block_table, "state": {{m.prefix: m.kv_cache for _, m, _ in recurrent}},
-                "state_metadata": state_metadata, **extra_inputs}},
+                "state_metadata": state_metadata, **extra_inputs{cross_inputs}}},
                 "outputs": {{"hidden_states": out, "residual": residual}}, "forward": forward, "prefix": prefix,
                 "sizes": {{"B": B, "new_tokens": q_len, "context": ctx, "T": T, "kv_blocks": num_blocks,
                           "block_size": block_size{cross_sizes}}}, "workload": workload, "defaults_used": list(defaults_used),
@@ -260,12 +260,25 @@ _BODY = '''\
 '''
 
 
+# First, before anything is built: attention that keeps no KV cache (an encoder's) has no context to run over.
+_CACHELESS_CHECK = '''\
+    if workload == "decode" or context:
+        raise NotImplementedError(
+            f"invocation_example: {symbol}'s attention is {attn_type} (vLLM keeps no KV cache for it: it runs over "
+            f"each sequence's own tokens), so workload={{workload!r}}, context={{context!r}} has no cached context to "
+            "run over: pass workload='prefill' and context=None")
+'''
+
+
 def _attention_pieces(variant: dict, symbol: str) -> dict:
-    """The parts of the body that follow the attention: MLA's decode-only setup, latent cache and width (mla.py)."""
+    """The parts of the body that follow the attention: MLA's decode-only setup, latent cache and width (mla.py);
+    an encoder's attention refuses a cached context."""
     if attention_metadata.is_mla(variant):
         return {"attn_check": mla.CHECK.format(symbol=symbol), "install": mla.SETUP, "attn_role": mla.ATTENTION_ROLE,
                 "kv_cache": mla.KV_CACHE, "kv_input": "attn.kv_cache", "kv_width": mla.KV_WIDTH}
-    return {"attn_check": "", "install": _INSTALL, "attn_role": "Attention",
+    check = (_CACHELESS_CHECK.format(symbol=symbol, attn_type=variant["attn_type"])
+             if attention_metadata.is_cacheless(variant) else "")
+    return {"attn_check": check, "install": _INSTALL, "attn_role": "Attention",
             "kv_cache": attention_metadata.kv_cache(variant, _KV_CACHE),
             "kv_input": attention_metadata.kv_input(variant), "kv_width": "H_kv * (Dh + Dv)  # K and V heads per token"}
 

@@ -20,7 +20,9 @@ rules from A1's `root_signature` (each parameter's annotation text) and the mode
 - `torch.Tensor` (forward): `[T, width]` random in the model dtype: the width is the config's one
   hidden-size/dim key naming the input (`hidden_size_per_layer_input` for `per_layer_input`, not
   `vocab_size_per_layer_input`); an input named for hidden states or embeddings (`original_hidden_states`,
-  `inputs_embeds`, Eagle3's `embeds`) is `[T, hidden_size]`; another has no rule;
+  `inputs_embeds`, Eagle3's `embeds`) is `[T, hidden_size]`; another has no rule; where the forward takes neither
+  `hidden_states` nor `x`, its first such input named `*_hidden_states` is the hidden states themselves (Bart's
+  `decoder_hidden_states`);
 - an optional forward input (default None) that vLLM's model passes the layer where the config enables the part
   using it (A1's `enabled_by`: Gemma4's `per_layer_input`, under `hidden_size_per_layer_input` > 0): a tensor by
   the rule above where the config enables it (the layer would otherwise skip a part it builds), else left out;
@@ -185,6 +187,8 @@ def derive(signature: dict | None, fields: dict, dims: dict,
                 plan[name] = ["tensor", got[1], f"[T, config.hidden_size] ({got[2]}), beside the hidden states"]
             else:
                 plan[name] = got
+        if method == "forward":
+            _own_hidden_states(plan, m, dims["H"])
         out.append(plan)
     for name, key in ((sig.get("forward") or {}).get("enabled_by") or {}).items():
         got, why_not = _enabled(name, key, ((sig.get("forward") or {}).get("annotations") or {}).get(name), fields,
@@ -194,6 +198,19 @@ def derive(signature: dict | None, fields: dict, dims: dict,
         elif why_not:
             missing.append(why_not)
     return out[0], out[1], missing
+
+
+def _own_hidden_states(plan: dict, forward: dict, hidden: int) -> None:
+    """A forward that takes neither `hidden_states` nor `x` takes the hidden states under its own name: its first
+    required input named `*_hidden_states` of width hidden_size (Bart's `decoder_hidden_states`) is them, not a
+    random tensor beside them."""
+    if {"hidden_states", "x"} & set(forward.get("required", []) + forward.get("optional", [])):
+        return
+    name = next((n for n in forward.get("required", []) if n.endswith("_hidden_states")
+                 and plan.get(n, [None])[0] == "tensor" and plan[n][1] == hidden), None)
+    if name is not None:
+        plan[name] = ["hidden", hidden, "the hidden states (the forward takes no hidden_states or x: this is its input "
+                      "named for them)"]
 
 
 def _enabled(name: str, key: str, ann: str | None, fields: dict, dims: dict) -> tuple[list | None, str | None]:
