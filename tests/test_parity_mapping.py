@@ -418,6 +418,19 @@ def test_an_example_that_builds_no_layer_is_no_reference():
     assert "invocation_example builds no Layers (it returns Layers unbuilt)" in row["reason"]
 
 
+def test_a_workload_the_example_refuses_is_not_applicable():
+    """An MLA layer's decode-only example raises NotImplementedError for prefill, its documented refusal: the case is
+    `not applicable` with the example's reason, and the bundle's verdict counts it as a case without a reference (H100:
+    FlashDecoderLayer's and KimiDecoderLayer's prefill counted as a harness `error`)."""
+    import types
+
+    def refuse(**kw):
+        raise NotImplementedError("invocation_example: X is decode only (MLA attention, TRITON_MLA)")
+
+    row = parity.run_case(types.SimpleNamespace(invocation_example=refuse), "X", {"model_type": "m"}, "prefill", 32, 1, 0)
+    assert row["status"] == "not applicable" and "decode only" in row["reason"]
+
+
 def _paged_example(h_kv, dh, ctx=5, bs=4):
     blocks = -(-ctx // bs)
     kv = torch.randn(blocks + 1, h_kv, bs, 2 * dh)
