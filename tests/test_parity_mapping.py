@@ -1161,3 +1161,28 @@ def test_cpu_runs_transformers_side_on_the_bundles_layer(tmp_path, capsys, extra
     row = __import__("json").loads((tmp_path / "row.json").read_text())["rows"][0]
     assert row["reference"] == "transformers llama.LlamaDecoderLayer" and row["hf_fp32_finite"] == (rc == 0)
     assert row["status"] == ("ok" if rc == 0 else "FAIL")
+
+
+def test_a_stack_of_hidden_states_gets_one_stacks_rotary_mask_and_inputs():
+    """Gemma 3n's layer takes its AltUp predictions [S, B, q, H] (vLLM's [S, T, H], the example's hidden_stack): the
+    harness passes the stack whole and builds the rotary, the mask and the per-layer input for one [B, q, H] (H100:
+    transformers' altup predict got [B, q, S*H], 'size 8192 vs 2048')."""
+    config, layer, rope_cls = _tiny_layer("gemma3n_text", "Gemma3nDecoderLayer", hidden_size=64,
+                                          intermediate_size=96, num_attention_heads=4, num_key_value_heads=2,
+                                          head_dim=16, num_hidden_layers=2, hidden_size_per_layer_input=8,
+                                          num_kv_shared_layers=0, sliding_window=16)
+    S = config.altup_num_inputs
+    x, pos = torch.randn(S, 1, 5, 64), torch.arange(5)[None]
+    per_layer = torch.randn(1, 5, 8)
+    rope = rope_cls(config)
+    for p in layer.parameters():  # no part left at an identity or zero init that hides an input given wrong
+        p.data.normal_(0.0, 0.2)
+    got = parity_reference.hf_forward(layer, config, x, pos, rope, layer_idx=0, extra={"per_layer_input": per_layer})
+    with torch.no_grad():
+        want = layer(x, position_embeddings=parity_reference.rope_embeddings(rope, config, x[0], pos, 0),
+                     per_layer_input=per_layer, position_ids=pos, attention_mask=None)
+    torch.testing.assert_close(got, want[0] if isinstance(want, tuple) else want)
+    # the bundle's [S, T, H] against transformers' [S, B, q, H]: every stack's rows judged
+    ex = {"sizes": {"B": 1, "new_tokens": 5}, "inputs": {"hidden_states": x.view(S, 5, 64)}}
+    row = parity._judged({}, ex, 0, (got.view(S, 5, 64), None), (got, None), (got, None), got + 1)
+    assert row["judged_tokens"] == 5 and row["bundle_rel_l2"] == 0.0 and row["control_rel_l2"] > 0

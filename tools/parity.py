@@ -392,9 +392,9 @@ def _hf_output(ex, layer, ref: dict, state: dict, dtype, top_k: int):
         raise NoReference(f"transformers' {ref['cls'].__name__} attends both ways (an encoder's layer: none of its "
                           "attentions is causal), so it has no decode over a cached context to compare")
     rope = ref["rope_cls"](config).to("cuda") if ref["rope_cls"] is not None else None
-    xin = x.view(B, q, -1).to(dtype)
+    xin = x.view(*x.shape[:-2], B, q, x.shape[-1]).to(dtype)  # [T, H] or a stack [S, T, H] (hidden_stack)
 
-    probe = functools.partial(hf_forward, hf, config, xin[:1, :1], positions[:1, :1], rope, layer_idx=idx,
+    probe = functools.partial(hf_forward, hf, config, xin[..., :1, :1, :], positions[:1, :1], rope, layer_idx=idx,
                               extra=extra)
     cache = context_cache(ex, dtype, config, idx, probe, ref["keys_permuted"]) if ctx else None
     run = functools.partial(hf_forward, hf, config, xin, positions, rope, cache, idx, extra)
@@ -426,7 +426,8 @@ def _judged(row: dict, ex, top_k: int, bundle, bf16, ref, y_ctl) -> dict:
         raise MappingError(f"every token's top-{top_k} experts differ between a bf16 router (the bundle's or "
                            "transformers') and the float32 reference's: no token to compare (a router mapped wrong, or "
                            "its logits not where _router_logits looks)")
-    yb, yh, yr, yc = (t.reshape(B * q, H)[keep] for t in (y_bundle, y_bf16, y_ref, y_ctl))
+    # each output's rows per token ([B*q, H], or a stack of them: Gemma 3n's AltUp predictions [S, B*q, H])
+    yb, yh, yr, yc = (t.reshape(-1, B * q, H)[:, keep].reshape(-1, H) for t in (y_bundle, y_bf16, y_ref, y_ctl))
     row.update(
         bundle_rel_l2=rel_l2(yb, yr), bundle_max_abs=max_abs(yb, yr),
         hf_bf16_rel_l2=rel_l2(yh, yr), hf_bf16_max_abs=max_abs(yh, yr),

@@ -335,14 +335,17 @@ def extra_inputs(hf_forward_fn, vllm_forward_fn, inputs: dict, B: int, q: int) -
 
 
 def hf_forward(layer, config, x, positions, rope, cache=None, layer_idx: int = 0, extra: dict | None = None):
+    """transformers' `layer` on x: [B, q, H], or a stack of them [S, B, q, H] (Gemma 3n's AltUp predictions), whose
+    rotary, mask and other inputs are those of one [B, q, H], as the model builds them from its embeddings."""
     import torch
 
-    emb = rope_embeddings(rope, config, x, positions, layer_idx)
-    mask = layer_mask(layer, causal_mask(config, x, positions, cache, layer_idx, bidirectional(layer)))
-    kw = hf_forward_kwargs(type(layer).forward, config, positions, emb, cache, mask, x)
+    tokens = x if x.dim() == 3 else x[0]
+    emb = rope_embeddings(rope, config, tokens, positions, layer_idx)
+    mask = layer_mask(layer, causal_mask(config, tokens, positions, cache, layer_idx, bidirectional(layer)))
+    kw = hf_forward_kwargs(type(layer).forward, config, positions, emb, cache, mask, tokens)
     for name, t in (extra or {}).items():
         if isinstance(t, torch.Tensor):  # the rows of x's tokens (the decode probe's one); floats in x's dtype
-            t = t[: x.shape[0], : x.shape[1]]
+            t = t[: tokens.shape[0], : tokens.shape[1]]
             t = t.to(x.dtype) if t.is_floating_point() else t
         kw[name] = t
     with torch.no_grad():
