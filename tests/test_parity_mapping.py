@@ -1186,3 +1186,37 @@ def test_a_stack_of_hidden_states_gets_one_stacks_rotary_mask_and_inputs():
     ex = {"sizes": {"B": 1, "new_tokens": 5}, "inputs": {"hidden_states": x.view(S, 5, 64)}}
     row = parity._judged({}, ex, 0, (got.view(S, 5, 64), None), (got, None), (got, None), got + 1)
     assert row["judged_tokens"] == 5 and row["bundle_rel_l2"] == 0.0 and row["control_rel_l2"] > 0
+
+
+def test_a_layer_class_another_config_cannot_build_is_no_candidate():
+    """Where vLLM's parameters map onto none of Gemma 4's text layer, the other layer classes of its module are tried:
+    Gemma4VisionEncoderLayer, built from the text config, reads a per-layer attribute globally (transformers'
+    AmbiguousGlobalPerLayerAttributeError, a RuntimeError) and is no candidate; the error stays the named class's
+    mapping error (H100: Gemma4CrossDecoderLayers' harness error)."""
+    _, named, rope = parity_reference.hf_classes("gemma4_text", "Gemma4CrossDecoderLayers")
+    import json
+
+    repo = Path(__file__).resolve().parents[1]
+    config = parity_reference.hf_config(json.loads((repo / "models/transformers--gemma4_text/config.json").read_text()))
+    rules = parity_mapping.loader_rules("gemma4.py", "gemma4_text")
+    with pytest.raises(parity_mapping.MappingError, match="example_layers.0.self_attn.qkv_proj.weight"):
+        parity_reference.reference_class(named, rope, config, 0,
+                                         {"example_layers.0.self_attn.qkv_proj.weight": torch.empty(8, 4)}, rules)
+
+
+def test_a_layer_that_runs_a_list_of_layers_is_no_reference():
+    """Gemma4's Self/CrossDecoderLayers (YOCO halves) hold a ModuleList of decoder layers: transformers has no class
+    for a run of layers, and the row says so (H100: a harness error, then a misleading 'config states no ...')."""
+    class Gemma4DecoderLayer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = torch.nn.Linear(4, 4)
+
+    class Layers(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.example_layers = torch.nn.ModuleList([Gemma4DecoderLayer(), Gemma4DecoderLayer()])
+
+    _, row = parity._layer_reference(None, "Layers", {"model_type": "gemma4_text"}, Layers(), "model.layers.0", {})
+    assert row["status"] == "no reference" and "example_layers: 2 x Gemma4DecoderLayer" in row["reason"]
+    assert parity.layer_run(Gemma4DecoderLayer()) is None

@@ -220,12 +220,28 @@ def _layer_reference(mod, symbol: str, cfg: dict, layer, prefix: str, row: dict)
     """`layer`'s norms randomised, then transformers' side of a case for it (_reference): (ref, None), or (None, the
     row's `no reference` verdict) where transformers has neither `symbol` nor a decoder layer of the model type."""
     _randomise_norms(layer)
+    run = layer_run(layer)
+    if run:
+        return None, dict(row, status="no reference", reason=f"{symbol} runs a list of decoder layers ({run}): "
+                                                             "transformers has a class for one layer, none for a run")
     raise_if_part_of_layer(cfg["model_type"], symbol, type(layer).forward)
     found = hf_classes(cfg["model_type"], symbol)
     if found is None:
         return None, dict(row, status="no reference", reason=f"transformers has no {symbol} and no decoder layer for "
                                                              f"{cfg['model_type']}")
     return _reference(mod, symbol, cfg, found, layer, int(prefix.rsplit(".", 1)[-1]), row), None
+
+
+def layer_run(layer) -> str | None:
+    """Where `layer` holds a list of decoder layers (a YOCO half, Gemma4's Self/CrossDecoderLayers: an nn.ModuleList
+    child of `...Layer` modules), that list as `name: N x Class`; else None."""
+    import torch
+
+    for name, child in layer.named_children():
+        kinds = {type(m).__name__ for m in child} if isinstance(child, torch.nn.ModuleList) else set()
+        if len(kinds) == 1 and next(iter(kinds)).endswith("Layer"):
+            return f"{name}: {len(child)} x {kinds.pop()}"
+    return None
 
 
 def _randomise_norms(layer) -> None:

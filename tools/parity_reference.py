@@ -484,6 +484,12 @@ def mapping_args(meta, config, rules: dict) -> dict:
                 buffers={n: tuple(b.shape) for n, b in meta.named_buffers() if n in persistent})
 
 
+# what building a transformers layer class from a config it was not written for raises: other arguments than (config,
+# index), a key or sub-config it lacks, or a per-layer attribute read globally (transformers'
+# AmbiguousGlobalPerLayerAttributeError, a RuntimeError: Gemma4VisionEncoderLayer on a Gemma 4 text config)
+NOT_BUILDABLE = (TypeError, ValueError, IndexError, KeyError, AttributeError, RuntimeError)
+
+
 def reference_layer(hf_cls, config, layer_idx: int, vllm_state: dict, rules: dict):
     """(index, transformers' layer on meta) to compare vLLM's layer `layer_idx` with: that index where vLLM's
     parameters map onto it, else the first index whose layer they map onto. A hybrid model's one transformers class
@@ -508,7 +514,7 @@ def reference_layer(hf_cls, config, layer_idx: int, vllm_state: dict, rules: dic
         for i in range(int(getattr(config, "num_hidden_layers", 0) or 0)):
             try:
                 other = at(i)
-            except (TypeError, ValueError, IndexError, KeyError, AttributeError):  # not buildable: no candidate
+            except NOT_BUILDABLE:  # no candidate
                 continue
             names = tuple(sorted(n for n, _ in other.named_parameters()))
             if names in seen:
@@ -543,7 +549,7 @@ def reference_class(hf_cls, rope_cls, config, layer_idx: int, vllm_state: dict, 
                 continue
             try:
                 return (cls, _rotary(mod, cls), *reference_layer(cls, config, layer_idx, vllm_state, rules))
-            except (MappingError, TypeError):  # TypeError: a class built from other arguments than (config, index)
+            except (MappingError, *NOT_BUILDABLE):  # another class (other arguments, another model's config)
                 continue
         retyped = _retyped_layer(hf_cls, config, layer_idx, vllm_state, rules)
         if retyped is None:
