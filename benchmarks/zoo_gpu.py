@@ -120,8 +120,9 @@ def one(bundle: Path, rows: Path, cache: str, timeout_s: float, full: bool) -> d
 def parity_status(case_statuses: list) -> str:
     """A bundle's parity verdict from its cases': `ok` (every case passed), `ok_partial` (those with a reference
     passed, the others have none: an MLA layer's latent cache cannot be copied for decode), `no reference`,
-    `FAIL` (a case failed), `error` (none of those: the harness stopped)."""
-    s = set(case_statuses)
+    `FAIL` (a case failed), `error` (none of those: the harness stopped). A case the bundle's example refuses (`not
+    applicable`: an MLA layer's decode-only example asked for prefill) counts as one without a reference."""
+    s = {"no reference" if c == "not applicable" else c for c in case_statuses}
     if "FAIL" in s:
         return "FAIL"
     if not s or not s <= {"ok", "no reference"}:

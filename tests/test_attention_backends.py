@@ -67,6 +67,11 @@ def test_a1_gives_an_mla_only_layer_the_mla_backend(tmp_path):
     assert any(n.startswith("attention_backend TRITON_ATTN -> TRITON_MLA: ") for n in g["notes"])
     g = a1.run(tree=TREES / "mla_only", out=tmp_path / "both", symbol="BothDecoderLayer")
     assert g["variant"]["attention_backend"] == "TRITON_ATTN" and not any("TRITON_MLA" in n for n in g["notes"])
+    # reaching Attention only through the model loader's isinstance checks builds none (H100: DeepseekV2Eagle3's
+    # layer built under TRITON_ATTN, 'MLA not supported')
+    g = a1.run(tree=TREES / "mla_only", out=tmp_path / "draft", symbol="DraftDecoderLayer")
+    assert "vllm/model_executor/layers/attention/attention.py::Attention" in {n["id"] for n in g["python_nodes"]}
+    assert g["variant"]["attention_backend"] == "TRITON_MLA"
 
 
 @pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "TRITON_MLA"])

@@ -229,3 +229,33 @@ def test_metadata_causal_is_what_the_layer_states(tmp_path, monkeypatch, where, 
     ns["_Attention"], ns["Qwen3MoeDecoderLayer"] = Recording, Layer
     ns["invocation_example"](small=True)
     assert seen and set(seen) == {causal}
+
+
+def test_a_second_output_is_the_residual_only_where_it_is_one(tmp_path):
+    """The example's `_call` takes a layer's second output for the residual stream where the forward takes `residual`
+    or returns one of the hidden states' shape (Stablelm); Gemma4SelfDecoderLayers returns its per-layer inputs
+    [T, layers, per-layer width] there (H100: `residual: shape (2, 30, 256), expected (2, 2304)`)."""
+    import inspect
+
+    src, _ = _gen(tmp_path, MOCK / "A1.graph.json", TINY, "tiny/qwen3-moe")
+    fn = next(n for n in ast.walk(ast.parse(src)) if isinstance(n, ast.FunctionDef) and n.name == "_call")
+    x = torch.randn(3, 8)
+
+    def run(forward):
+        ns = {"layer": forward, "fparams": inspect.signature(forward).parameters, "positions": None,
+              "extra_inputs": {}}
+        exec(compile(ast.Module([fn], []), "A6.example.py", "exec"), ns)
+        return ns["_call"](x, None)
+
+    def takes_residual(positions, hidden_states, residual):
+        return hidden_states, torch.zeros(3, 5)
+
+    def stablelm(positions, hidden_states):
+        return hidden_states, hidden_states + 1
+
+    def per_layer_inputs(positions, hidden_states):
+        return hidden_states, torch.zeros(3, 2, 4)
+
+    assert run(takes_residual)[1].shape == (3, 5)
+    assert run(stablelm)[1].shape == (3, 8)
+    assert run(per_layer_inputs)[1] is None

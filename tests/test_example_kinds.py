@@ -257,6 +257,7 @@ def _with_nodes(p, node_ids, backend):
         f, name = node_id.split("::")
         g["python_nodes"].append(dict(g["python_nodes"][0], id=node_id, file=f, name=name, emit_name=name,
                                       names=[{"name": name, "emit_name": name}], kind="class"))
+        g.setdefault("edges", []).append([f"{g['def_file']}::{g['symbol']}", node_id])  # the layer builds it
     g["variant"] = {**g.get("variant", {}), "attention_backend": backend}
     out = p.parent / "-".join([n.split("::")[1] for n in node_ids] + [backend]) / "A1.graph.json"
     out.parent.mkdir()

@@ -418,6 +418,19 @@ def test_an_example_that_builds_no_layer_is_no_reference():
     assert "invocation_example builds no Layers (it returns Layers unbuilt)" in row["reason"]
 
 
+def test_a_workload_the_example_refuses_is_not_applicable():
+    """An MLA layer's decode-only example raises NotImplementedError for prefill, its documented refusal: the case is
+    `not applicable` with the example's reason, and the bundle's verdict counts it as a case without a reference (H100:
+    FlashDecoderLayer's and KimiDecoderLayer's prefill counted as a harness `error`)."""
+    import types
+
+    def refuse(**kw):
+        raise NotImplementedError("invocation_example: X is decode only (MLA attention, TRITON_MLA)")
+
+    row = parity.run_case(types.SimpleNamespace(invocation_example=refuse), "X", {"model_type": "m"}, "prefill", 32, 1, 0)
+    assert row["status"] == "not applicable" and "decode only" in row["reason"]
+
+
 def _paged_example(h_kv, dh, ctx=5, bs=4):
     blocks = -(-ctx // bs)
     kv = torch.randn(blocks + 1, h_kv, bs, 2 * dh)
@@ -1299,3 +1312,62 @@ def test_a_cross_attention_decode_reads_the_encoders_kv_from_the_bundles_cross_c
     torch.testing.assert_close(got, want)
     assert not torch.allclose(got, parity_reference.hf_forward(layer, config, x, pos, None, parity_reference.context_cache(
         ex, torch.float32, config, 0), 0, {}))  # without the cross cache the layer skips its cross-attention
+
+
+def test_a_stack_of_hidden_states_gets_one_stacks_rotary_mask_and_inputs():
+    """Gemma 3n's layer takes its AltUp predictions [S, B, q, H] (vLLM's [S, T, H], the example's hidden_stack): the
+    harness passes the stack whole and builds the rotary, the mask and the per-layer input for one [B, q, H] (H100:
+    transformers' altup predict got [B, q, S*H], 'size 8192 vs 2048')."""
+    config, layer, rope_cls = _tiny_layer("gemma3n_text", "Gemma3nDecoderLayer", hidden_size=64,
+                                          intermediate_size=96, num_attention_heads=4, num_key_value_heads=2,
+                                          head_dim=16, num_hidden_layers=2, hidden_size_per_layer_input=8,
+                                          num_kv_shared_layers=0, sliding_window=16)
+    S = config.altup_num_inputs
+    x, pos = torch.randn(S, 1, 5, 64), torch.arange(5)[None]
+    per_layer = torch.randn(1, 5, 8)
+    rope = rope_cls(config)
+    for p in layer.parameters():  # no part left at an identity or zero init that hides an input given wrong
+        p.data.normal_(0.0, 0.2)
+    got = parity_reference.hf_forward(layer, config, x, pos, rope, layer_idx=0, extra={"per_layer_input": per_layer})
+    with torch.no_grad():
+        want = layer(x, position_embeddings=parity_reference.rope_embeddings(rope, config, x[0], pos, 0),
+                     per_layer_input=per_layer, position_ids=pos, attention_mask=None)
+    torch.testing.assert_close(got, want[0] if isinstance(want, tuple) else want)
+    # the bundle's [S, T, H] against transformers' [S, B, q, H]: every stack's rows judged
+    ex = {"sizes": {"B": 1, "new_tokens": 5}, "inputs": {"hidden_states": x.view(S, 5, 64)}}
+    row = parity._judged({}, ex, 0, (got.view(S, 5, 64), None), (got, None), (got, None), got + 1)
+    assert row["judged_tokens"] == 5 and row["bundle_rel_l2"] == 0.0 and row["control_rel_l2"] > 0
+
+
+def test_a_layer_class_another_config_cannot_build_is_no_candidate():
+    """Where vLLM's parameters map onto none of Gemma 4's text layer, the other layer classes of its module are tried:
+    Gemma4VisionEncoderLayer, built from the text config, reads a per-layer attribute globally (transformers'
+    AmbiguousGlobalPerLayerAttributeError, a RuntimeError) and is no candidate; the error stays the named class's
+    mapping error (H100: Gemma4CrossDecoderLayers' harness error)."""
+    _, named, rope = parity_reference.hf_classes("gemma4_text", "Gemma4CrossDecoderLayers")
+    import json
+
+    repo = Path(__file__).resolve().parents[1]
+    config = parity_reference.hf_config(json.loads((repo / "models/transformers--gemma4_text/config.json").read_text()))
+    rules = parity_mapping.loader_rules("gemma4.py", "gemma4_text")
+    with pytest.raises(parity_mapping.MappingError, match="example_layers.0.self_attn.qkv_proj.weight"):
+        parity_reference.reference_class(named, rope, config, 0,
+                                         {"example_layers.0.self_attn.qkv_proj.weight": torch.empty(8, 4)}, rules)
+
+
+def test_a_layer_that_runs_a_list_of_layers_is_no_reference():
+    """Gemma4's Self/CrossDecoderLayers (YOCO halves) hold a ModuleList of decoder layers: transformers has no class
+    for a run of layers, and the row says so (H100: a harness error, then a misleading 'config states no ...')."""
+    class Gemma4DecoderLayer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = torch.nn.Linear(4, 4)
+
+    class Layers(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.example_layers = torch.nn.ModuleList([Gemma4DecoderLayer(), Gemma4DecoderLayer()])
+
+    _, row = parity._layer_reference(None, "Layers", {"model_type": "gemma4_text"}, Layers(), "model.layers.0", {})
+    assert row["status"] == "no reference" and "example_layers: 2 x Gemma4DecoderLayer" in row["reason"]
+    assert parity.layer_run(Gemma4DecoderLayer()) is None

@@ -122,3 +122,5 @@ def test_parity_status_of_a_bundle_from_its_cases():
     assert zoo_gpu.parity_status(["ok", "error"]) == "error"
     assert zoo_gpu.parity_status(["FAIL", "error"]) == "FAIL"
     assert zoo_gpu.parity_status([]) == "error"
+    assert zoo_gpu.parity_status(["not applicable", "ok"]) == "ok_partial"  # a decode-only bundle refuses prefill
+    assert zoo_gpu.parity_status(["not applicable", "no reference"]) == "no reference"

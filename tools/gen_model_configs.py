@@ -77,8 +77,23 @@ OVERRIDES = {
     "bloom": {"hidden_size": (1024, "bigscience/bloom-560m config.json"),
               "n_head": (16, "bigscience/bloom-560m config.json"),
               "n_layer": (24, "bigscience/bloom-560m config.json")},
+    # DeepseekV2Config defaults to plain RoPE; every DeepSeek V2/V3 checkpoint (and an Eagle3 draft of one, whose
+    # layer copies its rope_scaling and makes it deepseek_yarn unconditionally) publishes YaRN scaling
     "deepseek_v2": {"num_experts_per_tok": (6, "deepseek-ai/DeepSeek-V2-Lite config.json (64 routed experts, 6 "
-                                               "activated)")},
+                                               "activated)"),
+                    "rope_parameters": ({"rope_type": "yarn", "rope_theta": 10000.0, "factor": 40.0,
+                                         "beta_fast": 32.0, "beta_slow": 1.0, "mscale": 0.707, "mscale_all_dim": 0.707,
+                                         "original_max_position_embeddings": 4096},
+                                        "deepseek-ai/DeepSeek-V2-Lite config.json (rope_scaling, type yarn)"),
+                    "max_position_embeddings": (163840, "deepseek-ai/DeepSeek-V2-Lite config.json")},
+    # vLLM's cohere_asr.py (its layers and its arch-config convertor) reads the checkpoint's NeMo layout,
+    # transf_decoder.config_dict; transformers' CohereAsrConfig holds the same decoder under its own names (its
+    # defaults are that checkpoint's: hidden_size=hidden_size, intermediate_size=inner_size, num_hidden_layers=
+    # num_layers, max_position_embeddings=max_sequence_length)
+    "cohere_asr": {"transf_decoder": ({"config_dict": {"hidden_size": 1024, "inner_size": 4096,
+                                                       "num_attention_heads": 8, "num_layers": 8, "hidden_act": "relu",
+                                                       "max_sequence_length": 1024}},
+                                      "CohereLabs/cohere-transcribe-03-2026 config.json (transf_decoder)")},
     # vLLM's chatglm.py reads config.original_rope directly; its ChatGLMConfig (adapted from ChatGLM2-6B) lacks it
     "chatglm": {"original_rope": (True, "THUDM/chatglm2-6b config.json (chatglm3-6b and glm-4-9b publish the same)")},
     # vLLM's minimax_m2.py reads config.scoring_func directly; transformers' class lacks it because its modeling

@@ -385,14 +385,17 @@ def _encoder_input(name: str) -> bool:
 
 
 def hf_forward(layer, config, x, positions, rope, cache=None, layer_idx: int = 0, extra: dict | None = None):
+    """transformers' `layer` on x: [B, q, H], or a stack of them [S, B, q, H] (Gemma 3n's AltUp predictions), whose
+    rotary, mask and other inputs are those of one [B, q, H], as the model builds them from its embeddings."""
     import torch
 
-    emb = rope_embeddings(rope, config, x, positions, layer_idx)
-    mask = layer_mask(layer, causal_mask(config, x, positions, cache, layer_idx, bidirectional(layer)))
-    kw = hf_forward_kwargs(type(layer).forward, config, positions, emb, cache, mask, x)
+    tokens = x if x.dim() == 3 else x[0]
+    emb = rope_embeddings(rope, config, tokens, positions, layer_idx)
+    mask = layer_mask(layer, causal_mask(config, tokens, positions, cache, layer_idx, bidirectional(layer)))
+    kw = hf_forward_kwargs(type(layer).forward, config, positions, emb, cache, mask, tokens)
     for name, t in (extra or {}).items():
         if isinstance(t, torch.Tensor):  # the rows of x's tokens (the decode probe's one); floats in x's dtype
-            t = t[: x.shape[0]] if _encoder_input(name) else t[: x.shape[0], : x.shape[1]]
+            t = t[: tokens.shape[0]] if _encoder_input(name) else t[: tokens.shape[0], : tokens.shape[1]]
             t = t.to(x.dtype) if t.is_floating_point() else t
         kw[name] = t
     with torch.no_grad():
@@ -570,6 +573,12 @@ def mapping_args(meta, config, rules: dict) -> dict:
                 buffers={n: tuple(b.shape) for n, b in meta.named_buffers() if n in persistent})
 
 
+# what building a transformers layer class from a config it was not written for raises: other arguments than (config,
+# index), a key or sub-config it lacks, or a per-layer attribute read globally (transformers'
+# AmbiguousGlobalPerLayerAttributeError, a RuntimeError: Gemma4VisionEncoderLayer on a Gemma 4 text config)
+NOT_BUILDABLE = (TypeError, ValueError, IndexError, KeyError, AttributeError, RuntimeError)
+
+
 def reference_layer(hf_cls, config, layer_idx: int, vllm_state: dict, rules: dict):
     """(index, transformers' layer on meta) to compare vLLM's layer `layer_idx` with: that index where vLLM's
     parameters map onto it, else the first index whose layer they map onto. A hybrid model's one transformers class
@@ -594,7 +603,7 @@ def reference_layer(hf_cls, config, layer_idx: int, vllm_state: dict, rules: dic
         for i in range(int(getattr(config, "num_hidden_layers", 0) or 0)):
             try:
                 other = at(i)
-            except (TypeError, ValueError, IndexError, KeyError, AttributeError):  # not buildable: no candidate
+            except NOT_BUILDABLE:  # no candidate
                 continue
             names = tuple(sorted(n for n, _ in other.named_parameters()))
             if names in seen:
@@ -629,7 +638,7 @@ def reference_class(hf_cls, rope_cls, config, layer_idx: int, vllm_state: dict, 
                 continue
             try:
                 return (cls, _rotary(mod, cls), *reference_layer(cls, config, layer_idx, vllm_state, rules))
-            except (MappingError, TypeError):  # TypeError: a class built from other arguments than (config, index)
+            except (MappingError, *NOT_BUILDABLE):  # another class (other arguments, another model's config)
                 continue
         retyped = _retyped_layer(hf_cls, config, layer_idx, vllm_state, rules)
         if retyped is None:

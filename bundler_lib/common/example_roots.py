@@ -86,10 +86,17 @@ def backend_trigger(attention_backend: str) -> str:
     return MLA_ATTENTION if attention_backend == MLA_BACKEND else ATTENTION
 
 
-def mla_only(reached: set[str]) -> bool:
-    """Whether a closure (its `file::Name` definitions) reaches vLLM's MLAAttention and not its `Attention`: no
-    backend but an MLA one builds it (DeepseekV2's layer, reaching both, keeps its standard attention)."""
-    return MLA_ATTENTION in reached and ATTENTION not in reached
+# vLLM's weight loader checks modules against `Attention` (isinstance, layerwise reload) and builds none
+_LOADER = "vllm/model_executor/model_loader/"
+
+
+def mla_only(reached: set[str], edges) -> bool:
+    """Whether a closure (its `file::Name` definitions; `edges`: (referrer, referred) pairs of them) reaches vLLM's
+    MLAAttention and builds no `Attention`: none of its definitions but the model loader's refers to `Attention`
+    (DeepseekV2Eagle3DecoderLayer reaches it only through the loader's isinstance checks). No backend but an MLA
+    one builds such a layer; DeepseekV2's layer, whose own code builds either, keeps its standard attention."""
+    return MLA_ATTENTION in reached and not any(dst == ATTENTION and not src.startswith(_LOADER)
+                                                for src, dst in edges)
 # The backend classes are looked up by qualname when an `Attention` layer is built: a layer without one (MLA,
 # linear attention, state-space) needs none of them. A layer that never reads the tp group needs no coordinator.
 # What the example's recurrent state (example/recurrent_state.py) calls, as vLLM's engine does: each state layer's

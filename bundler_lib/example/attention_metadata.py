@@ -162,7 +162,7 @@ def unsupported(graph: dict) -> list[str]:
     if b == MLA_BACKEND and MLA_ATTENTION not in ids:
         return [f"attention backend {MLA_BACKEND} for a layer without MLA attention (vLLM's MLAAttention): build it "
                 "with a standard backend (the variant's attention_backend)"]
-    if b != MLA_BACKEND and mla_only(ids):
+    if b != MLA_BACKEND and mla_only(ids, graph.get("edges") or []):
         return [f"MLA attention (vLLM's MLAAttention, no standard-attention path) with attention backend {b}, "
                 f"which refuses use_mla: rebuild the graph (A1 gives an MLA-only layer {MLA_BACKEND})"]
     return []

@@ -209,7 +209,12 @@ _BODY = '''\
                 elif n in extra_inputs:
                     kw[n] = extra_inputs[n]
             got = layer(**kw)
-            return (got[0], got[1]) if isinstance(got, tuple) else (got, None)
+            if not isinstance(got, tuple):
+                return got, None
+            # a second output is the residual stream where the forward takes `residual` or returns one of the hidden
+            # states' shape (Stablelm); another (Gemma4SelfDecoderLayers' per-layer inputs) is no residual
+            stream = "residual" in fparams or (got[1] is not None and got[1].shape == got[0].shape)
+            return got[0], got[1] if stream else None
 
         def forward(x=None, residual=None):
             """The layer's forward on new hidden states `x` (hidden_shape; default: the example's), in

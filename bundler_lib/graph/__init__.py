@@ -113,13 +113,19 @@ class _Rescan:
         return self.scans.recompute(name)
 
 
+def _named_closure(g) -> tuple[set[str], list[tuple[str, str]]]:
+    """A closure's definitions as `file::Name` ids, and its references between them (referrer, referred)."""
+    ids = {k: [f"{n.file}::{name}" for name in n.names] for k, n in g.nodes.items()}
+    return ({i for names in ids.values() for i in names},
+            [(a, b) for k, n in g.nodes.items() for d in n.deps if d in ids for a in ids[k] for b in ids[d]])
+
+
 def _build(index: TreeIndex, variant: dict, symbol: str, hint: str | None):
     """(graph, the tree-wide scans it was built from) for the variant (with its model_facts)."""
     module, rel = locate(index, symbol, hint)
     c, root = _reach(index, variant, module, symbol, False)
     mla_note = None
-    if variant["attention_backend"] != MLA_BACKEND and mla_only(
-            {f"{n.file}::{name}" for n in c.engine.nodes.values() for name in n.names}):
+    if variant["attention_backend"] != MLA_BACKEND and mla_only(*_named_closure(c.engine)):
         # vLLM's other backends refuse use_mla: the layer is built only with an MLA backend, the Triton one here
         mla_note = (f"attention_backend {variant['attention_backend']} -> {MLA_BACKEND}: the layer's attention is "
                     "MLA only (vLLM's MLAAttention, not its Attention), which no other backend builds")
