@@ -1148,3 +1148,17 @@ def test_cpu_runs_transformers_side_on_the_bundles_layer(tmp_path, capsys, extra
     row = __import__("json").loads((tmp_path / "row.json").read_text())["rows"][0]
     assert row["reference"] == "transformers llama.LlamaDecoderLayer" and row["hf_fp32_finite"] == (rc == 0)
     assert row["status"] == ("ok" if rc == 0 else "FAIL")
+
+
+def test_a_rotary_the_model_builds_only_under_a_config_test():
+    """GraniteMoeHybrid's model builds its rotary only where config.position_embedding_type is "rope" (vLLM's layer
+    the same): a config without it gives the reference no position embeddings (zoo-gpu-1: its attention layer's
+    reference rotated q and k where vLLM's did not, rel L2 0.69 and every token's experts differing)."""
+    config = parity_reference.hf_config({"model_type": "granitemoehybrid", **TINY["llama"],
+                                         "layer_types": ["attention", "mamba"]})
+    _, _, rope = parity_reference.hf_classes("granitemoehybrid", "GraniteMoeHybridAttentionDecoderLayer")
+    assert config.position_embedding_type is None and not parity_reference.rope_built(rope, config)
+    config.position_embedding_type = "rope"
+    assert parity_reference.rope_built(rope, config)
+    _, _, llama_rope = parity_reference.hf_classes("llama", "LlamaDecoderLayer")
+    assert parity_reference.rope_built(llama_rope, parity_reference.hf_config({"model_type": "llama", **TINY["llama"]}))

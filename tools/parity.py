@@ -45,7 +45,7 @@ from pathlib import Path
 from parity_mapping import MappingError, NoReference, into_loaded_image, loader_rules, map_weights, w13_interleaved
 from parity_reference import (bidirectional, context_cache, extra_inputs, hf_classes, hf_config, hf_forward, hf_layer,
                               mapping_args, per_layer_assumed, raise_if_part_of_layer, read_config,
-                              reference_class)
+                              reference_class, rope_built)
 from parity_reference import hf_shapes  # noqa: F401 - benchmarks/layer_speed.py's parity.hf_shapes
 
 TOL_RATIO = 2.0
@@ -266,6 +266,8 @@ def _reference(mod, symbol: str, cfg: dict, found: tuple, layer, bundle_idx: int
     except MappingError as e:
         raise _unreferenced(e, symbol, model_file_of(mod, symbol), hf_cls, per_layer) from e
     row["reference"] = f"transformers {model_type}.{hf_cls.__name__}"
+    if rope_cls is not None and not rope_built(rope_cls, config):
+        rope_cls = None
     if types and types != config.layer_types:  # reference_class gave the index a type the config holds nowhere
         row["reference_layer_type"] = config.layer_types[layer_idx]
     if layer_idx != bundle_idx:
