@@ -43,6 +43,19 @@ def test_rope_rules():
     assert _d({"hidden_size": 8, "num_attention_heads": 2, "rotary_emb_base": 1e4})["rope_theta"] == 1e4
 
 
+def test_rope_fields_per_layer_type_are_the_full_attention_layers():
+    """transformers 5 nests a checkpoint's rope_theta and partial_rotary_factor per layer type (MiMo-V2-Flash's
+    {"full_attention": {...0.334...}, "sliding_attention": {...}}); vLLM reads the top-level fields, a checkpoint's
+    full-attention layers' (zoo-gpu-1: partial_rotary_factor 1.0 "not stated", theta vLLM's default 1e6: the whole
+    head rotated, MiMoV2FlashDecoderLayer parity rel L2 0.138)."""
+    per_type = {"full_attention": {"rope_type": "default", "rope_theta": 5e6, "partial_rotary_factor": 0.334},
+                "sliding_attention": {"rope_type": "default", "rope_theta": 1e4, "partial_rotary_factor": 0.5}}
+    got = _d({**LLAMA_LIKE, "head_dim": 192, "rope_parameters": per_type})
+    assert (got["rope_theta"], got["partial_rotary_factor"], got["rotary_dim"]) == (5e6, 0.334, 64)
+    got = _d({**LLAMA_LIKE, "rope_parameters": {"sliding_attention": per_type["sliding_attention"]}})
+    assert "rope_theta" not in got and got["partial_rotary_factor"] == 1.0
+
+
 def test_layer_types_and_mlp_layer_types():
     assert _d(LLAMA_LIKE)["layer_types"] == ["full_attention"] * 4
     # which layers slide is model-specific: no rule, the key stays missing (the example names it)
