@@ -156,6 +156,13 @@ def rel_l2(a, b) -> float:
     return float((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-30))
 
 
+def worst_token_share(a, b) -> float:
+    """The share of the squared error (rows of a against b) in its worst row: near 1 where one token's error is the
+    whole (one token sent through other experts), about 1/rows where the error is spread (precision)."""
+    err = (a.float() - b.float()).pow(2).sum(-1)
+    return float(err.max() / err.sum().clamp_min(1e-30))
+
+
 def max_abs(a, b) -> float:
     return float((a.float() - b.float()).abs().max())
 
@@ -429,7 +436,8 @@ def _judged(row: dict, ex, top_k: int, bundle, bf16, ref, y_ctl) -> dict:
     row.update(
         bundle_rel_l2=rel_l2(yb, yr), bundle_max_abs=max_abs(yb, yr),
         hf_bf16_rel_l2=rel_l2(yh, yr), hf_bf16_max_abs=max_abs(yh, yr),
-        control_rel_l2=rel_l2(yb, yc), judged_tokens=int(keep.sum()), tokens_total=B * q)
+        control_rel_l2=rel_l2(yb, yc), judged_tokens=int(keep.sum()), tokens_total=B * q,
+        bundle_worst_token_share=worst_token_share(yb, yr), hf_bf16_worst_token_share=worst_token_share(yh, yr))
     row["ratio"] = row["bundle_rel_l2"] / max(row["hf_bf16_rel_l2"], 1e-12)
 
     def passes(err):
