@@ -118,7 +118,8 @@ def _rotary(mod, cls):
 def rope_built(rope_cls, config) -> bool:
     """Whether transformers' model builds its rotary `rope_cls` for `config`: a model of its module that builds it
     under a test of its config (`self.rotary_emb = Rotary(config) if config.position_embedding_type == "rope" else
-    None`: GraniteMoeHybrid's) gives its layers no position embeddings where the test is false."""
+    None`: GraniteMoeHybrid's) gives its layers no position embeddings where the test is false; a test that reads
+    more than the config is taken as true."""
     import ast
     import inspect
     import sys
@@ -135,7 +136,10 @@ def rope_built(rope_cls, config) -> bool:
         for e in ast.walk(tree):
             if (isinstance(e, ast.IfExp) and isinstance(e.body, ast.Call) and isinstance(e.body.func, ast.Name)
                     and e.body.func.id == rope_cls.__name__):
-                return bool(eval(compile(ast.Expression(e.test), "<rope test>", "eval"), {"config": config}))
+                try:
+                    return bool(eval(compile(ast.Expression(e.test), "<rope test>", "eval"), {"config": config}))
+                except (NameError, AttributeError):  # a test of more than the config (self.x): not decided here
+                    continue
     return True
 
 
