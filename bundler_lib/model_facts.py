@@ -2,7 +2,8 @@
 
 A bundle built for a model (the target's `model` field) keeps only the branches that model takes: its
 activation, router scoring, rope type, and the absence of grouped top-k, zero experts or dual-chunk
-attention. Without a model config nothing here is decided. The facts are recorded in A1.graph.json.
+attention; the activation not where the model file passes its own (for_model_file). Without a model config nothing
+here is decided. The facts are recorded in A1.graph.json.
 """
 
 from __future__ import annotations
