@@ -135,6 +135,18 @@ def test_stand_in_applies_rules_logs_and_fails_clearly(capsys):
     assert getattr(hf, "original_rope", None) is None
 
 
+def test_a_synonym_the_config_states_none_stays_none_to_a_getattr_with_default():
+    """Cohere2Moe's config states rms_norm_eps None beside layer_norm_eps 1e-5 and vLLM picks RMSNorm where
+    `getattr(config, "rms_norm_eps", None)` is set: the example answered 1e-5 from the synonym, an RMSNorm where
+    transformers (and the checkpoint) have a LayerNorm (zoo-gpu-1: Cohere2MoeDecoderLayer prefill ratio 2.42).
+    Read directly, the key still takes its synonym's value."""
+    cfg = {**LLAMA_LIKE, "rms_norm_eps": None, "layer_norm_eps": 1e-5}
+    hf, assumed = _stand_in(cfg)
+    assert getattr(hf, "rms_norm_eps", None) is None and "states None" in assumed[0]
+    hf, _ = _stand_in(cfg)
+    assert hf.rms_norm_eps == 1e-5
+
+
 def test_stand_in_is_the_bundles_config_class():
     class PretrainedConfig:
         pass

@@ -57,7 +57,14 @@ def _synonym(keys):
     def rule(cfg, key):
         v, k = _first(cfg, keys, key)
         return v, f"= {k} (a synonym vLLM accepts)"
+    rule.synonym = True
     return rule
+
+
+def is_synonym(key: str) -> bool:
+    """Whether `key`'s rule answers it from a synonym: a config class that states it None beside a synonym tells the
+    two apart (Cohere2Moe's rms_norm_eps None, layer_norm_eps 1e-5: LayerNorm)."""
+    return getattr(RULES.get(key), "synonym", False)
 
 
 def _head_dim(cfg, key):
