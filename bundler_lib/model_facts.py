@@ -2,11 +2,13 @@
 
 A bundle built for a model (the target's `model` field) keeps only the branches that model takes: its
 activation, router scoring, rope type, and the absence of grouped top-k, zero experts or dual-chunk
-attention. Without a model config nothing here is decided. The facts are recorded in A1.graph.json.
+attention; the activation not where the model file passes its own (for_model_file). Without a model config nothing
+here is decided. The facts are recorded in A1.graph.json.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 
@@ -100,3 +102,17 @@ def facts(config: dict) -> dict:
         out["hidden_act"] = act
         out["activation"] = ["enum", "MoEActivation", act.upper()]
     return out
+
+
+def for_model_file(facts: dict, source: str | None, members: set[str]) -> dict:
+    """`facts` for the layer defined in `source` (the model file): where that file passes its own `activation=`
+    string naming one of `members` (the values of the activation fact's enum) other than the config's hidden_act
+    (gpt-oss's FusedMoE(activation="swigluoai")), the config is no fact about the activation vLLM's code branches
+    on, which is then left undecided."""
+    if "activation" not in facts or not source:
+        return facts
+    literals = {k.value.value for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Call) for k in n.keywords
+                if k.arg == "activation" and isinstance(k.value, ast.Constant) and isinstance(k.value.value, str)}
+    if (literals & members) - {facts.get("hidden_act")}:
+        return {k: v for k, v in facts.items() if k != "activation"}
+    return facts

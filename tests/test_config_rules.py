@@ -43,6 +43,19 @@ def test_rope_rules():
     assert _d({"hidden_size": 8, "num_attention_heads": 2, "rotary_emb_base": 1e4})["rope_theta"] == 1e4
 
 
+def test_rope_fields_per_layer_type_are_the_full_attention_layers():
+    """transformers 5 nests a checkpoint's rope_theta and partial_rotary_factor per layer type (MiMo-V2-Flash's
+    {"full_attention": {...0.334...}, "sliding_attention": {...}}); vLLM reads the top-level fields, a checkpoint's
+    full-attention layers' (zoo-gpu-1: partial_rotary_factor 1.0 "not stated", theta vLLM's default 1e6: the whole
+    head rotated, MiMoV2FlashDecoderLayer parity rel L2 0.138)."""
+    per_type = {"full_attention": {"rope_type": "default", "rope_theta": 5e6, "partial_rotary_factor": 0.334},
+                "sliding_attention": {"rope_type": "default", "rope_theta": 1e4, "partial_rotary_factor": 0.5}}
+    got = _d({**LLAMA_LIKE, "head_dim": 192, "rope_parameters": per_type})
+    assert (got["rope_theta"], got["partial_rotary_factor"], got["rotary_dim"]) == (5e6, 0.334, 64)
+    got = _d({**LLAMA_LIKE, "rope_parameters": {"sliding_attention": per_type["sliding_attention"]}})
+    assert "rope_theta" not in got and got["partial_rotary_factor"] == 1.0
+
+
 def test_layer_types_and_mlp_layer_types():
     assert _d(LLAMA_LIKE)["layer_types"] == ["full_attention"] * 4
     # which layers slide is model-specific: no rule, the key stays missing (the example names it)
@@ -120,6 +133,18 @@ def test_stand_in_applies_rules_logs_and_fails_clearly(capsys):
     with pytest.raises(AttributeError, match=r"reads config\.original_rope.*assumed so far: config\.head_dim=128"):
         hf.original_rope
     assert getattr(hf, "original_rope", None) is None
+
+
+def test_a_synonym_the_config_states_none_stays_none_to_a_getattr_with_default():
+    """Cohere2Moe's config states rms_norm_eps None beside layer_norm_eps 1e-5 and vLLM picks RMSNorm where
+    `getattr(config, "rms_norm_eps", None)` is set: the example answered 1e-5 from the synonym, an RMSNorm where
+    transformers (and the checkpoint) have a LayerNorm (zoo-gpu-1: Cohere2MoeDecoderLayer prefill ratio 2.42).
+    Read directly, the key still takes its synonym's value."""
+    cfg = {**LLAMA_LIKE, "rms_norm_eps": None, "layer_norm_eps": 1e-5}
+    hf, assumed = _stand_in(cfg)
+    assert getattr(hf, "rms_norm_eps", None) is None and "states None" in assumed[0]
+    hf, _ = _stand_in(cfg)
+    assert hf.rms_norm_eps == 1e-5
 
 
 def test_stand_in_is_the_bundles_config_class():

@@ -399,6 +399,18 @@ def test_model_config_decides_branches(tmp_path):
         i.split("::")[1] for i in node_ids(g)}
 
 
+def test_a_model_files_own_activation_leaves_the_activation_undecided():
+    """gpt-oss's model file passes FusedMoE(activation="swigluoai") with hidden_act "silu" in its config: the config
+    decides no activation there (zoo-gpu-1: apply_moe_activation pruned to silu_and_mul, TransformerBlock parity
+    rel L2 0.48)."""
+    from bundler_lib import model_facts
+    g = build(TREES / "model_guards", "literal_target", model_facts=model_facts.facts({"hidden_act": "silu"}))
+    assert {"silu", "gelu"} <= {i.split("::")[1] for i in node_ids(g)}
+    assert "activation" not in g["model_facts"]
+    g = build(TREES / "model_guards", "literal_target", model_facts=model_facts.facts({"hidden_act": "gelu"}))
+    assert "silu" not in {i.split("::")[1] for i in node_ids(g)}
+
+
 def test_missing_model_config_fails_naming_it(tmp_path):
     from bundler_lib import model_facts
     with pytest.raises(StageError, match="models/<org>--<name>"):

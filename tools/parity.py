@@ -45,7 +45,7 @@ from pathlib import Path
 from parity_mapping import MappingError, NoReference, into_loaded_image, loader_rules, map_weights, w13_interleaved
 from parity_reference import (bidirectional, context_cache, cross_context, extra_inputs, hf_classes, hf_config,
                               hf_forward, hf_layer, mapping_args, per_layer_assumed, raise_if_norm_groups_differ,
-                              raise_if_part_of_layer, read_config, reference_class, states_both_ways)
+                              raise_if_part_of_layer, read_config, reference_class, rope_built, states_both_ways)
 from parity_reference import hf_shapes  # noqa: F401 - benchmarks/layer_speed.py's parity.hf_shapes
 
 TOL_RATIO = 2.0
@@ -175,6 +175,13 @@ def modules_unapplied(layer, forward_source: str) -> list[str]:
 
 def rel_l2(a, b) -> float:
     return float((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-30))
+
+
+def worst_token_share(a, b) -> float:
+    """The share of the squared error (rows of a against b) in its worst row: near 1 where one token's error is the
+    whole (one token sent through other experts), about 1/rows where the error is spread (precision)."""
+    err = (a.float() - b.float()).pow(2).sum(-1)
+    return float(err.max() / err.sum().clamp_min(1e-30))
 
 
 def max_abs(a, b) -> float:
@@ -307,6 +314,8 @@ def _reference(mod, symbol: str, cfg: dict, found: tuple, layer, bundle_idx: int
     except MappingError as e:
         raise _unreferenced(e, symbol, model_file_of(mod, symbol), hf_cls, per_layer) from e
     row["reference"] = f"transformers {model_type}.{hf_cls.__name__}"
+    if rope_cls is not None and not rope_built(rope_cls, config):
+        rope_cls = None
     if types and types != config.layer_types:  # reference_class gave the index a type the config holds nowhere
         row["reference_layer_type"] = config.layer_types[layer_idx]
     if layer_idx != bundle_idx:
@@ -476,7 +485,8 @@ def _judged(row: dict, ex, top_k: int, bundle, bf16, ref, y_ctl) -> dict:
     row.update(
         bundle_rel_l2=rel_l2(yb, yr), bundle_max_abs=max_abs(yb, yr),
         hf_bf16_rel_l2=rel_l2(yh, yr), hf_bf16_max_abs=max_abs(yh, yr),
-        control_rel_l2=rel_l2(yb, yc), judged_tokens=int(keep.sum()), tokens_total=B * q)
+        control_rel_l2=rel_l2(yb, yc), judged_tokens=int(keep.sum()), tokens_total=B * q,
+        bundle_worst_token_share=worst_token_share(yb, yr), hf_bf16_worst_token_share=worst_token_share(yh, yr))
     row["ratio"] = row["bundle_rel_l2"] / max(row["hf_bf16_rel_l2"], 1e-12)
 
     def passes(err):

@@ -147,6 +147,34 @@ def _rotary(mod, cls):
     return max(ropes, key=lambda c: len(os.path.commonprefix([c.__name__, cls.__name__])), default=None)
 
 
+def rope_built(rope_cls, config) -> bool:
+    """Whether transformers' model builds its rotary `rope_cls` for `config`: a model of its module that builds it
+    under a test of its config (`self.rotary_emb = Rotary(config) if config.position_embedding_type == "rope" else
+    None`: GraniteMoeHybrid's) gives its layers no position embeddings where the test is false; a test that reads
+    more than the config is taken as true."""
+    import ast
+    import inspect
+    import sys
+    import textwrap
+
+    mod = sys.modules[rope_cls.__module__]
+    for cls in vars(mod).values():
+        if not (isinstance(cls, type) and cls.__module__ == mod.__name__ and "__init__" in vars(cls)):
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(cls.__init__)))
+        except (OSError, TypeError, SyntaxError):
+            continue
+        for e in ast.walk(tree):
+            if (isinstance(e, ast.IfExp) and isinstance(e.body, ast.Call) and isinstance(e.body.func, ast.Name)
+                    and e.body.func.id == rope_cls.__name__):
+                try:
+                    return bool(eval(compile(ast.Expression(e.test), "<rope test>", "eval"), {"config": config}))
+                except (NameError, AttributeError):  # a test of more than the config (self.x): not decided here
+                    continue
+    return True
+
+
 def hf_config(cfg: dict, model_type: str | None = None, per_layer: dict | None = None):
     """transformers' config of `model_type` (default: the config's own) holding the config's fields. A field left
     None takes the class's default, except head_dim and num_key_value_heads, which take what vLLM's ModelConfig
@@ -412,8 +440,6 @@ def context_cache(ex, dtype, config, layer_idx, probe=None, keys_permuted: bool 
     checkpoint's, which transformers' queries have (q.k is the same only with both in one order). None where the
     bundle's example gives the layer no cache and no recurrent state; NoReference where its context includes a
     recurrent state (a Mamba mixer's, FalconH1's parallel hybrid's too)."""
-    import torch
-
     kv = ex["inputs"]["kv_cache"]  # [blocks, H_kv, block_size, 2*Dh] (a view of NHD storage)
     if any(ex["inputs"].get("state") or {}):
         raise NoReference("the bundle's decode context includes its layer's recurrent state (Mamba's conv and SSM "

@@ -57,7 +57,14 @@ def _synonym(keys):
     def rule(cfg, key):
         v, k = _first(cfg, keys, key)
         return v, f"= {k} (a synonym vLLM accepts)"
+    rule.synonym = True
     return rule
+
+
+def is_synonym(key: str) -> bool:
+    """Whether `key`'s rule answers it from a synonym: a config class that states it None beside a synonym tells the
+    two apart (Cohere2Moe's rms_norm_eps None, layer_norm_eps 1e-5: LayerNorm)."""
+    return getattr(RULES.get(key), "synonym", False)
 
 
 def _head_dim(cfg, key):
@@ -74,16 +81,30 @@ def _kv_heads(cfg, key):
     return _given(cfg, "num_attention_heads"), "= num_attention_heads (no grouped-query attention stated)"
 
 
+def _rope_field(cfg: dict, key: str):
+    """(value, rule) of rope field `key` in rope_parameters, or None. Rope parameters per layer type (transformers
+    5's {"full_attention": {...}, "sliding_attention": {...}}): the top-level field is the full-attention layers', as
+    a checkpoint's config.json holds it (it names the sliding layers' apart: swa_rope_theta, rope_local_base_freq)."""
+    rp = _rope(cfg)
+    if rp.get(key) is not None:
+        return rp[key], f"= rope_parameters['{key}']"
+    full = rp.get("full_attention")
+    if isinstance(full, dict) and full.get(key) is not None:
+        return full[key], (f"= rope_parameters['full_attention']['{key}'] (rope parameters per layer type: the "
+                           "top-level field is the full-attention layers')")
+    return None
+
+
 def _rope_theta(cfg, key):
-    if _rope(cfg).get("rope_theta") is not None:
-        return _rope(cfg)["rope_theta"], "= rope_parameters['rope_theta']"
+    if _rope_field(cfg, "rope_theta"):
+        return _rope_field(cfg, "rope_theta")
     v, k = _first(cfg, _THETA_KEYS, key)
     return v, f"= {k} (vLLM's patch_rope_parameters)"
 
 
 def _partial(cfg, key):
-    if _rope(cfg).get("partial_rotary_factor") is not None:
-        return _rope(cfg)["partial_rotary_factor"], "= rope_parameters['partial_rotary_factor']"
+    if _rope_field(cfg, "partial_rotary_factor"):
+        return _rope_field(cfg, "partial_rotary_factor")
     try:
         v, k = _first(cfg, _PARTIAL_KEYS, key)
         return v, f"= {k} (vLLM's patch_rope_parameters)"

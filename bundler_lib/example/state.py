@@ -110,9 +110,12 @@ def snippet(graph: dict, cfg: dict | None, dims: dict, flags: dict, config_label
     variant = graph.get("variant") or {}
     custom_ops = "all" if variant.get("custom_ops", "enabled") in ("enabled", "all") else "none"
     fields, derived, per_modality = config_fields(cfg, dims, flags)
+    stated_none = sorted(k for k in derived if k not in fields and k in hf_fields(cfg, dims, flags)
+                         and config_rules.is_synonym(k))
     # a draft model's layer (it reaches vLLM's draft helpers) is built only under a speculative config
     draft = any(f == "vllm/model_executor/models/utils.py" and n.startswith("get_draft") for f, n in emit_names(graph))
     return _SNIPPET.format(names=_py(found), hf_fields=_py(fields), derived=_py(derived), custom_ops=custom_ops,
+                           stated_none=_py(stated_none),
                            methods=_py(config_methods(cfg)),
                            per_modality=_py(per_modality), per_modality_source=config_rules.PER_MODALITY_SOURCE,
                            config_label=config_label, flag_prefixes=config_rules.FLAG_PREFIXES,
@@ -136,6 +139,9 @@ _SNIPPET = '''\
     hf_fields = {hf_fields}
     # key -> [value, rule]: what the config lacks, by the general rules of A6 (bundler_lib/example/config_rules.py)
     derived = {derived}
+    # synonyms the config states as None that `derived` answers for `config.key`; `getattr(config, key, default)`
+    # gets None
+    stated_none = {stated_none}
     per_modality = {per_modality}  # expert counts read per modality: key -> the number of modalities
     # the config class's methods, as values: name -> {{"value": v}} or {{"by_layer": [v per layer index]}}
     config_methods = {methods}
@@ -234,11 +240,15 @@ _SNIPPET = '''\
 
     def _assume(path, name, reader):
         """The value of a key the config lacks, by the rules (`derived`; a use_*/is_*/*_bias flag read directly
-        is False), logged in `config_assumed` and printed; another key stops the example with one line naming it."""
+        is False; a key the config states as None, read by getattr with a default, None: Cohere2Moe's
+        `getattr(config, "rms_norm_eps", None)` picks LayerNorm), logged in `config_assumed` and printed; another key
+        stops the example with one line naming it."""
         how = _read_kind(reader)
         if how == "call":
             raise _lacks(path, called=True)
-        if name in derived:
+        if name in stated_none and how is None:
+            value, rule = None, "the config states None: a getattr with a default tests whether the model sets it"
+        elif name in derived:
             value, rule = derived[name]
         elif (name.startswith({flag_prefixes!r}) or name.endswith({flag_suffixes!r})) and how == "read":
             value, rule = False, {flag_rule!r}

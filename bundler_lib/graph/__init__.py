@@ -9,6 +9,7 @@ text scans for the memo), emit (order, sections, renames, edits).
 
 from __future__ import annotations
 
+import ast
 import os
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 from bundler_lib.artifacts import write_json
 from bundler_lib.common.example_roots import MLA_BACKEND, extra_roots, layer_signature, mla_only, owner_part_roots
 from bundler_lib.errors import StageError
+from bundler_lib.model_facts import for_model_file
 from bundler_lib.variant import resolve as resolve_variant, world_size
 
 from . import augassign
@@ -120,9 +122,24 @@ def _named_closure(g) -> tuple[set[str], list[tuple[str, str]]]:
             [(a, b) for k, n in g.nodes.items() for d in n.deps if d in ids for a in ids[k] for b in ids[d]])
 
 
+def _enum_values(index: TreeIndex, name: str) -> set[str]:
+    """The string values of the tree's enum class `name` (members `X = "x"`); none where the tree lacks it."""
+    try:
+        module, _ = locate(index, name, None)
+    except StageError:
+        return set()
+    cls = next((n for n in ast.parse(index.text(index.files[module])).body
+                if isinstance(n, ast.ClassDef) and n.name == name), None)
+    return {st.value.value for st in (cls.body if cls else []) if isinstance(st, ast.Assign)
+            and isinstance(st.value, ast.Constant) and isinstance(st.value.value, str)}
+
+
 def _build(index: TreeIndex, variant: dict, symbol: str, hint: str | None):
     """(graph, the tree-wide scans it was built from) for the variant (with its model_facts)."""
     module, rel = locate(index, symbol, hint)
+    if "activation" in variant["model_facts"]:
+        members = _enum_values(index, variant["model_facts"]["activation"][1])
+        variant = {**variant, "model_facts": for_model_file(variant["model_facts"], index.text(rel), members)}
     c, root = _reach(index, variant, module, symbol, False)
     mla_note = None
     if variant["attention_backend"] != MLA_BACKEND and mla_only(*_named_closure(c.engine)):
