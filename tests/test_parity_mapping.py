@@ -339,6 +339,24 @@ def test_a_merged_bias_transformers_lacks_is_zeroed_where_its_parts_weights_map(
 
 
 
+def test_a_merged_bias_transformers_holds_in_part_maps_those_parts_and_zeroes_the_rest():
+    """Whisper's k_proj has no bias, its q_proj and v_proj have one; vLLM's qkv_proj.bias holds all three (the loader
+    leaves k's rows zero): q's and v's rows map, k's rows are listed to be zeroed (zoo-gpu-1: no reference, 'qkv_proj.bias
+    has no transformers counterpart')."""
+    layer = _hf_layer("qwen3")
+    hf = {n: p.detach() for n, p in layer.named_parameters()}
+    q, k = hf["self_attn.q_proj.weight"].shape[0], hf["self_attn.k_proj.weight"].shape[0]
+    bias = {"self_attn.q_proj.bias": torch.randn(q), "self_attn.v_proj.bias": torch.randn(k)}
+    shapes = {n: tuple(t.shape) for n, t in {**hf, **bias}.items()}
+    vllm = {**_as_vllm(hf), "self_attn.qkv_proj.bias": torch.cat([bias["self_attn.q_proj.bias"], torch.ones(k),
+                                                                   bias["self_attn.v_proj.bias"]])}
+    zeroed = []
+    out = parity_mapping.map_weights(vllm, shapes, zeroed=zeroed)
+    assert sorted(out) == sorted(shapes)
+    assert all(torch.equal(out[n], t) for n, t in bias.items())
+    assert zeroed == [("self_attn.qkv_proj.bias", q, q + k)]
+
+
 def test_prefill_is_causal_where_the_layer_adds_only_the_mask_it_is_given():
     """GPT-J's eager attention applies no causality of its own (prefill FAIL ratio 99 on the H100 with no mask): the
     harness passes the causal mask transformers' model builds, so a token's output does not see later tokens."""

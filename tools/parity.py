@@ -329,7 +329,8 @@ def _reference(mod, symbol: str, cfg: dict, found: tuple, layer, bundle_idx: int
     if zeroed:
         with torch.no_grad():
             for n in zeroed:
-                vllm_state[n].zero_()
+                name, rows = (n, slice(None)) if isinstance(n, str) else (n[0], slice(n[1], n[2]))
+                vllm_state[name][rows].zero_()
         row["zeroed_biases"] = zeroed
     if states_both_ways(layer):
         row["attends_both_ways"] = True

@@ -251,7 +251,8 @@ def map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool = F
     A vLLM parameter whose name transformers lacks takes the one unclaimed transformers parameter of its shape one
     module down or up (AXK1's post_mlp_layernorm, under mlp in transformers). A vLLM bias with no counterpart whose
     weight maps (a LayerNorm with bias where transformers' has none: Dbrx's norm_1) is listed in `zeroed`, where one
-    is given: the caller zeroes it in vLLM's layer, which makes both compute the same. A vLLM parameter with no
+    is given: the caller zeroes it in vLLM's layer, which makes both compute the same; of a merged bias transformers
+    holds for some parts only (Whisper's k_proj has none), those parts' rows are listed as (name, first, end). A vLLM parameter with no
     counterpart under a module vLLM's forward never applies (rules' `unapplied`: AXK1's post_mlp_layernorm of a dense
     layer) is left out. `buffers` names transformers'
     persistent buffers and their shapes: a vLLM parameter may map onto one (MiniMax-M2's e_score_correction_bias, a
@@ -305,6 +306,10 @@ def _map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool, r
         packed = _packed_parts(vname, rules["packed"])
         if packed is not None and _merged_bias_unheld(vname, packed[1], rules, hf_shapes):
             pending.append((vname, t, _hf_name(vname, rules, hf_shapes)))
+            continue
+        if packed is not None and zeroed is not None and (held := _merged_bias_part_held(vname, t, packed[1], rules,
+                                                                                           hf_shapes, zeroed)):
+            out.update(held)
             continue
         if packed is not None:
             parts, t, swapped_kv = _split_packed(vname, t, packed[1], rules, hf_shapes, control, swap_gate_up,
@@ -392,6 +397,31 @@ def _merged_bias_unheld(vname: str, parts: list, rules: dict, hf_shapes: dict) -
     vLLM always builds, where the config's attention_bias is false): _resolve_pending's bias rule decides it."""
     return vname.endswith(".bias") and not any(
         _hf_name(n, rules, hf_shapes) in hf_shapes for n in [*parts, vname])
+
+
+def _merged_bias_part_held(vname: str, t, parts: list, rules: dict, hf_shapes: dict, zeroed: list) -> dict:
+    """transformers' biases -> rows for a merged bias transformers holds for some of its parts only (Whisper's
+    qkv_proj.bias: q_proj and v_proj have a bias, k_proj none; vLLM's loader leaves that part zero), split by the
+    parts' weights' rows; each part transformers lacks goes to `zeroed` as (vname, first row, end row). {} where
+    transformers holds every part's bias, or none, or the weights do not tell the rows."""
+    if not vname.endswith(".bias"):
+        return {}
+    names = [_hf_name(n, rules, hf_shapes) for n in parts]
+    weights = [_hf_name(n[: -len("bias")] + "weight", rules, hf_shapes) for n in parts]
+    held = [n in hf_shapes for n in names]
+    if all(held) or not any(held) or not all(w in hf_shapes for w in weights):
+        return {}
+    rows = [hf_shapes[w][0] for w in weights]
+    if sum(rows) != t.shape[0]:
+        return {}
+    out, start = {}, 0
+    for name, n, is_held in zip(names, rows, held):
+        if is_held:
+            out[name] = t[start:start + n]
+        else:
+            zeroed.append((vname, start, start + n))
+        start += n
+    return out
 
 
 def _weight_mapped(bias: str, rules: dict, hf_shapes: dict, out: dict) -> bool:
