@@ -81,8 +81,9 @@ case $phase in
   zoo)
     # benchmarks/zoo_gpu.py on BUNDLE_DIR (default bundles_out/zoo/0.26.0): resumable rows in OUT_DIR/rows/
     zoo_parity=${ZOO_PARITY-prefill:32,decode:2x64}
+    # ZOO_RETRY_FROM=<an earlier zoo-gpu.json>: only the bundles that did not pass there
     $py benchmarks/zoo_gpu.py "${1:-bundles_out/zoo/0.26.0}" "$out" --budget-s "${BUDGET_S:-480}" \
-      ${zoo_parity:+--parity "$zoo_parity"} > "$out/zoo-gpu.log" 2>&1
+      ${zoo_parity:+--parity "$zoo_parity"} ${ZOO_RETRY_FROM:+--retry-from "$ZOO_RETRY_FROM"} > "$out/zoo-gpu.log" 2>&1
     echo "zoo rc=$?"; tail -3 "$out/zoo-gpu.log" ;;
   speed)
     # benchmarks/layer_speed.py (bundle vs transformers, same weights); SPEED_ARGS e.g. "--quick"

@@ -1,7 +1,7 @@
 """The zoo on the GPU: every zoo bundle's invocation_example, cold once and warm, at small and at model size.
 
     python benchmarks/zoo_gpu.py BUNDLE_DIR OUT_DIR [--jobs N] [--full-jobs N] [--only SUBSTR] [--budget-s S]
-        [--timeout-s S] [--parity CASES [--parity-jobs N]]
+        [--timeout-s S] [--parity CASES [--parity-jobs N]] [--retry-from ZOO_GPU_JSON]
 
 BUNDLE_DIR holds the bundles (`bundles_out/zoo/<ver>/*.py`) and, beside them, their artifacts
 (`artifacts/<target>/A6.model.json`: whether the example is model-aware, its template and config). For each
@@ -172,6 +172,13 @@ def environment() -> dict:
     return env
 
 
+def passed(row: dict) -> bool:
+    """Whether a zoo row passed: its examples ran (small, and model size where it ran) and its parity, where it ran,
+    is neither FAIL nor error."""
+    ran = all(bool(row.get(k) and row[k].get("ok")) for k in ("small_cold", "full") if k in row)
+    return ran and (row.get("parity") or {}).get("status") not in ("FAIL", "error")
+
+
 def summarize(rows: list[dict]) -> dict:
     aware = [r for r in rows if r.get("model_aware")]
 
@@ -205,6 +212,9 @@ def main(argv=None) -> int:
                    help="run tools/parity.py on each bundle whose example ran, with these cases (comma-separated, "
                         "e.g. prefill:32,decode:2x64)")
     p.add_argument("--parity-jobs", type=int, default=2)
+    p.add_argument("--retry-from", type=Path, metavar="ZOO_GPU_JSON",
+                   help="only the bundles that did not pass in that result (an earlier run's zoo-gpu.json or "
+                        "benchmarks/results/*-zoo-gpu-*.json): an example that failed, or parity FAIL or error")
     a = p.parse_args(argv)
     cases = [c for c in (a.parity or "").split(",") if c]
     if a.parity is not None:
@@ -220,6 +230,14 @@ def main(argv=None) -> int:
     bundles = sorted(b for b in a.bundle_dir.glob("*.py") if not b.name.endswith(".kernelbench.py"))
     if a.only:
         bundles = [b for b in bundles if any(s in b.stem for s in a.only)]
+    if a.retry_from is not None:
+        try:
+            failed = {r["symbol"] for r in json.loads(a.retry_from.read_text())["rows"] if not passed(r)}
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            print(f"error: --retry-from {a.retry_from}: not a zoo-gpu result ({type(e).__name__}: {e}): pass the "
+                  "zoo-gpu.json an earlier run wrote")
+            return 2
+        bundles = [b for b in bundles if b.stem in failed]
     if not bundles:
         print(f"error: no bundles in {a.bundle_dir}: build the zoo first (./pants package targets/zoo/...)")
         return 2

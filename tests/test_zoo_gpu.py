@@ -124,3 +124,26 @@ def test_parity_status_of_a_bundle_from_its_cases():
     assert zoo_gpu.parity_status([]) == "error"
     assert zoo_gpu.parity_status(["not applicable", "ok"]) == "ok_partial"  # a decode-only bundle refuses prefill
     assert zoo_gpu.parity_status(["not applicable", "no reference"]) == "no reference"
+
+
+def test_retry_from_runs_only_what_did_not_pass(tmp_path, capsys):
+    """--retry-from an earlier result: only its bundles whose example failed or whose parity was FAIL or error (the
+    session's device time rarely covers the whole zoo twice); a file that is no result is one line and exit 2."""
+    d = tmp_path / "zoo"
+    d.mkdir()
+    for name in ("GoodLayer", "BadExample", "BadParity", "NoRefLayer", "ErrorParity", "NewLayer"):
+        _bundle(d, name, OK, "org/m")
+    prior = tmp_path / "prior.json"
+    ok = {"ok": True}
+    prior.write_text(json.dumps({"rows": [
+        {"symbol": "GoodLayer", "small_cold": ok, "full": ok, "parity": {"status": "ok"}},
+        {"symbol": "BadExample", "small_cold": {"ok": False}, "full": None},
+        {"symbol": "BadParity", "small_cold": ok, "full": ok, "parity": {"status": "FAIL"}},
+        {"symbol": "NoRefLayer", "small_cold": ok, "full": ok, "parity": {"status": "no reference"}},
+        {"symbol": "ErrorParity", "small_cold": ok, "full": ok, "parity": {"status": "error"}}]}))
+    out = tmp_path / "out"
+    assert zoo_gpu.main([str(d), str(out), "--retry-from", str(prior)]) == 0
+    assert {p.stem for p in (out / "rows").glob("*.json")} == {"BadExample", "BadParity", "ErrorParity"}
+    (tmp_path / "junk.json").write_text("[1, 2]")
+    assert zoo_gpu.main([str(d), str(out), "--retry-from", str(tmp_path / "junk.json")]) == 2
+    assert capsys.readouterr().out.splitlines()[-1].startswith(f"error: --retry-from {tmp_path / 'junk.json'}: ")
