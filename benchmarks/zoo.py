@@ -58,8 +58,9 @@ class ZooSymbol:
     architectures: list[str] = field(default_factory=list)   # vLLM registry entries of the symbol's module
     model_type: str | None = None   # transformers model_type, when one of those architectures is known
     model_reason: str = ""          # how the model_type was chosen, or why there is none
-    model: str | None = None        # the target's `model` (when models/<model_org>--<type>/config.json exists)
-    model_org: str = "transformers"  # whose config class: transformers, or vllm-<version> (vLLM's own)
+    model: str | None = None        # the target's `model` (when models/<model_org>--<type>/config.json exists,
+    #                                 or a published config's `<org>/<name>`)
+    model_org: str = "transformers"  # whose config: transformers, vllm-<version> (vLLM's own), or a published one's org
     # the target's `variant`: the attention type vLLM's model class of the chosen architecture declares
     # (`@attn_type("encoder_only")`), where it is not the default decoder
     variant: dict = field(default_factory=dict)
@@ -296,14 +297,30 @@ def _common(a: str, b: str) -> int:
     return n
 
 
+def published_configs(models_dir: Path) -> dict[str, list[str]]:
+    """Architecture -> the model ids (`<org>/<name>`, sorted) of the configs committed as published with their
+    models (`models/<org>--<name>/config.json`; not the generated `transformers--*` and `vllm-<version>--*`) whose
+    `architectures` names it."""
+    out: dict[str, list[str]] = {}
+    for f in sorted(models_dir.glob("*--*/config.json")):
+        org, name = f.parent.name.split("--", 1)
+        if org == "transformers" or org.startswith("vllm-"):
+            continue
+        for a in json.loads(f.read_text()).get("architectures") or ():
+            out.setdefault(a, []).append(f"{org}/{name}")
+    return out
+
+
 def map_models(tree: Path, syms: list[ZooSymbol], arch_map: dict, models_dir: Path) -> None:
     """Symbol -> its module -> the architectures vLLM's registry maps to that module (or, for a module the
     registry never names, to the registered modules importing it) -> the transformers model_type of those
     architectures (transformers' own auto-model tables, `arch_map`; names compared case-insensitively, as
     remote-code names such as PhiMoEForCausalLM became PhimoeForCausalLM in transformers). Among several, the
     one whose architecture (or model_type) shares the longest prefix with the symbol's name wins; then a
-    causal-LM architecture; then registry order. Where transformers knows none of them: vLLM's own config class
-    named as one of them. A symbol still without one that subclasses a zoo class with one (EAGLE/MTP draft layers:
+    causal-LM architecture; then registry order. Where transformers knows none of them: a published config of
+    models/ whose `architectures` names one of them (`published_configs`: remote code such as DeciLMForCausalLM,
+    whose layer reads fields no transformers class has), else vLLM's own config class named as one of them. A
+    symbol still without one that subclasses a zoo class with one (EAGLE/MTP draft layers:
     `class LlamaDecoderLayer(llama.LlamaDecoderLayer)`) takes its base's; one still without (its module registered)
     takes the transformers config class its `__init__` annotates `config` with (`annotated_config_types`), and
     its subclasses after it."""
@@ -314,6 +331,7 @@ def map_models(tree: Path, syms: list[ZooSymbol], arch_map: dict, models_dir: Pa
     for a, mts in archs.items():
         folded.setdefault(a.lower(), mts)
     tv = arch_map.get("transformers")
+    published = published_configs(models_dir)
     texts: dict[str, str] = {}
 
     def importers(module: str) -> set[str]:
@@ -348,6 +366,14 @@ def map_models(tree: Path, syms: list[ZooSymbol], arch_map: dict, models_dir: Pa
         if not known:
             s.model_reason = (f"transformers {tv} knows none of the architectures registered for {module}.py"
                               f"{via}: {', '.join(s.architectures)}")
+            pub = next(((a, m) for a, _, _ in cands for m in published.get(a, ())), None)
+            if pub:
+                s.model = pub[1]
+                s.model_org, _ = pub[1].split("/", 1)
+                s.model_type = json.loads((models_dir / pub[1].replace("/", "--") / "config.json").read_text()).get(
+                    "model_type")
+                s.model_reason += f"; {pub[0]} -> {pub[1]}: its published config names {pub[0]}"
+                continue
             # vLLM's own config class of that architecture: its model_type, or the class (a VL model's text config:
             # BailingMoeV3TextConfig, model_type bailing_hybrid), named as the architecture
             own = [(a, mt) for a, _, _ in cands for mt in sorted(vllm_types)
@@ -391,7 +417,7 @@ def map_models(tree: Path, syms: list[ZooSymbol], arch_map: dict, models_dir: Pa
                     donors = [d for d in by_name.get(base, ()) if d is not s and d.model_type]
                     if donors:
                         d = donors[0]
-                        s.model_type, s.model_org = d.model_type, d.model_org
+                        s.model_type, s.model_org, s.model = d.model_type, d.model_org, d.model
                         s.model_reason = (f"{s.model_reason}; subclasses {d.name} ({Path(d.file).name}): "
                                           f"its model_type {d.model_type}")
                         changed = True
@@ -410,7 +436,7 @@ def map_models(tree: Path, syms: list[ZooSymbol], arch_map: dict, models_dir: Pa
             s.model_reason += f"; its __init__ annotates `config` as {whose}: model_type {annotated[0][1]}"
     from_bases()
     for s in syms:
-        if not s.model_type:
+        if not s.model_type or s.model:
             continue
         if (models_dir / f"{s.model_org}--{s.model_type}" / "config.json").exists():
             s.model = f"{s.model_org}/{s.model_type}"

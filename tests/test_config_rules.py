@@ -191,6 +191,21 @@ def test_stand_in_reads_a_list_as_its_text(capsys):
     assert copy.deepcopy(hf.moe_layers_enum) == [4, 5, 6]  # copied as a list (vLLM deep-copies configs)
 
 
+def test_stand_in_reads_a_list_of_dicts_by_attribute():
+    """A list of dicts is a list of sub-configs: remote-code config classes turn them into objects, which vLLM reads
+    by attribute (DeciLMConfig's block_configs[i].attention.no_op, models/nvidia--Llama-3_3-Nemotron-Super-49B-v1)."""
+    blocks = [{"attention": {"n_heads_in_group": 8, "no_op": False}, "ffn": {"ffn_mult": 2.625, "no_op": False}},
+              {"attention": {"n_heads_in_group": None, "no_op": True}, "ffn": {"ffn_mult": 1.0, "no_op": False}}]
+    hf, _ = _stand_in({**LLAMA_LIKE, "block_configs": blocks, "moe_layers_enum": [4, 5]})
+    assert hf.block_configs[0].attention.n_heads_in_group == 8 and hf.block_configs[1].attention.no_op is True
+    assert hasattr(hf.block_configs[0].ffn, "ffn_mult") and hf.block_configs[0].ffn["ffn_mult"] == 2.625
+    assert hf.block_configs == blocks and hf.moe_layers_enum.strip() == "4,5"
+    with pytest.raises(AttributeError, match=r"config\.block_configs\[1\]\.ffn\.clip_qkv, which the test config"):
+        hf.block_configs[1].ffn.clip_qkv
+    import copy
+    assert copy.deepcopy(hf.block_configs) == blocks
+
+
 def test_a_draft_layer_runs_under_a_speculative_config():
     """A layer reaching vLLM's draft helpers (get_draft_quant_config: EAGLE drafts) gets a speculative config
     stand-in without a draft model config (unquantized); any other layer has none, as vLLM without spec decoding."""

@@ -64,7 +64,8 @@ def test_committed_build_is_up_to_date(zoo_0_26_0):
         d = ROOT / "models" / model.replace("/", "--")
         assert json.loads((d / "config.json").read_text())["model_type"], model
         source = (d / "SOURCE.txt").read_text()
-        assert "transformers 5.17.0" in source or "(parsed, not imported)" in source, model
+        assert ("transformers 5.17.0" in source or "(parsed, not imported)" in source
+                or source.startswith("published config.json of ")), model
 
 
 def test_committed_build_0_33_0_is_up_to_date(vllm_0_33_0):
@@ -103,6 +104,43 @@ def test_model_type_mapping(zoo_0_26_0, name, file_stem, model_type):
         assert s.model == f"vllm-0.26.0/{model_type}" and "vLLM 0.26.0's own config class" in s.model_reason
     else:
         assert s.model == f"transformers/{model_type}"
+
+
+def test_a_published_config_naming_the_architecture(zoo_0_26_0):
+    # DeciLMForCausalLM is remote code: its layer reads config.block_configs, which the LlamaConfig its `config` is
+    # annotated with lacks; the published Nemotron-Super config names the architecture
+    (s,) = _by(zoo_0_26_0, "DeciLMDecoderLayer")
+    assert s.model == "nvidia/Llama-3_3-Nemotron-Super-49B-v1" and s.model_type == "nemotron-nas", s.model_reason
+    assert "its published config names DeciLMForCausalLM" in s.model_reason
+
+
+def test_published_configs_on_a_small_tree(tmp_path):
+    """Where transformers knows no registered architecture, a published config naming it wins over the config
+    class the layer's `config` is annotated with; a generated config (transformers--*, vllm-<version>--*) naming it
+    is not a published one."""
+    models = tmp_path / zoo.MODELS
+    models.mkdir(parents=True)
+    (models / "registry.py").write_text('_TEXT_GENERATION_MODELS = {"FooForCausalLM": ("foo", "FooForCausalLM"),\n'
+                                        '                           "BarForCausalLM": ("bar", "BarForCausalLM")}\n')
+    layer = ("from transformers import LlamaConfig\nimport torch.nn as nn\n\n"
+             "class {}DecoderLayer(nn.Module):\n    def __init__(self, config: LlamaConfig): pass\n")
+    (models / "foo.py").write_text(layer.format("Foo"))
+    (models / "bar.py").write_text(layer.format("Bar"))
+    (models / "baz.py").write_text("from .foo import FooDecoderLayer\n\nclass BazDecoderLayer(FooDecoderLayer): pass\n")
+    md = tmp_path / "models"
+    for d, arch in (("acme--Foo-7B", "FooForCausalLM"), ("transformers--bar", "BarForCausalLM")):
+        (md / d).mkdir(parents=True)
+        (md / d / "config.json").write_text(json.dumps({"architectures": [arch], "model_type": d.lower()}))
+    (md / "transformers--llama").mkdir()
+    (md / "transformers--llama" / "config.json").write_text("{}")
+    assert zoo.published_configs(md) == {"FooForCausalLM": ["acme/Foo-7B"]}
+    arch_map = {"architectures": {}, "config_classes": {"LlamaConfig": ["llama"]}}
+    syms = {s.name: s for s in zoo.enumerate_zoo(tmp_path, arch_map, md)}
+    foo, bar = syms["FooDecoderLayer"], syms["BarDecoderLayer"]
+    assert (foo.model, foo.model_type, foo.model_org) == ("acme/Foo-7B", "acme--foo-7b", "acme"), foo.model_reason
+    assert (bar.model, bar.model_type) == ("transformers/llama", "llama"), bar.model_reason
+    assert syms["BazDecoderLayer"].model == "acme/Foo-7B"   # an unregistered subclass takes its base's
+    assert 'model="acme/Foo-7B",' in zoo.build_file([foo], "0.26.0")
 
 
 def test_a_vllm_text_config_class_named_for_the_architecture(vllm_0_33_0):

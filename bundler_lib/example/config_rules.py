@@ -277,14 +277,17 @@ def derived(cfg: dict) -> dict[str, list]:
 
 # A list the config holds (a config class's tuple or list) that the layer reads as text, with a string's methods: a
 # checkpoint's config.json can store it as comma-separated text (`moe_layers_enum` "4,5,6" read with
-# `.strip().split(",")`). The example's `_nested` wraps each list field in this class (state.py's snippet).
+# `.strip().split(",")`). The example's `_nested` wraps each list field in this class (state.py's snippet). Its
+# entries are nested too: a list of dicts is a list of sub-configs read by attribute, as a remote-code config class
+# turns them into objects (DeciLMConfig's block_configs[i].attention.n_heads_in_group).
 LIST_AS_TEXT_RULE = "a list the config holds, read as text: its entries joined with ',' (a checkpoint's text form)"
 LIST_FIELD_SOURCE = '''\
     class _ListField(list):
-        """A list field of the config; a string's method reads it as its comma-separated text, logged."""
+        """A list field of the config, its entries nested; a string's method reads it as its comma-separated text,
+        logged."""
 
         def __init__(self, path, items):
-            super().__init__(items)
+            super().__init__(_nested(f"{path}[{i}]", v) for i, v in enumerate(items))
             self._path = path
 
         def __getattr__(self, name):
