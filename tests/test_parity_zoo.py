@@ -119,9 +119,10 @@ def unconverted(hf: dict, rules: dict) -> dict:
 def as_vllm(hf: dict, rules: dict, layout: dict, transposed: frozenset = frozenset(), num_heads: int = 0,
             head_dim: int = 0) -> dict:
     """vLLM's parameters of the layer, filled from transformers' the way vLLM's loader fills them from a checkpoint
-    (the checkpoint's tensors those transformers' load conversions made its own from, unconverted; transformers' fused experts: laid out as `layout`, parity_mapping.hf_experts_layout, says; its Conv1D weights,
-    `transposed`, stored [in, out], transposed as vLLM's GPT-2 loader does; fused q/k/v rows regrouped by head
-    where the rules say the loader does, GPT-NeoX's; q/k rows permuted in each head where they say so, Llama 4's)."""
+    (from the checkpoint's tensors transformers' load conversions made its own from, unconverted; transformers' fused
+    experts: laid out as `layout`, parity_mapping.hf_experts_layout, says; its Conv1D weights, `transposed`, stored
+    [in, out], transposed as vLLM's GPT-2 loader does; fused q/k/v rows regrouped by head where the rules say the
+    loader does, GPT-NeoX's; q/k rows permuted in each head where they say so, Llama 4's)."""
     hf = {n: t.t() if n in transposed else t for n, t in hf.items()}
     hf = {n: parity_mapping.regroup_heads(t, num_heads, to_vllm=True) if parity_mapping.head_interleaved(n, rules) else t
           for n, t in hf.items()}

@@ -84,8 +84,9 @@ def loader_rules(model_file: str | None = None, model_type: str | None = None) -
             elif len(dst) == 1 and all("*" in s for s in src):
                 leaves = tuple(sorted(s.rsplit("*.", 1)[1].split(".")[0] for s in src))
                 rules["fused"][leaves] = dst[0].rsplit(".", 1)[-1]
-            elif type(t).__name__ == "WeightConverter" and len(t.operations) == 1 and \
-                    type(t.operations[0]).__name__ in EXACT_CONVERSIONS and t.operations[0].num_shards_attribute is None:
+            elif type(t).__name__ == "WeightConverter" and len(t.operations) == 1 and (
+                    type(t.operations[0]).__name__ in EXACT_CONVERSIONS
+                    and t.operations[0].num_shards_attribute is None):
                 rules["converted"].append(t)
     return rules
 
@@ -114,7 +115,8 @@ def _converted(name: str, rules: dict):
         renamed, source = conv.rename_source_key(full)
         if source is not None:
             prefix, _, suffix = renamed.partition(conv.target_patterns[0])
-            return conv, [_in_layer(prefix + t + suffix) for t in conv.target_patterns], conv.source_patterns.index(source)
+            names = [_in_layer(prefix + t + suffix) for t in conv.target_patterns]
+            return conv, names, conv.source_patterns.index(source)
     return None
 
 
