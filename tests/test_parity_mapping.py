@@ -1414,3 +1414,34 @@ def test_a_rotary_the_model_builds_only_under_a_config_test():
     assert parity_reference.rope_built(rope, config)
     _, _, llama_rope = parity_reference.hf_classes("llama", "LlamaDecoderLayer")
     assert parity_reference.rope_built(llama_rope, parity_reference.hf_config({"model_type": "llama", **TINY["llama"]}))
+
+
+def test_a_checkpoint_tensor_transformers_splits_at_load_is_split_by_its_conversion():
+    """HrmText's checkpoint holds attn.gqkv_proj.weight, rows [gate | q | k | v], which vLLM keeps fused (its
+    WeightsMapper: .attn. -> .self_attn.) and transformers' load conversion (conversion_mapping's hrm_text: Chunk,
+    dim 0) splits into self_attn.gate_proj, q_proj, k_proj, v_proj: the harness applies that conversion (H100 zoo-gpu-1:
+    no reference, self_attn.gqkv_proj.weight has no counterpart)."""
+    _, layer, _ = _tiny_layer("hrm_text", "HrmTextDecoderLayer", hidden_size=64, intermediate_size=96,
+                              num_attention_heads=4, head_dim=16, num_hidden_layers=2)
+    hf = {n: torch.randn(p.shape) for n, p in layer.named_parameters()}
+    attn = [hf[f"self_attn.{m}_proj.weight"] for m in ("gate", "q", "k", "v")]
+    vllm = {"self_attn.gqkv_proj.weight": torch.cat(attn), "self_attn.o_proj.weight": hf["self_attn.o_proj.weight"],
+            "mlp.gate_up_proj.weight": torch.cat([hf["mlp.gate_proj.weight"], hf["mlp.up_proj.weight"]]),
+            **{n: t for n, t in hf.items() if n.startswith("mlp.down_proj") or "norm" in n}}
+    out = parity_mapping.map_weights(vllm, {n: tuple(t.shape) for n, t in hf.items()},
+                                     rules=parity_mapping.loader_rules("hrm_text.py", "hrm_text"))
+    assert sorted(out) == sorted(hf)
+    assert all(torch.equal(out[n], t) for n, t in hf.items())
+
+
+def test_checkpoint_tensors_transformers_joins_at_load_are_joined_by_its_conversion():
+    """Kimi Linear's checkpoint holds self_attn.q_conv1d, k_conv1d, v_conv1d, which vLLM keeps apart and transformers'
+    load conversion (Concatenate, dim 0) joins into self_attn.conv1d.weight; with a part missing, it has no
+    counterpart as before."""
+    rules = parity_mapping.loader_rules("kimi_linear.py", "kimi_linear")
+    parts = {f"self_attn.{p}_conv1d.weight": torch.randn(8, 1, 4) for p in "qkv"}
+    out = parity_mapping.map_weights(parts, {"self_attn.conv1d.weight": (24, 1, 4)}, rules=rules)
+    assert torch.equal(out["self_attn.conv1d.weight"], torch.cat(list(parts.values())))
+    with pytest.raises(parity_mapping.MappingError, match="q_conv1d.weight .* has no transformers counterpart"):
+        parity_mapping.map_weights({n: t for n, t in parts.items() if "v_conv1d" not in n},
+                                   {"self_attn.conv1d.weight": (24, 1, 4)}, rules=rules)

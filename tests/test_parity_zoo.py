@@ -92,12 +92,37 @@ def _unrename(name: str, renames: list) -> str:
     return re.sub(r"^.*?layers\.0\.", "", full, count=1)
 
 
+def unconverted(hf: dict, rules: dict) -> dict:
+    """The checkpoint's tensors from which transformers' load conversions (the rules' `converted`) made `hf`, by
+    transformers' own reverse of each (reverse_transform): a split joined again, a join split."""
+    out, groups = {}, {}
+    for name, t in hf.items():
+        for i, conv in enumerate(rules["converted"]):
+            rev = conv.reverse_transform()
+            key, source = rev.rename_source_key("model.layers.0." + name)
+            if source is not None:
+                groups.setdefault((i, key), (rev, {}))[1][rev.source_patterns.index(source)] = t
+                break
+        else:
+            out[name] = t
+    for (_, key), (rev, parts) in groups.items():
+        dim, strip = rev.operations[0].dim, lambda n: re.sub(r"^.*?layers\.0\.", "", n, count=1)  # noqa: E731
+        if len(rev.target_patterns) == 1:
+            out[strip(key)] = torch.cat([parts[i] for i in sorted(parts)], dim=dim)
+        else:
+            prefix, _, suffix = key.partition(rev.target_patterns[0])
+            out.update({strip(prefix + p + suffix): c for p, c in
+                        zip(rev.target_patterns, parts[0].chunk(len(rev.target_patterns), dim=dim))})
+    return out
+
+
 def as_vllm(hf: dict, rules: dict, layout: dict, transposed: frozenset = frozenset(), num_heads: int = 0,
             head_dim: int = 0) -> dict:
     """vLLM's parameters of the layer, filled from transformers' the way vLLM's loader fills them from a checkpoint
-    (transformers' fused experts: laid out as `layout`, parity_mapping.hf_experts_layout, says; its Conv1D weights,
-    `transposed`, stored [in, out], transposed as vLLM's GPT-2 loader does; fused q/k/v rows regrouped by head
-    where the rules say the loader does, GPT-NeoX's; q/k rows permuted in each head where they say so, Llama 4's)."""
+    (from the checkpoint's tensors transformers' load conversions made its own from, unconverted; transformers' fused
+    experts: laid out as `layout`, parity_mapping.hf_experts_layout, says; its Conv1D weights, `transposed`, stored
+    [in, out], transposed as vLLM's GPT-2 loader does; fused q/k/v rows regrouped by head where the rules say the
+    loader does, GPT-NeoX's; q/k rows permuted in each head where they say so, Llama 4's)."""
     hf = {n: t.t() if n in transposed else t for n, t in hf.items()}
     hf = {n: parity_mapping.regroup_heads(t, num_heads, to_vllm=True) if parity_mapping.head_interleaved(n, rules) else t
           for n, t in hf.items()}
@@ -105,6 +130,7 @@ def as_vllm(hf: dict, rules: dict, layout: dict, transposed: frozenset = frozens
     hf = {n: parity_mapping.permute_rotary(t, head_dim, to_vllm=True)
           if n.endswith(".weight") and permuted & set(_unrename(n, rules["renames"]).split(".")[:-1]) else t
           for n, t in hf.items()}
+    hf = unconverted(hf, rules)
     experts = rules["experts"]
     gate_up = rules["fused"].get(tuple(sorted([experts["gate"], experts["up"]])), "gate_up_proj")
     ckpt, out = {}, {}

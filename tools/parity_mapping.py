@@ -21,6 +21,9 @@ FUSED_EXPERTS = {"w13": "gate_up_proj", "w2": "down_proj"}
 # from the checkpoint (MoEActivation's comment: SWIGLUOAI "expects gate/up *interleaved* in w13", gpt-oss's layout);
 # every other gated one takes them gate then up.
 W13_INTERLEAVED = {"swigluoai"}
+# transformers' load conversions map_weights applies exactly to the checkpoint's tensors: one operation, splitting
+# one tensor into equal parts along a dim or joining several along one, with no count read from the config.
+EXACT_CONVERSIONS = {"Chunk", "Concatenate"}
 # vLLM parameters with no transformers counterpart (the attention's scalar quantisation scales).
 NO_COUNTERPART = re.compile(r"(^|\.)_?(k|v|q|prob)_scale$|(^|\.)_(k|v|q|prob)_scale_float$")
 
@@ -51,7 +54,10 @@ def loader_rules(model_file: str | None = None, model_type: str | None = None) -
     compared with transformers' `model_type`: `packed` (vLLM's merged parameter -> checkpoint parameters, in order:
     the file's own over the default most files share), `experts` (checkpoint names of gate, up, down), `renames`
     (transformers' checkpoint renames for the model_type, as (regex, replacement)), `fused` (transformers' fused
-    expert tensor for gate+up and for down, from its checkpoint conversion), `mapper` (the file's WeightsMapper
+    expert tensor for gate+up and for down, from its checkpoint conversion), `converted` (transformers' other
+    conversions of the model_type it applies exactly, EXACT_CONVERSIONS: its WeightConverter objects, matched and
+    named by transformers' own code: HrmText's attn.gqkv_proj.weight chunked into gate_proj, q_proj, k_proj, v_proj;
+    Kimi Linear's q/k/v_conv1d concatenated into conv1d), `mapper` (the file's WeightsMapper
     renames, checkpoint -> vLLM: [kind, checkpoint text, vLLM text]) and `head_interleaved` (fused q/k/v modules
     whose checkpoint rows [heads, 3, head_dim] the loader regroups to [3, heads, head_dim]), `rotary_permuted`
     (checkpoint modules whose weight rows the loader permutes in each head for a neox-style rotary: Llama 4's q_proj,
@@ -63,6 +69,7 @@ def loader_rules(model_file: str | None = None, model_type: str | None = None) -
     own = table["files"].get(model_file or "", {})
     rules = {"packed": {**table["default"]["packed"], **own.get("packed", {})},
              "experts": dict(own.get("experts") or table["default"]["experts"]), "renames": [], "fused": {},
+             "converted": [],
              "mapper": own.get("mapper", []), "head_interleaved": own.get("head_interleaved", []),
              "rotary_permuted": own.get("rotary_permuted", []),
              "transformed": {k: v["op"] for k, v in table.get("transformed", {}).items()}}
@@ -77,6 +84,10 @@ def loader_rules(model_file: str | None = None, model_type: str | None = None) -
             elif len(dst) == 1 and all("*" in s for s in src):
                 leaves = tuple(sorted(s.rsplit("*.", 1)[1].split(".")[0] for s in src))
                 rules["fused"][leaves] = dst[0].rsplit(".", 1)[-1]
+            elif type(t).__name__ == "WeightConverter" and len(t.operations) == 1 and (
+                    type(t.operations[0]).__name__ in EXACT_CONVERSIONS
+                    and t.operations[0].num_shards_attribute is None):
+                rules["converted"].append(t)
     return rules
 
 
@@ -85,7 +96,57 @@ def _rename(name: str, renames: list) -> str:
     full = "model.layers.0." + name
     for pattern, repl in renames:
         full = re.sub(pattern, repl, full)
+    return _in_layer(full)
+
+
+def _in_layer(full: str) -> str:
     return re.sub(r"^.*?layers\.\d+\.", "", full, count=1)
+
+
+def _converted(name: str, rules: dict):
+    """(transformers' conversion, the runtime names it gives, the index of its source that matched) for checkpoint
+    parameter `name` of one layer, where one of the rules' `converted` takes it, as transformers' loader names them
+    (core_model_loading.rename_source_key): the renames, then the first conversion whose source matches, each of its
+    targets in place of the first; else None."""
+    full = "model.layers.0." + name
+    for pattern, repl in rules["renames"]:
+        full = re.sub(pattern, repl, full)
+    for conv in rules.get("converted", ()):
+        renamed, source = conv.rename_source_key(full)
+        if source is not None:
+            prefix, _, suffix = renamed.partition(conv.target_patterns[0])
+            names = [_in_layer(prefix + t + suffix) for t in conv.target_patterns]
+            return conv, names, conv.source_patterns.index(source)
+    return None
+
+
+def _apply_conversion(vname: str, t, hname: str, rules: dict, hf_shapes: dict, out: dict, joined: dict) -> bool:
+    """Whether transformers' load conversion of vLLM parameter `vname`'s checkpoint tensor `t` (by its own name or a
+    name vLLM's WeightsMapper renames) gives transformers' parameters: a split's parts go to `out`; a part of a join
+    to `joined` (its target -> (conversion, {source index: (vname, t, hname)})), joined once every part is there."""
+    for name in dict.fromkeys([vname, *_from_vllm(vname, rules.get("mapper", []))]):
+        found = _converted(name, rules)
+        if found is None or not all(n in hf_shapes for n in found[1]):
+            continue
+        conv, names, index = found
+        if type(conv.operations[0]).__name__ == "Chunk":
+            out.update(zip(names, t.chunk(len(names), dim=conv.operations[0].dim)))
+        else:
+            joined.setdefault(names[0], (conv, {}))[1][index] = (vname, t, hname)
+        return True
+    return False
+
+
+def _join(joined: dict, out: dict, pending: list) -> None:
+    """transformers' joined parameters whose every part vLLM holds, concatenated in its sources' order; the parts of
+    one with a part missing are pending as before."""
+    import torch
+
+    for target, (conv, parts) in joined.items():
+        if len(parts) == len(conv.source_patterns):
+            out[target] = torch.cat([parts[i][1] for i in range(len(parts))], dim=conv.operations[0].dim)
+        else:
+            pending.extend(parts.values())
 
 
 def _from_vllm(name: str, mapper: list) -> list[str]:
@@ -294,6 +355,7 @@ def _map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool, r
     pending = []  # (vLLM name, tensor, transformers name tried): resolved once the other parameters are claimed
     orient: dict = {}  # experts module -> whether transformers' fused tensors are vLLM's transposed
     square = []  # fused expert weights whose shape fits both ways: oriented as their sibling's
+    joined: dict = {}  # transformers' parameters its load conversion joins from several checkpoint tensors
     for vname, t in vllm_state.items():
         if NO_COUNTERPART.search(vname):
             continue
@@ -320,9 +382,11 @@ def _map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool, r
                 continue
         hname = _hf_name(vname, rules, hf_shapes)
         if hname not in hf_shapes:
-            pending.append((vname, t, hname))
+            if not _apply_conversion(vname, t, hname, rules, hf_shapes, out, joined):
+                pending.append((vname, t, hname))
             continue
         out[hname] = t
+    _join(joined, out, pending)
     for vname, t, expert in square:
         if not _map_experts(vname, t, expert, rules, hf_shapes, layout or {}, out, swap_gate_up, orient):
             raise MappingError(f"vLLM parameter {vname} {tuple(t.shape)} is square: whether transformers' fused tensor "
