@@ -73,7 +73,7 @@ MUTATIONS = [
        "                and not (isinstance(e, ast.Name) and e.id in w.none_params)):",
        "                and True):", *CLOSURE),
     _m("a6-encoder-attention-decodes", "A6", "bundler_lib/example/core.py",
-       '    elif kv and attn_type in ("encoder", "encoder_only"):\n', "    elif False:\n",
+       '    elif kv and attn_type in attention_metadata.CACHELESS_ATTN_TYPES:\n', "    elif False:\n",
        "tests/test_example.py", "-k", "workload"),
     _m("a4-driver-not-global", "A4", "bundler_lib/cuda/emit.py",
        'ctypes.CDLL("libcuda.so.1", mode=ctypes.RTLD_GLOBAL)', 'ctypes.CDLL("libcuda.so.1")',
