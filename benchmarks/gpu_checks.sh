@@ -18,6 +18,11 @@
 # moe:      `<bundle>.py tune-moe` on the suite's fused-MoE bundles (or the BUNDLEs; default fused_experts, Qwen3-30B-A3B's
 #           shape, and Qwen3MoeDecoderLayer, Qwen3-Coder-480B's), BUDGET_S seconds (default 420) shared equally,
 #           MOE_BATCH_SIZES (default 1,8,64,256,1024,4096); logs OUT_DIR/tune-moe-<bundle>.log, files OUT_DIR/moe-configs/
+# attention: benchmarks/attention_speed.py on the function bundles of targets/attention_kernels (bundles_out/
+#           attention_kernels/), prefill 512, 4096, 32768 tokens against SDPA; results OUT_DIR/attention-speed.json
+# cold:     the first `run --small` of a bundle (default bundles_out/Qwen3MoeDecoderLayer.py) in empty bundle, Triton
+#           and inductor caches (its CUDA ops and Triton kernels built from nothing), then the same run warm;
+#           OUT_DIR/cold-build.txt
 # PACK=FILE.tgz packs OUT_DIR into one archive at the end (the device tool brings back a limited number of files)
 set -u
 phase=$1; out=$2; shift 2
@@ -101,7 +106,22 @@ case $phase in
       sed -n 's/^tune-moe: wrote \(.*\) ([0-9]* batch sizes, [0-9]* s)$/\1/p' "$out/tune-moe-$n.log" |
         while read -r f; do cp "$f" "$out/moe-configs/"; done
     done ;;
-  *) echo "usage: $0 ops|examples|triton|parity|zoo|speed|moe OUT_DIR [BUNDLE...]" >&2; exit 2 ;;
+  attention)
+    k=bundles_out/attention_kernels
+    $py benchmarks/attention_speed.py --unified $k/unified_attention.py --prefix-prefill $k/prefix_prefill.py \
+      --triton-prefill $k/triton_prefill_attention.py --tokens 512,4096,32768 --iters 20 \
+      --out "$out/attention-speed.json" > "$out/attention-speed.log" 2>&1
+    echo "attention rc=$?"; tail -4 "$out/attention-speed.log" ;;
+  cold)
+    b=${1:-bundles_out/Qwen3MoeDecoderLayer.py}; c=$(mktemp -d)
+    for k in cold warm; do
+      s=$(date +%s.%N)
+      VLLM_BUNDLE_CACHE=$c/bundle TRITON_CACHE_DIR=$c/triton TORCHINDUCTOR_CACHE_DIR=$c/inductor \
+        $py "$b" run --small > "$out/cold-build-$k.log" 2>&1
+      echo "$b $k rc=$? wall_s=$($py -c "import time; print(round(time.time() - $s, 2))")" | tee -a "$out/cold-build.txt"
+    done
+    echo "nproc $(nproc); $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader)" >> "$out/cold-build.txt" ;;
+  *) echo "usage: $0 ops|examples|triton|parity|zoo|speed|moe|attention|cold OUT_DIR [BUNDLE...]" >&2; exit 2 ;;
 esac
 [ -n "${PACK:-}" ] && tar -czf "$PACK" -C "$out" .
 exit 0
