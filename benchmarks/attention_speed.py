@@ -151,31 +151,13 @@ def _calls(a, fns: dict, T: int):
     return calls, sdpa()[0].transpose(0, 1)
 
 
-def _time(calls: dict, iters: int, warmup: int) -> dict:
-    import torch
-
-    for fn, _ in calls.values():
-        for _ in range(warmup):
-            fn()
-    torch.cuda.synchronize()
-    times = {n: [] for n in calls}
-    for _ in range(iters):
-        for n, (fn, _) in calls.items():
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
-            times[n].append(start.elapsed_time(end))
-    return times
-
-
 def main(argv=None) -> int:
     a = _args(argv)
     import torch
 
     if not torch.cuda.is_available():
         _fail("no CUDA GPU (torch.cuda.is_available() is False): run it on a GPU machine")
+    from layer_speed import time_side_by_side  # noqa: PLC0415 - the suite's timing loop, alternating round by round
     symbols = {"unified_attention": (a.unified, "unified_attention"),
                "prefix_prefill": (a.prefix_prefill, "context_attention_fwd"),
                "triton_prefill": (a.triton_prefill, "context_attention_fwd")}
@@ -193,7 +175,7 @@ def main(argv=None) -> int:
             fn()
             if out is not None:
                 errs[n] = (out.float() - ref.float()).abs().max().item()
-        times = _time(calls, a.iters, a.warmup)
+        times = time_side_by_side({n: fn for n, (fn, _) in calls.items()}, a.warmup, a.iters)
         flops = 4 * T * T / 2 * a.head_size * a.heads
         sdpa_ms = statistics.median(times["sdpa"])
         row = {"T": T}
