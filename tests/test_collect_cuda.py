@@ -285,6 +285,8 @@ def _fake_build(tmp_path, monkeypatch, fail=(), barrier=None, out="out"):
     calls, loaded = [], []
 
     def load(**kw):
+        if (Path(kw["build_directory"]) / "lock").exists():  # torch's FileBaton would wait on it forever
+            raise RuntimeError(f"load would wait forever on {kw['build_directory']}/lock")
         calls.append(dict(kw, thread=threading.current_thread().name,
                           texts=[Path(p).read_text(encoding="utf-8") for p in kw["sources"]]))
         if barrier is not None:
@@ -384,6 +386,44 @@ def test_build_failure_names_the_unit_and_keeps_the_rest(tmp_path, monkeypatch):
     ns3, _, _ = _fake_build(tmp_path, monkeypatch, fail=("_scoring_b_",), out="one")
     with pytest.raises(RuntimeError, match=r"failed in 1 of 1 translation unit\(s\): scoring_b: .*undefined symbol"):
         ns3["_build_cuda_extension_if_needed"]()
+
+
+def test_a_killed_build_leaves_no_lock_and_a_live_one_is_waited_for(tmp_path, monkeypatch, capfd):
+    import fcntl
+    import os
+    import threading
+    import time
+    _, m = run(MINI, tmp_path, "_C.scoring_a")
+    (tu,) = m["translation_units"]
+    ns, calls, loaded = _fake_build(tmp_path, monkeypatch)
+    tu_build = tmp_path / "cache" / "cuda" / tu["key"] / "build_torch2_99_0_fake_cuda13_0_sm90"
+    # a build killed midway (a timeout's SIGKILL) left torch's lock file: the next build removes it and builds
+    tu_build.mkdir(parents=True)
+    (tu_build / "lock").write_text("")
+    ns["_build_cuda_extension_if_needed"]()
+    assert len(calls) == 1 and not (tu_build / "lock").exists()
+    err = capfd.readouterr().err
+    assert f"removing {tu_build}/lock, left by a build of CUDA unit {tu['id']} that was killed" in err
+    assert f"compiling CUDA unit {tu['id']} (first use" in err
+    # a live process building the unit holds its lock: this one waits, then loads that build without compiling
+    import shutil
+    shutil.rmtree(tmp_path / "cache")
+    ns2, calls2, loaded2 = _fake_build(tmp_path, monkeypatch)
+    tu_build.mkdir(parents=True)
+    fd = os.open(tu_build / ".build.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    (tu_build / "lock").write_text("")  # the other process's torch lock, live
+    t = threading.Thread(target=ns2["_build_cuda_extension_if_needed"])
+    t.start()
+    time.sleep(0.5)
+    assert t.is_alive() and calls2 == []
+    (tu_build / "other.so").write_bytes(b"")
+    (tu_build / ".complete").write_text("other.so\n")
+    (tu_build / "lock").unlink()
+    os.close(fd)
+    t.join(10)
+    assert not t.is_alive() and calls2 == [] and loaded2 == [str(tu_build / "other.so")]
+    assert f"waiting for another process building CUDA unit {tu['id']}" in capfd.readouterr().err
 
 
 def test_section_import_builds_nothing_and_only_wrappers_build(tmp_path, monkeypatch):

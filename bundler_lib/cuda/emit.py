@@ -133,15 +133,53 @@ def _cuda_built_library(tu_build):
     return so if os.path.isfile(so) else None
 
 
+def _cuda_unit_lock(tu_build, tu):
+    # An exclusive lock on the unit's build directory, held while it is built: another process building the same
+    # unit makes this wait (said once on stderr). It is a flock, which the kernel drops when its holder dies, so a
+    # build killed midway (a timeout, kill -9) never leaves a lock behind; torch's own lock file in the directory
+    # (FileBaton, which load waits on for as long as it exists) can then only be such a leftover, and is removed.
+    import sys
+    try:
+        import fcntl
+    except ImportError:  # no flock on this platform: torch's own lock file alone
+        return None
+    fd = os.open(os.path.join(tu_build, ".build.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        print(f"vllm bundle: waiting for another process building CUDA unit {tu} in {tu_build}", file=sys.stderr)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    stale = os.path.join(tu_build, "lock")
+    if os.path.exists(stale):
+        print(f"vllm bundle: removing {stale}, left by a build of CUDA unit {tu} that was killed", file=sys.stderr)
+        os.remove(stale)
+    return fd
+
+
 def _cuda_build_unit(tu, sources, tu_build, arch, verbose):
-    # Compile one translation unit into its own library with torch's load, which also loads it (its file lock in
-    # the build directory keeps two processes from building it at once); then mark it complete. Each of the
-    # unit's files is compiled on its own, as vLLM's CMake compiles the sources they include, and linked into one
-    # library: the unit's source with the registration of its ops, then its companion sources.
-    from torch.utils.cpp_extension import load
+    # Compile one translation unit into its own library with torch's load, which also loads it, under the unit's
+    # lock; then mark it complete. Each of the unit's files is compiled on its own, as vLLM's CMake compiles the
+    # sources they include, and linked into one library: the unit's source with the registration of its ops, then
+    # its companion sources.
     key, ns, files = _CUDA_TU_KEYS[tu]
     src = _cuda_write_sources(os.path.dirname(tu_build), files)
     os.makedirs(tu_build, exist_ok=True)
+    fd = _cuda_unit_lock(tu_build, tu)
+    try:
+        so = _cuda_built_library(tu_build)  # built by the process this one waited for
+        if so is not None:
+            torch.ops.load_library(so)
+            return so
+        return _cuda_compile_unit(tu, ns, sources, src, tu_build, arch, verbose)
+    finally:
+        if fd is not None:
+            os.close(fd)  # releases the flock
+
+
+def _cuda_compile_unit(tu, ns, sources, src, tu_build, arch, verbose):
+    import sys
+    from torch.utils.cpp_extension import load
+    print(f"vllm bundle: compiling CUDA unit {tu} (first use; cached in {tu_build})", file=sys.stderr)
     paths = []
     for name, text in sources:
         path = os.path.join(tu_build, name)
