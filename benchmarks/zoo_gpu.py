@@ -29,6 +29,7 @@ import datetime
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -67,12 +68,17 @@ def _child(cmd: list[str], timeout_s: float, cache: str, tail_chars: int, cwd=No
         out = Path(f.name)
     env = dict(os.environ, VLLM_BUNDLE_CACHE=cache)
     t0 = time.perf_counter()
+    # its own process group: a timeout kills the compilers it started too, not only the Python process
+    p = subprocess.Popen(cmd + ["--json", str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         env=env, cwd=cwd, start_new_session=True)
     try:
-        p = subprocess.run(cmd + ["--json", str(out)], capture_output=True, text=True, timeout=timeout_s, env=env,
-                           cwd=cwd)
-        rc, tail = p.returncode, (p.stdout + p.stderr)[-tail_chars:]
-    except subprocess.TimeoutExpired as e:
-        rc, tail = "timeout", (((e.stdout or b"") + (e.stderr or b"")).decode("utf-8", "replace"))[-tail_chars:]
+        text, _ = p.communicate(timeout=timeout_s)
+        rc = p.returncode
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        text, _ = p.communicate()
+        rc = "timeout"
+    tail = (text or "")[-tail_chars:]
     wall = round(time.perf_counter() - t0, 2)
     try:
         res = json.loads(out.read_text())

@@ -147,3 +147,21 @@ def test_retry_from_runs_only_what_did_not_pass(tmp_path, capsys):
     (tmp_path / "junk.json").write_text("[1, 2]")
     assert zoo_gpu.main([str(d), str(out), "--retry-from", str(tmp_path / "junk.json")]) == 2
     assert capsys.readouterr().out.splitlines()[-1].startswith(f"error: --retry-from {tmp_path / 'junk.json'}: ")
+
+
+def test_a_timeout_kills_what_the_run_started(tmp_path):
+    """A bundle run past its timeout is killed with everything it started (a compiler building its CUDA ops), so
+    nothing keeps writing into the shared bundle cache after the row says `timeout`."""
+    import time
+    pid_file = tmp_path / "grandchild.pid"
+    script = ("import subprocess, sys, time; p = subprocess.Popen(['sleep', '60']); "
+              f"open({str(pid_file)!r}, 'w').write(str(p.pid)); time.sleep(60)")
+    rc, _tail, wall, res = zoo_gpu._child([sys.executable, "-c", script], 3, str(tmp_path / "cache"), 100)
+    assert rc == "timeout" and wall < 30 and res == {}
+    pid = int(pid_file.read_text())
+    time.sleep(0.5)
+    try:
+        state = Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0]
+    except FileNotFoundError:
+        state = "gone"
+    assert state in ("gone", "Z"), f"the run's child {pid} still runs ({state})"
