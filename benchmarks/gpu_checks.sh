@@ -23,6 +23,9 @@
 # cold:     the first `run --small` of a bundle (default bundles_out/Qwen3MoeDecoderLayer.py) in empty bundle, Triton
 #           and inductor caches (its CUDA ops and Triton kernels built from nothing), then the same run warm;
 #           OUT_DIR/cold-build.txt
+# profile:  `<bundle>.py bench --profile 3` on the suite's decoder layers (or the BUNDLEs) at PROFILE_SIZES (default
+#           prefill:4096 prefill:32768 decode:64x4096): where each layer's GPU time goes, kernel by kernel;
+#           OUT_DIR/profile-<bundle>-<size>.json
 # PACK=FILE.tgz packs OUT_DIR into one archive at the end (the device tool brings back a limited number of files)
 set -u
 phase=$1; out=$2; shift 2
@@ -121,7 +124,19 @@ case $phase in
       echo "$b $k rc=$? wall_s=$($py -c "import time; print(round(time.time() - $s, 2))")" | tee -a "$out/cold-build.txt"
     done
     echo "nproc $(nproc); $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader)" >> "$out/cold-build.txt" ;;
-  *) echo "usage: $0 ops|examples|triton|parity|zoo|speed|moe|attention|cold OUT_DIR [BUNDLE...]" >&2; exit 2 ;;
+  profile)
+    bundles=("$@"); [ ${#bundles[@]} -eq 0 ] && bundles=(bundles_out/{Qwen3Moe,Qwen3,Llama}DecoderLayer.py)
+    label() { local r=${1#bundles_out/}; r=${r%.py}; echo "${r//\//_}"; }
+    for b in "${bundles[@]}"; do n=$(label "$b")
+      for c in ${PROFILE_SIZES:-prefill:4096 prefill:32768 decode:64x4096}; do
+        w=${c%%:*}; s=${c#*:}; args=(--workload "$w")
+        if [ "$w" = decode ]; then args+=(--batch "${s%x*}" --context "${s#*x}"); else args+=(--tokens "$s"); fi
+        $py "$b" bench "${args[@]}" --iters 10 --profile 3 --json "$out/profile-$n-${c//:/_}.json" \
+          > "$out/profile-$n-${c//:/_}.log" 2>&1
+        echo "$n $c rc=$?"
+      done
+    done ;;
+  *) echo "usage: $0 ops|examples|triton|parity|zoo|speed|moe|attention|cold|profile OUT_DIR [BUNDLE...]" >&2; exit 2 ;;
 esac
 [ -n "${PACK:-}" ] && tar -czf "$PACK" -C "$out" .
 exit 0

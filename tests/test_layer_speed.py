@@ -228,6 +228,27 @@ def test_bench_cuda_graph_option(bundle):  # noqa: F811 - the fixture
     assert res.returncode == 0 and res.stdout.split() == ["True"], res.stderr
 
 
+def test_bench_profile_splits_the_time_by_kernel(bundle):  # noqa: F811 - the fixture
+    """`bench --profile N`'s table, on CPU (operators stand in for kernels): each kernel once per forward with its
+    share of the time, the largest first, the tail summed into one row."""
+    import importlib.util
+
+    assert "--profile" in _cli(bundle, "bench", "--help").stdout
+    spec = importlib.util.spec_from_file_location("mock_bundle_profile", bundle)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    a, b = torch.randn(256, 256), torch.randn(256, 256)
+    got = mod._bundle_profile(lambda: torch.relu(a @ b).sum(), 3, top=2)
+    assert got["device"] == "cpu" and got["forwards"] == 3
+    names = [k["name"] for k in got["kernels"]]
+    assert len(names) == 3 and names[-1].endswith(" others)") and "aten::mm" in names[:2], names
+    mm = got["kernels"][names.index("aten::mm")]
+    assert mm["calls_per_forward"] == 1.0 and mm["ms_per_forward"] > 0
+    assert [k["share"] for k in got["kernels"][:2]] == sorted((k["share"] for k in got["kernels"][:2]), reverse=True)
+    assert abs(sum(k["share"] for k in got["kernels"]) - 1) < 0.01
+    assert abs(sum(k["ms_per_forward"] for k in got["kernels"]) - got["ms_per_forward"]) < 0.01
+
+
 @no_gpu
 def test_bench_cuda_graph_refused_without_a_gpu(bundle):  # noqa: F811 - the fixture
     res = _cli(bundle, "bench", "--cuda-graph", "--iters", "3")

@@ -4,7 +4,8 @@ Written after `invocation_example()`: `_BUNDLE_INFO` (what the build knew: symbo
 kernels A1 reached) and `_bundle_main()`, called only under `if __name__ == "__main__":` (importing the bundle
 still runs nothing). run/bench/check need a CUDA GPU and say so in one line without one; info does not.
 `bench --cuda-graph` also times the forward captured in a CUDA graph and replayed (`_bundle_cuda_graph()`, which
-benchmarks/layer_speed.py uses too). `tune-moe` tunes the fused-MoE kernel for this GPU (moe_tune.py, whose helpers
+benchmarks/layer_speed.py uses too); `bench --profile N` adds where the time goes, kernel by kernel
+(`_bundle_profile`). `tune-moe` tunes the fused-MoE kernel for this GPU (moe_tune.py, whose helpers
 come between `_bundle_main` and the `__main__` guard).
 """
 
@@ -71,6 +72,8 @@ def _bundle_main(argv=None):
     bench.add_argument("--json", help="also write the result here")
     bench.add_argument("--cuda-graph", action="store_true",
                        help="also time the forward captured in a CUDA graph and replayed (as vLLM runs decode)")
+    bench.add_argument("--profile", type=int, metavar="N", default=0,
+                       help="also profile N forwards (torch.profiler): where the GPU time goes, kernel by kernel")
     sub.add_parser("check", help="the bundle's self-test: its example at small size, prefill and decode, "
                                  "with the references it carries, and a repeatability check")
     sub.add_parser("info", help="symbol, model, variant, ops and kernels embedded, dependencies, closure size")
@@ -184,11 +187,45 @@ def _bundle_main(argv=None):
         except Exception as e:  # noqa: BLE001 - reported beside the eager result
             res["cuda_graph"] = {{"error": f"{{type(e).__name__}}: {{e}}"}}
             failed = True
+    if args.profile > 0:
+        res["profile"] = _bundle_profile(fw, args.profile)
     print(json.dumps(res, indent=2, default=str))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=2, default=str)
     return 1 if failed else 0
+
+
+def _bundle_profile(forward, iters, top=15):
+    """Where `forward`'s time goes: torch.profiler over `iters` calls after one warm-up, the GPU kernels (CPU
+    operators where there is no GPU) by their total time per call, the largest `top` and the rest summed."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    gpu = torch.cuda.is_available()
+    forward()
+    if gpu:
+        torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA if gpu else ProfilerActivity.CPU]) as prof:
+        for _ in range(iters):
+            forward()
+        if gpu:
+            torch.cuda.synchronize()
+    field = "self_device_time_total" if gpu else "self_cpu_time_total"
+    rows = sorted(((e.key, e.count, getattr(e, field)) for e in prof.key_averages() if getattr(e, field) > 0),
+                  key=lambda r: -r[2])
+    total = sum(us for _, _, us in rows) or 1.0
+    out = {{"device": "cuda" if gpu else "cpu", "forwards": iters, "ms_per_forward": round(total / iters / 1e3, 4),
+           "kernels": [{{"name": k[:160], "calls_per_forward": round(n / iters, 2),
+                        "ms_per_forward": round(us / iters / 1e3, 4), "share": round(us / total, 4)}}
+                       for k, n, us in rows[:top]]}}
+    rest = rows[top:]
+    if rest:
+        us = sum(r[2] for r in rest)
+        out["kernels"].append({{"name": f"({{len(rest)}} others)",
+                               "calls_per_forward": round(sum(r[1] for r in rest) / iters, 2),
+                               "ms_per_forward": round(us / iters / 1e3, 4), "share": round(us / total, 4)}})
+    return out
 '''
 
 _MAIN = '''
