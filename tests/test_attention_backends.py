@@ -94,23 +94,40 @@ def test_a1_keeps_the_chosen_backend_on_the_real_tree(tmp_path, vllm_0_26_0, bac
     assert [r for r in decoder.REQUIRED + attention_metadata.required(g["variant"]) if not found[r]] == []
 
 
-# The example on CPU (cpu_build_check's H100 answers), the KV cache write (a CUDA op) in
-# torch, flex_attention eager; each case's attention output against SDPA over the context and the new tokens.
-_COMPARE = textwrap.dedent('''
+# Both backends' CPU checks: the bundle (argv[1]) loaded as on an H100 (cpu_build_check's answers, tools/ at argv[2],
+# emitted names argv[3], cases argv[4]); `_EXEC` runs it after an optional rewrite of `src`.
+_LOAD = textwrap.dedent('''
     import json, re, sys, torch
     import torch.nn.functional as F
-    from torch.nn.attention.flex_attention import flex_attention
     sys.path.insert(0, sys.argv[2])
     import cpu_build_check
     cpu_build_check._as_h100()
     path, names = sys.argv[1], json.loads(sys.argv[3])
     src = re.sub(r'raise RuntimeError\\("invocation_example: \\w+ runs on a CUDA GPU[^\\n]*', "pass", open(path).read())
-    mod = type(sys)("flex_bundle")
+''')
+_EXEC = textwrap.dedent('''
+    mod = type(sys)("cpu_bundle")
     sys.modules[mod.__name__] = mod
     exec(compile(src, path, "exec"), mod.__dict__)
     mod.PIN_MEMORY = False
     torch.cuda.synchronize = lambda *a, **k: None
     torch.cuda.mem_get_info = lambda *a, **k: (8 << 30, 8 << 30)
+
+
+    def sdpa_rel_err(got, q, k, v, ctx, n, scale):
+        """One sequence's attention output `got` and query `q` ([n, H, D]) against SDPA over its k, v
+        ([H_kv, ctx + n, D]), causal after the context: the largest error relative to the output's largest value."""
+        causal = torch.arange(ctx + n)[None, :] <= (ctx + torch.arange(n))[:, None]
+        ref = F.scaled_dot_product_attention(q.transpose(0, 1).float(), k, v, attn_mask=causal, scale=scale,
+                                             enable_gqa=True)
+        return ((got.float().transpose(0, 1) - ref).abs().max() / ref.abs().max()).item()
+''')
+
+
+# FLEX_ATTENTION: the KV cache write (a CUDA op) in torch, flex_attention eager; each case's attention output
+# against SDPA over the context and the new tokens.
+_COMPARE = _LOAD + _EXEC + textwrap.dedent('''
+    from torch.nn.attention.flex_attention import flex_attention
     impl = getattr(mod, names["FlexAttentionImpl"])
     setattr(mod, names["flex_attention_compiled"], flex_attention)
     seen, forward = [], impl.forward
@@ -136,11 +153,7 @@ _COMPARE = textwrap.dedent('''
             idx = (md.block_table[b].long()[:, None] * bs + torch.arange(bs)).reshape(-1)[:ctx + n]
             k, v = (flat[idx, :, s].transpose(0, 1).float() for s in (slice(0, self.head_size),
                                                                        slice(self.head_size, None)))
-            causal = torch.arange(ctx + n)[None, :] <= (ctx + torch.arange(n))[:, None]
-            ref = F.scaled_dot_product_attention(q[b * n:(b + 1) * n].transpose(0, 1).float(), k, v,
-                                                 attn_mask=causal, scale=self.scale, enable_gqa=True)
-            got = out[b * n:(b + 1) * n].float().transpose(0, 1)
-            err = max(err, ((got - ref).abs().max() / ref.abs().max()).item())
+            err = max(err, sdpa_rel_err(out[b * n:(b + 1) * n], q[b * n:(b + 1) * n], k, v, ctx, n, self.scale))
         print(json.dumps({"case": case, "sizes": ex["sizes"], "metadata": type(md).__name__, "rel_err": err}))
 ''')
 
@@ -180,22 +193,10 @@ def test_flex_attention_matches_sdpa_on_cpu(flex_bundle):
 # interpreter (the example in float16), the KV cache write (vLLM's reshape_and_cache, a CUDA op) in torch into the backend's paged layout;
 # each case's attention output against SDPA over the cache's context and new tokens, and the example's context
 # (`inputs["kv_cache"]`, the other backends' layout) against what the backend's cache holds.
-_ROCM_COMPARE = PREAMBLE + textwrap.dedent('''
-    import json, re, sys, torch
-    import torch.nn.functional as F
-    sys.path.insert(0, sys.argv[2])
-    import cpu_build_check
-    cpu_build_check._as_h100()
-    path, names = sys.argv[1], json.loads(sys.argv[3])
-    src = re.sub(r'raise RuntimeError\\("invocation_example: \\w+ runs on a CUDA GPU[^\\n]*', "pass", open(path).read())
+_ROCM_COMPARE = PREAMBLE + _LOAD + textwrap.dedent('''
     # the example in float16 (tests/triton_interpreter.py)
     src = re.sub(r"\\n    dtype = getattr\\(torch, 'bfloat16'.*", "\\n    dtype = torch.float16", src)
-    mod = type(sys)("rocm_bundle")
-    sys.modules[mod.__name__] = mod
-    exec(compile(src, path, "exec"), mod.__dict__)
-    mod.PIN_MEMORY = False
-    torch.cuda.synchronize = lambda *a, **k: None
-    torch.cuda.mem_get_info = lambda *a, **k: (8 << 30, 8 << 30)
+''') + _EXEC + textwrap.dedent('''
     impl, paged = getattr(mod, names["RocmAttentionImpl"]), getattr(mod, names["PagedAttention"])
     seen, forward = [], impl.forward
 
@@ -229,11 +230,7 @@ _ROCM_COMPARE = PREAMBLE + textwrap.dedent('''
             g = given[blocks].transpose(0, 1).flatten(1, 2)[:, :ctx]
             ctx_same &= torch.equal(g[..., :self.head_size], K[blocks].transpose(0, 1).flatten(1, 2)[:, :ctx])
             ctx_same &= torch.equal(g[..., self.head_size:], V[blocks].transpose(0, 1).flatten(1, 2)[:, :ctx])
-            causal = torch.arange(ctx + n)[None, :] <= (ctx + torch.arange(n))[:, None]
-            ref = F.scaled_dot_product_attention(q[b * n:(b + 1) * n].transpose(0, 1).float(), k, v,
-                                                 attn_mask=causal, scale=self.scale, enable_gqa=True)
-            got = out[b * n:(b + 1) * n].float().transpose(0, 1)
-            err = max(err, ((got - ref).abs().max() / ref.abs().max()).item())
+            err = max(err, sdpa_rel_err(out[b * n:(b + 1) * n], q[b * n:(b + 1) * n], k, v, ctx, n, self.scale))
         print(json.dumps({"case": case, "metadata": type(md).__name__, "rel_err": err, "context_same": ctx_same}))
 ''')
 
