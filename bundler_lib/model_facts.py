@@ -2,8 +2,8 @@
 
 A bundle built for a model (the target's `model` field) keeps only the branches that model takes: its
 activation, router scoring, rope type, and the absence of grouped top-k, zero experts or dual-chunk
-attention; the activation not where the model file passes its own (for_model_file). Without a model config nothing
-here is decided. The facts are recorded in A1.graph.json.
+attention; the activation or the rope type not where the model file sets its own (for_model_file). Without a model
+config nothing here is decided. The facts are recorded in A1.graph.json.
 """
 
 from __future__ import annotations
@@ -105,14 +105,33 @@ def facts(config: dict) -> dict:
 
 
 def for_model_file(facts: dict, source: str | None, members: set[str]) -> dict:
-    """`facts` for the layer defined in `source` (the model file): where that file passes its own `activation=`
+    """`facts` for the layer defined in `source` (the model file). Where that file passes its own `activation=`
     string naming one of `members` (the values of the activation fact's enum) other than the config's hidden_act
     (gpt-oss's FusedMoE(activation="swigluoai")), the config is no fact about the activation vLLM's code branches
-    on, which is then left undecided."""
-    if "activation" not in facts or not source:
+    on, which is then left undecided. Where it writes a rope type of its own into a `["rope_type"]` (a string other
+    than the config's: deepseek_v2.py's `config.rope_parameters["rope_type"] = "deepseek_yarn"` before get_rope), the
+    config is no fact about the rope type get_rope branches on, which is then left undecided."""
+    if not source or not facts:
         return facts
-    literals = {k.value.value for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Call) for k in n.keywords
-                if k.arg == "activation" and isinstance(k.value, ast.Constant) and isinstance(k.value.value, str)}
-    if (literals & members) - {facts.get("hidden_act")}:
-        return {k: v for k, v in facts.items() if k != "activation"}
-    return facts
+    tree = ast.parse(source)
+    drop = set()
+    if "activation" in facts:
+        literals = {k.value.value for n in ast.walk(tree) if isinstance(n, ast.Call) for k in n.keywords
+                    if k.arg == "activation" and isinstance(k.value, ast.Constant) and isinstance(k.value.value, str)}
+        if (literals & members) - {facts.get("hidden_act")}:
+            drop.add("activation")
+    if _rope_types_written(tree) - {facts.get("rope_type")}:
+        drop |= {"rope_type", "scaling_type"}
+    return {k: v for k, v in facts.items() if k not in drop}
+
+
+def _rope_types_written(tree: ast.AST) -> set[str]:
+    """The strings assigned to a `...["rope_type"]` in `tree`: the value's, or each arm's of a conditional one."""
+    def values(e: ast.expr) -> set[str]:
+        if isinstance(e, ast.IfExp):
+            return values(e.body) | values(e.orelse)
+        return {e.value} if isinstance(e, ast.Constant) and isinstance(e.value, str) else set()
+
+    return {v for n in ast.walk(tree) if isinstance(n, ast.Assign) and any(
+        isinstance(t, ast.Subscript) and isinstance(t.slice, ast.Constant) and t.slice.value == "rope_type"
+        for t in n.targets) for v in values(n.value)}

@@ -411,6 +411,19 @@ def test_a_model_files_own_activation_leaves_the_activation_undecided():
     assert "silu" not in {i.split("::")[1] for i in node_ids(g)}
 
 
+def test_a_model_files_own_rope_type_leaves_the_rope_type_undecided():
+    """vLLM's deepseek_v2.py rewrites config.rope_parameters["rope_type"] to "deepseek_yarn" before get_rope: the
+    config's "yarn" decides no rope type there (H100: DeepseekV2DecoderLayer's get_rope pruned to YaRN's rotary,
+    cos/sin x1.369 instead of DeepSeek's x1.0, parity rel L2 0.21 against transformers-bf16's 0.0054)."""
+    from bundler_lib import model_facts
+    facts = model_facts.facts({"hidden_act": "silu", "rope_parameters": {"rope_type": "yarn", "factor": 40.0}})
+    g = build(TREES / "model_guards", "rewritten_rope_target", model_facts=facts)
+    assert {"yarn_rope", "deepseek_rope"} <= {i.split("::")[1] for i in node_ids(g)}
+    assert "rope_type" not in g["model_facts"] and "scaling_type" not in g["model_facts"]
+    g = build(TREES / "model_guards", "plain_rope_target", model_facts=facts)
+    assert "deepseek_rope" not in {i.split("::")[1] for i in node_ids(g)}
+
+
 def test_missing_model_config_fails_naming_it(tmp_path):
     from bundler_lib import model_facts
     with pytest.raises(StageError, match="models/<org>--<name>"):

@@ -137,9 +137,9 @@ def _enum_values(index: TreeIndex, name: str) -> set[str]:
 def _build(index: TreeIndex, variant: dict, symbol: str, hint: str | None):
     """(graph, the tree-wide scans it was built from) for the variant (with its model_facts)."""
     module, rel = locate(index, symbol, hint)
-    if "activation" in variant["model_facts"]:
-        members = _enum_values(index, variant["model_facts"]["activation"][1])
-        variant = {**variant, "model_facts": for_model_file(variant["model_facts"], index.text(rel), members)}
+    facts = variant["model_facts"]
+    members = _enum_values(index, facts["activation"][1]) if "activation" in facts else set()
+    variant = {**variant, "model_facts": for_model_file(facts, index.text(rel), members)}
     c, root = _reach(index, variant, module, symbol, False)
     mla_note = None
     if variant["attention_backend"] != MLA_BACKEND and mla_only(*_named_closure(c.engine)):
