@@ -2,8 +2,8 @@
 
 A bundle built for a model (the target's `model` field) keeps only the branches that model takes: its
 activation, router scoring, rope type, and the absence of grouped top-k, zero experts or dual-chunk
-attention; the activation or the rope type not where the model file sets its own (for_model_file). Without a model
-config nothing here is decided. The facts are recorded in A1.graph.json.
+attention; the activation not where the model file passes its own (for_model_file), the rope type not where the
+layer's code writes its own (for_reached_files). Without a model config nothing here is decided. The facts are recorded in A1.graph.json.
 """
 
 from __future__ import annotations
@@ -105,24 +105,32 @@ def facts(config: dict) -> dict:
 
 
 def for_model_file(facts: dict, source: str | None, members: set[str]) -> dict:
-    """`facts` for the layer defined in `source` (the model file). Where that file passes its own `activation=`
+    """`facts` for the layer defined in `source` (the model file): where that file passes its own `activation=`
     string naming one of `members` (the values of the activation fact's enum) other than the config's hidden_act
     (gpt-oss's FusedMoE(activation="swigluoai")), the config is no fact about the activation vLLM's code branches
-    on, which is then left undecided. Where it writes a rope type of its own into a `["rope_type"]` (a string other
-    than the config's: deepseek_v2.py's `config.rope_parameters["rope_type"] = "deepseek_yarn"` before get_rope), the
-    config is no fact about the rope type get_rope branches on, which is then left undecided."""
-    if not source or not facts:
+    on, which is then left undecided."""
+    if "activation" not in facts or not source:
         return facts
-    tree = ast.parse(source)
-    drop = set()
-    if "activation" in facts:
-        literals = {k.value.value for n in ast.walk(tree) if isinstance(n, ast.Call) for k in n.keywords
-                    if k.arg == "activation" and isinstance(k.value, ast.Constant) and isinstance(k.value.value, str)}
-        if (literals & members) - {facts.get("hidden_act")}:
-            drop.add("activation")
-    if _rope_types_written(tree) - {facts.get("rope_type")}:
-        drop |= {"rope_type", "scaling_type"}
-    return {k: v for k, v in facts.items() if k not in drop}
+    literals = {k.value.value for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Call) for k in n.keywords
+                if k.arg == "activation" and isinstance(k.value, ast.Constant) and isinstance(k.value.value, str)}
+    if (literals & members) - {facts.get("hidden_act")}:
+        return {k: v for k, v in facts.items() if k != "activation"}
+    return facts
+
+
+def for_reached_files(facts: dict, sources) -> dict:
+    """`facts` for a layer whose code lies in `sources` (the texts of the files it reaches): where one of them writes
+    a rope type of its own into a `["rope_type"]` (a string other than the config's: deepseek_v2.py's
+    `config.rope_parameters["rope_type"] = "deepseek_yarn"` before get_rope, which 0.33.0's deepseek_eagle3.py
+    reaches through DeepseekV2MLAAttention), the config is no fact about the rope type get_rope branches on, which
+    is then left undecided."""
+    if "rope_type" not in facts:
+        return facts
+    written = set().union(*(_rope_types_written(ast.parse(s)) for s in sources
+                            if '"rope_type"]' in s or "'rope_type']" in s))
+    if written - {facts["rope_type"]}:
+        return {k: v for k, v in facts.items() if k not in ("rope_type", "scaling_type")}
+    return facts
 
 
 def _rope_types_written(tree: ast.AST) -> set[str]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from bundler_lib.artifacts import write_json
 from bundler_lib.common.example_roots import MLA_BACKEND, extra_roots, layer_signature, mla_only, owner_part_roots
 from bundler_lib.errors import StageError
-from bundler_lib.model_facts import for_model_file
+from bundler_lib.model_facts import for_model_file, for_reached_files
 from bundler_lib.variant import resolve as resolve_variant, world_size
 
 from . import augassign
@@ -137,10 +137,15 @@ def _enum_values(index: TreeIndex, name: str) -> set[str]:
 def _build(index: TreeIndex, variant: dict, symbol: str, hint: str | None):
     """(graph, the tree-wide scans it was built from) for the variant (with its model_facts)."""
     module, rel = locate(index, symbol, hint)
-    facts = variant["model_facts"]
-    members = _enum_values(index, facts["activation"][1]) if "activation" in facts else set()
-    variant = {**variant, "model_facts": for_model_file(facts, index.text(rel), members)}
+    if "activation" in variant["model_facts"]:
+        members = _enum_values(index, variant["model_facts"]["activation"][1])
+        variant = {**variant, "model_facts": for_model_file(variant["model_facts"], index.text(rel), members)}
     c, root = _reach(index, variant, module, symbol, False)
+    facts = for_reached_files(variant["model_facts"], (index.text(f) for f in sorted({
+        n.file for n in c.engine.nodes.values()})))
+    if facts != variant["model_facts"]:
+        variant = {**variant, "model_facts": facts}
+        c, root = _reach(index, variant, module, symbol, False)
     mla_note = None
     if variant["attention_backend"] != MLA_BACKEND and mla_only(*_named_closure(c.engine)):
         # vLLM's other backends refuse use_mla: the layer is built only with an MLA backend, the Triton one here
