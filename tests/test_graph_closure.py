@@ -422,8 +422,10 @@ def test_a_model_files_own_rope_type_leaves_the_rope_type_undecided():
         g = build(TREES / "model_guards", target, model_facts=facts)
         assert {"yarn_rope", "deepseek_rope"} <= {i.split("::")[1] for i in node_ids(g)}, target
         assert "rope_type" not in g["model_facts"] and "scaling_type" not in g["model_facts"]
+    # a file whose other code writes a rope type (rope_model.normalised, never reached) leaves the fact standing
     g = build(TREES / "model_guards", "plain_rope_target", model_facts=facts)
     assert "deepseek_rope" not in {i.split("::")[1] for i in node_ids(g)}
+    assert g["model_facts"]["rope_type"] == "yarn"
 
 
 def test_missing_model_config_fails_naming_it(tmp_path):
