@@ -2,8 +2,9 @@
 
 A bundle built for a model (the target's `model` field) keeps only the branches that model takes: its
 activation, router scoring, rope type, and the absence of grouped top-k, zero experts or dual-chunk
-attention; the activation not where the model file passes its own (for_model_file). Without a model config nothing
-here is decided. The facts are recorded in A1.graph.json.
+attention; the activation not where the model file passes its own (for_model_file), the rope type not where the
+layer's code writes its own (for_reached_code). Without a model config nothing here is decided. The facts are
+recorded in A1.graph.json.
 """
 
 from __future__ import annotations
@@ -116,3 +117,37 @@ def for_model_file(facts: dict, source: str | None, members: set[str]) -> dict:
     if (literals & members) - {facts.get("hidden_act")}:
         return {k: v for k, v in facts.items() if k != "activation"}
     return facts
+
+
+def for_reached_code(facts: dict, code) -> dict:
+    """`facts` for a layer whose reached code is `code` ((statement, ids of its parts not reached: a class's methods
+    never called) pairs): where it writes a rope type of its own into a `["rope_type"]` (a string other than the
+    config's: deepseek_v2.py's `config.rope_parameters["rope_type"] = "deepseek_yarn"` before get_rope, which 0.33.0's
+    deepseek_eagle3.py reaches through DeepseekV2MLAAttention), the config is no fact about the rope type get_rope
+    branches on, which is then left undecided."""
+    if "rope_type" not in facts:
+        return facts
+    written = set().union(*(_rope_types_written(stmt, skip) for stmt, skip in code))
+    if written - {facts["rope_type"]}:
+        return {k: v for k, v in facts.items() if k not in ("rope_type", "scaling_type")}
+    return facts
+
+
+def _rope_types_written(stmt: ast.AST, skip) -> set[str]:
+    """The strings assigned to a `...["rope_type"]` in `stmt` outside the parts whose ids are in `skip`: the value's,
+    or each arm's of a conditional one."""
+    def values(e: ast.expr) -> set[str]:
+        if isinstance(e, ast.IfExp):
+            return values(e.body) | values(e.orelse)
+        return {e.value} if isinstance(e, ast.Constant) and isinstance(e.value, str) else set()
+
+    out, todo = set(), [stmt]
+    while todo:
+        n = todo.pop()
+        if id(n) in skip:
+            continue
+        if isinstance(n, ast.Assign) and any(isinstance(t, ast.Subscript) and isinstance(t.slice, ast.Constant)
+                                             and t.slice.value == "rope_type" for t in n.targets):
+            out |= values(n.value)
+        todo.extend(ast.iter_child_nodes(n))
+    return out

@@ -411,6 +411,23 @@ def test_a_model_files_own_activation_leaves_the_activation_undecided():
     assert "silu" not in {i.split("::")[1] for i in node_ids(g)}
 
 
+def test_a_model_files_own_rope_type_leaves_the_rope_type_undecided():
+    """vLLM's deepseek_v2.py rewrites config.rope_parameters["rope_type"] to "deepseek_yarn" before get_rope: the
+    config's "yarn" decides no rope type there, nor in a layer of another file reaching it (0.33.0's
+    DeepseekV2Eagle3DecoderLayer) (H100: DeepseekV2DecoderLayer's get_rope pruned to YaRN's rotary, cos/sin x1.369
+    instead of DeepSeek's x1.0, parity rel L2 0.21 against transformers-bf16's 0.0054)."""
+    from bundler_lib import model_facts
+    facts = model_facts.facts({"hidden_act": "silu", "rope_parameters": {"rope_type": "yarn", "factor": 40.0}})
+    for target in ("rewritten_rope_target", "reaching_rope_target"):  # the write in the layer's file, or one it reaches
+        g = build(TREES / "model_guards", target, model_facts=facts)
+        assert {"yarn_rope", "deepseek_rope"} <= {i.split("::")[1] for i in node_ids(g)}, target
+        assert "rope_type" not in g["model_facts"] and "scaling_type" not in g["model_facts"]
+    # a file whose other code writes a rope type (rope_model.normalised, never reached) leaves the fact standing
+    g = build(TREES / "model_guards", "plain_rope_target", model_facts=facts)
+    assert "deepseek_rope" not in {i.split("::")[1] for i in node_ids(g)}
+    assert g["model_facts"]["rope_type"] == "yarn"
+
+
 def test_missing_model_config_fails_naming_it(tmp_path):
     from bundler_lib import model_facts
     with pytest.raises(StageError, match="models/<org>--<name>"):

@@ -17,7 +17,7 @@ from pathlib import Path
 from bundler_lib.artifacts import write_json
 from bundler_lib.common.example_roots import MLA_BACKEND, extra_roots, layer_signature, mla_only, owner_part_roots
 from bundler_lib.errors import StageError
-from bundler_lib.model_facts import for_model_file
+from bundler_lib.model_facts import for_model_file, for_reached_code
 from bundler_lib.variant import resolve as resolve_variant, world_size
 
 from . import augassign
@@ -141,6 +141,11 @@ def _build(index: TreeIndex, variant: dict, symbol: str, hint: str | None):
         members = _enum_values(index, variant["model_facts"]["activation"][1])
         variant = {**variant, "model_facts": for_model_file(variant["model_facts"], index.text(rel), members)}
     c, root = _reach(index, variant, module, symbol, False)
+    facts = for_reached_code(variant["model_facts"], ((n.stmt, n.dropped) for n in c.engine.nodes.values()
+                                                      if n.stmt is not None))
+    if facts != variant["model_facts"]:
+        variant = {**variant, "model_facts": facts}
+        c, root = _reach(index, variant, module, symbol, False)
     mla_note = None
     if variant["attention_backend"] != MLA_BACKEND and mla_only(*_named_closure(c.engine)):
         # vLLM's other backends refuse use_mla: the layer is built only with an MLA backend, the Triton one here

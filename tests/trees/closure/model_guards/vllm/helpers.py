@@ -36,3 +36,20 @@ def zero_experts():
 
 def norm_weight():
     return "+norm"
+
+
+def yarn_rope():
+    return "yarn"
+
+
+def deepseek_rope():
+    return "deepseek_yarn"
+
+
+def get_rope(rope_parameters):
+    scaling_type = rope_parameters.get("rope_type", "default")
+    if scaling_type == "yarn":
+        return yarn_rope()
+    elif scaling_type == "deepseek_yarn":
+        return deepseek_rope()
+    return "default"
