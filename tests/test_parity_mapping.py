@@ -478,6 +478,83 @@ def test_decode_context_copied_only_where_transformers_caches_per_head_kv():
         parity_reference.context_cache(_paged_example(4, 16), torch.float32, config, 0, probe)
 
 
+MLA = dict(hidden_size=64, intermediate_size=96, moe_intermediate_size=32, num_attention_heads=4,
+           num_key_value_heads=4, kv_lora_rank=16, q_lora_rank=None, qk_rope_head_dim=8, qk_nope_head_dim=8,
+           v_head_dim=16, n_routed_experts=4, num_experts_per_tok=2, first_k_dense_replace=1, num_hidden_layers=2)
+
+
+class _VllmRope(torch.nn.Module):
+    """What vllm_rope_halves reads of vLLM's MLA layer: its attention's rotary_emb (DeepSeek's: non-neox)."""
+
+    def __init__(self, dim, neox):
+        super().__init__()
+        self.rotary_emb = torch.nn.Module()
+        self.rotary_emb.rotary_dim, self.rotary_emb.is_neox_style = dim, neox
+
+
+def _vllm_mla_cache(attn, x, cos, sin, bs=4):
+    """vLLM's MLA cache of context `x` [1, n, H] (the attention's input) as its backends write it (one row a token: the normed latent, then
+    the rotary key turned in interleaved pairs, non-neox, in the checkpoint's dim order) from transformers' attention
+    `attn`'s projections and its rotary's per-pair angles (cos/sin [1, n, P/2]), paged in blocks of `bs`."""
+    R = attn.kv_lora_rank
+    kv = attn.kv_a_proj_with_mqa(x)
+    latent, raw = attn.kv_a_layernorm(kv[..., :R]), kv[..., R:]
+    even, odd = raw[..., 0::2], raw[..., 1::2]
+    k_pe = torch.stack([even * cos - odd * sin, odd * cos + even * sin], dim=-1).flatten(-2)
+    rows = torch.cat([latent, k_pe], dim=-1)[0]  # [n, W]
+    n, blocks = rows.shape[0], -(-rows.shape[0] // bs)
+    kv_cache = torch.randn(blocks + 1, bs, rows.shape[-1])
+    kv_cache[1:].view(-1, rows.shape[-1])[:n] = rows
+    return {"inputs": {"kv_cache": kv_cache, "block_table": torch.arange(1, blocks + 1)[None]}, "sizes": {"context": n}}
+
+
+@pytest.mark.parametrize("model_type, symbol, rope_interleave", [
+    ("deepseek_v2", "DeepseekV2DecoderLayer", None),  # complex rotary: turns and keeps interleaved pairs
+    ("deepseek_v3", "DeepseekV3DecoderLayer", True),  # apply_rotary_pos_emb_interleave: turns pairs, stores halves
+])
+def test_decode_context_of_an_mla_cache_goes_into_transformers_latent_cache(model_type, symbol, rope_interleave):
+    """vLLM's MLA backends (the bundle's TRITON_MLA) cache per token [latent | rotary key]; transformers' DeepSeek
+    attentions cache the latent as keys (1, kv_lora_rank) and the rotary key as values (1, rope dim): the bundle's
+    context is split into them, the rotary key in transformers' dim order, told by its rotary (DeepSeek-V3's
+    rope_interleave stores vLLM's interleaved pairs as halves; H100: DeepseekV2/Flash decode `no reference`, the
+    context cannot be copied). The copy is transformers' own cache of the same context; a per-head K/V cache
+    (Llama's) takes no latent."""
+    fields = dict(MLA, **({"rope_interleave": rope_interleave} if rope_interleave is not None else {}))
+    config, mla, rope_cls = _tiny_layer(model_type, symbol, **fields)
+    rope, n = rope_cls(config), 6
+    x, pos = torch.randn(1, n, 64), torch.arange(n)[None]
+    ours = parity_reference.kv_cache(config, 0)
+    with torch.no_grad():
+        parity_reference.hf_forward(mla, config, x, pos, rope, ours, 0)
+        emb = parity_reference.rope_embeddings(rope, config, x, pos, 0)
+        cos, sin = (emb.real, emb.imag) if torch.is_tensor(emb) else (emb[0][..., :4], emb[1][..., :4])
+        ex = _vllm_mla_cache(mla.self_attn, mla.input_layernorm(x), cos, sin)
+    probe = lambda c, p=n: parity_reference.hf_forward(  # noqa: E731
+        mla, config, x[:, :1], torch.full((1, 1), p), rope, c, 0)
+    with torch.no_grad():
+        cache = parity_reference.context_cache(ex, torch.float32, config, 0, probe, vllm_layer=_VllmRope(8, False))
+    assert torch.allclose(cache.layers[0].keys, ours.layers[0].keys, atol=1e-6)
+    assert torch.allclose(cache.layers[0].values, ours.layers[0].values, atol=1e-6)
+    config, llama, rope_cls = _tiny_layer("llama", "LlamaDecoderLayer", **TINY["llama"])
+    probe = lambda c, p=0: parity_reference.hf_forward(  # noqa: E731
+        llama, config, x[:, :1], torch.full((1, 1), p), rope_cls(config), c, 0)
+    with pytest.raises(parity_mapping.NoReference, match="a latent of 24 per token: the context cannot be copied"):
+        parity_reference.context_cache(ex, torch.float32, config, 0, probe)
+
+
+def test_rotary_pairs_told_by_a_key_at_two_positions():
+    """The pairs a rotary turns together keep their summed squares: interleaved (2i, 2i+1), halves (i, i + d/2); a
+    key no rotary turns (Kimi's NoPE latent) tells none."""
+    k0, angle = torch.randn(1, 1, 3, 8), torch.tensor([1.0, 0.7, 0.4, 0.2])
+    even, odd = k0[..., 0::2], k0[..., 1::2]
+    turned = torch.stack([even * angle.cos() - odd * angle.sin(), odd * angle.cos() + even * angle.sin()], -1)
+    assert parity_reference.rotary_pairs(k0, turned.flatten(-2)) == "interleaved"
+    halves = parity_mapping.permute_rotary(k0.movedim(-1, 0), 8, to_vllm=True).movedim(0, -1)
+    halves_turned = parity_mapping.permute_rotary(turned.flatten(-2).movedim(-1, 0), 8, to_vllm=True).movedim(0, -1)
+    assert parity_reference.rotary_pairs(halves, halves_turned) == "halves"
+    assert parity_reference.rotary_pairs(k0, k0.clone()) is None
+
+
 def test_decode_context_of_an_attention_layer_at_an_index_the_config_gives_another_block_type():
     """Jamba's attention class built at index 0, a Mamba layer in the config, whose cache keeps no K/V there: the
     context goes into a K/V layer put at that index (H200: 'LinearAttentionLayer' object has no attribute 'update')."""

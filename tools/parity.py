@@ -446,9 +446,11 @@ def _hf_output(ex, layer, ref: dict, state: dict, dtype, top_k: int):
     rope = ref["rope_cls"](config).to("cuda") if ref["rope_cls"] is not None else None
     xin = x.view(*x.shape[:-2], B, q, x.shape[-1]).to(dtype)  # [T, H] or a stack [S, T, H] (hidden_stack)
 
-    probe = functools.partial(hf_forward, hf, config, xin[..., :1, :1, :], positions[:1, :1], rope, layer_idx=idx,
-                              extra=extra)
-    cache = context_cache(ex, dtype, config, idx, probe, ref["keys_permuted"]) if ctx else None
+    def probe(cache, position=None):  # one token through transformers' layer into `cache` (at the decode position)
+        pos = positions[:1, :1] if position is None else torch.full_like(positions[:1, :1], position)
+        return hf_forward(hf, config, xin[..., :1, :1, :], pos, rope, cache, idx, extra)
+
+    cache = context_cache(ex, dtype, config, idx, probe, ref["keys_permuted"], layer) if ctx else None
     if ctx and ex["sizes"].get("encoder_tokens"):  # a cross-attention layer's decode: the encoder's K/V cached
         cache, encoder = cross_context(ex, dtype, config, idx, cache, ref["cls"].forward)
         extra = {**extra, **encoder}
