@@ -1027,6 +1027,34 @@ def test_flattened_experts_from_vllms_fused_ones():
     assert torch.equal(control["ffn.experts.mlp.w1"], v1) and torch.equal(control["ffn.experts.mlp.v1"], w1)
 
 
+def test_experts_transformers_allocates_and_never_reads_are_nan():
+    """LongCat-Flash's transformers experts allocate gate_up_proj rows for its zero-computation experts
+    (n_routed_experts + zero_expert_num), which its forward routes to an identity; vLLM holds the routed ones alone
+    (H100: FlashDecoderLayer decode `no reference`, w13_weight (512, ...) does not fit gate_up_proj (768, ...)). The
+    extra rows are NaN: the output over experts of both kinds is finite, and is transformers' own."""
+    config = parity_reference.hf_config({"model_type": "longcat_flash", "hidden_size": 32, "expert_ffn_hidden_size": 8,
+                                         "n_routed_experts": 4, "zero_expert_num": 2, "num_experts_per_tok": 3,
+                                         "num_hidden_layers": 2, "num_attention_heads": 4})
+    from transformers.models.longcat_flash.modeling_longcat_flash import LongcatFlashMoE
+
+    torch.manual_seed(0)
+    moe = LongcatFlashMoE(config).eval()
+    for p in moe.parameters():
+        torch.nn.init.normal_(p)
+    hf = {n: p.detach().clone() for n, p in moe.named_parameters() if n.startswith("experts.")}
+    vllm = {"experts.routed_experts.w13_weight": hf["experts.gate_up_proj"][:4].clone(),
+            "experts.routed_experts.w2_weight": hf["experts.down_proj"].clone()}
+    out = parity_mapping.map_weights(vllm, {n: tuple(t.shape) for n, t in hf.items()},
+                                     layout=parity_mapping.hf_experts_layout(moe))
+    assert out["experts.gate_up_proj"].shape == (6, 16, 32) and out["experts.gate_up_proj"][4:].isnan().all()
+    x = torch.randn(1, 64, 32)
+    with torch.no_grad():
+        want = moe(x)
+        moe.experts.gate_up_proj.copy_(out["experts.gate_up_proj"])
+        got = moe(x)
+    assert (moe.router(x)[1] >= 4).any() and torch.isfinite(got).all() and torch.equal(got, want)
+
+
 def test_a_dense_mlp_against_a_moe_block_is_a_different_layer():
     """HunYuan with num_experts=1: vLLM's layer builds its dense MLP (_is_moe: num_experts > 1), transformers'
     hunyuan_v1_moe layer always a MoE block (gate, experts, shared MLP): `no reference`, naming both (H100: exit 2,

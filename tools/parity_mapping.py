@@ -595,6 +595,7 @@ def _map_experts(vname, t, expert, rules, hf_shapes, layout, out, swap, orient: 
             orient.setdefault(base, transposed)
         if leaf == "weight" and transposed:
             w = w.transpose(1, 2)
+        w = _unread_experts_padded(w, hf_shapes[fused])
         if tuple(hf_shapes[fused]) != tuple(w.shape):
             raise MappingError(f"vLLM parameter {vname} {tuple(t.shape)} does not fit transformers' "
                                f"{fused} {tuple(hf_shapes[fused])}")
@@ -610,6 +611,18 @@ def _map_experts(vname, t, expert, rules, hf_shapes, layout, out, swap, orient: 
         chunks = list(t[e].split(_split_sizes(names, hf_shapes, t.shape[1]), dim=0))
         out.update(zip(names, chunks[::-1] if swap and len(chunks) == 2 else chunks))
     return True
+
+
+def _unread_experts_padded(w, shape):
+    """vLLM's fused expert tensor `w` [E, ...] where transformers' (`shape`) holds more experts of the same size: the
+    extra ones NaN. transformers allocates rows for experts vLLM holds no weights for (LongCat-Flash's zero-computation
+    experts: gate_up_proj over n_routed_experts + zero_expert_num; its forward routes them to an identity, reading no
+    row); a layer that read them would give a non-finite output (a FAIL), never a silently wrong one."""
+    import torch
+
+    if len(shape) != w.dim() or shape[0] <= w.shape[0] or tuple(shape[1:]) != tuple(w.shape[1:]):
+        return w
+    return torch.cat([w, w.new_full((shape[0] - w.shape[0], *w.shape[1:]), float("nan"))])
 
 
 def _map_flattened(t, which: str, leaf: str, base: str, ckpt: list, hf_shapes: dict, out: dict, swap: bool) -> bool:
