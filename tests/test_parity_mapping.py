@@ -1055,6 +1055,24 @@ def test_experts_transformers_allocates_and_never_reads_are_nan():
     assert (moe.router(x)[1] >= 4).any() and torch.isfinite(got).all() and torch.equal(got, want)
 
 
+def test_parameters_made_after_loading_have_no_counterpart():
+    """vLLM's MLA attention makes W_UV and W_UK_T (kv_b_proj's halves, re-laid) in process_weights_after_loading
+    (replace_parameter of a name nothing registers): no checkpoint tensor loads them, kv_b_proj maps (H100:
+    FlashDecoderLayer decode `no reference`, W_UV has no transformers counterpart); the experts' w13_weight, which
+    create_weights registers and after-loading code replaces, is a loaded one."""
+    source = ('layer.register_parameter("w13_weight", w13_weight)\n'
+              'replace_parameter(layer, "w13_weight", w13_new, prefer_copy=True)\n'
+              'replace_parameter(self, "W_UV", W_UV.transpose(0, 1), prefer_copy=True)\n'
+              'replace_parameter(self, "W_UK_T", W_UK.permute(1, 2, 0), prefer_copy=True)\n')
+    assert parity.derived_parameters(source) == ["W_UK_T", "W_UV"]
+    kv_b = torch.randn(48, 16)
+    vllm = {"self_attn.kv_b_proj.weight": kv_b, "self_attn.mla_attn.W_UV": torch.randn(4, 16, 8),
+            "self_attn.mla_attn.W_UK_T": torch.randn(4, 4, 16)}
+    rules = dict(parity_mapping.loader_rules(), derived=parity.derived_parameters(source))
+    out = parity_mapping.map_weights(vllm, {"self_attn.kv_b_proj.weight": (48, 16)}, rules=rules)
+    assert list(out) == ["self_attn.kv_b_proj.weight"] and torch.equal(out["self_attn.kv_b_proj.weight"], kv_b)
+
+
 def test_a_dense_mlp_against_a_moe_block_is_a_different_layer():
     """HunYuan with num_experts=1: vLLM's layer builds its dense MLP (_is_moe: num_experts > 1), transformers'
     hunyuan_v1_moe layer always a MoE block (gate, experts, shared MLP): `no reference`, naming both (H100: exit 2,

@@ -116,6 +116,16 @@ def model_file_of(mod, symbol: str) -> str | None:
     return m.group(1) if m else None
 
 
+def derived_parameters(source: str) -> list[str]:
+    """The parameters a bundle's code creates only after loading (process_weights_after_loading's replace_parameter
+    of a name nothing registers: vLLM's MLA attention's W_UV and W_UK_T, copies of kv_b_proj's halves), which no
+    checkpoint tensor loads; a parameter replaced by a processed one of its own name (the experts' w13_weight,
+    registered by create_weights) is a loaded one."""
+    made = set(re.findall(r'replace_parameter\(\s*\w+,\s*"(\w+)"', source))
+    return sorted(n for n in made if not re.search(rf'register_parameter\(\s*"{n}"|\.{n}\s*=\s*(?:torch\.nn\.|nn\.)?'
+                                                    rf'Parameter\(', source))
+
+
 def defers_residual(forward_source: str) -> bool:
     """Whether a vLLM layer's forward (its source) leaves the last residual add to the next layer: it takes a
     `residual` argument and reads it before any statement of its body assigns it (Llama's `if residual is None`,
@@ -301,7 +311,8 @@ def _reference(mod, symbol: str, cfg: dict, found: tuple, layer, bundle_idx: int
     config = hf_config(cfg, model_type, per_layer)
     row["reference"] = f"transformers {model_type}.{hf_cls.__name__}"
     rules = dict(loader_rules(model_file_of(mod, symbol), model_type), w13_interleaved=w13_interleaved(layer),
-                 unapplied=modules_unapplied(layer, inspect.getsource(type(layer).forward)))
+                 unapplied=modules_unapplied(layer, inspect.getsource(type(layer).forward)),
+                 derived=derived_parameters(_source(mod)))
     if rules["unapplied"]:
         row["unapplied_modules"] = rules["unapplied"]
     vllm_state = {n: p.detach() for n, p in layer.named_parameters()}

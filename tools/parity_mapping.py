@@ -305,7 +305,8 @@ def map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool = F
     transformers parameter and its shape; `layout` its fused experts' layouts (hf_experts_layout); `transposed` its
     weights stored [in, out] (hf_transposed: GPT-2's Conv1D), mapped in vLLM's [out, in] and transposed last;
     `num_heads` the attention heads, for the fused q/k/v rows vLLM's loader regroups (rules' head_interleaved);
-    `head_dim` for the q/k rows it permutes in each head (rules' rotary_permuted).
+    `head_dim` for the q/k rows it permutes in each head (rules' rotary_permuted). A parameter vLLM derives from
+    the loaded ones after loading (rules' `derived`: MLA's W_UV and W_UK_T, from kv_b_proj) has no counterpart.
     control=True maps deliberately wrong: the gate and up halves swapped (a merged MLP's or the experts' w13);
     a layer without them gets k and v of its merged qkv swapped; one with neither, the rows of its first matrix
     rolled by one.
@@ -357,7 +358,7 @@ def _map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool, r
     square = []  # fused expert weights whose shape fits both ways: oriented as their sibling's
     joined: dict = {}  # transformers' parameters its load conversion joins from several checkpoint tensors
     for vname, t in vllm_state.items():
-        if NO_COUNTERPART.search(vname):
+        if NO_COUNTERPART.search(vname) or vname.rpartition(".")[2] in rules.get("derived", ()):
             continue
         t = _checkpoint_tensor(vname, t, rules, num_heads, head_dim)
         expert = EXPERT_TENSOR.match(vname)
