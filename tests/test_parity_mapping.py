@@ -542,6 +542,40 @@ def test_decode_context_of_an_mla_cache_goes_into_transformers_latent_cache(mode
         parity_reference.context_cache(ex, torch.float32, config, 0, probe)
 
 
+def test_decode_context_of_a_layer_of_two_mla_attentions_goes_into_both_cache_layers():
+    """LongCat-Flash's layer holds two MLA attentions, cache layers 2i and 2i+1 in transformers, one cache each in
+    vLLM's: each of the bundle's caches goes where the probe shows its attention writing, in order (the first alone
+    would leave the second attention without its context)."""
+    config, flash, rope_cls = _tiny_layer("longcat_flash", "LongcatFlashDecoderLayer", hidden_size=64,
+                                          num_attention_heads=4, kv_lora_rank=16, q_lora_rank=32, qk_rope_head_dim=8,
+                                          qk_nope_head_dim=8, v_head_dim=16, n_routed_experts=4, zero_expert_num=2,
+                                          num_experts_per_tok=2, expert_ffn_hidden_size=16, ffn_hidden_size=32,
+                                          num_layers=2, head_dim=8)
+    rope, n, bs = rope_cls(config), 6, 4
+    x, pos = torch.randn(1, n, 64), torch.arange(n)[None]
+    ours = parity_reference.kv_cache(config, 0)
+    with torch.no_grad():
+        parity_reference.hf_forward(flash, config, x, pos, rope, ours, 0)
+    vllm = _VllmRope(8, False)
+    vllm.attn = torch.nn.ModuleList()
+    for i in (0, 1):  # vLLM's rows: the latent, the rotary key in interleaved pairs (transformers' halves undone)
+        rot = parity_mapping.permute_rotary(ours.layers[i].values[0, 0].movedim(-1, 0), 8, to_vllm=False).movedim(0, -1)
+        rows = torch.cat([ours.layers[i].keys[0, 0], rot], dim=-1)
+        attn = torch.nn.Module()
+        attn.impl, attn.kv_cache = object(), torch.randn(3, bs, 24)
+        attn.kv_cache[1:].view(-1, 24)[:n] = rows
+        vllm.attn.append(attn)
+    ex = {"inputs": {"kv_cache": vllm.attn[0].kv_cache, "block_table": torch.arange(1, 3)[None]},
+          "sizes": {"context": n}}
+    probe = lambda c, p=n: parity_reference.hf_forward(  # noqa: E731
+        flash, config, x[:, :1], torch.full((1, 1), p), rope, c, 0)
+    with torch.no_grad():
+        cache = parity_reference.context_cache(ex, torch.float32, config, 0, probe, vllm_layer=vllm)
+    for i in (0, 1):
+        assert torch.equal(cache.layers[i].keys, ours.layers[i].keys)
+        assert torch.equal(cache.layers[i].values, ours.layers[i].values)
+
+
 def test_rotary_pairs_told_by_a_key_at_two_positions():
     """The pairs a rotary turns together keep their summed squares: interleaved (2i, 2i+1), halves (i, i + d/2); a
     key no rotary turns (Kimi's NoPE latent) tells none."""

@@ -478,29 +478,47 @@ def latent_context(kv, block_table, n: int, dtype, config, layer_idx: int, probe
     layer caches that latent too (`probe`: keys (1, kv_lora_rank) and values (1, rope dim), DeepSeek-V2's and the
     models copied from it): each row split at kv_lora_rank. The rotary key goes in the dim order transformers' rotary
     leaves it in (rotary_pairs: its own key turned at two positions), from vLLM's (vllm_rope_halves of `vllm_layer`,
-    the bundle's layer): DeepSeek-V3's
-    rope_interleave turns interleaved pairs and stores them as halves, vLLM's non-neox rotary keeps them interleaved.
-    NoReference where transformers' layer caches anything else."""
+    the bundle's layer): DeepSeek-V3's rope_interleave turns interleaved pairs and stores them as halves, vLLM's
+    non-neox rotary keeps them interleaved. A layer of several attentions (LongCat-Flash's two, cache layers 2i and
+    2i+1 in transformers) has each of the bundle's caches (attention_caches) copied into the cache layer the probe
+    shows its attention writing, in order. NoReference where transformers' layer caches anything else."""
     W = kv.shape[-1]
     probed = kv_cache(config, layer_idx)
     probe(probed)
-    keys, values = probed.layers[layer_idx].keys, probed.layers[layer_idx].values
+    written = [i for i, c in enumerate(probed.layers) if getattr(c, "keys", None) is not None and c.keys.numel()]
+    keys, values = probed.layers[written[0]].keys, probed.layers[written[0]].values
     R, P = keys.shape[-1], values.shape[-1]
     if (keys.shape[1], values.shape[1], R + P) != (1, 1, W):
         raise NoReference(f"transformers' layer caches keys {tuple(keys.shape[1::2])} and values "
                           f"{tuple(values.shape[1::2])} per (head, dim), the bundle's MLA cache a latent of {W} per "
                           "token: the context cannot be copied")
+    caches = attention_caches(vllm_layer, kv)
+    if len(caches) != len(written):
+        raise NoReference(f"transformers' layer writes {len(written)} cache layers, the bundle's layer holds "
+                          f"{len(caches)} attention caches: the context cannot be copied")
     at_zero = kv_cache(config, layer_idx)
     probe(at_zero, 0)
-    rows = _paged(kv.unsqueeze(1), block_table, n, dtype)  # [B, 1, n, W]
-    rope = rows[..., R:]
-    theirs = rotary_pairs(at_zero.layers[layer_idx].values, values)
+    theirs = rotary_pairs(at_zero.layers[written[0]].values, values)
     rope_halves = vllm_rope_halves(vllm_layer, P) if vllm_layer is not None else None
-    if theirs is not None and rope_halves is not None and (theirs == "halves") != rope_halves:
-        rope = permute_rotary(rope.movedim(-1, 0), P, to_vllm=theirs == "halves").movedim(0, -1)
     cache = kv_cache(config, layer_idx)
-    cache.update(rows[..., :R].contiguous(), rope.contiguous(), layer_idx)
+    for i, each in zip(written, caches):
+        rows = _paged(each.unsqueeze(1), block_table, n, dtype)  # [B, 1, n, W]
+        rope = rows[..., R:]
+        if theirs is not None and rope_halves is not None and (theirs == "halves") != rope_halves:
+            rope = permute_rotary(rope.movedim(-1, 0), P, to_vllm=theirs == "halves").movedim(0, -1)
+        cache.update(rows[..., :R].contiguous(), rope.contiguous(), i)
     return cache
+
+
+def attention_caches(vllm_layer, kv) -> list:
+    """The bundle's self-attention caches of `vllm_layer`, in its modules' order (its attentions: `impl` and a
+    `kv_cache` tensor; not a cross-attention's), `kv` (the example's, the first) alone where none is found."""
+    import torch
+
+    found = [m.kv_cache for m in (vllm_layer.modules() if vllm_layer is not None else ())
+             if hasattr(m, "impl") and isinstance(getattr(m, "kv_cache", None), torch.Tensor)
+             and getattr(m, "attn_type", "decoder") != "encoder_decoder"]
+    return found if found and found[0] is kv else [kv]
 
 
 def rotary_pairs(k0, k1) -> str | None:
