@@ -1107,6 +1107,32 @@ def test_parameters_made_after_loading_have_no_counterpart():
     assert list(out) == ["self_attn.kv_b_proj.weight"] and torch.equal(out["self_attn.kv_b_proj.weight"], kv_b)
 
 
+def test_weights_load_weights_scales_after_loading_are_divided_back():
+    """LongCat-Flash's load_weights multiplies its MLA norms by sqrt(hidden / rank) under mla_scale_*_lora (read from
+    the source: rules' `scaled`); transformers' layer multiplies by that itself, so it gets vLLM's weight divided back
+    (H100 would give FlashDecoderLayer's decode a FAIL: the scale applied twice); a flag the config turns off scales
+    nothing."""
+    import ast
+
+    import gen_loader_rules
+
+    source = ("def load_weights(self, weights):\n"
+              "    if self.config.mla_scale_kv_lora and not getattr(a, '_done', False):\n"
+              "        self_attn.kv_a_layernorm.weight.data *= (self.config.hidden_size / self.config.kv_lora_rank) ** 0.5\n"
+              "    if self.config.mla_scale_q_lora:\n"
+              "        self_attn.q_a_layernorm.weight.data *= self.scale\n")
+    scaled = gen_loader_rules.scaled_params(ast.parse(source).body[0])
+    assert scaled == {"kv_a_layernorm": {"when": "mla_scale_kv_lora", "factor": "(hidden_size / kv_lora_rank) ** 0.5"}}
+    cfg = {"hidden_size": 64, "kv_lora_rank": 16, "mla_scale_kv_lora": True}
+    rules = dict(parity_mapping.loader_rules(), loaded_scale=parity_mapping.loaded_scales(scaled, cfg))
+    w = torch.rand(16) + 0.5
+    out = parity_mapping.map_weights({"self_attn.0.kv_a_layernorm.weight": w}, {"self_attn.0.kv_a_layernorm.weight": (16,)},
+                                     rules=rules)
+    assert torch.allclose(out["self_attn.0.kv_a_layernorm.weight"], w / 2)
+    assert parity_mapping.loaded_scales(scaled, dict(cfg, mla_scale_kv_lora=False)) == {}
+    assert parity_mapping.loader_rules("longcat_flash.py")["scaled"]["q_a_layernorm"]["when"] == "mla_scale_q_lora"
+
+
 def test_a_dense_mlp_against_a_moe_block_is_a_different_layer():
     """HunYuan with num_experts=1: vLLM's layer builds its dense MLP (_is_moe: num_experts > 1), transformers'
     hunyuan_v1_moe layer always a MoE block (gate, experts, shared MLP): `no reference`, naming both (H100: exit 2,

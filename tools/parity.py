@@ -42,7 +42,8 @@ import time
 import traceback
 from pathlib import Path
 
-from parity_mapping import MappingError, NoReference, into_loaded_image, loader_rules, map_weights, w13_interleaved
+from parity_mapping import (MappingError, NoReference, into_loaded_image, loaded_scales, loader_rules, map_weights,
+                            w13_interleaved)
 from parity_reference import (bidirectional, context_cache, cross_context, extra_inputs, hf_classes, hf_config,
                               hf_forward, hf_layer, mapping_args, per_layer_assumed, raise_if_norm_groups_differ,
                               raise_if_part_of_layer, read_config, reference_class, rope_built, states_both_ways)
@@ -313,6 +314,7 @@ def _reference(mod, symbol: str, cfg: dict, found: tuple, layer, bundle_idx: int
     rules = dict(loader_rules(model_file_of(mod, symbol), model_type), w13_interleaved=w13_interleaved(layer),
                  unapplied=modules_unapplied(layer, inspect.getsource(type(layer).forward)),
                  derived=derived_parameters(_source(mod)))
+    rules["loaded_scale"] = loaded_scales(rules["scaled"], cfg)
     if rules["unapplied"]:
         row["unapplied_modules"] = rules["unapplied"]
     vllm_state = {n: p.detach() for n, p in layer.named_parameters()}

@@ -62,7 +62,9 @@ def loader_rules(model_file: str | None = None, model_type: str | None = None) -
     whose checkpoint rows [heads, 3, head_dim] the loader regroups to [3, heads, head_dim]), `rotary_permuted`
     (checkpoint modules whose weight rows the loader permutes in each head for a neox-style rotary: Llama 4's q_proj,
     k_proj) and `transformed` (parameter name -> the function of the checkpoint tensor vLLM's weight loader stores:
-    neg_exp, the Mamba mixers' A = -exp(A_log)); the caller adds `w13_interleaved` (w13_interleaved(layer): vLLM's
+    neg_exp, the Mamba mixers' A = -exp(A_log)), `scaled` (module -> {when: config flag, factor: expression of config
+    fields} its load_weights multiplies the weight by: LongCat-Flash's MLA norms; loaded_scales gives the factors a
+    config turns on, the caller's `loaded_scale`); the caller adds `w13_interleaved` (w13_interleaved(layer): vLLM's
     expert tensors whose rows hold gate and up interleaved) and `unapplied` (vLLM's modules of the layer its forward
     never applies: parity.modules_unapplied)."""
     table = json.loads(LOADER_RULES.read_text())
@@ -71,7 +73,7 @@ def loader_rules(model_file: str | None = None, model_type: str | None = None) -
              "experts": dict(own.get("experts") or table["default"]["experts"]), "renames": [], "fused": {},
              "converted": [],
              "mapper": own.get("mapper", []), "head_interleaved": own.get("head_interleaved", []),
-             "rotary_permuted": own.get("rotary_permuted", []),
+             "rotary_permuted": own.get("rotary_permuted", []), "scaled": own.get("scaled", {}),
              "transformed": {k: v["op"] for k, v in table.get("transformed", {}).items()}}
     if model_type:
         from transformers.conversion_mapping import get_checkpoint_conversion_mapping
@@ -249,10 +251,20 @@ def into_loaded_image(vllm_state: dict, rules: dict) -> list[str]:
     return written
 
 
+def loaded_scales(scaled: dict, cfg: dict) -> dict:
+    """{module: factor} of rules' `scaled` whose flag the config (`cfg`, its fields) turns on, the factor's expression
+    evaluated over the config's fields."""
+    return {m: float(eval(s["factor"], {"__builtins__": {}}, dict(cfg))) for m, s in scaled.items() if cfg.get(s["when"])}
+
+
 def untransformed(vname: str, t, rules: dict):
     """The checkpoint tensor of vLLM parameter `vname`, where vLLM's loader stored a function of it (rules'
-    `transformed`, by the parameter's own name)."""
+    `transformed`, by the parameter's own name; `loaded_scale`, module -> factor, by its module's name: the weight
+    divided by it)."""
     op = rules.get("transformed", {}).get(vname.rpartition(".")[2])
+    module, _, leaf = vname.rpartition(".")
+    scale = rules.get("loaded_scale", {}).get(module.rpartition(".")[2]) if leaf == "weight" else None
+    t = t / scale if scale else t
     return UNDO_LOADED[op](t) if op else t
 
 
