@@ -515,9 +515,9 @@ def attention_caches(vllm_layer, kv) -> list:
     `kv_cache` tensor; not a cross-attention's), `kv` (the example's, the first) alone where none is found."""
     import torch
 
-    found = [m.kv_cache for m in (vllm_layer.modules() if vllm_layer is not None else ())
-             if hasattr(m, "impl") and isinstance(getattr(m, "kv_cache", None), torch.Tensor)
-             and getattr(m, "attn_type", "decoder") != "encoder_decoder"]
+    found = list({id(m.kv_cache): m.kv_cache for m in (vllm_layer.modules() if vllm_layer is not None else ())
+                  if hasattr(m, "impl") and isinstance(getattr(m, "kv_cache", None), torch.Tensor)
+                  and getattr(m, "attn_type", "decoder") != "encoder_decoder"}.values())
     return found if found and found[0] is kv else [kv]
 
 
