@@ -478,6 +478,117 @@ def test_decode_context_copied_only_where_transformers_caches_per_head_kv():
         parity_reference.context_cache(_paged_example(4, 16), torch.float32, config, 0, probe)
 
 
+MLA = dict(hidden_size=64, intermediate_size=96, moe_intermediate_size=32, num_attention_heads=4,
+           num_key_value_heads=4, kv_lora_rank=16, q_lora_rank=None, qk_rope_head_dim=8, qk_nope_head_dim=8,
+           v_head_dim=16, n_routed_experts=4, num_experts_per_tok=2, first_k_dense_replace=1, num_hidden_layers=2)
+
+
+class _VllmRope(torch.nn.Module):
+    """What vllm_rope_halves reads of vLLM's MLA layer: its attention's rotary_emb (DeepSeek's: non-neox)."""
+
+    def __init__(self, dim, neox):
+        super().__init__()
+        self.rotary_emb = torch.nn.Module()
+        self.rotary_emb.rotary_dim, self.rotary_emb.is_neox_style = dim, neox
+
+
+def _vllm_mla_cache(attn, x, cos, sin, bs=4):
+    """vLLM's MLA cache of context `x` [1, n, H] (the attention's input) as its backends write it (one row a token: the normed latent, then
+    the rotary key turned in interleaved pairs, non-neox, in the checkpoint's dim order) from transformers' attention
+    `attn`'s projections and its rotary's per-pair angles (cos/sin [1, n, P/2]), paged in blocks of `bs`."""
+    R = attn.kv_lora_rank
+    kv = attn.kv_a_proj_with_mqa(x)
+    latent, raw = attn.kv_a_layernorm(kv[..., :R]), kv[..., R:]
+    even, odd = raw[..., 0::2], raw[..., 1::2]
+    k_pe = torch.stack([even * cos - odd * sin, odd * cos + even * sin], dim=-1).flatten(-2)
+    rows = torch.cat([latent, k_pe], dim=-1)[0]  # [n, W]
+    n, blocks = rows.shape[0], -(-rows.shape[0] // bs)
+    kv_cache = torch.randn(blocks + 1, bs, rows.shape[-1])
+    kv_cache[1:].view(-1, rows.shape[-1])[:n] = rows
+    return {"inputs": {"kv_cache": kv_cache, "block_table": torch.arange(1, blocks + 1)[None]}, "sizes": {"context": n}}
+
+
+@pytest.mark.parametrize("model_type, symbol, rope_interleave", [
+    ("deepseek_v2", "DeepseekV2DecoderLayer", None),  # complex rotary: turns and keeps interleaved pairs
+    ("deepseek_v3", "DeepseekV3DecoderLayer", True),  # apply_rotary_pos_emb_interleave: turns pairs, stores halves
+])
+def test_decode_context_of_an_mla_cache_goes_into_transformers_latent_cache(model_type, symbol, rope_interleave):
+    """vLLM's MLA backends (the bundle's TRITON_MLA) cache per token [latent | rotary key]; transformers' DeepSeek
+    attentions cache the latent as keys (1, kv_lora_rank) and the rotary key as values (1, rope dim): the bundle's
+    context is split into them, the rotary key in transformers' dim order, told by its rotary (DeepSeek-V3's
+    rope_interleave stores vLLM's interleaved pairs as halves; H100: DeepseekV2/Flash decode `no reference`, the
+    context cannot be copied). The copy is transformers' own cache of the same context; a per-head K/V cache
+    (Llama's) takes no latent."""
+    fields = dict(MLA, **({"rope_interleave": rope_interleave} if rope_interleave is not None else {}))
+    config, mla, rope_cls = _tiny_layer(model_type, symbol, **fields)
+    rope, n = rope_cls(config), 6
+    x, pos = torch.randn(1, n, 64), torch.arange(n)[None]
+    ours = parity_reference.kv_cache(config, 0)
+    with torch.no_grad():
+        parity_reference.hf_forward(mla, config, x, pos, rope, ours, 0)
+        emb = parity_reference.rope_embeddings(rope, config, x, pos, 0)
+        cos, sin = (emb.real, emb.imag) if torch.is_tensor(emb) else (emb[0][..., :4], emb[1][..., :4])
+        ex = _vllm_mla_cache(mla.self_attn, mla.input_layernorm(x), cos, sin)
+    probe = lambda c, p=n: parity_reference.hf_forward(  # noqa: E731
+        mla, config, x[:, :1], torch.full((1, 1), p), rope, c, 0)
+    with torch.no_grad():
+        cache = parity_reference.context_cache(ex, torch.float32, config, 0, probe, vllm_layer=_VllmRope(8, False))
+    assert torch.allclose(cache.layers[0].keys, ours.layers[0].keys, atol=1e-6)
+    assert torch.allclose(cache.layers[0].values, ours.layers[0].values, atol=1e-6)
+    config, llama, rope_cls = _tiny_layer("llama", "LlamaDecoderLayer", **TINY["llama"])
+    probe = lambda c, p=0: parity_reference.hf_forward(  # noqa: E731
+        llama, config, x[:, :1], torch.full((1, 1), p), rope_cls(config), c, 0)
+    with pytest.raises(parity_mapping.NoReference, match="a latent of 24 per token: the context cannot be copied"):
+        parity_reference.context_cache(ex, torch.float32, config, 0, probe)
+
+
+def test_decode_context_of_a_layer_of_two_mla_attentions_goes_into_both_cache_layers():
+    """LongCat-Flash's layer holds two MLA attentions, cache layers 2i and 2i+1 in transformers, one cache each in
+    vLLM's: each of the bundle's caches goes where the probe shows its attention writing, in order (the first alone
+    would leave the second attention without its context)."""
+    config, flash, rope_cls = _tiny_layer("longcat_flash", "LongcatFlashDecoderLayer", hidden_size=64,
+                                          num_attention_heads=4, kv_lora_rank=16, q_lora_rank=32, qk_rope_head_dim=8,
+                                          qk_nope_head_dim=8, v_head_dim=16, n_routed_experts=4, zero_expert_num=2,
+                                          num_experts_per_tok=2, expert_ffn_hidden_size=16, ffn_hidden_size=32,
+                                          num_layers=2, head_dim=8)
+    rope, n, bs = rope_cls(config), 6, 4
+    x, pos = torch.randn(1, n, 64), torch.arange(n)[None]
+    ours = parity_reference.kv_cache(config, 0)
+    with torch.no_grad():
+        parity_reference.hf_forward(flash, config, x, pos, rope, ours, 0)
+    vllm = _VllmRope(8, False)
+    vllm.attn = torch.nn.ModuleList()
+    for i in (0, 1):  # vLLM's rows: the latent, the rotary key in interleaved pairs (transformers' halves undone)
+        rot = parity_mapping.permute_rotary(ours.layers[i].values[0, 0].movedim(-1, 0), 8, to_vllm=False).movedim(0, -1)
+        rows = torch.cat([ours.layers[i].keys[0, 0], rot], dim=-1)
+        attn = torch.nn.Module()
+        attn.impl, attn.kv_cache = object(), torch.randn(3, bs, 24)
+        attn.kv_cache[1:].view(-1, 24)[:n] = rows
+        vllm.attn.append(attn)
+    ex = {"inputs": {"kv_cache": vllm.attn[0].kv_cache, "block_table": torch.arange(1, 3)[None]},
+          "sizes": {"context": n}}
+    probe = lambda c, p=n: parity_reference.hf_forward(  # noqa: E731
+        flash, config, x[:, :1], torch.full((1, 1), p), rope, c, 0)
+    with torch.no_grad():
+        cache = parity_reference.context_cache(ex, torch.float32, config, 0, probe, vllm_layer=vllm)
+    for i in (0, 1):
+        assert torch.equal(cache.layers[i].keys, ours.layers[i].keys)
+        assert torch.equal(cache.layers[i].values, ours.layers[i].values)
+
+
+def test_rotary_pairs_told_by_a_key_at_two_positions():
+    """The pairs a rotary turns together keep their summed squares: interleaved (2i, 2i+1), halves (i, i + d/2); a
+    key no rotary turns (Kimi's NoPE latent) tells none."""
+    k0, angle = torch.randn(1, 1, 3, 8), torch.tensor([1.0, 0.7, 0.4, 0.2])
+    even, odd = k0[..., 0::2], k0[..., 1::2]
+    turned = torch.stack([even * angle.cos() - odd * angle.sin(), odd * angle.cos() + even * angle.sin()], -1)
+    assert parity_reference.rotary_pairs(k0, turned.flatten(-2)) == "interleaved"
+    halves = parity_mapping.permute_rotary(k0.movedim(-1, 0), 8, to_vllm=True).movedim(0, -1)
+    halves_turned = parity_mapping.permute_rotary(turned.flatten(-2).movedim(-1, 0), 8, to_vllm=True).movedim(0, -1)
+    assert parity_reference.rotary_pairs(halves, halves_turned) == "halves"
+    assert parity_reference.rotary_pairs(k0, k0.clone()) is None
+
+
 def test_decode_context_of_an_attention_layer_at_an_index_the_config_gives_another_block_type():
     """Jamba's attention class built at index 0, a Mamba layer in the config, whose cache keeps no K/V there: the
     context goes into a K/V layer put at that index (H200: 'LinearAttentionLayer' object has no attribute 'update')."""
@@ -948,6 +1059,78 @@ def test_flattened_experts_from_vllms_fused_ones():
     assert all(torch.equal(out[n], t) for n, t in hf.items())
     control = parity_mapping.map_weights(vllm, shapes, rules=rules, control=True)
     assert torch.equal(control["ffn.experts.mlp.w1"], v1) and torch.equal(control["ffn.experts.mlp.v1"], w1)
+
+
+def test_experts_transformers_allocates_and_never_reads_are_nan():
+    """LongCat-Flash's transformers experts allocate gate_up_proj rows for its zero-computation experts
+    (n_routed_experts + zero_expert_num), which its forward routes to an identity; vLLM holds the routed ones alone
+    (H100: FlashDecoderLayer decode `no reference`, w13_weight (512, ...) does not fit gate_up_proj (768, ...)). The
+    extra rows are NaN: the output over experts of both kinds is finite, and is transformers' own."""
+    config = parity_reference.hf_config({"model_type": "longcat_flash", "hidden_size": 32, "expert_ffn_hidden_size": 8,
+                                         "n_routed_experts": 4, "zero_expert_num": 2, "num_experts_per_tok": 3,
+                                         "num_hidden_layers": 2, "num_attention_heads": 4})
+    from transformers.models.longcat_flash.modeling_longcat_flash import LongcatFlashMoE
+
+    torch.manual_seed(0)
+    moe = LongcatFlashMoE(config).eval()
+    for p in moe.parameters():
+        torch.nn.init.normal_(p)
+    hf = {n: p.detach().clone() for n, p in moe.named_parameters() if n.startswith("experts.")}
+    vllm = {"experts.routed_experts.w13_weight": hf["experts.gate_up_proj"][:4].clone(),
+            "experts.routed_experts.w2_weight": hf["experts.down_proj"].clone()}
+    out = parity_mapping.map_weights(vllm, {n: tuple(t.shape) for n, t in hf.items()},
+                                     layout=parity_mapping.hf_experts_layout(moe))
+    assert out["experts.gate_up_proj"].shape == (6, 16, 32) and out["experts.gate_up_proj"][4:].isnan().all()
+    x = torch.randn(1, 64, 32)
+    with torch.no_grad():
+        want = moe(x)
+        moe.experts.gate_up_proj.copy_(out["experts.gate_up_proj"])
+        got = moe(x)
+    assert (moe.router(x)[1] >= 4).any() and torch.isfinite(got).all() and torch.equal(got, want)
+
+
+def test_parameters_made_after_loading_have_no_counterpart():
+    """vLLM's MLA attention makes W_UV and W_UK_T (kv_b_proj's halves, re-laid) in process_weights_after_loading
+    (replace_parameter of a name nothing registers): no checkpoint tensor loads them, kv_b_proj maps (H100:
+    FlashDecoderLayer decode `no reference`, W_UV has no transformers counterpart); the experts' w13_weight, which
+    create_weights registers and after-loading code replaces, is a loaded one."""
+    source = ('layer.register_parameter("w13_weight", w13_weight)\n'
+              'replace_parameter(layer, "w13_weight", w13_new, prefer_copy=True)\n'
+              'replace_parameter(self, "W_UV", W_UV.transpose(0, 1), prefer_copy=True)\n'
+              'replace_parameter(self, "W_UK_T", W_UK.permute(1, 2, 0), prefer_copy=True)\n')
+    assert parity.derived_parameters(source) == ["W_UK_T", "W_UV"]
+    kv_b = torch.randn(48, 16)
+    vllm = {"self_attn.kv_b_proj.weight": kv_b, "self_attn.mla_attn.W_UV": torch.randn(4, 16, 8),
+            "self_attn.mla_attn.W_UK_T": torch.randn(4, 4, 16)}
+    rules = dict(parity_mapping.loader_rules(), derived=parity.derived_parameters(source))
+    out = parity_mapping.map_weights(vllm, {"self_attn.kv_b_proj.weight": (48, 16)}, rules=rules)
+    assert list(out) == ["self_attn.kv_b_proj.weight"] and torch.equal(out["self_attn.kv_b_proj.weight"], kv_b)
+
+
+def test_weights_load_weights_scales_after_loading_are_divided_back():
+    """LongCat-Flash's load_weights multiplies its MLA norms by sqrt(hidden / rank) under mla_scale_*_lora (read from
+    the source: rules' `scaled`); transformers' layer multiplies by that itself, so it gets vLLM's weight divided back
+    (H100 would give FlashDecoderLayer's decode a FAIL: the scale applied twice); a flag the config turns off scales
+    nothing."""
+    import ast
+
+    import gen_loader_rules
+
+    source = ("def load_weights(self, weights):\n"
+              "    if self.config.mla_scale_kv_lora and not getattr(a, '_done', False):\n"
+              "        self_attn.kv_a_layernorm.weight.data *= (self.config.hidden_size / self.config.kv_lora_rank) ** 0.5\n"
+              "    if self.config.mla_scale_q_lora:\n"
+              "        self_attn.q_a_layernorm.weight.data *= self.scale\n")
+    scaled = gen_loader_rules.scaled_params(ast.parse(source).body[0])
+    assert scaled == {"kv_a_layernorm": {"when": "mla_scale_kv_lora", "factor": "(hidden_size / kv_lora_rank) ** 0.5"}}
+    cfg = {"hidden_size": 64, "kv_lora_rank": 16, "mla_scale_kv_lora": True}
+    rules = dict(parity_mapping.loader_rules(), loaded_scale=parity_mapping.loaded_scales(scaled, cfg))
+    w = torch.rand(16) + 0.5
+    out = parity_mapping.map_weights({"self_attn.0.kv_a_layernorm.weight": w}, {"self_attn.0.kv_a_layernorm.weight": (16,)},
+                                     rules=rules)
+    assert torch.allclose(out["self_attn.0.kv_a_layernorm.weight"], w / 2)
+    assert parity_mapping.loaded_scales(scaled, dict(cfg, mla_scale_kv_lora=False)) == {}
+    assert parity_mapping.loader_rules("longcat_flash.py")["scaled"]["q_a_layernorm"]["when"] == "mla_scale_q_lora"
 
 
 def test_a_dense_mlp_against_a_moe_block_is_a_different_layer():

@@ -35,6 +35,9 @@ source is absent, so they are committed. For each `vllm/model_executor/models/<f
 `default` holds, for each merged name, the mapping most files give it, and FusedMoE's default expert names: the
 rules of a file that states none. Each version's file is read; where versions disagree the later one wins (its
 `mapper` keeps the earlier's renames too) and the conflict is listed in `conflicts`.
+- `scaled`: the modules whose weight `load_weights` multiplies in place after loading, under a config flag, by an
+  expression of config fields (LongCat-Flash's `if self.config.mla_scale_kv_lora ...: self_attn.kv_a_layernorm.weight
+  .data *= (self.config.hidden_size / self.config.kv_lora_rank) ** 0.5`): {module: {"when": flag, "factor": text}}.
 `transformed`: parameters vLLM's layers store as a function of the checkpoint's, by the weight loader they set
 (`set_weight_attrs(self.A, {"weight_loader": loader})` where the loader, a def or an assignment in the same function,
 applies `-torch.exp(...)`: the Mamba mixers' A = -exp(A_log)), read from vllm/model_executor/layers and models:
@@ -149,6 +152,45 @@ def transformed_params(source: str) -> dict:
     return out
 
 
+def _config_fields(node) -> str | None:
+    """`node`, an expression of `self.config.<field>` reads, constants and arithmetic, as text over the fields alone
+    (`(hidden_size / q_lora_rank) ** 0.5`); None for anything else."""
+    text = ast.unparse(node)
+    if "self" in text.replace("self.config.", ""):
+        return None
+    text = text.replace("self.config.", "")
+    ok = all(isinstance(n, (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Constant, ast.Name, ast.operator, ast.unaryop,
+                            ast.Load)) for n in ast.walk(ast.parse(text, mode="eval")))
+    return text if ok else None
+
+
+def _config_read(node) -> bool:
+    """Whether `node` is `self.config.<field>`."""
+    return (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and node.value.attr == "config"
+            and isinstance(node.value.value, ast.Name) and node.value.value.id == "self")
+
+
+def scaled_params(fn: ast.FunctionDef) -> dict:
+    """{vLLM module: {"when": config flag, "factor": expression of config fields}} for the weights a `load_weights`
+    scales in place after loading under a config flag (`if self.config.mla_scale_q_lora ...:
+    self_attn.q_a_layernorm.weight.data *= (self.config.hidden_size / self.config.q_lora_rank) ** 0.5`:
+    LongCat-Flash's): vLLM's parameter holds the checkpoint's times the factor."""
+    out = {}
+    for node in ast.walk(fn):
+        if not isinstance(node, ast.If):
+            continue
+        flags = [n.attr for n in ast.walk(node.test) if _config_read(n)]
+        for stmt in node.body:
+            t = getattr(stmt, "target", None)
+            if (isinstance(stmt, ast.AugAssign) and isinstance(stmt.op, ast.Mult) and len(flags) == 1
+                    and isinstance(t, ast.Attribute) and t.attr == "data" and isinstance(t.value, ast.Attribute)
+                    and t.value.attr == "weight" and isinstance(t.value.value, ast.Attribute)):
+                factor = _config_fields(stmt.value)
+                if factor:
+                    out[t.value.value.attr] = {"when": flags[0], "factor": factor}
+    return out
+
+
 def _deletions_in_place(fn: ast.FunctionDef) -> list[list[str]]:
     """["substr", place, place without old] for each `n.replace(old, "")` under `if "<place>" in n:` where place
     holds old and more: a deletion alone names no place to undo it at (any text would do), the test names it."""
@@ -175,9 +217,11 @@ def file_rules(source: str) -> dict:
     mapper: list = []
     interleaved: list = []
     borrowed = None
+    scaled: dict = {}
     tree = ast.parse(source)
     for fn in ast.walk(tree):
         if isinstance(fn, ast.FunctionDef) and fn.name == "load_weights":
+            scaled.update(scaled_params(fn))
             for call in ast.walk(fn):
                 if (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr == "replace"
                         and isinstance(call.func.value, ast.Name) and len(call.args) == 2):
@@ -247,6 +291,8 @@ def file_rules(source: str) -> dict:
         out["head_interleaved"] = interleaved
     if permuted:
         out["rotary_permuted"] = permuted
+    if scaled:
+        out["scaled"] = scaled
     return out
 
 
@@ -290,6 +336,9 @@ def main(argv=None) -> int:
                 kept = [r for r in old.get("mapper", []) if r not in rules.get("mapper", [])]
                 if kept:
                     rules["mapper"] = rules.get("mapper", []) + kept
+                # a scaling the later file folds otherwise (0.33's longcat_flash.py: in a weight loader) is kept
+                if old.get("scaled"):
+                    rules["scaled"] = {**old["scaled"], **rules.get("scaled", {})}
             files[f.name] = rules
     for rules in files.values():
         lent = files.get(defined_in.get(rules.get("mapper_from")), {}).get("mapper", [])

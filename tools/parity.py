@@ -42,7 +42,8 @@ import time
 import traceback
 from pathlib import Path
 
-from parity_mapping import MappingError, NoReference, into_loaded_image, loader_rules, map_weights, w13_interleaved
+from parity_mapping import (MappingError, NoReference, into_loaded_image, loaded_scales, loader_rules, map_weights,
+                            w13_interleaved)
 from parity_reference import (bidirectional, context_cache, cross_context, extra_inputs, hf_classes, hf_config,
                               hf_forward, hf_layer, mapping_args, per_layer_assumed, raise_if_norm_groups_differ,
                               raise_if_part_of_layer, read_config, reference_class, rope_built, states_both_ways)
@@ -114,6 +115,16 @@ def model_file_of(mod, symbol: str) -> str | None:
     m = re.search(rf"^# --- Inlined from vllm/model_executor/models/(\w+\.py):\S* .*\n(?:(?!# --- )[#@].*\n)*class {symbol}\b",
                   _source(mod), re.M)
     return m.group(1) if m else None
+
+
+def derived_parameters(source: str) -> list[str]:
+    """The parameters a bundle's code creates only after loading (process_weights_after_loading's replace_parameter
+    of a name nothing registers: vLLM's MLA attention's W_UV and W_UK_T, copies of kv_b_proj's halves), which no
+    checkpoint tensor loads; a parameter replaced by a processed one of its own name (the experts' w13_weight,
+    registered by create_weights) is a loaded one."""
+    made = set(re.findall(r'replace_parameter\(\s*\w+,\s*"(\w+)"', source))
+    return sorted(n for n in made if not re.search(rf'register_parameter\(\s*"{n}"|\.{n}\s*=\s*(?:torch\.nn\.|nn\.)?'
+                                                    rf'Parameter\(', source))
 
 
 def defers_residual(forward_source: str) -> bool:
@@ -301,7 +312,9 @@ def _reference(mod, symbol: str, cfg: dict, found: tuple, layer, bundle_idx: int
     config = hf_config(cfg, model_type, per_layer)
     row["reference"] = f"transformers {model_type}.{hf_cls.__name__}"
     rules = dict(loader_rules(model_file_of(mod, symbol), model_type), w13_interleaved=w13_interleaved(layer),
-                 unapplied=modules_unapplied(layer, inspect.getsource(type(layer).forward)))
+                 unapplied=modules_unapplied(layer, inspect.getsource(type(layer).forward)),
+                 derived=derived_parameters(_source(mod)))
+    rules["loaded_scale"] = loaded_scales(rules["scaled"], cfg)
     if rules["unapplied"]:
         row["unapplied_modules"] = rules["unapplied"]
     vllm_state = {n: p.detach() for n, p in layer.named_parameters()}
@@ -446,9 +459,11 @@ def _hf_output(ex, layer, ref: dict, state: dict, dtype, top_k: int):
     rope = ref["rope_cls"](config).to("cuda") if ref["rope_cls"] is not None else None
     xin = x.view(*x.shape[:-2], B, q, x.shape[-1]).to(dtype)  # [T, H] or a stack [S, T, H] (hidden_stack)
 
-    probe = functools.partial(hf_forward, hf, config, xin[..., :1, :1, :], positions[:1, :1], rope, layer_idx=idx,
-                              extra=extra)
-    cache = context_cache(ex, dtype, config, idx, probe, ref["keys_permuted"]) if ctx else None
+    def probe(cache, position=None):  # one token through transformers' layer into `cache` (at the decode position)
+        pos = positions[:1, :1] if position is None else torch.full_like(positions[:1, :1], position)
+        return hf_forward(hf, config, xin[..., :1, :1, :], pos, rope, cache, idx, extra)
+
+    cache = context_cache(ex, dtype, config, idx, probe, ref["keys_permuted"], layer) if ctx else None
     if ctx and ex["sizes"].get("encoder_tokens"):  # a cross-attention layer's decode: the encoder's K/V cached
         cache, encoder = cross_context(ex, dtype, config, idx, cache, ref["cls"].forward)
         extra = {**extra, **encoder}

@@ -62,7 +62,9 @@ def loader_rules(model_file: str | None = None, model_type: str | None = None) -
     whose checkpoint rows [heads, 3, head_dim] the loader regroups to [3, heads, head_dim]), `rotary_permuted`
     (checkpoint modules whose weight rows the loader permutes in each head for a neox-style rotary: Llama 4's q_proj,
     k_proj) and `transformed` (parameter name -> the function of the checkpoint tensor vLLM's weight loader stores:
-    neg_exp, the Mamba mixers' A = -exp(A_log)); the caller adds `w13_interleaved` (w13_interleaved(layer): vLLM's
+    neg_exp, the Mamba mixers' A = -exp(A_log)), `scaled` (module -> {when: config flag, factor: expression of config
+    fields} its load_weights multiplies the weight by: LongCat-Flash's MLA norms; loaded_scales gives the factors a
+    config turns on, the caller's `loaded_scale`); the caller adds `w13_interleaved` (w13_interleaved(layer): vLLM's
     expert tensors whose rows hold gate and up interleaved) and `unapplied` (vLLM's modules of the layer its forward
     never applies: parity.modules_unapplied)."""
     table = json.loads(LOADER_RULES.read_text())
@@ -71,7 +73,7 @@ def loader_rules(model_file: str | None = None, model_type: str | None = None) -
              "experts": dict(own.get("experts") or table["default"]["experts"]), "renames": [], "fused": {},
              "converted": [],
              "mapper": own.get("mapper", []), "head_interleaved": own.get("head_interleaved", []),
-             "rotary_permuted": own.get("rotary_permuted", []),
+             "rotary_permuted": own.get("rotary_permuted", []), "scaled": own.get("scaled", {}),
              "transformed": {k: v["op"] for k, v in table.get("transformed", {}).items()}}
     if model_type:
         from transformers.conversion_mapping import get_checkpoint_conversion_mapping
@@ -249,10 +251,20 @@ def into_loaded_image(vllm_state: dict, rules: dict) -> list[str]:
     return written
 
 
+def loaded_scales(scaled: dict, cfg: dict) -> dict:
+    """{module: factor} of rules' `scaled` whose flag the config (`cfg`, its fields) turns on, the factor's expression
+    evaluated over the config's fields."""
+    return {m: float(eval(s["factor"], {"__builtins__": {}}, dict(cfg))) for m, s in scaled.items() if cfg.get(s["when"])}
+
+
 def untransformed(vname: str, t, rules: dict):
     """The checkpoint tensor of vLLM parameter `vname`, where vLLM's loader stored a function of it (rules'
-    `transformed`, by the parameter's own name)."""
+    `transformed`, by the parameter's own name; `loaded_scale`, module -> factor, by its module's name: the weight
+    divided by it)."""
     op = rules.get("transformed", {}).get(vname.rpartition(".")[2])
+    module, _, leaf = vname.rpartition(".")
+    scale = rules.get("loaded_scale", {}).get(module.rpartition(".")[2]) if leaf == "weight" else None
+    t = t / scale if scale else t
     return UNDO_LOADED[op](t) if op else t
 
 
@@ -305,7 +317,8 @@ def map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool = F
     transformers parameter and its shape; `layout` its fused experts' layouts (hf_experts_layout); `transposed` its
     weights stored [in, out] (hf_transposed: GPT-2's Conv1D), mapped in vLLM's [out, in] and transposed last;
     `num_heads` the attention heads, for the fused q/k/v rows vLLM's loader regroups (rules' head_interleaved);
-    `head_dim` for the q/k rows it permutes in each head (rules' rotary_permuted).
+    `head_dim` for the q/k rows it permutes in each head (rules' rotary_permuted). A parameter vLLM derives from
+    the loaded ones after loading (rules' `derived`: MLA's W_UV and W_UK_T, from kv_b_proj) has no counterpart.
     control=True maps deliberately wrong: the gate and up halves swapped (a merged MLP's or the experts' w13);
     a layer without them gets k and v of its merged qkv swapped; one with neither, the rows of its first matrix
     rolled by one.
@@ -357,7 +370,7 @@ def _map_weights(vllm_state: dict, hf_shapes: dict[str, tuple], control: bool, r
     square = []  # fused expert weights whose shape fits both ways: oriented as their sibling's
     joined: dict = {}  # transformers' parameters its load conversion joins from several checkpoint tensors
     for vname, t in vllm_state.items():
-        if NO_COUNTERPART.search(vname):
+        if NO_COUNTERPART.search(vname) or vname.rpartition(".")[2] in rules.get("derived", ()):
             continue
         t = _checkpoint_tensor(vname, t, rules, num_heads, head_dim)
         expert = EXPERT_TENSOR.match(vname)
@@ -595,6 +608,7 @@ def _map_experts(vname, t, expert, rules, hf_shapes, layout, out, swap, orient: 
             orient.setdefault(base, transposed)
         if leaf == "weight" and transposed:
             w = w.transpose(1, 2)
+        w = _unread_experts_padded(w, hf_shapes[fused])
         if tuple(hf_shapes[fused]) != tuple(w.shape):
             raise MappingError(f"vLLM parameter {vname} {tuple(t.shape)} does not fit transformers' "
                                f"{fused} {tuple(hf_shapes[fused])}")
@@ -610,6 +624,18 @@ def _map_experts(vname, t, expert, rules, hf_shapes, layout, out, swap, orient: 
         chunks = list(t[e].split(_split_sizes(names, hf_shapes, t.shape[1]), dim=0))
         out.update(zip(names, chunks[::-1] if swap and len(chunks) == 2 else chunks))
     return True
+
+
+def _unread_experts_padded(w, shape):
+    """vLLM's fused expert tensor `w` [E, ...] where transformers' (`shape`) holds more experts of the same size: the
+    extra ones NaN. transformers allocates rows for experts vLLM holds no weights for (LongCat-Flash's zero-computation
+    experts: gate_up_proj over n_routed_experts + zero_expert_num; its forward routes them to an identity, reading no
+    row); a layer that read them would give a non-finite output (a FAIL), never a silently wrong one."""
+    import torch
+
+    if len(shape) != w.dim() or shape[0] <= w.shape[0] or tuple(shape[1:]) != tuple(w.shape[1:]):
+        return w
+    return torch.cat([w, w.new_full((shape[0] - w.shape[0], *w.shape[1:]), float("nan"))])
 
 
 def _map_flattened(t, which: str, leaf: str, base: str, ckpt: list, hf_shapes: dict, out: dict, swap: bool) -> bool:

@@ -431,16 +431,19 @@ def hf_forward(layer, config, x, positions, rope, cache=None, layer_idx: int = 0
     return out[0] if isinstance(out, tuple) else out
 
 
-def context_cache(ex, dtype, config, layer_idx, probe=None, keys_permuted: bool = False):
+def context_cache(ex, dtype, config, layer_idx, probe=None, keys_permuted: bool = False, vllm_layer=None):
     """transformers' cache holding the bundle's context K/V (the paged cache: K then V in the last dim). `probe`
-    (a function filling a cache with one token through transformers' layer) shows what that layer caches: where it
-    is not per-head K and V of the bundle's sizes (DeepSeek's MLA caches a latent and the rotary key), the bundle's
-    context cannot be copied: NoReference. `keys_permuted`: vLLM's loader permuted q's and k's rows in each head for its
-    rotary (rules' rotary_permuted: Llama 4's), so its cached keys hold each head's dims in that order: put back in the
-    checkpoint's, which transformers' queries have (q.k is the same only with both in one order). None where the
-    bundle's example gives the layer no cache and no recurrent state; NoReference where its context includes a
-    recurrent state (a Mamba mixer's, FalconH1's parallel hybrid's too)."""
-    kv = ex["inputs"]["kv_cache"]  # [blocks, H_kv, block_size, 2*Dh] (a view of NHD storage)
+    (a function filling a cache with one token through transformers' layer, at a position it may be given) shows what
+    that layer caches: where it is not per-head K and V of the bundle's sizes, the bundle's context cannot be copied
+    (DeepSeek's MLA caches a latent and the rotary key, vLLM's non-MLA attention of the same model K and V per head):
+    NoReference; where both are latent (latent_context), the latent is copied. `keys_permuted`: vLLM's loader permuted
+    q's and k's rows in each head for its rotary (rules' rotary_permuted: Llama 4's), so its cached keys hold each
+    head's dims in that order: put back in the checkpoint's, which transformers' queries have (q.k is the same only
+    with both in one order). `vllm_layer`: the bundle's layer, whose rotary tells the order of an MLA cache's rotary
+    key (vllm_rope_halves). None where the bundle's example gives the layer no cache and no recurrent
+    state; NoReference where its context includes a recurrent state (a Mamba mixer's, FalconH1's parallel hybrid's
+    too)."""
+    kv = ex["inputs"]["kv_cache"]  # [blocks, H_kv, block_size, 2*Dh] (a view of NHD storage); MLA's [blocks, bs, W]
     if any(ex["inputs"].get("state") or {}):
         raise NoReference("the bundle's decode context includes its layer's recurrent state (Mamba's conv and SSM "
                           "state per sequence, random as after a prefill), which the harness does not copy into "
@@ -449,6 +452,8 @@ def context_cache(ex, dtype, config, layer_idx, probe=None, keys_permuted: bool 
         return None
     bt = ex["inputs"]["block_table"]
     ctx = ex["sizes"]["context"]
+    if kv.dim() == 3:
+        return latent_context(kv, bt, ctx, dtype, config, layer_idx, probe, vllm_layer)
     Dh = kv.shape[-1] // 2
     if probe is not None:
         probed = kv_cache(config, layer_idx)
@@ -465,6 +470,80 @@ def context_cache(ex, dtype, config, layer_idx, probe=None, keys_permuted: bool 
     cache = kv_cache(config, layer_idx)
     cache.update(keys.contiguous(), both[..., Dh:].contiguous(), layer_idx)
     return cache
+
+
+def latent_context(kv, block_table, n: int, dtype, config, layer_idx: int, probe, vllm_layer):
+    """transformers' cache holding the context of a bundle's MLA cache (vLLM's MLA backends: one row a token,
+    [blocks, block_size, kv_lora_rank + rope dim], the normed latent then the rotated rotary key), where transformers'
+    layer caches that latent too (`probe`: keys (1, kv_lora_rank) and values (1, rope dim), DeepSeek-V2's and the
+    models copied from it): each row split at kv_lora_rank. The rotary key goes in the dim order transformers' rotary
+    leaves it in (rotary_pairs: its own key turned at two positions), from vLLM's (vllm_rope_halves of `vllm_layer`,
+    the bundle's layer): DeepSeek-V3's rope_interleave turns interleaved pairs and stores them as halves, vLLM's
+    non-neox rotary keeps them interleaved. A layer of several attentions (LongCat-Flash's two, cache layers 2i and
+    2i+1 in transformers) has each of the bundle's caches (attention_caches) copied into the cache layer the probe
+    shows its attention writing, in order. NoReference where transformers' layer caches anything else."""
+    W = kv.shape[-1]
+    probed = kv_cache(config, layer_idx)
+    probe(probed)
+    written = [i for i, c in enumerate(probed.layers) if getattr(c, "keys", None) is not None and c.keys.numel()]
+    keys, values = probed.layers[written[0]].keys, probed.layers[written[0]].values
+    R, P = keys.shape[-1], values.shape[-1]
+    if (keys.shape[1], values.shape[1], R + P) != (1, 1, W):
+        raise NoReference(f"transformers' layer caches keys {tuple(keys.shape[1::2])} and values "
+                          f"{tuple(values.shape[1::2])} per (head, dim), the bundle's MLA cache a latent of {W} per "
+                          "token: the context cannot be copied")
+    caches = attention_caches(vllm_layer, kv)
+    if len(caches) != len(written):
+        raise NoReference(f"transformers' layer writes {len(written)} cache layers, the bundle's layer holds "
+                          f"{len(caches)} attention caches: the context cannot be copied")
+    at_zero = kv_cache(config, layer_idx)
+    probe(at_zero, 0)
+    theirs = rotary_pairs(at_zero.layers[written[0]].values, values)
+    rope_halves = vllm_rope_halves(vllm_layer, P) if vllm_layer is not None else None
+    cache = kv_cache(config, layer_idx)
+    for i, each in zip(written, caches):
+        rows = _paged(each.unsqueeze(1), block_table, n, dtype)  # [B, 1, n, W]
+        rope = rows[..., R:]
+        if theirs is not None and rope_halves is not None and (theirs == "halves") != rope_halves:
+            rope = permute_rotary(rope.movedim(-1, 0), P, to_vllm=theirs == "halves").movedim(0, -1)
+        cache.update(rows[..., :R].contiguous(), rope.contiguous(), i)
+    return cache
+
+
+def attention_caches(vllm_layer, kv) -> list:
+    """The bundle's self-attention caches of `vllm_layer`, in its modules' order (its attentions: `impl` and a
+    `kv_cache` tensor; not a cross-attention's), `kv` (the example's, the first) alone where none is found."""
+    import torch
+
+    found = list({id(m.kv_cache): m.kv_cache for m in (vllm_layer.modules() if vllm_layer is not None else ())
+                  if hasattr(m, "impl") and isinstance(getattr(m, "kv_cache", None), torch.Tensor)
+                  and getattr(m, "attn_type", "decoder") != "encoder_decoder"}.values())
+    return found if found and found[0] is kv else [kv]
+
+
+def rotary_pairs(k0, k1) -> str | None:
+    """Which dims a rotary turns together in a key: 'interleaved' (2i, 2i+1) or 'halves' (i, i + d/2), told by the
+    key of one token at two positions (`k0`, `k1`): the pairs whose summed squares the turn keeps. None where neither
+    pairing stands out (no turn: Kimi's NoPE latent)."""
+    d = k0.shape[-1]
+    k0, k1 = k0.float(), k1.float()
+
+    def drift(pairs):
+        return float((pairs(k1) - pairs(k0)).abs().sum() / pairs(k0).abs().sum().clamp_min(1e-30))
+
+    interleaved = drift(lambda k: k[..., 0::2] ** 2 + k[..., 1::2] ** 2)
+    halves = drift(lambda k: k[..., : d // 2] ** 2 + k[..., d // 2:] ** 2)
+    if max(interleaved, halves) <= 2 * min(interleaved, halves):
+        return None
+    return "halves" if halves < interleaved else "interleaved"
+
+
+def vllm_rope_halves(layer, dim: int):
+    """Whether vLLM's rotary of width `dim` in `layer` turns halves (is_neox_style) rather than interleaved pairs: the
+    attention's `rotary_emb` (DeepSeek-V3.2's indexer has its own, of the same width); None where there is none."""
+    ropes = [m for n, m in layer.named_modules() if n.rpartition(".")[2] == "rotary_emb"
+             and isinstance(getattr(m, "is_neox_style", None), bool) and getattr(m, "rotary_dim", None) == dim]
+    return bool(ropes[0].is_neox_style) if ropes else None
 
 
 def _paged(kv, block_table, n: int, dtype):
