@@ -22,7 +22,7 @@
 #           attention_kernels/), prefill 512, 4096, 32768 tokens against SDPA; results OUT_DIR/attention-speed.json
 # cold:     the first `run --small` of a bundle (default bundles_out/Qwen3MoeDecoderLayer.py) in empty bundle, Triton
 #           and inductor caches (its CUDA ops and Triton kernels built from nothing), then the same run warm;
-#           OUT_DIR/cold-build.txt
+#           OUT_DIR/cold-build.txt (the logs beside it name each CUDA unit's compile seconds: the rest is Triton and torch)
 # profile:  `<bundle>.py bench --profile 3` on the suite's decoder layers (or the BUNDLEs) at PROFILE_SIZES (default
 #           prefill:4096 prefill:32768 decode:64x4096): where each layer's GPU time goes, kernel by kernel;
 #           OUT_DIR/profile-<bundle>-<size>.json

@@ -405,6 +405,7 @@ def test_a_killed_build_leaves_no_lock_and_a_live_one_is_waited_for(tmp_path, mo
     err = capfd.readouterr().err
     assert f"removing {tu_build}/lock, left by a build of CUDA unit {tu['id']} that was killed" in err
     assert f"compiling CUDA unit {tu['id']} (first use" in err
+    assert re.search(rf"compiled CUDA unit {tu['id']} in \d+\.\d s", err), err
     # a live process building the unit holds its lock: this one waits, then loads that build without compiling
     import shutil
     shutil.rmtree(tmp_path / "cache")

@@ -179,7 +179,9 @@ def _cuda_build_unit(tu, sources, tu_build, arch, verbose):
 def _cuda_compile_unit(tu, ns, sources, src, tu_build, arch, verbose):
     import sys
     from torch.utils.cpp_extension import load
+    import time
     print(f"vllm bundle: compiling CUDA unit {tu} (first use; cached in {tu_build})", file=sys.stderr)
+    t0 = time.perf_counter()
     paths = []
     for name, text in sources:
         path = os.path.join(tu_build, name)
@@ -207,6 +209,7 @@ def _cuda_compile_unit(tu, ns, sources, src, tu_build, arch, verbose):
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(os.path.basename(so) + "\n")
     os.replace(tmp, os.path.join(tu_build, ".complete"))
+    print(f"vllm bundle: compiled CUDA unit {tu} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return so
 
 
