@@ -215,17 +215,13 @@ def _bundle_profile(forward, iters, top=15):
     rows = sorted(((e.key, e.count, getattr(e, field)) for e in prof.key_averages() if getattr(e, field) > 0),
                   key=lambda r: -r[2])
     total = sum(us for _, _, us in rows) or 1.0
-    out = {{"device": "cuda" if gpu else "cpu", "forwards": iters, "ms_per_forward": round(total / iters / 1e3, 4),
-           "kernels": [{{"name": k[:160], "calls_per_forward": round(n / iters, 2),
-                        "ms_per_forward": round(us / iters / 1e3, 4), "share": round(us / total, 4)}}
-                       for k, n, us in rows[:top]]}}
     rest = rows[top:]
     if rest:
-        us = sum(r[2] for r in rest)
-        out["kernels"].append({{"name": f"({{len(rest)}} others)",
-                               "calls_per_forward": round(sum(r[1] for r in rest) / iters, 2),
-                               "ms_per_forward": round(us / iters / 1e3, 4), "share": round(us / total, 4)}})
-    return out
+        rows = rows[:top] + [(f"({{len(rest)}} others)", sum(r[1] for r in rest), sum(r[2] for r in rest))]
+    return {{"device": "cuda" if gpu else "cpu", "forwards": iters, "ms_per_forward": round(total / iters / 1e3, 4),
+            "kernels": [{{"name": k[:160], "calls_per_forward": round(n / iters, 2),
+                         "ms_per_forward": round(us / iters / 1e3, 4), "share": round(us / total, 4)}}
+                        for k, n, us in rows]}}
 '''
 
 _MAIN = '''
