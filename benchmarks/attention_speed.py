@@ -13,7 +13,10 @@ heads, head size 128; `--heads`, `--kv-heads`, `--head-size`). The kernels (each
 - prefix_prefill's `context_attention_fwd` (the ROCM_ATTN backend's prefill): the new tokens' own K and V, an
   empty paged cache (no context), as ROCM_ATTN's chunked_prefill_paged_decode calls it;
 - triton_prefill_attention's `context_attention_fwd` (ROCM_ATTN's encoder attention, here causal): K and V only;
-- torch SDPA (`scaled_dot_product_attention(is_causal=True, enable_gqa=True)`) on [1, heads, T, head].
+- torch SDPA (`scaled_dot_product_attention(is_causal=True, enable_gqa=True)`) on [1, heads, T, head];
+- `--unified-launch BLOCK_M:TILE:WARPS:STAGES,...`: unified_attention again, once per tuple, its prefill (2D) launch
+  given those constants in place of vLLM's (BLOCK_M 16, TILE 32, Triton's default warps and stages; BLOCK_Q and the
+  grid follow BLOCK_M as vLLM derives them): how far launch tuning alone closes the gap to SDPA.
 The cache write is not timed. Each kernel: warm-ups, then `--iters` (at least 10) calls timed with CUDA events, the
 kernels taking turns in each round: median, min, max (ms), achieved TFLOP/s (4 * T^2 / 2 * head * heads for the causal
 half), SDPA's median over the kernel's (above 1: the kernel is faster), and the largest absolute difference of the
@@ -46,6 +49,7 @@ def _args(argv=None) -> argparse.Namespace:
     p.add_argument("--unified", type=Path, help="bundle of vLLM's unified_attention (triton_unified_attention.py)")
     p.add_argument("--prefix-prefill", type=Path, help="bundle of prefix_prefill.py's context_attention_fwd")
     p.add_argument("--triton-prefill", type=Path, help="bundle of triton_prefill_attention.py's context_attention_fwd")
+    p.add_argument("--unified-launch", default="", help="BLOCK_M:TILE:WARPS:STAGES tuples, comma-separated")
     p.add_argument("--tokens", default="512,4096,32768", help="prefill lengths, comma-separated")
     p.add_argument("--heads", type=int, default=32)
     p.add_argument("--kv-heads", type=int, default=8)
@@ -60,6 +64,14 @@ def _args(argv=None) -> argparse.Namespace:
         a.tokens = [int(t) for t in a.tokens.split(",")]
     except ValueError:
         _fail(f"--tokens {a.tokens!r}: expected comma-separated integers such as 512,4096,32768")
+    try:
+        launches = [tuple(int(x) for x in t.split(":")) for t in a.unified_launch.split(",") if t]
+        assert all(len(t) == 4 for t in launches)
+    except (ValueError, AssertionError):
+        _fail(f"--unified-launch {a.unified_launch!r}: expected BLOCK_M:TILE:WARPS:STAGES tuples such as 64:64:4:2")
+    a.unified_launch = launches
+    if a.unified_launch and a.unified is None:
+        _fail("--unified-launch needs --unified (the unified_attention bundle)")
     if a.iters < 10:
         _fail(f"--iters {a.iters}: at least 10 timed runs are needed (the default is 20)")
     if a.heads % a.kv_heads:
@@ -80,6 +92,28 @@ def _load(path: Path, symbol: str):
     sys.modules[name] = mod   # its dataclasses look their module up there
     spec.loader.exec_module(mod)
     return getattr(mod, symbol)
+
+
+class _LaunchOverride:
+    """Stands in for the bundle's `kernel_unified_attention`: a 2D (prefill) launch gets `launch` = (BLOCK_M, TILE,
+    warps, stages), BLOCK_Q = BLOCK_M // queries per KV head and the grid's first axis recomputed as vLLM computes
+    it; any other launch (3D, decode) passes through. `launch` None: vLLM's own."""
+
+    def __init__(self, kernel):
+        self.kernel, self.launch = kernel, None
+
+    def __getitem__(self, grid):
+        if self.launch is None:
+            return self.kernel[grid]
+
+        def run(**kw):
+            if kw["IS_3D"]:
+                return self.kernel[grid](**kw)
+            block_m, tile, warps, stages = self.launch
+            block_q = block_m // kw["num_queries_per_kv"]
+            kw.update(BLOCK_M=block_m, BLOCK_Q=block_q, TILE_SIZE=tile, num_warps=warps, num_stages=stages)
+            return self.kernel[(kw["query_ptr"].shape[0] // block_q + kw["num_seqs"], grid[1])](**kw)
+        return run
 
 
 def _versions() -> dict:
@@ -127,10 +161,21 @@ def _calls(a, fns: dict, T: int):
         cu, seq_u = torch.tensor([0, T], **i32), torch.tensor([T], **i32)
         out_u = torch.empty_like(q)
         unified = fns["unified_attention"]
-        calls["unified_attention"] = (lambda: unified(
-            q=q, k=k_cache, v=v_cache, out=out_u, cu_seqlens_q=cu, max_seqlen_q=T, seqused_k=seq_u, max_seqlen_k=T,
-            softmax_scale=scale, causal=True, window_size=(-1, -1), block_table=table, softcap=0, q_descale=None,
-            k_descale=None, v_descale=None), out_u)
+        g = unified.__globals__
+        if not isinstance(g["kernel_unified_attention"], _LaunchOverride):
+            g["kernel_unified_attention"] = _LaunchOverride(g["kernel_unified_attention"])
+        override = g["kernel_unified_attention"]
+
+        def call_unified(launch=None, out=out_u):
+            override.launch = launch
+            return unified(q=q, k=k_cache, v=v_cache, out=out, cu_seqlens_q=cu, max_seqlen_q=T, seqused_k=seq_u,
+                           max_seqlen_k=T, softmax_scale=scale, causal=True, window_size=(-1, -1), block_table=table,
+                           softcap=0, q_descale=None, k_descale=None, v_descale=None)
+        calls["unified_attention"] = (call_unified, out_u)
+        for launch in a.unified_launch:
+            out_l = torch.empty_like(q)
+            calls["unified_attention[{}:{}:{}:{}]".format(*launch)] = (
+                lambda launch=launch, out_l=out_l: call_unified(launch, out_l), out_l)
     if "prefix_prefill" in fns:
         x = 16 // q.element_size()   # vLLM's paged layout: K [blocks, kv_heads, head/x, block, x]
         k_paged = torch.zeros(1, KV, D // x, bs, x, device=dev, dtype=dt)
@@ -167,6 +212,7 @@ def main(argv=None) -> int:
               "shape": {"heads": a.heads, "kv_heads": a.kv_heads, "head_size": a.head_size, "dtype": a.dtype,
                         "causal": True, "sequences": 1, "block_size": a.block_size},
               "bundles": {n: str(p) for n, (p, _) in symbols.items() if p is not None},
+              "unified_launch": ["BLOCK_M:TILE:WARPS:STAGES", *(":".join(map(str, t)) for t in a.unified_launch)],
               "iters": a.iters, "warmup": a.warmup, "rows": []}
     for T in a.tokens:
         calls, ref = _calls(a, fns, T)

@@ -19,7 +19,9 @@
 #           shape, and Qwen3MoeDecoderLayer, Qwen3-Coder-480B's), BUDGET_S seconds (default 420) shared equally,
 #           MOE_BATCH_SIZES (default 1,8,64,256,1024,4096); logs OUT_DIR/tune-moe-<bundle>.log, files OUT_DIR/moe-configs/
 # attention: benchmarks/attention_speed.py on the function bundles of targets/attention_kernels (bundles_out/
-#           attention_kernels/), prefill 512, 4096, 32768 tokens against SDPA; results OUT_DIR/attention-speed.json
+#           attention_kernels/), prefill 512, 4096, 32768 tokens against SDPA; ATTN_LAUNCH="64:64:4:2 ..."
+#           (BLOCK_M:TILE:WARPS:STAGES) times the unified kernel's prefill launch with those constants too;
+#           results OUT_DIR/attention-speed.json
 # cold:     the first `run --small` of a bundle (default bundles_out/Qwen3MoeDecoderLayer.py) in empty bundle, Triton
 #           and inductor caches (its CUDA ops and Triton kernels built from nothing), then the same run warm;
 #           OUT_DIR/cold-build.txt (the logs beside it name each CUDA unit's compile seconds: the rest is Triton and torch)
@@ -113,6 +115,7 @@ case $phase in
     k=bundles_out/attention_kernels
     $py benchmarks/attention_speed.py --unified $k/unified_attention.py --prefix-prefill $k/prefix_prefill.py \
       --triton-prefill $k/triton_prefill_attention.py --tokens 512,4096,32768 --iters 20 \
+      ${ATTN_LAUNCH:+--unified-launch "${ATTN_LAUNCH// /,}"} \
       --out "$out/attention-speed.json" > "$out/attention-speed.log" 2>&1
     echo "attention rc=$?"; tail -4 "$out/attention-speed.log" ;;
   cold)

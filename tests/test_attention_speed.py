@@ -24,7 +24,7 @@ KERNELS = {"unified": ("unified_attention", f"{_OPS}/triton_unified_attention.py
 
 def test_bad_input_fails_in_one_line(tmp_path):
     for argv, want in ((["--unified", str(tmp_path / "none.py")], "--unified"), (["--iters", "3"], "--iters 3"),
-                       (["--tokens", "4k"], "--tokens '4k'")):
+                       (["--tokens", "4k"], "--tokens '4k'"), (["--unified-launch", "64:64"], "--unified-launch '64:64'")):
         proc = subprocess.run([sys.executable, str(SCRIPT)] + argv, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 2 and want in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
@@ -58,12 +58,15 @@ _RUN = PREAMBLE + textwrap.dedent('''
 
 
 def test_the_timed_calls_match_sdpa_in_the_interpreter(kernels):
-    """One sequence of 40 tokens (not a whole number of KV blocks), 4 query heads over 2 KV heads, float16."""
-    argv = ["--tokens", "40", "--heads", "4", "--kv-heads", "2", "--dtype", "float16"] + [
+    """One sequence of 40 tokens (not a whole number of KV blocks), 4 query heads over 2 KV heads, float16; the unified
+    kernel also with a prefill launch of BLOCK_M 32 (16 tokens per program: 40 is not a whole number of them either)
+    and KV tiles of 16."""
+    argv = ["--tokens", "40", "--heads", "4", "--kv-heads", "2", "--dtype", "float16", "--unified-launch", "32:16:4:1"] + [
         x for flag, path in kernels.items() for x in (f"--{flag}", str(path))]
     proc = subprocess.run([sys.executable, "-c", _RUN, str(ROOT / "benchmarks"), json.dumps(argv)],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    assert sorted(r["kernel"] for r in rows) == ["prefix_prefill", "triton_prefill", "unified_attention"]
+    assert sorted(r["kernel"] for r in rows) == ["prefix_prefill", "triton_prefill", "unified_attention",
+                                                 "unified_attention[32:16:4:1]"]
     assert all(r["max_abs_diff"] < 1e-2 for r in rows), rows
