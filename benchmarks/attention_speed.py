@@ -15,8 +15,10 @@ heads, head size 128; `--heads`, `--kv-heads`, `--head-size`). The kernels (each
 - triton_prefill_attention's `context_attention_fwd` (ROCM_ATTN's encoder attention, here causal): K and V only;
 - torch SDPA (`scaled_dot_product_attention(is_causal=True, enable_gqa=True)`) on [1, heads, T, head];
 - `--unified-launch BLOCK_M:TILE:WARPS:STAGES,...`: unified_attention again, once per tuple, its prefill (2D) launch
-  given those constants in place of vLLM's (BLOCK_M 16, TILE 32, Triton's default warps and stages; BLOCK_Q and the
-  grid follow BLOCK_M as vLLM derives them): how far launch tuning alone closes the gap to SDPA.
+  given those constants in place of vLLM's (BLOCK_M 16, TILE 32, Triton's default warps and stages) through the
+  bundle's own tunable launch (`tune-attention`'s, bundler_lib/example/attention_tune.py): how far launch tuning
+  alone closes the gap to SDPA. The plain `unified_attention` row is vLLM's launch (VLLM_BUNDLE_ATTENTION_TUNED=0:
+  no tuned file in the bundle cache applies).
 The cache write is not timed. Each kernel: warm-ups, then `--iters` (at least 10) calls timed with CUDA events, the
 kernels taking turns in each round: median, min, max (ms), achieved TFLOP/s (4 * T^2 / 2 * head * heads for the causal
 half), SDPA's median over the kernel's (above 1: the kernel is faster), and the largest absolute difference of the
@@ -31,6 +33,7 @@ import datetime
 import importlib.metadata
 import importlib.util
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -94,28 +97,6 @@ def _load(path: Path, symbol: str):
     return getattr(mod, symbol)
 
 
-class _LaunchOverride:
-    """Stands in for the bundle's `kernel_unified_attention`: a 2D (prefill) launch gets `launch` = (BLOCK_M, TILE,
-    warps, stages), BLOCK_Q = BLOCK_M // queries per KV head and the grid's first axis recomputed as vLLM computes
-    it; any other launch (3D, decode) passes through. `launch` None: vLLM's own."""
-
-    def __init__(self, kernel):
-        self.kernel, self.launch = kernel, None
-
-    def __getitem__(self, grid):
-        if self.launch is None:
-            return self.kernel[grid]
-
-        def run(**kw):
-            if kw["IS_3D"]:
-                return self.kernel[grid](**kw)
-            block_m, tile, warps, stages = self.launch
-            block_q = block_m // kw["num_queries_per_kv"]
-            kw.update(BLOCK_M=block_m, BLOCK_Q=block_q, TILE_SIZE=tile, num_warps=warps, num_stages=stages)
-            return self.kernel[(kw["query_ptr"].shape[0] // block_q + kw["num_seqs"], grid[1])](**kw)
-        return run
-
-
 def _versions() -> dict:
     out = {}
     for dist in ("torch", "triton"):
@@ -161,13 +142,13 @@ def _calls(a, fns: dict, T: int):
         cu, seq_u = torch.tensor([0, T], **i32), torch.tensor([T], **i32)
         out_u = torch.empty_like(q)
         unified = fns["unified_attention"]
-        g = unified.__globals__
-        if not isinstance(g["kernel_unified_attention"], _LaunchOverride):
-            g["kernel_unified_attention"] = _LaunchOverride(g["kernel_unified_attention"])
-        override = g["kernel_unified_attention"]
-
+        proxy = unified.__globals__["kernel_unified_attention"]
+        if not hasattr(proxy, "forced"):
+            _fail(f"{a.unified}: its kernel has no tunable launch (built before tune-attention): rebuild it with "
+                  "./pants package targets/attention_kernels::")
         def call_unified(launch=None, out=out_u):
-            override.launch = launch
+            proxy.forced = None if launch is None else dict(zip(("BLOCK_M", "TILE_SIZE", "num_warps", "num_stages"),
+                                                                launch))
             return unified(q=q, k=k_cache, v=v_cache, out=out, cu_seqlens_q=cu, max_seqlen_q=T, seqused_k=seq_u,
                            max_seqlen_k=T, softmax_scale=scale, causal=True, window_size=(-1, -1), block_table=table,
                            softcap=0, q_descale=None, k_descale=None, v_descale=None)
@@ -198,6 +179,7 @@ def _calls(a, fns: dict, T: int):
 
 def main(argv=None) -> int:
     a = _args(argv)
+    os.environ["VLLM_BUNDLE_ATTENTION_TUNED"] = "0"
     import torch
 
     if not torch.cuda.is_available():

@@ -5,13 +5,14 @@ kernels A1 reached) and `_bundle_main()`, called only under `if __name__ == "__m
 still runs nothing). run/bench/check need a CUDA GPU and say so in one line without one; info does not.
 `bench --cuda-graph` also times the forward captured in a CUDA graph and replayed (`_bundle_cuda_graph()`, which
 benchmarks/layer_speed.py uses too); `bench --profile N` adds where the time goes, kernel by kernel
-(`_bundle_profile`). `tune-moe` tunes the fused-MoE kernel for this GPU (moe_tune.py, whose helpers
-come between `_bundle_main` and the `__main__` guard).
+(`_bundle_profile`). `tune-moe` tunes the fused-MoE kernel for this GPU (moe_tune.py), `tune-attention` the
+prefill launch of vLLM's unified attention kernel (attention_tune.py, in bundles that reach it); their helpers come
+between `_bundle_main` and the `__main__` guard.
 """
 
 import pprint
 
-from bundler_lib.example import moe_tune
+from bundler_lib.example import attention_tune, moe_tune
 
 _CLI = '''
 
@@ -55,7 +56,7 @@ def _bundle_main(argv=None):
     prog = __file__.rsplit("/", 1)[-1] if "__file__" in globals() else "bundle"
     p = argparse.ArgumentParser(prog=prog, description=f"{{_BUNDLE_INFO['symbol']}} from vLLM as one file: "
                                 "run its example, time it, check it, or describe it.")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{{run,bench,check,info,tune-moe}}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{{run,bench,check,info,tune-moe,tune-attention}}")
 
     def sizes(sp):
         sp.add_argument("--small", action="store_true", help="the quick sanity size")
@@ -82,10 +83,17 @@ def _bundle_main(argv=None):
     tune.add_argument("--batch-sizes", type=lambda s: [int(x) for x in s.split(",")],
                       default=list(_BUNDLE_MOE_BATCH_SIZES), help="comma-separated M (tokens); default: vLLM's list")
     tune.add_argument("--budget-s", type=float, help="stop each batch size's sweep at its share of this many seconds")
+    tune_attn = sub.add_parser("tune-attention", help="time the prefill launch constants of vLLM's unified attention "
+                                                      "kernel on this GPU and write the fastest where bundles read them")
+    tune_attn.add_argument("--tokens", type=lambda s: [int(x) for x in s.split(",")],
+                           default=[512, 4096, 32768], help="comma-separated prefill lengths (one sequence)")
+    tune_attn.add_argument("--budget-s", type=float, help="stop each length's sweep at its share of this many seconds")
     args = p.parse_args(argv)
 
     if args.command == "tune-moe":
         return _bundle_tune_moe(args, prog, globals())
+    if args.command == "tune-attention":
+        {tune_attention}
 
     if args.command == "info":
         text = open(__file__, encoding="utf-8").read()
@@ -243,4 +251,9 @@ def source(graph: dict, record: dict) -> str:
         "triton_kernels": sorted(k["name"] for k in graph.get("triton_kernels") or [] if k.get("kind") == "kernel"),
         "python_custom_ops": sorted(o["op"] for o in graph.get("python_custom_ops") or []),
     }
-    return _CLI.format(info=pprint.pformat(info, width=100, sort_dicts=True)) + moe_tune.source() + _MAIN
+    reaches = attention_tune.reaches(graph)
+    tune_attention = "return _bundle_tune_attention(args, prog, globals())" if reaches else (
+        'print(f"{prog} tune-attention: this bundle has no vLLM unified attention kernel: build one whose symbol "\n'
+        '              "reaches the TRITON_ATTN backend", file=sys.stderr)\n        return 2')
+    return (_CLI.format(info=pprint.pformat(info, width=100, sort_dicts=True), tune_attention=tune_attention)
+            + moe_tune.source() + (attention_tune.source() if reaches else "") + _MAIN)

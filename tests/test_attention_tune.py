@@ -1,0 +1,133 @@
+"""tune-attention's helpers (bundler_lib/example/attention_tune.py), without a GPU: which launch constants a prefill
+launch of vLLM's unified attention kernel gets, how the grid follows them, how the fastest is chosen and where it
+is read from. The relaunch itself runs against SDPA in Triton's interpreter in tests/test_attention_speed.py."""
+
+import json
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from bundler_lib.example import attention_tune as at
+
+A = {"BLOCK_M": 64, "TILE_SIZE": 32, "num_warps": 4, "num_stages": 2}
+B = {"BLOCK_M": 128, "TILE_SIZE": 64, "num_warps": 8, "num_stages": 3}
+
+
+def _kw(tokens=4096, seqs=1, qpk=4, td=False, block=16, is_3d=False, device="cpu"):
+    q = torch.empty(tokens, 8 * qpk, 128, dtype=torch.bfloat16)
+    if device != "cpu":  # a stand-in with a CUDA device: the lookup reads only device, dtype and shape
+        q = SimpleNamespace(device=SimpleNamespace(type=device, index=0), dtype=q.dtype, shape=q.shape)
+    return {"query_ptr": q, "num_queries_per_kv": qpk, "num_seqs": seqs, "USE_TD": td, "BLOCK_SIZE": block,
+            "HEAD_SIZE": 128, "IS_3D": is_3d, "BLOCK_M": 16, "BLOCK_Q": 16 // qpk, "TILE_SIZE": 32}
+
+
+def test_relaunch_derives_block_q_and_grid_as_vllm():
+    grid, kw = at._bundle_attn_relaunch((4096 // 4 + 2, 8), _kw(seqs=2), A)
+    assert grid == (4096 // 16 + 2, 8)
+    assert (kw["BLOCK_M"], kw["BLOCK_Q"], kw["TILE_SIZE"], kw["num_warps"], kw["num_stages"]) == (64, 16, 32, 4, 2)
+    assert at._bundle_attn_relaunch((1, 8), _kw(qpk=32), A)[1]["BLOCK_Q"] == 2
+    assert at._bundle_attn_relaunch((1, 8), _kw(qpk=128), A) is None  # 64 rows hold no token of 128 heads
+    assert at._bundle_attn_relaunch((1, 8), _kw(td=True, block=16), A) is None  # a tile the block does not divide
+    assert at._bundle_attn_relaunch((1, 8), _kw(td=True, block=64), A) is not None
+
+
+def test_pick_takes_the_largest_token_count_not_above():
+    table = {512: A, 4096: B}
+    assert at._bundle_attn_pick(table, 100) is None
+    assert at._bundle_attn_pick(table, 512) == A and at._bundle_attn_pick(table, 4095) == A
+    assert at._bundle_attn_pick(table, 32768) == B
+
+
+def test_candidates_start_with_vllms_and_hold_a_token_per_program():
+    cands = at._bundle_attn_candidates(at._BUNDLE_ATTN_SPACE, 32)
+    assert cands[0] is None and len(cands) > 1
+    assert all(c["BLOCK_M"] >= 32 for c in cands[1:])
+    assert len(at._bundle_attn_candidates(at._BUNDLE_ATTN_SPACE, 4)) == 1 + 4 * 3 * 2 * 3
+
+
+class _Skip(Exception):
+    pass
+
+
+def test_fastest_times_until_the_deadline_and_skips_what_does_not_fit():
+    times = {None: 5.0, 1: 2.0, 2: None, 3: 1.0}
+    clock = iter([0, 0, 0, 0, 0, 100]).__next__
+
+    def time_ms(c):
+        if times[c] is None:
+            raise _Skip
+        return times[c]
+    best, ms, first, timed, skipped = at._bundle_attn_fastest([None, 1, 2, 3], time_ms, 50, clock, (_Skip,))
+    assert (best, ms, first, timed, skipped) == (3, 1.0, 5.0, 3, 1)
+    # past the deadline after the first: vLLM's own launch stays
+    best, ms, first, timed, _ = at._bundle_attn_fastest([None, 1], time_ms, 0, lambda: 10, (_Skip,))
+    assert (best, ms, first, timed) == (None, 5.0, 5.0, 1)
+
+
+def test_lookup_reads_the_tuned_file_by_gpu_and_shape(tmp_path, monkeypatch):
+    monkeypatch.setenv("VLLM_BUNDLE_CACHE", str(tmp_path))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
+    kw = _kw(tokens=8192, seqs=2, device="cuda")
+    name = at._bundle_attn_file_name("NVIDIA H100 80GB HBM3", kw)
+    assert name == "unified_attention,device_name=NVIDIA_H100_80GB_HBM3,queries_per_kv=4,head_size=128,dtype=bfloat16.json"
+    assert at._bundle_attn_lookup({}, kw) is None  # no file: vLLM's launch
+    path = at._bundle_attn_write(str(tmp_path / "attention-configs" / name), {512: A, 4096: B}, "3.6.0")
+    assert json.loads(open(path).read()) == {"triton_version": "3.6.0", "512": A, "4096": B}
+    assert at._bundle_attn_lookup({}, kw) == B  # 4096 tokens per sequence
+    assert at._bundle_attn_lookup({}, _kw(tokens=4096, seqs=8, device="cuda")) == A  # 512 per sequence
+    assert at._bundle_attn_lookup({}, _kw(tokens=64, seqs=64, device="cuda")) is None  # decode-shaped
+    assert at._bundle_attn_lookup({}, _kw(tokens=8192, qpk=8, device="cuda")) is None  # another shape
+    assert at._bundle_attn_lookup({}, _kw(tokens=8192)) is None  # not on a GPU (the interpreter)
+    monkeypatch.setenv("VLLM_BUNDLE_ATTENTION_TUNED", "0")
+    assert at._bundle_attn_lookup({}, kw) is None
+
+
+class _Kernel:
+    def __init__(self):
+        self.launches, self.fn = [], "the JIT function"
+
+    def __getitem__(self, grid):
+        return lambda **kw: self.launches.append((grid, kw))
+
+
+def test_the_stand_in_relaunches_prefill_only_and_passes_the_rest(tmp_path, monkeypatch):
+    monkeypatch.setenv("VLLM_BUNDLE_CACHE", str(tmp_path))
+    kernel = _Kernel()
+    proxy = at._BundleAttentionLaunch(kernel)
+    assert proxy.fn == "the JIT function"  # attributes are the kernel's
+    proxy[(1026, 8)](**_kw())  # no file, not forced: vLLM's launch unchanged
+    assert kernel.launches[-1][0] == (1026, 8) and kernel.launches[-1][1]["BLOCK_M"] == 16
+    proxy.forced, proxy.recorded = A, []
+    proxy[(1026, 8)](**_kw())
+    assert kernel.launches[-1][0] == (4096 // 16 + 1, 8) and kernel.launches[-1][1]["BLOCK_M"] == 64
+    assert len(proxy.recorded) == 1 and proxy.recorded[0][0] == (1026, 8)
+    proxy[(64, 8, 16)](**_kw(is_3d=True))  # decode (3D): never changed, never recorded
+    assert kernel.launches[-1][0] == (64, 8, 16) and kernel.launches[-1][1]["BLOCK_M"] == 16
+    assert len(proxy.recorded) == 1
+
+
+def test_source_rebinds_the_kernel_after_its_helpers():
+    src = at.source()
+    assert src.rstrip().endswith("kernel_unified_attention = _BundleAttentionLaunch(kernel_unified_attention)")
+    ns = {"kernel_unified_attention": _Kernel()}
+    exec(compile(src, "attention_tune", "exec"), ns)
+    assert isinstance(ns["kernel_unified_attention"], ns["_BundleAttentionLaunch"])
+    assert at.reaches({"triton_kernels": [{"name": "kernel_unified_attention", "kind": "kernel"}]})
+    assert not at.reaches({"triton_kernels": [{"name": "fused_moe_kernel", "kind": "kernel"}]})
+
+
+def test_bundle_without_the_kernel_says_so_in_one_line(tmp_path):
+    pytest.importorskip("triton")
+    bundle = tmp_path / "NoAttention.py"
+    from bundler_lib.example import cli
+    graph = {"triton_kernels": [], "cuda_ops": []}
+    record = {"symbol": "X", "template": "module", "workload": {"kind": "prefill"}}
+    bundle.write_text("def invocation_example(small=False, workload=None, tokens=None, batch=None, context=None):\n"
+                      "    return {}\n" + cli.source(graph, record))
+    res = subprocess.run([sys.executable, str(bundle), "tune-attention"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and res.stderr.strip() == (
+        "NoAttention.py tune-attention: this bundle has no vLLM unified attention kernel: build one whose symbol "
+        "reaches the TRITON_ATTN backend"), res.stderr
