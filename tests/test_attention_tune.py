@@ -5,12 +5,18 @@ is read from. The relaunch itself runs against SDPA in Triton's interpreter in t
 import json
 import subprocess
 import sys
+import textwrap
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 
 from bundler_lib.example import attention_tune as at
+from tests.stage_steps import build_bundle
+from tests.triton_interpreter import PREAMBLE
+
+QWEN3_CONFIG = Path(__file__).resolve().parents[1] / "models" / "Qwen--Qwen3-30B-A3B" / "config.json"
 
 A = {"BLOCK_M": 64, "TILE_SIZE": 32, "num_warps": 4, "num_stages": 2}
 B = {"BLOCK_M": 128, "TILE_SIZE": 64, "num_warps": 8, "num_stages": 3}
@@ -131,3 +137,66 @@ def test_bundle_without_the_kernel_says_so_in_one_line(tmp_path):
     assert res.returncode == 2 and res.stderr.strip() == (
         "NoAttention.py tune-attention: this bundle has no vLLM unified attention kernel: build one whose symbol "
         "reaches the TRITON_ATTN backend"), res.stderr
+
+
+_MIXED = PREAMBLE + textwrap.dedent('''
+    import importlib.util, json, sys
+    import torch
+    spec = importlib.util.spec_from_file_location("ua_bundle", sys.argv[1])
+    m = importlib.util.module_from_spec(spec); sys.modules["ua_bundle"] = m; spec.loader.exec_module(m)
+    torch.manual_seed(0)
+    H, KV, D, bs = 4, 2, 32, 16
+    q_lens, ctx = [5, 19, 1], [16, 7, 30]   # new tokens after cached context; the last sequence decodes
+    seq = [a + b for a, b in zip(q_lens, ctx)]
+    blocks = [-(-s // bs) for s in seq]
+    k_cache = torch.randn(sum(blocks) + 1, bs, KV, D, dtype=torch.float16)
+    v_cache = torch.randn_like(k_cache)
+    perm = torch.randperm(sum(blocks)) + 1    # blocks scattered: block 0 unused
+    table = torch.zeros(len(seq), max(blocks), dtype=torch.int32)
+    i = 0
+    for s, n in enumerate(blocks):
+        table[s, :n] = perm[i:i + n]; i += n
+    q = torch.randn(sum(q_lens), H, D, dtype=torch.float16)
+    cu = torch.tensor([0] + list(torch.tensor(q_lens).cumsum(0)), dtype=torch.int32)
+    seqused = torch.tensor(seq, dtype=torch.int32)
+    proxy = m.kernel_unified_attention
+    launched, real = [], proxy.kernel
+
+    class Shim:   # what reaches the JIT function
+        def __getitem__(self, grid):
+            def run(**kw):
+                launched.append(kw["BLOCK_M"])
+                return real[grid](**kw)
+            return run
+    proxy.kernel = Shim()
+    res = {}
+    for window in ((-1, -1), (8, 0)):
+        outs = []
+        for forced in (None, {"BLOCK_M": 32, "TILE_SIZE": 16, "num_warps": 4, "num_stages": 1},
+                       {"BLOCK_M": 4, "TILE_SIZE": 32, "num_warps": 4, "num_stages": 1}):
+            proxy.forced = forced
+            launched.clear()
+            out = torch.zeros_like(q)
+            m.unified_attention(q=q, k=k_cache, v=v_cache, out=out, cu_seqlens_q=cu, max_seqlen_q=max(q_lens),
+                                seqused_k=seqused, max_seqlen_k=max(seq), softmax_scale=D ** -0.5, causal=True,
+                                window_size=window, block_table=table, softcap=0, q_descale=None, k_descale=None,
+                                v_descale=None)
+            outs.append(out)
+            res.setdefault("launches", []).append(list(launched))
+        res[str(window)] = [float((o - outs[0]).abs().max()) for o in outs[1:]]
+    print(json.dumps(res))
+''')
+
+
+def test_tuned_launch_matches_vllms_on_mixed_batches_in_the_interpreter(tmp_path, vllm_0_26_0, runtime_python):
+    """Three sequences (chunked prefill over cached context, one decoding) in scattered KV blocks, with and without a
+    sliding window: the kernel with BLOCK_M 32 / TILE 16 and with BLOCK_M 4 (one token per program) computes what it
+    computes with vLLM's launch."""
+    assert build_bundle(vllm_0_26_0, tmp_path, "unified_attention", "Qwen/Qwen3-30B-A3B", QWEN3_CONFIG,
+                        runtime_python, hint="vllm/v1/attention/ops/triton_unified_attention.py")["status"] == "ok"
+    proc = subprocess.run([sys.executable, "-c", _MIXED, str(tmp_path / "unified_attention.py")],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert res["launches"] == [[16], [32], [4]] * 2   # vLLM's BLOCK_M, then the forced ones
+    assert all(d < 2e-3 for k in ("(-1, -1)", "(8, 0)") for d in res[k]), res
