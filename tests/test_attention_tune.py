@@ -75,11 +75,11 @@ def test_fastest_times_until_the_deadline_and_skips_what_does_not_fit():
 
 def test_lookup_reads_the_tuned_file_by_gpu_and_shape(tmp_path, monkeypatch):
     monkeypatch.setenv("VLLM_BUNDLE_CACHE", str(tmp_path))
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA Test GPU")
     kw = _kw(tokens=8192, seqs=2, device="cuda")
-    name = at._bundle_attn_file_name("NVIDIA H100 80GB HBM3", kw)
-    assert name == "unified_attention,device_name=NVIDIA_H100_80GB_HBM3,queries_per_kv=4,head_size=128,dtype=bfloat16.json"
-    assert at._bundle_attn_lookup({}, kw) is None  # no file: vLLM's launch
+    name = at._bundle_attn_file_name("NVIDIA Test GPU", kw)
+    assert name == "unified_attention,device_name=NVIDIA_Test_GPU,queries_per_kv=4,head_size=128,dtype=bfloat16.json"
+    assert at._bundle_attn_lookup({}, kw) is None  # no file, nothing shipped: vLLM's launch
     path = at._bundle_attn_write(str(tmp_path / "attention-configs" / name), {512: A, 4096: B}, "3.6.0")
     assert json.loads(open(path).read()) == {"triton_version": "3.6.0", "512": A, "4096": B}
     assert at._bundle_attn_lookup({}, kw) == B  # 4096 tokens per sequence
@@ -89,6 +89,24 @@ def test_lookup_reads_the_tuned_file_by_gpu_and_shape(tmp_path, monkeypatch):
     assert at._bundle_attn_lookup({}, _kw(tokens=8192)) is None  # not on a GPU (the interpreter)
     monkeypatch.setenv("VLLM_BUNDLE_ATTENTION_TUNED", "0")
     assert at._bundle_attn_lookup({}, kw) is None
+
+
+def test_the_shipped_table_is_the_default_and_a_tuned_file_overrides_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("VLLM_BUNDLE_CACHE", str(tmp_path))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
+    name = at._bundle_attn_file_name("NVIDIA H100 80GB HBM3", _kw())
+    shipped = at._BUNDLE_ATTN_SHIPPED[name]
+    for tokens in (512, 4096, 32768):
+        assert at._bundle_attn_lookup({}, _kw(tokens=tokens, device="cuda")) == shipped[tokens]
+    assert at._bundle_attn_lookup({}, _kw(tokens=256, device="cuda")) is None
+    at._bundle_attn_write(str(tmp_path / "attention-configs" / name), {256: A}, "3.6.0")
+    assert at._bundle_attn_lookup({}, _kw(tokens=32768, device="cuda")) == A
+    # every shipped table names its measurement, and holds constants the launch can take
+    from bundler_lib.example import attention_configs
+    assert set(attention_configs.MEASURED) == set(attention_configs.SHIPPED)
+    for table in attention_configs.SHIPPED.values():
+        for c in table.values():
+            assert set(c) == set(at._BUNDLE_ATTN_SPACE) and all(c[k] in at._BUNDLE_ATTN_SPACE[k] for k in c)
 
 
 class _Kernel:

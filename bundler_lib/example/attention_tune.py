@@ -13,8 +13,9 @@ SDPA's speed at 32k tokens; vLLM itself prefills there with FlashAttention, whic
   `attention-configs/unified_attention,device_name=<GPU>,queries_per_kv=<n>,head_size=<d>,dtype=<t>.json`.
 - Every later prefill launch of the kernel in any bundle with that cache, GPU and shape takes the constants tuned for
   the largest token count not above its tokens per sequence (`_BundleAttentionLaunch`, which stands in for the
-  kernel's name in the bundle); fewer tokens, decode (3D) launches, no file, or `VLLM_BUNDLE_ATTENTION_TUNED=0`:
-  vLLM's own launch, unchanged. BLOCK_Q and the grid follow BLOCK_M as vLLM derives them.
+  kernel's name in the bundle); without such a file, the table shipped for the GPU and shape (attention_configs.py,
+  `_BUNDLE_ATTN_SHIPPED`); fewer tokens, decode (3D) launches, neither, or `VLLM_BUNDLE_ATTENTION_TUNED=0`: vLLM's
+  own launch, unchanged. BLOCK_Q and the grid follow BLOCK_M as vLLM derives them.
 
 The helpers are plain functions, unit-tested with an injected timer, written verbatim into each bundle that
 reaches the kernel (`source`).
@@ -24,7 +25,10 @@ from __future__ import annotations
 
 import inspect
 
+from bundler_lib.example import attention_configs
+
 _BUNDLE_ATTN_KERNEL = "kernel_unified_attention"
+_BUNDLE_ATTN_SHIPPED = attention_configs.SHIPPED
 _BUNDLE_ATTN_SPACE = {"BLOCK_M": [128, 64, 32, 16], "TILE_SIZE": [32, 64, 128], "num_warps": [4, 8],
                       "num_stages": [1, 2, 3]}
 
@@ -90,8 +94,9 @@ def _bundle_attn_pick(table, tokens):
 
 
 def _bundle_attn_lookup(files, kw):
-    """The tuned constants for launch `kw` from its file in the bundle cache (read once per GPU and shape into
-    `files`), or None: not on a CUDA GPU, no file, or VLLM_BUNDLE_ATTENTION_TUNED=0."""
+    """The tuned constants for launch `kw` from its file in the bundle cache, else from the table shipped for its GPU
+    and shape (read once per GPU and shape into `files`), or None: not on a CUDA GPU, neither, or
+    VLLM_BUNDLE_ATTENTION_TUNED=0."""
     import json
     import os
 
@@ -107,7 +112,7 @@ def _bundle_attn_lookup(files, kw):
             with open(os.path.join(_bundle_attn_folder(), name), encoding="utf-8") as f:
                 files[key] = {int(k): v for k, v in json.load(f).items() if k.isdigit()}
         except FileNotFoundError:
-            files[key] = {}
+            files[key] = _BUNDLE_ATTN_SHIPPED.get(name, {})
     return _bundle_attn_pick(files[key], q.shape[0] // max(1, kw["num_seqs"]))
 
 
@@ -270,6 +275,6 @@ def source() -> str:
     """The helpers' text for the bundle: the constants they read, each helper verbatim, then the kernel's name bound
     to its stand-in (importing the bundle wraps the kernel object; nothing runs on a GPU)."""
     consts = "".join(f"{name} = {globals()[name]!r}\n"
-                     for name in ("_BUNDLE_ATTN_KERNEL", "_BUNDLE_ATTN_SPACE"))
+                     for name in ("_BUNDLE_ATTN_KERNEL", "_BUNDLE_ATTN_SPACE", "_BUNDLE_ATTN_SHIPPED"))
     return ("\n\n" + consts + "\n\n" + "".join(inspect.getsource(h) + "\n\n" for h in HELPERS)
             + f"{_BUNDLE_ATTN_KERNEL} = _BundleAttentionLaunch({_BUNDLE_ATTN_KERNEL})\n")
