@@ -3,6 +3,7 @@ launch of vLLM's unified attention kernel gets, how the grid follows them, how t
 is read from. The relaunch itself runs against SDPA in Triton's interpreter in tests/test_attention_speed.py."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -143,18 +144,26 @@ def test_source_rebinds_the_kernel_after_its_helpers():
     assert not at.reaches({"triton_kernels": [{"name": "fused_moe_kernel", "kind": "kernel"}]})
 
 
-def test_bundle_without_the_kernel_says_so_in_one_line(tmp_path):
-    pytest.importorskip("triton")
-    bundle = tmp_path / "NoAttention.py"
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the no-GPU message is checked where there is no GPU")
+@pytest.mark.parametrize("kernel", [False, True])
+def test_tune_attention_refuses_in_one_line(tmp_path, kernel):
+    """A bundle without the kernel, and one with it on a machine without a GPU: one line, exit 2, nothing written."""
     from bundler_lib.example import cli
-    graph = {"triton_kernels": [], "cuda_ops": []}
+    bundle = tmp_path / "Attn.py"
+    graph = {"triton_kernels": [{"name": "kernel_unified_attention", "kind": "kernel"}] if kernel else []}
     record = {"symbol": "X", "template": "module", "workload": {"kind": "prefill"}}
-    bundle.write_text("def invocation_example(small=False, workload=None, tokens=None, batch=None, context=None):\n"
+    bundle.write_text("kernel_unified_attention = object()\n\n\n"
+                      "def invocation_example(small=False, workload=None, tokens=None, batch=None, context=None):\n"
                       "    return {}\n" + cli.source(graph, record))
-    res = subprocess.run([sys.executable, str(bundle), "tune-attention"], capture_output=True, text=True, timeout=120)
-    assert res.returncode == 2 and res.stderr.strip() == (
-        "NoAttention.py tune-attention: this bundle has no vLLM unified attention kernel: build one whose symbol "
-        "reaches the TRITON_ATTN backend"), res.stderr
+    res = subprocess.run([sys.executable, str(bundle), "tune-attention", "--budget-s", "10"], capture_output=True,
+                         text=True, timeout=300, cwd=tmp_path, env={**os.environ, "VLLM_BUNDLE_CACHE": str(tmp_path)})
+    ours = [ln for ln in res.stderr.strip().splitlines() if ln.startswith("Attn.py")]
+    assert res.returncode == 2 and res.stdout == "" and len(ours) == 1, res.stderr
+    assert ours[0] == ("Attn.py tune-attention: no CUDA GPU (torch.cuda.is_available() is False): tuning times the "
+                       "kernel on the GPU it is for; run it there" if kernel else
+                       "Attn.py tune-attention: this bundle has no vLLM unified attention kernel: build one whose "
+                       "symbol reaches the TRITON_ATTN backend"), res.stderr
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["Attn.py"]
 
 
 _MIXED = PREAMBLE + textwrap.dedent('''
