@@ -67,10 +67,10 @@ def test_fastest_times_until_the_deadline_and_skips_what_does_not_fit():
         if times[c] is None:
             raise _Skip
         return times[c]
-    best, ms, first, timed, skipped = at._bundle_attn_fastest([None, 1, 2, 3], time_ms, 50, clock, (_Skip,))
+    best, ms, first, timed, skipped = at._bundle_fastest([None, 1, 2, 3], time_ms, 50, clock, (_Skip,))
     assert (best, ms, first, timed, skipped) == (3, 1.0, 5.0, 3, 1)
     # past the deadline after the first: vLLM's own launch stays
-    best, ms, first, timed, _ = at._bundle_attn_fastest([None, 1], time_ms, 0, lambda: 10, (_Skip,))
+    best, ms, first, timed, _ = at._bundle_fastest([None, 1], time_ms, 0, lambda: 10, (_Skip,))
     assert (best, ms, first, timed) == (None, 5.0, 5.0, 1)
 
 

@@ -104,22 +104,22 @@ def _timer(clock, target_bm):
 def test_fastest_is_the_minimum_and_skips_what_does_not_fit():
     clock = _Clock(1.0)
     cands = [_cfg(16, 64, 64, 1, 8, 5), _cfg(32), _cfg(16, 64, 64, 1, 4, 2), _cfg(16, 128)]
-    best, us, first, timed, skipped = mt._bundle_moe_fastest(cands, lambda c: _timer(clock, lambda m: 16)(1, c),
+    best, us, first, timed, skipped = mt._bundle_fastest(cands, lambda c: _timer(clock, lambda m: 16)(1, c),
                                                              float("inf"), clock, (_TooBig,))
     assert best == _cfg(16, 64, 64, 1, 4, 2) and (first, timed, skipped) == (None, 3, 1)
     assert us == pytest.approx(100.0 + 0.02 + 0.064 + 0.0001)
     with pytest.raises(ZeroDivisionError):      # anything else is an error, not a skip
-        mt._bundle_moe_fastest(cands, lambda c: 1 / 0, float("inf"), clock, (_TooBig,))
+        mt._bundle_fastest(cands, lambda c: 1 / 0, float("inf"), clock, (_TooBig,))
 
 
 def test_fastest_stops_at_the_deadline_but_times_one():
     clock = _Clock(1.0)
     cands = [_cfg(32), _cfg(16), _cfg(64)]
-    best, us, first, timed, _ = mt._bundle_moe_fastest(cands, lambda c: _timer(clock, lambda m: 16)(1, c), 0.0,
+    best, us, first, timed, _ = mt._bundle_fastest(cands, lambda c: _timer(clock, lambda m: 16)(1, c), 0.0,
                                                        clock, ())
     assert (best, timed, first) == (_cfg(32), 1, us)
     clock = _Clock(1.0)
-    best, _, _, timed, _ = mt._bundle_moe_fastest(cands, lambda c: _timer(clock, lambda m: 16)(1, c), 2.0, clock, ())
+    best, _, _, timed, _ = mt._bundle_fastest(cands, lambda c: _timer(clock, lambda m: 16)(1, c), 2.0, clock, ())
     assert (best, timed) == (_cfg(16), 2)
 
 
@@ -369,7 +369,7 @@ def test_a_config_tritons_compiler_fails_on_is_skipped_any_other_runtime_error_i
     with pytest.raises(mt._BundleMoeCompileFailed):
         timed(1, _cfg(64))
     clock = _Clock(1.0)
-    best, _, _, timed_n, skipped = mt._bundle_moe_fastest([_cfg(16), _cfg(64), _cfg(32)], lambda c: timed(1, c),
+    best, _, _, timed_n, skipped = mt._bundle_fastest([_cfg(16), _cfg(64), _cfg(32)], lambda c: timed(1, c),
                                                            float("inf"), clock, (mt._BundleMoeCompileFailed,))
     assert (timed_n, skipped) == (2, 1) and best in (_cfg(16), _cfg(32))
 

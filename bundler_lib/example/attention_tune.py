@@ -26,6 +26,7 @@ from __future__ import annotations
 import inspect
 
 from bundler_lib.example import attention_configs
+from bundler_lib.example.moe_tune import _bundle_fastest, _bundle_no_gpu  # in a bundle: tune-moe's copies, before these
 
 _BUNDLE_ATTN_KERNEL = "kernel_unified_attention"
 _BUNDLE_ATTN_SHIPPED = attention_configs.SHIPPED
@@ -125,26 +126,6 @@ def _bundle_attn_candidates(space, queries_per_kv):
     return [None] + [c for c in combos if c["BLOCK_M"] >= queries_per_kv]
 
 
-def _bundle_attn_fastest(candidates, time_ms, deadline, clock, skip):
-    """(fastest candidate, its ms, the first's ms, timed, skipped): `time_ms(c)` for each until `deadline` (the
-    first always); a candidate raising one of `skip` is left out."""
-    best, best_ms, first_ms, timed, skipped = None, float("inf"), None, 0, 0
-    for c in candidates:
-        if timed + skipped and clock() >= deadline:
-            break
-        try:
-            ms = time_ms(c)
-        except skip:
-            skipped += 1
-            continue
-        if not timed + skipped:
-            first_ms = ms
-        timed += 1
-        if ms < best_ms:
-            best, best_ms = c, ms
-    return best, best_ms, first_ms, timed, skipped
-
-
 class _BundleAttnWrongOutput(Exception):
     pass
 
@@ -211,18 +192,12 @@ def _bundle_tune_attention(args, prog, g):
     import sys
     import time
 
-    proxy = g[_BUNDLE_ATTN_KERNEL]
-    if not isinstance(proxy, _BundleAttentionLaunch):
-        print(f"{prog} tune-attention: this bundle has no vLLM unified attention kernel ({_BUNDLE_ATTN_KERNEL}): "
-              "build one whose symbol reaches the TRITON_ATTN backend", file=sys.stderr)
+    if _bundle_no_gpu(prog, "tune-attention"):
         return 2
     import torch
     import triton
 
-    if not torch.cuda.is_available():
-        print(f"{prog} tune-attention: no CUDA GPU (torch.cuda.is_available() is False): tuning times the kernel on "
-              "the GPU it is for; run it there", file=sys.stderr)
-        return 2
+    proxy = g[_BUNDLE_ATTN_KERNEL]
     begin = time.monotonic()
     budget = args.budget_s if args.budget_s is not None else float("inf")
     tables = {}
@@ -239,7 +214,7 @@ def _bundle_tune_attention(args, prog, g):
         grid, kw = recorded[-1]
         start = time.monotonic()
         share = start + (begin + budget - start) / (len(args.tokens) - i)
-        best, ms, before, timed, skipped = _bundle_attn_fastest(
+        best, ms, before, timed, skipped = _bundle_fastest(
             _bundle_attn_candidates(_BUNDLE_ATTN_SPACE, kw["num_queries_per_kv"]),
             _bundle_attn_cuda_timer(proxy, grid, kw), share, time.monotonic,
             (triton.runtime.errors.OutOfResources, triton.compiler.errors.CompilationError, _BundleAttnWrongOutput))
@@ -262,7 +237,7 @@ def _bundle_tune_attention(args, prog, g):
 
 
 HELPERS = (_BundleAttentionLaunch, _bundle_attn_relaunch, _bundle_attn_file_name, _bundle_attn_folder,
-           _bundle_attn_pick, _bundle_attn_lookup, _bundle_attn_candidates, _bundle_attn_fastest,
+           _bundle_attn_pick, _bundle_attn_lookup, _bundle_attn_candidates,
            _BundleAttnWrongOutput, _bundle_attn_cuda_timer, _bundle_attn_write, _bundle_tune_attention)
 
 

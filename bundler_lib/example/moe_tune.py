@@ -92,10 +92,10 @@ def _bundle_moe_candidates(space, batch, shape, baseline):
     return first + [c for c in pruned if c not in first]
 
 
-def _bundle_moe_fastest(candidates, time_us, deadline, clock, skip):
-    """(fastest config, its time in us, the first candidate's time (None if it did not fit), configs timed, configs
-    skipped): `time_us(config)` for each candidate until `deadline` (`clock()` seconds; the first is always timed);
-    a config raising one of `skip` is left out."""
+def _bundle_fastest(candidates, time_us, deadline, clock, skip):
+    """(fastest candidate, its time, the first candidate's time (None if it did not fit), candidates timed,
+    candidates skipped): `time_us(candidate)` for each until `deadline` (`clock()` seconds; the first is always
+    timed); a candidate raising one of `skip` is left out. Shared by tune-moe and tune-attention."""
     best, best_us, first_us, timed, skipped = None, float("inf"), None, 0, 0
     for config in candidates:
         if timed + skipped and clock() >= deadline:
@@ -130,7 +130,7 @@ def _bundle_moe_tune(shape, batches, time_us, deadline, clock, baseline_for, say
         share = start + (deadline - start) / (len(batches) - i)
         baseline = baseline_for(batch)
         cands = _bundle_moe_candidates(space, batch, shape, baseline)
-        config, us, before_us, timed, skipped = _bundle_moe_fastest(
+        config, us, before_us, timed, skipped = _bundle_fastest(
             cands, lambda c: time_us(batch, c), share, clock, skip)
         if config is None:
             raise RuntimeError(f"tune-moe: M={batch}: none of the {skipped} configs tried fits this GPU")
@@ -284,6 +284,19 @@ def _bundle_moe_baseline(g, call):
     return baseline_for
 
 
+def _bundle_no_gpu(prog, command):
+    """True, after one line on stderr, where there is no CUDA GPU: tuning times kernels on the GPU they are for."""
+    import sys
+
+    import torch
+
+    if torch.cuda.is_available():
+        return False
+    print(f"{prog} {command}: no CUDA GPU (torch.cuda.is_available() is False): tuning times the kernel on the GPU "
+          "it is for; run it there", file=sys.stderr)
+    return True
+
+
 def _bundle_tune_moe(args, prog, g):
     """`tune-moe`: tune the bundle's fused-MoE shapes on this GPU and write vLLM's config file for each."""
     import sys
@@ -294,13 +307,10 @@ def _bundle_tune_moe(args, prog, g):
         print(f"{prog} tune-moe: this bundle has no vLLM fused MoE (Triton) path (no {', '.join(missing)}): "
               "build one whose symbol reaches fused_experts / FusedMoE", file=sys.stderr)
         return 2
-    import torch
+    if _bundle_no_gpu(prog, "tune-moe"):
+        return 2
     import triton
 
-    if not torch.cuda.is_available():
-        print(f"{prog} tune-moe: no CUDA GPU (torch.cuda.is_available() is False): tuning times the kernel on the "
-              "GPU it is for; run it there", file=sys.stderr)
-        return 2
     begin = time.monotonic()
     deadline = begin + (args.budget_s if args.budget_s is not None else float("inf"))
     lookups = _bundle_moe_shapes(g, lambda: g["invocation_example"](small=True))
@@ -332,10 +342,10 @@ def _bundle_moe_each(g, lookups, args, begin, deadline, timer, triton):
 
 
 HELPERS = (_bundle_moe_search_space, _bundle_moe_keep, _bundle_moe_prune, _bundle_moe_candidates,
-           _bundle_moe_fastest, _bundle_moe_ordered, _bundle_moe_tune, _bundle_moe_write, _BundleMoeFound,
+           _bundle_fastest, _bundle_moe_ordered, _bundle_moe_tune, _bundle_moe_write, _BundleMoeFound,
            _BundleMoeCompileFailed, _bundle_moe_compile_failures,
            _bundle_moe_folder, _bundle_moe_shapes, _bundle_moe_shape, _bundle_moe_cuda_timer, _bundle_moe_baseline,
-           _bundle_tune_moe, _bundle_moe_each)
+           _bundle_no_gpu, _bundle_tune_moe, _bundle_moe_each)
 
 
 def source() -> str:
