@@ -90,6 +90,10 @@ def test_lookup_reads_the_tuned_file_by_gpu_and_shape(tmp_path, monkeypatch):
     assert at._bundle_attn_lookup({}, _kw(tokens=8192)) is None  # not on a GPU (the interpreter)
     monkeypatch.setenv("VLLM_BUNDLE_ATTENTION_TUNED", "0")
     assert at._bundle_attn_lookup({}, kw) is None
+    monkeypatch.delenv("VLLM_BUNDLE_ATTENTION_TUNED")
+    open(path, "w").write("{not json")
+    with pytest.raises(RuntimeError, match=r"NVIDIA_Test_GPU.*not a tune-attention file.*delete it, or run tune-attention"):
+        at._bundle_attn_lookup({}, kw)
 
 
 def test_the_shipped_table_is_the_default_and_a_tuned_file_overrides_it(tmp_path, monkeypatch):

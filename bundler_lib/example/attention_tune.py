@@ -36,7 +36,8 @@ _BUNDLE_ATTN_SPACE = {"BLOCK_M": [128, 64, 32, 16], "TILE_SIZE": [32, 64, 128], 
 
 class _BundleAttentionLaunch:
     """Stands in for vLLM's `kernel_unified_attention`: `self[grid](**kw)` launches it, a prefill (2D) launch with
-    the tuned constants for its GPU, shape and tokens per sequence where the bundle cache has them."""
+    the tuned constants for its GPU, shape and tokens per sequence where the bundle cache or the shipped table has
+    them (`forced`: these constants instead; `recorded`: a list that collects each prefill launch as vLLM made it)."""
 
     def __init__(self, kernel):
         self.kernel, self.files, self.forced, self.recorded = kernel, {}, None, None
@@ -109,11 +110,15 @@ def _bundle_attn_lookup(files, kw):
     key = (q.device.index, kw["num_queries_per_kv"], kw["HEAD_SIZE"], q.dtype)
     if key not in files:
         name = _bundle_attn_file_name(torch.cuda.get_device_name(q.device), kw)
+        path = os.path.join(_bundle_attn_folder(), name)
         try:
-            with open(os.path.join(_bundle_attn_folder(), name), encoding="utf-8") as f:
+            with open(path, encoding="utf-8") as f:
                 files[key] = {int(k): v for k, v in json.load(f).items() if k.isdigit()}
         except FileNotFoundError:
             files[key] = _BUNDLE_ATTN_SHIPPED.get(name, {})
+        except (ValueError, AttributeError) as e:
+            raise RuntimeError(f"{path}: not a tune-attention file ({e}): delete it, or run tune-attention again to "
+                               "rewrite it") from None
     return _bundle_attn_pick(files[key], q.shape[0] // max(1, kw["num_seqs"]))
 
 
