@@ -9,6 +9,9 @@ large: nothing is kept from one layer to the next), side by side in that process
 - the bundle: its own `invocation_example(small=False, workload=..., tokens=..., batch=..., context=...)` and the
   `forward` it returns (eager; the forward copies its input, which vLLM's layers update in place); for decode also
   that forward captured in a CUDA graph and replayed (the bundle's `_bundle_cuda_graph`, as `bench --cuda-graph`);
+- for prefill, where the bundle's unified attention kernel has a tunable launch (bundler_lib/example/
+  attention_tune.py), the same forward with that kernel launched as vLLM launches it (`bundle_vllm_attention_launch`;
+  `attention_launch_speedup`: its median over the bundle's);
 - transformers: its decoder layer of the same architecture holding the bundle's weights (tools/parity.py: the
   merged-weight mapping, the layer built on meta and sharing the bundle's tensors), in its fast settings:
   `attn_implementation="sdpa"` and, for MoE layers, `experts_implementation="grouped_mm"` (transformers 5.17 reads
@@ -226,11 +229,29 @@ def transformers_step(ex: dict, found, config):
     return step
 
 
+def vllm_attention_launch(forward):
+    """`forward` with the unified attention kernel's prefill launched as vLLM launches it (VLLM_BUNDLE_ATTENTION_TUNED=0
+    for the call: the bundle's stand-in reads it at each launch), to time beside the bundle's tuned launch."""
+    def call():
+        before = os.environ.get("VLLM_BUNDLE_ATTENTION_TUNED")
+        os.environ["VLLM_BUNDLE_ATTENTION_TUNED"] = "0"
+        try:
+            return forward()
+        finally:
+            if before is None:
+                del os.environ["VLLM_BUNDLE_ATTENTION_TUNED"]
+            else:
+                os.environ["VLLM_BUNDLE_ATTENTION_TUNED"] = before
+    return call
+
+
 def measure(mod, found, config, case, warmup: int, iters: int, peak: dict | None) -> dict:
     """One row: the bundle (eager, and graphed for decode) and transformers on the same weights and inputs."""
     kind, n, b, c = case
     ex = mod.invocation_example(small=False, workload=kind, tokens=n, batch=b, context=c)
     fns = {"bundle": ex["forward"], "transformers": transformers_step(ex, found, config)}
+    if kind == "prefill" and hasattr(getattr(mod, "kernel_unified_attention", None), "forced"):
+        fns["bundle_vllm_attention_launch"] = vllm_attention_launch(ex["forward"])
     row = {"sizes": ex["sizes"], "cost": ex["cost"]}
     if kind == "decode":
         capture = getattr(mod, "_bundle_cuda_graph", None)
@@ -247,6 +268,9 @@ def measure(mod, found, config, case, warmup: int, iters: int, peak: dict | None
         row[k] = summarize(t)
         row[k].update(rates(ex["cost"], row[k]["median_ms"], peak))
     row["ratio"] = round(row["transformers"]["median_ms"] / row["bundle"]["median_ms"], 3)
+    if "bundle_vllm_attention_launch" in row:
+        row["attention_launch_speedup"] = round(
+            row["bundle_vllm_attention_launch"]["median_ms"] / row["bundle"]["median_ms"], 3)
     if "median_ms" in row.get("bundle_cuda_graph", {}):
         row["ratio_cuda_graph"] = round(row["transformers"]["median_ms"] / row["bundle_cuda_graph"]["median_ms"], 3)
     return row
@@ -283,8 +307,8 @@ def worker(layer: dict, sizes: list[str], warmup: int, iters: int, rows_out: Pat
             row["seconds"] = round(time.perf_counter() - t0, 2)
             out.write(json.dumps(row) + "\n")
             out.flush()
-            short = {k: row[k] for k in ("status", "ratio", "ratio_cuda_graph") if k in row}
-            for k in ("bundle", "transformers", "bundle_cuda_graph"):
+            short = {k: row[k] for k in ("status", "ratio", "ratio_cuda_graph", "attention_launch_speedup") if k in row}
+            for k in ("bundle", "transformers", "bundle_cuda_graph", "bundle_vllm_attention_launch"):
                 if "median_ms" in row.get(k, {}):
                     short[k + "_ms"] = row[k]["median_ms"]
             if row["status"] == "error":

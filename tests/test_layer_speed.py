@@ -3,6 +3,7 @@ sizes and options, result-file naming, the rates against the GPU's peak, transfo
 step (on CPU, with tools/parity.py's tiny layers), and the one-line refusals without a GPU."""
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -315,13 +316,19 @@ def test_worker_rows_on_cpu(tmp_path, monkeypatch):
         if tokens == 16:
             raise RuntimeError("out of memory, say")
         ex = _example(state, batch, tokens, context)
-        ex.update(forward=lambda: ex["inputs"]["hidden_states"] * 2, cost={"flops": 10**9, "bytes": 10**8})
+
+        def forward():
+            launches.append(os.environ.get("VLLM_BUNDLE_ATTENTION_TUNED"))
+            return ex["inputs"]["hidden_states"] * 2
+        ex.update(forward=forward, cost={"flops": 10**9, "bytes": 10**8})
         return ex
 
-    graphs = []
+    graphs, launches = [], []
     mod = types.SimpleNamespace(__file__=str(path), invocation_example=invocation_example,
                                 _bundle_cuda_graph=lambda fw, warmup: graphs.append(warmup) or
-                                (types.SimpleNamespace(replay=fw), None))
+                                (types.SimpleNamespace(replay=fw), None),
+                                kernel_unified_attention=types.SimpleNamespace(forced=None))  # a tunable launch
+    monkeypatch.delenv("VLLM_BUNDLE_ATTENTION_TUNED", raising=False)
     monkeypatch.setattr(layer_speed.parity, "load_bundle", lambda p: mod)
 
     class Event:
@@ -352,6 +359,11 @@ def test_worker_rows_on_cpu(tmp_path, monkeypatch):
         for side in ("bundle", "transformers"):
             assert r[side]["iters"] == 20 and r[side]["frac_peak_bw"] > 0
         assert r["ratio"] == round(r["transformers"]["median_ms"] / r["bundle"]["median_ms"], 3)
+    # prefill also times vLLM's attention launch beside the bundle's (the variable set for that side's calls only)
+    assert got[0]["attention_launch_speedup"] == round(
+        got[0]["bundle_vllm_attention_launch"]["median_ms"] / got[0]["bundle"]["median_ms"], 3)
+    assert "bundle_vllm_attention_launch" not in got[1]
+    assert set(launches) == {None, "0"} and "VLLM_BUNDLE_ATTENTION_TUNED" not in os.environ
 
 
 def test_driver_writes_one_result_file_from_the_workers(tmp_path, monkeypatch):
