@@ -22,6 +22,9 @@
 #           attention_kernels/), prefill 512, 4096, 32768 tokens against SDPA; ATTN_LAUNCH="64:64:4:2 ..."
 #           (BLOCK_M:TILE:WARPS:STAGES) times the unified kernel's prefill launch with those constants too;
 #           results OUT_DIR/attention-speed.json
+# tune-attention: `<bundle>.py tune-attention` on the suite's decoder layers (or the BUNDLEs), BUDGET_S seconds (default
+#           240) shared equally, ATTN_TOKENS (default 512,4096,32768); logs OUT_DIR/tune-attention-<bundle>.log, files
+#           OUT_DIR/attention-configs/ (what bundler_lib/example/attention_configs.py ships is measured so)
 # cold:     the first `run --small` of a bundle (default bundles_out/Qwen3MoeDecoderLayer.py) in empty bundle, Triton
 #           and inductor caches (its CUDA ops and Triton kernels built from nothing), then the same run warm;
 #           OUT_DIR/cold-build.txt (the logs beside it name each CUDA unit's compile seconds: the rest is Triton and torch)
@@ -118,6 +121,16 @@ case $phase in
       ${ATTN_LAUNCH:+--unified-launch "${ATTN_LAUNCH// /,}"} \
       --out "$out/attention-speed.json" > "$out/attention-speed.log" 2>&1
     echo "attention rc=$?"; tail -4 "$out/attention-speed.log" ;;
+  tune-attention)
+    bundles=("$@"); [ ${#bundles[@]} -eq 0 ] && bundles=(bundles_out/{Qwen3Moe,Qwen3,Llama}DecoderLayer.py)
+    label() { local r=${1#bundles_out/}; r=${r%.py}; echo "${r//\//_}"; }
+    export VLLM_BUNDLE_CACHE=${VLLM_BUNDLE_CACHE:-$(mktemp -d)}
+    for b in "${bundles[@]}"; do n=$(label "$b")
+      $py "$b" tune-attention --tokens "${ATTN_TOKENS:-512,4096,32768}" \
+        --budget-s $(( ${BUDGET_S:-240} / ${#bundles[@]} )) > "$out/tune-attention-$n.log" 2>&1
+      echo "$n tune-attention rc=$?"; grep "^tune-attention" "$out/tune-attention-$n.log" | tail -4
+    done
+    cp -r "$VLLM_BUNDLE_CACHE/attention-configs" "$out/" 2>/dev/null ;;
   cold)
     b=${1:-bundles_out/Qwen3MoeDecoderLayer.py}; c=$(mktemp -d)
     for k in cold warm; do
@@ -139,7 +152,7 @@ case $phase in
         echo "$n $c rc=$?"
       done
     done ;;
-  *) echo "usage: $0 ops|examples|triton|parity|zoo|speed|moe|attention|cold|profile OUT_DIR [BUNDLE...]" >&2; exit 2 ;;
+  *) echo "usage: $0 ops|examples|triton|parity|zoo|speed|moe|attention|tune-attention|cold|profile OUT_DIR [BUNDLE...]" >&2; exit 2 ;;
 esac
 [ -n "${PACK:-}" ] && tar -czf "$PACK" -C "$out" .
 exit 0
