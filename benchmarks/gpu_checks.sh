@@ -57,6 +57,8 @@ export VLLM_BUNDLE_GPU_A4="0.26.0=bundles_out/gpu/a4_0.26.0,0.33.0=bundles_out/g
 } > "$out/env-$phase.txt" 2>&1
 # the bundles among these paths: not the KernelBench problems beside them (*.kernelbench.py)
 only_bundles() { local b; for b in "$@"; do [[ $b == *.kernelbench.py ]] || echo "$b"; done; }
+# a bundle's name in OUT_DIR's files: bundles_out/vllm-0.33.0/X.py -> vllm-0.33.0_X
+label() { local r=${1#bundles_out/}; r=${r%.py}; echo "${r//\//_}"; }
 case $phase in
   ops)
     VLLM_BUNDLE_GPU_RESULTS="$out/cuda-ops.json" $py -m pytest tests/gpu/test_cuda_ops_gpu.py -q -rfEs \
@@ -64,7 +66,6 @@ case $phase in
     echo "ops rc=$?"; tail -5 "$out/cuda-ops.log" ;;
   examples)
     bundles=("$@"); [ ${#bundles[@]} -eq 0 ] && mapfile -t bundles < <(only_bundles bundles_out/*.py)
-    label() { local r=${1#bundles_out/}; r=${r%.py}; echo "${r//\//_}"; }  # vllm-0.33.0/X.py -> vllm-0.33.0_X
     export VLLM_BUNDLE_CACHE=$(mktemp -d)
     for b in "${bundles[@]}"; do n=$(label "$b")
       $py tools/run_bundle.py "$b" --json "$out/examples-cold-$n.json" > "$out/examples-cold-$n.log" 2>&1 &
@@ -82,7 +83,6 @@ case $phase in
     echo "triton rc=$?"; tail -15 "$out/triton-kernels.log" ;;
   parity)
     bundles=("$@"); [ ${#bundles[@]} -eq 0 ] && bundles=(bundles_out/{Qwen3Moe,Qwen3,Llama}DecoderLayer.py bundles_out/vllm-0.33.0/{Qwen3Moe,Qwen3,Llama}DecoderLayer.py)
-    label() { local r=${1#bundles_out/}; r=${r%.py}; echo "${r//\//_}"; }
     # one process per case: a model-sized MoE layer, its float32 reference and the control fill most of an H100
     export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
     for b in "${bundles[@]}"; do n=$(label "$b")
@@ -104,7 +104,6 @@ case $phase in
     echo "speed rc=$?"; tail -25 "$out/layer-speed.log"; cp benchmarks/results/*-layer-speed-*.json "$out/" 2>/dev/null ;;
   moe)
     bundles=("$@"); [ ${#bundles[@]} -eq 0 ] && bundles=(bundles_out/fused_experts.py bundles_out/Qwen3MoeDecoderLayer.py)
-    label() { local r=${1#bundles_out/}; r=${r%.py}; echo "${r//\//_}"; }
     export VLLM_BUNDLE_CACHE=${VLLM_BUNDLE_CACHE:-$(mktemp -d)} PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
     mkdir -p "$out/moe-configs"
     for b in "${bundles[@]}"; do n=$(label "$b")
@@ -123,7 +122,6 @@ case $phase in
     echo "attention rc=$?"; tail -4 "$out/attention-speed.log" ;;
   tune-attention)
     bundles=("$@"); [ ${#bundles[@]} -eq 0 ] && bundles=(bundles_out/{Qwen3Moe,Qwen3,Llama}DecoderLayer.py)
-    label() { local r=${1#bundles_out/}; r=${r%.py}; echo "${r//\//_}"; }
     export VLLM_BUNDLE_CACHE=${VLLM_BUNDLE_CACHE:-$(mktemp -d)}
     for b in "${bundles[@]}"; do n=$(label "$b")
       $py "$b" tune-attention --tokens "${ATTN_TOKENS:-512,4096,32768}" \
@@ -142,7 +140,6 @@ case $phase in
     echo "nproc $(nproc); $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader)" >> "$out/cold-build.txt" ;;
   profile)
     bundles=("$@"); [ ${#bundles[@]} -eq 0 ] && bundles=(bundles_out/{Qwen3Moe,Qwen3,Llama}DecoderLayer.py)
-    label() { local r=${1#bundles_out/}; r=${r%.py}; echo "${r//\//_}"; }
     for b in "${bundles[@]}"; do n=$(label "$b")
       for c in ${PROFILE_SIZES:-prefill:4096 prefill:32768 decode:64x4096}; do
         w=${c%%:*}; s=${c#*:}; args=(--workload "$w")

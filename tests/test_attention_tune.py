@@ -81,7 +81,7 @@ def test_lookup_reads_the_tuned_file_by_gpu_and_shape(tmp_path, monkeypatch):
     name = at._bundle_attn_file_name("NVIDIA Test GPU", kw)
     assert name == "unified_attention,device_name=NVIDIA_Test_GPU,queries_per_kv=4,head_size=128,dtype=bfloat16.json"
     assert at._bundle_attn_lookup({}, kw) is None  # no file, nothing shipped: vLLM's launch
-    path = at._bundle_attn_write(str(tmp_path / "attention-configs" / name), {512: A, 4096: B}, "3.6.0")
+    path = at._bundle_write_configs(str(tmp_path / "attention-configs"), name, {512: A, 4096: B}, "3.6.0")
     assert json.loads(open(path).read()) == {"triton_version": "3.6.0", "512": A, "4096": B}
     assert at._bundle_attn_lookup({}, kw) == B  # 4096 tokens per sequence
     assert at._bundle_attn_lookup({}, _kw(tokens=4096, seqs=8, device="cuda")) == A  # 512 per sequence
@@ -104,7 +104,7 @@ def test_the_shipped_table_is_the_default_and_a_tuned_file_overrides_it(tmp_path
     for tokens in (512, 4096, 32768):
         assert at._bundle_attn_lookup({}, _kw(tokens=tokens, device="cuda")) == shipped[tokens]
     assert at._bundle_attn_lookup({}, _kw(tokens=256, device="cuda")) is None
-    at._bundle_attn_write(str(tmp_path / "attention-configs" / name), {256: A}, "3.6.0")
+    at._bundle_write_configs(str(tmp_path / "attention-configs"), name, {256: A}, "3.6.0")
     assert at._bundle_attn_lookup({}, _kw(tokens=32768, device="cuda")) == A
     # every shipped table names its measurement, and holds constants the launch can take
     from bundler_lib.example import attention_configs

@@ -21,7 +21,7 @@ from test_collect_triton_data import MOE, QWEN3_30B, _bind_inputs, _graph, _node
 
 CODER = {"E": 160, "N": 2560, "H": 6144, "top_k": 8}       # Qwen3-Coder-480B-A35B, tp 1
 A3B = {"E": 128, "N": 768, "H": 2048, "top_k": 8}          # Qwen3-30B-A3B, tp 1
-SPACE = mt._bundle_moe_search_space(mt._BUNDLE_MOE_SPACE)
+SPACE = mt._bundle_search_space(mt._BUNDLE_MOE_SPACE)
 
 
 def _cfg(bm=16, bn=64, bk=128, group=1, warps=4, stages=3):
@@ -159,7 +159,7 @@ def test_no_config_fits_is_one_clear_error():
 
 def test_written_file_is_vllms_format(tmp_path):
     configs = {64: _cfg(32), 1: dict(_cfg(16), SPLIT_K=1)}
-    path = mt._bundle_moe_write(str(tmp_path / "d"), "E=8,N=64,device_name=X.json", configs, "3.6.0")
+    path = mt._bundle_write_configs(str(tmp_path / "d"), "E=8,N=64,device_name=X.json", configs, "3.6.0")
     text = Path(path).read_text()
     assert path == str(tmp_path / "d" / "E=8,N=64,device_name=X.json") and text.endswith("}\n")
     assert text.startswith('{\n    "triton_version": "3.6.0",\n    "1": {\n        "BLOCK_SIZE_M": 16,')
@@ -245,7 +245,7 @@ def bound_moe(vllm_0_26_0, tmp_path, monkeypatch):
 
 def _tune_and_write(g, key, configs):
     name = g["get_config_file_name"](key[0], key[1], key[2], None)
-    return mt._bundle_moe_write(mt._bundle_moe_folder(g["get_moe_configs"], key, name), name, configs, "3.6.0")
+    return mt._bundle_write_configs(mt._bundle_moe_folder(g["get_moe_configs"], key, name), name, configs, "3.6.0")
 
 
 def test_written_file_is_what_the_bundles_get_moe_configs_loads(bound_moe, tmp_path):

@@ -26,7 +26,8 @@ from __future__ import annotations
 import inspect
 
 from bundler_lib.example import attention_configs
-from bundler_lib.example.moe_tune import _bundle_fastest, _bundle_no_gpu  # in a bundle: tune-moe's copies, before these
+# in a bundle: tune-moe's copies, written before these
+from bundler_lib.example.moe_tune import _bundle_fastest, _bundle_no_gpu, _bundle_search_space, _bundle_write_configs
 
 _BUNDLE_ATTN_KERNEL = "kernel_unified_attention"
 _BUNDLE_ATTN_SHIPPED = attention_configs.SHIPPED
@@ -99,16 +100,17 @@ def _bundle_attn_lookup(files, kw):
     """The tuned constants for launch `kw` from its file in the bundle cache, else from the table shipped for its GPU
     and shape (read once per GPU and shape into `files`), or None: not on a CUDA GPU, neither, or
     VLLM_BUNDLE_ATTENTION_TUNED=0."""
-    import json
     import os
-
-    import torch
 
     q = kw["query_ptr"]
     if q.device.type != "cuda" or os.environ.get("VLLM_BUNDLE_ATTENTION_TUNED", "1") == "0":
         return None
     key = (q.device.index, kw["num_queries_per_kv"], kw["HEAD_SIZE"], q.dtype)
-    if key not in files:
+    if key not in files:  # once per GPU and shape
+        import json
+
+        import torch
+
         name = _bundle_attn_file_name(torch.cuda.get_device_name(q.device), kw)
         path = os.path.join(_bundle_attn_folder(), name)
         try:
@@ -124,11 +126,7 @@ def _bundle_attn_lookup(files, kw):
 
 def _bundle_attn_candidates(space, queries_per_kv):
     """vLLM's own launch (None) first, then every combination of `space` with at least one token per program."""
-    import itertools
-
-    keys = list(space)
-    combos = [dict(zip(keys, values)) for values in itertools.product(*(space[k] for k in keys))]
-    return [None] + [c for c in combos if c["BLOCK_M"] >= queries_per_kv]
+    return [None] + [c for c in _bundle_search_space(space) if c["BLOCK_M"] >= queries_per_kv]
 
 
 class _BundleAttnWrongOutput(Exception):
@@ -171,22 +169,6 @@ def _bundle_attn_cuda_timer(proxy, grid, kw):
         return statistics.median(ts)
 
     return time_ms
-
-
-def _bundle_attn_write(path, table, triton_version):
-    """Writes `table` ({tokens: constants}) to `path` whole (a temporary file renamed over it)."""
-    import json
-    import os
-    import tempfile
-
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    body = {"triton_version": triton_version, **{str(t): table[t] for t in sorted(table)}}
-    fd, tmp = tempfile.mkstemp(prefix=".tune-", suffix=".json", dir=os.path.dirname(path))
-    with os.fdopen(fd, "w") as f:
-        json.dump(body, f, indent=4)
-        f.write("\n")
-    os.replace(tmp, path)
-    return path
 
 
 def _bundle_tune_attention(args, prog, g):
@@ -233,7 +215,7 @@ def _bundle_tune_attention(args, prog, g):
         gc.collect()
         torch.cuda.empty_cache()
     for name, table in tables.items():
-        path = _bundle_attn_write(os.path.join(_bundle_attn_folder(), name), table, triton.__version__)
+        path = _bundle_write_configs(_bundle_attn_folder(), name, table, triton.__version__)
         print(f"tune-attention: wrote {path} ({len(table)} token counts, {time.monotonic() - begin:.0f} s)", flush=True)
     if not tables:
         print("tune-attention: vLLM's own launch was the fastest at every token count: no file written", flush=True)
@@ -243,7 +225,7 @@ def _bundle_tune_attention(args, prog, g):
 
 HELPERS = (_BundleAttentionLaunch, _bundle_attn_relaunch, _bundle_attn_file_name, _bundle_attn_folder,
            _bundle_attn_pick, _bundle_attn_lookup, _bundle_attn_candidates,
-           _BundleAttnWrongOutput, _bundle_attn_cuda_timer, _bundle_attn_write, _bundle_tune_attention)
+           _BundleAttnWrongOutput, _bundle_attn_cuda_timer, _bundle_tune_attention)
 
 
 def reaches(graph: dict) -> bool:

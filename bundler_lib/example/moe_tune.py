@@ -45,8 +45,9 @@ _BUNDLE_MOE_BATCH_SIZES = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 256, 512, 10
 _BUNDLE_MOE_NEEDS = ("get_moe_configs", "get_config_file_name", "try_get_optimal_moe_config", "get_config", "_config")
 
 
-def _bundle_moe_search_space(ranges):
-    """Every combination of `ranges` ({parameter: values}), as vLLM's get_configs_compute_bound builds it."""
+def _bundle_search_space(ranges):
+    """Every combination of `ranges` ({parameter: values}), as vLLM's get_configs_compute_bound builds it (tune-moe's
+    and tune-attention's spaces)."""
     import itertools
 
     keys = list(ranges)
@@ -123,7 +124,7 @@ def _bundle_moe_ordered(config):
 def _bundle_moe_tune(shape, batches, time_us, deadline, clock, baseline_for, say, skip):
     """{M: fastest config} for one MoE shape over `batches`, sharing the time left before `deadline` evenly
     among the batch sizes still to tune (time one leaves unused goes to the next); one progress line each."""
-    space = _bundle_moe_search_space(_BUNDLE_MOE_SPACE)
+    space = _bundle_search_space(_BUNDLE_MOE_SPACE)
     best = {}
     for i, batch in enumerate(batches):
         start = clock()
@@ -143,9 +144,9 @@ def _bundle_moe_tune(shape, batches, time_us, deadline, clock, baseline_for, say
     return best
 
 
-def _bundle_moe_write(folder, file_name, configs, triton_version):
+def _bundle_write_configs(folder, file_name, configs, triton_version):
     """Writes `configs` ({M: config}) as vLLM's save_configs does (`triton_version` first, indent 4) to
-    `folder/file_name`, replacing any earlier file whole; returns its path."""
+    `folder/file_name`, replacing any earlier file whole; returns its path (tune-moe's and tune-attention's files)."""
     import json
     import os
     import tempfile
@@ -337,12 +338,13 @@ def _bundle_moe_each(g, lookups, args, begin, deadline, timer, triton):
                                 (triton.runtime.errors.OutOfResources, triton.compiler.errors.CompilationError,
                                  _BundleMoeCompileFailed))
         name = g["get_config_file_name"](key[0], key[1], key[2], [key[3], key[4]] if key[3] and key[4] else None)
-        path = _bundle_moe_write(_bundle_moe_folder(g["get_moe_configs"], key, name), name, best, triton.__version__)
+        folder = _bundle_moe_folder(g["get_moe_configs"], key, name)
+        path = _bundle_write_configs(folder, name, best, triton.__version__)
         print(f"tune-moe: wrote {path} ({len(best)} batch sizes, {time.monotonic() - begin:.0f} s)", flush=True)
 
 
-HELPERS = (_bundle_moe_search_space, _bundle_moe_keep, _bundle_moe_prune, _bundle_moe_candidates,
-           _bundle_fastest, _bundle_moe_ordered, _bundle_moe_tune, _bundle_moe_write, _BundleMoeFound,
+HELPERS = (_bundle_search_space, _bundle_moe_keep, _bundle_moe_prune, _bundle_moe_candidates,
+           _bundle_fastest, _bundle_moe_ordered, _bundle_moe_tune, _bundle_write_configs, _BundleMoeFound,
            _BundleMoeCompileFailed, _bundle_moe_compile_failures,
            _bundle_moe_folder, _bundle_moe_shapes, _bundle_moe_shape, _bundle_moe_cuda_timer, _bundle_moe_baseline,
            _bundle_no_gpu, _bundle_tune_moe, _bundle_moe_each)
