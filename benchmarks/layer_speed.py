@@ -17,8 +17,9 @@ large: nothing is kept from one layer to the next), side by side in that process
   `attn_implementation="sdpa"` and, for MoE layers, `experts_implementation="grouped_mm"` (transformers 5.17 reads
   it from the config: `PreTrainedConfig.__init__` pops `experts_implementation`; `@use_experts_implementation`
   dispatches the experts' forward on `config._experts_implementation`, and a layer built outside a model keeps
-  its per-expert loop unless the config names one). Rotary embeddings are computed once, outside the timing, as a
-  transformers model does for all its layers. Decode runs over a DynamicCache filled with the bundle's context
+  its per-expert loop unless the config names one). Rotary embeddings and the attention mask are built once,
+  outside the timing, as a transformers model builds them for all its layers (the cache cropped back after each
+  decode step keeps the mask's length). Decode runs over a DynamicCache filled with the bundle's context
   K/V (tools/parity.py), cropped back to that length after each step: each step pays transformers' `torch.cat`.
 
 A target with a variant is one more layer: `--only qwen3_layer,qwen3_layer_flex` times the same layer with vLLM's
@@ -219,9 +220,10 @@ def transformers_step(ex: dict, found, config):
     positions = ex["inputs"]["positions"].view(B, q)
     emb = rope_cls(config).to(x.device)(xin, positions) if rope_cls is not None else None
     cache = parity.context_cache(ex, x.dtype, config, layer_idx) if ctx else None
+    kw = parity.hf_inputs(hf, config, xin, positions, (lambda *_: emb) if emb is not None else None, cache)
 
     def step():
-        out = parity.hf_forward(hf, config, xin, positions, (lambda *_: emb) if emb is not None else None, cache)
+        out = parity.hf_call(hf, xin, kw)
         if cache is not None:  # back to the context (only this layer's is filled): each step appends as much
             cache.layers[layer_idx].crop(-q)
         return out

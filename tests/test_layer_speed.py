@@ -158,10 +158,13 @@ def test_transformers_step_fast_settings_and_a_steady_cache(model_type, monkeypa
     ex = _example(state, B, 1, ctx)
     assert ex["inputs"]["block_table"].tolist() == [[0, 1], [2, 3]]
     found = layer_speed.parity.hf_classes(model_type, SYMBOL[model_type])
+    inputs = _Spy(layer_speed.parity.hf_inputs)
+    monkeypatch.setattr(layer_speed.parity, "hf_inputs", inputs)
     step = layer_speed.transformers_step(ex, found, config)
     first, second = step(), step()
     assert first.shape == (B, 1, 64) and torch.isfinite(first).all()
     assert torch.equal(first, second)  # the same context each step: the appended token was cropped
+    assert inputs.calls == 1  # mask and rotary built once, outside the timed step, as the model does for all layers
     assert spy.calls == (2 if model_type == "qwen3_moe" else 0)
     # the same layer, in the same settings, over a cache of the same context, built directly
     from transformers import DynamicCache

@@ -47,7 +47,7 @@ from parity_mapping import (MappingError, NoReference, into_loaded_image, loaded
 from parity_reference import (bidirectional, context_cache, cross_context, extra_inputs, hf_classes, hf_config,
                               hf_forward, hf_layer, mapping_args, per_layer_assumed, raise_if_norm_groups_differ,
                               raise_if_part_of_layer, read_config, reference_class, rope_built, states_both_ways)
-from parity_reference import hf_shapes  # noqa: F401 - benchmarks/layer_speed.py's parity.hf_shapes
+from parity_reference import hf_call, hf_inputs, hf_shapes  # noqa: F401 - benchmarks/layer_speed.py's parity.<name>
 
 TOL_RATIO = 2.0
 TOL_ABS = 2e-2

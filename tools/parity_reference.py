@@ -5,6 +5,7 @@ extra inputs), as transformers' model builds them for one layer."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import json
 import os
@@ -357,10 +358,16 @@ def rope_embeddings(rope, config, x, positions, layer_idx: int):
 
 
 def _class_source(module) -> str:
+    return _type_source(type(module))
+
+
+@functools.lru_cache(maxsize=None)
+def _type_source(cls) -> str:
+    """A class's source, read once: inspect parses the whole module to find it (milliseconds a call)."""
     import inspect
 
     try:
-        return inspect.getsource(type(module))
+        return inspect.getsource(cls)
     except (OSError, TypeError):
         return ""
 
@@ -415,6 +422,21 @@ def _encoder_input(name: str) -> bool:
 def hf_forward(layer, config, x, positions, rope, cache=None, layer_idx: int = 0, extra: dict | None = None):
     """transformers' `layer` on x: [B, q, H], or a stack of them [S, B, q, H] (Gemma 3n's AltUp predictions), whose
     rotary, mask and other inputs are those of one [B, q, H], as the model builds them from its embeddings."""
+    return hf_call(layer, x, hf_inputs(layer, config, x, positions, rope, cache, layer_idx, extra))
+
+
+def hf_call(layer, x, kw: dict):
+    """transformers' `layer` on x with the keyword inputs `kw` (hf_inputs'): its hidden states out."""
+    import torch
+
+    with torch.no_grad():
+        out = layer(x, **kw)
+    return out[0] if isinstance(out, tuple) else out
+
+
+def hf_inputs(layer, config, x, positions, rope, cache=None, layer_idx: int = 0, extra: dict | None = None) -> dict:
+    """The keyword inputs transformers' model gives `layer` beside x (hf_forward's): its rotary embeddings, mask,
+    cache and the `extra` inputs, built once per forward of the model for all its layers."""
     import torch
 
     tokens = x if x.dim() == 3 else x[0]
@@ -426,9 +448,7 @@ def hf_forward(layer, config, x, positions, rope, cache=None, layer_idx: int = 0
             t = t[: tokens.shape[0]] if _encoder_input(name) else t[: tokens.shape[0], : tokens.shape[1]]
             t = t.to(x.dtype) if t.is_floating_point() else t
         kw[name] = t
-    with torch.no_grad():
-        out = layer(x, **kw)
-    return out[0] if isinstance(out, tuple) else out
+    return kw
 
 
 def context_cache(ex, dtype, config, layer_idx, probe=None, keys_permuted: bool = False, vllm_layer=None):
