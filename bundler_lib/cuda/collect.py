@@ -296,6 +296,10 @@ def _implementing_source(op: str, tree: Tree, info: cmake.BuildInfo, d, impl, fn
 # (torch/share/cmake/Caffe2/public/cuda.cmake); torch.utils.cpp_extension adds only the first. vLLM's quantization
 # kernels use __device__ lambdas, which need the second.
 TORCH_CMAKE_NVCC_FLAGS = ["--expt-relaxed-constexpr", "--expt-extended-lambda"]
+# nvcc (>= 11.8) optimises a file's device functions on all cores instead of one: a unit's first compile is bound by
+# its slowest file (H100, 16 cores: vLLM's topk_softmax_kernels.cu 54.5 -> 31.0 s, the MoE layer's cold run 64.8 ->
+# 41.0 s, benchmarks/results/2026-12-07-cold-build-3.txt). The device code is still compiled per kernel.
+PARALLEL_NVCC_FLAGS = ["-split-compile=0"]
 
 
 def is_optional(entry: dict) -> bool:
@@ -528,7 +532,8 @@ def _compile_flags(info: cmake.BuildInfo, defs_union: list[str], include_dirs: l
     undef = [f"-U{f[2:]}" for f in info.torch_flag_removals if f.startswith("-D")]
     cflags = ([f"-std=c++{info.cxx_standard}"] if info.cxx_standard else []) + d_flags + \
         [f for f in add_flags if f.startswith(("-D", "-U"))]
-    cuda_cflags = ["-O3"] + ([f"-std=c++{std}"] if std else []) + d_flags + add_flags + undef + TORCH_CMAKE_NVCC_FLAGS
+    cuda_cflags = (["-O3"] + PARALLEL_NVCC_FLAGS + ([f"-std=c++{std}"] if std else []) + d_flags + add_flags + undef
+                   + TORCH_CMAKE_NVCC_FLAGS)
     if info.skipped:
         notes.append(f"{len(info.skipped)} CMake settings under build-machine conditions (GPU arch lists, NVCC_THREADS, "
                      "toolkit >= 13 options) are not applied: " + "; ".join(info.skipped))
