@@ -109,6 +109,8 @@ def test_the_shipped_table_is_the_default_and_a_tuned_file_overrides_it(tmp_path
     # every shipped table names its measurement, and holds constants the launch can take
     from bundler_lib.example import attention_configs
     assert set(attention_configs.MEASURED) == set(attention_configs.SHIPPED)
+    repo = Path(__file__).resolve().parents[1]
+    assert all((repo / text.split(":")[0]).is_file() for text in attention_configs.MEASURED.values())
     for table in attention_configs.SHIPPED.values():
         for c in table.values():
             assert set(c) == set(at._BUNDLE_ATTN_SPACE) and all(c[k] in at._BUNDLE_ATTN_SPACE[k] for k in c)
