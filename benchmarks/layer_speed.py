@@ -218,9 +218,9 @@ def transformers_step(ex: dict, found, config):
                          parity.map_weights(state, parity.hf_shapes(hf_cls, config, layer_idx)), x.dtype)
     xin = x.view(B, q, x.shape[-1])
     positions = ex["inputs"]["positions"].view(B, q)
-    emb = rope_cls(config).to(x.device)(xin, positions) if rope_cls is not None else None
+    rope = rope_cls(config).to(x.device) if rope_cls is not None else None
     cache = parity.context_cache(ex, x.dtype, config, layer_idx) if ctx else None
-    kw = parity.hf_inputs(hf, config, xin, positions, (lambda *_: emb) if emb is not None else None, cache)
+    kw = parity.hf_inputs(hf, config, xin, positions, rope, cache, layer_idx)
 
     def step():
         out = parity.hf_call(hf, xin, kw)
