@@ -58,10 +58,18 @@ CHOICES: dict[str, tuple[object, tuple]] = {
     # CUDA compute capability of the target GPU (major*10+minor): 90 = H100/H200
     "cuda_capability": (90, (70, 75, 80, 86, 89, 90, 100, 103, 110, 120, 121)),
 }
+# vLLM's AttentionConfig knobs of its FLEX_ATTENTION backend (its --attention-config): the flex_attention kernel's
+# BLOCK_M / BLOCK_N tiles and the block mask's logical query / KV block sizes. None: vLLM's defaults (on torch >= 2.9
+# 16-token blocks of both, built directly from the block table); a KV block other than the cache's 16-token block
+# makes vLLM build the mask with create_block_mask over the whole cache instead (README: the prefill backends).
+FLEX_KEYS = ("flex_attn_block_m", "flex_attn_block_n", "flex_attn_q_block_size", "flex_attn_kv_block_size")
+CHOICES.update({k: (None, (None, 16, 32, 64, 128, 256)) for k in FLEX_KEYS})
+# vLLM's smallest query and KV blocks (torch >= 2.9), which a larger tile must not exceed unless its block is given
+FLEX_DEFAULT_BLOCK = 16
 
 PLATFORMS = ("cuda", "rocm", "cpu", "xpu", "tpu")
 # keys whose values are integers: written as integers or as strings of digits ("80")
-INTEGER_KEYS = ("cuda_capability", "tp", "pp", "ep")
+INTEGER_KEYS = ("cuda_capability", "tp", "pp", "ep") + FLEX_KEYS
 
 
 def normalise(key: str, value: object) -> object:
@@ -77,9 +85,10 @@ def normalise(key: str, value: object) -> object:
         return value
     if isinstance(value, str) and value.strip().isdigit() and value.strip().isascii():
         return int(value.strip())
+    example = next(a for a in CHOICES[key][1] if a is not None)
     raise StageError(STAGE, f"variant {key}={value!r}", "expected an integer",
-                     f"write it as an integer such as {CHOICES[key][0]} (or a string of digits); allowed values for "
-                     f"{key}: " + ", ".join(repr(a) for a in CHOICES[key][1]))
+                     f"write it as an integer such as {example} (or a string of digits); allowed values for "
+                     f"{key}: " + ", ".join(repr(a) for a in CHOICES[key][1] if a is not None))
 
 
 def defaults() -> dict:
@@ -103,14 +112,32 @@ def resolve(variant: dict | None) -> dict:
         value = normalise(key, value)
         if value not in allowed:
             raise StageError(STAGE, f"variant {key}={value!r}", "unknown variant value",
-                             f"allowed values for {key}: " + ", ".join(repr(a) for a in allowed))
+                             f"allowed values for {key}: " + ", ".join(repr(a) for a in allowed if a is not None))
         out[key] = value
     if out["ep"] not in (1, out["tp"]):
         raise StageError(STAGE, f"variant ep={out['ep']!r}", f"with tp={out['tp']} the expert-parallel group is 1 "
                          f"or tp={out['tp']} GPUs (vLLM's ep = tp x dp, dp is 1 here)",
                          f"allowed values for ep with tp={out['tp']}: 1, {out['tp']}" if out["tp"] > 1 else
                          "set tp to the same value (expert parallelism over tp ranks), or leave ep out")
+    _check_flex(out)
     return out
+
+
+def _check_flex(out: dict) -> None:
+    """vLLM's own rules for the FLEX_ATTENTION knobs (FlexAttentionMetadataBuilder._get_block_sizes), checked here
+    instead of at the bundle's first call."""
+    given = [k for k in FLEX_KEYS if out[k] is not None]
+    if given and out["attention_backend"] != "FLEX_ATTENTION":
+        raise StageError(STAGE, f"variant {given[0]}={out[given[0]]!r}",
+                         f"vLLM reads it only with attention_backend FLEX_ATTENTION, not {out['attention_backend']}",
+                         'add "attention_backend": "FLEX_ATTENTION" to the variant, or leave it out')
+    for tile, block in (("flex_attn_block_m", "flex_attn_q_block_size"),
+                        ("flex_attn_block_n", "flex_attn_kv_block_size")):
+        size = out[block] if out[block] is not None else FLEX_DEFAULT_BLOCK
+        if out[tile] is not None and size % out[tile]:
+            raise StageError(STAGE, f"variant {tile}={out[tile]!r}",
+                             f"vLLM needs {block} ({size}{'' if out[block] else ', its default'}) divisible by it",
+                             f"set {block} to a multiple of {out[tile]}, or a smaller {tile}")
 
 
 def world_size(variant: dict) -> int:

@@ -70,9 +70,10 @@ class VariantField(Field):
         Variant choices that prune the closure, overriding the defaults (one NVIDIA GPU: platform
         `cuda`, capability 90, dtype `bfloat16`, parallel sizes 1, no quantization, the Triton attention
         and MoE backends, vLLM's CUDA kernels enabled). Values are strings, or integers for
-        `cuda_capability` (e.g. `80`, `89`, `90`, `100`; a string of digits is read the same) and `tp`/`pp`/`ep`
-        (`tp` 1, 2, 4 or 8 on one node; `ep` 1 or `tp`; `pp` 1). Unknown keys or values are refused before any
-        stage runs, listing the allowed ones.
+        `cuda_capability` (e.g. `80`, `89`, `90`, `100`; a string of digits is read the same), `tp`/`pp`/`ep`
+        (`tp` 1, 2, 4 or 8 on one node; `ep` 1 or `tp`; `pp` 1) and vLLM's FlexAttention knobs
+        `flex_attn_block_m`/`_block_n`/`_q_block_size`/`_kv_block_size` (16 to 256, with `attention_backend`
+        `FLEX_ATTENTION`). Unknown keys or values are refused before any stage runs, listing the allowed ones.
         """
     )
 

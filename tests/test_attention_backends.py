@@ -34,6 +34,33 @@ def test_variant_takes_each_backend_and_refuses_another_in_one_line():
     assert "allowed values for attention_backend: 'TRITON_ATTN', 'TRITON_ATTN_DIFFKV', 'FLEX_ATTENTION'" in msg
 
 
+FLEX_128 = {"attention_backend": "FLEX_ATTENTION", "flex_attn_q_block_size": 128, "flex_attn_kv_block_size": 128,
+            "flex_attn_block_m": 128, "flex_attn_block_n": 64}
+
+
+@pytest.mark.parametrize("variant, needles", [
+    ({"flex_attn_block_m": 64}, ["flex_attn_block_m=64", "only with attention_backend FLEX_ATTENTION, not TRITON_ATTN"]),
+    ({**FLEX_128, "flex_attn_q_block_size": None}, ["flex_attn_q_block_size=None", "expected an integer"]),
+    ({"attention_backend": "FLEX_ATTENTION", "flex_attn_block_m": 64},
+     ["flex_attn_block_m=64", "flex_attn_q_block_size (16, its default) divisible by it"]),
+    ({**FLEX_128, "flex_attn_kv_block_size": 32}, ["flex_attn_block_n=64", "flex_attn_kv_block_size (32) divisible"]),
+    ({**FLEX_128, "flex_attn_block_n": 48}, ["flex_attn_block_n=48", "allowed values for flex_attn_block_n: 16, 32"]),
+    ({**FLEX_128, "flex_attn_block_n": "x"}, ["flex_attn_block_n='x'", "expected an integer", "such as 16"]),
+])
+def test_flex_knobs_follow_vllms_rules(variant, needles):
+    """vLLM's FlexAttention knobs (its attention_config flex_attn_*): unset, vLLM's defaults; given, checked by vLLM's
+    own rules (FlexAttentionMetadataBuilder._get_block_sizes) before any stage runs, one line each."""
+    assert {k: v for k, v in resolve(FLEX_128).items() if k.startswith("flex_")} == {
+        k: v for k, v in FLEX_128.items() if k.startswith("flex_")}
+    assert resolve({"flex_attn_block_m": "32", "flex_attn_q_block_size": 64,
+                    "attention_backend": "FLEX_ATTENTION"})["flex_attn_block_m"] == 32
+    assert all(resolve(None)[k] is None for k in FLEX_128 if k.startswith("flex_"))
+    with pytest.raises(StageError) as e:
+        resolve(variant)
+    msg = str(e.value)
+    assert "\n" not in msg and "Remedy" in msg and all(n in msg for n in needles), msg
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_every_backend_has_roots_and_a_metadata_template(backend):
     variant = {"attention_backend": backend}
@@ -127,9 +154,10 @@ _EXEC = textwrap.dedent('''
 # FLEX_ATTENTION: the KV cache write (a CUDA op) in torch, flex_attention eager; each case's attention output
 # against SDPA over the context and the new tokens.
 _COMPARE = _LOAD + _EXEC + textwrap.dedent('''
-    from torch.nn.attention.flex_attention import flex_attention
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
     impl = getattr(mod, names["FlexAttentionImpl"])
     setattr(mod, names["flex_attention_compiled"], flex_attention)
+    setattr(mod, names["create_block_mask_compiled"], create_block_mask)
     seen, forward = [], impl.forward
 
     def kv_write(self, layer, key, value, kv_cache, slot_mapping):
@@ -154,29 +182,39 @@ _COMPARE = _LOAD + _EXEC + textwrap.dedent('''
             k, v = (flat[idx, :, s].transpose(0, 1).float() for s in (slice(0, self.head_size),
                                                                        slice(self.head_size, None)))
             err = max(err, sdpa_rel_err(out[b * n:(b + 1) * n], q[b * n:(b + 1) * n], k, v, ctx, n, self.scale))
-        print(json.dumps({"case": case, "sizes": ex["sizes"], "metadata": type(md).__name__, "rel_err": err}))
+        print(json.dumps({"case": case, "sizes": ex["sizes"], "metadata": type(md).__name__, "rel_err": err,
+                          "blocks": list(md.block_mask.BLOCK_SIZE), "direct_build": md.direct_build}))
 ''')
 
 
-@pytest.fixture(scope="module")
-def flex_bundle(tmp_path_factory, vllm_0_26_0, runtime_python) -> Path:
+# (the variant's flex_attn_* knobs, the block mask's block sizes and whether vLLM builds it from the block table)
+FLEX_CASES = {"vllm-defaults": ({}, [16, 16], True),
+              "flex128": ({k: v for k, v in FLEX_128.items() if k.startswith("flex_")}, [128, 128], False)}
+
+
+@pytest.fixture(scope="module", params=sorted(FLEX_CASES))
+def flex_bundle(request, tmp_path_factory, vllm_0_26_0, runtime_python):
     """Qwen3DecoderLayer with FLEX_ATTENTION, A0 to A7 (strict), its norm and rotary on their torch paths (their
-    CUDA kernels need a GPU)."""
+    CUDA kernels need a GPU): with vLLM's default knobs, and with the 128-token blocks of targets:*_flex128."""
+    knobs, blocks, direct = FLEX_CASES[request.param]
     out = tmp_path_factory.mktemp("flex")
-    variant = {"attention_backend": "FLEX_ATTENTION", "custom_ops": "disabled", "ir_op_priority": "native"}
+    variant = {"attention_backend": "FLEX_ATTENTION", "custom_ops": "disabled", "ir_op_priority": "native", **knobs}
     report = build_bundle(vllm_0_26_0, out, "Qwen3DecoderLayer", QWEN3, QWEN3_CONFIG, runtime_python, variant)
     assert report["status"] == "ok"
-    return out
+    return out, blocks, direct
 
 
 def test_flex_attention_matches_sdpa_on_cpu(flex_bundle):
     """Prefill (40 tokens: not a whole number of blocks), decode over a context, and a chunk of new tokens after a
     context: the metadata vLLM's FlexAttention builder makes from the example's batch, over the paged KV cache,
-    gives SDPA's attention (bf16). Run by the toolchain's interpreter (same torch as the bundle runtime): the
-    builder's async_tensor_h2d reads `np.ndarray`, and numpy is an optional package the bundle runtime lacks."""
+    gives SDPA's attention (bf16), with the block mask the variant's knobs ask for (128-token blocks: built by
+    create_block_mask over the cache, not from the block table). Run by the toolchain's interpreter (same torch as
+    the bundle runtime): the builder's async_tensor_h2d reads `np.ndarray`, and numpy is an optional package the
+    bundle runtime lacks."""
+    flex_bundle, blocks, direct = flex_bundle
     names = state.emit_names(json.loads((flex_bundle / "A1.graph.json").read_text()))
     flex = "vllm/v1/attention/backends/flex_attention.py"
-    names = {n: names[(flex, n)] for n in ("FlexAttentionImpl", "flex_attention_compiled")}
+    names = {n: names[(flex, n)] for n in ("FlexAttentionImpl", "flex_attention_compiled", "create_block_mask_compiled")}
     cases = [{"workload": "prefill", "tokens": 40}, {"workload": "decode", "batch": 3, "context": 50},
              {"workload": "decode", "tokens": 3, "batch": 2, "context": 37}]
     proc = subprocess.run([sys.executable, "-c", _COMPARE, str(flex_bundle / "Qwen3DecoderLayer.py"),
@@ -186,6 +224,7 @@ def test_flex_attention_matches_sdpa_on_cpu(flex_bundle):
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert [r["case"] for r in rows] == cases
     assert all(r["metadata"] == "FlexAttentionMetadata" for r in rows)
+    assert all(r["blocks"] == blocks and r["direct_build"] is direct for r in rows), rows
     assert all(r["rel_err"] < 2e-2 for r in rows), rows
 
 

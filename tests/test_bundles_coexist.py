@@ -99,9 +99,9 @@ def suite(tmp_path_factory, vllm_0_26_0, vllm_0_33_0):
     run = ws.pants("package", "targets::")
     assert run.returncode == 0, run.stderr[-4000:]
     wrote = sorted(p for p, _, _ in run.wrote())
-    assert len(wrote) == expected == 16, wrote
-    assert {p.rsplit("/", 1)[0] for p in wrote} == {"bundles_out", "bundles_out/flex", "bundles_out/rocm_attn",
-                                                    "bundles_out/vllm-0.33.0"}, wrote
+    assert len(wrote) == expected == 18, wrote
+    assert {p.rsplit("/", 1)[0] for p in wrote} == {"bundles_out", "bundles_out/flex", "bundles_out/flex128",
+                                                    "bundles_out/rocm_attn", "bundles_out/vllm-0.33.0"}, wrote
     return ws, [ws.root / p for p in wrote]
 
 

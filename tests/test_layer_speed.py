@@ -33,7 +33,8 @@ def _run(*args, cwd=ROOT):
 def test_suite_is_the_decoder_layers_with_a_model(tmp_path):
     layers = layer_speed.suite(ROOT / "targets" / "BUILD", tmp_path)
     assert [la["target"] for la in layers] == ["targets:qwen3_moe_layer", "targets:qwen3_layer",
-                                               "targets:qwen3_layer_flex", "targets:qwen3_layer_rocm_attn",
+                                               "targets:qwen3_layer_flex", "targets:qwen3_layer_flex128",
+                                               "targets:qwen3_moe_layer_flex128", "targets:qwen3_layer_rocm_attn",
                                                "targets:llama_layer"]
     assert layers[0]["bundle"] == str(tmp_path / "Qwen3MoeDecoderLayer.py") and layers[0]["variant"] == {}
     assert layers[2]["variant"] == {"attention_backend": "FLEX_ATTENTION"}
@@ -54,9 +55,10 @@ def test_only_selects_by_name_address_or_symbol(tmp_path):
     got = layer_speed.select(layers, ["qwen3_layer,LlamaDecoderLayer", "targets:qwen3_moe_layer"])
     assert [la["name"] for la in got] == ["qwen3_moe_layer", "qwen3_layer", "llama_layer"]
     assert [la["name"] for la in layer_speed.select(layers, ["Qwen3DecoderLayer"])] == [
-        "qwen3_layer", "qwen3_layer_flex", "qwen3_layer_rocm_attn"]
+        "qwen3_layer", "qwen3_layer_flex", "qwen3_layer_flex128", "qwen3_layer_rocm_attn"]
     with pytest.raises(layer_speed.UsageError, match="--only nope: no such decoder layer in the suite; choose from "
                                                      "qwen3_moe_layer, qwen3_layer, qwen3_layer_flex, "
+                                                     "qwen3_layer_flex128, qwen3_moe_layer_flex128, "
                                                      "qwen3_layer_rocm_attn, llama_layer"):
         layer_speed.select(layers, ["nope"])
 
@@ -203,15 +205,15 @@ def test_missing_bundles_refused_in_one_line(tmp_path):
     res = _run("--bundles-dir", str(tmp_path), "--out-dir", str(tmp_path))
     assert res.returncode == 2 and res.stdout == ""
     assert res.stderr.strip().splitlines() == [
-        f"layer_speed: {tmp_path}/Qwen3MoeDecoderLayer.py does not exist (4 of 5 bundles missing): build them "
-        "first: ./pants package targets:qwen3_moe_layer targets:qwen3_layer_flex targets:qwen3_layer_rocm_attn "
-        "targets:llama_layer"]
+        f"layer_speed: {tmp_path}/Qwen3MoeDecoderLayer.py does not exist (6 of 7 bundles missing): build them "
+        "first: ./pants package targets:qwen3_moe_layer targets:qwen3_layer_flex targets:qwen3_layer_flex128 "
+        "targets:qwen3_moe_layer_flex128 targets:qwen3_layer_rocm_attn targets:llama_layer"]
 
 
 @no_gpu
 def test_no_gpu_refused_in_one_line(tmp_path):
-    for name in ("Qwen3MoeDecoderLayer", "Qwen3DecoderLayer", "flex/Qwen3DecoderLayer", "rocm_attn/Qwen3DecoderLayer",
-                 "LlamaDecoderLayer"):
+    for name in ("Qwen3MoeDecoderLayer", "Qwen3DecoderLayer", "flex/Qwen3DecoderLayer", "flex128/Qwen3DecoderLayer",
+                 "flex128/Qwen3MoeDecoderLayer", "rocm_attn/Qwen3DecoderLayer", "LlamaDecoderLayer"):
         (tmp_path / f"{name}.py").parent.mkdir(exist_ok=True)
         (tmp_path / f"{name}.py").write_text("")
     res = _run("--quick", "--bundles-dir", str(tmp_path), "--out-dir", str(tmp_path))
@@ -372,8 +374,8 @@ def test_worker_rows_on_cpu(tmp_path, monkeypatch):
 def test_driver_writes_one_result_file_from_the_workers(tmp_path, monkeypatch):
     """main() on a pretend GPU, the per-layer processes replaced: one worker per layer with the sizes, warm-ups
     and rounds asked, its rows gathered (also from a worker stopped by --budget-s), one new result file."""
-    for name in ("Qwen3MoeDecoderLayer", "Qwen3DecoderLayer", "flex/Qwen3DecoderLayer", "rocm_attn/Qwen3DecoderLayer",
-                 "LlamaDecoderLayer"):
+    for name in ("Qwen3MoeDecoderLayer", "Qwen3DecoderLayer", "flex/Qwen3DecoderLayer", "flex128/Qwen3DecoderLayer",
+                 "flex128/Qwen3MoeDecoderLayer", "rocm_attn/Qwen3DecoderLayer", "LlamaDecoderLayer"):
         (tmp_path / f"{name}.py").parent.mkdir(exist_ok=True)
         (tmp_path / f"{name}.py").write_text(name)
     (tmp_path / "out").mkdir()
@@ -406,6 +408,7 @@ def test_driver_writes_one_result_file_from_the_workers(tmp_path, monkeypatch):
     assert layer_speed.main(args) == 1  # a layer stopped, and one size each
     assert [w[:4] for w in workers] == [(n, "prefill:32,decode:8x64", "5", "25")
                                         for n in ("qwen3_moe_layer", "qwen3_layer", "qwen3_layer_flex",
+                                                  "qwen3_layer_flex128", "qwen3_moe_layer_flex128",
                                                   "qwen3_layer_rocm_attn", "llama_layer")]
     assert all(0 < w[4] <= 500 for w in workers)
     assert (tmp_path / "out" / "2000-01-01-layer-speed-1.json").read_text() == "{}"
@@ -413,8 +416,10 @@ def test_driver_writes_one_result_file_from_the_workers(tmp_path, monkeypatch):
     assert (result["gpu"], result["driver"], result["peak"]["tbps"]) == ("NVIDIA H200", "550.54.15", 4.8)
     assert result["settings"]["iters"] == 25 and result["transformers"] and result["torch"]
     layers = result["layers"]
-    assert [la["status"] for la in layers] == ["ok", "stopped: --budget-s spent", "ok", "ok", "ok"]
-    assert [la["variant"] for la in layers] == [{}, {}, {"attention_backend": "FLEX_ATTENTION"},
+    assert [la["status"] for la in layers] == ["ok", "stopped: --budget-s spent", "ok", "ok", "ok", "ok", "ok"]
+    flex128 = {"attention_backend": "FLEX_ATTENTION", "flex_attn_q_block_size": 128, "flex_attn_kv_block_size": 128,
+               "flex_attn_block_m": 128, "flex_attn_block_n": 64}
+    assert [la["variant"] for la in layers] == [{}, {}, {"attention_backend": "FLEX_ATTENTION"}, flex128, flex128,
                                                 {"attention_backend": "ROCM_ATTN"}, {}]
     assert all(la["rows"] == [{"case": "prefill:32", "status": "ok"}] for la in layers)
     assert layers[0]["bundle_sha256"] == layer_speed.hashlib.sha256(b"Qwen3MoeDecoderLayer").hexdigest()

@@ -18,6 +18,8 @@ monolithic_bundle(name="rms_norm_sm100", symbol="RMSNorm", symbol_file_hint="vll
 monolithic_bundle(name="ep4", symbol="RMSNorm", vllm=":vllm_0_26_0", variant={"tp": 2, "ep": 4}, output_path="ep4/R.py")
 monolithic_bundle(name="sm81", symbol="RMSNorm", vllm=":vllm_0_26_0", variant={"cuda_capability": "81"},
                   output_path="sm81/R.py")
+monolithic_bundle(name="flexknob", symbol="RMSNorm", vllm=":vllm_0_26_0", variant={"flex_attn_block_m": 64},
+                  output_path="flexknob/R.py")
 """
 
 
@@ -54,6 +56,7 @@ def test_capability_decides_the_cuda_flags(built, name, arch):
 @pytest.mark.parametrize("target, needles", [
     ("ep4", ["targets:ep4", "`variant` ep=4", "expert-parallel group is 1 or tp=2", "allowed values for ep"]),
     ("sm81", ["targets:sm81", "`variant` cuda_capability=81", "80, 86, 89, 90, 100"]),
+    ("flexknob", ["targets:flexknob", "`variant` flex_attn_block_m=64", "only with attention_backend FLEX_ATTENTION"]),
 ])
 def test_what_is_not_offered_is_refused_in_one_line(ws, target, needles):
     run = ws.pants("package", f"targets:{target}")

@@ -12,6 +12,7 @@ AttentionBackendEnum, CompilationMode, CUDAGraphMode) the example uses it.
 """
 
 from bundler_lib.example import attention_metadata, config_rules
+from bundler_lib.variant import FLEX_KEYS
 
 # (file, name) of the module-level state and classes the example uses, by role (with those of the variant's
 # attention backend, attention_metadata.ROLES).
@@ -123,6 +124,7 @@ def snippet(graph: dict, cfg: dict | None, dims: dict, flags: dict, config_label
                            list_field=config_rules.LIST_FIELD_SOURCE,
                            tp=variant.get("tp", 1), expert_parallel=variant.get("ep", 1) > 1,
                            attention_backend=attention_metadata.backend(variant),
+                           flex_knobs=", ".join(f"{k}={variant.get(k)!r}" for k in FLEX_KEYS),
                            use_mla=attention_metadata.is_mla(variant),
                            speculative='_StandIn("speculative_config", draft_model_config=None)' if draft else None)
 
@@ -412,8 +414,7 @@ _SNIPPET = '''\
     attention_config = _StandIn(
         "attention_config", backend=(enum_backend[{attention_backend!r}] if enum_backend is not None
                                      else {attention_backend!r}),
-        use_non_causal=False, flex_attn_block_m=None, flex_attn_block_n=None, flex_attn_q_block_size=None,
-        flex_attn_kv_block_size=None, use_prefill_query_quantization=False)
+        use_non_causal=False, {flex_knobs}, use_prefill_query_quantization=False)
     vllm_config = _StandIn(
         "vllm_config", model_config=model_config, cache_config=cache_config, parallel_config=parallel_config,
         compilation_config=compilation_config, attention_config=attention_config, quant_config=None,

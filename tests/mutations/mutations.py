@@ -146,6 +146,9 @@ MUTATIONS = [
     _m("a1-example-roots-of-the-default-backend", "A1", G + "__init__.py",
        'world_size(variant), variant["attention_backend"])', 'world_size(variant), "TRITON_ATTN")',
        "tests/test_attention_backends.py", "-k", "real_tree"),
+    _m("a1-flex-knobs-with-another-backend", "A1", "bundler_lib/variant.py",
+       'if given and out["attention_backend"] != "FLEX_ATTENTION":', "if False:",
+       "tests/test_attention_backends.py", "-k", "flex_knobs"),
     # ---- A2: Python section ----
     _m("a2-import-guard-removed", "A2", "bundler_lib/common/imports.py",
        'out.append(f"try:\\n    {st}\\nexcept ImportError:  # optional package\\n"\n', "out.append(st); (\"\"",
@@ -255,6 +258,10 @@ MUTATIONS = [
     _m("a5-define-without-namespace-counted", "A5", "bundler_lib/bind/namespaces.py",
        'if not m or (tail == "define" and "library" not in f and f != "define"):', "if not m:", *BIND),
     # ---- A6: the bundle's tune-moe (vLLM's fused-MoE tuning) ----
+    _m("a6-flex-knobs-ignored", "A6", "bundler_lib/example/state.py",
+       'flex_knobs=", ".join(f"{k}={variant.get(k)!r}" for k in FLEX_KEYS)',
+       'flex_knobs=", ".join(f"{k}=None" for k in FLEX_KEYS)',
+       "tests/test_attention_backends.py", "-k", "flex_attention_matches"),
     _m("a6-tune-group-prune-inclusive", "A6", TUNE, "if group * bm > m and group != 1:",
        "if group * bm >= m and group != 1:", *MOE_TUNE),
     _m("a6-tune-prune-needs-both-gemms", "A6", TUNE, "return [c for c in space if any(_bundle_moe_keep",
