@@ -539,11 +539,13 @@ NS_A2 = textwrap.dedent('''\
 ''')
 
 
-def _ns_inputs(tmp_path, symbol="RMSNorm", a2=NS_A2):
+def _ns_inputs(tmp_path, symbol="RMSNorm", a2=NS_A2, variant=None):
     d = tmp_path / f"in_{symbol}"
     d.mkdir(parents=True)
     g = _graph() | {"symbol": symbol, "cuda_ops": [],
                     "python_custom_ops": [{"op": "double", "target": "double"}]}
+    if variant is not None:
+        g["variant"] = variant
     (d / "A1.graph.json").write_text(json.dumps(g))
     (d / "A4.cuda.py").write_text("")
     (d / "A4.manifest.json").write_text(json.dumps({"status": "ok", "wrappers": [], "imports": []}))
@@ -607,6 +609,12 @@ def test_bundle_namespaces_are_deterministic_and_per_bundle(tmp_path):
     assert a["namespaces"] == a2["namespaces"]
     assert (tmp_path / "a" / "out" / "A5.module.py").read_bytes() == (tmp_path / "a2" / "out" / "A5.module.py").read_bytes()
     assert {e["to"] for e in a["namespaces"]["python"]}.isdisjoint({e["to"] for e in b["namespaces"]["python"]})
+    # the same code under two variants (FLEX_ATTENTION with and without its block knobs: only the example differs)
+    flex = {"attention_backend": "FLEX_ATTENTION"}
+    f1 = bind.run(inputs=_ns_inputs(tmp_path / "f1", variant=flex), out=tmp_path / "f1" / "out")
+    f2 = bind.run(inputs=_ns_inputs(tmp_path / "f2", variant={**flex, "flex_attn_q_block_size": 128}),
+                  out=tmp_path / "f2" / "out")
+    assert {e["to"] for e in f1["namespaces"]["python"]}.isdisjoint({e["to"] for e in f2["namespaces"]["python"]})
 
 
 def test_two_bound_modules_and_vllm_share_a_process(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import json
 import re
 
 from bundler_lib.common.names import dotted as ast_dotted
@@ -62,12 +63,14 @@ def registered_namespaces(text: str) -> dict[str, list[str]]:
     return {ns: sorted(v) for ns, v in sorted(found.items())}
 
 
-def namespace_key(symbol: str, module_text: str, data_text: str = "") -> str:
-    """The bundle's namespace key: sha256 over the symbol and everything A5 merges (imports, the A4, A3 and
-    A2 sections, A3's data section) before rewriting. Deterministic (the same inputs give the same key); two
-    bundles that differ in any inlined line get different keys."""
+def namespace_key(symbol: str, module_text: str, data_text: str = "", variant: dict | None = None) -> str:
+    """The bundle's namespace key: sha256 over the symbol, everything A5 merges (imports, the A4, A3 and A2
+    sections, A3's data section) before rewriting, and A1's variant with the model's facts. Deterministic (the
+    same inputs give the same key); two bundles that differ in any inlined line, or only in the variant their
+    example runs (FLEX_ATTENTION's block knobs: the same code), get different keys."""
     h = hashlib.sha256()
-    for part in ("vllm-bundler A5 namespaces v1", symbol or "", module_text, data_text):
+    for part in ("vllm-bundler A5 namespaces v1", symbol or "", module_text, data_text,
+                 json.dumps(variant or {}, sort_keys=True, default=str)):
         h.update(part.encode("utf-8") + b"\0")
     return h.hexdigest()
 

@@ -103,7 +103,8 @@ def bind(graph: dict, a2_text: str, a2m: dict, a3_text: str, a3m: dict, a4_text:
     pyops = _python_custom_ops(graph)
     try:
         registered = registered_namespaces(module_text)
-        ns_key = namespace_key(graph.get("symbol") or "", module_text, data_text)
+        ns_key = namespace_key(graph.get("symbol") or "", module_text, data_text,
+                               {**(graph.get("variant") or {}), "model_facts": graph.get("model_facts")})
         ns_map = bundle_namespaces(registered, ns_key)
         out_text, counts = rewrite(module_text, wrappers, pyops, cuda_ns, stubs, ns_map)
     except SyntaxError as e:

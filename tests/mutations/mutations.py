@@ -236,6 +236,9 @@ MUTATIONS = [
        "missing = [k for k in MOE_TILE_KEYS if k not in cfg]", "missing = []",
        "tests/test_collect_triton_data.py", "-k", "target_config or moe_config"),
     # ---- A5: bind ----
+    _m("a5-namespace-key-ignores-variant", "A5", "bundler_lib/bind/stage.py",
+       '{**(graph.get("variant") or {}), "model_facts": graph.get("model_facts")})', "None)",
+       "tests/test_bind.py", "-k", "deterministic_and_per_bundle"),
     _m("a5-embedded-definition-refused", "A5", "bundler_lib/bind/stage.py",
        'if not re.match(r"^\\s*(import|from|try:|if |def )", v):', 'if not re.match(r"^\\s*(import|from|try:|if )", v):',
        "tests/test_einops_fallback.py::test_a5_merges_the_sections_with_one_definition_before_every_guard"),
