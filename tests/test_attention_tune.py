@@ -74,6 +74,45 @@ def test_fastest_times_until_the_deadline_and_skips_what_does_not_fit():
     assert (best, ms, first, timed) == (None, 5.0, 5.0, 1)
 
 
+def test_timer_stops_a_candidate_after_one_launch_far_slower_than_the_fastest(monkeypatch):
+    """The CUDA timer with a test double for the GPU (a clock the fake kernel advances by its launch's time): vLLM's
+    launch and a close candidate get 10 timed launches each; one whose first timed launch is over 1.5x the fastest
+    median so far is stopped there, its time that launch."""
+    clock, launches = [0.0], []
+
+    class Event:
+        def __init__(self, enable_timing=False):
+            self.t = None
+
+        def record(self):
+            self.t = clock[0]
+
+        def synchronize(self):
+            pass
+
+        def elapsed_time(self, end):
+            return end.t - self.t
+
+    def kernel(grid):
+        def launch(**kw):
+            launches.append(kw["BLOCK_M"])
+            clock[0] += {16: 10.0, 64: 12.0, 128: 20.0}[kw["BLOCK_M"]]
+            kw["output_ptr"].fill_(1.0)
+        return launch
+
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+    kw = dict(_kw(), output_ptr=torch.zeros(4))
+    proxy = SimpleNamespace(kernel=type("Kernel", (), {"__getitem__": lambda self, grid: kernel(grid)})())
+    time_ms = at._bundle_attn_cuda_timer(proxy, (1024 + 1, 8), kw)
+    launches.clear()
+    assert time_ms(None) == 10.0 and launches == [16] * 13  # output check, 2 warm-ups, 10 timed
+    launches.clear()
+    assert time_ms(A) == 12.0 and launches == [64] * 13  # within 1.5x: timed in full
+    launches.clear()
+    assert time_ms(B) == 20.0 and launches == [128] * 4  # over 1.5x the fastest after one timed launch: stopped
+
+
 def test_lookup_reads_the_tuned_file_by_gpu_and_shape(tmp_path, monkeypatch):
     monkeypatch.setenv("VLLM_BUNDLE_CACHE", str(tmp_path))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA Test GPU")
