@@ -32,6 +32,12 @@ estimate (every weight once, of the experts those the routed tokens reach, the c
 GB/s, their fractions of the GPU's peak (PEAKS, by device name) and of the roofline time. Ratio per row:
 transformers' median / the bundle's (above 1: the bundle is faster).
 
+`--static-shapes`: torch.compile specialises on every size (`torch._dynamo.config.automatic_dynamic_shapes` off,
+the recompile limit raised), one kernel per shape as in a process that runs one shape. Without it torch recompiles
+with dynamic shapes at the second size a compiled function sees (vLLM's FLEX_ATTENTION calls
+`torch.compile(flex_attention, fullgraph=True)`), as a served model's varying batch sizes make it; the dynamic
+kernel can be much slower (`2026-12-07-layer-speed-6.json` against `-7.json`). TRITON_ATTN's layers compile nothing.
+
 Results: benchmarks/results/<date>-layer-speed-<n>.json (the next free n; rewritten after each layer, so a run cut
 short keeps what it measured). `--budget-s` stops starting layers, and stops a layer's process, when the time is
 spent (a 10-minute device slot). Without a CUDA GPU every mode but `--dry-run` exits 2 with one line.
@@ -278,10 +284,22 @@ def measure(mod, found, config, case, warmup: int, iters: int, peak: dict | None
     return row
 
 
-def worker(layer: dict, sizes: list[str], warmup: int, iters: int, rows_out: Path) -> int:
+def static_shapes() -> None:
+    """torch.compile specialises on every shape it sees (one kernel each) instead of recompiling dynamically."""
+    import torch._dynamo
+
+    cfg = torch._dynamo.config
+    cfg.automatic_dynamic_shapes = False
+    # torch >= 2.7 names the limit recompile_limit (cache_size_limit before); 9 sizes of one layer must fit under it
+    setattr(cfg, "recompile_limit" if hasattr(cfg, "recompile_limit") else "cache_size_limit", 64)
+
+
+def worker(layer: dict, sizes: list[str], warmup: int, iters: int, rows_out: Path, static: bool = False) -> int:
     """Every size of one layer, one JSON line per row in `rows_out` as each finishes."""
     import torch
 
+    if static:
+        static_shapes()
     peak = peak_of(torch.cuda.get_device_name())
     mod = parity.load_bundle(Path(layer["bundle"]))
     symbol = parity.symbol_of(mod)
@@ -362,6 +380,8 @@ def parse_args(argv):
     p.add_argument("--build-file", type=Path, default=REPO / "targets" / "BUILD")
     p.add_argument("--bundles-dir", type=Path, default=REPO / "bundles_out")
     p.add_argument("--out-dir", type=Path, default=REPO / "benchmarks" / "results")
+    p.add_argument("--static-shapes", action="store_true",
+                   help="torch.compile specialises on every size instead of recompiling with dynamic shapes")
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit (no GPU needed)")
     p.add_argument("--worker", help=argparse.SUPPRESS)  # one layer's process: its JSON description
     p.add_argument("--rows", type=Path, help=argparse.SUPPRESS)
@@ -379,7 +399,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         if args.worker:
-            return worker(json.loads(args.worker), args.sizes, args.warmup, args.iters, args.rows)
+            return worker(json.loads(args.worker), args.sizes, args.warmup, args.iters, args.rows, args.static_shapes)
         layers = select(suite(args.build_file, args.bundles_dir), args.only)
         plan = cases(args.sizes, args.quick)
     except UsageError as e:
@@ -423,7 +443,9 @@ def main(argv=None) -> int:
                                                         "after each step (each step pays its torch.cat)",
                            "bundle": "invocation_example(small=False, ...)['forward'], eager (with the input copy); "
                                      "decode also CUDA-graphed (_bundle_cuda_graph)",
-                           "ratio": "transformers median / bundle median"},
+                           "ratio": "transformers median / bundle median",
+                           "torch_compile_shapes": "static (one kernel per size)" if args.static_shapes
+                           else "torch's default (dynamic from the second size)"},
               "layers": []}
     _write(path, result)
     deadline = time.monotonic() + args.budget_s if args.budget_s else None
@@ -440,7 +462,8 @@ def main(argv=None) -> int:
             rows = Path(d) / "rows.jsonl"
             rows.touch()
             cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(la), "--rows", str(rows),
-                   "--warmup", str(args.warmup), "--iters", str(args.iters), "--sizes", ",".join(sizes)]
+                   "--warmup", str(args.warmup), "--iters", str(args.iters), "--sizes", ",".join(sizes)] + (
+                ["--static-shapes"] if args.static_shapes else [])
             print(f"layer_speed: {la['target']} ({la['symbol']}, {la['model']}): {', '.join(sizes)}", flush=True)
             t0 = time.perf_counter()
             try:

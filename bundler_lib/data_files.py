@@ -44,6 +44,7 @@ from pathlib import Path
 
 from bundler_lib.artifacts import read_json, write_json, write_text
 from bundler_lib.errors import StageError
+from bundler_lib.common import bundle_cache
 from bundler_lib.common.data_anchors import (DATA_JSON, DATA_PY, HELPER, PATH_HELPER, anchor_kind, helper_call,
                                              is_file_name)
 from bundler_lib.common.edits import apply_edits, file_header, license_of
@@ -515,6 +516,7 @@ def section(files: dict[str, tuple[str, str]], key: str, kinds: set[str], data: 
     out.append(f"_BUNDLE_DATA_KEY = {key!r}  # sha256 over the embedded files' paths and contents")
     out.append("_BUNDLE_DATA_ROOT = None")
     out.append("")
+    out.append(bundle_cache.helper("_bundle_data_cache_base"))
     out.append(HELPER_CODE.strip("\n"))
     if "path" in kinds:
         out.append("")
@@ -529,8 +531,7 @@ def _bundle_data_dir(module_dir):
     hash and laid out as in the vLLM tree. Files that were not embedded are simply absent there."""
     global _BUNDLE_DATA_ROOT
     if _BUNDLE_DATA_ROOT is None:
-        base = os.environ.get("VLLM_BUNDLE_CACHE") or os.path.join(
-            os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "vllm_bundles")
+        base = _bundle_data_cache_base()
         root = os.path.join(base, "data-" + _BUNDLE_DATA_KEY[:32])
         if not os.path.exists(os.path.join(root, ".complete")):
             os.makedirs(base, exist_ok=True)

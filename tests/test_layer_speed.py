@@ -423,3 +423,35 @@ def test_driver_writes_one_result_file_from_the_workers(tmp_path, monkeypatch):
                                                 {"attention_backend": "ROCM_ATTN"}, {}]
     assert all(la["rows"] == [{"case": "prefill:32", "status": "ok"}] for la in layers)
     assert layers[0]["bundle_sha256"] == layer_speed.hashlib.sha256(b"Qwen3MoeDecoderLayer").hexdigest()
+    assert result["settings"]["torch_compile_shapes"].startswith("torch's default")
+    # --static-shapes reaches every worker and the result says so
+    cmds = []
+    monkeypatch.setattr(layer_speed.subprocess, "run", lambda cmd, **kw: cmds.append(cmd) or run(cmd, **kw))
+    layer_speed.main(args + ["--only", "llama_layer", "--static-shapes"])
+    assert [c[-1] for c in cmds if "--worker" in c] == ["--static-shapes"]
+    result = json.loads((tmp_path / "out" / "2000-01-01-layer-speed-3.json").read_text())
+    assert result["settings"]["torch_compile_shapes"].startswith("static")
+
+
+@pytest.mark.parametrize("static", [False, True])
+def test_static_shapes_compiles_one_static_graph_per_size(static):
+    """torch.compile on three sizes: by default the second size recompiles with a dynamic (symbolic) size and the
+    third reuses it (the size becomes an input of the graph); after static_shapes() each size gets a graph of its
+    own."""
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(any(not isinstance(x, torch.Tensor) for x in example_inputs))  # a size passed in: dynamic
+        return gm.forward
+
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(automatic_dynamic_shapes=True):
+        if static:
+            layer_speed.static_shapes()
+        f = torch.compile(lambda x: x * 2 + 1, backend=backend)
+        for n in (8, 16, 32):
+            assert torch.equal(f(torch.ones(n)), torch.full((n,), 3.0))
+    torch._dynamo.reset()
+    assert graphs == ([False] * 3 if static else [False, True])
+    if static:
+        assert torch._dynamo.config.automatic_dynamic_shapes is True  # the patch restored torch's default

@@ -6,6 +6,7 @@ import ast
 import json
 import types
 
+from bundler_lib.common import bundle_cache
 from bundler_lib.cuda import schema as schema_mod
 
 # External imports the CUDA section needs (A5 merges them with A2's and A3's).
@@ -91,9 +92,7 @@ _CUDA_EXT_PATH = None  # the cache folder of the translation units, once every l
 def _cuda_cache_root():
     # One folder per translation unit, named by its content key: every bundle that embeds the same unit (same
     # sources, flags and arch) builds it once and loads the same library, which registers into the same namespace.
-    base = os.environ.get("VLLM_BUNDLE_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "vllm_bundles")
-    return os.path.join(base, "cuda")
+    return os.path.join(_cuda_cache_base(), "cuda")
 
 
 def _cuda_write_sources(root, files=None):
@@ -379,6 +378,7 @@ def section(plans, texts: dict[str, str], cuda_files: list[dict], tus: list, nam
     for tu in tus:
         out.append(f"    {tu.id!r}: ({tu.key!r}, {tu.namespace!r}, {tuple(tu.files)!r}),")
     out.append("}")
+    out.append(bundle_cache.helper("_cuda_cache_base"))
     out.append(BUILD_CODE)
     wrappers = []
     used = set()

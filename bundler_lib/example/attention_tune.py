@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import inspect
 
+from bundler_lib.common import bundle_cache
+from bundler_lib.common.bundle_cache import _bundle_cache_base as _bundle_attn_cache_base  # in a bundle: its copy
 from bundler_lib.example import attention_configs
 # in a bundle: tune-moe's copies, written before these
 from bundler_lib.example.moe_tune import _bundle_fastest, _bundle_no_gpu, _bundle_search_space, _bundle_write_configs
@@ -85,9 +87,7 @@ def _bundle_attn_folder():
     """The bundle cache's folder of tuned attention launches."""
     import os
 
-    base = os.environ.get("VLLM_BUNDLE_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "vllm_bundles")
-    return os.path.join(base, "attention-configs")
+    return os.path.join(_bundle_attn_cache_base(), "attention-configs")
 
 
 def _bundle_attn_pick(table, tokens):
@@ -245,5 +245,6 @@ def source() -> str:
     to its stand-in (importing the bundle wraps the kernel object; nothing runs on a GPU)."""
     consts = "".join(f"{name} = {globals()[name]!r}\n"
                      for name in ("_BUNDLE_ATTN_KERNEL", "_BUNDLE_ATTN_SPACE", "_BUNDLE_ATTN_SHIPPED"))
-    return ("\n\n" + consts + "\n\n" + "".join(inspect.getsource(h) + "\n\n" for h in HELPERS)
+    return ("\n\n" + consts + "\n\n" + bundle_cache.helper("_bundle_attn_cache_base") + "\n\n"
+            + "".join(inspect.getsource(h) + "\n\n" for h in HELPERS)
             + f"{_BUNDLE_ATTN_KERNEL} = _BundleAttentionLaunch({_BUNDLE_ATTN_KERNEL})\n")
