@@ -2,6 +2,7 @@
 keeps the chosen backend's classes only (bound for vLLM's by-name import, its branches decided), A6 builds that
 backend's metadata, and a FLEX_ATTENTION bundle's attention agrees with torch SDPA on CPU."""
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -109,6 +110,8 @@ def test_a1_keeps_the_chosen_backend_on_the_real_tree(tmp_path, vllm_0_26_0, bac
     g = a1.run(tree=vllm_0_26_0, out=tmp_path, symbol="Qwen3DecoderLayer", variant={"attention_backend": backend},
                model_config=QWEN3_CONFIG)
     ids, files = node_ids(g), {n["file"] for n in g["python_nodes"]}
+    # which model the example builds (A5 keys the namespaces on it)
+    assert g["model_config_sha256"] == hashlib.sha256(Path(QWEN3_CONFIG).read_bytes()).hexdigest()
     chosen = {r.split("::")[0] for r in BACKEND_ROOTS[backend]}  # TRITON_ATTN_DIFFKV's: triton_attn.py's too
     for b, roots in BACKEND_ROOTS.items():
         backend_file = roots[0].split("::")[0]

@@ -539,13 +539,15 @@ NS_A2 = textwrap.dedent('''\
 ''')
 
 
-def _ns_inputs(tmp_path, symbol="RMSNorm", a2=NS_A2, variant=None):
+def _ns_inputs(tmp_path, symbol="RMSNorm", a2=NS_A2, variant=None, config_sha=None):
     d = tmp_path / f"in_{symbol}"
     d.mkdir(parents=True)
     g = _graph() | {"symbol": symbol, "cuda_ops": [],
                     "python_custom_ops": [{"op": "double", "target": "double"}]}
     if variant is not None:
         g["variant"] = variant
+    if config_sha is not None:
+        g["model_config_sha256"] = config_sha
     (d / "A1.graph.json").write_text(json.dumps(g))
     (d / "A4.cuda.py").write_text("")
     (d / "A4.manifest.json").write_text(json.dumps({"status": "ok", "wrappers": [], "imports": []}))
@@ -615,6 +617,10 @@ def test_bundle_namespaces_are_deterministic_and_per_bundle(tmp_path):
     f2 = bind.run(inputs=_ns_inputs(tmp_path / "f2", variant={**flex, "flex_attn_q_block_size": 128}),
                   out=tmp_path / "f2" / "out")
     assert {e["to"] for e in f1["namespaces"]["python"]}.isdisjoint({e["to"] for e in f2["namespaces"]["python"]})
+    # the same code and variant for two models of one architecture (their examples build different sizes)
+    m1 = bind.run(inputs=_ns_inputs(tmp_path / "m1", config_sha="1" * 64), out=tmp_path / "m1" / "out")
+    m2 = bind.run(inputs=_ns_inputs(tmp_path / "m2", config_sha="2" * 64), out=tmp_path / "m2" / "out")
+    assert {e["to"] for e in m1["namespaces"]["python"]}.isdisjoint({e["to"] for e in m2["namespaces"]["python"]})
 
 
 def test_two_bound_modules_and_vllm_share_a_process(tmp_path):

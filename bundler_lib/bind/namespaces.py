@@ -65,9 +65,10 @@ def registered_namespaces(text: str) -> dict[str, list[str]]:
 
 def namespace_key(symbol: str, module_text: str, data_text: str = "", variant: dict | None = None) -> str:
     """The bundle's namespace key: sha256 over the symbol, everything A5 merges (imports, the A4, A3 and A2
-    sections, A3's data section) before rewriting, and A1's variant with the model's facts. Deterministic (the
-    same inputs give the same key); two bundles that differ in any inlined line, or only in the variant their
-    example runs (FLEX_ATTENTION's block knobs: the same code), get different keys."""
+    sections, A3's data section) before rewriting, and A1's variant with the model's facts and config hash.
+    Deterministic (the same inputs give the same key); two bundles that differ in any inlined line, or only in
+    the variant or the model their example runs (FLEX_ATTENTION's block knobs, two sizes of one architecture: the
+    same code), get different keys."""
     h = hashlib.sha256()
     for part in ("vllm-bundler A5 namespaces v1", symbol or "", module_text, data_text,
                  json.dumps(variant or {}, sort_keys=True, default=str)):

@@ -104,7 +104,8 @@ def bind(graph: dict, a2_text: str, a2m: dict, a3_text: str, a3m: dict, a4_text:
     try:
         registered = registered_namespaces(module_text)
         ns_key = namespace_key(graph.get("symbol") or "", module_text, data_text,
-                               {**(graph.get("variant") or {}), "model_facts": graph.get("model_facts")})
+                               {**(graph.get("variant") or {}), "model_facts": graph.get("model_facts"),
+                                "model_config_sha256": graph.get("model_config_sha256")})
         ns_map = bundle_namespaces(registered, ns_key)
         out_text, counts = rewrite(module_text, wrappers, pyops, cuda_ns, stubs, ns_map)
     except SyntaxError as e:

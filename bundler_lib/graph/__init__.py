@@ -10,6 +10,7 @@ text scans for the memo), emit (order, sections, renames, edits).
 from __future__ import annotations
 
 import ast
+import hashlib
 import os
 import sys
 from pathlib import Path
@@ -312,5 +313,7 @@ def run(tree: Path, out: Path, symbol: str, hint: str | None = None, variant: di
         model_config: Path | None = None) -> dict:
     from bundler_lib import model_facts
     graph = build(tree, symbol, hint, variant, model_facts.load(model_config), os.environ.get(memo.ENV) or None)
+    if model_config is not None:  # which model the example builds: A5 keys the bundle's namespaces on it too
+        graph["model_config_sha256"] = hashlib.sha256(Path(model_config).read_bytes()).hexdigest()
     write_json(Path(out) / "A1.graph.json", graph)
     return graph

@@ -237,7 +237,10 @@ MUTATIONS = [
        "tests/test_collect_triton_data.py", "-k", "target_config or moe_config"),
     # ---- A5: bind ----
     _m("a5-namespace-key-ignores-variant", "A5", "bundler_lib/bind/stage.py",
-       '{**(graph.get("variant") or {}), "model_facts": graph.get("model_facts")})', "None)",
+       '{**(graph.get("variant") or {}), "model_facts": graph.get("model_facts"),', "{**{},",
+       "tests/test_bind.py", "-k", "deterministic_and_per_bundle"),
+    _m("a5-namespace-key-ignores-model", "A5", "bundler_lib/bind/stage.py",
+       '"model_config_sha256": graph.get("model_config_sha256")})', "})",
        "tests/test_bind.py", "-k", "deterministic_and_per_bundle"),
     _m("a5-embedded-definition-refused", "A5", "bundler_lib/bind/stage.py",
        'if not re.match(r"^\\s*(import|from|try:|if |def )", v):', 'if not re.match(r"^\\s*(import|from|try:|if )", v):',
