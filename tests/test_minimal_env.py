@@ -162,6 +162,7 @@ def test_strict_by_default_one_line_and_report_mode(tmp_path):
     assert len(lines) == 1, proc.stderr
     line = lines[0]
     assert "undefined name(s): SiluAndMul" in line
+    assert "check that every file the closure reaches exists in the tree" in line  # no node of A1 emits it
     assert "nothing reaches" in line and "orphan" in line and "os" in line
     assert 'import_check="report"' in line and "Remedy:" in line
     assert not (out / "TinyNorm.py").exists()
@@ -169,3 +170,33 @@ def test_strict_by_default_one_line_and_report_mode(tmp_path):
                  "--import-check", "report"]) == 0
     rep = json.loads((tmp_path / "rep" / "A7.report.json").read_text())
     assert rep["status"] == "ok_with_failures" and (tmp_path / "rep" / "TinyNorm.py").exists()
+
+
+def test_undefined_name_that_a_node_of_a1_emits_is_traced_to_it(tmp_path, capsys):
+    """An undefined name that A1 resolved to a node (a block whose inlined text lost the binding: OpenPangu's
+    fa_utils.py imports under `if current_platform.is_cuda():`) is named with that node's source span."""
+    inputs = tmp_path / "in"
+    shutil.copytree(OK, inputs)
+    g = json.loads((inputs / "A1.graph.json").read_text())
+    g["python_nodes"] = [{"id": "vllm/x/utils.py::fused_op", "file": "vllm/x/utils.py", "line": 21, "end_line": 62,
+                          "kind": "block", "name": "fused_op", "emit_name": "fused_op", "section": "python",
+                          "edits": [{"op": "delete", "line": 22, "end_line": 23}], "imports": [],
+                          "importtime_deps": [], "importtime_imports": [],
+                          "names": [{"name": "fused_op", "emit_name": "fused_op"},
+                                    {"name": "other", "emit_name": "other"}]}]
+    (inputs / "A1.graph.json").write_text(json.dumps(g))
+    (inputs / "A5.module.py").write_text((inputs / "A5.module.py").read_text() + "\n\ndef broken():\n    return fused_op, other\n")
+    assert main(["package", "--inputs", str(inputs), "--out", str(tmp_path / "out"), "--bundle-name",
+                 "TinyNorm.py"]) == 2
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(lines) == 1, lines
+    line = lines[0]
+    assert "undefined name(s): fused_op" in line
+    assert "A1 resolved fused_op, other to vllm/x/utils.py:L21-L62 (a block), whose inlined text does not define them" \
+        in line
+    assert not (tmp_path / "out" / "TinyNorm.py").exists()
+    assert main(["package", "--inputs", str(inputs), "--out", str(tmp_path / "rep"), "--bundle-name", "TinyNorm.py",
+                 "--import-check", "report"]) == 0
+    rep = json.loads((tmp_path / "rep" / "A7.report.json").read_text())
+    assert rep["details"]["undefined_names_bound_by"] == {"fused_op": "vllm/x/utils.py:L21-L62 (a block)",
+                                                          "other": "vllm/x/utils.py:L21-L62 (a block)"}

@@ -34,6 +34,7 @@ UNREACHABLE_MODES = ("report", "error")
 
 
 _LISTED_IN_ERROR = 5
+_UNDEFINED = re.compile(r"^(L\d+): .*?'([^']+)'")  # pyflakes' message: its line and the name
 
 
 def _header(a0: dict) -> str:
@@ -108,8 +109,11 @@ def run(inputs: Path, out: Path, bundle_name: str, allow_import_failure: bool = 
     if problems:
         _import_fatal(report, problems, fail_input, allow_import_failure, fatal, remedies)
     if undefined:
+        bound = bound_by(graph, undefined)
+        if bound:
+            report["details"]["undefined_names_bound_by"] = bound
         if strict_undefined_names:
-            _undefined_fatal(undefined, fatal, remedies)
+            _undefined_fatal(undefined, fatal, remedies, bound)
             fail_input = "A5.module.py" if not fatal[:-1] else fail_input
         else:
             report["notes"].append(f"pyflakes finds {len(undefined)} undefined name(s); see details.undefined_names")
@@ -382,14 +386,34 @@ def _import_fatal(report: dict, problems: list[str], fail_input: str, allow_impo
                         "things); see A7.report.json details.import_error")
 
 
-def _undefined_fatal(undefined: list[str], fatal: list[str], remedies: list[str]) -> None:
-    first = [(lambda m: f"{m.group(2)} ({m.group(1)})" if m else u)(re.match(r"^(L\d+): .*?'([^']+)'", u))
+def _undefined_fatal(undefined: list[str], fatal: list[str], remedies: list[str], bound: dict[str, str]) -> None:
+    first = [(lambda m: f"{m.group(2)} ({m.group(1)})" if m else u)(_UNDEFINED.match(u))
              for u in undefined[:_LISTED_IN_ERROR]]
     more = len(undefined) - len(first)
     fatal.append(f"the bundle has {len(undefined)} undefined name(s): {', '.join(first)}"
                  + (f" and {more} more" if more > 0 else ""))
-    remedies.append("a definition the closure needs is missing: check that every file the closure reaches "
-                    "exists in the tree (A1/A2 inline it), see A7.report.json details.undefined_names")
+    if bound:
+        at: dict[str, list[str]] = {}
+        for name, where in sorted(bound.items()):
+            at.setdefault(where, []).append(name)
+        remedies.append("A1 resolved " + "; ".join(f"{', '.join(ns)} to {w}" for w, ns in list(at.items())[:3])
+                        + ", whose inlined text does not define " + ("it" if len(bound) == 1 else "them")
+                        + ": see the node's edits in A1.graph.json and its block in A2.inline.py")
+    else:
+        remedies.append("a definition the closure needs is missing: check that every file the closure reaches "
+                        "exists in the tree (A1/A2 inline it), see A7.report.json details.undefined_names")
+
+
+def bound_by(graph: dict, undefined: list[str]) -> dict[str, str]:
+    """For each undefined name (pyflakes' message) that a node of A1's graph emits: that node's source span and
+    kind."""
+    names = {m.group(2) for m in map(_UNDEFINED.match, undefined) if m}
+    where: dict[str, str] = {}
+    for n in graph.get("python_nodes") or []:
+        for b in n.get("names") or []:
+            if b.get("emit_name") in names:
+                where.setdefault(b["emit_name"], f"{n['file']}:L{n['line']}-L{n['end_line']} (a {n['kind']})")
+    return where
 
 
 def _unreachable_found(report: dict, reach, symbol: str, is_error: bool, fatal: list[str],
