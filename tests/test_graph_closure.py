@@ -14,7 +14,7 @@ import pytest
 from bundler_lib.artifacts import read_json
 from bundler_lib.errors import StageError
 from bundler_lib.graph import build
-from tests.test_closure_helpers import TREES, build_all, load, node_ids
+from tests.test_closure_helpers import TREES, build_all, import_in_subprocess, load, node_ids
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -633,6 +633,21 @@ def test_python_custom_op_registered_in_another_module(tmp_path):
     assert not g["unresolved"]
     assert "vllm/quant/fp8_utils.py::_group_quant_impl" in node_ids(g)
     assert "vllm/quant/fp8_utils.py::_unused_impl" not in node_ids(g)
+
+
+def test_op_looked_up_by_name_at_import_keeps_its_registration(tmp_path):
+    """vLLM >= 0.34: `_op = eager_bypass_custom_op("scaled", scaled_impl)` looks the op up in torch.ops at import
+    time, so the module's `direct_register_custom_op(op_name="scaled", op_func=scaled_impl, ...)` is kept, before
+    it; a call given another op's name but not its function keeps nothing."""
+    g, _, _ = build_all(TREES / "op_by_name", tmp_path, "target")
+    regs = [n for n in g["python_nodes"] if n["kind"] == "attached" and n["file"] == "vllm/layer_utils.py"]
+    assert [(n["line"], n["end_line"]) for n in regs] == [(14, 14)]
+    assert {"vllm/layer_utils.py::scaled_fake", "vllm/torch_utils.py::direct_register_custom_op"} <= node_ids(g)
+    assert "vllm/layer_utils.py::unused_impl" not in node_ids(g)
+    assert any("eager_bypass_custom_op('scaled', ...) looks the op up by name" in x for x in g["notes"])
+    text = (tmp_path / "A2.inline.py").read_text()
+    assert text.index('direct_register_custom_op(op_name="scaled"') < text.index('_scaled_op = eager_bypass_custom_op(')
+    assert import_in_subprocess(tmp_path, "target").strip() == "OK True"
 
 
 def test_another_platforms_kernel_table_entries_not_reached(tmp_path):

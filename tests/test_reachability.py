@@ -330,6 +330,37 @@ def test_custom_op_registrations():
     assert {"_decorated_fake", "_used_impl", "direct_register_custom_op", "vllm_lib"} <= res.reached
 
 
+def test_op_looked_up_by_name_reaches_its_registration():
+    """vLLM >= 0.34's `_op = eager_bypass_custom_op("x", x_impl)` names the op by a string: its registration is
+    reached through that assignment (not reported), another op's is not."""
+    src = """
+    def direct_register_custom_op(op_name, op_func, fake_impl=None):
+        pass
+
+    def eager_bypass_custom_op(op_name, op_func):
+        return op_func
+
+    def _x_impl(x):
+        return x
+
+    def _x_fake(x):
+        return x
+
+    def _y_impl(x):
+        return x
+
+    direct_register_custom_op(op_name="x", op_func=_x_impl, fake_impl=_x_fake)
+    direct_register_custom_op(op_name="y", op_func=_y_impl)
+    _x_op = eager_bypass_custom_op("x", _x_impl)
+
+    def Target(t):
+        return _x_op(t)
+    """
+    res = _analyze(src)
+    assert [d.name for d in res.unreachable] == ["_y_impl", "torch.ops.vllm.y"]
+    assert {"_x_fake", "direct_register_custom_op"} <= res.reached
+
+
 def test_write_only_global_is_noted():
     src = """
     _CACHE = None

@@ -180,7 +180,7 @@ class Engine:
             if _is_triton_jit(st.node):
                 n.triton = "kernel"
             if st.kind == "attached":
-                n.names = [f"{_mutated_base(st.node)}.<{st.line}>"]
+                n.names = [f"{_mutated_base(st.node) or 'registration'}.<{st.line}>"]
             self.nodes[key] = n
             self.queue.append(key)
             for nm in st.names:

@@ -24,7 +24,9 @@ the `except` types, the `with` items, the `for` iterable) are loads of every uni
   reported under that name), `@torch.library.custom_op("ns::x")` makes its function bind `torch.ops.ns.x` too, and
   reaching the op reaches its `@register_fake("ns::x")` / `@f.register_fake` implementations. Reached code reaches
   an op through the chain `torch.ops.ns.x...`. (A5 rewires `torch.ops.vllm.x(...)` call sites to the Python function,
-  so a registration the bundle keeps is reached only where a `torch.ops` chain still names it.)
+  so a registration the bundle keeps is reached only where a `torch.ops` chain still names it, or where a
+  module-level assignment passes the op's name and a function to a call, which looks the op up by name:
+  vLLM >= 0.34's `_op = eager_bypass_custom_op("x", x_impl)`.)
 A unit reached through an owner keeps the names it binds reached too.
 
 Roots (reached unconditionally): the target symbol, `invocation_example`, every module-level dunder binding
@@ -218,6 +220,7 @@ class _Builder:
             isinstance(n, ast.Call) for n in ast.walk(s.value)) else ""
         u = self.add(s, "assignment", guard, self.refs(s), binds=tuple(dict.fromkeys(names)),
                      bases=tuple(bases), note=note)
+        u.loads.update(_ops_named(s.value, self.mod.default_op_ns))
         if isinstance(s, ast.Assign) and _is_sys_modules_store(s):
             u.owners = (s.value.id,)  # resolved in analyze(): a module object registering itself
 
@@ -436,3 +439,12 @@ def describe(d: Definition, where: str) -> str:
     if d.kind == "import":
         return f"L{d.line} {d.name} ({d.note})"
     return f"L{d.line} {d.name} ({d.kind}{extra}; {where})"
+
+
+def _ops_named(value: ast.expr, ns: str) -> set[str]:
+    """`torch.ops.<ns>.<x>` for each call in `value` given an op's name `"x"` first and a name after it (a lookup
+    of the op by its name, as A1's torch-ops rule reads it)."""
+    return {f"torch.ops.{ns}.{c.args[0].value}" for c in ast.walk(value)
+            if isinstance(c, ast.Call) and c.args and isinstance(c.args[0], ast.Constant)
+            and isinstance(c.args[0].value, str)
+            and any(isinstance(a, ast.Name) for a in list(c.args[1:]) + [k.value for k in c.keywords])}

@@ -7,7 +7,7 @@ import ast
 import re
 
 from ..engine import Rule
-from ..index import TreeIndex
+from ..index import Stmt, TreeIndex
 from ..scans import TreeScans
 
 _COMPILED_NAMESPACES = {"vllm", "_C", "_moe_C", "_rocm_C", "_C_cache_ops", "_C_custom_ar"}
@@ -48,7 +48,8 @@ def registrations_scan(index: TreeIndex):
 class TorchOps(Rule):
     name = "torch-ops"
     decides = ("a torch.ops call is a compiled op of the tree (cuda_ops, for A4), a vLLM Python custom op (reaches "
-               "the function registered for it) or another library's op")
+               "the function registered for it) or another library's op; an op that module-level code looks up by "
+               "its name (a call given the name and the op's function) keeps its registration, before that code")
 
     def __init__(self, index: TreeIndex, scans: TreeScans):
         self.index, self.scans = index, scans
@@ -106,6 +107,31 @@ class TorchOps(Rule):
                 entry.pop("required", None)
             if site not in entry["call_sites"]:
                 entry["call_sites"].append(site)
+
+    def scanned(self, g, n, before: set) -> None:
+        """Module-level code that passes an op's name and its function to a call (vLLM >= 0.34's
+        `_op = eager_bypass_custom_op("name", impl)`, which looks the op up in torch.ops at import time) needs the
+        op registered: the module's own top-level `direct_register_custom_op(op_name="name", op_func=impl, ...)`
+        becomes a node that n depends on at import time (everywhere else the bundle calls an op's function
+        directly and registers nothing)."""
+        if n.kind not in ("assign", "block") or n.stmt is None:
+            return
+        for call in ast.walk(n.stmt):
+            if not (isinstance(call, ast.Call) and call.args and isinstance(call.args[0], ast.Constant)
+                    and isinstance(call.args[0].value, str)):
+                continue
+            op = call.args[0].value
+            passed = {a.id for a in list(call.args[1:]) + [k.value for k in call.keywords] if isinstance(a, ast.Name)}
+            reg = self._find_registration(op) if passed else None
+            if reg is None or reg[0] != n.module or _op_func(reg[1]) not in passed:
+                continue
+            st = _top_level_stmt(self.index.get(n.module).tree, reg[1])
+            if st is None:
+                continue
+            dep = g.node_for(n.module, st, by_ref=True)
+            n.deps[dep.key] = True
+            g.notes.append(f"{n.file}:{call.lineno}: {ast.unparse(call.func)}({op!r}, ...) looks the op up by name "
+                           f"at import time: its registration (line {st.line}) is kept and runs first")
 
     def _python_namespaces(self) -> set[str]:
         if self._py_ns is None:
@@ -170,4 +196,18 @@ def _registration_in(tree: ast.AST, op: str) -> ast.Call | None:
                 name = sub.args[0].value
             if name == op:
                 return sub
+    return None
+
+
+def _op_func(call: ast.Call) -> str | None:
+    """The name of the function a direct_register_custom_op call registers (op_func=, or the second argument)."""
+    func = next((k.value for k in call.keywords if k.arg == "op_func"), call.args[1] if len(call.args) > 1 else None)
+    return func.id if isinstance(func, ast.Name) else None
+
+
+def _top_level_stmt(tree: ast.Module, call: ast.Call) -> Stmt | None:
+    """`call` as a statement of the module's body (an expression statement), as an index Stmt, else None."""
+    for i, st in enumerate(tree.body):
+        if isinstance(st, ast.Expr) and st.value is call:
+            return Stmt(idx=i, node=st, names=[], kind="attached", line=st.lineno, end_line=st.end_lineno)
     return None
