@@ -21,6 +21,7 @@ from bundler_lib.sdist import ensure_tree  # noqa: E402
 VLLM_PINS = {
     "0.26.0": "23e9fa19d7e20ce7dcc1c074d41503e2116d23f19e688f5d5ea91b741f958502",
     "0.33.0": "f4c33c2503d52bb411146afa9618a4f48bed68912f617e6803ac8d76e4c74112",
+    "0.34.0": "fcad848b246a9d8652b47e6425af92334dc02492f9802720f54e27b823cf0113",
 }
 CACHE = Path(os.environ.get("VLLM_BUNDLER_CACHE", Path.home() / ".cache" / "vllm-bundler"))
 
@@ -37,6 +38,12 @@ def vllm_0_26_0() -> Path:
 @pytest.fixture(scope="session")
 def vllm_0_33_0() -> Path:
     return vllm_tree("0.33.0")
+
+
+@pytest.fixture(scope="session")
+def vllm_0_34_0() -> Path:
+    """A version the project was not developed against (released after 0.33.0): a check of the general case."""
+    return vllm_tree("0.34.0")
 
 
 @pytest.fixture(scope="session")

@@ -190,19 +190,23 @@ _COMPARE = _LOAD + _EXEC + textwrap.dedent('''
 ''')
 
 
-# (the variant's flex_attn_* knobs, the block mask's block sizes and whether vLLM builds it from the block table)
-FLEX_CASES = {"vllm-defaults": ({}, [16, 16], True),
-              "flex128": ({k: v for k, v in FLEX_128.items() if k.startswith("flex_")}, [128, 128], False)}
+# (the variant's flex_attn_* knobs, the block mask's block sizes and whether vLLM builds it from the block table,
+# the vLLM version: 0.34.0 is one the project was not developed against)
+FLEX_CASES = {"vllm-defaults": ({}, [16, 16], True, "0_26_0"),
+              "flex128": ({k: v for k, v in FLEX_128.items() if k.startswith("flex_")}, [128, 128], False, "0_26_0"),
+              "vllm-0.34.0": ({}, [16, 16], True, "0_34_0")}
 
 
 @pytest.fixture(scope="module", params=sorted(FLEX_CASES))
-def flex_bundle(request, tmp_path_factory, vllm_0_26_0, runtime_python):
+def flex_bundle(request, tmp_path_factory, runtime_python):
     """Qwen3DecoderLayer with FLEX_ATTENTION, A0 to A7 (strict), its norm and rotary on their torch paths (their
-    CUDA kernels need a GPU): with vLLM's default knobs, and with the 128-token blocks of targets:*_flex128."""
-    knobs, blocks, direct = FLEX_CASES[request.param]
+    CUDA kernels need a GPU): with vLLM's default knobs, with the 128-token blocks of targets:*_flex128, and of
+    vLLM 0.34.0."""
+    knobs, blocks, direct, version = FLEX_CASES[request.param]
     out = tmp_path_factory.mktemp("flex")
     variant = {"attention_backend": "FLEX_ATTENTION", "custom_ops": "disabled", "ir_op_priority": "native", **knobs}
-    report = build_bundle(vllm_0_26_0, out, "Qwen3DecoderLayer", QWEN3, QWEN3_CONFIG, runtime_python, variant)
+    tree = request.getfixturevalue(f"vllm_{version}")
+    report = build_bundle(tree, out, "Qwen3DecoderLayer", QWEN3, QWEN3_CONFIG, runtime_python, variant)
     assert report["status"] == "ok"
     return out, blocks, direct
 

@@ -650,6 +650,23 @@ def test_op_looked_up_by_name_at_import_keeps_its_registration(tmp_path):
     assert import_in_subprocess(tmp_path, "target").strip() == "OK True"
 
 
+def test_module_used_as_a_value_embedded_or_a_stand_in(tmp_path):
+    """A module object used as a value at run time: one that imports nothing of the tree is embedded whole; one
+    that imports the tree (vLLM 0.34's `return bf16x3_router_gemm_sm90`) is a stand-in whose attributes raise
+    ImportError naming it, so only the path that uses it fails."""
+    g, _, _ = build_all(TREES / "module_value", tmp_path, "target")
+    assert not g["unresolved"]
+    assert any("module vllm.pkg.light is used as a value: embedded whole" in x for x in g["notes"])
+    assert any("vllm/main.py:4: module vllm.pkg.heavy is used as a value and imports the tree: a stand-in" in x
+               for x in g["notes"])
+    assert "vllm/pkg/helper.py::double" not in node_ids(g)
+    mod = load(tmp_path)
+    assert mod.target(1.5) == 11
+    with pytest.raises(ImportError, match=r"heavy\.run: vllm\.pkg\.heavy is used as a module object .* this path "
+                                          r"is not in the bundle"):
+        mod.target(1, fast=False)
+
+
 def test_another_platforms_kernel_table_entries_not_reached(tmp_path):
     # a kernel table keyed by platform: on cuda the CPU entry is never read, so its kernel (and its CPU-only
     # op) is not in the closure; entries of platforms the variant does not name (out of tree) stay

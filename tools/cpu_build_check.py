@@ -170,6 +170,7 @@ def check_to_kernel(path: str) -> str:
     src = on_native_paths(src)
     name = "cpu_build_check_bundle_" + re.sub(r"\W", "_", path)
     mod = types.ModuleType(name)
+    mod.__file__ = path
     sys.modules[name] = mod
     exec(compile(src, path, "exec"), mod.__dict__)
     if "PIN_MEMORY" in mod.__dict__:

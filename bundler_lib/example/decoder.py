@@ -103,8 +103,8 @@ _BODY = '''\
                 fn = getattr(m, "process_weights_after_loading", None)
                 if fn is None:
                     post_load_missing.append(type(m).__name__ + ".process_weights_after_loading")
-                else:
-                    fn(dtype)
+                else:  # the activation dtype where it takes one (vLLM < 0.34; 0.34 takes none)
+                    fn(*([dtype] if inspect.signature(fn).parameters else []))
         # vLLM's engine binds a `kv_cache` to each module holding per-sequence state (attention, mamba, short conv)
         recurrent = _recurrent_modules(layer, attn_layers)  # mamba/short-conv state (recurrent_state.py)
 {cross_select}        # several attention layers (one per step/loop/block of a recurrent layer): each gets its own KV cache, of

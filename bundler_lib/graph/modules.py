@@ -5,7 +5,9 @@ Rules (engine.py hooks):
 - KeyedDicts: a module-level dict literal with string keys that the module's `__getattr__` (or a function
   `f(name)` reading it only as `d[name]` / `name in d`) reads keeps only the entries asked for by name.
 - ModuleGetattr: a name a module provides through its `__getattr__` reaches that function (and the entry).
-- ModuleValue: a module used as a value, with no repo-local imports, is embedded whole (executed at import).
+- ModuleValue: a module used as a value, with no repo-local imports, is embedded whole (executed at import);
+  one that imports the tree, read at run time only, is a stand-in module whose attributes raise ImportError (a
+  bundle inlines definitions, not modules), so only the path that uses it fails.
 """
 
 from __future__ import annotations
@@ -154,7 +156,8 @@ class ModuleGetattr(Rule):
 
 class ModuleValue(Rule):
     name = "module-value"
-    decides = "a module object used as a value is embedded whole when it imports nothing of the tree"
+    decides = ("a module object used as a value is embedded whole when it imports nothing of the tree, else, read "
+               "at run time only, a stand-in whose attributes raise ImportError")
     link_kinds = ("module",)
 
     def __init__(self, index):
@@ -168,10 +171,9 @@ class ModuleValue(Rule):
         info = self.index.get(module)
         for sub in ast.walk(info.tree):
             if isinstance(sub, (ast.Import, ast.ImportFrom)):
-                if any(not b.external for b in self.index.import_bindings(info, sub, False)):
-                    return False
-                if isinstance(sub, ast.ImportFrom) and sub.level:
-                    return False
+                if (isinstance(sub, ast.ImportFrom) and sub.level) or any(
+                        not b.external for b in self.index.import_bindings(info, sub, False)):
+                    return False if ref.importtime else self._stand_in(g, n, ref, module, used)
         name = "_module_" + module.replace(".", "_")
         template = (f"@@NAME@@ = types.ModuleType(__name__ + '.' + {module!r})\n"
                     "sys.modules[@@NAME@@.__name__] = @@NAME@@\n"
@@ -181,4 +183,19 @@ class ModuleValue(Rule):
         g.depend(n, ref, syn.key, name, used)
         g.notes.append(f"{n.file}:{ref.line}: module {module} is used as a value: embedded whole "
                        f"({len(info.lines)} lines, executed at import)")
+        return True
+
+    @staticmethod
+    def _stand_in(g, n, ref, module: str, used: int) -> bool:
+        why = (f"{module} is used as a module object at {n.file}:{ref.line} and imports the tree: a bundle inlines "
+               "definitions, not modules; this path is not in the bundle")
+        name = "_module_" + module.replace(".", "_")
+        getattr_src = 'def __getattr__(name):\n    raise ImportError(f"{__name__}.{name}: ' + why + '")'
+        template = (f"@@NAME@@ = types.ModuleType(__name__ + '.' + {module!r})\n"
+                    f"exec({getattr_src!r}, @@NAME@@.__dict__)\n")
+        syn = g.synthetic(module, name, template, [], imports=["import types"], file=g.index.get(module).path,
+                          line=1, end_line=1)
+        g.depend(n, ref, syn.key, name, used)
+        g.notes.append(f"{n.file}:{ref.line}: module {module} is used as a value and imports the tree: a stand-in "
+                       "whose attributes raise ImportError (a bundle inlines definitions, not modules)")
         return True
