@@ -667,6 +667,18 @@ def test_module_used_as_a_value_embedded_or_a_stand_in(tmp_path):
         mod.target(1, fast=False)
 
 
+def test_op_the_code_checks_for_with_hasattr_is_optional(tmp_path):
+    """`hasattr(torch.ops._C, "fancy_op")` before the code uses the op (vLLM 0.34's sparse-MLA indexer op, which
+    needs CUTLASS headers): the op is optional wherever it is called (A4 stubs it where it cannot embed it, A5 binds
+    the check to False there); an op only called stays required."""
+    g, _, _ = build_all(TREES / "probed_op", tmp_path, "target")
+    ops = {o["op"]: o for o in g["cuda_ops"]}
+    assert ops["_C.fancy_op"]["required"] is False
+    assert [s.get("hasattr", False) for s in ops["_C.fancy_op"]["call_sites"]] == [True, False]
+    assert "required" not in ops["_C.plain_op"]
+    assert any("hasattr(torch.ops._C, 'fancy_op'): the code checks for the op before using it" in x for x in g["notes"])
+
+
 def test_another_platforms_kernel_table_entries_not_reached(tmp_path):
     # a kernel table keyed by platform: on cuda the CPU entry is never read, so its kernel (and its CPU-only
     # op) is not in the closure; entries of platforms the variant does not name (out of tree) stay

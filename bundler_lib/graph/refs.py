@@ -42,6 +42,7 @@ class Ref:
     # default is given (the lookup may fail without harm)
     getattr_attr: str | None = None
     getattr_default: bool = False
+    hasattr_probe: bool = False            # `hasattr(<ref>, "<literal>")`: the code checks the attribute is there
 
 
 @dataclass
@@ -515,12 +516,15 @@ class RefScanner(ImportScanning):
         for i, c in enumerate(e.args + [k.value for k in e.keywords]):
             before = len(self.scan.refs)
             self._walk_expr(c, skip)
-            if (i == 0 and isinstance(e.func, ast.Name) and e.func.id == "getattr" and self._lookup("getattr") is None
-                    and 2 <= len(e.args) <= 3 and not e.keywords and isinstance(e.args[1], ast.Constant)
+            if (i == 0 and isinstance(e.func, ast.Name) and e.func.id in ("getattr", "hasattr")
+                    and self._lookup(e.func.id) is None
+                    and 2 <= len(e.args) <= (3 if e.func.id == "getattr" else 2) and not e.keywords
+                    and isinstance(e.args[1], ast.Constant)
                     and isinstance(e.args[1].value, str) and len(self.scan.refs) == before + 1
                     and self.scan.refs[-1].nodes[-1] is c):
                 self.scan.refs[-1].getattr_attr = e.args[1].value
                 self.scan.refs[-1].getattr_default = len(e.args) == 3
+                self.scan.refs[-1].hasattr_probe = e.func.id == "hasattr"
 
     def _walk_attribute(self, e: ast.Attribute, skip: set):
         chain = []

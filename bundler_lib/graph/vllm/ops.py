@@ -56,6 +56,7 @@ class TorchOps(Rule):
         self.cuda_ops: dict[str, dict] = {}
         self.python_custom_ops: dict[str, tuple[str, int]] = {}
         self._registrations: dict[str, tuple[str, ast.Call] | None] = {}
+        self._probed: set[str] = set()   # ops some code checks for with hasattr(torch.ops.<ns>, "<op>")
         self._py_ns: set[str] | None = None
 
     @staticmethod
@@ -94,15 +95,23 @@ class TorchOps(Rule):
                                                            "name": op, "call_sites": []})
             site = {"file": n.file, "line": ref.line}
             optional = len(ref.attrs) == 2 and ref.getattr_default
-            if optional:
+            if len(ref.attrs) == 2 and ref.hasattr_probe:
+                # hasattr(torch.ops.<ns>, "<op>"): vLLM's code checks the op was built before it uses it, so the
+                # op is optional wherever it is called: A4 stubs it where it cannot embed it, and A5 binds the
+                # check to False there (as in a vLLM build without the op)
+                site["hasattr"] = True
+                self._probed.add(entry["op"])
+                g.notes.append(f"{n.file}:{ref.line}: hasattr(torch.ops.{ns}, {op!r}): the code checks for the op "
+                               f"before using it; {ns}.{op} is optional (A4 stubs it where it cannot embed it)")
+            elif optional:
                 # getattr(torch.ops.<ns>, "<op>", default): the code runs without the op (the default), so the
                 # op is optional: A4 embeds it where it can, else A5 binds the lookup to its default
                 site["getattr_default"] = True
                 g.notes.append(f"{n.file}:{ref.line}: getattr(torch.ops.{ns}, {op!r}, <default>): a lookup that "
                                f"may fail; {ns}.{op} is optional unless also referenced directly (A5 binds the lookup "
                                "to its wrapper, or to the default where A4 could only stub it)")
-            if not entry["call_sites"] and optional:
-                entry["required"] = False   # while every call site is such a getattr
+            if entry["op"] in self._probed or (not entry["call_sites"] and optional):
+                entry["required"] = False   # checked for, or while every call site is such a getattr
             elif not optional:
                 entry.pop("required", None)
             if site not in entry["call_sites"]:
