@@ -92,17 +92,24 @@ def build(path: str):
     i = src.index("torch.cuda.synchronize()", src.index("# 4. Shapes"))
     src = (src[:i] + "raise _Built(layer, attn_layers, config_assumed, prefix)"
            + src[i + len("torch.cuda.synchronize()"):])
-    name = "cpu_build_check_bundle_" + re.sub(r"\W", "_", path)
-    mod = types.ModuleType(name)
-    mod.__file__ = path
-    sys.modules[name] = mod  # dataclasses in the bundle look their module up
-    mod.__dict__["_Built"] = _Built
-    exec(compile(src, path, "exec"), mod.__dict__)
+    mod = _exec_bundle(src, path, _Built=_Built)
     try:
         mod.invocation_example(small=True)
     except _Built as e:
         return (mod, *e.args)
     raise RuntimeError("the example returned before sizing its inputs")
+
+
+def _exec_bundle(src: str, path: str, **names) -> types.ModuleType:
+    """The bundle's text `src` run as a module (its __file__ `path`, registered in sys.modules: dataclasses in the
+    bundle look their module up), with `names` defined before it runs."""
+    name = "cpu_build_check_bundle_" + re.sub(r"\W", "_", path)
+    mod = types.ModuleType(name)
+    mod.__file__ = path
+    sys.modules[name] = mod
+    mod.__dict__.update(names)
+    exec(compile(src, path, "exec"), mod.__dict__)
+    return mod
 
 
 def check(path: str) -> str:
@@ -167,12 +174,7 @@ def check_to_kernel(path: str) -> str:
     src, n = re.subn(r'raise RuntimeError\("invocation_example: \w+ runs on a CUDA GPU[^\n]*', "pass", src)
     if not n:
         return f"SKIPPED {path}: not a decoder-layer example"
-    src = on_native_paths(src)
-    name = "cpu_build_check_bundle_" + re.sub(r"\W", "_", path)
-    mod = types.ModuleType(name)
-    mod.__file__ = path
-    sys.modules[name] = mod
-    exec(compile(src, path, "exec"), mod.__dict__)
+    mod = _exec_bundle(on_native_paths(src), path)
     if "PIN_MEMORY" in mod.__dict__:
         mod.PIN_MEMORY = False  # vLLM's pinned host buffers need a GPU
     launched, seen = [], []

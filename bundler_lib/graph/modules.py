@@ -169,12 +169,12 @@ class ModuleValue(Rule):
             return False
         module = t.module
         info = self.index.get(module)
+        name = "_module_" + module.replace(".", "_")
         for sub in ast.walk(info.tree):
             if isinstance(sub, (ast.Import, ast.ImportFrom)):
                 if (isinstance(sub, ast.ImportFrom) and sub.level) or any(
                         not b.external for b in self.index.import_bindings(info, sub, False)):
-                    return False if ref.importtime else self._stand_in(g, n, ref, module, used)
-        name = "_module_" + module.replace(".", "_")
+                    return False if ref.importtime else self._stand_in(g, n, ref, module, name, used)
         template = (f"@@NAME@@ = types.ModuleType(__name__ + '.' + {module!r})\n"
                     "sys.modules[@@NAME@@.__name__] = @@NAME@@\n"
                     f"exec(compile({info.source!r}, {info.path!r}, 'exec'), @@NAME@@.__dict__)\n")
@@ -186,10 +186,9 @@ class ModuleValue(Rule):
         return True
 
     @staticmethod
-    def _stand_in(g, n, ref, module: str, used: int) -> bool:
+    def _stand_in(g, n, ref, module: str, name: str, used: int) -> bool:
         why = (f"{module} is used as a module object at {n.file}:{ref.line} and imports the tree: a bundle inlines "
                "definitions, not modules; this path is not in the bundle")
-        name = "_module_" + module.replace(".", "_")
         getattr_src = 'def __getattr__(name):\n    raise ImportError(f"{__name__}.{name}: ' + why + '")'
         template = (f"@@NAME@@ = types.ModuleType(__name__ + '.' + {module!r})\n"
                     f"exec({getattr_src!r}, @@NAME@@.__dict__)\n")

@@ -73,6 +73,7 @@ from dataclasses import dataclass
 
 from bundler_lib.common.annotations import decorator_name
 from bundler_lib.common.imports import catches_import_error, is_absent_binding
+from bundler_lib.common.op_lookups import named_op_calls
 from bundler_lib.common.scopes import alias_name, target_names
 from bundler_lib.package.op_registrations import default_op_namespace, op_decorator, registered_op
 from bundler_lib.package.references import DUNDER, ModuleFacts, References, Unit, name_of, target_bases
@@ -220,7 +221,7 @@ class _Builder:
             isinstance(n, ast.Call) for n in ast.walk(s.value)) else ""
         u = self.add(s, "assignment", guard, self.refs(s), binds=tuple(dict.fromkeys(names)),
                      bases=tuple(bases), note=note)
-        u.loads.update(_ops_named(s.value, self.mod.default_op_ns))
+        u.loads.update(f"torch.ops.{self.mod.default_op_ns}.{op}" for _, op, _ in named_op_calls(s.value))
         if isinstance(s, ast.Assign) and _is_sys_modules_store(s):
             u.owners = (s.value.id,)  # resolved in analyze(): a module object registering itself
 
@@ -439,12 +440,3 @@ def describe(d: Definition, where: str) -> str:
     if d.kind == "import":
         return f"L{d.line} {d.name} ({d.note})"
     return f"L{d.line} {d.name} ({d.kind}{extra}; {where})"
-
-
-def _ops_named(value: ast.expr, ns: str) -> set[str]:
-    """`torch.ops.<ns>.<x>` for each call in `value` given an op's name `"x"` first and a name after it (a lookup
-    of the op by its name, as A1's torch-ops rule reads it)."""
-    return {f"torch.ops.{ns}.{c.args[0].value}" for c in ast.walk(value)
-            if isinstance(c, ast.Call) and c.args and isinstance(c.args[0], ast.Constant)
-            and isinstance(c.args[0].value, str)
-            and any(isinstance(a, ast.Name) for a in list(c.args[1:]) + [k.value for k in c.keywords])}

@@ -6,6 +6,8 @@ from __future__ import annotations
 import ast
 import re
 
+from bundler_lib.common.op_lookups import named_op_calls
+
 from ..engine import Rule
 from ..index import Stmt, TreeIndex
 from ..scans import TreeScans
@@ -125,13 +127,8 @@ class TorchOps(Rule):
         directly and registers nothing)."""
         if n.kind not in ("assign", "block") or n.stmt is None:
             return
-        for call in ast.walk(n.stmt):
-            if not (isinstance(call, ast.Call) and call.args and isinstance(call.args[0], ast.Constant)
-                    and isinstance(call.args[0].value, str)):
-                continue
-            op = call.args[0].value
-            passed = {a.id for a in list(call.args[1:]) + [k.value for k in call.keywords] if isinstance(a, ast.Name)}
-            reg = self._find_registration(op) if passed else None
+        for call, op, passed in named_op_calls(n.stmt):
+            reg = self._find_registration(op)
             if reg is None or reg[0] != n.module or _op_func(reg[1]) not in passed:
                 continue
             st = _top_level_stmt(self.index.get(n.module).tree, reg[1])
