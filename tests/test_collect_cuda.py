@@ -690,3 +690,31 @@ def test_the_variants_capability_decides_the_gencode(tmp_path, monkeypatch):
     assert all(c["extra_cuda_cflags"][-1] == "-gencode=arch=compute_80,code=sm_80" for c in calls)
     _, m90 = run(MINI, tmp_path, "_C.my_op", out="out90")
     assert m90["flags"]["gencode"] == ["-gencode=arch=compute_90,code=sm_90"] and _keys(m90) != _keys(m)
+
+
+def test_companions_of_the_link_closure_in_0_34_0(vllm_0_34_0, tmp_path):
+    """The GPU's failure in the 0.34.0 zoo (every MoE layer, DeepseekV2): a unit's library lacked a symbol another
+    source of its CMake target defines.
+    - topk_softplus_sqrt.cu calls a launcher its header declares `extern template` (through a macro given
+      `extern`); the nine topk_softplus_sqrt_<dtype>_<index>.cu units only instantiate it;
+    - topk.cu calls top_k_per_row_decode, which ops.h declares and sampler.cu defines.
+    Each joins the unit's library; units whose code has bodies (the dispatch unit itself, sampler.cu's
+    own unit) get no companions of this kind."""
+    _, m = run(vllm_0_34_0, tmp_path, "_moe_C.topk_softplus_sqrt", "_C.persistent_topk", "_C.top_k_per_row_decode")
+    units = {u["id"]: u["companion_sources"] for u in m["translation_units"]}
+    assert units["topk_softplus_sqrt"] == [f"csrc/moe/topk_softplus_sqrt_{d}_{i}.cu" for d in ("f32", "f16", "bf16")
+                                           for i in ("int32", "uint32", "int64")]
+    assert units["topk"] == ["csrc/sampler.cu"]
+    assert units["sampler"] == []
+
+
+@pytest.mark.parametrize("text, only", [
+    ('#include "k.cuh"\nnamespace vllm::moe {\nINSTANTIATE(int64_t, float)\n}  // namespace vllm::moe\n', True),
+    ('#include "k.cuh"\ntemplate void launch<float>(const float*, int);\n', True),
+    ('#include "k.cuh"\n#define X(T) \\\n  template void launch<T>(const T*, int);\nX(float)\n', True),
+    ('#include "k.cuh"\nvoid dispatch(int n) { launch<float>(nullptr, n); }\n', False),
+    ('#include "k.cuh"\n', False),
+])
+def test_instantiation_only_units(text, only):
+    from bundler_lib.cuda.companions import _instantiates_only
+    assert _instantiates_only(text) is only

@@ -841,6 +841,20 @@ def test_own_distribution_version_is_the_trees(tmp_path):
     assert load(tmp_path).target() == 6
 
 
+def test_distribution_version_queried_at_run_time(tmp_path):
+    """A `version("vllm")` call the bundle keeps (in a function, whose caller's test A1 cannot decide: vLLM 0.34's
+    vllm_version_matches_substr, called at import inside `except Exception`) is replaced by the tree's version, in
+    both spellings (`from importlib.metadata import version as v` in the function, `importlib.metadata.version` imported
+    at module level); another
+    distribution's (torch) is left to ask importlib.metadata."""
+    g, _, _ = build_all(TREES / "dist_version", tmp_path, "target_at_run_time")
+    text = (tmp_path / "A2.inline.py").read_text()
+    assert 'dist_version("vllm")' not in text and 'importlib.metadata.version("vllm")' not in text
+    assert 'importlib.metadata.version("torch")' in text
+    assert sum("reads as '0.26.0'" in x for x in g["notes"]) == 2
+    assert load(tmp_path).target_at_run_time() == (6, "0.26.0")
+
+
 @pytest.mark.parametrize("cap, precision", [(90, None), (75, "ieee")])
 def test_platform_queries_the_variant_answers(tmp_path, cap, precision):
     """On CUDA: a module-level `if`/`elif` of platform tests binding one name by import in each branch resolves to

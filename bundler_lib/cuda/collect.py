@@ -11,6 +11,7 @@ from pathlib import Path
 
 from bundler_lib.cuda import cmake, cpp, registry
 from bundler_lib.cuda import emit
+from bundler_lib.cuda.companions import SOURCE_EXTS, companion_sources, distance, find_definition, resolve_include
 from bundler_lib.errors import StageError
 
 STAGE = "A4 cuda"
@@ -21,7 +22,6 @@ THIRD_PARTY_PREFIXES = ("cutlass/", "cute/", "cutlass_extensions/", "flash_attn"
                         "deep_gemm", "deepgemm", "triton_kernels", "qutlass", "flashmla", "kernels/flashmla",
                         "vllm_flash_attn", "fmha", "cudnn", "nvshmem", "composable_kernel", "ck/", "ck_tile",
                         "aiter")
-SOURCE_EXTS = (".cu", ".cpp", ".cc")
 
 
 @dataclass
@@ -126,17 +126,6 @@ def _defines(info: cmake.BuildInfo, target: cmake.Target | None) -> dict[str, st
     return d
 
 
-def _resolve_include(tree: Tree, includer: str, inc: cpp.Include, include_dirs: list[str]) -> str | None:
-    cands = []
-    if not inc.angled:
-        cands.append(posixpath.normpath(posixpath.join(posixpath.dirname(includer), inc.path)))
-    cands += [posixpath.normpath(posixpath.join(d, inc.path)) for d in include_dirs]
-    for c in cands:
-        if not c.startswith("../") and tree.exists(c):
-            return c
-    return None
-
-
 def include_closure(tree: Tree, roots: list[str], include_dirs: list[str], defines: dict) -> tuple[list[str], list[str]]:
     """(files in discovery order, including roots; external angle includes seen). StageError on a
     quoted include that is not in the tree or an include of a third-party project."""
@@ -149,7 +138,7 @@ def include_closure(tree: Tree, roots: list[str], include_dirs: list[str], defin
             continue
         seen.append(f)
         for inc in cpp.includes(tree.text(f), defines):
-            r = _resolve_include(tree, f, inc, include_dirs)
+            r = resolve_include(tree, f, inc, include_dirs)
             if r is not None:
                 if r not in seen:
                     stack.append(r)
@@ -249,9 +238,9 @@ def _plan_op(entry: dict, tree: Tree, info: cmake.BuildInfo, reg, all_sources: l
     src, line = _implementing_source(op, tree, info, d, impl, fn_base, all_sources)
     decls = _declaring_headers(tree, impl.file, fn_base, info.common_include_dirs)
     src_target = info.target_of(src)
-    companions = [] if not src.endswith(SOURCE_EXTS) else _companion_sources(  # a header (ops.h) declares every op
+    companions = [] if not src.endswith(SOURCE_EXTS) else companion_sources(  # a header (ops.h) declares every op
         tree, src, src_target.sources if src_target else
-        [s for s in all_sources if not s.startswith(("csrc/cpu/", "csrc/rocm/"))])
+        [s for s in all_sources if not s.startswith(("csrc/cpu/", "csrc/rocm/"))], info.common_include_dirs)
     return OpPlan(op=f"{ns}.{name}", namespace=ns, name=name, schema=d.schema, abi=d.abi,
                   def_file=d.file, def_line=d.line, impl_file=impl.file, impl_line=impl.line,
                   impl_key=impl.key, fn=impl.fn, fn_expr=impl.fn_expr or f"&{impl.fn}",
@@ -266,7 +255,7 @@ def _implementing_source(op: str, tree: Tree, info: cmake.BuildInfo, d, impl, fn
     target = info.target_of(impl.file) or info.target_of(d.file)
     candidates = [s for s in (target.sources if target else []) if tree.exists(s) and s.endswith(SOURCE_EXTS)]
     searched = f"the {len(candidates)} sources of CMake target {target.name}" if target else ""
-    hits = _find_definition(tree, candidates, fn_base)
+    hits = find_definition(tree, candidates, fn_base)
     if not hits:
         # an inline definition in a header the binding file includes (e.g. ops.h)
         try:
@@ -275,11 +264,11 @@ def _implementing_source(op: str, tree: Tree, info: cmake.BuildInfo, d, impl, fn
         except StageError:
             hdrs = []
         hdrs = [h for h in hdrs if h != impl.file and not h.endswith(SOURCE_EXTS)]
-        hits = _find_definition(tree, hdrs, fn_base)
+        hits = find_definition(tree, hdrs, fn_base)
         searched += f"{', ' if searched else ''}the {len(hdrs)} headers {impl.file} includes"
     if not hits:
         pool = [s for s in all_sources if not s.startswith(("csrc/cpu/", "csrc/rocm/"))]
-        hits = _find_definition(tree, pool, fn_base)
+        hits = find_definition(tree, pool, fn_base)
         searched = (searched + " and " if searched else "") + f"{len(pool)} .cu/.cpp files under csrc/"
     if not hits:
         raise StageError(
@@ -288,7 +277,7 @@ def _implementing_source(op: str, tree: Tree, info: cmake.BuildInfo, d, impl, fn
             f"but no definition of the C++ function {fn_base}(...) was found in {searched}",
             "check that tree/csrc is complete (the source may be generated at build time, which a bundle cannot embed)")
     # prefer .cu over .cpp, then closest to the binding file
-    hits.sort(key=lambda h: (not h[0].endswith(".cu"), _distance(h[0], impl.file)))
+    hits.sort(key=lambda h: (not h[0].endswith(".cu"), distance(h[0], impl.file)))
     return hits[0]
 
 
@@ -351,56 +340,11 @@ def _foreign_registration(tree: Tree, entry: dict, reg) -> tuple[str, str] | Non
 _DEF_CALL = re.compile(r'\.def\(\s*((?:"[^"]*"\s*)+)')
 
 
-def _find_definition(tree: Tree, files: list[str], fn: str) -> list[tuple[str, int]]:
-    hits = []
-    pat = re.compile(r"\b" + re.escape(fn) + r"\s*\(")
-    for f in files:
-        t = tree.text(f)
-        if fn not in t or not pat.search(t):   # the plain text test first: most files do not name it at all
-            continue
-        for line in cpp.find_function_definitions(t, fn):
-            hits.append((f, line))
-    return hits
-
-
-def _companion_sources(tree: Tree, src: str, sources: list[str]) -> list[str]:
-    """The other sources of the op's build target that define what `src` declares without defining, found
-    transitively: vLLM's CMake links them into the same library (fp32_router_gemm_entry.cu calls
-    invokeFp32RouterGemm, which fp32_router_gemm.cu defines and instantiates). Where several sources define a
-    name, the one closest to `src` is taken."""
-    out: list[str] = []
-    others = [s for s in sources if s != src]
-    todo = [src]
-    while todo:
-        f = todo.pop(0)
-        text = tree.text(f)
-        for name in cpp.find_function_declarations(text):
-            if cpp.find_function_definitions(text, name) or re.search(
-                    r"template\s*<\s*>[^;{]*\b" + re.escape(name) + r"\s*<", text):  # defined here (or specialised)
-                continue
-            hits = sorted({h for h, _ in _find_definition(tree, others, name)},
-                          key=lambda h: (_distance(h, src), h))
-            if hits and hits[0] not in out:
-                out.append(hits[0])
-                todo.append(hits[0])
-    return out
-
-
-def _distance(a: str, b: str) -> int:
-    pa, pb = a.split("/")[:-1], b.split("/")[:-1]
-    common = 0
-    for x, y in zip(pa, pb):
-        if x != y:
-            break
-        common += 1
-    return len(pa) + len(pb) - 2 * common
-
-
 def _declaring_headers(tree: Tree, binding: str, fn: str, include_dirs: list[str]) -> list[str]:
     out = []
     pat = re.compile(r"\b" + re.escape(fn) + r"\s*\(")
     for inc in cpp.includes(tree.text(binding), {"USE_CUDA": None}):
-        r = _resolve_include(tree, binding, inc, include_dirs)
+        r = resolve_include(tree, binding, inc, include_dirs)
         if r and pat.search(cpp.strip_comments(tree.text(r))):
             out.append(r)
     return out

@@ -370,6 +370,11 @@ _NOT_BEFORE_CALL = re.compile(r"[\w:.>]")
 _OPEN_PAREN = re.compile(r"\s*\(")
 
 
+def calls(t: str, name: str) -> bool:
+    """Whether `t` (comments stripped, strings blanked) calls or declares `name(...)`."""
+    return next(_call_starts(t, name), None) is not None
+
+
 def _call_starts(t: str, name: str):
     """The starts of what re.finditer(r"(?<![\\w:.>])(?:::)?<name>\\s*\\(", t) matches, found from the name's
     occurrences (a plain text search; the regex engine would try the pattern at every offset)."""

@@ -213,6 +213,18 @@ class TreeIndex:
     def has_module(self, module: str) -> bool:
         return module in self.files
 
+    def distribution_version(self, package: str) -> str | None:
+        """What importlib.metadata's `version(package)` would answer had the tree been installed, for a top-level
+        package of the tree: the version its source was released at (`<package>/_version.py`, setuptools-scm's
+        `__version__` literal); None without one."""
+        if package not in self.top_packages or not self.has_module(f"{package}._version"):
+            return None
+        for st in self.get(f"{package}._version").tree.body:
+            if (isinstance(st, ast.Assign) and isinstance(st.value, ast.Constant) and isinstance(st.value.value, str)
+                    and any(isinstance(t, ast.Name) and t.id == "__version__" for t in st.targets)):
+                return st.value.value
+        return None
+
     def has_source(self, module: str) -> bool:
         """The tree has Python source for `module` (a file, or a package holding files); compiled vLLM code has
         none."""

@@ -134,19 +134,14 @@ class Predicates(Oracle):
         return self._values[key]
 
     def _distribution_version(self, module: str, name: str, args: tuple) -> str | None:
-        """`version("<pkg>")`, importlib.metadata's, for a top-level package of the tree: the version its source was
-        released at (`<pkg>/_version.py`, setuptools-scm's `__version__`). A bundle's code is never installed, so
-        the query would raise PackageNotFoundError where vLLM finds itself (`"cpu" in version("vllm")`)."""
+        """`version("<pkg>")`, importlib.metadata's, for a top-level package of the tree (TreeIndex.distribution_version).
+        A bundle's code is never installed, so the query would raise PackageNotFoundError where vLLM finds itself
+        (`"cpu" in version("vllm")`)."""
         b = self.index.get(module).imports.get(name)
         if (b is None or (b.module, b.attr) != ("importlib.metadata", "version") or len(args) != 1
-                or not isinstance(args[0], str) or args[0] not in self.index.top_packages
-                or not self.index.has_module(f"{args[0]}._version")):
+                or not isinstance(args[0], str)):
             return None
-        for st in self.index.get(f"{args[0]}._version").tree.body:
-            if (isinstance(st, ast.Assign) and isinstance(st.value, ast.Constant) and isinstance(st.value.value, str)
-                    and any(isinstance(t, ast.Name) and t.id == "__version__" for t in st.targets)):
-                return st.value.value
-        return None
+        return self.index.distribution_version(args[0])
 
     def _function_value(self, module: str, fn: ast.FunctionDef, args: tuple):
         a = fn.args

@@ -17,6 +17,7 @@ where two rules answer the same hook: the first that decides wins; see each rule
 12. module-getattr           modules.ModuleGetattr         names a module's __getattr__ provides
 13. module-value             modules.ModuleValue           a module used as a value embedded whole
 14. compile-dims             vllm.compile_dims             @support_torch_compile given the dims it infers
+15. distribution-version     distribution.DistributionVersion  importlib.metadata.version("vllm") as the tree's version
 
 Branch pruning itself is the guard evaluator's (guards.py, asked by the scanner, refs.py), with the predicate
 oracle (predicates.py) and what vLLM's names decide (vllm/names.py: envs defaults, Unquantized* bases, CustomOp).
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 
 from ..classes import AbstractStubs, ClassConstants, ClassMembers, Mro, SelfReads
 from ..defs import Defs
+from ..distribution import DistributionVersion
 from ..engine import Engine
 from ..guards import Where
 from ..held import HeldBranches
@@ -45,7 +47,8 @@ from .ops import TorchOps, python_namespaces_scan, registrations_scan
 from .platform import CurrentPlatform, ForeignPlatformModules, root_drops
 
 RULES = (ClassMembers, ClassConstants, ForeignPlatformModules, KeyedDicts, ByNameResolver, SelfReads, IrOpPriority,
-         HeldBranches, AbstractStubs, TorchOps, CurrentPlatform, ModuleGetattr, ModuleValue, CompileDims)
+         HeldBranches, AbstractStubs, TorchOps, CurrentPlatform, ModuleGetattr, ModuleValue, CompileDims,
+         DistributionVersion)
 
 
 def tree_scans(index: TreeIndex) -> TreeScans:
@@ -76,7 +79,7 @@ def closure(index: TreeIndex, variant: dict, dataclass_annotations: bool = False
     rules = [ClassMembers(defs, root_drops(variant)), ClassConstants(), ForeignPlatformModules(variant), keyed,
              ByNameResolver(index, variant), SelfReads(mro), IrOpPriority(index, variant), HeldBranches(),
              AbstractStubs(index, mro), ops, CurrentPlatform(index, variant), ModuleGetattr(index, keyed),
-             ModuleValue(index), CompileDims(index)]
+             ModuleValue(index), CompileDims(index), DistributionVersion(index)]
     assert tuple(type(r) for r in rules) == RULES
     engine = Engine(index, res, Scanner(index, preds.ge, dataclass_annotations), rules)
     return Closure(engine, scans, ops)
