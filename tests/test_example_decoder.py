@@ -259,3 +259,30 @@ def test_a_second_output_is_the_residual_only_where_it_is_one(tmp_path):
     assert run(takes_residual)[1].shape == (3, 5)
     assert run(stablelm)[1].shape == (3, 8)
     assert run(per_layer_inputs)[1] is None
+
+
+def test_a_stand_in_config_method_called_gives_its_default(tmp_path, monkeypatch):
+    """A field of vLLM's config that the layer calls as a method (0.34's Qwen3-VL:
+    `mm_config.is_multimodal_pruning_enabled()`) gets a method returning the logged default, not the default itself
+    (`'bool' object is not callable`); read as a field, it is still the value."""
+    src, _ = _gen(tmp_path, MOCK / "A1.graph.json", None)
+    ns = _bundle_ns(src)
+    seen = {}
+
+    class Layer(torch.nn.Module):
+        def __init__(self, config, prefix=""):
+            super().__init__()
+            mm = ns["_current_vllm_config"].model_config.multimodal_config
+            seen["called"] = mm.is_multimodal_pruning_enabled()
+            seen["read"] = mm.is_encoder_only
+            raise RuntimeError("stop here")
+
+    ns["Qwen3MoeDecoderLayer"] = Layer
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (80 << 30, 80 << 30))
+    cpu_generator = torch.Generator
+    monkeypatch.setattr(torch, "Generator", lambda device=None: cpu_generator())
+    with pytest.raises(RuntimeError, match="stop here") as ei:
+        ns["invocation_example"](small=True)
+    assert seen == {"called": False, "read": False}
+    assert "multimodal_config.is_multimodal_pruning_enabled()=False" in str(ei.value)

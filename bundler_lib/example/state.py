@@ -174,6 +174,9 @@ _SNIPPET = '''\
                 value = False
             else:
                 value = None
+            if _read_kind(sys._getframe(1)) == "call":   # a method of the config (is_multimodal_pruning_enabled())
+                defaults_used.append(f"{{self._path}}.{{name}}()={{value!r}}")
+                return lambda *args, **kwargs: value
             defaults_used.append(f"{{self._path}}.{{name}}={{value!r}}")
             self.__dict__[name] = value
             return value
