@@ -286,3 +286,33 @@ def test_a_stand_in_config_method_called_gives_its_default(tmp_path, monkeypatch
         ns["invocation_example"](small=True)
     assert seen == {"called": False, "read": False}
     assert "multimodal_config.is_multimodal_pruning_enabled()=False" in str(ei.value)
+
+
+def test_a_synonym_the_config_does_not_state_is_absent_to_getattr(tmp_path, monkeypatch):
+    """A key the model's config does not state (not even as an attribute_map alias), which a synonym rule answers:
+    `config.rms_norm_eps` is the synonym's value (layer_norm_eps), but `getattr(config, "rms_norm_eps", None)` gets
+    its default, as from the model's config object: 0.34's Cohere picks RMSNorm when it is set (select_norm_impl),
+    which transformers' CohereConfig never sets (parity 2.95x transformers-bf16's error on the GPU)."""
+    cfg = json.loads(TINY.read_text())
+    cfg["layer_norm_eps"] = cfg.pop("rms_norm_eps")
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    src, _ = _gen(tmp_path, MOCK / "A1.graph.json", tmp_path / "config.json", "tiny/qwen3-moe")
+    ns = _bundle_ns(src)
+    seen = {}
+
+    class Layer(torch.nn.Module):
+        def __init__(self, config, prefix=""):
+            super().__init__()
+            seen["getattr"] = getattr(config, "rms_norm_eps", None)
+            seen["hasattr"] = hasattr(config, "rms_norm_eps")
+            seen["read"] = config.rms_norm_eps
+            raise RuntimeError("stop here")
+
+    ns["Qwen3MoeDecoderLayer"] = Layer
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (80 << 30, 80 << 30))
+    cpu_generator = torch.Generator
+    monkeypatch.setattr(torch, "Generator", lambda device=None: cpu_generator())
+    with pytest.raises(RuntimeError, match="stop here"):
+        ns["invocation_example"](small=True)
+    assert seen == {"getattr": None, "hasattr": False, "read": cfg["layer_norm_eps"]}

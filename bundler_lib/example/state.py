@@ -111,12 +111,15 @@ def snippet(graph: dict, cfg: dict | None, dims: dict, flags: dict, config_label
     variant = graph.get("variant") or {}
     custom_ops = "all" if variant.get("custom_ops", "enabled") in ("enabled", "all") else "none"
     fields, derived, per_modality = config_fields(cfg, dims, flags)
-    stated_none = sorted(k for k in derived if k not in fields and k in hf_fields(cfg, dims, flags)
-                         and config_rules.is_synonym(k))
+    stated = hf_fields(cfg, dims, flags)
+    stated_none = sorted(k for k in derived if k not in fields and k in stated and config_rules.is_synonym(k))
+    # a synonym the config does not state at all: `getattr(config, key, default)` gets the default, as from the
+    # model's config object (whose attribute_map aliases the config lists); `config.key` the synonym's value
+    unstated = sorted(k for k in derived if cfg is not None and k not in stated and config_rules.is_synonym(k))
     # a draft model's layer (it reaches vLLM's draft helpers) is built only under a speculative config
     draft = any(f == "vllm/model_executor/models/utils.py" and n.startswith("get_draft") for f, n in emit_names(graph))
     return _SNIPPET.format(names=_py(found), hf_fields=_py(fields), derived=_py(derived), custom_ops=custom_ops,
-                           stated_none=_py(stated_none),
+                           stated_none=_py(stated_none), unstated=_py(unstated),
                            methods=_py(config_methods(cfg)),
                            per_modality=_py(per_modality), per_modality_source=config_rules.PER_MODALITY_SOURCE,
                            config_label=config_label, flag_prefixes=config_rules.FLAG_PREFIXES,
@@ -144,6 +147,7 @@ _SNIPPET = '''\
     # synonyms the config states as None that `derived` answers for `config.key`; `getattr(config, key, default)`
     # gets None
     stated_none = {stated_none}
+    unstated = {unstated}  # synonyms the config does not state: a getattr with a default gets the default
     per_modality = {per_modality}  # expert counts read per modality: key -> the number of modalities
     # the config class's methods, as values: name -> {{"value": v}} or {{"by_layer": [v per layer index]}}
     config_methods = {methods}
@@ -253,6 +257,8 @@ _SNIPPET = '''\
             raise _lacks(path, called=True)
         if name in stated_none and how is None:
             value, rule = None, "the config states None: a getattr with a default tests whether the model sets it"
+        elif name in unstated and how is None:
+            raise _lacks(path)   # getattr(config, key, default) gives its default: the model does not set the key
         elif name in derived:
             value, rule = derived[name]
         elif (name.startswith({flag_prefixes!r}) or name.endswith({flag_suffixes!r})) and how == "read":
