@@ -5,7 +5,8 @@ nvcc is absent.
 
 What CI compiles (2 cores): the two units of rms_norm/fused_add_rms_norm/silu_and_mul of 0.26.0 (about 50 s and
 20 s, run side by side), the two small units of the fixture tree whose sources clash in one unit (a few
-seconds each) and the router fixture's unit, whose two companion sources clash in one file (about 40 s). The MoE routing set of the issue (topk_softmax, grouped_topk, topk_softplus_sqrt, ...: seven
+seconds each), the router fixture's unit, whose two companion sources clash in one file (about 40 s), and 0.34.0's
+topk unit with its companion sampler.cu (about 60 s). The MoE routing set of the issue (topk_softmax, grouped_topk, topk_softplus_sqrt, ...: seven
 units, grouped_topk alone about 450 s) runs only with VLLM_BUNDLE_SLOW_CUDA_COMPILE=1."""
 
 import json
@@ -266,3 +267,27 @@ def test_dsv3_router_gemm_companions_compile_into_one_library(vllm_0_26_0, tmp_p
     assert unit["compiled_files"] == ["dsv3_router_gemm_entry.cu", "dsv3_router_gemm_float_out.cu",
                                       "dsv3_router_gemm_bf16_out.cu"]
     _check_units(m, results)
+
+
+@needs_nvcc
+@pytest.mark.parametrize("op, unit, symbol", [
+    ("_C.persistent_topk", "topk", "top_k_per_row_decode("),
+    pytest.param("_moe_C.topk_softplus_sqrt", "topk_softplus_sqrt",
+                 "vllm::moe::topkGatingSoftplusSqrtKernelLauncher<", marks=_slow("about 200 s")),
+])
+def test_unit_library_defines_what_its_source_needs_from_its_target_0_34_0(vllm_0_34_0, tmp_path, op, unit, symbol):
+    """The GPU's failure in the 0.34.0 zoo: a unit's library did not load (undefined symbol). The unit's own object
+    needs `symbol` (the control), and the library with its companions defines it: topk.cu's top_k_per_row_decode
+    (sampler.cu), topk_softplus_sqrt.cu's launcher (its nine instantiation units)."""
+    m, results, _ = compile_units(vllm_0_34_0, tmp_path, [op], units=[unit])
+    _check_units(m, results)
+    nm = shutil.which("nm")
+    if nm is None:
+        pytest.skip("nm not found")
+
+    def undefined(path):
+        out = subprocess.run([nm, "-C", "-u", str(path)], capture_output=True, text=True, check=True).stdout
+        return [line.strip() for line in out.splitlines() if symbol in line]
+
+    assert undefined(results[unit]["obj"])
+    assert not undefined(results[unit]["lib"])
