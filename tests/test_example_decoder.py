@@ -30,6 +30,14 @@ def _bundle_ns(src):
     return ns
 
 
+def _fake_cuda_entry_points(monkeypatch):
+    """CUDA's entry points the example checks before it builds the layer, faked for a CPU run up to the build."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (80 << 30, 80 << 30))
+    cpu_generator = torch.Generator
+    monkeypatch.setattr(torch, "Generator", lambda device=None: cpu_generator())
+
+
 def test_coder_480b_decoder_example_generated(tmp_path):
     src, rec = _gen(tmp_path, TREES / "Qwen3MoeDecoderLayer" / "A1.graph.json", CODER,
                     "Qwen/Qwen3-Coder-480B-A35B-Instruct")
@@ -176,10 +184,7 @@ def test_a_config_key_the_layer_lacks_is_one_line(tmp_path, monkeypatch):
             config.num_local_experts
 
     ns["Qwen3MoeDecoderLayer"] = Layer
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (80 << 30, 80 << 30))
-    cpu_generator = torch.Generator
-    monkeypatch.setattr(torch, "Generator", lambda device=None: cpu_generator())
+    _fake_cuda_entry_points(monkeypatch)
     with pytest.raises(AttributeError) as ei:
         ns["invocation_example"](small=True)
     msg = str(ei.value)
@@ -278,10 +283,7 @@ def test_a_stand_in_config_method_called_gives_its_default(tmp_path, monkeypatch
             raise RuntimeError("stop here")
 
     ns["Qwen3MoeDecoderLayer"] = Layer
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (80 << 30, 80 << 30))
-    cpu_generator = torch.Generator
-    monkeypatch.setattr(torch, "Generator", lambda device=None: cpu_generator())
+    _fake_cuda_entry_points(monkeypatch)
     with pytest.raises(RuntimeError, match="stop here") as ei:
         ns["invocation_example"](small=True)
     assert seen == {"called": False, "read": False}
@@ -309,10 +311,7 @@ def test_a_synonym_the_config_does_not_state_is_absent_to_getattr(tmp_path, monk
             raise RuntimeError("stop here")
 
     ns["Qwen3MoeDecoderLayer"] = Layer
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (80 << 30, 80 << 30))
-    cpu_generator = torch.Generator
-    monkeypatch.setattr(torch, "Generator", lambda device=None: cpu_generator())
+    _fake_cuda_entry_points(monkeypatch)
     with pytest.raises(RuntimeError, match="stop here"):
         ns["invocation_example"](small=True)
     assert seen == {"getattr": None, "hasattr": False, "read": cfg["layer_norm_eps"]}
