@@ -855,6 +855,19 @@ def test_distribution_version_queried_at_run_time(tmp_path):
     assert load(tmp_path).target_at_run_time() == (6, "0.26.0")
 
 
+def test_import_time_gpu_query_the_variant_decides_is_its_value(tmp_path):
+    """A module-level name bound at import to a test that queries the GPU (vLLM 0.34's flash-linear-attention
+    utils: `is_nvidia_hopper = is_nvidia and ("NVIDIA H" in current_platform.get_device_name(0) or
+    current_platform.get_device_capability(0).major >= 9)`), which the variant decides (sm_90; `is_nvidia` through
+    a name bound to a cached function returning "nvidia" on CUDA), is bound to its value: importing the bundle
+    queries no GPU (the bundle's platform asks torch.cuda, which initialises CUDA or fails without one)."""
+    g, _, _ = build_all(TREES / "foreign_platform_queries", tmp_path, "target_hopper", variant={"cuda_capability": 90})
+    text = (tmp_path / "A2.inline.py").read_text()
+    assert "IS_HOPPER = True" in text and "current_platform.get_device_name(0)" not in text
+    assert any("IS_HOPPER = True, as the variant decides" in x for x in g["notes"])
+    assert load(tmp_path).target_hopper() is True
+
+
 @pytest.mark.parametrize("cap, precision", [(90, None), (75, "ieee")])
 def test_platform_queries_the_variant_answers(tmp_path, cap, precision):
     """On CUDA: a module-level `if`/`elif` of platform tests binding one name by import in each branch resolves to

@@ -48,10 +48,19 @@ _OPS = {ast.Eq: lambda a, b: a == b, ast.NotEq: lambda a, b: a != b, ast.Lt: lam
 
 
 def compared(e: ast.Compare, cap: int, platform_names) -> bool | None:
-    """current_platform.get_device_capability() <op> (7, 5) (vLLM's prefix_prefill: IS_TURING)."""
+    """current_platform.get_device_capability() <op> (7, 5) (vLLM's prefix_prefill: IS_TURING), or its `.major` /
+    `.minor` <op> an int (the flash-linear-attention utils' `get_device_capability(0).major >= 9`); the device
+    queried may be given as 0, the one the variant describes."""
     left, op, right = e.left, e.ops[0], e.comparators[0]
-    want = _capability(right) if isinstance(right, ast.Tuple) else None
-    if (_platform_call(left, platform_names) != "get_device_capability" or left.args or want is None
-            or type(op) not in _OPS):
+    part = left.attr if isinstance(left, ast.Attribute) and left.attr in ("major", "minor") else None
+    call = left.value if part else left
+    if (_platform_call(call, platform_names) != "get_device_capability" or type(op) not in _OPS
+            or not (not call.args or (len(call.args) == 1 and isinstance(call.args[0], ast.Constant)
+                                      and call.args[0].value == 0))):
         return None
-    return _OPS[type(op)](cap, want)
+    if part:
+        if not (isinstance(right, ast.Constant) and type(right.value) is int):
+            return None
+        return _OPS[type(op)](cap // 10 if part == "major" else cap % 10, right.value)
+    want = _capability(right) if isinstance(right, ast.Tuple) else None
+    return None if want is None else _OPS[type(op)](cap, want)

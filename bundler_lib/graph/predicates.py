@@ -68,6 +68,22 @@ class Predicates(Oracle):
                                                                                   literal_bools=pruned))
         return self._predicates[key]
 
+    def global_value(self, module: str, name: str):
+        """The value of a module-level `name` bound once (never rebound through `global`) to a call of a module-level
+        function whose value the variant decides (`device_platform = _check_platform()`, which returns "nvidia"
+        where `current_platform.is_cuda()`), or _UNKNOWN."""
+        found = self.defs.sole_def(module, name, ast.Assign)
+        if (found is None or len(found[1].targets) != 1 or not isinstance(found[1].targets[0], ast.Name)
+                or not isinstance(found[1].value, ast.Call) or not isinstance(found[1].value.func, ast.Name)):
+            return _UNKNOWN
+        key = (found[0], f"global:{name}")
+        if key not in self._values:
+            self._values[key] = _UNKNOWN   # a binding that reaches itself stays undecided
+            info = self.index.get(found[0])
+            if not any(isinstance(x, ast.Global) and name in x.names for x in ast.walk(info.tree)):
+                self._values[key] = self.ge._value(found[1].value, Where(module=found[0]))
+        return self._values[key]
+
     def _sole_live_assign(self, module: str, name: str) -> tuple[str, ast.Assign] | None:
         """(module, Assign) of a module-level name bound by one plain assignment and otherwise only inside
         module-level `if`s whose taken branch (the variant decides the test) does not bind it

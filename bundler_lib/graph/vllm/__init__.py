@@ -18,6 +18,7 @@ where two rules answer the same hook: the first that decides wins; see each rule
 13. module-value             modules.ModuleValue           a module used as a value embedded whole
 14. compile-dims             vllm.compile_dims             @support_torch_compile given the dims it infers
 15. distribution-version     distribution.DistributionVersion  importlib.metadata.version("vllm") as the tree's version
+16. decided-device-queries   vllm.platform                 an import-time GPU query the variant decides, as its value
 
 Branch pruning itself is the guard evaluator's (guards.py, asked by the scanner, refs.py), with the predicate
 oracle (predicates.py) and what vLLM's names decide (vllm/names.py: envs defaults, Unquantized* bases, CustomOp).
@@ -44,11 +45,11 @@ from .compile_dims import CompileDims
 from .ir import IrOpPriority
 from .names import VllmNames, unquantized_bases_scan
 from .ops import TorchOps, python_namespaces_scan, registrations_scan
-from .platform import CurrentPlatform, ForeignPlatformModules, root_drops
+from .platform import CurrentPlatform, DecidedDeviceQueries, ForeignPlatformModules, root_drops
 
 RULES = (ClassMembers, ClassConstants, ForeignPlatformModules, KeyedDicts, ByNameResolver, SelfReads, IrOpPriority,
          HeldBranches, AbstractStubs, TorchOps, CurrentPlatform, ModuleGetattr, ModuleValue, CompileDims,
-         DistributionVersion)
+         DistributionVersion, DecidedDeviceQueries)
 
 
 def tree_scans(index: TreeIndex) -> TreeScans:
@@ -79,7 +80,8 @@ def closure(index: TreeIndex, variant: dict, dataclass_annotations: bool = False
     rules = [ClassMembers(defs, root_drops(variant)), ClassConstants(), ForeignPlatformModules(variant), keyed,
              ByNameResolver(index, variant), SelfReads(mro), IrOpPriority(index, variant), HeldBranches(),
              AbstractStubs(index, mro), ops, CurrentPlatform(index, variant), ModuleGetattr(index, keyed),
-             ModuleValue(index), CompileDims(index), DistributionVersion(index)]
+             ModuleValue(index), CompileDims(index), DistributionVersion(index),
+             DecidedDeviceQueries(preds)]
     assert tuple(type(r) for r in rules) == RULES
     engine = Engine(index, res, Scanner(index, preds.ge, dataclass_annotations), rules)
     return Closure(engine, scans, ops)

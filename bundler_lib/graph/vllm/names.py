@@ -7,7 +7,7 @@ import ast
 import re
 
 from ..defs import Defs, bases
-from ..guards import _UNKNOWN, Oracle, env_default_value
+from ..guards import _UNKNOWN, Oracle, _compare
 from ..index import TreeIndex
 from ..scans import TreeScans
 
@@ -77,3 +77,69 @@ class VllmNames(Oracle):
             if found is not None and self.is_custom_op(*found, defines, depth + 1):
                 return True
         return False
+
+
+def env_default_value(e: ast.expr):
+    """The value of an envs.py lambda body when no environment variable is set, or _UNKNOWN.
+    Understands os.getenv / os.environ.get with a literal default, bool/int/float/str, .lower() and the like,
+    comparisons and membership against literals, and/or/not."""
+    if isinstance(e, ast.Constant):
+        return e.value
+    if isinstance(e, (ast.Tuple, ast.List, ast.Set)):
+        items = [env_default_value(x) for x in e.elts]
+        return _UNKNOWN if any(x is _UNKNOWN for x in items) else tuple(items)
+    if isinstance(e, ast.Call) and not e.keywords:
+        f = e.func
+        src = ast.unparse(f)
+        if src in ("os.getenv", "os.environ.get") and 1 <= len(e.args) <= 2:
+            return env_default_value(e.args[1]) if len(e.args) == 2 else None
+        if isinstance(f, ast.Name) and f.id in ("bool", "int", "float", "str") and len(e.args) == 1:
+            v = env_default_value(e.args[0])
+            if v is _UNKNOWN:
+                return _UNKNOWN
+            try:
+                return {"bool": bool, "int": int, "float": float, "str": str}[f.id](v)
+            except (TypeError, ValueError):
+                return _UNKNOWN
+        if isinstance(f, ast.Attribute) and f.attr in ("lower", "upper", "strip") and not e.args:
+            v = env_default_value(f.value)
+            return getattr(v, f.attr)() if isinstance(v, str) else _UNKNOWN
+        return _UNKNOWN
+    if isinstance(e, ast.Compare) and len(e.ops) == 1:
+        a, b = env_default_value(e.left), env_default_value(e.comparators[0])
+        if a is _UNKNOWN or b is _UNKNOWN:
+            return _UNKNOWN
+        op = e.ops[0]
+        try:
+            if isinstance(op, ast.In):
+                return a in b
+            if isinstance(op, ast.NotIn):
+                return a not in b
+        except TypeError:
+            return _UNKNOWN
+        if isinstance(op, (ast.Is, ast.IsNot)) and b is None:
+            return (a is None) == isinstance(op, ast.Is)
+        return _compare_any(a, op, b)
+    if isinstance(e, ast.UnaryOp) and isinstance(e.op, ast.Not):
+        v = env_default_value(e.operand)
+        return _UNKNOWN if v is _UNKNOWN else not v
+    if isinstance(e, ast.BoolOp):
+        vals = [env_default_value(x) for x in e.values]
+        if any(v is _UNKNOWN for v in vals):
+            return _UNKNOWN
+        out = vals[0]
+        for v in vals[1:]:
+            out = (out and v) if isinstance(e.op, ast.And) else (out or v)
+        return out
+    return _UNKNOWN
+
+
+def _compare_any(a, op: ast.cmpop, b):
+    try:
+        if isinstance(op, ast.Eq):
+            return a == b
+        if isinstance(op, ast.NotEq):
+            return a != b
+        return _compare(a, op, b) if isinstance(op, (ast.Gt, ast.GtE, ast.Lt, ast.LtE)) else _UNKNOWN
+    except TypeError:
+        return _UNKNOWN

@@ -3,6 +3,8 @@ forward methods are not in the bundle."""
 
 from __future__ import annotations
 
+import ast
+
 from bundler_lib.errors import StageError
 from bundler_lib.variant import foreign_forwards, foreign_platform, platform_class
 from ..engine import Rule
@@ -58,3 +60,33 @@ class CurrentPlatform(Rule):
                        f"to {cls}() of {mod}: variant platform={self.variant['platform']}, "
                        f"gpu_queries={self.variant.get('gpu_queries')}")
         return True
+
+
+# What a platform (or torch.cuda) answers about the GPU itself; vLLM's CUDA platform asks NVML, which does not
+# initialise CUDA, but the bundle's platform asks torch.cuda, which does.
+_DEVICE_QUERIES = frozenset({"get_device_name", "get_device_capability", "get_device_properties",
+                             "get_device_total_memory", "get_device_uuid"})
+
+
+class DecidedDeviceQueries(Rule):
+    name = "decided-device-queries"
+    decides = ("a module-level name bound to a test that queries the GPU at import, which the variant decides, is "
+               "bound to that value: importing the bundle queries no GPU")
+
+    def __init__(self, preds):
+        self.preds = preds
+
+    def scanned(self, g, n, before) -> None:
+        st = n.stmt
+        if not (isinstance(st, ast.Assign) and len(st.targets) == 1 and isinstance(st.targets[0], ast.Name)
+                and any(isinstance(c, ast.Call) and isinstance(c.func, ast.Attribute) and c.func.attr in _DEVICE_QUERIES
+                        for c in ast.walk(st.value))):
+            return
+        value = self.preds.global_predicate(n.module, st.targets[0].id)
+        if value is None:
+            return
+        v = st.value
+        n.extra_edits.append({"op": "span", "line": v.lineno, "col": v.col_offset, "end_line": v.end_lineno,
+                              "end_col": v.end_col_offset, "text": repr(value)})
+        g.notes.append(f"{n.file}:{st.lineno}: {st.targets[0].id} = {value!r}, as the variant decides "
+                       f"{ast.unparse(v)[:120]} (the import would query the GPU)")

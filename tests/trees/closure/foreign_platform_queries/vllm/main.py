@@ -1,3 +1,5 @@
+import functools
+
 from vllm.platforms import current_platform
 
 if current_platform.is_cuda_alike():
@@ -6,6 +8,25 @@ elif current_platform.is_xpu():
     from vllm.xpu_ops import xpu_ops as ops
 
 IS_TURING = current_platform.get_device_capability() == (7, 5)
+
+
+@functools.cache
+def _vendor():
+    if current_platform.is_cuda_alike():
+        return "nvidia"
+    return "other"
+
+
+VENDOR = _vendor()
+IS_NVIDIA = VENDOR == "nvidia"
+# as vLLM 0.34's flash-linear-attention utils, at import
+IS_HOPPER = IS_NVIDIA and (
+    "NVIDIA H" in current_platform.get_device_name(0) or current_platform.get_device_capability(0).major >= 9
+)
+
+
+def target_hopper():
+    return IS_HOPPER
 
 
 def rocm_kernel(x):

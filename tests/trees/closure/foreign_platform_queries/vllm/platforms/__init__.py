@@ -5,7 +5,10 @@ class Platform:
     def is_xpu(self):
         return False
 
-    def get_device_capability(self):
+    def get_device_capability(self, device=0):
+        raise RuntimeError("queries the GPU")
+
+    def get_device_name(self, device=0):
         raise RuntimeError("queries the GPU")
 
 
