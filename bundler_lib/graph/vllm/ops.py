@@ -51,7 +51,8 @@ class TorchOps(Rule):
     name = "torch-ops"
     decides = ("a torch.ops call is a compiled op of the tree (cuda_ops, for A4), a vLLM Python custom op (reaches "
                "the function registered for it) or another library's op; an op that module-level code looks up by "
-               "its name (a call given the name and the op's function) keeps its registration, before that code")
+               "its name (a call given the name and the op's function) keeps its registration, before that code; "
+               "a compiled op the code checks for with hasattr(torch.ops.<ns>, \"<op>\") is optional")
 
     def __init__(self, index: TreeIndex, scans: TreeScans):
         self.index, self.scans = index, scans
