@@ -16,21 +16,9 @@ _VERSION_FUNCTIONS = ("importlib.metadata.version", "importlib_metadata.version"
 _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
 
 
-def _imported(body: list[ast.stmt]) -> dict[str, str]:
-    """{bound name: dotted object} of the imports in a function's own body (not in nested defs)."""
-    out: dict[str, str] = {}
-    todo = list(body)
-    while todo:
-        st = todo.pop()
-        if isinstance(st, ast.Import):
-            for a in st.names:
-                out[a.asname or a.name.split(".")[0]] = a.name if a.asname else a.name.split(".")[0]
-        elif isinstance(st, ast.ImportFrom) and st.module and not st.level:
-            for a in st.names:
-                out[a.asname or a.name] = f"{st.module}.{a.name}"
-        elif not isinstance(st, _SCOPES):
-            todo.extend(c for c in ast.iter_child_nodes(st) if isinstance(c, ast.stmt))
-    return out
+def _objects(bindings) -> dict[str, str]:
+    """{bound name: the object it binds} of external import bindings."""
+    return {b.name: import_stmt(b)[1] for b in bindings if b.external}
 
 
 def _dotted(e: ast.expr, names: dict[str, str]) -> str | None:
@@ -42,17 +30,17 @@ def _dotted(e: ast.expr, names: dict[str, str]) -> str | None:
     return None
 
 
-def version_calls(node: ast.AST, names: dict[str, str]):
+def version_calls(node: ast.AST, names: dict[str, str], imported):
     """The calls `version("<literal>")` in `node` whose function is importlib.metadata's, given the names bound
-    around it; each with its literal."""
+    around it (`imported(body)`: those a function's own imports add); each with its literal."""
     if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-        names = {**names, **_imported(node.body)}
+        names = {**names, **imported(node.body)}
     for child in ast.iter_child_nodes(node):
         if (isinstance(child, ast.Call) and len(child.args) == 1 and not child.keywords
                 and isinstance(child.args[0], ast.Constant) and isinstance(child.args[0].value, str)
                 and _dotted(child.func, names) in _VERSION_FUNCTIONS):
             yield child, child.args[0].value
-        yield from version_calls(child, names)
+        yield from version_calls(child, names, imported)
 
 
 class DistributionVersion(Rule):
@@ -61,20 +49,29 @@ class DistributionVersion(Rule):
 
     def __init__(self, index):
         self.index = index
-        self._done: set[tuple] = set()
 
     def scanned(self, g, n, before) -> None:
         if n.stmt is None:
             return
         info = self.index.get(n.module)
-        names = {name: import_stmt(b)[1] for name, b in info.imports.items() if b.external}
-        for call, package in version_calls(n.stmt, names):
+        for call, package in version_calls(n.stmt, _objects(info.imports.values()),
+                                           lambda body: self._imported(info, body)):
             version = self.index.distribution_version(package)
-            where = (n.file, call.lineno, call.col_offset)
-            if version is None or where in self._done:
+            if version is None:
                 continue
-            self._done.add(where)
             n.extra_edits.append({"op": "span", "line": call.lineno, "col": call.col_offset,
                                   "end_line": call.end_lineno, "end_col": call.end_col_offset, "text": repr(version)})
             g.notes.append(f"{n.file}:{call.lineno}: {ast.unparse(call)} reads as {version!r}, the version the "
                            f"tree's source states (the bundle is not installed as {package!r})")
+
+    def _imported(self, info, body: list[ast.stmt]) -> dict[str, str]:
+        """{bound name: object} of the imports in a function's own body (not in nested defs), as the index binds
+        them."""
+        found, todo = [], list(body)
+        while todo:
+            st = todo.pop()
+            if isinstance(st, (ast.Import, ast.ImportFrom)):
+                found += self.index.import_bindings(info, st, False)
+            elif not isinstance(st, _SCOPES):
+                todo.extend(c for c in ast.iter_child_nodes(st) if isinstance(c, ast.stmt))
+        return _objects(found)

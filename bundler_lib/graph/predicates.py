@@ -60,9 +60,7 @@ class Predicates(Oracle):
         key = (found[0], name)
         if key not in self._predicates:
             self._predicates[key] = None   # a binding that reaches itself stays undecided
-            info = self.index.get(found[0])
-            rebound = any(isinstance(x, ast.Global) and name in x.names for x in ast.walk(info.tree))
-            if not rebound:
+            if not self._rebound(found[0], name):
                 # a literal decides only where the variant pruned the name's other bindings
                 self._predicates[key], _ = self.ge.evaluate(found[1].value, Where(module=found[0],
                                                                                   literal_bools=pruned))
@@ -72,17 +70,28 @@ class Predicates(Oracle):
         """The value of a module-level `name` bound once (never rebound through `global`) to a call of a module-level
         function whose value the variant decides (`device_platform = _check_platform()`, which returns "nvidia"
         where `current_platform.is_cuda()`), or _UNKNOWN."""
-        found = self.defs.sole_def(module, name, ast.Assign)
-        if (found is None or len(found[1].targets) != 1 or not isinstance(found[1].targets[0], ast.Name)
-                or not isinstance(found[1].value, ast.Call) or not isinstance(found[1].value.func, ast.Name)):
+        found = self._sole_call_binding(module, name)
+        if found is None:
             return _UNKNOWN
         key = (found[0], f"global:{name}")
         if key not in self._values:
             self._values[key] = _UNKNOWN   # a binding that reaches itself stays undecided
-            info = self.index.get(found[0])
-            if not any(isinstance(x, ast.Global) and name in x.names for x in ast.walk(info.tree)):
-                self._values[key] = self.ge._value(found[1].value, Where(module=found[0]))
+            self._values[key] = self.ge._value(found[1], Where(module=found[0]))
         return self._values[key]
+
+    def _sole_call_binding(self, module: str, name: str) -> tuple[str, ast.Call] | None:
+        """(module, the call) where a module-level `name` is bound by one plain assignment, never rebound through
+        `global`, to a call of a plain name (`x = f(...)`)."""
+        found = self.defs.sole_def(module, name, ast.Assign)
+        if (found is None or len(found[1].targets) != 1 or not isinstance(found[1].targets[0], ast.Name)
+                or not isinstance(found[1].value, ast.Call) or not isinstance(found[1].value.func, ast.Name)
+                or self._rebound(found[0], name)):
+            return None
+        return found[0], found[1].value
+
+    def _rebound(self, module: str, name: str) -> bool:
+        """Whether some function of `module` rebinds its global `name` (`global name`)."""
+        return any(isinstance(x, ast.Global) and name in x.names for x in ast.walk(self.index.get(module).tree))
 
     def _sole_live_assign(self, module: str, name: str) -> tuple[str, ast.Assign] | None:
         """(module, Assign) of a module-level name bound by one plain assignment and otherwise only inside
@@ -192,16 +201,8 @@ class Predicates(Oracle):
     def instance_constant(self, module: str, name: str) -> bool:
         """A module-level name bound once (never rebound through `global`) to a call of a class the tree
         defines (`kNvfp4Dynamic = QuantKey(...)`): an instance, never None."""
-        found = self.defs.sole_def(module, name, ast.Assign)
-        if found is None or len(found[1].targets) != 1 or not isinstance(found[1].targets[0], ast.Name):
-            return False
-        v = found[1].value
-        if not (isinstance(v, ast.Call) and isinstance(v.func, ast.Name)):
-            return False
-        info = self.index.get(found[0])
-        if any(isinstance(x, ast.Global) and name in x.names for x in ast.walk(info.tree)):
-            return False
-        return self.defs.sole_def(found[0], v.func.id, ast.ClassDef) is not None
+        found = self._sole_call_binding(module, name)
+        return found is not None and self.defs.sole_def(found[0], found[1].func.id, ast.ClassDef) is not None
 
     def _method_predicate(self, module: str, cls: ast.ClassDef, method: str) -> bool | None:
         fn = next((b for b in cls.body if isinstance(b, ast.FunctionDef) and b.name == method), None)
